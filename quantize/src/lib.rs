@@ -1,0 +1,8 @@
+//! `clip-quantize`: the host-side half of the project. Reads CLIP checkpoints,
+//! builds tract graphs, tokenizes prompts. Nothing here ships to a board.
+
+pub mod checkpoint;
+pub mod config;
+pub mod graph;
+pub mod nnef;
+pub mod tokenizer;

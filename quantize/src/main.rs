@@ -1,0 +1,217 @@
+//! `clip-quantize`: host-side commands (inspect, tokenize, preprocess, embed).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use ndarray::{Array2, Array4};
+
+use clip_edge::decode::decode_file;
+use clip_edge::encoder;
+use clip_edge::preprocess::{Preprocessor, CLIP_MEAN, CLIP_STD};
+use clip_quantize::checkpoint;
+use clip_quantize::config::ClipConfig;
+use clip_quantize::graph;
+use clip_quantize::tokenizer::Tokenizer;
+use tract_core::prelude::*;
+
+#[derive(Parser)]
+#[command(
+    name = "clip-quantize",
+    version,
+    about = "Translate CLIP checkpoints for clip-edge (host side)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a checkpoint's format, architecture and hyperparameters.
+    Inspect {
+        checkpoint: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tokenize texts exactly as `clip.tokenize`; prints a JSON array of rows.
+    Tokenize {
+        #[arg(long, default_value_t = 77)]
+        context_length: usize,
+        #[arg(long)]
+        truncate: bool,
+        #[arg(required = true)]
+        text: Vec<String>,
+    },
+    /// Reference preprocessing (`_transform(n)`) of one image into a float32 .npy [1,3,N,N].
+    Preprocess {
+        #[arg(long)]
+        resolution: u32,
+        image: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Image and text embeddings (unnormalised, as encode_image / encode_text) from the fp32 tract graphs.
+    Embed {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        image: Vec<PathBuf>,
+        #[arg(long)]
+        text: Vec<String>,
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Inspect { checkpoint, json } => inspect(&checkpoint, json),
+        Cmd::Tokenize {
+            context_length,
+            truncate,
+            text,
+        } => {
+            let tok = Tokenizer::new()?;
+            let rows = text
+                .iter()
+                .map(|t| tok.tokenize(t, context_length, truncate))
+                .collect::<Result<Vec<_>, _>>()?;
+            println!("{}", serde_json::to_string(&rows)?);
+            Ok(())
+        }
+        Cmd::Preprocess {
+            resolution,
+            image,
+            out,
+        } => {
+            let t = preprocess(&image, resolution)?;
+            write_npy(&out, &t)
+        }
+        Cmd::Embed {
+            checkpoint,
+            image,
+            text,
+            out_dir,
+        } => embed(&checkpoint, &image, &text, &out_dir),
+    }
+}
+
+fn inspect(path: &Path, json: bool) -> Result<()> {
+    let sd = checkpoint::load(path)?;
+    let cfg = ClipConfig::infer(&sd)?;
+    let params: usize = sd.tensors.values().map(|p| p.numel()).sum();
+    let value = serde_json::json!({
+        "path": path,
+        "format": sd.format,
+        "architecture": cfg.name,
+        "family": if cfg.is_vit() { "vit" } else { "resnet" },
+        "config": cfg,
+        "parameters": params,
+        "tensors": sd.tensors.len(),
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!(
+            "{}: {:?}, {} ({} parameters in {} tensors)",
+            path.display(),
+            sd.format,
+            cfg.name,
+            params,
+            sd.tensors.len()
+        );
+        println!(
+            "  image resolution {}  embed dim {}",
+            cfg.image_resolution, cfg.embed_dim
+        );
+        println!("  vision {:?}", cfg.vision);
+        println!(
+            "  text: context {} vocab {} width {} heads {} layers {}",
+            cfg.context_length,
+            cfg.vocab_size,
+            cfg.transformer_width,
+            cfg.transformer_heads,
+            cfg.transformer_layers
+        );
+    }
+    Ok(())
+}
+
+fn preprocess(path: &Path, n: u32) -> Result<Array4<f32>> {
+    let img = decode_file(path)?;
+    let mut out = vec![0f32; Preprocessor::output_len(n)];
+    Preprocessor::new()
+        .run(&img.view(), n, CLIP_MEAN, CLIP_STD, &mut out)
+        .with_context(|| format!("preprocessing {}", path.display()))?;
+    Ok(Array4::from_shape_vec((1, 3, n as usize, n as usize), out)?)
+}
+
+/// Writes an .npy atomically (temporary file, then rename).
+fn write_npy<A: ndarray_npy::WritableElement, D: ndarray::Dimension>(
+    path: &Path,
+    a: &ndarray::Array<A, D>,
+) -> Result<()> {
+    let tmp = path.with_extension("npy.tmp");
+    ndarray_npy::write_npy(&tmp, a).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn embed(ckpt: &Path, images: &[PathBuf], texts: &[String], out_dir: &Path) -> Result<()> {
+    if images.is_empty() && texts.is_empty() {
+        bail!("nothing to embed: give --image and/or --text");
+    }
+    let sd = checkpoint::load(ckpt)?;
+    let cfg = ClipConfig::infer(&sd)?;
+    let n = cfg.image_resolution;
+    // Check every input before any output is written.
+    let inputs = images
+        .iter()
+        .map(|p| preprocess(p, n as u32))
+        .collect::<Result<Vec<_>>>()?;
+    let tok = Tokenizer::new()?;
+    let tokens = texts
+        .iter()
+        .map(|t| tok.tokenize(t, cfg.context_length, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut img_emb = Array2::<f32>::zeros((images.len(), cfg.embed_dim));
+    if !images.is_empty() {
+        let plan = encoder::into_plan(graph::image_encoder(&sd, &cfg, 1)?)?;
+        for (i, t) in inputs.into_iter().enumerate() {
+            let t = Tensor::from_shape(t.shape(), t.as_slice().context("contiguous")?)?;
+            let out = encoder::run_f32(&plan, t)?;
+            img_emb
+                .row_mut(i)
+                .assign(&ndarray::ArrayView1::from(&out[..]));
+        }
+    }
+    let mut txt_emb = Array2::<f32>::zeros((texts.len(), cfg.embed_dim));
+    if !texts.is_empty() {
+        let plan = encoder::into_plan(graph::text_encoder(&sd, &cfg, 1)?)?;
+        for (i, ids) in tokens.iter().enumerate() {
+            let ids: Vec<i64> = ids.iter().map(|&v| v as i64).collect();
+            let t = tensor1(&ids).into_shape(&[1, cfg.context_length])?;
+            let out = encoder::run_f32(&plan, t)?;
+            txt_emb
+                .row_mut(i)
+                .assign(&ndarray::ArrayView1::from(&out[..]));
+        }
+    }
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    write_npy(&out_dir.join("image_embeddings.npy"), &img_emb)?;
+    write_npy(&out_dir.join("text_embeddings.npy"), &txt_emb)?;
+    Ok(())
+}

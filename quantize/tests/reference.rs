@@ -1,0 +1,314 @@
+//! Golden tests against the PyTorch reference fixtures written by
+//! `tests/reference/generate.py` (committed; no Python at test time).
+
+use std::path::{Path, PathBuf};
+
+use clip_edge::decode::decode_file;
+use clip_edge::encoder;
+use clip_edge::preprocess::{Preprocessor, CLIP_MEAN, CLIP_STD};
+use clip_quantize::checkpoint::{self, Format};
+use clip_quantize::config::ClipConfig;
+use clip_quantize::graph;
+use clip_quantize::tokenizer::Tokenizer;
+use tract_core::prelude::*;
+
+/// fp32 tract vs fp32 PyTorch: relative L2 error of an embedding matrix.
+pub const FP32_REL_L2: f32 = 1e-4;
+/// fp32 tract vs fp32 PyTorch: cosine of every embedding.
+pub const FP32_MIN_COSINE: f32 = 0.99999;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn fixtures() -> PathBuf {
+    root().join("tests/fixtures")
+}
+
+fn load_npy_f32(p: &Path) -> (Vec<usize>, Vec<f32>) {
+    let a: ndarray::ArrayD<f32> =
+        ndarray_npy::read_npy(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (a.shape().to_vec(), a.iter().copied().collect())
+}
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f32 {
+    let num: f32 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f32>()
+        .sqrt();
+    let den: f32 = b.iter().map(|y| y * y).sum::<f32>().sqrt();
+    num / den
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let d: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    d / (na * nb)
+}
+
+struct Meta {
+    prompts: Vec<String>,
+    images: Vec<PathBuf>,
+}
+
+fn meta(dir: &Path, name: &str) -> Meta {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap())
+            .unwrap();
+    Meta {
+        prompts: v["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect(),
+        images: v["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| root().join(s.as_str().unwrap()))
+            .collect(),
+    }
+}
+
+fn preprocess(path: &Path, n: usize) -> Vec<f32> {
+    let img = decode_file(path).unwrap();
+    let mut out = vec![0f32; Preprocessor::output_len(n as u32)];
+    Preprocessor::new()
+        .run(&img.view(), n as u32, CLIP_MEAN, CLIP_STD, &mut out)
+        .unwrap();
+    out
+}
+
+/// Runs both encoders of `ckpt` on the fixture inputs and compares with PyTorch.
+fn check_model(ckpt: &Path, refdir: &Path, name: &str, nnef_roundtrip: bool) {
+    let sd = checkpoint::load(ckpt).unwrap();
+    let cfg = ClipConfig::infer(&sd).unwrap();
+    let m = meta(refdir, name);
+    let n = cfg.image_resolution;
+    let batch = m.images.len();
+
+    // Image encoder, batched.
+    let mut input = Vec::new();
+    for p in &m.images {
+        input.extend(preprocess(p, n));
+    }
+    let input = Tensor::from_shape(&[batch, 3, n, n], &input).unwrap();
+    let mut model = graph::image_encoder(&sd, &cfg, batch).unwrap();
+    if nnef_roundtrip {
+        let dir = tempdir();
+        let path = dir.join("image.nnef.tgz");
+        clip_quantize::nnef::write_nnef_tgz(&model, &path).unwrap();
+        model = encoder::load_nnef(&path).unwrap();
+    }
+    let plan = encoder::into_plan(model).unwrap();
+    let got = encoder::run_f32(&plan, input).unwrap();
+    let (shape, want) = load_npy_f32(&refdir.join(format!("{name}_image.npy")));
+    assert_eq!(shape, vec![batch, cfg.embed_dim]);
+    let err = rel_l2(&got, &want);
+    assert!(err < FP32_REL_L2, "{name} image rel L2 {err}");
+    for (g, w) in got.chunks(cfg.embed_dim).zip(want.chunks(cfg.embed_dim)) {
+        let c = cosine(g, w);
+        assert!(c >= FP32_MIN_COSINE, "{name} image cosine {c}");
+    }
+
+    // Text encoder, batched; tokens also checked against clip.tokenize.
+    let tok = Tokenizer::new().unwrap();
+    let mut ids = Vec::new();
+    for p in &m.prompts {
+        ids.extend(
+            tok.tokenize(p, cfg.context_length, true)
+                .unwrap()
+                .into_iter()
+                .map(|v| v as i64),
+        );
+    }
+    let want_tokens: ndarray::ArrayD<i64> =
+        ndarray_npy::read_npy(refdir.join(format!("{name}_tokens.npy"))).unwrap();
+    assert_eq!(
+        ids,
+        want_tokens.iter().copied().collect::<Vec<_>>(),
+        "{name} tokens"
+    );
+    let tokens = Tensor::from_shape(&[m.prompts.len(), cfg.context_length], &ids).unwrap();
+    let mut model = graph::text_encoder(&sd, &cfg, m.prompts.len()).unwrap();
+    if nnef_roundtrip {
+        let dir = tempdir();
+        let path = dir.join("text.nnef.tgz");
+        clip_quantize::nnef::write_nnef_tgz(&model, &path).unwrap();
+        model = encoder::load_nnef(&path).unwrap();
+    }
+    let plan = encoder::into_plan(model).unwrap();
+    let got = encoder::run_f32(&plan, tokens).unwrap();
+    let (_, want) = load_npy_f32(&refdir.join(format!("{name}_text.npy")));
+    let err = rel_l2(&got, &want);
+    assert!(err < FP32_REL_L2, "{name} text rel L2 {err}");
+    for (g, w) in got.chunks(cfg.embed_dim).zip(want.chunks(cfg.embed_dim)) {
+        let c = cosine(g, w);
+        assert!(c >= FP32_MIN_COSINE, "{name} text cosine {c}");
+    }
+}
+
+fn tempdir() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "clip-edge-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn vit_tiny_jit_matches_pytorch() {
+    check_model(
+        &fixtures().join("models/vit_tiny_jit.pt"),
+        &fixtures().join("reference"),
+        "vit_tiny",
+        false,
+    );
+}
+
+#[test]
+fn vit_tiny_state_dict_matches_pytorch_through_nnef() {
+    check_model(
+        &fixtures().join("models/vit_tiny_sd.pt"),
+        &fixtures().join("reference"),
+        "vit_tiny",
+        true,
+    );
+}
+
+#[test]
+fn vit_tiny_hf_matches_pytorch() {
+    check_model(
+        &fixtures().join("models/vit_tiny_hf.safetensors"),
+        &fixtures().join("reference"),
+        "vit_tiny",
+        false,
+    );
+}
+
+#[test]
+fn rn_tiny_jit_matches_pytorch_through_nnef() {
+    check_model(
+        &fixtures().join("models/rn_tiny_jit.pt"),
+        &fixtures().join("reference"),
+        "rn_tiny",
+        true,
+    );
+}
+
+#[test]
+fn rn_tiny_state_dict_matches_pytorch() {
+    check_model(
+        &fixtures().join("models/rn_tiny_sd.pt"),
+        &fixtures().join("reference"),
+        "rn_tiny",
+        false,
+    );
+}
+
+/// Full-size graphs, random weights: runs only when `generate.py --big` was run here.
+#[test]
+fn full_size_vit_b32_and_rn50_match_pytorch() {
+    let big = fixtures().join("big");
+    for name in ["ViT-B-32", "RN50"] {
+        let ckpt = big.join(format!("{name}_jit.pt"));
+        if !ckpt.exists() {
+            eprintln!(
+                "skipping {name}: {} not present (run tests/reference/generate.py --big)",
+                ckpt.display()
+            );
+            continue;
+        }
+        check_model(&ckpt, &big, name, false);
+        let sd = checkpoint::load(&ckpt).unwrap();
+        let cfg = ClipConfig::infer(&sd).unwrap();
+        assert_eq!(cfg.name, name.replace("ViT-B-32", "ViT-B/32"));
+    }
+}
+
+#[test]
+fn formats_are_detected() {
+    let m = fixtures().join("models");
+    let fmt = |f: &str| checkpoint::load(&m.join(f)).unwrap().format;
+    assert_eq!(fmt("vit_tiny_jit.pt"), Format::OpenAiJit);
+    assert_eq!(fmt("vit_tiny_sd.pt"), Format::TorchStateDict);
+    assert_eq!(fmt("vit_tiny_hf.safetensors"), Format::HfSafetensors);
+}
+
+#[test]
+fn all_formats_give_the_same_weights() {
+    let m = fixtures().join("models");
+    let jit = checkpoint::load(&m.join("vit_tiny_jit.pt")).unwrap();
+    let sd = checkpoint::load(&m.join("vit_tiny_sd.pt")).unwrap();
+    let hf = checkpoint::load(&m.join("vit_tiny_hf.safetensors")).unwrap();
+    assert_eq!(
+        jit.tensors.keys().collect::<Vec<_>>(),
+        sd.tensors.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        jit.tensors.keys().collect::<Vec<_>>(),
+        hf.tensors.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &jit.tensors {
+        assert_eq!(v.shape, sd.tensors[k].shape, "{k}");
+        assert_eq!(v.data, sd.tensors[k].data, "{k}");
+        assert_eq!(v.dtype, sd.tensors[k].dtype, "{k}");
+        assert_eq!(v.shape, hf.tensors[k].shape, "{k}");
+        assert_eq!(v.data, hf.tensors[k].data, "{k}");
+    }
+    // convert_weights dtypes: conv/linear/attention/projections fp16, the rest fp32.
+    use clip_quantize::checkpoint::SourceDtype::{F16, F32};
+    assert_eq!(jit.tensors["visual.conv1.weight"].dtype, F16);
+    assert_eq!(jit.tensors["visual.proj"].dtype, F16);
+    assert_eq!(jit.tensors["visual.ln_pre.weight"].dtype, F32);
+    assert_eq!(jit.tensors["token_embedding.weight"].dtype, F32);
+}
+
+#[test]
+fn hyperparameters_are_inferred() {
+    let m = fixtures().join("models");
+    let vit = ClipConfig::infer(&checkpoint::load(&m.join("vit_tiny_jit.pt")).unwrap()).unwrap();
+    assert_eq!(vit.image_resolution, 32);
+    assert_eq!(
+        (vit.embed_dim, vit.context_length, vit.vocab_size),
+        (32, 77, 49408)
+    );
+    assert_eq!(
+        (
+            vit.transformer_width,
+            vit.transformer_heads,
+            vit.transformer_layers
+        ),
+        (128, 2, 2)
+    );
+    assert_eq!(
+        vit.vision,
+        clip_quantize::config::Vision::Vit {
+            width: 128,
+            layers: 2,
+            patch_size: 8,
+            grid: 4,
+            heads: 2
+        }
+    );
+    let rn = ClipConfig::infer(&checkpoint::load(&m.join("rn_tiny_sd.pt")).unwrap()).unwrap();
+    assert_eq!(rn.image_resolution, 64);
+    assert_eq!(
+        rn.vision,
+        clip_quantize::config::Vision::ResNet {
+            width: 16,
+            layers: [1, 1, 1, 1],
+            heads: 8,
+            output_grid: 2
+        }
+    );
+    assert_eq!((rn.transformer_width, rn.transformer_heads), (64, 1));
+}

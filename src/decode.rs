@@ -1,0 +1,186 @@
+//! Image files → decoded pixels in Pillow's modes, so that preprocessing sees
+//! what `PIL.Image.open` would give the reference.
+//!
+//! PNG is decoded with the `png` crate directly to keep what Pillow keeps:
+//! palette images stay palette images (resized with nearest neighbour), 1-bit
+//! greyscale is Pillow's mode "1", 16-bit channels keep their high byte.
+//! Other formats go through `image`. JPEG decoders differ from Pillow's
+//! libjpeg-turbo by a few levels (see the README).
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::preprocess::{ImageView, Mode};
+
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot decode image: {why}")]
+    Decode { path: PathBuf, why: String },
+    #[error("{path}: unsupported image: {why}")]
+    Unsupported { path: PathBuf, why: String },
+}
+
+/// An owned decoded image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedImage {
+    pub width: u32,
+    pub height: u32,
+    pub mode: Mode,
+    pub data: Vec<u8>,
+    pub palette: Vec<[u8; 3]>,
+}
+
+impl DecodedImage {
+    pub fn view(&self) -> ImageView<'_> {
+        ImageView {
+            width: self.width,
+            height: self.height,
+            mode: self.mode,
+            data: &self.data,
+            palette: &self.palette,
+        }
+    }
+}
+
+/// Decodes an image file.
+pub fn decode_file(path: &Path) -> Result<DecodedImage, DecodeError> {
+    let bytes = std::fs::read(path).map_err(|source| DecodeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    decode_bytes(&bytes, path)
+}
+
+/// Decodes an encoded image held in memory; `path` only names it in errors.
+pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DecodedImage, DecodeError> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return decode_png(bytes, path);
+    }
+    let err = |why: String| DecodeError::Decode {
+        path: path.to_path_buf(),
+        why,
+    };
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| err(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(DecodeError::Unsupported {
+            path: path.to_path_buf(),
+            why: "not a known image format".into(),
+        });
+    }
+    let img = reader.decode().map_err(|e| err(e.to_string()))?;
+    let (width, height) = (img.width(), img.height());
+    let (mode, data) = match img {
+        image::DynamicImage::ImageLuma8(b) => (Mode::L, b.into_raw()),
+        image::DynamicImage::ImageLumaA8(b) => (Mode::La, b.into_raw()),
+        image::DynamicImage::ImageRgb8(b) => (Mode::Rgb, b.into_raw()),
+        image::DynamicImage::ImageRgba8(b) => (Mode::Rgba, b.into_raw()),
+        other if other.color().has_alpha() => (Mode::Rgba, other.to_rgba8().into_raw()),
+        other => (Mode::Rgb, other.to_rgb8().into_raw()),
+    };
+    Ok(DecodedImage {
+        width,
+        height,
+        mode,
+        data,
+        palette: Vec::new(),
+    })
+}
+
+fn unpack_bits(row: &[u8], width: usize, depth: usize, out: &mut Vec<u8>, scale: u8) {
+    let per_byte = 8 / depth;
+    let mask = ((1u16 << depth) - 1) as u8;
+    for x in 0..width {
+        let byte = row[x / per_byte];
+        let shift = 8 - depth * (x % per_byte + 1);
+        out.push(((byte >> shift) & mask).wrapping_mul(scale));
+    }
+}
+
+fn decode_png(bytes: &[u8], path: &Path) -> Result<DecodedImage, DecodeError> {
+    use png::{BitDepth, ColorType, Transformations};
+    let err = |why: String| DecodeError::Decode {
+        path: path.to_path_buf(),
+        why,
+    };
+    let mut dec = png::Decoder::new(BufReader::new(std::io::Cursor::new(bytes)));
+    dec.set_transformations(Transformations::STRIP_16);
+    let mut reader = dec.read_info().map_err(|e| err(e.to_string()))?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| err("image too large".into()))?;
+    let mut buf = vec![0u8; size];
+    let frame = reader
+        .next_frame(&mut buf)
+        .map_err(|e| err(e.to_string()))?;
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let line = frame.line_size;
+    let depth = frame.bit_depth as usize;
+    let info = reader.info();
+    let mut palette = Vec::new();
+    let (mode, data) = match frame.color_type {
+        ColorType::Indexed => {
+            let p = info
+                .palette
+                .as_ref()
+                .ok_or_else(|| err("palette image without a palette".into()))?;
+            palette = p.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
+            let mut data = Vec::with_capacity(w * h);
+            for y in 0..h {
+                let row = &buf[y * line..(y + 1) * line];
+                if depth == 8 {
+                    data.extend_from_slice(&row[..w]);
+                } else {
+                    unpack_bits(row, w, depth, &mut data, 1);
+                }
+            }
+            (Mode::Palette, data)
+        }
+        ColorType::Grayscale if frame.bit_depth != BitDepth::Eight => {
+            let (mode, scale) = match depth {
+                1 => (Mode::Bilevel, 255),
+                2 => (Mode::L, 0x55),
+                4 => (Mode::L, 0x11),
+                _ => (Mode::L, 1),
+            };
+            let mut data = Vec::with_capacity(w * h);
+            for y in 0..h {
+                let row = &buf[y * line..(y + 1) * line];
+                if depth >= 8 {
+                    data.extend_from_slice(&row[..w]);
+                } else {
+                    unpack_bits(row, w, depth, &mut data, scale);
+                }
+            }
+            (mode, data)
+        }
+        ColorType::Grayscale => (Mode::L, compact(&buf, w, h, line, 1)),
+        ColorType::GrayscaleAlpha => (Mode::La, compact(&buf, w, h, line, 2)),
+        ColorType::Rgb => (Mode::Rgb, compact(&buf, w, h, line, 3)),
+        ColorType::Rgba => (Mode::Rgba, compact(&buf, w, h, line, 4)),
+    };
+    Ok(DecodedImage {
+        width: w as u32,
+        height: h as u32,
+        mode,
+        data,
+        palette,
+    })
+}
+
+fn compact(buf: &[u8], w: usize, h: usize, line: usize, ch: usize) -> Vec<u8> {
+    if line == w * ch {
+        return buf[..w * h * ch].to_vec();
+    }
+    (0..h)
+        .flat_map(|y| buf[y * line..y * line + w * ch].iter().copied())
+        .collect()
+}

@@ -1,0 +1,7 @@
+//! `clip-edge`: the device runtime. It links tract-core and tract-nnef only;
+//! checkpoints, tokenizer and graph building live in the host-side
+//! `clip-quantize` crate.
+
+pub mod decode;
+pub mod encoder;
+pub mod preprocess;

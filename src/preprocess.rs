@@ -1,0 +1,652 @@
+//! Exact CLIP preprocessing: the reference `_transform(n)` of OpenAI's `clip.py`
+//! (`Resize(n, BICUBIC)`, `CenterCrop(n)`, `convert("RGB")`, `ToTensor()`,
+//! `Normalize(mean, std)`), reproduced bit for bit from the decoded pixels.
+//!
+//! The resize is Pillow's convolution resampler (`libImaging/Resample.c`):
+//! bicubic with `a = -0.5`, support scaled by the downscale factor
+//! (antialiasing), coefficients normalised in f64 and rounded to 22-bit fixed
+//! point, a horizontal pass into `u8` followed by a vertical pass. Every output
+//! pixel depends only on its own coefficients, so only the centre-cropped
+//! window is computed, which is exact and cheaper.
+//!
+//! Images are resized *in their own mode*, as Pillow does, and only then turned
+//! into RGB: `RGBA`/`LA` are resized premultiplied, palette and 1-bit images
+//! with nearest neighbour.
+//!
+//! The per-frame entry point [`Preprocessor::run`] writes into a caller buffer
+//! and keeps its scratch space between calls: after the first frame of a given
+//! size it does not allocate.
+
+use thiserror::Error;
+
+/// CLIP's normalisation constants (`clip.py`, `_transform`).
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// CLIP's normalisation constants (`clip.py`, `_transform`), written as the
+/// reference writes them.
+#[allow(clippy::excessive_precision)]
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+
+/// Fixed-point precision of Pillow's 8-bit resampler (`32 - 8 - 2`).
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+/// Support of Pillow's bicubic filter.
+const BICUBIC_SUPPORT: f64 = 2.0;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PreprocessError {
+    #[error("image is empty ({width}x{height})")]
+    Empty { width: u32, height: u32 },
+    #[error("pixel buffer holds {actual} bytes, {mode:?} {width}x{height} needs {expected}")]
+    BadBuffer {
+        mode: Mode,
+        width: u32,
+        height: u32,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("output buffer holds {actual} floats, resolution {resolution} needs {expected}")]
+    BadOutput {
+        resolution: u32,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("palette image refers to colour {index}, the palette has {len}")]
+    BadPaletteIndex { index: u8, len: usize },
+    #[error("resolution must be positive")]
+    ZeroResolution,
+}
+
+/// Pixel modes, named after Pillow's. All are 8 bits per channel, interleaved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Bilevel, one byte per pixel holding 0 or 255 (Pillow's "1").
+    Bilevel,
+    /// Grey.
+    L,
+    /// Grey + alpha.
+    La,
+    Rgb,
+    Rgba,
+    /// One byte per pixel indexing a palette of RGB colours (Pillow's "P").
+    Palette,
+}
+
+impl Mode {
+    pub fn channels(self) -> usize {
+        match self {
+            Mode::Bilevel | Mode::L | Mode::Palette => 1,
+            Mode::La => 2,
+            Mode::Rgb => 3,
+            Mode::Rgba => 4,
+        }
+    }
+}
+
+/// A borrowed decoded image.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageView<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub mode: Mode,
+    pub data: &'a [u8],
+    /// RGB palette for [`Mode::Palette`], empty otherwise.
+    pub palette: &'a [[u8; 3]],
+}
+
+impl<'a> ImageView<'a> {
+    pub fn new(width: u32, height: u32, mode: Mode, data: &'a [u8]) -> Self {
+        Self {
+            width,
+            height,
+            mode,
+            data,
+            palette: &[],
+        }
+    }
+
+    fn validate(&self) -> Result<(), PreprocessError> {
+        if self.width == 0 || self.height == 0 {
+            return Err(PreprocessError::Empty {
+                width: self.width,
+                height: self.height,
+            });
+        }
+        let expected = self.width as usize * self.height as usize * self.mode.channels();
+        if self.data.len() != expected {
+            return Err(PreprocessError::BadBuffer {
+                mode: self.mode,
+                width: self.width,
+                height: self.height,
+                expected,
+                actual: self.data.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Size of the image after `Resize(n)`: the short side becomes `n`, the long
+/// side `int(n * long / short)` (torchvision's `_compute_resized_output_size`).
+pub fn resized_size(width: u32, height: u32, n: u32) -> (u32, u32) {
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
+    let new_long = (n as f64 * long as f64 / short as f64) as u32;
+    if width <= height {
+        (n, new_long)
+    } else {
+        (new_long, n)
+    }
+}
+
+/// Offset of a centre crop of `crop` inside `size`: `int(round((size - crop) / 2.0))`
+/// with Python's round-half-to-even.
+pub fn center_crop_offset(size: u32, crop: u32) -> u32 {
+    let d = size as f64 - crop as f64;
+    let half = d / 2.0;
+    let r = half.round_ties_even();
+    r.max(0.0) as u32
+}
+
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// Fixed-point coefficients of one resampling axis, for a window of outputs.
+#[derive(Debug, Default, Clone)]
+struct AxisCoeffs {
+    ksize: usize,
+    /// `ksize` coefficients per output.
+    k: Vec<i32>,
+    /// First input index and number of taps, per output.
+    bounds: Vec<(usize, usize)>,
+    /// Scratch for the f64 coefficients of one output.
+    kk: Vec<f64>,
+}
+
+impl AxisCoeffs {
+    /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for the outputs
+    /// `first..first + count` of a resize from `in_size` to `out_size`.
+    fn compute(&mut self, in_size: usize, out_size: usize, first: usize, count: usize) {
+        let scale = in_size as f64 / out_size as f64;
+        let filterscale = scale.max(1.0);
+        let support = BICUBIC_SUPPORT * filterscale;
+        let ksize = support.ceil() as usize * 2 + 1;
+        self.ksize = ksize;
+        self.k.clear();
+        self.k.resize(count * ksize, 0);
+        self.bounds.clear();
+        self.kk.clear();
+        self.kk.resize(ksize, 0.0);
+        let ss = 1.0 / filterscale;
+        for (i, xx) in (first..first + count).enumerate() {
+            let center = (xx as f64 + 0.5) * scale;
+            // C casts truncate towards zero.
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            let n = xmax.saturating_sub(xmin).min(ksize);
+            let mut ww = 0.0;
+            for x in 0..n {
+                let w = bicubic((x as f64 + xmin as f64 - center + 0.5) * ss);
+                self.kk[x] = w;
+                ww += w;
+            }
+            let out = &mut self.k[i * ksize..(i + 1) * ksize];
+            for (x, slot) in out.iter_mut().enumerate().take(n) {
+                let mut v = self.kk[x];
+                if ww != 0.0 {
+                    v /= ww;
+                }
+                let scaled = v * (1u32 << PRECISION_BITS) as f64;
+                *slot = if v < 0.0 {
+                    (scaled - 0.5) as i32
+                } else {
+                    (scaled + 0.5) as i32
+                };
+            }
+            self.bounds.push((xmin, n));
+        }
+    }
+}
+
+#[inline]
+fn clip8(v: i32) -> u8 {
+    (v >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Pillow's nearest-neighbour scaling (`ImagingScaleAffine`): source
+/// coordinates accumulated in f64 from the pixel centre.
+fn nearest_table(
+    in_size: usize,
+    out_size: usize,
+    first: usize,
+    count: usize,
+    out: &mut Vec<usize>,
+) {
+    let step = in_size as f64 / out_size as f64;
+    let mut pos = step * 0.5;
+    out.clear();
+    for x in 0..first + count {
+        if x >= first {
+            let xin = if pos < 0.0 { 0 } else { pos as usize };
+            out.push(xin.min(in_size - 1));
+        }
+        pos += step;
+    }
+}
+
+/// Reusable preprocessing state: coefficient tables and intermediate rows.
+#[derive(Debug, Default)]
+pub struct Preprocessor {
+    horiz: AxisCoeffs,
+    vert: AxisCoeffs,
+    /// Premultiplied copy of an `RGBA`/`LA` input.
+    premul: Vec<u8>,
+    /// First pass output.
+    tmp: Vec<u8>,
+    /// Input columns used by a vertical-first resize.
+    premul_cols: Vec<u8>,
+    /// Final cropped u8 image, in the working mode's channels.
+    out8: Vec<u8>,
+    nearest_x: Vec<usize>,
+    nearest_y: Vec<usize>,
+}
+
+#[inline]
+fn muldiv255(a: u8, b: u8) -> u8 {
+    let t = a as u32 * b as u32 + 128;
+    (((t >> 8) + t) >> 8) as u8
+}
+
+#[inline]
+fn unpremultiply(v: u8, alpha: u8) -> u8 {
+    if alpha == 0 || alpha == 255 {
+        v
+    } else {
+        ((255 * v as u32) / alpha as u32).min(255) as u8
+    }
+}
+
+impl Preprocessor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of floats [`Preprocessor::run`] writes for resolution `n`.
+    pub fn output_len(n: u32) -> usize {
+        3 * n as usize * n as usize
+    }
+
+    /// Runs `_transform(n)` on `img` and writes the `[3, n, n]` CHW tensor
+    /// into `out`, normalised with `mean`/`std`.
+    pub fn run(
+        &mut self,
+        img: &ImageView<'_>,
+        n: u32,
+        mean: [f32; 3],
+        std: [f32; 3],
+        out: &mut [f32],
+    ) -> Result<(), PreprocessError> {
+        img.validate()?;
+        if n == 0 {
+            return Err(PreprocessError::ZeroResolution);
+        }
+        let expected = Self::output_len(n);
+        if out.len() != expected {
+            return Err(PreprocessError::BadOutput {
+                resolution: n,
+                expected,
+                actual: out.len(),
+            });
+        }
+        self.resize_crop_u8(img, n)?;
+        let plane = n as usize * n as usize;
+        let ch = match img.mode {
+            Mode::Palette => 3,
+            m => m.channels(),
+        };
+        for p in 0..plane {
+            let px = &self.out8[p * ch..(p + 1) * ch];
+            let rgb = match ch {
+                1 | 2 => [px[0], px[0], px[0]],
+                _ => [px[0], px[1], px[2]],
+            };
+            for c in 0..3 {
+                // ToTensor then Normalize, in f32 as torch does.
+                let v = rgb[c] as f32 / 255.0f32;
+                out[c * plane + p] = (v - mean[c]) / std[c];
+            }
+        }
+        Ok(())
+    }
+
+    /// The resized, centre-cropped image before RGB conversion and
+    /// normalisation, as interleaved u8 (palette images already looked up).
+    pub fn resize_crop_u8(
+        &mut self,
+        img: &ImageView<'_>,
+        n: u32,
+    ) -> Result<&[u8], PreprocessError> {
+        img.validate()?;
+        let (rw, rh) = resized_size(img.width, img.height, n);
+        let crop = n.min(rw).min(rh);
+        let x0 = center_crop_offset(rw, crop) as usize;
+        let y0 = center_crop_offset(rh, crop) as usize;
+        let (crop_w, crop_h) = (crop as usize, crop as usize);
+        let (iw, ih) = (img.width as usize, img.height as usize);
+        match img.mode {
+            Mode::Bilevel | Mode::Palette => {
+                let identity = (rw as usize, rh as usize) == (iw, ih);
+                if identity {
+                    self.nearest_x.clear();
+                    self.nearest_x.extend(x0..x0 + crop_w);
+                    self.nearest_y.clear();
+                    self.nearest_y.extend(y0..y0 + crop_h);
+                } else {
+                    nearest_table(iw, rw as usize, x0, crop_w, &mut self.nearest_x);
+                    nearest_table(ih, rh as usize, y0, crop_h, &mut self.nearest_y);
+                }
+                let out_ch = if img.mode == Mode::Palette { 3 } else { 1 };
+                self.out8.clear();
+                self.out8.resize(crop_w * crop_h * out_ch, 0);
+                for (oy, &sy) in self.nearest_y.iter().enumerate() {
+                    for (ox, &sx) in self.nearest_x.iter().enumerate() {
+                        let v = img.data[sy * iw + sx];
+                        let o = (oy * crop_w + ox) * out_ch;
+                        if img.mode == Mode::Palette {
+                            let c = img.palette.get(v as usize).ok_or(
+                                PreprocessError::BadPaletteIndex {
+                                    index: v,
+                                    len: img.palette.len(),
+                                },
+                            )?;
+                            self.out8[o..o + 3].copy_from_slice(c);
+                        } else {
+                            self.out8[o] = v;
+                        }
+                    }
+                }
+            }
+            Mode::L | Mode::Rgb => {
+                let ch = img.mode.channels();
+                self.bicubic(
+                    img.data,
+                    iw,
+                    ih,
+                    ch,
+                    rw as usize,
+                    rh as usize,
+                    x0,
+                    y0,
+                    crop_w,
+                    crop_h,
+                );
+            }
+            Mode::La | Mode::Rgba => {
+                let ch = img.mode.channels();
+                let mut premul = std::mem::take(&mut self.premul);
+                premul.clear();
+                premul.extend_from_slice(img.data);
+                for px in premul.chunks_exact_mut(ch) {
+                    let a = px[ch - 1];
+                    for v in &mut px[..ch - 1] {
+                        *v = muldiv255(*v, a);
+                    }
+                }
+                self.bicubic(
+                    &premul,
+                    iw,
+                    ih,
+                    ch,
+                    rw as usize,
+                    rh as usize,
+                    x0,
+                    y0,
+                    crop_w,
+                    crop_h,
+                );
+                self.premul = premul;
+                for px in self.out8.chunks_exact_mut(ch) {
+                    let a = px[ch - 1];
+                    for v in &mut px[..ch - 1] {
+                        *v = unpremultiply(*v, a);
+                    }
+                }
+            }
+        }
+        Ok(&self.out8)
+    }
+
+    /// Pillow's two-pass 8-bit bicubic resize of `src` (`iw`x`ih`, `ch`
+    /// channels) to `rw`x`rh`, computing only the `cw`x`chh` window at
+    /// (`x0`, `y0`). The pass order is Pillow's (>= 12): vertical first when
+    /// the height shrinks by more than twice as many pixels as the width.
+    #[allow(clippy::too_many_arguments)]
+    fn bicubic(
+        &mut self,
+        src: &[u8],
+        iw: usize,
+        ih: usize,
+        ch: usize,
+        rw: usize,
+        rh: usize,
+        x0: usize,
+        y0: usize,
+        cw: usize,
+        chh: usize,
+    ) {
+        let need_h = rw != iw;
+        let need_v = rh != ih;
+        let shrink_h = ih as i64 - rh as i64;
+        let shrink_w = iw as i64 - rw as i64;
+        let horizontal_first = !(shrink_h > 0 && shrink_h > shrink_w * 2);
+        self.out8.clear();
+        self.out8.resize(cw * chh * ch, 0);
+        if need_v {
+            self.vert.compute(ih, rh, y0, chh);
+        }
+        if need_h {
+            self.horiz.compute(iw, rw, x0, cw);
+        }
+        if horizontal_first {
+            // Rows of the input that the vertical pass reads.
+            let (first, last) = if need_v {
+                span(&self.vert.bounds)
+            } else {
+                (y0, y0 + chh)
+            };
+            let rows = last - first;
+            self.tmp.clear();
+            self.tmp.resize(rows * cw * ch, 0);
+            if need_h {
+                resample_rows(
+                    src,
+                    iw * ch,
+                    first,
+                    rows,
+                    &self.horiz,
+                    ch,
+                    &mut self.tmp,
+                    cw * ch,
+                );
+            } else {
+                copy_window(src, iw * ch, first, rows, x0 * ch, cw * ch, &mut self.tmp);
+            }
+            if need_v {
+                resample_cols(&self.tmp, cw * ch, first, &self.vert, &mut self.out8);
+            } else {
+                self.out8.copy_from_slice(&self.tmp);
+            }
+        } else {
+            // Columns of the input that the horizontal pass reads.
+            let (first, last) = if need_h {
+                span(&self.horiz.bounds)
+            } else {
+                (x0, x0 + cw)
+            };
+            let cols = last - first;
+            self.tmp.clear();
+            self.tmp.resize(chh * cols * ch, 0);
+            if need_v {
+                // Vertical pass on the needed columns only.
+                let mut window = std::mem::take(&mut self.premul_cols);
+                window.clear();
+                // Gather the used columns of the rows the vertical pass reads.
+                let (yf, yl) = span(&self.vert.bounds);
+                window.resize((yl - yf) * cols * ch, 0);
+                copy_window(
+                    src,
+                    iw * ch,
+                    yf,
+                    yl - yf,
+                    first * ch,
+                    cols * ch,
+                    &mut window,
+                );
+                resample_cols(&window, cols * ch, yf, &self.vert, &mut self.tmp);
+                self.premul_cols = window;
+            } else {
+                copy_window(src, iw * ch, y0, chh, first * ch, cols * ch, &mut self.tmp);
+            }
+            if need_h {
+                let shifted = &mut self.horiz;
+                for b in &mut shifted.bounds {
+                    b.0 -= first;
+                }
+                resample_rows(
+                    &self.tmp,
+                    cols * ch,
+                    0,
+                    chh,
+                    &self.horiz,
+                    ch,
+                    &mut self.out8,
+                    cw * ch,
+                );
+            } else {
+                self.out8.copy_from_slice(&self.tmp);
+            }
+        }
+    }
+}
+
+/// First and one-past-last input index used by a set of bounds.
+fn span(bounds: &[(usize, usize)]) -> (usize, usize) {
+    let first = bounds.iter().map(|b| b.0).min().unwrap_or(0);
+    let last = bounds.iter().map(|b| b.0 + b.1).max().unwrap_or(first);
+    (first, last)
+}
+
+/// Copies `rows` rows starting at `first`, bytes `x..x + w` of each.
+fn copy_window(
+    src: &[u8],
+    stride: usize,
+    first: usize,
+    rows: usize,
+    x: usize,
+    w: usize,
+    out: &mut [u8],
+) {
+    for r in 0..rows {
+        let s = (first + r) * stride + x;
+        out[r * w..(r + 1) * w].copy_from_slice(&src[s..s + w]);
+    }
+}
+
+/// Horizontal pass (`ImagingResampleHorizontal_8bpc`) over `rows` rows of
+/// `src` starting at row `first`.
+#[allow(clippy::too_many_arguments)]
+fn resample_rows(
+    src: &[u8],
+    stride: usize,
+    first: usize,
+    rows: usize,
+    c: &AxisCoeffs,
+    ch: usize,
+    out: &mut [u8],
+    out_stride: usize,
+) {
+    let ks = c.ksize;
+    for r in 0..rows {
+        let srow = &src[(first + r) * stride..(first + r + 1) * stride];
+        let orow = &mut out[r * out_stride..(r + 1) * out_stride];
+        for (xx, &(xmin, n)) in c.bounds.iter().enumerate() {
+            let k = &c.k[xx * ks..xx * ks + n];
+            for cc in 0..ch {
+                let mut ss: i32 = 1 << (PRECISION_BITS - 1);
+                for (x, &kv) in k.iter().enumerate() {
+                    ss = ss.wrapping_add(srow[(xmin + x) * ch + cc] as i32 * kv);
+                }
+                orow[xx * ch + cc] = clip8(ss);
+            }
+        }
+    }
+}
+
+/// Vertical pass (`ImagingResampleVertical_8bpc`): `src` holds input rows
+/// from `first` on, `stride` bytes each.
+fn resample_cols(src: &[u8], stride: usize, first: usize, c: &AxisCoeffs, out: &mut [u8]) {
+    let ks = c.ksize;
+    for (yy, &(ymin, n)) in c.bounds.iter().enumerate() {
+        let k = &c.k[yy * ks..yy * ks + n];
+        let base = ymin - first;
+        for i in 0..stride {
+            let mut ss: i32 = 1 << (PRECISION_BITS - 1);
+            for (y, &kv) in k.iter().enumerate() {
+                ss = ss.wrapping_add(src[(base + y) * stride + i] as i32 * kv);
+            }
+            out[yy * stride + i] = clip8(ss);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resized_size_matches_torchvision() {
+        assert_eq!(resized_size(640, 480, 224), (298, 224));
+        assert_eq!(resized_size(480, 640, 224), (224, 298));
+        assert_eq!(resized_size(224, 224, 224), (224, 224));
+        assert_eq!(resized_size(3, 1000, 224), (224, 74666));
+    }
+
+    #[test]
+    fn crop_offset_rounds_half_to_even() {
+        // (225-224)/2 = 0.5 -> 0; (227-224)/2 = 1.5 -> 2; (229-224)/2=2.5 -> 2
+        assert_eq!(center_crop_offset(225, 224), 0);
+        assert_eq!(center_crop_offset(227, 224), 2);
+        assert_eq!(center_crop_offset(229, 224), 2);
+        assert_eq!(center_crop_offset(298, 224), 37);
+    }
+
+    #[test]
+    fn constant_image_stays_constant() {
+        let data = vec![200u8; 37 * 53 * 3];
+        let img = ImageView::new(37, 53, Mode::Rgb, &data);
+        let mut p = Preprocessor::new();
+        let out = p.resize_crop_u8(&img, 16).unwrap();
+        assert!(out.iter().all(|&v| v == 200));
+    }
+
+    #[test]
+    fn bad_buffer_is_an_error() {
+        let data = vec![0u8; 10];
+        let img = ImageView::new(4, 4, Mode::Rgb, &data);
+        let mut out = vec![0f32; Preprocessor::output_len(8)];
+        let err = Preprocessor::new()
+            .run(&img, 8, CLIP_MEAN, CLIP_STD, &mut out)
+            .unwrap_err();
+        assert!(matches!(err, PreprocessError::BadBuffer { .. }));
+    }
+}
