@@ -609,9 +609,141 @@ fn resample_cols(src: &[u8], stride: usize, first: usize, c: &AxisCoeffs, out: &
     }
 }
 
+/// The plain twin of the windowed resampler: Pillow's algorithm as written,
+/// resizing the whole image, then cropping. Used by the property tests.
+#[cfg(test)]
+pub(crate) mod plain {
+    use super::*;
+
+    fn coeffs(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
+        let mut c = AxisCoeffs::default();
+        c.compute(in_size, out_size, 0, out_size);
+        c.bounds
+            .iter()
+            .enumerate()
+            .map(|(i, &(xmin, n))| (xmin, c.k[i * c.ksize..i * c.ksize + n].to_vec()))
+            .collect()
+    }
+
+    /// One pass along x of an image `w`x`h`x`ch`.
+    fn pass_x(src: &[u8], w: usize, h: usize, ch: usize, ow: usize) -> Vec<u8> {
+        let cs = coeffs(w, ow);
+        let mut out = vec![0u8; ow * h * ch];
+        for y in 0..h {
+            for (x, (xmin, k)) in cs.iter().enumerate() {
+                for c in 0..ch {
+                    let mut ss: i32 = 1 << (PRECISION_BITS - 1);
+                    for (i, kv) in k.iter().enumerate() {
+                        ss += src[(y * w + xmin + i) * ch + c] as i32 * kv;
+                    }
+                    out[(y * ow + x) * ch + c] = clip8(ss);
+                }
+            }
+        }
+        out
+    }
+
+    fn transpose(src: &[u8], w: usize, h: usize, ch: usize) -> Vec<u8> {
+        let mut out = vec![0u8; src.len()];
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..ch {
+                    out[(x * h + y) * ch + c] = src[(y * w + x) * ch + c];
+                }
+            }
+        }
+        out
+    }
+
+    pub fn resize(src: &[u8], w: usize, h: usize, ch: usize, ow: usize, oh: usize) -> Vec<u8> {
+        let vertical_first =
+            (h as i64 - oh as i64) > 0 && (h as i64 - oh as i64) > (w as i64 - ow as i64) * 2;
+        let xs = |img: &[u8], w, h, ow| {
+            if ow == w {
+                img.to_vec()
+            } else {
+                pass_x(img, w, h, ch, ow)
+            }
+        };
+        let ys = |img: &[u8], w, h, oh| {
+            if oh == h {
+                img.to_vec()
+            } else {
+                transpose(&pass_x(&transpose(img, w, h, ch), h, w, ch, oh), oh, w, ch)
+            }
+        };
+        if vertical_first {
+            xs(&ys(src, w, h, oh), w, oh, ow)
+        } else {
+            ys(&xs(src, w, h, ow), ow, h, oh)
+        }
+    }
+
+    pub fn resize_crop(src: &[u8], w: usize, h: usize, ch: usize, n: u32) -> Vec<u8> {
+        let (rw, rh) = resized_size(w as u32, h as u32, n);
+        let full = resize(src, w, h, ch, rw as usize, rh as usize);
+        let crop = n.min(rw).min(rh) as usize;
+        let x0 = center_crop_offset(rw, crop as u32) as usize;
+        let y0 = center_crop_offset(rh, crop as u32) as usize;
+        let mut out = Vec::with_capacity(crop * crop * ch);
+        for y in y0..y0 + crop {
+            let s = (y * rw as usize + x0) * ch;
+            out.extend_from_slice(&full[s..s + crop * ch]);
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The windowed resize equals the plain full resize + crop, for odd
+        /// sizes, both pass orders, up- and downscaling.
+        #[test]
+        fn windowed_resize_matches_plain_twin(
+            w in 1usize..90, h in 1usize..90, n in 1u32..40, ch in prop::sample::select(vec![1usize, 3]), seed in any::<u64>()
+        ) {
+            let mut state = seed | 1;
+            let data: Vec<u8> = (0..w * h * ch).map(|_| { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state as u8 }).collect();
+            let mode = if ch == 1 { Mode::L } else { Mode::Rgb };
+            let img = ImageView::new(w as u32, h as u32, mode, &data);
+            let got = Preprocessor::new().resize_crop_u8(&img, n).unwrap().to_vec();
+            prop_assert_eq!(got, plain::resize_crop(&data, w, h, ch, n));
+        }
+    }
+
+    #[test]
+    fn preprocessor_reuses_its_buffers() {
+        let data = vec![7u8; 120 * 90 * 3];
+        let img = ImageView::new(120, 90, Mode::Rgb, &data);
+        let mut p = Preprocessor::new();
+        let mut out = vec![0f32; Preprocessor::output_len(32)];
+        p.run(&img, 32, CLIP_MEAN, CLIP_STD, &mut out).unwrap();
+        let caps = (
+            p.tmp.capacity(),
+            p.out8.capacity(),
+            p.horiz.k.capacity(),
+            p.vert.k.capacity(),
+        );
+        let ptrs = (p.tmp.as_ptr(), p.out8.as_ptr());
+        for _ in 0..3 {
+            p.run(&img, 32, CLIP_MEAN, CLIP_STD, &mut out).unwrap();
+        }
+        assert_eq!(
+            caps,
+            (
+                p.tmp.capacity(),
+                p.out8.capacity(),
+                p.horiz.k.capacity(),
+                p.vert.k.capacity()
+            )
+        );
+        assert_eq!(ptrs, (p.tmp.as_ptr(), p.out8.as_ptr()));
+    }
 
     #[test]
     fn resized_size_matches_torchvision() {

@@ -84,7 +84,7 @@ fn preprocess(path: &Path, n: usize) -> Vec<f32> {
 }
 
 /// Runs both encoders of `ckpt` on the fixture inputs and compares with PyTorch.
-fn check_model(ckpt: &Path, refdir: &Path, name: &str, nnef_roundtrip: bool) {
+fn check_model(ckpt: &Path, refdir: &Path, name: &str, nnef_roundtrip: bool) -> [f32; 4] {
     let sd = checkpoint::load(ckpt).unwrap();
     let cfg = ClipConfig::infer(&sd).unwrap();
     let m = meta(refdir, name);
@@ -108,10 +108,12 @@ fn check_model(ckpt: &Path, refdir: &Path, name: &str, nnef_roundtrip: bool) {
     let got = encoder::run_f32(&plan, input).unwrap();
     let (shape, want) = load_npy_f32(&refdir.join(format!("{name}_image.npy")));
     assert_eq!(shape, vec![batch, cfg.embed_dim]);
-    let err = rel_l2(&got, &want);
-    assert!(err < FP32_REL_L2, "{name} image rel L2 {err}");
+    let img_err = rel_l2(&got, &want);
+    assert!(img_err < FP32_REL_L2, "{name} image rel L2 {img_err}");
+    let mut img_cos = 1f32;
     for (g, w) in got.chunks(cfg.embed_dim).zip(want.chunks(cfg.embed_dim)) {
         let c = cosine(g, w);
+        img_cos = img_cos.min(c);
         assert!(c >= FP32_MIN_COSINE, "{name} image cosine {c}");
     }
 
@@ -144,12 +146,16 @@ fn check_model(ckpt: &Path, refdir: &Path, name: &str, nnef_roundtrip: bool) {
     let plan = encoder::into_plan(model).unwrap();
     let got = encoder::run_f32(&plan, tokens).unwrap();
     let (_, want) = load_npy_f32(&refdir.join(format!("{name}_text.npy")));
-    let err = rel_l2(&got, &want);
-    assert!(err < FP32_REL_L2, "{name} text rel L2 {err}");
+    let txt_err = rel_l2(&got, &want);
+    assert!(txt_err < FP32_REL_L2, "{name} text rel L2 {txt_err}");
+    let mut txt_cos = 1f32;
     for (g, w) in got.chunks(cfg.embed_dim).zip(want.chunks(cfg.embed_dim)) {
         let c = cosine(g, w);
+        txt_cos = txt_cos.min(c);
         assert!(c >= FP32_MIN_COSINE, "{name} text cosine {c}");
     }
+    eprintln!("{name}: image rel L2 {img_err:.2e} min cos {img_cos:.7}; text rel L2 {txt_err:.2e} min cos {txt_cos:.7}");
+    [img_err, img_cos, txt_err, txt_cos]
 }
 
 fn tempdir() -> PathBuf {
@@ -228,6 +234,7 @@ fn full_size_vit_b32_and_rn50_match_pytorch() {
             continue;
         }
         check_model(&ckpt, &big, name, false);
+        check_model(&big.join(format!("{name}_sd.pt")), &big, name, false);
         let sd = checkpoint::load(&ckpt).unwrap();
         let cfg = ClipConfig::infer(&sd).unwrap();
         assert_eq!(cfg.name, name.replace("ViT-B-32", "ViT-B/32"));

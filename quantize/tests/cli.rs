@@ -1,0 +1,161 @@
+//! `clip-quantize` as a process: output formats, exit codes, nothing half-written.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_clip-quantize"))
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn outdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("clip-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn tokenize_prints_rows_and_refuses_long_text() {
+    let out = bin()
+        .args(["tokenize", "a photo of a cat.", "a diagram"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rows: Vec<Vec<u32>> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].len(), 77);
+    assert_eq!(
+        &rows[0][..8],
+        &[49406, 320, 1125, 539, 320, 2368, 269, 49407]
+    );
+
+    let long = "many words ".repeat(60);
+    let out = bin().args(["tokenize", &long]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("many words") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    let out = bin()
+        .args(["tokenize", "--truncate", "--context-length", "16", &long])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rows: Vec<Vec<u32>> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0].len(), 16);
+    assert_eq!(rows[0][15], 49407);
+}
+
+#[test]
+fn inspect_json_reports_the_architecture() {
+    let ckpt = fixtures().join("models/rn_tiny_jit.pt");
+    let out = bin()
+        .args(["inspect", "--json"])
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["format"], "OpenAiJit");
+    assert_eq!(v["family"], "resnet");
+    assert_eq!(v["config"]["image_resolution"], 64);
+    assert_eq!(v["config"]["vision"]["heads"], 8);
+    assert!(v["parameters"].as_u64().unwrap() > 4_000_000);
+}
+
+#[test]
+fn preprocess_writes_npy_and_fails_cleanly() {
+    let d = outdir("pre");
+    let out_path = d.join("x.npy");
+    let img = fixtures().join("images/rgb_97x301.png");
+    let st = bin()
+        .args(["preprocess", "--resolution", "32"])
+        .arg(&img)
+        .arg("--out")
+        .arg(&out_path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&out_path).unwrap();
+    assert_eq!(a.shape(), &[1, 3, 32, 32]);
+
+    let bad = d.join("bad.npy");
+    let out = bin()
+        .args([
+            "preprocess",
+            "--resolution",
+            "32",
+            "/nonexistent.png",
+            "--out",
+        ])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.png"));
+    assert!(!bad.exists());
+}
+
+#[test]
+fn embed_writes_both_matrices() {
+    let d = outdir("embed");
+    let out = bin()
+        .arg("embed")
+        .arg("--checkpoint")
+        .arg(fixtures().join("models/vit_tiny_sd.pt"))
+        .arg("--image")
+        .arg(fixtures().join("images/rgb_640x480.png"))
+        .args([
+            "--text",
+            "a photo of a cat.",
+            "--text",
+            "a diagram",
+            "--out-dir",
+        ])
+        .arg(&d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let i: ndarray::ArrayD<f32> = ndarray_npy::read_npy(d.join("image_embeddings.npy")).unwrap();
+    let t: ndarray::ArrayD<f32> = ndarray_npy::read_npy(d.join("text_embeddings.npy")).unwrap();
+    assert_eq!(i.shape(), &[1, 32]);
+    assert_eq!(t.shape(), &[2, 32]);
+    // The reference: first image of the fixture set, first two prompts.
+    let want_i: ndarray::ArrayD<f32> =
+        ndarray_npy::read_npy(fixtures().join("reference/vit_tiny_image.npy")).unwrap();
+    let want_t: ndarray::ArrayD<f32> =
+        ndarray_npy::read_npy(fixtures().join("reference/vit_tiny_text.npy")).unwrap();
+    for (g, w) in i.iter().zip(want_i.iter()) {
+        assert!((g - w).abs() < 1e-4, "{g} vs {w}");
+    }
+    for (g, w) in t.iter().zip(want_t.iter().take(64)) {
+        assert!((g - w).abs() < 1e-4, "{g} vs {w}");
+    }
+
+    // A bad image among inputs: error, and no output written.
+    let d2 = outdir("embed-bad");
+    let out = bin()
+        .arg("embed")
+        .arg("--checkpoint")
+        .arg(fixtures().join("models/vit_tiny_sd.pt"))
+        .args(["--image", "/nonexistent.png", "--text", "x", "--out-dir"])
+        .arg(&d2)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!d2.join("text_embeddings.npy").exists());
+}
