@@ -2,6 +2,7 @@
 //! checkpoints, tokenizer and graph building live in the host-side
 //! `clip-quantize` crate.
 
+pub mod bundle;
 pub mod decode;
 pub mod encoder;
 pub mod preprocess;

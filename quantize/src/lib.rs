@@ -1,8 +1,10 @@
 //! `clip-quantize`: the host-side half of the project. Reads CLIP checkpoints,
 //! builds tract graphs, tokenizes prompts. Nothing here ships to a board.
 
+pub mod bundle;
 pub mod checkpoint;
 pub mod config;
 pub mod graph;
 pub mod nnef;
+pub mod prompts;
 pub mod tokenizer;

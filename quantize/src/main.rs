@@ -10,9 +10,11 @@ use ndarray::{Array2, Array4};
 use clip_edge::decode::decode_file;
 use clip_edge::encoder;
 use clip_edge::preprocess::{Preprocessor, CLIP_MEAN, CLIP_STD};
+use clip_quantize::bundle::{BuildOptions, Requested, AUTO_COSINE_TARGET};
 use clip_quantize::checkpoint;
 use clip_quantize::config::ClipConfig;
 use clip_quantize::graph;
+use clip_quantize::graph::ActivationQuant;
 use clip_quantize::tokenizer::Tokenizer;
 use tract_core::prelude::*;
 
@@ -51,6 +53,37 @@ enum Cmd {
         image: PathBuf,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Build a bundle: the image encoder at a precision plus the text-embedding table.
+    Build {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// fp32, fp16, int8 or auto (mixed precision to a cosine target).
+        #[arg(long, default_value = "int8")]
+        precision: Requested,
+        /// One class label per line.
+        #[arg(long)]
+        labels: PathBuf,
+        /// One template per line, each with `{}`; default "a photo of a {}.".
+        #[arg(long)]
+        templates: Option<PathBuf>,
+        /// Calibration images (default: the set bundled in models/calibration).
+        #[arg(long)]
+        calibration: Option<PathBuf>,
+        /// ImageNet-style folder (one sub-folder per label) for zero-shot accuracy.
+        #[arg(long)]
+        eval: Option<PathBuf>,
+        /// int8 activations: dynamic per token (default) or static per tensor from calibration.
+        #[arg(long, default_value = "dynamic")]
+        activations: String,
+        /// Mean image-embedding cosine that `auto` must reach.
+        #[arg(long, default_value_t = AUTO_COSINE_TARGET)]
+        cosine_target: f64,
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Image and text embeddings (unnormalised, as encode_image / encode_text) from the fp32 tract graphs.
     Embed {
@@ -100,12 +133,85 @@ fn run(cli: Cli) -> Result<()> {
             let t = preprocess(&image, resolution)?;
             write_npy(&out, &t)
         }
+        Cmd::Build {
+            checkpoint,
+            precision,
+            labels,
+            templates,
+            calibration,
+            eval,
+            activations,
+            cosine_target,
+            out,
+            json,
+        } => {
+            let activation = match activations.as_str() {
+                "dynamic" => ActivationQuant::DynamicPerToken,
+                "static" => ActivationQuant::StaticPerTensor,
+                other => bail!("--activations {other:?}: expected dynamic or static"),
+            };
+            let calibration = calibration.unwrap_or_else(default_calibration);
+            let opts = BuildOptions {
+                checkpoint,
+                precision,
+                labels,
+                templates,
+                calibration,
+                eval,
+                activation,
+                cosine_target,
+                out: out.clone(),
+                progress: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let report = clip_quantize::bundle::build(&opts)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print_report(&report, &out);
+            }
+            Ok(())
+        }
         Cmd::Embed {
             checkpoint,
             image,
             text,
             out_dir,
         } => embed(&checkpoint, &image, &text, &out_dir),
+    }
+}
+
+/// `models/calibration` of the source tree this binary was built from, or
+/// beside the current directory.
+fn default_calibration() -> PathBuf {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/calibration");
+    if built.is_dir() {
+        built
+    } else {
+        PathBuf::from("models/calibration")
+    }
+}
+
+fn print_report(r: &clip_quantize::bundle::Report, out: &Path) {
+    let s = &r.summary;
+    println!(
+        "bundle {} ({} bytes, {:.1} s)",
+        out.display(),
+        r.bundle_bytes,
+        r.seconds
+    );
+    println!("{:<28} {:>10}", "precision", r.precision);
+    println!("{:<28} {:>10}", "images", s.images);
+    println!("{:<28} {:>10.6}", "cosine vs fp32, mean", s.cosine_mean);
+    println!("{:<28} {:>10.6}", "cosine vs fp32, p1", s.cosine_p1);
+    println!("{:<28} {:>10.6}", "cosine vs fp32, min", s.cosine_min);
+    println!(
+        "{:<28} {:>9.1}%",
+        "top-1 agreement with fp32",
+        100.0 * s.top1_agreement
+    );
+    if let (Some(q), Some(f)) = (s.zero_shot_top1, s.zero_shot_top1_fp32) {
+        println!("{:<28} {:>9.1}%", "zero-shot top-1", 100.0 * q);
+        println!("{:<28} {:>9.1}%", "zero-shot top-1 (fp32)", 100.0 * f);
     }
 }
 

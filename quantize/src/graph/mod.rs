@@ -3,9 +3,12 @@
 //! The graphs use only tract-core operators that serialise to NNEF (with the
 //! `tract_core` extension), so the board loads them without tract-onnx.
 
+pub mod precision;
 pub mod resnet;
 pub mod text;
 pub mod vit;
+
+pub use precision::{ActivationQuant, LayerRecord, Precision, QuantPlan};
 
 use tract_core::internal::*;
 use tract_core::ops::array::{Slice, TypedConcat};
@@ -38,13 +41,23 @@ pub type Result<T> = std::result::Result<T, GraphError>;
 pub struct Builder<'a> {
     pub model: TypedModel,
     pub sd: &'a StateDict,
+    /// Storage precision of the weights, per layer.
+    pub plan: QuantPlan,
+    /// The quantisable layers wired so far (linear and convolution weights).
+    pub layers: Vec<LayerRecord>,
 }
 
 impl<'a> Builder<'a> {
     pub fn new(sd: &'a StateDict) -> Self {
+        Self::with_plan(sd, QuantPlan::default())
+    }
+
+    pub fn with_plan(sd: &'a StateDict, plan: QuantPlan) -> Self {
         Self {
             model: TypedModel::default(),
             sd,
+            plan,
+            layers: Vec::new(),
         }
     }
 
@@ -67,7 +80,13 @@ impl<'a> Builder<'a> {
         Ok(self.sd.get_shaped(key, shape)?.data.clone())
     }
 
+    /// A state-dict tensor as a graph constant: f32, or f16 on disk (cast to
+    /// f32 in the graph) for matrices when the plan stores weights in f16.
     pub fn param(&mut self, key: &str, shape: &[usize]) -> Result<OutletId> {
+        if shape.len() >= 2 && self.plan.other_weights == Precision::Fp16 {
+            let data = self.param_vec(key, shape)?;
+            return self.weight(key, data, shape, Precision::Fp16);
+        }
         let t = self.param_tensor(key, shape)?;
         self.konst(key, t)
     }
@@ -129,7 +148,25 @@ impl<'a> Builder<'a> {
     ) -> Result<OutletId> {
         let shape = self.shape(x)?;
         let inp = *shape.last().context("rank 0 input")?;
-        let w = self.param(w_key, &[out, inp])?;
+        let layer = w_key
+            .trim_end_matches("_weight")
+            .trim_end_matches(".weight")
+            .to_string();
+        let prec = self.plan.precision_for(&layer);
+        self.layers.push(LayerRecord {
+            name: layer.clone(),
+            kind: "linear".into(),
+            precision: prec,
+            input: x,
+            params: out * inp,
+        });
+        let data = self.param_vec(w_key, &[out, inp])?;
+        let w = self.weight(&layer, data, &[out, inp], prec)?;
+        let x = if prec == Precision::Int8 {
+            self.fake_quant(&layer, x, &[shape.len() - 1])?
+        } else {
+            x
+        };
         let letters = &"abcdefgh"[..shape.len() - 1];
         let y = self.einsum(name, &format!("{letters}k,nk->{letters}n"), &[x, w])?;
         match b_key {
@@ -257,13 +294,26 @@ impl<'a> Builder<'a> {
         &mut self,
         name: &str,
         x: OutletId,
-        w: Tensor,
+        w: Vec<f32>,
+        ws: [usize; 4],
         bias: Option<Tensor>,
         stride: usize,
         pad: usize,
     ) -> Result<OutletId> {
-        let ws = w.shape().to_vec();
-        let (o, i, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+        let [o, i, kh, kw] = ws;
+        let prec = self.plan.precision_for(name);
+        self.layers.push(LayerRecord {
+            name: name.to_string(),
+            kind: "conv".into(),
+            precision: prec,
+            input: x,
+            params: w.len(),
+        });
+        let x = if prec == Precision::Int8 {
+            self.fake_quant(name, x, &[1, 2, 3])?
+        } else {
+            x
+        };
         let pool_spec = PoolSpec {
             data_format: DataFormat::NCHW,
             kernel_shape: tvec!(kh, kw),
@@ -273,7 +323,7 @@ impl<'a> Builder<'a> {
             input_channels: i,
             output_channels: o,
         };
-        let k = self.konst(&format!("{name}.weight"), w)?;
+        let k = self.weight(&format!("{name}.weight"), w, &ws, prec)?;
         let b = self.konst(
             &format!("{name}.bias"),
             bias.unwrap_or_else(|| Tensor::zero::<f32>(&[o]).expect("zeros")),
@@ -382,15 +432,57 @@ impl<'a> Builder<'a> {
         self.model.select_output_outlets(&[output])?;
         Ok(self.model)
     }
+
+    /// The model with the quantisable layers' inputs as extra outputs (for
+    /// calibration), and the layer records.
+    pub fn finish_with_layers(
+        mut self,
+        output: OutletId,
+    ) -> Result<(TypedModel, Vec<LayerRecord>)> {
+        let mut outs = vec![output];
+        outs.extend(self.layers.iter().map(|l| l.input));
+        self.model.select_output_outlets(&outs)?;
+        Ok((self.model, self.layers))
+    }
 }
 
-/// The image encoder: `[batch, 3, R, R]` f32 → `[batch, embed_dim]`.
+/// The image encoder: `[batch, 3, R, R]` f32 → `[batch, embed_dim]`, fp32.
 pub fn image_encoder(sd: &StateDict, cfg: &ClipConfig, batch: usize) -> Result<TypedModel> {
-    if cfg.is_vit() {
-        vit::build(sd, cfg, batch)
+    let b = image_builder(sd, cfg, batch, QuantPlan::default())?;
+    b.0.finish(b.1)
+}
+
+/// The image encoder with weights stored as `plan` says; also returns the
+/// quantisable layers (their inputs are extra outputs when `taps` is set).
+pub fn image_encoder_with(
+    sd: &StateDict,
+    cfg: &ClipConfig,
+    batch: usize,
+    plan: QuantPlan,
+    taps: bool,
+) -> Result<(TypedModel, Vec<LayerRecord>)> {
+    let (b, out) = image_builder(sd, cfg, batch, plan)?;
+    if taps {
+        b.finish_with_layers(out)
     } else {
-        resnet::build(sd, cfg, batch)
+        let layers = b.layers.clone();
+        Ok((b.finish(out)?, layers))
     }
+}
+
+fn image_builder<'a>(
+    sd: &'a StateDict,
+    cfg: &ClipConfig,
+    batch: usize,
+    plan: QuantPlan,
+) -> Result<(Builder<'a>, OutletId)> {
+    let mut b = Builder::with_plan(sd, plan);
+    let out = if cfg.is_vit() {
+        vit::build(&mut b, cfg, batch)?
+    } else {
+        resnet::build(&mut b, cfg, batch)?
+    };
+    Ok((b, out))
 }
 
 /// The text encoder: `[batch, context_length]` i64 tokens → `[batch, embed_dim]`.

@@ -6,7 +6,6 @@
 use tract_core::internal::*;
 
 use super::{Builder, Result, BN_EPS};
-use crate::checkpoint::StateDict;
 use crate::config::{ClipConfig, Vision};
 
 /// `conv` (no bias) followed by eval-mode `bn`, folded into one convolution.
@@ -42,8 +41,15 @@ fn conv_bn(
         }
         bias[o] = (beta[o] as f64 - mean[o] as f64 * s) as f32;
     }
-    let w = tensor1(&wd).into_shape(&[out, inp, k, k])?;
-    b.conv(conv, x, w, Some(tensor1(&bias)), stride, k / 2)
+    b.conv(
+        conv,
+        x,
+        wd,
+        [out, inp, k, k],
+        Some(tensor1(&bias)),
+        stride,
+        k / 2,
+    )
 }
 
 fn bottleneck(
@@ -103,7 +109,7 @@ fn bottleneck(
     b.relu(&format!("{p}.relu3"), y)
 }
 
-pub fn build(sd: &StateDict, cfg: &ClipConfig, batch: usize) -> Result<TypedModel> {
+pub fn build(b: &mut Builder<'_>, cfg: &ClipConfig, batch: usize) -> Result<OutletId> {
     let Vision::ResNet {
         width,
         layers,
@@ -114,20 +120,12 @@ pub fn build(sd: &StateDict, cfg: &ClipConfig, batch: usize) -> Result<TypedMode
         unreachable!("resnet::build on a ViT config")
     };
     let r = cfg.image_resolution;
-    let mut b = Builder::new(sd);
     let x = b.source("image", f32::fact([batch, 3, r, r]))?;
     // Stem.
-    let x = conv_bn(
-        &mut b,
-        x,
-        "visual.conv1",
-        "visual.bn1",
-        [width / 2, 3, 3],
-        2,
-    )?;
+    let x = conv_bn(b, x, "visual.conv1", "visual.bn1", [width / 2, 3, 3], 2)?;
     let x = b.relu("visual.relu1", x)?;
     let x = conv_bn(
-        &mut b,
+        b,
         x,
         "visual.conv2",
         "visual.bn2",
@@ -135,14 +133,7 @@ pub fn build(sd: &StateDict, cfg: &ClipConfig, batch: usize) -> Result<TypedMode
         1,
     )?;
     let x = b.relu("visual.relu2", x)?;
-    let x = conv_bn(
-        &mut b,
-        x,
-        "visual.conv3",
-        "visual.bn3",
-        [width, width / 2, 3],
-        1,
-    )?;
+    let x = conv_bn(b, x, "visual.conv3", "visual.bn3", [width, width / 2, 3], 1)?;
     let x = b.relu("visual.relu3", x)?;
     let mut x = b.avg_pool("visual.avgpool", x, 2)?;
     let mut inplanes = width;
@@ -151,7 +142,7 @@ pub fn build(sd: &StateDict, cfg: &ClipConfig, batch: usize) -> Result<TypedMode
         for bi in 0..n {
             let stride = if li > 0 && bi == 0 { 2 } else { 1 };
             x = bottleneck(
-                &mut b,
+                b,
                 &format!("visual.layer{}.{bi}", li + 1),
                 x,
                 inplanes,
@@ -208,5 +199,5 @@ pub fn build(sd: &StateDict, cfg: &ClipConfig, batch: usize) -> Result<TypedMode
         cfg.embed_dim,
     )?;
     let o = b.rm_axis("visual.attnpool.squeeze", o, 1)?;
-    b.finish(o)
+    Ok(o)
 }

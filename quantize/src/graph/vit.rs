@@ -4,10 +4,9 @@
 use tract_core::internal::*;
 
 use super::{Builder, Result};
-use crate::checkpoint::StateDict;
 use crate::config::{ClipConfig, Vision};
 
-pub fn build(sd: &StateDict, cfg: &ClipConfig, batch: usize) -> Result<TypedModel> {
+pub fn build(b: &mut Builder<'_>, cfg: &ClipConfig, batch: usize) -> Result<OutletId> {
     let Vision::Vit {
         width,
         layers,
@@ -19,10 +18,10 @@ pub fn build(sd: &StateDict, cfg: &ClipConfig, batch: usize) -> Result<TypedMode
         unreachable!("vit::build on a ResNet config")
     };
     let r = cfg.image_resolution;
-    let mut b = Builder::new(sd);
     let x = b.source("image", f32::fact([batch, 3, r, r]))?;
-    let w = b.param_tensor("visual.conv1.weight", &[width, 3, patch_size, patch_size])?;
-    let x = b.conv("visual.conv1", x, w, None, patch_size, 0)?;
+    let ws = [width, 3, patch_size, patch_size];
+    let w = b.param_vec("visual.conv1.weight", &ws)?;
+    let x = b.conv("visual.conv1", x, w, ws, None, patch_size, 0)?;
     let x = b.reshape("visual.flatten", x, 2, &[grid, grid], &[grid * grid])?;
     let x = b.move_axis("visual.tokens", x, 1, 2)?; // [B, G², W]
     let cls_rows: Vec<f32> = b
@@ -49,5 +48,5 @@ pub fn build(sd: &StateDict, cfg: &ClipConfig, batch: usize) -> Result<TypedMode
     let x = b.rm_axis("visual.class_token.squeeze", x, 1)?;
     let x = b.layer_norm("visual.ln_post", x, "visual.ln_post")?;
     let x = b.project("visual.proj", x, "visual.proj", width, cfg.embed_dim)?;
-    b.finish(x)
+    Ok(x)
 }

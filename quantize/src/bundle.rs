@@ -1,0 +1,693 @@
+//! `clip-quantize build`: checkpoint + prompt set → bundle directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use thiserror::Error;
+use tract_core::internal::*;
+
+use clip_edge::bundle::{
+    self as fmt, LayerPrecision, Manifest, ModelInfo, PreprocessInfo, ReportSummary, Source,
+    TableInfo,
+};
+use clip_edge::decode::{decode_file, DecodeError};
+use clip_edge::encoder;
+use clip_edge::preprocess::{Preprocessor, CLIP_MEAN, CLIP_STD};
+
+use crate::checkpoint::{self, CheckpointError, StateDict};
+use crate::config::ClipConfig;
+use crate::graph::{self, ActivationQuant, GraphError, Precision, QuantPlan};
+use crate::prompts::{self, PromptError};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+
+/// The tract version the graphs are written with (the exact pin in Cargo.toml;
+/// a test keeps the two equal).
+pub const TRACT_VERSION: &str = "0.23.9";
+
+/// Default mean-cosine target of `--precision auto`.
+pub const AUTO_COSINE_TARGET: f64 = 0.995;
+
+#[derive(Debug, Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Image(#[from] DecodeError),
+    #[error("{path}: {why}")]
+    Input { path: PathBuf, why: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0:#}")]
+    Tract(#[from] TractError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    Fixed(Precision),
+    Auto,
+}
+
+impl std::str::FromStr for Requested {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fp32" => Ok(Requested::Fixed(Precision::Fp32)),
+            "fp16" => Ok(Requested::Fixed(Precision::Fp16)),
+            "int8" => Ok(Requested::Fixed(Precision::Int8)),
+            "auto" => Ok(Requested::Auto),
+            other => Err(format!(
+                "unknown precision {other:?} (fp32, fp16, int8, auto)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Requested {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Requested::Fixed(p) => write!(f, "{p}"),
+            Requested::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub checkpoint: PathBuf,
+    pub precision: Requested,
+    pub labels: PathBuf,
+    pub templates: Option<PathBuf>,
+    pub calibration: PathBuf,
+    pub eval: Option<PathBuf>,
+    pub activation: ActivationQuant,
+    pub cosine_target: f64,
+    pub out: PathBuf,
+    pub progress: bool,
+}
+
+/// The accuracy report (`report.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub precision: String,
+    pub activation: String,
+    pub summary: ReportSummary,
+    /// Per calibration/eval image: file and cosine to fp32.
+    pub per_image: Vec<(String, f64)>,
+    /// Mixed precision: the layers' sensitivity (mean cosine with only that layer in int8).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sensitivity: Vec<(String, f64)>,
+    pub bundle_bytes: u64,
+    pub seconds: f64,
+}
+
+fn progress(enabled: bool, len: u64, what: &str) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:>24} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn l2_normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// The prompt-ensembled table: per label, mean of the L2-normalised
+/// embeddings of every template, L2-normalised again. Rows × embed dim.
+pub fn text_table(
+    sd: &StateDict,
+    cfg: &ClipConfig,
+    labels: &[String],
+    templates: &[String],
+    show: bool,
+) -> Result<Vec<f32>, BuildError> {
+    let tok = Tokenizer::new()?;
+    let prompts: Vec<String> = labels
+        .iter()
+        .flat_map(|l| templates.iter().map(move |t| prompts::fill(t, l)))
+        .collect();
+    let ids = prompts
+        .iter()
+        .map(|p| tok.tokenize(p, cfg.context_length, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    let batch = 16.min(prompts.len());
+    let plan = encoder::into_plan(graph::text_encoder(sd, cfg, batch)?)?;
+    let e = cfg.embed_dim;
+    let mut emb = vec![0f32; prompts.len() * e];
+    let pb = progress(
+        show && prompts.len() > 64,
+        prompts.len() as u64,
+        "text encoder",
+    );
+    for (ci, chunk) in ids.chunks(batch).enumerate() {
+        let mut flat: Vec<i64> = chunk.iter().flatten().map(|&v| v as i64).collect();
+        // Pad the last batch with its first prompt.
+        while flat.len() < batch * cfg.context_length {
+            flat.extend_from_within(..cfg.context_length);
+        }
+        let t = Tensor::from_shape(&[batch, cfg.context_length], &flat)?;
+        let out = encoder::run_f32(&plan, t)?;
+        for (j, row) in out.chunks(e).take(chunk.len()).enumerate() {
+            let dst = &mut emb[(ci * batch + j) * e..(ci * batch + j + 1) * e];
+            dst.copy_from_slice(row);
+            l2_normalize(dst);
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    let mut table = vec![0f32; labels.len() * e];
+    for (li, row) in table.chunks_mut(e).enumerate() {
+        for ti in 0..templates.len() {
+            let src = &emb[(li * templates.len() + ti) * e..(li * templates.len() + ti + 1) * e];
+            row.iter_mut().zip(src).for_each(|(a, b)| *a += b);
+        }
+        l2_normalize(row);
+    }
+    Ok(table)
+}
+
+/// Image files of a directory, sorted; an empty directory is an error.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io(dir))? {
+        let p = e.map_err(io(dir))?.path();
+        if p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(BuildError::Input {
+            path: dir.to_path_buf(),
+            why: "no images".into(),
+        });
+    }
+    Ok(files)
+}
+
+/// ImageNet-style folder: one sub-folder per label. Returns (image, label index).
+pub fn list_eval(dir: &Path, labels: &[String]) -> Result<Vec<(PathBuf, usize)>, BuildError> {
+    let mut out = Vec::new();
+    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    subdirs.sort();
+    for sub in subdirs {
+        let name = sub
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let idx = labels
+            .iter()
+            .position(|l| *l == name)
+            .ok_or_else(|| BuildError::Input {
+                path: sub.clone(),
+                why: format!("folder {name:?} is not one of the labels"),
+            })?;
+        for img in list_images(&sub)? {
+            out.push((img, idx));
+        }
+    }
+    if out.is_empty() {
+        return Err(BuildError::Input {
+            path: dir.to_path_buf(),
+            why: "no labelled images (expected one sub-folder per label)".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// Preprocessed inputs, decoded and checked before any heavy work.
+fn load_inputs(files: &[PathBuf], n: usize) -> Result<Vec<Tensor>, BuildError> {
+    let mut pre = Preprocessor::new();
+    files
+        .iter()
+        .map(|p| {
+            let img = decode_file(p)?;
+            let mut buf = vec![0f32; Preprocessor::output_len(n as u32)];
+            pre.run(&img.view(), n as u32, CLIP_MEAN, CLIP_STD, &mut buf)
+                .map_err(|e| BuildError::Input {
+                    path: p.clone(),
+                    why: e.to_string(),
+                })?;
+            Ok(Tensor::from_shape(&[1, 3, n, n], &buf)?)
+        })
+        .collect()
+}
+
+/// Runs an image graph on every input; returns the embeddings (and, with
+/// taps, the max |x| of every layer input).
+fn run_images(
+    model: TypedModel,
+    inputs: &[Tensor],
+    taps: bool,
+) -> Result<(Vec<Vec<f32>>, Vec<f32>), BuildError> {
+    let plan = encoder::into_plan(model)?;
+    let mut embs = Vec::new();
+    let mut absmax: Vec<f32> = Vec::new();
+    for t in inputs {
+        let out = plan.run(tvec!(t.clone().into_tvalue()))?;
+        let e = out[0]
+            .to_plain_array_view::<f32>()?
+            .iter()
+            .copied()
+            .collect();
+        embs.push(e);
+        if taps {
+            absmax.resize(out.len() - 1, 0.0);
+            for (m, o) in absmax.iter_mut().zip(out.iter().skip(1)) {
+                let v = o
+                    .to_plain_array_view::<f32>()?
+                    .iter()
+                    .fold(0f32, |a, x| a.max(x.abs()));
+                *m = m.max(v);
+            }
+        }
+    }
+    Ok((embs, absmax))
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let d: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    d / (na * nb).max(1e-30)
+}
+
+fn argmax_label(e: &[f32], table: &[f32], dim: usize) -> usize {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, row) in table.chunks(dim).enumerate() {
+        let s: f32 = row.iter().zip(e).map(|(a, b)| a * b).sum();
+        if s > best.1 {
+            best = (i, s);
+        }
+    }
+    best.0
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn summary(
+    fp32: &[Vec<f32>],
+    q: &[Vec<f32>],
+    table: &[f32],
+    dim: usize,
+) -> (ReportSummary, Vec<f64>) {
+    let cos: Vec<f64> = fp32.iter().zip(q).map(|(a, b)| cosine(a, b)).collect();
+    let mut sorted = cos.clone();
+    sorted.sort_by(f64::total_cmp);
+    let p1 = sorted[((sorted.len() as f64 - 1.0) * 0.01).floor() as usize];
+    let agree = fp32
+        .iter()
+        .zip(q)
+        .filter(|(a, b)| argmax_label(a, table, dim) == argmax_label(b, table, dim))
+        .count();
+    (
+        ReportSummary {
+            images: cos.len(),
+            cosine_mean: mean(&cos),
+            cosine_p1: p1,
+            cosine_min: sorted[0],
+            top1_agreement: agree as f64 / cos.len() as f64,
+            zero_shot_top1: None,
+            zero_shot_top1_fp32: None,
+        },
+        cos,
+    )
+}
+
+/// Mixed precision: every layer's sensitivity (mean cosine to fp32 with only
+/// that layer in int8), then the fewest most-sensitive layers kept in fp16
+/// that meet the target (binary search over how many).
+fn auto_plan(
+    sd: &StateDict,
+    cfg: &ClipConfig,
+    base: &QuantPlan,
+    inputs: &[Tensor],
+    reference: &[Vec<f32>],
+    target: f64,
+    show: bool,
+) -> Result<(QuantPlan, Vec<(String, f64)>), BuildError> {
+    let eval = |plan: QuantPlan| -> Result<f64, BuildError> {
+        let (model, _) = graph::image_encoder_with(sd, cfg, 1, plan, false)?;
+        let (embs, _) = run_images(model, inputs, false)?;
+        Ok(mean(
+            &reference
+                .iter()
+                .zip(&embs)
+                .map(|(a, b)| cosine(a, b))
+                .collect::<Vec<_>>(),
+        ))
+    };
+    let (_, layers) =
+        graph::image_encoder_with(sd, cfg, 1, QuantPlan::uniform(Precision::Fp16), false)?;
+    let pb = progress(show, layers.len() as u64, "layer sensitivity");
+    let mut sens = Vec::new();
+    for l in &layers {
+        let mut plan = base.clone();
+        plan.layers = Precision::Fp16;
+        plan.overrides = BTreeMap::from([(l.name.clone(), Precision::Int8)]);
+        sens.push((l.name.clone(), eval(plan)?));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    sens.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let with_kept = |k: usize| {
+        let mut plan = base.clone();
+        plan.layers = Precision::Int8;
+        plan.overrides = sens[..k]
+            .iter()
+            .map(|(n, _)| (n.clone(), Precision::Fp16))
+            .collect();
+        plan
+    };
+    // Smallest k whose plan meets the target (k = all layers is fp16 everywhere).
+    let (mut lo, mut hi) = (0usize, sens.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if eval(with_kept(mid))? >= target {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok((with_kept(lo), sens))
+}
+
+/// Builds a bundle; nothing is left at `out` unless the whole bundle was written.
+pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
+    let start = Instant::now();
+    let sd = checkpoint::load(&opts.checkpoint)?;
+    let cfg = ClipConfig::infer(&sd)?;
+    let labels = prompts::read_labels(&opts.labels)?;
+    let templates = match &opts.templates {
+        Some(p) => prompts::read_templates(p)?,
+        None => vec![prompts::DEFAULT_TEMPLATE.to_string()],
+    };
+    let n = cfg.image_resolution;
+    // Inputs first: a bad file fails the build before any heavy work.
+    let calib_files = list_images(&opts.calibration)?;
+    let calib = load_inputs(&calib_files, n)?;
+    let eval_set = match &opts.eval {
+        Some(d) => Some(list_eval(d, &labels)?),
+        None => None,
+    };
+    let eval_inputs = match &eval_set {
+        Some(set) => Some(load_inputs(
+            &set.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+            n,
+        )?),
+        None => None,
+    };
+
+    let table = text_table(&sd, &cfg, &labels, &templates, opts.progress)?;
+    let e = cfg.embed_dim;
+
+    // fp32 reference on the calibration images, with each layer's input range.
+    let (fp32_model, layers) = graph::image_encoder_with(&sd, &cfg, 1, QuantPlan::default(), true)?;
+    let (fp32_embs, absmax) = run_images(fp32_model, &calib, true)?;
+    let mut base = QuantPlan::uniform(Precision::Int8);
+    base.activation = opts.activation;
+    base.activation_absmax = layers.iter().map(|l| l.name.clone()).zip(absmax).collect();
+
+    let (plan, sensitivity) = match opts.precision {
+        Requested::Fixed(Precision::Int8) => (base.clone(), Vec::new()),
+        Requested::Fixed(p) => (QuantPlan::uniform(p), Vec::new()),
+        Requested::Auto => auto_plan(
+            &sd,
+            &cfg,
+            &base,
+            &calib,
+            &fp32_embs,
+            opts.cosine_target,
+            opts.progress,
+        )?,
+    };
+    let (model, layers) = graph::image_encoder_with(&sd, &cfg, 1, plan.clone(), false)?;
+    let (q_embs, _) = run_images(model.clone(), &calib, false)?;
+
+    // Report on the eval set when given, else on the calibration images.
+    let (mut summary, cos, files) = if let (Some(set), Some(inputs)) = (&eval_set, &eval_inputs) {
+        let (f, _) = run_images(graph::image_encoder(&sd, &cfg, 1)?, inputs, false)?;
+        let (qm, _) = graph::image_encoder_with(&sd, &cfg, 1, plan.clone(), false)?;
+        let (q, _) = run_images(qm, inputs, false)?;
+        let (mut s, cos) = summary(&f, &q, &table, e);
+        let acc = |embs: &[Vec<f32>]| {
+            embs.iter()
+                .zip(set)
+                .filter(|(x, (_, y))| argmax_label(x, &table, e) == *y)
+                .count() as f64
+                / set.len() as f64
+        };
+        s.zero_shot_top1 = Some(acc(&q));
+        s.zero_shot_top1_fp32 = Some(acc(&f));
+        (
+            s,
+            cos,
+            set.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+        )
+    } else {
+        let (s, cos) = summary(&fp32_embs, &q_embs, &table, e);
+        (s, cos, calib_files.clone())
+    };
+    if summary.images == 0 {
+        summary.cosine_mean = 1.0;
+    }
+
+    // Write everything into a temporary sibling, then move it into place.
+    let out = &opts.out;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("bundle");
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let result = (|| -> Result<Report, BuildError> {
+        crate::nnef::write_nnef_tgz(&model, &tmp.join(fmt::IMAGE_ENCODER))?;
+        let table_dtype = if plan.layers == Precision::Fp32 && plan.overrides.is_empty() {
+            "f32"
+        } else {
+            "f16"
+        };
+        write_table(
+            &tmp.join(fmt::TEXT_TABLE),
+            &table,
+            labels.len(),
+            e,
+            table_dtype,
+        )?;
+        let mut report = Report {
+            precision: opts.precision.to_string(),
+            activation: activation_name(opts.activation).into(),
+            summary: summary.clone(),
+            per_image: files
+                .iter()
+                .map(|p| p.display().to_string())
+                .zip(cos.iter().copied())
+                .collect(),
+            sensitivity,
+            bundle_bytes: 0,
+            seconds: 0.0,
+        };
+        let mut files_sha = BTreeMap::new();
+        for f in [fmt::IMAGE_ENCODER, fmt::TEXT_TABLE] {
+            files_sha.insert(
+                f.to_string(),
+                fmt::sha256_file(&tmp.join(f)).map_err(|e| BuildError::Input {
+                    path: tmp.join(f),
+                    why: e.to_string(),
+                })?,
+            );
+        }
+        let size: u64 = files_sha
+            .keys()
+            .map(|f| std::fs::metadata(tmp.join(f)).map(|m| m.len()).unwrap_or(0))
+            .sum();
+        report.bundle_bytes = size;
+        report.seconds = start.elapsed().as_secs_f64();
+        let report_json = serde_json::to_vec_pretty(&report).expect("report serialises");
+        std::fs::write(tmp.join(fmt::REPORT), &report_json).map_err(io(&tmp.join(fmt::REPORT)))?;
+        files_sha.insert(fmt::REPORT.to_string(), fmt::sha256_hex(&report_json));
+        let hyper = toml::Table::try_from(&cfg).map_err(|e| BuildError::Input {
+            path: opts.checkpoint.clone(),
+            why: e.to_string(),
+        })?;
+        let manifest = Manifest {
+            format_version: fmt::FORMAT_VERSION,
+            tract_version: TRACT_VERSION.to_string(),
+            created_by: format!("clip-quantize {}", env!("CARGO_PKG_VERSION")),
+            precision: opts.precision.to_string(),
+            activation: activation_name(opts.activation).into(),
+            logit_scale: sd
+                .get("logit_scale")?
+                .data
+                .first()
+                .copied()
+                .unwrap_or(0.0)
+                .exp(),
+            labels: labels.clone(),
+            templates: templates.clone(),
+            source: Source {
+                checkpoint: opts
+                    .checkpoint
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                format: format!("{:?}", sd.format),
+                sha256: fmt::sha256_file(&opts.checkpoint).map_err(|e| BuildError::Input {
+                    path: opts.checkpoint.clone(),
+                    why: e.to_string(),
+                })?,
+            },
+            model: ModelInfo {
+                architecture: cfg.name.clone(),
+                family: if cfg.is_vit() { "vit" } else { "resnet" }.into(),
+                embed_dim: e,
+                image_resolution: n,
+                hyperparameters: hyper,
+            },
+            preprocess: PreprocessInfo {
+                resolution: n as u32,
+                mean: CLIP_MEAN,
+                std: CLIP_STD,
+                resize: "pillow-bicubic".into(),
+            },
+            table: TableInfo {
+                file: fmt::TEXT_TABLE.into(),
+                dtype: table_dtype.into(),
+                rows: labels.len(),
+                dim: e,
+            },
+            report: summary.clone(),
+            layers: layers
+                .iter()
+                .map(|l| LayerPrecision {
+                    name: l.name.clone(),
+                    kind: l.kind.clone(),
+                    precision: l.precision.to_string(),
+                })
+                .collect(),
+            files: files_sha,
+        };
+        let text = toml::to_string(&manifest).map_err(|e| BuildError::Input {
+            path: tmp.join(fmt::MANIFEST),
+            why: e.to_string(),
+        })?;
+        std::fs::write(tmp.join(fmt::MANIFEST), text).map_err(io(&tmp.join(fmt::MANIFEST)))?;
+        Ok(report)
+    })();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    replace_dir(&tmp, out)?;
+    Ok(report)
+}
+
+fn activation_name(a: ActivationQuant) -> &'static str {
+    match a {
+        ActivationQuant::DynamicPerToken => "dynamic_per_token",
+        ActivationQuant::StaticPerTensor => "static_per_tensor",
+    }
+}
+
+fn write_table(
+    path: &Path,
+    table: &[f32],
+    rows: usize,
+    dim: usize,
+    dtype: &str,
+) -> Result<(), BuildError> {
+    let (bytes, dt): (Vec<u8>, safetensors::Dtype) = if dtype == "f16" {
+        (
+            table
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+            safetensors::Dtype::F16,
+        )
+    } else {
+        (
+            table.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            safetensors::Dtype::F32,
+        )
+    };
+    let view = safetensors::tensor::TensorView::new(dt, vec![rows, dim], &bytes).map_err(|e| {
+        BuildError::Input {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        }
+    })?;
+    let data = safetensors::serialize([(fmt::TABLE_TENSOR, view)], None).map_err(|e| {
+        BuildError::Input {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        }
+    })?;
+    std::fs::write(path, data).map_err(io(path))
+}
+
+/// Moves the finished `tmp` directory to `out`, replacing an existing bundle
+/// only once the new one is complete.
+fn replace_dir(tmp: &Path, out: &Path) -> Result<(), BuildError> {
+    if out.exists() {
+        let old = out.with_file_name(format!(
+            ".{}.old-{}",
+            out.file_name().and_then(|n| n.to_str()).unwrap_or("bundle"),
+            std::process::id()
+        ));
+        std::fs::rename(out, &old).map_err(io(out))?;
+        if let Err(e) = std::fs::rename(tmp, out) {
+            let _ = std::fs::rename(&old, out);
+            return Err(BuildError::Io {
+                path: out.to_path_buf(),
+                source: e,
+            });
+        }
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(tmp, out).map_err(io(out))?;
+    }
+    Ok(())
+}
