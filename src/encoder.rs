@@ -14,9 +14,54 @@ pub fn load_nnef(path: &Path) -> TractResult<TypedModel> {
         .with_context(|| format!("loading NNEF graph {}", path.display()))
 }
 
-/// Optimises a graph and makes it runnable.
-pub fn into_plan(model: TypedModel) -> TractResult<Plan> {
+/// Optimises a graph and makes it runnable. Constant subgraphs (weights
+/// stored as f16/i8 and dequantised in the graph) are folded first, whatever
+/// their size, so every frame runs on f32 weights computed once at load.
+pub fn into_plan(mut model: TypedModel) -> TractResult<Plan> {
+    fold_constants(&mut model)?;
     model.into_optimized()?.into_runnable()
+}
+
+/// Replaces every node whose inputs are all constants by its value, without
+/// tract's folding budget (which keeps large casts of constants in the graph).
+pub fn fold_constants(model: &mut TypedModel) -> TractResult<()> {
+    loop {
+        let mut folded = false;
+        for id in model.eval_order()? {
+            let node = &model.nodes[id];
+            if node.op_is::<tract_core::ops::konst::Const>() || node.inputs.is_empty() {
+                continue;
+            }
+            let name = node.name.clone();
+            let outputs = {
+                let facts = model.node_input_facts(id)?;
+                if !facts.iter().all(|f| f.konst.is_some()) {
+                    continue;
+                }
+                let inputs = facts
+                    .iter()
+                    .map(|f| f.konst.clone().unwrap().into_tvalue())
+                    .collect();
+                match node.op.eval_out_of_plan(inputs) {
+                    Ok(Some(outputs)) => outputs,
+                    _ => continue,
+                }
+            };
+            let mut patch = TypedModelPatch::default();
+            for (ix, t) in outputs.into_iter().enumerate() {
+                let name = format!("{name}.folded{ix}");
+                let wire = patch.add_const(name, t.into_arc_tensor())?;
+                patch.shunt_outside(model, OutletId::new(id, ix), wire)?;
+            }
+            patch.apply(model)?;
+            folded = true;
+            break;
+        }
+        if !folded {
+            break;
+        }
+    }
+    model.compact()
 }
 
 /// Runs a single-input, single-output plan, returning the f32 output values.

@@ -8,7 +8,7 @@ pub mod resnet;
 pub mod text;
 pub mod vit;
 
-pub use precision::{ActivationQuant, LayerRecord, Precision, QuantPlan};
+pub use precision::{ActivationQuant, LayerRecord, PoolValues, Precision, QuantPlan, WeightPools};
 
 use tract_core::internal::*;
 use tract_core::ops::array::{Slice, TypedConcat};
@@ -45,6 +45,10 @@ pub struct Builder<'a> {
     pub plan: QuantPlan,
     /// The quantisable layers wired so far (linear and convolution weights).
     pub layers: Vec<LayerRecord>,
+    /// Low-precision weights in wiring order (first pass).
+    pub collected: Vec<PoolValues>,
+    /// Pooled low-precision weights (second pass).
+    pub pools: Option<WeightPools>,
 }
 
 impl<'a> Builder<'a> {
@@ -58,6 +62,8 @@ impl<'a> Builder<'a> {
             sd,
             plan,
             layers: Vec::new(),
+            collected: Vec::new(),
+            pools: None,
         }
     }
 
@@ -476,12 +482,23 @@ fn image_builder<'a>(
     batch: usize,
     plan: QuantPlan,
 ) -> Result<(Builder<'a>, OutletId)> {
-    let mut b = Builder::with_plan(sd, plan);
-    let out = if cfg.is_vit() {
-        vit::build(&mut b, cfg, batch)?
-    } else {
-        resnet::build(&mut b, cfg, batch)?
+    let build = |b: &mut Builder<'a>| {
+        if cfg.is_vit() {
+            vit::build(b, cfg, batch)
+        } else {
+            resnet::build(b, cfg, batch)
+        }
     };
+    let mut b = Builder::with_plan(sd, plan.clone());
+    let out = build(&mut b)?;
+    if b.collected.is_empty() {
+        return Ok((b, out));
+    }
+    // Second pass: the same graph, its low-precision weights pooled.
+    let collected = std::mem::take(&mut b.collected);
+    let mut b = Builder::with_plan(sd, plan);
+    b.wire_pools(&collected)?;
+    let out = build(&mut b)?;
     Ok((b, out))
 }
 

@@ -84,6 +84,22 @@ impl QuantPlan {
     }
 }
 
+/// Low-precision weights gathered into one constant per dtype (see
+/// [`Builder::weight`]): tract-nnef folds `cast(const)` into an f32 constant
+/// when the result fits its 4 MiB folding budget, which would store small
+/// matrices as f32; one pooled constant stays f16/i8 on disk.
+#[derive(Debug, Clone, Default)]
+pub struct WeightPools {
+    pub f16: Vec<half::f16>,
+    pub i8: Vec<i8>,
+    /// Outlets of the pools cast to f32, once wired.
+    pub f16_outlet: Option<OutletId>,
+    pub i8_outlet: Option<OutletId>,
+    /// Read position in each pool while wiring slices.
+    pub f16_pos: usize,
+    pub i8_pos: usize,
+}
+
 /// A quantisable layer as wired into a graph.
 #[derive(Debug, Clone)]
 pub struct LayerRecord {
@@ -114,6 +130,22 @@ pub fn quantize_per_channel(w: &[f32], out: usize) -> (Vec<i8>, Vec<f32>) {
     (q, scales)
 }
 
+/// Stored values of one low-precision weight.
+#[derive(Debug, Clone)]
+pub enum PoolValues {
+    F16(Vec<half::f16>),
+    I8(Vec<i8>),
+}
+
+impl PoolValues {
+    fn len(&self) -> usize {
+        match self {
+            PoolValues::F16(v) => v.len(),
+            PoolValues::I8(v) => v.len(),
+        }
+    }
+}
+
 impl Builder<'_> {
     /// A weight constant in the given storage precision, as an f32 outlet.
     pub fn weight(
@@ -130,15 +162,11 @@ impl Builder<'_> {
             }
             Precision::Fp16 => {
                 let h: Vec<half::f16> = data.iter().map(|v| half::f16::from_f32(*v)).collect();
-                let t = tensor1(&h).into_shape(shape)?;
-                let c = self.konst(&format!("{name}.f16"), t)?;
-                self.wire(&format!("{name}.to_f32"), cast(f32::datum_type()), &[c])
+                self.pooled(name, PoolValues::F16(h), shape)
             }
             Precision::Int8 => {
                 let (q, scales) = quantize_per_channel(&data, shape[0]);
-                let t = tensor1(&q).into_shape(shape)?;
-                let c = self.konst(&format!("{name}.i8"), t)?;
-                let f = self.wire(&format!("{name}.to_f32"), cast(f32::datum_type()), &[c])?;
+                let f = self.pooled(name, PoolValues::I8(q), shape)?;
                 let mut sshape = vec![1usize; shape.len()];
                 sshape[0] = shape[0];
                 let s = self.konst(
@@ -148,6 +176,56 @@ impl Builder<'_> {
                 self.mul(&format!("{name}.dequant"), f, s)
             }
         }
+    }
+
+    /// `values` as an f32 outlet of `shape`. Without pools: a constant and a
+    /// cast. With pools (second build pass): a slice of the pooled constant,
+    /// which the pass before collected in the same order.
+    fn pooled(&mut self, name: &str, values: PoolValues, shape: &[usize]) -> Result<OutletId> {
+        let len = values.len();
+        let Some(pools) = self.pools.as_mut() else {
+            let t = match &values {
+                PoolValues::F16(h) => tensor1(h).into_shape(shape)?,
+                PoolValues::I8(q) => tensor1(q).into_shape(shape)?,
+            };
+            self.collected.push(values);
+            let c = self.konst(&format!("{name}.stored"), t)?;
+            return self.wire(&format!("{name}.to_f32"), cast(f32::datum_type()), &[c]);
+        };
+        let (outlet, pos) = match values {
+            PoolValues::F16(_) => (pools.f16_outlet, &mut pools.f16_pos),
+            PoolValues::I8(_) => (pools.i8_outlet, &mut pools.i8_pos),
+        };
+        let start = *pos;
+        *pos += len;
+        let outlet = outlet.context("weight pool not wired")?;
+        let s = self.slice(&format!("{name}.slice"), outlet, 0, start, start + len)?;
+        self.reshape(&format!("{name}.shape"), s, 0, &[len], shape)
+    }
+
+    /// Wires the pools gathered by a first pass as constants cast to f32.
+    pub fn wire_pools(&mut self, collected: &[PoolValues]) -> Result<()> {
+        let mut pools = WeightPools::default();
+        for v in collected {
+            match v {
+                PoolValues::F16(h) => pools.f16.extend_from_slice(h),
+                PoolValues::I8(q) => pools.i8.extend_from_slice(q),
+            }
+        }
+        if !pools.f16.is_empty() {
+            let c = self.konst("weights.f16", tensor1(&pools.f16))?;
+            pools.f16_outlet =
+                Some(self.wire("weights.f16.to_f32", cast(f32::datum_type()), &[c])?);
+        }
+        if !pools.i8.is_empty() {
+            let c = self.konst("weights.i8", tensor1(&pools.i8))?;
+            pools.i8_outlet =
+                Some(self.wire("weights.i8.to_f32", cast(f32::datum_type()), &[c])?);
+        }
+        pools.f16.clear();
+        pools.i8.clear();
+        self.pools = Some(pools);
+        Ok(())
     }
 
     /// Quantise-dequantise `x` to int8 levels. Dynamic: one scale per slice
