@@ -2,7 +2,10 @@
 //! checkpoints, tokenizer and graph building live in the host-side
 //! `clip-quantize` crate.
 
+pub mod alloc_count;
 pub mod bundle;
 pub mod decode;
 pub mod encoder;
+pub mod engine;
 pub mod preprocess;
+pub mod score;

@@ -1,17 +1,28 @@
-//! `clip-edge`: the board binary. The classify / bench / info commands arrive
-//! with the runtime issue; today it preprocesses images as the reference does.
+//! `clip-edge`: the board binary. Loads a bundle and classifies frames.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use serde_json::json;
 
+use clip_edge::alloc_count::{self, Counting};
+use clip_edge::bundle::Bundle;
 use clip_edge::decode::decode_file;
-use clip_edge::preprocess::{Preprocessor, CLIP_MEAN, CLIP_STD};
+use clip_edge::engine::Engine;
+use clip_edge::preprocess::{ImageView, Mode, Preprocessor, CLIP_MEAN, CLIP_STD};
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
 #[derive(Parser)]
-#[command(name = "clip-edge", version, about = "CLIP on edge boards")]
+#[command(
+    name = "clip-edge",
+    version,
+    about = "CLIP zero-shot classification on edge boards"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -19,6 +30,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Top-k labels of each image: softmax over all labels of logit_scale * cos(image, label).
+    Classify {
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// One JSON object per image and line.
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Per-frame latency, throughput, memory and allocations of the steady state.
+    Bench {
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long, default_value_t = 20)]
+        iterations: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the manifest says, and whether every checksum matches.
+    Info {
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Decode and preprocess images; prints per-image channel means as JSON lines.
     Preprocess {
         #[arg(long, default_value_t = 224)]
@@ -39,43 +82,314 @@ fn main() -> ExitCode {
     }
 }
 
+fn set_threads(n: usize) -> Result<()> {
+    if n == 0 {
+        bail!("--threads must be at least 1");
+    }
+    if n > 1 {
+        use tract_linalg::multithread::{set_default_executor, Executor};
+        set_default_executor(Executor::multithread(n));
+    }
+    log::info!("{n} thread(s)");
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
-        Cmd::Preprocess { resolution, images } => {
-            anyhow::ensure!(resolution > 0, "--resolution must be positive");
-            let mut pre = Preprocessor::new();
-            let mut buf = vec![0f32; Preprocessor::output_len(resolution)];
-            let plane = (resolution * resolution) as usize;
-            let mut failed = false;
-            for path in &images {
-                let res = decode_file(path)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|img| {
-                        pre.run(&img.view(), resolution, CLIP_MEAN, CLIP_STD, &mut buf)
-                            .with_context(|| format!("preprocessing {}", path.display()))
-                    });
-                match res {
-                    Ok(()) => {
-                        let means: Vec<f32> = buf
-                            .chunks(plane)
-                            .map(|c| c.iter().sum::<f32>() / plane as f32)
-                            .collect();
-                        println!(
-                            "{}",
-                            serde_json::json!({"image": path, "channel_means": means})
-                        );
-                    }
-                    Err(e) => {
-                        eprintln!("error: {e:#}");
-                        failed = true;
-                    }
-                }
+        Cmd::Classify {
+            bundle,
+            top_k,
+            threads,
+            json,
+            images,
+        } => classify(&bundle, top_k, threads, json, &images),
+        Cmd::Bench {
+            bundle,
+            threads,
+            iterations,
+            json,
+        } => bench(&bundle, threads, iterations, json),
+        Cmd::Info { bundle, json } => info(&bundle, json),
+        Cmd::Preprocess { resolution, images } => preprocess(resolution, &images),
+    }
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+fn classify(
+    dir: &Path,
+    top_k: usize,
+    threads: usize,
+    json: bool,
+    images: &[PathBuf],
+) -> Result<ExitCode> {
+    set_threads(threads)?;
+    if top_k == 0 {
+        bail!("--top-k must be at least 1");
+    }
+    let mut engine =
+        Engine::load(dir).with_context(|| format!("loading bundle {}", dir.display()))?;
+    let mut failed = 0;
+    for path in images {
+        let t0 = Instant::now();
+        let img = match decode_file(path) {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+                continue;
             }
-            Ok(if failed {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
+        };
+        let decode = ms(t0);
+        let (top, t) = match engine.classify(&img.view(), top_k) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                failed += 1;
+                continue;
+            }
+        };
+        let labels = engine.bundle.labels();
+        if json {
+            let top: Vec<_> = top
+                .iter()
+                .map(|(i, s)| json!({"label": labels[*i], "score": s}))
+                .collect();
+            println!(
+                "{}",
+                json!({"image": path, "top": top,
+                       "timings_ms": {"decode": decode, "preprocess": t.preprocess, "encode": t.encode, "score": t.score}})
+            );
+        } else {
+            let parts: Vec<String> = top
+                .iter()
+                .map(|(i, s)| format!("{} ({:.3})", labels[*i], s))
+                .collect();
+            println!("{}: {}", path.display(), parts.join(", "));
         }
     }
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn percentiles(v: &mut [f64]) -> serde_json::Value {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    json!({"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": v[v.len() - 1]})
+}
+
+fn peak_rss_kb() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn cpu_features() -> Vec<&'static str> {
+    let mut f = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        for (name, on) in [
+            ("sse4.1", is_x86_feature_detected!("sse4.1")),
+            ("avx", is_x86_feature_detected!("avx")),
+            ("avx2", is_x86_feature_detected!("avx2")),
+            ("fma", is_x86_feature_detected!("fma")),
+            ("f16c", is_x86_feature_detected!("f16c")),
+            ("avx512f", is_x86_feature_detected!("avx512f")),
+            ("avx512vnni", is_x86_feature_detected!("avx512vnni")),
+        ] {
+            if on {
+                f.push(name);
+            }
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        for (name, on) in [
+            ("neon", std::arch::is_aarch64_feature_detected!("neon")),
+            ("fp16", std::arch::is_aarch64_feature_detected!("fp16")),
+            (
+                "dotprod",
+                std::arch::is_aarch64_feature_detected!("dotprod"),
+            ),
+            ("i8mm", std::arch::is_aarch64_feature_detected!("i8mm")),
+        ] {
+            if on {
+                f.push(name);
+            }
+        }
+    }
+    f
+}
+
+fn bench(dir: &Path, threads: usize, iterations: usize, json_out: bool) -> Result<ExitCode> {
+    set_threads(threads)?;
+    if iterations == 0 {
+        bail!("--iterations must be at least 1");
+    }
+    let mut engine =
+        Engine::load(dir).with_context(|| format!("loading bundle {}", dir.display()))?;
+    // A deterministic 640x480 camera-like frame.
+    let (w, h) = (640u32, 480u32);
+    let frame: Vec<u8> = (0..w * h * 3)
+        .map(|i| ((i * 7 + i / 1920 * 13) % 251) as u8)
+        .collect();
+    let img = ImageView::new(w, h, Mode::Rgb, &frame);
+    let k = 5.min(engine.bundle.labels().len());
+    for _ in 0..3 {
+        engine.classify(&img, k)?;
+    }
+    let (mut pre, mut enc, mut sc, mut tot) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    pre.reserve(iterations);
+    enc.reserve(iterations);
+    sc.reserve(iterations);
+    tot.reserve(iterations);
+    let mut allocs = [0u64; 3];
+    let mut bytes = 0u64;
+    for _ in 0..iterations {
+        let t0 = Instant::now();
+        let a0 = alloc_count::snapshot();
+        engine.preprocess(&img)?;
+        let a1 = alloc_count::snapshot();
+        let t1 = Instant::now();
+        engine.encode()?;
+        let a2 = alloc_count::snapshot();
+        let t2 = Instant::now();
+        engine.score(k);
+        let a3 = alloc_count::snapshot();
+        let t3 = Instant::now();
+        allocs[0] += a1.0 - a0.0;
+        allocs[1] += a2.0 - a1.0;
+        allocs[2] += a3.0 - a2.0;
+        bytes += a3.1 - a0.1;
+        pre.push((t1 - t0).as_secs_f64() * 1e3);
+        enc.push((t2 - t1).as_secs_f64() * 1e3);
+        sc.push((t3 - t2).as_secs_f64() * 1e3);
+        tot.push((t3 - t0).as_secs_f64() * 1e3);
+    }
+    let n = iterations as f64;
+    let mean_total = tot.iter().sum::<f64>() / n;
+    let mean_encode = enc.iter().sum::<f64>() / n;
+    let m = &engine.bundle.manifest;
+    let report = json!({
+        "bundle": dir,
+        "architecture": m.model.architecture,
+        "precision": m.precision,
+        "resolution": m.preprocess.resolution,
+        "labels": m.labels.len(),
+        "threads": threads,
+        "iterations": iterations,
+        "latency_ms": {
+            "preprocess": percentiles(&mut pre),
+            "encode": percentiles(&mut enc),
+            "score": percentiles(&mut sc),
+            "total": percentiles(&mut tot),
+        },
+        "fps": 1e3 / mean_total,
+        "peak_rss_kb": peak_rss_kb(),
+        "allocations_per_frame": {
+            "preprocess": allocs[0] as f64 / n,
+            "encode": allocs[1] as f64 / n,
+            "score": allocs[2] as f64 / n,
+        },
+        "bytes_allocated_per_frame": bytes as f64 / n,
+        "encoder_macs": engine.macs,
+        "encoder_gflops": 2.0 * engine.macs / (mean_encode * 1e-3) / 1e9,
+        "cpu_features": cpu_features(),
+        "arch": std::env::consts::ARCH,
+    });
+    if json_out {
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn info(dir: &Path, json_out: bool) -> Result<ExitCode> {
+    let b = Bundle::open(dir).with_context(|| format!("bundle {}", dir.display()))?;
+    let m = &b.manifest;
+    if json_out {
+        let mut v = serde_json::to_value(m)?;
+        v["checksums"] = json!("ok");
+        println!("{v}");
+    } else {
+        println!(
+            "bundle {} (format {}, written by {} with tract {})",
+            dir.display(),
+            m.format_version,
+            m.created_by,
+            m.tract_version
+        );
+        println!(
+            "  model      {} ({}), embed dim {}, {} px",
+            m.model.architecture, m.model.family, m.model.embed_dim, m.preprocess.resolution
+        );
+        println!(
+            "  source     {} ({}), sha256 {}",
+            m.source.checkpoint, m.source.format, m.source.sha256
+        );
+        println!(
+            "  precision  {} (activations {})",
+            m.precision, m.activation
+        );
+        println!(
+            "  labels     {} ({} template(s)), table {} [{}x{}]",
+            m.labels.len(),
+            m.templates.len(),
+            m.table.dtype,
+            m.table.rows,
+            m.table.dim
+        );
+        println!(
+            "  report     cosine mean {:.6} min {:.6}, top-1 agreement {:.1}%",
+            m.report.cosine_mean,
+            m.report.cosine_min,
+            100.0 * m.report.top1_agreement
+        );
+        println!("  checksums  ok ({} files)", m.files.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn preprocess(resolution: u32, images: &[PathBuf]) -> Result<ExitCode> {
+    anyhow::ensure!(resolution > 0, "--resolution must be positive");
+    let mut pre = Preprocessor::new();
+    let mut buf = vec![0f32; Preprocessor::output_len(resolution)];
+    let plane = (resolution * resolution) as usize;
+    let mut failed = false;
+    for path in images {
+        let res = decode_file(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|img| {
+                pre.run(&img.view(), resolution, CLIP_MEAN, CLIP_STD, &mut buf)
+                    .with_context(|| format!("preprocessing {}", path.display()))
+            });
+        match res {
+            Ok(()) => {
+                let means: Vec<f32> = buf
+                    .chunks(plane)
+                    .map(|c| c.iter().sum::<f32>() / plane as f32)
+                    .collect();
+                println!("{}", json!({"image": path, "channel_means": means}));
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -308,3 +308,33 @@ fn tract_version_in_manifest_matches_the_pin() {
         clip_quantize::bundle::TRACT_VERSION
     )));
 }
+
+#[test]
+fn committed_test_bundles_are_fresh() {
+    // Rebuild what scripts/build-fixture-bundles wrote; graphs and tables must match.
+    let dir = root().join("tests/fixtures/bundles");
+    for (ckpt, name, p) in [
+        ("vit_tiny_jit.pt", "vit_tiny_fp32", Precision::Fp32),
+        ("vit_tiny_jit.pt", "vit_tiny_int8", Precision::Int8),
+        ("rn_tiny_jit.pt", "rn_tiny_fp16", Precision::Fp16),
+    ] {
+        let d = scratch(&format!("fresh-{name}"));
+        let mut o = opts(
+            ckpt,
+            Requested::Fixed(p),
+            dir.join("labels.txt"),
+            d.join(name),
+        );
+        o.templates = Some(dir.join("templates.txt"));
+        build(&o).unwrap();
+        let fresh = Bundle::open(&d.join(name)).unwrap().manifest;
+        let committed = Bundle::open(&dir.join(name)).unwrap().manifest;
+        for f in [bundle::IMAGE_ENCODER, bundle::TEXT_TABLE] {
+            assert_eq!(
+                fresh.files[f], committed.files[f],
+                "{name}/{f} is stale: run scripts/build-fixture-bundles"
+            );
+        }
+        assert_eq!(fresh.labels, committed.labels);
+    }
+}

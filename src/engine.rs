@@ -1,0 +1,176 @@
+//! The per-frame path: preprocess into a reused buffer, encode with the
+//! bundle's graph, score against the table, top-k.
+
+use std::path::Path;
+use std::time::Instant;
+
+use thiserror::Error;
+use tract_core::internal::*;
+
+use crate::bundle::{Bundle, BundleError};
+use crate::encoder::{self, Plan};
+use crate::preprocess::{ImageView, PreprocessError, Preprocessor};
+use crate::score;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("{path}: {why}")]
+    Graph { path: String, why: String },
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+    #[error("running the image encoder: {0:#}")]
+    Run(TractError),
+}
+
+/// Milliseconds spent in each stage of one frame.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Timings {
+    pub preprocess: f64,
+    pub encode: f64,
+    pub score: f64,
+}
+
+pub struct Engine {
+    pub bundle: Bundle,
+    plan: Plan,
+    pre: Preprocessor,
+    input: Vec<f32>,
+    emb: Vec<f32>,
+    row: Vec<f32>,
+    pub scores: Vec<f32>,
+    top: Vec<usize>,
+    /// Multiply-accumulates of one encoder run (from tract's cost model).
+    pub macs: f64,
+}
+
+impl Engine {
+    pub fn load(dir: &Path) -> Result<Self, EngineError> {
+        let bundle = Bundle::open(dir)?;
+        let path = bundle.image_encoder_path();
+        let gerr = |e: TractError| EngineError::Graph {
+            path: path.display().to_string(),
+            why: format!("{e:#}"),
+        };
+        let model = encoder::load_nnef(&path).map_err(gerr)?;
+        let r = bundle.manifest.preprocess.resolution as usize;
+        let fact = model.input_fact(0).map_err(gerr)?.clone();
+        if fact.shape.as_concrete() != Some(&[1, 3, r, r][..]) {
+            return Err(EngineError::Graph {
+                path: path.display().to_string(),
+                why: format!(
+                    "graph input is {:?}, the manifest's resolution is {r}",
+                    fact.shape
+                ),
+            });
+        }
+        let mut model = model;
+        encoder::fold_constants(&mut model).map_err(gerr)?;
+        let macs = count_macs(&model);
+        let plan = encoder::into_plan(model).map_err(gerr)?;
+        let dim = bundle.manifest.model.embed_dim;
+        let labels = bundle.manifest.labels.len();
+        Ok(Engine {
+            bundle,
+            plan,
+            pre: Preprocessor::new(),
+            input: vec![0f32; 3 * r * r],
+            emb: vec![0f32; dim],
+            row: vec![0f32; dim],
+            scores: vec![0f32; labels],
+            top: Vec::with_capacity(labels),
+            macs,
+        })
+    }
+
+    pub fn resolution(&self) -> u32 {
+        self.bundle.manifest.preprocess.resolution
+    }
+
+    /// Classifies one decoded frame; returns the top `k` (label index,
+    /// probability) and the stage timings.
+    pub fn classify(
+        &mut self,
+        img: &ImageView<'_>,
+        k: usize,
+    ) -> Result<(Vec<(usize, f32)>, Timings), EngineError> {
+        let mut t = Timings::default();
+        let k = k.min(self.scores.len());
+        let t0 = Instant::now();
+        let p = &self.bundle.manifest.preprocess;
+        self.pre
+            .run(img, p.resolution, p.mean, p.std, &mut self.input)?;
+        let t1 = Instant::now();
+        self.encode()?;
+        let t2 = Instant::now();
+        self.score(k);
+        let t3 = Instant::now();
+        t.preprocess = (t1 - t0).as_secs_f64() * 1e3;
+        t.encode = (t2 - t1).as_secs_f64() * 1e3;
+        t.score = (t3 - t2).as_secs_f64() * 1e3;
+        Ok((self.top.iter().map(|&i| (i, self.scores[i])).collect(), t))
+    }
+
+    /// Preprocess only (for benchmarks).
+    pub fn preprocess(&mut self, img: &ImageView<'_>) -> Result<(), EngineError> {
+        let p = &self.bundle.manifest.preprocess;
+        self.pre
+            .run(img, p.resolution, p.mean, p.std, &mut self.input)?;
+        Ok(())
+    }
+
+    /// Runs the encoder on the preprocessed input into the embedding buffer.
+    pub fn encode(&mut self) -> Result<(), EngineError> {
+        let r = self.resolution() as usize;
+        let input = Tensor::from_shape(&[1, 3, r, r], &self.input).map_err(EngineError::Run)?;
+        let out = self
+            .plan
+            .run(tvec!(input.into_tvalue()))
+            .map_err(EngineError::Run)?;
+        let view = out[0]
+            .to_plain_array_view::<f32>()
+            .map_err(EngineError::Run)?;
+        for (d, s) in self.emb.iter_mut().zip(view.iter()) {
+            *d = *s;
+        }
+        Ok(())
+    }
+
+    /// Scores the current embedding; fills `scores` (probabilities) and the top `k`.
+    pub fn score(&mut self, k: usize) {
+        let m = &self.bundle.manifest;
+        score::logits(
+            &self.bundle.table,
+            m.model.embed_dim,
+            &self.emb,
+            m.logit_scale,
+            &mut self.row,
+            &mut self.scores,
+        );
+        score::softmax(&mut self.scores);
+        score::top_k(&self.scores, k, &mut self.top);
+    }
+
+    pub fn embedding(&self) -> &[f32] {
+        &self.emb
+    }
+}
+
+/// Multiply-accumulates of a graph, from tract's per-op cost model.
+pub fn count_macs(model: &TypedModel) -> f64 {
+    let mut total = 0f64;
+    for node in &model.nodes {
+        let Ok(facts) = model.node_input_facts(node.id) else {
+            continue;
+        };
+        if let Ok(costs) = node.op.cost(&facts) {
+            for (c, n) in costs {
+                if let Cost::FMA(_) = c {
+                    total += n.to_i64().unwrap_or(0) as f64;
+                }
+            }
+        }
+    }
+    total
+}

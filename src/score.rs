@@ -1,0 +1,124 @@
+//! Scoring an image embedding against the text table: cosine, logit scale,
+//! softmax over all labels, top-k. Allocation-free: callers own the buffers.
+
+use crate::bundle::TableData;
+
+/// `out[i] = scale * cos(emb, table[i])` for L2-normalised table rows.
+/// `row` is scratch of `dim` floats (f16 rows are widened into it).
+pub fn logits(
+    table: &TableData,
+    dim: usize,
+    emb: &[f32],
+    scale: f32,
+    row: &mut [f32],
+    out: &mut [f32],
+) {
+    let norm = emb.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    let k = scale / norm;
+    match table {
+        TableData::F32(t) => {
+            for (o, r) in out.iter_mut().zip(t.chunks_exact(dim)) {
+                *o = k * dot(r, emb);
+            }
+        }
+        TableData::F16(t) => {
+            for (o, r) in out.iter_mut().zip(t.chunks_exact(dim)) {
+                for (d, s) in row.iter_mut().zip(r) {
+                    *d = s.to_f32();
+                }
+                *o = k * dot(row, emb);
+            }
+        }
+    }
+}
+
+/// Dot product with four independent accumulators (vectorises well).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 4];
+    let (ca, ra) = a.split_at(a.len() / 4 * 4);
+    let (cb, rb) = b.split_at(ca.len());
+    for (x, y) in ca.chunks_exact(4).zip(cb.chunks_exact(4)) {
+        for i in 0..4 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s = acc[0] + acc[1] + acc[2] + acc[3];
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// In-place softmax.
+pub fn softmax(v: &mut [f32]) {
+    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for x in v.iter_mut() {
+        *x = (*x - m).exp();
+        sum += *x;
+    }
+    for x in v.iter_mut() {
+        *x /= sum;
+    }
+}
+
+/// The indices of the `k` largest scores, best first, written into `out`
+/// (cleared; its capacity is reused).
+pub fn top_k(scores: &[f32], k: usize, out: &mut Vec<usize>) {
+    out.clear();
+    for (i, &s) in scores.iter().enumerate() {
+        if out.len() < k {
+            out.push(i);
+        } else if k > 0 && s > scores[out[k - 1]] {
+            out[k - 1] = i;
+        } else {
+            continue;
+        }
+        // Keep `out` sorted, best first (insertion step).
+        let mut j = out.len() - 1;
+        while j > 0 && scores[out[j]] > scores[out[j - 1]] {
+            out.swap(j, j - 1);
+            j -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn dot_plain(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    proptest! {
+        #[test]
+        fn dot_matches_plain_twin(v in prop::collection::vec((-10f32..10.0, -10f32..10.0), 0..70)) {
+            let (a, b): (Vec<f32>, Vec<f32>) = v.into_iter().unzip();
+            let got = dot(&a, &b);
+            let want = dot_plain(&a, &b);
+            prop_assert!((got - want).abs() <= 1e-3 * (1.0 + want.abs()), "{} vs {}", got, want);
+        }
+
+        #[test]
+        fn top_k_matches_sort(scores in prop::collection::vec(-100f32..100.0, 0..60), k in 0usize..10) {
+            let mut got = Vec::new();
+            top_k(&scores, k, &mut got);
+            let mut idx: Vec<usize> = (0..scores.len()).collect();
+            idx.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+            idx.truncate(k);
+            let g: Vec<f32> = got.iter().map(|&i| scores[i]).collect();
+            let w: Vec<f32> = idx.iter().map(|&i| scores[i]).collect();
+            prop_assert_eq!(g, w);
+        }
+    }
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let mut v = vec![1.0, 2.0, 3.0, 1000.0];
+        softmax(&mut v);
+        assert!((v.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(v[3] > 0.999);
+    }
+}

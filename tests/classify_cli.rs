@@ -1,0 +1,222 @@
+//! `clip-edge` as a process on the committed bundles, against PyTorch.
+//!
+//! `tests/fixtures/bundles/vit_tiny_fp32` was built from the tiny ViT with the
+//! reference prompts as labels and the template "{}", so the expected
+//! probabilities are softmax(logit_scale · cos(encode_image, encode_text)) of
+//! the PyTorch reference embeddings.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// fp32 bundle vs PyTorch: every probability.
+const FP32_PROB_TOL: f32 = 2e-3;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_clip-edge"))
+}
+
+fn npy(p: &Path) -> (Vec<usize>, Vec<f32>) {
+    let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(p).unwrap();
+    (a.shape().to_vec(), a.iter().copied().collect())
+}
+
+fn reference_probs() -> (Vec<String>, Vec<PathBuf>, Vec<Vec<f32>>) {
+    let refdir = root().join("tests/fixtures/reference");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(refdir.join("vit_tiny.json")).unwrap())
+            .unwrap();
+    let prompts: Vec<String> = meta["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().into())
+        .collect();
+    let images: Vec<PathBuf> = meta["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| root().join(v.as_str().unwrap()))
+        .collect();
+    let scale = meta["logit_scale"].as_f64().unwrap() as f32;
+    let (s, img) = npy(&refdir.join("vit_tiny_image.npy"));
+    let (_, txt) = npy(&refdir.join("vit_tiny_text.npy"));
+    let e = s[1];
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let probs = img
+        .chunks(e)
+        .map(|i| {
+            let mut l: Vec<f32> = txt
+                .chunks(e)
+                .map(|t| {
+                    scale * i.iter().zip(t).map(|(a, b)| a * b).sum::<f32>() / (norm(i) * norm(t))
+                })
+                .collect();
+            let m = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let z: f32 = l.iter().map(|x| (x - m).exp()).sum();
+            l.iter_mut().for_each(|x| *x = (*x - m).exp() / z);
+            l
+        })
+        .collect();
+    (prompts, images, probs)
+}
+
+fn classify_json(
+    bundle: &str,
+    images: &[PathBuf],
+    extra: &[&str],
+) -> (std::process::Output, Vec<serde_json::Value>) {
+    let out = bin()
+        .args(["classify", "--json", "--top-k", "5", "--bundle"])
+        .arg(root().join("tests/fixtures/bundles").join(bundle))
+        .args(extra)
+        .args(images)
+        .output()
+        .unwrap();
+    let lines = String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out, lines)
+}
+
+#[test]
+fn fp32_bundle_matches_pytorch_probabilities() {
+    let (labels, images, probs) = reference_probs();
+    let (out, lines) = classify_json("vit_tiny_fp32", &images, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lines.len(), images.len());
+    for (line, want) in lines.iter().zip(&probs) {
+        let top = line["top"].as_array().unwrap();
+        assert_eq!(top.len(), 5);
+        for t in top {
+            let label = t["label"].as_str().unwrap();
+            let idx = labels.iter().position(|l| l == label).unwrap();
+            let got = t["score"].as_f64().unwrap() as f32;
+            assert!(
+                (got - want[idx]).abs() <= FP32_PROB_TOL,
+                "{label}: {got} vs {}",
+                want[idx]
+            );
+        }
+        let best = want
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0;
+        assert_eq!(top[0]["label"].as_str().unwrap(), labels[best]);
+        for k in ["decode", "preprocess", "encode", "score"] {
+            assert!(line["timings_ms"][k].as_f64().unwrap() >= 0.0);
+        }
+    }
+}
+
+#[test]
+fn quantized_bundles_agree_on_top1() {
+    let (labels, images, probs) = reference_probs();
+    let (out, lines) = classify_json("vit_tiny_int8", &images, &["--threads", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (line, want) in lines.iter().zip(&probs) {
+        let best = want
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0;
+        assert_eq!(line["top"][0]["label"].as_str().unwrap(), labels[best]);
+    }
+    let (out, lines) = classify_json("rn_tiny_fp16", &images, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lines.len(), images.len());
+}
+
+#[test]
+fn a_bad_image_is_reported_and_the_rest_classified() {
+    let (_, images, _) = reference_probs();
+    let bad = std::env::temp_dir().join(format!("clip-edge-bad-{}.png", std::process::id()));
+    std::fs::write(&bad, b"not an image").unwrap();
+    let (out, lines) = classify_json(
+        "vit_tiny_fp32",
+        &[images[0].clone(), bad.clone(), images[1].clone()],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert_eq!(lines.len(), 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(bad.to_str().unwrap()) && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn user_errors_are_one_line() {
+    for args in [
+        vec!["classify", "--bundle", "/nonexistent", "x.png"],
+        vec![
+            "classify",
+            "--threads",
+            "0",
+            "--bundle",
+            "tests/fixtures/bundles/vit_tiny_fp32",
+            "x.png",
+        ],
+        vec!["info", "--bundle", "/nonexistent"],
+    ] {
+        let out = bin().current_dir(root()).args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn info_and_bench_report_json() {
+    let b = root().join("tests/fixtures/bundles/vit_tiny_int8");
+    let out = bin()
+        .args(["info", "--json", "--bundle"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["checksums"], "ok");
+    assert_eq!(v["precision"], "int8");
+
+    let out = bin()
+        .args(["bench", "--json", "--iterations", "3", "--bundle"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["preprocess", "encode", "score", "total"] {
+        assert!(v["latency_ms"][k]["p50"].as_f64().unwrap() >= 0.0);
+    }
+    // The steady state of our own stages allocates nothing; tract's executor does.
+    assert_eq!(v["allocations_per_frame"]["preprocess"], 0.0);
+    assert_eq!(v["allocations_per_frame"]["score"], 0.0);
+    assert!(v["encoder_macs"].as_f64().unwrap() > 0.0);
+}
