@@ -155,6 +155,22 @@ impl Engine {
     pub fn embedding(&self) -> &[f32] {
         &self.emb
     }
+
+    /// The optimised plan's operators: name → (count, first description),
+    /// which shows the kernels tract selected (e.g. its matmul kernel names).
+    pub fn op_summary(&self) -> std::collections::BTreeMap<String, (usize, String)> {
+        let mut m = std::collections::BTreeMap::new();
+        for node in &self.plan.model().nodes {
+            let e = m
+                .entry(node.op.name().to_string())
+                .or_insert((0, String::new()));
+            e.0 += 1;
+            if e.1.is_empty() {
+                e.1 = node.op.info().unwrap_or_default().join("; ");
+            }
+        }
+        m
+    }
 }
 
 /// Multiply-accumulates of a graph, from tract's per-op cost model.

@@ -238,6 +238,7 @@ fn bench(dir: &Path, threads: usize, iterations: usize, json_out: bool) -> Resul
     let mut engine =
         Engine::load(dir).with_context(|| format!("loading bundle {}", dir.display()))?;
     // A deterministic 640x480 camera-like frame.
+    log::info!("cpu features: {:?}", cpu_features());
     let (w, h) = (640u32, 480u32);
     let frame: Vec<u8> = (0..w * h * 3)
         .map(|i| ((i * 7 + i / 1920 * 13) % 251) as u8)
@@ -304,6 +305,7 @@ fn bench(dir: &Path, threads: usize, iterations: usize, json_out: bool) -> Resul
         "encoder_macs": engine.macs,
         "encoder_gflops": 2.0 * engine.macs / (mean_encode * 1e-3) / 1e9,
         "cpu_features": cpu_features(),
+        "ops": engine.op_summary().into_iter().map(|(k, (n, info))| (k, json!({"count": n, "info": info}))).collect::<serde_json::Map<_, _>>(),
         "arch": std::env::consts::ARCH,
     });
     if json_out {
