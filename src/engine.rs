@@ -38,7 +38,8 @@ pub struct Engine {
     pre: Preprocessor,
     input: Vec<f32>,
     emb: Vec<f32>,
-    row: Vec<f32>,
+    /// The table widened to f32 once at load.
+    table: Vec<f32>,
     pub scores: Vec<f32>,
     top: Vec<usize>,
     /// Multiply-accumulates of one encoder run (from tract's cost model).
@@ -72,12 +73,12 @@ impl Engine {
         let dim = bundle.manifest.model.embed_dim;
         let labels = bundle.manifest.labels.len();
         Ok(Engine {
+            table: score::widen(&bundle.table),
             bundle,
             plan,
             pre: Preprocessor::new(),
             input: vec![0f32; 3 * r * r],
             emb: vec![0f32; dim],
-            row: vec![0f32; dim],
             scores: vec![0f32; labels],
             top: Vec::with_capacity(labels),
             macs,
@@ -141,11 +142,10 @@ impl Engine {
     pub fn score(&mut self, k: usize) {
         let m = &self.bundle.manifest;
         score::logits(
-            &self.bundle.table,
+            &self.table,
             m.model.embed_dim,
             &self.emb,
             m.logit_scale,
-            &mut self.row,
             &mut self.scores,
         );
         score::softmax(&mut self.scores);

@@ -3,32 +3,22 @@
 
 use crate::bundle::TableData;
 
-/// `out[i] = scale * cos(emb, table[i])` for L2-normalised table rows.
-/// `row` is scratch of `dim` floats (f16 rows are widened into it).
-pub fn logits(
-    table: &TableData,
-    dim: usize,
-    emb: &[f32],
-    scale: f32,
-    row: &mut [f32],
-    out: &mut [f32],
-) {
+/// `out[i] = scale * cos(emb, table[i])` for L2-normalised table rows
+/// (`table` is `out.len()` rows of `dim`).
+pub fn logits(table: &[f32], dim: usize, emb: &[f32], scale: f32, out: &mut [f32]) {
     let norm = emb.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
     let k = scale / norm;
+    for (o, r) in out.iter_mut().zip(table.chunks_exact(dim)) {
+        *o = k * dot(r, emb);
+    }
+}
+
+/// The table as f32 rows: f16 tables are widened once (exactly), so that
+/// per-frame scoring is plain f32 arithmetic on the stored values.
+pub fn widen(table: &TableData) -> Vec<f32> {
     match table {
-        TableData::F32(t) => {
-            for (o, r) in out.iter_mut().zip(t.chunks_exact(dim)) {
-                *o = k * dot(r, emb);
-            }
-        }
-        TableData::F16(t) => {
-            for (o, r) in out.iter_mut().zip(t.chunks_exact(dim)) {
-                for (d, s) in row.iter_mut().zip(r) {
-                    *d = s.to_f32();
-                }
-                *o = k * dot(row, emb);
-            }
-        }
+        TableData::F32(t) => t.clone(),
+        TableData::F16(t) => t.iter().map(|v| v.to_f32()).collect(),
     }
 }
 
