@@ -338,3 +338,42 @@ fn committed_test_bundles_are_fresh() {
         assert_eq!(fresh.labels, committed.labels);
     }
 }
+
+#[test]
+fn eval_folder_reports_zero_shot_accuracy() {
+    let d = scratch("eval");
+    let labels = labels_file(&d, &["cat", "dog"]);
+    let calib = root().join("models/calibration");
+    for (label, files) in [
+        ("cat", ["rgb_640x480.png", "l_129x400.png"]),
+        ("dog", ["p_300x200.png", "rgb_97x301.png"]),
+    ] {
+        std::fs::create_dir_all(d.join("eval").join(label)).unwrap();
+        for f in files {
+            std::fs::copy(calib.join(f), d.join("eval").join(label).join(f)).unwrap();
+        }
+    }
+    let mut o = opts(
+        "rn_tiny_sd.pt",
+        Requested::Fixed(Precision::Int8),
+        labels,
+        d.join("b"),
+    );
+    o.eval = Some(d.join("eval"));
+    let r = build(&o).unwrap();
+    assert_eq!(r.summary.images, 4);
+    let (q, f) = (
+        r.summary.zero_shot_top1.unwrap(),
+        r.summary.zero_shot_top1_fp32.unwrap(),
+    );
+    assert!((0.0..=1.0).contains(&q) && (0.0..=1.0).contains(&f));
+    assert_eq!(r.per_image.len(), 4);
+
+    std::fs::create_dir_all(d.join("eval/bird")).unwrap();
+    std::fs::copy(calib.join("rgb_17x13.png"), d.join("eval/bird/x.png")).unwrap();
+    let e = build(&o).unwrap_err().to_string();
+    assert!(
+        e.contains("bird") && e.contains("not one of the labels"),
+        "{e}"
+    );
+}
