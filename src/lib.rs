@@ -3,6 +3,7 @@
 //! `clip-quantize` crate.
 
 pub mod alloc_count;
+pub mod board;
 pub mod bundle;
 pub mod decode;
 pub mod encoder;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use clip_edge::alloc_count::{self, Counting};
+use clip_edge::board::BoardProfile;
 use clip_edge::bundle::Bundle;
 use clip_edge::decode::decode_file;
 use clip_edge::engine::Engine;
@@ -52,6 +53,12 @@ enum Cmd {
         threads: usize,
         #[arg(long, default_value_t = 20)]
         iterations: usize,
+        /// A board profile (boards/NAME.toml): adds achieved throughput as a percentage of its peak.
+        #[arg(long)]
+        board: Option<String>,
+        /// Where the board profiles are (default: ./boards, else the source tree's).
+        #[arg(long)]
+        boards_dir: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -107,8 +114,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bundle,
             threads,
             iterations,
+            board,
+            boards_dir,
             json,
-        } => bench(&bundle, threads, iterations, json),
+        } => {
+            let board = match board {
+                Some(name) => {
+                    let dir = boards_dir.unwrap_or_else(default_boards_dir);
+                    Some(BoardProfile::by_name(&dir, &name)?)
+                }
+                None => None,
+            };
+            bench(&bundle, threads, iterations, board.as_ref(), json)
+        }
         Cmd::Info { bundle, json } => info(&bundle, json),
         Cmd::Preprocess { resolution, images } => preprocess(resolution, &images),
     }
@@ -230,7 +248,22 @@ fn cpu_features() -> Vec<&'static str> {
     f
 }
 
-fn bench(dir: &Path, threads: usize, iterations: usize, json_out: bool) -> Result<ExitCode> {
+fn default_boards_dir() -> PathBuf {
+    let here = PathBuf::from("boards");
+    if here.is_dir() {
+        here
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("boards")
+    }
+}
+
+fn bench(
+    dir: &Path,
+    threads: usize,
+    iterations: usize,
+    board: Option<&BoardProfile>,
+    json_out: bool,
+) -> Result<ExitCode> {
     set_threads(threads)?;
     if iterations == 0 {
         bail!("--iterations must be at least 1");
@@ -280,7 +313,7 @@ fn bench(dir: &Path, threads: usize, iterations: usize, json_out: bool) -> Resul
     let mean_total = tot.iter().sum::<f64>() / n;
     let mean_encode = enc.iter().sum::<f64>() / n;
     let m = &engine.bundle.manifest;
-    let report = json!({
+    let mut report = json!({
         "bundle": dir,
         "architecture": m.model.architecture,
         "precision": m.precision,
@@ -308,6 +341,18 @@ fn bench(dir: &Path, threads: usize, iterations: usize, json_out: bool) -> Resul
         "ops": engine.op_summary().into_iter().map(|(k, (n, info))| (k, json!({"count": n, "info": info}))).collect::<serde_json::Map<_, _>>(),
         "arch": std::env::consts::ARCH,
     });
+    if let Some(b) = board {
+        // tract runs every bundle's arithmetic in f32 (see README), so the fp32 peak applies.
+        let used = threads.min(b.cpu.cores) as f64;
+        let peak = b.peak_per_core.fp32 * used;
+        let achieved = report["encoder_gflops"].as_f64().unwrap_or(0.0);
+        report["board"] = json!({
+            "name": b.name,
+            "peak_gflops": peak,
+            "percent_of_peak": 100.0 * achieved / peak,
+            "peak_basis": "fp32 x threads",
+        });
+    }
     if json_out {
         println!("{report}");
     } else {

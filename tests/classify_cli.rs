@@ -202,8 +202,17 @@ fn info_and_bench_report_json() {
     assert_eq!(v["precision"], "int8");
 
     let out = bin()
-        .args(["bench", "--json", "--iterations", "3", "--bundle"])
+        .args([
+            "bench",
+            "--json",
+            "--iterations",
+            "3",
+            "--board",
+            "rpi4",
+            "--bundle",
+        ])
         .arg(&b)
+        .current_dir(root())
         .output()
         .unwrap();
     assert!(
@@ -219,4 +228,6 @@ fn info_and_bench_report_json() {
     assert_eq!(v["allocations_per_frame"]["preprocess"], 0.0);
     assert_eq!(v["allocations_per_frame"]["score"], 0.0);
     assert!(v["encoder_macs"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["board"]["peak_gflops"], 12.0);
+    assert!(v["board"]["percent_of_peak"].as_f64().unwrap() > 0.0);
 }

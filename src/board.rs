@@ -1,0 +1,135 @@
+//! Board profiles (`boards/*.toml`): what a board can do, so `bench --board`
+//! can say how close a run comes to the hardware's peak.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum BoardError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {why}")]
+    Invalid { path: PathBuf, why: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Cpu {
+    pub model: String,
+    pub cores: usize,
+    pub ghz: f64,
+}
+
+/// Peak throughput of one core, in GFLOP/s (GOP/s for int8), with its derivation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Peak {
+    pub fp32: f64,
+    pub fp16: f64,
+    pub int8: f64,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    pub precision: String,
+    pub threads: usize,
+    pub memory_budget_mb: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Io {
+    pub gpio_chip: String,
+    pub gpio_line: u32,
+    pub camera: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BoardProfile {
+    pub name: String,
+    pub target: String,
+    pub cpu: Cpu,
+    /// ISA features the runtime can use (as `is_*_feature_detected!` names them).
+    pub features: Vec<String>,
+    pub peak_per_core: Peak,
+    pub defaults: Defaults,
+    pub io: Io,
+}
+
+const TARGETS: [&str; 3] = [
+    "aarch64-unknown-linux-gnu",
+    "armv7-unknown-linux-gnueabihf",
+    "x86_64-unknown-linux-gnu",
+];
+
+impl BoardProfile {
+    pub fn parse(text: &str, path: &Path) -> Result<Self, BoardError> {
+        let invalid = |why: String| BoardError::Invalid {
+            path: path.to_path_buf(),
+            why,
+        };
+        let p: BoardProfile =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().replace('\n', " ")))?;
+        if !TARGETS.contains(&p.target.as_str()) {
+            return Err(invalid(format!(
+                "target {:?} is not one of {TARGETS:?}",
+                p.target
+            )));
+        }
+        if p.cpu.cores == 0 || p.cpu.cores > 256 {
+            return Err(invalid(format!(
+                "cpu.cores = {} is impossible",
+                p.cpu.cores
+            )));
+        }
+        if !(0.1..=6.0).contains(&p.cpu.ghz) {
+            return Err(invalid(format!("cpu.ghz = {} is impossible", p.cpu.ghz)));
+        }
+        for (name, v) in [
+            ("fp32", p.peak_per_core.fp32),
+            ("fp16", p.peak_per_core.fp16),
+            ("int8", p.peak_per_core.int8),
+        ] {
+            if !(v > 0.0 && v < 10_000.0) {
+                return Err(invalid(format!("peak_per_core.{name} = {v} is impossible")));
+            }
+        }
+        if !["fp32", "fp16", "int8"].contains(&p.defaults.precision.as_str()) {
+            return Err(invalid(format!(
+                "defaults.precision {:?}: expected fp32, fp16 or int8",
+                p.defaults.precision
+            )));
+        }
+        if p.defaults.threads == 0 || p.defaults.threads > p.cpu.cores {
+            return Err(invalid(format!(
+                "defaults.threads = {} with {} cores",
+                p.defaults.threads, p.cpu.cores
+            )));
+        }
+        if p.defaults.memory_budget_mb == 0 {
+            return Err(invalid("defaults.memory_budget_mb must be positive".into()));
+        }
+        Ok(p)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, BoardError> {
+        let text = std::fs::read_to_string(path).map_err(|source| BoardError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// `boards/NAME.toml` under `dir`.
+    pub fn by_name(dir: &Path, name: &str) -> Result<Self, BoardError> {
+        Self::load(&dir.join(format!("{name}.toml")))
+    }
+}
