@@ -253,8 +253,6 @@ pub struct Preprocessor {
     premul: Vec<u8>,
     /// First pass output.
     tmp: Vec<u8>,
-    /// Input columns used by a vertical-first resize.
-    premul_cols: Vec<u8>,
     /// Final cropped u8 image, in the working mode's channels.
     out8: Vec<u8>,
     nearest_x: Vec<usize>,
@@ -482,7 +480,12 @@ impl Preprocessor {
                 copy_window(src, iw * ch, first, rows, x0 * ch, cw * ch, &mut self.tmp);
             }
             if need_v {
-                resample_cols(&self.tmp, cw * ch, first, &self.vert, &mut self.out8);
+                let rows_src = Window {
+                    stride: cw * ch,
+                    x: 0,
+                    first_row: first,
+                };
+                resample_cols(&self.tmp, rows_src, cw * ch, &self.vert, &mut self.out8);
             } else {
                 self.out8.copy_from_slice(&self.tmp);
             }
@@ -497,23 +500,13 @@ impl Preprocessor {
             self.tmp.clear();
             self.tmp.resize(chh * cols * ch, 0);
             if need_v {
-                // Vertical pass on the needed columns only.
-                let mut window = std::mem::take(&mut self.premul_cols);
-                window.clear();
-                // Gather the used columns of the rows the vertical pass reads.
-                let (yf, yl) = span(&self.vert.bounds);
-                window.resize((yl - yf) * cols * ch, 0);
-                copy_window(
-                    src,
-                    iw * ch,
-                    yf,
-                    yl - yf,
-                    first * ch,
-                    cols * ch,
-                    &mut window,
-                );
-                resample_cols(&window, cols * ch, yf, &self.vert, &mut self.tmp);
-                self.premul_cols = window;
+                // Vertical pass on the needed columns only, read in place.
+                let cols_src = Window {
+                    stride: iw * ch,
+                    x: first * ch,
+                    first_row: 0,
+                };
+                resample_cols(src, cols_src, cols * ch, &self.vert, &mut self.tmp);
             } else {
                 copy_window(src, iw * ch, y0, chh, first * ch, cols * ch, &mut self.tmp);
             }
@@ -592,19 +585,28 @@ fn resample_rows(
     }
 }
 
-/// Vertical pass (`ImagingResampleVertical_8bpc`): `src` holds input rows
-/// from `first` on, `stride` bytes each.
-fn resample_cols(src: &[u8], stride: usize, first: usize, c: &AxisCoeffs, out: &mut [u8]) {
+/// Where the vertical pass reads: rows of `stride` bytes, starting at byte
+/// `x` of each row, the buffer's row 0 being input row `first_row`.
+#[derive(Clone, Copy)]
+struct Window {
+    stride: usize,
+    x: usize,
+    first_row: usize,
+}
+
+/// Vertical pass (`ImagingResampleVertical_8bpc`) over `width` bytes of each
+/// row of `src`, into `out` rows of `width` bytes.
+fn resample_cols(src: &[u8], w: Window, width: usize, c: &AxisCoeffs, out: &mut [u8]) {
     let ks = c.ksize;
     for (yy, &(ymin, n)) in c.bounds.iter().enumerate() {
         let k = &c.k[yy * ks..yy * ks + n];
-        let base = ymin - first;
-        for i in 0..stride {
+        let base = ymin - w.first_row;
+        for i in 0..width {
             let mut ss: i32 = 1 << (PRECISION_BITS - 1);
             for (y, &kv) in k.iter().enumerate() {
-                ss = ss.wrapping_add(src[(base + y) * stride + i] as i32 * kv);
+                ss = ss.wrapping_add(src[(base + y) * w.stride + w.x + i] as i32 * kv);
             }
-            out[yy * stride + i] = clip8(ss);
+            out[yy * width + i] = clip8(ss);
         }
     }
 }

@@ -459,13 +459,11 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
         )?,
     };
     let (model, layers) = graph::image_encoder_with(&sd, &cfg, 1, plan.clone(), false)?;
-    let (q_embs, _) = run_images(model.clone(), &calib, false)?;
 
     // Report on the eval set when given, else on the calibration images.
-    let (mut summary, cos, files) = if let (Some(set), Some(inputs)) = (&eval_set, &eval_inputs) {
+    let (summary, cos, files) = if let (Some(set), Some(inputs)) = (&eval_set, &eval_inputs) {
         let (f, _) = run_images(graph::image_encoder(&sd, &cfg, 1)?, inputs, false)?;
-        let (qm, _) = graph::image_encoder_with(&sd, &cfg, 1, plan.clone(), false)?;
-        let (q, _) = run_images(qm, inputs, false)?;
+        let (q, _) = run_images(model.clone(), inputs, false)?;
         let (mut s, cos) = summary(&f, &q, &table, e);
         let acc = |embs: &[Vec<f32>]| {
             embs.iter()
@@ -482,12 +480,10 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
             set.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
         )
     } else {
-        let (s, cos) = summary(&fp32_embs, &q_embs, &table, e);
+        let (q, _) = run_images(model.clone(), &calib, false)?;
+        let (s, cos) = summary(&fp32_embs, &q, &table, e);
         (s, cos, calib_files.clone())
     };
-    if summary.images == 0 {
-        summary.cosine_mean = 1.0;
-    }
 
     // Write everything into a temporary sibling, then move it into place.
     let out = &opts.out;

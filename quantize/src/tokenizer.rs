@@ -42,6 +42,9 @@ pub struct Tokenizer {
     encoder: HashMap<String, u32>,
     bpe_ranks: HashMap<(String, String), u32>,
     pat: Regex,
+    /// ftfy's terminal escapes and HTML entities (with a semicolon).
+    ansi_escape: Regex,
+    html_entity: Regex,
     entities: HashMap<String, String>,
     longest_entity: usize,
     sot: u32,
@@ -157,6 +160,8 @@ impl Tokenizer {
             encoder,
             bpe_ranks,
             pat,
+            ansi_escape: Regex::new(r"\x1b\[((?:\d|;)*)([a-zA-Z])").expect("valid regex"),
+            html_entity: Regex::new(r"&#?[0-9A-Za-z]{1,24};").expect("valid regex"),
             entities,
             longest_entity,
             sot,
@@ -442,8 +447,7 @@ pub fn fix_text(text: &str, tok: &Tokenizer) -> String {
     };
     // remove_terminal_escapes: ESC [ ... letter
     if t.contains('\x1b') {
-        let re = Regex::new(r"\x1b\[((?:\d|;)*)([a-zA-Z])").expect("regex");
-        t = re.replace_all(&t, "").into_owned();
+        t = tok.ansi_escape.replace_all(&t, "").into_owned();
     }
     let mut out = String::with_capacity(t.len());
     let mut chars = t.chars().peekable();
@@ -511,27 +515,27 @@ fn ftfy_unescape_html(text: &str, tok: &Tokenizer) -> String {
     if !text.contains('&') {
         return text.to_string();
     }
-    let re = Regex::new(r"&#?[0-9A-Za-z]{1,24};").expect("regex");
-    re.replace_all(text, |caps: &regex::Captures| {
-        let m = &caps[0];
-        let name = &m[1..];
-        if let Some(v) = tok.entities.get(name) {
-            return v.clone();
-        }
-        if name.starts_with('#') {
-            // ftfy hands numeric references to html.unescape, keeping the
-            // text when only part of it was decoded.
-            let u = tok.html_unescape(m);
-            return if u.contains(';') { m.to_string() } else { u };
-        } else if let Some(v) = tok.entities.get(&name.to_lowercase()) {
-            // ftfy also accepts upper-cased names of lower-case entities
-            if name.chars().all(|c| c.is_ascii_uppercase() || c == ';') {
+    tok.html_entity
+        .replace_all(text, |caps: &regex::Captures| {
+            let m = &caps[0];
+            let name = &m[1..];
+            if let Some(v) = tok.entities.get(name) {
                 return v.clone();
             }
-        }
-        m.to_string()
-    })
-    .into_owned()
+            if name.starts_with('#') {
+                // ftfy hands numeric references to html.unescape, keeping the
+                // text when only part of it was decoded.
+                let u = tok.html_unescape(m);
+                return if u.contains(';') { m.to_string() } else { u };
+            } else if let Some(v) = tok.entities.get(&name.to_lowercase()) {
+                // ftfy also accepts upper-cased names of lower-case entities
+                if name.chars().all(|c| c.is_ascii_uppercase() || c == ';') {
+                    return v.clone();
+                }
+            }
+            m.to_string()
+        })
+        .into_owned()
 }
 
 #[cfg(test)]

@@ -368,7 +368,6 @@ impl<'a> Builder<'a> {
         mask: Option<OutletId>,
     ) -> Result<OutletId> {
         let qs = self.shape(q)?;
-        let ks = self.shape(k)?;
         let c = qs[2];
         let d = c / heads;
         let q = self.reshape(&format!("{name}.q_heads"), q, 2, &[c], &[heads, d])?;
@@ -382,7 +381,6 @@ impl<'a> Builder<'a> {
         }
         let p = self.softmax(&format!("{name}.softmax"), s, 3)?;
         let o = self.einsum(&format!("{name}.context"), "bhqk,bkhd->bqhd", &[p, v])?;
-        let _ = ks;
         self.reshape(&format!("{name}.merge"), o, 2, &[heads, d], &[c])
     }
 
