@@ -8,5 +8,6 @@ pub mod bundle;
 pub mod decode;
 pub mod encoder;
 pub mod engine;
+pub mod eval;
 pub mod preprocess;
 pub mod score;

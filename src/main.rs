@@ -13,7 +13,21 @@ use clip_edge::board::BoardProfile;
 use clip_edge::bundle::Bundle;
 use clip_edge::decode::decode_file;
 use clip_edge::engine::Engine;
+use clip_edge::eval::{list_labelled, Tally};
 use clip_edge::preprocess::{ImageView, Mode, Preprocessor, CLIP_MEAN, CLIP_STD};
+
+/// `println!` that ends the process quietly when stdout is closed (`| head`)
+/// instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -44,6 +58,22 @@ enum Cmd {
         json: bool,
         #[arg(required = true)]
         images: Vec<PathBuf>,
+    },
+    /// Zero-shot accuracy over an ImageNet-style folder (one sub-folder per label).
+    Eval {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// One sub-folder per label, named as the label or with `_` for spaces.
+        #[arg(long)]
+        images: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// How many of the most frequent confusion pairs to report.
+        #[arg(long, default_value_t = 10)]
+        confusions: usize,
+        /// One JSON object: n, top1, top5, per_class, confusions, failed.
+        #[arg(long)]
+        json: bool,
     },
     /// Per-frame latency, throughput, memory and allocations of the steady state.
     Bench {
@@ -110,6 +140,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             images,
         } => classify(&bundle, top_k, threads, json, &images),
+        Cmd::Eval {
+            bundle,
+            images,
+            threads,
+            confusions,
+            json,
+        } => eval(&bundle, &images, threads, confusions, json),
         Cmd::Bench {
             bundle,
             threads,
@@ -175,7 +212,7 @@ fn classify(
                 .iter()
                 .map(|(i, s)| json!({"label": labels[*i], "score": s}))
                 .collect();
-            println!(
+            out!(
                 "{}",
                 json!({"image": path, "top": top,
                        "timings_ms": {"decode": decode, "preprocess": t.preprocess, "encode": t.encode, "score": t.score}})
@@ -185,7 +222,7 @@ fn classify(
                 .iter()
                 .map(|(i, s)| format!("{} ({:.3})", labels[*i], s))
                 .collect();
-            println!("{}: {}", path.display(), parts.join(", "));
+            out!("{}: {}", path.display(), parts.join(", "));
         }
     }
     Ok(if failed > 0 {
@@ -193,6 +230,85 @@ fn classify(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn eval(
+    dir: &Path,
+    images: &Path,
+    threads: usize,
+    max_confusions: usize,
+    json_out: bool,
+) -> Result<ExitCode> {
+    set_threads(threads)?;
+    let mut engine =
+        Engine::load(dir).with_context(|| format!("loading bundle {}", dir.display()))?;
+    let labels = engine.bundle.labels().to_vec();
+    let set = list_labelled(images, &labels)?;
+    let mut tally = Tally::new(&labels);
+    let mut failed = Vec::new();
+    let bar = progress_bar(!json_out, set.len() as u64);
+    for (path, truth) in &set {
+        bar.inc(1);
+        let ranked = decode_file(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|img| {
+                engine
+                    .classify(&img.view(), 5)
+                    .with_context(|| path.display().to_string())
+            });
+        match ranked {
+            Ok((top, _)) => {
+                let ranked: Vec<usize> = top.iter().map(|(i, _)| *i).collect();
+                tally.add(*truth, &ranked);
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                failed.push(path.display().to_string());
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let s = tally.summary(max_confusions);
+    if json_out {
+        let mut v = serde_json::to_value(&s)?;
+        v["failed"] = json!(failed);
+        out!("{v}");
+    } else {
+        out!(
+            "{} images, {} labels: top-1 {:.2}%  top-5 {:.2}%",
+            s.n,
+            labels.len(),
+            100.0 * s.top1,
+            100.0 * s.top5
+        );
+        out!("per class (top-1):");
+        for c in &s.per_class {
+            out!("  {:>7.2}%  {:>5}  {}", 100.0 * c.top1, c.n, c.label);
+        }
+        if !s.confusions.is_empty() {
+            out!("most frequent confusions (truth -> predicted):");
+            for c in &s.confusions {
+                out!("  {:>5}  {} -> {}", c.count, c.truth, c.predicted);
+            }
+        }
+    }
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A progress bar on stderr when it is a terminal (hidden otherwise).
+fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
+    if !enabled || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} eta {eta}") {
+        pb.set_style(style);
+    }
+    pb
 }
 
 fn percentiles(v: &mut [f64]) -> serde_json::Value {
@@ -354,9 +470,9 @@ fn bench(
         });
     }
     if json_out {
-        println!("{report}");
+        out!("{report}");
     } else {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -367,28 +483,34 @@ fn info(dir: &Path, json_out: bool) -> Result<ExitCode> {
     if json_out {
         let mut v = serde_json::to_value(m)?;
         v["checksums"] = json!("ok");
-        println!("{v}");
+        out!("{v}");
     } else {
-        println!(
+        out!(
             "bundle {} (format {}, written by {} with tract {})",
             dir.display(),
             m.format_version,
             m.created_by,
             m.tract_version
         );
-        println!(
+        out!(
             "  model      {} ({}), embed dim {}, {} px",
-            m.model.architecture, m.model.family, m.model.embed_dim, m.preprocess.resolution
+            m.model.architecture,
+            m.model.family,
+            m.model.embed_dim,
+            m.preprocess.resolution
         );
-        println!(
+        out!(
             "  source     {} ({}), sha256 {}",
-            m.source.checkpoint, m.source.format, m.source.sha256
+            m.source.checkpoint,
+            m.source.format,
+            m.source.sha256
         );
-        println!(
+        out!(
             "  precision  {} (activations {})",
-            m.precision, m.activation
+            m.precision,
+            m.activation
         );
-        println!(
+        out!(
             "  labels     {} ({} template(s)), table {} [{}x{}]",
             m.labels.len(),
             m.templates.len(),
@@ -396,13 +518,13 @@ fn info(dir: &Path, json_out: bool) -> Result<ExitCode> {
             m.table.rows,
             m.table.dim
         );
-        println!(
+        out!(
             "  report     cosine mean {:.6} min {:.6}, top-1 agreement {:.1}%",
             m.report.cosine_mean,
             m.report.cosine_min,
             100.0 * m.report.top1_agreement
         );
-        println!("  checksums  ok ({} files)", m.files.len());
+        out!("  checksums  ok ({} files)", m.files.len());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -426,7 +548,7 @@ fn preprocess(resolution: u32, images: &[PathBuf]) -> Result<ExitCode> {
                     .chunks(plane)
                     .map(|c| c.iter().sum::<f32>() / plane as f32)
                     .collect();
-                println!("{}", json!({"image": path, "channel_means": means}));
+                out!("{}", json!({"image": path, "channel_means": means}));
             }
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -5,19 +5,13 @@
 //! probabilities are softmax(logit_scale · cos(encode_image, encode_text)) of
 //! the PyTorch reference embeddings.
 
+mod common;
+
+use common::{bin, root};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// fp32 bundle vs PyTorch: every probability.
 const FP32_PROB_TOL: f32 = 2e-3;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_clip-edge"))
-}
 
 fn npy(p: &Path) -> (Vec<usize>, Vec<f32>) {
     let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(p).unwrap();

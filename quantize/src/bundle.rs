@@ -42,6 +42,8 @@ pub enum BuildError {
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
     Image(#[from] DecodeError),
+    #[error(transparent)]
+    Eval(#[from] clip_edge::eval::EvalError),
     #[error("{path}: {why}")]
     Input { path: PathBuf, why: String },
     #[error("{path}: {source}")]
@@ -119,7 +121,8 @@ pub struct Report {
     pub seconds: f64,
 }
 
-fn progress(enabled: bool, len: u64, what: &str) -> ProgressBar {
+/// A progress bar on stderr, hidden when `enabled` is false.
+pub fn progress(enabled: bool, len: u64, what: &str) -> ProgressBar {
     if !enabled {
         return ProgressBar::hidden();
     }
@@ -215,39 +218,10 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
     Ok(files)
 }
 
-/// ImageNet-style folder: one sub-folder per label. Returns (image, label index).
+/// ImageNet-style folder: one sub-folder per label (named as the label, or
+/// with `_` for its spaces). Returns (image, label index).
 pub fn list_eval(dir: &Path, labels: &[String]) -> Result<Vec<(PathBuf, usize)>, BuildError> {
-    let mut out = Vec::new();
-    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    subdirs.sort();
-    for sub in subdirs {
-        let name = sub
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let idx = labels
-            .iter()
-            .position(|l| *l == name)
-            .ok_or_else(|| BuildError::Input {
-                path: sub.clone(),
-                why: format!("folder {name:?} is not one of the labels"),
-            })?;
-        for img in list_images(&sub)? {
-            out.push((img, idx));
-        }
-    }
-    if out.is_empty() {
-        return Err(BuildError::Input {
-            path: dir.to_path_buf(),
-            why: "no labelled images (expected one sub-folder per label)".into(),
-        });
-    }
-    Ok(out)
+    Ok(clip_edge::eval::list_labelled(dir, labels)?)
 }
 
 /// Preprocessed inputs, decoded and checked before any heavy work.

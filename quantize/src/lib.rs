@@ -7,4 +7,5 @@ pub mod config;
 pub mod graph;
 pub mod nnef;
 pub mod prompts;
+pub mod synth;
 pub mod tokenizer;

@@ -18,6 +18,19 @@ use clip_quantize::graph::ActivationQuant;
 use clip_quantize::tokenizer::Tokenizer;
 use tract_core::prelude::*;
 
+/// `println!` that ends the process quietly when stdout is closed (`| head`)
+/// instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "clip-quantize",
@@ -85,6 +98,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write the synthetic world's labelled images (one folder per class).
+    Synth {
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 10)]
+        per_class: usize,
+        /// Largest image side in pixels (48..=512).
+        #[arg(long, default_value_t = clip_quantize::synth::MAX_SIDE)]
+        max_side: u32,
+        /// Fraction of images stored as JPEG (quality 55-95); the rest are PNG.
+        #[arg(long, default_value_t = 0.5)]
+        jpeg_fraction: f32,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Image and text embeddings (unnormalised, as encode_image / encode_text) from the fp32 tract graphs.
     Embed {
         #[arg(long)]
@@ -122,7 +150,7 @@ fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .map(|t| tok.tokenize(t, context_length, truncate))
                 .collect::<Result<Vec<_>, _>>()?;
-            println!("{}", serde_json::to_string(&rows)?);
+            out!("{}", serde_json::to_string(&rows)?);
             Ok(())
         }
         Cmd::Preprocess {
@@ -165,10 +193,33 @@ fn run(cli: Cli) -> Result<()> {
             };
             let report = clip_quantize::bundle::build(&opts)?;
             if json {
-                println!("{}", serde_json::to_string(&report)?);
+                out!("{}", serde_json::to_string(&report)?);
             } else {
                 print_report(&report, &out);
             }
+            Ok(())
+        }
+        Cmd::Synth {
+            seed,
+            per_class,
+            max_side,
+            jpeg_fraction,
+            out,
+        } => {
+            let opts = clip_quantize::synth::SynthOptions {
+                seed,
+                per_class,
+                max_side,
+                jpeg_fraction,
+            };
+            let pb = clip_quantize::bundle::progress(
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                (per_class * 48) as u64,
+                "images",
+            );
+            let n = clip_quantize::synth::write_set(&out, &opts, &|| pb.inc(1))?;
+            pb.finish_and_clear();
+            eprintln!("wrote {n} images under {}", out.display());
             Ok(())
         }
         Cmd::Embed {
@@ -193,25 +244,25 @@ fn default_calibration() -> PathBuf {
 
 fn print_report(r: &clip_quantize::bundle::Report, out: &Path) {
     let s = &r.summary;
-    println!(
+    out!(
         "bundle {} ({} bytes, {:.1} s)",
         out.display(),
         r.bundle_bytes,
         r.seconds
     );
-    println!("{:<28} {:>10}", "precision", r.precision);
-    println!("{:<28} {:>10}", "images", s.images);
-    println!("{:<28} {:>10.6}", "cosine vs fp32, mean", s.cosine_mean);
-    println!("{:<28} {:>10.6}", "cosine vs fp32, p1", s.cosine_p1);
-    println!("{:<28} {:>10.6}", "cosine vs fp32, min", s.cosine_min);
-    println!(
+    out!("{:<28} {:>10}", "precision", r.precision);
+    out!("{:<28} {:>10}", "images", s.images);
+    out!("{:<28} {:>10.6}", "cosine vs fp32, mean", s.cosine_mean);
+    out!("{:<28} {:>10.6}", "cosine vs fp32, p1", s.cosine_p1);
+    out!("{:<28} {:>10.6}", "cosine vs fp32, min", s.cosine_min);
+    out!(
         "{:<28} {:>9.1}%",
         "top-1 agreement with fp32",
         100.0 * s.top1_agreement
     );
     if let (Some(q), Some(f)) = (s.zero_shot_top1, s.zero_shot_top1_fp32) {
-        println!("{:<28} {:>9.1}%", "zero-shot top-1", 100.0 * q);
-        println!("{:<28} {:>9.1}%", "zero-shot top-1 (fp32)", 100.0 * f);
+        out!("{:<28} {:>9.1}%", "zero-shot top-1", 100.0 * q);
+        out!("{:<28} {:>9.1}%", "zero-shot top-1 (fp32)", 100.0 * f);
     }
 }
 
@@ -229,9 +280,9 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
         "tensors": sd.tensors.len(),
     });
     if json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        out!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        println!(
+        out!(
             "{}: {:?}, {} ({} parameters in {} tensors)",
             path.display(),
             sd.format,
@@ -239,12 +290,13 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
             params,
             sd.tensors.len()
         );
-        println!(
+        out!(
             "  image resolution {}  embed dim {}",
-            cfg.image_resolution, cfg.embed_dim
+            cfg.image_resolution,
+            cfg.embed_dim
         );
-        println!("  vision {:?}", cfg.vision);
-        println!(
+        out!("  vision {:?}", cfg.vision);
+        out!(
             "  text: context {} vocab {} width {} heads {} layers {}",
             cfg.context_length,
             cfg.vocab_size,

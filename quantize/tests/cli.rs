@@ -3,8 +3,19 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// `clip-quantize`, through `$CLIP_TEST_RUNNER` when set (qemu for
+/// cross-built tests: cargo's runner only wraps the test binaries).
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_clip-quantize"))
+    let exe = env!("CARGO_BIN_EXE_clip-quantize");
+    match std::env::var("CLIP_TEST_RUNNER") {
+        Ok(r) if !r.trim().is_empty() => {
+            let mut parts = r.split_whitespace();
+            let mut c = Command::new(parts.next().unwrap());
+            c.args(parts).arg(exe);
+            c
+        }
+        _ => Command::new(exe),
+    }
 }
 
 fn fixtures() -> PathBuf {
