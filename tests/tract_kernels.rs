@@ -5,7 +5,7 @@
 //! in f32 ops), so this test is what exercises tract's narrow kernels: on
 //! arm64 the SMLAL (no dot product), SDOT (`dotprod`) and native-fp16 paths,
 //! selected by what the CPU reports. `scripts/cross-test` runs it under QEMU
-//! with each CPU model and prints the kernel names (`--nocapture`).
+//! with each CPU model; the kernel names show in its log.
 //!
 //! Inputs are small multiples of 1/4 so every product and partial sum is
 //! exact in f16: any accumulation order and precision must give the exact
@@ -73,10 +73,14 @@ fn run(a: Tensor, b: Tensor, operating: DatumType) -> TractResult<(Tensor, Vec<S
     Ok((out[0].clone().into_tensor(), kernels))
 }
 
+/// Logs the kernels and writes them to the process's stderr directly (not
+/// through `eprintln!`, which the test harness captures), so every test log
+/// shows the path that ran.
 fn report(dt: &str, kernels: &[String]) {
+    use std::io::Write;
     let line = format!("tract kernel path {dt}: {}", kernels.join(" | "));
     log::info!("{line}");
-    eprintln!("{line}");
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 #[test]

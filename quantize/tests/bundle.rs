@@ -1,5 +1,7 @@
 //! `clip-quantize build` → bundle → `clip_edge::bundle::Bundle::open`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use clip_edge::bundle::{self, Bundle, BundleError, TableData};
@@ -327,15 +329,11 @@ fn committed_test_bundles_are_fresh() {
         );
         o.templates = Some(dir.join("templates.txt"));
         build(&o).unwrap();
-        let fresh = Bundle::open(&d.join(name)).unwrap().manifest;
-        let committed = Bundle::open(&dir.join(name)).unwrap().manifest;
-        for f in [bundle::IMAGE_ENCODER, bundle::TEXT_TABLE] {
-            assert_eq!(
-                fresh.files[f], committed.files[f],
-                "{name}/{f} is stale: run scripts/build-fixture-bundles"
-            );
-        }
-        assert_eq!(fresh.labels, committed.labels);
+        common::assert_fresh(
+            &d.join(name),
+            &dir.join(name),
+            "run scripts/build-fixture-bundles",
+        );
     }
 }
 

@@ -5,9 +5,10 @@ use std::process::Command;
 
 /// `clip-quantize`, through `$CLIP_TEST_RUNNER` when set (qemu for
 /// cross-built tests: cargo's runner only wraps the test binaries).
+/// Logging is errors only, whatever the test run's `RUST_LOG`.
 fn bin() -> Command {
     let exe = env!("CARGO_BIN_EXE_clip-quantize");
-    match std::env::var("CLIP_TEST_RUNNER") {
+    let mut c = match std::env::var("CLIP_TEST_RUNNER") {
         Ok(r) if !r.trim().is_empty() => {
             let mut parts = r.split_whitespace();
             let mut c = Command::new(parts.next().unwrap());
@@ -15,7 +16,9 @@ fn bin() -> Command {
             c
         }
         _ => Command::new(exe),
-    }
+    };
+    c.env("RUST_LOG", "error");
+    c
 }
 
 fn fixtures() -> PathBuf {

@@ -20,8 +20,12 @@ pub fn scratch(name: &str) -> PathBuf {
 /// A command that runs `exe`, through `$CLIP_TEST_RUNNER` when set (e.g.
 /// `qemu-aarch64 -cpu cortex-a72` for cross-built tests: cargo's runner only
 /// wraps the test binaries, not the programs they start).
+///
+/// Logging is set to errors only, so tests that count stderr lines see what a
+/// user sees whatever `RUST_LOG` the test run has (cross-test sets `info`, and
+/// under qemu tract warns that `/proc/cpuinfo` has no arm64 features).
 pub fn command(exe: &str) -> Command {
-    match std::env::var("CLIP_TEST_RUNNER") {
+    let mut c = match std::env::var("CLIP_TEST_RUNNER") {
         Ok(r) if !r.trim().is_empty() => {
             let mut parts = r.split_whitespace();
             let mut c = Command::new(parts.next().unwrap());
@@ -29,7 +33,9 @@ pub fn command(exe: &str) -> Command {
             c
         }
         _ => Command::new(exe),
-    }
+    };
+    c.env("RUST_LOG", "error");
+    c
 }
 
 /// `clip-edge`, as built for these tests.
