@@ -64,6 +64,21 @@ pub fn fold_constants(model: &mut TypedModel) -> TractResult<()> {
     model.compact()
 }
 
+/// The matrix-multiply kernels an optimised plan runs (tract's `Mult:` op
+/// info lines, e.g. `arm64simd_mmm_f32_8x8_gen`), sorted, without repeats.
+pub fn matmul_kernels(plan: &Plan) -> Vec<String> {
+    let mut k: Vec<String> = plan
+        .model()
+        .nodes
+        .iter()
+        .flat_map(|n| n.op.info().unwrap_or_default())
+        .filter(|l| l.starts_with("Mult:"))
+        .collect();
+    k.sort();
+    k.dedup();
+    k
+}
+
 /// Runs a single-input, single-output plan, returning the f32 output values.
 pub fn run_f32(plan: &Plan, input: Tensor) -> TractResult<Vec<f32>> {
     let out = plan.run(tvec!(input.into_tvalue()))?;

@@ -70,6 +70,10 @@ impl Engine {
         encoder::fold_constants(&mut model).map_err(gerr)?;
         let macs = count_macs(&model);
         let plan = encoder::into_plan(model).map_err(gerr)?;
+        log::info!(
+            "image encoder kernels: {}",
+            encoder::matmul_kernels(&plan).join(" | ")
+        );
         let dim = bundle.manifest.model.embed_dim;
         let labels = bundle.manifest.labels.len();
         Ok(Engine {

@@ -10,4 +10,5 @@ pub mod encoder;
 pub mod engine;
 pub mod eval;
 pub mod preprocess;
+pub mod progress;
 pub mod score;

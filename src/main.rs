@@ -246,7 +246,7 @@ fn eval(
     let set = list_labelled(images, &labels)?;
     let mut tally = Tally::new(&labels);
     let mut failed = Vec::new();
-    let bar = progress_bar(!json_out, set.len() as u64);
+    let bar = clip_edge::progress::bar(!json_out, set.len() as u64, "images");
     for (path, truth) in &set {
         bar.inc(1);
         let ranked = decode_file(path)
@@ -300,17 +300,6 @@ fn eval(
 }
 
 /// A progress bar on stderr when it is a terminal (hidden otherwise).
-fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
-    if !enabled || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} eta {eta}") {
-        pb.set_style(style);
-    }
-    pb
-}
-
 fn percentiles(v: &mut [f64]) -> serde_json::Value {
     v.sort_by(f64::total_cmp);
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];

@@ -13,6 +13,7 @@
 
 use tract_core::internal::*;
 use tract_core::ops::einsum::EinSum;
+use tract_linalg::isa::{self, Isa};
 
 /// Shapes (m, k, n), including tails that are not multiples of any kernel tile.
 const SHAPES: [(usize, usize, usize); 6] = [
@@ -62,129 +63,107 @@ fn run(a: Tensor, b: Tensor, operating: DatumType) -> TractResult<(Tensor, Vec<S
     )?;
     model.select_output_outlets(&c)?;
     let plan = model.into_optimized()?.into_runnable()?;
-    let kernels = plan
-        .model()
-        .nodes
-        .iter()
-        .flat_map(|n| n.op.info().unwrap_or_default())
-        .filter(|l| l.starts_with("Mult:"))
-        .collect();
+    let kernels = clip_edge::encoder::matmul_kernels(&plan);
     let out = plan.run(tvec!(a.into_tvalue()))?;
     Ok((out[0].clone().into_tensor(), kernels))
 }
 
-/// Logs the kernels and writes them to the process's stderr directly (not
-/// through `eprintln!`, which the test harness captures), so every test log
-/// shows the path that ran.
+/// Logs the kernels and the ISA tract detected, and writes them to the
+/// process's stderr directly (not through `eprintln!`, which the test harness
+/// captures), so every test log shows the path that ran.
 fn report(dt: &str, kernels: &[String]) {
     use std::io::Write;
-    let line = format!("tract kernel path {dt}: {}", kernels.join(" | "));
+    let line = format!(
+        "tract kernel path {dt}: {} (ISA {:?})",
+        kernels.join(" | "),
+        isa::native()
+    );
     log::info!("{line}");
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
+/// One precision's check: operands are `values` mapped to integer `units`,
+/// stored as `T` by `elem`, multiplied with `operating` accumulation; the
+/// product must equal the exact reference times `out_scale`. Returns the
+/// kernels of the last (largest) shape.
+fn check<T: Datum + Copy>(
+    name: &str,
+    seed: u64,
+    unit: fn(i32) -> i64,
+    elem: fn(i64) -> T,
+    operating: DatumType,
+    out_scale: f64,
+) -> Vec<String> {
+    let mut kernels = vec![];
+    for (i, &(m, k, n)) in SHAPES.iter().enumerate() {
+        let ints = |len, s| values(len, s).into_iter().map(unit).collect::<Vec<_>>();
+        let (ai, bi) = (
+            ints(m * k, seed + i as u64),
+            ints(k * n, seed + 100 + i as u64),
+        );
+        let tensor = |v: &[i64], shape: &[usize]| {
+            Tensor::from_shape(shape, &v.iter().map(|&x| elem(x)).collect::<Vec<T>>()).unwrap()
+        };
+        let (c, picked) = run(tensor(&ai, &[m, k]), tensor(&bi, &[k, n]), operating).unwrap();
+        let got = c.cast_to::<f64>().unwrap();
+        let want = reference(&ai, &bi, m, k, n);
+        for (g, w) in got.to_plain_array_view::<f64>().unwrap().iter().zip(&want) {
+            assert_eq!(*g, *w as f64 * out_scale, "{name} {m}x{k}x{n}");
+        }
+        kernels = picked;
+    }
+    report(name, &kernels);
+    kernels
+}
+
+/// Floats: multiples of 1/4 in [-1, 1]; the product is in units of 1/16.
+fn quarter(x: i32) -> i64 {
+    (x / 25) as i64
+}
+
+fn picked(kernels: &[String], pattern: &str) -> bool {
+    kernels.iter().any(|k| k.contains(pattern))
+}
+
 #[test]
 fn f32_matmul_is_exact_on_quarter_steps() {
-    for (i, &(m, k, n)) in SHAPES.iter().enumerate() {
-        let (ai, bi) = (values(m * k, i as u64), values(k * n, 100 + i as u64));
-        let q = |v: &[i32]| v.iter().map(|&x| (x / 25) as f32 / 4.0).collect::<Vec<_>>();
-        let (af, bf) = (q(&ai), q(&bi));
-        let a = Tensor::from_shape(&[m, k], &af).unwrap();
-        let b = Tensor::from_shape(&[k, n], &bf).unwrap();
-        let (c, kernels) = run(a, b, f32::datum_type()).unwrap();
-        let want = reference(
-            &ai.iter().map(|&x| (x / 25) as i64).collect::<Vec<_>>(),
-            &bi.iter().map(|&x| (x / 25) as i64).collect::<Vec<_>>(),
-            m,
-            k,
-            n,
-        );
-        let got: Vec<f32> = c
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect();
-        for (g, w) in got.iter().zip(&want) {
-            assert_eq!(*g, *w as f32 / 16.0, "f32 {m}x{k}x{n}");
-        }
-        if i == SHAPES.len() - 1 {
-            report("f32", &kernels);
-        }
+    let kernels = check(
+        "f32",
+        0,
+        quarter,
+        |q| q as f32 / 4.0,
+        f32::datum_type(),
+        1.0 / 16.0,
+    );
+    if cfg!(target_arch = "arm") {
+        // armv7: the NEON kernels iff the CPU has NEON, else the VFP fallback.
+        let neon = isa::native().has(Isa::ArmNeon);
+        assert_eq!(picked(&kernels, "neon"), neon, "{kernels:?}, NEON {neon}");
     }
 }
 
 #[test]
 fn f16_matmul_is_exact_on_quarter_steps() {
-    for (i, &(m, k, n)) in SHAPES.iter().enumerate() {
-        let (ai, bi) = (values(m * k, 7 + i as u64), values(k * n, 200 + i as u64));
-        let q = |v: &[i32]| {
-            v.iter()
-                .map(|&x| f16::from_f32((x / 25) as f32 / 4.0))
-                .collect::<Vec<_>>()
-        };
-        let a = Tensor::from_shape(&[m, k], &q(&ai)).unwrap();
-        let b = Tensor::from_shape(&[k, n], &q(&bi)).unwrap();
-        let (c, kernels) = run(a, b, f16::datum_type()).unwrap();
-        let want = reference(
-            &ai.iter().map(|&x| (x / 25) as i64).collect::<Vec<_>>(),
-            &bi.iter().map(|&x| (x / 25) as i64).collect::<Vec<_>>(),
-            m,
-            k,
-            n,
-        );
-        let got: Vec<f16> = c
-            .to_plain_array_view::<f16>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect();
-        for (g, w) in got.iter().zip(&want) {
-            assert_eq!(g.to_f32(), *w as f32 / 16.0, "f16 {m}x{k}x{n}");
-        }
-        if i == SHAPES.len() - 1 {
-            report("f16", &kernels);
-            if cfg!(target_arch = "aarch64") {
-                // tract runs f16 natively only where the CPU has FEAT_FP16.
-                let native = kernels.iter().any(|k| k.contains("f16"));
-                assert_eq!(
-                    native,
-                    tract_linalg::has_fp16(),
-                    "f16 kernel {kernels:?} vs has_fp16 {}",
-                    tract_linalg::has_fp16()
-                );
-            }
-        }
+    let kernels = check(
+        "f16",
+        7,
+        quarter,
+        |q| f16::from_f32(q as f32 / 4.0),
+        f16::datum_type(),
+        1.0 / 16.0,
+    );
+    if cfg!(target_arch = "aarch64") {
+        // tract runs f16 natively only where the CPU has FEAT_FP16.
+        let fp16 = isa::native().has(Isa::Aarch64Fp16);
+        assert_eq!(picked(&kernels, "f16"), fp16, "{kernels:?}, FP16 {fp16}");
     }
 }
 
 #[test]
 fn i8_matmul_accumulates_exactly_in_i32() {
-    for (i, &(m, k, n)) in SHAPES.iter().enumerate() {
-        let (ai, bi) = (values(m * k, 11 + i as u64), values(k * n, 300 + i as u64));
-        let a8: Vec<i8> = ai.iter().map(|&x| x as i8).collect();
-        let b8: Vec<i8> = bi.iter().map(|&x| x as i8).collect();
-        let a = Tensor::from_shape(&[m, k], &a8).unwrap();
-        let b = Tensor::from_shape(&[k, n], &b8).unwrap();
-        let (c, kernels) = run(a, b, i32::datum_type()).unwrap();
-        let want = reference(
-            &ai.iter().map(|&x| x as i64).collect::<Vec<_>>(),
-            &bi.iter().map(|&x| x as i64).collect::<Vec<_>>(),
-            m,
-            k,
-            n,
-        );
-        let got: Vec<i32> = c
-            .to_plain_array_view::<i32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect();
-        for (g, w) in got.iter().zip(&want) {
-            assert_eq!(*g as i64, *w, "i8 {m}x{k}x{n}");
-        }
-        if i == SHAPES.len() - 1 {
-            report("i8", &kernels);
-        }
+    let kernels = check("i8", 11, |x| x as i64, |x| x as i8, i32::datum_type(), 1.0);
+    if cfg!(target_arch = "aarch64") && !isa::native().has(Isa::Aarch64DotProd) {
+        // Without FEAT_DotProd the SDOT kernels must not be picked (SMLAL runs).
+        assert!(!picked(&kernels, "dot"), "{kernels:?} without dotprod");
     }
 }

@@ -36,6 +36,8 @@ from clip.model import CLIP, build_model, convert_weights
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+from openai_archive import save_traced  # noqa: E402
 
 TRAIN_SEED = 1
 VAL_SEED = 2  # model selection; the committed eval set (seed 3) is never seen here
@@ -144,20 +146,8 @@ def save_torchscript(model, path, example_image, example_tokens):
     half_model.load_state_dict(sd)
     convert_weights(half_model)
     hsd = half_model.state_dict()
-    jm = build_model({k: v.clone() for k, v in hsd.items()}).float().eval()
-    for key in ("input_resolution", "context_length", "vocab_size"):
-        if hasattr(jm, key):
-            delattr(jm, key)
-    jm.register_buffer("input_resolution", torch.tensor(RESOLUTION))
-    jm.register_buffer("context_length", torch.tensor(CONFIG["context_length"]))
-    jm.register_buffer("vocab_size", torch.tensor(CONFIG["vocab_size"]))
-    with torch.no_grad():
-        traced = torch.jit.trace(jm, (example_image, example_tokens), check_trace=False)
-    half = {k for k, v in hsd.items() if v.dtype == torch.float16}
-    for k, p in list(traced.named_parameters()):
-        if k in half:
-            p.data = p.data.half()
-    traced.save(path)
+    save_traced(hsd, RESOLUTION, CONFIG["context_length"], CONFIG["vocab_size"],
+                example_image, example_tokens, path)
     return build_model({k: v.clone() for k, v in hsd.items()}).float().eval()
 
 

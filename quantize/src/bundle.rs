@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use thiserror::Error;
 use tract_core::internal::*;
@@ -121,23 +120,6 @@ pub struct Report {
     pub seconds: f64,
 }
 
-/// A progress bar on stderr, hidden when `enabled` is false.
-pub fn progress(enabled: bool, len: u64, what: &str) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{msg:>24} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta}",
-        )
-        .expect("template")
-        .progress_chars("=> "),
-    );
-    pb.set_message(what.to_string());
-    pb
-}
-
 fn l2_normalize(v: &mut [f32]) {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if n > 0.0 {
@@ -167,7 +149,7 @@ pub fn text_table(
     let plan = encoder::into_plan(graph::text_encoder(sd, cfg, batch)?)?;
     let e = cfg.embed_dim;
     let mut emb = vec![0f32; prompts.len() * e];
-    let pb = progress(
+    let pb = clip_edge::progress::bar(
         show && prompts.len() > 64,
         prompts.len() as u64,
         "text encoder",
@@ -350,7 +332,7 @@ fn auto_plan(
     };
     let (_, layers) =
         graph::image_encoder_with(sd, cfg, 1, QuantPlan::uniform(Precision::Fp16), false)?;
-    let pb = progress(show, layers.len() as u64, "layer sensitivity");
+    let pb = clip_edge::progress::bar(show, layers.len() as u64, "layer sensitivity");
     let mut sens = Vec::new();
     for l in &layers {
         let mut plan = base.clone();

@@ -3,22 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// `clip-quantize`, through `$CLIP_TEST_RUNNER` when set (qemu for
-/// cross-built tests: cargo's runner only wraps the test binaries).
-/// Logging is errors only, whatever the test run's `RUST_LOG`.
+#[path = "../../tests/common/command.rs"]
+mod command;
+
+/// `clip-quantize`, as built for these tests (through `$CLIP_TEST_RUNNER`
+/// when set, logging errors only).
 fn bin() -> Command {
-    let exe = env!("CARGO_BIN_EXE_clip-quantize");
-    let mut c = match std::env::var("CLIP_TEST_RUNNER") {
-        Ok(r) if !r.trim().is_empty() => {
-            let mut parts = r.split_whitespace();
-            let mut c = Command::new(parts.next().unwrap());
-            c.args(parts).arg(exe);
-            c
-        }
-        _ => Command::new(exe),
-    };
-    c.env("RUST_LOG", "error");
-    c
+    command::command(env!("CARGO_BIN_EXE_clip-quantize"))
 }
 
 fn fixtures() -> PathBuf {

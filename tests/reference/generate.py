@@ -36,6 +36,8 @@ import clip
 from clip.model import CLIP, convert_weights, build_model
 from clip.clip import _transform
 
+from openai_archive import save_traced
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 FIX = os.path.join(ROOT, "tests", "fixtures")
@@ -225,21 +227,8 @@ def write_model(name, cfg, seed, image_paths, outdir, jit=True, hf=False):
         txt_emb = ref.encode_text(tokens).float().numpy()
     if jit:
         # Like the released archives: a traced module with the JIT-only buffers.
-        jm = build_model({k: v.clone() for k, v in sd.items()}).float().eval()
-        for key in ("input_resolution", "context_length", "vocab_size"):
-            if hasattr(jm, key):
-                delattr(jm, key)
-        jm.register_buffer("input_resolution", torch.tensor(n))
-        jm.register_buffer("context_length", torch.tensor(cfg["context_length"]))
-        jm.register_buffer("vocab_size", torch.tensor(cfg["vocab_size"]))
-        with torch.no_grad():
-            traced = torch.jit.trace(jm, (images[:1], tokens[:1]), check_trace=False)
-        # restore the mixed dtypes of the released files
-        half = {k for k, v in sd.items() if v.dtype == torch.float16}
-        for k, p in list(traced.named_parameters()):
-            if k in half:
-                p.data = p.data.half()
-        traced.save(os.path.join(outdir, f"{name}_jit.pt"))
+        save_traced(sd, n, cfg["context_length"], cfg["vocab_size"], images[:1], tokens[:1],
+                    os.path.join(outdir, f"{name}_jit.pt"))
         chk = torch.jit.load(os.path.join(outdir, f"{name}_jit.pt"))
         jsd = chk.state_dict()
         for k, v in sd.items():

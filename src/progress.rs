@@ -1,0 +1,21 @@
+//! Progress bars for long work (eval here, builds and sensitivity scans in
+//! the quantizer): drawn on stderr only when it is a terminal, never under
+//! `--json` or in a pipe.
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A bar of `len` steps labelled `what`; hidden unless `enabled` and stderr
+/// is a terminal.
+pub fn bar(enabled: bool, len: u64, what: &str) -> ProgressBar {
+    if !enabled || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta}")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}
