@@ -316,7 +316,13 @@ fn peak_rss_kb() -> Option<u64> {
         .ok()
 }
 
+/// What the CPU reports (std's runtime detection; none on 32-bit Arm, where
+/// it is unstable: tract's ISA set, logged beside it, says whether NEON runs).
 fn cpu_features() -> Vec<&'static str> {
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(unused_mut)
+    )]
     let mut f = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
@@ -376,7 +382,11 @@ fn bench(
     let mut engine =
         Engine::load(dir).with_context(|| format!("loading bundle {}", dir.display()))?;
     // A deterministic 640x480 camera-like frame.
-    log::info!("cpu features: {:?}", cpu_features());
+    log::info!(
+        "cpu features: {:?}; tract kernels for {:?}",
+        cpu_features(),
+        tract_linalg::isa::native()
+    );
     let (w, h) = (640u32, 480u32);
     let frame: Vec<u8> = (0..w * h * 3)
         .map(|i| ((i * 7 + i / 1920 * 13) % 251) as u8)
