@@ -24,3 +24,10 @@ pub fn scratch(name: &str) -> PathBuf {
 pub fn bin() -> Command {
     command(env!("CARGO_BIN_EXE_clip-edge"))
 }
+
+/// Whether a tract `Mult:` kernel line names a native f16 kernel on arm64:
+/// `arm64fp16_*` (NEON FEAT_FP16) or `sve_mm*_f16_*` (SVE). `generic_f16_*`
+/// is tract's portable fallback.
+pub fn is_native_f16_kernel(line: &str) -> bool {
+    line.contains("arm64fp16_") || line.contains("sve_mmm_f16") || line.contains("sve_mmv_f16")
+}
