@@ -299,7 +299,6 @@ fn eval(
     })
 }
 
-/// A progress bar on stderr when it is a terminal (hidden otherwise).
 fn percentiles(v: &mut [f64]) -> serde_json::Value {
     v.sort_by(f64::total_cmp);
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
