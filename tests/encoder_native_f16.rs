@@ -17,7 +17,7 @@ use clip_edge::decode::decode_file;
 use clip_edge::encoder;
 use clip_edge::preprocess::Preprocessor;
 use tract_core::internal::*;
-use tract_linalg::isa::{self, Isa};
+use tract_linalg::isa;
 
 use common::root;
 
@@ -107,11 +107,7 @@ fn check(bundle_name: &str, reference_name: &str) {
         );
     }
     // After the numbers, so every CPU model checks them.
-    if cfg!(target_arch = "aarch64") {
-        let fp16 = isa::native().has(Isa::Aarch64Fp16);
-        let native = kernels.iter().any(|k| common::is_native_f16_kernel(k));
-        assert_eq!(native, fp16, "{kernels:?}, FP16 {fp16}");
-    }
+    common::assert_native_f16_iff_fp16(&kernels);
 }
 
 #[test]

@@ -154,12 +154,8 @@ fn f16_matmul_is_exact_on_quarter_steps() {
         f16::datum_type(),
         1.0 / 16.0,
     );
-    if cfg!(target_arch = "aarch64") {
-        // tract runs f16 natively only where the CPU has FEAT_FP16.
-        let fp16 = isa::native().has(Isa::Aarch64Fp16);
-        let native = kernels.iter().any(|k| common::is_native_f16_kernel(k));
-        assert_eq!(native, fp16, "{kernels:?}, FP16 {fp16}");
-    }
+    // tract runs f16 natively only where the CPU has FEAT_FP16.
+    common::assert_native_f16_iff_fp16(&kernels);
 }
 
 #[test]

@@ -25,9 +25,15 @@ pub fn bin() -> Command {
     command(env!("CARGO_BIN_EXE_clip-edge"))
 }
 
-/// Whether a tract `Mult:` kernel line names a native f16 kernel on arm64:
-/// `arm64fp16_*` (NEON FEAT_FP16) or `sve_mm*_f16_*` (SVE). `generic_f16_*`
-/// is tract's portable fallback.
-pub fn is_native_f16_kernel(line: &str) -> bool {
-    line.contains("arm64fp16_") || line.contains("sve_mmm_f16") || line.contains("sve_mmv_f16")
+/// On arm64, asserts that tract picked a native f16 kernel (`arm64fp16_*`
+/// for NEON FEAT_FP16, `sve_mm*_f16_*` for SVE) exactly where its ISA set has
+/// FP16; `generic_f16_*` is its portable fallback. `kernels` are `Mult:` lines.
+pub fn assert_native_f16_iff_fp16(kernels: &[String]) {
+    if cfg!(target_arch = "aarch64") {
+        let fp16 = tract_linalg::isa::native().has(tract_linalg::isa::Isa::Aarch64Fp16);
+        let native = kernels.iter().any(|k| {
+            k.contains("arm64fp16_") || k.contains("sve_mmm_f16") || k.contains("sve_mmv_f16")
+        });
+        assert_eq!(native, fp16, "{kernels:?}, FP16 {fp16}");
+    }
 }
