@@ -6,11 +6,14 @@
 //! the preprocessing constants, the labels and the precision of each layer.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
+
+use crate::signature::{self, VerifyingKey};
 
 /// Version of the bundle format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -20,6 +23,19 @@ pub const TEXT_TABLE: &str = "text_table.safetensors";
 pub const REPORT: &str = "report.json";
 /// Name of the table tensor inside [`TEXT_TABLE`].
 pub const TABLE_TENSOR: &str = "text_table";
+
+/// Largest manifest read (ImageNet's 1,000 labels and 80 templates make
+/// about 100 KB).
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+/// Largest bundle file read (ViT-L/14@336px's image encoder at fp32 is
+/// about 1.2 GB).
+pub const MAX_FILE_BYTES: u64 = 2 << 30;
+/// Largest embedding dimension a manifest may declare (released CLIPs: 512
+/// to 1,024).
+pub const MAX_EMBED_DIM: usize = 16_384;
+/// Largest input resolution a manifest may declare (released CLIPs: 224 to
+/// 448).
+pub const MAX_RESOLUTION: u32 = crate::preprocess::MAX_RESOLUTION;
 
 #[derive(Debug, Error)]
 pub enum BundleError {
@@ -35,7 +51,7 @@ pub enum BundleError {
     #[error("{path}: bundle format {found} is newer than this clip-edge reads ({supported}); rebuild it or upgrade")]
     NewerFormat {
         path: PathBuf,
-        found: u32,
+        found: i64,
         supported: u32,
     },
     #[error("{path}: checksum mismatch (manifest says {expected}, file has {actual})")]
@@ -46,6 +62,12 @@ pub enum BundleError {
     },
     #[error("{path}: {why}")]
     Table { path: PathBuf, why: String },
+    /// A file the bundle may not read: a name that is not a plain file name
+    /// inside the bundle, something other than a regular file, too large.
+    #[error("{path}: {why}")]
+    Refused { path: PathBuf, why: String },
+    #[error("{path}: {why}")]
+    Signature { path: PathBuf, why: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -141,16 +163,78 @@ pub struct Bundle {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub table: TableData,
+    /// The image encoder's bytes, as hashed.
+    encoder: Vec<u8>,
 }
 
+/// sha256 of a file, streamed (host side: checkpoints of any size).
 pub fn sha256_file(path: &Path) -> Result<String, BundleError> {
-    let bytes = std::fs::read(path).map_err(|source| io_or_missing(path, source))?;
-    Ok(sha256_hex(&bytes))
+    let mut f = std::fs::File::open(path).map_err(|e| io_or_missing(path, e))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| io_or_missing(path, e))?;
+    Ok(hex::encode(h.finalize()))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A file name the manifest may name: one plain component of ASCII letters,
+/// digits, `.`, `_` and `-`, not starting with a dot, so it stays inside the
+/// bundle directory.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Reads a regular file (not a link, device or pipe) of at most `max` bytes,
+/// whole. The size is checked before anything is allocated, and the read
+/// stops at `max + 1` bytes whatever the file does meanwhile.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, BundleError> {
+    let refused = |why: String| BundleError::Refused {
+        path: path.to_path_buf(),
+        why,
+    };
+    let meta = std::fs::symlink_metadata(path).map_err(|e| io_or_missing(path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(refused(format!(
+            "not a regular file ({}); a bundle holds plain files only",
+            kind_of(&meta.file_type())
+        )));
+    }
+    if meta.len() > max {
+        return Err(refused(format!(
+            "{} bytes, more than the {max} this runtime reads",
+            meta.len()
+        )));
+    }
+    let f = std::fs::File::open(path).map_err(|e| io_or_missing(path, e))?;
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(meta.len() as usize)
+        .map_err(|_| refused(format!("cannot allocate {} bytes", meta.len())))?;
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| io_or_missing(path, e))?;
+    if buf.len() as u64 > max {
+        return Err(refused(format!(
+            "grew past the {max} bytes this runtime reads"
+        )));
+    }
+    Ok(buf)
+}
+
+fn kind_of(t: &std::fs::FileType) -> &'static str {
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else {
+        "a device, pipe or socket"
+    }
 }
 
 fn io_or_missing(path: &Path, source: std::io::Error) -> BundleError {
@@ -167,51 +251,144 @@ fn io_or_missing(path: &Path, source: std::io::Error) -> BundleError {
 }
 
 impl Manifest {
+    /// Reads and validates `dir/manifest.toml`.
     pub fn read(dir: &Path) -> Result<Self, BundleError> {
         let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path).map_err(|e| io_or_missing(&path, e))?;
+        let bytes = read_bounded(&path, MAX_MANIFEST_BYTES)?;
+        Self::parse(&bytes, &path)
+    }
+
+    /// Parses and validates manifest bytes; `path` names them in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, BundleError> {
+        let bad = |why: String| BundleError::Manifest {
+            path: path.to_path_buf(),
+            why,
+        };
+        let text = std::str::from_utf8(bytes).map_err(|e| bad(format!("not UTF-8: {e}")))?;
         // Check the version before the rest, so a newer format says so.
-        let raw: toml::Table = toml::from_str(&text).map_err(|e| BundleError::Manifest {
-            path: path.clone(),
-            why: e.to_string().replace('\n', " "),
-        })?;
+        let raw: toml::Table =
+            toml::from_str(text).map_err(|e| bad(e.to_string().replace('\n', " ")))?;
         let version = raw
             .get("format_version")
             .and_then(|v| v.as_integer())
-            .ok_or_else(|| BundleError::Manifest {
-                path: path.clone(),
-                why: "no integer `format_version`".into(),
-            })?;
+            .ok_or_else(|| bad("no integer `format_version`".into()))?;
         if version > FORMAT_VERSION as i64 {
             return Err(BundleError::NewerFormat {
-                path,
-                found: version as u32,
+                path: path.to_path_buf(),
+                found: version,
                 supported: FORMAT_VERSION,
             });
         }
-        toml::from_str(&text).map_err(|e| BundleError::Manifest {
-            path,
-            why: e.to_string().replace('\n', " "),
-        })
+        if version < 1 {
+            return Err(bad(format!(
+                "format_version = {version}; versions start at 1"
+            )));
+        }
+        let m: Manifest =
+            toml::from_str(text).map_err(|e| bad(e.to_string().replace('\n', " ")))?;
+        m.validate().map_err(bad)?;
+        Ok(m)
     }
+
+    /// The values the runtime sizes buffers from or divides by.
+    fn validate(&self) -> Result<(), String> {
+        let dim = self.model.embed_dim;
+        if dim == 0 || dim > MAX_EMBED_DIM {
+            return Err(format!(
+                "model.embed_dim = {dim}; expected 1 to {MAX_EMBED_DIM}"
+            ));
+        }
+        let r = self.preprocess.resolution;
+        if r == 0 || r > MAX_RESOLUTION {
+            return Err(format!(
+                "preprocess.resolution = {r}; expected 1 to {MAX_RESOLUTION}"
+            ));
+        }
+        if self.labels.is_empty() {
+            return Err("no labels".into());
+        }
+        if self.table.rows != self.labels.len() || self.table.dim != dim {
+            return Err(format!(
+                "table is [{}x{}], the manifest has {} labels of dimension {dim}",
+                self.table.rows,
+                self.table.dim,
+                self.labels.len()
+            ));
+        }
+        if !(self.logit_scale.is_finite() && self.logit_scale > 0.0) {
+            return Err(format!(
+                "logit_scale = {}; expected a positive number",
+                self.logit_scale
+            ));
+        }
+        let p = &self.preprocess;
+        if p.mean.iter().chain(&p.std).any(|v| !v.is_finite()) || p.std.contains(&0.0) {
+            return Err(format!(
+                "preprocess mean {:?} / std {:?}: expected finite values, std not 0",
+                p.mean, p.std
+            ));
+        }
+        for name in self.files.keys() {
+            if !is_plain_name(name) || name == MANIFEST || name == signature::SIGNATURE {
+                return Err(format!(
+                    "[files] names {name:?}: a bundle file must be a plain file name \
+                     inside the bundle (letters, digits, `.`, `_`, `-`)"
+                ));
+            }
+        }
+        for file in [IMAGE_ENCODER, self.table.file.as_str()] {
+            if !self.files.contains_key(file) {
+                return Err(format!(
+                    "no checksum for `{file}`: every file the runtime reads must be in [files]"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a bundle must prove before it is used, beyond its checksums.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// Refuse the bundle unless `manifest.sig` is this key's signature of
+    /// the manifest.
+    pub require_signature: Option<VerifyingKey>,
 }
 
 impl Bundle {
     /// Opens a bundle: reads the manifest, verifies every checksum and the
     /// table's shape against the labels.
     pub fn open(dir: &Path) -> Result<Self, BundleError> {
-        let manifest = Manifest::read(dir)?;
-        for file in [IMAGE_ENCODER, TEXT_TABLE] {
-            if !manifest.files.contains_key(file) {
-                return Err(BundleError::Manifest {
-                    path: dir.join(MANIFEST),
-                    why: format!("no checksum for `{file}`"),
-                });
-            }
+        Self::open_with(dir, &Trust::default())
+    }
+
+    /// [`Bundle::open`], first checking the manifest's signature when
+    /// `trust` requires one. Every file is read once: the bytes hashed are
+    /// the bytes parsed.
+    pub fn open_with(dir: &Path, trust: &Trust) -> Result<Self, BundleError> {
+        let mpath = dir.join(MANIFEST);
+        let mbytes = read_bounded(&mpath, MAX_MANIFEST_BYTES)?;
+        if let Some(key) = &trust.require_signature {
+            let spath = dir.join(signature::SIGNATURE);
+            let sig = match read_bounded(&spath, signature::MAX_SIGNATURE_FILE_BYTES) {
+                Err(BundleError::Missing { .. }) => {
+                    return Err(BundleError::Signature {
+                        path: spath,
+                        why: "missing: the bundle is unsigned and a signature is required".into(),
+                    })
+                }
+                other => other?,
+            };
+            signature::verify(key, &mbytes, &sig)
+                .map_err(|why| BundleError::Signature { path: spath, why })?;
         }
+        let manifest = Manifest::parse(&mbytes, &mpath)?;
+        let mut encoder = Vec::new();
+        let mut table_bytes = Vec::new();
         for (file, expected) in &manifest.files {
             let path = dir.join(file);
-            let actual = sha256_file(&path)?;
+            let bytes = read_bounded(&path, MAX_FILE_BYTES)?;
+            let actual = sha256_hex(&bytes);
             if &actual != expected {
                 return Err(BundleError::Checksum {
                     path,
@@ -219,12 +396,18 @@ impl Bundle {
                     actual,
                 });
             }
+            if file == IMAGE_ENCODER {
+                encoder = bytes;
+            } else if *file == manifest.table.file {
+                table_bytes = bytes;
+            }
         }
-        let table = read_table(&dir.join(&manifest.table.file), &manifest)?;
+        let table = parse_table(&table_bytes, &dir.join(&manifest.table.file), &manifest)?;
         Ok(Bundle {
             dir: dir.to_path_buf(),
             manifest,
             table,
+            encoder,
         })
     }
 
@@ -232,18 +415,29 @@ impl Bundle {
         self.dir.join(IMAGE_ENCODER)
     }
 
+    /// The verified bytes of the image encoder (empty once taken).
+    pub fn encoder_bytes(&self) -> &[u8] {
+        &self.encoder
+    }
+
+    /// Hands over the encoder's verified bytes, so that they are not kept
+    /// once parsed.
+    pub fn take_encoder_bytes(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.encoder)
+    }
+
     pub fn labels(&self) -> &[String] {
         &self.manifest.labels
     }
 }
 
-fn read_table(path: &Path, m: &Manifest) -> Result<TableData, BundleError> {
+/// Parses the table file's bytes against the manifest's labels and dimension.
+pub fn parse_table(bytes: &[u8], path: &Path, m: &Manifest) -> Result<TableData, BundleError> {
     let err = |why: String| BundleError::Table {
         path: path.to_path_buf(),
         why,
     };
-    let bytes = std::fs::read(path).map_err(|e| io_or_missing(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| err(e.to_string()))?;
     let t = st
         .tensor(TABLE_TENSOR)
         .map_err(|_| err(format!("no tensor `{TABLE_TENSOR}`")))?;
@@ -256,6 +450,17 @@ fn read_table(path: &Path, m: &Manifest) -> Result<TableData, BundleError> {
         )));
     }
     let data = t.data();
+    let dtype = match t.dtype() {
+        safetensors::Dtype::F16 => "f16",
+        safetensors::Dtype::F32 => "f32",
+        other => return Err(err(format!("unsupported table dtype {other:?}"))),
+    };
+    if dtype != m.table.dtype {
+        return Err(err(format!(
+            "table is {dtype}, the manifest says {}",
+            m.table.dtype
+        )));
+    }
     match t.dtype() {
         safetensors::Dtype::F16 => Ok(TableData::F16(
             data.chunks_exact(2)

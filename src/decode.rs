@@ -7,7 +7,7 @@
 //! Other formats go through `image`. JPEG decoders differ from Pillow's
 //! libjpeg-turbo by a few levels (see the README).
 
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -26,6 +26,13 @@ pub enum DecodeError {
     #[error("{path}: unsupported image: {why}")]
     Unsupported { path: PathBuf, why: String },
 }
+
+/// Largest image decoded, in pixels, checked from the header before any
+/// pixel buffer is allocated: a 12 MP camera frame is 12.3 million pixels
+/// (Pillow warns at 89 million). 50 million RGBA pixels are 200 MB.
+pub const MAX_IMAGE_PIXELS: u64 = 50_000_000;
+/// Largest image file read.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
 
 /// An owned decoded image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,11 +58,37 @@ impl DecodedImage {
 
 /// Decodes an image file.
 pub fn decode_file(path: &Path) -> Result<DecodedImage, DecodeError> {
-    let bytes = std::fs::read(path).map_err(|source| DecodeError::Io {
+    let io = |source| DecodeError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_IMAGE_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_IMAGE_FILE_BYTES {
+        return Err(DecodeError::Unsupported {
+            path: path.to_path_buf(),
+            why: format!("file larger than {MAX_IMAGE_FILE_BYTES} bytes"),
+        });
+    }
     decode_bytes(&bytes, path)
+}
+
+/// Refuses an image whose header declares more than [`MAX_IMAGE_PIXELS`].
+fn check_size(width: u32, height: u32, path: &Path) -> Result<(), DecodeError> {
+    let pixels = width as u64 * height as u64;
+    if pixels > MAX_IMAGE_PIXELS {
+        return Err(DecodeError::Unsupported {
+            path: path.to_path_buf(),
+            why: format!(
+                "{width}x{height} is {pixels} pixels, more than the {MAX_IMAGE_PIXELS} this runtime decodes"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Decodes an encoded image held in memory; `path` only names it in errors.
@@ -67,16 +100,28 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DecodedImage, DecodeErr
         path: path.to_path_buf(),
         why,
     };
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| err(e.to_string()))?;
-    if reader.format().is_none() {
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| err(e.to_string()))
+    };
+    if reader()?.format().is_none() {
         return Err(DecodeError::Unsupported {
             path: path.to_path_buf(),
             why: "not a known image format".into(),
         });
     }
-    let img = reader.decode().map_err(|e| err(e.to_string()))?;
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| err(e.to_string()))?;
+    check_size(w, h, path)?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    limits.max_alloc = Some(MAX_IMAGE_PIXELS * 4 + (16 << 20));
+    let mut r = reader()?;
+    r.limits(limits);
+    let img = r.decode().map_err(|e| err(e.to_string()))?;
     let (width, height) = (img.width(), img.height());
     let (mode, data) = match img {
         image::DynamicImage::ImageLuma8(b) => (Mode::L, b.into_raw()),
@@ -113,6 +158,11 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<DecodedImage, DecodeError> {
     };
     let mut dec = png::Decoder::new(BufReader::new(std::io::Cursor::new(bytes)));
     dec.set_transformations(Transformations::STRIP_16);
+    let (iw, ih) = dec
+        .read_header_info()
+        .map_err(|e| err(e.to_string()))?
+        .size();
+    check_size(iw, ih, path)?;
     let mut reader = dec.read_info().map_err(|e| err(e.to_string()))?;
     let size = reader
         .output_buffer_size()
@@ -162,10 +212,10 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<DecodedImage, DecodeError> {
             }
             (mode, data)
         }
-        ColorType::Grayscale => (Mode::L, compact(&buf, w, h, line, 1)),
-        ColorType::GrayscaleAlpha => (Mode::La, compact(&buf, w, h, line, 2)),
-        ColorType::Rgb => (Mode::Rgb, compact(&buf, w, h, line, 3)),
-        ColorType::Rgba => (Mode::Rgba, compact(&buf, w, h, line, 4)),
+        ColorType::Grayscale => (Mode::L, compact(buf, w, h, line, 1)),
+        ColorType::GrayscaleAlpha => (Mode::La, compact(buf, w, h, line, 2)),
+        ColorType::Rgb => (Mode::Rgb, compact(buf, w, h, line, 3)),
+        ColorType::Rgba => (Mode::Rgba, compact(buf, w, h, line, 4)),
     };
     Ok(DecodedImage {
         width: w as u32,
@@ -176,9 +226,11 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<DecodedImage, DecodeError> {
     })
 }
 
-fn compact(buf: &[u8], w: usize, h: usize, line: usize, ch: usize) -> Vec<u8> {
+/// The rows of `buf` without padding; the buffer itself when it has none.
+fn compact(mut buf: Vec<u8>, w: usize, h: usize, line: usize, ch: usize) -> Vec<u8> {
     if line == w * ch {
-        return buf[..w * h * ch].to_vec();
+        buf.truncate(w * h * ch);
+        return buf;
     }
     (0..h)
         .flat_map(|y| buf[y * line..y * line + w * ch].iter().copied())

@@ -14,6 +14,24 @@ pub fn load_nnef(path: &Path) -> TractResult<TypedModel> {
         .with_context(|| format!("loading NNEF graph {}", path.display()))
 }
 
+/// Reads a `.nnef.tgz` held in memory (the bytes a bundle verified).
+/// A panic inside tract's parser (it is not written for hostile input) is
+/// turned into an error: the caller reports it and goes on.
+pub fn read_nnef(bytes: &mut dyn std::io::Read) -> TractResult<TypedModel> {
+    let read = std::panic::AssertUnwindSafe(|| tract_nnef::nnef().model_for_read(bytes));
+    match std::panic::catch_unwind(read) {
+        Ok(r) => r.context("reading NNEF graph"),
+        Err(p) => {
+            let why = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown");
+            bail!("reading NNEF graph: the parser failed ({why})")
+        }
+    }
+}
+
 /// Optimises a graph and makes it runnable. Constant subgraphs (weights
 /// stored as f16/i8 and dequantised in the graph) are folded first, whatever
 /// their size, so every frame runs on f32 weights computed once at load.

@@ -7,7 +7,7 @@ use std::time::Instant;
 use thiserror::Error;
 use tract_core::internal::*;
 
-use crate::bundle::{Bundle, BundleError};
+use crate::bundle::{Bundle, BundleError, Trust};
 use crate::encoder::{self, Plan};
 use crate::preprocess::{ImageView, PreprocessError, Preprocessor};
 use crate::score;
@@ -48,13 +48,21 @@ pub struct Engine {
 
 impl Engine {
     pub fn load(dir: &Path) -> Result<Self, EngineError> {
-        let bundle = Bundle::open(dir)?;
+        Self::load_with(dir, &Trust::default())
+    }
+
+    /// Loads a bundle that must first satisfy `trust` (a required signature).
+    /// The encoder is parsed from the bytes that were hashed.
+    pub fn load_with(dir: &Path, trust: &Trust) -> Result<Self, EngineError> {
+        let mut bundle = Bundle::open_with(dir, trust)?;
         let path = bundle.image_encoder_path();
         let gerr = |e: TractError| EngineError::Graph {
             path: path.display().to_string(),
             why: format!("{e:#}"),
         };
-        let model = encoder::load_nnef(&path).map_err(gerr)?;
+        let bytes = bundle.take_encoder_bytes();
+        let model = encoder::read_nnef(&mut &bytes[..]).map_err(gerr)?;
+        drop(bytes);
         let r = bundle.manifest.preprocess.resolution as usize;
         let fact = model.input_fact(0).map_err(gerr)?.clone();
         if fact.shape.as_concrete() != Some(&[1, 3, r, r][..]) {
@@ -66,6 +74,18 @@ impl Engine {
                 ),
             });
         }
+        let dim = bundle.manifest.model.embed_dim;
+        let outputs = model.output_outlets().map_err(gerr)?.len();
+        let out = model.output_fact(0).map_err(gerr)?.clone();
+        if outputs != 1 || out.shape.as_concrete() != Some(&[1, dim][..]) {
+            return Err(EngineError::Graph {
+                path: path.display().to_string(),
+                why: format!(
+                    "graph output is {outputs} tensor(s), the first {:?}; the manifest's embed_dim is {dim} ([1, {dim}])",
+                    out.shape
+                ),
+            });
+        }
         let mut model = model;
         encoder::fold_constants(&mut model).map_err(gerr)?;
         let macs = count_macs(&model);
@@ -74,7 +94,6 @@ impl Engine {
             "image encoder kernels: {}",
             encoder::matmul_kernels(&plan).join(" | ")
         );
-        let dim = bundle.manifest.model.embed_dim;
         let labels = bundle.manifest.labels.len();
         Ok(Engine {
             table: score::widen(&bundle.table),

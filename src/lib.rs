@@ -12,3 +12,4 @@ pub mod eval;
 pub mod preprocess;
 pub mod progress;
 pub mod score;
+pub mod signature;

@@ -10,11 +10,12 @@ use serde_json::json;
 
 use clip_edge::alloc_count::{self, Counting};
 use clip_edge::board::BoardProfile;
-use clip_edge::bundle::Bundle;
+use clip_edge::bundle::{Bundle, Trust};
 use clip_edge::decode::decode_file;
 use clip_edge::engine::Engine;
 use clip_edge::eval::{list_labelled, Tally};
-use clip_edge::preprocess::{ImageView, Mode, Preprocessor, CLIP_MEAN, CLIP_STD};
+use clip_edge::preprocess::{ImageView, Mode, Preprocessor, CLIP_MEAN, CLIP_STD, MAX_RESOLUTION};
+use clip_edge::signature::read_public_key;
 
 /// `println!` that ends the process quietly when stdout is closed (`| head`)
 /// instead of panicking.
@@ -43,12 +44,47 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// The bundle to load, and what it must prove.
+#[derive(clap::Args)]
+struct BundleArg {
+    /// The bundle directory (clip-quantize build --out).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Refuse the bundle unless its manifest.sig is this public key's
+    /// signature of its manifest (a KEY.pub from clip-quantize keygen).
+    #[arg(long, value_name = "PUBKEY")]
+    require_signature: Option<PathBuf>,
+}
+
+impl BundleArg {
+    fn trust(&self) -> Result<Trust> {
+        Ok(Trust {
+            require_signature: match &self.require_signature {
+                Some(p) => Some(read_public_key(p)?),
+                None => None,
+            },
+        })
+    }
+
+    fn context(&self) -> String {
+        format!("loading bundle {}", self.bundle.display())
+    }
+
+    fn engine(&self) -> Result<Engine> {
+        Engine::load_with(&self.bundle, &self.trust()?).with_context(|| self.context())
+    }
+
+    fn open(&self) -> Result<Bundle> {
+        Bundle::open_with(&self.bundle, &self.trust()?).with_context(|| self.context())
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Top-k labels of each image: softmax over all labels of logit_scale * cos(image, label).
     Classify {
-        #[arg(long)]
-        bundle: PathBuf,
+        #[command(flatten)]
+        bundle: BundleArg,
         #[arg(long, default_value_t = 5)]
         top_k: usize,
         #[arg(long, default_value_t = 1)]
@@ -61,8 +97,8 @@ enum Cmd {
     },
     /// Zero-shot accuracy over an ImageNet-style folder (one sub-folder per label).
     Eval {
-        #[arg(long)]
-        bundle: PathBuf,
+        #[command(flatten)]
+        bundle: BundleArg,
         /// One sub-folder per label, named as the label or with `_` for spaces.
         #[arg(long)]
         images: PathBuf,
@@ -77,8 +113,8 @@ enum Cmd {
     },
     /// Per-frame latency, throughput, memory and allocations of the steady state.
     Bench {
-        #[arg(long)]
-        bundle: PathBuf,
+        #[command(flatten)]
+        bundle: BundleArg,
         #[arg(long, default_value_t = 1)]
         threads: usize,
         #[arg(long, default_value_t = 20)]
@@ -94,8 +130,8 @@ enum Cmd {
     },
     /// What the manifest says, and whether every checksum matches.
     Info {
-        #[arg(long)]
-        bundle: PathBuf,
+        #[command(flatten)]
+        bundle: BundleArg,
         #[arg(long)]
         json: bool,
     },
@@ -119,9 +155,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--threads`: at least 1 and at most the CPUs this machine has (more
+/// threads cannot make an encoder faster, and a huge count would fail to
+/// spawn inside the thread pool).
 fn set_threads(n: usize) -> Result<()> {
-    if n == 0 {
-        bail!("--threads must be at least 1");
+    let cpus = std::thread::available_parallelism().map_or(64, |n| n.get());
+    if n == 0 || n > cpus {
+        bail!("--threads {n}: expected 1 to {cpus} (the CPUs of this machine)");
     }
     if n > 1 {
         use tract_linalg::multithread::{set_default_executor, Executor};
@@ -174,7 +214,7 @@ fn ms(since: Instant) -> f64 {
 }
 
 fn classify(
-    dir: &Path,
+    bundle: &BundleArg,
     top_k: usize,
     threads: usize,
     json: bool,
@@ -184,8 +224,7 @@ fn classify(
     if top_k == 0 {
         bail!("--top-k must be at least 1");
     }
-    let mut engine =
-        Engine::load(dir).with_context(|| format!("loading bundle {}", dir.display()))?;
+    let mut engine = bundle.engine()?;
     let mut failed = 0;
     for path in images {
         let t0 = Instant::now();
@@ -233,15 +272,14 @@ fn classify(
 }
 
 fn eval(
-    dir: &Path,
+    bundle: &BundleArg,
     images: &Path,
     threads: usize,
     max_confusions: usize,
     json_out: bool,
 ) -> Result<ExitCode> {
     set_threads(threads)?;
-    let mut engine =
-        Engine::load(dir).with_context(|| format!("loading bundle {}", dir.display()))?;
+    let mut engine = bundle.engine()?;
     let labels = engine.bundle.labels().to_vec();
     let set = list_labelled(images, &labels)?;
     let mut tally = Tally::new(&labels);
@@ -368,7 +406,7 @@ fn default_boards_dir() -> PathBuf {
 }
 
 fn bench(
-    dir: &Path,
+    bundle: &BundleArg,
     threads: usize,
     iterations: usize,
     board: Option<&BoardProfile>,
@@ -378,8 +416,7 @@ fn bench(
     if iterations == 0 {
         bail!("--iterations must be at least 1");
     }
-    let mut engine =
-        Engine::load(dir).with_context(|| format!("loading bundle {}", dir.display()))?;
+    let mut engine = bundle.engine()?;
     // A deterministic 640x480 camera-like frame.
     log::info!(
         "cpu features: {:?}; tract kernels for {:?}",
@@ -428,7 +465,7 @@ fn bench(
     let mean_encode = enc.iter().sum::<f64>() / n;
     let m = &engine.bundle.manifest;
     let mut report = json!({
-        "bundle": dir,
+        "bundle": bundle.bundle,
         "architecture": m.model.architecture,
         "precision": m.precision,
         "resolution": m.preprocess.resolution,
@@ -475,8 +512,9 @@ fn bench(
     Ok(ExitCode::SUCCESS)
 }
 
-fn info(dir: &Path, json_out: bool) -> Result<ExitCode> {
-    let b = Bundle::open(dir).with_context(|| format!("bundle {}", dir.display()))?;
+fn info(bundle: &BundleArg, json_out: bool) -> Result<ExitCode> {
+    let b = bundle.open()?;
+    let dir = &bundle.bundle;
     let m = &b.manifest;
     if json_out {
         let mut v = serde_json::to_value(m)?;
@@ -528,10 +566,12 @@ fn info(dir: &Path, json_out: bool) -> Result<ExitCode> {
 }
 
 fn preprocess(resolution: u32, images: &[PathBuf]) -> Result<ExitCode> {
-    anyhow::ensure!(resolution > 0, "--resolution must be positive");
+    if resolution == 0 || resolution > MAX_RESOLUTION {
+        bail!("--resolution {resolution}: expected 1 to {MAX_RESOLUTION}");
+    }
     let mut pre = Preprocessor::new();
     let mut buf = vec![0f32; Preprocessor::output_len(resolution)];
-    let plane = (resolution * resolution) as usize;
+    let plane = resolution as usize * resolution as usize;
     let mut failed = false;
     for path in images {
         let res = decode_file(path)

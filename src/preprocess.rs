@@ -28,6 +28,9 @@ pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// Fixed-point precision of Pillow's 8-bit resampler (`32 - 8 - 2`).
 const PRECISION_BITS: u32 = 32 - 8 - 2;
+/// Largest output resolution (released CLIPs use 224 to 448): keeps the
+/// output and every intermediate size far from overflow.
+pub const MAX_RESOLUTION: u32 = 4096;
 /// Support of Pillow's bicubic filter.
 const BICUBIC_SUPPORT: f64 = 2.0;
 
@@ -51,8 +54,8 @@ pub enum PreprocessError {
     },
     #[error("palette image refers to colour {index}, the palette has {len}")]
     BadPaletteIndex { index: u8, len: usize },
-    #[error("resolution must be positive")]
-    ZeroResolution,
+    #[error("resolution {0} is out of range: expected 1 to {MAX_RESOLUTION}")]
+    BadResolution(u32),
 }
 
 /// Pixel modes, named after Pillow's. All are 8 bits per channel, interleaved.
@@ -295,8 +298,8 @@ impl Preprocessor {
         out: &mut [f32],
     ) -> Result<(), PreprocessError> {
         img.validate()?;
-        if n == 0 {
-            return Err(PreprocessError::ZeroResolution);
+        if n == 0 || n > MAX_RESOLUTION {
+            return Err(PreprocessError::BadResolution(n));
         }
         let expected = Self::output_len(n);
         if out.len() != expected {
@@ -335,6 +338,9 @@ impl Preprocessor {
         n: u32,
     ) -> Result<&[u8], PreprocessError> {
         img.validate()?;
+        if n == 0 || n > MAX_RESOLUTION {
+            return Err(PreprocessError::BadResolution(n));
+        }
         let (rw, rh) = resized_size(img.width, img.height, n);
         let crop = n.min(rw).min(rh);
         let x0 = center_crop_offset(rw, crop) as usize;

@@ -6,6 +6,11 @@ use crate::bundle::TableData;
 /// `out[i] = scale * cos(emb, table[i])` for L2-normalised table rows
 /// (`table` is `out.len()` rows of `dim`).
 pub fn logits(table: &[f32], dim: usize, emb: &[f32], scale: f32, out: &mut [f32]) {
+    if dim == 0 {
+        // No dimensions, no similarity (manifests refuse embed_dim = 0).
+        out.fill(0.0);
+        return;
+    }
     let norm = emb.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
     let k = scale / norm;
     for (o, r) in out.iter_mut().zip(table.chunks_exact(dim)) {

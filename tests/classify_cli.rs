@@ -12,17 +12,22 @@ use std::path::{Path, PathBuf};
 
 /// fp32 bundle vs PyTorch: every probability.
 const FP32_PROB_TOL: f32 = 2e-3;
+/// fp16 bundle (weights rounded to f16, f32 arithmetic) vs PyTorch fp32.
+const FP16_PROB_TOL: f32 = 1e-2;
 
 fn npy(p: &Path) -> (Vec<usize>, Vec<f32>) {
     let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(p).unwrap();
     (a.shape().to_vec(), a.iter().copied().collect())
 }
 
-fn reference_probs() -> (Vec<String>, Vec<PathBuf>, Vec<Vec<f32>>) {
+/// The PyTorch reference of `model` (`vit_tiny` or `rn_tiny`): prompts,
+/// images and per image the probabilities over the prompts.
+fn reference_probs(model: &str) -> (Vec<String>, Vec<PathBuf>, Vec<Vec<f32>>) {
     let refdir = root().join("tests/fixtures/reference");
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(refdir.join("vit_tiny.json")).unwrap())
-            .unwrap();
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(refdir.join(format!("{model}.json"))).unwrap(),
+    )
+    .unwrap();
     let prompts: Vec<String> = meta["prompts"]
         .as_array()
         .unwrap()
@@ -36,8 +41,8 @@ fn reference_probs() -> (Vec<String>, Vec<PathBuf>, Vec<Vec<f32>>) {
         .map(|v| root().join(v.as_str().unwrap()))
         .collect();
     let scale = meta["logit_scale"].as_f64().unwrap() as f32;
-    let (s, img) = npy(&refdir.join("vit_tiny_image.npy"));
-    let (_, txt) = npy(&refdir.join("vit_tiny_text.npy"));
+    let (s, img) = npy(&refdir.join(format!("{model}_image.npy")));
+    let (_, txt) = npy(&refdir.join(format!("{model}_text.npy")));
     let e = s[1];
     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
     let probs = img
@@ -78,16 +83,17 @@ fn classify_json(
     (out, lines)
 }
 
-#[test]
-fn fp32_bundle_matches_pytorch_probabilities() {
-    let (labels, images, probs) = reference_probs();
-    let (out, lines) = classify_json("vit_tiny_fp32", &images, &[]);
+/// Every reported probability of `bundle` within `tol` of PyTorch's `model`,
+/// and the top-1 label PyTorch's.
+fn assert_matches_reference(bundle: &str, model: &str, tol: f32, extra: &[&str]) {
+    let (labels, images, probs) = reference_probs(model);
+    let (out, lines) = classify_json(bundle, &images, extra);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(lines.len(), images.len());
+    assert_eq!(lines.len(), images.len(), "{bundle}: one line per image");
     for (line, want) in lines.iter().zip(&probs) {
         let top = line["top"].as_array().unwrap();
         assert_eq!(top.len(), 5);
@@ -96,54 +102,57 @@ fn fp32_bundle_matches_pytorch_probabilities() {
             let idx = labels.iter().position(|l| l == label).unwrap();
             let got = t["score"].as_f64().unwrap() as f32;
             assert!(
-                (got - want[idx]).abs() <= FP32_PROB_TOL,
-                "{label}: {got} vs {}",
+                (got - want[idx]).abs() <= tol,
+                "{bundle} {label}: {got} vs {}",
                 want[idx]
             );
         }
-        let best = want
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap()
-            .0;
-        assert_eq!(top[0]["label"].as_str().unwrap(), labels[best]);
+        assert_eq!(top[0]["label"].as_str().unwrap(), labels[top1(want)]);
         for k in ["decode", "preprocess", "encode", "score"] {
             assert!(line["timings_ms"][k].as_f64().unwrap() >= 0.0);
         }
     }
 }
 
+fn top1(p: &[f32]) -> usize {
+    p.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0
+}
+
 #[test]
-fn quantized_bundles_agree_on_top1() {
-    let (labels, images, probs) = reference_probs();
+fn fp32_bundle_matches_pytorch_probabilities() {
+    assert_matches_reference("vit_tiny_fp32", "vit_tiny", FP32_PROB_TOL, &[]);
+}
+
+#[test]
+fn fp16_bundle_matches_pytorch_probabilities() {
+    assert_matches_reference("rn_tiny_fp16", "rn_tiny", FP16_PROB_TOL, &[]);
+}
+
+#[test]
+fn int8_bundle_agrees_on_top1() {
+    let (labels, images, probs) = reference_probs("vit_tiny");
     let (out, lines) = classify_json("vit_tiny_int8", &images, &["--threads", "2"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(lines.len(), images.len(), "one line per image");
     for (line, want) in lines.iter().zip(&probs) {
-        let best = want
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap()
-            .0;
-        assert_eq!(line["top"][0]["label"].as_str().unwrap(), labels[best]);
+        assert_eq!(
+            line["top"][0]["label"].as_str().unwrap(),
+            labels[top1(want)]
+        );
     }
-    let (out, lines) = classify_json("rn_tiny_fp16", &images, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(lines.len(), images.len());
 }
 
 #[test]
 fn a_bad_image_is_reported_and_the_rest_classified() {
-    let (_, images, _) = reference_probs();
+    let (_, images, _) = reference_probs("vit_tiny");
     let bad = std::env::temp_dir().join(format!("clip-edge-bad-{}.png", std::process::id()));
     std::fs::write(&bad, b"not an image").unwrap();
     let (out, lines) = classify_json(

@@ -13,6 +13,8 @@ const PNG_MAX_ABS: f32 = 0.0;
 /// franz-kafka.jpg: at most one level, 99.1 % of values identical (README).
 const JPEG_MAX_ABS: f32 = 0.0151;
 const JPEG_MEAN_ABS: f32 = 0.0002;
+/// Preprocessed PNG fixtures committed by `tests/reference/generate.py`.
+const PNG_FIXTURES: usize = 30;
 
 fn npy(p: &Path) -> (Vec<usize>, Vec<f32>) {
     let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(p).unwrap();
@@ -51,7 +53,7 @@ fn png_preprocessing_is_bit_exact() {
         }
         checked += 1;
     }
-    assert!(checked >= 20, "only {checked} fixtures");
+    assert_eq!(checked, PNG_FIXTURES, "preprocessed fixtures");
     assert!(failures.is_empty(), "{failures:#?}");
 }
 

@@ -15,6 +15,7 @@ use clip_edge::bundle::{
 use clip_edge::decode::{decode_file, DecodeError};
 use clip_edge::encoder;
 use clip_edge::preprocess::{Preprocessor, CLIP_MEAN, CLIP_STD};
+use clip_edge::signature;
 
 use crate::checkpoint::{self, CheckpointError, StateDict};
 use crate::config::ClipConfig;
@@ -52,6 +53,17 @@ pub enum BuildError {
     },
     #[error("{0:#}")]
     Tract(#[from] TractError),
+    #[error(transparent)]
+    Bundle(#[from] clip_edge::bundle::BundleError),
+}
+
+impl From<crate::atomic::IoAt> for BuildError {
+    fn from(e: crate::atomic::IoAt) -> Self {
+        BuildError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
@@ -103,6 +115,8 @@ pub struct BuildOptions {
     pub cosine_target: f64,
     pub out: PathBuf,
     pub progress: bool,
+    /// Sign the manifest with this secret key file (`manifest.sig`).
+    pub sign: Option<PathBuf>,
 }
 
 /// The accuracy report (`report.json`).
@@ -368,6 +382,11 @@ fn auto_plan(
 /// Builds a bundle; nothing is left at `out` unless the whole bundle was written.
 pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
     let start = Instant::now();
+    // The key first: a bad key fails before any heavy work.
+    let signing_key = match &opts.sign {
+        Some(p) => Some(signature::read_signing_key(p)?),
+        None => None,
+    };
     let sd = checkpoint::load(&opts.checkpoint)?;
     let cfg = ClipConfig::infer(&sd)?;
     let labels = prompts::read_labels(&opts.labels)?;
@@ -443,16 +462,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
 
     // Write everything into a temporary sibling, then move it into place.
     let out = &opts.out;
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("bundle");
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let result = (|| -> Result<Report, BuildError> {
+    let report = crate::atomic::write_dir(out, |tmp| -> Result<Report, BuildError> {
         crate::nnef::write_nnef_tgz(&model, &tmp.join(fmt::IMAGE_ENCODER))?;
         let table_dtype = if plan.layers == Precision::Fp32 && plan.overrides.is_empty() {
             "f32"
@@ -563,17 +573,13 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
             path: tmp.join(fmt::MANIFEST),
             why: e.to_string(),
         })?;
-        std::fs::write(tmp.join(fmt::MANIFEST), text).map_err(io(&tmp.join(fmt::MANIFEST)))?;
-        Ok(report)
-    })();
-    let report = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
+        std::fs::write(tmp.join(fmt::MANIFEST), &text).map_err(io(&tmp.join(fmt::MANIFEST)))?;
+        if let Some(key) = &signing_key {
+            let sig = tmp.join(signature::SIGNATURE);
+            std::fs::write(&sig, signature::sign(key, text.as_bytes())).map_err(io(&sig))?;
         }
-    };
-    replace_dir(&tmp, out)?;
+        Ok(report)
+    })?;
     Ok(report)
 }
 
@@ -618,28 +624,4 @@ fn write_table(
         }
     })?;
     std::fs::write(path, data).map_err(io(path))
-}
-
-/// Moves the finished `tmp` directory to `out`, replacing an existing bundle
-/// only once the new one is complete.
-fn replace_dir(tmp: &Path, out: &Path) -> Result<(), BuildError> {
-    if out.exists() {
-        let old = out.with_file_name(format!(
-            ".{}.old-{}",
-            out.file_name().and_then(|n| n.to_str()).unwrap_or("bundle"),
-            std::process::id()
-        ));
-        std::fs::rename(out, &old).map_err(io(out))?;
-        if let Err(e) = std::fs::rename(tmp, out) {
-            let _ = std::fs::rename(&old, out);
-            return Err(BuildError::Io {
-                path: out.to_path_buf(),
-                source: e,
-            });
-        }
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        std::fs::rename(tmp, out).map_err(io(out))?;
-    }
-    Ok(())
 }

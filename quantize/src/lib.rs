@@ -1,6 +1,7 @@
 //! `clip-quantize`: the host-side half of the project. Reads CLIP checkpoints,
 //! builds tract graphs, tokenizes prompts. Nothing here ships to a board.
 
+pub mod atomic;
 pub mod bundle;
 pub mod checkpoint;
 pub mod config;

@@ -94,9 +94,17 @@ enum Cmd {
         cosine_target: f64,
         #[arg(long)]
         out: PathBuf,
+        /// Sign the manifest with this secret key (from `keygen`): writes manifest.sig.
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
         /// Print the report as JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// A new ed25519 key pair for signing bundles: KEY (secret, mode 0600) and KEY.pub.
+    Keygen {
+        #[arg(long, value_name = "KEY")]
+        out: PathBuf,
     },
     /// Write the synthetic world's labelled images (one folder per class).
     Synth {
@@ -171,6 +179,7 @@ fn run(cli: Cli) -> Result<()> {
             activations,
             cosine_target,
             out,
+            sign,
             json,
         } => {
             let activation = match activations.as_str() {
@@ -190,6 +199,7 @@ fn run(cli: Cli) -> Result<()> {
                 cosine_target,
                 out: out.clone(),
                 progress: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                sign,
             };
             let report = clip_quantize::bundle::build(&opts)?;
             if json {
@@ -224,6 +234,7 @@ fn run(cli: Cli) -> Result<()> {
             text,
             out_dir,
         } => embed(&checkpoint, &image, &text, &out_dir),
+        Cmd::Keygen { out } => keygen(&out),
     }
 }
 
@@ -313,6 +324,44 @@ fn preprocess(path: &Path, n: u32) -> Result<Array4<f32>> {
     Ok(Array4::from_shape_vec((1, 3, n as usize, n as usize), out)?)
 }
 
+/// Writes `out` (the secret seed, readable by its owner only) and
+/// `out.pub`; refuses to overwrite an existing key.
+fn keygen(out: &Path) -> Result<()> {
+    use clip_edge::signature::{key_file, SigningKey};
+    let public = PathBuf::from(format!("{}.pub", out.display()));
+    for p in [out, public.as_path()] {
+        if p.exists() {
+            bail!("{}: exists; refusing to overwrite a key", p.display());
+        }
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let key = SigningKey::from_bytes(&seed);
+    clip_quantize::atomic::write_files::<anyhow::Error>(&[out, &public], |i, tmp| {
+        if i == 0 {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(tmp)
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            f.write_all(key_file(&seed).as_bytes())
+                .with_context(|| format!("writing {}", tmp.display()))
+        } else {
+            std::fs::write(tmp, key_file(&key.verifying_key().to_bytes()))
+                .with_context(|| format!("writing {}", tmp.display()))
+        }
+    })?;
+    eprintln!(
+        "wrote {} (secret: keep it off the boards) and {} (give it to clip-edge --require-signature)",
+        out.display(),
+        public.display()
+    );
+    Ok(())
+}
+
 /// Writes an .npy atomically (temporary file, then rename).
 fn write_npy<A: ndarray_npy::WritableElement, D: ndarray::Dimension>(
     path: &Path,
@@ -365,7 +414,17 @@ fn embed(ckpt: &Path, images: &[PathBuf], texts: &[String], out_dir: &Path) -> R
         }
     }
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    write_npy(&out_dir.join("image_embeddings.npy"), &img_emb)?;
-    write_npy(&out_dir.join("text_embeddings.npy"), &txt_emb)?;
-    Ok(())
+    // Both files or neither.
+    let (img, txt) = (
+        out_dir.join("image_embeddings.npy"),
+        out_dir.join("text_embeddings.npy"),
+    );
+    clip_quantize::atomic::write_files::<anyhow::Error>(&[&img, &txt], |i, tmp| {
+        let r = if i == 0 {
+            ndarray_npy::write_npy(tmp, &img_emb)
+        } else {
+            ndarray_npy::write_npy(tmp, &txt_emb)
+        };
+        r.with_context(|| format!("writing {}", tmp.display()))
+    })
 }

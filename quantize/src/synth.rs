@@ -312,6 +312,23 @@ pub fn write_set(
     if options.max_side < MIN_SIDE {
         return Err(SynthError::MaxSide(options.max_side));
     }
+    crate::atomic::write_dir(out, |tmp| write_set_into(tmp, options, progress))
+}
+
+impl From<crate::atomic::IoAt> for SynthError {
+    fn from(e: crate::atomic::IoAt) -> Self {
+        SynthError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
+fn write_set_into(
+    out: &Path,
+    options: &SynthOptions,
+    progress: &(dyn Fn() + Sync),
+) -> Result<usize, SynthError> {
     let classes = class_names();
     for c in &classes {
         let dir = out.join(folder_name(c));

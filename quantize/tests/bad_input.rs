@@ -53,9 +53,9 @@ fn corrupted_tensor_data_is_reported() {
         *b ^= 0x5a;
     }
     let p = tmp("flipped.pt", &bytes);
-    if let Err(e) = checkpoint::load(&p) {
-        assert!(e.to_string().contains("flipped.pt"), "{e}");
-    }
+    let e = checkpoint::load(&p).unwrap_err();
+    assert!(matches!(e, CheckpointError::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("flipped.pt"), "{e}");
 }
 
 #[test]

@@ -164,3 +164,80 @@ fn embed_writes_both_matrices() {
     assert!(!out.status.success());
     assert!(!d2.join("text_embeddings.npy").exists());
 }
+
+#[test]
+fn keygen_and_build_sign_a_bundle_that_clip_edge_verifies() {
+    use clip_edge::bundle::{Bundle, Trust};
+    use clip_edge::signature;
+    let d = outdir("sign");
+    let key = d.join("key");
+    let out = bin().args(["keygen", "--out"]).arg(&key).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = d.join("key.pub");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "secret key mode {mode:o}");
+    }
+    // A second keygen never overwrites a key.
+    let before = std::fs::read(&key).unwrap();
+    let out = bin().args(["keygen", "--out"]).arg(&key).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+
+    let build = |sign: &Path, out_dir: &Path| {
+        bin()
+            .args(["build", "--precision", "fp32", "--checkpoint"])
+            .arg(fixtures().join("models/vit_tiny_sd.pt"))
+            .arg("--labels")
+            .arg(fixtures().join("bundles/labels.txt"))
+            .arg("--sign")
+            .arg(sign)
+            .arg("--out")
+            .arg(out_dir)
+            .output()
+            .unwrap()
+    };
+    let out = build(&key, &d.join("b"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trust = Trust {
+        require_signature: Some(signature::read_public_key(&public).unwrap()),
+    };
+    Bundle::open_with(&d.join("b"), &trust).unwrap();
+
+    // A bad key fails the build before anything is written.
+    let out = build(&d.join("nokey"), &d.join("b2"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nokey"));
+    assert!(!d.join("b2").exists());
+}
+
+#[test]
+fn synth_writes_its_folder_whole() {
+    let d = outdir("synth");
+    let out = bin()
+        .args(["synth", "--seed", "3", "--per-class", "1", "--out"])
+        .arg(d.join("s"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_dir(d.join("s")).unwrap().count(), 48);
+    let names: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["s"], "no staging directory left");
+}

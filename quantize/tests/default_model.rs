@@ -51,6 +51,7 @@ fn default_opts(precision: Precision, out: PathBuf) -> BuildOptions {
         cosine_target: 0.995,
         out,
         progress: false,
+        sign: None,
     }
 }
 
@@ -123,7 +124,7 @@ fn default_bundles_are_fresh() {
             "run scripts/build-default-bundles",
         );
         if p == Precision::Int8 {
-            let cos = Bundle::open(&committed)
+            let cos = Bundle::open(&d.join(&name))
                 .unwrap()
                 .manifest
                 .report

@@ -54,27 +54,47 @@ fn convert(
     })
 }
 
-fn transpose(p: Param) -> Param {
-    let (r, c) = (p.shape[0], p.shape[1]);
+/// The checkpoint's `[out, in]` matrix as OpenAI's `[in, out]`; anything
+/// but a matrix is an error naming the tensor.
+fn transpose(path: &Path, key: &str, p: Param) -> Result<Param, CheckpointError> {
+    let &[r, c] = p.shape.as_slice() else {
+        return Err(CheckpointError::Layout {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            why: format!("has shape {:?}, expected a matrix [out, in]", p.shape),
+        });
+    };
     let mut data = vec![0.0; r * c];
     for i in 0..r {
         for j in 0..c {
             data[j * r + i] = p.data[i * c + j];
         }
     }
-    Param {
+    Ok(Param {
         shape: vec![c, r],
         data,
         dtype: p.dtype,
-    }
+    })
 }
 
-fn concat(parts: [Param; 3]) -> Param {
+/// q, k and v stacked along their first axis; they must agree on the rest.
+fn concat(path: &Path, key: &str, parts: [Param; 3]) -> Result<Param, CheckpointError> {
+    let rest = |p: &Param| p.shape.get(1..).map(<[usize]>::to_vec);
+    if parts[0].shape.is_empty() || parts.iter().any(|p| rest(p) != rest(&parts[0])) {
+        return Err(CheckpointError::Layout {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            why: format!(
+                "q, k and v must share a shape of rank >= 1 (found {:?}, {:?}, {:?})",
+                parts[0].shape, parts[1].shape, parts[2].shape
+            ),
+        });
+    }
     let mut shape = parts[0].shape.clone();
     shape[0] = parts.iter().map(|p| p.shape[0]).sum();
     let dtype = parts[0].dtype;
     let data = parts.into_iter().flat_map(|p| p.data).collect();
-    Param { shape, data, dtype }
+    Ok(Param { shape, data, dtype })
 }
 
 pub fn load(path: &Path, bytes: &[u8]) -> Result<StateDict, CheckpointError> {
@@ -108,7 +128,11 @@ pub fn load(path: &Path, bytes: &[u8]) -> Result<StateDict, CheckpointError> {
                 let q = take(&format!("{s}self_attn.q_proj.{wb}"))?;
                 let k = take(&format!("{s}self_attn.k_proj.{wb}"))?;
                 let v = take(&format!("{s}self_attn.v_proj.{wb}"))?;
-                out.insert(format!("{d}attn.in_proj_{wb}"), concat([q, k, v]));
+                let key = format!("{s}self_attn.q_proj.{wb}");
+                out.insert(
+                    format!("{d}attn.in_proj_{wb}"),
+                    concat(path, &key, [q, k, v])?,
+                );
                 out.insert(
                     format!("{d}attn.out_proj.{wb}"),
                     take(&format!("{s}self_attn.out_proj.{wb}"))?,
@@ -193,11 +217,19 @@ pub fn load(path: &Path, bytes: &[u8]) -> Result<StateDict, CheckpointError> {
     }
     out.insert(
         "text_projection".into(),
-        transpose(take("text_projection.weight")?),
+        transpose(
+            path,
+            "text_projection.weight",
+            take("text_projection.weight")?,
+        )?,
     );
     out.insert(
         "visual.proj".into(),
-        transpose(take("visual_projection.weight")?),
+        transpose(
+            path,
+            "visual_projection.weight",
+            take("visual_projection.weight")?,
+        )?,
     );
     Ok(StateDict {
         path: path.to_path_buf(),

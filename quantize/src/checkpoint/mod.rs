@@ -30,6 +30,12 @@ pub enum CheckpointError {
         expected: Vec<usize>,
         actual: Vec<usize>,
     },
+    #[error("{path}: tensor `{key}` {why}")]
+    Layout {
+        path: PathBuf,
+        key: String,
+        why: String,
+    },
     #[error("{path}: tensor `{key}` has unsupported dtype {dtype}")]
     Dtype {
         path: PathBuf,
@@ -122,10 +128,15 @@ pub fn load(path: &Path) -> Result<StateDict, CheckpointError> {
         source,
     };
     let bytes = std::fs::read(path).map_err(io)?;
+    load_bytes(path, &bytes)
+}
+
+/// [`load`] on a checkpoint held in memory; `path` only names it in errors.
+pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<StateDict, CheckpointError> {
     if bytes.starts_with(b"PK") {
-        torch_zip::load_zip(path, &bytes)
-    } else if bytes.len() >= 8 && looks_like_safetensors(&bytes) {
-        hf_safetensors::load(path, &bytes)
+        torch_zip::load_zip(path, bytes)
+    } else if bytes.len() >= 8 && looks_like_safetensors(bytes) {
+        hf_safetensors::load(path, bytes)
     } else {
         Err(CheckpointError::NotACheckpoint {
             path: path.to_path_buf(),

@@ -9,6 +9,10 @@ use candle_core::pickle::{Object, Stack};
 
 use super::{openai_jit, CheckpointError, Format, Param, SourceDtype, StateDict};
 
+/// Largest tensor read from an archive (the largest CLIP matrix, RN50x64's
+/// text embedding or ViT-L/14's MLP, is far below).
+const MAX_TENSOR_BYTES: u64 = 4 << 30;
+
 pub fn is_tensor(obj: &Object) -> bool {
     match obj {
         Object::Reduce { callable, .. } => matches!(
@@ -44,7 +48,10 @@ impl Archive<'_> {
                 path: path.clone(),
                 why: format!("{name}: {e}"),
             })?;
-        let mut buf = Vec::with_capacity(f.size() as usize);
+        // The header's size is a hint only: never reserve more than the
+        // archive itself could hold uncompressed at deflate's best ratio.
+        let hint = f.size().min(f.compressed_size().saturating_mul(1032));
+        let mut buf = Vec::with_capacity(hint.min(MAX_TENSOR_BYTES) as usize);
         f.read_to_end(&mut buf)
             .map_err(|e| CheckpointError::Corrupt {
                 path,
@@ -190,21 +197,42 @@ fn rebuild(ar: &mut Archive<'_>, name: &str, obj: &Object) -> Result<Param, Chec
         SourceDtype::F64 | SourceDtype::I64 => 8,
         SourceDtype::U8 => 1,
     };
-    let numel: usize = shape.iter().product();
-    // Highest element index touched.
-    let last = offset
-        + shape
-            .iter()
-            .zip(&stride)
-            .map(|(d, s)| d.saturating_sub(1) * s)
-            .sum::<usize>();
-    if numel > 0 && (last + 1) * elem > raw.len() {
+    let numel = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad(ar, &format!("size {shape:?} overflows")))?;
+    if numel > raw.len() / elem {
+        // A broadcast (zero stride) or overlapping view: more elements than
+        // its storage holds. CLIP checkpoints never save one, and it could
+        // claim any size.
         return Err(bad(
             ar,
             &format!(
-                "storage `{key}` holds {} bytes, the view needs {}",
-                raw.len(),
-                (last + 1) * elem
+                "size {shape:?} with stride {stride:?} is {numel} elements, its storage `{key}` holds {}",
+                raw.len() / elem
+            ),
+        ));
+    }
+    // Highest element index touched, and the bytes up to it.
+    let needed = shape
+        .iter()
+        .zip(&stride)
+        .try_fold(offset, |a, (&d, &s)| {
+            a.checked_add(d.saturating_sub(1).checked_mul(s)?)
+        })
+        .and_then(|last| last.checked_add(1)?.checked_mul(elem));
+    let Some(needed) = needed else {
+        return Err(bad(
+            ar,
+            &format!("offset {offset}, size {shape:?} and stride {stride:?} overflow"),
+        ));
+    };
+    if numel > 0 && needed > raw.len() {
+        return Err(bad(
+            ar,
+            &format!(
+                "storage `{key}` holds {} bytes, the view needs {needed}",
+                raw.len()
             ),
         ));
     }
