@@ -30,6 +30,9 @@ pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 /// Largest bundle file read (ViT-L/14@336px's image encoder at fp32 is
 /// about 1.2 GB).
 pub const MAX_FILE_BYTES: u64 = 2 << 30;
+/// Largest text table file (ImageNet's 1,000 labels × 768 at f32 are
+/// 3 MB; a million labels × 64 would fit).
+pub const MAX_TABLE_BYTES: u64 = 256 << 20;
 /// Largest embedding dimension a manifest may declare (released CLIPs: 512
 /// to 1,024).
 pub const MAX_EMBED_DIM: usize = 16_384;
@@ -199,23 +202,16 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, BundleError> {
         path: path.to_path_buf(),
         why,
     };
-    let meta = std::fs::symlink_metadata(path).map_err(|e| io_or_missing(path, e))?;
-    if !meta.file_type().is_file() {
+    let f = open_bundle_file(path)?;
+    let len = f.metadata().map_err(|e| io_or_missing(path, e))?.len();
+    if len > max {
         return Err(refused(format!(
-            "not a regular file ({}); a bundle holds plain files only",
-            kind_of(&meta.file_type())
+            "{len} bytes, more than the {max} this runtime reads"
         )));
     }
-    if meta.len() > max {
-        return Err(refused(format!(
-            "{} bytes, more than the {max} this runtime reads",
-            meta.len()
-        )));
-    }
-    let f = std::fs::File::open(path).map_err(|e| io_or_missing(path, e))?;
     let mut buf = Vec::new();
-    buf.try_reserve_exact(meta.len() as usize)
-        .map_err(|_| refused(format!("cannot allocate {} bytes", meta.len())))?;
+    buf.try_reserve_exact(len as usize)
+        .map_err(|_| refused(format!("cannot allocate {len} bytes")))?;
     f.take(max + 1)
         .read_to_end(&mut buf)
         .map_err(|e| io_or_missing(path, e))?;
@@ -225,6 +221,68 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, BundleError> {
         )));
     }
     Ok(buf)
+}
+
+fn open_bundle_file(path: &Path) -> Result<std::fs::File, BundleError> {
+    open_regular(path, false).map_err(|e| match e {
+        OpenError::Io(e) => io_or_missing(path, e),
+        OpenError::NotRegular(kind) => BundleError::Refused {
+            path: path.to_path_buf(),
+            why: format!("not a regular file ({kind}); a bundle holds plain files only"),
+        },
+    })
+}
+
+/// Why [`open_regular`] refused.
+#[derive(Debug)]
+pub enum OpenError {
+    Io(std::io::Error),
+    /// What it is instead: a symbolic link, a directory, a device, pipe or socket.
+    NotRegular(&'static str),
+}
+
+/// Opens `path` for reading only if it is a regular file, without blocking
+/// on a pipe and, unless `follow_links`, without following a symbolic link
+/// in its last component: the check and the open are one (`O_NONBLOCK`,
+/// `O_NOFOLLOW`, then `fstat` on the open file), so the file cannot be
+/// swapped in between.
+pub fn open_regular(path: &Path, follow_links: bool) -> Result<std::fs::File, OpenError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let nofollow = if follow_links { 0 } else { libc::O_NOFOLLOW };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nofollow | libc::O_NONBLOCK)
+        .open(path);
+    let f = match f {
+        Ok(f) => f,
+        // O_NOFOLLOW on a link: ELOOP.
+        Err(e) if !follow_links && e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(OpenError::NotRegular("a symbolic link"))
+        }
+        Err(e) => return Err(OpenError::Io(e)),
+    };
+    let t = f.metadata().map_err(OpenError::Io)?.file_type();
+    if !t.is_file() {
+        return Err(OpenError::NotRegular(kind_of(&t)));
+    }
+    Ok(f)
+}
+
+/// sha256 of a regular file of at most `max` bytes, streamed.
+fn hash_bounded(path: &Path, max: u64) -> Result<String, BundleError> {
+    let refused = |why: String| BundleError::Refused {
+        path: path.to_path_buf(),
+        why,
+    };
+    let f = open_bundle_file(path)?;
+    let mut h = Sha256::new();
+    let n = std::io::copy(&mut f.take(max + 1), &mut h).map_err(|e| io_or_missing(path, e))?;
+    if n > max {
+        return Err(refused(format!(
+            "more than the {max} bytes this runtime reads"
+        )));
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 fn kind_of(t: &std::fs::FileType) -> &'static str {
@@ -387,8 +445,20 @@ impl Bundle {
         let mut table_bytes = Vec::new();
         for (file, expected) in &manifest.files {
             let path = dir.join(file);
-            let bytes = read_bounded(&path, MAX_FILE_BYTES)?;
-            let actual = sha256_hex(&bytes);
+            let is_table = *file == manifest.table.file;
+            let (bytes, actual) = if file == IMAGE_ENCODER || is_table {
+                let max = if is_table {
+                    MAX_TABLE_BYTES
+                } else {
+                    MAX_FILE_BYTES
+                };
+                let bytes = read_bounded(&path, max)?;
+                let h = sha256_hex(&bytes);
+                (bytes, h)
+            } else {
+                // Only hashed (report.json): streamed, never held.
+                (Vec::new(), hash_bounded(&path, MAX_FILE_BYTES)?)
+            };
             if &actual != expected {
                 return Err(BundleError::Checksum {
                     path,
@@ -398,7 +468,7 @@ impl Bundle {
             }
             if file == IMAGE_ENCODER {
                 encoder = bytes;
-            } else if *file == manifest.table.file {
+            } else if is_table {
                 table_bytes = bytes;
             }
         }

@@ -31,8 +31,9 @@ pub enum DecodeError {
 /// pixel buffer is allocated: a 12 MP camera frame is 12.3 million pixels
 /// (Pillow warns at 89 million). 50 million RGBA pixels are 200 MB.
 pub const MAX_IMAGE_PIXELS: u64 = 50_000_000;
-/// Largest image file read.
-pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+/// Largest image file read (a 12 MP camera frame is about 5 MB as JPEG,
+/// 30 MB as PNG).
+pub const MAX_IMAGE_FILE_BYTES: u64 = 64 << 20;
 
 /// An owned decoded image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,16 +57,22 @@ impl DecodedImage {
     }
 }
 
-/// Decodes an image file.
+/// Decodes an image file: a regular file (a link to one is followed; a
+/// device or pipe is refused) of at most [`MAX_IMAGE_FILE_BYTES`].
 pub fn decode_file(path: &Path) -> Result<DecodedImage, DecodeError> {
     let io = |source| DecodeError::Io {
         path: path.to_path_buf(),
         source,
     };
+    let f = crate::bundle::open_regular(path, true).map_err(|e| match e {
+        crate::bundle::OpenError::Io(e) => io(e),
+        crate::bundle::OpenError::NotRegular(kind) => DecodeError::Unsupported {
+            path: path.to_path_buf(),
+            why: format!("not a regular file ({kind})"),
+        },
+    })?;
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .map_err(io)?
-        .take(MAX_IMAGE_FILE_BYTES + 1)
+    f.take(MAX_IMAGE_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
     if bytes.len() as u64 > MAX_IMAGE_FILE_BYTES {

@@ -14,11 +14,21 @@ pub fn load_nnef(path: &Path) -> TractResult<TypedModel> {
         .with_context(|| format!("loading NNEF graph {}", path.display()))
 }
 
-/// Reads a `.nnef.tgz` held in memory (the bytes a bundle verified).
-/// A panic inside tract's parser (it is not written for hostile input) is
-/// turned into an error: the caller reports it and goes on.
-pub fn read_nnef(bytes: &mut dyn std::io::Read) -> TractResult<TypedModel> {
-    let read = std::panic::AssertUnwindSafe(|| tract_nnef::nnef().model_for_read(bytes));
+/// Largest image encoder once decompressed (ViT-L/14@336px at fp32 is
+/// about 1.2 GB).
+pub const MAX_ENCODER_UNPACKED_BYTES: u64 = 3 << 30;
+/// Size of an NNEF tensor file's header.
+const NNEF_DAT_HEADER: usize = 128;
+
+/// Reads a `.nnef.tgz` (or plain tar) held in memory: the bytes a bundle
+/// verified. First a bounded pass over the archive: it must decompress to at
+/// most [`MAX_ENCODER_UNPACKED_BYTES`], and every `.dat` tensor's header must
+/// declare no more data than its tar entry holds (tract allocates what the
+/// header declares before reading). Then tract parses it; a panic inside
+/// tract's parser (not written for hostile input) becomes an error.
+pub fn read_nnef(bytes: &[u8]) -> TractResult<TypedModel> {
+    check_nnef_archive(bytes)?;
+    let read = std::panic::AssertUnwindSafe(|| tract_nnef::nnef().model_for_read(&mut &bytes[..]));
     match std::panic::catch_unwind(read) {
         Ok(r) => r.context("reading NNEF graph"),
         Err(p) => {
@@ -29,6 +39,64 @@ pub fn read_nnef(bytes: &mut dyn std::io::Read) -> TractResult<TypedModel> {
                 .unwrap_or("unknown");
             bail!("reading NNEF graph: the parser failed ({why})")
         }
+    }
+}
+
+fn check_nnef_archive(bytes: &[u8]) -> TractResult<()> {
+    use std::io::Read;
+    let limit = MAX_ENCODER_UNPACKED_BYTES;
+    let stream: Box<dyn Read + '_> = if bytes.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(bytes))
+    } else {
+        Box::new(bytes)
+    };
+    let mut counted = CountingReader {
+        inner: stream.take(limit + 1),
+        read: 0,
+    };
+    {
+        let mut tar = tar::Archive::new(&mut counted);
+        for entry in tar.entries().context("reading NNEF archive")? {
+            let mut entry = entry.context("reading NNEF archive")?;
+            let size = entry.size();
+            let path = entry
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            if !path.ends_with(".dat") {
+                continue;
+            }
+            let mut header = [0u8; NNEF_DAT_HEADER];
+            entry
+                .read_exact(&mut header)
+                .with_context(|| format!("NNEF tensor {path}: truncated header"))?;
+            let data = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as u64;
+            let rank = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+            if rank > 8 || data + NNEF_DAT_HEADER as u64 > size {
+                bail!(
+                    "NNEF tensor {path}: header declares {data} bytes of rank {rank}, the archive holds {}",
+                    size.saturating_sub(NNEF_DAT_HEADER as u64)
+                );
+            }
+        }
+    }
+    if counted.read > limit {
+        bail!("NNEF archive decompresses past {limit} bytes");
+    }
+    Ok(())
+}
+
+/// Counts the bytes read through it.
+struct CountingReader<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
     }
 }
 

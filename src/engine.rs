@@ -24,6 +24,30 @@ pub enum EngineError {
     Run(TractError),
 }
 
+/// Longest error detail kept from tract (whose messages may quote a hostile
+/// file's bytes).
+const MAX_DETAIL_CHARS: usize = 240;
+
+/// `s` as one short printable line: control characters and undecodable
+/// bytes become `?`, the rest is cut at [`MAX_DETAIL_CHARS`].
+fn one_line(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_control() || c == char::REPLACEMENT_CHARACTER {
+                '?'
+            } else {
+                c
+            }
+        })
+        .take(MAX_DETAIL_CHARS)
+        .collect();
+    if s.chars().count() > MAX_DETAIL_CHARS {
+        out.push('…');
+    }
+    out
+}
+
 /// Milliseconds spent in each stage of one frame.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Timings {
@@ -58,10 +82,10 @@ impl Engine {
         let path = bundle.image_encoder_path();
         let gerr = |e: TractError| EngineError::Graph {
             path: path.display().to_string(),
-            why: format!("{e:#}"),
+            why: one_line(&format!("{e:#}")),
         };
         let bytes = bundle.take_encoder_bytes();
-        let model = encoder::read_nnef(&mut &bytes[..]).map_err(gerr)?;
+        let model = encoder::read_nnef(&bytes).map_err(gerr)?;
         drop(bytes);
         let r = bundle.manifest.preprocess.resolution as usize;
         let fact = model.input_fact(0).map_err(gerr)?.clone();

@@ -155,13 +155,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--threads`: at least 1 and at most the CPUs this machine has (more
-/// threads cannot make an encoder faster, and a huge count would fail to
-/// spawn inside the thread pool).
+/// `--threads`: at least 1 and at most four per CPU of this machine (more
+/// cannot make an encoder faster, and a huge count fails to spawn inside
+/// the thread pool).
 fn set_threads(n: usize) -> Result<()> {
-    let cpus = std::thread::available_parallelism().map_or(64, |n| n.get());
-    if n == 0 || n > cpus {
-        bail!("--threads {n}: expected 1 to {cpus} (the CPUs of this machine)");
+    let cpus = std::thread::available_parallelism().map_or(16, |n| n.get());
+    let max = 4 * cpus;
+    if n == 0 || n > max {
+        bail!("--threads {n}: expected 1 to {max} (4 x the {cpus} CPUs of this machine)");
     }
     if n > 1 {
         use tract_linalg::multithread::{set_default_executor, Executor};

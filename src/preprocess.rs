@@ -31,6 +31,9 @@ const PRECISION_BITS: u32 = 32 - 8 - 2;
 /// Largest output resolution (released CLIPs use 224 to 448): keeps the
 /// output and every intermediate size far from overflow.
 pub const MAX_RESOLUTION: u32 = 4096;
+/// Largest long side after `Resize(n)`: bounds the work of the nearest
+/// neighbour tables (which walk up to the crop) for absurd aspect ratios.
+pub const MAX_RESIZED_SIDE: u32 = 1 << 20;
 /// Support of Pillow's bicubic filter.
 const BICUBIC_SUPPORT: f64 = 2.0;
 
@@ -56,6 +59,8 @@ pub enum PreprocessError {
     BadPaletteIndex { index: u8, len: usize },
     #[error("resolution {0} is out of range: expected 1 to {MAX_RESOLUTION}")]
     BadResolution(u32),
+    #[error("image is {width}x{height}: resizing its short side to {n} makes the long side more than {MAX_RESIZED_SIDE} pixels")]
+    ExtremeAspect { width: u32, height: u32, n: u32 },
 }
 
 /// Pixel modes, named after Pillow's. All are 8 bits per channel, interleaved.
@@ -342,6 +347,13 @@ impl Preprocessor {
             return Err(PreprocessError::BadResolution(n));
         }
         let (rw, rh) = resized_size(img.width, img.height, n);
+        if rw.max(rh) > MAX_RESIZED_SIDE {
+            return Err(PreprocessError::ExtremeAspect {
+                width: img.width,
+                height: img.height,
+                n,
+            });
+        }
         let crop = n.min(rw).min(rh);
         let x0 = center_crop_offset(rw, crop) as usize;
         let y0 = center_crop_offset(rh, crop) as usize;
@@ -751,6 +763,18 @@ mod tests {
             )
         );
         assert_eq!(ptrs, (p.tmp.as_ptr(), p.out8.as_ptr()));
+    }
+
+    #[test]
+    fn extreme_aspect_ratios_are_refused_not_walked() {
+        // 1-bit, 50 million by 1: a few KB as PNG, within the pixel limit.
+        let data = vec![255u8; 50_000_000];
+        let img = ImageView::new(50_000_000, 1, Mode::Bilevel, &data);
+        let mut out = vec![0f32; Preprocessor::output_len(224)];
+        let e = Preprocessor::new()
+            .run(&img, 224, CLIP_MEAN, CLIP_STD, &mut out)
+            .unwrap_err();
+        assert!(matches!(e, PreprocessError::ExtremeAspect { .. }), "{e}");
     }
 
     #[test]

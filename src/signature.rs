@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-use ed25519_dalek::Verifier;
 pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 
 use crate::bundle::{read_bounded, BundleError};
@@ -68,7 +67,7 @@ pub fn key_file(bytes: &[u8; 32]) -> String {
 /// Checks the contents of a signature file against the manifest's bytes.
 pub fn verify(key: &VerifyingKey, manifest: &[u8], sig_file: &[u8]) -> Result<(), String> {
     let sig: [u8; 64] = parse_hex(sig_file).map_err(|why| format!("not a signature: {why}"))?;
-    key.verify(manifest, &Signature::from_bytes(&sig))
+    key.verify_strict(manifest, &Signature::from_bytes(&sig))
         .map_err(|_| "the signature does not match this manifest and key: the bundle was changed or signed by another key".to_string())
 }
 

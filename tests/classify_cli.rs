@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 const FP32_PROB_TOL: f32 = 2e-3;
 /// fp16 bundle (weights rounded to f16, f32 arithmetic) vs PyTorch fp32.
 const FP16_PROB_TOL: f32 = 1e-2;
+/// fp16 bundle vs PyTorch fp32: image embeddings, centred over the images
+/// (`common::centred_cosines`).
+const FP16_MIN_CENTRED_COSINE: f32 = 0.9999;
 
 fn npy(p: &Path) -> (Vec<usize>, Vec<f32>) {
     let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(p).unwrap();
@@ -130,6 +133,28 @@ fn fp32_bundle_matches_pytorch_probabilities() {
 #[test]
 fn fp16_bundle_matches_pytorch_probabilities() {
     assert_matches_reference("rn_tiny_fp16", "rn_tiny", FP16_PROB_TOL, &[]);
+}
+
+#[test]
+fn fp16_bundle_embeddings_match_pytorch() {
+    let (_, images, _) = reference_probs("rn_tiny");
+    let (shape, want) = npy(&root().join("tests/fixtures/reference/rn_tiny_image.npy"));
+    let want: Vec<Vec<f32>> = want.chunks(shape[1]).map(<[f32]>::to_vec).collect();
+    let mut engine =
+        clip_edge::engine::Engine::load(&root().join("tests/fixtures/bundles/rn_tiny_fp16"))
+            .unwrap();
+    let got: Vec<Vec<f32>> = images
+        .iter()
+        .map(|p| {
+            let img = clip_edge::decode::decode_file(p).unwrap();
+            engine.classify(&img.view(), 1).unwrap();
+            engine.embedding().to_vec()
+        })
+        .collect();
+    assert_eq!(got.len(), want.len());
+    let cos = common::centred_cosines(&got, &want);
+    eprintln!("rn_tiny_fp16 centred cosines to PyTorch: {cos:?}");
+    assert!(cos.iter().all(|&c| c >= FP16_MIN_CENTRED_COSINE), "{cos:?}");
 }
 
 #[test]

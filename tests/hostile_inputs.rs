@@ -140,12 +140,6 @@ fn bundle_files_must_be_regular_files() {
     std::fs::create_dir(d.join(TEXT_TABLE)).unwrap();
     let e = open_err(&d);
     assert!(e.contains("a directory"), "{e}");
-
-    let d = bundle_copy("device");
-    std::fs::remove_file(d.join(TEXT_TABLE)).unwrap();
-    std::os::unix::fs::symlink("/dev/zero", d.join(TEXT_TABLE)).unwrap();
-    let e = open_err(&d);
-    assert!(e.contains("symbolic link"), "{e}");
 }
 
 #[test]
@@ -319,4 +313,93 @@ fn a_required_signature_refuses_unsigned_tampered_and_foreign_bundles() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("not an ed25519 public key"), "{stderr}");
+}
+
+#[test]
+fn a_checksummed_garbage_encoder_is_one_printable_line() {
+    let d = bundle_copy("garbage");
+    // Bytes that tract's tar reader quotes back in its error.
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(d.join(clip_edge::bundle::IMAGE_ENCODER), &bytes).unwrap();
+    edit_manifest(&d, |t| {
+        t["files"][clip_edge::bundle::IMAGE_ENCODER] = clip_edge::bundle::sha256_hex(&bytes).into();
+    });
+    let e = Engine::load(&d).err().unwrap().to_string();
+    assert!(e.contains(clip_edge::bundle::IMAGE_ENCODER), "{e}");
+    assert!(!e.chars().any(|c| c.is_control()), "{e:?}");
+    assert!(e.chars().count() < 400, "{e}");
+}
+
+#[test]
+fn pipes_and_devices_are_refused_without_blocking() {
+    let d = bundle_copy("fifo");
+    std::fs::remove_file(d.join(TEXT_TABLE)).unwrap();
+    let st = std::process::Command::new("mkfifo")
+        .arg(d.join(TEXT_TABLE))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Before: opening the pipe blocked for ever.
+    let e = open_err(&d);
+    assert!(e.contains("a device, pipe or socket"), "{e}");
+
+    // An image that is a pipe or a device: refused, the rest classified.
+    let good = root().join("models/calibration/rgb_640x480.png");
+    let out = bin()
+        .args(["classify", "--json", "--bundle"])
+        .arg(root().join("models/default-int8"))
+        .arg(d.join(TEXT_TABLE))
+        .arg("/dev/zero")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("not a regular file").count(), 2, "{stderr}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
+}
+
+#[test]
+fn a_jpeg_declaring_a_huge_size_is_refused_from_its_header() {
+    // The committed JPEG with its frame header (SOF0) patched to 65535 x 65535.
+    let mut b = std::fs::read(root().join("tests/fixtures/jpeg/franz-kafka.jpg")).unwrap();
+    let sof = b
+        .windows(2)
+        .position(|w| w == [0xff, 0xc0])
+        .expect("baseline JPEG");
+    b[sof + 5..sof + 9].copy_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+    let e = decode_bytes(&b, Path::new("huge.jpg")).unwrap_err();
+    assert!(matches!(e, DecodeError::Unsupported { .. }), "{e}");
+    assert!(e.to_string().contains("65535x65535"), "{e}");
+}
+
+#[test]
+fn an_nnef_tensor_declaring_more_than_its_archive_holds_is_refused() {
+    // A tar whose one tensor header claims 4 GB (tract allocates what the
+    // header says before reading).
+    let mut header = [0u8; 128];
+    header[..4].copy_from_slice(&[0x4e, 0xef, 1, 0]);
+    header[4..8].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+    header[8..12].copy_from_slice(&1u32.to_le_bytes());
+    header[12..16].copy_from_slice(&0x3fff_fffcu32.to_le_bytes());
+    header[44..48].copy_from_slice(&32u32.to_le_bytes());
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        ("graph.nnef", &b"version 1.0;\n"[..]),
+        ("w.dat", &header[..]),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, data).unwrap();
+    }
+    let bytes = tar.into_inner().unwrap();
+    let e = clip_edge::encoder::read_nnef(&bytes)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("w.dat") && e.contains("header declares"), "{e}");
 }

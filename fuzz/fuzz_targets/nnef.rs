@@ -6,5 +6,5 @@ use clip_edge::encoder::read_nnef;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = read_nnef(&mut &data[..]);
+    let _ = read_nnef(data);
 });

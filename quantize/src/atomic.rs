@@ -69,28 +69,74 @@ fn replace_dir(tmp: &Path, out: &Path) -> Result<(), IoAt> {
     Ok(())
 }
 
-/// Writes several files so that either all of them are in place or none
-/// changed: each is written as `NAME.tmp` by `write`, and only once every
-/// one is written are they renamed.
+/// Writes several files: each as a temporary sibling by `write`, synced to
+/// disk, and only once every one is written and synced are they renamed into
+/// place. A failed write leaves every destination untouched; only a failing
+/// rename (a full or read-only directory, after the writes succeeded) can
+/// leave some renamed and others not.
 pub fn write_files<E: From<IoAt>>(
     files: &[&Path],
     mut write: impl FnMut(usize, &Path) -> Result<(), E>,
 ) -> Result<(), E> {
+    finish_files(files, &mut write, |t, p| std::fs::rename(t, p))
+}
+
+/// [`write_files`] for files that must not replace anything (keys): each is
+/// linked into place, which fails if the destination exists, even one
+/// created a moment ago.
+pub fn create_files<E: From<IoAt>>(
+    files: &[&Path],
+    mut write: impl FnMut(usize, &Path) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut linked: Vec<&Path> = Vec::new();
+    let r = finish_files(files, &mut write, |t, p| {
+        std::fs::hard_link(t, p)?;
+        linked.push(p);
+        std::fs::remove_file(t)
+    });
+    if r.is_err() {
+        linked.iter().for_each(|p| drop(std::fs::remove_file(p)));
+    }
+    r
+}
+
+fn finish_files<'a, E: From<IoAt>>(
+    files: &[&'a Path],
+    write: &mut impl FnMut(usize, &Path) -> Result<(), E>,
+    mut place: impl FnMut(&Path, &'a Path) -> std::io::Result<()>,
+) -> Result<(), E> {
     let tmps: Vec<PathBuf> = files.iter().map(|p| tmp_name(p)).collect();
     let cleanup = |tmps: &[PathBuf]| tmps.iter().for_each(|t| drop(std::fs::remove_file(t)));
     for (i, t) in tmps.iter().enumerate() {
-        if let Err(e) = write(i, t) {
+        let synced = write(i, t).and_then(|()| sync(t).map_err(E::from));
+        if let Err(e) = synced {
             cleanup(&tmps);
             return Err(e);
         }
     }
     for (t, p) in tmps.iter().zip(files) {
-        if let Err(e) = std::fs::rename(t, p) {
+        if let Err(e) = place(t, p) {
             cleanup(&tmps);
             return Err(at(p)(e).into());
         }
     }
+    if let Some(dir) = files.first().and_then(|p| p.parent()) {
+        // The renames themselves, on disk (best effort: some file systems
+        // cannot sync a directory).
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
     Ok(())
+}
+
+fn sync(p: &Path) -> Result<(), IoAt> {
+    std::fs::File::open(p)
+        .and_then(|f| f.sync_all())
+        .map_err(at(p))
 }
 
 fn tmp_name(p: &Path) -> PathBuf {
@@ -146,5 +192,18 @@ mod tests {
         write_files::<IoAt>(&[&a, &b], |_, p| std::fs::write(p, b"x").map_err(at(p))).unwrap();
         assert!(a.exists() && b.exists());
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn created_files_never_replace_one() {
+        let d = scratch("create");
+        let (a, b) = (d.join("a"), d.join("b"));
+        std::fs::write(&b, b"old").unwrap();
+        let r: Result<(), IoAt> =
+            create_files(&[&a, &b], |_, p| std::fs::write(p, b"new").map_err(at(p)));
+        assert!(r.is_err());
+        assert_eq!(std::fs::read(&b).unwrap(), b"old");
+        assert!(!a.exists(), "the first link is undone");
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
     }
 }

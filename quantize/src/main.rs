@@ -328,7 +328,9 @@ fn preprocess(path: &Path, n: u32) -> Result<Array4<f32>> {
 /// `out.pub`; refuses to overwrite an existing key.
 fn keygen(out: &Path) -> Result<()> {
     use clip_edge::signature::{key_file, SigningKey};
-    let public = PathBuf::from(format!("{}.pub", out.display()));
+    let mut public = out.as_os_str().to_owned();
+    public.push(".pub");
+    let public = PathBuf::from(public);
     for p in [out, public.as_path()] {
         if p.exists() {
             bail!("{}: exists; refusing to overwrite a key", p.display());
@@ -337,7 +339,7 @@ fn keygen(out: &Path) -> Result<()> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     let key = SigningKey::from_bytes(&seed);
-    clip_quantize::atomic::write_files::<anyhow::Error>(&[out, &public], |i, tmp| {
+    clip_quantize::atomic::create_files::<anyhow::Error>(&[out, &public], |i, tmp| {
         if i == 0 {
             use std::io::Write as _;
             use std::os::unix::fs::OpenOptionsExt as _;

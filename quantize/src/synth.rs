@@ -76,6 +76,8 @@ pub enum SynthError {
         path: PathBuf,
         source: image::ImageError,
     },
+    #[error("{path}: holds {entry:?}, which no synth run writes; refusing to replace it (give a new or empty folder)")]
+    Foreign { path: PathBuf, entry: String },
     #[error("--max-side {0}: must be at least {MIN_SIDE}")]
     MaxSide(u32),
 }
@@ -312,7 +314,31 @@ pub fn write_set(
     if options.max_side < MIN_SIDE {
         return Err(SynthError::MaxSide(options.max_side));
     }
+    refuse_foreign_dir(out)?;
     crate::atomic::write_dir(out, |tmp| write_set_into(tmp, options, progress))
+}
+
+/// `out` is replaced whole, so it must be empty or an earlier output: a
+/// folder holding anything but the class folders is left alone.
+fn refuse_foreign_dir(out: &Path) -> Result<(), SynthError> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(());
+    };
+    let classes: Vec<String> = class_names().iter().map(|c| folder_name(c)).collect();
+    for e in entries {
+        let e = e.map_err(|source| SynthError::Io {
+            path: out.to_path_buf(),
+            source,
+        })?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !classes.contains(&name) {
+            return Err(SynthError::Foreign {
+                path: out.to_path_buf(),
+                entry: name,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl From<crate::atomic::IoAt> for SynthError {

@@ -193,3 +193,49 @@ fn missing_keys_and_wrong_shapes_are_named() {
     let e = ClipConfig::infer(&sd).unwrap_err().to_string();
     assert!(e.contains("text_projection"), "{e}");
 }
+
+#[test]
+fn hf_projections_and_attention_of_the_wrong_rank_are_named() {
+    // The tiny HF fixture with one tensor replaced.
+    let bytes = std::fs::read(fixture("vit_tiny_hf.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let rewrite = |name: &str, key: &str, shape: Vec<usize>| -> PathBuf {
+        let numel: usize = shape.iter().product();
+        let zeros = vec![0u8; numel * 4];
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| {
+                if n == key {
+                    let v = safetensors::tensor::TensorView::new(
+                        safetensors::Dtype::F32,
+                        shape.clone(),
+                        &zeros,
+                    )
+                    .unwrap();
+                    (n, v)
+                } else {
+                    (n, v)
+                }
+            })
+            .collect();
+        tmp(name, &safetensors::serialize(views, None).unwrap())
+    };
+    // Before: a panic indexing shape[1].
+    let p = rewrite("proj1d.safetensors", "visual_projection.weight", vec![32]);
+    let e = checkpoint::load(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("visual_projection.weight") && e.contains("expected a matrix"),
+        "{e}"
+    );
+    let p = rewrite(
+        "q0d.safetensors",
+        "vision_model.encoder.layers.0.self_attn.q_proj.weight",
+        vec![],
+    );
+    let e = checkpoint::load(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("q_proj.weight") && e.contains("q, k and v"),
+        "{e}"
+    );
+}

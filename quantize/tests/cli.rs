@@ -240,4 +240,15 @@ fn synth_writes_its_folder_whole() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["s"], "no staging directory left");
+
+    // A folder holding anything else is never replaced.
+    std::fs::write(d.join("s/notes.txt"), b"mine").unwrap();
+    let out = bin()
+        .args(["synth", "--seed", "3", "--per-class", "1", "--out"])
+        .arg(d.join("s"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("notes.txt"));
+    assert_eq!(std::fs::read(d.join("s/notes.txt")).unwrap(), b"mine");
 }

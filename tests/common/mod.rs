@@ -37,3 +37,30 @@ pub fn assert_native_f16_iff_fp16(kernels: &[String]) {
         assert_eq!(native, fp16, "{kernels:?}, FP16 {fp16}");
     }
 }
+
+/// Per image, the cosine between `got[i]` and `want[i]` after each set's
+/// mean over the images is subtracted: what tells images apart. The tiny
+/// random-weight encoders map every image to nearly the same direction
+/// (plain cosines between images are 0.999999), so plain cosines or
+/// probabilities could not catch a broken encoder; centred ones can.
+pub fn centred_cosines(got: &[Vec<f32>], want: &[Vec<f32>]) -> Vec<f32> {
+    assert_eq!(got.len(), want.len());
+    let centre = |set: &[Vec<f32>]| -> Vec<Vec<f32>> {
+        let n = set.len() as f32;
+        let mean: Vec<f32> = (0..set[0].len())
+            .map(|d| set.iter().map(|v| v[d]).sum::<f32>() / n)
+            .collect();
+        set.iter()
+            .map(|v| v.iter().zip(&mean).map(|(a, m)| a - m).collect())
+            .collect()
+    };
+    let (g, w) = (centre(got), centre(want));
+    g.iter()
+        .zip(&w)
+        .map(|(a, b)| {
+            let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            dot / (n(a) * n(b))
+        })
+        .collect()
+}

@@ -263,3 +263,92 @@ fn rebuild(ar: &mut Archive<'_>, name: &str, obj: &Object) -> Result<Param, Chec
     }
     Ok(Param { shape, data, dtype })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An archive holding one 4-float storage `archive/data/0`.
+    fn archive_bytes() -> Vec<u8> {
+        let mut buf = Cursor::new(Vec::new());
+        {
+            let mut z = zip::ZipWriter::new(&mut buf);
+            let o = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            z.start_file("archive/data/0", o).unwrap();
+            std::io::Write::write_all(&mut z, &[0u8; 16]).unwrap();
+            z.finish().unwrap();
+        }
+        buf.into_inner()
+    }
+
+    fn tensor(size: &[i64], stride: &[i64]) -> Object {
+        let ints = |v: &[i64]| Object::Tuple(v.iter().map(|&i| Object::Long(i)).collect());
+        Object::Reduce {
+            callable: Box::new(Object::Class {
+                module_name: "torch._utils".into(),
+                class_name: "_rebuild_tensor_v2".into(),
+            }),
+            args: Box::new(Object::Tuple(vec![
+                Object::PersistentLoad(Box::new(Object::Tuple(vec![
+                    Object::Unicode("storage".into()),
+                    Object::Class {
+                        module_name: "torch".into(),
+                        class_name: "FloatStorage".into(),
+                    },
+                    Object::Unicode("0".into()),
+                    Object::Unicode("cpu".into()),
+                    Object::Long(4),
+                ]))),
+                Object::Long(0),
+                ints(size),
+                ints(stride),
+            ])),
+        }
+    }
+
+    fn rebuild_err(size: &[i64], stride: &[i64]) -> String {
+        let bytes = archive_bytes();
+        let mut ar = Archive {
+            path: Path::new("x.pt"),
+            zip: zip::ZipArchive::new(Cursor::new(&bytes[..])).unwrap(),
+            root: "archive/".into(),
+        };
+        match rebuild(&mut ar, "w", &tensor(size, stride)) {
+            Ok(p) => panic!("{size:?}/{stride:?} accepted: {:?}", p.shape),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn views_larger_than_their_storage_are_refused_before_allocating() {
+        let ok = archive_bytes();
+        let mut ar = Archive {
+            path: Path::new("x.pt"),
+            zip: zip::ZipArchive::new(Cursor::new(&ok[..])).unwrap(),
+            root: "archive/".into(),
+        };
+        assert_eq!(
+            rebuild(&mut ar, "w", &tensor(&[2, 2], &[2, 1]))
+                .unwrap()
+                .data
+                .len(),
+            4
+        );
+        // Zero stride: a broadcast view claiming 2^40 elements of 4.
+        let e = rebuild_err(&[1 << 40], &[0]);
+        assert!(e.contains("tensor `w`") && e.contains("holds 4"), "{e}");
+        // Overlapping strides: a million by a million over 4 floats.
+        let e = rebuild_err(&[1_000_000, 1_000_000], &[0, 0]);
+        assert!(e.contains("holds 4"), "{e}");
+        // A size whose product overflows.
+        let e = rebuild_err(&[1 << 40, 1 << 40], &[1, 1]);
+        assert!(e.contains("overflows"), "{e}");
+        // Offset + strides past the storage.
+        let e = rebuild_err(&[2], &[1 << 62]);
+        assert!(
+            e.contains("overflow") || e.contains("holds 16 bytes"),
+            "{e}"
+        );
+    }
+}

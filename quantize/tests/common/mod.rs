@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use clip_edge::bundle::{self, Bundle, TableData};
-use clip_edge::score::widen;
 
 /// A text table rebuilt on another machine than the one that wrote the
 /// committed bundle differs in the last bits: the f32 text encoder runs on
@@ -13,9 +12,9 @@ use clip_edge::score::widen;
 /// of an f32 table (rows are unit vectors; a changed weight, label, template
 /// or tokenizer moves entries by far more).
 pub const TEXT_TABLE_F32_TOL: f32 = 1e-5;
-/// The same for an f16 table: the f32 values above, then rounded to f16,
-/// may land one f16 step apart (at most 2^-11 for entries below 1).
-pub const TEXT_TABLE_F16_TOL: f32 = 1.0 / 2048.0;
+/// The same for an f16 table, in f16 steps: the f32 values above, rounded
+/// to f16, may land one step apart.
+pub const TEXT_TABLE_F16_STEPS: u16 = 1;
 
 /// The committed bundles must match a rebuild on any machine: the image
 /// encoder (weights transformed in plain Rust) bit for bit, labels and
@@ -36,20 +35,51 @@ pub fn assert_fresh(fresh: &Path, committed: &Path, hint: &str) {
         f.manifest.templates, c.manifest.templates,
         "{name}: templates"
     );
-    let tol = match (&f.table, &c.table) {
-        (TableData::F32(_), TableData::F32(_)) => TEXT_TABLE_F32_TOL,
-        (TableData::F16(_), TableData::F16(_)) => TEXT_TABLE_F16_TOL,
+    match (&f.table, &c.table) {
+        (TableData::F32(a), TableData::F32(b)) => {
+            assert_eq!(a.len(), b.len(), "{name}/{}: size", bundle::TEXT_TABLE);
+            let worst = max_abs_diff(a, b);
+            eprintln!("{name}: f32 text table max |rebuilt - committed| = {worst:e}");
+            assert!(
+                worst <= TEXT_TABLE_F32_TOL,
+                "{name}/{} is stale: max difference {worst} > {TEXT_TABLE_F32_TOL} from a rebuild: {hint}",
+                bundle::TEXT_TABLE
+            );
+        }
+        (TableData::F16(a), TableData::F16(b)) => {
+            assert_eq!(a.len(), b.len(), "{name}/{}: size", bundle::TEXT_TABLE);
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| f16_steps(*x, *y))
+                .max()
+                .unwrap_or(0);
+            eprintln!("{name}: f16 text table max {worst} step(s) from the committed");
+            assert!(
+                worst <= TEXT_TABLE_F16_STEPS as u32,
+                "{name}/{} is stale: {worst} f16 steps > {TEXT_TABLE_F16_STEPS} from a rebuild: {hint}",
+                bundle::TEXT_TABLE
+            );
+        }
         _ => panic!("{name}/{}: table dtype changed: {hint}", bundle::TEXT_TABLE),
+    }
+}
+
+/// How many representable f16 values apart `a` and `b` are (NaN: any).
+pub fn f16_steps(a: half::f16, b: half::f16) -> u32 {
+    if a.is_nan() || b.is_nan() {
+        return u32::MAX;
+    }
+    // Sign-magnitude bits to a monotonic integer line.
+    let line = |v: half::f16| {
+        let bits = v.to_bits() as i32;
+        if bits & 0x8000 != 0 {
+            -(bits & 0x7fff)
+        } else {
+            bits
+        }
     };
-    let (a, b) = (widen(&f.table), widen(&c.table));
-    assert_eq!(a.len(), b.len(), "{name}/{}: size", bundle::TEXT_TABLE);
-    let worst = max_abs_diff(&a, &b);
-    eprintln!("{name}: text table max |rebuilt - committed| = {worst:e} (tolerance {tol:e})");
-    assert!(
-        worst <= tol,
-        "{name}/{} is stale: max difference {worst} > {tol} from a rebuild: {hint}",
-        bundle::TEXT_TABLE
-    );
+    line(a).abs_diff(line(b))
 }
 
 /// Largest |a - b| over two equally long slices (NaN counts as infinite).

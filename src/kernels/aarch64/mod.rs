@@ -1,0 +1,15 @@
+//! aarch64 kernels. NEON is part of the base architecture, so these always
+//! run; SDOT (Cortex-A76 / Pi 5, Orin's A78AE) and SMMLA (i8mm) paths are
+//! still to come.
+
+use super::Kernels;
+
+pub mod neon;
+
+pub fn detect() -> Option<Kernels> {
+    Some(Kernels {
+        name: "aarch64-neon",
+        gemm_i8: neon::gemm_i8,
+        gemm_f16w: neon::gemm_f16w,
+    })
+}

@@ -1,0 +1,233 @@
+//! Compute kernels of the native engine (issue: the native engine), apart
+//! from any graph: linear-layer products over row-major matrices.
+//!
+//! - [`Kernels::gemm_i8`]: int8 activations × int8 weights, exact i32
+//!   accumulation (no i16 saturation anywhere).
+//! - [`Kernels::gemm_f16w`]: f32 activations × f16 weights, widened in
+//!   registers, f32 accumulation (the bundle's fp16 weights never become an
+//!   f32 copy in memory).
+//! - [`quantize_row`]: an activation row to int8, exactly as the bundles'
+//!   graphs quantise dynamically per token.
+//!
+//! Every SIMD path has its plain twin in [`scalar`] and a property test
+//! against it on random shapes, values and tails. The path is chosen once,
+//! at run time, from the CPU's features (never `target-cpu=native`), and
+//! logged; `CLIP_EDGE_KERNELS=scalar` forces the twins.
+//!
+//! Layout: `x` is `m × k` (one row per token), `w` is `n × k` (one row per
+//! output channel, as stored in a bundle), `out` is `m × n`.
+
+use half::f16;
+
+pub mod scalar;
+
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
+
+/// `out[i][j] = Σ_k x[i][k] · w[j][k]`, i8 × i8 → i32.
+pub type GemmI8 = fn(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]);
+/// `out[i][j] = Σ_k x[i][k] · w[j][k]`, f32 × f16 → f32.
+pub type GemmF16w = fn(x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [f32]);
+
+/// One set of kernels for this CPU.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    /// Which path, e.g. `x86_64-avx2` or `aarch64-neon`, for logs and `bench`.
+    pub name: &'static str,
+    gemm_i8: GemmI8,
+    gemm_f16w: GemmF16w,
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl Kernels {
+    /// The plain twins.
+    pub const SCALAR: Kernels = Kernels {
+        name: "scalar",
+        gemm_i8: scalar::gemm_i8,
+        gemm_f16w: scalar::gemm_f16w,
+    };
+
+    /// The best kernels this CPU runs, by run-time feature detection;
+    /// `CLIP_EDGE_KERNELS=scalar` forces the plain twins.
+    pub fn detect() -> Kernels {
+        let forced = std::env::var("CLIP_EDGE_KERNELS").ok();
+        let k = if forced.as_deref() == Some("scalar") {
+            Self::SCALAR
+        } else {
+            Self::simd().unwrap_or(Self::SCALAR)
+        };
+        log::info!("compute kernels: {}", k.name);
+        k
+    }
+
+    /// The SIMD kernels for this CPU, if it has the features they need.
+    pub fn simd() -> Option<Kernels> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(k) = x86_64::detect() {
+            return Some(k);
+        }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(k) = aarch64::detect() {
+            return Some(k);
+        }
+        None
+    }
+
+    /// `out = x · wᵀ` in int8 with i32 accumulation.
+    ///
+    /// # Panics
+    /// When a slice is shorter than its shape says (a caller's bug: the
+    /// engine sizes every buffer at load).
+    pub fn gemm_i8(&self, x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
+        check(x.len(), w.len(), out.len(), m, n, k);
+        (self.gemm_i8)(x, w, m, n, k, out)
+    }
+
+    /// `out = x · wᵀ` with f16 weights and f32 accumulation.
+    ///
+    /// # Panics
+    /// As [`Kernels::gemm_i8`].
+    pub fn gemm_f16w(&self, x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [f32]) {
+        check(x.len(), w.len(), out.len(), m, n, k);
+        (self.gemm_f16w)(x, w, m, n, k, out)
+    }
+}
+
+fn check(x: usize, w: usize, out: usize, m: usize, n: usize, k: usize) {
+    assert!(
+        x >= m * k && w >= n * k && out >= m * n,
+        "gemm {m}x{n}x{k}: x {x}, w {w}, out {out}"
+    );
+}
+
+/// Quantises one activation row to int8 as the bundles' graphs do
+/// dynamically per token: `s = max(max|x|, 1e-12) · (1/127)`,
+/// `q = clamp(round_half_even(x / s), -127, 127)`. Returns `s`.
+pub fn quantize_row(x: &[f32], q: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let s = amax.max(1e-12) * (1.0 / 127.0);
+    for (o, v) in q.iter_mut().zip(x) {
+        *o = (v / s).round_ties_even().clamp(-127.0, 127.0) as i8;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn shapes() -> impl Strategy<Value = (usize, usize, usize)> {
+        // Odd sizes and tails around the SIMD widths (8, 16, 32 lanes).
+        (1usize..6, 1usize..11, 0usize..80)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn simd_gemm_i8_is_exact((m, n, k) in shapes(), seed in any::<u64>()) {
+            let Some(simd) = Kernels::simd() else { return Ok(()) };
+            let mut r = seed;
+            let mut next = || { r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (r >> 33) as u8 as i8 };
+            let x: Vec<i8> = (0..m * k).map(|_| next()).collect();
+            let w: Vec<i8> = (0..n * k).map(|_| next()).collect();
+            let (mut a, mut b) = (vec![0i32; m * n], vec![1i32; m * n]);
+            Kernels::SCALAR.gemm_i8(&x, &w, m, n, k, &mut a);
+            simd.gemm_i8(&x, &w, m, n, k, &mut b);
+            prop_assert_eq!(a, b, "{} {}x{}x{}", simd.name, m, n, k);
+        }
+
+        #[test]
+        fn simd_gemm_f16w_matches_scalar((m, n, k) in shapes(), x in prop::collection::vec(-4f32..4.0, 400), w in prop::collection::vec(-2f32..2.0, 800)) {
+            let Some(simd) = Kernels::simd() else { return Ok(()) };
+            let x = &x[..m * k];
+            let w: Vec<f16> = w[..n * k].iter().map(|v| f16::from_f32(*v)).collect();
+            let (mut a, mut b) = (vec![0f32; m * n], vec![1f32; m * n]);
+            Kernels::SCALAR.gemm_f16w(x, &w, m, n, k, &mut a);
+            simd.gemm_f16w(x, &w, m, n, k, &mut b);
+            for (idx, (p, q)) in a.iter().zip(&b).enumerate() {
+                // The same exact products (f16 widens exactly), summed in
+                // another order and with FMA: each sum is within
+                // k·eps·Σ|x·w| of the exact one (Higham), so the two within
+                // twice that.
+                let (i, j) = (idx / n, idx % n);
+                let abs: f32 = (0..k).map(|t| (x[i * k + t] * w[j * k + t].to_f32()).abs()).sum();
+                let bound = 2.0 * k as f32 * f32::EPSILON * abs + f32::MIN_POSITIVE;
+                prop_assert!((p - q).abs() <= bound, "{} [{}] {} vs {} ({}x{}x{})", simd.name, idx, p, q, m, n, k);
+            }
+        }
+
+        #[test]
+        fn quantize_row_matches_its_definition(x in prop::collection::vec(-100f32..100.0, 0..50)) {
+            let mut q = vec![0i8; x.len()];
+            let s = quantize_row(&x, &mut q);
+            for (v, qi) in x.iter().zip(&q) {
+                prop_assert!((v - *qi as f32 * s).abs() <= 0.5 * s * 1.0001, "{} -> {} * {}", v, qi, s);
+            }
+        }
+    }
+
+    #[test]
+    fn scalar_twins_compute_the_definition() {
+        let x = [1i8, -2, 3, -128, 127];
+        let w = [-128i8, -128, -128, -128, -128, 1, 2, 1, 1, 1];
+        let mut out = [0i32; 2];
+        Kernels::SCALAR.gemm_i8(&x, &w, 1, 2, 5, &mut out);
+        // -128 · (1 - 2 + 3 - 128 + 127) = -128; 1 - 4 + 3 - 128 + 127 = -1.
+        assert_eq!(out, [-128, -1]);
+        let xf = [0.5f32, -1.0, 2.0];
+        let wf: Vec<f16> = [2.0f32, 1.0, 0.25]
+            .iter()
+            .map(|v| f16::from_f32(*v))
+            .collect();
+        let mut of = [0f32; 1];
+        Kernels::SCALAR.gemm_f16w(&xf, &wf, 1, 1, 3, &mut of);
+        assert_eq!(of, [0.5]);
+    }
+
+    #[test]
+    fn extreme_int8_values_do_not_saturate() {
+        // k = 1024 of (-128)·(-128): 16,777,216, far past i16; every pairwise
+        // sum of products past i16 too (the trap of maddubs-style kernels).
+        let k = 1024;
+        let x = vec![-128i8; 2 * k];
+        let w = vec![-128i8; 3 * k];
+        for kern in [Some(Kernels::SCALAR), Kernels::simd()]
+            .into_iter()
+            .flatten()
+        {
+            let mut out = vec![0i32; 6];
+            kern.gemm_i8(&x, &w, 2, 3, k, &mut out);
+            assert!(
+                out.iter().all(|&v| v == 128 * 128 * k as i32),
+                "{}: {out:?}",
+                kern.name
+            );
+        }
+    }
+
+    #[test]
+    fn the_detected_path_is_the_cpus() {
+        let k = Kernels::simd();
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            k.map(|k| k.name),
+            (is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c"))
+            .then_some("x86_64-avx2")
+        );
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(k.map(|k| k.name), Some("aarch64-neon"));
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        assert!(k.is_none());
+    }
+}
