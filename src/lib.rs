@@ -9,6 +9,7 @@ pub mod decode;
 pub mod encoder;
 pub mod engine;
 pub mod eval;
+pub mod kernel_bench;
 pub mod kernels;
 pub mod preprocess;
 pub mod progress;

@@ -128,6 +128,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The native kernels against tract's matrix multiply on ViT-B/32's
+    /// linear-layer shapes, one thread: median ms per path.
+    BenchKernels {
+        #[arg(long, default_value_t = 10)]
+        iterations: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// What the manifest says, and whether every checksum matches.
     Info {
         #[command(flatten)]
@@ -206,8 +214,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bench(&bundle, threads, iterations, board.as_ref(), json)
         }
         Cmd::Info { bundle, json } => info(&bundle, json),
+        Cmd::BenchKernels { iterations, json } => bench_kernels(iterations, json),
         Cmd::Preprocess { resolution, images } => preprocess(resolution, &images),
     }
+}
+
+fn bench_kernels(iterations: usize, json_out: bool) -> Result<ExitCode> {
+    let kernels = clip_edge::kernels::Kernels::detect();
+    let rows = clip_edge::kernel_bench::run(&clip_edge::kernel_bench::VIT_B32_SHAPES, iterations)
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    if json_out {
+        out!(
+            "{}",
+            json!({"kernels": kernels.name, "cpu_features": cpu_features(), "rows": rows})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &rows {
+        out!("m {} k {} n {}:", r.m, r.k, r.n);
+        let base = r.ms[0].1;
+        for (name, ms) in &r.ms {
+            out!("  {name:<40} {ms:>9.3} ms  {:>6.2}x tract f32", base / ms);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ms(since: Instant) -> f64 {

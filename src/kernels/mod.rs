@@ -100,6 +100,48 @@ impl Kernels {
     }
 }
 
+/// The loop every kernel shares: tiles of two rows of `x` by four output
+/// channels through `tile` (each weight load serves two rows, each
+/// activation load four channels), an odd last row as a tile of that row
+/// twice, the remaining channels one dot product at a time through `one`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn drive<X, W, O: Copy>(
+    x: &[X],
+    w: &[W],
+    m: usize,
+    n: usize,
+    k: usize,
+    out: &mut [O],
+    tile: impl Fn([&[X]; 2], [&[W]; 4]) -> [[O; 4]; 2],
+    one: impl Fn(&[X], &[W]) -> O,
+) {
+    check(x.len(), w.len(), out.len(), m, n, k);
+    let row = |i: usize| &x[i * k..(i + 1) * k];
+    let mut i = 0;
+    while i < m {
+        let pair = i + 1 < m;
+        let xs = [row(i), row(if pair { i + 1 } else { i })];
+        let mut j = 0;
+        while j + 4 <= n {
+            let ws = [0, 1, 2, 3].map(|r| &w[(j + r) * k..(j + r + 1) * k]);
+            let t = tile(xs, ws);
+            out[i * n + j..i * n + j + 4].copy_from_slice(&t[0]);
+            if pair {
+                out[(i + 1) * n + j..(i + 1) * n + j + 4].copy_from_slice(&t[1]);
+            }
+            j += 4;
+        }
+        for j in j..n {
+            let wr = &w[j * k..(j + 1) * k];
+            out[i * n + j] = one(xs[0], wr);
+            if pair {
+                out[(i + 1) * n + j] = one(xs[1], wr);
+            }
+        }
+        i += 2;
+    }
+}
+
 fn check(x: usize, w: usize, out: usize, m: usize, n: usize, k: usize) {
     assert!(
         x >= m * k && w >= n * k && out >= m * n,
@@ -125,7 +167,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn shapes() -> impl Strategy<Value = (usize, usize, usize)> {
-        // Odd sizes and tails around the SIMD widths (8, 16, 32 lanes).
+        // Odd sizes and tails around the tiles (2 rows × 4 channels) and
+        // the SIMD widths (8, 16 lanes).
         (1usize..6, 1usize..11, 0usize..80)
     }
 

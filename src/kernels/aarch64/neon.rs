@@ -1,64 +1,55 @@
 //! NEON (every aarch64 core, Cortex-A53/A72 on). int8: `smull`/`smull2`
 //! into i16 (one product of two i8 always fits), then `sadalp` pair-adds
 //! into i32: exact, no i16 sum ever formed. f16: 8 weights widened in
-//! registers (`fcvtl`/`fcvtl2`, base ARMv8), `fmla` in f32. Four output
-//! channels per pass share each activation load.
+//! registers (`fcvtl`/`fcvtl2`, base ARMv8), `fmla` in f32. Tiles of 2 rows
+//! × 4 output channels (`kernels::drive`).
 
 use std::arch::aarch64::*;
 use std::arch::asm;
 
 use half::f16;
 
+use crate::kernels::{drive, scalar};
+
 pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
-    assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
-    let kv = k / 16 * 16;
-    for i in 0..m {
-        let xr = &x[i * k..(i + 1) * k];
-        let mut j = 0;
-        while j + 4 <= n {
-            let rows = [0, 1, 2, 3].map(|r| &w[(j + r) * k..(j + r + 1) * k]);
-            // SAFETY: NEON is baseline on aarch64; every load reads 16
-            // bytes at t with t + 16 <= kv <= k, each row's length.
-            let acc = unsafe {
-                let mut acc = [vdupq_n_s32(0); 4];
-                let mut t = 0;
-                while t < kv {
-                    let xv = vld1q_s8(xr.as_ptr().add(t));
-                    for (a, wr) in acc.iter_mut().zip(&rows) {
-                        let wv = vld1q_s8(wr.as_ptr().add(t));
-                        *a = vpadalq_s16(*a, vmull_s8(vget_low_s8(xv), vget_low_s8(wv)));
-                        *a = vpadalq_s16(*a, vmull_high_s8(xv, wv));
-                    }
-                    t += 16;
-                }
-                acc.map(|a| vaddvq_s32(a))
-            };
-            for (r, (a, wr)) in acc.iter().zip(&rows).enumerate() {
-                out[i * n + j + r] = a + tail_i8(&xr[kv..], &wr[kv..]);
-            }
-            j += 4;
-        }
-        for j in j..n {
-            let wr = &w[j * k..(j + 1) * k];
-            // SAFETY: as above, for one weight row.
-            let a = unsafe {
-                let mut a = vdupq_n_s32(0);
-                let mut t = 0;
-                while t < kv {
-                    let (xv, wv) = (vld1q_s8(xr.as_ptr().add(t)), vld1q_s8(wr.as_ptr().add(t)));
-                    a = vpadalq_s16(a, vmull_s8(vget_low_s8(xv), vget_low_s8(wv)));
-                    a = vpadalq_s16(a, vmull_high_s8(xv, wv));
-                    t += 16;
-                }
-                vaddvq_s32(a)
-            };
-            out[i * n + j] = a + tail_i8(&xr[kv..], &wr[kv..]);
-        }
-    }
+    drive(x, w, m, n, k, out, tile_i8, scalar::dot_i8)
 }
 
-fn tail_i8(x: &[i8], w: &[i8]) -> i32 {
-    x.iter().zip(w).map(|(a, b)| *a as i32 * *b as i32).sum()
+pub fn gemm_f16w(x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [f32]) {
+    drive(x, w, m, n, k, out, tile_f16w, scalar::dot_f16w)
+}
+
+/// The 2 × 4 dot products of two activation rows with four weight rows,
+/// every row at least `xs[0].len()` long (`drive` passes `k`-long rows).
+fn tile_i8(xs: [&[i8]; 2], ws: [&[i8]; 4]) -> [[i32; 4]; 2] {
+    let k = xs[0].len();
+    assert!(xs[1].len() >= k && ws.iter().all(|r| r.len() >= k));
+    let kv = k / 16 * 16;
+    // SAFETY: NEON is baseline on aarch64; every load reads 16 bytes at t
+    // with t + 16 <= kv <= k, within every row (asserted above).
+    let acc = unsafe {
+        let mut acc = [[vdupq_n_s32(0); 4]; 2];
+        let mut t = 0;
+        while t < kv {
+            let xv = xs.map(|xr| vld1q_s8(xr.as_ptr().add(t)));
+            for (r, wr) in ws.iter().enumerate() {
+                let wv = vld1q_s8(wr.as_ptr().add(t));
+                for (a, x) in acc.iter_mut().zip(&xv) {
+                    a[r] = vpadalq_s16(a[r], vmull_s8(vget_low_s8(*x), vget_low_s8(wv)));
+                    a[r] = vpadalq_s16(a[r], vmull_high_s8(*x, wv));
+                }
+            }
+            t += 16;
+        }
+        acc.map(|a| a.map(|v| vaddvq_s32(v)))
+    };
+    let mut out = [[0i32; 4]; 2];
+    for ((o, a), xr) in out.iter_mut().zip(acc).zip(&xs) {
+        for ((v, s), wr) in o.iter_mut().zip(a).zip(&ws) {
+            *v = s + scalar::dot_i8(&xr[kv..], &wr[kv..k]);
+        }
+    }
+    out
 }
 
 /// 8 f16 at `p` widened to two f32x4.
@@ -85,59 +76,38 @@ unsafe fn load8h(p: *const f16) -> (float32x4_t, float32x4_t) {
     (lo, hi)
 }
 
-pub fn gemm_f16w(x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [f32]) {
-    assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
+/// As [`tile_i8`] for f32 activations and f16 weights.
+fn tile_f16w(xs: [&[f32]; 2], ws: [&[f16]; 4]) -> [[f32; 4]; 2] {
+    let k = xs[0].len();
+    assert!(xs[1].len() >= k && ws.iter().all(|r| r.len() >= k));
     let kv = k / 8 * 8;
-    for i in 0..m {
-        let xr = &x[i * k..(i + 1) * k];
-        let mut j = 0;
-        while j + 4 <= n {
-            let rows = [0, 1, 2, 3].map(|r| &w[(j + r) * k..(j + r + 1) * k]);
-            // SAFETY: NEON is baseline; loads of 8 values at t with
-            // t + 8 <= kv <= k, each row's length.
-            let acc = unsafe {
-                let mut acc = [vdupq_n_f32(0.0); 4];
-                let mut t = 0;
-                while t < kv {
-                    let (x0, x1) = (
-                        vld1q_f32(xr.as_ptr().add(t)),
-                        vld1q_f32(xr.as_ptr().add(t + 4)),
-                    );
-                    for (a, wr) in acc.iter_mut().zip(&rows) {
-                        let (w0, w1) = load8h(wr.as_ptr().add(t));
-                        *a = vfmaq_f32(vfmaq_f32(*a, x0, w0), x1, w1);
-                    }
-                    t += 8;
+    // SAFETY: NEON is baseline; loads of 8 values at t with t + 8 <= kv <= k,
+    // within every row (asserted above).
+    let acc = unsafe {
+        let mut acc = [[vdupq_n_f32(0.0); 4]; 2];
+        let mut t = 0;
+        while t < kv {
+            let xv = xs.map(|xr| {
+                (
+                    vld1q_f32(xr.as_ptr().add(t)),
+                    vld1q_f32(xr.as_ptr().add(t + 4)),
+                )
+            });
+            for (r, wr) in ws.iter().enumerate() {
+                let (w0, w1) = load8h(wr.as_ptr().add(t));
+                for (a, (x0, x1)) in acc.iter_mut().zip(&xv) {
+                    a[r] = vfmaq_f32(vfmaq_f32(a[r], *x0, w0), *x1, w1);
                 }
-                acc.map(|a| vaddvq_f32(a))
-            };
-            for (r, (a, wr)) in acc.iter().zip(&rows).enumerate() {
-                out[i * n + j + r] = a + tail_f16w(&xr[kv..], &wr[kv..]);
             }
-            j += 4;
+            t += 8;
         }
-        for j in j..n {
-            let wr = &w[j * k..(j + 1) * k];
-            // SAFETY: as above, for one weight row.
-            let a = unsafe {
-                let mut a = vdupq_n_f32(0.0);
-                let mut t = 0;
-                while t < kv {
-                    let (x0, x1) = (
-                        vld1q_f32(xr.as_ptr().add(t)),
-                        vld1q_f32(xr.as_ptr().add(t + 4)),
-                    );
-                    let (w0, w1) = load8h(wr.as_ptr().add(t));
-                    a = vfmaq_f32(vfmaq_f32(a, x0, w0), x1, w1);
-                    t += 8;
-                }
-                vaddvq_f32(a)
-            };
-            out[i * n + j] = a + tail_f16w(&xr[kv..], &wr[kv..]);
+        acc.map(|a| a.map(|v| vaddvq_f32(v)))
+    };
+    let mut out = [[0f32; 4]; 2];
+    for ((o, a), xr) in out.iter_mut().zip(acc).zip(&xs) {
+        for ((v, s), wr) in o.iter_mut().zip(a).zip(&ws) {
+            *v = s + scalar::dot_f16w(&xr[kv..], &wr[kv..k]);
         }
     }
-}
-
-fn tail_f16w(x: &[f32], w: &[f16]) -> f32 {
-    x.iter().zip(w).map(|(a, b)| a * b.to_f32()).sum()
+    out
 }

@@ -1,30 +1,47 @@
 //! AVX2 + FMA + F16C. int8: 16 values sign-extended to i16
 //! (`vpmovsxbw`), multiplied and pair-summed into i32 (`vpmaddwd`): exact,
 //! unlike `vpmaddubsw`, whose i16 pair sums saturate. f16: 8 weights widened
-//! in registers (`vcvtph2ps`), fused multiply-add in f32. Four output
-//! channels per pass share each activation load; tails go one channel or
-//! one element at a time.
+//! in registers (`vcvtph2ps`), fused multiply-add in f32. Tiles of 2 rows ×
+//! 4 output channels (`kernels::drive`); tails go one element at a time.
 
 use std::arch::x86_64::*;
 
 use half::f16;
 
+use crate::kernels::{drive, scalar};
+
 /// Only reached through [`super::detect`], which checked AVX2.
 pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
-    assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
     assert!(is_x86_feature_detected!("avx2"));
-    // SAFETY: AVX2 is present (asserted above) and every slice holds its
-    // shape (asserted above), which is all `gemm_i8_avx2` reads or writes.
-    unsafe { gemm_i8_avx2(x, w, m, n, k, out) }
+    drive(
+        x,
+        w,
+        m,
+        n,
+        k,
+        out,
+        // SAFETY: AVX2 is present (asserted above); `drive` hands each call
+        // rows of `x` and `w`, all `k` long.
+        |xs, ws| unsafe { tile_i8(xs, ws) },
+        scalar::dot_i8,
+    )
 }
 
 /// Only reached through [`super::detect`], which checked AVX2, FMA, F16C.
 pub fn gemm_f16w(x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [f32]) {
-    assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
     assert!(is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c"));
-    // SAFETY: the features are present and the slices hold their shapes
-    // (asserted above).
-    unsafe { gemm_f16w_avx2(x, w, m, n, k, out) }
+    drive(
+        x,
+        w,
+        m,
+        n,
+        k,
+        out,
+        // SAFETY: the features are present (asserted above); `drive` hands
+        // each call rows all `k` long.
+        |xs, ws| unsafe { tile_f16w(xs, ws) },
+        scalar::dot_f16w,
+    )
 }
 
 #[target_feature(enable = "avx2")]
@@ -43,119 +60,67 @@ fn hsum_f32(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// 16 i8 at `p` sign-extended to 16 i16.
+/// The 2 × 4 dot products of two activation rows with four weight rows:
+/// 8 accumulators, 2 activation registers, 1 weight register (of 16).
 ///
 /// # Safety
-/// `p..p+16` must be readable.
+/// AVX2; every row at least `xs[0].len()` long.
 #[target_feature(enable = "avx2")]
-unsafe fn load16(p: *const i8) -> __m256i {
-    // SAFETY: the caller guarantees 16 readable bytes; unaligned load.
-    unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i)) }
-}
-
-/// # Safety
-/// AVX2; `x` holds `m·k`, `w` `n·k`, `out` `m·n` values.
-#[target_feature(enable = "avx2")]
-unsafe fn gemm_i8_avx2(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
+unsafe fn tile_i8(xs: [&[i8]; 2], ws: [&[i8]; 4]) -> [[i32; 4]; 2] {
+    let k = xs[0].len();
     let kv = k / 16 * 16;
-    for i in 0..m {
-        let xr = &x[i * k..(i + 1) * k];
-        let mut j = 0;
-        while j + 4 <= n {
-            let rows = [0, 1, 2, 3].map(|r| &w[(j + r) * k..(j + r + 1) * k]);
-            let mut acc = [_mm256_setzero_si256(); 4];
-            let mut t = 0;
-            while t < kv {
-                // SAFETY: t + 16 <= kv <= k = each row's length.
-                let xv = unsafe { load16(xr.as_ptr().add(t)) };
-                for (a, wr) in acc.iter_mut().zip(&rows) {
-                    // SAFETY: as above, for this weight row.
-                    let wv = unsafe { load16(wr.as_ptr().add(t)) };
-                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(xv, wv));
-                }
-                t += 16;
+    let mut acc = [[_mm256_setzero_si256(); 4]; 2];
+    let mut t = 0;
+    while t < kv {
+        // SAFETY: t + 16 <= kv <= k, the length of every row; unaligned
+        // 16-byte loads.
+        let xv = xs
+            .map(|xr| unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(xr.as_ptr().add(t).cast())) });
+        for (r, wr) in ws.iter().enumerate() {
+            // SAFETY: as above, for this weight row.
+            let wv = unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(wr.as_ptr().add(t).cast())) };
+            for (a, x) in acc.iter_mut().zip(&xv) {
+                a[r] = _mm256_add_epi32(a[r], _mm256_madd_epi16(*x, wv));
             }
-            for (r, (a, wr)) in acc.iter().zip(&rows).enumerate() {
-                out[i * n + j + r] = hsum_i32(*a) + tail_i8(&xr[kv..], &wr[kv..]);
-            }
-            j += 4;
         }
-        for j in j..n {
-            let wr = &w[j * k..(j + 1) * k];
-            let mut a = _mm256_setzero_si256();
-            let mut t = 0;
-            while t < kv {
-                // SAFETY: t + 16 <= kv <= k for both rows.
-                let (xv, wv) = unsafe { (load16(xr.as_ptr().add(t)), load16(wr.as_ptr().add(t))) };
-                a = _mm256_add_epi32(a, _mm256_madd_epi16(xv, wv));
-                t += 16;
-            }
-            out[i * n + j] = hsum_i32(a) + tail_i8(&xr[kv..], &wr[kv..]);
+        t += 16;
+    }
+    let mut out = [[0i32; 4]; 2];
+    for ((o, a), xr) in out.iter_mut().zip(&acc).zip(&xs) {
+        for ((v, ar), wr) in o.iter_mut().zip(a).zip(&ws) {
+            *v = hsum_i32(*ar) + scalar::dot_i8(&xr[kv..], &wr[kv..k]);
         }
     }
+    out
 }
 
-fn tail_i8(x: &[i8], w: &[i8]) -> i32 {
-    x.iter().zip(w).map(|(a, b)| *a as i32 * *b as i32).sum()
-}
-
-/// 8 f16 at `p` widened to f32.
+/// As [`tile_i8`] for f32 activations and f16 weights.
 ///
 /// # Safety
-/// F16C; `p..p+8` readable.
-#[target_feature(enable = "avx,f16c")]
-unsafe fn load8h(p: *const f16) -> __m256 {
-    // SAFETY: the caller guarantees 8 readable f16 (16 bytes); unaligned.
-    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
-}
-
-/// # Safety
-/// AVX, FMA, F16C; `x` holds `m·k`, `w` `n·k`, `out` `m·n` values.
+/// AVX, FMA, F16C; every row at least `xs[0].len()` long.
 #[target_feature(enable = "avx,fma,f16c")]
-unsafe fn gemm_f16w_avx2(x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [f32]) {
+unsafe fn tile_f16w(xs: [&[f32]; 2], ws: [&[f16]; 4]) -> [[f32; 4]; 2] {
+    let k = xs[0].len();
     let kv = k / 8 * 8;
-    for i in 0..m {
-        let xr = &x[i * k..(i + 1) * k];
-        let mut j = 0;
-        while j + 4 <= n {
-            let rows = [0, 1, 2, 3].map(|r| &w[(j + r) * k..(j + r + 1) * k]);
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let mut t = 0;
-            while t < kv {
-                // SAFETY: t + 8 <= kv <= k = the row's length.
-                let xv = unsafe { _mm256_loadu_ps(xr.as_ptr().add(t)) };
-                for (a, wr) in acc.iter_mut().zip(&rows) {
-                    // SAFETY: as above, for this weight row.
-                    let wv = unsafe { load8h(wr.as_ptr().add(t)) };
-                    *a = _mm256_fmadd_ps(xv, wv, *a);
-                }
-                t += 8;
+    let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+    let mut t = 0;
+    while t < kv {
+        // SAFETY: t + 8 <= kv <= k, the length of every row.
+        let xv = xs.map(|xr| unsafe { _mm256_loadu_ps(xr.as_ptr().add(t)) });
+        for (r, wr) in ws.iter().enumerate() {
+            // SAFETY: as above; 8 f16 are 16 bytes, loaded unaligned.
+            let wv = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(wr.as_ptr().add(t).cast())) };
+            for (a, x) in acc.iter_mut().zip(&xv) {
+                a[r] = _mm256_fmadd_ps(*x, wv, a[r]);
             }
-            for (r, (a, wr)) in acc.iter().zip(&rows).enumerate() {
-                out[i * n + j + r] = hsum_f32(*a) + tail_f16w(&xr[kv..], &wr[kv..]);
-            }
-            j += 4;
         }
-        for j in j..n {
-            let wr = &w[j * k..(j + 1) * k];
-            let mut a = _mm256_setzero_ps();
-            let mut t = 0;
-            while t < kv {
-                // SAFETY: t + 8 <= kv <= k for both rows.
-                let (xv, wv) = unsafe {
-                    (
-                        _mm256_loadu_ps(xr.as_ptr().add(t)),
-                        load8h(wr.as_ptr().add(t)),
-                    )
-                };
-                a = _mm256_fmadd_ps(xv, wv, a);
-                t += 8;
-            }
-            out[i * n + j] = hsum_f32(a) + tail_f16w(&xr[kv..], &wr[kv..]);
+        t += 8;
+    }
+    let mut out = [[0f32; 4]; 2];
+    for ((o, a), xr) in out.iter_mut().zip(&acc).zip(&xs) {
+        for ((v, ar), wr) in o.iter_mut().zip(a).zip(&ws) {
+            *v = hsum_f32(*ar) + scalar::dot_f16w(&xr[kv..], &wr[kv..k]);
         }
     }
-}
-
-fn tail_f16w(x: &[f32], w: &[f16]) -> f32 {
-    x.iter().zip(w).map(|(a, b)| a * b.to_f32()).sum()
+    out
 }

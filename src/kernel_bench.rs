@@ -1,0 +1,136 @@
+//! `clip-edge bench-kernels`: the native kernels against tract's matrix
+//! multiply on the same shapes, side by side in one run (one thread).
+//! A measurement, not a test: the kernels' correctness is in
+//! `kernels::tests`.
+
+use std::time::Instant;
+
+use half::f16;
+use serde::Serialize;
+use tract_core::internal::*;
+use tract_core::ops::einsum::EinSum;
+
+use crate::kernels::{quantize_row, Kernels};
+
+/// ViT-B/32's linear layers at one image (50 tokens): attention projection,
+/// MLP up, MLP down.
+pub const VIT_B32_SHAPES: [(usize, usize, usize); 3] =
+    [(50, 768, 768), (50, 768, 3072), (50, 3072, 768)];
+
+/// One shape's median milliseconds per path.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// Path name → median ms.
+    pub ms: Vec<(String, f64)>,
+}
+
+fn median_ms(iterations: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..iterations.max(1))
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+fn tract_plan(
+    m: usize,
+    k: usize,
+    b: Tensor,
+    input: DatumType,
+    acc: DatumType,
+) -> TractResult<Arc<TypedSimplePlan>> {
+    let mut model = TypedModel::default();
+    let src = model.add_source("a", TypedFact::dt_shape(input, [m, k]))?;
+    let w = model.add_const("b", b)?;
+    let c = model.wire_node("mm", EinSum::new("mk,kn->mn".parse()?, acc), &[src, w])?;
+    model.select_output_outlets(&c)?;
+    model.into_optimized()?.into_runnable()
+}
+
+/// Times every path on each shape.
+pub fn run(shapes: &[(usize, usize, usize)], iterations: usize) -> TractResult<Vec<Row>> {
+    let simd = Kernels::simd();
+    let mut rows = Vec::new();
+    for &(m, k, n) in shapes {
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let x: Vec<f32> = (0..m * k).map(|_| next()).collect();
+        let w: Vec<f32> = (0..n * k).map(|_| next()).collect();
+        let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+        let w16: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
+        let w8: Vec<i8> = w.iter().map(|v| (v * 127.0).round() as i8).collect();
+        let w8t: Vec<i8> = (0..k * n).map(|i| w8[(i % n) * k + i / n]).collect();
+        let mut xq = vec![0i8; m * k];
+        let mut acc = vec![0i32; m * n];
+        let mut outf = vec![0f32; m * n];
+        let mut ms = Vec::new();
+
+        let f32_plan = tract_plan(
+            m,
+            k,
+            tensor1(&wt).into_shape(&[k, n])?,
+            f32::datum_type(),
+            f32::datum_type(),
+        )?;
+        let xt = tensor1(&x).into_shape(&[m, k])?;
+        ms.push((
+            "tract f32".to_string(),
+            median_ms(iterations, || {
+                f32_plan
+                    .run(tvec!(xt.clone().into_tvalue()))
+                    .expect("tract f32");
+            }),
+        ));
+        let i8_plan = tract_plan(
+            m,
+            k,
+            tensor1(&w8t).into_shape(&[k, n])?,
+            i8::datum_type(),
+            i32::datum_type(),
+        )?;
+        for (row, q) in x.chunks(k).zip(xq.chunks_mut(k)) {
+            quantize_row(row, q);
+        }
+        let xqt = tensor1(&xq).into_shape(&[m, k])?;
+        ms.push((
+            "tract i8".to_string(),
+            median_ms(iterations, || {
+                i8_plan
+                    .run(tvec!(xqt.clone().into_tvalue()))
+                    .expect("tract i8");
+            }),
+        ));
+        for kern in [Some(Kernels::SCALAR), simd].into_iter().flatten() {
+            ms.push((
+                format!("{} int8 (with quantize_row)", kern.name),
+                median_ms(iterations, || {
+                    for (row, q) in x.chunks(k).zip(xq.chunks_mut(k)) {
+                        quantize_row(row, q);
+                    }
+                    kern.gemm_i8(&xq, &w8, m, n, k, &mut acc);
+                }),
+            ));
+            ms.push((
+                format!("{} f16 weights", kern.name),
+                median_ms(iterations, || {
+                    kern.gemm_f16w(&x, &w16, m, n, k, &mut outf);
+                }),
+            ));
+        }
+        rows.push(Row { m, k, n, ms });
+    }
+    Ok(rows)
+}
