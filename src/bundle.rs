@@ -198,11 +198,17 @@ pub fn is_plain_name(name: &str) -> bool {
 /// whole. The size is checked before anything is allocated, and the read
 /// stops at `max + 1` bytes whatever the file does meanwhile.
 pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, BundleError> {
+    read_regular(path, max, false)
+}
+
+/// [`read_bounded`], following a symbolic link when `follow_links` (for
+/// files a user names, such as images; never inside a bundle).
+pub fn read_regular(path: &Path, max: u64, follow_links: bool) -> Result<Vec<u8>, BundleError> {
     let refused = |why: String| BundleError::Refused {
         path: path.to_path_buf(),
         why,
     };
-    let f = open_bundle_file(path)?;
+    let f = open_checked(path, follow_links)?;
     let len = f.metadata().map_err(|e| io_or_missing(path, e))?.len();
     if len > max {
         return Err(refused(format!(
@@ -223,12 +229,16 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, BundleError> {
     Ok(buf)
 }
 
-fn open_bundle_file(path: &Path) -> Result<std::fs::File, BundleError> {
-    open_regular(path, false).map_err(|e| match e {
+fn open_checked(path: &Path, follow_links: bool) -> Result<std::fs::File, BundleError> {
+    open_regular(path, follow_links).map_err(|e| match e {
         OpenError::Io(e) => io_or_missing(path, e),
         OpenError::NotRegular(kind) => BundleError::Refused {
             path: path.to_path_buf(),
-            why: format!("not a regular file ({kind}); a bundle holds plain files only"),
+            why: if follow_links {
+                format!("not a regular file ({kind})")
+            } else {
+                format!("not a regular file ({kind}); a bundle holds plain files only")
+            },
         },
     })
 }
@@ -274,7 +284,7 @@ fn hash_bounded(path: &Path, max: u64) -> Result<String, BundleError> {
         path: path.to_path_buf(),
         why,
     };
-    let f = open_bundle_file(path)?;
+    let f = open_checked(path, false)?;
     let mut h = Sha256::new();
     let n = std::io::copy(&mut f.take(max + 1), &mut h).map_err(|e| io_or_missing(path, e))?;
     if n > max {
@@ -309,13 +319,6 @@ fn io_or_missing(path: &Path, source: std::io::Error) -> BundleError {
 }
 
 impl Manifest {
-    /// Reads and validates `dir/manifest.toml`.
-    pub fn read(dir: &Path) -> Result<Self, BundleError> {
-        let path = dir.join(MANIFEST);
-        let bytes = read_bounded(&path, MAX_MANIFEST_BYTES)?;
-        Self::parse(&bytes, &path)
-    }
-
     /// Parses and validates manifest bytes; `path` names them in errors.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, BundleError> {
         let bad = |why: String| BundleError::Manifest {
@@ -483,11 +486,6 @@ impl Bundle {
 
     pub fn image_encoder_path(&self) -> PathBuf {
         self.dir.join(IMAGE_ENCODER)
-    }
-
-    /// The verified bytes of the image encoder (empty once taken).
-    pub fn encoder_bytes(&self) -> &[u8] {
-        &self.encoder
     }
 
     /// Hands over the encoder's verified bytes, so that they are not kept

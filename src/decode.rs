@@ -7,7 +7,7 @@
 //! Other formats go through `image`. JPEG decoders differ from Pillow's
 //! libjpeg-turbo by a few levels (see the README).
 
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -60,27 +60,20 @@ impl DecodedImage {
 /// Decodes an image file: a regular file (a link to one is followed; a
 /// device or pipe is refused) of at most [`MAX_IMAGE_FILE_BYTES`].
 pub fn decode_file(path: &Path) -> Result<DecodedImage, DecodeError> {
-    let io = |source| DecodeError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let f = crate::bundle::open_regular(path, true).map_err(|e| match e {
-        crate::bundle::OpenError::Io(e) => io(e),
-        crate::bundle::OpenError::NotRegular(kind) => DecodeError::Unsupported {
-            path: path.to_path_buf(),
-            why: format!("not a regular file ({kind})"),
-        },
-    })?;
-    let mut bytes = Vec::new();
-    f.take(MAX_IMAGE_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    if bytes.len() as u64 > MAX_IMAGE_FILE_BYTES {
-        return Err(DecodeError::Unsupported {
-            path: path.to_path_buf(),
-            why: format!("file larger than {MAX_IMAGE_FILE_BYTES} bytes"),
-        });
-    }
+    use crate::bundle::BundleError;
+    let bytes =
+        crate::bundle::read_regular(path, MAX_IMAGE_FILE_BYTES, true).map_err(|e| match e {
+            BundleError::Io { path, source } => DecodeError::Io { path, source },
+            BundleError::Missing { path } => DecodeError::Io {
+                path,
+                source: std::io::ErrorKind::NotFound.into(),
+            },
+            BundleError::Refused { path, why } => DecodeError::Unsupported { path, why },
+            other => DecodeError::Unsupported {
+                path: path.to_path_buf(),
+                why: other.to_string(),
+            },
+        })?;
     decode_bytes(&bytes, path)
 }
 

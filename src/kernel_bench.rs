@@ -55,9 +55,14 @@ fn tract_plan(
     model.into_optimized()?.into_runnable()
 }
 
-/// Times every path on each shape.
-pub fn run(shapes: &[(usize, usize, usize)], iterations: usize) -> TractResult<Vec<Row>> {
-    let simd = Kernels::simd();
+/// Times tract's f32 and i8 matmuls, the scalar twins and `kernels` (when
+/// they are not the twins) on each shape.
+pub fn run(
+    shapes: &[(usize, usize, usize)],
+    iterations: usize,
+    kernels: Kernels,
+) -> TractResult<Vec<Row>> {
+    let simd = (kernels.name != Kernels::SCALAR.name).then_some(kernels);
     let mut rows = Vec::new();
     for &(m, k, n) in shapes {
         let mut seed = 0x9e3779b97f4a7c15u64;

@@ -221,8 +221,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn bench_kernels(iterations: usize, json_out: bool) -> Result<ExitCode> {
     let kernels = clip_edge::kernels::Kernels::detect();
-    let rows = clip_edge::kernel_bench::run(&clip_edge::kernel_bench::VIT_B32_SHAPES, iterations)
-        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let rows = clip_edge::kernel_bench::run(
+        &clip_edge::kernel_bench::VIT_B32_SHAPES,
+        iterations,
+        kernels,
+    )?;
     if json_out {
         out!(
             "{}",

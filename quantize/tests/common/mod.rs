@@ -18,8 +18,8 @@ pub const TEXT_TABLE_F16_STEPS: u16 = 1;
 
 /// The committed bundles must match a rebuild on any machine: the image
 /// encoder (weights transformed in plain Rust) bit for bit, labels and
-/// templates exactly, the text table within [`TEXT_TABLE_F32_TOL`] /
-/// [`TEXT_TABLE_F16_TOL`] of its dtype. `hint` says how to refresh them.
+/// templates exactly, the text table within [`TEXT_TABLE_F32_TOL`] (f32) or
+/// [`TEXT_TABLE_F16_STEPS`] (f16). `hint` says how to refresh them.
 pub fn assert_fresh(fresh: &Path, committed: &Path, hint: &str) {
     let f = Bundle::open(fresh).unwrap();
     let c = Bundle::open(committed).unwrap();

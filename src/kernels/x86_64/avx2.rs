@@ -29,7 +29,11 @@ pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]
 
 /// Only reached through [`super::detect`], which checked AVX2, FMA, F16C.
 pub fn gemm_f16w(x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [f32]) {
-    assert!(is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c"));
+    assert!(
+        is_x86_feature_detected!("avx")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    );
     drive(
         x,
         w,
