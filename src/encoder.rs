@@ -154,3 +154,13 @@ pub fn run_f32(plan: &Plan, input: Tensor) -> TractResult<Vec<f32>> {
     let t = out[0].cast_to::<f32>()?;
     Ok(t.to_plain_array_view::<f32>()?.iter().copied().collect())
 }
+
+/// The graph the native engine lowers: constants folded, then tract's
+/// declutter (which names LayerNorm's core `RmsNorm`, turns 1×1
+/// convolutions into products, and drops identities).
+pub fn for_native(mut model: TypedModel) -> TractResult<TypedModel> {
+    fold_constants(&mut model)?;
+    let mut model = model.into_decluttered()?;
+    fold_constants(&mut model)?;
+    Ok(model)
+}

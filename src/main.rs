@@ -12,7 +12,7 @@ use clip_edge::alloc_count::{self, Counting};
 use clip_edge::board::BoardProfile;
 use clip_edge::bundle::{Bundle, Trust};
 use clip_edge::decode::decode_file;
-use clip_edge::engine::Engine;
+use clip_edge::engine::{Engine, EngineKind};
 use clip_edge::eval::{list_labelled, Tally};
 use clip_edge::preprocess::{ImageView, Mode, Preprocessor, CLIP_MEAN, CLIP_STD, MAX_RESOLUTION};
 use clip_edge::signature::read_public_key;
@@ -54,6 +54,10 @@ struct BundleArg {
     /// signature of its manifest (a KEY.pub from clip-quantize keygen).
     #[arg(long, value_name = "PUBKEY")]
     require_signature: Option<PathBuf>,
+    /// Which backend runs the image encoder: native (ours; no allocation
+    /// per frame) or tract (the reference). `info` only reads the bundle.
+    #[arg(long, value_enum, default_value_t = EngineKind::Native)]
+    engine: EngineKind,
 }
 
 impl BundleArg {
@@ -70,8 +74,9 @@ impl BundleArg {
         format!("loading bundle {}", self.bundle.display())
     }
 
-    fn engine(&self) -> Result<Engine> {
-        Engine::load_with(&self.bundle, &self.trust()?).with_context(|| self.context())
+    fn engine(&self, threads: usize) -> Result<Engine> {
+        Engine::load_on(&self.bundle, &self.trust()?, self.engine, threads)
+            .with_context(|| self.context())
     }
 
     fn open(&self) -> Result<Bundle> {
@@ -172,6 +177,7 @@ fn set_threads(n: usize) -> Result<()> {
     if n == 0 || n > max {
         bail!("--threads {n}: expected 1 to {max} (4 x the {cpus} CPUs of this machine)");
     }
+    // The native engine makes its own pool at load; tract's is process-wide.
     if n > 1 {
         use tract_linalg::multithread::{set_default_executor, Executor};
         set_default_executor(Executor::multithread(n));
@@ -258,7 +264,7 @@ fn classify(
     if top_k == 0 {
         bail!("--top-k must be at least 1");
     }
-    let mut engine = bundle.engine()?;
+    let mut engine = bundle.engine(threads)?;
     let mut failed = 0;
     for path in images {
         let t0 = Instant::now();
@@ -271,15 +277,15 @@ fn classify(
             }
         };
         let decode = ms(t0);
-        let (top, t) = match engine.classify(&img.view(), top_k) {
-            Ok(r) => r,
+        let t = match engine.classify(&img.view(), top_k) {
+            Ok(t) => t,
             Err(e) => {
                 eprintln!("error: {}: {e}", path.display());
                 failed += 1;
                 continue;
             }
         };
-        let labels = engine.bundle.labels();
+        let (top, labels) = (engine.top(), engine.bundle.labels());
         if json {
             let top: Vec<_> = top
                 .iter()
@@ -313,7 +319,7 @@ fn eval(
     json_out: bool,
 ) -> Result<ExitCode> {
     set_threads(threads)?;
-    let mut engine = bundle.engine()?;
+    let mut engine = bundle.engine(threads)?;
     let labels = engine.bundle.labels().to_vec();
     let set = list_labelled(images, &labels)?;
     let mut tally = Tally::new(&labels);
@@ -329,8 +335,8 @@ fn eval(
                     .with_context(|| path.display().to_string())
             });
         match ranked {
-            Ok((top, _)) => {
-                let ranked: Vec<usize> = top.iter().map(|(i, _)| *i).collect();
+            Ok(_) => {
+                let ranked: Vec<usize> = engine.top().iter().map(|(i, _)| *i).collect();
                 tally.add(*truth, &ranked);
             }
             Err(e) => {
@@ -450,7 +456,7 @@ fn bench(
     if iterations == 0 {
         bail!("--iterations must be at least 1");
     }
-    let mut engine = bundle.engine()?;
+    let mut engine = bundle.engine(threads)?;
     // A deterministic 640x480 camera-like frame.
     log::info!(
         "cpu features: {:?}; tract kernels for {:?}",
@@ -523,7 +529,9 @@ fn bench(
         "encoder_macs": engine.macs,
         "encoder_gflops": 2.0 * engine.macs / (mean_encode * 1e-3) / 1e9,
         "cpu_features": cpu_features(),
+        "engine": engine.kind(),
         "ops": engine.op_summary().into_iter().map(|(k, (n, info))| (k, json!({"count": n, "info": info}))).collect::<serde_json::Map<_, _>>(),
+        "native": engine.native_summary(),
         "arch": std::env::consts::ARCH,
     });
     if let Some(b) = board {

@@ -252,9 +252,12 @@ fn info_and_bench_report_json() {
     for k in ["preprocess", "encode", "score", "total"] {
         assert!(v["latency_ms"][k]["p50"].as_f64().unwrap() >= 0.0);
     }
-    // The steady state of our own stages allocates nothing; tract's executor does.
+    // The steady state allocates nothing on the native engine (the default).
+    assert_eq!(v["engine"], "native");
     assert_eq!(v["allocations_per_frame"]["preprocess"], 0.0);
+    assert_eq!(v["allocations_per_frame"]["encode"], 0.0);
     assert_eq!(v["allocations_per_frame"]["score"], 0.0);
+    assert!(v["native"]["ops"].as_object().unwrap().len() > 3);
     assert!(v["encoder_macs"].as_f64().unwrap() > 0.0);
     assert_eq!(v["board"]["peak_gflops"], 12.0);
     assert!(v["board"]["percent_of_peak"].as_f64().unwrap() > 0.0);

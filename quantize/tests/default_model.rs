@@ -61,8 +61,8 @@ fn evaluate(bundle: &Path) -> Summary {
     let mut tally = Tally::new(&labels);
     for (path, truth) in list_labelled(&synthetic().join("eval"), &labels).unwrap() {
         let img = decode_file(&path).unwrap();
-        let (top, _) = engine.classify(&img.view(), 5).unwrap();
-        let ranked: Vec<usize> = top.iter().map(|(i, _)| *i).collect();
+        engine.classify(&img.view(), 5).unwrap();
+        let ranked: Vec<usize> = engine.top().iter().map(|(i, _)| *i).collect();
         tally.add(truth, &ranked);
     }
     tally.summary(5)

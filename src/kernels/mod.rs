@@ -6,6 +6,8 @@
 //! - [`Kernels::gemm_f16w`]: f32 activations × f16 weights, widened in
 //!   registers, f32 accumulation (the bundle's fp16 weights never become an
 //!   f32 copy in memory).
+//! - [`Kernels::gemm_f32`]: f32 × f32 → f32 (fp32 weights, and the
+//!   attention products of two activations).
 //! - [`quantize_row`]: an activation row to int8, exactly as the bundles'
 //!   graphs quantise dynamically per token.
 //!
@@ -19,6 +21,7 @@
 
 use half::f16;
 
+pub mod pool;
 pub mod scalar;
 
 #[cfg(target_arch = "aarch64")]
@@ -31,6 +34,9 @@ pub type GemmI8 = fn(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut
 /// `out[i][j] = Σ_k x[i][k] · w[j][k]`, f32 × f16 → f32.
 pub type GemmF16w = fn(x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [f32]);
 
+/// `out[i][j] = Σ_k x[i][k] · w[j][k]`, f32 × f32 → f32.
+pub type GemmF32 = fn(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]);
+
 /// One set of kernels for this CPU.
 #[derive(Clone, Copy)]
 pub struct Kernels {
@@ -38,6 +44,7 @@ pub struct Kernels {
     pub name: &'static str,
     gemm_i8: GemmI8,
     gemm_f16w: GemmF16w,
+    gemm_f32: GemmF32,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -52,6 +59,7 @@ impl Kernels {
         name: "scalar",
         gemm_i8: scalar::gemm_i8,
         gemm_f16w: scalar::gemm_f16w,
+        gemm_f32: scalar::gemm_f32,
     };
 
     /// The best kernels this CPU runs, by run-time feature detection;
@@ -97,6 +105,15 @@ impl Kernels {
     pub fn gemm_f16w(&self, x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [f32]) {
         check(x.len(), w.len(), out.len(), m, n, k);
         (self.gemm_f16w)(x, w, m, n, k, out)
+    }
+
+    /// `out = x · wᵀ` in f32.
+    ///
+    /// # Panics
+    /// As [`Kernels::gemm_i8`].
+    pub fn gemm_f32(&self, x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
+        check(x.len(), w.len(), out.len(), m, n, k);
+        (self.gemm_f32)(x, w, m, n, k, out)
     }
 }
 
@@ -203,6 +220,22 @@ mod tests {
                 // twice that.
                 let (i, j) = (idx / n, idx % n);
                 let abs: f32 = (0..k).map(|t| (x[i * k + t] * w[j * k + t].to_f32()).abs()).sum();
+                let bound = 2.0 * k as f32 * f32::EPSILON * abs + f32::MIN_POSITIVE;
+                prop_assert!((p - q).abs() <= bound, "{} [{}] {} vs {} ({}x{}x{})", simd.name, idx, p, q, m, n, k);
+            }
+        }
+
+        #[test]
+        fn simd_gemm_f32_matches_scalar((m, n, k) in shapes(), x in prop::collection::vec(-4f32..4.0, 400), w in prop::collection::vec(-2f32..2.0, 800)) {
+            let Some(simd) = Kernels::simd() else { return Ok(()) };
+            let (x, w) = (&x[..m * k], &w[..n * k]);
+            let (mut a, mut b) = (vec![0f32; m * n], vec![1f32; m * n]);
+            Kernels::SCALAR.gemm_f32(x, w, m, n, k, &mut a);
+            simd.gemm_f32(x, w, m, n, k, &mut b);
+            for (idx, (p, q)) in a.iter().zip(&b).enumerate() {
+                // As for f16 weights: the same products in another order.
+                let (i, j) = (idx / n, idx % n);
+                let abs: f32 = (0..k).map(|t| (x[i * k + t] * w[j * k + t]).abs()).sum();
                 let bound = 2.0 * k as f32 * f32::EPSILON * abs + f32::MIN_POSITIVE;
                 prop_assert!((p - q).abs() <= bound, "{} [{}] {} vs {} ({}x{}x{})", simd.name, idx, p, q, m, n, k);
             }

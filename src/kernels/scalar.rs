@@ -1,7 +1,7 @@
 //! The plain twins: the definition, one multiply-add at a time, in the
 //! plainest loop order (not through `drive`, so a tiling bug there cannot
-//! hide in both sides of a comparison). The SIMD kernels use [`dot_i8`] and
-//! [`dot_f16w`] for their tails.
+//! hide in both sides of a comparison). The SIMD kernels use [`dot_i8`],
+//! [`dot_f16w`] and [`dot_f32`] for their tails.
 
 use half::f16;
 
@@ -11,6 +11,18 @@ pub fn dot_i8(x: &[i8], w: &[i8]) -> i32 {
 
 pub fn dot_f16w(x: &[f32], w: &[f16]) -> f32 {
     x.iter().zip(w).map(|(a, b)| a * b.to_f32()).sum()
+}
+
+pub fn dot_f32(x: &[f32], w: &[f32]) -> f32 {
+    x.iter().zip(w).map(|(a, b)| a * b).sum()
+}
+
+pub fn gemm_f32(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
+    for i in 0..m {
+        for j in 0..n {
+            out[i * n + j] = dot_f32(&x[i * k..(i + 1) * k], &w[j * k..(j + 1) * k]);
+        }
+    }
 }
 
 pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {

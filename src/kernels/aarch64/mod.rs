@@ -11,5 +11,6 @@ pub fn detect() -> Option<Kernels> {
         name: "aarch64-neon",
         gemm_i8: neon::gemm_i8,
         gemm_f16w: neon::gemm_f16w,
+        gemm_f32: neon::gemm_f32,
     })
 }

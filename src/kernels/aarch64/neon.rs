@@ -19,6 +19,10 @@ pub fn gemm_f16w(x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [
     drive(x, w, m, n, k, out, tile_f16w, scalar::dot_f16w)
 }
 
+pub fn gemm_f32(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
+    drive(x, w, m, n, k, out, tile_f32, scalar::dot_f32)
+}
+
 /// The 2 × 4 dot products of two activation rows with four weight rows,
 /// every row at least `xs[0].len()` long (`drive` passes `k`-long rows).
 fn tile_i8(xs: [&[i8]; 2], ws: [&[i8]; 4]) -> [[i32; 4]; 2] {
@@ -107,6 +111,45 @@ fn tile_f16w(xs: [&[f32]; 2], ws: [&[f16]; 4]) -> [[f32; 4]; 2] {
     for ((o, a), xr) in out.iter_mut().zip(acc).zip(&xs) {
         for ((v, s), wr) in o.iter_mut().zip(a).zip(&ws) {
             *v = s + scalar::dot_f16w(&xr[kv..], &wr[kv..k]);
+        }
+    }
+    out
+}
+
+/// As [`tile_f16w`] for f32 weights (`fmla`).
+fn tile_f32(xs: [&[f32]; 2], ws: [&[f32]; 4]) -> [[f32; 4]; 2] {
+    let k = xs[0].len();
+    assert!(xs[1].len() >= k && ws.iter().all(|r| r.len() >= k));
+    let kv = k / 8 * 8;
+    // SAFETY: NEON is baseline; loads of 4 values at t and t + 4 with
+    // t + 8 <= kv <= k, within every row (asserted above).
+    let acc = unsafe {
+        let mut acc = [[vdupq_n_f32(0.0); 4]; 2];
+        let mut t = 0;
+        while t < kv {
+            let xv = xs.map(|xr| {
+                (
+                    vld1q_f32(xr.as_ptr().add(t)),
+                    vld1q_f32(xr.as_ptr().add(t + 4)),
+                )
+            });
+            for (r, wr) in ws.iter().enumerate() {
+                let (w0, w1) = (
+                    vld1q_f32(wr.as_ptr().add(t)),
+                    vld1q_f32(wr.as_ptr().add(t + 4)),
+                );
+                for (a, (x0, x1)) in acc.iter_mut().zip(&xv) {
+                    a[r] = vfmaq_f32(vfmaq_f32(a[r], *x0, w0), *x1, w1);
+                }
+            }
+            t += 8;
+        }
+        acc.map(|a| a.map(|v| vaddvq_f32(v)))
+    };
+    let mut out = [[0f32; 4]; 2];
+    for ((o, a), xr) in out.iter_mut().zip(acc).zip(&xs) {
+        for ((v, s), wr) in o.iter_mut().zip(a).zip(&ws) {
+            *v = s + scalar::dot_f32(&xr[kv..], &wr[kv..k]);
         }
     }
     out

@@ -48,6 +48,23 @@ pub fn gemm_f16w(x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [
     )
 }
 
+/// Only reached through [`super::detect`], which checked AVX and FMA.
+pub fn gemm_f32(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
+    assert!(is_x86_feature_detected!("avx") && is_x86_feature_detected!("fma"));
+    drive(
+        x,
+        w,
+        m,
+        n,
+        k,
+        out,
+        // SAFETY: the features are present (asserted above); `drive` hands
+        // each call rows all `k` long.
+        |xs, ws| unsafe { tile_f32(xs, ws) },
+        scalar::dot_f32,
+    )
+}
+
 #[target_feature(enable = "avx2")]
 fn hsum_i32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -124,6 +141,37 @@ unsafe fn tile_f16w(xs: [&[f32]; 2], ws: [&[f16]; 4]) -> [[f32; 4]; 2] {
     for ((o, a), xr) in out.iter_mut().zip(&acc).zip(&xs) {
         for ((v, ar), wr) in o.iter_mut().zip(a).zip(&ws) {
             *v = hsum_f32(*ar) + scalar::dot_f16w(&xr[kv..], &wr[kv..k]);
+        }
+    }
+    out
+}
+
+/// As [`tile_f16w`] for f32 weights.
+///
+/// # Safety
+/// AVX, FMA; every row at least `xs[0].len()` long.
+#[target_feature(enable = "avx,fma")]
+unsafe fn tile_f32(xs: [&[f32]; 2], ws: [&[f32]; 4]) -> [[f32; 4]; 2] {
+    let k = xs[0].len();
+    let kv = k / 8 * 8;
+    let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+    let mut t = 0;
+    while t < kv {
+        // SAFETY: t + 8 <= kv <= k, the length of every row.
+        let xv = xs.map(|xr| unsafe { _mm256_loadu_ps(xr.as_ptr().add(t)) });
+        for (r, wr) in ws.iter().enumerate() {
+            // SAFETY: as above, for this weight row.
+            let wv = unsafe { _mm256_loadu_ps(wr.as_ptr().add(t)) };
+            for (a, x) in acc.iter_mut().zip(&xv) {
+                a[r] = _mm256_fmadd_ps(*x, wv, a[r]);
+            }
+        }
+        t += 8;
+    }
+    let mut out = [[0f32; 4]; 2];
+    for ((o, a), xr) in out.iter_mut().zip(&acc).zip(&xs) {
+        for ((v, ar), wr) in o.iter_mut().zip(a).zip(&ws) {
+            *v = hsum_f32(*ar) + scalar::dot_f32(&xr[kv..], &wr[kv..k]);
         }
     }
     out

@@ -15,6 +15,7 @@ pub fn detect() -> Option<Kernels> {
             name: "x86_64-avx2",
             gemm_i8: avx2::gemm_i8,
             gemm_f16w: avx2::gemm_f16w,
+            gemm_f32: avx2::gemm_f32,
         })
     } else {
         None

@@ -1,5 +1,9 @@
 //! The per-frame path: preprocess into a reused buffer, encode with the
-//! bundle's graph, score against the table, top-k.
+//! bundle's graph, score against the table, top-k. Two backends run the
+//! encoder: [`native`] (ours: lowered at load, arena, own kernels; the
+//! default) and tract's optimised plan (the reference).
+
+pub mod native;
 
 use std::path::Path;
 use std::time::Instant;
@@ -48,6 +52,32 @@ fn one_line(s: &str) -> String {
     out
 }
 
+/// Which backend runs the image encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// Our engine: the graph lowered at load, one arena, our kernels, no
+    /// allocation per frame.
+    #[default]
+    Native,
+    /// tract's optimised plan (the reference backend).
+    Tract,
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EngineKind::Native => "native",
+            EngineKind::Tract => "tract",
+        })
+    }
+}
+
+enum Backend {
+    Tract(Plan),
+    Native(Box<native::Native>),
+}
+
 /// Milliseconds spent in each stage of one frame.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Timings {
@@ -58,7 +88,7 @@ pub struct Timings {
 
 pub struct Engine {
     pub bundle: Bundle,
-    plan: Plan,
+    backend: Backend,
     pre: Preprocessor,
     input: Vec<f32>,
     emb: Vec<f32>,
@@ -66,6 +96,7 @@ pub struct Engine {
     table: Vec<f32>,
     pub scores: Vec<f32>,
     top: Vec<usize>,
+    top_pairs: Vec<(usize, f32)>,
     /// Multiply-accumulates of one encoder run (from tract's cost model).
     pub macs: f64,
 }
@@ -75,9 +106,22 @@ impl Engine {
         Self::load_with(dir, &Trust::default())
     }
 
-    /// Loads a bundle that must first satisfy `trust` (a required signature).
-    /// The encoder is parsed from the bytes that were hashed.
+    /// Loads a bundle that must first satisfy `trust` (a required signature),
+    /// on the native engine.
     pub fn load_with(dir: &Path, trust: &Trust) -> Result<Self, EngineError> {
+        Self::load_on(dir, trust, EngineKind::Native, 1)
+    }
+
+    /// Loads a bundle that must first satisfy `trust`, on the backend `kind`
+    /// with `threads` compute threads (tract's are set process-wide, see
+    /// `tract_linalg::multithread`). The encoder is parsed from the bytes
+    /// that were hashed.
+    pub fn load_on(
+        dir: &Path,
+        trust: &Trust,
+        kind: EngineKind,
+        threads: usize,
+    ) -> Result<Self, EngineError> {
         let mut bundle = Bundle::open_with(dir, trust)?;
         let path = bundle.image_encoder_path();
         let gerr = |e: TractError| EngineError::Graph {
@@ -113,21 +157,45 @@ impl Engine {
         let mut model = model;
         encoder::fold_constants(&mut model).map_err(gerr)?;
         let macs = count_macs(&model);
-        let plan = encoder::into_plan(model).map_err(gerr)?;
-        log::info!(
-            "image encoder kernels: {}",
-            encoder::matmul_kernels(&plan).join(" | ")
-        );
+        let backend = match kind {
+            EngineKind::Tract => {
+                let plan = encoder::into_plan(model).map_err(gerr)?;
+                log::info!(
+                    "image encoder on tract, kernels: {}",
+                    encoder::matmul_kernels(&plan).join(" | ")
+                );
+                Backend::Tract(plan)
+            }
+            EngineKind::Native => {
+                let model = encoder::for_native(model).map_err(gerr)?;
+                let kernels = crate::kernels::Kernels::detect();
+                let native = native::Native::new(&model, kernels, threads).map_err(|e| {
+                    EngineError::Graph {
+                        path: path.display().to_string(),
+                        why: one_line(&e.to_string()),
+                    }
+                })?;
+                if native.input_len() != 3 * r * r || native.output_len() != dim {
+                    return Err(EngineError::Graph {
+                        path: path.display().to_string(),
+                        why: "the lowered graph's input or output size differs from the manifest's"
+                            .into(),
+                    });
+                }
+                Backend::Native(Box::new(native))
+            }
+        };
         let labels = bundle.manifest.labels.len();
         Ok(Engine {
             table: score::widen(&bundle.table),
             bundle,
-            plan,
+            backend,
             pre: Preprocessor::new(),
             input: vec![0f32; 3 * r * r],
             emb: vec![0f32; dim],
             scores: vec![0f32; labels],
             top: Vec::with_capacity(labels),
+            top_pairs: Vec::with_capacity(labels),
             macs,
         })
     }
@@ -136,13 +204,10 @@ impl Engine {
         self.bundle.manifest.preprocess.resolution
     }
 
-    /// Classifies one decoded frame; returns the top `k` (label index,
-    /// probability) and the stage timings.
-    pub fn classify(
-        &mut self,
-        img: &ImageView<'_>,
-        k: usize,
-    ) -> Result<(Vec<(usize, f32)>, Timings), EngineError> {
+    /// Classifies one decoded frame into [`Engine::top`] (the top `k` label
+    /// indices with their probabilities); returns the stage timings.
+    /// Allocates nothing on the native engine.
+    pub fn classify(&mut self, img: &ImageView<'_>, k: usize) -> Result<Timings, EngineError> {
         let mut t = Timings::default();
         let k = k.min(self.scores.len());
         let t0 = Instant::now();
@@ -157,7 +222,12 @@ impl Engine {
         t.preprocess = (t1 - t0).as_secs_f64() * 1e3;
         t.encode = (t2 - t1).as_secs_f64() * 1e3;
         t.score = (t3 - t2).as_secs_f64() * 1e3;
-        Ok((self.top.iter().map(|&i| (i, self.scores[i])).collect(), t))
+        Ok(t)
+    }
+
+    /// The last frame's top `k`: (label index, probability), best first.
+    pub fn top(&self) -> &[(usize, f32)] {
+        &self.top_pairs
     }
 
     /// Preprocess only (for benchmarks).
@@ -168,12 +238,34 @@ impl Engine {
         Ok(())
     }
 
+    /// Which backend runs the encoder.
+    pub fn kind(&self) -> EngineKind {
+        match self.backend {
+            Backend::Tract(_) => EngineKind::Tract,
+            Backend::Native(_) => EngineKind::Native,
+        }
+    }
+
+    /// The native engine's ops, kernels and memory (`None` on tract).
+    pub fn native_summary(&self) -> Option<native::Summary> {
+        match &self.backend {
+            Backend::Native(n) => Some(n.summary()),
+            Backend::Tract(_) => None,
+        }
+    }
+
     /// Runs the encoder on the preprocessed input into the embedding buffer.
     pub fn encode(&mut self) -> Result<(), EngineError> {
-        let r = self.resolution() as usize;
+        let plan = match &mut self.backend {
+            Backend::Native(n) => {
+                n.run(&self.input, &mut self.emb);
+                return Ok(());
+            }
+            Backend::Tract(plan) => plan,
+        };
+        let r = self.bundle.manifest.preprocess.resolution as usize;
         let input = Tensor::from_shape(&[1, 3, r, r], &self.input).map_err(EngineError::Run)?;
-        let out = self
-            .plan
+        let out = plan
             .run(tvec!(input.into_tvalue()))
             .map_err(EngineError::Run)?;
         let view = out[0]
@@ -197,17 +289,24 @@ impl Engine {
         );
         score::softmax(&mut self.scores);
         score::top_k(&self.scores, k, &mut self.top);
+        self.top_pairs.clear();
+        self.top_pairs
+            .extend(self.top.iter().map(|&i| (i, self.scores[i])));
     }
 
     pub fn embedding(&self) -> &[f32] {
         &self.emb
     }
 
-    /// The optimised plan's operators: name → (count, first description),
-    /// which shows the kernels tract selected (e.g. its matmul kernel names).
+    /// The tract plan's operators: name → (count, first description),
+    /// which shows the kernels tract selected (e.g. its matmul kernel
+    /// names); empty on the native engine (see [`Engine::native_summary`]).
     pub fn op_summary(&self) -> std::collections::BTreeMap<String, (usize, String)> {
         let mut m = std::collections::BTreeMap::new();
-        for node in &self.plan.model().nodes {
+        let Backend::Tract(plan) = &self.backend else {
+            return m;
+        };
+        for node in &plan.model().nodes {
             let e = m
                 .entry(node.op.name().to_string())
                 .or_insert((0, String::new()));

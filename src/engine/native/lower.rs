@@ -1,0 +1,855 @@
+//! Lowering: a decluttered tract graph becomes, once at load, a static list
+//! of our ops over value ids (arena tensors) and f32 constants. int8 layers
+//! are recognised by their pattern: the activation's fake quantisation
+//! (`Mul(Min(Max(RoundHalfToEven(Mul(x, Recip(s))), -127), 127), s)`)
+//! feeding a product whose constant weights lie on a per-channel int8 grid;
+//! such a product reads `x` and `s` and runs in integers.
+
+use std::collections::HashMap;
+
+use tract_core::internal::*;
+use tract_core::ops::array::{Slice, TypedConcat};
+use tract_core::ops::cast::Cast;
+use tract_core::ops::change_axes::AxisOp;
+use tract_core::ops::cnn::{Conv as TConv, KernelFormat, SumPool};
+use tract_core::ops::einsum::EinSum;
+use tract_core::ops::konst::Const;
+use tract_core::ops::nn::{DataFormat, Reduce as TReduce, Reducer, RmsNorm, Softmax, SoftmaxKind};
+
+use super::linear::{ActQuant, Conv, MatMul, Rhs, Weights};
+use super::ops::{self, AroundAxis, Binary, Pool2d, Reduce, Unary, MAX_RANK};
+
+/// Where an op reads a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operand {
+    /// An arena tensor (value id).
+    Val(usize),
+    /// A constant (index into the constants).
+    Const(usize),
+}
+
+pub struct CopyPart {
+    pub src: Operand,
+    pub dims: Vec<usize>,
+    pub src_off: usize,
+    pub ss: Vec<usize>,
+    pub dst_off: usize,
+    pub sd: Vec<usize>,
+}
+
+pub enum Kind {
+    Binary {
+        op: Binary,
+        dims: Vec<usize>,
+        a: Operand,
+        sa: Vec<usize>,
+        b: Operand,
+        sb: Vec<usize>,
+    },
+    Unary {
+        op: Unary,
+        x: Operand,
+    },
+    Reduce {
+        op: Reduce,
+        dims: Vec<usize>,
+        sx: Vec<usize>,
+        so: Vec<usize>,
+        count: usize,
+        x: Operand,
+    },
+    Softmax {
+        around: AroundAxis,
+        x: Operand,
+    },
+    RmsNorm {
+        around: AroundAxis,
+        eps: f32,
+        x: Operand,
+    },
+    Copy {
+        parts: Vec<CopyPart>,
+    },
+    MatMul {
+        mm: Box<MatMul>,
+        a: Operand,
+        b: Option<Operand>,
+        s: Option<Operand>,
+    },
+    Conv {
+        conv: Box<Conv>,
+        x: Operand,
+        s: Option<Operand>,
+    },
+    Pool {
+        pool: Pool2d,
+        x: Operand,
+    },
+}
+
+impl Kind {
+    /// The class of op, for logs and `bench --json`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Kind::Binary { .. } | Kind::Unary { .. } => "elementwise",
+            Kind::Reduce { .. } => "reduce",
+            Kind::Softmax { .. } => "softmax",
+            Kind::RmsNorm { .. } => "norm",
+            Kind::Copy { .. } => "copy",
+            Kind::MatMul { mm, .. } => match mm.rhs {
+                Rhs::Act { .. } => "matmul-activations",
+                Rhs::Weights(..) => "linear",
+            },
+            Kind::Conv { .. } => "conv",
+            Kind::Pool { .. } => "pool",
+        }
+    }
+
+    pub fn inputs(&self) -> Vec<Operand> {
+        match self {
+            Kind::Binary { a, b, .. } => vec![*a, *b],
+            Kind::Unary { x, .. }
+            | Kind::Reduce { x, .. }
+            | Kind::Softmax { x, .. }
+            | Kind::RmsNorm { x, .. }
+            | Kind::Pool { x, .. } => vec![*x],
+            Kind::Copy { parts } => parts.iter().map(|p| p.src).collect(),
+            Kind::MatMul { a, b, s, .. } => [Some(*a), *b, *s].into_iter().flatten().collect(),
+            Kind::Conv { x, s, .. } => [Some(*x), *s].into_iter().flatten().collect(),
+        }
+    }
+}
+
+pub struct Step {
+    pub name: String,
+    pub kind: Kind,
+    pub out: usize,
+}
+
+/// The lowered graph, before arena planning.
+pub struct Lowered {
+    pub steps: Vec<Step>,
+    /// Length of each value id.
+    pub lens: Vec<usize>,
+    pub consts: Vec<Vec<f32>>,
+    pub input: usize,
+    pub output: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the native engine cannot run node {node:?} ({op}): {why} (`--engine tract` runs this bundle)"
+)]
+pub struct LowerError {
+    pub node: String,
+    pub op: String,
+    pub why: String,
+}
+
+#[derive(Clone)]
+enum Value {
+    Const(Arc<Tensor>),
+    Val { id: usize, dims: Vec<usize> },
+}
+
+struct Lowerer<'m> {
+    model: &'m TypedModel,
+    values: HashMap<OutletId, Value>,
+    lens: Vec<usize>,
+    consts: Vec<Vec<f32>>,
+    const_ids: HashMap<OutletId, usize>,
+    steps: Vec<Step>,
+}
+
+/// `[c, h, w]` of one channels-first image (NCHW with one image, or CHW).
+fn chw(format: DataFormat, dims: &[usize]) -> Option<[usize; 3]> {
+    match (format, dims) {
+        (DataFormat::NCHW, [1, c, h, w]) | (DataFormat::CHW, [c, h, w]) => Some([*c, *h, *w]),
+        _ => None,
+    }
+}
+
+/// A constant's values as f32 (widened from whatever number type it holds).
+fn tensor_f32(t: &Tensor) -> Option<Vec<f32>> {
+    let t = t.cast_to::<f32>().ok()?;
+    let v = t.to_plain_array_view::<f32>().ok()?;
+    Some(v.iter().copied().collect())
+}
+
+fn concrete(fact: &TypedFact) -> Option<Vec<usize>> {
+    fact.shape.as_concrete().map(|s| s.to_vec())
+}
+
+pub fn lower(model: &TypedModel) -> Result<Lowered, LowerError> {
+    let fail = |node: &str, op: &str, why: String| LowerError {
+        node: node.to_string(),
+        op: op.to_string(),
+        why,
+    };
+    if model.input_outlets().map(|o| o.len()).unwrap_or(0) != 1
+        || model.output_outlets().map(|o| o.len()).unwrap_or(0) != 1
+    {
+        return Err(fail(
+            "graph",
+            "graph",
+            "one input and one output are expected".into(),
+        ));
+    }
+    let order = model
+        .eval_order()
+        .map_err(|e| fail("graph", "graph", format!("{e}")))?;
+    let mut l = Lowerer {
+        model,
+        values: HashMap::new(),
+        lens: Vec::new(),
+        consts: Vec::new(),
+        const_ids: HashMap::new(),
+        steps: Vec::new(),
+    };
+    for id in order {
+        let node = &model.nodes[id];
+        l.node(node)
+            .map_err(|why| fail(&node.name, &node.op.name(), why))?;
+    }
+    let input = match l.values.get(&model.input_outlets().unwrap()[0]) {
+        Some(Value::Val { id, .. }) => *id,
+        _ => return Err(fail("graph", "graph", "the input is not a tensor".into())),
+    };
+    let output = match l.values.get(&model.output_outlets().unwrap()[0]) {
+        Some(Value::Val { id, .. }) => *id,
+        _ => return Err(fail("graph", "graph", "the output is a constant".into())),
+    };
+    // Dead steps (the fake quantisation an int8 product no longer reads).
+    let mut needed = vec![false; l.lens.len()];
+    needed[output] = true;
+    let mut keep = vec![false; l.steps.len()];
+    for (i, s) in l.steps.iter().enumerate().rev() {
+        if needed[s.out] {
+            keep[i] = true;
+            for o in s.kind.inputs() {
+                if let Operand::Val(v) = o {
+                    needed[v] = true;
+                }
+            }
+        }
+    }
+    let mut k = keep.iter();
+    l.steps.retain(|_| *k.next().unwrap());
+    Ok(Lowered {
+        steps: l.steps,
+        lens: l.lens,
+        consts: l.consts,
+        input,
+        output,
+    })
+}
+
+type R<T> = Result<T, String>;
+
+/// One einsum axis: its size, position in `a`, strides in a, b and out.
+#[derive(Clone, Copy)]
+struct Ax {
+    size: usize,
+    pos_a: usize,
+    a: usize,
+    b: usize,
+    o: usize,
+}
+
+impl Lowerer<'_> {
+    fn new_val(&mut self, dims: Vec<usize>) -> Value {
+        let id = self.lens.len();
+        self.lens.push(dims.iter().product());
+        Value::Val { id, dims }
+    }
+
+    fn value(&self, o: OutletId) -> R<Value> {
+        self.values
+            .get(&o)
+            .cloned()
+            .ok_or_else(|| format!("input {o:?} was not lowered"))
+    }
+
+    fn dims(&self, o: OutletId) -> R<Vec<usize>> {
+        match self.value(o)? {
+            Value::Const(t) => Ok(t.shape().to_vec()),
+            Value::Val { dims, .. } => Ok(dims),
+        }
+    }
+
+    /// An operand for generic f32 ops (constants widened to f32 once).
+    fn operand(&mut self, o: OutletId) -> R<Operand> {
+        match self.value(o)? {
+            Value::Val { id, .. } => Ok(Operand::Val(id)),
+            Value::Const(t) => {
+                if let Some(&i) = self.const_ids.get(&o) {
+                    return Ok(Operand::Const(i));
+                }
+                let v = tensor_f32(&t).ok_or("a constant that is not a plain number tensor")?;
+                self.consts.push(v);
+                let i = self.consts.len() - 1;
+                self.const_ids.insert(o, i);
+                Ok(Operand::Const(i))
+            }
+        }
+    }
+
+    fn push(&mut self, node: &TypedNode, kind: Kind, dims: Vec<usize>) {
+        let v = self.new_val(dims);
+        let Value::Val { id, .. } = v else {
+            unreachable!()
+        };
+        self.steps.push(Step {
+            name: node.name.clone(),
+            kind,
+            out: id,
+        });
+        self.values.insert(OutletId::new(node.id, 0), v);
+    }
+
+    fn const_scalar(&self, o: OutletId) -> Option<f32> {
+        match self.values.get(&o)? {
+            Value::Const(t) if t.len() == 1 => t.cast_to_scalar::<f32>().ok(),
+            _ => None,
+        }
+    }
+
+    fn op_of(&self, o: OutletId) -> (&TypedNode, String) {
+        let n = &self.model.nodes[o.node];
+        (n, n.op.name().to_string())
+    }
+
+    /// `(x, s)` when `o` is an activation's fake quantisation.
+    fn fake_quant(&self, o: OutletId) -> Option<(OutletId, OutletId)> {
+        let (d, name) = self.op_of(o);
+        if name != "Mul" || d.inputs.len() != 2 {
+            return None;
+        }
+        for (qi, si) in [(0, 1), (1, 0)] {
+            let (q, s) = (d.inputs[qi], d.inputs[si]);
+            if let Some(x) = self.quant_of(q, s) {
+                return Some((x, s));
+            }
+        }
+        None
+    }
+
+    /// `x` when `q = Min(Max(RoundHalfToEven(Mul(x, 1/s)), -127), 127)`.
+    fn quant_of(&self, q: OutletId, s: OutletId) -> Option<OutletId> {
+        let clamp = |o: OutletId, op: &str, bound: f32| -> Option<OutletId> {
+            let (n, name) = self.op_of(o);
+            if name != op || n.inputs.len() != 2 {
+                return None;
+            }
+            (0..2).find_map(|i| {
+                (self.const_scalar(n.inputs[1 - i]) == Some(bound)).then_some(n.inputs[i])
+            })
+        };
+        let lo = clamp(q, "Min", 127.0)?;
+        let round = clamp(lo, "Max", -127.0)?;
+        let (rn, name) = self.op_of(round);
+        if name != "RoundHalfToEven" {
+            return None;
+        }
+        let (mul, name) = self.op_of(rn.inputs[0]);
+        if name != "Mul" || mul.inputs.len() != 2 {
+            return None;
+        }
+        for (xi, ri) in [(0, 1), (1, 0)] {
+            let (x, r) = (mul.inputs[xi], mul.inputs[ri]);
+            let (rnode, rname) = self.op_of(r);
+            let is_recip = rname == "Recip" && rnode.inputs[0] == s;
+            let is_const_recip = match (self.const_scalar(r), self.const_scalar(s)) {
+                (Some(r), Some(s)) => r == 1.0 / s,
+                _ => false,
+            };
+            if is_recip || is_const_recip {
+                return Some(x);
+            }
+        }
+        None
+    }
+
+    fn node(&mut self, node: &TypedNode) -> R<()> {
+        let model = self.model;
+        let out_fact = model
+            .outlet_fact(OutletId::new(node.id, 0))
+            .map_err(|e| e.to_string())?;
+        let name = node.op.name().to_string();
+        if let Some(k) = node.op_as::<Const>() {
+            self.values
+                .insert(OutletId::new(node.id, 0), Value::Const(k.val().clone()));
+            return Ok(());
+        }
+        if node.outputs.len() != 1 {
+            return Err("ops with several outputs are not supported".into());
+        }
+        let dims = concrete(out_fact).ok_or("the output shape is not fixed")?;
+        if dims.len() > MAX_RANK {
+            return Err(format!("rank {} is past {MAX_RANK}", dims.len()));
+        }
+        if name == "Source" {
+            if out_fact.datum_type != f32::datum_type() {
+                return Err(format!("input type {:?}", out_fact.datum_type));
+            }
+            let v = self.new_val(dims);
+            self.values.insert(OutletId::new(node.id, 0), v);
+            return Ok(());
+        }
+        if out_fact.datum_type != f32::datum_type() {
+            return Err(format!(
+                "output type {:?} (only f32 tensors run natively)",
+                out_fact.datum_type
+            ));
+        }
+        let input = |i: usize| -> R<OutletId> {
+            node.inputs
+                .get(i)
+                .copied()
+                .ok_or_else(|| format!("input {i} missing"))
+        };
+        // Same memory, new shape.
+        let alias = |this: &mut Self| -> R<()> {
+            let v = match this.value(input(0)?)? {
+                Value::Val { id, .. } => Value::Val {
+                    id,
+                    dims: dims.clone(),
+                },
+                Value::Const(_) => {
+                    return Err("a shape op on a constant (fold constants first)".into())
+                }
+            };
+            this.values.insert(OutletId::new(node.id, 0), v);
+            Ok(())
+        };
+        if let Some(c) = node.op_as::<Cast>() {
+            let from = model
+                .outlet_fact(input(0)?)
+                .map_err(|e| e.to_string())?
+                .datum_type;
+            if c.to == f32::datum_type() && from == f32::datum_type() {
+                return alias(self);
+            }
+            return Err(format!("cast to {:?}", c.to));
+        }
+        if let Some(op) = node.op_as::<AxisOp>() {
+            return match op {
+                AxisOp::Add(_) | AxisOp::Rm(_) | AxisOp::Reshape(..) => alias(self),
+                AxisOp::Move(from, to) => {
+                    let src = self.dims(input(0)?)?;
+                    let mut axes: Vec<usize> = (0..src.len()).collect();
+                    let a = axes.remove(*from);
+                    axes.insert(*to, a);
+                    let st = ops::strides_of(&src);
+                    let ss = axes.iter().map(|&a| st[a]).collect();
+                    let part = CopyPart {
+                        src: self.operand(input(0)?)?,
+                        dims: dims.clone(),
+                        src_off: 0,
+                        ss,
+                        dst_off: 0,
+                        sd: ops::strides_of(&dims),
+                    };
+                    self.push(node, Kind::Copy { parts: vec![part] }, dims);
+                    Ok(())
+                }
+            };
+        }
+        if let Some(op) = node.op_as::<Slice>() {
+            let src = self.dims(input(0)?)?;
+            let start = op.start.to_usize().map_err(|e| e.to_string())?;
+            let st = ops::strides_of(&src);
+            let part = CopyPart {
+                src: self.operand(input(0)?)?,
+                dims: dims.clone(),
+                src_off: start * st[op.axis],
+                ss: st,
+                dst_off: 0,
+                sd: ops::strides_of(&dims),
+            };
+            self.push(node, Kind::Copy { parts: vec![part] }, dims);
+            return Ok(());
+        }
+        if let Some(op) = node.op_as::<TypedConcat>() {
+            let sd = ops::strides_of(&dims);
+            let mut parts = Vec::new();
+            let mut at = 0;
+            for &i in &node.inputs {
+                let d = self.dims(i)?;
+                parts.push(CopyPart {
+                    src: self.operand(i)?,
+                    dims: d.clone(),
+                    src_off: 0,
+                    ss: ops::strides_of(&d),
+                    dst_off: at * sd[op.axis],
+                    sd: sd.clone(),
+                });
+                at += d[op.axis];
+            }
+            self.push(node, Kind::Copy { parts }, dims);
+            return Ok(());
+        }
+        if let Some(op) = Binary::from_name(&name) {
+            if node
+                .op_as::<tract_core::ops::binary::TypedBinOp>()
+                .is_none()
+                || node.inputs.len() != 2
+            {
+                return Err("not a two-input op".into());
+            }
+            let (da, db) = (self.dims(input(0)?)?, self.dims(input(1)?)?);
+            if da.len() != dims.len() || db.len() != dims.len() {
+                return Err(format!("ranks {da:?} {db:?} -> {dims:?}"));
+            }
+            let kind = Kind::Binary {
+                op,
+                sa: ops::broadcast_strides(&da, &dims),
+                sb: ops::broadcast_strides(&db, &dims),
+                a: self.operand(input(0)?)?,
+                b: self.operand(input(1)?)?,
+                dims: dims.clone(),
+            };
+            self.push(node, kind, dims);
+            return Ok(());
+        }
+        if let Some(op) = Unary::from_name(&name) {
+            if node
+                .op_as::<tract_core::ops::element_wise::ElementWiseOp>()
+                .is_none()
+            {
+                return Err("not an element-wise op".into());
+            }
+            let x = self.operand(input(0)?)?;
+            self.push(node, Kind::Unary { op, x }, dims);
+            return Ok(());
+        }
+        if let Some(op) = node.op_as::<TReduce>() {
+            let kind = match op.reducer {
+                Reducer::Sum => Reduce::Sum,
+                Reducer::Max => Reduce::Max,
+                Reducer::Min => Reduce::Min,
+                Reducer::MeanOfSquares => Reduce::MeanOfSquares,
+                ref r => return Err(format!("reducer {r:?}")),
+            };
+            let src = self.dims(input(0)?)?;
+            let count = op.axes.iter().map(|&a| src[a]).product();
+            let kind = Kind::Reduce {
+                op: kind,
+                sx: ops::strides_of(&src),
+                so: ops::broadcast_strides(&dims, &src),
+                dims: src,
+                count,
+                x: self.operand(input(0)?)?,
+            };
+            self.push(node, kind, dims);
+            return Ok(());
+        }
+        if let Some(op) = node.op_as::<Softmax>() {
+            if op.axes.len() != 1 || op.kind != SoftmaxKind::Softmax || op.quant_output_dt.is_some()
+            {
+                return Err(format!("softmax over {:?} ({:?})", op.axes, op.kind));
+            }
+            let around = AroundAxis::new(&dims, op.axes[0]);
+            let x = self.operand(input(0)?)?;
+            self.push(node, Kind::Softmax { around, x }, dims);
+            return Ok(());
+        }
+        if let Some(op) = node.op_as::<RmsNorm>() {
+            let eps = op.eps.cast_to_scalar::<f32>().map_err(|e| e.to_string())?;
+            let around = AroundAxis::new(&dims, op.axis);
+            let x = self.operand(input(0)?)?;
+            self.push(node, Kind::RmsNorm { around, eps, x }, dims);
+            return Ok(());
+        }
+        if let Some(op) = node.op_as::<SumPool>() {
+            let full = self.dims(input(0)?)?;
+            let ps = &op.pool_spec;
+            let (Some(src), Some(out)) = (chw(ps.data_format, &full), chw(ps.data_format, &dims))
+            else {
+                return Err(format!("pool over {full:?} ({:?})", ps.data_format));
+            };
+            if ps.kernel_shape.len() != 2 {
+                return Err(format!("pool of kernel {:?}", ps.kernel_shape));
+            }
+            let pad = ps.computed_padding(&src[1..]);
+            let strides = ps.strides();
+            let pool = Pool2d {
+                c: src[0],
+                h: src[1],
+                w: src[2],
+                oh: out[1],
+                ow: out[2],
+                k: [ps.kernel_shape[0], ps.kernel_shape[1]],
+                stride: [strides[0], strides[1]],
+                pad: [pad[0].pad_before, pad[1].pad_before],
+                normalize: op.normalize,
+                count_include_pad: op.count_include_pad,
+            };
+            if ps.dilations().iter().any(|&d| d != 1) {
+                return Err("dilated pooling".into());
+            }
+            let x = self.operand(input(0)?)?;
+            self.push(node, Kind::Pool { pool, x }, dims);
+            return Ok(());
+        }
+        if let Some(op) = node.op_as::<TConv>() {
+            return self.conv(node, op, dims);
+        }
+        if let Some(op) = node.op_as::<EinSum>() {
+            return self.einsum(node, op, dims);
+        }
+        Err("no native op for it".into())
+    }
+
+    fn const_f32(&self, o: OutletId) -> Option<Vec<f32>> {
+        match self.values.get(&o)? {
+            Value::Const(t) => tensor_f32(t),
+            _ => None,
+        }
+    }
+
+    fn conv(&mut self, node: &TypedNode, op: &TConv, dims: Vec<usize>) -> R<()> {
+        let ps = &op.pool_spec;
+        let x_full = self.dims(node.inputs[0])?;
+        let x_dims = chw(ps.data_format, &x_full);
+        let out = chw(ps.data_format, &dims);
+        if op.kernel_fmt != KernelFormat::OIHW
+            || op.group != 1
+            || op.q_params.is_some()
+            || x_dims.is_none()
+            || out.is_none()
+            || ps.kernel_shape.len() != 2
+            || node.inputs.len() != 3
+        {
+            return Err(format!(
+                "convolution {:?} {:?} group {} on {x_dims:?}",
+                ps.data_format, op.kernel_fmt, op.group
+            ));
+        }
+        let (x_dims, out) = (x_dims.unwrap(), out.unwrap());
+        let w = self
+            .const_f32(node.inputs[1])
+            .ok_or("weights are not constant")?;
+        let bias = self
+            .const_f32(node.inputs[2])
+            .ok_or("bias is not constant")?;
+        let (o, c) = (out[0], x_dims[0]);
+        let [kh, kw] = [ps.kernel_shape[0], ps.kernel_shape[1]];
+        let kk = c * kh * kw;
+        if w.len() != o * kk {
+            return Err(format!("weights hold {} values, not {o}x{kk}", w.len()));
+        }
+        let bias = match bias.len() {
+            1 => vec![bias[0]; o],
+            n if n == o => bias,
+            n => return Err(format!("bias of {n} values for {o} channels")),
+        };
+        // An int8 layer: a fake-quantised input with one scale.
+        let fq = self.fake_quant(node.inputs[0]).filter(|(x, s)| {
+            self.dims(*s)
+                .map(|d| d.iter().product::<usize>() == 1)
+                .unwrap_or(false)
+                && self.dims(*x).ok() == Some(x_full.clone())
+        });
+        let weights = Weights::pack(w, o, kk, fq.is_some());
+        let quant = fq.is_some() && matches!(weights, Weights::I8 { .. });
+        let pad = ps.computed_padding(&x_dims[1..]);
+        let (strides, dil) = (ps.strides(), ps.dilations());
+        let conv = Conv {
+            c,
+            h: x_dims[1],
+            w: x_dims[2],
+            o,
+            oh: out[1],
+            ow: out[2],
+            kernel: [kh, kw],
+            stride: [strides[0], strides[1]],
+            dilation: [dil[0], dil[1]],
+            pad: [pad[0].pad_before, pad[1].pad_before],
+            weights,
+            bias,
+            quant,
+        };
+        let (x, s) = match (quant, fq) {
+            (true, Some((x, s))) => (self.operand(x)?, Some(self.operand(s)?)),
+            _ => (self.operand(node.inputs[0])?, None),
+        };
+        self.push(
+            node,
+            Kind::Conv {
+                conv: Box::new(conv),
+                x,
+                s,
+            },
+            dims,
+        );
+        Ok(())
+    }
+
+    fn einsum(&mut self, node: &TypedNode, op: &EinSum, dims: Vec<usize>) -> R<()> {
+        if op.q_params.is_some() || node.inputs.len() != 2 {
+            return Err("a quantised or many-input einsum".into());
+        }
+        let (a_o, b_o) = (node.inputs[0], node.inputs[1]);
+        if matches!(self.value(a_o)?, Value::Const(_)) {
+            return Err("a constant left operand".into());
+        }
+        let (da, db) = (self.dims(a_o)?, self.dims(b_o)?);
+        let (sa, sb, so) = (
+            ops::strides_of(&da),
+            ops::strides_of(&db),
+            ops::strides_of(&dims),
+        );
+        // Axes by role: (size, stride in a, in b, in out).
+        let mut batch = Vec::new();
+        let mut m_ax = Vec::new();
+        let mut n_ax = Vec::new();
+        let mut k_ax = Vec::new();
+        for axis in op.axes.iter_all_axes() {
+            let pos = |v: &TVec<usize>| -> R<Option<usize>> {
+                match v.len() {
+                    0 => Ok(None),
+                    1 => Ok(Some(v[0])),
+                    _ => Err(format!("axis {} repeated", axis.repr)),
+                }
+            };
+            let (pa, pb, po) = (
+                pos(&axis.inputs[0])?,
+                pos(&axis.inputs[1])?,
+                pos(&axis.outputs[0])?,
+            );
+            let size = pa
+                .map(|p| da[p])
+                .or(pb.map(|p| db[p]))
+                .or(po.map(|p| dims[p]))
+                .unwrap_or(1);
+            let st = Ax {
+                size,
+                pos_a: pa.unwrap_or(0),
+                a: pa.map(|p| sa[p]).unwrap_or(0),
+                b: pb.map(|p| sb[p]).unwrap_or(0),
+                o: po.map(|p| so[p]).unwrap_or(0),
+            };
+            match (pa.is_some(), pb.is_some(), po.is_some()) {
+                _ if size == 1 => {}
+                (true, true, true) => batch.push(st),
+                (true, false, true) => m_ax.push(st),
+                (false, true, true) => n_ax.push(st),
+                (true, true, false) => k_ax.push(st),
+                _ => {
+                    return Err(format!(
+                        "axis {} of size {size} summed on one side",
+                        axis.repr
+                    ))
+                }
+            }
+        }
+        // Offset tables: every combination of the role's axes, row-major.
+        fn table(axes: &[Ax], pick: fn(&Ax) -> usize) -> Vec<usize> {
+            let mut t = vec![0usize];
+            for ax in axes {
+                let s = pick(ax);
+                t = t
+                    .iter()
+                    .flat_map(|&b| (0..ax.size).map(move |i| b + i * s))
+                    .collect();
+            }
+            t
+        }
+        let (m, n, k) = (
+            m_ax.iter().map(|a| a.size).product::<usize>(),
+            n_ax.iter().map(|a| a.size).product::<usize>(),
+            k_ax.iter().map(|a| a.size).product::<usize>(),
+        );
+        let rhs_const = matches!(self.value(b_o)?, Value::Const(_));
+        let fq = self
+            .fake_quant(a_o)
+            .filter(|(x, _)| self.dims(*x).ok() == Some(da.clone()));
+        // The scale's offsets on a's axes; it must not vary along k.
+        let quant = match fq {
+            Some((_, s)) if rhs_const => {
+                let ds = self.dims(s)?;
+                (ds.len() == da.len())
+                    .then(|| ops::broadcast_strides(&ds, &da))
+                    .and_then(|ss| {
+                        // The role's axes with their strides in s as `a`.
+                        let on_s = |role: &[Ax]| -> Vec<Ax> {
+                            role.iter()
+                                .map(|ax| Ax {
+                                    a: ss[ax.pos_a],
+                                    ..*ax
+                                })
+                                .collect()
+                        };
+                        if on_s(&k_ax).iter().any(|ax| ax.a != 0) {
+                            return None;
+                        }
+                        Some(ActQuant {
+                            s_batch: table(&on_s(&batch), |ax| ax.a),
+                            s_m: table(&on_s(&m_ax), |ax| ax.a),
+                        })
+                    })
+            }
+            _ => None,
+        };
+        let rhs = if rhs_const {
+            if !batch.is_empty() {
+                return Err("batched product with constant weights".into());
+            }
+            let bv = self.const_f32(b_o).ok_or("weights are not f32")?;
+            let (b_n, b_k) = (table(&n_ax, |ax| ax.b), table(&k_ax, |ax| ax.b));
+            let mut w = Vec::with_capacity(n * k);
+            for &nn in &b_n {
+                for &kk in &b_k {
+                    w.push(bv[nn + kk]);
+                }
+            }
+            let weights = Weights::pack(w, n, k, quant.is_some());
+            let quant = if matches!(weights, Weights::I8 { .. }) {
+                quant
+            } else {
+                None
+            };
+            Rhs::Weights(weights, quant)
+        } else {
+            Rhs::Act {
+                b_batch: table(&batch, |ax| ax.b),
+                b_n: table(&n_ax, |ax| ax.b),
+                b_k: table(&k_ax, |ax| ax.b),
+            }
+        };
+        let int8 = matches!(rhs, Rhs::Weights(_, Some(_)));
+        let mm = MatMul {
+            m,
+            n,
+            k,
+            a_batch: table(&batch, |ax| ax.a),
+            a_m: table(&m_ax, |ax| ax.a),
+            a_k: table(&k_ax, |ax| ax.a),
+            rhs,
+            o_batch: table(&batch, |ax| ax.o),
+            o_m: table(&m_ax, |ax| ax.o),
+            o_n: table(&n_ax, |ax| ax.o),
+        };
+        let (a, s) = match (int8, fq) {
+            (true, Some((x, s))) => (self.operand(x)?, Some(self.operand(s)?)),
+            _ => (self.operand(a_o)?, None),
+        };
+        let b = if rhs_const {
+            None
+        } else {
+            Some(self.operand(b_o)?)
+        };
+        self.push(
+            node,
+            Kind::MatMul {
+                mm: Box::new(mm),
+                a,
+                b,
+                s,
+            },
+            dims,
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,302 @@
+//! The native engine: the bundle's graph lowered once, at load, to a static
+//! schedule of our ops ([`lower`]), every tensor at an offset of one arena
+//! planned from the tensors' lifetimes ([`plan`]), weights packed in the
+//! bundle's precision ([`linear`]), and our kernels ([`crate::kernels`]).
+//! A frame runs the schedule in order: no allocation, no lock, no thread, no
+//! system call.
+
+pub mod linear;
+pub mod lower;
+pub mod ops;
+pub mod plan;
+
+use std::collections::BTreeMap;
+
+use tract_core::internal::TypedModel;
+
+use crate::kernels::pool::Pool;
+use crate::kernels::Kernels;
+use linear::{Scratch, ScratchSize};
+use lower::{Kind, LowerError, Operand, Step};
+
+/// A lowered image encoder, ready to run frames.
+pub struct Native {
+    steps: Vec<Step>,
+    offsets: Vec<usize>,
+    lens: Vec<usize>,
+    consts: Vec<Vec<f32>>,
+    arena: Vec<f32>,
+    scratch: Scratch,
+    input: usize,
+    output: usize,
+    kernels: Kernels,
+    pool: Pool,
+    weight_bytes: usize,
+}
+
+/// What a loaded native engine runs (for logs, `info` and `bench --json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    /// The kernel path, e.g. `x86_64-avx2`.
+    pub kernels: &'static str,
+    /// Ops by class and precision (`linear/int8`, `conv/f16`, `softmax`…).
+    pub ops: BTreeMap<String, usize>,
+    pub arena_bytes: usize,
+    pub scratch_bytes: usize,
+    pub weight_bytes: usize,
+    pub threads: usize,
+    /// Each matrix product (linear layer, convolution) by graph node name,
+    /// with the precision its weights run in.
+    #[serde(skip)]
+    pub products: Vec<(String, &'static str)>,
+}
+
+impl Native {
+    /// Lowers a decluttered graph with constants folded (see
+    /// [`crate::encoder::for_native`]).
+    /// `threads`: the compute threads (the caller's included), made now.
+    pub fn new(model: &TypedModel, kernels: Kernels, threads: usize) -> Result<Native, LowerError> {
+        let l = lower::lower(model)?;
+        let n = l.lens.len();
+        let mut first = vec![usize::MAX; n];
+        let mut last = vec![0usize; n];
+        first[l.input] = 0;
+        for (t, s) in l.steps.iter().enumerate() {
+            first[s.out] = first[s.out].min(t);
+            last[s.out] = last[s.out].max(t);
+            for o in s.kind.inputs() {
+                if let Operand::Val(v) = o {
+                    last[v] = last[v].max(t);
+                }
+            }
+        }
+        last[l.output] = l.steps.len();
+        let reqs: Vec<plan::Request> = (0..n)
+            .map(|v| plan::Request {
+                len: if first[v] == usize::MAX { 0 } else { l.lens[v] },
+                first: first[v].min(last[v]),
+                last: last[v],
+            })
+            .collect();
+        let (offsets, total) = plan::plan(&reqs);
+        if let Some((a, b)) = plan::first_conflict(&reqs, &offsets) {
+            return Err(LowerError {
+                node: "graph".into(),
+                op: "arena".into(),
+                why: format!("the arena plan overlaps values {a} and {b}"),
+            });
+        }
+        let mut size = ScratchSize::default();
+        let mut weight_bytes = 0;
+        for s in &l.steps {
+            match &s.kind {
+                Kind::MatMul { mm, .. } => {
+                    size = size.max(mm.scratch());
+                    if let linear::Rhs::Weights(w, _) = &mm.rhs {
+                        weight_bytes += w.bytes();
+                    }
+                }
+                Kind::Conv { conv, .. } => {
+                    size = size.max(conv.scratch());
+                    weight_bytes += conv.weights.bytes() + 4 * conv.bias.len();
+                }
+                _ => {}
+            }
+        }
+        weight_bytes += 4 * l.consts.iter().map(Vec::len).sum::<usize>();
+        let native = Native {
+            steps: l.steps,
+            offsets,
+            lens: l.lens,
+            consts: l.consts,
+            arena: vec![0f32; total],
+            scratch: Scratch::new(size),
+            input: l.input,
+            output: l.output,
+            kernels,
+            pool: Pool::new(threads),
+            weight_bytes,
+        };
+        log::info!(
+            "native engine: {} thread(s), {} ops, arena {:.1} MB, scratch {:.1} MB, weights {:.1} MB; {}",
+            native.pool.threads(),
+            native.steps.len(),
+            native.arena.len() as f64 * 4e-6,
+            native.scratch.bytes() as f64 * 1e-6,
+            native.weight_bytes as f64 * 1e-6,
+            native
+                .summary()
+                .ops
+                .iter()
+                .map(|(k, v)| format!("{k} x{v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(native)
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.lens[self.input]
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.lens[self.output]
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut ops = BTreeMap::new();
+        let mut products = Vec::new();
+        for s in &self.steps {
+            match &s.kind {
+                Kind::MatMul { mm, .. } if matches!(mm.rhs, linear::Rhs::Weights(..)) => {
+                    products.push((s.name.clone(), mm.precision()))
+                }
+                Kind::Conv { conv, .. } => {
+                    products.push((s.name.clone(), conv.weights.precision()))
+                }
+                _ => {}
+            }
+            let key = match &s.kind {
+                Kind::MatMul { mm, .. } => format!("{}/{}", s.kind.class(), mm.precision()),
+                Kind::Conv { conv, .. } => {
+                    format!("{}/{}", s.kind.class(), conv.weights.precision())
+                }
+                k => k.class().to_string(),
+            };
+            *ops.entry(key).or_insert(0) += 1;
+        }
+        Summary {
+            kernels: self.kernels.name,
+            ops,
+            arena_bytes: 4 * self.arena.len(),
+            scratch_bytes: self.scratch.bytes(),
+            weight_bytes: self.weight_bytes,
+            threads: self.pool.threads(),
+            products,
+        }
+    }
+
+    /// Runs one frame: `input` (the graph's input, e.g. 1×3×224×224) to
+    /// `output` (the embedding).
+    ///
+    /// # Panics
+    /// When a slice's length differs from [`Native::input_len`] /
+    /// [`Native::output_len`] (a caller's bug).
+    pub fn run(&mut self, input: &[f32], output: &mut [f32]) {
+        let Native {
+            steps,
+            offsets,
+            lens,
+            consts,
+            arena,
+            scratch,
+            kernels,
+            pool,
+            ..
+        } = self;
+        let at = |v: usize| offsets[v]..offsets[v] + lens[v];
+        arena[at(self.input)].copy_from_slice(input);
+        for step in steps.iter() {
+            let o = at(step.out);
+            let (lo, rest) = arena.split_at_mut(o.start);
+            let (dst, hi) = rest.split_at_mut(o.len());
+            let io = Io {
+                lo,
+                hi,
+                hi_start: o.end,
+                offsets,
+                lens,
+                consts,
+            };
+            exec(&step.kind, &io, dst, scratch, kernels, pool);
+        }
+        output.copy_from_slice(&arena[at(self.output)]);
+    }
+}
+
+/// The inputs of one step: the arena below and above its output, and the
+/// constants.
+struct Io<'a> {
+    lo: &'a [f32],
+    hi: &'a [f32],
+    hi_start: usize,
+    offsets: &'a [usize],
+    lens: &'a [usize],
+    consts: &'a [Vec<f32>],
+}
+
+impl<'a> Io<'a> {
+    fn get(&self, o: Operand) -> &'a [f32] {
+        match o {
+            Operand::Const(i) => &self.consts[i],
+            Operand::Val(v) => {
+                let (off, len) = (self.offsets[v], self.lens[v]);
+                if off + len <= self.lo.len() {
+                    &self.lo[off..off + len]
+                } else {
+                    // The plan keeps inputs apart from the output.
+                    &self.hi[off - self.hi_start..off - self.hi_start + len]
+                }
+            }
+        }
+    }
+
+    fn opt(&self, o: Option<Operand>) -> &'a [f32] {
+        o.map(|o| self.get(o)).unwrap_or(&[])
+    }
+}
+
+fn exec(
+    kind: &Kind,
+    io: &Io<'_>,
+    dst: &mut [f32],
+    scratch: &mut Scratch,
+    kernels: &Kernels,
+    pool: &Pool,
+) {
+    match kind {
+        Kind::Binary {
+            op,
+            dims,
+            a,
+            sa,
+            b,
+            sb,
+        } => ops::binary(*op, dims, io.get(*a), sa, io.get(*b), sb, dst),
+        Kind::Unary { op, x } => ops::unary(*op, io.get(*x), dst),
+        Kind::Reduce {
+            op,
+            dims,
+            sx,
+            so,
+            count,
+            x,
+        } => ops::reduce(*op, dims, io.get(*x), sx, so, *count, dst),
+        Kind::Softmax { around, x } => ops::softmax(*around, io.get(*x), dst),
+        Kind::RmsNorm { around, eps, x } => ops::rms_norm(*around, *eps, io.get(*x), dst),
+        Kind::Copy { parts } => {
+            for p in parts {
+                ops::copy(
+                    &p.dims,
+                    io.get(p.src),
+                    p.src_off,
+                    &p.ss,
+                    dst,
+                    p.dst_off,
+                    &p.sd,
+                );
+            }
+        }
+        Kind::MatMul { mm, a, b, s } => mm.run(
+            kernels,
+            pool,
+            io.get(*a),
+            io.opt(*b),
+            io.opt(*s),
+            dst,
+            scratch,
+        ),
+        Kind::Conv { conv, x, s } => conv.run(kernels, pool, io.get(*x), io.opt(*s), dst, scratch),
+        Kind::Pool { pool, x } => ops::sum_pool(pool, io.get(*x), dst),
+    }
+}

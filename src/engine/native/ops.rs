@@ -1,0 +1,438 @@
+//! The native engine's element-wise, reduction, normalisation, pooling and
+//! data-movement ops, on f32 slices with shapes and strides fixed at load.
+//! Plain loops: these move little data next to the matrix products.
+
+/// Row-major strides of `dims`.
+pub fn strides_of(dims: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * dims[i + 1];
+    }
+    s
+}
+
+/// Strides of a tensor of `dims` read as if it had `out` (same rank,
+/// numpy broadcasting): 0 along axes where it has size 1.
+pub fn broadcast_strides(dims: &[usize], out: &[usize]) -> Vec<usize> {
+    strides_of(dims)
+        .into_iter()
+        .zip(dims.iter().zip(out))
+        .map(|(s, (d, o))| if *d == 1 && *o != 1 { 0 } else { s })
+        .collect()
+}
+
+/// Calls `f` with the start offsets (in each of `N` operands) of every
+/// innermost row of `dims`; the caller walks the row (length
+/// `dims[last]`) with the operands' last strides. No allocation.
+pub fn for_each_row<const N: usize>(
+    dims: &[usize],
+    strides: [&[usize]; N],
+    mut f: impl FnMut([usize; N]),
+) {
+    let r = dims.len();
+    if r == 0 {
+        f([0; N]);
+        return;
+    }
+    if dims.contains(&0) {
+        return;
+    }
+    let outer = &dims[..r - 1];
+    let mut idx = [0usize; MAX_RANK];
+    let mut off = [0usize; N];
+    loop {
+        f(off);
+        // Increment the outer index (last outer axis fastest).
+        let mut a = outer.len();
+        loop {
+            if a == 0 {
+                return;
+            }
+            a -= 1;
+            idx[a] += 1;
+            for (o, s) in off.iter_mut().zip(&strides) {
+                *o += s[a];
+            }
+            if idx[a] < outer[a] {
+                break;
+            }
+            for (o, s) in off.iter_mut().zip(&strides) {
+                *o -= s[a] * outer[a];
+            }
+            idx[a] = 0;
+        }
+    }
+}
+
+/// Most axes any op's tensors have (`for_each_row`'s index array).
+pub const MAX_RANK: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+}
+
+impl Binary {
+    pub fn from_name(n: &str) -> Option<Binary> {
+        Some(match n {
+            "Add" => Binary::Add,
+            "Sub" => Binary::Sub,
+            "Mul" => Binary::Mul,
+            "Div" => Binary::Div,
+            "Max" => Binary::Max,
+            "Min" => Binary::Min,
+            _ => return None,
+        })
+    }
+}
+
+/// `out = a ∘ b` over `dims` (out contiguous; `sa`, `sb` broadcast strides).
+pub fn binary(
+    op: Binary,
+    dims: &[usize],
+    a: &[f32],
+    sa: &[usize],
+    b: &[f32],
+    sb: &[usize],
+    out: &mut [f32],
+) {
+    match op {
+        Binary::Add => binary_with(|x, y| x + y, dims, a, sa, b, sb, out),
+        Binary::Sub => binary_with(|x, y| x - y, dims, a, sa, b, sb, out),
+        Binary::Mul => binary_with(|x, y| x * y, dims, a, sa, b, sb, out),
+        Binary::Div => binary_with(|x, y| x / y, dims, a, sa, b, sb, out),
+        Binary::Max => binary_with(f32::max, dims, a, sa, b, sb, out),
+        Binary::Min => binary_with(f32::min, dims, a, sa, b, sb, out),
+    }
+}
+
+#[inline(always)]
+fn binary_with(
+    f: impl Fn(f32, f32) -> f32,
+    dims: &[usize],
+    a: &[f32],
+    sa: &[usize],
+    b: &[f32],
+    sb: &[usize],
+    out: &mut [f32],
+) {
+    let n = dims.last().copied().unwrap_or(1);
+    let (ia, ib) = (
+        sa.last().copied().unwrap_or(0),
+        sb.last().copied().unwrap_or(0),
+    );
+    let mut o = 0;
+    for_each_row(dims, [sa, sb], |[oa, ob]| {
+        let row = &mut out[o..o + n];
+        match (ia, ib) {
+            (1, 1) => {
+                for ((r, x), y) in row.iter_mut().zip(&a[oa..oa + n]).zip(&b[ob..ob + n]) {
+                    *r = f(*x, *y);
+                }
+            }
+            (1, 0) => {
+                let y = b[ob];
+                for (r, x) in row.iter_mut().zip(&a[oa..oa + n]) {
+                    *r = f(*x, y);
+                }
+            }
+            (0, 1) => {
+                let x = a[oa];
+                for (r, y) in row.iter_mut().zip(&b[ob..ob + n]) {
+                    *r = f(x, *y);
+                }
+            }
+            _ => {
+                for (t, r) in row.iter_mut().enumerate() {
+                    *r = f(a[oa + t * ia], b[ob + t * ib]);
+                }
+            }
+        }
+        o += n;
+    });
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unary {
+    Abs,
+    Recip,
+    RoundHalfToEven,
+    Sigmoid,
+    Rsqrt,
+    Sqrt,
+    Square,
+    Exp,
+    Neg,
+    Tanh,
+}
+
+impl Unary {
+    pub fn from_name(n: &str) -> Option<Unary> {
+        Some(match n {
+            "Abs" => Unary::Abs,
+            "Recip" => Unary::Recip,
+            "RoundHalfToEven" => Unary::RoundHalfToEven,
+            "Sigmoid" => Unary::Sigmoid,
+            "Rsqrt" => Unary::Rsqrt,
+            "Sqrt" => Unary::Sqrt,
+            "Square" => Unary::Square,
+            "Exp" => Unary::Exp,
+            "Neg" => Unary::Neg,
+            "Tanh" => Unary::Tanh,
+            _ => return None,
+        })
+    }
+}
+
+pub fn unary(op: Unary, x: &[f32], out: &mut [f32]) {
+    let map = |f: &dyn Fn(f32) -> f32, out: &mut [f32]| {
+        for (o, v) in out.iter_mut().zip(x) {
+            *o = f(*v);
+        }
+    };
+    match op {
+        Unary::Abs => map(&f32::abs, out),
+        Unary::Recip => map(&|v| 1.0 / v, out),
+        Unary::RoundHalfToEven => map(&f32::round_ties_even, out),
+        Unary::Sigmoid => map(&|v| 1.0 / (1.0 + (-v).exp()), out),
+        Unary::Rsqrt => map(&|v| 1.0 / v.sqrt(), out),
+        Unary::Sqrt => map(&f32::sqrt, out),
+        Unary::Square => map(&|v| v * v, out),
+        Unary::Exp => map(&f32::exp, out),
+        Unary::Neg => map(&|v| -v, out),
+        Unary::Tanh => map(&f32::tanh, out),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reduce {
+    Sum,
+    Max,
+    Min,
+    MeanOfSquares,
+}
+
+/// Reduces `x` (of `dims`, strides `sx`) into `out` (contiguous, the
+/// reduced axes of size 1); `so` is `out`'s broadcast strides over `dims`;
+/// `count` is the number of values reduced into each output (for means).
+#[allow(clippy::too_many_arguments)]
+pub fn reduce(
+    op: Reduce,
+    dims: &[usize],
+    x: &[f32],
+    sx: &[usize],
+    so: &[usize],
+    count: usize,
+    out: &mut [f32],
+) {
+    let init = match op {
+        Reduce::Sum | Reduce::MeanOfSquares => 0.0,
+        Reduce::Max => f32::NEG_INFINITY,
+        Reduce::Min => f32::INFINITY,
+    };
+    out.fill(init);
+    let n = dims.last().copied().unwrap_or(1);
+    let io = so.last().copied().unwrap_or(0);
+    for_each_row(dims, [sx, so], |[ox, oo]| {
+        let row = &x[ox..ox + n];
+        if io == 0 {
+            let acc = &mut out[oo];
+            match op {
+                Reduce::Sum => *acc += row.iter().sum::<f32>(),
+                Reduce::MeanOfSquares => *acc += row.iter().map(|v| v * v).sum::<f32>(),
+                Reduce::Max => *acc = row.iter().fold(*acc, |m, v| m.max(*v)),
+                Reduce::Min => *acc = row.iter().fold(*acc, |m, v| m.min(*v)),
+            }
+        } else {
+            for (t, v) in row.iter().enumerate() {
+                let acc = &mut out[oo + t * io];
+                match op {
+                    Reduce::Sum => *acc += v,
+                    Reduce::MeanOfSquares => *acc += v * v,
+                    Reduce::Max => *acc = acc.max(*v),
+                    Reduce::Min => *acc = acc.min(*v),
+                }
+            }
+        }
+    });
+    if op == Reduce::MeanOfSquares {
+        let c = count.max(1) as f32;
+        out.iter_mut().for_each(|v| *v /= c);
+    }
+}
+
+/// A tensor seen as `[outer, n, inner]` around one axis.
+#[derive(Debug, Clone, Copy)]
+pub struct AroundAxis {
+    pub outer: usize,
+    pub n: usize,
+    pub inner: usize,
+}
+
+impl AroundAxis {
+    pub fn new(dims: &[usize], axis: usize) -> Self {
+        AroundAxis {
+            outer: dims[..axis].iter().product(),
+            n: dims[axis],
+            inner: dims[axis + 1..].iter().product(),
+        }
+    }
+}
+
+/// Softmax along the axis.
+pub fn softmax(a: AroundAxis, x: &[f32], out: &mut [f32]) {
+    for o in 0..a.outer {
+        for i in 0..a.inner {
+            let at = |t: usize| o * a.n * a.inner + t * a.inner + i;
+            let max = (0..a.n).fold(f32::NEG_INFINITY, |m, t| m.max(x[at(t)]));
+            let mut sum = 0f32;
+            for t in 0..a.n {
+                let e = (x[at(t)] - max).exp();
+                out[at(t)] = e;
+                sum += e;
+            }
+            let inv = 1.0 / sum;
+            for t in 0..a.n {
+                out[at(t)] *= inv;
+            }
+        }
+    }
+}
+
+/// `x · rsqrt(mean(x²) + eps)` along the axis (tract's `RmsNorm`).
+pub fn rms_norm(a: AroundAxis, eps: f32, x: &[f32], out: &mut [f32]) {
+    for o in 0..a.outer {
+        for i in 0..a.inner {
+            let at = |t: usize| o * a.n * a.inner + t * a.inner + i;
+            let ms = (0..a.n).map(|t| x[at(t)] * x[at(t)]).sum::<f32>() / a.n as f32;
+            let r = 1.0 / (ms + eps).sqrt();
+            for t in 0..a.n {
+                out[at(t)] = x[at(t)] * r;
+            }
+        }
+    }
+}
+
+/// Copies a strided view of `src` (its `dims`, starting at `src_off`, with
+/// `ss` strides) into `dst` at `dst_off` with `sd` strides.
+pub fn copy(
+    dims: &[usize],
+    src: &[f32],
+    src_off: usize,
+    ss: &[usize],
+    dst: &mut [f32],
+    dst_off: usize,
+    sd: &[usize],
+) {
+    let n = dims.last().copied().unwrap_or(1);
+    let (is, id) = (
+        ss.last().copied().unwrap_or(1),
+        sd.last().copied().unwrap_or(1),
+    );
+    for_each_row(dims, [ss, sd], |[os, od]| {
+        let (os, od) = (os + src_off, od + dst_off);
+        if is == 1 && id == 1 {
+            dst[od..od + n].copy_from_slice(&src[os..os + n]);
+        } else {
+            for t in 0..n {
+                dst[od + t * id] = src[os + t * is];
+            }
+        }
+    });
+}
+
+/// An average (or sum) pool over NCHW, padding ignored in the count.
+#[derive(Debug, Clone)]
+pub struct Pool2d {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub k: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 2],
+    pub normalize: bool,
+    pub count_include_pad: bool,
+}
+
+pub fn sum_pool(p: &Pool2d, x: &[f32], out: &mut [f32]) {
+    for c in 0..p.c {
+        let plane = &x[c * p.h * p.w..(c + 1) * p.h * p.w];
+        for oy in 0..p.oh {
+            for ox in 0..p.ow {
+                let (mut sum, mut count) = (0f32, 0usize);
+                for ky in 0..p.k[0] {
+                    let y = (oy * p.stride[0] + ky).wrapping_sub(p.pad[0]);
+                    for kx in 0..p.k[1] {
+                        let xx = (ox * p.stride[1] + kx).wrapping_sub(p.pad[1]);
+                        if y < p.h && xx < p.w {
+                            sum += plane[y * p.w + xx];
+                            count += 1;
+                        }
+                    }
+                }
+                let count = if p.count_include_pad {
+                    p.k[0] * p.k[1]
+                } else {
+                    count
+                };
+                out[(c * p.oh + oy) * p.ow + ox] = if p.normalize && count > 0 {
+                    sum / count as f32
+                } else {
+                    sum
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_add_and_rows() {
+        // [2, 3] + [2, 1]
+        let a = [1f32, 2., 3., 4., 5., 6.];
+        let b = [10f32, 20.];
+        let mut out = [0f32; 6];
+        binary(
+            Binary::Add,
+            &[2, 3],
+            &a,
+            &[3, 1],
+            &b,
+            &broadcast_strides(&[2, 1], &[2, 3]),
+            &mut out,
+        );
+        assert_eq!(out, [11., 12., 13., 24., 25., 26.]);
+    }
+
+    #[test]
+    fn reduce_middle_axis_and_transpose() {
+        // [2, 3, 2] summed over axis 1.
+        let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let mut out = [0f32; 4];
+        let so = broadcast_strides(&[2, 1, 2], &[2, 3, 2]);
+        reduce(
+            Reduce::Sum,
+            &[2, 3, 2],
+            &x,
+            &strides_of(&[2, 3, 2]),
+            &so,
+            3,
+            &mut out,
+        );
+        assert_eq!(out, [6., 9., 24., 27.]);
+        // [2, 3] transposed into [3, 2].
+        let mut t = [0f32; 6];
+        copy(&[3, 2], &x, 0, &[1, 3], &mut t, 0, &[2, 1]);
+        assert_eq!(t, [0., 3., 1., 4., 2., 5.]);
+    }
+}

@@ -1,0 +1,239 @@
+//! A persistent pool of compute threads, made once at load: the caller and
+//! `threads - 1` workers split each large matrix product by rows (a static
+//! partition, whole 2-row tiles each). A job is a borrowed closure: nothing
+//! is allocated, boxed or locked per job. Workers spin briefly between jobs
+//! (the ops between two products take microseconds), then park; waking a
+//! parked worker is the only system call, about once per frame.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+/// Polls of the job counter before a waiting worker parks (tens of µs).
+const SPIN_POLLS: u32 = 1 << 14;
+
+/// Products smaller than this many multiply-adds run on the caller alone.
+pub const MIN_PARALLEL_MACS: usize = 1 << 16;
+
+type Job = *const (dyn Fn(usize) + Sync);
+
+struct Shared {
+    epoch: AtomicUsize,
+    done: AtomicUsize,
+    stop: AtomicBool,
+    panicked: AtomicBool,
+    /// The job of the current epoch; written by the caller only while no
+    /// worker reads it (before the epoch is published, after all are done).
+    job: UnsafeCell<Option<Job>>,
+}
+
+// SAFETY: `job` is written only by `Pool::run` while every worker waits for
+// the next epoch, and read by workers only between the epoch's publication
+// (Release/Acquire on `epoch`) and their `done` increment, which `run`
+// awaits before returning or writing it again.
+unsafe impl Sync for Shared {}
+// SAFETY: as above; the pointer it holds is only dereferenced under that
+// protocol.
+unsafe impl Send for Shared {}
+
+/// Not `Sync`: one owner runs jobs, never two threads at once.
+pub struct Pool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    _one_owner: std::marker::PhantomData<std::cell::Cell<()>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({} threads)", self.threads())
+    }
+}
+
+impl Pool {
+    /// The caller plus `threads - 1` workers.
+    pub fn new(threads: usize) -> Pool {
+        let shared = Arc::new(Shared {
+            epoch: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
+            job: UnsafeCell::new(None),
+        });
+        let workers = (1..threads.max(1))
+            .map(|index| {
+                let s = shared.clone();
+                thread::Builder::new()
+                    .name(format!("clip-edge-{index}"))
+                    .spawn(move || worker(&s, index))
+                    .expect("spawning a compute thread")
+            })
+            .collect();
+        Pool {
+            shared,
+            workers,
+            _one_owner: std::marker::PhantomData,
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Runs `f(0)` on the caller and `f(i)` on worker `i`, for every thread,
+    /// and returns when all are done.
+    pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+        if self.workers.is_empty() {
+            f(0);
+            return;
+        }
+        let s = &*self.shared;
+        // SAFETY: the lifetime is erased for the workers, which only call
+        // the job before incrementing `done`; this function does not return
+        // (nor unwind: the caller's part runs under catch_unwind) before
+        // `done` counts every worker, so `f` outlives every use.
+        let job: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f) };
+        // SAFETY: no worker reads `job` now: all finished the last epoch.
+        unsafe { *s.job.get() = Some(job) };
+        s.done.store(0, Ordering::Relaxed);
+        s.epoch.fetch_add(1, Ordering::Release);
+        for w in &self.workers {
+            w.thread().unpark();
+        }
+        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0)));
+        while s.done.load(Ordering::Acquire) < self.workers.len() {
+            std::hint::spin_loop();
+        }
+        // SAFETY: every worker is done with this epoch's job.
+        unsafe { *s.job.get() = None };
+        if let Err(p) = mine {
+            std::panic::resume_unwind(p);
+        }
+        assert!(
+            !s.panicked.swap(false, Ordering::Relaxed),
+            "a compute thread panicked"
+        );
+    }
+
+    /// As [`Pool::rows`] with tiles of 2 rows, or on the caller alone when
+    /// the product is smaller than [`MIN_PARALLEL_MACS`].
+    pub fn gemm_rows<T: Send>(
+        &self,
+        macs: usize,
+        out: &mut [T],
+        rows: usize,
+        row_len: usize,
+        f: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        if macs < MIN_PARALLEL_MACS {
+            f(0, &mut out[..rows * row_len]);
+        } else {
+            self.rows(out, rows, row_len, 2, f);
+        }
+    }
+
+    /// Splits `out`, `rows` rows of `row_len`, into one block of whole rows
+    /// per thread (multiples of `align` rows) and runs `f(first_row, block)`
+    /// on each block in parallel.
+    pub fn rows<T: Send>(
+        &self,
+        out: &mut [T],
+        rows: usize,
+        row_len: usize,
+        align: usize,
+        f: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        assert!(out.len() >= rows * row_len);
+        let t = self.threads();
+        let per = rows.div_ceil(t).div_ceil(align.max(1)) * align.max(1);
+        if t == 1 || per >= rows {
+            f(0, &mut out[..rows * row_len]);
+            return;
+        }
+        let base = out.as_mut_ptr() as usize;
+        self.run(&|i| {
+            let (r0, r1) = ((i * per).min(rows), ((i + 1) * per).min(rows));
+            if r0 < r1 {
+                // SAFETY: blocks [r0, r1) of distinct threads are disjoint
+                // and lie within `out` (asserted above), which stays
+                // mutably borrowed until `run` returns, after every block.
+                let block = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        (base as *mut T).add(r0 * row_len),
+                        (r1 - r0) * row_len,
+                    )
+                };
+                f(r0, block);
+            }
+        });
+    }
+}
+
+fn worker(s: &Shared, index: usize) {
+    let mut seen = 0;
+    loop {
+        let mut polls = 0;
+        loop {
+            if s.stop.load(Ordering::Acquire) {
+                return;
+            }
+            let e = s.epoch.load(Ordering::Acquire);
+            if e != seen {
+                seen = e;
+                break;
+            }
+            if polls < SPIN_POLLS {
+                polls += 1;
+                std::hint::spin_loop();
+            } else {
+                thread::park();
+            }
+        }
+        // SAFETY: the epoch was published after the job was written, and
+        // the caller keeps it alive until this worker counts itself done.
+        if let Some(job) = unsafe { *s.job.get() } {
+            // SAFETY: as above: the closure behind `job` is alive.
+            let f = unsafe { &*job };
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(index))).is_err() {
+                s.panicked.store(true, Ordering::Relaxed);
+            }
+        }
+        s.done.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for w in &self.workers {
+            w.thread().unpark();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_cover_every_row_once_on_every_pool_size() {
+        for threads in 1..=4 {
+            let pool = Pool::new(threads);
+            for rows in [0usize, 1, 2, 3, 7, 50, 101] {
+                let mut out = vec![0u32; rows * 3];
+                for _ in 0..3 {
+                    pool.rows(&mut out, rows, 3, 2, &|r0, block| {
+                        for (i, v) in block.iter_mut().enumerate() {
+                            *v += (r0 * 3 + i) as u32 + 1;
+                        }
+                    });
+                }
+                let want: Vec<u32> = (0..rows * 3).map(|i| 3 * (i as u32 + 1)).collect();
+                assert_eq!(out, want, "{threads} threads, {rows} rows");
+            }
+        }
+    }
+}

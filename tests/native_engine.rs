@@ -1,0 +1,159 @@
+//! The native engine against tract (the reference backend) on every
+//! committed bundle: the same probabilities for fp32 and fp16 bundles, the
+//! same embeddings up to int8 rounding for int8 bundles, and the ops in the
+//! bundle's precision (int8 products really in integers, fp16 weights kept
+//! in f16).
+
+mod common;
+
+use clip_edge::bundle::Trust;
+use clip_edge::decode::decode_file;
+use clip_edge::engine::{Engine, EngineKind};
+use common::root;
+
+/// fp32 / fp16 bundles, native vs tract: every probability.
+const NATIVE_PROB_TOL: f32 = 1e-4;
+/// int8 bundles, native (integer products) vs tract (the graph's simulated
+/// int8 in f32): image-embedding cosine.
+const NATIVE_INT8_MIN_COSINE: f32 = 0.9999;
+
+const BUNDLES: [&str; 5] = [
+    "models/default-fp32",
+    "models/default-int8",
+    "tests/fixtures/bundles/vit_tiny_fp32",
+    "tests/fixtures/bundles/vit_tiny_int8",
+    "tests/fixtures/bundles/rn_tiny_fp16",
+];
+
+fn images() -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(root().join("models/calibration"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    assert_eq!(v.len(), 9);
+    v
+}
+
+fn load(b: &str, kind: EngineKind) -> Engine {
+    Engine::load_on(&root().join(b), &Trust::default(), kind, 1).unwrap()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (n(a) * n(b))
+}
+
+#[test]
+fn native_matches_tract_on_every_committed_bundle() {
+    for b in BUNDLES {
+        let mut native = load(b, EngineKind::Native);
+        let mut tract = load(b, EngineKind::Tract);
+        assert_eq!(
+            (native.kind(), tract.kind()),
+            (EngineKind::Native, EngineKind::Tract)
+        );
+        let int8 = native.bundle.manifest.precision.clone() == "int8";
+        let labels = native.bundle.labels().len();
+        let (mut worst_prob, mut worst_cos) = (0f32, 1f32);
+        for p in images() {
+            let img = decode_file(&p).unwrap();
+            native.classify(&img.view(), labels).unwrap();
+            tract.classify(&img.view(), labels).unwrap();
+            let c = cosine(native.embedding(), tract.embedding());
+            worst_cos = worst_cos.min(c);
+            for (n, t) in native.scores.iter().zip(&tract.scores) {
+                worst_prob = worst_prob.max((n - t).abs());
+            }
+            if int8 {
+                assert!(
+                    c >= NATIVE_INT8_MIN_COSINE,
+                    "{b} {}: cosine {c}",
+                    p.display()
+                );
+            } else {
+                for (i, (n, t)) in native.scores.iter().zip(&tract.scores).enumerate() {
+                    assert!(
+                        (n - t).abs() <= NATIVE_PROB_TOL,
+                        "{b} {} label {i}: {n} vs {t}",
+                        p.display()
+                    );
+                }
+            }
+        }
+        eprintln!("{b}: max |dprob| {worst_prob:.2e}, min cosine {worst_cos:.7}");
+    }
+}
+
+#[test]
+fn products_run_in_the_bundles_precision() {
+    for b in BUNDLES {
+        let e = load(b, EngineKind::Native);
+        let s = e.native_summary().unwrap();
+        let precision = e.bundle.manifest.precision.clone();
+        let count = |p: &str| s.products.iter().filter(|(_, q)| *q == p).count();
+        // The graph's node names are the layer names with `_` for `.`.
+        let products_of = |layer: &str| -> Vec<&'static str> {
+            let prefix = layer.replace('.', "_");
+            s.products
+                .iter()
+                .filter(|(n, _)| {
+                    n.strip_prefix(&prefix)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['_', '.']))
+                })
+                .map(|(_, p)| *p)
+                .collect()
+        };
+        match precision.as_str() {
+            // Every layer the manifest calls int8 runs in integers (in one
+            // product or several: tract splits q/k/v).
+            "int8" => {
+                let mut int8_layers = 0;
+                for l in e
+                    .bundle
+                    .manifest
+                    .layers
+                    .iter()
+                    .filter(|l| l.precision == "int8")
+                {
+                    let p = products_of(&l.name);
+                    assert!(
+                        !p.is_empty() && p.iter().all(|p| *p == "int8"),
+                        "{b} {}: {p:?}",
+                        l.name
+                    );
+                    int8_layers += 1;
+                }
+                assert!(int8_layers > 0 && count("int8") >= int8_layers, "{b}");
+            }
+            // Nothing in f32 weights: fp16 stays f16 in memory.
+            "fp16" => assert_eq!(count("f32"), 0, "{b}: {:?}", s.products),
+            _ => assert_eq!(count("int8"), 0, "{b}: {:?}", s.products),
+        }
+        let expect = clip_edge::kernels::Kernels::detect().name;
+        assert_eq!(s.kernels, expect);
+    }
+}
+
+#[test]
+fn threads_split_rows_without_changing_a_bit() {
+    let img = decode_file(&root().join("models/calibration/rgb_640x480.png")).unwrap();
+    for b in [
+        "models/default-int8",
+        "tests/fixtures/bundles/vit_tiny_fp32",
+    ] {
+        let embeddings: Vec<Vec<u32>> = [1, 2, 3]
+            .iter()
+            .map(|&t| {
+                let mut e =
+                    Engine::load_on(&root().join(b), &Trust::default(), EngineKind::Native, t)
+                        .unwrap();
+                assert_eq!(e.native_summary().unwrap().threads, t);
+                e.classify(&img.view(), 1).unwrap();
+                e.embedding().iter().map(|v| v.to_bits()).collect()
+            })
+            .collect();
+        assert!(embeddings.windows(2).all(|w| w[0] == w[1]), "{b}");
+    }
+}
