@@ -55,14 +55,18 @@ fn tract_plan(
     model.into_optimized()?.into_runnable()
 }
 
-/// Times tract's f32 and i8 matmuls, the scalar twins and `kernels` (when
-/// they are not the twins) on each shape.
+/// Times tract's f32 and i8 matmuls, the scalar twins and every SIMD path
+/// of this CPU (none when `kernels` are the twins) on each shape.
 pub fn run(
     shapes: &[(usize, usize, usize)],
     iterations: usize,
     kernels: Kernels,
 ) -> TractResult<Vec<Row>> {
-    let simd = (kernels.name != Kernels::SCALAR.name).then_some(kernels);
+    let simd = if kernels.name == Kernels::SCALAR.name {
+        Vec::new()
+    } else {
+        Kernels::available()
+    };
     let mut rows = Vec::new();
     for &(m, k, n) in shapes {
         let mut seed = 0x9e3779b97f4a7c15u64;
@@ -118,20 +122,42 @@ pub fn run(
                     .expect("tract i8");
             }),
         ));
-        for kern in [Some(Kernels::SCALAR), simd].into_iter().flatten() {
+        let sums = crate::kernels::row_sums(&w8, n, k);
+        ms.push((
+            "quantize_row alone".to_string(),
+            median_ms(iterations, || {
+                for (row, q) in x.chunks(k).zip(xq.chunks_mut(k)) {
+                    quantize_row(row, q);
+                }
+            }),
+        ));
+        for kern in std::iter::once(Kernels::SCALAR).chain(simd.iter().copied()) {
+            let w8 = kern.pack_i8(&w8, n, k);
             ms.push((
                 format!("{} int8 (with quantize_row)", kern.name),
                 median_ms(iterations, || {
                     for (row, q) in x.chunks(k).zip(xq.chunks_mut(k)) {
                         quantize_row(row, q);
                     }
-                    kern.gemm_i8(&xq, &w8, m, n, k, &mut acc);
+                    kern.gemm_i8(&xq, &w8, &sums, m, n, k, &mut acc);
+                }),
+            ));
+            ms.push((
+                format!("{} int8 (product only)", kern.name),
+                median_ms(iterations, || {
+                    kern.gemm_i8(&xq, &w8, &sums, m, n, k, &mut acc);
                 }),
             ));
             ms.push((
                 format!("{} f16 weights", kern.name),
                 median_ms(iterations, || {
                     kern.gemm_f16w(&x, &w16, m, n, k, &mut outf);
+                }),
+            ));
+            ms.push((
+                format!("{} f32", kern.name),
+                median_ms(iterations, || {
+                    kern.gemm_f32(&x, &w, m, n, k, &mut outf);
                 }),
             ));
         }

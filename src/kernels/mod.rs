@@ -29,13 +29,20 @@ pub mod aarch64;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
-/// `out[i][j] = Σ_k x[i][k] · w[j][k]`, i8 × i8 → i32.
-pub type GemmI8 = fn(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]);
+/// `out[i][j] = Σ_k x[i][k] · w[j][k]`, i8 × i8 → i32; `w_sums[j]` is
+/// `Σ_k w[j][k]` ([`row_sums`], once at load; kernels that compute on
+/// unsigned activations need it).
+pub type GemmI8 =
+    fn(x: &[i8], w: &[i8], w_sums: &[i32], m: usize, n: usize, k: usize, out: &mut [i32]);
 /// `out[i][j] = Σ_k x[i][k] · w[j][k]`, f32 × f16 → f32.
 pub type GemmF16w = fn(x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [f32]);
 
 /// `out[i][j] = Σ_k x[i][k] · w[j][k]`, f32 × f32 → f32.
 pub type GemmF32 = fn(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]);
+
+/// Packs `n × k` int8 weights (row per output channel) into a kernel
+/// path's own layout, once at load.
+pub type PackI8 = fn(w: &[i8], n: usize, k: usize) -> Vec<i8>;
 
 /// One set of kernels for this CPU.
 #[derive(Clone, Copy)]
@@ -43,6 +50,7 @@ pub struct Kernels {
     /// Which path, e.g. `x86_64-avx2` or `aarch64-neon`, for logs and `bench`.
     pub name: &'static str,
     gemm_i8: GemmI8,
+    pack_i8: PackI8,
     gemm_f16w: GemmF16w,
     gemm_f32: GemmF32,
 }
@@ -58,21 +66,43 @@ impl Kernels {
     pub const SCALAR: Kernels = Kernels {
         name: "scalar",
         gemm_i8: scalar::gemm_i8,
+        pack_i8: rows_i8,
         gemm_f16w: scalar::gemm_f16w,
         gemm_f32: scalar::gemm_f32,
     };
 
     /// The best kernels this CPU runs, by run-time feature detection;
-    /// `CLIP_EDGE_KERNELS=scalar` forces the plain twins.
+    /// `CLIP_EDGE_KERNELS=scalar` forces the plain twins, and a path's
+    /// name (e.g. `x86_64-avx2`) that path where this CPU has it.
     pub fn detect() -> Kernels {
         let forced = std::env::var("CLIP_EDGE_KERNELS").ok();
-        let k = if forced.as_deref() == Some("scalar") {
-            Self::SCALAR
-        } else {
-            Self::simd().unwrap_or(Self::SCALAR)
+        let k = match forced.as_deref() {
+            Some("scalar") => Self::SCALAR,
+            Some(name) => match Self::available().into_iter().find(|k| k.name == name) {
+                Some(k) => k,
+                None => {
+                    log::warn!("CLIP_EDGE_KERNELS={name}: not a kernel path of this CPU");
+                    Self::simd().unwrap_or(Self::SCALAR)
+                }
+            },
+            None => Self::simd().unwrap_or(Self::SCALAR),
         };
         log::info!("compute kernels: {}", k.name);
         k
+    }
+
+    /// Every SIMD path this CPU runs, the best last (tests compare each
+    /// with the scalar twins).
+    pub fn available() -> Vec<Kernels> {
+        let mut v = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        v.extend(x86_64::avx2_only());
+        if let Some(best) = Self::simd() {
+            if v.iter().all(|k| k.name != best.name) {
+                v.push(best);
+            }
+        }
+        v
     }
 
     /// The SIMD kernels for this CPU, if it has the features they need.
@@ -88,14 +118,36 @@ impl Kernels {
         None
     }
 
-    /// `out = x · wᵀ` in int8 with i32 accumulation.
+    /// `w` (`n × k`) in this path's layout for [`Kernels::gemm_i8`].
+    pub fn pack_i8(&self, w: &[i8], n: usize, k: usize) -> Vec<i8> {
+        assert!(w.len() >= n * k);
+        (self.pack_i8)(w, n, k)
+    }
+
+    /// `out = x · wᵀ` in int8 with i32 accumulation; `w` as
+    /// [`Kernels::pack_i8`] made it.
     ///
     /// # Panics
     /// When a slice is shorter than its shape says (a caller's bug: the
     /// engine sizes every buffer at load).
-    pub fn gemm_i8(&self, x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_i8(
+        &self,
+        x: &[i8],
+        w: &[i8],
+        w_sums: &[i32],
+        m: usize,
+        n: usize,
+        k: usize,
+        out: &mut [i32],
+    ) {
         check(x.len(), w.len(), out.len(), m, n, k);
-        (self.gemm_i8)(x, w, m, n, k, out)
+        assert!(
+            w_sums.len() >= n,
+            "gemm_i8: {} weight sums for {n} rows",
+            w_sums.len()
+        );
+        (self.gemm_i8)(x, w, w_sums, m, n, k, out)
     }
 
     /// `out = x · wᵀ` with f16 weights and f32 accumulation.
@@ -117,8 +169,14 @@ impl Kernels {
     }
 }
 
-/// The loop every kernel shares: tiles of two rows of `x` by four output
-/// channels through `tile` (each weight load serves two rows, each
+/// Bytes of weights one block holds: the block stays in the L2 cache while
+/// every row of `x` passes over it (without blocking, each pair of rows
+/// streamed the whole matrix from memory).
+const WEIGHT_BLOCK_BYTES: usize = 96 << 10;
+
+/// The loop every kernel shares: blocks of output channels whose weights
+/// fit [`WEIGHT_BLOCK_BYTES`]; in each, tiles of two rows of `x` by four
+/// output channels through `tile` (each weight load serves two rows, each
 /// activation load four channels), an odd last row as a tile of that row
 /// twice, the remaining channels one dot product at a time through `one`.
 #[allow(clippy::too_many_arguments)]
@@ -133,28 +191,35 @@ pub(crate) fn drive<X, W, O: Copy>(
     one: impl Fn(&[X], &[W]) -> O,
 ) {
     let row = |i: usize| &x[i * k..(i + 1) * k];
-    let mut i = 0;
-    while i < m {
-        let pair = i + 1 < m;
-        let xs = [row(i), row(if pair { i + 1 } else { i })];
-        let mut j = 0;
-        while j + 4 <= n {
-            let ws = [0, 1, 2, 3].map(|r| &w[(j + r) * k..(j + r + 1) * k]);
-            let t = tile(xs, ws);
-            out[i * n + j..i * n + j + 4].copy_from_slice(&t[0]);
-            if pair {
-                out[(i + 1) * n + j..(i + 1) * n + j + 4].copy_from_slice(&t[1]);
+    let per_channel = (k * std::mem::size_of::<W>()).max(1);
+    let block = (WEIGHT_BLOCK_BYTES / per_channel / 4 * 4).max(4);
+    let mut j0 = 0;
+    while j0 < n {
+        let j1 = (j0 + block).min(n);
+        let mut i = 0;
+        while i < m {
+            let pair = i + 1 < m;
+            let xs = [row(i), row(if pair { i + 1 } else { i })];
+            let mut j = j0;
+            while j + 4 <= j1 {
+                let ws = [0, 1, 2, 3].map(|r| &w[(j + r) * k..(j + r + 1) * k]);
+                let t = tile(xs, ws);
+                out[i * n + j..i * n + j + 4].copy_from_slice(&t[0]);
+                if pair {
+                    out[(i + 1) * n + j..(i + 1) * n + j + 4].copy_from_slice(&t[1]);
+                }
+                j += 4;
             }
-            j += 4;
-        }
-        for j in j..n {
-            let wr = &w[j * k..(j + 1) * k];
-            out[i * n + j] = one(xs[0], wr);
-            if pair {
-                out[(i + 1) * n + j] = one(xs[1], wr);
+            for j in j..j1 {
+                let wr = &w[j * k..(j + 1) * k];
+                out[i * n + j] = one(xs[0], wr);
+                if pair {
+                    out[(i + 1) * n + j] = one(xs[1], wr);
+                }
             }
+            i += 2;
         }
-        i += 2;
+        j0 = j1;
     }
 }
 
@@ -166,14 +231,56 @@ fn check(x: usize, w: usize, out: usize, m: usize, n: usize, k: usize) {
     );
 }
 
+/// The plain layout: a row per output channel.
+pub fn rows_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
+    w[..n * k].to_vec()
+}
+
+/// `Σ_k w[j][k]` of each weight row (`n × k`), for [`Kernels::gemm_i8`].
+pub fn row_sums(w: &[i8], n: usize, k: usize) -> Vec<i32> {
+    (0..n)
+        .map(|j| w[j * k..(j + 1) * k].iter().map(|v| *v as i32).sum())
+        .collect()
+}
+
+/// `v` rounded to the nearest integer, ties to even, as
+/// `f32::round_ties_even`, which compiles to a slow library call on x86_64
+/// without SSE4.1 (the baseline this crate is built for): adding and
+/// subtracting 1.5 · 2²³ rounds in the FPU's default mode (to nearest,
+/// ties to even) wherever |v| < 2²²; past that every f32 is handled by the
+/// library call (and past 2²³ already integral).
+#[inline(always)]
+pub fn round_half_even(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    if v.abs() < 4_194_304.0 {
+        (v + MAGIC) - MAGIC
+    } else {
+        v.round_ties_even()
+    }
+}
+
+/// `clamp(round_half_even(v · r), -127, 127)` as i8: an activation's int8
+/// value for the reciprocal scale `r` (NaN gives 0). Branch-free, so that
+/// loops over it vectorise.
+#[inline(always)]
+pub fn quantize(v: f32, r: f32) -> i8 {
+    const MAGIC: f32 = 12_582_912.0;
+    // Clamping to integer bounds first rounds the same, and keeps |v| far
+    // below 2^22, where the 1.5 · 2^23 trick of `round_half_even` holds.
+    let c = (v * r).clamp(-127.0, 127.0);
+    ((c + MAGIC) - MAGIC) as i32 as i8
+}
+
 /// Quantises one activation row to int8 as the bundles' graphs do
-/// dynamically per token: `s = max(max|x|, 1e-12) · (1/127)`,
-/// `q = clamp(round_half_even(x / s), -127, 127)`. Returns `s`.
+/// dynamically per token, once tract has decluttered them:
+/// `s = max(max|x|, 1e-12) · (1/127)`,
+/// `q = clamp(round_half_even(x · (1/s)), -127, 127)`. Returns `s`.
 pub fn quantize_row(x: &[f32], q: &mut [i8]) -> f32 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let s = amax.max(1e-12) * (1.0 / 127.0);
+    let r = 1.0 / s;
     for (o, v) in q.iter_mut().zip(x) {
-        *o = (v / s).round_ties_even().clamp(-127.0, 127.0) as i8;
+        *o = quantize(*v, r);
     }
     s
 }
@@ -186,7 +293,7 @@ mod tests {
     fn shapes() -> impl Strategy<Value = (usize, usize, usize)> {
         // Odd sizes and tails around the tiles (2 rows × 4 channels) and
         // the SIMD widths (8, 16 lanes).
-        (1usize..6, 1usize..11, 0usize..80)
+        (1usize..20, 1usize..40, 0usize..150)
     }
 
     proptest! {
@@ -194,20 +301,22 @@ mod tests {
 
         #[test]
         fn simd_gemm_i8_is_exact((m, n, k) in shapes(), seed in any::<u64>()) {
-            let Some(simd) = Kernels::simd() else { return Ok(()) };
+            for simd in Kernels::available() {
             let mut r = seed;
             let mut next = || { r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (r >> 33) as u8 as i8 };
             let x: Vec<i8> = (0..m * k).map(|_| next()).collect();
             let w: Vec<i8> = (0..n * k).map(|_| next()).collect();
             let (mut a, mut b) = (vec![0i32; m * n], vec![1i32; m * n]);
-            Kernels::SCALAR.gemm_i8(&x, &w, m, n, k, &mut a);
-            simd.gemm_i8(&x, &w, m, n, k, &mut b);
+            let sums = row_sums(&w, n, k);
+            Kernels::SCALAR.gemm_i8(&x, &w, &sums, m, n, k, &mut a);
+            simd.gemm_i8(&x, &simd.pack_i8(&w, n, k), &sums, m, n, k, &mut b);
             prop_assert_eq!(a, b, "{} {}x{}x{}", simd.name, m, n, k);
+            }
         }
 
         #[test]
-        fn simd_gemm_f16w_matches_scalar((m, n, k) in shapes(), x in prop::collection::vec(-4f32..4.0, 400), w in prop::collection::vec(-2f32..2.0, 800)) {
-            let Some(simd) = Kernels::simd() else { return Ok(()) };
+        fn simd_gemm_f16w_matches_scalar((m, n, k) in shapes(), x in prop::collection::vec(-4f32..4.0, 3000), w in prop::collection::vec(-2f32..2.0, 6000)) {
+            for simd in Kernels::available() {
             let x = &x[..m * k];
             let w: Vec<f16> = w[..n * k].iter().map(|v| f16::from_f32(*v)).collect();
             let (mut a, mut b) = (vec![0f32; m * n], vec![1f32; m * n]);
@@ -223,11 +332,12 @@ mod tests {
                 let bound = 2.0 * k as f32 * f32::EPSILON * abs + f32::MIN_POSITIVE;
                 prop_assert!((p - q).abs() <= bound, "{} [{}] {} vs {} ({}x{}x{})", simd.name, idx, p, q, m, n, k);
             }
+            }
         }
 
         #[test]
-        fn simd_gemm_f32_matches_scalar((m, n, k) in shapes(), x in prop::collection::vec(-4f32..4.0, 400), w in prop::collection::vec(-2f32..2.0, 800)) {
-            let Some(simd) = Kernels::simd() else { return Ok(()) };
+        fn simd_gemm_f32_matches_scalar((m, n, k) in shapes(), x in prop::collection::vec(-4f32..4.0, 3000), w in prop::collection::vec(-2f32..2.0, 6000)) {
+            for simd in Kernels::available() {
             let (x, w) = (&x[..m * k], &w[..n * k]);
             let (mut a, mut b) = (vec![0f32; m * n], vec![1f32; m * n]);
             Kernels::SCALAR.gemm_f32(x, w, m, n, k, &mut a);
@@ -239,6 +349,19 @@ mod tests {
                 let bound = 2.0 * k as f32 * f32::EPSILON * abs + f32::MIN_POSITIVE;
                 prop_assert!((p - q).abs() <= bound, "{} [{}] {} vs {} ({}x{}x{})", simd.name, idx, p, q, m, n, k);
             }
+            }
+        }
+
+        #[test]
+        fn round_half_even_is_the_library_call(v in prop_oneof![-300f32..300.0, any::<f32>(), (-2000i32..2000).prop_map(|i| i as f32 * 0.5), (-9_000_000i32..9_000_000).prop_map(|i| i as f32 + 0.5)]) {
+            let (a, b) = (round_half_even(v), v.round_ties_even());
+            prop_assert!(a == b || (a.is_nan() && b.is_nan()), "{} -> {} vs {}", v, a, b);
+        }
+
+        #[test]
+        fn quantize_is_its_definition(v in prop_oneof![-200f32..200.0, any::<f32>()], r in 0.01f32..100.0) {
+            let want = if v.is_nan() { 0 } else { (v * r).round_ties_even().clamp(-127.0, 127.0) as i8 };
+            prop_assert_eq!(quantize(v, r), want, "{} * {}", v, r);
         }
 
         #[test]
@@ -256,7 +379,7 @@ mod tests {
         let x = [1i8, -2, 3, -128, 127];
         let w = [-128i8, -128, -128, -128, -128, 1, 2, 1, 1, 1];
         let mut out = [0i32; 2];
-        Kernels::SCALAR.gemm_i8(&x, &w, 1, 2, 5, &mut out);
+        Kernels::SCALAR.gemm_i8(&x, &w, &row_sums(&w, 2, 5), 1, 2, 5, &mut out);
         // -128 · (1 - 2 + 3 - 128 + 127) = -128; 1 - 4 + 3 - 128 + 127 = -1.
         assert_eq!(out, [-128, -1]);
         let xf = [0.5f32, -1.0, 2.0];
@@ -277,12 +400,17 @@ mod tests {
         let k = 1024;
         let x = vec![-128i8; 2 * k];
         let w = vec![-128i8; 5 * k];
-        for kern in [Some(Kernels::SCALAR), Kernels::simd()]
-            .into_iter()
-            .flatten()
-        {
+        for kern in std::iter::once(Kernels::SCALAR).chain(Kernels::available()) {
             let mut out = vec![0i32; 10];
-            kern.gemm_i8(&x, &w, 2, 5, k, &mut out);
+            kern.gemm_i8(
+                &x,
+                &kern.pack_i8(&w, 5, k),
+                &row_sums(&w, 5, k),
+                2,
+                5,
+                k,
+                &mut out,
+            );
             assert!(
                 out.iter().all(|&v| v == 128 * 128 * k as i32),
                 "{}: {out:?}",

@@ -1,21 +1,35 @@
 //! Matrix products with their packed weights: `EinSum` (linear layers, 1×1
 //! convolutions, attention) and 2-D convolutions (im2col, then one product).
-//! Weights are packed once at load, `n × k` (a row per output channel), in
-//! the bundle's precision: int8 with a scale per output channel, f16, or f32.
-//! An int8 layer quantises its activation rows as the graph does
-//! (`q = clamp(round_half_even(x · (1/s)), ±127)`), multiplies in integers
-//! and scales the i32 sums by `s · w_scale` in the epilogue.
+//! Weights are packed once at load in the bundle's precision: int8 with a
+//! scale per output channel (in the kernel path's own layout), f16, or f32
+//! (a row per output channel). An int8 layer quantises its activation rows
+//! as the graph does (`q = clamp(round_half_even(x · (1/s)), ±127)`),
+//! multiplies in integers and scales the i32 sums by `s · w_scale` in the
+//! epilogue. Large products are split by rows over the thread pool.
 
 use half::f16;
 
 use crate::kernels::pool::Pool;
-use crate::kernels::Kernels;
+use crate::kernels::{quantize, Kernels};
 
-/// Packed weights, `n × k`.
+/// f32 or f16 weights, `n × k`.
 pub enum Weights {
     F32(Vec<f32>),
     F16(Vec<f16>),
-    I8 { q: Vec<i8>, scale: Vec<f32> },
+}
+
+/// int8 weights: `q` in the kernel path's layout ([`Kernels::pack_i8`]),
+/// a scale per output channel, `sums[j] = Σ_k q[j][k]`.
+pub struct Int8 {
+    pub q: Vec<i8>,
+    pub scale: Vec<f32>,
+    pub sums: Vec<i32>,
+}
+
+impl Int8 {
+    fn bytes(&self) -> usize {
+        self.q.len() + 4 * (self.scale.len() + self.sums.len())
+    }
 }
 
 /// How far an int8 weight may sit from its channel's grid (relative to the
@@ -25,35 +39,49 @@ pub enum Weights {
 pub const INT8_GRID_TOL: f32 = 1e-5;
 
 impl Weights {
-    /// Packs `n × k` f32 values: int8 when `int8` is asked and every output
-    /// channel lies on a symmetric int8 grid (`s = max|w| / 127`); f16 when
-    /// every value is exactly an f16; f32 otherwise.
-    pub fn pack(w: Vec<f32>, n: usize, k: usize, int8: bool) -> Weights {
-        if int8 {
-            if let Some((q, scale)) = recover_int8(&w, n, k) {
-                return Weights::I8 { q, scale };
-            }
-        }
+    /// `n × k` f32 values as f16 when every one is exactly an f16 (as in
+    /// OpenAI's fp16 checkpoints and in fp16 bundles: lossless), else f32.
+    pub fn new(w: Vec<f32>) -> Weights {
         if w.iter().all(|v| f16::from_f32(*v).to_f32() == *v) {
-            return Weights::F16(w.iter().map(|v| f16::from_f32(*v)).collect());
+            Weights::F16(w.iter().map(|v| f16::from_f32(*v)).collect())
+        } else {
+            Weights::F32(w)
         }
-        Weights::F32(w)
     }
 
     pub fn precision(&self) -> &'static str {
         match self {
             Weights::F32(_) => "f32",
             Weights::F16(_) => "f16",
-            Weights::I8 { .. } => "int8",
         }
     }
 
-    pub fn bytes(&self) -> usize {
+    fn bytes(&self) -> usize {
         match self {
             Weights::F32(w) => 4 * w.len(),
             Weights::F16(w) => 2 * w.len(),
-            Weights::I8 { q, scale } => q.len() + 4 * scale.len(),
         }
+    }
+}
+
+impl Int8 {
+    /// `n × k` dequantised weights back as int8, when every output channel
+    /// lies on a symmetric int8 grid (`s = max|w| / 127`); else the values
+    /// unchanged.
+    pub fn recover(w: Vec<f32>, n: usize, k: usize, kernels: &Kernels) -> Result<Int8, Vec<f32>> {
+        let Some((q, scale)) = recover_int8(&w, n, k) else {
+            return Err(w);
+        };
+        let sums = crate::kernels::row_sums(&q, n, k);
+        Ok(Int8 {
+            q: kernels.pack_i8(&q, n, k),
+            scale,
+            sums,
+        })
+    }
+
+    pub fn precision(&self) -> &'static str {
+        "int8"
     }
 }
 
@@ -143,9 +171,10 @@ pub struct ActQuant {
 
 /// The right-hand side of a product.
 pub enum Rhs {
-    /// Packed weights; an int8 layer's come with how to find each row's
-    /// activation scale (`a` is then the unquantised activation).
-    Weights(Weights, Option<ActQuant>),
+    Float(Weights),
+    /// An int8 layer: `a` is then the unquantised activation, quantised
+    /// per row with the scales `ActQuant` finds.
+    Int8(Int8, ActQuant),
     /// Another activation (attention): its offsets per batch, row, depth.
     Act {
         b_batch: Vec<usize>,
@@ -163,27 +192,64 @@ pub struct MatMul {
     pub a_batch: Vec<usize>,
     pub a_m: Vec<usize>,
     pub a_k: Vec<usize>,
+    /// `a_k[t] == t`: each row of `a` is contiguous.
+    pub a_k_unit: bool,
     pub rhs: Rhs,
     pub o_batch: Vec<usize>,
     pub o_m: Vec<usize>,
     pub o_n: Vec<usize>,
 }
 
-#[inline]
-fn quantize(v: f32, r: f32) -> i8 {
-    (v * r).round_ties_even().clamp(-127.0, 127.0) as i8
+/// `out = x · wᵀ` (float weights), split by rows over the pool.
+#[allow(clippy::too_many_arguments)]
+fn gemm_float(
+    kern: &Kernels,
+    pool: &Pool,
+    x: &[f32],
+    w: &Weights,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+) {
+    pool.gemm_rows(m * n * k, c, m, n, &|r0, c| {
+        let rows = c.len() / n.max(1);
+        let x = &x[r0 * k..(r0 + rows) * k];
+        match w {
+            Weights::F32(w) => kern.gemm_f32(x, w, rows, n, k, c),
+            Weights::F16(w) => kern.gemm_f16w(x, w, rows, n, k, c),
+        }
+    });
+}
+
+/// `acc = q · wᵀ` in integers, split by rows over the pool.
+#[allow(clippy::too_many_arguments)]
+fn gemm_int8(
+    kern: &Kernels,
+    pool: &Pool,
+    q: &[i8],
+    w: &Int8,
+    m: usize,
+    n: usize,
+    k: usize,
+    acc: &mut [i32],
+) {
+    pool.gemm_rows(m * n * k, acc, m, n, &|r0, c| {
+        let rows = c.len() / n.max(1);
+        kern.gemm_i8(&q[r0 * k..(r0 + rows) * k], &w.q, &w.sums, rows, n, k, c)
+    });
 }
 
 impl MatMul {
     pub fn scratch(&self) -> ScratchSize {
         let (m, n, k) = (self.m, self.n, self.k);
         match &self.rhs {
-            Rhs::Weights(Weights::I8 { .. }, Some(_)) => ScratchSize {
+            Rhs::Int8(..) => ScratchSize {
                 qa: m * k,
                 acc: m * n,
                 ..Default::default()
             },
-            Rhs::Weights(..) => ScratchSize {
+            Rhs::Float(..) => ScratchSize {
                 pa: m * k,
                 c: m * n,
                 ..Default::default()
@@ -199,8 +265,17 @@ impl MatMul {
 
     pub fn precision(&self) -> &'static str {
         match &self.rhs {
-            Rhs::Weights(w, _) => w.precision(),
+            Rhs::Float(w) => w.precision(),
+            Rhs::Int8(w, _) => w.precision(),
             Rhs::Act { .. } => "f32",
+        }
+    }
+
+    pub fn weight_bytes(&self) -> usize {
+        match &self.rhs {
+            Rhs::Float(w) => w.bytes(),
+            Rhs::Int8(w, _) => w.bytes(),
+            Rhs::Act { .. } => 0,
         }
     }
 
@@ -219,26 +294,28 @@ impl MatMul {
     ) {
         let (m, n, k) = (self.m, self.n, self.k);
         for (bi, (&ab, &ob)) in self.a_batch.iter().zip(&self.o_batch).enumerate() {
-            if let Rhs::Weights(Weights::I8 { q, scale }, Some(aq)) = &self.rhs {
+            if let Rhs::Int8(w, aq) = &self.rhs {
                 let qa = &mut scr.qa[..m * k];
                 for (mi, row) in qa.chunks_exact_mut(k.max(1)).enumerate().take(m) {
                     let r = 1.0 / s[aq.s_batch[bi] + aq.s_m[mi]];
                     let base = ab + self.a_m[mi];
-                    for (d, &ko) in row.iter_mut().zip(&self.a_k) {
-                        *d = quantize(a[base + ko], r);
+                    if self.a_k_unit {
+                        for (d, v) in row.iter_mut().zip(&a[base..base + k]) {
+                            *d = quantize(*v, r);
+                        }
+                    } else {
+                        for (d, &ko) in row.iter_mut().zip(&self.a_k) {
+                            *d = quantize(a[base + ko], r);
+                        }
                     }
                 }
-                let qa: &[i8] = qa;
                 let acc = &mut scr.acc[..m * n];
-                pool.gemm_rows(m * n * k, acc, m, n, &|r0, c| {
-                    let rows = c.len() / n.max(1);
-                    kern.gemm_i8(&qa[r0 * k..(r0 + rows) * k], q, rows, n, k, c)
-                });
+                gemm_int8(kern, pool, qa, w, m, n, k, acc);
                 for mi in 0..m {
                     let sa = s[aq.s_batch[bi] + aq.s_m[mi]];
                     let base = ob + self.o_m[mi];
                     for ni in 0..n {
-                        out[base + self.o_n[ni]] = acc[mi * n + ni] as f32 * (sa * scale[ni]);
+                        out[base + self.o_n[ni]] = acc[mi * n + ni] as f32 * (sa * w.scale[ni]);
                     }
                 }
                 continue;
@@ -246,41 +323,17 @@ impl MatMul {
             let pa = &mut scr.pa[..m * k];
             for (mi, row) in pa.chunks_exact_mut(k.max(1)).enumerate().take(m) {
                 let base = ab + self.a_m[mi];
-                for (d, &ko) in row.iter_mut().zip(&self.a_k) {
-                    *d = a[base + ko];
-                }
-            }
-            let pa: &[f32] = pa;
-            let c = &mut scr.c[..m * n];
-            let macs = m * n * k;
-            let rows_of = |r0: usize, c: &[f32]| {
-                let rows = c.len() / n.max(1);
-                (&pa[r0 * k..(r0 + rows) * k], rows)
-            };
-            match &self.rhs {
-                Rhs::Weights(Weights::F32(w), _) => pool.gemm_rows(macs, c, m, n, &|r0, c| {
-                    let (x, rows) = rows_of(r0, c);
-                    kern.gemm_f32(x, w, rows, n, k, c)
-                }),
-                Rhs::Weights(Weights::F16(w), _) => pool.gemm_rows(macs, c, m, n, &|r0, c| {
-                    let (x, rows) = rows_of(r0, c);
-                    kern.gemm_f16w(x, w, rows, n, k, c)
-                }),
-                Rhs::Weights(Weights::I8 { q, scale }, None) => {
-                    // int8 weights with an f32 activation (the lowering
-                    // never builds this; kept correct all the same).
-                    for mi in 0..m {
-                        for ni in 0..n {
-                            let dot: f32 = pa[mi * k..(mi + 1) * k]
-                                .iter()
-                                .zip(&q[ni * k..(ni + 1) * k])
-                                .map(|(x, w)| x * *w as f32)
-                                .sum();
-                            c[mi * n + ni] = dot * scale[ni];
-                        }
+                if self.a_k_unit {
+                    row.copy_from_slice(&a[base..base + k]);
+                } else {
+                    for (d, &ko) in row.iter_mut().zip(&self.a_k) {
+                        *d = a[base + ko];
                     }
                 }
-                Rhs::Weights(Weights::I8 { .. }, Some(_)) => {}
+            }
+            let c = &mut scr.c[..m * n];
+            match &self.rhs {
+                Rhs::Float(w) => gemm_float(kern, pool, pa, w, m, n, k, c),
                 Rhs::Act { b_batch, b_n, b_k } => {
                     let pb = &mut scr.pb[..n * k];
                     for (ni, row) in pb.chunks_exact_mut(k.max(1)).enumerate().take(n) {
@@ -290,11 +343,12 @@ impl MatMul {
                         }
                     }
                     let pb: &[f32] = pb;
-                    pool.gemm_rows(macs, c, m, n, &|r0, c| {
-                        let (x, rows) = rows_of(r0, c);
-                        kern.gemm_f32(x, pb, rows, n, k, c)
+                    pool.gemm_rows(m * n * k, c, m, n, &|r0, c| {
+                        let rows = c.len() / n.max(1);
+                        kern.gemm_f32(&pa[r0 * k..(r0 + rows) * k], pb, rows, n, k, c)
                     });
                 }
+                Rhs::Int8(..) => {}
             }
             for mi in 0..m {
                 let base = ob + self.o_m[mi];
@@ -304,6 +358,13 @@ impl MatMul {
             }
         }
     }
+}
+
+/// A convolution's weights: float, or int8 with the input quantised with
+/// one scale for the whole tensor.
+pub enum ConvWeights {
+    Float(Weights),
+    Int8(Int8),
 }
 
 /// A 2-D convolution over one NCHW image, OIHW weights, one group.
@@ -318,10 +379,8 @@ pub struct Conv {
     pub stride: [usize; 2],
     pub dilation: [usize; 2],
     pub pad: [usize; 2],
-    pub weights: Weights,
+    pub weights: ConvWeights,
     pub bias: Vec<f32>,
-    /// int8 layer: `x` is then the unquantised input, one scale for all.
-    pub quant: bool,
 }
 
 impl Conv {
@@ -329,25 +388,35 @@ impl Conv {
         self.c * self.kernel[0] * self.kernel[1]
     }
 
-    fn int8(&self) -> bool {
-        self.quant && matches!(self.weights, Weights::I8 { .. })
+    pub fn precision(&self) -> &'static str {
+        match &self.weights {
+            ConvWeights::Float(w) => w.precision(),
+            ConvWeights::Int8(w) => w.precision(),
+        }
+    }
+
+    pub fn weight_bytes(&self) -> usize {
+        4 * self.bias.len()
+            + match &self.weights {
+                ConvWeights::Float(w) => w.bytes(),
+                ConvWeights::Int8(w) => w.bytes(),
+            }
     }
 
     pub fn scratch(&self) -> ScratchSize {
         let (p, kk) = (self.oh * self.ow, self.kk());
-        if self.int8() {
-            ScratchSize {
+        match self.weights {
+            ConvWeights::Int8(_) => ScratchSize {
                 qa: p * kk,
                 qx: self.c * self.h * self.w,
                 acc: p * self.o,
                 ..Default::default()
-            }
-        } else {
-            ScratchSize {
+            },
+            ConvWeights::Float(_) => ScratchSize {
                 pa: p * kk,
                 c: p * self.o,
                 ..Default::default()
-            }
+            },
         }
     }
 
@@ -391,9 +460,8 @@ impl Conv {
         scr: &mut Scratch,
     ) {
         let (p, kk, o) = (self.oh * self.ow, self.kk(), self.o);
-        let macs = p * kk * o;
-        match (&self.weights, self.quant) {
-            (Weights::I8 { q, scale }, true) => {
+        match &self.weights {
+            ConvWeights::Int8(w) => {
                 let sa = s[0];
                 let r = 1.0 / sa;
                 let qx = &mut scr.qx[..self.c * self.h * self.w];
@@ -402,51 +470,20 @@ impl Conv {
                 }
                 let cols = &mut scr.qa[..p * kk];
                 self.im2col(qx, cols);
-                let cols: &[i8] = cols;
                 let acc = &mut scr.acc[..p * o];
-                pool.gemm_rows(macs, acc, p, o, &|r0, c| {
-                    let rows = c.len() / o.max(1);
-                    kern.gemm_i8(&cols[r0 * kk..(r0 + rows) * kk], q, rows, o, kk, c)
-                });
+                gemm_int8(kern, pool, cols, w, p, o, kk, acc);
                 for oc in 0..o {
-                    let (f, b) = (sa * scale[oc], self.bias[oc]);
+                    let (f, b) = (sa * w.scale[oc], self.bias[oc]);
                     for (pi, d) in out[oc * p..(oc + 1) * p].iter_mut().enumerate() {
                         *d = acc[pi * o + oc] as f32 * f + b;
                     }
                 }
             }
-            (w, _) => {
+            ConvWeights::Float(w) => {
                 let cols = &mut scr.pa[..p * kk];
                 self.im2col(x, cols);
-                let cols: &[f32] = cols;
                 let c = &mut scr.c[..p * o];
-                let rows_of = |r0: usize, c: &[f32]| {
-                    let rows = c.len() / o.max(1);
-                    (&cols[r0 * kk..(r0 + rows) * kk], rows)
-                };
-                match w {
-                    Weights::F32(w) => pool.gemm_rows(macs, c, p, o, &|r0, c| {
-                        let (x, rows) = rows_of(r0, c);
-                        kern.gemm_f32(x, w, rows, o, kk, c)
-                    }),
-                    Weights::F16(w) => pool.gemm_rows(macs, c, p, o, &|r0, c| {
-                        let (x, rows) = rows_of(r0, c);
-                        kern.gemm_f16w(x, w, rows, o, kk, c)
-                    }),
-                    Weights::I8 { q, scale } => {
-                        // Not built by the lowering; kept correct.
-                        for pi in 0..p {
-                            for oc in 0..o {
-                                let dot: f32 = cols[pi * kk..(pi + 1) * kk]
-                                    .iter()
-                                    .zip(&q[oc * kk..(oc + 1) * kk])
-                                    .map(|(x, w)| x * *w as f32)
-                                    .sum();
-                                c[pi * o + oc] = dot * scale[oc];
-                            }
-                        }
-                    }
-                }
+                gemm_float(kern, pool, cols, w, p, o, kk, c);
                 for oc in 0..o {
                     let b = self.bias[oc];
                     for (pi, d) in out[oc * p..(oc + 1) * p].iter_mut().enumerate() {

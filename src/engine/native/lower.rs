@@ -16,8 +16,9 @@ use tract_core::ops::einsum::EinSum;
 use tract_core::ops::konst::Const;
 use tract_core::ops::nn::{DataFormat, Reduce as TReduce, Reducer, RmsNorm, Softmax, SoftmaxKind};
 
-use super::linear::{ActQuant, Conv, MatMul, Rhs, Weights};
+use super::linear::{ActQuant, Conv, ConvWeights, Int8, MatMul, Rhs, Weights};
 use super::ops::{self, AroundAxis, Binary, Pool2d, Reduce, Unary, MAX_RANK};
+use crate::kernels::Kernels;
 
 /// Where an op reads a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +99,7 @@ impl Kind {
             Kind::Copy { .. } => "copy",
             Kind::MatMul { mm, .. } => match mm.rhs {
                 Rhs::Act { .. } => "matmul-activations",
-                Rhs::Weights(..) => "linear",
+                Rhs::Float(_) | Rhs::Int8(..) => "linear",
             },
             Kind::Conv { .. } => "conv",
             Kind::Pool { .. } => "pool",
@@ -154,6 +155,7 @@ enum Value {
 
 struct Lowerer<'m> {
     model: &'m TypedModel,
+    kernels: Kernels,
     values: HashMap<OutletId, Value>,
     lens: Vec<usize>,
     consts: Vec<Vec<f32>>,
@@ -180,7 +182,8 @@ fn concrete(fact: &TypedFact) -> Option<Vec<usize>> {
     fact.shape.as_concrete().map(|s| s.to_vec())
 }
 
-pub fn lower(model: &TypedModel) -> Result<Lowered, LowerError> {
+/// Lowers `model`, packing int8 weights for `kernels`.
+pub fn lower(model: &TypedModel, kernels: &Kernels) -> Result<Lowered, LowerError> {
     let fail = |node: &str, op: &str, why: String| LowerError {
         node: node.to_string(),
         op: op.to_string(),
@@ -200,6 +203,7 @@ pub fn lower(model: &TypedModel) -> Result<Lowered, LowerError> {
         .map_err(|e| fail("graph", "graph", format!("{e}")))?;
     let mut l = Lowerer {
         model,
+        kernels: *kernels,
         values: HashMap::new(),
         lens: Vec::new(),
         consts: Vec::new(),
@@ -651,8 +655,13 @@ impl Lowerer<'_> {
                 .unwrap_or(false)
                 && self.dims(*x).ok() == Some(x_full.clone())
         });
-        let weights = Weights::pack(w, o, kk, fq.is_some());
-        let quant = fq.is_some() && matches!(weights, Weights::I8 { .. });
+        let (weights, quant) = match fq {
+            Some(_) => match Int8::recover(w, o, kk, &self.kernels) {
+                Ok(w) => (ConvWeights::Int8(w), true),
+                Err(w) => (ConvWeights::Float(Weights::new(w)), false),
+            },
+            None => (ConvWeights::Float(Weights::new(w)), false),
+        };
         let pad = ps.computed_padding(&x_dims[1..]);
         let (strides, dil) = (ps.strides(), ps.dilations());
         let conv = Conv {
@@ -668,7 +677,6 @@ impl Lowerer<'_> {
             pad: [pad[0].pad_before, pad[1].pad_before],
             weights,
             bias,
-            quant,
         };
         let (x, s) = match (quant, fq) {
             (true, Some((x, s))) => (self.operand(x)?, Some(self.operand(s)?)),
@@ -804,13 +812,13 @@ impl Lowerer<'_> {
                     w.push(bv[nn + kk]);
                 }
             }
-            let weights = Weights::pack(w, n, k, quant.is_some());
-            let quant = if matches!(weights, Weights::I8 { .. }) {
-                quant
-            } else {
-                None
-            };
-            Rhs::Weights(weights, quant)
+            match quant {
+                Some(q) => match Int8::recover(w, n, k, &self.kernels) {
+                    Ok(w) => Rhs::Int8(w, q),
+                    Err(w) => Rhs::Float(Weights::new(w)),
+                },
+                None => Rhs::Float(Weights::new(w)),
+            }
         } else {
             Rhs::Act {
                 b_batch: table(&batch, |ax| ax.b),
@@ -818,14 +826,16 @@ impl Lowerer<'_> {
                 b_k: table(&k_ax, |ax| ax.b),
             }
         };
-        let int8 = matches!(rhs, Rhs::Weights(_, Some(_)));
+        let int8 = matches!(rhs, Rhs::Int8(..));
+        let a_k = table(&k_ax, |ax| ax.a);
         let mm = MatMul {
             m,
             n,
             k,
             a_batch: table(&batch, |ax| ax.a),
             a_m: table(&m_ax, |ax| ax.a),
-            a_k: table(&k_ax, |ax| ax.a),
+            a_k_unit: a_k.iter().enumerate().all(|(t, &o)| o == t),
+            a_k,
             rhs,
             o_batch: table(&batch, |ax| ax.o),
             o_m: table(&m_ax, |ax| ax.o),

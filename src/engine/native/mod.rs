@@ -56,7 +56,7 @@ impl Native {
     /// [`crate::encoder::for_native`]).
     /// `threads`: the compute threads (the caller's included), made now.
     pub fn new(model: &TypedModel, kernels: Kernels, threads: usize) -> Result<Native, LowerError> {
-        let l = lower::lower(model)?;
+        let l = lower::lower(model, &kernels)?;
         let n = l.lens.len();
         let mut first = vec![usize::MAX; n];
         let mut last = vec![0usize; n];
@@ -92,13 +92,11 @@ impl Native {
             match &s.kind {
                 Kind::MatMul { mm, .. } => {
                     size = size.max(mm.scratch());
-                    if let linear::Rhs::Weights(w, _) = &mm.rhs {
-                        weight_bytes += w.bytes();
-                    }
+                    weight_bytes += mm.weight_bytes();
                 }
                 Kind::Conv { conv, .. } => {
                     size = size.max(conv.scratch());
-                    weight_bytes += conv.weights.bytes() + 4 * conv.bias.len();
+                    weight_bytes += conv.weight_bytes();
                 }
                 _ => {}
             }
@@ -148,19 +146,15 @@ impl Native {
         let mut products = Vec::new();
         for s in &self.steps {
             match &s.kind {
-                Kind::MatMul { mm, .. } if matches!(mm.rhs, linear::Rhs::Weights(..)) => {
+                Kind::MatMul { mm, .. } if !matches!(mm.rhs, linear::Rhs::Act { .. }) => {
                     products.push((s.name.clone(), mm.precision()))
                 }
-                Kind::Conv { conv, .. } => {
-                    products.push((s.name.clone(), conv.weights.precision()))
-                }
+                Kind::Conv { conv, .. } => products.push((s.name.clone(), conv.precision())),
                 _ => {}
             }
             let key = match &s.kind {
                 Kind::MatMul { mm, .. } => format!("{}/{}", s.kind.class(), mm.precision()),
-                Kind::Conv { conv, .. } => {
-                    format!("{}/{}", s.kind.class(), conv.weights.precision())
-                }
+                Kind::Conv { conv, .. } => format!("{}/{}", s.kind.class(), conv.precision()),
                 k => k.class().to_string(),
             };
             *ops.entry(key).or_insert(0) += 1;

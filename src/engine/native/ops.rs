@@ -198,7 +198,7 @@ pub fn unary(op: Unary, x: &[f32], out: &mut [f32]) {
     match op {
         Unary::Abs => map(&f32::abs, out),
         Unary::Recip => map(&|v| 1.0 / v, out),
-        Unary::RoundHalfToEven => map(&f32::round_ties_even, out),
+        Unary::RoundHalfToEven => map(&crate::kernels::round_half_even, out),
         Unary::Sigmoid => map(&|v| 1.0 / (1.0 + (-v).exp()), out),
         Unary::Rsqrt => map(&|v| 1.0 / v.sqrt(), out),
         Unary::Sqrt => map(&f32::sqrt, out),

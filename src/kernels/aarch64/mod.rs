@@ -10,6 +10,7 @@ pub fn detect() -> Option<Kernels> {
     Some(Kernels {
         name: "aarch64-neon",
         gemm_i8: neon::gemm_i8,
+        pack_i8: super::rows_i8,
         gemm_f16w: neon::gemm_f16w,
         gemm_f32: neon::gemm_f32,
     })

@@ -1,23 +1,50 @@
-//! x86_64 kernels, chosen by run-time feature detection.
+//! x86_64 kernels, chosen by run-time feature detection: AVX-512 F/BW for
+//! f32 and f16 weights where present, AVX-512 VNNI for int8 where present,
+//! AVX2 + FMA + F16C otherwise (Haswell, Zen 1 and later).
 
 use super::Kernels;
 
 pub mod avx2;
+pub mod avx512;
 
-/// AVX2 + FMA + F16C (Haswell, Zen 1 and later). AVX-512 / VNNI paths are
-/// still to come; until then AVX-512 machines run these.
 pub fn detect() -> Option<Kernels> {
-    if is_x86_feature_detected!("avx2")
+    let avx2 = is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
-    {
-        Some(Kernels {
-            name: "x86_64-avx2",
-            gemm_i8: avx2::gemm_i8,
-            gemm_f16w: avx2::gemm_f16w,
-            gemm_f32: avx2::gemm_f32,
-        })
-    } else {
-        None
+        && is_x86_feature_detected!("f16c");
+    let avx512 = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw");
+    let vnni = avx512 && is_x86_feature_detected!("avx512vnni");
+    if !avx2 {
+        return None;
     }
+    let mut k = Kernels {
+        name: "x86_64-avx2",
+        gemm_i8: avx2::gemm_i8,
+        pack_i8: super::rows_i8,
+        gemm_f16w: avx2::gemm_f16w,
+        gemm_f32: avx2::gemm_f32,
+    };
+    if avx512 {
+        k.name = "x86_64-avx512";
+        k.gemm_f16w = avx512::gemm_f16w;
+        k.gemm_f32 = avx512::gemm_f32;
+    }
+    if vnni {
+        k.name = "x86_64-avx512-vnni";
+        k.gemm_i8 = avx512::gemm_i8;
+        k.pack_i8 = avx512::pack_i8;
+    }
+    Some(k)
+}
+
+/// The AVX2 kernels alone (on an AVX-512 machine too: for tests and
+/// `bench-kernels`, and `CLIP_EDGE_KERNELS=avx2`).
+pub fn avx2_only() -> Option<Kernels> {
+    detect()?;
+    Some(Kernels {
+        name: "x86_64-avx2",
+        gemm_i8: avx2::gemm_i8,
+        pack_i8: super::rows_i8,
+        gemm_f16w: avx2::gemm_f16w,
+        gemm_f32: avx2::gemm_f32,
+    })
 }

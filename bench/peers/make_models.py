@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Random-weight ViT-B/32 and RN50 (the OpenAI reference code, seeded), saved
+three ways from the same weights for the side-by-side benchmark (run.py):
+
+  WORK/<arch>.pt              an OpenAI-style TorchScript archive (fp16 weights,
+                              as OpenAI ships them) for `clip-quantize build`
+  WORK/<arch>.onnx            the image encoder in fp32 for ONNX Runtime
+  WORK/<arch>.int8.onnx       the same, dynamically quantised (int8 weights per
+                              channel, activations per tensor at run time)
+
+Needs: pip install torch clip-anytorch onnx onnxruntime (and setuptools<70 for
+clip-anytorch's pkg_resources). Run by hand, never in tests or CI:
+
+    python3 bench/peers/make_models.py --work /tmp/peers
+"""
+import argparse
+import os
+import sys
+
+import torch
+from clip.model import CLIP, convert_weights
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "reference"))
+from openai_archive import save_traced  # noqa: E402
+
+ARCHS = {
+    # embed_dim, resolution, vision layers, vision width, patch
+    "vit_b32": (512, 224, 12, 768, 32),
+    "rn50": (1024, 224, (3, 4, 6, 3), 64, None),
+}
+
+
+def build(arch):
+    embed, res, layers, width, patch = ARCHS[arch]
+    torch.manual_seed(0)
+    m = CLIP(embed, res, layers, width, patch, 77, 49408, 512, 8, 12).eval()
+    convert_weights(m)  # fp16 matrices, as in OpenAI's released archives
+    return m, res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default="/tmp/peers")
+    ap.add_argument("--arch", nargs="*", default=list(ARCHS))
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    for arch in a.arch:
+        m, res = build(arch)
+        sd = m.state_dict()
+        image = torch.randn(1, 3, res, res)
+        tokens = torch.zeros(1, 77, dtype=torch.long)
+        if not os.path.exists(os.path.join(a.work, f"{arch}.pt")):
+            save_traced(sd, res, 77, 49408, image, tokens, os.path.join(a.work, f"{arch}.pt"))
+        visual = m.visual.float().eval()
+        onnx_path = os.path.join(a.work, f"{arch}.onnx")
+        torch.onnx.export(visual, (image,), onnx_path, input_names=["image"],
+                          output_names=["embedding"], opset_version=17, dynamo=False)
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+        # ONNX Runtime's recommended pre-pass (folds the constants that feed
+        # convolution weights, which quantize_dynamic needs as initializers).
+        pre = os.path.join(a.work, f"{arch}.pre.onnx")
+        quant_pre_process(onnx_path, pre)
+        quantize_dynamic(pre, os.path.join(a.work, f"{arch}.int8.onnx"),
+                         per_channel=True, weight_type=QuantType.QInt8)
+        os.remove(pre)
+        print(f"{arch}: written to {a.work}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+//! AVX-512 (F + BW) and AVX-512 VNNI. int8: an outer-product micro-tile of
+//! 8 rows × 32 output channels over weights packed once at load
+//! ([`pack_i8`]): each `vpdpbusd` multiplies one 64-byte panel group (16
+//! channels × 4 depths) by four activations of one row broadcast to every
+//! lane and adds the four products into each channel's i32 sum, exactly
+//! (the non-saturating form): 64 multiply-adds an instruction and no
+//! horizontal sum. `vpdpbusd` wants one unsigned operand: the packed
+//! weights are stored as `w + 128` (one byte each, as the bundle's), and
+//! the sums corrected by `128 · Σ_k x[i][k]`. f32 and f16 weights: 16 lanes
+//! (`vcvtph2ps` widens 16 f16 in one instruction) in tiles of 2 rows × 4
+//! output channels (`kernels::drive`); tails one element at a time.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use crate::kernels::{drive, scalar};
+
+fn has_vnni() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+fn has_avx512() -> bool {
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+}
+
+/// Channels of one packed weight panel (one zmm of i32 sums).
+const PANEL: usize = 16;
+/// Rows of `x` per micro-tile.
+const MR: usize = 8;
+
+/// Weights for [`gemm_i8`]: panels of 16 output channels, each `k` padded
+/// to a multiple of 4 and laid out `[k / 4][16 channels][4]` (what one
+/// `vpdpbusd` multiplies against one broadcast group of four activations),
+/// made unsigned: `w + 128` (the bit pattern `w ^ 0x80`). Padding holds
+/// 128 (a zero weight).
+pub fn pack_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
+    let kg = k.div_ceil(4);
+    let panels = n.div_ceil(PANEL);
+    let mut out = vec![i8::MIN; panels * kg * PANEL * 4];
+    for j in 0..n {
+        let (p, c) = (j / PANEL, j % PANEL);
+        for t in 0..k {
+            out[((p * kg + t / 4) * PANEL + c) * 4 + t % 4] = w[j * k + t] ^ i8::MIN;
+        }
+    }
+    out
+}
+
+/// Only reached through [`super::detect`], which checked AVX-512 VNNI.
+/// `w` is [`pack_i8`]'s layout (`w_sums` is not needed: the bias of the
+/// unsigned weights is taken out with the activations' row sums).
+pub fn gemm_i8(x: &[i8], w: &[i8], w_sums: &[i32], m: usize, n: usize, k: usize, out: &mut [i32]) {
+    let kg = k.div_ceil(4);
+    assert!(
+        has_vnni()
+            && w_sums.len() >= n
+            && w.len() >= n.div_ceil(PANEL) * kg * PANEL * 4
+            && x.len() >= m * k
+            && out.len() >= m * n
+    );
+    // Panels outer: one pair of panels (32 channels × k) stays in L2 while
+    // every row block passes over it.
+    let mut j = 0;
+    while j < n {
+        let panels = if n - j > PANEL { 2 } else { 1 };
+        let wp = &w[(j / PANEL) * kg * PANEL * 4..];
+        let mut i = 0;
+        while i < m {
+            let rows = (m - i).min(MR);
+            // SAFETY: VNNI is present (asserted); the tile reads rows
+            // i..i + rows of `x` (k each), panels j / 16 .. + `panels` of
+            // `w` (asserted long enough), and writes rows i..i + rows,
+            // channels j..min(j + 16 · panels, n) of `out` (m × n).
+            unsafe {
+                match (rows, panels) {
+                    (MR, 2) => tile::<MR, 2>(x, wp, i, j, n, k, out),
+                    (MR, _) => tile::<MR, 1>(x, wp, i, j, n, k, out),
+                    (_, 2) => {
+                        for r in i..i + rows {
+                            tile::<1, 2>(x, wp, r, j, n, k, out)
+                        }
+                    }
+                    _ => {
+                        for r in i..i + rows {
+                            tile::<1, 1>(x, wp, r, j, n, k, out)
+                        }
+                    }
+                }
+            }
+            i += rows;
+        }
+        j += PANEL * panels;
+    }
+}
+
+/// Four activations from `x[at..]` (fewer past `end`, zero-padded) as one
+/// i32 to broadcast.
+#[inline(always)]
+fn group(x: &[i8], at: usize, end: usize) -> i32 {
+    let mut b = [0u8; 4];
+    for (t, v) in b.iter_mut().enumerate() {
+        if at + t < end {
+            *v = x[at + t] as u8;
+        }
+    }
+    i32::from_le_bytes(b)
+}
+
+/// `Σ_k x[k]` of one activation row, 64 bytes a step (`vpdpbusd` of ones).
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn row_sum(x: &[i8]) -> i32 {
+    let ones = _mm512_set1_epi8(1);
+    let mut acc = _mm512_setzero_si512();
+    let mut t = 0;
+    while t < x.len() {
+        let left = x.len() - t;
+        let mask: __mmask64 = if left >= 64 { !0 } else { (1u64 << left) - 1 };
+        // SAFETY: the mask covers bytes t..min(t + 64, len) of `x`;
+        // masked-out bytes are not read.
+        let v = unsafe { _mm512_maskz_loadu_epi8(mask, x.as_ptr().add(t)) };
+        acc = _mm512_dpbusd_epi32(acc, ones, v);
+        t += 64;
+    }
+    _mm512_reduce_add_epi32(acc)
+}
+
+/// `R` rows × `P` panels of 16 channels: `R · P` accumulators, each
+/// `vpdpbusd` multiplying one packed (unsigned) panel group by four signed
+/// activations of one row broadcast to every lane; stored with the
+/// `128 · Σ_k x` bias of the unsigned weights removed.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI; the bounds [`gemm_i8`] asserts.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const R: usize, const P: usize>(
+    x: &[i8],
+    wp: &[i8],
+    i: usize,
+    j: usize,
+    n: usize,
+    k: usize,
+    out: &mut [i32],
+) {
+    let kg = k.div_ceil(4);
+    let full = k / 4;
+    let mut acc = [[_mm512_setzero_si512(); P]; R];
+    let panel_bytes = kg * PANEL * 4;
+    for g in 0..kg {
+        let mut b = [_mm512_setzero_si512(); P];
+        for (p, bp) in b.iter_mut().enumerate() {
+            // SAFETY: panel p's group g is 64 bytes inside `wp` (asserted
+            // by the caller: every panel up to j / 16 + P holds kg groups).
+            *bp = unsafe { _mm512_loadu_si512(wp.as_ptr().add(p * panel_bytes + g * 64).cast()) };
+        }
+        for (r, ar) in acc.iter_mut().enumerate() {
+            let row = (i + r) * k;
+            let v = if g < full {
+                // SAFETY: bytes row + 4g .. + 4 lie within row i + r of x.
+                unsafe { std::ptr::read_unaligned(x.as_ptr().add(row + g * 4).cast::<i32>()) }
+            } else {
+                group(x, row + g * 4, row + k)
+            };
+            let a = _mm512_set1_epi32(v);
+            for (acc, bp) in ar.iter_mut().zip(&b) {
+                *acc = _mm512_dpbusd_epi32(*acc, *bp, a);
+            }
+        }
+    }
+    for (r, ar) in acc.iter().enumerate() {
+        let bias = _mm512_set1_epi32(128 * row_sum(&x[(i + r) * k..(i + r + 1) * k]));
+        for (p, v) in ar.iter().enumerate() {
+            let j0 = j + p * PANEL;
+            let valid = n.saturating_sub(j0).min(PANEL);
+            let mask: __mmask16 = ((1u32 << valid) - 1) as __mmask16;
+            // SAFETY: row i + r, channels j0..j0 + valid lie within out.
+            unsafe {
+                _mm512_mask_storeu_epi32(
+                    out.as_mut_ptr().add((i + r) * n + j0),
+                    mask,
+                    _mm512_sub_epi32(*v, bias),
+                )
+            };
+        }
+    }
+}
+
+/// Only reached through [`super::detect`], which checked AVX-512 F/BW.
+pub fn gemm_f32(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
+    assert!(has_avx512());
+    drive(
+        x,
+        w,
+        m,
+        n,
+        k,
+        out,
+        // SAFETY: AVX-512 F is present (asserted above); rows all `k` long.
+        |xs, ws| unsafe { tile_f32(xs, ws) },
+        scalar::dot_f32,
+    )
+}
+
+/// Only reached through [`super::detect`], which checked AVX-512 F/BW.
+pub fn gemm_f16w(x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [f32]) {
+    assert!(has_avx512());
+    drive(
+        x,
+        w,
+        m,
+        n,
+        k,
+        out,
+        // SAFETY: AVX-512 F is present (asserted above); rows all `k` long.
+        |xs, ws| unsafe { tile_f16w(xs, ws) },
+        scalar::dot_f16w,
+    )
+}
+
+/// # Safety
+/// AVX-512 F; every row at least `xs[0].len()` long.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_f32(xs: [&[f32]; 2], ws: [&[f32]; 4]) -> [[f32; 4]; 2] {
+    let k = xs[0].len();
+    let kv = k / 16 * 16;
+    let mut acc = [[_mm512_setzero_ps(); 4]; 2];
+    let mut t = 0;
+    while t < kv {
+        // SAFETY: t + 16 <= kv <= k, the length of every row.
+        let xv = xs.map(|xr| unsafe { _mm512_loadu_ps(xr.as_ptr().add(t)) });
+        for (r, wr) in ws.iter().enumerate() {
+            // SAFETY: as above, for this weight row.
+            let wv = unsafe { _mm512_loadu_ps(wr.as_ptr().add(t)) };
+            for (a, x) in acc.iter_mut().zip(&xv) {
+                a[r] = _mm512_fmadd_ps(*x, wv, a[r]);
+            }
+        }
+        t += 16;
+    }
+    let mut out = [[0f32; 4]; 2];
+    for ((o, a), xr) in out.iter_mut().zip(&acc).zip(&xs) {
+        for ((v, ar), wr) in o.iter_mut().zip(a).zip(&ws) {
+            *v = _mm512_reduce_add_ps(*ar) + scalar::dot_f32(&xr[kv..], &wr[kv..k]);
+        }
+    }
+    out
+}
+
+/// # Safety
+/// AVX-512 F; every row at least `xs[0].len()` long.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_f16w(xs: [&[f32]; 2], ws: [&[f16]; 4]) -> [[f32; 4]; 2] {
+    let k = xs[0].len();
+    let kv = k / 16 * 16;
+    let mut acc = [[_mm512_setzero_ps(); 4]; 2];
+    let mut t = 0;
+    while t < kv {
+        // SAFETY: t + 16 <= kv <= k, the length of every row.
+        let xv = xs.map(|xr| unsafe { _mm512_loadu_ps(xr.as_ptr().add(t)) });
+        for (r, wr) in ws.iter().enumerate() {
+            // SAFETY: as above; 16 f16 are 32 bytes, loaded unaligned.
+            let wv = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(wr.as_ptr().add(t).cast())) };
+            for (a, x) in acc.iter_mut().zip(&xv) {
+                a[r] = _mm512_fmadd_ps(*x, wv, a[r]);
+            }
+        }
+        t += 16;
+    }
+    let mut out = [[0f32; 4]; 2];
+    for ((o, a), xr) in out.iter_mut().zip(&acc).zip(&xs) {
+        for ((v, ar), wr) in o.iter_mut().zip(a).zip(&ws) {
+            *v = _mm512_reduce_add_ps(*ar) + scalar::dot_f16w(&xr[kv..], &wr[kv..k]);
+        }
+    }
+    out
+}
