@@ -160,6 +160,20 @@ pub fn run(
                     kern.gemm_f32(&x, &w, m, n, k, &mut outf);
                 }),
             ));
+            let wp16 = kern.pack_f16(&w16, n, k);
+            ms.push((
+                format!("{} f16 weights, packed", kern.name),
+                median_ms(iterations, || {
+                    kern.gemm_f16p(&x, &wp16, m, n, k, &mut outf);
+                }),
+            ));
+            let wp = kern.pack_f32(&w, n, k);
+            ms.push((
+                format!("{} f32, packed", kern.name),
+                median_ms(iterations, || {
+                    kern.gemm_f32p(&x, &wp, m, n, k, &mut outf);
+                }),
+            ));
         }
         rows.push(Row { m, k, n, ms });
     }

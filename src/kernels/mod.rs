@@ -44,6 +44,10 @@ pub type GemmF32 = fn(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &
 /// path's own layout, once at load.
 pub type PackI8 = fn(w: &[i8], n: usize, k: usize) -> Vec<i8>;
 
+/// Packs `n × k` float weights into a kernel path's own layout, at load.
+pub type PackF32 = fn(w: &[f32], n: usize, k: usize) -> Vec<f32>;
+pub type PackF16 = fn(w: &[f16], n: usize, k: usize) -> Vec<f16>;
+
 /// One set of kernels for this CPU.
 #[derive(Clone, Copy)]
 pub struct Kernels {
@@ -53,6 +57,12 @@ pub struct Kernels {
     pack_i8: PackI8,
     gemm_f16w: GemmF16w,
     gemm_f32: GemmF32,
+    /// Weights packed by `pack_f16` / `pack_f32` (linear layers and
+    /// convolutions); `gemm_f32` above takes rows (attention).
+    pack_f16: PackF16,
+    gemm_f16p: GemmF16w,
+    pack_f32: PackF32,
+    gemm_f32p: GemmF32,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -66,9 +76,13 @@ impl Kernels {
     pub const SCALAR: Kernels = Kernels {
         name: "scalar",
         gemm_i8: scalar::gemm_i8,
-        pack_i8: rows_i8,
+        pack_i8: rows,
         gemm_f16w: scalar::gemm_f16w,
         gemm_f32: scalar::gemm_f32,
+        pack_f16: rows,
+        gemm_f16p: scalar::gemm_f16w,
+        pack_f32: rows,
+        gemm_f32p: scalar::gemm_f32,
     };
 
     /// The best kernels this CPU runs, by run-time feature detection;
@@ -167,6 +181,30 @@ impl Kernels {
         check(x.len(), w.len(), out.len(), m, n, k);
         (self.gemm_f32)(x, w, m, n, k, out)
     }
+
+    /// `w` (`n × k`) in this path's layout for [`Kernels::gemm_f16p`].
+    pub fn pack_f16(&self, w: &[f16], n: usize, k: usize) -> Vec<f16> {
+        assert!(w.len() >= n * k);
+        (self.pack_f16)(w, n, k)
+    }
+
+    /// As [`Kernels::gemm_f16w`], `w` as [`Kernels::pack_f16`] made it.
+    pub fn gemm_f16p(&self, x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [f32]) {
+        check(x.len(), w.len(), out.len(), m, n, k);
+        (self.gemm_f16p)(x, w, m, n, k, out)
+    }
+
+    /// `w` (`n × k`) in this path's layout for [`Kernels::gemm_f32p`].
+    pub fn pack_f32(&self, w: &[f32], n: usize, k: usize) -> Vec<f32> {
+        assert!(w.len() >= n * k);
+        (self.pack_f32)(w, n, k)
+    }
+
+    /// As [`Kernels::gemm_f32`], `w` as [`Kernels::pack_f32`] made it.
+    pub fn gemm_f32p(&self, x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
+        check(x.len(), w.len(), out.len(), m, n, k);
+        (self.gemm_f32p)(x, w, m, n, k, out)
+    }
 }
 
 /// Bytes of weights one block holds: the block stays in the L2 cache while
@@ -232,7 +270,7 @@ fn check(x: usize, w: usize, out: usize, m: usize, n: usize, k: usize) {
 }
 
 /// The plain layout: a row per output channel.
-pub fn rows_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
+pub fn rows<T: Copy>(w: &[T], n: usize, k: usize) -> Vec<T> {
     w[..n * k].to_vec()
 }
 
@@ -322,7 +360,9 @@ mod tests {
             let (mut a, mut b) = (vec![0f32; m * n], vec![1f32; m * n]);
             Kernels::SCALAR.gemm_f16w(x, &w, m, n, k, &mut a);
             simd.gemm_f16w(x, &w, m, n, k, &mut b);
-            for (idx, (p, q)) in a.iter().zip(&b).enumerate() {
+            let mut c = vec![2f32; m * n];
+            simd.gemm_f16p(x, &simd.pack_f16(&w, n, k), m, n, k, &mut c);
+            for (idx, ((p, q), r)) in a.iter().zip(&b).zip(&c).enumerate() {
                 // The same exact products (f16 widens exactly), summed in
                 // another order and with FMA: each sum is within
                 // k·eps·Σ|x·w| of the exact one (Higham), so the two within
@@ -331,6 +371,7 @@ mod tests {
                 let abs: f32 = (0..k).map(|t| (x[i * k + t] * w[j * k + t].to_f32()).abs()).sum();
                 let bound = 2.0 * k as f32 * f32::EPSILON * abs + f32::MIN_POSITIVE;
                 prop_assert!((p - q).abs() <= bound, "{} [{}] {} vs {} ({}x{}x{})", simd.name, idx, p, q, m, n, k);
+                prop_assert!((p - r).abs() <= bound, "{} packed [{}] {} vs {} ({}x{}x{})", simd.name, idx, p, r, m, n, k);
             }
             }
         }
@@ -342,12 +383,15 @@ mod tests {
             let (mut a, mut b) = (vec![0f32; m * n], vec![1f32; m * n]);
             Kernels::SCALAR.gemm_f32(x, w, m, n, k, &mut a);
             simd.gemm_f32(x, w, m, n, k, &mut b);
-            for (idx, (p, q)) in a.iter().zip(&b).enumerate() {
+            let mut c = vec![2f32; m * n];
+            simd.gemm_f32p(x, &simd.pack_f32(w, n, k), m, n, k, &mut c);
+            for (idx, ((p, q), r)) in a.iter().zip(&b).zip(&c).enumerate() {
                 // As for f16 weights: the same products in another order.
                 let (i, j) = (idx / n, idx % n);
                 let abs: f32 = (0..k).map(|t| (x[i * k + t] * w[j * k + t]).abs()).sum();
                 let bound = 2.0 * k as f32 * f32::EPSILON * abs + f32::MIN_POSITIVE;
                 prop_assert!((p - q).abs() <= bound, "{} [{}] {} vs {} ({}x{}x{})", simd.name, idx, p, q, m, n, k);
+                prop_assert!((p - r).abs() <= bound, "{} packed [{}] {} vs {} ({}x{}x{})", simd.name, idx, p, r, m, n, k);
             }
             }
         }

@@ -12,7 +12,8 @@ use half::f16;
 use crate::kernels::pool::Pool;
 use crate::kernels::{quantize, Kernels};
 
-/// f32 or f16 weights, `n × k`.
+/// f32 or f16 weights, `n × k`, in the kernel path's layout
+/// ([`Kernels::pack_f32`], [`Kernels::pack_f16`]).
 pub enum Weights {
     F32(Vec<f32>),
     F16(Vec<f16>),
@@ -41,11 +42,13 @@ pub const INT8_GRID_TOL: f32 = 1e-5;
 impl Weights {
     /// `n × k` f32 values as f16 when every one is exactly an f16 (as in
     /// OpenAI's fp16 checkpoints and in fp16 bundles: lossless), else f32.
-    pub fn new(w: Vec<f32>) -> Weights {
+    pub fn new(w: Vec<f32>, n: usize, k: usize, kernels: &Kernels) -> Weights {
         if w.iter().all(|v| f16::from_f32(*v).to_f32() == *v) {
-            Weights::F16(w.iter().map(|v| f16::from_f32(*v)).collect())
+            let h: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
+            drop(w);
+            Weights::F16(kernels.pack_f16(&h, n, k))
         } else {
-            Weights::F32(w)
+            Weights::F32(kernels.pack_f32(&w, n, k))
         }
     }
 
@@ -216,8 +219,8 @@ fn gemm_float(
         let rows = c.len() / n.max(1);
         let x = &x[r0 * k..(r0 + rows) * k];
         match w {
-            Weights::F32(w) => kern.gemm_f32(x, w, rows, n, k, c),
-            Weights::F16(w) => kern.gemm_f16w(x, w, rows, n, k, c),
+            Weights::F32(w) => kern.gemm_f32p(x, w, rows, n, k, c),
+            Weights::F16(w) => kern.gemm_f16p(x, w, rows, n, k, c),
         }
     });
 }

@@ -658,9 +658,15 @@ impl Lowerer<'_> {
         let (weights, quant) = match fq {
             Some(_) => match Int8::recover(w, o, kk, &self.kernels) {
                 Ok(w) => (ConvWeights::Int8(w), true),
-                Err(w) => (ConvWeights::Float(Weights::new(w)), false),
+                Err(w) => (
+                    ConvWeights::Float(Weights::new(w, o, kk, &self.kernels)),
+                    false,
+                ),
             },
-            None => (ConvWeights::Float(Weights::new(w)), false),
+            None => (
+                ConvWeights::Float(Weights::new(w, o, kk, &self.kernels)),
+                false,
+            ),
         };
         let pad = ps.computed_padding(&x_dims[1..]);
         let (strides, dil) = (ps.strides(), ps.dilations());
@@ -815,9 +821,9 @@ impl Lowerer<'_> {
             match quant {
                 Some(q) => match Int8::recover(w, n, k, &self.kernels) {
                     Ok(w) => Rhs::Int8(w, q),
-                    Err(w) => Rhs::Float(Weights::new(w)),
+                    Err(w) => Rhs::Float(Weights::new(w, n, k, &self.kernels)),
                 },
-                None => Rhs::Float(Weights::new(w)),
+                None => Rhs::Float(Weights::new(w, n, k, &self.kernels)),
             }
         } else {
             Rhs::Act {

@@ -10,8 +10,12 @@ pub fn detect() -> Option<Kernels> {
     Some(Kernels {
         name: "aarch64-neon",
         gemm_i8: neon::gemm_i8,
-        pack_i8: super::rows_i8,
+        pack_i8: super::rows,
         gemm_f16w: neon::gemm_f16w,
         gemm_f32: neon::gemm_f32,
+        pack_f16: super::rows,
+        gemm_f16p: neon::gemm_f16w,
+        pack_f32: super::rows,
+        gemm_f32p: neon::gemm_f32,
     })
 }

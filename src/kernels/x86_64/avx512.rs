@@ -280,3 +280,150 @@ unsafe fn tile_f16w(xs: [&[f32]; 2], ws: [&[f16]; 4]) -> [[f32; 4]; 2] {
     }
     out
 }
+
+/// Float weights for [`gemm_f32p`] / [`gemm_f16p`]: panels of 16 output
+/// channels laid out `[k][16]` (one vector of 16 channels per depth);
+/// channels past `n` are zero.
+pub fn pack_panels<T: Copy + Default>(w: &[T], n: usize, k: usize) -> Vec<T> {
+    let panels = n.div_ceil(PANEL);
+    let mut out = vec![T::default(); panels * k * PANEL];
+    for j in 0..n {
+        let (p, c) = (j / PANEL, j % PANEL);
+        for t in 0..k {
+            out[(p * k + t) * PANEL + c] = w[j * k + t];
+        }
+    }
+    out
+}
+
+pub fn pack_f32(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    pack_panels(w, n, k)
+}
+
+pub fn pack_f16(w: &[f16], n: usize, k: usize) -> Vec<f16> {
+    pack_panels(w, n, k)
+}
+
+/// The outer-product loop of the float paths, over weights of type `$w`
+/// loaded 16 at a time by `$load`: `R` rows × `P` panels, one FMA per
+/// (row, panel) and depth with the row's activation broadcast.
+macro_rules! float_panels {
+    ($gemm:ident, $tile:ident, $w:ty, $load:expr, $doc:literal) => {
+        #[doc = $doc]
+        pub fn $gemm(x: &[f32], w: &[$w], m: usize, n: usize, k: usize, out: &mut [f32]) {
+            assert!(
+                has_avx512()
+                    && w.len() >= n.div_ceil(PANEL) * k * PANEL
+                    && x.len() >= m * k
+                    && out.len() >= m * n
+            );
+            let mut j = 0;
+            while j < n {
+                let panels = if n - j > PANEL { 2 } else { 1 };
+                let wp = &w[(j / PANEL) * k * PANEL..];
+                let mut i = 0;
+                while i < m {
+                    let rows = (m - i).min(MR);
+                    // SAFETY: AVX-512 F is present (asserted); the tile
+                    // reads rows i..i + rows of `x`, panels j / 16 .. +
+                    // `panels` of `w` (asserted long enough), and writes
+                    // rows i..i + rows, channels j..min(j + 16 · panels, n).
+                    unsafe {
+                        match (rows, panels) {
+                            (MR, 2) => $tile::<MR, 2>(x, wp, i, j, n, k, out),
+                            (MR, _) => $tile::<MR, 1>(x, wp, i, j, n, k, out),
+                            (_, 2) => {
+                                for r in i..i + rows {
+                                    $tile::<1, 2>(x, wp, r, j, n, k, out)
+                                }
+                            }
+                            _ => {
+                                for r in i..i + rows {
+                                    $tile::<1, 1>(x, wp, r, j, n, k, out)
+                                }
+                            }
+                        }
+                    }
+                    i += rows;
+                }
+                j += PANEL * panels;
+            }
+        }
+
+        /// # Safety
+        /// AVX-512 F; the bounds the caller asserts.
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $tile<const R: usize, const P: usize>(
+            x: &[f32],
+            wp: &[$w],
+            i: usize,
+            j: usize,
+            n: usize,
+            k: usize,
+            out: &mut [f32],
+        ) {
+            let mut acc = [[_mm512_setzero_ps(); P]; R];
+            for t in 0..k {
+                let mut b = [_mm512_setzero_ps(); P];
+                for (p, bp) in b.iter_mut().enumerate() {
+                    // SAFETY: panel p's depth t is 16 values inside `wp`.
+                    *bp = unsafe { $load(wp.as_ptr().add((p * k + t) * PANEL)) };
+                }
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    // SAFETY: row i + r < m, t < k: within x (m × k).
+                    let a = _mm512_set1_ps(unsafe { *x.get_unchecked((i + r) * k + t) });
+                    for (acc, bp) in ar.iter_mut().zip(&b) {
+                        *acc = _mm512_fmadd_ps(a, *bp, *acc);
+                    }
+                }
+            }
+            for (r, ar) in acc.iter().enumerate() {
+                for (p, v) in ar.iter().enumerate() {
+                    let j0 = j + p * PANEL;
+                    let valid = n.saturating_sub(j0).min(PANEL);
+                    let mask: __mmask16 = ((1u32 << valid) - 1) as __mmask16;
+                    // SAFETY: row i + r, channels j0..j0 + valid are in out.
+                    unsafe {
+                        _mm512_mask_storeu_ps(out.as_mut_ptr().add((i + r) * n + j0), mask, *v)
+                    };
+                }
+            }
+        }
+    };
+}
+
+/// 16 f32.
+///
+/// # Safety
+/// AVX-512 F; 16 readable values at `p`.
+#[inline(always)]
+unsafe fn load_f32(p: *const f32) -> __m512 {
+    // SAFETY: the caller's.
+    unsafe { _mm512_loadu_ps(p) }
+}
+
+/// 16 f16 widened to f32 in one instruction.
+///
+/// # Safety
+/// AVX-512 F; 16 readable values at `p`.
+#[inline(always)]
+unsafe fn load_f16(p: *const f16) -> __m512 {
+    // SAFETY: the caller's (32 bytes).
+    unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+}
+
+float_panels!(
+    gemm_f32p,
+    tile_f32p,
+    f32,
+    load_f32,
+    "`out = x · wᵀ`, f32 weights packed by [`pack_f32`]."
+);
+float_panels!(
+    gemm_f16p,
+    tile_f16p,
+    f16,
+    load_f16,
+    "`out = x · wᵀ`, f16 weights packed by [`pack_f16`], widened in registers."
+);

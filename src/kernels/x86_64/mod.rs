@@ -19,14 +19,22 @@ pub fn detect() -> Option<Kernels> {
     let mut k = Kernels {
         name: "x86_64-avx2",
         gemm_i8: avx2::gemm_i8,
-        pack_i8: super::rows_i8,
+        pack_i8: super::rows,
         gemm_f16w: avx2::gemm_f16w,
         gemm_f32: avx2::gemm_f32,
+        pack_f16: super::rows,
+        gemm_f16p: avx2::gemm_f16w,
+        pack_f32: super::rows,
+        gemm_f32p: avx2::gemm_f32,
     };
     if avx512 {
         k.name = "x86_64-avx512";
         k.gemm_f16w = avx512::gemm_f16w;
         k.gemm_f32 = avx512::gemm_f32;
+        k.pack_f16 = avx512::pack_f16;
+        k.gemm_f16p = avx512::gemm_f16p;
+        k.pack_f32 = avx512::pack_f32;
+        k.gemm_f32p = avx512::gemm_f32p;
     }
     if vnni {
         k.name = "x86_64-avx512-vnni";
@@ -43,8 +51,12 @@ pub fn avx2_only() -> Option<Kernels> {
     Some(Kernels {
         name: "x86_64-avx2",
         gemm_i8: avx2::gemm_i8,
-        pack_i8: super::rows_i8,
+        pack_i8: super::rows,
         gemm_f16w: avx2::gemm_f16w,
         gemm_f32: avx2::gemm_f32,
+        pack_f16: super::rows,
+        gemm_f16p: avx2::gemm_f16w,
+        pack_f32: super::rows,
+        gemm_f32p: avx2::gemm_f32,
     })
 }
