@@ -155,12 +155,11 @@ pub fn run_f32(plan: &Plan, input: Tensor) -> TractResult<Vec<f32>> {
     Ok(t.to_plain_array_view::<f32>()?.iter().copied().collect())
 }
 
-/// The graph the native engine lowers: constants folded, then tract's
-/// declutter (which names LayerNorm's core `RmsNorm`, turns 1×1
-/// convolutions into products, and drops identities).
-pub fn for_native(mut model: TypedModel) -> TractResult<TypedModel> {
-    fold_constants(&mut model)?;
-    let mut model = model.into_decluttered()?;
-    fold_constants(&mut model)?;
+/// The graph the native engine lowers: as read. tract's declutter would
+/// fold each layer's dequantised weights into f32 constants (four times an
+/// int8 bundle's weights in memory, and most of the load time); the
+/// lowering folds constants itself, a layer at a time, and keeps the
+/// weights in the bundle's precision.
+pub fn for_native(model: TypedModel) -> TractResult<TypedModel> {
     Ok(model)
 }

@@ -96,7 +96,7 @@ def main():
     rng = np.random.default_rng(0)
     image = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
     results = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-               "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
+               "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].split(":", 1)[1].strip(),
                "rows": []}
     for arch in a.arch:
         b32, b8 = bundle(a.work, arch, "fp32"), bundle(a.work, arch, "int8")

@@ -122,7 +122,16 @@ impl Engine {
         kind: EngineKind,
         threads: usize,
     ) -> Result<Self, EngineError> {
+        let t0 = Instant::now();
+        let stage = |what: &str| {
+            log::info!(
+                "load: {what} at {:.0} ms, {}",
+                t0.elapsed().as_secs_f64() * 1e3,
+                rss_mb()
+            )
+        };
         let mut bundle = Bundle::open_with(dir, trust)?;
+        stage("bundle read and verified");
         let path = bundle.image_encoder_path();
         let gerr = |e: TractError| EngineError::Graph {
             path: path.display().to_string(),
@@ -131,6 +140,7 @@ impl Engine {
         let bytes = bundle.take_encoder_bytes();
         let model = encoder::read_nnef(&bytes).map_err(gerr)?;
         drop(bytes);
+        stage("graph parsed");
         let r = bundle.manifest.preprocess.resolution as usize;
         let fact = model.input_fact(0).map_err(gerr)?.clone();
         if fact.shape.as_concrete() != Some(&[1, 3, r, r][..]) {
@@ -155,10 +165,10 @@ impl Engine {
             });
         }
         let mut model = model;
-        encoder::fold_constants(&mut model).map_err(gerr)?;
         let macs = count_macs(&model);
         let backend = match kind {
             EngineKind::Tract => {
+                encoder::fold_constants(&mut model).map_err(gerr)?;
                 let plan = encoder::into_plan(model).map_err(gerr)?;
                 log::info!(
                     "image encoder on tract, kernels: {}",
@@ -168,6 +178,7 @@ impl Engine {
             }
             EngineKind::Native => {
                 let model = encoder::for_native(model).map_err(gerr)?;
+                stage("graph ready for lowering");
                 let kernels = crate::kernels::Kernels::detect();
                 let native = native::Native::new(&model, kernels, threads).map_err(|e| {
                     EngineError::Graph {
@@ -185,6 +196,7 @@ impl Engine {
                 Backend::Native(Box::new(native))
             }
         };
+        stage("encoder ready");
         let labels = bundle.manifest.labels.len();
         Ok(Engine {
             table: score::widen(&bundle.table),
@@ -317,6 +329,21 @@ impl Engine {
         }
         m
     }
+}
+
+/// `VmRSS` / `VmHWM` of this process in MB, for the load log (Linux only).
+fn rss_mb() -> String {
+    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
+        return "?".into();
+    };
+    let get = |key: &str| {
+        s.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or("?".to_string(), |kb| format!("{}", kb / 1024))
+    };
+    format!("rss {} MB, peak {} MB", get("VmRSS:"), get("VmHWM:"))
 }
 
 /// Multiply-accumulates of a graph, from tract's per-op cost model.

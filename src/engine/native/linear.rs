@@ -86,6 +86,16 @@ impl Int8 {
     pub fn precision(&self) -> &'static str {
         "int8"
     }
+
+    /// `n × k` int8 weights (a row per output channel) with their scales.
+    pub fn from_parts(q: Vec<i8>, scale: Vec<f32>, n: usize, k: usize, kernels: &Kernels) -> Int8 {
+        let sums = crate::kernels::row_sums(&q, n, k);
+        Int8 {
+            q: kernels.pack_i8(&q, n, k),
+            scale,
+            sums,
+        }
+    }
 }
 
 fn recover_int8(w: &[f32], n: usize, k: usize) -> Option<(Vec<i8>, Vec<f32>)> {

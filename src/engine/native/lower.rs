@@ -150,12 +150,28 @@ pub struct LowerError {
 #[derive(Clone)]
 enum Value {
     Const(Arc<Tensor>),
-    Val { id: usize, dims: Vec<usize> },
+    /// A constant that is `src` cast to f32, not done yet: the weight blob
+    /// of an int8 or fp16 bundle is sliced per layer first, so its f32
+    /// image never exists whole.
+    Cast(Arc<Tensor>),
+    /// `q · scale` for an i8 `q` (an int8 layer's weights as the graph
+    /// dequantises them), not done yet: the product reads `q` as is.
+    Dequant {
+        q: Arc<Tensor>,
+        scale: Arc<Tensor>,
+    },
+    Val {
+        id: usize,
+        dims: Vec<usize>,
+    },
 }
 
 struct Lowerer<'m> {
     model: &'m TypedModel,
     kernels: Kernels,
+    /// Consumers left of each outlet: large constants are dropped after
+    /// their last one (weights live on packed, not twice).
+    uses: HashMap<OutletId, usize>,
     values: HashMap<OutletId, Value>,
     lens: Vec<usize>,
     consts: Vec<Vec<f32>>,
@@ -201,9 +217,16 @@ pub fn lower(model: &TypedModel, kernels: &Kernels) -> Result<Lowered, LowerErro
     let order = model
         .eval_order()
         .map_err(|e| fail("graph", "graph", format!("{e}")))?;
+    let mut uses = HashMap::new();
+    for node in &model.nodes {
+        for i in &node.inputs {
+            *uses.entry(*i).or_insert(0usize) += 1;
+        }
+    }
     let mut l = Lowerer {
         model,
         kernels: *kernels,
+        uses,
         values: HashMap::new(),
         lens: Vec::new(),
         consts: Vec::new(),
@@ -214,6 +237,7 @@ pub fn lower(model: &TypedModel, kernels: &Kernels) -> Result<Lowered, LowerErro
         let node = &model.nodes[id];
         l.node(node)
             .map_err(|why| fail(&node.name, &node.op.name(), why))?;
+        l.release(node, &model.output_outlets().unwrap()[0]);
     }
     let input = match l.values.get(&model.input_outlets().unwrap()[0]) {
         Some(Value::Val { id, .. }) => *id,
@@ -260,7 +284,151 @@ struct Ax {
     o: usize,
 }
 
+/// Constants larger than this many values are dropped after their last
+/// consumer (small ones stay: the int8 pattern reads scalars late).
+const RELEASE_CONST_LEN: usize = 4096;
+
+fn materialize(v: &Value) -> R<Arc<Tensor>> {
+    match v {
+        Value::Const(t) => Ok(t.clone()),
+        Value::Cast(src) => Ok(src
+            .cast_to::<f32>()
+            .map_err(|e| format!("casting a constant: {e}"))?
+            .into_owned()
+            .into_arc_tensor()),
+        Value::Dequant { q, scale } => {
+            let op: Box<dyn TypedOp> = Box::new(tract_core::ops::math::mul());
+            let q = q
+                .cast_to::<f32>()
+                .map_err(|e| format!("casting a constant: {e}"))?;
+            let out = op
+                .eval_out_of_plan(tvec!(
+                    q.into_owned().into_tvalue(),
+                    scale.clone().into_tvalue()
+                ))
+                .map_err(|e| format!("dequantising: {e}"))?
+                .ok_or("dequantising: no value")?;
+            Ok(out[0].clone().into_arc_tensor())
+        }
+        Value::Val { .. } => Err("not a constant".into()),
+    }
+}
+
+/// Floats or int8, as a product's weights come out of the graph.
+enum Got {
+    Float(Weights),
+    Int8(Int8),
+}
+
+/// Row-major strides.
+fn strides(dims: &[usize]) -> Vec<usize> {
+    ops::strides_of(dims)
+}
+
 impl Lowerer<'_> {
+    fn release(&mut self, node: &TypedNode, output: &OutletId) {
+        for i in &node.inputs {
+            let left = self.uses.get_mut(i).map(|u| {
+                *u = u.saturating_sub(1);
+                *u
+            });
+            let large = match self.values.get(i) {
+                Some(Value::Const(t)) | Some(Value::Cast(t)) => t.len() > RELEASE_CONST_LEN,
+                Some(Value::Dequant { q, .. }) => q.len() > RELEASE_CONST_LEN,
+                _ => false,
+            };
+            if left == Some(0) && large && i != output {
+                self.values.remove(i);
+            }
+        }
+    }
+
+    /// A node whose inputs are all constants: evaluated now (shape ops on a
+    /// pending cast stay pending, on the narrow type).
+    fn fold(&mut self, node: &TypedNode, ins: Vec<Value>) -> R<Value> {
+        if let (Some(c), [v]) = (node.op_as::<Cast>(), &ins[..]) {
+            if c.to == f32::datum_type() {
+                match v {
+                    Value::Const(t)
+                        if t.datum_type() != f32::datum_type() && t.datum_type().is_number() =>
+                    {
+                        return Ok(Value::Cast(t.clone()));
+                    }
+                    // Already f32, or pending as f32: the cast is a no-op.
+                    Value::Const(t) if t.datum_type() == f32::datum_type() => return Ok(v.clone()),
+                    Value::Cast(_) | Value::Dequant { .. } => return Ok(v.clone()),
+                    _ => {}
+                }
+            }
+        }
+        let shape_op = node.op_is::<Slice>()
+            || node.op_is::<AxisOp>()
+            || node.op_is::<tract_core::ops::array::DynSlice>();
+        if shape_op {
+            if let [Value::Cast(src), rest @ ..] = &ins[..] {
+                let mut inputs = tvec!(src.clone().into_tvalue());
+                for v in rest {
+                    inputs.push(materialize(v)?.into_tvalue());
+                }
+                let out = node
+                    .op
+                    .eval_out_of_plan(inputs)
+                    .map_err(|e| format!("folding: {e}"))?
+                    .ok_or("folding: no value")?;
+                return Ok(Value::Cast(out[0].clone().into_arc_tensor()));
+            }
+        }
+        // Axes added, removed or moved on dequantised weights: the same on
+        // the int8 values and on their scales (same rank).
+        if let (Some(op), [Value::Dequant { q, scale }]) = (node.op_as::<AxisOp>(), &ins[..]) {
+            if matches!(op, AxisOp::Add(_) | AxisOp::Rm(_) | AxisOp::Move(..)) {
+                let eval = |t: &Arc<Tensor>| -> Option<Arc<Tensor>> {
+                    let out = node
+                        .op
+                        .eval_out_of_plan(tvec!(t.clone().into_tvalue()))
+                        .ok()??;
+                    Some(out[0].clone().into_arc_tensor())
+                };
+                if let (Some(q), Some(scale)) = (eval(q), eval(scale)) {
+                    return Ok(Value::Dequant { q, scale });
+                }
+            }
+        }
+        if node
+            .op_as::<tract_core::ops::binary::TypedBinOp>()
+            .is_some()
+            && node.op.name() == "Mul"
+        {
+            let pair = match &ins[..] {
+                [Value::Cast(q), Value::Const(s)] | [Value::Const(s), Value::Cast(q)] => {
+                    Some((q, s))
+                }
+                _ => None,
+            };
+            if let Some((q, s)) = pair {
+                if q.datum_type() == i8::datum_type()
+                    && q.rank() == s.rank()
+                    && s.datum_type() == f32::datum_type()
+                {
+                    return Ok(Value::Dequant {
+                        q: q.clone(),
+                        scale: s.clone(),
+                    });
+                }
+            }
+        }
+        let inputs = ins
+            .iter()
+            .map(|v| materialize(v).map(|t| t.into_tvalue()))
+            .collect::<R<TVec<_>>>()?;
+        let out = node
+            .op
+            .eval_out_of_plan(inputs)
+            .map_err(|e| format!("folding: {e}"))?
+            .ok_or("folding: no value")?;
+        Ok(Value::Const(out[0].clone().into_arc_tensor()))
+    }
+
     fn new_val(&mut self, dims: Vec<usize>) -> Value {
         let id = self.lens.len();
         self.lens.push(dims.iter().product());
@@ -276,7 +444,9 @@ impl Lowerer<'_> {
 
     fn dims(&self, o: OutletId) -> R<Vec<usize>> {
         match self.value(o)? {
-            Value::Const(t) => Ok(t.shape().to_vec()),
+            Value::Const(t) | Value::Cast(t) | Value::Dequant { q: t, .. } => {
+                Ok(t.shape().to_vec())
+            }
             Value::Val { dims, .. } => Ok(dims),
         }
     }
@@ -285,7 +455,8 @@ impl Lowerer<'_> {
     fn operand(&mut self, o: OutletId) -> R<Operand> {
         match self.value(o)? {
             Value::Val { id, .. } => Ok(Operand::Val(id)),
-            Value::Const(t) => {
+            v @ (Value::Const(_) | Value::Cast(_) | Value::Dequant { .. }) => {
+                let t = materialize(&v)?;
                 if let Some(&i) = self.const_ids.get(&o) {
                     return Ok(Operand::Const(i));
                 }
@@ -313,13 +484,34 @@ impl Lowerer<'_> {
 
     fn const_scalar(&self, o: OutletId) -> Option<f32> {
         match self.values.get(&o)? {
-            Value::Const(t) if t.len() == 1 => t.cast_to_scalar::<f32>().ok(),
+            Value::Const(t) | Value::Cast(t) if t.len() == 1 => t.cast_to_scalar::<f32>().ok(),
             _ => None,
         }
     }
 
+    /// `o`, or what it is a no-op f32 → f32 cast of (the NNEF reader
+    /// leaves such casts around constants and values).
+    fn skip(&self, mut o: OutletId) -> OutletId {
+        loop {
+            let n = &self.model.nodes[o.node];
+            let noop = n.op_as::<Cast>().is_some_and(|c| {
+                c.to == f32::datum_type()
+                    && n.inputs.len() == 1
+                    && self
+                        .model
+                        .outlet_fact(n.inputs[0])
+                        .map(|f| f.datum_type)
+                        .is_ok_and(|d| d == f32::datum_type())
+            });
+            if !noop {
+                return o;
+            }
+            o = n.inputs[0];
+        }
+    }
+
     fn op_of(&self, o: OutletId) -> (&TypedNode, String) {
-        let n = &self.model.nodes[o.node];
+        let n = &self.model.nodes[self.skip(o).node];
         (n, n.op.name().to_string())
     }
 
@@ -330,7 +522,7 @@ impl Lowerer<'_> {
             return None;
         }
         for (qi, si) in [(0, 1), (1, 0)] {
-            let (q, s) = (d.inputs[qi], d.inputs[si]);
+            let (q, s) = (d.inputs[qi], self.skip(d.inputs[si]));
             if let Some(x) = self.quant_of(q, s) {
                 return Some((x, s));
             }
@@ -356,13 +548,18 @@ impl Lowerer<'_> {
             return None;
         }
         let (mul, name) = self.op_of(rn.inputs[0]);
+        // As written (`x / s`), or as tract's declutter leaves it
+        // (`x · recip(s)`).
+        if name == "Div" && mul.inputs.len() == 2 && self.skip(mul.inputs[1]) == s {
+            return Some(mul.inputs[0]);
+        }
         if name != "Mul" || mul.inputs.len() != 2 {
             return None;
         }
         for (xi, ri) in [(0, 1), (1, 0)] {
             let (x, r) = (mul.inputs[xi], mul.inputs[ri]);
             let (rnode, rname) = self.op_of(r);
-            let is_recip = rname == "Recip" && rnode.inputs[0] == s;
+            let is_recip = rname == "Recip" && self.skip(rnode.inputs[0]) == s;
             let is_const_recip = match (self.const_scalar(r), self.const_scalar(s)) {
                 (Some(r), Some(s)) => r == 1.0 / s,
                 _ => false,
@@ -387,6 +584,21 @@ impl Lowerer<'_> {
         }
         if node.outputs.len() != 1 {
             return Err("ops with several outputs are not supported".into());
+        }
+        let consts: Option<Vec<Value>> = node
+            .inputs
+            .iter()
+            .map(|o| match self.values.get(o) {
+                Some(v @ (Value::Const(_) | Value::Cast(_) | Value::Dequant { .. })) => {
+                    Some(v.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        if let Some(ins) = consts.filter(|v| !v.is_empty()) {
+            let v = self.fold(node, ins)?;
+            self.values.insert(OutletId::new(node.id, 0), v);
+            return Ok(());
         }
         let dims = concrete(out_fact).ok_or("the output shape is not fixed")?;
         if dims.len() > MAX_RANK {
@@ -419,7 +631,7 @@ impl Lowerer<'_> {
                     id,
                     dims: dims.clone(),
                 },
-                Value::Const(_) => {
+                Value::Const(_) | Value::Cast(_) | Value::Dequant { .. } => {
                     return Err("a shape op on a constant (fold constants first)".into())
                 }
             };
@@ -462,6 +674,38 @@ impl Lowerer<'_> {
         if let Some(op) = node.op_as::<Slice>() {
             let src = self.dims(input(0)?)?;
             let start = op.start.to_usize().map_err(|e| e.to_string())?;
+            let st = ops::strides_of(&src);
+            let part = CopyPart {
+                src: self.operand(input(0)?)?,
+                dims: dims.clone(),
+                src_off: start * st[op.axis],
+                ss: st,
+                dst_off: 0,
+                sd: ops::strides_of(&dims),
+            };
+            self.push(node, Kind::Copy { parts: vec![part] }, dims);
+            return Ok(());
+        }
+        if let Some(op) = node.op_as::<tract_core::ops::array::DynSlice>() {
+            let src = self.dims(input(0)?)?;
+            let start = match self.values.get(&input(1)?) {
+                Some(Value::Const(t)) if t.len() == 1 => t
+                    .cast_to_scalar::<i64>()
+                    .ok()
+                    .or_else(|| {
+                        t.cast_to::<TDim>().ok().and_then(|d| {
+                            d.to_plain_array_view::<TDim>()
+                                .ok()?
+                                .iter()
+                                .next()?
+                                .to_i64()
+                                .ok()
+                        })
+                    })
+                    .and_then(|v| usize::try_from(v).ok())
+                    .ok_or("a slice start that is not a number")?,
+                _ => return Err("a slice start that is not a constant".into()),
+            };
             let st = ops::strides_of(&src);
             let part = CopyPart {
                 src: self.operand(input(0)?)?,
@@ -607,8 +851,97 @@ impl Lowerer<'_> {
 
     fn const_f32(&self, o: OutletId) -> Option<Vec<f32>> {
         match self.values.get(&o)? {
-            Value::Const(t) => tensor_f32(t),
+            Value::Const(t) | Value::Cast(t) => tensor_f32(t),
+            v @ Value::Dequant { .. } => materialize(v).ok().and_then(|t| tensor_f32(&t)),
             _ => None,
+        }
+    }
+
+    /// A product's constant weights as `n × k` (row `j` at offsets
+    /// `n_off[j] + k_off[t]` of the tensor `o`, of shape `dims`), in the
+    /// bundle's precision: int8 read as stored when `int8` is asked and the
+    /// graph dequantises i8 with a scale per output channel; f16 read as
+    /// stored; else f32 values (int8 recovered from them when asked and
+    /// they lie on a grid, f16 when exact).
+    fn weights(
+        &self,
+        o: OutletId,
+        n_off: &[usize],
+        k_off: &[usize],
+        dims: &[usize],
+        int8: bool,
+    ) -> R<Got> {
+        let (n, k) = (n_off.len(), k_off.len());
+        let kern = &self.kernels;
+        match self.value(o)? {
+            Value::Dequant { q, scale } if int8 && q.shape() == dims => {
+                let ss = ops::broadcast_strides(scale.shape(), dims);
+                let sb = strides(dims);
+                let at = |flat: usize| -> usize {
+                    sb.iter()
+                        .zip(dims)
+                        .zip(&ss)
+                        .map(|((st, d), s)| (flat / st % d) * s)
+                        .sum()
+                };
+                let flat_k_varies = k_off.iter().any(|&t| {
+                    at(n_off.first().copied().unwrap_or(0) + t)
+                        != at(n_off.first().copied().unwrap_or(0))
+                });
+                if !flat_k_varies {
+                    let qv = q.to_plain_array_view::<i8>().map_err(|e| e.to_string())?;
+                    let qv = qv.as_slice().ok_or("weights not contiguous")?;
+                    let sv = scale
+                        .to_plain_array_view::<f32>()
+                        .map_err(|e| e.to_string())?;
+                    let sv = sv.as_slice().ok_or("scales not contiguous")?;
+                    let mut w = Vec::with_capacity(n * k);
+                    for &nn in n_off {
+                        w.extend(k_off.iter().map(|&kk| qv[nn + kk]));
+                    }
+                    let scale: Vec<f32> = n_off.iter().map(|&nn| sv[at(nn)]).collect();
+                    return Ok(Got::Int8(Int8::from_parts(w, scale, n, k, kern)));
+                }
+            }
+            Value::Cast(src) if src.datum_type() == f16::datum_type() && src.shape() == dims => {
+                let v = src
+                    .to_plain_array_view::<f16>()
+                    .map_err(|e| e.to_string())?;
+                let v = v.as_slice().ok_or("weights not contiguous")?;
+                let mut w = Vec::with_capacity(n * k);
+                for &nn in n_off {
+                    w.extend(k_off.iter().map(|&kk| v[nn + kk]));
+                }
+                return Ok(Got::Float(Weights::F16(kern.pack_f16(&w, n, k))));
+            }
+            _ => {}
+        }
+        log::debug!(
+            "weights of {:?} read through f32 ({})",
+            self.model.nodes[o.node].name,
+            match self.values.get(&o) {
+                Some(Value::Dequant { q, scale }) =>
+                    format!("dequant {:?} x {:?}", q.shape(), scale.shape()),
+                Some(Value::Cast(t)) => format!("cast {:?}", t.datum_type()),
+                Some(Value::Const(t)) => format!("const {:?}", t.datum_type()),
+                _ => "value".into(),
+            }
+        );
+        let bv = self
+            .const_f32(o)
+            .ok_or("weights are not constant numbers")?;
+        let mut w = Vec::with_capacity(n * k);
+        for &nn in n_off {
+            w.extend(k_off.iter().map(|&kk| bv[nn + kk]));
+        }
+        drop(bv);
+        if int8 {
+            match Int8::recover(w, n, k, kern) {
+                Ok(w) => Ok(Got::Int8(w)),
+                Err(w) => Ok(Got::Float(Weights::new(w, n, k, kern))),
+            }
+        } else {
+            Ok(Got::Float(Weights::new(w, n, k, kern)))
         }
     }
 
@@ -631,17 +964,15 @@ impl Lowerer<'_> {
             ));
         }
         let (x_dims, out) = (x_dims.unwrap(), out.unwrap());
-        let w = self
-            .const_f32(node.inputs[1])
-            .ok_or("weights are not constant")?;
+        let w_dims = self.dims(node.inputs[1])?;
         let bias = self
             .const_f32(node.inputs[2])
             .ok_or("bias is not constant")?;
         let (o, c) = (out[0], x_dims[0]);
         let [kh, kw] = [ps.kernel_shape[0], ps.kernel_shape[1]];
         let kk = c * kh * kw;
-        if w.len() != o * kk {
-            return Err(format!("weights hold {} values, not {o}x{kk}", w.len()));
+        if w_dims.iter().product::<usize>() != o * kk || w_dims.first() != Some(&o) {
+            return Err(format!("weights of shape {w_dims:?}, not {o}x{kk}"));
         }
         let bias = match bias.len() {
             1 => vec![bias[0]; o],
@@ -655,19 +986,14 @@ impl Lowerer<'_> {
                 .unwrap_or(false)
                 && self.dims(*x).ok() == Some(x_full.clone())
         });
-        let (weights, quant) = match fq {
-            Some(_) => match Int8::recover(w, o, kk, &self.kernels) {
-                Ok(w) => (ConvWeights::Int8(w), true),
-                Err(w) => (
-                    ConvWeights::Float(Weights::new(w, o, kk, &self.kernels)),
-                    false,
-                ),
-            },
-            None => (
-                ConvWeights::Float(Weights::new(w, o, kk, &self.kernels)),
-                false,
-            ),
-        };
+        // OIHW, row-major: output channel j at j·kk, then kk in order.
+        let n_off: Vec<usize> = (0..o).map(|j| j * kk).collect();
+        let k_off: Vec<usize> = (0..kk).collect();
+        let (weights, quant) =
+            match self.weights(node.inputs[1], &n_off, &k_off, &w_dims, fq.is_some())? {
+                Got::Int8(w) => (ConvWeights::Int8(w), true),
+                Got::Float(w) => (ConvWeights::Float(w), false),
+            };
         let pad = ps.computed_padding(&x_dims[1..]);
         let (strides, dil) = (ps.strides(), ps.dilations());
         let conv = Conv {
@@ -705,7 +1031,7 @@ impl Lowerer<'_> {
             return Err("a quantised or many-input einsum".into());
         }
         let (a_o, b_o) = (node.inputs[0], node.inputs[1]);
-        if matches!(self.value(a_o)?, Value::Const(_)) {
+        if !matches!(self.value(a_o)?, Value::Val { .. }) {
             return Err("a constant left operand".into());
         }
         let (da, db) = (self.dims(a_o)?, self.dims(b_o)?);
@@ -775,7 +1101,7 @@ impl Lowerer<'_> {
             n_ax.iter().map(|a| a.size).product::<usize>(),
             k_ax.iter().map(|a| a.size).product::<usize>(),
         );
-        let rhs_const = matches!(self.value(b_o)?, Value::Const(_));
+        let rhs_const = !matches!(self.value(b_o)?, Value::Val { .. });
         let fq = self
             .fake_quant(a_o)
             .filter(|(x, _)| self.dims(*x).ok() == Some(da.clone()));
@@ -810,20 +1136,13 @@ impl Lowerer<'_> {
             if !batch.is_empty() {
                 return Err("batched product with constant weights".into());
             }
-            let bv = self.const_f32(b_o).ok_or("weights are not f32")?;
             let (b_n, b_k) = (table(&n_ax, |ax| ax.b), table(&k_ax, |ax| ax.b));
-            let mut w = Vec::with_capacity(n * k);
-            for &nn in &b_n {
-                for &kk in &b_k {
-                    w.push(bv[nn + kk]);
+            match (self.weights(b_o, &b_n, &b_k, &db, quant.is_some())?, quant) {
+                (Got::Int8(w), Some(q)) => Rhs::Int8(w, q),
+                (Got::Float(w), _) => Rhs::Float(w),
+                (Got::Int8(_), None) => {
+                    return Err("int8 weights without a quantised activation".into())
                 }
-            }
-            match quant {
-                Some(q) => match Int8::recover(w, n, k, &self.kernels) {
-                    Ok(w) => Rhs::Int8(w, q),
-                    Err(w) => Rhs::Float(Weights::new(w, n, k, &self.kernels)),
-                },
-                None => Rhs::Float(Weights::new(w, n, k, &self.kernels)),
             }
         } else {
             Rhs::Act {
