@@ -211,6 +211,8 @@ pub struct MatMul {
     pub o_batch: Vec<usize>,
     pub o_m: Vec<usize>,
     pub o_n: Vec<usize>,
+    /// `o_n[j] == j`: each output row is contiguous.
+    pub o_n_unit: bool,
 }
 
 /// `out = x · wᵀ` (float weights), split by rows over the pool.
@@ -327,8 +329,15 @@ impl MatMul {
                 for mi in 0..m {
                     let sa = s[aq.s_batch[bi] + aq.s_m[mi]];
                     let base = ob + self.o_m[mi];
-                    for ni in 0..n {
-                        out[base + self.o_n[ni]] = acc[mi * n + ni] as f32 * (sa * w.scale[ni]);
+                    let row = &acc[mi * n..(mi + 1) * n];
+                    if self.o_n_unit {
+                        for ((o, a), ws) in out[base..base + n].iter_mut().zip(row).zip(&w.scale) {
+                            *o = *a as f32 * (sa * ws);
+                        }
+                    } else {
+                        for ni in 0..n {
+                            out[base + self.o_n[ni]] = row[ni] as f32 * (sa * w.scale[ni]);
+                        }
                     }
                 }
                 continue;
@@ -365,8 +374,13 @@ impl MatMul {
             }
             for mi in 0..m {
                 let base = ob + self.o_m[mi];
-                for ni in 0..n {
-                    out[base + self.o_n[ni]] = c[mi * n + ni];
+                let row = &c[mi * n..(mi + 1) * n];
+                if self.o_n_unit {
+                    out[base..base + n].copy_from_slice(row);
+                } else {
+                    for ni in 0..n {
+                        out[base + self.o_n[ni]] = row[ni];
+                    }
                 }
             }
         }

@@ -1164,6 +1164,10 @@ impl Lowerer<'_> {
             rhs,
             o_batch: table(&batch, |ax| ax.o),
             o_m: table(&m_ax, |ax| ax.o),
+            o_n_unit: table(&n_ax, |ax| ax.o)
+                .iter()
+                .enumerate()
+                .all(|(j, &o)| o == j),
             o_n: table(&n_ax, |ax| ax.o),
         };
         let (a, s) = match (int8, fq) {

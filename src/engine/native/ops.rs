@@ -326,6 +326,23 @@ impl AroundAxis {
 
 /// Softmax along the axis.
 pub fn softmax(a: AroundAxis, x: &[f32], out: &mut [f32]) {
+    if a.inner == 1 {
+        // The axis is the last: contiguous rows.
+        for (xr, or) in x
+            .chunks_exact(a.n.max(1))
+            .zip(out.chunks_exact_mut(a.n.max(1)))
+        {
+            let max = xr.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+            let mut sum = 0f32;
+            for (o, v) in or.iter_mut().zip(xr) {
+                *o = fast_exp(v - max);
+                sum += *o;
+            }
+            let inv = 1.0 / sum;
+            or.iter_mut().for_each(|o| *o *= inv);
+        }
+        return;
+    }
     for o in 0..a.outer {
         for i in 0..a.inner {
             let at = |t: usize| o * a.n * a.inner + t * a.inner + i;

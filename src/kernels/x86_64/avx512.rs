@@ -69,7 +69,13 @@ pub fn gemm_i8(x: &[i8], w: &[i8], w_sums: &[i32], m: usize, n: usize, k: usize,
         let wp = &w[(j / PANEL) * kg * PANEL * 4..];
         let mut i = 0;
         while i < m {
-            let rows = (m - i).min(MR);
+            // 8 rows a tile; the last rows 4, 2 and 1 at a time.
+            let rows = match m - i {
+                r if r >= MR => MR,
+                r if r >= 4 => 4,
+                r if r >= 2 => 2,
+                _ => 1,
+            };
             // SAFETY: VNNI is present (asserted); the tile reads rows
             // i..i + rows of `x` (k each), panels j / 16 .. + `panels` of
             // `w` (asserted long enough), and writes rows i..i + rows,
@@ -78,16 +84,12 @@ pub fn gemm_i8(x: &[i8], w: &[i8], w_sums: &[i32], m: usize, n: usize, k: usize,
                 match (rows, panels) {
                     (MR, 2) => tile::<MR, 2>(x, wp, i, j, n, k, out),
                     (MR, _) => tile::<MR, 1>(x, wp, i, j, n, k, out),
-                    (_, 2) => {
-                        for r in i..i + rows {
-                            tile::<1, 2>(x, wp, r, j, n, k, out)
-                        }
-                    }
-                    _ => {
-                        for r in i..i + rows {
-                            tile::<1, 1>(x, wp, r, j, n, k, out)
-                        }
-                    }
+                    (4.., 2) => tile::<4, 2>(x, wp, i, j, n, k, out),
+                    (4.., _) => tile::<4, 1>(x, wp, i, j, n, k, out),
+                    (2.., 2) => tile::<2, 2>(x, wp, i, j, n, k, out),
+                    (2.., _) => tile::<2, 1>(x, wp, i, j, n, k, out),
+                    (_, 2) => tile::<1, 2>(x, wp, i, j, n, k, out),
+                    _ => tile::<1, 1>(x, wp, i, j, n, k, out),
                 }
             }
             i += rows;
@@ -152,7 +154,9 @@ unsafe fn tile<const R: usize, const P: usize>(
     let full = k / 4;
     let mut acc = [[_mm512_setzero_si512(); P]; R];
     let panel_bytes = kg * PANEL * 4;
-    for g in 0..kg {
+    // One group of four depths: the panels' 64 bytes each, then per row
+    // its four activations broadcast (`v(r)`) into `P` multiply-adds.
+    let mut step = |g: usize, v: &dyn Fn(usize) -> __m512i| {
         let mut b = [_mm512_setzero_si512(); P];
         for (p, bp) in b.iter_mut().enumerate() {
             // SAFETY: panel p's group g is 64 bytes inside `wp` (asserted
@@ -160,18 +164,25 @@ unsafe fn tile<const R: usize, const P: usize>(
             *bp = unsafe { _mm512_loadu_si512(wp.as_ptr().add(p * panel_bytes + g * 64).cast()) };
         }
         for (r, ar) in acc.iter_mut().enumerate() {
-            let row = (i + r) * k;
-            let v = if g < full {
-                // SAFETY: bytes row + 4g .. + 4 lie within row i + r of x.
-                unsafe { std::ptr::read_unaligned(x.as_ptr().add(row + g * 4).cast::<i32>()) }
-            } else {
-                group(x, row + g * 4, row + k)
-            };
-            let a = _mm512_set1_epi32(v);
+            let a = v(r);
             for (acc, bp) in ar.iter_mut().zip(&b) {
                 *acc = _mm512_dpbusd_epi32(*acc, *bp, a);
             }
         }
+    };
+    for g in 0..full {
+        // SAFETY: bytes (i + r)·k + 4g .. + 4 lie within row i + r of x;
+        // a broadcast load from memory (no general register on the way).
+        step(g, &|r| unsafe {
+            _mm512_set1_epi32(std::ptr::read_unaligned(
+                x.as_ptr().add((i + r) * k + g * 4).cast::<i32>(),
+            ))
+        });
+    }
+    if full < kg {
+        step(full, &|r| {
+            _mm512_set1_epi32(group(x, (i + r) * k + full * 4, (i + r + 1) * k))
+        });
     }
     for (r, ar) in acc.iter().enumerate() {
         let bias = _mm512_set1_epi32(128 * row_sum(&x[(i + r) * k..(i + r + 1) * k]));
@@ -323,7 +334,12 @@ macro_rules! float_panels {
                 let wp = &w[(j / PANEL) * k * PANEL..];
                 let mut i = 0;
                 while i < m {
-                    let rows = (m - i).min(MR);
+                    let rows = match m - i {
+                        r if r >= MR => MR,
+                        r if r >= 4 => 4,
+                        r if r >= 2 => 2,
+                        _ => 1,
+                    };
                     // SAFETY: AVX-512 F is present (asserted); the tile
                     // reads rows i..i + rows of `x`, panels j / 16 .. +
                     // `panels` of `w` (asserted long enough), and writes
@@ -332,16 +348,12 @@ macro_rules! float_panels {
                         match (rows, panels) {
                             (MR, 2) => $tile::<MR, 2>(x, wp, i, j, n, k, out),
                             (MR, _) => $tile::<MR, 1>(x, wp, i, j, n, k, out),
-                            (_, 2) => {
-                                for r in i..i + rows {
-                                    $tile::<1, 2>(x, wp, r, j, n, k, out)
-                                }
-                            }
-                            _ => {
-                                for r in i..i + rows {
-                                    $tile::<1, 1>(x, wp, r, j, n, k, out)
-                                }
-                            }
+                            (4.., 2) => $tile::<4, 2>(x, wp, i, j, n, k, out),
+                            (4.., _) => $tile::<4, 1>(x, wp, i, j, n, k, out),
+                            (2.., 2) => $tile::<2, 2>(x, wp, i, j, n, k, out),
+                            (2.., _) => $tile::<2, 1>(x, wp, i, j, n, k, out),
+                            (_, 2) => $tile::<1, 2>(x, wp, i, j, n, k, out),
+                            _ => $tile::<1, 1>(x, wp, i, j, n, k, out),
                         }
                     }
                     i += rows;
