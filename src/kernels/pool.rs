@@ -88,6 +88,7 @@ impl Pool {
             return;
         }
         let s = &*self.shared;
+        s.panicked.store(false, Ordering::Relaxed);
         // SAFETY: the lifetime is erased for the workers, which only call
         // the job before incrementing `done`; this function does not return
         // (nor unwind: the caller's part runs under catch_unwind) before
@@ -101,8 +102,16 @@ impl Pool {
             w.thread().unpark();
         }
         let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0)));
+        let mut polls = 0u32;
         while s.done.load(Ordering::Acquire) < self.workers.len() {
-            std::hint::spin_loop();
+            // Yield now and then: with more threads than CPUs a worker may
+            // need this one's CPU to finish.
+            polls = polls.wrapping_add(1);
+            if polls.is_multiple_of(SPIN_POLLS) {
+                thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
         // SAFETY: every worker is done with this epoch's job.
         unsafe { *s.job.get() = None };

@@ -104,6 +104,9 @@ fn recover_int8(w: &[f32], n: usize, k: usize) -> Option<(Vec<i8>, Vec<f32>)> {
     for row in w.chunks(k.max(1)).take(n) {
         let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
         let s = amax / 127.0;
+        if !s.is_finite() || row.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
         for v in row {
             let r = if s > 0.0 {
                 (v / s).round_ties_even()

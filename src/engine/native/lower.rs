@@ -284,6 +284,10 @@ struct Ax {
     o: usize,
 }
 
+/// Most values one tensor of the schedule may hold (1 GiB of f32): a
+/// graph asking for more is refused at load, never allocated.
+pub const MAX_TENSOR_LEN: usize = 1 << 28;
+
 /// Constants larger than this many values are dropped after their last
 /// consumer (small ones stay: the int8 pattern reads scalars late).
 const RELEASE_CONST_LEN: usize = 4096;
@@ -431,6 +435,8 @@ impl Lowerer<'_> {
 
     fn new_val(&mut self, dims: Vec<usize>) -> Value {
         let id = self.lens.len();
+        // Shapes were checked against MAX_TENSOR_LEN when the node was
+        // lowered (see `node`).
         self.lens.push(dims.iter().product());
         Value::Val { id, dims }
     }
@@ -601,6 +607,12 @@ impl Lowerer<'_> {
             return Ok(());
         }
         let dims = concrete(out_fact).ok_or("the output shape is not fixed")?;
+        let len = dims.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
+        if len.is_none_or(|l| l > MAX_TENSOR_LEN) {
+            return Err(format!(
+                "a tensor of shape {dims:?} (more than {MAX_TENSOR_LEN} values)"
+            ));
+        }
         if dims.len() > MAX_RANK {
             return Err(format!("rank {} is past {MAX_RANK}", dims.len()));
         }
@@ -1058,17 +1070,28 @@ impl Lowerer<'_> {
                 pos(&axis.inputs[1])?,
                 pos(&axis.outputs[0])?,
             );
-            let size = pa
-                .map(|p| da[p])
-                .or(pb.map(|p| db[p]))
-                .or(po.map(|p| dims[p]))
-                .unwrap_or(1);
+            // tract broadcasts size-1 axes: the axis's size is the one
+            // that is not 1; a side of size 1 is read with stride 0.
+            let sizes = [pa.map(|p| da[p]), pb.map(|p| db[p]), po.map(|p| dims[p])];
+            let size = sizes.iter().flatten().copied().max().unwrap_or(1);
+            if sizes.iter().flatten().any(|&d| d != 1 && d != size) {
+                return Err(format!("axis {} has sizes {sizes:?}", axis.repr));
+            }
+            let stride = |p: Option<usize>, d: &[usize], st: &[usize]| {
+                p.filter(|&p| d[p] != 1).map_or(0, |p| st[p])
+            };
+            if po.map(|p| dims[p]) == Some(1) && size != 1 {
+                return Err(format!(
+                    "axis {} of size {size} is 1 in the output",
+                    axis.repr
+                ));
+            }
             let st = Ax {
                 size,
                 pos_a: pa.unwrap_or(0),
-                a: pa.map(|p| sa[p]).unwrap_or(0),
-                b: pb.map(|p| sb[p]).unwrap_or(0),
-                o: po.map(|p| so[p]).unwrap_or(0),
+                a: stride(pa, &da, &sa),
+                b: stride(pb, &db, &sb),
+                o: stride(po, &dims, &so),
             };
             match (pa.is_some(), pb.is_some(), po.is_some()) {
                 _ if size == 1 => {}

@@ -80,6 +80,32 @@ mod tests {
     }
 
     #[test]
+    fn an_overlap_is_caught() {
+        let reqs = [
+            Request {
+                len: 10,
+                first: 0,
+                last: 2,
+            },
+            Request {
+                len: 10,
+                first: 1,
+                last: 3,
+            },
+            Request {
+                len: 10,
+                first: 3,
+                last: 4,
+            },
+        ];
+        // The first two are alive together at 1..=2: sharing memory is a bug.
+        assert_eq!(first_conflict(&reqs, &[0, 5, 100]), Some((0, 1)));
+        // Apart in memory, or apart in time: fine.
+        assert_eq!(first_conflict(&reqs, &[0, 10, 100]), None);
+        assert_eq!(first_conflict(&reqs, &[0, 16, 0]), None);
+    }
+
+    #[test]
     fn a_chain_reuses_memory() {
         // a -> b -> c -> d, each used only by the next: two buffers suffice.
         let reqs: Vec<Request> = (0..4)
