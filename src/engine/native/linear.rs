@@ -3,7 +3,8 @@
 //! Weights are packed once at load in the bundle's precision: int8 with a
 //! scale per output channel (in the kernel path's own layout), f16, or f32
 //! (a row per output channel). An int8 layer quantises its activation rows
-//! as the graph does (`q = clamp(round_half_even(x · (1/s)), ±127)`),
+//! as tract's optimised plan does (`q = clamp(round_half_even(x · (1/s)),
+//! ±127)`; the graph as written divides: a rounding tie can differ),
 //! multiplies in integers and scales the i32 sums by `s · w_scale` in the
 //! epilogue. Large products are split by rows over the thread pool.
 
