@@ -684,22 +684,10 @@ impl Lowerer<'_> {
             };
         }
         if let Some(op) = node.op_as::<Slice>() {
-            let src = self.dims(input(0)?)?;
             let start = op.start.to_usize().map_err(|e| e.to_string())?;
-            let st = ops::strides_of(&src);
-            let part = CopyPart {
-                src: self.operand(input(0)?)?,
-                dims: dims.clone(),
-                src_off: start * st[op.axis],
-                ss: st,
-                dst_off: 0,
-                sd: ops::strides_of(&dims),
-            };
-            self.push(node, Kind::Copy { parts: vec![part] }, dims);
-            return Ok(());
+            return self.slice(node, op.axis, start, dims);
         }
         if let Some(op) = node.op_as::<tract_core::ops::array::DynSlice>() {
-            let src = self.dims(input(0)?)?;
             let start = match self.values.get(&input(1)?) {
                 Some(Value::Const(t)) if t.len() == 1 => t
                     .cast_to_scalar::<i64>()
@@ -718,17 +706,7 @@ impl Lowerer<'_> {
                     .ok_or("a slice start that is not a number")?,
                 _ => return Err("a slice start that is not a constant".into()),
             };
-            let st = ops::strides_of(&src);
-            let part = CopyPart {
-                src: self.operand(input(0)?)?,
-                dims: dims.clone(),
-                src_off: start * st[op.axis],
-                ss: st,
-                dst_off: 0,
-                sd: ops::strides_of(&dims),
-            };
-            self.push(node, Kind::Copy { parts: vec![part] }, dims);
-            return Ok(());
+            return self.slice(node, op.axis, start, dims);
         }
         if let Some(op) = node.op_as::<TypedConcat>() {
             let sd = ops::strides_of(&dims);
@@ -859,6 +837,22 @@ impl Lowerer<'_> {
             return self.einsum(node, op, dims);
         }
         Err("no native op for it".into())
+    }
+
+    /// `dims` of input 0 from `start` along `axis`: a strided copy.
+    fn slice(&mut self, node: &TypedNode, axis: usize, start: usize, dims: Vec<usize>) -> R<()> {
+        let src = self.dims(node.inputs[0])?;
+        let st = ops::strides_of(&src);
+        let part = CopyPart {
+            src: self.operand(node.inputs[0])?,
+            dims: dims.clone(),
+            src_off: start * st[axis],
+            ss: st,
+            dst_off: 0,
+            sd: ops::strides_of(&dims),
+        };
+        self.push(node, Kind::Copy { parts: vec![part] }, dims);
+        Ok(())
     }
 
     fn const_f32(&self, o: OutletId) -> Option<Vec<f32>> {

@@ -61,42 +61,54 @@ pub fn gemm_i8(x: &[i8], w: &[i8], w_sums: &[i32], m: usize, n: usize, k: usize,
             && x.len() >= m * k
             && out.len() >= m * n
     );
-    // Panels outer: one pair of panels (32 channels × k) stays in L2 while
-    // every row block passes over it.
+    walk(m, n, |rows, panels, i, j| {
+        let wp = &w[(j / PANEL) * kg * PANEL * 4..];
+        // SAFETY: VNNI is present (asserted); the tile reads rows
+        // i..i + rows of `x` (k each), panels j / 16 .. + `panels` of `w`
+        // (asserted long enough), and writes rows i..i + rows, channels
+        // j..min(j + 16 · panels, n) of `out` (m × n).
+        unsafe { dispatch!(tile, rows, panels, x, wp, i, j, n, k, out) }
+    });
+}
+
+/// Panels outer (one pair, 32 channels × k, stays in L2 while every row
+/// block passes over it), then blocks of 8 rows, the last rows 4, 2 and 1
+/// at a time: `f(rows, panels, first row, first channel)`.
+fn walk(m: usize, n: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
     let mut j = 0;
     while j < n {
         let panels = if n - j > PANEL { 2 } else { 1 };
-        let wp = &w[(j / PANEL) * kg * PANEL * 4..];
         let mut i = 0;
         while i < m {
-            // 8 rows a tile; the last rows 4, 2 and 1 at a time.
             let rows = match m - i {
                 r if r >= MR => MR,
                 r if r >= 4 => 4,
                 r if r >= 2 => 2,
                 _ => 1,
             };
-            // SAFETY: VNNI is present (asserted); the tile reads rows
-            // i..i + rows of `x` (k each), panels j / 16 .. + `panels` of
-            // `w` (asserted long enough), and writes rows i..i + rows,
-            // channels j..min(j + 16 · panels, n) of `out` (m × n).
-            unsafe {
-                match (rows, panels) {
-                    (MR, 2) => tile::<MR, 2>(x, wp, i, j, n, k, out),
-                    (MR, _) => tile::<MR, 1>(x, wp, i, j, n, k, out),
-                    (4.., 2) => tile::<4, 2>(x, wp, i, j, n, k, out),
-                    (4.., _) => tile::<4, 1>(x, wp, i, j, n, k, out),
-                    (2.., 2) => tile::<2, 2>(x, wp, i, j, n, k, out),
-                    (2.., _) => tile::<2, 1>(x, wp, i, j, n, k, out),
-                    (_, 2) => tile::<1, 2>(x, wp, i, j, n, k, out),
-                    _ => tile::<1, 1>(x, wp, i, j, n, k, out),
-                }
-            }
+            f(rows, panels, i, j);
             i += rows;
         }
         j += PANEL * panels;
     }
 }
+
+/// The micro-tile for `rows` (8, 4, 2 or 1) × `panels` (2 or 1).
+macro_rules! dispatch {
+    ($tile:ident, $rows:expr, $panels:expr, $($arg:expr),*) => {
+        match ($rows, $panels) {
+            (MR, 2) => $tile::<MR, 2>($($arg),*),
+            (MR, _) => $tile::<MR, 1>($($arg),*),
+            (4, 2) => $tile::<4, 2>($($arg),*),
+            (4, _) => $tile::<4, 1>($($arg),*),
+            (2, 2) => $tile::<2, 2>($($arg),*),
+            (2, _) => $tile::<2, 1>($($arg),*),
+            (_, 2) => $tile::<1, 2>($($arg),*),
+            _ => $tile::<1, 1>($($arg),*),
+        }
+    };
+}
+use dispatch;
 
 /// Four activations from `x[at..]` (fewer past `end`, zero-padded) as one
 /// i32 to broadcast.
@@ -328,38 +340,14 @@ macro_rules! float_panels {
                     && x.len() >= m * k
                     && out.len() >= m * n
             );
-            let mut j = 0;
-            while j < n {
-                let panels = if n - j > PANEL { 2 } else { 1 };
+            walk(m, n, |rows, panels, i, j| {
                 let wp = &w[(j / PANEL) * k * PANEL..];
-                let mut i = 0;
-                while i < m {
-                    let rows = match m - i {
-                        r if r >= MR => MR,
-                        r if r >= 4 => 4,
-                        r if r >= 2 => 2,
-                        _ => 1,
-                    };
-                    // SAFETY: AVX-512 F is present (asserted); the tile
-                    // reads rows i..i + rows of `x`, panels j / 16 .. +
-                    // `panels` of `w` (asserted long enough), and writes
-                    // rows i..i + rows, channels j..min(j + 16 · panels, n).
-                    unsafe {
-                        match (rows, panels) {
-                            (MR, 2) => $tile::<MR, 2>(x, wp, i, j, n, k, out),
-                            (MR, _) => $tile::<MR, 1>(x, wp, i, j, n, k, out),
-                            (4.., 2) => $tile::<4, 2>(x, wp, i, j, n, k, out),
-                            (4.., _) => $tile::<4, 1>(x, wp, i, j, n, k, out),
-                            (2.., 2) => $tile::<2, 2>(x, wp, i, j, n, k, out),
-                            (2.., _) => $tile::<2, 1>(x, wp, i, j, n, k, out),
-                            (_, 2) => $tile::<1, 2>(x, wp, i, j, n, k, out),
-                            _ => $tile::<1, 1>(x, wp, i, j, n, k, out),
-                        }
-                    }
-                    i += rows;
-                }
-                j += PANEL * panels;
-            }
+                // SAFETY: AVX-512 F is present (asserted); the tile reads
+                // rows i..i + rows of `x`, panels j / 16 .. + `panels` of
+                // `w` (asserted long enough), and writes rows i..i + rows,
+                // channels j..min(j + 16 · panels, n).
+                unsafe { dispatch!($tile, rows, panels, x, wp, i, j, n, k, out) }
+            });
         }
 
         /// # Safety

@@ -16,17 +16,7 @@ pub fn detect() -> Option<Kernels> {
     if !avx2 {
         return None;
     }
-    let mut k = Kernels {
-        name: "x86_64-avx2",
-        gemm_i8: avx2::gemm_i8,
-        pack_i8: super::rows,
-        gemm_f16w: avx2::gemm_f16w,
-        gemm_f32: avx2::gemm_f32,
-        pack_f16: super::rows,
-        gemm_f16p: avx2::gemm_f16w,
-        pack_f32: super::rows,
-        gemm_f32p: avx2::gemm_f32,
-    };
+    let mut k = avx2_kernels();
     if avx512 {
         k.name = "x86_64-avx512";
         k.gemm_f16w = avx512::gemm_f16w;
@@ -45,10 +35,14 @@ pub fn detect() -> Option<Kernels> {
 }
 
 /// The AVX2 kernels alone (on an AVX-512 machine too: for tests and
-/// `bench-kernels`, and `CLIP_EDGE_KERNELS=avx2`).
+/// `bench-kernels`, and `CLIP_EDGE_KERNELS=x86_64-avx2`).
 pub fn avx2_only() -> Option<Kernels> {
-    detect()?;
-    Some(Kernels {
+    detect().map(|_| avx2_kernels())
+}
+
+/// AVX2 + FMA + F16C everywhere; reached only once those are detected.
+fn avx2_kernels() -> Kernels {
+    Kernels {
         name: "x86_64-avx2",
         gemm_i8: avx2::gemm_i8,
         pack_i8: super::rows,
@@ -58,5 +52,5 @@ pub fn avx2_only() -> Option<Kernels> {
         gemm_f16p: avx2::gemm_f16w,
         pack_f32: super::rows,
         gemm_f32p: avx2::gemm_f32,
-    })
+    }
 }
