@@ -66,6 +66,8 @@ pub enum Kind {
     RmsNorm {
         around: AroundAxis,
         eps: f32,
+        /// LayerNorm's core: `x - mean(x)` normalised.
+        center: bool,
         x: Operand,
     },
     Copy {
@@ -521,6 +523,76 @@ impl Lowerer<'_> {
         (n, n.op.name().to_string())
     }
 
+    /// `(x, axis, eps)` when `node` is LayerNorm's core as written:
+    /// `Mul(c, Rsqrt(Add(Div(ΣSquare(c), n), eps)))` with
+    /// `c = Sub(x, Mul(Σx, 1/n))`, both sums over one `axis` of `n`
+    /// (`Mul` by `1/n` and `Div` by `n` accepted either way).
+    fn layer_norm(&self, node: &TypedNode) -> Option<(OutletId, usize, f32)> {
+        let scalar = |o: OutletId| self.const_scalar(self.skip(o));
+        let two = |n: &TypedNode| -> Option<(OutletId, OutletId)> {
+            (n.inputs.len() == 2).then(|| (n.inputs[0], n.inputs[1]))
+        };
+        let (a, b) = two(node)?;
+        for (c, r) in [(a, b), (b, a)] {
+            let (cn, cname) = self.op_of(c);
+            let (rn, rname) = self.op_of(r);
+            if cname != "Sub" || rname != "Rsqrt" {
+                continue;
+            }
+            let (x, mean) = two(cn)?;
+            // mean = Σx · (1/n) or Σx / n, over one axis.
+            let (mn, mname) = self.op_of(mean);
+            let (sum, k) = two(mn)?;
+            let (sn, _) = self.op_of(sum);
+            let red = sn.op_as::<TReduce>()?;
+            if red.reducer != Reducer::Sum
+                || red.axes.len() != 1
+                || self.skip(sn.inputs[0]) != self.skip(x)
+            {
+                continue;
+            }
+            let axis = red.axes[0];
+            let n = *self.dims(x).ok()?.get(axis)? as f32;
+            let k = scalar(k)?;
+            let mean_ok =
+                (mname == "Mul" && (k * n - 1.0).abs() < 1e-6) || (mname == "Div" && k == n);
+            // var = ΣSquare(c) / n (or · 1/n); eps added; rsqrt.
+            let (add, name) = self.op_of(rn.inputs[0]);
+            if !mean_ok || name != "Add" {
+                continue;
+            }
+            let (v, e) = two(add)?;
+            let (var, eps) = match (scalar(v), scalar(e)) {
+                (None, Some(eps)) => (v, eps),
+                (Some(eps), None) => (e, eps),
+                _ => continue,
+            };
+            let (vn, vname) = self.op_of(var);
+            let (vsum, vk) = two(vn)?;
+            let vk = scalar(vk)?;
+            let var_ok =
+                (vname == "Div" && vk == n) || (vname == "Mul" && (vk * n - 1.0).abs() < 1e-6);
+            let (vs, _) = self.op_of(vsum);
+            let vred = vs.op_as::<TReduce>()?;
+            let (sq, sqname) = self.op_of(vs.inputs[0]);
+            if var_ok
+                && vred.reducer == Reducer::Sum
+                && vred.axes[..] == [axis]
+                && sqname == "Square"
+                && self.skip(sq.inputs[0]) == self.skip(c)
+                && self.dims(x).ok().as_deref()
+                    == self
+                        .model
+                        .outlet_fact(OutletId::new(node.id, 0))
+                        .ok()
+                        .and_then(|f| f.shape.as_concrete())
+            {
+                return Some((x, axis, eps));
+            }
+        }
+        None
+    }
+
     /// `(x, s)` when `o` is an activation's fake quantisation.
     fn fake_quant(&self, o: OutletId) -> Option<(OutletId, OutletId)> {
         let (d, name) = self.op_of(o);
@@ -727,6 +799,20 @@ impl Lowerer<'_> {
             self.push(node, Kind::Copy { parts }, dims);
             return Ok(());
         }
+        if name == "Mul" {
+            if let Some((x, axis, eps)) = self.layer_norm(node) {
+                let around = AroundAxis::new(&dims, axis);
+                let x = self.operand(x)?;
+                let kind = Kind::RmsNorm {
+                    around,
+                    eps,
+                    center: true,
+                    x,
+                };
+                self.push(node, kind, dims);
+                return Ok(());
+            }
+        }
         if let Some(op) = Binary::from_name(&name) {
             if node
                 .op_as::<tract_core::ops::binary::TypedBinOp>()
@@ -796,7 +882,16 @@ impl Lowerer<'_> {
             let eps = op.eps.cast_to_scalar::<f32>().map_err(|e| e.to_string())?;
             let around = AroundAxis::new(&dims, op.axis);
             let x = self.operand(input(0)?)?;
-            self.push(node, Kind::RmsNorm { around, eps, x }, dims);
+            self.push(
+                node,
+                Kind::RmsNorm {
+                    around,
+                    eps,
+                    center: false,
+                    x,
+                },
+                dims,
+            );
             return Ok(());
         }
         if let Some(op) = node.op_as::<SumPool>() {

@@ -275,7 +275,12 @@ fn exec(
             x,
         } => ops::reduce(*op, dims, io.get(*x), sx, so, *count, dst),
         Kind::Softmax { around, x } => ops::softmax(*around, io.get(*x), dst),
-        Kind::RmsNorm { around, eps, x } => ops::rms_norm(*around, *eps, io.get(*x), dst),
+        Kind::RmsNorm {
+            around,
+            eps,
+            center,
+            x,
+        } => ops::rms_norm(*around, *eps, *center, io.get(*x), dst),
         Kind::Copy { parts } => {
             for p in parts {
                 ops::copy(

@@ -361,15 +361,26 @@ pub fn softmax(a: AroundAxis, x: &[f32], out: &mut [f32]) {
     }
 }
 
-/// `x · rsqrt(mean(x²) + eps)` along the axis (tract's `RmsNorm`).
-pub fn rms_norm(a: AroundAxis, eps: f32, x: &[f32], out: &mut [f32]) {
+/// `x · rsqrt(mean(x²) + eps)` along the axis (tract's `RmsNorm`); with
+/// `center`, of `x - mean(x)` (LayerNorm's core: the graph's ten-odd
+/// element-wise passes in two).
+pub fn rms_norm(a: AroundAxis, eps: f32, center: bool, x: &[f32], out: &mut [f32]) {
+    let inv_n = 1.0 / a.n.max(1) as f32;
     for o in 0..a.outer {
         for i in 0..a.inner {
             let at = |t: usize| o * a.n * a.inner + t * a.inner + i;
-            let ms = (0..a.n).map(|t| x[at(t)] * x[at(t)]).sum::<f32>() / a.n as f32;
+            let mean = if center {
+                (0..a.n).map(|t| x[at(t)]).sum::<f32>() * inv_n
+            } else {
+                0.0
+            };
+            let ms = (0..a.n)
+                .map(|t| (x[at(t)] - mean) * (x[at(t)] - mean))
+                .sum::<f32>()
+                * inv_n;
             let r = 1.0 / (ms + eps).sqrt();
             for t in 0..a.n {
-                out[at(t)] = x[at(t)] * r;
+                out[at(t)] = (x[at(t)] - mean) * r;
             }
         }
     }
