@@ -122,7 +122,6 @@ pub fn run(
                     .expect("tract i8");
             }),
         ));
-        let sums = crate::kernels::row_sums(&w8, n, k);
         ms.push((
             "quantize_row alone".to_string(),
             median_ms(iterations, || {
@@ -139,13 +138,13 @@ pub fn run(
                     for (row, q) in x.chunks(k).zip(xq.chunks_mut(k)) {
                         quantize_row(row, q);
                     }
-                    kern.gemm_i8(&xq, &w8, &sums, m, n, k, &mut acc);
+                    kern.gemm_i8(&xq, &w8, m, n, k, &mut acc);
                 }),
             ));
             ms.push((
                 format!("{} int8 (product only)", kern.name),
                 median_ms(iterations, || {
-                    kern.gemm_i8(&xq, &w8, &sums, m, n, k, &mut acc);
+                    kern.gemm_i8(&xq, &w8, m, n, k, &mut acc);
                 }),
             ));
             ms.push((

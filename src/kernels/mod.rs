@@ -29,11 +29,8 @@ pub mod aarch64;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
-/// `out[i][j] = Σ_k x[i][k] · w[j][k]`, i8 × i8 → i32; `w_sums[j]` is
-/// `Σ_k w[j][k]` ([`row_sums`], once at load; kernels that compute on
-/// unsigned activations need it).
-pub type GemmI8 =
-    fn(x: &[i8], w: &[i8], w_sums: &[i32], m: usize, n: usize, k: usize, out: &mut [i32]);
+/// `out[i][j] = Σ_k x[i][k] · w[j][k]`, i8 × i8 → i32.
+pub type GemmI8 = fn(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]);
 /// `out[i][j] = Σ_k x[i][k] · w[j][k]`, f32 × f16 → f32.
 pub type GemmF16w = fn(x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [f32]);
 
@@ -144,24 +141,9 @@ impl Kernels {
     /// # Panics
     /// When a slice is shorter than its shape says (a caller's bug: the
     /// engine sizes every buffer at load).
-    #[allow(clippy::too_many_arguments)]
-    pub fn gemm_i8(
-        &self,
-        x: &[i8],
-        w: &[i8],
-        w_sums: &[i32],
-        m: usize,
-        n: usize,
-        k: usize,
-        out: &mut [i32],
-    ) {
+    pub fn gemm_i8(&self, x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
         check(x.len(), w.len(), out.len(), m, n, k);
-        assert!(
-            w_sums.len() >= n,
-            "gemm_i8: {} weight sums for {n} rows",
-            w_sums.len()
-        );
-        (self.gemm_i8)(x, w, w_sums, m, n, k, out)
+        (self.gemm_i8)(x, w, m, n, k, out)
     }
 
     /// `out = x · wᵀ` with f16 weights and f32 accumulation.
@@ -282,13 +264,6 @@ pub fn rows<T: Copy>(w: &[T], n: usize, k: usize) -> Vec<T> {
     w[..n * k].to_vec()
 }
 
-/// `Σ_k w[j][k]` of each weight row (`n × k`), for [`Kernels::gemm_i8`].
-pub fn row_sums(w: &[i8], n: usize, k: usize) -> Vec<i32> {
-    (0..n)
-        .map(|j| w[j * k..(j + 1) * k].iter().map(|v| *v as i32).sum())
-        .collect()
-}
-
 /// `v` rounded to the nearest integer, ties to even, as
 /// `f32::round_ties_even`, which compiles to a slow library call on x86_64
 /// without SSE4.1 (the baseline this crate is built for): adding and
@@ -384,9 +359,8 @@ mod tests {
             let x: Vec<i8> = (0..m * k).map(|_| next()).collect();
             let w: Vec<i8> = (0..n * k).map(|_| next()).collect();
             let (mut a, mut b) = (vec![0i32; m * n], vec![1i32; m * n]);
-            let sums = row_sums(&w, n, k);
-            Kernels::SCALAR.gemm_i8(&x, &w, &sums, m, n, k, &mut a);
-            simd.gemm_i8(&x, &simd.pack_i8(&w, n, k), &sums, m, n, k, &mut b);
+            Kernels::SCALAR.gemm_i8(&x, &w, m, n, k, &mut a);
+            simd.gemm_i8(&x, &simd.pack_i8(&w, n, k), m, n, k, &mut b);
             prop_assert_eq!(a, b, "{} {}x{}x{}", simd.name, m, n, k);
             }
         }
@@ -466,7 +440,7 @@ mod tests {
         let x = [1i8, -2, 3, -128, 127];
         let w = [-128i8, -128, -128, -128, -128, 1, 2, 1, 1, 1];
         let mut out = [0i32; 2];
-        Kernels::SCALAR.gemm_i8(&x, &w, &row_sums(&w, 2, 5), 1, 2, 5, &mut out);
+        Kernels::SCALAR.gemm_i8(&x, &w, 1, 2, 5, &mut out);
         // -128 · (1 - 2 + 3 - 128 + 127) = -128; 1 - 4 + 3 - 128 + 127 = -1.
         assert_eq!(out, [-128, -1]);
         let xf = [0.5f32, -1.0, 2.0];
@@ -489,15 +463,7 @@ mod tests {
         let w = vec![-128i8; 5 * k];
         for kern in std::iter::once(Kernels::SCALAR).chain(Kernels::available()) {
             let mut out = vec![0i32; 10];
-            kern.gemm_i8(
-                &x,
-                &kern.pack_i8(&w, 5, k),
-                &row_sums(&w, 5, k),
-                2,
-                5,
-                k,
-                &mut out,
-            );
+            kern.gemm_i8(&x, &kern.pack_i8(&w, 5, k), 2, 5, k, &mut out);
             assert!(
                 out.iter().all(|&v| v == 128 * 128 * k as i32),
                 "{}: {out:?}",

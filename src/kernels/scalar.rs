@@ -25,7 +25,7 @@ pub fn gemm_f32(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f
     }
 }
 
-pub fn gemm_i8(x: &[i8], w: &[i8], _w_sums: &[i32], m: usize, n: usize, k: usize, out: &mut [i32]) {
+pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
     for i in 0..m {
         for j in 0..n {
             out[i * n + j] = dot_i8(&x[i * k..(i + 1) * k], &w[j * k..(j + 1) * k]);

@@ -21,16 +21,15 @@ pub enum Weights {
 }
 
 /// int8 weights: `q` in the kernel path's layout ([`Kernels::pack_i8`]),
-/// a scale per output channel, `sums[j] = Σ_k q[j][k]`.
+/// a scale per output channel.
 pub struct Int8 {
     pub q: Vec<i8>,
     pub scale: Vec<f32>,
-    pub sums: Vec<i32>,
 }
 
 impl Int8 {
     fn bytes(&self) -> usize {
-        self.q.len() + 4 * (self.scale.len() + self.sums.len())
+        self.q.len() + 4 * self.scale.len()
     }
 }
 
@@ -73,15 +72,10 @@ impl Int8 {
     /// lies on a symmetric int8 grid (`s = max|w| / 127`); else the values
     /// unchanged.
     pub fn recover(w: Vec<f32>, n: usize, k: usize, kernels: &Kernels) -> Result<Int8, Vec<f32>> {
-        let Some((q, scale)) = recover_int8(&w, n, k) else {
-            return Err(w);
-        };
-        let sums = crate::kernels::row_sums(&q, n, k);
-        Ok(Int8 {
-            q: kernels.pack_i8(&q, n, k),
-            scale,
-            sums,
-        })
+        match recover_int8(&w, n, k) {
+            Some((q, scale)) => Ok(Int8::from_parts(q, scale, n, k, kernels)),
+            None => Err(w),
+        }
     }
 
     pub fn precision(&self) -> &'static str {
@@ -90,11 +84,9 @@ impl Int8 {
 
     /// `n × k` int8 weights (a row per output channel) with their scales.
     pub fn from_parts(q: Vec<i8>, scale: Vec<f32>, n: usize, k: usize, kernels: &Kernels) -> Int8 {
-        let sums = crate::kernels::row_sums(&q, n, k);
         Int8 {
             q: kernels.pack_i8(&q, n, k),
             scale,
-            sums,
         }
     }
 }
@@ -255,7 +247,7 @@ fn gemm_int8(
 ) {
     pool.gemm_rows(m * n * k, acc, m, n, &|r0, c| {
         let rows = c.len() / n.max(1);
-        kern.gemm_i8(&q[r0 * k..(r0 + rows) * k], &w.q, &w.sums, rows, n, k, c)
+        kern.gemm_i8(&q[r0 * k..(r0 + rows) * k], &w.q, rows, n, k, c)
     });
 }
 

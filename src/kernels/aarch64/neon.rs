@@ -11,7 +11,7 @@ use half::f16;
 
 use crate::kernels::{drive, scalar};
 
-pub fn gemm_i8(x: &[i8], w: &[i8], _w_sums: &[i32], m: usize, n: usize, k: usize, out: &mut [i32]) {
+pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
     drive(x, w, m, n, k, out, tile_i8, scalar::dot_i8)
 }
 

@@ -11,7 +11,7 @@ use half::f16;
 use crate::kernels::{drive, scalar};
 
 /// Only reached through [`super::detect`], which checked AVX2.
-pub fn gemm_i8(x: &[i8], w: &[i8], _w_sums: &[i32], m: usize, n: usize, k: usize, out: &mut [i32]) {
+pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
     assert!(is_x86_feature_detected!("avx2"));
     drive(
         x,

@@ -50,13 +50,12 @@ pub fn pack_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
 }
 
 /// Only reached through [`super::detect`], which checked AVX-512 VNNI.
-/// `w` is [`pack_i8`]'s layout (`w_sums` is not needed: the bias of the
-/// unsigned weights is taken out with the activations' row sums).
-pub fn gemm_i8(x: &[i8], w: &[i8], w_sums: &[i32], m: usize, n: usize, k: usize, out: &mut [i32]) {
+/// `w` is [`pack_i8`]'s layout; the bias of the unsigned weights is taken
+/// out with the activations' row sums.
+pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
     let kg = k.div_ceil(4);
     assert!(
         has_vnni()
-            && w_sums.len() >= n
             && w.len() >= n.div_ceil(PANEL) * kg * PANEL * 4
             && x.len() >= m * k
             && out.len() >= m * n
