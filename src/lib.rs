@@ -15,3 +15,4 @@ pub mod preprocess;
 pub mod progress;
 pub mod score;
 pub mod signature;
+pub mod watch;

@@ -16,6 +16,7 @@ use clip_edge::engine::{Engine, EngineKind};
 use clip_edge::eval::{list_labelled, Tally};
 use clip_edge::preprocess::{ImageView, Mode, Preprocessor, CLIP_MEAN, CLIP_STD, MAX_RESOLUTION};
 use clip_edge::signature::read_public_key;
+use clip_edge::watch::config::WatchArgs;
 
 /// `println!` that ends the process quietly when stdout is closed (`| head`)
 /// instead of panicking.
@@ -148,6 +149,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The camera loop: classify each frame of a source, raise events for
+    /// watched labels (JSON lines, GPIO, MQTT).
+    Watch(Box<WatchArgs>),
     /// Decode and preprocess images; prints per-image channel means as JSON lines.
     Preprocess {
         #[arg(long, default_value_t = 224)]
@@ -222,7 +226,147 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Info { bundle, json } => info(&bundle, json),
         Cmd::BenchKernels { iterations, json } => bench_kernels(iterations, json),
         Cmd::Preprocess { resolution, images } => preprocess(resolution, &images),
+        Cmd::Watch(args) => watch(*args),
     }
+}
+
+/// This machine's name (MQTT topics, Home Assistant's device).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "clip-edge".into())
+}
+
+fn watch(args: WatchArgs) -> Result<ExitCode> {
+    use clip_edge::watch::{self, gpio, mqtt, Sink, Watcher};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    let args = args.merged().map_err(anyhow::Error::msg)?;
+    let bundle_dir = args
+        .bundle
+        .clone()
+        .context("--bundle is required (or `bundle = \"DIR\"` in the config)")?;
+    let spec = args
+        .source
+        .clone()
+        .context("--source is required (dir:PATH, stdin:mjpeg or v4l2:/dev/videoN)")?;
+    let rules = args.rules().map_err(|e| anyhow::anyhow!("--{e}"))?;
+    if let Some(f) = args.fps {
+        if !(f > 0.0 && f <= 1000.0) {
+            bail!("--fps {f}: expected more than 0 and at most 1000");
+        }
+    }
+    if let Some(m) = args.motion_threshold {
+        if !(0.0..=255.0).contains(&m) {
+            bail!("--motion-threshold {m}: expected 0 to 255");
+        }
+    }
+    let gpio_specs: Vec<gpio::GpioSpec> = args
+        .gpio
+        .iter()
+        .map(|g| g.parse())
+        .collect::<Result<_, String>>()
+        .map_err(anyhow::Error::msg)?;
+    let mqtt_url: Option<mqtt::MqttUrl> = match &args.mqtt {
+        Some(u) => Some(u.parse().map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let threads = args.threads.unwrap_or(1);
+    set_threads(threads)?;
+    let trust = Trust {
+        require_signature: match &args.require_signature {
+            Some(p) => Some(read_public_key(p)?),
+            None => None,
+        },
+    };
+    let mut engine = Engine::load_on(&bundle_dir, &trust, args.engine.unwrap_or_default(), threads)
+        .with_context(|| format!("loading bundle {}", bundle_dir.display()))?;
+    let watched = args
+        .watched(engine.bundle.labels())
+        .map_err(anyhow::Error::msg)?;
+    let labels: Vec<String> = watched.iter().map(|w| w.label.clone()).collect();
+
+    // GPIO lines, each following a watched label.
+    let mut pins = Vec::new();
+    for g in &gpio_specs {
+        let Some(i) = labels.iter().position(|l| *l == g.label) else {
+            bail!("--gpio {}:{}={}: {:?} is not watched (add --watch {:?})", g.chip, g.line, g.label, g.label, g.label);
+        };
+        #[cfg(target_os = "linux")]
+        pins.push((i, gpio::open_cdev(g).map_err(anyhow::Error::msg)?, format!("{}:{}", g.chip, g.line)));
+        #[cfg(not(target_os = "linux"))]
+        bail!("--gpio: GPIO lines need Linux (label {i})");
+    }
+    let mut gpio_lines = (!pins.is_empty()).then(|| gpio::GpioLines::new(pins));
+
+    let (log, last_run, closed) = match &args.events {
+        Some(p) => {
+            let (log, rec) = watch::events::EventLog::open(p)?;
+            for c in &rec.closed {
+                log::warn!("{}: event {} ({}) was left open by a crash; closed as interrupted", p.display(), c.id, c.label);
+            }
+            (Some(log), rec.last_run, rec.closed)
+        }
+        None => (None, None, Vec::new()),
+    };
+    let mut mqtt = mqtt_url.map(|u| {
+        let node = args.node.clone().unwrap_or_else(host_name);
+        let m = mqtt::Mqtt::start(u, &labels, &node);
+        for c in &closed {
+            m.event(&serde_json::to_vec(c).expect("an event serialises"));
+        }
+        m
+    });
+    let mut source = watch::source::open(&spec)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let opts = watch::Options {
+        watched,
+        rules,
+        fps: args.fps,
+        motion_threshold: args.motion_threshold,
+        snapshots: args.snapshots.clone(),
+        source_name: spec.clone(),
+    };
+    let mut sinks: Vec<&mut dyn Sink> = Vec::new();
+    if let Some(g) = gpio_lines.as_mut() {
+        sinks.push(g);
+    }
+    if let Some(m) = mqtt.as_mut() {
+        sinks.push(m);
+    }
+    let kind = engine.kind();
+    let mut watcher = Watcher::new(&mut engine, opts, log.map(|l| (l, last_run)), sinks);
+    log::info!("watching {spec} for {}", labels.join(", "));
+    let result = watcher.run(source.as_mut(), &stop);
+    drop(watcher);
+    let mqtt_stats = mqtt.map(|m| m.finish(std::time::Duration::from_secs(3)));
+    let stats = result?;
+    if args.stats {
+        let per = |ms: f64| ms / stats.frames.max(1) as f64;
+        out!(
+            "{}",
+            json!({
+                "stats": stats,
+                "engine": kind,
+                "threads": threads,
+                "fps": stats.frames as f64 / (stats.wall_ms / 1e3).max(1e-9),
+                "per_frame_ms": {
+                    "source": per(stats.source_ms),
+                    "classify": per(stats.classify_ms),
+                    "loop": per(stats.loop_ms),
+                },
+                "mqtt": mqtt_stats,
+                "gpio_errors": gpio_lines.as_ref().map(|g| g.errors),
+            })
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bench_kernels(iterations: usize, json_out: bool) -> Result<ExitCode> {

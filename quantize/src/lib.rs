@@ -9,4 +9,5 @@ pub mod graph;
 pub mod nnef;
 pub mod prompts;
 pub mod synth;
+pub mod synth_clip;
 pub mod tokenizer;

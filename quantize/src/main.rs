@@ -106,8 +106,13 @@ enum Cmd {
         #[arg(long, value_name = "KEY")]
         out: PathBuf,
     },
-    /// Write the synthetic world's labelled images (one folder per class).
+    /// Write the synthetic world's labelled images (one folder per class),
+    /// or with --clip the scripted camera clip `clip-edge watch` is tested on.
     Synth {
+        /// Write the default scripted clip (frames NNNNN.jpg and truth.json)
+        /// instead of the labelled set; --seed overrides the clip's seed.
+        #[arg(long)]
+        clip: bool,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[arg(long, default_value_t = 10)]
@@ -210,6 +215,21 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Synth {
+            clip: true,
+            seed,
+            out,
+            ..
+        } => {
+            let mut spec = clip_quantize::synth_clip::default_clip();
+            if seed != 0 {
+                spec.seed = seed;
+            }
+            let n = clip_quantize::synth_clip::write_clip(&out, &spec)?;
+            eprintln!("wrote a clip of {n} frames under {}", out.display());
+            Ok(())
+        }
+        Cmd::Synth {
+            clip: false,
             seed,
             per_class,
             max_side,

@@ -24,7 +24,7 @@ pub const SHAPES: [&str; 6] = ["circle", "square", "triangle", "star", "cross", 
 
 /// Nominal RGB of each color in [`COLORS`]; shapes are drawn within
 /// [`COLOR_JITTER`] of it.
-const RGB: [[u8; 3]; 8] = [
+pub(crate) const RGB: [[u8; 3]; 8] = [
     [215, 35, 35],
     [35, 165, 55],
     [35, 70, 215],
@@ -42,7 +42,7 @@ const BACKGROUND_EXTRA: [[u8; 3]; 5] = [
     [120, 80, 50],
     [60, 170, 170],
 ];
-const COLOR_JITTER: i32 = 14;
+pub(crate) const COLOR_JITTER: i32 = 14;
 /// Noise backgrounds: per-channel amplitude around their base color.
 const NOISE_AMPLITUDE: i32 = 40;
 /// Supersampling per axis for anti-aliased edges.
@@ -80,6 +80,10 @@ pub enum SynthError {
     Foreign { path: PathBuf, entry: String },
     #[error("--max-side {0}: must be at least {MIN_SIDE}")]
     MaxSide(u32),
+    #[error("clip frame {0}: the shorter side must be {MIN_SIDE} to 1024 pixels")]
+    ClipSize(u32),
+    #[error("clip label {0:?}: not a class of the synthetic world (\"<color> <shape>\")")]
+    UnknownClass(String),
 }
 
 /// What to make.
@@ -111,12 +115,12 @@ fn rng_for(seed: u64, class: usize, index: usize) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
 }
 
-fn jitter(rng: &mut ChaCha8Rng, c: [u8; 3], amount: i32) -> [u8; 3] {
+pub(crate) fn jitter(rng: &mut ChaCha8Rng, c: [u8; 3], amount: i32) -> [u8; 3] {
     c.map(|v| (v as i32 + rng.random_range(-amount..=amount)).clamp(0, 255) as u8)
 }
 
 /// A background color: any palette entry except the shape's own color.
-fn background_color(rng: &mut ChaCha8Rng, shape_color: usize) -> [u8; 3] {
+pub(crate) fn background_color(rng: &mut ChaCha8Rng, shape_color: usize) -> [u8; 3] {
     let n = RGB.len() - 1 + BACKGROUND_EXTRA.len();
     let mut k = rng.random_range(0..n);
     if k >= shape_color {
@@ -263,6 +267,29 @@ pub fn sample(seed: u64, class: usize, index: usize, max_side: u32, jpeg_fractio
         _ => rng.random_range(0.0..2.0 * PI),
     };
     let fill = jitter(&mut rng, RGB[color], COLOR_JITTER);
+    draw_shape(&mut img, shape, fill, (cx, cy), size, angle);
+    let jpeg_quality = rng
+        .random_bool(jpeg_fraction.clamp(0.0, 1.0) as f64)
+        .then(|| rng.random_range(55..=95));
+    Sample {
+        image: img,
+        class,
+        jpeg_quality,
+    }
+}
+
+/// Draw `shape` filled with `fill`, `size` across, centred on `centre`,
+/// turned by `angle` radians, anti-aliased by supersampling; clipped to the image.
+pub(crate) fn draw_shape(
+    img: &mut RgbImage,
+    shape: &str,
+    fill: [u8; 3],
+    (cx, cy): (f32, f32),
+    size: f32,
+    angle: f32,
+) {
+    let (w, h) = img.dimensions();
+    let reach = size / 2.0;
     let poly = (shape != "circle").then(|| outline(shape, size, angle));
 
     let x0 = (cx - reach).floor().max(0.0) as u32;
@@ -292,14 +319,6 @@ pub fn sample(seed: u64, class: usize, index: usize, max_side: u32, jpeg_fractio
                 });
             }
         }
-    }
-    let jpeg_quality = rng
-        .random_bool(jpeg_fraction.clamp(0.0, 1.0) as f64)
-        .then(|| rng.random_range(55..=95));
-    Sample {
-        image: img,
-        class,
-        jpeg_quality,
     }
 }
 

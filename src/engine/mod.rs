@@ -53,7 +53,9 @@ fn one_line(s: &str) -> String {
 }
 
 /// Which backend runs the image encoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     /// Our engine: the graph lowered at load, one arena, our kernels, no

@@ -1,0 +1,258 @@
+//! Scripted camera clips from the synthetic world, for `clip-edge watch`.
+//!
+//! A fixed scene (one gradient background) seen by a noisy sensor: every
+//! frame adds fresh per-pixel noise. Shapes of the world's classes enter,
+//! drift across the scene and leave, with empty stretches and unwatched
+//! shapes between them. The ground truth (which label is in view from which
+//! frame to which) is written beside the frames as `truth.json`. Every frame
+//! is a pure function of the clip's script and seed.
+
+use std::f32::consts::PI;
+use std::path::Path;
+
+use image::{ImageEncoder, RgbImage};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::synth::{draw_shape, jitter, SynthError, COLORS, COLOR_JITTER, RGB, SHAPES};
+
+/// Per-channel amplitude of the sensor noise added to every frame.
+pub const SENSOR_NOISE: i32 = 6;
+/// JPEG quality of the stored frames (a camera's MJPEG stream).
+pub const JPEG_QUALITY: u8 = 85;
+/// The scene's background: a gradient between two greys that name no class.
+const BACKGROUND: [[u8; 3]; 2] = [[110, 110, 110], [175, 175, 175]];
+
+/// One stretch of a clip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Segment {
+    /// `frames` frames of the empty scene.
+    Empty { frames: usize },
+    /// A shape of class `label` ("<color> <shape>") in view for `frames`
+    /// frames, drifting across the scene.
+    Object { label: String, frames: usize },
+}
+
+/// A clip's script.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClipSpec {
+    pub seed: u64,
+    pub width: u32,
+    pub height: u32,
+    /// Labels a `watch` run on this clip is meant to watch.
+    pub watched: Vec<String>,
+    pub segments: Vec<Segment>,
+}
+
+/// Frames `start..=end` (0-based) show `label`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    pub label: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// What a clip shows: written as `truth.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truth {
+    pub spec: ClipSpec,
+    pub frames: usize,
+    /// Every object in view, watched or not, in order.
+    pub spans: Vec<Span>,
+}
+
+/// The committed clip (`models/clips/shapes`): two watched labels, each seen
+/// twice, unwatched shapes and empty stretches between them; 320x240 (a
+/// camera's QVGA mode) keeps the committed frames small.
+pub fn default_clip() -> ClipSpec {
+    let obj = |label: &str, frames| Segment::Object {
+        label: label.into(),
+        frames,
+    };
+    let empty = |frames| Segment::Empty { frames };
+    ClipSpec {
+        seed: 7,
+        width: 320,
+        height: 240,
+        watched: vec!["red star".into(), "green square".into()],
+        segments: vec![
+            empty(12),
+            obj("red star", 20),
+            empty(10),
+            obj("blue circle", 15),
+            empty(10),
+            obj("green square", 18),
+            empty(6),
+            obj("yellow triangle", 12),
+            empty(8),
+            obj("red star", 14),
+            empty(12),
+        ],
+    }
+}
+
+fn class_parts(label: &str) -> Option<(usize, &'static str)> {
+    let (color, shape) = label.split_once(' ')?;
+    let c = COLORS.iter().position(|x| *x == color)?;
+    let s = SHAPES.iter().find(|x| **x == shape)?;
+    Some((c, s))
+}
+
+/// Render every frame of `spec`, and its truth. An unknown label is an error naming it.
+pub fn render(spec: &ClipSpec) -> Result<(Vec<RgbImage>, Truth), SynthError> {
+    let (w, h) = (spec.width, spec.height);
+    if !(crate::synth::MIN_SIDE..=crate::synth::MAX_SIDE * 2).contains(&w.min(h)) {
+        return Err(SynthError::ClipSize(w.min(h)));
+    }
+    let mut scene = RgbImage::new(w, h);
+    for (x, _, p) in scene.enumerate_pixels_mut() {
+        let t = x as f32 / (w - 1).max(1) as f32;
+        p.0 = std::array::from_fn(|k| {
+            (BACKGROUND[0][k] as f32 * (1.0 - t) + BACKGROUND[1][k] as f32 * t).round() as u8
+        });
+    }
+    let mut frames = Vec::new();
+    let mut spans = Vec::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    for seg in &spec.segments {
+        match seg {
+            Segment::Empty { frames: n } => {
+                for _ in 0..*n {
+                    frames.push(noisy(&scene, &mut rng));
+                }
+            }
+            Segment::Object { label, frames: n } => {
+                let (color, shape) =
+                    class_parts(label).ok_or_else(|| SynthError::UnknownClass(label.clone()))?;
+                let start = frames.len();
+                // A path across the central square (what the centre crop
+                // keeps), the whole shape in view throughout.
+                let side = w.min(h) as f32;
+                let (ox, oy) = ((w as f32 - side) / 2.0, (h as f32 - side) / 2.0);
+                let size = side * rng.random_range(0.45..0.6);
+                let reach = size / 2.0 + 2.0;
+                let lo = reach;
+                let hi = side - reach;
+                let (x0, x1) = if rng.random_bool(0.5) { (lo, hi) } else { (hi, lo) };
+                let (y0, y1) = (rng.random_range(lo..=hi), rng.random_range(lo..=hi));
+                let fill = jitter(&mut rng, RGB[color], COLOR_JITTER);
+                let a0 = match shape {
+                    "square" => rng.random_range(-20f32..=20.0).to_radians(),
+                    "circle" | "diamond" => 0.0,
+                    _ => rng.random_range(0.0..2.0 * PI),
+                };
+                let spin = if matches!(shape, "square" | "circle" | "diamond") {
+                    0.0
+                } else {
+                    0.02
+                };
+                for i in 0..*n {
+                    let t = if *n > 1 {
+                        i as f32 / (*n - 1) as f32
+                    } else {
+                        0.5
+                    };
+                    let mut img = scene.clone();
+                    let centre = (ox + x0 + (x1 - x0) * t, oy + y0 + (y1 - y0) * t);
+                    draw_shape(&mut img, shape, fill, centre, size, a0 + spin * i as f32);
+                    frames.push(noisy(&img, &mut rng));
+                }
+                spans.push(Span {
+                    label: label.clone(),
+                    start,
+                    end: frames.len() - 1,
+                });
+            }
+        }
+    }
+    let truth = Truth {
+        spec: spec.clone(),
+        frames: frames.len(),
+        spans,
+    };
+    Ok((frames, truth))
+}
+
+fn noisy(img: &RgbImage, rng: &mut ChaCha8Rng) -> RgbImage {
+    let mut out = img.clone();
+    for v in out.iter_mut() {
+        *v = (*v as i32 + rng.random_range(-SENSOR_NOISE..=SENSOR_NOISE)).clamp(0, 255) as u8;
+    }
+    out
+}
+
+/// Encode one frame as the clip stores it.
+pub fn encode_jpeg(img: &RgbImage) -> Result<Vec<u8>, image::ImageError> {
+    let mut buf = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, JPEG_QUALITY).write_image(
+        img.as_raw(),
+        img.width(),
+        img.height(),
+        image::ExtendedColorType::Rgb8,
+    )?;
+    Ok(buf)
+}
+
+/// Write `spec`'s frames as `out/NNNNN.jpg` and `out/truth.json`, replacing
+/// `out` whole (atomically). Returns the number of frames.
+pub fn write_clip(out: &Path, spec: &ClipSpec) -> Result<usize, SynthError> {
+    let (frames, truth) = render(spec)?;
+    if let Ok(entries) = std::fs::read_dir(out) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = name == "truth.json"
+                || (name.len() == 9 && name.ends_with(".jpg") && name[..5].bytes().all(|b| b.is_ascii_digit()));
+            if !ours {
+                return Err(SynthError::Foreign {
+                    path: out.to_path_buf(),
+                    entry: name,
+                });
+            }
+        }
+    }
+    crate::atomic::write_dir(out, |tmp| -> Result<usize, SynthError> {
+        for (i, f) in frames.iter().enumerate() {
+            let path = tmp.join(format!("{i:05}.jpg"));
+            let bytes = encode_jpeg(f).map_err(|source| SynthError::Encode {
+                path: path.clone(),
+                source,
+            })?;
+            std::fs::write(&path, bytes).map_err(|source| SynthError::Io { path, source })?;
+        }
+        let path = tmp.join("truth.json");
+        let text = serde_json::to_string_pretty(&truth).expect("truth serialises") + "\n";
+        std::fs::write(&path, text).map_err(|source| SynthError::Io { path, source })?;
+        Ok(frames.len())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_follow_the_script() {
+        let (frames, truth) = render(&default_clip()).unwrap();
+        assert_eq!(frames.len(), truth.frames);
+        assert_eq!(truth.frames, 137);
+        let labels: Vec<_> = truth.spans.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["red star", "blue circle", "green square", "yellow triangle", "red star"]
+        );
+        assert_eq!((truth.spans[0].start, truth.spans[0].end), (12, 31));
+    }
+
+    #[test]
+    fn unknown_label_is_named() {
+        let mut spec = default_clip();
+        spec.segments.push(Segment::Object {
+            label: "pink whale".into(),
+            frames: 1,
+        });
+        let e = render(&spec).err().unwrap().to_string();
+        assert!(e.contains("pink whale"), "{e}");
+    }
+}

@@ -1,0 +1,255 @@
+//! `watch`'s settings: one struct for the command line and the TOML config
+//! (`--config FILE`); a flag given on the command line wins over the file.
+//! Unknown keys, unknown labels and bad values are one-line errors naming them.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::detect::Rules;
+use super::{Watched, DEFAULT_THRESHOLD};
+use crate::engine::EngineKind;
+
+/// A config file larger than this is refused (it is a few lines).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Flags of `clip-edge watch`, and keys of its config file (same names,
+/// `_` for `-`).
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchArgs {
+    /// The bundle directory.
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+    /// Refuse the bundle unless its manifest.sig verifies with this public key.
+    #[arg(long, value_name = "PUBKEY")]
+    pub require_signature: Option<PathBuf>,
+    /// dir:PATH, stdin:mjpeg or v4l2:/dev/videoN[?width=W&height=H&fps=F&format=MJPG|YUYV|NV12].
+    #[arg(long)]
+    pub source: Option<String>,
+    /// A label to watch, with its probability threshold (default 0.5); repeatable.
+    #[arg(long = "watch", value_name = "LABEL[=THRESHOLD]")]
+    #[serde(default)]
+    pub watch: Vec<String>,
+    /// Append events here as JSON lines (fsync'd before any action).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub events: Option<PathBuf>,
+    /// Write a JPEG of each event's start frame here.
+    #[arg(long, value_name = "DIR")]
+    pub snapshots: Option<PathBuf>,
+    /// A GPIO line high while LABEL's event is active; repeatable.
+    #[arg(long, value_name = "CHIP:LINE=LABEL")]
+    #[serde(default)]
+    pub gpio: Vec<String>,
+    /// Publish events, states and Home Assistant discovery to this broker.
+    #[arg(long, value_name = "mqtt://HOST:PORT/PREFIX")]
+    pub mqtt: Option<String>,
+    /// This device's name in MQTT topics and Home Assistant (default: the host name).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Pace a dir: source at this many frames per second (default: as fast as it goes).
+    #[arg(long)]
+    pub fps: Option<f64>,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineKind>,
+    /// Positive frames among the last --window frames that start an event (default 2).
+    #[arg(long)]
+    pub hits: Option<u32>,
+    /// Frames in the start window (default 3).
+    #[arg(long)]
+    pub window: Option<u32>,
+    /// Consecutive frames without the label that end its event (default 3).
+    #[arg(long)]
+    pub end_after: Option<u32>,
+    /// Frames after an event's end during which it cannot start again (default 0).
+    #[arg(long)]
+    pub cooldown: Option<u32>,
+    /// Skip inference on frames whose mean absolute difference (0-255) to
+    /// the last inferred frame is below this.
+    #[arg(long)]
+    pub motion_threshold: Option<f32>,
+    /// Read settings from this TOML file (flags win).
+    #[arg(long, value_name = "FILE.toml")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// At exit, print counters and time per stage as one JSON object.
+    #[arg(long)]
+    #[serde(skip)]
+    pub stats: bool,
+}
+
+impl WatchArgs {
+    /// These flags over the config file's values (when `--config` is given).
+    pub fn merged(self) -> Result<WatchArgs, String> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let file = read_config(&path)?;
+        Ok(WatchArgs {
+            bundle: self.bundle.or(file.bundle),
+            require_signature: self.require_signature.or(file.require_signature),
+            source: self.source.or(file.source),
+            watch: if self.watch.is_empty() { file.watch } else { self.watch },
+            events: self.events.or(file.events),
+            snapshots: self.snapshots.or(file.snapshots),
+            gpio: if self.gpio.is_empty() { file.gpio } else { self.gpio },
+            mqtt: self.mqtt.or(file.mqtt),
+            node: self.node.or(file.node),
+            fps: self.fps.or(file.fps),
+            threads: self.threads.or(file.threads),
+            engine: self.engine.or(file.engine),
+            hits: self.hits.or(file.hits),
+            window: self.window.or(file.window),
+            end_after: self.end_after.or(file.end_after),
+            cooldown: self.cooldown.or(file.cooldown),
+            motion_threshold: self.motion_threshold.or(file.motion_threshold),
+            config: self.config,
+            stats: self.stats,
+        })
+    }
+
+    /// The debouncing rules, validated.
+    pub fn rules(&self) -> Result<Rules, String> {
+        let d = Rules::default();
+        let r = Rules {
+            hits: self.hits.unwrap_or(d.hits),
+            window: self.window.unwrap_or(d.window),
+            end_after: self.end_after.unwrap_or(d.end_after),
+            cooldown: self.cooldown.unwrap_or(d.cooldown),
+        };
+        r.validate()?;
+        Ok(r)
+    }
+
+    /// `--watch` against the bundle's labels.
+    pub fn watched(&self, labels: &[String]) -> Result<Vec<Watched>, String> {
+        if self.watch.is_empty() {
+            return Err("nothing to watch: give --watch LABEL[=THRESHOLD] (or `watch = [...]` in the config)".into());
+        }
+        let mut out: Vec<Watched> = Vec::new();
+        for w in &self.watch {
+            let (label, threshold) = match w.rsplit_once('=') {
+                Some((l, t)) => {
+                    let t: f32 = t
+                        .trim()
+                        .parse()
+                        .ok()
+                        .filter(|t: &f32| *t > 0.0 && *t <= 1.0)
+                        .ok_or_else(|| format!("--watch {w:?}: threshold {t:?} is not a probability in (0, 1]"))?;
+                    (l.trim(), t)
+                }
+                None => (w.trim(), DEFAULT_THRESHOLD),
+            };
+            let index = labels.iter().position(|l| l == label).ok_or_else(|| {
+                let near: Vec<&str> = labels
+                    .iter()
+                    .filter(|l| label.split(' ').any(|word| !word.is_empty() && l.contains(word)))
+                    .take(6)
+                    .map(String::as_str)
+                    .collect();
+                format!(
+                    "--watch {label:?}: not a label of this bundle ({} labels{})",
+                    labels.len(),
+                    if near.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; similar: {}", near.join(", "))
+                    }
+                )
+            })?;
+            if out.iter().any(|o| o.index == index) {
+                return Err(format!("--watch {label:?}: given twice"));
+            }
+            out.push(Watched {
+                label: label.into(),
+                index,
+                threshold,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Reads and checks a config file; errors name the file, the line and the key.
+pub fn read_config(path: &Path) -> Result<WatchArgs, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "{}: {} bytes, more than a config file may be ({MAX_CONFIG_BYTES})",
+            path.display(),
+            meta.len()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str::<WatchArgs>(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let msg = e.message().replace('\n', " ");
+        match line {
+            Some(l) => format!("{}: line {l}: {msg}", path.display()),
+            None => format!("{}: {msg}", path.display()),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels() -> Vec<String> {
+        ["red star", "green square", "blue circle"].map(String::from).to_vec()
+    }
+
+    #[test]
+    fn watch_specs_resolve_and_bad_ones_are_named() {
+        let a = WatchArgs {
+            watch: vec!["red star".into(), "blue circle=0.8".into()],
+            ..Default::default()
+        };
+        let w = a.watched(&labels()).unwrap();
+        assert_eq!((w[0].index, w[0].threshold), (0, DEFAULT_THRESHOLD));
+        assert_eq!((w[1].index, w[1].threshold), (2, 0.8));
+        for (bad, needle) in [
+            ("pink star", "\"pink star\": not a label"),
+            ("red star=1.5", "threshold \"1.5\""),
+            ("red star=x", "threshold \"x\""),
+        ] {
+            let a = WatchArgs {
+                watch: vec![bad.into()],
+                ..Default::default()
+            };
+            let e = a.watched(&labels()).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+        assert!(WatchArgs::default().watched(&labels()).is_err());
+    }
+
+    #[test]
+    fn config_keys_are_checked_by_line_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("clip-edge-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("watch.toml");
+        std::fs::write(&p, "source = \"dir:x\"\nwatch = [\"red star\"]\nfsp = 3\n").unwrap();
+        let e = read_config(&p).unwrap_err();
+        assert!(e.contains("line 3") && e.contains("fsp"), "{e}");
+        std::fs::write(&p, "source = \"dir:x\"\nfps = 2.0\nwatch = [\"red star\"]\nwindow = 5\n").unwrap();
+        let a = WatchArgs {
+            fps: Some(9.0),
+            config: Some(p.clone()),
+            ..Default::default()
+        }
+        .merged()
+        .unwrap();
+        assert_eq!(a.fps, Some(9.0));
+        assert_eq!(a.source.as_deref(), Some("dir:x"));
+        assert_eq!(a.watch, ["red star"]);
+        assert_eq!(a.rules().unwrap().window, 5);
+        std::fs::write(&p, "fps = \"fast\"\n").unwrap();
+        let e = read_config(&p).unwrap_err();
+        assert!(e.contains("line 1"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

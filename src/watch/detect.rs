@@ -1,0 +1,311 @@
+//! Event detection for one watched label: per-frame positives debounced into
+//! start and end transitions. Pure logic over frame indices; no allocation.
+//!
+//! A frame is *positive* for the label when the label is the top-1 label with
+//! probability at least its threshold (decided by the caller). An event
+//! starts when `hits` of the last `window` frames are positive, and ends after
+//! `end_after` consecutive frames without a positive. After an end, no event
+//! of the label starts for `cooldown` frames.
+
+/// The debouncing rules, shared by every watched label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Rules {
+    /// Positives needed in the window to start an event (N).
+    pub hits: u32,
+    /// Frames in the window (M, at most [`MAX_WINDOW`]).
+    pub window: u32,
+    /// Consecutive frames without a positive that end an event (K).
+    pub end_after: u32,
+    /// Frames after an end during which no event starts.
+    pub cooldown: u32,
+}
+
+/// The largest window: the history is one 64-bit mask.
+pub const MAX_WINDOW: u32 = 64;
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            hits: 2,
+            window: 3,
+            end_after: 3,
+            cooldown: 0,
+        }
+    }
+}
+
+impl Rules {
+    /// One-line description of what is wrong, naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.window == 0 || self.window > MAX_WINDOW {
+            return Err(format!(
+                "window {}: expected 1 to {MAX_WINDOW} frames",
+                self.window
+            ));
+        }
+        if self.hits == 0 || self.hits > self.window {
+            return Err(format!(
+                "hits {}: expected 1 to the window ({})",
+                self.hits, self.window
+            ));
+        }
+        if self.end_after == 0 {
+            return Err("end_after 0: expected at least 1 frame".into());
+        }
+        Ok(())
+    }
+}
+
+/// A change of a label's state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Transition {
+    /// `frame` is the first positive frame of the window that opened the
+    /// event; `score` the highest probability among the window's positives.
+    Start { frame: u64, score: f32 },
+    /// `frame` is the event's last positive frame; `score` the highest
+    /// probability over the event.
+    End { frame: u64, score: f32 },
+}
+
+/// One label's detector.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    rules: Rules,
+    /// Bit i: the frame i frames before the newest was positive.
+    history: u64,
+    /// Scores of the last 64 frames, by frame index modulo 64.
+    scores: [f32; 64],
+    active: bool,
+    misses: u32,
+    last_positive: u64,
+    peak: f32,
+    cooldown_left: u32,
+}
+
+impl Detector {
+    /// `rules` must have passed [`Rules::validate`].
+    pub fn new(rules: Rules) -> Self {
+        debug_assert!(rules.validate().is_ok());
+        Detector {
+            rules,
+            history: 0,
+            scores: [0.0; 64],
+            active: false,
+            misses: 0,
+            last_positive: 0,
+            peak: 0.0,
+            cooldown_left: 0,
+        }
+    }
+
+    pub fn active(&self) -> bool {
+        self.active
+    }
+
+    /// Feed the next frame, `frame` (called once per frame of the source,
+    /// in order). `score` is the label's probability in it.
+    pub fn feed(&mut self, frame: u64, positive: bool, score: f32) -> Option<Transition> {
+        self.history = self.history << 1 | positive as u64;
+        self.scores[(frame % 64) as usize] = if positive { score } else { 0.0 };
+        if positive {
+            if self.active {
+                self.misses = 0;
+                self.last_positive = frame;
+                self.peak = self.peak.max(score);
+                return None;
+            }
+            if self.cooldown_left > 0 {
+                self.cooldown_left -= 1;
+                return None;
+            }
+            let mask = if self.rules.window == 64 {
+                u64::MAX
+            } else {
+                (1u64 << self.rules.window) - 1
+            };
+            let in_window = self.history & mask;
+            if in_window.count_ones() >= self.rules.hits {
+                let oldest = 63 - in_window.leading_zeros() as u64;
+                let mut peak = 0f32;
+                for i in 0..=oldest {
+                    if in_window >> i & 1 == 1 {
+                        peak = peak.max(self.scores[((frame - i) % 64) as usize]);
+                    }
+                }
+                self.active = true;
+                self.misses = 0;
+                self.last_positive = frame;
+                self.peak = peak;
+                return Some(Transition::Start {
+                    frame: frame - oldest,
+                    score: peak,
+                });
+            }
+            None
+        } else {
+            self.after_negative()
+        }
+    }
+
+    fn after_negative(&mut self) -> Option<Transition> {
+        if !self.active {
+            self.cooldown_left = self.cooldown_left.saturating_sub(1);
+            return None;
+        }
+        self.misses += 1;
+        if self.misses >= self.rules.end_after {
+            return self.end();
+        }
+        None
+    }
+
+    /// Ends an active event now (the source ended, the service stops).
+    pub fn end(&mut self) -> Option<Transition> {
+        if !self.active {
+            return None;
+        }
+        self.active = false;
+        self.misses = 0;
+        self.history = 0;
+        self.cooldown_left = self.rules.cooldown;
+        Some(Transition::End {
+            frame: self.last_positive,
+            score: self.peak,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn run(rules: Rules, pattern: &str) -> Vec<Transition> {
+        let mut d = Detector::new(rules);
+        let mut out = Vec::new();
+        for (i, c) in pattern.chars().enumerate() {
+            if let Some(t) = d.feed(i as u64, c == '1', if c == '1' { 0.9 } else { 0.1 }) {
+                out.push(t);
+            }
+        }
+        out.extend(d.end());
+        out
+    }
+
+    fn frames(ts: &[Transition]) -> Vec<(char, u64)> {
+        ts.iter()
+            .map(|t| match t {
+                Transition::Start { frame, .. } => ('s', *frame),
+                Transition::End { frame, .. } => ('e', *frame),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_of_three_starts_at_the_first_positive_of_the_window() {
+        let t = run(Rules::default(), "0010111000");
+        assert_eq!(frames(&t), [('s', 2), ('e', 6)]);
+    }
+
+    #[test]
+    fn a_single_positive_starts_nothing() {
+        assert!(run(Rules::default(), "0100010001000").is_empty());
+    }
+
+    #[test]
+    fn short_gaps_do_not_end_an_event() {
+        let t = run(Rules::default(), "11001100111000");
+        assert_eq!(frames(&t), [('s', 0), ('e', 10)]);
+    }
+
+    #[test]
+    fn cooldown_holds_off_the_next_start() {
+        let rules = Rules {
+            cooldown: 5,
+            ..Rules::default()
+        };
+        // Ends at frame 1 (decided at 4); frames 5..9 cannot start one.
+        let t = run(rules, "110001111111");
+        assert_eq!(frames(&t), [('s', 0), ('e', 1), ('s', 9), ('e', 11)]);
+    }
+
+    #[test]
+    fn rules_are_validated() {
+        for bad in [
+            Rules { hits: 0, ..Rules::default() },
+            Rules { hits: 4, window: 3, ..Rules::default() },
+            Rules { window: 65, ..Rules::default() },
+            Rules { end_after: 0, ..Rules::default() },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+
+    /// The plain statement of the rules, frame by frame over a `Vec`.
+    fn reference(rules: Rules, pos: &[bool]) -> Vec<(char, u64)> {
+        let (n, m, k) = (rules.hits as usize, rules.window as usize, rules.end_after as usize);
+        let mut out = Vec::new();
+        let mut active = false;
+        let mut last_pos = 0;
+        let mut misses = 0;
+        let mut cool = 0usize;
+        let mut since_end_history_start = 0usize;
+        for f in 0..pos.len() {
+            if active {
+                if pos[f] {
+                    misses = 0;
+                    last_pos = f;
+                } else {
+                    misses += 1;
+                    if misses == k {
+                        out.push(('e', last_pos as u64));
+                        active = false;
+                        cool = rules.cooldown as usize;
+                        since_end_history_start = f + 1;
+                    }
+                }
+                continue;
+            }
+            if !pos[f] {
+                cool = cool.saturating_sub(1);
+                continue;
+            }
+            if cool > 0 {
+                cool -= 1;
+                continue;
+            }
+            let lo = (f + 1).saturating_sub(m).max(since_end_history_start);
+            let hits: Vec<usize> = (lo..=f).filter(|&i| pos[i]).collect();
+            if hits.len() >= n {
+                out.push(('s', hits[0] as u64));
+                active = true;
+                misses = 0;
+                last_pos = f;
+            }
+        }
+        if active {
+            out.push(('e', last_pos as u64));
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn matches_the_plain_statement(
+            pos in proptest::collection::vec(any::<bool>(), 0..200),
+            window in 1u32..8, hits_frac in 0.0f64..1.0, end_after in 1u32..5, cooldown in 0u32..4,
+        ) {
+            let hits = 1 + ((window - 1) as f64 * hits_frac) as u32;
+            let rules = Rules { hits, window, end_after, cooldown };
+            let mut d = Detector::new(rules);
+            let mut got = Vec::new();
+            for (i, &p) in pos.iter().enumerate() {
+                if let Some(t) = d.feed(i as u64, p, 0.5) {
+                    got.push(t);
+                }
+            }
+            got.extend(d.end());
+            prop_assert_eq!(frames(&got), reference(rules, &pos));
+        }
+    }
+}

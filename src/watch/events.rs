@@ -1,0 +1,296 @@
+//! The event log: JSON lines, appended and fsync'd before any action fires,
+//! so it stays the source of truth whatever happens to GPIO or MQTT.
+//!
+//! On open, a partial last line (a crash mid-write) is cut off and events
+//! left open by a crash are closed with `"reason": "interrupted"`, so the
+//! file is always valid JSON lines. Ids are `<run>-<n>`: `run` is the
+//! start time in milliseconds (hex), above every run id already in the log,
+//! so ids stay unique across restarts.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A log larger than this is refused at open (rotate it): it is read whole.
+pub const MAX_LOG_BYTES: u64 = 256 << 20;
+
+#[derive(Debug, Error)]
+pub enum EventLogError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: line {line} is not an event ({why}); move the log aside or repair it")]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        why: String,
+    },
+    #[error("{path}: {bytes} bytes, more than the {MAX_LOG_BYTES} read at start-up; rotate it")]
+    TooLarge { path: PathBuf, bytes: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Start,
+    End,
+}
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub event: EventKind,
+    pub id: String,
+    pub label: String,
+    /// 0-based position of the frame in the source.
+    pub frame: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub score: f32,
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The current time as RFC 3339 (UTC, milliseconds).
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// Ids for this run: `<run>-<n>`.
+#[derive(Debug)]
+pub struct Ids {
+    run: u64,
+    next: u64,
+}
+
+impl Ids {
+    /// A run id above `after` (the largest run id seen in the log).
+    pub fn new(after: Option<u64>) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let run = match after {
+            Some(a) => now.max(a + 1),
+            None => now,
+        };
+        Ids { run, next: 0 }
+    }
+
+    pub fn next_id(&mut self) -> String {
+        self.next += 1;
+        format!("{:x}-{}", self.run, self.next)
+    }
+}
+
+fn run_of(id: &str) -> Option<u64> {
+    u64::from_str_radix(id.split_once('-')?.0, 16).ok()
+}
+
+/// An open event log.
+#[derive(Debug)]
+pub struct EventLog {
+    path: PathBuf,
+    file: File,
+}
+
+/// What opening a log found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Bytes of a partial last line that were cut off.
+    pub cut_bytes: u64,
+    /// The events left open, now closed with reason "interrupted".
+    pub closed: Vec<EventRecord>,
+    /// The largest run id in the log.
+    pub last_run: Option<u64>,
+}
+
+impl EventLog {
+    /// Opens (creating) the log at `path`, repairs it, and closes the events
+    /// a crash left open.
+    pub fn open(path: &Path) -> Result<(EventLog, Recovery), EventLogError> {
+        let io = |source| EventLogError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len > MAX_LOG_BYTES {
+            return Err(EventLogError::TooLarge {
+                path: path.to_path_buf(),
+                bytes: len,
+            });
+        }
+        let mut text = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut text).map_err(io)?;
+
+        let mut rec = Recovery::default();
+        let mut open: Vec<EventRecord> = Vec::new();
+        let mut good_end = 0usize;
+        let mut pos = 0usize;
+        let mut line_no = 0usize;
+        while pos < text.len() {
+            line_no += 1;
+            let (line, next, complete) = match text[pos..].iter().position(|&b| b == b'\n') {
+                Some(n) => (&text[pos..pos + n], pos + n + 1, true),
+                None => (&text[pos..], text.len(), false),
+            };
+            match serde_json::from_slice::<EventRecord>(line) {
+                Ok(r) => {
+                    rec.last_run = rec.last_run.max(run_of(&r.id));
+                    match r.event {
+                        EventKind::Start => open.push(r),
+                        EventKind::End => open.retain(|o| o.id != r.id),
+                    }
+                    good_end = if complete { next } else { text.len() };
+                }
+                // Only the last line can be a partial write.
+                Err(_) if !complete => break,
+                Err(e) => {
+                    return Err(EventLogError::Corrupt {
+                        path: path.to_path_buf(),
+                        line: line_no,
+                        why: e.to_string(),
+                    })
+                }
+            }
+            pos = next;
+        }
+        if good_end < text.len() {
+            rec.cut_bytes = (text.len() - good_end) as u64;
+            file.set_len(good_end as u64).map_err(io)?;
+            log::warn!(
+                "{}: cut a partial last line ({} bytes) left by a crash",
+                path.display(),
+                rec.cut_bytes
+            );
+        }
+        file.seek(SeekFrom::End(0)).map_err(io)?;
+        let mut log = EventLog {
+            path: path.to_path_buf(),
+            file,
+        };
+        // A complete last object without its newline: finish the line.
+        if good_end > 0 && text[good_end - 1] != b'\n' {
+            log.file.write_all(b"\n").map_err(io)?;
+        }
+        for o in open {
+            let end = EventRecord {
+                event: EventKind::End,
+                time: now_rfc3339(),
+                snapshot: None,
+                reason: Some("interrupted".into()),
+                ..o
+            };
+            log.append(&end)?;
+            rec.closed.push(end);
+        }
+        log.file.sync_data().map_err(io)?;
+        Ok((log, rec))
+    }
+
+    /// Appends one line and waits until it is on disk.
+    pub fn append(&mut self, r: &EventRecord) -> Result<(), EventLogError> {
+        let mut line = serde_json::to_vec(r).expect("an event serialises");
+        line.push(b'\n');
+        let io = |source| EventLogError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.write_all(&line).map_err(io)?;
+        self.file.sync_data().map_err(io)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(kind: EventKind, id: &str) -> EventRecord {
+        EventRecord {
+            event: kind,
+            id: id.into(),
+            label: "red star".into(),
+            frame: 3,
+            time: now_rfc3339(),
+            score: 0.9,
+            source: "dir:x".into(),
+            snapshot: None,
+            reason: None,
+        }
+    }
+
+    fn lines(p: &Path) -> Vec<EventRecord> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_partial_line_is_cut_and_open_events_closed() {
+        let dir = tempdir();
+        let p = dir.join("events.jsonl");
+        {
+            let (mut log, r) = EventLog::open(&p).unwrap();
+            assert!(r.closed.is_empty());
+            log.append(&rec(EventKind::Start, "5-1")).unwrap();
+            log.append(&rec(EventKind::End, "5-1")).unwrap();
+            log.append(&rec(EventKind::Start, "5-2")).unwrap();
+        }
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(br#"{"event":"end","id":"5-2","la"#).unwrap();
+        drop(f);
+        let (_, r) = EventLog::open(&p).unwrap();
+        assert_eq!(r.cut_bytes, 29);
+        assert_eq!(r.last_run, Some(5));
+        assert_eq!(r.closed.len(), 1);
+        let all = lines(&p);
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[3].id, "5-2");
+        assert_eq!(all[3].event, EventKind::End);
+        assert_eq!(all[3].reason.as_deref(), Some("interrupted"));
+        // Nothing left open: a third open changes nothing.
+        let (_, r) = EventLog::open(&p).unwrap();
+        assert!(r.closed.is_empty() && r.cut_bytes == 0);
+        assert_eq!(lines(&p).len(), 4);
+        assert!(Ids::new(r.last_run).run > 5);
+    }
+
+    #[test]
+    fn a_corrupt_middle_line_is_refused_by_number() {
+        let dir = tempdir();
+        let p = dir.join("events.jsonl");
+        std::fs::write(&p, "not json\n{}\n").unwrap();
+        let e = EventLog::open(&p).unwrap_err().to_string();
+        assert!(e.contains("line 1 is not an event"), "{e}");
+    }
+
+    fn tempdir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "clip-edge-events-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

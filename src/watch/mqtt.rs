@@ -1,0 +1,348 @@
+//! Events to an MQTT broker (`--mqtt mqtt://HOST:PORT/PREFIX`), for Home
+//! Assistant and fleets sharing one broker:
+//!
+//! - `PREFIX/events`: each event as its JSON log line (QoS 1);
+//! - `PREFIX/<label>/state`: `ON` / `OFF`, retained;
+//! - `PREFIX/status`: `online`, retained; `offline` as the last will;
+//! - `homeassistant/binary_sensor/<node>/<label>/config`: Home Assistant
+//!   MQTT discovery, retained, one binary sensor per watched label.
+//!
+//! The broker being down never stops the loop: messages wait in a bounded
+//! outbox (the oldest are dropped, and counted, when it is full) and go out
+//! in order on reconnect. A message leaves the outbox only when the broker
+//! acknowledged it, so a broker restart loses nothing that was queued.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS};
+
+/// Messages waiting for the broker, at most.
+pub const OUTBOX_CAPACITY: usize = 10_000;
+/// Publishes in flight (sent, not yet acknowledged), at most.
+const IN_FLIGHT: usize = 100;
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// `mqtt://HOST[:PORT][/PREFIX]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttUrl {
+    pub host: String,
+    pub port: u16,
+    pub prefix: String,
+}
+
+impl std::str::FromStr for MqttUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("--mqtt {s:?}: {why} (expected mqtt://HOST[:PORT][/PREFIX])");
+        let rest = s.strip_prefix("mqtt://").ok_or_else(|| bad("not an mqtt:// URL"))?;
+        let (hostport, prefix) = rest.split_once('/').unwrap_or((rest, "clip-edge"));
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| bad("the port is not a number"))?),
+            None => (hostport, 1883),
+        };
+        let prefix = prefix.trim_matches('/');
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        if prefix.is_empty() || prefix.contains(['+', '#']) {
+            return Err(bad("the prefix must be a topic without wildcards"));
+        }
+        Ok(MqttUrl {
+            host: host.into(),
+            port,
+            prefix: prefix.into(),
+        })
+    }
+}
+
+/// A label as one topic level: lower case, `_` for anything but letters and digits.
+pub fn slug(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+struct Message {
+    topic: String,
+    payload: Vec<u8>,
+    retain: bool,
+}
+
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<Message>,
+    dropped: u64,
+    stop: bool,
+    /// Set by the connection thread whenever it is connected.
+    connected: bool,
+    published: u64,
+}
+
+/// The publisher: `publish` queues; a thread owns the connection.
+pub struct Mqtt {
+    url: MqttUrl,
+    shared: Arc<(Mutex<Outbox>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Counters for `--stats` and logs.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct MqttStats {
+    pub published: u64,
+    pub dropped: u64,
+    pub queued: usize,
+    pub connected: bool,
+}
+
+impl Mqtt {
+    /// Starts the connection thread (it connects, and reconnects, by
+    /// itself) and queues the discovery configs and initial `OFF` states of
+    /// `labels`. `node` names this device (a topic level).
+    pub fn start(url: MqttUrl, labels: &[String], node: &str) -> Mqtt {
+        let status = format!("{}/status", url.prefix);
+        let mut opts = MqttOptions::new(format!("clip-edge-{node}"), url.host.clone(), url.port);
+        opts.set_keep_alive(Duration::from_secs(15))
+            .set_clean_session(true)
+            .set_inflight(IN_FLIGHT as u16)
+            .set_last_will(LastWill::new(&status, "offline", QoS::AtLeastOnce, true));
+        let shared = Arc::new((Mutex::new(Outbox::default()), Condvar::new()));
+        let mut mqtt = Mqtt {
+            url: url.clone(),
+            shared: shared.clone(),
+            thread: None,
+        };
+        // What a (re)connection announces first.
+        let mut hello = vec![Message {
+            topic: status.clone(),
+            payload: b"online".to_vec(),
+            retain: true,
+        }];
+        for label in labels {
+            let s = slug(label);
+            let config = serde_json::json!({
+                "name": label,
+                "unique_id": format!("clip_edge_{}_{s}", slug(node)),
+                "object_id": format!("clip_edge_{}_{s}", slug(node)),
+                "state_topic": format!("{}/{s}/state", url.prefix),
+                "payload_on": "ON",
+                "payload_off": "OFF",
+                "availability_topic": status,
+                "device_class": "occupancy",
+                "device": {
+                    "identifiers": [format!("clip_edge_{}", slug(node))],
+                    "name": format!("clip-edge {node}"),
+                    "manufacturer": "clip-edge",
+                    "model": "CLIP zero-shot camera",
+                    "sw_version": env!("CARGO_PKG_VERSION"),
+                },
+            });
+            hello.push(Message {
+                topic: format!("homeassistant/binary_sensor/{}/{s}/config", slug(node)),
+                payload: config.to_string().into_bytes(),
+                retain: true,
+            });
+        }
+        let thread = std::thread::Builder::new()
+            .name("clip-edge-mqtt".into())
+            .spawn(move || connection_thread(opts, hello, shared))
+            .expect("spawn the MQTT thread");
+        mqtt.thread = Some(thread);
+        for label in labels {
+            mqtt.state(label, false);
+        }
+        mqtt
+    }
+
+    fn push(&self, m: Message) {
+        let (lock, cv) = &*self.shared;
+        let Ok(mut g) = lock.lock() else { return };
+        if g.queue.len() >= OUTBOX_CAPACITY {
+            g.queue.pop_front();
+            g.dropped += 1;
+            if g.dropped.is_power_of_two() {
+                log::warn!("mqtt: outbox full, {} message(s) dropped so far", g.dropped);
+            }
+        }
+        g.queue.push_back(m);
+        drop(g);
+        cv.notify_all();
+    }
+
+    /// One event (its log line) on `PREFIX/events`.
+    pub fn event(&self, json_line: &[u8]) {
+        self.push(Message {
+            topic: format!("{}/events", self.url.prefix),
+            payload: json_line.to_vec(),
+            retain: false,
+        });
+    }
+
+    /// The retained state of `label`.
+    pub fn state(&self, label: &str, on: bool) {
+        self.push(Message {
+            topic: format!("{}/{}/state", self.url.prefix, slug(label)),
+            payload: if on { b"ON".to_vec() } else { b"OFF".to_vec() },
+            retain: true,
+        });
+    }
+
+    pub fn stats(&self) -> MqttStats {
+        let g = self.shared.0.lock().expect("mqtt outbox");
+        MqttStats {
+            published: g.published,
+            dropped: g.dropped,
+            queued: g.queue.len(),
+            connected: g.connected,
+        }
+    }
+
+    /// Sends what is queued (waiting at most `grace` for the broker), then
+    /// disconnects.
+    pub fn finish(mut self, grace: Duration) -> MqttStats {
+        {
+            let (lock, cv) = &*self.shared;
+            if let Ok(mut g) = lock.lock() {
+                g.stop = true;
+            }
+            cv.notify_all();
+        }
+        if let Some(t) = self.thread.take() {
+            let deadline = Instant::now() + grace;
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                log::warn!("mqtt: broker unreachable; {} message(s) not sent", self.stats().queued);
+            }
+        }
+        self.stats()
+    }
+}
+
+/// Owns the connection: publishes the outbox in order while connected,
+/// removes a message when the broker acknowledged it, puts unacknowledged
+/// ones back at the front on a disconnection.
+fn connection_thread(opts: MqttOptions, hello: Vec<Message>, shared: Arc<(Mutex<Outbox>, Condvar)>) {
+    let (client, mut conn) = Client::new(opts, IN_FLIGHT + hello.len() + 8);
+    let (lock, _) = &*shared;
+    // Sent messages, oldest first, with their packet id once known.
+    let mut sent: VecDeque<(Message, Option<u16>)> = VecDeque::new();
+    let mut connected = false;
+    let mut backoff = Duration::from_millis(200);
+    let mut announced_down = false;
+    let mut disconnecting = false;
+    loop {
+        match conn.recv_timeout(Duration::from_millis(50)) {
+            Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => {
+                connected = true;
+                backoff = Duration::from_millis(200);
+                if announced_down {
+                    log::info!("mqtt: connected again");
+                    announced_down = false;
+                } else {
+                    log::info!("mqtt: connected");
+                }
+                if let Ok(mut g) = lock.lock() {
+                    g.connected = true;
+                    // Announce first, then what was not acknowledged, then the rest.
+                    while let Some((m, _)) = sent.pop_back() {
+                        g.queue.push_front(m);
+                    }
+                    for m in hello.iter().rev() {
+                        g.queue.push_front(m.clone());
+                    }
+                }
+            }
+            Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
+                if let Some(slot) = sent.iter_mut().find(|(_, id)| id.is_none()) {
+                    slot.1 = Some(pkid);
+                }
+            }
+            Ok(Ok(Event::Incoming(Incoming::PubAck(ack)))) => {
+                if let Some(i) = sent.iter().position(|(_, id)| *id == Some(ack.pkid)) {
+                    sent.remove(i);
+                    if let Ok(mut g) = lock.lock() {
+                        g.published += 1;
+                    }
+                }
+            }
+            Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) => return,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                if disconnecting {
+                    return;
+                }
+                if connected || !announced_down {
+                    log::warn!("mqtt: {e}; reconnecting (events keep going to the log)");
+                    announced_down = true;
+                }
+                connected = false;
+                if let Ok(mut g) = lock.lock() {
+                    g.connected = false;
+                    while let Some((m, _)) = sent.pop_back() {
+                        g.queue.push_front(m);
+                    }
+                    if g.stop {
+                        return;
+                    }
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+            Err(rumqttc::RecvTimeoutError::Timeout) => {}
+            Err(rumqttc::RecvTimeoutError::Disconnected) => return,
+        }
+        if !connected || disconnecting {
+            continue;
+        }
+        let Ok(mut g) = lock.lock() else { return };
+        while sent.len() < IN_FLIGHT {
+            let Some(m) = g.queue.pop_front() else { break };
+            match client.try_publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, m.payload.clone()) {
+                Ok(()) => sent.push_back((m, None)),
+                Err(_) => {
+                    g.queue.push_front(m);
+                    break;
+                }
+            }
+        }
+        if g.stop && g.queue.is_empty() && sent.is_empty() {
+            drop(g);
+            let _ = client.try_disconnect();
+            disconnecting = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_bad_ones_are_named() {
+        let u: MqttUrl = "mqtt://127.0.0.1:1884/porch/cam".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.prefix.as_str()), ("127.0.0.1", 1884, "porch/cam"));
+        let u: MqttUrl = "mqtt://broker".parse().unwrap();
+        assert_eq!((u.port, u.prefix.as_str()), (1883, "clip-edge"));
+        for bad in ["http://x", "mqtt://:1/x", "mqtt://h:port/x", "mqtt://h/a/#"] {
+            let e = bad.parse::<MqttUrl>().unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+        assert_eq!(slug("Red Star!"), "red_star_");
+    }
+}
