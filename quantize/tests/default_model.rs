@@ -80,6 +80,32 @@ fn classes_file_is_the_generators_classes() {
     not(target_arch = "x86_64"),
     ignore = "host-side artifact check; minutes under qemu (scripts/cross-test)"
 )]
+fn committed_clip_is_what_the_generator_makes() {
+    use clip_quantize::synth_clip;
+    let d = scratch("clip");
+    let n = synth_clip::write_clip(&d, &synth_clip::default_clip()).unwrap();
+    let committed = root().join("models/clips/shapes");
+    let mut names: Vec<_> = std::fs::read_dir(&committed)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), n + 1, "frames and truth.json");
+    for name in names {
+        assert!(
+            std::fs::read(d.join(&name)).unwrap() == std::fs::read(committed.join(&name)).unwrap(),
+            "{name:?} differs from the generator's output: regenerate with \
+             `clip-quantize synth --clip --out models/clips/shapes`"
+        );
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+#[cfg_attr(
+    not(target_arch = "x86_64"),
+    ignore = "host-side artifact check; minutes under qemu (scripts/cross-test)"
+)]
 fn committed_eval_set_is_what_the_generator_makes() {
     let d = scratch("eval");
     let opts = SynthOptions {

@@ -224,9 +224,10 @@ mod tests {
             cooldown: 5,
             ..Rules::default()
         };
-        // Ends at frame 1 (decided at 4); frames 5..9 cannot start one.
+        // Ends at frame 1 (decided at 4); frames 5..=9 cannot start one, so
+        // frame 10 does, with the window 8..=10 that opened it.
         let t = run(rules, "110001111111");
-        assert_eq!(frames(&t), [('s', 0), ('e', 1), ('s', 9), ('e', 11)]);
+        assert_eq!(frames(&t), [('s', 0), ('e', 1), ('s', 8), ('e', 11)]);
     }
 
     #[test]

@@ -211,6 +211,12 @@ impl Mqtt {
     /// Sends what is queued (waiting at most `grace` for the broker), then
     /// disconnects.
     pub fn finish(mut self, grace: Duration) -> MqttStats {
+        // A clean exit says so (the last will covers the others).
+        self.push(Message {
+            topic: format!("{}/status", self.url.prefix),
+            payload: b"offline".to_vec(),
+            retain: true,
+        });
         {
             let (lock, cv) = &*self.shared;
             if let Ok(mut g) = lock.lock() {

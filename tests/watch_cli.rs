@@ -1,0 +1,283 @@
+//! `clip-edge watch` as a process on the committed clip
+//! (`models/clips/shapes`, made by `clip-quantize synth --clip`; its truth
+//! is `truth.json`) with the default int8 bundle.
+
+mod common;
+
+use common::{bin, root, scratch};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An event's start and end frames may differ from the truth by this many
+/// frames (the 2-of-3 window and 3-frame end lag are within it).
+const SPAN_TOL_FRAMES: i64 = 3;
+
+fn clip() -> PathBuf {
+    root().join("models/clips/shapes")
+}
+
+fn bundle() -> PathBuf {
+    root().join("models/default-int8")
+}
+
+/// (watched labels, spans of watched labels as (label, start, end)).
+fn truth() -> (Vec<String>, Vec<(String, i64, i64)>) {
+    let t: Value =
+        serde_json::from_str(&std::fs::read_to_string(clip().join("truth.json")).unwrap()).unwrap();
+    let watched: Vec<String> = t["spec"]["watched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let spans = t["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| watched.iter().any(|w| w == s["label"].as_str().unwrap()))
+        .map(|s| {
+            (
+                s["label"].as_str().unwrap().to_string(),
+                s["start"].as_i64().unwrap(),
+                s["end"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    (watched, spans)
+}
+
+fn watch_cmd(events: &Path, extra: &[&str]) -> Command {
+    let (watched, _) = truth();
+    let mut c = bin();
+    c.arg("watch")
+        .arg("--bundle")
+        .arg(bundle())
+        .arg("--source")
+        .arg(format!("dir:{}", clip().display()))
+        .arg("--events")
+        .arg(events);
+    for w in &watched {
+        c.args(["--watch", w]);
+    }
+    c.args(extra);
+    c
+}
+
+fn read_log(p: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(p).unwrap();
+    assert!(text.is_empty() || text.ends_with('\n'), "log ends mid-line");
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+/// (label, start frame, end frame, end reason) of each event, checking that
+/// every start has one end with the same id and label.
+fn spans_of(log: &[Value]) -> Vec<(String, i64, i64, Option<String>)> {
+    let mut out = Vec::new();
+    for s in log.iter().filter(|e| e["event"] == "start") {
+        let ends: Vec<&Value> = log
+            .iter()
+            .filter(|e| e["event"] == "end" && e["id"] == s["id"])
+            .collect();
+        assert_eq!(ends.len(), 1, "event {} has {} ends", s["id"], ends.len());
+        assert_eq!(ends[0]["label"], s["label"]);
+        out.push((
+            s["label"].as_str().unwrap().to_string(),
+            s["frame"].as_i64().unwrap(),
+            ends[0]["frame"].as_i64().unwrap(),
+            ends[0]["reason"].as_str().map(String::from),
+        ));
+    }
+    out
+}
+
+fn assert_matches_truth(got: &[(String, i64, i64, Option<String>)]) {
+    let (_, want) = truth();
+    assert_eq!(got.len(), want.len(), "events {got:?}, truth {want:?}");
+    for ((gl, gs, ge, _), (wl, ws, we)) in got.iter().zip(&want) {
+        assert_eq!(gl, wl);
+        assert!(
+            (gs - ws).abs() <= SPAN_TOL_FRAMES && (ge - we).abs() <= SPAN_TOL_FRAMES,
+            "{gl}: event {gs}..={ge}, truth {ws}..={we}"
+        );
+    }
+}
+
+#[test]
+fn events_match_the_clip_truth_and_motion_gating_changes_none() {
+    let dir = scratch("watch-truth");
+    let mut results = Vec::new();
+    for (name, extra) in [
+        ("plain", vec![]),
+        ("gated", vec!["--motion-threshold", "2.5"]),
+    ] {
+        let events = dir.join(format!("{name}.jsonl"));
+        let snaps = dir.join(format!("{name}-snaps"));
+        let mut args = extra.clone();
+        let snaps_s = snaps.display().to_string();
+        args.extend(["--snapshots", &snaps_s, "--stats"]);
+        let out = watch_cmd(&events, &args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(stats["stats"]["frames"], 137);
+        assert_eq!(stats["engine"], "native");
+        let log = read_log(&events);
+        let spans = spans_of(&log);
+        assert_matches_truth(&spans);
+        // Each start names a snapshot of the start frame that exists.
+        for s in log.iter().filter(|e| e["event"] == "start") {
+            let p = PathBuf::from(s["snapshot"].as_str().unwrap());
+            let img = image::open(&p).unwrap();
+            assert_eq!((img.width(), img.height()), (320, 240));
+        }
+        let ids: HashSet<&str> = log.iter().map(|e| e["id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), spans.len(), "ids are unique per event");
+        if name == "gated" {
+            let inferred = stats["stats"]["inferred"].as_u64().unwrap();
+            assert!(inferred < 137, "motion gating skipped no frame");
+            eprintln!("motion gating: {inferred} of 137 frames inferred");
+        }
+        results.push(
+            spans
+                .into_iter()
+                .map(|(l, s, e, _)| (l, s, e))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(results[0], results[1], "motion gating changed the events");
+}
+
+#[test]
+fn kill_9_mid_event_then_the_same_command_repairs_and_goes_on() {
+    let dir = scratch("watch-kill");
+    let events = dir.join("events.jsonl");
+    let mut child = watch_cmd(&events, &["--fps", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for an event to be open, then kill.
+    let t0 = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        if text.contains("\"start\"") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "no event started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = std::fs::read_to_string(&events).unwrap();
+    let complete = &before[..before.rfind('\n').map_or(0, |i| i + 1)];
+
+    let out = watch_cmd(&events, &[]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = std::fs::read_to_string(&events).unwrap();
+    assert!(after.starts_with(complete), "earlier lines changed");
+    let log = read_log(&events);
+    let ids: Vec<&str> = log
+        .iter()
+        .filter(|e| e["event"] == "start")
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len(), "ids repeat: {ids:?}");
+    let spans = spans_of(&log);
+    let interrupted: Vec<_> = spans
+        .iter()
+        .filter(|s| s.3.as_deref() == Some("interrupted"))
+        .collect();
+    assert_eq!(interrupted.len(), 1, "{spans:?}");
+    // The second run saw the whole clip.
+    let second: Vec<_> = spans
+        .iter()
+        .skip_while(|s| s.3.as_deref() != Some("interrupted"))
+        .skip(1)
+        .cloned()
+        .collect();
+    assert_matches_truth(&second);
+}
+
+#[test]
+fn stdin_mjpeg_plays_a_concatenated_stream_to_its_end() {
+    let dir = scratch("watch-stdin");
+    let events = dir.join("events.jsonl");
+    let mut stream = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(clip())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    files.sort();
+    for f in &files {
+        stream.extend(std::fs::read(f).unwrap());
+    }
+    let (watched, _) = truth();
+    let mut c = bin();
+    c.args(["watch", "--source", "stdin:mjpeg", "--stats", "--bundle"])
+        .arg(bundle())
+        .arg("--events")
+        .arg(&events)
+        .args(["--watch", &watched[0]])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        // Frame by frame at about 100 fps, as a camera would write them.
+        for f in &files {
+            stdin.write_all(&std::fs::read(f).unwrap()).unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let frames = stats["stats"]["frames"].as_u64().unwrap();
+    let dropped = stats["stats"]["dropped"].as_u64().unwrap();
+    assert_eq!(frames + dropped, files.len() as u64, "{stats}");
+    assert_eq!(stats["stats"]["bad_frames"], 0);
+    // Every event is closed; the last ones by the end of the stream at the latest.
+    let log = read_log(&events);
+    for (_, _, _, reason) in spans_of(&log) {
+        assert!(reason.is_none() || reason.as_deref() == Some("source_end"));
+    }
+}
+
+#[test]
+fn bad_settings_are_one_line_errors_naming_them() {
+    let dir = scratch("watch-bad");
+    let events = dir.join("e.jsonl");
+    let cfg = dir.join("watch.toml");
+    std::fs::write(&cfg, "source = \"dir:/nowhere\"\nwatch = [\"red star\"]\nthreshhold = 0.5\n").unwrap();
+    let cfg_s = cfg.display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--watch", "pink whale"], "\"pink whale\": not a label"),
+        (vec!["--watch", "red star=2"], "threshold \"2\""),
+        (vec!["--window", "2", "--hits", "3"], "hits 3"),
+        (vec!["--fps", "0"], "--fps 0"),
+        (vec!["--gpio", "/dev/gpiochip0:17=blue circle"], "\"blue circle\" is not watched"),
+        (vec!["--mqtt", "http://x"], "--mqtt \"http://x\""),
+        (vec!["--config", &cfg_s], "line 3: unknown field `threshhold`"),
+    ];
+    for (args, needle) in cases {
+        let out = watch_cmd(&events, &args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+    let out = bin()
+        .args(["watch", "--watch", "red star", "--source", "cam:0", "--bundle"])
+        .arg(bundle())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--source \"cam:0\""), "{err}");
+}

@@ -1,0 +1,121 @@
+//! Soak: the watch loop over the committed clip played from memory, again
+//! and again. A frame that starts or ends no event allocates nothing, and
+//! the resident set stays flat after the first pass. Its own process, so
+//! that no other test allocates while it counts.
+//!
+//! `CLIP_SOAK_FRAMES` sets the length (default [`DEFAULT_FRAMES`]; under
+//! qemu, [`QEMU_FRAMES`]). The README's 100,000-frame run:
+//! `CLIP_SOAK_FRAMES=100000 cargo test --release --test watch_soak -- --nocapture`.
+
+mod common;
+
+use clip_edge::alloc_count::{snapshot, Counting};
+use clip_edge::engine::{Engine, EngineKind};
+use clip_edge::watch::detect::Rules;
+use clip_edge::watch::events::EventLog;
+use clip_edge::watch::source::{DirSource, Frame, FrameSource, MemorySource, Next};
+use clip_edge::watch::{Options, Watched, Watcher};
+use common::{root, scratch};
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const DEFAULT_FRAMES: u64 = 2_000;
+const QEMU_FRAMES: u64 = 400;
+/// Resident-set growth allowed between the end of the first pass over the
+/// clip and any later point.
+const RSS_GROWTH_TOL_KB: i64 = 2048;
+
+fn rss_kb() -> i64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: i64 = s.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4
+}
+
+#[test]
+fn frames_without_events_allocate_nothing_and_rss_stays_flat() {
+    let frames_total = std::env::var("CLIP_SOAK_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if std::env::var_os("CLIP_TEST_RUNNER").is_some() {
+            QEMU_FRAMES
+        } else {
+            DEFAULT_FRAMES
+        });
+    let mut engine = Engine::load_on(
+        &root().join("models/default-int8"),
+        &Default::default(),
+        EngineKind::Native,
+        1,
+    )
+    .unwrap();
+    let index = |l: &str| engine.bundle.labels().iter().position(|x| x == l).unwrap();
+    let watched = vec![
+        Watched { label: "red star".into(), index: index("red star"), threshold: 0.5 },
+        Watched { label: "green square".into(), index: index("green square"), threshold: 0.5 },
+    ];
+    // Decode the clip once.
+    let mut dir = DirSource::open(&root().join("models/clips/shapes")).unwrap();
+    let clip_len = dir.len() as u64;
+    let mut frames = Vec::new();
+    let mut f = Frame::default();
+    while dir.next(&mut f).unwrap() == Next::Frame {
+        frames.push(f.clone());
+    }
+    let loops = frames_total.div_ceil(clip_len);
+    let mut source = MemorySource::new(frames, loops);
+    let scratch = scratch("watch-soak");
+    let (log, rec) = EventLog::open(&scratch.join("events.jsonl")).unwrap();
+    let opts = Options {
+        watched,
+        rules: Rules::default(),
+        fps: None,
+        motion_threshold: Some(1.0),
+        snapshots: Some(scratch.join("snaps")),
+        source_name: "memory".into(),
+    };
+    let mut watcher = Watcher::new(&mut engine, opts, Some((log, rec.last_run)), vec![]);
+    let mut frame = Frame::default();
+    let mut n = 0u64;
+    let mut quiet_allocs = 0u64;
+    let mut quiet_frames = 0u64;
+    let mut event_frames = 0u64;
+    let mut curve = Vec::new();
+    let mut rss_after_first = 0;
+    while source.next(&mut frame).unwrap() == Next::Frame {
+        let before = snapshot();
+        let events = watcher.step(&frame).unwrap();
+        let after = snapshot();
+        if n >= clip_len {
+            if events == 0 {
+                quiet_allocs += after.0 - before.0;
+                quiet_frames += 1;
+            } else {
+                event_frames += 1;
+            }
+        }
+        n += 1;
+        if n == clip_len {
+            rss_after_first = rss_kb();
+        }
+        if n % (frames_total / 10).max(1) == 0 || n == loops * clip_len {
+            curve.push((n, rss_kb()));
+        }
+    }
+    watcher.end_all("source_end").unwrap();
+    let stats = watcher.stats;
+    eprintln!("soak: {n} frames, {} inferred, {} events", stats.inferred, stats.events);
+    eprintln!("soak: RSS (frame, KB): {curve:?}");
+    assert_eq!(quiet_allocs, 0, "{quiet_allocs} allocations over {quiet_frames} frames without events");
+    assert!(quiet_frames > 0 && event_frames > 0);
+    assert_eq!(stats.events, 3 * loops);
+    for (frame, kb) in &curve {
+        if *frame >= clip_len {
+            assert!(
+                kb - rss_after_first <= RSS_GROWTH_TOL_KB,
+                "RSS grew by {} KB by frame {frame} (curve {curve:?})",
+                kb - rss_after_first
+            );
+        }
+    }
+}
