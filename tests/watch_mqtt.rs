@@ -1,0 +1,201 @@
+//! `clip-edge watch --mqtt` against a real Mosquitto on 127.0.0.1, killed
+//! (SIGKILL) and restarted mid-clip: every event still arrives, in the
+//! log's words; the retained states, availability and Home Assistant
+//! discovery configs are there afterwards.
+//!
+//! Needs the `mosquitto` binary (Debian package `mosquitto`), so it is
+//! ignored by a plain `cargo test`; `.ci/run` installs Mosquitto and runs it
+//! with `cargo test --test watch_mqtt -- --ignored`.
+
+mod common;
+
+use common::{bin, root, scratch};
+use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+type Received = Arc<Mutex<Vec<(String, Vec<u8>, bool)>>>;
+
+fn mosquitto() -> String {
+    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("mosquitto not found: apt-get install mosquitto (this test is the MQTT check; it cannot pass without a broker)");
+}
+
+fn start_broker(conf: &Path, port: u16) -> Child {
+    let child = Command::new(mosquitto())
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// A subscriber collecting everything under `filters`; `persistent` keeps
+/// its session (and queued QoS 1 messages) across its reconnections.
+fn subscribe(port: u16, id: &str, filters: &[&str], persistent: bool) -> (Received, Arc<Mutex<bool>>) {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_clean_session(!persistent)
+        .set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = Client::new(opts, 64);
+    let got: Received = Arc::default();
+    let subscribed = Arc::new(Mutex::new(false));
+    let (g, s) = (got.clone(), subscribed.clone());
+    let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
+    std::thread::spawn(move || loop {
+        match conn.recv() {
+            Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => {
+                for f in &filters {
+                    client.subscribe(f.clone(), QoS::AtLeastOnce).unwrap();
+                }
+            }
+            Ok(Ok(Event::Incoming(Incoming::SubAck(_)))) => *s.lock().unwrap() = true,
+            Ok(Ok(Event::Incoming(Incoming::Publish(p)))) => {
+                g.lock().unwrap().push((p.topic.clone(), p.payload.to_vec(), p.retain));
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
+            Err(_) => return,
+        }
+    });
+    let t0 = Instant::now();
+    while !*subscribed.lock().unwrap() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "subscriber {id} did not subscribe");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (got, subscribed)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+#[ignore = "needs mosquitto (apt-get install mosquitto); .ci/run runs it with --ignored"]
+fn every_event_arrives_across_a_broker_restart() {
+    let dir = scratch("watch-mqtt");
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {}/\nautosave_interval 1\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut broker = start_broker(&conf, port);
+    let (events_got, _) = subscribe(port, "test-sub", &["test/events"], true);
+    // Let the broker save the subscriber's session before it is killed.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let log = dir.join("events.jsonl");
+    let mut watch = bin()
+        .args(["watch", "--fps", "25", "--node", "testcam", "--watch", "red star", "--watch", "green square"])
+        .arg("--bundle")
+        .arg(root().join("models/default-int8"))
+        .arg("--source")
+        .arg(format!("dir:{}", root().join("models/clips/shapes").display()))
+        .arg("--events")
+        .arg(&log)
+        .arg("--mqtt")
+        .arg(format!("mqtt://127.0.0.1:{port}/test"))
+        .arg("--stats")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the broker once the first event has ended, keep it down for a
+    // while (the next event starts meanwhile), then start it again.
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("\"end\"") {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no event ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let lines_while_down = std::fs::read_to_string(&log).unwrap().lines().count();
+    let mut broker = start_broker(&conf, port);
+    let out = watch.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 6, "three events in the log");
+    assert!(lines_while_down > 2, "no event happened while the broker was down");
+    let t0 = Instant::now();
+    loop {
+        let got: Vec<String> = events_got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, p, _)| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        let missing: Vec<&String> = lines.iter().filter(|l| !got.contains(l)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "events never arrived: {missing:?} (stats {stats})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(stats["mqtt"]["dropped"], 0);
+    assert_eq!(stats["mqtt"]["queued"], 0);
+
+    // Retained: states, availability, discovery.
+    let (retained, _) = subscribe(port, "test-late", &["test/+/state", "test/status", "homeassistant/#"], false);
+    let t0 = Instant::now();
+    let want = [
+        ("test/red_star/state", "OFF"),
+        ("test/green_square/state", "OFF"),
+        ("test/status", "offline"),
+    ];
+    loop {
+        let got = retained.lock().unwrap().clone();
+        let has = |t: &str, p: &str| got.iter().any(|(gt, gp, r)| gt == t && gp == p.as_bytes() && *r);
+        let configs: Vec<Value> = got
+            .iter()
+            .filter(|(t, _, r)| t.starts_with("homeassistant/binary_sensor/testcam/") && *r)
+            .map(|(_, p, _)| serde_json::from_slice(p).unwrap())
+            .collect();
+        if want.iter().all(|(t, p)| has(t, p)) && configs.len() == 2 {
+            for c in &configs {
+                let name = c["name"].as_str().unwrap();
+                assert!(["red star", "green square"].contains(&name), "{c}");
+                assert_eq!(c["state_topic"], format!("test/{}/state", name.replace(' ', "_")));
+                assert_eq!(c["availability_topic"], "test/status");
+                assert_eq!(c["payload_on"], "ON");
+            }
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "retained messages missing: {got:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    broker.kill().unwrap();
+    let _ = broker.wait();
+}
