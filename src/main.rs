@@ -282,8 +282,13 @@ fn watch(args: WatchArgs) -> Result<ExitCode> {
             None => None,
         },
     };
-    let mut engine = Engine::load_on(&bundle_dir, &trust, args.engine.unwrap_or_default(), threads)
-        .with_context(|| format!("loading bundle {}", bundle_dir.display()))?;
+    let mut engine = Engine::load_on(
+        &bundle_dir,
+        &trust,
+        args.engine.unwrap_or_default(),
+        threads,
+    )
+    .with_context(|| format!("loading bundle {}", bundle_dir.display()))?;
     let watched = args
         .watched(engine.bundle.labels())
         .map_err(anyhow::Error::msg)?;
@@ -293,10 +298,21 @@ fn watch(args: WatchArgs) -> Result<ExitCode> {
     let mut pins = Vec::new();
     for g in &gpio_specs {
         let Some(i) = labels.iter().position(|l| *l == g.label) else {
-            bail!("--gpio {}:{}={}: {:?} is not watched (add --watch {:?})", g.chip, g.line, g.label, g.label, g.label);
+            bail!(
+                "--gpio {}:{}={}: {:?} is not watched (add --watch {:?})",
+                g.chip,
+                g.line,
+                g.label,
+                g.label,
+                g.label
+            );
         };
         #[cfg(target_os = "linux")]
-        pins.push((i, gpio::open_cdev(g).map_err(anyhow::Error::msg)?, format!("{}:{}", g.chip, g.line)));
+        pins.push((
+            i,
+            gpio::open_cdev(g).map_err(anyhow::Error::msg)?,
+            format!("{}:{}", g.chip, g.line),
+        ));
         #[cfg(not(target_os = "linux"))]
         bail!("--gpio: GPIO lines need Linux (label {i})");
     }
@@ -306,7 +322,12 @@ fn watch(args: WatchArgs) -> Result<ExitCode> {
         Some(p) => {
             let (log, rec) = watch::events::EventLog::open(p)?;
             for c in &rec.closed {
-                log::warn!("{}: event {} ({}) was left open by a crash; closed as interrupted", p.display(), c.id, c.label);
+                log::warn!(
+                    "{}: event {} ({}) was left open by a crash; closed as interrupted",
+                    p.display(),
+                    c.id,
+                    c.label
+                );
             }
             (Some(log), rec.last_run, rec.closed)
         }

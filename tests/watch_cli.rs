@@ -121,7 +121,11 @@ fn events_match_the_clip_truth_and_motion_gating_changes_none() {
         let snaps_s = snaps.display().to_string();
         args.extend(["--snapshots", &snaps_s, "--stats"]);
         let out = watch_cmd(&events, &args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(stats["stats"]["frames"], 137);
         assert_eq!(stats["engine"], "native");
@@ -176,7 +180,11 @@ fn kill_9_mid_event_then_the_same_command_repairs_and_goes_on() {
     let complete = &before[..before.rfind('\n').map_or(0, |i| i + 1)];
 
     let out = watch_cmd(&events, &[]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let after = std::fs::read_to_string(&events).unwrap();
     assert!(after.starts_with(complete), "earlier lines changed");
     let log = read_log(&events);
@@ -185,7 +193,11 @@ fn kill_9_mid_event_then_the_same_command_repairs_and_goes_on() {
         .filter(|e| e["event"] == "start")
         .map(|e| e["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len(), "ids repeat: {ids:?}");
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        ids.len(),
+        "ids repeat: {ids:?}"
+    );
     let spans = spans_of(&log);
     let interrupted: Vec<_> = spans
         .iter()
@@ -237,7 +249,11 @@ fn stdin_mjpeg_plays_a_concatenated_stream_to_its_end() {
         }
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
     let frames = stats["stats"]["frames"].as_u64().unwrap();
     let dropped = stats["stats"]["dropped"].as_u64().unwrap();
@@ -255,16 +271,26 @@ fn bad_settings_are_one_line_errors_naming_them() {
     let dir = scratch("watch-bad");
     let events = dir.join("e.jsonl");
     let cfg = dir.join("watch.toml");
-    std::fs::write(&cfg, "source = \"dir:/nowhere\"\nwatch = [\"red star\"]\nthreshhold = 0.5\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "source = \"dir:/nowhere\"\nwatch = [\"red star\"]\nthreshhold = 0.5\n",
+    )
+    .unwrap();
     let cfg_s = cfg.display().to_string();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--watch", "pink whale"], "\"pink whale\": not a label"),
         (vec!["--watch", "red star=2"], "threshold \"2\""),
         (vec!["--window", "2", "--hits", "3"], "hits 3"),
         (vec!["--fps", "0"], "--fps 0"),
-        (vec!["--gpio", "/dev/gpiochip0:17=blue circle"], "\"blue circle\" is not watched"),
+        (
+            vec!["--gpio", "/dev/gpiochip0:17=blue circle"],
+            "\"blue circle\" is not watched",
+        ),
         (vec!["--mqtt", "http://x"], "--mqtt \"http://x\""),
-        (vec!["--config", &cfg_s], "line 3: unknown field `threshhold`"),
+        (
+            vec!["--config", &cfg_s],
+            "line 3: unknown field `threshhold`",
+        ),
     ];
     for (args, needle) in cases {
         let out = watch_cmd(&events, &args).output().unwrap();
@@ -274,10 +300,15 @@ fn bad_settings_are_one_line_errors_naming_them() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
     }
     let out = bin()
-        .args(["watch", "--watch", "red star", "--source", "cam:0", "--bundle"])
+        .args([
+            "watch", "--watch", "red star", "--source", "cam:0", "--bundle",
+        ])
         .arg(bundle())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("--source \"cam:0\""), "{err}");
+    assert!(
+        !out.status.success() && err.contains("--source \"cam:0\""),
+        "{err}"
+    );
 }

@@ -35,7 +35,13 @@ fn gpio_lines_follow_the_clip_events_exactly() {
     let w = watched(&engine, &["red star", "green square", "yellow triangle"]);
     let t = |s| Transaction::set(s);
     // Low at start; red star is seen twice, green square and yellow triangle once.
-    let red = Mock::new(&[t(State::Low), t(State::High), t(State::Low), t(State::High), t(State::Low)]);
+    let red = Mock::new(&[
+        t(State::Low),
+        t(State::High),
+        t(State::Low),
+        t(State::High),
+        t(State::Low),
+    ]);
     let green = Mock::new(&[t(State::Low), t(State::High), t(State::Low)]);
     // Two lines may follow one label.
     let yellow_a = Mock::new(&[t(State::Low), t(State::High), t(State::Low)]);
@@ -59,7 +65,9 @@ fn gpio_lines_follow_the_clip_events_exactly() {
             source_name: "dir:models/clips/shapes".into(),
         };
         let mut watcher = Watcher::new(&mut engine, opts, None, sinks);
-        let stats = watcher.run(&mut source as &mut dyn FrameSource, &AtomicBool::new(false)).unwrap();
+        let stats = watcher
+            .run(&mut source as &mut dyn FrameSource, &AtomicBool::new(false))
+            .unwrap();
         assert_eq!((stats.frames, stats.events), (137, 4));
     }
     assert_eq!(lines.errors, 0);

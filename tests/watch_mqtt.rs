@@ -38,7 +38,10 @@ fn start_broker(conf: &Path, port: u16) -> Child {
         .unwrap();
     let t0 = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "mosquitto did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "mosquitto did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child
@@ -46,7 +49,12 @@ fn start_broker(conf: &Path, port: u16) -> Child {
 
 /// A subscriber collecting everything under `filters`; `persistent` keeps
 /// its session (and queued QoS 1 messages) across its reconnections.
-fn subscribe(port: u16, id: &str, filters: &[&str], persistent: bool) -> (Received, Arc<Mutex<bool>>) {
+fn subscribe(
+    port: u16,
+    id: &str,
+    filters: &[&str],
+    persistent: bool,
+) -> (Received, Arc<Mutex<bool>>) {
     let mut opts = MqttOptions::new(id, "127.0.0.1", port);
     opts.set_clean_session(!persistent)
         .set_keep_alive(Duration::from_secs(5));
@@ -64,7 +72,9 @@ fn subscribe(port: u16, id: &str, filters: &[&str], persistent: bool) -> (Receiv
             }
             Ok(Ok(Event::Incoming(Incoming::SubAck(_)))) => *s.lock().unwrap() = true,
             Ok(Ok(Event::Incoming(Incoming::Publish(p)))) => {
-                g.lock().unwrap().push((p.topic.clone(), p.payload.to_vec(), p.retain));
+                g.lock()
+                    .unwrap()
+                    .push((p.topic.clone(), p.payload.to_vec(), p.retain));
             }
             Ok(Ok(_)) => {}
             Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
@@ -73,7 +83,10 @@ fn subscribe(port: u16, id: &str, filters: &[&str], persistent: bool) -> (Receiv
     });
     let t0 = Instant::now();
     while !*subscribed.lock().unwrap() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "subscriber {id} did not subscribe");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "subscriber {id} did not subscribe"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     (got, subscribed)
@@ -108,12 +121,25 @@ fn every_event_arrives_across_a_broker_restart() {
     std::thread::sleep(Duration::from_millis(1500));
 
     let log = dir.join("events.jsonl");
-    let mut watch = bin()
-        .args(["watch", "--fps", "25", "--node", "testcam", "--watch", "red star", "--watch", "green square"])
+    let watch = bin()
+        .args([
+            "watch",
+            "--fps",
+            "25",
+            "--node",
+            "testcam",
+            "--watch",
+            "red star",
+            "--watch",
+            "green square",
+        ])
         .arg("--bundle")
         .arg(root().join("models/default-int8"))
         .arg("--source")
-        .arg(format!("dir:{}", root().join("models/clips/shapes").display()))
+        .arg(format!(
+            "dir:{}",
+            root().join("models/clips/shapes").display()
+        ))
         .arg("--events")
         .arg(&log)
         .arg("--mqtt")
@@ -126,7 +152,10 @@ fn every_event_arrives_across_a_broker_restart() {
     // Kill the broker once the first event has ended, keep it down for a
     // while (the next event starts meanwhile), then start it again.
     let t0 = Instant::now();
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("\"end\"") {
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("\"end\"")
+    {
         assert!(t0.elapsed() < Duration::from_secs(60), "no event ended");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -136,7 +165,11 @@ fn every_event_arrives_across_a_broker_restart() {
     let lines_while_down = std::fs::read_to_string(&log).unwrap().lines().count();
     let mut broker = start_broker(&conf, port);
     let out = watch.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let lines: Vec<String> = std::fs::read_to_string(&log)
@@ -145,7 +178,10 @@ fn every_event_arrives_across_a_broker_restart() {
         .map(String::from)
         .collect();
     assert_eq!(lines.len(), 6, "three events in the log");
-    assert!(lines_while_down > 2, "no event happened while the broker was down");
+    assert!(
+        lines_while_down > 2,
+        "no event happened while the broker was down"
+    );
     let t0 = Instant::now();
     loop {
         let got: Vec<String> = events_got
@@ -168,7 +204,12 @@ fn every_event_arrives_across_a_broker_restart() {
     assert_eq!(stats["mqtt"]["queued"], 0);
 
     // Retained: states, availability, discovery.
-    let (retained, _) = subscribe(port, "test-late", &["test/+/state", "test/status", "homeassistant/#"], false);
+    let (retained, _) = subscribe(
+        port,
+        "test-late",
+        &["test/+/state", "test/status", "homeassistant/#"],
+        false,
+    );
     let t0 = Instant::now();
     let want = [
         ("test/red_star/state", "OFF"),
@@ -177,7 +218,10 @@ fn every_event_arrives_across_a_broker_restart() {
     ];
     loop {
         let got = retained.lock().unwrap().clone();
-        let has = |t: &str, p: &str| got.iter().any(|(gt, gp, r)| gt == t && gp == p.as_bytes() && *r);
+        let has = |t: &str, p: &str| {
+            got.iter()
+                .any(|(gt, gp, r)| gt == t && gp == p.as_bytes() && *r)
+        };
         let configs: Vec<Value> = got
             .iter()
             .filter(|(t, _, r)| t.starts_with("homeassistant/binary_sensor/testcam/") && *r)
@@ -187,13 +231,19 @@ fn every_event_arrives_across_a_broker_restart() {
             for c in &configs {
                 let name = c["name"].as_str().unwrap();
                 assert!(["red star", "green square"].contains(&name), "{c}");
-                assert_eq!(c["state_topic"], format!("test/{}/state", name.replace(' ', "_")));
+                assert_eq!(
+                    c["state_topic"],
+                    format!("test/{}/state", name.replace(' ', "_"))
+                );
                 assert_eq!(c["availability_topic"], "test/status");
                 assert_eq!(c["payload_on"], "ON");
             }
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "retained messages missing: {got:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "retained messages missing: {got:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     broker.kill().unwrap();

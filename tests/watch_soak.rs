@@ -51,8 +51,16 @@ fn frames_without_events_allocate_nothing_and_rss_stays_flat() {
     .unwrap();
     let index = |l: &str| engine.bundle.labels().iter().position(|x| x == l).unwrap();
     let watched = vec![
-        Watched { label: "red star".into(), index: index("red star"), threshold: 0.5 },
-        Watched { label: "green square".into(), index: index("green square"), threshold: 0.5 },
+        Watched {
+            label: "red star".into(),
+            index: index("red star"),
+            threshold: 0.5,
+        },
+        Watched {
+            label: "green square".into(),
+            index: index("green square"),
+            threshold: 0.5,
+        },
     ];
     // Decode the clip once.
     let mut dir = DirSource::open(&root().join("models/clips/shapes")).unwrap();
@@ -98,15 +106,21 @@ fn frames_without_events_allocate_nothing_and_rss_stays_flat() {
         if n == clip_len {
             rss_after_first = rss_kb();
         }
-        if n % (frames_total / 10).max(1) == 0 || n == loops * clip_len {
+        if n.is_multiple_of((frames_total / 10).max(1)) || n == loops * clip_len {
             curve.push((n, rss_kb()));
         }
     }
     watcher.end_all("source_end").unwrap();
     let stats = watcher.stats;
-    eprintln!("soak: {n} frames, {} inferred, {} events", stats.inferred, stats.events);
+    eprintln!(
+        "soak: {n} frames, {} inferred, {} events",
+        stats.inferred, stats.events
+    );
     eprintln!("soak: RSS (frame, KB): {curve:?}");
-    assert_eq!(quiet_allocs, 0, "{quiet_allocs} allocations over {quiet_frames} frames without events");
+    assert_eq!(
+        quiet_allocs, 0,
+        "{quiet_allocs} allocations over {quiet_frames} frames without events"
+    );
     assert!(quiet_frames > 0 && event_frames > 0);
     assert_eq!(stats.events, 3 * loops);
     for (frame, kb) in &curve {

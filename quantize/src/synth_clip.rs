@@ -135,7 +135,11 @@ pub fn render(spec: &ClipSpec) -> Result<(Vec<RgbImage>, Truth), SynthError> {
                 let reach = size / 2.0 + 2.0;
                 let lo = reach;
                 let hi = side - reach;
-                let (x0, x1) = if rng.random_bool(0.5) { (lo, hi) } else { (hi, lo) };
+                let (x0, x1) = if rng.random_bool(0.5) {
+                    (lo, hi)
+                } else {
+                    (hi, lo)
+                };
                 let (y0, y1) = (rng.random_range(lo..=hi), rng.random_range(lo..=hi));
                 let fill = jitter(&mut rng, RGB[color], COLOR_JITTER);
                 let a0 = match shape {
@@ -203,7 +207,9 @@ pub fn write_clip(out: &Path, spec: &ClipSpec) -> Result<usize, SynthError> {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let ours = name == "truth.json"
-                || (name.len() == 9 && name.ends_with(".jpg") && name[..5].bytes().all(|b| b.is_ascii_digit()));
+                || (name.len() == 9
+                    && name.ends_with(".jpg")
+                    && name[..5].bytes().all(|b| b.is_ascii_digit()));
             if !ours {
                 return Err(SynthError::Foreign {
                     path: out.to_path_buf(),
@@ -240,7 +246,13 @@ mod tests {
         let labels: Vec<_> = truth.spans.iter().map(|s| s.label.as_str()).collect();
         assert_eq!(
             labels,
-            ["red star", "blue circle", "green square", "yellow triangle", "red star"]
+            [
+                "red star",
+                "blue circle",
+                "green square",
+                "yellow triangle",
+                "red star"
+            ]
         );
         assert_eq!((truth.spans[0].start, truth.spans[0].end), (12, 31));
     }

@@ -91,10 +91,18 @@ impl WatchArgs {
             bundle: self.bundle.or(file.bundle),
             require_signature: self.require_signature.or(file.require_signature),
             source: self.source.or(file.source),
-            watch: if self.watch.is_empty() { file.watch } else { self.watch },
+            watch: if self.watch.is_empty() {
+                file.watch
+            } else {
+                self.watch
+            },
             events: self.events.or(file.events),
             snapshots: self.snapshots.or(file.snapshots),
-            gpio: if self.gpio.is_empty() { file.gpio } else { self.gpio },
+            gpio: if self.gpio.is_empty() {
+                file.gpio
+            } else {
+                self.gpio
+            },
             mqtt: self.mqtt.or(file.mqtt),
             node: self.node.or(file.node),
             fps: self.fps.or(file.fps),
@@ -137,7 +145,9 @@ impl WatchArgs {
                         .parse()
                         .ok()
                         .filter(|t: &f32| *t > 0.0 && *t <= 1.0)
-                        .ok_or_else(|| format!("--watch {w:?}: threshold {t:?} is not a probability in (0, 1]"))?;
+                        .ok_or_else(|| {
+                            format!("--watch {w:?}: threshold {t:?} is not a probability in (0, 1]")
+                        })?;
                     (l.trim(), t)
                 }
                 None => (w.trim(), DEFAULT_THRESHOLD),
@@ -145,7 +155,11 @@ impl WatchArgs {
             let index = labels.iter().position(|l| l == label).ok_or_else(|| {
                 let near: Vec<&str> = labels
                     .iter()
-                    .filter(|l| label.split(' ').any(|word| !word.is_empty() && l.contains(word)))
+                    .filter(|l| {
+                        label
+                            .split(' ')
+                            .any(|word| !word.is_empty() && l.contains(word))
+                    })
                     .take(6)
                     .map(String::as_str)
                     .collect();
@@ -200,7 +214,9 @@ mod tests {
     use super::*;
 
     fn labels() -> Vec<String> {
-        ["red star", "green square", "blue circle"].map(String::from).to_vec()
+        ["red star", "green square", "blue circle"]
+            .map(String::from)
+            .to_vec()
     }
 
     #[test]
@@ -235,7 +251,11 @@ mod tests {
         std::fs::write(&p, "source = \"dir:x\"\nwatch = [\"red star\"]\nfsp = 3\n").unwrap();
         let e = read_config(&p).unwrap_err();
         assert!(e.contains("line 3") && e.contains("fsp"), "{e}");
-        std::fs::write(&p, "source = \"dir:x\"\nfps = 2.0\nwatch = [\"red star\"]\nwindow = 5\n").unwrap();
+        std::fs::write(
+            &p,
+            "source = \"dir:x\"\nfps = 2.0\nwatch = [\"red star\"]\nwindow = 5\n",
+        )
+        .unwrap();
         let a = WatchArgs {
             fps: Some(9.0),
             config: Some(p.clone()),

@@ -30,7 +30,10 @@ pub fn nv12_len(width: usize, height: usize) -> usize {
 /// YUYV (Y0 U Y1 V per pixel pair, rows of `stride` bytes) to RGB.
 /// Panics if the buffers are shorter than the frame (callers check sizes).
 pub fn yuyv_to_rgb(src: &[u8], stride: usize, width: usize, height: usize, rgb: &mut [u8]) {
-    assert!(stride >= width.div_ceil(2) * 4 && src.len() >= stride * (height.max(1) - 1) + width.div_ceil(2) * 4);
+    assert!(
+        stride >= width.div_ceil(2) * 4
+            && src.len() >= stride * (height.max(1) - 1) + width.div_ceil(2) * 4
+    );
     assert!(rgb.len() >= width * height * 3);
     for y in 0..height {
         let row = &src[y * stride..];
@@ -68,7 +71,11 @@ pub fn rgb_to_ycbcr([r, g, b]: [u8; 3]) -> [u8; 3] {
     let y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16;
     let u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128;
     let v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128;
-    [y.clamp(0, 255) as u8, u.clamp(0, 255) as u8, v.clamp(0, 255) as u8]
+    [
+        y.clamp(0, 255) as u8,
+        u.clamp(0, 255) as u8,
+        v.clamp(0, 255) as u8,
+    ]
 }
 
 #[cfg(test)]
@@ -86,7 +93,10 @@ mod tests {
                 ycbcr_to_rgb(y, u, v)
             };
             for k in 0..3 {
-                assert!((back[k] as i32 - c[k] as i32).abs() <= 3, "{c:?} -> {back:?}");
+                assert!(
+                    (back[k] as i32 - c[k] as i32).abs() <= 3,
+                    "{c:?} -> {back:?}"
+                );
             }
         }
     }

@@ -233,10 +233,23 @@ mod tests {
     #[test]
     fn rules_are_validated() {
         for bad in [
-            Rules { hits: 0, ..Rules::default() },
-            Rules { hits: 4, window: 3, ..Rules::default() },
-            Rules { window: 65, ..Rules::default() },
-            Rules { end_after: 0, ..Rules::default() },
+            Rules {
+                hits: 0,
+                ..Rules::default()
+            },
+            Rules {
+                hits: 4,
+                window: 3,
+                ..Rules::default()
+            },
+            Rules {
+                window: 65,
+                ..Rules::default()
+            },
+            Rules {
+                end_after: 0,
+                ..Rules::default()
+            },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
@@ -244,7 +257,11 @@ mod tests {
 
     /// The plain statement of the rules, frame by frame over a `Vec`.
     fn reference(rules: Rules, pos: &[bool]) -> Vec<(char, u64)> {
-        let (n, m, k) = (rules.hits as usize, rules.window as usize, rules.end_after as usize);
+        let (n, m, k) = (
+            rules.hits as usize,
+            rules.window as usize,
+            rules.end_after as usize,
+        );
         let mut out = Vec::new();
         let mut active = false;
         let mut last_pos = 0;

@@ -17,7 +17,11 @@ impl std::str::FromStr for GpioSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("--gpio {s:?}: {why} (expected CHIP:LINE=LABEL, e.g. /dev/gpiochip0:17=red star)");
+        let bad = |why: &str| {
+            format!(
+                "--gpio {s:?}: {why} (expected CHIP:LINE=LABEL, e.g. /dev/gpiochip0:17=red star)"
+            )
+        };
         let (pin, label) = s.split_once('=').ok_or_else(|| bad("no `=LABEL`"))?;
         let (chip, line) = pin.rsplit_once(':').ok_or_else(|| bad("no `:LINE`"))?;
         let line = line.parse().map_err(|_| bad("the line is not a number"))?;
@@ -55,7 +59,10 @@ impl<P: OutputPin> GpioLines<P> {
         let r = if high { pin.set_high() } else { pin.set_low() };
         if let Err(e) = r {
             self.errors += 1;
-            log::warn!("gpio {name}: could not set {}: {e:?}", if high { "high" } else { "low" });
+            log::warn!(
+                "gpio {name}: could not set {}: {e:?}",
+                if high { "high" } else { "low" }
+            );
         }
     }
 
@@ -76,7 +83,9 @@ pub fn open_cdev(spec: &GpioSpec) -> Result<linux_embedded_hal::CdevPin, String>
     use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
     let what = format!("--gpio {}:{}", spec.chip, spec.line);
     let mut chip = Chip::new(&spec.chip).map_err(|e| format!("{what}: {e}"))?;
-    let line = chip.get_line(spec.line).map_err(|e| format!("{what}: {e}"))?;
+    let line = chip
+        .get_line(spec.line)
+        .map_err(|e| format!("{what}: {e}"))?;
     let handle = line
         .request(LineRequestFlags::OUTPUT, 0, "clip-edge")
         .map_err(|e| format!("{what}: {e}"))?;
@@ -91,8 +100,16 @@ mod tests {
     #[test]
     fn specs_parse_and_bad_ones_are_named() {
         let g: GpioSpec = "/dev/gpiochip0:17=red star".parse().unwrap();
-        assert_eq!((g.chip.as_str(), g.line, g.label.as_str()), ("/dev/gpiochip0", 17, "red star"));
-        for bad in ["/dev/gpiochip0:17", "/dev/gpiochip0=red", "/dev/gpiochip0:x=red", ":1=red"] {
+        assert_eq!(
+            (g.chip.as_str(), g.line, g.label.as_str()),
+            ("/dev/gpiochip0", 17, "red star")
+        );
+        for bad in [
+            "/dev/gpiochip0:17",
+            "/dev/gpiochip0=red",
+            "/dev/gpiochip0:x=red",
+            ":1=red",
+        ] {
             let e = bad.parse::<GpioSpec>().unwrap_err();
             assert!(e.contains(bad), "{e}");
         }
@@ -106,7 +123,10 @@ mod tests {
             Transaction::set(State::Low),
         ]);
         let green = Mock::new(&[Transaction::set(State::Low)]);
-        let mut g = GpioLines::new(vec![(0, red.clone(), "red".into()), (1, green.clone(), "green".into())]);
+        let mut g = GpioLines::new(vec![
+            (0, red.clone(), "red".into()),
+            (1, green.clone(), "green".into()),
+        ]);
         g.set(0, true);
         g.set(2, true); // a label with no pin
         g.set(0, false);

@@ -234,7 +234,9 @@ impl<'a> Watcher<'a> {
                 self.open_ids[i] = Some(id.clone());
                 id
             }
-            EventKind::End => self.open_ids[i].take().unwrap_or_else(|| self.ids.next_id()),
+            EventKind::End => self.open_ids[i]
+                .take()
+                .unwrap_or_else(|| self.ids.next_id()),
         };
         let snapshot = match (kind, &self.opts.snapshots) {
             (EventKind::Start, Some(dir)) => self.snapshot(dir, &id, frame)?,
@@ -273,7 +275,12 @@ impl<'a> Watcher<'a> {
             .iter()
             .filter(|f| !f.rgb.is_empty() && f.index <= frame)
             .max_by_key(|f| f.index)
-            .or_else(|| self.recent.iter().filter(|f| !f.rgb.is_empty()).min_by_key(|f| f.index))
+            .or_else(|| {
+                self.recent
+                    .iter()
+                    .filter(|f| !f.rgb.is_empty())
+                    .min_by_key(|f| f.index)
+            })
         else {
             return Ok(None);
         };
@@ -299,7 +306,11 @@ impl<'a> Watcher<'a> {
 
     /// Runs `source` to its end (or until `stop` is set), pacing a folder
     /// at `fps`; ends open events with "source_end" or "shutdown".
-    pub fn run(&mut self, source: &mut dyn FrameSource, stop: &AtomicBool) -> Result<Stats, WatchError> {
+    pub fn run(
+        &mut self,
+        source: &mut dyn FrameSource,
+        stop: &AtomicBool,
+    ) -> Result<Stats, WatchError> {
         let start = Instant::now();
         let period = self.opts.fps.map(|f| Duration::from_secs_f64(1.0 / f));
         let mut frame = Frame::default();

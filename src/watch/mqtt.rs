@@ -38,7 +38,9 @@ impl std::str::FromStr for MqttUrl {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = |why: &str| format!("--mqtt {s:?}: {why} (expected mqtt://HOST[:PORT][/PREFIX])");
-        let rest = s.strip_prefix("mqtt://").ok_or_else(|| bad("not an mqtt:// URL"))?;
+        let rest = s
+            .strip_prefix("mqtt://")
+            .ok_or_else(|| bad("not an mqtt:// URL"))?;
         let (hostport, prefix) = rest.split_once('/').unwrap_or((rest, "clip-edge"));
         let (host, port) = match hostport.rsplit_once(':') {
             Some((h, p)) => (h, p.parse().map_err(|_| bad("the port is not a number"))?),
@@ -232,7 +234,10 @@ impl Mqtt {
             if t.is_finished() {
                 let _ = t.join();
             } else {
-                log::warn!("mqtt: broker unreachable; {} message(s) not sent", self.stats().queued);
+                log::warn!(
+                    "mqtt: broker unreachable; {} message(s) not sent",
+                    self.stats().queued
+                );
             }
         }
         self.stats()
@@ -242,7 +247,11 @@ impl Mqtt {
 /// Owns the connection: publishes the outbox in order while connected,
 /// removes a message when the broker acknowledged it, puts unacknowledged
 /// ones back at the front on a disconnection.
-fn connection_thread(opts: MqttOptions, hello: Vec<Message>, shared: Arc<(Mutex<Outbox>, Condvar)>) {
+fn connection_thread(
+    opts: MqttOptions,
+    hello: Vec<Message>,
+    shared: Arc<(Mutex<Outbox>, Condvar)>,
+) {
     let (client, mut conn) = Client::new(opts, IN_FLIGHT + hello.len() + 8);
     let (lock, _) = &*shared;
     // Sent messages, oldest first, with their packet id once known.
@@ -319,7 +328,12 @@ fn connection_thread(opts: MqttOptions, hello: Vec<Message>, shared: Arc<(Mutex<
         let Ok(mut g) = lock.lock() else { return };
         while sent.len() < IN_FLIGHT {
             let Some(m) = g.queue.pop_front() else { break };
-            match client.try_publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, m.payload.clone()) {
+            match client.try_publish(
+                m.topic.clone(),
+                QoS::AtLeastOnce,
+                m.retain,
+                m.payload.clone(),
+            ) {
                 Ok(()) => sent.push_back((m, None)),
                 Err(_) => {
                     g.queue.push_front(m);
@@ -342,7 +356,10 @@ mod tests {
     #[test]
     fn urls_parse_and_bad_ones_are_named() {
         let u: MqttUrl = "mqtt://127.0.0.1:1884/porch/cam".parse().unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.prefix.as_str()), ("127.0.0.1", 1884, "porch/cam"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.prefix.as_str()),
+            ("127.0.0.1", 1884, "porch/cam")
+        );
         let u: MqttUrl = "mqtt://broker".parse().unwrap();
         assert_eq!((u.port, u.prefix.as_str()), (1883, "clip-edge"));
         for bad in ["http://x", "mqtt://:1/x", "mqtt://h:port/x", "mqtt://h/a/#"] {

@@ -115,11 +115,82 @@ fn open_v4l2(spec: &str, rest: &str) -> Result<Box<dyn FrameSource>, SourceError
 }
 
 #[cfg(not(all(feature = "v4l2", target_os = "linux")))]
-fn open_v4l2(spec: &str, _rest: &str) -> Result<Box<dyn FrameSource>, SourceError> {
+fn open_v4l2(spec: &str, rest: &str) -> Result<Box<dyn FrameSource>, SourceError> {
+    V4l2Spec::parse(rest)?;
     Err(SourceError::Unavailable {
         spec: spec.into(),
         why: "this build has no V4L2 support (build with --features v4l2, on Linux)".into(),
     })
+}
+
+/// Pixel formats a V4L2 camera is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    Mjpg,
+    Yuyv,
+    Nv12,
+}
+
+/// `v4l2:/dev/videoN[?width=W&height=H&fps=F&format=MJPG|YUYV|NV12]`
+/// (defaults 640x480, 30 fps, MJPG).
+#[derive(Debug, Clone, PartialEq)]
+pub struct V4l2Spec {
+    pub device: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub format: PixelFormat,
+}
+
+impl V4l2Spec {
+    /// `rest` is what follows `v4l2:`; errors name the key or value.
+    pub fn parse(rest: &str) -> Result<Self, SourceError> {
+        let bad = |why: String| SourceError::Unavailable {
+            spec: format!("v4l2:{rest}"),
+            why,
+        };
+        let (dev, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if dev.is_empty() {
+            return Err(bad("no device (e.g. v4l2:/dev/video0)".into()));
+        }
+        let mut s = V4l2Spec {
+            device: dev.into(),
+            width: 640,
+            height: 480,
+            fps: 30,
+            format: PixelFormat::Mjpg,
+        };
+        for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| bad(format!("{kv:?}: expected key=value")))?;
+            let num = |max: u32| {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| bad(format!("{k}={v}: expected 1 to {max}")))
+            };
+            match k {
+                "width" => s.width = num(8192)?,
+                "height" => s.height = num(8192)?,
+                "fps" => s.fps = num(1000)?,
+                "format" => {
+                    s.format = match v.to_ascii_uppercase().as_str() {
+                        "MJPG" | "MJPEG" => PixelFormat::Mjpg,
+                        "YUYV" => PixelFormat::Yuyv,
+                        "NV12" => PixelFormat::Nv12,
+                        _ => return Err(bad(format!("format={v}: expected MJPG, YUYV or NV12"))),
+                    }
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "unknown key {k:?} (width, height, fps, format)"
+                    )))
+                }
+            }
+        }
+        Ok(s)
+    }
 }
 
 /// Image files of a folder, in name order, each exactly once.
@@ -204,7 +275,8 @@ pub fn decode_into(bytes: &[u8], what: &str, frame: &mut Frame) -> Result<(), So
     if bytes.starts_with(&[0xFF, 0xD8]) {
         return decode_jpeg_into(bytes, what, frame);
     }
-    let img = crate::decode::decode_bytes(bytes, Path::new(what)).map_err(|e| err(e.to_string()))?;
+    let img =
+        crate::decode::decode_bytes(bytes, Path::new(what)).map_err(|e| err(e.to_string()))?;
     let view = img.view();
     let out = frame.reshape(img.width, img.height);
     to_rgb(&view, out);
@@ -233,14 +305,19 @@ pub fn decode_jpeg_into(bytes: &[u8], what: &str, frame: &mut Frame) -> Result<(
         image::ColorType::L8 => {
             let out = frame.reshape(w, h);
             let n = w as usize * h as usize;
-            dec.read_image(&mut out[..n]).map_err(|e| err(e.to_string()))?;
+            dec.read_image(&mut out[..n])
+                .map_err(|e| err(e.to_string()))?;
             // Widen in place, from the back.
             for i in (0..n).rev() {
                 let v = out[i];
                 out[3 * i..3 * i + 3].fill(v);
             }
         }
-        other => return Err(err(format!("JPEG of {other:?} pixels (expected RGB or grey)"))),
+        other => {
+            return Err(err(format!(
+                "JPEG of {other:?} pixels (expected RGB or grey)"
+            )))
+        }
     }
     Ok(())
 }
@@ -563,7 +640,9 @@ mod tests {
 
     fn jpeg(w: u32, h: u32, seed: u8) -> Vec<u8> {
         use image::ImageEncoder;
-        let px: Vec<u8> = (0..w * h * 3).map(|i| (i as u8).wrapping_mul(seed)).collect();
+        let px: Vec<u8> = (0..w * h * 3)
+            .map(|i| (i as u8).wrapping_mul(seed))
+            .collect();
         let mut out = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
             .write_image(&px, w, h, image::ExtendedColorType::Rgb8)
@@ -579,6 +658,28 @@ mod tests {
             buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
             self.1 += n;
             Ok(n)
+        }
+    }
+
+    #[test]
+    fn v4l2_specs_parse_and_bad_keys_are_named() {
+        let s = V4l2Spec::parse("/dev/video2?width=320&height=240&fps=15&format=nv12").unwrap();
+        assert_eq!(
+            (s.width, s.height, s.fps, s.format),
+            (320, 240, 15, PixelFormat::Nv12)
+        );
+        assert_eq!(
+            V4l2Spec::parse("/dev/video0").unwrap().format,
+            PixelFormat::Mjpg
+        );
+        for (bad, needle) in [
+            ("/dev/video0?widht=3", "unknown key \"widht\""),
+            ("/dev/video0?fps=0", "fps=0"),
+            ("/dev/video0?format=H264", "format=H264"),
+            ("?fps=3", "no device"),
+        ] {
+            let e = V4l2Spec::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
         }
     }
 
