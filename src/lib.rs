@@ -14,5 +14,6 @@ pub mod kernels;
 pub mod preprocess;
 pub mod progress;
 pub mod score;
+pub mod service;
 pub mod signature;
 pub mod watch;

@@ -162,7 +162,23 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
+    // Under systemd (stderr is the journal): no timestamps of our own, the
+    // level as a syslog priority prefix (sd-daemon(3)) so journald keeps it.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        logger.format(|buf, r| {
+            use std::io::Write as _;
+            let prio = match r.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(buf, "<{prio}>{}: {}", r.target(), r.args())
+        });
+    }
+    logger.init();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
@@ -363,10 +379,19 @@ fn watch(args: WatchArgs) -> Result<ExitCode> {
     }
     let kind = engine.kind();
     let mut watcher = Watcher::new(&mut engine, opts, log.map(|l| (l, last_run)), sinks);
-    log::info!("watching {spec} for {}", labels.join(", "));
-    let result = watcher.run(source.as_mut(), &stop);
+    let mut systemd = clip_edge::service::systemd::Systemd::from_env();
+    let hello = format!("watching {spec} for {}", labels.join(", "));
+    log::info!("{hello}");
+    systemd.ready(&hello);
+    let result = watcher.run_observed(source.as_mut(), &stop, &mut |w| systemd.observe(w));
     drop(watcher);
-    let mqtt_stats = mqtt.map(|m| m.finish(std::time::Duration::from_secs(3)));
+    let stopping = stop.load(std::sync::atomic::Ordering::Relaxed);
+    if stopping {
+        systemd.stopping();
+    }
+    // A stop must finish within systemd's patience: a short grace for the broker.
+    let grace = std::time::Duration::from_millis(if stopping { 800 } else { 3000 });
+    let mqtt_stats = mqtt.map(|m| m.finish(grace));
     let stats = result?;
     if args.stats {
         let per = |ms: f64| ms / stats.frames.max(1) as f64;
@@ -380,6 +405,9 @@ fn watch(args: WatchArgs) -> Result<ExitCode> {
                 "per_frame_ms": {
                     "source": per(stats.source_ms),
                     "classify": per(stats.classify_ms),
+                    "preprocess": per(stats.preprocess_ms),
+                    "encode": per(stats.encode_ms),
+                    "score": per(stats.score_ms),
                     "loop": per(stats.loop_ms),
                 },
                 "mqtt": mqtt_stats,

@@ -75,3 +75,109 @@ fn gpio_lines_follow_the_clip_events_exactly() {
         m.done();
     }
 }
+
+/// Mean absolute difference (0-255) allowed between a frame and its
+/// YUYV / NV12 capture converted back (limited-range rounding and chroma
+/// subsampling at the shapes' edges).
+const CAPTURE_MEAN_ABS_TOL: f64 = 2.5;
+
+/// A camera's YUYV and NV12 captures of clip frames (made here from the
+/// RGB frame with BT.601, chroma averaged as a sensor's ISP does), converted
+/// back by the loop's converters: close to the RGB decoding, and the same
+/// top-1 label.
+#[test]
+fn yuyv_and_nv12_captures_convert_back_to_the_frame() {
+    use clip_edge::watch::convert::{nv12_to_rgb, rgb_to_ycbcr, yuyv_to_rgb};
+    use clip_edge::watch::source::{Frame, Next};
+    let mut engine = Engine::load_on(
+        &root().join("models/default-int8"),
+        &Default::default(),
+        EngineKind::Native,
+        1,
+    )
+    .unwrap();
+    let mut source = DirSource::open(&root().join("models/clips/shapes")).unwrap();
+    let mut frame = Frame::default();
+    let mut checked = 0;
+    while source.next(&mut frame).unwrap() == Next::Frame {
+        if frame.index % 23 != 20 {
+            continue;
+        }
+        let (w, h) = (frame.width as usize, frame.height as usize);
+        let px = |x: usize, y: usize| {
+            let i = 3 * (y * w + x);
+            rgb_to_ycbcr([frame.rgb[i], frame.rgb[i + 1], frame.rgb[i + 2]])
+        };
+        // YUYV: chroma averaged over each pixel pair.
+        let mut yuyv = vec![0u8; w * h * 2];
+        for y in 0..h {
+            for x in (0..w).step_by(2) {
+                let (a, b) = (px(x, y), px(x + 1, y));
+                let o = y * w * 2 + x * 2;
+                yuyv[o..o + 4].copy_from_slice(&[
+                    a[0],
+                    (a[1] as u16 + b[1] as u16).div_ceil(2) as u8,
+                    b[0],
+                    (a[2] as u16 + b[2] as u16).div_ceil(2) as u8,
+                ]);
+            }
+        }
+        // NV12: chroma averaged over each 2x2 block.
+        let mut nv12 = vec![0u8; w * h + w * h / 2];
+        for y in 0..h {
+            for x in 0..w {
+                nv12[y * w + x] = px(x, y)[0];
+            }
+        }
+        for y in (0..h).step_by(2) {
+            for x in (0..w).step_by(2) {
+                let q = [px(x, y), px(x + 1, y), px(x, y + 1), px(x + 1, y + 1)];
+                let avg = |k: usize| ((q.iter().map(|p| p[k] as u16).sum::<u16>() + 2) / 4) as u8;
+                let o = w * h + (y / 2) * w + x;
+                nv12[o] = avg(1);
+                nv12[o + 1] = avg(2);
+            }
+        }
+        engine.classify(&frame.view(), 1).unwrap();
+        let want = engine.top()[0].0;
+        for (name, rgb) in [
+            ("yuyv", {
+                let mut out = vec![0u8; w * h * 3];
+                yuyv_to_rgb(&yuyv, w * 2, w, h, &mut out);
+                out
+            }),
+            ("nv12", {
+                let mut out = vec![0u8; w * h * 3];
+                nv12_to_rgb(&nv12, w, w, h, &mut out);
+                out
+            }),
+        ] {
+            let mad = rgb
+                .iter()
+                .zip(&frame.rgb)
+                .map(|(a, b)| a.abs_diff(*b) as f64)
+                .sum::<f64>()
+                / rgb.len() as f64;
+            assert!(
+                mad <= CAPTURE_MEAN_ABS_TOL,
+                "frame {} {name}: mean abs {mad}",
+                frame.index
+            );
+            let view = clip_edge::preprocess::ImageView::new(
+                w as u32,
+                h as u32,
+                clip_edge::preprocess::Mode::Rgb,
+                &rgb,
+            );
+            engine.classify(&view, 1).unwrap();
+            assert_eq!(
+                engine.top()[0].0,
+                want,
+                "frame {} {name}: top-1 changed",
+                frame.index
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 6);
+}

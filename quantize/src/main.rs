@@ -113,6 +113,10 @@ enum Cmd {
         /// instead of the labelled set; --seed overrides the clip's seed.
         #[arg(long)]
         clip: bool,
+        /// With --clip: the frame size, WxH (default 320x240; 640x480 for
+        /// measuring the loop at a camera's usual size).
+        #[arg(long, value_name = "WxH", requires = "clip")]
+        size: Option<String>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[arg(long, default_value_t = 10)]
@@ -218,11 +222,20 @@ fn run(cli: Cli) -> Result<()> {
             clip: true,
             seed,
             out,
+            size,
             ..
         } => {
             let mut spec = clip_quantize::synth_clip::default_clip();
             if seed != 0 {
                 spec.seed = seed;
+            }
+            if let Some(size) = size {
+                let (w, h) = size
+                    .split_once('x')
+                    .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+                    .with_context(|| format!("--size {size:?}: expected WxH, e.g. 640x480"))?;
+                spec.width = w;
+                spec.height = h;
             }
             let n = clip_quantize::synth_clip::write_clip(&out, &spec)?;
             eprintln!("wrote a clip of {n} frames under {}", out.display());
@@ -235,6 +248,7 @@ fn run(cli: Cli) -> Result<()> {
             max_side,
             jpeg_fraction,
             out,
+            ..
         } => {
             let opts = clip_quantize::synth::SynthOptions {
                 seed,

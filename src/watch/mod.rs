@@ -106,6 +106,11 @@ pub struct Stats {
     /// (detection, events, snapshots, actions).
     pub source_ms: f64,
     pub classify_ms: f64,
+    /// The parts of `classify_ms`: resize/crop/normalise, the image
+    /// encoder, scoring against the text table.
+    pub preprocess_ms: f64,
+    pub encode_ms: f64,
+    pub score_ms: f64,
     pub loop_ms: f64,
     pub wall_ms: f64,
 }
@@ -184,12 +189,16 @@ impl<'a> Watcher<'a> {
             _ => false,
         };
         if !skip {
-            self.engine
-                .classify(&frame.view(), 1)
-                .map_err(|source| WatchError::Engine {
-                    frame: frame.index,
-                    source,
-                })?;
+            let t =
+                self.engine
+                    .classify(&frame.view(), 1)
+                    .map_err(|source| WatchError::Engine {
+                        frame: frame.index,
+                        source,
+                    })?;
+            self.stats.preprocess_ms += t.preprocess;
+            self.stats.encode_ms += t.encode;
+            self.stats.score_ms += t.score;
             self.stats.inferred += 1;
             if self.opts.motion_threshold.is_some() {
                 self.reference.copy_from(frame);
@@ -311,6 +320,27 @@ impl<'a> Watcher<'a> {
         source: &mut dyn FrameSource,
         stop: &AtomicBool,
     ) -> Result<Stats, WatchError> {
+        self.run_observed(source, stop, &mut |_: &Watcher<'_>| {})
+    }
+
+    /// Open events, as (label, event id).
+    pub fn open_events(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.opts
+            .watched
+            .iter()
+            .zip(&self.open_ids)
+            .filter_map(|(w, id)| Some((w.label.as_str(), id.as_deref()?)))
+    }
+
+    /// As [`Watcher::run`], calling `observe` after every frame and at least
+    /// every [`source::IDLE_TICK`] while a live source is silent (the
+    /// service's watchdog and status live there).
+    pub fn run_observed(
+        &mut self,
+        source: &mut dyn FrameSource,
+        stop: &AtomicBool,
+        observe: &mut dyn FnMut(&Watcher<'_>),
+    ) -> Result<Stats, WatchError> {
         let start = Instant::now();
         let period = self.opts.fps.map(|f| Duration::from_secs_f64(1.0 / f));
         let mut frame = Frame::default();
@@ -324,6 +354,10 @@ impl<'a> Watcher<'a> {
             self.stats.source_ms += t0.elapsed().as_secs_f64() * 1e3;
             match next {
                 Ok(Next::Frame) => {}
+                Ok(Next::Idle) => {
+                    observe(self);
+                    continue;
+                }
                 Ok(Next::End) => break "source_end",
                 Err(SourceError::Frame { what, why }) => {
                     // One bad frame (a corrupt file) is skipped, not fatal.
@@ -338,13 +372,21 @@ impl<'a> Watcher<'a> {
             }
             self.step(&frame)?;
             self.stats.dropped = source.dropped();
+            self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
+            observe(self);
             if let Some(p) = period {
                 due += p;
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                } else {
-                    due = now;
+                // Late: go on at once (no catching up). Early: sleep in
+                // short steps, so that a stop is seen at once.
+                if due <= Instant::now() {
+                    due = Instant::now();
+                }
+                loop {
+                    let now = Instant::now();
+                    if due <= now || stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep((due - now).min(source::IDLE_TICK));
                 }
             }
         };

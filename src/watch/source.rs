@@ -23,6 +23,8 @@ use crate::preprocess::{ImageView, Mode};
 pub const MAX_JPEG_BYTES: usize = 16 << 20;
 /// Frames a live source keeps waiting for the loop.
 pub const LIVE_QUEUE_DEPTH: usize = 2;
+/// How long a live source waits for a frame before answering [`Next::Idle`].
+pub const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(200);
 
 #[derive(Debug, Error)]
 pub enum SourceError {
@@ -78,6 +80,9 @@ impl Frame {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     Frame,
+    /// No frame within [`IDLE_TICK`] (a live source is silent): the loop
+    /// gets to check for a stop and report that it is alive.
+    Idle,
     /// The source has no more frames (end of a folder or of the stream).
     End,
 }
@@ -583,6 +588,7 @@ impl LiveQueue {
                             g.queue.push_back(buf);
                         }
                         Ok(Next::End) => g.end = Some(Ok(())),
+                        Ok(Next::Idle) => g.free.push(buf),
                         Err(e) => g.end = Some(Err(e.to_string())),
                     }
                     let done = g.end.is_some();
@@ -622,10 +628,16 @@ impl FrameSource for LiveQueue {
                 }
                 None => {}
             }
-            g = cv.wait(g).map_err(|_| SourceError::Frame {
-                what: "source".into(),
-                why: "the source thread panicked".into(),
-            })?;
+            let (guard, timeout) =
+                cv.wait_timeout(g, IDLE_TICK)
+                    .map_err(|_| SourceError::Frame {
+                        what: "source".into(),
+                        why: "the source thread panicked".into(),
+                    })?;
+            g = guard;
+            if timeout.timed_out() && g.queue.is_empty() && g.end.is_none() {
+                return Ok(Next::Idle);
+            }
         }
     }
 
@@ -725,8 +737,12 @@ mod tests {
         let mut q = LiveQueue::spawn(MemorySource::new(frames, 1), 2);
         let mut f = Frame::default();
         let mut seen = Vec::new();
-        while q.next(&mut f).unwrap() == Next::Frame {
-            seen.push(f.index);
+        loop {
+            match q.next(&mut f).unwrap() {
+                Next::Frame => seen.push(f.index),
+                Next::Idle => continue,
+                Next::End => break,
+            }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");

@@ -1,0 +1,116 @@
+//! systemd's notification protocol through the `sd-notify` crate:
+//! `READY=1` once the bundle is loaded and the source open, `WATCHDOG=1`
+//! from the frame loop at half of `WATCHDOG_USEC` (a stalled loop stops
+//! petting, and systemd restarts the service), `STATUS=` lines, and
+//! `STOPPING=1`. Without `NOTIFY_SOCKET` every call does nothing.
+
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+
+use crate::watch::Watcher;
+
+/// How often a `STATUS=` line is sent.
+pub const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// Fault injection for the watchdog test: after this many frames the loop
+/// stalls for good (as a hung camera driver or a deadlock would).
+pub const STALL_ENV: &str = "CLIP_EDGE_FAULT_STALL_AFTER_FRAMES";
+
+/// `WATCHDOG_USEC` when the watchdog is this process's: as
+/// sd_watchdog_enabled(3), `WATCHDOG_PID`, when set, must be our pid (the
+/// `sd-notify` crate's check also refuses an unset one).
+fn watchdog_usec() -> Option<u64> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    match std::env::var("WATCHDOG_PID") {
+        Ok(pid) if pid.parse::<u32>().ok() != Some(std::process::id()) => None,
+        _ => (usec > 0).then_some(usec),
+    }
+}
+
+pub struct Systemd {
+    enabled: bool,
+    /// Half of `WATCHDOG_USEC`, when the unit has a watchdog.
+    pet_every: Option<Duration>,
+    last_pet: Instant,
+    last_status: Instant,
+    stall_after: Option<u64>,
+}
+
+impl Systemd {
+    pub fn from_env() -> Self {
+        let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
+        let pet_every = watchdog_usec()
+            .filter(|_| enabled)
+            .map(|usec| Duration::from_micros(usec / 2).max(Duration::from_millis(1)));
+        if let Some(p) = pet_every {
+            log::info!("systemd watchdog: petting every {} ms", p.as_millis());
+        }
+        Systemd {
+            enabled,
+            pet_every,
+            last_pet: Instant::now(),
+            last_status: Instant::now(),
+            stall_after: std::env::var(STALL_ENV).ok().and_then(|v| v.parse().ok()),
+        }
+    }
+
+    fn send(&self, states: &[NotifyState<'_>]) {
+        if self.enabled {
+            if let Err(e) = sd_notify::notify(false, states) {
+                log::warn!("systemd notify: {e}");
+            }
+        }
+    }
+
+    /// The bundle is verified and loaded, the source open.
+    pub fn ready(&mut self, status: &str) {
+        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+        self.pet();
+    }
+
+    pub fn stopping(&self) {
+        self.send(&[NotifyState::Stopping]);
+    }
+
+    fn pet(&mut self) {
+        if self.pet_every.is_some() {
+            self.send(&[NotifyState::Watchdog]);
+        }
+        self.last_pet = Instant::now();
+    }
+
+    /// Called by the loop after every frame and while it idles.
+    pub fn observe(&mut self, w: &Watcher<'_>) {
+        if let Some(n) = self.stall_after {
+            if w.stats.frames >= n {
+                log::warn!("{STALL_ENV}={n}: stalling the frame loop on purpose");
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+        }
+        if !self.enabled {
+            return;
+        }
+        if self.pet_every.is_some_and(|p| self.last_pet.elapsed() >= p) {
+            self.pet();
+        }
+        if self.last_status.elapsed() >= STATUS_EVERY {
+            self.last_status = Instant::now();
+            let s = &w.stats;
+            let active: Vec<&str> = w.open_events().map(|(l, _)| l).collect();
+            let status = format!(
+                "{} frames, {:.1} fps, {} events, active: {}",
+                s.frames,
+                s.frames as f64 / (s.wall_ms / 1e3).max(1e-9),
+                s.events,
+                if active.is_empty() {
+                    "none".into()
+                } else {
+                    active.join(", ")
+                }
+            );
+            self.send(&[NotifyState::Status(&status)]);
+        }
+    }
+}

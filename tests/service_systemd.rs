@@ -1,0 +1,182 @@
+//! `clip-edge watch` as systemd runs it: the test plays systemd with a
+//! datagram socket as `NOTIFY_SOCKET` and a `WATCHDOG_USEC`, and asserts
+//! `READY=1`, then repeated `WATCHDOG=1`; SIGTERM mid-event stops within
+//! 2 s with the event closed as "shutdown"; a loop stalled on purpose stops
+//! petting.
+
+mod common;
+
+use common::{bin, root, scratch};
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// systemd's budget for a stop (the unit's TimeoutStopSec is larger).
+const STOP_WITHIN: Duration = Duration::from_secs(2);
+
+fn clip_frames() -> Vec<PathBuf> {
+    let mut f: Vec<PathBuf> = std::fs::read_dir(root().join("models/clips/shapes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    f.sort();
+    f
+}
+
+/// Everything received so far, as lines.
+fn drain(sock: &UnixDatagram, into: &mut Vec<(Instant, String)>) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.recv(&mut buf) {
+        for line in String::from_utf8_lossy(&buf[..n]).lines() {
+            into.push((Instant::now(), line.to_string()));
+        }
+    }
+}
+
+fn systemd_socket(name: &str) -> (UnixDatagram, PathBuf, PathBuf) {
+    let dir = scratch(name);
+    let path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    (sock, path, dir)
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+fn ready_then_watchdog_pings_and_sigterm_closes_events_within_2_s() {
+    let (sock, path, dir) = systemd_socket("systemd-notify");
+    let events = dir.join("events.jsonl");
+    let mut child = bin()
+        .args([
+            "watch",
+            "--source",
+            "stdin:mjpeg",
+            "--watch",
+            "red star",
+            "--bundle",
+        ])
+        .arg(root().join("models/default-int8"))
+        .arg("--events")
+        .arg(&events)
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "300000")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    while !got.iter().any(|(_, l): &(Instant, String)| l == "READY=1") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no READY=1: {got:?}"
+        );
+        drain(&sock, &mut got);
+    }
+    // Frames up to the middle of the first red star, then silence: the
+    // loop idles, still alive, still petting.
+    let mut stdin = child.stdin.take().unwrap();
+    for f in &clip_frames()[..22] {
+        stdin.write_all(&std::fs::read(f).unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .contains("\"start\"")
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no event started");
+        drain(&sock, &mut got);
+    }
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_millis(1500) {
+        drain(&sock, &mut got);
+    }
+    let pings_idle = got
+        .iter()
+        .filter(|(t, l)| l == "WATCHDOG=1" && *t >= quiet)
+        .count();
+    assert!(
+        pings_idle >= 3,
+        "{pings_idle} pings in 1.5 s at WATCHDOG_USEC=0.3 s: {got:?}"
+    );
+
+    let t_term = Instant::now();
+    sigterm(&child);
+    let status = child.wait().unwrap();
+    let took = t_term.elapsed();
+    drop(stdin);
+    assert!(status.success(), "exit {status:?}");
+    assert!(took <= STOP_WITHIN, "stopped in {took:?}");
+    drain(&sock, &mut got);
+    assert!(got.iter().any(|(_, l)| l == "STOPPING=1"), "{got:?}");
+    let log = std::fs::read_to_string(&events).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "end");
+    assert_eq!(last["reason"], "shutdown");
+}
+
+#[test]
+fn a_stalled_loop_stops_petting_the_watchdog() {
+    let (sock, path, _dir) = systemd_socket("systemd-stall");
+    let mut child = bin()
+        .args(["watch", "--fps", "20", "--watch", "red star", "--bundle"])
+        .arg(root().join("models/default-int8"))
+        .arg("--source")
+        .arg(format!(
+            "dir:{}",
+            root().join("models/clips/shapes").display()
+        ))
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "200000")
+        .env(clip_edge::service::systemd::STALL_ENV, "10")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    while !got.iter().any(|(_, l): &(Instant, String)| l == "READY=1") {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no READY=1");
+        drain(&sock, &mut got);
+    }
+    // 10 frames at 20 fps, pings at every frame past 0.1 s, then none: wait
+    // for a silence of 2 s (ten ping periods), well before 60 s.
+    let t1 = Instant::now();
+    let silence = Duration::from_secs(2);
+    loop {
+        drain(&sock, &mut got);
+        let last = got
+            .iter()
+            .rfind(|(_, l)| l == "WATCHDOG=1")
+            .map_or(t1, |(t, _)| *t);
+        if last.elapsed() >= silence {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(60),
+            "the pings never stopped"
+        );
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the process exited: pings stopped for another reason"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pings = got.iter().filter(|(_, l)| l == "WATCHDOG=1").count();
+    assert!(pings >= 2, "the loop never petted before stalling: {got:?}");
+}
