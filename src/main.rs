@@ -256,6 +256,7 @@ fn host_name() -> String {
 }
 
 fn watch(args: WatchArgs) -> Result<ExitCode> {
+    use clip_edge::service::http;
     use clip_edge::watch::{self, gpio, mqtt, Sink, Watcher};
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
@@ -290,6 +291,14 @@ fn watch(args: WatchArgs) -> Result<ExitCode> {
         Some(u) => Some(u.parse().map_err(anyhow::Error::msg)?),
         None => None,
     };
+    let http_addr = match &args.http {
+        Some(h) => Some(watch::config::http_addr(h).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let health_timeout = args.health_timeout.unwrap_or(10.0);
+    if !(health_timeout > 0.0 && health_timeout <= 86_400.0) {
+        bail!("--health-timeout {health_timeout}: expected more than 0 and at most 86400 seconds");
+    }
     let threads = args.threads.unwrap_or(1);
     set_threads(threads)?;
     let trust = Trust {
@@ -370,7 +379,33 @@ fn watch(args: WatchArgs) -> Result<ExitCode> {
         snapshots: args.snapshots.clone(),
         source_name: spec.clone(),
     };
+    let status = match http_addr {
+        Some(addr) => {
+            let info = [
+                ("version", env!("CARGO_PKG_VERSION").to_string()),
+                ("engine", engine.kind().to_string()),
+                ("precision", engine.bundle.manifest.precision.to_string()),
+                (
+                    "architecture",
+                    engine.bundle.manifest.model.architecture.clone(),
+                ),
+                ("bundle", bundle_dir.display().to_string()),
+            ];
+            let status = http::Status::new(
+                engine.bundle.labels().to_vec(),
+                &info,
+                std::time::Duration::from_secs_f64(health_timeout),
+            );
+            http::serve(addr, status.clone()).map_err(anyhow::Error::msg)?;
+            Some(status)
+        }
+        None => None,
+    };
+    let mut status_sink = status.clone().map(http::StatusSink);
     let mut sinks: Vec<&mut dyn Sink> = Vec::new();
+    if let Some(s) = status_sink.as_mut() {
+        sinks.push(s);
+    }
     if let Some(g) = gpio_lines.as_mut() {
         sinks.push(g);
     }
@@ -383,7 +418,12 @@ fn watch(args: WatchArgs) -> Result<ExitCode> {
     let hello = format!("watching {spec} for {}", labels.join(", "));
     log::info!("{hello}");
     systemd.ready(&hello);
-    let result = watcher.run_observed(source.as_mut(), &stop, &mut |w| systemd.observe(w));
+    let result = watcher.run_observed(source.as_mut(), &stop, &mut |w, frame| {
+        systemd.observe(w);
+        if let Some(s) = &status {
+            s.observe(w, frame);
+        }
+    });
     drop(watcher);
     let stopping = stop.load(std::sync::atomic::Ordering::Relaxed);
     if stopping {

@@ -4,4 +4,5 @@
 //! the service observes the loop through
 //! [`crate::watch::Watcher::run_observed`].
 
+pub mod http;
 pub mod systemd;

@@ -70,6 +70,13 @@ pub struct WatchArgs {
     /// the last inferred frame is below this.
     #[arg(long)]
     pub motion_threshold: Option<f32>,
+    /// Serve /healthz, /metrics, /api/state and a status page on
+    /// [ADDR:]PORT (ADDR defaults to 127.0.0.1).
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub http: Option<String>,
+    /// Seconds without a frame after which /healthz answers 503 (default 10).
+    #[arg(long, value_name = "SECS")]
+    pub health_timeout: Option<f64>,
     /// Read settings from this TOML file (flags win).
     #[arg(long, value_name = "FILE.toml")]
     #[serde(skip)]
@@ -113,6 +120,8 @@ impl WatchArgs {
             end_after: self.end_after.or(file.end_after),
             cooldown: self.cooldown.or(file.cooldown),
             motion_threshold: self.motion_threshold.or(file.motion_threshold),
+            http: self.http.or(file.http),
+            health_timeout: self.health_timeout.or(file.health_timeout),
             config: self.config,
             stats: self.stats,
         })
@@ -184,6 +193,15 @@ impl WatchArgs {
         }
         Ok(out)
     }
+}
+
+/// `--http [ADDR:]PORT`: a bare port binds 127.0.0.1.
+pub fn http_addr(spec: &str) -> Result<std::net::SocketAddr, String> {
+    let bad = || format!("--http {spec:?}: expected PORT or ADDR:PORT (e.g. 8080, 0.0.0.0:8080)");
+    if let Ok(port) = spec.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    spec.parse().map_err(|_| bad())
 }
 
 /// Reads and checks a config file; errors name the file, the line and the key.

@@ -320,7 +320,7 @@ impl<'a> Watcher<'a> {
         source: &mut dyn FrameSource,
         stop: &AtomicBool,
     ) -> Result<Stats, WatchError> {
-        self.run_observed(source, stop, &mut |_: &Watcher<'_>| {})
+        self.run_observed(source, stop, &mut |_: &Watcher<'_>, _: Option<&Frame>| {})
     }
 
     /// Open events, as (label, event id).
@@ -332,14 +332,15 @@ impl<'a> Watcher<'a> {
             .filter_map(|(w, id)| Some((w.label.as_str(), id.as_deref()?)))
     }
 
-    /// As [`Watcher::run`], calling `observe` after every frame and at least
-    /// every [`source::IDLE_TICK`] while a live source is silent (the
-    /// service's watchdog and status live there).
+    /// As [`Watcher::run`], calling `observe` after every frame (with the
+    /// frame) and at least every [`source::IDLE_TICK`] while a live source
+    /// is silent (with `None`): the service's watchdog, status and HTTP
+    /// state live there.
     pub fn run_observed(
         &mut self,
         source: &mut dyn FrameSource,
         stop: &AtomicBool,
-        observe: &mut dyn FnMut(&Watcher<'_>),
+        observe: &mut dyn FnMut(&Watcher<'_>, Option<&Frame>),
     ) -> Result<Stats, WatchError> {
         let start = Instant::now();
         let period = self.opts.fps.map(|f| Duration::from_secs_f64(1.0 / f));
@@ -355,7 +356,7 @@ impl<'a> Watcher<'a> {
             match next {
                 Ok(Next::Frame) => {}
                 Ok(Next::Idle) => {
-                    observe(self);
+                    observe(self, None);
                     continue;
                 }
                 Ok(Next::End) => break "source_end",
@@ -373,7 +374,7 @@ impl<'a> Watcher<'a> {
             self.step(&frame)?;
             self.stats.dropped = source.dropped();
             self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
-            observe(self);
+            observe(self, Some(&frame));
             if let Some(p) = period {
                 due += p;
                 // Late: go on at once (no catching up). Early: sleep in

@@ -1,0 +1,330 @@
+//! The status server (`watch --http ADDR:PORT`, off by default): `/healthz`,
+//! `/metrics` (Prometheus text, `prometheus-client`), `/api/state` (JSON),
+//! `/snapshot.jpg` (the latest frame) and `/` (a status page: plain HTML
+//! and a little JavaScript, no external assets). Served by `tiny_http` on
+//! its own thread from a state the frame loop updates in place (no
+//! allocation per frame).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::watch::events::{EventKind, EventRecord};
+use crate::watch::source::Frame;
+use crate::watch::{Sink, Watcher};
+
+/// Events kept for the page and `/api/state`.
+pub const RECENT_EVENTS: usize = 20;
+/// Labels listed with their scores in `/api/state`.
+pub const TOP_K: usize = 5;
+
+struct Metrics {
+    registry: Registry,
+    frames: Counter,
+    inferred: Counter,
+    dropped: Counter<u64, AtomicU64>,
+    latency: Histogram,
+    events: Family<Vec<(String, String)>, Counter>,
+    active: Gauge,
+}
+
+struct State {
+    labels: Vec<String>,
+    frames: u64,
+    last_index: u64,
+    last_at: Option<Instant>,
+    last_wall: Option<std::time::SystemTime>,
+    classify_ms_seen: f64,
+    scores: Vec<f32>,
+    fps: f64,
+    frame: Frame,
+    active: Vec<(String, String)>,
+    recent: VecDeque<EventRecord>,
+    dropped_seen: u64,
+    inferred_seen: u64,
+}
+
+/// What the server reads and the loop writes.
+pub struct Status {
+    state: Mutex<State>,
+    metrics: Metrics,
+    silent_after: Duration,
+}
+
+impl Status {
+    /// `labels`: the bundle's; `silent_after`: how long without a frame
+    /// makes `/healthz` answer 503.
+    pub fn new(labels: Vec<String>, info: &[(&str, String)], silent_after: Duration) -> Arc<Self> {
+        let mut registry = Registry::with_prefix("clip_edge");
+        let frames = Counter::default();
+        let inferred = Counter::default();
+        let dropped = Counter::<u64, AtomicU64>::default();
+        let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        let events = Family::<Vec<(String, String)>, Counter>::default();
+        let active = Gauge::default();
+        registry.register("frames", "Frames taken from the source", frames.clone());
+        registry.register(
+            "inferred_frames",
+            "Frames the image encoder ran on",
+            inferred.clone(),
+        );
+        registry.register(
+            "dropped_frames",
+            "Frames a live source dropped because the loop fell behind",
+            dropped.clone(),
+        );
+        registry.register(
+            "inference_latency_seconds",
+            "Preprocess, encode and score of one frame",
+            latency.clone(),
+        );
+        registry.register("events", "Events started, by label", events.clone());
+        registry.register("active_events", "Events open now", active.clone());
+        let info: Vec<(String, String)> = info
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        registry.register("build", "Model, engine and version", Info::new(info));
+        let n = labels.len();
+        Arc::new(Status {
+            state: Mutex::new(State {
+                labels,
+                frames: 0,
+                last_index: 0,
+                last_at: None,
+                last_wall: None,
+                classify_ms_seen: 0.0,
+                scores: vec![0.0; n],
+                fps: 0.0,
+                frame: Frame::default(),
+                active: Vec::new(),
+                recent: VecDeque::with_capacity(RECENT_EVENTS + 1),
+                dropped_seen: 0,
+                inferred_seen: 0,
+            }),
+            metrics: Metrics {
+                registry,
+                frames,
+                inferred,
+                dropped,
+                latency,
+                events,
+                active,
+            },
+            silent_after,
+        })
+    }
+
+    /// After each frame (`frame`) and while idle (`None`).
+    pub fn observe(&self, w: &Watcher<'_>, frame: Option<&Frame>) {
+        let Some(frame) = frame else { return };
+        let Ok(mut s) = self.state.lock() else { return };
+        let st = &w.stats;
+        self.metrics.frames.inc();
+        if st.inferred > s.inferred_seen {
+            self.metrics.inferred.inc_by(st.inferred - s.inferred_seen);
+            let ms = (st.classify_ms - s.classify_ms_seen) / (st.inferred - s.inferred_seen) as f64;
+            self.metrics.latency.observe(ms / 1e3);
+            s.classify_ms_seen = st.classify_ms;
+            s.inferred_seen = st.inferred;
+        }
+        if st.dropped > s.dropped_seen {
+            self.metrics.dropped.inc_by(st.dropped - s.dropped_seen);
+            s.dropped_seen = st.dropped;
+        }
+        s.frames = st.frames;
+        s.last_index = frame.index;
+        s.last_at = Some(Instant::now());
+        s.last_wall = Some(std::time::SystemTime::now());
+        s.fps = st.frames as f64 / (st.wall_ms / 1e3).max(1e-9);
+        s.scores.copy_from_slice(&w.engine().scores);
+        s.frame.copy_from(frame);
+    }
+
+    fn healthy(&self) -> bool {
+        let s = self.state.lock().expect("status");
+        s.last_at.is_some_and(|t| t.elapsed() <= self.silent_after)
+    }
+
+    fn state_json(&self) -> serde_json::Value {
+        let s = self.state.lock().expect("status");
+        let mut order: Vec<usize> = (0..s.scores.len()).collect();
+        order.sort_by(|&a, &b| s.scores[b].total_cmp(&s.scores[a]));
+        let top: Vec<_> = order
+            .iter()
+            .take(TOP_K)
+            .map(|&i| serde_json::json!({"label": s.labels[i], "score": s.scores[i]}))
+            .collect();
+        serde_json::json!({
+            "frames": s.frames,
+            "last_frame": {
+                "index": s.last_index,
+                "time": s.last_wall.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                "age_s": s.last_at.map(|t| t.elapsed().as_secs_f64()),
+            },
+            "fps": s.fps,
+            "top": top,
+            "active": s.active.iter().map(|(l, id)| serde_json::json!({"label": l, "id": id})).collect::<Vec<_>>(),
+            "recent_events": s.recent,
+        })
+    }
+
+    fn snapshot_jpeg(&self) -> Option<Vec<u8>> {
+        use image::ImageEncoder;
+        let s = self.state.lock().ok()?;
+        if s.frame.rgb.is_empty() {
+            return None;
+        }
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+            .write_image(
+                &s.frame.rgb,
+                s.frame.width,
+                s.frame.height,
+                image::ExtendedColorType::Rgb8,
+            )
+            .ok()?;
+        Some(out)
+    }
+
+    fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.metrics.registry).expect("metrics encode to a String");
+        out
+    }
+}
+
+/// The server's view of events (a [`Sink`]).
+pub struct StatusSink(pub Arc<Status>);
+
+impl Sink for StatusSink {
+    fn event(&mut self, _watched: usize, r: &EventRecord, _line: &[u8]) {
+        let Ok(mut s) = self.0.state.lock() else {
+            return;
+        };
+        match r.event {
+            EventKind::Start => {
+                self.0
+                    .metrics
+                    .events
+                    .get_or_create(&vec![("label".to_string(), r.label.clone())])
+                    .inc();
+                s.active.push((r.label.clone(), r.id.clone()));
+            }
+            EventKind::End => s.active.retain(|(_, id)| *id != r.id),
+        }
+        self.0.metrics.active.set(s.active.len() as i64);
+        if s.recent.len() == RECENT_EVENTS {
+            s.recent.pop_front();
+        }
+        s.recent.push_back(r.clone());
+    }
+}
+
+/// Starts serving `status` on `addr`; the thread lives as long as the process.
+pub fn serve(addr: SocketAddr, status: Arc<Status>) -> Result<SocketAddr, String> {
+    let server = tiny_http::Server::http(addr).map_err(|e| format!("--http {addr}: {e}"))?;
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| format!("--http {addr}: not an IP address"))?;
+    std::thread::Builder::new()
+        .name("clip-edge-http".into())
+        .spawn(move || {
+            for req in server.incoming_requests() {
+                respond(&status, req);
+            }
+        })
+        .map_err(|e| format!("--http {addr}: {e}"))?;
+    log::info!("status page on http://{bound}/");
+    Ok(bound)
+}
+
+fn header(k: &str, v: &str) -> tiny_http::Header {
+    tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("a valid header")
+}
+
+fn respond(status: &Status, req: tiny_http::Request) {
+    use tiny_http::Response;
+    let path = req.url().split('?').next().unwrap_or("").to_string();
+    let ok = |body: Vec<u8>, ctype: &str| {
+        Response::from_data(body)
+            .with_header(header("Content-Type", ctype))
+            .with_header(header("Cache-Control", "no-store"))
+    };
+    let r = match (req.method(), path.as_str()) {
+        (tiny_http::Method::Get, "/healthz") => {
+            if status.healthy() {
+                ok(b"ok\n".to_vec(), "text/plain")
+            } else {
+                ok(b"no frame lately\n".to_vec(), "text/plain").with_status_code(503)
+            }
+        }
+        (tiny_http::Method::Get, "/metrics") => ok(
+            status.metrics_text().into_bytes(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        (tiny_http::Method::Get, "/api/state") => ok(
+            status.state_json().to_string().into_bytes(),
+            "application/json",
+        ),
+        (tiny_http::Method::Get, "/snapshot.jpg") => match status.snapshot_jpeg() {
+            Some(j) => ok(j, "image/jpeg"),
+            None => ok(b"no frame yet\n".to_vec(), "text/plain").with_status_code(404),
+        },
+        (tiny_http::Method::Get, "/") => ok(PAGE.as_bytes().to_vec(), "text/html; charset=utf-8"),
+        (tiny_http::Method::Get, _) => {
+            ok(b"not found\n".to_vec(), "text/plain").with_status_code(404)
+        }
+        _ => ok(b"GET only\n".to_vec(), "text/plain").with_status_code(405),
+    };
+    if let Err(e) = req.respond(r) {
+        log::debug!("http: {e}");
+    }
+}
+
+/// The status page: the latest frame with its top labels, active and recent events.
+const PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>clip-edge</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{font-family:sans-serif;margin:1em;background:#111;color:#eee}
+img{max-width:100%;border:1px solid #444}
+table{border-collapse:collapse}td{padding:2px 8px}
+.active{color:#4f4;font-weight:bold}
+</style></head><body>
+<h1>clip-edge</h1>
+<p>Frame <span id="frame">-</span>, <span id="fps">-</span> fps</p>
+<img id="snap" alt="latest frame" src="/snapshot.jpg">
+<h2>Top labels</h2><table id="top"></table>
+<h2>Active events</h2><ul id="active"></ul>
+<h2>Recent events</h2><table id="recent"></table>
+<script>
+function cell(tr, text) { const td = document.createElement('td'); td.textContent = text; tr.appendChild(td); }
+async function refresh() {
+  try {
+    const s = await (await fetch('/api/state', {cache: 'no-store'})).json();
+    document.getElementById('frame').textContent = s.last_frame.index;
+    document.getElementById('fps').textContent = s.fps.toFixed(1);
+    const top = document.getElementById('top'); top.replaceChildren();
+    for (const t of s.top) { const tr = document.createElement('tr'); cell(tr, t.label); cell(tr, t.score.toFixed(3)); top.appendChild(tr); }
+    const act = document.getElementById('active'); act.replaceChildren();
+    for (const a of s.active) { const li = document.createElement('li'); li.className = 'active'; li.textContent = a.label; act.appendChild(li); }
+    const rec = document.getElementById('recent'); rec.replaceChildren();
+    for (const e of s.recent_events.slice().reverse()) { const tr = document.createElement('tr'); cell(tr, e.time); cell(tr, e.event); cell(tr, e.label); cell(tr, 'frame ' + e.frame); rec.appendChild(tr); }
+    document.getElementById('snap').src = '/snapshot.jpg?f=' + s.last_frame.index;
+  } catch (e) {}
+}
+refresh(); setInterval(refresh, 1000);
+</script></body></html>
+"#;
