@@ -181,3 +181,135 @@ fn yuyv_and_nv12_captures_convert_back_to_the_frame() {
     }
     assert_eq!(checked, 6);
 }
+
+/// The clip's first `cut` frames, then the source fails (Lost).
+struct Unplugged {
+    frames: Vec<clip_edge::watch::source::Frame>,
+    next: usize,
+    cut: usize,
+}
+
+impl FrameSource for Unplugged {
+    fn next(
+        &mut self,
+        frame: &mut clip_edge::watch::source::Frame,
+    ) -> Result<clip_edge::watch::source::Next, clip_edge::watch::source::SourceError> {
+        use clip_edge::watch::source::{Next, SourceError};
+        if self.next == self.cut {
+            return Err(SourceError::Lost {
+                spec: "test camera".into(),
+                why: "No such device (os error 19)".into(),
+            });
+        }
+        if self.next == self.frames.len() {
+            return Ok(Next::End);
+        }
+        frame.copy_from(&self.frames[self.next]);
+        frame.index = self.next as u64;
+        self.next += 1;
+        Ok(Next::Frame)
+    }
+}
+
+/// A camera unplugged in the middle of an event (ENODEV), absent for two
+/// attempts, then back: the event ends as "source_lost", the log records
+/// the loss and the return, frames go on from where they were, and the
+/// loop never stops.
+#[test]
+fn a_lost_camera_is_reopened_and_the_log_says_so() {
+    use clip_edge::watch::events::{EventKind, EventLog};
+    use clip_edge::watch::source::{Frame, Next, Reopening, SourceError};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    let mut engine = Engine::load_on(
+        &root().join("models/default-int8"),
+        &Default::default(),
+        EngineKind::Native,
+        1,
+    )
+    .unwrap();
+    let w = watched(&engine, &["red star"]);
+    let mut dir = DirSource::open(&root().join("models/clips/shapes")).unwrap();
+    let mut frames = Vec::new();
+    let mut f = Frame::default();
+    while dir.next(&mut f).unwrap() == Next::Frame {
+        frames.push(f.clone());
+    }
+    let (first_part, rest) = (frames[..40].to_vec(), frames[40..].to_vec());
+    let attempts = Arc::new(AtomicU32::new(0));
+    let a = attempts.clone();
+    let opener = Box::new(
+        move || -> Result<Box<dyn FrameSource + Send>, SourceError> {
+            if a.fetch_add(1, Ordering::SeqCst) < 2 {
+                return Err(SourceError::Unavailable {
+                    spec: "test camera".into(),
+                    why: "No such file or directory".into(),
+                });
+            }
+            Ok(Box::new(Unplugged {
+                frames: rest.clone(),
+                next: 0,
+                cut: usize::MAX,
+            }))
+        },
+    );
+    // Unplugged at frame 20, inside the first red star (12..=31).
+    let first = Box::new(Unplugged {
+        frames: first_part,
+        next: 0,
+        cut: 20,
+    });
+    let mut source = Reopening::new("test camera", first, opener);
+    let dir = common::scratch("watch-reopen");
+    let (log, rec) = EventLog::open(&dir.join("events.jsonl")).unwrap();
+    let opts = Options {
+        watched: w,
+        rules: Rules::default(),
+        fps: None,
+        motion_threshold: None,
+        snapshots: None,
+        source_name: "test camera".into(),
+    };
+    let stats = {
+        let mut watcher = Watcher::new(&mut engine, opts, Some((log, rec.last_run)), vec![]);
+        // The reopened source's end would be a loss too: stop at its last frame.
+        let stop = AtomicBool::new(false);
+        watcher
+            .run_observed(&mut source, &stop, &mut |w, _| {
+                if w.stats.frames >= 20 + 97 {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+            .unwrap()
+    };
+    assert_eq!(stats.frames, 20 + 97);
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    let log: Vec<clip_edge::watch::events::EventRecord> =
+        std::fs::read_to_string(dir.join("events.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let kinds: Vec<(EventKind, Option<&str>)> =
+        log.iter().map(|r| (r.event, r.reason.as_deref())).collect();
+    assert_eq!(
+        kinds[..4],
+        [
+            (EventKind::Start, None),
+            (EventKind::End, Some("source_lost")),
+            (EventKind::SourceLost, Some("No such device (os error 19)")),
+            (EventKind::SourceBack, None),
+        ],
+        "{kinds:?}"
+    );
+    // Frame indices went on from 20: the reopened camera's first frame is
+    // the clip's frame 40, so the second red star (clip 111..=124) starts
+    // at index 91.
+    let starts: Vec<u64> = log
+        .iter()
+        .filter(|r| r.event == EventKind::Start)
+        .map(|r| r.frame)
+        .collect();
+    assert_eq!(starts.len(), 2, "{kinds:?}");
+    assert!((starts[1] as i64 - 91).abs() <= 3, "{starts:?}");
+}

@@ -36,6 +36,7 @@ struct Metrics {
     latency: Histogram,
     events: Family<Vec<(String, String)>, Counter>,
     active: Gauge,
+    source_lost: Counter,
 }
 
 struct State {
@@ -72,6 +73,7 @@ impl Status {
         let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let events = Family::<Vec<(String, String)>, Counter>::default();
         let active = Gauge::default();
+        let source_lost = Counter::default();
         registry.register("frames", "Frames taken from the source", frames.clone());
         registry.register(
             "inferred_frames",
@@ -90,6 +92,11 @@ impl Status {
         );
         registry.register("events", "Events started, by label", events.clone());
         registry.register("active_events", "Events open now", active.clone());
+        registry.register(
+            "source_reconnects",
+            "Times the source was lost (and reopened, with backoff)",
+            source_lost.clone(),
+        );
         let info: Vec<(String, String)> = info
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
@@ -120,6 +127,7 @@ impl Status {
                 latency,
                 events,
                 active,
+                source_lost,
             },
             silent_after,
         })
@@ -222,6 +230,10 @@ impl Sink for StatusSink {
                 s.active.push((r.label.clone(), r.id.clone()));
             }
             EventKind::End => s.active.retain(|(_, id)| *id != r.id),
+            EventKind::SourceLost => {
+                self.0.metrics.source_lost.inc();
+            }
+            EventKind::SourceBack => {}
         }
         self.0.metrics.active.set(s.active.len() as i64);
         if s.recent.len() == RECENT_EVENTS {

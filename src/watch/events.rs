@@ -39,6 +39,11 @@ pub enum EventLogError {
 pub enum EventKind {
     Start,
     End,
+    /// The source failed (a camera unplugged); `reason` says how. Open
+    /// events were ended with reason "source_lost" just before.
+    SourceLost,
+    /// The source is open again.
+    SourceBack,
 }
 
 /// One line of the log.
@@ -153,6 +158,7 @@ impl EventLog {
                     match r.event {
                         EventKind::Start => open.push(r),
                         EventKind::End => open.retain(|o| o.id != r.id),
+                        EventKind::SourceLost | EventKind::SourceBack => {}
                     }
                     good_end = if complete { next } else { text.len() };
                 }

@@ -65,14 +65,22 @@ pub trait Sink {
 
 impl<P: embedded_hal::digital::OutputPin> Sink for gpio::GpioLines<P> {
     fn event(&mut self, watched: usize, record: &EventRecord, _line: &[u8]) {
-        self.set(watched, record.event == EventKind::Start);
+        match record.event {
+            EventKind::Start => self.set(watched, true),
+            EventKind::End => self.set(watched, false),
+            EventKind::SourceLost | EventKind::SourceBack => {}
+        }
     }
 }
 
 impl Sink for mqtt::Mqtt {
     fn event(&mut self, _watched: usize, record: &EventRecord, line: &[u8]) {
         mqtt::Mqtt::event(self, line);
-        self.state(&record.label, record.event == EventKind::Start);
+        match record.event {
+            EventKind::Start => self.state(&record.label, true),
+            EventKind::End => self.state(&record.label, false),
+            EventKind::SourceLost | EventKind::SourceBack => {}
+        }
     }
 }
 
@@ -129,6 +137,8 @@ pub struct Watcher<'a> {
     /// The last inferred frame (motion gating).
     reference: Frame,
     have_reference: bool,
+    /// Index of the last frame stepped.
+    last_index: u64,
     pub stats: Stats,
 }
 
@@ -162,6 +172,7 @@ impl<'a> Watcher<'a> {
             recent: vec![Frame::default(); keep],
             reference: Frame::default(),
             have_reference: false,
+            last_index: 0,
             stats: Stats::default(),
         }
     }
@@ -179,6 +190,7 @@ impl<'a> Watcher<'a> {
     /// detectors and emits the events. Returns how many events started or ended.
     pub fn step(&mut self, frame: &Frame) -> Result<usize, WatchError> {
         self.stats.frames += 1;
+        self.last_index = frame.index;
         let t0 = Instant::now();
         if !self.recent.is_empty() {
             let k = self.recent.len();
@@ -222,6 +234,38 @@ impl<'a> Watcher<'a> {
         Ok(n)
     }
 
+    /// Writes a source note (lost / back) to the log and the sinks; a lost
+    /// source first ends the open events with reason "source_lost".
+    pub fn source_note(&mut self, note: source::SourceNote) -> Result<(), WatchError> {
+        let (kind, reason) = match note {
+            source::SourceNote::Lost(why) => {
+                self.end_all("source_lost")?;
+                (EventKind::SourceLost, Some(why))
+            }
+            source::SourceNote::Back => (EventKind::SourceBack, None),
+        };
+        let record = EventRecord {
+            event: kind,
+            id: self.ids.next_id(),
+            label: String::new(),
+            frame: self.last_index,
+            time: events::now_rfc3339(),
+            score: 0.0,
+            source: self.opts.source_name.clone(),
+            snapshot: None,
+            reason,
+        };
+        if let Some(log) = &mut self.log {
+            log.append(&record)?;
+        }
+        let line = serde_json::to_vec(&record).expect("an event serialises");
+        log::warn!("{}", String::from_utf8_lossy(&line));
+        for s in &mut self.sinks {
+            s.event(usize::MAX, &record, &line);
+        }
+        Ok(())
+    }
+
     /// Ends every open event with `reason` ("source_end", "shutdown").
     pub fn end_all(&mut self, reason: &str) -> Result<(), WatchError> {
         for i in 0..self.detectors.len() {
@@ -243,7 +287,7 @@ impl<'a> Watcher<'a> {
                 self.open_ids[i] = Some(id.clone());
                 id
             }
-            EventKind::End => self.open_ids[i]
+            _ => self.open_ids[i]
                 .take()
                 .unwrap_or_else(|| self.ids.next_id()),
         };
@@ -353,6 +397,9 @@ impl<'a> Watcher<'a> {
             let t0 = Instant::now();
             let next = source.next(&mut frame);
             self.stats.source_ms += t0.elapsed().as_secs_f64() * 1e3;
+            if let Some(note) = source.take_note() {
+                self.source_note(note)?;
+            }
             match next {
                 Ok(Next::Frame) => {}
                 Ok(Next::Idle) => {

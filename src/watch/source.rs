@@ -39,7 +39,24 @@ pub enum SourceError {
     },
     #[error("{what}: {why}")]
     Frame { what: String, why: String },
+    /// The source failed as a whole (its thread ended with an error, the
+    /// device went away); a [`Reopening`] source tries again.
+    #[error("{spec}: source lost: {why}")]
+    Lost { spec: String, why: String },
 }
+
+/// A change in the source's health, for the event log and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceNote {
+    Lost(String),
+    Back,
+}
+
+/// Shortest and longest wait between attempts to reopen a lost source.
+pub const REOPEN_BACKOFF: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_millis(250),
+    std::time::Duration::from_secs(10),
+);
 
 /// One RGB frame in a reused buffer.
 #[derive(Debug, Default, Clone)]
@@ -95,6 +112,113 @@ pub trait FrameSource {
     fn dropped(&self) -> u64 {
         0
     }
+    /// A health change since the last call (lost, back), if any.
+    fn take_note(&mut self) -> Option<SourceNote> {
+        None
+    }
+}
+
+/// Something that opens a source (again).
+pub type Opener = Box<dyn FnMut() -> Result<Box<dyn FrameSource + Send>, SourceError> + Send>;
+
+/// A live source reopened with backoff whenever it is lost (a USB camera
+/// unplugged: the device errors, then cannot be opened until it is back).
+/// Frame indices go on from where they were. While it is down the loop
+/// gets [`Next::Idle`], so it keeps petting the watchdog and sees a stop.
+pub struct Reopening {
+    spec: String,
+    open: Opener,
+    inner: Option<Box<dyn FrameSource + Send>>,
+    /// Added to the inner source's indices (it restarts at 0).
+    base: u64,
+    next_index: u64,
+    backoff: std::time::Duration,
+    retry_at: std::time::Instant,
+    note: Option<SourceNote>,
+    dropped_before: u64,
+}
+
+impl Reopening {
+    /// `first` is the source as opened at start (an open that fails at
+    /// start is an error for the user, not something to wait for).
+    pub fn new(spec: &str, first: Box<dyn FrameSource + Send>, open: Opener) -> Self {
+        Reopening {
+            spec: spec.into(),
+            open,
+            inner: Some(first),
+            base: 0,
+            next_index: 0,
+            backoff: REOPEN_BACKOFF.0,
+            retry_at: std::time::Instant::now(),
+            note: None,
+            dropped_before: 0,
+        }
+    }
+
+    fn lose(&mut self, why: String) {
+        log::warn!("{}: source lost ({why}); reopening", self.spec);
+        if let Some(old) = self.inner.take() {
+            self.dropped_before += old.dropped();
+        }
+        self.base = self.next_index;
+        self.note = Some(SourceNote::Lost(why));
+        self.retry_at = std::time::Instant::now() + self.backoff;
+    }
+}
+
+impl FrameSource for Reopening {
+    fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
+        let Some(inner) = self.inner.as_mut() else {
+            let now = std::time::Instant::now();
+            if now < self.retry_at {
+                std::thread::sleep((self.retry_at - now).min(IDLE_TICK));
+                return Ok(Next::Idle);
+            }
+            match (self.open)() {
+                Ok(s) => {
+                    log::warn!("{}: source back", self.spec);
+                    self.inner = Some(s);
+                    self.backoff = REOPEN_BACKOFF.0;
+                    self.note = Some(SourceNote::Back);
+                }
+                Err(e) => {
+                    log::debug!("{}: reopen failed: {e}", self.spec);
+                    self.backoff = (self.backoff * 2).min(REOPEN_BACKOFF.1);
+                    self.retry_at = std::time::Instant::now() + self.backoff;
+                }
+            }
+            return Ok(Next::Idle);
+        };
+        match inner.next(frame) {
+            Ok(Next::Frame) => {
+                frame.index += self.base;
+                self.next_index = frame.index + 1;
+                Ok(Next::Frame)
+            }
+            Ok(Next::Idle) => Ok(Next::Idle),
+            Ok(Next::End) => {
+                self.lose("the stream ended".into());
+                Ok(Next::Idle)
+            }
+            Err(SourceError::Lost { why, .. }) => {
+                self.lose(why);
+                Ok(Next::Idle)
+            }
+            Err(SourceError::Io { path, source }) => {
+                self.lose(format!("{}: {source}", path.display()));
+                Ok(Next::Idle)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped_before + self.inner.as_ref().map_or(0, |s| s.dropped())
+    }
+
+    fn take_note(&mut self) -> Option<SourceNote> {
+        self.note.take()
+    }
 }
 
 /// Opens the source `spec` names (`dir:`, `stdin:mjpeg`, `v4l2:`).
@@ -115,8 +239,14 @@ pub fn open(spec: &str) -> Result<Box<dyn FrameSource>, SourceError> {
 
 #[cfg(all(feature = "v4l2", target_os = "linux"))]
 fn open_v4l2(spec: &str, rest: &str) -> Result<Box<dyn FrameSource>, SourceError> {
-    let cam = super::v4l2::Camera::open(spec, rest)?;
-    Ok(Box::new(LiveQueue::spawn(cam, LIVE_QUEUE_DEPTH)))
+    let (s, r) = (spec.to_string(), rest.to_string());
+    let open = move || -> Result<Box<dyn FrameSource + Send>, SourceError> {
+        let cam = super::v4l2::Camera::open(&s, &r)?;
+        Ok(Box::new(LiveQueue::spawn(cam, LIVE_QUEUE_DEPTH)))
+    };
+    let mut open: Opener = Box::new(open);
+    let first = open()?;
+    Ok(Box::new(Reopening::new(spec, first, open)))
 }
 
 #[cfg(not(all(feature = "v4l2", target_os = "linux")))]
@@ -621,8 +751,8 @@ impl FrameSource for LiveQueue {
             match &g.end {
                 Some(Ok(())) => return Ok(Next::End),
                 Some(Err(e)) => {
-                    return Err(SourceError::Frame {
-                        what: "source".into(),
+                    return Err(SourceError::Lost {
+                        spec: "live source".into(),
                         why: e.clone(),
                     })
                 }
