@@ -10,7 +10,7 @@ use common::{bin, root, scratch};
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// systemd's budget for a stop (the unit's TimeoutStopSec is larger).
@@ -45,20 +45,12 @@ fn systemd_socket(name: &str) -> (UnixDatagram, PathBuf, PathBuf) {
     (sock, path, dir)
 }
 
-fn sigterm(child: &Child) {
-    let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
 #[test]
 fn ready_then_watchdog_pings_and_sigterm_closes_events_within_2_s() {
     let (sock, path, dir) = systemd_socket("systemd-notify");
     let events = dir.join("events.jsonl");
-    let mut child = bin()
+    let mut cmd = bin();
+    let mut child = common::own_group(&mut cmd)
         .args([
             "watch",
             "--source",
@@ -115,7 +107,7 @@ fn ready_then_watchdog_pings_and_sigterm_closes_events_within_2_s() {
     );
 
     let t_term = Instant::now();
-    sigterm(&child);
+    common::kill_group(&mut child, "TERM");
     let status = child.wait().unwrap();
     let took = t_term.elapsed();
     drop(stdin);
@@ -132,7 +124,8 @@ fn ready_then_watchdog_pings_and_sigterm_closes_events_within_2_s() {
 #[test]
 fn a_stalled_loop_stops_petting_the_watchdog() {
     let (sock, path, _dir) = systemd_socket("systemd-stall");
-    let mut child = bin()
+    let mut cmd = bin();
+    let mut child = common::own_group(&mut cmd)
         .args(["watch", "--fps", "20", "--watch", "red star", "--bundle"])
         .arg(root().join("models/default-int8"))
         .arg("--source")
@@ -175,8 +168,7 @@ fn a_stalled_loop_stops_petting_the_watchdog() {
         child.try_wait().unwrap().is_none(),
         "the process exited: pings stopped for another reason"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    common::kill_group(&mut child, "KILL");
     let pings = got.iter().filter(|(_, l)| l == "WATCHDOG=1").count();
     assert!(pings >= 2, "the loop never petted before stalling: {got:?}");
 }

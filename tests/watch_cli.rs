@@ -159,7 +159,8 @@ fn events_match_the_clip_truth_and_motion_gating_changes_none() {
 fn kill_9_mid_event_then_the_same_command_repairs_and_goes_on() {
     let dir = scratch("watch-kill");
     let events = dir.join("events.jsonl");
-    let mut child = watch_cmd(&events, &["--fps", "30"])
+    let mut cmd = watch_cmd(&events, &["--fps", "30"]);
+    let mut child = common::own_group(&mut cmd)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -174,8 +175,7 @@ fn kill_9_mid_event_then_the_same_command_repairs_and_goes_on() {
         assert!(t0.elapsed() < Duration::from_secs(120), "no event started");
         std::thread::sleep(Duration::from_millis(5));
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    common::kill_group(&mut child, "KILL");
     let before = std::fs::read_to_string(&events).unwrap();
     let complete = &before[..before.rfind('\n').map_or(0, |i| i + 1)];
 
@@ -309,6 +309,50 @@ fn bad_settings_are_one_line_errors_naming_them() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("--source \"cam:0\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn with_no_bundle_source_or_config_flag_the_default_config_is_read() {
+    let dir = scratch("watch-default-config");
+    let cfg = dir.join("watch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "bundle = {:?}\nsource = {:?}\nwatch = [\"red star\"]\n",
+            bundle().display().to_string(),
+            format!("dir:{}", clip().display())
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["watch", "--stats"])
+        .env("CLIP_EDGE_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            stats["stats"]["frames"].as_u64(),
+            stats["stats"]["events"].as_u64()
+        ),
+        (Some(137), Some(2))
+    );
+    // Without a config anywhere, the missing setting is named.
+    let out = bin()
+        .args(["watch"])
+        .env("CLIP_EDGE_CONFIG", dir.join("absent.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--source is required"),
         "{err}"
     );
 }

@@ -47,10 +47,18 @@ fn gpio_lines_follow_the_clip_events_exactly() {
     let yellow_a = Mock::new(&[t(State::Low), t(State::High), t(State::Low)]);
     let yellow_b = Mock::new(&[t(State::Low), t(State::High), t(State::Low)]);
     let mut lines = GpioLines::new(vec![
-        (0, red.clone(), "red".into()),
-        (1, green.clone(), "green".into()),
-        (2, yellow_a.clone(), "yellow a".into()),
-        (2, yellow_b.clone(), "yellow b".into()),
+        ("red star".into(), red.clone(), "red".into()),
+        ("green square".into(), green.clone(), "green".into()),
+        (
+            "yellow triangle".into(),
+            yellow_a.clone(),
+            "yellow a".into(),
+        ),
+        (
+            "yellow triangle".into(),
+            yellow_b.clone(),
+            "yellow b".into(),
+        ),
     ]);
     let mut source = DirSource::open(&root().join("models/clips/shapes")).unwrap();
     assert_eq!(source.len(), 137);

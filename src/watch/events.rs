@@ -89,6 +89,10 @@ impl Ids {
         Ids { run, next: 0 }
     }
 
+    pub fn run(&self) -> u64 {
+        self.run
+    }
+
     pub fn next_id(&mut self) -> String {
         self.next += 1;
         format!("{:x}-{}", self.run, self.next)

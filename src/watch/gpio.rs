@@ -38,15 +38,15 @@ impl std::str::FromStr for GpioSpec {
 
 /// Output pins, each following one watched label.
 pub struct GpioLines<P> {
-    /// (index into the watched labels, pin, name for logs)
-    pins: Vec<(usize, P, String)>,
+    /// (label, pin, name for logs)
+    pins: Vec<(String, P, String)>,
     /// Failed writes (logged; the loop goes on).
     pub errors: u64,
 }
 
 impl<P: OutputPin> GpioLines<P> {
     /// Drives every pin low first (no event is active at start).
-    pub fn new(pins: Vec<(usize, P, String)>) -> Self {
+    pub fn new(pins: Vec<(String, P, String)>) -> Self {
         let mut g = GpioLines { pins, errors: 0 };
         for i in 0..g.pins.len() {
             g.write(i, false);
@@ -66,8 +66,8 @@ impl<P: OutputPin> GpioLines<P> {
         }
     }
 
-    /// The watched label `label` became active (`true`) or inactive.
-    pub fn set(&mut self, label: usize, active: bool) {
+    /// `label`'s event started (`true`) or ended.
+    pub fn set(&mut self, label: &str, active: bool) {
         for i in 0..self.pins.len() {
             if self.pins[i].0 == label {
                 self.write(i, active);
@@ -124,12 +124,12 @@ mod tests {
         ]);
         let green = Mock::new(&[Transaction::set(State::Low)]);
         let mut g = GpioLines::new(vec![
-            (0, red.clone(), "red".into()),
-            (1, green.clone(), "green".into()),
+            ("red star".into(), red.clone(), "red".into()),
+            ("green square".into(), green.clone(), "green".into()),
         ]);
-        g.set(0, true);
-        g.set(2, true); // a label with no pin
-        g.set(0, false);
+        g.set("red star", true);
+        g.set("blue circle", true); // a label with no pin
+        g.set("red star", false);
         assert_eq!(g.errors, 0);
         let (mut red, mut green) = (red, green);
         red.done();

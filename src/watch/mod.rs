@@ -64,10 +64,10 @@ pub trait Sink {
 }
 
 impl<P: embedded_hal::digital::OutputPin> Sink for gpio::GpioLines<P> {
-    fn event(&mut self, watched: usize, record: &EventRecord, _line: &[u8]) {
+    fn event(&mut self, _watched: usize, record: &EventRecord, _line: &[u8]) {
         match record.event {
-            EventKind::Start => self.set(watched, true),
-            EventKind::End => self.set(watched, false),
+            EventKind::Start => self.set(&record.label, true),
+            EventKind::End => self.set(&record.label, false),
             EventKind::SourceLost | EventKind::SourceBack => {}
         }
     }
@@ -98,6 +98,15 @@ pub struct Options {
     pub snapshots: Option<PathBuf>,
     /// The source as given (`dir:...`), written in every event.
     pub source_name: String,
+}
+
+/// Why [`Watcher::run_until`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    SourceEnd,
+    Shutdown,
+    /// `pause` was set: events are still open, the watcher can run again.
+    Paused,
 }
 
 /// Counters and time spent, for `--stats`.
@@ -367,6 +376,16 @@ impl<'a> Watcher<'a> {
         self.run_observed(source, stop, &mut |_: &Watcher<'_>, _: Option<&Frame>| {})
     }
 
+    /// This run's id prefix (new ids after a reload must stay above it).
+    pub fn run_id(&self) -> u64 {
+        self.ids.run()
+    }
+
+    /// The event log, for the next watcher (after a reload).
+    pub fn into_log(self) -> Option<EventLog> {
+        self.log
+    }
+
     /// Open events, as (label, event id).
     pub fn open_events(&self) -> impl Iterator<Item = (&str, &str)> {
         self.opts
@@ -386,13 +405,32 @@ impl<'a> Watcher<'a> {
         stop: &AtomicBool,
         observe: &mut dyn FnMut(&Watcher<'_>, Option<&Frame>),
     ) -> Result<Stats, WatchError> {
-        let start = Instant::now();
+        self.run_until(source, stop, &AtomicBool::new(false), observe)?;
+        Ok(self.stats)
+    }
+
+    /// As [`Watcher::run_observed`], also returning (with events left
+    /// open, [`Ended::Paused`]) as soon as `pause` is set: the service
+    /// reloads, then runs this watcher again or ends its events and
+    /// replaces it.
+    pub fn run_until(
+        &mut self,
+        source: &mut dyn FrameSource,
+        stop: &AtomicBool,
+        pause: &AtomicBool,
+        observe: &mut dyn FnMut(&Watcher<'_>, Option<&Frame>),
+    ) -> Result<Ended, WatchError> {
+        let start = Instant::now() - Duration::from_secs_f64(self.stats.wall_ms / 1e3);
         let period = self.opts.fps.map(|f| Duration::from_secs_f64(1.0 / f));
         let mut frame = Frame::default();
         let mut due = Instant::now();
         let reason = loop {
             if stop.load(Ordering::Relaxed) {
                 break "shutdown";
+            }
+            if pause.load(Ordering::Relaxed) {
+                self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
+                return Ok(Ended::Paused);
             }
             let t0 = Instant::now();
             let next = source.next(&mut frame);
@@ -441,7 +479,11 @@ impl<'a> Watcher<'a> {
         self.end_all(reason)?;
         self.stats.dropped = source.dropped();
         self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
-        Ok(self.stats)
+        Ok(if reason == "shutdown" {
+            Ended::Shutdown
+        } else {
+            Ended::SourceEnd
+        })
     }
 }
 

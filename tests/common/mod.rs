@@ -64,3 +64,27 @@ pub fn centred_cosines(got: &[Vec<f32>], want: &[Vec<f32>]) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Puts `cmd`'s process in a process group of its own, so that
+/// [`kill_group`] reaches what it starts too: under qemu the child is the
+/// runner (`timeout … qemu-… clip-edge`), and a signal to `timeout` alone
+/// would leave the emulated program running.
+pub fn own_group(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0)
+}
+
+/// Sends `signal` (e.g. "KILL", "TERM") to the process group of `child`
+/// (started through [`own_group`]) and, for KILL, reaps it.
+pub fn kill_group(child: &mut std::process::Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg("--")
+        .arg(format!("-{}", child.id()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} failed");
+    if signal == "KILL" {
+        child.wait().unwrap();
+    }
+}

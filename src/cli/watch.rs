@@ -1,0 +1,309 @@
+//! `clip-edge watch`: resolves the settings (flags over `--config`), opens
+//! the source and the edges (GPIO, MQTT, HTTP, systemd), runs the loop, and
+//! reloads on SIGHUP: the config is read again and the new bundle loaded
+//! and verified completely before the swap; a bad one is refused with a log
+//! line and the running one goes on.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use clip_edge::bundle::Trust;
+use clip_edge::engine::Engine;
+use clip_edge::service::{http, systemd::Systemd};
+use clip_edge::signature::read_public_key;
+use clip_edge::watch::config::WatchArgs;
+use clip_edge::watch::{self, gpio, mqtt, Ended, Sink, Watcher};
+
+/// The config read when `watch` is given neither `--config`, `--bundle`
+/// nor `--source` (what the packaged unit runs); `CLIP_EDGE_CONFIG`
+/// overrides the path.
+pub const DEFAULT_CONFIG: &str = "/etc/clip-edge/watch.toml";
+
+/// This machine's name (MQTT topics, Home Assistant's device).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "clip-edge".into())
+}
+
+/// What a reload can change: the bundle, what is watched and how.
+struct Model {
+    engine: Engine,
+    opts: watch::Options,
+    bundle: PathBuf,
+}
+
+/// Flags over the config file (read now), with the default config when
+/// nothing names one.
+fn settings(cli: &WatchArgs) -> Result<WatchArgs> {
+    let mut cli = cli.clone();
+    if cli.config.is_none() && cli.bundle.is_none() && cli.source.is_none() {
+        let path = std::env::var_os("CLIP_EDGE_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        if path.exists() {
+            cli.config = Some(path);
+        }
+    }
+    cli.merged().map_err(anyhow::Error::msg)
+}
+
+/// Loads and checks the bundle and the watch options of `args`.
+fn load_model(args: &WatchArgs, source: &str, threads: usize) -> Result<Model> {
+    let bundle = args
+        .bundle
+        .clone()
+        .context("--bundle is required (or `bundle = \"DIR\"` in the config)")?;
+    let rules = args.rules().map_err(|e| anyhow::anyhow!("--{e}"))?;
+    if let Some(f) = args.fps {
+        if !(f > 0.0 && f <= 1000.0) {
+            bail!("--fps {f}: expected more than 0 and at most 1000");
+        }
+    }
+    if let Some(m) = args.motion_threshold {
+        if !(0.0..=255.0).contains(&m) {
+            bail!("--motion-threshold {m}: expected 0 to 255");
+        }
+    }
+    let trust = Trust {
+        require_signature: match &args.require_signature {
+            Some(p) => Some(read_public_key(p)?),
+            None => None,
+        },
+    };
+    let engine = Engine::load_on(&bundle, &trust, args.engine.unwrap_or_default(), threads)
+        .with_context(|| format!("loading bundle {}", bundle.display()))?;
+    let watched = args
+        .watched(engine.bundle.labels())
+        .map_err(anyhow::Error::msg)?;
+    let opts = watch::Options {
+        watched,
+        rules,
+        fps: args.fps,
+        motion_threshold: args.motion_threshold,
+        snapshots: args.snapshots.clone(),
+        source_name: source.to_string(),
+    };
+    Ok(Model {
+        engine,
+        opts,
+        bundle,
+    })
+}
+
+pub fn watch(cli: WatchArgs) -> Result<ExitCode> {
+    let args = settings(&cli)?;
+    let spec = args
+        .source
+        .clone()
+        .context("--source is required (dir:PATH, stdin:mjpeg or v4l2:/dev/videoN)")?;
+    let gpio_specs: Vec<gpio::GpioSpec> = args
+        .gpio
+        .iter()
+        .map(|g| g.parse())
+        .collect::<Result<_, String>>()
+        .map_err(anyhow::Error::msg)?;
+    let mqtt_url: Option<mqtt::MqttUrl> = match &args.mqtt {
+        Some(u) => Some(u.parse().map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let http_addr = match &args.http {
+        Some(h) => Some(watch::config::http_addr(h).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let health_timeout = args.health_timeout.unwrap_or(10.0);
+    if !(health_timeout > 0.0 && health_timeout <= 86_400.0) {
+        bail!("--health-timeout {health_timeout}: expected more than 0 and at most 86400 seconds");
+    }
+    let threads = args.threads.unwrap_or(1);
+    crate::set_threads(threads)?;
+    let mut model = load_model(&args, &spec, threads)?;
+    let labels: Vec<String> = model.opts.watched.iter().map(|w| w.label.clone()).collect();
+
+    // GPIO lines, each following a watched label.
+    let mut pins = Vec::new();
+    for g in &gpio_specs {
+        if !labels.contains(&g.label) {
+            bail!(
+                "--gpio {}:{}={}: {:?} is not watched (add --watch {:?})",
+                g.chip,
+                g.line,
+                g.label,
+                g.label,
+                g.label
+            );
+        }
+        #[cfg(target_os = "linux")]
+        pins.push((
+            g.label.clone(),
+            gpio::open_cdev(g).map_err(anyhow::Error::msg)?,
+            format!("{}:{}", g.chip, g.line),
+        ));
+        #[cfg(not(target_os = "linux"))]
+        bail!("--gpio: GPIO lines need Linux");
+    }
+    let mut gpio_lines = (!pins.is_empty()).then(|| gpio::GpioLines::new(pins));
+
+    let (mut log, mut last_run, closed) = match &args.events {
+        Some(p) => {
+            let (log, rec) = watch::events::EventLog::open(p)?;
+            for c in &rec.closed {
+                log::warn!(
+                    "{}: event {} ({}) was left open by a crash; closed as interrupted",
+                    p.display(),
+                    c.id,
+                    c.label
+                );
+            }
+            (Some(log), rec.last_run, rec.closed)
+        }
+        None => (None, None, Vec::new()),
+    };
+    let mut mqtt = mqtt_url.map(|u| {
+        let node = args.node.clone().unwrap_or_else(host_name);
+        let m = mqtt::Mqtt::start(u, &labels, &node);
+        for c in &closed {
+            m.event(&serde_json::to_vec(c).expect("an event serialises"));
+        }
+        m
+    });
+    let status = match http_addr {
+        Some(addr) => {
+            let m = &model.engine.bundle.manifest;
+            let info = [
+                ("version", env!("CARGO_PKG_VERSION").to_string()),
+                ("engine", model.engine.kind().to_string()),
+                ("precision", m.precision.to_string()),
+                ("architecture", m.model.architecture.clone()),
+                ("bundle", model.bundle.display().to_string()),
+            ];
+            let status = http::Status::new(
+                model.engine.bundle.labels().to_vec(),
+                &info,
+                Duration::from_secs_f64(health_timeout),
+            );
+            http::serve(addr, status.clone()).map_err(anyhow::Error::msg)?;
+            Some(status)
+        }
+        None => None,
+    };
+    let mut status_sink = status.clone().map(http::StatusSink);
+    let mut source = watch::source::open(&spec)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("installing signal handlers")?;
+    let mut systemd = Systemd::from_env();
+    let hello = format!("watching {spec} for {}", labels.join(", "));
+    log::info!("{hello}");
+    systemd.ready(&hello);
+
+    let result = loop {
+        let mut sinks: Vec<&mut dyn Sink> = Vec::new();
+        if let Some(s) = status_sink.as_mut() {
+            sinks.push(s);
+        }
+        if let Some(g) = gpio_lines.as_mut() {
+            sinks.push(g);
+        }
+        if let Some(m) = mqtt.as_mut() {
+            sinks.push(m);
+        }
+        let mut watcher = Watcher::new(
+            &mut model.engine,
+            model.opts.clone(),
+            log.take().map(|l| (l, last_run)),
+            sinks,
+        );
+        // Run until the end, a stop, or a reload that loads.
+        let next: Result<Option<Model>> = loop {
+            let r = watcher.run_until(source.as_mut(), &stop, &reload, &mut |w, frame| {
+                systemd.observe(w);
+                if let Some(s) = &status {
+                    s.observe(w, frame);
+                }
+            });
+            match r {
+                Ok(Ended::Paused) => {
+                    reload.store(false, Ordering::Relaxed);
+                    log::warn!("SIGHUP: reloading the config and the bundle");
+                    match settings(&cli).and_then(|a| load_model(&a, &spec, threads)) {
+                        Ok(new) => match watcher.end_all("reload") {
+                            Ok(()) => break Ok(Some(new)),
+                            Err(e) => break Err(e.into()),
+                        },
+                        Err(e) => log::error!(
+                            "reload refused, the running bundle goes on: {}",
+                            format!("{e:#}").replace('\n', " ")
+                        ),
+                    }
+                }
+                Ok(_) => break Ok(None),
+                Err(e) => break Err(e.into()),
+            }
+        };
+        let stats = watcher.stats;
+        last_run = Some(watcher.run_id());
+        log = watcher.into_log();
+        match next {
+            Ok(Some(new)) => {
+                log::warn!(
+                    "reloaded: bundle {} ({}), watching {}",
+                    new.bundle.display(),
+                    new.engine.bundle.manifest.precision,
+                    new.opts
+                        .watched
+                        .iter()
+                        .map(|w| w.label.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                model = new;
+            }
+            Ok(None) => break Ok(stats),
+            Err(e) => break Err(e),
+        }
+    };
+    let stopping = stop.load(Ordering::Relaxed);
+    if stopping {
+        systemd.stopping();
+    }
+    // A stop must finish within systemd's patience: a short grace for the broker.
+    let grace = Duration::from_millis(if stopping { 800 } else { 3000 });
+    let mqtt_stats = mqtt.map(|m| m.finish(grace));
+    let stats = result?;
+    if args.stats {
+        let per = |ms: f64| ms / stats.frames.max(1) as f64;
+        out!(
+            "{}",
+            json!({
+                "stats": stats,
+                "engine": model.engine.kind(),
+                "threads": threads,
+                "fps": stats.frames as f64 / (stats.wall_ms / 1e3).max(1e-9),
+                "per_frame_ms": {
+                    "source": per(stats.source_ms),
+                    "classify": per(stats.classify_ms),
+                    "preprocess": per(stats.preprocess_ms),
+                    "encode": per(stats.encode_ms),
+                    "score": per(stats.score_ms),
+                    "loop": per(stats.loop_ms),
+                },
+                "mqtt": mqtt_stats,
+                "gpio_errors": gpio_lines.as_ref().map(|g| g.errors),
+            })
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

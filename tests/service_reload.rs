@@ -1,0 +1,133 @@
+//! SIGHUP reloads `watch`'s config and bundle: a corrupted bundle is
+//! refused with a log line and the running one goes on; a good one is
+//! verified, loaded and swapped in, and the loop goes on with it.
+
+mod common;
+
+use common::{bin, root, scratch};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+fn clip_frames() -> Vec<std::path::PathBuf> {
+    let mut f: Vec<_> = std::fs::read_dir(root().join("models/clips/shapes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    f.sort();
+    f
+}
+
+fn config(path: &Path, bundle: &Path, events: &Path) {
+    std::fs::write(
+        path,
+        format!(
+            "bundle = {:?}\nsource = \"stdin:mjpeg\"\nwatch = [\"red star\"]\nevents = {:?}\n",
+            bundle.display().to_string(),
+            events.display().to_string()
+        ),
+    )
+    .unwrap();
+}
+
+/// SIGHUP to the child itself (under qemu: to the runner, which relays it).
+fn hup(child: &Child) {
+    let ok = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn wait_for(log: &Path, needle: &str) -> String {
+    let t0 = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no {needle:?} in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_refuses_a_bad_bundle_and_swaps_in_a_good_one() {
+    let dir = scratch("reload");
+    let (cfg, events, stderr) = (
+        dir.join("watch.toml"),
+        dir.join("events.jsonl"),
+        dir.join("stderr.txt"),
+    );
+    // A corrupted copy of the int8 bundle: one byte of the encoder flipped.
+    let bad = dir.join("bad-bundle");
+    std::fs::create_dir_all(&bad).unwrap();
+    for e in std::fs::read_dir(root().join("models/default-int8")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, bad.join(p.file_name().unwrap())).unwrap();
+    }
+    let enc = bad.join("image_encoder.nnef.tgz");
+    let mut bytes = std::fs::read(&enc).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&enc, bytes).unwrap();
+
+    config(&cfg, &root().join("models/default-int8"), &events);
+    let mut child = bin()
+        .args(["watch", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let frames = clip_frames();
+    // Up to the first red star's start on the int8 bundle.
+    for f in &frames[..16] {
+        stdin.write_all(&std::fs::read(f).unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_for(&events, "\"start\"");
+
+    config(&cfg, &bad, &events);
+    hup(&child);
+    let err = wait_for(&stderr, "reload refused");
+    assert!(
+        err.contains("bad-bundle"),
+        "the refusal names the bundle:\n{err}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited on a bad bundle"
+    );
+
+    config(&cfg, &root().join("models/default-fp32"), &events);
+    hup(&child);
+    wait_for(&stderr, "reloaded: bundle");
+    let err = std::fs::read_to_string(&stderr).unwrap();
+    assert!(err.contains("default-fp32 (fp32)"), "{err}");
+    // The open event was ended by the swap; the fp32 bundle sees the next one.
+    wait_for(&events, "\"reason\":\"reload\"");
+    for f in &frames[100..130] {
+        stdin.write_all(&std::fs::read(f).unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let log: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let starts = log.iter().filter(|e| e["event"] == "start").count();
+    assert_eq!(starts, 2, "{log:?}");
+    assert_eq!(log.last().unwrap()["event"], "end");
+}
