@@ -5,21 +5,12 @@
 
 mod common;
 
-use common::{bin, root, scratch};
+use common::{bin, clip_jpegs, free_port, root, scratch};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// (status code, body) of `GET path`.
 fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
@@ -32,16 +23,6 @@ fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
     let head = String::from_utf8_lossy(&buf[..split]).to_string();
     let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (code, buf[split + 4..].to_vec())
-}
-
-fn clip_frames() -> Vec<PathBuf> {
-    let mut f: Vec<PathBuf> = std::fs::read_dir(root().join("models/clips/shapes"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    f.sort();
-    f
 }
 
 /// `clip-edge watch` on stdin with `--http`, fed frames 0..=21 (the first
@@ -77,7 +58,7 @@ fn start(port: u16) -> (Child, std::process::ChildStdin) {
         assert!(t0.elapsed() < Duration::from_secs(120), "no HTTP server");
         std::thread::sleep(Duration::from_millis(20));
     }
-    for f in &clip_frames()[..22] {
+    for f in &clip_jpegs()[..22] {
         stdin.write_all(&std::fs::read(f).unwrap()).unwrap();
         std::thread::sleep(Duration::from_millis(30));
     }

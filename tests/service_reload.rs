@@ -4,21 +4,11 @@
 
 mod common;
 
-use common::{bin, root, scratch};
+use common::{bin, clip_jpegs, root, scratch};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-fn clip_frames() -> Vec<std::path::PathBuf> {
-    let mut f: Vec<_> = std::fs::read_dir(root().join("models/clips/shapes"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    f.sort();
-    f
-}
 
 fn config(path: &Path, bundle: &Path, events: &Path) {
     std::fs::write(
@@ -89,7 +79,7 @@ fn sighup_refuses_a_bad_bundle_and_swaps_in_a_good_one() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let frames = clip_frames();
+    let frames = clip_jpegs();
     // Up to the first red star's start on the int8 bundle.
     for f in &frames[..16] {
         stdin.write_all(&std::fs::read(f).unwrap()).unwrap();

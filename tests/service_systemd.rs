@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{bin, root, scratch};
+use common::{bin, clip_jpegs, root, scratch};
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
@@ -15,16 +15,6 @@ use std::time::{Duration, Instant};
 
 /// systemd's budget for a stop (the unit's TimeoutStopSec is larger).
 const STOP_WITHIN: Duration = Duration::from_secs(2);
-
-fn clip_frames() -> Vec<PathBuf> {
-    let mut f: Vec<PathBuf> = std::fs::read_dir(root().join("models/clips/shapes"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    f.sort();
-    f
-}
 
 /// Everything received so far, as lines.
 fn drain(sock: &UnixDatagram, into: &mut Vec<(Instant, String)>) {
@@ -81,7 +71,7 @@ fn ready_then_watchdog_pings_and_sigterm_closes_events_within_2_s() {
     // Frames up to the middle of the first red star, then silence: the
     // loop idles, still alive, still petting.
     let mut stdin = child.stdin.take().unwrap();
-    for f in &clip_frames()[..22] {
+    for f in &clip_jpegs()[..22] {
         stdin.write_all(&std::fs::read(f).unwrap()).unwrap();
         std::thread::sleep(Duration::from_millis(40));
     }

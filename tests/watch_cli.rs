@@ -218,16 +218,7 @@ fn kill_9_mid_event_then_the_same_command_repairs_and_goes_on() {
 fn stdin_mjpeg_plays_a_concatenated_stream_to_its_end() {
     let dir = scratch("watch-stdin");
     let events = dir.join("events.jsonl");
-    let mut stream = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(clip())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    files.sort();
-    for f in &files {
-        stream.extend(std::fs::read(f).unwrap());
-    }
+    let files = common::clip_jpegs();
     let (watched, _) = truth();
     let mut c = bin();
     c.args(["watch", "--source", "stdin:mjpeg", "--stats", "--bundle"])

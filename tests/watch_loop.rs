@@ -3,7 +3,7 @@
 
 mod common;
 
-use clip_edge::engine::{Engine, EngineKind};
+use clip_edge::engine::Engine;
 use clip_edge::watch::detect::Rules;
 use clip_edge::watch::gpio::GpioLines;
 use clip_edge::watch::source::{DirSource, FrameSource};
@@ -25,13 +25,7 @@ fn watched(engine: &Engine, labels: &[&str]) -> Vec<Watched> {
 
 #[test]
 fn gpio_lines_follow_the_clip_events_exactly() {
-    let mut engine = Engine::load_on(
-        &root().join("models/default-int8"),
-        &Default::default(),
-        EngineKind::Native,
-        1,
-    )
-    .unwrap();
+    let mut engine = common::default_int8_engine();
     let w = watched(&engine, &["red star", "green square", "yellow triangle"]);
     let t = |s| Transaction::set(s);
     // Low at start; red star is seen twice, green square and yellow triangle once.
@@ -97,13 +91,7 @@ const CAPTURE_MEAN_ABS_TOL: f64 = 2.5;
 fn yuyv_and_nv12_captures_convert_back_to_the_frame() {
     use clip_edge::watch::convert::{nv12_to_rgb, rgb_to_ycbcr, yuyv_to_rgb};
     use clip_edge::watch::source::{Frame, Next};
-    let mut engine = Engine::load_on(
-        &root().join("models/default-int8"),
-        &Default::default(),
-        EngineKind::Native,
-        1,
-    )
-    .unwrap();
+    let mut engine = common::default_int8_engine();
     let mut source = DirSource::open(&root().join("models/clips/shapes")).unwrap();
     let mut frame = Frame::default();
     let mut checked = 0;
@@ -226,23 +214,12 @@ impl FrameSource for Unplugged {
 #[test]
 fn a_lost_camera_is_reopened_and_the_log_says_so() {
     use clip_edge::watch::events::{EventKind, EventLog};
-    use clip_edge::watch::source::{Frame, Next, Reopening, SourceError};
+    use clip_edge::watch::source::{Reopening, SourceError};
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
-    let mut engine = Engine::load_on(
-        &root().join("models/default-int8"),
-        &Default::default(),
-        EngineKind::Native,
-        1,
-    )
-    .unwrap();
+    let mut engine = common::default_int8_engine();
     let w = watched(&engine, &["red star"]);
-    let mut dir = DirSource::open(&root().join("models/clips/shapes")).unwrap();
-    let mut frames = Vec::new();
-    let mut f = Frame::default();
-    while dir.next(&mut f).unwrap() == Next::Frame {
-        frames.push(f.clone());
-    }
+    let frames = common::clip_frames_decoded();
     let (first_part, rest) = (frames[..40].to_vec(), frames[40..].to_vec());
     let attempts = Arc::new(AtomicU32::new(0));
     let a = attempts.clone();

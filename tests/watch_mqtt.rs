@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{bin, root, scratch};
+use common::{bin, free_port, root, scratch};
 use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
 use serde_json::Value;
 use std::path::Path;
@@ -90,14 +90,6 @@ fn subscribe(
         std::thread::sleep(Duration::from_millis(20));
     }
     (got, subscribed)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -10,12 +10,12 @@
 mod common;
 
 use clip_edge::alloc_count::{thread_allocations, Counting};
-use clip_edge::engine::{Engine, EngineKind};
+
 use clip_edge::watch::detect::Rules;
 use clip_edge::watch::events::EventLog;
-use clip_edge::watch::source::{DirSource, Frame, FrameSource, MemorySource, Next};
+use clip_edge::watch::source::{Frame, FrameSource, MemorySource, Next};
 use clip_edge::watch::{Options, Watched, Watcher};
-use common::{root, scratch};
+use common::scratch;
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -42,13 +42,7 @@ fn frames_without_events_allocate_nothing_and_rss_stays_flat() {
         } else {
             DEFAULT_FRAMES
         });
-    let mut engine = Engine::load_on(
-        &root().join("models/default-int8"),
-        &Default::default(),
-        EngineKind::Native,
-        1,
-    )
-    .unwrap();
+    let mut engine = common::default_int8_engine();
     let index = |l: &str| engine.bundle.labels().iter().position(|x| x == l).unwrap();
     let watched = vec![
         Watched {
@@ -63,13 +57,8 @@ fn frames_without_events_allocate_nothing_and_rss_stays_flat() {
         },
     ];
     // Decode the clip once.
-    let mut dir = DirSource::open(&root().join("models/clips/shapes")).unwrap();
-    let clip_len = dir.len() as u64;
-    let mut frames = Vec::new();
-    let mut f = Frame::default();
-    while dir.next(&mut f).unwrap() == Next::Frame {
-        frames.push(f.clone());
-    }
+    let frames = common::clip_frames_decoded();
+    let clip_len = frames.len() as u64;
     let loops = frames_total.div_ceil(clip_len);
     let mut source = MemorySource::new(frames, loops);
     let scratch = scratch("watch-soak");

@@ -12,12 +12,30 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn tmp(name: &str, bytes: &[u8]) -> PathBuf {
+/// A scratch file, removed when dropped (the checkpoints copied here are
+/// large, and many test runs share /tmp).
+struct TmpFile(PathBuf);
+
+impl std::ops::Deref for TmpFile {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        // The (empty) folder stays: other tests of this process write there.
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn tmp(name: &str, bytes: &[u8]) -> TmpFile {
     let dir = std::env::temp_dir().join(format!("clip-bad-input-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
-    p
+    TmpFile(p)
 }
 
 #[test]
@@ -83,7 +101,7 @@ fn non_checkpoints_are_refused() {
     assert!(e.to_string().contains("data.pkl"), "{e}");
 }
 
-fn safetensors_file(name: &str, tensors: &[(&str, safetensors::Dtype, Vec<usize>)]) -> PathBuf {
+fn safetensors_file(name: &str, tensors: &[(&str, safetensors::Dtype, Vec<usize>)]) -> TmpFile {
     let data: Vec<(String, Vec<u8>, safetensors::Dtype, Vec<usize>)> = tensors
         .iter()
         .map(|(n, dt, shape)| {
@@ -199,7 +217,7 @@ fn hf_projections_and_attention_of_the_wrong_rank_are_named() {
     // The tiny HF fixture with one tensor replaced.
     let bytes = std::fs::read(fixture("vit_tiny_hf.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let rewrite = |name: &str, key: &str, shape: Vec<usize>| -> PathBuf {
+    let rewrite = |name: &str, key: &str, shape: Vec<usize>| -> TmpFile {
         let numel: usize = shape.iter().product();
         let zeros = vec![0u8; numel * 4];
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = st

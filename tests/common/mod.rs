@@ -88,3 +88,46 @@ pub fn kill_group(child: &mut std::process::Child, signal: &str) {
         child.wait().unwrap();
     }
 }
+
+/// A TCP port free on 127.0.0.1 just now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The committed clip's frames (`models/clips/shapes/NNNNN.jpg`), in order.
+pub fn clip_jpegs() -> Vec<PathBuf> {
+    let mut f: Vec<PathBuf> = std::fs::read_dir(root().join("models/clips/shapes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    f.sort();
+    f
+}
+
+/// The default int8 bundle on the native engine, one thread.
+pub fn default_int8_engine() -> clip_edge::engine::Engine {
+    clip_edge::engine::Engine::load_on(
+        &root().join("models/default-int8"),
+        &Default::default(),
+        clip_edge::engine::EngineKind::Native,
+        1,
+    )
+    .unwrap()
+}
+
+/// The committed clip decoded, frame by frame.
+pub fn clip_frames_decoded() -> Vec<clip_edge::watch::source::Frame> {
+    use clip_edge::watch::source::{DirSource, Frame, FrameSource, Next};
+    let mut dir = DirSource::open(&root().join("models/clips/shapes")).unwrap();
+    let mut frames = Vec::new();
+    let mut f = Frame::default();
+    while dir.next(&mut f).unwrap() == Next::Frame {
+        frames.push(f.clone());
+    }
+    frames
+}
