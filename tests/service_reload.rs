@@ -22,10 +22,21 @@ fn config(path: &Path, bundle: &Path, events: &Path) {
     .unwrap();
 }
 
-/// SIGHUP to the child itself (under qemu: to the runner, which relays it).
+/// SIGHUP to clip-edge. Under qemu the child is the runner (`timeout …
+/// qemu-… clip-edge`), and `timeout` takes a SIGHUP as a reason to end its
+/// command: the signal goes to the emulator, the runner's child, instead.
 fn hup(child: &Child) {
+    let pid = child.id();
+    let target = if std::env::var_os("CLIP_TEST_RUNNER").is_some() {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()
+            .and_then(|c| c.split_whitespace().next().map(String::from))
+            .expect("the runner's child (the emulator)")
+    } else {
+        pid.to_string()
+    };
     let ok = std::process::Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
+        .args(["-HUP", &target])
         .status()
         .unwrap()
         .success();
