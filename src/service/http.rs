@@ -155,7 +155,13 @@ impl Status {
         s.last_at = Some(Instant::now());
         s.last_wall = Some(std::time::SystemTime::now());
         s.fps = st.frames as f64 / (st.wall_ms / 1e3).max(1e-9);
-        s.scores.copy_from_slice(&w.engine().scores);
+        let scores = &w.engine().scores;
+        if s.scores.len() != scores.len() {
+            // A reload swapped in a bundle with other labels.
+            s.labels = w.engine().bundle.labels().to_vec();
+            s.scores.resize(scores.len(), 0.0);
+        }
+        s.scores.copy_from_slice(scores);
         s.frame.copy_from(frame);
     }
 
