@@ -21,14 +21,60 @@ pub const MAX_ENCODER_UNPACKED_BYTES: u64 = 3 << 30;
 const NNEF_DAT_HEADER: usize = 128;
 
 /// Reads a `.nnef.tgz` (or plain tar) held in memory: the bytes a bundle
-/// verified. First a bounded pass over the archive: it must decompress to at
-/// most [`MAX_ENCODER_UNPACKED_BYTES`], and every `.dat` tensor's header must
-/// declare no more data than its tar entry holds (tract allocates what the
-/// header declares before reading). Then tract parses it; a panic inside
-/// tract's parser (not written for hostile input) becomes an error.
+/// verified. [`unpack_nnef`] then [`read_nnef_tar`].
+/// (A copy of `bytes` is made: the engine hands its own over instead.)
 pub fn read_nnef(bytes: &[u8]) -> TractResult<TypedModel> {
-    check_nnef_archive(bytes)?;
-    let read = std::panic::AssertUnwindSafe(|| tract_nnef::nnef().model_for_read(&mut &bytes[..]));
+    read_nnef_tar(&unpack_nnef(bytes.to_vec())?)
+}
+
+/// A gzip'd archive decompressed once, into memory, to at most
+/// [`MAX_ENCODER_UNPACKED_BYTES`] (the compressed bytes are freed as soon as
+/// that is done); a plain tar is returned as it is. Nothing inflates the
+/// archive twice: that was half of the start-up time.
+pub fn unpack_nnef(bytes: Vec<u8>) -> TractResult<Vec<u8>> {
+    unpack_bounded(bytes, MAX_ENCODER_UNPACKED_BYTES)
+}
+
+fn unpack_bounded(bytes: Vec<u8>, limit: u64) -> TractResult<Vec<u8>> {
+    use std::io::Read;
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes);
+    }
+    let mut out = Vec::with_capacity(unpacked_size_hint(&bytes, limit));
+    flate2::read::GzDecoder::new(&bytes[..])
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .context("reading NNEF archive: gzip")?;
+    if out.len() as u64 > limit {
+        bail!("NNEF archive decompresses past {limit} bytes");
+    }
+    Ok(out)
+}
+
+/// The gzip trailer's size (modulo 2³²) as a capacity, when it is plausible:
+/// at most 16 times the compressed size (weights compress 1–3×) and within
+/// the limit. Anything else (a bomb, a lie) gets no head start: the buffer
+/// grows as the data really arrives.
+fn unpacked_size_hint(gz: &[u8], limit: u64) -> usize {
+    let Some(tail) = gz.len().checked_sub(4).map(|i| &gz[i..]) else {
+        return 0;
+    };
+    let isize = u32::from_le_bytes(tail.try_into().expect("4 bytes")) as u64;
+    if isize <= 16 * gz.len() as u64 && isize <= limit {
+        isize as usize
+    } else {
+        0
+    }
+}
+
+/// Parses an uncompressed NNEF tar. First a pass over its entries: every
+/// `.dat` tensor's header must declare no more data than its tar entry holds
+/// (tract allocates what the header declares before reading). Then tract
+/// parses it; a panic inside tract's parser (not written for hostile input)
+/// becomes an error.
+pub fn read_nnef_tar(tar: &[u8]) -> TractResult<TypedModel> {
+    check_nnef_tar(tar)?;
+    let read = std::panic::AssertUnwindSafe(|| tract_nnef::nnef().model_for_read(&mut &tar[..]));
     match std::panic::catch_unwind(read) {
         Ok(r) => r.context("reading NNEF graph"),
         Err(p) => {
@@ -42,43 +88,31 @@ pub fn read_nnef(bytes: &[u8]) -> TractResult<TypedModel> {
     }
 }
 
-fn check_nnef_archive(bytes: &[u8]) -> TractResult<()> {
+fn check_nnef_tar(bytes: &[u8]) -> TractResult<()> {
     use std::io::Read;
-    let limit = MAX_ENCODER_UNPACKED_BYTES;
-    let stream: Box<dyn Read + '_> = if bytes.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(bytes))
-    } else {
-        Box::new(bytes)
-    };
-    let mut bounded = stream.take(limit + 1);
-    {
-        let mut tar = tar::Archive::new(&mut bounded);
-        for entry in tar.entries().context("reading NNEF archive")? {
-            let mut entry = entry.context("reading NNEF archive")?;
-            let size = entry.size();
-            let path = entry
-                .path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            if !path.ends_with(".dat") {
-                continue;
-            }
-            let mut header = [0u8; NNEF_DAT_HEADER];
-            entry
-                .read_exact(&mut header)
-                .with_context(|| format!("NNEF tensor {path}: truncated header"))?;
-            let data = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as u64;
-            let rank = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-            if rank > 8 || data + NNEF_DAT_HEADER as u64 > size {
-                bail!(
-                    "NNEF tensor {path}: header declares {data} bytes of rank {rank}, the archive holds {}",
-                    size.saturating_sub(NNEF_DAT_HEADER as u64)
-                );
-            }
+    let mut tar = tar::Archive::new(bytes);
+    for entry in tar.entries().context("reading NNEF archive")? {
+        let mut entry = entry.context("reading NNEF archive")?;
+        let size = entry.size();
+        let path = entry
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if !path.ends_with(".dat") {
+            continue;
         }
-    }
-    if bounded.limit() == 0 {
-        bail!("NNEF archive decompresses past {limit} bytes");
+        let mut header = [0u8; NNEF_DAT_HEADER];
+        entry
+            .read_exact(&mut header)
+            .with_context(|| format!("NNEF tensor {path}: truncated header"))?;
+        let data = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as u64;
+        let rank = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+        if rank > 8 || data + NNEF_DAT_HEADER as u64 > size {
+            bail!(
+                "NNEF tensor {path}: header declares {data} bytes of rank {rank}, the archive holds {}",
+                size.saturating_sub(NNEF_DAT_HEADER as u64)
+            );
+        }
     }
     Ok(())
 }
@@ -162,4 +196,54 @@ pub fn run_f32(plan: &Plan, input: Tensor) -> TractResult<Vec<f32>> {
 /// weights in the bundle's precision.
 pub fn for_native(model: TypedModel) -> TractResult<TypedModel> {
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(data).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_is_inflated_once_within_the_limit() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(unpack_bounded(gzip(&data), 100_000).unwrap(), data);
+        let e = unpack_bounded(gzip(&data), 99_999).unwrap_err().to_string();
+        assert!(e.contains("decompresses past 99999 bytes"), "{e}");
+    }
+
+    #[test]
+    fn plain_tar_passes_as_it_is() {
+        let bytes = b"not gzip at all".to_vec();
+        assert_eq!(unpack_bounded(bytes.clone(), 4).unwrap(), bytes);
+    }
+
+    #[test]
+    fn size_hint_trusts_only_plausible_trailers() {
+        // Bytes that barely compress, as weights do.
+        let mut x = 1u32;
+        let noise: Vec<u8> = (0..1000)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 24) as u8
+            })
+            .collect();
+        let mut gz = gzip(&noise);
+        assert_eq!(unpacked_size_hint(&gz, 1 << 20), 1000);
+        assert_eq!(unpacked_size_hint(&gz, 999), 0, "over the limit");
+        // A trailer claiming 4 GB of a few dozen bytes is ignored.
+        let n = gz.len();
+        gz[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(unpacked_size_hint(&gz, u64::MAX), 0);
+        assert_eq!(
+            unpacked_size_hint(&[1, 2], 10),
+            0,
+            "too short for a trailer"
+        );
+    }
 }

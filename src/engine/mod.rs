@@ -147,9 +147,10 @@ impl Engine {
             path: path.display().to_string(),
             why: one_line(&format!("{e:#}")),
         };
-        let bytes = bundle.take_encoder_bytes();
-        let model = encoder::read_nnef(&bytes).map_err(gerr)?;
-        drop(bytes);
+        let tar = encoder::unpack_nnef(bundle.take_encoder_bytes()).map_err(gerr)?;
+        stage("graph decompressed");
+        let model = encoder::read_nnef_tar(&tar).map_err(gerr)?;
+        drop(tar);
         stage("graph parsed");
         let r = bundle.manifest.preprocess.resolution as usize;
         let fact = model.input_fact(0).map_err(gerr)?.clone();

@@ -178,6 +178,109 @@ impl Pool {
     }
 }
 
+/// One buffer split by rows: `row_len` elements a row (0: an empty buffer,
+/// every block empty).
+pub struct Split<'a, T> {
+    pub buf: &'a mut [T],
+    pub row_len: usize,
+}
+
+impl<'a, T> Split<'a, T> {
+    pub fn new(buf: &'a mut [T], row_len: usize) -> Self {
+        Split { buf, row_len }
+    }
+}
+
+/// A [`Split`]'s base pointer and row length, for the threads.
+struct Raw<T> {
+    base: usize,
+    row_len: usize,
+    _t: std::marker::PhantomData<*mut T>,
+}
+
+impl<T> Clone for Raw<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Raw<T> {}
+
+impl<T> Raw<T> {
+    fn of(s: &mut Split<'_, T>, rows: usize) -> Raw<T> {
+        assert!(s.buf.len() >= rows * s.row_len, "a split buffer is short");
+        Raw {
+            base: s.buf.as_mut_ptr() as usize,
+            row_len: s.row_len,
+            _t: std::marker::PhantomData,
+        }
+    }
+
+    /// # Safety
+    /// Rows `[r0, r1)` lie within the buffer [`Raw::of`] checked, no other
+    /// thread holds them, and the buffer stays borrowed while the block lives.
+    unsafe fn block<'b>(self, r0: usize, r1: usize) -> &'b mut [T] {
+        // SAFETY: the caller's contract, above.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                (self.base as *mut T).add(r0 * self.row_len),
+                (r1 - r0) * self.row_len,
+            )
+        }
+    }
+}
+
+// SAFETY: a `Raw` is only turned back into a slice under `block`'s contract:
+// disjoint rows per thread of a buffer borrowed mutably for the whole job.
+unsafe impl<T: Send> Send for Raw<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Raw<T> {}
+
+/// A [`Pool::rows3`] job: `f(first_row, a, b, c)`.
+pub type RowsJob<'f, A, B, C> = dyn Fn(usize, &mut [A], &mut [B], &mut [C]) + Sync + 'f;
+
+impl Pool {
+    /// Splits three buffers by the same `rows` (each with its own row
+    /// length) into one block of whole rows per thread, multiples of `align`
+    /// rows, and runs `f(first_row, a, b, c)` on each thread's blocks. Runs
+    /// on the caller alone when `work` (any measure of the job's size) is
+    /// below `min_work`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rows3<A: Send, B: Send, C: Send>(
+        &self,
+        work: usize,
+        min_work: usize,
+        rows: usize,
+        align: usize,
+        mut a: Split<'_, A>,
+        mut b: Split<'_, B>,
+        mut c: Split<'_, C>,
+        f: &RowsJob<'_, A, B, C>,
+    ) {
+        let (ra, rb, rc) = (
+            Raw::of(&mut a, rows),
+            Raw::of(&mut b, rows),
+            Raw::of(&mut c, rows),
+        );
+        let t = self.threads();
+        let per = rows.div_ceil(t).div_ceil(align.max(1)) * align.max(1);
+        if t == 1 || per >= rows || work < min_work {
+            let (la, lb, lc) = (rows * a.row_len, rows * b.row_len, rows * c.row_len);
+            f(0, &mut a.buf[..la], &mut b.buf[..lb], &mut c.buf[..lc]);
+            return;
+        }
+        self.run(&|i| {
+            let (r0, r1) = ((i * per).min(rows), ((i + 1) * per).min(rows));
+            if r0 < r1 {
+                // SAFETY: blocks [r0, r1) of distinct threads are disjoint,
+                // within each buffer (checked by `Raw::of`), which stay
+                // mutably borrowed (`a`, `b`, `c`) until `run` returns.
+                let (x, y, z) = unsafe { (ra.block(r0, r1), rb.block(r0, r1), rc.block(r0, r1)) };
+                f(r0, x, y, z);
+            }
+        });
+    }
+}
+
 fn worker(s: &Shared, index: usize) {
     let mut seen = 0;
     loop {
@@ -242,6 +345,42 @@ mod tests {
                 }
                 let want: Vec<u32> = (0..rows * 3).map(|i| 3 * (i as u32 + 1)).collect();
                 assert_eq!(out, want, "{threads} threads, {rows} rows");
+            }
+        }
+    }
+
+    #[test]
+    fn rows3_gives_each_thread_the_same_rows_of_every_buffer() {
+        for threads in 1..=4 {
+            let pool = Pool::new(threads);
+            for rows in [0usize, 1, 2, 3, 7, 50, 101] {
+                let mut a = vec![0u8; rows * 2];
+                let mut b = vec![0i32; rows * 5];
+                let mut c: Vec<f32> = Vec::new();
+                for min_work in [0, usize::MAX] {
+                    pool.rows3(
+                        rows,
+                        min_work,
+                        rows,
+                        2,
+                        Split::new(&mut a, 2),
+                        Split::new(&mut b, 5),
+                        Split::new(&mut c, 0),
+                        &|r0, a, b, c| {
+                            assert_eq!(a.len() / 2, b.len() / 5);
+                            assert!(c.is_empty());
+                            for (i, v) in a.iter_mut().enumerate() {
+                                *v += ((r0 * 2 + i) % 100) as u8 + 1;
+                            }
+                            for (i, v) in b.iter_mut().enumerate() {
+                                *v += (r0 * 5 + i) as i32 + 1;
+                            }
+                        },
+                    );
+                }
+                let wa: Vec<u8> = (0..rows * 2).map(|i| 2 * ((i % 100) as u8 + 1)).collect();
+                let wb: Vec<i32> = (0..rows * 5).map(|i| 2 * (i as i32 + 1)).collect();
+                assert_eq!((a, b), (wa, wb), "{threads} threads, {rows} rows");
             }
         }
     }

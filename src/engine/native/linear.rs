@@ -10,7 +10,7 @@
 
 use half::f16;
 
-use crate::kernels::pool::Pool;
+use crate::kernels::pool::{Pool, Split, MIN_PARALLEL_MACS};
 use crate::kernels::{quantize, Kernels};
 
 /// f32 or f16 weights, `n × k`, in the kernel path's layout
@@ -290,8 +290,31 @@ impl MatMul {
         }
     }
 
+    /// Each output row is contiguous and follows the previous one: the
+    /// threads write their rows of the result in place.
+    fn out_rows_contiguous(&self) -> bool {
+        self.o_n_unit && self.o_m.iter().enumerate().all(|(i, &o)| o == i * self.n)
+    }
+
+    /// Row `mi` of `a` (batch offset `ab`) into `row`.
+    fn gather_a<T>(&self, a: &[f32], ab: usize, mi: usize, row: &mut [T], f: impl Fn(f32) -> T) {
+        let base = ab + self.a_m[mi];
+        if self.a_k_unit {
+            for (d, v) in row.iter_mut().zip(&a[base..base + self.k]) {
+                *d = f(*v);
+            }
+        } else {
+            for (d, &ko) in row.iter_mut().zip(&self.a_k) {
+                *d = f(a[base + ko]);
+            }
+        }
+    }
+
     /// `b`: the right-hand activation (or empty); `s`: the activation
-    /// scales of an int8 layer (or empty).
+    /// scales of an int8 layer (or empty). The threads each take a block of
+    /// rows through the whole op: gathering (and quantising) their rows of
+    /// `a`, the product, and the epilogue into `out` when its rows are
+    /// contiguous (else the caller scatters them after).
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
@@ -304,78 +327,105 @@ impl MatMul {
         scr: &mut Scratch,
     ) {
         let (m, n, k) = (self.m, self.n, self.k);
+        let direct = self.out_rows_contiguous();
+        let rows_of = |len: usize| len.checked_div(n).unwrap_or(0);
         for (bi, (&ab, &ob)) in self.a_batch.iter().zip(&self.o_batch).enumerate() {
+            let mut none: [f32; 0] = [];
+            let (dst_rows, c_rows) = if direct {
+                (
+                    Split::new(&mut out[ob..ob + m * n], n),
+                    Split::new(&mut none[..], 0),
+                )
+            } else {
+                (
+                    Split::new(&mut none[..], 0),
+                    Split::new(&mut scr.c[..m * n], n),
+                )
+            };
             if let Rhs::Int8(w, aq) = &self.rhs {
-                let qa = &mut scr.qa[..m * k];
-                for (mi, row) in qa.chunks_exact_mut(k.max(1)).enumerate().take(m) {
-                    let r = 1.0 / s[aq.s_batch[bi] + aq.s_m[mi]];
-                    let base = ab + self.a_m[mi];
-                    if self.a_k_unit {
-                        for (d, v) in row.iter_mut().zip(&a[base..base + k]) {
-                            *d = quantize(*v, r);
+                let scale = |mi: usize| s[aq.s_batch[bi] + aq.s_m[mi]];
+                pool.rows3(
+                    m * n * k,
+                    MIN_PARALLEL_MACS,
+                    m,
+                    2,
+                    Split::new(&mut scr.qa[..m * k], k),
+                    Split::new(&mut scr.acc[..m * n], n),
+                    dst_rows,
+                    &|r0, qa, acc, o| {
+                        let rows = rows_of(acc.len());
+                        for (i, row) in qa.chunks_exact_mut(k.max(1)).take(rows).enumerate() {
+                            let r = 1.0 / scale(r0 + i);
+                            self.gather_a(a, ab, r0 + i, row, |v| quantize(v, r));
                         }
-                    } else {
-                        for (d, &ko) in row.iter_mut().zip(&self.a_k) {
-                            *d = quantize(a[base + ko], r);
+                        kern.gemm_i8(qa, &w.q, rows, n, k, acc);
+                        for (i, (o, acc)) in o
+                            .chunks_exact_mut(n.max(1))
+                            .zip(acc.chunks_exact(n.max(1)))
+                            .enumerate()
+                        {
+                            let sa = scale(r0 + i);
+                            for ((o, a), ws) in o.iter_mut().zip(acc).zip(&w.scale) {
+                                *o = *a as f32 * (sa * ws);
+                            }
                         }
-                    }
-                }
-                let acc = &mut scr.acc[..m * n];
-                gemm_int8(kern, pool, qa, w, m, n, k, acc);
-                for mi in 0..m {
-                    let sa = s[aq.s_batch[bi] + aq.s_m[mi]];
-                    let base = ob + self.o_m[mi];
-                    let row = &acc[mi * n..(mi + 1) * n];
-                    if self.o_n_unit {
-                        for ((o, a), ws) in out[base..base + n].iter_mut().zip(row).zip(&w.scale) {
-                            *o = *a as f32 * (sa * ws);
-                        }
-                    } else {
+                    },
+                );
+                if !direct {
+                    for mi in 0..m {
+                        let sa = scale(mi);
+                        let base = ob + self.o_m[mi];
                         for ni in 0..n {
-                            out[base + self.o_n[ni]] = row[ni] as f32 * (sa * w.scale[ni]);
+                            out[base + self.o_n[ni]] =
+                                scr.acc[mi * n + ni] as f32 * (sa * w.scale[ni]);
                         }
                     }
                 }
                 continue;
             }
-            let pa = &mut scr.pa[..m * k];
-            for (mi, row) in pa.chunks_exact_mut(k.max(1)).enumerate().take(m) {
-                let base = ab + self.a_m[mi];
-                if self.a_k_unit {
-                    row.copy_from_slice(&a[base..base + k]);
-                } else {
-                    for (d, &ko) in row.iter_mut().zip(&self.a_k) {
-                        *d = a[base + ko];
+            if let Rhs::Act { b_batch, b_n, b_k } = &self.rhs {
+                for (ni, row) in scr.pb[..n * k]
+                    .chunks_exact_mut(k.max(1))
+                    .enumerate()
+                    .take(n)
+                {
+                    let base = b_batch[bi] + b_n[ni];
+                    for (d, &ko) in row.iter_mut().zip(b_k) {
+                        *d = b[base + ko];
                     }
                 }
             }
-            let c = &mut scr.c[..m * n];
-            match &self.rhs {
-                Rhs::Float(w) => gemm_float(kern, pool, pa, w, m, n, k, c),
-                Rhs::Act { b_batch, b_n, b_k } => {
-                    let pb = &mut scr.pb[..n * k];
-                    for (ni, row) in pb.chunks_exact_mut(k.max(1)).enumerate().take(n) {
-                        let base = b_batch[bi] + b_n[ni];
-                        for (d, &ko) in row.iter_mut().zip(b_k) {
-                            *d = b[base + ko];
-                        }
+            let pb: &[f32] = match &self.rhs {
+                Rhs::Act { .. } => &scr.pb[..n * k],
+                _ => &[],
+            };
+            pool.rows3(
+                m * n * k,
+                MIN_PARALLEL_MACS,
+                m,
+                2,
+                Split::new(&mut scr.pa[..m * k], k),
+                c_rows,
+                dst_rows,
+                &|r0, pa, c, o| {
+                    let dst = if o.is_empty() { c } else { o };
+                    let rows = rows_of(dst.len());
+                    for (i, row) in pa.chunks_exact_mut(k.max(1)).take(rows).enumerate() {
+                        self.gather_a(a, ab, r0 + i, row, |v| v);
                     }
-                    let pb: &[f32] = pb;
-                    pool.gemm_rows(m * n * k, c, m, n, &|r0, c| {
-                        let rows = c.len() / n.max(1);
-                        kern.gemm_f32(&pa[r0 * k..(r0 + rows) * k], pb, rows, n, k, c)
-                    });
-                }
-                Rhs::Int8(..) => {}
-            }
-            for mi in 0..m {
-                let base = ob + self.o_m[mi];
-                let row = &c[mi * n..(mi + 1) * n];
-                if self.o_n_unit {
-                    out[base..base + n].copy_from_slice(row);
-                } else {
+                    match &self.rhs {
+                        Rhs::Float(Weights::F32(w)) => kern.gemm_f32p(pa, w, rows, n, k, dst),
+                        Rhs::Float(Weights::F16(w)) => kern.gemm_f16p(pa, w, rows, n, k, dst),
+                        Rhs::Act { .. } => kern.gemm_f32(pa, pb, rows, n, k, dst),
+                        Rhs::Int8(..) => unreachable!("int8 products run above"),
+                    }
+                },
+            );
+            if !direct {
+                for mi in 0..m {
+                    let base = ob + self.o_m[mi];
                     for ni in 0..n {
-                        out[base + self.o_n[ni]] = row[ni];
+                        out[base + self.o_n[ni]] = scr.c[mi * n + ni];
                     }
                 }
             }

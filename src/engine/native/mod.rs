@@ -264,8 +264,21 @@ fn exec(
             sa,
             b,
             sb,
-        } => ops::binary(*op, dims, io.get(*a), sa, io.get(*b), sb, dst),
-        Kind::Unary { op, x } => ops::unary(*op, io.get(*x), dst),
+        } => {
+            let (a, b) = (io.get(*a), io.get(*b));
+            let n = dims.last().copied().unwrap_or(1);
+            if n > 0 {
+                split_rows(pool, dst, n, &|r0, out| {
+                    ops::binary_rows(*op, dims, a, sa, b, sb, r0, out)
+                });
+            }
+        }
+        Kind::Unary { op, x } => {
+            let x = io.get(*x);
+            split_rows(pool, dst, 1, &|r0, out| {
+                ops::unary(*op, &x[r0..r0 + out.len()], out)
+            });
+        }
         Kind::Reduce {
             op,
             dims,
@@ -274,13 +287,23 @@ fn exec(
             count,
             x,
         } => ops::reduce(*op, dims, io.get(*x), sx, so, *count, dst),
-        Kind::Softmax { around, x } => ops::softmax(*around, io.get(*x), dst),
+        Kind::Softmax { around, x } => {
+            let x = io.get(*x);
+            split_around(pool, *around, dst, &|a, r0, out| {
+                ops::softmax(a, &x[r0..r0 + out.len()], out)
+            });
+        }
         Kind::RmsNorm {
             around,
             eps,
             center,
             x,
-        } => ops::rms_norm(*around, *eps, *center, io.get(*x), dst),
+        } => {
+            let x = io.get(*x);
+            split_around(pool, *around, dst, &|a, r0, out| {
+                ops::rms_norm(a, *eps, *center, &x[r0..r0 + out.len()], out)
+            });
+        }
         Kind::Copy { parts } => {
             for p in parts {
                 ops::copy(
@@ -306,6 +329,47 @@ fn exec(
         Kind::Conv { conv, x, s } => conv.run(kernels, pool, io.get(*x), io.opt(*s), dst, scratch),
         Kind::Pool { pool, x } => ops::sum_pool(pool, io.get(*x), dst),
     }
+}
+
+/// Element-wise ops with fewer outputs than this run on the caller alone
+/// (waking the other threads costs about as much as they would save).
+const MIN_PARALLEL_ELEMS: usize = 1 << 14;
+
+/// `f(first_row, rows)` over blocks of whole rows of `dst` (`row_len` each)
+/// on the pool's threads, or on the caller alone for a small `dst`.
+fn split_rows(
+    pool: &Pool,
+    dst: &mut [f32],
+    row_len: usize,
+    f: &(dyn Fn(usize, &mut [f32]) + Sync),
+) {
+    let rows = dst.len() / row_len.max(1);
+    if dst.len() < MIN_PARALLEL_ELEMS {
+        f(0, dst);
+    } else {
+        pool.rows(dst, rows, row_len, 1, f);
+    }
+}
+
+/// `f(part, first_element, out)` over blocks of the outer index of a tensor
+/// seen `around` an axis, each block's `part` describing it alone.
+fn split_around(
+    pool: &Pool,
+    around: ops::AroundAxis,
+    dst: &mut [f32],
+    f: &(dyn Fn(ops::AroundAxis, usize, &mut [f32]) + Sync),
+) {
+    let block = around.n * around.inner;
+    if block == 0 {
+        return;
+    }
+    split_rows(pool, dst, block, &|r0, out| {
+        let part = ops::AroundAxis {
+            outer: out.len() / block,
+            ..around
+        };
+        f(part, r0 * block, out)
+    });
 }
 
 /// The largest offset `dims` reach with `strides` from `base` (`None` when

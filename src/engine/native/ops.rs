@@ -27,11 +27,28 @@ pub fn broadcast_strides(dims: &[usize], out: &[usize]) -> Vec<usize> {
 pub fn for_each_row<const N: usize>(
     dims: &[usize],
     strides: [&[usize]; N],
+    f: impl FnMut([usize; N]),
+) {
+    for_each_row_from(dims, strides, 0, usize::MAX, f)
+}
+
+/// As [`for_each_row`], for the `count` rows from row `first` on (rows
+/// numbered in order, the last outer axis fastest): a thread's share.
+pub fn for_each_row_from<const N: usize>(
+    dims: &[usize],
+    strides: [&[usize]; N],
+    first: usize,
+    count: usize,
     mut f: impl FnMut([usize; N]),
 ) {
     let r = dims.len();
+    if count == 0 {
+        return;
+    }
     if r == 0 {
-        f([0; N]);
+        if first == 0 {
+            f([0; N]);
+        }
         return;
     }
     if dims.contains(&0) {
@@ -40,8 +57,24 @@ pub fn for_each_row<const N: usize>(
     let outer = &dims[..r - 1];
     let mut idx = [0usize; MAX_RANK];
     let mut off = [0usize; N];
+    let mut rest = first;
+    for a in (0..outer.len()).rev() {
+        idx[a] = rest % outer[a];
+        rest /= outer[a];
+        for (o, s) in off.iter_mut().zip(&strides) {
+            *o += s[a] * idx[a];
+        }
+    }
+    if rest > 0 {
+        return; // `first` is past the last row
+    }
+    let mut left = count;
     loop {
         f(off);
+        left -= 1;
+        if left == 0 {
+            return;
+        }
         // Increment the outer index (last outer axis fastest).
         let mut a = outer.len();
         loop {
@@ -101,24 +134,40 @@ pub fn binary(
     sb: &[usize],
     out: &mut [f32],
 ) {
-    match op {
-        Binary::Add => binary_with(|x, y| x + y, dims, a, sa, b, sb, out),
-        Binary::Sub => binary_with(|x, y| x - y, dims, a, sa, b, sb, out),
-        Binary::Mul => binary_with(|x, y| x * y, dims, a, sa, b, sb, out),
-        Binary::Div => binary_with(|x, y| x / y, dims, a, sa, b, sb, out),
-        Binary::Max => binary_with(f32::max, dims, a, sa, b, sb, out),
-        Binary::Min => binary_with(f32::min, dims, a, sa, b, sb, out),
-    }
+    binary_rows(op, dims, a, sa, b, sb, 0, out)
 }
 
-#[inline(always)]
-fn binary_with(
-    f: impl Fn(f32, f32) -> f32,
+/// [`binary`] for the innermost rows from `first_row` on, as many as `out`
+/// holds: one thread's share of the output.
+#[allow(clippy::too_many_arguments)]
+pub fn binary_rows(
+    op: Binary,
     dims: &[usize],
     a: &[f32],
     sa: &[usize],
     b: &[f32],
     sb: &[usize],
+    first_row: usize,
+    out: &mut [f32],
+) {
+    let r = (a, sa, b, sb, first_row);
+    match op {
+        Binary::Add => binary_with(|x, y| x + y, dims, r, out),
+        Binary::Sub => binary_with(|x, y| x - y, dims, r, out),
+        Binary::Mul => binary_with(|x, y| x * y, dims, r, out),
+        Binary::Div => binary_with(|x, y| x / y, dims, r, out),
+        Binary::Max => binary_with(f32::max, dims, r, out),
+        Binary::Min => binary_with(f32::min, dims, r, out),
+    }
+}
+
+type BinaryArgs<'a> = (&'a [f32], &'a [usize], &'a [f32], &'a [usize], usize);
+
+#[inline(always)]
+fn binary_with(
+    f: impl Fn(f32, f32) -> f32,
+    dims: &[usize],
+    (a, sa, b, sb, first_row): BinaryArgs<'_>,
     out: &mut [f32],
 ) {
     let n = dims.last().copied().unwrap_or(1);
@@ -126,8 +175,9 @@ fn binary_with(
         sa.last().copied().unwrap_or(0),
         sb.last().copied().unwrap_or(0),
     );
+    let rows = out.len() / n.max(1);
     let mut o = 0;
-    for_each_row(dims, [sa, sb], |[oa, ob]| {
+    for_each_row_from(dims, [sa, sb], first_row, rows, |[oa, ob]| {
         let row = &mut out[o..o + n];
         match (ia, ib) {
             (1, 1) => {
@@ -475,6 +525,43 @@ mod tests {
             let (a, b) = (fast_exp(x), x.exp());
             let ulp = f32::from_bits(b.to_bits() + 1) - b;
             prop_assert!((a - b).abs() <= FAST_EXP_MAX_ULPS * ulp, "{} -> {} vs {}", x, a, b);
+        }
+    }
+
+    proptest! {
+        /// A thread's share of the rows, from any first row, is exactly the
+        /// whole walk's rows from there on; and split into blocks, a
+        /// broadcast product is the same as in one piece.
+        #[test]
+        fn rows_from_any_row_and_split_binary_agree(
+            dims in proptest::collection::vec(1usize..5, 0..5),
+            cut in 0usize..64,
+            bshape in proptest::collection::vec(any::<bool>(), 5),
+        ) {
+            let out_len: usize = dims.iter().product();
+            let bdims: Vec<usize> = dims.iter().zip(&bshape).map(|(d, keep)| if *keep { *d } else { 1 }).collect();
+            let (sa, sb) = (strides_of(&dims), broadcast_strides(&bdims, &dims));
+            let mut all = Vec::new();
+            for_each_row(&dims, [&sa[..], &sb[..]], |o| all.push(o));
+            let rows = all.len();
+            let first = cut % (rows + 1);
+            let mut part = Vec::new();
+            for_each_row_from(&dims, [&sa[..], &sb[..]], first, usize::MAX, |o| part.push(o));
+            prop_assert_eq!(&part[..], &all[first..]);
+            let mut two = Vec::new();
+            for_each_row_from(&dims, [&sa[..], &sb[..]], first, 2, |o| two.push(o));
+            prop_assert_eq!(&two[..], &all[first..(first + 2).min(rows)]);
+
+            let a: Vec<f32> = (0..out_len).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let b: Vec<f32> = (0..bdims.iter().product::<usize>()).map(|i| i as f32 + 1.0).collect();
+            let mut whole = vec![0f32; out_len];
+            binary(Binary::Div, &dims, &a, &sa, &b, &sb, &mut whole);
+            let n = dims.last().copied().unwrap_or(1);
+            let mut split = vec![0f32; out_len];
+            let (lo, hi) = split.split_at_mut(first * n);
+            binary_rows(Binary::Div, &dims, &a, &sa, &b, &sb, 0, lo);
+            binary_rows(Binary::Div, &dims, &a, &sa, &b, &sb, first, hi);
+            prop_assert_eq!(whole, split);
         }
     }
 
