@@ -32,8 +32,26 @@ pub fn read_nnef(bytes: &[u8]) -> TractResult<TypedModel> {
 /// that is done); a plain tar is returned as it is. Nothing inflates the
 /// archive twice: that was half of the start-up time.
 pub fn unpack_nnef(bytes: Vec<u8>) -> TractResult<Vec<u8>> {
-    unpack_bounded(bytes, MAX_ENCODER_UNPACKED_BYTES)
+    let limit = unpacked_limit(bytes.len());
+    unpack_bounded(bytes, limit)
 }
+
+/// How far an archive of `compressed` bytes may inflate:
+/// [`MAX_ENCODER_UNPACKED_BYTES`], and no more than [`MAX_INFLATION`] times
+/// its size plus 16 MiB (weights compress 1–3×; the graph's text and the tar
+/// padding more, but they are small), and within what one allocation can
+/// hold on a 32-bit board. A small bomb is refused after a bounded amount of
+/// memory, not after 3 GB.
+pub fn unpacked_limit(compressed: usize) -> u64 {
+    (compressed as u64)
+        .saturating_mul(MAX_INFLATION)
+        .saturating_add(16 << 20)
+        .min(MAX_ENCODER_UNPACKED_BYTES)
+        .min(isize::MAX as u64 / 2)
+}
+
+/// See [`unpacked_limit`].
+pub const MAX_INFLATION: u64 = 16;
 
 fn unpack_bounded(bytes: Vec<u8>, limit: u64) -> TractResult<Vec<u8>> {
     use std::io::Read;
@@ -60,7 +78,7 @@ fn unpacked_size_hint(gz: &[u8], limit: u64) -> usize {
         return 0;
     };
     let isize = u32::from_le_bytes(tail.try_into().expect("4 bytes")) as u64;
-    if isize <= 16 * gz.len() as u64 && isize <= limit {
+    if isize <= MAX_INFLATION * gz.len() as u64 && isize <= limit {
         isize as usize
     } else {
         0
@@ -215,6 +233,23 @@ mod tests {
         assert_eq!(unpack_bounded(gzip(&data), 100_000).unwrap(), data);
         let e = unpack_bounded(gzip(&data), 99_999).unwrap_err().to_string();
         assert!(e.contains("decompresses past 99999 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_at_a_bound_set_by_its_size() {
+        // 64 MiB of zeros: a few hundred KB compressed (fast level), so
+        // refused past 16 times that plus 16 MiB, long before the 3 GB ceiling.
+        let gz = gzip(&vec![0u8; 64 << 20]);
+        let limit = unpacked_limit(gz.len());
+        assert!(limit < 32 << 20, "{limit}");
+        let e = unpack_nnef(gz).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("decompresses past {limit} bytes")),
+            "{e}"
+        );
+        // A truncated archive is an error too, not a short graph.
+        let whole = gzip(&[5u8; 4096]);
+        assert!(unpack_nnef(whole[..whole.len() / 2].to_vec()).is_err());
     }
 
     #[test]

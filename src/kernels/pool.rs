@@ -152,7 +152,7 @@ impl Pool {
         align: usize,
         f: &(dyn Fn(usize, &mut [T]) + Sync),
     ) {
-        assert!(out.len() >= rows * row_len);
+        assert!(rows.checked_mul(row_len).is_some_and(|n| n <= out.len()));
         let t = self.threads();
         let per = rows.div_ceil(t).div_ceil(align.max(1)) * align.max(1);
         if t == 1 || per >= rows {
@@ -207,7 +207,11 @@ impl<T> Copy for Raw<T> {}
 
 impl<T> Raw<T> {
     fn of(s: &mut Split<'_, T>, rows: usize) -> Raw<T> {
-        assert!(s.buf.len() >= rows * s.row_len, "a split buffer is short");
+        assert!(
+            rows.checked_mul(s.row_len)
+                .is_some_and(|n| n <= s.buf.len()),
+            "a split buffer is short"
+        );
         Raw {
             base: s.buf.as_mut_ptr() as usize,
             row_len: s.row_len,

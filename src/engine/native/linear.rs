@@ -331,18 +331,13 @@ impl MatMul {
         let rows_of = |len: usize| len.checked_div(n).unwrap_or(0);
         for (bi, (&ab, &ob)) in self.a_batch.iter().zip(&self.o_batch).enumerate() {
             let mut none: [f32; 0] = [];
-            let (dst_rows, c_rows) = if direct {
-                (
-                    Split::new(&mut out[ob..ob + m * n], n),
-                    Split::new(&mut none[..], 0),
-                )
-            } else {
-                (
-                    Split::new(&mut none[..], 0),
-                    Split::new(&mut scr.c[..m * n], n),
-                )
-            };
             if let Rhs::Int8(w, aq) = &self.rhs {
+                // Not direct: the i32 sums stay in `acc`, scattered below
+                // (an int8 product has no `c` scratch).
+                let dst_rows = match direct {
+                    true => Split::new(&mut out[ob..ob + m * n], n),
+                    false => Split::new(&mut none[..], 0),
+                };
                 let scale = |mi: usize| s[aq.s_batch[bi] + aq.s_m[mi]];
                 pool.rows3(
                     m * n * k,
@@ -383,6 +378,16 @@ impl MatMul {
                 }
                 continue;
             }
+            let (dst_rows, c_rows) = match direct {
+                true => (
+                    Split::new(&mut out[ob..ob + m * n], n),
+                    Split::new(&mut none[..], 0),
+                ),
+                false => (
+                    Split::new(&mut none[..], 0),
+                    Split::new(&mut scr.c[..m * n], n),
+                ),
+            };
             if let Rhs::Act { b_batch, b_n, b_k } = &self.rhs {
                 for (ni, row) in scr.pb[..n * k]
                     .chunks_exact_mut(k.max(1))
