@@ -152,29 +152,17 @@ impl Pool {
         align: usize,
         f: &(dyn Fn(usize, &mut [T]) + Sync),
     ) {
-        assert!(rows.checked_mul(row_len).is_some_and(|n| n <= out.len()));
-        let t = self.threads();
-        let per = rows.div_ceil(t).div_ceil(align.max(1)) * align.max(1);
-        if t == 1 || per >= rows {
-            f(0, &mut out[..rows * row_len]);
-            return;
-        }
-        let base = out.as_mut_ptr() as usize;
-        self.run(&|i| {
-            let (r0, r1) = ((i * per).min(rows), ((i + 1) * per).min(rows));
-            if r0 < r1 {
-                // SAFETY: blocks [r0, r1) of distinct threads are disjoint
-                // and lie within `out` (asserted above), which stays
-                // mutably borrowed until `run` returns, after every block.
-                let block = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        (base as *mut T).add(r0 * row_len),
-                        (r1 - r0) * row_len,
-                    )
-                };
-                f(r0, block);
-            }
-        });
+        let (mut none_b, mut none_c): ([(); 0], [(); 0]) = ([], []);
+        self.rows3(
+            0,
+            0,
+            rows,
+            align,
+            Split::new(out, row_len),
+            Split::new(&mut none_b[..], 0),
+            Split::new(&mut none_c[..], 0),
+            &|r0, block, _, _| f(r0, block),
+        );
     }
 }
 

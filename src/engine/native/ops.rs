@@ -124,21 +124,9 @@ impl Binary {
     }
 }
 
-/// `out = a ∘ b` over `dims` (out contiguous; `sa`, `sb` broadcast strides).
-pub fn binary(
-    op: Binary,
-    dims: &[usize],
-    a: &[f32],
-    sa: &[usize],
-    b: &[f32],
-    sb: &[usize],
-    out: &mut [f32],
-) {
-    binary_rows(op, dims, a, sa, b, sb, 0, out)
-}
-
-/// [`binary`] for the innermost rows from `first_row` on, as many as `out`
-/// holds: one thread's share of the output.
+/// `out = a ∘ b` over `dims` (`sa`, `sb` broadcast strides), for the
+/// innermost rows from `first_row` on, as many as `out` (contiguous) holds:
+/// the whole output, or one thread's share of it.
 #[allow(clippy::too_many_arguments)]
 pub fn binary_rows(
     op: Binary,
@@ -555,7 +543,7 @@ mod tests {
             let a: Vec<f32> = (0..out_len).map(|i| i as f32 * 0.5 - 3.0).collect();
             let b: Vec<f32> = (0..bdims.iter().product::<usize>()).map(|i| i as f32 + 1.0).collect();
             let mut whole = vec![0f32; out_len];
-            binary(Binary::Div, &dims, &a, &sa, &b, &sb, &mut whole);
+            binary_rows(Binary::Div, &dims, &a, &sa, &b, &sb, 0, &mut whole);
             let n = dims.last().copied().unwrap_or(1);
             let mut split = vec![0f32; out_len];
             let (lo, hi) = split.split_at_mut(first * n);
@@ -589,13 +577,14 @@ mod tests {
         let a = [1f32, 2., 3., 4., 5., 6.];
         let b = [10f32, 20.];
         let mut out = [0f32; 6];
-        binary(
+        binary_rows(
             Binary::Add,
             &[2, 3],
             &a,
             &[3, 1],
             &b,
             &broadcast_strides(&[2, 1], &[2, 3]),
+            0,
             &mut out,
         );
         assert_eq!(out, [11., 12., 13., 24., 25., 26.]);
