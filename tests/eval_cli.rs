@@ -34,8 +34,8 @@ fn default_bundles_meet_the_accuracy_targets() {
     let fp32 = eval_json("default-fp32", &set);
     let int8 = eval_json("default-int8", &set);
     for v in [&fp32, &int8] {
-        assert_eq!(v["n"], 480);
-        assert_eq!(v["per_class"].as_array().unwrap().len(), 48);
+        assert_eq!(v["n"], 490);
+        assert_eq!(v["per_class"].as_array().unwrap().len(), 49);
         assert_eq!(v["failed"].as_array().unwrap().len(), 0);
         assert!(v["top5"].as_f64().unwrap() >= v["top1"].as_f64().unwrap());
     }

@@ -298,3 +298,53 @@ fn a_lost_camera_is_reopened_and_the_log_says_so() {
     assert_eq!(starts.len(), 2, "{kinds:?}");
     assert!((starts[1] as i64 - 91).abs() <= 3, "{starts:?}");
 }
+
+/// The default model has an empty-scene class: on every frame of the clip
+/// that shows no object (outside every span of its truth), the top-1 label
+/// is that class, and no shape label reaches the default threshold there.
+#[test]
+fn empty_scene_frames_read_as_plain_background() {
+    let truth: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("models/clips/shapes/truth.json")).unwrap(),
+    )
+    .unwrap();
+    let spans: Vec<(u64, u64)> = truth["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["start"].as_u64().unwrap(), s["end"].as_u64().unwrap()))
+        .collect();
+    let mut engine = common::default_int8_engine();
+    let empty = engine
+        .bundle
+        .labels()
+        .iter()
+        .position(|l| l == "plain background")
+        .expect("the default bundle has the empty-scene label");
+    let mut checked = 0;
+    for frame in common::clip_frames_decoded() {
+        if spans.iter().any(|&(s, e)| (s..=e).contains(&frame.index)) {
+            continue;
+        }
+        engine.classify(&frame.view(), 2).unwrap();
+        let top = engine.top();
+        let name = |i: usize| engine.bundle.labels()[i].clone();
+        assert_eq!(
+            top[0].0,
+            empty,
+            "frame {}: top-1 {:?} at {:.3}",
+            frame.index,
+            name(top[0].0),
+            top[0].1
+        );
+        assert!(
+            top[1].1 < clip_edge::watch::DEFAULT_THRESHOLD,
+            "frame {}: {:?} at {:.3} on an empty scene",
+            frame.index,
+            name(top[1].0),
+            top[1].1
+        );
+        checked += 1;
+    }
+    assert!(checked >= 50, "only {checked} empty frames in the clip");
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Train the embedded default model: a small OpenAI-architecture CLIP on the
-synthetic world of `clip-quantize synth` (48 "<color> <shape>" classes).
+synthetic world of `clip-quantize synth` (48 "<color> <shape>" classes and
+"plain background", a background with no shape).
 
 Seeded and deterministic on one machine (torch CPU, 2 threads). Writes, next
 to this script:
@@ -12,10 +13,11 @@ to this script:
 
 Needs: torch, torchvision, clip-anytorch (`pip install "setuptools<70"
 clip-anytorch`), Pillow, and a release build of clip-quantize (the generator is
-Rust; this script calls it). 45 minutes on two x86 cores (2026-11-26:
-93 s to generate and preprocess the images, then about 0.34 s a step).
+Rust; this script calls it). About 25 minutes on two x86 cores (2026-11-27:
+under 2 minutes to generate and preprocess the images, then about 0.34 s a
+step).
 
-    python3 models/synthetic/train.py [--steps 7000] [--work /tmp/synth-train]
+    python3 models/synthetic/train.py [--steps 4000] [--work /tmp/synth-train]
 """
 
 import argparse
@@ -108,7 +110,7 @@ def to_input(x_uint8):
 
 
 def class_text_features(model, tokens_by_template):
-    """Prompt-ensembled, normalised class embeddings [48, D] (as the bundle's table)."""
+    """Prompt-ensembled, normalised class embeddings [classes, D] (as the bundle's table)."""
     feats = []
     for toks in tokens_by_template:
         f = model.encode_text(toks)
@@ -178,7 +180,7 @@ def write_svg(path, steps, losses, accs):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=7000, help="step count (the committed checkpoint: 7000)")
+    ap.add_argument("--steps", type=int, default=4000, help="step count (the committed checkpoint: 4000)")
     ap.add_argument("--minutes", type=float, default=0.0,
                     help="with --steps 0: size the run to this time budget from a timed probe")
     ap.add_argument("--per-class", type=int, default=600)
@@ -209,7 +211,7 @@ def main():
 
     ctx = CONFIG["context_length"]
     caption_tokens = torch.stack([clip.tokenize([t.format(c) for c in CLASSES], context_length=ctx)
-                                  for t in TEMPLATES])  # [T, 48, ctx]
+                                  for t in TEMPLATES])  # [T, classes, ctx]
     model = CLIP(**CONFIG)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]

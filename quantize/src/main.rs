@@ -256,7 +256,11 @@ fn run(cli: Cli) -> Result<()> {
                 max_side,
                 jpeg_fraction,
             };
-            let pb = clip_edge::progress::bar(true, (per_class * 48) as u64, "images");
+            let pb = clip_edge::progress::bar(
+                true,
+                (per_class * clip_quantize::synth::CLASS_COUNT) as u64,
+                "images",
+            );
             let n = clip_quantize::synth::write_set(&out, &opts, &|| pb.inc(1))?;
             pb.finish_and_clear();
             eprintln!("wrote {n} images under {}", out.display());

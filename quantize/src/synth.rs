@@ -1,8 +1,9 @@
 //! The synthetic world the default model is trained and evaluated on.
 //!
-//! 48 classes named `"<color> <shape>"`: one filled shape per image on a solid,
-//! gradient or noise background, at varied sizes, positions, rotations and
-//! aspect ratios, some of them JPEG-compressed. Every image is a pure function
+//! 49 classes: 48 named `"<color> <shape>"`, one filled shape per image on a
+//! solid, gradient or noise background, at varied sizes, positions, rotations
+//! and aspect ratios, some of them JPEG-compressed; and [`EMPTY_CLASS`], the
+//! same backgrounds with no shape (so a model can say a scene is empty). Every image is a pure function
 //! of `(seed, class, index)`, so sets are reproducible and can be made in any
 //! order or in parallel. `models/synthetic/train.py` calls this generator
 //! (through `clip-quantize synth`) for its training images.
@@ -51,11 +52,18 @@ const SUPERSAMPLE: usize = 4;
 pub const MIN_SIDE: u32 = 48;
 pub const MAX_SIDE: u32 = 512;
 
-/// The 48 class labels, `"<color> <shape>"`, colors major.
+/// The class with no shape: a background alone. Last in class order.
+pub const EMPTY_CLASS: &str = "plain background";
+/// Number of classes: every color × shape, then [`EMPTY_CLASS`].
+pub const CLASS_COUNT: usize = COLORS.len() * SHAPES.len() + 1;
+
+/// The class labels: the 48 `"<color> <shape>"` ones, colors major, then
+/// [`EMPTY_CLASS`].
 pub fn class_names() -> Vec<String> {
     COLORS
         .iter()
         .flat_map(|c| SHAPES.iter().map(move |s| format!("{c} {s}")))
+        .chain(std::iter::once(EMPTY_CLASS.to_string()))
         .collect()
 }
 
@@ -119,11 +127,13 @@ pub(crate) fn jitter(rng: &mut ChaCha8Rng, c: [u8; 3], amount: i32) -> [u8; 3] {
     c.map(|v| (v as i32 + rng.random_range(-amount..=amount)).clamp(0, 255) as u8)
 }
 
-/// A background color: any palette entry except the shape's own color.
+/// A background color: any palette entry except the shape's own color
+/// (`shape_color` out of range, as for [`EMPTY_CLASS`]: any entry).
 pub(crate) fn background_color(rng: &mut ChaCha8Rng, shape_color: usize) -> [u8; 3] {
-    let n = RGB.len() - 1 + BACKGROUND_EXTRA.len();
+    let excluded = shape_color < RGB.len();
+    let n = RGB.len() - usize::from(excluded) + BACKGROUND_EXTRA.len();
     let mut k = rng.random_range(0..n);
-    if k >= shape_color {
+    if excluded && k >= shape_color {
         k += 1;
     }
     let base = if k < RGB.len() {
@@ -233,10 +243,13 @@ fn fill_background(rng: &mut ChaCha8Rng, img: &mut RgbImage, shape_color: usize)
     }
 }
 
-/// Draw image `index` of class `class` (0..48) for `seed`.
+/// Draw image `index` of class `class` (0..[`CLASS_COUNT`]) for `seed`.
 pub fn sample(seed: u64, class: usize, index: usize, max_side: u32, jpeg_fraction: f32) -> Sample {
     let mut rng = rng_for(seed, class, index);
-    let (color, shape) = (class / SHAPES.len(), SHAPES[class % SHAPES.len()]);
+    // The empty class (color index past the palette) draws its background
+    // with no color excluded, and no shape.
+    let color = class / SHAPES.len();
+    let shape = (color < COLORS.len()).then(|| SHAPES[class % SHAPES.len()]);
     let max_side = max_side.clamp(MIN_SIDE, MAX_SIDE);
 
     // Shorter side log-uniform, aspect ratio up to 1.8 either way.
@@ -251,7 +264,28 @@ pub fn sample(seed: u64, class: usize, index: usize, max_side: u32, jpeg_fractio
     };
     let mut img = RgbImage::new(w, h);
     fill_background(&mut rng, &mut img, color);
+    if let Some(shape) = shape {
+        draw_class_shape(&mut rng, &mut img, shape, color, short);
+    }
+    let jpeg_quality = rng
+        .random_bool(jpeg_fraction.clamp(0.0, 1.0) as f64)
+        .then(|| rng.random_range(55..=95));
+    Sample {
+        image: img,
+        class,
+        jpeg_quality,
+    }
+}
 
+/// A class's shape on `img` (whose shorter side is `short`).
+fn draw_class_shape(
+    rng: &mut ChaCha8Rng,
+    img: &mut RgbImage,
+    shape: &str,
+    color: usize,
+    short: u32,
+) {
+    let (w, h) = img.dimensions();
     // Size a quarter to three quarters of the shorter side; centred so the
     // whole shape stays inside the central square (what a centre crop keeps).
     let side = short as f32;
@@ -266,16 +300,8 @@ pub fn sample(seed: u64, class: usize, index: usize, max_side: u32, jpeg_fractio
         "circle" => 0.0,
         _ => rng.random_range(0.0..2.0 * PI),
     };
-    let fill = jitter(&mut rng, RGB[color], COLOR_JITTER);
-    draw_shape(&mut img, shape, fill, (cx, cy), size, angle);
-    let jpeg_quality = rng
-        .random_bool(jpeg_fraction.clamp(0.0, 1.0) as f64)
-        .then(|| rng.random_range(55..=95));
-    Sample {
-        image: img,
-        class,
-        jpeg_quality,
-    }
+    let fill = jitter(rng, RGB[color], COLOR_JITTER);
+    draw_shape(img, shape, fill, (cx, cy), size, angle);
 }
 
 /// Draw `shape` filled with `fill`, `size` across, centred on `centre`,
@@ -443,12 +469,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn forty_eight_classes_in_color_major_order() {
+    fn shape_classes_in_color_major_order_then_the_empty_one() {
         let names = class_names();
-        assert_eq!(names.len(), 48);
+        assert_eq!(names.len(), CLASS_COUNT);
+        assert_eq!(names.len(), 49);
         assert_eq!(names[0], "red circle");
         assert_eq!(names[7], "green square");
         assert_eq!(names[47], "black diamond");
+        assert_eq!(names[48], EMPTY_CLASS);
+    }
+
+    #[test]
+    fn empty_class_is_a_background_alone() {
+        // Each background kind is one color, a two-color gradient or noise
+        // around one color: an image with no shape has no hard edge, so
+        // neighbouring pixels stay within the noise amplitude of each other.
+        for i in 0..12 {
+            let s = sample(1, CLASS_COUNT - 1, i, 128, 0.0);
+            let img = &s.image;
+            for y in 0..img.height() {
+                for x in 1..img.width() {
+                    let (a, b) = (img.get_pixel(x - 1, y).0, img.get_pixel(x, y).0);
+                    for k in 0..3 {
+                        let d = (a[k] as i32 - b[k] as i32).abs();
+                        assert!(
+                            d <= 2 * NOISE_AMPLITUDE + 2 * COLOR_JITTER,
+                            "image {i} at ({x}, {y}): step {d}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -463,7 +514,7 @@ mod tests {
 
     #[test]
     fn sizes_in_range_and_shape_drawn_in_its_color() {
-        for class in 0..48 {
+        for class in 0..CLASS_COUNT - 1 {
             for i in 0..6 {
                 let s = sample(1, class, i, MAX_SIDE, 0.0);
                 let (w, h) = s.image.dimensions();

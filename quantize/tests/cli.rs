@@ -234,7 +234,7 @@ fn synth_writes_its_folder_whole() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(std::fs::read_dir(d.join("s")).unwrap().count(), 48);
+    assert_eq!(std::fs::read_dir(d.join("s")).unwrap().count(), 49);
     let names: Vec<String> = std::fs::read_dir(&d)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -115,7 +115,7 @@ fn committed_eval_set_is_what_the_generator_makes() {
         jpeg_fraction: 0.5,
     };
     let n = synth::write_set(&d, &opts, &|| {}).unwrap();
-    assert_eq!(n, 48 * EVAL_PER_CLASS);
+    assert_eq!(n, synth::CLASS_COUNT * EVAL_PER_CLASS);
     let labels = synth::class_names();
     let fresh = list_labelled(&d, &labels).unwrap();
     let committed = list_labelled(&synthetic().join("eval"), &labels).unwrap();
@@ -171,7 +171,7 @@ fn fp16_bundle_keeps_fp32_accuracy() {
     build(&default_opts(Precision::Fp16, d.join("fp16"))).unwrap();
     let fp16 = evaluate(&d.join("fp16"));
     let fp32 = evaluate(&root().join("models/default-fp32"));
-    assert_eq!(fp16.n, 48 * EVAL_PER_CLASS);
+    assert_eq!(fp16.n, synth::CLASS_COUNT * EVAL_PER_CLASS);
     assert!(
         fp16.top1 >= fp32.top1 - FP16_MAX_TOP1_DROP,
         "fp16 top-1 {} vs fp32 {}",
