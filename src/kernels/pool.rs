@@ -124,23 +124,6 @@ impl Pool {
         );
     }
 
-    /// As [`Pool::rows`] with tiles of 2 rows, or on the caller alone when
-    /// the product is smaller than [`MIN_PARALLEL_MACS`].
-    pub fn gemm_rows<T: Send>(
-        &self,
-        macs: usize,
-        out: &mut [T],
-        rows: usize,
-        row_len: usize,
-        f: &(dyn Fn(usize, &mut [T]) + Sync),
-    ) {
-        if macs < MIN_PARALLEL_MACS {
-            f(0, &mut out[..rows * row_len]);
-        } else {
-            self.rows(out, rows, row_len, 2, f);
-        }
-    }
-
     /// Splits `out`, `rows` rows of `row_len`, into one block of whole rows
     /// per thread (multiples of `align` rows) and runs `f(first_row, block)`
     /// on each block in parallel.

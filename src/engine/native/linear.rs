@@ -211,46 +211,6 @@ pub struct MatMul {
     pub o_n_unit: bool,
 }
 
-/// `out = x · wᵀ` (float weights), split by rows over the pool.
-#[allow(clippy::too_many_arguments)]
-fn gemm_float(
-    kern: &Kernels,
-    pool: &Pool,
-    x: &[f32],
-    w: &Weights,
-    m: usize,
-    n: usize,
-    k: usize,
-    c: &mut [f32],
-) {
-    pool.gemm_rows(m * n * k, c, m, n, &|r0, c| {
-        let rows = c.len() / n.max(1);
-        let x = &x[r0 * k..(r0 + rows) * k];
-        match w {
-            Weights::F32(w) => kern.gemm_f32p(x, w, rows, n, k, c),
-            Weights::F16(w) => kern.gemm_f16p(x, w, rows, n, k, c),
-        }
-    });
-}
-
-/// `acc = q · wᵀ` in integers, split by rows over the pool.
-#[allow(clippy::too_many_arguments)]
-fn gemm_int8(
-    kern: &Kernels,
-    pool: &Pool,
-    q: &[i8],
-    w: &Int8,
-    m: usize,
-    n: usize,
-    k: usize,
-    acc: &mut [i32],
-) {
-    pool.gemm_rows(m * n * k, acc, m, n, &|r0, c| {
-        let rows = c.len() / n.max(1);
-        kern.gemm_i8(&q[r0 * k..(r0 + rows) * k], &w.q, rows, n, k, c)
-    });
-}
-
 impl MatMul {
     pub fn scratch(&self) -> ScratchSize {
         let (m, n, k) = (self.m, self.n, self.k);
@@ -498,36 +458,36 @@ impl Conv {
         }
     }
 
-    /// The rows of the patch matrix: `p × (c · kh · kw)`, zero outside.
-    fn im2col<T: Copy + Default>(&self, x: &[T], cols: &mut [T]) {
+    /// Rows `first..first + cols.len() / kk` of the patch matrix
+    /// (`p × (c · kh · kw)`, a row per output pixel), zero outside the image.
+    fn im2col<T: Copy + Default>(&self, x: &[T], first: usize, cols: &mut [T]) {
         let kk = self.kk();
         let [kh, kw] = self.kernel;
-        for oy in 0..self.oh {
-            for ox in 0..self.ow {
-                let row = &mut cols[(oy * self.ow + ox) * kk..(oy * self.ow + ox + 1) * kk];
-                let mut t = 0;
-                for ch in 0..self.c {
-                    let plane = &x[ch * self.h * self.w..(ch + 1) * self.h * self.w];
-                    for ky in 0..kh {
-                        let y =
-                            (oy * self.stride[0] + ky * self.dilation[0]).wrapping_sub(self.pad[0]);
-                        for kx in 0..kw {
-                            let xx = (ox * self.stride[1] + kx * self.dilation[1])
-                                .wrapping_sub(self.pad[1]);
-                            row[t] = if y < self.h && xx < self.w {
-                                plane[y * self.w + xx]
-                            } else {
-                                T::default()
-                            };
-                            t += 1;
-                        }
+        for (i, row) in cols.chunks_exact_mut(kk.max(1)).enumerate() {
+            let (oy, ox) = ((first + i) / self.ow, (first + i) % self.ow);
+            let mut t = 0;
+            for ch in 0..self.c {
+                let plane = &x[ch * self.h * self.w..(ch + 1) * self.h * self.w];
+                for ky in 0..kh {
+                    let y = (oy * self.stride[0] + ky * self.dilation[0]).wrapping_sub(self.pad[0]);
+                    for kx in 0..kw {
+                        let xx =
+                            (ox * self.stride[1] + kx * self.dilation[1]).wrapping_sub(self.pad[1]);
+                        row[t] = if y < self.h && xx < self.w {
+                            plane[y * self.w + xx]
+                        } else {
+                            T::default()
+                        };
+                        t += 1;
                     }
                 }
             }
         }
     }
 
-    /// `s`: the int8 layer's activation scale (or empty).
+    /// `s`: the int8 layer's activation scale (or empty). The threads split
+    /// the output pixels for im2col and the product, then the output
+    /// channels for the epilogue (bias, int8 scales) into NCHW.
     pub fn run(
         &self,
         kern: &Kernels,
@@ -538,6 +498,9 @@ impl Conv {
         scr: &mut Scratch,
     ) {
         let (p, kk, o) = (self.oh * self.ow, self.kk(), self.o);
+        let macs = p * kk * o;
+        let mut none: [f32; 0] = [];
+        let nchw = &mut out[..o * p];
         match &self.weights {
             ConvWeights::Int8(w) => {
                 let sa = s[0];
@@ -546,29 +509,76 @@ impl Conv {
                 for (d, v) in qx.iter_mut().zip(x) {
                     *d = quantize(*v, r);
                 }
-                let cols = &mut scr.qa[..p * kk];
-                self.im2col(qx, cols);
-                let acc = &mut scr.acc[..p * o];
-                gemm_int8(kern, pool, cols, w, p, o, kk, acc);
-                for oc in 0..o {
+                let qx: &[i8] = qx;
+                pool.rows3(
+                    macs,
+                    MIN_PARALLEL_MACS,
+                    p,
+                    2,
+                    Split::new(&mut scr.qa[..p * kk], kk),
+                    Split::new(&mut scr.acc[..p * o], o),
+                    Split::new(&mut none[..], 0),
+                    &|r0, cols, acc, _| {
+                        self.im2col(qx, r0, cols);
+                        kern.gemm_i8(cols, &w.q, acc.len() / o.max(1), o, kk, acc);
+                    },
+                );
+                let acc: &[i32] = &scr.acc[..p * o];
+                split_channels(pool, macs, nchw, p, &|oc, plane| {
                     let (f, b) = (sa * w.scale[oc], self.bias[oc]);
-                    for (pi, d) in out[oc * p..(oc + 1) * p].iter_mut().enumerate() {
+                    for (pi, d) in plane.iter_mut().enumerate() {
                         *d = acc[pi * o + oc] as f32 * f + b;
                     }
-                }
+                });
             }
             ConvWeights::Float(w) => {
-                let cols = &mut scr.pa[..p * kk];
-                self.im2col(x, cols);
-                let c = &mut scr.c[..p * o];
-                gemm_float(kern, pool, cols, w, p, o, kk, c);
-                for oc in 0..o {
+                pool.rows3(
+                    macs,
+                    MIN_PARALLEL_MACS,
+                    p,
+                    2,
+                    Split::new(&mut scr.pa[..p * kk], kk),
+                    Split::new(&mut scr.c[..p * o], o),
+                    Split::new(&mut none[..], 0),
+                    &|r0, cols, c, _| {
+                        self.im2col(x, r0, cols);
+                        let rows = c.len() / o.max(1);
+                        match w {
+                            Weights::F32(w) => kern.gemm_f32p(cols, w, rows, o, kk, c),
+                            Weights::F16(w) => kern.gemm_f16p(cols, w, rows, o, kk, c),
+                        }
+                    },
+                );
+                let c: &[f32] = &scr.c[..p * o];
+                split_channels(pool, macs, nchw, p, &|oc, plane| {
                     let b = self.bias[oc];
-                    for (pi, d) in out[oc * p..(oc + 1) * p].iter_mut().enumerate() {
+                    for (pi, d) in plane.iter_mut().enumerate() {
                         *d = c[pi * o + oc] + b;
                     }
-                }
+                });
             }
         }
+    }
+}
+
+/// `f(channel, plane)` for every output channel's plane (`p` values) of an
+/// NCHW output, the channels split over the threads for a large product.
+fn split_channels(
+    pool: &Pool,
+    macs: usize,
+    nchw: &mut [f32],
+    p: usize,
+    f: &(dyn Fn(usize, &mut [f32]) + Sync),
+) {
+    let channels = nchw.len() / p.max(1);
+    let each = |c0: usize, block: &mut [f32]| {
+        for (i, plane) in block.chunks_exact_mut(p.max(1)).enumerate() {
+            f(c0 + i, plane);
+        }
+    };
+    if macs < MIN_PARALLEL_MACS {
+        each(0, nchw);
+    } else {
+        pool.rows(nchw, channels, p, 1, &each);
     }
 }
