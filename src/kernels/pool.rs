@@ -126,24 +126,27 @@ impl Pool {
 
     /// Splits `out`, `rows` rows of `row_len`, into one block of whole rows
     /// per thread (multiples of `align` rows) and runs `f(first_row, block)`
-    /// on each block in parallel.
+    /// on each block in parallel; on the caller alone when `work` is below
+    /// `min_work` (as [`Pool::rows3`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn rows<T: Send>(
         &self,
+        work: usize,
+        min_work: usize,
         out: &mut [T],
         rows: usize,
         row_len: usize,
         align: usize,
         f: &(dyn Fn(usize, &mut [T]) + Sync),
     ) {
-        let (mut none_b, mut none_c): ([(); 0], [(); 0]) = ([], []);
-        self.rows3(
-            0,
-            0,
+        self.rows3::<T, (), ()>(
+            work,
+            min_work,
             rows,
             align,
             Split::new(out, row_len),
-            Split::new(&mut none_b[..], 0),
-            Split::new(&mut none_c[..], 0),
+            Split::empty(),
+            Split::empty(),
             &|r0, block, _, _| f(r0, block),
         );
     }
@@ -159,6 +162,14 @@ pub struct Split<'a, T> {
 impl<'a, T> Split<'a, T> {
     pub fn new(buf: &'a mut [T], row_len: usize) -> Self {
         Split { buf, row_len }
+    }
+
+    /// No buffer: every thread's block is empty.
+    pub fn empty() -> Self {
+        Split {
+            buf: &mut [],
+            row_len: 0,
+        }
     }
 }
 
@@ -312,7 +323,7 @@ mod tests {
             for rows in [0usize, 1, 2, 3, 7, 50, 101] {
                 let mut out = vec![0u32; rows * 3];
                 for _ in 0..3 {
-                    pool.rows(&mut out, rows, 3, 2, &|r0, block| {
+                    pool.rows(0, 0, &mut out, rows, 3, 2, &|r0, block| {
                         for (i, v) in block.iter_mut().enumerate() {
                             *v += (r0 * 3 + i) as u32 + 1;
                         }

@@ -65,6 +65,14 @@ impl Weights {
             Weights::F16(w) => 2 * w.len(),
         }
     }
+
+    /// `c = x · wᵀ` for `m` rows of `x` (`m × k`) on the packed weights.
+    fn gemm(&self, kern: &Kernels, x: &[f32], m: usize, n: usize, k: usize, c: &mut [f32]) {
+        match self {
+            Weights::F32(w) => kern.gemm_f32p(x, w, m, n, k, c),
+            Weights::F16(w) => kern.gemm_f16p(x, w, m, n, k, c),
+        }
+    }
 }
 
 impl Int8 {
@@ -290,14 +298,13 @@ impl MatMul {
         let direct = self.out_rows_contiguous();
         let rows_of = |len: usize| len.checked_div(n).unwrap_or(0);
         for (bi, (&ab, &ob)) in self.a_batch.iter().zip(&self.o_batch).enumerate() {
-            let mut none: [f32; 0] = [];
+            let dst_rows = match direct {
+                true => Split::new(&mut out[ob..ob + m * n], n),
+                false => Split::empty(),
+            };
             if let Rhs::Int8(w, aq) = &self.rhs {
                 // Not direct: the i32 sums stay in `acc`, scattered below
                 // (an int8 product has no `c` scratch).
-                let dst_rows = match direct {
-                    true => Split::new(&mut out[ob..ob + m * n], n),
-                    false => Split::new(&mut none[..], 0),
-                };
                 let scale = |mi: usize| s[aq.s_batch[bi] + aq.s_m[mi]];
                 pool.rows3(
                     m * n * k,
@@ -338,15 +345,9 @@ impl MatMul {
                 }
                 continue;
             }
-            let (dst_rows, c_rows) = match direct {
-                true => (
-                    Split::new(&mut out[ob..ob + m * n], n),
-                    Split::new(&mut none[..], 0),
-                ),
-                false => (
-                    Split::new(&mut none[..], 0),
-                    Split::new(&mut scr.c[..m * n], n),
-                ),
+            let c_rows = match direct {
+                true => Split::empty(),
+                false => Split::new(&mut scr.c[..m * n], n),
             };
             if let Rhs::Act { b_batch, b_n, b_k } = &self.rhs {
                 for (ni, row) in scr.pb[..n * k]
@@ -379,8 +380,7 @@ impl MatMul {
                         self.gather_a(a, ab, r0 + i, row, |v| v);
                     }
                     match &self.rhs {
-                        Rhs::Float(Weights::F32(w)) => kern.gemm_f32p(pa, w, rows, n, k, dst),
-                        Rhs::Float(Weights::F16(w)) => kern.gemm_f16p(pa, w, rows, n, k, dst),
+                        Rhs::Float(w) => w.gemm(kern, pa, rows, n, k, dst),
                         Rhs::Act { .. } => kern.gemm_f32(pa, pb, rows, n, k, dst),
                         Rhs::Int8(..) => unreachable!("int8 products run above"),
                     }
@@ -499,7 +499,6 @@ impl Conv {
     ) {
         let (p, kk, o) = (self.oh * self.ow, self.kk(), self.o);
         let macs = p * kk * o;
-        let mut none: [f32; 0] = [];
         let nchw = &mut out[..o * p];
         match &self.weights {
             ConvWeights::Int8(w) => {
@@ -517,7 +516,7 @@ impl Conv {
                     2,
                     Split::new(&mut scr.qa[..p * kk], kk),
                     Split::new(&mut scr.acc[..p * o], o),
-                    Split::new(&mut none[..], 0),
+                    Split::<()>::empty(),
                     &|r0, cols, acc, _| {
                         self.im2col(qx, r0, cols);
                         kern.gemm_i8(cols, &w.q, acc.len() / o.max(1), o, kk, acc);
@@ -539,14 +538,10 @@ impl Conv {
                     2,
                     Split::new(&mut scr.pa[..p * kk], kk),
                     Split::new(&mut scr.c[..p * o], o),
-                    Split::new(&mut none[..], 0),
+                    Split::<()>::empty(),
                     &|r0, cols, c, _| {
                         self.im2col(x, r0, cols);
-                        let rows = c.len() / o.max(1);
-                        match w {
-                            Weights::F32(w) => kern.gemm_f32p(cols, w, rows, o, kk, c),
-                            Weights::F16(w) => kern.gemm_f16p(cols, w, rows, o, kk, c),
-                        }
+                        w.gemm(kern, cols, c.len() / o.max(1), o, kk, c);
                     },
                 );
                 let c: &[f32] = &scr.c[..p * o];
@@ -576,9 +571,5 @@ fn split_channels(
             f(c0 + i, plane);
         }
     };
-    if macs < MIN_PARALLEL_MACS {
-        each(0, nchw);
-    } else {
-        pool.rows(nchw, channels, p, 1, &each);
-    }
+    pool.rows(macs, MIN_PARALLEL_MACS, nchw, channels, p, 1, &each);
 }

@@ -344,11 +344,7 @@ fn split_rows(
     f: &(dyn Fn(usize, &mut [f32]) + Sync),
 ) {
     let rows = dst.len() / row_len.max(1);
-    if dst.len() < MIN_PARALLEL_ELEMS {
-        f(0, dst);
-    } else {
-        pool.rows(dst, rows, row_len, 1, f);
-    }
+    pool.rows(dst.len(), MIN_PARALLEL_ELEMS, dst, rows, row_len, 1, f);
 }
 
 /// `f(part, first_element, out)` over blocks of the outer index of a tensor
