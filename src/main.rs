@@ -135,6 +135,9 @@ enum Cmd {
         /// Where the board profiles are (default: ./boards, else the source tree's).
         #[arg(long)]
         boards_dir: Option<PathBuf>,
+        /// Native engine: adds `profile_ms`, milliseconds per frame by op class (timed per op).
+        #[arg(long)]
+        profile: bool,
         #[arg(long)]
         json: bool,
     },
@@ -232,6 +235,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             iterations,
             board,
             boards_dir,
+            profile,
             json,
         } => {
             let board = match board {
@@ -241,7 +245,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 None => None,
             };
-            bench(&bundle, threads, iterations, board.as_ref(), json)
+            bench(&bundle, threads, iterations, board.as_ref(), profile, json)
         }
         Cmd::Info { bundle, json } => info(&bundle, json),
         Cmd::BenchKernels { iterations, json } => bench_kernels(iterations, json),
@@ -475,6 +479,7 @@ fn bench(
     threads: usize,
     iterations: usize,
     board: Option<&BoardProfile>,
+    profile: bool,
     json_out: bool,
 ) -> Result<ExitCode> {
     set_threads(threads)?;
@@ -496,6 +501,9 @@ fn bench(
     let k = 5.min(engine.bundle.labels().len());
     for _ in 0..3 {
         engine.classify(&img, k)?;
+    }
+    if profile && !engine.set_profiling(true) {
+        bail!("--profile times the native engine's ops; `--engine tract` has no such timing");
     }
     let (mut pre, mut enc, mut sc, mut tot) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     pre.reserve(iterations);
@@ -559,6 +567,9 @@ fn bench(
         "native": engine.native_summary(),
         "arch": std::env::consts::ARCH,
     });
+    if profile {
+        report["profile_ms"] = json!(engine.profile());
+    }
     if let Some(b) = board {
         // tract runs every bundle's arithmetic in f32 (see README), so the fp32 peak applies.
         let used = threads.min(b.cpu.cores) as f64;

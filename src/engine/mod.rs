@@ -277,6 +277,26 @@ impl Engine {
         }
     }
 
+    /// Times each op of the native engine from now on (`bench --profile`);
+    /// `false` on tract, which has no such timing.
+    pub fn set_profiling(&mut self, on: bool) -> bool {
+        match &mut self.backend {
+            Backend::Native(n) => {
+                n.set_profiling(on);
+                true
+            }
+            Backend::Tract(_) => false,
+        }
+    }
+
+    /// Milliseconds per frame by op class since profiling was turned on.
+    pub fn profile(&self) -> std::collections::BTreeMap<String, f64> {
+        match &self.backend {
+            Backend::Native(n) => n.profile(),
+            Backend::Tract(_) => Default::default(),
+        }
+    }
+
     /// Runs the encoder on the preprocessed input into the embedding buffer.
     pub fn encode(&mut self) -> Result<(), EngineError> {
         let plan = match &mut self.backend {

@@ -21,6 +21,7 @@
 
 use half::f16;
 
+pub mod elementwise;
 pub mod pool;
 pub mod scalar;
 
@@ -44,6 +45,27 @@ pub type PackI8 = fn(w: &[i8], n: usize, k: usize) -> Vec<i8>;
 /// Packs `n × k` float weights into a kernel path's own layout, at load.
 pub type PackF32 = fn(w: &[f32], n: usize, k: usize) -> Vec<f32>;
 pub type PackF16 = fn(w: &[f16], n: usize, k: usize) -> Vec<f16>;
+/// As [`PackF32`], into a buffer of at least [`packed_f32_len`] values
+/// (per frame, for a product of two activations: no allocation).
+pub type PackF32Into = fn(w: &[f32], n: usize, k: usize, out: &mut [f32]);
+
+/// Packs, as [`PackI8`] lays out an `n × k` matrix, the matrix whose row
+/// `j` is column `first + j` of `src` (`k` rows of `ld` values): a
+/// convolution's patches, stored a row per depth, become the product's
+/// right side (per frame, into `out`: no allocation).
+pub type PackI8Cols = fn(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]);
+
+/// Values a packed `n × k` int8 matrix may take in any kernel path's layout
+/// (panels of up to 16 channels by groups of 4 depths, padded).
+pub fn packed_i8_len(n: usize, k: usize) -> usize {
+    n.div_ceil(16) * 16 * k.div_ceil(4) * 4
+}
+
+/// Values a packed `n × k` f32 matrix may take in any kernel path's layout
+/// (panels of up to 16 channels, zero-padded).
+pub fn packed_f32_len(n: usize, k: usize) -> usize {
+    n.div_ceil(16) * 16 * k
+}
 
 /// One set of kernels for this CPU.
 #[derive(Clone, Copy)]
@@ -52,6 +74,9 @@ pub struct Kernels {
     pub name: &'static str,
     gemm_i8: GemmI8,
     pack_i8: PackI8,
+    pack_i8_cols: PackI8Cols,
+    /// Values one packed panel of 16 rows of depth `k` takes.
+    i8_panel_len: fn(k: usize) -> usize,
     gemm_f16w: GemmF16w,
     gemm_f32: GemmF32,
     /// Weights packed by `pack_f16` / `pack_f32` (linear layers and
@@ -59,7 +84,10 @@ pub struct Kernels {
     pack_f16: PackF16,
     gemm_f16p: GemmF16w,
     pack_f32: PackF32,
+    pack_f32_into: PackF32Into,
     gemm_f32p: GemmF32,
+    /// Which compiled copy of the element-wise row kernels runs.
+    pub level: elementwise::Level,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -74,12 +102,16 @@ impl Kernels {
         name: "scalar",
         gemm_i8: scalar::gemm_i8,
         pack_i8: rows,
+        pack_i8_cols: rows_of_cols,
+        i8_panel_len: rows_panel_len,
         gemm_f16w: scalar::gemm_f16w,
         gemm_f32: scalar::gemm_f32,
         pack_f16: rows,
         gemm_f16p: scalar::gemm_f16w,
         pack_f32: rows,
+        pack_f32_into: rows_into,
         gemm_f32p: scalar::gemm_f32,
+        level: elementwise::Level::Plain,
     };
 
     /// The best kernels this CPU runs, by run-time feature detection;
@@ -135,6 +167,33 @@ impl Kernels {
         (self.pack_i8)(w, n, k)
     }
 
+    /// Columns `first..first + n` of `src` (`k` rows of `ld` values) as the
+    /// rows of an `n × k` matrix packed for [`Kernels::gemm_i8`], into `out`
+    /// (at least [`Kernels::i8_panel_len`] · ⌈n/16⌉ values). A block of
+    /// whole 16-row panels packs on its own: threads pack their shares.
+    pub fn pack_i8_cols(
+        &self,
+        src: &[i8],
+        ld: usize,
+        first: usize,
+        n: usize,
+        k: usize,
+        out: &mut [i8],
+    ) {
+        assert!(
+            n == 0
+                || (first + n <= ld
+                    && (k == 0 || src.len() >= (k - 1) * ld + first + n)
+                    && out.len() >= n.div_ceil(16) * self.i8_panel_len(k))
+        );
+        (self.pack_i8_cols)(src, ld, first, n, k, out)
+    }
+
+    /// Values one packed int8 panel (16 rows of depth `k`) takes.
+    pub fn i8_panel_len(&self, k: usize) -> usize {
+        (self.i8_panel_len)(k)
+    }
+
     /// `out = x · wᵀ` in int8 with i32 accumulation; `w` as
     /// [`Kernels::pack_i8`] made it.
     ///
@@ -180,6 +239,12 @@ impl Kernels {
     pub fn pack_f32(&self, w: &[f32], n: usize, k: usize) -> Vec<f32> {
         assert!(w.len() >= n * k);
         (self.pack_f32)(w, n, k)
+    }
+
+    /// As [`Kernels::pack_f32`], into `out` (at least [`packed_f32_len`]).
+    pub fn pack_f32_into(&self, w: &[f32], n: usize, k: usize, out: &mut [f32]) {
+        assert!(w.len() >= n * k && out.len() >= packed_f32_len(n, k));
+        (self.pack_f32_into)(w, n, k, out)
     }
 
     /// As [`Kernels::gemm_f32`], `w` as [`Kernels::pack_f32`] made it.
@@ -264,6 +329,28 @@ pub fn rows<T: Copy>(w: &[T], n: usize, k: usize) -> Vec<T> {
     w[..n * k].to_vec()
 }
 
+/// [`PackI8Cols`] for the plain layout: a transpose.
+pub fn rows_of_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]) {
+    if n == 0 {
+        return;
+    }
+    for (t, line) in src.chunks(ld.max(1)).take(k).enumerate() {
+        for (j, v) in line[first..first + n].iter().enumerate() {
+            out[j * k + t] = *v;
+        }
+    }
+}
+
+/// The plain layout's 16 rows.
+pub fn rows_panel_len(k: usize) -> usize {
+    16 * k
+}
+
+/// [`rows`] into a buffer.
+pub fn rows_into(w: &[f32], n: usize, k: usize, out: &mut [f32]) {
+    out[..n * k].copy_from_slice(&w[..n * k]);
+}
+
 /// `v` rounded to the nearest integer, ties to even, as
 /// `f32::round_ties_even`, which compiles to a slow library call on x86_64
 /// without SSE4.1 (the baseline this crate is built for): adding and
@@ -289,7 +376,11 @@ pub fn quantize(v: f32, r: f32) -> i8 {
     // Clamping to integer bounds first rounds the same, and keeps |v| far
     // below 2^22, where the 1.5 · 2^23 trick of `round_half_even` holds.
     let c = (v * r).clamp(-127.0, 127.0);
-    ((c + MAGIC) - MAGIC) as i32 as i8
+    let c = if c.is_nan() { 0.0 } else { c };
+    // The rounded integer sits in the low mantissa bits of `c + MAGIC`
+    // (|c| ≤ 127): read it there, without a float-to-int conversion (a
+    // saturating `as` does not vectorise).
+    ((c + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32) as i8
 }
 
 /// Quantises one activation row to int8 as the bundles' graphs do
@@ -362,6 +453,43 @@ mod tests {
             Kernels::SCALAR.gemm_i8(&x, &w, m, n, k, &mut a);
             simd.gemm_i8(&x, &simd.pack_i8(&w, n, k), m, n, k, &mut b);
             prop_assert_eq!(a, b, "{} {}x{}x{}", simd.name, m, n, k);
+            }
+        }
+
+        /// Columns of a row-per-depth matrix packed per frame (a
+        /// convolution's patches), from any first column and in blocks of
+        /// whole panels, give the same exact product as the rows packed at
+        /// load; on every path, the scalar twins included.
+        #[test]
+        fn columns_packed_per_frame_multiply_exactly(
+            (m, n, k) in shapes(),
+            skip in 0usize..5,
+            split in 0usize..3,
+            seed in any::<u64>(),
+        ) {
+            let mut r = seed;
+            let mut next = || { r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (r >> 33) as u8 as i8 };
+            let ld = n + skip;
+            let x: Vec<i8> = (0..m * k).map(|_| next()).collect();
+            let src: Vec<i8> = (0..k * ld).map(|_| next()).collect();
+            // Row j of w is column skip + j of src.
+            let w: Vec<i8> = (0..n * k).map(|i| src[(i % k.max(1)) * ld + skip + i / k.max(1)]).collect();
+            let mut want = vec![0i32; m * n];
+            Kernels::SCALAR.gemm_i8(&x, &w, m, n, k, &mut want);
+            let mut all = paths();
+            all.push(Kernels::SCALAR);
+            for kern in all {
+                let panel = kern.i8_panel_len(k);
+                let panels = n.div_ceil(16);
+                let mut packed = vec![7i8; panels * panel];
+                // The first `split` panels packed apart from the rest.
+                let cut = split.min(panels);
+                let (lo, hi) = packed.split_at_mut(cut * panel);
+                kern.pack_i8_cols(&src, ld, skip, (cut * 16).min(n), k, lo);
+                kern.pack_i8_cols(&src, ld, skip + (cut * 16).min(n), n - (cut * 16).min(n), k, hi);
+                let mut got = vec![1i32; m * n];
+                kern.gemm_i8(&x, &packed, m, n, k, &mut got);
+                prop_assert_eq!(&got, &want, "{} {}x{}x{}", kern.name, m, n, k);
             }
         }
 

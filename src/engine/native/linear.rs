@@ -10,8 +10,13 @@
 
 use half::f16;
 
+use crate::kernels::elementwise as ew;
 use crate::kernels::pool::{Pool, Split, MIN_PARALLEL_MACS};
-use crate::kernels::{quantize, Kernels};
+use crate::kernels::{packed_f32_len, packed_i8_len, quantize, Kernels};
+
+/// A fused epilogue ([`super::fuse`]) on one block of an op's output,
+/// `first` the block's first value's index in the output.
+pub type PostFn<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
 
 /// f32 or f16 weights, `n × k`, in the kernel path's layout
 /// ([`Kernels::pack_f32`], [`Kernels::pack_f16`]).
@@ -79,7 +84,14 @@ impl Int8 {
     /// `n × k` dequantised weights back as int8, when every output channel
     /// lies on a symmetric int8 grid (`s = max|w| / 127`); else the values
     /// unchanged.
-    pub fn recover(w: Vec<f32>, n: usize, k: usize, kernels: &Kernels) -> Result<Int8, Vec<f32>> {
+    /// `kernels`: pack for them; `None`: keep plain rows (a convolution's
+    /// weights, the left side of its product).
+    pub fn recover(
+        w: Vec<f32>,
+        n: usize,
+        k: usize,
+        kernels: Option<&Kernels>,
+    ) -> Result<Int8, Vec<f32>> {
         match recover_int8(&w, n, k) {
             Some((q, scale)) => Ok(Int8::from_parts(q, scale, n, k, kernels)),
             None => Err(w),
@@ -90,11 +102,21 @@ impl Int8 {
         "int8"
     }
 
-    /// `n × k` int8 weights (a row per output channel) with their scales.
-    pub fn from_parts(q: Vec<i8>, scale: Vec<f32>, n: usize, k: usize, kernels: &Kernels) -> Int8 {
-        Int8 {
-            q: kernels.pack_i8(&q, n, k),
-            scale,
+    /// `n × k` int8 weights (a row per output channel) with their scales,
+    /// packed for `kernels` (or kept as rows).
+    pub fn from_parts(
+        q: Vec<i8>,
+        scale: Vec<f32>,
+        n: usize,
+        k: usize,
+        kernels: Option<&Kernels>,
+    ) -> Int8 {
+        match kernels {
+            Some(kern) => Int8 {
+                q: kern.pack_i8(&q, n, k),
+                scale,
+            },
+            None => Int8 { q, scale },
         }
     }
 }
@@ -129,9 +151,13 @@ fn recover_int8(w: &[f32], n: usize, k: usize) -> Option<(Vec<i8>, Vec<f32>)> {
 pub struct Scratch {
     pub pa: Vec<f32>,
     pub pb: Vec<f32>,
+    /// `pb` in the kernel path's packed layout.
+    pub pp: Vec<f32>,
     pub c: Vec<f32>,
     pub qa: Vec<i8>,
     pub qx: Vec<i8>,
+    /// `qa` in the kernel path's packed layout.
+    pub qp: Vec<i8>,
     pub acc: Vec<i32>,
 }
 
@@ -140,9 +166,11 @@ pub struct Scratch {
 pub struct ScratchSize {
     pub pa: usize,
     pub pb: usize,
+    pub pp: usize,
     pub c: usize,
     pub qa: usize,
     pub qx: usize,
+    pub qp: usize,
     pub acc: usize,
 }
 
@@ -151,9 +179,11 @@ impl ScratchSize {
         ScratchSize {
             pa: self.pa.max(o.pa),
             pb: self.pb.max(o.pb),
+            pp: self.pp.max(o.pp),
             c: self.c.max(o.c),
             qa: self.qa.max(o.qa),
             qx: self.qx.max(o.qx),
+            qp: self.qp.max(o.qp),
             acc: self.acc.max(o.acc),
         }
     }
@@ -165,17 +195,20 @@ impl Scratch {
         Scratch {
             pa: vec![0.0; n.pa],
             pb: vec![0.0; n.pb],
+            pp: vec![0.0; n.pp],
             c: vec![0.0; n.c],
             qa: vec![0; n.qa],
             qx: vec![0; n.qx],
+            qp: vec![0; n.qp],
             acc: vec![0; n.acc],
         }
     }
 
     pub fn bytes(&self) -> usize {
-        4 * (self.pa.len() + self.pb.len() + self.c.len() + self.acc.len())
+        4 * (self.pa.len() + self.pb.len() + self.pp.len() + self.c.len() + self.acc.len())
             + self.qa.len()
             + self.qx.len()
+            + self.qp.len()
     }
 }
 
@@ -236,6 +269,7 @@ impl MatMul {
             Rhs::Act { .. } => ScratchSize {
                 pa: m * k,
                 pb: n * k,
+                pp: packed_f32_len(n, k),
                 c: m * n,
                 ..Default::default()
             },
@@ -260,7 +294,7 @@ impl MatMul {
 
     /// Each output row is contiguous and follows the previous one: the
     /// threads write their rows of the result in place.
-    fn out_rows_contiguous(&self) -> bool {
+    pub fn out_rows_contiguous(&self) -> bool {
         self.o_n_unit && self.o_m.iter().enumerate().all(|(i, &o)| o == i * self.n)
     }
 
@@ -282,7 +316,9 @@ impl MatMul {
     /// scales of an int8 layer (or empty). The threads each take a block of
     /// rows through the whole op: gathering (and quantising) their rows of
     /// `a`, the product, and the epilogue into `out` when its rows are
-    /// contiguous (else the caller scatters them after).
+    /// contiguous (else the caller scatters them after); then `post`, the
+    /// fused epilogue, on the same rows (or on the whole output after the
+    /// scatter).
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
@@ -293,6 +329,7 @@ impl MatMul {
         s: &[f32],
         out: &mut [f32],
         scr: &mut Scratch,
+        post: &PostFn<'_>,
     ) {
         let (m, n, k) = (self.m, self.n, self.k);
         let direct = self.out_rows_contiguous();
@@ -318,7 +355,12 @@ impl MatMul {
                         let rows = rows_of(acc.len());
                         for (i, row) in qa.chunks_exact_mut(k.max(1)).take(rows).enumerate() {
                             let r = 1.0 / scale(r0 + i);
-                            self.gather_a(a, ab, r0 + i, row, |v| quantize(v, r));
+                            if self.a_k_unit {
+                                let base = ab + self.a_m[r0 + i];
+                                ew::quantize_into(kern.level, &a[base..base + k], r, row);
+                            } else {
+                                self.gather_a(a, ab, r0 + i, row, |v| quantize(v, r));
+                            }
                         }
                         kern.gemm_i8(qa, &w.q, rows, n, k, acc);
                         for (i, (o, acc)) in o
@@ -326,10 +368,10 @@ impl MatMul {
                             .zip(acc.chunks_exact(n.max(1)))
                             .enumerate()
                         {
-                            let sa = scale(r0 + i);
-                            for ((o, a), ws) in o.iter_mut().zip(acc).zip(&w.scale) {
-                                *o = *a as f32 * (sa * ws);
-                            }
+                            ew::dequantize(kern.level, acc, scale(r0 + i), &w.scale, o);
+                        }
+                        if !o.is_empty() {
+                            post(ob + r0 * n, o);
                         }
                     },
                 );
@@ -362,7 +404,11 @@ impl MatMul {
                 }
             }
             let pb: &[f32] = match &self.rhs {
-                Rhs::Act { .. } => &scr.pb[..n * k],
+                Rhs::Act { .. } => {
+                    let pp = &mut scr.pp[..packed_f32_len(n, k)];
+                    kern.pack_f32_into(&scr.pb[..n * k], n, k, pp);
+                    pp
+                }
                 _ => &[],
             };
             pool.rows3(
@@ -374,15 +420,19 @@ impl MatMul {
                 c_rows,
                 dst_rows,
                 &|r0, pa, c, o| {
-                    let dst = if o.is_empty() { c } else { o };
+                    let in_place = !o.is_empty();
+                    let dst = if in_place { o } else { c };
                     let rows = rows_of(dst.len());
                     for (i, row) in pa.chunks_exact_mut(k.max(1)).take(rows).enumerate() {
                         self.gather_a(a, ab, r0 + i, row, |v| v);
                     }
                     match &self.rhs {
                         Rhs::Float(w) => w.gemm(kern, pa, rows, n, k, dst),
-                        Rhs::Act { .. } => kern.gemm_f32(pa, pb, rows, n, k, dst),
+                        Rhs::Act { .. } => kern.gemm_f32p(pa, pb, rows, n, k, dst),
                         Rhs::Int8(..) => unreachable!("int8 products run above"),
+                    }
+                    if in_place {
+                        post(ob + r0 * n, dst);
                     }
                 },
             );
@@ -395,8 +445,18 @@ impl MatMul {
                 }
             }
         }
+        if !direct {
+            post(0, out);
+        }
     }
 }
+
+/// Pixels of one packed panel of a convolution's patches (the int8
+/// kernels' panel width).
+const PIXEL_PANEL: usize = 16;
+
+/// Element-wise work below this many values runs on the caller alone.
+const MIN_PARALLEL_ELEMS: usize = 1 << 14;
 
 /// A convolution's weights: float, or int8 with the input quantised with
 /// one scale for the whole tensor.
@@ -445,8 +505,9 @@ impl Conv {
         let (p, kk) = (self.oh * self.ow, self.kk());
         match self.weights {
             ConvWeights::Int8(_) => ScratchSize {
-                qa: p * kk,
+                qa: if self.pointwise() { 0 } else { kk * p },
                 qx: self.c * self.h * self.w,
+                qp: packed_i8_len(p, kk),
                 acc: p * self.o,
                 ..Default::default()
             },
@@ -455,6 +516,53 @@ impl Conv {
                 c: p * self.o,
                 ..Default::default()
             },
+        }
+    }
+
+    /// A 1×1 convolution, stride 1, no padding: its patches, a row per
+    /// depth, are its input.
+    fn pointwise(&self) -> bool {
+        self.kernel == [1, 1]
+            && self.stride == [1, 1]
+            && self.pad == [0, 0]
+            && (self.oh, self.ow) == (self.h, self.w)
+    }
+
+    /// Rows `t0..t0 + rows.len() / p` of the patch matrix a row per depth
+    /// (`(c · kh · kw) × p`, depth `t` = channel, kernel row, kernel column):
+    /// row `t` holds, for every output pixel, the input value under that
+    /// kernel tap, zero outside the image. With stride 1 a row is runs of
+    /// the input's rows, copied whole.
+    fn im2col_rows<T: Copy + Default>(&self, x: &[T], t0: usize, rows: &mut [T]) {
+        let [kh, kw] = self.kernel;
+        let (p, taps) = (self.oh * self.ow, kh * kw);
+        for (i, row) in rows.chunks_exact_mut(p.max(1)).enumerate() {
+            let t = t0 + i;
+            let (ch, ky, kx) = (t / taps, t % taps / kw, t % kw);
+            let plane = &x[ch * self.h * self.w..(ch + 1) * self.h * self.w];
+            let dx = kx * self.dilation[1];
+            for (oy, out) in row.chunks_exact_mut(self.ow.max(1)).enumerate() {
+                let y = (oy * self.stride[0] + ky * self.dilation[0]).wrapping_sub(self.pad[0]);
+                if y >= self.h {
+                    out.fill(T::default());
+                    continue;
+                }
+                let line = &plane[y * self.w..(y + 1) * self.w];
+                if self.stride[1] == 1 {
+                    // Output columns whose input column `ox + dx - pad` is in the row.
+                    let lo = self.pad[1].saturating_sub(dx).min(self.ow);
+                    let hi = (self.w + self.pad[1]).saturating_sub(dx).clamp(lo, self.ow);
+                    out[..lo].fill(T::default());
+                    out[hi..].fill(T::default());
+                    let from = lo + dx - self.pad[1];
+                    out[lo..hi].copy_from_slice(&line[from..from + hi - lo]);
+                } else {
+                    for (ox, v) in out.iter_mut().enumerate() {
+                        let xx = (ox * self.stride[1] + dx).wrapping_sub(self.pad[1]);
+                        *v = if xx < self.w { line[xx] } else { T::default() };
+                    }
+                }
+            }
         }
     }
 
@@ -487,7 +595,9 @@ impl Conv {
 
     /// `s`: the int8 layer's activation scale (or empty). The threads split
     /// the output pixels for im2col and the product, then the output
-    /// channels for the epilogue (bias, int8 scales) into NCHW.
+    /// channels for the epilogue (bias, int8 scales, then `post`, the
+    /// fused epilogue) into NCHW.
+    #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
         kern: &Kernels,
@@ -496,39 +606,73 @@ impl Conv {
         s: &[f32],
         out: &mut [f32],
         scr: &mut Scratch,
+        post: &PostFn<'_>,
     ) {
         let (p, kk, o) = (self.oh * self.ow, self.kk(), self.o);
         let macs = p * kk * o;
         let nchw = &mut out[..o * p];
         match &self.weights {
             ConvWeights::Int8(w) => {
-                let sa = s[0];
-                let r = 1.0 / sa;
-                let qx = &mut scr.qx[..self.c * self.h * self.w];
-                for (d, v) in qx.iter_mut().zip(x) {
-                    *d = quantize(*v, r);
-                }
+                // The product runs turned around, `out (o × p) = w · colsᵀ`:
+                // the weights are its left side (plain rows), the patches
+                // its right side, packed per frame; each output channel's
+                // row is then its NCHW plane, written in place.
+                let (sa, lv) = (s[0], kern.level);
+                let (c, hw) = (self.c, self.h * self.w);
+                let qx = &mut scr.qx[..c * hw];
+                pool.rows(c * hw, MIN_PARALLEL_ELEMS, qx, c, hw, 1, &|c0, q| {
+                    ew::quantize_into(lv, &x[c0 * hw..c0 * hw + q.len()], 1.0 / sa, q)
+                });
                 let qx: &[i8] = qx;
+                // The patches a row per depth (`kk × p`): the quantised
+                // input itself for a pointwise convolution.
+                let cols: &[i8] = if self.pointwise() {
+                    qx
+                } else {
+                    let cols = &mut scr.qa[..kk * p];
+                    pool.rows(kk * p, MIN_PARALLEL_ELEMS, cols, kk, p, 1, &|t0, rows| {
+                        self.im2col_rows(qx, t0, rows)
+                    });
+                    cols
+                };
+                // Packed for the kernels, 16 pixels (one panel) at a time.
+                let (panels, panel_len) = (p.div_ceil(PIXEL_PANEL), kern.i8_panel_len(kk));
+                pool.rows(
+                    p * kk,
+                    MIN_PARALLEL_ELEMS,
+                    &mut scr.qp[..panels * panel_len],
+                    panels,
+                    panel_len,
+                    1,
+                    &|b0, qp| {
+                        let first = b0 * PIXEL_PANEL;
+                        let n = (qp.len() / panel_len.max(1) * PIXEL_PANEL).min(p - first);
+                        kern.pack_i8_cols(cols, p, first, n, kk, qp);
+                    },
+                );
+                let right: &[i8] = &scr.qp[..panels * panel_len];
                 pool.rows3(
                     macs,
                     MIN_PARALLEL_MACS,
-                    p,
-                    2,
-                    Split::new(&mut scr.qa[..p * kk], kk),
-                    Split::new(&mut scr.acc[..p * o], o),
+                    o,
+                    1,
+                    Split::new(&mut scr.acc[..o * p], p),
+                    Split::new(nchw, p),
                     Split::<()>::empty(),
-                    &|r0, cols, acc, _| {
-                        self.im2col(qx, r0, cols);
-                        kern.gemm_i8(cols, &w.q, acc.len() / o.max(1), o, kk, acc);
+                    &|oc0, acc, planes, _| {
+                        let rows = planes.len() / p.max(1);
+                        kern.gemm_i8(&w.q[oc0 * kk..], right, rows, p, kk, acc);
+                        for (i, (plane, acc)) in planes
+                            .chunks_exact_mut(p.max(1))
+                            .zip(acc.chunks_exact(p.max(1)))
+                            .enumerate()
+                        {
+                            let oc = oc0 + i;
+                            ew::dequantize_bias(lv, acc, sa * w.scale[oc], self.bias[oc], plane);
+                        }
+                        post(oc0 * p, planes);
                     },
                 );
-                let acc: &[i32] = &scr.acc[..p * o];
-                split_channels(pool, macs, nchw, p, &|oc, plane| {
-                    let (f, b) = (sa * w.scale[oc], self.bias[oc]);
-                    for (pi, d) in plane.iter_mut().enumerate() {
-                        *d = acc[pi * o + oc] as f32 * f + b;
-                    }
-                });
             }
             ConvWeights::Float(w) => {
                 pool.rows3(
@@ -550,6 +694,7 @@ impl Conv {
                     for (pi, d) in plane.iter_mut().enumerate() {
                         *d = c[pi * o + oc] + b;
                     }
+                    post(oc * p, plane);
                 });
             }
         }

@@ -127,6 +127,35 @@ pub struct Step {
     pub name: String,
     pub kind: Kind,
     pub out: usize,
+    /// Element-wise ops fused into this one's epilogue ([`super::fuse`]):
+    /// applied in order to each block of the output as it is written.
+    pub posts: Vec<Post>,
+}
+
+impl Step {
+    /// Every tensor the step reads, its fused epilogue's included.
+    pub fn inputs(&self) -> Vec<Operand> {
+        let mut v = self.kind.inputs();
+        v.extend(self.posts.iter().filter_map(|p| match p {
+            Post::Binary { other, .. } => Some(*other),
+            Post::Unary(_) => None,
+        }));
+        v
+    }
+}
+
+/// An element-wise op applied in place to a producer's output as it is
+/// written: `y = f(y)`, or `y = y ∘ other` (`other ∘ y` unless `y_first`),
+/// `other` read through its broadcast strides over the output's `dims`.
+pub enum Post {
+    Unary(Unary),
+    Binary {
+        op: Binary,
+        y_first: bool,
+        dims: Vec<usize>,
+        other: Operand,
+        so: Vec<usize>,
+    },
 }
 
 /// The lowered graph, before arena planning.
@@ -249,22 +278,11 @@ pub fn lower(model: &TypedModel, kernels: &Kernels) -> Result<Lowered, LowerErro
         Some(Value::Val { id, .. }) => *id,
         _ => return Err(fail("graph", "graph", "the output is a constant".into())),
     };
-    // Dead steps (the fake quantisation an int8 product no longer reads).
-    let mut needed = vec![false; l.lens.len()];
-    needed[output] = true;
-    let mut keep = vec![false; l.steps.len()];
-    for (i, s) in l.steps.iter().enumerate().rev() {
-        if needed[s.out] {
-            keep[i] = true;
-            for o in s.kind.inputs() {
-                if let Operand::Val(v) = o {
-                    needed[v] = true;
-                }
-            }
-        }
-    }
-    let mut k = keep.iter();
-    l.steps.retain(|_| *k.next().unwrap());
+    // Dead steps (the fake quantisation an int8 product no longer reads),
+    // then element-wise ops fused into their producers' epilogues.
+    prune(&mut l.steps, l.lens.len(), output);
+    super::fuse::fuse(&mut l.steps, &l.lens, &l.consts, input, output);
+    prune(&mut l.steps, l.lens.len(), output);
     Ok(Lowered {
         steps: l.steps,
         lens: l.lens,
@@ -272,6 +290,25 @@ pub fn lower(model: &TypedModel, kernels: &Kernels) -> Result<Lowered, LowerErro
         input,
         output,
     })
+}
+
+/// Drops the steps whose output nothing needed reads.
+pub(super) fn prune(steps: &mut Vec<Step>, values: usize, output: usize) {
+    let mut needed = vec![false; values];
+    needed[output] = true;
+    let mut keep = vec![false; steps.len()];
+    for (i, s) in steps.iter().enumerate().rev() {
+        if needed[s.out] {
+            keep[i] = true;
+            for o in s.inputs() {
+                if let Operand::Val(v) = o {
+                    needed[v] = true;
+                }
+            }
+        }
+    }
+    let mut k = keep.iter();
+    steps.retain(|_| *k.next().unwrap());
 }
 
 type R<T> = Result<T, String>;
@@ -486,6 +523,7 @@ impl Lowerer<'_> {
             name: node.name.clone(),
             kind,
             out: id,
+            posts: Vec::new(),
         });
         self.values.insert(OutletId::new(node.id, 0), v);
     }
@@ -971,9 +1009,11 @@ impl Lowerer<'_> {
         k_off: &[usize],
         dims: &[usize],
         int8: bool,
+        pack_int8: bool,
     ) -> R<Got> {
         let (n, k) = (n_off.len(), k_off.len());
         let kern = &self.kernels;
+        let pack = pack_int8.then_some(kern);
         match self.value(o)? {
             Value::Dequant { q, scale } if int8 && q.shape() == dims => {
                 let ss = ops::broadcast_strides(scale.shape(), dims);
@@ -1001,7 +1041,7 @@ impl Lowerer<'_> {
                         w.extend(k_off.iter().map(|&kk| qv[nn + kk]));
                     }
                     let scale: Vec<f32> = n_off.iter().map(|&nn| sv[at(nn)]).collect();
-                    return Ok(Got::Int8(Int8::from_parts(w, scale, n, k, kern)));
+                    return Ok(Got::Int8(Int8::from_parts(w, scale, n, k, pack)));
                 }
             }
             Value::Cast(src) if src.datum_type() == f16::datum_type() && src.shape() == dims => {
@@ -1037,7 +1077,7 @@ impl Lowerer<'_> {
         }
         drop(bv);
         if int8 {
-            match Int8::recover(w, n, k, kern) {
+            match Int8::recover(w, n, k, pack) {
                 Ok(w) => Ok(Got::Int8(w)),
                 Err(w) => Ok(Got::Float(Weights::new(w, n, k, kern))),
             }
@@ -1091,7 +1131,7 @@ impl Lowerer<'_> {
         let n_off: Vec<usize> = (0..o).map(|j| j * kk).collect();
         let k_off: Vec<usize> = (0..kk).collect();
         let (weights, quant) =
-            match self.weights(node.inputs[1], &n_off, &k_off, &w_dims, fq.is_some())? {
+            match self.weights(node.inputs[1], &n_off, &k_off, &w_dims, fq.is_some(), false)? {
                 Got::Int8(w) => (ConvWeights::Int8(w), true),
                 Got::Float(w) => (ConvWeights::Float(w), false),
             };
@@ -1249,7 +1289,10 @@ impl Lowerer<'_> {
                 return Err("batched product with constant weights".into());
             }
             let (b_n, b_k) = (table(&n_ax, |ax| ax.b), table(&k_ax, |ax| ax.b));
-            match (self.weights(b_o, &b_n, &b_k, &db, quant.is_some())?, quant) {
+            match (
+                self.weights(b_o, &b_n, &b_k, &db, quant.is_some(), true)?,
+                quant,
+            ) {
                 (Got::Int8(w), Some(q)) => Rhs::Int8(w, q),
                 (Got::Float(w), _) => Rhs::Float(w),
                 (Got::Int8(_), None) => {

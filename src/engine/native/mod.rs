@@ -8,6 +8,7 @@
 //! load ([`check_bounds`]): a hostile graph is refused, it cannot index out
 //! of range per frame.
 
+pub mod fuse;
 pub mod linear;
 pub mod lower;
 pub mod ops;
@@ -17,10 +18,11 @@ use std::collections::BTreeMap;
 
 use tract_core::internal::TypedModel;
 
+use crate::kernels::elementwise::Level;
 use crate::kernels::pool::Pool;
 use crate::kernels::Kernels;
 use linear::{Scratch, ScratchSize};
-use lower::{Kind, LowerError, Operand, Step};
+use lower::{Kind, LowerError, Operand, Post, Step};
 
 /// A lowered image encoder, ready to run frames.
 pub struct Native {
@@ -35,6 +37,15 @@ pub struct Native {
     kernels: Kernels,
     pool: Pool,
     weight_bytes: usize,
+    /// Time spent in each step over the frames profiled (`bench --profile`).
+    profile: Option<Profile>,
+}
+
+/// Per-step run time, summed over frames; allocated when profiling is
+/// turned on, so a profiled frame allocates nothing either.
+struct Profile {
+    steps: Vec<std::time::Duration>,
+    frames: u64,
 }
 
 /// What a loaded native engine runs (for logs, `info` and `bench --json`).
@@ -67,7 +78,7 @@ impl Native {
         for (t, s) in l.steps.iter().enumerate() {
             first[s.out] = first[s.out].min(t);
             last[s.out] = last[s.out].max(t);
-            for o in s.kind.inputs() {
+            for o in s.inputs() {
                 if let Operand::Val(v) = o {
                     last[v] = last[v].max(t);
                 }
@@ -110,6 +121,18 @@ impl Native {
             }
         }
         weight_bytes += 4 * l.consts.iter().map(Vec::len).sum::<usize>();
+        if log::log_enabled!(log::Level::Debug) {
+            for (i, s) in l.steps.iter().enumerate() {
+                log::debug!(
+                    "step {i}: {} {} -> v{} ({} values) reads {:?}",
+                    op_key(&s.kind),
+                    s.name,
+                    s.out,
+                    l.lens[s.out],
+                    s.inputs()
+                );
+            }
+        }
         let native = Native {
             steps: l.steps,
             offsets,
@@ -122,6 +145,7 @@ impl Native {
             kernels,
             pool: Pool::new(threads),
             weight_bytes,
+            profile: None,
         };
         log::info!(
             "native engine: {} thread(s), {} ops, arena {:.1} MB, scratch {:.1} MB, weights {:.1} MB; {}",
@@ -160,12 +184,7 @@ impl Native {
                 Kind::Conv { conv, .. } => products.push((s.name.clone(), conv.precision())),
                 _ => {}
             }
-            let key = match &s.kind {
-                Kind::MatMul { mm, .. } => format!("{}/{}", s.kind.class(), mm.precision()),
-                Kind::Conv { conv, .. } => format!("{}/{}", s.kind.class(), conv.precision()),
-                k => k.class().to_string(),
-            };
-            *ops.entry(key).or_insert(0) += 1;
+            *ops.entry(op_key(&s.kind)).or_insert(0) += 1;
         }
         Summary {
             kernels: self.kernels.name,
@@ -176,6 +195,28 @@ impl Native {
             threads: self.pool.threads(),
             products,
         }
+    }
+
+    /// Starts (or with `false` stops and clears) timing each step of the
+    /// frames run from now on.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(|| Profile {
+            steps: vec![std::time::Duration::ZERO; self.steps.len()],
+            frames: 0,
+        });
+    }
+
+    /// Milliseconds per frame by op class (as [`Summary::ops`] names them)
+    /// over the frames profiled so far; empty when not profiling.
+    pub fn profile(&self) -> BTreeMap<String, f64> {
+        let mut by = BTreeMap::new();
+        if let Some(p) = &self.profile {
+            let frames = p.frames.max(1) as f64;
+            for (s, t) in self.steps.iter().zip(&p.steps) {
+                *by.entry(op_key(&s.kind)).or_insert(0.0) += t.as_secs_f64() * 1e3 / frames;
+            }
+        }
+        by
     }
 
     /// Runs one frame: `input` (the graph's input, e.g. 1×3×224×224) to
@@ -194,11 +235,16 @@ impl Native {
             scratch,
             kernels,
             pool,
+            profile,
             ..
         } = self;
         let at = |v: usize| offsets[v]..offsets[v] + lens[v];
         arena[at(self.input)].copy_from_slice(input);
-        for step in steps.iter() {
+        if let Some(p) = profile.as_mut() {
+            p.frames += 1;
+        }
+        for (i, step) in steps.iter().enumerate() {
+            let t0 = profile.is_some().then(std::time::Instant::now);
             let o = at(step.out);
             let (lo, rest) = arena.split_at_mut(o.start);
             let (dst, hi) = rest.split_at_mut(o.len());
@@ -210,9 +256,21 @@ impl Native {
                 lens,
                 consts,
             };
-            exec(&step.kind, &io, dst, scratch, kernels, pool);
+            exec(step, &io, dst, scratch, kernels, pool);
+            if let (Some(p), Some(t0)) = (profile.as_mut(), t0) {
+                p.steps[i] += t0.elapsed();
+            }
         }
         output.copy_from_slice(&arena[at(self.output)]);
+    }
+}
+
+/// An op's class and precision, e.g. `linear/int8`, `softmax`.
+fn op_key(kind: &Kind) -> String {
+    match kind {
+        Kind::MatMul { mm, .. } => format!("{}/{}", kind.class(), mm.precision()),
+        Kind::Conv { conv, .. } => format!("{}/{}", kind.class(), conv.precision()),
+        k => k.class().to_string(),
     }
 }
 
@@ -248,15 +306,36 @@ impl<'a> Io<'a> {
     }
 }
 
+fn apply_posts(lv: Level, posts: &[Post], io: &Io<'_>, first: usize, y: &mut [f32]) {
+    for p in posts {
+        match p {
+            Post::Unary(op) => ops::unary_in_place(lv, *op, y),
+            Post::Binary {
+                op,
+                y_first,
+                dims,
+                other,
+                so,
+            } => {
+                let row = dims.last().copied().unwrap_or(1).max(1);
+                ops::binary_post(lv, *op, *y_first, dims, io.get(*other), so, first / row, y)
+            }
+        }
+    }
+}
+
 fn exec(
-    kind: &Kind,
+    step: &Step,
     io: &Io<'_>,
     dst: &mut [f32],
     scratch: &mut Scratch,
     kernels: &Kernels,
     pool: &Pool,
 ) {
-    match kind {
+    let posts = &step.posts[..];
+    let lv = kernels.level;
+    let post = |first: usize, y: &mut [f32]| apply_posts(lv, posts, io, first, y);
+    match &step.kind {
         Kind::Binary {
             op,
             dims,
@@ -269,14 +348,18 @@ fn exec(
             let n = dims.last().copied().unwrap_or(1);
             if n > 0 {
                 split_rows(pool, dst, n, &|r0, out| {
-                    ops::binary_rows(*op, dims, a, sa, b, sb, r0, out)
+                    ops::binary_rows(lv, *op, dims, a, sa, b, sb, r0, out);
+                    post(r0 * n, out);
                 });
             }
         }
         Kind::Unary { op, x } => {
             let x = io.get(*x);
-            split_rows(pool, dst, 1, &|r0, out| {
-                ops::unary(*op, &x[r0..r0 + out.len()], out)
+            let row = fuse::unary_row(posts);
+            split_rows(pool, dst, row, &|r0, out| {
+                let first = r0 * row;
+                ops::unary(lv, *op, &x[first..first + out.len()], out);
+                post(first, out);
             });
         }
         Kind::Reduce {
@@ -286,11 +369,14 @@ fn exec(
             so,
             count,
             x,
-        } => ops::reduce(*op, dims, io.get(*x), sx, so, *count, dst),
+        } => {
+            ops::reduce(lv, *op, dims, io.get(*x), sx, so, *count, dst);
+        }
         Kind::Softmax { around, x } => {
             let x = io.get(*x);
             split_around(pool, *around, dst, &|a, r0, out| {
-                ops::softmax(a, &x[r0..r0 + out.len()], out)
+                ops::softmax(lv, a, &x[r0..r0 + out.len()], out);
+                post(r0, out);
             });
         }
         Kind::RmsNorm {
@@ -301,7 +387,8 @@ fn exec(
         } => {
             let x = io.get(*x);
             split_around(pool, *around, dst, &|a, r0, out| {
-                ops::rms_norm(a, *eps, *center, &x[r0..r0 + out.len()], out)
+                ops::rms_norm(lv, a, *eps, *center, &x[r0..r0 + out.len()], out);
+                post(r0, out);
             });
         }
         Kind::Copy { parts } => {
@@ -325,8 +412,11 @@ fn exec(
             io.opt(*s),
             dst,
             scratch,
+            &post,
         ),
-        Kind::Conv { conv, x, s } => conv.run(kernels, pool, io.get(*x), io.opt(*s), dst, scratch),
+        Kind::Conv { conv, x, s } => {
+            conv.run(kernels, pool, io.get(*x), io.opt(*s), dst, scratch, &post)
+        }
         Kind::Pool { pool, x } => ops::sum_pool(pool, io.get(*x), dst),
     }
 }
@@ -402,6 +492,20 @@ fn check_bounds(l: &lower::Lowered) -> Result<(), String> {
     };
     for st in &l.steps {
         let out = l.lens[st.out];
+        for p in &st.posts {
+            if let Post::Binary {
+                dims, other, so, ..
+            } = p
+            {
+                if dims.iter().product::<usize>() != out {
+                    return Err(format!(
+                        "{:?}: a fused op over {dims:?}, not its {out} values",
+                        st.name
+                    ));
+                }
+                within("a fused operand", st, reach(0, dims, so), len(*other))?;
+            }
+        }
         match &st.kind {
             Kind::Binary {
                 dims, a, sa, b, sb, ..

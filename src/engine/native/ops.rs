@@ -100,35 +100,15 @@ pub fn for_each_row_from<const N: usize>(
 /// Most axes any op's tensors have (`for_each_row`'s index array).
 pub const MAX_RANK: usize = 16;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Binary {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Max,
-    Min,
-}
-
-impl Binary {
-    pub fn from_name(n: &str) -> Option<Binary> {
-        Some(match n {
-            "Add" => Binary::Add,
-            "Sub" => Binary::Sub,
-            "Mul" => Binary::Mul,
-            "Div" => Binary::Div,
-            "Max" => Binary::Max,
-            "Min" => Binary::Min,
-            _ => return None,
-        })
-    }
-}
+use crate::kernels::elementwise::{self as ew, Level};
+pub use crate::kernels::elementwise::{fast_exp, Binary, Unary};
 
 /// `out = a ∘ b` over `dims` (`sa`, `sb` broadcast strides), for the
 /// innermost rows from `first_row` on, as many as `out` (contiguous) holds:
 /// the whole output, or one thread's share of it.
 #[allow(clippy::too_many_arguments)]
 pub fn binary_rows(
+    lv: Level,
     op: Binary,
     dims: &[usize],
     a: &[f32],
@@ -136,26 +116,6 @@ pub fn binary_rows(
     b: &[f32],
     sb: &[usize],
     first_row: usize,
-    out: &mut [f32],
-) {
-    let r = (a, sa, b, sb, first_row);
-    match op {
-        Binary::Add => binary_with(|x, y| x + y, dims, r, out),
-        Binary::Sub => binary_with(|x, y| x - y, dims, r, out),
-        Binary::Mul => binary_with(|x, y| x * y, dims, r, out),
-        Binary::Div => binary_with(|x, y| x / y, dims, r, out),
-        Binary::Max => binary_with(f32::max, dims, r, out),
-        Binary::Min => binary_with(f32::min, dims, r, out),
-    }
-}
-
-type BinaryArgs<'a> = (&'a [f32], &'a [usize], &'a [f32], &'a [usize], usize);
-
-#[inline(always)]
-fn binary_with(
-    f: impl Fn(f32, f32) -> f32,
-    dims: &[usize],
-    (a, sa, b, sb, first_row): BinaryArgs<'_>,
     out: &mut [f32],
 ) {
     let n = dims.last().copied().unwrap_or(1);
@@ -166,125 +126,42 @@ fn binary_with(
     let rows = out.len() / n.max(1);
     let mut o = 0;
     for_each_row_from(dims, [sa, sb], first_row, rows, |[oa, ob]| {
-        let row = &mut out[o..o + n];
-        match (ia, ib) {
-            (1, 1) => {
-                for ((r, x), y) in row.iter_mut().zip(&a[oa..oa + n]).zip(&b[ob..ob + n]) {
-                    *r = f(*x, *y);
-                }
-            }
-            (1, 0) => {
-                let y = b[ob];
-                for (r, x) in row.iter_mut().zip(&a[oa..oa + n]) {
-                    *r = f(*x, y);
-                }
-            }
-            (0, 1) => {
-                let x = a[oa];
-                for (r, y) in row.iter_mut().zip(&b[ob..ob + n]) {
-                    *r = f(x, *y);
-                }
-            }
-            _ => {
-                for (t, r) in row.iter_mut().enumerate() {
-                    *r = f(a[oa + t * ia], b[ob + t * ib]);
-                }
-            }
-        }
+        ew::binary(lv, op, &a[oa..], ia, &b[ob..], ib, &mut out[o..o + n]);
         o += n;
     });
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unary {
-    Abs,
-    Recip,
-    RoundHalfToEven,
-    Sigmoid,
-    Rsqrt,
-    Sqrt,
-    Square,
-    Exp,
-    Neg,
-    Tanh,
+pub fn unary(lv: Level, op: Unary, x: &[f32], out: &mut [f32]) {
+    ew::map(lv, op, Some(x), out)
 }
 
-impl Unary {
-    pub fn from_name(n: &str) -> Option<Unary> {
-        Some(match n {
-            "Abs" => Unary::Abs,
-            "Recip" => Unary::Recip,
-            "RoundHalfToEven" => Unary::RoundHalfToEven,
-            "Sigmoid" => Unary::Sigmoid,
-            "Rsqrt" => Unary::Rsqrt,
-            "Sqrt" => Unary::Sqrt,
-            "Square" => Unary::Square,
-            "Exp" => Unary::Exp,
-            "Neg" => Unary::Neg,
-            "Tanh" => Unary::Tanh,
-            _ => return None,
-        })
-    }
+/// `y = f(y)` in place (a fused epilogue).
+pub fn unary_in_place(lv: Level, op: Unary, y: &mut [f32]) {
+    ew::map(lv, op, None, y)
 }
 
-/// `e^x` in f32, branch-free (so that loops over it vectorise; the
-/// library's `expf` is a call per value): `x = n·ln2 + r` with
-/// `|r| ≤ ln2/2` (Cody–Waite, two-part ln2), Cephes' `expf` polynomial for
-/// `e^r`, and `2^n` built in the exponent bits. Within 2 ulp of `expf`
-/// (tested); inputs are clamped to [-87.3, 88.7] (about the smallest
-/// normal f32 and the largest finite).
-#[inline(always)]
-pub fn fast_exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const MAGIC: f32 = 12_582_912.0;
-    let x = x.clamp(-87.336_55, 88.722_83);
-    // n = round(x · log2 e), by the 1.5 · 2^23 trick (|n| ≤ 128).
-    let n = (x * LOG2E + MAGIC) - MAGIC;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let p = (((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
-        * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5)
-        * (r * r)
-        + r
-        + 1.0;
-    // 2^n for n in [-126, 128]: n = 128 only where x ≥ 88.38; split it.
-    let ni = n as i32;
-    let half = ni / 2;
-    let a = f32::from_bits(((half + 127) as u32) << 23);
-    let b = f32::from_bits(((ni - half + 127) as u32) << 23);
-    p * a * b
-}
-
-pub fn unary(op: Unary, x: &[f32], out: &mut [f32]) {
-    let map = |f: &dyn Fn(f32) -> f32, out: &mut [f32]| {
-        for (o, v) in out.iter_mut().zip(x) {
-            *o = f(*v);
-        }
-    };
-    match op {
-        Unary::Abs => map(&f32::abs, out),
-        Unary::Recip => map(&|v| 1.0 / v, out),
-        Unary::RoundHalfToEven => map(&crate::kernels::round_half_even, out),
-        Unary::Sigmoid => {
-            for (o, v) in out.iter_mut().zip(x) {
-                *o = 1.0 / (1.0 + fast_exp(-*v));
-            }
-        }
-        Unary::Rsqrt => map(&|v| 1.0 / v.sqrt(), out),
-        Unary::Sqrt => map(&f32::sqrt, out),
-        Unary::Square => map(&|v| v * v, out),
-        Unary::Exp => {
-            for (o, v) in out.iter_mut().zip(x) {
-                *o = fast_exp(*v);
-            }
-        }
-        Unary::Neg => map(&|v| -v, out),
-        Unary::Tanh => map(&f32::tanh, out),
-    }
+/// A fused binary epilogue in place: `y = y ∘ other` (`other ∘ y` unless
+/// `y_first`) over the rows of `dims` from `first_row` on that `y` holds,
+/// `other` read through its broadcast strides `so`.
+#[allow(clippy::too_many_arguments)]
+pub fn binary_post(
+    lv: Level,
+    op: Binary,
+    y_first: bool,
+    dims: &[usize],
+    other: &[f32],
+    so: &[usize],
+    first_row: usize,
+    y: &mut [f32],
+) {
+    let n = dims.last().copied().unwrap_or(1);
+    let io = so.last().copied().unwrap_or(0);
+    let rows = y.len() / n.max(1);
+    let mut at = 0;
+    for_each_row_from(dims, [so], first_row, rows, |[oo]| {
+        ew::binary_in_place(lv, op, y_first, &other[oo..], io, &mut y[at..at + n]);
+        at += n;
+    });
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,6 +170,8 @@ pub enum Reduce {
     Max,
     Min,
     MeanOfSquares,
+    /// `max |x|` (a `Max` of an `Abs`, fused).
+    AbsMax,
 }
 
 /// Reduces `x` (of `dims`, strides `sx`) into `out` (contiguous, the
@@ -300,6 +179,7 @@ pub enum Reduce {
 /// `count` is the number of values reduced into each output (for means).
 #[allow(clippy::too_many_arguments)]
 pub fn reduce(
+    lv: Level,
     op: Reduce,
     dims: &[usize],
     x: &[f32],
@@ -310,7 +190,7 @@ pub fn reduce(
 ) {
     let init = match op {
         Reduce::Sum | Reduce::MeanOfSquares => 0.0,
-        Reduce::Max => f32::NEG_INFINITY,
+        Reduce::Max | Reduce::AbsMax => f32::NEG_INFINITY,
         Reduce::Min => f32::INFINITY,
     };
     out.fill(init);
@@ -323,7 +203,8 @@ pub fn reduce(
             match op {
                 Reduce::Sum => *acc += row.iter().sum::<f32>(),
                 Reduce::MeanOfSquares => *acc += row.iter().map(|v| v * v).sum::<f32>(),
-                Reduce::Max => *acc = row.iter().fold(*acc, |m, v| m.max(*v)),
+                Reduce::Max => *acc = acc.max(ew::max(lv, row)),
+                Reduce::AbsMax => *acc = acc.max(ew::abs_max(lv, row)),
                 Reduce::Min => *acc = row.iter().fold(*acc, |m, v| m.min(*v)),
             }
         } else {
@@ -333,6 +214,7 @@ pub fn reduce(
                     Reduce::Sum => *acc += v,
                     Reduce::MeanOfSquares => *acc += v * v,
                     Reduce::Max => *acc = acc.max(*v),
+                    Reduce::AbsMax => *acc = acc.max(v.abs()),
                     Reduce::Min => *acc = acc.min(*v),
                 }
             }
@@ -363,21 +245,14 @@ impl AroundAxis {
 }
 
 /// Softmax along the axis.
-pub fn softmax(a: AroundAxis, x: &[f32], out: &mut [f32]) {
+pub fn softmax(lv: Level, a: AroundAxis, x: &[f32], out: &mut [f32]) {
     if a.inner == 1 {
         // The axis is the last: contiguous rows.
         for (xr, or) in x
             .chunks_exact(a.n.max(1))
             .zip(out.chunks_exact_mut(a.n.max(1)))
         {
-            let max = xr.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-            let mut sum = 0f32;
-            for (o, v) in or.iter_mut().zip(xr) {
-                *o = fast_exp(v - max);
-                sum += *o;
-            }
-            let inv = 1.0 / sum;
-            or.iter_mut().for_each(|o| *o *= inv);
+            ew::softmax(lv, xr, or);
         }
         return;
     }
@@ -402,7 +277,17 @@ pub fn softmax(a: AroundAxis, x: &[f32], out: &mut [f32]) {
 /// `x · rsqrt(mean(x²) + eps)` along the axis (tract's `RmsNorm`); with
 /// `center`, of `x - mean(x)` (LayerNorm's core: the graph's ten-odd
 /// element-wise passes in two).
-pub fn rms_norm(a: AroundAxis, eps: f32, center: bool, x: &[f32], out: &mut [f32]) {
+pub fn rms_norm(lv: Level, a: AroundAxis, eps: f32, center: bool, x: &[f32], out: &mut [f32]) {
+    if a.inner == 1 {
+        // The axis is the last: contiguous rows.
+        for (xr, or) in x
+            .chunks_exact(a.n.max(1))
+            .zip(out.chunks_exact_mut(a.n.max(1)))
+        {
+            ew::norm(lv, eps, center, xr, or);
+        }
+        return;
+    }
     let inv_n = 1.0 / a.n.max(1) as f32;
     for o in 0..a.outer {
         for i in 0..a.inner {
@@ -543,12 +428,12 @@ mod tests {
             let a: Vec<f32> = (0..out_len).map(|i| i as f32 * 0.5 - 3.0).collect();
             let b: Vec<f32> = (0..bdims.iter().product::<usize>()).map(|i| i as f32 + 1.0).collect();
             let mut whole = vec![0f32; out_len];
-            binary_rows(Binary::Div, &dims, &a, &sa, &b, &sb, 0, &mut whole);
+            binary_rows(Level::Plain, Binary::Div, &dims, &a, &sa, &b, &sb, 0, &mut whole);
             let n = dims.last().copied().unwrap_or(1);
             let mut split = vec![0f32; out_len];
             let (lo, hi) = split.split_at_mut(first * n);
-            binary_rows(Binary::Div, &dims, &a, &sa, &b, &sb, 0, lo);
-            binary_rows(Binary::Div, &dims, &a, &sa, &b, &sb, first, hi);
+            binary_rows(Level::Plain, Binary::Div, &dims, &a, &sa, &b, &sb, 0, lo);
+            binary_rows(Level::Plain, Binary::Div, &dims, &a, &sa, &b, &sb, first, hi);
             prop_assert_eq!(whole, split);
         }
     }
@@ -578,6 +463,7 @@ mod tests {
         let b = [10f32, 20.];
         let mut out = [0f32; 6];
         binary_rows(
+            Level::Plain,
             Binary::Add,
             &[2, 3],
             &a,
@@ -597,6 +483,7 @@ mod tests {
         let mut out = [0f32; 4];
         let so = broadcast_strides(&[2, 1, 2], &[2, 3, 2]);
         reduce(
+            Level::Plain,
             Reduce::Sum,
             &[2, 3, 2],
             &x,

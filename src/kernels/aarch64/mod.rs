@@ -11,11 +11,15 @@ pub fn detect() -> Option<Kernels> {
         name: "aarch64-neon",
         gemm_i8: neon::gemm_i8,
         pack_i8: super::rows,
+        pack_i8_cols: super::rows_of_cols,
+        i8_panel_len: super::rows_panel_len,
         gemm_f16w: neon::gemm_f16w,
         gemm_f32: neon::gemm_f32,
         pack_f16: super::rows,
         gemm_f16p: neon::gemm_f16w,
         pack_f32: super::rows,
+        pack_f32_into: super::rows_into,
         gemm_f32p: neon::gemm_f32,
+        level: super::elementwise::Level::Plain,
     })
 }

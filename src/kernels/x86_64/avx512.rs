@@ -37,16 +37,64 @@ const MR: usize = 8;
 /// made unsigned: `w + 128` (the bit pattern `w ^ 0x80`). Padding holds
 /// 128 (a zero weight).
 pub fn pack_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
+    let mut out = vec![i8::MIN; n.div_ceil(PANEL) * k.div_ceil(4) * PANEL * 4];
+    pack_i8_into(w, n, k, &mut out);
+    out
+}
+
+/// One panel: 16 rows by `⌈k/4⌉` groups of 4 depths.
+pub fn i8_panel_len(k: usize) -> usize {
+    PANEL * k.div_ceil(4) * 4
+}
+
+/// [`pack_i8`]'s layout of the matrix whose row `j` is column `first + j`
+/// of `src` (`k` rows of `ld`): four depth rows are read 16 columns at a
+/// time into each group of a panel.
+pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]) {
     let kg = k.div_ceil(4);
     let panels = n.div_ceil(PANEL);
-    let mut out = vec![i8::MIN; panels * kg * PANEL * 4];
-    for j in 0..n {
-        let (p, c) = (j / PANEL, j % PANEL);
-        for t in 0..k {
-            out[((p * kg + t / 4) * PANEL + c) * 4 + t % 4] = w[j * k + t] ^ i8::MIN;
+    let out = &mut out[..panels * kg * PANEL * 4];
+    if !n.is_multiple_of(PANEL) || !k.is_multiple_of(4) {
+        out.fill(i8::MIN);
+    }
+    if kg == 0 {
+        return;
+    }
+    for (p, panel) in out.chunks_exact_mut(kg * PANEL * 4).enumerate() {
+        let (j0, cols) = (first + p * PANEL, PANEL.min(n - p * PANEL));
+        for (g, group) in panel.chunks_exact_mut(PANEL * 4).enumerate() {
+            for t in 4 * g..(4 * g + 4).min(k) {
+                let line = &src[t * ld + j0..t * ld + j0 + cols];
+                for (c, v) in line.iter().enumerate() {
+                    group[c * 4 + t % 4] = v ^ i8::MIN;
+                }
+            }
         }
     }
-    out
+}
+
+/// [`pack_i8`] into `out` (at least `⌈n/16⌉ · 16 · ⌈k/4⌉ · 4` values).
+fn pack_i8_into(w: &[i8], n: usize, k: usize, out: &mut [i8]) {
+    let kg = k.div_ceil(4);
+    let panels = n.div_ceil(PANEL);
+    let out = &mut out[..panels * kg * PANEL * 4];
+    if !n.is_multiple_of(PANEL) || !k.is_multiple_of(4) {
+        out.fill(i8::MIN);
+    }
+    if kg == 0 {
+        return;
+    }
+    for (p, panel) in out.chunks_exact_mut(kg * PANEL * 4).enumerate() {
+        for c in 0..PANEL.min(n - p * PANEL) {
+            let row = &w[(p * PANEL + c) * k..(p * PANEL + c + 1) * k];
+            for (g, quad) in row.chunks(4).enumerate() {
+                let at = (g * PANEL + c) * 4;
+                for (d, v) in panel[at..at + quad.len()].iter_mut().zip(quad) {
+                    *d = v ^ i8::MIN;
+                }
+            }
+        }
+    }
 }
 
 /// Only reached through [`super::detect`], which checked AVX-512 VNNI.
@@ -307,19 +355,29 @@ unsafe fn tile_f16w(xs: [&[f32]; 2], ws: [&[f16]; 4]) -> [[f32; 4]; 2] {
 /// channels laid out `[k][16]` (one vector of 16 channels per depth);
 /// channels past `n` are zero.
 pub fn pack_panels<T: Copy + Default>(w: &[T], n: usize, k: usize) -> Vec<T> {
+    let mut out = vec![T::default(); n.div_ceil(PANEL) * k * PANEL];
+    pack_panels_into(w, n, k, &mut out);
+    out
+}
+
+/// [`pack_panels`] into `out` (at least `⌈n/16⌉ · 16 · k` values).
+fn pack_panels_into<T: Copy + Default>(w: &[T], n: usize, k: usize, out: &mut [T]) {
     let panels = n.div_ceil(PANEL);
-    let mut out = vec![T::default(); panels * k * PANEL];
+    out[..panels * k * PANEL].fill(T::default());
     for j in 0..n {
         let (p, c) = (j / PANEL, j % PANEL);
         for t in 0..k {
             out[(p * k + t) * PANEL + c] = w[j * k + t];
         }
     }
-    out
 }
 
 pub fn pack_f32(w: &[f32], n: usize, k: usize) -> Vec<f32> {
     pack_panels(w, n, k)
+}
+
+pub fn pack_f32_into(w: &[f32], n: usize, k: usize, out: &mut [f32]) {
+    pack_panels_into(w, n, k, out)
 }
 
 pub fn pack_f16(w: &[f16], n: usize, k: usize) -> Vec<f16> {

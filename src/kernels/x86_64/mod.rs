@@ -1,7 +1,9 @@
 //! x86_64 kernels, chosen by run-time feature detection: AVX-512 F/BW for
 //! f32 and f16 weights where present, AVX-512 VNNI for int8 where present,
-//! AVX2 + FMA + F16C otherwise (Haswell, Zen 1 and later).
+//! AVX2 + FMA + F16C otherwise (Haswell, Zen 1 and later); the element-wise
+//! row kernels compiled for the same level.
 
+use super::elementwise::Level;
 use super::Kernels;
 
 pub mod avx2;
@@ -11,7 +13,9 @@ pub fn detect() -> Option<Kernels> {
     let avx2 = is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c");
-    let avx512 = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw");
+    let avx512 = is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl");
     let vnni = avx512 && is_x86_feature_detected!("avx512vnni");
     if !avx2 {
         return None;
@@ -24,12 +28,16 @@ pub fn detect() -> Option<Kernels> {
         k.pack_f16 = avx512::pack_f16;
         k.gemm_f16p = avx512::gemm_f16p;
         k.pack_f32 = avx512::pack_f32;
+        k.pack_f32_into = avx512::pack_f32_into;
         k.gemm_f32p = avx512::gemm_f32p;
+        k.level = Level::Avx512;
     }
     if vnni {
         k.name = "x86_64-avx512-vnni";
         k.gemm_i8 = avx512::gemm_i8;
         k.pack_i8 = avx512::pack_i8;
+        k.pack_i8_cols = avx512::pack_i8_cols;
+        k.i8_panel_len = avx512::i8_panel_len;
     }
     Some(k)
 }
@@ -46,11 +54,15 @@ fn avx2_kernels() -> Kernels {
         name: "x86_64-avx2",
         gemm_i8: avx2::gemm_i8,
         pack_i8: super::rows,
+        pack_i8_cols: super::rows_of_cols,
+        i8_panel_len: super::rows_panel_len,
         gemm_f16w: avx2::gemm_f16w,
         gemm_f32: avx2::gemm_f32,
         pack_f16: super::rows,
         gemm_f16p: avx2::gemm_f16w,
         pack_f32: super::rows,
+        pack_f32_into: super::rows_into,
         gemm_f32p: avx2::gemm_f32,
+        level: Level::Avx2,
     }
 }

@@ -1,0 +1,543 @@
+//! Row kernels of the element-wise work around the products: maps
+//! (sigmoid, QuickGELU…), binary ops, softmax and norm rows, `max |x|`,
+//! activation quantisation and the int8 products' dequantising epilogue.
+//!
+//! Each is written once, plainly, in [`plain`]; the crate is built for the
+//! baseline CPU (SSE2 on x86_64), so on x86_64 the same source is compiled
+//! again with AVX2 + FMA and with AVX-512 enabled, and [`Level`] (chosen at
+//! run time with the product kernels) picks the copy. The copies compute
+//! the same operations in the same order: their results are identical, bit
+//! for bit (tested). On aarch64 NEON is the baseline, so the plain copy is
+//! already vectorised. Sums and maxima run in eight lanes so that they
+//! vectorise at all.
+
+/// Which compiled copy of the row kernels runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Built for the baseline CPU.
+    Plain,
+    /// x86_64 with AVX2 and FMA.
+    Avx2,
+    /// x86_64 with AVX-512 F/BW/VL (and AVX2, FMA).
+    Avx512,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+}
+
+impl Binary {
+    pub fn from_name(n: &str) -> Option<Binary> {
+        Some(match n {
+            "Add" => Binary::Add,
+            "Sub" => Binary::Sub,
+            "Mul" => Binary::Mul,
+            "Div" => Binary::Div,
+            "Max" => Binary::Max,
+            "Min" => Binary::Min,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Unary {
+    Abs,
+    Recip,
+    RoundHalfToEven,
+    Sigmoid,
+    Rsqrt,
+    Sqrt,
+    Square,
+    Exp,
+    Neg,
+    Tanh,
+    /// `x · sigmoid(α · x)` (CLIP's QuickGELU, α = 1.702): the graph's
+    /// `Mul(x, Sigmoid(Mul(x, α)))`, fused.
+    QuickGelu(f32),
+}
+
+impl Unary {
+    pub fn from_name(n: &str) -> Option<Unary> {
+        Some(match n {
+            "Abs" => Unary::Abs,
+            "Recip" => Unary::Recip,
+            "RoundHalfToEven" => Unary::RoundHalfToEven,
+            "Sigmoid" => Unary::Sigmoid,
+            "Rsqrt" => Unary::Rsqrt,
+            "Sqrt" => Unary::Sqrt,
+            "Square" => Unary::Square,
+            "Exp" => Unary::Exp,
+            "Neg" => Unary::Neg,
+            "Tanh" => Unary::Tanh,
+            _ => return None,
+        })
+    }
+}
+
+/// `e^x` in f32, branch-free (so that loops over it vectorise; the
+/// library's `expf` is a call per value): `x = n·ln2 + r` with
+/// `|r| ≤ ln2/2` (Cody–Waite, two-part ln2), Cephes' `expf` polynomial for
+/// `e^r`, and `2^n` built in the exponent bits. Within 2 ulp of `expf`
+/// (tested); inputs are clamped to [-87.3, 88.7] (about the smallest
+/// normal f32 and the largest finite).
+#[inline(always)]
+pub fn fast_exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const MAGIC: f32 = 12_582_912.0;
+    let x = x.clamp(-87.336_55, 88.722_83);
+    // n = round(x · log2 e), by the 1.5 · 2^23 trick (|n| ≤ 128): the
+    // integer sits in the low mantissa bits of `t` (no float-to-int
+    // conversion, which would not vectorise).
+    let t = x * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let ni = t.to_bits() as i32 - MAGIC.to_bits() as i32;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = (((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
+        * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5)
+        * (r * r)
+        + r
+        + 1.0;
+    // 2^n for n in [-126, 128]: n = 128 only where x ≥ 88.38; split it.
+    let half = ni >> 1;
+    let a = f32::from_bits(((half + 127) as u32) << 23);
+    let b = f32::from_bits(((ni - half + 127) as u32) << 23);
+    p * a * b
+}
+
+/// The plain source of every row kernel (and the twin the compiled copies
+/// are tested against).
+pub mod plain {
+    use super::{fast_exp, Binary, Unary};
+    use crate::kernels::quantize;
+
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    fn lanes_fold(
+        row: &[f32],
+        init: f32,
+        f: impl Fn(f32) -> f32,
+        op: impl Fn(f32, f32) -> f32,
+    ) -> f32 {
+        let mut acc = [init; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (l, v) in acc.iter_mut().zip(c) {
+                *l = op(*l, f(*v));
+            }
+        }
+        let mut m = init;
+        for l in acc {
+            m = op(m, l);
+        }
+        chunks.remainder().iter().fold(m, |m, v| op(m, f(*v)))
+    }
+
+    /// `max |v|` (`f32::max`'s NaN rule: a NaN is skipped); -∞ when empty.
+    #[inline(always)]
+    pub fn abs_max(row: &[f32]) -> f32 {
+        lanes_fold(row, f32::NEG_INFINITY, f32::abs, f32::max)
+    }
+
+    /// `max v`; -∞ when empty.
+    #[inline(always)]
+    pub fn max(row: &[f32]) -> f32 {
+        lanes_fold(row, f32::NEG_INFINITY, |v| v, f32::max)
+    }
+
+    /// `out = f(x)`, or `out = f(out)` in place when `x` is `None`.
+    #[inline(always)]
+    pub fn map(op: Unary, x: Option<&[f32]>, out: &mut [f32]) {
+        #[inline(always)]
+        fn each(f: impl Fn(f32) -> f32, x: Option<&[f32]>, out: &mut [f32]) {
+            match x {
+                Some(x) => {
+                    for (o, v) in out.iter_mut().zip(x) {
+                        *o = f(*v);
+                    }
+                }
+                None => {
+                    for o in out.iter_mut() {
+                        *o = f(*o);
+                    }
+                }
+            }
+        }
+        match op {
+            Unary::Abs => each(f32::abs, x, out),
+            Unary::Recip => each(|v| 1.0 / v, x, out),
+            Unary::RoundHalfToEven => each(crate::kernels::round_half_even, x, out),
+            Unary::Sigmoid => each(|v| 1.0 / (1.0 + fast_exp(-v)), x, out),
+            Unary::Rsqrt => each(|v| 1.0 / v.sqrt(), x, out),
+            Unary::Sqrt => each(f32::sqrt, x, out),
+            Unary::Square => each(|v| v * v, x, out),
+            Unary::Exp => each(fast_exp, x, out),
+            Unary::Neg => each(|v| -v, x, out),
+            Unary::Tanh => each(f32::tanh, x, out),
+            Unary::QuickGelu(alpha) => each(|v| v * (1.0 / (1.0 + fast_exp(-(v * alpha)))), x, out),
+        }
+    }
+
+    /// One row: `out[t] = a[t·ia] ∘ b[t·ib]` (a stride 0 repeats a value).
+    #[inline(always)]
+    pub fn binary(op: Binary, a: &[f32], ia: usize, b: &[f32], ib: usize, out: &mut [f32]) {
+        #[inline(always)]
+        fn rows(
+            f: impl Fn(f32, f32) -> f32,
+            a: &[f32],
+            ia: usize,
+            b: &[f32],
+            ib: usize,
+            out: &mut [f32],
+        ) {
+            let n = out.len();
+            match (ia, ib) {
+                (1, 1) => {
+                    for ((r, x), y) in out.iter_mut().zip(&a[..n]).zip(&b[..n]) {
+                        *r = f(*x, *y);
+                    }
+                }
+                (1, 0) => {
+                    let y = b[0];
+                    for (r, x) in out.iter_mut().zip(&a[..n]) {
+                        *r = f(*x, y);
+                    }
+                }
+                (0, 1) => {
+                    let x = a[0];
+                    for (r, y) in out.iter_mut().zip(&b[..n]) {
+                        *r = f(x, *y);
+                    }
+                }
+                _ => {
+                    for (t, r) in out.iter_mut().enumerate() {
+                        *r = f(a[t * ia], b[t * ib]);
+                    }
+                }
+            }
+        }
+        match op {
+            Binary::Add => rows(|x, y| x + y, a, ia, b, ib, out),
+            Binary::Sub => rows(|x, y| x - y, a, ia, b, ib, out),
+            Binary::Mul => rows(|x, y| x * y, a, ia, b, ib, out),
+            Binary::Div => rows(|x, y| x / y, a, ia, b, ib, out),
+            Binary::Max => rows(f32::max, a, ia, b, ib, out),
+            Binary::Min => rows(f32::min, a, ia, b, ib, out),
+        }
+    }
+
+    /// One row in place: `y[t] = y[t] ∘ other[t·io]` (`other ∘ y` unless
+    /// `y_first`).
+    #[inline(always)]
+    pub fn binary_in_place(op: Binary, y_first: bool, other: &[f32], io: usize, y: &mut [f32]) {
+        #[inline(always)]
+        fn rows(f: impl Fn(f32, f32) -> f32, other: &[f32], io: usize, y: &mut [f32]) {
+            let n = y.len();
+            match io {
+                1 => {
+                    for (r, o) in y.iter_mut().zip(&other[..n]) {
+                        *r = f(*r, *o);
+                    }
+                }
+                0 => {
+                    let o = other[0];
+                    for r in y.iter_mut() {
+                        *r = f(*r, o);
+                    }
+                }
+                _ => {
+                    for (t, r) in y.iter_mut().enumerate() {
+                        *r = f(*r, other[t * io]);
+                    }
+                }
+            }
+        }
+        macro_rules! go {
+            ($f:expr) => {
+                if y_first {
+                    rows($f, other, io, y)
+                } else {
+                    rows(|y: f32, o: f32| $f(o, y), other, io, y)
+                }
+            };
+        }
+        match op {
+            Binary::Add => go!(|x: f32, z: f32| x + z),
+            Binary::Sub => go!(|x: f32, z: f32| x - z),
+            Binary::Mul => go!(|x: f32, z: f32| x * z),
+            Binary::Div => go!(|x: f32, z: f32| x / z),
+            Binary::Max => go!(f32::max),
+            Binary::Min => go!(f32::min),
+        }
+    }
+
+    /// Softmax of one contiguous row.
+    #[inline(always)]
+    pub fn softmax(x: &[f32], out: &mut [f32]) {
+        let m = max(x);
+        for (o, v) in out.iter_mut().zip(x) {
+            *o = fast_exp(v - m);
+        }
+        let sum = lanes_fold(out, 0.0, |v| v, |a, b| a + b);
+        let inv = 1.0 / sum;
+        out.iter_mut().for_each(|o| *o *= inv);
+    }
+
+    /// `(x - mean) · rsqrt(mean((x - mean)²) + eps)` of one contiguous
+    /// row (`mean` = 0 unless `center`).
+    #[inline(always)]
+    pub fn norm(eps: f32, center: bool, x: &[f32], out: &mut [f32]) {
+        let inv_n = 1.0 / x.len().max(1) as f32;
+        let mean = if center {
+            lanes_fold(x, 0.0, |v| v, |a, b| a + b) * inv_n
+        } else {
+            0.0
+        };
+        let ms = lanes_fold(x, 0.0, |v| (v - mean) * (v - mean), |a, b| a + b) * inv_n;
+        let r = 1.0 / (ms + eps).sqrt();
+        for (o, v) in out.iter_mut().zip(x) {
+            *o = (v - mean) * r;
+        }
+    }
+
+    /// `q = quantize(x · r)` (see [`crate::kernels::quantize`]).
+    #[inline(always)]
+    pub fn quantize_into(x: &[f32], r: f32, q: &mut [i8]) {
+        for (o, v) in q.iter_mut().zip(x) {
+            *o = quantize(*v, r);
+        }
+    }
+
+    /// An int8 convolution's epilogue for one channel: `out = acc · f + b`.
+    #[inline(always)]
+    pub fn dequantize_bias(acc: &[i32], f: f32, b: f32, out: &mut [f32]) {
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = *a as f32 * f + b;
+        }
+    }
+
+    /// An int8 product's epilogue for one row: `out = acc · (sa · ws)`.
+    #[inline(always)]
+    pub fn dequantize(acc: &[i32], sa: f32, ws: &[f32], out: &mut [f32]) {
+        for ((o, a), w) in out.iter_mut().zip(acc).zip(ws) {
+            *o = *a as f32 * (sa * w);
+        }
+    }
+}
+
+/// Declares each row kernel's dispatching entry point and, on x86_64, its
+/// AVX2 and AVX-512 copies of the plain source.
+macro_rules! compiled {
+    ($( $(#[$doc:meta])* fn $name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)? ; )*) => {
+        #[cfg(target_arch = "x86_64")]
+        mod avx2 {
+            use super::*;
+            $(
+                #[target_feature(enable = "avx2,fma")]
+                pub(super) unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
+                    plain::$name($($arg),*)
+                }
+            )*
+        }
+        #[cfg(target_arch = "x86_64")]
+        mod avx512 {
+            use super::*;
+            $(
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+                pub(super) unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
+                    plain::$name($($arg),*)
+                }
+            )*
+        }
+        $(
+            $(#[$doc])*
+            #[inline]
+            pub fn $name(level: Level, $($arg: $ty),*) $(-> $ret)? {
+                match level {
+                    // SAFETY: `Level::Avx2` is only chosen (`Kernels`) where
+                    // the CPU has AVX2 and FMA.
+                    #[cfg(target_arch = "x86_64")]
+                    Level::Avx2 => unsafe { avx2::$name($($arg),*) },
+                    // SAFETY: `Level::Avx512` is only chosen where the CPU
+                    // has AVX-512 F, BW and VL, AVX2 and FMA.
+                    #[cfg(target_arch = "x86_64")]
+                    Level::Avx512 => unsafe { avx512::$name($($arg),*) },
+                    _ => plain::$name($($arg),*),
+                }
+            }
+        )*
+    };
+}
+
+compiled! {
+    /// `max |v|` of a row.
+    fn abs_max(row: &[f32]) -> f32;
+    /// `max v` of a row.
+    fn max(row: &[f32]) -> f32;
+    /// `out = f(x)`, or in place when `x` is `None`.
+    fn map(op: Unary, x: Option<&[f32]>, out: &mut [f32]);
+    /// One row of a binary op.
+    fn binary(op: Binary, a: &[f32], ia: usize, b: &[f32], ib: usize, out: &mut [f32]);
+    /// One row of a binary op in place (a fused epilogue).
+    fn binary_in_place(op: Binary, y_first: bool, other: &[f32], io: usize, y: &mut [f32]);
+    /// Softmax of one row.
+    fn softmax(x: &[f32], out: &mut [f32]);
+    /// LayerNorm's (or RMSNorm's) core on one row.
+    fn norm(eps: f32, center: bool, x: &[f32], out: &mut [f32]);
+    /// An activation row to int8 with the reciprocal scale `r`.
+    fn quantize_into(x: &[f32], r: f32, q: &mut [i8]);
+    /// An int8 product's epilogue for one row.
+    fn dequantize(acc: &[i32], sa: f32, ws: &[f32], out: &mut [f32]);
+    /// An int8 convolution's epilogue for one channel.
+    fn dequantize_bias(acc: &[i32], f: f32, b: f32, out: &mut [f32]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn levels() -> Vec<Level> {
+        let mut v = vec![Level::Plain];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                v.push(Level::Avx2);
+            }
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+            {
+                v.push(Level::Avx512);
+            }
+        }
+        if v.len() == 1 {
+            eprintln!("no compiled copy beyond the plain one on this CPU: the copies-vs-plain tests compare nothing here");
+        }
+        v
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    const UNARIES: [Unary; 11] = [
+        Unary::Abs,
+        Unary::Recip,
+        Unary::RoundHalfToEven,
+        Unary::Sigmoid,
+        Unary::Rsqrt,
+        Unary::Sqrt,
+        Unary::Square,
+        Unary::Exp,
+        Unary::Neg,
+        Unary::Tanh,
+        Unary::QuickGelu(1.702),
+    ];
+    const BINARIES: [Binary; 6] = [
+        Binary::Add,
+        Binary::Sub,
+        Binary::Mul,
+        Binary::Div,
+        Binary::Max,
+        Binary::Min,
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Every compiled copy gives the plain copy's results bit for bit,
+        /// on odd lengths (tails) and strides.
+        #[test]
+        fn compiled_copies_equal_the_plain_source(
+            x in prop::collection::vec(-30f32..30.0, 0..77),
+            y in prop::collection::vec(-30f32..30.0, 77),
+            r in 0.01f32..10.0,
+            stride in 0usize..3,
+            eps in 1e-6f32..1e-2,
+        ) {
+            let n = x.len();
+            let acc: Vec<i32> = x.iter().map(|v| (v * 1000.0) as i32).collect();
+            for lv in levels() {
+                prop_assert_eq!(abs_max(lv, &x).to_bits(), plain::abs_max(&x).to_bits());
+                prop_assert_eq!(max(lv, &x).to_bits(), plain::max(&x).to_bits());
+                for op in UNARIES {
+                    let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                    map(lv, op, Some(&x), &mut a);
+                    plain::map(op, Some(&x), &mut b);
+                    prop_assert_eq!(bits(&a), bits(&b), "{:?}", op);
+                    map(lv, op, None, &mut a);
+                    plain::map(op, None, &mut b);
+                    prop_assert_eq!(bits(&a), bits(&b), "{:?} in place", op);
+                }
+                let other = &y[..if stride == 0 { 1 } else { (n * stride).clamp(1, 77) }];
+                let n2 = if stride == 0 { n } else { n.min(other.len().div_ceil(stride)) };
+                for op in BINARIES {
+                    let (mut a, mut b) = (vec![0f32; n2], vec![0f32; n2]);
+                    binary(lv, op, &x, 1, other, stride, &mut a);
+                    plain::binary(op, &x, 1, other, stride, &mut b);
+                    prop_assert_eq!(bits(&a), bits(&b), "{:?}", op);
+                    for y_first in [true, false] {
+                        let (mut a, mut b) = (x[..n2].to_vec(), x[..n2].to_vec());
+                        binary_in_place(lv, op, y_first, other, stride, &mut a);
+                        plain::binary_in_place(op, y_first, other, stride, &mut b);
+                        prop_assert_eq!(bits(&a), bits(&b), "{:?} in place", op);
+                    }
+                }
+                let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                softmax(lv, &x, &mut a);
+                plain::softmax(&x, &mut b);
+                prop_assert_eq!(bits(&a), bits(&b));
+                for center in [true, false] {
+                    norm(lv, eps, center, &x, &mut a);
+                    plain::norm(eps, center, &x, &mut b);
+                    prop_assert_eq!(bits(&a), bits(&b));
+                }
+                let (mut qa, mut qb) = (vec![0i8; n], vec![0i8; n]);
+                quantize_into(lv, &x, r, &mut qa);
+                plain::quantize_into(&x, r, &mut qb);
+                prop_assert_eq!(qa, qb);
+                dequantize(lv, &acc, r, &y, &mut a);
+                plain::dequantize(&acc, r, &y, &mut b);
+                prop_assert_eq!(bits(&a), bits(&b));
+                dequantize_bias(lv, &acc, r, eps, &mut a);
+                plain::dequantize_bias(&acc, r, eps, &mut b);
+                prop_assert_eq!(bits(&a), bits(&b));
+            }
+        }
+
+        /// The row kernels against their definitions: softmax sums to one,
+        /// the norm's output has mean 0 and unit mean square.
+        #[test]
+        fn softmax_and_norm_rows_meet_their_definitions(
+            x in prop::collection::vec(-20f32..20.0, 2..300),
+        ) {
+            let mut out = vec![0f32; x.len()];
+            plain::softmax(&x, &mut out);
+            let sum: f32 = out.iter().sum();
+            prop_assert!((sum - 1.0).abs() < 1e-5, "sum {}", sum);
+            prop_assert!(out.iter().all(|o| (0.0..=1.0).contains(o)));
+            plain::norm(0.0, true, &x, &mut out);
+            let n = x.len() as f32;
+            let mean: f32 = out.iter().sum::<f32>() / n;
+            let ms: f32 = out.iter().map(|v| v * v).sum::<f32>() / n;
+            let spread = x.iter().cloned().fold(0f32, |a, v| a.max((v - x[0]).abs()));
+            if spread > 1e-2 {
+                prop_assert!(mean.abs() < 1e-4, "mean {}", mean);
+                prop_assert!((ms - 1.0).abs() < 1e-3, "mean square {}", ms);
+            }
+        }
+    }
+}
