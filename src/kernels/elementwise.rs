@@ -409,7 +409,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn levels() -> Vec<Level> {
+    pub(super) fn levels() -> Vec<Level> {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut v = vec![Level::Plain];
         #[cfg(target_arch = "x86_64")]
         {
@@ -537,6 +538,35 @@ mod tests {
             if spread > 1e-2 {
                 prop_assert!(mean.abs() < 1e-4, "mean {}", mean);
                 prop_assert!((ms - 1.0).abs() < 1e-3, "mean square {}", ms);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod long_rows {
+    use super::*;
+
+    /// Rows far past the vector widths (whole vector loops, not only
+    /// tails) come out of every compiled copy as from the plain source.
+    #[test]
+    fn long_rows_equal_the_plain_source() {
+        for n in [100usize, 1000, 3136, 12544] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919) % 1000) as f32 * 0.013 - 6.0)
+                .collect();
+            let acc: Vec<i32> = (0..n)
+                .map(|i| ((i * 7919) % 100000) as i32 - 50000)
+                .collect();
+            for lv in tests::levels() {
+                let (mut a, mut b) = (vec![0i8; n], vec![0i8; n]);
+                quantize_into(lv, &x, 0.37, &mut a);
+                plain::quantize_into(&x, 0.37, &mut b);
+                assert_eq!(a, b, "quantize {lv:?} {n}");
+                let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                dequantize_bias(lv, &acc, 0.37, 0.5, &mut a);
+                plain::dequantize_bias(&acc, 0.37, 0.5, &mut b);
+                assert_eq!(a, b, "deq {lv:?} {n}");
             }
         }
     }

@@ -55,6 +55,10 @@ pub type PackF32Into = fn(w: &[f32], n: usize, k: usize, out: &mut [f32]);
 /// right side (per frame, into `out`: no allocation).
 pub type PackI8Cols = fn(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]);
 
+/// As [`PackI8Cols`], for f32 (and [`Kernels::pack_f32`]'s layout).
+pub type PackF32Cols =
+    fn(src: &[f32], ld: usize, first: usize, n: usize, k: usize, out: &mut [f32]);
+
 /// Values a packed `n × k` int8 matrix may take in any kernel path's layout
 /// (panels of up to 16 channels by groups of 4 depths, padded).
 pub fn packed_i8_len(n: usize, k: usize) -> usize {
@@ -85,6 +89,7 @@ pub struct Kernels {
     gemm_f16p: GemmF16w,
     pack_f32: PackF32,
     pack_f32_into: PackF32Into,
+    pack_f32_cols: PackF32Cols,
     gemm_f32p: GemmF32,
     /// Which compiled copy of the element-wise row kernels runs.
     pub level: elementwise::Level,
@@ -110,6 +115,7 @@ impl Kernels {
         gemm_f16p: scalar::gemm_f16w,
         pack_f32: rows,
         pack_f32_into: rows_into,
+        pack_f32_cols: rows_of_cols,
         gemm_f32p: scalar::gemm_f32,
         level: elementwise::Level::Plain,
     };
@@ -187,6 +193,26 @@ impl Kernels {
                     && out.len() >= n.div_ceil(16) * self.i8_panel_len(k))
         );
         (self.pack_i8_cols)(src, ld, first, n, k, out)
+    }
+
+    /// As [`Kernels::pack_i8_cols`], f32 in [`Kernels::pack_f32`]'s layout
+    /// (panels of [`packed_f32_len`]`(16, k)` values).
+    pub fn pack_f32_cols(
+        &self,
+        src: &[f32],
+        ld: usize,
+        first: usize,
+        n: usize,
+        k: usize,
+        out: &mut [f32],
+    ) {
+        assert!(
+            n == 0
+                || (first + n <= ld
+                    && (k == 0 || src.len() >= (k - 1) * ld + first + n)
+                    && out.len() >= packed_f32_len(n, k))
+        );
+        (self.pack_f32_cols)(src, ld, first, n, k, out)
     }
 
     /// Values one packed int8 panel (16 rows of depth `k`) takes.
@@ -329,8 +355,15 @@ pub fn rows<T: Copy>(w: &[T], n: usize, k: usize) -> Vec<T> {
     w[..n * k].to_vec()
 }
 
-/// [`PackI8Cols`] for the plain layout: a transpose.
-pub fn rows_of_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]) {
+/// [`PackI8Cols`] / [`PackF32Cols`] for the plain layout: a transpose.
+pub fn rows_of_cols<T: Copy>(
+    src: &[T],
+    ld: usize,
+    first: usize,
+    n: usize,
+    k: usize,
+    out: &mut [T],
+) {
     if n == 0 {
         return;
     }
@@ -597,6 +630,53 @@ mod tests {
                 "{}: {out:?}",
                 kern.name
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod conv_shapes {
+    use super::*;
+
+    /// Convolution-sized products on patches packed per frame (CLIP's RN
+    /// stem, bottleneck and late layers: depths not a multiple of 4, tens of
+    /// thousands of pixels) are exact on every SIMD path.
+    #[test]
+    fn patches_packed_per_frame_multiply_exactly_at_convolution_sizes() {
+        if Kernels::available().is_empty() {
+            eprintln!("no SIMD kernel path on this CPU: this test compares nothing here");
+        }
+        for (m, n, k) in [
+            (32usize, 12544usize, 27usize),
+            (32, 100, 27),
+            (8, 16, 27),
+            (64usize, 3136usize, 576usize),
+            (64, 3136, 64),
+            (256, 196, 2304),
+            (2048, 49, 512),
+            (64, 12544, 147),
+        ] {
+            let mut r = 12345u64;
+            let mut next = || {
+                r = r
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((r >> 33) as u8 as i8).clamp(-127, 127)
+            };
+            let x: Vec<i8> = (0..m * k).map(|_| next()).collect();
+            let src: Vec<i8> = (0..k * n).map(|_| next()).collect();
+            let w: Vec<i8> = (0..n * k).map(|i| src[(i % k) * n + i / k]).collect();
+            let mut want = vec![0i32; m * n];
+            Kernels::SCALAR.gemm_i8(&x, &w, m, n, k, &mut want);
+            for kern in Kernels::available() {
+                let panels = n.div_ceil(16);
+                let mut packed = vec![0i8; panels * kern.i8_panel_len(k)];
+                kern.pack_i8_cols(&src, n, 0, n, k, &mut packed);
+                let mut got = vec![0i32; m * n];
+                kern.gemm_i8(&x, &packed, m, n, k, &mut got);
+                let bad = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+                assert_eq!(bad, 0, "{} {m}x{n}x{k}", kern.name);
+            }
         }
     }
 }

@@ -10,7 +10,7 @@
 
 use half::f16;
 
-use crate::kernels::elementwise as ew;
+use crate::kernels::elementwise::{self as ew, Binary};
 use crate::kernels::pool::{Pool, Split, MIN_PARALLEL_MACS};
 use crate::kernels::{packed_f32_len, packed_i8_len, quantize, Kernels};
 
@@ -47,8 +47,13 @@ pub const INT8_GRID_TOL: f32 = 1e-5;
 impl Weights {
     /// `n × k` f32 values as f16 when every one is exactly an f16 (as in
     /// OpenAI's fp16 checkpoints and in fp16 bundles: lossless), else f32.
+    /// Every value is exactly an f16.
+    pub fn f16_exact(w: &[f32]) -> bool {
+        w.iter().all(|v| f16::from_f32(*v).to_f32() == *v)
+    }
+
     pub fn new(w: Vec<f32>, n: usize, k: usize, kernels: &Kernels) -> Weights {
-        if w.iter().all(|v| f16::from_f32(*v).to_f32() == *v) {
+        if Self::f16_exact(&w) {
             let h: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
             drop(w);
             Weights::F16(kernels.pack_f16(&h, n, k))
@@ -458,10 +463,13 @@ const PIXEL_PANEL: usize = 16;
 /// Element-wise work below this many values runs on the caller alone.
 const MIN_PARALLEL_ELEMS: usize = 1 << 14;
 
-/// A convolution's weights: float, or int8 with the input quantised with
-/// one scale for the whole tensor.
+/// A convolution's weights: f16 (packed: the patches are the product's
+/// left side), f32 rows or int8 rows (the product's left side, the patches
+/// packed per frame), int8 with the input quantised with one scale for the
+/// whole tensor.
 pub enum ConvWeights {
     Float(Weights),
+    F32Rows(Vec<f32>),
     Int8(Int8),
 }
 
@@ -489,6 +497,7 @@ impl Conv {
     pub fn precision(&self) -> &'static str {
         match &self.weights {
             ConvWeights::Float(w) => w.precision(),
+            ConvWeights::F32Rows(_) => "f32",
             ConvWeights::Int8(w) => w.precision(),
         }
     }
@@ -497,6 +506,7 @@ impl Conv {
         4 * self.bias.len()
             + match &self.weights {
                 ConvWeights::Float(w) => w.bytes(),
+                ConvWeights::F32Rows(w) => 4 * w.len(),
                 ConvWeights::Int8(w) => w.bytes(),
             }
     }
@@ -514,6 +524,11 @@ impl Conv {
             ConvWeights::Float(_) => ScratchSize {
                 pa: p * kk,
                 c: p * self.o,
+                ..Default::default()
+            },
+            ConvWeights::F32Rows(_) => ScratchSize {
+                pa: if self.pointwise() { 0 } else { kk * p },
+                pp: packed_f32_len(p, kk),
                 ..Default::default()
             },
         }
@@ -554,8 +569,10 @@ impl Conv {
                     let hi = (self.w + self.pad[1]).saturating_sub(dx).clamp(lo, self.ow);
                     out[..lo].fill(T::default());
                     out[hi..].fill(T::default());
-                    let from = lo + dx - self.pad[1];
-                    out[lo..hi].copy_from_slice(&line[from..from + hi - lo]);
+                    if hi > lo {
+                        let from = lo + dx - self.pad[1];
+                        out[lo..hi].copy_from_slice(&line[from..from + hi - lo]);
+                    }
                 } else {
                     for (ox, v) in out.iter_mut().enumerate() {
                         let xx = (ox * self.stride[1] + dx).wrapping_sub(self.pad[1]);
@@ -674,6 +691,44 @@ impl Conv {
                     },
                 );
             }
+            ConvWeights::F32Rows(w) => {
+                // Turned around as the int8 path: `out = w · colsᵀ`, the
+                // product written straight into the NCHW planes.
+                let cols: &[f32] = if self.pointwise() {
+                    &x[..kk * p]
+                } else {
+                    let cols = &mut scr.pa[..kk * p];
+                    pool.rows(kk * p, MIN_PARALLEL_ELEMS, cols, kk, p, 1, &|t0, rows| {
+                        self.im2col_rows(x, t0, rows)
+                    });
+                    cols
+                };
+                let (panels, panel_len) =
+                    (p.div_ceil(PIXEL_PANEL), packed_f32_len(PIXEL_PANEL, kk));
+                pool.rows(
+                    p * kk,
+                    MIN_PARALLEL_ELEMS,
+                    &mut scr.pp[..panels * panel_len],
+                    panels,
+                    panel_len,
+                    1,
+                    &|b0, pp| {
+                        let first = b0 * PIXEL_PANEL;
+                        let n = (pp.len() / panel_len.max(1) * PIXEL_PANEL).min(p - first);
+                        kern.pack_f32_cols(cols, p, first, n, kk, pp);
+                    },
+                );
+                let right: &[f32] = &scr.pp[..panels * panel_len];
+                pool.rows(macs, MIN_PARALLEL_MACS, nchw, o, p, 1, &|oc0, planes| {
+                    let rows = planes.len() / p.max(1);
+                    kern.gemm_f32p(&w[oc0 * kk..], right, rows, p, kk, planes);
+                    for (i, plane) in planes.chunks_exact_mut(p.max(1)).enumerate() {
+                        let b = [self.bias[oc0 + i]];
+                        ew::binary_in_place(kern.level, Binary::Add, true, &b, 0, plane);
+                    }
+                    post(oc0 * p, planes);
+                });
+            }
             ConvWeights::Float(w) => {
                 pool.rows3(
                     macs,
@@ -717,4 +772,42 @@ fn split_channels(
         }
     };
     pool.rows(macs, MIN_PARALLEL_MACS, nchw, channels, p, 1, &each);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The patches a row per depth are the patches a row per pixel,
+        /// transposed, for any kernel, stride, dilation and padding.
+        #[test]
+        fn patch_rows_are_pixel_rows_transposed(
+            c in 1usize..4, h in 1usize..9, w in 1usize..9,
+            kh in 1usize..4, kw in 1usize..4,
+            sy in 1usize..3, sx in 1usize..3, dy in 1usize..3, dx in 1usize..3,
+            py in 0usize..3, px in 0usize..3,
+        ) {
+            let span = |n: usize, k: usize, s: usize, d: usize, p: usize| (n + 2 * p).checked_sub(d * (k - 1) + 1).map(|v| v / s + 1);
+            let (Some(oh), Some(ow)) = (span(h, kh, sy, dy, py), span(w, kw, sx, dx, px)) else { return Ok(()) };
+            let conv = Conv {
+                c, h, w, o: 1, oh, ow,
+                kernel: [kh, kw], stride: [sy, sx], dilation: [dy, dx], pad: [py, px],
+                weights: ConvWeights::F32Rows(vec![0.0; c * kh * kw]),
+                bias: vec![0.0],
+            };
+            let x: Vec<f32> = (0..c * h * w).map(|i| i as f32 + 1.0).collect();
+            let (p, kk) = (oh * ow, c * kh * kw);
+            let mut by_pixel = vec![-1f32; p * kk];
+            conv.im2col(&x, 0, &mut by_pixel);
+            let mut by_depth = vec![-1f32; kk * p];
+            conv.im2col_rows(&x, 0, &mut by_depth);
+            for j in 0..p {
+                for t in 0..kk {
+                    prop_assert_eq!(by_depth[t * p + j], by_pixel[j * kk + t], "pixel {} depth {}", j, t);
+                }
+            }
+        }
+    }
 }

@@ -361,6 +361,8 @@ fn materialize(v: &Value) -> R<Arc<Tensor>> {
 enum Got {
     Float(Weights),
     Int8(Int8),
+    /// A convolution's f32 weights (not f16-exact), plain rows.
+    F32Rows(Vec<f32>),
 }
 
 /// Row-major strides.
@@ -1009,11 +1011,20 @@ impl Lowerer<'_> {
         k_off: &[usize],
         dims: &[usize],
         int8: bool,
-        pack_int8: bool,
+        conv: bool,
     ) -> R<Got> {
         let (n, k) = (n_off.len(), k_off.len());
         let kern = &self.kernels;
-        let pack = pack_int8.then_some(kern);
+        // A convolution's int8 and f32 weights stay plain rows (the left
+        // side of its product).
+        let pack = (!conv).then_some(kern);
+        let float = |w: Vec<f32>| {
+            if conv && !Weights::f16_exact(&w) {
+                Got::F32Rows(w)
+            } else {
+                Got::Float(Weights::new(w, n, k, kern))
+            }
+        };
         match self.value(o)? {
             Value::Dequant { q, scale } if int8 && q.shape() == dims => {
                 let ss = ops::broadcast_strides(scale.shape(), dims);
@@ -1079,10 +1090,10 @@ impl Lowerer<'_> {
         if int8 {
             match Int8::recover(w, n, k, pack) {
                 Ok(w) => Ok(Got::Int8(w)),
-                Err(w) => Ok(Got::Float(Weights::new(w, n, k, kern))),
+                Err(w) => Ok(float(w)),
             }
         } else {
-            Ok(Got::Float(Weights::new(w, n, k, kern)))
+            Ok(float(w))
         }
     }
 
@@ -1131,9 +1142,10 @@ impl Lowerer<'_> {
         let n_off: Vec<usize> = (0..o).map(|j| j * kk).collect();
         let k_off: Vec<usize> = (0..kk).collect();
         let (weights, quant) =
-            match self.weights(node.inputs[1], &n_off, &k_off, &w_dims, fq.is_some(), false)? {
+            match self.weights(node.inputs[1], &n_off, &k_off, &w_dims, fq.is_some(), true)? {
                 Got::Int8(w) => (ConvWeights::Int8(w), true),
                 Got::Float(w) => (ConvWeights::Float(w), false),
+                Got::F32Rows(w) => (ConvWeights::F32Rows(w), false),
             };
         let pad = ps.computed_padding(&x_dims[1..]);
         let (strides, dil) = (ps.strides(), ps.dilations());
@@ -1290,11 +1302,12 @@ impl Lowerer<'_> {
             }
             let (b_n, b_k) = (table(&n_ax, |ax| ax.b), table(&k_ax, |ax| ax.b));
             match (
-                self.weights(b_o, &b_n, &b_k, &db, quant.is_some(), true)?,
+                self.weights(b_o, &b_n, &b_k, &db, quant.is_some(), false)?,
                 quant,
             ) {
                 (Got::Int8(w), Some(q)) => Rhs::Int8(w, q),
                 (Got::Float(w), _) => Rhs::Float(w),
+                (Got::F32Rows(_), _) => unreachable!("only convolutions keep f32 rows"),
                 (Got::Int8(_), None) => {
                     return Err("int8 weights without a quantised activation".into())
                 }

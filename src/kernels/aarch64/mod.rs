@@ -19,6 +19,7 @@ pub fn detect() -> Option<Kernels> {
         gemm_f16p: neon::gemm_f16w,
         pack_f32: super::rows,
         pack_f32_into: super::rows_into,
+        pack_f32_cols: super::rows_of_cols,
         gemm_f32p: neon::gemm_f32,
         level: super::elementwise::Level::Plain,
     })

@@ -380,6 +380,22 @@ pub fn pack_f32_into(w: &[f32], n: usize, k: usize, out: &mut [f32]) {
     pack_panels_into(w, n, k, out)
 }
 
+/// [`pack_panels`]'s layout of the matrix whose row `j` is column
+/// `first + j` of `src` (`k` rows of `ld`): each depth of a panel is 16
+/// consecutive values of one row of `src`.
+pub fn pack_f32_cols(src: &[f32], ld: usize, first: usize, n: usize, k: usize, out: &mut [f32]) {
+    for (p, panel) in out[..n.div_ceil(PANEL) * k * PANEL]
+        .chunks_exact_mut((k * PANEL).max(1))
+        .enumerate()
+    {
+        let (j0, cols) = (first + p * PANEL, PANEL.min(n - p * PANEL));
+        for (t, depth) in panel.chunks_exact_mut(PANEL).enumerate() {
+            depth[..cols].copy_from_slice(&src[t * ld + j0..t * ld + j0 + cols]);
+            depth[cols..].fill(0.0);
+        }
+    }
+}
+
 pub fn pack_f16(w: &[f16], n: usize, k: usize) -> Vec<f16> {
     pack_panels(w, n, k)
 }

@@ -29,6 +29,7 @@ pub fn detect() -> Option<Kernels> {
         k.gemm_f16p = avx512::gemm_f16p;
         k.pack_f32 = avx512::pack_f32;
         k.pack_f32_into = avx512::pack_f32_into;
+        k.pack_f32_cols = avx512::pack_f32_cols;
         k.gemm_f32p = avx512::gemm_f32p;
         k.level = Level::Avx512;
     }
@@ -62,6 +63,7 @@ fn avx2_kernels() -> Kernels {
         gemm_f16p: avx2::gemm_f16w,
         pack_f32: super::rows,
         pack_f32_into: super::rows_into,
+        pack_f32_cols: super::rows_of_cols,
         gemm_f32p: avx2::gemm_f32,
         level: Level::Avx2,
     }
