@@ -141,9 +141,12 @@ fn products_run_in_the_bundles_precision() {
 #[test]
 fn threads_split_rows_without_changing_a_bit() {
     let img = decode_file(&root().join("models/calibration/rgb_640x480.png")).unwrap();
+    // Products split by rows, by output channels (a ViT's few tokens) and
+    // attention split by heads must all give the one-thread bits.
     for b in [
         "models/default-int8",
         "tests/fixtures/bundles/vit_tiny_fp32",
+        "tests/fixtures/bundles/vit_tiny_int8",
     ] {
         let embeddings: Vec<Vec<u32>> = [1, 2, 3]
             .iter()

@@ -225,6 +225,12 @@ unsafe impl<T: Send> Sync for Raw<T> {}
 pub type RowsJob<'f, A, B, C> = dyn Fn(usize, &mut [A], &mut [B], &mut [C]) + Sync + 'f;
 
 impl Pool {
+    /// Rows each thread takes when [`Pool::rows3`] splits `rows` (multiples
+    /// of `align`): thread `i` has `[i · per, (i + 1) · per)`, cut at `rows`.
+    pub fn per_thread(&self, rows: usize, align: usize) -> usize {
+        rows.div_ceil(self.threads()).div_ceil(align.max(1)) * align.max(1)
+    }
+
     /// Splits three buffers by the same `rows` (each with its own row
     /// length) into one block of whole rows per thread, multiples of `align`
     /// rows, and runs `f(first_row, a, b, c)` on each thread's blocks. Runs
@@ -248,7 +254,7 @@ impl Pool {
             Raw::of(&mut c, rows),
         );
         let t = self.threads();
-        let per = rows.div_ceil(t).div_ceil(align.max(1)) * align.max(1);
+        let per = self.per_thread(rows, align);
         if t == 1 || per >= rows || work < min_work {
             let (la, lb, lc) = (rows * a.row_len, rows * b.row_len, rows * c.row_len);
             f(0, &mut a.buf[..la], &mut b.buf[..lb], &mut c.buf[..lc]);

@@ -78,9 +78,26 @@ impl Weights {
 
     /// `c = x · wᵀ` for `m` rows of `x` (`m × k`) on the packed weights.
     fn gemm(&self, kern: &Kernels, x: &[f32], m: usize, n: usize, k: usize, c: &mut [f32]) {
+        self.gemm_from(kern, x, 0, m, n, k, c)
+    }
+
+    /// As [`Weights::gemm`] for output channels `first..first + n`, `first`
+    /// a multiple of 16 (a whole panel: every float layout holds channel
+    /// `j`'s panel from `j · k` on).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_from(
+        &self,
+        kern: &Kernels,
+        x: &[f32],
+        first: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        c: &mut [f32],
+    ) {
         match self {
-            Weights::F32(w) => kern.gemm_f32p(x, w, m, n, k, c),
-            Weights::F16(w) => kern.gemm_f16p(x, w, m, n, k, c),
+            Weights::F32(w) => kern.gemm_f32p(x, &w[first * k..], m, n, k, c),
+            Weights::F16(w) => kern.gemm_f16p(x, &w[first * k..], m, n, k, c),
         }
     }
 }
@@ -271,13 +288,17 @@ impl MatMul {
                 c: m * n,
                 ..Default::default()
             },
-            Rhs::Act { .. } => ScratchSize {
-                pa: m * k,
-                pb: n * k,
-                pp: packed_f32_len(n, k),
-                c: m * n,
-                ..Default::default()
-            },
+            // Room for every batch at once ([`MatMul::run_batches`]).
+            Rhs::Act { .. } => {
+                let batches = self.a_batch.len().max(1);
+                ScratchSize {
+                    pa: batches * m * k,
+                    pb: batches * (n * k + packed_f32_len(n, k)),
+                    pp: packed_f32_len(n, k),
+                    c: m * n,
+                    ..Default::default()
+                }
+            }
         }
     }
 
@@ -301,6 +322,185 @@ impl MatMul {
     /// threads write their rows of the result in place.
     pub fn out_rows_contiguous(&self) -> bool {
         self.o_n_unit && self.o_m.iter().enumerate().all(|(i, &o)| o == i * self.n)
+    }
+
+    /// A product of two activations over several batches (attention's
+    /// heads) whose outputs follow each other: the threads split the
+    /// batches, each gathering, packing and multiplying its own (one head is
+    /// too small to split by rows). `false`: not such a product, nothing
+    /// done.
+    #[allow(clippy::too_many_arguments)]
+    fn run_batches(
+        &self,
+        kern: &Kernels,
+        pool: &Pool,
+        a: &[f32],
+        b: &[f32],
+        out: &mut [f32],
+        scr: &mut Scratch,
+        post: &PostFn<'_>,
+    ) -> bool {
+        let Rhs::Act { b_batch, b_n, b_k } = &self.rhs else {
+            return false;
+        };
+        let (m, n, k, batches) = (self.m, self.n, self.k, self.a_batch.len());
+        let each = m * n;
+        let in_order = self.o_batch.iter().enumerate().all(|(i, &o)| o == i * each);
+        if batches < 2 || each * k == 0 || !in_order || !self.out_rows_contiguous() {
+            return false;
+        }
+        let plen = packed_f32_len(n, k);
+        pool.rows3(
+            batches * each * k,
+            MIN_PARALLEL_MACS,
+            batches,
+            1,
+            Split::new(&mut out[..batches * each], each),
+            Split::new(&mut scr.pa[..batches * m * k], m * k),
+            Split::new(&mut scr.pb[..batches * (n * k + plen)], n * k + plen),
+            &|b0, outs, pas, pbs| {
+                let blocks = outs
+                    .chunks_exact_mut(each)
+                    .zip(pas.chunks_exact_mut(m * k))
+                    .zip(pbs.chunks_exact_mut(n * k + plen));
+                for (i, ((o, pa), pb)) in blocks.enumerate() {
+                    let bi = b0 + i;
+                    for (mi, row) in pa.chunks_exact_mut(k).enumerate() {
+                        self.gather_a(a, self.a_batch[bi], mi, row, |v| v);
+                    }
+                    let (rows, packed) = pb.split_at_mut(n * k);
+                    for (ni, row) in rows.chunks_exact_mut(k).enumerate() {
+                        let base = b_batch[bi] + b_n[ni];
+                        for (d, &ko) in row.iter_mut().zip(b_k) {
+                            *d = b[base + ko];
+                        }
+                    }
+                    kern.pack_f32_into(rows, n, k, packed);
+                    kern.gemm_f32p(pa, packed, m, n, k, o);
+                    post(bi * each, o);
+                }
+            },
+        );
+        true
+    }
+
+    /// A linear layer of few rows (a ViT's tokens) on several threads: the
+    /// threads split the output channels (each reads only its share of the
+    /// weights, and every thread gets whole tiles of rows), after the rows
+    /// are gathered (and quantised) and before the epilogue, each split by
+    /// rows. `false`: not such a product, nothing done.
+    #[allow(clippy::too_many_arguments)]
+    fn run_columns(
+        &self,
+        kern: &Kernels,
+        pool: &Pool,
+        a: &[f32],
+        s: &[f32],
+        out: &mut [f32],
+        scr: &mut Scratch,
+        post: &PostFn<'_>,
+    ) -> bool {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let per = pool.per_thread(n, COLUMN_BLOCK);
+        let fits = pool.threads() > 1
+            && self.a_batch.len() == 1
+            && self.o_batch == [0]
+            && m * n * k >= MIN_PARALLEL_MACS
+            && (1..=COLUMN_SPLIT_MAX_ROWS).contains(&m)
+            && k > 0
+            && per < n
+            && self.out_rows_contiguous()
+            && matches!(self.rhs, Rhs::Int8(..) | Rhs::Float(_));
+        if !fits {
+            return false;
+        }
+        let ab = self.a_batch[0];
+        let blocks = n.div_ceil(per);
+        let block = |b: usize| (b * per, ((b + 1) * per).min(n));
+        let out = &mut out[..m * n];
+        match &self.rhs {
+            Rhs::Int8(w, aq) => {
+                let scale = |mi: usize| s[aq.s_batch[0] + aq.s_m[mi]];
+                let qa = &mut scr.qa[..m * k];
+                pool.rows(m * k, 0, qa, m, k, 1, &|r0, rows| {
+                    for (i, row) in rows.chunks_exact_mut(k).enumerate() {
+                        let r = 1.0 / scale(r0 + i);
+                        if self.a_k_unit {
+                            let base = ab + self.a_m[r0 + i];
+                            ew::quantize_into(kern.level, &a[base..base + k], r, row);
+                        } else {
+                            self.gather_a(a, ab, r0 + i, row, |v| quantize(v, r));
+                        }
+                    }
+                });
+                let qa: &[i8] = qa;
+                let panel = kern.i8_panel_len(k);
+                pool.rows(
+                    m * n * k,
+                    0,
+                    &mut scr.acc[..m * n],
+                    n,
+                    m,
+                    COLUMN_BLOCK,
+                    &|n0, acc| {
+                        let nb = acc.len() / m;
+                        kern.gemm_i8(qa, &w.q[n0 / 16 * panel..], m, nb, k, acc);
+                    },
+                );
+                let acc: &[i32] = &scr.acc[..m * n];
+                pool.rows(m * n, 0, out, m, n, 1, &|r0, rows| {
+                    for (i, row) in rows.chunks_exact_mut(n).enumerate() {
+                        let sa = scale(r0 + i);
+                        for b in 0..blocks {
+                            let (n0, n1) = block(b);
+                            let nb = n1 - n0;
+                            let part = &acc[m * n0 + (r0 + i) * nb..][..nb];
+                            ew::dequantize(
+                                kern.level,
+                                part,
+                                sa,
+                                &w.scale[n0..n1],
+                                &mut row[n0..n1],
+                            );
+                        }
+                    }
+                    post(r0 * n, rows);
+                });
+            }
+            Rhs::Float(w) => {
+                let pa = &mut scr.pa[..m * k];
+                pool.rows(m * k, 0, pa, m, k, 1, &|r0, rows| {
+                    for (i, row) in rows.chunks_exact_mut(k).enumerate() {
+                        self.gather_a(a, ab, r0 + i, row, |v| v);
+                    }
+                });
+                let pa: &[f32] = pa;
+                pool.rows(
+                    m * n * k,
+                    0,
+                    &mut scr.c[..m * n],
+                    n,
+                    m,
+                    COLUMN_BLOCK,
+                    &|n0, c| {
+                        w.gemm_from(kern, pa, n0, m, c.len() / m, k, c);
+                    },
+                );
+                let c: &[f32] = &scr.c[..m * n];
+                pool.rows(m * n, 0, out, m, n, 1, &|r0, rows| {
+                    for (i, row) in rows.chunks_exact_mut(n).enumerate() {
+                        for b in 0..blocks {
+                            let (n0, n1) = block(b);
+                            let nb = n1 - n0;
+                            row[n0..n1].copy_from_slice(&c[m * n0 + (r0 + i) * nb..][..nb]);
+                        }
+                    }
+                    post(r0 * n, rows);
+                });
+            }
+            Rhs::Act { .. } => unreachable!("checked above"),
+        }
+        true
     }
 
     /// Row `mi` of `a` (batch offset `ab`) into `row`.
@@ -339,6 +539,11 @@ impl MatMul {
         let (m, n, k) = (self.m, self.n, self.k);
         let direct = self.out_rows_contiguous();
         let rows_of = |len: usize| len.checked_div(n).unwrap_or(0);
+        if self.run_batches(kern, pool, a, b, out, scr, post)
+            || self.run_columns(kern, pool, a, s, out, scr, post)
+        {
+            return;
+        }
         for (bi, (&ab, &ob)) in self.a_batch.iter().zip(&self.o_batch).enumerate() {
             let dst_rows = match direct {
                 true => Split::new(&mut out[ob..ob + m * n], n),
@@ -455,6 +660,14 @@ impl MatMul {
         }
     }
 }
+
+/// Output channels of one block when a product splits its channels over
+/// the threads (a multiple of every kernel path's panel: 16).
+const COLUMN_BLOCK: usize = 32;
+
+/// Products of at most this many rows split their output channels over the
+/// threads instead of their rows.
+const COLUMN_SPLIT_MAX_ROWS: usize = 256;
 
 /// Pixels of one packed panel of a convolution's patches (the int8
 /// kernels' panel width).

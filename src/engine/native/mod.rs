@@ -18,11 +18,12 @@ use std::collections::BTreeMap;
 
 use tract_core::internal::TypedModel;
 
-use crate::kernels::elementwise::Level;
+use crate::kernels::elementwise::{self as ew, Level};
 use crate::kernels::pool::Pool;
 use crate::kernels::Kernels;
 use linear::{Scratch, ScratchSize};
 use lower::{Kind, LowerError, Operand, Post, Step};
+use ops::Reduce;
 
 /// A lowered image encoder, ready to run frames.
 pub struct Native {
@@ -370,7 +371,38 @@ fn exec(
             count,
             x,
         } => {
-            ops::reduce(lv, *op, dims, io.get(*x), sx, so, *count, dst);
+            let x = io.get(*x);
+            let n = dims.last().copied().unwrap_or(1);
+            // `max` or `max |x|` of each innermost row, the rows in order (an
+            // int8 layer's per-token scale): split by rows.
+            let rowwise = matches!(op, Reduce::Max | Reduce::AbsMax)
+                && n > 0
+                && so.last() == Some(&0)
+                && dst.len() * n == dims.iter().product::<usize>()
+                && ops::is_row_major(dims, sx)
+                && ops::is_row_major(&dims[..dims.len() - 1], &so[..so.len() - 1]);
+            if rowwise {
+                let f = if *op == Reduce::Max {
+                    ew::max
+                } else {
+                    ew::abs_max
+                };
+                pool.rows(
+                    x.len(),
+                    MIN_PARALLEL_ELEMS,
+                    dst,
+                    dst.len(),
+                    1,
+                    1,
+                    &|r0, out| {
+                        for (i, o) in out.iter_mut().enumerate() {
+                            *o = f32::NEG_INFINITY.max(f(lv, &x[(r0 + i) * n..(r0 + i + 1) * n]));
+                        }
+                    },
+                );
+            } else {
+                ops::reduce(lv, *op, dims, x, sx, so, *count, dst);
+            }
         }
         Kind::Softmax { around, x } => {
             let x = io.get(*x);
@@ -392,6 +424,17 @@ fn exec(
             });
         }
         Kind::Copy { parts } => {
+            if let [p] = &parts[..] {
+                let n = p.dims.last().copied().unwrap_or(1);
+                let whole = p.dims.iter().product::<usize>() == dst.len();
+                if n > 0 && whole && p.dst_off == 0 && ops::is_row_major(&p.dims, &p.sd) {
+                    let src = io.get(p.src);
+                    split_rows(pool, dst, n, &|r0, out| {
+                        ops::copy_rows(&p.dims, src, p.src_off, &p.ss, r0, out)
+                    });
+                    return;
+                }
+            }
             for p in parts {
                 ops::copy(
                     &p.dims,

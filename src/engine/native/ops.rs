@@ -337,6 +337,46 @@ pub fn copy(
     });
 }
 
+/// Whether `strides` are `dims`' row-major strides (allocation-free).
+pub fn is_row_major(dims: &[usize], strides: &[usize]) -> bool {
+    let mut expect = 1usize;
+    for (d, s) in dims.iter().zip(strides).rev() {
+        if *d != 1 && *s != expect {
+            return false;
+        }
+        expect = expect.saturating_mul(*d);
+    }
+    dims.len() == strides.len()
+}
+
+/// As [`copy`] into a destination written whole and in order (`dst_off`
+/// 0, row-major strides): the rows from `first_row` on that `out` holds
+/// (one thread's share).
+pub fn copy_rows(
+    dims: &[usize],
+    src: &[f32],
+    src_off: usize,
+    ss: &[usize],
+    first_row: usize,
+    out: &mut [f32],
+) {
+    let n = dims.last().copied().unwrap_or(1);
+    let is = ss.last().copied().unwrap_or(1);
+    let rows = out.len() / n.max(1);
+    let mut at = 0;
+    for_each_row_from(dims, [ss], first_row, rows, |[os]| {
+        let (os, row) = (os + src_off, &mut out[at..at + n]);
+        if is == 1 {
+            row.copy_from_slice(&src[os..os + n]);
+        } else {
+            for (t, d) in row.iter_mut().enumerate() {
+                *d = src[os + t * is];
+            }
+        }
+        at += n;
+    });
+}
+
 /// An average (or sum) pool over NCHW, padding ignored in the count.
 #[derive(Debug, Clone)]
 pub struct Pool2d {
