@@ -132,6 +132,11 @@ fn products_run_in_the_bundles_precision() {
                 assert!(count("f16") > 0, "{b}: {:?}", s.products);
                 assert_eq!(count("f32"), 0, "{b}: {:?}", s.products);
             }
+            // fp32 runs in f32, even where its weights are f16 values.
+            "fp32" => {
+                assert_eq!(count("int8"), 0, "{b}: {:?}", s.products);
+                assert_eq!(count("f16"), 0, "{b}: {:?}", s.products);
+            }
             _ => assert_eq!(count("int8"), 0, "{b}: {:?}", s.products),
         }
         assert_eq!(s.kernels, expected_kernels());

@@ -191,7 +191,14 @@ impl Engine {
                 let model = encoder::for_native(model).map_err(gerr)?;
                 stage("graph ready for lowering");
                 let kernels = crate::kernels::Kernels::detect();
-                let native = native::Native::new(&model, kernels, threads).map_err(|e| {
+                // An fp32 bundle runs its products in f32 even where its
+                // weights are f16 values (OpenAI's are): widening f16 costs
+                // more per product than the memory it saves is worth there.
+                let float = match bundle.manifest.precision.as_str() {
+                    "fp32" => native::FloatWeights::F32,
+                    _ => native::FloatWeights::F16WhereExact,
+                };
+                let native = native::Native::new(&model, kernels, threads, float).map_err(|e| {
                     EngineError::Graph {
                         path: path.display().to_string(),
                         why: one_line(&e.to_string()),

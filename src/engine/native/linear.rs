@@ -52,8 +52,14 @@ impl Weights {
         w.iter().all(|v| f16::from_f32(*v).to_f32() == *v)
     }
 
-    pub fn new(w: Vec<f32>, n: usize, k: usize, kernels: &Kernels) -> Weights {
-        if Self::f16_exact(&w) {
+    pub fn new(
+        w: Vec<f32>,
+        n: usize,
+        k: usize,
+        kernels: &Kernels,
+        float: super::lower::FloatWeights,
+    ) -> Weights {
+        if float == super::lower::FloatWeights::F16WhereExact && Self::f16_exact(&w) {
             let h: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
             drop(w);
             Weights::F16(kernels.pack_f16(&h, n, k))

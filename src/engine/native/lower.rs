@@ -197,9 +197,21 @@ enum Value {
     },
 }
 
+/// How f32 weights that are exactly f16 values are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloatWeights {
+    /// As f32: the fastest products (no widening per use), twice the
+    /// memory of f16. For fp32 bundles.
+    F32,
+    /// As f16 where that loses nothing (OpenAI's weights are fp16), else
+    /// f32: half the memory.
+    F16WhereExact,
+}
+
 struct Lowerer<'m> {
     model: &'m TypedModel,
     kernels: Kernels,
+    float: FloatWeights,
     /// Consumers left of each outlet: large constants are dropped after
     /// their last one (weights live on packed, not twice).
     uses: HashMap<OutletId, usize>,
@@ -230,7 +242,11 @@ fn concrete(fact: &TypedFact) -> Option<Vec<usize>> {
 }
 
 /// Lowers `model`, packing int8 weights for `kernels`.
-pub fn lower(model: &TypedModel, kernels: &Kernels) -> Result<Lowered, LowerError> {
+pub fn lower(
+    model: &TypedModel,
+    kernels: &Kernels,
+    float: FloatWeights,
+) -> Result<Lowered, LowerError> {
     let fail = |node: &str, op: &str, why: String| LowerError {
         node: node.to_string(),
         op: op.to_string(),
@@ -257,6 +273,7 @@ pub fn lower(model: &TypedModel, kernels: &Kernels) -> Result<Lowered, LowerErro
     let mut l = Lowerer {
         model,
         kernels: *kernels,
+        float,
         uses,
         values: HashMap::new(),
         lens: Vec::new(),
@@ -1022,7 +1039,7 @@ impl Lowerer<'_> {
             if conv && !Weights::f16_exact(&w) {
                 Got::F32Rows(w)
             } else {
-                Got::Float(Weights::new(w, n, k, kern))
+                Got::Float(Weights::new(w, n, k, kern, self.float))
             }
         };
         match self.value(o)? {

@@ -22,6 +22,7 @@ use crate::kernels::elementwise::{self as ew, Level};
 use crate::kernels::pool::Pool;
 use crate::kernels::Kernels;
 use linear::{Scratch, ScratchSize};
+pub use lower::FloatWeights;
 use lower::{Kind, LowerError, Operand, Post, Step};
 use ops::Reduce;
 
@@ -70,8 +71,14 @@ impl Native {
     /// Lowers a decluttered graph with constants folded (see
     /// [`crate::encoder::for_native`]).
     /// `threads`: the compute threads (the caller's included), made now.
-    pub fn new(model: &TypedModel, kernels: Kernels, threads: usize) -> Result<Native, LowerError> {
-        let l = lower::lower(model, &kernels)?;
+    /// `float`: how f32 weights that are exactly f16 are kept.
+    pub fn new(
+        model: &TypedModel,
+        kernels: Kernels,
+        threads: usize,
+        float: FloatWeights,
+    ) -> Result<Native, LowerError> {
+        let l = lower::lower(model, &kernels, float)?;
         let n = l.lens.len();
         let mut first = vec![usize::MAX; n];
         let mut last = vec![0usize; n];
