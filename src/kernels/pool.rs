@@ -273,6 +273,122 @@ impl Pool {
     }
 }
 
+/// A matrix (`rows` rows of `row_len`) whose columns the threads split:
+/// each gets every row's slice of its own columns ([`ColumnsMut`]).
+pub struct Columns<'a, T> {
+    pub buf: &'a mut [T],
+    pub rows: usize,
+    pub row_len: usize,
+}
+
+/// One thread's columns `[c0, c1)` of a [`Columns`] matrix.
+pub struct ColumnsMut<'b, T> {
+    base: *mut T,
+    rows: usize,
+    row_len: usize,
+    c0: usize,
+    c1: usize,
+    _buf: std::marker::PhantomData<&'b mut [T]>,
+}
+
+impl<T> ColumnsMut<'_, T> {
+    /// The first column this thread has.
+    pub fn first(&self) -> usize {
+        self.c0
+    }
+
+    /// Row `i`'s slice of this thread's columns.
+    ///
+    /// # Panics
+    /// When `i` is not a row.
+    pub fn row(&mut self, i: usize) -> &mut [T] {
+        assert!(i < self.rows, "row {i} of {}", self.rows);
+        // SAFETY: `Pool::split_columns` checked that the matrix lies within
+        // its buffer and gave each thread disjoint columns; `&mut self`
+        // keeps this row slice the only one alive from this handle.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.base.add(i * self.row_len + self.c0),
+                self.c1 - self.c0,
+            )
+        }
+    }
+}
+
+/// A [`Pool::split_columns`] job: `f(first_unit, a, b, c, columns)`.
+pub type ColumnsJob<'f, A, B, C, T> =
+    dyn Fn(usize, &mut [A], &mut [B], &mut [C], ColumnsMut<'_, T>) + Sync + 'f;
+
+impl Pool {
+    /// Splits `units` (each `unit_cols` columns of `m`, the last one cut at
+    /// `m.row_len`) into one block per thread (multiples of `align` units)
+    /// and runs `f(first_unit, a, b, c, columns)` on each: `a`, `b` and `c`
+    /// split by the same units (as [`Pool::rows3`] splits rows), `columns`
+    /// every row of `m` within the block's columns. On the caller alone
+    /// when `work` is below `min_work`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn split_columns<A: Send, B: Send, C: Send, T: Send>(
+        &self,
+        work: usize,
+        min_work: usize,
+        units: usize,
+        unit_cols: usize,
+        align: usize,
+        a: Split<'_, A>,
+        b: Split<'_, B>,
+        c: Split<'_, C>,
+        m: Columns<'_, T>,
+        f: &ColumnsJob<'_, A, B, C, T>,
+    ) {
+        assert!(
+            m.rows
+                .checked_mul(m.row_len)
+                .is_some_and(|n| n <= m.buf.len())
+                && units.checked_mul(unit_cols).is_some_and(|c| c >= m.row_len),
+            "a column split past its matrix"
+        );
+        let (base, rows, row_len) = (m.buf.as_mut_ptr() as usize, m.rows, m.row_len);
+        let cols = |u0: usize, u1: usize| ColumnsMut {
+            base: base as *mut T,
+            rows,
+            row_len,
+            c0: (u0 * unit_cols).min(row_len),
+            c1: (u1 * unit_cols).min(row_len),
+            _buf: std::marker::PhantomData,
+        };
+        let (mut a, mut b, mut c) = (a, b, c);
+        let (ra, rb, rc) = (
+            Raw::of(&mut a, units),
+            Raw::of(&mut b, units),
+            Raw::of(&mut c, units),
+        );
+        let t = self.threads();
+        let per = self.per_thread(units, align);
+        if t == 1 || per >= units || work < min_work {
+            let (la, lb, lc) = (units * a.row_len, units * b.row_len, units * c.row_len);
+            f(
+                0,
+                &mut a.buf[..la],
+                &mut b.buf[..lb],
+                &mut c.buf[..lc],
+                cols(0, units),
+            );
+            return;
+        }
+        self.run(&|i| {
+            let (u0, u1) = ((i * per).min(units), ((i + 1) * per).min(units));
+            if u0 < u1 {
+                // SAFETY: blocks [u0, u1) of distinct threads are disjoint,
+                // within each buffer (checked by `Raw::of`), which stay
+                // mutably borrowed (`a`, `b`, `c`) until `run` returns; the
+                // columns of distinct blocks are disjoint too.
+                let (x, y, z) = unsafe { (ra.block(u0, u1), rb.block(u0, u1), rc.block(u0, u1)) };
+                f(u0, x, y, z, cols(u0, u1));
+            }
+        });
+    }
+}
+
 fn worker(s: &Shared, index: usize) {
     let mut seen = 0;
     loop {
@@ -337,6 +453,52 @@ mod tests {
                 }
                 let want: Vec<u32> = (0..rows * 3).map(|i| 3 * (i as u32 + 1)).collect();
                 assert_eq!(out, want, "{threads} threads, {rows} rows");
+            }
+        }
+    }
+
+    #[test]
+    fn split_columns_gives_each_thread_its_columns_of_every_row_once() {
+        for threads in 1..=4 {
+            let pool = Pool::new(threads);
+            for (rows, row_len, align) in [
+                (3usize, 100usize, 1usize),
+                (2, 33, 2),
+                (5, 16, 1),
+                (1, 1, 3),
+                (4, 250, 7),
+            ] {
+                let units = row_len.div_ceil(16);
+                let mut m = vec![0u32; rows * row_len];
+                let mut a = vec![0u8; units * 2];
+                pool.split_columns(
+                    0,
+                    0,
+                    units,
+                    16,
+                    align,
+                    Split::new(&mut a, 2),
+                    Split::<()>::empty(),
+                    Split::<()>::empty(),
+                    Columns {
+                        buf: &mut m,
+                        rows,
+                        row_len,
+                    },
+                    &|u0, a, _, _, mut cols| {
+                        assert_eq!(cols.first(), u0 * 16);
+                        a.iter_mut().for_each(|v| *v += 1);
+                        for r in 0..rows {
+                            let c0 = cols.first();
+                            for (j, v) in cols.row(r).iter_mut().enumerate() {
+                                *v += (r * row_len + c0 + j) as u32 + 1;
+                            }
+                        }
+                    },
+                );
+                let want: Vec<u32> = (1..=(rows * row_len) as u32).collect();
+                assert_eq!(m, want, "{threads} threads, {rows}x{row_len}");
+                assert!(a.iter().all(|v| *v == 1), "{threads} threads: {a:?}");
             }
         }
     }

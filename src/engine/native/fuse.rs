@@ -147,7 +147,8 @@ fn quick_gelu(steps: &mut [Step], lens: &[usize], consts: &[Vec<f32>]) -> bool {
 fn granularity(s: &Step, len: usize) -> Option<usize> {
     match &s.kind {
         Kind::MatMul { mm, .. } => matmul_block(mm, len),
-        Kind::Conv { conv, .. } => Some(conv.oh * conv.ow),
+        // Whole output rows (a thread's pixels, when split by pixels).
+        Kind::Conv { conv, .. } => Some(conv.ow),
         Kind::Binary { dims, .. } => Some(dims.last().copied().unwrap_or(1)),
         Kind::Unary { .. } => Some(unary_row(&s.posts)),
         Kind::Softmax { around, .. } | Kind::RmsNorm { around, .. } => {

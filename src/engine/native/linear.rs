@@ -11,7 +11,7 @@
 use half::f16;
 
 use crate::kernels::elementwise::{self as ew, Binary};
-use crate::kernels::pool::{Pool, Split, MIN_PARALLEL_MACS};
+use crate::kernels::pool::{Columns, Pool, Split, MIN_PARALLEL_MACS};
 use crate::kernels::{packed_f32_len, packed_i8_len, quantize, Kernels};
 
 /// A fused epilogue ([`super::fuse`]) on one block of an op's output,
@@ -733,13 +733,17 @@ impl Conv {
     pub fn scratch(&self) -> ScratchSize {
         let (p, kk) = (self.oh * self.ow, self.kk());
         match self.weights {
-            ConvWeights::Int8(_) => ScratchSize {
-                qa: if self.pointwise() { 0 } else { kk * p },
-                qx: self.c * self.h * self.w,
-                qp: packed_i8_len(p, kk),
-                acc: p * self.o,
-                ..Default::default()
-            },
+            // Room for either int8 path (by channels, or by pixel panels).
+            ConvWeights::Int8(_) => {
+                let padded = p.div_ceil(PIXEL_PANEL) * PIXEL_PANEL;
+                ScratchSize {
+                    qa: if self.pointwise() { 0 } else { kk * padded },
+                    qx: self.c * self.h * self.w,
+                    qp: packed_i8_len(p, kk),
+                    acc: padded * self.o,
+                    ..Default::default()
+                }
+            }
             ConvWeights::Float(_) => ScratchSize {
                 pa: p * kk,
                 c: p * self.o,
@@ -751,6 +755,118 @@ impl Conv {
                 ..Default::default()
             },
         }
+    }
+
+    /// Output pixels of one block when the threads split a convolution by
+    /// pixels: whole packed panels (16) and whole output rows.
+    fn pixel_block(&self) -> usize {
+        let (a, mut b) = (PIXEL_PANEL, self.ow.max(1));
+        let mut g = a;
+        while b != 0 {
+            (g, b) = (b, g % b);
+        }
+        PIXEL_PANEL / g * self.ow.max(1)
+    }
+
+    /// The int8 path split by output pixels on several threads: each thread
+    /// quantises its share of the input, builds, packs and multiplies its
+    /// pixels' patches against every output channel, and writes its pixels
+    /// of each NCHW plane, epilogue included. A chain of convolutions so
+    /// keeps each thread on the pixels it wrote (no cache lines passed
+    /// between cores at each step, as splitting by channels does). `false`:
+    /// too few pixels for every thread, nothing done.
+    #[allow(clippy::too_many_arguments)]
+    fn int8_by_pixels(
+        &self,
+        kern: &Kernels,
+        pool: &Pool,
+        w: &Int8,
+        x: &[f32],
+        sa: f32,
+        out: &mut [f32],
+        scr: &mut Scratch,
+        post: &PostFn<'_>,
+    ) -> bool {
+        let (p, kk, o, lv) = (self.oh * self.ow, self.kk(), self.o, kern.level);
+        let panels = p.div_ceil(PIXEL_PANEL);
+        let align = self.pixel_block() / PIXEL_PANEL;
+        if pool.threads() < 2
+            || pool.per_thread(panels, align) >= panels
+            || p * kk * o < MIN_PARALLEL_MACS
+        {
+            return false;
+        }
+        let (c, hw) = (self.c, self.h * self.w);
+        // The input by the same kind of blocks of its own pixels.
+        let in_panels = hw.div_ceil(PIXEL_PANEL);
+        let in_align = {
+            let (mut g, mut b) = (PIXEL_PANEL, self.w.max(1));
+            while b != 0 {
+                (g, b) = (b, g % b);
+            }
+            self.w.max(1) / g
+        };
+        let r = 1.0 / sa;
+        pool.split_columns(
+            c * hw,
+            0,
+            in_panels,
+            PIXEL_PANEL,
+            in_align,
+            Split::<()>::empty(),
+            Split::<()>::empty(),
+            Split::<()>::empty(),
+            Columns {
+                buf: &mut scr.qx[..c * hw],
+                rows: c,
+                row_len: hw,
+            },
+            &|_, _, _, _, mut cols| {
+                let j0 = cols.first();
+                for ch in 0..c {
+                    let q = cols.row(ch);
+                    ew::quantize_into(lv, &x[ch * hw + j0..ch * hw + j0 + q.len()], r, q);
+                }
+            },
+        );
+        let qx: &[i8] = &scr.qx[..c * hw];
+        let pointwise = self.pointwise();
+        let panel_len = kern.i8_panel_len(kk);
+        let patches = if pointwise { 0 } else { PIXEL_PANEL * kk };
+        pool.split_columns(
+            p * kk * o,
+            0,
+            panels,
+            PIXEL_PANEL,
+            align,
+            Split::new(&mut scr.qa[..panels * patches], patches),
+            Split::new(&mut scr.qp[..panels * panel_len], panel_len),
+            Split::new(&mut scr.acc[..panels * PIXEL_PANEL * o], PIXEL_PANEL * o),
+            Columns {
+                buf: &mut out[..o * p],
+                rows: o,
+                row_len: p,
+            },
+            &|_, qa, qp, acc, mut planes| {
+                let j0 = planes.first();
+                let nb = planes.row(0).len();
+                if pointwise {
+                    kern.pack_i8_cols(qx, p, j0, nb, kk, qp);
+                } else {
+                    let cols = &mut qa[..kk * nb];
+                    self.im2col_part(qx, 0, j0 / self.ow.max(1), nb, cols);
+                    kern.pack_i8_cols(cols, nb, 0, nb, kk, qp);
+                }
+                let acc = &mut acc[..o * nb];
+                kern.gemm_i8(&w.q, qp, o, nb, kk, acc);
+                for (oc, acc) in acc.chunks_exact(nb.max(1)).enumerate() {
+                    let plane = planes.row(oc);
+                    ew::dequantize_bias(lv, acc, sa * w.scale[oc], self.bias[oc], plane);
+                    post(oc * p + j0, plane);
+                }
+            },
+        );
+        true
     }
 
     /// A 1×1 convolution, stride 1, no padding: its patches, a row per
@@ -768,14 +884,28 @@ impl Conv {
     /// kernel tap, zero outside the image. With stride 1 a row is runs of
     /// the input's rows, copied whole.
     fn im2col_rows<T: Copy + Default>(&self, x: &[T], t0: usize, rows: &mut [T]) {
+        self.im2col_part(x, t0, 0, self.oh * self.ow, rows)
+    }
+
+    /// As [`Conv::im2col_rows`], each patch row holding only the output
+    /// pixels from row `oy0` on, `p` of them (whole output rows).
+    fn im2col_part<T: Copy + Default>(
+        &self,
+        x: &[T],
+        t0: usize,
+        oy0: usize,
+        p: usize,
+        rows: &mut [T],
+    ) {
         let [kh, kw] = self.kernel;
-        let (p, taps) = (self.oh * self.ow, kh * kw);
+        let taps = kh * kw;
         for (i, row) in rows.chunks_exact_mut(p.max(1)).enumerate() {
             let t = t0 + i;
             let (ch, ky, kx) = (t / taps, t % taps / kw, t % kw);
             let plane = &x[ch * self.h * self.w..(ch + 1) * self.h * self.w];
             let dx = kx * self.dilation[1];
             for (oy, out) in row.chunks_exact_mut(self.ow.max(1)).enumerate() {
+                let oy = oy0 + oy;
                 let y = (oy * self.stride[0] + ky * self.dilation[0]).wrapping_sub(self.pad[0]);
                 if y >= self.h {
                     out.fill(T::default());
@@ -846,6 +976,11 @@ impl Conv {
     ) {
         let (p, kk, o) = (self.oh * self.ow, self.kk(), self.o);
         let macs = p * kk * o;
+        if let ConvWeights::Int8(w) = &self.weights {
+            if self.int8_by_pixels(kern, pool, w, x, s[0], out, scr, post) {
+                return;
+            }
+        }
         let nchw = &mut out[..o * p];
         match &self.weights {
             ConvWeights::Int8(w) => {

@@ -388,7 +388,37 @@ fn exec(
                 && dst.len() * n == dims.iter().product::<usize>()
                 && ops::is_row_major(dims, sx)
                 && ops::is_row_major(&dims[..dims.len() - 1], &so[..so.len() - 1]);
-            if rowwise {
+            // `max` or `max |x|` of the whole tensor (an int8
+            // convolution's scale): a part per thread, then the max of those.
+            let whole = matches!(op, Reduce::Max | Reduce::AbsMax)
+                && dst.len() == 1
+                && x.len() == dims.iter().product::<usize>()
+                && ops::is_row_major(dims, sx);
+            if whole && pool.threads() > 1 {
+                let f = if *op == Reduce::Max {
+                    ew::max
+                } else {
+                    ew::abs_max
+                };
+                let mut parts = [f32::NEG_INFINITY; MAX_THREAD_PARTS];
+                let t = pool.threads().min(MAX_THREAD_PARTS);
+                let each = x.len().div_ceil(t);
+                pool.rows(
+                    x.len(),
+                    MIN_PARALLEL_ELEMS,
+                    &mut parts[..t],
+                    t,
+                    1,
+                    1,
+                    &|i0, out| {
+                        for (i, o) in out.iter_mut().enumerate() {
+                            let lo = ((i0 + i) * each).min(x.len());
+                            *o = f(lv, &x[lo..(lo + each).min(x.len())]);
+                        }
+                    },
+                );
+                dst[0] = parts.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+            } else if rowwise {
                 let f = if *op == Reduce::Max {
                     ew::max
                 } else {
@@ -467,9 +497,18 @@ fn exec(
         Kind::Conv { conv, x, s } => {
             conv.run(kernels, pool, io.get(*x), io.opt(*s), dst, scratch, &post)
         }
-        Kind::Pool { pool, x } => ops::sum_pool(pool, io.get(*x), dst),
+        Kind::Pool { pool: p, x } => {
+            let x = io.get(*x);
+            split_rows(pool, dst, p.oh * p.ow, &|c0, out| {
+                ops::sum_pool(p, x, c0, out)
+            });
+        }
     }
 }
+
+/// Most threads a whole-tensor maximum keeps a part for (more threads than
+/// this share the parts).
+const MAX_THREAD_PARTS: usize = 64;
 
 /// Element-wise ops with fewer outputs than this run on the caller alone
 /// (waking the other threads costs about as much as they would save).

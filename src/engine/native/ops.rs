@@ -392,8 +392,11 @@ pub struct Pool2d {
     pub count_include_pad: bool,
 }
 
-pub fn sum_pool(p: &Pool2d, x: &[f32], out: &mut [f32]) {
-    for c in 0..p.c {
+/// Channels `c0..` of the output, as many as `out` holds (one thread's
+/// share, or all).
+pub fn sum_pool(p: &Pool2d, x: &[f32], c0: usize, out: &mut [f32]) {
+    let planes = out.len() / (p.oh * p.ow).max(1);
+    for c in c0..(c0 + planes).min(p.c) {
         let plane = &x[c * p.h * p.w..(c + 1) * p.h * p.w];
         for oy in 0..p.oh {
             for ox in 0..p.ow {
@@ -413,7 +416,7 @@ pub fn sum_pool(p: &Pool2d, x: &[f32], out: &mut [f32]) {
                 } else {
                     count
                 };
-                out[(c * p.oh + oy) * p.ow + ox] = if p.normalize && count > 0 {
+                out[((c - c0) * p.oh + oy) * p.ow + ox] = if p.normalize && count > 0 {
                     sum / count as f32
                 } else {
                     sum
