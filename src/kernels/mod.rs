@@ -10,6 +10,13 @@
 //!   attention products of two activations).
 //! - [`quantize_row`]: an activation row to int8, exactly as the bundles'
 //!   graphs quantise dynamically per token.
+//! - Packing per frame, into scratch: [`Kernels::pack_f32_into`] (the right
+//!   side of a product of two activations), [`Kernels::pack_i8_cols`] and
+//!   [`Kernels::pack_f32_cols`] (a convolution's patches, stored a row per
+//!   depth, as the right side of its product).
+//! - [`elementwise`]: the row kernels around the products (maps, binary ops,
+//!   softmax, norms, quantisation, epilogues), compiled per SIMD level.
+//! - [`pool`]: the compute threads and how a job is split among them.
 //!
 //! Every SIMD path has its plain twin in [`scalar`] and a property test
 //! against it on random shapes, values and tails. The path is chosen once,
