@@ -12,7 +12,7 @@ use clip_edge::alloc_count::{self, Counting};
 use clip_edge::board::BoardProfile;
 use clip_edge::bundle::{Bundle, Trust};
 use clip_edge::decode::decode_file;
-use clip_edge::engine::{Engine, EngineKind};
+use clip_edge::engine::{Device, Engine, EngineKind};
 use clip_edge::eval::{list_labelled, Tally};
 use clip_edge::preprocess::{ImageView, Mode, Preprocessor, CLIP_MEAN, CLIP_STD, MAX_RESOLUTION};
 use clip_edge::signature::read_public_key;
@@ -34,6 +34,9 @@ macro_rules! out {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
+/// `clip-edge check-cuda` and the GPU part of `bench`.
+#[path = "cli/check_cuda.rs"]
+mod check_cuda;
 /// `clip-edge watch`: settings, the service's parts, the run and reloads.
 #[path = "cli/watch.rs"]
 mod watch_cmd;
@@ -63,6 +66,10 @@ struct BundleArg {
     /// per frame) or tract (the reference). `info` only reads the bundle.
     #[arg(long, value_enum, default_value_t = EngineKind::Native)]
     engine: EngineKind,
+    /// Where the encoder runs: cpu, or cuda (the first CUDA GPU, in a build
+    /// with `--features cuda`).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
 }
 
 impl BundleArg {
@@ -80,8 +87,14 @@ impl BundleArg {
     }
 
     fn engine(&self, threads: usize) -> Result<Engine> {
-        Engine::load_on(&self.bundle, &self.trust()?, self.engine, threads)
-            .with_context(|| self.context())
+        Engine::load_device(
+            &self.bundle,
+            &self.trust()?,
+            self.engine,
+            threads,
+            self.device,
+        )
+        .with_context(|| self.context())
     }
 
     fn open(&self) -> Result<Bundle> {
@@ -138,6 +151,24 @@ enum Cmd {
         /// Native engine: adds `profile_ms`, milliseconds per frame by op class (timed per op).
         #[arg(long)]
         profile: bool,
+        /// `--device cuda`: also images per second at this batch (one CUDA
+        /// graph of that many images).
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The GPU encoder against the CPU native engine on random inputs:
+    /// embedding cosine, top-1 agreement, batch consistency, GPU timings
+    /// (`scripts/gpu-check`). Exit 1 when parity fails.
+    CheckCuda {
+        #[command(flatten)]
+        bundle: BundleArg,
+        #[arg(long, default_value_t = 8)]
+        frames: usize,
+        /// Images per run of the batched encoder compared too.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
         #[arg(long)]
         json: bool,
     },
@@ -236,6 +267,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             board,
             boards_dir,
             profile,
+            batch,
             json,
         } => {
             let board = match board {
@@ -245,8 +277,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 None => None,
             };
-            bench(&bundle, threads, iterations, board.as_ref(), profile, json)
+            bench(
+                &bundle,
+                threads,
+                iterations,
+                board.as_ref(),
+                profile,
+                batch,
+                json,
+            )
         }
+        Cmd::CheckCuda {
+            bundle,
+            frames,
+            batch,
+            json,
+        } => check_cuda::run(&bundle.bundle, &bundle.trust()?, frames, batch, json),
         Cmd::Info { bundle, json } => info(&bundle, json),
         Cmd::BenchKernels { iterations, json } => bench_kernels(iterations, json),
         Cmd::Preprocess { resolution, images } => preprocess(resolution, &images),
@@ -480,6 +526,7 @@ fn bench(
     iterations: usize,
     board: Option<&BoardProfile>,
     profile: bool,
+    batch: usize,
     json_out: bool,
 ) -> Result<ExitCode> {
     set_threads(threads)?;
@@ -570,6 +617,13 @@ fn bench(
     if profile {
         report["profile_ms"] = json!(engine.profile());
     }
+    report["device"] = json!(engine.device());
+    #[cfg(feature = "cuda")]
+    if engine.device() == Device::Cuda {
+        report["cuda"] = check_cuda::bench_cuda(&bundle.bundle, &bundle.trust()?, &engine, batch)?;
+    }
+    #[cfg(not(feature = "cuda"))]
+    let _ = batch;
     if let Some(b) = board {
         // tract runs every bundle's arithmetic in f32 (see README), so the fp32 peak applies.
         let used = threads.min(b.cpu.cores) as f64;

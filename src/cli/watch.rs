@@ -79,8 +79,14 @@ fn load_model(args: &WatchArgs, source: &str, threads: usize) -> Result<Model> {
             None => None,
         },
     };
-    let engine = Engine::load_on(&bundle, &trust, args.engine.unwrap_or_default(), threads)
-        .with_context(|| format!("loading bundle {}", bundle.display()))?;
+    let engine = Engine::load_device(
+        &bundle,
+        &trust,
+        args.engine.unwrap_or_default(),
+        threads,
+        args.device.unwrap_or_default(),
+    )
+    .with_context(|| format!("loading bundle {}", bundle.display()))?;
     let watched = args
         .watched(engine.bundle.labels())
         .map_err(anyhow::Error::msg)?;

@@ -3,6 +3,8 @@
 //! encoder: [`native`] (ours: lowered at load, arena, own kernels; the
 //! default) and tract's optimised plan (the reference).
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod native;
 
 use std::path::Path;
@@ -26,6 +28,8 @@ pub enum EngineError {
     Preprocess(#[from] PreprocessError),
     #[error("running the image encoder: {0:#}")]
     Run(TractError),
+    #[error("{0}")]
+    Device(String),
 }
 
 /// Longest error detail kept from tract (whose messages may quote a hostile
@@ -83,9 +87,134 @@ impl std::fmt::Display for EngineKind {
     }
 }
 
+/// Where the image encoder runs.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// This machine's CPU cores.
+    #[default]
+    Cpu,
+    /// The first CUDA GPU (a build with `--features cuda`), running the
+    /// native engine's schedule.
+    Cuda,
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        })
+    }
+}
+
 enum Backend {
     Tract(Plan),
     Native(Box<native::Native>),
+    #[cfg(feature = "cuda")]
+    Cuda(Box<cuda::CudaEncoder>),
+}
+
+/// A bundle read and verified, with its image encoder's graph checked
+/// against the manifest (input `[1, 3, r, r]`, output `[1, embed_dim]`).
+pub struct Opened {
+    pub bundle: Bundle,
+    pub model: TypedModel,
+    /// The encoder's file, for errors.
+    pub path: String,
+}
+
+/// Reads the bundle at `dir` (which must satisfy `trust`) and its encoder
+/// graph, parsed from the bytes that were hashed.
+pub fn open_encoder(dir: &Path, trust: &Trust) -> Result<Opened, EngineError> {
+    let t0 = Instant::now();
+    let stage = |what: &str| {
+        log::info!(
+            "load: {what} at {:.0} ms, {}",
+            t0.elapsed().as_secs_f64() * 1e3,
+            rss_mb()
+        )
+    };
+    let mut bundle = Bundle::open_with(dir, trust)?;
+    stage("bundle read and verified");
+    let path = bundle.image_encoder_path();
+    let gerr = |e: TractError| EngineError::Graph {
+        path: path.display().to_string(),
+        why: one_line(&format!("{e:#}")),
+    };
+    let tar = encoder::unpack_nnef(bundle.take_encoder_bytes()).map_err(gerr)?;
+    stage("graph decompressed");
+    let model = encoder::read_nnef_tar(&tar).map_err(gerr)?;
+    drop(tar);
+    stage("graph parsed");
+    let r = bundle.manifest.preprocess.resolution as usize;
+    let fact = model.input_fact(0).map_err(gerr)?.clone();
+    if fact.shape.as_concrete() != Some(&[1, 3, r, r][..]) {
+        return Err(EngineError::Graph {
+            path: path.display().to_string(),
+            why: format!(
+                "graph input is {:?}, the manifest's resolution is {r}",
+                fact.shape
+            ),
+        });
+    }
+    let dim = bundle.manifest.model.embed_dim;
+    let outputs = model.output_outlets().map_err(gerr)?.len();
+    let out = model.output_fact(0).map_err(gerr)?.clone();
+    if outputs != 1 || out.shape.as_concrete() != Some(&[1, dim][..]) {
+        return Err(EngineError::Graph {
+            path: path.display().to_string(),
+            why: format!(
+                "graph output is {outputs} tensor(s), the first {:?}; the manifest's embed_dim is {dim} ([1, {dim}])",
+                out.shape
+            ),
+        });
+    }
+    Ok(Opened {
+        bundle,
+        model,
+        path: path.display().to_string(),
+    })
+}
+
+/// The image encoder of `o` on the first CUDA GPU for `batch` images per
+/// run (`bench --batch`, the parity check).
+#[cfg(feature = "cuda")]
+pub fn cuda_encoder(o: &Opened, batch: usize) -> Result<cuda::CudaEncoder, EngineError> {
+    let model = encoder::for_native(o.model.clone()).map_err(|e| EngineError::Graph {
+        path: o.path.clone(),
+        why: one_line(&format!("{e:#}")),
+    })?;
+    // fp32 and int8 bundles: attention in f32, as on the CPU.
+    let f32_attention = o.bundle.manifest.precision != "fp16";
+    let enc = cuda::CudaEncoder::new(&model, batch, f32_attention).map_err(|e| match e {
+        cuda::CudaError::Gpu(g) => EngineError::Device(g.to_string()),
+        e => EngineError::Graph {
+            path: o.path.clone(),
+            why: one_line(&e.to_string()),
+        },
+    })?;
+    let (r, dim) = (
+        o.bundle.manifest.preprocess.resolution as usize,
+        o.bundle.manifest.model.embed_dim,
+    );
+    if enc.input_len() != 3 * r * r || enc.output_len() != dim {
+        return Err(EngineError::Graph {
+            path: o.path.clone(),
+            why: "the lowered graph's input or output size differs from the manifest's".into(),
+        });
+    }
+    Ok(enc)
 }
 
 /// Milliseconds spent in each stage of one frame.
@@ -132,6 +261,18 @@ impl Engine {
         kind: EngineKind,
         threads: usize,
     ) -> Result<Self, EngineError> {
+        Self::load_device(dir, trust, kind, threads, Device::Cpu)
+    }
+
+    /// As [`Engine::load_on`], the encoder on `device` (`Device::Cuda`
+    /// runs the native engine's schedule on the GPU).
+    pub fn load_device(
+        dir: &Path,
+        trust: &Trust,
+        kind: EngineKind,
+        threads: usize,
+        device: Device,
+    ) -> Result<Self, EngineError> {
         let t0 = Instant::now();
         let stage = |what: &str| {
             log::info!(
@@ -140,41 +281,37 @@ impl Engine {
                 rss_mb()
             )
         };
-        let mut bundle = Bundle::open_with(dir, trust)?;
-        stage("bundle read and verified");
-        let path = bundle.image_encoder_path();
+        if device == Device::Cuda && kind == EngineKind::Tract {
+            return Err(EngineError::Device(
+                "--device cuda runs the native engine's schedule; --engine tract runs on the CPU only".into(),
+            ));
+        }
+        if device == Device::Cuda && !cfg!(feature = "cuda") {
+            return Err(EngineError::Device(
+                "--device cuda: this clip-edge was built without CUDA (cargo build --features cuda)".into(),
+            ));
+        }
+        let opened = open_encoder(dir, trust)?;
+        let path = std::path::PathBuf::from(&opened.path);
         let gerr = |e: TractError| EngineError::Graph {
             path: path.display().to_string(),
             why: one_line(&format!("{e:#}")),
         };
-        let tar = encoder::unpack_nnef(bundle.take_encoder_bytes()).map_err(gerr)?;
-        stage("graph decompressed");
-        let model = encoder::read_nnef_tar(&tar).map_err(gerr)?;
-        drop(tar);
-        stage("graph parsed");
-        let r = bundle.manifest.preprocess.resolution as usize;
-        let fact = model.input_fact(0).map_err(gerr)?.clone();
-        if fact.shape.as_concrete() != Some(&[1, 3, r, r][..]) {
-            return Err(EngineError::Graph {
-                path: path.display().to_string(),
-                why: format!(
-                    "graph input is {:?}, the manifest's resolution is {r}",
-                    fact.shape
-                ),
-            });
+        let r = opened.bundle.manifest.preprocess.resolution as usize;
+        let dim = opened.bundle.manifest.model.embed_dim;
+        #[cfg(feature = "cuda")]
+        if device == Device::Cuda {
+            let enc = cuda_encoder(&opened, 1)?;
+            stage("encoder ready on the GPU");
+            let macs = count_macs(&opened.model);
+            let Opened { bundle, .. } = opened;
+            return Ok(Self::with_backend(
+                bundle,
+                Backend::Cuda(Box::new(enc)),
+                macs,
+            ));
         }
-        let dim = bundle.manifest.model.embed_dim;
-        let outputs = model.output_outlets().map_err(gerr)?.len();
-        let out = model.output_fact(0).map_err(gerr)?.clone();
-        if outputs != 1 || out.shape.as_concrete() != Some(&[1, dim][..]) {
-            return Err(EngineError::Graph {
-                path: path.display().to_string(),
-                why: format!(
-                    "graph output is {outputs} tensor(s), the first {:?}; the manifest's embed_dim is {dim} ([1, {dim}])",
-                    out.shape
-                ),
-            });
-        }
+        let Opened { bundle, model, .. } = opened;
         let mut model = model;
         let macs = count_macs(&model);
         let backend = match kind {
@@ -215,8 +352,14 @@ impl Engine {
             }
         };
         stage("encoder ready");
+        Ok(Self::with_backend(bundle, backend, macs))
+    }
+
+    fn with_backend(bundle: Bundle, backend: Backend, macs: f64) -> Engine {
+        let r = bundle.manifest.preprocess.resolution as usize;
+        let dim = bundle.manifest.model.embed_dim;
         let labels = bundle.manifest.labels.len();
-        Ok(Engine {
+        Engine {
             table: score::widen(&bundle.table),
             bundle,
             backend,
@@ -227,7 +370,7 @@ impl Engine {
             top: Vec::with_capacity(labels),
             top_pairs: Vec::with_capacity(labels),
             macs,
-        })
+        }
     }
 
     pub fn resolution(&self) -> u32 {
@@ -272,7 +415,25 @@ impl Engine {
     pub fn kind(&self) -> EngineKind {
         match self.backend {
             Backend::Tract(_) => EngineKind::Tract,
-            Backend::Native(_) => EngineKind::Native,
+            _ => EngineKind::Native,
+        }
+    }
+
+    /// Where the encoder runs.
+    pub fn device(&self) -> Device {
+        match self.backend {
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(_) => Device::Cuda,
+            _ => Device::Cpu,
+        }
+    }
+
+    /// The GPU encoder's summary (`None` on the CPU).
+    #[cfg(feature = "cuda")]
+    pub fn cuda_summary(&self) -> Option<cuda::CudaSummary> {
+        match &self.backend {
+            Backend::Cuda(c) => Some(c.summary().clone()),
+            _ => None,
         }
     }
 
@@ -280,7 +441,7 @@ impl Engine {
     pub fn native_summary(&self) -> Option<native::Summary> {
         match &self.backend {
             Backend::Native(n) => Some(n.summary()),
-            Backend::Tract(_) => None,
+            _ => None,
         }
     }
 
@@ -292,7 +453,7 @@ impl Engine {
                 n.set_profiling(on);
                 true
             }
-            Backend::Tract(_) => false,
+            _ => false,
         }
     }
 
@@ -300,7 +461,7 @@ impl Engine {
     pub fn profile(&self) -> std::collections::BTreeMap<String, f64> {
         match &self.backend {
             Backend::Native(n) => n.profile(),
-            Backend::Tract(_) => Default::default(),
+            _ => Default::default(),
         }
     }
 
@@ -310,6 +471,12 @@ impl Engine {
             Backend::Native(n) => {
                 n.run(&self.input, &mut self.emb);
                 return Ok(());
+            }
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(c) => {
+                return c
+                    .run(&self.input, &mut self.emb)
+                    .map_err(|e| EngineError::Device(e.to_string()));
             }
             Backend::Tract(plan) => plan,
         };

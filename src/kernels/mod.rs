@@ -28,6 +28,8 @@
 
 use half::f16;
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod elementwise;
 pub mod pool;
 pub mod scalar;

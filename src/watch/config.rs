@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::detect::Rules;
 use super::{Watched, DEFAULT_THRESHOLD};
-use crate::engine::EngineKind;
+use crate::engine::{Device, EngineKind};
 
 /// A config file larger than this is refused (it is a few lines).
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -54,6 +54,9 @@ pub struct WatchArgs {
     pub threads: Option<usize>,
     #[arg(long, value_enum)]
     pub engine: Option<EngineKind>,
+    /// Where the encoder runs: cpu, or cuda (a build with `--features cuda`).
+    #[arg(long, value_enum)]
+    pub device: Option<Device>,
     /// Positive frames among the last --window frames that start an event (default 2).
     #[arg(long)]
     pub hits: Option<u32>,
@@ -115,6 +118,7 @@ impl WatchArgs {
             fps: self.fps.or(file.fps),
             threads: self.threads.or(file.threads),
             engine: self.engine.or(file.engine),
+            device: self.device.or(file.device),
             hits: self.hits.or(file.hits),
             window: self.window.or(file.window),
             end_after: self.end_after.or(file.end_after),

@@ -79,40 +79,7 @@ impl Native {
         float: FloatWeights,
     ) -> Result<Native, LowerError> {
         let l = lower::lower(model, &kernels, float)?;
-        let n = l.lens.len();
-        let mut first = vec![usize::MAX; n];
-        let mut last = vec![0usize; n];
-        first[l.input] = 0;
-        for (t, s) in l.steps.iter().enumerate() {
-            first[s.out] = first[s.out].min(t);
-            last[s.out] = last[s.out].max(t);
-            for o in s.inputs() {
-                if let Operand::Val(v) = o {
-                    last[v] = last[v].max(t);
-                }
-            }
-        }
-        last[l.output] = l.steps.len();
-        let reqs: Vec<plan::Request> = (0..n)
-            .map(|v| plan::Request {
-                len: if first[v] == usize::MAX { 0 } else { l.lens[v] },
-                first: first[v].min(last[v]),
-                last: last[v],
-            })
-            .collect();
-        check_bounds(&l).map_err(|why| LowerError {
-            node: "graph".into(),
-            op: "bounds".into(),
-            why,
-        })?;
-        let (offsets, total) = plan::plan(&reqs);
-        if let Some((a, b)) = plan::first_conflict(&reqs, &offsets) {
-            return Err(LowerError {
-                node: "graph".into(),
-                op: "arena".into(),
-                why: format!("the arena plan overlaps values {a} and {b}"),
-            });
-        }
+        let (offsets, total) = plan_arena(&l)?;
         let mut size = ScratchSize::default();
         let mut weight_bytes = 0;
         for s in &l.steps {
@@ -234,6 +201,18 @@ impl Native {
     /// When a slice's length differs from [`Native::input_len`] /
     /// [`Native::output_len`] (a caller's bug).
     pub fn run(&mut self, input: &[f32], output: &mut [f32]) {
+        self.run_traced(input, output, &mut |_, _| {})
+    }
+
+    /// As [`Native::run`], calling `trace(step, its output)` after each
+    /// step (the GPU backend's parity check finds the first step that
+    /// differs with it).
+    pub fn run_traced(
+        &mut self,
+        input: &[f32],
+        output: &mut [f32],
+        trace: &mut dyn FnMut(usize, &[f32]),
+    ) {
         let Native {
             steps,
             offsets,
@@ -265,6 +244,7 @@ impl Native {
                 consts,
             };
             exec(step, &io, dst, scratch, kernels, pool);
+            trace(i, dst);
             if let (Some(p), Some(t0)) = (profile.as_mut(), t0) {
                 p.steps[i] += t0.elapsed();
             }
@@ -273,8 +253,49 @@ impl Native {
     }
 }
 
+/// Every tensor's offset in one arena, from the tensors' lifetimes, and
+/// the arena's length; the schedule's reads and writes checked against
+/// their tensors first (shared by the CPU and GPU backends).
+pub fn plan_arena(l: &lower::Lowered) -> Result<(Vec<usize>, usize), LowerError> {
+    let n = l.lens.len();
+    let mut first = vec![usize::MAX; n];
+    let mut last = vec![0usize; n];
+    first[l.input] = 0;
+    for (t, s) in l.steps.iter().enumerate() {
+        first[s.out] = first[s.out].min(t);
+        last[s.out] = last[s.out].max(t);
+        for o in s.inputs() {
+            if let Operand::Val(v) = o {
+                last[v] = last[v].max(t);
+            }
+        }
+    }
+    last[l.output] = l.steps.len();
+    let reqs: Vec<plan::Request> = (0..n)
+        .map(|v| plan::Request {
+            len: if first[v] == usize::MAX { 0 } else { l.lens[v] },
+            first: first[v].min(last[v]),
+            last: last[v],
+        })
+        .collect();
+    check_bounds(l).map_err(|why| LowerError {
+        node: "graph".into(),
+        op: "bounds".into(),
+        why,
+    })?;
+    let (offsets, total) = plan::plan(&reqs);
+    if let Some((a, b)) = plan::first_conflict(&reqs, &offsets) {
+        return Err(LowerError {
+            node: "graph".into(),
+            op: "arena".into(),
+            why: format!("the arena plan overlaps values {a} and {b}"),
+        });
+    }
+    Ok((offsets, total))
+}
+
 /// An op's class and precision, e.g. `linear/int8`, `softmax`.
-fn op_key(kind: &Kind) -> String {
+pub fn op_key(kind: &Kind) -> String {
     match kind {
         Kind::MatMul { mm, .. } => format!("{}/{}", kind.class(), mm.precision()),
         Kind::Conv { conv, .. } => format!("{}/{}", kind.class(), conv.precision()),

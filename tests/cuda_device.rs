@@ -1,0 +1,86 @@
+//! `--device cuda`: a one-line error and exit 1 where it cannot run (a build
+//! without the feature, or no GPU); with a GPU (a `--features cuda` build),
+//! the GPU encoder against the CPU native engine on the committed bundles.
+//! The GPU tests skip, saying so, where no GPU can be used, unless
+//! `CLIP_EDGE_REQUIRE_CUDA=1` (scripts/gpu-check runs the same checks on a
+//! GPU machine).
+
+mod common;
+
+use common::{bin, root};
+
+#[test]
+fn device_cuda_without_a_usable_gpu_is_one_line_and_exit_1() {
+    if cfg!(feature = "cuda") && std::env::var("CLIP_EDGE_REQUIRE_CUDA").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: a GPU is required here, so --device cuda would run");
+        return;
+    }
+    let bundle = root().join("tests/fixtures/bundles/vit_tiny_int8");
+    for args in [
+        vec!["bench", "--iterations", "1"],
+        vec!["classify"],
+        vec!["check-cuda"],
+    ] {
+        let mut c = bin();
+        c.args(&args)
+            .arg("--bundle")
+            .arg(&bundle)
+            .args(["--device", "cuda"]);
+        if args[0] == "check-cuda" {
+            c.args(["--frames", "1"]);
+        } else if args[0] == "classify" {
+            c.arg(root().join("tests/fixtures/images/rgb_224x224.png"));
+        }
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            // A machine with a usable GPU and a CUDA build: nothing to check.
+            assert!(cfg!(feature = "cuda"), "{args:?} succeeded without CUDA");
+            eprintln!("SKIPPED: {args:?}: a GPU is usable here");
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {err}");
+        assert!(
+            lines[0].starts_with("error: ")
+                && (lines[0].contains("--features cuda")
+                    || lines[0].contains("no usable CUDA GPU")),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn gpu_matches_the_cpu_engine_on_the_committed_bundles() {
+    if let Err(e) = clip_edge::kernels::cuda::Gpu::open() {
+        assert!(
+            std::env::var("CLIP_EDGE_REQUIRE_CUDA").as_deref() != Ok("1"),
+            "CLIP_EDGE_REQUIRE_CUDA=1 but {e}"
+        );
+        eprintln!("SKIPPED: {e}; the GPU parity was not checked");
+        return;
+    }
+    for b in ["vit_tiny_int8", "vit_tiny_fp32", "rn_tiny_fp16"] {
+        let out = bin()
+            .args([
+                "check-cuda",
+                "--frames",
+                "4",
+                "--batch",
+                "8",
+                "--json",
+                "--bundle",
+            ])
+            .arg(root().join("tests/fixtures/bundles").join(b))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let r: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            panic!("{b}: {e}: {text} {}", String::from_utf8_lossy(&out.stderr))
+        });
+        assert!(out.status.success() && r["pass"] == true, "{b}: {r}");
+    }
+}
