@@ -29,3 +29,8 @@ for p, r in sorted(ours.items()):
           f"ratios: {ms / t['batch1']['eager_ms']:.2f}x eager (target <= 0.5), "
           f"{ms / t['batch1']['graph_ms']:.2f}x graph (target <= 1.0), "
           f"{ips / best:.2f}x PyTorch's best img/s at b={n} (target >= 1.0)")
+for p, r in sorted(ours.items()):
+    for key in ("profile_ms_batch1", "profile_ms_batch"):
+        prof = r.get(key) or {}
+        top = sorted(prof.items(), key=lambda kv: -kv[1])[:8]
+        print(f"  {p} {key}: " + ", ".join(f"{k} {v:.3f}" for k, v in top))

@@ -18,6 +18,14 @@ pub const FLOAT_COSINE_MIN: f64 = 0.999;
 /// least this.
 pub const INT8_COSINE_MIN: f64 = 0.99;
 
+/// int8 bundles: a frame whose top-1 differs passes only if the CPU's score
+/// of its own top-1 exceeds its score of the GPU's by less than this (a tie
+/// in cosine units: int8 activations round to different neighbours when
+/// the f32 sums before them differ in their last bits, as between the
+/// CPU's own AVX2 and AVX-512 paths; random-weight models score every label
+/// within about 1e-3 of the others).
+pub const INT8_TIE_MARGIN: f32 = 1e-3;
+
 /// An image run in a batch against the same image run alone on the GPU.
 pub const BATCH_COSINE_MIN: f64 = 0.9999;
 
@@ -165,8 +173,9 @@ mod with_cuda {
             .enumerate()
             .map(|(i, o)| cosine(o, &singles[i % frames]))
             .fold(f64::INFINITY, f64::min);
+        let ties_only = margins.iter().all(|m| *m < INT8_TIE_MARGIN);
         let pass = if int8 {
-            agree == frames && cos_min >= INT8_COSINE_MIN
+            ties_only && cos_min >= INT8_COSINE_MIN
         } else {
             cos_min >= FLOAT_COSINE_MIN
         } && batch_cos_min >= BATCH_COSINE_MIN;
@@ -179,6 +188,7 @@ mod with_cuda {
         let ms1 = gpu.time_frames(iters)? as f64 / iters as f64;
         let msb = gpu_b.time_frames(iters)? as f64 / iters as f64;
         let s = gpu.summary().clone();
+        let (prof1, profb) = (gpu.profile(5)?, gpu_b.profile(3)?);
         let report = json!({
             "bundle": dir,
             "architecture": m.model.architecture,
@@ -198,6 +208,8 @@ mod with_cuda {
             "gpu_ms_batch1": ms1,
             "gpu_images_per_s_batch": batch as f64 / (msb * 1e-3),
             "ops": s.ops,
+            "profile_ms_batch1": prof1,
+            "profile_ms_batch": profb,
             "launches_per_frame": s.launches_per_frame,
         });
         if json_out {
@@ -240,13 +252,17 @@ mod with_cuda {
     ) -> Result<Value> {
         let mut cpu = Native::new(model, Kernels::SCALAR, 1, FloatWeights::F32)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut steps: Vec<Vec<f32>> = Vec::new();
+        // By node name: the GPU schedule folds copies into products.
+        let names: Vec<String> = cpu.step_names().iter().map(|n| n.to_string()).collect();
+        let mut steps: std::collections::HashMap<String, Vec<f32>> = Default::default();
         let mut out = vec![0f32; gpu.output_len()];
-        cpu.run_traced(x, &mut out, &mut |_, o| steps.push(o.to_vec()));
+        cpu.run_traced(x, &mut out, &mut |i, o| {
+            steps.insert(names[i].clone(), o.to_vec());
+        });
         let mut found = Value::Null;
         gpu.run_traced(x, &mut |i, name, g| {
             if found.is_null() {
-                if let Some(c) = steps.get(i) {
+                if let Some(c) = steps.get(name) {
                     let e = rel_err(g, c);
                     if e.is_nan() || e > STEP_REL_ERR_MAX || g.len() != c.len() {
                         found = json!({"step": i, "name": name, "rel_err": e, "len": g.len(),

@@ -54,6 +54,36 @@ pub enum CudaError {
 /// kernels.cu); a step with more gets launches of its own for them.
 const MAXP: usize = 4;
 
+/// A shape with its sizes' multiply-high divisors (`Dims` of kernels.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct DimsArgs {
+    d: [i32; MAXR],
+    magic: [u32; MAXR],
+    shift: [u32; MAXR],
+}
+
+/// `q = (umulhi(n, magic) + n) >> shift` is `n / d` for every `n < 2^31`
+/// (PyTorch's IntDivider; checked against `/` in the tests).
+fn divisor(d: u32) -> (u32, u32) {
+    let d = d.max(1);
+    let shift = (0..32).find(|s| (1u64 << s) >= d as u64).unwrap_or(31);
+    let magic = ((1u64 << 32) * ((1u64 << shift) - d as u64)) / d as u64 + 1;
+    (magic as u32, shift)
+}
+
+fn dims_args(node: &str, v: &[usize]) -> Result<DimsArgs, CudaError> {
+    let d = axes(node, v)?;
+    let mut a = DimsArgs {
+        d,
+        ..Default::default()
+    };
+    for k in 0..v.len() {
+        (a.magic[k], a.shift[k]) = divisor(d[k] as u32);
+    }
+    Ok(a)
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 struct PostsArgs {
@@ -62,7 +92,7 @@ struct PostsArgs {
     y_first: [i32; MAXP],
     alpha: [f32; MAXP],
     rank: [i32; MAXP],
-    dims: [[i32; MAXR]; MAXP],
+    dims: [DimsArgs; MAXP],
     so: [[i32; MAXR]; MAXP],
     other: [u64; MAXP],
     other_bs: [i64; MAXP],
@@ -79,7 +109,7 @@ const UNARY_IDENTITY: i32 = 11;
 struct BinaryArgs {
     op: i32,
     rank: i32,
-    dims: [i32; MAXR],
+    dims: DimsArgs,
     sa: [i32; MAXR],
     sb: [i32; MAXR],
     n: i64,
@@ -111,10 +141,10 @@ struct ReduceArgs {
     op: i32,
     krank: i32,
     rrank: i32,
-    kdims: [i32; MAXR],
+    kdims: DimsArgs,
     ksx: [i32; MAXR],
     kso: [i32; MAXR],
-    rdims: [i32; MAXR],
+    rdims: DimsArgs,
     rsx: [i32; MAXR],
     nred: i64,
     count: f32,
@@ -144,7 +174,7 @@ struct AxisArgs {
 #[derive(Clone, Copy, Default)]
 struct CopyArgs {
     rank: i32,
-    dims: [i32; MAXR],
+    dims: DimsArgs,
     ss: [i32; MAXR],
     sd: [i32; MAXR],
     n: i64,
@@ -161,6 +191,7 @@ struct GatherArgs {
     k: i32,
     kpad: i32,
     quantize: i32,
+    unit: i32,
     row_off: u64,
     col_off: u64,
     a: u64,
@@ -180,6 +211,7 @@ struct ScatterArgs {
     npad: i32,
     acc_i32: i32,
     dequant: i32,
+    unit: i32,
     c: u64,
     row_off: u64,
     col_off: u64,
@@ -299,6 +331,28 @@ impl Launch {
         }
         *slot = p;
         true
+    }
+
+    /// The launch's kind, for the profile.
+    fn name(&self) -> &'static str {
+        match self {
+            Launch::Binary(..) => "binary",
+            Launch::Unary(..) => "unary",
+            Launch::Reduce(..) => "reduce",
+            Launch::Softmax(..) => "softmax",
+            Launch::Norm(..) => "norm",
+            Launch::Copy(..) => "copy",
+            Launch::Gather(..) => "gather",
+            Launch::Scatter(..) => "scatter",
+            Launch::Im2col(..) => "im2col",
+            Launch::ConvOut(..) => "conv_out",
+            Launch::Pool(..) => "pool",
+            Launch::Gemm(g) => match g.ty {
+                GemmType::F16 => "gemm-f16",
+                GemmType::I8 => "gemm-int8",
+                GemmType::F32 => "gemm-f32",
+            },
+        }
     }
 
     fn run(&self, gpu: &Gpu) -> Result<(), GpuError> {
@@ -450,7 +504,10 @@ impl CudaEncoder {
     ) -> Result<CudaEncoder, CudaError> {
         let gpu = Gpu::open()?;
         let batch = batch.max(1);
-        let l = lower::lower(model, &Kernels::SCALAR, FloatWeights::F32)?;
+        let mut l = lower::lower(model, &Kernels::SCALAR, FloatWeights::F32)?;
+        // Copies read only by a product: read through its tables instead.
+        let folded = super::native::fold::fold_copies(&mut l);
+        log::info!("CUDA encoder: {folded} copies folded into the products that read them");
         let (offsets, arena_len) = plan_arena(&l)?;
         let arena_len = up(arena_len, 64);
         i32s("graph", "the arena", &[arena_len])?;
@@ -526,7 +583,7 @@ impl CudaEncoder {
                             posts: PostsArgs::default(),
                             op: binary_code(*op),
                             rank: dims.len() as i32,
-                            dims: axes(node, dims)?,
+                            dims: dims_args(node, dims)?,
                             sa: axes(node, sa)?,
                             sb: axes(node, sb)?,
                             n: n as i64,
@@ -589,10 +646,10 @@ impl CudaEncoder {
                             op: reduce_code(*op),
                             krank: kd.len() as i32,
                             rrank: rd.len() as i32,
-                            kdims: axes(node, &kd)?,
+                            kdims: dims_args(node, &kd)?,
                             ksx: axes(node, &ksx)?,
                             kso: axes(node, &kso)?,
-                            rdims: axes(node, &rd)?,
+                            rdims: dims_args(node, &rd)?,
                             rsx: axes(node, &rsx)?,
                             nred: nred as i64,
                             count: (*count).max(1) as f32,
@@ -622,8 +679,18 @@ impl CudaEncoder {
                         out,
                         out_bs,
                     };
-                    i32s(node, "a size", &[around.outer * around.inner, around.n])?;
-                    let g = ((around.outer * around.inner) as u32, batch as u32, 1);
+                    i32s(
+                        node,
+                        "a size",
+                        &[32 * around.outer * around.inner, around.n],
+                    )?;
+                    let lines = around.outer * around.inner;
+                    let g = match &step.kind {
+                        // A warp (32 threads) per line.
+                        Kind::Softmax { .. } => grid1(32 * lines, batch),
+                        // A block per line.
+                        _ => (lines as u32, batch as u32, 1),
+                    };
                     launches.push(match &step.kind {
                         Kind::Softmax { .. } => Launch::Softmax(args, g),
                         _ => Launch::Norm(args, g),
@@ -636,7 +703,7 @@ impl CudaEncoder {
                         launches.push(Launch::Copy(
                             CopyArgs {
                                 rank: p.dims.len() as i32,
-                                dims: axes(node, &p.dims)?,
+                                dims: dims_args(node, &p.dims)?,
                                 ss: axes(node, &p.ss)?,
                                 sd: axes(node, &p.sd)?,
                                 n: n as i64,
@@ -676,6 +743,7 @@ impl CudaEncoder {
                                 k: k as i32,
                                 kpad: kpad as i32,
                                 quantize,
+                                unit: mm.a_k_unit as i32,
                                 row_off: a_rows,
                                 col_off: a_cols,
                                 a: pa_in,
@@ -740,6 +808,7 @@ impl CudaEncoder {
                                     (out, out_bs),
                                     None,
                                     batch,
+                                    mm.o_n_unit,
                                 ));
                             }
                             key = format!("{}/f16", step.kind.class());
@@ -797,6 +866,7 @@ impl CudaEncoder {
                                 (out, out_bs),
                                 Some((opnd(s), s_off, pws)),
                                 batch,
+                                mm.o_n_unit,
                             ));
                             key = format!(
                                 "{}/{}",
@@ -827,6 +897,7 @@ impl CudaEncoder {
                                     k: k as i32,
                                     kpad: kpad as i32,
                                     quantize: 0,
+                                    unit: b_k.iter().enumerate().all(|(i, &o)| o == i) as i32,
                                     row_off: br,
                                     col_off: bc,
                                     a: pb_in,
@@ -868,6 +939,7 @@ impl CudaEncoder {
                                 (out, out_bs),
                                 None,
                                 batch,
+                                mm.o_n_unit,
                             ));
                             key = format!(
                                 "{}/{}",
@@ -1208,6 +1280,32 @@ impl CudaEncoder {
         })
     }
 
+    /// GPU milliseconds per frame by launch kind (`gemm-f16`, `copy`…),
+    /// over `frames` eager frames timed launch by launch with events (the
+    /// gaps between launches, which a CUDA graph shrinks, included).
+    /// Allocates: a measuring aid.
+    pub fn profile(&mut self, frames: usize) -> Result<BTreeMap<&'static str, f64>, GpuError> {
+        self.gpu.bind()?;
+        let n = self.launches.len();
+        let ev = self.gpu.events(n + 1)?;
+        let mut ms: BTreeMap<&'static str, f64> = BTreeMap::new();
+        for _ in 0..frames.max(1) {
+            for (i, l) in self.launches.iter().enumerate() {
+                self.gpu.record(&ev, i)?;
+                l.run(&self.gpu)?;
+            }
+            self.gpu.record(&ev, n)?;
+            ev.synchronize(n)?;
+            for (i, l) in self.launches.iter().enumerate() {
+                *ms.entry(l.name()).or_insert(0.0) += ev.elapsed_ms(i, i + 1)? as f64;
+            }
+        }
+        for v in ms.values_mut() {
+            *v /= frames.max(1) as f64;
+        }
+        Ok(ms)
+    }
+
     /// Runs image 0 of `input` step by step, calling `trace(step, name,
     /// its output)` after each (the parity check's search for the first
     /// step that differs from the CPU engine). Allocates: a debugging aid.
@@ -1264,7 +1362,7 @@ fn posts_args(posts: &[Post], opnd: &dyn Fn(Operand) -> (u64, i64)) -> Option<Po
                 p.op[q] = binary_code(*op);
                 p.y_first[q] = *y_first as i32;
                 p.rank[q] = dims.len() as i32;
-                p.dims[q] = axes("", dims).ok()?;
+                p.dims[q] = dims_args("", dims).ok()?;
                 p.so[q] = axes("", so).ok()?;
                 (p.other[q], p.other_bs[q]) = opnd(*other);
             }
@@ -1319,7 +1417,7 @@ fn post_launch(
                     posts: PostsArgs::default(),
                     op: binary_code(*op),
                     rank: dims.len() as i32,
-                    dims: axes(node, dims)?,
+                    dims: dims_args(node, dims)?,
                     sa: axes(node, sa)?,
                     sb: axes(node, sb)?,
                     n: n as i64,
@@ -1393,10 +1491,12 @@ fn scatter(
     out: (u64, i64),
     dequant: Option<((u64, i64), u64, u64)>,
     images: usize,
+    unit: bool,
 ) -> Launch {
     let ((s, s_bs), s_off, wscale) = dequant.unwrap_or(((0, 0), 0, 0));
     Launch::Scatter(
         ScatterArgs {
+            unit: unit as i32,
             posts: PostsArgs::default(),
             rows: rows as i32,
             n: n as i32,
@@ -1445,6 +1545,10 @@ mod tests {
             "static_assert(sizeof(Posts) == {}, \"Posts size\");\n",
             size_of::<PostsArgs>()
         );
+        s += &format!(
+            "static_assert(sizeof(Dims) == {}, \"Dims size\");\n",
+            size_of::<DimsArgs>()
+        );
         check!(
             BinaryArgs,
             UnaryArgs,
@@ -1477,6 +1581,45 @@ mod tests {
                 eprintln!("SKIPPED: {why}; the argument layouts were not checked");
             }
             Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The kernels' division by multiply-high, emulated: exact against `/`
+    /// for every index below 2^31, small and large divisors.
+    #[test]
+    fn multiply_high_division_is_exact() {
+        let div = |n: u32, d: u32| {
+            let (magic, shift) = divisor(d);
+            let t = ((n as u64 * magic as u64) >> 32) as u32;
+            (t + n) >> shift
+        };
+        let ds = [
+            1u32,
+            2,
+            3,
+            7,
+            12,
+            50,
+            64,
+            768,
+            3072,
+            65_535,
+            1 << 20,
+            999_983,
+            (1 << 31) - 1,
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for d in ds {
+            for n in [0u32, 1, d - 1, d, d + 1, (1 << 31) - 1] {
+                assert_eq!(div(n, d), n / d, "{n} / {d}");
+            }
+            for _ in 0..20_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let n = (x as u32) & 0x7fff_ffff;
+                assert_eq!(div(n, d), n / d, "{n} / {d}");
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 //! load ([`check_bounds`]): a hostile graph is refused, it cannot index out
 //! of range per frame.
 
+pub mod fold;
 pub mod fuse;
 pub mod linear;
 pub mod lower;
@@ -79,6 +80,15 @@ impl Native {
         float: FloatWeights,
     ) -> Result<Native, LowerError> {
         let l = lower::lower(model, &kernels, float)?;
+        Self::from_lowered(l, kernels, threads)
+    }
+
+    /// A schedule lowered (and maybe rewritten, [`fold`]) for `kernels`.
+    pub fn from_lowered(
+        l: lower::Lowered,
+        kernels: Kernels,
+        threads: usize,
+    ) -> Result<Native, LowerError> {
         let (offsets, total) = plan_arena(&l)?;
         let mut size = ScratchSize::default();
         let mut weight_bytes = 0;
@@ -142,6 +152,12 @@ impl Native {
 
     pub fn input_len(&self) -> usize {
         self.lens[self.input]
+    }
+
+    /// Each step's graph node name, in order (the GPU parity trace matches
+    /// steps by name).
+    pub fn step_names(&self) -> Vec<&str> {
+        self.steps.iter().map(|s| s.name.as_str()).collect()
     }
 
     pub fn output_len(&self) -> usize {

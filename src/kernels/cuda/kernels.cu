@@ -54,6 +54,24 @@ __device__ __forceinline__ float unop(int op, float alpha, float x) {
 }
 
 
+// A shape with each size's division by multiply-high (as PyTorch's
+// IntDivider): q = (umulhi(n, magic) + n) >> shift, exact for n < 2^31.
+// Index arithmetic with `%` and `/` cost more than the data movement.
+struct Dims {
+    int d[MAXR];
+    unsigned magic[MAXR];
+    unsigned shift[MAXR];
+};
+
+// The coordinate along axis k of `rem` (an index over the axes up to k),
+// `rem` becoming the index over the axes before k.
+__device__ __forceinline__ int divmod(const Dims& s, int k, int& rem) {
+    unsigned q = (__umulhi((unsigned)rem, s.magic[k]) + (unsigned)rem) >> s.shift[k];
+    int c = rem - (int)q * s.d[k];
+    rem = (int)q;
+    return c;
+}
+
 #define MAXP 4
 
 // Element-wise ops fused into a step's last write (the CPU engine's
@@ -66,7 +84,7 @@ struct Posts {
     int y_first[MAXP];
     float alpha[MAXP];
     int rank[MAXP];
-    int dims[MAXP][MAXR];
+    Dims dims[MAXP];
     int so[MAXP][MAXR];
     u64 other[MAXP];
     i64 other_bs[MAXP];
@@ -79,11 +97,7 @@ __device__ __forceinline__ float apply_posts(const Posts& p, i64 img, int i, flo
             continue;
         }
         int rem = i, off = 0;
-        for (int d = p.rank[q] - 1; d >= 0; --d) {
-            int c = rem % p.dims[q][d];
-            rem /= p.dims[q][d];
-            off += c * p.so[q][d];
-        }
+        for (int d = p.rank[q] - 1; d >= 0; --d) off += divmod(p.dims[q], d, rem) * p.so[q][d];
         float o = ((const float*)p.other[q] + img * p.other_bs[q])[off];
         y = p.y_first[q] ? binop(p.op[q], y, o) : binop(p.op[q], o, y);
     }
@@ -94,7 +108,7 @@ extern "C" {
 
 struct BinaryArgs {
     int op, rank;
-    int dims[MAXR];
+    Dims dims;
     int sa[MAXR];
     int sb[MAXR];
     i64 n;
@@ -113,8 +127,7 @@ __global__ void ce_binary(BinaryArgs p) {
     i64 img = blockIdx.y;
     int rem = i, oa = 0, ob = 0;
     for (int d = p.rank - 1; d >= 0; --d) {
-        int c = rem % p.dims[d];
-        rem /= p.dims[d];
+        int c = divmod(p.dims, d, rem);
         oa += c * p.sa[d];
         ob += c * p.sb[d];
     }
@@ -144,10 +157,10 @@ __global__ void ce_unary(UnaryArgs p) {
 
 struct ReduceArgs {
     int op, krank, rrank;
-    int kdims[MAXR];
+    Dims kdims;
     int ksx[MAXR];
     int kso[MAXR];
-    int rdims[MAXR];
+    Dims rdims;
     int rsx[MAXR];
     i64 nred;
     float count;
@@ -185,8 +198,7 @@ __global__ void ce_reduce(ReduceArgs p) {
     i64 img = blockIdx.y;
     int rem = blockIdx.x, base = 0, oo = 0;
     for (int d = p.krank - 1; d >= 0; --d) {
-        int c = rem % p.kdims[d];
-        rem /= p.kdims[d];
+        int c = divmod(p.kdims, d, rem);
         base += c * p.ksx[d];
         oo += c * p.kso[d];
     }
@@ -195,8 +207,7 @@ __global__ void ce_reduce(ReduceArgs p) {
     for (int j = threadIdx.x; j < p.nred; j += blockDim.x) {
         int r = j, off = 0;
         for (int d = p.rrank - 1; d >= 0; --d) {
-            int c = r % p.rdims[d];
-            r /= p.rdims[d];
+            int c = divmod(p.rdims, d, r);
             off += c * p.rsx[d];
         }
         acc = red_step(p.op, acc, x[off]);
@@ -222,57 +233,56 @@ struct AxisArgs {
     Posts posts;
 };
 
-__device__ float block_sum(float v, float* part) {
-    part[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-        __syncthreads();
-    }
-    float r = part[0];
-    __syncthreads();
-    return r;
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
 }
 
-__device__ float block_max(float v, float* part) {
-    part[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) part[threadIdx.x] = fmaxf(part[threadIdx.x], part[threadIdx.x + s]);
-        __syncthreads();
-    }
-    float r = part[0];
-    __syncthreads();
-    return r;
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
 }
 
-// Softmax along an axis: one block per (outer, inner) line.
+// Softmax along an axis: one warp per (outer, inner) line, eight lines a
+// block (a whole warp leaves together, so the shuffles see every lane).
 __global__ void ce_softmax(AxisArgs p) {
-    __shared__ float part[256];
+    int line = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (line >= p.outer * p.inner) return;
     i64 img = blockIdx.y;
-    int line = blockIdx.x;
     int o = line / p.inner, in = line % p.inner;
     int base = o * p.n * p.inner + in;
     const float* x = (const float*)p.x + img * p.x_bs + base;
     float* out = (float*)p.out + img * p.out_bs + base;
     float m = __int_as_float(0xff800000);
-    for (int t = threadIdx.x; t < p.n; t += blockDim.x) m = fmaxf(m, x[t * p.inner]);
-    m = block_max(m, part);
+    for (int t = lane; t < p.n; t += 32) m = fmaxf(m, x[t * p.inner]);
+    m = warp_max(m);
     float s = 0.0f;
-    for (int t = threadIdx.x; t < p.n; t += blockDim.x) {
+    for (int t = lane; t < p.n; t += 32) {
         float e = expf(x[t * p.inner] - m);
         out[t * p.inner] = e;
         s += e;
     }
-    s = block_sum(s, part);
-    float inv = 1.0f / s;
-    for (int t = threadIdx.x; t < p.n; t += blockDim.x)
+    float inv = 1.0f / warp_sum(s);
+    for (int t = lane; t < p.n; t += 32)
         out[t * p.inner] = apply_posts(p.posts, img, base + t * p.inner, out[t * p.inner] * inv);
 }
 
-// x · rsqrt(mean(x²) + eps) along an axis, of x - mean(x) with `center`.
+// The sum over a block of 256 threads (8 warps).
+__device__ __forceinline__ float block_sum256(float v, float* part) {
+    v = warp_sum(v);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float r = 0.0f;
+    for (int w = 0; w < 8; ++w) r += part[w];
+    __syncthreads();
+    return r;
+}
+
+// x · rsqrt(mean(x²) + eps) along an axis, of x - mean(x) with `center`:
+// one block per line (a warp per line leaves LayerNorm's 768 values
+// latency-bound).
 __global__ void ce_norm(AxisArgs p) {
-    __shared__ float part[256];
+    __shared__ float part[8];
     i64 img = blockIdx.y;
     int line = blockIdx.x;
     int o = line / p.inner, in = line % p.inner;
@@ -284,21 +294,21 @@ __global__ void ce_norm(AxisArgs p) {
     if (p.center) {
         float s = 0.0f;
         for (int t = threadIdx.x; t < p.n; t += blockDim.x) s += x[t * p.inner];
-        mean = block_sum(s, part) * inv_n;
+        mean = block_sum256(s, part) * inv_n;
     }
     float q = 0.0f;
     for (int t = threadIdx.x; t < p.n; t += blockDim.x) {
         float d = x[t * p.inner] - mean;
         q += d * d;
     }
-    float r = 1.0f / sqrtf(block_sum(q, part) * inv_n + p.eps);
+    float r = 1.0f / sqrtf(block_sum256(q, part) * inv_n + p.eps);
     for (int t = threadIdx.x; t < p.n; t += blockDim.x)
         out[t * p.inner] = apply_posts(p.posts, img, base + t * p.inner, (x[t * p.inner] - mean) * r);
 }
 
 struct CopyArgs {
     int rank;
-    int dims[MAXR];
+    Dims dims;
     int ss[MAXR];
     int sd[MAXR];
     i64 n;
@@ -314,8 +324,7 @@ __global__ void ce_copy(CopyArgs p) {
     i64 img = blockIdx.y;
     int rem = i, os = 0, od = 0;
     for (int d = p.rank - 1; d >= 0; --d) {
-        int c = rem % p.dims[d];
-        rem /= p.dims[d];
+        int c = divmod(p.dims, d, rem);
         os += c * p.ss[d];
         od += c * p.sd[d];
     }
@@ -324,6 +333,7 @@ __global__ void ce_copy(CopyArgs p) {
 
 struct GatherArgs {
     int rows, k, kpad, quantize;
+    int unit;      // col_off[t] == t: the table is not read
     u64 row_off;   // int[rows]: each row's offset in a
     u64 col_off;   // int[k]: each depth's offset from its row's
     u64 a; i64 a_bs;
@@ -338,6 +348,9 @@ struct GatherArgs {
 // to int8 with its row's scale (as int8 values in f16 where the GPU has no
 // int8 matrix units).
 __global__ void ce_gather(GatherArgs p) {
+    // A thread per value: blocks along the row (x), rows (y), images (z).
+    // (A block per row with a loop was slower at one image, no faster at
+    // 32, on an H200.)
     int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= p.kpad) return;
     i64 r = blockIdx.y, img = blockIdx.z;
@@ -345,7 +358,7 @@ __global__ void ce_gather(GatherArgs p) {
     if (t < p.k) {
         const int* ro = (const int*)p.row_off;
         const int* co = (const int*)p.col_off;
-        v = ((const float*)p.a + img * p.a_bs)[ro[r] + co[t]];
+        v = ((const float*)p.a + img * p.a_bs)[ro[r] + (p.unit ? t : co[t])];
         if (p.quantize) {
             float s = ((const float*)p.s + img * p.s_bs)[((const int*)p.s_off)[r]];
             v = (float)quant(v, 1.0f / s);
@@ -359,6 +372,7 @@ __global__ void ce_gather(GatherArgs p) {
 
 struct ScatterArgs {
     int rows, n, npad, acc_i32, dequant;
+    int unit;      // col_off[j] == j
     u64 c;         // float or int [images][rows][npad]
     u64 row_off;   // int[rows]
     u64 col_off;   // int[n]
@@ -371,6 +385,7 @@ struct ScatterArgs {
 // A product's result into its place in the output; int8 sums dequantised
 // with their row's and channel's scales.
 __global__ void ce_scatter(ScatterArgs p) {
+    // A thread per value, as ce_gather.
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= p.n) return;
     i64 r = blockIdx.y, img = blockIdx.z;
@@ -380,7 +395,7 @@ __global__ void ce_scatter(ScatterArgs p) {
         float s = ((const float*)p.s + img * p.s_bs)[((const int*)p.s_off)[r]];
         v = v * (s * ((const float*)p.wscale)[j]);
     }
-    int o = ((const int*)p.row_off)[r] + ((const int*)p.col_off)[j];
+    int o = ((const int*)p.row_off)[r] + (p.unit ? j : ((const int*)p.col_off)[j]);
     ((float*)p.out + img * p.out_bs)[o] = apply_posts(p.posts, img, o, v);
 }
 

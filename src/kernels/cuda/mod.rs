@@ -575,6 +575,53 @@ impl Drop for Gpu {
     }
 }
 
+/// CUDA events with timing, for the per-launch profile (`check-cuda`).
+pub struct Events(Vec<ds::CUevent>);
+
+impl Events {
+    /// Milliseconds between events `i` and `j` (both recorded, `j` done).
+    pub fn elapsed_ms(&self, i: usize, j: usize) -> Result<f32, GpuError> {
+        // SAFETY: both events were created by `Gpu::events` and recorded.
+        unsafe { dr::event::elapsed(self.0[i], self.0[j]) }.map_err(call("cuEventElapsedTime"))
+    }
+
+    /// Waits for event `i`.
+    pub fn synchronize(&self, i: usize) -> Result<(), GpuError> {
+        // SAFETY: created by `Gpu::events`.
+        unsafe { dr::event::synchronize(self.0[i]) }.map_err(call("cuEventSynchronize"))
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        for e in &self.0 {
+            // SAFETY: created by `Gpu::events`, destroyed once.
+            let _ = unsafe { dr::event::destroy(*e) };
+        }
+    }
+}
+
+impl Gpu {
+    /// `n` timing events.
+    pub fn events(&self, n: usize) -> Result<Events, GpuError> {
+        self.bind()?;
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(
+                dr::event::create(ds::CUevent_flags::CU_EVENT_DEFAULT)
+                    .map_err(call("cuEventCreate"))?,
+            );
+        }
+        Ok(Events(v))
+    }
+
+    /// Records event `i` of `e` on the stream.
+    pub fn record(&self, e: &Events, i: usize) -> Result<(), GpuError> {
+        // SAFETY: the event and stream belong to this context.
+        unsafe { dr::event::record(e.0[i], self.stream.cu_stream()) }.map_err(call("cuEventRecord"))
+    }
+}
+
 /// A captured frame, replayed with one launch.
 pub struct Graph(CudaGraph);
 
