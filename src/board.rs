@@ -62,6 +62,26 @@ pub struct BoardProfile {
     pub peak_per_core: Peak,
     pub defaults: Defaults,
     pub io: Io,
+    /// The board's CUDA GPU, where it has one (the CUDA build's estimates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<Gpu>,
+}
+
+/// A board's CUDA GPU: the peaks the README's on-paper figures scale the
+/// H200's measured kernel times by.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Gpu {
+    /// `sm_87` and the like.
+    pub arch: String,
+    pub sms: u32,
+    pub ghz: f64,
+    /// Dense tensor-core peaks (no sparsity), TFLOP/s and TOP/s.
+    pub fp16_tflops: f64,
+    pub int8_tops: f64,
+    /// DRAM bandwidth, GB/s (shared with the CPU).
+    pub memory_gbps: f64,
+    pub source: String,
 }
 
 const TARGETS: [&str; 3] = [

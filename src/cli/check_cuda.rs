@@ -8,31 +8,6 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clip_edge::bundle::Trust;
 
-/// fp32 and fp16 bundles: the GPU runs every product in f16 with f32
-/// accumulation, the CPU in f32 (or f16 weights widened): image embeddings
-/// must agree to this cosine.
-pub const FLOAT_COSINE_MIN: f64 = 0.999;
-
-/// int8 bundles: the same int8 products on both, f16 attention on the GPU;
-/// the top-1 label must be identical on every frame, and the cosine at
-/// least this.
-pub const INT8_COSINE_MIN: f64 = 0.99;
-
-/// int8 bundles: a frame whose top-1 differs passes only if the CPU's score
-/// of its own top-1 exceeds its score of the GPU's by less than this (a tie
-/// in cosine units: int8 activations round to different neighbours when
-/// the f32 sums before them differ in their last bits, as between the
-/// CPU's own AVX2 and AVX-512 paths; random-weight models score every label
-/// within about 1e-3 of the others).
-pub const INT8_TIE_MARGIN: f32 = 1e-3;
-
-/// An image run in a batch against the same image run alone on the GPU.
-pub const BATCH_COSINE_MIN: f64 = 0.9999;
-
-/// A step's output whose relative L2 distance to the CPU's is past this is
-/// named as the first that differs, when parity fails.
-pub const STEP_REL_ERR_MAX: f64 = 0.02;
-
 #[cfg(not(feature = "cuda"))]
 pub fn run(
     _dir: &Path,
@@ -50,6 +25,31 @@ pub use with_cuda::{bench_cuda, run};
 #[cfg(feature = "cuda")]
 mod with_cuda {
     use super::*;
+
+    /// fp32 and fp16 bundles: the GPU runs the weight products in f16 with
+    /// f32 accumulation (attention in f32 for fp32 bundles), the CPU in f32
+    /// (or f16 weights widened): image embeddings must agree to this cosine.
+    pub const FLOAT_COSINE_MIN: f64 = 0.999;
+
+    /// int8 bundles: the same int8 products and f32 attention on both; the
+    /// cosine must be at least this, and the top-1 label identical on every
+    /// frame but ties ([`INT8_TIE_MARGIN`]).
+    pub const INT8_COSINE_MIN: f64 = 0.99;
+
+    /// int8 bundles: a frame whose top-1 differs passes only if the CPU's score
+    /// of its own top-1 exceeds its score of the GPU's by less than this (a tie
+    /// in cosine units: int8 activations round to other neighbours when the
+    /// f32 sums before them differ in their last bits, and a random-weight
+    /// model scores its labels within about 1e-3 of each other).
+    pub const INT8_TIE_MARGIN: f32 = 1e-3;
+
+    /// An image run in a batch against the same image run alone on the GPU.
+    pub const BATCH_COSINE_MIN: f64 = 0.9999;
+
+    /// A step's output whose relative L2 distance to the CPU's is past this is
+    /// named as the first that differs, when parity fails.
+    pub const STEP_REL_ERR_MAX: f64 = 0.02;
+
     use anyhow::{bail, Context};
     use clip_edge::engine::native::{FloatWeights, Native};
     use clip_edge::engine::{cuda_encoder, open_encoder, Engine};
@@ -172,13 +172,19 @@ mod with_cuda {
             .chunks(dim)
             .enumerate()
             .map(|(i, o)| cosine(o, &singles[i % frames]))
-            .fold(f64::INFINITY, f64::min);
+            .fold(
+                f64::INFINITY,
+                |m, c| if c.is_nan() { f64::NAN } else { m.min(c) },
+            );
         let ties_only = margins.iter().all(|m| *m < INT8_TIE_MARGIN);
+        // A NaN cosine (NaN embeddings) fails: `f64::min` would skip it.
+        let nan = !(cos_sum.is_finite() && batch_cos_min.is_finite());
         let pass = if int8 {
             ties_only && cos_min >= INT8_COSINE_MIN
         } else {
             cos_min >= FLOAT_COSINE_MIN
-        } && batch_cos_min >= BATCH_COSINE_MIN;
+        } && batch_cos_min >= BATCH_COSINE_MIN
+            && !nan;
         let first_divergent = if pass {
             Value::Null
         } else {
@@ -254,6 +260,7 @@ mod with_cuda {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         // By node name: the GPU schedule folds copies into products.
         let names: Vec<String> = cpu.step_names().iter().map(|n| n.to_string()).collect();
+        // (A node lowered to several steps keeps its last output.)
         let mut steps: std::collections::HashMap<String, Vec<f32>> = Default::default();
         let mut out = vec![0f32; gpu.output_len()];
         cpu.run_traced(x, &mut out, &mut |i, o| {

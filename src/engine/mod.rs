@@ -191,6 +191,12 @@ pub fn open_encoder(dir: &Path, trust: &Trust) -> Result<Opened, EngineError> {
 /// run (`bench --batch`, the parity check).
 #[cfg(feature = "cuda")]
 pub fn cuda_encoder(o: &Opened, batch: usize) -> Result<cuda::CudaEncoder, EngineError> {
+    if batch == 0 || batch > cuda::MAX_BATCH {
+        return Err(EngineError::Device(format!(
+            "--batch {batch}: expected 1 to {}",
+            cuda::MAX_BATCH
+        )));
+    }
     let model = encoder::for_native(o.model.clone()).map_err(|e| EngineError::Graph {
         path: o.path.clone(),
         why: one_line(&format!("{e:#}")),

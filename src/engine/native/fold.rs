@@ -177,7 +177,7 @@ mod tests {
             assert_eq!(plain.steps.len() - folded.steps.len(), count, "{b}");
             let (mut a, mut f) = (
                 Native::from_lowered(plain, k, 1).unwrap(),
-                Native::from_lowered(folded, k, 2).unwrap(),
+                Native::from_lowered(folded, k, 1).unwrap(),
             );
             let mut x = 0x9e37_79b9u32;
             let input: Vec<f32> = (0..a.input_len())

@@ -4,8 +4,8 @@
 //
 // Every kernel runs over a batch of images: blockIdx.y (or .z) is the image,
 // and each operand is a base pointer plus a batch stride in elements (0 for a
-// constant). The argument structs mirror the #[repr(C)] structs of mod.rs
-// field for field.
+// constant). The argument structs mirror the #[repr(C)] structs of
+// src/engine/cuda/args.rs field for field.
 
 #define MAXR 8
 
@@ -21,8 +21,10 @@ __device__ __forceinline__ h16 f2h(float f) {
 
 // As the CPU's `quantize`: clamp(round_half_even(v * r), -127, 127), NaN 0.
 __device__ __forceinline__ int quant(float v, float r) {
-    float c = fminf(fmaxf(v * r, -127.0f), 127.0f);
-    return isnan(c) ? 0 : __float2int_rn(c);
+    float x = v * r;
+    // fmaxf(NaN, -127) is -127: test first, as the CPU's clamp keeps NaN.
+    if (isnan(x)) return 0;
+    return __float2int_rn(fminf(fmaxf(x, -127.0f), 127.0f));
 }
 
 __device__ __forceinline__ float binop(int op, float a, float b) {
