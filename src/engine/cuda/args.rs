@@ -620,7 +620,7 @@ mod tests {
     /// the kernels with the Rust sizes asserted (no GPU needed). Skips, saying so, without libnvrtc, unless
     /// `CLIP_EDGE_REQUIRE_NVRTC=1`.
     #[test]
-    fn argument_structs_match_the_kernels_layouts() {
+    fn argument_structs_have_the_kernels_sizes() {
         let src = format!("{SOURCE}\n{}", layout_asserts());
         match compile_source(&src, "sm_87") {
             Ok(_) => {}
@@ -629,7 +629,7 @@ mod tests {
                     std::env::var("CLIP_EDGE_REQUIRE_NVRTC").as_deref() != Ok("1"),
                     "CLIP_EDGE_REQUIRE_NVRTC=1 but {why}"
                 );
-                eprintln!("SKIPPED: {why}; the argument layouts were not checked");
+                eprintln!("SKIPPED: {why}; the argument struct sizes were not checked");
             }
             Err(e) => panic!("{e}"),
         }
