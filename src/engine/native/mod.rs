@@ -79,7 +79,13 @@ impl Native {
         threads: usize,
         float: FloatWeights,
     ) -> Result<Native, LowerError> {
-        let l = lower::lower(model, &kernels, float)?;
+        let mut l = lower::lower(model, &kernels, float)?;
+        // Copies read only by a product: read through its tables instead
+        // (`CLIP_EDGE_FOLD=0` keeps them).
+        if std::env::var("CLIP_EDGE_FOLD").as_deref() != Ok("0") {
+            let n = fold::fold_copies(&mut l);
+            log::debug!("{n} copies folded into the products that read them");
+        }
         Self::from_lowered(l, kernels, threads)
     }
 
