@@ -473,22 +473,11 @@ pub(super) fn post_launch(
     opnd: &dyn Fn(Operand) -> (u64, i64),
     batch: usize,
 ) -> Result<Launch, CudaError> {
+    let y = (out, out_bs);
     Ok(match p {
         Post::Unary(u) => {
             let (code, alpha) = unary_code(*u);
-            Launch::Unary(
-                UnaryArgs {
-                    posts: PostsArgs::default(),
-                    op: code,
-                    alpha,
-                    n: out_len as i64,
-                    out,
-                    out_bs,
-                    x: out,
-                    x_bs: out_bs,
-                },
-                grid1(out_len, batch),
-            )
+            unary_launch(code, alpha, out_len, y, y, PostsArgs::default(), batch)
         }
         Post::Binary {
             op,
@@ -497,34 +486,75 @@ pub(super) fn post_launch(
             other,
             so,
         } => {
-            let (po, o_bs) = opnd(*other);
             let sy = strides_of(dims);
-            let ((a, a_bs, sa), (b, b_bs, sb)) = if *y_first {
-                ((out, out_bs, &sy), (po, o_bs, so))
+            let (po, o_bs) = opnd(*other);
+            let (mine, theirs) = ((out, out_bs, &sy[..]), (po, o_bs, &so[..]));
+            let (a, b) = if *y_first {
+                (mine, theirs)
             } else {
-                ((po, o_bs, so), (out, out_bs, &sy))
+                (theirs, mine)
             };
-            let n: usize = dims.iter().product();
-            Launch::Binary(
-                BinaryArgs {
-                    posts: PostsArgs::default(),
-                    op: binary_code(*op),
-                    rank: dims.len() as i32,
-                    dims: dims_args(node, dims)?,
-                    sa: axes(node, sa)?,
-                    sb: axes(node, sb)?,
-                    n: n as i64,
-                    out,
-                    out_bs,
-                    a,
-                    a_bs,
-                    b,
-                    b_bs,
-                },
-                grid1(n, batch),
-            )
+            binary_launch(node, *op, dims, a, b, y, batch)?
         }
     })
+}
+
+/// `out = a op b` over `dims` (`out` contiguous; `a` and `b` as pointer,
+/// batch stride and broadcast strides).
+pub(super) fn binary_launch(
+    node: &str,
+    op: Binary,
+    dims: &[usize],
+    (a, a_bs, sa): (u64, i64, &[usize]),
+    (b, b_bs, sb): (u64, i64, &[usize]),
+    (out, out_bs): (u64, i64),
+    batch: usize,
+) -> Result<Launch, CudaError> {
+    let n: usize = dims.iter().product();
+    Ok(Launch::Binary(
+        BinaryArgs {
+            posts: PostsArgs::default(),
+            op: binary_code(op),
+            rank: dims.len() as i32,
+            dims: dims_args(node, dims)?,
+            sa: axes(node, sa)?,
+            sb: axes(node, sb)?,
+            n: n as i64,
+            out,
+            out_bs,
+            a,
+            a_bs,
+            b,
+            b_bs,
+        },
+        grid1(n, batch),
+    ))
+}
+
+/// `out = f(x)` over `n` values (`code`, `alpha` from [`unary_code`], or
+/// [`UNARY_IDENTITY`] for a launch that only applies `posts`).
+pub(super) fn unary_launch(
+    code: i32,
+    alpha: f32,
+    n: usize,
+    (out, out_bs): (u64, i64),
+    (x, x_bs): (u64, i64),
+    posts: PostsArgs,
+    batch: usize,
+) -> Launch {
+    Launch::Unary(
+        UnaryArgs {
+            posts,
+            op: code,
+            alpha,
+            n: n as i64,
+            out,
+            out_bs,
+            x,
+            x_bs,
+        },
+        grid1(n, batch),
+    )
 }
 
 /// A product's result (`rows × npad` per image at `c`, f32 or i32) into the

@@ -134,43 +134,28 @@ pub(super) fn plan(
                 b,
                 sb,
             } => {
-                let (pa_, a_bs) = opnd(*a);
-                let (pb_, b_bs) = opnd(*b);
-                let n: usize = dims.iter().product();
-                launches.push(Launch::Binary(
-                    BinaryArgs {
-                        posts: PostsArgs::default(),
-                        op: binary_code(*op),
-                        rank: dims.len() as i32,
-                        dims: dims_args(node, dims)?,
-                        sa: axes(node, sa)?,
-                        sb: axes(node, sb)?,
-                        n: n as i64,
-                        out,
-                        out_bs,
-                        a: pa_,
-                        a_bs,
-                        b: pb_,
-                        b_bs,
-                    },
-                    grid1(n, batch),
-                ));
+                let ((pa_, a_bs), (pb_, b_bs)) = (opnd(*a), opnd(*b));
+                launches.push(binary_launch(
+                    node,
+                    *op,
+                    dims,
+                    (pa_, a_bs, sa),
+                    (pb_, b_bs, sb),
+                    (out, out_bs),
+                    batch,
+                )?);
             }
             Kind::Unary { op, x } => {
-                let (px, x_bs) = opnd(*x);
                 let (code, alpha) = unary_code(*op);
-                launches.push(Launch::Unary(
-                    UnaryArgs {
-                        posts: PostsArgs::default(),
-                        op: code,
-                        alpha,
-                        n: out_len as i64,
-                        out,
-                        out_bs,
-                        x: px,
-                        x_bs,
-                    },
-                    grid1(out_len, batch),
+                let (o, x) = ((out, out_bs), opnd(*x));
+                launches.push(unary_launch(
+                    code,
+                    alpha,
+                    out_len,
+                    o,
+                    x,
+                    PostsArgs::default(),
+                    batch,
                 ));
             }
             Kind::Reduce {
@@ -684,19 +669,8 @@ pub(super) fn plan(
                 Some(p) => {
                     let last = launches[step_start..].last_mut();
                     last.is_some_and(|l| l.set_posts(p)) || {
-                        launches.push(Launch::Unary(
-                            UnaryArgs {
-                                posts: p,
-                                op: UNARY_IDENTITY,
-                                alpha: 0.0,
-                                n: out_len as i64,
-                                out,
-                                out_bs,
-                                x: out,
-                                x_bs: out_bs,
-                            },
-                            grid1(out_len, batch),
-                        ));
+                        let y = (out, out_bs);
+                        launches.push(unary_launch(UNARY_IDENTITY, 0.0, out_len, y, y, p, batch));
                         true
                     }
                 }
