@@ -32,6 +32,7 @@ use half::f16;
 pub mod cuda;
 pub mod elementwise;
 pub mod pool;
+pub mod quad_panels;
 pub mod scalar;
 
 #[cfg(target_arch = "aarch64")]
@@ -155,6 +156,8 @@ impl Kernels {
         let mut v: Vec<Kernels> = Vec::new();
         #[cfg(target_arch = "x86_64")]
         v.extend(x86_64::avx2_only());
+        #[cfg(target_arch = "aarch64")]
+        v.push(aarch64::neon_only());
         if let Some(best) = Self::simd() {
             if v.iter().all(|k| k.name != best.name) {
                 v.push(best);
@@ -463,7 +466,10 @@ mod tests {
     fn the_paths_under_test_are_named() {
         let names: Vec<&str> = paths().iter().map(|k| k.name).collect();
         eprintln!("SIMD kernel paths under test: {names:?}");
-        if cfg!(target_arch = "aarch64") {
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            assert_eq!(names, ["aarch64-neon", "aarch64-dotprod"]);
+        } else {
             assert_eq!(names, ["aarch64-neon"]);
         }
         #[cfg(target_arch = "x86_64")]

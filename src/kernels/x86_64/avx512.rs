@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::kernels::{drive, scalar};
+use crate::kernels::{drive, quad_panels, scalar};
 
 fn has_vnni() -> bool {
     is_x86_feature_detected!("avx512f")
@@ -27,74 +27,25 @@ fn has_avx512() -> bool {
 }
 
 /// Channels of one packed weight panel (one zmm of i32 sums).
-const PANEL: usize = 16;
+const PANEL: usize = quad_panels::PANEL;
 /// Rows of `x` per micro-tile.
 const MR: usize = 8;
 
-/// Weights for [`gemm_i8`]: panels of 16 output channels, each `k` padded
-/// to a multiple of 4 and laid out `[k / 4][16 channels][4]` (what one
-/// `vpdpbusd` multiplies against one broadcast group of four activations),
-/// made unsigned: `w + 128` (the bit pattern `w ^ 0x80`). Padding holds
-/// 128 (a zero weight).
+/// Weights for [`gemm_i8`]: [`quad_panels`] made unsigned (`w + 128`, the
+/// bit pattern `w ^ 0x80`); padding holds 128 (a zero weight).
 pub fn pack_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
-    let mut out = vec![i8::MIN; n.div_ceil(PANEL) * k.div_ceil(4) * PANEL * 4];
-    pack_i8_into(w, n, k, &mut out);
-    out
+    quad_panels::pack(w, n, k, i8::MIN)
 }
 
 /// One panel: 16 rows by `⌈k/4⌉` groups of 4 depths.
 pub fn i8_panel_len(k: usize) -> usize {
-    PANEL * k.div_ceil(4) * 4
+    quad_panels::panel_len(k)
 }
 
 /// [`pack_i8`]'s layout of the matrix whose row `j` is column `first + j`
-/// of `src` (`k` rows of `ld`): four depth rows are read 16 columns at a
-/// time into each group of a panel.
+/// of `src` (`k` rows of `ld`).
 pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]) {
-    let kg = k.div_ceil(4);
-    let panels = n.div_ceil(PANEL);
-    let out = &mut out[..panels * kg * PANEL * 4];
-    if !n.is_multiple_of(PANEL) || !k.is_multiple_of(4) {
-        out.fill(i8::MIN);
-    }
-    if kg == 0 {
-        return;
-    }
-    for (p, panel) in out.chunks_exact_mut(kg * PANEL * 4).enumerate() {
-        let (j0, cols) = (first + p * PANEL, PANEL.min(n - p * PANEL));
-        for (g, group) in panel.chunks_exact_mut(PANEL * 4).enumerate() {
-            for t in 4 * g..(4 * g + 4).min(k) {
-                let line = &src[t * ld + j0..t * ld + j0 + cols];
-                for (c, v) in line.iter().enumerate() {
-                    group[c * 4 + t % 4] = v ^ i8::MIN;
-                }
-            }
-        }
-    }
-}
-
-/// [`pack_i8`] into `out` (at least `⌈n/16⌉ · 16 · ⌈k/4⌉ · 4` values).
-fn pack_i8_into(w: &[i8], n: usize, k: usize, out: &mut [i8]) {
-    let kg = k.div_ceil(4);
-    let panels = n.div_ceil(PANEL);
-    let out = &mut out[..panels * kg * PANEL * 4];
-    if !n.is_multiple_of(PANEL) || !k.is_multiple_of(4) {
-        out.fill(i8::MIN);
-    }
-    if kg == 0 {
-        return;
-    }
-    for (p, panel) in out.chunks_exact_mut(kg * PANEL * 4).enumerate() {
-        for c in 0..PANEL.min(n - p * PANEL) {
-            let row = &w[(p * PANEL + c) * k..(p * PANEL + c + 1) * k];
-            for (g, quad) in row.chunks(4).enumerate() {
-                let at = (g * PANEL + c) * 4;
-                for (d, v) in panel[at..at + quad.len()].iter_mut().zip(quad) {
-                    *d = v ^ i8::MIN;
-                }
-            }
-        }
-    }
+    quad_panels::pack_cols(src, ld, first, n, k, i8::MIN, out)
 }
 
 /// Only reached through [`super::detect`], which checked AVX-512 VNNI.

@@ -1,0 +1,188 @@
+//! aarch64 with the dot-product extension (FEAT_DotProd: Cortex-A76 /
+//! Raspberry Pi 5, Cortex-A78AE / Jetson Orin, Carmel / Jetson Xavier,
+//! Neoverse). int8: weights packed once at load in
+//! [`quad_panels`]' layout, signed (16 channels × 4 depths per 64 bytes);
+//! a micro-tile of 4 rows × 16 channels keeps 16 accumulators, and each
+//! `sdot` (by element) multiplies four channels' four depths by four
+//! activations of one row, picked from a 16-byte load of that row by lane,
+//! adding into each channel's i32 sum: exact (a sum of four i8 products
+//! never leaves i32), 16 multiply-adds an instruction, no horizontal sum.
+//! The SMLAL path ([`super::neon`]) does 8 an instruction with a pair-add
+//! and a horizontal sum per tile.
+
+use std::arch::aarch64::*;
+use std::arch::asm;
+
+use crate::kernels::quad_panels::{self, PANEL};
+
+/// Rows of `x` per micro-tile: 4 × 4 accumulators, 4 activation and 4
+/// weight registers of the 32.
+const MR: usize = 4;
+
+pub fn has_dotprod() -> bool {
+    std::arch::is_aarch64_feature_detected!("dotprod")
+}
+
+/// Weights for [`gemm_i8`]: [`quad_panels`], signed.
+pub fn pack_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
+    quad_panels::pack(w, n, k, 0)
+}
+
+/// One panel: 16 rows by `⌈k/4⌉` groups of 4 depths.
+pub fn i8_panel_len(k: usize) -> usize {
+    quad_panels::panel_len(k)
+}
+
+/// [`pack_i8`]'s layout of the matrix whose row `j` is column `first + j`
+/// of `src` (`k` rows of `ld`).
+pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]) {
+    quad_panels::pack_cols(src, ld, first, n, k, 0, out)
+}
+
+/// Only reached through [`super::detect`], which checked FEAT_DotProd.
+/// `w` is [`pack_i8`]'s layout. Panels outer (one panel, 16 channels × k,
+/// stays in cache while every row passes over it), then rows 4, 2 and 1 at
+/// a time.
+pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
+    let panel = i8_panel_len(k);
+    assert!(
+        has_dotprod()
+            && w.len() >= n.div_ceil(PANEL) * panel
+            && x.len() >= m * k
+            && out.len() >= m * n
+    );
+    if k == 0 {
+        out[..m * n].fill(0);
+        return;
+    }
+    for (p, wp) in w.chunks_exact(panel).take(n.div_ceil(PANEL)).enumerate() {
+        let j = p * PANEL;
+        let mut i = 0;
+        while i < m {
+            let rows = match m - i {
+                r if r >= MR => MR,
+                r if r >= 2 => 2,
+                _ => 1,
+            };
+            // SAFETY: FEAT_DotProd is present (asserted); the tile reads
+            // rows i..i + rows of `x` (k each, within m · k), the panel `wp`
+            // (⌈k/4⌉ groups of 64 bytes: `panel` long), and writes rows
+            // i..i + rows, channels j..min(j + 16, n) of `out` (m × n).
+            unsafe {
+                match rows {
+                    MR => tile::<MR>(x, wp, i, j, n, k, out),
+                    2 => tile::<2>(x, wp, i, j, n, k, out),
+                    _ => tile::<1>(x, wp, i, j, n, k, out),
+                }
+            }
+            i += rows;
+        }
+    }
+}
+
+/// One group of four depths: the group's four weight vectors (channels
+/// 4q..4q + 4 each) times lane `$lane` of each row's activation vector.
+macro_rules! group {
+    ($acc:ident, $xv:ident, $wp:expr, $g:expr, $lane:literal) => {{
+        let base = $wp.as_ptr().add($g * PANEL * 4);
+        let wv = [
+            vld1q_s8(base),
+            vld1q_s8(base.add(16)),
+            vld1q_s8(base.add(32)),
+            vld1q_s8(base.add(48)),
+        ];
+        for (ar, xr) in $acc.iter_mut().zip(&$xv) {
+            for (a, wq) in ar.iter_mut().zip(&wv) {
+                asm!(
+                    "sdot {a:v}.4s, {w:v}.16b, {x:v}.4b[{lane}]",
+                    a = inout(vreg) *a,
+                    w = in(vreg) *wq,
+                    x = in(vreg) *xr,
+                    lane = const $lane,
+                    options(pure, nomem, nostack, preserves_flags),
+                );
+            }
+        }
+    }};
+}
+
+/// `R` rows × one panel of 16 channels.
+///
+/// # Safety
+/// FEAT_DotProd; rows i..i + R of `x` hold `k` values each; `wp` holds one
+/// panel (⌈k/4⌉ groups of 64 bytes); `out` is `m × n` with i + R ≤ m and
+/// j < n.
+#[target_feature(enable = "neon,dotprod")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const R: usize>(
+    x: &[i8],
+    wp: &[i8],
+    i: usize,
+    j: usize,
+    n: usize,
+    k: usize,
+    out: &mut [i32],
+) {
+    let kg = k.div_ceil(4);
+    debug_assert!(wp.len() >= kg * PANEL * 4 && x.len() >= (i + R) * k);
+    let mut acc = [[vdupq_n_s32(0); 4]; R];
+    let k16 = k / 16 * 16;
+    let mut t = 0;
+    // SAFETY: (the loads and `sdot`s below) 16 activations at row·k + t
+    // with t + 16 ≤ k16 ≤ k lie within the row; groups t/4 .. t/4 + 4 ≤ kg
+    // lie within the panel; `sdot` only reads and writes the registers
+    // named (FEAT_DotProd is enabled for this function).
+    unsafe {
+        while t < k16 {
+            let xv: [int8x16_t; R] =
+                std::array::from_fn(|r| vld1q_s8(x.as_ptr().add((i + r) * k + t)));
+            let g = t / 4;
+            group!(acc, xv, wp, g, 0);
+            group!(acc, xv, wp, g + 1, 1);
+            group!(acc, xv, wp, g + 2, 2);
+            group!(acc, xv, wp, g + 3, 3);
+            t += 16;
+        }
+    }
+    if t < k {
+        // The last 1..15 depths, zero-padded to 16 (the panel's padding
+        // weights are zero too); only the groups the panel holds.
+        let xv: [int8x16_t; R] = std::array::from_fn(|r| {
+            let mut b = [0i8; 16];
+            b[..k - t].copy_from_slice(&x[(i + r) * k + t..(i + r + 1) * k]);
+            // SAFETY: `b` is 16 bytes.
+            unsafe { vld1q_s8(b.as_ptr()) }
+        });
+        let g = t / 4;
+        // SAFETY: groups g .. kg lie within the panel (kg − g ≤ 4).
+        unsafe {
+            group!(acc, xv, wp, g, 0);
+            if g + 1 < kg {
+                group!(acc, xv, wp, g + 1, 1);
+            }
+            if g + 2 < kg {
+                group!(acc, xv, wp, g + 2, 2);
+            }
+            if g + 3 < kg {
+                group!(acc, xv, wp, g + 3, 3);
+            }
+        }
+    }
+    let valid = (n - j).min(PANEL);
+    for (r, ar) in acc.iter().enumerate() {
+        let row = &mut out[(i + r) * n + j..(i + r) * n + j + valid];
+        if valid == PANEL {
+            for (q, a) in ar.iter().enumerate() {
+                // SAFETY: channels 4q..4q + 4 of the 16 in `row`.
+                unsafe { vst1q_s32(row.as_mut_ptr().add(4 * q), *a) };
+            }
+        } else {
+            let mut b = [0i32; PANEL];
+            for (q, a) in ar.iter().enumerate() {
+                // SAFETY: `b` holds 16 i32.
+                unsafe { vst1q_s32(b.as_mut_ptr().add(4 * q), *a) };
+            }
+            row.copy_from_slice(&b[..valid]);
+        }
+    }
+}
