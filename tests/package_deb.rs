@@ -106,6 +106,10 @@ fn deb_holds_the_binary_unit_config_and_default_bundle() {
             "{f} differs"
         );
     }
+    // Passed: the package and its unpacked copy (about 450 MB of a debug
+    // build, on the disk CI's three target directories share) go; a
+    // failure leaves them to look at.
+    std::fs::remove_dir_all(&dist).unwrap();
 }
 
 #[test]

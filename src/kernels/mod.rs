@@ -450,7 +450,7 @@ mod tests {
     /// Two float sums of the same exact products in different orders (with
     /// or without FMA) differ by at most this many `k·ε·Σ|x·w|` (Higham:
     /// each is within one of the exact sum).
-    const SUM_ORDER_BOUND: f32 = 2.0;
+    pub(super) const SUM_ORDER_BOUND: f32 = 2.0;
 
     /// The SIMD paths under test; says so when there are none (the twins
     /// then have nothing to be compared with on this CPU).
@@ -466,6 +466,19 @@ mod tests {
     fn the_paths_under_test_are_named() {
         let names: Vec<&str> = paths().iter().map(|k| k.name).collect();
         eprintln!("SIMD kernel paths under test: {names:?}");
+        // scripts/cross-test names the path each qemu CPU model must run
+        // (a feature qemu failed to show would otherwise leave its path
+        // untested here, and this test passing).
+        if let (Ok(want), Err(_)) = (
+            std::env::var("CLIP_EDGE_EXPECT_KERNELS"),
+            std::env::var("CLIP_EDGE_KERNELS"),
+        ) {
+            assert_eq!(
+                names.last().copied(),
+                Some(want.as_str()),
+                "CLIP_EDGE_EXPECT_KERNELS"
+            );
+        }
         #[cfg(target_arch = "aarch64")]
         if std::arch::is_aarch64_feature_detected!("dotprod") {
             assert_eq!(names, ["aarch64-neon", "aarch64-dotprod"]);
@@ -645,6 +658,63 @@ mod tests {
                 "{}: {out:?}",
                 kern.name
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod deep_shapes {
+    use super::*;
+
+    /// Float products far deeper and taller than the property tests'
+    /// shapes (up to 1,000 depths, 131 rows; a convolution's patches run to
+    /// thousands), with tails, agree with the twins within the
+    /// summation-order bound on the packed layouts.
+    #[test]
+    fn deep_float_products_match_the_twins() {
+        if Kernels::available().is_empty() {
+            eprintln!("no SIMD kernel path on this CPU: this test compares nothing here");
+        }
+        for (m, n, k) in [
+            (131usize, 37usize, 601usize),
+            (1, 17, 257),
+            (129, 33, 256),
+            (3, 5, 1000),
+        ] {
+            let mut r = 99u64;
+            let mut next = || {
+                r = r
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((r >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            };
+            let x: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| f16::from_f32(next()).to_f32()).collect();
+            let wh: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
+            let mut want = vec![0f32; m * n];
+            Kernels::SCALAR.gemm_f32(&x, &w, m, n, k, &mut want);
+            for kern in Kernels::available() {
+                let mut a = vec![7f32; m * n];
+                kern.gemm_f32p(&x, &kern.pack_f32(&w, n, k), m, n, k, &mut a);
+                let mut b = vec![7f32; m * n];
+                kern.gemm_f16p(&x, &kern.pack_f16(&wh, n, k), m, n, k, &mut b);
+                for (idx, ((p, q), v)) in a.iter().zip(&b).zip(&want).enumerate() {
+                    let (i, j) = (idx / n, idx % n);
+                    let abs: f32 = (0..k).map(|t| (x[i * k + t] * w[j * k + t]).abs()).sum();
+                    let bound = super::tests::SUM_ORDER_BOUND * k as f32 * f32::EPSILON * abs
+                        + f32::MIN_POSITIVE;
+                    assert!(
+                        (p - v).abs() <= bound,
+                        "{} f32 {m}x{n}x{k} [{idx}] {p} vs {v}",
+                        kern.name
+                    );
+                    assert!(
+                        (q - v).abs() <= bound,
+                        "{} f16 {m}x{n}x{k} [{idx}] {q} vs {v}",
+                        kern.name
+                    );
+                }
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! aarch64 with the dot-product extension (FEAT_DotProd: Cortex-A76 /
-//! Raspberry Pi 5, Cortex-A78AE / Jetson Orin, Carmel / Jetson Xavier,
-//! Neoverse). int8: weights packed once at load in
+//! Raspberry Pi 5, Cortex-A78AE / Jetson Orin, Neoverse; not Xavier's
+//! Carmel, which has none). int8: weights packed once at load in
 //! [`quad_panels`]' layout, signed (16 channels × 4 depths per 64 bytes);
 //! a micro-tile of 4 rows × 16 channels keeps 16 accumulators, and each
 //! `sdot` (by element) multiplies four channels' four depths by four

@@ -1,6 +1,6 @@
 //! aarch64 kernels. NEON is part of the base architecture, so its path
 //! always runs; where the CPU has the dot-product extension (FEAT_DotProd:
-//! Cortex-A76 / Pi 5, A78AE / Orin, Carmel / Xavier), int8 runs on `sdot`
+//! Cortex-A76 / Pi 5, A78AE / Orin; not Xavier's Carmel), int8 runs on `sdot`
 //! over packed panels instead. SMMLA (i8mm: Cortex-A710 and later, none of
 //! the boards we target) is still to come.
 
