@@ -27,6 +27,43 @@ pub struct Row {
     pub ms: Vec<(String, f64)>,
 }
 
+/// One kernel path's f32 multiply-add peak, measured.
+#[derive(Debug, Serialize)]
+pub struct Peak {
+    pub path: String,
+    /// Lanes × independent chains of `vfmadd`/`fmla` on registers alone.
+    pub gmacs_per_s: f64,
+}
+
+/// Steps of one timed run of a peak loop (12 chains × 16 lanes: 192 M
+/// multiply-adds on AVX-512, a few milliseconds).
+const PEAK_STEPS: usize = 1_000_000;
+
+/// Each SIMD path's f32 multiply-add peak on this core (one thread): the
+/// measure that the f32 kernels' rates are a share of.
+pub fn peaks(iterations: usize, kernels: Kernels) -> Vec<Peak> {
+    let paths = if kernels.name == Kernels::SCALAR.name {
+        vec![kernels]
+    } else {
+        Kernels::available()
+    };
+    paths
+        .into_iter()
+        .map(|kern| {
+            let mut macs = 0;
+            let ms = median_ms(iterations, || {
+                let (sum, n) = kern.fma_peak(PEAK_STEPS);
+                std::hint::black_box(sum);
+                macs = n;
+            });
+            Peak {
+                path: kern.name.to_string(),
+                gmacs_per_s: macs as f64 / ms / 1e6,
+            }
+        })
+        .collect()
+}
+
 fn median_ms(iterations: usize, mut f: impl FnMut()) -> f64 {
     f();
     let mut t: Vec<f64> = (0..iterations.max(1))

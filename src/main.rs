@@ -148,7 +148,7 @@ enum Cmd {
         /// Where the board profiles are (default: ./boards, else the source tree's).
         #[arg(long)]
         boards_dir: Option<PathBuf>,
-        /// Native engine: adds `profile_ms`, milliseconds per frame by op class (timed per op).
+        /// Native engine: adds `profile_ms`, milliseconds per frame by op class (timed per op), and `profile_steps`, each step's name, class, multiply-adds, ms and GMAC/s.
         #[arg(long)]
         profile: bool,
         /// `--device cuda`: also images per second at this batch (one CUDA
@@ -307,18 +307,43 @@ fn bench_kernels(iterations: usize, json_out: bool) -> Result<ExitCode> {
         iterations,
         kernels,
     )?;
+    let peaks = clip_edge::kernel_bench::peaks(iterations, kernels);
     if json_out {
         out!(
             "{}",
-            json!({"kernels": kernels.name, "cpu_features": cpu_features(), "rows": rows})
+            json!({"kernels": kernels.name, "cpu_features": cpu_features(), "fma_peaks": peaks, "rows": rows})
         );
         return Ok(ExitCode::SUCCESS);
     }
+    for p in &peaks {
+        out!(
+            "{} f32 multiply-add peak: {:.1} GMAC/s",
+            p.path,
+            p.gmacs_per_s
+        );
+    }
+    // A path's rows are named after it; the longest matching name wins
+    // (`x86_64-avx512-vnni` over `x86_64-avx512`).
+    let peak_of = |name: &str| {
+        peaks
+            .iter()
+            .filter(|p| name.starts_with(&format!("{} ", p.path)))
+            .max_by_key(|p| p.path.len())
+            .map(|p| p.gmacs_per_s)
+    };
     for r in &rows {
         out!("m {} k {} n {}:", r.m, r.k, r.n);
         let base = r.ms[0].1;
+        let macs = (r.m * r.k * r.n) as f64;
         for (name, ms) in &r.ms {
-            out!("  {name:<40} {ms:>9.3} ms  {:>6.2}x tract f32", base / ms);
+            let rate = macs / ms / 1e6;
+            let share = peak_of(name)
+                .map(|p| format!("  {:>5.1} % of the f32 peak", 100.0 * rate / p))
+                .unwrap_or_default();
+            out!(
+                "  {name:<40} {ms:>9.3} ms  {:>6.2}x tract f32  {rate:>7.1} GMAC/s{share}",
+                base / ms
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -616,6 +641,7 @@ fn bench(
     });
     if profile {
         report["profile_ms"] = json!(engine.profile());
+        report["profile_steps"] = json!(engine.profile_steps());
     }
     report["device"] = json!(engine.device());
     #[cfg(feature = "cuda")]

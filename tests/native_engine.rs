@@ -155,9 +155,13 @@ fn products_run_in_the_bundles_precision() {
 fn threads_split_rows_without_changing_a_bit() {
     let img = decode_file(&root().join("models/calibration/rgb_640x480.png")).unwrap();
     // Products split by rows, by output channels (a ViT's few tokens) and
-    // attention split by heads must all give the one-thread bits.
+    // attention split by heads, and float convolutions by pixel blocks
+    // (f32 weight rows: default-fp32; f16 panels: rn_tiny_fp16), must all
+    // give the one-thread bits.
     for b in [
         "models/default-int8",
+        "models/default-fp32",
+        "tests/fixtures/bundles/rn_tiny_fp16",
         "tests/fixtures/bundles/vit_tiny_fp32",
         "tests/fixtures/bundles/vit_tiny_int8",
     ] {

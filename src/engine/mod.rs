@@ -471,6 +471,14 @@ impl Engine {
         }
     }
 
+    /// Each native step's time per frame since profiling was turned on.
+    pub fn profile_steps(&self) -> Vec<native::StepTime> {
+        match &self.backend {
+            Backend::Native(n) => n.profile_steps(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Runs the encoder on the preprocessed input into the embedding buffer.
     pub fn encode(&mut self) -> Result<(), EngineError> {
         let plan = match &mut self.backend {

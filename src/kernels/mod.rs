@@ -41,6 +41,9 @@ pub mod aarch64;
 pub mod x86_64;
 
 /// `out[i][j] = Σ_k x[i][k] · w[j][k]`, i8 × i8 → i32.
+/// `steps` rounds of the peak loop: a value that depends on every step,
+/// and the multiply-adds done.
+pub type FmaPeak = fn(steps: usize) -> (f32, usize);
 pub type GemmI8 = fn(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]);
 /// `out[i][j] = Σ_k x[i][k] · w[j][k]`, f32 × f16 → f32.
 pub type GemmF16w = fn(x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [f32]);
@@ -101,6 +104,8 @@ pub struct Kernels {
     pack_f32_into: PackF32Into,
     pack_f32_cols: PackF32Cols,
     gemm_f32p: GemmF32,
+    /// The core's f32 multiply-add peak loop on this path's registers.
+    fma_peak: FmaPeak,
     /// Which compiled copy of the element-wise row kernels runs.
     pub level: elementwise::Level,
 }
@@ -127,6 +132,7 @@ impl Kernels {
         pack_f32_into: rows_into,
         pack_f32_cols: rows_of_cols,
         gemm_f32p: scalar::gemm_f32,
+        fma_peak: scalar::fma_peak,
         level: elementwise::Level::Plain,
     };
 
@@ -177,6 +183,13 @@ impl Kernels {
             return Some(k);
         }
         None
+    }
+
+    /// `steps` rounds of this path's f32 multiply-add peak loop (registers
+    /// only, independent chains): a value that depends on every step, and
+    /// the multiply-adds done. `bench-kernels` times it as the core's peak.
+    pub fn fma_peak(&self, steps: usize) -> (f32, usize) {
+        (self.fma_peak)(steps)
     }
 
     /// `w` (`n × k`) in this path's layout for [`Kernels::gemm_i8`].
@@ -447,6 +460,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Relative difference allowed between sums of the same chains added in
+    /// another order (a few hundred values near 1e-4: far above f32's ε·n).
+    const PEAK_SUM_TOLERANCE: f64 = 1e-4;
+
     /// Two float sums of the same exact products in different orders (with
     /// or without FMA) differ by at most this many `k·ε·Σ|x·w|` (Higham:
     /// each is within one of the exact sum).
@@ -640,6 +657,39 @@ mod tests {
         let mut of = [0f32; 1];
         Kernels::SCALAR.gemm_f16w(&xf, &wf, 1, 1, 3, &mut of);
         assert_eq!(of, [0.5]);
+    }
+
+    /// Each path's peak loop runs the twin's chains in every lane: the same
+    /// fused multiply-adds, so each lane equals a twin chain and the sums
+    /// differ only by the order they are added in.
+    #[test]
+    fn peak_loops_compute_the_twins_chains() {
+        let steps = 1000;
+        let (twin, twin_macs) = Kernels::SCALAR.fma_peak(steps);
+        assert_eq!(twin_macs, steps * scalar::PEAK_CHAINS);
+        // Each chain is b·(1 − aˢ)/(1 − a) after s steps.
+        let (a, b) = (1.0f64 - 1e-6, 1e-7f64);
+        let chain = b * (1.0 - a.powi(steps as i32)) / (1.0 - a);
+        let want = chain * scalar::PEAK_CHAINS as f64;
+        assert!(
+            (twin as f64 - want).abs() <= PEAK_SUM_TOLERANCE * want,
+            "{twin} vs {want}"
+        );
+        for kern in Kernels::available() {
+            let (sum, macs) = kern.fma_peak(steps);
+            let lanes = macs / twin_macs;
+            assert!(
+                lanes >= 4 && macs == lanes * twin_macs,
+                "{}: {macs}",
+                kern.name
+            );
+            let want = twin * lanes as f32;
+            assert!(
+                (sum - want).abs() <= PEAK_SUM_TOLERANCE as f32 * want,
+                "{}: {sum} vs {want}",
+                kern.name
+            );
+        }
     }
 
     #[test]

@@ -17,6 +17,30 @@ pub fn dot_f32(x: &[f32], w: &[f32]) -> f32 {
     x.iter().zip(w).map(|(a, b)| a * b).sum()
 }
 
+/// The multiply-add peak loop (`bench-kernels`' measure of a core), plainly:
+/// `steps` rounds of [`PEAK_CHAINS`] independent chains `v ← v·a + b`, with
+/// `a = 1 − 10⁻⁶`, `b = 10⁻⁷`, each chain from 0. Returns the chains' sum
+/// (so no step can be optimised away) and the multiply-adds done.
+pub fn fma_peak(steps: usize) -> (f32, usize) {
+    let (a, b) = peak_operands();
+    let mut acc = [0f32; PEAK_CHAINS];
+    for _ in 0..steps {
+        for v in &mut acc {
+            *v = v.mul_add(a, b);
+        }
+    }
+    (acc.iter().sum(), steps * PEAK_CHAINS)
+}
+
+/// Independent chains of the peak loops: enough registers to hide the
+/// multiply-add's latency on two pipes.
+pub const PEAK_CHAINS: usize = 12;
+
+/// `a` and `b` of the peak loops, opaque to the optimiser.
+pub fn peak_operands() -> (f32, f32) {
+    (std::hint::black_box(1.0 - 1e-6), std::hint::black_box(1e-7))
+}
+
 pub fn gemm_f32(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
     for i in 0..m {
         for j in 0..n {

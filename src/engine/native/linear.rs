@@ -281,6 +281,11 @@ pub struct MatMul {
 }
 
 impl MatMul {
+    /// Multiply-adds of one frame.
+    pub fn macs(&self) -> usize {
+        self.a_batch.len().max(1) * self.m * self.n * self.k
+    }
+
     pub fn scratch(&self) -> ScratchSize {
         let (m, n, k) = (self.m, self.n, self.k);
         match &self.rhs {
@@ -679,6 +684,10 @@ const COLUMN_SPLIT_MAX_ROWS: usize = 256;
 /// kernels' panel width).
 const PIXEL_PANEL: usize = 16;
 
+/// What one block of a float convolution by pixels may take of a core's
+/// cache: its patches and its product (a quarter of a 1 MiB L2).
+const FLOAT_BLOCK_BYTES: usize = 256 * 1024;
+
 /// Element-wise work below this many values runs on the caller alone.
 const MIN_PARALLEL_ELEMS: usize = 1 << 14;
 
@@ -709,6 +718,11 @@ pub struct Conv {
 }
 
 impl Conv {
+    /// Multiply-adds of one frame.
+    pub fn macs(&self) -> usize {
+        self.oh * self.ow * self.kk() * self.o
+    }
+
     fn kk(&self) -> usize {
         self.c * self.kernel[0] * self.kernel[1]
     }
@@ -744,16 +758,25 @@ impl Conv {
                     ..Default::default()
                 }
             }
-            ConvWeights::Float(_) => ScratchSize {
-                pa: p * kk,
-                c: p * self.o,
-                ..Default::default()
-            },
-            ConvWeights::F32Rows(_) => ScratchSize {
-                pa: if self.pointwise() { 0 } else { kk * p },
-                pp: packed_f32_len(p, kk),
-                ..Default::default()
-            },
+            ConvWeights::Float(_) => {
+                let padded = p.div_ceil(PIXEL_PANEL) * PIXEL_PANEL;
+                ScratchSize {
+                    pa: padded * kk,
+                    c: padded * self.o,
+                    ..Default::default()
+                }
+            }
+            ConvWeights::F32Rows(_) => {
+                let padded = p.div_ceil(PIXEL_PANEL) * PIXEL_PANEL;
+                ScratchSize {
+                    pa: if self.pointwise() { 0 } else { kk * padded },
+                    pp: packed_f32_len(p, kk),
+                    // The blocked path's products (o × pixels of a block);
+                    // only each thread's first block of it is touched.
+                    c: padded * self.o,
+                    ..Default::default()
+                }
+            }
         }
     }
 
@@ -854,7 +877,7 @@ impl Conv {
                     kern.pack_i8_cols(qx, p, j0, nb, kk, qp);
                 } else {
                     let cols = &mut qa[..kk * nb];
-                    self.im2col_part(qx, 0, j0 / self.ow.max(1), nb, cols);
+                    self.im2col_part(qx, 0, j0, nb, cols);
                     kern.pack_i8_cols(cols, nb, 0, nb, kk, qp);
                 }
                 let acc = &mut acc[..o * nb];
@@ -863,6 +886,135 @@ impl Conv {
                     let plane = planes.row(oc);
                     ew::dequantize_bias(lv, acc, sa * w.scale[oc], self.bias[oc], plane);
                     post(oc * p + j0, plane);
+                }
+            },
+        );
+        true
+    }
+
+    /// Pixels of one block of the float paths by pixels: whole pairs of
+    /// panels (the kernels' widest tile, 32 pixels), as many as keep a
+    /// block's patches and products (`(c · kh · kw + o)` values a pixel)
+    /// within [`FLOAT_BLOCK_BYTES`].
+    fn float_block(&self) -> usize {
+        let pair = 2 * PIXEL_PANEL;
+        let per_pixel = 4 * (self.kk() + self.o);
+        (FLOAT_BLOCK_BYTES / per_pixel.max(1) / pair).max(1) * pair
+    }
+
+    /// The float paths by output pixels, in blocks that stay in the
+    /// core's cache: each block's patches are built (and for weights kept
+    /// as rows, packed), multiplied by every output channel's weights into
+    /// a small product, and written to the NCHW planes with the bias and
+    /// the fused epilogue while they are hot; each thread takes its own
+    /// share of the blocks. `false`: int8 weights, or several threads with
+    /// too few pixels for each (the caller splits otherwise), nothing done.
+    fn float_by_pixels(
+        &self,
+        kern: &Kernels,
+        pool: &Pool,
+        x: &[f32],
+        out: &mut [f32],
+        scr: &mut Scratch,
+        post: &PostFn<'_>,
+    ) -> bool {
+        let (p, kk, o) = (self.oh * self.ow, self.kk(), self.o);
+        let panels = p.div_ceil(PIXEL_PANEL);
+        let align = self.pixel_block() / PIXEL_PANEL;
+        let macs = p * kk * o;
+        let several = pool.threads() > 1 && macs >= MIN_PARALLEL_MACS;
+        if matches!(self.weights, ConvWeights::Int8(_))
+            || several && pool.per_thread(panels, align) >= panels
+        {
+            return false;
+        }
+        let pointwise = self.pointwise();
+        let block = self.float_block();
+        let rows = matches!(self.weights, ConvWeights::F32Rows(_));
+        // Per panel of pixels: patches (none for a pointwise convolution
+        // on weight rows, which packs its input as is), packed patches
+        // (weight rows only), products.
+        let patches = if rows && pointwise {
+            0
+        } else {
+            PIXEL_PANEL * kk
+        };
+        let panel_len = if rows {
+            packed_f32_len(PIXEL_PANEL, kk)
+        } else {
+            0
+        };
+        pool.split_columns(
+            macs,
+            MIN_PARALLEL_MACS,
+            panels,
+            PIXEL_PANEL,
+            align,
+            Split::new(&mut scr.pa[..panels * patches], patches),
+            Split::new(&mut scr.pp[..panels * panel_len], panel_len),
+            Split::new(&mut scr.c[..panels * PIXEL_PANEL * o], PIXEL_PANEL * o),
+            Columns {
+                buf: &mut out[..o * p],
+                rows: o,
+                row_len: p,
+            },
+            &|_, pa, pp, c, mut planes| {
+                let first = planes.first();
+                let end = first + planes.row(0).len();
+                let ow = self.ow.max(1);
+                // The fused epilogue takes whole output rows: each block
+                // ends it on the rows it completes (the thread's share is
+                // whole rows).
+                let (mut j0, mut posted) = (first, first);
+                while j0 < end {
+                    let nb = block.min(end - j0);
+                    let done = if j0 + nb == end {
+                        end
+                    } else {
+                        (j0 + nb) / ow * ow
+                    };
+                    let c = &mut c[..o * nb];
+                    // Channel `oc`'s value at pixel `j0 + j` is
+                    // `c[oc · cs + j · js]`.
+                    let (cs, js) = match &self.weights {
+                        // `c` (o × nb) = w · patchesᵀ: a row per channel.
+                        ConvWeights::F32Rows(w) => {
+                            if pointwise {
+                                kern.pack_f32_cols(x, p, j0, nb, kk, pp);
+                            } else {
+                                let cols = &mut pa[..kk * nb];
+                                self.im2col_part(x, 0, j0, nb, cols);
+                                kern.pack_f32_cols(cols, nb, 0, nb, kk, pp);
+                            }
+                            kern.gemm_f32p(w, pp, o, nb, kk, c);
+                            (nb, 1)
+                        }
+                        // `c` (nb × o) = patches · wᵀ: a row per pixel.
+                        ConvWeights::Float(w) => {
+                            let cols = &mut pa[..nb * kk];
+                            self.im2col(x, j0, cols);
+                            w.gemm(kern, cols, nb, o, kk, c);
+                            (1, o)
+                        }
+                        // Returned above.
+                        ConvWeights::Int8(_) => (0, 0),
+                    };
+                    for oc in 0..o {
+                        let row = planes.row(oc);
+                        let plane = &mut row[j0 - first..j0 - first + nb];
+                        let (b, c) = (self.bias[oc], &c[oc * cs..]);
+                        if js == 1 {
+                            ew::binary(kern.level, Binary::Add, &c[..nb], 1, &[b], 0, plane);
+                        } else {
+                            for (d, v) in plane.iter_mut().zip(c.iter().step_by(js)) {
+                                *d = v + b;
+                            }
+                        }
+                        if done > posted {
+                            post(oc * p + posted, &mut row[posted - first..done - first]);
+                        }
+                    }
+                    (j0, posted) = (j0 + nb, done.max(posted));
                 }
             },
         );
@@ -888,24 +1040,30 @@ impl Conv {
     }
 
     /// As [`Conv::im2col_rows`], each patch row holding only the output
-    /// pixels from row `oy0` on, `p` of them (whole output rows).
+    /// pixels `j0..j0 + p` (any span, whole output rows or not).
     fn im2col_part<T: Copy + Default>(
         &self,
         x: &[T],
         t0: usize,
-        oy0: usize,
+        j0: usize,
         p: usize,
         rows: &mut [T],
     ) {
         let [kh, kw] = self.kernel;
         let taps = kh * kw;
+        let ow = self.ow.max(1);
         for (i, row) in rows.chunks_exact_mut(p.max(1)).enumerate() {
             let t = t0 + i;
             let (ch, ky, kx) = (t / taps, t % taps / kw, t % kw);
             let plane = &x[ch * self.h * self.w..(ch + 1) * self.h * self.w];
             let dx = kx * self.dilation[1];
-            for (oy, out) in row.chunks_exact_mut(self.ow.max(1)).enumerate() {
-                let oy = oy0 + oy;
+            // Output row by output row: columns `a..b` of row `oy`.
+            let mut j = j0;
+            while j < j0 + p {
+                let (oy, a) = (j / ow, j % ow);
+                let b = ow.min(a + j0 + p - j);
+                let out = &mut row[j - j0..j - j0 + b - a];
+                j += b - a;
                 let y = (oy * self.stride[0] + ky * self.dilation[0]).wrapping_sub(self.pad[0]);
                 if y >= self.h {
                     out.fill(T::default());
@@ -913,17 +1071,18 @@ impl Conv {
                 }
                 let line = &plane[y * self.w..(y + 1) * self.w];
                 if self.stride[1] == 1 {
-                    // Output columns whose input column `ox + dx - pad` is in the row.
-                    let lo = self.pad[1].saturating_sub(dx).min(self.ow);
-                    let hi = (self.w + self.pad[1]).saturating_sub(dx).clamp(lo, self.ow);
-                    out[..lo].fill(T::default());
-                    out[hi..].fill(T::default());
+                    // Output columns whose input column `ox + dx - pad` is
+                    // in the row, within `a..b`.
+                    let lo = self.pad[1].saturating_sub(dx).clamp(a, b);
+                    let hi = (self.w + self.pad[1]).saturating_sub(dx).clamp(lo, b);
+                    out[..lo - a].fill(T::default());
+                    out[hi - a..].fill(T::default());
                     if hi > lo {
                         let from = lo + dx - self.pad[1];
-                        out[lo..hi].copy_from_slice(&line[from..from + hi - lo]);
+                        out[lo - a..hi - a].copy_from_slice(&line[from..from + hi - lo]);
                     }
                 } else {
-                    for (ox, v) in out.iter_mut().enumerate() {
+                    for (ox, v) in (a..b).zip(out.iter_mut()) {
                         let xx = (ox * self.stride[1] + dx).wrapping_sub(self.pad[1]);
                         *v = if xx < self.w { line[xx] } else { T::default() };
                     }
@@ -976,10 +1135,13 @@ impl Conv {
     ) {
         let (p, kk, o) = (self.oh * self.ow, self.kk(), self.o);
         let macs = p * kk * o;
-        if let ConvWeights::Int8(w) = &self.weights {
-            if self.int8_by_pixels(kern, pool, w, x, s[0], out, scr, post) {
-                return;
+        match &self.weights {
+            ConvWeights::Int8(w) if self.int8_by_pixels(kern, pool, w, x, s[0], out, scr, post) => {
+                return
             }
+            ConvWeights::Int8(_) => {}
+            _ if self.float_by_pixels(kern, pool, x, out, scr, post) => return,
+            _ => {}
         }
         let nchw = &mut out[..o * p];
         match &self.weights {
@@ -1133,6 +1295,118 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The float convolutions by pixel blocks (weight rows and packed
+    /// panels, f32 and f16) against the definition, on 1, 2 and 3 threads:
+    /// blocks that cut output rows (13 and 11 wide), strides, a pointwise
+    /// convolution, and an epilogue that must see each value once, in whole
+    /// output rows, at its own offset. Values are small multiples of powers
+    /// of two, so every sum is exact in any order and the comparison is
+    /// exact.
+    #[test]
+    fn float_convolutions_in_pixel_blocks_match_the_definition() {
+        use super::super::lower::FloatWeights;
+        let kern = Kernels::detect();
+        // (c, h, w, kernel, stride, pad, o)
+        for (c, h, w, kh, st, pd, o) in [
+            (64, 13, 13, 3, 1, 1, 8),
+            (64, 20, 20, 3, 1, 1, 8),
+            (40, 11, 11, 1, 1, 0, 24),
+            (32, 15, 15, 3, 2, 1, 12),
+            (3, 20, 20, 3, 1, 0, 5),
+        ] {
+            let (oh, ow) = ((h + 2 * pd - kh) / st + 1, (w + 2 * pd - kh) / st + 1);
+            let (p, kk) = (oh * ow, c * kh * kh);
+            let mut r = 7u64;
+            let mut small = |scale: f32| {
+                r = r
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((r >> 59) as f32 - 16.0) * scale
+            };
+            let x: Vec<f32> = (0..c * h * w).map(|_| small(0.125)).collect();
+            let wt: Vec<f32> = (0..o * kk).map(|_| small(0.0625)).collect();
+            let bias: Vec<f32> = (0..o).map(|_| small(0.5)).collect();
+            let mut want = vec![0f32; o * p];
+            for oc in 0..o {
+                for (j, v) in want[oc * p..(oc + 1) * p].iter_mut().enumerate() {
+                    let (oy, ox) = (j / ow, j % ow);
+                    let mut sum = 0f32;
+                    for ch in 0..c {
+                        for ky in 0..kh {
+                            for kx in 0..kh {
+                                let (y, xx) = (
+                                    (oy * st + ky).wrapping_sub(pd),
+                                    (ox * st + kx).wrapping_sub(pd),
+                                );
+                                if y < h && xx < w {
+                                    sum += wt[oc * kk + (ch * kh + ky) * kh + kx]
+                                        * x[(ch * h + y) * w + xx];
+                                }
+                            }
+                        }
+                    }
+                    *v = (sum + bias[oc]) + (oc * p + j) as f32 * 0.25;
+                }
+            }
+            let kinds = [
+                ConvWeights::F32Rows(wt.clone()),
+                ConvWeights::Float(Weights::new(wt.clone(), o, kk, &kern, FloatWeights::F32)),
+                ConvWeights::Float(Weights::new(
+                    wt.clone(),
+                    o,
+                    kk,
+                    &kern,
+                    FloatWeights::F16WhereExact,
+                )),
+            ];
+            for weights in kinds {
+                let conv = Conv {
+                    c,
+                    h,
+                    w,
+                    o,
+                    oh,
+                    ow,
+                    kernel: [kh, kh],
+                    stride: [st, st],
+                    dilation: [1, 1],
+                    pad: [pd, pd],
+                    weights,
+                    bias: bias.clone(),
+                };
+                let what = format!("{c}x{h}x{w} k{kh} s{st} o{o} {}", conv.precision());
+                for threads in 1..=3 {
+                    let pool = Pool::new(threads);
+                    let mut scr = Scratch::new(conv.scratch());
+                    let seen = std::sync::Mutex::new(vec![0u8; o * p]);
+                    let post = |first: usize, y: &mut [f32]| {
+                        assert!(
+                            first.is_multiple_of(ow) && y.len().is_multiple_of(ow),
+                            "{what}: a cut row at {first}+{}",
+                            y.len()
+                        );
+                        let mut seen = seen.lock().unwrap();
+                        for (i, v) in y.iter_mut().enumerate() {
+                            seen[first + i] += 1;
+                            *v += (first + i) as f32 * 0.25;
+                        }
+                    };
+                    let mut out = vec![f32::NAN; o * p];
+                    conv.run(&kern, &pool, &x, &[], &mut out, &mut scr, &post);
+                    assert!(
+                        seen.into_inner().unwrap().iter().all(|&n| n == 1),
+                        "{what}, {threads} threads: epilogue coverage"
+                    );
+                    assert_eq!(out, want, "{what}, {threads} threads");
+                }
+                // At least one shape runs in several blocks.
+                if c == 64 {
+                    assert!(conv.float_block() < p, "{what}: one block only");
+                }
+            }
+        }
+    }
+
     proptest! {
         /// The patches a row per depth are the patches a row per pixel,
         /// transposed, for any kernel, stride, dilation and padding.
@@ -1160,6 +1434,17 @@ mod tests {
             for j in 0..p {
                 for t in 0..kk {
                     prop_assert_eq!(by_depth[t * p + j], by_pixel[j * kk + t], "pixel {} depth {}", j, t);
+                }
+            }
+            // Any span of pixels (a block of the float paths, rows cut
+            // anywhere), from any first depth: the same values.
+            for (j0, n, t0) in [(0, p, 0), (p / 3, p - p / 3, kk / 2), (1.min(p - 1), p / 2, 1.min(kk - 1)), (p - 1, 1, kk - 1)] {
+                let mut part = vec![-1f32; (kk - t0) * n];
+                conv.im2col_part(&x, t0, j0, n, &mut part);
+                for t in t0..kk {
+                    for j in 0..n {
+                        prop_assert_eq!(part[(t - t0) * n + j], by_depth[t * p + j0 + j], "span {}+{} depth {}", j0, n, t);
+                    }
                 }
             }
         }

@@ -1033,10 +1033,11 @@ impl Lowerer<'_> {
         let (n, k) = (n_off.len(), k_off.len());
         let kern = &self.kernels;
         // A convolution's int8 and f32 weights stay plain rows (the left
-        // side of its product).
+        // side of its product); in an fp32 bundle every float convolution
+        // is f32.
         let pack = (!conv).then_some(kern);
         let float = |w: Vec<f32>| {
-            if conv && !Weights::f16_exact(&w) {
+            if conv && (self.float == FloatWeights::F32 || !Weights::f16_exact(&w)) {
                 Got::F32Rows(w)
             } else {
                 Got::Float(Weights::new(w, n, k, kern, self.float))

@@ -51,6 +51,18 @@ struct Profile {
     frames: u64,
 }
 
+/// One step's time per frame (`bench --profile`'s `profile_steps`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepTime {
+    pub name: String,
+    /// As [`Summary::ops`] names the class.
+    pub op: String,
+    /// Multiply-adds a frame (products and convolutions; 0 otherwise).
+    pub macs: usize,
+    pub ms: f64,
+    pub gmacs_per_s: f64,
+}
+
 /// What a loaded native engine runs (for logs, `info` and `bench --json`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Summary {
@@ -214,6 +226,39 @@ impl Native {
             }
         }
         by
+    }
+
+    /// Each step over the frames profiled so far, in schedule order: its
+    /// name, op class, multiply-adds and milliseconds per frame; empty when
+    /// not profiling.
+    pub fn profile_steps(&self) -> Vec<StepTime> {
+        let Some(p) = &self.profile else {
+            return Vec::new();
+        };
+        let frames = p.frames.max(1) as f64;
+        self.steps
+            .iter()
+            .zip(&p.steps)
+            .map(|(s, t)| {
+                let ms = t.as_secs_f64() * 1e3 / frames;
+                let macs = match &s.kind {
+                    Kind::MatMul { mm, .. } => mm.macs(),
+                    Kind::Conv { conv, .. } => conv.macs(),
+                    _ => 0,
+                };
+                StepTime {
+                    name: s.name.clone(),
+                    op: op_key(&s.kind),
+                    macs,
+                    ms,
+                    gmacs_per_s: if ms > 0.0 {
+                        macs as f64 / ms / 1e6
+                    } else {
+                        0.0
+                    },
+                }
+            })
+            .collect()
     }
 
     /// Runs one frame: `input` (the graph's input, e.g. 1×3×224×224) to

@@ -157,6 +157,14 @@ pub fn binary_post(
     let n = dims.last().copied().unwrap_or(1);
     let io = so.last().copied().unwrap_or(0);
     let rows = y.len() / n.max(1);
+    if is_row_major(dims, so) {
+        // `other` laid out as the output (a residual): one call.
+        let from = first_row * n;
+        let len = rows * n;
+        if let Some(other) = other.get(from..from + len) {
+            return ew::binary_in_place(lv, op, y_first, other, 1, &mut y[..len]);
+        }
+    }
     let mut at = 0;
     for_each_row_from(dims, [so], first_row, rows, |[oo]| {
         ew::binary_in_place(lv, op, y_first, &other[oo..], io, &mut y[at..at + n]);

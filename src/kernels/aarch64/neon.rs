@@ -11,6 +11,24 @@ use half::f16;
 
 use crate::kernels::{drive, scalar};
 
+/// [`scalar::fma_peak`] on 4 lanes: `fmla` on registers alone, the core's
+/// f32 multiply-add peak for `bench-kernels`.
+pub fn fma_peak(steps: usize) -> (f32, usize) {
+    let (a, b) = scalar::peak_operands();
+    // SAFETY: NEON is part of aarch64; the intrinsics touch registers only.
+    unsafe {
+        let (a, b) = (vdupq_n_f32(a), vdupq_n_f32(b));
+        let mut acc = [vdupq_n_f32(0.0); scalar::PEAK_CHAINS];
+        for _ in 0..steps {
+            for v in &mut acc {
+                *v = vfmaq_f32(b, *v, a);
+            }
+        }
+        let sum = acc.iter().map(|v| vaddvq_f32(*v)).sum();
+        (sum, steps * scalar::PEAK_CHAINS * 4)
+    }
+}
+
 pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
     drive(x, w, m, n, k, out, tile_i8, scalar::dot_i8)
 }

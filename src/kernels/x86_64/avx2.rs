@@ -10,6 +10,36 @@ use half::f16;
 
 use crate::kernels::{drive, scalar};
 
+/// [`scalar::fma_peak`] on 8 lanes: `vfmadd` on registers alone, the
+/// core's f32 multiply-add peak for `bench-kernels`.
+pub fn fma_peak(steps: usize) -> (f32, usize) {
+    assert!(is_x86_feature_detected!("avx") && is_x86_feature_detected!("fma"));
+    // SAFETY: AVX and FMA are present (asserted).
+    unsafe { fma_peak_256(steps) }
+}
+
+/// # Safety
+/// AVX and FMA.
+#[target_feature(enable = "avx,fma")]
+unsafe fn fma_peak_256(steps: usize) -> (f32, usize) {
+    let (a, b) = scalar::peak_operands();
+    let (a, b) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
+    let mut acc = [_mm256_setzero_ps(); scalar::PEAK_CHAINS];
+    for _ in 0..steps {
+        for v in &mut acc {
+            *v = _mm256_fmadd_ps(*v, a, b);
+        }
+    }
+    let mut lanes = [0f32; 8];
+    let mut sum = 0.0;
+    for v in &acc {
+        // SAFETY: 8 f32 into an 8-value array.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *v) };
+        sum += lanes.iter().sum::<f32>();
+    }
+    (sum, steps * scalar::PEAK_CHAINS * 8)
+}
+
 /// Only reached through [`super::detect`], which checked AVX2.
 pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
     assert!(is_x86_feature_detected!("avx2"));

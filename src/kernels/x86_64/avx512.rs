@@ -302,6 +302,30 @@ unsafe fn tile_f16w(xs: [&[f32]; 2], ws: [&[f16]; 4]) -> [[f32; 4]; 2] {
     out
 }
 
+/// [`scalar::fma_peak`] on 16 lanes: `vfmadd` on registers alone, the
+/// core's f32 multiply-add peak for `bench-kernels`.
+pub fn fma_peak(steps: usize) -> (f32, usize) {
+    assert!(has_avx512());
+    // SAFETY: AVX-512 F is present (asserted).
+    unsafe { fma_peak_512(steps) }
+}
+
+/// # Safety
+/// AVX-512 F.
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_peak_512(steps: usize) -> (f32, usize) {
+    let (a, b) = scalar::peak_operands();
+    let (a, b) = (_mm512_set1_ps(a), _mm512_set1_ps(b));
+    let mut acc = [_mm512_setzero_ps(); scalar::PEAK_CHAINS];
+    for _ in 0..steps {
+        for v in &mut acc {
+            *v = _mm512_fmadd_ps(*v, a, b);
+        }
+    }
+    let sum = acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum();
+    (sum, steps * scalar::PEAK_CHAINS * PANEL)
+}
+
 /// Float weights for [`gemm_f32p`] / [`gemm_f16p`]: panels of 16 output
 /// channels laid out `[k][16]` (one vector of 16 channels per depth);
 /// channels past `n` are zero.
@@ -335,14 +359,34 @@ pub fn pack_f32_into(w: &[f32], n: usize, k: usize, out: &mut [f32]) {
 /// `first + j` of `src` (`k` rows of `ld`): each depth of a panel is 16
 /// consecutive values of one row of `src`.
 pub fn pack_f32_cols(src: &[f32], ld: usize, first: usize, n: usize, k: usize, out: &mut [f32]) {
-    for (p, panel) in out[..n.div_ceil(PANEL) * k * PANEL]
-        .chunks_exact_mut((k * PANEL).max(1))
-        .enumerate()
-    {
+    let panels = n.div_ceil(PANEL);
+    assert!(
+        has_avx512()
+            && out.len() >= panels * k * PANEL
+            && (k == 0 || n == 0 || src.len() >= (k - 1) * ld + first + n)
+    );
+    // SAFETY: AVX-512 F is present (asserted); see `pack_cols_512`.
+    unsafe { pack_cols_512(src, ld, first, n, k, out) }
+}
+
+/// [`pack_f32_cols`]' loop, one (masked) vector per depth of a panel.
+///
+/// # Safety
+/// AVX-512 F; `src` holds `k` rows of `ld` with columns `first..first + n`
+/// and `out` `⌈n/16⌉ · 16 · k` values (the caller asserts both).
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_cols_512(src: &[f32], ld: usize, first: usize, n: usize, k: usize, out: &mut [f32]) {
+    for p in 0..n.div_ceil(PANEL) {
         let (j0, cols) = (first + p * PANEL, PANEL.min(n - p * PANEL));
-        for (t, depth) in panel.chunks_exact_mut(PANEL).enumerate() {
-            depth[..cols].copy_from_slice(&src[t * ld + j0..t * ld + j0 + cols]);
-            depth[cols..].fill(0.0);
+        let mask: __mmask16 = ((1u32 << cols) - 1) as __mmask16;
+        for t in 0..k {
+            // SAFETY: columns j0..j0 + cols of row t are within `src`; the
+            // panel's depth t is 16 values within `out` (asserted by the
+            // caller); masked lanes are neither read nor stored past them.
+            unsafe {
+                let v = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(t * ld + j0));
+                _mm512_storeu_ps(out.as_mut_ptr().add((p * k + t) * PANEL), v);
+            }
         }
     }
 }

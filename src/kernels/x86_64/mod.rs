@@ -31,6 +31,7 @@ pub fn detect() -> Option<Kernels> {
         k.pack_f32_into = avx512::pack_f32_into;
         k.pack_f32_cols = avx512::pack_f32_cols;
         k.gemm_f32p = avx512::gemm_f32p;
+        k.fma_peak = avx512::fma_peak;
         k.level = Level::Avx512;
     }
     if vnni {
@@ -65,6 +66,7 @@ fn avx2_kernels() -> Kernels {
         pack_f32_into: super::rows_into,
         pack_f32_cols: super::rows_of_cols,
         gemm_f32p: avx2::gemm_f32,
+        fma_peak: avx2::fma_peak,
         level: Level::Avx2,
     }
 }
