@@ -337,7 +337,10 @@ fn bench_kernels(iterations: usize, json_out: bool) -> Result<ExitCode> {
         let macs = (r.m * r.k * r.n) as f64;
         for (name, ms) in &r.ms {
             let rate = macs / ms / 1e6;
+            // Float products only: the peak is f32 multiply-adds.
+            let float = name.contains(" f32") || name.contains(" f16");
             let share = peak_of(name)
+                .filter(|_| float)
                 .map(|p| format!("  {:>5.1} % of the f32 peak", 100.0 * rate / p))
                 .unwrap_or_default();
             out!(
