@@ -40,10 +40,11 @@ pub mod aarch64;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
-/// `out[i][j] = Σ_k x[i][k] · w[j][k]`, i8 × i8 → i32.
 /// `steps` rounds of the peak loop: a value that depends on every step,
 /// and the multiply-adds done.
 pub type FmaPeak = fn(steps: usize) -> (f32, usize);
+
+/// `out[i][j] = Σ_k x[i][k] · w[j][k]`, i8 × i8 → i32.
 pub type GemmI8 = fn(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]);
 /// `out[i][j] = Σ_k x[i][k] · w[j][k]`, f32 × f16 → f32.
 pub type GemmF16w = fn(x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [f32]);

@@ -1313,7 +1313,6 @@ mod tests {
     #[test]
     fn float_convolutions_in_pixel_blocks_match_the_definition() {
         use super::super::lower::FloatWeights;
-        let kern = Kernels::detect();
         // (c, h, w, kernel, stride, pad, o)
         for (c, h, w, kh, st, pd, o) in [
             (64, 13, 13, 3, 1, 1, 8),
@@ -1357,18 +1356,31 @@ mod tests {
                     *v = (sum + bias[oc]) + (oc * p + j) as f32 * 0.25;
                 }
             }
-            let kinds = [
-                ConvWeights::F32Rows(wt.clone()),
-                ConvWeights::Float(Weights::new(wt.clone(), o, kk, &kern, FloatWeights::F32)),
-                ConvWeights::Float(Weights::new(
-                    wt.clone(),
-                    o,
-                    kk,
-                    &kern,
-                    FloatWeights::F16WhereExact,
-                )),
-            ];
-            for weights in kinds {
+            // Every kernel path (their packed layouts differ), each kind of
+            // float weights.
+            let kinds = std::iter::once(Kernels::SCALAR)
+                .chain(Kernels::available())
+                .flat_map(|kern| {
+                    [
+                        ConvWeights::F32Rows(wt.clone()),
+                        ConvWeights::Float(Weights::new(
+                            wt.clone(),
+                            o,
+                            kk,
+                            &kern,
+                            FloatWeights::F32,
+                        )),
+                        ConvWeights::Float(Weights::new(
+                            wt.clone(),
+                            o,
+                            kk,
+                            &kern,
+                            FloatWeights::F16WhereExact,
+                        )),
+                    ]
+                    .map(|w| (kern, w))
+                });
+            for (kern, weights) in kinds {
                 let conv = Conv {
                     c,
                     h,
@@ -1383,7 +1395,11 @@ mod tests {
                     weights,
                     bias: bias.clone(),
                 };
-                let what = format!("{c}x{h}x{w} k{kh} s{st} o{o} {}", conv.precision());
+                let what = format!(
+                    "{c}x{h}x{w} k{kh} s{st} o{o} {} on {}",
+                    conv.precision(),
+                    kern.name
+                );
                 for threads in 1..=3 {
                     let pool = Pool::new(threads);
                     let mut scr = Scratch::new(conv.scratch());
