@@ -404,6 +404,42 @@ pub struct Pool2d {
 /// share, or all).
 pub fn sum_pool(p: &Pool2d, x: &[f32], c0: usize, out: &mut [f32]) {
     let planes = out.len() / (p.oh * p.ow).max(1);
+    // Every window inside the plane (RN50's 2 × 2 and 7 × 7 pools): an
+    // output row at a time, each window's values added in the same order
+    // as below (rows, then columns, from 0), so the same sums, bit for
+    // bit, without a bounds test per value.
+    let inside = p.pad == [0, 0]
+        && p.oh > 0
+        && p.ow > 0
+        && (p.oh - 1) * p.stride[0] + p.k[0] <= p.h
+        && (p.ow - 1) * p.stride[1] + p.k[1] <= p.w;
+    if inside {
+        let div = (p.k[0] * p.k[1]) as f32;
+        for c in c0..(c0 + planes).min(p.c) {
+            let plane = &x[c * p.h * p.w..(c + 1) * p.h * p.w];
+            let base = (c - c0) * p.oh * p.ow;
+            for (oy, row) in out[base..base + p.oh * p.ow]
+                .chunks_exact_mut(p.ow)
+                .enumerate()
+            {
+                row.fill(0.0);
+                for ky in 0..p.k[0] {
+                    let line = &plane[(oy * p.stride[0] + ky) * p.w..][..p.w];
+                    for kx in 0..p.k[1] {
+                        for (ox, v) in row.iter_mut().enumerate() {
+                            *v += line[ox * p.stride[1] + kx];
+                        }
+                    }
+                }
+                if p.normalize {
+                    for v in row.iter_mut() {
+                        *v /= div;
+                    }
+                }
+            }
+        }
+        return;
+    }
     for c in c0..(c0 + planes).min(p.c) {
         let plane = &x[c * p.h * p.w..(c + 1) * p.h * p.w];
         for oy in 0..p.oh {
@@ -444,6 +480,54 @@ mod tests {
     const FAST_EXP_MAX_ULPS: f32 = 2.0;
 
     proptest! {
+        /// Average and sum pools, padded or not (the padless ones take the
+        /// row-at-a-time path), are their definition bit for bit: each
+        /// window's values summed in order from 0, divided by the count.
+        #[test]
+        fn pools_sum_their_windows(
+            c in 1usize..3, h in 1usize..10, w in 1usize..10,
+            k0 in 1usize..4, k1 in 1usize..4, s0 in 1usize..3, s1 in 1usize..3,
+            pad0 in 0usize..2, pad1 in 0usize..2,
+            normalize in any::<bool>(), count_include_pad in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            prop_assume!(h + 2 * pad0 >= k0 && w + 2 * pad1 >= k1);
+            let (oh, ow) = ((h + 2 * pad0 - k0) / s0 + 1, (w + 2 * pad1 - k1) / s1 + 1);
+            let p = Pool2d {
+                c, h, w, oh, ow, k: [k0, k1], stride: [s0, s1], pad: [pad0, pad1],
+                normalize, count_include_pad,
+            };
+            let mut r = seed;
+            let x: Vec<f32> = (0..c * h * w)
+                .map(|_| {
+                    r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (r >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+                })
+                .collect();
+            let mut out = vec![f32::NAN; c * oh * ow];
+            sum_pool(&p, &x, 0, &mut out);
+            for ch in 0..c {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let (mut sum, mut n) = (0f32, 0usize);
+                        for ky in 0..k0 {
+                            for kx in 0..k1 {
+                                let (y, xx) = ((oy * s0 + ky).wrapping_sub(pad0), (ox * s1 + kx).wrapping_sub(pad1));
+                                if y < h && xx < w {
+                                    sum += x[(ch * h + y) * w + xx];
+                                    n += 1;
+                                }
+                            }
+                        }
+                        let n = if count_include_pad { k0 * k1 } else { n };
+                        let want = if normalize && n > 0 { sum / n as f32 } else { sum };
+                        let got = out[(ch * oh + oy) * ow + ox];
+                        prop_assert_eq!(got.to_bits(), want.to_bits(), "channel {} at {},{}", ch, oy, ox);
+                    }
+                }
+            }
+        }
+
         #[test]
         fn fast_exp_is_within_two_ulps(x in -87.0f32..88.0) {
             let (a, b) = (fast_exp(x), x.exp());
