@@ -477,12 +477,14 @@ fn exec(
                 && ops::is_row_major(dims, sx)
                 && ops::is_row_major(&dims[..dims.len() - 1], &so[..so.len() - 1]);
             // `max` or `max |x|` of the whole tensor (an int8
-            // convolution's scale): a part per thread, then the max of those.
+            // convolution's scale): a part per thread (one part on one
+            // thread: the vectorised row kernel, not the generic loop),
+            // then the max of those.
             let whole = matches!(op, Reduce::Max | Reduce::AbsMax)
                 && dst.len() == 1
                 && x.len() == dims.iter().product::<usize>()
                 && ops::is_row_major(dims, sx);
-            if whole && pool.threads() > 1 {
+            if whole {
                 let f = if *op == Reduce::Max {
                     ew::max
                 } else {
