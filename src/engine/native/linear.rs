@@ -765,25 +765,21 @@ impl Conv {
                     ..Default::default()
                 }
             }
-            ConvWeights::Float(_) => {
-                let padded = p.div_ceil(PIXEL_PANEL) * PIXEL_PANEL;
-                ScratchSize {
-                    pa: padded * kk,
-                    c: padded * self.o,
-                    ..Default::default()
-                }
-            }
-            ConvWeights::F32Rows(_) => {
-                let padded = p.div_ceil(PIXEL_PANEL) * PIXEL_PANEL;
-                ScratchSize {
-                    pa: if self.pointwise() { 0 } else { kk * padded },
-                    pp: packed_f32_len(p, kk),
-                    // The blocked path's products (o × pixels of a block);
-                    // only each thread's first block of it is touched.
-                    c: padded * self.o,
-                    ..Default::default()
-                }
-            }
+            // The blocked paths split these by output rows (only each
+            // thread's first block of them is touched).
+            ConvWeights::Float(_) => ScratchSize {
+                pa: p * kk,
+                c: p * self.o,
+                ..Default::default()
+            },
+            ConvWeights::F32Rows(_) => ScratchSize {
+                pa: if self.pointwise() { 0 } else { kk * p },
+                // A row's pixels and a panel's padding, per output row; at
+                // least the whole image packed (the split by channels).
+                pp: packed_f32_len(p, kk).max(self.oh * (self.ow + PIXEL_PANEL - 1) * kk),
+                c: p * self.o,
+                ..Default::default()
+            },
         }
     }
 
@@ -927,40 +923,32 @@ impl Conv {
         post: &PostFn<'_>,
     ) -> bool {
         let (p, kk, o) = (self.oh * self.ow, self.kk(), self.o);
-        let panels = p.div_ceil(PIXEL_PANEL);
-        let align = self.pixel_block() / PIXEL_PANEL;
+        let (oh, ow) = (self.oh, self.ow.max(1));
         let macs = p * kk * o;
         let several = pool.threads() > 1 && macs >= MIN_PARALLEL_MACS;
-        if matches!(self.weights, ConvWeights::Int8(_))
-            || several && pool.per_thread(panels, align) >= panels
-        {
+        // The threads take whole output rows (the fused epilogue's unit),
+        // as evenly as rows allow; each packs its own pixels from its
+        // first, so no thread's share need start on a panel.
+        if matches!(self.weights, ConvWeights::Int8(_)) || several && pool.per_thread(oh, 1) >= oh {
             return false;
         }
         let pointwise = self.pointwise();
         let block = self.float_block();
         let rows = matches!(self.weights, ConvWeights::F32Rows(_));
-        // Per panel of pixels: patches (none for a pointwise convolution
-        // on weight rows, which packs its input as is), packed patches
-        // (weight rows only), products.
-        let patches = if rows && pointwise {
-            0
-        } else {
-            PIXEL_PANEL * kk
-        };
-        let panel_len = if rows {
-            packed_f32_len(PIXEL_PANEL, kk)
-        } else {
-            0
-        };
+        // Per output row: patches (none for a pointwise convolution on
+        // weight rows, which packs its input as is), packed patches (weight
+        // rows only: a row's pixels and a panel's padding), products.
+        let patches = if rows && pointwise { 0 } else { ow * kk };
+        let panel_len = if rows { (ow + PIXEL_PANEL - 1) * kk } else { 0 };
         pool.split_columns(
             macs,
             MIN_PARALLEL_MACS,
-            panels,
-            PIXEL_PANEL,
-            align,
-            Split::new(&mut scr.pa[..panels * patches], patches),
-            Split::new(&mut scr.pp[..panels * panel_len], panel_len),
-            Split::new(&mut scr.c[..panels * PIXEL_PANEL * o], PIXEL_PANEL * o),
+            oh,
+            ow,
+            1,
+            Split::new(&mut scr.pa[..oh * patches], patches),
+            Split::new(&mut scr.pp[..oh * panel_len], panel_len),
+            Split::new(&mut scr.c[..oh * ow * o], ow * o),
             Columns {
                 buf: &mut out[..o * p],
                 rows: o,
