@@ -922,19 +922,31 @@ impl Conv {
         scr: &mut Scratch,
         post: &PostFn<'_>,
     ) -> bool {
+        /// The two float layouts of the weights.
+        enum Float<'w> {
+            /// Rows, the product's left side: `c` (o × nb) = w · patchesᵀ.
+            Rows(&'w [f32]),
+            /// Packed panels, the right side: `c` (nb × o) = patches · wᵀ.
+            Panels(&'w Weights),
+        }
+        let weights = match &self.weights {
+            ConvWeights::F32Rows(w) => Float::Rows(w),
+            ConvWeights::Float(w) => Float::Panels(w),
+            ConvWeights::Int8(_) => return false,
+        };
         let (p, kk, o) = (self.oh * self.ow, self.kk(), self.o);
         let (oh, ow) = (self.oh, self.ow.max(1));
-        let macs = p * kk * o;
+        let macs = self.macs();
         let several = pool.threads() > 1 && macs >= MIN_PARALLEL_MACS;
         // The threads take whole output rows (the fused epilogue's unit),
         // as evenly as rows allow; each packs its own pixels from its
         // first, so no thread's share need start on a panel.
-        if matches!(self.weights, ConvWeights::Int8(_)) || several && pool.per_thread(oh, 1) >= oh {
+        if several && pool.per_thread(oh, 1) >= oh {
             return false;
         }
         let pointwise = self.pointwise();
         let block = self.float_block();
-        let rows = matches!(self.weights, ConvWeights::F32Rows(_));
+        let rows = matches!(weights, Float::Rows(_));
         // Per output row: patches (none for a pointwise convolution on
         // weight rows, which packs its input as is), packed patches (weight
         // rows only: a row's pixels and a panel's padding), products.
@@ -957,7 +969,6 @@ impl Conv {
             &|_, pa, pp, c, mut planes| {
                 let first = planes.first();
                 let end = first + planes.row(0).len();
-                let ow = self.ow.max(1);
                 // The fused epilogue takes whole output rows: each block
                 // ends it on the rows it completes (the thread's share is
                 // whole rows).
@@ -972,9 +983,8 @@ impl Conv {
                     let c = &mut c[..o * nb];
                     // Channel `oc`'s value at pixel `j0 + j` is
                     // `c[oc · cs + j · js]`.
-                    let (cs, js) = match &self.weights {
-                        // `c` (o × nb) = w · patchesᵀ: a row per channel.
-                        ConvWeights::F32Rows(w) => {
+                    let (cs, js) = match weights {
+                        Float::Rows(w) => {
                             if pointwise {
                                 kern.pack_f32_cols(x, p, j0, nb, kk, pp);
                             } else {
@@ -985,15 +995,12 @@ impl Conv {
                             kern.gemm_f32p(w, pp, o, nb, kk, c);
                             (nb, 1)
                         }
-                        // `c` (nb × o) = patches · wᵀ: a row per pixel.
-                        ConvWeights::Float(w) => {
+                        Float::Panels(w) => {
                             let cols = &mut pa[..nb * kk];
                             self.im2col(x, j0, cols);
                             w.gemm(kern, cols, nb, o, kk, c);
                             (1, o)
                         }
-                        // Returned above.
-                        ConvWeights::Int8(_) => (0, 0),
                     };
                     for oc in 0..o {
                         let row = planes.row(oc);
@@ -1130,7 +1137,7 @@ impl Conv {
         post: &PostFn<'_>,
     ) {
         let (p, kk, o) = (self.oh * self.ow, self.kk(), self.o);
-        let macs = p * kk * o;
+        let macs = self.macs();
         match &self.weights {
             ConvWeights::Int8(w) if self.int8_by_pixels(kern, pool, w, x, s[0], out, scr, post) => {
                 return
