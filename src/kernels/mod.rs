@@ -31,6 +31,7 @@ use half::f16;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod elementwise;
+pub mod float_panels;
 pub mod pool;
 pub mod quad_panels;
 pub mod scalar;

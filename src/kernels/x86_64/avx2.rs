@@ -1,14 +1,19 @@
 //! AVX2 + FMA + F16C. int8: 16 values sign-extended to i16
 //! (`vpmovsxbw`), multiplied and pair-summed into i32 (`vpmaddwd`): exact,
 //! unlike `vpmaddubsw`, whose i16 pair sums saturate. f16: 8 weights widened
-//! in registers (`vcvtph2ps`), fused multiply-add in f32. Tiles of 2 rows ×
-//! 4 output channels (`kernels::drive`); tails go one element at a time.
+//! in registers (`vcvtph2ps`), fused multiply-add in f32. Weights in rows:
+//! tiles of 2 rows × 4 output channels (`kernels::drive`), tails one element
+//! at a time. Float weights packed in [`float_panels`] (linear layers,
+//! convolutions, a convolution's patches): an outer-product micro-tile of
+//! 6 rows × 16 channels, 12 accumulators, each depth two weight vectors and
+//! one broadcast activation per row (BLIS's Haswell shape: 15 of the 16
+//! registers).
 
 use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::kernels::{drive, scalar};
+use crate::kernels::{drive, float_panels, scalar};
 
 /// [`scalar::fma_peak`] on 8 lanes: `vfmadd` on registers alone, the
 /// core's f32 multiply-add peak for `bench-kernels`.
@@ -206,3 +211,160 @@ unsafe fn tile_f32(xs: [&[f32]; 2], ws: [&[f32]; 4]) -> [[f32; 4]; 2] {
     }
     out
 }
+
+/// Channels of one packed float panel (two ymm).
+const PANEL: usize = float_panels::PANEL;
+/// Rows of `x` per packed micro-tile.
+const MR: usize = 6;
+
+fn has_float() -> bool {
+    is_x86_feature_detected!("avx")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+/// Float weights for [`gemm_f32p`]: [`float_panels`].
+pub fn pack_f32(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    float_panels::pack(w, n, k)
+}
+
+pub fn pack_f32_into(w: &[f32], n: usize, k: usize, out: &mut [f32]) {
+    float_panels::pack_into(w, n, k, out)
+}
+
+/// Float weights for [`gemm_f16p`]: [`float_panels`].
+pub fn pack_f16(w: &[f16], n: usize, k: usize) -> Vec<f16> {
+    float_panels::pack(w, n, k)
+}
+
+/// [`float_panels`]' layout of the matrix whose row `j` is column
+/// `first + j` of `src` (`k` rows of `ld`).
+pub fn pack_f32_cols(src: &[f32], ld: usize, first: usize, n: usize, k: usize, out: &mut [f32]) {
+    float_panels::pack_cols(src, ld, first, n, k, out)
+}
+
+/// The outer-product loop over weights of type `$w` packed in
+/// [`float_panels`], loaded 8 at a time by `$load`: each panel (16 × k,
+/// in L2 while the rows pass over it) against blocks of [`MR`] rows, the
+/// last block shorter; per depth, two FMAs per row with the row's
+/// activation broadcast.
+macro_rules! float_panels {
+    ($gemm:ident, $tile:ident, $w:ty, $load:expr, $doc:literal) => {
+        #[doc = $doc]
+        pub fn $gemm(x: &[f32], w: &[$w], m: usize, n: usize, k: usize, out: &mut [f32]) {
+            assert!(
+                has_float()
+                    && w.len() >= n.div_ceil(PANEL) * k * PANEL
+                    && x.len() >= m * k
+                    && out.len() >= m * n
+            );
+            for p in 0..n.div_ceil(PANEL) {
+                let wp = &w[p * k * PANEL..(p + 1) * k * PANEL];
+                let mut i = 0;
+                while i < m {
+                    let rows = (m - i).min(MR);
+                    let j = p * PANEL;
+                    // SAFETY: AVX, FMA and F16C are present (asserted); the
+                    // tile reads rows i..i + rows of `x` (m × k, asserted),
+                    // the panel `wp` (16 · k values) and writes rows
+                    // i..i + rows, channels j..min(j + 16, n) of `out`
+                    // (m × n, asserted).
+                    unsafe {
+                        match rows {
+                            MR => $tile::<MR>(x, wp, i, j, n, k, out),
+                            5 => $tile::<5>(x, wp, i, j, n, k, out),
+                            4 => $tile::<4>(x, wp, i, j, n, k, out),
+                            3 => $tile::<3>(x, wp, i, j, n, k, out),
+                            2 => $tile::<2>(x, wp, i, j, n, k, out),
+                            _ => $tile::<1>(x, wp, i, j, n, k, out),
+                        }
+                    }
+                    i += rows;
+                }
+            }
+        }
+
+        /// # Safety
+        /// AVX, FMA, F16C; the bounds the caller asserts.
+        #[target_feature(enable = "avx,fma,f16c")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $tile<const R: usize>(
+            x: &[f32],
+            wp: &[$w],
+            i: usize,
+            j: usize,
+            n: usize,
+            k: usize,
+            out: &mut [f32],
+        ) {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            for t in 0..k {
+                // SAFETY: depth t of the panel is 16 values inside `wp`.
+                let b = unsafe {
+                    let at = wp.as_ptr().add(t * PANEL);
+                    [$load(at), $load(at.add(8))]
+                };
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    // SAFETY: row i + r < m, t < k: within x (m × k).
+                    let a = _mm256_set1_ps(unsafe { *x.get_unchecked((i + r) * k + t) });
+                    ar[0] = _mm256_fmadd_ps(a, b[0], ar[0]);
+                    ar[1] = _mm256_fmadd_ps(a, b[1], ar[1]);
+                }
+            }
+            let valid = (n - j).min(PANEL);
+            for (r, ar) in acc.iter().enumerate() {
+                let to = &mut out[(i + r) * n + j..(i + r) * n + j + valid];
+                if valid == PANEL {
+                    // SAFETY: `to` holds 16 values.
+                    unsafe {
+                        _mm256_storeu_ps(to.as_mut_ptr(), ar[0]);
+                        _mm256_storeu_ps(to.as_mut_ptr().add(8), ar[1]);
+                    }
+                } else {
+                    let mut all = [0f32; PANEL];
+                    // SAFETY: `all` holds 16 values.
+                    unsafe {
+                        _mm256_storeu_ps(all.as_mut_ptr(), ar[0]);
+                        _mm256_storeu_ps(all.as_mut_ptr().add(8), ar[1]);
+                    }
+                    to.copy_from_slice(&all[..valid]);
+                }
+            }
+        }
+    };
+}
+
+/// 8 f32.
+///
+/// # Safety
+/// AVX; 8 readable values at `p`.
+#[inline(always)]
+unsafe fn load_f32(p: *const f32) -> __m256 {
+    // SAFETY: the caller's.
+    unsafe { _mm256_loadu_ps(p) }
+}
+
+/// 8 f16 widened to f32 in one instruction.
+///
+/// # Safety
+/// AVX, F16C; 8 readable values at `p`.
+#[inline(always)]
+unsafe fn load_f16(p: *const f16) -> __m256 {
+    // SAFETY: the caller's (16 bytes).
+    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+}
+
+float_panels!(
+    gemm_f32p,
+    tile_f32p,
+    f32,
+    load_f32,
+    "`out = x · wᵀ`, f32 weights packed by [`pack_f32`]."
+);
+float_panels!(
+    gemm_f16p,
+    tile_f16p,
+    f16,
+    load_f16,
+    "`out = x · wᵀ`, f16 weights packed by [`pack_f16`], widened in registers."
+);

@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::kernels::{drive, quad_panels, scalar};
+use crate::kernels::{drive, float_panels, quad_panels, scalar};
 
 fn has_vnni() -> bool {
     is_x86_feature_detected!("avx512f")
@@ -326,36 +326,16 @@ unsafe fn fma_peak_512(steps: usize) -> (f32, usize) {
     (sum, steps * scalar::PEAK_CHAINS * PANEL)
 }
 
-/// Float weights for [`gemm_f32p`] / [`gemm_f16p`]: panels of 16 output
-/// channels laid out `[k][16]` (one vector of 16 channels per depth);
-/// channels past `n` are zero.
-pub fn pack_panels<T: Copy + Default>(w: &[T], n: usize, k: usize) -> Vec<T> {
-    let mut out = vec![T::default(); n.div_ceil(PANEL) * k * PANEL];
-    pack_panels_into(w, n, k, &mut out);
-    out
-}
-
-/// [`pack_panels`] into `out` (at least `⌈n/16⌉ · 16 · k` values).
-fn pack_panels_into<T: Copy + Default>(w: &[T], n: usize, k: usize, out: &mut [T]) {
-    let panels = n.div_ceil(PANEL);
-    out[..panels * k * PANEL].fill(T::default());
-    for j in 0..n {
-        let (p, c) = (j / PANEL, j % PANEL);
-        for t in 0..k {
-            out[(p * k + t) * PANEL + c] = w[j * k + t];
-        }
-    }
-}
-
+/// Float weights for [`gemm_f32p`]: [`float_panels`].
 pub fn pack_f32(w: &[f32], n: usize, k: usize) -> Vec<f32> {
-    pack_panels(w, n, k)
+    float_panels::pack(w, n, k)
 }
 
 pub fn pack_f32_into(w: &[f32], n: usize, k: usize, out: &mut [f32]) {
-    pack_panels_into(w, n, k, out)
+    float_panels::pack_into(w, n, k, out)
 }
 
-/// [`pack_panels`]'s layout of the matrix whose row `j` is column
+/// [`float_panels`]' layout of the matrix whose row `j` is column
 /// `first + j` of `src` (`k` rows of `ld`): each depth of a panel is 16
 /// consecutive values of one row of `src`.
 pub fn pack_f32_cols(src: &[f32], ld: usize, first: usize, n: usize, k: usize, out: &mut [f32]) {
@@ -391,8 +371,9 @@ unsafe fn pack_cols_512(src: &[f32], ld: usize, first: usize, n: usize, k: usize
     }
 }
 
+/// Float weights for [`gemm_f16p`]: [`float_panels`].
 pub fn pack_f16(w: &[f16], n: usize, k: usize) -> Vec<f16> {
-    pack_panels(w, n, k)
+    float_panels::pack(w, n, k)
 }
 
 /// The outer-product loop of the float paths, over weights of type `$w`
