@@ -61,11 +61,20 @@ pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]
     );
     walk(m, n, |rows, panels, i, j| {
         let wp = &w[(j / PANEL) * kg * PANEL * 4..];
+        // The first row block of a pair of panels fetches the next pair
+        // ahead (the weights come from memory once a frame; the later
+        // row blocks find this pair in cache).
+        let ahead = if i == 0 && j + panels * PANEL < n {
+            panels * kg * PANEL * 4
+        } else {
+            0
+        };
         // SAFETY: VNNI is present (asserted); the tile reads rows
         // i..i + rows of `x` (k each), panels j / 16 .. + `panels` of `w`
         // (asserted long enough), and writes rows i..i + rows, channels
-        // j..min(j + 16 · panels, n) of `out` (m × n).
-        unsafe { dispatch!(tile, rows, panels, x, wp, i, j, n, k, out) }
+        // j..min(j + 16 · panels, n) of `out` (m × n); it only prefetches
+        // at `ahead`.
+        unsafe { dispatch!(tile, rows, panels, x, wp, i, j, n, k, out, ahead) }
     });
 }
 
@@ -159,6 +168,7 @@ unsafe fn tile<const R: usize, const P: usize>(
     n: usize,
     k: usize,
     out: &mut [i32],
+    ahead: usize,
 ) {
     let kg = k.div_ceil(4);
     let full = k / 4;
@@ -169,9 +179,14 @@ unsafe fn tile<const R: usize, const P: usize>(
     let mut step = |g: usize, v: &dyn Fn(usize) -> __m512i| {
         let mut b = [_mm512_setzero_si512(); P];
         for (p, bp) in b.iter_mut().enumerate() {
+            let at = p * panel_bytes + g * 64;
             // SAFETY: panel p's group g is 64 bytes inside `wp` (asserted
             // by the caller: every panel up to j / 16 + P holds kg groups).
-            *bp = unsafe { _mm512_loadu_si512(wp.as_ptr().add(p * panel_bytes + g * 64).cast()) };
+            *bp = unsafe { _mm512_loadu_si512(wp.as_ptr().add(at).cast()) };
+            if ahead > 0 {
+                // A hint, never a read: the address need not be valid.
+                _mm_prefetch::<_MM_HINT_T0>(wp.as_ptr().wrapping_add(at + ahead));
+            }
         }
         for (r, ar) in acc.iter_mut().enumerate() {
             let a = v(r);
