@@ -6,8 +6,9 @@
 //! - [`Kernels::gemm_f16w`]: f32 activations × f16 weights, widened in
 //!   registers, f32 accumulation (the bundle's fp16 weights never become an
 //!   f32 copy in memory).
-//! - [`Kernels::gemm_f32`]: f32 × f32 → f32 (fp32 weights, and the
-//!   attention products of two activations).
+//! - [`Kernels::gemm_f32`]: f32 × f32 → f32 over rows (the reference
+//!   layout; the engine runs its packed twin [`Kernels::gemm_f32p`] for
+//!   fp32 weights and the attention products of two activations).
 //! - [`quantize_row`]: an activation row to int8, exactly as the bundles'
 //!   graphs quantise dynamically per token.
 //! - Packing per frame, into scratch: [`Kernels::pack_f32_into`] (the right
@@ -98,8 +99,9 @@ pub struct Kernels {
     i8_panel_len: fn(k: usize) -> usize,
     gemm_f16w: GemmF16w,
     gemm_f32: GemmF32,
-    /// Weights packed by `pack_f16` / `pack_f32` (linear layers and
-    /// convolutions); `gemm_f32` above takes rows (attention).
+    /// Weights packed by `pack_f16` / `pack_f32` (linear layers,
+    /// convolutions, and per frame the right side of attention's products);
+    /// `gemm_f16w` / `gemm_f32` above take rows.
     pack_f16: PackF16,
     gemm_f16p: GemmF16w,
     pack_f32: PackF32,
@@ -369,10 +371,18 @@ pub(crate) fn drive<X, W, O: Copy>(
     }
 }
 
+/// `len` holds the product of `factors` (which does not overflow): the
+/// kernels' own bound checks, safe for any sizes a caller passes.
+pub(crate) fn holds(len: usize, factors: &[usize]) -> bool {
+    factors
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .is_some_and(|need| len >= need)
+}
+
 fn check(x: usize, w: usize, out: usize, m: usize, n: usize, k: usize) {
-    let fits = |len: usize, a: usize, b: usize| a.checked_mul(b).is_some_and(|need| len >= need);
     assert!(
-        fits(x, m, k) && fits(w, n, k) && fits(out, m, n),
+        holds(x, &[m, k]) && holds(w, &[n, k]) && holds(out, &[m, n]),
         "gemm {m}x{n}x{k}: x {x}, w {w}, out {out}"
     );
 }
@@ -569,6 +579,42 @@ mod tests {
                 kern.pack_i8_cols(&src, ld, skip + (cut * 16).min(n), n - (cut * 16).min(n), k, hi);
                 let mut got = vec![1i32; m * n];
                 kern.gemm_i8(&x, &packed, m, n, k, &mut got);
+                prop_assert_eq!(&got, &want, "{} {}x{}x{}", kern.name, m, n, k);
+            }
+        }
+
+        /// As above for f32 ([`Kernels::pack_f32_cols`], the float
+        /// convolutions' patches): small integers, so every sum is exact in
+        /// any order and the products must agree exactly.
+        #[test]
+        fn f32_columns_packed_per_frame_multiply_exactly(
+            (m, n, k) in shapes(),
+            skip in 0usize..5,
+            split in 0usize..3,
+            seed in any::<u64>(),
+        ) {
+            let mut r = seed;
+            let mut next = || { r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (r >> 59) as f32 - 16.0 };
+            let ld = n + skip;
+            let x: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            let src: Vec<f32> = (0..k * ld).map(|_| next()).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| src[(i % k.max(1)) * ld + skip + i / k.max(1)]).collect();
+            let mut want = vec![0f32; m * n];
+            Kernels::SCALAR.gemm_f32(&x, &w, m, n, k, &mut want);
+            let mut all = paths();
+            all.push(Kernels::SCALAR);
+            for kern in all {
+                let panel = packed_f32_len(16, k);
+                let panels = n.div_ceil(16);
+                let mut packed = vec![7f32; panels * panel];
+                // The first `split` panels packed apart from the rest.
+                let cut = split.min(panels);
+                let head = (cut * 16).min(n);
+                let (lo, hi) = packed.split_at_mut(cut * panel);
+                kern.pack_f32_cols(&src, ld, skip, head, k, lo);
+                kern.pack_f32_cols(&src, ld, skip + head, n - head, k, hi);
+                let mut got = vec![1f32; m * n];
+                kern.gemm_f32p(&x, &packed, m, n, k, &mut got);
                 prop_assert_eq!(&got, &want, "{} {}x{}x{}", kern.name, m, n, k);
             }
         }

@@ -683,6 +683,11 @@ const COLUMN_SPLIT_MAX_ROWS: usize = 256;
 /// Pixels of one packed panel of a convolution's patches (the int8
 /// kernels' panel width).
 const PIXEL_PANEL: usize = 16;
+// Every path's packed panels are that wide (int8 and float alike).
+const _: () = assert!(
+    PIXEL_PANEL == crate::kernels::quad_panels::PANEL
+        && PIXEL_PANEL == crate::kernels::float_panels::PANEL
+);
 
 /// What one block of a float convolution by pixels may take of a core's
 /// cache: its patches and its product (a quarter of a 1 MiB L2).

@@ -1176,9 +1176,11 @@ impl Lowerer<'_> {
                 Got::Int8(w) => (ConvWeights::Int8(w), true),
                 Got::Float(w) => (ConvWeights::Float(w), false),
                 // Turned around, the pixels are the product's columns,
-                // computed 32 at a time: where that pads them by more than
-                // a fifth (RN50's 7 × 7 layer: 64 for 49), the weights go
-                // into panels and the pixels are the rows (8 at a time).
+                // computed up to 32 at a time (AVX-512's pairs of 16-pixel
+                // panels): where that pads them by more than a fifth (RN50's
+                // 7 × 7 layer: 64 for 49), the weights go into panels and
+                // the pixels are the rows (8 at a time on AVX-512, 6 on
+                // AVX2).
                 Got::F32Rows(w)
                     if padded_pixels_percent(out[1] * out[2]) > MAX_PADDED_PIXELS_PERCENT =>
                 {

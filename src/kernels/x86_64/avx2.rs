@@ -4,7 +4,8 @@
 //! in registers (`vcvtph2ps`), fused multiply-add in f32. Weights in rows:
 //! tiles of 2 rows × 4 output channels (`kernels::drive`), tails one element
 //! at a time. Float weights packed in [`float_panels`] (linear layers,
-//! convolutions, a convolution's patches): an outer-product micro-tile of
+//! convolutions; per frame, a convolution's patches and the right side of
+//! attention's products): an outer-product micro-tile of
 //! 6 rows × 16 channels, 12 accumulators, each depth two weight vectors and
 //! one broadcast activation per row (BLIS's Haswell shape: 15 of the 16
 //! registers).
@@ -13,7 +14,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::kernels::{drive, float_panels, scalar};
+use crate::kernels::{drive, float_panels, holds, scalar};
 
 /// [`scalar::fma_peak`] on 8 lanes: `vfmadd` on registers alone, the
 /// core's f32 multiply-add peak for `bench-kernels`.
@@ -248,15 +249,15 @@ pub fn pack_f32_cols(src: &[f32], ld: usize, first: usize, n: usize, k: usize, o
 /// in L2 while the rows pass over it) against blocks of [`MR`] rows, the
 /// last block shorter; per depth, two FMAs per row with the row's
 /// activation broadcast.
-macro_rules! float_panels {
+macro_rules! packed_float_gemm {
     ($gemm:ident, $tile:ident, $w:ty, $load:expr, $doc:literal) => {
         #[doc = $doc]
         pub fn $gemm(x: &[f32], w: &[$w], m: usize, n: usize, k: usize, out: &mut [f32]) {
             assert!(
                 has_float()
-                    && w.len() >= n.div_ceil(PANEL) * k * PANEL
-                    && x.len() >= m * k
-                    && out.len() >= m * n
+                    && holds(w.len(), &[n.div_ceil(PANEL), k, PANEL])
+                    && holds(x.len(), &[m, k])
+                    && holds(out.len(), &[m, n])
             );
             for p in 0..n.div_ceil(PANEL) {
                 let wp = &w[p * k * PANEL..(p + 1) * k * PANEL];
@@ -354,14 +355,14 @@ unsafe fn load_f16(p: *const f16) -> __m256 {
     unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
 }
 
-float_panels!(
+packed_float_gemm!(
     gemm_f32p,
     tile_f32p,
     f32,
     load_f32,
     "`out = x · wᵀ`, f32 weights packed by [`pack_f32`]."
 );
-float_panels!(
+packed_float_gemm!(
     gemm_f16p,
     tile_f16p,
     f16,

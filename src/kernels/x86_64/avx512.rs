@@ -6,15 +6,17 @@
 //! (the non-saturating form): 64 multiply-adds an instruction and no
 //! horizontal sum. `vpdpbusd` wants one unsigned operand: the packed
 //! weights are stored as `w + 128` (one byte each, as the bundle's), and
-//! the sums corrected by `128 · Σ_k x[i][k]`. f32 and f16 weights: 16 lanes
-//! (`vcvtph2ps` widens 16 f16 in one instruction) in tiles of 2 rows × 4
-//! output channels (`kernels::drive`); tails one element at a time.
+//! the sums corrected by `128 · Σ_k x[i][k]`. f32 and f16 weights packed
+//! in [`float_panels`]: outer-product tiles of 8 rows × 32 channels, 16
+//! lanes a vector (`vcvtph2ps` widens 16 f16 in one instruction); weights
+//! in rows (the reference layout): tiles of 2 rows × 4 output channels
+//! (`kernels::drive`), tails one element at a time.
 
 use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::kernels::{drive, float_panels, quad_panels, scalar};
+use crate::kernels::{drive, float_panels, holds, quad_panels, scalar};
 
 fn has_vnni() -> bool {
     is_x86_feature_detected!("avx512f")
@@ -55,9 +57,9 @@ pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]
     let kg = k.div_ceil(4);
     assert!(
         has_vnni()
-            && w.len() >= n.div_ceil(PANEL) * kg * PANEL * 4
-            && x.len() >= m * k
-            && out.len() >= m * n
+            && holds(w.len(), &[n.div_ceil(PANEL), kg, PANEL * 4])
+            && holds(x.len(), &[m, k])
+            && holds(out.len(), &[m, n])
     );
     walk(m, n, |rows, panels, i, j| {
         let wp = &w[(j / PANEL) * kg * PANEL * 4..];
@@ -394,15 +396,15 @@ pub fn pack_f16(w: &[f16], n: usize, k: usize) -> Vec<f16> {
 /// The outer-product loop of the float paths, over weights of type `$w`
 /// loaded 16 at a time by `$load`: `R` rows × `P` panels, one FMA per
 /// (row, panel) and depth with the row's activation broadcast.
-macro_rules! float_panels {
+macro_rules! packed_float_gemm {
     ($gemm:ident, $tile:ident, $w:ty, $load:expr, $doc:literal) => {
         #[doc = $doc]
         pub fn $gemm(x: &[f32], w: &[$w], m: usize, n: usize, k: usize, out: &mut [f32]) {
             assert!(
                 has_avx512()
-                    && w.len() >= n.div_ceil(PANEL) * k * PANEL
-                    && x.len() >= m * k
-                    && out.len() >= m * n
+                    && holds(w.len(), &[n.div_ceil(PANEL), k, PANEL])
+                    && holds(x.len(), &[m, k])
+                    && holds(out.len(), &[m, n])
             );
             walk(m, n, |rows, panels, i, j| {
                 let wp = &w[(j / PANEL) * k * PANEL..];
@@ -477,14 +479,14 @@ unsafe fn load_f16(p: *const f16) -> __m512 {
     unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
 }
 
-float_panels!(
+packed_float_gemm!(
     gemm_f32p,
     tile_f32p,
     f32,
     load_f32,
     "`out = x · wᵀ`, f32 weights packed by [`pack_f32`]."
 );
-float_panels!(
+packed_float_gemm!(
     gemm_f16p,
     tile_f16p,
     f16,
