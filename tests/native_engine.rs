@@ -136,6 +136,12 @@ fn products_run_in_the_bundles_precision() {
             "fp32" => {
                 assert_eq!(count("int8"), 0, "{b}: {:?}", s.products);
                 assert_eq!(count("f16"), 0, "{b}: {:?}", s.products);
+                // The fp32 ResNet's 16 × 16, 64-channel 3 × 3 convolution
+                // runs by Winograd's tiles (so the comparison with tract
+                // above covers them).
+                if b == "models/default-fp32" {
+                    assert_eq!(count("f32-winograd"), 1, "{b}: {:?}", s.products);
+                }
             }
             _ => assert_eq!(count("int8"), 0, "{b}: {:?}", s.products),
         }

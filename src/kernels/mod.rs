@@ -108,6 +108,9 @@ pub struct Kernels {
     pack_f32_into: PackF32Into,
     pack_f32_cols: PackF32Cols,
     gemm_f32p: GemmF32,
+    /// Whether `pack_f32` and `pack_f32_cols` lay out [`float_panels`]
+    /// (else plain rows).
+    float_panels: bool,
     /// The core's f32 multiply-add peak loop on this path's registers.
     fma_peak: FmaPeak,
     /// Which compiled copy of the element-wise row kernels runs.
@@ -136,6 +139,7 @@ impl Kernels {
         pack_f32_into: rows_into,
         pack_f32_cols: rows_of_cols,
         gemm_f32p: scalar::gemm_f32,
+        float_panels: false,
         fma_peak: scalar::fma_peak,
         level: elementwise::Level::Plain,
     };
@@ -242,6 +246,12 @@ impl Kernels {
                     && out.len() >= packed_f32_len(n, k))
         );
         (self.pack_f32_cols)(src, ld, first, n, k, out)
+    }
+
+    /// Whether [`Kernels::pack_f32_cols`] (and `pack_f32`) lay out
+    /// [`float_panels`]: a caller may then build that layout itself.
+    pub fn packs_f32_in_float_panels(&self) -> bool {
+        self.float_panels
     }
 
     /// Values one packed int8 panel (16 rows of depth `k`) takes.
@@ -529,6 +539,77 @@ mod tests {
         (1usize..20, 1usize..40, 0usize..150)
     }
 
+    /// A product whose right side is columns `skip..skip + n` of a
+    /// row-per-depth matrix (`k` rows of `ld = n + skip`), as a
+    /// convolution's patches are: `w` holds the same values a row per
+    /// column, as weights packed at load would be.
+    struct ColumnsCase<T> {
+        ld: usize,
+        n: usize,
+        skip: usize,
+        split: usize,
+        x: Vec<T>,
+        src: Vec<T>,
+        w: Vec<T>,
+    }
+
+    impl<T: Copy> ColumnsCase<T> {
+        /// `value` turns each step of a seeded LCG into an element.
+        #[allow(clippy::too_many_arguments)]
+        fn new(
+            m: usize,
+            n: usize,
+            k: usize,
+            skip: usize,
+            split: usize,
+            seed: u64,
+            value: impl Fn(u64) -> T,
+        ) -> Self {
+            let mut r = seed;
+            let mut next = || {
+                r = r
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                value(r)
+            };
+            let ld = n + skip;
+            let x: Vec<T> = (0..m * k).map(|_| next()).collect();
+            let src: Vec<T> = (0..k * ld).map(|_| next()).collect();
+            let kk = k.max(1);
+            let w = (0..n * k)
+                .map(|i| src[(i % kk) * ld + skip + i / kk])
+                .collect();
+            ColumnsCase {
+                ld,
+                n,
+                skip,
+                split,
+                x,
+                src,
+                w,
+            }
+        }
+
+        /// The columns packed by `pack(src, first column, columns, out)`
+        /// in panels of 16 of `panel` values (`fill` elsewhere): the first
+        /// `split` panels apart from the rest, as blocks of pixels are.
+        fn packed(
+            &self,
+            panel: usize,
+            fill: T,
+            pack: impl Fn(&[T], usize, usize, &mut [T]),
+        ) -> Vec<T> {
+            let panels = self.n.div_ceil(16);
+            let mut packed = vec![fill; panels * panel];
+            let cut = self.split.min(panels);
+            let head = (cut * 16).min(self.n);
+            let (lo, hi) = packed.split_at_mut(cut * panel);
+            pack(&self.src, self.skip, head, lo);
+            pack(&self.src, self.skip + head, self.n - head, hi);
+            packed
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -557,28 +638,15 @@ mod tests {
             split in 0usize..3,
             seed in any::<u64>(),
         ) {
-            let mut r = seed;
-            let mut next = || { r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (r >> 33) as u8 as i8 };
-            let ld = n + skip;
-            let x: Vec<i8> = (0..m * k).map(|_| next()).collect();
-            let src: Vec<i8> = (0..k * ld).map(|_| next()).collect();
-            // Row j of w is column skip + j of src.
-            let w: Vec<i8> = (0..n * k).map(|i| src[(i % k.max(1)) * ld + skip + i / k.max(1)]).collect();
+            let case = ColumnsCase::new(m, n, k, skip, split, seed, |r| (r >> 33) as u8 as i8);
             let mut want = vec![0i32; m * n];
-            Kernels::SCALAR.gemm_i8(&x, &w, m, n, k, &mut want);
-            let mut all = paths();
-            all.push(Kernels::SCALAR);
-            for kern in all {
-                let panel = kern.i8_panel_len(k);
-                let panels = n.div_ceil(16);
-                let mut packed = vec![7i8; panels * panel];
-                // The first `split` panels packed apart from the rest.
-                let cut = split.min(panels);
-                let (lo, hi) = packed.split_at_mut(cut * panel);
-                kern.pack_i8_cols(&src, ld, skip, (cut * 16).min(n), k, lo);
-                kern.pack_i8_cols(&src, ld, skip + (cut * 16).min(n), n - (cut * 16).min(n), k, hi);
+            Kernels::SCALAR.gemm_i8(&case.x, &case.w, m, n, k, &mut want);
+            for kern in paths().into_iter().chain([Kernels::SCALAR]) {
+                let packed = case.packed(kern.i8_panel_len(k), 7, |src, first, cols, out| {
+                    kern.pack_i8_cols(src, case.ld, first, cols, k, out)
+                });
                 let mut got = vec![1i32; m * n];
-                kern.gemm_i8(&x, &packed, m, n, k, &mut got);
+                kern.gemm_i8(&case.x, &packed, m, n, k, &mut got);
                 prop_assert_eq!(&got, &want, "{} {}x{}x{}", kern.name, m, n, k);
             }
         }
@@ -593,28 +661,15 @@ mod tests {
             split in 0usize..3,
             seed in any::<u64>(),
         ) {
-            let mut r = seed;
-            let mut next = || { r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (r >> 59) as f32 - 16.0 };
-            let ld = n + skip;
-            let x: Vec<f32> = (0..m * k).map(|_| next()).collect();
-            let src: Vec<f32> = (0..k * ld).map(|_| next()).collect();
-            let w: Vec<f32> = (0..n * k).map(|i| src[(i % k.max(1)) * ld + skip + i / k.max(1)]).collect();
+            let case = ColumnsCase::new(m, n, k, skip, split, seed, |r| (r >> 59) as f32 - 16.0);
             let mut want = vec![0f32; m * n];
-            Kernels::SCALAR.gemm_f32(&x, &w, m, n, k, &mut want);
-            let mut all = paths();
-            all.push(Kernels::SCALAR);
-            for kern in all {
-                let panel = packed_f32_len(16, k);
-                let panels = n.div_ceil(16);
-                let mut packed = vec![7f32; panels * panel];
-                // The first `split` panels packed apart from the rest.
-                let cut = split.min(panels);
-                let head = (cut * 16).min(n);
-                let (lo, hi) = packed.split_at_mut(cut * panel);
-                kern.pack_f32_cols(&src, ld, skip, head, k, lo);
-                kern.pack_f32_cols(&src, ld, skip + head, n - head, k, hi);
+            Kernels::SCALAR.gemm_f32(&case.x, &case.w, m, n, k, &mut want);
+            for kern in paths().into_iter().chain([Kernels::SCALAR]) {
+                let packed = case.packed(packed_f32_len(16, k), 7.0, |src, first, cols, out| {
+                    kern.pack_f32_cols(src, case.ld, first, cols, k, out)
+                });
                 let mut got = vec![1f32; m * n];
-                kern.gemm_f32p(&x, &packed, m, n, k, &mut got);
+                kern.gemm_f32p(&case.x, &packed, m, n, k, &mut got);
                 prop_assert_eq!(&got, &want, "{} {}x{}x{}", kern.name, m, n, k);
             }
         }

@@ -63,7 +63,7 @@ pub(super) fn plan(
     f32_attention: bool,
 ) -> Result<Plan, CudaError> {
     let batch = batch.max(1);
-    let mut l = lower::lower(model, &Kernels::SCALAR, FloatWeights::F32)?;
+    let mut l = lower::lower(model, &Kernels::SCALAR, FloatWeights::F32, false)?;
     // Copies read only by a product: read through its tables instead.
     let folded = crate::engine::native::fold::fold_copies(&mut l);
     log::info!("CUDA encoder: {folded} copies folded into the products that read them");
@@ -541,6 +541,13 @@ pub(super) fn plan(
                                 true,
                             )
                         }
+                    }
+                    // Lowered above without them.
+                    ConvWeights::Winograd(_) => {
+                        return Err(CudaError::Unsupported {
+                            node: node.into(),
+                            why: "Winograd's transformed weights (lowered for the CPU)".into(),
+                        })
                     }
                 };
                 let (ps, s_bs) = match (quant, s) {

@@ -170,8 +170,9 @@ mod tests {
         ] {
             let o = crate::engine::open_encoder(&root.join(b), &Trust::default()).unwrap();
             let k = Kernels::detect();
-            let plain = lower::lower(&o.model, &k, FloatWeights::F16WhereExact).unwrap();
-            let mut folded = lower::lower(&o.model, &k, FloatWeights::F16WhereExact).unwrap();
+            let plain = lower::lower(&o.model, &k, FloatWeights::F16WhereExact, false).unwrap();
+            let mut folded =
+                lower::lower(&o.model, &k, FloatWeights::F16WhereExact, false).unwrap();
             let count = fold_copies(&mut folded);
             assert!(count >= min_folded, "{b}: {count} folded");
             assert_eq!(plain.steps.len() - folded.steps.len(), count, "{b}");

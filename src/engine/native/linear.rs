@@ -12,7 +12,9 @@ use half::f16;
 
 use crate::kernels::elementwise::{self as ew, Binary};
 use crate::kernels::pool::{Columns, Pool, Split, MIN_PARALLEL_MACS};
-use crate::kernels::{packed_f32_len, packed_i8_len, quantize, Kernels};
+use crate::kernels::{float_panels, packed_f32_len, packed_i8_len, quantize, Kernels};
+
+use super::winograd;
 
 /// A fused epilogue ([`super::fuse`]) on one block of an op's output,
 /// `first` the block's first value's index in the output.
@@ -706,11 +708,13 @@ const MIN_PARALLEL_ELEMS: usize = 1 << 14;
 /// A convolution's weights: f16 (packed: the patches are the product's
 /// left side), f32 rows or int8 rows (the product's left side, the patches
 /// packed per frame), int8 with the input quantised with one scale for the
-/// whole tensor.
+/// whole tensor, or f32 transformed for Winograd's 3 × 3 products.
 pub enum ConvWeights {
     Float(Weights),
     F32Rows(Vec<f32>),
     Int8(Int8),
+    /// A 3 × 3 convolution's f32 weights as [`winograd::weights`] made them.
+    Winograd(Vec<f32>),
 }
 
 /// A 2-D convolution over one NCHW image, OIHW weights, one group.
@@ -743,6 +747,7 @@ impl Conv {
         match &self.weights {
             ConvWeights::Float(w) => w.precision(),
             ConvWeights::F32Rows(_) => "f32",
+            ConvWeights::Winograd(_) => "f32-winograd",
             ConvWeights::Int8(w) => w.precision(),
         }
     }
@@ -751,7 +756,7 @@ impl Conv {
         4 * self.bias.len()
             + match &self.weights {
                 ConvWeights::Float(w) => w.bytes(),
-                ConvWeights::F32Rows(w) => 4 * w.len(),
+                ConvWeights::F32Rows(w) | ConvWeights::Winograd(w) => 4 * w.len(),
                 ConvWeights::Int8(w) => w.bytes(),
             }
     }
@@ -777,6 +782,15 @@ impl Conv {
                 c: p * self.o,
                 ..Default::default()
             },
+            ConvWeights::Winograd(_) => {
+                let (v, m) = winograd::scratch_per_tile_row(self);
+                let rows = self.oh.div_ceil(2);
+                ScratchSize {
+                    pa: rows * v,
+                    c: rows * m,
+                    ..Default::default()
+                }
+            }
             ConvWeights::F32Rows(_) => ScratchSize {
                 pa: if self.pointwise() { 0 } else { kk * p },
                 // A row's pixels and a panel's padding, per output row; at
@@ -937,7 +951,7 @@ impl Conv {
         let weights = match &self.weights {
             ConvWeights::F32Rows(w) => Float::Rows(w),
             ConvWeights::Float(w) => Float::Panels(w),
-            ConvWeights::Int8(_) => return false,
+            ConvWeights::Int8(_) | ConvWeights::Winograd(_) => return false,
         };
         let (p, kk, o) = (self.oh * self.ow, self.kk(), self.o);
         let (oh, ow) = (self.oh, self.ow.max(1));
@@ -952,10 +966,17 @@ impl Conv {
         let pointwise = self.pointwise();
         let block = self.float_block();
         let rows = matches!(weights, Float::Rows(_));
+        // Patches built straight into the kernels' panels.
+        let in_panels = kern.packs_f32_in_float_panels();
         // Per output row: patches (none for a pointwise convolution on
-        // weight rows, which packs its input as is), packed patches (weight
-        // rows only: a row's pixels and a panel's padding), products.
-        let patches = if rows && pointwise { 0 } else { ow * kk };
+        // weight rows, which packs its input as is, nor for patches built
+        // in panels), packed patches (weight rows only: a row's pixels and
+        // a panel's padding), products.
+        let patches = if rows && (pointwise || in_panels) {
+            0
+        } else {
+            ow * kk
+        };
         let panel_len = if rows { (ow + PIXEL_PANEL - 1) * kk } else { 0 };
         pool.split_columns(
             macs,
@@ -992,6 +1013,8 @@ impl Conv {
                         Float::Rows(w) => {
                             if pointwise {
                                 kern.pack_f32_cols(x, p, j0, nb, kk, pp);
+                            } else if in_panels {
+                                self.im2col_panels(x, j0, nb, pp);
                             } else {
                                 let cols = &mut pa[..kk * nb];
                                 self.im2col_part(x, 0, j0, nb, cols);
@@ -1064,37 +1087,114 @@ impl Conv {
             let t = t0 + i;
             let (ch, ky, kx) = (t / taps, t % taps / kw, t % kw);
             let plane = &x[ch * self.h * self.w..(ch + 1) * self.h * self.w];
-            let dx = kx * self.dilation[1];
             // Output row by output row: columns `a..b` of row `oy`.
             let mut j = j0;
             while j < j0 + p {
                 let (oy, a) = (j / ow, j % ow);
                 let b = ow.min(a + j0 + p - j);
-                let out = &mut row[j - j0..j - j0 + b - a];
+                self.tap_run(plane, ky, kx, oy, a, &mut row[j - j0..j - j0 + b - a]);
                 j += b - a;
-                let y = (oy * self.stride[0] + ky * self.dilation[0]).wrapping_sub(self.pad[0]);
-                if y >= self.h {
-                    out.fill(T::default());
-                    continue;
-                }
-                let line = &plane[y * self.w..(y + 1) * self.w];
-                if self.stride[1] == 1 {
-                    // Output columns whose input column `ox + dx - pad` is
-                    // in the row, within `a..b`.
-                    let lo = self.pad[1].saturating_sub(dx).clamp(a, b);
-                    let hi = (self.w + self.pad[1]).saturating_sub(dx).clamp(lo, b);
-                    out[..lo - a].fill(T::default());
-                    out[hi - a..].fill(T::default());
-                    if hi > lo {
-                        let from = lo + dx - self.pad[1];
-                        out[lo - a..hi - a].copy_from_slice(&line[from..from + hi - lo]);
+            }
+        }
+    }
+
+    /// The patches of the output pixels `j0..j0 + p` packed for the float
+    /// kernels' right side ([`float_panels`]: panels of 16 pixels, `[depth]
+    /// [16]`, the last panel's missing pixels zero): what
+    /// [`Conv::im2col_part`] then [`float_panels::pack_cols`] make, in one
+    /// pass and with no row-per-depth copy between.
+    fn im2col_panels(&self, x: &[f32], j0: usize, p: usize, out: &mut [f32]) {
+        const PANEL: usize = float_panels::PANEL;
+        let [kh, kw] = self.kernel;
+        let (kk, hw, ow) = (self.kk(), self.h * self.w, self.ow.max(1));
+        for (q, panel) in out[..p.div_ceil(PANEL) * kk * PANEL]
+            .chunks_exact_mut(kk * PANEL)
+            .enumerate()
+        {
+            let first = j0 + q * PANEL;
+            let cols = PANEL.min(j0 + p - first);
+            // The panel's pixels by output row: (row, first column, first
+            // lane, lanes); at most 16 runs.
+            let mut runs = [(0, 0, 0, 0); PANEL];
+            let (mut n, mut j) = (0, first);
+            while j < first + cols {
+                let (oy, a) = (j / ow, j % ow);
+                let len = (ow - a).min(first + cols - j);
+                runs[n] = (oy, a, j - first, len);
+                (n, j) = (n + 1, j + len);
+            }
+            let runs = &runs[..n];
+            // Depth `t` is channel `ch`, kernel row `ky`, column `kx`.
+            let (mut ch, mut ky, mut kx) = (0, 0, 0);
+            for lanes in panel.chunks_exact_mut(PANEL) {
+                let plane = &x[ch * hw..(ch + 1) * hw];
+                match runs {
+                    // The whole panel in one output row (a constant length:
+                    // the copy is a few vector moves).
+                    [(oy, a, 0, PANEL)] => {
+                        let lanes: &mut [f32; PANEL] = lanes.try_into().expect("16 lanes");
+                        self.tap_run(plane, ky, kx, *oy, *a, lanes)
                     }
-                } else {
-                    for (ox, v) in (a..b).zip(out.iter_mut()) {
-                        let xx = (ox * self.stride[1] + dx).wrapping_sub(self.pad[1]);
-                        *v = if xx < self.w { line[xx] } else { T::default() };
+                    _ => {
+                        for &(oy, a, l, len) in runs {
+                            self.tap_run(plane, ky, kx, oy, a, &mut lanes[l..l + len]);
+                        }
+                        lanes[cols..].fill(0.0);
                     }
                 }
+                kx += 1;
+                if kx == kw {
+                    (kx, ky) = (0, ky + 1);
+                    if ky == kh {
+                        (ky, ch) = (0, ch + 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The input values under kernel tap (`ky`, `kx`) of one channel's
+    /// `plane` for output row `oy`, columns `a..a + out.len()`: zero
+    /// outside the image. With stride 1 a run of the input's row, copied
+    /// whole.
+    #[inline(always)]
+    fn tap_run<T: Copy + Default>(
+        &self,
+        plane: &[T],
+        ky: usize,
+        kx: usize,
+        oy: usize,
+        a: usize,
+        out: &mut [T],
+    ) {
+        let b = a + out.len();
+        let y = (oy * self.stride[0] + ky * self.dilation[0]).wrapping_sub(self.pad[0]);
+        if y >= self.h {
+            out.fill(T::default());
+            return;
+        }
+        let line = &plane[y * self.w..(y + 1) * self.w];
+        let dx = kx * self.dilation[1];
+        if self.stride[1] == 1 {
+            // Output columns whose input column `ox + dx - pad` is in the
+            // row, within `a..b`.
+            let lo = self.pad[1].saturating_sub(dx).clamp(a, b);
+            let hi = (self.w + self.pad[1]).saturating_sub(dx).clamp(lo, b);
+            if (lo, hi) == (a, b) {
+                let from = a + dx - self.pad[1];
+                out.copy_from_slice(&line[from..from + b - a]);
+                return;
+            }
+            out[..lo - a].fill(T::default());
+            out[hi - a..].fill(T::default());
+            if hi > lo {
+                let from = lo + dx - self.pad[1];
+                out[lo - a..hi - a].copy_from_slice(&line[from..from + hi - lo]);
+            }
+        } else {
+            for (ox, v) in (a..b).zip(out.iter_mut()) {
+                let xx = (ox * self.stride[1] + dx).wrapping_sub(self.pad[1]);
+                *v = if xx < self.w { line[xx] } else { T::default() };
             }
         }
     }
@@ -1144,6 +1244,9 @@ impl Conv {
         let (p, kk, o) = (self.oh * self.ow, self.kk(), self.o);
         let macs = self.macs();
         match &self.weights {
+            ConvWeights::Winograd(u) => {
+                return winograd::run(self, u, kern, pool, x, out, scr, post)
+            }
             ConvWeights::Int8(w) if self.int8_by_pixels(kern, pool, w, x, s[0], out, scr, post) => {
                 return
             }
@@ -1218,8 +1321,13 @@ impl Conv {
             ConvWeights::F32Rows(w) => {
                 // Turned around as the int8 path: `out = w · colsᵀ`, the
                 // product written straight into the NCHW planes.
+                // Patches a row per depth, unless built straight into the
+                // kernels' panels.
+                let in_panels = !self.pointwise() && kern.packs_f32_in_float_panels();
                 let cols: &[f32] = if self.pointwise() {
                     &x[..kk * p]
+                } else if in_panels {
+                    &[]
                 } else {
                     let cols = &mut scr.pa[..kk * p];
                     pool.rows(kk * p, MIN_PARALLEL_ELEMS, cols, kk, p, 1, &|t0, rows| {
@@ -1239,7 +1347,11 @@ impl Conv {
                     &|b0, pp| {
                         let first = b0 * PIXEL_PANEL;
                         let n = (pp.len() / panel_len.max(1) * PIXEL_PANEL).min(p - first);
-                        kern.pack_f32_cols(cols, p, first, n, kk, pp);
+                        if in_panels {
+                            self.im2col_panels(x, first, n, pp);
+                        } else {
+                            kern.pack_f32_cols(cols, p, first, n, kk, pp);
+                        }
                     },
                 );
                 let right: &[f32] = &scr.pp[..panels * panel_len];
@@ -1253,6 +1365,7 @@ impl Conv {
                     post(oc0 * p, planes);
                 });
             }
+            ConvWeights::Winograd(_) => unreachable!("Winograd convolutions return above"),
             ConvWeights::Float(w) => {
                 pool.rows3(
                     macs,
@@ -1304,7 +1417,8 @@ mod tests {
     use proptest::prelude::*;
 
     /// The float convolutions by pixel blocks (weight rows and packed
-    /// panels, f32 and f16) against the definition, on 1, 2 and 3 threads:
+    /// panels, f32 and f16) and, where they fit, by Winograd's tiles
+    /// against the definition, on 1, 2 and 3 threads:
     /// blocks that cut output rows (13 and 11 wide), strides, a pointwise
     /// convolution, and an epilogue that must see each value once, in whole
     /// output rows, at its own offset. Values are small multiples of powers
@@ -1361,6 +1475,9 @@ mod tests {
             let kinds = std::iter::once(Kernels::SCALAR)
                 .chain(Kernels::available())
                 .flat_map(|kern| {
+                    let winograd =
+                        winograd::fits([kh, kh], [st, st], [1, 1], [pd, pd], [h, w], [oh, ow])
+                            .then(|| ConvWeights::Winograd(winograd::weights(&wt, o, c)));
                     [
                         ConvWeights::F32Rows(wt.clone()),
                         ConvWeights::Float(Weights::new(
@@ -1378,7 +1495,9 @@ mod tests {
                             FloatWeights::F16WhereExact,
                         )),
                     ]
-                    .map(|w| (kern, w))
+                    .into_iter()
+                    .chain(winograd)
+                    .map(move |w| (kern, w))
                 });
             for (kern, weights) in kinds {
                 let conv = Conv {
@@ -1425,7 +1544,7 @@ mod tests {
                     assert_eq!(out, want, "{what}, {threads} threads");
                 }
                 // These shapes run in several blocks (on 2 threads too, 40 × 40).
-                if c == 64 && h >= 20 {
+                if c == 64 && h >= 20 && !matches!(conv.weights, ConvWeights::Winograd(_)) {
                     assert!(conv.float_block() < p, "{what}: one block only");
                 }
             }
@@ -1434,10 +1553,11 @@ mod tests {
 
     proptest! {
         /// The patches a row per depth are the patches a row per pixel,
-        /// transposed, for any kernel, stride, dilation and padding.
+        /// transposed, and built in panels the rows packed, for any kernel,
+        /// stride, dilation and padding.
         #[test]
         fn patch_rows_are_pixel_rows_transposed(
-            c in 1usize..4, h in 1usize..9, w in 1usize..9,
+            c in 1usize..4, h in 1usize..9, w in 1usize..40,
             kh in 1usize..4, kw in 1usize..4,
             sy in 1usize..3, sx in 1usize..3, dy in 1usize..3, dx in 1usize..3,
             py in 0usize..3, px in 0usize..3,
@@ -1471,6 +1591,13 @@ mod tests {
                         prop_assert_eq!(part[(t - t0) * n + j], by_depth[t * p + j0 + j], "span {}+{} depth {}", j0, n, t);
                     }
                 }
+                // Built straight into the float kernels' panels: the rows
+                // packed, padding included.
+                let mut want = vec![-1f32; packed_f32_len(n, kk)];
+                float_panels::pack_cols(&by_depth, p, j0, n, kk, &mut want);
+                let mut panels = vec![-2f32; packed_f32_len(n, kk)];
+                conv.im2col_panels(&x, j0, n, &mut panels);
+                prop_assert_eq!(&panels, &want, "span {}+{} in panels", j0, n);
             }
         }
     }

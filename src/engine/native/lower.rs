@@ -18,6 +18,7 @@ use tract_core::ops::nn::{DataFormat, Reduce as TReduce, Reducer, RmsNorm, Softm
 
 use super::linear::{ActQuant, Conv, ConvWeights, Int8, MatMul, Rhs, Weights};
 use super::ops::{self, AroundAxis, Binary, Pool2d, Reduce, Unary, MAX_RANK};
+use super::winograd;
 use crate::kernels::Kernels;
 
 /// Where an op reads a tensor.
@@ -204,6 +205,16 @@ enum Value {
 /// frame instead of 30.8; its 14 × 14 layer too (196 of 224) was slower.
 const MAX_PADDED_PIXELS_PERCENT: usize = 120;
 
+/// The fewest input and output channels for which an f32 3 × 3
+/// convolution takes Winograd's products: below it the transforms cost
+/// more than the products they save.
+const WINOGRAD_MIN_CHANNELS: usize = 64;
+
+/// The fewest 2 × 2 tiles for Winograd's products: below it (RN50's 7 × 7
+/// layer, 16 tiles) the products are too narrow for the kernels' tiles,
+/// above all when threads share them.
+const WINOGRAD_MIN_TILES: usize = 32;
+
 /// `p` pixels padded to whole 32-pixel tiles, in percent of `p`.
 fn padded_pixels_percent(p: usize) -> usize {
     p.div_ceil(32) * 32 * 100 / p.max(1)
@@ -224,6 +235,8 @@ struct Lowerer<'m> {
     model: &'m TypedModel,
     kernels: Kernels,
     float: FloatWeights,
+    /// Whether f32 3 × 3 convolutions may take Winograd's products.
+    winograd: bool,
     /// Consumers left of each outlet: large constants are dropped after
     /// their last one (weights live on packed, not twice).
     uses: HashMap<OutletId, usize>,
@@ -253,11 +266,15 @@ fn concrete(fact: &TypedFact) -> Option<Vec<usize>> {
     fact.shape.as_concrete().map(|s| s.to_vec())
 }
 
-/// Lowers `model`, packing int8 weights for `kernels`.
+/// Lowers `model`, packing int8 weights for `kernels`; `winograd`: f32 3 ×
+/// 3 convolutions that fit take Winograd's products (the CPU engine), else
+/// every convolution keeps its weights as they are (the CUDA backend reads
+/// them as plain rows).
 pub fn lower(
     model: &TypedModel,
     kernels: &Kernels,
     float: FloatWeights,
+    winograd: bool,
 ) -> Result<Lowered, LowerError> {
     let fail = |node: &str, op: &str, why: String| LowerError {
         node: node.to_string(),
@@ -286,6 +303,7 @@ pub fn lower(
         model,
         kernels: *kernels,
         float,
+        winograd,
         uses,
         values: HashMap::new(),
         lens: Vec::new(),
@@ -1171,10 +1189,33 @@ impl Lowerer<'_> {
         // OIHW, row-major: output channel j at j·kk, then kk in order.
         let n_off: Vec<usize> = (0..o).map(|j| j * kk).collect();
         let k_off: Vec<usize> = (0..kk).collect();
+        let pad = ps.computed_padding(&x_dims[1..]);
+        let (strides, dil) = (ps.strides(), ps.dilations());
+        let [pad, strides, dil] = [
+            [pad[0].pad_before, pad[1].pad_before],
+            [strides[0], strides[1]],
+            [dil[0], dil[1]],
+        ];
+        let winograd = self.winograd
+            && winograd::fits(
+                [kh, kw],
+                strides,
+                dil,
+                pad,
+                [x_dims[1], x_dims[2]],
+                [out[1], out[2]],
+            )
+            && c.min(o) >= WINOGRAD_MIN_CHANNELS
+            && out[1].div_ceil(2) * out[2].div_ceil(2) >= WINOGRAD_MIN_TILES;
         let (weights, quant) =
             match self.weights(node.inputs[1], &n_off, &k_off, &w_dims, fq.is_some(), true)? {
                 Got::Int8(w) => (ConvWeights::Int8(w), true),
                 Got::Float(w) => (ConvWeights::Float(w), false),
+                // f32 3 × 3 convolutions, stride 1, padding 1: Winograd's
+                // products (16 a tile of 4 pixels, against 36).
+                Got::F32Rows(w) if winograd => {
+                    (ConvWeights::Winograd(winograd::weights(&w, o, c)), false)
+                }
                 // Turned around, the pixels are the product's columns,
                 // computed up to 32 at a time (AVX-512's pairs of 16-pixel
                 // panels): where that pads them by more than a fifth (RN50's
@@ -1189,8 +1230,6 @@ impl Lowerer<'_> {
                 }
                 Got::F32Rows(w) => (ConvWeights::F32Rows(w), false),
             };
-        let pad = ps.computed_padding(&x_dims[1..]);
-        let (strides, dil) = (ps.strides(), ps.dilations());
         let conv = Conv {
             c,
             h: x_dims[1],
@@ -1199,9 +1238,9 @@ impl Lowerer<'_> {
             oh: out[1],
             ow: out[2],
             kernel: [kh, kw],
-            stride: [strides[0], strides[1]],
-            dilation: [dil[0], dil[1]],
-            pad: [pad[0].pad_before, pad[1].pad_before],
+            stride: strides,
+            dilation: dil,
+            pad,
             weights,
             bias,
         };

@@ -14,6 +14,7 @@ pub mod linear;
 pub mod lower;
 pub mod ops;
 pub mod plan;
+pub mod winograd;
 
 use std::collections::BTreeMap;
 
@@ -91,7 +92,9 @@ impl Native {
         threads: usize,
         float: FloatWeights,
     ) -> Result<Native, LowerError> {
-        let mut l = lower::lower(model, &kernels, float)?;
+        // `CLIP_EDGE_WINOGRAD=0` keeps 3 × 3 convolutions direct.
+        let winograd = std::env::var("CLIP_EDGE_WINOGRAD").as_deref() != Ok("0");
+        let mut l = lower::lower(model, &kernels, float, winograd)?;
         // Copies read only by a product: read through its tables instead
         // (`CLIP_EDGE_FOLD=0` keeps them).
         if std::env::var("CLIP_EDGE_FOLD").as_deref() != Ok("0") {

@@ -39,6 +39,7 @@ pub fn neon_only() -> Kernels {
         pack_f32_into: super::rows_into,
         pack_f32_cols: super::rows_of_cols,
         gemm_f32p: neon::gemm_f32,
+        float_panels: false,
         fma_peak: neon::fma_peak,
         level: super::elementwise::Level::Plain,
     }

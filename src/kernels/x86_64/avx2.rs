@@ -224,26 +224,6 @@ fn has_float() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
-/// Float weights for [`gemm_f32p`]: [`float_panels`].
-pub fn pack_f32(w: &[f32], n: usize, k: usize) -> Vec<f32> {
-    float_panels::pack(w, n, k)
-}
-
-pub fn pack_f32_into(w: &[f32], n: usize, k: usize, out: &mut [f32]) {
-    float_panels::pack_into(w, n, k, out)
-}
-
-/// Float weights for [`gemm_f16p`]: [`float_panels`].
-pub fn pack_f16(w: &[f16], n: usize, k: usize) -> Vec<f16> {
-    float_panels::pack(w, n, k)
-}
-
-/// [`float_panels`]' layout of the matrix whose row `j` is column
-/// `first + j` of `src` (`k` rows of `ld`).
-pub fn pack_f32_cols(src: &[f32], ld: usize, first: usize, n: usize, k: usize, out: &mut [f32]) {
-    float_panels::pack_cols(src, ld, first, n, k, out)
-}
-
 /// The outer-product loop over weights of type `$w` packed in
 /// [`float_panels`], loaded 8 at a time by `$load`: each panel (16 × k,
 /// in L2 while the rows pass over it) against blocks of [`MR`] rows, the
@@ -360,12 +340,12 @@ packed_float_gemm!(
     tile_f32p,
     f32,
     load_f32,
-    "`out = x · wᵀ`, f32 weights packed by [`pack_f32`]."
+    "`out = x · wᵀ`, f32 weights packed by [`float_panels::pack`]."
 );
 packed_float_gemm!(
     gemm_f16p,
     tile_f16p,
     f16,
     load_f16,
-    "`out = x · wᵀ`, f16 weights packed by [`pack_f16`], widened in registers."
+    "`out = x · wᵀ`, f16 weights packed by [`float_panels::pack`], widened in registers."
 );

@@ -7,7 +7,7 @@
 //! horizontal sum. `vpdpbusd` wants one unsigned operand: the packed
 //! weights are stored as `w + 128` (one byte each, as the bundle's), and
 //! the sums corrected by `128 · Σ_k x[i][k]`. f32 and f16 weights packed
-//! in [`float_panels`]: outer-product tiles of 8 rows × 32 channels, 16
+//! in [`float_panels`](crate::kernels::float_panels): outer-product tiles of 8 rows × 32 channels, 16
 //! lanes a vector (`vcvtph2ps` widens 16 f16 in one instruction); weights
 //! in rows (the reference layout): tiles of 2 rows × 4 output channels
 //! (`kernels::drive`), tails one element at a time.
@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::kernels::{drive, float_panels, holds, quad_panels, scalar};
+use crate::kernels::{drive, holds, quad_panels, scalar};
 
 fn has_vnni() -> bool {
     is_x86_feature_detected!("avx512f")
@@ -343,16 +343,7 @@ unsafe fn fma_peak_512(steps: usize) -> (f32, usize) {
     (sum, steps * scalar::PEAK_CHAINS * PANEL)
 }
 
-/// Float weights for [`gemm_f32p`]: [`float_panels`].
-pub fn pack_f32(w: &[f32], n: usize, k: usize) -> Vec<f32> {
-    float_panels::pack(w, n, k)
-}
-
-pub fn pack_f32_into(w: &[f32], n: usize, k: usize, out: &mut [f32]) {
-    float_panels::pack_into(w, n, k, out)
-}
-
-/// [`float_panels`]' layout of the matrix whose row `j` is column
+/// [`float_panels`](crate::kernels::float_panels)' layout of the matrix whose row `j` is column
 /// `first + j` of `src` (`k` rows of `ld`): each depth of a panel is 16
 /// consecutive values of one row of `src`.
 pub fn pack_f32_cols(src: &[f32], ld: usize, first: usize, n: usize, k: usize, out: &mut [f32]) {
@@ -386,11 +377,6 @@ unsafe fn pack_cols_512(src: &[f32], ld: usize, first: usize, n: usize, k: usize
             }
         }
     }
-}
-
-/// Float weights for [`gemm_f16p`]: [`float_panels`].
-pub fn pack_f16(w: &[f16], n: usize, k: usize) -> Vec<f16> {
-    float_panels::pack(w, n, k)
 }
 
 /// The outer-product loop of the float paths, over weights of type `$w`
@@ -484,12 +470,12 @@ packed_float_gemm!(
     tile_f32p,
     f32,
     load_f32,
-    "`out = x · wᵀ`, f32 weights packed by [`pack_f32`]."
+    "`out = x · wᵀ`, f32 weights packed by [`float_panels::pack`](crate::kernels::float_panels::pack)."
 );
 packed_float_gemm!(
     gemm_f16p,
     tile_f16p,
     f16,
     load_f16,
-    "`out = x · wᵀ`, f16 weights packed by [`pack_f16`], widened in registers."
+    "`out = x · wᵀ`, f16 weights packed by [`float_panels::pack`](crate::kernels::float_panels::pack), widened in registers."
 );

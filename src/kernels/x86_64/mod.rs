@@ -4,7 +4,8 @@
 //! row kernels compiled for the same level.
 
 use super::elementwise::Level;
-use super::Kernels;
+use super::{float_panels, Kernels};
+use half::f16;
 
 pub mod avx2;
 pub mod avx512;
@@ -25,10 +26,7 @@ pub fn detect() -> Option<Kernels> {
         k.name = "x86_64-avx512";
         k.gemm_f16w = avx512::gemm_f16w;
         k.gemm_f32 = avx512::gemm_f32;
-        k.pack_f16 = avx512::pack_f16;
         k.gemm_f16p = avx512::gemm_f16p;
-        k.pack_f32 = avx512::pack_f32;
-        k.pack_f32_into = avx512::pack_f32_into;
         k.pack_f32_cols = avx512::pack_f32_cols;
         k.gemm_f32p = avx512::gemm_f32p;
         k.fma_peak = avx512::fma_peak;
@@ -50,7 +48,8 @@ pub fn avx2_only() -> Option<Kernels> {
     detect().map(|_| avx2_kernels())
 }
 
-/// AVX2 + FMA + F16C everywhere; reached only once those are detected.
+/// AVX2 + FMA + F16C everywhere; reached only once those are detected. The
+/// float weights are packed in [`float_panels`] on both AVX levels.
 fn avx2_kernels() -> Kernels {
     Kernels {
         name: "x86_64-avx2",
@@ -60,12 +59,13 @@ fn avx2_kernels() -> Kernels {
         i8_panel_len: super::rows_panel_len,
         gemm_f16w: avx2::gemm_f16w,
         gemm_f32: avx2::gemm_f32,
-        pack_f16: avx2::pack_f16,
+        pack_f16: float_panels::pack::<f16>,
         gemm_f16p: avx2::gemm_f16p,
-        pack_f32: avx2::pack_f32,
-        pack_f32_into: avx2::pack_f32_into,
-        pack_f32_cols: avx2::pack_f32_cols,
+        pack_f32: float_panels::pack::<f32>,
+        pack_f32_into: float_panels::pack_into::<f32>,
+        pack_f32_cols: float_panels::pack_cols::<f32>,
         gemm_f32p: avx2::gemm_f32p,
+        float_panels: true,
         fma_peak: avx2::fma_peak,
         level: Level::Avx2,
     }
