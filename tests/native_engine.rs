@@ -131,6 +131,7 @@ fn products_run_in_the_bundles_precision() {
             "fp16" => {
                 assert!(count("f16") > 0, "{b}: {:?}", s.products);
                 assert_eq!(count("f32"), 0, "{b}: {:?}", s.products);
+                assert_eq!(count("f32-winograd"), 0, "{b}: {:?}", s.products);
             }
             // fp32 runs in f32, even where its weights are f16 values.
             "fp32" => {

@@ -1196,7 +1196,10 @@ impl Lowerer<'_> {
             [strides[0], strides[1]],
             [dil[0], dil[1]],
         ];
+        // fp32 bundles only (fp16 and int8 ones keep every convolution
+        // direct, their few f32 layers too).
         let winograd = self.winograd
+            && self.float == FloatWeights::F32
             && winograd::fits(
                 [kh, kw],
                 strides,
