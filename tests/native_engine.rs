@@ -218,10 +218,34 @@ fn expected_kernels() -> String {
     }
     #[cfg(target_arch = "aarch64")]
     {
-        return if std::arch::is_aarch64_feature_detected!("dotprod") {
+        return if std::arch::is_aarch64_feature_detected!("i8mm") {
+            "aarch64-i8mm"
+        } else if std::arch::is_aarch64_feature_detected!("dotprod") {
             "aarch64-dotprod"
         } else {
             "aarch64-neon"
+        }
+        .into();
+    }
+    #[cfg(target_arch = "arm")]
+    {
+        // NEON, VFPv4 and the half-precision conversions, from AT_HWCAP
+        // (Linux's arch/arm/include/uapi/asm/hwcap.h).
+        let caps = std::fs::read("/proc/self/auxv").ok();
+        let hwcap = caps.as_deref().and_then(|a| {
+            a.chunks_exact(8)
+                .map(|e| {
+                    let w = |i: usize| u32::from_le_bytes(e[i..i + 4].try_into().unwrap());
+                    (w(0), w(4))
+                })
+                .find(|(key, _)| *key == 16)
+                .map(|(_, v)| v)
+        });
+        let need = (1 << 1) | (1 << 12) | (1 << 16);
+        return if hwcap.is_some_and(|v| v & need == need) {
+            "armv7-neon"
+        } else {
+            "scalar"
         }
         .into();
     }

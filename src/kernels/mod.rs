@@ -33,12 +33,14 @@ use half::f16;
 pub mod cuda;
 pub mod elementwise;
 pub mod float_panels;
+pub mod group_panels;
 pub mod pool;
-pub mod quad_panels;
 pub mod scalar;
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
+#[cfg(target_arch = "arm")]
+pub mod arm;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
@@ -76,9 +78,9 @@ pub type PackF32Cols =
     fn(src: &[f32], ld: usize, first: usize, n: usize, k: usize, out: &mut [f32]);
 
 /// Values a packed `n × k` int8 matrix may take in any kernel path's layout
-/// (panels of up to 16 channels by groups of 4 depths, padded).
+/// (panels of up to 16 channels by groups of up to 8 depths, padded).
 pub fn packed_i8_len(n: usize, k: usize) -> usize {
-    n.div_ceil(16) * 16 * k.div_ceil(4) * 4
+    n.div_ceil(16) * 16 * k.div_ceil(8) * 8
 }
 
 /// Values a packed `n × k` f32 matrix may take in any kernel path's layout
@@ -171,7 +173,7 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         v.extend(x86_64::avx2_only());
         #[cfg(target_arch = "aarch64")]
-        v.push(aarch64::neon_only());
+        v.extend(aarch64::paths());
         if let Some(best) = Self::simd() {
             if v.iter().all(|k| k.name != best.name) {
                 v.push(best);
@@ -188,6 +190,10 @@ impl Kernels {
         }
         #[cfg(target_arch = "aarch64")]
         if let Some(k) = aarch64::detect() {
+            return Some(k);
+        }
+        #[cfg(target_arch = "arm")]
+        if let Some(k) = arm::detect() {
             return Some(k);
         }
         None
@@ -323,7 +329,7 @@ impl Kernels {
 /// every row of `x` passes over it (without blocking, each pair of rows
 /// streamed the whole matrix from memory).
 #[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
     allow(dead_code)
 )]
 const WEIGHT_BLOCK_BYTES: usize = 96 << 10;
@@ -335,7 +341,7 @@ const WEIGHT_BLOCK_BYTES: usize = 96 << 10;
 /// twice, the remaining channels one dot product at a time through `one`.
 #[allow(clippy::too_many_arguments)]
 #[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
     allow(dead_code)
 )]
 pub(crate) fn drive<X, W, O: Copy>(
@@ -519,10 +525,19 @@ mod tests {
             );
         }
         #[cfg(target_arch = "aarch64")]
-        if std::arch::is_aarch64_feature_detected!("dotprod") {
-            assert_eq!(names, ["aarch64-neon", "aarch64-dotprod"]);
-        } else {
-            assert_eq!(names, ["aarch64-neon"]);
+        {
+            let mut want = vec!["aarch64-neon"];
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                want.push("aarch64-dotprod");
+            }
+            if std::arch::is_aarch64_feature_detected!("i8mm") {
+                want.push("aarch64-i8mm");
+            }
+            assert_eq!(names, want);
+        }
+        #[cfg(target_arch = "arm")]
+        if arm::neon::has_neon() {
+            assert_eq!(names, ["armv7-neon"]);
         }
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2")

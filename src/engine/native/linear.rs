@@ -687,7 +687,7 @@ const COLUMN_SPLIT_MAX_ROWS: usize = 256;
 const PIXEL_PANEL: usize = 16;
 // Every path's packed panels are that wide (int8 and float alike).
 const _: () = assert!(
-    PIXEL_PANEL == crate::kernels::quad_panels::PANEL
+    PIXEL_PANEL == crate::kernels::group_panels::PANEL
         && PIXEL_PANEL == crate::kernels::float_panels::PANEL
 );
 

@@ -1,7 +1,7 @@
 //! aarch64 with the dot-product extension (FEAT_DotProd: Cortex-A76 /
 //! Raspberry Pi 5, Cortex-A78AE / Jetson Orin, Neoverse; not Xavier's
 //! Carmel, which has none). int8: weights packed once at load in
-//! [`quad_panels`]' layout, signed (16 channels × 4 depths per 64 bytes);
+//! [`group_panels`]' layout, signed (16 channels × 4 depths per 64 bytes);
 //! a micro-tile of 4 rows × 16 channels keeps 16 accumulators, and each
 //! `sdot` (by element) multiplies four channels' four depths by four
 //! activations of one row, picked from a 16-byte load of that row by lane,
@@ -13,7 +13,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use crate::kernels::quad_panels::{self, PANEL};
+use crate::kernels::group_panels::{self, PANEL};
 
 /// Rows of `x` per micro-tile: 4 × 4 accumulators, 4 activation and 4
 /// weight registers of the 32.
@@ -23,20 +23,20 @@ pub fn has_dotprod() -> bool {
     std::arch::is_aarch64_feature_detected!("dotprod")
 }
 
-/// Weights for [`gemm_i8`]: [`quad_panels`], signed.
+/// Weights for [`gemm_i8`]: [`group_panels`], signed.
 pub fn pack_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
-    quad_panels::pack(w, n, k, 0)
+    group_panels::pack::<4>(w, n, k, 0)
 }
 
 /// One panel: 16 rows by `⌈k/4⌉` groups of 4 depths.
 pub fn i8_panel_len(k: usize) -> usize {
-    quad_panels::panel_len(k)
+    group_panels::panel_len::<4>(k)
 }
 
 /// [`pack_i8`]'s layout of the matrix whose row `j` is column `first + j`
 /// of `src` (`k` rows of `ld`).
 pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]) {
-    quad_panels::pack_cols(src, ld, first, n, k, 0, out)
+    group_panels::pack_cols::<4>(src, ld, first, n, k, 0, out)
 }
 
 /// Only reached through [`super::detect`], which checked FEAT_DotProd.

@@ -1,24 +1,45 @@
 //! aarch64 kernels. NEON is part of the base architecture, so its path
 //! always runs; where the CPU has the dot-product extension (FEAT_DotProd:
 //! Cortex-A76 / Pi 5, A78AE / Orin; not Xavier's Carmel), int8 runs on `sdot`
-//! over packed panels instead. SMMLA (i8mm: Cortex-A710 and later, none of
-//! the boards we target) is still to come.
+//! over packed panels instead, and where it has the int8 matrix multiply
+//! (FEAT_I8MM: Cortex-A710 and later, none of the boards we target) on
+//! `smmla`.
 
 use super::Kernels;
 
 pub mod dotprod;
+pub mod i8mm;
 pub mod neon;
 
+/// The best path of this core: [`paths`]' last.
 pub fn detect() -> Option<Kernels> {
-    let mut k = neon_only();
+    paths().pop()
+}
+
+/// Every path this core runs, the best last: NEON always, the dot product
+/// where FEAT_DotProd is, `smmla` where FEAT_I8MM is (the int8 products
+/// change; the float ones stay NEON's).
+pub fn paths() -> Vec<Kernels> {
+    let mut v = vec![neon_only()];
     if dotprod::has_dotprod() {
+        let mut k = neon_only();
         k.name = "aarch64-dotprod";
         k.gemm_i8 = dotprod::gemm_i8;
         k.pack_i8 = dotprod::pack_i8;
         k.pack_i8_cols = dotprod::pack_i8_cols;
         k.i8_panel_len = dotprod::i8_panel_len;
+        v.push(k);
     }
-    Some(k)
+    if i8mm::has_i8mm() {
+        let mut k = neon_only();
+        k.name = "aarch64-i8mm";
+        k.gemm_i8 = i8mm::gemm_i8;
+        k.pack_i8 = i8mm::pack_i8;
+        k.pack_i8_cols = i8mm::pack_i8_cols;
+        k.i8_panel_len = i8mm::i8_panel_len;
+        v.push(k);
+    }
+    v
 }
 
 /// The NEON kernels alone (SMLAL int8): every aarch64 core, and on a

@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::kernels::{drive, holds, quad_panels, scalar};
+use crate::kernels::{drive, group_panels, holds, scalar};
 
 fn has_vnni() -> bool {
     is_x86_feature_detected!("avx512f")
@@ -29,25 +29,25 @@ fn has_avx512() -> bool {
 }
 
 /// Channels of one packed weight panel (one zmm of i32 sums).
-const PANEL: usize = quad_panels::PANEL;
+const PANEL: usize = group_panels::PANEL;
 /// Rows of `x` per micro-tile.
 const MR: usize = 8;
 
-/// Weights for [`gemm_i8`]: [`quad_panels`] made unsigned (`w + 128`, the
+/// Weights for [`gemm_i8`]: [`group_panels`] made unsigned (`w + 128`, the
 /// bit pattern `w ^ 0x80`); padding holds 128 (a zero weight).
 pub fn pack_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
-    quad_panels::pack(w, n, k, i8::MIN)
+    group_panels::pack::<4>(w, n, k, i8::MIN)
 }
 
 /// One panel: 16 rows by `⌈k/4⌉` groups of 4 depths.
 pub fn i8_panel_len(k: usize) -> usize {
-    quad_panels::panel_len(k)
+    group_panels::panel_len::<4>(k)
 }
 
 /// [`pack_i8`]'s layout of the matrix whose row `j` is column `first + j`
 /// of `src` (`k` rows of `ld`).
 pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]) {
-    quad_panels::pack_cols(src, ld, first, n, k, i8::MIN, out)
+    group_panels::pack_cols::<4>(src, ld, first, n, k, i8::MIN, out)
 }
 
 /// Only reached through [`super::detect`], which checked AVX-512 VNNI.
