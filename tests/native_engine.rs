@@ -229,8 +229,8 @@ fn expected_kernels() -> String {
     }
     #[cfg(target_arch = "arm")]
     {
-        // NEON, VFPv4 and the half-precision conversions, from AT_HWCAP
-        // (Linux's arch/arm/include/uapi/asm/hwcap.h).
+        // NEON and VFPv4 (with its half-precision conversions), from
+        // AT_HWCAP (Linux's arch/arm/include/uapi/asm/hwcap.h).
         let caps = std::fs::read("/proc/self/auxv").ok();
         let hwcap = caps.as_deref().and_then(|a| {
             a.chunks_exact(8)
@@ -241,7 +241,7 @@ fn expected_kernels() -> String {
                 .find(|(key, _)| *key == 16)
                 .map(|(_, v)| v)
         });
-        let need = (1 << 1) | (1 << 12) | (1 << 16);
+        let need = (1 << 12) | (1 << 16);
         return if hwcap.is_some_and(|v| v & need == need) {
             "armv7-neon"
         } else {

@@ -39,7 +39,7 @@ pub mod scalar;
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
-#[cfg(target_arch = "arm")]
+#[cfg(all(target_arch = "arm", target_os = "linux"))]
 pub mod arm;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
@@ -192,7 +192,7 @@ impl Kernels {
         if let Some(k) = aarch64::detect() {
             return Some(k);
         }
-        #[cfg(target_arch = "arm")]
+        #[cfg(all(target_arch = "arm", target_os = "linux"))]
         if let Some(k) = arm::detect() {
             return Some(k);
         }
@@ -535,7 +535,7 @@ mod tests {
             }
             assert_eq!(names, want);
         }
-        #[cfg(target_arch = "arm")]
+        #[cfg(all(target_arch = "arm", target_os = "linux"))]
         if arm::neon::has_neon() {
             assert_eq!(names, ["armv7-neon"]);
         }

@@ -1,6 +1,7 @@
-//! 32-bit ARM kernels (armv7: 32-bit Raspberry Pi OS on Pi 2/3/4/5). The
-//! NEON path runs where the CPU has NEON, VFPv4 and the half-precision
-//! conversions (every Pi from the 2 on); elsewhere the scalar twins run.
+//! 32-bit ARM kernels (armv7 Linux: 32-bit Raspberry Pi OS on Pi 2/3/4/5;
+//! the ARMv6 Pi Zero/1 are not a target). The NEON path runs where the CPU
+//! has NEON and VFPv4 (every Pi from the 2 on); elsewhere the scalar twins
+//! run.
 //! Weights stay in the plain layout (a row per output channel), as on the
 //! aarch64 NEON path.
 

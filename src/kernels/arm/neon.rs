@@ -1,16 +1,19 @@
-//! NEON on 32-bit ARM (armv7 with VFPv4 and half-precision conversion:
-//! Cortex-A7/A53/A72 in 32-bit mode, every Raspberry Pi from the 2 on).
-//! The same tiles as the aarch64 NEON path, 2 rows × 4 output channels
-//! (`kernels::drive`): int8 by `vmull.s8` into i16 (one product of two i8
-//! always fits) and `vpadal.s16` pair-adds into i32, exact; f32 by
+//! NEON on 32-bit ARM (armv7 with VFPv4, which includes the half-precision
+//! conversions: Cortex-A7/A53/A72 in 32-bit mode, every Raspberry Pi from
+//! the 2 on). The same tiles as the aarch64 NEON path, 2 rows × 4 output
+//! channels (`kernels::drive`): int8 by `vmull.s8` into i16 (one product of
+//! two i8 always fits) and `vpadal.s16` pair-adds into i32, exact; f32 by
 //! `vfma.f32`; f16 weights widened in registers by `vcvt.f32.f16`, f32
-//! accumulation.
+//! accumulation. Unlike aarch64's, ARMv7's Advanced SIMD always flushes
+//! subnormal f32 values to zero: products below 1.2e-38 count as 0 here
+//! (nothing CLIP computes comes near).
 //!
 //! Rust's 32-bit NEON intrinsics and `#[target_feature(enable = "neon")]`
 //! are not stable, so each tile's loop is one `asm!` block that names its
 //! registers (`.fpu neon-vfpv4` lets the assembler take the instructions;
 //! the path is chosen only where `AT_HWCAP` shows them, [`has_neon`]).
-//! Every block declares all of d0–d31 (q0–q15) clobbered.
+//! Every block declares all of d0–d31 (q0–q15) clobbered: Advanced SIMD
+//! always has the 32 double registers.
 
 use std::arch::asm;
 
@@ -18,18 +21,18 @@ use half::f16;
 
 use crate::kernels::{drive, scalar};
 
-/// `AT_HWCAP` bits (Linux, `arch/arm/include/uapi/asm/hwcap.h`).
-const HWCAP_HALF: u32 = 1 << 1;
+/// `AT_HWCAP` bits (Linux, `arch/arm/include/uapi/asm/hwcap.h`). Linux has
+/// no bit for the half-precision conversions: VFPv4 includes them.
 const HWCAP_NEON: u32 = 1 << 12;
 const HWCAP_VFPV4: u32 = 1 << 16;
 
-/// NEON with VFPv4 (`vfma`) and the half-precision conversions: what every
-/// instruction here needs.
+/// NEON with VFPv4 (`vfma`, `vcvt.f32.f16`): what every instruction here
+/// needs.
 pub fn has_neon() -> bool {
     // SAFETY: getauxval reads the process's auxiliary vector; it takes and
     // returns integers only.
     let caps = unsafe { libc::getauxval(libc::AT_HWCAP) } as u32;
-    let need = HWCAP_NEON | HWCAP_VFPV4 | HWCAP_HALF;
+    let need = HWCAP_NEON | HWCAP_VFPV4;
     caps & need == need
 }
 
@@ -254,8 +257,8 @@ fn tile_f16w(xs: [&[f32]; 2], ws: [&[f16]; 4]) -> [[f32; 4]; 2] {
     let kv = k / 8 * 8;
     let mut acc = [[0f32; 4]; 8];
     if kv > 0 {
-        // SAFETY: NEON, VFPv4 and the half-precision conversions (`has_neon`
-        // chose this path); the loop reads kv ≤ k values from each of the six
+        // SAFETY: NEON and VFPv4, with its half-precision conversions
+        // (`has_neon` chose this path); the loop reads kv ≤ k values from each of the six
         // rows (8 a pass) and writes the 32 f32 of `acc`; every d register
         // is declared clobbered.
         unsafe {
