@@ -73,6 +73,37 @@ pub fn pack_cols<const D: usize>(
     }
 }
 
+/// The loop the packed int8 kernels share: panels outer (one panel, 16
+/// channels × `k`, stays in cache while every row passes over it), then
+/// blocks of `mr`, 2 and 1 rows. `tile(rows, i, j, panel)` computes rows
+/// `i..i + rows` × channels `j..min(j + 16, n)`; `panel` is `panel_len`
+/// values of `w`.
+pub fn for_each_tile(
+    w: &[i8],
+    m: usize,
+    n: usize,
+    panel_len: usize,
+    mr: usize,
+    mut tile: impl FnMut(usize, usize, usize, &[i8]),
+) {
+    for (p, wp) in w
+        .chunks_exact(panel_len)
+        .take(n.div_ceil(PANEL))
+        .enumerate()
+    {
+        let mut i = 0;
+        while i < m {
+            let rows = match m - i {
+                r if r >= mr => mr,
+                r if r >= 2 => 2,
+                _ => 1,
+            };
+            tile(rows, i, p * PANEL, wp);
+            i += rows;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,24 +127,43 @@ impl std::fmt::Debug for Kernels {
 
 impl Kernels {
     /// The plain twins.
-    pub const SCALAR: Kernels = Kernels {
-        name: "scalar",
-        gemm_i8: scalar::gemm_i8,
-        pack_i8: rows,
-        pack_i8_cols: rows_of_cols,
-        i8_panel_len: rows_panel_len,
-        gemm_f16w: scalar::gemm_f16w,
-        gemm_f32: scalar::gemm_f32,
-        pack_f16: rows,
-        gemm_f16p: scalar::gemm_f16w,
-        pack_f32: rows,
-        pack_f32_into: rows_into,
-        pack_f32_cols: rows_of_cols,
-        gemm_f32p: scalar::gemm_f32,
-        float_panels: false,
-        fma_peak: scalar::fma_peak,
-        level: elementwise::Level::Plain,
-    };
+    pub const SCALAR: Kernels = Kernels::plain_rows(
+        "scalar",
+        scalar::gemm_i8,
+        scalar::gemm_f16w,
+        scalar::gemm_f32,
+        scalar::fma_peak,
+    );
+
+    /// A path whose weights stay in the plain layout, a row per output
+    /// channel (the scalar twins; NEON on aarch64 and armv7), with the
+    /// plain element-wise kernels.
+    const fn plain_rows(
+        name: &'static str,
+        gemm_i8: GemmI8,
+        gemm_f16w: GemmF16w,
+        gemm_f32: GemmF32,
+        fma_peak: FmaPeak,
+    ) -> Kernels {
+        Kernels {
+            name,
+            gemm_i8,
+            pack_i8: rows,
+            pack_i8_cols: rows_of_cols,
+            i8_panel_len: rows_panel_len,
+            gemm_f16w,
+            gemm_f32,
+            pack_f16: rows,
+            gemm_f16p: gemm_f16w,
+            pack_f32: rows,
+            pack_f32_into: rows_into,
+            pack_f32_cols: rows_of_cols,
+            gemm_f32p: gemm_f32,
+            float_panels: false,
+            fma_peak,
+            level: elementwise::Level::Plain,
+        }
+    }
 
     /// The best kernels this CPU runs, by run-time feature detection;
     /// `CLIP_EDGE_KERNELS=scalar` forces the plain twins, and a path's

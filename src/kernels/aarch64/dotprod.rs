@@ -40,9 +40,8 @@ pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out
 }
 
 /// Only reached through [`super::detect`], which checked FEAT_DotProd.
-/// `w` is [`pack_i8`]'s layout. Panels outer (one panel, 16 channels × k,
-/// stays in cache while every row passes over it), then rows 4, 2 and 1 at
-/// a time.
+/// `w` is [`pack_i8`]'s layout; [`group_panels::for_each_tile`]'s loop,
+/// rows 4, 2 and 1 at a time.
 pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
     let panel = i8_panel_len(k);
     assert!(
@@ -55,29 +54,19 @@ pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]
         out[..m * n].fill(0);
         return;
     }
-    for (p, wp) in w.chunks_exact(panel).take(n.div_ceil(PANEL)).enumerate() {
-        let j = p * PANEL;
-        let mut i = 0;
-        while i < m {
-            let rows = match m - i {
-                r if r >= MR => MR,
-                r if r >= 2 => 2,
-                _ => 1,
-            };
-            // SAFETY: FEAT_DotProd is present (asserted); the tile reads
-            // rows i..i + rows of `x` (k each, within m · k), the panel `wp`
-            // (⌈k/4⌉ groups of 64 bytes: `panel` long), and writes rows
-            // i..i + rows, channels j..min(j + 16, n) of `out` (m × n).
-            unsafe {
-                match rows {
-                    MR => tile::<MR>(x, wp, i, j, n, k, out),
-                    2 => tile::<2>(x, wp, i, j, n, k, out),
-                    _ => tile::<1>(x, wp, i, j, n, k, out),
-                }
+    group_panels::for_each_tile(w, m, n, panel, MR, |rows, i, j, wp| {
+        // SAFETY: FEAT_DotProd is present (asserted); the tile reads
+        // rows i..i + rows of `x` (k each, within m · k), the panel `wp`
+        // (⌈k/4⌉ groups of 64 bytes: `panel` long), and writes rows
+        // i..i + rows, channels j..min(j + 16, n) of `out` (m × n).
+        unsafe {
+            match rows {
+                MR => tile::<MR>(x, wp, i, j, n, k, out),
+                2 => tile::<2>(x, wp, i, j, n, k, out),
+                _ => tile::<1>(x, wp, i, j, n, k, out),
             }
-            i += rows;
         }
-    }
+    });
 }
 
 /// One group of four depths: the group's four weight vectors (channels

@@ -46,22 +46,11 @@ pub fn paths() -> Vec<Kernels> {
 /// dot-product core for tests, `bench-kernels` and
 /// `CLIP_EDGE_KERNELS=aarch64-neon`.
 pub fn neon_only() -> Kernels {
-    Kernels {
-        name: "aarch64-neon",
-        gemm_i8: neon::gemm_i8,
-        pack_i8: super::rows,
-        pack_i8_cols: super::rows_of_cols,
-        i8_panel_len: super::rows_panel_len,
-        gemm_f16w: neon::gemm_f16w,
-        gemm_f32: neon::gemm_f32,
-        pack_f16: super::rows,
-        gemm_f16p: neon::gemm_f16w,
-        pack_f32: super::rows,
-        pack_f32_into: super::rows_into,
-        pack_f32_cols: super::rows_of_cols,
-        gemm_f32p: neon::gemm_f32,
-        float_panels: false,
-        fma_peak: neon::fma_peak,
-        level: super::elementwise::Level::Plain,
-    }
+    Kernels::plain_rows(
+        "aarch64-neon",
+        neon::gemm_i8,
+        neon::gemm_f16w,
+        neon::gemm_f32,
+        neon::fma_peak,
+    )
 }

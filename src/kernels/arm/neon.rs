@@ -54,6 +54,43 @@ macro_rules! neon_asm {
     };
 }
 
+/// One 2 × 4 tile's loop: q8–q15 zeroed as the tile's accumulators, `$body`
+/// run `$passes` times over rows `$xs` and weight rows `$ws` (the six
+/// pointers post-incremented by the body's loads), the accumulators stored
+/// to `$acc` (`[[_; 4]; 8]`, row-major q8..q15: `acc[4r + c]` for row `r`,
+/// channel `c`). The caller's `unsafe` block states what the body reads.
+macro_rules! tile_2x4 {
+    ($xs:expr, $ws:expr, $passes:expr, $acc:expr, $($body:literal,)*) => {
+        neon_asm!(
+            ".fpu neon-vfpv4",
+            "vmov.i32 q8, #0",
+            "vmov.i32 q9, #0",
+            "vmov.i32 q10, #0",
+            "vmov.i32 q11, #0",
+            "vmov.i32 q12, #0",
+            "vmov.i32 q13, #0",
+            "vmov.i32 q14, #0",
+            "vmov.i32 q15, #0",
+            "2:",
+            $($body,)*
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            "vst1.32 {{d16-d19}}, [{o}]!",
+            "vst1.32 {{d20-d23}}, [{o}]!",
+            "vst1.32 {{d24-d27}}, [{o}]!",
+            "vst1.32 {{d28-d31}}, [{o}]",
+            x0 = inout(reg) $xs[0].as_ptr() => _,
+            x1 = inout(reg) $xs[1].as_ptr() => _,
+            w0 = inout(reg) $ws[0].as_ptr() => _,
+            w1 = inout(reg) $ws[1].as_ptr() => _,
+            w2 = inout(reg) $ws[2].as_ptr() => _,
+            w3 = inout(reg) $ws[3].as_ptr() => _,
+            n = inout(reg) $passes => _,
+            o = inout(reg) $acc.as_mut_ptr() => _,
+        )
+    };
+}
+
 /// One step of one peak chain: `q$dst = b + q$src · a` (`b` in q1, `a` in
 /// q0), the chain moving to the register the previous chain left.
 macro_rules! peak {
@@ -180,17 +217,11 @@ fn tile_i8(xs: [&[i8]; 2], ws: [&[i8]; 4]) -> [[i32; 4]; 2] {
         // writes the 32 i32 of `acc`; every d register is declared
         // clobbered.
         unsafe {
-            neon_asm!(
-                ".fpu neon-vfpv4",
-                "vmov.i32 q8, #0",
-                "vmov.i32 q9, #0",
-                "vmov.i32 q10, #0",
-                "vmov.i32 q11, #0",
-                "vmov.i32 q12, #0",
-                "vmov.i32 q13, #0",
-                "vmov.i32 q14, #0",
-                "vmov.i32 q15, #0",
-                "2:",
+            tile_2x4!(
+                xs,
+                ws,
+                kv / 16,
+                acc,
                 "vld1.8 {{d0-d1}}, [{x0}]!",
                 "vld1.8 {{d2-d3}}, [{x1}]!",
                 "vld1.8 {{d4-d5}}, [{w0}]!",
@@ -229,20 +260,6 @@ fn tile_i8(xs: [&[i8]; 2], ws: [&[i8]; 4]) -> [[i32; 4]; 2] {
                 "vpadal.s16 q11, q5",
                 "vpadal.s16 q15, q6",
                 "vpadal.s16 q15, q7",
-                "subs {n}, {n}, #1",
-                "bne 2b",
-                "vst1.32 {{d16-d19}}, [{o}]!",
-                "vst1.32 {{d20-d23}}, [{o}]!",
-                "vst1.32 {{d24-d27}}, [{o}]!",
-                "vst1.32 {{d28-d31}}, [{o}]",
-                x0 = inout(reg) xs[0].as_ptr() => _,
-                x1 = inout(reg) xs[1].as_ptr() => _,
-                w0 = inout(reg) ws[0].as_ptr() => _,
-                w1 = inout(reg) ws[1].as_ptr() => _,
-                w2 = inout(reg) ws[2].as_ptr() => _,
-                w3 = inout(reg) ws[3].as_ptr() => _,
-                n = inout(reg) kv / 16 => _,
-                o = inout(reg) acc.as_mut_ptr() => _,
             );
         }
     }
@@ -262,17 +279,11 @@ fn tile_f16w(xs: [&[f32]; 2], ws: [&[f16]; 4]) -> [[f32; 4]; 2] {
         // rows (8 a pass) and writes the 32 f32 of `acc`; every d register
         // is declared clobbered.
         unsafe {
-            neon_asm!(
-                ".fpu neon-vfpv4",
-                "vmov.i32 q8, #0",
-                "vmov.i32 q9, #0",
-                "vmov.i32 q10, #0",
-                "vmov.i32 q11, #0",
-                "vmov.i32 q12, #0",
-                "vmov.i32 q13, #0",
-                "vmov.i32 q14, #0",
-                "vmov.i32 q15, #0",
-                "2:",
+            tile_2x4!(
+                xs,
+                ws,
+                kv / 8,
+                acc,
                 "vld1.32 {{d0-d3}}, [{x0}]!",
                 "vld1.32 {{d4-d7}}, [{x1}]!",
                 "vld1.16 {{d14-d15}}, [{w0}]!",
@@ -303,20 +314,6 @@ fn tile_f16w(xs: [&[f32]; 2], ws: [&[f16]; 4]) -> [[f32; 4]; 2] {
                 "vfma.f32 q15, q2, q4",
                 "vfma.f32 q11, q1, q5",
                 "vfma.f32 q15, q3, q5",
-                "subs {n}, {n}, #1",
-                "bne 2b",
-                "vst1.32 {{d16-d19}}, [{o}]!",
-                "vst1.32 {{d20-d23}}, [{o}]!",
-                "vst1.32 {{d24-d27}}, [{o}]!",
-                "vst1.32 {{d28-d31}}, [{o}]",
-                x0 = inout(reg) xs[0].as_ptr() => _,
-                x1 = inout(reg) xs[1].as_ptr() => _,
-                w0 = inout(reg) ws[0].as_ptr() => _,
-                w1 = inout(reg) ws[1].as_ptr() => _,
-                w2 = inout(reg) ws[2].as_ptr() => _,
-                w3 = inout(reg) ws[3].as_ptr() => _,
-                n = inout(reg) kv / 8 => _,
-                o = inout(reg) acc.as_mut_ptr() => _,
             );
         }
     }
@@ -335,17 +332,11 @@ fn tile_f32(xs: [&[f32]; 2], ws: [&[f32]; 4]) -> [[f32; 4]; 2] {
         // writes the 32 f32 of `acc`; every d register is declared
         // clobbered.
         unsafe {
-            neon_asm!(
-                ".fpu neon-vfpv4",
-                "vmov.i32 q8, #0",
-                "vmov.i32 q9, #0",
-                "vmov.i32 q10, #0",
-                "vmov.i32 q11, #0",
-                "vmov.i32 q12, #0",
-                "vmov.i32 q13, #0",
-                "vmov.i32 q14, #0",
-                "vmov.i32 q15, #0",
-                "2:",
+            tile_2x4!(
+                xs,
+                ws,
+                kv / 8,
+                acc,
                 "vld1.32 {{d0-d3}}, [{x0}]!",
                 "vld1.32 {{d4-d7}}, [{x1}]!",
                 "vld1.32 {{d8-d11}}, [{w0}]!",
@@ -368,20 +359,6 @@ fn tile_f32(xs: [&[f32]; 2], ws: [&[f32]; 4]) -> [[f32; 4]; 2] {
                 "vfma.f32 q15, q2, q6",
                 "vfma.f32 q11, q1, q7",
                 "vfma.f32 q15, q3, q7",
-                "subs {n}, {n}, #1",
-                "bne 2b",
-                "vst1.32 {{d16-d19}}, [{o}]!",
-                "vst1.32 {{d20-d23}}, [{o}]!",
-                "vst1.32 {{d24-d27}}, [{o}]!",
-                "vst1.32 {{d28-d31}}, [{o}]",
-                x0 = inout(reg) xs[0].as_ptr() => _,
-                x1 = inout(reg) xs[1].as_ptr() => _,
-                w0 = inout(reg) ws[0].as_ptr() => _,
-                w1 = inout(reg) ws[1].as_ptr() => _,
-                w2 = inout(reg) ws[2].as_ptr() => _,
-                w3 = inout(reg) ws[3].as_ptr() => _,
-                n = inout(reg) kv / 8 => _,
-                o = inout(reg) acc.as_mut_ptr() => _,
             );
         }
     }
