@@ -100,8 +100,9 @@ impl Systemd {
             let s = &w.stats;
             let active: Vec<&str> = w.open_events().map(|(l, _)| l).collect();
             let status = format!(
-                "{} frames, {:.1} fps, {} events, active: {}",
+                "{} frames, {} dropped, {:.1} fps, {} events, active: {}",
                 s.frames,
+                s.dropped,
                 s.frames as f64 / (s.wall_ms / 1e3).max(1e-9),
                 s.events,
                 if active.is_empty() {
