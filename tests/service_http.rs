@@ -142,7 +142,23 @@ fn endpoints_report_frames_events_and_silence() {
     let img = image::load_from_memory(&jpeg).unwrap();
     assert_eq!((img.width(), img.height()), (320, 240));
     assert_eq!(get(port, "/nowhere").0, 404);
-    // The source falls silent: after --health-timeout, 503.
+    // The source falls silent: after --health-timeout, 503. The silence
+    // starts once the loop has taken the last frame fed (frame 21, never
+    // dropped: the newest), which under qemu can be seconds after the event
+    // opened.
+    let t0 = Instant::now();
+    loop {
+        let (_, body) = get(port, "/api/state");
+        let s: Value = serde_json::from_slice(&body).unwrap();
+        if s["last_frame"]["index"] == 21 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "frame 21 never taken: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(get(port, "/healthz").0, 503);
     drop(stdin);

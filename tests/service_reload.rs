@@ -6,7 +6,7 @@ mod common;
 
 use common::{bin, clip_jpegs, root, scratch};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -124,10 +124,30 @@ fn sighup_refuses_a_bad_bundle_and_swaps_in_a_good_one() {
     } else {
         20
     };
-    for f in &frames[108..128] {
-        stdin.write_all(&std::fs::read(f).unwrap()).unwrap();
-        std::thread::sleep(Duration::from_millis(pace));
+    let feed = |stdin: &mut std::process::ChildStdin, fs: &[PathBuf]| {
+        for f in fs {
+            stdin.write_all(&std::fs::read(f).unwrap()).unwrap();
+            std::thread::sleep(Duration::from_millis(pace));
+        }
+    };
+    // The second red star (frames 111..125) plays until the fp32 bundle has
+    // opened its event, however slow the frames are: the loop takes only
+    // the newest, and an event needs two positives in three frames taken.
+    feed(&mut stdin, &frames[108..111]);
+    let t0 = Instant::now();
+    while std::fs::read_to_string(&events)
+        .unwrap()
+        .matches("\"event\":\"start\"")
+        .count()
+        < 2
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the fp32 bundle never saw the second star"
+        );
+        feed(&mut stdin, &frames[111..125]);
     }
+    feed(&mut stdin, &frames[125..128]);
     drop(stdin);
     assert!(child.wait().unwrap().success());
     let log: Vec<serde_json::Value> = std::fs::read_to_string(&events)

@@ -238,6 +238,9 @@ fn stdin_mjpeg_plays_a_concatenated_stream_to_its_end() {
             stdin.write_all(&std::fs::read(f).unwrap()).unwrap();
             std::thread::sleep(Duration::from_millis(10));
         }
+        // Then a corrupt one (SOI, EOI, nothing between): skipped and
+        // counted, the stream goes on to its end.
+        stdin.write_all(&[0xFF, 0xD8, 0xFF, 0xD9]).unwrap();
     }
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -249,7 +252,13 @@ fn stdin_mjpeg_plays_a_concatenated_stream_to_its_end() {
     let frames = stats["stats"]["frames"].as_u64().unwrap();
     let dropped = stats["stats"]["dropped"].as_u64().unwrap();
     assert_eq!(frames + dropped, files.len() as u64, "{stats}");
-    assert_eq!(stats["stats"]["bad_frames"], 0);
+    assert_eq!(stats["stats"]["bad_frames"], 1, "{stats}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("stdin frame {}", files.len()))
+            && stderr.contains("frame skipped"),
+        "{stderr}"
+    );
     // Every event is closed; the last ones by the end of the stream at the latest.
     let log = read_log(&events);
     for (_, _, _, reason) in spans_of(&log) {

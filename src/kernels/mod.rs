@@ -165,6 +165,27 @@ impl Kernels {
         }
     }
 
+    /// This path with its int8 products on packed panels instead, under
+    /// another name (the float products stay): the dot-product paths
+    /// (VNNI, sdot, smmla) over their [`group_panels`] layout.
+    const fn with_packed_i8(
+        self,
+        name: &'static str,
+        gemm_i8: GemmI8,
+        pack_i8: PackI8,
+        pack_i8_cols: PackI8Cols,
+        i8_panel_len: fn(k: usize) -> usize,
+    ) -> Kernels {
+        Kernels {
+            name,
+            gemm_i8,
+            pack_i8,
+            pack_i8_cols,
+            i8_panel_len,
+            ..self
+        }
+    }
+
     /// The best kernels this CPU runs, by run-time feature detection;
     /// `CLIP_EDGE_KERNELS=scalar` forces the plain twins, and a path's
     /// name (e.g. `x86_64-avx2`) that path where this CPU has it.

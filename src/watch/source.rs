@@ -669,16 +669,26 @@ impl FrameSource for MemorySource {
     }
 }
 
+/// Bad frames whose messages wait for the loop; past this many, a bad
+/// frame is still counted, its message replaced by a generic one.
+const BAD_BACKLOG: usize = 8;
+
 struct Shared {
     queue: VecDeque<Frame>,
     free: Vec<Frame>,
     dropped: u64,
+    /// Bad frames (a corrupt JPEG) not yet handed to the loop, and the
+    /// first [`BAD_BACKLOG`] of their (what, why).
+    bad: u64,
+    bad_why: VecDeque<(String, String)>,
     end: Option<Result<(), String>>,
 }
 
 /// A live source in its own thread: the newest `depth` frames wait for the
-/// loop; older ones are dropped and counted. Buffers circulate between the
-/// thread and the loop (no allocation once warm).
+/// loop; older ones are dropped and counted. A bad frame (one corrupt JPEG)
+/// reaches the loop as [`SourceError::Frame`], which skips it; only another
+/// error ends the source. Buffers circulate between the thread and the loop
+/// (no allocation once warm).
 pub struct LiveQueue {
     shared: Arc<(Mutex<Shared>, Condvar)>,
     dropped: u64,
@@ -691,6 +701,8 @@ impl LiveQueue {
                 queue: VecDeque::with_capacity(depth + 1),
                 free: (0..depth + 2).map(|_| Frame::default()).collect(),
                 dropped: 0,
+                bad: 0,
+                bad_why: VecDeque::with_capacity(BAD_BACKLOG),
                 end: None,
             }),
             Condvar::new(),
@@ -719,6 +731,13 @@ impl LiveQueue {
                         }
                         Ok(Next::End) => g.end = Some(Ok(())),
                         Ok(Next::Idle) => g.free.push(buf),
+                        Err(SourceError::Frame { what, why }) => {
+                            g.free.push(buf);
+                            g.bad += 1;
+                            if g.bad_why.len() < BAD_BACKLOG {
+                                g.bad_why.push_back((what, why));
+                            }
+                        }
                         Err(e) => g.end = Some(Err(e.to_string())),
                     }
                     let done = g.end.is_some();
@@ -742,6 +761,16 @@ impl FrameSource for LiveQueue {
             why: "the source thread panicked".into(),
         })?;
         loop {
+            if g.bad > 0 {
+                g.bad -= 1;
+                let (what, why) = g.bad_why.pop_front().unwrap_or_else(|| {
+                    (
+                        "live source".into(),
+                        format!("a bad frame (more than {BAD_BACKLOG} waited: message not kept)"),
+                    )
+                });
+                return Err(SourceError::Frame { what, why });
+            }
             if let Some(mut f) = g.queue.pop_front() {
                 std::mem::swap(frame, &mut f);
                 g.free.push(f);
@@ -878,5 +907,63 @@ mod tests {
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
         assert_eq!(*seen.last().unwrap(), 49);
         assert_eq!(seen.len() as u64 + q.dropped(), 50);
+    }
+
+    /// Every `every`-th frame of `inner` is bad (a corrupt JPEG).
+    struct SomeBad {
+        inner: MemorySource,
+        every: u64,
+        calls: u64,
+    }
+
+    impl FrameSource for SomeBad {
+        fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
+            self.calls += 1;
+            let r = self.inner.next(frame)?;
+            if r == Next::Frame && self.calls.is_multiple_of(self.every) {
+                return Err(SourceError::Frame {
+                    what: format!("frame {}", frame.index),
+                    why: "corrupt".into(),
+                });
+            }
+            Ok(r)
+        }
+    }
+
+    #[test]
+    fn live_queue_skips_bad_frames_and_goes_on() {
+        let frames: Vec<Frame> = (0..60)
+            .map(|i| Frame {
+                width: 1,
+                height: 1,
+                rgb: vec![i as u8; 3],
+                index: 0,
+            })
+            .collect();
+        // Slow and fast consumers: bad frames past the backlog keep their count.
+        for pause_ms in [0, 2] {
+            let source = SomeBad {
+                inner: MemorySource::new(frames.clone(), 1),
+                every: 4,
+                calls: 0,
+            };
+            let mut q = LiveQueue::spawn(source, 2);
+            let mut f = Frame::default();
+            let (mut seen, mut bad) = (Vec::new(), Vec::new());
+            loop {
+                match q.next(&mut f) {
+                    Ok(Next::Frame) => seen.push(f.index),
+                    Ok(Next::Idle) => continue,
+                    Ok(Next::End) => break,
+                    Err(SourceError::Frame { what, why }) => bad.push(format!("{what}: {why}")),
+                    Err(e) => panic!("the source ended on a bad frame: {e}"),
+                }
+                std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+            }
+            assert_eq!(bad.len(), 15, "{bad:?}");
+            assert!(bad.iter().all(|b| !b.is_empty()));
+            assert!(seen.iter().all(|i| !(i + 1).is_multiple_of(4)), "{seen:?}");
+            assert_eq!(seen.len() as u64 + q.dropped() + 15, 60, "{seen:?}");
+        }
     }
 }

@@ -22,22 +22,22 @@ pub fn detect() -> Option<Kernels> {
 pub fn paths() -> Vec<Kernels> {
     let mut v = vec![neon_only()];
     if dotprod::has_dotprod() {
-        let mut k = neon_only();
-        k.name = "aarch64-dotprod";
-        k.gemm_i8 = dotprod::gemm_i8;
-        k.pack_i8 = dotprod::pack_i8;
-        k.pack_i8_cols = dotprod::pack_i8_cols;
-        k.i8_panel_len = dotprod::i8_panel_len;
-        v.push(k);
+        v.push(neon_only().with_packed_i8(
+            "aarch64-dotprod",
+            dotprod::gemm_i8,
+            dotprod::pack_i8,
+            dotprod::pack_i8_cols,
+            dotprod::i8_panel_len,
+        ));
     }
     if i8mm::has_i8mm() {
-        let mut k = neon_only();
-        k.name = "aarch64-i8mm";
-        k.gemm_i8 = i8mm::gemm_i8;
-        k.pack_i8 = i8mm::pack_i8;
-        k.pack_i8_cols = i8mm::pack_i8_cols;
-        k.i8_panel_len = i8mm::i8_panel_len;
-        v.push(k);
+        v.push(neon_only().with_packed_i8(
+            "aarch64-i8mm",
+            i8mm::gemm_i8,
+            i8mm::pack_i8,
+            i8mm::pack_i8_cols,
+            i8mm::i8_panel_len,
+        ));
     }
     v
 }

@@ -27,13 +27,16 @@ const HWCAP_NEON: u32 = 1 << 12;
 const HWCAP_VFPV4: u32 = 1 << 16;
 
 /// NEON with VFPv4 (`vfma`, `vcvt.f32.f16`): what every instruction here
-/// needs.
+/// needs. Read once; every product asserts it.
 pub fn has_neon() -> bool {
-    // SAFETY: getauxval reads the process's auxiliary vector; it takes and
-    // returns integers only.
-    let caps = unsafe { libc::getauxval(libc::AT_HWCAP) } as u32;
-    let need = HWCAP_NEON | HWCAP_VFPV4;
-    caps & need == need
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        // SAFETY: getauxval reads the process's auxiliary vector; it takes
+        // and returns integers only.
+        let caps = unsafe { libc::getauxval(libc::AT_HWCAP) } as u32;
+        let need = HWCAP_NEON | HWCAP_VFPV4;
+        caps & need == need
+    })
 }
 
 /// Every d register, clobbered, for the `asm!` blocks below.

@@ -33,11 +33,13 @@ pub fn detect() -> Option<Kernels> {
         k.level = Level::Avx512;
     }
     if vnni {
-        k.name = "x86_64-avx512-vnni";
-        k.gemm_i8 = avx512::gemm_i8;
-        k.pack_i8 = avx512::pack_i8;
-        k.pack_i8_cols = avx512::pack_i8_cols;
-        k.i8_panel_len = avx512::i8_panel_len;
+        k = k.with_packed_i8(
+            "x86_64-avx512-vnni",
+            avx512::gemm_i8,
+            avx512::pack_i8,
+            avx512::pack_i8_cols,
+            avx512::i8_panel_len,
+        );
     }
     Some(k)
 }
