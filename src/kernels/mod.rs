@@ -168,6 +168,7 @@ impl Kernels {
     /// This path with its int8 products on packed panels instead, under
     /// another name (the float products stay): the dot-product paths
     /// (VNNI, sdot, smmla) over their [`group_panels`] layout.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     const fn with_packed_i8(
         self,
         name: &'static str,

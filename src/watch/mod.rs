@@ -446,9 +446,12 @@ impl<'a> Watcher<'a> {
                 }
                 Ok(Next::End) => break "source_end",
                 Err(SourceError::Frame { what, why }) => {
-                    // One bad frame (a corrupt file) is skipped, not fatal.
+                    // One bad frame (a corrupt file or JPEG) is skipped, not
+                    // fatal; the loop is alive (the watchdog's pets go on).
                     log::warn!("{what}: {why}; frame skipped");
                     self.stats.bad_frames += 1;
+                    self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
+                    observe(self, None);
                     continue;
                 }
                 Err(e) => {

@@ -552,10 +552,9 @@ impl<R: Read> MjpegStream<R> {
             let need = |this: &mut Self, n: usize| -> Result<bool, SourceError> {
                 while this.buf.len() - this.start < n {
                     if n > MAX_JPEG_BYTES {
-                        return Err(SourceError::Frame {
-                            what: format!("{} frame {}", this.name, this.index),
-                            why: format!("a JPEG larger than {MAX_JPEG_BYTES} bytes"),
-                        });
+                        return Err(
+                            this.skip_bad(format!("a JPEG larger than {MAX_JPEG_BYTES} bytes"))
+                        );
                     }
                     if !this.fill()? {
                         return Ok(false);
@@ -581,10 +580,7 @@ impl<R: Read> MjpegStream<R> {
                 }
             }
             if b[pos] != 0xFF {
-                return Err(SourceError::Frame {
-                    what: format!("{} frame {}", self.name, self.index),
-                    why: format!("no JPEG marker at byte {pos}"),
-                });
+                return Err(self.skip_bad(format!("no JPEG marker at byte {pos}")));
             }
             let marker = b[pos + 1];
             match marker {
@@ -610,6 +606,19 @@ impl<R: Read> MjpegStream<R> {
                 }
             }
         }
+    }
+
+    /// A frame that cannot be split out of the stream: counted as a frame
+    /// (its index taken) and skipped, the search for the next one starting
+    /// after its start-of-image marker.
+    fn skip_bad(&mut self, why: String) -> SourceError {
+        let e = SourceError::Frame {
+            what: format!("{} frame {}", self.name, self.index),
+            why,
+        };
+        self.start = (self.start + 2).min(self.buf.len());
+        self.index += 1;
+        e
     }
 
     fn truncated(&mut self) -> Result<bool, SourceError> {
@@ -673,6 +682,11 @@ impl FrameSource for MemorySource {
 /// frame is still counted, its message replaced by a generic one.
 const BAD_BACKLOG: usize = 8;
 
+/// Bad frames in a row after which a live source counts as lost (a camera
+/// that sends only undecodable frames is reopened, a pipe of them ends):
+/// about two seconds at 30 fps.
+pub const BAD_RUN_LOST: u32 = 60;
+
 struct Shared {
     queue: VecDeque<Frame>,
     free: Vec<Frame>,
@@ -711,7 +725,9 @@ impl LiveQueue {
         std::thread::Builder::new()
             .name("clip-edge-source".into())
             .spawn(move || {
+                let _ends = EndOnPanic(s.clone());
                 let (lock, cv) = &*s;
+                let mut bad_run = 0u32;
                 loop {
                     let mut buf = lock
                         .lock()
@@ -721,6 +737,7 @@ impl LiveQueue {
                     let Ok(mut g) = lock.lock() else { return };
                     match r {
                         Ok(Next::Frame) => {
+                            bad_run = 0;
                             if g.queue.len() >= depth {
                                 if let Some(old) = g.queue.pop_front() {
                                     g.free.push(old);
@@ -733,9 +750,16 @@ impl LiveQueue {
                         Ok(Next::Idle) => g.free.push(buf),
                         Err(SourceError::Frame { what, why }) => {
                             g.free.push(buf);
-                            g.bad += 1;
-                            if g.bad_why.len() < BAD_BACKLOG {
-                                g.bad_why.push_back((what, why));
+                            bad_run += 1;
+                            if bad_run >= BAD_RUN_LOST {
+                                g.end = Some(Err(format!(
+                                    "{bad_run} frames in a row did not decode, the last: {what}: {why}"
+                                )));
+                            } else {
+                                g.bad += 1;
+                                if g.bad_why.len() < BAD_BACKLOG {
+                                    g.bad_why.push_back((what, why));
+                                }
                             }
                         }
                         Err(e) => g.end = Some(Err(e.to_string())),
@@ -753,11 +777,30 @@ impl LiveQueue {
     }
 }
 
+/// Ends the queue with an error when the source thread unwinds (a panic in
+/// the source), so that the loop sees the source lost instead of idling on.
+struct EndOnPanic(Arc<(Mutex<Shared>, Condvar)>);
+
+impl Drop for EndOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let (lock, cv) = &*self.0;
+        let mut g = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if g.end.is_none() {
+            g.end = Some(Err("the source thread panicked".into()));
+        }
+        drop(g);
+        cv.notify_all();
+    }
+}
+
 impl FrameSource for LiveQueue {
     fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
         let (lock, cv) = &*self.shared;
-        let mut g = lock.lock().map_err(|_| SourceError::Frame {
-            what: "source".into(),
+        let mut g = lock.lock().map_err(|_| SourceError::Lost {
+            spec: "live source".into(),
             why: "the source thread panicked".into(),
         })?;
         loop {
@@ -789,8 +832,8 @@ impl FrameSource for LiveQueue {
             }
             let (guard, timeout) =
                 cv.wait_timeout(g, IDLE_TICK)
-                    .map_err(|_| SourceError::Frame {
-                        what: "source".into(),
+                    .map_err(|_| SourceError::Lost {
+                        spec: "live source".into(),
                         why: "the source thread panicked".into(),
                     })?;
             g = guard;
@@ -884,6 +927,27 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_frame_is_skipped_and_the_next_one_read() {
+        // SOI then no marker: the walker cannot split it out.
+        let mut all = vec![0xFF, 0xD8, 0x00, 0x00];
+        all.extend_from_slice(&jpeg(16, 16, 5));
+        for chunk in [1, 3, 4096] {
+            let mut s = MjpegStream::new(Trickle(all.clone(), 0, chunk), "test");
+            let mut f = Frame::default();
+            match s.next(&mut f) {
+                Err(SourceError::Frame { what, why }) => {
+                    assert_eq!(what, "test frame 0");
+                    assert!(why.contains("no JPEG marker"), "{why}");
+                }
+                other => panic!("chunk {chunk}: {other:?}"),
+            }
+            assert_eq!(s.next(&mut f).unwrap(), Next::Frame, "chunk {chunk}");
+            assert_eq!((f.width, f.height, f.index), (16, 16, 1));
+            assert_eq!(s.next(&mut f).unwrap(), Next::End);
+        }
+    }
+
+    #[test]
     fn live_queue_delivers_in_order_and_counts_drops() {
         let frames: Vec<Frame> = (0..50)
             .map(|i| Frame {
@@ -931,6 +995,29 @@ mod tests {
     }
 
     #[test]
+    fn a_live_source_of_only_bad_frames_is_lost() {
+        let frames = vec![Frame::default(); 200];
+        let source = SomeBad {
+            inner: MemorySource::new(frames, 1),
+            every: 1,
+            calls: 0,
+        };
+        let mut q = LiveQueue::spawn(source, 2);
+        let mut f = Frame::default();
+        let mut bad = 0;
+        let why = loop {
+            match q.next(&mut f) {
+                Ok(Next::Idle) => continue,
+                Err(SourceError::Frame { .. }) => bad += 1,
+                Err(SourceError::Lost { why, .. }) => break why,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(bad, BAD_RUN_LOST - 1);
+        assert!(why.contains("60 frames in a row did not decode"), "{why}");
+    }
+
+    #[test]
     fn live_queue_skips_bad_frames_and_goes_on() {
         let frames: Vec<Frame> = (0..60)
             .map(|i| Frame {
@@ -961,7 +1048,26 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(pause_ms));
             }
             assert_eq!(bad.len(), 15, "{bad:?}");
-            assert!(bad.iter().all(|b| !b.is_empty()));
+            // The messages the backlog kept are the source's own, in order;
+            // the others say why they have none.
+            let kept: Vec<&String> = bad
+                .iter()
+                .filter(|b| !b.contains("message not kept"))
+                .collect();
+            assert!(kept.len() >= BAD_BACKLOG.min(15), "{bad:?}");
+            let mut last = None;
+            for b in kept {
+                let frame: u64 = b
+                    .strip_prefix("frame ")
+                    .and_then(|r| r.strip_suffix(": corrupt"))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("{b:?} in {bad:?}"));
+                assert!(
+                    (frame + 1).is_multiple_of(4) && last < Some(frame),
+                    "{bad:?}"
+                );
+                last = Some(frame);
+            }
             assert!(seen.iter().all(|i| !(i + 1).is_multiple_of(4)), "{seen:?}");
             assert_eq!(seen.len() as u64 + q.dropped() + 15, 60, "{seen:?}");
         }

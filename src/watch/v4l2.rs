@@ -96,7 +96,11 @@ impl FrameSource for Camera {
             source: e,
         })?;
         let data = &buf[..(meta.bytesused as usize).min(buf.len())];
-        let what = || format!("{} frame {}", self.name, self.index);
+        // The index is the frame's position in the stream, bad frames
+        // included: taken before decoding.
+        let index = self.index;
+        self.index += 1;
+        let what = || format!("{} frame {index}", self.name);
         let (w, h) = (self.width as usize, self.height as usize);
         match self.format {
             PixelFormat::Mjpg => decode_jpeg_into(data, &what(), frame)?,
@@ -120,8 +124,7 @@ impl FrameSource for Camera {
                 }
             }
         }
-        frame.index = self.index;
-        self.index += 1;
+        frame.index = index;
         Ok(Next::Frame)
     }
 }
