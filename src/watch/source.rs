@@ -947,16 +947,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn live_queue_delivers_in_order_and_counts_drops() {
-        let frames: Vec<Frame> = (0..50)
+    /// `n` frames of one pixel, frame `i` of value `i`.
+    fn one_pixel_frames(n: u8) -> Vec<Frame> {
+        (0..n)
             .map(|i| Frame {
                 width: 1,
                 height: 1,
-                rgb: vec![i as u8; 3],
+                rgb: vec![i; 3],
                 index: 0,
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn live_queue_delivers_in_order_and_counts_drops() {
+        let frames = one_pixel_frames(50);
         let mut q = LiveQueue::spawn(MemorySource::new(frames, 1), 2);
         let mut f = Frame::default();
         let mut seen = Vec::new();
@@ -1019,14 +1024,7 @@ mod tests {
 
     #[test]
     fn live_queue_skips_bad_frames_and_goes_on() {
-        let frames: Vec<Frame> = (0..60)
-            .map(|i| Frame {
-                width: 1,
-                height: 1,
-                rgb: vec![i as u8; 3],
-                index: 0,
-            })
-            .collect();
+        let frames = one_pixel_frames(60);
         // Slow and fast consumers: bad frames past the backlog keep their count.
         for pause_ms in [0, 2] {
             let source = SomeBad {
