@@ -777,6 +777,15 @@ impl LiveQueue {
     }
 }
 
+/// What the loop sees when the source thread panicked while holding the
+/// queue's lock.
+fn thread_panicked() -> SourceError {
+    SourceError::Lost {
+        spec: "live source".into(),
+        why: "the source thread panicked".into(),
+    }
+}
+
 /// Ends the queue with an error when the source thread unwinds (a panic in
 /// the source), so that the loop sees the source lost instead of idling on.
 struct EndOnPanic(Arc<(Mutex<Shared>, Condvar)>);
@@ -799,10 +808,7 @@ impl Drop for EndOnPanic {
 impl FrameSource for LiveQueue {
     fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
         let (lock, cv) = &*self.shared;
-        let mut g = lock.lock().map_err(|_| SourceError::Lost {
-            spec: "live source".into(),
-            why: "the source thread panicked".into(),
-        })?;
+        let mut g = lock.lock().map_err(|_| thread_panicked())?;
         loop {
             if g.bad > 0 {
                 g.bad -= 1;
@@ -830,12 +836,9 @@ impl FrameSource for LiveQueue {
                 }
                 None => {}
             }
-            let (guard, timeout) =
-                cv.wait_timeout(g, IDLE_TICK)
-                    .map_err(|_| SourceError::Lost {
-                        spec: "live source".into(),
-                        why: "the source thread panicked".into(),
-                    })?;
+            let (guard, timeout) = cv
+                .wait_timeout(g, IDLE_TICK)
+                .map_err(|_| thread_panicked())?;
             g = guard;
             if timeout.timed_out() && g.queue.is_empty() && g.end.is_none() {
                 return Ok(Next::Idle);
