@@ -4,8 +4,14 @@
 //! PNG is decoded with the `png` crate directly to keep what Pillow keeps:
 //! palette images stay palette images (resized with nearest neighbour), 1-bit
 //! greyscale is Pillow's mode "1", 16-bit channels keep their high byte.
-//! Other formats go through `image`. JPEG decoders differ from Pillow's
-//! libjpeg-turbo by a few levels (see the README).
+//! JPEG is decoded straight into a reused buffer (grey stays grey). Other
+//! formats go through `image`. JPEG decoders differ from Pillow's
+//! libjpeg-turbo by a few levels (see docs/accuracy.md).
+//!
+//! This is the one decode path: `classify`, `eval` and every `watch` source
+//! that carries encoded images go through [`decode_bytes_into`], so a frame
+//! reaches preprocessing in the same mode as the same file given to
+//! `classify`.
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -27,6 +33,18 @@ pub enum DecodeError {
     Unsupported { path: PathBuf, why: String },
 }
 
+impl DecodeError {
+    /// What went wrong, without the path (for callers that name the image
+    /// themselves, such as a stream's frame number).
+    pub fn reason(&self) -> String {
+        match self {
+            DecodeError::Io { source, .. } => source.to_string(),
+            DecodeError::Decode { why, .. } => format!("cannot decode image: {why}"),
+            DecodeError::Unsupported { why, .. } => format!("unsupported image: {why}"),
+        }
+    }
+}
+
 /// Largest image decoded, in pixels, checked from the header before any
 /// pixel buffer is allocated: a 12 MP camera frame is 12.3 million pixels
 /// (Pillow warns at 89 million). 50 million RGBA pixels are 200 MB.
@@ -36,7 +54,7 @@ pub const MAX_IMAGE_PIXELS: u64 = 50_000_000;
 pub const MAX_IMAGE_FILE_BYTES: u64 = 64 << 20;
 
 /// An owned decoded image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DecodedImage {
     pub width: u32,
     pub height: u32,
@@ -54,6 +72,56 @@ impl DecodedImage {
             data: &self.data,
             palette: &self.palette,
         }
+    }
+
+    /// Makes this an RGB image of `width x height` and returns its pixels
+    /// (no allocation when the buffer already holds that many bytes).
+    pub fn reshape(&mut self, width: u32, height: u32, mode: Mode) -> &mut [u8] {
+        self.width = width;
+        self.height = height;
+        self.mode = mode;
+        self.palette.clear();
+        self.data
+            .resize(width as usize * height as usize * mode.channels(), 0);
+        &mut self.data
+    }
+
+    /// Copies `other` in, reusing this image's buffers.
+    pub fn copy_from(&mut self, other: &DecodedImage) {
+        self.width = other.width;
+        self.height = other.height;
+        self.mode = other.mode;
+        self.data.clear();
+        self.data.extend_from_slice(&other.data);
+        self.palette.clear();
+        self.palette.extend_from_slice(&other.palette);
+    }
+
+    /// The pixels as interleaved RGB, as Pillow's `convert("RGB")` gives
+    /// them (alpha dropped, grey widened, palette looked up): borrowed when
+    /// the image is RGB already. For snapshots and pictures, not for the
+    /// encoder (preprocessing resizes in the image's own mode).
+    pub fn rgb(&self) -> std::borrow::Cow<'_, [u8]> {
+        if self.mode == Mode::Rgb {
+            return std::borrow::Cow::Borrowed(&self.data);
+        }
+        let n = self.width as usize * self.height as usize;
+        let mut out = Vec::with_capacity(3 * n);
+        for i in 0..n {
+            let px: [u8; 3] = match self.mode {
+                Mode::Rgb => [self.data[3 * i], self.data[3 * i + 1], self.data[3 * i + 2]],
+                Mode::Rgba => [self.data[4 * i], self.data[4 * i + 1], self.data[4 * i + 2]],
+                Mode::L | Mode::Bilevel => [self.data[i]; 3],
+                Mode::La => [self.data[2 * i]; 3],
+                Mode::Palette => self
+                    .palette
+                    .get(self.data[i] as usize)
+                    .copied()
+                    .unwrap_or([0; 3]),
+            };
+            out.extend_from_slice(&px);
+        }
+        std::borrow::Cow::Owned(out)
     }
 }
 
@@ -93,9 +161,58 @@ fn check_size(width: u32, height: u32, path: &Path) -> Result<(), DecodeError> {
 
 /// Decodes an encoded image held in memory; `path` only names it in errors.
 pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DecodedImage, DecodeError> {
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return decode_png(bytes, path);
+    let mut out = DecodedImage::default();
+    decode_bytes_into(bytes, path, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes an encoded image held in memory into `out`, reusing its buffer
+/// for JPEG (a camera's frames); `path` only names it in errors. On an
+/// error `out` holds no image that could be mistaken for this one.
+pub fn decode_bytes_into(
+    bytes: &[u8],
+    path: &Path,
+    out: &mut DecodedImage,
+) -> Result<(), DecodeError> {
+    let r = if bytes.starts_with(&[0xFF, 0xD8]) {
+        decode_jpeg_into(bytes, path, out)
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        decode_png(bytes, path).map(|img| *out = img)
+    } else {
+        decode_other(bytes, path).map(|img| *out = img)
+    };
+    if r.is_err() {
+        out.reshape(0, 0, Mode::Rgb);
     }
+    r
+}
+
+/// A JPEG straight into `out`'s buffer: RGB as RGB, grey as grey (Pillow's
+/// "L"); any other colour type through [`decode_other`].
+fn decode_jpeg_into(bytes: &[u8], path: &Path, out: &mut DecodedImage) -> Result<(), DecodeError> {
+    use image::ImageDecoder;
+    let err = |why: String| DecodeError::Decode {
+        path: path.to_path_buf(),
+        why,
+    };
+    let dec = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(bytes))
+        .map_err(|e| err(e.to_string()))?;
+    let (w, h) = dec.dimensions();
+    check_size(w, h, path)?;
+    let mode = match dec.color_type() {
+        image::ColorType::Rgb8 => Mode::Rgb,
+        image::ColorType::L8 => Mode::L,
+        _ => {
+            *out = decode_other(bytes, path)?;
+            return Ok(());
+        }
+    };
+    let buf = out.reshape(w, h, mode);
+    dec.read_image(buf).map_err(|e| err(e.to_string()))
+}
+
+/// Any format `image` reads, its size checked from the header first.
+fn decode_other(bytes: &[u8], path: &Path) -> Result<DecodedImage, DecodeError> {
     let err = |why: String| DecodeError::Decode {
         path: path.to_path_buf(),
         why,

@@ -3,13 +3,11 @@
 //! `clip-quantize` crate.
 
 pub mod alloc_count;
-pub mod board;
 pub mod bundle;
 pub mod decode;
 pub mod encoder;
 pub mod engine;
 pub mod eval;
-pub mod kernel_bench;
 pub mod kernels;
 pub mod preprocess;
 pub mod progress;

@@ -64,7 +64,7 @@ pub enum PreprocessError {
 }
 
 /// Pixel modes, named after Pillow's. All are 8 bits per channel, interleaved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Bilevel, one byte per pixel holding 0 or 255 (Pillow's "1").
     Bilevel,
@@ -72,6 +72,7 @@ pub enum Mode {
     L,
     /// Grey + alpha.
     La,
+    #[default]
     Rgb,
     Rgba,
     /// One byte per pixel indexing a palette of RGB colours (Pillow's "P").

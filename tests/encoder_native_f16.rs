@@ -2,7 +2,7 @@
 //! (tract's `f32_to_f16` translation: f16 activations, f16 weights, f16
 //! matmuls), against the PyTorch fp32 reference embeddings.
 //!
-//! The bundles run in f32 (see the README: tract's arm64 fp16 kernels
+//! The bundles run in f32 (see docs/bundles.md: tract's arm64 fp16 kernels
 //! accumulate in f16), so this is the encoder-level check of tract's native
 //! fp16 path: on an arm64 CPU with FEAT_FP16 (Pi 5, Orin; `cortex-a76` under
 //! `scripts/cross-test`) the plan must pick the native f16 kernels, elsewhere

@@ -1,6 +1,6 @@
 //! Hostile files never crash the runtime, never make it read outside a
 //! bundle or without bound, and are refused with one line naming them.
-//! Each case here was found by trying it (README, "Reliability").
+//! Each case here was found by trying it (docs/security.md).
 
 mod common;
 

@@ -52,6 +52,10 @@ fn deb_holds_the_binary_unit_config_and_default_bundle() {
             "-rw-r--r-- root/root",
             "./usr/share/doc/clip-edge/copyright",
         ),
+        (
+            "-rw-r--r-- root/root",
+            "./usr/share/doc/clip-edge/docs/watch.md",
+        ),
     ] {
         assert!(
             contents

@@ -99,10 +99,12 @@ fn yuyv_and_nv12_captures_convert_back_to_the_frame() {
         if frame.index % 23 != 20 {
             continue;
         }
-        let (w, h) = (frame.width as usize, frame.height as usize);
+        assert_eq!(frame.image.mode, clip_edge::preprocess::Mode::Rgb);
+        let (w, h) = (frame.image.width as usize, frame.image.height as usize);
+        let frame_rgb = &frame.image.data;
         let px = |x: usize, y: usize| {
             let i = 3 * (y * w + x);
-            rgb_to_ycbcr([frame.rgb[i], frame.rgb[i + 1], frame.rgb[i + 2]])
+            rgb_to_ycbcr([frame_rgb[i], frame_rgb[i + 1], frame_rgb[i + 2]])
         };
         // YUYV: chroma averaged over each pixel pair.
         let mut yuyv = vec![0u8; w * h * 2];
@@ -150,7 +152,7 @@ fn yuyv_and_nv12_captures_convert_back_to_the_frame() {
         ] {
             let mad = rgb
                 .iter()
-                .zip(&frame.rgb)
+                .zip(frame_rgb)
                 .map(|(a, b)| a.abs_diff(*b) as f64)
                 .sum::<f64>()
                 / rgb.len() as f64;
@@ -347,4 +349,105 @@ fn empty_scene_frames_read_as_plain_background() {
         checked += 1;
     }
     assert!(checked >= 50, "only {checked} empty frames in the clip");
+}
+
+/// The one decode path: a folder of images in every mode Pillow opens (RGB,
+/// RGBA, L, LA, P and 1-bit PNGs, an RGB and a grey JPEG) played through
+/// `watch`'s `dir:` source and the loop's step gives, image by image, the
+/// embedding that `classify`'s decode of the same file gives, bit for bit:
+/// a frame keeps its mode up to the resize.
+#[test]
+fn dir_frames_embed_exactly_as_classify_embeds_the_same_files() {
+    use clip_edge::decode::decode_file;
+    use clip_edge::preprocess::Mode;
+    use clip_edge::watch::source::{Frame, Next};
+    let dir = common::scratch("one-decode-path");
+    let fixtures = root().join("tests/fixtures");
+    for name in [
+        "images/rgba_333x250.png",
+        "images/la_256x300.png",
+        "images/p_300x200.png",
+        "images/l_129x400.png",
+        "images/bilevel_150x151.png",
+        "images/rgb_227x229.png",
+        "jpeg/franz-kafka.jpg",
+    ] {
+        let from = fixtures.join(name);
+        std::fs::copy(&from, dir.join(from.file_name().unwrap())).unwrap();
+    }
+    let grey: Vec<u8> = (0..97u32 * 61).map(|i| (i * 7 % 251) as u8).collect();
+    let mut jpeg = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90),
+        &grey,
+        97,
+        61,
+        image::ExtendedColorType::L8,
+    )
+    .unwrap();
+    std::fs::write(dir.join("grey_97x61.jpg"), jpeg).unwrap();
+
+    let mut engine = common::default_int8_engine();
+    // classify's path, in the order a dir: source plays the files.
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut want = Vec::new();
+    for path in &files {
+        let img = decode_file(path).unwrap();
+        engine.classify(&img.view(), 1).unwrap();
+        want.push((img.mode, engine.embedding().to_vec()));
+    }
+    // watch's path: the dir: source and the loop's step.
+    let opts = Options {
+        watched: watched(&engine, &["red star"]),
+        rules: Rules::default(),
+        fps: None,
+        motion_threshold: None,
+        snapshots: None,
+        source_name: "dir".into(),
+    };
+    let mut watcher = Watcher::new(&mut engine, opts, None, vec![]);
+    let mut source = DirSource::open(&dir).unwrap();
+    let mut frame = Frame::default();
+    let mut got = Vec::new();
+    while source.next(&mut frame).unwrap() == Next::Frame {
+        watcher.step(&frame).unwrap();
+        got.push((frame.image.mode, watcher.engine().embedding().to_vec()));
+    }
+    assert_eq!(got.len(), files.len());
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (i, path) in files.iter().enumerate() {
+        assert_eq!(got[i].0, want[i].0, "{}: mode", path.display());
+        assert!(
+            got[i].1.iter().all(|x| x.is_finite()),
+            "{}: embedding not finite",
+            path.display()
+        );
+        assert_eq!(
+            bits(&got[i].1),
+            bits(&want[i].1),
+            "{}: watch's embedding differs from classify's",
+            path.display()
+        );
+    }
+    // Every mode is covered, and the encoder tells the images apart (equal
+    // embeddings everywhere would make the comparison empty).
+    let modes: Vec<Mode> = got.iter().map(|g| g.0).collect();
+    for m in [
+        Mode::Rgb,
+        Mode::Rgba,
+        Mode::L,
+        Mode::La,
+        Mode::Palette,
+        Mode::Bilevel,
+    ] {
+        assert!(modes.contains(&m), "no {m:?} image in {modes:?}");
+    }
+    let mut distinct: Vec<Vec<u32>> = got.iter().map(|g| bits(&g.1)).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), files.len(), "two images embed the same");
 }

@@ -7,7 +7,7 @@ struct Case {
     text: String,
     ids: Vec<u32>,
     fits: bool,
-    /// ftfy's mojibake repair changes this text (not reimplemented; see README).
+    /// ftfy's mojibake repair changes this text (not reimplemented; see docs/accuracy.md).
     mojibake: bool,
 }
 

@@ -8,8 +8,33 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clip_edge::bundle::Trust;
 
+use super::BundleArg;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    bundle: BundleArg,
+    #[arg(long, default_value_t = 8)]
+    frames: usize,
+    /// Images per run of the batched encoder compared too.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: &Args) -> Result<ExitCode> {
+    check(
+        &a.bundle.bundle,
+        &a.bundle.trust()?,
+        a.frames,
+        a.batch,
+        a.json,
+    )
+}
+
 #[cfg(not(feature = "cuda"))]
-pub fn run(
+fn check(
     _dir: &Path,
     _trust: &Trust,
     _frames: usize,
@@ -20,7 +45,9 @@ pub fn run(
 }
 
 #[cfg(feature = "cuda")]
-pub use with_cuda::{bench_cuda, run};
+pub use with_cuda::bench_cuda;
+#[cfg(feature = "cuda")]
+use with_cuda::check;
 
 #[cfg(feature = "cuda")]
 mod with_cuda {
@@ -107,7 +134,7 @@ mod with_cuda {
             .0
     }
 
-    pub fn run(
+    pub fn check(
         dir: &Path,
         trust: &Trust,
         frames: usize,

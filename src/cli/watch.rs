@@ -105,8 +105,34 @@ fn load_model(args: &WatchArgs, source: &str, threads: usize) -> Result<Model> {
     })
 }
 
-pub fn watch(cli: WatchArgs) -> Result<ExitCode> {
+/// The running service: the model, the source, the edges (GPIO, MQTT, the
+/// status server, systemd) and the signals.
+struct Service {
+    spec: String,
+    threads: usize,
+    model: Model,
+    source: Box<dyn watch::source::FrameSource>,
+    log: Option<watch::events::EventLog>,
+    last_run: Option<u64>,
+    gpio_lines: Option<gpio::GpioLines<linux_embedded_hal::CdevPin>>,
+    mqtt: Option<mqtt::Mqtt>,
+    status: Option<Arc<http::Status>>,
+    status_sink: Option<http::StatusSink>,
+    systemd: Systemd,
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+}
+
+pub fn run(cli: WatchArgs) -> Result<ExitCode> {
     let args = settings(&cli)?;
+    let mut service = set_up(&args)?;
+    let result = service.run(&cli);
+    service.finish(result, args.stats)
+}
+
+/// Checks the settings, loads the model, opens the edges and the source,
+/// installs the signal handlers and tells systemd the service is ready.
+fn set_up(args: &WatchArgs) -> Result<Service> {
     let spec = args
         .source
         .clone()
@@ -130,8 +156,8 @@ pub fn watch(cli: WatchArgs) -> Result<ExitCode> {
         bail!("--health-timeout {health_timeout}: expected more than 0 and at most 86400 seconds");
     }
     let threads = args.threads.unwrap_or(1);
-    crate::set_threads(threads)?;
-    let mut model = load_model(&args, &spec, threads)?;
+    super::set_threads(threads)?;
+    let model = load_model(args, &spec, threads)?;
     let labels: Vec<String> = model.opts.watched.iter().map(|w| w.label.clone()).collect();
 
     // GPIO lines, each following a watched label.
@@ -156,9 +182,9 @@ pub fn watch(cli: WatchArgs) -> Result<ExitCode> {
         #[cfg(not(target_os = "linux"))]
         bail!("--gpio: GPIO lines need Linux");
     }
-    let mut gpio_lines = (!pins.is_empty()).then(|| gpio::GpioLines::new(pins));
+    let gpio_lines = (!pins.is_empty()).then(|| gpio::GpioLines::new(pins));
 
-    let (mut log, mut last_run, closed) = match &args.events {
+    let (log, last_run, closed) = match &args.events {
         Some(p) => {
             let (log, rec) = watch::events::EventLog::open(p)?;
             for c in &rec.closed {
@@ -173,7 +199,7 @@ pub fn watch(cli: WatchArgs) -> Result<ExitCode> {
         }
         None => (None, None, Vec::new()),
     };
-    let mut mqtt = mqtt_url.map(|u| {
+    let mqtt = mqtt_url.map(|u| {
         let node = args.node.clone().unwrap_or_else(host_name);
         let m = mqtt::Mqtt::start(u, &labels, &node);
         for c in &closed {
@@ -201,8 +227,8 @@ pub fn watch(cli: WatchArgs) -> Result<ExitCode> {
         }
         None => None,
     };
-    let mut status_sink = status.clone().map(http::StatusSink);
-    let mut source = watch::source::open(&spec)?;
+    let status_sink = status.clone().map(http::StatusSink);
+    let source = watch::source::open(&spec)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
@@ -214,102 +240,149 @@ pub fn watch(cli: WatchArgs) -> Result<ExitCode> {
     let hello = format!("watching {spec} for {}", labels.join(", "));
     log::info!("{hello}");
     systemd.ready(&hello);
+    Ok(Service {
+        spec,
+        threads,
+        model,
+        source,
+        log,
+        last_run,
+        gpio_lines,
+        mqtt,
+        status,
+        status_sink,
+        systemd,
+        stop,
+        reload,
+    })
+}
 
-    let result = loop {
-        let mut sinks: Vec<&mut dyn Sink> = Vec::new();
-        if let Some(s) = status_sink.as_mut() {
-            sinks.push(s);
-        }
-        if let Some(g) = gpio_lines.as_mut() {
-            sinks.push(g);
-        }
-        if let Some(m) = mqtt.as_mut() {
-            sinks.push(m);
-        }
-        let mut watcher = Watcher::new(
-            &mut model.engine,
-            model.opts.clone(),
-            log.take().map(|l| (l, last_run)),
-            sinks,
-        );
-        // Run until the end, a stop, or a reload that loads.
-        let next: Result<Option<Model>> = loop {
-            let r = watcher.run_until(source.as_mut(), &stop, &reload, &mut |w, frame| {
-                systemd.observe(w);
-                if let Some(s) = &status {
-                    s.observe(w, frame);
-                }
-            });
-            match r {
-                Ok(Ended::Paused) => {
-                    reload.store(false, Ordering::Relaxed);
-                    log::warn!("SIGHUP: reloading the config and the bundle");
-                    match settings(&cli).and_then(|a| load_model(&a, &spec, threads)) {
-                        Ok(new) => match watcher.end_all("reload") {
-                            Ok(()) => break Ok(Some(new)),
-                            Err(e) => break Err(e.into()),
-                        },
-                        Err(e) => log::error!(
-                            "reload refused, the running bundle goes on: {}",
-                            format!("{e:#}").replace('\n', " ")
-                        ),
-                    }
-                }
-                Ok(_) => break Ok(None),
-                Err(e) => break Err(e.into()),
+impl Service {
+    /// Runs the loop until the source ends or a stop; on SIGHUP, a reload
+    /// that loads swaps the model (open events end as "reload"), one that
+    /// fails is logged and the running model goes on.
+    fn run(&mut self, cli: &WatchArgs) -> Result<watch::Stats> {
+        loop {
+            let mut sinks: Vec<&mut dyn Sink> = Vec::new();
+            if let Some(s) = self.status_sink.as_mut() {
+                sinks.push(s);
             }
-        };
-        let stats = watcher.stats;
-        last_run = Some(watcher.run_id());
-        log = watcher.into_log();
-        match next {
-            Ok(Some(new)) => {
-                log::warn!(
-                    "reloaded: bundle {} ({}), watching {}",
-                    new.bundle.display(),
-                    new.engine.bundle.manifest.precision,
-                    new.opts
-                        .watched
-                        .iter()
-                        .map(|w| w.label.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+            if let Some(g) = self.gpio_lines.as_mut() {
+                sinks.push(g);
+            }
+            if let Some(m) = self.mqtt.as_mut() {
+                sinks.push(m);
+            }
+            let mut watcher = Watcher::new(
+                &mut self.model.engine,
+                self.model.opts.clone(),
+                self.log.take().map(|l| (l, self.last_run)),
+                sinks,
+            );
+            // Run until the end, a stop, or a reload that loads.
+            let next: Result<Option<Model>> = loop {
+                let r = watcher.run_until(
+                    self.source.as_mut(),
+                    &self.stop,
+                    &self.reload,
+                    &mut |w, frame| {
+                        self.systemd.observe(w);
+                        if let Some(s) = &self.status {
+                            s.observe(w, frame);
+                        }
+                    },
                 );
-                model = new;
+                match r {
+                    Ok(Ended::Paused) => {
+                        self.reload.store(false, Ordering::Relaxed);
+                        log::warn!("SIGHUP: reloading the config and the bundle");
+                        match reload(cli, &self.spec, self.threads) {
+                            Ok(new) => match watcher.end_all("reload") {
+                                Ok(()) => break Ok(Some(new)),
+                                Err(e) => break Err(e.into()),
+                            },
+                            Err(e) => log::error!(
+                                "reload refused, the running bundle goes on: {}",
+                                format!("{e:#}").replace('\n', " ")
+                            ),
+                        }
+                    }
+                    Ok(_) => break Ok(None),
+                    Err(e) => break Err(e.into()),
+                }
+            };
+            let stats = watcher.stats;
+            self.last_run = Some(watcher.run_id());
+            self.log = watcher.into_log();
+            match next {
+                Ok(Some(new)) => {
+                    log::warn!(
+                        "reloaded: bundle {} ({}), watching {}",
+                        new.bundle.display(),
+                        new.engine.bundle.manifest.precision,
+                        new.opts
+                            .watched
+                            .iter()
+                            .map(|w| w.label.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    self.model = new;
+                }
+                Ok(None) => return Ok(stats),
+                Err(e) => return Err(e),
             }
-            Ok(None) => break Ok(stats),
-            Err(e) => break Err(e),
         }
-    };
-    let stopping = stop.load(Ordering::Relaxed);
-    if stopping {
-        systemd.stopping();
     }
-    // A stop must finish within systemd's patience: a short grace for the broker.
-    let grace = Duration::from_millis(if stopping { 800 } else { 3000 });
-    let mqtt_stats = mqtt.map(|m| m.finish(grace));
-    let stats = result?;
-    if args.stats {
-        let per = |ms: f64| ms / stats.frames.max(1) as f64;
-        out!(
-            "{}",
-            json!({
-                "stats": stats,
-                "engine": model.engine.kind(),
-                "threads": threads,
-                "fps": stats.frames as f64 / (stats.wall_ms / 1e3).max(1e-9),
-                "per_frame_ms": {
-                    "source": per(stats.source_ms),
-                    "classify": per(stats.classify_ms),
-                    "preprocess": per(stats.preprocess_ms),
-                    "encode": per(stats.encode_ms),
-                    "score": per(stats.score_ms),
-                    "loop": per(stats.loop_ms),
-                },
-                "mqtt": mqtt_stats,
-                "gpio_errors": gpio_lines.as_ref().map(|g| g.errors),
-            })
-        );
+
+    /// Tells systemd of a stop, gives the broker a grace to flush, and
+    /// prints the statistics when asked.
+    fn finish(self, result: Result<watch::Stats>, print_stats: bool) -> Result<ExitCode> {
+        let Service {
+            model,
+            threads,
+            systemd,
+            stop,
+            mqtt,
+            gpio_lines,
+            ..
+        } = self;
+        let stopping = stop.load(Ordering::Relaxed);
+        if stopping {
+            systemd.stopping();
+        }
+        // A stop must finish within systemd's patience: a short grace for the broker.
+        let grace = Duration::from_millis(if stopping { 800 } else { 3000 });
+        let mqtt_stats = mqtt.map(|m| m.finish(grace));
+        let stats = result?;
+        if print_stats {
+            let per = |ms: f64| ms / stats.frames.max(1) as f64;
+            out!(
+                "{}",
+                json!({
+                    "stats": stats,
+                    "engine": model.engine.kind(),
+                    "threads": threads,
+                    "fps": stats.frames as f64 / (stats.wall_ms / 1e3).max(1e-9),
+                    "per_frame_ms": {
+                        "source": per(stats.source_ms),
+                        "classify": per(stats.classify_ms),
+                        "preprocess": per(stats.preprocess_ms),
+                        "encode": per(stats.encode_ms),
+                        "score": per(stats.score_ms),
+                        "loop": per(stats.loop_ms),
+                    },
+                    "mqtt": mqtt_stats,
+                    "gpio_errors": gpio_lines.as_ref().map(|g| g.errors),
+                })
+            );
+        }
+        Ok(ExitCode::SUCCESS)
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// The config read again and its model loaded and verified completely
+/// (SIGHUP), before anything running is touched.
+fn reload(cli: &WatchArgs, spec: &str, threads: usize) -> Result<Model> {
+    settings(cli).and_then(|a| load_model(&a, spec, threads))
 }

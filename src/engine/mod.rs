@@ -1,11 +1,14 @@
-//! The per-frame path: preprocess into a reused buffer, encode with the
-//! bundle's graph, score against the table, top-k. Two backends run the
-//! encoder: [`native`] (ours: lowered at load, arena, own kernels; the
-//! default) and tract's optimised plan (the reference).
+//! The per-frame path ([`Engine`]): preprocess into a reused buffer, encode
+//! with the bundle's graph, score against the table, top-k. The image
+//! encoder is any [`Encoder`]: [`native`] (ours: lowered at load, arena, own
+//! kernels; the default), [`tract::TractEncoder`] (tract's optimised plan,
+//! the reference) or, in a `--features cuda` build, [`cuda`] (the native
+//! schedule on a GPU). The engine knows none of them by name.
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod native;
+pub mod tract;
 
 use std::path::Path;
 use std::time::Instant;
@@ -14,7 +17,7 @@ use thiserror::Error;
 use tract_core::internal::*;
 
 use crate::bundle::{Bundle, BundleError, Trust};
-use crate::encoder::{self, Plan};
+use crate::encoder;
 use crate::preprocess::{ImageView, PreprocessError, Preprocessor};
 use crate::score;
 
@@ -118,11 +121,99 @@ impl std::fmt::Display for Device {
     }
 }
 
-enum Backend {
-    Tract(Plan),
-    Native(Box<native::Native>),
+/// An image encoder: one preprocessed image (`input_len` floats, NCHW) in,
+/// one embedding (`output_len` floats) out, into buffers the caller owns.
+/// What a backend can say about itself comes through [`Encoder::summary`]
+/// and, where it times its steps, the profile.
+pub trait Encoder {
+    fn input_len(&self) -> usize;
+    fn output_len(&self) -> usize;
+    /// Encodes `input` into `output` (lengths as above).
+    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError>;
+    /// Which backend this is.
+    fn kind(&self) -> EngineKind;
+    /// Where it runs.
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+    /// What runs: ops, kernels, memory.
+    fn summary(&self) -> EncoderSummary;
+    /// Times each step from now on; `false` where the backend has no such
+    /// timing.
+    fn set_profiling(&mut self, _on: bool) -> bool {
+        false
+    }
+    /// Per-frame times since profiling was turned on (empty without it).
+    fn profile(&self) -> Profile {
+        Profile::default()
+    }
+}
+
+/// What an [`Encoder`] reports of itself, per backend.
+pub enum EncoderSummary {
+    Native(native::Summary),
+    /// tract's plan: operator name → (count, first description).
+    Tract(std::collections::BTreeMap<String, (usize, String)>),
     #[cfg(feature = "cuda")]
-    Cuda(Box<cuda::CudaEncoder>),
+    Cuda(cuda::CudaSummary),
+}
+
+/// Milliseconds per frame by op class, and each step's time.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    pub by_class: std::collections::BTreeMap<String, f64>,
+    pub steps: Vec<native::StepTime>,
+}
+
+impl Encoder for native::Native {
+    fn input_len(&self) -> usize {
+        native::Native::input_len(self)
+    }
+    fn output_len(&self) -> usize {
+        native::Native::output_len(self)
+    }
+    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
+        native::Native::run(self, input, output);
+        Ok(())
+    }
+    fn kind(&self) -> EngineKind {
+        EngineKind::Native
+    }
+    fn summary(&self) -> EncoderSummary {
+        EncoderSummary::Native(native::Native::summary(self))
+    }
+    fn set_profiling(&mut self, on: bool) -> bool {
+        native::Native::set_profiling(self, on);
+        true
+    }
+    fn profile(&self) -> Profile {
+        Profile {
+            by_class: native::Native::profile(self),
+            steps: native::Native::profile_steps(self),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Encoder for cuda::CudaEncoder {
+    fn input_len(&self) -> usize {
+        cuda::CudaEncoder::input_len(self)
+    }
+    fn output_len(&self) -> usize {
+        cuda::CudaEncoder::output_len(self)
+    }
+    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
+        cuda::CudaEncoder::run(self, input, output).map_err(|e| EngineError::Device(e.to_string()))
+    }
+    fn kind(&self) -> EngineKind {
+        EngineKind::Native
+    }
+    fn device(&self) -> Device {
+        Device::Cuda
+    }
+    fn summary(&self) -> EncoderSummary {
+        EncoderSummary::Cuda(cuda::CudaEncoder::summary(self).clone())
+    }
 }
 
 /// A bundle read and verified, with its image encoder's graph checked
@@ -233,7 +324,7 @@ pub struct Timings {
 
 pub struct Engine {
     pub bundle: Bundle,
-    backend: Backend,
+    encoder: Box<dyn Encoder>,
     pre: Preprocessor,
     input: Vec<f32>,
     emb: Vec<f32>,
@@ -311,25 +402,12 @@ impl Engine {
             stage("encoder ready on the GPU");
             let macs = count_macs(&opened.model);
             let Opened { bundle, .. } = opened;
-            return Ok(Self::with_backend(
-                bundle,
-                Backend::Cuda(Box::new(enc)),
-                macs,
-            ));
+            return Self::with_encoder(bundle, Box::new(enc), macs);
         }
         let Opened { bundle, model, .. } = opened;
-        let mut model = model;
         let macs = count_macs(&model);
-        let backend = match kind {
-            EngineKind::Tract => {
-                encoder::fold_constants(&mut model).map_err(gerr)?;
-                let plan = encoder::into_plan(model).map_err(gerr)?;
-                log::info!(
-                    "image encoder on tract, kernels: {}",
-                    encoder::matmul_kernels(&plan).join(" | ")
-                );
-                Backend::Tract(plan)
-            }
+        let encoder: Box<dyn Encoder> = match kind {
+            EngineKind::Tract => Box::new(tract::TractEncoder::new(model, r, dim).map_err(gerr)?),
             EngineKind::Native => {
                 let model = encoder::for_native(model).map_err(gerr)?;
                 stage("graph ready for lowering");
@@ -347,28 +425,37 @@ impl Engine {
                         why: one_line(&e.to_string()),
                     }
                 })?;
-                if native.input_len() != 3 * r * r || native.output_len() != dim {
-                    return Err(EngineError::Graph {
-                        path: path.display().to_string(),
-                        why: "the lowered graph's input or output size differs from the manifest's"
-                            .into(),
-                    });
-                }
-                Backend::Native(Box::new(native))
+                Box::new(native)
             }
         };
         stage("encoder ready");
-        Ok(Self::with_backend(bundle, backend, macs))
+        Self::with_encoder(bundle, encoder, macs)
     }
 
-    fn with_backend(bundle: Bundle, backend: Backend, macs: f64) -> Engine {
+    /// The pipeline around `encoder`, whose input and output must be the
+    /// bundle's image and embedding.
+    pub fn with_encoder(
+        bundle: Bundle,
+        encoder: Box<dyn Encoder>,
+        macs: f64,
+    ) -> Result<Engine, EngineError> {
         let r = bundle.manifest.preprocess.resolution as usize;
         let dim = bundle.manifest.model.embed_dim;
         let labels = bundle.manifest.labels.len();
-        Engine {
+        if encoder.input_len() != 3 * r * r || encoder.output_len() != dim {
+            return Err(EngineError::Graph {
+                path: bundle.image_encoder_path().display().to_string(),
+                why: format!(
+                    "the encoder takes {} values and gives {}; the manifest says 3 x {r} x {r} and {dim}",
+                    encoder.input_len(),
+                    encoder.output_len()
+                ),
+            });
+        }
+        Ok(Engine {
             table: score::widen(&bundle.table),
             bundle,
-            backend,
+            encoder,
             pre: Preprocessor::new(),
             input: vec![0f32; 3 * r * r],
             emb: vec![0f32; dim],
@@ -376,7 +463,7 @@ impl Engine {
             top: Vec::with_capacity(labels),
             top_pairs: Vec::with_capacity(labels),
             macs,
-        }
+        })
     }
 
     pub fn resolution(&self) -> u32 {
@@ -419,93 +506,50 @@ impl Engine {
 
     /// Which backend runs the encoder.
     pub fn kind(&self) -> EngineKind {
-        match self.backend {
-            Backend::Tract(_) => EngineKind::Tract,
-            _ => EngineKind::Native,
-        }
+        self.encoder.kind()
     }
 
     /// Where the encoder runs.
     pub fn device(&self) -> Device {
-        match self.backend {
-            #[cfg(feature = "cuda")]
-            Backend::Cuda(_) => Device::Cuda,
-            _ => Device::Cpu,
-        }
+        self.encoder.device()
+    }
+
+    /// What the encoder says it runs.
+    pub fn summary(&self) -> EncoderSummary {
+        self.encoder.summary()
     }
 
     /// The GPU encoder's summary (`None` on the CPU).
     #[cfg(feature = "cuda")]
     pub fn cuda_summary(&self) -> Option<cuda::CudaSummary> {
-        match &self.backend {
-            Backend::Cuda(c) => Some(c.summary().clone()),
+        match self.encoder.summary() {
+            EncoderSummary::Cuda(c) => Some(c),
             _ => None,
         }
     }
 
-    /// The native engine's ops, kernels and memory (`None` on tract).
+    /// The native engine's ops, kernels and memory (`None` elsewhere).
     pub fn native_summary(&self) -> Option<native::Summary> {
-        match &self.backend {
-            Backend::Native(n) => Some(n.summary()),
+        match self.encoder.summary() {
+            EncoderSummary::Native(n) => Some(n),
             _ => None,
         }
     }
 
-    /// Times each op of the native engine from now on (`bench --profile`);
-    /// `false` on tract, which has no such timing.
+    /// Times each op of the encoder from now on (`bench --profile`);
+    /// `false` where the backend has no such timing (tract).
     pub fn set_profiling(&mut self, on: bool) -> bool {
-        match &mut self.backend {
-            Backend::Native(n) => {
-                n.set_profiling(on);
-                true
-            }
-            _ => false,
-        }
+        self.encoder.set_profiling(on)
     }
 
-    /// Milliseconds per frame by op class since profiling was turned on.
-    pub fn profile(&self) -> std::collections::BTreeMap<String, f64> {
-        match &self.backend {
-            Backend::Native(n) => n.profile(),
-            _ => Default::default(),
-        }
-    }
-
-    /// Each native step's time per frame since profiling was turned on.
-    pub fn profile_steps(&self) -> Vec<native::StepTime> {
-        match &self.backend {
-            Backend::Native(n) => n.profile_steps(),
-            _ => Vec::new(),
-        }
+    /// Per-frame times by op class and by step since profiling was turned on.
+    pub fn profile(&self) -> Profile {
+        self.encoder.profile()
     }
 
     /// Runs the encoder on the preprocessed input into the embedding buffer.
     pub fn encode(&mut self) -> Result<(), EngineError> {
-        let plan = match &mut self.backend {
-            Backend::Native(n) => {
-                n.run(&self.input, &mut self.emb);
-                return Ok(());
-            }
-            #[cfg(feature = "cuda")]
-            Backend::Cuda(c) => {
-                return c
-                    .run(&self.input, &mut self.emb)
-                    .map_err(|e| EngineError::Device(e.to_string()));
-            }
-            Backend::Tract(plan) => plan,
-        };
-        let r = self.bundle.manifest.preprocess.resolution as usize;
-        let input = Tensor::from_shape(&[1, 3, r, r], &self.input).map_err(EngineError::Run)?;
-        let out = plan
-            .run(tvec!(input.into_tvalue()))
-            .map_err(EngineError::Run)?;
-        let view = out[0]
-            .to_plain_array_view::<f32>()
-            .map_err(EngineError::Run)?;
-        for (d, s) in self.emb.iter_mut().zip(view.iter()) {
-            *d = *s;
-        }
-        Ok(())
+        self.encoder.run(&self.input, &mut self.emb)
     }
 
     /// Scores the current embedding; fills `scores` (probabilities) and the top `k`.
@@ -531,22 +575,12 @@ impl Engine {
 
     /// The tract plan's operators: name → (count, first description),
     /// which shows the kernels tract selected (e.g. its matmul kernel
-    /// names); empty on the native engine (see [`Engine::native_summary`]).
+    /// names); empty on the other backends (see [`Engine::native_summary`]).
     pub fn op_summary(&self) -> std::collections::BTreeMap<String, (usize, String)> {
-        let mut m = std::collections::BTreeMap::new();
-        let Backend::Tract(plan) = &self.backend else {
-            return m;
-        };
-        for node in &plan.model().nodes {
-            let e = m
-                .entry(node.op.name().to_string())
-                .or_insert((0, String::new()));
-            e.0 += 1;
-            if e.1.is_empty() {
-                e.1 = node.op.info().unwrap_or_default().join("; ");
-            }
+        match self.encoder.summary() {
+            EncoderSummary::Tract(m) => m,
+            _ => Default::default(),
         }
-        m
     }
 }
 

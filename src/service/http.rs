@@ -196,15 +196,16 @@ impl Status {
     fn snapshot_jpeg(&self) -> Option<Vec<u8>> {
         use image::ImageEncoder;
         let s = self.state.lock().ok()?;
-        if s.frame.rgb.is_empty() {
+        if s.frame.is_empty() {
             return None;
         }
+        let img = &s.frame.image;
         let mut out = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
             .write_image(
-                &s.frame.rgb,
-                s.frame.width,
-                s.frame.height,
+                &img.rgb(),
+                img.width,
+                img.height,
                 image::ExtendedColorType::Rgb8,
             )
             .ok()?;

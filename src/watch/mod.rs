@@ -14,8 +14,6 @@ pub mod events;
 pub mod gpio;
 pub mod mqtt;
 pub mod source;
-#[cfg(all(feature = "v4l2", target_os = "linux"))]
-pub mod v4l2;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -335,12 +333,12 @@ impl<'a> Watcher<'a> {
         let Some(f) = self
             .recent
             .iter()
-            .filter(|f| !f.rgb.is_empty() && f.index <= frame)
+            .filter(|f| !f.is_empty() && f.index <= frame)
             .max_by_key(|f| f.index)
             .or_else(|| {
                 self.recent
                     .iter()
-                    .filter(|f| !f.rgb.is_empty())
+                    .filter(|f| !f.is_empty())
                     .min_by_key(|f| f.index)
             })
         else {
@@ -356,7 +354,12 @@ impl<'a> Watcher<'a> {
         {
             use image::ImageEncoder;
             image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
-                .write_image(&f.rgb, f.width, f.height, image::ExtendedColorType::Rgb8)
+                .write_image(
+                    &f.image.rgb(),
+                    f.image.width,
+                    f.image.height,
+                    image::ExtendedColorType::Rgb8,
+                )
                 .map_err(|e| err(std::io::Error::other(e.to_string())))?;
         }
         let tmp = dir.join(format!(".{id}.jpg.tmp"));
@@ -491,13 +494,14 @@ impl<'a> Watcher<'a> {
 }
 
 /// Mean absolute difference of two frames over every 7th byte (0-255
-/// scale); frames of different sizes differ completely.
+/// scale); frames of different sizes or modes differ completely.
 pub fn mean_abs_diff(a: &Frame, b: &Frame) -> f32 {
-    if a.width != b.width || a.height != b.height || a.rgb.len() != b.rgb.len() {
+    let (a, b) = (&a.image, &b.image);
+    if (a.width, a.height, a.mode) != (b.width, b.height, b.mode) || a.data.len() != b.data.len() {
         return f32::INFINITY;
     }
     let (mut sum, mut n) = (0u64, 0u64);
-    for (x, y) in a.rgb.iter().zip(&b.rgb).step_by(7) {
+    for (x, y) in a.data.iter().zip(&b.data).step_by(7) {
         sum += x.abs_diff(*y) as u64;
         n += 1;
     }

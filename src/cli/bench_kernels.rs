@@ -3,14 +3,78 @@
 //! A measurement, not a test: the kernels' correctness is in
 //! `kernels::tests`.
 
+use std::process::ExitCode;
 use std::time::Instant;
 
 use half::f16;
 use serde::Serialize;
+use serde_json::json;
 use tract_core::internal::*;
 use tract_core::ops::einsum::EinSum;
 
-use crate::kernels::{quantize_row, Kernels};
+use clip_edge::kernels::{quantize_row, Kernels};
+
+use super::bench::cpu_features;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value_t = 10)]
+    iterations: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
+    let &Args {
+        iterations,
+        json: json_out,
+    } = a;
+    let kernels = Kernels::detect();
+    let rows = measure(&VIT_B32_SHAPES, iterations, kernels)?;
+    let peaks = peaks(iterations, kernels);
+    if json_out {
+        out!(
+            "{}",
+            json!({"kernels": kernels.name, "cpu_features": cpu_features(), "fma_peaks": peaks, "rows": rows})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in &peaks {
+        out!(
+            "{} f32 multiply-add peak: {:.1} GMAC/s",
+            p.path,
+            p.gmacs_per_s
+        );
+    }
+    // A path's rows are named after it; the longest matching name wins
+    // (`x86_64-avx512-vnni` over `x86_64-avx512`).
+    let peak_of = |name: &str| {
+        peaks
+            .iter()
+            .filter(|p| name.starts_with(&format!("{} ", p.path)))
+            .max_by_key(|p| p.path.len())
+            .map(|p| p.gmacs_per_s)
+    };
+    for r in &rows {
+        out!("m {} k {} n {}:", r.m, r.k, r.n);
+        let base = r.ms[0].1;
+        let macs = (r.m * r.k * r.n) as f64;
+        for (name, ms) in &r.ms {
+            let rate = macs / ms / 1e6;
+            // Float products only: the peak is f32 multiply-adds.
+            let float = name.contains(" f32") || name.contains(" f16");
+            let share = peak_of(name)
+                .filter(|_| float)
+                .map(|p| format!("  {:>5.1} % of the f32 peak", 100.0 * rate / p))
+                .unwrap_or_default();
+            out!(
+                "  {name:<40} {ms:>9.3} ms  {:>6.2}x tract f32  {rate:>7.1} GMAC/s{share}",
+                base / ms
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// ViT-B/32's linear layers at one image (50 tokens): attention projection,
 /// MLP up, MLP down.
@@ -41,7 +105,7 @@ const PEAK_STEPS: usize = 1_000_000;
 
 /// Each SIMD path's f32 multiply-add peak on this core (one thread): the
 /// measure that the f32 kernels' rates are a share of.
-pub fn peaks(iterations: usize, kernels: Kernels) -> Vec<Peak> {
+fn peaks(iterations: usize, kernels: Kernels) -> Vec<Peak> {
     let paths = if kernels.name == Kernels::SCALAR.name {
         vec![kernels]
     } else {
@@ -94,7 +158,7 @@ fn tract_plan(
 
 /// Times tract's f32 and i8 matmuls, the scalar twins and every SIMD path
 /// of this CPU (none when `kernels` are the twins) on each shape.
-pub fn run(
+fn measure(
     shapes: &[(usize, usize, usize)],
     iterations: usize,
     kernels: Kernels,

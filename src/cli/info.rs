@@ -1,0 +1,73 @@
+//! `clip-edge info`: what a bundle's manifest says, once its checksums match.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::BundleArg;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    bundle: BundleArg,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: &Args) -> Result<ExitCode> {
+    let &Args {
+        ref bundle,
+        json: json_out,
+    } = a;
+    let b = bundle.open()?;
+    let dir = &bundle.bundle;
+    let m = &b.manifest;
+    if json_out {
+        let mut v = serde_json::to_value(m)?;
+        v["checksums"] = json!("ok");
+        out!("{v}");
+    } else {
+        out!(
+            "bundle {} (format {}, written by {} with tract {})",
+            dir.display(),
+            m.format_version,
+            m.created_by,
+            m.tract_version
+        );
+        out!(
+            "  model      {} ({}), embed dim {}, {} px",
+            m.model.architecture,
+            m.model.family,
+            m.model.embed_dim,
+            m.preprocess.resolution
+        );
+        out!(
+            "  source     {} ({}), sha256 {}",
+            m.source.checkpoint,
+            m.source.format,
+            m.source.sha256
+        );
+        out!(
+            "  precision  {} (activations {})",
+            m.precision,
+            m.activation
+        );
+        out!(
+            "  labels     {} ({} template(s)), table {} [{}x{}]",
+            m.labels.len(),
+            m.templates.len(),
+            m.table.dtype,
+            m.table.rows,
+            m.table.dim
+        );
+        out!(
+            "  report     cosine mean {:.6} min {:.6}, top-1 agreement {:.1}%",
+            m.report.cosine_mean,
+            m.report.cosine_min,
+            100.0 * m.report.top1_agreement
+        );
+        out!("  checksums  ok ({} files)", m.files.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,419 @@
+//! Live sources: a source in its own thread behind a bounded queue
+//! ([`LiveQueue`]), and a source reopened with backoff when it is lost
+//! ([`Reopening`]).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::{Frame, FrameSource, Next, SourceError, SourceNote, IDLE_TICK};
+
+/// Shortest and longest wait between attempts to reopen a lost source.
+pub const REOPEN_BACKOFF: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_millis(250),
+    std::time::Duration::from_secs(10),
+);
+
+/// Something that opens a source (again).
+pub type Opener = Box<dyn FnMut() -> Result<Box<dyn FrameSource + Send>, SourceError> + Send>;
+
+/// A live source reopened with backoff whenever it is lost (a USB camera
+/// unplugged: the device errors, then cannot be opened until it is back).
+/// Frame indices go on from where they were. While it is down the loop
+/// gets [`Next::Idle`], so it keeps petting the watchdog and sees a stop.
+pub struct Reopening {
+    spec: String,
+    open: Opener,
+    inner: Option<Box<dyn FrameSource + Send>>,
+    /// Added to the inner source's indices (it restarts at 0).
+    base: u64,
+    next_index: u64,
+    backoff: std::time::Duration,
+    retry_at: std::time::Instant,
+    note: Option<SourceNote>,
+    dropped_before: u64,
+}
+
+impl Reopening {
+    /// `first` is the source as opened at start (an open that fails at
+    /// start is an error for the user, not something to wait for).
+    pub fn new(spec: &str, first: Box<dyn FrameSource + Send>, open: Opener) -> Self {
+        Reopening {
+            spec: spec.into(),
+            open,
+            inner: Some(first),
+            base: 0,
+            next_index: 0,
+            backoff: REOPEN_BACKOFF.0,
+            retry_at: std::time::Instant::now(),
+            note: None,
+            dropped_before: 0,
+        }
+    }
+
+    fn lose(&mut self, why: String) {
+        log::warn!("{}: source lost ({why}); reopening", self.spec);
+        if let Some(old) = self.inner.take() {
+            self.dropped_before += old.dropped();
+        }
+        self.base = self.next_index;
+        self.note = Some(SourceNote::Lost(why));
+        self.retry_at = std::time::Instant::now() + self.backoff;
+    }
+}
+
+impl FrameSource for Reopening {
+    fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
+        let Some(inner) = self.inner.as_mut() else {
+            let now = std::time::Instant::now();
+            if now < self.retry_at {
+                std::thread::sleep((self.retry_at - now).min(IDLE_TICK));
+                return Ok(Next::Idle);
+            }
+            match (self.open)() {
+                Ok(s) => {
+                    log::warn!("{}: source back", self.spec);
+                    self.inner = Some(s);
+                    self.backoff = REOPEN_BACKOFF.0;
+                    self.note = Some(SourceNote::Back);
+                }
+                Err(e) => {
+                    log::debug!("{}: reopen failed: {e}", self.spec);
+                    self.backoff = (self.backoff * 2).min(REOPEN_BACKOFF.1);
+                    self.retry_at = std::time::Instant::now() + self.backoff;
+                }
+            }
+            return Ok(Next::Idle);
+        };
+        match inner.next(frame) {
+            Ok(Next::Frame) => {
+                frame.index += self.base;
+                self.next_index = frame.index + 1;
+                Ok(Next::Frame)
+            }
+            Ok(Next::Idle) => Ok(Next::Idle),
+            Ok(Next::End) => {
+                self.lose("the stream ended".into());
+                Ok(Next::Idle)
+            }
+            Err(SourceError::Lost { why, .. }) => {
+                self.lose(why);
+                Ok(Next::Idle)
+            }
+            Err(SourceError::Io { path, source }) => {
+                self.lose(format!("{}: {source}", path.display()));
+                Ok(Next::Idle)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped_before + self.inner.as_ref().map_or(0, |s| s.dropped())
+    }
+
+    fn take_note(&mut self) -> Option<SourceNote> {
+        self.note.take()
+    }
+}
+
+/// Bad frames whose messages wait for the loop; past this many, a bad
+/// frame is still counted, its message replaced by a generic one.
+const BAD_BACKLOG: usize = 8;
+
+/// Bad frames in a row after which a live source counts as lost (a camera
+/// that sends only undecodable frames is reopened, a pipe of them ends):
+/// about two seconds at 30 fps.
+pub const BAD_RUN_LOST: u32 = 60;
+
+struct Shared {
+    queue: VecDeque<Frame>,
+    free: Vec<Frame>,
+    dropped: u64,
+    /// Bad frames (a corrupt JPEG) not yet handed to the loop, and the
+    /// first [`BAD_BACKLOG`] of their (what, why).
+    bad: u64,
+    bad_why: VecDeque<(String, String)>,
+    end: Option<Result<(), String>>,
+}
+
+/// A live source in its own thread: the newest `depth` frames wait for the
+/// loop; older ones are dropped and counted. A bad frame (one corrupt JPEG)
+/// reaches the loop as [`SourceError::Frame`], which skips it; only another
+/// error ends the source. Buffers circulate between the thread and the loop
+/// (no allocation once warm).
+pub struct LiveQueue {
+    shared: Arc<(Mutex<Shared>, Condvar)>,
+    dropped: u64,
+}
+
+impl LiveQueue {
+    pub fn spawn<S: FrameSource + Send + 'static>(mut source: S, depth: usize) -> Self {
+        let shared = Arc::new((
+            Mutex::new(Shared {
+                queue: VecDeque::with_capacity(depth + 1),
+                free: (0..depth + 2).map(|_| Frame::default()).collect(),
+                dropped: 0,
+                bad: 0,
+                bad_why: VecDeque::with_capacity(BAD_BACKLOG),
+                end: None,
+            }),
+            Condvar::new(),
+        ));
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("clip-edge-source".into())
+            .spawn(move || {
+                let _ends = EndOnPanic(s.clone());
+                let (lock, cv) = &*s;
+                let mut bad_run = 0u32;
+                loop {
+                    let mut buf = lock
+                        .lock()
+                        .map(|mut g| g.free.pop().unwrap_or_default())
+                        .unwrap_or_default();
+                    let r = source.next(&mut buf);
+                    let Ok(mut g) = lock.lock() else { return };
+                    match r {
+                        Ok(Next::Frame) => {
+                            bad_run = 0;
+                            if g.queue.len() >= depth {
+                                if let Some(old) = g.queue.pop_front() {
+                                    g.free.push(old);
+                                    g.dropped += 1;
+                                }
+                            }
+                            g.queue.push_back(buf);
+                        }
+                        Ok(Next::End) => g.end = Some(Ok(())),
+                        Ok(Next::Idle) => g.free.push(buf),
+                        Err(SourceError::Frame { what, why }) => {
+                            g.free.push(buf);
+                            bad_run += 1;
+                            if bad_run >= BAD_RUN_LOST {
+                                g.end = Some(Err(format!(
+                                    "{bad_run} frames in a row did not decode, the last: {what}: {why}"
+                                )));
+                            } else {
+                                g.bad += 1;
+                                if g.bad_why.len() < BAD_BACKLOG {
+                                    g.bad_why.push_back((what, why));
+                                }
+                            }
+                        }
+                        Err(e) => g.end = Some(Err(e.to_string())),
+                    }
+                    let done = g.end.is_some();
+                    drop(g);
+                    cv.notify_all();
+                    if done {
+                        return;
+                    }
+                }
+            })
+            .expect("spawn the source thread");
+        LiveQueue { shared, dropped: 0 }
+    }
+}
+
+/// What the loop sees when the source thread panicked while holding the
+/// queue's lock.
+fn thread_panicked() -> SourceError {
+    SourceError::Lost {
+        spec: "live source".into(),
+        why: "the source thread panicked".into(),
+    }
+}
+
+/// Ends the queue with an error when the source thread unwinds (a panic in
+/// the source), so that the loop sees the source lost instead of idling on.
+struct EndOnPanic(Arc<(Mutex<Shared>, Condvar)>);
+
+impl Drop for EndOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let (lock, cv) = &*self.0;
+        let mut g = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if g.end.is_none() {
+            g.end = Some(Err("the source thread panicked".into()));
+        }
+        drop(g);
+        cv.notify_all();
+    }
+}
+
+impl FrameSource for LiveQueue {
+    fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
+        let (lock, cv) = &*self.shared;
+        let mut g = lock.lock().map_err(|_| thread_panicked())?;
+        loop {
+            if g.bad > 0 {
+                g.bad -= 1;
+                let (what, why) = g.bad_why.pop_front().unwrap_or_else(|| {
+                    (
+                        "live source".into(),
+                        format!("a bad frame (more than {BAD_BACKLOG} waited: message not kept)"),
+                    )
+                });
+                return Err(SourceError::Frame { what, why });
+            }
+            if let Some(mut f) = g.queue.pop_front() {
+                std::mem::swap(frame, &mut f);
+                g.free.push(f);
+                self.dropped = g.dropped;
+                return Ok(Next::Frame);
+            }
+            match &g.end {
+                Some(Ok(())) => return Ok(Next::End),
+                Some(Err(e)) => {
+                    return Err(SourceError::Lost {
+                        spec: "live source".into(),
+                        why: e.clone(),
+                    })
+                }
+                None => {}
+            }
+            let (guard, timeout) = cv
+                .wait_timeout(g, IDLE_TICK)
+                .map_err(|_| thread_panicked())?;
+            g = guard;
+            if timeout.timed_out() && g.queue.is_empty() && g.end.is_none() {
+                return Ok(Next::Idle);
+            }
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::MemorySource;
+    use super::*;
+
+    /// `n` frames of one pixel, frame `i` of value `i`.
+    fn one_pixel_frames(n: u8) -> Vec<Frame> {
+        (0..n)
+            .map(|i| {
+                let mut f = Frame::default();
+                f.reshape_rgb(1, 1).fill(i);
+                f
+            })
+            .collect()
+    }
+
+    #[test]
+    fn live_queue_delivers_in_order_and_counts_drops() {
+        let frames = one_pixel_frames(50);
+        let mut q = LiveQueue::spawn(MemorySource::new(frames, 1), 2);
+        let mut f = Frame::default();
+        let mut seen = Vec::new();
+        loop {
+            match q.next(&mut f).unwrap() {
+                Next::Frame => seen.push(f.index),
+                Next::Idle => continue,
+                Next::End => break,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        assert_eq!(*seen.last().unwrap(), 49);
+        assert_eq!(seen.len() as u64 + q.dropped(), 50);
+    }
+
+    /// Every `every`-th frame of `inner` is bad (a corrupt JPEG).
+    struct SomeBad {
+        inner: MemorySource,
+        every: u64,
+        calls: u64,
+    }
+
+    impl FrameSource for SomeBad {
+        fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
+            self.calls += 1;
+            let r = self.inner.next(frame)?;
+            if r == Next::Frame && self.calls.is_multiple_of(self.every) {
+                return Err(SourceError::Frame {
+                    what: format!("frame {}", frame.index),
+                    why: "corrupt".into(),
+                });
+            }
+            Ok(r)
+        }
+    }
+
+    #[test]
+    fn a_live_source_of_only_bad_frames_is_lost() {
+        let frames = vec![Frame::default(); 200];
+        let source = SomeBad {
+            inner: MemorySource::new(frames, 1),
+            every: 1,
+            calls: 0,
+        };
+        let mut q = LiveQueue::spawn(source, 2);
+        let mut f = Frame::default();
+        let mut bad = 0;
+        let why = loop {
+            match q.next(&mut f) {
+                Ok(Next::Idle) => continue,
+                Err(SourceError::Frame { .. }) => bad += 1,
+                Err(SourceError::Lost { why, .. }) => break why,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(bad, BAD_RUN_LOST - 1);
+        assert!(why.contains("60 frames in a row did not decode"), "{why}");
+    }
+
+    #[test]
+    fn live_queue_skips_bad_frames_and_goes_on() {
+        let frames = one_pixel_frames(60);
+        // Slow and fast consumers: bad frames past the backlog keep their count.
+        for pause_ms in [0, 2] {
+            let source = SomeBad {
+                inner: MemorySource::new(frames.clone(), 1),
+                every: 4,
+                calls: 0,
+            };
+            let mut q = LiveQueue::spawn(source, 2);
+            let mut f = Frame::default();
+            let (mut seen, mut bad) = (Vec::new(), Vec::new());
+            loop {
+                match q.next(&mut f) {
+                    Ok(Next::Frame) => seen.push(f.index),
+                    Ok(Next::Idle) => continue,
+                    Ok(Next::End) => break,
+                    Err(SourceError::Frame { what, why }) => bad.push(format!("{what}: {why}")),
+                    Err(e) => panic!("the source ended on a bad frame: {e}"),
+                }
+                std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+            }
+            assert_eq!(bad.len(), 15, "{bad:?}");
+            // The messages the backlog kept are the source's own, in order;
+            // the others say why they have none.
+            let kept: Vec<&String> = bad
+                .iter()
+                .filter(|b| !b.contains("message not kept"))
+                .collect();
+            assert!(kept.len() >= BAD_BACKLOG.min(15), "{bad:?}");
+            let mut last = None;
+            for b in kept {
+                let frame: u64 = b
+                    .strip_prefix("frame ")
+                    .and_then(|r| r.strip_suffix(": corrupt"))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("{b:?} in {bad:?}"));
+                assert!(
+                    (frame + 1).is_multiple_of(4) && last < Some(frame),
+                    "{bad:?}"
+                );
+                last = Some(frame);
+            }
+            assert!(seen.iter().all(|i| !(i + 1).is_multiple_of(4)), "{seen:?}");
+            assert_eq!(seen.len() as u64 + q.dropped() + 15, 60, "{seen:?}");
+        }
+    }
+}
