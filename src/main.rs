@@ -7,6 +7,10 @@ use clap::Parser;
 
 use clip_edge::alloc_count::Counting;
 
+/// `out!`, the line printer every command uses.
+#[macro_use]
+extern crate clip_edge;
+
 mod cli;
 
 #[global_allocator]

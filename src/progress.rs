@@ -1,6 +1,7 @@
 //! Progress bars for long work (eval here, builds and sensitivity scans in
 //! the quantizer): drawn on stderr only when it is a terminal, never under
-//! `--json` or in a pipe.
+//! `--json` or in a pipe. And [`out!`](crate::out), the binaries' line
+//! printer.
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -18,4 +19,18 @@ pub fn bar(enabled: bool, len: u64, what: &str) -> ProgressBar {
     }
     pb.set_message(what.to_string());
     pb
+}
+
+/// `println!` for the binaries: ends the process quietly when stdout is
+/// closed (`| head`) instead of panicking.
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
 }

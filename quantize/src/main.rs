@@ -7,6 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ndarray::{Array2, Array4};
 
+#[macro_use]
+extern crate clip_edge;
+
 use clip_edge::decode::decode_file;
 use clip_edge::encoder;
 use clip_edge::preprocess::{Preprocessor, CLIP_MEAN, CLIP_STD};
@@ -17,19 +20,6 @@ use clip_quantize::graph;
 use clip_quantize::graph::ActivationQuant;
 use clip_quantize::tokenizer::Tokenizer;
 use tract_core::prelude::*;
-
-/// `println!` that ends the process quietly when stdout is closed (`| head`)
-/// instead of panicking.
-macro_rules! out {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
-            }
-        }
-    }};
-}
 
 #[derive(Parser)]
 #[command(

@@ -13,19 +13,6 @@ use clip_edge::engine::{Device, Engine, EngineKind};
 use clip_edge::signature::read_public_key;
 use clip_edge::watch::config::WatchArgs;
 
-/// `println!` that ends the process quietly when stdout is closed (`| head`)
-/// instead of panicking.
-macro_rules! out {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
-            }
-        }
-    }};
-}
-
 mod bench;
 mod bench_kernels;
 mod board;

@@ -96,7 +96,7 @@ fn load_model(args: &WatchArgs, source: &str, threads: usize) -> Result<Model> {
         fps: args.fps,
         motion_threshold: args.motion_threshold,
         snapshots: args.snapshots.clone(),
-        source_name: source.to_string(),
+        source_name: watch::source::redacted(source),
     };
     Ok(Model {
         engine,
@@ -136,7 +136,7 @@ fn set_up(args: &WatchArgs) -> Result<Service> {
     let spec = args
         .source
         .clone()
-        .context("--source is required (dir:PATH, stdin:mjpeg or v4l2:/dev/videoN)")?;
+        .context("--source is required (dir:PATH, stdin:mjpeg, v4l2:/dev/videoN, ffmpeg:INPUT, rtsp://URL or libcamera:)")?;
     let gpio_specs: Vec<gpio::GpioSpec> = args
         .gpio
         .iter()
@@ -237,7 +237,11 @@ fn set_up(args: &WatchArgs) -> Result<Service> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
         .context("installing signal handlers")?;
     let mut systemd = Systemd::from_env();
-    let hello = format!("watching {spec} for {}", labels.join(", "));
+    let hello = format!(
+        "watching {} for {}",
+        watch::source::redacted(&spec),
+        labels.join(", ")
+    );
     log::info!("{hello}");
     systemd.ready(&hello);
     Ok(Service {

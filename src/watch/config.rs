@@ -24,7 +24,9 @@ pub struct WatchArgs {
     /// Refuse the bundle unless its manifest.sig verifies with this public key.
     #[arg(long, value_name = "PUBKEY")]
     pub require_signature: Option<PathBuf>,
-    /// dir:PATH, stdin:mjpeg or v4l2:/dev/videoN[?width=W&height=H&fps=F&format=MJPG|YUYV|NV12].
+    /// dir:PATH, stdin:mjpeg, v4l2:/dev/videoN[?width=W&height=H&fps=F&format=MJPG|YUYV|NV12],
+    /// ffmpeg:INPUT (a file or a stream ffmpeg opens), rtsp://URL, or
+    /// libcamera:[?width=W&height=H&fps=F&camera=N] (rpicam-vid).
     #[arg(long)]
     pub source: Option<String>,
     /// A label to watch, with its probability threshold (default 0.5); repeatable.

@@ -3,7 +3,7 @@
 //! tests have NVRTC check every size), and the helpers that fill them.
 
 use super::CudaError;
-use crate::engine::native::lower::{Operand, Post};
+use crate::engine::native::ir::{Operand, Post};
 use crate::engine::native::ops::{strides_of, Binary, Reduce, Unary};
 use crate::kernels::cuda::{Gemm, GemmType, Gpu, GpuError, BLOCK, KERNELS};
 

@@ -9,8 +9,10 @@ use tract_core::internal::TypedModel;
 
 use super::args::*;
 use super::CudaError;
+use crate::engine::native::ir::{Kind, Operand};
 use crate::engine::native::linear::{ConvWeights, Rhs, Weights};
-use crate::engine::native::lower::{self, FloatWeights, Kind, Operand};
+use crate::engine::native::lower;
+use crate::engine::native::FloatWeights;
 use crate::engine::native::{op_key, plan_arena};
 use crate::kernels::cuda::{DevBuf, Gemm, GemmType, Gpu, GpuError, BLOCK};
 use crate::kernels::Kernels;

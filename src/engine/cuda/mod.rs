@@ -26,7 +26,6 @@ use std::collections::BTreeMap;
 
 use tract_core::internal::TypedModel;
 
-use super::native::lower;
 use crate::kernels::cuda::{DevBuf, Gpu, GpuError, Graph, Pinned};
 use args::Launch;
 
@@ -41,7 +40,7 @@ pub enum CudaError {
     #[error("the CUDA backend cannot run node {node:?}: {why}")]
     Unsupported { node: String, why: String },
     #[error(transparent)]
-    Lower(#[from] lower::LowerError),
+    Lower(#[from] super::native::ir::LowerError),
 }
 
 /// What a loaded GPU encoder runs (for logs and `bench --json`).

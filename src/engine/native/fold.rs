@@ -9,7 +9,7 @@
 //! Run on the lowered schedule before the arena is planned (the source
 //! then lives until the product runs).
 
-use super::lower::{Kind, Lowered, Operand};
+use super::ir::{Kind, Lowered, Operand};
 use super::ops::{is_row_major, MAX_RANK};
 
 /// Most (batch, row, depth) combinations checked for one fold (at load).
@@ -144,7 +144,7 @@ pub fn fold_copies(l: &mut Lowered) -> usize {
         }
     }
     if folded > 0 {
-        super::lower::prune(&mut l.steps, n, l.output);
+        super::ir::prune(&mut l.steps, n, l.output);
     }
     folded
 }

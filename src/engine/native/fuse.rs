@@ -17,8 +17,8 @@
 //! in the same order, only sooner. `CLIP_EDGE_FUSE=0` turns fusion off (to
 //! measure what it gains).
 
+use super::ir::{Kind, Operand, Post, Step};
 use super::linear::MatMul;
-use super::lower::{Kind, Operand, Post, Step};
 use super::ops::{self, Binary, Reduce, Unary};
 
 /// Fuses `steps` in place (`input`: the graph's input, written before the

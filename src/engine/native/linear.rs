@@ -20,6 +20,17 @@ use super::winograd;
 /// `first` the block's first value's index in the output.
 pub type PostFn<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
 
+/// How f32 weights that are exactly f16 values are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloatWeights {
+    /// As f32: the fastest products (no widening per use), twice the
+    /// memory of f16. For fp32 bundles.
+    F32,
+    /// As f16 where that loses nothing (OpenAI's weights are fp16), else
+    /// f32: half the memory.
+    F16WhereExact,
+}
+
 /// f32 or f16 weights, `n × k`, in the kernel path's layout
 /// ([`Kernels::pack_f32`], [`Kernels::pack_f16`]).
 pub enum Weights {
@@ -54,14 +65,8 @@ impl Weights {
         w.iter().all(|v| f16::from_f32(*v).to_f32() == *v)
     }
 
-    pub fn new(
-        w: Vec<f32>,
-        n: usize,
-        k: usize,
-        kernels: &Kernels,
-        float: super::lower::FloatWeights,
-    ) -> Weights {
-        if float == super::lower::FloatWeights::F16WhereExact && Self::f16_exact(&w) {
+    pub fn new(w: Vec<f32>, n: usize, k: usize, kernels: &Kernels, float: FloatWeights) -> Weights {
+        if float == FloatWeights::F16WhereExact && Self::f16_exact(&w) {
             let h: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
             drop(w);
             Weights::F16(kernels.pack_f16(&h, n, k))
@@ -698,8 +703,8 @@ const FLOAT_BLOCK_BYTES: usize = 256 * 1024;
 /// The fewest pixels a block of a float convolution takes, cache or not:
 /// each block calls the bias and the fused epilogue once per output
 /// channel, and below this those calls cost more than the cache saves
-/// (RN50 fp32, one thread, this VM: blocks of at least 32 pixels
-/// 157–165 ms a frame, 256: 143–149, 512: 147–152, whole images: 156).
+/// (RN50 fp32 measured with 32, 256, 512 and whole images:
+/// docs/benchmarks.md, "What the runs say").
 const FLOAT_BLOCK_MIN_PIXELS: usize = 256;
 
 /// Element-wise work below this many values runs on the caller alone.
@@ -1426,7 +1431,7 @@ mod tests {
     /// exact.
     #[test]
     fn float_convolutions_in_pixel_blocks_match_the_definition() {
-        use super::super::lower::FloatWeights;
+        use super::FloatWeights;
         // (c, h, w, kernel, stride, pad, o)
         for (c, h, w, kh, st, pd, o) in [
             (64, 13, 13, 3, 1, 1, 8),

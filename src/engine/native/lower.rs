@@ -16,168 +16,11 @@ use tract_core::ops::einsum::EinSum;
 use tract_core::ops::konst::Const;
 use tract_core::ops::nn::{DataFormat, Reduce as TReduce, Reducer, RmsNorm, Softmax, SoftmaxKind};
 
-use super::linear::{ActQuant, Conv, ConvWeights, Int8, MatMul, Rhs, Weights};
+use super::ir::{prune, CopyPart, Kind, LowerError, Lowered, Operand, Step};
+use super::linear::{ActQuant, Conv, ConvWeights, FloatWeights, Int8, MatMul, Rhs, Weights};
 use super::ops::{self, AroundAxis, Binary, Pool2d, Reduce, Unary, MAX_RANK};
 use super::winograd;
 use crate::kernels::Kernels;
-
-/// Where an op reads a tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operand {
-    /// An arena tensor (value id).
-    Val(usize),
-    /// A constant (index into the constants).
-    Const(usize),
-}
-
-pub struct CopyPart {
-    pub src: Operand,
-    pub dims: Vec<usize>,
-    pub src_off: usize,
-    pub ss: Vec<usize>,
-    pub dst_off: usize,
-    pub sd: Vec<usize>,
-}
-
-pub enum Kind {
-    Binary {
-        op: Binary,
-        dims: Vec<usize>,
-        a: Operand,
-        sa: Vec<usize>,
-        b: Operand,
-        sb: Vec<usize>,
-    },
-    Unary {
-        op: Unary,
-        x: Operand,
-    },
-    Reduce {
-        op: Reduce,
-        dims: Vec<usize>,
-        sx: Vec<usize>,
-        so: Vec<usize>,
-        count: usize,
-        x: Operand,
-    },
-    Softmax {
-        around: AroundAxis,
-        x: Operand,
-    },
-    RmsNorm {
-        around: AroundAxis,
-        eps: f32,
-        /// LayerNorm's core: `x - mean(x)` normalised.
-        center: bool,
-        x: Operand,
-    },
-    Copy {
-        parts: Vec<CopyPart>,
-    },
-    MatMul {
-        mm: Box<MatMul>,
-        a: Operand,
-        b: Option<Operand>,
-        s: Option<Operand>,
-    },
-    Conv {
-        conv: Box<Conv>,
-        x: Operand,
-        s: Option<Operand>,
-    },
-    Pool {
-        pool: Pool2d,
-        x: Operand,
-    },
-}
-
-impl Kind {
-    /// The class of op, for logs and `bench --json`.
-    pub fn class(&self) -> &'static str {
-        match self {
-            Kind::Binary { .. } | Kind::Unary { .. } => "elementwise",
-            Kind::Reduce { .. } => "reduce",
-            Kind::Softmax { .. } => "softmax",
-            Kind::RmsNorm { .. } => "norm",
-            Kind::Copy { .. } => "copy",
-            Kind::MatMul { mm, .. } => match mm.rhs {
-                Rhs::Act { .. } => "matmul-activations",
-                Rhs::Float(_) | Rhs::Int8(..) => "linear",
-            },
-            Kind::Conv { .. } => "conv",
-            Kind::Pool { .. } => "pool",
-        }
-    }
-
-    pub fn inputs(&self) -> Vec<Operand> {
-        match self {
-            Kind::Binary { a, b, .. } => vec![*a, *b],
-            Kind::Unary { x, .. }
-            | Kind::Reduce { x, .. }
-            | Kind::Softmax { x, .. }
-            | Kind::RmsNorm { x, .. }
-            | Kind::Pool { x, .. } => vec![*x],
-            Kind::Copy { parts } => parts.iter().map(|p| p.src).collect(),
-            Kind::MatMul { a, b, s, .. } => [Some(*a), *b, *s].into_iter().flatten().collect(),
-            Kind::Conv { x, s, .. } => [Some(*x), *s].into_iter().flatten().collect(),
-        }
-    }
-}
-
-pub struct Step {
-    pub name: String,
-    pub kind: Kind,
-    pub out: usize,
-    /// Element-wise ops fused into this one's epilogue ([`super::fuse`]):
-    /// applied in order to each block of the output as it is written.
-    pub posts: Vec<Post>,
-}
-
-impl Step {
-    /// Every tensor the step reads, its fused epilogue's included.
-    pub fn inputs(&self) -> Vec<Operand> {
-        let mut v = self.kind.inputs();
-        v.extend(self.posts.iter().filter_map(|p| match p {
-            Post::Binary { other, .. } => Some(*other),
-            Post::Unary(_) => None,
-        }));
-        v
-    }
-}
-
-/// An element-wise op applied in place to a producer's output as it is
-/// written: `y = f(y)`, or `y = y ∘ other` (`other ∘ y` unless `y_first`),
-/// `other` read through its broadcast strides over the output's `dims`.
-pub enum Post {
-    Unary(Unary),
-    Binary {
-        op: Binary,
-        y_first: bool,
-        dims: Vec<usize>,
-        other: Operand,
-        so: Vec<usize>,
-    },
-}
-
-/// The lowered graph, before arena planning.
-pub struct Lowered {
-    pub steps: Vec<Step>,
-    /// Length of each value id.
-    pub lens: Vec<usize>,
-    pub consts: Vec<Vec<f32>>,
-    pub input: usize,
-    pub output: usize,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the native engine cannot run node {node:?} ({op}): {why} (`--engine tract` runs this bundle)"
-)]
-pub struct LowerError {
-    pub node: String,
-    pub op: String,
-    pub why: String,
-}
 
 #[derive(Clone)]
 enum Value {
@@ -200,9 +43,9 @@ enum Value {
 
 /// The most a float convolution's pixels may be padded (in percent of
 /// them, to the turned-around tile's 32 columns) for its weights to stay
-/// rows; past it they are packed into panels. RN50 fp32, one thread, this
-/// VM: its 7 × 7 layer (49 pixels, 64 computed) on panels, 27.1 ms a
-/// frame instead of 30.8; its 14 × 14 layer too (196 of 224) was slower.
+/// rows; past it they are packed into panels (RN50 fp32's 7 × 7 layer, 49
+/// pixels computed as 64, is faster on panels; its 14 × 14 layer, 196 of
+/// 224, is not: docs/benchmarks.md, "What the runs say").
 const MAX_PADDED_PIXELS_PERCENT: usize = 120;
 
 /// The fewest input and output channels for which an f32 3 × 3
@@ -218,17 +61,6 @@ const WINOGRAD_MIN_TILES: usize = 32;
 /// `p` pixels padded to whole 32-pixel tiles, in percent of `p`.
 fn padded_pixels_percent(p: usize) -> usize {
     p.div_ceil(32) * 32 * 100 / p.max(1)
-}
-
-/// How f32 weights that are exactly f16 values are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FloatWeights {
-    /// As f32: the fastest products (no widening per use), twice the
-    /// memory of f16. For fp32 bundles.
-    F32,
-    /// As f16 where that loses nothing (OpenAI's weights are fp16), else
-    /// f32: half the memory.
-    F16WhereExact,
 }
 
 struct Lowerer<'m> {
@@ -337,25 +169,6 @@ pub fn lower(
         input,
         output,
     })
-}
-
-/// Drops the steps whose output nothing needed reads.
-pub(super) fn prune(steps: &mut Vec<Step>, values: usize, output: usize) {
-    let mut needed = vec![false; values];
-    needed[output] = true;
-    let mut keep = vec![false; steps.len()];
-    for (i, s) in steps.iter().enumerate().rev() {
-        if needed[s.out] {
-            keep[i] = true;
-            for o in s.inputs() {
-                if let Operand::Val(v) = o {
-                    needed[v] = true;
-                }
-            }
-        }
-    }
-    let mut k = keep.iter();
-    steps.retain(|_| *k.next().unwrap());
 }
 
 type R<T> = Result<T, String>;

@@ -10,6 +10,7 @@
 
 pub mod fold;
 pub mod fuse;
+pub mod ir;
 pub mod linear;
 pub mod lower;
 pub mod ops;
@@ -23,9 +24,9 @@ use tract_core::internal::TypedModel;
 use crate::kernels::elementwise::{self as ew, Level};
 use crate::kernels::pool::Pool;
 use crate::kernels::Kernels;
+use ir::{Kind, LowerError, Operand, Post, Step};
+pub use linear::FloatWeights;
 use linear::{Scratch, ScratchSize};
-pub use lower::FloatWeights;
-use lower::{Kind, LowerError, Operand, Post, Step};
 use ops::Reduce;
 
 /// A lowered image encoder, ready to run frames.
@@ -106,7 +107,7 @@ impl Native {
 
     /// A schedule lowered (and maybe rewritten, [`fold`]) for `kernels`.
     pub fn from_lowered(
-        l: lower::Lowered,
+        l: ir::Lowered,
         kernels: Kernels,
         threads: usize,
     ) -> Result<Native, LowerError> {
@@ -326,7 +327,7 @@ impl Native {
 /// Every tensor's offset in one arena, from the tensors' lifetimes, and
 /// the arena's length; the schedule's reads and writes checked against
 /// their tensors first (shared by the CPU and GPU backends).
-pub fn plan_arena(l: &lower::Lowered) -> Result<(Vec<usize>, usize), LowerError> {
+pub fn plan_arena(l: &ir::Lowered) -> Result<(Vec<usize>, usize), LowerError> {
     let n = l.lens.len();
     let mut first = vec![usize::MAX; n];
     let mut last = vec![0usize; n];
@@ -660,7 +661,7 @@ fn max_of(t: &[usize]) -> usize {
 }
 
 /// Every step's reads and writes lie within their tensors.
-fn check_bounds(l: &lower::Lowered) -> Result<(), String> {
+fn check_bounds(l: &ir::Lowered) -> Result<(), String> {
     let len = |o: Operand| match o {
         Operand::Val(v) => l.lens[v],
         Operand::Const(i) => l.consts[i].len(),

@@ -31,6 +31,9 @@ pub struct Reopening {
     retry_at: std::time::Instant,
     note: Option<SourceNote>,
     dropped_before: u64,
+    /// The inner source's end ends this one (a file played to its end);
+    /// otherwise an end is a loss (a camera's stream stopped).
+    end_ends: bool,
 }
 
 impl Reopening {
@@ -47,6 +50,16 @@ impl Reopening {
             retry_at: std::time::Instant::now(),
             note: None,
             dropped_before: 0,
+            end_ends: false,
+        }
+    }
+
+    /// As [`Reopening::new`], but the inner source's end is the end (a
+    /// program that plays a file and exits 0); only a failure reopens.
+    pub fn until_end(spec: &str, first: Box<dyn FrameSource + Send>, open: Opener) -> Self {
+        Reopening {
+            end_ends: true,
+            ..Self::new(spec, first, open)
         }
     }
 
@@ -91,6 +104,7 @@ impl FrameSource for Reopening {
                 Ok(Next::Frame)
             }
             Ok(Next::Idle) => Ok(Next::Idle),
+            Ok(Next::End) if self.end_ends => Ok(Next::End),
             Ok(Next::End) => {
                 self.lose("the stream ended".into());
                 Ok(Next::Idle)

@@ -3,7 +3,9 @@
 //! - `dir:PATH` ([`dir`]): image files in name order, each exactly once;
 //! - `stdin:mjpeg` ([`mjpeg`]): concatenated JPEGs on standard input
 //!   (`rpicam-vid --codec mjpeg -o -`, `ffmpeg -f mjpeg -`);
-//! - `v4l2:/dev/videoN[?...]` ([`v4l2`], feature `v4l2`): a V4L2 camera.
+//! - `v4l2:/dev/videoN[?...]` ([`v4l2`], feature `v4l2`): a V4L2 camera;
+//! - `ffmpeg:INPUT`, `rtsp://…`, `libcamera:?…` ([`child`]): a program
+//!   writing MJPEG to a pipe, supervised.
 //!
 //! Live sources run in their own thread behind a [`LiveQueue`] ([`live`])
 //! that keeps the newest frames and drops (and counts) the oldest when the
@@ -18,6 +20,7 @@ use thiserror::Error;
 use crate::decode::DecodedImage;
 use crate::preprocess::ImageView;
 
+pub mod child;
 pub mod dir;
 pub mod live;
 pub mod mjpeg;
@@ -38,7 +41,7 @@ pub const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(200)
 
 #[derive(Debug, Error)]
 pub enum SourceError {
-    #[error("--source {0:?}: expected dir:PATH, stdin:mjpeg or v4l2:/dev/videoN")]
+    #[error("--source {0:?}: expected dir:PATH, stdin:mjpeg, v4l2:/dev/videoN, ffmpeg:INPUT, rtsp://URL or libcamera:[?width=W&height=H&fps=F]")]
     BadSpec(String),
     #[error("--source {spec}: {why}")]
     Unavailable { spec: String, why: String },
@@ -132,20 +135,39 @@ pub trait FrameSource {
     }
 }
 
-/// Opens the source `spec` names (`dir:`, `stdin:mjpeg`, `v4l2:`).
+/// Opens the source `spec` names (`dir:`, `stdin:mjpeg`, `v4l2:`,
+/// `ffmpeg:`, `rtsp://`, `libcamera:`).
 pub fn open(spec: &str) -> Result<Box<dyn FrameSource>, SourceError> {
     let (kind, rest) = spec
         .split_once(':')
-        .ok_or_else(|| SourceError::BadSpec(spec.into()))?;
+        .ok_or_else(|| SourceError::BadSpec(redacted(spec)))?;
     match kind {
+        "ffmpeg" => child::open(child::ffmpeg(spec, rest)?),
+        "rtsp" | "rtsps" => child::open(child::ffmpeg(spec, spec)?),
+        "libcamera" => child::open(child::libcamera(spec, rest)?),
         "dir" => Ok(Box::new(DirSource::open(Path::new(rest))?)),
         "stdin" if rest == "mjpeg" => Ok(Box::new(LiveQueue::spawn(
             MjpegStream::new(std::io::stdin(), "stdin"),
             LIVE_QUEUE_DEPTH,
         ))),
         "v4l2" => v4l2::open(spec, rest),
-        _ => Err(SourceError::BadSpec(spec.into())),
+        _ => Err(SourceError::BadSpec(redacted(spec))),
     }
+}
+
+/// `spec` with the password of any `scheme://user:password@host` in it
+/// replaced by `***`, for logs, events and errors.
+pub fn redacted(spec: &str) -> String {
+    let Some(s) = spec.find("://") else {
+        return spec.to_string();
+    };
+    let rest = &spec[s + 3..];
+    let auth_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..auth_end].rfind('@') else {
+        return spec.to_string();
+    };
+    let user = rest[..at].split(':').next().unwrap_or("");
+    format!("{}{user}:***{}", &spec[..s + 3], &rest[at..])
 }
 
 /// Frames decoded once and played from memory, `loops` times over (the
@@ -192,5 +214,29 @@ pub(crate) mod tests {
             .write_image(&px, w, h, image::ExtendedColorType::Rgb8)
             .unwrap();
         out
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    use super::redacted;
+
+    #[test]
+    fn passwords_in_urls_are_hidden() {
+        for (spec, want) in [
+            (
+                "rtsp://admin:hunter2@10.0.0.9:554/live",
+                "rtsp://admin:***@10.0.0.9:554/live",
+            ),
+            (
+                "ffmpeg:http://u:p@cam/x.mjpg?a=b@c",
+                "ffmpeg:http://u:***@cam/x.mjpg?a=b@c",
+            ),
+            ("rtsp://10.0.0.9/live", "rtsp://10.0.0.9/live"),
+            ("dir:/srv/a@b", "dir:/srv/a@b"),
+            ("rtsp://user@host/", "rtsp://user:***@host/"),
+        ] {
+            assert_eq!(redacted(spec), want);
+        }
     }
 }

@@ -1,0 +1,376 @@
+//! Sources that are programs writing MJPEG to a pipe, supervised:
+//!
+//! - `ffmpeg:INPUT`: anything ffmpeg opens (a video file, RTSP, HLS, an
+//!   HTTP stream), decoded and written as MJPEG; `rtsp://…` and
+//!   `rtsps://…` are short for `ffmpeg:` of that URL (over TCP);
+//! - `libcamera:?width=W&height=H&fps=F[&camera=N]`: a Raspberry Pi camera
+//!   module through `rpicam-vid` (else `libcamera-vid`).
+//!
+//! clip-edge stays the process systemd watches: the program is its child,
+//! its stderr goes to the log, it is killed when the source is dropped (a
+//! stop, a reload), and it is started again with backoff when it dies
+//! ([`Reopening`]). A video file played to its end (the program exits 0)
+//! ends the source; a live input never ends, so any exit is a lost source.
+//! Credentials in a URL never reach a log line ([`super::redacted`]).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{
+    redacted, Frame, FrameSource, LiveQueue, MjpegStream, Next, Opener, Reopening, SourceError,
+    LIVE_QUEUE_DEPTH,
+};
+
+/// How long a program may take to exit once it has closed its output.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// A program to run, and how its frames are read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Program {
+    /// The source as the user wrote it, credentials hidden (log lines,
+    /// errors, frame names).
+    pub spec: String,
+    /// Binaries tried in this order (the first found on `PATH` runs).
+    pub candidates: Vec<String>,
+    pub args: Vec<String>,
+    /// A live input (a camera, a stream): read in a thread behind a
+    /// [`LiveQueue`] that drops the oldest frames, and any exit is a lost
+    /// source. Otherwise (a file) the loop reads at its own pace, nothing
+    /// is dropped, and a clean exit ends the source.
+    pub live: bool,
+    /// The level of the program's stderr lines in the log (ffmpeg prints
+    /// only errors; rpicam-vid tells its settings).
+    pub stderr_level: log::Level,
+    /// Text replaced in the program's stderr lines: the raw input with its
+    /// credentials, and what replaces it.
+    redact: Option<(String, String)>,
+}
+
+/// Inputs that never end: streams from a network, and devices (a V4L2
+/// camera, `/dev/video0`).
+const LIVE_PREFIXES: [&str; 10] = [
+    "rtsp://", "rtsps://", "rtmp://", "rtmps://", "http://", "https://", "udp://", "tcp://",
+    "srt://", "/dev/",
+];
+
+/// `ffmpeg:INPUT` (`input` is what follows `ffmpeg:`), or an `rtsp://` URL.
+pub fn ffmpeg(spec: &str, input: &str) -> Result<Program, SourceError> {
+    if input.is_empty() {
+        return Err(SourceError::Unavailable {
+            spec: redacted(spec),
+            why: "no input (e.g. ffmpeg:/path/clip.mp4 or ffmpeg:rtsp://camera/stream)".into(),
+        });
+    }
+    let lower = input.to_ascii_lowercase();
+    let live = LIVE_PREFIXES.iter().any(|s| lower.starts_with(s));
+    let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "error"]
+        .map(String::from)
+        .to_vec();
+    if lower.starts_with("rtsp://") || lower.starts_with("rtsps://") {
+        args.extend(["-rtsp_transport", "tcp"].map(String::from));
+    }
+    args.extend(["-i".to_string(), input.to_string()]);
+    args.extend(["-an", "-f", "mjpeg", "-q:v", "2", "-"].map(String::from));
+    let shown = redacted(input);
+    Ok(Program {
+        spec: redacted(spec),
+        candidates: vec!["ffmpeg".into()],
+        args,
+        live,
+        stderr_level: log::Level::Warn,
+        redact: (shown != input).then(|| (input.to_string(), shown)),
+    })
+}
+
+/// `libcamera:?width=W&height=H&fps=F[&camera=N]` (`query` is what follows
+/// `libcamera:`; defaults 640x480, 30 fps, camera 0).
+pub fn libcamera(spec: &str, query: &str) -> Result<Program, SourceError> {
+    let bad = |why: String| SourceError::Unavailable {
+        spec: spec.into(),
+        why,
+    };
+    let query = query.strip_prefix('?').unwrap_or(query);
+    let (mut width, mut height, mut fps, mut camera) = (640u32, 480u32, 30u32, 0u32);
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{kv:?}: expected key=value")))?;
+        let num = |min: u32, max: u32| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| bad(format!("{k}={v}: expected {min} to {max}")))
+        };
+        match k {
+            "width" => width = num(1, 8192)?,
+            "height" => height = num(1, 8192)?,
+            "fps" => fps = num(1, 1000)?,
+            "camera" => camera = num(0, 15)?,
+            _ => {
+                return Err(bad(format!(
+                    "unknown key {k:?} (width, height, fps, camera)"
+                )))
+            }
+        }
+    }
+    let args = [
+        "-t",
+        "0",
+        "-n",
+        "--codec",
+        "mjpeg",
+        "--width",
+        &width.to_string(),
+        "--height",
+        &height.to_string(),
+        "--framerate",
+        &fps.to_string(),
+        "--camera",
+        &camera.to_string(),
+        "-o",
+        "-",
+    ]
+    .map(String::from)
+    .to_vec();
+    Ok(Program {
+        spec: spec.into(),
+        candidates: vec!["rpicam-vid".into(), "libcamera-vid".into()],
+        args,
+        live: true,
+        stderr_level: log::Level::Info,
+        redact: None,
+    })
+}
+
+/// Starts `program` supervised: the first start's failure (no such binary,
+/// say) is the caller's error; later deaths are restarted with backoff.
+pub fn open(program: Program) -> Result<Box<dyn FrameSource>, SourceError> {
+    let spec = program.spec.clone();
+    let live = program.live;
+    let mut open: Opener = Box::new(move || start(&program));
+    let first = open()?;
+    Ok(Box::new(if live {
+        Reopening::new(&spec, first, open)
+    } else {
+        Reopening::until_end(&spec, first, open)
+    }))
+}
+
+/// The running child, shared by the reader and the source the loop holds
+/// (which kills it when dropped).
+#[derive(Clone)]
+struct Proc(Arc<Mutex<Child>>);
+
+impl Proc {
+    fn kill(&self) {
+        if let Ok(mut c) = self.0.lock() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Its exit status, waiting up to [`EXIT_WAIT`] (then it is killed).
+    fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + EXIT_WAIT;
+        loop {
+            if let Ok(Some(s)) = self.0.lock().map(|mut c| c.try_wait().ok().flatten()) {
+                return Some(s);
+            }
+            if Instant::now() >= until {
+                self.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// One run of the program: its output split into frames.
+struct Run {
+    proc: Proc,
+    stream: MjpegStream<ChildStdout>,
+    spec: String,
+    name: String,
+    live: bool,
+}
+
+impl FrameSource for Run {
+    fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
+        match self.stream.next(frame)? {
+            Next::End => {
+                let status = self.proc.exit_status();
+                match status {
+                    Some(s) if s.success() && !self.live => Ok(Next::End),
+                    Some(s) => Err(SourceError::Lost {
+                        spec: self.spec.clone(),
+                        why: format!("{} exited ({s})", self.name),
+                    }),
+                    None => Err(SourceError::Lost {
+                        spec: self.spec.clone(),
+                        why: format!("{} closed its output and did not exit", self.name),
+                    }),
+                }
+            }
+            n => Ok(n),
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.proc.kill();
+    }
+}
+
+/// A live run behind its queue; dropping it kills the program, which ends
+/// the reader thread.
+struct LiveRun {
+    queue: LiveQueue,
+    proc: Proc,
+}
+
+impl FrameSource for LiveRun {
+    fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
+        self.queue.next(frame)
+    }
+    fn dropped(&self) -> u64 {
+        self.queue.dropped()
+    }
+}
+
+impl Drop for LiveRun {
+    fn drop(&mut self) {
+        self.proc.kill();
+    }
+}
+
+/// Spawns the first of `program`'s candidates found on `PATH`.
+fn spawn(program: &Program) -> Result<(Child, String), SourceError> {
+    for bin in &program.candidates {
+        match Command::new(bin)
+            .args(&program.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(c) => return Ok((c, bin.clone())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(SourceError::Unavailable {
+                    spec: program.spec.clone(),
+                    why: format!("starting {bin}: {e}"),
+                })
+            }
+        }
+    }
+    Err(SourceError::Unavailable {
+        spec: program.spec.clone(),
+        why: format!("{} not found on PATH", program.candidates.join(" or ")),
+    })
+}
+
+/// One start of the program, its stderr forwarded to the log.
+fn start(program: &Program) -> Result<Box<dyn FrameSource + Send>, SourceError> {
+    let (mut child, bin) = spawn(program)?;
+    log::info!("{}: started {bin} (pid {})", program.spec, child.id());
+    let stdout = child.stdout.take().expect("stdout is piped");
+    if let Some(err) = child.stderr.take() {
+        let (level, name, redact) = (program.stderr_level, bin.clone(), program.redact.clone());
+        let _ = std::thread::Builder::new()
+            .name("clip-edge-child-log".into())
+            .spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let line = match &redact {
+                        Some((raw, shown)) => line.replace(raw, shown),
+                        None => line,
+                    };
+                    log::log!(level, "{name}: {line}");
+                }
+            });
+    }
+    let proc = Proc(Arc::new(Mutex::new(child)));
+    let run = Run {
+        proc: proc.clone(),
+        stream: MjpegStream::new(stdout, &bin),
+        spec: program.spec.clone(),
+        name: bin,
+        live: program.live,
+    };
+    if program.live {
+        Ok(Box::new(LiveRun {
+            queue: LiveQueue::spawn(run, LIVE_QUEUE_DEPTH),
+            proc,
+        }))
+    } else {
+        Ok(Box::new(run))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ffmpeg_reads_files_at_the_loops_pace_and_streams_live() {
+        let p = ffmpeg("ffmpeg:/v/clip.mkv", "/v/clip.mkv").unwrap();
+        assert!(!p.live);
+        let i = p.args.iter().position(|a| a == "-i").unwrap();
+        assert_eq!(p.args[i + 1], "/v/clip.mkv");
+        assert_eq!(p.args.last().unwrap(), "-");
+        let p = ffmpeg(
+            "rtsp://admin:secret@10.0.0.9/live",
+            "rtsp://admin:secret@10.0.0.9/live",
+        )
+        .unwrap();
+        assert!(p.live);
+        assert!(p.args.windows(2).any(|w| w == ["-rtsp_transport", "tcp"]));
+        assert!(!p.spec.contains("secret"), "{}", p.spec);
+        assert!(ffmpeg("ffmpeg:/dev/video0", "/dev/video0").unwrap().live);
+        assert!(ffmpeg("ffmpeg:", "").is_err());
+    }
+
+    #[test]
+    fn libcamera_specs_parse_and_bad_keys_are_named() {
+        let p = libcamera(
+            "libcamera:?width=1280&height=720&fps=15&camera=1",
+            "?width=1280&height=720&fps=15&camera=1",
+        )
+        .unwrap();
+        assert!(p.live);
+        assert_eq!(p.candidates, ["rpicam-vid", "libcamera-vid"]);
+        for w in [
+            ["--width", "1280"],
+            ["--height", "720"],
+            ["--framerate", "15"],
+            ["--camera", "1"],
+        ] {
+            assert!(p.args.windows(2).any(|a| a == w), "{w:?} in {:?}", p.args);
+        }
+        for (q, needle) in [
+            ("?width=0", "width=0"),
+            ("?fps=x", "fps=x"),
+            ("?zoom=2", "zoom"),
+            ("?width", "width"),
+        ] {
+            let e = libcamera(&format!("libcamera:{q}"), q)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle) && e.contains("libcamera:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_program_is_one_line_naming_it() {
+        let mut p = libcamera("libcamera:", "").unwrap();
+        p.candidates = vec!["clip-edge-no-such-a".into(), "clip-edge-no-such-b".into()];
+        let e = open(p).err().unwrap().to_string();
+        assert!(
+            e.contains("clip-edge-no-such-a or clip-edge-no-such-b not found on PATH")
+                && !e.contains('\n'),
+            "{e}"
+        );
+    }
+}

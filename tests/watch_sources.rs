@@ -1,0 +1,369 @@
+//! `watch` on sources that are programs writing MJPEG to a pipe: `ffmpeg:`
+//! on a video made from the committed clip (real ffmpeg, from Debian), and
+//! `libcamera:` with a stand-in `rpicam-vid` on `PATH`. The program is
+//! clip-edge's child: restarted when it dies, killed when clip-edge stops.
+//! (Host only: `.ci/run` skips `child_` tests under qemu.)
+
+mod common;
+
+use common::{bin, root, scratch};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An event's start and end frames may differ from the truth by this many
+/// frames (the 2-of-3 window and 3-frame end lag are within it; a live
+/// source's dropped frames count in the indices).
+const SPAN_TOL_FRAMES: i64 = 3;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn clip() -> PathBuf {
+    root().join("models/clips/shapes")
+}
+
+/// (label, start, end) of the clip's watched labels, and the labels.
+fn truth() -> (Vec<String>, Vec<(String, i64, i64)>) {
+    let t: Value =
+        serde_json::from_str(&std::fs::read_to_string(clip().join("truth.json")).unwrap()).unwrap();
+    let watched: Vec<String> = t["spec"]["watched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let spans = t["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| watched.iter().any(|w| w == s["label"].as_str().unwrap()))
+        .map(|s| {
+            (
+                s["label"].as_str().unwrap().to_string(),
+                s["start"].as_i64().unwrap(),
+                s["end"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    (watched, spans)
+}
+
+fn read_log(p: &Path) -> Vec<Value> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+/// (label, start, end) of the events that start at or after frame `from`.
+fn spans_from(log: &[Value], from: i64) -> Vec<(String, i64, i64)> {
+    log.iter()
+        .filter(|e| e["event"] == "start" && e["frame"].as_i64().unwrap() >= from)
+        .map(|s| {
+            let end = log
+                .iter()
+                .find(|e| e["event"] == "end" && e["id"] == s["id"])
+                .unwrap_or_else(|| panic!("event {} has no end", s["id"]));
+            (
+                s["label"].as_str().unwrap().to_string(),
+                s["frame"].as_i64().unwrap(),
+                end["frame"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `got` against the truth shifted by `base` frames.
+fn assert_matches_truth(got: &[(String, i64, i64)], base: i64) {
+    let (_, want) = truth();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "events {got:?}, truth {want:?} + {base}"
+    );
+    for ((gl, gs, ge), (wl, ws, we)) in got.iter().zip(&want) {
+        assert_eq!(gl, wl);
+        assert!(
+            (gs - base - ws).abs() <= SPAN_TOL_FRAMES && (ge - base - we).abs() <= SPAN_TOL_FRAMES,
+            "{gl}: event {gs}..={ge}, truth {ws}..={we} + {base}"
+        );
+    }
+}
+
+fn watch(source: &str, events: &Path) -> Command {
+    let (watched, _) = truth();
+    let mut c = bin();
+    c.args(["watch", "--stats", "--source", source, "--bundle"])
+        .arg(root().join("models/default-int8"))
+        .arg("--events")
+        .arg(events);
+    for w in &watched {
+        c.args(["--watch", w]);
+    }
+    c
+}
+
+/// An executable shell script `dir/name`.
+fn script(dir: &Path, name: &str, body: &str) {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// `PATH` with `dir` first.
+fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// The real ffmpeg (Debian's), or a failure saying how to get it.
+fn ffmpeg() -> PathBuf {
+    let out = Command::new("sh")
+        .args(["-c", "command -v ffmpeg"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffmpeg is not installed (apt-get install ffmpeg)"
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// The committed clip as an MJPEG Matroska file at 30 fps (the frames
+/// copied, not re-encoded).
+fn clip_video(dir: &Path) -> PathBuf {
+    let out = dir.join("clip.mkv");
+    let st = Command::new(ffmpeg())
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-framerate",
+            "30",
+            "-i",
+        ])
+        .arg(clip().join("%05d.jpg"))
+        .args(["-c:v", "copy"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ffmpeg could not make {}", out.display());
+    out
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !done() {
+        assert!(t0.elapsed() < WAIT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "needs Debian's ffmpeg (apt-get install ffmpeg); .ci/run runs it with --ignored"]
+fn child_ffmpeg_plays_a_video_file_to_its_end_as_dir_does() {
+    let dir = scratch("ffmpeg-file");
+    let video = clip_video(&dir);
+    let events = dir.join("events.jsonl");
+    let out = watch(&format!("ffmpeg:{}", video.display()), &events)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["stats"]["frames"], 137, "{stats}");
+    assert_eq!(stats["stats"]["dropped"], 0, "{stats}");
+    assert_matches_truth(&spans_from(&read_log(&events), 0), 0);
+}
+
+#[test]
+#[ignore = "needs Debian's ffmpeg (apt-get install ffmpeg); .ci/run runs it with --ignored"]
+fn child_ffmpeg_killed_mid_clip_is_restarted_and_the_events_go_on() {
+    let dir = scratch("ffmpeg-kill");
+    let video = clip_video(&dir);
+    let events = dir.join("events.jsonl");
+    // ffmpeg at the video's own pace (-re), its pid where the test finds it.
+    let bin_dir = dir.join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let pids = dir.join("pids");
+    script(
+        &bin_dir,
+        "ffmpeg",
+        &format!(
+            "echo $$ >> {}\nexec {} -re \"$@\"\n",
+            pids.display(),
+            ffmpeg().display()
+        ),
+    );
+    let child = watch(&format!("ffmpeg:{}", video.display()), &events)
+        .env("PATH", path_with(&bin_dir))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the first ffmpeg once the clip's first event has started.
+    wait_until("the first event", || {
+        read_log(&events).iter().any(|e| e["event"] == "start")
+    });
+    let first = std::fs::read_to_string(&pids).unwrap();
+    let pid = first.lines().next().unwrap().trim().to_string();
+    assert!(Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let log = read_log(&events);
+    let lost = log
+        .iter()
+        .find(|e| e["event"] == "source_lost")
+        .unwrap_or_else(|| panic!("no source_lost in {log:?}"));
+    assert!(
+        lost["reason"].as_str().unwrap().contains("ffmpeg exited"),
+        "{lost}"
+    );
+    let back = log
+        .iter()
+        .find(|e| e["event"] == "source_back")
+        .unwrap_or_else(|| panic!("no source_back in {log:?}"));
+    // Frame indices go on across the restart; the second run plays the
+    // whole clip.
+    let base = back["frame"].as_i64().unwrap() + 1;
+    assert_matches_truth(&spans_from(&log, base), base);
+    assert_eq!(std::fs::read_to_string(&pids).unwrap().lines().count(), 2);
+}
+
+#[test]
+fn child_libcamera_runs_rpicam_vid_restarts_it_and_kills_it_at_a_stop() {
+    let dir = scratch("libcamera");
+    let events = dir.join("events.jsonl");
+    let bin_dir = dir.join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let (args, pids, ran) = (dir.join("args"), dir.join("pids"), dir.join("ran"));
+    // The stand-in: its first run writes the clip as MJPEG and exits (a
+    // crash); later runs write nothing and wait.
+    let mut frames = String::new();
+    for f in common::clip_jpegs() {
+        frames.push_str(&format!("cat {}; sleep 0.03\n", f.display()));
+    }
+    script(
+        &bin_dir,
+        "rpicam-vid",
+        &format!(
+            "echo \"$@\" > {args}\necho $$ >> {pids}\nif [ -e {ran} ]; then exec sleep 600; fi\ntouch {ran}\n{frames}exit 1\n",
+            args = args.display(),
+            pids = pids.display(),
+            ran = ran.display(),
+        ),
+    );
+    let child = watch("libcamera:?width=320&height=240&fps=30", &events)
+        .env("PATH", path_with(&bin_dir))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("source_back", || {
+        read_log(&events)
+            .iter()
+            .any(|e| e["event"] == "source_back")
+    });
+    let second: String = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    // SIGTERM to clip-edge alone: the stand-in must be killed by it.
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = std::fs::read_to_string(&args).unwrap();
+    for w in [
+        "--codec mjpeg",
+        "--width 320",
+        "--height 240",
+        "--framerate 30",
+        "-o -",
+    ] {
+        assert!(a.contains(w), "{w:?} not in {a:?}");
+    }
+    let log = read_log(&events);
+    let lost = log
+        .iter()
+        .position(|e| e["event"] == "source_lost")
+        .unwrap();
+    let back = log
+        .iter()
+        .position(|e| e["event"] == "source_back")
+        .unwrap();
+    assert!(lost < back);
+    assert!(
+        log[lost]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rpicam-vid exited"),
+        "{}",
+        log[lost]
+    );
+    // The first run's events, all ended by the loss at the latest.
+    assert_matches_truth(&spans_from(&log[..lost], 0), 0);
+    // The stop killed the waiting second run.
+    wait_until("the second rpicam-vid to be gone", || {
+        !Command::new("kill")
+            .args(["-0", &second])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    });
+}
+
+#[test]
+fn child_a_missing_program_is_one_line_naming_it() {
+    let dir = scratch("child-missing");
+    let empty = dir.join("bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    for (source, needle) in [
+        ("ffmpeg:/nonexistent.mkv", "ffmpeg not found on PATH"),
+        (
+            "libcamera:?width=640",
+            "rpicam-vid or libcamera-vid not found on PATH",
+        ),
+        ("libcamera:?zoom=2", "unknown key \"zoom\""),
+        (
+            "rtsp://admin:hunter2@127.0.0.1:9/x",
+            "ffmpeg not found on PATH",
+        ),
+    ] {
+        let out = watch(source, &dir.join("events.jsonl"))
+            .env("PATH", &empty)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{source}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{source}: {stderr}");
+        assert!(stderr.contains(needle), "{source}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{source}: {stderr}");
+    }
+}
