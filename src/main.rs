@@ -22,7 +22,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.is::<cli::ConfigError>() {
+                ExitCode::from(cli::EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 /// frames (the 2-of-3 window and 3-frame end lag are within it).
 const SPAN_TOL_FRAMES: i64 = 3;
 
+/// The exit status of settings that cannot work (EX_CONFIG).
+const EX_CONFIG: i32 = 78;
+
 fn clip() -> PathBuf {
     root().join("models/clips/shapes")
 }
@@ -298,7 +301,7 @@ fn bad_settings_are_one_line_errors_naming_them() {
     for (args, needle) in cases {
         let out = watch_cmd(&events, &args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(out.status.code(), Some(EX_CONFIG), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
     }
@@ -311,8 +314,67 @@ fn bad_settings_are_one_line_errors_naming_them() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("--source \"cam:0\""),
+        out.status.code() == Some(EX_CONFIG) && err.contains("--source \"cam:0\""),
         "{err}"
+    );
+}
+
+/// `watch --check` names every problem, one line each, exit 78; a config
+/// that holds is one "ok" line, exit 0; nothing is started either way.
+#[test]
+fn check_names_every_problem_of_a_config_and_starts_nothing() {
+    let dir = scratch("watch-check");
+    let cfg = dir.join("watch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "bundle = {:?}\nsource = \"libcamera:?zoom=2\"\nwatch = [\"pink whale\"]\nmqtt = \"http://x\"\nevents = {:?}\n",
+            bundle().display().to_string(),
+            dir.join("events.jsonl").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["watch", "--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EX_CONFIG), "{err}");
+    let lines: Vec<&str> = err.trim().lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    for needle in [
+        "unknown key \"zoom\"",
+        "\"pink whale\": not a label",
+        "--mqtt",
+    ] {
+        assert!(lines.iter().any(|l| l.contains(needle)), "{needle}: {err}");
+    }
+    assert!(!dir.join("events.jsonl").exists(), "--check opened the log");
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "bundle = {:?}\nsource = {:?}\nwatch = [\"red star\"]\n",
+            bundle().display().to_string(),
+            format!("dir:{}", clip().display())
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["watch", "--check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("ok: bundle ") && stdout.contains("watching red star from dir:"),
+        "{stdout}"
     );
 }
 
@@ -347,7 +409,20 @@ fn with_no_bundle_source_or_config_flag_the_default_config_is_read() {
         ),
         (Some(137), Some(2))
     );
-    // Without a config anywhere, the missing setting is named.
+    // A config that says nothing: the missing setting is named.
+    let empty = dir.join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let out = bin()
+        .args(["watch"])
+        .env("CLIP_EDGE_CONFIG", &empty)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(EX_CONFIG) && err.contains("--source is required"),
+        "{err}"
+    );
+    // CLIP_EDGE_CONFIG naming no file is an error, not a silent default.
     let out = bin()
         .args(["watch"])
         .env("CLIP_EDGE_CONFIG", dir.join("absent.toml"))
@@ -355,7 +430,9 @@ fn with_no_bundle_source_or_config_flag_the_default_config_is_read() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("--source is required"),
+        out.status.code() == Some(EX_CONFIG)
+            && err.contains("CLIP_EDGE_CONFIG=")
+            && err.contains("absent.toml: no such file"),
         "{err}"
     );
 }

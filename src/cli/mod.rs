@@ -23,6 +23,8 @@ mod info;
 mod preprocess;
 mod watch;
 
+pub use watch::{ConfigError, EX_CONFIG};
+
 #[derive(Parser)]
 #[command(
     name = "clip-edge",

@@ -46,11 +46,17 @@ struct Model {
 fn settings(cli: &WatchArgs) -> Result<WatchArgs> {
     let mut cli = cli.clone();
     if cli.config.is_none() && cli.bundle.is_none() && cli.source.is_none() {
-        let path = std::env::var_os("CLIP_EDGE_CONFIG")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-        if path.exists() {
-            cli.config = Some(path);
+        match std::env::var_os("CLIP_EDGE_CONFIG").map(PathBuf::from) {
+            Some(path) if !path.is_file() => {
+                bail!("CLIP_EDGE_CONFIG={}: no such file", path.display())
+            }
+            Some(path) => cli.config = Some(path),
+            None => {
+                let path = PathBuf::from(DEFAULT_CONFIG);
+                if path.exists() {
+                    cli.config = Some(path);
+                }
+            }
         }
     }
     cli.merged().map_err(anyhow::Error::msg)
@@ -123,56 +129,182 @@ struct Service {
     reload: Arc<AtomicBool>,
 }
 
+/// The exit status of a watch that cannot start until its settings are
+/// fixed (EX_CONFIG, sysexits(3)): the unit's `RestartPreventExitStatus`
+/// keeps systemd from restarting it in a loop.
+pub const EX_CONFIG: u8 = 78;
+
+/// A problem with the settings: `main` exits with [`EX_CONFIG`].
+#[derive(Debug)]
+pub struct ConfigError(pub anyhow::Error);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 pub fn run(cli: WatchArgs) -> Result<ExitCode> {
-    let args = settings(&cli)?;
-    let mut service = set_up(&args)?;
+    let args = settings(&cli).map_err(ConfigError)?;
+    if cli.check {
+        return Ok(check(&args));
+    }
+    let checked = match validate(&args) {
+        Ok(c) => c,
+        Err(mut problems) => return Err(ConfigError(problems.remove(0)).into()),
+    };
+    let mut service = set_up(checked)?;
     let result = service.run(&cli);
     service.finish(result, args.stats)
 }
 
-/// Checks the settings, loads the model, opens the edges and the source,
-/// installs the signal handlers and tells systemd the service is ready.
-fn set_up(args: &WatchArgs) -> Result<Service> {
-    let spec = args
-        .source
-        .clone()
-        .context("--source is required (dir:PATH, stdin:mjpeg, v4l2:/dev/videoN, ffmpeg:INPUT, rtsp://URL or libcamera:)")?;
-    let gpio_specs: Vec<gpio::GpioSpec> = args
-        .gpio
-        .iter()
-        .map(|g| g.parse())
-        .collect::<Result<_, String>>()
-        .map_err(anyhow::Error::msg)?;
-    let mqtt_url: Option<mqtt::MqttUrl> = match &args.mqtt {
-        Some(u) => Some(u.parse().map_err(anyhow::Error::msg)?),
-        None => None,
-    };
-    let http_addr = match &args.http {
-        Some(h) => Some(watch::config::http_addr(h).map_err(anyhow::Error::msg)?),
-        None => None,
-    };
+/// `watch --check`: every problem with the settings, one line each, and
+/// the exit status (0 when there is none, [`EX_CONFIG`] otherwise).
+fn check(args: &WatchArgs) -> ExitCode {
+    match validate(args) {
+        Ok(c) => {
+            out!(
+                "ok: bundle {} ({}), watching {} from {}",
+                c.model.bundle.display(),
+                c.model.engine.bundle.manifest.precision,
+                c.model
+                    .opts
+                    .watched
+                    .iter()
+                    .map(|w| w.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                watch::source::redacted(&c.spec)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in problems {
+                eprintln!("error: {p:#}");
+            }
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+/// Settings that hold, with the model loaded and verified.
+struct Checked {
+    spec: String,
+    gpio_specs: Vec<gpio::GpioSpec>,
+    mqtt_url: Option<mqtt::MqttUrl>,
+    http_addr: Option<std::net::SocketAddr>,
+    health_timeout: f64,
+    threads: usize,
+    model: Model,
+    events: Option<PathBuf>,
+    node: Option<String>,
+}
+
+/// Checks every setting that can be checked without opening anything (the
+/// bundle is loaded and verified; the source's syntax, folder or program
+/// checked): all the problems, or what the service needs.
+fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<anyhow::Error>> {
+    let mut problems: Vec<anyhow::Error> = Vec::new();
+    let spec = args.source.clone();
+    match &spec {
+        None => problems.push(anyhow::anyhow!(
+            "--source is required (dir:PATH, stdin:mjpeg, v4l2:/dev/videoN, ffmpeg:INPUT, rtsp://URL or libcamera:)"
+        )),
+        Some(s) => {
+            if let Err(e) = watch::source::check(s) {
+                problems.push(e.into());
+            }
+        }
+    }
+    let mut gpio_specs: Vec<gpio::GpioSpec> = Vec::new();
+    for g in &args.gpio {
+        match g.parse() {
+            Ok(s) => gpio_specs.push(s),
+            Err(e) => problems.push(anyhow::Error::msg(e)),
+        }
+    }
+    let mut mqtt_url = None;
+    if let Some(u) = &args.mqtt {
+        match u.parse::<mqtt::MqttUrl>() {
+            Ok(u) => mqtt_url = Some(u),
+            Err(e) => problems.push(anyhow::Error::msg(e)),
+        }
+    }
+    let mut http_addr = None;
+    if let Some(h) = &args.http {
+        match watch::config::http_addr(h) {
+            Ok(a) => http_addr = Some(a),
+            Err(e) => problems.push(anyhow::Error::msg(e)),
+        }
+    }
     let health_timeout = args.health_timeout.unwrap_or(10.0);
     if !(health_timeout > 0.0 && health_timeout <= 86_400.0) {
-        bail!("--health-timeout {health_timeout}: expected more than 0 and at most 86400 seconds");
+        problems.push(anyhow::anyhow!(
+            "--health-timeout {health_timeout}: expected more than 0 and at most 86400 seconds"
+        ));
     }
     let threads = args.threads.unwrap_or(1);
-    super::set_threads(threads)?;
-    let model = load_model(args, &spec, threads)?;
+    if let Err(e) = super::set_threads(threads) {
+        problems.push(e);
+    }
+    let model = match load_model(args, spec.as_deref().unwrap_or(""), threads) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            problems.push(e);
+            None
+        }
+    };
+    if let Some(m) = &model {
+        for g in &gpio_specs {
+            if !m.opts.watched.iter().any(|w| w.label == g.label) {
+                problems.push(anyhow::anyhow!(
+                    "--gpio {}:{}={}: {:?} is not watched (add --watch {:?})",
+                    g.chip,
+                    g.line,
+                    g.label,
+                    g.label,
+                    g.label
+                ));
+            }
+        }
+    }
+    match (spec, model) {
+        (Some(spec), Some(model)) if problems.is_empty() => Ok(Checked {
+            spec,
+            gpio_specs,
+            mqtt_url,
+            http_addr,
+            health_timeout,
+            threads,
+            model,
+            events: args.events.clone(),
+            node: args.node.clone(),
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// Opens the edges and the source, installs the signal handlers and tells
+/// systemd the service is ready.
+fn set_up(checked: Checked) -> Result<Service> {
+    let Checked {
+        spec,
+        gpio_specs,
+        mqtt_url,
+        http_addr,
+        health_timeout,
+        threads,
+        model,
+        events,
+        node,
+    } = checked;
     let labels: Vec<String> = model.opts.watched.iter().map(|w| w.label.clone()).collect();
 
     // GPIO lines, each following a watched label.
     let mut pins = Vec::new();
     for g in &gpio_specs {
-        if !labels.contains(&g.label) {
-            bail!(
-                "--gpio {}:{}={}: {:?} is not watched (add --watch {:?})",
-                g.chip,
-                g.line,
-                g.label,
-                g.label,
-                g.label
-            );
-        }
         #[cfg(target_os = "linux")]
         pins.push((
             g.label.clone(),
@@ -184,7 +316,7 @@ fn set_up(args: &WatchArgs) -> Result<Service> {
     }
     let gpio_lines = (!pins.is_empty()).then(|| gpio::GpioLines::new(pins));
 
-    let (log, last_run, closed) = match &args.events {
+    let (log, last_run, closed) = match &events {
         Some(p) => {
             let (log, rec) = watch::events::EventLog::open(p)?;
             for c in &rec.closed {
@@ -200,7 +332,7 @@ fn set_up(args: &WatchArgs) -> Result<Service> {
         None => (None, None, Vec::new()),
     };
     let mqtt = mqtt_url.map(|u| {
-        let node = args.node.clone().unwrap_or_else(host_name);
+        let node = node.clone().unwrap_or_else(host_name);
         let m = mqtt::Mqtt::start(u, &labels, &node);
         for c in &closed {
             m.event(&serde_json::to_vec(c).expect("an event serialises"));

@@ -90,6 +90,12 @@ pub struct WatchArgs {
     #[arg(long)]
     #[serde(skip)]
     pub stats: bool,
+    /// Check the settings (config, bundle, labels, source, GPIO, MQTT,
+    /// HTTP) without starting: one line per problem, exit 0 when there is
+    /// none, 78 (EX_CONFIG) otherwise.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check: bool,
 }
 
 impl WatchArgs {
@@ -130,6 +136,7 @@ impl WatchArgs {
             health_timeout: self.health_timeout.or(file.health_timeout),
             config: self.config,
             stats: self.stats,
+            check: self.check,
         })
     }
 

@@ -158,6 +158,30 @@ pub fn open(program: Program) -> Result<Box<dyn FrameSource>, SourceError> {
     }))
 }
 
+/// Whether one of `program`'s candidates is on `PATH`.
+pub fn check(program: &Program) -> Result<(), SourceError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = program.candidates.iter().any(|bin| {
+        std::env::split_paths(&path).any(|d| {
+            std::fs::metadata(d.join(bin))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(not_found(program))
+    }
+}
+
+fn not_found(program: &Program) -> SourceError {
+    SourceError::Unavailable {
+        spec: program.spec.clone(),
+        why: format!("{} not found on PATH", program.candidates.join(" or ")),
+    }
+}
+
 /// The running child, shared by the reader and the source the loop holds
 /// (which kills it when dropped).
 #[derive(Clone)]
@@ -266,10 +290,7 @@ fn spawn(program: &Program) -> Result<(Child, String), SourceError> {
             }
         }
     }
-    Err(SourceError::Unavailable {
-        spec: program.spec.clone(),
-        why: format!("{} not found on PATH", program.candidates.join(" or ")),
-    })
+    Err(not_found(program))
 }
 
 /// One start of the program, its stderr forwarded to the log.

@@ -155,6 +155,28 @@ pub fn open(spec: &str) -> Result<Box<dyn FrameSource>, SourceError> {
     }
 }
 
+/// Checks `spec` as far as can be done without opening it: its syntax,
+/// the folder it names, the program it runs (on `PATH`). A device is not
+/// required to be there (a camera may be plugged in later).
+pub fn check(spec: &str) -> Result<(), SourceError> {
+    let (kind, rest) = spec
+        .split_once(':')
+        .ok_or_else(|| SourceError::BadSpec(redacted(spec)))?;
+    match kind {
+        "dir" if Path::new(rest).is_dir() => Ok(()),
+        "dir" => Err(SourceError::Unavailable {
+            spec: spec.into(),
+            why: "no such folder".into(),
+        }),
+        "stdin" if rest == "mjpeg" => Ok(()),
+        "v4l2" => v4l2::check(spec, rest),
+        "ffmpeg" => child::check(&child::ffmpeg(spec, rest)?),
+        "rtsp" | "rtsps" => child::check(&child::ffmpeg(spec, spec)?),
+        "libcamera" => child::check(&child::libcamera(spec, rest)?),
+        _ => Err(SourceError::BadSpec(redacted(spec))),
+    }
+}
+
 /// `spec` with the password of any `scheme://user:password@host` in it
 /// replaced by `***`, for logs, events and errors.
 pub fn redacted(spec: &str) -> String {

@@ -22,14 +22,28 @@ pub fn open(spec: &str, rest: &str) -> Result<Box<dyn FrameSource>, SourceError>
     Ok(Box::new(Reopening::new(spec, first, open)))
 }
 
+/// Checks the spec (and, in a build without V4L2, refuses it).
+pub fn check(spec: &str, rest: &str) -> Result<(), SourceError> {
+    V4l2Spec::parse(rest)?;
+    if cfg!(all(feature = "v4l2", target_os = "linux")) {
+        Ok(())
+    } else {
+        Err(no_support(spec))
+    }
+}
+
+fn no_support(spec: &str) -> SourceError {
+    SourceError::Unavailable {
+        spec: spec.into(),
+        why: "this build has no V4L2 support (build with --features v4l2, on Linux; or read the camera with ffmpeg:/dev/videoN)".into(),
+    }
+}
+
 /// This build has no camera support: the spec is checked, then refused.
 #[cfg(not(all(feature = "v4l2", target_os = "linux")))]
 pub fn open(spec: &str, rest: &str) -> Result<Box<dyn FrameSource>, SourceError> {
     V4l2Spec::parse(rest)?;
-    Err(SourceError::Unavailable {
-        spec: spec.into(),
-        why: "this build has no V4L2 support (build with --features v4l2, on Linux)".into(),
-    })
+    Err(no_support(spec))
 }
 
 /// Pixel formats a V4L2 camera is asked for.
