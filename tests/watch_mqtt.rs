@@ -55,7 +55,21 @@ fn subscribe(
     filters: &[&str],
     persistent: bool,
 ) -> (Received, Arc<Mutex<bool>>) {
+    subscribe_as(port, id, filters, persistent, None)
+}
+
+/// [`subscribe`], logged in as `login` (user, password).
+fn subscribe_as(
+    port: u16,
+    id: &str,
+    filters: &[&str],
+    persistent: bool,
+    login: Option<(&str, &str)>,
+) -> (Received, Arc<Mutex<bool>>) {
     let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    if let Some((u, p)) = login {
+        opts.set_credentials(u, p);
+    }
     opts.set_clean_session(!persistent)
         .set_keep_alive(Duration::from_secs(5));
     let (client, mut conn) = Client::new(opts, 64);
@@ -240,4 +254,118 @@ fn every_event_arrives_across_a_broker_restart() {
     }
     broker.kill().unwrap();
     let _ = broker.wait();
+}
+
+/// A broker that requires a login (as Home Assistant's Mosquitto add-on
+/// does): the user from the URL and the password from a file get the
+/// events through; a wrong password is an error line that names the
+/// refusal and never the password, and the loop goes on.
+#[test]
+#[ignore = "needs mosquitto (apt-get install mosquitto); .ci/run runs it with --ignored"]
+fn a_broker_login_gets_the_events_and_a_refused_one_is_named() {
+    let dir = scratch("watch-mqtt-login");
+    let port = free_port();
+    let passwd = dir.join("passwd");
+    let st = Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&passwd)
+        .args(["clip", "s3cr@t:x"])
+        .status()
+        .expect("mosquitto_passwd (Debian package mosquitto)");
+    assert!(st.success());
+    // The broker may drop to its own user: it must be able to read the file.
+    std::fs::set_permissions(&passwd, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+            passwd.display()
+        ),
+    )
+    .unwrap();
+    let mut broker = start_broker(&conf, port);
+    let (got, _) = subscribe_as(
+        port,
+        "login-sub",
+        &["test/events", "wrong/events"],
+        false,
+        Some(("clip", "s3cr@t:x")),
+    );
+    let pass = dir.join("mqtt.pass");
+    std::fs::write(&pass, "s3cr@t:x\n").unwrap();
+    let run = |mqtt: &str, extra: &[&str], log: &Path| {
+        bin()
+            .env("RUST_LOG", "error")
+            .args(["watch", "--watch", "red star", "--bundle"])
+            .arg(root().join("models/default-int8"))
+            .arg("--source")
+            .arg(format!(
+                "dir:{}",
+                root().join("models/clips/shapes").display()
+            ))
+            .arg("--events")
+            .arg(log)
+            .args(["--mqtt", mqtt])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let log = dir.join("events.jsonl");
+    let out = run(
+        &format!("mqtt://clip@127.0.0.1:{port}/test"),
+        &["--mqtt-password-file", pass.to_str().unwrap()],
+        &log,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert!(!lines.is_empty(), "no event in the log");
+    let t0 = Instant::now();
+    loop {
+        let have: Vec<String> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _, _)| t == "test/events")
+            .map(|(_, p, _)| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        if lines.iter().all(|l| have.contains(l)) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "events never arrived through the login: {lines:?}, got {have:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A wrong password, in the URL: refused, named, never shown.
+    let out = run(
+        &format!("mqtt://clip:hunter2@127.0.0.1:{port}/wrong"),
+        &[],
+        &dir.join("wrong.jsonl"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the broker refused the connection"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(
+        !got.lock()
+            .unwrap()
+            .iter()
+            .any(|(t, _, _)| t == "wrong/events"),
+        "a refused client published"
+    );
+    broker.kill().unwrap();
+    broker.wait().unwrap();
 }

@@ -227,10 +227,21 @@ fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<anyhow::Error>
     }
     let mut mqtt_url = None;
     if let Some(u) = &args.mqtt {
-        match u.parse::<mqtt::MqttUrl>() {
+        let url = u
+            .parse::<mqtt::MqttUrl>()
+            .and_then(|u| match &args.mqtt_password_file {
+                Some(p) => u.with_password_file(p),
+                None => Ok(u),
+            });
+        match url {
             Ok(u) => mqtt_url = Some(u),
             Err(e) => problems.push(anyhow::Error::msg(e)),
         }
+    } else if let Some(p) = &args.mqtt_password_file {
+        problems.push(anyhow::anyhow!(
+            "mqtt_password_file {}: no --mqtt broker to log in to",
+            p.display()
+        ));
     }
     let mut http_addr = None;
     if let Some(h) = &args.http {

@@ -43,9 +43,14 @@ pub struct WatchArgs {
     #[arg(long, value_name = "CHIP:LINE=LABEL")]
     #[serde(default)]
     pub gpio: Vec<String>,
-    /// Publish events, states and Home Assistant discovery to this broker.
+    /// Publish events, states and Home Assistant discovery to this broker
+    /// (mqtt://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX]).
     #[arg(long, value_name = "mqtt://HOST:PORT/PREFIX")]
     pub mqtt: Option<String>,
+    /// The MQTT password, read from this file's first line (for the user
+    /// the --mqtt URL names): a password kept out of the config.
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_password_file: Option<PathBuf>,
     /// This device's name in MQTT topics and Home Assistant (default: the host name).
     #[arg(long)]
     pub node: Option<String>,
@@ -122,6 +127,7 @@ impl WatchArgs {
                 self.gpio
             },
             mqtt: self.mqtt.or(file.mqtt),
+            mqtt_password_file: self.mqtt_password_file.or(file.mqtt_password_file),
             node: self.node.or(file.node),
             fps: self.fps.or(file.fps),
             threads: self.threads.or(file.threads),
@@ -240,6 +246,21 @@ pub fn read_config(path: &Path) -> Result<WatchArgs, String> {
     })
 }
 
+/// `spec` with the password of any `scheme://user:password@host` in it
+/// replaced by `***`, for logs, events and errors.
+pub fn redacted(spec: &str) -> String {
+    let Some(s) = spec.find("://") else {
+        return spec.to_string();
+    };
+    let rest = &spec[s + 3..];
+    let auth_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..auth_end].rfind('@') else {
+        return spec.to_string();
+    };
+    let user = rest[..at].split(':').next().unwrap_or("");
+    format!("{}{user}:***{}", &spec[..s + 3], &rest[at..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +323,29 @@ mod tests {
         let e = read_config(&p).unwrap_err();
         assert!(e.contains("line 1"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    use super::redacted;
+
+    #[test]
+    fn passwords_in_urls_are_hidden() {
+        for (spec, want) in [
+            (
+                "rtsp://admin:hunter2@10.0.0.9:554/live",
+                "rtsp://admin:***@10.0.0.9:554/live",
+            ),
+            (
+                "ffmpeg:http://u:p@cam/x.mjpg?a=b@c",
+                "ffmpeg:http://u:***@cam/x.mjpg?a=b@c",
+            ),
+            ("rtsp://10.0.0.9/live", "rtsp://10.0.0.9/live"),
+            ("dir:/srv/a@b", "dir:/srv/a@b"),
+            ("rtsp://user@host/", "rtsp://user:***@host/"),
+        ] {
+            assert_eq!(redacted(spec), want);
+        }
     }
 }

@@ -25,23 +25,106 @@ const IN_FLIGHT: usize = 100;
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// `mqtt://HOST[:PORT][/PREFIX]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `mqtt://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX]` (user and password
+/// percent-encoded, as in any URL; the password may come from a file
+/// instead: [`MqttUrl::with_password_file`]).
+#[derive(Clone, PartialEq, Eq)]
 pub struct MqttUrl {
     pub host: String,
     pub port: u16,
     pub prefix: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Never shows the password.
+impl std::fmt::Debug for MqttUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttUrl")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("prefix", &self.prefix)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// `%XX` escapes decoded (a URL's user and password); `None` when an
+/// escape is malformed or the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl MqttUrl {
+    /// The password read from `path` (its first line), for the user the URL
+    /// names: a password kept out of the config and the command line.
+    pub fn with_password_file(mut self, path: &std::path::Path) -> Result<Self, String> {
+        if self.username.is_none() {
+            return Err(format!(
+                "mqtt_password_file {}: the --mqtt URL names no user (mqtt://USER@HOST/...)",
+                path.display()
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("mqtt_password_file {}: {e}", path.display()))?;
+        self.password = Some(text.lines().next().unwrap_or("").to_string());
+        Ok(self)
+    }
 }
 
 impl std::str::FromStr for MqttUrl {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("--mqtt {s:?}: {why} (expected mqtt://HOST[:PORT][/PREFIX])");
+        let shown = crate::watch::config::redacted(s);
+        let bad = |why: &str| {
+            format!(
+                "--mqtt {shown:?}: {why} (expected mqtt://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX])"
+            )
+        };
+        if s.starts_with("mqtts://") {
+            return Err(bad(
+                "TLS (mqtts://) is not in this build; use mqtt:// on a trusted network",
+            ));
+        }
         let rest = s
             .strip_prefix("mqtt://")
             .ok_or_else(|| bad("not an mqtt:// URL"))?;
-        let (hostport, prefix) = rest.split_once('/').unwrap_or((rest, "clip-edge"));
+        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, "clip-edge"));
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(u) => {
+                let (user, pass) = match u.split_once(':') {
+                    Some((a, b)) => (a, Some(b)),
+                    None => (u, None),
+                };
+                let dec = |v: &str| {
+                    percent_decode(v).ok_or_else(|| bad("a bad %-escape in the user or password"))
+                };
+                if user.is_empty() {
+                    return Err(bad("an empty user name"));
+                }
+                (Some(dec(user)?), pass.map(dec).transpose()?)
+            }
+        };
         let (host, port) = match hostport.rsplit_once(':') {
             Some((h, p)) => (h, p.parse().map_err(|_| bad("the port is not a number"))?),
             None => (hostport, 1883),
@@ -57,6 +140,8 @@ impl std::str::FromStr for MqttUrl {
             host: host.into(),
             port,
             prefix: prefix.into(),
+            username,
+            password,
         })
     }
 }
@@ -119,6 +204,9 @@ impl Mqtt {
             .set_clean_session(true)
             .set_inflight(IN_FLIGHT as u16)
             .set_last_will(LastWill::new(&status, "offline", QoS::AtLeastOnce, true));
+        if let Some(user) = &url.username {
+            opts.set_credentials(user.clone(), url.password.clone().unwrap_or_default());
+        }
         let shared = Arc::new((Mutex::new(Outbox::default()), Condvar::new()));
         let mut mqtt = Mqtt {
             url: url.clone(),
@@ -302,7 +390,13 @@ fn connection_thread(
                     return;
                 }
                 if connected || !announced_down {
-                    log::warn!("mqtt: {e}; reconnecting (events keep going to the log)");
+                    if let rumqttc::ConnectionError::ConnectionRefused(code) = &e {
+                        log::error!(
+                            "mqtt: the broker refused the connection ({code:?}: check the user and password); retrying (events keep going to the log)"
+                        );
+                    } else {
+                        log::warn!("mqtt: {e}; reconnecting (events keep going to the log)");
+                    }
                     announced_down = true;
                 }
                 connected = false;
@@ -367,5 +461,39 @@ mod tests {
             assert!(e.contains(bad), "{e}");
         }
         assert_eq!(slug("Red Star!"), "red_star_");
+        let u: MqttUrl = "mqtt://homeassistant:p%40ss:w@192.168.1.5/ha"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            (
+                u.username.as_deref(),
+                u.password.as_deref(),
+                u.host.as_str(),
+                u.port
+            ),
+            (Some("homeassistant"), Some("p@ss:w"), "192.168.1.5", 1883)
+        );
+        assert!(!format!("{u:?}").contains("p@ss"), "{u:?}");
+        let u: MqttUrl = "mqtt://cam@broker:1884/x".parse().unwrap();
+        assert_eq!((u.username.as_deref(), u.password), (Some("cam"), None));
+        for bad in [
+            "mqtt://u:hunter2@h:port/x",
+            "mqtt://:hunter2@h/x",
+            "mqtts://u:hunter2@h/x",
+        ] {
+            let e = bad.parse::<MqttUrl>().unwrap_err();
+            assert!(!e.contains("hunter2") && e.contains("***"), "{e}");
+        }
+        let dir = std::env::temp_dir().join(format!("clip-edge-mqtt-pass-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pass"), "s3cret\n").unwrap();
+        let u: MqttUrl = "mqtt://cam@broker/x".parse().unwrap();
+        let u = u.with_password_file(&dir.join("pass")).unwrap();
+        assert_eq!(u.password.as_deref(), Some("s3cret"));
+        let anon: MqttUrl = "mqtt://broker/x".parse().unwrap();
+        assert!(anon
+            .with_password_file(&dir.join("pass"))
+            .unwrap_err()
+            .contains("no user"));
     }
 }

@@ -26,6 +26,7 @@ pub mod live;
 pub mod mjpeg;
 pub mod v4l2;
 
+pub use crate::watch::config::redacted;
 pub use dir::DirSource;
 pub use live::{LiveQueue, Opener, Reopening, BAD_RUN_LOST, REOPEN_BACKOFF};
 pub use mjpeg::MjpegStream;
@@ -177,21 +178,6 @@ pub fn check(spec: &str) -> Result<(), SourceError> {
     }
 }
 
-/// `spec` with the password of any `scheme://user:password@host` in it
-/// replaced by `***`, for logs, events and errors.
-pub fn redacted(spec: &str) -> String {
-    let Some(s) = spec.find("://") else {
-        return spec.to_string();
-    };
-    let rest = &spec[s + 3..];
-    let auth_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..auth_end].rfind('@') else {
-        return spec.to_string();
-    };
-    let user = rest[..at].split(':').next().unwrap_or("");
-    format!("{}{user}:***{}", &spec[..s + 3], &rest[at..])
-}
-
 /// Frames decoded once and played from memory, `loops` times over (the
 /// soak test; a benchmark of the loop without decoding).
 pub struct MemorySource {
@@ -236,29 +222,5 @@ pub(crate) mod tests {
             .write_image(&px, w, h, image::ExtendedColorType::Rgb8)
             .unwrap();
         out
-    }
-}
-
-#[cfg(test)]
-mod redaction {
-    use super::redacted;
-
-    #[test]
-    fn passwords_in_urls_are_hidden() {
-        for (spec, want) in [
-            (
-                "rtsp://admin:hunter2@10.0.0.9:554/live",
-                "rtsp://admin:***@10.0.0.9:554/live",
-            ),
-            (
-                "ffmpeg:http://u:p@cam/x.mjpg?a=b@c",
-                "ffmpeg:http://u:***@cam/x.mjpg?a=b@c",
-            ),
-            ("rtsp://10.0.0.9/live", "rtsp://10.0.0.9/live"),
-            ("dir:/srv/a@b", "dir:/srv/a@b"),
-            ("rtsp://user@host/", "rtsp://user:***@host/"),
-        ] {
-            assert_eq!(redacted(spec), want);
-        }
     }
 }
