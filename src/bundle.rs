@@ -49,6 +49,8 @@ pub enum BundleError {
     },
     #[error("{path}: missing file (the bundle is incomplete)")]
     Missing { path: PathBuf },
+    #[error("{path}: no such bundle folder")]
+    NoFolder { path: PathBuf },
     #[error("{path}: bad manifest: {why}")]
     Manifest { path: PathBuf, why: String },
     #[error("{path}: bundle format {found} is newer than this clip-edge reads ({supported}); rebuild it or upgrade")]
@@ -427,6 +429,11 @@ impl Bundle {
     /// `trust` requires one. Every file is read once: the bytes hashed are
     /// the bytes parsed.
     pub fn open_with(dir: &Path, trust: &Trust) -> Result<Self, BundleError> {
+        if !dir.is_dir() {
+            return Err(BundleError::NoFolder {
+                path: dir.to_path_buf(),
+            });
+        }
         let mpath = dir.join(MANIFEST);
         let mbytes = read_bounded(&mpath, MAX_MANIFEST_BYTES)?;
         if let Some(key) = &trust.require_signature {

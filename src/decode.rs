@@ -134,7 +134,7 @@ pub fn decode_file(path: &Path) -> Result<DecodedImage, DecodeError> {
             BundleError::Io { path, source } => DecodeError::Io { path, source },
             BundleError::Missing { path } => DecodeError::Io {
                 path,
-                source: std::io::ErrorKind::NotFound.into(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             },
             BundleError::Refused { path, why } => DecodeError::Unsupported { path, why },
             other => DecodeError::Unsupported {

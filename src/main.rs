@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     match cli::run(cli::Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             if e.is::<cli::ConfigError>() {
                 ExitCode::from(cli::EX_CONFIG)
             } else {
@@ -50,4 +50,22 @@ fn init_logger() {
         });
     }
     logger.init();
+}
+
+/// `e` and its causes on one line, `: ` between them, each cause left out
+/// when the message before it already says it (an error that prints its
+/// OS error and also returns it as its source would say it twice).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }

@@ -173,9 +173,74 @@ pub fn run(a: &Args) -> Result<ExitCode> {
     if json_out {
         out!("{report}");
     } else {
-        out!("{}", serde_json::to_string_pretty(&report)?);
+        print_report(&report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The report for a person: what ran, latency per stage, throughput,
+/// memory and allocations (`--json` has every field).
+fn print_report(r: &serde_json::Value) {
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let kernels = r["native"]["kernels"]
+        .as_str()
+        .map(|k| format!(", kernels {k}"))
+        .unwrap_or_default();
+    out!(
+        "{}: {} {}, {} px, {} labels; engine {} on {}{kernels}, {} thread(s)",
+        s(&r["bundle"]),
+        s(&r["architecture"]),
+        s(&r["precision"]),
+        r["resolution"],
+        r["labels"],
+        s(&r["engine"]),
+        s(&r["device"]),
+        r["threads"]
+    );
+    out!(
+        "latency, ms over {} frames   p50      p90      p99      max",
+        r["iterations"]
+    );
+    for stage in ["preprocess", "encode", "score", "total"] {
+        let q = |k: &str| r["latency_ms"][stage][k].as_f64().unwrap_or(f64::NAN);
+        out!(
+            "  {stage:<26} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+            q("p50"),
+            q("p90"),
+            q("p99"),
+            q("max")
+        );
+    }
+    let a = &r["allocations_per_frame"];
+    out!(
+        "{:.1} frames/s; encoder {:.2} GMAC a frame, {:.1} GFLOP/s; peak RSS {} MB; allocations a frame: {} preprocess, {} encode, {} score",
+        r["fps"].as_f64().unwrap_or(f64::NAN),
+        r["encoder_macs"].as_f64().unwrap_or(f64::NAN) / 1e9,
+        r["encoder_gflops"].as_f64().unwrap_or(f64::NAN),
+        r["peak_rss_kb"].as_u64().map_or("?".into(), |kb| (kb / 1024).to_string()),
+        a["preprocess"],
+        a["encode"],
+        a["score"]
+    );
+    if let Some(b) = r.get("board") {
+        out!(
+            "board {}: {:.0} % of its {:.1} GFLOP/s ({})",
+            s(&b["name"]),
+            b["percent_of_peak"].as_f64().unwrap_or(f64::NAN),
+            b["peak_gflops"].as_f64().unwrap_or(f64::NAN),
+            s(&b["peak_basis"])
+        );
+    }
+    if let Some(p) = r.get("profile_ms").and_then(|p| p.as_object()) {
+        out!("ms a frame by op class:");
+        for (class, ms) in p {
+            out!("  {class:<26} {:>8.3}", ms.as_f64().unwrap_or(f64::NAN));
+        }
+    }
+    out!("(--json: every field, the ops and kernels included)");
 }
 
 fn percentiles(v: &mut [f64]) -> serde_json::Value {

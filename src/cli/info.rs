@@ -68,6 +68,21 @@ pub fn run(a: &Args) -> Result<ExitCode> {
             100.0 * m.report.top1_agreement
         );
         out!("  checksums  ok ({} files)", m.files.len());
+        out!("labels:");
+        let mut line = String::from(" ");
+        for (n, l) in m.labels.iter().enumerate() {
+            let item = if n + 1 < m.labels.len() {
+                format!(" {l},")
+            } else {
+                format!(" {l}")
+            };
+            if line.len() + item.len() > 78 && line.len() > 1 {
+                out!("{line}");
+                line = String::from(" ");
+            }
+            line.push_str(&item);
+        }
+        out!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -268,8 +268,12 @@ fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<anyhow::Error>
         }
     };
     if let Some(m) = &model {
-        for g in &gpio_specs {
-            if !m.opts.watched.iter().any(|w| w.label == g.label) {
+        for g in &mut gpio_specs {
+            // The bundle's spelling of the label, as events carry it.
+            let labels: Vec<String> = m.opts.watched.iter().map(|w| w.label.clone()).collect();
+            if let Some(i) = watch::config::find_label(&labels, &g.label) {
+                g.label = labels[i].clone();
+            } else {
                 problems.push(anyhow::anyhow!(
                     "--gpio {}:{}={}: {:?} is not watched (add --watch {:?})",
                     g.chip,

@@ -180,12 +180,13 @@ impl WatchArgs {
                 }
                 None => (w.trim(), DEFAULT_THRESHOLD),
             };
-            let index = labels.iter().position(|l| l == label).ok_or_else(|| {
+            let index = find_label(labels, label).ok_or_else(|| {
+                let key = label_key(label);
                 let near: Vec<&str> = labels
                     .iter()
                     .filter(|l| {
-                        label
-                            .split(' ')
+                        let l = label_key(l);
+                        key.split(' ')
                             .any(|word| !word.is_empty() && l.contains(word))
                     })
                     .take(6)
@@ -205,7 +206,7 @@ impl WatchArgs {
                 return Err(format!("--watch {label:?}: given twice"));
             }
             out.push(Watched {
-                label: label.into(),
+                label: labels[index].clone(),
                 index,
                 threshold,
             });
@@ -244,6 +245,34 @@ pub fn read_config(path: &Path) -> Result<WatchArgs, String> {
             None => format!("{}: {msg}", path.display()),
         }
     })
+}
+
+/// A label as users also write it: case, `_` and `-` for spaces, and runs
+/// of spaces do not matter (`Red_Star` is `red star`, as MQTT topics and
+/// eval folders spell it).
+pub fn label_key(s: &str) -> String {
+    s.to_lowercase()
+        .replace(['_', '-'], " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The index of `label` among `labels`: the exact label, else the one label
+/// with the same [`label_key`] (none when two share it).
+pub fn find_label(labels: &[String], label: &str) -> Option<usize> {
+    if let Some(i) = labels.iter().position(|l| l == label) {
+        return Some(i);
+    }
+    let key = label_key(label);
+    let mut hits = labels
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| label_key(l) == key);
+    match (hits.next(), hits.next()) {
+        (Some((i, _)), None) => Some(i),
+        _ => None,
+    }
 }
 
 /// `spec` with the password of any `scheme://user:password@host` in it
@@ -293,6 +322,26 @@ mod tests {
             assert!(e.contains(needle), "{e}");
         }
         assert!(WatchArgs::default().watched(&labels()).is_err());
+        // As MQTT topics and eval folders spell them; the bundle's spelling
+        // is kept.
+        let a = WatchArgs {
+            watch: vec!["Red_Star".into(), "green-square=0.7".into()],
+            ..Default::default()
+        };
+        let w = a.watched(&labels()).unwrap();
+        assert_eq!((w[0].index, w[0].label.as_str()), (0, "red star"));
+        assert_eq!((w[1].index, w[1].label.as_str()), (1, "green square"));
+        let a = WatchArgs {
+            watch: vec!["star".into()],
+            ..Default::default()
+        };
+        assert!(a
+            .watched(&labels())
+            .unwrap_err()
+            .contains("similar: red star"));
+        let twins = ["a b", "A_B"].map(String::from).to_vec();
+        assert_eq!(find_label(&twins, "a_b"), None);
+        assert_eq!(find_label(&twins, "A_B"), Some(1));
     }
 
     #[test]
