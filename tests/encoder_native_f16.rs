@@ -21,8 +21,11 @@ use tract_linalg::isa;
 
 use common::root;
 
-/// f16 end to end vs fp32 PyTorch: cosine of every image embedding.
-const NATIVE_F16_MIN_COSINE: f32 = 0.999;
+/// f16 end to end vs fp32 PyTorch: cosine of every image embedding. Measured
+/// at least 0.9999921 (the tiny ResNet on tract's native fp16 kernels, qemu
+/// cortex-a76 and max) and 0.9999995 where f16 is computed in f32 (an Intel
+/// Xeon with AVX-512, tract on AVX-512 and on AVX2).
+const NATIVE_F16_MIN_COSINE: f32 = 0.99992;
 
 fn reference(name: &str) -> (Vec<PathBuf>, usize, Vec<f32>) {
     let dir = root().join("tests/fixtures/reference");

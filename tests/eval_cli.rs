@@ -7,10 +7,13 @@ mod common;
 use common::{bin, root, scratch};
 use std::path::{Path, PathBuf};
 
-/// The fp32 default bundle's zero-shot top-1 on the held-out set, at least.
-const FP32_MIN_TOP1: f64 = 0.95;
-/// int8 top-1 may trail fp32 by at most this (1 point).
-const INT8_MAX_TOP1_DROP: f64 = 0.01;
+/// Images of the held-out set (490) the fp32 default bundle may misread
+/// (zero-shot top-1). Measured 0 (top-1 490 of 490) on an Intel Xeon (KVM,
+/// AVX-512 VNNI).
+const FP32_MAX_MISREAD: usize = 2;
+/// Images the int8 default bundle may misread beyond fp32's. Measured 0
+/// (490 of 490).
+const INT8_MAX_EXTRA_MISREAD: usize = 2;
 
 fn eval_json(bundle: &str, images: &Path) -> serde_json::Value {
     let out = bin()
@@ -39,14 +42,20 @@ fn default_bundles_meet_the_accuracy_targets() {
         assert_eq!(v["failed"].as_array().unwrap().len(), 0);
         assert!(v["top5"].as_f64().unwrap() >= v["top1"].as_f64().unwrap());
     }
-    let (f, q) = (
-        fp32["top1"].as_f64().unwrap(),
-        int8["top1"].as_f64().unwrap(),
-    );
-    assert!(f >= FP32_MIN_TOP1, "fp32 top-1 {f} < {FP32_MIN_TOP1}");
+    // Misread images, from top-1 (a fraction of the 490; NaN fails).
+    let misread = |v: &serde_json::Value| {
+        let top1 = v["top1"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&top1), "top-1 {top1}");
+        ((1.0 - top1) * 490.0).round() as usize
+    };
+    let (f, q) = (misread(&fp32), misread(&int8));
     assert!(
-        q >= f - INT8_MAX_TOP1_DROP,
-        "int8 top-1 {q} trails fp32 {f} by more than {INT8_MAX_TOP1_DROP}"
+        f <= FP32_MAX_MISREAD,
+        "fp32 misreads {f} of 490 images (at most {FP32_MAX_MISREAD})"
+    );
+    assert!(
+        q <= f + INT8_MAX_EXTRA_MISREAD,
+        "int8 misreads {q} of 490 images, fp32 {f} (at most {INT8_MAX_EXTRA_MISREAD} more)"
     );
 }
 

@@ -11,11 +11,15 @@ use clip_edge::decode::decode_file;
 use clip_edge::engine::{Engine, EngineKind};
 use common::root;
 
-/// fp32 / fp16 bundles, native vs tract: every probability.
-const NATIVE_PROB_TOL: f32 = 1e-4;
+/// fp32 / fp16 bundles, native vs tract: every probability. Measured at most
+/// 6.9e-7 (default-fp32) on an Intel Xeon (KVM, AVX-512 VNNI) on every path
+/// it runs: native scalar, x86_64-avx2 and -avx512(-vnni), tract on AVX-512
+/// and on AVX2.
+const NATIVE_PROB_TOL: f32 = 7e-6;
 /// int8 bundles, native (integer products) vs tract (the graph's simulated
-/// int8 in f32): image-embedding cosine.
-const NATIVE_INT8_MIN_COSINE: f32 = 0.9999;
+/// int8 in f32): image-embedding cosine. Measured at least 0.9999967
+/// (vit_tiny_int8, tract on AVX2; 0.9999974 on the other paths above).
+const NATIVE_INT8_MIN_COSINE: f32 = 0.99997;
 
 const BUNDLES: [&str; 5] = [
     "models/default-fp32",

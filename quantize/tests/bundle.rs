@@ -10,12 +10,22 @@ use clip_quantize::bundle::{build, BuildOptions, Requested};
 use clip_quantize::graph::{ActivationQuant, Precision};
 use tract_core::prelude::*;
 
-/// fp16 bundle vs fp32 graph: mean image-embedding cosine.
-const FP16_MIN_COSINE: f64 = 0.9995;
+/// fp32 bundle vs fp32 graph: least image-embedding cosine. Measured
+/// 1.000000000 (printed to 9 places) on an Intel Xeon (KVM, AVX-512 VNNI).
+const FP32_MIN_COSINE: f64 = 0.99999999;
+/// fp16 bundle vs fp32 graph: mean image-embedding cosine. Measured at least
+/// 0.999999985 (vit_tiny).
+const FP16_MIN_COSINE: f64 = 0.99999985;
 /// int8 bundle vs fp32 graph (random-weight tiny models): mean cosine.
-const INT8_MIN_MEAN_COSINE: f64 = 0.99;
-/// int8: top-1 zero-shot agreement with fp32 on the calibration images.
-const INT8_MIN_AGREEMENT: f64 = 0.75;
+/// Measured at least 0.9998965 (rn_tiny, dynamic per-token activations;
+/// 0.9999637 with static per-tensor ones).
+const INT8_MIN_MEAN_COSINE: f64 = 0.999;
+/// int8: top-1 zero-shot agreement with fp32 on the 9 calibration images,
+/// at least 8 of them. Measured 9 of 9.
+const INT8_MIN_AGREEMENT: f64 = 8.0 / 9.0;
+/// An fp32 text-table entry vs PyTorch's normalised text embedding.
+/// Measured at most 3.3e-7.
+const TEXT_TABLE_TOL: f32 = 3e-6;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -65,11 +75,11 @@ fn bundles_at_every_precision_meet_their_targets() {
             let report = build(&opts(ckpt, p, labels.clone(), out.clone())).unwrap();
             let s = &report.summary;
             eprintln!(
-                "{ckpt} {name}: cos mean {:.6} p1 {:.6} min {:.6} agree {:.3} bytes {}",
+                "{ckpt} {name}: cos mean {:.9} p1 {:.9} min {:.9} agree {:.3} bytes {}",
                 s.cosine_mean, s.cosine_p1, s.cosine_min, s.top1_agreement, report.bundle_bytes
             );
             match name {
-                "fp32" => assert!(s.cosine_min > 0.999999, "{ckpt} fp32 {s:?}"),
+                "fp32" => assert!(s.cosine_min >= FP32_MIN_COSINE, "{ckpt} fp32 {s:?}"),
                 "fp16" => assert!(s.cosine_mean >= FP16_MIN_COSINE, "{ckpt} fp16 {s:?}"),
                 "int8" => {
                     assert!(s.cosine_mean >= INT8_MIN_MEAN_COSINE, "{ckpt} int8 {s:?}");
@@ -176,10 +186,20 @@ fn text_table_is_the_normalised_reference_embedding() {
     for (i, row) in want.as_slice().unwrap().chunks(e).enumerate() {
         let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
         for (a, w) in table[i * e..(i + 1) * e].iter().zip(row) {
-            assert!((a - w / n).abs() < 1e-5, "row {i}: {a} vs {}", w / n);
+            assert!(
+                (a - w / n).abs() <= TEXT_TABLE_TOL,
+                "row {i}: {a} vs {}",
+                w / n
+            );
         }
     }
-    assert!((b.manifest.logit_scale - meta["logit_scale"].as_f64().unwrap() as f32).abs() < 1e-3);
+    // Measured equal; a few f32 steps allow another platform's `exp`.
+    let want = meta["logit_scale"].as_f64().unwrap() as f32;
+    assert!(
+        (b.manifest.logit_scale - want).abs() <= 4.0 * f32::EPSILON * want,
+        "logit_scale {} vs {want}",
+        b.manifest.logit_scale
+    );
 }
 
 #[test]

@@ -16,8 +16,10 @@ use clip_quantize::synth::{self, SynthOptions};
 
 /// fp16 top-1 may trail fp32 by at most this (issue 5: 0.2 points).
 const FP16_MAX_TOP1_DROP: f64 = 0.002;
-/// The int8 default bundle's mean image-embedding cosine to fp32 (issue 3, on a trained model).
-const INT8_MIN_MEAN_COSINE: f64 = 0.99;
+/// The int8 default bundle's mean image-embedding cosine to fp32, on the
+/// trained model's 490 held-out images. Measured 0.9999839 (the committed
+/// bundle's report).
+const INT8_MIN_MEAN_COSINE: f64 = 0.99985;
 /// Seed and size of the committed evaluation set (`models/synthetic/eval`).
 const EVAL_SEED: u64 = 3;
 const EVAL_PER_CLASS: usize = 10;

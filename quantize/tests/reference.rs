@@ -13,9 +13,13 @@ use clip_quantize::tokenizer::Tokenizer;
 use tract_core::prelude::*;
 
 /// fp32 tract vs fp32 PyTorch: relative L2 error of an embedding matrix.
-pub const FP32_REL_L2: f32 = 1e-4;
-/// fp32 tract vs fp32 PyTorch: cosine of every embedding.
-pub const FP32_MIN_COSINE: f32 = 0.99999;
+/// Measured at most 7.0e-7 on the tiny models (vit_tiny text, tract on AVX2
+/// of an Intel Xeon with AVX-512; 6.2e-7 on AVX-512) and 1.6e-6 on the
+/// full-size ones (the ignored test, README).
+pub const FP32_REL_L2: f32 = 1e-5;
+/// fp32 tract vs fp32 PyTorch: cosine of every embedding. Measured at least
+/// 0.9999998 on every model, tiny and full-size, on AVX-512 and AVX2.
+pub const FP32_MIN_COSINE: f32 = 0.999998;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

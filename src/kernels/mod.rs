@@ -538,19 +538,21 @@ mod tests {
     /// each is within one of the exact sum).
     pub(super) const SUM_ORDER_BOUND: f32 = 2.0;
 
-    /// The SIMD paths under test; says so when there are none (the twins
-    /// then have nothing to be compared with on this CPU).
-    fn paths() -> Vec<Kernels> {
+    /// The SIMD paths a SIMD-vs-twin test compares with the twins. A CPU
+    /// without any (none of CI's) fails such a test: it would compare
+    /// nothing there.
+    pub(super) fn simd_paths() -> Vec<Kernels> {
         let v = Kernels::available();
-        if v.is_empty() {
-            eprintln!("no SIMD kernel path on this CPU: the SIMD-vs-twin property tests compare nothing here");
-        }
+        assert!(
+            !v.is_empty(),
+            "no SIMD kernel path on this CPU: this SIMD-vs-twin test has nothing to compare"
+        );
         v
     }
 
     #[test]
     fn the_paths_under_test_are_named() {
-        let names: Vec<&str> = paths().iter().map(|k| k.name).collect();
+        let names: Vec<&str> = Kernels::available().iter().map(|k| k.name).collect();
         eprintln!("SIMD kernel paths under test: {names:?}");
         // scripts/cross-test names the path each qemu CPU model must run
         // (a feature qemu failed to show would otherwise leave its path
@@ -671,7 +673,7 @@ mod tests {
 
         #[test]
         fn simd_gemm_i8_is_exact((m, n, k) in shapes(), seed in any::<u64>()) {
-            for simd in paths() {
+            for simd in simd_paths() {
             let mut r = seed;
             let mut next = || { r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (r >> 33) as u8 as i8 };
             let x: Vec<i8> = (0..m * k).map(|_| next()).collect();
@@ -697,7 +699,7 @@ mod tests {
             let case = ColumnsCase::new(m, n, k, skip, split, seed, |r| (r >> 33) as u8 as i8);
             let mut want = vec![0i32; m * n];
             Kernels::SCALAR.gemm_i8(&case.x, &case.w, m, n, k, &mut want);
-            for kern in paths().into_iter().chain([Kernels::SCALAR]) {
+            for kern in Kernels::available().into_iter().chain([Kernels::SCALAR]) {
                 let packed = case.packed(kern.i8_panel_len(k), 7, |src, first, cols, out| {
                     kern.pack_i8_cols(src, case.ld, first, cols, k, out)
                 });
@@ -720,7 +722,7 @@ mod tests {
             let case = ColumnsCase::new(m, n, k, skip, split, seed, |r| (r >> 59) as f32 - 16.0);
             let mut want = vec![0f32; m * n];
             Kernels::SCALAR.gemm_f32(&case.x, &case.w, m, n, k, &mut want);
-            for kern in paths().into_iter().chain([Kernels::SCALAR]) {
+            for kern in Kernels::available().into_iter().chain([Kernels::SCALAR]) {
                 let packed = case.packed(packed_f32_len(16, k), 7.0, |src, first, cols, out| {
                     kern.pack_f32_cols(src, case.ld, first, cols, k, out)
                 });
@@ -732,7 +734,7 @@ mod tests {
 
         #[test]
         fn simd_gemm_f16w_matches_scalar((m, n, k) in shapes(), x in prop::collection::vec(-4f32..4.0, 3000), w in prop::collection::vec(-2f32..2.0, 6000)) {
-            for simd in paths() {
+            for simd in simd_paths() {
             let x = &x[..m * k];
             let w: Vec<f16> = w[..n * k].iter().map(|v| f16::from_f32(*v)).collect();
             let (mut a, mut b) = (vec![0f32; m * n], vec![1f32; m * n]);
@@ -756,7 +758,7 @@ mod tests {
 
         #[test]
         fn simd_gemm_f32_matches_scalar((m, n, k) in shapes(), x in prop::collection::vec(-4f32..4.0, 3000), w in prop::collection::vec(-2f32..2.0, 6000)) {
-            for simd in paths() {
+            for simd in simd_paths() {
             let (x, w) = (&x[..m * k], &w[..n * k]);
             let (mut a, mut b) = (vec![0f32; m * n], vec![1f32; m * n]);
             Kernels::SCALAR.gemm_f32(x, w, m, n, k, &mut a);
@@ -881,9 +883,7 @@ mod deep_shapes {
     /// summation-order bound on the packed layouts.
     #[test]
     fn deep_float_products_match_the_twins() {
-        if Kernels::available().is_empty() {
-            eprintln!("no SIMD kernel path on this CPU: this test compares nothing here");
-        }
+        let paths = super::tests::simd_paths();
         for (m, n, k) in [
             (131usize, 37usize, 601usize),
             (1, 17, 257),
@@ -902,7 +902,7 @@ mod deep_shapes {
             let wh: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
             let mut want = vec![0f32; m * n];
             Kernels::SCALAR.gemm_f32(&x, &w, m, n, k, &mut want);
-            for kern in Kernels::available() {
+            for kern in &paths {
                 let mut a = vec![7f32; m * n];
                 kern.gemm_f32p(&x, &kern.pack_f32(&w, n, k), m, n, k, &mut a);
                 let mut b = vec![7f32; m * n];
@@ -937,9 +937,7 @@ mod conv_shapes {
     /// thousands of pixels) are exact on every SIMD path.
     #[test]
     fn patches_packed_per_frame_multiply_exactly_at_convolution_sizes() {
-        if Kernels::available().is_empty() {
-            eprintln!("no SIMD kernel path on this CPU: this test compares nothing here");
-        }
+        let paths = super::tests::simd_paths();
         for (m, n, k) in [
             (32usize, 12544usize, 27usize),
             (32, 100, 27),
@@ -962,7 +960,7 @@ mod conv_shapes {
             let w: Vec<i8> = (0..n * k).map(|i| src[(i % k) * n + i / k]).collect();
             let mut want = vec![0i32; m * n];
             Kernels::SCALAR.gemm_i8(&x, &w, m, n, k, &mut want);
-            for kern in Kernels::available() {
+            for kern in &paths {
                 let panels = n.div_ceil(16);
                 let mut packed = vec![0i8; panels * kern.i8_panel_len(k)];
                 kern.pack_i8_cols(&src, n, 0, n, k, &mut packed);
