@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{bin, root, scratch};
+use common::{bin, clip_truth as truth, root, scratch};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -22,32 +22,6 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn clip() -> PathBuf {
     root().join("models/clips/shapes")
-}
-
-/// (label, start, end) of the clip's watched labels, and the labels.
-fn truth() -> (Vec<String>, Vec<(String, i64, i64)>) {
-    let t: Value =
-        serde_json::from_str(&std::fs::read_to_string(clip().join("truth.json")).unwrap()).unwrap();
-    let watched: Vec<String> = t["spec"]["watched"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    let spans = t["spans"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| watched.iter().any(|w| w == s["label"].as_str().unwrap()))
-        .map(|s| {
-            (
-                s["label"].as_str().unwrap().to_string(),
-                s["start"].as_i64().unwrap(),
-                s["end"].as_i64().unwrap(),
-            )
-        })
-        .collect();
-    (watched, spans)
 }
 
 fn read_log(p: &Path) -> Vec<Value> {

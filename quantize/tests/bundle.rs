@@ -331,7 +331,8 @@ fn bad_bundles_are_refused_with_a_reason() {
     assert!(e.to_string().contains("3 labels"), "{e}");
 
     let e = Bundle::open(&d.join("nonexistent")).unwrap_err();
-    assert!(matches!(e, BundleError::Missing { .. }), "{e}");
+    assert!(matches!(e, BundleError::NoFolder { .. }), "{e}");
+    assert!(e.to_string().ends_with("nonexistent: no such bundle folder"), "{e}");
 }
 
 #[test]

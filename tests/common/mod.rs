@@ -131,3 +131,32 @@ pub fn clip_frames_decoded() -> Vec<clip_edge::watch::source::Frame> {
     }
     frames
 }
+
+/// The committed clip's truth: (watched labels, spans of watched labels
+/// as (label, start, end)).
+pub fn clip_truth() -> (Vec<String>, Vec<(String, i64, i64)>) {
+    let t: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("models/clips/shapes/truth.json")).unwrap(),
+    )
+    .unwrap();
+    let watched: Vec<String> = t["spec"]["watched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let spans = t["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| watched.iter().any(|w| w == s["label"].as_str().unwrap()))
+        .map(|s| {
+            (
+                s["label"].as_str().unwrap().to_string(),
+                s["start"].as_i64().unwrap(),
+                s["end"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    (watched, spans)
+}
