@@ -158,6 +158,37 @@ fn child_ffmpeg_plays_a_video_file_to_its_end_as_dir_does() {
     assert_eq!(stats["stats"]["frames"], 137, "{stats}");
     assert_eq!(stats["stats"]["dropped"], 0, "{stats}");
     assert_matches_truth(&spans_from(&read_log(&events), 0), 0);
+    // A file that is not there: a settings error naming it (exit 78).
+    let out = watch("ffmpeg:/nonexistent/clip.mkv", &events)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/clip.mkv: no such file"),
+        "{stderr}"
+    );
+    // A file ffmpeg cannot read: ffmpeg's own error in the log, then one
+    // line saying it exited, exit 1; not a restart loop.
+    let bad = dir.join("bad.mkv");
+    std::fs::write(&bad, b"not a video").unwrap();
+    let out = watch(&format!("ffmpeg:{}", bad.display()), &events)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("ffmpeg: ") && l.contains("bad.mkv")),
+        "{stderr}"
+    );
+    let last = stderr.trim().lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("error: ") && last.contains("ffmpeg exited"),
+        "{stderr}"
+    );
 }
 
 #[test]

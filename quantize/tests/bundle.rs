@@ -332,7 +332,11 @@ fn bad_bundles_are_refused_with_a_reason() {
 
     let e = Bundle::open(&d.join("nonexistent")).unwrap_err();
     assert!(matches!(e, BundleError::NoFolder { .. }), "{e}");
-    assert!(e.to_string().ends_with("nonexistent: no such bundle folder"), "{e}");
+    assert!(
+        e.to_string()
+            .ends_with("nonexistent: no such bundle folder"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use clip_edge::bundle::Trust;
-use clip_edge::engine::Engine;
+use clip_edge::engine::{Engine, EngineError};
 use clip_edge::service::{http, systemd::Systemd};
 use clip_edge::signature::read_public_key;
 use clip_edge::watch::config::WatchArgs;
@@ -153,7 +153,19 @@ pub fn run(cli: WatchArgs) -> Result<ExitCode> {
     }
     let checked = match validate(&args) {
         Ok(c) => c,
-        Err(mut problems) => return Err(ConfigError(problems.remove(0)).into()),
+        Err(mut problems) => {
+            let first = problems.remove(0);
+            // A GPU not ready yet is worth a restart; the rest is the config.
+            let device = matches!(
+                first.downcast_ref::<EngineError>(),
+                Some(EngineError::Device(_))
+            );
+            return Err(if device {
+                first
+            } else {
+                ConfigError(first).into()
+            });
+        }
     };
     let mut service = set_up(checked)?;
     let result = service.run(&cli);

@@ -282,8 +282,9 @@ pub fn redacted(spec: &str) -> String {
         return spec.to_string();
     };
     let rest = &spec[s + 3..];
-    let auth_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..auth_end].rfind('@') else {
+    // The last `@` before a query: a password may hold an unencoded `/`.
+    let cut = rest.find(['?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..cut].rfind('@') else {
         return spec.to_string();
     };
     let user = rest[..at].split(':').next().unwrap_or("");
@@ -393,6 +394,7 @@ mod redaction {
             ("rtsp://10.0.0.9/live", "rtsp://10.0.0.9/live"),
             ("dir:/srv/a@b", "dir:/srv/a@b"),
             ("rtsp://user@host/", "rtsp://user:***@host/"),
+            ("rtsp://u:pa/ss@h/x", "rtsp://u:***@h/x"),
         ] {
             assert_eq!(redacted(spec), want);
         }

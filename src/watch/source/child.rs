@@ -46,14 +46,37 @@ pub struct Program {
     /// Text replaced in the program's stderr lines: the raw input with its
     /// credentials, and what replaces it.
     redact: Option<(String, String)>,
+    /// The file a file input reads (checked by [`check`]).
+    input_file: Option<std::path::PathBuf>,
 }
 
-/// Inputs that never end: streams from a network, and devices (a V4L2
-/// camera, `/dev/video0`).
-const LIVE_PREFIXES: [&str; 10] = [
-    "rtsp://", "rtsps://", "rtmp://", "rtmps://", "http://", "https://", "udp://", "tcp://",
-    "srt://", "/dev/",
+/// Inputs read live: streams from a network (an HTTP URL is taken for a
+/// camera's MJPEG stream; a video file on a web server plays live too),
+/// and devices (a V4L2 camera, `/dev/video0`). Anything else is a file.
+const LIVE_PREFIXES: [&str; 17] = [
+    "rtsp://",
+    "rtsps://",
+    "rtmp://",
+    "rtmps://",
+    "rtmpt://",
+    "rtmpe://",
+    "rtmpte://",
+    "rtmpts://",
+    "rtp://",
+    "mms://",
+    "mmsh://",
+    "mmst://",
+    "http://",
+    "https://",
+    "udp://",
+    "tcp://",
+    "srt://",
 ];
+
+/// A live program that sends no frame for this long is taken for stuck (an
+/// RTSP camera that keeps its connection open and sends nothing) and
+/// started again.
+pub const CHILD_STALL: Duration = Duration::from_secs(15);
 
 /// `ffmpeg:INPUT` (`input` is what follows `ffmpeg:`), or an `rtsp://` URL.
 pub fn ffmpeg(spec: &str, input: &str) -> Result<Program, SourceError> {
@@ -64,7 +87,7 @@ pub fn ffmpeg(spec: &str, input: &str) -> Result<Program, SourceError> {
         });
     }
     let lower = input.to_ascii_lowercase();
-    let live = LIVE_PREFIXES.iter().any(|s| lower.starts_with(s));
+    let live = LIVE_PREFIXES.iter().any(|s| lower.starts_with(s)) || input.starts_with("/dev/");
     let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "error"]
         .map(String::from)
         .to_vec();
@@ -81,6 +104,7 @@ pub fn ffmpeg(spec: &str, input: &str) -> Result<Program, SourceError> {
         live,
         stderr_level: log::Level::Warn,
         redact: (shown != input).then(|| (input.to_string(), shown)),
+        input_file: (!live && !input.contains("://")).then(|| input.into()),
     })
 }
 
@@ -141,6 +165,7 @@ pub fn libcamera(spec: &str, query: &str) -> Result<Program, SourceError> {
         live: true,
         stderr_level: log::Level::Info,
         redact: None,
+        input_file: None,
     })
 }
 
@@ -168,10 +193,15 @@ pub fn check(program: &Program) -> Result<(), SourceError> {
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
     });
-    if found {
-        Ok(())
-    } else {
-        Err(not_found(program))
+    if !found {
+        return Err(not_found(program));
+    }
+    match &program.input_file {
+        Some(f) if !f.is_file() => Err(SourceError::Unavailable {
+            spec: program.spec.clone(),
+            why: format!("{}: no such file", f.display()),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -249,15 +279,28 @@ impl Drop for Run {
 }
 
 /// A live run behind its queue; dropping it kills the program, which ends
-/// the reader thread.
+/// the reader thread. Silent for [`CHILD_STALL`]: lost.
 struct LiveRun {
     queue: LiveQueue,
     proc: Proc,
+    spec: String,
+    last_frame: Instant,
 }
 
 impl FrameSource for LiveRun {
     fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
-        self.queue.next(frame)
+        let n = self.queue.next(frame)?;
+        match n {
+            Next::Frame => self.last_frame = Instant::now(),
+            Next::Idle if self.last_frame.elapsed() >= CHILD_STALL => {
+                return Err(SourceError::Lost {
+                    spec: self.spec.clone(),
+                    why: format!("no frame for {} s", CHILD_STALL.as_secs()),
+                })
+            }
+            _ => {}
+        }
+        Ok(n)
     }
     fn dropped(&self) -> u64 {
         self.queue.dropped()
@@ -303,7 +346,13 @@ fn start(program: &Program) -> Result<Box<dyn FrameSource + Send>, SourceError> 
         let _ = std::thread::Builder::new()
             .name("clip-edge-child-log".into())
             .spawn(move || {
-                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                // Bytes, not UTF-8 lines: the pipe is drained whatever the
+                // program writes, so it never blocks on a full stderr.
+                let mut r = BufReader::new(err);
+                let mut buf = Vec::new();
+                while matches!(r.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                    buf.clear();
                     let line = match &redact {
                         Some((raw, shown)) => line.replace(raw, shown),
                         None => line,
@@ -324,6 +373,8 @@ fn start(program: &Program) -> Result<Box<dyn FrameSource + Send>, SourceError> 
         Ok(Box::new(LiveRun {
             queue: LiveQueue::spawn(run, LIVE_QUEUE_DEPTH),
             proc,
+            spec: program.spec.clone(),
+            last_frame: Instant::now(),
         }))
     } else {
         Ok(Box::new(run))

@@ -34,6 +34,10 @@ pub struct Reopening {
     /// The inner source's end ends this one (a file played to its end);
     /// otherwise an end is a loss (a camera's stream stopped).
     end_ends: bool,
+    /// Frames since the inner source was (re)opened: one that is lost
+    /// before its first frame waits longer each time, and (with
+    /// `end_ends`) a file that fails before its first frame is an error.
+    frames_this_run: u64,
 }
 
 impl Reopening {
@@ -51,11 +55,15 @@ impl Reopening {
             note: None,
             dropped_before: 0,
             end_ends: false,
+            frames_this_run: 0,
         }
     }
 
     /// As [`Reopening::new`], but the inner source's end is the end (a
-    /// program that plays a file and exits 0); only a failure reopens.
+    /// program that plays a file and exits 0); a failure after the first
+    /// frame reopens (the file plays again from its start, its indices going
+    /// on), a failure before it is the caller's error (a file that cannot be
+    /// read).
     pub fn until_end(spec: &str, first: Box<dyn FrameSource + Send>, open: Opener) -> Self {
         Reopening {
             end_ends: true,
@@ -70,6 +78,11 @@ impl Reopening {
         }
         self.base = self.next_index;
         self.note = Some(SourceNote::Lost(why));
+        if self.frames_this_run == 0 {
+            // Opened but dead at once (a program that exits on start): wait
+            // longer each time, as for a failed open.
+            self.backoff = (self.backoff * 2).min(REOPEN_BACKOFF.1);
+        }
         self.retry_at = std::time::Instant::now() + self.backoff;
     }
 }
@@ -86,7 +99,7 @@ impl FrameSource for Reopening {
                 Ok(s) => {
                     log::warn!("{}: source back", self.spec);
                     self.inner = Some(s);
-                    self.backoff = REOPEN_BACKOFF.0;
+                    self.frames_this_run = 0;
                     self.note = Some(SourceNote::Back);
                 }
                 Err(e) => {
@@ -101,6 +114,8 @@ impl FrameSource for Reopening {
             Ok(Next::Frame) => {
                 frame.index += self.base;
                 self.next_index = frame.index + 1;
+                self.frames_this_run += 1;
+                self.backoff = REOPEN_BACKOFF.0;
                 Ok(Next::Frame)
             }
             Ok(Next::Idle) => Ok(Next::Idle),
@@ -108,6 +123,12 @@ impl FrameSource for Reopening {
             Ok(Next::End) => {
                 self.lose("the stream ended".into());
                 Ok(Next::Idle)
+            }
+            Err(SourceError::Lost { why, .. }) if self.end_ends && self.frames_this_run == 0 => {
+                Err(SourceError::Lost {
+                    spec: self.spec.clone(),
+                    why,
+                })
             }
             Err(SourceError::Lost { why, .. }) => {
                 self.lose(why);
@@ -429,5 +450,48 @@ mod tests {
             assert!(seen.iter().all(|i| !(i + 1).is_multiple_of(4)), "{seen:?}");
             assert_eq!(seen.len() as u64 + q.dropped() + 15, 60, "{seen:?}");
         }
+    }
+
+    /// Plays `frames` then fails as lost (a program that dies), or fails at
+    /// once when `frames` is empty.
+    struct Dies(MemorySource);
+
+    impl FrameSource for Dies {
+        fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
+            match self.0.next(frame)? {
+                Next::End => Err(SourceError::Lost {
+                    spec: "p".into(),
+                    why: "exited (exit status: 1)".into(),
+                }),
+                n => Ok(n),
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_source_that_fails_before_its_first_frame_is_an_error_after_one_a_restart() {
+        let dies = |n: u8| -> Box<dyn FrameSource + Send> {
+            Box::new(Dies(MemorySource::new(one_pixel_frames(n), 1)))
+        };
+        // Fails at once: the caller's error, no reopening.
+        let mut r = Reopening::until_end("ffmpeg:x", dies(0), Box::new(move || Ok(dies(0))));
+        let mut f = Frame::default();
+        let e = r.next(&mut f).unwrap_err().to_string();
+        assert!(e.contains("ffmpeg:x") && e.contains("exited"), "{e}");
+        // Fails after frames: lost, reopened, indices going on.
+        let mut r = Reopening::until_end("ffmpeg:x", dies(3), Box::new(move || Ok(dies(3))));
+        let mut seen = Vec::new();
+        let t0 = std::time::Instant::now();
+        while seen.len() < 5 {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "{seen:?}"
+            );
+            if r.next(&mut f).unwrap() == Next::Frame {
+                seen.push(f.index);
+            }
+        }
+        assert_eq!(seen, [0, 1, 2, 3, 4]);
+        assert_eq!(r.take_note(), Some(SourceNote::Back));
     }
 }
