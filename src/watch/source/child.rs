@@ -183,16 +183,32 @@ pub fn open(program: Program) -> Result<Box<dyn FrameSource>, SourceError> {
     }))
 }
 
-/// Whether one of `program`'s candidates is on `PATH`.
-pub fn check(program: &Program) -> Result<(), SourceError> {
+/// Where `bin` is: itself when it names a path, else the first executable
+/// file of that name in a `PATH` folder. Looked up before spawning, so a
+/// missing program is the same one-line error wherever spawn reports it
+/// late (under emulation, `exec` fails in the child).
+fn find_on_path(bin: &str) -> Option<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if bin.contains('/') {
+        let p = std::path::PathBuf::from(bin);
+        return runnable(&p).then_some(p);
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = program.candidates.iter().any(|bin| {
-        std::env::split_paths(&path).any(|d| {
-            std::fs::metadata(d.join(bin))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    });
+    std::env::split_paths(&path)
+        .map(|d| d.join(bin))
+        .find(|p| runnable(p))
+}
+
+/// Whether one of `program`'s candidates is on `PATH`, and its input file
+/// (if it reads one) is there.
+pub fn check(program: &Program) -> Result<(), SourceError> {
+    let found = program
+        .candidates
+        .iter()
+        .any(|bin| find_on_path(bin).is_some());
     if !found {
         return Err(not_found(program));
     }
@@ -316,7 +332,10 @@ impl Drop for LiveRun {
 /// Spawns the first of `program`'s candidates found on `PATH`.
 fn spawn(program: &Program) -> Result<(Child, String), SourceError> {
     for bin in &program.candidates {
-        match Command::new(bin)
+        let Some(exe) = find_on_path(bin) else {
+            continue;
+        };
+        match Command::new(exe)
             .args(&program.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
