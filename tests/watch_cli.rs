@@ -43,6 +43,19 @@ fn watch_cmd(events: &Path, extra: &[&str]) -> Command {
     c
 }
 
+/// A config that watches the committed clip for "red star".
+fn write_clip_config(path: &Path) {
+    std::fs::write(
+        path,
+        format!(
+            "bundle = {:?}\nsource = {:?}\nwatch = [\"red star\"]\n",
+            bundle().display().to_string(),
+            format!("dir:{}", clip().display())
+        ),
+    )
+    .unwrap();
+}
+
 fn read_log(p: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(p).unwrap();
     assert!(text.is_empty() || text.ends_with('\n'), "log ends mid-line");
@@ -326,15 +339,7 @@ fn check_names_every_problem_of_a_config_and_starts_nothing() {
     }
     assert!(!dir.join("events.jsonl").exists(), "--check opened the log");
     let good = dir.join("good.toml");
-    std::fs::write(
-        &good,
-        format!(
-            "bundle = {:?}\nsource = {:?}\nwatch = [\"red star\"]\n",
-            bundle().display().to_string(),
-            format!("dir:{}", clip().display())
-        ),
-    )
-    .unwrap();
+    write_clip_config(&good);
     let out = bin()
         .args(["watch", "--check", "--config"])
         .arg(&good)
@@ -356,15 +361,7 @@ fn check_names_every_problem_of_a_config_and_starts_nothing() {
 fn with_no_bundle_source_or_config_flag_the_default_config_is_read() {
     let dir = scratch("watch-default-config");
     let cfg = dir.join("watch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "bundle = {:?}\nsource = {:?}\nwatch = [\"red star\"]\n",
-            bundle().display().to_string(),
-            format!("dir:{}", clip().display())
-        ),
-    )
-    .unwrap();
+    write_clip_config(&cfg);
     let out = bin()
         .args(["watch", "--stats"])
         .env("CLIP_EDGE_CONFIG", &cfg)
