@@ -1,10 +1,13 @@
 //! Preprocessing against the reference `_transform(n)` (Pillow + torchvision),
 //! fixtures written by `tests/reference/generate.py`.
 
+mod common;
+
 use std::path::Path;
 
 use clip_edge::decode::decode_file;
 use clip_edge::preprocess::{Preprocessor, CLIP_MEAN, CLIP_STD};
+use common::numeric::max_abs_diff;
 
 /// Largest difference allowed for PNG inputs: none (bit-exact).
 const PNG_MAX_ABS: f32 = 0.0;
@@ -19,24 +22,6 @@ const PNG_FIXTURES: usize = 30;
 fn npy(p: &Path) -> (Vec<usize>, Vec<f32>) {
     let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(p).unwrap();
     (a.shape().to_vec(), a.iter().copied().collect())
-}
-
-/// Largest |a - b| over two equally long slices; a NaN on either side counts
-/// as an infinite difference (`f32::max` would skip it: an all-NaN output
-/// would pass as bit-exact).
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let d = (x - y).abs();
-            if d.is_nan() {
-                f32::INFINITY
-            } else {
-                d
-            }
-        })
-        .fold(0f32, f32::max)
 }
 
 fn run(path: &Path, n: u32) -> Vec<f32> {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod command;
+pub mod numeric;
 pub use command::command;
 
 /// The repository root.

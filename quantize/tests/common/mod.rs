@@ -3,6 +3,10 @@
 
 use std::path::Path;
 
+#[path = "../../../tests/common/numeric.rs"]
+mod numeric;
+pub use numeric::max_abs_diff;
+
 use clip_edge::bundle::{self, Bundle, TableData};
 
 /// A text table rebuilt on another machine than the one that wrote the
@@ -80,19 +84,4 @@ pub fn f16_steps(a: half::f16, b: half::f16) -> u32 {
         }
     };
     line(a).abs_diff(line(b))
-}
-
-/// Largest |a - b| over two equally long slices (NaN counts as infinite).
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let d = (x - y).abs();
-            if d.is_nan() {
-                f32::INFINITY
-            } else {
-                d
-            }
-        })
-        .fold(0f32, f32::max)
 }
