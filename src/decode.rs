@@ -97,6 +97,32 @@ impl DecodedImage {
         self.palette.extend_from_slice(&other.palette);
     }
 
+    /// Makes this the `w x h` part of `src` at `(x, y)`, in `src`'s mode
+    /// (which must hold it), reusing this image's buffers: after the first
+    /// crop of a frame size, no crop allocates.
+    pub fn crop_from(&mut self, src: &DecodedImage, x: u32, y: u32, w: u32, h: u32) {
+        assert!(
+            x + w <= src.width && y + h <= src.height,
+            "crop outside the image"
+        );
+        let ch = src.mode.channels();
+        if self.data.capacity() < src.data.len() {
+            self.data.reserve(src.data.len() - self.data.len());
+        }
+        self.width = w;
+        self.height = h;
+        self.mode = src.mode;
+        self.data.clear();
+        let row = src.width as usize * ch;
+        for yy in y as usize..(y + h) as usize {
+            let start = yy * row + x as usize * ch;
+            self.data
+                .extend_from_slice(&src.data[start..start + w as usize * ch]);
+        }
+        self.palette.clear();
+        self.palette.extend_from_slice(&src.palette);
+    }
+
     /// The pixels as interleaved RGB, as Pillow's `convert("RGB")` gives
     /// them (alpha dropped, grey widened, palette looked up): borrowed when
     /// the image is RGB already. For snapshots and pictures, not for the

@@ -284,6 +284,21 @@ fn bad_settings_are_one_line_errors_naming_them() {
             vec!["--config", &cfg_s],
             "line 3: unknown field `threshhold`",
         ),
+        (vec!["--regions", "tiles:0x2"], "--regions \"tiles:0x2\""),
+        (
+            vec!["--regions", "motion", "--min-area", "2"],
+            "--min-area 2",
+        ),
+        (vec!["--zone", "porch=1,2,3"], "--zone \"porch=1,2,3\""),
+        (
+            vec!["--regions", "motion", "--motion-threshold", "3"],
+            "--motion-threshold",
+        ),
+        // Known at the first frame (the clip is 320x240).
+        (
+            vec!["--zone", "far=300,0,100,100"],
+            "zone \"far\" (300,0 100x100) is not inside the source's 320x240 frame",
+        ),
     ];
     for (args, needle) in cases {
         let out = watch_cmd(&events, &args).output().unwrap();

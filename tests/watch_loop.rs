@@ -65,6 +65,7 @@ fn gpio_lines_follow_the_clip_events_exactly() {
             motion_threshold: None,
             snapshots: None,
             source_name: "dir:models/clips/shapes".into(),
+            regions: Default::default(),
         };
         let mut watcher = Watcher::new(&mut engine, opts, None, sinks);
         let stats = watcher
@@ -256,6 +257,7 @@ fn a_lost_camera_is_reopened_and_the_log_says_so() {
         motion_threshold: None,
         snapshots: None,
         source_name: "test camera".into(),
+        regions: Default::default(),
     };
     let stats = {
         let mut watcher = Watcher::new(&mut engine, opts, Some((log, rec.last_run)), vec![]);
@@ -408,6 +410,7 @@ fn dir_frames_embed_exactly_as_classify_embeds_the_same_files() {
         motion_threshold: None,
         snapshots: None,
         source_name: "dir".into(),
+        regions: Default::default(),
     };
     let mut watcher = Watcher::new(&mut engine, opts, None, vec![]);
     let mut source = DirSource::open(&dir).unwrap();

@@ -39,8 +39,12 @@ fn rss_kb() -> i64 {
     pages * page as i64 / 1024
 }
 
+/// The tests take turns: the resident set is the whole process's.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn frames_without_events_allocate_nothing_and_rss_stays_flat() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let frames_total = std::env::var("CLIP_SOAK_FRAMES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -77,6 +81,7 @@ fn frames_without_events_allocate_nothing_and_rss_stays_flat() {
         motion_threshold: Some(1.0),
         snapshots: Some(scratch.join("snaps")),
         source_name: "memory".into(),
+        regions: Default::default(),
     };
     let mut watcher = Watcher::new(&mut engine, opts, Some((log, rec.last_run)), vec![]);
     let mut frame = Frame::default();
@@ -130,4 +135,64 @@ fn frames_without_events_allocate_nothing_and_rss_stays_flat() {
             );
         }
     }
+}
+
+/// Frames of the wide scene played round with `--regions motion`.
+const REGIONS_CLIP_FRAMES: usize = 60;
+const REGIONS_LOOPS: u64 = 3;
+
+/// `--regions motion` on the first frames of the wide scene (a red star
+/// enters, stands still, leaves; a blue circle passes), played three
+/// times: after the first pass, a frame that starts or ends no event
+/// allocates nothing, whatever regions and tracks it has.
+#[test]
+fn yard_motion_regions_allocate_nothing_on_frames_without_events() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut engine = common::default_int8_engine();
+    let index = |l: &str| engine.bundle.labels().iter().position(|x| x == l).unwrap();
+    let watched = vec![Watched {
+        label: "red star".into(),
+        index: index("red star"),
+        threshold: 0.5,
+    }];
+    let frames = common::frames_decoded("yard", REGIONS_CLIP_FRAMES);
+    let clip_len = frames.len() as u64;
+    let mut source = MemorySource::new(frames, REGIONS_LOOPS);
+    let opts = Options {
+        watched,
+        rules: Rules::default(),
+        fps: None,
+        motion_threshold: None,
+        snapshots: None,
+        source_name: "memory".into(),
+        regions: clip_edge::watch::regions::RegionOptions {
+            mode: clip_edge::watch::regions::RegionMode::Motion,
+            ..Default::default()
+        },
+    };
+    let mut watcher = Watcher::new(&mut engine, opts, None, vec![]);
+    let mut frame = Frame::default();
+    let (mut n, mut quiet_allocs, mut quiet_frames) = (0u64, 0u64, 0u64);
+    while source.next(&mut frame).unwrap() == Next::Frame {
+        let before = thread_allocations();
+        let events = watcher.step(&frame).unwrap();
+        let after = thread_allocations();
+        if n >= clip_len && events == 0 {
+            quiet_allocs += after - before;
+            quiet_frames += 1;
+        }
+        n += 1;
+    }
+    watcher.end_all("source_end").unwrap();
+    let stats = watcher.stats;
+    eprintln!(
+        "regions soak: {n} frames, {} crops, {} events",
+        stats.crops, stats.events
+    );
+    assert_eq!(
+        quiet_allocs, 0,
+        "{quiet_allocs} allocations over {quiet_frames} frames without events"
+    );
+    assert_eq!(stats.events, REGIONS_LOOPS);
+    assert!(stats.crops > n, "{} crops over {n} frames", stats.crops);
 }

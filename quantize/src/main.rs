@@ -107,6 +107,10 @@ enum Cmd {
         /// measuring the loop at a camera's usual size).
         #[arg(long, value_name = "WxH", requires = "clip")]
         size: Option<String>,
+        /// With --clip: a wide scene instead (`yard`: 960x540, small shapes
+        /// that stop still, several in view at once).
+        #[arg(long, value_name = "NAME", requires = "clip", conflicts_with = "size")]
+        scene: Option<String>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[arg(long, default_value_t = 10)]
@@ -213,8 +217,21 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             out,
             size,
+            scene,
             ..
         } => {
+            if let Some(scene) = scene {
+                if scene != "yard" {
+                    bail!("--scene {scene:?}: expected yard");
+                }
+                let mut spec = clip_quantize::synth_clip::yard_scene();
+                if seed != 0 {
+                    spec.seed = seed;
+                }
+                let n = clip_quantize::synth_clip::write_scene(&out, &spec)?;
+                eprintln!("wrote a scene of {n} frames under {}", out.display());
+                return Ok(());
+            }
             let mut spec = clip_quantize::synth_clip::default_clip();
             if seed != 0 {
                 spec.seed = seed;

@@ -86,21 +86,40 @@ fn committed_clip_is_what_the_generator_makes() {
     use clip_quantize::synth_clip;
     let d = scratch("clip");
     let n = synth_clip::write_clip(&d, &synth_clip::default_clip()).unwrap();
-    let committed = root().join("models/clips/shapes");
-    let mut names: Vec<_> = std::fs::read_dir(&committed)
+    assert_same_folder(&d, "models/clips/shapes", n, "--clip");
+}
+
+#[test]
+#[cfg_attr(
+    not(target_arch = "x86_64"),
+    ignore = "host-side artifact check; minutes under qemu (scripts/cross-test)"
+)]
+fn committed_wide_scene_is_what_the_generator_makes() {
+    use clip_quantize::synth_clip;
+    let d = scratch("yard");
+    let n = synth_clip::write_scene(&d, &synth_clip::yard_scene()).unwrap();
+    assert_same_folder(&d, "models/clips/yard", n, "--clip --scene yard");
+}
+
+/// The generator's `frames` frames and truth.json in `made` are the
+/// committed folder's files, byte for byte.
+fn assert_same_folder(made: &std::path::Path, committed: &str, frames: usize, flags: &str) {
+    let committed_dir = root().join(committed);
+    let mut names: Vec<_> = std::fs::read_dir(&committed_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     names.sort();
-    assert_eq!(names.len(), n + 1, "frames and truth.json");
+    assert_eq!(names.len(), frames + 1, "frames and truth.json");
     for name in names {
         assert!(
-            std::fs::read(d.join(&name)).unwrap() == std::fs::read(committed.join(&name)).unwrap(),
+            std::fs::read(made.join(&name)).unwrap()
+                == std::fs::read(committed_dir.join(&name)).unwrap(),
             "{name:?} differs from the generator's output: regenerate with \
-             `clip-quantize synth --clip --out models/clips/shapes`"
+             `clip-quantize synth {flags} --out {committed}`"
         );
     }
-    std::fs::remove_dir_all(&d).unwrap();
+    std::fs::remove_dir_all(made).unwrap();
 }
 
 #[test]

@@ -96,6 +96,10 @@ fn load_model(args: &WatchArgs, source: &str, threads: usize) -> Result<Model> {
     let watched = args
         .watched(engine.bundle.labels())
         .map_err(anyhow::Error::msg)?;
+    let regions = args.region_options(&watched).map_err(anyhow::Error::msg)?;
+    if args.motion_threshold.is_some() && !regions.whole_frame() {
+        bail!("--motion-threshold: skips whole frames, so it applies with --regions full and no zone only");
+    }
     let opts = watch::Options {
         watched,
         rules,
@@ -103,6 +107,7 @@ fn load_model(args: &WatchArgs, source: &str, threads: usize) -> Result<Model> {
         motion_threshold: args.motion_threshold,
         snapshots: args.snapshots.clone(),
         source_name: watch::source::redacted(source),
+        regions,
     };
     Ok(Model {
         engine,
@@ -517,7 +522,14 @@ impl Service {
         // A stop must finish within systemd's patience: a short grace for the broker.
         let grace = Duration::from_millis(if stopping { 800 } else { 3000 });
         let mqtt_stats = mqtt.map(|m| m.finish(grace));
-        let stats = result?;
+        let stats = match result {
+            Ok(s) => s,
+            // A zone outside the source's frame: the config, not a crash.
+            Err(e) if matches!(e.downcast_ref(), Some(watch::WatchError::Settings(_))) => {
+                return Err(ConfigError(e).into())
+            }
+            Err(e) => return Err(e),
+        };
         if print_stats {
             let per = |ms: f64| ms / stats.frames.max(1) as f64;
             out!(
@@ -535,6 +547,9 @@ impl Service {
                         "score": per(stats.score_ms),
                         "loop": per(stats.loop_ms),
                     },
+                    "regions": model.opts.regions.mode,
+                    "crops_per_frame": stats.crops as f64 / stats.frames.max(1) as f64,
+                    "encode_ms_per_crop": (stats.crops > 0).then(|| stats.encode_ms / stats.crops as f64),
                     "mqtt": mqtt_stats,
                     "gpio_errors": gpio_lines.as_ref().map(|g| g.errors),
                 })

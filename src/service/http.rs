@@ -223,7 +223,7 @@ impl Status {
 pub struct StatusSink(pub Arc<Status>);
 
 impl Sink for StatusSink {
-    fn event(&mut self, _watched: usize, r: &EventRecord, _line: &[u8]) {
+    fn event(&mut self, _watched: usize, r: &EventRecord, _line: &[u8], _label_on: bool) {
         let Ok(mut s) = self.0.state.lock() else {
             return;
         };

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::detect::Rules;
+use super::regions::{Rect, RegionMode, RegionOptions, Zone, ZoneArea};
 use super::{Watched, DEFAULT_THRESHOLD};
 use crate::engine::{Device, EngineKind};
 
@@ -80,6 +81,24 @@ pub struct WatchArgs {
     /// the last inferred frame is below this.
     #[arg(long)]
     pub motion_threshold: Option<f32>,
+    /// Where to look in a frame: full (the whole frame), motion (the
+    /// regions that moved, and the objects being followed) or tiles[:CxR]
+    /// (overlapping square tiles, default 3x2). Default full.
+    #[arg(long, value_name = "full|motion|tiles[:CxR]")]
+    pub regions: Option<String>,
+    /// A named part of the view, NAME=X,Y,W,H in source pixels: only
+    /// detections whose box centre is inside a zone count; repeatable. In
+    /// the config, `[[zone]]` tables with `name`, `box = [X, Y, W, H]` or
+    /// `polygon = [[X, Y], ...]`, and optionally the zone's own `watch` list.
+    #[arg(long = "zone", value_name = "NAME=X,Y,W,H")]
+    #[serde(default)]
+    pub zone: Vec<ZoneSpec>,
+    /// With --regions motion: ignore regions smaller than this fraction of the frame.
+    #[arg(long, value_name = "FRACTION")]
+    pub min_area: Option<f32>,
+    /// With --regions motion: ignore regions larger than this fraction of the frame.
+    #[arg(long, value_name = "FRACTION")]
+    pub max_area: Option<f32>,
     /// Serve /healthz, /metrics, /api/state and a status page on
     /// [ADDR:]PORT (ADDR defaults to 127.0.0.1).
     #[arg(long, value_name = "[ADDR:]PORT")]
@@ -138,6 +157,14 @@ impl WatchArgs {
             end_after: self.end_after.or(file.end_after),
             cooldown: self.cooldown.or(file.cooldown),
             motion_threshold: self.motion_threshold.or(file.motion_threshold),
+            regions: self.regions.or(file.regions),
+            zone: if self.zone.is_empty() {
+                file.zone
+            } else {
+                self.zone
+            },
+            min_area: self.min_area.or(file.min_area),
+            max_area: self.max_area.or(file.max_area),
             http: self.http.or(file.http),
             health_timeout: self.health_timeout.or(file.health_timeout),
             config: self.config,
@@ -166,20 +193,8 @@ impl WatchArgs {
         }
         let mut out: Vec<Watched> = Vec::new();
         for w in &self.watch {
-            let (label, threshold) = match w.rsplit_once('=') {
-                Some((l, t)) => {
-                    let t: f32 = t
-                        .trim()
-                        .parse()
-                        .ok()
-                        .filter(|t: &f32| *t > 0.0 && *t <= 1.0)
-                        .ok_or_else(|| {
-                            format!("--watch {w:?}: threshold {t:?} is not a probability in (0, 1]")
-                        })?;
-                    (l.trim(), t)
-                }
-                None => (w.trim(), DEFAULT_THRESHOLD),
-            };
+            let (label, threshold) = watch_spec("--watch", w)?;
+            let threshold = threshold.unwrap_or(DEFAULT_THRESHOLD);
             let index = find_label(labels, label).ok_or_else(|| {
                 let key = label_key(label);
                 let near: Vec<&str> = labels
@@ -212,6 +227,183 @@ impl WatchArgs {
             });
         }
         Ok(out)
+    }
+}
+
+impl WatchArgs {
+    /// `--regions`, `--zone`, `--min-area` and `--max-area`, checked
+    /// (zones against the frame when the first frame comes).
+    pub fn region_options(&self, watched: &[Watched]) -> Result<RegionOptions, String> {
+        let d = RegionOptions::default();
+        let mode: RegionMode = match &self.regions {
+            Some(r) => r.trim().parse()?,
+            None => d.mode,
+        };
+        let fraction = |name: &str, v: Option<f32>, default: f32| match v {
+            None => Ok(default),
+            Some(v) if v > 0.0 && v <= 1.0 => Ok(v),
+            Some(v) => Err(format!(
+                "--{name} {v}: expected a fraction of the frame, above 0 and at most 1"
+            )),
+        };
+        let min_area = fraction("min-area", self.min_area, d.min_area)?;
+        let max_area = fraction("max-area", self.max_area, d.max_area)?;
+        if (self.min_area.is_some() || self.max_area.is_some()) && mode != RegionMode::Motion {
+            return Err(format!(
+                "--min-area/--max-area: limit motion regions, but --regions is {mode}"
+            ));
+        }
+        if min_area >= max_area {
+            return Err(format!(
+                "--min-area {min_area} is not below --max-area {max_area}"
+            ));
+        }
+        let mut zones: Vec<Zone> = Vec::new();
+        for spec in &self.zone {
+            let zone = match spec {
+                ZoneSpec::Flag(s) => zone_flag(s)?,
+                ZoneSpec::Table(t) => zone_table(t, watched)?,
+            };
+            if zones.iter().any(|z| z.name == zone.name) {
+                return Err(format!("zone {:?}: given twice", zone.name));
+            }
+            zones.push(zone);
+        }
+        Ok(RegionOptions {
+            mode,
+            zones,
+            min_area,
+            max_area,
+        })
+    }
+}
+
+/// A zone as the config or `--zone` gives it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ZoneSpec {
+    /// `NAME=X,Y,W,H`.
+    Flag(String),
+    Table(ZoneTable),
+}
+
+impl std::str::FromStr for ZoneSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(ZoneSpec::Flag(s.to_string()))
+    }
+}
+
+/// A `[[zone]]` table of the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneTable {
+    pub name: String,
+    #[serde(rename = "box")]
+    pub bbox: Option<[u32; 4]>,
+    pub polygon: Option<Vec<[f32; 2]>>,
+    /// LABEL[=THRESHOLD] entries, each a watched label.
+    #[serde(default)]
+    pub watch: Vec<String>,
+}
+
+fn zone_name(name: &str, what: &str) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().any(|c| c.is_control()) {
+        return Err(format!("{what}: a zone needs a name"));
+    }
+    Ok(name.to_string())
+}
+
+fn zone_box(name: &str, [x, y, w, h]: [u32; 4]) -> Result<Rect, String> {
+    if w == 0 || h == 0 || x.checked_add(w).is_none() || y.checked_add(h).is_none() {
+        return Err(format!(
+            "zone {name:?}: box {x},{y},{w},{h} is empty (W and H must be above 0)"
+        ));
+    }
+    Ok(Rect::new(x, y, w, h))
+}
+
+/// `--zone NAME=X,Y,W,H`.
+fn zone_flag(s: &str) -> Result<Zone, String> {
+    let bad = || format!("--zone {s:?}: expected NAME=X,Y,W,H (source pixels)");
+    let (name, rect) = s.rsplit_once('=').ok_or_else(bad)?;
+    let name = zone_name(name, &format!("--zone {s:?}"))?;
+    let v: Vec<u32> = rect
+        .split(',')
+        .map(|v| v.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    let v: [u32; 4] = v.try_into().map_err(|_| bad())?;
+    Ok(Zone {
+        area: ZoneArea::Box(zone_box(&name, v)?),
+        name,
+        watch: None,
+    })
+}
+
+fn zone_table(t: &ZoneTable, watched: &[Watched]) -> Result<Zone, String> {
+    let name = zone_name(&t.name, "[[zone]]")?;
+    let area = match (&t.bbox, &t.polygon) {
+        (Some(b), None) => ZoneArea::Box(zone_box(&name, *b)?),
+        (None, Some(p)) => {
+            if p.len() < 3 {
+                return Err(format!(
+                    "zone {name:?}: a polygon needs at least 3 points, not {}",
+                    p.len()
+                ));
+            }
+            if let Some(c) = p
+                .iter()
+                .find(|c| !c.iter().all(|v| v.is_finite() && *v >= 0.0))
+            {
+                return Err(format!(
+                    "zone {name:?}: polygon point [{}, {}] is not in source pixels",
+                    c[0], c[1]
+                ));
+            }
+            ZoneArea::Polygon(p.clone())
+        }
+        _ => {
+            return Err(format!(
+                "zone {name:?}: give either box = [X, Y, W, H] or polygon = [[X, Y], ...]"
+            ))
+        }
+    };
+    let watch = if t.watch.is_empty() {
+        None
+    } else {
+        let labels: Vec<String> = watched.iter().map(|w| w.label.clone()).collect();
+        let mut list = Vec::new();
+        for w in &t.watch {
+            let what = format!("zone {name:?}: watch");
+            let (label, threshold) = watch_spec(&what, w)?;
+            let i = find_label(&labels, label).ok_or_else(|| {
+                format!("{what} {label:?}: not a watched label (add it to `watch`)")
+            })?;
+            list.push((i, threshold.unwrap_or(watched[i].threshold)));
+        }
+        Some(list)
+    };
+    Ok(Zone { name, area, watch })
+}
+
+/// `LABEL[=THRESHOLD]`; `what` names the setting in errors.
+fn watch_spec<'a>(what: &str, w: &'a str) -> Result<(&'a str, Option<f32>), String> {
+    match w.rsplit_once('=') {
+        Some((l, t)) => {
+            let t: f32 = t
+                .trim()
+                .parse()
+                .ok()
+                .filter(|t: &f32| *t > 0.0 && *t <= 1.0)
+                .ok_or_else(|| {
+                    format!("{what} {w:?}: threshold {t:?} is not a probability in (0, 1]")
+                })?;
+            Ok((l.trim(), Some(t)))
+        }
+        None => Ok((w.trim(), None)),
     }
 }
 
@@ -373,6 +565,98 @@ mod tests {
         let e = read_config(&p).unwrap_err();
         assert!(e.contains("line 1"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod region_settings {
+    use super::*;
+
+    fn watched() -> Vec<Watched> {
+        ["red star", "green square"]
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Watched {
+                label: l.to_string(),
+                index: i,
+                threshold: 0.5,
+            })
+            .collect()
+    }
+
+    fn from_toml(text: &str) -> Result<RegionOptions, String> {
+        let a: WatchArgs = toml::from_str(text).map_err(|e| e.to_string())?;
+        a.region_options(&watched())
+    }
+
+    #[test]
+    fn zones_from_flags_and_tables() {
+        let r = from_toml(
+            r#"
+            regions = "motion"
+            min_area = 0.001
+            [[zone]]
+            name = "porch"
+            box = [0, 300, 480, 240]
+            [[zone]]
+            name = "drive"
+            polygon = [[500, 0], [960, 0], [960, 540]]
+            watch = ["Red_Star=0.8"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(r.mode, RegionMode::Motion);
+        assert_eq!(r.zones[0].area, ZoneArea::Box(Rect::new(0, 300, 480, 240)));
+        assert_eq!(r.zones[1].watch, Some(vec![(0, 0.8)]));
+        assert_eq!(r.zones[1].threshold(1, 0.5), None);
+        assert!(r.zones[1].area.contains((900.0, 100.0)));
+        assert!(!r.zones[1].area.contains((600.0, 500.0)));
+        assert_eq!(r.zones[1].area.bbox(), Rect::new(500, 0, 460, 540));
+        let a = WatchArgs {
+            zone: vec!["gate=10,20,30,40".parse().unwrap()],
+            ..Default::default()
+        };
+        let r = a.region_options(&watched()).unwrap();
+        assert_eq!(r.mode, RegionMode::Full);
+        assert!(!r.whole_frame());
+        assert!(r.check_frame(100, 100).is_ok());
+        let e = r.check_frame(32, 100).unwrap_err();
+        assert!(e.contains("\"gate\"") && e.contains("32x100"), "{e}");
+    }
+
+    #[test]
+    fn bad_region_settings_are_one_line_errors_naming_the_value() {
+        for (text, needle) in [
+            ("regions = \"tiles:0x2\"", "\"tiles:0x2\""),
+            ("regions = \"motion\"\nmin_area = 2.0", "--min-area 2"),
+            (
+                "regions = \"motion\"\nmin_area = 0.5\nmax_area = 0.1",
+                "not below --max-area",
+            ),
+            ("max_area = 0.5", "--regions is full"),
+            ("zone = [\"porch=1,2,3\"]", "\"porch=1,2,3\""),
+            ("zone = [\"porch=1,2,0,4\"]", "is empty"),
+            (
+                "zone = [\"a=0,0,5,5\", \"a=5,5,5,5\"]",
+                "zone \"a\": given twice",
+            ),
+            (
+                "[[zone]]\nname = \"tri\"\npolygon = [[0, 0], [5, 5]]",
+                "at least 3 points, not 2",
+            ),
+            (
+                "[[zone]]\nname = \"both\"\nbox = [0, 0, 5, 5]\npolygon = [[0, 0], [5, 5], [0, 5]]",
+                "either box",
+            ),
+            (
+                "[[zone]]\nname = \"z\"\nbox = [0, 0, 5, 5]\nwatch = [\"blue circle\"]",
+                "\"blue circle\": not a watched label",
+            ),
+        ] {
+            let e = from_toml(text).unwrap_err();
+            assert!(e.contains(needle), "{text}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
     }
 }
 

@@ -102,6 +102,20 @@ impl Detector {
         self.active
     }
 
+    /// No event open and no positive frame in the window: nothing this
+    /// detector remembers can start one.
+    pub fn idle(&self) -> bool {
+        !self.active && self.history & self.window_mask() == 0
+    }
+
+    fn window_mask(&self) -> u64 {
+        if self.rules.window == 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.rules.window) - 1
+        }
+    }
+
     /// Feed the next frame, `frame` (called once per frame of the source,
     /// in order). `score` is the label's probability in it.
     pub fn feed(&mut self, frame: u64, positive: bool, score: f32) -> Option<Transition> {
@@ -118,12 +132,7 @@ impl Detector {
                 self.cooldown_left -= 1;
                 return None;
             }
-            let mask = if self.rules.window == 64 {
-                u64::MAX
-            } else {
-                (1u64 << self.rules.window) - 1
-            };
-            let in_window = self.history & mask;
+            let in_window = self.history & self.window_mask();
             if in_window.count_ones() >= self.rules.hits {
                 let oldest = 63 - in_window.leading_zeros() as u64;
                 let mut peak = 0f32;

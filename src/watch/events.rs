@@ -62,6 +62,16 @@ pub struct EventRecord {
     pub snapshot: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Where the object was, `[x, y, w, h]` in source pixels (at the start
+    /// frame on a start, its last box on an end), when `watch` looks at
+    /// regions of the frame.
+    #[serde(rename = "box", default, skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<[u32; 4]>,
+    /// The track's number in its run (two objects of one label are two tracks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 /// The current time as RFC 3339 (UTC, milliseconds).
@@ -243,6 +253,9 @@ mod tests {
             source: "dir:x".into(),
             snapshot: None,
             reason: None,
+            bbox: None,
+            track: None,
+            zone: None,
         }
     }
 

@@ -13,7 +13,9 @@ pub mod detect;
 pub mod events;
 pub mod gpio;
 pub mod mqtt;
+pub mod regions;
 pub mod source;
+pub mod track;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,10 +23,13 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use crate::decode::DecodedImage;
 use crate::engine::{Engine, EngineError};
 use detect::{Detector, Rules, Transition};
 use events::{EventKind, EventLog, EventLogError, EventRecord, Ids};
+use regions::{Motion, Rect, RegionMode, RegionOptions};
 use source::{Frame, FrameSource, Next, SourceError};
+use track::{Detection, Tracks};
 
 #[derive(Debug, Error)]
 pub enum WatchError {
@@ -39,6 +44,9 @@ pub enum WatchError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The settings do not fit the source (a zone outside its frame).
+    #[error("{0}")]
+    Settings(String),
 }
 
 /// A label the loop watches.
@@ -57,26 +65,26 @@ pub const DEFAULT_THRESHOLD: f32 = 0.5;
 /// Something that acts on events (a GPIO line, an MQTT publisher). Called
 /// after the event is on disk.
 pub trait Sink {
-    /// `watched` indexes [`Options::watched`]; `line` is the log line.
-    fn event(&mut self, watched: usize, record: &EventRecord, line: &[u8]);
+    /// `watched` indexes [`Options::watched`]; `line` is the log line;
+    /// `label_on` whether the label has any event open after this one
+    /// (two objects of one label are two events, one state).
+    fn event(&mut self, watched: usize, record: &EventRecord, line: &[u8], label_on: bool);
 }
 
 impl<P: embedded_hal::digital::OutputPin> Sink for gpio::GpioLines<P> {
-    fn event(&mut self, _watched: usize, record: &EventRecord, _line: &[u8]) {
+    fn event(&mut self, _watched: usize, record: &EventRecord, _line: &[u8], label_on: bool) {
         match record.event {
-            EventKind::Start => self.set(&record.label, true),
-            EventKind::End => self.set(&record.label, false),
+            EventKind::Start | EventKind::End => self.set(&record.label, label_on),
             EventKind::SourceLost | EventKind::SourceBack => {}
         }
     }
 }
 
 impl Sink for mqtt::Mqtt {
-    fn event(&mut self, _watched: usize, record: &EventRecord, line: &[u8]) {
+    fn event(&mut self, _watched: usize, record: &EventRecord, line: &[u8], label_on: bool) {
         mqtt::Mqtt::event(self, line);
         match record.event {
-            EventKind::Start => self.state(&record.label, true),
-            EventKind::End => self.state(&record.label, false),
+            EventKind::Start | EventKind::End => self.state(&record.label, label_on),
             EventKind::SourceLost | EventKind::SourceBack => {}
         }
     }
@@ -96,6 +104,8 @@ pub struct Options {
     pub snapshots: Option<PathBuf>,
     /// The source as given (`dir:...`), written in every event.
     pub source_name: String,
+    /// Where in a frame to look (default: the whole frame).
+    pub regions: RegionOptions,
 }
 
 /// Why [`Watcher::run_until`] returned.
@@ -116,6 +126,8 @@ pub struct Stats {
     pub bad_frames: u64,
     pub dropped: u64,
     pub events: u64,
+    /// Regions of frames classified (with `--regions` other than the whole frame).
+    pub crops: u64,
     /// Milliseconds in total: getting frames (decode, convert, queue),
     /// classifying (preprocess, encode, score), the loop's own work
     /// (detection, events, snapshots, actions).
@@ -146,8 +158,39 @@ pub struct Watcher<'a> {
     have_reference: bool,
     /// Index of the last frame stepped.
     last_index: u64,
+    /// Regions, zones and tracks (unused for the whole frame).
+    places: Places,
     pub stats: Stats,
 }
+
+/// A region to classify: `rect` is where the object is (the event's box),
+/// `crop` what the encoder sees.
+#[derive(Debug, Clone, Copy)]
+struct Proposal {
+    rect: Rect,
+    crop: Rect,
+    from_track: Option<usize>,
+    /// The zone this region is (with whole-frame zones).
+    zone: Option<usize>,
+}
+
+/// The watcher's state for regions: buffers sized at the first frame.
+#[derive(Debug)]
+struct Places {
+    motion: Motion,
+    tiles: Vec<Rect>,
+    /// The frame size the tiles and the zones were checked for.
+    sized_for: (u32, u32),
+    proposals: Vec<Proposal>,
+    detections: Vec<Detection>,
+    transitions: Vec<(usize, Transition)>,
+    tracks: Tracks,
+    crop: DecodedImage,
+}
+
+/// Most regions classified in one frame: the motion regions and the
+/// tracks' last boxes, the tiles, or the zones.
+const MAX_PROPOSALS: usize = regions::MAX_REGIONS + track::MAX_TRACKS + 64;
 
 impl<'a> Watcher<'a> {
     /// `log`: the opened event log (its recovery already done), whose ids
@@ -159,6 +202,7 @@ impl<'a> Watcher<'a> {
         sinks: Vec<&'a mut dyn Sink>,
     ) -> Self {
         let n = opts.watched.len();
+        let rules = opts.rules;
         let (log, last_run) = match log {
             Some((l, r)) => (Some(l), r),
             None => (None, None),
@@ -180,6 +224,16 @@ impl<'a> Watcher<'a> {
             reference: Frame::default(),
             have_reference: false,
             last_index: 0,
+            places: Places {
+                motion: Motion::new(),
+                tiles: Vec::with_capacity(64),
+                sized_for: (0, 0),
+                proposals: Vec::with_capacity(MAX_PROPOSALS),
+                detections: Vec::with_capacity(MAX_PROPOSALS),
+                transitions: Vec::with_capacity(2 * track::MAX_TRACKS),
+                tracks: Tracks::new(rules),
+                crop: DecodedImage::default(),
+            },
             stats: Stats::default(),
         }
     }
@@ -190,7 +244,21 @@ impl<'a> Watcher<'a> {
 
     /// Whether watched label `i` has an event open.
     pub fn active(&self, i: usize) -> bool {
-        self.detectors[i].active()
+        if self.opts.regions.whole_frame() {
+            self.detectors[i].active()
+        } else {
+            self.places.tracks.label_active(i)
+        }
+    }
+
+    /// The boxes of the tracks with an event open, with their labels.
+    pub fn open_boxes(&self) -> impl Iterator<Item = (&str, Rect)> {
+        let watched = &self.opts.watched;
+        self.places
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.detector.active())
+            .map(move |(_, t)| (watched[t.watched].label.as_str(), t.last_box))
     }
 
     /// Classifies `frame` (unless motion gating skips it), updates the
@@ -202,6 +270,9 @@ impl<'a> Watcher<'a> {
         if !self.recent.is_empty() {
             let k = self.recent.len();
             self.recent[(frame.index % k as u64) as usize].copy_from(frame);
+        }
+        if !self.opts.regions.whole_frame() {
+            return self.step_regions(frame, t0);
         }
         let skip = match self.opts.motion_threshold {
             Some(thr) if self.have_reference => mean_abs_diff(&self.reference, frame) < thr,
@@ -241,6 +312,132 @@ impl<'a> Watcher<'a> {
         Ok(n)
     }
 
+    /// [`Watcher::step`] for regions: each region (motion, the tracks'
+    /// last boxes, tiles or zones) is cropped and classified as `classify`
+    /// would classify an image of it; detections feed the tracks.
+    fn step_regions(&mut self, frame: &Frame, t0: Instant) -> Result<usize, WatchError> {
+        let img = &frame.image;
+        let (w, h) = (img.width, img.height);
+        let ropts = &self.opts.regions;
+        let p = &mut self.places;
+        if p.sized_for != (w, h) {
+            ropts.check_frame(w, h).map_err(WatchError::Settings)?;
+            if let RegionMode::Tiles { cols, rows } = ropts.mode {
+                regions::tiles(w, h, cols, rows, &mut p.tiles);
+            }
+            p.sized_for = (w, h);
+        }
+        p.proposals.clear();
+        match ropts.mode {
+            RegionMode::Motion => {
+                let frame_area = (w as u64 * h as u64).max(1) as f32;
+                for &r in p.motion.update(img) {
+                    let share = r.area() as f32 / frame_area;
+                    if share >= ropts.min_area && share <= ropts.max_area {
+                        p.proposals.push(Proposal {
+                            rect: r,
+                            crop: regions::context_square(r, w, h),
+                            from_track: None,
+                            zone: None,
+                        });
+                    }
+                }
+                // Objects standing still: no motion, their last box.
+                for (slot, t) in p.tracks.iter() {
+                    let moved = p
+                        .proposals
+                        .iter()
+                        .take_while(|q| q.from_track.is_none())
+                        .any(|q| q.rect.overlap(&t.last_box) > 0);
+                    if !moved && p.proposals.len() < MAX_PROPOSALS {
+                        p.proposals.push(Proposal {
+                            rect: t.last_box,
+                            crop: regions::context_square(t.last_box, w, h),
+                            from_track: Some(slot),
+                            zone: None,
+                        });
+                    }
+                }
+            }
+            RegionMode::Tiles { .. } => {
+                for &r in &p.tiles {
+                    p.proposals.push(Proposal {
+                        rect: r,
+                        crop: r,
+                        from_track: None,
+                        zone: None,
+                    });
+                }
+            }
+            RegionMode::Full => {
+                for (i, z) in ropts.zones.iter().enumerate() {
+                    let r = z.area.bbox();
+                    p.proposals.push(Proposal {
+                        rect: r,
+                        crop: r,
+                        from_track: None,
+                        zone: Some(i),
+                    });
+                }
+            }
+        }
+        p.detections.clear();
+        for k in 0..p.proposals.len() {
+            let q = p.proposals[k];
+            p.crop
+                .crop_from(img, q.crop.x, q.crop.y, q.crop.w, q.crop.h);
+            let t =
+                self.engine
+                    .classify(&p.crop.view(), 1)
+                    .map_err(|source| WatchError::Engine {
+                        frame: frame.index,
+                        source,
+                    })?;
+            self.stats.preprocess_ms += t.preprocess;
+            self.stats.encode_ms += t.encode;
+            self.stats.score_ms += t.score;
+            self.stats.crops += 1;
+            let (top, prob) = self.engine.top()[0];
+            let Some(i) = self.opts.watched.iter().position(|w| w.index == top) else {
+                continue;
+            };
+            let zones = &ropts.zones;
+            let zone = q
+                .zone
+                .or_else(|| zones.iter().position(|z| z.area.contains(q.rect.centre())));
+            let threshold = match zone {
+                Some(z) => zones[z].threshold(i, self.opts.watched[i].threshold),
+                None if zones.is_empty() => Some(self.opts.watched[i].threshold),
+                None => None,
+            };
+            if threshold.is_some_and(|t| prob >= t) {
+                p.detections.push(Detection {
+                    watched: i,
+                    zone,
+                    rect: q.rect,
+                    score: prob,
+                    from_track: q.from_track,
+                });
+            }
+        }
+        if !p.proposals.is_empty() {
+            self.stats.inferred += 1;
+        }
+        let t1 = Instant::now();
+        self.stats.classify_ms += (t1 - t0).as_secs_f64() * 1e3;
+        p.transitions.clear();
+        p.tracks
+            .step(frame.index, &mut p.detections, &mut p.transitions);
+        let n = p.transitions.len();
+        for k in 0..n {
+            let (slot, t) = self.places.transitions[k];
+            self.emit_track(slot, t, None)?;
+        }
+        self.places.tracks.retire_idle();
+        self.stats.loop_ms += t1.elapsed().as_secs_f64() * 1e3;
+        Ok(n)
+    }
+
     /// Writes a source note (lost / back) to the log and the sinks; a lost
     /// source first ends the open events with reason "source_lost".
     pub fn source_note(&mut self, note: source::SourceNote) -> Result<(), WatchError> {
@@ -261,6 +458,9 @@ impl<'a> Watcher<'a> {
             source: self.opts.source_name.clone(),
             snapshot: None,
             reason,
+            bbox: None,
+            track: None,
+            zone: None,
         };
         if let Some(log) = &mut self.log {
             log.append(&record)?;
@@ -268,7 +468,7 @@ impl<'a> Watcher<'a> {
         let line = serde_json::to_vec(&record).expect("an event serialises");
         log::warn!("{}", String::from_utf8_lossy(&line));
         for s in &mut self.sinks {
-            s.event(usize::MAX, &record, &line);
+            s.event(usize::MAX, &record, &line, false);
         }
         Ok(())
     }
@@ -280,27 +480,78 @@ impl<'a> Watcher<'a> {
                 self.emit(i, t, Some(reason))?;
             }
         }
+        let mut ends = std::mem::take(&mut self.places.transitions);
+        ends.clear();
+        self.places.tracks.end_all(&mut ends);
+        for &(slot, t) in &ends {
+            self.emit_track(slot, t, Some(reason))?;
+        }
+        self.places.transitions = ends;
+        self.places.tracks.retire_idle();
         Ok(())
     }
 
+    /// A whole-frame event of watched label `i`.
     fn emit(&mut self, i: usize, t: Transition, reason: Option<&str>) -> Result<(), WatchError> {
-        let (kind, frame, score) = match t {
-            Transition::Start { frame, score } => (EventKind::Start, frame, score),
-            Transition::End { frame, score } => (EventKind::End, frame, score),
-        };
-        let id = match kind {
-            EventKind::Start => {
+        let id = match t {
+            Transition::Start { .. } => {
                 let id = self.ids.next_id();
                 self.open_ids[i] = Some(id.clone());
                 id
             }
-            _ => self.open_ids[i]
+            Transition::End { .. } => self.open_ids[i]
                 .take()
                 .unwrap_or_else(|| self.ids.next_id()),
         };
+        self.write_event(i, t, id, reason, None)
+    }
+
+    /// An event of the track in `slot`: its box, number and zone.
+    fn emit_track(
+        &mut self,
+        slot: usize,
+        t: Transition,
+        reason: Option<&str>,
+    ) -> Result<(), WatchError> {
+        let new_id = matches!(t, Transition::Start { .. }).then(|| self.ids.next_id());
+        let track = self.places.tracks.get_mut(slot).expect("a live track");
+        let (id, rect) = match (t, new_id) {
+            (Transition::Start { frame, .. }, Some(id)) => {
+                track.open_id = Some(id.clone());
+                (id, track.box_at(frame))
+            }
+            _ => (track.open_id.take().unwrap_or_default(), track.last_box),
+        };
+        let place = Place {
+            rect,
+            track: track.number,
+            zone: track.zone.map(|z| self.opts.regions.zones[z].name.clone()),
+        };
+        let i = track.watched;
+        self.write_event(i, t, id, reason, Some(place))
+    }
+
+    fn write_event(
+        &mut self,
+        i: usize,
+        t: Transition,
+        id: String,
+        reason: Option<&str>,
+        place: Option<Place>,
+    ) -> Result<(), WatchError> {
+        let (kind, frame, score) = match t {
+            Transition::Start { frame, score } => (EventKind::Start, frame, score),
+            Transition::End { frame, score } => (EventKind::End, frame, score),
+        };
         let snapshot = match (kind, &self.opts.snapshots) {
-            (EventKind::Start, Some(dir)) => self.snapshot(dir, &id, frame)?,
+            (EventKind::Start, Some(dir)) => {
+                self.snapshot(dir, &id, frame, place.as_ref().map(|p| p.rect))?
+            }
             _ => None,
+        };
+        let (bbox, track, zone) = match place {
+            Some(p) => (Some(p.rect.to_array()), Some(p.track), p.zone),
+            None => (None, None, None),
         };
         let record = EventRecord {
             event: kind,
@@ -312,14 +563,18 @@ impl<'a> Watcher<'a> {
             source: self.opts.source_name.clone(),
             snapshot,
             reason: reason.map(str::to_string),
+            bbox,
+            track,
+            zone,
         };
         if let Some(log) = &mut self.log {
             log.append(&record)?;
         }
         let line = serde_json::to_vec(&record).expect("an event serialises");
         log::info!("{}", String::from_utf8_lossy(&line));
+        let label_on = self.active(i);
         for s in &mut self.sinks {
-            s.event(i, &record, &line);
+            s.event(i, &record, &line, label_on);
         }
         if kind == EventKind::Start {
             self.stats.events += 1;
@@ -328,8 +583,15 @@ impl<'a> Watcher<'a> {
     }
 
     /// Writes the start frame (or, when it has left the window, the oldest
-    /// frame kept) as `DIR/<id>.jpg`, atomically.
-    fn snapshot(&self, dir: &Path, id: &str, frame: u64) -> Result<Option<String>, WatchError> {
+    /// frame kept) as `DIR/<id>.jpg`, atomically, with the event's box
+    /// drawn on it.
+    fn snapshot(
+        &self,
+        dir: &Path,
+        id: &str,
+        frame: u64,
+        rect: Option<Rect>,
+    ) -> Result<Option<String>, WatchError> {
         let Some(f) = self
             .recent
             .iter()
@@ -353,9 +615,13 @@ impl<'a> Watcher<'a> {
         let mut bytes = Vec::new();
         {
             use image::ImageEncoder;
+            let mut rgb = f.image.rgb();
+            if let Some(r) = rect {
+                draw_box(rgb.to_mut(), f.image.width, f.image.height, r);
+            }
             image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
                 .write_image(
-                    &f.image.rgb(),
+                    &rgb,
                     f.image.width,
                     f.image.height,
                     image::ExtendedColorType::Rgb8,
@@ -391,11 +657,17 @@ impl<'a> Watcher<'a> {
 
     /// Open events, as (label, event id).
     pub fn open_events(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.opts
+        let frame = self
+            .opts
             .watched
             .iter()
             .zip(&self.open_ids)
-            .filter_map(|(w, id)| Some((w.label.as_str(), id.as_deref()?)))
+            .filter_map(|(w, id)| Some((w.label.as_str(), id.as_deref()?)));
+        let watched = &self.opts.watched;
+        let tracks = self.places.tracks.iter().filter_map(move |(_, t)| {
+            Some((watched[t.watched].label.as_str(), t.open_id.as_deref()?))
+        });
+        frame.chain(tracks)
     }
 
     /// As [`Watcher::run`], calling `observe` after every frame (with the
@@ -490,6 +762,38 @@ impl<'a> Watcher<'a> {
         } else {
             Ended::SourceEnd
         })
+    }
+}
+
+/// Where a track's event happened.
+struct Place {
+    rect: Rect,
+    track: u64,
+    zone: Option<String>,
+}
+
+/// Draws `r` on an RGB image as a 3-pixel yellow frame (clipped).
+fn draw_box(rgb: &mut [u8], width: u32, height: u32, r: Rect) {
+    const COLOR: [u8; 3] = [255, 220, 0];
+    const THICK: u32 = 3;
+    let (w, h) = (width as usize, height as usize);
+    let x1 = (r.x + r.w).min(width) as usize;
+    let y1 = (r.y + r.h).min(height) as usize;
+    let (x0, y0) = ((r.x as usize).min(w), (r.y as usize).min(h));
+    let mut put = |x: usize, y: usize| {
+        let i = 3 * (y * w + x);
+        rgb[i..i + 3].copy_from_slice(&COLOR);
+    };
+    for y in y0..y1 {
+        for x in x0..x1 {
+            let edge = x < x0 + THICK as usize
+                || x + THICK as usize >= x1
+                || y < y0 + THICK as usize
+                || y + THICK as usize >= y1;
+            if edge {
+                put(x, y);
+            }
+        }
     }
 }
 

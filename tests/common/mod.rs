@@ -123,11 +123,16 @@ pub fn default_int8_engine() -> clip_edge::engine::Engine {
 
 /// The committed clip decoded, frame by frame.
 pub fn clip_frames_decoded() -> Vec<clip_edge::watch::source::Frame> {
+    frames_decoded("shapes", usize::MAX)
+}
+
+/// The first `limit` frames of committed clip `models/clips/NAME`, decoded.
+pub fn frames_decoded(name: &str, limit: usize) -> Vec<clip_edge::watch::source::Frame> {
     use clip_edge::watch::source::{DirSource, Frame, FrameSource, Next};
-    let mut dir = DirSource::open(&root().join("models/clips/shapes")).unwrap();
+    let mut dir = DirSource::open(&root().join("models/clips").join(name)).unwrap();
     let mut frames = Vec::new();
     let mut f = Frame::default();
-    while dir.next(&mut f).unwrap() == Next::Frame {
+    while frames.len() < limit && dir.next(&mut f).unwrap() == Next::Frame {
         frames.push(f.clone());
     }
     frames

@@ -1,0 +1,295 @@
+//! Tracks: the objects `watch` follows when it looks at regions of a frame.
+//!
+//! A region whose top-1 label is a watched label at its threshold is a
+//! *detection*, with a box. Each frame's detections are matched to the
+//! tracks of the same label (and zone) by the distance between box centres,
+//! so two objects of one label in view are two tracks; an unmatched
+//! detection opens a new track. Every track's [`Detector`] is fed once per
+//! frame (positive when a detection matched it), so the N-of-M start and
+//! K-to-end rules hold per track. Pure logic over fixed-size tables: no
+//! allocation per frame.
+
+use super::detect::{Detector, Rules, Transition};
+use super::regions::Rect;
+
+/// The most tracks followed at once; a detection beyond them is dropped
+/// (and said once in the log).
+pub const MAX_TRACKS: usize = 16;
+
+/// A detection matches a track when their box centres are at most this
+/// far apart, in units of the larger box's longer side.
+pub const MATCH_DISTANCE: f32 = 1.0;
+
+/// A watched label seen in one region of a frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    /// Index into the watched labels.
+    pub watched: usize,
+    pub zone: Option<usize>,
+    pub rect: Rect,
+    pub score: f32,
+    /// The track whose last box this region was (an object standing still).
+    pub from_track: Option<usize>,
+}
+
+/// One followed object.
+#[derive(Debug, Clone)]
+pub struct Track {
+    /// This run's number of the track (from 1), as events carry it.
+    pub number: u64,
+    pub watched: usize,
+    pub zone: Option<usize>,
+    pub detector: Detector,
+    /// The box at each positive frame of the last 64, by frame modulo 64.
+    boxes: [Rect; 64],
+    /// The box of the latest positive frame.
+    pub last_box: Rect,
+    /// The id of the track's open event.
+    pub open_id: Option<String>,
+    matched: bool,
+}
+
+impl Track {
+    /// The box at positive frame `frame` (of the last 64).
+    pub fn box_at(&self, frame: u64) -> Rect {
+        self.boxes[(frame % 64) as usize]
+    }
+}
+
+/// The tracks of one watcher.
+#[derive(Debug)]
+pub struct Tracks {
+    rules: Rules,
+    slots: Vec<Option<Track>>,
+    numbers: u64,
+    /// Detections dropped because every slot was taken.
+    pub dropped: u64,
+}
+
+fn distance(a: &Rect, b: &Rect) -> f32 {
+    let ((ax, ay), (bx, by)) = (a.centre(), b.centre());
+    let scale = a.w.max(a.h).max(b.w).max(b.h).max(1) as f32;
+    ((ax - bx).powi(2) + (ay - by).powi(2)).sqrt() / scale
+}
+
+impl Tracks {
+    pub fn new(rules: Rules) -> Tracks {
+        Tracks {
+            rules,
+            slots: vec![None; MAX_TRACKS],
+            numbers: 0,
+            dropped: 0,
+        }
+    }
+
+    /// The live tracks, with their slots.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Track)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| Some((i, t.as_ref()?)))
+    }
+
+    pub fn get_mut(&mut self, slot: usize) -> Option<&mut Track> {
+        self.slots.get_mut(slot)?.as_mut()
+    }
+
+    /// Feeds frame `frame`'s detections (sorted here by score, best first)
+    /// to the tracks: `out` receives each track's start or end.
+    pub fn step(
+        &mut self,
+        frame: u64,
+        detections: &mut [Detection],
+        out: &mut Vec<(usize, Transition)>,
+    ) {
+        detections.sort_unstable_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then((a.rect.x, a.rect.y).cmp(&(b.rect.x, b.rect.y)))
+        });
+        for t in self.slots.iter_mut().flatten() {
+            t.matched = false;
+        }
+        for d in detections.iter() {
+            let same = |t: &Track| t.watched == d.watched && t.zone == d.zone;
+            let own = d
+                .from_track
+                .filter(|&s| matches!(&self.slots[s], Some(t) if same(t) && !t.matched));
+            let near = || {
+                self.slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, t)| Some((i, t.as_ref()?)))
+                    .filter(|(_, t)| same(t) && !t.matched)
+                    .map(|(i, t)| (i, distance(&t.last_box, &d.rect)))
+                    .filter(|&(_, dist)| dist <= MATCH_DISTANCE)
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(i, _)| i)
+            };
+            let slot = match own.or_else(near) {
+                Some(s) => s,
+                None => {
+                    // The same object seen by a second region of this frame.
+                    let twice = self.slots.iter().flatten().any(|t| {
+                        same(t) && t.matched && distance(&t.last_box, &d.rect) <= MATCH_DISTANCE
+                    });
+                    if twice {
+                        continue;
+                    }
+                    let Some(free) = self.slots.iter().position(Option::is_none) else {
+                        if self.dropped == 0 {
+                            log::warn!("{MAX_TRACKS} tracks followed at once: further objects are not tracked");
+                        }
+                        self.dropped += 1;
+                        continue;
+                    };
+                    self.numbers += 1;
+                    self.slots[free] = Some(Track {
+                        number: self.numbers,
+                        watched: d.watched,
+                        zone: d.zone,
+                        detector: Detector::new(self.rules),
+                        boxes: [Rect::default(); 64],
+                        last_box: d.rect,
+                        open_id: None,
+                        matched: false,
+                    });
+                    free
+                }
+            };
+            let t = self.slots[slot].as_mut().expect("a live slot");
+            t.matched = true;
+            t.boxes[(frame % 64) as usize] = d.rect;
+            t.last_box = d.rect;
+            if let Some(tr) = t.detector.feed(frame, true, d.score) {
+                out.push((slot, tr));
+            }
+        }
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(t) = slot else { continue };
+            if !t.matched {
+                if let Some(tr) = t.detector.feed(frame, false, 0.0) {
+                    out.push((i, tr));
+                }
+            }
+        }
+    }
+
+    /// Forgets the tracks that hold nothing: no open event, no positive in
+    /// the start window (call after the transitions are handled).
+    pub fn retire_idle(&mut self) {
+        for slot in self.slots.iter_mut() {
+            if slot
+                .as_ref()
+                .is_some_and(|t| t.detector.idle() && t.open_id.is_none())
+            {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Ends every track's open event now; `out` receives the ends.
+    pub fn end_all(&mut self, out: &mut Vec<(usize, Transition)>) {
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(tr) = slot.as_mut().and_then(|t| t.detector.end()) {
+                out.push((i, tr));
+            }
+        }
+    }
+
+    /// Whether a track of watched label `watched` has an event open.
+    pub fn label_active(&self, watched: usize) -> bool {
+        self.slots
+            .iter()
+            .flatten()
+            .any(|t| t.watched == watched && t.detector.active())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(watched: usize, x: u32, y: u32) -> Detection {
+        Detection {
+            watched,
+            zone: None,
+            rect: Rect::new(x, y, 60, 60),
+            score: 0.9,
+            from_track: None,
+        }
+    }
+
+    /// Runs `frames` (each a list of detections) and returns the starts and
+    /// ends as (track number, 's'|'e', frame).
+    fn run(frames: &[Vec<Detection>]) -> Vec<(u64, char, u64)> {
+        let mut tracks = Tracks::new(Rules::default());
+        let mut got = Vec::new();
+        let mut out = Vec::new();
+        for (f, dets) in frames.iter().enumerate() {
+            let mut dets = dets.clone();
+            out.clear();
+            tracks.step(f as u64, &mut dets, &mut out);
+            for &(slot, tr) in &out {
+                let t = tracks.get_mut(slot).unwrap();
+                let (c, frame) = match tr {
+                    Transition::Start { frame, .. } => {
+                        t.open_id = Some("open".into());
+                        ('s', frame)
+                    }
+                    Transition::End { frame, .. } => {
+                        t.open_id = None;
+                        ('e', frame)
+                    }
+                };
+                got.push((t.number, c, frame));
+            }
+            tracks.retire_idle();
+        }
+        out.clear();
+        tracks.end_all(&mut out);
+        for &(slot, _) in &out {
+            got.push((tracks.get_mut(slot).unwrap().number, 'e', 99));
+        }
+        got
+    }
+
+    #[test]
+    fn two_objects_of_one_label_are_two_tracks() {
+        // One moves right slowly, the other stands still far away.
+        let frames: Vec<Vec<Detection>> = (0..8)
+            .map(|f| vec![det(0, 100 + 10 * f, 100), det(0, 600, 300)])
+            .chain((0..4).map(|_| vec![]))
+            .collect();
+        let got = run(&frames);
+        assert_eq!(got, [(1, 's', 0), (2, 's', 0), (1, 'e', 7), (2, 'e', 7)]);
+    }
+
+    #[test]
+    fn a_second_region_on_the_same_object_opens_no_track() {
+        let frames: Vec<Vec<Detection>> = (0..5)
+            .map(|f| vec![det(0, 100 + 5 * f, 100), det(0, 110 + 5 * f, 105)])
+            .collect();
+        let got = run(&frames);
+        assert_eq!(got, [(1, 's', 0), (1, 'e', 99)]);
+    }
+
+    #[test]
+    fn labels_and_zones_keep_their_own_tracks() {
+        let mut other_zone = det(0, 100, 100);
+        other_zone.zone = Some(1);
+        let frames: Vec<Vec<Detection>> = (0..3)
+            .map(|_| vec![det(0, 100, 100), det(1, 100, 100), other_zone])
+            .collect();
+        let got = run(&frames);
+        assert_eq!(got.iter().filter(|g| g.1 == 's').count(), 3, "{got:?}");
+    }
+
+    #[test]
+    fn an_object_that_jumps_away_is_a_new_track() {
+        let mut frames: Vec<Vec<Detection>> = (0..3).map(|_| vec![det(0, 100, 100)]).collect();
+        frames.extend((0..3).map(|_| vec![det(0, 500, 100)]));
+        let got = run(&frames);
+        assert_eq!(got, [(1, 's', 0), (2, 's', 3), (1, 'e', 2), (2, 'e', 99)]);
+    }
+}

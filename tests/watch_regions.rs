@@ -1,0 +1,261 @@
+//! Zero-shot detection in a wide view: `watch --regions motion|tiles` and
+//! zones on the committed yard scene (`models/clips/yard`, made by
+//! `clip-quantize synth --clip --scene yard`; its truth.json holds every
+//! shape's span and centre per frame): small shapes enter, stop still,
+//! leave, two of one label are in view at once, and the lights go on.
+
+mod common;
+
+use clip_edge::engine::Engine;
+use clip_edge::watch::config::WatchArgs;
+use clip_edge::watch::events::{EventKind, EventRecord};
+use clip_edge::watch::regions::{Motion, STEADY_FRAMES};
+use clip_edge::watch::source::{DirSource, FrameSource};
+use clip_edge::watch::{detect::Rules, Options, Sink, Watched, Watcher};
+use common::root;
+use std::sync::atomic::AtomicBool;
+
+/// An event starts and ends at most this many frames from its object's
+/// first and last frame in view (centre inside the frame). Measured: 1
+/// frame at most, with motion regions, 3x2 tiles and a zone.
+const EVENT_FRAMES_TOL: i64 = 4;
+/// A motion event's box is at most this many times its object's area
+/// (the object's bounding square). Measured: 0.80 at most.
+const BOX_AREA_MAX_RATIO: f64 = 6.0;
+
+struct Recorder(Vec<EventRecord>);
+
+impl Sink for Recorder {
+    fn event(&mut self, _w: usize, r: &EventRecord, _line: &[u8], _on: bool) {
+        self.0.push(r.clone());
+    }
+}
+
+/// A watched object of the yard: its label, frames in view, size, centres.
+struct Span {
+    label: String,
+    start: i64,
+    end: i64,
+    size: f64,
+    centres: Vec<(f32, f32)>,
+}
+
+fn yard_truth() -> (Vec<String>, Vec<Span>) {
+    let t: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("models/clips/yard/truth.json")).unwrap(),
+    )
+    .unwrap();
+    let watched: Vec<String> = t["spec"]["watched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let spans = t["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| watched.iter().any(|w| w == s["label"].as_str().unwrap()))
+        .map(|s| Span {
+            label: s["label"].as_str().unwrap().into(),
+            start: s["start"].as_i64().unwrap(),
+            end: s["end"].as_i64().unwrap(),
+            size: s["size"].as_f64().unwrap(),
+            centres: s["centres"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (c[0].as_f64().unwrap() as f32, c[1].as_f64().unwrap() as f32))
+                .collect(),
+        })
+        .collect();
+    (watched, spans)
+}
+
+fn watched(engine: &Engine, labels: &[String]) -> Vec<Watched> {
+    labels
+        .iter()
+        .map(|l| Watched {
+            label: l.clone(),
+            index: engine.bundle.labels().iter().position(|x| x == l).unwrap(),
+            threshold: 0.5,
+        })
+        .collect()
+}
+
+/// The yard through the loop with these region settings: the events.
+fn run_yard(args: WatchArgs) -> Vec<EventRecord> {
+    let (labels, _) = yard_truth();
+    let mut engine = common::default_int8_engine();
+    let watched = watched(&engine, &labels);
+    let regions = args.region_options(&watched).unwrap();
+    let mut rec = Recorder(Vec::new());
+    {
+        let opts = Options {
+            watched,
+            rules: Rules::default(),
+            fps: None,
+            motion_threshold: None,
+            snapshots: None,
+            source_name: "dir:models/clips/yard".into(),
+            regions,
+        };
+        let mut watcher = Watcher::new(&mut engine, opts, None, vec![&mut rec]);
+        let mut source = DirSource::open(&root().join("models/clips/yard")).unwrap();
+        watcher
+            .run(&mut source as &mut dyn FrameSource, &AtomicBool::new(false))
+            .unwrap();
+    }
+    rec.0
+}
+
+/// Each span is one event (start and end near its frames, no split), and
+/// there is no other event. Returns the largest box-to-object area ratio.
+fn assert_one_event_per_object(events: &[EventRecord], spans: &[&Span]) -> f64 {
+    let mut late = 0i64;
+    let starts: Vec<&EventRecord> = events
+        .iter()
+        .filter(|e| e.event == EventKind::Start)
+        .collect();
+    assert_eq!(starts.len(), spans.len(), "events: {events:#?}");
+    let mut worst = 0f64;
+    for s in spans {
+        let centre_at = |f: u64| s.centres[(f as i64 - s.start).clamp(0, s.end - s.start) as usize];
+        let boxed = |e: &EventRecord, c: (f32, f32)| {
+            let [x, y, w, h] = e.bbox.expect("a box");
+            c.0 >= x as f32 && c.1 >= y as f32 && c.0 < (x + w) as f32 && c.1 < (y + h) as f32
+        };
+        let start = starts
+            .iter()
+            .find(|e| {
+                e.label == s.label
+                    && (e.frame as i64 - s.start).abs() <= EVENT_FRAMES_TOL
+                    && boxed(e, centre_at(e.frame))
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no start for {} at {} with its centre in the box: {events:#?}",
+                    s.label, s.start
+                )
+            });
+        let end = events
+            .iter()
+            .find(|e| e.event == EventKind::End && e.id == start.id)
+            .unwrap();
+        assert!(
+            (end.frame as i64 - s.end).abs() <= EVENT_FRAMES_TOL,
+            "{} ({}..={}) ended at {}",
+            s.label,
+            s.start,
+            s.end,
+            end.frame
+        );
+        late = late
+            .max((start.frame as i64 - s.start).abs())
+            .max((end.frame as i64 - s.end).abs());
+        assert!(start.track.is_some() && start.track == end.track);
+        let [_, _, w, h] = start.bbox.expect("a box");
+        worst = worst.max((w * h) as f64 / (s.size * s.size));
+    }
+    eprintln!("events at most {late} frames from their objects' spans");
+    worst
+}
+
+#[test]
+fn yard_motion_regions_find_each_object_once_with_its_box() {
+    let (_, spans) = yard_truth();
+    let events = run_yard(WatchArgs {
+        regions: Some("motion".into()),
+        ..Default::default()
+    });
+    let ratio = assert_one_event_per_object(&events, &spans.iter().collect::<Vec<_>>());
+    eprintln!("largest box / object area: {ratio:.2}");
+    assert!(
+        ratio <= BOX_AREA_MAX_RATIO,
+        "a box is {ratio:.1}x its object"
+    );
+    // Two red stars in view at once: two tracks, two events.
+    let stars: Vec<_> = events
+        .iter()
+        .filter(|e| e.event == EventKind::Start && e.label == "red star")
+        .collect();
+    assert_eq!(stars.len(), 3);
+    assert_ne!(stars[1].track, stars[2].track);
+}
+
+#[test]
+fn yard_tiles_find_each_object_once() {
+    let (_, spans) = yard_truth();
+    let events = run_yard(WatchArgs {
+        regions: Some("tiles:3x2".into()),
+        ..Default::default()
+    });
+    assert_one_event_per_object(&events, &spans.iter().collect::<Vec<_>>());
+}
+
+#[test]
+fn yard_zone_over_the_left_half_fires_only_for_objects_inside_it() {
+    let (_, spans) = yard_truth();
+    let events = run_yard(WatchArgs {
+        regions: Some("motion".into()),
+        zone: vec!["left=0,0,480,540".parse().unwrap()],
+        ..Default::default()
+    });
+    let inside: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.centres.iter().all(|c| c.0 < 480.0))
+        .collect();
+    assert_eq!(inside.len(), 2, "the yard's left half holds two red stars");
+    assert_one_event_per_object(&events, &inside);
+    assert!(events.iter().all(|e| e.zone.as_deref() == Some("left")));
+}
+
+/// With nothing in view (before the first shape, between shapes, when the
+/// lights go on) the motion mask gives no region.
+#[test]
+fn yard_no_region_without_an_object_in_view_and_none_for_the_lights() {
+    let t: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("models/clips/yard/truth.json")).unwrap(),
+    )
+    .unwrap();
+    // Every shape's walk, watched or not (in part in view before its
+    // centre is), and the frames after it during which the place where it
+    // stood still is not background yet.
+    let busy: Vec<(u64, u64)> = t["spec"]["walks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let n = ["frames_in", "still", "frames_out"]
+                .map(|k| w[k].as_u64().unwrap())
+                .iter()
+                .sum::<u64>();
+            let start = w["start"].as_u64().unwrap();
+            (start, start + n + STEADY_FRAMES as u64 + 2)
+        })
+        .collect();
+    let lights = t["spec"]["lights_on"][0].as_u64().unwrap();
+    let mut motion = Motion::new();
+    let mut source = DirSource::open(&root().join("models/clips/yard")).unwrap();
+    let mut frame = Default::default();
+    let mut quiet = 0;
+    let mut quiet_around_lights = 0;
+    while source.next(&mut frame).unwrap() == clip_edge::watch::source::Next::Frame {
+        let f: &clip_edge::watch::source::Frame = &frame;
+        let regions = motion.update(&f.image).len();
+        if busy.iter().any(|&(a, b)| (a..=b).contains(&f.index)) {
+            continue;
+        }
+        assert_eq!(
+            regions, 0,
+            "frame {}: nothing in view, {regions} regions",
+            f.index
+        );
+        quiet += 1;
+        quiet_around_lights += (lights..=lights + 2).contains(&f.index) as u32;
+    }
+    assert!(
+        quiet >= 15 && quiet_around_lights == 3,
+        "{quiet} {quiet_around_lights}"
+    );
+}
