@@ -85,6 +85,10 @@ fn watched(engine: &Engine, labels: &[String]) -> Vec<Watched> {
 
 /// The yard through the loop with these region settings: the events.
 fn run_yard(args: WatchArgs) -> Vec<EventRecord> {
+    run_yard_with(args, None)
+}
+
+fn run_yard_with(args: WatchArgs, snapshots: Option<std::path::PathBuf>) -> Vec<EventRecord> {
     let (labels, _) = yard_truth();
     let mut engine = common::default_int8_engine();
     let watched = watched(&engine, &labels);
@@ -96,7 +100,7 @@ fn run_yard(args: WatchArgs) -> Vec<EventRecord> {
             rules: Rules::default(),
             fps: None,
             motion_threshold: None,
-            snapshots: None,
+            snapshots,
             source_name: "dir:models/clips/yard".into(),
             regions,
         };
@@ -164,10 +168,27 @@ fn assert_one_event_per_object(events: &[EventRecord], spans: &[&Span]) -> f64 {
 #[test]
 fn yard_motion_regions_find_each_object_once_with_its_box() {
     let (_, spans) = yard_truth();
-    let events = run_yard(WatchArgs {
-        regions: Some("motion".into()),
-        ..Default::default()
-    });
+    let snaps = common::scratch("yard-snapshots");
+    let events = run_yard_with(
+        WatchArgs {
+            regions: Some("motion".into()),
+            ..Default::default()
+        },
+        Some(snaps.clone()),
+    );
+    // Each start's snapshot has its box drawn (yellow) on the frame.
+    for e in events.iter().filter(|e| e.event == EventKind::Start) {
+        let img = image::open(e.snapshot.as_ref().unwrap()).unwrap().to_rgb8();
+        let [x, y, w, h] = e.bbox.unwrap();
+        for (px, py) in [(x + 1, y + 1), (x + w / 2, y + 1), (x + 1, y + h - 2)] {
+            let p = img.get_pixel(px, py).0;
+            assert!(
+                p[0] > 200 && p[1] > 180 && p[2] < 80,
+                "{:?} at {px},{py}: {p:?}",
+                e.snapshot
+            );
+        }
+    }
     let ratio = assert_one_event_per_object(&events, &spans.iter().collect::<Vec<_>>());
     eprintln!("largest box / object area: {ratio:.2}");
     assert!(
@@ -258,4 +279,44 @@ fn yard_no_region_without_an_object_in_view_and_none_for_the_lights() {
         quiet >= 15 && quiet_around_lights == 3,
         "{quiet} {quiet_around_lights}"
     );
+}
+
+/// A GPIO line follows its label: high from the first of two red stars in
+/// view at once until the last of them leaves (an end of one track while
+/// the other is open keeps it high).
+#[test]
+fn yard_a_gpio_line_stays_high_while_either_of_two_red_stars_is_in_view() {
+    use clip_edge::watch::gpio::GpioLines;
+    use embedded_hal_mock::eh1::digital::{Mock, State, Transaction};
+    let (labels, _) = yard_truth();
+    let mut engine = common::default_int8_engine();
+    let watched = watched(&engine, &labels);
+    let t = Transaction::set;
+    let (lo, hi) = (State::Low, State::High);
+    let red = Mock::new(&[t(lo), t(hi), t(lo), t(hi), t(hi), t(hi), t(lo)]);
+    let mut lines = GpioLines::new(vec![("red star".into(), red.clone(), "red".into())]);
+    {
+        let opts = Options {
+            watched,
+            rules: Rules::default(),
+            fps: None,
+            motion_threshold: None,
+            snapshots: None,
+            source_name: "dir:models/clips/yard".into(),
+            regions: WatchArgs {
+                regions: Some("motion".into()),
+                ..Default::default()
+            }
+            .region_options(&[])
+            .unwrap(),
+        };
+        let mut watcher = Watcher::new(&mut engine, opts, None, vec![&mut lines]);
+        let mut source = DirSource::open(&root().join("models/clips/yard")).unwrap();
+        watcher
+            .run(&mut source as &mut dyn FrameSource, &AtomicBool::new(false))
+            .unwrap();
+    }
+    assert_eq!(lines.errors, 0);
+    let mut red = red;
+    red.done();
 }

@@ -365,7 +365,20 @@ fn set_up(checked: Checked) -> Result<Service> {
     };
     let mqtt = mqtt_url.map(|u| {
         let node = node.clone().unwrap_or_else(host_name);
-        let m = mqtt::Mqtt::start(u, &labels, &node);
+        let zones: Vec<mqtt::ZoneLabels> = model
+            .opts
+            .regions
+            .zones
+            .iter()
+            .map(|z| {
+                let ls = match &z.watch {
+                    Some(list) => list.iter().map(|(i, _)| labels[*i].clone()).collect(),
+                    None => labels.clone(),
+                };
+                (z.name.clone(), ls)
+            })
+            .collect();
+        let m = mqtt::Mqtt::start(u, &labels, &node, &zones);
         for c in &closed {
             m.event(&serde_json::to_vec(c).expect("an event serialises"));
         }

@@ -20,6 +20,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::watch::events::{EventKind, EventRecord};
+use crate::watch::regions::Rect;
 use crate::watch::source::Frame;
 use crate::watch::{Sink, Watcher};
 
@@ -37,6 +38,7 @@ struct Metrics {
     events: Family<Vec<(String, String)>, Counter>,
     active: Gauge,
     source_lost: Counter,
+    crops: Counter,
 }
 
 struct State {
@@ -53,6 +55,9 @@ struct State {
     recent: VecDeque<EventRecord>,
     dropped_seen: u64,
     inferred_seen: u64,
+    crops_seen: u64,
+    /// The open events' boxes: (label index, box).
+    boxes: Vec<(usize, Rect)>,
 }
 
 /// What the server reads and the loop writes.
@@ -74,6 +79,12 @@ impl Status {
         let events = Family::<Vec<(String, String)>, Counter>::default();
         let active = Gauge::default();
         let source_lost = Counter::default();
+        let crops = Counter::default();
+        registry.register(
+            "crops",
+            "Regions of frames classified (with --regions or zones)",
+            crops.clone(),
+        );
         registry.register("frames", "Frames taken from the source", frames.clone());
         registry.register(
             "inferred_frames",
@@ -118,6 +129,8 @@ impl Status {
                 recent: VecDeque::with_capacity(RECENT_EVENTS + 1),
                 dropped_seen: 0,
                 inferred_seen: 0,
+                crops_seen: 0,
+                boxes: Vec::with_capacity(crate::watch::track::MAX_TRACKS),
             }),
             metrics: Metrics {
                 registry,
@@ -128,6 +141,7 @@ impl Status {
                 events,
                 active,
                 source_lost,
+                crops,
             },
             silent_after,
         })
@@ -146,6 +160,12 @@ impl Status {
             s.classify_ms_seen = st.classify_ms;
             s.inferred_seen = st.inferred;
         }
+        if st.crops > s.crops_seen {
+            self.metrics.crops.inc_by(st.crops - s.crops_seen);
+            s.crops_seen = st.crops;
+        }
+        s.boxes.clear();
+        s.boxes.extend(w.open_boxes());
         if st.dropped > s.dropped_seen {
             self.metrics.dropped.inc_by(st.dropped - s.dropped_seen);
             s.dropped_seen = st.dropped;
@@ -189,6 +209,7 @@ impl Status {
             "fps": s.fps,
             "top": top,
             "active": s.active.iter().map(|(l, id)| serde_json::json!({"label": l, "id": id})).collect::<Vec<_>>(),
+            "boxes": s.boxes.iter().map(|(l, r)| serde_json::json!({"label": s.labels.get(*l), "box": r.to_array()})).collect::<Vec<_>>(),
             "recent_events": s.recent,
         })
     }
@@ -200,14 +221,13 @@ impl Status {
             return None;
         }
         let img = &s.frame.image;
+        let mut rgb = img.rgb();
+        for (_, r) in &s.boxes {
+            crate::watch::regions::draw_box(rgb.to_mut(), img.width, img.height, *r);
+        }
         let mut out = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
-            .write_image(
-                &img.rgb(),
-                img.width,
-                img.height,
-                image::ExtendedColorType::Rgb8,
-            )
+            .write_image(&rgb, img.width, img.height, image::ExtendedColorType::Rgb8)
             .ok()?;
         Some(out)
     }
@@ -312,7 +332,8 @@ fn respond(status: &Status, req: tiny_http::Request) {
     }
 }
 
-/// The status page: the latest frame with its top labels, active and recent events.
+/// The status page: the latest frame (with the open events' boxes) and its
+/// top labels, active and recent events.
 const PAGE: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>clip-edge</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">

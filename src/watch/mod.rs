@@ -84,7 +84,12 @@ impl Sink for mqtt::Mqtt {
     fn event(&mut self, _watched: usize, record: &EventRecord, line: &[u8], label_on: bool) {
         mqtt::Mqtt::event(self, line);
         match record.event {
-            EventKind::Start | EventKind::End => self.state(&record.label, label_on),
+            EventKind::Start | EventKind::End => {
+                self.state(&record.label, label_on);
+                if let Some(zone) = &record.zone {
+                    self.zone_event(zone, &record.label, record.event == EventKind::Start);
+                }
+            }
             EventKind::SourceLost | EventKind::SourceBack => {}
         }
     }
@@ -251,14 +256,15 @@ impl<'a> Watcher<'a> {
         }
     }
 
-    /// The boxes of the tracks with an event open, with their labels.
-    pub fn open_boxes(&self) -> impl Iterator<Item = (&str, Rect)> {
+    /// The boxes of the tracks with an event open, with their labels'
+    /// indices in the bundle.
+    pub fn open_boxes(&self) -> impl Iterator<Item = (usize, Rect)> + '_ {
         let watched = &self.opts.watched;
         self.places
             .tracks
             .iter()
             .filter(|(_, t)| t.detector.active())
-            .map(move |(_, t)| (watched[t.watched].label.as_str(), t.last_box))
+            .map(move |(_, t)| (watched[t.watched].index, t.last_box))
     }
 
     /// Classifies `frame` (unless motion gating skips it), updates the
@@ -617,7 +623,7 @@ impl<'a> Watcher<'a> {
             use image::ImageEncoder;
             let mut rgb = f.image.rgb();
             if let Some(r) = rect {
-                draw_box(rgb.to_mut(), f.image.width, f.image.height, r);
+                regions::draw_box(rgb.to_mut(), f.image.width, f.image.height, r);
             }
             image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
                 .write_image(
@@ -770,31 +776,6 @@ struct Place {
     rect: Rect,
     track: u64,
     zone: Option<String>,
-}
-
-/// Draws `r` on an RGB image as a 3-pixel yellow frame (clipped).
-fn draw_box(rgb: &mut [u8], width: u32, height: u32, r: Rect) {
-    const COLOR: [u8; 3] = [255, 220, 0];
-    const THICK: u32 = 3;
-    let (w, h) = (width as usize, height as usize);
-    let x1 = (r.x + r.w).min(width) as usize;
-    let y1 = (r.y + r.h).min(height) as usize;
-    let (x0, y0) = ((r.x as usize).min(w), (r.y as usize).min(h));
-    let mut put = |x: usize, y: usize| {
-        let i = 3 * (y * w + x);
-        rgb[i..i + 3].copy_from_slice(&COLOR);
-    };
-    for y in y0..y1 {
-        for x in x0..x1 {
-            let edge = x < x0 + THICK as usize
-                || x + THICK as usize >= x1
-                || y < y0 + THICK as usize
-                || y + THICK as usize >= y1;
-            if edge {
-                put(x, y);
-            }
-        }
-    }
 }
 
 /// Mean absolute difference of two frames over every 7th byte (0-255

@@ -182,6 +182,64 @@ pub struct Mqtt {
     url: MqttUrl,
     shared: Arc<(Mutex<Outbox>, Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Per (zone, label) a zone watches: its events open now.
+    zone_open: Vec<(String, String, u32)>,
+}
+
+/// A zone's name and the labels it watches, for Home Assistant.
+pub type ZoneLabels = (String, Vec<String>);
+
+/// The retained Home Assistant discovery configs: one occupancy binary
+/// sensor per watched label (`PREFIX/<label>/state`) and, with zones, one
+/// per (zone, label) the zone watches (`PREFIX/<zone>/<label>/state`).
+fn discovery(prefix: &str, node: &str, labels: &[String], zones: &[ZoneLabels]) -> Vec<Message> {
+    let status = format!("{prefix}/status");
+    let device = serde_json::json!({
+        "identifiers": [format!("clip_edge_{}", slug(node))],
+        "name": format!("clip-edge {node}"),
+        "manufacturer": "clip-edge",
+        "model": "CLIP zero-shot camera",
+        "sw_version": env!("CARGO_PKG_VERSION"),
+    });
+    let sensor = |name: String, key: String, state_topic: String| {
+        let id = format!("clip_edge_{}_{key}", slug(node));
+        let config = serde_json::json!({
+            "name": name,
+            "unique_id": id,
+            "object_id": id,
+            "state_topic": state_topic,
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "availability_topic": status,
+            "device_class": "occupancy",
+            "device": device,
+        });
+        Message {
+            topic: format!("homeassistant/binary_sensor/{}/{key}/config", slug(node)),
+            payload: config.to_string().into_bytes(),
+            retain: true,
+        }
+    };
+    let mut out = Vec::new();
+    for label in labels {
+        let s = slug(label);
+        out.push(sensor(
+            label.clone(),
+            s.clone(),
+            format!("{prefix}/{s}/state"),
+        ));
+    }
+    for (zone, labels) in zones {
+        for label in labels {
+            let (z, s) = (slug(zone), slug(label));
+            out.push(sensor(
+                format!("{zone} {label}"),
+                format!("{z}__{s}"),
+                format!("{prefix}/{z}/{s}/state"),
+            ));
+        }
+    }
+    out
 }
 
 /// Counters for `--stats` and logs.
@@ -196,8 +254,9 @@ pub struct MqttStats {
 impl Mqtt {
     /// Starts the connection thread (it connects, and reconnects, by
     /// itself) and queues the discovery configs and initial `OFF` states of
-    /// `labels`. `node` names this device (a topic level).
-    pub fn start(url: MqttUrl, labels: &[String], node: &str) -> Mqtt {
+    /// `labels` (and of each zone's labels). `node` names this device (a
+    /// topic level).
+    pub fn start(url: MqttUrl, labels: &[String], node: &str, zones: &[ZoneLabels]) -> Mqtt {
         let status = format!("{}/status", url.prefix);
         let mut opts = MqttOptions::new(format!("clip-edge-{node}"), url.host.clone(), url.port);
         opts.set_keep_alive(Duration::from_secs(15))
@@ -212,6 +271,10 @@ impl Mqtt {
             url: url.clone(),
             shared: shared.clone(),
             thread: None,
+            zone_open: zones
+                .iter()
+                .flat_map(|(z, ls)| ls.iter().map(move |l| (z.clone(), l.clone(), 0)))
+                .collect(),
         };
         // What a (re)connection announces first.
         let mut hello = vec![Message {
@@ -219,31 +282,7 @@ impl Mqtt {
             payload: b"online".to_vec(),
             retain: true,
         }];
-        for label in labels {
-            let s = slug(label);
-            let config = serde_json::json!({
-                "name": label,
-                "unique_id": format!("clip_edge_{}_{s}", slug(node)),
-                "object_id": format!("clip_edge_{}_{s}", slug(node)),
-                "state_topic": format!("{}/{s}/state", url.prefix),
-                "payload_on": "ON",
-                "payload_off": "OFF",
-                "availability_topic": status,
-                "device_class": "occupancy",
-                "device": {
-                    "identifiers": [format!("clip_edge_{}", slug(node))],
-                    "name": format!("clip-edge {node}"),
-                    "manufacturer": "clip-edge",
-                    "model": "CLIP zero-shot camera",
-                    "sw_version": env!("CARGO_PKG_VERSION"),
-                },
-            });
-            hello.push(Message {
-                topic: format!("homeassistant/binary_sensor/{}/{s}/config", slug(node)),
-                payload: config.to_string().into_bytes(),
-                retain: true,
-            });
-        }
+        hello.extend(discovery(&url.prefix, node, labels, zones));
         let thread = std::thread::Builder::new()
             .name("clip-edge-mqtt".into())
             .spawn(move || connection_thread(opts, hello, shared))
@@ -252,7 +291,36 @@ impl Mqtt {
         for label in labels {
             mqtt.state(label, false);
         }
+        for i in 0..mqtt.zone_open.len() {
+            let (z, l, _) = mqtt.zone_open[i].clone();
+            mqtt.zone_state(&z, &l, false);
+        }
         mqtt
+    }
+
+    /// The retained state of `label` in `zone`.
+    fn zone_state(&self, zone: &str, label: &str, on: bool) {
+        self.push(Message {
+            topic: format!("{}/{}/{}/state", self.url.prefix, slug(zone), slug(label)),
+            payload: if on { b"ON".to_vec() } else { b"OFF".to_vec() },
+            retain: true,
+        });
+    }
+
+    /// Follows an event of a zone: the (zone, label) sensor is on while
+    /// any of its events is open.
+    pub fn zone_event(&mut self, zone: &str, label: &str, start: bool) {
+        let Some(i) = self
+            .zone_open
+            .iter()
+            .position(|(z, l, _)| z == zone && l == label)
+        else {
+            return;
+        };
+        let n = &mut self.zone_open[i].2;
+        *n = if start { *n + 1 } else { n.saturating_sub(1) };
+        let on = *n > 0;
+        self.zone_state(zone, label, on);
     }
 
     fn push(&self, m: Message) {
@@ -446,6 +514,51 @@ fn connection_thread(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zones_get_a_sensor_per_label_they_watch_and_follow_their_events() {
+        let zones = vec![("Porch".to_string(), vec!["red star".to_string()])];
+        let labels = vec!["red star".to_string(), "green square".to_string()];
+        let d = discovery("cam", "pi", &labels, &zones);
+        let topics: Vec<&str> = d.iter().map(|m| m.topic.as_str()).collect();
+        assert_eq!(
+            topics,
+            [
+                "homeassistant/binary_sensor/pi/red_star/config",
+                "homeassistant/binary_sensor/pi/green_square/config",
+                "homeassistant/binary_sensor/pi/porch__red_star/config",
+            ]
+        );
+        let c: serde_json::Value = serde_json::from_slice(&d[2].payload).unwrap();
+        assert_eq!(c["state_topic"], "cam/porch/red_star/state");
+        assert_eq!(c["name"], "Porch red star");
+        // No broker: the states wait in the outbox, in order.
+        let url: MqttUrl = "mqtt://127.0.0.1:9/cam".parse().unwrap();
+        let mut m = Mqtt::start(url, &labels, "pi", &zones);
+        m.zone_event("Porch", "red star", true);
+        m.zone_event("Porch", "red star", true);
+        m.zone_event("Porch", "red star", false);
+        m.zone_event("Porch", "red star", false);
+        m.zone_event("Yard", "red star", true);
+        let states: Vec<(String, String)> = m
+            .shared
+            .0
+            .lock()
+            .unwrap()
+            .queue
+            .iter()
+            .filter(|q| q.topic.starts_with("cam/porch/"))
+            .map(|q| {
+                (
+                    q.topic.clone(),
+                    String::from_utf8(q.payload.clone()).unwrap(),
+                )
+            })
+            .collect();
+        let on_off: Vec<&str> = states.iter().map(|(_, p)| p.as_str()).collect();
+        assert_eq!(on_off, ["OFF", "ON", "ON", "ON", "OFF"]);
+        m.finish(std::time::Duration::from_millis(10));
+    }
 
     #[test]
     fn urls_parse_and_bad_ones_are_named() {

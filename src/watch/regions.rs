@@ -618,6 +618,31 @@ fn merge_overlapping(rs: &mut Vec<Rect>) {
     }
 }
 
+/// Draws `r` on an RGB image as a 3-pixel yellow frame (clipped).
+pub fn draw_box(rgb: &mut [u8], width: u32, height: u32, r: Rect) {
+    const COLOR: [u8; 3] = [255, 220, 0];
+    const THICK: u32 = 3;
+    let (w, h) = (width as usize, height as usize);
+    let x1 = (r.x + r.w).min(width) as usize;
+    let y1 = (r.y + r.h).min(height) as usize;
+    let (x0, y0) = ((r.x as usize).min(w), (r.y as usize).min(h));
+    let mut put = |x: usize, y: usize| {
+        let i = 3 * (y * w + x);
+        rgb[i..i + 3].copy_from_slice(&COLOR);
+    };
+    for y in y0..y1 {
+        for x in x0..x1 {
+            let edge = x < x0 + THICK as usize
+                || x + THICK as usize >= x1
+                || y < y0 + THICK as usize
+                || y + THICK as usize >= y1;
+            if edge {
+                put(x, y);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
