@@ -176,18 +176,35 @@ fn yard_motion_regions_find_each_object_once_with_its_box() {
         },
         Some(snaps.clone()),
     );
-    // Each start's snapshot has its box drawn (yellow) on the frame.
+    // Each start's snapshot has its box drawn (yellow) on the frame, and
+    // its label in yellow on a dark band above it (or inside its top).
     for e in events.iter().filter(|e| e.event == EventKind::Start) {
         let img = image::open(e.snapshot.as_ref().unwrap()).unwrap().to_rgb8();
         let [x, y, w, h] = e.bbox.unwrap();
-        for (px, py) in [(x + 1, y + 1), (x + w / 2, y + 1), (x + 1, y + h - 2)] {
+        let yellow = |p: [u8; 3]| p[0] > 200 && p[1] > 180 && p[2] < 80;
+        for (px, py) in [
+            (x + 1, y + h - 2),
+            (x + w / 2, y + h - 2),
+            (x + w - 2, y + h - 2),
+        ] {
             let p = img.get_pixel(px, py).0;
-            assert!(
-                p[0] > 200 && p[1] > 180 && p[2] < 80,
-                "{:?} at {px},{py}: {p:?}",
-                e.snapshot
-            );
+            assert!(yellow(p), "{:?} at {px},{py}: {p:?}", e.snapshot);
         }
+        let top = if y >= 18 { y - 18 } else { y };
+        let text_w = 8 * 2 * e.label.len() as u32;
+        let left = x.min(img.width() - text_w - 2);
+        let band = (left + 1..left + text_w)
+            .flat_map(|px| (top + 1..top + 17).map(move |py| (px, py)))
+            .filter(|&(px, py)| px < img.width() && py < img.height())
+            .map(|(px, py)| img.get_pixel(px, py).0);
+        let (ink, dark) = band.fold((0, 0), |(i, d), p| {
+            (i + yellow(p) as u32, d + (p.iter().all(|&v| v < 60)) as u32)
+        });
+        assert!(
+            ink > 40 && dark > ink,
+            "{:?}: label band ink {ink}, dark {dark}",
+            e.snapshot
+        );
     }
     let ratio = assert_one_event_per_object(&events, &spans.iter().collect::<Vec<_>>());
     eprintln!("largest box / object area: {ratio:.2}");

@@ -222,8 +222,11 @@ impl Status {
         }
         let img = &s.frame.image;
         let mut rgb = img.rgb();
-        for (_, r) in &s.boxes {
-            crate::watch::regions::draw_box(rgb.to_mut(), img.width, img.height, *r);
+        for (l, r) in &s.boxes {
+            use crate::watch::regions::{draw_box, draw_label};
+            draw_box(rgb.to_mut(), img.width, img.height, *r);
+            let label = s.labels.get(*l).map_or("", String::as_str);
+            draw_label(rgb.to_mut(), img.width, img.height, *r, label);
         }
         let mut out = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)

@@ -551,7 +551,10 @@ impl<'a> Watcher<'a> {
         };
         let snapshot = match (kind, &self.opts.snapshots) {
             (EventKind::Start, Some(dir)) => {
-                self.snapshot(dir, &id, frame, place.as_ref().map(|p| p.rect))?
+                let mark = place
+                    .as_ref()
+                    .map(|p| (p.rect, self.opts.watched[i].label.as_str()));
+                self.snapshot(dir, &id, frame, mark)?
             }
             _ => None,
         };
@@ -590,13 +593,13 @@ impl<'a> Watcher<'a> {
 
     /// Writes the start frame (or, when it has left the window, the oldest
     /// frame kept) as `DIR/<id>.jpg`, atomically, with the event's box
-    /// drawn on it.
+    /// and label drawn on it.
     fn snapshot(
         &self,
         dir: &Path,
         id: &str,
         frame: u64,
-        rect: Option<Rect>,
+        mark: Option<(Rect, &str)>,
     ) -> Result<Option<String>, WatchError> {
         let Some(f) = self
             .recent
@@ -622,8 +625,10 @@ impl<'a> Watcher<'a> {
         {
             use image::ImageEncoder;
             let mut rgb = f.image.rgb();
-            if let Some(r) = rect {
-                regions::draw_box(rgb.to_mut(), f.image.width, f.image.height, r);
+            if let Some((r, label)) = mark {
+                let (w, h) = (f.image.width, f.image.height);
+                regions::draw_box(rgb.to_mut(), w, h, r);
+                regions::draw_label(rgb.to_mut(), w, h, r, label);
             }
             image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
                 .write_image(
