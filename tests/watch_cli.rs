@@ -116,7 +116,7 @@ fn events_match_the_clip_truth_and_motion_gating_changes_none() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let stats: Value = common::last_json_line(&out.stdout);
         assert_eq!(stats["stats"]["frames"], 137);
         assert_eq!(stats["engine"], "native");
         let log = read_log(&events);
@@ -239,7 +239,7 @@ fn stdin_mjpeg_plays_a_concatenated_stream_to_its_end() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stats: Value = common::last_json_line(&out.stdout);
     let frames = stats["stats"]["frames"].as_u64().unwrap();
     let dropped = stats["stats"]["dropped"].as_u64().unwrap();
     assert_eq!(frames + dropped, files.len() as u64, "{stats}");
@@ -387,7 +387,7 @@ fn with_no_bundle_source_or_config_flag_the_default_config_is_read() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stats: Value = common::last_json_line(&out.stdout);
     assert_eq!(
         (
             stats["stats"]["frames"].as_u64(),
@@ -421,4 +421,56 @@ fn with_no_bundle_source_or_config_flag_the_default_config_is_read() {
             && err.contains("absent.toml: no such file"),
         "{err}"
     );
+}
+
+/// With nothing but bundle, source and labels, `watch` says what it runs
+/// and prints a line per event; `-q` prints nothing; `--json-events`
+/// prints the log's JSON lines (and the start-up line on stderr).
+#[test]
+fn watch_talks_a_line_per_event_quiet_says_nothing_json_events_print_json() {
+    let run = |extra: &[&str]| {
+        let out = bin()
+            .arg("watch")
+            .arg("--bundle")
+            .arg(bundle())
+            .arg("--source")
+            .arg(format!("dir:{}", clip().display()))
+            .args(["--watch", "Red_Star"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (out, _) = run(&[]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("watching dir:") && lines[0].contains("for red star (0.5) with "),
+        "{out}"
+    );
+    let events: Vec<&str> = lines[1..].to_vec();
+    assert_eq!(events.len(), 4, "{out}");
+    for (line, kind) in events.iter().zip(["start", "end", "start", "end"]) {
+        let words: Vec<&str> = line.split(' ').collect();
+        assert!(words[0].ends_with('Z') && words[0].len() == 9, "{line}");
+        assert_eq!(&words[1..4], [kind, "red", "star"], "{line}");
+        assert!(words[5] == "frame", "{line}");
+    }
+    let (out, _) = run(&["-q"]);
+    assert_eq!(out, "");
+    let (out, err) = run(&["--json-events"]);
+    assert!(err.contains("watching dir:"), "{err}");
+    let json: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(json.len(), 4);
+    assert!(json.iter().all(|v| v["label"] == "red star"));
 }

@@ -176,7 +176,7 @@ fn every_event_arrives_across_a_broker_restart() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stats: Value = common::last_json_line(&out.stdout);
 
     let lines: Vec<String> = std::fs::read_to_string(&log)
         .unwrap()

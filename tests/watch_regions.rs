@@ -248,6 +248,44 @@ fn yard_zone_over_the_left_half_fires_only_for_objects_inside_it() {
     assert!(events.iter().all(|e| e.zone.as_deref() == Some("left")));
 }
 
+/// Two zones from a config, the right one watching green squares only: the
+/// left half's red stars are "left" events, the green square a "right"
+/// one, and the red star on the right fires nothing.
+#[test]
+fn yard_zones_keep_their_own_watch_lists() {
+    let (_, spans) = yard_truth();
+    let args: WatchArgs = toml::from_str(
+        r#"
+        regions = "motion"
+        [[zone]]
+        name = "left"
+        box = [0, 0, 480, 540]
+        [[zone]]
+        name = "right"
+        box = [480, 0, 480, 540]
+        watch = ["green square"]
+        "#,
+    )
+    .unwrap();
+    let events = run_yard(args);
+    let left: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.centres.iter().all(|c| c.0 < 480.0))
+        .collect();
+    let right: Vec<&Span> = spans.iter().filter(|s| s.label == "green square").collect();
+    assert_eq!((left.len(), right.len()), (2, 1));
+    let both: Vec<&Span> = left.iter().chain(&right).copied().collect();
+    assert_one_event_per_object(&events, &both);
+    for e in &events {
+        let want = if e.label == "green square" {
+            "right"
+        } else {
+            "left"
+        };
+        assert_eq!(e.zone.as_deref(), Some(want), "{e:?}");
+    }
+}
+
 /// With nothing in view (before the first shape, between shapes, when the
 /// lights go on) the motion mask gives no region.
 #[test]

@@ -154,7 +154,7 @@ fn child_ffmpeg_plays_a_video_file_to_its_end_as_dir_does() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stats: Value = common::last_json_line(&out.stdout);
     assert_eq!(stats["stats"]["frames"], 137, "{stats}");
     assert_eq!(stats["stats"]["dropped"], 0, "{stats}");
     assert_matches_truth(&spans_from(&read_log(&events), 0), 0);

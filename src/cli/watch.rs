@@ -34,6 +34,85 @@ fn host_name() -> String {
         .unwrap_or_else(|| "clip-edge".into())
 }
 
+/// Events on stdout: a human line each (`12:04:31Z start red star 0.97
+/// frame 212`), or the JSON log line.
+struct Console {
+    json: bool,
+}
+
+impl Sink for Console {
+    fn event(&mut self, _watched: usize, r: &watch::events::EventRecord, line: &[u8], _on: bool) {
+        if self.json {
+            out!("{}", String::from_utf8_lossy(line));
+            return;
+        }
+        out!("{}", human_line(r));
+    }
+}
+
+/// One event as a person reads it.
+fn human_line(r: &watch::events::EventRecord) -> String {
+    use watch::events::EventKind;
+    // RFC 3339 UTC: the time of day, seconds.
+    let clock = r
+        .time
+        .get(11..19)
+        .map_or(r.time.clone(), |t| format!("{t}Z"));
+    let mut s = match r.event {
+        EventKind::Start | EventKind::End => format!(
+            "{clock} {} {} {:.2} frame {}",
+            if r.event == EventKind::Start {
+                "start"
+            } else {
+                "end"
+            },
+            r.label,
+            r.score,
+            r.frame
+        ),
+        EventKind::SourceLost => format!("{clock} source lost at frame {}", r.frame),
+        EventKind::SourceBack => format!("{clock} source back"),
+    };
+    if let Some(z) = &r.zone {
+        s += &format!(" zone {z}");
+    }
+    if let Some([x, y, w, h]) = r.bbox {
+        s += &format!(" box {x},{y} {w}x{h}");
+    }
+    if let Some(t) = r.track {
+        s += &format!(" track {t}");
+    }
+    if let Some(why) = &r.reason {
+        s += &format!(" ({why})");
+    }
+    s
+}
+
+/// The start-up line: what runs, on what, watching what.
+fn hello_line(model: &Model, spec: &str) -> String {
+    let e = &model.engine;
+    let kernels = match e.native_summary() {
+        Some(n) => format!(", kernels {}", n.kernels),
+        None => String::new(),
+    };
+    let labels: Vec<String> = model
+        .opts
+        .watched
+        .iter()
+        .map(|w| format!("{} ({})", w.label, w.threshold))
+        .collect();
+    format!(
+        "watching {} for {} with {} ({} {}, {} engine{kernels}, regions {})",
+        watch::source::redacted(spec),
+        labels.join(", "),
+        model.bundle.display(),
+        e.bundle.manifest.model.architecture,
+        e.bundle.manifest.precision,
+        e.kind(),
+        model.opts.regions.mode,
+    )
+}
+
 /// What a reload can change: the bundle, what is watched and how.
 struct Model {
     engine: Engine,
@@ -129,6 +208,7 @@ struct Service {
     mqtt: Option<mqtt::Mqtt>,
     status: Option<Arc<http::Status>>,
     status_sink: Option<http::StatusSink>,
+    console: Option<Console>,
     systemd: Systemd,
     stop: Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
@@ -172,7 +252,16 @@ pub fn run(cli: WatchArgs) -> Result<ExitCode> {
             });
         }
     };
-    let mut service = set_up(checked)?;
+    let console = (!cli.quiet).then_some(Console {
+        json: cli.json_events,
+    });
+    // With --json-events stdout holds JSON lines only.
+    match &console {
+        Some(c) if c.json => eprintln!("{}", hello_line(&checked.model, &checked.spec)),
+        Some(_) => out!("{}", hello_line(&checked.model, &checked.spec)),
+        None => {}
+    }
+    let mut service = set_up(checked, console)?;
     let result = service.run(&cli);
     service.finish(result, args.stats)
 }
@@ -320,7 +409,7 @@ fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<anyhow::Error>
 
 /// Opens the edges and the source, installs the signal handlers and tells
 /// systemd the service is ready.
-fn set_up(checked: Checked) -> Result<Service> {
+fn set_up(checked: Checked, console: Option<Console>) -> Result<Service> {
     let Checked {
         spec,
         gpio_specs,
@@ -432,6 +521,7 @@ fn set_up(checked: Checked) -> Result<Service> {
         mqtt,
         status,
         status_sink,
+        console,
         systemd,
         stop,
         reload,
@@ -453,6 +543,9 @@ impl Service {
             }
             if let Some(m) = self.mqtt.as_mut() {
                 sinks.push(m);
+            }
+            if let Some(c) = self.console.as_mut() {
+                sinks.push(c);
             }
             let mut watcher = Watcher::new(
                 &mut self.model.engine,
@@ -477,7 +570,17 @@ impl Service {
                     Ok(Ended::Paused) => {
                         self.reload.store(false, Ordering::Relaxed);
                         log::warn!("SIGHUP: reloading the config and the bundle");
-                        match reload(cli, &self.spec, self.threads) {
+                        // Zones are checked against the frames coming now.
+                        let fits = |m: Model| match watcher.frame_size() {
+                            Some((w, h)) => m
+                                .opts
+                                .regions
+                                .check_frame(w, h)
+                                .map(|()| m)
+                                .map_err(anyhow::Error::msg),
+                            None => Ok(m),
+                        };
+                        match reload(cli, &self.spec, self.threads).and_then(fits) {
                             Ok(new) => match watcher.end_all("reload") {
                                 Ok(()) => break Ok(Some(new)),
                                 Err(e) => break Err(e.into()),

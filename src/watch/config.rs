@@ -114,6 +114,15 @@ pub struct WatchArgs {
     #[arg(long)]
     #[serde(skip)]
     pub stats: bool,
+    /// No start-up line and no event lines on stdout (--stats still prints).
+    #[arg(short, long)]
+    #[serde(skip)]
+    pub quiet: bool,
+    /// Print each event as its JSON log line instead of a human line (and
+    /// the start-up line on stderr).
+    #[arg(long, conflicts_with = "quiet")]
+    #[serde(skip)]
+    pub json_events: bool,
     /// Check the settings (config, bundle, labels, source, GPIO, MQTT,
     /// HTTP) without starting: one line per problem, exit 0 when there is
     /// none, 78 (EX_CONFIG) otherwise.
@@ -169,6 +178,8 @@ impl WatchArgs {
             health_timeout: self.health_timeout.or(file.health_timeout),
             config: self.config,
             stats: self.stats,
+            quiet: self.quiet,
+            json_events: self.json_events,
             check: self.check,
         })
     }
@@ -264,8 +275,17 @@ impl WatchArgs {
                 ZoneSpec::Flag(s) => zone_flag(s)?,
                 ZoneSpec::Table(t) => zone_table(t, watched)?,
             };
-            if zones.iter().any(|z| z.name == zone.name) {
-                return Err(format!("zone {:?}: given twice", zone.name));
+            // Names are MQTT topic levels and Home Assistant ids as slugs.
+            let slug = super::mqtt::slug(&zone.name);
+            if let Some(z) = zones.iter().find(|z| super::mqtt::slug(&z.name) == slug) {
+                return Err(if z.name == zone.name {
+                    format!("zone {:?}: given twice", zone.name)
+                } else {
+                    format!(
+                        "zones {:?} and {:?}: one name in MQTT topics ({slug:?}); rename one",
+                        z.name, zone.name
+                    )
+                });
             }
             zones.push(zone);
         }
@@ -363,7 +383,12 @@ fn zone_table(t: &ZoneTable, watched: &[Watched]) -> Result<Zone, String> {
                     c[0], c[1]
                 ));
             }
-            ZoneArea::Polygon(p.clone())
+            let area = ZoneArea::Polygon(p.clone());
+            let b = area.bbox();
+            if b.w == 0 || b.h == 0 {
+                return Err(format!("zone {name:?}: the polygon has no area"));
+            }
+            area
         }
         _ => {
             return Err(format!(

@@ -102,10 +102,10 @@ impl Detector {
         self.active
     }
 
-    /// No event open and no positive frame in the window: nothing this
-    /// detector remembers can start one.
+    /// No event open, no positive frame in the window and no cooldown
+    /// running: the detector holds nothing a fresh one would not.
     pub fn idle(&self) -> bool {
-        !self.active && self.history & self.window_mask() == 0
+        !self.active && self.history & self.window_mask() == 0 && self.cooldown_left == 0
     }
 
     fn window_mask(&self) -> u64 {

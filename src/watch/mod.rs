@@ -324,15 +324,11 @@ impl<'a> Watcher<'a> {
     fn step_regions(&mut self, frame: &Frame, t0: Instant) -> Result<usize, WatchError> {
         let img = &frame.image;
         let (w, h) = (img.width, img.height);
+        if self.places.sized_for != (w, h) {
+            self.resize_places(img)?;
+        }
         let ropts = &self.opts.regions;
         let p = &mut self.places;
-        if p.sized_for != (w, h) {
-            ropts.check_frame(w, h).map_err(WatchError::Settings)?;
-            if let RegionMode::Tiles { cols, rows } = ropts.mode {
-                regions::tiles(w, h, cols, rows, &mut p.tiles);
-            }
-            p.sized_for = (w, h);
-        }
         p.proposals.clear();
         match ropts.mode {
             RegionMode::Motion => {
@@ -452,7 +448,11 @@ impl<'a> Watcher<'a> {
                 self.end_all("source_lost")?;
                 (EventKind::SourceLost, Some(why))
             }
-            source::SourceNote::Back => (EventKind::SourceBack, None),
+            source::SourceNote::Back => {
+                // The scene may have changed while the source was away.
+                self.places.motion.reset();
+                (EventKind::SourceBack, None)
+            }
         };
         let record = EventRecord {
             event: kind,
@@ -512,6 +512,46 @@ impl<'a> Watcher<'a> {
         self.write_event(i, t, id, reason, None)
     }
 
+    /// Sizes the regions' state for `w x h` frames (the first frame, or a
+    /// source that changed its size): the tracks' events end (their boxes
+    /// are in the old frame), the zones and tiles are checked, and the
+    /// preprocessor's buffers grown for the largest square crop, so that
+    /// no later crop allocates.
+    fn resize_places(&mut self, img: &DecodedImage) -> Result<(), WatchError> {
+        let (w, h) = (img.width, img.height);
+        if self.places.sized_for != (0, 0) {
+            log::warn!(
+                "the source's frames changed size from {}x{} to {w}x{h}: tracks start again",
+                self.places.sized_for.0,
+                self.places.sized_for.1
+            );
+            self.end_all("frame_size")?;
+            self.places.tracks.clear();
+        }
+        self.places.motion.reset();
+        let ropts = &self.opts.regions;
+        ropts.check_frame(w, h).map_err(WatchError::Settings)?;
+        let p = &mut self.places;
+        if let RegionMode::Tiles { cols, rows } = ropts.mode {
+            regions::tiles(w, h, cols, rows, &mut p.tiles);
+        }
+        p.sized_for = (w, h);
+        if ropts.mode == RegionMode::Motion && w > 0 && h > 0 {
+            // The largest crop a region or a track's box can take.
+            let side = w.min(h);
+            p.crop.crop_from(img, 0, 0, side, side);
+            self.engine
+                .preprocess(&self.places.crop.view())
+                .map_err(|source| WatchError::Engine { frame: 0, source })?;
+        }
+        Ok(())
+    }
+
+    /// The size of the frames the regions were last sized for.
+    pub fn frame_size(&self) -> Option<(u32, u32)> {
+        (self.places.sized_for != (0, 0)).then_some(self.places.sized_for)
+    }
+
     /// An event of the track in `slot`: its box, number and zone.
     fn emit_track(
         &mut self,
@@ -534,6 +574,11 @@ impl<'a> Watcher<'a> {
             zone: track.zone.map(|z| self.opts.regions.zones[z].name.clone()),
         };
         let i = track.watched;
+        let id = if id.is_empty() {
+            self.ids.next_id()
+        } else {
+            id
+        };
         self.write_event(i, t, id, reason, Some(place))
     }
 

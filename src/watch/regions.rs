@@ -255,9 +255,21 @@ impl RegionOptions {
         self.mode == RegionMode::Full && self.zones.is_empty()
     }
 
-    /// The first zone that does not lie inside a `width x height` frame,
-    /// as a one-line error.
+    /// The first zone that does not lie inside a `width x height` frame, or
+    /// a tile grid that cannot cover it, as a one-line error.
     pub fn check_frame(&self, width: u32, height: u32) -> Result<(), String> {
+        if let RegionMode::Tiles { cols, rows } = self.mode {
+            // Square tiles are at most the frame's shorter side.
+            let side = width.min(height).max(1);
+            let (need_c, need_r) = (width.div_ceil(side), height.div_ceil(side));
+            if cols < need_c || rows < need_r {
+                return Err(format!(
+                    "--regions tiles:{cols}x{rows}: square tiles cannot cover the source's {width}x{height} frame (use at least tiles:{}x{})",
+                    cols.max(need_c),
+                    rows.max(need_r)
+                ));
+            }
+        }
         for z in &self.zones {
             let b = z.area.bbox();
             if !b.within(width, height) {
@@ -612,9 +624,8 @@ fn merge_overlapping(rs: &mut Vec<Rect>) {
                 j += 1;
             }
         }
-        if !merged {
-            i += 1;
-        }
+        // A union may now overlap one before it: look again from the start.
+        i = if merged { 0 } else { i + 1 };
     }
 }
 
@@ -783,6 +794,28 @@ mod tests {
         }
         let steady = STEADY_FRAMES as i32;
         assert!((steady - 2..=steady).contains(&still), "{still}");
+    }
+
+    #[test]
+    fn overlapping_regions_are_merged_whatever_their_order() {
+        let mut rs = vec![
+            Rect::new(0, 0, 10, 10),
+            Rect::new(20, 0, 10, 30),
+            Rect::new(5, 20, 20, 10),
+        ];
+        merge_overlapping(&mut rs);
+        assert_eq!(rs, [Rect::new(0, 0, 30, 30)]);
+    }
+
+    #[test]
+    fn a_tile_grid_that_cannot_cover_the_frame_is_named() {
+        let r = RegionOptions {
+            mode: RegionMode::Tiles { cols: 1, rows: 1 },
+            ..Default::default()
+        };
+        let e = r.check_frame(960, 540).unwrap_err();
+        assert!(e.contains("tiles:1x1") && e.contains("tiles:2x1"), "{e}");
+        assert!(r.check_frame(540, 540).is_ok());
     }
 
     #[test]

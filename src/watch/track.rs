@@ -94,8 +94,10 @@ impl Tracks {
         self.slots.get_mut(slot)?.as_mut()
     }
 
-    /// Feeds frame `frame`'s detections (sorted here by score, best first)
-    /// to the tracks: `out` receives each track's start or end.
+    /// Feeds frame `frame`'s detections to the tracks: first those made at
+    /// a track's own last box (an object standing still keeps its track),
+    /// then the rest, best score first. `out` receives each track's start
+    /// or end.
     pub fn step(
         &mut self,
         frame: u64,
@@ -103,8 +105,10 @@ impl Tracks {
         out: &mut Vec<(usize, Transition)>,
     ) {
         detections.sort_unstable_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
+            b.from_track
+                .is_some()
+                .cmp(&a.from_track.is_some())
+                .then(b.score.total_cmp(&a.score))
                 .then((a.rect.x, a.rect.y).cmp(&(b.rect.x, b.rect.y)))
         });
         for t in self.slots.iter_mut().flatten() {
@@ -176,7 +180,7 @@ impl Tracks {
     }
 
     /// Forgets the tracks that hold nothing: no open event, no positive in
-    /// the start window (call after the transitions are handled).
+    /// the start window, no cooldown (call after the transitions are handled).
     pub fn retire_idle(&mut self) {
         for slot in self.slots.iter_mut() {
             if slot
@@ -195,6 +199,11 @@ impl Tracks {
                 out.push((i, tr));
             }
         }
+    }
+
+    /// Forgets every track (their events must have ended).
+    pub fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|s| *s = None);
     }
 
     /// Whether a track of watched label `watched` has an event open.
@@ -283,6 +292,61 @@ mod tests {
             .collect();
         let got = run(&frames);
         assert_eq!(got.iter().filter(|g| g.1 == 's').count(), 3, "{got:?}");
+    }
+
+    #[test]
+    fn a_cooldown_holds_off_the_same_object_in_its_track() {
+        let rules = Rules {
+            cooldown: 6,
+            ..Rules::default()
+        };
+        let mut tracks = Tracks::new(rules);
+        let mut starts = Vec::new();
+        let mut out = Vec::new();
+        // Seen 3 frames, gone 3 (the event ends), back for 4, gone 3, back.
+        let pattern = "111000111100011111";
+        for (f, c) in pattern.chars().enumerate() {
+            let mut dets = if c == '1' {
+                vec![det(0, 100, 100)]
+            } else {
+                vec![]
+            };
+            out.clear();
+            tracks.step(f as u64, &mut dets, &mut out);
+            for &(slot, tr) in &out {
+                let t = tracks.get_mut(slot).unwrap();
+                match tr {
+                    Transition::Start { frame, .. } => {
+                        t.open_id = Some("open".into());
+                        starts.push(frame);
+                    }
+                    Transition::End { .. } => t.open_id = None,
+                }
+            }
+            tracks.retire_idle();
+        }
+        // The end is decided at frame 5; frames 6..=11 cannot start one
+        // (the cooldown counts every frame), frame 13 does.
+        assert_eq!(starts, [0, 13]);
+    }
+
+    #[test]
+    fn a_still_objects_own_box_keeps_its_track_against_a_better_neighbour() {
+        let mut tracks = Tracks::new(Rules::default());
+        let mut out = Vec::new();
+        for f in 0..3 {
+            tracks.step(f, &mut [det(0, 300, 200)], &mut out);
+        }
+        let mut still = det(0, 300, 200);
+        still.from_track = Some(0);
+        still.score = 0.6;
+        let passer = det(0, 350, 200);
+        tracks.step(3, &mut [passer, still], &mut out);
+        let (_, t) = tracks.iter().next().unwrap();
+        assert_eq!(t.last_box, still.rect);
+        // The passer, this close to the matched track, is taken for the
+        // same object seen twice.
+        assert_eq!(tracks.iter().count(), 1);
     }
 
     #[test]

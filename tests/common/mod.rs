@@ -166,3 +166,11 @@ pub fn clip_truth() -> (Vec<String>, Vec<(String, i64, i64)>) {
         .collect();
     (watched, spans)
 }
+
+/// The last line of a command's stdout as JSON (`watch --stats` prints its
+/// object after the start-up and event lines).
+pub fn last_json_line(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
