@@ -125,8 +125,10 @@ fn example_config_is_valid_and_names_a_packaged_bundle() {
     );
     // Its labels are labels of that bundle, its rules valid.
     let bundle = clip_edge::bundle::Bundle::open(&root().join("models/default-int8")).unwrap();
-    args.watched(bundle.labels()).unwrap();
+    let watched = args.watched(bundle.labels()).unwrap();
     args.rules().unwrap();
+    args.region_options(&watched).unwrap();
+    assert!(args.snapshot_retention().unwrap().max_bytes.is_some());
 }
 
 #[test]

@@ -64,6 +64,7 @@ fn gpio_lines_follow_the_clip_events_exactly() {
             fps: None,
             motion_threshold: None,
             snapshots: None,
+            snapshot_retention: Default::default(),
             source_name: "dir:models/clips/shapes".into(),
             regions: Default::default(),
         };
@@ -256,6 +257,7 @@ fn a_lost_camera_is_reopened_and_the_log_says_so() {
         fps: None,
         motion_threshold: None,
         snapshots: None,
+        snapshot_retention: Default::default(),
         source_name: "test camera".into(),
         regions: Default::default(),
     };
@@ -409,6 +411,7 @@ fn dir_frames_embed_exactly_as_classify_embeds_the_same_files() {
         fps: None,
         motion_threshold: None,
         snapshots: None,
+        snapshot_retention: Default::default(),
         source_name: "dir".into(),
         regions: Default::default(),
     };

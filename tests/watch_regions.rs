@@ -101,6 +101,7 @@ fn run_yard_with(args: WatchArgs, snapshots: Option<std::path::PathBuf>) -> Vec<
             fps: None,
             motion_threshold: None,
             snapshots,
+            snapshot_retention: Default::default(),
             source_name: "dir:models/clips/yard".into(),
             regions,
         };
@@ -357,6 +358,7 @@ fn yard_a_gpio_line_stays_high_while_either_of_two_red_stars_is_in_view() {
             fps: None,
             motion_threshold: None,
             snapshots: None,
+            snapshot_retention: Default::default(),
             source_name: "dir:models/clips/yard".into(),
             regions: WatchArgs {
                 regions: Some("motion".into()),

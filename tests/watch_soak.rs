@@ -80,6 +80,7 @@ fn frames_without_events_allocate_nothing_and_rss_stays_flat() {
         fps: None,
         motion_threshold: Some(1.0),
         snapshots: Some(scratch.join("snaps")),
+        snapshot_retention: Default::default(),
         source_name: "memory".into(),
         regions: Default::default(),
     };
@@ -165,6 +166,7 @@ fn motion_regions_allocate_nothing_on_frames_without_events() {
         fps: None,
         motion_threshold: None,
         snapshots: None,
+        snapshot_retention: Default::default(),
         source_name: "memory".into(),
         regions: clip_edge::watch::regions::RegionOptions {
             mode: clip_edge::watch::regions::RegionMode::Motion,

@@ -176,6 +176,7 @@ fn load_model(args: &WatchArgs, source: &str, threads: usize) -> Result<Model> {
         .watched(engine.bundle.labels())
         .map_err(anyhow::Error::msg)?;
     let regions = args.region_options(&watched).map_err(anyhow::Error::msg)?;
+    let snapshot_retention = args.snapshot_retention().map_err(anyhow::Error::msg)?;
     if args.motion_threshold.is_some() && !regions.whole_frame() {
         bail!("--motion-threshold: skips whole frames, so it applies with --regions full and no zone only");
     }
@@ -185,6 +186,7 @@ fn load_model(args: &WatchArgs, source: &str, threads: usize) -> Result<Model> {
         fps: args.fps,
         motion_threshold: args.motion_threshold,
         snapshots: args.snapshots.clone(),
+        snapshot_retention,
         source_name: watch::source::redacted(source),
         regions,
     };

@@ -39,6 +39,9 @@ struct Metrics {
     active: Gauge,
     source_lost: Counter,
     crops: Counter,
+    log_write_failures: Counter,
+    snapshot_write_failures: Counter,
+    snapshots_removed: Counter,
 }
 
 struct State {
@@ -58,6 +61,9 @@ struct State {
     crops_seen: u64,
     /// The open events' boxes: (label index, box).
     boxes: Vec<(usize, Rect)>,
+    /// Why the loop runs degraded (a disk refusing writes).
+    trouble: Option<String>,
+    writes_seen: [u64; 3],
 }
 
 /// What the server reads and the loop writes.
@@ -80,6 +86,24 @@ impl Status {
         let active = Gauge::default();
         let source_lost = Counter::default();
         let crops = Counter::default();
+        let log_write_failures = Counter::default();
+        let snapshot_write_failures = Counter::default();
+        let snapshots_removed = Counter::default();
+        registry.register(
+            "log_write_failures",
+            "Event lines the disk refused (they wait in memory)",
+            log_write_failures.clone(),
+        );
+        registry.register(
+            "snapshot_write_failures",
+            "Snapshots the disk refused (the event says snapshot_error)",
+            snapshot_write_failures.clone(),
+        );
+        registry.register(
+            "snapshots_removed",
+            "Snapshots removed to keep the folder within its size and age",
+            snapshots_removed.clone(),
+        );
         registry.register(
             "crops",
             "Regions of frames classified (with --regions or zones)",
@@ -131,6 +155,8 @@ impl Status {
                 inferred_seen: 0,
                 crops_seen: 0,
                 boxes: Vec::with_capacity(crate::watch::track::MAX_TRACKS),
+                trouble: None,
+                writes_seen: [0; 3],
             }),
             metrics: Metrics {
                 registry,
@@ -142,6 +168,9 @@ impl Status {
                 active,
                 source_lost,
                 crops,
+                log_write_failures,
+                snapshot_write_failures,
+                snapshots_removed,
             },
             silent_after,
         })
@@ -166,6 +195,27 @@ impl Status {
         }
         s.boxes.clear();
         s.boxes.extend(w.open_boxes());
+        let writes = [
+            st.log_write_errors,
+            st.snapshot_write_errors,
+            st.snapshots_removed,
+        ];
+        for (k, c) in [
+            &self.metrics.log_write_failures,
+            &self.metrics.snapshot_write_failures,
+            &self.metrics.snapshots_removed,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if writes[k] > s.writes_seen[k] {
+                c.inc_by(writes[k] - s.writes_seen[k]);
+                s.writes_seen[k] = writes[k];
+            }
+        }
+        if s.trouble.as_deref() != w.trouble_now() {
+            s.trouble = w.trouble_now().map(str::to_string);
+        }
         if st.dropped > s.dropped_seen {
             self.metrics.dropped.inc_by(st.dropped - s.dropped_seen);
             s.dropped_seen = st.dropped;
@@ -190,6 +240,11 @@ impl Status {
         s.last_at.is_some_and(|t| t.elapsed() <= self.silent_after)
     }
 
+    /// Why the loop runs degraded, if it does.
+    fn trouble(&self) -> Option<String> {
+        self.state.lock().ok()?.trouble.clone()
+    }
+
     fn state_json(&self) -> serde_json::Value {
         let s = self.state.lock().expect("status");
         let mut order: Vec<usize> = (0..s.scores.len()).collect();
@@ -207,6 +262,7 @@ impl Status {
                 "age_s": s.last_at.map(|t| t.elapsed().as_secs_f64()),
             },
             "fps": s.fps,
+            "degraded": s.trouble,
             "top": top,
             "active": s.active.iter().map(|(l, id)| serde_json::json!({"label": l, "id": id})).collect::<Vec<_>>(),
             "boxes": s.boxes.iter().map(|(l, r)| serde_json::json!({"label": s.labels.get(*l), "box": r.to_array()})).collect::<Vec<_>>(),
@@ -307,7 +363,12 @@ fn respond(status: &Status, req: tiny_http::Request) {
     let r = match (req.method(), path.as_str()) {
         (tiny_http::Method::Get, "/healthz") => {
             if status.healthy() {
-                ok(b"ok\n".to_vec(), "text/plain")
+                match status.trouble() {
+                    // Frames flow and events are delivered: up, but say why
+                    // something is not kept.
+                    Some(why) => ok(format!("degraded: {why}\n").into_bytes(), "text/plain"),
+                    None => ok(b"ok\n".to_vec(), "text/plain"),
+                }
             } else {
                 ok(b"no frame lately\n".to_vec(), "text/plain").with_status_code(503)
             }

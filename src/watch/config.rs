@@ -40,6 +40,12 @@ pub struct WatchArgs {
     /// Write a JPEG of each event's start frame here.
     #[arg(long, value_name = "DIR")]
     pub snapshots: Option<PathBuf>,
+    /// Keep at most this many megabytes of snapshots (the oldest go first).
+    #[arg(long, value_name = "MB")]
+    pub snapshot_max_mb: Option<f64>,
+    /// Remove snapshots older than this many days.
+    #[arg(long, value_name = "DAYS")]
+    pub snapshot_retain_days: Option<f64>,
     /// A GPIO line high while LABEL's event is active; repeatable.
     #[arg(long, value_name = "CHIP:LINE=LABEL")]
     #[serde(default)]
@@ -149,6 +155,8 @@ impl WatchArgs {
             },
             events: self.events.or(file.events),
             snapshots: self.snapshots.or(file.snapshots),
+            snapshot_max_mb: self.snapshot_max_mb.or(file.snapshot_max_mb),
+            snapshot_retain_days: self.snapshot_retain_days.or(file.snapshot_retain_days),
             gpio: if self.gpio.is_empty() {
                 file.gpio
             } else {
@@ -242,6 +250,28 @@ impl WatchArgs {
 }
 
 impl WatchArgs {
+    /// `--snapshot-max-mb` and `--snapshot-retain-days`, checked.
+    pub fn snapshot_retention(&self) -> Result<super::snapshots::Retention, String> {
+        let positive = |name: &str, v: Option<f64>, max: f64| match v {
+            None => Ok(None),
+            Some(v) if v > 0.0 && v <= max => Ok(Some(v)),
+            Some(v) => Err(format!(
+                "--{name} {v}: expected more than 0 and at most {max}"
+            )),
+        };
+        let mb = positive("snapshot-max-mb", self.snapshot_max_mb, 1e7)?;
+        let days = positive("snapshot-retain-days", self.snapshot_retain_days, 36_500.0)?;
+        if (mb.is_some() || days.is_some()) && self.snapshots.is_none() {
+            return Err(
+                "--snapshot-max-mb/--snapshot-retain-days: no --snapshots folder to keep".into(),
+            );
+        }
+        Ok(super::snapshots::Retention {
+            max_bytes: mb.map(|m| (m * 1e6) as u64),
+            max_age: days.map(|d| std::time::Duration::from_secs_f64(d * 86_400.0)),
+        })
+    }
+
     /// `--regions`, `--zone`, `--min-area` and `--max-area`, checked
     /// (zones against the frame when the first frame comes).
     pub fn region_options(&self, watched: &[Watched]) -> Result<RegionOptions, String> {

@@ -72,6 +72,9 @@ pub struct EventRecord {
     pub track: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// Why the start's snapshot could not be written (a full disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_error: Option<String>,
 }
 
 /// The current time as RFC 3339 (UTC, milliseconds).
@@ -113,11 +116,49 @@ fn run_of(id: &str) -> Option<u64> {
     u64::from_str_radix(id.split_once('-')?.0, 16).ok()
 }
 
+/// Where the log's lines go: the file (each line written and synced), or
+/// in tests a writer that fails on purpose.
+pub trait LogWriter: Send + std::fmt::Debug {
+    /// Writes `line` whole and waits until it is on disk.
+    fn append_synced(&mut self, line: &[u8]) -> std::io::Result<()>;
+}
+
+impl LogWriter for File {
+    fn append_synced(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let before = self.metadata()?.len();
+        if let Err(e) = self.write_all(line).and_then(|_| self.sync_data()) {
+            // No partial line stays behind (a full disk takes part of it).
+            let _ = self.set_len(before);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+/// Lines that could not be written (a full disk, a read-only remount) are
+/// kept for the next try, up to this many bytes; beyond it the oldest are
+/// dropped (and counted).
+pub const MAX_PENDING_BYTES: usize = 1 << 20;
+
 /// An open event log.
 #[derive(Debug)]
 pub struct EventLog {
     path: PathBuf,
-    file: File,
+    file: Box<dyn LogWriter>,
+    /// Lines waiting for the disk, oldest first.
+    pending: std::collections::VecDeque<Vec<u8>>,
+    pending_bytes: usize,
+    /// Lines dropped because the queue was full.
+    pub lost: u64,
+}
+
+/// The log could not take a line: it waits in memory.
+#[derive(Debug, Error)]
+#[error("{path}: {source} ({pending} event line(s) waiting in memory)")]
+pub struct Deferred {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+    pub pending: usize,
 }
 
 /// What opening a log found.
@@ -198,39 +239,78 @@ impl EventLog {
             );
         }
         file.seek(SeekFrom::End(0)).map_err(io)?;
-        let mut log = EventLog {
-            path: path.to_path_buf(),
-            file,
-        };
         // A complete last object without its newline: finish the line.
         if good_end > 0 && text[good_end - 1] != b'\n' {
-            log.file.write_all(b"\n").map_err(io)?;
+            file.write_all(b"\n").map_err(io)?;
         }
+        file.sync_data().map_err(io)?;
+        let mut log = EventLog::with_writer(path, Box::new(file));
         for o in open {
             let end = EventRecord {
                 event: EventKind::End,
                 time: now_rfc3339(),
                 snapshot: None,
+                snapshot_error: None,
                 reason: Some("interrupted".into()),
                 ..o
             };
-            log.append(&end)?;
+            log.append(&end).map_err(|d| EventLogError::Io {
+                path: d.path,
+                source: d.source,
+            })?;
             rec.closed.push(end);
         }
-        log.file.sync_data().map_err(io)?;
         Ok((log, rec))
     }
 
-    /// Appends one line and waits until it is on disk.
-    pub fn append(&mut self, r: &EventRecord) -> Result<(), EventLogError> {
+    /// A log writing to `file` (tests give a failing writer).
+    pub fn with_writer(path: &Path, file: Box<dyn LogWriter>) -> EventLog {
+        EventLog {
+            path: path.to_path_buf(),
+            file,
+            pending: Default::default(),
+            pending_bytes: 0,
+            lost: 0,
+        }
+    }
+
+    /// Appends one line and waits until it is on disk, after the lines
+    /// still waiting. When the disk refuses, the line waits in memory (the
+    /// oldest dropped beyond [`MAX_PENDING_BYTES`]) and the error says so:
+    /// the caller goes on, and the next append (or [`EventLog::flush`])
+    /// tries again.
+    pub fn append(&mut self, r: &EventRecord) -> Result<(), Deferred> {
         let mut line = serde_json::to_vec(r).expect("an event serialises");
         line.push(b'\n');
-        let io = |source| EventLogError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        self.file.write_all(&line).map_err(io)?;
-        self.file.sync_data().map_err(io)
+        self.pending_bytes += line.len();
+        self.pending.push_back(line);
+        while self.pending_bytes > MAX_PENDING_BYTES && self.pending.len() > 1 {
+            let old = self.pending.pop_front().expect("a pending line");
+            self.pending_bytes -= old.len();
+            self.lost += 1;
+        }
+        self.flush()
+    }
+
+    /// Writes the lines waiting, oldest first, until one is refused.
+    pub fn flush(&mut self) -> Result<(), Deferred> {
+        while let Some(line) = self.pending.front() {
+            if let Err(source) = self.file.append_synced(line) {
+                return Err(Deferred {
+                    path: self.path.clone(),
+                    source,
+                    pending: self.pending.len(),
+                });
+            }
+            let done = self.pending.pop_front().expect("a pending line");
+            self.pending_bytes -= done.len();
+        }
+        Ok(())
+    }
+
+    /// Lines waiting for the disk.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
     }
 
     pub fn path(&self) -> &Path {
@@ -256,6 +336,7 @@ mod tests {
             bbox: None,
             track: None,
             zone: None,
+            snapshot_error: None,
         }
     }
 
@@ -295,6 +376,76 @@ mod tests {
         assert!(r.closed.is_empty() && r.cut_bytes == 0);
         assert_eq!(lines(&p).len(), 4);
         assert!(Ids::new(r.last_run).run > 5);
+    }
+
+    /// Refuses `fail` appends (as a full disk does), then writes.
+    #[derive(Debug)]
+    struct Flaky {
+        fail: u32,
+        lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl LogWriter for Flaky {
+        fn append_synced(&mut self, line: &[u8]) -> std::io::Result<()> {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(std::io::Error::other("No space left on device"));
+            }
+            self.lines
+                .lock()
+                .unwrap()
+                .push(String::from_utf8(line.to_vec()).unwrap());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_the_disk_refuses_wait_and_are_written_in_order_when_it_takes_them() {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let flaky = Flaky {
+            fail: 3,
+            lines: lines.clone(),
+        };
+        let mut log = EventLog::with_writer(Path::new("/full/events.jsonl"), Box::new(flaky));
+        for (i, id) in ["5-1", "5-2", "5-3"].iter().enumerate() {
+            let e = log.append(&rec(EventKind::Start, id)).unwrap_err();
+            assert_eq!(e.pending, i + 1);
+            let msg = e.to_string();
+            assert!(
+                msg.contains("/full/events.jsonl") && msg.contains("No space left"),
+                "{msg}"
+            );
+        }
+        log.append(&rec(EventKind::End, "5-1")).unwrap();
+        assert_eq!(log.pending(), 0);
+        let ids: Vec<String> = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str::<EventRecord>(l).unwrap().id)
+            .collect();
+        assert_eq!(ids, ["5-1", "5-2", "5-3", "5-1"]);
+        assert_eq!(log.lost, 0);
+    }
+
+    #[test]
+    fn the_waiting_queue_is_bounded() {
+        let flaky = Flaky {
+            fail: u32::MAX,
+            lines: Default::default(),
+        };
+        let mut log = EventLog::with_writer(Path::new("/ro/events.jsonl"), Box::new(flaky));
+        let line_len = serde_json::to_vec(&rec(EventKind::Start, "5-1"))
+            .unwrap()
+            .len()
+            + 1;
+        let n = MAX_PENDING_BYTES / line_len + 10;
+        for _ in 0..n {
+            let _ = log.append(&rec(EventKind::Start, "5-1"));
+        }
+        assert!(log.pending_bytes <= MAX_PENDING_BYTES);
+        assert_eq!(log.lost as usize, n - log.pending());
+        assert!(log.lost >= 10);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod events;
 pub mod gpio;
 pub mod mqtt;
 pub mod regions;
+pub mod snapshots;
 pub mod source;
 pub mod track;
 
@@ -39,11 +40,6 @@ pub enum WatchError {
     Log(#[from] EventLogError),
     #[error("classifying frame {frame}: {source}")]
     Engine { frame: u64, source: EngineError },
-    #[error("{path}: {source}")]
-    Snapshot {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     /// The settings do not fit the source (a zone outside its frame).
     #[error("{0}")]
     Settings(String),
@@ -107,6 +103,8 @@ pub struct Options {
     pub motion_threshold: Option<f32>,
     /// Where to write a JPEG of each event's start frame.
     pub snapshots: Option<PathBuf>,
+    /// How much of the snapshots folder to keep.
+    pub snapshot_retention: snapshots::Retention,
     /// The source as given (`dir:...`), written in every event.
     pub source_name: String,
     /// Where in a frame to look (default: the whole frame).
@@ -133,6 +131,12 @@ pub struct Stats {
     pub events: u64,
     /// Regions of frames classified (with `--regions` other than the whole frame).
     pub crops: u64,
+    /// Event lines the disk refused (they wait in memory) and snapshots
+    /// it refused (the event says `snapshot_error`).
+    pub log_write_errors: u64,
+    pub snapshot_write_errors: u64,
+    /// Snapshots removed to keep the folder within its size and age.
+    pub snapshots_removed: u64,
     /// Milliseconds in total: getting frames (decode, convert, queue),
     /// classifying (preprocess, encode, score), the loop's own work
     /// (detection, events, snapshots, actions).
@@ -165,8 +169,15 @@ pub struct Watcher<'a> {
     last_index: u64,
     /// Regions, zones and tracks (unused for the whole frame).
     places: Places,
+    /// Why the loop runs degraded (the disk refuses the log or the
+    /// snapshots), and when that was last said in the log.
+    trouble: Option<String>,
+    trouble_said: Option<Instant>,
     pub stats: Stats,
 }
+
+/// A write problem is said in the log at most once in this long.
+const TROUBLE_EVERY: Duration = Duration::from_secs(60);
 
 /// A region to classify: `rect` is where the object is (the event's box),
 /// `crop` what the encoder sees.
@@ -239,6 +250,8 @@ impl<'a> Watcher<'a> {
                 tracks: Tracks::new(rules),
                 crop: DecodedImage::default(),
             },
+            trouble: None,
+            trouble_said: None,
             stats: Stats::default(),
         }
     }
@@ -467,10 +480,9 @@ impl<'a> Watcher<'a> {
             bbox: None,
             track: None,
             zone: None,
+            snapshot_error: None,
         };
-        if let Some(log) = &mut self.log {
-            log.append(&record)?;
-        }
+        self.log_line(&record);
         let line = serde_json::to_vec(&record).expect("an event serialises");
         log::warn!("{}", String::from_utf8_lossy(&line));
         for s in &mut self.sinks {
@@ -594,15 +606,20 @@ impl<'a> Watcher<'a> {
             Transition::Start { frame, score } => (EventKind::Start, frame, score),
             Transition::End { frame, score } => (EventKind::End, frame, score),
         };
-        let snapshot = match (kind, &self.opts.snapshots) {
-            (EventKind::Start, Some(dir)) => {
-                let mark = place
-                    .as_ref()
-                    .map(|p| (p.rect, self.opts.watched[i].label.as_str()));
-                self.snapshot(dir, &id, frame, mark)?
+        let (mut snapshot, mut snapshot_error) = (None, None);
+        if let (EventKind::Start, Some(dir)) = (kind, self.opts.snapshots.clone()) {
+            let label = self.opts.watched[i].label.clone();
+            let mark = place.as_ref().map(|p| (p.rect, label.as_str()));
+            match self.snapshot(&dir, &id, frame, mark) {
+                Ok(s) => snapshot = s,
+                Err(e) => {
+                    self.stats.snapshot_write_errors += 1;
+                    let path = dir.join(format!("{id}.jpg"));
+                    self.trouble(format!("{}: {e}", path.display()));
+                    snapshot_error = Some(e.to_string());
+                }
             }
-            _ => None,
-        };
+        }
         let (bbox, track, zone) = match place {
             Some(p) => (Some(p.rect.to_array()), Some(p.track), p.zone),
             None => (None, None, None),
@@ -620,10 +637,9 @@ impl<'a> Watcher<'a> {
             bbox,
             track,
             zone,
+            snapshot_error,
         };
-        if let Some(log) = &mut self.log {
-            log.append(&record)?;
-        }
+        self.log_line(&record);
         let line = serde_json::to_vec(&record).expect("an event serialises");
         log::info!("{}", String::from_utf8_lossy(&line));
         let label_on = self.active(i);
@@ -637,15 +653,15 @@ impl<'a> Watcher<'a> {
     }
 
     /// Writes the start frame (or, when it has left the window, the oldest
-    /// frame kept) as `DIR/<id>.jpg`, atomically, with the event's box
-    /// and label drawn on it.
+    /// frame kept) as `DIR/<id>.jpg` with the event's box and label, then
+    /// keeps the folder within its retention.
     fn snapshot(
-        &self,
+        &mut self,
         dir: &Path,
         id: &str,
         frame: u64,
         mark: Option<(Rect, &str)>,
-    ) -> Result<Option<String>, WatchError> {
+    ) -> std::io::Result<Option<String>> {
         let Some(f) = self
             .recent
             .iter()
@@ -660,35 +676,65 @@ impl<'a> Watcher<'a> {
         else {
             return Ok(None);
         };
-        let path = dir.join(format!("{id}.jpg"));
-        let err = |source| WatchError::Snapshot {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(err)?;
-        let mut bytes = Vec::new();
-        {
-            use image::ImageEncoder;
-            let mut rgb = f.image.rgb();
-            if let Some((r, label)) = mark {
-                let (w, h) = (f.image.width, f.image.height);
-                regions::draw_box(rgb.to_mut(), w, h, r);
-                regions::draw_label(rgb.to_mut(), w, h, r, label);
-            }
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
-                .write_image(
-                    &rgb,
-                    f.image.width,
-                    f.image.height,
-                    image::ExtendedColorType::Rgb8,
-                )
-                .map_err(|e| err(std::io::Error::other(e.to_string())))?;
+        let path = snapshots::write(dir, id, &f.image, mark)?;
+        match snapshots::prune(dir, &self.opts.snapshot_retention) {
+            Ok(n) => self.stats.snapshots_removed += n,
+            Err(e) => self.trouble(format!("snapshots {}: {e}", dir.display())),
         }
-        let tmp = dir.join(format!(".{id}.jpg.tmp"));
-        std::fs::write(&tmp, &bytes)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(err)?;
         Ok(Some(path.display().to_string()))
+    }
+
+    /// Appends `record` to the event log; a line the disk refuses waits in
+    /// memory and the loop goes on, degraded.
+    fn log_line(&mut self, record: &EventRecord) {
+        let Some(log) = &mut self.log else { return };
+        let was_waiting = log.pending() > 0;
+        match log.append(record) {
+            Ok(()) if was_waiting => {
+                log::warn!(
+                    "{}: writable again; the waiting event lines are written",
+                    log.path().display()
+                );
+                self.trouble = None;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                self.stats.log_write_errors += 1;
+                self.trouble(e.to_string());
+            }
+        }
+    }
+
+    /// Records why the loop runs degraded, saying it in the log at most
+    /// once a minute.
+    fn trouble(&mut self, why: String) {
+        let say = self
+            .trouble_said
+            .is_none_or(|t| t.elapsed() >= TROUBLE_EVERY);
+        if say {
+            log::error!("{why}; the loop goes on");
+            self.trouble_said = Some(Instant::now());
+        }
+        self.trouble = Some(why);
+    }
+
+    /// Why the loop runs degraded (the disk refuses the event log or the
+    /// snapshots), if it does.
+    pub fn trouble_now(&self) -> Option<&str> {
+        self.trouble.as_deref()
+    }
+
+    /// Tries once more to write the event lines still waiting; says how
+    /// many could not be written.
+    pub fn flush_log(&mut self) {
+        let Some(log) = &mut self.log else { return };
+        if log.pending() == 0 {
+            return;
+        }
+        match log.flush() {
+            Ok(()) => self.trouble = None,
+            Err(e) => log::error!("{e}: these event lines are lost"),
+        }
     }
 
     /// Runs `source` to its end (or until `stop` is set), pacing a folder
@@ -811,6 +857,7 @@ impl<'a> Watcher<'a> {
             }
         };
         self.end_all(reason)?;
+        self.flush_log();
         self.stats.dropped = source.dropped();
         self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
         Ok(if reason == "shutdown" {

@@ -1,0 +1,151 @@
+//! Event snapshots: `DIR/<event id>.jpg`, written atomically, with the
+//! event's box and label drawn on the frame; kept within a size and an age
+//! (the oldest removed first), so that months of events do not fill a
+//! board's SD card.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::regions::{draw_box, draw_label, Rect};
+use crate::decode::DecodedImage;
+
+/// JPEG quality of a snapshot.
+pub const QUALITY: u8 = 85;
+
+/// How much of the snapshots folder to keep.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Retention {
+    /// Total bytes of snapshots kept (`snapshot_max_mb`).
+    pub max_bytes: Option<u64>,
+    /// Age beyond which a snapshot is removed (`snapshot_retain_days`).
+    pub max_age: Option<Duration>,
+}
+
+/// Writes `image` (with `mark`'s box and label) as `dir/<id>.jpg`: through
+/// a temporary file renamed into place, removed again when the disk
+/// refuses it (a full disk keeps no partial file).
+pub fn write(
+    dir: &Path,
+    id: &str,
+    image: &DecodedImage,
+    mark: Option<(Rect, &str)>,
+) -> std::io::Result<PathBuf> {
+    use image::ImageEncoder;
+    std::fs::create_dir_all(dir)?;
+    let mut rgb = image.rgb();
+    if let Some((r, label)) = mark {
+        let (w, h) = (image.width, image.height);
+        draw_box(rgb.to_mut(), w, h, r);
+        draw_label(rgb.to_mut(), w, h, r, label);
+    }
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, QUALITY)
+        .write_image(
+            &rgb,
+            image.width,
+            image.height,
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let path = dir.join(format!("{id}.jpg"));
+    let tmp = dir.join(format!(".{id}.jpg.tmp"));
+    if let Err(e) = std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(path)
+}
+
+/// Whether `name` is a snapshot `watch` writes (`<run hex>-<n>.jpg`):
+/// nothing else in the folder is ever removed.
+fn ours(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".jpg") else {
+        return false;
+    };
+    let Some((run, n)) = stem.split_once('-') else {
+        return false;
+    };
+    !run.is_empty()
+        && !n.is_empty()
+        && run.bytes().all(|b| b.is_ascii_hexdigit())
+        && n.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Removes the snapshots in `dir` older than the retention's age, then the
+/// oldest until the rest fit its size. Returns how many were removed.
+pub fn prune(dir: &Path, keep: &Retention) -> std::io::Result<u64> {
+    if keep.max_bytes.is_none() && keep.max_age.is_none() {
+        return Ok(0);
+    }
+    let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        if !name.to_str().is_some_and(ours) {
+            continue;
+        }
+        let meta = e.metadata()?;
+        if meta.is_file() {
+            files.push((meta.modified()?, meta.len(), e.path()));
+        }
+    }
+    // Oldest first; ids of one run grow with time, so ties go by name.
+    files.sort();
+    let now = SystemTime::now();
+    let mut total: u64 = files.iter().map(|f| f.1).sum();
+    let mut removed = 0;
+    for (modified, len, path) in &files {
+        let too_old = keep
+            .max_age
+            .is_some_and(|age| now.duration_since(*modified).is_ok_and(|d| d > age));
+        let too_much = keep.max_bytes.is_some_and(|max| total > max);
+        if !(too_old || too_much) {
+            continue;
+        }
+        std::fs::remove_file(path)?;
+        total -= len;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_snapshots_go_first_and_nothing_else_is_touched() {
+        let dir = std::env::temp_dir().join(format!("clip-edge-snaps-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = SystemTime::now() - Duration::from_secs(10 * 86_400);
+        for i in 0..10u64 {
+            let p = dir.join(format!("1a2b-{i}.jpg"));
+            std::fs::write(&p, vec![0u8; 1000]).unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(base + Duration::from_secs(86_400 * i))
+                .unwrap();
+        }
+        std::fs::write(dir.join("notes.jpg"), b"mine").unwrap();
+        std::fs::write(dir.join("photo.txt"), b"mine").unwrap();
+        // Older than 5.5 days: 1a2b-0..=4 (10 to 6 days old).
+        let keep = Retention {
+            max_bytes: None,
+            max_age: Some(Duration::from_secs(5 * 86_400 + 43_200)),
+        };
+        assert_eq!(prune(&dir, &keep).unwrap(), 5);
+        // 5 kB left; keep 2.5 kB: the two newest stay.
+        let keep = Retention {
+            max_bytes: Some(2500),
+            max_age: None,
+        };
+        assert_eq!(prune(&dir, &keep).unwrap(), 3);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["1a2b-8.jpg", "1a2b-9.jpg", "notes.jpg", "photo.txt"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
