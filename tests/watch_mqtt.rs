@@ -369,3 +369,106 @@ fn a_broker_login_gets_the_events_and_a_refused_one_is_named() {
     broker.kill().unwrap();
     broker.wait().unwrap();
 }
+
+/// Discovery in Home Assistant's current schema (`default_entity_id`, no
+/// `object_id`, `origin`, the status page as the device's
+/// `configuration_url`), and a config a previous run left for a label no
+/// longer watched is removed (a late subscriber no longer gets it).
+#[test]
+#[ignore = "needs mosquitto (apt-get install mosquitto); .ci/run runs it with --ignored"]
+fn discovery_is_current_and_a_label_no_longer_watched_leaves_no_entity() {
+    let dir = scratch("watch-mqtt-discovery");
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+    .unwrap();
+    let mut broker = start_broker(&conf, port);
+    // What an earlier run, watching "blue circle" too, left retained.
+    let ghost = "homeassistant/binary_sensor/testcam/blue_circle/config";
+    {
+        let mut opts = MqttOptions::new("test-ghost", "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5));
+        let (client, mut conn) = Client::new(opts, 10);
+        client
+            .publish(
+                ghost,
+                QoS::AtLeastOnce,
+                true,
+                br#"{"name":"blue circle"}"#.to_vec(),
+            )
+            .unwrap();
+        for n in conn.iter() {
+            if let Ok(Event::Incoming(Incoming::PubAck(_))) = n {
+                break;
+            }
+            n.unwrap();
+        }
+    }
+    let http_port = free_port();
+    let out = bin()
+        .args([
+            "watch", "--fps", "50", "--node", "testcam", "--watch", "red star", "-q",
+        ])
+        .arg("--bundle")
+        .arg(root().join("models/default-int8"))
+        .arg("--source")
+        .arg(format!(
+            "dir:{}",
+            root().join("models/clips/shapes").display()
+        ))
+        .arg("--mqtt")
+        .arg(format!("mqtt://127.0.0.1:{port}/test"))
+        .arg("--http")
+        .arg(http_port.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (retained, _) = subscribe(port, "test-late", &["homeassistant/#"], false);
+    let t0 = Instant::now();
+    loop {
+        let got = retained.lock().unwrap().clone();
+        let configs: Vec<(String, Value)> = got
+            .iter()
+            .filter(|(_, p, r)| *r && !p.is_empty())
+            .map(|(t, p, _)| (t.clone(), serde_json::from_slice(p).unwrap()))
+            .collect();
+        if let Some((_, c)) = configs
+            .iter()
+            .find(|(t, _)| t == "homeassistant/binary_sensor/testcam/red_star/config")
+        {
+            assert_eq!(
+                c["default_entity_id"],
+                "binary_sensor.clip_edge_testcam_red_star"
+            );
+            assert!(c.get("object_id").is_none(), "{c}");
+            assert_eq!(c["unique_id"], "clip_edge_testcam_red_star");
+            assert_eq!(c["origin"]["name"], "clip-edge");
+            assert_eq!(
+                c["device"]["configuration_url"],
+                format!("http://127.0.0.1:{http_port}/")
+            );
+            // Give a ghost the time to arrive, were it still there.
+            std::thread::sleep(Duration::from_millis(500));
+            let got = retained.lock().unwrap().clone();
+            assert!(
+                !got.iter().any(|(t, p, _)| t == ghost && !p.is_empty()),
+                "the stale config is still retained"
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no discovery config: {configs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    broker.kill().unwrap();
+    let _ = broker.wait();
+}

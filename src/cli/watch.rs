@@ -469,7 +469,15 @@ fn set_up(checked: Checked, console: Option<Console>) -> Result<Service> {
                 (z.name.clone(), ls)
             })
             .collect();
-        let m = mqtt::Mqtt::start(u, &labels, &node, &zones);
+        // The status page, for Home Assistant's "visit device" link.
+        let page = http_addr.map(|a| {
+            if a.ip().is_unspecified() {
+                format!("http://{}:{}/", host_name(), a.port())
+            } else {
+                format!("http://{a}/")
+            }
+        });
+        let m = mqtt::Mqtt::start(u, &labels, &node, &zones, page.as_deref());
         for c in &closed {
             m.event(&serde_json::to_vec(c).expect("an event serialises"));
         }

@@ -192,13 +192,27 @@ pub type ZoneLabels = (String, Vec<String>);
 /// The retained Home Assistant discovery configs: one occupancy binary
 /// sensor per watched label (`PREFIX/<label>/state`) and, with zones, one
 /// per (zone, label) the zone watches (`PREFIX/<zone>/<label>/state`).
-fn discovery(prefix: &str, node: &str, labels: &[String], zones: &[ZoneLabels]) -> Vec<Message> {
+fn discovery(
+    prefix: &str,
+    node: &str,
+    labels: &[String],
+    zones: &[ZoneLabels],
+    configuration_url: Option<&str>,
+) -> Vec<Message> {
     let status = format!("{prefix}/status");
-    let device = serde_json::json!({
+    let mut device = serde_json::json!({
         "identifiers": [format!("clip_edge_{}", slug(node))],
         "name": format!("clip-edge {node}"),
         "manufacturer": "clip-edge",
         "model": "CLIP zero-shot camera",
+        "sw_version": env!("CARGO_PKG_VERSION"),
+    });
+    if let Some(url) = configuration_url {
+        device["configuration_url"] = url.into();
+    }
+    // Who sends the configs (Home Assistant shows it in the device's info).
+    let origin = serde_json::json!({
+        "name": "clip-edge",
         "sw_version": env!("CARGO_PKG_VERSION"),
     });
     let sensor = |name: String, key: String, state_topic: String| {
@@ -206,13 +220,16 @@ fn discovery(prefix: &str, node: &str, labels: &[String], zones: &[ZoneLabels]) 
         let config = serde_json::json!({
             "name": name,
             "unique_id": id,
-            "object_id": id,
+            // The entity id Home Assistant gives it at first (object_id
+            // was deprecated in 2025.10).
+            "default_entity_id": format!("binary_sensor.{id}"),
             "state_topic": state_topic,
             "payload_on": "ON",
             "payload_off": "OFF",
             "availability_topic": status,
             "device_class": "occupancy",
             "device": device,
+            "origin": origin,
         });
         Message {
             topic: format!("homeassistant/binary_sensor/{}/{key}/config", slug(node)),
@@ -256,7 +273,13 @@ impl Mqtt {
     /// itself) and queues the discovery configs and initial `OFF` states of
     /// `labels` (and of each zone's labels). `node` names this device (a
     /// topic level).
-    pub fn start(url: MqttUrl, labels: &[String], node: &str, zones: &[ZoneLabels]) -> Mqtt {
+    pub fn start(
+        url: MqttUrl,
+        labels: &[String],
+        node: &str,
+        zones: &[ZoneLabels],
+        configuration_url: Option<&str>,
+    ) -> Mqtt {
         let status = format!("{}/status", url.prefix);
         let mut opts = MqttOptions::new(format!("clip-edge-{node}"), url.host.clone(), url.port);
         opts.set_keep_alive(Duration::from_secs(15))
@@ -282,10 +305,19 @@ impl Mqtt {
             payload: b"online".to_vec(),
             retain: true,
         }];
-        hello.extend(discovery(&url.prefix, node, labels, zones));
+        hello.extend(discovery(
+            &url.prefix,
+            node,
+            labels,
+            zones,
+            configuration_url,
+        ));
+        // Configs this node left on the broker for labels (or zones) it no
+        // longer watches are removed when seen (an empty retained payload).
+        let ours = format!("homeassistant/binary_sensor/{}/", slug(node));
         let thread = std::thread::Builder::new()
             .name("clip-edge-mqtt".into())
-            .spawn(move || connection_thread(opts, hello, shared))
+            .spawn(move || connection_thread(opts, hello, ours, shared))
             .expect("spawn the MQTT thread");
         mqtt.thread = Some(thread);
         for label in labels {
@@ -406,6 +438,7 @@ impl Mqtt {
 fn connection_thread(
     opts: MqttOptions,
     hello: Vec<Message>,
+    ours: String,
     shared: Arc<(Mutex<Outbox>, Condvar)>,
 ) {
     let (client, mut conn) = Client::new(opts, IN_FLIGHT + hello.len() + 8);
@@ -435,6 +468,28 @@ fn connection_thread(
                     }
                     for m in hello.iter().rev() {
                         g.queue.push_front(m.clone());
+                    }
+                }
+                // The retained configs under this node's discovery topics.
+                if let Err(e) = client.try_subscribe(format!("{ours}+/config"), QoS::AtMostOnce) {
+                    log::warn!("mqtt: cannot look for stale discovery configs: {e}");
+                }
+            }
+            Ok(Ok(Event::Incoming(Incoming::Publish(p)))) => {
+                let stale = p.topic.starts_with(&ours)
+                    && !p.payload.is_empty()
+                    && !hello.iter().any(|m| m.topic == p.topic);
+                if stale {
+                    log::info!(
+                        "mqtt: removing {} (a label or zone no longer watched)",
+                        p.topic
+                    );
+                    if let Ok(mut g) = lock.lock() {
+                        g.queue.push_back(Message {
+                            topic: p.topic.clone(),
+                            payload: Vec::new(),
+                            retain: true,
+                        });
                     }
                 }
             }
@@ -519,7 +574,7 @@ mod tests {
     fn zones_get_a_sensor_per_label_they_watch_and_follow_their_events() {
         let zones = vec![("Porch".to_string(), vec!["red star".to_string()])];
         let labels = vec!["red star".to_string(), "green square".to_string()];
-        let d = discovery("cam", "pi", &labels, &zones);
+        let d = discovery("cam", "pi", &labels, &zones, Some("http://10.0.0.5:8080/"));
         let topics: Vec<&str> = d.iter().map(|m| m.topic.as_str()).collect();
         assert_eq!(
             topics,
@@ -532,9 +587,16 @@ mod tests {
         let c: serde_json::Value = serde_json::from_slice(&d[2].payload).unwrap();
         assert_eq!(c["state_topic"], "cam/porch/red_star/state");
         assert_eq!(c["name"], "Porch red star");
+        assert_eq!(
+            c["default_entity_id"],
+            "binary_sensor.clip_edge_pi_porch__red_star"
+        );
+        assert!(c.get("object_id").is_none());
+        assert_eq!(c["origin"]["name"], "clip-edge");
+        assert_eq!(c["device"]["configuration_url"], "http://10.0.0.5:8080/");
         // No broker: the states wait in the outbox, in order.
         let url: MqttUrl = "mqtt://127.0.0.1:9/cam".parse().unwrap();
-        let mut m = Mqtt::start(url, &labels, "pi", &zones);
+        let mut m = Mqtt::start(url, &labels, "pi", &zones, None);
         m.zone_event("Porch", "red star", true);
         m.zone_event("Porch", "red star", true);
         m.zone_event("Porch", "red star", false);
