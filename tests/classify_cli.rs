@@ -285,6 +285,29 @@ fn info_and_bench_report_json() {
     assert_eq!(v["allocations_per_frame"]["score"], 0.0);
     assert!(v["native"]["ops"].as_object().unwrap().len() > 3);
     assert!(v["encoder_macs"].as_f64().unwrap() > 0.0);
-    assert_eq!(v["board"]["peak_gflops"], 12.0);
+    // The Pi 4's int8 peak (the bundle's precision on the native engine),
+    // and a plain warning where this machine is not an aarch64 one.
+    assert_eq!(v["board"]["peak_gflops"], 24.0);
+    assert_eq!(v["board"]["peak_basis"], "int8 x 1 thread(s)");
     assert!(v["board"]["percent_of_peak"].as_f64().unwrap() > 0.0);
+    let warning = v["board"]["warning"].as_str();
+    assert_eq!(
+        warning.is_none(),
+        std::env::consts::ARCH == "aarch64",
+        "{warning:?}"
+    );
+    if let Some(w) = warning {
+        assert!(w.contains("the profile is for aarch64"), "{w}");
+    }
+    // The profiles are built in: `boards` lists them anywhere.
+    let out = bin()
+        .args(["boards"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.lines().any(|l| l.starts_with("rpi5 ")),
+        "{text}"
+    );
 }

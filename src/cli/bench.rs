@@ -1,7 +1,7 @@
 //! `clip-edge bench`: the steady state's per-stage latency, throughput,
 //! memory and allocations per frame, and what ran.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -11,6 +11,7 @@ use serde_json::json;
 use clip_edge::alloc_count;
 #[cfg(feature = "cuda")]
 use clip_edge::engine::Device;
+use clip_edge::engine::EngineKind;
 use clip_edge::preprocess::{ImageView, Mode};
 
 use super::board::BoardProfile;
@@ -24,11 +25,13 @@ pub struct Args {
     threads: usize,
     #[arg(long, default_value_t = 20)]
     iterations: usize,
-    /// A board profile (boards/NAME.toml): adds achieved throughput as a percentage of its peak.
+    /// A board profile (`clip-edge boards` lists them): adds achieved
+    /// throughput as a percentage of its peak for the precision that runs.
     #[arg(long)]
     board: Option<String>,
-    /// Where the board profiles are (default: ./boards, else the source tree's).
-    #[arg(long)]
+    /// Read the profile from DIR/NAME.toml instead of the ones built in
+    /// (`clip-edge boards` lists them).
+    #[arg(long, value_name = "DIR")]
     boards_dir: Option<PathBuf>,
     /// Native engine: adds `profile_ms`, milliseconds per frame by op class (timed per op), and `profile_steps`, each step's name, class, multiply-adds, ms and GMAC/s.
     #[arg(long)]
@@ -52,12 +55,10 @@ pub fn run(a: &Args) -> Result<ExitCode> {
         batch,
         json: json_out,
     } = a;
-    let board = match board {
-        Some(name) => {
-            let dir = boards_dir.clone().unwrap_or_else(default_boards_dir);
-            Some(BoardProfile::by_name(&dir, name)?)
-        }
-        None => None,
+    let board = match (board, boards_dir) {
+        (Some(name), Some(dir)) => Some(BoardProfile::by_name(dir, name)?),
+        (Some(name), None) => Some(BoardProfile::built_in(name)?),
+        (None, _) => None,
     };
     set_threads(threads)?;
     if iterations == 0 {
@@ -158,16 +159,33 @@ pub fn run(a: &Args) -> Result<ExitCode> {
     #[cfg(not(feature = "cuda"))]
     let _ = batch;
     if let Some(b) = &board {
-        // The fp32 peak x threads: tract runs every bundle's arithmetic in
-        // f32; the native engine's int8 and f16 products can pass it.
+        // The peak of the arithmetic that runs: the native engine keeps
+        // int8 and f16 products as stored; tract runs every bundle in f32.
         let used = threads.min(b.cpu.cores) as f64;
-        let peak = b.peak_per_core.fp32 * used;
+        let precision = match engine.kind() {
+            EngineKind::Native => engine.bundle.manifest.precision.to_string(),
+            _ => "fp32".to_string(),
+        };
+        let per_core = match precision.as_str() {
+            "int8" => b.peak_per_core.int8,
+            "fp16" => b.peak_per_core.fp16,
+            _ => b.peak_per_core.fp32,
+        };
+        let peak = per_core * used;
         let achieved = report["encoder_gflops"].as_f64().unwrap_or(0.0);
+        let here = std::env::consts::ARCH;
+        let mismatch = (b.arch() != here).then(|| {
+            format!(
+                "this machine is {here}, the profile is for {}: the percentage compares unlike machines",
+                b.arch()
+            )
+        });
         report["board"] = json!({
             "name": b.name,
             "peak_gflops": peak,
             "percent_of_peak": 100.0 * achieved / peak,
-            "peak_basis": "fp32 x threads",
+            "peak_basis": format!("{precision} x {used} thread(s)"),
+            "warning": mismatch,
         });
     }
     if json_out {
@@ -227,12 +245,15 @@ fn print_report(r: &serde_json::Value) {
     );
     if let Some(b) = r.get("board") {
         out!(
-            "board {}: {:.0} % of its {:.1} GFLOP/s ({})",
+            "board {}: {:.0} % of its {:.1} GOP/s ({})",
             s(&b["name"]),
             b["percent_of_peak"].as_f64().unwrap_or(f64::NAN),
             b["peak_gflops"].as_f64().unwrap_or(f64::NAN),
             s(&b["peak_basis"])
         );
+        if let Some(w) = b["warning"].as_str() {
+            out!("warning: {w}");
+        }
     }
     if let Some(p) = r.get("profile_ms").and_then(|p| p.as_object()) {
         out!("ms a frame by op class:");
@@ -300,13 +321,4 @@ pub(super) fn cpu_features() -> Vec<&'static str> {
         }
     }
     f
-}
-
-fn default_boards_dir() -> PathBuf {
-    let here = PathBuf::from("boards");
-    if here.is_dir() {
-        here
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("boards")
-    }
 }

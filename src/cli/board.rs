@@ -15,6 +15,8 @@ pub enum BoardError {
     },
     #[error("{path}: {why}")]
     Invalid { path: PathBuf, why: String },
+    #[error("board {name:?}: no such profile (known: {known}; or give --boards-dir)")]
+    Unknown { name: String, known: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -152,7 +154,80 @@ impl BoardProfile {
     pub fn by_name(dir: &Path, name: &str) -> Result<Self, BoardError> {
         Self::load(&dir.join(format!("{name}.toml")))
     }
+
+    /// The profile built into the binary under `name`; an unknown name is
+    /// an error listing the known ones.
+    pub fn built_in(name: &str) -> Result<Self, BoardError> {
+        let Some((_, text)) = BUILT_IN.iter().find(|(n, _)| *n == name) else {
+            return Err(BoardError::Unknown {
+                name: name.to_string(),
+                known: BUILT_IN
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        Self::parse(text, Path::new(&format!("boards/{name}.toml")))
+    }
+
+    /// The CPU architecture the profile is for, as `std::env::consts::ARCH` says it.
+    pub fn arch(&self) -> &str {
+        match self.target.split('-').next().unwrap_or("") {
+            "armv7" => "arm",
+            a => a,
+        }
+    }
 }
+
+/// `clip-edge boards`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    json: bool,
+}
+
+/// Lists the built-in profiles, one line each (or a JSON array).
+pub fn run(a: &Args) -> anyhow::Result<std::process::ExitCode> {
+    let mut all = Vec::new();
+    for (name, _) in BUILT_IN {
+        all.push((name, BoardProfile::built_in(name)?));
+    }
+    if a.json {
+        let v: Vec<serde_json::Value> = all
+            .iter()
+            .map(|(n, p)| serde_json::json!({"name": n, "profile": p}))
+            .collect();
+        out!("{}", serde_json::Value::Array(v));
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    for (n, p) in &all {
+        out!(
+            "{n:<18} {} ({}, {} cores at {} GHz): peak a core {} / {} / {} GOP/s fp32 / fp16 / int8",
+            p.name,
+            p.cpu.model,
+            p.cpu.cores,
+            p.cpu.ghz,
+            p.peak_per_core.fp32,
+            p.peak_per_core.fp16,
+            p.peak_per_core.int8
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The committed profiles (`boards/*.toml`), built into the binary: a board
+/// needs no source tree to know itself.
+pub const BUILT_IN: [(&str, &str); 5] = [
+    ("jetson-nano", include_str!("../../boards/jetson-nano.toml")),
+    (
+        "jetson-orin-nano",
+        include_str!("../../boards/jetson-orin-nano.toml"),
+    ),
+    ("rpi4", include_str!("../../boards/rpi4.toml")),
+    ("rpi5", include_str!("../../boards/rpi5.toml")),
+    ("x86_64-dev", include_str!("../../boards/x86_64-dev.toml")),
+];
 
 #[cfg(test)]
 mod tests {
@@ -164,6 +239,34 @@ mod tests {
 
     fn dir() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("boards")
+    }
+
+    #[test]
+    fn every_committed_profile_is_built_in_and_unknown_names_list_them() {
+        let mut files: Vec<String> = std::fs::read_dir(dir())
+            .unwrap()
+            .filter_map(|e| {
+                let n = e.unwrap().file_name().into_string().unwrap();
+                n.strip_suffix(".toml").map(str::to_string)
+            })
+            .collect();
+        files.sort();
+        let built: Vec<&str> = super::BUILT_IN.iter().map(|(n, _)| *n).collect();
+        assert_eq!(files, built);
+        for (name, text) in super::BUILT_IN {
+            assert_eq!(
+                std::fs::read_to_string(dir().join(format!("{name}.toml"))).unwrap(),
+                text
+            );
+            let p = BoardProfile::built_in(name).unwrap();
+            assert!(
+                ["aarch64", "arm", "x86_64"].contains(&p.arch()),
+                "{}",
+                p.target
+            );
+        }
+        let e = BoardProfile::built_in("rpi6").unwrap_err().to_string();
+        assert!(e.contains("\"rpi6\"") && e.contains("rpi5"), "{e}");
     }
 
     #[test]

@@ -53,6 +53,9 @@ enum Cmd {
     BenchKernels(bench_kernels::Args),
     /// What the manifest says, and whether every checksum matches.
     Info(info::Args),
+    /// The board profiles built in (`bench --board NAME`): name, CPU,
+    /// cores and peaks per core.
+    Boards(board::Args),
     /// The camera loop: classify each frame of a source, raise events for
     /// watched labels (JSON lines, GPIO, MQTT).
     Watch(Box<WatchArgs>),
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::CheckCuda(a) => check_cuda::run(&a),
         Cmd::BenchKernels(a) => bench_kernels::run(&a),
         Cmd::Info(a) => info::run(&a),
+        Cmd::Boards(a) => board::run(&a),
         Cmd::Watch(a) => watch::run(*a),
         Cmd::Preprocess(a) => preprocess::run(&a),
     }
