@@ -39,6 +39,7 @@ struct Metrics {
     active: Gauge,
     source_lost: Counter,
     crops: Counter,
+    encode_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     log_write_failures: Counter,
     snapshot_write_failures: Counter,
     snapshots_removed: Counter,
@@ -59,6 +60,7 @@ struct State {
     dropped_seen: u64,
     inferred_seen: u64,
     crops_seen: u64,
+    encode_ms_seen: f64,
     /// The open events' boxes: (label index, box).
     boxes: Vec<(usize, Rect)>,
     /// Why the loop runs degraded (a disk refusing writes).
@@ -86,6 +88,12 @@ impl Status {
         let active = Gauge::default();
         let source_lost = Counter::default();
         let crops = Counter::default();
+        let encode_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "encode_seconds",
+            "Time in the image encoder (over crops_total: the time a crop)",
+            encode_seconds.clone(),
+        );
         let log_write_failures = Counter::default();
         let snapshot_write_failures = Counter::default();
         let snapshots_removed = Counter::default();
@@ -154,6 +162,7 @@ impl Status {
                 dropped_seen: 0,
                 inferred_seen: 0,
                 crops_seen: 0,
+                encode_ms_seen: 0.0,
                 boxes: Vec::with_capacity(crate::watch::track::MAX_TRACKS),
                 trouble: None,
                 writes_seen: [0; 3],
@@ -168,6 +177,7 @@ impl Status {
                 active,
                 source_lost,
                 crops,
+                encode_seconds,
                 log_write_failures,
                 snapshot_write_failures,
                 snapshots_removed,
@@ -181,6 +191,14 @@ impl Status {
         let Some(frame) = frame else { return };
         let Ok(mut s) = self.state.lock() else { return };
         let st = &w.stats;
+        if st.frames < s.frames {
+            // A reload's new watcher counts from zero again.
+            s.inferred_seen = 0;
+            s.classify_ms_seen = 0.0;
+            s.crops_seen = 0;
+            s.encode_ms_seen = 0.0;
+            s.writes_seen = [0; 3];
+        }
         self.metrics.frames.inc();
         if st.inferred > s.inferred_seen {
             self.metrics.inferred.inc_by(st.inferred - s.inferred_seen);
@@ -188,6 +206,12 @@ impl Status {
             self.metrics.latency.observe(ms / 1e3);
             s.classify_ms_seen = st.classify_ms;
             s.inferred_seen = st.inferred;
+        }
+        if st.encode_ms > s.encode_ms_seen {
+            self.metrics
+                .encode_seconds
+                .inc_by((st.encode_ms - s.encode_ms_seen) / 1e3);
+            s.encode_ms_seen = st.encode_ms;
         }
         if st.crops > s.crops_seen {
             self.metrics.crops.inc_by(st.crops - s.crops_seen);
