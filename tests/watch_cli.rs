@@ -286,6 +286,11 @@ fn bad_settings_are_one_line_errors_naming_them() {
         ),
         (vec!["--regions", "tiles:0x2"], "--regions \"tiles:0x2\""),
         (
+            vec!["--events-max-mb", "1", "--events-keep", "0"],
+            "--events-keep 0",
+        ),
+        (vec!["--snapshot-max-mb=-1"], "--snapshot-max-mb -1"),
+        (
             vec!["--regions", "motion", "--min-area", "2"],
             "--min-area 2",
         ),

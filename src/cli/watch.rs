@@ -307,6 +307,7 @@ struct Checked {
     threads: usize,
     model: Model,
     events: Option<PathBuf>,
+    events_rotation: Option<watch::events::Rotation>,
     node: Option<String>,
 }
 
@@ -358,6 +359,10 @@ fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<anyhow::Error>
             Err(e) => problems.push(anyhow::Error::msg(e)),
         }
     }
+    let events_rotation = args.events_rotation().unwrap_or_else(|e| {
+        problems.push(anyhow::Error::msg(e));
+        None
+    });
     let health_timeout = args.health_timeout.unwrap_or(10.0);
     if !(health_timeout > 0.0 && health_timeout <= 86_400.0) {
         problems.push(anyhow::anyhow!(
@@ -403,6 +408,7 @@ fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<anyhow::Error>
             threads,
             model,
             events: args.events.clone(),
+            events_rotation,
             node: args.node.clone(),
         }),
         _ => Err(problems),
@@ -421,6 +427,7 @@ fn set_up(checked: Checked, console: Option<Console>) -> Result<Service> {
         threads,
         model,
         events,
+        events_rotation,
         node,
     } = checked;
     let labels: Vec<String> = model.opts.watched.iter().map(|w| w.label.clone()).collect();
@@ -441,7 +448,7 @@ fn set_up(checked: Checked, console: Option<Console>) -> Result<Service> {
 
     let (log, last_run, closed) = match &events {
         Some(p) => {
-            let (log, rec) = watch::events::EventLog::open(p)?;
+            let (log, rec) = watch::events::EventLog::open_rotating(p, events_rotation)?;
             for c in &rec.closed {
                 log::warn!(
                     "{}: event {} ({}) was left open by a crash; closed as interrupted",

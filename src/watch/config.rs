@@ -37,6 +37,12 @@ pub struct WatchArgs {
     /// Append events here as JSON lines (fsync'd before any action).
     #[arg(long, value_name = "FILE.jsonl")]
     pub events: Option<PathBuf>,
+    /// Rotate the event log past this many megabytes (FILE.jsonl.1, .2, …).
+    #[arg(long, value_name = "MB")]
+    pub events_max_mb: Option<f64>,
+    /// Rotated event logs kept (default 5).
+    #[arg(long, value_name = "N")]
+    pub events_keep: Option<u32>,
     /// Write a JPEG of each event's start frame here.
     #[arg(long, value_name = "DIR")]
     pub snapshots: Option<PathBuf>,
@@ -154,6 +160,8 @@ impl WatchArgs {
                 self.watch
             },
             events: self.events.or(file.events),
+            events_max_mb: self.events_max_mb.or(file.events_max_mb),
+            events_keep: self.events_keep.or(file.events_keep),
             snapshots: self.snapshots.or(file.snapshots),
             snapshot_max_mb: self.snapshot_max_mb.or(file.snapshot_max_mb),
             snapshot_retain_days: self.snapshot_retain_days.or(file.snapshot_retain_days),
@@ -250,6 +258,32 @@ impl WatchArgs {
 }
 
 impl WatchArgs {
+    /// `--events-max-mb` and `--events-keep`, checked.
+    pub fn events_rotation(&self) -> Result<Option<super::events::Rotation>, String> {
+        let max_mb = super::events::MAX_LOG_BYTES as f64 / 1e6;
+        let keep = match self.events_keep {
+            None => 5,
+            Some(k) if (1..=100).contains(&k) => k,
+            Some(k) => return Err(format!("--events-keep {k}: expected 1 to 100 files")),
+        };
+        match self.events_max_mb {
+            None if self.events_keep.is_some() => {
+                Err("--events-keep: give --events-max-mb too".into())
+            }
+            None => Ok(None),
+            Some(_) if self.events.is_none() => {
+                Err("--events-max-mb: no --events log to rotate".into())
+            }
+            Some(m) if m > 0.0 && m <= max_mb => Ok(Some(super::events::Rotation {
+                max_bytes: (m * 1e6) as u64,
+                keep,
+            })),
+            Some(m) => Err(format!(
+                "--events-max-mb {m}: expected more than 0 and at most {max_mb} (a log is read whole at start)"
+            )),
+        }
+    }
+
     /// `--snapshot-max-mb` and `--snapshot-retain-days`, checked.
     pub fn snapshot_retention(&self) -> Result<super::snapshots::Retention, String> {
         let positive = |name: &str, v: Option<f64>, max: f64| match v {

@@ -150,6 +150,67 @@ pub struct EventLog {
     pending_bytes: usize,
     /// Lines dropped because the queue was full.
     pub lost: u64,
+    rotation: Option<Rotation>,
+    /// Bytes in the current file.
+    bytes: u64,
+}
+
+/// When the log is rotated: past `max_bytes`, `events.jsonl` becomes
+/// `events.jsonl.1` (`.1` becomes `.2`, …, up to `keep` old files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_bytes: u64,
+    pub keep: u32,
+}
+
+/// `path` with `.n` appended (`events.jsonl.1`).
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// Reads the lines of `text` into `rec` and `open`; returns the end of the
+/// last complete (or valid unterminated) line. A line that is not an event
+/// is an error naming `path` and the line, unless it is a partial last line.
+fn scan(
+    text: &[u8],
+    path: &Path,
+    rec: &mut Recovery,
+    open: &mut Vec<EventRecord>,
+) -> Result<usize, EventLogError> {
+    let mut good_end = 0usize;
+    let mut pos = 0usize;
+    let mut line_no = 0usize;
+    while pos < text.len() {
+        line_no += 1;
+        let (line, next, complete) = match text[pos..].iter().position(|&b| b == b'\n') {
+            Some(n) => (&text[pos..pos + n], pos + n + 1, true),
+            None => (&text[pos..], text.len(), false),
+        };
+        match serde_json::from_slice::<EventRecord>(line) {
+            Ok(r) => {
+                rec.last_run = rec.last_run.max(run_of(&r.id));
+                match r.event {
+                    EventKind::Start => open.push(r),
+                    EventKind::End => open.retain(|o| o.id != r.id),
+                    EventKind::SourceLost | EventKind::SourceBack => {}
+                }
+                good_end = if complete { next } else { text.len() };
+            }
+            // Only the last line can be a partial write.
+            Err(_) if !complete => break,
+            Err(e) => {
+                return Err(EventLogError::Corrupt {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                    why: e.to_string(),
+                })
+            }
+        }
+        pos = next;
+    }
+    Ok(good_end)
 }
 
 /// The log could not take a line: it waits in memory.
@@ -176,6 +237,28 @@ impl EventLog {
     /// Opens (creating) the log at `path`, repairs it, and closes the events
     /// a crash left open.
     pub fn open(path: &Path) -> Result<(EventLog, Recovery), EventLogError> {
+        Self::open_rotating(path, None)
+    }
+
+    /// As [`EventLog::open`], rotating the file by `rotation`; the newest
+    /// rotated file (`.1`) is read too, so that ids stay above its runs
+    /// and an event it left open is closed.
+    pub fn open_rotating(
+        path: &Path,
+        rotation: Option<Rotation>,
+    ) -> Result<(EventLog, Recovery), EventLogError> {
+        let mut rec = Recovery::default();
+        let mut open: Vec<EventRecord> = Vec::new();
+        let older = numbered(path, 1);
+        if rotation.is_some() && older.is_file() {
+            let text = crate::bundle::read_regular(&older, MAX_LOG_BYTES, true).map_err(|e| {
+                EventLogError::Io {
+                    path: older.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?;
+            scan(&text, &older, &mut rec, &mut open)?;
+        }
         let io = |source| EventLogError::Io {
             path: path.to_path_buf(),
             source,
@@ -196,39 +279,7 @@ impl EventLog {
         let mut text = Vec::with_capacity(len as usize);
         file.read_to_end(&mut text).map_err(io)?;
 
-        let mut rec = Recovery::default();
-        let mut open: Vec<EventRecord> = Vec::new();
-        let mut good_end = 0usize;
-        let mut pos = 0usize;
-        let mut line_no = 0usize;
-        while pos < text.len() {
-            line_no += 1;
-            let (line, next, complete) = match text[pos..].iter().position(|&b| b == b'\n') {
-                Some(n) => (&text[pos..pos + n], pos + n + 1, true),
-                None => (&text[pos..], text.len(), false),
-            };
-            match serde_json::from_slice::<EventRecord>(line) {
-                Ok(r) => {
-                    rec.last_run = rec.last_run.max(run_of(&r.id));
-                    match r.event {
-                        EventKind::Start => open.push(r),
-                        EventKind::End => open.retain(|o| o.id != r.id),
-                        EventKind::SourceLost | EventKind::SourceBack => {}
-                    }
-                    good_end = if complete { next } else { text.len() };
-                }
-                // Only the last line can be a partial write.
-                Err(_) if !complete => break,
-                Err(e) => {
-                    return Err(EventLogError::Corrupt {
-                        path: path.to_path_buf(),
-                        line: line_no,
-                        why: e.to_string(),
-                    })
-                }
-            }
-            pos = next;
-        }
+        let good_end = scan(&text, path, &mut rec, &mut open)?;
         if good_end < text.len() {
             rec.cut_bytes = (text.len() - good_end) as u64;
             file.set_len(good_end as u64).map_err(io)?;
@@ -244,7 +295,10 @@ impl EventLog {
             file.write_all(b"\n").map_err(io)?;
         }
         file.sync_data().map_err(io)?;
+        let bytes = file.metadata().map_err(io)?.len();
         let mut log = EventLog::with_writer(path, Box::new(file));
+        log.rotation = rotation;
+        log.bytes = bytes;
         for o in open {
             let end = EventRecord {
                 event: EventKind::End,
@@ -271,6 +325,8 @@ impl EventLog {
             pending: Default::default(),
             pending_bytes: 0,
             lost: 0,
+            rotation: None,
+            bytes: 0,
         }
     }
 
@@ -304,7 +360,43 @@ impl EventLog {
             }
             let done = self.pending.pop_front().expect("a pending line");
             self.pending_bytes -= done.len();
+            self.bytes += done.len() as u64;
+            if let Some(r) = self.rotation {
+                if self.bytes >= r.max_bytes {
+                    if let Err(e) = self.rotate(r.keep) {
+                        log::warn!(
+                            "{}: cannot rotate: {e}; it goes on growing",
+                            self.path.display()
+                        );
+                    }
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// `events.jsonl` → `.1` → `.2` … (the oldest beyond `keep` removed),
+    /// and a new, empty `events.jsonl`.
+    fn rotate(&mut self, keep: u32) -> std::io::Result<()> {
+        let keep = keep.max(1);
+        match std::fs::remove_file(numbered(&self.path, keep)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        for n in (1..keep).rev() {
+            match std::fs::rename(numbered(&self.path, n), numbered(&self.path, n + 1)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        std::fs::rename(&self.path, numbered(&self.path, 1))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&self.path)?;
+        self.file = Box::new(file);
+        self.bytes = 0;
         Ok(())
     }
 
@@ -446,6 +538,42 @@ mod tests {
         assert!(log.pending_bytes <= MAX_PENDING_BYTES);
         assert_eq!(log.lost as usize, n - log.pending());
         assert!(log.lost >= 10);
+    }
+
+    #[test]
+    fn the_log_rotates_keeps_its_old_files_and_recovers_across_them() {
+        let dir = tempdir();
+        let p = dir.join("events.jsonl");
+        let line = serde_json::to_vec(&rec(EventKind::Start, "5-1"))
+            .unwrap()
+            .len() as u64
+            + 1;
+        let rotation = Some(Rotation {
+            max_bytes: 3 * line,
+            keep: 2,
+        });
+        let (mut log, _) = EventLog::open_rotating(&p, rotation).unwrap();
+        for n in 1..=10 {
+            log.append(&rec(EventKind::Start, &format!("5-{n}")))
+                .unwrap();
+            log.append(&rec(EventKind::End, &format!("5-{n}"))).unwrap();
+        }
+        // An event left open across a rotation, then a crash.
+        log.append(&rec(EventKind::Start, "7-1")).unwrap();
+        log.append(&rec(EventKind::Start, "7-2")).unwrap();
+        log.append(&rec(EventKind::Start, "7-3")).unwrap();
+        drop(log);
+        assert!(numbered(&p, 1).is_file() && numbered(&p, 2).is_file());
+        assert!(!numbered(&p, 3).exists());
+        // A file is rotated once it reaches the size: at most one line over.
+        for f in [p.clone(), numbered(&p, 1), numbered(&p, 2)] {
+            assert!(std::fs::metadata(&f).unwrap().len() < 4 * line + 8, "{f:?}");
+        }
+        let (_, r) = EventLog::open_rotating(&p, rotation).unwrap();
+        assert_eq!(r.last_run, Some(7));
+        let mut closed: Vec<&str> = r.closed.iter().map(|c| c.id.as_str()).collect();
+        closed.sort();
+        assert_eq!(closed, ["7-1", "7-2", "7-3"]);
     }
 
     #[test]
