@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{bin, clip_truth as truth, root, scratch};
+use common::{bin, clip_truth as truth, read_log, root, scratch};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -54,14 +54,6 @@ fn write_clip_config(path: &Path) {
         ),
     )
     .unwrap();
-}
-
-fn read_log(p: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(p).unwrap();
-    assert!(text.is_empty() || text.ends_with('\n'), "log ends mid-line");
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect()
 }
 
 /// (label, start frame, end frame, end reason) of each event, checking that

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{bin, clip_truth, root, scratch};
+use common::{bin, clip_truth, read_log, root, scratch};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -30,14 +30,6 @@ fn watch(events: &Path, snaps: &Path, extra: &[&str]) -> Command {
     }
     c.args(extra);
     c
-}
-
-fn read_log(p: &Path) -> Vec<Value> {
-    std::fs::read_to_string(p)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect()
 }
 
 /// Frames a logged event may be off the clip's truth (they come out exact).

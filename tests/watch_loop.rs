@@ -3,25 +3,13 @@
 
 mod common;
 
-use clip_edge::engine::Engine;
 use clip_edge::watch::detect::Rules;
 use clip_edge::watch::gpio::GpioLines;
 use clip_edge::watch::source::{DirSource, FrameSource};
-use clip_edge::watch::{Options, Sink, Watched, Watcher};
-use common::root;
+use clip_edge::watch::{Options, Sink, Watcher};
+use common::{root, watched_at_half as watched};
 use embedded_hal_mock::eh1::digital::{Mock, State, Transaction};
 use std::sync::atomic::AtomicBool;
-
-fn watched(engine: &Engine, labels: &[&str]) -> Vec<Watched> {
-    labels
-        .iter()
-        .map(|l| Watched {
-            label: l.to_string(),
-            index: engine.bundle.labels().iter().position(|x| x == l).unwrap(),
-            threshold: 0.5,
-        })
-        .collect()
-}
 
 #[test]
 fn gpio_lines_follow_the_clip_events_exactly() {

@@ -6,13 +6,12 @@
 
 mod common;
 
-use clip_edge::engine::Engine;
 use clip_edge::watch::config::WatchArgs;
 use clip_edge::watch::events::{EventKind, EventRecord};
 use clip_edge::watch::regions::{Motion, STEADY_FRAMES};
 use clip_edge::watch::source::{DirSource, FrameSource};
-use clip_edge::watch::{detect::Rules, Options, Sink, Watched, Watcher};
-use common::root;
+use clip_edge::watch::{detect::Rules, Options, Sink, Watcher};
+use common::{root, watched_at_half as watched};
 use std::sync::atomic::AtomicBool;
 
 /// An event starts and ends at most this many frames from its object's
@@ -70,17 +69,6 @@ fn yard_truth() -> (Vec<String>, Vec<Span>) {
         })
         .collect();
     (watched, spans)
-}
-
-fn watched(engine: &Engine, labels: &[String]) -> Vec<Watched> {
-    labels
-        .iter()
-        .map(|l| Watched {
-            label: l.clone(),
-            index: engine.bundle.labels().iter().position(|x| x == l).unwrap(),
-            threshold: 0.5,
-        })
-        .collect()
 }
 
 /// The yard through the loop with these region settings: the events.

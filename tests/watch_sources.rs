@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{bin, clip_truth as truth, root, scratch};
+use common::{bin, clip_truth as truth, read_log, root, scratch};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -22,14 +22,6 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn clip() -> PathBuf {
     root().join("models/clips/shapes")
-}
-
-fn read_log(p: &Path) -> Vec<Value> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect()
 }
 
 /// (label, start, end) of the events that start at or after frame `from`.

@@ -112,13 +112,7 @@ pub fn render(spec: &ClipSpec) -> Result<(Vec<RgbImage>, Truth), SynthError> {
     if !(crate::synth::MIN_SIDE..=crate::synth::MAX_SIDE * 2).contains(&w.min(h)) {
         return Err(SynthError::ClipSize(w.min(h)));
     }
-    let mut scene = RgbImage::new(w, h);
-    for (x, _, p) in scene.enumerate_pixels_mut() {
-        let t = x as f32 / (w - 1).max(1) as f32;
-        p.0 = std::array::from_fn(|k| {
-            (BACKGROUND[0][k] as f32 * (1.0 - t) + BACKGROUND[1][k] as f32 * t).round() as u8
-        });
-    }
+    let scene = gradient(w, h);
     let mut frames = Vec::new();
     let mut spans = Vec::new();
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
@@ -345,13 +339,7 @@ pub fn render_scene(spec: &SceneSpec) -> Result<(Vec<RgbImage>, Truth), SynthErr
     if !(crate::synth::MIN_SIDE..=crate::synth::MAX_SIDE * 4).contains(&w.min(h)) {
         return Err(SynthError::ClipSize(w.min(h)));
     }
-    let mut scene = RgbImage::new(w, h);
-    for (x, _, p) in scene.enumerate_pixels_mut() {
-        let t = x as f32 / (w - 1).max(1) as f32;
-        p.0 = std::array::from_fn(|k| {
-            (BACKGROUND[0][k] as f32 * (1.0 - t) + BACKGROUND[1][k] as f32 * t).round() as u8
-        });
-    }
+    let scene = gradient(w, h);
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let mut looks = Vec::new();
     for walk in &spec.walks {
@@ -409,6 +397,18 @@ pub fn render_scene(spec: &SceneSpec) -> Result<(Vec<RgbImage>, Truth), SynthErr
         spans,
     };
     Ok((frames, truth))
+}
+
+/// The scene's background: [`BACKGROUND`]'s gradient, left to right.
+fn gradient(w: u32, h: u32) -> RgbImage {
+    let mut scene = RgbImage::new(w, h);
+    for (x, _, p) in scene.enumerate_pixels_mut() {
+        let t = x as f32 / (w - 1).max(1) as f32;
+        p.0 = std::array::from_fn(|k| {
+            (BACKGROUND[0][k] as f32 * (1.0 - t) + BACKGROUND[1][k] as f32 * t).round() as u8
+        });
+    }
+    scene
 }
 
 fn noisy(img: &RgbImage, rng: &mut ChaCha8Rng) -> RgbImage {

@@ -298,16 +298,7 @@ impl<'a> Watcher<'a> {
             _ => false,
         };
         if !skip {
-            let t =
-                self.engine
-                    .classify(&frame.view(), 1)
-                    .map_err(|source| WatchError::Engine {
-                        frame: frame.index,
-                        source,
-                    })?;
-            self.stats.preprocess_ms += t.preprocess;
-            self.stats.encode_ms += t.encode;
-            self.stats.score_ms += t.score;
+            self.classify(&frame.image, frame.index)?;
             self.stats.inferred += 1;
             if self.opts.motion_threshold.is_some() {
                 self.reference.copy_from(frame);
@@ -401,16 +392,7 @@ impl<'a> Watcher<'a> {
             let q = p.proposals[k];
             p.crop
                 .crop_from(img, q.crop.x, q.crop.y, q.crop.w, q.crop.h);
-            let t =
-                self.engine
-                    .classify(&p.crop.view(), 1)
-                    .map_err(|source| WatchError::Engine {
-                        frame: frame.index,
-                        source,
-                    })?;
-            self.stats.preprocess_ms += t.preprocess;
-            self.stats.encode_ms += t.encode;
-            self.stats.score_ms += t.score;
+            classify_counted(self.engine, &mut self.stats, &p.crop, frame.index)?;
             self.stats.crops += 1;
             let (top, prob) = self.engine.top()[0];
             let Some(i) = self.opts.watched.iter().position(|w| w.index == top) else {
@@ -522,6 +504,11 @@ impl<'a> Watcher<'a> {
                 .unwrap_or_else(|| self.ids.next_id()),
         };
         self.write_event(i, t, id, reason, None)
+    }
+
+    /// Classifies `img` (top-1 in the engine), adding its stage times to the stats.
+    fn classify(&mut self, img: &DecodedImage, frame: u64) -> Result<(), WatchError> {
+        classify_counted(self.engine, &mut self.stats, img, frame)
     }
 
     /// Sizes the regions' state for `w x h` frames (the first frame, or a
@@ -866,6 +853,22 @@ impl<'a> Watcher<'a> {
             Ended::SourceEnd
         })
     }
+}
+
+/// Classifies `img` with `engine` (top-1), adding its stage times to `stats`.
+fn classify_counted(
+    engine: &mut Engine,
+    stats: &mut Stats,
+    img: &DecodedImage,
+    frame: u64,
+) -> Result<(), WatchError> {
+    let t = engine
+        .classify(&img.view(), 1)
+        .map_err(|source| WatchError::Engine { frame, source })?;
+    stats.preprocess_ms += t.preprocess;
+    stats.encode_ms += t.encode;
+    stats.score_ms += t.score;
+    Ok(())
 }
 
 /// Where a track's event happened.

@@ -174,3 +174,36 @@ pub fn last_json_line(stdout: &[u8]) -> serde_json::Value {
     let line = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
+
+/// An event log's lines as JSON (none when there is no log yet); a log
+/// must never end mid-line.
+pub fn read_log(p: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(p).unwrap_or_default();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "{p:?} ends mid-line"
+    );
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+/// `labels` as watched labels of `engine`'s bundle, at threshold 0.5.
+pub fn watched_at_half<S: AsRef<str>>(
+    engine: &clip_edge::engine::Engine,
+    labels: &[S],
+) -> Vec<clip_edge::watch::Watched> {
+    labels
+        .iter()
+        .map(|l| clip_edge::watch::Watched {
+            label: l.as_ref().to_string(),
+            index: engine
+                .bundle
+                .labels()
+                .iter()
+                .position(|x| x == l.as_ref())
+                .unwrap(),
+            threshold: 0.5,
+        })
+        .collect()
+}
