@@ -40,21 +40,9 @@ struct Span {
 }
 
 fn yard_truth() -> (Vec<String>, Vec<Span>) {
-    let t: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("models/clips/yard/truth.json")).unwrap(),
-    )
-    .unwrap();
-    let watched: Vec<String> = t["spec"]["watched"]
-        .as_array()
-        .unwrap()
+    let (watched, spans) = common::truth_of("yard");
+    let spans = spans
         .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    let spans = t["spans"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| watched.iter().any(|w| w == s["label"].as_str().unwrap()))
         .map(|s| Span {
             label: s["label"].as_str().unwrap().into(),
             start: s["start"].as_i64().unwrap(),

@@ -141,10 +141,26 @@ pub fn frames_decoded(name: &str, limit: usize) -> Vec<clip_edge::watch::source:
 /// The committed clip's truth: (watched labels, spans of watched labels
 /// as (label, start, end)).
 pub fn clip_truth() -> (Vec<String>, Vec<(String, i64, i64)>) {
-    let t: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("models/clips/shapes/truth.json")).unwrap(),
-    )
-    .unwrap();
+    let (watched, spans) = truth_of("shapes");
+    let spans = spans
+        .iter()
+        .map(|s| {
+            (
+                s["label"].as_str().unwrap().to_string(),
+                s["start"].as_i64().unwrap(),
+                s["end"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    (watched, spans)
+}
+
+/// `models/clips/NAME/truth.json`: the watched labels and the spans of
+/// watched labels, as JSON.
+pub fn truth_of(name: &str) -> (Vec<String>, Vec<serde_json::Value>) {
+    let path = root().join("models/clips").join(name).join("truth.json");
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let watched: Vec<String> = t["spec"]["watched"]
         .as_array()
         .unwrap()
@@ -156,13 +172,7 @@ pub fn clip_truth() -> (Vec<String>, Vec<(String, i64, i64)>) {
         .unwrap()
         .iter()
         .filter(|s| watched.iter().any(|w| w == s["label"].as_str().unwrap()))
-        .map(|s| {
-            (
-                s["label"].as_str().unwrap().to_string(),
-                s["start"].as_i64().unwrap(),
-                s["end"].as_i64().unwrap(),
-            )
-        })
+        .cloned()
         .collect();
     (watched, spans)
 }
