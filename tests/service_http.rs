@@ -25,9 +25,10 @@ fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
     (code, buf[split + 4..].to_vec())
 }
 
-/// `clip-edge watch` on stdin with `--http`, fed frames 0..=21 (the first
-/// red star from frame 12), then kept silent; returns once an event is open.
-fn start(port: u16) -> (Child, std::process::ChildStdin) {
+/// `clip-edge watch` on stdin with `--http` (and snapshots in `snaps`), fed
+/// frames 0..=21 (the first red star from frame 12), then kept silent;
+/// returns once an event is open.
+fn start(port: u16, snaps: &std::path::Path) -> (Child, std::process::ChildStdin) {
     let mut cmd = bin();
     let mut child = common::own_group(&mut cmd)
         .args([
@@ -47,6 +48,8 @@ fn start(port: u16) -> (Child, std::process::ChildStdin) {
             "--bundle",
         ])
         .arg(root().join("models/default-int8"))
+        .arg("--snapshots")
+        .arg(snaps)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -110,7 +113,7 @@ fn parse_metrics(text: &str) -> Vec<(String, f64)> {
 #[test]
 fn endpoints_report_frames_events_and_silence() {
     let port = free_port();
-    let (mut child, stdin) = start(port);
+    let (mut child, stdin) = start(port, &scratch("http-snaps"));
     assert_eq!(get(port, "/healthz").0, 200);
     let (code, body) = get(port, "/api/state");
     assert_eq!(code, 200);
@@ -119,6 +122,22 @@ fn endpoints_report_frames_events_and_silence() {
     assert!(s["top"].as_array().unwrap().len() == 5);
     assert_eq!(s["active"][0]["label"], "red star");
     assert_eq!(s["recent_events"][0]["event"], "start");
+    assert_eq!(s["watched"][0]["label"], "red star");
+    assert_eq!(s["watched"][0]["threshold"], 0.5);
+    assert!(s["watched"][0]["score"].as_f64().unwrap() > 0.5, "{s}");
+    assert_eq!(s["stale"], false);
+    // The start's snapshot is served by its event id, and nothing else is.
+    let id = s["recent_events"][0]["id"].as_str().unwrap();
+    let (code, jpeg) = get(port, &format!("/snapshots/{id}.jpg"));
+    assert_eq!(code, 200);
+    assert!(image::load_from_memory(&jpeg).is_ok());
+    for bad in [
+        "/snapshots/x.jpg",
+        "/snapshots/../../etc/passwd",
+        "/snapshots/%2e%2e%2fetc%2fpasswd.jpg",
+    ] {
+        assert_eq!(get(port, bad).0, 404, "{bad}");
+    }
     let (code, body) = get(port, "/metrics");
     assert_eq!(code, 200);
     let text = String::from_utf8(body).unwrap();
@@ -161,6 +180,8 @@ fn endpoints_report_frames_events_and_silence() {
     }
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(get(port, "/healthz").0, 503);
+    let s: Value = serde_json::from_slice(&get(port, "/api/state").1).unwrap();
+    assert_eq!(s["stale"], true);
     drop(stdin);
     assert!(child.wait().unwrap().success());
 }
@@ -178,7 +199,7 @@ fn status_page_shows_the_current_label_in_chromium() {
     let browser = chromium()
         .expect("chromium not found: apt-get install chromium (this test is the page's check)");
     let port = free_port();
-    let (mut child, stdin) = start(port);
+    let (mut child, stdin) = start(port, &scratch("chromium-snaps"));
     let profile = scratch("chromium-profile");
     let t0 = Instant::now();
     // The page fills its tables from /api/state after load: let the
@@ -214,6 +235,12 @@ fn status_page_shows_the_current_label_in_chromium() {
         dom.contains("class=\"active\">red star</li>"),
         "no active event shown:\n{dom}"
     );
+    // The start's snapshot as a thumbnail, and a score bar per watched label.
+    assert!(
+        dom.contains("class=\"thumb\"") && dom.contains("src=\"/snapshots/"),
+        "no event thumbnail:\n{dom}"
+    );
+    assert_eq!(dom.matches("class=\"bar\"").count(), 2, "{dom}");
     drop(stdin);
     common::kill_group(&mut child, "KILL");
 }

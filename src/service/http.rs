@@ -28,6 +28,8 @@ use crate::watch::{Sink, Watcher};
 pub const RECENT_EVENTS: usize = 20;
 /// Labels listed with their scores in `/api/state`.
 pub const TOP_K: usize = 5;
+/// The largest snapshot `/snapshots/ID.jpg` serves.
+const MAX_SNAPSHOT_BYTES: u64 = 16 << 20;
 
 struct Metrics {
     registry: Registry,
@@ -65,6 +67,10 @@ struct State {
     boxes: Vec<(usize, Rect)>,
     /// Why the loop runs degraded (a disk refusing writes).
     trouble: Option<String>,
+    /// The watched labels: (index in `labels`, threshold), and their
+    /// scores in the last frame.
+    watched: Vec<(usize, f32)>,
+    watched_scores: Vec<f32>,
     writes_seen: [u64; 3],
 }
 
@@ -165,6 +171,8 @@ impl Status {
                 encode_ms_seen: 0.0,
                 boxes: Vec::with_capacity(crate::watch::track::MAX_TRACKS),
                 trouble: None,
+                watched: Vec::new(),
+                watched_scores: Vec::new(),
                 writes_seen: [0; 3],
             }),
             metrics: Metrics {
@@ -237,6 +245,17 @@ impl Status {
                 s.writes_seen[k] = writes[k];
             }
         }
+        let same = s.watched.len() == w.watched().len()
+            && s.watched
+                .iter()
+                .zip(w.watched())
+                .all(|(a, b)| *a == (b.index, b.threshold));
+        if !same {
+            // At start and after a reload only.
+            s.watched = w.watched().iter().map(|x| (x.index, x.threshold)).collect();
+            s.watched_scores = vec![0.0; s.watched.len()];
+        }
+        s.watched_scores.copy_from_slice(w.watched_scores());
         if s.trouble.as_deref() != w.trouble_now() {
             s.trouble = w.trouble_now().map(str::to_string);
         }
@@ -287,6 +306,12 @@ impl Status {
             },
             "fps": s.fps,
             "degraded": s.trouble,
+            "stale": s.last_at.is_none_or(|t| t.elapsed() > self.silent_after),
+            "watched": s.watched.iter().zip(&s.watched_scores).map(|(&(i, t), score)| serde_json::json!({
+                "label": s.labels.get(i),
+                "threshold": t,
+                "score": score,
+            })).collect::<Vec<_>>(),
             "top": top,
             "active": s.active.iter().map(|(l, id)| serde_json::json!({"label": l, "id": id})).collect::<Vec<_>>(),
             "boxes": s.boxes.iter().map(|(l, r)| serde_json::json!({"label": s.labels.get(*l), "box": r.to_array()})).collect::<Vec<_>>(),
@@ -313,6 +338,19 @@ impl Status {
             .write_image(&rgb, img.width, img.height, image::ExtendedColorType::Rgb8)
             .ok()?;
         Some(out)
+    }
+
+    /// The snapshot of recent event `id`, if the service wrote one: only
+    /// files named by its own events are ever read.
+    fn event_snapshot(&self, id: &str) -> Option<Vec<u8>> {
+        let path = {
+            let s = self.state.lock().ok()?;
+            s.recent
+                .iter()
+                .find(|e| e.id == id)
+                .and_then(|e| e.snapshot.clone())?
+        };
+        crate::bundle::read_regular(std::path::Path::new(&path), MAX_SNAPSHOT_BYTES, false).ok()
     }
 
     fn metrics_text(&self) -> String {
@@ -410,6 +448,13 @@ fn respond(status: &Status, req: tiny_http::Request) {
             None => ok(b"no frame yet\n".to_vec(), "text/plain").with_status_code(404),
         },
         (tiny_http::Method::Get, "/") => ok(PAGE.as_bytes().to_vec(), "text/html; charset=utf-8"),
+        (tiny_http::Method::Get, p) if p.starts_with("/snapshots/") => {
+            let id = p["/snapshots/".len()..].strip_suffix(".jpg").unwrap_or("");
+            match status.event_snapshot(id) {
+                Some(j) => ok(j, "image/jpeg"),
+                None => ok(b"no such snapshot\n".to_vec(), "text/plain").with_status_code(404),
+            }
+        }
         (tiny_http::Method::Get, _) => {
             ok(b"not found\n".to_vec(), "text/plain").with_status_code(404)
         }
@@ -420,36 +465,67 @@ fn respond(status: &Status, req: tiny_http::Request) {
     }
 }
 
-/// The status page: the latest frame (with the open events' boxes) and its
-/// top labels, active and recent events.
+/// The status page: a banner when the feed is stale, the latest frame (with
+/// the open events' boxes), the watched labels with their thresholds and
+/// live scores, the top labels, and recent events with their snapshots,
+/// times (the browser's) and durations. No external assets; fits a phone.
 const PAGE: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>clip-edge</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body{font-family:sans-serif;margin:1em;background:#111;color:#eee}
+body{font-family:sans-serif;margin:1em;background:#111;color:#eee;max-width:960px}
 img{max-width:100%;border:1px solid #444}
-table{border-collapse:collapse}td{padding:2px 8px}
+table{border-collapse:collapse}td{padding:2px 8px;vertical-align:middle}
 .active{color:#4f4;font-weight:bold}
+#stale{display:none;background:#a00;color:#fff;padding:.5em;font-weight:bold}
+.meter{position:relative;width:12em;height:1em;background:#333}
+.bar{height:100%;background:#4a4}
+.mark{position:absolute;top:-2px;bottom:-2px;width:2px;background:#fc0}
+.thumb{width:96px}
+@media (max-width:600px){.meter{width:8em}.thumb{width:64px}td{padding:2px 4px}}
 </style></head><body>
 <h1>clip-edge</h1>
-<p>Frame <span id="frame">-</span>, <span id="fps">-</span> fps</p>
+<div id="stale">No frame lately: the camera or the source is silent.</div>
+<p>Frame <span id="frame">-</span>, <span id="fps">-</span> fps <span id="degraded"></span></p>
 <img id="snap" alt="latest frame" src="/snapshot.jpg">
+<h2>Watched</h2><table id="watched"></table>
 <h2>Top labels</h2><table id="top"></table>
 <h2>Active events</h2><ul id="active"></ul>
 <h2>Recent events</h2><table id="recent"></table>
 <script>
-function cell(tr, text) { const td = document.createElement('td'); td.textContent = text; tr.appendChild(td); }
+function cell(tr, text) { const td = document.createElement('td'); td.textContent = text; tr.appendChild(td); return td; }
+function clock(t) { return new Date(t).toLocaleString(); }
 async function refresh() {
   try {
     const s = await (await fetch('/api/state', {cache: 'no-store'})).json();
+    document.getElementById('stale').style.display = s.stale ? 'block' : 'none';
     document.getElementById('frame').textContent = s.last_frame.index;
     document.getElementById('fps').textContent = s.fps.toFixed(1);
+    document.getElementById('degraded').textContent = s.degraded ? '(degraded: ' + s.degraded + ')' : '';
+    const wt = document.getElementById('watched'); wt.replaceChildren();
+    for (const w of s.watched) {
+      const tr = document.createElement('tr'); cell(tr, w.label);
+      const m = document.createElement('div'); m.className = 'meter';
+      const b = document.createElement('div'); b.className = 'bar'; b.style.width = (100 * (w.score || 0)).toFixed(1) + '%';
+      const k = document.createElement('div'); k.className = 'mark'; k.style.left = (100 * w.threshold).toFixed(1) + '%';
+      m.appendChild(b); m.appendChild(k); tr.appendChild(document.createElement('td')).appendChild(m);
+      cell(tr, (w.score || 0).toFixed(3) + ' / ' + w.threshold); wt.appendChild(tr);
+    }
     const top = document.getElementById('top'); top.replaceChildren();
     for (const t of s.top) { const tr = document.createElement('tr'); cell(tr, t.label); cell(tr, t.score.toFixed(3)); top.appendChild(tr); }
     const act = document.getElementById('active'); act.replaceChildren();
     for (const a of s.active) { const li = document.createElement('li'); li.className = 'active'; li.textContent = a.label; act.appendChild(li); }
+    const starts = {}; for (const e of s.recent_events) if (e.event === 'start') starts[e.id] = e;
     const rec = document.getElementById('recent'); rec.replaceChildren();
-    for (const e of s.recent_events.slice().reverse()) { const tr = document.createElement('tr'); cell(tr, e.time); cell(tr, e.event); cell(tr, e.label); cell(tr, 'frame ' + e.frame); rec.appendChild(tr); }
+    for (const e of s.recent_events.slice().reverse()) {
+      const tr = document.createElement('tr');
+      const td = document.createElement('td'); tr.appendChild(td);
+      if (e.snapshot) { const i = document.createElement('img'); i.className = 'thumb'; i.alt = e.label; i.src = '/snapshots/' + e.id + '.jpg'; td.appendChild(i); }
+      cell(tr, clock(e.time)); cell(tr, e.event); cell(tr, e.label);
+      const st = starts[e.id];
+      cell(tr, e.event === 'end' && st ? ((new Date(e.time) - new Date(st.time)) / 1000).toFixed(1) + ' s' : '');
+      cell(tr, 'frame ' + e.frame); rec.appendChild(tr);
+    }
     document.getElementById('snap').src = '/snapshot.jpg?f=' + s.last_frame.index;
   } catch (e) {}
 }

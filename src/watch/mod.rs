@@ -169,6 +169,9 @@ pub struct Watcher<'a> {
     last_index: u64,
     /// Regions, zones and tracks (unused for the whole frame).
     places: Places,
+    /// Each watched label's probability in the last frame (with regions:
+    /// its highest over the frame's crops).
+    scores: Vec<f32>,
     /// Why the loop runs degraded (the disk refuses the log or the
     /// snapshots), and when that was last said in the log.
     trouble: Option<String>,
@@ -250,6 +253,7 @@ impl<'a> Watcher<'a> {
                 tracks: Tracks::new(rules),
                 crop: DecodedImage::default(),
             },
+            scores: vec![0.0; n],
             trouble: None,
             trouble_said: None,
             stats: Stats::default(),
@@ -258,6 +262,17 @@ impl<'a> Watcher<'a> {
 
     pub fn engine(&self) -> &Engine {
         self.engine
+    }
+
+    /// The labels watched, with their thresholds.
+    pub fn watched(&self) -> &[Watched] {
+        &self.opts.watched
+    }
+
+    /// Each watched label's probability in the last frame classified (with
+    /// regions: its highest over that frame's crops).
+    pub fn watched_scores(&self) -> &[f32] {
+        &self.scores
     }
 
     /// Whether watched label `i` has an event open.
@@ -313,6 +328,7 @@ impl<'a> Watcher<'a> {
             let w = &self.opts.watched[i];
             let positive = top == w.index && top_p >= w.threshold;
             let score = self.engine.scores[w.index];
+            self.scores[i] = score;
             if let Some(t) = self.detectors[i].feed(frame.index, positive, score) {
                 self.emit(i, t, None)?;
                 n += 1;
@@ -388,12 +404,18 @@ impl<'a> Watcher<'a> {
             }
         }
         p.detections.clear();
+        if !p.proposals.is_empty() {
+            self.scores.fill(0.0);
+        }
         for k in 0..p.proposals.len() {
             let q = p.proposals[k];
             p.crop
                 .crop_from(img, q.crop.x, q.crop.y, q.crop.w, q.crop.h);
             classify_counted(self.engine, &mut self.stats, &p.crop, frame.index)?;
             self.stats.crops += 1;
+            for (sc, w) in self.scores.iter_mut().zip(&self.opts.watched) {
+                *sc = sc.max(self.engine.scores[w.index]);
+            }
             let (top, prob) = self.engine.top()[0];
             let Some(i) = self.opts.watched.iter().position(|w| w.index == top) else {
                 continue;
