@@ -8,7 +8,7 @@ mod common;
 
 use clip_edge::watch::config::WatchArgs;
 use clip_edge::watch::events::{EventKind, EventRecord};
-use clip_edge::watch::regions::{Motion, STEADY_FRAMES};
+use clip_edge::watch::motion::{Motion, STEADY_FRAMES};
 use clip_edge::watch::source::{DirSource, FrameSource};
 use clip_edge::watch::{detect::Rules, Options, Sink, Watcher};
 use common::{root, watched_at_half as watched};

@@ -328,7 +328,7 @@ impl Status {
         let img = &s.frame.image;
         let mut rgb = img.rgb();
         for (l, r) in &s.boxes {
-            use crate::watch::regions::{draw_box, draw_label};
+            use crate::watch::draw::{draw_box, draw_label};
             draw_box(rgb.to_mut(), img.width, img.height, *r);
             let label = s.labels.get(*l).map_or("", String::as_str);
             draw_label(rgb.to_mut(), img.width, img.height, *r, label);

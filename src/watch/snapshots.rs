@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::regions::{draw_box, draw_label, Rect};
+use super::draw::{draw_box, draw_label};
+use super::regions::Rect;
 use crate::decode::DecodedImage;
 
 /// JPEG quality of a snapshot.

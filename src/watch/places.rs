@@ -1,0 +1,218 @@
+//! What the loop does with regions (`--regions motion|tiles`, zones): each
+//! region of a frame (a motion region, a followed object's last box, a
+//! tile, a zone) is cut into a reused buffer, classified as `classify`
+//! would classify an image of it, and its detection fed to the tracks.
+
+use std::time::Instant;
+
+use super::motion::{Motion, MAX_REGIONS};
+use super::regions::{self, Rect, RegionMode};
+use super::track::{self, Detection, Tracks};
+use super::{classify_counted, Frame, WatchError, Watcher};
+use crate::decode::DecodedImage;
+use crate::watch::detect::Transition;
+
+/// A region to classify: `rect` is where the object is (the event's box),
+/// `crop` what the encoder sees.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Proposal {
+    rect: Rect,
+    pub(super) crop: Rect,
+    from_track: Option<usize>,
+    /// The zone this region is (with whole-frame zones).
+    zone: Option<usize>,
+}
+
+/// The watcher's state for regions: buffers sized at the first frame.
+#[derive(Debug)]
+pub(super) struct Places {
+    pub(super) motion: Motion,
+    pub(super) tiles: Vec<Rect>,
+    /// The frame size the tiles and the zones were checked for.
+    pub(super) sized_for: (u32, u32),
+    pub(super) proposals: Vec<Proposal>,
+    pub(super) detections: Vec<Detection>,
+    pub(super) transitions: Vec<(usize, Transition)>,
+    pub(super) tracks: Tracks,
+    pub(super) crop: DecodedImage,
+}
+
+/// Most regions classified in one frame: the motion regions and the
+/// tracks' last boxes, the tiles, or the zones.
+pub(super) const MAX_PROPOSALS: usize = MAX_REGIONS + track::MAX_TRACKS + 64;
+
+impl Places {
+    pub(super) fn new(rules: super::detect::Rules) -> Places {
+        Places {
+            motion: Motion::new(),
+            tiles: Vec::with_capacity(64),
+            sized_for: (0, 0),
+            proposals: Vec::with_capacity(MAX_PROPOSALS),
+            detections: Vec::with_capacity(MAX_PROPOSALS),
+            transitions: Vec::with_capacity(2 * track::MAX_TRACKS),
+            tracks: Tracks::new(rules),
+            crop: DecodedImage::default(),
+        }
+    }
+}
+
+impl Watcher<'_> {
+    /// [`Watcher::step`] for regions: each region (motion, the tracks'
+    /// last boxes, tiles or zones) is cropped and classified as `classify`
+    /// would classify an image of it; detections feed the tracks.
+    pub(super) fn step_regions(&mut self, frame: &Frame, t0: Instant) -> Result<usize, WatchError> {
+        let img = &frame.image;
+        let (w, h) = (img.width, img.height);
+        if self.places.sized_for != (w, h) {
+            self.resize_places(img)?;
+        }
+        let ropts = &self.opts.regions;
+        let p = &mut self.places;
+        p.proposals.clear();
+        match ropts.mode {
+            RegionMode::Motion => {
+                let frame_area = (w as u64 * h as u64).max(1) as f32;
+                for &r in p.motion.update(img) {
+                    let share = r.area() as f32 / frame_area;
+                    if share >= ropts.min_area && share <= ropts.max_area {
+                        p.proposals.push(Proposal {
+                            rect: r,
+                            crop: regions::context_square(r, w, h),
+                            from_track: None,
+                            zone: None,
+                        });
+                    }
+                }
+                // Objects standing still: no motion, their last box.
+                for (slot, t) in p.tracks.iter() {
+                    let moved = p
+                        .proposals
+                        .iter()
+                        .take_while(|q| q.from_track.is_none())
+                        .any(|q| q.rect.overlap(&t.last_box) > 0);
+                    if !moved && p.proposals.len() < MAX_PROPOSALS {
+                        p.proposals.push(Proposal {
+                            rect: t.last_box,
+                            crop: regions::context_square(t.last_box, w, h),
+                            from_track: Some(slot),
+                            zone: None,
+                        });
+                    }
+                }
+            }
+            RegionMode::Tiles { .. } => {
+                for &r in &p.tiles {
+                    p.proposals.push(Proposal {
+                        rect: r,
+                        crop: r,
+                        from_track: None,
+                        zone: None,
+                    });
+                }
+            }
+            RegionMode::Full => {
+                for (i, z) in ropts.zones.iter().enumerate() {
+                    let r = z.area.bbox();
+                    p.proposals.push(Proposal {
+                        rect: r,
+                        crop: r,
+                        from_track: None,
+                        zone: Some(i),
+                    });
+                }
+            }
+        }
+        p.detections.clear();
+        if !p.proposals.is_empty() {
+            self.scores.fill(0.0);
+        }
+        for k in 0..p.proposals.len() {
+            let q = p.proposals[k];
+            p.crop
+                .crop_from(img, q.crop.x, q.crop.y, q.crop.w, q.crop.h);
+            classify_counted(self.engine, &mut self.stats, &p.crop, frame.index)?;
+            self.stats.crops += 1;
+            for (sc, w) in self.scores.iter_mut().zip(&self.opts.watched) {
+                *sc = sc.max(self.engine.scores[w.index]);
+            }
+            let (top, prob) = self.engine.top()[0];
+            let Some(i) = self.opts.watched.iter().position(|w| w.index == top) else {
+                continue;
+            };
+            let zones = &ropts.zones;
+            let zone = q
+                .zone
+                .or_else(|| zones.iter().position(|z| z.area.contains(q.rect.centre())));
+            let threshold = match zone {
+                Some(z) => zones[z].threshold(i, self.opts.watched[i].threshold),
+                None if zones.is_empty() => Some(self.opts.watched[i].threshold),
+                None => None,
+            };
+            if threshold.is_some_and(|t| prob >= t) {
+                p.detections.push(Detection {
+                    watched: i,
+                    zone,
+                    rect: q.rect,
+                    score: prob,
+                    from_track: q.from_track,
+                });
+            }
+        }
+        if !p.proposals.is_empty() {
+            self.stats.inferred += 1;
+        }
+        let t1 = Instant::now();
+        self.stats.classify_ms += (t1 - t0).as_secs_f64() * 1e3;
+        p.transitions.clear();
+        p.tracks
+            .step(frame.index, &mut p.detections, &mut p.transitions);
+        let n = p.transitions.len();
+        for k in 0..n {
+            let (slot, t) = self.places.transitions[k];
+            self.emit_track(slot, t, None)?;
+        }
+        self.places.tracks.retire_idle();
+        self.stats.loop_ms += t1.elapsed().as_secs_f64() * 1e3;
+        Ok(n)
+    }
+
+    /// Sizes the regions' state for `w x h` frames (the first frame, or a
+    /// source that changed its size): the tracks' events end (their boxes
+    /// are in the old frame), the zones and tiles are checked, and the
+    /// preprocessor's buffers grown for the largest square crop, so that
+    /// no later crop allocates.
+    pub(super) fn resize_places(&mut self, img: &DecodedImage) -> Result<(), WatchError> {
+        let (w, h) = (img.width, img.height);
+        if self.places.sized_for != (0, 0) {
+            log::warn!(
+                "the source's frames changed size from {}x{} to {w}x{h}: tracks start again",
+                self.places.sized_for.0,
+                self.places.sized_for.1
+            );
+            self.end_all("frame_size")?;
+            self.places.tracks.clear();
+        }
+        self.places.motion.reset();
+        let ropts = &self.opts.regions;
+        ropts.check_frame(w, h).map_err(WatchError::Settings)?;
+        let p = &mut self.places;
+        if let RegionMode::Tiles { cols, rows } = ropts.mode {
+            regions::tiles(w, h, cols, rows, &mut p.tiles);
+        }
+        p.sized_for = (w, h);
+        if ropts.mode == RegionMode::Motion && w > 0 && h > 0 {
+            // The largest crop a region or a track's box can take.
+            let side = w.min(h);
+            p.crop.crop_from(img, 0, 0, side, side);
+            self.engine
+                .preprocess(&self.places.crop.view())
+                .map_err(|source| WatchError::Engine { frame: 0, source })?;
+        }
+        Ok(())
+    }
+
+    /// The size of the frames the regions were last sized for.
+    pub fn frame_size(&self) -> Option<(u32, u32)> {
+        (self.places.sized_for != (0, 0)).then_some(self.places.sized_for)
+    }
+}
