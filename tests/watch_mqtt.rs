@@ -67,6 +67,8 @@ fn subscribe_as(
     login: Option<(&str, &str)>,
 ) -> (Received, Arc<Mutex<bool>>) {
     let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    // Snapshots (JPEG) are larger than rumqttc's default 10 KiB.
+    opts.set_max_packet_size(8 << 20, 64 << 10);
     if let Some((u, p)) = login {
         opts.set_credentials(u, p);
     }
@@ -372,8 +374,10 @@ fn a_broker_login_gets_the_events_and_a_refused_one_is_named() {
 
 /// Discovery in Home Assistant's current schema (`default_entity_id`, no
 /// `object_id`, `origin`, the status page as the device's
-/// `configuration_url`), and a config a previous run left for a label no
-/// longer watched is removed (a late subscriber no longer gets it).
+/// `configuration_url`; an event and an image entity per label), a config a
+/// previous run left for a label no longer watched is removed (a late
+/// subscriber no longer gets it), events fire the event entity, and the
+/// last start's snapshot is retained on the image's topic, byte for byte.
 #[test]
 #[ignore = "needs mosquitto (apt-get install mosquitto); .ci/run runs it with --ignored"]
 fn discovery_is_current_and_a_label_no_longer_watched_leaves_no_entity() {
@@ -407,6 +411,7 @@ fn discovery_is_current_and_a_label_no_longer_watched_leaves_no_entity() {
             n.unwrap();
         }
     }
+    let (fired, _) = subscribe(port, "test-fired", &["test/+/event"], false);
     let http_port = free_port();
     let out = bin()
         .args([
@@ -419,6 +424,8 @@ fn discovery_is_current_and_a_label_no_longer_watched_leaves_no_entity() {
             "dir:{}",
             root().join("models/clips/shapes").display()
         ))
+        .arg("--snapshots")
+        .arg(dir.join("snaps"))
         .arg("--mqtt")
         .arg(format!("mqtt://127.0.0.1:{port}/test"))
         .arg("--http")
@@ -431,41 +438,85 @@ fn discovery_is_current_and_a_label_no_longer_watched_leaves_no_entity() {
         String::from_utf8_lossy(&out.stderr)
     );
     let (retained, _) = subscribe(port, "test-late", &["homeassistant/#"], false);
+    let config = |kind: &str| -> Option<Value> {
+        let topic = format!("homeassistant/{kind}/testcam/red_star/config");
+        let got = retained.lock().unwrap();
+        got.iter()
+            .find(|(t, p, r)| *t == topic && *r && !p.is_empty())
+            .map(|(_, p, _)| serde_json::from_slice(p).unwrap())
+    };
+    let t0 = Instant::now();
+    let (c, ev, im) = loop {
+        if let (Some(c), Some(ev), Some(im)) =
+            (config("binary_sensor"), config("event"), config("image"))
+        {
+            break (c, ev, im);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "discovery configs missing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        c["default_entity_id"],
+        "binary_sensor.clip_edge_testcam_red_star"
+    );
+    assert!(c.get("object_id").is_none(), "{c}");
+    assert_eq!(c["unique_id"], "clip_edge_testcam_red_star");
+    assert_eq!(c["origin"]["name"], "clip-edge");
+    assert_eq!(
+        c["device"]["configuration_url"],
+        format!("http://127.0.0.1:{http_port}/")
+    );
+    assert_eq!(ev["state_topic"], "test/red_star/event");
+    assert_eq!(ev["event_types"], serde_json::json!(["start", "end"]));
+    assert_eq!(im["image_topic"], "test/red_star/snapshot");
+    // Give a ghost the time to arrive, were it still there.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !retained
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(t, p, _)| t == ghost && !p.is_empty()),
+        "the stale config is still retained"
+    );
+    // The red star's two events fired start and end.
+    let t0 = Instant::now();
+    let fired: Vec<Value> = loop {
+        let got: Vec<Value> = fired
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, p, _)| serde_json::from_slice(p).unwrap())
+            .collect();
+        if got.len() >= 4 || t0.elapsed() > Duration::from_secs(10) {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let kinds: Vec<&str> = fired
+        .iter()
+        .map(|f| f["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["start", "end", "start", "end"], "{fired:?}");
+    // The last start's snapshot, retained on the image's topic.
+    let last = fired[2]["snapshot"].as_str().unwrap().to_string();
+    let (image, _) = subscribe(port, "test-image", &["test/red_star/snapshot"], false);
     let t0 = Instant::now();
     loop {
-        let got = retained.lock().unwrap().clone();
-        let configs: Vec<(String, Value)> = got
-            .iter()
-            .filter(|(_, p, r)| *r && !p.is_empty())
-            .map(|(t, p, _)| (t.clone(), serde_json::from_slice(p).unwrap()))
-            .collect();
-        if let Some((_, c)) = configs
-            .iter()
-            .find(|(t, _)| t == "homeassistant/binary_sensor/testcam/red_star/config")
-        {
-            assert_eq!(
-                c["default_entity_id"],
-                "binary_sensor.clip_edge_testcam_red_star"
-            );
-            assert!(c.get("object_id").is_none(), "{c}");
-            assert_eq!(c["unique_id"], "clip_edge_testcam_red_star");
-            assert_eq!(c["origin"]["name"], "clip-edge");
-            assert_eq!(
-                c["device"]["configuration_url"],
-                format!("http://127.0.0.1:{http_port}/")
-            );
-            // Give a ghost the time to arrive, were it still there.
-            std::thread::sleep(Duration::from_millis(500));
-            let got = retained.lock().unwrap().clone();
+        if let Some((_, jpeg, retained)) = image.lock().unwrap().first() {
+            assert!(*retained);
             assert!(
-                !got.iter().any(|(t, p, _)| t == ghost && !p.is_empty()),
-                "the stale config is still retained"
+                *jpeg == std::fs::read(&last).unwrap(),
+                "not the last start's snapshot"
             );
             break;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(10),
-            "no discovery config: {configs:?}"
+            "no snapshot on its topic"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -84,6 +84,13 @@ impl Sink for mqtt::Mqtt {
         mqtt::Mqtt::event(self, line);
         match record.event {
             EventKind::Start | EventKind::End => {
+                let start = record.event == EventKind::Start;
+                if let Ok(json) = serde_json::to_value(record) {
+                    self.fire(&record.label, if start { "start" } else { "end" }, &json);
+                }
+                if let (true, Some(path)) = (start, &record.snapshot) {
+                    self.snapshot(&record.label, Path::new(path));
+                }
                 self.state(&record.label, label_on);
                 if let Some(zone) = &record.zone {
                     self.zone_event(zone, &record.label, record.event == EventKind::Start);

@@ -186,6 +186,9 @@ pub struct Mqtt {
     zone_open: Vec<(String, String, u32)>,
 }
 
+/// The largest snapshot published to Home Assistant's image entity.
+pub const MAX_SNAPSHOT_BYTES: u64 = 4 << 20;
+
 /// A zone's name and the labels it watches, for Home Assistant.
 pub type ZoneLabels = (String, Vec<String>);
 
@@ -245,6 +248,39 @@ fn discovery(
             s.clone(),
             format!("{prefix}/{s}/state"),
         ));
+        // An event entity fired on each start and end, and an image entity
+        // showing the latest start's snapshot.
+        let id = format!("clip_edge_{}_{s}", slug(node));
+        let event = serde_json::json!({
+            "name": format!("{label} event"),
+            "unique_id": format!("{id}_event"),
+            "default_entity_id": format!("event.{id}"),
+            "state_topic": format!("{prefix}/{s}/event"),
+            "event_types": ["start", "end"],
+            "availability_topic": status,
+            "device": device,
+            "origin": origin,
+        });
+        out.push(Message {
+            topic: format!("homeassistant/event/{}/{s}/config", slug(node)),
+            payload: event.to_string().into_bytes(),
+            retain: true,
+        });
+        let image = serde_json::json!({
+            "name": format!("{label} snapshot"),
+            "unique_id": format!("{id}_snapshot"),
+            "default_entity_id": format!("image.{id}"),
+            "image_topic": format!("{prefix}/{s}/snapshot"),
+            "content_type": "image/jpeg",
+            "availability_topic": status,
+            "device": device,
+            "origin": origin,
+        });
+        out.push(Message {
+            topic: format!("homeassistant/image/{}/{s}/config", slug(node)),
+            payload: image.to_string().into_bytes(),
+            retain: true,
+        });
     }
     for (zone, labels) in zones {
         for label in labels {
@@ -285,7 +321,8 @@ impl Mqtt {
         opts.set_keep_alive(Duration::from_secs(15))
             .set_clean_session(true)
             .set_inflight(IN_FLIGHT as u16)
-            .set_last_will(LastWill::new(&status, "offline", QoS::AtLeastOnce, true));
+            .set_last_will(LastWill::new(&status, "offline", QoS::AtLeastOnce, true))
+            .set_max_packet_size(64 << 10, MAX_SNAPSHOT_BYTES as usize + (4 << 10));
         if let Some(user) = &url.username {
             opts.set_credentials(user.clone(), url.password.clone().unwrap_or_default());
         }
@@ -314,7 +351,7 @@ impl Mqtt {
         ));
         // Configs this node left on the broker for labels (or zones) it no
         // longer watches are removed when seen (an empty retained payload).
-        let ours = format!("homeassistant/binary_sensor/{}/", slug(node));
+        let ours = slug(node);
         let thread = std::thread::Builder::new()
             .name("clip-edge-mqtt".into())
             .spawn(move || connection_thread(opts, hello, ours, shared))
@@ -376,6 +413,42 @@ impl Mqtt {
             topic: format!("{}/events", self.url.prefix),
             payload: json_line.to_vec(),
             retain: false,
+        });
+    }
+
+    /// An event entity's firing: `{"event_type": "start"|"end", ...}` on
+    /// `PREFIX/<label>/event`.
+    pub fn fire(&self, label: &str, event_type: &str, record_json: &serde_json::Value) {
+        let mut payload = record_json.clone();
+        payload["event_type"] = event_type.into();
+        self.push(Message {
+            topic: format!("{}/{}/event", self.url.prefix, slug(label)),
+            payload: payload.to_string().into_bytes(),
+            retain: false,
+        });
+    }
+
+    /// The latest start's snapshot on `PREFIX/<label>/snapshot`, retained
+    /// (Home Assistant's image entity). A snapshot still waiting replaces
+    /// the one before it, so the outbox holds at most one per label.
+    pub fn snapshot(&self, label: &str, path: &std::path::Path) {
+        let jpeg = match crate::bundle::read_regular(path, MAX_SNAPSHOT_BYTES, false) {
+            Ok(j) => j,
+            Err(e) => {
+                log::warn!("mqtt: snapshot not published: {e}");
+                return;
+            }
+        };
+        let topic = format!("{}/{}/snapshot", self.url.prefix, slug(label));
+        let (lock, cv) = &*self.shared;
+        if let Ok(mut g) = lock.lock() {
+            g.queue.retain(|m| m.topic != topic);
+        }
+        cv.notify_all();
+        self.push(Message {
+            topic,
+            payload: jpeg,
+            retain: true,
         });
     }
 
@@ -471,12 +544,18 @@ fn connection_thread(
                     }
                 }
                 // The retained configs under this node's discovery topics.
-                if let Err(e) = client.try_subscribe(format!("{ours}+/config"), QoS::AtMostOnce) {
+                if let Err(e) = client
+                    .try_subscribe(format!("homeassistant/+/{ours}/+/config"), QoS::AtMostOnce)
+                {
                     log::warn!("mqtt: cannot look for stale discovery configs: {e}");
                 }
             }
             Ok(Ok(Event::Incoming(Incoming::Publish(p)))) => {
-                let stale = p.topic.starts_with(&ours)
+                let levels: Vec<&str> = p.topic.split('/').collect();
+                let stale = levels.len() == 5
+                    && levels[0] == "homeassistant"
+                    && levels[2] == ours
+                    && levels[4] == "config"
                     && !p.payload.is_empty()
                     && !hello.iter().any(|m| m.topic == p.topic);
                 if stale {
@@ -580,11 +659,21 @@ mod tests {
             topics,
             [
                 "homeassistant/binary_sensor/pi/red_star/config",
+                "homeassistant/event/pi/red_star/config",
+                "homeassistant/image/pi/red_star/config",
                 "homeassistant/binary_sensor/pi/green_square/config",
+                "homeassistant/event/pi/green_square/config",
+                "homeassistant/image/pi/green_square/config",
                 "homeassistant/binary_sensor/pi/porch__red_star/config",
             ]
         );
-        let c: serde_json::Value = serde_json::from_slice(&d[2].payload).unwrap();
+        let e: serde_json::Value = serde_json::from_slice(&d[1].payload).unwrap();
+        assert_eq!(e["state_topic"], "cam/red_star/event");
+        assert_eq!(e["default_entity_id"], "event.clip_edge_pi_red_star");
+        let i: serde_json::Value = serde_json::from_slice(&d[2].payload).unwrap();
+        assert_eq!(i["image_topic"], "cam/red_star/snapshot");
+        assert_eq!(i["content_type"], "image/jpeg");
+        let c: serde_json::Value = serde_json::from_slice(&d[6].payload).unwrap();
         assert_eq!(c["state_topic"], "cam/porch/red_star/state");
         assert_eq!(c["name"], "Porch red star");
         assert_eq!(
