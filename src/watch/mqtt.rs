@@ -81,8 +81,35 @@ impl MqttUrl {
         }
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("mqtt_password_file {}: {e}", path.display()))?;
-        self.password = Some(text.lines().next().unwrap_or("").to_string());
+        if world_readable(path) {
+            log::warn!(
+                "mqtt_password_file {}: every user of this machine can read it (chmod 600)",
+                path.display()
+            );
+        }
+        let first = text.lines().next().unwrap_or("");
+        if first.is_empty() {
+            return Err(format!(
+                "mqtt_password_file {}: its first line is empty (the password goes there)",
+                path.display()
+            ));
+        }
+        self.password = Some(first.to_string());
         Ok(self)
+    }
+}
+
+/// Whether others than the owner and group may read `path`.
+fn world_readable(path: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
     }
 }
 
@@ -648,6 +675,28 @@ fn connection_thread(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn password_files_empty_or_readable_by_all_are_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("clip-edge-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("pw");
+        let url = || "mqtt://ha@127.0.0.1/x".parse::<MqttUrl>().unwrap();
+        std::fs::write(&p, "\nsecond\n").unwrap();
+        let e = url().with_password_file(&p).unwrap_err();
+        assert!(e.contains("first line is empty") && e.contains("pw"), "{e}");
+        std::fs::write(&p, "s3cret\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(world_readable(&p));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!world_readable(&p));
+        assert_eq!(
+            url().with_password_file(&p).unwrap().password.as_deref(),
+            Some("s3cret")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn zones_get_a_sensor_per_label_they_watch_and_follow_their_events() {
