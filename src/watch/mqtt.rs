@@ -245,27 +245,35 @@ fn discovery(
         "name": "clip-edge",
         "sw_version": env!("CARGO_PKG_VERSION"),
     });
+    // One entity's retained config: its fields, plus what every one has.
+    // `entity_id` is the id Home Assistant gives it at first
+    // (`default_entity_id`; object_id was deprecated in 2025.10).
+    let entity = |kind: &str,
+                  key: &str,
+                  unique_id: String,
+                  entity_id: &str,
+                  mut config: serde_json::Value| {
+        config["unique_id"] = unique_id.into();
+        config["default_entity_id"] = format!("{kind}.{entity_id}").into();
+        config["availability_topic"] = status.clone().into();
+        config["device"] = device.clone();
+        config["origin"] = origin.clone();
+        Message {
+            topic: format!("homeassistant/{kind}/{}/{key}/config", slug(node)),
+            payload: config.to_string().into_bytes(),
+            retain: true,
+        }
+    };
     let sensor = |name: String, key: String, state_topic: String| {
         let id = format!("clip_edge_{}_{key}", slug(node));
         let config = serde_json::json!({
             "name": name,
-            "unique_id": id,
-            // The entity id Home Assistant gives it at first (object_id
-            // was deprecated in 2025.10).
-            "default_entity_id": format!("binary_sensor.{id}"),
             "state_topic": state_topic,
             "payload_on": "ON",
             "payload_off": "OFF",
-            "availability_topic": status,
             "device_class": "occupancy",
-            "device": device,
-            "origin": origin,
         });
-        Message {
-            topic: format!("homeassistant/binary_sensor/{}/{key}/config", slug(node)),
-            payload: config.to_string().into_bytes(),
-            retain: true,
-        }
+        entity("binary_sensor", &key, id.clone(), &id, config)
     };
     let mut out = Vec::new();
     for label in labels {
@@ -280,34 +288,16 @@ fn discovery(
         let id = format!("clip_edge_{}_{s}", slug(node));
         let event = serde_json::json!({
             "name": format!("{label} event"),
-            "unique_id": format!("{id}_event"),
-            "default_entity_id": format!("event.{id}"),
             "state_topic": format!("{prefix}/{s}/event"),
             "event_types": ["start", "end"],
-            "availability_topic": status,
-            "device": device,
-            "origin": origin,
         });
-        out.push(Message {
-            topic: format!("homeassistant/event/{}/{s}/config", slug(node)),
-            payload: event.to_string().into_bytes(),
-            retain: true,
-        });
+        out.push(entity("event", &s, format!("{id}_event"), &id, event));
         let image = serde_json::json!({
             "name": format!("{label} snapshot"),
-            "unique_id": format!("{id}_snapshot"),
-            "default_entity_id": format!("image.{id}"),
             "image_topic": format!("{prefix}/{s}/snapshot"),
             "content_type": "image/jpeg",
-            "availability_topic": status,
-            "device": device,
-            "origin": origin,
         });
-        out.push(Message {
-            topic: format!("homeassistant/image/{}/{s}/config", slug(node)),
-            payload: image.to_string().into_bytes(),
-            retain: true,
-        });
+        out.push(entity("image", &s, format!("{id}_snapshot"), &id, image));
     }
     for (zone, labels) in zones {
         for label in labels {
