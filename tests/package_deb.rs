@@ -82,6 +82,18 @@ fn deb_holds_the_binary_unit_config_and_default_bundle() {
         "/etc/clip-edge/watch.toml",
         "the config survives upgrades"
     );
+    // Maintainer scripts: reload units, restart on upgrade, stop on
+    // remove, remove the state only on purge; each valid sh.
+    for (script, needle) in [
+        ("postinst", "try-restart clip-edge.service"),
+        ("prerm", "systemctl stop clip-edge.service"),
+        ("postrm", "rm -rf /var/lib/clip-edge"),
+    ] {
+        let path = ctrl.join(script);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(needle), "{script}: {text}");
+        run(Command::new("sh").arg("-n").arg(&path));
+    }
     let unit = std::fs::read_to_string(x.join("lib/systemd/system/clip-edge.service")).unwrap();
     for line in [
         "Type=notify",
@@ -157,4 +169,29 @@ fn unit_passes_systemd_analyze_verify() {
     let err = String::from_utf8_lossy(&out.stderr);
     // verify exits 0 on settings it ignores; any message is a finding.
     assert!(out.status.success() && err.trim().is_empty(), "{err}");
+    // Hardened: systemd's own exposure score (0 safest, 10 worst; the
+    // unit scores 1.5 with systemd 252) stays at most this.
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let exposure: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for clip-edge.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(
+        exposure <= MAX_UNIT_EXPOSURE,
+        "exposure {exposure}:\n{text}"
+    );
 }
+
+/// The unit's `systemd-analyze security` exposure may be at most this
+/// (the bound); measured 1.5.
+const MAX_UNIT_EXPOSURE: f64 = 3.0;
