@@ -5,7 +5,6 @@
 pub mod alloc_count;
 pub mod bundle;
 pub mod decode;
-pub mod encoder;
 pub mod engine;
 pub mod eval;
 pub mod kernels;
@@ -14,4 +13,5 @@ pub mod progress;
 pub mod score;
 pub mod service;
 pub mod signature;
+pub mod tract_graph;
 pub mod watch;

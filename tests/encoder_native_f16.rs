@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use clip_edge::bundle::Bundle;
 use clip_edge::decode::decode_file;
-use clip_edge::encoder;
 use clip_edge::preprocess::Preprocessor;
+use clip_edge::tract_graph;
 use tract_core::internal::*;
 use tract_linalg::isa;
 
@@ -51,16 +51,16 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 /// The bundle's image encoder translated to f16, optimised; with the matmul
 /// kernels the plan chose.
-fn f16_plan(bundle: &Bundle) -> (encoder::Plan, Vec<String>) {
-    let mut model = encoder::load_nnef(&bundle.image_encoder_path()).unwrap();
-    encoder::fold_constants(&mut model).unwrap();
+fn f16_plan(bundle: &Bundle) -> (tract_graph::Plan, Vec<String>) {
+    let mut model = tract_graph::load_nnef(&bundle.image_encoder_path()).unwrap();
+    tract_graph::fold_constants(&mut model).unwrap();
     tract_core::transform::get_transform("f32_to_f16")
         .unwrap()
         .expect("tract's f32_to_f16 transform")
         .transform(&mut model)
         .unwrap();
     let plan = model.into_optimized().unwrap().into_runnable().unwrap();
-    let kernels = encoder::matmul_kernels(&plan);
+    let kernels = tract_graph::matmul_kernels(&plan);
     (plan, kernels)
 }
 
@@ -93,7 +93,7 @@ fn check(bundle_name: &str, reference_name: &str) {
             .cast_to::<f16>()
             .unwrap()
             .into_owned();
-        let got = encoder::run_f32(&plan, x).unwrap();
+        let got = tract_graph::run_f32(&plan, x).unwrap();
         let c = cosine(&got, want);
         assert!(
             c >= NATIVE_F16_MIN_COSINE,

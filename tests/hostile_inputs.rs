@@ -397,7 +397,7 @@ fn an_nnef_tensor_declaring_more_than_its_archive_holds_is_refused() {
         tar.append_data(&mut h, name, data).unwrap();
     }
     let bytes = tar.into_inner().unwrap();
-    let e = clip_edge::encoder::read_nnef(&bytes)
+    let e = clip_edge::tract_graph::read_nnef(&bytes)
         .err()
         .unwrap()
         .to_string();

@@ -65,7 +65,7 @@ fn run(a: Tensor, b: Tensor, operating: DatumType) -> TractResult<(Tensor, Vec<S
     )?;
     model.select_output_outlets(&c)?;
     let plan = model.into_optimized()?.into_runnable()?;
-    let kernels = clip_edge::encoder::matmul_kernels(&plan);
+    let kernels = clip_edge::tract_graph::matmul_kernels(&plan);
     let out = plan.run(tvec!(a.into_tvalue()))?;
     Ok((out[0].clone().into_tensor(), kernels))
 }

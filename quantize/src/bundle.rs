@@ -13,9 +13,9 @@ use clip_edge::bundle::{
     TableInfo,
 };
 use clip_edge::decode::{decode_file, DecodeError};
-use clip_edge::encoder;
 use clip_edge::preprocess::{Preprocessor, CLIP_MEAN, CLIP_STD};
 use clip_edge::signature;
+use clip_edge::tract_graph;
 
 use crate::checkpoint::{self, CheckpointError, StateDict};
 use crate::config::ClipConfig;
@@ -160,7 +160,7 @@ pub fn text_table(
         .map(|p| tok.tokenize(p, cfg.context_length, false))
         .collect::<Result<Vec<_>, _>>()?;
     let batch = 16.min(prompts.len());
-    let plan = encoder::into_plan(graph::text_encoder(sd, cfg, batch)?)?;
+    let plan = tract_graph::into_plan(graph::text_encoder(sd, cfg, batch)?)?;
     let e = cfg.embed_dim;
     let mut emb = vec![0f32; prompts.len() * e];
     let pb = clip_edge::progress::bar(
@@ -175,7 +175,7 @@ pub fn text_table(
             flat.extend_from_within(..cfg.context_length);
         }
         let t = Tensor::from_shape(&[batch, cfg.context_length], &flat)?;
-        let out = encoder::run_f32(&plan, t)?;
+        let out = tract_graph::run_f32(&plan, t)?;
         for (j, row) in out.chunks(e).take(chunk.len()).enumerate() {
             let dst = &mut emb[(ci * batch + j) * e..(ci * batch + j + 1) * e];
             dst.copy_from_slice(row);
@@ -245,7 +245,7 @@ fn run_images(
     inputs: &[Tensor],
     taps: bool,
 ) -> Result<(Vec<Vec<f32>>, Vec<f32>), BuildError> {
-    let plan = encoder::into_plan(model)?;
+    let plan = tract_graph::into_plan(model)?;
     let mut embs = Vec::new();
     let mut absmax: Vec<f32> = Vec::new();
     for t in inputs {

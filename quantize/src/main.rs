@@ -11,8 +11,8 @@ use ndarray::{Array2, Array4};
 extern crate clip_edge;
 
 use clip_edge::decode::decode_file;
-use clip_edge::encoder;
 use clip_edge::preprocess::{Preprocessor, CLIP_MEAN, CLIP_STD};
+use clip_edge::tract_graph;
 use clip_quantize::bundle::{BuildOptions, Requested, AUTO_COSINE_TARGET};
 use clip_quantize::checkpoint;
 use clip_quantize::config::ClipConfig;
@@ -439,10 +439,10 @@ fn embed(ckpt: &Path, images: &[PathBuf], texts: &[String], out_dir: &Path) -> R
         .collect::<Result<Vec<_>, _>>()?;
     let mut img_emb = Array2::<f32>::zeros((images.len(), cfg.embed_dim));
     if !images.is_empty() {
-        let plan = encoder::into_plan(graph::image_encoder(&sd, &cfg, 1)?)?;
+        let plan = tract_graph::into_plan(graph::image_encoder(&sd, &cfg, 1)?)?;
         for (i, t) in inputs.into_iter().enumerate() {
             let t = Tensor::from_shape(t.shape(), t.as_slice().context("contiguous")?)?;
-            let out = encoder::run_f32(&plan, t)?;
+            let out = tract_graph::run_f32(&plan, t)?;
             img_emb
                 .row_mut(i)
                 .assign(&ndarray::ArrayView1::from(&out[..]));
@@ -450,11 +450,11 @@ fn embed(ckpt: &Path, images: &[PathBuf], texts: &[String], out_dir: &Path) -> R
     }
     let mut txt_emb = Array2::<f32>::zeros((texts.len(), cfg.embed_dim));
     if !texts.is_empty() {
-        let plan = encoder::into_plan(graph::text_encoder(&sd, &cfg, 1)?)?;
+        let plan = tract_graph::into_plan(graph::text_encoder(&sd, &cfg, 1)?)?;
         for (i, ids) in tokens.iter().enumerate() {
             let ids: Vec<i64> = ids.iter().map(|&v| v as i64).collect();
             let t = tensor1(&ids).into_shape(&[1, cfg.context_length])?;
-            let out = encoder::run_f32(&plan, t)?;
+            let out = tract_graph::run_f32(&plan, t)?;
             txt_emb
                 .row_mut(i)
                 .assign(&ndarray::ArrayView1::from(&out[..]));

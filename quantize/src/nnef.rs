@@ -1,5 +1,5 @@
 //! Writes graphs as `.nnef.tgz` (tract NNEF with the `tract_core` extension);
-//! the runtime reads them back with [`clip_edge::encoder::load_nnef`].
+//! the runtime reads them back with [`clip_edge::tract_graph::load_nnef`].
 
 use std::io::Write;
 use std::path::Path;

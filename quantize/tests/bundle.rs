@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use clip_edge::bundle::{self, Bundle, BundleError, TableData};
-use clip_edge::encoder;
+use clip_edge::tract_graph;
 use clip_quantize::bundle::{build, BuildOptions, Requested};
 use clip_quantize::graph::{ActivationQuant, Precision};
 use tract_core::prelude::*;
@@ -100,10 +100,11 @@ fn bundles_at_every_precision_meet_their_targets() {
                 (t, n) => panic!("{n}: table {t:?}"),
             }
             // The board's path: load the NNEF, run it.
-            let model = encoder::load_nnef(&b.image_encoder_path()).unwrap();
-            let plan = encoder::into_plan(model).unwrap();
+            let model = tract_graph::load_nnef(&b.image_encoder_path()).unwrap();
+            let plan = tract_graph::into_plan(model).unwrap();
             let r = b.manifest.preprocess.resolution as usize;
-            let out = encoder::run_f32(&plan, Tensor::zero::<f32>(&[1, 3, r, r]).unwrap()).unwrap();
+            let out =
+                tract_graph::run_f32(&plan, Tensor::zero::<f32>(&[1, 3, r, r]).unwrap()).unwrap();
             assert_eq!(out.len(), b.manifest.model.embed_dim);
             assert!(out.iter().all(|v| v.is_finite()));
             let layer_precisions: Vec<&str> = b

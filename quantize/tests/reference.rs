@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use clip_edge::decode::decode_file;
-use clip_edge::encoder;
 use clip_edge::preprocess::{Preprocessor, CLIP_MEAN, CLIP_STD};
+use clip_edge::tract_graph;
 use clip_quantize::checkpoint::{self, Format};
 use clip_quantize::config::ClipConfig;
 use clip_quantize::graph;
@@ -106,10 +106,10 @@ fn check_model(ckpt: &Path, refdir: &Path, name: &str, nnef_roundtrip: bool) -> 
         let dir = tempdir();
         let path = dir.join("image.nnef.tgz");
         clip_quantize::nnef::write_nnef_tgz(&model, &path).unwrap();
-        model = encoder::load_nnef(&path).unwrap();
+        model = tract_graph::load_nnef(&path).unwrap();
     }
-    let plan = encoder::into_plan(model).unwrap();
-    let got = encoder::run_f32(&plan, input).unwrap();
+    let plan = tract_graph::into_plan(model).unwrap();
+    let got = tract_graph::run_f32(&plan, input).unwrap();
     let (shape, want) = load_npy_f32(&refdir.join(format!("{name}_image.npy")));
     assert_eq!(shape, vec![batch, cfg.embed_dim]);
     let img_err = rel_l2(&got, &want);
@@ -145,10 +145,10 @@ fn check_model(ckpt: &Path, refdir: &Path, name: &str, nnef_roundtrip: bool) -> 
         let dir = tempdir();
         let path = dir.join("text.nnef.tgz");
         clip_quantize::nnef::write_nnef_tgz(&model, &path).unwrap();
-        model = encoder::load_nnef(&path).unwrap();
+        model = tract_graph::load_nnef(&path).unwrap();
     }
-    let plan = encoder::into_plan(model).unwrap();
-    let got = encoder::run_f32(&plan, tokens).unwrap();
+    let plan = tract_graph::into_plan(model).unwrap();
+    let got = tract_graph::run_f32(&plan, tokens).unwrap();
     let (_, want) = load_npy_f32(&refdir.join(format!("{name}_text.npy")));
     let txt_err = rel_l2(&got, &want);
     assert!(txt_err < FP32_REL_L2, "{name} text rel L2 {txt_err}");

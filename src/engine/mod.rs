@@ -17,9 +17,9 @@ use thiserror::Error;
 use tract_core::internal::*;
 
 use crate::bundle::{Bundle, BundleError, Trust};
-use crate::encoder;
 use crate::preprocess::{ImageView, PreprocessError, Preprocessor};
 use crate::score;
+use crate::tract_graph;
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -243,9 +243,9 @@ pub fn open_encoder(dir: &Path, trust: &Trust) -> Result<Opened, EngineError> {
         path: path.display().to_string(),
         why: one_line(&format!("{e:#}")),
     };
-    let tar = encoder::unpack_nnef(bundle.take_encoder_bytes()).map_err(gerr)?;
+    let tar = tract_graph::unpack_nnef(bundle.take_encoder_bytes()).map_err(gerr)?;
     stage("graph decompressed");
-    let model = encoder::read_nnef_tar(&tar).map_err(gerr)?;
+    let model = tract_graph::read_nnef_tar(&tar).map_err(gerr)?;
     drop(tar);
     stage("graph parsed");
     let r = bundle.manifest.preprocess.resolution as usize;
@@ -288,7 +288,7 @@ pub fn cuda_encoder(o: &Opened, batch: usize) -> Result<cuda::CudaEncoder, Engin
             cuda::MAX_BATCH
         )));
     }
-    let model = encoder::for_native(o.model.clone()).map_err(|e| EngineError::Graph {
+    let model = tract_graph::for_native(o.model.clone()).map_err(|e| EngineError::Graph {
         path: o.path.clone(),
         why: one_line(&format!("{e:#}")),
     })?;
@@ -409,7 +409,7 @@ impl Engine {
         let encoder: Box<dyn Encoder> = match kind {
             EngineKind::Tract => Box::new(tract::TractEncoder::new(model, r, dim).map_err(gerr)?),
             EngineKind::Native => {
-                let model = encoder::for_native(model).map_err(gerr)?;
+                let model = tract_graph::for_native(model).map_err(gerr)?;
                 stage("graph ready for lowering");
                 let kernels = crate::kernels::Kernels::detect();
                 // An fp32 bundle runs its products in f32 even where its

@@ -4,7 +4,7 @@
 use tract_core::internal::*;
 
 use super::{Encoder, EncoderSummary, EngineError, EngineKind};
-use crate::encoder::{self, Plan};
+use crate::tract_graph::{self, Plan};
 
 /// tract's plan for one `[1, 3, r, r]` image to one `[1, dim]` embedding.
 pub struct TractEncoder {
@@ -16,11 +16,11 @@ pub struct TractEncoder {
 impl TractEncoder {
     /// Folds `model`'s constants and plans it; logs tract's kernels.
     pub fn new(mut model: TypedModel, resolution: usize, dim: usize) -> TractResult<Self> {
-        encoder::fold_constants(&mut model)?;
-        let plan = encoder::into_plan(model)?;
+        tract_graph::fold_constants(&mut model)?;
+        let plan = tract_graph::into_plan(model)?;
         log::info!(
             "image encoder on tract, kernels: {}",
-            encoder::matmul_kernels(&plan).join(" | ")
+            tract_graph::matmul_kernels(&plan).join(" | ")
         );
         Ok(TractEncoder {
             plan,

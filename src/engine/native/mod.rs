@@ -84,7 +84,7 @@ pub struct Summary {
 
 impl Native {
     /// Lowers a decluttered graph with constants folded (see
-    /// [`crate::encoder::for_native`]).
+    /// [`crate::tract_graph::for_native`]).
     /// `threads`: the compute threads (the caller's included), made now.
     /// `float`: how f32 weights that are exactly f16 are kept.
     pub fn new(
