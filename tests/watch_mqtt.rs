@@ -374,7 +374,7 @@ fn a_broker_login_gets_the_events_and_a_refused_one_is_named() {
 
 /// Discovery in Home Assistant's current schema (`default_entity_id`, no
 /// `object_id`, `origin`, the status page as the device's
-/// `configuration_url`; an event and an image entity per label), a config a
+/// `configuration_url`; an event, an image and a score entity per label), a config a
 /// previous run left for a label no longer watched is removed (a late
 /// subscriber no longer gets it), events fire the event entity, and the
 /// last start's snapshot is retained on the image's topic, byte for byte.
@@ -472,6 +472,8 @@ fn discovery_is_current_and_a_label_no_longer_watched_leaves_no_entity() {
     assert_eq!(ev["state_topic"], "test/red_star/event");
     assert_eq!(ev["event_types"], serde_json::json!(["start", "end"]));
     assert_eq!(im["image_topic"], "test/red_star/snapshot");
+    let sc = config("sensor").expect("a score sensor");
+    assert_eq!(sc["state_topic"], "test/red_star/score");
     // Give a ghost the time to arrive, were it still there.
     std::thread::sleep(Duration::from_millis(500));
     assert!(

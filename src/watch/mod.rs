@@ -68,6 +68,11 @@ pub trait Sink {
     /// `label_on` whether the label has any event open after this one
     /// (two objects of one label are two events, one state).
     fn event(&mut self, watched: usize, record: &EventRecord, line: &[u8], label_on: bool);
+
+    /// After each frame: each watched label's probability in it (with
+    /// regions, its highest over the frame's crops). Called every frame:
+    /// a sink must not allocate here but at its own, slower pace.
+    fn scores(&mut self, _watched: &[Watched], _scores: &[f32]) {}
 }
 
 impl<P: embedded_hal::digital::OutputPin> Sink for gpio::GpioLines<P> {
@@ -80,6 +85,10 @@ impl<P: embedded_hal::digital::OutputPin> Sink for gpio::GpioLines<P> {
 }
 
 impl Sink for mqtt::Mqtt {
+    fn scores(&mut self, watched: &[Watched], scores: &[f32]) {
+        mqtt::Mqtt::scores(self, watched, scores);
+    }
+
     fn event(&mut self, _watched: usize, record: &EventRecord, line: &[u8], label_on: bool) {
         mqtt::Mqtt::event(self, line);
         match record.event {
@@ -659,6 +668,9 @@ impl<'a> Watcher<'a> {
                 }
             }
             self.step(&frame)?;
+            for sink in &mut self.sinks {
+                sink.scores(&self.opts.watched, &self.scores);
+            }
             self.stats.dropped = source.dropped();
             self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
             observe(self, Some(&frame));

@@ -211,7 +211,12 @@ pub struct Mqtt {
     thread: Option<std::thread::JoinHandle<()>>,
     /// Per (zone, label) a zone watches: its events open now.
     zone_open: Vec<(String, String, u32)>,
+    /// When the labels' scores were last published.
+    scores_at: Option<std::time::Instant>,
 }
+
+/// The labels' live scores are published at most this often.
+pub const SCORES_EVERY: Duration = Duration::from_secs(5);
 
 /// The largest snapshot published to Home Assistant's image entity.
 pub const MAX_SNAPSHOT_BYTES: u64 = 4 << 20;
@@ -298,6 +303,14 @@ fn discovery(
             "content_type": "image/jpeg",
         });
         out.push(entity("image", &s, format!("{id}_snapshot"), &id, image));
+        // The label's live score (for choosing a threshold).
+        let score = serde_json::json!({
+            "name": format!("{label} score"),
+            "state_topic": format!("{prefix}/{s}/score"),
+            "state_class": "measurement",
+            "suggested_display_precision": 2,
+        });
+        out.push(entity("sensor", &s, format!("{id}_score"), &id, score));
     }
     for (zone, labels) in zones {
         for label in labels {
@@ -348,6 +361,7 @@ impl Mqtt {
             url: url.clone(),
             shared: shared.clone(),
             thread: None,
+            scores_at: None,
             zone_open: zones
                 .iter()
                 .flat_map(|(z, ls)| ls.iter().map(move |l| (z.clone(), l.clone(), 0)))
@@ -467,6 +481,22 @@ impl Mqtt {
             payload: jpeg,
             retain: true,
         });
+    }
+
+    /// Each watched label's score on `PREFIX/<label>/score` (a sensor in
+    /// Home Assistant), at most every [`SCORES_EVERY`].
+    pub fn scores(&mut self, watched: &[crate::watch::Watched], scores: &[f32]) {
+        if self.scores_at.is_some_and(|t| t.elapsed() < SCORES_EVERY) {
+            return;
+        }
+        self.scores_at = Some(std::time::Instant::now());
+        for (w, score) in watched.iter().zip(scores) {
+            self.push(Message {
+                topic: format!("{}/{}/score", self.url.prefix, slug(&w.label)),
+                payload: format!("{score:.3}").into_bytes(),
+                retain: false,
+            });
+        }
     }
 
     /// The retained state of `label`.
@@ -700,9 +730,11 @@ mod tests {
                 "homeassistant/binary_sensor/pi/red_star/config",
                 "homeassistant/event/pi/red_star/config",
                 "homeassistant/image/pi/red_star/config",
+                "homeassistant/sensor/pi/red_star/config",
                 "homeassistant/binary_sensor/pi/green_square/config",
                 "homeassistant/event/pi/green_square/config",
                 "homeassistant/image/pi/green_square/config",
+                "homeassistant/sensor/pi/green_square/config",
                 "homeassistant/binary_sensor/pi/porch__red_star/config",
             ]
         );
@@ -712,7 +744,10 @@ mod tests {
         let i: serde_json::Value = serde_json::from_slice(&d[2].payload).unwrap();
         assert_eq!(i["image_topic"], "cam/red_star/snapshot");
         assert_eq!(i["content_type"], "image/jpeg");
-        let c: serde_json::Value = serde_json::from_slice(&d[6].payload).unwrap();
+        let sc: serde_json::Value = serde_json::from_slice(&d[3].payload).unwrap();
+        assert_eq!(sc["state_topic"], "cam/red_star/score");
+        assert_eq!(sc["default_entity_id"], "sensor.clip_edge_pi_red_star");
+        let c: serde_json::Value = serde_json::from_slice(&d[8].payload).unwrap();
         assert_eq!(c["state_topic"], "cam/porch/red_star/state");
         assert_eq!(c["name"], "Porch red star");
         assert_eq!(
@@ -730,6 +765,25 @@ mod tests {
         m.zone_event("Porch", "red star", false);
         m.zone_event("Porch", "red star", false);
         m.zone_event("Yard", "red star", true);
+        // Scores: one batch now, none again within SCORES_EVERY.
+        let watched = [crate::watch::Watched {
+            label: "red star".into(),
+            index: 0,
+            threshold: 0.5,
+        }];
+        m.scores(&watched, &[0.9731]);
+        m.scores(&watched, &[0.5]);
+        let scores: Vec<String> = m
+            .shared
+            .0
+            .lock()
+            .unwrap()
+            .queue
+            .iter()
+            .filter(|q| q.topic == "cam/red_star/score")
+            .map(|q| String::from_utf8(q.payload.clone()).unwrap())
+            .collect();
+        assert_eq!(scores, ["0.973"]);
         let states: Vec<(String, String)> = m
             .shared
             .0
