@@ -4,16 +4,12 @@
 
 mod common;
 
-use common::{bin, clip_truth as truth, read_log, root, scratch};
+use common::{assert_matches_truth, bin, clip_truth as truth, read_log, root, scratch, spans_of};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// An event's start and end frames may differ from the truth by this many
-/// frames (the 2-of-3 window and 3-frame end lag are within it).
-const SPAN_TOL_FRAMES: i64 = 3;
 
 /// The exit status of settings that cannot work (EX_CONFIG).
 const EX_CONFIG: i32 = 78;
@@ -54,39 +50,6 @@ fn write_clip_config(path: &Path) {
         ),
     )
     .unwrap();
-}
-
-/// (label, start frame, end frame, end reason) of each event, checking that
-/// every start has one end with the same id and label.
-fn spans_of(log: &[Value]) -> Vec<(String, i64, i64, Option<String>)> {
-    let mut out = Vec::new();
-    for s in log.iter().filter(|e| e["event"] == "start") {
-        let ends: Vec<&Value> = log
-            .iter()
-            .filter(|e| e["event"] == "end" && e["id"] == s["id"])
-            .collect();
-        assert_eq!(ends.len(), 1, "event {} has {} ends", s["id"], ends.len());
-        assert_eq!(ends[0]["label"], s["label"]);
-        out.push((
-            s["label"].as_str().unwrap().to_string(),
-            s["frame"].as_i64().unwrap(),
-            ends[0]["frame"].as_i64().unwrap(),
-            ends[0]["reason"].as_str().map(String::from),
-        ));
-    }
-    out
-}
-
-fn assert_matches_truth(got: &[(String, i64, i64, Option<String>)]) {
-    let (_, want) = truth();
-    assert_eq!(got.len(), want.len(), "events {got:?}, truth {want:?}");
-    for ((gl, gs, ge, _), (wl, ws, we)) in got.iter().zip(&want) {
-        assert_eq!(gl, wl);
-        assert!(
-            (gs - ws).abs() <= SPAN_TOL_FRAMES && (ge - we).abs() <= SPAN_TOL_FRAMES,
-            "{gl}: event {gs}..={ge}, truth {ws}..={we}"
-        );
-    }
 }
 
 #[test]

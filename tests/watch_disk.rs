@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::{bin, clip_truth, read_log, root, scratch};
-use serde_json::Value;
+use common::{assert_matches_truth, bin, clip_truth, read_log, root, scratch, spans_of};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -32,29 +31,6 @@ fn watch(events: &Path, snaps: &Path, extra: &[&str]) -> Command {
     c
 }
 
-/// Frames a logged event may be off the clip's truth (they come out exact).
-const SPAN_TOL_FRAMES: i64 = 3;
-
-/// The log's events are the clip's: every watched span, one start and one
-/// end each, in order.
-fn assert_all_events(log: &[Value]) {
-    let (_, want) = clip_truth();
-    let starts: Vec<&Value> = log.iter().filter(|e| e["event"] == "start").collect();
-    assert_eq!(starts.len(), want.len(), "{log:#?}");
-    for (s, (label, ws, we)) in starts.iter().zip(&want) {
-        assert_eq!(s["label"], label.as_str());
-        let end = log
-            .iter()
-            .find(|e| e["event"] == "end" && e["id"] == s["id"])
-            .unwrap_or_else(|| panic!("no end for {s}"));
-        let (gs, ge) = (s["frame"].as_i64().unwrap(), end["frame"].as_i64().unwrap());
-        assert!(
-            (gs - ws).abs() <= SPAN_TOL_FRAMES && (ge - we).abs() <= SPAN_TOL_FRAMES,
-            "{label}: {gs}..={ge}, truth {ws}..={we}"
-        );
-    }
-}
-
 /// Snapshots within `--snapshot-max-mb`: the oldest go, the folder stays
 /// under its cap, the newest is kept, and `--stats` counts the removals.
 #[test]
@@ -76,7 +52,7 @@ fn snapshots_stay_within_their_cap() {
         String::from_utf8_lossy(&out.stderr)
     );
     let log = read_log(&events);
-    assert_all_events(&log);
+    assert_matches_truth(&spans_of(&log));
     let files: Vec<(String, u64)> = std::fs::read_dir(&snaps)
         .unwrap()
         .map(|e| {
@@ -183,7 +159,7 @@ fn a_full_disk_loses_no_event_and_ends_no_loop() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{err}");
     let log = read_log(&events);
-    assert_all_events(&log);
+    assert_matches_truth(&spans_of(&log));
     assert_eq!(printed.len(), log.len(), "{printed:?}");
     for s in log.iter().filter(|e| e["event"] == "start") {
         assert!(s["snapshot"].is_null(), "{s}");

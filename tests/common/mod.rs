@@ -217,3 +217,43 @@ pub fn watched_at_half<S: AsRef<str>>(
         })
         .collect()
 }
+
+/// An event's start and end frames may differ from the committed clip's
+/// truth by this many frames (the 2-of-3 window and 3-frame end lag are
+/// within it; they come out exact).
+pub const SPAN_TOL_FRAMES: i64 = 3;
+
+/// (label, start frame, end frame, end reason) of each event of a log,
+/// checking that every start has one end with the same id and label.
+pub fn spans_of(log: &[serde_json::Value]) -> Vec<(String, i64, i64, Option<String>)> {
+    let mut out = Vec::new();
+    for s in log.iter().filter(|e| e["event"] == "start") {
+        let ends: Vec<&serde_json::Value> = log
+            .iter()
+            .filter(|e| e["event"] == "end" && e["id"] == s["id"])
+            .collect();
+        assert_eq!(ends.len(), 1, "event {} has {} ends", s["id"], ends.len());
+        assert_eq!(ends[0]["label"], s["label"]);
+        out.push((
+            s["label"].as_str().unwrap().to_string(),
+            s["frame"].as_i64().unwrap(),
+            ends[0]["frame"].as_i64().unwrap(),
+            ends[0]["reason"].as_str().map(String::from),
+        ));
+    }
+    out
+}
+
+/// The events are the committed clip's watched spans, in order, each
+/// within [`SPAN_TOL_FRAMES`].
+pub fn assert_matches_truth(got: &[(String, i64, i64, Option<String>)]) {
+    let (_, want) = clip_truth();
+    assert_eq!(got.len(), want.len(), "events {got:?}, truth {want:?}");
+    for ((gl, gs, ge, _), (wl, ws, we)) in got.iter().zip(&want) {
+        assert_eq!(gl, wl);
+        assert!(
+            (gs - ws).abs() <= SPAN_TOL_FRAMES && (ge - we).abs() <= SPAN_TOL_FRAMES,
+            "{gl}: event {gs}..={ge}, truth {ws}..={we}"
+        );
+    }
+}
