@@ -294,7 +294,7 @@ impl<'a> Watcher<'a> {
             _ => false,
         };
         if !skip {
-            self.classify(&frame.image, frame.index)?;
+            classify_counted(self.engine, &mut self.stats, &frame.image, frame.index)?;
             self.stats.inferred += 1;
             if self.opts.motion_threshold.is_some() {
                 self.reference.copy_from(frame);
@@ -388,11 +388,6 @@ impl<'a> Watcher<'a> {
                 .unwrap_or_else(|| self.ids.next_id()),
         };
         self.write_event(i, t, id, reason, None)
-    }
-
-    /// Classifies `img` (top-1 in the engine), adding its stage times to the stats.
-    fn classify(&mut self, img: &DecodedImage, frame: u64) -> Result<(), WatchError> {
-        classify_counted(self.engine, &mut self.stats, img, frame)
     }
 
     /// An event of the track in `slot`: its box, number and zone.
