@@ -65,29 +65,38 @@ fn run_yard(args: WatchArgs) -> Vec<EventRecord> {
 }
 
 fn run_yard_with(args: WatchArgs, snapshots: Option<std::path::PathBuf>) -> Vec<EventRecord> {
-    let (labels, _) = yard_truth();
     let mut engine = common::default_int8_engine();
-    let watched = watched(&engine, &labels);
-    let regions = args.region_options(&watched).unwrap();
     let mut rec = Recorder(Vec::new());
-    {
-        let opts = Options {
-            watched,
-            rules: Rules::default(),
-            fps: None,
-            motion_threshold: None,
-            snapshots,
-            snapshot_retention: Default::default(),
-            source_name: "dir:models/clips/yard".into(),
-            regions,
-        };
-        let mut watcher = Watcher::new(&mut engine, opts, None, vec![&mut rec]);
-        let mut source = DirSource::open(&root().join("models/clips/yard")).unwrap();
-        watcher
-            .run(&mut source as &mut dyn FrameSource, &AtomicBool::new(false))
-            .unwrap();
-    }
+    play_yard(&mut engine, args, snapshots, vec![&mut rec]);
     rec.0
+}
+
+/// The yard through the loop, watching its labels with these region
+/// settings, events to `sinks`.
+fn play_yard<'a>(
+    engine: &'a mut clip_edge::engine::Engine,
+    args: WatchArgs,
+    snapshots: Option<std::path::PathBuf>,
+    sinks: Vec<&'a mut dyn Sink>,
+) {
+    let (labels, _) = yard_truth();
+    let watched = watched(engine, &labels);
+    let regions = args.region_options(&watched).unwrap();
+    let opts = Options {
+        watched,
+        rules: Rules::default(),
+        fps: None,
+        motion_threshold: None,
+        snapshots,
+        snapshot_retention: Default::default(),
+        source_name: "dir:models/clips/yard".into(),
+        regions,
+    };
+    let mut watcher = Watcher::new(engine, opts, None, sinks);
+    let mut source = DirSource::open(&root().join("models/clips/yard")).unwrap();
+    watcher
+        .run(&mut source as &mut dyn FrameSource, &AtomicBool::new(false))
+        .unwrap();
 }
 
 /// Each span is one event (start and end near its frames, no split), and
@@ -320,35 +329,16 @@ fn yard_no_region_without_an_object_in_view_and_none_for_the_lights() {
 fn yard_a_gpio_line_stays_high_while_either_of_two_red_stars_is_in_view() {
     use clip_edge::watch::gpio::GpioLines;
     use embedded_hal_mock::eh1::digital::{Mock, State, Transaction};
-    let (labels, _) = yard_truth();
-    let mut engine = common::default_int8_engine();
-    let watched = watched(&engine, &labels);
     let t = Transaction::set;
     let (lo, hi) = (State::Low, State::High);
     let red = Mock::new(&[t(lo), t(hi), t(lo), t(hi), t(hi), t(hi), t(lo)]);
     let mut lines = GpioLines::new(vec![("red star".into(), red.clone(), "red".into())]);
-    {
-        let opts = Options {
-            watched,
-            rules: Rules::default(),
-            fps: None,
-            motion_threshold: None,
-            snapshots: None,
-            snapshot_retention: Default::default(),
-            source_name: "dir:models/clips/yard".into(),
-            regions: WatchArgs {
-                regions: Some("motion".into()),
-                ..Default::default()
-            }
-            .region_options(&[])
-            .unwrap(),
-        };
-        let mut watcher = Watcher::new(&mut engine, opts, None, vec![&mut lines]);
-        let mut source = DirSource::open(&root().join("models/clips/yard")).unwrap();
-        watcher
-            .run(&mut source as &mut dyn FrameSource, &AtomicBool::new(false))
-            .unwrap();
-    }
+    let motion = WatchArgs {
+        regions: Some("motion".into()),
+        ..Default::default()
+    };
+    let mut engine = common::default_int8_engine();
+    play_yard(&mut engine, motion, None, vec![&mut lines]);
     assert_eq!(lines.errors, 0);
     let mut red = red;
     red.done();
