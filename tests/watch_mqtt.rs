@@ -525,3 +525,209 @@ fn discovery_is_current_and_a_label_no_longer_watched_leaves_no_entity() {
     broker.kill().unwrap();
     let _ = broker.wait();
 }
+
+/// A certificate authority made for one test: its certificate and key.
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        TestCa {
+            cert: params.self_signed(&key).unwrap(),
+            key,
+        }
+    }
+
+    /// A leaf certificate and key (PEM) for `names`, for a server or a client.
+    fn issue(&self, names: &[&str], server: bool) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![if server {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// `mqtts://` against Mosquitto's TLS listeners, with a CA and
+/// certificates made in the test: the right CA gets the events through;
+/// a wrong CA, or none (the system's roots do not know the test's CA), is
+/// one error line naming the certificate check and publishes nothing; a
+/// listener that requires a client certificate takes `--mqtt-cert` and
+/// `--mqtt-key` and refuses a client without them.
+#[test]
+#[ignore = "needs mosquitto (apt-get install mosquitto); .ci/run runs it with --ignored"]
+fn mqtts_checks_the_broker_and_offers_a_client_certificate() {
+    let dir = scratch("watch-mqtt-tls");
+    let ca = TestCa::new("clip-edge test CA");
+    let other = TestCa::new("someone else's CA");
+    let (server_pem, server_key) = ca.issue(&["127.0.0.1", "localhost"], true);
+    let (client_pem, client_key) = ca.issue(&["clip-edge"], false);
+    let file = |name: &str, text: &str, mode: u32| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        // The broker may drop to its own user: it must be able to read its files.
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        p
+    };
+    let ca_pem = file("ca.pem", &ca.cert.pem(), 0o644);
+    let other_pem = file("other-ca.pem", &other.cert.pem(), 0o644);
+    let server_pem = file("server.pem", &server_pem, 0o644);
+    let server_key = file("server.key", &server_key, 0o644);
+    let client_pem = file("client.pem", &client_pem, 0o644);
+    let client_key = file("client.key", &client_key, 0o600);
+    let (plain, tls, mutual) = (free_port(), free_port(), free_port());
+    let tls_files = format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\n",
+        ca_pem.display(),
+        server_pem.display(),
+        server_key.display()
+    );
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "allow_anonymous true\nlistener {plain} 127.0.0.1\n\
+             listener {tls} 127.0.0.1\n{tls_files}\
+             listener {mutual} 127.0.0.1\n{tls_files}require_certificate true\n"
+        ),
+    )
+    .unwrap();
+    let mut broker = start_broker(&conf, plain);
+    for port in [tls, mutual] {
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no TLS listener");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let (got, _) = subscribe(plain, "tls-sub", &["+/events"], false);
+    let run = |url: String, extra: &[&std::path::PathBuf], flags: &[&str], log: &str| {
+        let mut cmd = bin();
+        cmd.env("RUST_LOG", "error")
+            .args(["watch", "--watch", "red star", "--bundle"])
+            .arg(root().join("models/default-int8"))
+            .arg("--source")
+            .arg(format!(
+                "dir:{}",
+                root().join("models/clips/shapes").display()
+            ))
+            .arg("--events")
+            .arg(dir.join(log))
+            .args(["--mqtt", &url]);
+        for (flag, path) in flags.iter().zip(extra) {
+            cmd.arg(flag).arg(path);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The loop goes on without the broker: every run ends well.
+    let ok = |(success, stderr): (bool, String)| {
+        assert!(success, "{stderr}");
+        stderr
+    };
+    let published = |topic: &str| -> Vec<String> {
+        got.lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _, _)| t == topic)
+            .map(|(_, p, _)| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    };
+    let arrives = |topic: &str, log: &str| {
+        let lines: Vec<String> = std::fs::read_to_string(dir.join(log))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        assert!(!lines.is_empty(), "no event in {log}");
+        let t0 = Instant::now();
+        while !lines.iter().all(|l| published(topic).contains(l)) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "{topic}: events never arrived over TLS: {lines:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // The right CA.
+    let stderr = ok(run(
+        format!("mqtts://127.0.0.1:{tls}/good"),
+        &[&ca_pem],
+        &["--mqtt-ca"],
+        "good.jsonl",
+    ));
+    assert!(!stderr.contains("mqtt:"), "{stderr}");
+    arrives("good/events", "good.jsonl");
+    // A client certificate where the listener requires one.
+    ok(run(
+        format!("mqtts://127.0.0.1:{mutual}/mutual"),
+        &[&ca_pem, &client_pem, &client_key],
+        &["--mqtt-ca", "--mqtt-cert", "--mqtt-key"],
+        "mutual.jsonl",
+    ));
+    arrives("mutual/events", "mutual.jsonl");
+    // A wrong CA; no CA (the system's roots); no client certificate.
+    let wrong = ok(run(
+        format!("mqtts://127.0.0.1:{tls}/wrong"),
+        &[&other_pem],
+        &["--mqtt-ca"],
+        "wrong.jsonl",
+    ));
+    assert!(
+        wrong.contains("TLS with the broker failed") && wrong.contains("mqtt_ca"),
+        "{wrong}"
+    );
+    assert_eq!(
+        wrong.lines().filter(|l| l.contains("TLS")).count(),
+        1,
+        "said once, not per retry: {wrong}"
+    );
+    // The system's roots do not know the test's CA (a machine with no roots
+    // at all refuses to start, naming that instead).
+    let (started, roots) = run(
+        format!("mqtts://127.0.0.1:{tls}/roots"),
+        &[],
+        &[],
+        "roots.jsonl",
+    );
+    assert!(
+        (started && roots.contains("TLS with the broker failed"))
+            || (!started && roots.contains("no CA certificates")),
+        "{roots}"
+    );
+    let anonymous = ok(run(
+        format!("mqtts://127.0.0.1:{mutual}/anonymous"),
+        &[&ca_pem],
+        &["--mqtt-ca"],
+        "anonymous.jsonl",
+    ));
+    assert!(
+        anonymous.contains("TLS with the broker failed"),
+        "{anonymous}"
+    );
+    for topic in ["wrong/events", "roots/events", "anonymous/events"] {
+        assert!(published(topic).is_empty(), "{topic} got events");
+    }
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+}

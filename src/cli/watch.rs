@@ -301,7 +301,7 @@ fn check(args: &WatchArgs) -> ExitCode {
 struct Checked {
     spec: String,
     gpio_specs: Vec<gpio::GpioSpec>,
-    mqtt_url: Option<mqtt::MqttUrl>,
+    mqtt_url: Option<(mqtt::MqttUrl, Option<Arc<rustls::ClientConfig>>)>,
     http_addr: Option<std::net::SocketAddr>,
     health_timeout: f64,
     threads: usize,
@@ -335,12 +335,25 @@ fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<anyhow::Error>
         }
     }
     let mut mqtt_url = None;
+    let tls_files = mqtt::TlsFiles {
+        ca: args.mqtt_ca.clone(),
+        cert: args.mqtt_cert.clone(),
+        key: args.mqtt_key.clone(),
+    };
     if let Some(u) = &args.mqtt {
         let url = u
             .parse::<mqtt::MqttUrl>()
             .and_then(|u| match &args.mqtt_password_file {
                 Some(p) => u.with_password_file(p),
                 None => Ok(u),
+            })
+            .and_then(|u| match (u.tls, tls_files.first()) {
+                (true, _) => Ok((u, Some(mqtt::client_config(&tls_files)?))),
+                (false, Some((key, path))) => Err(format!(
+                    "{key} {}: the --mqtt URL is not mqtts:// (TLS files need mqtts://HOST/...)",
+                    path.display()
+                )),
+                (false, None) => Ok((u, None)),
             });
         match url {
             Ok(u) => mqtt_url = Some(u),
@@ -350,6 +363,11 @@ fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<anyhow::Error>
         problems.push(anyhow::anyhow!(
             "mqtt_password_file {}: no --mqtt broker to log in to",
             p.display()
+        ));
+    } else if let Some((key, path)) = tls_files.first() {
+        problems.push(anyhow::anyhow!(
+            "{key} {}: no --mqtt broker to connect to",
+            path.display()
         ));
     }
     let mut http_addr = None;
@@ -461,7 +479,7 @@ fn set_up(checked: Checked, console: Option<Console>) -> Result<Service> {
         }
         None => (None, None, Vec::new()),
     };
-    let mqtt = mqtt_url.map(|u| {
+    let mqtt = mqtt_url.map(|(u, tls)| {
         let node = node.clone().unwrap_or_else(host_name);
         let zones: Vec<mqtt::ZoneLabels> = model
             .opts
@@ -484,7 +502,7 @@ fn set_up(checked: Checked, console: Option<Console>) -> Result<Service> {
                 format!("http://{a}/")
             }
         });
-        let m = mqtt::Mqtt::start(u, &labels, &node, &zones, page.as_deref());
+        let m = mqtt::Mqtt::start(u, tls, &labels, &node, &zones, page.as_deref());
         for c in &closed {
             m.event(&serde_json::to_vec(c).expect("an event serialises"));
         }
@@ -504,6 +522,7 @@ fn set_up(checked: Checked, console: Option<Console>) -> Result<Service> {
                 model.engine.bundle.labels().to_vec(),
                 &info,
                 Duration::from_secs_f64(health_timeout),
+                mqtt.as_ref().map(mqtt::Mqtt::stats_source),
             );
             http::serve(addr, status.clone()).map_err(anyhow::Error::msg)?;
             Some(status)

@@ -20,6 +20,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::watch::events::{EventKind, EventRecord};
+use crate::watch::mqtt::{MqttStats, MqttStatsSource};
 use crate::watch::regions::Rect;
 use crate::watch::source::Frame;
 use crate::watch::{Sink, Watcher};
@@ -45,6 +46,67 @@ struct Metrics {
     log_write_failures: Counter,
     snapshot_write_failures: Counter,
     snapshots_removed: Counter,
+    mqtt: Option<MqttMetrics>,
+}
+
+/// The MQTT publisher's counters, read when `/metrics` is scraped.
+struct MqttMetrics {
+    source: MqttStatsSource,
+    published: Counter,
+    dropped: Counter,
+    connect_failures: Counter,
+    connected: Gauge,
+    /// What the counters were last raised to.
+    seen: Mutex<MqttStats>,
+}
+
+impl MqttMetrics {
+    fn register(registry: &mut Registry, source: MqttStatsSource) -> Self {
+        let m = MqttMetrics {
+            source,
+            published: Counter::default(),
+            dropped: Counter::default(),
+            connect_failures: Counter::default(),
+            connected: Gauge::default(),
+            seen: Mutex::new(MqttStats::default()),
+        };
+        registry.register(
+            "mqtt_published",
+            "Messages the MQTT broker acknowledged",
+            m.published.clone(),
+        );
+        registry.register(
+            "mqtt_dropped",
+            "Messages dropped from a full MQTT outbox",
+            m.dropped.clone(),
+        );
+        registry.register(
+            "mqtt_connect_failures",
+            "MQTT connection attempts that failed (login refused, certificate rejected, broker unreachable)",
+            m.connect_failures.clone(),
+        );
+        registry.register(
+            "mqtt_connected",
+            "1 while connected to the MQTT broker",
+            m.connected.clone(),
+        );
+        m
+    }
+
+    fn sync(&self) {
+        let now = self.source.get();
+        let Ok(mut seen) = self.seen.lock() else {
+            return;
+        };
+        self.published
+            .inc_by(now.published.saturating_sub(seen.published));
+        self.dropped
+            .inc_by(now.dropped.saturating_sub(seen.dropped));
+        self.connect_failures
+            .inc_by(now.connect_failures.saturating_sub(seen.connect_failures));
+        self.connected.set(i64::from(now.connected));
+        *seen = now;
+    }
 }
 
 struct State {
@@ -83,9 +145,16 @@ pub struct Status {
 
 impl Status {
     /// `labels`: the bundle's; `silent_after`: how long without a frame
-    /// makes `/healthz` answer 503.
-    pub fn new(labels: Vec<String>, info: &[(&str, String)], silent_after: Duration) -> Arc<Self> {
+    /// makes `/healthz` answer 503; `mqtt`: the publisher's counters, when
+    /// events go to a broker.
+    pub fn new(
+        labels: Vec<String>,
+        info: &[(&str, String)],
+        silent_after: Duration,
+        mqtt: Option<MqttStatsSource>,
+    ) -> Arc<Self> {
         let mut registry = Registry::with_prefix("clip_edge");
+        let mqtt = mqtt.map(|m| MqttMetrics::register(&mut registry, m));
         let frames = Counter::default();
         let inferred = Counter::default();
         let dropped = Counter::<u64, AtomicU64>::default();
@@ -189,6 +258,7 @@ impl Status {
                 log_write_failures,
                 snapshot_write_failures,
                 snapshots_removed,
+                mqtt,
             },
             silent_after,
         })
@@ -354,6 +424,9 @@ impl Status {
     }
 
     fn metrics_text(&self) -> String {
+        if let Some(m) = &self.metrics.mqtt {
+            m.sync();
+        }
         let mut out = String::new();
         encode(&mut out, &self.metrics.registry).expect("metrics encode to a String");
         out

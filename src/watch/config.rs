@@ -57,13 +57,24 @@ pub struct WatchArgs {
     #[serde(default)]
     pub gpio: Vec<String>,
     /// Publish events, states and Home Assistant discovery to this broker
-    /// (mqtt://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX]).
-    #[arg(long, value_name = "mqtt://HOST:PORT/PREFIX")]
+    /// (mqtt[s]://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX]; mqtts:// is TLS).
+    #[arg(long, value_name = "mqtt[s]://HOST:PORT/PREFIX")]
     pub mqtt: Option<String>,
     /// The MQTT password, read from this file's first line (for the user
     /// the --mqtt URL names): a password kept out of the config.
     #[arg(long, value_name = "FILE")]
     pub mqtt_password_file: Option<PathBuf>,
+    /// The CA certificate (PEM) that signed an mqtts:// broker's
+    /// certificate (default: the system's roots).
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for an mqtts:// broker that asks for one
+    /// (with --mqtt-key).
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_key: Option<PathBuf>,
     /// This device's name in MQTT topics and Home Assistant (default: the host name).
     #[arg(long)]
     pub node: Option<String>,
@@ -172,6 +183,9 @@ impl WatchArgs {
             },
             mqtt: self.mqtt.or(file.mqtt),
             mqtt_password_file: self.mqtt_password_file.or(file.mqtt_password_file),
+            mqtt_ca: self.mqtt_ca.or(file.mqtt_ca),
+            mqtt_cert: self.mqtt_cert.or(file.mqtt_cert),
+            mqtt_key: self.mqtt_key.or(file.mqtt_key),
             node: self.node.or(file.node),
             fps: self.fps.or(file.fps),
             threads: self.threads.or(file.threads),

@@ -1,11 +1,13 @@
-//! Events to an MQTT broker (`--mqtt mqtt://HOST:PORT/PREFIX`), for Home
+//! Events to an MQTT broker (`--mqtt mqtt[s]://HOST:PORT/PREFIX`), for Home
 //! Assistant and fleets sharing one broker:
 //!
 //! - `PREFIX/events`: each event as its JSON log line (QoS 1);
 //! - `PREFIX/<label>/state`: `ON` / `OFF`, retained;
 //! - `PREFIX/status`: `online`, retained; `offline` as the last will;
-//! - `homeassistant/binary_sensor/<node>/<label>/config`: Home Assistant
-//!   MQTT discovery, retained, one binary sensor per watched label.
+//! - `PREFIX/<label>/{event,snapshot,score}`: the label's event, its last
+//!   start's JPEG (retained) and its live score;
+//! - `homeassistant/<kind>/<node>/<key>/config`: Home Assistant MQTT
+//!   discovery, retained ([`discovery`]).
 //!
 //! The broker being down never stops the loop: messages wait in a bounded
 //! outbox (the oldest are dropped, and counted, when it is full) and go out
@@ -16,7 +18,18 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use rumqttc::{Client, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS};
+use rumqttc::{
+    Client, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport,
+};
+
+mod discovery;
+mod tls;
+mod url;
+
+use discovery::discovery;
+pub use discovery::ZoneLabels;
+pub use tls::{client_config, TlsFiles};
+pub use url::MqttUrl;
 
 /// Messages waiting for the broker, at most.
 pub const OUTBOX_CAPACITY: usize = 10_000;
@@ -24,154 +37,6 @@ pub const OUTBOX_CAPACITY: usize = 10_000;
 const IN_FLIGHT: usize = 100;
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// `mqtt://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX]` (user and password
-/// percent-encoded, as in any URL; the password may come from a file
-/// instead: [`MqttUrl::with_password_file`]).
-#[derive(Clone, PartialEq, Eq)]
-pub struct MqttUrl {
-    pub host: String,
-    pub port: u16,
-    pub prefix: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-}
-
-/// Never shows the password.
-impl std::fmt::Debug for MqttUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MqttUrl")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("prefix", &self.prefix)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .finish()
-    }
-}
-
-/// `%XX` escapes decoded (a URL's user and password); `None` when an
-/// escape is malformed or the result is not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-impl MqttUrl {
-    /// The password read from `path` (its first line), for the user the URL
-    /// names: a password kept out of the config and the command line.
-    pub fn with_password_file(mut self, path: &std::path::Path) -> Result<Self, String> {
-        if self.username.is_none() {
-            return Err(format!(
-                "mqtt_password_file {}: the --mqtt URL names no user (mqtt://USER@HOST/...)",
-                path.display()
-            ));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("mqtt_password_file {}: {e}", path.display()))?;
-        if world_readable(path) {
-            log::warn!(
-                "mqtt_password_file {}: every user of this machine can read it (chmod 600)",
-                path.display()
-            );
-        }
-        let first = text.lines().next().unwrap_or("");
-        if first.is_empty() {
-            return Err(format!(
-                "mqtt_password_file {}: its first line is empty (the password goes there)",
-                path.display()
-            ));
-        }
-        self.password = Some(first.to_string());
-        Ok(self)
-    }
-}
-
-/// Whether others than the owner and group may read `path`.
-fn world_readable(path: &std::path::Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        false
-    }
-}
-
-impl std::str::FromStr for MqttUrl {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let shown = crate::watch::config::redacted(s);
-        let bad = |why: &str| {
-            format!(
-                "--mqtt {shown:?}: {why} (expected mqtt://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX])"
-            )
-        };
-        if s.starts_with("mqtts://") {
-            return Err(bad(
-                "TLS (mqtts://) is not in this build; use mqtt:// on a trusted network",
-            ));
-        }
-        let rest = s
-            .strip_prefix("mqtt://")
-            .ok_or_else(|| bad("not an mqtt:// URL"))?;
-        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, "clip-edge"));
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        let (username, password) = match userinfo {
-            None => (None, None),
-            Some(u) => {
-                let (user, pass) = match u.split_once(':') {
-                    Some((a, b)) => (a, Some(b)),
-                    None => (u, None),
-                };
-                let dec = |v: &str| {
-                    percent_decode(v).ok_or_else(|| bad("a bad %-escape in the user or password"))
-                };
-                if user.is_empty() {
-                    return Err(bad("an empty user name"));
-                }
-                (Some(dec(user)?), pass.map(dec).transpose()?)
-            }
-        };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().map_err(|_| bad("the port is not a number"))?),
-            None => (hostport, 1883),
-        };
-        let prefix = prefix.trim_matches('/');
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        if prefix.is_empty() || prefix.contains(['+', '#']) {
-            return Err(bad("the prefix must be a topic without wildcards"));
-        }
-        Ok(MqttUrl {
-            host: host.into(),
-            port,
-            prefix: prefix.into(),
-            username,
-            password,
-        })
-    }
-}
 
 /// A label as one topic level: lower case, `_` for anything but letters and digits.
 pub fn slug(label: &str) -> String {
@@ -202,6 +67,8 @@ struct Outbox {
     /// Set by the connection thread whenever it is connected.
     connected: bool,
     published: u64,
+    /// Connections refused or failed (a login, a certificate, the network).
+    connect_failures: u64,
 }
 
 /// The publisher: `publish` queues; a thread owns the connection.
@@ -221,110 +88,6 @@ pub const SCORES_EVERY: Duration = Duration::from_secs(5);
 /// The largest snapshot published to Home Assistant's image entity.
 pub const MAX_SNAPSHOT_BYTES: u64 = 4 << 20;
 
-/// A zone's name and the labels it watches, for Home Assistant.
-pub type ZoneLabels = (String, Vec<String>);
-
-/// The retained Home Assistant discovery configs: one occupancy binary
-/// sensor per watched label (`PREFIX/<label>/state`) and, with zones, one
-/// per (zone, label) the zone watches (`PREFIX/<zone>/<label>/state`).
-fn discovery(
-    prefix: &str,
-    node: &str,
-    labels: &[String],
-    zones: &[ZoneLabels],
-    configuration_url: Option<&str>,
-) -> Vec<Message> {
-    let status = format!("{prefix}/status");
-    let mut device = serde_json::json!({
-        "identifiers": [format!("clip_edge_{}", slug(node))],
-        "name": format!("clip-edge {node}"),
-        "manufacturer": "clip-edge",
-        "model": "CLIP zero-shot camera",
-        "sw_version": env!("CARGO_PKG_VERSION"),
-    });
-    if let Some(url) = configuration_url {
-        device["configuration_url"] = url.into();
-    }
-    // Who sends the configs (Home Assistant shows it in the device's info).
-    let origin = serde_json::json!({
-        "name": "clip-edge",
-        "sw_version": env!("CARGO_PKG_VERSION"),
-    });
-    // One entity's retained config: its fields, plus what every one has.
-    // `entity_id` is the id Home Assistant gives it at first
-    // (`default_entity_id`; object_id was deprecated in 2025.10).
-    let entity = |kind: &str,
-                  key: &str,
-                  unique_id: String,
-                  entity_id: &str,
-                  mut config: serde_json::Value| {
-        config["unique_id"] = unique_id.into();
-        config["default_entity_id"] = format!("{kind}.{entity_id}").into();
-        config["availability_topic"] = status.clone().into();
-        config["device"] = device.clone();
-        config["origin"] = origin.clone();
-        Message {
-            topic: format!("homeassistant/{kind}/{}/{key}/config", slug(node)),
-            payload: config.to_string().into_bytes(),
-            retain: true,
-        }
-    };
-    let sensor = |name: String, key: String, state_topic: String| {
-        let id = format!("clip_edge_{}_{key}", slug(node));
-        let config = serde_json::json!({
-            "name": name,
-            "state_topic": state_topic,
-            "payload_on": "ON",
-            "payload_off": "OFF",
-            "device_class": "occupancy",
-        });
-        entity("binary_sensor", &key, id.clone(), &id, config)
-    };
-    let mut out = Vec::new();
-    for label in labels {
-        let s = slug(label);
-        out.push(sensor(
-            label.clone(),
-            s.clone(),
-            format!("{prefix}/{s}/state"),
-        ));
-        // An event entity fired on each start and end, and an image entity
-        // showing the latest start's snapshot.
-        let id = format!("clip_edge_{}_{s}", slug(node));
-        let event = serde_json::json!({
-            "name": format!("{label} event"),
-            "state_topic": format!("{prefix}/{s}/event"),
-            "event_types": ["start", "end"],
-        });
-        out.push(entity("event", &s, format!("{id}_event"), &id, event));
-        let image = serde_json::json!({
-            "name": format!("{label} snapshot"),
-            "image_topic": format!("{prefix}/{s}/snapshot"),
-            "content_type": "image/jpeg",
-        });
-        out.push(entity("image", &s, format!("{id}_snapshot"), &id, image));
-        // The label's live score (for choosing a threshold).
-        let score = serde_json::json!({
-            "name": format!("{label} score"),
-            "state_topic": format!("{prefix}/{s}/score"),
-            "state_class": "measurement",
-            "suggested_display_precision": 2,
-        });
-        out.push(entity("sensor", &s, format!("{id}_score"), &id, score));
-    }
-    for (zone, labels) in zones {
-        for label in labels {
-            let (z, s) = (slug(zone), slug(label));
-            out.push(sensor(
-                format!("{zone} {label}"),
-                format!("{z}__{s}"),
-                format!("{prefix}/{z}/{s}/state"),
-            ));
-        }
-    }
-    out
-}
-
 /// Counters for `--stats` and logs.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct MqttStats {
@@ -332,15 +95,43 @@ pub struct MqttStats {
     pub dropped: u64,
     pub queued: usize,
     pub connected: bool,
+    /// Connection attempts that failed: refused logins, certificates the
+    /// broker or this client rejected, an unreachable broker.
+    pub connect_failures: u64,
+}
+
+/// Reads a publisher's counters from elsewhere (the status page's metrics).
+#[derive(Clone)]
+pub struct MqttStatsSource(Arc<(Mutex<Outbox>, Condvar)>);
+
+impl MqttStatsSource {
+    pub fn get(&self) -> MqttStats {
+        stats_of(&self.0 .0)
+    }
+}
+
+fn stats_of(outbox: &Mutex<Outbox>) -> MqttStats {
+    match outbox.lock() {
+        Ok(g) => MqttStats {
+            published: g.published,
+            dropped: g.dropped,
+            queued: g.queue.len(),
+            connected: g.connected,
+            connect_failures: g.connect_failures,
+        },
+        Err(_) => MqttStats::default(),
+    }
 }
 
 impl Mqtt {
     /// Starts the connection thread (it connects, and reconnects, by
     /// itself) and queues the discovery configs and initial `OFF` states of
     /// `labels` (and of each zone's labels). `node` names this device (a
-    /// topic level).
+    /// topic level). `tls` is the configuration an `mqtts://` URL connects
+    /// with ([`client_config`]).
     pub fn start(
         url: MqttUrl,
+        tls: Option<Arc<rustls::ClientConfig>>,
         labels: &[String],
         node: &str,
         zones: &[ZoneLabels],
@@ -353,6 +144,9 @@ impl Mqtt {
             .set_inflight(IN_FLIGHT as u16)
             .set_last_will(LastWill::new(&status, "offline", QoS::AtLeastOnce, true))
             .set_max_packet_size(64 << 10, MAX_SNAPSHOT_BYTES as usize + (4 << 10));
+        if let Some(config) = tls {
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+        }
         if let Some(user) = &url.username {
             opts.set_credentials(user.clone(), url.password.clone().unwrap_or_default());
         }
@@ -509,13 +303,12 @@ impl Mqtt {
     }
 
     pub fn stats(&self) -> MqttStats {
-        let g = self.shared.0.lock().expect("mqtt outbox");
-        MqttStats {
-            published: g.published,
-            dropped: g.dropped,
-            queued: g.queue.len(),
-            connected: g.connected,
-        }
+        stats_of(&self.shared.0)
+    }
+
+    /// A handle that reads [`Mqtt::stats`] from another thread.
+    pub fn stats_source(&self) -> MqttStatsSource {
+        MqttStatsSource(self.shared.clone())
     }
 
     /// Sends what is queued (waiting at most `grace` for the broker), then
@@ -550,6 +343,26 @@ impl Mqtt {
         }
         self.stats()
     }
+}
+
+/// What TLS said when `e` came from it: a certificate this client did not
+/// trust, or an alert the broker sent (a client certificate it wanted).
+fn tls_failure(e: &rumqttc::ConnectionError) -> Option<String> {
+    if let rumqttc::ConnectionError::Tls(t) = e {
+        return Some(t.to_string());
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let inner = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map_or(c, |i| i as &(dyn std::error::Error + 'static));
+        if let Some(r) = inner.downcast_ref::<rustls::Error>() {
+            return Some(r.to_string());
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// Owns the connection: publishes the outbox in order while connected,
@@ -639,14 +452,22 @@ fn connection_thread(
                     return;
                 }
                 if connected || !announced_down {
-                    if let rumqttc::ConnectionError::ConnectionRefused(code) = &e {
-                        log::error!(
+                    match &e {
+                        rumqttc::ConnectionError::ConnectionRefused(code) => log::error!(
                             "mqtt: the broker refused the connection ({code:?}: check the user and password); retrying (events keep going to the log)"
-                        );
-                    } else {
-                        log::warn!("mqtt: {e}; reconnecting (events keep going to the log)");
+                        ),
+                        _ if tls_failure(&e).is_some() => log::error!(
+                            "mqtt: TLS with the broker failed ({}: check mqtt_ca, or mqtt_cert and mqtt_key); retrying (events keep going to the log)",
+                            tls_failure(&e).unwrap_or_default()
+                        ),
+                        _ => log::warn!("mqtt: {e}; reconnecting (events keep going to the log)"),
                     }
                     announced_down = true;
+                }
+                if !connected {
+                    if let Ok(mut g) = lock.lock() {
+                        g.connect_failures += 1;
+                    }
                 }
                 connected = false;
                 if let Ok(mut g) = lock.lock() {
@@ -697,28 +518,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn password_files_empty_or_readable_by_all_are_named() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("clip-edge-pw-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("pw");
-        let url = || "mqtt://ha@127.0.0.1/x".parse::<MqttUrl>().unwrap();
-        std::fs::write(&p, "\nsecond\n").unwrap();
-        let e = url().with_password_file(&p).unwrap_err();
-        assert!(e.contains("first line is empty") && e.contains("pw"), "{e}");
-        std::fs::write(&p, "s3cret\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(world_readable(&p));
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(!world_readable(&p));
-        assert_eq!(
-            url().with_password_file(&p).unwrap().password.as_deref(),
-            Some("s3cret")
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
     fn zones_get_a_sensor_per_label_they_watch_and_follow_their_events() {
         let zones = vec![("Porch".to_string(), vec!["red star".to_string()])];
         let labels = vec!["red star".to_string(), "green square".to_string()];
@@ -759,7 +558,7 @@ mod tests {
         assert_eq!(c["device"]["configuration_url"], "http://10.0.0.5:8080/");
         // No broker: the states wait in the outbox, in order.
         let url: MqttUrl = "mqtt://127.0.0.1:9/cam".parse().unwrap();
-        let mut m = Mqtt::start(url, &labels, "pi", &zones, None);
+        let mut m = Mqtt::start(url, None, &labels, "pi", &zones, None);
         m.zone_event("Porch", "red star", true);
         m.zone_event("Porch", "red star", true);
         m.zone_event("Porch", "red star", false);
@@ -802,55 +601,5 @@ mod tests {
         let on_off: Vec<&str> = states.iter().map(|(_, p)| p.as_str()).collect();
         assert_eq!(on_off, ["OFF", "ON", "ON", "ON", "OFF"]);
         m.finish(std::time::Duration::from_millis(10));
-    }
-
-    #[test]
-    fn urls_parse_and_bad_ones_are_named() {
-        let u: MqttUrl = "mqtt://127.0.0.1:1884/porch/cam".parse().unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.prefix.as_str()),
-            ("127.0.0.1", 1884, "porch/cam")
-        );
-        let u: MqttUrl = "mqtt://broker".parse().unwrap();
-        assert_eq!((u.port, u.prefix.as_str()), (1883, "clip-edge"));
-        for bad in ["http://x", "mqtt://:1/x", "mqtt://h:port/x", "mqtt://h/a/#"] {
-            let e = bad.parse::<MqttUrl>().unwrap_err();
-            assert!(e.contains(bad), "{e}");
-        }
-        assert_eq!(slug("Red Star!"), "red_star_");
-        let u: MqttUrl = "mqtt://homeassistant:p%40ss:w@192.168.1.5/ha"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            (
-                u.username.as_deref(),
-                u.password.as_deref(),
-                u.host.as_str(),
-                u.port
-            ),
-            (Some("homeassistant"), Some("p@ss:w"), "192.168.1.5", 1883)
-        );
-        assert!(!format!("{u:?}").contains("p@ss"), "{u:?}");
-        let u: MqttUrl = "mqtt://cam@broker:1884/x".parse().unwrap();
-        assert_eq!((u.username.as_deref(), u.password), (Some("cam"), None));
-        for bad in [
-            "mqtt://u:hunter2@h:port/x",
-            "mqtt://:hunter2@h/x",
-            "mqtts://u:hunter2@h/x",
-        ] {
-            let e = bad.parse::<MqttUrl>().unwrap_err();
-            assert!(!e.contains("hunter2") && e.contains("***"), "{e}");
-        }
-        let dir = std::env::temp_dir().join(format!("clip-edge-mqtt-pass-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("pass"), "s3cret\n").unwrap();
-        let u: MqttUrl = "mqtt://cam@broker/x".parse().unwrap();
-        let u = u.with_password_file(&dir.join("pass")).unwrap();
-        assert_eq!(u.password.as_deref(), Some("s3cret"));
-        let anon: MqttUrl = "mqtt://broker/x".parse().unwrap();
-        assert!(anon
-            .with_password_file(&dir.join("pass"))
-            .unwrap_err()
-            .contains("no user"));
     }
 }
