@@ -10,6 +10,8 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// (status code, body) of `GET path`.
@@ -126,6 +128,8 @@ fn endpoints_report_frames_events_and_silence() {
     assert_eq!(s["watched"][0]["threshold"], 0.5);
     assert!(s["watched"][0]["score"].as_f64().unwrap() > 0.5, "{s}");
     assert_eq!(s["stale"], false);
+    assert_eq!(s["history"]["every_s"], 1.0, "{s}");
+    assert!(s["history"]["fps"].is_array() && s["history"]["latency_ms"].is_array());
     // The start's snapshot is served by its event id, and nothing else is.
     let id = s["recent_events"][0]["id"].as_str().unwrap();
     let (code, jpeg) = get(port, &format!("/snapshots/{id}.jpg"));
@@ -199,7 +203,21 @@ fn status_page_shows_the_current_label_in_chromium() {
     let browser = chromium()
         .expect("chromium not found: apt-get install chromium (this test is the page's check)");
     let port = free_port();
-    let (mut child, stdin) = start(port, &scratch("chromium-snaps"));
+    let (mut child, mut stdin) = start(port, &scratch("chromium-snaps"));
+    // Frames keep coming while the browser looks (the label stays in
+    // view), so the chart has samples to draw and the feed is not stale.
+    let feeding = Arc::new(AtomicBool::new(true));
+    let feeder = {
+        let (feeding, last) = (feeding.clone(), std::fs::read(&clip_jpegs()[21]).unwrap());
+        std::thread::spawn(move || {
+            while feeding.load(Ordering::Relaxed) {
+                stdin.write_all(&last).unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            stdin
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
     let profile = scratch("chromium-profile");
     let t0 = Instant::now();
     // The page fills its tables from /api/state after load: let the
@@ -241,6 +259,65 @@ fn status_page_shows_the_current_label_in_chromium() {
         "no event thumbnail:\n{dom}"
     );
     assert_eq!(dom.matches("class=\"bar\"").count(), 2, "{dom}");
-    drop(stdin);
+    // The fps and latency chart, drawn by the page from /api/state.
+    let points: usize = dom
+        .split("data-points=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .expect("no chart on the page");
+    assert!(points >= 1, "the chart drew no sample:\n{dom}");
+    assert!(
+        dom.contains("up to "),
+        "the chart's scale is not shown:\n{dom}"
+    );
+    // A screenshot, as a person would see the page: the frame (its red
+    // star), the score bars (#4a4) and the chart's fps line (#4c4) are
+    // drawn. CLIP_EDGE_SCREENSHOT=FILE.jpg keeps it (the README's image).
+    std::thread::sleep(Duration::from_secs(4));
+    let png = profile.join("page.png");
+    let out = std::process::Command::new(&browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--window-size=900,1500",
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .unwrap();
+    let shot = image::open(&png)
+        .unwrap_or_else(|e| {
+            panic!(
+                "no screenshot ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .to_rgb8();
+    assert_eq!(shot.dimensions(), (900, 1500));
+    let count = |want: [u8; 3]| {
+        shot.pixels()
+            .filter(|p| (0..3).all(|c| p[c].abs_diff(want[c]) <= 24))
+            .count()
+    };
+    let (red, bars, line) = (
+        count([220, 30, 30]),
+        count([0x44, 0xaa, 0x44]),
+        count([0x44, 0xcc, 0x44]),
+    );
+    assert!(
+        red > 200 && bars > 50 && line > 20,
+        "the screenshot lacks the frame ({red} red), the score bars ({bars}) or the chart ({line})"
+    );
+    if let Some(keep) = std::env::var_os("CLIP_EDGE_SCREENSHOT") {
+        image::DynamicImage::ImageRgb8(shot).save(&keep).unwrap();
+    }
+    feeding.store(false, Ordering::Relaxed);
+    drop(feeder.join().unwrap());
     common::kill_group(&mut child, "KILL");
 }

@@ -19,6 +19,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use super::history::History;
 use crate::watch::events::{EventKind, EventRecord};
 use crate::watch::mqtt::{MqttStats, MqttStatsSource};
 use crate::watch::regions::Rect;
@@ -134,6 +135,8 @@ struct State {
     watched: Vec<(usize, f32)>,
     watched_scores: Vec<f32>,
     writes_seen: [u64; 3],
+    /// fps and latency over the last minutes (the page's chart).
+    history: History,
 }
 
 /// What the server reads and the loop writes.
@@ -243,6 +246,7 @@ impl Status {
                 watched: Vec::new(),
                 watched_scores: Vec::new(),
                 writes_seen: [0; 3],
+                history: History::default(),
             }),
             metrics: Metrics {
                 registry,
@@ -335,7 +339,10 @@ impl Status {
         }
         s.frames = st.frames;
         s.last_index = frame.index;
-        s.last_at = Some(Instant::now());
+        let now = Instant::now();
+        s.history
+            .observe(now, st.frames, st.inferred, st.classify_ms);
+        s.last_at = Some(now);
         s.last_wall = Some(std::time::SystemTime::now());
         s.fps = st.frames as f64 / (st.wall_ms / 1e3).max(1e-9);
         let scores = &w.engine().scores;
@@ -386,6 +393,7 @@ impl Status {
             "active": s.active.iter().map(|(l, id)| serde_json::json!({"label": l, "id": id})).collect::<Vec<_>>(),
             "boxes": s.boxes.iter().map(|(l, r)| serde_json::json!({"label": s.labels.get(*l), "box": r.to_array()})).collect::<Vec<_>>(),
             "recent_events": s.recent,
+            "history": s.history.json(),
         })
     }
 
@@ -540,68 +548,7 @@ fn respond(status: &Status, req: tiny_http::Request) {
 
 /// The status page: a banner when the feed is stale, the latest frame (with
 /// the open events' boxes), the watched labels with their thresholds and
-/// live scores, the top labels, and recent events with their snapshots,
-/// times (the browser's) and durations. No external assets; fits a phone.
-const PAGE: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>clip-edge</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{font-family:sans-serif;margin:1em;background:#111;color:#eee;max-width:960px}
-img{max-width:100%;border:1px solid #444}
-table{border-collapse:collapse}td{padding:2px 8px;vertical-align:middle}
-.active{color:#4f4;font-weight:bold}
-#stale{display:none;background:#a00;color:#fff;padding:.5em;font-weight:bold}
-.meter{position:relative;width:12em;height:1em;background:#333}
-.bar{height:100%;background:#4a4}
-.mark{position:absolute;top:-2px;bottom:-2px;width:2px;background:#fc0}
-.thumb{width:96px}
-@media (max-width:600px){.meter{width:8em}.thumb{width:64px}td{padding:2px 4px}}
-</style></head><body>
-<h1>clip-edge</h1>
-<div id="stale">No frame lately: the camera or the source is silent.</div>
-<p>Frame <span id="frame">-</span>, <span id="fps">-</span> fps <span id="degraded"></span></p>
-<img id="snap" alt="latest frame" src="/snapshot.jpg">
-<h2>Watched</h2><table id="watched"></table>
-<h2>Top labels</h2><table id="top"></table>
-<h2>Active events</h2><ul id="active"></ul>
-<h2>Recent events</h2><table id="recent"></table>
-<script>
-function cell(tr, text) { const td = document.createElement('td'); td.textContent = text; tr.appendChild(td); return td; }
-function clock(t) { return new Date(t).toLocaleString(); }
-async function refresh() {
-  try {
-    const s = await (await fetch('/api/state', {cache: 'no-store'})).json();
-    document.getElementById('stale').style.display = s.stale ? 'block' : 'none';
-    document.getElementById('frame').textContent = s.last_frame.index;
-    document.getElementById('fps').textContent = s.fps.toFixed(1);
-    document.getElementById('degraded').textContent = s.degraded ? '(degraded: ' + s.degraded + ')' : '';
-    const wt = document.getElementById('watched'); wt.replaceChildren();
-    for (const w of s.watched) {
-      const tr = document.createElement('tr'); cell(tr, w.label);
-      const m = document.createElement('div'); m.className = 'meter';
-      const b = document.createElement('div'); b.className = 'bar'; b.style.width = (100 * (w.score || 0)).toFixed(1) + '%';
-      const k = document.createElement('div'); k.className = 'mark'; k.style.left = (100 * w.threshold).toFixed(1) + '%';
-      m.appendChild(b); m.appendChild(k); tr.appendChild(document.createElement('td')).appendChild(m);
-      cell(tr, (w.score || 0).toFixed(3) + ' / ' + w.threshold); wt.appendChild(tr);
-    }
-    const top = document.getElementById('top'); top.replaceChildren();
-    for (const t of s.top) { const tr = document.createElement('tr'); cell(tr, t.label); cell(tr, t.score.toFixed(3)); top.appendChild(tr); }
-    const act = document.getElementById('active'); act.replaceChildren();
-    for (const a of s.active) { const li = document.createElement('li'); li.className = 'active'; li.textContent = a.label; act.appendChild(li); }
-    const starts = {}; for (const e of s.recent_events) if (e.event === 'start') starts[e.id] = e;
-    const rec = document.getElementById('recent'); rec.replaceChildren();
-    for (const e of s.recent_events.slice().reverse()) {
-      const tr = document.createElement('tr');
-      const td = document.createElement('td'); tr.appendChild(td);
-      if (e.snapshot) { const i = document.createElement('img'); i.className = 'thumb'; i.alt = e.label; i.src = '/snapshots/' + e.id + '.jpg'; td.appendChild(i); }
-      cell(tr, clock(e.time)); cell(tr, e.event); cell(tr, e.label);
-      const st = starts[e.id];
-      cell(tr, e.event === 'end' && st ? ((new Date(e.time) - new Date(st.time)) / 1000).toFixed(1) + ' s' : '');
-      cell(tr, 'frame ' + e.frame); rec.appendChild(tr);
-    }
-    document.getElementById('snap').src = '/snapshot.jpg?f=' + s.last_frame.index;
-  } catch (e) {}
-}
-refresh(); setInterval(refresh, 1000);
-</script></body></html>
-"#;
+/// live scores, a chart of fps and latency over the last ten minutes, the
+/// top labels, and recent events with their snapshots, times (the
+/// browser's) and durations. No external assets; fits a phone.
+const PAGE: &str = include_str!("page.html");

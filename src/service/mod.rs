@@ -4,5 +4,6 @@
 //! the service observes the loop through
 //! [`crate::watch::Watcher::run_observed`].
 
+mod history;
 pub mod http;
 pub mod systemd;
