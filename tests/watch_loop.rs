@@ -73,15 +73,37 @@ fn gpio_lines_follow_the_clip_events_exactly() {
 /// subsampling at the shapes' edges).
 const CAPTURE_MEAN_ABS_TOL: f64 = 2.5;
 
-/// A camera's YUYV and NV12 captures of clip frames (made here from the
-/// RGB frame with BT.601, chroma averaged as a sensor's ISP does), converted
-/// back by the loop's converters: close to the RGB decoding, and the same
-/// top-1 label.
+/// Buffers as a V4L2 driver hands them out, one per dequeue; then the
+/// device is gone.
+struct Captured {
+    buffers: std::collections::VecDeque<Vec<u8>>,
+    current: Vec<u8>,
+}
+
+impl clip_edge::watch::source::v4l2::Capture for Captured {
+    fn dequeue(&mut self) -> std::io::Result<&[u8]> {
+        self.current = self
+            .buffers
+            .pop_front()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotConnected, "unplugged"))?;
+        Ok(&self.current)
+    }
+}
+
+/// A V4L2 camera's MJPG, YUYV and NV12 captures of clip frames (the JPEG
+/// files as they are; YUYV and NV12 made here from the RGB frame with
+/// BT.601, chroma averaged as a sensor's ISP does, NV12 with padded rows)
+/// through the V4L2 source's `Camera`: MJPG decodes to the frame itself,
+/// YUYV and NV12 close to it with the same top-1 label; a short buffer
+/// and garbage for a JPEG are bad frames (skipped, their index counted), and an
+/// unplugged device is the source's error.
 #[test]
-fn yuyv_and_nv12_captures_convert_back_to_the_frame() {
-    use clip_edge::watch::convert::{nv12_to_rgb, rgb_to_ycbcr, yuyv_to_rgb};
-    use clip_edge::watch::source::{Frame, Next};
+fn v4l2_camera_turns_mjpg_yuyv_and_nv12_captures_into_the_frame() {
+    use clip_edge::watch::convert::rgb_to_ycbcr;
+    use clip_edge::watch::source::v4l2::{Camera, PixelFormat};
+    use clip_edge::watch::source::{Frame, Next, SourceError};
     let mut engine = common::default_int8_engine();
+    let files = common::clip_jpegs();
     let mut source = DirSource::open(&root().join("models/clips/shapes")).unwrap();
     let mut frame = Frame::default();
     let mut checked = 0;
@@ -91,7 +113,7 @@ fn yuyv_and_nv12_captures_convert_back_to_the_frame() {
         }
         assert_eq!(frame.image.mode, clip_edge::preprocess::Mode::Rgb);
         let (w, h) = (frame.image.width as usize, frame.image.height as usize);
-        let frame_rgb = &frame.image.data;
+        let frame_rgb = frame.image.data.clone();
         let px = |x: usize, y: usize| {
             let i = 3 * (y * w + x);
             rgb_to_ycbcr([frame_rgb[i], frame_rgb[i + 1], frame_rgb[i + 2]])
@@ -110,59 +132,84 @@ fn yuyv_and_nv12_captures_convert_back_to_the_frame() {
                 ]);
             }
         }
-        // NV12: chroma averaged over each 2x2 block.
-        let mut nv12 = vec![0u8; w * h + w * h / 2];
+        // NV12: chroma averaged over each 2x2 block; rows padded to a
+        // 64-byte stride, as drivers do.
+        let stride = w.next_multiple_of(64) + 64;
+        let mut nv12 = vec![0u8; stride * (h + h / 2)];
         for y in 0..h {
             for x in 0..w {
-                nv12[y * w + x] = px(x, y)[0];
+                nv12[y * stride + x] = px(x, y)[0];
             }
         }
         for y in (0..h).step_by(2) {
             for x in (0..w).step_by(2) {
                 let q = [px(x, y), px(x + 1, y), px(x, y + 1), px(x + 1, y + 1)];
                 let avg = |k: usize| ((q.iter().map(|p| p[k] as u16).sum::<u16>() + 2) / 4) as u8;
-                let o = w * h + (y / 2) * w + x;
+                let o = stride * h + (y / 2) * stride + x;
                 nv12[o] = avg(1);
                 nv12[o + 1] = avg(2);
             }
         }
         engine.classify(&frame.view(), 1).unwrap();
         let want = engine.top()[0].0;
-        for (name, rgb) in [
-            ("yuyv", {
-                let mut out = vec![0u8; w * h * 3];
-                yuyv_to_rgb(&yuyv, w * 2, w, h, &mut out);
-                out
-            }),
-            ("nv12", {
-                let mut out = vec![0u8; w * h * 3];
-                nv12_to_rgb(&nv12, w, w, h, &mut out);
-                out
-            }),
+        let jpeg = std::fs::read(&files[frame.index as usize]).unwrap();
+        let (w32, h32) = (w as u32, h as u32);
+        for (name, format, good, stride) in [
+            ("mjpg", PixelFormat::Mjpg, jpeg, 0),
+            ("yuyv", PixelFormat::Yuyv, yuyv, w * 2),
+            ("nv12", PixelFormat::Nv12, nv12, stride),
         ] {
+            let bad = if format == PixelFormat::Mjpg {
+                b"\xff\xd8 garbage from a camera".to_vec()
+            } else {
+                good[..good.len() - 1].to_vec()
+            };
+            let mut cam = Camera::new(
+                Captured {
+                    buffers: [bad, good].into_iter().collect(),
+                    current: Vec::new(),
+                },
+                "v4l2:/dev/video9",
+                format,
+                w32,
+                h32,
+                stride,
+            );
+            let mut got = Frame::default();
+            let e = cam.next(&mut got).unwrap_err();
+            assert!(
+                matches!(e, SourceError::Frame { .. }) && e.to_string().contains("frame 0"),
+                "{name}: {e}"
+            );
+            assert_eq!(cam.next(&mut got).unwrap(), Next::Frame);
+            assert_eq!(got.index, 1, "{name}: a bad frame keeps its index");
+            assert_eq!((got.image.width, got.image.height), (w32, h32));
+            let rgb = &got.image.data;
             let mad = rgb
                 .iter()
-                .zip(frame_rgb)
+                .zip(&frame_rgb)
                 .map(|(a, b)| a.abs_diff(*b) as f64)
                 .sum::<f64>()
                 / rgb.len() as f64;
+            if format == PixelFormat::Mjpg {
+                assert_eq!(*rgb, frame_rgb, "frame {} mjpg", frame.index);
+            }
             assert!(
                 mad <= CAPTURE_MEAN_ABS_TOL,
                 "frame {} {name}: mean abs {mad}",
                 frame.index
             );
-            let view = clip_edge::preprocess::ImageView::new(
-                w as u32,
-                h as u32,
-                clip_edge::preprocess::Mode::Rgb,
-                &rgb,
-            );
-            engine.classify(&view, 1).unwrap();
+            engine.classify(&got.view(), 1).unwrap();
             assert_eq!(
                 engine.top()[0].0,
                 want,
                 "frame {} {name}: top-1 changed",
                 frame.index
+            );
+            let gone = cam.next(&mut got).unwrap_err();
+            assert!(
+                matches!(gone, SourceError::Io { .. }) && gone.to_string().contains("unplugged"),
+                "{name}: {gone}"
             );
         }
         checked += 1;

@@ -365,3 +365,60 @@ fn child_a_missing_program_is_one_line_naming_it() {
         assert!(!stderr.contains("hunter2"), "{source}: {stderr}");
     }
 }
+
+/// `clip-edge sources` on nodes that are not cameras (plain files named
+/// like `/dev/video*`): each named once with the reason, in numeric order,
+/// exit 0; `--json` says the same for a machine; `watch` on such a node is
+/// one line naming the source and the reason.
+#[test]
+fn sources_lists_video_nodes_and_names_what_is_not_a_camera() {
+    let dir = common::scratch("sources-dev");
+    for n in ["video10", "video2", "video0", "vbi0"] {
+        std::fs::write(dir.join(n), b"").unwrap();
+    }
+    let out = bin()
+        .args(["sources", "--dev-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let named: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("not a V4L2 device"))
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    let want: Vec<String> = ["video0", "video2", "video10"]
+        .iter()
+        .map(|n| dir.join(n).display().to_string())
+        .collect();
+    assert_eq!(named, want, "{text}");
+    assert!(text.contains("other sources: ffmpeg:"), "{text}");
+    let out = bin()
+        .args(["sources", "--json", "--dev-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes = v["v4l2"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{v}");
+    assert!(nodes
+        .iter()
+        .all(|n| n["camera"] == false && n["source"].is_null()));
+    let node = dir.join("video2");
+    let out = bin()
+        .args(["watch", "-q", "--watch", "red star", "--bundle"])
+        .arg(root().join("models/default-int8"))
+        .arg("--source")
+        .arg(format!("v4l2:{}?format=yuyv", node.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("v4l2:{}", node.display()))
+            && stderr.contains("not a V4L2 device"),
+        "{stderr}"
+    );
+}

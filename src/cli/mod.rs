@@ -21,6 +21,7 @@ mod classify;
 mod eval;
 mod info;
 mod preprocess;
+mod sources;
 mod watch;
 
 pub use watch::{ConfigError, EX_CONFIG};
@@ -56,6 +57,9 @@ enum Cmd {
     /// The board profiles built in (`bench --board NAME`): name, CPU,
     /// cores and peaks per core.
     Boards(board::Args),
+    /// The V4L2 cameras on this machine: formats, sizes, and a `v4l2:`
+    /// spec for `watch --source`.
+    Sources(sources::Args),
     /// The camera loop: classify each frame of a source, raise events for
     /// watched labels (JSON lines, GPIO, MQTT).
     Watch(Box<WatchArgs>),
@@ -73,6 +77,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::BenchKernels(a) => bench_kernels::run(&a),
         Cmd::Info(a) => info::run(&a),
         Cmd::Boards(a) => board::run(&a),
+        Cmd::Sources(a) => sources::run(&a),
         Cmd::Watch(a) => watch::run(*a),
         Cmd::Preprocess(a) => preprocess::run(&a),
     }

@@ -1,0 +1,186 @@
+//! `clip-edge sources`: the V4L2 cameras on this machine, with the formats
+//! and sizes each offers, and a `v4l2:` spec for `watch --source`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde_json::json;
+
+use clip_edge::watch::source::v4l2::sys::{self, Device, FrameSize};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Where the video device nodes are.
+    #[arg(long, default_value = "/dev", hide = true)]
+    dev_dir: PathBuf,
+}
+
+/// What one `/dev/video*` node is.
+struct Node {
+    path: PathBuf,
+    /// (card, driver, bus) when the node answered VIDIOC_QUERYCAP.
+    identity: Option<(String, String, String)>,
+    /// Why it is not a camera to use.
+    not_camera: Option<String>,
+    formats: Vec<(String, String, Vec<FrameSize>)>,
+}
+
+impl Node {
+    fn probe(path: &Path) -> Node {
+        let mut node = Node {
+            path: path.to_path_buf(),
+            identity: None,
+            not_camera: None,
+            formats: Vec::new(),
+        };
+        let device = match Device::open(path) {
+            Ok(d) => d,
+            Err(e) => {
+                node.not_camera = Some(format!("cannot open it: {e}"));
+                return node;
+            }
+        };
+        let cap = match device.capability() {
+            Ok(c) => c,
+            Err(e) => {
+                node.not_camera = Some(format!("not a V4L2 device ({e})"));
+                return node;
+            }
+        };
+        node.identity = Some((
+            sys::c_text(&cap.card),
+            sys::c_text(&cap.driver),
+            sys::c_text(&cap.bus_info),
+        ));
+        if !Device::captures(&cap) {
+            node.not_camera = Some("no video capture (a metadata or output node)".into());
+            return node;
+        }
+        for (code, description) in device.formats() {
+            node.formats.push((
+                sys::fourcc_text(code),
+                description,
+                device.frame_sizes(code),
+            ));
+        }
+        node
+    }
+
+    /// A `v4l2:` spec for this camera: MJPG where offered (the cheapest to
+    /// carry), at the largest size up to 1280x720.
+    fn suggested(&self) -> Option<String> {
+        let usable = ["MJPG", "YUYV", "NV12"];
+        let (code, _, sizes) = usable
+            .iter()
+            .find_map(|u| self.formats.iter().find(|(c, _, _)| c == u))?;
+        let fits = |w: u32, h: u32| w <= 1280 && h <= 720;
+        let (w, h) = sizes
+            .iter()
+            .map(|s| match *s {
+                FrameSize::Discrete(w, h) => (w, h),
+                FrameSize::Range { width, height } => (
+                    width[1].min(1280).max(width[0]),
+                    height[1].min(720).max(height[0]),
+                ),
+            })
+            .filter(|&(w, h)| fits(w, h))
+            .max_by_key(|&(w, h)| w as u64 * h as u64)
+            .unwrap_or((640, 480));
+        Some(format!(
+            "v4l2:{}?width={w}&height={h}&format={code}",
+            self.path.display()
+        ))
+    }
+}
+
+fn sizes_text(sizes: &[FrameSize]) -> String {
+    if sizes.is_empty() {
+        return "(sizes not listed)".into();
+    }
+    sizes
+        .iter()
+        .map(|s| match s {
+            FrameSize::Discrete(w, h) => format!("{w}x{h}"),
+            FrameSize::Range { width, height } => {
+                format!("{}x{} to {}x{}", width[0], height[0], width[1], height[1])
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `/dev/video*`, in numeric order.
+fn video_nodes(dir: &Path) -> Vec<PathBuf> {
+    let mut nodes: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let n = name.strip_prefix("video")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    nodes.sort();
+    nodes.into_iter().map(|(_, p)| p).collect()
+}
+
+pub fn run(a: &Args) -> Result<ExitCode> {
+    let nodes: Vec<Node> = video_nodes(&a.dev_dir)
+        .iter()
+        .map(|p| Node::probe(p))
+        .collect();
+    if a.json {
+        let v: Vec<serde_json::Value> = nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "device": n.path,
+                    "card": n.identity.as_ref().map(|i| &i.0),
+                    "driver": n.identity.as_ref().map(|i| &i.1),
+                    "bus": n.identity.as_ref().map(|i| &i.2),
+                    "camera": n.not_camera.is_none(),
+                    "why_not": n.not_camera,
+                    "formats": n.formats.iter().map(|(c, d, s)| json!({
+                        "fourcc": c,
+                        "description": d,
+                        "sizes": s.iter().map(|s| match s {
+                            FrameSize::Discrete(w, h) => json!([w, h]),
+                            FrameSize::Range { width, height } => json!({"width": width, "height": height}),
+                        }).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                    "source": n.suggested(),
+                })
+            })
+            .collect();
+        out!("{}", json!({ "v4l2": v }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if nodes.is_empty() {
+        out!("no V4L2 cameras ({}/video*)", a.dev_dir.display());
+    }
+    for n in &nodes {
+        let who = match &n.identity {
+            Some((card, driver, bus)) => format!("  {card} ({driver}, {bus})"),
+            None => String::new(),
+        };
+        match &n.not_camera {
+            Some(why) => out!("{}{who}: {why}", n.path.display()),
+            None => {
+                out!("{}{who}", n.path.display());
+                for (code, description, sizes) in &n.formats {
+                    out!("  {code} ({description}): {}", sizes_text(sizes));
+                }
+                if let Some(s) = n.suggested() {
+                    out!("  --source \"{s}\"");
+                }
+            }
+        }
+    }
+    out!("other sources: ffmpeg:INPUT, rtsp://..., libcamera: (Pi camera modules), dir:FOLDER, stdin:mjpeg (docs/watch.md)");
+    Ok(ExitCode::SUCCESS)
+}
