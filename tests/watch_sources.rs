@@ -11,6 +11,7 @@ use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// An event's start and end frames may differ from the truth by this many
@@ -393,7 +394,7 @@ fn sources_lists_video_nodes_and_names_what_is_not_a_camera() {
         .map(|n| dir.join(n).display().to_string())
         .collect();
     assert_eq!(named, want, "{text}");
-    assert!(text.contains("other sources: ffmpeg:"), "{text}");
+    assert!(text.contains("other sources: rtsp://"), "{text}");
     let out = bin()
         .args(["sources", "--json", "--dev-dir"])
         .arg(&dir)
@@ -421,4 +422,277 @@ fn sources_lists_video_nodes_and_names_what_is_not_a_camera() {
             && stderr.contains("not a V4L2 device"),
         "{stderr}"
     );
+}
+
+/// A camera on 127.0.0.1 written here: for each connection (numbered from
+/// 0) `reply` reads nothing more and writes what the camera sends. Returns
+/// its port and the request heads it got.
+fn http_camera(
+    reply: impl Fn(usize, &str, &mut std::net::TcpStream) + Send + 'static,
+) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match std::io::Read::read(&mut conn, &mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            seen.lock().unwrap().push(head.clone());
+            reply(n, &head, &mut conn);
+        }
+    });
+    (port, heads)
+}
+
+/// Writes `jpegs` as parts of a `multipart/x-mixed-replace` answer, `fps`
+/// a second; false when the client went away.
+fn send_parts(conn: &mut std::net::TcpStream, jpegs: &[Vec<u8>], fps: f64) -> bool {
+    use std::io::Write;
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\nCache-Control: no-cache\r\n\r\n";
+    if conn.write_all(head.as_bytes()).is_err() {
+        return false;
+    }
+    for j in jpegs {
+        let part = format!(
+            "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+            j.len()
+        );
+        if conn.write_all(part.as_bytes()).is_err()
+            || conn.write_all(j).is_err()
+            || conn.write_all(b"\r\n").is_err()
+        {
+            return false;
+        }
+        std::thread::sleep(Duration::from_secs_f64(1.0 / fps));
+    }
+    true
+}
+
+fn respond(conn: &mut std::net::TcpStream, status: &str, headers: &str, body: &[u8]) {
+    use std::io::Write;
+    let _ = conn.write_all(
+        format!(
+            "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let _ = conn.write_all(body);
+}
+
+fn clip_bytes() -> Vec<Vec<u8>> {
+    common::clip_jpegs()
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect()
+}
+
+/// SIGTERM to `child` once `events` holds `n` source_lost lines; its output.
+fn stop_after_losses(child: std::process::Child, events: &Path, n: usize) -> std::process::Output {
+    wait_until("the source to be lost", || {
+        read_log(events)
+            .iter()
+            .filter(|e| e["event"] == "source_lost")
+            .count()
+            >= n
+    });
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    child.wait_with_output().unwrap()
+}
+
+/// An HTTP MJPEG camera (multipart/x-mixed-replace, Basic login, the
+/// password from --source-password-file) that drops the connection after
+/// 30 frames, then plays the whole clip: the login is sent (and never
+/// shown), the drop is a source_lost and the
+/// reconnection a source_back, indices go on, the second play's events
+/// match the truth, nothing is dropped.
+#[test]
+fn http_mjpeg_stream_with_a_login_reconnects_and_the_events_are_right() {
+    let dir = scratch("http-mjpeg");
+    let events = dir.join("events.jsonl");
+    let jpegs = clip_bytes();
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode("cam:s3cr@t");
+    let (port, heads) = http_camera(move |n, head, conn| {
+        let wanted = format!("authorization: basic {token}").to_ascii_lowercase();
+        if !head.to_ascii_lowercase().contains(&wanted) {
+            return respond(
+                conn,
+                "401 Unauthorized",
+                "WWW-Authenticate: Basic realm=\"cam\"\r\n",
+                b"",
+            );
+        }
+        match n {
+            0 => {
+                send_parts(conn, &jpegs[..30], 30.0);
+            }
+            1 => {
+                send_parts(conn, &jpegs, 30.0);
+            }
+            _ => respond(conn, "503 Service Unavailable", "", b"busy"),
+        }
+    });
+    // The password from a file (the user in the URL).
+    let pass = dir.join("camera.pass");
+    std::fs::write(&pass, "s3cr@t\n").unwrap();
+    let child = watch(&format!("http://cam@127.0.0.1:{port}/stream"), &events)
+        .arg("--source-password-file")
+        .arg(&pass)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = stop_after_losses(child, &events, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("s3cr"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cr"));
+    let log = read_log(&events);
+    let lost: Vec<&Value> = log.iter().filter(|e| e["event"] == "source_lost").collect();
+    let back = log
+        .iter()
+        .find(|e| e["event"] == "source_back")
+        .unwrap_or_else(|| panic!("no source_back in {log:?}"));
+    assert!(
+        lost[0]["frame"].as_i64().unwrap() >= 29,
+        "lost before the first connection's frames were read: {}",
+        lost[0]
+    );
+    let base = back["frame"].as_i64().unwrap() + 1;
+    assert_matches_truth(&spans_from(&log, base), base);
+    let stats = common::last_json_line(&out.stdout);
+    assert_eq!(stats["stats"]["dropped"], 0, "{stats}");
+    assert_eq!(stats["stats"]["frames"], 30 + 137, "{stats}");
+    assert!(heads.lock().unwrap()[0].starts_with("GET /stream HTTP/1.1"));
+}
+
+/// A snapshot URL (one JPEG a request) asked at --fps: the clip's frames in
+/// order, events right; a 404 after the clip is a source_lost naming it.
+#[test]
+fn http_snapshot_url_is_asked_at_the_loops_rate() {
+    let dir = scratch("http-snapshot");
+    let events = dir.join("events.jsonl");
+    let jpegs = clip_bytes();
+    let (port, _) = http_camera(move |n, _, conn| match jpegs.get(n) {
+        Some(j) => respond(conn, "200 OK", "Content-Type: image/jpeg\r\n", j),
+        None => respond(conn, "404 Not Found", "", b"gone"),
+    });
+    let child = watch(&format!("http://127.0.0.1:{port}/snapshot.jpg"), &events)
+        .args(["--fps", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = stop_after_losses(child, &events, 1);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = read_log(&events);
+    let lost = log.iter().find(|e| e["event"] == "source_lost").unwrap();
+    assert!(
+        lost["reason"].as_str().unwrap().contains("HTTP 404"),
+        "{lost}"
+    );
+    assert_matches_truth(&spans_from(&log, 0), 0);
+    let stats = common::last_json_line(&out.stdout);
+    assert_eq!(stats["stats"]["frames"], 137, "{stats}");
+}
+
+/// Cameras that cannot work are one line each naming the source, and no
+/// password: no login, a wrong one, Digest, a web page, a closed port, an
+/// unknown scheme. A stream with garbage between its JPEGs: the garbage
+/// is bad frames, counted, and the frames around it still count.
+#[test]
+fn http_cameras_that_cannot_work_are_one_line_each() {
+    let (port, _) = http_camera(|n, _, conn| match n {
+        0 | 1 => respond(
+            conn,
+            "401 Unauthorized",
+            "WWW-Authenticate: Basic realm=\"x\"\r\n",
+            b"",
+        ),
+        2 => respond(
+            conn,
+            "401 Unauthorized",
+            "WWW-Authenticate: Digest realm=\"x\", nonce=\"1\"\r\n",
+            b"",
+        ),
+        _ => respond(
+            conn,
+            "200 OK",
+            "Content-Type: text/html\r\n",
+            b"<html>camera</html>",
+        ),
+    });
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    for (source, needle) in [
+        (format!("http://127.0.0.1:{port}/a"), "wants a login"),
+        (
+            format!("http://u:hunter2@127.0.0.1:{port}/b"),
+            "refused the user and password",
+        ),
+        (format!("http://u:hunter2@127.0.0.1:{port}/c"), "Digest"),
+        (format!("http://127.0.0.1:{port}/d"), "not an MJPEG stream"),
+        (
+            format!("http://u:hunter2@127.0.0.1:{closed}/e"),
+            "127.0.0.1",
+        ),
+        ("gopher://u:hunter2@cam/x".to_string(), "gopher"),
+    ] {
+        let out = bin()
+            .args(["watch", "-q", "--watch", "red star", "--bundle"])
+            .arg(root().join("models/default-int8"))
+            .arg("--source")
+            .arg(&source)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{source}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{source}: {stderr}");
+        assert!(stderr.contains(needle), "{source}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+    // Garbage between frames.
+    let dir = scratch("http-garbage");
+    let events = dir.join("events.jsonl");
+    let jpegs = clip_bytes();
+    let (port, _) = http_camera(move |n, _, conn| {
+        if n > 0 {
+            return respond(conn, "503 Service Unavailable", "", b"");
+        }
+        let mut parts = vec![
+            jpegs[0].clone(),
+            b"\xff\xd8 not a picture \xff\xd9".to_vec(),
+        ];
+        parts.extend(jpegs[1..10].iter().cloned());
+        send_parts(conn, &parts, 30.0);
+    });
+    let child = watch(&format!("http://127.0.0.1:{port}/"), &events)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = stop_after_losses(child, &events, 1);
+    let stats = common::last_json_line(&out.stdout);
+    assert_eq!(stats["stats"]["bad_frames"], 1, "{stats}");
+    assert_eq!(stats["stats"]["frames"], 10, "{stats}");
 }

@@ -181,6 +181,6 @@ pub fn run(a: &Args) -> Result<ExitCode> {
             }
         }
     }
-    out!("other sources: ffmpeg:INPUT, rtsp://..., libcamera: (Pi camera modules), dir:FOLDER, stdin:mjpeg (docs/watch.md)");
+    out!("other sources: rtsp://..., http://... (MJPEG), libcamera: (Pi camera modules), ffmpeg:INPUT, dir:FOLDER, stdin:mjpeg (docs/watch.md)");
     Ok(ExitCode::SUCCESS)
 }

@@ -316,10 +316,18 @@ struct Checked {
 /// checked): all the problems, or what the service needs.
 fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<anyhow::Error>> {
     let mut problems: Vec<anyhow::Error> = Vec::new();
-    let spec = args.source.clone();
+    let mut spec = args.source.clone();
+    if let (Some(s), Some(p)) = (&spec, &args.source_password_file) {
+        match watch::config::read_password_file("source_password_file", p)
+            .and_then(|pw| watch::config::with_url_password(s, &pw))
+        {
+            Ok(with) => spec = Some(with),
+            Err(e) => problems.push(anyhow::Error::msg(e)),
+        }
+    }
     match &spec {
         None => problems.push(anyhow::anyhow!(
-            "--source is required (dir:PATH, stdin:mjpeg, v4l2:/dev/videoN, ffmpeg:INPUT, rtsp://URL or libcamera:)"
+            "--source is required (dir:PATH, stdin:mjpeg, v4l2:/dev/videoN, ffmpeg:INPUT, rtsp://URL, http://URL or libcamera:)"
         )),
         Some(s) => {
             if let Err(e) = watch::source::check(s) {
@@ -530,7 +538,7 @@ fn set_up(checked: Checked, console: Option<Console>) -> Result<Service> {
         None => None,
     };
     let status_sink = status.clone().map(http::StatusSink);
-    let source = watch::source::open(&spec)?;
+    let source = watch::source::open(&spec, model.opts.fps)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;

@@ -26,10 +26,15 @@ pub struct WatchArgs {
     #[arg(long, value_name = "PUBKEY")]
     pub require_signature: Option<PathBuf>,
     /// dir:PATH, stdin:mjpeg, v4l2:/dev/videoN[?width=W&height=H&fps=F&format=MJPG|YUYV|NV12],
-    /// ffmpeg:INPUT (a file or a stream ffmpeg opens), rtsp://URL, or
+    /// ffmpeg:INPUT (a file or a stream ffmpeg opens), rtsp://URL,
+    /// http(s)://URL (an MJPEG stream or a snapshot URL), or
     /// libcamera:[?width=W&height=H&fps=F&camera=N] (rpicam-vid).
     #[arg(long)]
     pub source: Option<String>,
+    /// The camera's password, read from this file's first line, for the
+    /// user the --source URL names (http://USER@HOST/..., rtsp://USER@HOST/...).
+    #[arg(long, value_name = "FILE")]
+    pub source_password_file: Option<PathBuf>,
     /// A label to watch, with its probability threshold (default 0.5); repeatable.
     #[arg(long = "watch", value_name = "LABEL[=THRESHOLD]")]
     #[serde(default)]
@@ -165,6 +170,7 @@ impl WatchArgs {
             bundle: self.bundle.or(file.bundle),
             require_signature: self.require_signature.or(file.require_signature),
             source: self.source.or(file.source),
+            source_password_file: self.source_password_file.or(file.source_password_file),
             watch: if self.watch.is_empty() {
                 file.watch
             } else {
@@ -570,6 +576,79 @@ pub fn find_label(labels: &[String], label: &str) -> Option<usize> {
     }
 }
 
+/// Whether others than the owner and group may read `path`.
+pub fn world_readable(path: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}
+
+/// The password in the first line of `path` (settings key `key`, for the
+/// error): a password kept out of the config and the process list. An
+/// empty first line is an error; a file every user may read, a warning.
+pub fn read_password_file(key: &str, path: &std::path::Path) -> Result<String, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("{key} {}: {e}", path.display()))?;
+    if world_readable(path) {
+        log::warn!(
+            "{key} {}: every user of this machine can read it (chmod 600)",
+            path.display()
+        );
+    }
+    let first = text.lines().next().unwrap_or("");
+    if first.is_empty() {
+        return Err(format!(
+            "{key} {}: its first line is empty (the password goes there)",
+            path.display()
+        ));
+    }
+    Ok(first.to_string())
+}
+
+/// `spec` (a URL, or `ffmpeg:` of one) with `password` for the user it
+/// names (`scheme://USER@HOST/...`), percent-encoded into it.
+pub fn with_url_password(spec: &str, password: &str) -> Result<String, String> {
+    let shown = redacted(spec);
+    let Some(s) = spec.find("://") else {
+        return Err(format!(
+            "source_password_file: the source {shown:?} is not a URL"
+        ));
+    };
+    let rest = &spec[s + 3..];
+    let cut = rest.find(['?', '#', '/']).unwrap_or(rest.len());
+    let Some(at) = rest[..cut].rfind('@') else {
+        return Err(format!(
+            "source_password_file: the source {shown:?} names no user (scheme://USER@HOST/...)"
+        ));
+    };
+    if rest[..at].contains(':') {
+        return Err(format!(
+            "source_password_file: the source {shown:?} has a password already"
+        ));
+    }
+    let mut encoded = String::new();
+    for b in password.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(format!(
+        "{}{}:{encoded}{}",
+        &spec[..s + 3],
+        &rest[..at],
+        &rest[at..]
+    ))
+}
+
 /// `spec` with the password of any `scheme://user:password@host` in it
 /// replaced by `***`, for logs, events and errors.
 pub fn redacted(spec: &str) -> String {
@@ -594,6 +673,26 @@ mod tests {
         ["red star", "green square", "blue circle"]
             .map(String::from)
             .to_vec()
+    }
+
+    #[test]
+    fn a_password_file_fills_in_the_sources_url() {
+        assert_eq!(
+            with_url_password("http://cam@10.0.0.9/stream", "p@ss w/1").unwrap(),
+            "http://cam:p%40ss%20w%2F1@10.0.0.9/stream"
+        );
+        assert_eq!(
+            with_url_password("ffmpeg:rtsp://cam@h:554/s?x=a@b", "pw").unwrap(),
+            "ffmpeg:rtsp://cam:pw@h:554/s?x=a@b"
+        );
+        for (spec, needle) in [
+            ("http://h/x", "names no user"),
+            ("http://u:old@h/x", "has a password already"),
+            ("dir:/x", "not a URL"),
+        ] {
+            let e = with_url_password(spec, "pw").unwrap_err();
+            assert!(e.contains(needle) && !e.contains("old"), "{e}");
+        }
     }
 
     #[test]

@@ -59,37 +59,9 @@ impl MqttUrl {
                 path.display()
             ));
         }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("mqtt_password_file {}: {e}", path.display()))?;
-        if world_readable(path) {
-            log::warn!(
-                "mqtt_password_file {}: every user of this machine can read it (chmod 600)",
-                path.display()
-            );
-        }
-        let first = text.lines().next().unwrap_or("");
-        if first.is_empty() {
-            return Err(format!(
-                "mqtt_password_file {}: its first line is empty (the password goes there)",
-                path.display()
-            ));
-        }
-        self.password = Some(first.to_string());
+        let first = crate::watch::config::read_password_file("mqtt_password_file", path)?;
+        self.password = Some(first);
         Ok(self)
-    }
-}
-
-/// Whether others than the owner and group may read `path`.
-pub(super) fn world_readable(path: &std::path::Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        false
     }
 }
 
@@ -154,6 +126,7 @@ impl std::str::FromStr for MqttUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::watch::config::world_readable;
     use crate::watch::mqtt::slug;
 
     #[test]

@@ -22,6 +22,7 @@ use crate::preprocess::ImageView;
 
 pub mod child;
 pub mod dir;
+pub mod http;
 pub mod live;
 pub mod mjpeg;
 pub mod v4l2;
@@ -137,8 +138,9 @@ pub trait FrameSource {
 }
 
 /// Opens the source `spec` names (`dir:`, `stdin:mjpeg`, `v4l2:`,
-/// `ffmpeg:`, `rtsp://`, `libcamera:`).
-pub fn open(spec: &str) -> Result<Box<dyn FrameSource>, SourceError> {
+/// `ffmpeg:`, `rtsp://`, `libcamera:`, `http://`). `fps`: the loop's
+/// rate, at which a camera's snapshot URL is asked.
+pub fn open(spec: &str, fps: Option<f64>) -> Result<Box<dyn FrameSource>, SourceError> {
     let (kind, rest) = spec
         .split_once(':')
         .ok_or_else(|| SourceError::BadSpec(redacted(spec)))?;
@@ -152,6 +154,7 @@ pub fn open(spec: &str) -> Result<Box<dyn FrameSource>, SourceError> {
             LIVE_QUEUE_DEPTH,
         ))),
         "v4l2" => v4l2::open(spec, rest),
+        "http" | "https" => http::open(spec, fps),
         _ => Err(SourceError::BadSpec(redacted(spec))),
     }
 }
@@ -171,6 +174,7 @@ pub fn check(spec: &str) -> Result<(), SourceError> {
         }),
         "stdin" if rest == "mjpeg" => Ok(()),
         "v4l2" => v4l2::check(spec, rest),
+        "http" | "https" => http::check(spec),
         "ffmpeg" => child::check(&child::ffmpeg(spec, rest)?),
         "rtsp" | "rtsps" => child::check(&child::ffmpeg(spec, spec)?),
         "libcamera" => child::check(&child::libcamera(spec, rest)?),

@@ -1,0 +1,293 @@
+//! `http://…` and `https://…` cameras (an ESP32-CAM, most IP cameras'
+//! MJPEG URL), read in Rust with `ureq`: a `multipart/x-mixed-replace`
+//! stream is split into its JPEGs (the parts' headers and boundaries are
+//! skipped like any bytes between JPEGs, [`MjpegStream`]); a URL that
+//! answers one JPEG per request (a snapshot URL) is asked again at the
+//! loop's `--fps`, or twice a second.
+//!
+//! A user and password in the URL (`http://USER:PASSWORD@HOST/…`) are
+//! sent as HTTP Basic authentication and never shown ([`redacted`]). The
+//! connection is reopened with backoff when lost ([`Reopening`]); a camera
+//! that sends nothing for [`STALL`] is lost.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use super::{
+    decode_into, redacted, Frame, FrameSource, LiveQueue, MjpegStream, Next, Opener, Reopening,
+    SourceError, LIVE_QUEUE_DEPTH, MAX_JPEG_BYTES,
+};
+
+/// A camera that sends nothing for this long is lost (and reconnected).
+pub const STALL: Duration = Duration::from_secs(10);
+/// How long a connection may take to open.
+const CONNECT: Duration = Duration::from_secs(5);
+/// A snapshot URL is asked this often when the loop sets no `--fps`.
+const SNAPSHOT_FPS: f64 = 2.0;
+
+/// The URL without its user and password, and those (percent-decoded).
+#[derive(Clone)]
+struct Target {
+    url: String,
+    /// The spec as logs and errors show it.
+    shown: String,
+    login: Option<(String, String)>,
+}
+
+impl Target {
+    fn parse(spec: &str) -> Result<Target, SourceError> {
+        let shown = redacted(spec);
+        let bad = |why: &str| SourceError::Unavailable {
+            spec: shown.clone(),
+            why: why.into(),
+        };
+        let (scheme, rest) = spec
+            .split_once("://")
+            .filter(|(s, _)| *s == "http" || *s == "https")
+            .ok_or_else(|| bad("expected http://HOST/PATH or https://HOST/PATH"))?;
+        // The last `@` before a query, as [`redacted`] reads it: a
+        // password may hold an unencoded `/`.
+        let cut = rest.find(['?', '#']).unwrap_or(rest.len());
+        let (login, host) = match rest[..cut].rfind('@') {
+            Some(at) => {
+                let userinfo = &rest[..at];
+                let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                let dec = |s: &str| {
+                    percent_decode(s).ok_or_else(|| bad("a bad %-escape in the user or password"))
+                };
+                (Some((dec(user)?, dec(pass)?)), &rest[at + 1..])
+            }
+            None => (None, rest),
+        };
+        if host.is_empty() || host.starts_with('/') {
+            return Err(bad("no host"));
+        }
+        Ok(Target {
+            url: format!("{scheme}://{host}"),
+            shown,
+            login,
+        })
+    }
+}
+
+/// `%XX` escapes decoded; `None` when one is malformed or not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Checks the spec's syntax.
+pub fn check(spec: &str) -> Result<(), SourceError> {
+    Target::parse(spec).map(|_| ())
+}
+
+/// Connects to the camera `spec` names and reads it behind a live queue,
+/// reconnected with backoff when lost. `fps`: how often a snapshot URL is
+/// asked (the loop's `--fps`).
+pub fn open(spec: &str, fps: Option<f64>) -> Result<Box<dyn FrameSource>, SourceError> {
+    let target = Target::parse(spec)?;
+    let every = Duration::from_secs_f64(1.0 / fps.unwrap_or(SNAPSHOT_FPS));
+    let shown = target.shown.clone();
+    let open = move || -> Result<Box<dyn FrameSource + Send>, SourceError> {
+        let cam = HttpCamera::connect(&target, every)?;
+        Ok(Box::new(LiveQueue::spawn(cam, LIVE_QUEUE_DEPTH)))
+    };
+    let mut open: Opener = Box::new(open);
+    let first = open()?;
+    Ok(Box::new(Reopening::new(&shown, first, open)))
+}
+
+/// One connection to the camera.
+enum HttpCamera {
+    /// A multipart stream, split into its JPEGs.
+    Stream(MjpegStream<Box<dyn Read + Send>>),
+    /// A URL answering one JPEG per request, asked every `every`.
+    Snapshot {
+        agent: ureq::Agent,
+        target: Target,
+        every: Duration,
+        /// The first request's JPEG, not yet handed out.
+        pending: Option<Vec<u8>>,
+        due: Instant,
+        index: u64,
+    },
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(CONNECT))
+        .timeout_recv_response(Some(STALL))
+        .timeout_per_read(Some(STALL))
+        .user_agent(concat!("clip-edge/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// Asks for `target`; an answer other than 200 is an error naming it.
+fn get(
+    agent: &ureq::Agent,
+    target: &Target,
+) -> Result<ureq::http::Response<ureq::Body>, SourceError> {
+    let unavailable = |why: String| SourceError::Unavailable {
+        spec: target.shown.clone(),
+        why,
+    };
+    let mut req = agent.get(&target.url);
+    if let Some((user, pass)) = &target.login {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        req = req.header("Authorization", format!("Basic {token}"));
+    }
+    // ureq's errors may quote the URL; ours holds no password (it is in a
+    // header), so they are shown as they are.
+    let resp = req.call().map_err(|e| unavailable(e.to_string()))?;
+    let status = resp.status();
+    if status == 401 {
+        let digest = resp.headers().get_all("www-authenticate").iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.trim_start().to_ascii_lowercase().starts_with("digest"))
+        });
+        return Err(unavailable(if digest {
+            "401 Unauthorized: the camera asks for Digest authentication, which http:// sources do not do (use its rtsp:// URL, or ffmpeg:URL)".into()
+        } else if target.login.is_some() {
+            "401 Unauthorized: the camera refused the user and password".into()
+        } else {
+            "401 Unauthorized: the camera wants a login (http://USER:PASSWORD@HOST/...)".into()
+        }));
+    }
+    if status != 200 {
+        return Err(unavailable(format!(
+            "HTTP {} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        )));
+    }
+    Ok(resp)
+}
+
+/// The body of a snapshot answer, at most [`MAX_JPEG_BYTES`].
+fn read_jpeg(
+    resp: ureq::http::Response<ureq::Body>,
+    target: &Target,
+) -> Result<Vec<u8>, SourceError> {
+    resp.into_body()
+        .into_with_config()
+        .limit(MAX_JPEG_BYTES as u64)
+        .read_to_vec()
+        .map_err(|e| SourceError::Io {
+            path: target.shown.clone().into(),
+            source: std::io::Error::other(e.to_string()),
+        })
+}
+
+impl HttpCamera {
+    fn connect(target: &Target, every: Duration) -> Result<HttpCamera, SourceError> {
+        let agent = agent();
+        let resp = get(&agent, target)?;
+        let kind = resp.body().mime_type().unwrap_or("").to_ascii_lowercase();
+        if kind.starts_with("multipart/") {
+            log::info!("{}: an MJPEG stream ({kind})", target.shown);
+            let reader: Box<dyn Read + Send> =
+                Box::new(resp.into_body().into_with_config().reader());
+            return Ok(HttpCamera::Stream(MjpegStream::new(reader, &target.shown)));
+        }
+        if kind.starts_with("image/") || kind.is_empty() {
+            log::info!(
+                "{}: a snapshot URL ({}), asked every {:.2} s",
+                target.shown,
+                if kind.is_empty() {
+                    "no content type"
+                } else {
+                    &kind
+                },
+                every.as_secs_f64()
+            );
+            let jpeg = read_jpeg(resp, target)?;
+            return Ok(HttpCamera::Snapshot {
+                agent,
+                target: target.clone(),
+                every,
+                pending: Some(jpeg),
+                due: Instant::now() + every,
+                index: 0,
+            });
+        }
+        Err(SourceError::Unavailable {
+            spec: target.shown.clone(),
+            why: format!(
+                "the camera answered {kind}, not an MJPEG stream (multipart/x-mixed-replace) or a JPEG: check the URL"
+            ),
+        })
+    }
+}
+
+impl FrameSource for HttpCamera {
+    fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
+        match self {
+            HttpCamera::Stream(s) => s.next(frame),
+            HttpCamera::Snapshot {
+                agent,
+                target,
+                every,
+                pending,
+                due,
+                index,
+            } => {
+                let jpeg = match pending.take() {
+                    Some(j) => j,
+                    None => {
+                        let wait = due.saturating_duration_since(Instant::now());
+                        std::thread::sleep(wait);
+                        *due = Instant::now().max(*due) + *every;
+                        read_jpeg(get(agent, target)?, target)?
+                    }
+                };
+                let i = *index;
+                *index += 1;
+                decode_into(&jpeg, &format!("{} frame {i}", target.shown), frame)?;
+                frame.index = i;
+                Ok(Next::Frame)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_their_login_and_never_show_the_password() {
+        let t = Target::parse("http://admin:p%40ss@192.168.1.9:8080/video?x=1").unwrap();
+        assert_eq!(t.url, "http://192.168.1.9:8080/video?x=1");
+        assert_eq!(t.login, Some(("admin".to_string(), "p@ss".to_string())));
+        assert!(
+            !t.shown.contains("p%40ss") && t.shown.contains("***"),
+            "{}",
+            t.shown
+        );
+        let t = Target::parse("https://cam.local/snapshot.jpg").unwrap();
+        assert_eq!(
+            (t.url.as_str(), t.login.is_none()),
+            ("https://cam.local/snapshot.jpg", true)
+        );
+        let t = Target::parse("http://u:a/b@cam/stream").unwrap();
+        assert_eq!(t.url, "http://cam/stream");
+        assert_eq!(t.login.unwrap().1, "a/b");
+        for bad in ["http://", "http:///x", "ftp://cam/x", "http://u:%zz@cam/"] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
