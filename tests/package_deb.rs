@@ -1,6 +1,6 @@
 //! `scripts/package-deb`: the .deb's files, control fields and unit; the
 //! unit and the example config pass their checkers (`systemd-analyze
-//! verify`, `clip-edge watch --config`'s reader).
+//! verify`, the packaged binary's `watch --config ... --check`).
 
 mod common;
 
@@ -104,12 +104,49 @@ fn deb_holds_the_binary_unit_config_and_default_bundle() {
         "ProtectSystem=strict",
         "StateDirectory=clip-edge",
         "ExecStart=/usr/bin/clip-edge watch --config /etc/clip-edge/watch.toml",
+        "RestartPreventExitStatus=78",
     ] {
         assert!(
             unit.lines().any(|l| l.starts_with(line)),
             "{line} missing from the unit"
         );
     }
+    // The packaged binary accepts the packaged config (`--check`: the
+    // bundle loaded and verified, labels, source, everything but opening
+    // the camera), with the bundle where the package put it. ffmpeg, which
+    // the config's source runs, is a stand-in here: the check only looks
+    // for it on PATH. A broken config is exit 78, which the unit does not
+    // restart.
+    let bin_dir = dist.join("path");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let ffmpeg = bin_dir.join("ffmpeg");
+    std::fs::write(&ffmpeg, "#!/bin/sh\nexit 1\n").unwrap();
+    std::fs::set_permissions(&ffmpeg, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let packaged_bundle = x.join("usr/share/clip-edge/default-int8");
+    let config = std::fs::read_to_string(x.join("etc/clip-edge/watch.toml"))
+        .unwrap()
+        .replace(
+            "/usr/share/clip-edge/default-int8",
+            packaged_bundle.to_str().unwrap(),
+        );
+    let check = |config: &str| {
+        let path = dist.join("watch.toml");
+        std::fs::write(&path, config).unwrap();
+        Command::new(x.join("usr/bin/clip-edge"))
+            .args(["watch", "--check", "--config"])
+            .arg(&path)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+            .output()
+            .unwrap()
+    };
+    let out = check(&config);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("ok: "),
+        "the packaged config fails its check: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = check(&config.replace("\"red star\"", "\"red starr\""));
+    assert_eq!(out.status.code(), Some(78));
     // The packaged bundle is the committed one, byte for byte.
     for f in [
         "manifest.toml",

@@ -266,12 +266,30 @@ fn child_libcamera_runs_rpicam_vid_restarts_it_and_kills_it_at_a_stop() {
             ran = ran.display(),
         ),
     );
+    // systemd's notification socket: READY=1 must come from clip-edge, the
+    // unit's main process, with the camera program running as its child.
+    let notify = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
     let child = watch("libcamera:?width=320&height=240&fps=30", &events)
         .env("PATH", path_with(&bin_dir))
+        .env("NOTIFY_SOCKET", &notify)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut ready = false;
+    let mut buf = [0u8; 4096];
+    wait_until("READY=1", || {
+        while let Ok(n) = sock.recv(&mut buf) {
+            ready |= String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1");
+        }
+        ready
+    });
+    assert!(pids.exists(), "READY=1 before rpicam-vid was started");
     wait_until("source_back", || {
         read_log(&events)
             .iter()
