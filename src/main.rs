@@ -37,6 +37,10 @@ fn main() -> ExitCode {
 fn init_logger() {
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
+    // ureq-proto's trace level prints raw request headers (a camera's
+    // `Authorization` among them), its debug level each step of a call:
+    // warnings only, whatever RUST_LOG says.
+    logger.filter_module("ureq_proto", log::LevelFilter::Warn);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         logger.format(|buf, r| {
             use std::io::Write as _;

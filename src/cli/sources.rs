@@ -57,7 +57,10 @@ impl Node {
             sys::c_text(&cap.bus_info),
         ));
         if !Device::captures(&cap) {
-            node.not_camera = Some("no video capture (a metadata or output node)".into());
+            node.not_camera = Some(
+                "no single-planar video capture (a metadata or output node, or a multi-planar camera, which v4l2: does not read)"
+                    .into(),
+            );
             return node;
         }
         for (code, description) in device.formats() {

@@ -60,19 +60,31 @@ impl History {
         if span < EVERY {
             return;
         }
+        // Seconds with no frame at all (a silent source): no frames a
+        // second, no latency, so the samples stay one a second.
+        let silent = (span.as_secs_f64() / EVERY.as_secs_f64()) as usize - 1;
+        for _ in 0..silent.min(SAMPLES) {
+            self.push(0.0, f32::NAN);
+        }
+        let n = inferred - last.inferred;
+        let latency = if n == 0 {
+            f32::NAN
+        } else {
+            ((classify_ms - last.classify_ms) / n as f64) as f32
+        };
+        // The span's frames over what is left of it after the silent seconds.
+        let counted = span.as_secs_f64() - silent as f64 * EVERY.as_secs_f64();
+        self.push(((frames - last.frames) as f64 / counted) as f32, latency);
+        self.last = Some(mark);
+    }
+
+    fn push(&mut self, fps: f32, latency_ms: f32) {
         if self.fps.len() == SAMPLES {
             self.fps.pop_front();
             self.latency_ms.pop_front();
         }
-        self.fps
-            .push_back(((frames - last.frames) as f64 / span.as_secs_f64()) as f32);
-        let n = inferred - last.inferred;
-        self.latency_ms.push_back(if n == 0 {
-            f32::NAN
-        } else {
-            ((classify_ms - last.classify_ms) / n as f64) as f32
-        });
-        self.last = Some(mark);
+        self.fps.push_back(fps);
+        self.latency_ms.push_back(latency_ms);
     }
 
     /// `{"every_s", "fps": [...], "latency_ms": [...]}`, oldest first (a
@@ -109,12 +121,19 @@ mod tests {
         // A reload counts from zero: no negative rate, a new span.
         h.observe(at(3.0), 2, 2, 4.0);
         assert_eq!(h.fps.len(), 2);
+        // Three seconds without a frame but one: two silent samples, then
+        // the frame's.
+        h.observe(at(6.0), 3, 3, 5.0);
+        assert_eq!(h.fps.len(), 5);
+        assert_eq!((h.fps[2], h.fps[3], h.fps[4]), (0.0, 0.0, 1.0));
+        assert!(h.latency_ms[2].is_nan() && h.latency_ms[3].is_nan());
+        assert_eq!(h.latency_ms[4], 1.0);
         for k in 1..=SAMPLES + 10 {
             h.observe(
-                at(3.0 + k as f64),
-                2 + k as u64,
-                2 + k as u64,
-                4.0 + k as f64,
+                at(6.0 + k as f64),
+                3 + k as u64,
+                3 + k as u64,
+                5.0 + k as f64,
             );
         }
         assert_eq!((h.fps.len(), h.latency_ms.len()), (SAMPLES, SAMPLES));

@@ -591,7 +591,8 @@ pub fn world_readable(path: &std::path::Path) -> bool {
 }
 
 /// The password in the first line of `path` (settings key `key`, for the
-/// error): a password kept out of the config and the process list. An
+/// error): a password kept out of the config and clip-edge's command line
+/// (a program source still gets it in its URL, on its own command line). An
 /// empty first line is an error; a file every user may read, a warning.
 pub fn read_password_file(key: &str, path: &std::path::Path) -> Result<String, String> {
     let text =

@@ -14,7 +14,8 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::kernels::{drive, float_panels, holds, scalar};
+use crate::kernels::drive::holds;
+use crate::kernels::{drive, float_panels, scalar};
 
 /// [`scalar::fma_peak`] on 8 lanes: `vfmadd` on registers alone, the
 /// core's f32 multiply-add peak for `bench-kernels`.

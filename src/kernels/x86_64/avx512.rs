@@ -16,7 +16,8 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::kernels::{drive, group_panels, holds, scalar};
+use crate::kernels::drive::holds;
+use crate::kernels::{drive, group_panels, scalar};
 
 fn has_vnni() -> bool {
     is_x86_feature_detected!("avx512f")

@@ -381,6 +381,8 @@ fn connection_thread(
     let mut connected = false;
     let mut backoff = Duration::from_millis(200);
     let mut announced_down = false;
+    // What the last failure said: refused (1), TLS (2), anything else (3).
+    let mut down_kind = 0;
     let mut disconnecting = false;
     loop {
         match conn.recv_timeout(Duration::from_millis(50)) {
@@ -451,18 +453,27 @@ fn connection_thread(
                 if disconnecting {
                     return;
                 }
-                if connected || !announced_down {
-                    match &e {
-                        rumqttc::ConnectionError::ConnectionRefused(code) => log::error!(
+                // Said once an outage, and again when its cause changes
+                // (the network back, then a login or certificate refused).
+                let (kind, tls) = match &e {
+                    rumqttc::ConnectionError::ConnectionRefused(_) => (1, None),
+                    _ => match tls_failure(&e) {
+                        Some(t) => (2, Some(t)),
+                        None => (3, None),
+                    },
+                };
+                if connected || !announced_down || down_kind != kind {
+                    match (&e, tls) {
+                        (rumqttc::ConnectionError::ConnectionRefused(code), _) => log::error!(
                             "mqtt: the broker refused the connection ({code:?}: check the user and password); retrying (events keep going to the log)"
                         ),
-                        _ if tls_failure(&e).is_some() => log::error!(
-                            "mqtt: TLS with the broker failed ({}: check mqtt_ca, or mqtt_cert and mqtt_key); retrying (events keep going to the log)",
-                            tls_failure(&e).unwrap_or_default()
+                        (_, Some(t)) => log::error!(
+                            "mqtt: TLS with the broker failed ({t}: check mqtt_ca, or mqtt_cert and mqtt_key); retrying (events keep going to the log)"
                         ),
                         _ => log::warn!("mqtt: {e}; reconnecting (events keep going to the log)"),
                     }
                     announced_down = true;
+                    down_kind = kind;
                 }
                 if !connected {
                     if let Ok(mut g) = lock.lock() {

@@ -6,7 +6,9 @@
 //! loop's `--fps`, or twice a second.
 //!
 //! A user and password in the URL (`http://USER:PASSWORD@HOST/…`) are
-//! sent as HTTP Basic authentication and never shown ([`redacted`]). The
+//! sent as HTTP Basic authentication and never shown ([`redacted`]). An
+//! `https://` camera's certificate is checked against the system's CA
+//! certificates. The
 //! connection is reopened with backoff when lost ([`Reopening`]); a camera
 //! that sends nothing for [`STALL`] is lost.
 
@@ -45,10 +47,18 @@ impl Target {
             .split_once("://")
             .filter(|(s, _)| *s == "http" || *s == "https")
             .ok_or_else(|| bad("expected http://HOST/PATH or https://HOST/PATH"))?;
-        // The last `@` before a query, as [`redacted`] reads it: a
-        // password may hold an unencoded `/`.
+        // The authority ends at the first `/`, `?` or `#` (RFC 3986). An
+        // `@` past it but before a query is a password with an unencoded
+        // `/`, or an `@` in the path: which one cannot be told, and the
+        // wrong guess would send the login to another host.
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let cut = rest.find(['?', '#']).unwrap_or(rest.len());
-        let (login, host) = match rest[..cut].rfind('@') {
+        if !rest[..end].contains('@') && rest[end..cut].contains('@') {
+            return Err(bad(
+                "an `@` after the host: percent-encode a `/` in the password (%2F) or an `@` in the path (%40)",
+            ));
+        }
+        let (login, host) = match rest[..end].rfind('@') {
             Some(at) => {
                 let userinfo = &rest[..at];
                 let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
@@ -124,8 +134,28 @@ enum HttpCamera {
     },
 }
 
+/// The system's CA certificates (as for `mqtts://`), read once; Mozilla's
+/// bundled roots where the system has none.
+fn roots() -> ureq::tls::RootCerts {
+    static ROOTS: std::sync::OnceLock<ureq::tls::RootCerts> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs().certs;
+            if found.is_empty() {
+                return ureq::tls::RootCerts::WebPki;
+            }
+            let certs: Vec<ureq::tls::Certificate<'static>> = found
+                .iter()
+                .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+                .collect();
+            ureq::tls::RootCerts::new_with_certs(&certs)
+        })
+        .clone()
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
+        .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots()).build())
         .http_status_as_error(false)
         .timeout_connect(Some(CONNECT))
         .timeout_recv_response(Some(STALL))
@@ -283,9 +313,14 @@ mod tests {
             (t.url.as_str(), t.login.is_none()),
             ("https://cam.local/snapshot.jpg", true)
         );
-        let t = Target::parse("http://u:a/b@cam/stream").unwrap();
-        assert_eq!(t.url, "http://cam/stream");
+        let t = Target::parse("http://u:a%2Fb@cam/img@2x.jpg").unwrap();
+        assert_eq!(t.url, "http://cam/img@2x.jpg");
         assert_eq!(t.login.unwrap().1, "a/b");
+        // Which `@` ends the login cannot be told: refused, not guessed.
+        for ambiguous in ["http://u:a/b@cam/stream", "http://cam/img@2x.jpg?x"] {
+            let e = Target::parse(ambiguous).err().expect("refused").to_string();
+            assert!(e.contains("percent-encode"), "{e}");
+        }
         for bad in ["http://", "http:///x", "ftp://cam/x", "http://u:%zz@cam/"] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }

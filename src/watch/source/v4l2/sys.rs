@@ -450,7 +450,8 @@ impl Device {
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_SHARED,
                     self.fd.as_raw_fd(),
-                    b.m as libc::off_t,
+                    // The MMAP member of the union: a 32-bit offset.
+                    b.m as u32 as libc::off_t,
                 )
             };
             if ptr == libc::MAP_FAILED {
@@ -469,32 +470,39 @@ impl Device {
     /// previous one goes back to the driver first.
     pub fn dequeue(&mut self, timeout: Duration) -> io::Result<&[u8]> {
         self.requeue()?;
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        loop {
+        let deadline = std::time::Instant::now() + timeout;
+        let b = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-            let r = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
-            if r > 0 {
-                break;
-            }
+            let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as libc::c_int) };
             if r == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("no frame for {} s", timeout.as_secs()),
                 ));
             }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
                 return Err(e);
             }
-        }
-        let mut b = Buffer::ZERO;
-        b.type_ = BUF_TYPE_VIDEO_CAPTURE;
-        b.memory = MEMORY_MMAP;
-        ioctl(&self.fd, VIDIOC_DQBUF, &mut b)?;
+            let mut b = Buffer::ZERO;
+            b.type_ = BUF_TYPE_VIDEO_CAPTURE;
+            b.memory = MEMORY_MMAP;
+            match ioctl(&self.fd, VIDIOC_DQBUF, &mut b) {
+                Ok(()) => break b,
+                // Woken with nothing to take after all: wait again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        };
         let m = self
             .buffers
             .get(b.index as usize)
@@ -538,6 +546,7 @@ mod tests {
     /// [`LAYOUT`] against `<linux/videodev2.h>` as a C compiler for a
     /// target sees it: `_Static_assert`s compiled with `-fsyntax-only`;
     /// `wide`: the target's pointers are 64-bit.
+    #[cfg(target_arch = "x86_64")]
     fn check_headers(cc: &str, wide: bool) {
         let dir =
             std::env::temp_dir().join(format!("clip-edge-v4l2-layout-{}-{cc}", std::process::id()));
@@ -553,8 +562,17 @@ mod tests {
         }
         let src = dir.join("layout.c");
         std::fs::write(&src, c).unwrap();
+        // 32-bit ARM: the 32-bit `time_t` layout (what this build's
+        // `v4l2_buffer` is, and what every kernel takes), also where the
+        // compiler defaults to 64-bit time.
+        let time32: &[&str] = if wide {
+            &[]
+        } else {
+            &["-U_TIME_BITS", "-U_FILE_OFFSET_BITS"]
+        };
         let out = std::process::Command::new(cc)
             .args(["-fsyntax-only", "-std=gnu11"])
+            .args(time32)
             .arg(&src)
             .output()
             .unwrap_or_else(|e| panic!("{cc}: {e}"));
