@@ -17,6 +17,7 @@ pub mod motion;
 pub mod mqtt;
 mod places;
 pub mod regions;
+pub mod secrets;
 pub mod snapshots;
 pub mod source;
 pub mod track;
