@@ -4,26 +4,15 @@
 
 mod common;
 
-use common::{assert_matches_truth, bin, clip_truth, read_log, root, scratch, spans_of};
+use common::{assert_matches_truth, clip_truth, read_log, scratch, spans_of, watch_clip};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn watch(events: &Path, snaps: &Path, extra: &[&str]) -> Command {
     let (watched, _) = clip_truth();
-    let mut c = bin();
-    c.arg("watch")
-        .arg("--bundle")
-        .arg(root().join("models/default-int8"))
-        .arg("--source")
-        .arg(format!(
-            "dir:{}",
-            root().join("models/clips/shapes").display()
-        ))
-        .arg("--events")
-        .arg(events)
-        .arg("--snapshots")
-        .arg(snaps);
+    let mut c = watch_clip();
+    c.arg("--events").arg(events).arg("--snapshots").arg(snaps);
     for w in &watched {
         c.args(["--watch", w]);
     }

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{bin, free_port, root, scratch};
+use common::{free_port, scratch, watch_clip};
 use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
 use serde_json::Value;
 use std::path::Path;
@@ -129,9 +129,8 @@ fn every_event_arrives_across_a_broker_restart() {
     std::thread::sleep(Duration::from_millis(1500));
 
     let log = dir.join("events.jsonl");
-    let watch = bin()
+    let watch = watch_clip()
         .args([
-            "watch",
             "--fps",
             "25",
             "--node",
@@ -141,13 +140,6 @@ fn every_event_arrives_across_a_broker_restart() {
             "--watch",
             "green square",
         ])
-        .arg("--bundle")
-        .arg(root().join("models/default-int8"))
-        .arg("--source")
-        .arg(format!(
-            "dir:{}",
-            root().join("models/clips/shapes").display()
-        ))
         .arg("--events")
         .arg(&log)
         .arg("--mqtt")
@@ -297,15 +289,9 @@ fn a_broker_login_gets_the_events_and_a_refused_one_is_named() {
     let pass = dir.join("mqtt.pass");
     std::fs::write(&pass, "s3cr@t:x\n").unwrap();
     let run = |mqtt: &str, extra: &[&str], log: &Path| {
-        bin()
+        watch_clip()
             .env("RUST_LOG", "error")
-            .args(["watch", "--watch", "red star", "--bundle"])
-            .arg(root().join("models/default-int8"))
-            .arg("--source")
-            .arg(format!(
-                "dir:{}",
-                root().join("models/clips/shapes").display()
-            ))
+            .args(["--watch", "red star"])
             .arg("--events")
             .arg(log)
             .args(["--mqtt", mqtt])
@@ -413,17 +399,10 @@ fn discovery_is_current_and_a_label_no_longer_watched_leaves_no_entity() {
     }
     let (fired, _) = subscribe(port, "test-fired", &["test/+/event"], false);
     let http_port = free_port();
-    let out = bin()
+    let out = watch_clip()
         .args([
-            "watch", "--fps", "50", "--node", "testcam", "--watch", "red star", "-q",
+            "--fps", "50", "--node", "testcam", "--watch", "red star", "-q",
         ])
-        .arg("--bundle")
-        .arg(root().join("models/default-int8"))
-        .arg("--source")
-        .arg(format!(
-            "dir:{}",
-            root().join("models/clips/shapes").display()
-        ))
         .arg("--snapshots")
         .arg(dir.join("snaps"))
         .arg("--mqtt")
@@ -619,15 +598,9 @@ fn mqtts_checks_the_broker_and_offers_a_client_certificate() {
     }
     let (got, _) = subscribe(plain, "tls-sub", &["+/events"], false);
     let run = |url: String, extra: &[&std::path::PathBuf], flags: &[&str], log: &str| {
-        let mut cmd = bin();
+        let mut cmd = watch_clip();
         cmd.env("RUST_LOG", "error")
-            .args(["watch", "--watch", "red star", "--bundle"])
-            .arg(root().join("models/default-int8"))
-            .arg("--source")
-            .arg(format!(
-                "dir:{}",
-                root().join("models/clips/shapes").display()
-            ))
+            .args(["--watch", "red star"])
             .arg("--events")
             .arg(dir.join(log))
             .args(["--mqtt", &url]);

@@ -1,6 +1,25 @@
 //! Passwords: kept in files (`mqtt_password_file`, `source_password_file`),
 //! put into a source's URL, and hidden wherever a URL is shown.
 
+/// `%XX` escapes decoded (a URL's user and password); `None` when an
+/// escape is malformed or the result is not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Whether others than the owner and group may read `path`.
 pub fn world_readable(path: &std::path::Path) -> bool {
     #[cfg(unix)]

@@ -26,6 +26,21 @@ pub fn bin() -> Command {
     command(env!("CARGO_BIN_EXE_clip-edge"))
 }
 
+/// `clip-edge watch` of the committed clip (`models/clips/shapes`) with the
+/// default int8 bundle; the test adds what it watches and where events go.
+pub fn watch_clip() -> Command {
+    let mut c = bin();
+    c.arg("watch")
+        .arg("--bundle")
+        .arg(root().join("models/default-int8"))
+        .arg("--source")
+        .arg(format!(
+            "dir:{}",
+            root().join("models/clips/shapes").display()
+        ));
+    c
+}
+
 /// On arm64, asserts that tract picked a native f16 kernel (`arm64fp16_*`
 /// for NEON FEAT_FP16, `sve_mm*_f16_*` for SVE) exactly where its ISA set has
 /// FP16; `generic_f16_*` is its portable fallback. `kernels` are `Mult:` lines.

@@ -1,6 +1,8 @@
 //! The broker's address: `mqtt[s]://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX]`,
 //! and a password kept in a file.
 
+use crate::watch::secrets::percent_decode;
+
 /// `mqtt[s]://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX]` (user and password
 /// percent-encoded, as in any URL; the password may come from a file
 /// instead: [`MqttUrl::with_password_file`]). `mqtts://` is TLS, port
@@ -28,25 +30,6 @@ impl std::fmt::Debug for MqttUrl {
             .field("tls", &self.tls)
             .finish()
     }
-}
-
-/// `%XX` escapes decoded (a URL's user and password); `None` when an
-/// escape is malformed or the result is not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 impl MqttUrl {

@@ -15,6 +15,8 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
+use crate::watch::secrets::percent_decode;
+
 use super::{
     decode_into, redacted, Frame, FrameSource, LiveQueue, MjpegStream, Next, Opener, Reopening,
     SourceError, LIVE_QUEUE_DEPTH, MAX_JPEG_BYTES,
@@ -78,23 +80,6 @@ impl Target {
             login,
         })
     }
-}
-
-/// `%XX` escapes decoded; `None` when one is malformed or not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Checks the spec's syntax.
