@@ -12,9 +12,10 @@
 //! vectorise at all.
 
 /// Which compiled copy of the row kernels runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Level {
     /// Built for the baseline CPU.
+    #[default]
     Plain,
     /// x86_64 with AVX2 and FMA.
     Avx2,
@@ -335,6 +336,32 @@ pub mod plain {
             *o = *a as f32 * (sa * w);
         }
     }
+
+    /// An image resize's horizontal taps over one row of pixels widened to
+    /// four i32 lanes (`wide`, from input pixel `lo` on): output `j` is
+    /// `half + Σ_t wide[bounds[j].0 − lo + t] · k[j·ks + t]` per lane
+    /// (`ks = k.len() / bounds.len()` coefficients an output), wrapping, in
+    /// tap order (integer sums: every copy gives the same).
+    #[inline(always)]
+    pub fn resample_taps(
+        wide: &[[i32; 4]],
+        lo: usize,
+        bounds: &[(usize, usize)],
+        k: &[i32],
+        half: i32,
+        out: &mut [[i32; 4]],
+    ) {
+        let ks = (k.len() / bounds.len().max(1)).max(1);
+        for ((&(xmin, n), kk), o) in bounds.iter().zip(k.chunks_exact(ks)).zip(out.iter_mut()) {
+            let mut ss = [half; 4];
+            for (px, &kv) in wide[xmin - lo..xmin - lo + n].iter().zip(&kk[..n]) {
+                for c in 0..4 {
+                    ss[c] = ss[c].wrapping_add(px[c].wrapping_mul(kv));
+                }
+            }
+            *o = ss;
+        }
+    }
 }
 
 /// Declares each row kernel's dispatching entry point and, on x86_64, its
@@ -402,6 +429,19 @@ compiled! {
     fn dequantize(acc: &[i32], sa: f32, ws: &[f32], out: &mut [f32]);
     /// An int8 convolution's epilogue for one channel.
     fn dequantize_bias(acc: &[i32], f: f32, b: f32, out: &mut [f32]);
+    /// An image resize's horizontal taps over one widened row.
+    fn resample_taps(wide: &[[i32; 4]], lo: usize, bounds: &[(usize, usize)], k: &[i32], half: i32, out: &mut [[i32; 4]]);
+}
+
+impl Level {
+    /// The copy this CPU runs best (`CLIP_EDGE_KERNELS=scalar`: the plain
+    /// one), for work outside the engine (an image's resize).
+    pub fn detect() -> Level {
+        if std::env::var("CLIP_EDGE_KERNELS").is_ok_and(|v| v == "scalar") {
+            return Level::Plain;
+        }
+        super::Kernels::simd().map_or(Level::Plain, |k| k.level)
+    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ mod resample;
 #[cfg(test)]
 use resample::plain;
 use resample::{
-    copy_window, nearest_table, resample_cols, resample_rows, span, AxisCoeffs, Window,
+    copy_window, nearest_table, resample_cols, resample_rows, span, AxisCoeffs, Wide, Window,
 };
 
 /// CLIP's normalisation constants (`clip.py`, `_transform`).
@@ -173,6 +173,8 @@ pub struct Preprocessor {
     tmp: Vec<u8>,
     /// One output row's sums in the vertical pass.
     acc: Vec<i32>,
+    /// The horizontal pass's rows for 3 and 4 channels.
+    wide: Wide,
     /// Final cropped u8 image, in the working mode's channels.
     out8: Vec<u8>,
     nearest_x: Vec<usize>,
@@ -195,8 +197,17 @@ fn unpremultiply(v: u8, alpha: u8) -> u8 {
 }
 
 impl Preprocessor {
+    /// Buffers empty; the resize's row kernels the best this CPU runs.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_level(crate::kernels::elementwise::Level::detect())
+    }
+
+    /// [`Preprocessor::new`] with the resize's row kernels of `level`
+    /// (their copies give the same bytes; tests run each).
+    pub fn with_level(level: crate::kernels::elementwise::Level) -> Self {
+        let mut p = Self::default();
+        p.wide.level = level;
+        p
     }
 
     /// Number of floats [`Preprocessor::run`] writes for resolution `n`.
@@ -405,6 +416,7 @@ impl Preprocessor {
                     ch,
                     &mut self.tmp,
                     cw * ch,
+                    &mut self.wide,
                 );
             } else {
                 copy_window(src, iw * ch, first, rows, x0 * ch, cw * ch, &mut self.tmp);
@@ -468,6 +480,7 @@ impl Preprocessor {
                     ch,
                     &mut self.out8,
                     cw * ch,
+                    &mut self.wide,
                 );
             } else {
                 self.out8.copy_from_slice(&self.tmp);
@@ -492,20 +505,23 @@ mod tests {
             let mut state = seed | 1;
             let data: Vec<u8> = (0..w * h * ch).map(|_| { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state as u8 }).collect();
             let want = plain::resize_crop(&data, w, h, ch, n);
-            if ch == 1 || ch == 3 {
-                let mode = if ch == 1 { Mode::L } else { Mode::Rgb };
-                let img = ImageView::new(w as u32, h as u32, mode, &data);
-                let got = Preprocessor::new().resize_crop_u8(&img, n).unwrap().to_vec();
-                prop_assert_eq!(got, want);
-            } else {
-                // Two and four channels (LA, RGBA: premultiplied around
-                // this resampler), the resampler alone.
-                let (rw, rh) = resized_size(w as u32, h as u32, n);
-                let crop = n.min(rw).min(rh);
-                let (x0, y0) = (center_crop_offset(rw, crop), center_crop_offset(rh, crop));
-                let mut p = Preprocessor::new();
-                p.bicubic(&data, w, h, ch, rw as usize, rh as usize, x0 as usize, y0 as usize, crop as usize, crop as usize);
-                prop_assert_eq!(&p.out8, &want);
+            let detected = crate::kernels::elementwise::Level::detect();
+            for level in [crate::kernels::elementwise::Level::Plain, detected] {
+                if ch == 1 || ch == 3 {
+                    let mode = if ch == 1 { Mode::L } else { Mode::Rgb };
+                    let img = ImageView::new(w as u32, h as u32, mode, &data);
+                    let got = Preprocessor::with_level(level).resize_crop_u8(&img, n).unwrap().to_vec();
+                    prop_assert_eq!(&got, &want, "{:?}", level);
+                } else {
+                    // Two and four channels (LA, RGBA: premultiplied around
+                    // this resampler), the resampler alone.
+                    let (rw, rh) = resized_size(w as u32, h as u32, n);
+                    let crop = n.min(rw).min(rh);
+                    let (x0, y0) = (center_crop_offset(rw, crop), center_crop_offset(rh, crop));
+                    let mut p = Preprocessor::with_level(level);
+                    p.bicubic(&data, w, h, ch, rw as usize, rh as usize, x0 as usize, y0 as usize, crop as usize, crop as usize);
+                    prop_assert_eq!(&p.out8, &want, "{:?}", level);
+                }
             }
         }
     }
@@ -523,7 +539,13 @@ mod tests {
             p.horiz.k.capacity(),
             p.vert.k.capacity(),
         );
-        let ptrs = (p.tmp.as_ptr(), p.out8.as_ptr());
+        let ptrs = (
+            p.tmp.as_ptr(),
+            p.out8.as_ptr(),
+            p.acc.as_ptr(),
+            p.wide.row.as_ptr(),
+        );
+        assert!(!p.acc.is_empty() && !p.wide.row.is_empty());
         for _ in 0..3 {
             p.run(&img, 32, CLIP_MEAN, CLIP_STD, &mut out).unwrap();
         }
@@ -536,7 +558,15 @@ mod tests {
                 p.vert.k.capacity()
             )
         );
-        assert_eq!(ptrs, (p.tmp.as_ptr(), p.out8.as_ptr()));
+        assert_eq!(
+            ptrs,
+            (
+                p.tmp.as_ptr(),
+                p.out8.as_ptr(),
+                p.acc.as_ptr(),
+                p.wide.row.as_ptr()
+            )
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! nearest-neighbour tables, and the plain twin the property tests
 //! compare them with.
 
+use crate::kernels::elementwise::{self, Level};
+
 /// Fixed-point precision of Pillow's 8-bit resampler (`32 - 8 - 2`).
 pub(super) const PRECISION_BITS: u32 = 32 - 8 - 2;
 /// Support of Pillow's bicubic filter.
@@ -139,14 +141,75 @@ pub(super) fn resample_rows(
     ch: usize,
     out: &mut [u8],
     out_stride: usize,
+    wide: &mut Wide,
 ) {
-    let pass = match ch {
-        1 => resample_rows_ch::<1>,
-        2 => resample_rows_ch::<2>,
-        3 => resample_rows_ch::<3>,
-        _ => resample_rows_ch::<4>,
-    };
-    pass(src, stride, first, rows, c, out, out_stride);
+    match ch {
+        1 => resample_rows_ch::<1>(src, stride, first, rows, c, out, out_stride),
+        2 => resample_rows_ch::<2>(src, stride, first, rows, c, out, out_stride),
+        3 => resample_rows_wide::<3>(src, stride, first, rows, c, out, out_stride, wide),
+        _ => resample_rows_wide::<4>(src, stride, first, rows, c, out, out_stride, wide),
+    }
+}
+
+/// [`resample_rows`] for 3 and 4 channels: the row's pixels the taps read
+/// are first widened to four i32 lanes each (`wide`, reused), so that each
+/// tap is one four-lane multiply-add ([`elementwise::resample_taps`], the
+/// copy `level` names: the baseline x86_64 has no i32 vector multiply).
+/// The same integer sums as [`resample_rows_ch`], so bit for bit Pillow's.
+#[allow(clippy::too_many_arguments)]
+fn resample_rows_wide<const CH: usize>(
+    src: &[u8],
+    stride: usize,
+    first: usize,
+    rows: usize,
+    c: &AxisCoeffs,
+    out: &mut [u8],
+    out_stride: usize,
+    scratch: &mut Wide,
+) {
+    let (lo, hi) = span(&c.bounds);
+    scratch.row.clear();
+    scratch.row.resize(hi - lo, [0; 4]);
+    scratch.sums.clear();
+    scratch.sums.resize(c.bounds.len(), [0; 4]);
+    for r in 0..rows {
+        let srow = &src[(first + r) * stride..(first + r + 1) * stride];
+        for (w, px) in scratch
+            .row
+            .iter_mut()
+            .zip(srow[lo * CH..hi * CH].chunks_exact(CH))
+        {
+            for cc in 0..CH {
+                w[cc] = px[cc] as i32;
+            }
+        }
+        elementwise::resample_taps(
+            scratch.level,
+            &scratch.row,
+            lo,
+            &c.bounds,
+            &c.k[..c.bounds.len() * c.ksize],
+            1 << (PRECISION_BITS - 1),
+            &mut scratch.sums,
+        );
+        let orow = &mut out[r * out_stride..(r + 1) * out_stride];
+        for (o, ss) in orow.chunks_exact_mut(CH).zip(&scratch.sums) {
+            for cc in 0..CH {
+                o[cc] = clip8(ss[cc]);
+            }
+        }
+    }
+}
+
+/// The horizontal pass's reused rows for 3 and 4 channels, and the copy of
+/// its taps that runs.
+#[derive(Debug, Default)]
+pub(super) struct Wide {
+    pub level: Level,
+    /// One input row, a pixel as four i32 lanes.
+    pub row: Vec<[i32; 4]>,
+    /// One output row's sums.
+    pub sums: Vec<[i32; 4]>,
 }
 
 /// [`resample_rows`] for `CH` channels: each output pixel's taps read as
