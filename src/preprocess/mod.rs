@@ -315,34 +315,26 @@ impl Preprocessor {
                     }
                 }
             }
-            Mode::L | Mode::Rgb => {
+            Mode::L | Mode::Rgb | Mode::La | Mode::Rgba => {
                 let ch = img.mode.channels();
-                self.bicubic(
-                    img.data,
-                    iw,
-                    ih,
-                    ch,
-                    rw as usize,
-                    rh as usize,
-                    x0,
-                    y0,
-                    crop_w,
-                    crop_h,
-                );
-            }
-            Mode::La | Mode::Rgba => {
-                let ch = img.mode.channels();
+                // With alpha: resized premultiplied, as Pillow does.
+                let alpha = matches!(img.mode, Mode::La | Mode::Rgba);
                 let mut premul = std::mem::take(&mut self.premul);
-                premul.clear();
-                premul.extend_from_slice(img.data);
-                for px in premul.chunks_exact_mut(ch) {
-                    let a = px[ch - 1];
-                    for v in &mut px[..ch - 1] {
-                        *v = muldiv255(*v, a);
+                let src: &[u8] = if alpha {
+                    premul.clear();
+                    premul.extend_from_slice(img.data);
+                    for px in premul.chunks_exact_mut(ch) {
+                        let a = px[ch - 1];
+                        for v in &mut px[..ch - 1] {
+                            *v = muldiv255(*v, a);
+                        }
                     }
-                }
+                    &premul
+                } else {
+                    img.data
+                };
                 self.bicubic(
-                    &premul,
+                    src,
                     iw,
                     ih,
                     ch,
@@ -354,10 +346,12 @@ impl Preprocessor {
                     crop_h,
                 );
                 self.premul = premul;
-                for px in self.out8.chunks_exact_mut(ch) {
-                    let a = px[ch - 1];
-                    for v in &mut px[..ch - 1] {
-                        *v = unpremultiply(*v, a);
+                if alpha {
+                    for px in self.out8.chunks_exact_mut(ch) {
+                        let a = px[ch - 1];
+                        for v in &mut px[..ch - 1] {
+                            *v = unpremultiply(*v, a);
+                        }
                     }
                 }
             }
