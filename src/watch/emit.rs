@@ -1,0 +1,200 @@
+//! How an event leaves the loop: its log line (kept in memory while the
+//! disk refuses it), its snapshot, and the sinks (GPIO, MQTT, the status
+//! page).
+
+use super::*;
+
+impl Watcher<'_> {
+    /// A whole-frame event of watched label `i`.
+    pub(super) fn emit(
+        &mut self,
+        i: usize,
+        t: Transition,
+        reason: Option<&str>,
+    ) -> Result<(), WatchError> {
+        let id = match t {
+            Transition::Start { .. } => {
+                let id = self.ids.next_id();
+                self.open_ids[i] = Some(id.clone());
+                id
+            }
+            Transition::End { .. } => self.open_ids[i]
+                .take()
+                .unwrap_or_else(|| self.ids.next_id()),
+        };
+        self.write_event(i, t, id, reason, None)
+    }
+
+    /// An event of the track in `slot`: its box, number and zone.
+    pub(super) fn emit_track(
+        &mut self,
+        slot: usize,
+        t: Transition,
+        reason: Option<&str>,
+    ) -> Result<(), WatchError> {
+        let new_id = matches!(t, Transition::Start { .. }).then(|| self.ids.next_id());
+        let track = self.places.tracks.get_mut(slot).expect("a live track");
+        let (id, rect) = match (t, new_id) {
+            (Transition::Start { frame, .. }, Some(id)) => {
+                track.open_id = Some(id.clone());
+                (id, track.box_at(frame))
+            }
+            _ => (track.open_id.take().unwrap_or_default(), track.last_box),
+        };
+        let place = Place {
+            rect,
+            track: track.number,
+            zone: track.zone.map(|z| self.opts.regions.zones[z].name.clone()),
+        };
+        let i = track.watched;
+        let id = if id.is_empty() {
+            self.ids.next_id()
+        } else {
+            id
+        };
+        self.write_event(i, t, id, reason, Some(place))
+    }
+
+    pub(super) fn write_event(
+        &mut self,
+        i: usize,
+        t: Transition,
+        id: String,
+        reason: Option<&str>,
+        place: Option<Place>,
+    ) -> Result<(), WatchError> {
+        let (kind, frame, score) = match t {
+            Transition::Start { frame, score } => (EventKind::Start, frame, score),
+            Transition::End { frame, score } => (EventKind::End, frame, score),
+        };
+        let (mut snapshot, mut snapshot_error) = (None, None);
+        if let (EventKind::Start, Some(dir)) = (kind, self.opts.snapshots.clone()) {
+            let label = self.opts.watched[i].label.clone();
+            let mark = place.as_ref().map(|p| (p.rect, label.as_str()));
+            match self.snapshot(&dir, &id, frame, mark) {
+                Ok(s) => snapshot = s,
+                Err(e) => {
+                    self.stats.snapshot_write_errors += 1;
+                    let path = dir.join(format!("{id}.jpg"));
+                    self.trouble(format!("{}: {e}", path.display()));
+                    snapshot_error = Some(e.to_string());
+                }
+            }
+        }
+        let (bbox, track, zone) = match place {
+            Some(p) => (Some(p.rect.to_array()), Some(p.track), p.zone),
+            None => (None, None, None),
+        };
+        let record = EventRecord {
+            event: kind,
+            id,
+            label: self.opts.watched[i].label.clone(),
+            frame,
+            time: events::now_rfc3339(),
+            score,
+            source: self.opts.source_name.clone(),
+            snapshot,
+            reason: reason.map(str::to_string),
+            bbox,
+            track,
+            zone,
+            snapshot_error,
+        };
+        self.log_line(&record);
+        let line = serde_json::to_vec(&record).expect("an event serialises");
+        log::info!("{}", String::from_utf8_lossy(&line));
+        let label_on = self.active(i);
+        for s in &mut self.sinks {
+            s.event(i, &record, &line, label_on);
+        }
+        if kind == EventKind::Start {
+            self.stats.events += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes the start frame (or, when it has left the window, the oldest
+    /// frame kept) as `DIR/<id>.jpg` with the event's box and label, then
+    /// keeps the folder within its retention.
+    pub(super) fn snapshot(
+        &mut self,
+        dir: &Path,
+        id: &str,
+        frame: u64,
+        mark: Option<(Rect, &str)>,
+    ) -> std::io::Result<Option<String>> {
+        let Some(f) = self
+            .recent
+            .iter()
+            .filter(|f| !f.is_empty() && f.index <= frame)
+            .max_by_key(|f| f.index)
+            .or_else(|| {
+                self.recent
+                    .iter()
+                    .filter(|f| !f.is_empty())
+                    .min_by_key(|f| f.index)
+            })
+        else {
+            return Ok(None);
+        };
+        let path = snapshots::write(dir, id, &f.image, mark)?;
+        match snapshots::prune(dir, &self.opts.snapshot_retention) {
+            Ok(n) => self.stats.snapshots_removed += n,
+            Err(e) => self.trouble(format!("snapshots {}: {e}", dir.display())),
+        }
+        Ok(Some(path.display().to_string()))
+    }
+
+    /// Appends `record` to the event log; a line the disk refuses waits in
+    /// memory and the loop goes on, degraded.
+    pub(super) fn log_line(&mut self, record: &EventRecord) {
+        let Some(log) = &mut self.log else { return };
+        let was_waiting = log.pending() > 0;
+        match log.append(record) {
+            Ok(()) if was_waiting => {
+                log::warn!(
+                    "{}: writable again; the waiting event lines are written",
+                    log.path().display()
+                );
+                self.trouble = None;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                self.stats.log_write_errors += 1;
+                self.trouble(e.to_string());
+            }
+        }
+    }
+
+    /// Records why the loop runs degraded, saying it in the log at most
+    /// once a minute.
+    pub(super) fn trouble(&mut self, why: String) {
+        let say = self
+            .trouble_said
+            .is_none_or(|t| t.elapsed() >= TROUBLE_EVERY);
+        if say {
+            log::error!("{why}; the loop goes on");
+            self.trouble_said = Some(Instant::now());
+        }
+        self.trouble = Some(why);
+    }
+
+    /// Why the loop runs degraded (the disk refuses the event log or the
+    /// snapshots), if it does.
+    pub fn trouble_now(&self) -> Option<&str> {
+        self.trouble.as_deref()
+    }
+
+    /// Tries once more to write the event lines still waiting; says how
+    /// many could not be written.
+    pub fn flush_log(&mut self) {
+        let Some(log) = &mut self.log else { return };
+        if log.pending() == 0 {
+            return;
+        }
+        match log.flush() {
+            Ok(()) => self.trouble = None,
+            Err(e) => log::error!("{e}: these event lines are lost"),
+        }
+    }
+}

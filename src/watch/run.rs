@@ -1,0 +1,114 @@
+//! The loop over a source: frames stepped at the pace asked, idle ticks
+//! observed, a lost source noted, a stop or a reload honoured.
+
+use super::*;
+
+impl Watcher<'_> {
+    /// Runs `source` to its end (or until `stop` is set), pacing a folder
+    /// at `fps`; ends open events with "source_end" or "shutdown".
+    pub fn run(
+        &mut self,
+        source: &mut dyn FrameSource,
+        stop: &AtomicBool,
+    ) -> Result<Stats, WatchError> {
+        self.run_observed(source, stop, &mut |_: &Watcher<'_>, _: Option<&Frame>| {})
+    }
+
+    /// As [`Watcher::run`], calling `observe` after every frame (with the
+    /// frame) and at least every [`source::IDLE_TICK`] while a live source
+    /// is silent (with `None`): the service's watchdog, status and HTTP
+    /// state live there.
+    pub fn run_observed(
+        &mut self,
+        source: &mut dyn FrameSource,
+        stop: &AtomicBool,
+        observe: &mut dyn FnMut(&Watcher<'_>, Option<&Frame>),
+    ) -> Result<Stats, WatchError> {
+        self.run_until(source, stop, &AtomicBool::new(false), observe)?;
+        Ok(self.stats)
+    }
+
+    /// As [`Watcher::run_observed`], also returning (with events left
+    /// open, [`Ended::Paused`]) as soon as `pause` is set: the service
+    /// reloads, then runs this watcher again or ends its events and
+    /// replaces it.
+    pub fn run_until(
+        &mut self,
+        source: &mut dyn FrameSource,
+        stop: &AtomicBool,
+        pause: &AtomicBool,
+        observe: &mut dyn FnMut(&Watcher<'_>, Option<&Frame>),
+    ) -> Result<Ended, WatchError> {
+        let start = Instant::now() - Duration::from_secs_f64(self.stats.wall_ms / 1e3);
+        let period = self.opts.fps.map(|f| Duration::from_secs_f64(1.0 / f));
+        let mut frame = Frame::default();
+        let mut due = Instant::now();
+        let reason = loop {
+            if stop.load(Ordering::Relaxed) {
+                break "shutdown";
+            }
+            if pause.load(Ordering::Relaxed) {
+                self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
+                return Ok(Ended::Paused);
+            }
+            let t0 = Instant::now();
+            let next = source.next(&mut frame);
+            self.stats.source_ms += t0.elapsed().as_secs_f64() * 1e3;
+            if let Some(note) = source.take_note() {
+                self.source_note(note)?;
+            }
+            match next {
+                Ok(Next::Frame) => {}
+                Ok(Next::Idle) => {
+                    observe(self, None);
+                    continue;
+                }
+                Ok(Next::End) => break "source_end",
+                Err(SourceError::Frame { what, why }) => {
+                    // One bad frame (a corrupt file or JPEG) is skipped, not
+                    // fatal; the loop is alive (the watchdog's pets go on).
+                    log::warn!("{what}: {why}; frame skipped");
+                    self.stats.bad_frames += 1;
+                    self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
+                    observe(self, None);
+                    continue;
+                }
+                Err(e) => {
+                    self.end_all("source_error")?;
+                    return Err(e.into());
+                }
+            }
+            self.step(&frame)?;
+            for sink in &mut self.sinks {
+                sink.scores(&self.opts.watched, &self.scores);
+            }
+            self.stats.dropped = source.dropped();
+            self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
+            observe(self, Some(&frame));
+            if let Some(p) = period {
+                due += p;
+                // Late: go on at once (no catching up). Early: sleep in
+                // short steps, so that a stop is seen at once.
+                if due <= Instant::now() {
+                    due = Instant::now();
+                }
+                loop {
+                    let now = Instant::now();
+                    if due <= now || stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep((due - now).min(source::IDLE_TICK));
+                }
+            }
+        };
+        self.end_all(reason)?;
+        self.flush_log();
+        self.stats.dropped = source.dropped();
+        self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
+        Ok(if reason == "shutdown" {
+            Ended::Shutdown
+        } else {
+            Ended::SourceEnd
+        })
+    }
+}
