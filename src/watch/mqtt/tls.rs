@@ -37,6 +37,24 @@ impl TlsFiles {
 /// The rustls client configuration for `files`; every problem is one line
 /// naming its settings key and file.
 pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, String> {
+    // The client's own files first: their problems do not depend on what
+    // this machine trusts.
+    let client = match (&files.cert, &files.key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some((c, read_certs("mqtt_cert", c)?, k, read_key(k)?)),
+        (Some(c), None) => {
+            return Err(format!(
+                "mqtt_cert {}: no mqtt_key names its private key",
+                c.display()
+            ))
+        }
+        (None, Some(k)) => {
+            return Err(format!(
+                "mqtt_key {}: no mqtt_cert names its certificate",
+                k.display()
+            ))
+        }
+    };
     let mut roots = rustls::RootCertStore::empty();
     match &files.ca {
         Some(p) => {
@@ -67,31 +85,15 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, Stri
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("mqtts://: {e}"))?
         .with_root_certificates(roots);
-    let config = match (&files.cert, &files.key) {
-        (None, None) => builder.with_no_client_auth(),
-        (Some(c), Some(k)) => {
-            let chain = read_certs("mqtt_cert", c)?;
-            let key = read_key(k)?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| {
-                format!(
-                    "mqtt_cert {} with mqtt_key {}: {e}",
-                    c.display(),
-                    k.display()
-                )
-            })?
-        }
-        (Some(c), None) => {
-            return Err(format!(
-                "mqtt_cert {}: no mqtt_key names its private key",
-                c.display()
-            ))
-        }
-        (None, Some(k)) => {
-            return Err(format!(
-                "mqtt_key {}: no mqtt_cert names its certificate",
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((c, chain, k, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
+            format!(
+                "mqtt_cert {} with mqtt_key {}: {e}",
+                c.display(),
                 k.display()
-            ))
-        }
+            )
+        })?,
     };
     Ok(Arc::new(config))
 }
