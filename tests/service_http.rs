@@ -6,7 +6,7 @@
 mod common;
 
 use common::{bin, clip_jpegs, free_port, root, scratch};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Stdio};
@@ -128,6 +128,10 @@ fn endpoints_report_frames_events_and_silence() {
     assert_eq!(s["watched"][0]["threshold"], 0.5);
     assert!(s["watched"][0]["score"].as_f64().unwrap() > 0.5, "{s}");
     assert_eq!(s["stale"], false);
+    assert_eq!(
+        (&s["camera"], &s["cameras"]),
+        (&json!("default"), &json!(["default"]))
+    );
     assert_eq!(s["history"]["every_s"], 1.0, "{s}");
     assert!(s["history"]["fps"].is_array() && s["history"]["latency_ms"].is_array());
     // The start's snapshot is served by its event id, and nothing else is.
@@ -147,18 +151,28 @@ fn endpoints_report_frames_events_and_silence() {
     let text = String::from_utf8(body).unwrap();
     let m = parse_metrics(&text);
     let value = |series: &str| m.iter().find(|(s, _)| s == series).map(|(_, v)| *v);
-    let frames = value("clip_edge_frames_total").unwrap();
-    let dropped = value("clip_edge_dropped_frames_total").unwrap();
+    // One camera, named "default" in the series.
+    let frames = value("clip_edge_frames_total{camera=\"default\"}").unwrap();
+    let dropped = value("clip_edge_dropped_frames_total{camera=\"default\"}").unwrap();
     // A slow machine (qemu) drops most of the 22 frames fed: at least the
     // two positives that opened the event were taken.
     assert!(frames >= 2.0 && frames + dropped <= 22.0, "{text}");
     assert_eq!(
-        value("clip_edge_events_total{label=\"red star\"}"),
+        value("clip_edge_events_total{camera=\"default\",label=\"red star\"}"),
         Some(1.0),
         "{text}"
     );
-    assert_eq!(value("clip_edge_active_events"), Some(1.0));
-    assert!(value("clip_edge_inference_latency_seconds_count").unwrap() >= 1.0);
+    assert_eq!(
+        value("clip_edge_active_events{camera=\"default\"}"),
+        Some(1.0)
+    );
+    assert!(value("clip_edge_inference_latency_seconds_count{camera=\"default\"}").unwrap() >= 1.0);
+    // Every metric is named once (one HELP line each).
+    let helps: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP")).collect();
+    let mut names: Vec<&str> = helps.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), helps.len(), "{text}");
     assert!(text.contains("clip_edge_build_info{") && text.contains("engine=\"native\""));
     let (code, jpeg) = get(port, "/snapshot.jpg");
     assert_eq!(code, 200);

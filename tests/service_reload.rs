@@ -159,3 +159,74 @@ fn sighup_refuses_a_bad_bundle_and_swaps_in_a_good_one() {
     assert_eq!(starts, 2, "{log:?}");
     assert_eq!(log.last().unwrap()["event"], "end");
 }
+
+/// Two cameras, one of them changed in the config: SIGHUP restarts that
+/// one (its open event ends as "reload", its new watch list applies) and
+/// the other runs on untouched (its events are the clip's truth).
+#[test]
+fn sighup_restarts_the_changed_camera_and_keeps_the_other() {
+    let dir = scratch("reload-cameras");
+    let (cfg, events, stderr) = (
+        dir.join("watch.toml"),
+        dir.join("events.jsonl"),
+        dir.join("stderr.txt"),
+    );
+    let copy = dir.join("clip-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in clip_jpegs() {
+        std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
+    }
+    let (watched, _) = common::clip_truth();
+    let write = |back_watch: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "bundle = {:?}\nevents = {:?}\nfps = 10.0\n\n\
+                 [[camera]]\nname = \"front\"\nsource = {:?}\nwatch = {:?}\n\n\
+                 [[camera]]\nname = \"back\"\nsource = {:?}\nwatch = {back_watch}\n",
+                root().join("models/default-int8").display().to_string(),
+                events.display().to_string(),
+                format!("dir:{}", root().join("models/clips/shapes").display()),
+                watched,
+                format!("dir:{}", copy.display()),
+            ),
+        )
+        .unwrap();
+    };
+    write("[\"red star\"]");
+    let mut child = bin()
+        .args(["watch", "--quiet", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    // The back camera's red star is open (frames 12..32, 2 s at 10 fps).
+    wait_for(&events, "\"camera\":\"back\"");
+    write("[\"red star\", \"blue circle\"]");
+    hup(&child);
+    let err = wait_for(&stderr, "reloaded: bundle");
+    assert!(err.contains("cameras front, back"), "{err}");
+    assert!(child.wait().unwrap().success());
+    let log = common::read_log(&events);
+    let of = |name: &str| -> Vec<serde_json::Value> {
+        log.iter()
+            .filter(|e| e["camera"] == name)
+            .cloned()
+            .collect()
+    };
+    let front = common::spans_of(&of("front"));
+    assert!(
+        front.iter().all(|s| s.3.as_deref() != Some("reload")),
+        "{front:?}"
+    );
+    common::assert_matches_truth(&front);
+    let back = common::spans_of(&of("back"));
+    assert_eq!(back[0].0, "red star");
+    assert_eq!(back[0].3.as_deref(), Some("reload"), "{back:?}");
+    assert!(
+        back.iter().any(|s| s.0 == "blue circle"),
+        "the new watch list did not apply: {back:?}"
+    );
+}

@@ -54,6 +54,7 @@ fn gpio_lines_follow_the_clip_events_exactly() {
             snapshots: None,
             snapshot_retention: Default::default(),
             source_name: "dir:models/clips/shapes".into(),
+            camera: None,
             regions: Default::default(),
         };
         let mut watcher = Watcher::new(&mut engine, opts, None, sinks);
@@ -294,6 +295,7 @@ fn a_lost_camera_is_reopened_and_the_log_says_so() {
         snapshots: None,
         snapshot_retention: Default::default(),
         source_name: "test camera".into(),
+        camera: None,
         regions: Default::default(),
     };
     let stats = {
@@ -448,6 +450,7 @@ fn dir_frames_embed_exactly_as_classify_embeds_the_same_files() {
         snapshots: None,
         snapshot_retention: Default::default(),
         source_name: "dir".into(),
+        camera: None,
         regions: Default::default(),
     };
     let mut watcher = Watcher::new(&mut engine, opts, None, vec![]);
@@ -456,7 +459,10 @@ fn dir_frames_embed_exactly_as_classify_embeds_the_same_files() {
     let mut got = Vec::new();
     while source.next(&mut frame).unwrap() == Next::Frame {
         watcher.step(&frame).unwrap();
-        got.push((frame.image.mode, watcher.engine().embedding().to_vec()));
+        got.push((
+            frame.image.mode,
+            watcher.with_engine(|e| e.embedding().to_vec()),
+        ));
     }
     assert_eq!(got.len(), files.len());
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

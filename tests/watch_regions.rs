@@ -90,6 +90,7 @@ fn play_yard<'a>(
         snapshots,
         snapshot_retention: Default::default(),
         source_name: "dir:models/clips/yard".into(),
+        camera: None,
         regions,
     };
     let mut watcher = Watcher::new(engine, opts, None, sinks);

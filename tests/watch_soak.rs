@@ -82,6 +82,7 @@ fn frames_without_events_allocate_nothing_and_rss_stays_flat() {
         snapshots: Some(scratch.join("snaps")),
         snapshot_retention: Default::default(),
         source_name: "memory".into(),
+        camera: None,
         regions: Default::default(),
     };
     let mut watcher = Watcher::new(&mut engine, opts, Some((log, rec.last_run)), vec![]);
@@ -168,6 +169,7 @@ fn motion_regions_allocate_nothing_on_frames_without_events() {
         snapshots: None,
         snapshot_retention: Default::default(),
         source_name: "memory".into(),
+        camera: None,
         regions: clip_edge::watch::regions::RegionOptions {
             mode: clip_edge::watch::regions::RegionMode::Motion,
             ..Default::default()

@@ -125,7 +125,7 @@ impl std::fmt::Display for Device {
 /// one embedding (`output_len` floats) out, into buffers the caller owns.
 /// What a backend can say about itself comes through [`Encoder::summary`]
 /// and, where it times its steps, the profile.
-pub trait Encoder {
+pub trait Encoder: Send {
     fn input_len(&self) -> usize;
     fn output_len(&self) -> usize;
     /// Encodes `input` into `output` (lengths as above).

@@ -6,4 +6,6 @@
 
 mod history;
 pub mod http;
+mod metrics;
+mod status;
 pub mod systemd;

@@ -1,7 +1,7 @@
 //! systemd's notification protocol through the `sd-notify` crate:
 //! `READY=1` once the bundle is loaded and the source open, `WATCHDOG=1`
-//! from the frame loop at half of `WATCHDOG_USEC` (a stalled loop stops
-//! petting, and systemd restarts the service), `STATUS=` lines, and
+//! at half of `WATCHDOG_USEC` while every camera's loop is alive (a
+//! stalled loop stops the petting, and systemd restarts the service), `STATUS=` lines, and
 //! `STOPPING=1`. Without `NOTIFY_SOCKET` every call does nothing.
 
 use std::time::{Duration, Instant};
@@ -33,7 +33,6 @@ pub struct Systemd {
     pet_every: Option<Duration>,
     last_pet: Instant,
     last_status: Instant,
-    stall_after: Option<u64>,
 }
 
 impl Systemd {
@@ -50,7 +49,6 @@ impl Systemd {
             pet_every,
             last_pet: Instant::now(),
             last_status: Instant::now(),
-            stall_after: std::env::var(STALL_ENV).ok().and_then(|v| v.parse().ok()),
         }
     }
 
@@ -79,39 +77,66 @@ impl Systemd {
         self.last_pet = Instant::now();
     }
 
-    /// Called by the loop after every frame and while it idles.
-    pub fn observe(&mut self, w: &Watcher<'_>) {
-        if let Some(n) = self.stall_after {
-            if w.stats.frames >= n {
+    /// Called by the service about every [`crate::watch::source::IDLE_TICK`]:
+    /// pets the watchdog when every camera's loop is `alive` (it ran
+    /// within half the watchdog's time), and sends `status()` as `STATUS=`
+    /// every [`STATUS_EVERY`].
+    pub fn tick(&mut self, alive: bool, status: impl FnOnce() -> String) {
+        if !self.enabled {
+            return;
+        }
+        if alive && self.pet_every.is_some_and(|p| self.last_pet.elapsed() >= p) {
+            self.pet();
+        }
+        if self.last_status.elapsed() >= STATUS_EVERY {
+            self.last_status = Instant::now();
+            self.send(&[NotifyState::Status(&status())]);
+        }
+    }
+
+    /// How long a camera's loop may go without a sign of life before the
+    /// watchdog stops being petted.
+    pub fn alive_within(&self) -> Duration {
+        self.pet_every.unwrap_or(Duration::from_secs(10))
+    }
+}
+
+/// Fault injection for the watchdog test ([`STALL_ENV`]).
+pub struct Stall(Option<u64>);
+
+impl Stall {
+    pub fn from_env() -> Self {
+        Stall(std::env::var(STALL_ENV).ok().and_then(|v| v.parse().ok()))
+    }
+
+    /// Stalls the calling loop for good once it has taken `frames` frames.
+    pub fn check(&self, frames: u64) {
+        if let Some(n) = self.0 {
+            if frames >= n {
                 log::warn!("{STALL_ENV}={n}: stalling the frame loop on purpose");
                 loop {
                     std::thread::sleep(Duration::from_secs(3600));
                 }
             }
         }
-        if !self.enabled {
-            return;
-        }
-        if self.pet_every.is_some_and(|p| self.last_pet.elapsed() >= p) {
-            self.pet();
-        }
-        if self.last_status.elapsed() >= STATUS_EVERY {
-            self.last_status = Instant::now();
-            let s = &w.stats;
-            let active: Vec<&str> = w.open_events().map(|(l, _)| l).collect();
-            let status = format!(
-                "{} frames, {} dropped, {:.1} fps, {} events, active: {}",
-                s.frames,
-                s.dropped,
-                s.frames as f64 / (s.wall_ms / 1e3).max(1e-9),
-                s.events,
-                if active.is_empty() {
-                    "none".into()
-                } else {
-                    active.join(", ")
-                }
-            );
-            self.send(&[NotifyState::Status(&status)]);
-        }
     }
+}
+
+/// A camera loop's part of the `STATUS=` line.
+pub fn status_line(w: &Watcher<'_>) -> String {
+    let s = &w.stats;
+    let active: Vec<&str> = w.open_events().map(|(l, _)| l).collect();
+    format!(
+        "{}{} frames, {} dropped, {:.1} fps, {} events, active: {}",
+        w.camera().map(|c| format!("{c}: ")).unwrap_or_default(),
+        s.frames,
+        s.dropped,
+        s.frames as f64 / (s.wall_ms / 1e3).max(1e-9),
+        s.events,
+        if active.is_empty() {
+            "none".into()
+        } else {
+            active.join(", ")
+        }
+    )
 }

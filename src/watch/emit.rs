@@ -93,6 +93,7 @@ impl Watcher<'_> {
             time: events::now_rfc3339(),
             score,
             source: self.opts.source_name.clone(),
+            camera: self.opts.camera.clone(),
             snapshot,
             reason: reason.map(str::to_string),
             bbox,
@@ -148,7 +149,8 @@ impl Watcher<'_> {
     /// Appends `record` to the event log; a line the disk refuses waits in
     /// memory and the loop goes on, degraded.
     pub(super) fn log_line(&mut self, record: &EventRecord) {
-        let Some(log) = &mut self.log else { return };
+        let Some(log) = &self.log else { return };
+        let mut log = lock(log);
         let was_waiting = log.pending() > 0;
         match log.append(record) {
             Ok(()) if was_waiting => {
@@ -160,6 +162,7 @@ impl Watcher<'_> {
             }
             Ok(()) => {}
             Err(e) => {
+                drop(log);
                 self.stats.log_write_errors += 1;
                 self.trouble(e.to_string());
             }
@@ -188,7 +191,8 @@ impl Watcher<'_> {
     /// Tries once more to write the event lines still waiting; says how
     /// many could not be written.
     pub fn flush_log(&mut self) {
-        let Some(log) = &mut self.log else { return };
+        let Some(log) = &self.log else { return };
+        let mut log = lock(log);
         if log.pending() == 0 {
             return;
         }

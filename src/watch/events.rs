@@ -58,6 +58,9 @@ pub struct EventRecord {
     pub time: String,
     pub score: f32,
     pub source: String,
+    /// The camera, when the service has several (`[[camera]]` tables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -423,6 +426,7 @@ mod tests {
             time: now_rfc3339(),
             score: 0.9,
             source: "dir:x".into(),
+            camera: None,
             snapshot: None,
             reason: None,
             bbox: None,

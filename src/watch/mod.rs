@@ -26,6 +26,7 @@ pub mod track;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -131,7 +132,48 @@ pub struct Options {
     pub source_name: String,
     /// Where in a frame to look (default: the whole frame).
     pub regions: RegionOptions,
+    /// The camera's name, written in every event when the service has
+    /// several (`[[camera]]` tables).
+    pub camera: Option<String>,
 }
+
+/// The engine a watcher classifies with: its own, or one that several
+/// cameras share (each frame classified under the lock, in turn).
+pub enum EngineRef<'a> {
+    Own(&'a mut Engine),
+    Shared(&'a Mutex<Engine>),
+}
+
+impl<'a> From<&'a mut Engine> for EngineRef<'a> {
+    fn from(e: &'a mut Engine) -> Self {
+        EngineRef::Own(e)
+    }
+}
+
+impl<'a> From<&'a Mutex<Engine>> for EngineRef<'a> {
+    fn from(e: &'a Mutex<Engine>) -> Self {
+        EngineRef::Shared(e)
+    }
+}
+
+impl EngineRef<'_> {
+    /// Runs `f` with the engine (holding the lock while it runs).
+    pub fn with<R>(&mut self, f: impl FnOnce(&mut Engine) -> R) -> R {
+        match self {
+            EngineRef::Own(e) => f(e),
+            EngineRef::Shared(m) => f(&mut lock(m)),
+        }
+    }
+}
+
+/// A lock whose holder panicked is still the data: a camera's panic must
+/// not stop the others.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The event log, shared by the cameras of one service.
+pub type SharedLog = Arc<Mutex<EventLog>>;
 
 /// Why [`Watcher::run_until`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,11 +217,15 @@ pub struct Stats {
 
 /// The loop's state: engine, detectors, log and sinks.
 pub struct Watcher<'a> {
-    engine: &'a mut Engine,
+    engine: EngineRef<'a>,
+    /// The bundle's labels, and each one's probability in the last frame
+    /// classified (the last crop, with regions).
+    labels: Vec<String>,
+    label_scores: Vec<f32>,
     opts: Options,
     detectors: Vec<Detector>,
     open_ids: Vec<Option<String>>,
-    log: Option<EventLog>,
+    log: Option<SharedLog>,
     ids: Ids,
     sinks: Vec<&'a mut dyn Sink>,
     /// The last `window` frames (for start-frame snapshots).
@@ -208,17 +254,31 @@ impl<'a> Watcher<'a> {
     /// `log`: the opened event log (its recovery already done), whose ids
     /// the new ones must stay above.
     pub fn new(
-        engine: &'a mut Engine,
+        engine: impl Into<EngineRef<'a>>,
         opts: Options,
         log: Option<(EventLog, Option<u64>)>,
         sinks: Vec<&'a mut dyn Sink>,
     ) -> Self {
-        let n = opts.watched.len();
-        let rules = opts.rules;
         let (log, last_run) = match log {
-            Some((l, r)) => (Some(l), r),
+            Some((l, r)) => (Some(Arc::new(Mutex::new(l))), r),
             None => (None, None),
         };
+        Self::with_ids(engine, opts, log, Ids::new(last_run), sinks)
+    }
+
+    /// As [`Watcher::new`], writing to a log other watchers may share,
+    /// with ids from `ids` (a run of its own for each watcher).
+    pub fn with_ids(
+        engine: impl Into<EngineRef<'a>>,
+        opts: Options,
+        log: Option<SharedLog>,
+        ids: Ids,
+        sinks: Vec<&'a mut dyn Sink>,
+    ) -> Self {
+        let mut engine = engine.into();
+        let labels = engine.with(|e| e.bundle.labels().to_vec());
+        let n = opts.watched.len();
+        let rules = opts.rules;
         let keep = if opts.snapshots.is_some() {
             opts.rules.window as usize
         } else {
@@ -226,11 +286,13 @@ impl<'a> Watcher<'a> {
         };
         Watcher {
             engine,
+            label_scores: vec![0.0; labels.len()],
+            labels,
             detectors: vec![Detector::new(opts.rules); n],
             open_ids: vec![None; n],
             opts,
             log,
-            ids: Ids::new(last_run),
+            ids,
             sinks,
             recent: vec![Frame::default(); keep],
             reference: Frame::default(),
@@ -244,8 +306,25 @@ impl<'a> Watcher<'a> {
         }
     }
 
-    pub fn engine(&self) -> &Engine {
-        self.engine
+    /// Runs `f` with the engine (a shared one locked while it runs).
+    pub fn with_engine<R>(&mut self, f: impl FnOnce(&mut Engine) -> R) -> R {
+        self.engine.with(f)
+    }
+
+    /// The bundle's labels.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// Each of the bundle's labels' probability in the last frame
+    /// classified (with regions: in its last crop).
+    pub fn label_scores(&self) -> &[f32] {
+        &self.label_scores
+    }
+
+    /// The camera's name, when the service has several.
+    pub fn camera(&self) -> Option<&str> {
+        self.opts.camera.as_deref()
     }
 
     /// The labels watched, with their thresholds.
@@ -296,8 +375,14 @@ impl<'a> Watcher<'a> {
             Some(thr) if self.have_reference => mean_abs_diff(&self.reference, frame) < thr,
             _ => false,
         };
+        let mut top = None;
         if !skip {
-            classify_counted(self.engine, &mut self.stats, &frame.image, frame.index)?;
+            let (stats, label_scores) = (&mut self.stats, &mut self.label_scores);
+            top = Some(self.engine.with(|e| {
+                classify_counted(e, stats, &frame.image, frame.index)?;
+                label_scores.copy_from_slice(&e.scores);
+                Ok::<_, WatchError>(e.top()[0])
+            })?);
             self.stats.inferred += 1;
             if self.opts.motion_threshold.is_some() {
                 self.reference.copy_from(frame);
@@ -306,12 +391,17 @@ impl<'a> Watcher<'a> {
         }
         let t1 = Instant::now();
         self.stats.classify_ms += (t1 - t0).as_secs_f64() * 1e3;
-        let (top, top_p) = self.engine.top()[0];
+        // A skipped frame repeats the last one's result.
+        let (top, top_p) = top.unwrap_or_else(|| {
+            let s = &self.label_scores;
+            let i = (0..s.len()).max_by(|&a, &b| s[a].total_cmp(&s[b]));
+            i.map_or((usize::MAX, 0.0), |i| (i, s[i]))
+        });
         let mut n = 0;
         for i in 0..self.opts.watched.len() {
             let w = &self.opts.watched[i];
             let positive = top == w.index && top_p >= w.threshold;
-            let score = self.engine.scores[w.index];
+            let score = self.label_scores[w.index];
             self.scores[i] = score;
             if let Some(t) = self.detectors[i].feed(frame.index, positive, score) {
                 self.emit(i, t, None)?;
@@ -344,6 +434,7 @@ impl<'a> Watcher<'a> {
             time: events::now_rfc3339(),
             score: 0.0,
             source: self.opts.source_name.clone(),
+            camera: self.opts.camera.clone(),
             snapshot: None,
             reason,
             bbox: None,
@@ -384,7 +475,7 @@ impl<'a> Watcher<'a> {
     }
 
     /// The event log, for the next watcher (after a reload).
-    pub fn into_log(self) -> Option<EventLog> {
+    pub fn into_log(self) -> Option<SharedLog> {
         self.log
     }
 

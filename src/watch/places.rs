@@ -130,12 +130,16 @@ impl Watcher<'_> {
             let q = p.proposals[k];
             p.crop
                 .crop_from(img, q.crop.x, q.crop.y, q.crop.w, q.crop.h);
-            classify_counted(self.engine, &mut self.stats, &p.crop, frame.index)?;
+            let (stats, label_scores) = (&mut self.stats, &mut self.label_scores);
+            let (top, prob) = self.engine.with(|e| {
+                classify_counted(e, stats, &p.crop, frame.index)?;
+                label_scores.copy_from_slice(&e.scores);
+                Ok::<_, WatchError>(e.top()[0])
+            })?;
             self.stats.crops += 1;
             for (sc, w) in self.scores.iter_mut().zip(&self.opts.watched) {
-                *sc = sc.max(self.engine.scores[w.index]);
+                *sc = sc.max(self.label_scores[w.index]);
             }
-            let (top, prob) = self.engine.top()[0];
             let Some(i) = self.opts.watched.iter().position(|w| w.index == top) else {
                 continue;
             };
@@ -204,8 +208,9 @@ impl Watcher<'_> {
             // The largest crop a region or a track's box can take.
             let side = w.min(h);
             p.crop.crop_from(img, 0, 0, side, side);
+            let crop = &self.places.crop;
             self.engine
-                .preprocess(&self.places.crop.view())
+                .with(|e| e.preprocess(&crop.view()))
                 .map_err(|source| WatchError::Engine { frame: 0, source })?;
         }
         Ok(())

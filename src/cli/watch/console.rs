@@ -5,6 +5,7 @@ use super::*;
 
 /// Events on stdout: a human line each (`12:04:31Z start red star 0.97
 /// frame 212`), or the JSON log line.
+#[derive(Clone, Copy)]
 pub(super) struct Console {
     pub(super) json: bool,
 }
@@ -23,10 +24,13 @@ impl Sink for Console {
 pub(super) fn human_line(r: &watch::events::EventRecord) -> String {
     use watch::events::EventKind;
     // RFC 3339 UTC: the time of day, seconds.
-    let clock = r
+    let mut clock = r
         .time
         .get(11..19)
         .map_or(r.time.clone(), |t| format!("{t}Z"));
+    if let Some(c) = &r.camera {
+        clock = format!("{clock} {c}:");
+    }
     let mut s = match r.event {
         EventKind::Start | EventKind::End => format!(
             "{clock} {} {} {:.2} frame {}",
@@ -57,27 +61,46 @@ pub(super) fn human_line(r: &watch::events::EventRecord) -> String {
     s
 }
 
-/// The start-up line: what runs, on what, watching what.
-pub(super) fn hello_line(model: &Model, spec: &str) -> String {
+/// The start-up line: what runs, on what, watching what (each camera).
+pub(super) fn hello_line(checked: &Checked) -> String {
+    let model = &checked.model;
     let e = &model.engine;
     let kernels = match e.native_summary() {
         Some(n) => format!(", kernels {}", n.kernels),
         None => String::new(),
     };
-    let labels: Vec<String> = model
-        .opts
-        .watched
+    let cameras: Vec<String> = checked
+        .cameras
         .iter()
-        .map(|w| format!("{} ({})", w.label, w.threshold))
+        .map(|c| {
+            let labels: Vec<String> = c
+                .opts
+                .watched
+                .iter()
+                .map(|w| format!("{} ({})", w.label, w.threshold))
+                .collect();
+            format!(
+                "{}{} for {}",
+                c.settings.context(),
+                watch::source::redacted(&c.spec),
+                labels.join(", "),
+            )
+        })
         .collect();
+    let mut regions: Vec<String> = Vec::new();
+    for c in &checked.cameras {
+        let r = c.opts.regions.mode.to_string();
+        if !regions.contains(&r) {
+            regions.push(r);
+        }
+    }
     format!(
-        "watching {} for {} with {} ({} {}, {} engine{kernels}, regions {})",
-        watch::source::redacted(spec),
-        labels.join(", "),
+        "watching {} with {} ({} {}, {} engine{kernels}, regions {})",
+        cameras.join("; "),
         model.bundle.display(),
         e.bundle.manifest.model.architecture,
         e.bundle.manifest.precision,
         e.kind(),
-        model.opts.regions.mode,
+        regions.join(" | "),
     )
 }

@@ -6,9 +6,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -17,9 +17,10 @@ use clip_edge::bundle::Trust;
 use clip_edge::engine::{Engine, EngineError};
 use clip_edge::service::{http, systemd::Systemd};
 use clip_edge::signature::read_public_key;
-use clip_edge::watch::config::WatchArgs;
-use clip_edge::watch::{self, gpio, mqtt, Ended, Sink, Watcher};
+use clip_edge::watch::config::{CameraSettings, WatchArgs};
+use clip_edge::watch::{self, gpio, lock, mqtt, Ended, Sink, Watcher};
 
+mod camera;
 mod console;
 mod service;
 mod setup;
@@ -76,13 +77,13 @@ pub fn run(cli: WatchArgs) -> Result<ExitCode> {
     });
     // With --json-events stdout holds JSON lines only.
     match &console {
-        Some(c) if c.json => eprintln!("{}", hello_line(&checked.model, &checked.spec)),
-        Some(_) => out!("{}", hello_line(&checked.model, &checked.spec)),
+        Some(c) if c.json => eprintln!("{}", hello_line(&checked)),
+        Some(_) => out!("{}", hello_line(&checked)),
         None => {}
     }
     let mut service = set_up(checked, console)?;
-    let result = service.run(&cli);
-    service.finish(result, args.stats)
+    service.run(&cli);
+    service.finish(args.stats)
 }
 
 /// `watch --check`: every problem with the settings, one line each, and
@@ -90,18 +91,28 @@ pub fn run(cli: WatchArgs) -> Result<ExitCode> {
 fn check(args: &WatchArgs) -> ExitCode {
     match validate(args) {
         Ok(c) => {
+            let cameras: Vec<String> = c
+                .cameras
+                .iter()
+                .map(|cam| {
+                    format!(
+                        "{}watching {} from {}",
+                        cam.settings.context(),
+                        cam.opts
+                            .watched
+                            .iter()
+                            .map(|w| w.label.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        watch::source::redacted(&cam.spec)
+                    )
+                })
+                .collect();
             out!(
-                "ok: bundle {} ({}), watching {} from {}",
+                "ok: bundle {} ({}), {}",
                 c.model.bundle.display(),
                 c.model.engine.bundle.manifest.precision,
-                c.model
-                    .opts
-                    .watched
-                    .iter()
-                    .map(|w| w.label.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                watch::source::redacted(&c.spec)
+                cameras.join("; ")
             );
             ExitCode::SUCCESS
         }

@@ -1,132 +1,203 @@
-//! The running service: the loop over the source, the edges fed, and
-//! SIGHUP's reload.
+//! The running service: the cameras' threads supervised (the watchdog,
+//! systemd's status line), SIGHUP's reload, and the end.
 
 use super::*;
 
-/// The running service: the model, the source, the edges (GPIO, MQTT, the
-/// status server, systemd) and the signals.
+/// The running service: the shared model and log, the cameras, the edges
+/// and the signals.
 pub(super) struct Service {
-    pub(super) spec: String,
     pub(super) threads: usize,
-    pub(super) model: Model,
-    pub(super) source: Box<dyn watch::source::FrameSource>,
-    pub(super) log: Option<watch::events::EventLog>,
-    pub(super) last_run: Option<u64>,
-    pub(super) gpio_lines: Option<gpio::GpioLines<linux_embedded_hal::CdevPin>>,
-    pub(super) mqtt: Option<mqtt::Mqtt>,
-    pub(super) status: Option<Arc<http::Status>>,
-    pub(super) status_sink: Option<http::StatusSink>,
-    pub(super) console: Option<Console>,
+    pub(super) bundle: PathBuf,
+    pub(super) model_key: ModelKey,
+    pub(super) shared: camera::Shared,
+    pub(super) edges: Edges,
+    pub(super) cameras: Vec<camera::Camera>,
+    /// Cameras whose threads ended: their names and how.
+    pub(super) finished: Vec<(Option<String>, Result<camera::Finished>)>,
     pub(super) systemd: Systemd,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) reload: Arc<AtomicBool>,
 }
 
+/// How often the service looks at its cameras and signals.
+const TICK: Duration = Duration::from_millis(50);
+
 impl Service {
-    /// Runs the loop until the source ends or a stop; on SIGHUP, a reload
-    /// that loads swaps the model (open events end as "reload"), one that
-    /// fails is logged and the running model goes on.
-    pub(super) fn run(&mut self, cli: &WatchArgs) -> Result<watch::Stats> {
+    /// Runs until every camera has ended (its source ended, a stop, or an
+    /// error): the watchdog is petted while every camera's loop turns, and
+    /// SIGHUP reloads.
+    pub(super) fn run(&mut self, cli: &WatchArgs) {
         loop {
-            let mut sinks: Vec<&mut dyn Sink> = Vec::new();
-            if let Some(s) = self.status_sink.as_mut() {
-                sinks.push(s);
-            }
-            if let Some(g) = self.gpio_lines.as_mut() {
-                sinks.push(g);
-            }
-            if let Some(m) = self.mqtt.as_mut() {
-                sinks.push(m);
-            }
-            if let Some(c) = self.console.as_mut() {
-                sinks.push(c);
-            }
-            let mut watcher = Watcher::new(
-                &mut self.model.engine,
-                self.model.opts.clone(),
-                self.log.take().map(|l| (l, self.last_run)),
-                sinks,
-            );
-            // Run until the end, a stop, or a reload that loads.
-            let next: Result<Option<Model>> = loop {
-                let r = watcher.run_until(
-                    self.source.as_mut(),
-                    &self.stop,
-                    &self.reload,
-                    &mut |w, frame| {
-                        self.systemd.observe(w);
-                        if let Some(s) = &self.status {
-                            s.observe(w, frame);
-                        }
-                    },
-                );
-                match r {
-                    Ok(Ended::Paused) => {
-                        self.reload.store(false, Ordering::Relaxed);
-                        log::warn!("SIGHUP: reloading the config and the bundle");
-                        // Zones are checked against the frames coming now.
-                        let fits = |m: Model| match watcher.frame_size() {
-                            Some((w, h)) => m
-                                .opts
-                                .regions
-                                .check_frame(w, h)
-                                .map(|()| m)
-                                .map_err(anyhow::Error::msg),
-                            None => Ok(m),
-                        };
-                        match reload(cli, &self.spec, self.threads).and_then(fits) {
-                            Ok(new) => match watcher.end_all("reload") {
-                                Ok(()) => break Ok(Some(new)),
-                                Err(e) => break Err(e.into()),
-                            },
-                            Err(e) => log::error!(
-                                "reload refused, the running bundle goes on: {}",
-                                format!("{e:#}").replace('\n', " ")
-                            ),
-                        }
-                    }
-                    Ok(_) => break Ok(None),
-                    Err(e) => break Err(e.into()),
+            let mut i = 0;
+            while i < self.cameras.len() {
+                if !self.cameras[i].finished() {
+                    i += 1;
+                    continue;
                 }
-            };
-            let stats = watcher.stats;
-            self.last_run = Some(watcher.run_id());
-            self.log = watcher.into_log();
-            match next {
-                Ok(Some(new)) => {
-                    log::warn!(
-                        "reloaded: bundle {} ({}), watching {}",
-                        new.bundle.display(),
-                        new.engine.bundle.manifest.precision,
-                        new.opts
-                            .watched
-                            .iter()
-                            .map(|w| w.label.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                let cam = self.cameras.remove(i);
+                let name = cam.settings.name.clone();
+                let r = cam.join();
+                if let (Err(e), Some(n)) = (&r, &name) {
+                    log::error!(
+                        "camera {n:?} stopped: {}; the other cameras go on",
+                        format!("{e:#}").replace('\n', " ")
                     );
-                    self.model = new;
                 }
-                Ok(None) => return Ok(stats),
-                Err(e) => return Err(e),
+                self.finished.push((name, r));
+            }
+            if self.cameras.is_empty() {
+                return;
+            }
+            if self.reload.swap(false, Ordering::Relaxed) {
+                self.reload_now(cli);
+            }
+            let (epoch, within) = (self.shared.epoch, self.systemd.alive_within());
+            let alive = self.cameras.iter().all(|c| c.beat.alive(epoch, within));
+            let cameras = &self.cameras;
+            self.systemd.tick(alive, || {
+                cameras
+                    .iter()
+                    .map(|c| c.beat.status())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            });
+            std::thread::sleep(TICK);
+        }
+    }
+
+    /// SIGHUP: the config read again, the bundle loaded and verified, and
+    /// every camera checked, before anything running is touched. Cameras
+    /// whose settings did not change run on (all restart when the model
+    /// changed); changed ones end their events ("reload") and go on with
+    /// the new settings; new ones start; removed ones stop. A reload that
+    /// fails is logged and everything runs on as it was.
+    fn reload_now(&mut self, cli: &WatchArgs) {
+        log::warn!("SIGHUP: reloading the config and the bundle");
+        let refused = |e: String| {
+            log::error!(
+                "reload refused, the running bundle goes on: {}",
+                e.replace('\n', " ")
+            )
+        };
+        let loaded = settings(cli).map_err(|e| format!("{e:#}")).and_then(|a| {
+            load_cameras(&a, self.threads).map_err(|ps| {
+                ps.iter()
+                    .map(|p| format!("{p:#}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+        });
+        let (model, mut plans) = match loaded {
+            Ok(l) => l,
+            Err(e) => return refused(e),
+        };
+        let same_model = model.key == self.model_key
+            && lock(&self.shared.engine).bundle.manifest == model.engine.bundle.manifest;
+        // What each running camera becomes: the same, a new plan, or nothing.
+        let mut changes: Vec<(usize, Option<CameraPlan>)> = Vec::new();
+        for (i, cam) in self.cameras.iter().enumerate() {
+            let k = plans
+                .iter()
+                .position(|p| p.settings.name == cam.settings.name);
+            match k {
+                Some(k) if same_model && plans[k].settings == cam.settings => {
+                    plans.remove(k);
+                }
+                Some(k) => changes.push((i, Some(plans.remove(k)))),
+                None => changes.push((i, None)),
             }
         }
+        // Pause the cameras that change; zones must fit their frames.
+        let mut paused: Vec<(usize, Option<CameraPlan>)> = Vec::new();
+        let mut problem = None;
+        for (i, plan) in changes {
+            let Some(size) = self.cameras[i].pause() else {
+                continue;
+            };
+            if let (Some(p), Some((w, h))) = (&plan, size) {
+                if let Err(e) = p.opts.regions.check_frame(w, h) {
+                    problem.get_or_insert(format!("{}{e}", p.settings.context()));
+                }
+            }
+            paused.push((i, plan));
+        }
+        // New sources for cameras whose source changed.
+        let mut sources = Vec::with_capacity(paused.len());
+        for (i, plan) in &paused {
+            let source = match plan {
+                Some(p) if problem.is_none() && p.spec != self.cameras[*i].spec => {
+                    match watch::source::open(&p.spec, p.opts.fps) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            problem = Some(format!("{}{e}", p.settings.context()));
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            sources.push(source);
+        }
+        if let Some(e) = problem {
+            for (i, _) in &paused {
+                self.cameras[*i].command(camera::Command::Resume);
+            }
+            return refused(e);
+        }
+        if !same_model {
+            *lock(&self.shared.engine) = model.engine;
+            self.model_key = model.key;
+            self.bundle = model.bundle;
+        }
+        for ((i, plan), source) in paused.into_iter().zip(sources) {
+            let cam = &mut self.cameras[i];
+            match plan {
+                Some(p) => {
+                    cam.settings = p.settings.clone();
+                    if source.is_some() {
+                        cam.spec = p.spec.clone();
+                    }
+                    cam.command(camera::Command::Restart(Box::new((p, source))));
+                }
+                None => {
+                    if let Some(s) = &self.edges.server {
+                        s.remove_camera(cam.settings.shown_name());
+                    }
+                    cam.command(camera::Command::End);
+                }
+            }
+        }
+        let mut started = Vec::new();
+        for p in plans {
+            let what = p.settings.context();
+            match camera::start(p, &self.edges, &self.shared, &[]) {
+                Ok(c) => started.push(c),
+                Err(e) => log::error!("reload: {what}not started: {e:#}"),
+            }
+        }
+        self.cameras.extend(started);
+        let engine = lock(&self.shared.engine);
+        log::warn!(
+            "reloaded: bundle {} ({}), cameras {}",
+            self.bundle.display(),
+            engine.bundle.manifest.precision,
+            self.cameras
+                .iter()
+                .map(|c| c.settings.shown_name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
 
     /// Tells systemd of a stop, gives the broker a grace to flush, and
     /// prints the statistics when asked.
-    pub(super) fn finish(
-        self,
-        result: Result<watch::Stats>,
-        print_stats: bool,
-    ) -> Result<ExitCode> {
+    pub(super) fn finish(self, print_stats: bool) -> Result<ExitCode> {
         let Service {
-            model,
+            shared,
             threads,
             systemd,
             stop,
-            mqtt,
-            gpio_lines,
+            finished,
             ..
         } = self;
         let stopping = stop.load(Ordering::Relaxed);
@@ -135,22 +206,40 @@ impl Service {
         }
         // A stop must finish within systemd's patience: a short grace for the broker.
         let grace = Duration::from_millis(if stopping { 800 } else { 3000 });
-        let mqtt_stats = mqtt.map(|m| m.finish(grace));
-        let stats = match result {
-            Ok(s) => s,
-            // A zone outside the source's frame: the config, not a crash.
-            Err(e) if matches!(e.downcast_ref(), Some(watch::WatchError::Settings(_))) => {
-                return Err(ConfigError(e).into())
+        let grace = grace / finished.len().max(1) as u32;
+        let mut first_error = None;
+        let mut per_camera = Vec::new();
+        for (name, r) in finished {
+            match r {
+                Ok(f) => {
+                    let mqtt = f.mqtt.map(|m| m.finish(grace));
+                    per_camera.push((name, f.stats, mqtt, f.gpio_errors, f.regions));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
-            Err(e) => return Err(e),
-        };
+        }
+        if let Some(e) = first_error {
+            // A zone outside the source's frame: the config, not a crash.
+            if matches!(e.downcast_ref(), Some(watch::WatchError::Settings(_))) {
+                return Err(ConfigError(e).into());
+            }
+            return Err(e);
+        }
         if print_stats {
-            let per = |ms: f64| ms / stats.frames.max(1) as f64;
-            out!(
-                "{}",
+            let engine = lock(&shared.engine).kind();
+            let one = |(_, stats, mqtt, gpio, regions): &(
+                Option<String>,
+                watch::Stats,
+                Option<mqtt::MqttStats>,
+                Option<u64>,
+                watch::regions::RegionMode,
+            )| {
+                let per = |ms: f64| ms / stats.frames.max(1) as f64;
                 json!({
                     "stats": stats,
-                    "engine": model.engine.kind(),
+                    "engine": engine,
                     "threads": threads,
                     "fps": stats.frames as f64 / (stats.wall_ms / 1e3).max(1e-9),
                     "per_frame_ms": {
@@ -161,20 +250,43 @@ impl Service {
                         "score": per(stats.score_ms),
                         "loop": per(stats.loop_ms),
                     },
-                    "regions": model.opts.regions.mode,
+                    "regions": regions,
                     "crops_per_frame": stats.crops as f64 / stats.frames.max(1) as f64,
                     "encode_ms_per_crop": (stats.crops > 0).then(|| stats.encode_ms / stats.crops as f64),
-                    "mqtt": mqtt_stats,
-                    "gpio_errors": gpio_lines.as_ref().map(|g| g.errors),
+                    "mqtt": mqtt,
+                    "gpio_errors": gpio,
                 })
-            );
+            };
+            match per_camera.as_slice() {
+                [c @ (None, ..)] => {
+                    let mut v = one(c);
+                    v["peak_rss_kb"] = peak_rss_kb().into();
+                    out!("{v}")
+                }
+                cams => {
+                    let mut all = serde_json::Map::new();
+                    for c in cams {
+                        all.insert(c.0.clone().unwrap_or_else(|| "default".into()), one(c));
+                    }
+                    out!(
+                        "{}",
+                        json!({ "cameras": all, "peak_rss_kb": peak_rss_kb() })
+                    )
+                }
+            }
         }
         Ok(ExitCode::SUCCESS)
     }
 }
 
-/// The config read again and its model loaded and verified completely
-/// (SIGHUP), before anything running is touched.
-pub(super) fn reload(cli: &WatchArgs, spec: &str, threads: usize) -> Result<Model> {
-    settings(cli).and_then(|a| load_model(&a, spec, threads))
+/// The process's peak resident memory (VmHWM), in kB.
+pub(super) fn peak_rss_kb() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }

@@ -1,5 +1,6 @@
 //! From settings to a running service: the model loaded and verified,
-//! every setting checked (`--check`), the edges and the source opened.
+//! every setting of every camera checked (`--check`), the edges and the
+//! sources opened.
 
 use super::*;
 
@@ -12,30 +13,29 @@ pub(super) fn host_name() -> String {
         .unwrap_or_else(|| "clip-edge".into())
 }
 
-/// What a reload can change: the bundle, what is watched and how.
+/// The model every camera shares, and the settings it was loaded with.
 pub(super) struct Model {
     pub(super) engine: Engine,
-    pub(super) opts: watch::Options,
     pub(super) bundle: PathBuf,
+    pub(super) key: ModelKey,
 }
 
-/// Loads and checks the bundle and the watch options of `args`.
-pub(super) fn load_model(args: &WatchArgs, source: &str, threads: usize) -> Result<Model> {
+/// What makes a reload load another model.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct ModelKey {
+    bundle: PathBuf,
+    require_signature: Option<PathBuf>,
+    engine: Option<clip_edge::engine::EngineKind>,
+    device: Option<clip_edge::engine::Device>,
+    threads: usize,
+}
+
+/// Loads and verifies the bundle of `args`.
+pub(super) fn load_model(args: &WatchArgs, threads: usize) -> Result<Model> {
     let bundle = args
         .bundle
         .clone()
         .context("--bundle is required (or `bundle = \"DIR\"` in the config)")?;
-    let rules = args.rules().map_err(|e| anyhow::anyhow!("--{e}"))?;
-    if let Some(f) = args.fps {
-        if !(f > 0.0 && f <= 1000.0) {
-            bail!("--fps {f}: expected more than 0 and at most 1000");
-        }
-    }
-    if let Some(m) = args.motion_threshold {
-        if !(0.0..=255.0).contains(&m) {
-            bail!("--motion-threshold {m}: expected 0 to 255");
-        }
-    }
     let trust = Trust {
         require_signature: match &args.require_signature {
             Some(p) => Some(read_public_key(p)?),
@@ -50,15 +50,125 @@ pub(super) fn load_model(args: &WatchArgs, source: &str, threads: usize) -> Resu
         args.device.unwrap_or_default(),
     )
     .with_context(|| format!("loading bundle {}", bundle.display()))?;
-    let watched = args
-        .watched(engine.bundle.labels())
-        .map_err(anyhow::Error::msg)?;
+    Ok(Model {
+        engine,
+        key: ModelKey {
+            bundle: bundle.clone(),
+            require_signature: args.require_signature.clone(),
+            engine: args.engine,
+            device: args.device,
+            threads,
+        },
+        bundle,
+    })
+}
+
+/// One camera's settings checked against the model's labels.
+pub(super) struct CameraPlan {
+    pub(super) settings: CameraSettings,
+    /// The source with its password, when a file gives one.
+    pub(super) spec: String,
+    pub(super) opts: watch::Options,
+    pub(super) gpio_specs: Vec<gpio::GpioSpec>,
+}
+
+impl CameraPlan {
+    pub(super) fn name(&self) -> &str {
+        self.settings.shown_name()
+    }
+}
+
+/// Checks camera `cam`'s settings against `labels` (the model's; None when
+/// it did not load): every problem, each naming the camera when the
+/// service has several.
+pub(super) fn camera_plan(
+    cam: &CameraSettings,
+    labels: Option<&[String]>,
+) -> std::result::Result<CameraPlan, Vec<anyhow::Error>> {
+    let args = &cam.args;
+    let mut problems: Vec<String> = Vec::new();
+    let mut spec = args.source.clone();
+    if let (Some(s), Some(p)) = (&spec, &args.source_password_file) {
+        match watch::config::read_password_file("source_password_file", p)
+            .and_then(|pw| watch::config::with_url_password(s, &pw))
+        {
+            Ok(with) => spec = Some(with),
+            Err(e) => problems.push(e),
+        }
+    }
+    match &spec {
+        None => problems.push(
+            "--source is required (dir:PATH, stdin:mjpeg, v4l2:/dev/videoN, ffmpeg:INPUT, rtsp://URL, http://URL or libcamera:)"
+                .into(),
+        ),
+        Some(s) => {
+            if let Err(e) = watch::source::check(s) {
+                problems.push(e.to_string());
+            }
+        }
+    }
+    let mut gpio_specs: Vec<gpio::GpioSpec> = Vec::new();
+    for g in &args.gpio {
+        match g.parse() {
+            Ok(s) => gpio_specs.push(s),
+            Err(e) => problems.push(e),
+        }
+    }
+    let opts = labels.map(|l| camera_options(cam, l, spec.as_deref().unwrap_or("")));
+    if let Some(Ok(o)) = &opts {
+        let watched: Vec<String> = o.watched.iter().map(|w| w.label.clone()).collect();
+        for g in &mut gpio_specs {
+            // The bundle's spelling of the label, as events carry it.
+            match watch::config::find_label(&watched, &g.label) {
+                Some(i) => g.label = watched[i].clone(),
+                None => problems.push(format!(
+                    "--gpio {}:{}={}: {:?} is not watched (add --watch {:?})",
+                    g.chip, g.line, g.label, g.label, g.label
+                )),
+            }
+        }
+    }
+    let context = cam.context();
+    let mut problems: Vec<anyhow::Error> = problems
+        .into_iter()
+        .map(|p| anyhow::anyhow!("{context}{p}"))
+        .collect();
+    match (spec, opts) {
+        (Some(spec), Some(Ok(opts))) if problems.is_empty() => Ok(CameraPlan {
+            settings: cam.clone(),
+            spec,
+            opts,
+            gpio_specs,
+        }),
+        (_, Some(Err(e))) => {
+            problems.push(anyhow::anyhow!("{context}{e:#}"));
+            Err(problems)
+        }
+        _ => Err(problems),
+    }
+}
+
+/// The watch options of camera `cam`.
+fn camera_options(cam: &CameraSettings, labels: &[String], source: &str) -> Result<watch::Options> {
+    let args = &cam.args;
+    let rules = args.rules().map_err(|e| anyhow::anyhow!("--{e}"))?;
+    if let Some(f) = args.fps {
+        if !(f > 0.0 && f <= 1000.0) {
+            bail!("--fps {f}: expected more than 0 and at most 1000");
+        }
+    }
+    if let Some(m) = args.motion_threshold {
+        if !(0.0..=255.0).contains(&m) {
+            bail!("--motion-threshold {m}: expected 0 to 255");
+        }
+    }
+    let watched = args.watched(labels).map_err(anyhow::Error::msg)?;
     let regions = args.region_options(&watched).map_err(anyhow::Error::msg)?;
     let snapshot_retention = args.snapshot_retention().map_err(anyhow::Error::msg)?;
     if args.motion_threshold.is_some() && !regions.whole_frame() {
         bail!("--motion-threshold: skips whole frames, so it applies with --regions full and no zone only");
     }
-    let opts = watch::Options {
+    Ok(watch::Options {
         watched,
         rules,
         fps: args.fps,
@@ -67,18 +177,13 @@ pub(super) fn load_model(args: &WatchArgs, source: &str, threads: usize) -> Resu
         snapshot_retention,
         source_name: watch::source::redacted(source),
         regions,
-    };
-    Ok(Model {
-        engine,
-        opts,
-        bundle,
+        camera: cam.name.clone(),
     })
 }
 
 /// Settings that hold, with the model loaded and verified.
 pub(super) struct Checked {
-    pub(super) spec: String,
-    pub(super) gpio_specs: Vec<gpio::GpioSpec>,
+    pub(super) cameras: Vec<CameraPlan>,
     pub(super) mqtt_url: Option<(mqtt::MqttUrl, Option<Arc<rustls::ClientConfig>>)>,
     pub(super) http_addr: Option<std::net::SocketAddr>,
     pub(super) health_timeout: f64,
@@ -89,37 +194,38 @@ pub(super) struct Checked {
     pub(super) node: Option<String>,
 }
 
+/// The model and the cameras of `args` (a reload's, or the start's).
+pub(super) fn load_cameras(
+    args: &WatchArgs,
+    threads: usize,
+) -> std::result::Result<(Model, Vec<CameraPlan>), Vec<anyhow::Error>> {
+    let mut problems: Vec<anyhow::Error> = Vec::new();
+    let cameras = args.cameras().map_err(|e| vec![anyhow::Error::msg(e)])?;
+    let (model, model_problem) = match load_model(args, threads) {
+        Ok(m) => (Some(m), None),
+        Err(e) => (None, Some(e)),
+    };
+    let labels = model.as_ref().map(|m| m.engine.bundle.labels());
+    let mut plans = Vec::with_capacity(cameras.len());
+    for cam in &cameras {
+        match camera_plan(cam, labels) {
+            Ok(p) => plans.push(p),
+            Err(ps) => problems.extend(ps),
+        }
+    }
+    // The cameras' problems first: a missing source before a missing bundle.
+    problems.extend(model_problem);
+    match model {
+        Some(m) if problems.is_empty() => Ok((m, plans)),
+        _ => Err(problems),
+    }
+}
+
 /// Checks every setting that can be checked without opening anything (the
-/// bundle is loaded and verified; the source's syntax, folder or program
-/// checked): all the problems, or what the service needs.
+/// bundle is loaded and verified; each camera's source syntax, folder or
+/// program checked): all the problems, or what the service needs.
 pub(super) fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<anyhow::Error>> {
     let mut problems: Vec<anyhow::Error> = Vec::new();
-    let mut spec = args.source.clone();
-    if let (Some(s), Some(p)) = (&spec, &args.source_password_file) {
-        match watch::config::read_password_file("source_password_file", p)
-            .and_then(|pw| watch::config::with_url_password(s, &pw))
-        {
-            Ok(with) => spec = Some(with),
-            Err(e) => problems.push(anyhow::Error::msg(e)),
-        }
-    }
-    match &spec {
-        None => problems.push(anyhow::anyhow!(
-            "--source is required (dir:PATH, stdin:mjpeg, v4l2:/dev/videoN, ffmpeg:INPUT, rtsp://URL, http://URL or libcamera:)"
-        )),
-        Some(s) => {
-            if let Err(e) = watch::source::check(s) {
-                problems.push(e.into());
-            }
-        }
-    }
-    let mut gpio_specs: Vec<gpio::GpioSpec> = Vec::new();
-    for g in &args.gpio {
-        match g.parse() {
-            Ok(s) => gpio_specs.push(s),
-            Err(e) => problems.push(anyhow::Error::msg(e)),
-        }
-    }
     let mut mqtt_url = None;
     let tls_files = mqtt::TlsFiles {
         ca: args.mqtt_ca.clone(),
@@ -177,35 +283,16 @@ pub(super) fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<any
     if let Err(e) = crate::cli::set_threads(threads) {
         problems.push(e);
     }
-    let model = match load_model(args, spec.as_deref().unwrap_or(""), threads) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            problems.push(e);
+    let loaded = match load_cameras(args, threads) {
+        Ok(l) => Some(l),
+        Err(ps) => {
+            problems.extend(ps);
             None
         }
     };
-    if let Some(m) = &model {
-        for g in &mut gpio_specs {
-            // The bundle's spelling of the label, as events carry it.
-            let labels: Vec<String> = m.opts.watched.iter().map(|w| w.label.clone()).collect();
-            if let Some(i) = watch::config::find_label(&labels, &g.label) {
-                g.label = labels[i].clone();
-            } else {
-                problems.push(anyhow::anyhow!(
-                    "--gpio {}:{}={}: {:?} is not watched (add --watch {:?})",
-                    g.chip,
-                    g.line,
-                    g.label,
-                    g.label,
-                    g.label
-                ));
-            }
-        }
-    }
-    match (spec, model) {
-        (Some(spec), Some(model)) if problems.is_empty() => Ok(Checked {
-            spec,
-            gpio_specs,
+    match loaded {
+        Some((model, cameras)) if problems.is_empty() => Ok(Checked {
+            cameras,
             mqtt_url,
             http_addr,
             health_timeout,
@@ -219,12 +306,11 @@ pub(super) fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<any
     }
 }
 
-/// Opens the edges and the source, installs the signal handlers and tells
-/// systemd the service is ready.
+/// Opens the event log, the status server and every camera, installs the
+/// signal handlers and tells systemd the service is ready.
 pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Service> {
     let Checked {
-        spec,
-        gpio_specs,
+        cameras,
         mqtt_url,
         http_addr,
         health_timeout,
@@ -234,21 +320,6 @@ pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Servi
         events_rotation,
         node,
     } = checked;
-    let labels: Vec<String> = model.opts.watched.iter().map(|w| w.label.clone()).collect();
-
-    // GPIO lines, each following a watched label.
-    let mut pins = Vec::new();
-    for g in &gpio_specs {
-        #[cfg(target_os = "linux")]
-        pins.push((
-            g.label.clone(),
-            gpio::open_cdev(g).map_err(anyhow::Error::msg)?,
-            format!("{}:{}", g.chip, g.line),
-        ));
-        #[cfg(not(target_os = "linux"))]
-        bail!("--gpio: GPIO lines need Linux");
-    }
-    let gpio_lines = (!pins.is_empty()).then(|| gpio::GpioLines::new(pins));
 
     let (log, last_run, closed) = match &events {
         Some(p) => {
@@ -261,40 +332,11 @@ pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Servi
                     c.label
                 );
             }
-            (Some(log), rec.last_run, rec.closed)
+            (Some(Arc::new(Mutex::new(log))), rec.last_run, rec.closed)
         }
         None => (None, None, Vec::new()),
     };
-    let mqtt = mqtt_url.map(|(u, tls)| {
-        let node = node.clone().unwrap_or_else(host_name);
-        let zones: Vec<mqtt::ZoneLabels> = model
-            .opts
-            .regions
-            .zones
-            .iter()
-            .map(|z| {
-                let ls = match &z.watch {
-                    Some(list) => list.iter().map(|(i, _)| labels[*i].clone()).collect(),
-                    None => labels.clone(),
-                };
-                (z.name.clone(), ls)
-            })
-            .collect();
-        // The status page, for Home Assistant's "visit device" link.
-        let page = http_addr.map(|a| {
-            if a.ip().is_unspecified() {
-                format!("http://{}:{}/", host_name(), a.port())
-            } else {
-                format!("http://{a}/")
-            }
-        });
-        let m = mqtt::Mqtt::start(u, tls, &labels, &node, &zones, page.as_deref());
-        for c in &closed {
-            m.event(&serde_json::to_vec(c).expect("an event serialises"));
-        }
-        m
-    });
-    let status = match http_addr {
+    let server = match http_addr {
         Some(addr) => {
             let m = &model.engine.bundle.manifest;
             let info = [
@@ -304,19 +346,12 @@ pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Servi
                 ("architecture", m.model.architecture.clone()),
                 ("bundle", model.bundle.display().to_string()),
             ];
-            let status = http::Status::new(
-                model.engine.bundle.labels().to_vec(),
-                &info,
-                Duration::from_secs_f64(health_timeout),
-                mqtt.as_ref().map(mqtt::Mqtt::stats_source),
-            );
-            http::serve(addr, status.clone()).map_err(anyhow::Error::msg)?;
-            Some(status)
+            let server = http::Server::new(&info);
+            http::serve(addr, server.clone()).map_err(anyhow::Error::msg)?;
+            Some(server)
         }
         None => None,
     };
-    let status_sink = status.clone().map(http::StatusSink);
-    let source = watch::source::open(&spec, model.opts.fps)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
@@ -324,28 +359,60 @@ pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Servi
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
         .context("installing signal handlers")?;
+    let edges = Edges {
+        mqtt: mqtt_url.map(|(u, tls)| (u, tls, node.unwrap_or_else(host_name))),
+        http_addr,
+        server,
+        health_timeout: Duration::from_secs_f64(health_timeout),
+    };
+    let shared = camera::Shared {
+        engine: Arc::new(Mutex::new(model.engine)),
+        log,
+        last_run: Arc::new(Mutex::new(last_run)),
+        stop: stop.clone(),
+        console,
+        stall: Arc::new(clip_edge::service::systemd::Stall::from_env()),
+        epoch: Instant::now(),
+    };
+    let mut running = Vec::with_capacity(cameras.len());
+    let mut hello = Vec::new();
+    for plan in cameras {
+        hello.push(format!(
+            "{}{} for {}",
+            plan.settings.context(),
+            watch::source::redacted(&plan.spec),
+            plan.opts
+                .watched
+                .iter()
+                .map(|w| w.label.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        running.push(camera::start(plan, &edges, &shared, &closed)?);
+    }
     let mut systemd = Systemd::from_env();
-    let hello = format!(
-        "watching {} for {}",
-        watch::source::redacted(&spec),
-        labels.join(", ")
-    );
+    let hello = format!("watching {}", hello.join("; "));
     log::info!("{hello}");
     systemd.ready(&hello);
     Ok(Service {
-        spec,
         threads,
-        model,
-        source,
-        log,
-        last_run,
-        gpio_lines,
-        mqtt,
-        status,
-        status_sink,
-        console,
+        bundle: model.bundle,
+        model_key: model.key,
+        shared,
+        edges,
+        cameras: running,
+        finished: Vec::new(),
         systemd,
         stop,
         reload,
     })
+}
+
+/// What the service's cameras connect to: the broker, the status server.
+pub(super) struct Edges {
+    /// The broker, its TLS configuration and this node's name.
+    pub(super) mqtt: Option<(mqtt::MqttUrl, Option<Arc<rustls::ClientConfig>>, String)>,
+    pub(super) http_addr: Option<std::net::SocketAddr>,
+    pub(super) server: Option<Arc<http::Server>>,
+    pub(super) health_timeout: Duration,
 }

@@ -167,7 +167,7 @@ impl<R: Read> MjpegStream<R> {
     }
 }
 
-impl<R: Read> FrameSource for MjpegStream<R> {
+impl<R: Read + Send> FrameSource for MjpegStream<R> {
     fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
         if !self.next_jpeg()? {
             return Ok(Next::End);

@@ -124,7 +124,7 @@ pub enum Next {
 }
 
 /// A source of frames.
-pub trait FrameSource {
+pub trait FrameSource: Send {
     /// Writes the next frame into `frame` (reusing its buffer).
     fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError>;
     /// Frames dropped because the loop fell behind.

@@ -12,13 +12,16 @@ use super::{Watched, DEFAULT_THRESHOLD};
 use crate::engine::{Device, EngineKind};
 
 pub use super::secrets::{read_password_file, redacted, with_url_password, world_readable};
+pub use camera::{CameraSettings, CameraTable};
+
+mod camera;
 
 /// A config file larger than this is refused (it is a few lines).
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Flags of `clip-edge watch`, and keys of its config file (same names,
 /// `_` for `-`).
-#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WatchArgs {
     /// The bundle directory.
@@ -159,6 +162,12 @@ pub struct WatchArgs {
     #[arg(long)]
     #[serde(skip)]
     pub check: bool,
+    /// Several cameras in one service (config only): `[[camera]]` tables,
+    /// each with a `name`, a `source` and any of the per-camera keys
+    /// (what it does not set it takes from the top level).
+    #[arg(skip)]
+    #[serde(default)]
+    pub camera: Vec<CameraTable>,
 }
 
 impl WatchArgs {
@@ -219,6 +228,7 @@ impl WatchArgs {
             quiet: self.quiet,
             json_events: self.json_events,
             check: self.check,
+            camera: file.camera,
         })
     }
 
@@ -385,7 +395,7 @@ impl WatchArgs {
 }
 
 /// A zone as the config or `--zone` gives it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum ZoneSpec {
     /// `NAME=X,Y,W,H`.
@@ -402,7 +412,7 @@ impl std::str::FromStr for ZoneSpec {
 }
 
 /// A `[[zone]]` table of the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneTable {
     pub name: String,

@@ -1,0 +1,206 @@
+//! `[[camera]]` tables: several cameras in one service. A camera's table
+//! names it and its source and may set any per-camera key; what it leaves
+//! out it takes from the top level. The model, the event log, the broker
+//! and the status server are the service's, shared by every camera.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{WatchArgs, ZoneSpec};
+
+/// The longest camera name (it is a topic level and part of entity ids).
+pub const MAX_CAMERA_NAME: usize = 32;
+
+/// One `[[camera]]` table of the config.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraTable {
+    pub name: String,
+    pub source: Option<String>,
+    pub source_password_file: Option<PathBuf>,
+    pub watch: Option<Vec<String>>,
+    pub gpio: Option<Vec<String>>,
+    pub snapshots: Option<PathBuf>,
+    pub snapshot_max_mb: Option<f64>,
+    pub snapshot_retain_days: Option<f64>,
+    pub fps: Option<f64>,
+    pub hits: Option<u32>,
+    pub window: Option<u32>,
+    pub end_after: Option<u32>,
+    pub cooldown: Option<u32>,
+    pub motion_threshold: Option<f32>,
+    pub regions: Option<String>,
+    pub zone: Option<Vec<ZoneSpec>>,
+    pub min_area: Option<f32>,
+    pub max_area: Option<f32>,
+}
+
+/// One camera's settings: the top level's with its table's over them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraSettings {
+    /// None for the one camera of a service without `[[camera]]` tables
+    /// (its events carry no camera, its topics no camera level).
+    pub name: Option<String>,
+    pub args: WatchArgs,
+}
+
+impl CameraSettings {
+    /// The name the status page and the metrics show.
+    pub fn shown_name(&self) -> &str {
+        self.name.as_deref().unwrap_or("default")
+    }
+
+    /// `camera "NAME": ` before a problem of a named camera.
+    pub fn context(&self) -> String {
+        match &self.name {
+            Some(n) => format!("camera {n:?}: "),
+            None => String::new(),
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_CAMERA_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "[[camera]] name {name:?}: expected 1 to {MAX_CAMERA_NAME} letters, digits, '_' or '-'"
+        ))
+    }
+}
+
+impl WatchArgs {
+    /// The cameras these settings describe: each `[[camera]]` table over
+    /// the top level, or (without tables) the top level as the one camera.
+    /// A camera without a name or a source, a name or a source given
+    /// twice, or a top-level `source` beside the tables, is an error
+    /// naming it.
+    pub fn cameras(&self) -> Result<Vec<CameraSettings>, String> {
+        if self.camera.is_empty() {
+            return Ok(vec![CameraSettings {
+                name: None,
+                args: self.clone(),
+            }]);
+        }
+        if let Some(s) = &self.source {
+            return Err(format!(
+                "source {:?}: given beside [[camera]] tables (each camera names its own source)",
+                super::redacted(s)
+            ));
+        }
+        let mut out: Vec<CameraSettings> = Vec::with_capacity(self.camera.len());
+        for t in &self.camera {
+            check_name(&t.name)?;
+            let Some(source) = &t.source else {
+                return Err(format!("camera {:?}: no source", t.name));
+            };
+            for o in &out {
+                if o.name.as_deref().map(str::to_lowercase) == Some(t.name.to_lowercase()) {
+                    return Err(format!("camera {:?}: named twice", t.name));
+                }
+                if o.args.source.as_deref() == Some(source.as_str()) {
+                    return Err(format!(
+                        "camera {:?}: source {:?} is camera {:?}'s too",
+                        t.name,
+                        super::redacted(source),
+                        o.shown_name()
+                    ));
+                }
+            }
+            let top = self.clone();
+            let args = WatchArgs {
+                source: Some(source.clone()),
+                source_password_file: t.source_password_file.clone().or(top.source_password_file),
+                watch: t.watch.clone().unwrap_or(top.watch),
+                gpio: t.gpio.clone().unwrap_or(top.gpio),
+                snapshots: t.snapshots.clone().or(top.snapshots),
+                snapshot_max_mb: t.snapshot_max_mb.or(top.snapshot_max_mb),
+                snapshot_retain_days: t.snapshot_retain_days.or(top.snapshot_retain_days),
+                fps: t.fps.or(top.fps),
+                hits: t.hits.or(top.hits),
+                window: t.window.or(top.window),
+                end_after: t.end_after.or(top.end_after),
+                cooldown: t.cooldown.or(top.cooldown),
+                motion_threshold: t.motion_threshold.or(top.motion_threshold),
+                regions: t.regions.clone().or(top.regions),
+                zone: t.zone.clone().unwrap_or(top.zone),
+                min_area: t.min_area.or(top.min_area),
+                max_area: t.max_area.or(top.max_area),
+                camera: Vec::new(),
+                ..top
+            };
+            out.push(CameraSettings {
+                name: Some(t.name.clone()),
+                args,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<CameraSettings>, String> {
+        toml::from_str::<WatchArgs>(text)
+            .map_err(|e| e.message().to_string())?
+            .cameras()
+    }
+
+    #[test]
+    fn tables_take_what_they_leave_out_from_the_top_level() {
+        let c = parse(
+            "watch = [\"red star\"]\nfps = 2.0\n\
+             [[camera]]\nname = \"porch\"\nsource = \"dir:a\"\n\
+             [[camera]]\nname = \"yard\"\nsource = \"dir:b\"\nwatch = [\"blue circle\"]\nwindow = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].name.as_deref(), Some("porch"));
+        assert_eq!(c[0].args.watch, ["red star"]);
+        assert_eq!(c[1].args.watch, ["blue circle"]);
+        assert_eq!((c[0].args.fps, c[1].args.fps), (Some(2.0), Some(2.0)));
+        assert_eq!((c[0].args.window, c[1].args.window), (None, Some(5)));
+        assert_eq!(c[1].args.source.as_deref(), Some("dir:b"));
+        assert!(c.iter().all(|c| c.args.camera.is_empty()));
+        let one = parse("source = \"dir:a\"\n").unwrap();
+        assert_eq!((one.len(), one[0].name.as_deref()), (1, None));
+        assert_eq!(one[0].shown_name(), "default");
+    }
+
+    #[test]
+    fn a_camera_named_twice_or_without_a_source_is_one_line_naming_it() {
+        let e = parse(
+            "[[camera]]\nname = \"porch\"\nsource = \"dir:a\"\n\
+             [[camera]]\nname = \"Porch\"\nsource = \"dir:b\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e, "camera \"Porch\": named twice");
+        let e = parse(
+            "[[camera]]\nname = \"a\"\nsource = \"dir:x\"\n\
+             [[camera]]\nname = \"b\"\nsource = \"dir:x\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("\"b\"") && e.contains("dir:x") && e.contains("\"a\""),
+            "{e}"
+        );
+        let e = parse("[[camera]]\nname = \"a\"\n").unwrap_err();
+        assert_eq!(e, "camera \"a\": no source");
+        let e = parse("[[camera]]\nname = \"a b\"\nsource = \"dir:x\"\n").unwrap_err();
+        assert!(e.contains("\"a b\""), "{e}");
+        let e = parse("source = \"dir:y\"\n[[camera]]\nname = \"a\"\nsource = \"dir:x\"\n")
+            .unwrap_err();
+        assert!(e.contains("dir:y") && e.contains("[[camera]]"), "{e}");
+        let e =
+            parse("[[camera]]\nname = \"a\"\nsource = \"dir:x\"\nbundle = \"b\"\n").unwrap_err();
+        assert!(e.contains("bundle"), "{e}");
+    }
+}

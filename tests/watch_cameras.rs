@@ -1,0 +1,208 @@
+//! Several cameras in one service (`[[camera]]` tables): one model shared,
+//! each camera's events right and tagged with its name, a camera's
+//! problems named, and a second camera costing little memory.
+
+mod common;
+
+use common::{assert_matches_truth, bin, clip_truth, read_log, root, scratch, spans_of};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// The exit status of a watch whose settings are wrong (EX_CONFIG).
+const EX_CONFIG: i32 = 78;
+
+/// Peak RSS of a two-camera process over a one-camera one with the same
+/// bundle: the model is loaded once, so a camera adds its thread, its
+/// source's buffers and its watcher's. Measured 1.0x (default int8,
+/// 320x240 frames); the claim is 1.15x.
+const MAX_RSS_RATIO: f64 = 1.15;
+
+fn clip() -> PathBuf {
+    root().join("models/clips/shapes")
+}
+
+/// A copy of the committed clip (a second camera needs a source of its own).
+fn clip_copy(dir: &Path) -> PathBuf {
+    let copy = dir.join("clip-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for e in std::fs::read_dir(clip()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "jpg") {
+            std::fs::copy(&p, copy.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    copy
+}
+
+fn two_camera_config(dir: &Path, events: &Path) -> PathBuf {
+    let (watched, _) = clip_truth();
+    let cfg = dir.join("watch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "bundle = {:?}\nevents = {:?}\nwatch = {:?}\n\n\
+             [[camera]]\nname = \"front\"\nsource = {:?}\n\n\
+             [[camera]]\nname = \"back\"\nsource = {:?}\nwatch = [\"red star\"]\n",
+            root().join("models/default-int8").display().to_string(),
+            events.display().to_string(),
+            watched,
+            format!("dir:{}", clip().display()),
+            format!("dir:{}", clip_copy(dir).display()),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn two_cameras_share_one_model_and_tag_their_events() {
+    let dir = scratch("two-cameras");
+    let events = dir.join("events.jsonl");
+    let cfg = two_camera_config(&dir, &events);
+    let out = bin()
+        .args(["watch", "--stats", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let hello = stdout.lines().next().unwrap();
+    assert!(
+        hello.contains("camera \"front\": dir:") && hello.contains("camera \"back\": dir:"),
+        "{hello}"
+    );
+    let log = read_log(&events);
+    let of = |name: &str| -> Vec<Value> {
+        log.iter()
+            .filter(|e| e["camera"] == name)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        of("front").len() + of("back").len(),
+        log.len(),
+        "an event without its camera: {log:?}"
+    );
+    // Each camera's events are the truth of what it watches.
+    assert_matches_truth(&spans_of(&of("front")));
+    let back = spans_of(&of("back"));
+    let (_, want) = clip_truth();
+    let want_red: Vec<_> = want.iter().filter(|s| s.0 == "red star").collect();
+    assert_eq!(back.len(), want_red.len(), "{back:?}");
+    assert!(back.iter().all(|s| s.0 == "red star"), "{back:?}");
+    // Ids are unique across the cameras sharing the log.
+    let mut ids: Vec<&str> = log.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len() * 2, log.len(), "{log:?}");
+    // The human lines name the camera.
+    assert!(
+        stdout.lines().any(|l| l.contains(" back: start red star")),
+        "{stdout}"
+    );
+    let stats = common::last_json_line(&out.stdout);
+    for name in ["front", "back"] {
+        assert_eq!(stats["cameras"][name]["stats"]["frames"], 137, "{stats}");
+    }
+}
+
+#[test]
+fn a_second_camera_costs_little_memory() {
+    let dir = scratch("camera-rss");
+    let events = dir.join("events.jsonl");
+    let cfg = two_camera_config(&dir, &events);
+    let peak = |args: &[&str]| -> f64 {
+        let out = bin().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        common::last_json_line(&out.stdout)["peak_rss_kb"]
+            .as_f64()
+            .unwrap()
+    };
+    let cfg_s = cfg.display().to_string();
+    let source = format!("dir:{}", clip().display());
+    let bundle = root().join("models/default-int8").display().to_string();
+    let one = peak(&[
+        "watch", "--stats", "--quiet", "--bundle", &bundle, "--source", &source, "--watch",
+        "red star",
+    ]);
+    let two = peak(&["watch", "--stats", "--quiet", "--config", &cfg_s]);
+    eprintln!(
+        "peak RSS: one camera {one} kB, two cameras {two} kB ({:.3}x)",
+        two / one
+    );
+    assert!(two <= MAX_RSS_RATIO * one, "{two} kB vs {one} kB");
+}
+
+#[test]
+fn a_camera_named_twice_or_watching_an_unknown_label_is_named() {
+    let dir = scratch("camera-errors");
+    let cfg = dir.join("watch.toml");
+    let bundle = root().join("models/default-int8").display().to_string();
+    let source = format!("dir:{}", clip().display());
+    let check = |text: String| -> String {
+        std::fs::write(&cfg, text).unwrap();
+        let out = bin()
+            .args(["watch", "--check", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(EX_CONFIG));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let err = check(format!(
+        "bundle = {bundle:?}\nwatch = [\"red star\"]\n\
+         [[camera]]\nname = \"porch\"\nsource = {source:?}\n\
+         [[camera]]\nname = \"porch\"\nsource = \"dir:/tmp\"\n"
+    ));
+    assert_eq!(err.trim(), "error: camera \"porch\": named twice");
+    let err = check(format!(
+        "bundle = {bundle:?}\nwatch = [\"red star\"]\n\
+         [[camera]]\nname = \"porch\"\nsource = {source:?}\n\
+         [[camera]]\nname = \"yard\"\nsource = \"dir:/tmp\"\nwatch = [\"unicorn\"]\n\
+         [[camera]]\nname = \"gate\"\nsource = \"nope:x\"\n"
+    ));
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with("error: camera \"yard\": ") && lines[0].contains("unicorn"),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("error: camera \"gate\": ") && lines[1].contains("nope:x"),
+        "{err}"
+    );
+    let err = check(format!(
+        "bundle = {bundle:?}\n[[camera]]\nname = \"porch\"\nsource = {source:?}\nthreads = 2\n"
+    ));
+    assert!(err.contains("line 5") && err.contains("threads"), "{err}");
+    // The other cameras are fine: --check says so per camera.
+    std::fs::write(
+        &cfg,
+        format!(
+            "bundle = {bundle:?}\nwatch = [\"red star\"]\n\
+             [[camera]]\nname = \"porch\"\nsource = {source:?}\n\
+             [[camera]]\nname = \"yard\"\nsource = \"dir:/tmp\"\nwatch = [\"green square\"]\n"
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["watch", "--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("camera \"porch\": watching red star from dir:")
+            && text.contains("camera \"yard\": watching green square from dir:/tmp"),
+        "{text}"
+    );
+}
