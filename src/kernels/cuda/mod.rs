@@ -626,6 +626,12 @@ impl Gpu {
 /// A captured frame, replayed with one launch.
 pub struct Graph(CudaGraph);
 
+// SAFETY: CUDA requires calls on one graph to be serialized, not made from
+// the thread that captured it; a `Graph` is only used through its owner
+// (one encoder, under `&mut` or a lock), and `launch` binds the stream's
+// context to the calling thread first.
+unsafe impl Send for Graph {}
+
 impl Graph {
     pub fn launch(&self) -> Result<(), GpuError> {
         self.0.launch().map_err(call("cuGraphLaunch"))
