@@ -335,3 +335,98 @@ fn status_page_shows_the_current_label_in_chromium() {
     drop(feeder.join().unwrap());
     common::kill_group(&mut child, "KILL");
 }
+
+/// Two cameras behind one server: `/api/state?camera=NAME` and
+/// `/snapshot.jpg?camera=NAME` pick one, `/metrics` labels each series
+/// with its camera, and the page (in Chromium) offers both and shows the
+/// one its address names.
+#[test]
+#[ignore = "needs Debian's chromium (apt-get install chromium); .ci/run runs it with --ignored"]
+fn two_cameras_each_have_their_state_metrics_and_page() {
+    let browser = chromium()
+        .expect("chromium not found: apt-get install chromium (this test is the page's check)");
+    let dir = scratch("http-cameras");
+    let copy = dir.join("clip-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in clip_jpegs() {
+        std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
+    }
+    let port = free_port();
+    let cfg = dir.join("watch.toml");
+    // Slow enough that both cameras are still running while looked at.
+    std::fs::write(
+        &cfg,
+        format!(
+            "bundle = {:?}\nhttp = \"{port}\"\nfps = 8.0\nwatch = [\"red star\"]\n\n\
+             [[camera]]\nname = \"front\"\nsource = {:?}\n\n\
+             [[camera]]\nname = \"back\"\nsource = {:?}\nwatch = [\"red star\", \"blue circle\"]\n",
+            root().join("models/default-int8").display().to_string(),
+            format!("dir:{}", root().join("models/clips/shapes").display()),
+            format!("dir:{}", copy.display()),
+        ),
+    )
+    .unwrap();
+    let mut cmd = bin();
+    let mut child = common::own_group(&mut cmd)
+        .args(["watch", "-q", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let state = |camera: &str| -> (u16, Value) {
+        let (code, body) = get(port, &format!("/api/state?camera={camera}"));
+        (code, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    };
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        || state("back").1["frames"].as_u64().unwrap_or(0) < 2
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no frames");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, back) = state("back");
+    assert_eq!(code, 200);
+    assert_eq!(back["camera"], "back");
+    assert_eq!(back["cameras"], json!(["front", "back"]));
+    assert_eq!(back["watched"].as_array().unwrap().len(), 2, "{back}");
+    let (code, front) = state("front");
+    assert_eq!((code, front["watched"].as_array().unwrap().len()), (200, 1));
+    assert_eq!(get(port, "/api/state?camera=nope").0, 404);
+    assert_eq!(get(port, "/snapshot.jpg?camera=back").0, 200);
+    let text = String::from_utf8(get(port, "/metrics").1).unwrap();
+    for c in ["front", "back"] {
+        assert!(
+            text.contains(&format!("clip_edge_frames_total{{camera=\"{c}\"}}")),
+            "{text}"
+        );
+    }
+    let profile = scratch("chromium-cameras-profile");
+    let out = std::process::Command::new(&browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("http://127.0.0.1:{port}/?camera=back"))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("href=\"?camera=front\">front</a>") && dom.contains("class=\"here\">back</a>"),
+        "the page does not offer both cameras:\n{dom}"
+    );
+    assert!(
+        dom.contains("<td>blue circle</td>"),
+        "not the back camera's page:\n{dom}"
+    );
+    common::kill_group(&mut child, "TERM");
+}

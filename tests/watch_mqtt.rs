@@ -505,6 +505,127 @@ fn discovery_is_current_and_a_label_no_longer_watched_leaves_no_entity() {
     let _ = broker.wait();
 }
 
+/// Two cameras (`[[camera]]`) publish under topics and Home Assistant
+/// devices of their own, each with its own watch list.
+#[test]
+#[ignore = "needs mosquitto (apt-get install mosquitto); .ci/run runs it with --ignored"]
+fn each_camera_is_a_device_with_topics_of_its_own() {
+    let dir = scratch("watch-mqtt-cameras");
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+    .unwrap();
+    let mut broker = start_broker(&conf, port);
+    let copy = dir.join("clip-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in common::clip_jpegs() {
+        std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg = dir.join("watch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "bundle = {:?}\nmqtt = \"mqtt://127.0.0.1:{port}/test\"\nnode = \"testcam\"\nfps = 50.0\n\
+             watch = [\"red star\", \"green square\"]\n\n\
+             [[camera]]\nname = \"front\"\nsource = {:?}\n\n\
+             [[camera]]\nname = \"back\"\nsource = {:?}\nwatch = [\"red star\"]\n",
+            common::root().join("models/default-int8").display().to_string(),
+            format!("dir:{}", common::root().join("models/clips/shapes").display()),
+            format!("dir:{}", copy.display()),
+        ),
+    )
+    .unwrap();
+    let (fired, _) = subscribe(port, "test-fired", &["test/+/+/event"], false);
+    let out = common::bin()
+        .args(["watch", "-q", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (retained, _) = subscribe(
+        port,
+        "test-late",
+        &["homeassistant/#", "test/+/+/state", "test/+/status"],
+        false,
+    );
+    let wanted = [
+        "homeassistant/binary_sensor/testcam_front/red_star/config",
+        "homeassistant/binary_sensor/testcam_front/green_square/config",
+        "homeassistant/binary_sensor/testcam_back/red_star/config",
+        "test/front/red_star/state",
+        "test/front/green_square/state",
+        "test/back/red_star/state",
+        "test/front/status",
+        "test/back/status",
+    ];
+    let t0 = Instant::now();
+    let got: Vec<(String, Vec<u8>, bool)> = loop {
+        let got = retained.lock().unwrap().clone();
+        if wanted.iter().all(|w| got.iter().any(|(t, _, _)| t == w))
+            || t0.elapsed() > Duration::from_secs(10)
+        {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let topics: Vec<&str> = got.iter().map(|(t, _, _)| t.as_str()).collect();
+    for w in wanted {
+        assert!(topics.contains(&w), "no {w} in {topics:?}");
+    }
+    // The back camera does not watch the green square.
+    assert!(
+        !topics
+            .iter()
+            .any(|t| t.contains("back") && t.contains("green_square")),
+        "{topics:?}"
+    );
+    let config = |t: &str| -> Value {
+        let (_, p, _) = got.iter().find(|(x, _, _)| x == t).unwrap();
+        serde_json::from_slice(p).unwrap()
+    };
+    let front = config("homeassistant/binary_sensor/testcam_front/red_star/config");
+    let back = config("homeassistant/binary_sensor/testcam_back/red_star/config");
+    assert_eq!(front["state_topic"], "test/front/red_star/state");
+    assert_eq!(back["availability_topic"], "test/back/status");
+    assert_ne!(
+        front["device"]["identifiers"],
+        back["device"]["identifiers"]
+    );
+    assert_eq!(back["device"]["name"], "clip-edge testcam-back");
+    // Each camera fired its own events, tagged with its name.
+    let t0 = Instant::now();
+    let fired: Vec<(String, Value)> = loop {
+        let got: Vec<(String, Value)> = fired
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, p, _)| (t.clone(), serde_json::from_slice(p).unwrap()))
+            .collect();
+        // front: red star x2 and green square x1; back: red star x2 (start and end each).
+        if got.len() >= 10 || t0.elapsed() > Duration::from_secs(10) {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let count = |topic: &str| fired.iter().filter(|(t, _)| t == topic).count();
+    assert_eq!(count("test/front/red_star/event"), 4, "{fired:?}");
+    assert_eq!(count("test/front/green_square/event"), 2, "{fired:?}");
+    assert_eq!(count("test/back/red_star/event"), 4, "{fired:?}");
+    for (t, f) in &fired {
+        let camera = t.split('/').nth(1).unwrap();
+        assert_eq!(f["camera"], camera, "{t}: {f}");
+    }
+    broker.kill().unwrap();
+    let _ = broker.wait();
+}
+
 /// A certificate authority made for one test: its certificate and key.
 struct TestCa {
     cert: rcgen::Certificate,
