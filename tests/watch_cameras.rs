@@ -207,3 +207,76 @@ fn a_camera_named_twice_or_watching_an_unknown_label_is_named() {
         "{text}"
     );
 }
+
+/// A camera that cannot be reached at start (nothing listens on its port)
+/// is one line naming it and a `source_lost` event of its own; the other
+/// camera's events are the clip's truth, and the service runs on.
+#[test]
+fn an_unreachable_camera_leaves_the_others_alone() {
+    let dir = scratch("camera-unreachable");
+    let events = dir.join("events.jsonl");
+    let stderr = dir.join("stderr.txt");
+    let (watched, want) = clip_truth();
+    let port = common::free_port();
+    let cfg = dir.join("watch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "bundle = {:?}\nevents = {:?}\nwatch = {:?}\n\n\
+             [[camera]]\nname = \"front\"\nsource = {:?}\n\n\
+             [[camera]]\nname = \"gate\"\nsource = \"http://127.0.0.1:{port}/stream.mjpg\"\n",
+            root().join("models/default-int8").display().to_string(),
+            events.display().to_string(),
+            watched,
+            format!("dir:{}", clip().display()),
+        ),
+    )
+    .unwrap();
+    let mut cmd = bin();
+    let mut child = common::own_group(&mut cmd)
+        .args(["watch", "--quiet", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    // The front camera plays its clip to the end: every event ends.
+    let t0 = std::time::Instant::now();
+    loop {
+        let ends = read_log(&events)
+            .iter()
+            .filter(|e| e["camera"] == "front" && e["event"] == "end")
+            .count();
+        if ends == want.len() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(120),
+            "the front camera did not finish: {:?}",
+            read_log(&events)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the service ended with a camera still to come"
+    );
+    common::kill_group(&mut child, "TERM");
+    let _ = child.wait();
+    let log = read_log(&events);
+    let front: Vec<Value> = log
+        .iter()
+        .filter(|e| e["camera"] == "front")
+        .cloned()
+        .collect();
+    assert_matches_truth(&spans_of(&front));
+    let gate: Vec<&Value> = log.iter().filter(|e| e["camera"] == "gate").collect();
+    assert_eq!(gate.len(), 1, "{gate:?}");
+    assert_eq!(gate[0]["event"], "source_lost");
+    let err = std::fs::read_to_string(&stderr).unwrap();
+    let named: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("camera \"gate\"") && l.contains(&format!("127.0.0.1:{port}")))
+        .collect();
+    assert_eq!(named.len(), 1, "{err}");
+}

@@ -263,21 +263,19 @@ fn a_lost_camera_is_reopened_and_the_log_says_so() {
     let (first_part, rest) = (frames[..40].to_vec(), frames[40..].to_vec());
     let attempts = Arc::new(AtomicU32::new(0));
     let a = attempts.clone();
-    let opener = Box::new(
-        move || -> Result<Box<dyn FrameSource + Send>, SourceError> {
-            if a.fetch_add(1, Ordering::SeqCst) < 2 {
-                return Err(SourceError::Unavailable {
-                    spec: "test camera".into(),
-                    why: "No such file or directory".into(),
-                });
-            }
-            Ok(Box::new(Unplugged {
-                frames: rest.clone(),
-                next: 0,
-                cut: usize::MAX,
-            }))
-        },
-    );
+    let opener = Box::new(move || -> Result<Box<dyn FrameSource>, SourceError> {
+        if a.fetch_add(1, Ordering::SeqCst) < 2 {
+            return Err(SourceError::Unavailable {
+                spec: "test camera".into(),
+                why: "No such file or directory".into(),
+            });
+        }
+        Ok(Box::new(Unplugged {
+            frames: rest.clone(),
+            next: 0,
+            cut: usize::MAX,
+        }))
+    });
     // Unplugged at frame 20, inside the first red star (12..=31).
     let first = Box::new(Unplugged {
         frames: first_part,

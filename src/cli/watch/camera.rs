@@ -179,8 +179,21 @@ pub(super) fn start(
         server.set_camera(status.clone());
         status
     });
-    let source = watch::source::open(&plan.spec, plan.opts.fps)
-        .map_err(|e| anyhow::anyhow!("{context}{e}"))?;
+    let source = match watch::source::open(&plan.spec, plan.opts.fps) {
+        Ok(s) => s,
+        // One of several cameras that is not there yet (unplugged, off,
+        // unreachable): said, and tried again with backoff; the others run.
+        Err(e) if plan.settings.name.is_some() => {
+            log::error!("{context}{e}; tried again with backoff, the other cameras go on");
+            let (spec, fps) = (plan.spec.clone(), plan.opts.fps);
+            Box::new(watch::source::Reopening::waiting(
+                &watch::source::redacted(&spec),
+                e.to_string(),
+                Box::new(move || watch::source::open(&spec, fps)),
+            ))
+        }
+        Err(e) => bail!("{context}{e}"),
+    };
     let parts = Parts {
         source,
         gpio_lines,

@@ -356,7 +356,7 @@ fn spawn(program: &Program) -> Result<(Child, String), SourceError> {
 }
 
 /// One start of the program, its stderr forwarded to the log.
-fn start(program: &Program) -> Result<Box<dyn FrameSource + Send>, SourceError> {
+fn start(program: &Program) -> Result<Box<dyn FrameSource>, SourceError> {
     let (mut child, bin) = spawn(program)?;
     log::info!("{}: started {bin} (pid {})", program.spec, child.id());
     let stdout = child.stdout.take().expect("stdout is piped");

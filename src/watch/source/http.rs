@@ -94,7 +94,7 @@ pub fn open(spec: &str, fps: Option<f64>) -> Result<Box<dyn FrameSource>, Source
     let target = Target::parse(spec)?;
     let every = Duration::from_secs_f64(1.0 / fps.unwrap_or(SNAPSHOT_FPS));
     let shown = target.shown.clone();
-    let open = move || -> Result<Box<dyn FrameSource + Send>, SourceError> {
+    let open = move || -> Result<Box<dyn FrameSource>, SourceError> {
         let cam = HttpCamera::connect(&target, every)?;
         Ok(Box::new(LiveQueue::spawn(cam, LIVE_QUEUE_DEPTH)))
     };

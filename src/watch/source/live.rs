@@ -14,7 +14,7 @@ pub const REOPEN_BACKOFF: (std::time::Duration, std::time::Duration) = (
 );
 
 /// Something that opens a source (again).
-pub type Opener = Box<dyn FnMut() -> Result<Box<dyn FrameSource + Send>, SourceError> + Send>;
+pub type Opener = Box<dyn FnMut() -> Result<Box<dyn FrameSource>, SourceError> + Send>;
 
 /// A live source reopened with backoff whenever it is lost (a USB camera
 /// unplugged: the device errors, then cannot be opened until it is back).
@@ -23,7 +23,7 @@ pub type Opener = Box<dyn FnMut() -> Result<Box<dyn FrameSource + Send>, SourceE
 pub struct Reopening {
     spec: String,
     open: Opener,
-    inner: Option<Box<dyn FrameSource + Send>>,
+    inner: Option<Box<dyn FrameSource>>,
     /// Added to the inner source's indices (it restarts at 0).
     base: u64,
     next_index: u64,
@@ -43,7 +43,7 @@ pub struct Reopening {
 impl Reopening {
     /// `first` is the source as opened at start (an open that fails at
     /// start is an error for the user, not something to wait for).
-    pub fn new(spec: &str, first: Box<dyn FrameSource + Send>, open: Opener) -> Self {
+    pub fn new(spec: &str, first: Box<dyn FrameSource>, open: Opener) -> Self {
         Reopening {
             spec: spec.into(),
             open,
@@ -59,12 +59,31 @@ impl Reopening {
         }
     }
 
+    /// A source that could not be opened at start (`why`), opened again
+    /// with backoff: the loop begins with it lost. For a camera of several,
+    /// whose absence must not stop the others.
+    pub fn waiting(spec: &str, why: String, open: Opener) -> Self {
+        Reopening {
+            spec: spec.into(),
+            open,
+            inner: None,
+            base: 0,
+            next_index: 0,
+            backoff: REOPEN_BACKOFF.0,
+            retry_at: std::time::Instant::now() + REOPEN_BACKOFF.0,
+            note: Some(SourceNote::Lost(why)),
+            dropped_before: 0,
+            end_ends: false,
+            frames_this_run: 0,
+        }
+    }
+
     /// As [`Reopening::new`], but the inner source's end is the end (a
     /// program that plays a file and exits 0); a failure after the first
     /// frame reopens (the file plays again from its start, its indices going
     /// on), a failure before it is the caller's error (a file that cannot be
     /// read).
-    pub fn until_end(spec: &str, first: Box<dyn FrameSource + Send>, open: Opener) -> Self {
+    pub fn until_end(spec: &str, first: Box<dyn FrameSource>, open: Opener) -> Self {
         Reopening {
             end_ends: true,
             ..Self::new(spec, first, open)
@@ -470,7 +489,7 @@ mod tests {
 
     #[test]
     fn a_file_source_that_fails_before_its_first_frame_is_an_error_after_one_a_restart() {
-        let dies = |n: u8| -> Box<dyn FrameSource + Send> {
+        let dies = |n: u8| -> Box<dyn FrameSource> {
             Box::new(Dies(MemorySource::new(one_pixel_frames(n), 1)))
         };
         // Fails at once: the caller's error, no reopening.

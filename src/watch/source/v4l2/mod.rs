@@ -16,7 +16,7 @@ pub fn open(spec: &str, rest: &str) -> Result<Box<dyn FrameSource>, SourceError>
     use super::{LiveQueue, Opener, Reopening, LIVE_QUEUE_DEPTH};
     V4l2Spec::parse(rest)?;
     let (s, r) = (spec.to_string(), rest.to_string());
-    let open = move || -> Result<Box<dyn FrameSource + Send>, SourceError> {
+    let open = move || -> Result<Box<dyn FrameSource>, SourceError> {
         let cam = open_camera(&s, &r)?;
         Ok(Box::new(LiveQueue::spawn(cam, LIVE_QUEUE_DEPTH)))
     };
