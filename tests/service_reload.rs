@@ -181,7 +181,7 @@ fn sighup_restarts_the_changed_camera_and_keeps_the_other() {
         std::fs::write(
             &cfg,
             format!(
-                "bundle = {:?}\nevents = {:?}\nfps = 10.0\n\n\
+                "bundle = {:?}\nevents = {:?}\nfps = 8.0\n\n\
                  [[camera]]\nname = \"front\"\nsource = {:?}\nwatch = {:?}\n\n\
                  [[camera]]\nname = \"back\"\nsource = {:?}\nwatch = {back_watch}\n",
                 root().join("models/default-int8").display().to_string(),
@@ -202,7 +202,7 @@ fn sighup_restarts_the_changed_camera_and_keeps_the_other() {
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .unwrap();
-    // The back camera's red star is open (frames 12..32, 2 s at 10 fps).
+    // The back camera's red star is open (frames 12..32, 2.5 s at 8 fps).
     wait_for(&events, "\"camera\":\"back\"");
     write("[\"red star\", \"blue circle\"]");
     hup(&child);

@@ -148,11 +148,12 @@ const REGIONS_LOOPS: u64 = 3;
 /// times: after the first frame (which sizes every buffer, the
 /// preprocessor's for the largest square crop), a frame that starts or
 /// ends no event allocates nothing, whatever regions, crops and tracks it
-/// has, the first time a crop of its size comes included.
+/// has, the first time a crop of its size comes included. The engine is
+/// shared as the cameras of one service share it (under a lock).
 #[test]
 fn motion_regions_allocate_nothing_on_frames_without_events() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut engine = common::default_int8_engine();
+    let engine = common::default_int8_engine();
     let index = |l: &str| engine.bundle.labels().iter().position(|x| x == l).unwrap();
     let watched = vec![Watched {
         label: "red star".into(),
@@ -169,13 +170,15 @@ fn motion_regions_allocate_nothing_on_frames_without_events() {
         snapshots: None,
         snapshot_retention: Default::default(),
         source_name: "memory".into(),
-        camera: None,
+        camera: Some("yard".into()),
         regions: clip_edge::watch::regions::RegionOptions {
             mode: clip_edge::watch::regions::RegionMode::Motion,
             ..Default::default()
         },
     };
-    let mut watcher = Watcher::new(&mut engine, opts, None, vec![]);
+    // The engine as a service of several cameras shares it: under a lock.
+    let engine = std::sync::Mutex::new(engine);
+    let mut watcher = Watcher::new(&engine, opts, None, vec![]);
     let mut frame = Frame::default();
     let (mut n, mut quiet_allocs, mut quiet_frames) = (0u64, 0u64, 0u64);
     while source.next(&mut frame).unwrap() == Next::Frame {

@@ -21,10 +21,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// `info` (model, engine, version) is the metrics' `build_info`.
-    pub fn new(info: &[(&str, String)]) -> Arc<Self> {
+    /// `info` (model, engine, version) is the metrics' `build_info`;
+    /// `mqtt`: whether the cameras publish to a broker.
+    pub fn new(info: &[(&str, String)], mqtt: bool) -> Arc<Self> {
         Arc::new(Server {
-            families: Families::new(info),
+            families: Families::new(info, mqtt),
             cameras: Mutex::new(Vec::new()),
         })
     }
@@ -44,7 +45,13 @@ impl Server {
 
     /// Removes camera `name` (gone from the config after a reload).
     pub fn remove_camera(&self, name: &str) {
-        lock(&self.cameras).retain(|s| s.camera() != name);
+        lock(&self.cameras).retain(|s| {
+            let keep = s.camera() != name;
+            if !keep {
+                s.remove_metrics(&self.families);
+            }
+            keep
+        });
     }
 
     /// Camera `name`'s status, or the first camera's.

@@ -44,8 +44,9 @@ pub struct Families {
 }
 
 impl Families {
-    /// The registry, with `info` (model, engine, version) as `build_info`.
-    pub fn new(info: &[(&str, String)]) -> Self {
+    /// The registry, with `info` (model, engine, version) as `build_info`;
+    /// the MQTT publisher's series when `mqtt`.
+    pub fn new(info: &[(&str, String)], mqtt: bool) -> Self {
         let mut registry = Registry::with_prefix("clip_edge");
         let f = Families {
             registry: Registry::default(),
@@ -115,6 +116,19 @@ impl Families {
             "Times the source was lost (and reopened, with backoff)",
             f.source_lost.clone(),
         );
+        if mqtt {
+            f.register_mqtt(r);
+        }
+        let info: Labels = info
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        r.register("build", "Model, engine and version", Info::new(info));
+        Families { registry, ..f }
+    }
+
+    fn register_mqtt(&self, r: &mut Registry) {
+        let f = self;
         r.register(
             "mqtt_published",
             "Messages the MQTT broker acknowledged",
@@ -135,12 +149,6 @@ impl Families {
             "1 while connected to the MQTT broker",
             f.mqtt_connected.clone(),
         );
-        let info: Labels = info
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        r.register("build", "Model, engine and version", Info::new(info));
-        Families { registry, ..f }
     }
 
     /// The text `/metrics` answers with.
@@ -207,6 +215,26 @@ impl Metrics {
                 ("label".to_string(), label.to_string()),
             ])
             .inc();
+    }
+
+    /// Removes the camera's series (gone from the config after a reload).
+    pub fn remove(&self, f: &Families) {
+        let l: Labels = vec![("camera".into(), self.camera.clone())];
+        f.frames.remove(&l);
+        f.inferred.remove(&l);
+        f.dropped.remove(&l);
+        f.latency.remove(&l);
+        f.active.remove(&l);
+        f.source_lost.remove(&l);
+        f.crops.remove(&l);
+        f.encode_seconds.remove(&l);
+        f.log_write_failures.remove(&l);
+        f.snapshot_write_failures.remove(&l);
+        f.snapshots_removed.remove(&l);
+        f.mqtt_published.remove(&l);
+        f.mqtt_dropped.remove(&l);
+        f.mqtt_connect_failures.remove(&l);
+        f.mqtt_connected.remove(&l);
     }
 
     /// Brings the MQTT counters up to date (before a scrape).

@@ -166,6 +166,10 @@ impl Status {
         if s.trouble.as_deref() != w.trouble_now() {
             s.trouble = w.trouble_now().map(str::to_string);
         }
+        if st.dropped < s.dropped_seen {
+            // A reload gave the camera a new source, counting from zero.
+            s.dropped_seen = 0;
+        }
         if st.dropped > s.dropped_seen {
             self.metrics.dropped.inc_by(st.dropped - s.dropped_seen);
             s.dropped_seen = st.dropped;
@@ -268,6 +272,11 @@ impl Status {
                 .and_then(|e| e.snapshot.clone())?
         };
         crate::bundle::read_regular(std::path::Path::new(&path), MAX_SNAPSHOT_BYTES, false).ok()
+    }
+
+    /// Removes the camera's series from `families`.
+    pub(super) fn remove_metrics(&self, families: &Families) {
+        self.metrics.remove(families);
     }
 
     /// Brings the counters read elsewhere up to date (before a scrape).

@@ -94,7 +94,7 @@ impl Watcher<'_> {
                 }
                 loop {
                     let now = Instant::now();
-                    if due <= now || stop.load(Ordering::Relaxed) {
+                    if due <= now || stop.load(Ordering::Relaxed) || pause.load(Ordering::Relaxed) {
                         break;
                     }
                     std::thread::sleep((due - now).min(source::IDLE_TICK));

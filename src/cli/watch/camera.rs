@@ -68,6 +68,9 @@ impl Beat {
     }
 }
 
+/// How long a reload waits for a camera to pause.
+pub(super) const PAUSE_WITHIN: Duration = Duration::from_secs(5);
+
 /// What the service tells a paused camera.
 pub(super) enum Command {
     /// Go on as before.
@@ -87,12 +90,15 @@ pub(super) struct Parts {
     status: Option<Arc<http::Status>>,
 }
 
-/// What a camera's thread leaves when it ends.
+/// What a camera's thread leaves when it ends (its broker connection
+/// still open, for the service to flush).
 pub(super) struct Finished {
     pub(super) stats: watch::Stats,
     pub(super) mqtt: Option<mqtt::Mqtt>,
     pub(super) gpio_errors: Option<u64>,
     pub(super) regions: watch::regions::RegionMode,
+    /// Why the camera stopped, when it failed.
+    pub(super) error: Option<anyhow::Error>,
 }
 
 /// A running camera, as the service holds it.
@@ -104,7 +110,7 @@ pub(super) struct Camera {
     commands: mpsc::Sender<Command>,
     /// The frame size it last saw, sent when it pauses.
     paused: mpsc::Receiver<Option<(u32, u32)>>,
-    thread: Option<JoinHandle<Result<Finished>>>,
+    thread: Option<JoinHandle<Finished>>,
 }
 
 /// Opens camera `plan`'s edges and source and starts its thread; `closed`:
@@ -130,6 +136,22 @@ pub(super) fn start(
         bail!("--gpio: GPIO lines need Linux");
     }
     let gpio_lines = (!pins.is_empty()).then(|| gpio::GpioLines::new(pins));
+    // The source before anything is announced: a start that fails leaves nothing behind.
+    let source = match watch::source::open(&plan.spec, plan.opts.fps) {
+        Ok(s) => s,
+        // One of several cameras that is not there yet (unplugged, off,
+        // unreachable): said, and tried again with backoff; the others run.
+        Err(e) if plan.settings.name.is_some() => {
+            log::error!("{context}{e}; tried again with backoff, the other cameras go on");
+            let (spec, fps) = (plan.spec.clone(), plan.opts.fps);
+            Box::new(watch::source::Reopening::waiting(
+                &watch::source::redacted(&spec),
+                e.to_string(),
+                Box::new(move || watch::source::open(&spec, fps)),
+            ))
+        }
+        Err(e) => bail!("{context}{e}"),
+    };
     let mqtt = edges.mqtt.as_ref().map(|(url, tls, node)| {
         // Each named camera is a device of its own, under a topic level of its own.
         let (mut url, mut node) = (url.clone(), node.clone());
@@ -179,21 +201,6 @@ pub(super) fn start(
         server.set_camera(status.clone());
         status
     });
-    let source = match watch::source::open(&plan.spec, plan.opts.fps) {
-        Ok(s) => s,
-        // One of several cameras that is not there yet (unplugged, off,
-        // unreachable): said, and tried again with backoff; the others run.
-        Err(e) if plan.settings.name.is_some() => {
-            log::error!("{context}{e}; tried again with backoff, the other cameras go on");
-            let (spec, fps) = (plan.spec.clone(), plan.opts.fps);
-            Box::new(watch::source::Reopening::waiting(
-                &watch::source::redacted(&spec),
-                e.to_string(),
-                Box::new(move || watch::source::open(&spec, fps)),
-            ))
-        }
-        Err(e) => bail!("{context}{e}"),
-    };
     let parts = Parts {
         source,
         gpio_lines,
@@ -249,7 +256,7 @@ fn run(
     pause: Arc<AtomicBool>,
     commands: mpsc::Receiver<Command>,
     paused: mpsc::Sender<Option<(u32, u32)>>,
-) -> Result<Finished> {
+) -> Finished {
     let context = plan.settings.context();
     let mut console = shared.console;
     let mut status_sink = parts.status.clone().map(http::StatusSink);
@@ -283,7 +290,7 @@ fn run(
             }
         };
         // Run until the end, a stop, or a restart with other settings.
-        let next = loop {
+        let next: std::result::Result<_, watch::WatchError> = loop {
             let r = watcher.run_until(parts.source.as_mut(), &shared.stop, &pause, &mut observe);
             match r {
                 Ok(Ended::Paused) => {
@@ -292,61 +299,79 @@ fn run(
                     match commands.recv() {
                         Ok(Command::Resume) => continue,
                         Ok(Command::Restart(r)) => {
-                            watcher.end_all("reload")?;
-                            break Some(*r);
+                            break watcher.end_all("reload").map(|()| Some(*r));
                         }
                         Ok(Command::End) | Err(_) => {
-                            watcher.end_all("reload")?;
+                            let r = watcher.end_all("reload");
                             watcher.flush_log();
-                            break None;
+                            break r.map(|()| None);
                         }
                     }
                 }
-                Ok(_) => break None,
-                Err(e) => {
-                    let e = anyhow::Error::from(e);
-                    return Err(if context.is_empty() {
-                        e
-                    } else {
-                        e.context(context.trim_end_matches(": ").to_string())
-                    });
-                }
+                Ok(_) => break Ok(None),
+                Err(e) => break Err(e),
             }
         };
         let stats = watcher.stats;
         drop(watcher);
-        match next {
-            Some((new, source)) => {
+        let error = match next {
+            Ok(Some((new, source))) => {
                 if let Some(s) = source {
                     parts.source = s;
                 }
                 plan = new;
+                continue;
             }
-            None => {
-                return Ok(Finished {
-                    stats,
-                    mqtt: parts.mqtt.take(),
-                    gpio_errors: parts.gpio_lines.as_ref().map(|g| g.errors),
-                    regions: plan.opts.regions.mode,
+            Ok(None) => None,
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                Some(if context.is_empty() {
+                    e
+                } else {
+                    e.context(context.trim_end_matches(": ").to_string())
                 })
             }
-        }
+        };
+        return Finished {
+            stats,
+            mqtt: parts.mqtt.take(),
+            gpio_errors: parts.gpio_lines.as_ref().map(|g| g.errors),
+            regions: plan.opts.regions.mode,
+            error,
+        };
     }
 }
 
 impl Camera {
     /// Pauses the loop (events stay open) and returns the frame size it
-    /// last saw; None when the thread has ended.
-    pub(super) fn pause(&self) -> Option<Option<(u32, u32)>> {
+    /// last saw: `Ok(None)` when the thread has ended, an error when it
+    /// did not pause within [`PAUSE_WITHIN`] (a camera hung in its driver)
+    /// or `stop` was set meanwhile (the pause is then taken back).
+    pub(super) fn pause(&self, stop: &AtomicBool) -> Result<Option<Option<(u32, u32)>>> {
         if self.finished() {
-            return None;
+            return Ok(None);
         }
         self.pause.store(true, Ordering::Relaxed);
+        let t0 = Instant::now();
         loop {
-            match self.paused.recv_timeout(Duration::from_millis(100)) {
-                Ok(size) => return Some(size),
-                Err(mpsc::RecvTimeoutError::Timeout) if !self.finished() => {}
-                Err(_) => return None,
+            match self.paused.recv_timeout(Duration::from_millis(50)) {
+                Ok(size) => return Ok(Some(size)),
+                Err(mpsc::RecvTimeoutError::Timeout) if self.finished() => return Ok(None),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if stop.load(Ordering::Relaxed) || t0.elapsed() >= PAUSE_WITHIN {
+                        self.pause.store(false, Ordering::Relaxed);
+                        // It may have paused just now: let it go on.
+                        if self.paused.try_recv().is_ok() {
+                            let _ = self.commands.send(Command::Resume);
+                        }
+                        bail!(
+                            "{}did not pause within {} s",
+                            self.settings.context(),
+                            PAUSE_WITHIN.as_secs()
+                        );
+                    }
+                }
+                Err(_) => return Ok(None),
             }
         }
     }
@@ -364,7 +389,7 @@ impl Camera {
     /// Waits for the thread's end.
     pub(super) fn join(mut self) -> Result<Finished> {
         match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(r)) => r,
+            Some(Ok(r)) => Ok(r),
             Some(Err(_)) => bail!("{}the camera's thread panicked", self.settings.context()),
             None => bail!("{}the camera was joined twice", self.settings.context()),
         }

@@ -14,6 +14,9 @@ pub(super) struct Service {
     pub(super) cameras: Vec<camera::Camera>,
     /// Cameras whose threads ended: their names and how.
     pub(super) finished: Vec<(Option<String>, Result<camera::Finished>)>,
+    /// The broker connections of cameras that ended while others ran,
+    /// being flushed in threads of their own.
+    pub(super) flushing: Vec<(Option<String>, std::thread::JoinHandle<mqtt::MqttStats>)>,
     pub(super) systemd: Systemd,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) reload: Arc<AtomicBool>,
@@ -21,6 +24,11 @@ pub(super) struct Service {
 
 /// How often the service looks at its cameras and signals.
 const TICK: Duration = Duration::from_millis(50);
+
+/// How long the broker is given to take what waits, at the end of a run
+/// (a stop must finish within systemd's patience: less then).
+const MQTT_GRACE: Duration = Duration::from_secs(3);
+const MQTT_GRACE_STOPPING: Duration = Duration::from_millis(800);
 
 impl Service {
     /// Runs until every camera has ended (its source ended, a stop, or an
@@ -36,12 +44,24 @@ impl Service {
                 }
                 let cam = self.cameras.remove(i);
                 let name = cam.settings.name.clone();
-                let r = cam.join();
-                if let (Err(e), Some(n)) = (&r, &name) {
+                let mut r = cam.join();
+                let failed = match &r {
+                    Ok(f) => f.error.as_ref(),
+                    Err(e) => Some(e),
+                };
+                if let (Some(e), Some(n)) = (failed, &name) {
                     log::error!(
                         "camera {n:?} stopped: {}; the other cameras go on",
                         format!("{e:#}").replace('\n', " ")
                     );
+                }
+                // While others run, its broker connection is flushed and
+                // closed now (its status goes offline), not at the end.
+                if !self.cameras.is_empty() && !self.stop.load(Ordering::Relaxed) {
+                    if let Some(m) = r.as_mut().ok().and_then(|f| f.mqtt.take()) {
+                        let handle = std::thread::spawn(move || m.finish(MQTT_GRACE));
+                        self.flushing.push((name.clone(), handle));
+                    }
                 }
                 self.finished.push((name, r));
             }
@@ -72,6 +92,9 @@ impl Service {
     /// the new settings; new ones start; removed ones stop. A reload that
     /// fails is logged and everything runs on as it was.
     fn reload_now(&mut self, cli: &WatchArgs) {
+        if self.stop.load(Ordering::Relaxed) {
+            return;
+        }
         log::warn!("SIGHUP: reloading the config and the bundle");
         let refused = |e: String| {
             log::error!(
@@ -100,7 +123,7 @@ impl Service {
                 .iter()
                 .position(|p| p.settings.name == cam.settings.name);
             match k {
-                Some(k) if same_model && plans[k].settings == cam.settings => {
+                Some(k) if same_model && plans[k].settings.same_camera(&cam.settings) => {
                     plans.remove(k);
                 }
                 Some(k) => changes.push((i, Some(plans.remove(k)))),
@@ -111,12 +134,21 @@ impl Service {
         let mut paused: Vec<(usize, Option<CameraPlan>)> = Vec::new();
         let mut problem = None;
         for (i, plan) in changes {
-            let Some(size) = self.cameras[i].pause() else {
-                continue;
+            let size = match self.cameras[i].pause(&self.stop) {
+                Ok(Some(size)) => size,
+                Ok(None) => continue,
+                Err(e) => {
+                    problem = Some(format!("{e:#}"));
+                    break;
+                }
             };
+            // Zones are checked against the frames coming now (a new
+            // source's are checked at its first frame).
             if let (Some(p), Some((w, h))) = (&plan, size) {
-                if let Err(e) = p.opts.regions.check_frame(w, h) {
-                    problem.get_or_insert(format!("{}{e}", p.settings.context()));
+                if p.spec == self.cameras[i].spec {
+                    if let Err(e) = p.opts.regions.check_frame(w, h) {
+                        problem.get_or_insert(format!("{}{e}", p.settings.context()));
+                    }
                 }
             }
             paused.push((i, plan));
@@ -137,6 +169,9 @@ impl Service {
                 _ => None,
             };
             sources.push(source);
+        }
+        if self.stop.load(Ordering::Relaxed) {
+            problem.get_or_insert_with(|| "stopping".into());
         }
         if let Some(e) = problem {
             for (i, _) in &paused {
@@ -189,8 +224,9 @@ impl Service {
         );
     }
 
-    /// Tells systemd of a stop, gives the broker a grace to flush, and
-    /// prints the statistics when asked.
+    /// Tells systemd of a stop, gives the brokers a grace to flush (all
+    /// at once), prints the statistics when asked, and returns the first
+    /// camera's error, if one failed.
     pub(super) fn finish(self, print_stats: bool) -> Result<ExitCode> {
         let Service {
             shared,
@@ -198,34 +234,43 @@ impl Service {
             systemd,
             stop,
             finished,
+            flushing,
             ..
         } = self;
         let stopping = stop.load(Ordering::Relaxed);
         if stopping {
             systemd.stopping();
         }
-        // A stop must finish within systemd's patience: a short grace for the broker.
-        let grace = Duration::from_millis(if stopping { 800 } else { 3000 });
-        let grace = grace / finished.len().max(1) as u32;
+        let grace = if stopping {
+            MQTT_GRACE_STOPPING
+        } else {
+            MQTT_GRACE
+        };
         let mut first_error = None;
         let mut per_camera = Vec::new();
+        let mut flushing = flushing;
         for (name, r) in finished {
             match r {
-                Ok(f) => {
-                    let mqtt = f.mqtt.map(|m| m.finish(grace));
-                    per_camera.push((name, f.stats, mqtt, f.gpio_errors, f.regions));
+                Ok(mut f) => {
+                    if let Some(m) = f.mqtt.take() {
+                        flushing.push((name.clone(), std::thread::spawn(move || m.finish(grace))));
+                    }
+                    if let Some(e) = f.error.take() {
+                        first_error.get_or_insert(e);
+                    }
+                    per_camera.push((name, f.stats, None, f.gpio_errors, f.regions));
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
         }
-        if let Some(e) = first_error {
-            // A zone outside the source's frame: the config, not a crash.
-            if matches!(e.downcast_ref(), Some(watch::WatchError::Settings(_))) {
-                return Err(ConfigError(e).into());
+        for (name, handle) in flushing {
+            if let Ok(stats) = handle.join() {
+                if let Some(c) = per_camera.iter_mut().find(|c| c.0 == name) {
+                    c.2 = Some(stats);
+                }
             }
-            return Err(e);
         }
         if print_stats {
             let engine = lock(&shared.engine).kind();
@@ -258,6 +303,7 @@ impl Service {
                 })
             };
             match per_camera.as_slice() {
+                [] => {}
                 [c @ (None, ..)] => {
                     let mut v = one(c);
                     v["peak_rss_kb"] = peak_rss_kb().into();
@@ -274,6 +320,13 @@ impl Service {
                     )
                 }
             }
+        }
+        if let Some(e) = first_error {
+            // A zone outside the source's frame: the config, not a crash.
+            if matches!(e.downcast_ref(), Some(watch::WatchError::Settings(_))) {
+                return Err(ConfigError(e).into());
+            }
+            return Err(e);
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -213,6 +213,25 @@ pub(super) fn load_cameras(
             Err(ps) => problems.extend(ps),
         }
     }
+    // A GPIO line belongs to one camera.
+    for (k, p) in plans.iter().enumerate() {
+        for g in &p.gpio_specs {
+            let other = plans[..k].iter().find(|o| {
+                o.gpio_specs
+                    .iter()
+                    .any(|h| (&h.chip, h.line) == (&g.chip, g.line))
+            });
+            if let Some(o) = other {
+                problems.push(anyhow::anyhow!(
+                    "{}--gpio {}:{}: the line is camera {:?}'s already",
+                    p.settings.context(),
+                    g.chip,
+                    g.line,
+                    o.name()
+                ));
+            }
+        }
+    }
     // The cameras' problems first: a missing source before a missing bundle.
     problems.extend(model_problem);
     match model {
@@ -346,7 +365,7 @@ pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Servi
                 ("architecture", m.model.architecture.clone()),
                 ("bundle", model.bundle.display().to_string()),
             ];
-            let server = http::Server::new(&info);
+            let server = http::Server::new(&info, mqtt_url.is_some());
             http::serve(addr, server.clone()).map_err(anyhow::Error::msg)?;
             Some(server)
         }
@@ -388,7 +407,17 @@ pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Servi
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        running.push(camera::start(plan, &edges, &shared, &closed)?);
+        match camera::start(plan, &edges, &shared, &closed) {
+            Ok(c) => running.push(c),
+            Err(e) => {
+                // The cameras already running end their events and stop.
+                stop.store(true, Ordering::Relaxed);
+                for c in running {
+                    let _ = c.join();
+                }
+                return Err(e);
+            }
+        }
     }
     let mut systemd = Systemd::from_env();
     let hello = format!("watching {}", hello.join("; "));
@@ -402,6 +431,7 @@ pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Servi
         edges,
         cameras: running,
         finished: Vec::new(),
+        flushing: Vec::new(),
         systemd,
         stop,
         reload,

@@ -45,7 +45,72 @@ pub struct CameraSettings {
     pub args: WatchArgs,
 }
 
+impl CameraTable {
+    /// This table with the keys that command-line `flags` set taken out:
+    /// a flag wins over the config file, its tables included.
+    pub fn under_flags(self, flags: &WatchArgs) -> CameraTable {
+        fn keep<T>(v: Option<T>, flag: bool) -> Option<T> {
+            if flag {
+                None
+            } else {
+                v
+            }
+        }
+        let f = flags;
+        CameraTable {
+            name: self.name,
+            source: self.source,
+            source_password_file: keep(self.source_password_file, f.source_password_file.is_some()),
+            watch: keep(self.watch, !f.watch.is_empty()),
+            gpio: keep(self.gpio, !f.gpio.is_empty()),
+            snapshots: keep(self.snapshots, f.snapshots.is_some()),
+            snapshot_max_mb: keep(self.snapshot_max_mb, f.snapshot_max_mb.is_some()),
+            snapshot_retain_days: keep(self.snapshot_retain_days, f.snapshot_retain_days.is_some()),
+            fps: keep(self.fps, f.fps.is_some()),
+            hits: keep(self.hits, f.hits.is_some()),
+            window: keep(self.window, f.window.is_some()),
+            end_after: keep(self.end_after, f.end_after.is_some()),
+            cooldown: keep(self.cooldown, f.cooldown.is_some()),
+            motion_threshold: keep(self.motion_threshold, f.motion_threshold.is_some()),
+            regions: keep(self.regions, f.regions.is_some()),
+            zone: keep(self.zone, !f.zone.is_empty()),
+            min_area: keep(self.min_area, f.min_area.is_some()),
+            max_area: keep(self.max_area, f.max_area.is_some()),
+        }
+    }
+
+    /// The per-camera keys of `args`, as a table would give them.
+    fn of(name: &Option<String>, a: &WatchArgs) -> CameraTable {
+        CameraTable {
+            name: name.clone().unwrap_or_default(),
+            source: a.source.clone(),
+            source_password_file: a.source_password_file.clone(),
+            watch: Some(a.watch.clone()),
+            gpio: Some(a.gpio.clone()),
+            snapshots: a.snapshots.clone(),
+            snapshot_max_mb: a.snapshot_max_mb,
+            snapshot_retain_days: a.snapshot_retain_days,
+            fps: a.fps,
+            hits: a.hits,
+            window: a.window,
+            end_after: a.end_after,
+            cooldown: a.cooldown,
+            motion_threshold: a.motion_threshold,
+            regions: a.regions.clone(),
+            zone: Some(a.zone.clone()),
+            min_area: a.min_area,
+            max_area: a.max_area,
+        }
+    }
+}
+
 impl CameraSettings {
+    /// Whether `other` is this camera with the same per-camera settings
+    /// (what the service's own keys say does not count).
+    pub fn same_camera(&self, other: &CameraSettings) -> bool {
+        CameraTable::of(&self.name, &self.args) == CameraTable::of(&other.name, &other.args)
+    }
+
     /// The name the status page and the metrics show.
     pub fn shown_name(&self) -> &str {
         self.name.as_deref().unwrap_or("default")
@@ -94,6 +159,11 @@ impl WatchArgs {
                 super::redacted(s)
             ));
         }
+        if let Some(g) = self.gpio.first() {
+            return Err(format!(
+                "gpio {g:?}: given beside [[camera]] tables (a line belongs to one camera: name it in its table)"
+            ));
+        }
         let mut out: Vec<CameraSettings> = Vec::with_capacity(self.camera.len());
         for t in &self.camera {
             check_name(&t.name)?;
@@ -118,7 +188,7 @@ impl WatchArgs {
                 source: Some(source.clone()),
                 source_password_file: t.source_password_file.clone().or(top.source_password_file),
                 watch: t.watch.clone().unwrap_or(top.watch),
-                gpio: t.gpio.clone().unwrap_or(top.gpio),
+                gpio: t.gpio.clone().unwrap_or_default(),
                 snapshots: t.snapshots.clone().or(top.snapshots),
                 snapshot_max_mb: t.snapshot_max_mb.or(top.snapshot_max_mb),
                 snapshot_retain_days: t.snapshot_retain_days.or(top.snapshot_retain_days),
@@ -202,5 +272,41 @@ mod tests {
         let e =
             parse("[[camera]]\nname = \"a\"\nsource = \"dir:x\"\nbundle = \"b\"\n").unwrap_err();
         assert!(e.contains("bundle"), "{e}");
+        let e = parse(
+            "gpio = [\"/dev/gpiochip0:17=red star\"]\n[[camera]]\nname = \"a\"\nsource = \"dir:x\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("gpiochip0:17") && e.contains("[[camera]]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn flags_win_over_tables_and_service_keys_do_not_make_a_camera_change() {
+        let file: WatchArgs = toml::from_str(
+            "fps = 2.0\n[[camera]]\nname = \"a\"\nsource = \"dir:x\"\nfps = 5.0\nwindow = 4\n",
+        )
+        .unwrap();
+        let flags = WatchArgs {
+            fps: Some(9.0),
+            ..Default::default()
+        };
+        let t = file.camera[0].clone().under_flags(&flags);
+        assert_eq!((t.fps, t.window), (None, Some(4)));
+        let a = WatchArgs {
+            camera: vec![t],
+            fps: Some(9.0),
+            ..Default::default()
+        }
+        .cameras()
+        .unwrap();
+        assert_eq!(a[0].args.fps, Some(9.0));
+        let mut b = a[0].clone();
+        b.args.mqtt = Some("mqtt://h/p".into());
+        b.args.health_timeout = Some(3.0);
+        assert!(a[0].same_camera(&b));
+        b.args.window = Some(5);
+        assert!(!a[0].same_camera(&b));
     }
 }

@@ -176,7 +176,11 @@ impl WatchArgs {
         let Some(path) = self.config.clone() else {
             return Ok(self);
         };
-        let file = read_config(&path)?;
+        let mut file = read_config(&path)?;
+        let camera = std::mem::take(&mut file.camera)
+            .into_iter()
+            .map(|t| t.under_flags(&self))
+            .collect();
         Ok(WatchArgs {
             bundle: self.bundle.or(file.bundle),
             require_signature: self.require_signature.or(file.require_signature),
@@ -228,7 +232,7 @@ impl WatchArgs {
             quiet: self.quiet,
             json_events: self.json_events,
             check: self.check,
-            camera: file.camera,
+            camera,
         })
     }
 
