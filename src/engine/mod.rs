@@ -147,6 +147,10 @@ pub trait Encoder: Send {
     fn profile(&self) -> Profile {
         Profile::default()
     }
+    /// The compute threads, which preprocessing may share between frames.
+    fn pool(&self) -> Option<&crate::kernels::pool::Pool> {
+        None
+    }
 }
 
 /// What an [`Encoder`] reports of itself, per backend.
@@ -191,6 +195,9 @@ impl Encoder for native::Native {
             by_class: native::Native::profile(self),
             steps: native::Native::profile_steps(self),
         }
+    }
+    fn pool(&self) -> Option<&crate::kernels::pool::Pool> {
+        Some(native::Native::pool(self))
     }
 }
 
@@ -478,8 +485,14 @@ impl Engine {
         let k = k.min(self.scores.len());
         let t0 = Instant::now();
         let p = &self.bundle.manifest.preprocess;
-        self.pre
-            .run(img, p.resolution, p.mean, p.std, &mut self.input)?;
+        self.pre.run_on(
+            img,
+            p.resolution,
+            p.mean,
+            p.std,
+            &mut self.input,
+            self.encoder.pool(),
+        )?;
         let t1 = Instant::now();
         self.encode()?;
         let t2 = Instant::now();
@@ -499,8 +512,14 @@ impl Engine {
     /// Preprocess only (for benchmarks).
     pub fn preprocess(&mut self, img: &ImageView<'_>) -> Result<(), EngineError> {
         let p = &self.bundle.manifest.preprocess;
-        self.pre
-            .run(img, p.resolution, p.mean, p.std, &mut self.input)?;
+        self.pre.run_on(
+            img,
+            p.resolution,
+            p.mean,
+            p.std,
+            &mut self.input,
+            self.encoder.pool(),
+        )?;
         Ok(())
     }
 

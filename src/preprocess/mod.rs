@@ -27,6 +27,12 @@ use resample::{
     copy_window, nearest_table, resample_cols, resample_rows, span, AxisCoeffs, Wide, Window,
 };
 
+use crate::kernels::pool::Pool;
+
+/// Multiply-adds of a pass below which it runs on the caller alone (a
+/// small image's pass takes less than waking the pool's threads).
+const MIN_PARALLEL_TAPS: usize = 1 << 18;
+
 /// CLIP's normalisation constants (`clip.py`, `_transform`).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// CLIP's normalisation constants (`clip.py`, `_transform`), written as the
@@ -171,14 +177,39 @@ pub struct Preprocessor {
     premul: Vec<u8>,
     /// First pass output.
     tmp: Vec<u8>,
-    /// One output row's sums in the vertical pass.
-    acc: Vec<i32>,
-    /// The horizontal pass's rows for 3 and 4 channels.
-    wide: Wide,
+    /// Per compute thread (one without a pool): the passes' reused rows.
+    scratch: Vec<std::sync::Mutex<Scratch>>,
+    /// The copy of the horizontal taps that runs.
+    level: crate::kernels::elementwise::Level,
+    /// Multiply-adds of a pass from which its rows are split over the
+    /// pool's threads.
+    parallel_from: usize,
     /// Final cropped u8 image, in the working mode's channels.
     out8: Vec<u8>,
     nearest_x: Vec<usize>,
     nearest_y: Vec<usize>,
+}
+
+/// One thread's rows of the two passes.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// One output row's sums in the vertical pass.
+    acc: Vec<i32>,
+    /// The horizontal pass's rows for 3 and 4 channels.
+    wide: Wide,
+}
+
+/// The scratch of the thread that runs the block starting at row `r0`,
+/// blocks being `per` rows.
+fn scratch_of(
+    scratch: &[std::sync::Mutex<Scratch>],
+    r0: usize,
+    per: usize,
+) -> std::sync::MutexGuard<'_, Scratch> {
+    let i = (r0 / per.max(1)).min(scratch.len() - 1);
+    scratch[i]
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[inline]
@@ -205,9 +236,11 @@ impl Preprocessor {
     /// [`Preprocessor::new`] with the resize's row kernels of `level`
     /// (their copies give the same bytes; tests run each).
     pub fn with_level(level: crate::kernels::elementwise::Level) -> Self {
-        let mut p = Self::default();
-        p.wide.level = level;
-        p
+        Preprocessor {
+            level,
+            parallel_from: MIN_PARALLEL_TAPS,
+            ..Self::default()
+        }
     }
 
     /// Number of floats [`Preprocessor::run`] writes for resolution `n`.
@@ -225,6 +258,20 @@ impl Preprocessor {
         std: [f32; 3],
         out: &mut [f32],
     ) -> Result<(), PreprocessError> {
+        self.run_on(img, n, mean, std, out, None)
+    }
+
+    /// [`Preprocessor::run`] with the resize's rows split over `pool`'s
+    /// threads (the same bytes: each row is computed as alone).
+    pub fn run_on(
+        &mut self,
+        img: &ImageView<'_>,
+        n: u32,
+        mean: [f32; 3],
+        std: [f32; 3],
+        out: &mut [f32],
+        pool: Option<&Pool>,
+    ) -> Result<(), PreprocessError> {
         img.validate()?;
         if n == 0 || n > MAX_RESOLUTION {
             return Err(PreprocessError::BadResolution(n));
@@ -237,7 +284,7 @@ impl Preprocessor {
                 actual: out.len(),
             });
         }
-        self.resize_crop_u8(img, n)?;
+        self.resize_crop_u8_on(img, n, pool)?;
         let plane = n as usize * n as usize;
         let ch = match img.mode {
             Mode::Palette => 3,
@@ -264,6 +311,16 @@ impl Preprocessor {
         &mut self,
         img: &ImageView<'_>,
         n: u32,
+    ) -> Result<&[u8], PreprocessError> {
+        self.resize_crop_u8_on(img, n, None)
+    }
+
+    /// [`Preprocessor::resize_crop_u8`] on `pool`'s threads.
+    pub fn resize_crop_u8_on(
+        &mut self,
+        img: &ImageView<'_>,
+        n: u32,
+        pool: Option<&Pool>,
     ) -> Result<&[u8], PreprocessError> {
         img.validate()?;
         if n == 0 || n > MAX_RESOLUTION {
@@ -344,6 +401,7 @@ impl Preprocessor {
                     y0,
                     crop_w,
                     crop_h,
+                    pool,
                 );
                 self.premul = premul;
                 if alpha {
@@ -376,6 +434,7 @@ impl Preprocessor {
         y0: usize,
         cw: usize,
         chh: usize,
+        pool: Option<&Pool>,
     ) {
         let need_h = rw != iw;
         let need_v = rh != ih;
@@ -390,6 +449,17 @@ impl Preprocessor {
         if need_h {
             self.horiz.compute(iw, rw, x0, cw);
         }
+        let threads = pool.map_or(1, Pool::threads);
+        while self.scratch.len() < threads {
+            let wide = Wide {
+                level: self.level,
+                ..Wide::default()
+            };
+            self.scratch.push(std::sync::Mutex::new(Scratch {
+                wide,
+                ..Scratch::default()
+            }));
+        }
         if horizontal_first {
             // Rows of the input that the vertical pass reads.
             let (first, last) = if need_v {
@@ -401,7 +471,9 @@ impl Preprocessor {
             self.tmp.clear();
             self.tmp.resize(rows * cw * ch, 0);
             if need_h {
-                resample_rows(
+                horizontal(
+                    (pool, self.parallel_from),
+                    &self.scratch,
                     src,
                     iw * ch,
                     first,
@@ -410,7 +482,6 @@ impl Preprocessor {
                     ch,
                     &mut self.tmp,
                     cw * ch,
-                    &mut self.wide,
                 );
             } else {
                 copy_window(src, iw * ch, first, rows, x0 * ch, cw * ch, &mut self.tmp);
@@ -421,12 +492,13 @@ impl Preprocessor {
                     x: 0,
                     first_row: first,
                 };
-                resample_cols(
+                vertical(
+                    (pool, self.parallel_from),
+                    &self.scratch,
                     &self.tmp,
                     rows_src,
                     cw * ch,
                     &self.vert,
-                    &mut self.acc,
                     &mut self.out8,
                 );
             } else {
@@ -449,12 +521,13 @@ impl Preprocessor {
                     x: first * ch,
                     first_row: 0,
                 };
-                resample_cols(
+                vertical(
+                    (pool, self.parallel_from),
+                    &self.scratch,
                     src,
                     cols_src,
                     cols * ch,
                     &self.vert,
-                    &mut self.acc,
                     &mut self.tmp,
                 );
             } else {
@@ -465,7 +538,9 @@ impl Preprocessor {
                 for b in &mut shifted.bounds {
                     b.0 -= first;
                 }
-                resample_rows(
+                horizontal(
+                    (pool, self.parallel_from),
+                    &self.scratch,
                     &self.tmp,
                     cols * ch,
                     0,
@@ -474,12 +549,82 @@ impl Preprocessor {
                     ch,
                     &mut self.out8,
                     cw * ch,
-                    &mut self.wide,
                 );
             } else {
                 self.out8.copy_from_slice(&self.tmp);
             }
         }
+    }
+}
+
+/// The horizontal pass over `rows` rows of `src` from row `first` into
+/// `out`, the rows split over `pool`'s threads when the pass is large.
+#[allow(clippy::too_many_arguments)]
+fn horizontal(
+    (pool, parallel_from): (Option<&Pool>, usize),
+    scratch: &[std::sync::Mutex<Scratch>],
+    src: &[u8],
+    stride: usize,
+    first: usize,
+    rows: usize,
+    c: &AxisCoeffs,
+    ch: usize,
+    out: &mut [u8],
+    out_stride: usize,
+) {
+    let job = |r0: usize, block: &mut [u8], per: usize| {
+        let n = block.len() / out_stride.max(1);
+        let mut s = scratch_of(scratch, r0, per);
+        resample_rows(
+            src,
+            stride,
+            first + r0,
+            n,
+            c,
+            ch,
+            block,
+            out_stride,
+            &mut s.wide,
+        );
+    };
+    match pool {
+        Some(p) => {
+            let per = p.per_thread(rows, 1);
+            let taps = rows * out_stride * c.k.len() / c.bounds.len().max(1);
+            p.rows(taps, parallel_from, out, rows, out_stride, 1, &|r0, b| {
+                job(r0, b, per)
+            });
+        }
+        None => job(0, &mut out[..rows * out_stride], rows),
+    }
+}
+
+/// The vertical pass into `out`'s rows (one per output of `c`), split
+/// over `pool`'s threads when the pass is large.
+fn vertical(
+    (pool, parallel_from): (Option<&Pool>, usize),
+    scratch: &[std::sync::Mutex<Scratch>],
+    src: &[u8],
+    w: Window,
+    width: usize,
+    c: &AxisCoeffs,
+    out: &mut [u8],
+) {
+    let rows = c.bounds.len();
+    let job = |r0: usize, block: &mut [u8], per: usize| {
+        let n = block.len() / width.max(1);
+        let mut s = scratch_of(scratch, r0, per);
+        resample_cols(src, w, width, c, r0..r0 + n, &mut s.acc, block);
+    };
+    match pool {
+        Some(p) => {
+            let per = p.per_thread(rows, 1);
+            let taps = rows * width * c.k.len() / rows.max(1);
+            p.rows(taps, parallel_from, out, rows, width, 1, &|r0, b| {
+                job(r0, b, per)
+            });
+        }
+        None => job(0, &mut out[..rows * width], rows),
     }
 }
 
@@ -513,10 +658,32 @@ mod tests {
                     let crop = n.min(rw).min(rh);
                     let (x0, y0) = (center_crop_offset(rw, crop), center_crop_offset(rh, crop));
                     let mut p = Preprocessor::with_level(level);
-                    p.bicubic(&data, w, h, ch, rw as usize, rh as usize, x0 as usize, y0 as usize, crop as usize, crop as usize);
+                    p.bicubic(&data, w, h, ch, rw as usize, rh as usize, x0 as usize, y0 as usize, crop as usize, crop as usize, None);
                     prop_assert_eq!(&p.out8, &want, "{:?}", level);
                 }
             }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Rows split over a pool's threads give the bytes one thread
+        /// gives, in both pass orders, every channel count.
+        #[test]
+        fn rows_over_threads_match_one_thread(
+            w in 1usize..120, h in 1usize..120, n in 1u32..48, ch in prop::sample::select(vec![1usize, 2, 3, 4]),
+            threads in 2usize..5, seed in any::<u64>()
+        ) {
+            let mut state = seed | 1;
+            let data: Vec<u8> = (0..w * h * ch).map(|_| { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state as u8 }).collect();
+            let mode = [Mode::L, Mode::La, Mode::Rgb, Mode::Rgba][ch - 1];
+            let img = ImageView::new(w as u32, h as u32, mode, &data);
+            let one = Preprocessor::new().resize_crop_u8(&img, n).unwrap().to_vec();
+            let pool = Pool::new(threads);
+            let mut p = Preprocessor::new();
+            p.parallel_from = 0;
+            let many = p.resize_crop_u8_on(&img, n, Some(&pool)).unwrap().to_vec();
+            prop_assert_eq!(one, many);
         }
     }
 
@@ -533,13 +700,17 @@ mod tests {
             p.horiz.k.capacity(),
             p.vert.k.capacity(),
         );
-        let ptrs = (
-            p.tmp.as_ptr(),
-            p.out8.as_ptr(),
-            p.acc.as_ptr(),
-            p.wide.row.as_ptr(),
-        );
-        assert!(!p.acc.is_empty() && !p.wide.row.is_empty());
+        let rows = |p: &Preprocessor| {
+            let s = p.scratch[0].lock().unwrap();
+            (
+                s.acc.as_ptr(),
+                s.wide.row.as_ptr(),
+                s.acc.len(),
+                s.wide.row.len(),
+            )
+        };
+        let ptrs = (p.tmp.as_ptr(), p.out8.as_ptr(), rows(&p));
+        assert!(rows(&p).2 > 0 && rows(&p).3 > 0);
         for _ in 0..3 {
             p.run(&img, 32, CLIP_MEAN, CLIP_STD, &mut out).unwrap();
         }
@@ -552,15 +723,7 @@ mod tests {
                 p.vert.k.capacity()
             )
         );
-        assert_eq!(
-            ptrs,
-            (
-                p.tmp.as_ptr(),
-                p.out8.as_ptr(),
-                p.acc.as_ptr(),
-                p.wide.row.as_ptr()
-            )
-        );
+        assert_eq!(ptrs, (p.tmp.as_ptr(), p.out8.as_ptr(), rows(&p)));
     }
 
     #[test]

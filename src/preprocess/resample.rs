@@ -268,14 +268,16 @@ pub(super) fn resample_cols(
     w: Window,
     width: usize,
     c: &AxisCoeffs,
+    outputs: std::ops::Range<usize>,
     acc: &mut Vec<i32>,
     out: &mut [u8],
 ) {
     let ks = c.ksize;
     acc.clear();
     acc.resize(width, 0);
-    for (yy, &(ymin, n)) in c.bounds.iter().enumerate() {
-        let k = &c.k[yy * ks..yy * ks + n];
+    let first = outputs.start;
+    for (yy, &(ymin, n)) in c.bounds[outputs].iter().enumerate() {
+        let k = &c.k[(first + yy) * ks..(first + yy) * ks + n];
         let base = ymin - w.first_row;
         acc.fill(1 << (PRECISION_BITS - 1));
         for (y, &kv) in k.iter().enumerate() {

@@ -186,6 +186,11 @@ impl Native {
         self.lens[self.output]
     }
 
+    /// The compute threads.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     pub fn summary(&self) -> Summary {
         let mut ops = BTreeMap::new();
         let mut products = Vec::new();

@@ -25,6 +25,7 @@ pub mod dir;
 pub mod http;
 pub mod live;
 pub mod mjpeg;
+pub mod prefetch;
 pub mod v4l2;
 
 pub use crate::watch::config::redacted;
@@ -148,7 +149,10 @@ pub fn open(spec: &str, fps: Option<f64>) -> Result<Box<dyn FrameSource>, Source
         "ffmpeg" => child::open(child::ffmpeg(spec, rest)?),
         "rtsp" | "rtsps" => child::open(child::ffmpeg(spec, spec)?),
         "libcamera" => child::open(child::libcamera(spec, rest)?),
-        "dir" => Ok(Box::new(DirSource::open(Path::new(rest))?)),
+        "dir" => Ok(Box::new(prefetch::Prefetch::spawn(
+            DirSource::open(Path::new(rest))?,
+            spec,
+        )?)),
         "stdin" if rest == "mjpeg" => Ok(Box::new(LiveQueue::spawn(
             MjpegStream::new(std::io::stdin(), "stdin"),
             LIVE_QUEUE_DEPTH,
