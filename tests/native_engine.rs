@@ -210,7 +210,11 @@ fn expected_kernels() -> String {
         };
         let all = |names: &[&str]| names.iter().all(|n| f(n));
         return if !all(&["avx2", "fma", "f16c"]) {
-            "scalar"
+            if is_x86_feature_detected!("sse4.1") {
+                "x86_64-sse41"
+            } else {
+                "scalar"
+            }
         } else if all(&["avx512f", "avx512bw", "avx512vnni"]) {
             "x86_64-avx512-vnni"
         } else if all(&["avx512f", "avx512bw"]) {

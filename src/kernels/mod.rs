@@ -212,6 +212,8 @@ impl Kernels {
     pub fn available() -> Vec<Kernels> {
         let mut v: Vec<Kernels> = Vec::new();
         #[cfg(target_arch = "x86_64")]
+        v.extend(x86_64::sse41_only());
+        #[cfg(target_arch = "x86_64")]
         v.extend(x86_64::avx2_only());
         #[cfg(target_arch = "aarch64")]
         v.extend(aarch64::paths());

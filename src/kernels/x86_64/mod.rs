@@ -1,7 +1,8 @@
 //! x86_64 kernels, chosen by run-time feature detection: AVX-512 F/BW for
 //! f32 and f16 weights where present, AVX-512 VNNI for int8 where present,
-//! AVX2 + FMA + F16C otherwise (Haswell, Zen 1 and later); the element-wise
-//! row kernels compiled for the same level.
+//! AVX2 + FMA + F16C otherwise (Haswell, Zen 1 and later), SSE4.1 on CPUs
+//! without AVX (Nehalem, Atom, Celeron); the element-wise row kernels
+//! compiled for the same level.
 
 use super::elementwise::Level;
 use super::{float_panels, Kernels};
@@ -9,17 +10,23 @@ use half::f16;
 
 pub mod avx2;
 pub mod avx512;
+pub mod sse41;
+
+/// Whether this CPU runs the AVX2 kernels (AVX2, FMA, F16C).
+fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
 
 pub fn detect() -> Option<Kernels> {
-    let avx2 = is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c");
+    let avx2 = has_avx2();
     let avx512 = is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl");
     let vnni = avx512 && is_x86_feature_detected!("avx512vnni");
     if !avx2 {
-        return None;
+        return sse41_only();
     }
     let mut k = avx2_kernels();
     if avx512 {
@@ -47,7 +54,32 @@ pub fn detect() -> Option<Kernels> {
 /// The AVX2 kernels alone (on an AVX-512 machine too: for tests and
 /// `bench-kernels`, and `CLIP_EDGE_KERNELS=x86_64-avx2`).
 pub fn avx2_only() -> Option<Kernels> {
-    detect().map(|_| avx2_kernels())
+    has_avx2().then(avx2_kernels)
+}
+
+/// The SSE4.1 kernels alone (on an AVX machine too: for tests and
+/// `bench-kernels`, and `CLIP_EDGE_KERNELS=x86_64-sse41`): int8 and f32
+/// weights in rows, f16 weights in [`float_panels`] (each widened once for
+/// several rows).
+pub fn sse41_only() -> Option<Kernels> {
+    sse41::has().then_some(Kernels {
+        name: "x86_64-sse41",
+        gemm_i8: sse41::gemm_i8,
+        pack_i8: super::rows,
+        pack_i8_cols: super::rows_of_cols,
+        i8_panel_len: super::rows_panel_len,
+        gemm_f16w: sse41::gemm_f16w,
+        gemm_f32: sse41::gemm_f32,
+        pack_f16: float_panels::pack::<f16>,
+        gemm_f16p: sse41::gemm_f16p,
+        pack_f32: super::rows,
+        pack_f32_into: super::rows_into,
+        pack_f32_cols: super::rows_of_cols,
+        gemm_f32p: sse41::gemm_f32,
+        float_panels: false,
+        fma_peak: sse41::fma_peak,
+        level: Level::Sse41,
+    })
 }
 
 /// AVX2 + FMA + F16C everywhere; reached only once those are detected. The
