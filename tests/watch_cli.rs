@@ -214,6 +214,58 @@ fn stdin_mjpeg_plays_a_concatenated_stream_to_its_end() {
     }
 }
 
+/// `--decode fast` on the wide scene (960x540, decoded at 480x270 for the
+/// default model's 64-pixel input): every event of the exact path, at the
+/// same frames; the fast path may add one (measured: a second red star at
+/// frames 44 to 48, which the exact path scores below the threshold).
+#[test]
+fn decode_fast_keeps_the_exact_paths_events_on_the_wide_scene() {
+    let dir = scratch("watch-decode-fast");
+    let mut runs = Vec::new();
+    for mode in ["exact", "fast"] {
+        let events = dir.join(format!("{mode}.jsonl"));
+        let out = bin()
+            .args(["watch", "--bundle"])
+            .arg(bundle())
+            .arg("--source")
+            .arg(format!(
+                "dir:{}",
+                root().join("models/clips/yard").display()
+            ))
+            .args(["--watch", "red star", "--watch", "yellow triangle"])
+            .args(["--decode", mode, "--stats", "-q", "--events"])
+            .arg(&events)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stats: Value = common::last_json_line(&out.stdout);
+        assert_eq!(stats["stats"]["frames"], 166, "{mode}");
+        assert_eq!(stats["stats"]["bad_frames"], 0, "{mode}");
+        runs.push(
+            spans_of(&read_log(&events))
+                .into_iter()
+                .map(|(l, s, e, _)| (l, s, e))
+                .collect::<Vec<_>>(),
+        );
+    }
+    let (exact, fast) = (&runs[0], &runs[1]);
+    assert!(!exact.is_empty());
+    for e in exact {
+        assert!(
+            fast.contains(e),
+            "{e:?} missing from the fast path's {fast:?}"
+        );
+    }
+    assert!(
+        fast.len() <= exact.len() + 1,
+        "exact {exact:?}, fast {fast:?}"
+    );
+}
+
 #[test]
 fn bad_settings_are_one_line_errors_naming_them() {
     let dir = scratch("watch-bad");
@@ -250,6 +302,10 @@ fn bad_settings_are_one_line_errors_naming_them() {
             "--min-area 2",
         ),
         (vec!["--zone", "porch=1,2,3"], "--zone \"porch=1,2,3\""),
+        (
+            vec!["--regions", "motion", "--decode", "fast"],
+            "--decode fast",
+        ),
         (
             vec!["--regions", "motion", "--motion-threshold", "3"],
             "--motion-threshold",

@@ -55,6 +55,7 @@ fn gpio_lines_follow_the_clip_events_exactly() {
             snapshot_retention: Default::default(),
             source_name: "dir:models/clips/shapes".into(),
             camera: None,
+            decode: Default::default(),
             regions: Default::default(),
         };
         let mut watcher = Watcher::new(&mut engine, opts, None, sinks);
@@ -294,6 +295,7 @@ fn a_lost_camera_is_reopened_and_the_log_says_so() {
         snapshot_retention: Default::default(),
         source_name: "test camera".into(),
         camera: None,
+        decode: Default::default(),
         regions: Default::default(),
     };
     let stats = {
@@ -449,6 +451,7 @@ fn dir_frames_embed_exactly_as_classify_embeds_the_same_files() {
         snapshot_retention: Default::default(),
         source_name: "dir".into(),
         camera: None,
+        decode: Default::default(),
         regions: Default::default(),
     };
     let mut watcher = Watcher::new(&mut engine, opts, None, vec![]);

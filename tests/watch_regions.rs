@@ -91,6 +91,7 @@ fn play_yard<'a>(
         snapshot_retention: Default::default(),
         source_name: "dir:models/clips/yard".into(),
         camera: None,
+        decode: Default::default(),
         regions,
     };
     let mut watcher = Watcher::new(engine, opts, None, sinks);

@@ -83,6 +83,7 @@ fn frames_without_events_allocate_nothing_and_rss_stays_flat() {
         snapshot_retention: Default::default(),
         source_name: "memory".into(),
         camera: None,
+        decode: Default::default(),
         regions: Default::default(),
     };
     let mut watcher = Watcher::new(&mut engine, opts, Some((log, rec.last_run)), vec![]);
@@ -171,6 +172,7 @@ fn motion_regions_allocate_nothing_on_frames_without_events() {
         snapshot_retention: Default::default(),
         source_name: "memory".into(),
         camera: Some("yard".into()),
+        decode: Default::default(),
         regions: clip_edge::watch::regions::RegionOptions {
             mode: clip_edge::watch::regions::RegionMode::Motion,
             ..Default::default()

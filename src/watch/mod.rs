@@ -135,6 +135,8 @@ pub struct Options {
     /// The camera's name, written in every event when the service has
     /// several (`[[camera]]` tables).
     pub camera: Option<String>,
+    /// How the source decodes its JPEG frames (`--decode`).
+    pub decode: crate::decode::Decode,
 }
 
 /// The engine a watcher classifies with: its own, or one that several

@@ -137,17 +137,17 @@ pub(super) fn start(
     }
     let gpio_lines = (!pins.is_empty()).then(|| gpio::GpioLines::new(pins));
     // The source before anything is announced: a start that fails leaves nothing behind.
-    let source = match watch::source::open(&plan.spec, plan.opts.fps) {
+    let source = match watch::source::open(&plan.spec, plan.opts.fps, plan.opts.decode) {
         Ok(s) => s,
         // One of several cameras that is not there yet (unplugged, off,
         // unreachable): said, and tried again with backoff; the others run.
         Err(e) if plan.settings.name.is_some() => {
             log::error!("{context}{e}; tried again with backoff, the other cameras go on");
-            let (spec, fps) = (plan.spec.clone(), plan.opts.fps);
+            let (spec, fps, decode) = (plan.spec.clone(), plan.opts.fps, plan.opts.decode);
             Box::new(watch::source::Reopening::waiting(
                 &watch::source::redacted(&spec),
                 e.to_string(),
-                Box::new(move || watch::source::open(&spec, fps)),
+                Box::new(move || watch::source::open(&spec, fps, decode)),
             ))
         }
         Err(e) => bail!("{context}{e}"),

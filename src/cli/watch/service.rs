@@ -158,7 +158,7 @@ impl Service {
         for (i, plan) in &paused {
             let source = match plan {
                 Some(p) if problem.is_none() && p.spec != self.cameras[*i].spec => {
-                    match watch::source::open(&p.spec, p.opts.fps) {
+                    match watch::source::open(&p.spec, p.opts.fps, p.opts.decode) {
                         Ok(s) => Some(s),
                         Err(e) => {
                             problem = Some(format!("{}{e}", p.settings.context()));

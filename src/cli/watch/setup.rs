@@ -3,6 +3,12 @@
 //! sources opened.
 
 use super::*;
+use clip_edge::decode::Decode;
+use clip_edge::watch::config::DecodeMode;
+
+/// How many times the model's input the shorter side of a frame keeps
+/// under `--decode fast`.
+const FAST_DECODE_MARGIN: u32 = 2;
 
 /// This machine's name (MQTT topics, Home Assistant's device).
 pub(super) fn host_name() -> String {
@@ -83,7 +89,7 @@ impl CameraPlan {
 /// service has several.
 pub(super) fn camera_plan(
     cam: &CameraSettings,
-    labels: Option<&[String]>,
+    model: Option<(&[String], u32)>,
 ) -> std::result::Result<CameraPlan, Vec<anyhow::Error>> {
     let args = &cam.args;
     let mut problems: Vec<String> = Vec::new();
@@ -114,7 +120,7 @@ pub(super) fn camera_plan(
             Err(e) => problems.push(e),
         }
     }
-    let opts = labels.map(|l| camera_options(cam, l, spec.as_deref().unwrap_or("")));
+    let opts = model.map(|(l, r)| camera_options(cam, l, r, spec.as_deref().unwrap_or("")));
     if let Some(Ok(o)) = &opts {
         let watched: Vec<String> = o.watched.iter().map(|w| w.label.clone()).collect();
         for g in &mut gpio_specs {
@@ -149,7 +155,14 @@ pub(super) fn camera_plan(
 }
 
 /// The watch options of camera `cam`.
-fn camera_options(cam: &CameraSettings, labels: &[String], source: &str) -> Result<watch::Options> {
+/// The watch options of camera `cam`, for a model of `labels` whose input
+/// is `resolution` pixels square.
+fn camera_options(
+    cam: &CameraSettings,
+    labels: &[String],
+    resolution: u32,
+    source: &str,
+) -> Result<watch::Options> {
     let args = &cam.args;
     let rules = args.rules().map_err(|e| anyhow::anyhow!("--{e}"))?;
     if let Some(f) = args.fps {
@@ -168,6 +181,17 @@ fn camera_options(cam: &CameraSettings, labels: &[String], source: &str) -> Resu
     if args.motion_threshold.is_some() && !regions.whole_frame() {
         bail!("--motion-threshold: skips whole frames, so it applies with --regions full and no zone only");
     }
+    let decode = match args.decode.unwrap_or_default() {
+        DecodeMode::Exact => Decode::Exact,
+        DecodeMode::Fast if !regions.whole_frame() => {
+            bail!("--decode fast: shrinks the whole frame, so it applies with --regions full and no zone only (boxes and zones are in source pixels)")
+        }
+        // Twice the model's input on the shorter side: the resize still
+        // averages at least two decoded pixels into each of its own.
+        DecodeMode::Fast => Decode::Reduced {
+            min_side: resolution.saturating_mul(FAST_DECODE_MARGIN),
+        },
+    };
     Ok(watch::Options {
         watched,
         rules,
@@ -178,6 +202,7 @@ fn camera_options(cam: &CameraSettings, labels: &[String], source: &str) -> Resu
         source_name: watch::source::redacted(source),
         regions,
         camera: cam.name.clone(),
+        decode,
     })
 }
 
@@ -205,7 +230,10 @@ pub(super) fn load_cameras(
         Ok(m) => (Some(m), None),
         Err(e) => (None, Some(e)),
     };
-    let labels = model.as_ref().map(|m| m.engine.bundle.labels());
+    let labels = model.as_ref().map(|m| {
+        let b = &m.engine.bundle;
+        (b.labels(), b.manifest.preprocess.resolution)
+    });
     let mut plans = Vec::with_capacity(cameras.len());
     for cam in &cameras {
         match camera_plan(cam, labels) {

@@ -114,6 +114,12 @@ pub struct WatchArgs {
     /// the last inferred frame is below this.
     #[arg(long)]
     pub motion_threshold: Option<f32>,
+    /// How JPEG frames are decoded: exact (at full size, as `classify`
+    /// decodes a file) or fast (at 1/2, 1/4 or 1/8 of their size while
+    /// the shorter side keeps twice the model's input; --regions full and
+    /// no zone only). Default exact.
+    #[arg(long, value_enum)]
+    pub decode: Option<DecodeMode>,
     /// Where to look in a frame: full (the whole frame), motion (the
     /// regions that moved, and the objects being followed) or tiles[:CxR]
     /// (overlapping square tiles, default 3x2). Default full.
@@ -218,6 +224,7 @@ impl WatchArgs {
             cooldown: self.cooldown.or(file.cooldown),
             motion_threshold: self.motion_threshold.or(file.motion_threshold),
             regions: self.regions.or(file.regions),
+            decode: self.decode.or(file.decode),
             zone: if self.zone.is_empty() {
                 file.zone
             } else {
@@ -396,6 +403,17 @@ impl WatchArgs {
             max_area,
         })
     }
+}
+
+/// `--decode` (`decode = "exact" | "fast"` in the config).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeMode {
+    /// Full size, as `classify` decodes a file.
+    #[default]
+    Exact,
+    /// JPEG frames shrunk while decoding (DCT-domain scaling).
+    Fast,
 }
 
 /// A zone as the config or `--zone` gives it.

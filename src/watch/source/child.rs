@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{
-    redacted, Frame, FrameSource, LiveQueue, MjpegStream, Next, Opener, Reopening, SourceError,
-    LIVE_QUEUE_DEPTH,
+    redacted, Decode, Frame, FrameSource, LiveQueue, MjpegStream, Next, Opener, Reopening,
+    SourceError, LIVE_QUEUE_DEPTH,
 };
 
 /// How long a program may take to exit once it has closed its output.
@@ -48,6 +48,16 @@ pub struct Program {
     redact: Option<(String, String)>,
     /// The file a file input reads (checked by [`check`]).
     input_file: Option<std::path::PathBuf>,
+    /// How its frames are decoded.
+    decode: Decode,
+}
+
+impl Program {
+    /// Decodes the program's frames the way `decode` says.
+    pub fn decoding(mut self, decode: Decode) -> Self {
+        self.decode = decode;
+        self
+    }
 }
 
 /// Inputs read live: streams from a network (an HTTP URL is taken for a
@@ -105,6 +115,7 @@ pub fn ffmpeg(spec: &str, input: &str) -> Result<Program, SourceError> {
         stderr_level: log::Level::Warn,
         redact: (shown != input).then(|| (input.to_string(), shown)),
         input_file: (!live && !input.contains("://")).then(|| input.into()),
+        decode: Decode::Exact,
     })
 }
 
@@ -166,6 +177,7 @@ pub fn libcamera(spec: &str, query: &str) -> Result<Program, SourceError> {
         stderr_level: log::Level::Info,
         redact: None,
         input_file: None,
+        decode: Decode::Exact,
     })
 }
 
@@ -383,7 +395,7 @@ fn start(program: &Program) -> Result<Box<dyn FrameSource>, SourceError> {
     let proc = Proc(Arc::new(Mutex::new(child)));
     let run = Run {
         proc: proc.clone(),
-        stream: MjpegStream::new(stdout, &bin),
+        stream: MjpegStream::new(stdout, &bin).decoding(program.decode),
         spec: program.spec.clone(),
         name: bin,
         live: program.live,

@@ -3,13 +3,14 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::{decode_into, Frame, FrameSource, Next, SourceError};
+use super::{decode_into, Decode, Frame, FrameSource, Next, SourceError};
 
 /// Image files of a folder, in name order, each exactly once.
 pub struct DirSource {
     files: Vec<PathBuf>,
     next: usize,
     bytes: Vec<u8>,
+    decode: Decode,
 }
 
 /// File extensions a `dir:` source reads.
@@ -43,7 +44,14 @@ impl DirSource {
             files,
             next: 0,
             bytes: Vec::new(),
+            decode: Decode::Exact,
         })
+    }
+
+    /// Decodes the files the way `decode` says.
+    pub fn decoding(mut self, decode: Decode) -> Self {
+        self.decode = decode;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -72,7 +80,7 @@ impl FrameSource for DirSource {
                 path: path.clone(),
                 source,
             })?;
-        decode_into(&self.bytes, &path.display().to_string(), frame)?;
+        decode_into(&self.bytes, &path.display().to_string(), frame, self.decode)?;
         frame.index = index;
         Ok(Next::Frame)
     }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use crate::watch::secrets::percent_decode;
 
 use super::{
-    decode_into, redacted, Frame, FrameSource, LiveQueue, MjpegStream, Next, Opener, Reopening,
-    SourceError, LIVE_QUEUE_DEPTH, MAX_JPEG_BYTES,
+    decode_into, redacted, Decode, Frame, FrameSource, LiveQueue, MjpegStream, Next, Opener,
+    Reopening, SourceError, LIVE_QUEUE_DEPTH, MAX_JPEG_BYTES,
 };
 
 /// A camera that sends nothing for this long is lost (and reconnected).
@@ -36,6 +36,7 @@ struct Target {
     /// The spec as logs and errors show it.
     shown: String,
     login: Option<(String, String)>,
+    decode: Decode,
 }
 
 impl Target {
@@ -78,6 +79,7 @@ impl Target {
             url: format!("{scheme}://{host}"),
             shown,
             login,
+            decode: Decode::Exact,
         })
     }
 }
@@ -90,8 +92,15 @@ pub fn check(spec: &str) -> Result<(), SourceError> {
 /// Connects to the camera `spec` names and reads it behind a live queue,
 /// reconnected with backoff when lost. `fps`: how often a snapshot URL is
 /// asked (the loop's `--fps`).
-pub fn open(spec: &str, fps: Option<f64>) -> Result<Box<dyn FrameSource>, SourceError> {
-    let target = Target::parse(spec)?;
+pub fn open(
+    spec: &str,
+    fps: Option<f64>,
+    decode: Decode,
+) -> Result<Box<dyn FrameSource>, SourceError> {
+    let target = Target {
+        decode,
+        ..Target::parse(spec)?
+    };
     let every = Duration::from_secs_f64(1.0 / fps.unwrap_or(SNAPSHOT_FPS));
     let shown = target.shown.clone();
     let open = move || -> Result<Box<dyn FrameSource>, SourceError> {
@@ -216,7 +225,9 @@ impl HttpCamera {
             log::info!("{}: an MJPEG stream ({kind})", target.shown);
             let reader: Box<dyn Read + Send> =
                 Box::new(resp.into_body().into_with_config().reader());
-            return Ok(HttpCamera::Stream(MjpegStream::new(reader, &target.shown)));
+            return Ok(HttpCamera::Stream(
+                MjpegStream::new(reader, &target.shown).decoding(target.decode),
+            ));
         }
         if kind.starts_with("image/") || kind.is_empty() {
             log::info!(
@@ -271,7 +282,12 @@ impl FrameSource for HttpCamera {
                 };
                 let i = *index;
                 *index += 1;
-                decode_into(&jpeg, &format!("{} frame {i}", target.shown), frame)?;
+                decode_into(
+                    &jpeg,
+                    &format!("{} frame {i}", target.shown),
+                    frame,
+                    target.decode,
+                )?;
                 frame.index = i;
                 Ok(Next::Frame)
             }

@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use super::{decode_into, Frame, FrameSource, Next, SourceError, MAX_JPEG_BYTES};
+use super::{decode_into, Decode, Frame, FrameSource, Next, SourceError, MAX_JPEG_BYTES};
 
 /// Concatenated JPEGs on a byte stream, split by their markers (a marker
 /// segment's length is skipped, so an embedded thumbnail cannot end a frame;
@@ -17,6 +17,7 @@ pub struct MjpegStream<R> {
     jpeg: Vec<u8>,
     index: u64,
     eof: bool,
+    decode: Decode,
 }
 
 impl<R: Read> MjpegStream<R> {
@@ -29,7 +30,14 @@ impl<R: Read> MjpegStream<R> {
             jpeg: Vec::new(),
             index: 0,
             eof: false,
+            decode: Decode::Exact,
         }
+    }
+
+    /// Decodes the frames the way `decode` says.
+    pub fn decoding(mut self, decode: Decode) -> Self {
+        self.decode = decode;
+        self
     }
 
     /// Reads more of the stream into `buf`; false at end of stream.
@@ -175,7 +183,7 @@ impl<R: Read + Send> FrameSource for MjpegStream<R> {
         let what = format!("{} frame {}", self.name, self.index);
         frame.index = self.index;
         self.index += 1;
-        decode_into(&self.jpeg, &what, frame)?;
+        decode_into(&self.jpeg, &what, frame, self.decode)?;
         Ok(Next::Frame)
     }
 }

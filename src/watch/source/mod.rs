@@ -28,6 +28,7 @@ pub mod mjpeg;
 pub mod prefetch;
 pub mod v4l2;
 
+pub use crate::decode::Decode;
 pub use crate::watch::config::redacted;
 pub use dir::DirSource;
 pub use live::{LiveQueue, Opener, Reopening, BAD_RUN_LOST, REOPEN_BACKOFF};
@@ -104,13 +105,18 @@ impl Frame {
 
 /// Decodes an encoded image (any format [`crate::decode`] reads) into
 /// `frame`, reusing its buffer; `what` names it in the error.
-pub fn decode_into(bytes: &[u8], what: &str, frame: &mut Frame) -> Result<(), SourceError> {
-    crate::decode::decode_bytes_into(bytes, Path::new(what), &mut frame.image).map_err(|e| {
-        SourceError::Frame {
+pub fn decode_into(
+    bytes: &[u8],
+    what: &str,
+    frame: &mut Frame,
+    decode: Decode,
+) -> Result<(), SourceError> {
+    crate::decode::decode_bytes_into_as(bytes, Path::new(what), &mut frame.image, decode).map_err(
+        |e| SourceError::Frame {
             what: what.into(),
             why: e.reason(),
-        }
-    })
+        },
+    )
 }
 
 /// What [`FrameSource::next`] produced.
@@ -141,24 +147,28 @@ pub trait FrameSource: Send {
 /// Opens the source `spec` names (`dir:`, `stdin:mjpeg`, `v4l2:`,
 /// `ffmpeg:`, `rtsp://`, `libcamera:`, `http://`). `fps`: the loop's
 /// rate, at which a camera's snapshot URL is asked.
-pub fn open(spec: &str, fps: Option<f64>) -> Result<Box<dyn FrameSource>, SourceError> {
+pub fn open(
+    spec: &str,
+    fps: Option<f64>,
+    decode: Decode,
+) -> Result<Box<dyn FrameSource>, SourceError> {
     let (kind, rest) = spec
         .split_once(':')
         .ok_or_else(|| SourceError::BadSpec(redacted(spec)))?;
     match kind {
-        "ffmpeg" => child::open(child::ffmpeg(spec, rest)?),
-        "rtsp" | "rtsps" => child::open(child::ffmpeg(spec, spec)?),
-        "libcamera" => child::open(child::libcamera(spec, rest)?),
+        "ffmpeg" => child::open(child::ffmpeg(spec, rest)?.decoding(decode)),
+        "rtsp" | "rtsps" => child::open(child::ffmpeg(spec, spec)?.decoding(decode)),
+        "libcamera" => child::open(child::libcamera(spec, rest)?.decoding(decode)),
         "dir" => Ok(Box::new(prefetch::Prefetch::spawn(
-            DirSource::open(Path::new(rest))?,
+            DirSource::open(Path::new(rest))?.decoding(decode),
             spec,
         )?)),
         "stdin" if rest == "mjpeg" => Ok(Box::new(LiveQueue::spawn(
-            MjpegStream::new(std::io::stdin(), "stdin"),
+            MjpegStream::new(std::io::stdin(), "stdin").decoding(decode),
             LIVE_QUEUE_DEPTH,
         ))),
-        "v4l2" => v4l2::open(spec, rest),
-        "http" | "https" => http::open(spec, fps),
+        "v4l2" => v4l2::open(spec, rest, decode),
+        "http" | "https" => http::open(spec, fps, decode),
         _ => Err(SourceError::BadSpec(redacted(spec))),
     }
 }

@@ -5,19 +5,19 @@
 
 use std::path::PathBuf;
 
-use super::{decode_into, Frame, FrameSource, Next, SourceError};
+use super::{decode_into, Decode, Frame, FrameSource, Next, SourceError};
 use crate::watch::convert;
 
 pub mod sys;
 
 /// Opens the camera `rest` names (what follows `v4l2:`), reopened with
 /// backoff whenever it is lost.
-pub fn open(spec: &str, rest: &str) -> Result<Box<dyn FrameSource>, SourceError> {
+pub fn open(spec: &str, rest: &str, decode: Decode) -> Result<Box<dyn FrameSource>, SourceError> {
     use super::{LiveQueue, Opener, Reopening, LIVE_QUEUE_DEPTH};
     V4l2Spec::parse(rest)?;
     let (s, r) = (spec.to_string(), rest.to_string());
     let open = move || -> Result<Box<dyn FrameSource>, SourceError> {
-        let cam = open_camera(&s, &r)?;
+        let cam = open_camera(&s, &r)?.decoding(decode);
         Ok(Box::new(LiveQueue::spawn(cam, LIVE_QUEUE_DEPTH)))
     };
     let mut open: Opener = Box::new(open);
@@ -200,6 +200,7 @@ pub struct Camera<C: Capture> {
     stride: usize,
     index: u64,
     name: String,
+    decode: Decode,
 }
 
 impl<C: Capture> Camera<C> {
@@ -219,7 +220,14 @@ impl<C: Capture> Camera<C> {
             stride,
             index: 0,
             name: name.into(),
+            decode: Decode::Exact,
         }
+    }
+
+    /// Decodes MJPG frames the way `decode` says.
+    pub fn decoding(mut self, decode: Decode) -> Self {
+        self.decode = decode;
+        self
     }
 }
 
@@ -236,7 +244,7 @@ impl<C: Capture> FrameSource for Camera<C> {
         let what = || format!("{} frame {index}", self.name);
         let (w, h) = (self.width as usize, self.height as usize);
         match self.format {
-            PixelFormat::Mjpg => decode_into(data, &what(), frame)?,
+            PixelFormat::Mjpg => decode_into(data, &what(), frame, self.decode)?,
             PixelFormat::Yuyv | PixelFormat::Nv12 => {
                 let need = if self.format == PixelFormat::Yuyv {
                     self.stride * h
