@@ -484,15 +484,7 @@ impl Engine {
         let mut t = Timings::default();
         let k = k.min(self.scores.len());
         let t0 = Instant::now();
-        let p = &self.bundle.manifest.preprocess;
-        self.pre.run_on(
-            img,
-            p.resolution,
-            p.mean,
-            p.std,
-            &mut self.input,
-            self.encoder.pool(),
-        )?;
+        self.preprocess(img)?;
         let t1 = Instant::now();
         self.encode()?;
         let t2 = Instant::now();
@@ -509,7 +501,8 @@ impl Engine {
         &self.top_pairs
     }
 
-    /// Preprocess only (for benchmarks).
+    /// The frame into the encoder's input (the first step of
+    /// [`Engine::classify`]; alone, for benchmarks).
     pub fn preprocess(&mut self, img: &ImageView<'_>) -> Result<(), EngineError> {
         let p = &self.bundle.manifest.preprocess;
         self.pre.run_on(

@@ -19,19 +19,15 @@
 
 use thiserror::Error;
 
+mod passes;
 mod resample;
 
+use passes::{horizontal, vertical, Scratch, MIN_PARALLEL_TAPS};
 #[cfg(test)]
 use resample::plain;
-use resample::{
-    copy_window, nearest_table, resample_cols, resample_rows, span, AxisCoeffs, Wide, Window,
-};
+use resample::{copy_window, nearest_table, span, AxisCoeffs, Window};
 
 use crate::kernels::pool::Pool;
-
-/// Multiply-adds of a pass below which it runs on the caller alone (a
-/// small image's pass takes less than waking the pool's threads).
-const MIN_PARALLEL_TAPS: usize = 1 << 18;
 
 /// CLIP's normalisation constants (`clip.py`, `_transform`).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
@@ -188,28 +184,6 @@ pub struct Preprocessor {
     out8: Vec<u8>,
     nearest_x: Vec<usize>,
     nearest_y: Vec<usize>,
-}
-
-/// One thread's rows of the two passes.
-#[derive(Debug, Default)]
-struct Scratch {
-    /// One output row's sums in the vertical pass.
-    acc: Vec<i32>,
-    /// The horizontal pass's rows for 3 and 4 channels.
-    wide: Wide,
-}
-
-/// The scratch of the thread that runs the block starting at row `r0`,
-/// blocks being `per` rows.
-fn scratch_of(
-    scratch: &[std::sync::Mutex<Scratch>],
-    r0: usize,
-    per: usize,
-) -> std::sync::MutexGuard<'_, Scratch> {
-    let i = (r0 / per.max(1)).min(scratch.len() - 1);
-    scratch[i]
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[inline]
@@ -451,14 +425,8 @@ impl Preprocessor {
         }
         let threads = pool.map_or(1, Pool::threads);
         while self.scratch.len() < threads {
-            let wide = Wide {
-                level: self.level,
-                ..Wide::default()
-            };
-            self.scratch.push(std::sync::Mutex::new(Scratch {
-                wide,
-                ..Scratch::default()
-            }));
+            self.scratch
+                .push(std::sync::Mutex::new(Scratch::new(self.level)));
         }
         if horizontal_first {
             // Rows of the input that the vertical pass reads.
@@ -557,221 +525,5 @@ impl Preprocessor {
     }
 }
 
-/// The horizontal pass over `rows` rows of `src` from row `first` into
-/// `out`, the rows split over `pool`'s threads when the pass is large.
-#[allow(clippy::too_many_arguments)]
-fn horizontal(
-    (pool, parallel_from): (Option<&Pool>, usize),
-    scratch: &[std::sync::Mutex<Scratch>],
-    src: &[u8],
-    stride: usize,
-    first: usize,
-    rows: usize,
-    c: &AxisCoeffs,
-    ch: usize,
-    out: &mut [u8],
-    out_stride: usize,
-) {
-    let job = |r0: usize, block: &mut [u8], per: usize| {
-        let n = block.len() / out_stride.max(1);
-        let mut s = scratch_of(scratch, r0, per);
-        resample_rows(
-            src,
-            stride,
-            first + r0,
-            n,
-            c,
-            ch,
-            block,
-            out_stride,
-            &mut s.wide,
-        );
-    };
-    match pool {
-        Some(p) => {
-            let per = p.per_thread(rows, 1);
-            let taps = rows * out_stride * c.k.len() / c.bounds.len().max(1);
-            p.rows(taps, parallel_from, out, rows, out_stride, 1, &|r0, b| {
-                job(r0, b, per)
-            });
-        }
-        None => job(0, &mut out[..rows * out_stride], rows),
-    }
-}
-
-/// The vertical pass into `out`'s rows (one per output of `c`), split
-/// over `pool`'s threads when the pass is large.
-fn vertical(
-    (pool, parallel_from): (Option<&Pool>, usize),
-    scratch: &[std::sync::Mutex<Scratch>],
-    src: &[u8],
-    w: Window,
-    width: usize,
-    c: &AxisCoeffs,
-    out: &mut [u8],
-) {
-    let rows = c.bounds.len();
-    let job = |r0: usize, block: &mut [u8], per: usize| {
-        let n = block.len() / width.max(1);
-        let mut s = scratch_of(scratch, r0, per);
-        resample_cols(src, w, width, c, r0..r0 + n, &mut s.acc, block);
-    };
-    match pool {
-        Some(p) => {
-            let per = p.per_thread(rows, 1);
-            let taps = rows * width * c.k.len() / rows.max(1);
-            p.rows(taps, parallel_from, out, rows, width, 1, &|r0, b| {
-                job(r0, b, per)
-            });
-        }
-        None => job(0, &mut out[..rows * width], rows),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
-        /// The windowed resize equals the plain full resize + crop, for odd
-        /// sizes, both pass orders, up- and downscaling.
-        #[test]
-        fn windowed_resize_matches_plain_twin(
-            w in 1usize..90, h in 1usize..90, n in 1u32..40, ch in prop::sample::select(vec![1usize, 2, 3, 4]), seed in any::<u64>()
-        ) {
-            let mut state = seed | 1;
-            let data: Vec<u8> = (0..w * h * ch).map(|_| { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state as u8 }).collect();
-            let want = plain::resize_crop(&data, w, h, ch, n);
-            let detected = crate::kernels::elementwise::Level::detect();
-            for level in [crate::kernels::elementwise::Level::Plain, detected] {
-                if ch == 1 || ch == 3 {
-                    let mode = if ch == 1 { Mode::L } else { Mode::Rgb };
-                    let img = ImageView::new(w as u32, h as u32, mode, &data);
-                    let got = Preprocessor::with_level(level).resize_crop_u8(&img, n).unwrap().to_vec();
-                    prop_assert_eq!(&got, &want, "{:?}", level);
-                } else {
-                    // Two and four channels (LA, RGBA: premultiplied around
-                    // this resampler), the resampler alone.
-                    let (rw, rh) = resized_size(w as u32, h as u32, n);
-                    let crop = n.min(rw).min(rh);
-                    let (x0, y0) = (center_crop_offset(rw, crop), center_crop_offset(rh, crop));
-                    let mut p = Preprocessor::with_level(level);
-                    p.bicubic(&data, w, h, ch, rw as usize, rh as usize, x0 as usize, y0 as usize, crop as usize, crop as usize, None);
-                    prop_assert_eq!(&p.out8, &want, "{:?}", level);
-                }
-            }
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
-        /// Rows split over a pool's threads give the bytes one thread
-        /// gives, in both pass orders, every channel count.
-        #[test]
-        fn rows_over_threads_match_one_thread(
-            w in 1usize..120, h in 1usize..120, n in 1u32..48, ch in prop::sample::select(vec![1usize, 2, 3, 4]),
-            threads in 2usize..5, seed in any::<u64>()
-        ) {
-            let mut state = seed | 1;
-            let data: Vec<u8> = (0..w * h * ch).map(|_| { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state as u8 }).collect();
-            let mode = [Mode::L, Mode::La, Mode::Rgb, Mode::Rgba][ch - 1];
-            let img = ImageView::new(w as u32, h as u32, mode, &data);
-            let one = Preprocessor::new().resize_crop_u8(&img, n).unwrap().to_vec();
-            let pool = Pool::new(threads);
-            let mut p = Preprocessor::new();
-            p.parallel_from = 0;
-            let many = p.resize_crop_u8_on(&img, n, Some(&pool)).unwrap().to_vec();
-            prop_assert_eq!(one, many);
-        }
-    }
-
-    #[test]
-    fn preprocessor_reuses_its_buffers() {
-        let data = vec![7u8; 120 * 90 * 3];
-        let img = ImageView::new(120, 90, Mode::Rgb, &data);
-        let mut p = Preprocessor::new();
-        let mut out = vec![0f32; Preprocessor::output_len(32)];
-        p.run(&img, 32, CLIP_MEAN, CLIP_STD, &mut out).unwrap();
-        let caps = (
-            p.tmp.capacity(),
-            p.out8.capacity(),
-            p.horiz.k.capacity(),
-            p.vert.k.capacity(),
-        );
-        let rows = |p: &Preprocessor| {
-            let s = p.scratch[0].lock().unwrap();
-            (
-                s.acc.as_ptr(),
-                s.wide.row.as_ptr(),
-                s.acc.len(),
-                s.wide.row.len(),
-            )
-        };
-        let ptrs = (p.tmp.as_ptr(), p.out8.as_ptr(), rows(&p));
-        assert!(rows(&p).2 > 0 && rows(&p).3 > 0);
-        for _ in 0..3 {
-            p.run(&img, 32, CLIP_MEAN, CLIP_STD, &mut out).unwrap();
-        }
-        assert_eq!(
-            caps,
-            (
-                p.tmp.capacity(),
-                p.out8.capacity(),
-                p.horiz.k.capacity(),
-                p.vert.k.capacity()
-            )
-        );
-        assert_eq!(ptrs, (p.tmp.as_ptr(), p.out8.as_ptr(), rows(&p)));
-    }
-
-    #[test]
-    fn extreme_aspect_ratios_are_refused_not_walked() {
-        // 1-bit, 50 million by 1: a few KB as PNG, within the pixel limit.
-        let data = vec![255u8; 50_000_000];
-        let img = ImageView::new(50_000_000, 1, Mode::Bilevel, &data);
-        let mut out = vec![0f32; Preprocessor::output_len(224)];
-        let e = Preprocessor::new()
-            .run(&img, 224, CLIP_MEAN, CLIP_STD, &mut out)
-            .unwrap_err();
-        assert!(matches!(e, PreprocessError::ExtremeAspect { .. }), "{e}");
-    }
-
-    #[test]
-    fn resized_size_matches_torchvision() {
-        assert_eq!(resized_size(640, 480, 224), (298, 224));
-        assert_eq!(resized_size(480, 640, 224), (224, 298));
-        assert_eq!(resized_size(224, 224, 224), (224, 224));
-        assert_eq!(resized_size(3, 1000, 224), (224, 74666));
-    }
-
-    #[test]
-    fn crop_offset_rounds_half_to_even() {
-        // (225-224)/2 = 0.5 -> 0; (227-224)/2 = 1.5 -> 2; (229-224)/2=2.5 -> 2
-        assert_eq!(center_crop_offset(225, 224), 0);
-        assert_eq!(center_crop_offset(227, 224), 2);
-        assert_eq!(center_crop_offset(229, 224), 2);
-        assert_eq!(center_crop_offset(298, 224), 37);
-    }
-
-    #[test]
-    fn constant_image_stays_constant() {
-        let data = vec![200u8; 37 * 53 * 3];
-        let img = ImageView::new(37, 53, Mode::Rgb, &data);
-        let mut p = Preprocessor::new();
-        let out = p.resize_crop_u8(&img, 16).unwrap();
-        assert!(out.iter().all(|&v| v == 200));
-    }
-
-    #[test]
-    fn bad_buffer_is_an_error() {
-        let data = vec![0u8; 10];
-        let img = ImageView::new(4, 4, Mode::Rgb, &data);
-        let mut out = vec![0f32; Preprocessor::output_len(8)];
-        let err = Preprocessor::new()
-            .run(&img, 8, CLIP_MEAN, CLIP_STD, &mut out)
-            .unwrap_err();
-        assert!(matches!(err, PreprocessError::BadBuffer { .. }));
-    }
-}
+mod tests;
