@@ -226,10 +226,10 @@ pub fn decode_bytes_into_as(
 ) -> Result<(), DecodeError> {
     let is_jpeg = bytes.starts_with(&[0xFF, 0xD8]);
     let r = if let (true, Decode::Reduced { min_side }) = (is_jpeg, decode) {
+        // A JPEG the reduced decoder refuses may still decode exactly.
         match decode_jpeg_reduced_into(bytes, path, out, min_side) {
             Ok(true) => Ok(()),
-            Ok(false) => decode_jpeg_into(bytes, path, out),
-            Err(e) => Err(e),
+            Ok(false) | Err(_) => decode_jpeg_into(bytes, path, out),
         }
     } else if is_jpeg {
         decode_jpeg_into(bytes, path, out)

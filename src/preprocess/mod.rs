@@ -165,7 +165,7 @@ pub fn center_crop_offset(size: u32, crop: u32) -> u32 {
 }
 
 /// Reusable preprocessing state: coefficient tables and intermediate rows.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Preprocessor {
     horiz: AxisCoeffs,
     vert: AxisCoeffs,
@@ -201,6 +201,12 @@ fn unpremultiply(v: u8, alpha: u8) -> u8 {
     }
 }
 
+impl Default for Preprocessor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Preprocessor {
     /// Buffers empty; the resize's row kernels the best this CPU runs.
     pub fn new() -> Self {
@@ -211,9 +217,16 @@ impl Preprocessor {
     /// (their copies give the same bytes; tests run each).
     pub fn with_level(level: crate::kernels::elementwise::Level) -> Self {
         Preprocessor {
+            horiz: AxisCoeffs::default(),
+            vert: AxisCoeffs::default(),
+            premul: Vec::new(),
+            tmp: Vec::new(),
+            scratch: Vec::new(),
             level,
             parallel_from: MIN_PARALLEL_TAPS,
-            ..Self::default()
+            out8: Vec::new(),
+            nearest_x: Vec::new(),
+            nearest_y: Vec::new(),
         }
     }
 

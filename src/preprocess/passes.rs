@@ -74,7 +74,8 @@ pub(super) fn horizontal(
     match pool {
         Some(p) => {
             let per = p.per_thread(rows, 1);
-            let taps = rows * out_stride * c.k.len() / c.bounds.len().max(1);
+            let per_output = c.k.len() / c.bounds.len().max(1);
+            let taps = rows.saturating_mul(out_stride).saturating_mul(per_output);
             p.rows(taps, parallel_from, out, rows, out_stride, 1, &|r0, b| {
                 job(r0, b, per)
             });
@@ -103,7 +104,7 @@ pub(super) fn vertical(
     match pool {
         Some(p) => {
             let per = p.per_thread(rows, 1);
-            let taps = rows * width * c.k.len() / rows.max(1);
+            let taps = width.saturating_mul(c.k.len());
             p.rows(taps, parallel_from, out, rows, width, 1, &|r0, b| {
                 job(r0, b, per)
             });

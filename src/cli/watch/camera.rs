@@ -105,6 +105,8 @@ pub(super) struct Finished {
 pub(super) struct Camera {
     pub(super) settings: CameraSettings,
     pub(super) spec: String,
+    /// How its source decodes (a change opens the source again).
+    pub(super) decode: clip_edge::decode::Decode,
     pub(super) beat: Arc<Beat>,
     pause: Arc<AtomicBool>,
     commands: mpsc::Sender<Command>,
@@ -218,7 +220,7 @@ fn spawn(plan: CameraPlan, parts: Parts, shared: &Shared) -> Camera {
     let (commands, command_rx) = mpsc::channel();
     let (paused_tx, paused) = mpsc::channel();
     let settings = plan.settings.clone();
-    let spec = plan.spec.clone();
+    let (spec, decode) = (plan.spec.clone(), plan.opts.decode);
     let thread = {
         let shared = Shared {
             engine: shared.engine.clone(),
@@ -238,6 +240,7 @@ fn spawn(plan: CameraPlan, parts: Parts, shared: &Shared) -> Camera {
     Camera {
         settings,
         spec,
+        decode,
         beat,
         pause,
         commands,
@@ -343,6 +346,12 @@ fn run(
 }
 
 impl Camera {
+    /// Whether `plan` reads this camera's source as it is read now (the
+    /// same spec, decoded the same way): its frames go on.
+    pub(super) fn same_source(&self, plan: &CameraPlan) -> bool {
+        plan.spec == self.spec && plan.opts.decode == self.decode
+    }
+
     /// Pauses the loop (events stay open) and returns the frame size it
     /// last saw: `Ok(None)` when the thread has ended, an error when it
     /// did not pause within [`PAUSE_WITHIN`] (a camera hung in its driver)

@@ -145,7 +145,7 @@ impl Service {
             // Zones are checked against the frames coming now (a new
             // source's are checked at its first frame).
             if let (Some(p), Some((w, h))) = (&plan, size) {
-                if p.spec == self.cameras[i].spec {
+                if self.cameras[i].same_source(p) {
                     if let Err(e) = p.opts.regions.check_frame(w, h) {
                         problem.get_or_insert(format!("{}{e}", p.settings.context()));
                     }
@@ -157,7 +157,7 @@ impl Service {
         let mut sources = Vec::with_capacity(paused.len());
         for (i, plan) in &paused {
             let source = match plan {
-                Some(p) if problem.is_none() && p.spec != self.cameras[*i].spec => {
+                Some(p) if problem.is_none() && !self.cameras[*i].same_source(p) => {
                     match watch::source::open(&p.spec, p.opts.fps, p.opts.decode) {
                         Ok(s) => Some(s),
                         Err(e) => {
@@ -191,6 +191,7 @@ impl Service {
                     cam.settings = p.settings.clone();
                     if source.is_some() {
                         cam.spec = p.spec.clone();
+                        cam.decode = p.opts.decode;
                     }
                     cam.command(camera::Command::Restart(Box::new((p, source))));
                 }
