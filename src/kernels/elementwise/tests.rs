@@ -1,0 +1,144 @@
+//! The row kernels' compiled copies against the plain ones, and against their definitions.
+
+use super::*;
+use proptest::prelude::*;
+
+pub(super) fn levels() -> Vec<Level> {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+    let mut v = vec![Level::Plain];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("sse4.1") {
+            v.push(Level::Sse41);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            v.push(Level::Avx2);
+        }
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+        {
+            v.push(Level::Avx512);
+        }
+    }
+    // The copies exist on x86_64 only, where every CPU CI runs on
+    // has SSE4.1 at least: a test that compared nothing would fail.
+    #[cfg(target_arch = "x86_64")]
+    assert!(
+        v.len() > 1,
+        "no compiled copy beyond the plain one on this CPU: nothing to compare"
+    );
+    v
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+const UNARIES: [Unary; 11] = [
+    Unary::Abs,
+    Unary::Recip,
+    Unary::RoundHalfToEven,
+    Unary::Sigmoid,
+    Unary::Rsqrt,
+    Unary::Sqrt,
+    Unary::Square,
+    Unary::Exp,
+    Unary::Neg,
+    Unary::Tanh,
+    Unary::QuickGelu(1.702),
+];
+const BINARIES: [Binary; 6] = [
+    Binary::Add,
+    Binary::Sub,
+    Binary::Mul,
+    Binary::Div,
+    Binary::Max,
+    Binary::Min,
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Every compiled copy gives the plain copy's results bit for bit,
+    /// on odd lengths (tails) and strides.
+    #[test]
+    fn compiled_copies_equal_the_plain_source(
+        x in prop::collection::vec(-30f32..30.0, 0..77),
+        y in prop::collection::vec(-30f32..30.0, 77),
+        r in 0.01f32..10.0,
+        stride in 0usize..3,
+        eps in 1e-6f32..1e-2,
+    ) {
+        let n = x.len();
+        let acc: Vec<i32> = x.iter().map(|v| (v * 1000.0) as i32).collect();
+        for lv in levels() {
+            prop_assert_eq!(abs_max(lv, &x).to_bits(), plain::abs_max(&x).to_bits());
+            prop_assert_eq!(max(lv, &x).to_bits(), plain::max(&x).to_bits());
+            for op in UNARIES {
+                let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                map(lv, op, Some(&x), &mut a);
+                plain::map(op, Some(&x), &mut b);
+                prop_assert_eq!(bits(&a), bits(&b), "{:?}", op);
+                map(lv, op, None, &mut a);
+                plain::map(op, None, &mut b);
+                prop_assert_eq!(bits(&a), bits(&b), "{:?} in place", op);
+            }
+            let other = &y[..if stride == 0 { 1 } else { (n * stride).clamp(1, 77) }];
+            let n2 = if stride == 0 { n } else { n.min(other.len().div_ceil(stride)) };
+            for op in BINARIES {
+                let (mut a, mut b) = (vec![0f32; n2], vec![0f32; n2]);
+                binary(lv, op, &x, 1, other, stride, &mut a);
+                plain::binary(op, &x, 1, other, stride, &mut b);
+                prop_assert_eq!(bits(&a), bits(&b), "{:?}", op);
+                for y_first in [true, false] {
+                    let (mut a, mut b) = (x[..n2].to_vec(), x[..n2].to_vec());
+                    binary_in_place(lv, op, y_first, other, stride, &mut a);
+                    plain::binary_in_place(op, y_first, other, stride, &mut b);
+                    prop_assert_eq!(bits(&a), bits(&b), "{:?} in place", op);
+                }
+            }
+            let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+            softmax(lv, &x, &mut a);
+            plain::softmax(&x, &mut b);
+            prop_assert_eq!(bits(&a), bits(&b));
+            for center in [true, false] {
+                norm(lv, eps, center, &x, &mut a);
+                plain::norm(eps, center, &x, &mut b);
+                prop_assert_eq!(bits(&a), bits(&b));
+            }
+            let (mut qa, mut qb) = (vec![0i8; n], vec![0i8; n]);
+            quantize_into(lv, &x, r, &mut qa);
+            plain::quantize_into(&x, r, &mut qb);
+            prop_assert_eq!(qa, qb);
+            dequantize(lv, &acc, r, &y, &mut a);
+            plain::dequantize(&acc, r, &y, &mut b);
+            prop_assert_eq!(bits(&a), bits(&b));
+            dequantize_bias(lv, &acc, r, eps, &mut a);
+            plain::dequantize_bias(&acc, r, eps, &mut b);
+            prop_assert_eq!(bits(&a), bits(&b));
+        }
+    }
+
+    /// The row kernels against their definitions: softmax sums to one,
+    /// the norm's output has mean 0 and unit mean square.
+    #[test]
+    fn softmax_and_norm_rows_meet_their_definitions(
+        x in prop::collection::vec(-20f32..20.0, 2..300),
+    ) {
+        let mut out = vec![0f32; x.len()];
+        plain::softmax(&x, &mut out);
+        let sum: f32 = out.iter().sum();
+        prop_assert!((sum - 1.0).abs() < 1e-5, "sum {}", sum);
+        prop_assert!(out.iter().all(|o| (0.0..=1.0).contains(o)));
+        plain::norm(0.0, true, &x, &mut out);
+        let n = x.len() as f32;
+        let mean: f32 = out.iter().sum::<f32>() / n;
+        let ms: f32 = out.iter().map(|v| v * v).sum::<f32>() / n;
+        let spread = x.iter().cloned().fold(0f32, |a, v| a.max((v - x[0]).abs()));
+        if spread > 1e-2 {
+            prop_assert!(mean.abs() < 1e-4, "mean {}", mean);
+            prop_assert!((ms - 1.0).abs() < 1e-3, "mean square {}", ms);
+        }
+    }
+}

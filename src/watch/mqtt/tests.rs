@@ -1,0 +1,89 @@
+//! Home Assistant discovery for zones and the payloads that follow their events, without a broker.
+
+use super::*;
+
+#[test]
+fn zones_get_a_sensor_per_label_they_watch_and_follow_their_events() {
+    let zones = vec![("Porch".to_string(), vec!["red star".to_string()])];
+    let labels = vec!["red star".to_string(), "green square".to_string()];
+    let d = discovery("cam", "pi", &labels, &zones, Some("http://10.0.0.5:8080/"));
+    let topics: Vec<&str> = d.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "homeassistant/binary_sensor/pi/red_star/config",
+            "homeassistant/event/pi/red_star/config",
+            "homeassistant/image/pi/red_star/config",
+            "homeassistant/sensor/pi/red_star/config",
+            "homeassistant/binary_sensor/pi/green_square/config",
+            "homeassistant/event/pi/green_square/config",
+            "homeassistant/image/pi/green_square/config",
+            "homeassistant/sensor/pi/green_square/config",
+            "homeassistant/binary_sensor/pi/porch__red_star/config",
+        ]
+    );
+    let e: serde_json::Value = serde_json::from_slice(&d[1].payload).unwrap();
+    assert_eq!(e["state_topic"], "cam/red_star/event");
+    assert_eq!(e["default_entity_id"], "event.clip_edge_pi_red_star");
+    let i: serde_json::Value = serde_json::from_slice(&d[2].payload).unwrap();
+    assert_eq!(i["image_topic"], "cam/red_star/snapshot");
+    assert_eq!(i["content_type"], "image/jpeg");
+    let sc: serde_json::Value = serde_json::from_slice(&d[3].payload).unwrap();
+    assert_eq!(sc["state_topic"], "cam/red_star/score");
+    assert_eq!(sc["default_entity_id"], "sensor.clip_edge_pi_red_star");
+    let c: serde_json::Value = serde_json::from_slice(&d[8].payload).unwrap();
+    assert_eq!(c["state_topic"], "cam/porch/red_star/state");
+    assert_eq!(c["name"], "Porch red star");
+    assert_eq!(
+        c["default_entity_id"],
+        "binary_sensor.clip_edge_pi_porch__red_star"
+    );
+    assert!(c.get("object_id").is_none());
+    assert_eq!(c["origin"]["name"], "clip-edge");
+    assert_eq!(c["device"]["configuration_url"], "http://10.0.0.5:8080/");
+    // No broker: the states wait in the outbox, in order.
+    let url: MqttUrl = "mqtt://127.0.0.1:9/cam".parse().unwrap();
+    let mut m = Mqtt::start(url, None, &labels, "pi", &zones, None);
+    m.zone_event("Porch", "red star", true);
+    m.zone_event("Porch", "red star", true);
+    m.zone_event("Porch", "red star", false);
+    m.zone_event("Porch", "red star", false);
+    m.zone_event("Yard", "red star", true);
+    // Scores: one batch now, none again within SCORES_EVERY.
+    let watched = [crate::watch::Watched {
+        label: "red star".into(),
+        index: 0,
+        threshold: 0.5,
+    }];
+    m.scores(&watched, &[0.9731]);
+    m.scores(&watched, &[0.5]);
+    let scores: Vec<String> = m
+        .shared
+        .0
+        .lock()
+        .unwrap()
+        .queue
+        .iter()
+        .filter(|q| q.topic == "cam/red_star/score")
+        .map(|q| String::from_utf8(q.payload.clone()).unwrap())
+        .collect();
+    assert_eq!(scores, ["0.973"]);
+    let states: Vec<(String, String)> = m
+        .shared
+        .0
+        .lock()
+        .unwrap()
+        .queue
+        .iter()
+        .filter(|q| q.topic.starts_with("cam/porch/"))
+        .map(|q| {
+            (
+                q.topic.clone(),
+                String::from_utf8(q.payload.clone()).unwrap(),
+            )
+        })
+        .collect();
+    let on_off: Vec<&str> = states.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(on_off, ["OFF", "ON", "ON", "ON", "OFF"]);
+    m.finish(std::time::Duration::from_millis(10));
+}
