@@ -5,9 +5,11 @@
 //! A frame runs the schedule in order: no allocation, no lock; on one thread
 //! no system call (with more, waking parked workers, about once a frame).
 //! Every offset an op will read or write is checked against its tensor at
-//! load ([`check_bounds`]): a hostile graph is refused, it cannot index out
+//! load ([`bounds::check_bounds`]): a hostile graph is refused, it cannot index out
 //! of range per frame.
 
+mod bounds;
+mod exec;
 pub mod fold;
 pub mod fuse;
 pub mod ir;
@@ -21,13 +23,11 @@ use std::collections::BTreeMap;
 
 use tract_core::internal::TypedModel;
 
-use crate::kernels::elementwise::{self as ew, Level};
 use crate::kernels::pool::Pool;
 use crate::kernels::Kernels;
-use ir::{Kind, LowerError, Operand, Post, Step};
+use ir::{Kind, LowerError, Operand, Step};
 pub use linear::FloatWeights;
 use linear::{Scratch, ScratchSize};
-use ops::Reduce;
 
 /// A lowered image encoder, ready to run frames.
 pub struct Native {
@@ -311,7 +311,7 @@ impl Native {
             let o = at(step.out);
             let (lo, rest) = arena.split_at_mut(o.start);
             let (dst, hi) = rest.split_at_mut(o.len());
-            let io = Io {
+            let io = exec::Io {
                 lo,
                 hi,
                 hi_start: o.end,
@@ -319,7 +319,7 @@ impl Native {
                 lens,
                 consts,
             };
-            exec(step, &io, dst, scratch, kernels, pool);
+            exec::exec(step, &io, dst, scratch, kernels, pool);
             trace(i, dst);
             if let (Some(p), Some(t0)) = (profile.as_mut(), t0) {
                 p.steps[i] += t0.elapsed();
@@ -354,7 +354,7 @@ pub fn plan_arena(l: &ir::Lowered) -> Result<(Vec<usize>, usize), LowerError> {
             last: last[v],
         })
         .collect();
-    check_bounds(l).map_err(|why| LowerError {
+    bounds::check_bounds(l).map_err(|why| LowerError {
         node: "graph".into(),
         op: "bounds".into(),
         why,
@@ -377,405 +377,4 @@ pub fn op_key(kind: &Kind) -> String {
         Kind::Conv { conv, .. } => format!("{}/{}", kind.class(), conv.precision()),
         k => k.class().to_string(),
     }
-}
-
-/// The inputs of one step: the arena below and above its output, and the
-/// constants.
-struct Io<'a> {
-    lo: &'a [f32],
-    hi: &'a [f32],
-    hi_start: usize,
-    offsets: &'a [usize],
-    lens: &'a [usize],
-    consts: &'a [Vec<f32>],
-}
-
-impl<'a> Io<'a> {
-    fn get(&self, o: Operand) -> &'a [f32] {
-        match o {
-            Operand::Const(i) => &self.consts[i],
-            Operand::Val(v) => {
-                let (off, len) = (self.offsets[v], self.lens[v]);
-                if off + len <= self.lo.len() {
-                    &self.lo[off..off + len]
-                } else {
-                    // The plan keeps inputs apart from the output.
-                    &self.hi[off - self.hi_start..off - self.hi_start + len]
-                }
-            }
-        }
-    }
-
-    fn opt(&self, o: Option<Operand>) -> &'a [f32] {
-        o.map(|o| self.get(o)).unwrap_or(&[])
-    }
-}
-
-fn apply_posts(lv: Level, posts: &[Post], io: &Io<'_>, first: usize, y: &mut [f32]) {
-    for p in posts {
-        match p {
-            Post::Unary(op) => ops::unary_in_place(lv, *op, y),
-            Post::Binary {
-                op,
-                y_first,
-                dims,
-                other,
-                so,
-            } => {
-                let row = dims.last().copied().unwrap_or(1).max(1);
-                ops::binary_post(lv, *op, *y_first, dims, io.get(*other), so, first / row, y)
-            }
-        }
-    }
-}
-
-fn exec(
-    step: &Step,
-    io: &Io<'_>,
-    dst: &mut [f32],
-    scratch: &mut Scratch,
-    kernels: &Kernels,
-    pool: &Pool,
-) {
-    let posts = &step.posts[..];
-    let lv = kernels.level;
-    let post = |first: usize, y: &mut [f32]| apply_posts(lv, posts, io, first, y);
-    match &step.kind {
-        Kind::Binary {
-            op,
-            dims,
-            a,
-            sa,
-            b,
-            sb,
-        } => {
-            let (a, b) = (io.get(*a), io.get(*b));
-            let n = dims.last().copied().unwrap_or(1);
-            if n > 0 {
-                split_rows(pool, dst, n, &|r0, out| {
-                    ops::binary_rows(lv, *op, dims, a, sa, b, sb, r0, out);
-                    post(r0 * n, out);
-                });
-            }
-        }
-        Kind::Unary { op, x } => {
-            let x = io.get(*x);
-            let row = fuse::unary_row(posts);
-            split_rows(pool, dst, row, &|r0, out| {
-                let first = r0 * row;
-                ops::unary(lv, *op, &x[first..first + out.len()], out);
-                post(first, out);
-            });
-        }
-        Kind::Reduce {
-            op,
-            dims,
-            sx,
-            so,
-            count,
-            x,
-        } => {
-            let x = io.get(*x);
-            let n = dims.last().copied().unwrap_or(1);
-            // `max` or `max |x|` of each innermost row, the rows in order (an
-            // int8 layer's per-token scale): split by rows.
-            let rowwise = matches!(op, Reduce::Max | Reduce::AbsMax)
-                && n > 0
-                && so.last() == Some(&0)
-                && dst.len() * n == dims.iter().product::<usize>()
-                && ops::is_row_major(dims, sx)
-                && ops::is_row_major(&dims[..dims.len() - 1], &so[..so.len() - 1]);
-            // `max` or `max |x|` of the whole tensor (an int8
-            // convolution's scale): a part per thread (one part on one
-            // thread: the vectorised row kernel, not the generic loop),
-            // then the max of those.
-            let whole = matches!(op, Reduce::Max | Reduce::AbsMax)
-                && dst.len() == 1
-                && x.len() == dims.iter().product::<usize>()
-                && ops::is_row_major(dims, sx);
-            if whole {
-                let f = if *op == Reduce::Max {
-                    ew::max
-                } else {
-                    ew::abs_max
-                };
-                let mut parts = [f32::NEG_INFINITY; MAX_THREAD_PARTS];
-                let t = pool.threads().min(MAX_THREAD_PARTS);
-                let each = x.len().div_ceil(t);
-                pool.rows(
-                    x.len(),
-                    MIN_PARALLEL_ELEMS,
-                    &mut parts[..t],
-                    t,
-                    1,
-                    1,
-                    &|i0, out| {
-                        for (i, o) in out.iter_mut().enumerate() {
-                            let lo = ((i0 + i) * each).min(x.len());
-                            *o = f(lv, &x[lo..(lo + each).min(x.len())]);
-                        }
-                    },
-                );
-                dst[0] = parts.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-            } else if rowwise {
-                let f = if *op == Reduce::Max {
-                    ew::max
-                } else {
-                    ew::abs_max
-                };
-                pool.rows(
-                    x.len(),
-                    MIN_PARALLEL_ELEMS,
-                    dst,
-                    dst.len(),
-                    1,
-                    1,
-                    &|r0, out| {
-                        for (i, o) in out.iter_mut().enumerate() {
-                            *o = f32::NEG_INFINITY.max(f(lv, &x[(r0 + i) * n..(r0 + i + 1) * n]));
-                        }
-                    },
-                );
-            } else {
-                ops::reduce(lv, *op, dims, x, sx, so, *count, dst);
-            }
-        }
-        Kind::Softmax { around, x } => {
-            let x = io.get(*x);
-            split_around(pool, *around, dst, &|a, r0, out| {
-                ops::softmax(lv, a, &x[r0..r0 + out.len()], out);
-                post(r0, out);
-            });
-        }
-        Kind::RmsNorm {
-            around,
-            eps,
-            center,
-            x,
-        } => {
-            let x = io.get(*x);
-            split_around(pool, *around, dst, &|a, r0, out| {
-                ops::rms_norm(lv, a, *eps, *center, &x[r0..r0 + out.len()], out);
-                post(r0, out);
-            });
-        }
-        Kind::Copy { parts } => {
-            if let [p] = &parts[..] {
-                let n = p.dims.last().copied().unwrap_or(1);
-                let whole = p.dims.iter().product::<usize>() == dst.len();
-                if n > 0 && whole && p.dst_off == 0 && ops::is_row_major(&p.dims, &p.sd) {
-                    let src = io.get(p.src);
-                    split_rows(pool, dst, n, &|r0, out| {
-                        ops::copy_rows(&p.dims, src, p.src_off, &p.ss, r0, out)
-                    });
-                    return;
-                }
-            }
-            for p in parts {
-                ops::copy(
-                    &p.dims,
-                    io.get(p.src),
-                    p.src_off,
-                    &p.ss,
-                    dst,
-                    p.dst_off,
-                    &p.sd,
-                );
-            }
-        }
-        Kind::MatMul { mm, a, b, s } => mm.run(
-            kernels,
-            pool,
-            io.get(*a),
-            io.opt(*b),
-            io.opt(*s),
-            dst,
-            scratch,
-            &post,
-        ),
-        Kind::Conv { conv, x, s } => {
-            conv.run(kernels, pool, io.get(*x), io.opt(*s), dst, scratch, &post)
-        }
-        Kind::Pool { pool: p, x } => {
-            let x = io.get(*x);
-            split_rows(pool, dst, p.oh * p.ow, &|c0, out| {
-                ops::sum_pool(p, x, c0, out)
-            });
-        }
-    }
-}
-
-/// Most threads a whole-tensor maximum keeps a part for (more threads than
-/// this share the parts).
-const MAX_THREAD_PARTS: usize = 64;
-
-/// Element-wise ops with fewer outputs than this run on the caller alone
-/// (waking the other threads costs about as much as they would save).
-const MIN_PARALLEL_ELEMS: usize = 1 << 14;
-
-/// `f(first_row, rows)` over blocks of whole rows of `dst` (`row_len` each)
-/// on the pool's threads, or on the caller alone for a small `dst`.
-fn split_rows(
-    pool: &Pool,
-    dst: &mut [f32],
-    row_len: usize,
-    f: &(dyn Fn(usize, &mut [f32]) + Sync),
-) {
-    let rows = dst.len() / row_len.max(1);
-    pool.rows(dst.len(), MIN_PARALLEL_ELEMS, dst, rows, row_len, 1, f);
-}
-
-/// `f(part, first_element, out)` over blocks of the outer index of a tensor
-/// seen `around` an axis, each block's `part` describing it alone.
-fn split_around(
-    pool: &Pool,
-    around: ops::AroundAxis,
-    dst: &mut [f32],
-    f: &(dyn Fn(ops::AroundAxis, usize, &mut [f32]) + Sync),
-) {
-    let block = around.n * around.inner;
-    if block == 0 {
-        return;
-    }
-    split_rows(pool, dst, block, &|r0, out| {
-        let part = ops::AroundAxis {
-            outer: out.len() / block,
-            ..around
-        };
-        f(part, r0 * block, out)
-    });
-}
-
-/// The largest offset `dims` reach with `strides` from `base` (`None` when
-/// the shape is empty: nothing is touched).
-fn reach(base: usize, dims: &[usize], strides: &[usize]) -> Option<usize> {
-    if dims.contains(&0) {
-        return None;
-    }
-    Some(
-        base + dims
-            .iter()
-            .zip(strides)
-            .map(|(d, s)| (d - 1) * s)
-            .sum::<usize>(),
-    )
-}
-
-fn max_of(t: &[usize]) -> usize {
-    t.iter().copied().max().unwrap_or(0)
-}
-
-/// Every step's reads and writes lie within their tensors.
-fn check_bounds(l: &ir::Lowered) -> Result<(), String> {
-    let len = |o: Operand| match o {
-        Operand::Val(v) => l.lens[v],
-        Operand::Const(i) => l.consts[i].len(),
-    };
-    let within = |what: &str, step: &Step, reach: Option<usize>, len: usize| match reach {
-        Some(r) if r >= len => Err(format!(
-            "{:?} reads or writes {what} at {r}, past its {len} values",
-            step.name
-        )),
-        _ => Ok(()),
-    };
-    for st in &l.steps {
-        let out = l.lens[st.out];
-        for p in &st.posts {
-            if let Post::Binary {
-                dims, other, so, ..
-            } = p
-            {
-                if dims.iter().product::<usize>() != out {
-                    return Err(format!(
-                        "{:?}: a fused op over {dims:?}, not its {out} values",
-                        st.name
-                    ));
-                }
-                within("a fused operand", st, reach(0, dims, so), len(*other))?;
-            }
-        }
-        match &st.kind {
-            Kind::Binary {
-                dims, a, sa, b, sb, ..
-            } => {
-                within("a", st, reach(0, dims, sa), len(*a))?;
-                within("b", st, reach(0, dims, sb), len(*b))?;
-                within("out", st, reach(0, dims, &ops::strides_of(dims)), out)?;
-            }
-            Kind::Unary { x, .. } => within("x", st, out.checked_sub(1), len(*x))?,
-            Kind::Reduce {
-                dims, sx, so, x, ..
-            } => {
-                within("x", st, reach(0, dims, sx), len(*x))?;
-                within("out", st, reach(0, dims, so), out)?;
-            }
-            Kind::Softmax { around, x } | Kind::RmsNorm { around, x, .. } => {
-                let n = around.outer * around.n * around.inner;
-                within("x", st, n.checked_sub(1), len(*x))?;
-                within("out", st, n.checked_sub(1), out)?;
-            }
-            Kind::Copy { parts } => {
-                for p in parts {
-                    within("src", st, reach(p.src_off, &p.dims, &p.ss), len(p.src))?;
-                    within("dst", st, reach(p.dst_off, &p.dims, &p.sd), out)?;
-                }
-            }
-            Kind::MatMul { mm, a, b, s } => {
-                let rows = mm.m.min(1) * mm.k.min(1);
-                if rows > 0 {
-                    within(
-                        "a",
-                        st,
-                        Some(max_of(&mm.a_batch) + max_of(&mm.a_m) + max_of(&mm.a_k)),
-                        len(*a),
-                    )?;
-                }
-                if mm.m.min(1) * mm.n.min(1) > 0 {
-                    within(
-                        "out",
-                        st,
-                        Some(max_of(&mm.o_batch) + max_of(&mm.o_m) + max_of(&mm.o_n)),
-                        out,
-                    )?;
-                }
-                match (&mm.rhs, b, s) {
-                    (linear::Rhs::Act { b_batch, b_n, b_k }, Some(b), _) => within(
-                        "b",
-                        st,
-                        Some(max_of(b_batch) + max_of(b_n) + max_of(b_k)),
-                        len(*b),
-                    )?,
-                    (linear::Rhs::Act { .. }, None, _) => {
-                        return Err(format!("{:?}: no right-hand side", st.name))
-                    }
-                    (linear::Rhs::Int8(_, q), _, Some(s)) => within(
-                        "scales",
-                        st,
-                        Some(max_of(&q.s_batch) + max_of(&q.s_m)),
-                        len(*s),
-                    )?,
-                    (linear::Rhs::Int8(..), _, None) => {
-                        return Err(format!("{:?}: no activation scales", st.name))
-                    }
-                    _ => {}
-                }
-            }
-            Kind::Conv { conv, x, s } => {
-                within("x", st, (conv.c * conv.h * conv.w).checked_sub(1), len(*x))?;
-                within("out", st, (conv.o * conv.oh * conv.ow).checked_sub(1), out)?;
-                match (s, &conv.weights) {
-                    (Some(s), _) => within("scale", st, Some(0), len(*s))?,
-                    (None, linear::ConvWeights::Int8(_)) => {
-                        return Err(format!("{:?}: no activation scale", st.name))
-                    }
-                    _ => {}
-                }
-            }
-            Kind::Pool { pool, x } => {
-                within("x", st, (pool.c * pool.h * pool.w).checked_sub(1), len(*x))?;
-                within("out", st, (pool.c * pool.oh * pool.ow).checked_sub(1), out)?;
-            }
-        }
-    }
-    Ok(())
 }
