@@ -9,7 +9,7 @@ use tract_core::internal::*;
 
 #[cfg(feature = "cuda")]
 use super::cuda;
-use super::{native, one_line, rss_mb, Device, EngineError, EngineKind};
+use super::{log_stage, native, one_line, Device, EngineError, EngineKind};
 use crate::bundle::{Bundle, Trust};
 use crate::tract_graph;
 
@@ -128,13 +128,7 @@ pub struct Opened {
 /// graph, parsed from the bytes that were hashed.
 pub fn open_encoder(dir: &Path, trust: &Trust) -> Result<Opened, EngineError> {
     let t0 = Instant::now();
-    let stage = |what: &str| {
-        log::info!(
-            "load: {what} at {:.0} ms, {}",
-            t0.elapsed().as_secs_f64() * 1e3,
-            rss_mb()
-        )
-    };
+    let stage = |what: &str| log_stage(t0, what);
     let mut bundle = Bundle::open_with(dir, trust)?;
     stage("bundle read and verified");
     let path = bundle.image_encoder_path();

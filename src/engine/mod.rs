@@ -183,13 +183,7 @@ impl Engine {
         device: Device,
     ) -> Result<Self, EngineError> {
         let t0 = Instant::now();
-        let stage = |what: &str| {
-            log::info!(
-                "load: {what} at {:.0} ms, {}",
-                t0.elapsed().as_secs_f64() * 1e3,
-                rss_mb()
-            )
-        };
+        let stage = |what: &str| log_stage(t0, what);
         if device == Device::Cuda && kind == EngineKind::Tract {
             return Err(EngineError::Device(
                 "--device cuda runs the native engine's schedule; --engine tract runs on the CPU only".into(),
@@ -399,6 +393,15 @@ impl Engine {
             _ => Default::default(),
         }
     }
+}
+
+/// A load stage in the log: the time since `t0` and the process's memory.
+fn log_stage(t0: Instant, what: &str) {
+    log::info!(
+        "load: {what} at {:.0} ms, {}",
+        t0.elapsed().as_secs_f64() * 1e3,
+        rss_mb()
+    )
 }
 
 /// `VmRSS` / `VmHWM` of this process in MB, for the load log (Linux only).
