@@ -168,6 +168,8 @@ pub struct Bundle {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub table: TableData,
+    /// sha256 of the manifest's bytes (which name every other file's).
+    pub manifest_sha256: String,
     /// The image encoder's bytes, as hashed.
     encoder: Vec<u8>,
 }
@@ -429,6 +431,15 @@ impl Bundle {
     /// `trust` requires one. Every file is read once: the bytes hashed are
     /// the bytes parsed.
     pub fn open_with(dir: &Path, trust: &Trust) -> Result<Self, BundleError> {
+        let mut b = Self::open_without_encoder(dir, trust)?;
+        b.read_encoder()?;
+        Ok(b)
+    }
+
+    /// As [`Bundle::open_with`], the image encoder's file left unread
+    /// ([`Bundle::read_encoder`] reads and verifies it): for a caller that
+    /// may not need the graph (a saved native section of this manifest).
+    pub fn open_without_encoder(dir: &Path, trust: &Trust) -> Result<Self, BundleError> {
         if !dir.is_dir() {
             return Err(BundleError::NoFolder {
                 path: dir.to_path_buf(),
@@ -451,18 +462,15 @@ impl Bundle {
                 .map_err(|why| BundleError::Signature { path: spath, why })?;
         }
         let manifest = Manifest::parse(&mbytes, &mpath)?;
-        let mut encoder = Vec::new();
         let mut table_bytes = Vec::new();
         for (file, expected) in &manifest.files {
             let path = dir.join(file);
             let is_table = *file == manifest.table.file;
-            let (bytes, actual) = if file == IMAGE_ENCODER || is_table {
-                let max = if is_table {
-                    MAX_TABLE_BYTES
-                } else {
-                    MAX_FILE_BYTES
-                };
-                let bytes = read_bounded(&path, max)?;
+            if file == IMAGE_ENCODER {
+                continue;
+            }
+            let (bytes, actual) = if is_table {
+                let bytes = read_bounded(&path, MAX_TABLE_BYTES)?;
                 let h = sha256_hex(&bytes);
                 (bytes, h)
             } else {
@@ -476,19 +484,42 @@ impl Bundle {
                     actual,
                 });
             }
-            if file == IMAGE_ENCODER {
-                encoder = bytes;
-            } else if is_table {
+            if is_table {
                 table_bytes = bytes;
             }
         }
         let table = parse_table(&table_bytes, &dir.join(&manifest.table.file), &manifest)?;
         Ok(Bundle {
             dir: dir.to_path_buf(),
+            manifest_sha256: sha256_hex(&mbytes),
             manifest,
             table,
-            encoder,
+            encoder: Vec::new(),
         })
+    }
+
+    /// Reads the image encoder's file and checks it against the manifest
+    /// (the bytes hashed are the bytes kept, for
+    /// [`Bundle::take_encoder_bytes`]).
+    pub fn read_encoder(&mut self) -> Result<(), BundleError> {
+        let path = self.image_encoder_path();
+        let Some(expected) = self.manifest.files.get(IMAGE_ENCODER) else {
+            return Err(BundleError::Manifest {
+                path: self.dir.join(MANIFEST),
+                why: format!("[files] lists no {IMAGE_ENCODER}"),
+            });
+        };
+        let bytes = read_bounded(&path, MAX_FILE_BYTES)?;
+        let actual = sha256_hex(&bytes);
+        if &actual != expected {
+            return Err(BundleError::Checksum {
+                path,
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        self.encoder = bytes;
+        Ok(())
     }
 
     pub fn image_encoder_path(&self) -> PathBuf {

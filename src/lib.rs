@@ -11,6 +11,7 @@ pub mod kernels;
 pub mod preprocess;
 pub mod progress;
 pub mod score;
+pub mod section_cache;
 pub mod service;
 pub mod signature;
 pub mod tract_graph;

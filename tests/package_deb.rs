@@ -98,6 +98,7 @@ fn deb_holds_the_binary_unit_config_and_default_bundle() {
     for line in [
         "Type=notify",
         "WatchdogSec=",
+        "CacheDirectory=clip-edge",
         "Restart=on-failure",
         "DynamicUser=yes",
         "SupplementaryGroups=video gpio",

@@ -143,6 +143,7 @@ pub fn run(a: &Args) -> Result<ExitCode> {
         "engine": engine.kind(),
         "ops": engine.op_summary().into_iter().map(|(k, (n, info))| (k, json!({"count": n, "info": info}))).collect::<serde_json::Map<_, _>>(),
         "native": engine.native_summary(),
+        "native_section": engine.section_use(),
         "arch": std::env::consts::ARCH,
     });
     if profile {

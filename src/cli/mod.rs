@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use clip_edge::bundle::{Bundle, Trust};
 use clip_edge::engine::{Device, Engine, EngineKind};
+use clip_edge::section_cache::SectionCache;
 use clip_edge::signature::read_public_key;
 use clip_edge::watch::config::WatchArgs;
 
@@ -118,12 +119,13 @@ impl BundleArg {
     }
 
     fn engine(&self, threads: usize) -> Result<Engine> {
-        Engine::load_device(
+        Engine::load_cached(
             &self.bundle,
             &self.trust()?,
             self.engine,
             threads,
             self.device,
+            SectionCache::from_env().as_ref(),
         )
         .with_context(|| self.context())
     }

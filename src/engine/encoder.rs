@@ -128,9 +128,16 @@ pub struct Opened {
 /// graph, parsed from the bytes that were hashed.
 pub fn open_encoder(dir: &Path, trust: &Trust) -> Result<Opened, EngineError> {
     let t0 = Instant::now();
+    let bundle = Bundle::open_with(dir, trust)?;
+    log_stage(t0, "bundle read and verified");
+    parse_encoder(bundle, t0)
+}
+
+/// The encoder graph of `bundle`, whose encoder bytes were read and
+/// verified ([`Bundle::read_encoder`]), parsed and checked against the
+/// manifest; `t0` starts the load log's clock.
+pub fn parse_encoder(mut bundle: Bundle, t0: Instant) -> Result<Opened, EngineError> {
     let stage = |what: &str| log_stage(t0, what);
-    let mut bundle = Bundle::open_with(dir, trust)?;
-    stage("bundle read and verified");
     let path = bundle.image_encoder_path();
     let gerr = |e: TractError| EngineError::Graph {
         path: path.display().to_string(),

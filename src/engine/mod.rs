@@ -13,7 +13,7 @@ pub mod tract;
 
 #[cfg(feature = "cuda")]
 pub use encoder::cuda_encoder;
-pub use encoder::{open_encoder, Encoder, EncoderSummary, Opened, Profile};
+pub use encoder::{open_encoder, parse_encoder, Encoder, EncoderSummary, Opened, Profile};
 
 use std::path::Path;
 use std::time::Instant;
@@ -24,6 +24,7 @@ use tract_core::internal::*;
 use crate::bundle::{Bundle, BundleError, Trust};
 use crate::preprocess::{ImageView, PreprocessError, Preprocessor};
 use crate::score;
+use crate::section_cache::SectionCache;
 use crate::tract_graph;
 
 #[derive(Debug, Error)]
@@ -134,6 +135,19 @@ pub struct Timings {
     pub score: f64,
 }
 
+/// What became of the native section on a load with a section cache.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SectionUse {
+    /// The schedule was read from the saved section.
+    Read,
+    /// The graph was lowered and its section saved; `refused`: why the
+    /// section that was there could not be used.
+    Saved { refused: Option<String> },
+    /// The graph was lowered and no section saved: why.
+    NotSaved(String),
+}
+
 pub struct Engine {
     pub bundle: Bundle,
     encoder: Box<dyn Encoder>,
@@ -147,6 +161,8 @@ pub struct Engine {
     top_pairs: Vec<(usize, f32)>,
     /// Multiply-accumulates of one encoder run (from tract's cost model).
     pub macs: f64,
+    /// With a section cache: whether the schedule came from it.
+    section: Option<SectionUse>,
 }
 
 impl Engine {
@@ -182,6 +198,25 @@ impl Engine {
         threads: usize,
         device: Device,
     ) -> Result<Self, EngineError> {
+        Self::load_cached(dir, trust, kind, threads, device, None)
+    }
+
+    /// As [`Engine::load_device`]; the native engine on the CPU with a
+    /// `cache` reads its schedule from the bundle's native section there
+    /// when one was saved for this bundle and kernel path (no graph parsed,
+    /// no weight packed or copied: see [`native::section`]), else lowers the
+    /// graph and saves the section for the next start.
+    pub fn load_cached(
+        dir: &Path,
+        trust: &Trust,
+        kind: EngineKind,
+        threads: usize,
+        device: Device,
+        cache: Option<&SectionCache>,
+    ) -> Result<Self, EngineError> {
+        if let (Some(cache), EngineKind::Native, Device::Cpu) = (cache, kind, device) {
+            return Self::load_native_cached(dir, trust, threads, cache);
+        }
         let t0 = Instant::now();
         let stage = |what: &str| log_stage(t0, what);
         if device == Device::Cuda && kind == EngineKind::Tract {
@@ -218,13 +253,7 @@ impl Engine {
                 let model = tract_graph::for_native(model).map_err(gerr)?;
                 stage("graph ready for lowering");
                 let kernels = crate::kernels::Kernels::detect();
-                // An fp32 bundle runs its products in f32 even where its
-                // weights are f16 values (OpenAI's are): widening f16 costs
-                // more per product than the memory it saves is worth there.
-                let float = match bundle.manifest.precision.as_str() {
-                    "fp32" => native::FloatWeights::F32,
-                    _ => native::FloatWeights::F16WhereExact,
-                };
+                let float = float_weights(&bundle);
                 let native = native::Native::new(&model, kernels, threads, float).map_err(|e| {
                     EngineError::Graph {
                         path: path.display().to_string(),
@@ -236,6 +265,115 @@ impl Engine {
         };
         stage("encoder ready");
         Self::with_encoder(bundle, encoder, macs)
+    }
+
+    fn load_native_cached(
+        dir: &Path,
+        trust: &Trust,
+        threads: usize,
+        cache: &SectionCache,
+    ) -> Result<Self, EngineError> {
+        let t0 = Instant::now();
+        let stage = |what: &str| log_stage(t0, what);
+        let mut bundle = Bundle::open_without_encoder(dir, trust)?;
+        stage("manifest and table read and verified");
+        let kernels = crate::kernels::Kernels::detect();
+        let float = float_weights(&bundle);
+        let options = format!("{float:?} {}", native::Native::schedule_options());
+        let graph_err = |path: &str, e: native::ir::LowerError| EngineError::Graph {
+            path: path.to_string(),
+            why: one_line(&e.to_string()),
+        };
+        let entry = match cache.entry(&bundle, kernels.name, &options) {
+            Ok(e) => Some(e),
+            Err(why) => {
+                log::warn!("native section: {why}; the cache is not used");
+                None
+            }
+        };
+        let mut refused = None;
+        let mut not_saved = match &entry {
+            Some(_) => None,
+            None => Some("no cache entry for this bundle".to_string()),
+        };
+        if let Some(e) = &entry {
+            let shown = e.path.display();
+            match cache.open(e) {
+                Ok(Some(bytes)) => {
+                    let mb = (*bytes).as_ref().len() as f64 / 1e6;
+                    match native::section::read(bytes, &kernels, &e.key) {
+                        Ok(sec) => {
+                            let native = native::Native::from_lowered(sec.schedule, kernels, threads)
+                                .map_err(|err| graph_err(&shown.to_string(), err))?;
+                            log::info!("native section {shown}: read ({mb:.1} MB, {} kernels)", kernels.name);
+                            stage("encoder ready from its native section");
+                            let mut engine = Self::with_encoder(bundle, Box::new(native), sec.macs)?;
+                            engine.section = Some(SectionUse::Read);
+                            return Ok(engine);
+                        }
+                        Err(why) => {
+                            log::warn!("native section {shown}: {why}; lowering the graph again");
+                            refused = Some(why.to_string());
+                        }
+                    }
+                }
+                Ok(None) => log::info!(
+                    "native section: none in {} for this bundle and the {} kernels yet; lowering the graph (saved for the next start)",
+                    cache.dir().display(),
+                    kernels.name
+                ),
+                Err(why) => {
+                    log::warn!("native section {shown}: {why}");
+                    not_saved = Some(why);
+                }
+            }
+        }
+        bundle.read_encoder()?;
+        stage("encoder file read and verified");
+        let Opened {
+            bundle,
+            model,
+            path,
+        } = parse_encoder(bundle, t0)?;
+        let macs = count_macs(&model);
+        let gerr = |e: TractError| EngineError::Graph {
+            path: path.clone(),
+            why: one_line(&format!("{e:#}")),
+        };
+        let model = tract_graph::for_native(model).map_err(gerr)?;
+        let schedule =
+            native::Native::schedule(&model, &kernels, float).map_err(|e| graph_err(&path, e))?;
+        drop(model);
+        stage("graph lowered");
+        let section = match (not_saved, &entry) {
+            (None, Some(e)) => {
+                let t = Instant::now();
+                match cache.save(e, |w| {
+                    native::section::write(&schedule, kernels.name, &e.key, macs, w)
+                }) {
+                    Ok(n) => {
+                        log::info!(
+                            "native section {}: saved ({:.1} MB in {:.0} ms)",
+                            e.path.display(),
+                            n as f64 / 1e6,
+                            t.elapsed().as_secs_f64() * 1e3
+                        );
+                        SectionUse::Saved { refused }
+                    }
+                    Err(why) => {
+                        log::warn!("native section: not saved: {why}");
+                        SectionUse::NotSaved(why)
+                    }
+                }
+            }
+            (why, _) => SectionUse::NotSaved(why.unwrap_or_default()),
+        };
+        let native = native::Native::from_lowered(schedule, kernels, threads)
+            .map_err(|e| graph_err(&path, e))?;
+        stage("encoder ready");
+        let mut engine = Self::with_encoder(bundle, Box::new(native), macs)?;
+        engine.section = Some(section);
+        Ok(engine)
     }
 
     /// The pipeline around `encoder`, whose input and output must be the
@@ -269,7 +407,14 @@ impl Engine {
             top: Vec::with_capacity(labels),
             top_pairs: Vec::with_capacity(labels),
             macs,
+            section: None,
         })
+    }
+
+    /// With a section cache ([`Engine::load_cached`]): whether the
+    /// schedule came from a saved native section.
+    pub fn section_use(&self) -> Option<&SectionUse> {
+        self.section.as_ref()
     }
 
     pub fn resolution(&self) -> u32 {
@@ -392,6 +537,17 @@ impl Engine {
             EncoderSummary::Tract(m) => m,
             _ => Default::default(),
         }
+    }
+}
+
+/// How the native engine keeps f32 weights that are exactly f16: an fp32
+/// bundle runs its products in f32 even where its weights are f16 values
+/// (OpenAI's are): widening f16 costs more per product than the memory it
+/// saves is worth there.
+fn float_weights(bundle: &Bundle) -> native::FloatWeights {
+    match bundle.manifest.precision.as_str() {
+        "fp32" => native::FloatWeights::F32,
+        _ => native::FloatWeights::F16WhereExact,
     }
 }
 

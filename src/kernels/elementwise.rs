@@ -25,7 +25,7 @@ pub enum Level {
     Avx512,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Binary {
     Add,
     Sub,
@@ -49,7 +49,7 @@ impl Binary {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Unary {
     Abs,
     Recip,

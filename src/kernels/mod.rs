@@ -89,6 +89,16 @@ pub fn packed_f32_len(n: usize, k: usize) -> usize {
     n.div_ceil(16) * 16 * k
 }
 
+/// Values an `n × k` matrix takes in a layout that makes `one` values of
+/// a single row: plain rows (`one == k`), or panels of 16 rows.
+fn layout_len(one: usize, n: usize, k: usize) -> usize {
+    if one == k {
+        n * k
+    } else {
+        n.div_ceil(16) * one
+    }
+}
+
 /// One set of kernels for this CPU.
 #[derive(Clone, Copy)]
 pub struct Kernels {
@@ -347,6 +357,22 @@ impl Kernels {
     pub fn gemm_f16p(&self, x: &[f32], w: &[f16], m: usize, n: usize, k: usize, out: &mut [f32]) {
         check(x.len(), w.len(), out.len(), m, n, k);
         (self.gemm_f16p)(x, w, m, n, k, out)
+    }
+
+    /// Values [`Kernels::pack_i8`] makes of an `n × k` matrix (to check
+    /// packed weights read back from elsewhere before any kernel reads them).
+    pub fn packed_i8_len_of(&self, n: usize, k: usize) -> usize {
+        layout_len(self.pack_i8(&vec![0; k], 1, k).len(), n, k)
+    }
+
+    /// As [`Kernels::packed_i8_len_of`], for [`Kernels::pack_f16`].
+    pub fn packed_f16_len_of(&self, n: usize, k: usize) -> usize {
+        layout_len(self.pack_f16(&vec![f16::ZERO; k], 1, k).len(), n, k)
+    }
+
+    /// As [`Kernels::packed_i8_len_of`], for [`Kernels::pack_f32`].
+    pub fn packed_f32_len_of(&self, n: usize, k: usize) -> usize {
+        layout_len(self.pack_f32(&vec![0.0; k], 1, k).len(), n, k)
     }
 
     /// `w` (`n × k`) in this path's layout for [`Kernels::gemm_f32p`].

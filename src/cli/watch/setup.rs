@@ -4,6 +4,7 @@
 
 use super::*;
 use clip_edge::decode::Decode;
+use clip_edge::section_cache::SectionCache;
 use clip_edge::watch::config::DecodeMode;
 
 /// How many times the model's input the shorter side of a frame keeps
@@ -48,12 +49,13 @@ pub(super) fn load_model(args: &WatchArgs, threads: usize) -> Result<Model> {
             None => None,
         },
     };
-    let engine = Engine::load_device(
+    let engine = Engine::load_cached(
         &bundle,
         &trust,
         args.engine.unwrap_or_default(),
         threads,
         args.device.unwrap_or_default(),
+        SectionCache::from_env().as_ref(),
     )
     .with_context(|| format!("loading bundle {}", bundle.display()))?;
     Ok(Model {

@@ -311,7 +311,7 @@ pub(super) fn plan(
                     Rhs::Float(w) => {
                         let npad = up(n, ROW_ALIGN);
                         let rows_f32: Vec<f32> = match w {
-                            Weights::F32(v) => v.clone(),
+                            Weights::F32(v) => v.to_vec(),
                             Weights::F16(v) => v.iter().map(|h| h.to_f32()).collect(),
                         };
                         let wb = upload_rows_f16(gpu, &rows_f32, n, k, npad, kpad)?;

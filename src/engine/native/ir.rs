@@ -8,7 +8,7 @@ use super::linear::{Conv, MatMul, Rhs};
 use super::ops::{AroundAxis, Binary, Pool2d, Reduce, Unary};
 
 /// Where an op reads a tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Operand {
     /// An arena tensor (value id).
     Val(usize),
@@ -16,6 +16,7 @@ pub enum Operand {
     Const(usize),
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct CopyPart {
     pub src: Operand,
     pub dims: Vec<usize>,
@@ -25,6 +26,7 @@ pub struct CopyPart {
     pub sd: Vec<usize>,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     Binary {
         op: Binary,
@@ -110,6 +112,7 @@ impl Kind {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Step {
     pub name: String,
     pub kind: Kind,
@@ -134,6 +137,7 @@ impl Step {
 /// An element-wise op applied in place to a producer's output as it is
 /// written: `y = f(y)`, or `y = y ∘ other` (`other ∘ y` unless `y_first`),
 /// `other` read through its broadcast strides over the output's `dims`.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum Post {
     Unary(Unary),
     Binary {
@@ -146,6 +150,7 @@ pub enum Post {
 }
 
 /// The lowered graph, before arena planning.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Lowered {
     pub steps: Vec<Step>,
     /// Length of each value id.

@@ -14,6 +14,7 @@ use crate::kernels::elementwise::{self as ew, Binary};
 use crate::kernels::pool::{Columns, Pool, Split, MIN_PARALLEL_MACS};
 use crate::kernels::{float_panels, packed_f32_len, packed_i8_len, quantize, Kernels};
 
+pub use super::blob::Blob;
 use super::winograd;
 
 /// A fused epilogue ([`super::fuse`]) on one block of an op's output,
@@ -33,15 +34,17 @@ pub enum FloatWeights {
 
 /// f32 or f16 weights, `n × k`, in the kernel path's layout
 /// ([`Kernels::pack_f32`], [`Kernels::pack_f16`]).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum Weights {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
+    F32(Blob<f32>),
+    F16(Blob<f16>),
 }
 
 /// int8 weights: `q` in the kernel path's layout ([`Kernels::pack_i8`]),
 /// a scale per output channel.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Int8 {
-    pub q: Vec<i8>,
+    pub q: Blob<i8>,
     pub scale: Vec<f32>,
 }
 
@@ -69,9 +72,9 @@ impl Weights {
         if float == FloatWeights::F16WhereExact && Self::f16_exact(&w) {
             let h: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
             drop(w);
-            Weights::F16(kernels.pack_f16(&h, n, k))
+            Weights::F16(kernels.pack_f16(&h, n, k).into())
         } else {
-            Weights::F32(kernels.pack_f32(&w, n, k))
+            Weights::F32(kernels.pack_f32(&w, n, k).into())
         }
     }
 
@@ -148,10 +151,10 @@ impl Int8 {
     ) -> Int8 {
         match kernels {
             Some(kern) => Int8 {
-                q: kern.pack_i8(&q, n, k),
+                q: kern.pack_i8(&q, n, k).into(),
                 scale,
             },
-            None => Int8 { q, scale },
+            None => Int8 { q: q.into(), scale },
         }
     }
 }
@@ -249,12 +252,14 @@ impl Scratch {
 
 /// int8 activation quantisation: the scale tensor's offset for each batch
 /// and row.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct ActQuant {
     pub s_batch: Vec<usize>,
     pub s_m: Vec<usize>,
 }
 
 /// The right-hand side of a product.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum Rhs {
     Float(Weights),
     /// An int8 layer: `a` is then the unquantised activation, quantised
@@ -270,6 +275,7 @@ pub enum Rhs {
 
 /// `out[b][m][n] = Σ_k a[b][m][k] · rhs[b][n][k]`, each index spread over
 /// any axes of its tensor through the offset tables built at load.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct MatMul {
     pub m: usize,
     pub n: usize,
@@ -714,15 +720,17 @@ const MIN_PARALLEL_ELEMS: usize = 1 << 14;
 /// left side), f32 rows or int8 rows (the product's left side, the patches
 /// packed per frame), int8 with the input quantised with one scale for the
 /// whole tensor, or f32 transformed for Winograd's 3 × 3 products.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum ConvWeights {
     Float(Weights),
-    F32Rows(Vec<f32>),
+    F32Rows(Blob<f32>),
     Int8(Int8),
     /// A 3 × 3 convolution's f32 weights as [`winograd::weights`] made them.
-    Winograd(Vec<f32>),
+    Winograd(Blob<f32>),
 }
 
 /// A 2-D convolution over one NCHW image, OIHW weights, one group.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Conv {
     pub c: usize,
     pub h: usize,
@@ -1482,9 +1490,9 @@ mod tests {
                 .flat_map(|kern| {
                     let winograd =
                         winograd::fits([kh, kh], [st, st], [1, 1], [pd, pd], [h, w], [oh, ow])
-                            .then(|| ConvWeights::Winograd(winograd::weights(&wt, o, c)));
+                            .then(|| ConvWeights::Winograd(winograd::weights(&wt, o, c).into()));
                     [
-                        ConvWeights::F32Rows(wt.clone()),
+                        ConvWeights::F32Rows(wt.clone().into()),
                         ConvWeights::Float(Weights::new(
                             wt.clone(),
                             o,
@@ -1572,7 +1580,7 @@ mod tests {
             let conv = Conv {
                 c, h, w, o: 1, oh, ow,
                 kernel: [kh, kw], stride: [sy, sx], dilation: [dy, dx], pad: [py, px],
-                weights: ConvWeights::F32Rows(vec![0.0; c * kh * kw]),
+                weights: ConvWeights::F32Rows(vec![0.0; c * kh * kw].into()),
                 bias: vec![0.0],
             };
             let x: Vec<f32> = (0..c * h * w).map(|i| i as f32 + 1.0).collect();

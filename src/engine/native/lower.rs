@@ -925,7 +925,7 @@ impl Lowerer<'_> {
                 for &nn in n_off {
                     w.extend(k_off.iter().map(|&kk| v[nn + kk]));
                 }
-                return Ok(Got::Float(Weights::F16(kern.pack_f16(&w, n, k))));
+                return Ok(Got::Float(Weights::F16(kern.pack_f16(&w, n, k).into())));
             }
             _ => {}
         }
@@ -1029,9 +1029,10 @@ impl Lowerer<'_> {
                 Got::Float(w) => (ConvWeights::Float(w), false),
                 // f32 3 × 3 convolutions, stride 1, padding 1: Winograd's
                 // products (16 a tile of 4 pixels, against 36).
-                Got::F32Rows(w) if winograd => {
-                    (ConvWeights::Winograd(winograd::weights(&w, o, c)), false)
-                }
+                Got::F32Rows(w) if winograd => (
+                    ConvWeights::Winograd(winograd::weights(&w, o, c).into()),
+                    false,
+                ),
                 // Turned around, the pixels are the product's columns,
                 // computed up to 32 at a time (AVX-512's pairs of 16-pixel
                 // panels): where that pads them by more than a fifth (RN50's
@@ -1044,7 +1045,7 @@ impl Lowerer<'_> {
                     let w = Weights::new(w, o, kk, &self.kernels, FloatWeights::F32);
                     (ConvWeights::Float(w), false)
                 }
-                Got::F32Rows(w) => (ConvWeights::F32Rows(w), false),
+                Got::F32Rows(w) => (ConvWeights::F32Rows(w.into()), false),
             };
         let conv = Conv {
             c,

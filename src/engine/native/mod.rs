@@ -8,6 +8,7 @@
 //! load ([`bounds::check_bounds`]): a hostile graph is refused, it cannot index out
 //! of range per frame.
 
+pub mod blob;
 mod bounds;
 mod exec;
 pub mod fold;
@@ -17,6 +18,7 @@ pub mod linear;
 pub mod lower;
 pub mod ops;
 pub mod plan;
+pub mod section;
 pub mod winograd;
 
 use std::collections::BTreeMap;
@@ -28,6 +30,14 @@ use crate::kernels::Kernels;
 use ir::{Kind, LowerError, Operand, Step};
 pub use linear::FloatWeights;
 use linear::{Scratch, ScratchSize};
+
+fn winograd_on() -> bool {
+    std::env::var("CLIP_EDGE_WINOGRAD").as_deref() != Ok("0")
+}
+
+fn fold_on() -> bool {
+    std::env::var("CLIP_EDGE_FOLD").as_deref() != Ok("0")
+}
 
 /// A lowered image encoder, ready to run frames.
 pub struct Native {
@@ -42,6 +52,7 @@ pub struct Native {
     kernels: Kernels,
     pool: Pool,
     weight_bytes: usize,
+    mapped_weight_bytes: usize,
     /// Time spent in each step over the frames profiled (`bench --profile`).
     profile: Option<Profile>,
 }
@@ -75,6 +86,8 @@ pub struct Summary {
     pub arena_bytes: usize,
     pub scratch_bytes: usize,
     pub weight_bytes: usize,
+    /// Of those, the bytes read in place from a native section (not copied).
+    pub mapped_weight_bytes: usize,
     pub threads: usize,
     /// Each matrix product (linear layer, convolution) by graph node name,
     /// with the precision its weights run in.
@@ -93,16 +106,31 @@ impl Native {
         threads: usize,
         float: FloatWeights,
     ) -> Result<Native, LowerError> {
+        Self::from_lowered(Self::schedule(model, &kernels, float)?, kernels, threads)
+    }
+
+    /// The schedule [`Native::new`] runs: `model` lowered for `kernels`,
+    /// its copies folded.
+    pub fn schedule(
+        model: &TypedModel,
+        kernels: &Kernels,
+        float: FloatWeights,
+    ) -> Result<ir::Lowered, LowerError> {
         // `CLIP_EDGE_WINOGRAD=0` keeps 3 × 3 convolutions direct.
-        let winograd = std::env::var("CLIP_EDGE_WINOGRAD").as_deref() != Ok("0");
-        let mut l = lower::lower(model, &kernels, float, winograd)?;
+        let mut l = lower::lower(model, kernels, float, winograd_on())?;
         // Copies read only by a product: read through its tables instead
         // (`CLIP_EDGE_FOLD=0` keeps them).
-        if std::env::var("CLIP_EDGE_FOLD").as_deref() != Ok("0") {
+        if fold_on() {
             let n = fold::fold_copies(&mut l);
             log::debug!("{n} copies folded into the products that read them");
         }
-        Self::from_lowered(l, kernels, threads)
+        Ok(l)
+    }
+
+    /// What shapes the schedule besides the graph, the kernels and the
+    /// weights' precision (a saved schedule made otherwise is another one).
+    pub fn schedule_options() -> String {
+        format!("winograd={} fold={}", winograd_on(), fold_on())
     }
 
     /// A schedule lowered (and maybe rewritten, [`fold`]) for `kernels`.
@@ -128,6 +156,7 @@ impl Native {
             }
         }
         weight_bytes += 4 * l.consts.iter().map(Vec::len).sum::<usize>();
+        let mapped_weight_bytes = section::shared_bytes(&l);
         if log::log_enabled!(log::Level::Debug) {
             for (i, s) in l.steps.iter().enumerate() {
                 log::debug!(
@@ -152,6 +181,7 @@ impl Native {
             kernels,
             pool: Pool::new(threads),
             weight_bytes,
+            mapped_weight_bytes,
             profile: None,
         };
         log::info!(
@@ -210,6 +240,7 @@ impl Native {
             arena_bytes: 4 * self.arena.len(),
             scratch_bytes: self.scratch.bytes(),
             weight_bytes: self.weight_bytes,
+            mapped_weight_bytes: self.mapped_weight_bytes,
             threads: self.pool.threads(),
             products,
         }

@@ -172,7 +172,7 @@ pub fn binary_post(
     });
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Reduce {
     Sum,
     Max,
@@ -235,7 +235,7 @@ pub fn reduce(
 }
 
 /// A tensor seen as `[outer, n, inner]` around one axis.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct AroundAxis {
     pub outer: usize,
     pub n: usize,
@@ -386,7 +386,7 @@ pub fn copy_rows(
 }
 
 /// An average (or sum) pool over NCHW, padding ignored in the count.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Pool2d {
     pub c: usize,
     pub h: usize,

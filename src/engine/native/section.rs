@@ -1,0 +1,435 @@
+//! A native section: a lowered schedule ([`ir::Lowered`]) with its weights
+//! already packed for one kernel path, as bytes that read back without
+//! copying the weights: every weight run is a window of those bytes
+//! ([`Blob::shared`]), so bytes mapped from a file serve the engine as they
+//! lie in the page cache.
+//!
+//! Layout: a fixed prefix (magic, version, header length), the header
+//! (postcard: the caller's key, the kernel path, the schedule without its
+//! weights, and where each weight run lies), the weight runs each aligned
+//! to [`ALIGN`] bytes, and a BLAKE3 digest of everything before it. A
+//! section is checked whole before anything in it is used: its digest, its
+//! key, its kernel path, every run inside the bytes and of the length the
+//! kernel path packs for its shape; the executor then checks every offset
+//! ([`super::bounds`]). What fails any check is refused with the reason.
+
+use std::io::{self, Write};
+
+use half::f16;
+use serde::{Deserialize, Serialize};
+
+use super::blob::{Blob, SharedBytes};
+use super::ir::{Kind, Lowered, Operand};
+use super::linear::{ConvWeights, Rhs, Weights};
+use crate::kernels::Kernels;
+
+const MAGIC: &[u8; 8] = b"CLIPNSEC";
+/// Version of the section layout and of the schedule's serialised form.
+/// A section of another version is refused (and rebuilt by the caller).
+pub const VERSION: u32 = 1;
+/// Alignment of each weight run in the section (and so in a mapping of
+/// it, which starts on a page).
+pub const ALIGN: usize = 64;
+/// Magic, version, reserved, header length.
+const PREFIX: usize = 24;
+const DIGEST: usize = 32;
+/// Largest header read (a ViT-L/14's schedule is well under 1 MB).
+const MAX_HEADER_BYTES: u64 = 64 << 20;
+/// Most arena values a schedule read back may ask for (16 GB of f32).
+const MAX_VALUES: usize = 1 << 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SectionError {
+    #[error("{0} bytes: too short for a native section")]
+    Truncated(usize),
+    #[error("not a native section (bad magic)")]
+    Magic,
+    #[error("section version {found}; this clip-edge reads {VERSION}")]
+    Version { found: u32 },
+    #[error("digest mismatch: the file is damaged or was changed")]
+    Digest,
+    #[error("header: {0}")]
+    Header(String),
+    #[error("made for another bundle or clip-edge build")]
+    Key,
+    #[error("packed for the {found} kernels; this CPU runs {want}")]
+    Kernels { found: String, want: &'static str },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Serialize)]
+struct HeaderOut<'a> {
+    key: &'a str,
+    kernels: &'a str,
+    macs: f64,
+    /// Each weight run: byte offset from the data's start, values.
+    runs: Vec<(u64, u64)>,
+    schedule: &'a Lowered,
+}
+
+#[derive(Deserialize)]
+struct HeaderIn {
+    key: String,
+    kernels: String,
+    macs: f64,
+    runs: Vec<(u64, u64)>,
+    schedule: Lowered,
+}
+
+/// A schedule read back, with what was saved beside it.
+pub struct Section {
+    pub schedule: Lowered,
+    /// Multiply-adds of one frame, as the writer counted them.
+    pub macs: f64,
+}
+
+enum Run<'a> {
+    F32(&'a Blob<f32>),
+    F16(&'a Blob<f16>),
+    I8(&'a Blob<i8>),
+}
+
+enum RunMut<'a> {
+    F32(&'a mut Blob<f32>),
+    F16(&'a mut Blob<f16>),
+    I8(&'a mut Blob<i8>),
+}
+
+/// Every weight run of `l`, in one fixed order, by shared (`Run`) or
+/// mutable (`RunMut`) reference.
+macro_rules! runs_of {
+    ($l:expr, $run:ident $(, $m:tt)?) => {{
+        let mut v = Vec::new();
+        for st in &$($m)? $l.steps {
+            match &$($m)? st.kind {
+                Kind::MatMul { mm, .. } => match &$($m)? mm.rhs {
+                    Rhs::Float(Weights::F32(b)) => v.push($run::F32(b)),
+                    Rhs::Float(Weights::F16(b)) => v.push($run::F16(b)),
+                    Rhs::Int8(q, _) => v.push($run::I8(&$($m)? q.q)),
+                    Rhs::Act { .. } => {}
+                },
+                Kind::Conv { conv, .. } => match &$($m)? conv.weights {
+                    ConvWeights::Float(Weights::F32(b))
+                    | ConvWeights::F32Rows(b)
+                    | ConvWeights::Winograd(b) => v.push($run::F32(b)),
+                    ConvWeights::Float(Weights::F16(b)) => v.push($run::F16(b)),
+                    ConvWeights::Int8(q) => v.push($run::I8(&$($m)? q.q)),
+                },
+                _ => {}
+            }
+        }
+        v
+    }};
+}
+
+impl Run<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Run::F32(b) => bytemuck::cast_slice(b),
+            Run::F16(b) => bytemuck::cast_slice(b),
+            Run::I8(b) => bytemuck::cast_slice(b),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Run::F32(b) => b.len(),
+            Run::F16(b) => b.len(),
+            Run::I8(b) => b.len(),
+        }
+    }
+}
+
+/// Bytes of `l`'s weight runs that are windows of shared bytes (read in
+/// place from a section).
+pub fn shared_bytes(l: &Lowered) -> usize {
+    let runs = runs_of!(l, Run);
+    runs.iter()
+        .filter(|r| match r {
+            Run::F32(b) => b.is_shared(),
+            Run::F16(b) => b.is_shared(),
+            Run::I8(b) => b.is_shared(),
+        })
+        .map(|r| r.bytes().len())
+        .sum()
+}
+
+fn align(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<'w, W: Write> {
+    out: &'w mut W,
+    hash: blake3::Hasher,
+    written: u64,
+}
+
+impl<W: Write> Hashing<'_, W> {
+    fn put(&mut self, b: &[u8]) -> io::Result<()> {
+        self.out.write_all(b)?;
+        self.hash.update(b);
+        self.written += b.len() as u64;
+        Ok(())
+    }
+
+    fn pad_to(&mut self, at: usize) -> io::Result<()> {
+        const ZEROS: [u8; ALIGN] = [0; ALIGN];
+        let n = at - self.written as usize;
+        self.put(&ZEROS[..n])
+    }
+}
+
+/// Writes `l` (packed for `kernels`) as a section under `key`, with the
+/// frame's multiply-adds; returns the bytes written.
+pub fn write(
+    l: &Lowered,
+    kernels: &str,
+    key: &str,
+    macs: f64,
+    out: &mut impl Write,
+) -> io::Result<u64> {
+    let runs = runs_of!(l, Run);
+    let mut at = 0usize;
+    let mut table = Vec::with_capacity(runs.len());
+    for r in &runs {
+        table.push((at as u64, r.len() as u64));
+        at = align(at + r.bytes().len());
+    }
+    let header = postcard::to_stdvec(&HeaderOut {
+        key,
+        kernels,
+        macs,
+        runs: table.clone(),
+        schedule: l,
+    })
+    .map_err(io::Error::other)?;
+    let mut w = Hashing {
+        out,
+        hash: blake3::Hasher::new(),
+        written: 0,
+    };
+    w.put(MAGIC)?;
+    w.put(&VERSION.to_le_bytes())?;
+    w.put(&[0; 4])?;
+    w.put(&(header.len() as u64).to_le_bytes())?;
+    w.put(&header)?;
+    let data = align(PREFIX + header.len());
+    w.pad_to(data)?;
+    for (r, (off, _)) in runs.iter().zip(&table) {
+        w.pad_to(data + *off as usize)?;
+        w.put(r.bytes())?;
+    }
+    let digest = *w.hash.finalize().as_bytes();
+    let n = w.written + DIGEST as u64;
+    w.out.write_all(&digest)?;
+    Ok(n)
+}
+
+/// Reads the section in `bytes` (which must start on an [`ALIGN`]-byte
+/// boundary, as a mapping does), made under `key` for `kernels`: its
+/// weights stay in `bytes`.
+pub fn read(bytes: SharedBytes, kernels: &Kernels, key: &str) -> Result<Section, SectionError> {
+    let all: &[u8] = (*bytes).as_ref();
+    if all.len() < PREFIX + DIGEST {
+        return Err(SectionError::Truncated(all.len()));
+    }
+    if &all[..8] != MAGIC {
+        return Err(SectionError::Magic);
+    }
+    let found = u32::from_le_bytes(all[8..12].try_into().unwrap());
+    if found != VERSION {
+        return Err(SectionError::Version { found });
+    }
+    let (body, digest) = all.split_at(all.len() - DIGEST);
+    if blake3::hash(body).as_bytes() != digest {
+        return Err(SectionError::Digest);
+    }
+    let header_len = u64::from_le_bytes(all[16..24].try_into().unwrap());
+    if header_len > MAX_HEADER_BYTES || PREFIX as u64 + header_len > body.len() as u64 {
+        return Err(SectionError::Header(format!(
+            "{header_len} bytes, past the section's end"
+        )));
+    }
+    let header_len = header_len as usize;
+    let h: HeaderIn = postcard::from_bytes(&all[PREFIX..PREFIX + header_len])
+        .map_err(|e| SectionError::Header(e.to_string()))?;
+    if h.key != key {
+        return Err(SectionError::Key);
+    }
+    if h.kernels != kernels.name {
+        return Err(SectionError::Kernels {
+            found: h.kernels.chars().take(40).collect(),
+            want: kernels.name,
+        });
+    }
+    let mut schedule = h.schedule;
+    let data = align(PREFIX + header_len);
+    let mut runs = runs_of!(schedule, RunMut, mut);
+    if runs.len() != h.runs.len() {
+        return Err(SectionError::Invalid(format!(
+            "{} weight runs listed for {} in the schedule",
+            h.runs.len(),
+            runs.len()
+        )));
+    }
+    for (i, (r, &(off, len))) in runs.iter_mut().zip(&h.runs).enumerate() {
+        let bad = || SectionError::Invalid(format!("weight run {i} lies outside the section"));
+        let start = usize::try_from(off)
+            .ok()
+            .and_then(|o| o.checked_add(data))
+            .filter(|s| s.is_multiple_of(ALIGN))
+            .ok_or_else(bad)?;
+        let len = usize::try_from(len).map_err(|_| bad())?;
+        let end_ok = |size: usize| {
+            len.checked_mul(size)
+                .and_then(|b| b.checked_add(start))
+                .is_some_and(|e| e <= body.len())
+        };
+        let b = bytes.clone();
+        match r {
+            RunMut::F32(slot) if end_ok(4) => {
+                **slot = Blob::shared(b, start, len).ok_or_else(bad)?
+            }
+            RunMut::F16(slot) if end_ok(2) => {
+                **slot = Blob::shared(b, start, len).ok_or_else(bad)?
+            }
+            RunMut::I8(slot) if end_ok(1) => {
+                **slot = Blob::shared(b, start, len).ok_or_else(bad)?
+            }
+            _ => return Err(bad()),
+        }
+    }
+    drop(runs);
+    check_shapes(&schedule, kernels).map_err(SectionError::Invalid)?;
+    Ok(Section {
+        schedule,
+        macs: h.macs,
+    })
+}
+
+/// What the executor's bounds check ([`super::bounds`]) takes as given:
+/// every value id and constant index in range, each offset table as long
+/// as its dimension, each weight run as long as its shape packs to, the
+/// arena of a bounded size.
+fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
+    let values = l.lens.len();
+    if l.lens
+        .iter()
+        .try_fold(0usize, |a, &n| a.checked_add(n))
+        .is_none_or(|t| t > MAX_VALUES)
+    {
+        return Err(format!("the arena's values exceed {MAX_VALUES}"));
+    }
+    if l.input >= values || l.output >= values {
+        return Err("the input or output is not a value of the schedule".into());
+    }
+    for st in &l.steps {
+        let name = &st.name.chars().take(80).collect::<String>();
+        let fail = |what: String| Err(format!("step {name:?}: {what}"));
+        if st.out >= values {
+            return fail(format!("writes value {}, of {values}", st.out));
+        }
+        for o in st.inputs() {
+            let ok = match o {
+                Operand::Val(v) => v < values,
+                Operand::Const(c) => c < l.consts.len(),
+            };
+            if !ok {
+                return fail(format!("reads {o:?}, out of range"));
+            }
+        }
+        match &st.kind {
+            Kind::MatMul { mm, .. } => {
+                let (m, n, k) = (mm.m, mm.n, mm.k);
+                let batches = mm.a_batch.len();
+                let tables = [
+                    ("a_m", mm.a_m.len(), m),
+                    ("a_k", mm.a_k.len(), k),
+                    ("o_m", mm.o_m.len(), m),
+                    ("o_n", mm.o_n.len(), n),
+                    ("o_batch", mm.o_batch.len(), batches),
+                ];
+                for (what, len, want) in tables {
+                    if len != want {
+                        return fail(format!("{what} has {len} offsets for {want}"));
+                    }
+                }
+                let identity = |t: &[usize]| t.iter().enumerate().all(|(i, v)| i == *v);
+                if (mm.a_k_unit && !identity(&mm.a_k)) || (mm.o_n_unit && !identity(&mm.o_n)) {
+                    return fail("a contiguous row that is not".into());
+                }
+                let want = |len: usize, packed: usize, what: &str| {
+                    if len == packed {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "step {name:?}: {what} weights of {len} values; {n} x {k} packs to {packed}"
+                        ))
+                    }
+                };
+                match &mm.rhs {
+                    Rhs::Float(Weights::F32(w)) => {
+                        want(w.len(), kern.packed_f32_len_of(n, k), "f32")?
+                    }
+                    Rhs::Float(Weights::F16(w)) => {
+                        want(w.len(), kern.packed_f16_len_of(n, k), "f16")?
+                    }
+                    Rhs::Int8(q, aq) => {
+                        want(q.q.len(), kern.packed_i8_len_of(n, k), "int8")?;
+                        if q.scale.len() != n || aq.s_m.len() != m || aq.s_batch.len() != batches {
+                            return fail("int8 scales of the wrong length".into());
+                        }
+                    }
+                    Rhs::Act { b_batch, b_n, b_k } => {
+                        if b_batch.len() != batches || b_n.len() != n || b_k.len() != k {
+                            return fail("right-hand offsets of the wrong length".into());
+                        }
+                    }
+                }
+            }
+            Kind::Conv { conv, .. } => {
+                let c = conv;
+                let kk = c
+                    .kernel
+                    .iter()
+                    .try_fold(c.c, |a, &d| a.checked_mul(d))
+                    .ok_or("a convolution too large")?;
+                let rows = c.o.checked_mul(kk).ok_or("a convolution too large")?;
+                if c.bias.len() != c.o {
+                    return fail(format!("{} biases for {} channels", c.bias.len(), c.o));
+                }
+                if c.stride.contains(&0) || c.dilation.contains(&0) {
+                    return fail("a stride or dilation of 0".into());
+                }
+                let (len, want) = match &c.weights {
+                    ConvWeights::Float(Weights::F32(w)) => {
+                        (w.len(), kern.packed_f32_len_of(c.o, kk))
+                    }
+                    ConvWeights::Float(Weights::F16(w)) => {
+                        (w.len(), kern.packed_f16_len_of(c.o, kk))
+                    }
+                    ConvWeights::F32Rows(w) => (w.len(), rows),
+                    ConvWeights::Int8(q) => {
+                        if q.scale.len() != c.o {
+                            return fail("int8 scales of the wrong length".into());
+                        }
+                        (q.q.len(), rows)
+                    }
+                    ConvWeights::Winograd(w) => {
+                        if c.kernel != [3, 3] {
+                            return fail("Winograd weights for a kernel other than 3 x 3".into());
+                        }
+                        (w.len(), rows / 9 * 16)
+                    }
+                };
+                if len != want {
+                    return fail(format!("convolution weights of {len} values for {want}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! Where native sections ([`crate::engine::native::section`]) are kept
+//! between runs: one file per bundle folder and kernel path, in a private
+//! cache folder, written whole or not at all and mapped read-only.
+//!
+//! The folder: `CLIP_EDGE_CACHE` (`off` turns the cache off), else
+//! systemd's `CACHE_DIRECTORY` (`CacheDirectory=` in the unit), else
+//! `$XDG_CACHE_HOME/clip-edge`, else `~/.cache/clip-edge`. A section is
+//! trusted as far as that folder is: the folder and the file must belong to
+//! this user (or root) and be writable by no one else, or they are not
+//! used. A section's key binds it to the manifest's bytes (which carry the
+//! encoder's sha256 and are what a signature covers), to the encoder
+//! file's identity (size, time, inode), to this executable's and to the
+//! options that shape a schedule.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::bundle::Bundle;
+use crate::engine::native::blob::SharedBytes;
+
+/// Files kept in the cache folder; beyond this the least recently written
+/// ones go (a board runs one or two bundles).
+const MAX_FILES: usize = 8;
+const SUFFIX: &str = ".section";
+
+/// A folder of native sections.
+#[derive(Debug, Clone)]
+pub struct SectionCache {
+    dir: PathBuf,
+}
+
+/// One bundle's section in the cache: its file and the key it must carry.
+pub struct Entry {
+    pub path: PathBuf,
+    pub key: String,
+}
+
+impl SectionCache {
+    pub fn at(dir: impl Into<PathBuf>) -> SectionCache {
+        SectionCache { dir: dir.into() }
+    }
+
+    /// The cache folder from the environment (see the module's docs);
+    /// `None` when it is turned off or no folder can be named.
+    pub fn from_env() -> Option<SectionCache> {
+        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        if let Some(v) = var("CLIP_EDGE_CACHE") {
+            return (v != "off").then(|| Self::at(v));
+        }
+        if let Some(v) = var("CACHE_DIRECTORY") {
+            // systemd lists several folders with `:` when the unit names several.
+            let first = v
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            return Some(Self::at(first));
+        }
+        if let Some(v) = var("XDG_CACHE_HOME") {
+            return Some(Self::at(Path::new(&v).join("clip-edge")));
+        }
+        var("HOME").map(|h| Self::at(Path::new(&h).join(".cache").join("clip-edge")))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The entry of `bundle` (its encoder's file not necessarily read) for
+    /// the `kernels` path and `options` (precision, schedule options).
+    pub fn entry(&self, bundle: &Bundle, kernels: &str, options: &str) -> Result<Entry, String> {
+        let dir =
+            fs::canonicalize(&bundle.dir).map_err(|e| format!("{}: {e}", bundle.dir.display()))?;
+        let enc = bundle.image_encoder_path();
+        let m = fs::metadata(&enc).map_err(|e| format!("{}: {e}", enc.display()))?;
+        let exe = std::env::current_exe()
+            .and_then(fs::metadata)
+            .map(|x| identity(&x))
+            .unwrap_or_else(|_| "unknown".into());
+        let key = format!(
+            "clip-edge {} section {}; exe {exe}; bundle {}; manifest sha256 {}; encoder {}; kernels {kernels}; {options}",
+            env!("CARGO_PKG_VERSION"),
+            crate::engine::native::section::VERSION,
+            dir.display(),
+            bundle.manifest_sha256,
+            identity(&m),
+        );
+        let name =
+            hex::encode(&Sha256::digest(format!("{}\n{kernels}\n{options}", dir.display()))[..12]);
+        Ok(Entry {
+            path: self.dir.join(format!("{name}{SUFFIX}")),
+            key,
+        })
+    }
+
+    /// The section at `e` mapped read-only, `Ok(None)` when there is none;
+    /// an error when it (or the folder) is not private to this user.
+    pub fn open(&self, e: &Entry) -> Result<Option<SharedBytes>, String> {
+        let file = match File::open(&e.path) {
+            Ok(f) => f,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err.to_string()),
+        };
+        private(&self.dir)?;
+        let meta = file.metadata().map_err(|err| err.to_string())?;
+        if !meta.is_file() {
+            return Err("not a regular file".into());
+        }
+        check_private(&meta, "the file")?;
+        // SAFETY: the file is this user's and writable by no one else
+        // (checked above), and this cache never writes a section in place:
+        // it writes a new file and renames it over the old, so the mapped
+        // bytes do not change while they are mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|err| err.to_string())?;
+        Ok(Some(Arc::new(map)))
+    }
+
+    /// Writes a section at `e` with `write`: into a new file, synced, then
+    /// renamed over the old one (a reader sees the old section or the new,
+    /// never part of one). Returns the bytes written.
+    pub fn save(
+        &self,
+        e: &Entry,
+        write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<u64>,
+    ) -> Result<u64, String> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|err| format!("{}: {err}", self.dir.display()))?;
+        private(&self.dir)?;
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.dir.join(format!(
+            ".{}.{}.{}.tmp",
+            e.path.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let done = (|| {
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            let n = write(&mut w)?;
+            w.flush()?;
+            w.get_ref().sync_all()?;
+            fs::rename(&tmp, &e.path)?;
+            if let Ok(d) = File::open(&self.dir) {
+                let _ = d.sync_all();
+            }
+            Ok::<u64, std::io::Error>(n)
+        })();
+        match done {
+            Ok(n) => {
+                self.prune(&e.path);
+                Ok(n)
+            }
+            Err(err) => {
+                let _ = fs::remove_file(&tmp);
+                Err(format!("{}: {err}", e.path.display()))
+            }
+        }
+    }
+
+    /// Removes the least recently written sections beyond [`MAX_FILES`]
+    /// (never `keep`).
+    fn prune(&self, keep: &Path) {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut files: Vec<(i64, PathBuf)> = rd
+            .flatten()
+            .filter(|d| d.file_name().to_string_lossy().ends_with(SUFFIX))
+            .filter_map(|d| Some((d.metadata().ok()?.mtime(), d.path())))
+            .filter(|(_, p)| p != keep)
+            .collect();
+        files.sort();
+        let extra = (files.len() + 1).saturating_sub(MAX_FILES);
+        for (_, p) in files.into_iter().take(extra) {
+            log::info!(
+                "native section cache: removing {} (least recently written)",
+                p.display()
+            );
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// A file's identity: size, modification time, inode and device.
+fn identity(m: &fs::Metadata) -> String {
+    format!(
+        "{} bytes, mtime {}.{:09}, inode {}:{}",
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.dev(),
+        m.ino()
+    )
+}
+
+/// The cache folder belongs to this user (or root) and no one else may
+/// write in it.
+fn private(dir: &Path) -> Result<(), String> {
+    let m = fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    check_private(&m, &format!("the folder {}", dir.display()))
+}
+
+fn check_private(m: &fs::Metadata, what: &str) -> Result<(), String> {
+    // The owner of /proc/self is this process's effective user.
+    let me = fs::metadata("/proc/self").map(|p| p.uid()).ok();
+    if m.uid() != 0 && me.is_some_and(|u| u != m.uid()) {
+        return Err(format!(
+            "{what} belongs to user {}, not this one: not used",
+            m.uid()
+        ));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{what} is writable by others (mode {:o}): not used",
+            m.mode() & 0o777
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! Native sections: a schedule saved on the first load and read back on
+//! the next runs bit for bit as the lowered one, its weights in place; a
+//! section that is damaged, truncated, made for another bundle, build or
+//! kernel path, or that sits where others may write, is never used.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clip_edge::bundle::Trust;
+use clip_edge::decode::decode_file;
+use clip_edge::engine::native::blob::SharedBytes;
+use clip_edge::engine::native::{section, FloatWeights, Native};
+use clip_edge::engine::{Device, Engine, EngineKind, SectionUse};
+use clip_edge::kernels::Kernels;
+use clip_edge::section_cache::SectionCache;
+use common::{root, scratch};
+
+const BUNDLES: [&str; 5] = [
+    "models/default-fp32",
+    "models/default-int8",
+    "tests/fixtures/bundles/vit_tiny_fp32",
+    "tests/fixtures/bundles/vit_tiny_int8",
+    "tests/fixtures/bundles/rn_tiny_fp16",
+];
+
+fn load(bundle: &Path, cache: Option<&SectionCache>) -> Engine {
+    Engine::load_cached(
+        bundle,
+        &Trust::default(),
+        EngineKind::Native,
+        1,
+        Device::Cpu,
+        cache,
+    )
+    .unwrap()
+}
+
+fn embeddings(e: &mut Engine) -> Vec<Vec<f32>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("models/calibration"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v.iter()
+        .take(4)
+        .map(|p| {
+            let img = decode_file(p).unwrap();
+            e.classify(&img.view(), 1).unwrap();
+            e.embedding().to_vec()
+        })
+        .collect()
+}
+
+fn section_file(cache: &Path) -> PathBuf {
+    let files: Vec<PathBuf> = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "section"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
+}
+
+#[test]
+fn a_saved_section_runs_bit_for_bit_as_the_lowered_graph() {
+    for b in BUNDLES {
+        let dir = scratch(&format!("section-{}", b.replace('/', "-")));
+        let cache = SectionCache::at(dir.join("cache"));
+        let bundle = root().join(b);
+        let mut plain = load(&bundle, None);
+        let want = embeddings(&mut plain);
+        // The images tell each other apart (a blind fixture would hide a
+        // wrong schedule).
+        assert_ne!(want[0], want[1], "{b}");
+
+        let mut first = load(&bundle, Some(&cache));
+        assert_eq!(
+            first.section_use(),
+            Some(&SectionUse::Saved { refused: None }),
+            "{b}"
+        );
+        assert_eq!(embeddings(&mut first), want, "{b}: first load");
+        assert_eq!(first.native_summary().unwrap().mapped_weight_bytes, 0);
+
+        let mut second = load(&bundle, Some(&cache));
+        assert_eq!(second.section_use(), Some(&SectionUse::Read), "{b}");
+        assert_eq!(embeddings(&mut second), want, "{b}: from the section");
+        let s = second.native_summary().unwrap();
+        // Every packed weight is read in place from the mapping; the
+        // constants (biases, norms) are the rest.
+        assert!(s.mapped_weight_bytes > 0, "{b}");
+        assert_eq!(s.weight_bytes, plain.native_summary().unwrap().weight_bytes);
+        assert_eq!(second.macs, plain.macs, "{b}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// The section file of the default int8 bundle in a fresh cache, and the
+/// cache.
+fn saved(name: &str) -> (PathBuf, SectionCache, PathBuf) {
+    let dir = scratch(name);
+    let cache = SectionCache::at(dir.join("cache"));
+    let bundle = root().join("models/default-int8");
+    load(&bundle, Some(&cache));
+    let file = section_file(&dir.join("cache"));
+    (bundle, cache, file)
+}
+
+fn refused_then_rebuilt(bundle: &Path, cache: &SectionCache, file: &Path, why: &str) {
+    let e = load(bundle, Some(cache));
+    match e.section_use() {
+        Some(SectionUse::Saved { refused: Some(r) }) => assert!(r.contains(why), "{r}"),
+        other => panic!("expected the section refused ({why}), got {other:?}"),
+    }
+    // Rebuilt: read back on the next load.
+    assert_eq!(
+        load(bundle, Some(cache)).section_use(),
+        Some(&SectionUse::Read),
+        "{}",
+        file.display()
+    );
+}
+
+#[test]
+fn damaged_or_truncated_sections_are_refused_and_rebuilt() {
+    let (bundle, cache, file) = saved("section-damaged");
+    let good = std::fs::read(&file).unwrap();
+
+    let mut flipped = good.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x10;
+    std::fs::write(&file, &flipped).unwrap();
+    refused_then_rebuilt(&bundle, &cache, &file, "digest mismatch");
+
+    std::fs::write(&file, &good[..good.len() / 3]).unwrap();
+    refused_then_rebuilt(&bundle, &cache, &file, "digest mismatch");
+
+    std::fs::write(&file, &good[..10]).unwrap();
+    refused_then_rebuilt(&bundle, &cache, &file, "too short");
+
+    std::fs::write(&file, b"").unwrap();
+    refused_then_rebuilt(&bundle, &cache, &file, "too short");
+}
+
+#[test]
+fn a_section_of_another_bundle_is_refused() {
+    let (bundle, cache, file) = saved("section-other-bundle");
+    // The fp32 bundle's section under the int8 bundle's name.
+    let other = scratch("section-other-bundle-fp32");
+    let other_cache = SectionCache::at(other.join("cache"));
+    load(&root().join("models/default-fp32"), Some(&other_cache));
+    std::fs::copy(section_file(&other.join("cache")), &file).unwrap();
+    refused_then_rebuilt(&bundle, &cache, &file, "another bundle");
+}
+
+#[test]
+fn a_changed_encoder_file_is_read_again_not_trusted_to_the_section() {
+    let dir = scratch("section-encoder-touched");
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    for f in std::fs::read_dir(root().join("models/default-int8")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, bundle.join(f.file_name().unwrap())).unwrap();
+    }
+    let cache = SectionCache::at(dir.join("cache"));
+    load(&bundle, Some(&cache));
+    // Same manifest, the encoder file rewritten with one byte changed:
+    // the section's key no longer matches, the file is read and its
+    // checksum fails.
+    let enc = bundle.join("image_encoder.nnef.tgz");
+    let mut bytes = std::fs::read(&enc).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&enc, &bytes).unwrap();
+    let err = Engine::load_cached(
+        &bundle,
+        &Trust::default(),
+        EngineKind::Native,
+        1,
+        Device::Cpu,
+        Some(&cache),
+    )
+    .err()
+    .expect("a changed encoder file must fail its checksum")
+    .to_string();
+    assert!(err.contains("checksum mismatch"), "{err}");
+}
+
+#[test]
+fn a_cache_others_may_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let (bundle, cache, file) = saved("section-open-folder");
+    let folder = file.parent().unwrap();
+    std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = load(&bundle, Some(&cache));
+    match e.section_use() {
+        Some(SectionUse::NotSaved(why)) => assert!(why.contains("writable by others"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    match load(&bundle, Some(&cache)).section_use() {
+        Some(SectionUse::NotSaved(why)) => assert!(why.contains("writable by others"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The default int8 bundle's schedule, lowered for `kernels`.
+fn schedule(kernels: &Kernels) -> clip_edge::engine::native::ir::Lowered {
+    let o = clip_edge::engine::open_encoder(&root().join("models/default-int8"), &Trust::default())
+        .unwrap();
+    let model = clip_edge::tract_graph::for_native(o.model).unwrap();
+    Native::schedule(&model, kernels, FloatWeights::F16WhereExact).unwrap()
+}
+
+fn bytes_of(l: &clip_edge::engine::native::ir::Lowered, kernels: &str, key: &str) -> SharedBytes {
+    let mut v = Vec::new();
+    section::write(l, kernels, key, 0.0, &mut v).unwrap();
+    // A mapping starts on a page; a Vec<u8> only on its allocator's
+    // alignment: copy into 64-byte aligned storage.
+    let mut aligned = vec![[0u8; 64]; v.len().div_ceil(64)];
+    let flat: &mut [u8] = bytemuck::cast_slice_mut(&mut aligned);
+    flat[..v.len()].copy_from_slice(&v);
+    Arc::new(AlignedBytes(aligned, v.len()))
+}
+
+struct AlignedBytes(Vec<[u8; 64]>, usize);
+
+impl AsRef<[u8]> for AlignedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.0)[..self.1]
+    }
+}
+
+#[test]
+fn a_section_for_other_kernels_or_with_short_weights_is_refused() {
+    let here = Kernels::detect();
+    // Packed for the plain twins, read where another path runs (or the
+    // reverse on a CPU with no SIMD path).
+    let other = if here.name == Kernels::SCALAR.name {
+        Kernels::available()
+            .pop()
+            .expect("no SIMD path: nothing to compare")
+    } else {
+        Kernels::SCALAR
+    };
+    let l = schedule(&other);
+    let err = section::read(bytes_of(&l, other.name, "k"), &here, "k")
+        .err()
+        .expect("another path's section");
+    assert!(err.to_string().contains("kernels"), "{err}");
+
+    // A section whose digest holds but one weight run is a value short (a
+    // forged file): refused before any kernel reads it.
+    let mut l = schedule(&here);
+    let cut = l
+        .steps
+        .iter_mut()
+        .find_map(|s| match &mut s.kind {
+            clip_edge::engine::native::ir::Kind::Conv { conv, .. } => match &mut conv.weights {
+                clip_edge::engine::native::linear::ConvWeights::Int8(q) => Some(q),
+                _ => None,
+            },
+            _ => None,
+        })
+        .expect("an int8 convolution");
+    let mut short = cut.q.to_vec();
+    short.pop();
+    cut.q = short.into();
+    let err = section::read(bytes_of(&l, here.name, "k"), &here, "k")
+        .err()
+        .expect("a short weight run");
+    assert!(err.to_string().contains("weights of"), "{err}");
+
+    // The right one reads, under its key only.
+    let l = schedule(&here);
+    assert!(section::read(bytes_of(&l, here.name, "k"), &here, "k").is_ok());
+    let err = section::read(bytes_of(&l, here.name, "k"), &here, "j")
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("another bundle"), "{err}");
+}
