@@ -21,13 +21,15 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::bundle::Bundle;
+use crate::bundle::{open_regular, Bundle, OpenError};
 use crate::engine::native::blob::SharedBytes;
 
 /// Files kept in the cache folder; beyond this the least recently written
 /// ones go (a board runs one or two bundles).
 const MAX_FILES: usize = 8;
 const SUFFIX: &str = ".section";
+/// A temporary file older than this is a save that died.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A folder of native sections.
 #[derive(Debug, Clone)]
@@ -79,11 +81,16 @@ impl SectionCache {
         let dir =
             fs::canonicalize(&bundle.dir).map_err(|e| format!("{}: {e}", bundle.dir.display()))?;
         let enc = bundle.image_encoder_path();
-        let m = fs::metadata(&enc).map_err(|e| format!("{}: {e}", enc.display()))?;
+        let m = fs::symlink_metadata(&enc).map_err(|e| format!("{}: {e}", enc.display()))?;
+        if !m.is_file() {
+            return Err(format!("{}: not a regular file", enc.display()));
+        }
+        // A build must never read another build's section: without this
+        // executable's identity there is no key.
         let exe = std::env::current_exe()
             .and_then(fs::metadata)
             .map(|x| identity(&x))
-            .unwrap_or_else(|_| "unknown".into());
+            .map_err(|e| format!("this executable's identity: {e}"))?;
         let key = format!(
             "clip-edge {} section {}; exe {exe}; bundle {}; manifest sha256 {}; encoder {}; kernels {kernels}; {options}",
             env!("CARGO_PKG_VERSION"),
@@ -103,21 +110,28 @@ impl SectionCache {
     /// The section at `e` mapped read-only, `Ok(None)` when there is none;
     /// an error when it (or the folder) is not private to this user.
     pub fn open(&self, e: &Entry) -> Result<Option<SharedBytes>, String> {
-        let file = match File::open(&e.path) {
-            Ok(f) => f,
+        match fs::metadata(&self.dir) {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(err.to_string()),
-        };
-        private(&self.dir)?;
-        let meta = file.metadata().map_err(|err| err.to_string())?;
-        if !meta.is_file() {
-            return Err("not a regular file".into());
+            _ => private(&self.dir)?,
         }
+        // Not through a link, never blocking on a pipe: a regular file or
+        // nothing.
+        let file = match open_regular(&e.path, false) {
+            Ok(f) => f,
+            Err(OpenError::Io(err)) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(OpenError::Io(err)) => return Err(err.to_string()),
+            Err(OpenError::NotRegular(what)) => return Err(format!("{what}, not a regular file")),
+        };
+        let meta = file.metadata().map_err(|err| err.to_string())?;
         check_private(&meta, "the file")?;
         // SAFETY: the file is this user's and writable by no one else
         // (checked above), and this cache never writes a section in place:
         // it writes a new file and renames it over the old, so the mapped
-        // bytes do not change while they are mapped.
+        // bytes do not change while they are mapped. Only this user (or
+        // root) writing into the file itself, against that rule, could
+        // change them under the engine.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|err| err.to_string())?;
         Ok(Some(Arc::new(map)))
     }
@@ -172,17 +186,25 @@ impl SectionCache {
     }
 
     /// Removes the least recently written sections beyond [`MAX_FILES`]
-    /// (never `keep`).
+    /// (never `keep`), and what a writer that died mid-save left.
     fn prune(&self, keep: &Path) {
         let Ok(rd) = fs::read_dir(&self.dir) else {
             return;
         };
-        let mut files: Vec<(i64, PathBuf)> = rd
-            .flatten()
-            .filter(|d| d.file_name().to_string_lossy().ends_with(SUFFIX))
-            .filter_map(|d| Some((d.metadata().ok()?.mtime(), d.path())))
-            .filter(|(_, p)| p != keep)
-            .collect();
+        let now = std::time::SystemTime::now();
+        let mut files: Vec<(i64, PathBuf)> = Vec::new();
+        for d in rd.flatten() {
+            let name = d.file_name().to_string_lossy().into_owned();
+            let Ok(m) = d.metadata() else { continue };
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let age = m.modified().ok().and_then(|t| now.duration_since(t).ok());
+                if age.is_some_and(|a| a > STALE_TMP) {
+                    let _ = fs::remove_file(d.path());
+                }
+            } else if name.ends_with(SUFFIX) && d.path() != keep {
+                files.push((m.mtime(), d.path()));
+            }
+        }
         files.sort();
         let extra = (files.len() + 1).saturating_sub(MAX_FILES);
         for (_, p) in files.into_iter().take(extra) {

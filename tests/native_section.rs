@@ -282,3 +282,58 @@ fn a_section_for_other_kernels_or_with_short_weights_is_refused() {
         .unwrap();
     assert!(err.to_string().contains("another bundle"), "{err}");
 }
+
+#[test]
+fn forged_shapes_are_refused_before_any_buffer_is_made() {
+    let here = Kernels::detect();
+    // A convolution claiming 2^34 input channels: refused by its size, not
+    // by an allocation of that size.
+    let mut l = schedule(&here);
+    let conv = l
+        .steps
+        .iter_mut()
+        .find_map(|s| match &mut s.kind {
+            clip_edge::engine::native::ir::Kind::Conv { conv, .. } => Some(conv),
+            _ => None,
+        })
+        .unwrap();
+    conv.c = 1 << 34;
+    let err = section::read(bytes_of(&l, here.name, "k"), &here, "k")
+        .err()
+        .expect("a huge convolution");
+    assert!(err.to_string().contains("too deep"), "{err}");
+
+    // Millions of values: refused by their count, before the arena plan.
+    let mut l = schedule(&here);
+    l.lens.resize(5_000_000, 0);
+    let err = section::read(bytes_of(&l, here.name, "k"), &here, "k")
+        .err()
+        .expect("too many values");
+    assert!(err.to_string().contains("at most"), "{err}");
+}
+
+#[test]
+fn a_section_the_bounds_check_refuses_is_rebuilt() {
+    let (bundle, cache, file) = saved("section-out-of-bounds");
+    let here = Kernels::detect();
+    let b = clip_edge::bundle::Bundle::open(&bundle).unwrap();
+    let entry = cache
+        .entry(&b, here.name, &clip_edge::engine::section_options(&b))
+        .unwrap();
+    assert_eq!(entry.path, file);
+    // Every shape in range, but one step writes past its output: the
+    // executor's bounds check refuses it at load.
+    let mut l = schedule(&here);
+    let out = l.steps.iter_mut().find_map(|s| match &mut s.kind {
+        clip_edge::engine::native::ir::Kind::Binary { dims, .. } => {
+            dims[0] += 1000;
+            Some(())
+        }
+        _ => None,
+    });
+    assert!(out.is_some(), "an element-wise step");
+    let mut v = Vec::new();
+    section::write(&l, here.name, &entry.key, 0.0, &mut v).unwrap();
+    std::fs::write(&file, &v).unwrap();
+    refused_then_rebuilt(&bundle, &cache, &file, "past its");
+}

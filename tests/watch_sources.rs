@@ -290,10 +290,13 @@ fn child_libcamera_runs_rpicam_vid_restarts_it_and_kills_it_at_a_stop() {
         ready
     });
     assert!(pids.exists(), "READY=1 before rpicam-vid was started");
-    wait_until("source_back", || {
+    // `source_back` is logged once the second run is started, which may
+    // be before its shell has written its pid.
+    wait_until("source_back and the second run's pid", || {
         read_log(&events)
             .iter()
             .any(|e| e["event"] == "source_back")
+            && std::fs::read_to_string(&pids).is_ok_and(|p| p.lines().count() >= 2)
     });
     let second: String = std::fs::read_to_string(&pids)
         .unwrap()

@@ -279,7 +279,7 @@ impl Engine {
         stage("manifest and table read and verified");
         let kernels = crate::kernels::Kernels::detect();
         let float = float_weights(&bundle);
-        let options = format!("{float:?} {}", native::Native::schedule_options());
+        let options = section_options(&bundle);
         let graph_err = |path: &str, e: native::ir::LowerError| EngineError::Graph {
             path: path.to_string(),
             why: one_line(&e.to_string()),
@@ -301,13 +301,16 @@ impl Engine {
             match cache.open(e) {
                 Ok(Some(bytes)) => {
                     let mb = (*bytes).as_ref().len() as f64 / 1e6;
-                    match native::section::read(bytes, &kernels, &e.key) {
-                        Ok(sec) => {
-                            let native = native::Native::from_lowered(sec.schedule, kernels, threads)
-                                .map_err(|err| graph_err(&shown.to_string(), err))?;
+                    let read = native::section::read(bytes, &kernels, &e.key).and_then(|sec| {
+                        native::Native::from_lowered(sec.schedule, kernels, threads)
+                            .map(|n| (n, sec.macs))
+                            .map_err(|err| native::section::SectionError::Invalid(err.why))
+                    });
+                    match read {
+                        Ok((native, macs)) => {
                             log::info!("native section {shown}: read ({mb:.1} MB, {} kernels)", kernels.name);
                             stage("encoder ready from its native section");
-                            let mut engine = Self::with_encoder(bundle, Box::new(native), sec.macs)?;
+                            let mut engine = Self::with_encoder(bundle, Box::new(native), macs)?;
                             engine.section = Some(SectionUse::Read);
                             return Ok(engine);
                         }
@@ -344,6 +347,7 @@ impl Engine {
         let schedule =
             native::Native::schedule(&model, &kernels, float).map_err(|e| graph_err(&path, e))?;
         drop(model);
+        native::Native::check_schedule(&schedule).map_err(|e| graph_err(&path, e))?;
         stage("graph lowered");
         let section = match (not_saved, &entry) {
             (None, Some(e)) => {
@@ -549,6 +553,17 @@ fn float_weights(bundle: &Bundle) -> native::FloatWeights {
         "fp32" => native::FloatWeights::F32,
         _ => native::FloatWeights::F16WhereExact,
     }
+}
+
+/// What a native section of `bundle` depends on besides the bundle, the
+/// build and the kernel path: the weights' precision and the options that
+/// shape a schedule (its cache entry's options, [`SectionCache::entry`]).
+pub fn section_options(bundle: &Bundle) -> String {
+    format!(
+        "{:?} {}",
+        float_weights(bundle),
+        native::Native::schedule_options()
+    )
 }
 
 /// A load stage in the log: the time since `t0` and the process's memory.

@@ -89,14 +89,18 @@ pub fn packed_f32_len(n: usize, k: usize) -> usize {
     n.div_ceil(16) * 16 * k
 }
 
-/// Values an `n × k` matrix takes in a layout that makes `one` values of
-/// a single row: plain rows (`one == k`), or panels of 16 rows.
-fn layout_len(one: usize, n: usize, k: usize) -> usize {
-    if one == k {
-        n * k
-    } else {
-        n.div_ceil(16) * one
+/// Values an `n × k` matrix takes in a layout that packs a 1 × 1 matrix
+/// into `one` values: plain rows (`one == 1`), or panels of 16 rows by
+/// groups of `one / 16` depths, padded (every layout of this module).
+fn layout_len(one: usize, n: usize, k: usize) -> Option<usize> {
+    if one == 1 {
+        return n.checked_mul(k);
     }
+    let group = one / 16;
+    n.div_ceil(16)
+        .checked_mul(16)?
+        .checked_mul(k.div_ceil(group))?
+        .checked_mul(group)
 }
 
 /// One set of kernels for this CPU.
@@ -360,19 +364,20 @@ impl Kernels {
     }
 
     /// Values [`Kernels::pack_i8`] makes of an `n × k` matrix (to check
-    /// packed weights read back from elsewhere before any kernel reads them).
-    pub fn packed_i8_len_of(&self, n: usize, k: usize) -> usize {
-        layout_len(self.pack_i8(&vec![0; k], 1, k).len(), n, k)
+    /// packed weights read back from elsewhere before any kernel reads
+    /// them); `None` past `usize`.
+    pub fn packed_i8_len_of(&self, n: usize, k: usize) -> Option<usize> {
+        layout_len(self.pack_i8(&[0], 1, 1).len(), n, k)
     }
 
     /// As [`Kernels::packed_i8_len_of`], for [`Kernels::pack_f16`].
-    pub fn packed_f16_len_of(&self, n: usize, k: usize) -> usize {
-        layout_len(self.pack_f16(&vec![f16::ZERO; k], 1, k).len(), n, k)
+    pub fn packed_f16_len_of(&self, n: usize, k: usize) -> Option<usize> {
+        layout_len(self.pack_f16(&[f16::ZERO], 1, 1).len(), n, k)
     }
 
     /// As [`Kernels::packed_i8_len_of`], for [`Kernels::pack_f32`].
-    pub fn packed_f32_len_of(&self, n: usize, k: usize) -> usize {
-        layout_len(self.pack_f32(&vec![0.0; k], 1, k).len(), n, k)
+    pub fn packed_f32_len_of(&self, n: usize, k: usize) -> Option<usize> {
+        layout_len(self.pack_f32(&[0.0], 1, 1).len(), n, k)
     }
 
     /// `w` (`n × k`) in this path's layout for [`Kernels::gemm_f32p`].

@@ -446,28 +446,37 @@ fn packed_lengths_are_what_packing_makes() {
     let mut paths = Kernels::available();
     paths.push(Kernels::SCALAR);
     for kern in paths {
-        for (n, k) in [(1, 1), (5, 3), (16, 8), (17, 9), (33, 64), (768, 50)] {
+        for (n, k) in [
+            (1, 1),
+            (5, 3),
+            (16, 8),
+            (17, 9),
+            (33, 64),
+            (768, 50),
+            (3, 4097),
+        ] {
             let i8s = kern.pack_i8(&vec![1; n * k], n, k).len();
             let f16s = kern.pack_f16(&vec![f16::ONE; n * k], n, k).len();
             let f32s = kern.pack_f32(&vec![1.0; n * k], n, k).len();
             assert_eq!(
                 kern.packed_i8_len_of(n, k),
-                i8s,
+                Some(i8s),
                 "{} int8 {n}x{k}",
                 kern.name
             );
             assert_eq!(
                 kern.packed_f16_len_of(n, k),
-                f16s,
+                Some(f16s),
                 "{} f16 {n}x{k}",
                 kern.name
             );
             assert_eq!(
                 kern.packed_f32_len_of(n, k),
-                f32s,
+                Some(f32s),
                 "{} f32 {n}x{k}",
                 kern.name
             );
         }
+        assert_eq!(kern.packed_i8_len_of(usize::MAX, 2), None, "{}", kern.name);
     }
 }

@@ -30,7 +30,7 @@ pub fn fuse(
     input: usize,
     output: usize,
 ) {
-    if std::env::var("CLIP_EDGE_FUSE").as_deref() == Ok("0") {
+    if !super::fuse_on() {
         log::info!("CLIP_EDGE_FUSE=0: no fused epilogues");
         return;
     }

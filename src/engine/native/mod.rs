@@ -39,6 +39,10 @@ fn fold_on() -> bool {
     std::env::var("CLIP_EDGE_FOLD").as_deref() != Ok("0")
 }
 
+fn fuse_on() -> bool {
+    std::env::var("CLIP_EDGE_FUSE").as_deref() != Ok("0")
+}
+
 /// A lowered image encoder, ready to run frames.
 pub struct Native {
     steps: Vec<Step>,
@@ -130,7 +134,18 @@ impl Native {
     /// What shapes the schedule besides the graph, the kernels and the
     /// weights' precision (a saved schedule made otherwise is another one).
     pub fn schedule_options() -> String {
-        format!("winograd={} fold={}", winograd_on(), fold_on())
+        format!(
+            "winograd={} fold={} fuse={}",
+            winograd_on(),
+            fold_on(),
+            fuse_on()
+        )
+    }
+
+    /// Whether `l` passes the checks [`Native::from_lowered`] makes
+    /// (every offset within its tensor, an arena plan without overlaps).
+    pub fn check_schedule(l: &ir::Lowered) -> Result<(), LowerError> {
+        plan_arena(l).map(|_| ())
     }
 
     /// A schedule lowered (and maybe rewritten, [`fold`]) for `kernels`.

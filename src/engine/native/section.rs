@@ -19,8 +19,10 @@ use half::f16;
 use serde::{Deserialize, Serialize};
 
 use super::blob::{Blob, SharedBytes};
-use super::ir::{Kind, Lowered, Operand};
+use super::ir::{Kind, Lowered, Operand, Post};
 use super::linear::{ConvWeights, Rhs, Weights};
+use super::ops::MAX_RANK;
+use super::winograd;
 use crate::kernels::Kernels;
 
 const MAGIC: &[u8; 8] = b"CLIPNSEC";
@@ -34,9 +36,16 @@ pub const ALIGN: usize = 64;
 const PREFIX: usize = 24;
 const DIGEST: usize = 32;
 /// Largest header read (a ViT-L/14's schedule is well under 1 MB).
-const MAX_HEADER_BYTES: u64 = 64 << 20;
-/// Most arena values a schedule read back may ask for (16 GB of f32).
-const MAX_VALUES: usize = 1 << 32;
+const MAX_HEADER_BYTES: u64 = 16 << 20;
+/// Most values (arena tensors) a schedule read back may have (ViT-B/32:
+/// about 300; the arena plan takes time quadratic in them).
+const MAX_VALUE_IDS: usize = 1 << 14;
+/// Largest dimension of a product, convolution or pool read back.
+const MAX_DIM: usize = 1 << 20;
+/// Most values the arena, or one operand, patch matrix or product of a
+/// schedule read back may take (4 GiB of f32): what bounds every buffer
+/// made at load.
+const MAX_VALUES: u64 = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SectionError {
@@ -309,22 +318,48 @@ pub fn read(bytes: SharedBytes, kernels: &Kernels, key: &str) -> Result<Section,
     })
 }
 
-/// What the executor's bounds check ([`super::bounds`]) takes as given:
-/// every value id and constant index in range, each offset table as long
+/// What the executor's bounds check ([`super::bounds`]) and its buffers
+/// made at load take as given, as the lowering guarantees it: every value
+/// id and constant index in range, shapes of bounded rank and size (so
+/// that no buffer sized from them is unbounded), each offset table as long
 /// as its dimension, each weight run as long as its shape packs to, the
-/// arena of a bounded size.
+/// geometry each convolution path assumes.
 fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
     let values = l.lens.len();
-    if l.lens
-        .iter()
-        .try_fold(0usize, |a, &n| a.checked_add(n))
-        .is_none_or(|t| t > MAX_VALUES)
-    {
-        return Err(format!("the arena's values exceed {MAX_VALUES}"));
+    if values > MAX_VALUE_IDS || l.steps.len() > MAX_VALUE_IDS {
+        return Err(format!(
+            "{values} values and {} steps; at most {MAX_VALUE_IDS} each",
+            l.steps.len()
+        ));
+    }
+    let total: u64 = l.lens.iter().map(|&n| n as u64).sum();
+    if total > MAX_VALUES {
+        return Err(format!("the arena's {total} values exceed {MAX_VALUES}"));
     }
     if l.input >= values || l.output >= values {
         return Err("the input or output is not a value of the schedule".into());
     }
+    // Products of up to three bounded dimensions, in u64: no overflow.
+    let within = |what: &str, dims: &[usize]| -> Result<(), String> {
+        if dims.iter().any(|&d| d > MAX_DIM) {
+            return Err(format!("{what}: a dimension above {MAX_DIM} in {dims:?}"));
+        }
+        let n: u64 = dims.iter().map(|&d| d as u64).product();
+        if n > MAX_VALUES {
+            return Err(format!("{what}: {n} values, above {MAX_VALUES}"));
+        }
+        Ok(())
+    };
+    let strided = |what: &str, dims: &[usize], strides: &[&[usize]]| -> Result<(), String> {
+        if dims.len() > MAX_RANK || strides.iter().any(|s| s.len() != dims.len()) {
+            return Err(format!(
+                "{what}: rank {} (at most {MAX_RANK}) with strides of ranks {:?}",
+                dims.len(),
+                strides.iter().map(|s| s.len()).collect::<Vec<_>>()
+            ));
+        }
+        Ok(())
+    };
     for st in &l.steps {
         let name = &st.name.chars().take(80).collect::<String>();
         let fail = |what: String| Err(format!("step {name:?}: {what}"));
@@ -340,9 +375,32 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
                 return fail(format!("reads {o:?}, out of range"));
             }
         }
+        let at = |e: String| format!("step {name:?}: {e}");
+        for p in &st.posts {
+            if let Post::Binary { dims, so, .. } = p {
+                strided("a fused operand", dims, &[so]).map_err(at)?;
+            }
+        }
         match &st.kind {
+            Kind::Binary { dims, sa, sb, .. } => {
+                strided("operands", dims, &[sa, sb]).map_err(at)?
+            }
+            Kind::Reduce { dims, sx, so, .. } => {
+                strided("a reduction", dims, &[sx, so]).map_err(at)?;
+                if dims.is_empty() {
+                    return fail("a reduction over no axis".into());
+                }
+            }
+            Kind::Copy { parts } => {
+                for p in parts {
+                    strided("a copy", &p.dims, &[&p.ss, &p.sd]).map_err(at)?;
+                }
+            }
             Kind::MatMul { mm, .. } => {
                 let (m, n, k) = (mm.m, mm.n, mm.k);
+                for (what, dims) in [("a", [m, k]), ("b", [n, k]), ("out", [m, n])] {
+                    within(what, &dims).map_err(at)?;
+                }
                 let batches = mm.a_batch.len();
                 let tables = [
                     ("a_m", mm.a_m.len(), m),
@@ -360,12 +418,12 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
                 if (mm.a_k_unit && !identity(&mm.a_k)) || (mm.o_n_unit && !identity(&mm.o_n)) {
                     return fail("a contiguous row that is not".into());
                 }
-                let want = |len: usize, packed: usize, what: &str| {
-                    if len == packed {
+                let want = |len: usize, packed: Option<usize>, what: &str| {
+                    if Some(len) == packed {
                         Ok(())
                     } else {
                         Err(format!(
-                            "step {name:?}: {what} weights of {len} values; {n} x {k} packs to {packed}"
+                            "step {name:?}: {what} weights of {len} values; {n} x {k} packs to {packed:?}"
                         ))
                     }
                 };
@@ -389,20 +447,25 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
                     }
                 }
             }
-            Kind::Conv { conv, .. } => {
-                let c = conv;
-                let kk = c
-                    .kernel
+            Kind::Conv { conv: c, .. } => {
+                let [kh, kw] = c.kernel;
+                let kk = [c.c, kh, kw]
                     .iter()
-                    .try_fold(c.c, |a, &d| a.checked_mul(d))
-                    .ok_or("a convolution too large")?;
-                let rows = c.o.checked_mul(kk).ok_or("a convolution too large")?;
+                    .try_fold(1usize, |a, &d| a.checked_mul(d));
+                let kk = kk
+                    .filter(|&v| v <= MAX_DIM)
+                    .ok_or_else(|| at("a convolution too deep".into()))?;
+                within("input", &[c.c, c.h, c.w]).map_err(at)?;
+                within("output", &[c.o, c.oh, c.ow]).map_err(at)?;
+                within("patches", &[c.oh, c.ow, kk]).map_err(at)?;
+                within("weights", &[c.o, kk]).map_err(at)?;
                 if c.bias.len() != c.o {
                     return fail(format!("{} biases for {} channels", c.bias.len(), c.o));
                 }
                 if c.stride.contains(&0) || c.dilation.contains(&0) {
                     return fail("a stride or dilation of 0".into());
                 }
+                let rows = c.o * kk;
                 let (len, want) = match &c.weights {
                     ConvWeights::Float(Weights::F32(w)) => {
                         (w.len(), kern.packed_f32_len_of(c.o, kk))
@@ -410,25 +473,43 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
                     ConvWeights::Float(Weights::F16(w)) => {
                         (w.len(), kern.packed_f16_len_of(c.o, kk))
                     }
-                    ConvWeights::F32Rows(w) => (w.len(), rows),
+                    ConvWeights::F32Rows(w) => (w.len(), Some(rows)),
                     ConvWeights::Int8(q) => {
                         if q.scale.len() != c.o {
                             return fail("int8 scales of the wrong length".into());
                         }
-                        (q.q.len(), rows)
+                        (q.q.len(), Some(rows))
                     }
                     ConvWeights::Winograd(w) => {
-                        if c.kernel != [3, 3] {
-                            return fail("Winograd weights for a kernel other than 3 x 3".into());
+                        let fits = winograd::fits(
+                            c.kernel,
+                            c.stride,
+                            c.dilation,
+                            c.pad,
+                            [c.h, c.w],
+                            [c.oh, c.ow],
+                        );
+                        if !fits {
+                            return fail(
+                                "Winograd weights for a convolution it does not compute".into(),
+                            );
                         }
-                        (w.len(), rows / 9 * 16)
+                        (w.len(), Some(rows / 9 * 16))
                     }
                 };
-                if len != want {
-                    return fail(format!("convolution weights of {len} values for {want}"));
+                if Some(len) != want {
+                    return fail(format!("convolution weights of {len} values for {want:?}"));
                 }
             }
-            _ => {}
+            Kind::Pool { pool: p, .. } => {
+                within("input", &[p.c, p.h, p.w]).map_err(at)?;
+                within("output", &[p.c, p.oh, p.ow]).map_err(at)?;
+                within("window", &p.k).map_err(at)?;
+                if p.stride.contains(&0) {
+                    return fail("a stride of 0".into());
+                }
+            }
+            Kind::Unary { .. } | Kind::Softmax { .. } | Kind::RmsNorm { .. } => {}
         }
     }
     Ok(())
