@@ -145,9 +145,14 @@ fn set_threads(n: usize) -> Result<()> {
         bail!("--threads {n}: expected 1 to {max} (4 x the {cpus} CPUs of this machine)");
     }
     // The native engine makes its own pool at load; tract's is process-wide.
+    #[cfg(feature = "tract-threads")]
     if n > 1 {
         use tract_linalg::multithread::{set_default_executor, Executor};
         set_default_executor(Executor::multithread(n));
+    }
+    #[cfg(not(feature = "tract-threads"))]
+    if n > 1 {
+        log::info!("this build runs `--engine tract` on one thread (no tract-threads feature)");
     }
     log::info!("{n} thread(s)");
     Ok(())
