@@ -236,24 +236,19 @@ fn info_and_bench_report_json() {
     assert_eq!(v["checksums"], "ok");
     assert_eq!(v["precision"], "int8");
 
-    let out = bin()
-        .args([
-            "bench",
-            "--json",
-            "--iterations",
-            "3",
-            "--board",
-            "rpi4",
-            "--bundle",
-        ])
-        .arg(&b)
-        .current_dir(root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::output_ok(
+        &mut bin()
+            .args([
+                "bench",
+                "--json",
+                "--iterations",
+                "3",
+                "--board",
+                "rpi4",
+                "--bundle",
+            ])
+            .arg(&b)
+            .current_dir(root()),
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // Each stage ran, so took time; p50 ≤ p90 ≤ p99 ≤ max; and as each

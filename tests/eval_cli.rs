@@ -16,17 +16,12 @@ const FP32_MAX_MISREAD: usize = 2;
 const INT8_MAX_EXTRA_MISREAD: usize = 2;
 
 fn eval_json(bundle: &str, images: &Path) -> serde_json::Value {
-    let out = bin()
-        .args(["eval", "--json", "--bundle"])
-        .arg(root().join("models").join(bundle))
-        .arg("--images")
-        .arg(images)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::output_ok(
+        &mut bin()
+            .args(["eval", "--json", "--bundle"])
+            .arg(root().join("models").join(bundle))
+            .arg("--images")
+            .arg(images),
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -9,7 +9,7 @@ mod common;
 use clip_edge::bundle::Trust;
 use clip_edge::decode::decode_file;
 use clip_edge::engine::{Engine, EngineKind};
-use common::root;
+use common::{root, COMMITTED_BUNDLES};
 
 /// fp32 / fp16 bundles, native vs tract: every probability. Measured at most
 /// 6.9e-7 (default-fp32) on an Intel Xeon (KVM, AVX-512 VNNI) on every path
@@ -20,14 +20,6 @@ const NATIVE_PROB_TOL: f32 = 7e-6;
 /// int8 in f32): image-embedding cosine. Measured at least 0.9999967
 /// (vit_tiny_int8, tract on AVX2; 0.9999974 on the other paths above).
 const NATIVE_INT8_MIN_COSINE: f32 = 0.99997;
-
-const BUNDLES: [&str; 5] = [
-    "models/default-fp32",
-    "models/default-int8",
-    "tests/fixtures/bundles/vit_tiny_fp32",
-    "tests/fixtures/bundles/vit_tiny_int8",
-    "tests/fixtures/bundles/rn_tiny_fp16",
-];
 
 fn images() -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(root().join("models/calibration"))
@@ -51,7 +43,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn native_matches_tract_on_every_committed_bundle() {
-    for b in BUNDLES {
+    for b in COMMITTED_BUNDLES {
         let mut native = load(b, EngineKind::Native);
         let mut tract = load(b, EngineKind::Tract);
         assert_eq!(
@@ -92,7 +84,7 @@ fn native_matches_tract_on_every_committed_bundle() {
 
 #[test]
 fn products_run_in_the_bundles_precision() {
-    for b in BUNDLES {
+    for b in COMMITTED_BUNDLES {
         let e = load(b, EngineKind::Native);
         let s = e.native_summary().unwrap();
         let precision = e.bundle.manifest.precision.clone();

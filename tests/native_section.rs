@@ -15,15 +15,7 @@ use clip_edge::engine::native::{section, FloatWeights, Native};
 use clip_edge::engine::{Device, Engine, EngineKind, SectionUse};
 use clip_edge::kernels::Kernels;
 use clip_edge::section_cache::SectionCache;
-use common::{root, scratch};
-
-const BUNDLES: [&str; 5] = [
-    "models/default-fp32",
-    "models/default-int8",
-    "tests/fixtures/bundles/vit_tiny_fp32",
-    "tests/fixtures/bundles/vit_tiny_int8",
-    "tests/fixtures/bundles/rn_tiny_fp16",
-];
+use common::{root, scratch, COMMITTED_BUNDLES};
 
 fn load(bundle: &Path, cache: Option<&SectionCache>) -> Engine {
     Engine::load_cached(
@@ -65,7 +57,7 @@ fn section_file(cache: &Path) -> PathBuf {
 
 #[test]
 fn a_saved_section_runs_bit_for_bit_as_the_lowered_graph() {
-    for b in BUNDLES {
+    for b in COMMITTED_BUNDLES {
         let dir = scratch(&format!("section-{}", b.replace('/', "-")));
         let cache = SectionCache::at(dir.join("cache"));
         let bundle = root().join(b);

@@ -65,12 +65,7 @@ fn events_match_the_clip_truth_and_motion_gating_changes_none() {
         let mut args = extra.clone();
         let snaps_s = snaps.display().to_string();
         args.extend(["--snapshots", &snaps_s, "--stats"]);
-        let out = watch_cmd(&events, &args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = common::output_ok(&mut watch_cmd(&events, &args));
         let stats: Value = common::last_json_line(&out.stdout);
         assert_eq!(stats["stats"]["frames"], 137);
         assert_eq!(stats["engine"], "native");
@@ -124,12 +119,7 @@ fn kill_9_mid_event_then_the_same_command_repairs_and_goes_on() {
     let before = std::fs::read_to_string(&events).unwrap();
     let complete = &before[..before.rfind('\n').map_or(0, |i| i + 1)];
 
-    let out = watch_cmd(&events, &[]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::output_ok(&mut watch_cmd(&events, &[]));
     let after = std::fs::read_to_string(&events).unwrap();
     assert!(after.starts_with(complete), "earlier lines changed");
     let log = read_log(&events);
@@ -230,25 +220,20 @@ fn decode_fast_keeps_the_exact_paths_events_on_the_wide_scene() {
     for (mode, size) in [("exact", (960, 540)), ("fast", (240, 135))] {
         let events = dir.join(format!("{mode}.jsonl"));
         let snaps = dir.join(format!("{mode}-snaps"));
-        let out = bin()
-            .args(["watch", "--bundle"])
-            .arg(bundle())
-            .arg("--source")
-            .arg(format!(
-                "dir:{}",
-                root().join("models/clips/yard").display()
-            ))
-            .args(["--watch", "red star", "--watch", "yellow triangle"])
-            .args(["--decode", mode, "--stats", "-q", "--events"])
-            .arg(&events)
-            .arg("--snapshots")
-            .arg(&snaps)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = common::output_ok(
+            &mut bin()
+                .args(["watch", "--bundle"])
+                .arg(bundle())
+                .arg("--source")
+                .arg(format!(
+                    "dir:{}",
+                    root().join("models/clips/yard").display()
+                ))
+                .args(["--watch", "red star", "--watch", "yellow triangle"])
+                .args(["--decode", mode, "--stats", "-q", "--events"])
+                .arg(&events)
+                .arg("--snapshots")
+                .arg(&snaps),
         );
         let stats: Value = common::last_json_line(&out.stdout);
         assert_eq!(stats["stats"]["frames"], 166, "{mode}");
@@ -406,15 +391,10 @@ fn with_no_bundle_source_or_config_flag_the_default_config_is_read() {
     let dir = scratch("watch-default-config");
     let cfg = dir.join("watch.toml");
     write_clip_config(&cfg);
-    let out = bin()
-        .args(["watch", "--stats"])
-        .env("CLIP_EDGE_CONFIG", &cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::output_ok(
+        &mut bin()
+            .args(["watch", "--stats"])
+            .env("CLIP_EDGE_CONFIG", &cfg),
     );
     let stats: Value = common::last_json_line(&out.stdout);
     assert_eq!(
@@ -458,20 +438,15 @@ fn with_no_bundle_source_or_config_flag_the_default_config_is_read() {
 #[test]
 fn watch_talks_a_line_per_event_quiet_says_nothing_json_events_print_json() {
     let run = |extra: &[&str]| {
-        let out = bin()
-            .arg("watch")
-            .arg("--bundle")
-            .arg(bundle())
-            .arg("--source")
-            .arg(format!("dir:{}", clip().display()))
-            .args(["--watch", "Red_Star"])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = common::output_ok(
+            &mut bin()
+                .arg("watch")
+                .arg("--bundle")
+                .arg(bundle())
+                .arg("--source")
+                .arg(format!("dir:{}", clip().display()))
+                .args(["--watch", "Red_Star"])
+                .args(extra),
         );
         (
             String::from_utf8(out.stdout).unwrap(),

@@ -28,18 +28,11 @@ fn snapshots_stay_within_their_cap() {
     let (events, snaps) = (dir.join("events.jsonl"), dir.join("snaps"));
     // A 320x240 snapshot is about 10 kB: room for one.
     let cap_mb = 0.015;
-    let out = watch(
+    let out = common::output_ok(&mut watch(
         &events,
         &snaps,
         &["--snapshot-max-mb", &cap_mb.to_string(), "--stats", "-q"],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let log = read_log(&events);
     assert_matches_truth(&spans_of(&log));
     let files: Vec<(String, u64)> = std::fs::read_dir(&snaps)

@@ -399,22 +399,17 @@ fn discovery_is_current_and_a_label_no_longer_watched_leaves_no_entity() {
     }
     let (fired, _) = subscribe(port, "test-fired", &["test/+/event"], false);
     let http_port = free_port();
-    let out = watch_clip()
-        .args([
-            "--fps", "50", "--node", "testcam", "--watch", "red star", "-q",
-        ])
-        .arg("--snapshots")
-        .arg(dir.join("snaps"))
-        .arg("--mqtt")
-        .arg(format!("mqtt://127.0.0.1:{port}/test"))
-        .arg("--http")
-        .arg(http_port.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::output_ok(
+        &mut watch_clip()
+            .args([
+                "--fps", "50", "--node", "testcam", "--watch", "red star", "-q",
+            ])
+            .arg("--snapshots")
+            .arg(dir.join("snaps"))
+            .arg("--mqtt")
+            .arg(format!("mqtt://127.0.0.1:{port}/test"))
+            .arg("--http")
+            .arg(http_port.to_string()),
     );
     let (retained, _) = subscribe(port, "test-late", &["homeassistant/#"], false);
     let config = |kind: &str| -> Option<Value> {
@@ -539,16 +534,7 @@ fn each_camera_is_a_device_with_topics_of_its_own() {
     )
     .unwrap();
     let (fired, _) = subscribe(port, "test-fired", &["test/+/+/event"], false);
-    let out = common::bin()
-        .args(["watch", "-q", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::output_ok(&mut common::bin().args(["watch", "-q", "--config"]).arg(&cfg));
     let (retained, _) = subscribe(
         port,
         "test-late",

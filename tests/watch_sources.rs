@@ -139,14 +139,7 @@ fn child_ffmpeg_plays_a_video_file_to_its_end_as_dir_does() {
     let dir = scratch("ffmpeg-file");
     let video = clip_video(&dir);
     let events = dir.join("events.jsonl");
-    let out = watch(&format!("ffmpeg:{}", video.display()), &events)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::output_ok(&mut watch(&format!("ffmpeg:{}", video.display()), &events));
     let stats: Value = common::last_json_line(&out.stdout);
     assert_eq!(stats["stats"]["frames"], 137, "{stats}");
     assert_eq!(stats["stats"]["dropped"], 0, "{stats}");

@@ -13,12 +13,35 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
+/// Every committed bundle: both default models, and a ViT (fp32, int8) and
+/// a ResNet (fp16) fixture.
+pub const COMMITTED_BUNDLES: [&str; 5] = [
+    "models/default-fp32",
+    "models/default-int8",
+    "tests/fixtures/bundles/vit_tiny_fp32",
+    "tests/fixtures/bundles/vit_tiny_int8",
+    "tests/fixtures/bundles/rn_tiny_fp16",
+];
+
 /// A fresh scratch directory for one test of this process.
 pub fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("clip-edge-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Runs `cmd` to its end; fails the test with its stderr unless it
+/// succeeded.
+pub fn output_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        cmd.get_program(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// `clip-edge`, as built for these tests.
