@@ -237,7 +237,7 @@ fn info_and_bench_report_json() {
     assert_eq!(v["precision"], "int8");
 
     let out = common::output_ok(
-        &mut bin()
+        bin()
             .args([
                 "bench",
                 "--json",

@@ -17,7 +17,7 @@ const INT8_MAX_EXTRA_MISREAD: usize = 2;
 
 fn eval_json(bundle: &str, images: &Path) -> serde_json::Value {
     let out = common::output_ok(
-        &mut bin()
+        bin()
             .args(["eval", "--json", "--bundle"])
             .arg(root().join("models").join(bundle))
             .arg("--images")

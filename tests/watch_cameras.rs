@@ -60,7 +60,7 @@ fn two_cameras_share_one_model_and_tag_their_events() {
     let dir = scratch("two-cameras");
     let events = dir.join("events.jsonl");
     let cfg = two_camera_config(&dir, &events);
-    let out = common::output_ok(&mut bin().args(["watch", "--stats", "--config"]).arg(&cfg));
+    let out = common::output_ok(bin().args(["watch", "--stats", "--config"]).arg(&cfg));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let hello = stdout.lines().next().unwrap();
     assert!(
@@ -108,7 +108,7 @@ fn a_second_camera_costs_little_memory() {
     let events = dir.join("events.jsonl");
     let cfg = two_camera_config(&dir, &events);
     let peak = |args: &[&str]| -> f64 {
-        let out = common::output_ok(&mut bin().args(args));
+        let out = common::output_ok(bin().args(args));
         common::last_json_line(&out.stdout)["peak_rss_kb"]
             .as_f64()
             .unwrap()

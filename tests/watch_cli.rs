@@ -119,7 +119,7 @@ fn kill_9_mid_event_then_the_same_command_repairs_and_goes_on() {
     let before = std::fs::read_to_string(&events).unwrap();
     let complete = &before[..before.rfind('\n').map_or(0, |i| i + 1)];
 
-    let out = common::output_ok(&mut watch_cmd(&events, &[]));
+    common::output_ok(&mut watch_cmd(&events, &[]));
     let after = std::fs::read_to_string(&events).unwrap();
     assert!(after.starts_with(complete), "earlier lines changed");
     let log = read_log(&events);
@@ -221,7 +221,7 @@ fn decode_fast_keeps_the_exact_paths_events_on_the_wide_scene() {
         let events = dir.join(format!("{mode}.jsonl"));
         let snaps = dir.join(format!("{mode}-snaps"));
         let out = common::output_ok(
-            &mut bin()
+            bin()
                 .args(["watch", "--bundle"])
                 .arg(bundle())
                 .arg("--source")
@@ -392,7 +392,7 @@ fn with_no_bundle_source_or_config_flag_the_default_config_is_read() {
     let cfg = dir.join("watch.toml");
     write_clip_config(&cfg);
     let out = common::output_ok(
-        &mut bin()
+        bin()
             .args(["watch", "--stats"])
             .env("CLIP_EDGE_CONFIG", &cfg),
     );
@@ -439,7 +439,7 @@ fn with_no_bundle_source_or_config_flag_the_default_config_is_read() {
 fn watch_talks_a_line_per_event_quiet_says_nothing_json_events_print_json() {
     let run = |extra: &[&str]| {
         let out = common::output_ok(
-            &mut bin()
+            bin()
                 .arg("watch")
                 .arg("--bundle")
                 .arg(bundle())

@@ -399,8 +399,8 @@ fn discovery_is_current_and_a_label_no_longer_watched_leaves_no_entity() {
     }
     let (fired, _) = subscribe(port, "test-fired", &["test/+/event"], false);
     let http_port = free_port();
-    let out = common::output_ok(
-        &mut watch_clip()
+    common::output_ok(
+        watch_clip()
             .args([
                 "--fps", "50", "--node", "testcam", "--watch", "red star", "-q",
             ])
@@ -534,7 +534,7 @@ fn each_camera_is_a_device_with_topics_of_its_own() {
     )
     .unwrap();
     let (fired, _) = subscribe(port, "test-fired", &["test/+/+/event"], false);
-    let out = common::output_ok(&mut common::bin().args(["watch", "-q", "--config"]).arg(&cfg));
+    common::output_ok(common::bin().args(["watch", "-q", "--config"]).arg(&cfg));
     let (retained, _) = subscribe(
         port,
         "test-late",
