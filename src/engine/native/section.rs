@@ -339,17 +339,25 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
     if l.input >= values || l.output >= values {
         return Err("the input or output is not a value of the schedule".into());
     }
-    // Products of up to three bounded dimensions, in u64: no overflow.
+    // A shape of bounded dimensions and at most MAX_VALUES values (checked
+    // in u64): every buffer sized from such shapes is bounded.
+    let values_of = |what: &str, dims: &[usize]| -> Result<(), String> {
+        let n = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+        match n {
+            Some(n) if n <= MAX_VALUES => Ok(()),
+            _ => Err(format!("{what}: more than {MAX_VALUES} values in {dims:?}")),
+        }
+    };
+    // Products', convolutions' and pools' dimensions are also each bounded
+    // (their scratch multiplies them).
     let within = |what: &str, dims: &[usize]| -> Result<(), String> {
         if dims.iter().any(|&d| d > MAX_DIM) {
             return Err(format!("{what}: a dimension above {MAX_DIM} in {dims:?}"));
         }
-        let n: u64 = dims.iter().map(|&d| d as u64).product();
-        if n > MAX_VALUES {
-            return Err(format!("{what}: {n} values, above {MAX_VALUES}"));
-        }
-        Ok(())
+        values_of(what, dims)
     };
+    // A strided view: rank as the executor indexes, each axis's reach
+    // (`(d - 1) · stride`) bounded, as the shape.
     let strided = |what: &str, dims: &[usize], strides: &[&[usize]]| -> Result<(), String> {
         if dims.len() > MAX_RANK || strides.iter().any(|s| s.len() != dims.len()) {
             return Err(format!(
@@ -357,6 +365,14 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
                 dims.len(),
                 strides.iter().map(|s| s.len()).collect::<Vec<_>>()
             ));
+        }
+        values_of(what, dims)?;
+        for s in strides {
+            for (&d, &st) in dims.iter().zip(*s) {
+                if (d.saturating_sub(1) as u64).saturating_mul(st as u64) > MAX_VALUES {
+                    return Err(format!("{what}: a stride of {st} over {d} values"));
+                }
+            }
         }
         Ok(())
     };
@@ -394,7 +410,13 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
             Kind::Copy { parts } => {
                 for p in parts {
                     strided("a copy", &p.dims, &[&p.ss, &p.sd]).map_err(at)?;
+                    if p.src_off as u64 > MAX_VALUES || p.dst_off as u64 > MAX_VALUES {
+                        return fail("a copy's offset out of range".into());
+                    }
                 }
+            }
+            Kind::Softmax { around: a, .. } | Kind::RmsNorm { around: a, .. } => {
+                values_of("rows", &[a.outer, a.n, a.inner]).map_err(at)?
             }
             Kind::MatMul { mm, .. } => {
                 let (m, n, k) = (mm.m, mm.n, mm.k);
@@ -402,6 +424,10 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
                     within(what, &dims).map_err(at)?;
                 }
                 let batches = mm.a_batch.len();
+                // Products of activations keep every batch in scratch.
+                for (what, dims) in [("a", [batches, m, k]), ("b", [batches, n, k])] {
+                    within(what, &dims).map_err(at)?;
+                }
                 let tables = [
                     ("a_m", mm.a_m.len(), m),
                     ("a_k", mm.a_k.len(), k),
@@ -509,7 +535,7 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
                     return fail("a stride of 0".into());
                 }
             }
-            Kind::Unary { .. } | Kind::Softmax { .. } | Kind::RmsNorm { .. } => {}
+            Kind::Unary { .. } => {}
         }
     }
     Ok(())
