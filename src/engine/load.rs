@@ -181,7 +181,16 @@ impl Engine {
                             return Ok(engine);
                         }
                         Err(why) => {
-                            log::warn!("native section {shown}: {why}; lowering the graph again");
+                            // Stale after an upgrade or a change of CPU or
+                            // options: expected. Anything else: a damaged or
+                            // forged file.
+                            let level = match why {
+                                native::section::SectionError::Key
+                                | native::section::SectionError::Kernels { .. }
+                                | native::section::SectionError::Version { .. } => log::Level::Info,
+                                _ => log::Level::Warn,
+                            };
+                            log::log!(level, "native section {shown}: {why}; lowering the graph again");
                             refused = Some(why.to_string());
                         }
                     }
