@@ -196,12 +196,12 @@ impl SectionCache {
         for d in rd.flatten() {
             let name = d.file_name().to_string_lossy().into_owned();
             let Ok(m) = d.metadata() else { continue };
-            if name.starts_with('.') && name.ends_with(".tmp") {
+            if is_temporary(&name) {
                 let age = m.modified().ok().and_then(|t| now.duration_since(t).ok());
                 if age.is_some_and(|a| a > STALE_TMP) {
                     let _ = fs::remove_file(d.path());
                 }
-            } else if name.ends_with(SUFFIX) && d.path() != keep {
+            } else if is_section(&name) && d.path() != keep {
                 files.push((m.mtime(), d.path()));
             }
         }
@@ -215,6 +215,25 @@ impl SectionCache {
             let _ = fs::remove_file(p);
         }
     }
+}
+
+/// A section's name as [`SectionCache::entry`] makes it: 24 hex digits
+/// and the suffix (nothing else in the folder is ever removed).
+fn is_section(name: &str) -> bool {
+    name.strip_suffix(SUFFIX)
+        .is_some_and(|h| h.len() == 24 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A temporary file of [`SectionCache::save`]: `.NAME.PID.SEQ.tmp`.
+fn is_temporary(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let mut parts = rest.rsplitn(3, '.');
+    let (seq, pid, section) = (parts.next(), parts.next(), parts.next());
+    let digits =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    digits(seq) && digits(pid) && section.is_some_and(is_section)
 }
 
 /// A file's identity: size, modification time, inode and device.
@@ -252,4 +271,19 @@ fn check_private(m: &fs::Metadata, what: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_its_own_files_are_pruned() {
+        assert!(is_section("0123456789abcdef01234567.section"));
+        assert!(!is_section("notes.section"));
+        assert!(!is_section("0123456789abcdef0123456z.section"));
+        assert!(is_temporary(".0123456789abcdef01234567.section.42.0.tmp"));
+        assert!(!is_temporary(".vimrc.swp.tmp"));
+        assert!(!is_temporary(".0123456789abcdef01234567.section.x.0.tmp"));
+    }
 }

@@ -224,6 +224,13 @@ impl Engine {
         drop(model);
         native::Native::check_schedule(&schedule).map_err(|e| graph_err(&path, e))?;
         stage("graph lowered");
+        // A schedule past what a section may hold is not saved (it would
+        // be refused at every start).
+        let not_saved = not_saved.or_else(|| {
+            native::section::check(&schedule, &kernels)
+                .err()
+                .map(|why| format!("the schedule is past a section's limits: {why}"))
+        });
         let section = match (not_saved, &entry) {
             (None, Some(e)) => {
                 let t = Instant::now();

@@ -45,7 +45,7 @@ const MAX_DIM: usize = 1 << 20;
 /// Most values the arena, or one operand, patch matrix or product of a
 /// schedule read back may take (4 GiB of f32): what bounds every buffer
 /// made at load.
-const MAX_VALUES: u64 = 1 << 30;
+const MAX_VALUES: u64 = if usize::BITS < 64 { 1 << 28 } else { 1 << 30 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum SectionError {
@@ -318,6 +318,12 @@ pub fn read(bytes: SharedBytes, kernels: &Kernels, key: &str) -> Result<Section,
     })
 }
 
+/// Whether `l`, lowered for `kernels`, would pass the checks a section of
+/// it must pass when read back (a schedule beyond them is not saved).
+pub fn check(l: &Lowered, kernels: &Kernels) -> Result<(), String> {
+    check_shapes(l, kernels)
+}
+
 /// What the executor's bounds check ([`super::bounds`]) and its buffers
 /// made at load take as given, as the lowering guarantees it: every value
 /// id and constant index in range, shapes of bounded rank and size (so
@@ -342,6 +348,12 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
     // A shape of bounded dimensions and at most MAX_VALUES values (checked
     // in u64): every buffer sized from such shapes is bounded.
     let values_of = |what: &str, dims: &[usize]| -> Result<(), String> {
+        // Each factor too: a 0 elsewhere must not let one be anything.
+        if dims.iter().any(|&d| d as u64 > MAX_VALUES) {
+            return Err(format!(
+                "{what}: a dimension above {MAX_VALUES} in {dims:?}"
+            ));
+        }
         let n = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
         match n {
             Some(n) if n <= MAX_VALUES => Ok(()),
@@ -424,9 +436,25 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
                     within(what, &dims).map_err(at)?;
                 }
                 let batches = mm.a_batch.len();
-                // Products of activations keep every batch in scratch.
-                for (what, dims) in [("a", [batches, m, k]), ("b", [batches, n, k])] {
+                // Products of activations keep every batch in scratch, the
+                // right side both as rows and packed in panels of 16.
+                let panels = n.div_ceil(16) * 16 + n;
+                for (what, dims) in [("a", [batches, m, k]), ("b", [batches, panels, k])] {
                     within(what, &dims).map_err(at)?;
+                }
+                let mut tables: Vec<&[usize]> =
+                    vec![&mm.a_batch, &mm.a_m, &mm.a_k, &mm.o_batch, &mm.o_m, &mm.o_n];
+                match &mm.rhs {
+                    Rhs::Act { b_batch, b_n, b_k } => tables.extend([&b_batch[..], b_n, b_k]),
+                    Rhs::Int8(_, aq) => tables.extend([&aq.s_batch[..], &aq.s_m]),
+                    Rhs::Float(_) => {}
+                }
+                if tables
+                    .iter()
+                    .flat_map(|t| t.iter())
+                    .any(|&o| o as u64 > MAX_VALUES)
+                {
+                    return fail("an offset out of range".into());
                 }
                 let tables = [
                     ("a_m", mm.a_m.len(), m),
@@ -483,13 +511,18 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
                     .ok_or_else(|| at("a convolution too deep".into()))?;
                 within("input", &[c.c, c.h, c.w]).map_err(at)?;
                 within("output", &[c.o, c.oh, c.ow]).map_err(at)?;
-                within("patches", &[c.oh, c.ow, kk]).map_err(at)?;
+                // The patches, with a panel's padding per output row.
+                within("patches", &[c.oh, c.ow + 16, kk]).map_err(at)?;
                 within("weights", &[c.o, kk]).map_err(at)?;
                 if c.bias.len() != c.o {
                     return fail(format!("{} biases for {} channels", c.bias.len(), c.o));
                 }
-                if c.stride.contains(&0) || c.dilation.contains(&0) {
-                    return fail("a stride or dilation of 0".into());
+                let steps = [c.stride, c.dilation, c.pad].concat();
+                if c.stride.contains(&0)
+                    || c.dilation.contains(&0)
+                    || steps.iter().any(|&v| v > MAX_DIM)
+                {
+                    return fail(format!("strides, dilations and padding {steps:?}"));
                 }
                 let rows = c.o * kk;
                 let (len, want) = match &c.weights {
@@ -520,6 +553,9 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
                                 "Winograd weights for a convolution it does not compute".into(),
                             );
                         }
+                        // Its scratch: 16 transformed tiles per pair of rows.
+                        let tiles = [c.oh.div_ceil(2), 16, c.c.max(c.o), c.ow.div_ceil(2) + 15];
+                        values_of("Winograd tiles", &tiles).map_err(at)?;
                         (w.len(), Some(rows / 9 * 16))
                     }
                 };
@@ -531,8 +567,12 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
                 within("input", &[p.c, p.h, p.w]).map_err(at)?;
                 within("output", &[p.c, p.oh, p.ow]).map_err(at)?;
                 within("window", &p.k).map_err(at)?;
-                if p.stride.contains(&0) {
-                    return fail("a stride of 0".into());
+                if p.stride.contains(&0) || [p.stride, p.pad].concat().iter().any(|&v| v > MAX_DIM)
+                {
+                    return fail(format!(
+                        "pool strides {:?} and padding {:?}",
+                        p.stride, p.pad
+                    ));
                 }
             }
             Kind::Unary { .. } => {}
