@@ -150,18 +150,14 @@ impl Engine {
             path: path.to_string(),
             why: one_line(&e.to_string()),
         };
-        let entry = match cache.entry(&bundle, kernels.name, &options) {
-            Ok(e) => Some(e),
+        let (entry, mut not_saved) = match cache.entry(&bundle, kernels.name, &options) {
+            Ok(e) => (Some(e), None),
             Err(why) => {
                 log::warn!("native section: {why}; the cache is not used");
-                None
+                (None, Some(why))
             }
         };
         let mut refused = None;
-        let mut not_saved = match &entry {
-            Some(_) => None,
-            None => Some("no cache entry for this bundle".to_string()),
-        };
         if let Some(e) = &entry {
             let shown = e.path.display();
             match cache.open(e) {
