@@ -22,7 +22,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::bundle::{open_regular, Bundle, OpenError};
-use crate::engine::native::blob::SharedBytes;
+use crate::engine::schedule::blob::SharedBytes;
 
 /// Files kept in the cache folder; beyond this the least recently written
 /// ones go (a board runs one or two bundles).

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use clip_edge::bundle::Trust;
 use clip_edge::decode::decode_file;
-use clip_edge::engine::native::blob::SharedBytes;
 use clip_edge::engine::native::{section, FloatWeights, Native};
+use clip_edge::engine::schedule::blob::SharedBytes;
 use clip_edge::engine::{Device, Engine, EngineKind, SectionUse};
 use clip_edge::kernels::Kernels;
 use clip_edge::section_cache::SectionCache;
@@ -200,14 +200,14 @@ fn a_cache_others_may_write_is_not_used() {
 }
 
 /// The default int8 bundle's schedule, lowered for `kernels`.
-fn schedule(kernels: &Kernels) -> clip_edge::engine::native::ir::Lowered {
+fn schedule(kernels: &Kernels) -> clip_edge::engine::schedule::ir::Lowered {
     let o = clip_edge::engine::open_encoder(&root().join("models/default-int8"), &Trust::default())
         .unwrap();
     let model = clip_edge::tract_graph::for_native(o.model).unwrap();
     Native::schedule(&model, kernels, FloatWeights::F16WhereExact).unwrap()
 }
 
-fn bytes_of(l: &clip_edge::engine::native::ir::Lowered, kernels: &str, key: &str) -> SharedBytes {
+fn bytes_of(l: &clip_edge::engine::schedule::ir::Lowered, kernels: &str, key: &str) -> SharedBytes {
     let mut v = Vec::new();
     section::write(l, kernels, key, 0.0, &mut v).unwrap();
     // A mapping starts on a page; a Vec<u8> only on its allocator's
@@ -251,8 +251,8 @@ fn a_section_for_other_kernels_or_with_short_weights_is_refused() {
         .steps
         .iter_mut()
         .find_map(|s| match &mut s.kind {
-            clip_edge::engine::native::ir::Kind::Conv { conv, .. } => match &mut conv.weights {
-                clip_edge::engine::native::linear::ConvWeights::Int8(q) => Some(q),
+            clip_edge::engine::schedule::ir::Kind::Conv { conv, .. } => match &mut conv.weights {
+                clip_edge::engine::schedule::linear::ConvWeights::Int8(q) => Some(q),
                 _ => None,
             },
             _ => None,
@@ -285,7 +285,7 @@ fn forged_shapes_are_refused_before_any_buffer_is_made() {
         .steps
         .iter_mut()
         .find_map(|s| match &mut s.kind {
-            clip_edge::engine::native::ir::Kind::Conv { conv, .. } => Some(conv),
+            clip_edge::engine::schedule::ir::Kind::Conv { conv, .. } => Some(conv),
             _ => None,
         })
         .unwrap();
@@ -317,7 +317,7 @@ fn a_section_the_bounds_check_refuses_is_rebuilt() {
     // executor's bounds check refuses it at load.
     let mut l = schedule(&here);
     let out = l.steps.iter_mut().find_map(|s| match &mut s.kind {
-        clip_edge::engine::native::ir::Kind::Binary { dims, .. } => {
+        clip_edge::engine::schedule::ir::Kind::Binary { dims, .. } => {
             dims[0] += 1000;
             Some(())
         }

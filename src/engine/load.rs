@@ -146,7 +146,7 @@ impl Engine {
         let kernels = crate::kernels::Kernels::detect();
         let float = float_weights(&bundle);
         let options = section_options(&bundle);
-        let graph_err = |path: &str, e: native::ir::LowerError| EngineError::Graph {
+        let graph_err = |path: &str, e: super::schedule::ir::LowerError| EngineError::Graph {
             path: path.to_string(),
             why: one_line(&e.to_string()),
         };

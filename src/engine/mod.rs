@@ -10,6 +10,7 @@ pub mod cuda;
 mod encoder;
 mod load;
 pub mod native;
+pub mod schedule;
 pub mod tract;
 
 #[cfg(feature = "cuda")]

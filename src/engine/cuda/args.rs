@@ -3,8 +3,8 @@
 //! tests have NVRTC check every size), and the helpers that fill them.
 
 use super::CudaError;
-use crate::engine::native::ir::{Operand, Post};
-use crate::engine::native::ops::{strides_of, Binary, Reduce, Unary};
+use crate::engine::schedule::ir::{Operand, Post};
+use crate::engine::schedule::ops::{strides_of, Binary, Reduce, Unary};
 use crate::kernels::cuda::{Gemm, GemmType, Gpu, GpuError, BLOCK, KERNELS};
 
 /// Most axes a GPU kernel walks (the CPU engine allows more).

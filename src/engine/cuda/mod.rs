@@ -1,6 +1,6 @@
 //! The GPU backend (`--features cuda`, `--device cuda`): the native engine's
-//! lowered schedule ([`super::native::lower`]) and arena plan
-//! ([`super::native::plan_arena`]), run on a CUDA GPU. Not a second model
+//! lowered schedule ([`super::schedule`]) and arena plan
+//! ([`super::schedule::plan_arena`]), run on a CUDA GPU. Not a second model
 //! definition: every step of the CPU schedule becomes one or a few launches
 //! of the kernels in [`crate::kernels::cuda`], in the same order, on the same
 //! arena offsets, for a batch of images at once (the arena repeated per
@@ -40,7 +40,7 @@ pub enum CudaError {
     #[error("the CUDA backend cannot run node {node:?}: {why}")]
     Unsupported { node: String, why: String },
     #[error(transparent)]
-    Lower(#[from] super::native::ir::LowerError),
+    Lower(#[from] super::schedule::ir::LowerError),
 }
 
 /// What a loaded GPU encoder runs (for logs and `bench --json`).
@@ -84,7 +84,7 @@ pub struct CudaEncoder {
 }
 
 impl CudaEncoder {
-    /// Lowers `model` (as [`super::native::Native::new`] does, weights kept
+    /// Lowers `model` ([`super::schedule::lower`], weights kept
     /// as plain rows) and loads it on the first GPU for `batch` images.
     /// `f32_attention`: products of two activations in f32, as the CPU runs
     /// them (fp32 and int8 bundles), else in f16 (fp16 bundles).

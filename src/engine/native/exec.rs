@@ -2,10 +2,11 @@
 //! fused epilogues, and element-wise work split by rows over the pool's
 //! threads.
 
-use super::fuse;
-use super::ir::{Kind, Operand, Post, Step};
-use super::linear::Scratch;
-use super::ops::{self, Reduce};
+use super::ops;
+use super::scratch::Scratch;
+use crate::engine::schedule::fuse;
+use crate::engine::schedule::ir::{Kind, Operand, Post, Step};
+use crate::engine::schedule::ops::{is_row_major, AroundAxis, Reduce};
 use crate::kernels::elementwise::{self as ew, Level};
 use crate::kernels::pool::Pool;
 use crate::kernels::Kernels;
@@ -114,8 +115,8 @@ pub(super) fn exec(
                 && n > 0
                 && so.last() == Some(&0)
                 && dst.len() * n == dims.iter().product::<usize>()
-                && ops::is_row_major(dims, sx)
-                && ops::is_row_major(&dims[..dims.len() - 1], &so[..so.len() - 1]);
+                && is_row_major(dims, sx)
+                && is_row_major(&dims[..dims.len() - 1], &so[..so.len() - 1]);
             // `max` or `max |x|` of the whole tensor (an int8
             // convolution's scale): a part per thread (one part on one
             // thread: the vectorised row kernel, not the generic loop),
@@ -123,7 +124,7 @@ pub(super) fn exec(
             let whole = matches!(op, Reduce::Max | Reduce::AbsMax)
                 && dst.len() == 1
                 && x.len() == dims.iter().product::<usize>()
-                && ops::is_row_major(dims, sx);
+                && is_row_major(dims, sx);
             if whole {
                 let f = if *op == Reduce::Max {
                     ew::max
@@ -194,7 +195,7 @@ pub(super) fn exec(
             if let [p] = &parts[..] {
                 let n = p.dims.last().copied().unwrap_or(1);
                 let whole = p.dims.iter().product::<usize>() == dst.len();
-                if n > 0 && whole && p.dst_off == 0 && ops::is_row_major(&p.dims, &p.sd) {
+                if n > 0 && whole && p.dst_off == 0 && is_row_major(&p.dims, &p.sd) {
                     let src = io.get(p.src);
                     split_rows(pool, dst, n, &|r0, out| {
                         ops::copy_rows(&p.dims, src, p.src_off, &p.ss, r0, out)
@@ -260,16 +261,16 @@ fn split_rows(
 /// seen `around` an axis, each block's `part` describing it alone.
 fn split_around(
     pool: &Pool,
-    around: ops::AroundAxis,
+    around: AroundAxis,
     dst: &mut [f32],
-    f: &(dyn Fn(ops::AroundAxis, usize, &mut [f32]) + Sync),
+    f: &(dyn Fn(AroundAxis, usize, &mut [f32]) + Sync),
 ) {
     let block = around.n * around.inner;
     if block == 0 {
         return;
     }
     split_rows(pool, dst, block, &|r0, out| {
-        let part = ops::AroundAxis {
+        let part = AroundAxis {
             outer: out.len() / block,
             ..around
         };

@@ -1,46 +1,41 @@
-//! The native engine: the bundle's graph lowered once, at load, to a static
-//! schedule of our ops ([`lower`]), every tensor at an offset of one arena
-//! planned from the tensors' lifetimes ([`plan`]), weights packed in the
-//! bundle's precision ([`linear`]), and our kernels ([`crate::kernels`]).
+//! The native engine: the bundle's graph lowered once, at load, to the
+//! schedule ([`crate::engine::schedule`]: our ops over one arena), its
+//! weights packed for the CPU's kernel path ([`pack`]), run by our kernels
+//! ([`crate::kernels`]): products ([`matmul`]), convolutions ([`conv`],
+//! [`winograd`]) and the rest ([`ops`]).
 //! A frame runs the schedule in order: no allocation, no lock; on one thread
 //! no system call (with more, waking parked workers, about once a frame).
 //! Every offset an op will read or write is checked against its tensor at
-//! load ([`bounds::check_bounds`]): a hostile graph is refused, it cannot index out
-//! of range per frame.
+//! load ([`crate::engine::schedule::check_bounds`]): a hostile graph is
+//! refused, it cannot index out of range per frame.
 
-pub mod blob;
-mod bounds;
+mod conv;
 mod exec;
-pub mod fold;
-pub mod fuse;
-pub mod ir;
-pub mod linear;
-pub mod lower;
+mod im2col;
+mod matmul;
 pub mod ops;
-pub mod plan;
+pub mod pack;
+mod scratch;
 pub mod section;
 pub mod winograd;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 
 use tract_core::internal::TypedModel;
 
+use crate::engine::schedule::ir::{self, Kind, LowerError, Step};
+pub use crate::engine::schedule::linear::FloatWeights;
+use crate::engine::schedule::linear::Rhs;
+use crate::engine::schedule::{self as sched, fold, lower, op_key, plan_arena};
 use crate::kernels::pool::Pool;
 use crate::kernels::Kernels;
-use ir::{Kind, LowerError, Operand, Step};
-pub use linear::FloatWeights;
-use linear::{Scratch, ScratchSize};
+use scratch::{Scratch, ScratchSize};
 
 fn winograd_on() -> bool {
     std::env::var("CLIP_EDGE_WINOGRAD").as_deref() != Ok("0")
-}
-
-fn fold_on() -> bool {
-    std::env::var("CLIP_EDGE_FOLD").as_deref() != Ok("0")
-}
-
-fn fuse_on() -> bool {
-    std::env::var("CLIP_EDGE_FUSE").as_deref() != Ok("0")
 }
 
 /// A lowered image encoder, ready to run frames.
@@ -113,21 +108,22 @@ impl Native {
         Self::from_lowered(Self::schedule(model, &kernels, float)?, kernels, threads)
     }
 
-    /// The schedule [`Native::new`] runs: `model` lowered for `kernels`,
-    /// its copies folded.
+    /// The schedule [`Native::new`] runs: `model` lowered, its copies
+    /// folded, its weights packed for `kernels`.
     pub fn schedule(
         model: &TypedModel,
         kernels: &Kernels,
         float: FloatWeights,
     ) -> Result<ir::Lowered, LowerError> {
-        // `CLIP_EDGE_WINOGRAD=0` keeps 3 × 3 convolutions direct.
-        let mut l = lower::lower(model, kernels, float, winograd_on())?;
+        let mut l = lower::lower(model, float)?;
         // Copies read only by a product: read through its tables instead
         // (`CLIP_EDGE_FOLD=0` keeps them).
-        if fold_on() {
+        if sched::fold_on() {
             let n = fold::fold_copies(&mut l);
             log::debug!("{n} copies folded into the products that read them");
         }
+        // `CLIP_EDGE_WINOGRAD=0` keeps 3 × 3 convolutions direct.
+        pack::pack(&mut l, kernels, float, winograd_on());
         Ok(l)
     }
 
@@ -137,8 +133,8 @@ impl Native {
         format!(
             "winograd={} fold={} fuse={}",
             winograd_on(),
-            fold_on(),
-            fuse_on()
+            sched::fold_on(),
+            sched::fuse_on()
         )
     }
 
@@ -148,12 +144,23 @@ impl Native {
         plan_arena(l).map(|_| ())
     }
 
-    /// A schedule lowered (and maybe rewritten, [`fold`]) for `kernels`.
+    /// A schedule lowered (and maybe rewritten, [`fold`]) with its weights
+    /// packed for `kernels` ([`pack`]).
     pub fn from_lowered(
         l: ir::Lowered,
         kernels: Kernels,
         threads: usize,
     ) -> Result<Native, LowerError> {
+        if l.packed_for.as_deref() != Some(kernels.name) {
+            return Err(LowerError {
+                node: "graph".into(),
+                op: "weights".into(),
+                why: format!(
+                    "weights packed for {:?}, not for this CPU's {}",
+                    l.packed_for, kernels.name
+                ),
+            });
+        }
         let (offsets, total) = plan_arena(&l)?;
         let mut size = ScratchSize::default();
         let mut weight_bytes = 0;
@@ -241,7 +248,7 @@ impl Native {
         let mut products = Vec::new();
         for s in &self.steps {
             match &s.kind {
-                Kind::MatMul { mm, .. } if !matches!(mm.rhs, linear::Rhs::Act { .. }) => {
+                Kind::MatMul { mm, .. } if !matches!(mm.rhs, Rhs::Act { .. }) => {
                     products.push((s.name.clone(), mm.precision()))
                 }
                 Kind::Conv { conv, .. } => products.push((s.name.clone(), conv.precision())),
@@ -372,55 +379,5 @@ impl Native {
             }
         }
         output.copy_from_slice(&arena[at(self.output)]);
-    }
-}
-
-/// Every tensor's offset in one arena, from the tensors' lifetimes, and
-/// the arena's length; the schedule's reads and writes checked against
-/// their tensors first (shared by the CPU and GPU backends).
-pub fn plan_arena(l: &ir::Lowered) -> Result<(Vec<usize>, usize), LowerError> {
-    let n = l.lens.len();
-    let mut first = vec![usize::MAX; n];
-    let mut last = vec![0usize; n];
-    first[l.input] = 0;
-    for (t, s) in l.steps.iter().enumerate() {
-        first[s.out] = first[s.out].min(t);
-        last[s.out] = last[s.out].max(t);
-        for o in s.inputs() {
-            if let Operand::Val(v) = o {
-                last[v] = last[v].max(t);
-            }
-        }
-    }
-    last[l.output] = l.steps.len();
-    let reqs: Vec<plan::Request> = (0..n)
-        .map(|v| plan::Request {
-            len: if first[v] == usize::MAX { 0 } else { l.lens[v] },
-            first: first[v].min(last[v]),
-            last: last[v],
-        })
-        .collect();
-    bounds::check_bounds(l).map_err(|why| LowerError {
-        node: "graph".into(),
-        op: "bounds".into(),
-        why,
-    })?;
-    let (offsets, total) = plan::plan(&reqs);
-    if let Some((a, b)) = plan::first_conflict(&reqs, &offsets) {
-        return Err(LowerError {
-            node: "graph".into(),
-            op: "arena".into(),
-            why: format!("the arena plan overlaps values {a} and {b}"),
-        });
-    }
-    Ok((offsets, total))
-}
-
-/// An op's class and precision, e.g. `linear/int8`, `softmax`.
-pub fn op_key(kind: &Kind) -> String {
-    match kind {
-        Kind::MatMul { mm, .. } => format!("{}/{}", kind.class(), mm.precision()),
-        Kind::Conv { conv, .. } => format!("{}/{}", kind.class(), conv.precision()),
-        k => k.class().to_string(),
     }
 }

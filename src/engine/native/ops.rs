@@ -2,24 +2,10 @@
 //! data-movement ops, on f32 slices with shapes and strides fixed at load.
 //! Plain loops: these move little data next to the matrix products.
 
-/// Row-major strides of `dims`.
-pub fn strides_of(dims: &[usize]) -> Vec<usize> {
-    let mut s = vec![1usize; dims.len()];
-    for i in (0..dims.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * dims[i + 1];
-    }
-    s
-}
-
-/// Strides of a tensor of `dims` read as if it had `out` (same rank,
-/// numpy broadcasting): 0 along axes where it has size 1.
-pub fn broadcast_strides(dims: &[usize], out: &[usize]) -> Vec<usize> {
-    strides_of(dims)
-        .into_iter()
-        .zip(dims.iter().zip(out))
-        .map(|(s, (d, o))| if *d == 1 && *o != 1 { 0 } else { s })
-        .collect()
-}
+use crate::engine::schedule::ops::{
+    is_row_major, AroundAxis, Binary, Pool2d, Reduce, Unary, MAX_RANK,
+};
+use crate::kernels::elementwise::{self as ew, fast_exp, Level};
 
 /// Calls `f` with the start offsets (in each of `N` operands) of every
 /// innermost row of `dims`; the caller walks the row (length
@@ -97,12 +83,6 @@ pub fn for_each_row_from<const N: usize>(
     }
 }
 
-/// Most axes any op's tensors have (`for_each_row`'s index array).
-pub const MAX_RANK: usize = 16;
-
-use crate::kernels::elementwise::{self as ew, Level};
-pub use crate::kernels::elementwise::{fast_exp, Binary, Unary};
-
 /// `out = a ∘ b` over `dims` (`sa`, `sb` broadcast strides), for the
 /// innermost rows from `first_row` on, as many as `out` (contiguous) holds:
 /// the whole output, or one thread's share of it.
@@ -172,16 +152,6 @@ pub fn binary_post(
     });
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Reduce {
-    Sum,
-    Max,
-    Min,
-    MeanOfSquares,
-    /// `max |x|` (a `Max` of an `Abs`, fused).
-    AbsMax,
-}
-
 /// Reduces `x` (of `dims`, strides `sx`) into `out` (contiguous, the
 /// reduced axes of size 1); `so` is `out`'s broadcast strides over `dims`;
 /// `count` is the number of values reduced into each output (for means).
@@ -231,24 +201,6 @@ pub fn reduce(
     if op == Reduce::MeanOfSquares {
         let c = count.max(1) as f32;
         out.iter_mut().for_each(|v| *v /= c);
-    }
-}
-
-/// A tensor seen as `[outer, n, inner]` around one axis.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub struct AroundAxis {
-    pub outer: usize,
-    pub n: usize,
-    pub inner: usize,
-}
-
-impl AroundAxis {
-    pub fn new(dims: &[usize], axis: usize) -> Self {
-        AroundAxis {
-            outer: dims[..axis].iter().product(),
-            n: dims[axis],
-            inner: dims[axis + 1..].iter().product(),
-        }
     }
 }
 
@@ -345,18 +297,6 @@ pub fn copy(
     });
 }
 
-/// Whether `strides` are `dims`' row-major strides (allocation-free).
-pub fn is_row_major(dims: &[usize], strides: &[usize]) -> bool {
-    let mut expect = 1usize;
-    for (d, s) in dims.iter().zip(strides).rev() {
-        if *d != 1 && *s != expect {
-            return false;
-        }
-        expect = expect.saturating_mul(*d);
-    }
-    dims.len() == strides.len()
-}
-
 /// As [`copy`] into a destination written whole and in order (`dst_off`
 /// 0, row-major strides): the rows from `first_row` on that `out` holds
 /// (one thread's share).
@@ -383,21 +323,6 @@ pub fn copy_rows(
         }
         at += n;
     });
-}
-
-/// An average (or sum) pool over NCHW, padding ignored in the count.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Pool2d {
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub oh: usize,
-    pub ow: usize,
-    pub k: [usize; 2],
-    pub stride: [usize; 2],
-    pub pad: [usize; 2],
-    pub normalize: bool,
-    pub count_include_pad: bool,
 }
 
 /// Channels `c0..` of the output, as many as `out` holds (one thread's

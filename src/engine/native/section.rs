@@ -11,24 +11,24 @@
 //! section is checked whole before anything in it is used: its digest, its
 //! key, its kernel path, every run inside the bytes and of the length the
 //! kernel path packs for its shape; the executor then checks every offset
-//! ([`super::bounds`]). What fails any check is refused with the reason.
+//! ([`crate::engine::schedule::check_bounds`]). What fails any check is refused with the reason.
 
 use std::io::{self, Write};
 
 use half::f16;
 use serde::{Deserialize, Serialize};
 
-use super::blob::{Blob, SharedBytes};
-use super::ir::{Kind, Lowered, Operand, Post};
-use super::linear::{ConvWeights, Rhs, Weights};
-use super::ops::MAX_RANK;
 use super::winograd;
+use crate::engine::schedule::blob::{Blob, SharedBytes};
+use crate::engine::schedule::ir::{Kind, Lowered, Operand, Post};
+use crate::engine::schedule::linear::{ConvWeights, Rhs, Weights};
+use crate::engine::schedule::ops::MAX_RANK;
 use crate::kernels::Kernels;
 
 const MAGIC: &[u8; 8] = b"CLIPNSEC";
 /// Version of the section layout and of the schedule's serialised form.
 /// A section of another version is refused (and rebuilt by the caller).
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Alignment of each weight run in the section (and so in a mapping of
 /// it, which starts on a page).
 pub const ALIGN: usize = 64;
@@ -324,7 +324,7 @@ pub fn check(l: &Lowered, kernels: &Kernels) -> Result<(), String> {
     check_shapes(l, kernels)
 }
 
-/// What the executor's bounds check ([`super::bounds`]) and its buffers
+/// What the executor's bounds check ([`crate::engine::schedule::check_bounds`]) and its buffers
 /// made at load take as given, as the lowering guarantees it: every value
 /// id and constant index in range, shapes of bounded rank and size (so
 /// that no buffer sized from them is unbounded), each offset table as long

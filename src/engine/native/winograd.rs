@@ -18,7 +18,8 @@
 use crate::kernels::pool::{Columns, Pool, Split, MIN_PARALLEL_MACS};
 use crate::kernels::{float_panels, packed_f32_len, Kernels};
 
-use super::linear::{Conv, PostFn, Scratch};
+use super::scratch::{PostFn, Scratch};
+use crate::engine::schedule::linear::Conv;
 
 /// Positions ξ of a transformed tile (4 × 4).
 const XI: usize = 16;

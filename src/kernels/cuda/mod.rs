@@ -13,7 +13,13 @@ use std::sync::Arc;
 
 use cudarc::cublas::sys as cb;
 use cudarc::driver::{result as dr, sys as ds, CudaContext, CudaGraph, CudaStream};
-use cudarc::nvrtc::{result as nr, sys as ns};
+mod compile;
+mod gemm;
+mod memory;
+
+pub use compile::{compile, compile_source, libraries_present};
+pub use gemm::{Gemm, GemmType};
+pub use memory::{DevBuf, Pinned};
 
 /// The kernels' source (CUDA C, no headers).
 pub const SOURCE: &str = include_str!("kernels.cu");
@@ -54,180 +60,6 @@ fn call<E: std::fmt::Debug>(what: &'static str) -> impl FnOnce(E) -> GpuError {
         what,
         why: format!("{e:?}"),
     }
-}
-
-/// Whether the driver, cuBLAS and NVRTC libraries can be loaded (before any
-/// call into them: a missing library would otherwise panic in `cudarc`).
-pub fn libraries_present() -> Result<(), GpuError> {
-    // SAFETY: these only try `dlopen` on the candidate names.
-    let (cuda, cublas, nvrtc) = unsafe {
-        (
-            ds::is_culib_present(),
-            cb::is_culib_present(),
-            ns::is_culib_present(),
-        )
-    };
-    let missing: Vec<&str> = [
-        (cuda, "libcuda (the NVIDIA driver)"),
-        (cublas, "libcublas"),
-        (nvrtc, "libnvrtc"),
-    ]
-    .iter()
-    .filter(|(ok, _)| !ok)
-    .map(|(_, n)| *n)
-    .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(GpuError::Unavailable(format!(
-            "cannot load {} (is LD_LIBRARY_PATH set to the CUDA libraries?)",
-            missing.join(", ")
-        )))
-    }
-}
-
-/// Compiles [`SOURCE`] for `arch` (e.g. `sm_87`) to a CUBIN; needs only
-/// libnvrtc, no GPU (the tests compile it for each supported Jetson).
-pub fn compile(arch: &str) -> Result<Vec<u8>, GpuError> {
-    compile_source(SOURCE, arch)
-}
-
-/// As [`compile`], any source (the layout tests add assertions to it).
-pub fn compile_source(source: &str, arch: &str) -> Result<Vec<u8>, GpuError> {
-    // SAFETY: only loads the library.
-    if !unsafe { ns::is_culib_present() } {
-        return Err(GpuError::Unavailable("cannot load libnvrtc".into()));
-    }
-    let src =
-        CString::new(source).map_err(|_| GpuError::Unavailable("a NUL in the source".into()))?;
-    let prog = nr::create_program(&src, None).map_err(call("nvrtcCreateProgram"))?;
-    let opts = [
-        format!("--gpu-architecture={arch}"),
-        "-default-device".into(),
-    ];
-    // SAFETY: `prog` was just created and is destroyed once, below.
-    let compiled = unsafe { nr::compile_program(prog, &opts) };
-    let out = match compiled {
-        Ok(()) => {
-            let mut size = 0usize;
-            // SAFETY: `prog` compiled; the buffer has the size NVRTC gives.
-            unsafe {
-                ns::nvrtcGetCUBINSize(prog, &mut size)
-                    .result()
-                    .map_err(call("nvrtcGetCUBINSize"))?;
-                let mut bin = vec![0u8; size];
-                ns::nvrtcGetCUBIN(prog, bin.as_mut_ptr().cast())
-                    .result()
-                    .map_err(call("nvrtcGetCUBIN"))?;
-                Ok(bin)
-            }
-        }
-        Err(_) => {
-            // SAFETY: `prog` exists; the log is a C string NVRTC filled.
-            let log = unsafe { nr::get_program_log(prog) }
-                .map(|l| {
-                    let bytes: Vec<u8> =
-                        l.iter().map(|c| *c as u8).take_while(|c| *c != 0).collect();
-                    String::from_utf8_lossy(&bytes).into_owned()
-                })
-                .unwrap_or_default();
-            Err(GpuError::Compile {
-                arch: arch.into(),
-                log: log.lines().take(20).collect::<Vec<_>>().join(" | "),
-            })
-        }
-    };
-    // SAFETY: created above, destroyed once.
-    let _ = unsafe { nr::destroy_program(prog) };
-    out
-}
-
-/// A device allocation, freed on drop.
-pub struct DevBuf {
-    ptr: ds::CUdeviceptr,
-    bytes: usize,
-}
-
-impl DevBuf {
-    pub fn ptr(&self) -> u64 {
-        self.ptr
-    }
-
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-}
-
-impl Drop for DevBuf {
-    fn drop(&mut self) {
-        if self.ptr != 0 {
-            // SAFETY: allocated by `Gpu::alloc`, freed once.
-            let _ = unsafe { dr::free_sync(self.ptr) };
-        }
-    }
-}
-
-/// Page-locked host memory (the input and output of a frame: copies from
-/// it can be captured in a CUDA graph).
-pub struct Pinned {
-    ptr: *mut f32,
-    len: usize,
-}
-
-impl Pinned {
-    pub fn as_slice(&self) -> &[f32] {
-        // SAFETY: `len` f32 allocated by `cuMemHostAlloc`, owned by self.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-
-    pub fn as_mut_slice(&mut self) -> &mut [f32] {
-        // SAFETY: as above, borrowed mutably through self.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        // SAFETY: allocated by `cuMemHostAlloc`, freed once.
-        let _ = unsafe { dr::free_host(self.ptr.cast()) };
-    }
-}
-
-// SAFETY: the pinned block is owned by this value alone.
-unsafe impl Send for Pinned {}
-
-/// A product's element types: f16 × f16 → f32 (f32 accumulation),
-/// int8 × int8 → i32 (the int8 matrix units), or f32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GemmType {
-    F16,
-    I8,
-    /// f32 × f32 → f32 on the CUDA cores (no TF32: cuBLAS's default math
-    /// mode): attention of fp32 and int8 bundles, as the CPU runs it.
-    F32,
-}
-
-/// One product `C = op(A) · op(B)` in cuBLAS's column-major terms, both
-/// operands transposed as "TN" (A's columns and B's columns are rows of
-/// `k` in memory, as our row-major layouts store them): `C (m × n, ldc)`
-/// = `Aᵀ · B` with A `k × m` (lda) and B `k × n` (ldb), `batch` of them
-/// `stride_*` elements apart.
-#[derive(Debug, Clone, Copy)]
-pub struct Gemm {
-    pub ty: GemmType,
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
-    pub a: u64,
-    pub lda: usize,
-    pub stride_a: usize,
-    pub b: u64,
-    pub ldb: usize,
-    pub stride_b: usize,
-    pub c: u64,
-    pub ldc: usize,
-    pub stride_c: usize,
-    pub batch: usize,
 }
 
 /// The GPU: its context, one stream, a cuBLAS handle on it, and the
@@ -399,103 +231,6 @@ impl Gpu {
         })
     }
 
-    /// Runs one product on the stream.
-    pub fn gemm(&self, g: &Gemm) -> Result<(), GpuError> {
-        let (one_f, zero_f, one_i, zero_i) = (1f32, 0f32, 1i32, 0i32);
-        let (alpha, beta, ab, ct, compute): (*const c_void, *const c_void, _, _, _) = match g.ty {
-            GemmType::F16 => (
-                (&one_f as *const f32).cast(),
-                (&zero_f as *const f32).cast(),
-                cb::cudaDataType::CUDA_R_16F,
-                cb::cudaDataType::CUDA_R_32F,
-                cb::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-            ),
-            GemmType::F32 => (
-                (&one_f as *const f32).cast(),
-                (&zero_f as *const f32).cast(),
-                cb::cudaDataType::CUDA_R_32F,
-                cb::cudaDataType::CUDA_R_32F,
-                cb::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-            ),
-            GemmType::I8 => (
-                (&one_i as *const i32).cast(),
-                (&zero_i as *const i32).cast(),
-                cb::cudaDataType::CUDA_R_8I,
-                cb::cudaDataType::CUDA_R_32I,
-                cb::cublasComputeType_t::CUBLAS_COMPUTE_32I,
-            ),
-        };
-        let i = |v: usize| v as i32;
-        let (ta, tb) = (
-            cb::cublasOperation_t::CUBLAS_OP_T,
-            cb::cublasOperation_t::CUBLAS_OP_N,
-        );
-        let algo = cb::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT;
-        let (pa, pb, pc) = (
-            g.a as *const c_void,
-            g.b as *const c_void,
-            g.c as *mut c_void,
-        );
-        // SAFETY: the operands lie in buffers the engine sized at load for
-        // these shapes and strides; alpha/beta outlive the call (cuBLAS
-        // reads host scalars before it returns, also under capture).
-        let status = unsafe {
-            if g.batch == 1 {
-                cb::cublasGemmEx(
-                    self.cublas,
-                    ta,
-                    tb,
-                    i(g.m),
-                    i(g.n),
-                    i(g.k),
-                    alpha,
-                    pa,
-                    ab,
-                    i(g.lda),
-                    pb,
-                    ab,
-                    i(g.ldb),
-                    beta,
-                    pc,
-                    ct,
-                    i(g.ldc),
-                    compute,
-                    algo,
-                )
-            } else {
-                cb::cublasGemmStridedBatchedEx(
-                    self.cublas,
-                    ta,
-                    tb,
-                    i(g.m),
-                    i(g.n),
-                    i(g.k),
-                    alpha,
-                    pa,
-                    ab,
-                    i(g.lda),
-                    g.stride_a as i64,
-                    pb,
-                    ab,
-                    i(g.ldb),
-                    g.stride_b as i64,
-                    beta,
-                    pc,
-                    ct,
-                    i(g.ldc),
-                    g.stride_c as i64,
-                    i(g.batch),
-                    compute,
-                    algo,
-                )
-            }
-        };
-        status.result().map_err(|e| GpuError::Call {
-            what: "cublasGemmEx",
-            why: format!("{:?} {}x{}x{} x{}: {e:?}", g.ty, g.m, g.n, g.k, g.batch),
-        })
-    }
-
     /// Copies `src` (pinned) to the device at `dst`, on the stream.
     pub fn copy_in(&self, dst: u64, src: &Pinned, at: usize, len: usize) -> Result<(), GpuError> {
         let s = &src.as_slice()[at..at + len];
@@ -641,6 +376,7 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cudarc::nvrtc::sys as ns;
 
     /// The GPUs the CUDA build is for: Xavier (sm_72; CUDA 11 NVRTC only),
     /// Turing, Ampere, Orin (sm_87), Ada, Hopper.

@@ -1,6 +1,7 @@
 //! The native engine's ops against their definitions: pools, fast_exp, row splits.
 
 use super::*;
+use crate::engine::schedule::ops::{broadcast_strides, strides_of};
 use proptest::prelude::*;
 
 /// `fast_exp` against the library's `expf`, in units of the result's

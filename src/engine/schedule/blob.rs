@@ -1,6 +1,6 @@
 //! A run of weights that the schedule reads: owned (packed at load) or a
 //! window of shared read-only bytes (a saved schedule mapped from a file,
-//! [`super::section`]), read the same way. The engine never writes weights
+//! [`crate::engine::native::section`]), read the same way. The engine never writes weights
 //! once they are made, so neither kind is ever copied.
 
 use std::marker::PhantomData;
@@ -75,7 +75,7 @@ impl<T: bytemuck::Pod> Deref for Blob<T> {
 
 /// A blob's values are not part of the schedule's serialised form: the
 /// section writes them beside it and places them back
-/// ([`super::section`]), so here a blob is nothing and reads back empty.
+/// ([`crate::engine::native::section`]), so here a blob is nothing and reads back empty.
 impl<T> serde::Serialize for Blob<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_unit()

@@ -3,6 +3,8 @@
 //! memory planner does): the largest first, each at the lowest offset where
 //! it overlaps no tensor placed before it that is alive at the same time.
 
+use super::ir::{Kind, LowerError, Lowered, Operand};
+
 /// Offsets are multiples of this many f32 (64 bytes: a cache line, and
 /// aligned for every SIMD load the kernels make).
 pub const ALIGN: usize = 16;
@@ -60,6 +62,56 @@ pub fn first_conflict(reqs: &[Request], offsets: &[usize]) -> Option<(usize, usi
         }
     }
     None
+}
+
+/// Every tensor's offset in one arena, from the tensors' lifetimes, and
+/// the arena's length; the schedule's reads and writes checked against
+/// their tensors first (shared by the CPU and GPU backends).
+pub fn plan_arena(l: &Lowered) -> Result<(Vec<usize>, usize), LowerError> {
+    let n = l.lens.len();
+    let mut first = vec![usize::MAX; n];
+    let mut last = vec![0usize; n];
+    first[l.input] = 0;
+    for (t, s) in l.steps.iter().enumerate() {
+        first[s.out] = first[s.out].min(t);
+        last[s.out] = last[s.out].max(t);
+        for o in s.inputs() {
+            if let Operand::Val(v) = o {
+                last[v] = last[v].max(t);
+            }
+        }
+    }
+    last[l.output] = l.steps.len();
+    let reqs: Vec<Request> = (0..n)
+        .map(|v| Request {
+            len: if first[v] == usize::MAX { 0 } else { l.lens[v] },
+            first: first[v].min(last[v]),
+            last: last[v],
+        })
+        .collect();
+    super::bounds::check_bounds(l).map_err(|why| LowerError {
+        node: "graph".into(),
+        op: "bounds".into(),
+        why,
+    })?;
+    let (offsets, total) = plan(&reqs);
+    if let Some((a, b)) = first_conflict(&reqs, &offsets) {
+        return Err(LowerError {
+            node: "graph".into(),
+            op: "arena".into(),
+            why: format!("the arena plan overlaps values {a} and {b}"),
+        });
+    }
+    Ok((offsets, total))
+}
+
+/// An op's class and precision, e.g. `linear/int8`, `softmax`.
+pub fn op_key(kind: &Kind) -> String {
+    match kind {
+        Kind::MatMul { mm, .. } => format!("{}/{}", kind.class(), mm.precision()),
+        Kind::Conv { conv, .. } => format!("{}/{}", kind.class(), conv.precision()),
+        k => k.class().to_string(),
+    }
 }
 
 #[cfg(test)]

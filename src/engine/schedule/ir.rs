@@ -1,8 +1,8 @@
 //! The schedule the executors run: a static list of steps over value ids
 //! (arena tensors) and constants, as [`super::lower`] makes it from a
 //! graph, [`super::fuse`] and [`super::fold`] rewrite it and
-//! [`super::plan`] places it in one arena. The CPU engine ([`super`]) and
-//! the CUDA backend both run it.
+//! [`super::plan`] places it in one arena. The CPU engine
+//! ([`crate::engine::native`]) and the CUDA backend both run it.
 
 use super::linear::{Conv, MatMul, Rhs};
 use super::ops::{AroundAxis, Binary, Pool2d, Reduce, Unary};
@@ -158,6 +158,9 @@ pub struct Lowered {
     pub consts: Vec<Vec<f32>>,
     pub input: usize,
     pub output: usize,
+    /// The CPU kernel path (`Kernels::name`) whose layout the weights are
+    /// packed in; `None`: rows, as lowering makes them.
+    pub packed_for: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

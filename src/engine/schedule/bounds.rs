@@ -25,7 +25,7 @@ fn max_of(t: &[usize]) -> usize {
 }
 
 /// Every step's reads and writes lie within their tensors.
-pub(super) fn check_bounds(l: &ir::Lowered) -> Result<(), String> {
+pub fn check_bounds(l: &ir::Lowered) -> Result<(), String> {
     let len = |o: Operand| match o {
         Operand::Val(v) => l.lens[v],
         Operand::Const(i) => l.consts[i].len(),

@@ -1,0 +1,704 @@
+//! 2-D convolutions on the CPU: im2col, then one product, over weights
+//! packed in the bundle's precision (f16 panels, f32 or int8 rows with the
+//! patches packed per frame, or Winograd's transformed f32 weights); split
+//! by pixels or by channels over the thread pool.
+
+use crate::engine::schedule::linear::{Conv, ConvWeights, Int8, Weights};
+use crate::kernels::elementwise::{self as ew, Binary};
+use crate::kernels::pool::{Columns, Pool, Split, MIN_PARALLEL_MACS};
+use crate::kernels::{packed_f32_len, packed_i8_len, Kernels};
+
+use super::scratch::{PostFn, Scratch, ScratchSize};
+use super::winograd;
+
+/// Pixels of one packed panel of a convolution's patches (the int8
+/// kernels' panel width).
+const PIXEL_PANEL: usize = 16;
+// Every path's packed panels are that wide (int8 and float alike).
+const _: () = assert!(
+    PIXEL_PANEL == crate::kernels::group_panels::PANEL
+        && PIXEL_PANEL == crate::kernels::float_panels::PANEL
+);
+
+/// What one block of a float convolution by pixels may take of a core's
+/// cache: its patches and its product (a quarter of a 1 MiB L2).
+const FLOAT_BLOCK_BYTES: usize = 256 * 1024;
+
+/// The fewest pixels a block of a float convolution takes, cache or not:
+/// each block calls the bias and the fused epilogue once per output
+/// channel, and below this those calls cost more than the cache saves
+/// (RN50 fp32 measured with 32, 256, 512 and whole images:
+/// docs/benchmarks.md, "What the runs say").
+const FLOAT_BLOCK_MIN_PIXELS: usize = 256;
+
+/// Element-wise work below this many values runs on the caller alone.
+const MIN_PARALLEL_ELEMS: usize = 1 << 14;
+
+impl Conv {
+    pub fn scratch(&self) -> ScratchSize {
+        let (p, kk) = (self.oh * self.ow, self.kk());
+        match self.weights {
+            // Room for either int8 path (by channels, or by pixel panels).
+            ConvWeights::Int8(_) => {
+                let padded = p.div_ceil(PIXEL_PANEL) * PIXEL_PANEL;
+                ScratchSize {
+                    qa: if self.pointwise() { 0 } else { kk * padded },
+                    qx: self.c * self.h * self.w,
+                    qp: packed_i8_len(p, kk),
+                    acc: padded * self.o,
+                    ..Default::default()
+                }
+            }
+            // The blocked paths split these by output rows (only each
+            // thread's first block of them is touched).
+            ConvWeights::Float(_) => ScratchSize {
+                pa: p * kk,
+                c: p * self.o,
+                ..Default::default()
+            },
+            ConvWeights::Winograd(_) => {
+                let (v, m) = winograd::scratch_per_tile_row(self);
+                let rows = self.oh.div_ceil(2);
+                ScratchSize {
+                    pa: rows * v,
+                    c: rows * m,
+                    ..Default::default()
+                }
+            }
+            ConvWeights::F32Rows(_) => ScratchSize {
+                pa: if self.pointwise() { 0 } else { kk * p },
+                // A row's pixels and a panel's padding, per output row; at
+                // least the whole image packed (the split by channels).
+                pp: packed_f32_len(p, kk).max(self.oh * (self.ow + PIXEL_PANEL - 1) * kk),
+                c: p * self.o,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Output pixels of one block when the threads split a convolution by
+    /// pixels: whole packed panels (16) and whole output rows.
+    fn pixel_block(&self) -> usize {
+        let (a, mut b) = (PIXEL_PANEL, self.ow.max(1));
+        let mut g = a;
+        while b != 0 {
+            (g, b) = (b, g % b);
+        }
+        PIXEL_PANEL / g * self.ow.max(1)
+    }
+
+    /// The int8 path split by output pixels on several threads: each thread
+    /// quantises its share of the input, builds, packs and multiplies its
+    /// pixels' patches against every output channel, and writes its pixels
+    /// of each NCHW plane, epilogue included. A chain of convolutions so
+    /// keeps each thread on the pixels it wrote (no cache lines passed
+    /// between cores at each step, as splitting by channels does). `false`:
+    /// too few pixels for every thread, nothing done.
+    #[allow(clippy::too_many_arguments)]
+    fn int8_by_pixels(
+        &self,
+        kern: &Kernels,
+        pool: &Pool,
+        w: &Int8,
+        x: &[f32],
+        sa: f32,
+        out: &mut [f32],
+        scr: &mut Scratch,
+        post: &PostFn<'_>,
+    ) -> bool {
+        let (p, kk, o, lv) = (self.oh * self.ow, self.kk(), self.o, kern.level);
+        let panels = p.div_ceil(PIXEL_PANEL);
+        let align = self.pixel_block() / PIXEL_PANEL;
+        if pool.threads() < 2
+            || pool.per_thread(panels, align) >= panels
+            || p * kk * o < MIN_PARALLEL_MACS
+        {
+            return false;
+        }
+        let (c, hw) = (self.c, self.h * self.w);
+        // The input by the same kind of blocks of its own pixels.
+        let in_panels = hw.div_ceil(PIXEL_PANEL);
+        let in_align = {
+            let (mut g, mut b) = (PIXEL_PANEL, self.w.max(1));
+            while b != 0 {
+                (g, b) = (b, g % b);
+            }
+            self.w.max(1) / g
+        };
+        let r = 1.0 / sa;
+        pool.split_columns(
+            c * hw,
+            0,
+            in_panels,
+            PIXEL_PANEL,
+            in_align,
+            Split::<()>::empty(),
+            Split::<()>::empty(),
+            Split::<()>::empty(),
+            Columns {
+                buf: &mut scr.qx[..c * hw],
+                rows: c,
+                row_len: hw,
+            },
+            &|_, _, _, _, mut cols| {
+                let j0 = cols.first();
+                for ch in 0..c {
+                    let q = cols.row(ch);
+                    ew::quantize_into(lv, &x[ch * hw + j0..ch * hw + j0 + q.len()], r, q);
+                }
+            },
+        );
+        let qx: &[i8] = &scr.qx[..c * hw];
+        let pointwise = self.pointwise();
+        let panel_len = kern.i8_panel_len(kk);
+        let patches = if pointwise { 0 } else { PIXEL_PANEL * kk };
+        pool.split_columns(
+            p * kk * o,
+            0,
+            panels,
+            PIXEL_PANEL,
+            align,
+            Split::new(&mut scr.qa[..panels * patches], patches),
+            Split::new(&mut scr.qp[..panels * panel_len], panel_len),
+            Split::new(&mut scr.acc[..panels * PIXEL_PANEL * o], PIXEL_PANEL * o),
+            Columns {
+                buf: &mut out[..o * p],
+                rows: o,
+                row_len: p,
+            },
+            &|_, qa, qp, acc, mut planes| {
+                let j0 = planes.first();
+                let nb = planes.row(0).len();
+                if pointwise {
+                    kern.pack_i8_cols(qx, p, j0, nb, kk, qp);
+                } else {
+                    let cols = &mut qa[..kk * nb];
+                    self.im2col_part(qx, 0, j0, nb, cols);
+                    kern.pack_i8_cols(cols, nb, 0, nb, kk, qp);
+                }
+                let acc = &mut acc[..o * nb];
+                kern.gemm_i8(&w.q, qp, o, nb, kk, acc);
+                for (oc, acc) in acc.chunks_exact(nb.max(1)).enumerate() {
+                    let plane = planes.row(oc);
+                    ew::dequantize_bias(lv, acc, sa * w.scale[oc], self.bias[oc], plane);
+                    post(oc * p + j0, plane);
+                }
+            },
+        );
+        true
+    }
+
+    /// Pixels of one block of the float paths by pixels: whole pairs of
+    /// panels (the kernels' widest tile, 32 pixels), as many as keep a
+    /// block's patches and products (`(c · kh · kw + o)` values a pixel)
+    /// within [`FLOAT_BLOCK_BYTES`], and at least
+    /// [`FLOAT_BLOCK_MIN_PIXELS`].
+    fn float_block(&self) -> usize {
+        let pair = 2 * PIXEL_PANEL;
+        let per_pixel = 4 * (self.kk() + self.o);
+        (FLOAT_BLOCK_BYTES / per_pixel.max(1)).max(FLOAT_BLOCK_MIN_PIXELS) / pair * pair
+    }
+
+    /// The float paths by output pixels, in blocks that stay in the
+    /// core's cache: each block's patches are built (and for weights kept
+    /// as rows, packed), multiplied by every output channel's weights into
+    /// a small product, and written to the NCHW planes with the bias and
+    /// the fused epilogue while they are hot; each thread takes its own
+    /// share of the blocks. `false`: int8 weights, or several threads with
+    /// too few pixels for each (the caller splits otherwise), nothing done.
+    fn float_by_pixels(
+        &self,
+        kern: &Kernels,
+        pool: &Pool,
+        x: &[f32],
+        out: &mut [f32],
+        scr: &mut Scratch,
+        post: &PostFn<'_>,
+    ) -> bool {
+        /// The two float layouts of the weights.
+        enum Float<'w> {
+            /// Rows, the product's left side: `c` (o × nb) = w · patchesᵀ.
+            Rows(&'w [f32]),
+            /// Packed panels, the right side: `c` (nb × o) = patches · wᵀ.
+            Panels(&'w Weights),
+        }
+        let weights = match &self.weights {
+            ConvWeights::F32Rows(w) => Float::Rows(w),
+            ConvWeights::Float(w) => Float::Panels(w),
+            ConvWeights::Int8(_) | ConvWeights::Winograd(_) => return false,
+        };
+        let (p, kk, o) = (self.oh * self.ow, self.kk(), self.o);
+        let (oh, ow) = (self.oh, self.ow.max(1));
+        let macs = self.macs();
+        let several = pool.threads() > 1 && macs >= MIN_PARALLEL_MACS;
+        // The threads take whole output rows (the fused epilogue's unit),
+        // as evenly as rows allow; each packs its own pixels from its
+        // first, so no thread's share need start on a panel.
+        if several && pool.per_thread(oh, 1) >= oh {
+            return false;
+        }
+        let pointwise = self.pointwise();
+        let block = self.float_block();
+        let rows = matches!(weights, Float::Rows(_));
+        // Patches built straight into the kernels' panels.
+        let in_panels = kern.packs_f32_in_float_panels();
+        // Per output row: patches (none for a pointwise convolution on
+        // weight rows, which packs its input as is, nor for patches built
+        // in panels), packed patches (weight rows only: a row's pixels and
+        // a panel's padding), products.
+        let patches = if rows && (pointwise || in_panels) {
+            0
+        } else {
+            ow * kk
+        };
+        let panel_len = if rows { (ow + PIXEL_PANEL - 1) * kk } else { 0 };
+        pool.split_columns(
+            macs,
+            MIN_PARALLEL_MACS,
+            oh,
+            ow,
+            1,
+            Split::new(&mut scr.pa[..oh * patches], patches),
+            Split::new(&mut scr.pp[..oh * panel_len], panel_len),
+            Split::new(&mut scr.c[..oh * ow * o], ow * o),
+            Columns {
+                buf: &mut out[..o * p],
+                rows: o,
+                row_len: p,
+            },
+            &|_, pa, pp, c, mut planes| {
+                let first = planes.first();
+                let end = first + planes.row(0).len();
+                // The fused epilogue takes whole output rows: each block
+                // ends it on the rows it completes (the thread's share is
+                // whole rows).
+                let (mut j0, mut posted) = (first, first);
+                while j0 < end {
+                    let nb = block.min(end - j0);
+                    let done = if j0 + nb == end {
+                        end
+                    } else {
+                        (j0 + nb) / ow * ow
+                    };
+                    let c = &mut c[..o * nb];
+                    // Channel `oc`'s value at pixel `j0 + j` is
+                    // `c[oc · cs + j · js]`.
+                    let (cs, js) = match weights {
+                        Float::Rows(w) => {
+                            if pointwise {
+                                kern.pack_f32_cols(x, p, j0, nb, kk, pp);
+                            } else if in_panels {
+                                self.im2col_panels(x, j0, nb, pp);
+                            } else {
+                                let cols = &mut pa[..kk * nb];
+                                self.im2col_part(x, 0, j0, nb, cols);
+                                kern.pack_f32_cols(cols, nb, 0, nb, kk, pp);
+                            }
+                            kern.gemm_f32p(w, pp, o, nb, kk, c);
+                            (nb, 1)
+                        }
+                        Float::Panels(w) => {
+                            let cols = &mut pa[..nb * kk];
+                            self.im2col(x, j0, cols);
+                            w.gemm(kern, cols, nb, o, kk, c);
+                            (1, o)
+                        }
+                    };
+                    for oc in 0..o {
+                        let row = planes.row(oc);
+                        let plane = &mut row[j0 - first..j0 - first + nb];
+                        let (b, c) = (self.bias[oc], &c[oc * cs..]);
+                        if js == 1 {
+                            ew::binary(kern.level, Binary::Add, &c[..nb], 1, &[b], 0, plane);
+                        } else {
+                            for (d, v) in plane.iter_mut().zip(c.iter().step_by(js)) {
+                                *d = v + b;
+                            }
+                        }
+                        if done > posted {
+                            post(oc * p + posted, &mut row[posted - first..done - first]);
+                        }
+                    }
+                    (j0, posted) = (j0 + nb, done.max(posted));
+                }
+            },
+        );
+        true
+    }
+
+    /// `s`: the int8 layer's activation scale (or empty). The threads split
+    /// the output pixels for im2col and the product, then the output
+    /// channels for the epilogue (bias, int8 scales, then `post`, the
+    /// fused epilogue) into NCHW.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &self,
+        kern: &Kernels,
+        pool: &Pool,
+        x: &[f32],
+        s: &[f32],
+        out: &mut [f32],
+        scr: &mut Scratch,
+        post: &PostFn<'_>,
+    ) {
+        let (p, kk, o) = (self.oh * self.ow, self.kk(), self.o);
+        let macs = self.macs();
+        match &self.weights {
+            ConvWeights::Winograd(u) => {
+                return winograd::run(self, u, kern, pool, x, out, scr, post)
+            }
+            ConvWeights::Int8(w) if self.int8_by_pixels(kern, pool, w, x, s[0], out, scr, post) => {
+                return
+            }
+            ConvWeights::Int8(_) => {}
+            _ if self.float_by_pixels(kern, pool, x, out, scr, post) => return,
+            _ => {}
+        }
+        let nchw = &mut out[..o * p];
+        match &self.weights {
+            ConvWeights::Int8(w) => {
+                // The product runs turned around, `out (o × p) = w · colsᵀ`:
+                // the weights are its left side (plain rows), the patches
+                // its right side, packed per frame; each output channel's
+                // row is then its NCHW plane, written in place.
+                let (sa, lv) = (s[0], kern.level);
+                let (c, hw) = (self.c, self.h * self.w);
+                let qx = &mut scr.qx[..c * hw];
+                pool.rows(c * hw, MIN_PARALLEL_ELEMS, qx, c, hw, 1, &|c0, q| {
+                    ew::quantize_into(lv, &x[c0 * hw..c0 * hw + q.len()], 1.0 / sa, q)
+                });
+                let qx: &[i8] = qx;
+                // The patches a row per depth (`kk × p`): the quantised
+                // input itself for a pointwise convolution.
+                let cols: &[i8] = if self.pointwise() {
+                    qx
+                } else {
+                    let cols = &mut scr.qa[..kk * p];
+                    pool.rows(kk * p, MIN_PARALLEL_ELEMS, cols, kk, p, 1, &|t0, rows| {
+                        self.im2col_rows(qx, t0, rows)
+                    });
+                    cols
+                };
+                // Packed for the kernels, 16 pixels (one panel) at a time.
+                let (panels, panel_len) = (p.div_ceil(PIXEL_PANEL), kern.i8_panel_len(kk));
+                pool.rows(
+                    p * kk,
+                    MIN_PARALLEL_ELEMS,
+                    &mut scr.qp[..panels * panel_len],
+                    panels,
+                    panel_len,
+                    1,
+                    &|b0, qp| {
+                        let first = b0 * PIXEL_PANEL;
+                        let n = (qp.len() / panel_len.max(1) * PIXEL_PANEL).min(p - first);
+                        kern.pack_i8_cols(cols, p, first, n, kk, qp);
+                    },
+                );
+                let right: &[i8] = &scr.qp[..panels * panel_len];
+                pool.rows3(
+                    macs,
+                    MIN_PARALLEL_MACS,
+                    o,
+                    1,
+                    Split::new(&mut scr.acc[..o * p], p),
+                    Split::new(nchw, p),
+                    Split::<()>::empty(),
+                    &|oc0, acc, planes, _| {
+                        let rows = planes.len() / p.max(1);
+                        kern.gemm_i8(&w.q[oc0 * kk..], right, rows, p, kk, acc);
+                        for (i, (plane, acc)) in planes
+                            .chunks_exact_mut(p.max(1))
+                            .zip(acc.chunks_exact(p.max(1)))
+                            .enumerate()
+                        {
+                            let oc = oc0 + i;
+                            ew::dequantize_bias(lv, acc, sa * w.scale[oc], self.bias[oc], plane);
+                        }
+                        post(oc0 * p, planes);
+                    },
+                );
+            }
+            ConvWeights::F32Rows(w) => {
+                // Turned around as the int8 path: `out = w · colsᵀ`, the
+                // product written straight into the NCHW planes.
+                // Patches a row per depth, unless built straight into the
+                // kernels' panels.
+                let in_panels = !self.pointwise() && kern.packs_f32_in_float_panels();
+                let cols: &[f32] = if self.pointwise() {
+                    &x[..kk * p]
+                } else if in_panels {
+                    &[]
+                } else {
+                    let cols = &mut scr.pa[..kk * p];
+                    pool.rows(kk * p, MIN_PARALLEL_ELEMS, cols, kk, p, 1, &|t0, rows| {
+                        self.im2col_rows(x, t0, rows)
+                    });
+                    cols
+                };
+                let (panels, panel_len) =
+                    (p.div_ceil(PIXEL_PANEL), packed_f32_len(PIXEL_PANEL, kk));
+                pool.rows(
+                    p * kk,
+                    MIN_PARALLEL_ELEMS,
+                    &mut scr.pp[..panels * panel_len],
+                    panels,
+                    panel_len,
+                    1,
+                    &|b0, pp| {
+                        let first = b0 * PIXEL_PANEL;
+                        let n = (pp.len() / panel_len.max(1) * PIXEL_PANEL).min(p - first);
+                        if in_panels {
+                            self.im2col_panels(x, first, n, pp);
+                        } else {
+                            kern.pack_f32_cols(cols, p, first, n, kk, pp);
+                        }
+                    },
+                );
+                let right: &[f32] = &scr.pp[..panels * panel_len];
+                pool.rows(macs, MIN_PARALLEL_MACS, nchw, o, p, 1, &|oc0, planes| {
+                    let rows = planes.len() / p.max(1);
+                    kern.gemm_f32p(&w[oc0 * kk..], right, rows, p, kk, planes);
+                    for (i, plane) in planes.chunks_exact_mut(p.max(1)).enumerate() {
+                        let b = [self.bias[oc0 + i]];
+                        ew::binary_in_place(kern.level, Binary::Add, true, &b, 0, plane);
+                    }
+                    post(oc0 * p, planes);
+                });
+            }
+            ConvWeights::Winograd(_) => unreachable!("Winograd convolutions return above"),
+            ConvWeights::Float(w) => {
+                pool.rows3(
+                    macs,
+                    MIN_PARALLEL_MACS,
+                    p,
+                    2,
+                    Split::new(&mut scr.pa[..p * kk], kk),
+                    Split::new(&mut scr.c[..p * o], o),
+                    Split::<()>::empty(),
+                    &|r0, cols, c, _| {
+                        self.im2col(x, r0, cols);
+                        w.gemm(kern, cols, c.len() / o.max(1), o, kk, c);
+                    },
+                );
+                let c: &[f32] = &scr.c[..p * o];
+                split_channels(pool, macs, nchw, p, &|oc, plane| {
+                    let b = self.bias[oc];
+                    for (pi, d) in plane.iter_mut().enumerate() {
+                        *d = c[pi * o + oc] + b;
+                    }
+                    post(oc * p, plane);
+                });
+            }
+        }
+    }
+}
+
+/// `f(channel, plane)` for every output channel's plane (`p` values) of an
+/// NCHW output, the channels split over the threads for a large product.
+fn split_channels(
+    pool: &Pool,
+    macs: usize,
+    nchw: &mut [f32],
+    p: usize,
+    f: &(dyn Fn(usize, &mut [f32]) + Sync),
+) {
+    let channels = nchw.len() / p.max(1);
+    let each = |c0: usize, block: &mut [f32]| {
+        for (i, plane) in block.chunks_exact_mut(p.max(1)).enumerate() {
+            f(c0 + i, plane);
+        }
+    };
+    pool.rows(macs, MIN_PARALLEL_MACS, nchw, channels, p, 1, &each);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::native::pack::pack_float;
+    use crate::engine::schedule::linear::{FloatWeights, Weights};
+    use crate::kernels::float_panels;
+    use proptest::prelude::*;
+
+    /// The float convolutions by pixel blocks (weight rows and packed
+    /// panels, f32 and f16) and, where they fit, by Winograd's tiles
+    /// against the definition, on 1, 2 and 3 threads:
+    /// blocks that cut output rows (13 and 11 wide), strides, a pointwise
+    /// convolution, and an epilogue that must see each value once, in whole
+    /// output rows, at its own offset. Values are small multiples of powers
+    /// of two, so every sum is exact in any order and the comparison is
+    /// exact.
+    #[test]
+    fn float_convolutions_in_pixel_blocks_match_the_definition() {
+        // (c, h, w, kernel, stride, pad, o)
+        for (c, h, w, kh, st, pd, o) in [
+            (64, 13, 13, 3, 1, 1, 8),
+            (64, 20, 20, 3, 1, 1, 8),
+            (64, 40, 40, 3, 1, 1, 8),
+            (40, 11, 11, 1, 1, 0, 24),
+            (32, 15, 15, 3, 2, 1, 12),
+            (3, 20, 20, 3, 1, 0, 5),
+        ] {
+            let (oh, ow) = ((h + 2 * pd - kh) / st + 1, (w + 2 * pd - kh) / st + 1);
+            let (p, kk) = (oh * ow, c * kh * kh);
+            let mut r = 7u64;
+            let mut small = |scale: f32| {
+                r = r
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((r >> 59) as f32 - 16.0) * scale
+            };
+            let x: Vec<f32> = (0..c * h * w).map(|_| small(0.125)).collect();
+            let wt: Vec<f32> = (0..o * kk).map(|_| small(0.0625)).collect();
+            let bias: Vec<f32> = (0..o).map(|_| small(0.5)).collect();
+            let mut want = vec![0f32; o * p];
+            for oc in 0..o {
+                for (j, v) in want[oc * p..(oc + 1) * p].iter_mut().enumerate() {
+                    let (oy, ox) = (j / ow, j % ow);
+                    let mut sum = 0f32;
+                    for ch in 0..c {
+                        for ky in 0..kh {
+                            for kx in 0..kh {
+                                let (y, xx) = (
+                                    (oy * st + ky).wrapping_sub(pd),
+                                    (ox * st + kx).wrapping_sub(pd),
+                                );
+                                if y < h && xx < w {
+                                    sum += wt[oc * kk + (ch * kh + ky) * kh + kx]
+                                        * x[(ch * h + y) * w + xx];
+                                }
+                            }
+                        }
+                    }
+                    *v = (sum + bias[oc]) + (oc * p + j) as f32 * 0.25;
+                }
+            }
+            // Every kernel path (their packed layouts differ), each kind of
+            // float weights.
+            let kinds = std::iter::once(Kernels::SCALAR)
+                .chain(Kernels::available())
+                .flat_map(|kern| {
+                    let winograd =
+                        winograd::fits([kh, kh], [st, st], [1, 1], [pd, pd], [h, w], [oh, ow])
+                            .then(|| ConvWeights::Winograd(winograd::weights(&wt, o, c).into()));
+                    [
+                        ConvWeights::F32Rows(wt.clone().into()),
+                        ConvWeights::Float(pack_float(
+                            Weights::rows(wt.clone(), FloatWeights::F32),
+                            o,
+                            kk,
+                            &kern,
+                        )),
+                        ConvWeights::Float(pack_float(
+                            Weights::rows(wt.clone(), FloatWeights::F16WhereExact),
+                            o,
+                            kk,
+                            &kern,
+                        )),
+                    ]
+                    .into_iter()
+                    .chain(winograd)
+                    .map(move |w| (kern, w))
+                });
+            for (kern, weights) in kinds {
+                let conv = Conv {
+                    c,
+                    h,
+                    w,
+                    o,
+                    oh,
+                    ow,
+                    kernel: [kh, kh],
+                    stride: [st, st],
+                    dilation: [1, 1],
+                    pad: [pd, pd],
+                    weights,
+                    bias: bias.clone(),
+                };
+                let what = format!(
+                    "{c}x{h}x{w} k{kh} s{st} o{o} {} on {}",
+                    conv.precision(),
+                    kern.name
+                );
+                for threads in 1..=3 {
+                    let pool = Pool::new(threads);
+                    let mut scr = Scratch::new(conv.scratch());
+                    let seen = std::sync::Mutex::new(vec![0u8; o * p]);
+                    let post = |first: usize, y: &mut [f32]| {
+                        assert!(
+                            first.is_multiple_of(ow) && y.len().is_multiple_of(ow),
+                            "{what}: a cut row at {first}+{}",
+                            y.len()
+                        );
+                        let mut seen = seen.lock().unwrap();
+                        for (i, v) in y.iter_mut().enumerate() {
+                            seen[first + i] += 1;
+                            *v += (first + i) as f32 * 0.25;
+                        }
+                    };
+                    let mut out = vec![f32::NAN; o * p];
+                    conv.run(&kern, &pool, &x, &[], &mut out, &mut scr, &post);
+                    assert!(
+                        seen.into_inner().unwrap().iter().all(|&n| n == 1),
+                        "{what}, {threads} threads: epilogue coverage"
+                    );
+                    assert_eq!(out, want, "{what}, {threads} threads");
+                }
+                // These shapes run in several blocks (on 2 threads too, 40 × 40).
+                if c == 64 && h >= 20 && !matches!(conv.weights, ConvWeights::Winograd(_)) {
+                    assert!(conv.float_block() < p, "{what}: one block only");
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// The patches a row per depth are the patches a row per pixel,
+        /// transposed, and built in panels the rows packed, for any kernel,
+        /// stride, dilation and padding.
+        #[test]
+        fn patch_rows_are_pixel_rows_transposed(
+            c in 1usize..4, h in 1usize..9, w in 1usize..40,
+            kh in 1usize..4, kw in 1usize..4,
+            sy in 1usize..3, sx in 1usize..3, dy in 1usize..3, dx in 1usize..3,
+            py in 0usize..3, px in 0usize..3,
+        ) {
+            let span = |n: usize, k: usize, s: usize, d: usize, p: usize| (n + 2 * p).checked_sub(d * (k - 1) + 1).map(|v| v / s + 1);
+            let (Some(oh), Some(ow)) = (span(h, kh, sy, dy, py), span(w, kw, sx, dx, px)) else { return Ok(()) };
+            let conv = Conv {
+                c, h, w, o: 1, oh, ow,
+                kernel: [kh, kw], stride: [sy, sx], dilation: [dy, dx], pad: [py, px],
+                weights: ConvWeights::F32Rows(vec![0.0; c * kh * kw].into()),
+                bias: vec![0.0],
+            };
+            let x: Vec<f32> = (0..c * h * w).map(|i| i as f32 + 1.0).collect();
+            let (p, kk) = (oh * ow, c * kh * kw);
+            let mut by_pixel = vec![-1f32; p * kk];
+            conv.im2col(&x, 0, &mut by_pixel);
+            let mut by_depth = vec![-1f32; kk * p];
+            conv.im2col_rows(&x, 0, &mut by_depth);
+            for j in 0..p {
+                for t in 0..kk {
+                    prop_assert_eq!(by_depth[t * p + j], by_pixel[j * kk + t], "pixel {} depth {}", j, t);
+                }
+            }
+            // Any span of pixels (a block of the float paths, rows cut
+            // anywhere), from any first depth: the same values.
+            for (j0, n, t0) in [(0, p, 0), (p / 3, p - p / 3, kk / 2), (1.min(p - 1), p / 2, 1.min(kk - 1)), (p - 1, 1, kk - 1)] {
+                let mut part = vec![-1f32; (kk - t0) * n];
+                conv.im2col_part(&x, t0, j0, n, &mut part);
+                for t in t0..kk {
+                    for j in 0..n {
+                        prop_assert_eq!(part[(t - t0) * n + j], by_depth[t * p + j0 + j], "span {}+{} depth {}", j0, n, t);
+                    }
+                }
+                // Built straight into the float kernels' panels: the rows
+                // packed, padding included.
+                let mut want = vec![-1f32; packed_f32_len(n, kk)];
+                float_panels::pack_cols(&by_depth, p, j0, n, kk, &mut want);
+                let mut panels = vec![-2f32; packed_f32_len(n, kk)];
+                conv.im2col_panels(&x, j0, n, &mut panels);
+                prop_assert_eq!(&panels, &want, "span {}+{} in panels", j0, n);
+            }
+        }
+    }
+}
