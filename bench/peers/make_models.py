@@ -7,6 +7,10 @@ three ways from the same weights for the side-by-side benchmark (run.py):
   WORK/<arch>.onnx            the image encoder in fp32 for ONNX Runtime
   WORK/<arch>.int8.onnx       the same, dynamically quantised (int8 weights per
                               channel, activations per tensor at run time)
+  WORK/<arch>-immich/         the same weights as Immich exports open_clip models
+                              (visual/ and textual/ ONNX files with normalised
+                              outputs, preprocess_cfg.json, config.json), for
+                              `clip-quantize build --checkpoint` from ONNX
 
 Needs: pip install torch clip-anytorch onnx onnxruntime (and setuptools<70 for
 clip-anytorch's pkg_resources). Run by hand, never in tests or CI:
@@ -72,7 +76,46 @@ def main():
         quantize_dynamic(pre, os.path.join(a.work, f"{arch}.int8.onnx"),
                          per_channel=True, weight_type=QuantType.QInt8)
         os.remove(pre)
+        if arch.startswith("vit"):
+            immich(m.float().eval(), res, os.path.join(a.work, f"{arch}-immich"))
         print(f"{arch}: written to {a.work}")
+
+
+class Normalised(torch.nn.Module):
+    """`encode` with its output L2-normalised, as Immich exports it."""
+
+    def __init__(self, encode):
+        super().__init__()
+        self.encode = encode
+
+    def forward(self, x):
+        e = self.encode(x)
+        return e / e.norm(dim=-1, keepdim=True)
+
+
+def immich(m, res, out):
+    import json
+    os.makedirs(os.path.join(out, "visual"), exist_ok=True)
+    os.makedirs(os.path.join(out, "textual"), exist_ok=True)
+    with open(os.path.join(out, "visual", "preprocess_cfg.json"), "w") as f:
+        json.dump({"size": [res, res], "mode": "RGB",
+                   "mean": [0.48145466, 0.4578275, 0.40821073],
+                   "std": [0.26862954, 0.26130258, 0.27577711],
+                   "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}, f)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump({"embed_dim": m.text_projection.shape[1],
+                   "vision_cfg": {"image_size": res},
+                   "text_cfg": {"context_length": 77}}, f)
+    for p in m.parameters():
+        p.requires_grad_(False)
+    v = Normalised(m.encode_image).eval()
+    t = Normalised(m.encode_text).eval()
+    torch.onnx.export(v, (torch.randn(1, 3, res, res),), os.path.join(out, "visual", "model.onnx"),
+                      input_names=["image"], output_names=["embedding"], opset_version=17,
+                      dynamo=False)
+    torch.onnx.export(t, (torch.ones(1, 77, dtype=torch.int32),),
+                      os.path.join(out, "textual", "model.onnx"), input_names=["text"],
+                      output_names=["embedding"], opset_version=17, dynamo=False)
 
 
 if __name__ == "__main__":

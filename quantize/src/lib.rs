@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod graph;
 pub mod nnef;
+pub mod onnx;
 pub mod prompts;
 pub mod synth;
 pub mod synth_clip;

@@ -34,7 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Print a checkpoint's format, architecture and hyperparameters.
+    /// Print a checkpoint's (or an ONNX export folder's) format,
+    /// architecture and hyperparameters.
     Inspect {
         checkpoint: PathBuf,
         #[arg(long)]
@@ -318,7 +319,46 @@ fn print_report(r: &clip_quantize::bundle::Report, out: &Path) {
     }
 }
 
+/// An ONNX export folder: its preprocessing, the image graph's input and
+/// embedding size, the text context.
+fn inspect_onnx(path: &Path, json: bool) -> Result<()> {
+    let x = clip_quantize::onnx::Export::open(path)?;
+    let (model, e) = x.image_graph()?;
+    let value = serde_json::json!({
+        "path": path,
+        "format": "Onnx",
+        "family": "onnx",
+        "image_resolution": x.resolution,
+        "embed_dim": e,
+        "context_length": x.context_length,
+        "mean": x.mean,
+        "std": x.std,
+        "image_graph_nodes": model.nodes.len(),
+        "config": x.config,
+    });
+    if json {
+        out!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        out!(
+            "{}: ONNX export (visual + textual), image {r}x{r} -> {e} values, {} graph nodes",
+            path.display(),
+            model.nodes.len(),
+            r = x.resolution,
+        );
+        out!(
+            "  preprocess: mean {:?} std {:?}, bicubic, shortest side, centre crop",
+            x.mean,
+            x.std
+        );
+        out!("  text: context {}, CLIP's BPE", x.context_length);
+    }
+    Ok(())
+}
+
 fn inspect(path: &Path, json: bool) -> Result<()> {
+    if clip_quantize::onnx::is_export(path) {
+        return inspect_onnx(path, json);
+    }
     let sd = checkpoint::load(path)?;
     let cfg = ClipConfig::infer(&sd)?;
     let params: usize = sd.tensors.values().map(|p| p.numel()).sum();

@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::{root, scratch};
 use std::path::{Path, PathBuf};
 
 use clip_edge::bundle::{self, Bundle, BundleError, TableData};
@@ -26,17 +27,6 @@ const INT8_MIN_AGREEMENT: f64 = 8.0 / 9.0;
 /// An fp32 text-table entry vs PyTorch's normalised text embedding.
 /// Measured at most 3.3e-7.
 const TEXT_TABLE_TOL: f32 = 3e-6;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clip-bundle-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn labels_file(dir: &Path, labels: &[&str]) -> PathBuf {
     let p = dir.join("labels.txt");

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::{root, scratch};
 use std::path::{Path, PathBuf};
 
 use clip_edge::bundle::Bundle;
@@ -24,17 +25,6 @@ const INT8_MIN_MEAN_COSINE: f64 = 0.99985;
 const EVAL_SEED: u64 = 3;
 const EVAL_PER_CLASS: usize = 10;
 const EVAL_MAX_SIDE: u32 = 192;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clip-default-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn synthetic() -> PathBuf {
     root().join("models/synthetic")

@@ -30,14 +30,19 @@ pub fn list_eval(dir: &Path, labels: &[String]) -> Result<Vec<(PathBuf, usize)>,
 }
 
 /// Preprocessed inputs, decoded and checked before any heavy work.
-pub(super) fn load_inputs(files: &[PathBuf], n: usize) -> Result<Vec<Tensor>, BuildError> {
+/// `mean`/`std`: the model's normalisation.
+pub(super) fn load_inputs(
+    files: &[PathBuf],
+    n: usize,
+    (mean, std): ([f32; 3], [f32; 3]),
+) -> Result<Vec<Tensor>, BuildError> {
     let mut pre = Preprocessor::new();
     files
         .iter()
         .map(|p| {
             let img = decode_file(p)?;
             let mut buf = vec![0f32; Preprocessor::output_len(n as u32)];
-            pre.run(&img.view(), n as u32, CLIP_MEAN, CLIP_STD, &mut buf)
+            pre.run(&img.view(), n as u32, mean, std, &mut buf)
                 .map_err(|e| BuildError::Input {
                     path: p.clone(),
                     why: e.to_string(),

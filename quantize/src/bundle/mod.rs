@@ -24,6 +24,7 @@ use crate::prompts::{self, PromptError};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 mod accuracy;
+mod from_onnx;
 
 use accuracy::{argmax_label, auto_plan, load_inputs, run_images, summary};
 pub use accuracy::{list_eval, list_images};
@@ -60,6 +61,8 @@ pub enum BuildError {
     Tract(#[from] TractError),
     #[error(transparent)]
     Bundle(#[from] clip_edge::bundle::BundleError),
+    #[error(transparent)]
+    Onnx(#[from] crate::onnx::OnnxError),
 }
 
 impl From<crate::atomic::IoAt> for BuildError {
@@ -155,15 +158,7 @@ pub fn text_table(
     templates: &[String],
     show: bool,
 ) -> Result<Vec<f32>, BuildError> {
-    let tok = Tokenizer::new()?;
-    let prompts: Vec<String> = labels
-        .iter()
-        .flat_map(|l| templates.iter().map(move |t| prompts::fill(t, l)))
-        .collect();
-    let ids = prompts
-        .iter()
-        .map(|p| tok.tokenize(p, cfg.context_length, false))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (prompts, ids) = prompt_tokens(labels, templates, cfg.context_length)?;
     let batch = 16.min(prompts.len());
     let plan = tract_graph::into_plan(graph::text_encoder(sd, cfg, batch)?)?;
     let e = cfg.embed_dim;
@@ -189,15 +184,92 @@ pub fn text_table(
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
-    let mut table = vec![0f32; labels.len() * e];
+    Ok(average_templates(&emb, labels.len(), templates.len(), e))
+}
+
+/// Every label in every template, and its tokens (`context` each).
+fn prompt_tokens(
+    labels: &[String],
+    templates: &[String],
+    context: usize,
+) -> Result<(Vec<String>, Vec<Vec<u32>>), BuildError> {
+    let tok = Tokenizer::new()?;
+    let prompts: Vec<String> = labels
+        .iter()
+        .flat_map(|l| templates.iter().map(move |t| prompts::fill(t, l)))
+        .collect();
+    let ids = prompts
+        .iter()
+        .map(|p| tok.tokenize(p, context, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((prompts, ids))
+}
+
+/// The share of `set` whose embedding's best row of `table` is its label.
+fn top1(embs: &[Vec<f32>], set: &[(PathBuf, usize)], table: &[f32], e: usize) -> f64 {
+    embs.iter()
+        .zip(set)
+        .filter(|(x, (_, y))| argmax_label(x, table, e) == *y)
+        .count() as f64
+        / set.len().max(1) as f64
+}
+
+/// What a build reads before any heavy work (a bad file fails it first):
+/// the prompts, the calibration images and the eval set, preprocessed.
+struct Inputs {
+    labels: Vec<String>,
+    templates: Vec<String>,
+    calib_files: Vec<PathBuf>,
+    calib: Vec<Tensor>,
+    eval_set: Option<Vec<(PathBuf, usize)>>,
+    eval_inputs: Option<Vec<Tensor>>,
+}
+
+impl Inputs {
+    /// `n`: the input's side; `norm`: the model's mean and std.
+    fn read(opts: &BuildOptions, n: usize, norm: ([f32; 3], [f32; 3])) -> Result<Self, BuildError> {
+        let labels = prompts::read_labels(&opts.labels)?;
+        let templates = match &opts.templates {
+            Some(p) => prompts::read_templates(p)?,
+            None => vec![prompts::DEFAULT_TEMPLATE.to_string()],
+        };
+        let calib_files = list_images(&opts.calibration)?;
+        let calib = load_inputs(&calib_files, n, norm)?;
+        let eval_set = match &opts.eval {
+            Some(d) => Some(list_eval(d, &labels)?),
+            None => None,
+        };
+        let eval_inputs = match &eval_set {
+            Some(set) => Some(load_inputs(
+                &set.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+                n,
+                norm,
+            )?),
+            None => None,
+        };
+        Ok(Inputs {
+            labels,
+            templates,
+            calib_files,
+            calib,
+            eval_set,
+            eval_inputs,
+        })
+    }
+}
+
+/// Each label's row: the mean of its templates' normalised embeddings
+/// (`emb`, label-major), normalised.
+fn average_templates(emb: &[f32], labels: usize, templates: usize, e: usize) -> Vec<f32> {
+    let mut table = vec![0f32; labels * e];
     for (li, row) in table.chunks_mut(e).enumerate() {
-        for ti in 0..templates.len() {
-            let src = &emb[(li * templates.len() + ti) * e..(li * templates.len() + ti + 1) * e];
+        for ti in 0..templates {
+            let src = &emb[(li * templates + ti) * e..(li * templates + ti + 1) * e];
             row.iter_mut().zip(src).for_each(|(a, b)| *a += b);
         }
         l2_normalize(row);
     }
-    Ok(table)
+    table
 }
 
 /// Builds a bundle; nothing is left at `out` unless the whole bundle was written.
@@ -208,28 +280,20 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
         Some(p) => Some(signature::read_signing_key(p)?),
         None => None,
     };
+    if crate::onnx::is_export(&opts.checkpoint) {
+        return from_onnx::build(opts, start, signing_key.as_ref());
+    }
     let sd = checkpoint::load(&opts.checkpoint)?;
     let cfg = ClipConfig::infer(&sd)?;
-    let labels = prompts::read_labels(&opts.labels)?;
-    let templates = match &opts.templates {
-        Some(p) => prompts::read_templates(p)?,
-        None => vec![prompts::DEFAULT_TEMPLATE.to_string()],
-    };
     let n = cfg.image_resolution;
-    // Inputs first: a bad file fails the build before any heavy work.
-    let calib_files = list_images(&opts.calibration)?;
-    let calib = load_inputs(&calib_files, n)?;
-    let eval_set = match &opts.eval {
-        Some(d) => Some(list_eval(d, &labels)?),
-        None => None,
-    };
-    let eval_inputs = match &eval_set {
-        Some(set) => Some(load_inputs(
-            &set.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
-            n,
-        )?),
-        None => None,
-    };
+    let Inputs {
+        labels,
+        templates,
+        calib_files,
+        calib,
+        eval_set,
+        eval_inputs,
+    } = Inputs::read(opts, n, (CLIP_MEAN, CLIP_STD))?;
 
     let table = text_table(&sd, &cfg, &labels, &templates, opts.progress)?;
     let e = cfg.embed_dim;
@@ -261,15 +325,8 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
         let (f, _) = run_images(graph::image_encoder(&sd, &cfg, 1)?, inputs, false)?;
         let (q, _) = run_images(model.clone(), inputs, false)?;
         let (mut s, cos) = summary(&f, &q, &table, e);
-        let acc = |embs: &[Vec<f32>]| {
-            embs.iter()
-                .zip(set)
-                .filter(|(x, (_, y))| argmax_label(x, &table, e) == *y)
-                .count() as f64
-                / set.len() as f64
-        };
-        s.zero_shot_top1 = Some(acc(&q));
-        s.zero_shot_top1_fp32 = Some(acc(&f));
+        s.zero_shot_top1 = Some(top1(&q, set, &table, e));
+        s.zero_shot_top1_fp32 = Some(top1(&f, set, &table, e));
         (
             s,
             cos,
@@ -281,32 +338,127 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
         (s, cos, calib_files.clone())
     };
 
-    // Write everything into a temporary sibling, then move it into place.
-    let out = &opts.out;
-    let report = crate::atomic::write_dir(out, |tmp| -> Result<Report, BuildError> {
-        crate::nnef::write_nnef_tgz(&model, &tmp.join(fmt::IMAGE_ENCODER))?;
-        let table_dtype = if plan.layers == Precision::Fp32 && plan.overrides.is_empty() {
+    let hyper = toml::Table::try_from(&cfg).map_err(|e| BuildError::Input {
+        path: opts.checkpoint.clone(),
+        why: e.to_string(),
+    })?;
+    let contents = Contents {
+        table_dtype: if plan.layers == Precision::Fp32 && plan.overrides.is_empty() {
             "f32"
         } else {
             "f16"
-        };
+        },
+        model,
+        table,
+        labels,
+        templates,
+        summary,
+        per_image: per_image(&files, &cos),
+        sensitivity,
+        logit_scale: sd
+            .get("logit_scale")?
+            .data
+            .first()
+            .copied()
+            .unwrap_or(0.0)
+            .exp(),
+        source: Source {
+            checkpoint: file_name(&opts.checkpoint),
+            format: format!("{:?}", sd.format),
+            sha256: sha256_of(&opts.checkpoint)?,
+        },
+        model_info: ModelInfo {
+            architecture: cfg.name.clone(),
+            family: if cfg.is_vit() { "vit" } else { "resnet" }.into(),
+            embed_dim: e,
+            image_resolution: n,
+            hyperparameters: hyper,
+        },
+        preprocess: PreprocessInfo {
+            resolution: n as u32,
+            mean: CLIP_MEAN,
+            std: CLIP_STD,
+            resize: "pillow-bicubic".into(),
+        },
+        layers: layers
+            .iter()
+            .map(|l| LayerPrecision {
+                name: l.name.clone(),
+                kind: l.kind.clone(),
+                precision: l.precision.to_string(),
+            })
+            .collect(),
+    };
+    write_bundle(opts, start, signing_key.as_ref(), contents)
+}
+
+/// What a bundle holds besides what the build options say.
+struct Contents {
+    model: TypedModel,
+    table: Vec<f32>,
+    /// "f32" or "f16".
+    table_dtype: &'static str,
+    labels: Vec<String>,
+    templates: Vec<String>,
+    summary: ReportSummary,
+    /// Per calibration/eval image: file and cosine to fp32.
+    per_image: Vec<(String, f64)>,
+    sensitivity: Vec<(String, f64)>,
+    logit_scale: f32,
+    source: Source,
+    model_info: ModelInfo,
+    preprocess: PreprocessInfo,
+    layers: Vec<LayerPrecision>,
+}
+
+/// Each image's file and cosine to fp32.
+fn per_image(files: &[PathBuf], cos: &[f64]) -> Vec<(String, f64)> {
+    files
+        .iter()
+        .map(|p| p.display().to_string())
+        .zip(cos.iter().copied())
+        .collect()
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn sha256_of(p: &Path) -> Result<String, BuildError> {
+    fmt::sha256_file(p).map_err(|e| BuildError::Input {
+        path: p.to_path_buf(),
+        why: e.to_string(),
+    })
+}
+
+/// Writes the bundle into a temporary sibling of `opts.out`, then moves it
+/// into place: the graph, the table, the report and the manifest (signed
+/// with `signing_key`).
+fn write_bundle(
+    opts: &BuildOptions,
+    start: Instant,
+    signing_key: Option<&signature::SigningKey>,
+    c: Contents,
+) -> Result<Report, BuildError> {
+    let out = &opts.out;
+    let e = c.model_info.embed_dim;
+    let report = crate::atomic::write_dir(out, |tmp| -> Result<Report, BuildError> {
+        crate::nnef::write_nnef_tgz(&c.model, &tmp.join(fmt::IMAGE_ENCODER))?;
         write_table(
             &tmp.join(fmt::TEXT_TABLE),
-            &table,
-            labels.len(),
+            &c.table,
+            c.labels.len(),
             e,
-            table_dtype,
+            c.table_dtype,
         )?;
         let mut report = Report {
             precision: opts.precision.to_string(),
             activation: activation_name(opts.activation).into(),
-            summary: summary.clone(),
-            per_image: files
-                .iter()
-                .map(|p| p.display().to_string())
-                .zip(cos.iter().copied())
-                .collect(),
-            sensitivity,
+            summary: c.summary.clone(),
+            per_image: c.per_image.clone(),
+            sensitivity: c.sensitivity.clone(),
             bundle_bytes: 0,
             seconds: 0.0,
         };
@@ -329,65 +481,26 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
         let report_json = serde_json::to_vec_pretty(&report).expect("report serialises");
         std::fs::write(tmp.join(fmt::REPORT), &report_json).map_err(io(&tmp.join(fmt::REPORT)))?;
         files_sha.insert(fmt::REPORT.to_string(), fmt::sha256_hex(&report_json));
-        let hyper = toml::Table::try_from(&cfg).map_err(|e| BuildError::Input {
-            path: opts.checkpoint.clone(),
-            why: e.to_string(),
-        })?;
         let manifest = Manifest {
             format_version: fmt::FORMAT_VERSION,
             tract_version: TRACT_VERSION.to_string(),
             created_by: format!("clip-quantize {}", env!("CARGO_PKG_VERSION")),
             precision: opts.precision.to_string(),
             activation: activation_name(opts.activation).into(),
-            logit_scale: sd
-                .get("logit_scale")?
-                .data
-                .first()
-                .copied()
-                .unwrap_or(0.0)
-                .exp(),
-            labels: labels.clone(),
-            templates: templates.clone(),
-            source: Source {
-                checkpoint: opts
-                    .checkpoint
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                format: format!("{:?}", sd.format),
-                sha256: fmt::sha256_file(&opts.checkpoint).map_err(|e| BuildError::Input {
-                    path: opts.checkpoint.clone(),
-                    why: e.to_string(),
-                })?,
-            },
-            model: ModelInfo {
-                architecture: cfg.name.clone(),
-                family: if cfg.is_vit() { "vit" } else { "resnet" }.into(),
-                embed_dim: e,
-                image_resolution: n,
-                hyperparameters: hyper,
-            },
-            preprocess: PreprocessInfo {
-                resolution: n as u32,
-                mean: CLIP_MEAN,
-                std: CLIP_STD,
-                resize: "pillow-bicubic".into(),
-            },
+            logit_scale: c.logit_scale,
+            labels: c.labels.clone(),
+            templates: c.templates.clone(),
+            source: c.source.clone(),
+            model: c.model_info.clone(),
+            preprocess: c.preprocess.clone(),
             table: TableInfo {
                 file: fmt::TEXT_TABLE.into(),
-                dtype: table_dtype.into(),
-                rows: labels.len(),
+                dtype: c.table_dtype.into(),
+                rows: c.labels.len(),
                 dim: e,
             },
-            report: summary.clone(),
-            layers: layers
-                .iter()
-                .map(|l| LayerPrecision {
-                    name: l.name.clone(),
-                    kind: l.kind.clone(),
-                    precision: l.precision.to_string(),
-                })
-                .collect(),
+            report: c.summary.clone(),
+            layers: c.layers.clone(),
             files: files_sha,
         };
         let text = toml::to_string(&manifest).map_err(|e| BuildError::Input {
@@ -395,7 +508,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
             why: e.to_string(),
         })?;
         std::fs::write(tmp.join(fmt::MANIFEST), &text).map_err(io(&tmp.join(fmt::MANIFEST)))?;
-        if let Some(key) = &signing_key {
+        if let Some(key) = signing_key {
             let sig = tmp.join(signature::SIGNATURE);
             std::fs::write(&sig, signature::sign(key, text.as_bytes())).map_err(io(&sig))?;
         }

@@ -5,6 +5,7 @@
 
 pub mod precision;
 pub mod resnet;
+pub mod rewrite;
 pub mod text;
 pub mod vit;
 

@@ -1,13 +1,26 @@
 //! Helpers shared by the quantizer's integration tests.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[path = "../../../tests/common/numeric.rs"]
 mod numeric;
 pub use numeric::max_abs_diff;
 
 use clip_edge::bundle::{self, Bundle, TableData};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// An empty scratch folder of this test process.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("clip-quantize-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
 
 /// A text table rebuilt on another machine than the one that wrote the
 /// committed bundle differs in the last bits: the f32 text encoder runs on

@@ -114,6 +114,9 @@ pub fn lower(model: &TypedModel, float: FloatWeights) -> Result<Lowered, LowerEr
 
 type R<T> = Result<T, String>;
 
+/// Most constant indices one gather may take (each is a copy of its own).
+const MAX_GATHER_INDICES: usize = 4096;
+
 /// Most values one tensor of the schedule may hold (1 GiB of f32): a
 /// graph asking for more is refused at load, never allocated.
 pub const MAX_TENSOR_LEN: usize = 1 << 28;
@@ -259,6 +262,9 @@ impl Lowerer<'_> {
                     Ok(())
                 }
             };
+        }
+        if let Some(op) = node.op_as::<tract_core::ops::array::Gather>() {
+            return self.gather(node, op.axis, dims);
         }
         if let Some(op) = node.op_as::<Slice>() {
             let start = op.start.to_usize().map_err(|e| e.to_string())?;
@@ -437,6 +443,59 @@ impl Lowerer<'_> {
             return self.einsum(node, op, dims);
         }
         Err("no native op for it".into())
+    }
+
+    /// Input 0 indexed along `axis` by constant indices (input 1), as an
+    /// ONNX export picks attention's q, k and v: one strided copy per index.
+    fn gather(&mut self, node: &TypedNode, axis: usize, dims: Vec<usize>) -> R<()> {
+        let src = self.dims(node.inputs[0])?;
+        let indices = match self.values.get(&node.inputs[1]) {
+            Some(Value::Const(t)) => t
+                .cast_to::<i64>()
+                .map_err(|e| e.to_string())?
+                .to_plain_array_view::<i64>()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            _ => return Err("gather indices that are not constant".into()),
+        };
+        let n = *src.get(axis).ok_or("a gather axis past the input's rank")?;
+        if indices.len() > MAX_GATHER_INDICES
+            || dims.iter().product::<usize>()
+                != src.iter().product::<usize>() / n.max(1) * indices.len()
+        {
+            return Err(format!(
+                "a gather of {} indices from {src:?} into {dims:?}",
+                indices.len()
+            ));
+        }
+        let st = ops::strides_of(&src);
+        // The output seen as the input with the indices flattened at `axis`.
+        let mut view = src.clone();
+        view[axis] = indices.len();
+        let sd = ops::strides_of(&view);
+        let mut one = src.clone();
+        one[axis] = 1;
+        let x = self.operand(node.inputs[0])?;
+        let mut parts = Vec::with_capacity(indices.len());
+        for (j, &i) in indices.iter().enumerate() {
+            let i = if i < 0 { i + n as i64 } else { i };
+            let i = usize::try_from(i)
+                .ok()
+                .filter(|&i| i < n)
+                .ok_or_else(|| format!("a gather index {i} out of 0..{n}"))?;
+            parts.push(CopyPart {
+                src: x,
+                dims: one.clone(),
+                src_off: i * st[axis],
+                ss: st.clone(),
+                dst_off: j * sd[axis],
+                sd: sd.clone(),
+            });
+        }
+        self.push(node, Kind::Copy { parts }, dims);
+        Ok(())
     }
 
     /// `dims` of input 0 from `start` along `axis`: a strided copy.

@@ -1,0 +1,148 @@
+//! `build --checkpoint DIR` where DIR is an ONNX export folder
+//! ([`crate::onnx`]): the image graph as the bundle's graph (fp32, its
+//! matrices stored as f16, or its products in int8:
+//! [`crate::graph::rewrite`]), the text table from the text graph, the
+//! preprocessing from the export's config.
+
+use super::*;
+use crate::graph::rewrite;
+use crate::onnx::Export;
+
+/// The logit scale of a bundle built from an export, which holds none:
+/// CLIP's trained value (`exp(4.6052)`, clamped there in training).
+const EXPORT_LOGIT_SCALE: f32 = 100.0;
+
+pub(super) fn build(
+    opts: &BuildOptions,
+    start: Instant,
+    signing_key: Option<&signature::SigningKey>,
+) -> Result<Report, BuildError> {
+    let x = Export::open(&opts.checkpoint)?;
+    let precision = match opts.precision {
+        Requested::Fixed(p) => p,
+        Requested::Auto => {
+            return Err(BuildError::Input {
+                path: opts.checkpoint.clone(),
+                why: "--precision auto: a bundle from an ONNX export is fp32, fp16 or int8 \
+                      (auto from ONNX: not yet)"
+                    .into(),
+            })
+        }
+    };
+    if precision == Precision::Int8 && opts.activation != ActivationQuant::DynamicPerToken {
+        return Err(BuildError::Input {
+            path: opts.checkpoint.clone(),
+            why: "--activations static: an int8 bundle from an ONNX export quantises \
+                  activations per row (dynamic)"
+                .into(),
+        });
+    }
+    let n = x.resolution as usize;
+    let Inputs {
+        labels,
+        templates,
+        calib_files,
+        calib,
+        eval_set,
+        eval_inputs,
+    } = Inputs::read(opts, n, (x.mean, x.std))?;
+
+    let (fp32_model, e) = x.image_graph()?;
+    let table = text_table(&x, &labels, &templates, e, opts.progress)?;
+    let (model, int8_layers) = match precision {
+        Precision::Fp32 => (fp32_model.clone(), Vec::new()),
+        Precision::Fp16 => (rewrite::f16_weights(fp32_model.clone())?, Vec::new()),
+        Precision::Int8 => rewrite::int8_products(fp32_model.clone())?,
+    };
+    // Against fp32 on the eval set when given, else on the calibration images.
+    let (inputs, files): (&[Tensor], Vec<PathBuf>) = match (&eval_set, &eval_inputs) {
+        (Some(set), Some(inputs)) => (inputs, set.iter().map(|(p, _)| p.clone()).collect()),
+        _ => (&calib, calib_files.clone()),
+    };
+    let (f, _) = run_images(fp32_model, inputs, false)?;
+    let (q, _) = run_images(model.clone(), inputs, false)?;
+    let (mut summary, cos) = summary(&f, &q, &table, e);
+    if let Some(set) = &eval_set {
+        summary.zero_shot_top1 = Some(top1(&q, set, &table, e));
+        summary.zero_shot_top1_fp32 = Some(top1(&f, set, &table, e));
+    }
+    let visual = x.dir.join(crate::onnx::VISUAL);
+    let contents = Contents {
+        model,
+        table,
+        table_dtype: if precision == Precision::Fp32 {
+            "f32"
+        } else {
+            "f16"
+        },
+        labels,
+        templates,
+        summary,
+        per_image: per_image(&files, &cos),
+        sensitivity: Vec::new(),
+        logit_scale: EXPORT_LOGIT_SCALE,
+        source: Source {
+            checkpoint: file_name(&x.dir),
+            format: "Onnx".into(),
+            sha256: sha256_of(&visual)?,
+        },
+        model_info: ModelInfo {
+            architecture: file_name(&x.dir),
+            family: "onnx".into(),
+            embed_dim: e,
+            image_resolution: n,
+            hyperparameters: toml::Table::try_from(&x.config).map_err(|err| BuildError::Input {
+                path: x.dir.join(crate::onnx::CONFIG),
+                why: err.to_string(),
+            })?,
+        },
+        preprocess: PreprocessInfo {
+            resolution: x.resolution,
+            mean: x.mean,
+            std: x.std,
+            resize: "pillow-bicubic".into(),
+        },
+        layers: if int8_layers.is_empty() {
+            vec![LayerPrecision {
+                name: "image_encoder".into(),
+                kind: "graph".into(),
+                precision: precision.to_string(),
+            }]
+        } else {
+            int8_layers
+                .into_iter()
+                .map(|name| LayerPrecision {
+                    name,
+                    kind: "linear".into(),
+                    precision: Precision::Int8.to_string(),
+                })
+                .collect()
+        },
+    };
+    write_bundle(opts, start, signing_key, contents)
+}
+
+/// The table from the export's text graph: each prompt tokenised with
+/// CLIP's BPE, embedded, normalised; templates averaged per label.
+fn text_table(
+    x: &Export,
+    labels: &[String],
+    templates: &[String],
+    e: usize,
+    show: bool,
+) -> Result<Vec<f32>, BuildError> {
+    let (prompts, ids) = prompt_tokens(labels, templates, x.context_length)?;
+    let pb = clip_edge::progress::bar(
+        show && prompts.len() > 64,
+        prompts.len() as u64,
+        "text encoder",
+    );
+    let embs = x.text_embeddings(&ids, e, |_| pb.inc(1))?;
+    pb.finish_and_clear();
+    let mut flat = Vec::with_capacity(embs.len() * e);
+    for mut v in embs {
+        l2_normalize(&mut v);
+        flat.extend(v);
+    }
+    Ok(average_templates(&flat, labels.len(), templates.len(), e))
+}

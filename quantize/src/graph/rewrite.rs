@@ -1,0 +1,283 @@
+//! Precision rewrites of a graph made elsewhere (an ONNX export), into the
+//! patterns this quantizer's own graphs use and the runtime recognises:
+//! matrices stored as f16 and cast to f32, or a product's constant weights
+//! stored as int8 with a scale per output channel (`Cast(q) · s`) and its
+//! activation quantised per row (`fake_quant`: `round(x / s)` clamped to
+//! ±127, times `s`, `s` from each row's max |x|).
+
+use tract_core::internal::*;
+use tract_core::ops::array::Slice;
+use tract_core::ops::binary::{BinMiniOp, TypedBinOp};
+use tract_core::ops::cast::cast;
+use tract_core::ops::change_axes::{wire_with_rank_broadcast, AxisOp};
+use tract_core::ops::einsum::EinSum;
+use tract_core::ops::konst::Const;
+use tract_core::ops::math;
+use tract_core::ops::nn::{Reduce, Reducer};
+
+use super::precision::quantize_per_channel;
+
+/// The fewest values of an f32 constant stored as f16: matrices, not
+/// biases or norms' scales.
+pub const F16_MIN_VALUES: usize = 1024;
+
+/// The fewest weights of a product stored as int8 (smaller ones stay f32).
+pub const INT8_MIN_WEIGHTS: usize = 1024;
+
+fn const_of(model: &TypedModel, o: OutletId) -> Option<Arc<Tensor>> {
+    model.outlet_fact(o).ok()?.konst.clone()
+}
+
+/// `model` with every f32 constant of [`F16_MIN_VALUES`] or more stored as
+/// f16 and cast to f32 where it is read.
+pub fn f16_weights(mut model: TypedModel) -> TractResult<TypedModel> {
+    let big: Vec<usize> = model
+        .nodes
+        .iter()
+        .filter(|n| {
+            n.op_as::<Const>()
+                .map(|c| {
+                    c.val().datum_type() == f32::datum_type() && c.val().len() >= F16_MIN_VALUES
+                })
+                .unwrap_or(false)
+        })
+        .map(|n| n.id)
+        .collect();
+    for id in big {
+        let name = model.nodes[id].name.clone();
+        let val = const_of(&model, OutletId::new(id, 0)).context("a constant")?;
+        let h = val.cast_to::<half::f16>()?.into_owned();
+        let mut patch = TypedModelPatch::default();
+        let c = patch.add_const(format!("{name}.f16"), h)?;
+        let y = patch.wire_node(format!("{name}.to_f32"), cast(f32::datum_type()), &[c])?;
+        patch.shunt_outside(&model, OutletId::new(id, 0), y[0])?;
+        patch.apply(&mut model)?;
+    }
+    model.compact()?;
+    Ok(model)
+}
+
+/// A product `x · W` that can run in int8: which input is the constant
+/// weight, its output-channel axis, and the activation's rank (its last
+/// axis is the depth; the output is `x`'s other axes, then the channels).
+struct Int8Product {
+    w_slot: usize,
+    w_axis: usize,
+    x_rank: usize,
+    w: Arc<Tensor>,
+    /// The canonical product's output and the original's.
+    y_canonical: TVec<usize>,
+    y_dims: TVec<usize>,
+}
+
+fn int8_product(model: &TypedModel, node: &TypedNode) -> Option<Int8Product> {
+    let op = node.op_as::<EinSum>()?;
+    if node.inputs.len() != 2 || op.q_params.is_some() || op.operating_dt != f32::datum_type() {
+        return None;
+    }
+    let w_slot = (0..2).find(|&s| const_of(model, node.inputs[s]).is_some())?;
+    let x_slot = 1 - w_slot;
+    if const_of(model, node.inputs[x_slot]).is_some() {
+        return None;
+    }
+    let w = const_of(model, node.inputs[w_slot])?;
+    if w.datum_type() != f32::datum_type() || w.len() < INT8_MIN_WEIGHTS {
+        return None;
+    }
+    let axes: Vec<_> = op.axes.iter_all_axes().collect();
+    let sole = |v: &TVec<usize>| (v.len() == 1).then(|| v[0]);
+    // Output channels: in the weights and the output, not in x.
+    let n: Vec<usize> = axes
+        .iter()
+        .filter(|a| {
+            !a.inputs[w_slot].is_empty() && a.inputs[x_slot].is_empty() && !a.outputs[0].is_empty()
+        })
+        .filter_map(|a| sole(&a.inputs[w_slot]))
+        .collect();
+    // Depth: in both inputs, summed away.
+    let k: Vec<(usize, usize)> = axes
+        .iter()
+        .filter(|a| {
+            !a.inputs[w_slot].is_empty() && !a.inputs[x_slot].is_empty() && a.outputs[0].is_empty()
+        })
+        .filter_map(|a| Some((sole(&a.inputs[w_slot])?, sole(&a.inputs[x_slot])?)))
+        .collect();
+    // Any other axis of the weights (a batch of weights) keeps it f32, as
+    // does a product whose output is not `x`'s other axes then the
+    // channels, up to axes of size 1 (an exporter's reshapes, which
+    // declutter folds into the product): it is rewritten as the
+    // quantizer's own linear layers are (`...k,nk->...n`, which the runtime
+    // reads as int8), then reshaped.
+    let x_dims = model
+        .outlet_fact(node.inputs[x_slot])
+        .ok()?
+        .shape
+        .as_concrete()?
+        .to_vec();
+    let y_dims = model
+        .outlet_fact(OutletId::new(node.id, 0))
+        .ok()?
+        .shape
+        .as_concrete()?
+        .to_vec();
+    match (n.as_slice(), k.as_slice()) {
+        ([n], [(_, kx)])
+            if w.rank() == 2
+                && (1..=8).contains(&x_dims.len())
+                && *kx == x_dims.len() - 1
+                && not_one(&y_dims) == not_one(&[&x_dims[..*kx], &[w.shape()[*n]]].concat()) =>
+        {
+            Some(Int8Product {
+                w_slot,
+                w_axis: *n,
+                x_rank: x_dims.len(),
+                y_canonical: x_dims[..*kx]
+                    .iter()
+                    .copied()
+                    .chain([w.shape()[*n]])
+                    .collect(),
+                y_dims: y_dims.into(),
+                w,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The sizes other than 1, in order.
+fn not_one(dims: &[usize]) -> Vec<usize> {
+    dims.iter().copied().filter(|&d| d != 1).collect()
+}
+
+fn bin(
+    patch: &mut TypedModelPatch,
+    name: String,
+    op: Box<dyn BinMiniOp>,
+    a: OutletId,
+    b: OutletId,
+) -> TractResult<OutletId> {
+    Ok(wire_with_rank_broadcast(name, patch, TypedBinOp(op, None), &[a, b])?[0])
+}
+
+/// `x` quantised to int8 levels with one scale per slice along
+/// `depth_axis`, dequantised: the pattern the runtime reads as an int8
+/// product's input.
+fn fake_quant(
+    patch: &mut TypedModelPatch,
+    name: &str,
+    x: OutletId,
+    depth_axis: usize,
+) -> TractResult<OutletId> {
+    let n = format!("{name}.act_q");
+    let a = patch.wire_node(format!("{n}.abs"), math::abs(), &[x])?[0];
+    let m = patch.wire_node(
+        format!("{n}.absmax"),
+        Reduce::new(tvec![depth_axis], Reducer::Max),
+        &[a],
+    )?[0];
+    let tiny = patch.add_const(format!("{n}.tiny"), tensor0(1e-12f32))?;
+    let m = bin(patch, format!("{n}.nonzero"), Box::new(math::Max), m, tiny)?;
+    let inv = patch.add_const(format!("{n}.scale.scale"), tensor0(1.0f32 / 127.0))?;
+    let scale = bin(patch, format!("{n}.scale"), Box::new(math::Mul), m, inv)?;
+    let d = bin(patch, format!("{n}.div"), Box::new(math::Div), x, scale)?;
+    let r = patch.wire_node(format!("{n}.round"), math::round_half_to_even(), &[d])?[0];
+    let lo = patch.add_const(format!("{n}.lo"), tensor0(-127f32))?;
+    let hi = patch.add_const(format!("{n}.hi"), tensor0(127f32))?;
+    let r = bin(patch, format!("{n}.clamp_lo"), Box::new(math::Max), r, lo)?;
+    let r = bin(patch, format!("{n}.clamp_hi"), Box::new(math::Min), r, hi)?;
+    bin(patch, format!("{n}.dequant"), Box::new(math::Mul), r, scale)
+}
+
+/// `model` with every product of an activation by constant weights (of
+/// [`INT8_MIN_WEIGHTS`] or more, one output-channel axis, one depth axis)
+/// in int8: weights per output channel, activations per row (dynamic).
+/// Returns the graph and the names of the products rewritten.
+pub fn int8_products(mut model: TypedModel) -> TractResult<(TypedModel, Vec<String>)> {
+    let ids: Vec<usize> = model
+        .nodes
+        .iter()
+        .filter(|n| int8_product(&model, n).is_some())
+        .map(|n| n.id)
+        .collect();
+    // Every product's weights as int8 rows `[n, k]`, gathered into one
+    // constant (as the quantizer's own graphs do: a constant cast to f32
+    // per layer would be stored as f32).
+    let mut pool: Vec<i8> = Vec::new();
+    let mut layers = Vec::with_capacity(ids.len());
+    for &id in &ids {
+        let p = int8_product(&model, &model.nodes[id]).context("an int8 product")?;
+        let w = p.w.clone().into_tensor();
+        let rows_first = if p.w_axis == 0 {
+            w
+        } else {
+            w.permute_axes(&[1, 0])?
+        };
+        let (rows, depth) = (rows_first.shape()[0], rows_first.shape()[1]);
+        let data: Vec<f32> = rows_first
+            .to_plain_array_view::<f32>()?
+            .iter()
+            .copied()
+            .collect();
+        let (q, scales) = quantize_per_channel(&data, rows);
+        layers.push((id, p, pool.len(), rows, depth, scales));
+        pool.extend(q);
+    }
+    if layers.is_empty() {
+        return Ok((model, Vec::new()));
+    }
+    // Read by the products once rewritten (until then, by nothing).
+    let c = model.add_const("weights.i8", tensor1(&pool))?;
+    let pool_f32 = model.wire_node("weights.i8.to_f32", cast(f32::datum_type()), &[c])?[0];
+    let mut names = Vec::with_capacity(layers.len());
+    for (id, p, start, rows, depth, scales) in layers {
+        let node = &model.nodes[id];
+        let name = node.name.clone();
+        let x_in = node.inputs[1 - p.w_slot];
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(&model, x_in)?;
+        let xq = fake_quant(&mut patch, &name, x, p.x_rank - 1)?;
+        let all = patch.tap_model(&model, pool_f32)?;
+        let len = rows * depth;
+        let sl = patch.wire_node(
+            format!("{name}.weight.slice"),
+            Slice::new(0, start, start + len),
+            &[all],
+        )?[0];
+        let w = patch.wire_node(
+            format!("{name}.weight.shape"),
+            AxisOp::Reshape(0, tvec![len.to_dim()], tvec![rows.to_dim(), depth.to_dim()]),
+            &[sl],
+        )?[0];
+        let sc = patch.add_const(
+            format!("{name}.weight.scale"),
+            Tensor::from_shape(&[rows, 1], &scales)?,
+        )?;
+        let wd = bin(
+            &mut patch,
+            format!("{name}.weight.dequant"),
+            Box::new(math::Mul),
+            w,
+            sc,
+        )?;
+        let letters = &"abcdefgh"[..p.x_rank - 1];
+        let axes: AxesMapping = format!("{letters}k,nk->{letters}n").parse()?;
+        let mut y = patch.wire_node(
+            format!("{name}.int8"),
+            EinSum::new(axes, f32::datum_type()),
+            &[xq, wd],
+        )?[0];
+        if p.y_canonical != p.y_dims {
+            let dims = |d: &[usize]| d.iter().map(|&v| v.to_dim()).collect::<TVec<_>>();
+            y = patch.wire_node(
+                format!("{name}.int8.reshape"),
+                AxisOp::Reshape(0, dims(&p.y_canonical), dims(&p.y_dims)),
+                &[y],
+            )?[0];
+        }
+        patch.shunt_outside(&model, OutletId::new(id, 0), y)?;
+        patch.apply(&mut model)?;
+        names.push(name);
+    }
+    model.compact()?;
+    Ok((model, names))
+}

@@ -1,0 +1,355 @@
+//! CLIP-family models exported to ONNX in Immich's layout: one folder with
+//! `config.json` (the model config, open_clip's keys), `visual/model.onnx`
+//! (image `[1,3,R,R]` f32 → embedding `[1,E]`), `visual/preprocess_cfg.json`
+//! (size, mode, mean, std, interpolation, resize mode) and
+//! `textual/model.onnx` (tokens `[1,C]` → embedding `[1,E]`). Read with
+//! `tract-onnx`; the image graph becomes a bundle's graph, the text graph
+//! runs on the host for the table.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+use tract_core::internal::*;
+use tract_onnx::prelude::{Framework, InferenceFact, InferenceModelExt};
+
+/// The image graph, inside an export folder.
+pub const VISUAL: &str = "visual/model.onnx";
+/// The text graph, inside an export folder.
+pub const TEXTUAL: &str = "textual/model.onnx";
+/// The image preprocessing, inside an export folder.
+pub const PREPROCESS: &str = "visual/preprocess_cfg.json";
+/// The model config (optional), inside an export folder.
+pub const CONFIG: &str = "config.json";
+/// The tokenizer's config (optional), inside an export folder.
+pub const TOKENIZER_CONFIG: &str = "textual/tokenizer_config.json";
+
+/// Largest JSON config read (they are a few hundred bytes).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Largest side of the image input (as the runtime's preprocessing).
+const MAX_RESOLUTION: u32 = clip_edge::preprocess::MAX_RESOLUTION;
+
+/// Longest token context accepted.
+const MAX_CONTEXT: usize = 4096;
+
+#[derive(Debug, Error)]
+pub enum OnnxError {
+    #[error("{path}: {why}")]
+    File { path: PathBuf, why: String },
+    #[error("{path}: {key} {value}: {why}")]
+    Config {
+        path: PathBuf,
+        key: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("{path}: {why}")]
+    Graph { path: PathBuf, why: String },
+}
+
+/// `size` in `preprocess_cfg.json`: one side, or `[height, width]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Side(u32),
+    Sides(Vec<u32>),
+}
+
+/// `visual/preprocess_cfg.json` as open_clip writes it.
+#[derive(Debug, Clone, Deserialize)]
+struct PreprocessCfg {
+    size: Size,
+    #[serde(default = "rgb")]
+    mode: String,
+    mean: [f32; 3],
+    std: [f32; 3],
+    #[serde(default = "bicubic")]
+    interpolation: String,
+    #[serde(default = "shortest")]
+    resize_mode: String,
+}
+
+fn rgb() -> String {
+    "RGB".into()
+}
+fn bicubic() -> String {
+    "bicubic".into()
+}
+fn shortest() -> String {
+    "shortest".into()
+}
+
+/// An export folder, its configs read and checked.
+#[derive(Debug, Clone)]
+pub struct Export {
+    pub dir: PathBuf,
+    /// The input's side: the image is resized and centre-cropped to it.
+    pub resolution: u32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// Tokens per prompt (`text_cfg.context_length`, else 77).
+    pub context_length: usize,
+    /// The model config as written (`config.json`), or empty.
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Whether `path` is an export folder (it holds [`VISUAL`]).
+pub fn is_export(path: &Path) -> bool {
+    path.is_dir() && path.join(VISUAL).is_file()
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, OnnxError> {
+    let file = |why: String| OnnxError::File {
+        path: path.to_path_buf(),
+        why,
+    };
+    let len = std::fs::metadata(path)
+        .map_err(|e| file(e.to_string()))?
+        .len();
+    if len > MAX_CONFIG_BYTES {
+        return Err(file(format!(
+            "{len} bytes, more than a config's {MAX_CONFIG_BYTES}"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| file(format!("not JSON: {e}")))
+}
+
+impl Export {
+    /// Reads `dir`'s configs: the preprocessing is one the runtime does
+    /// exactly (RGB, bicubic, shortest side then centre crop, a square
+    /// input), the tokenizer CLIP's BPE.
+    pub fn open(dir: &Path) -> Result<Export, OnnxError> {
+        for f in [VISUAL, TEXTUAL, PREPROCESS] {
+            if !dir.join(f).is_file() {
+                return Err(OnnxError::File {
+                    path: dir.join(f),
+                    why: "missing (an ONNX export folder holds visual/model.onnx, \
+                          visual/preprocess_cfg.json and textual/model.onnx)"
+                        .into(),
+                });
+            }
+        }
+        let pre_path = dir.join(PREPROCESS);
+        let pre: PreprocessCfg =
+            serde_json::from_value(read_json(&pre_path)?).map_err(|e| OnnxError::File {
+                path: pre_path.clone(),
+                why: e.to_string(),
+            })?;
+        let bad = |key: &'static str, value: String, why: &str| OnnxError::Config {
+            path: pre_path.clone(),
+            key,
+            value,
+            why: why.into(),
+        };
+        let resolution = match &pre.size {
+            Size::Side(n) => *n,
+            Size::Sides(v) if v.len() == 2 && v[0] == v[1] => v[0],
+            Size::Sides(v) => {
+                return Err(bad("size", format!("{v:?}"), "a square input is supported"))
+            }
+        };
+        if resolution == 0 || resolution > MAX_RESOLUTION {
+            return Err(bad(
+                "size",
+                resolution.to_string(),
+                &format!("expected 1 to {MAX_RESOLUTION}"),
+            ));
+        }
+        if pre.mode != "RGB" {
+            return Err(bad("mode", format!("{:?}", pre.mode), "RGB is supported"));
+        }
+        if pre.interpolation != "bicubic" {
+            return Err(bad(
+                "interpolation",
+                format!("{:?}", pre.interpolation),
+                "bicubic (Pillow's, exactly) is supported",
+            ));
+        }
+        if pre.resize_mode != "shortest" {
+            return Err(bad(
+                "resize_mode",
+                format!("{:?}", pre.resize_mode),
+                "shortest (the shorter side resized, then a centre crop) is supported",
+            ));
+        }
+        if pre.mean.iter().chain(&pre.std).any(|v| !v.is_finite()) || pre.std.contains(&0.0) {
+            return Err(bad(
+                "mean/std",
+                format!("{:?} / {:?}", pre.mean, pre.std),
+                "expected finite values, std not 0",
+            ));
+        }
+        let config = match dir.join(CONFIG) {
+            p if p.is_file() => match read_json(&p)? {
+                serde_json::Value::Object(m) => m,
+                _ => {
+                    return Err(OnnxError::File {
+                        path: p,
+                        why: "not a JSON object".into(),
+                    })
+                }
+            },
+            _ => serde_json::Map::new(),
+        };
+        let context_length = match config.get("text_cfg").and_then(|t| t.get("context_length")) {
+            None => 77,
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=MAX_CONTEXT as u64).contains(&n) => n as usize,
+                _ => {
+                    return Err(OnnxError::Config {
+                        path: dir.join(CONFIG),
+                        key: "text_cfg.context_length",
+                        value: v.to_string(),
+                        why: format!("expected 1 to {MAX_CONTEXT}"),
+                    })
+                }
+            },
+        };
+        if let Some(v) = config
+            .get("vision_cfg")
+            .and_then(|t| t.get("image_size"))
+            .and_then(|v| v.as_u64())
+        {
+            if v != resolution as u64 {
+                return Err(OnnxError::Config {
+                    path: dir.join(CONFIG),
+                    key: "vision_cfg.image_size",
+                    value: v.to_string(),
+                    why: format!("{PREPROCESS} says {resolution}"),
+                });
+            }
+        }
+        let tok = dir.join(TOKENIZER_CONFIG);
+        if tok.is_file() {
+            let class = read_json(&tok)?
+                .get("tokenizer_class")
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
+            if let Some(c) = class.filter(|c| !c.starts_with("CLIPTokenizer")) {
+                return Err(OnnxError::Config {
+                    path: tok,
+                    key: "tokenizer_class",
+                    value: format!("{c:?}"),
+                    why: "CLIP's BPE (CLIPTokenizer) is supported".into(),
+                });
+            }
+        }
+        Ok(Export {
+            dir: dir.to_path_buf(),
+            resolution,
+            mean: pre.mean,
+            std: pre.std,
+            context_length,
+            config,
+        })
+    }
+
+    fn graph_err(&self, file: &str) -> impl Fn(TractError) -> OnnxError + '_ {
+        let path = self.dir.join(file);
+        move |e| OnnxError::Graph {
+            path: path.clone(),
+            why: format!("{e:#}")
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(400)
+                .collect(),
+        }
+    }
+
+    /// The image graph for one `[1,3,R,R]` image, decluttered; its output
+    /// is checked to be one `[1,E]` embedding. Returns it and `E`.
+    pub fn image_graph(&self) -> Result<(TypedModel, usize), OnnxError> {
+        let err = self.graph_err(VISUAL);
+        let r = self.resolution as usize;
+        let model = tract_onnx::onnx()
+            .model_for_path(self.dir.join(VISUAL))
+            .map_err(&err)?;
+        if model.inputs.len() != 1 || model.outputs.len() != 1 {
+            return Err(OnnxError::Graph {
+                path: self.dir.join(VISUAL),
+                why: format!(
+                    "{} inputs and {} outputs; one image in, one embedding out expected",
+                    model.inputs.len(),
+                    model.outputs.len()
+                ),
+            });
+        }
+        let model = model
+            .with_input_fact(0, InferenceFact::from(f32::fact([1, 3, r, r])))
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .map_err(&err)?;
+        let out = model
+            .output_fact(0)
+            .ok()
+            .and_then(|f| f.shape.as_concrete().map(|s| (f.datum_type, s.to_vec())));
+        match out {
+            Some((DatumType::F32, s)) if s.len() == 2 && s[0] == 1 && s[1] > 0 => Ok((model, s[1])),
+            o => Err(OnnxError::Graph {
+                path: self.dir.join(VISUAL),
+                why: format!("output {o:?}; one f32 embedding [1, E] expected"),
+            }),
+        }
+    }
+
+    /// Runs the text graph on each prompt's tokens (`context_length` each,
+    /// as CLIP's tokenizer pads them); returns the embeddings, `E` each.
+    pub fn text_embeddings(
+        &self,
+        tokens: &[Vec<u32>],
+        e: usize,
+        mut done: impl FnMut(usize),
+    ) -> Result<Vec<Vec<f32>>, OnnxError> {
+        let err = self.graph_err(TEXTUAL);
+        let c = self.context_length;
+        let model = tract_onnx::onnx()
+            .model_for_path(self.dir.join(TEXTUAL))
+            .map_err(&err)?;
+        // The exporter's integer type (Immich's: i32; others: i64).
+        let dt = model
+            .input_fact(0)
+            .ok()
+            .and_then(Fact::datum_type)
+            .unwrap_or(DatumType::I32);
+        if !matches!(dt, DatumType::I32 | DatumType::I64) {
+            return Err(OnnxError::Graph {
+                path: self.dir.join(TEXTUAL),
+                why: format!("input of {dt:?}; integer tokens expected"),
+            });
+        }
+        let plan = model
+            .with_input_fact(0, InferenceFact::dt_shape(dt, [1, c]))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(&err)?;
+        let mut out = Vec::with_capacity(tokens.len());
+        for (i, t) in tokens.iter().enumerate() {
+            let ids: Vec<i64> = t.iter().map(|&v| v as i64).collect();
+            let input = Tensor::from_shape(&[1, c], &ids)
+                .and_then(|t| t.cast_to_dt(dt).map(|t| t.into_owned()))
+                .map_err(&err)?;
+            let y = plan.run(tvec!(input.into_tvalue())).map_err(&err)?;
+            let y = y[0].cast_to::<f32>().map_err(&err)?;
+            let v: Vec<f32> = y
+                .to_plain_array_view::<f32>()
+                .map_err(&err)?
+                .iter()
+                .copied()
+                .collect();
+            if v.len() != e {
+                return Err(OnnxError::Graph {
+                    path: self.dir.join(TEXTUAL),
+                    why: format!(
+                        "{} values out, not one {e}-value embedding (the image graph's)",
+                        v.len()
+                    ),
+                });
+            }
+            out.push(v);
+            done(i + 1);
+        }
+        Ok(out)
+    }
+}

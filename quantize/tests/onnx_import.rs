@@ -1,0 +1,237 @@
+//! `clip-quantize build` from an ONNX export folder (Immich's layout) against
+//! the PyTorch model it was exported from: `tests/reference/onnx_export.py`
+//! wrote the folder (`tests/fixtures/onnx/vit_tiny`) and the reference
+//! embeddings (committed; no Python at test time).
+
+mod common;
+
+use common::{root, scratch};
+use std::path::{Path, PathBuf};
+
+use clip_edge::bundle::{TableData, Trust};
+use clip_edge::decode::decode_file;
+use clip_edge::engine::{Engine, EngineKind};
+use clip_quantize::bundle::{build, BuildOptions, Requested};
+use clip_quantize::graph::{ActivationQuant, Precision};
+
+/// fp32 bundle vs PyTorch fp32: an image embedding's largest difference
+/// (both normalised). Measured 3.6e-7 (native engine), 3.0e-7 (tract); AMD
+/// EPYC, AVX-512.
+const FP32_MAX_ABS: f32 = 2e-6;
+/// fp16 bundle (matrices stored as f16) vs PyTorch fp32. Measured 2.7e-4.
+const FP16_MAX_ABS: f32 = 2e-3;
+/// int8 bundle (products' weights per channel, activations per row) vs
+/// PyTorch fp32: least cosine of an image embedding. Measured 0.99974.
+const INT8_MIN_COSINE: f32 = 0.997;
+/// The int8 bundle on the native engine vs tract's simulated int8 (which
+/// rounds a tie at the quantisation step the other way now and then).
+/// Measured 0.9999999.
+const NATIVE_TRACT_INT8_MIN_COSINE: f32 = 0.999999;
+/// The fp32 text table vs PyTorch's normalised text embeddings. Measured
+/// 1.8e-7.
+const TABLE_MAX_ABS: f32 = 1e-6;
+
+struct Reference {
+    images: Vec<PathBuf>,
+    prompts: Vec<String>,
+    image_embeddings: Vec<Vec<f32>>,
+    text_embeddings: Vec<Vec<f32>>,
+}
+
+fn reference() -> Reference {
+    let p = root().join("tests/fixtures/reference/onnx_vit_tiny.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let rows = |k: &str| -> Vec<Vec<f32>> {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect()
+            })
+            .collect()
+    };
+    let strings = |k: &str| -> Vec<String> {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    Reference {
+        images: strings("images").iter().map(|s| root().join(s)).collect(),
+        prompts: strings("prompts"),
+        image_embeddings: rows("image_embeddings"),
+        text_embeddings: rows("text_embeddings"),
+    }
+}
+
+/// The largest |a - b| over both vectors normalised; NaN counts as
+/// infinitely far.
+fn max_abs_normalised(a: &[f32], b: &[f32]) -> f32 {
+    let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let (na, nb) = (n(a), n(b));
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x / na - y / nb).abs())
+        .fold(
+            0f32,
+            |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+        )
+}
+
+fn options(export: PathBuf, precision: Requested, labels: PathBuf, out: PathBuf) -> BuildOptions {
+    BuildOptions {
+        checkpoint: export,
+        precision,
+        labels,
+        templates: None,
+        calibration: root().join("models/calibration"),
+        eval: None,
+        activation: ActivationQuant::DynamicPerToken,
+        cosine_target: 0.995,
+        out,
+        progress: false,
+        sign: None,
+    }
+}
+
+fn build_from_export(precision: Precision, dir: &Path, labels: &[String]) -> PathBuf {
+    let labels_file = dir.join("labels.txt");
+    std::fs::write(&labels_file, labels.join("\n") + "\n").unwrap();
+    let templates = dir.join("templates.txt");
+    std::fs::write(&templates, "{}\n").unwrap();
+    let out = dir.join("bundle");
+    build(&BuildOptions {
+        templates: Some(templates),
+        ..options(
+            root().join("tests/fixtures/onnx/vit_tiny"),
+            Requested::Fixed(precision),
+            labels_file,
+            out.clone(),
+        )
+    })
+    .unwrap();
+    out
+}
+
+#[test]
+fn an_onnx_export_builds_a_bundle_that_embeds_as_pytorch_does() {
+    let r = reference();
+    for (precision, tol) in [
+        (Precision::Fp32, FP32_MAX_ABS),
+        (Precision::Fp16, FP16_MAX_ABS),
+    ] {
+        let d = scratch(&precision.to_string());
+        let out = build_from_export(precision, &d, &r.prompts);
+        for kind in [EngineKind::Native, EngineKind::Tract] {
+            let mut engine = Engine::load_on(&out, &Trust::default(), kind, 1).unwrap();
+            assert_eq!(engine.kind(), kind);
+            let mut worst = 0f32;
+            for (p, want) in r.images.iter().zip(&r.image_embeddings) {
+                let img = decode_file(p).unwrap();
+                engine.classify(&img.view(), 1).unwrap();
+                worst = worst.max(max_abs_normalised(engine.embedding(), want));
+            }
+            eprintln!("{precision} {kind:?}: image embeddings within {worst:.2e} of PyTorch");
+            assert!(worst <= tol, "{precision} {kind:?}: {worst} > {tol}");
+        }
+        if precision == Precision::Fp32 {
+            let engine = Engine::load(&out).unwrap();
+            let TableData::F32(t) = &engine.bundle.table else {
+                panic!("an fp32 bundle's table is f32");
+            };
+            let e = r.text_embeddings[0].len();
+            let worst = t
+                .chunks(e)
+                .zip(&r.text_embeddings)
+                .map(|(a, b)| max_abs_normalised(a, b))
+                .fold(0f32, f32::max);
+            eprintln!("text table within {worst:.2e} of PyTorch");
+            assert!(worst <= TABLE_MAX_ABS, "{worst} > {TABLE_MAX_ABS}");
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / (n(a) * n(b))
+}
+
+#[test]
+fn an_int8_bundle_from_an_export_runs_its_products_in_int8() {
+    let r = reference();
+    let d = scratch("int8");
+    let out = build_from_export(Precision::Int8, &d, &r.prompts);
+    let mut native = Engine::load_on(&out, &Trust::default(), EngineKind::Native, 1).unwrap();
+    let mut tract = Engine::load_on(&out, &Trust::default(), EngineKind::Tract, 1).unwrap();
+    let layers = &native.bundle.manifest.layers;
+    assert!(
+        layers.len() >= 8 && layers.iter().all(|l| l.precision == "int8"),
+        "{layers:?}"
+    );
+    let ops = native.native_summary().unwrap().ops;
+    let products = native.native_summary().unwrap().products;
+    assert!(
+        ops.get("linear/int8").copied().unwrap_or(0) >= 8,
+        "{ops:?} {products:?}"
+    );
+    let (mut worst, mut worst_pair) = (1f32, 1f32);
+    for (p, want) in r.images.iter().zip(&r.image_embeddings) {
+        let img = decode_file(p).unwrap();
+        native.classify(&img.view(), 1).unwrap();
+        tract.classify(&img.view(), 1).unwrap();
+        worst = worst.min(cosine(native.embedding(), want));
+        worst_pair = worst_pair.min(cosine(native.embedding(), tract.embedding()));
+    }
+    eprintln!("int8: cosine to PyTorch fp32 at least {worst:.6}, native to tract {worst_pair:.7}");
+    assert!(worst >= INT8_MIN_COSINE, "{worst} < {INT8_MIN_COSINE}");
+    assert!(worst_pair >= NATIVE_TRACT_INT8_MIN_COSINE, "{worst_pair}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn an_export_folder_that_asks_for_what_is_not_done_says_which_key() {
+    let d = scratch("bad");
+    let src = root().join("tests/fixtures/onnx/vit_tiny");
+    let copy = d.join("export");
+    for f in [
+        "config.json",
+        "visual/model.onnx",
+        "visual/preprocess_cfg.json",
+        "textual/model.onnx",
+    ] {
+        std::fs::create_dir_all(copy.join(f).parent().unwrap()).unwrap();
+        std::fs::copy(src.join(f), copy.join(f)).unwrap();
+    }
+    let cfg = copy.join("visual/preprocess_cfg.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("\"shortest\"", "\"squash\"")).unwrap();
+    let labels = d.join("labels.txt");
+    std::fs::write(&labels, "cat\n").unwrap();
+    let err = build(&options(
+        copy.clone(),
+        Requested::Fixed(Precision::Fp32),
+        labels.clone(),
+        d.join("out"),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("preprocess_cfg.json")
+            && err.contains("resize_mode")
+            && err.contains("squash"),
+        "{err}"
+    );
+    assert!(!d.join("out").exists(), "nothing is written");
+    std::fs::write(&cfg, text).unwrap();
+    let err = build(&options(copy, Requested::Auto, labels, d.join("out")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--precision auto"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
