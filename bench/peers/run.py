@@ -75,6 +75,21 @@ def bundle(work, arch, precision):
     return out
 
 
+def onnx_bundle(work, arch, precision):
+    """A bundle built from the Immich-layout folder make_models.py writes
+    (the same weights as ONNX), or None without one."""
+    src = os.path.join(work, f"{arch}-immich")
+    if not os.path.isdir(src):
+        return None
+    out = os.path.join(work, f"{arch}-onnx-{precision}")
+    if not os.path.exists(os.path.join(out, "manifest.toml")):
+        subprocess.run([os.path.join(ROOT, "target/release/clip-quantize"), "build",
+                        "--checkpoint", src, "--precision", precision,
+                        "--labels", os.path.join(ROOT, "models/synthetic/classes.txt"),
+                        "--out", out], check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
 def clip_edge(b, engine, threads, iterations):
     r = subprocess.run([os.path.join(ROOT, "target/release/clip-edge"), "bench", "--bundle", b,
                         "--engine", engine, "--threads", str(threads),
@@ -100,6 +115,7 @@ def main():
                "rows": []}
     for arch in a.arch:
         b32, b8 = bundle(a.work, arch, "fp32"), bundle(a.work, arch, "int8")
+        o8 = onnx_bundle(a.work, arch, "int8")
         for t in a.threads:
             row = {"arch": arch, "threads": t}
             row["ort_fp32"] = ort(os.path.join(a.work, f"{arch}.onnx"), t, a.iterations, image)
@@ -108,6 +124,11 @@ def main():
             for eng in ["native", "tract"]:
                 row[f"{eng}_fp32"] = clip_edge(b32, eng, t, a.iterations)
                 row[f"{eng}_int8"] = clip_edge(b8, eng, t, a.iterations)
+            if o8:
+                # The file the bundle was built from, in ONNX Runtime.
+                row["ort_onnx_fp32"] = ort(os.path.join(a.work, f"{arch}-immich", "visual", "model.onnx"),
+                                           t, a.iterations, image)
+                row["native_onnx_int8"] = clip_edge(o8, "native", t, a.iterations)
             results["rows"].append(row)
             print(json.dumps(row), file=sys.stderr)
     cols = ["ort_fp32", "ort_int8", "torch_fp32", "native_fp32", "native_int8", "tract_fp32", "tract_int8"]
@@ -119,6 +140,15 @@ def main():
         ratio = lambda x, y: f"{r[x]['p50'] / r[y]['p50']:.2f}"
         print(f"| {r['arch']} | {r['threads']} | " + " | ".join(cells)
               + f" | {ratio('native_int8', 'ort_int8')} | {ratio('native_fp32', 'ort_fp32')} | {ratio('native_int8', 'ort_fp32')} |")
+    print()
+    for r in results["rows"]:
+        if "native_onnx_int8" in r:
+            print(f"{r['arch']} {r['threads']} thread(s), from the Immich-layout ONNX folder: native int8 "
+                  f"{r['native_onnx_int8']['p50']:.1f} ms, ONNX Runtime fp32 on the same visual/model.onnx "
+                  f"{r['ort_onnx_fp32']['p50']:.1f} ms ({r['native_onnx_int8']['p50'] / r['ort_onnx_fp32']['p50']:.2f}x), "
+                  f"ONNX Runtime int8 {r['ort_int8']['p50']:.1f} ms "
+                  f"({r['native_onnx_int8']['p50'] / r['ort_int8']['p50']:.2f}x), the checkpoint's int8 bundle "
+                  f"{r['native_int8']['p50']:.1f} ms")
     print()
     for r in results["rows"]:
         print(f"{r['arch']} {r['threads']} thread(s): peak RSS native int8 {r['native_int8']['peak_rss_kb'] / 1024:.0f} MB, "
