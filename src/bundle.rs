@@ -93,6 +93,37 @@ pub struct ModelInfo {
     pub hyperparameters: toml::Table,
 }
 
+/// How a frame's labels are scored ([`Manifest::scoring`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Scoring {
+    /// Probabilities over the labels, summing to 1:
+    /// `softmax(logit_scale · cos)`.
+    #[default]
+    Softmax,
+    /// Each label's own probability: `sigmoid(logit_scale · cos + logit_bias)`.
+    Sigmoid,
+}
+
+impl Scoring {
+    pub fn is_softmax(&self) -> bool {
+        *self == Scoring::Softmax
+    }
+}
+
+impl std::fmt::Display for Scoring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scoring::Softmax => "softmax",
+            Scoring::Sigmoid => "sigmoid",
+        })
+    }
+}
+
+fn is_zero(v: &f32) -> bool {
+    *v == 0.0
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PreprocessInfo {
     pub resolution: u32,
@@ -144,6 +175,14 @@ pub struct Manifest {
     pub activation: String,
     /// `exp(logit_scale)` of the checkpoint.
     pub logit_scale: f32,
+    /// How a frame's labels are scored: a softmax over the labels (CLIP),
+    /// or a sigmoid of each label's own logit (SigLIP). Absent: softmax.
+    #[serde(default, skip_serializing_if = "Scoring::is_softmax")]
+    pub scoring: Scoring,
+    /// Added to each logit before the sigmoid (SigLIP's learned bias);
+    /// absent: 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub logit_bias: f32,
     pub labels: Vec<String>,
     pub templates: Vec<String>,
     pub source: Source,
@@ -384,6 +423,12 @@ impl Manifest {
             return Err(format!(
                 "logit_scale = {}; expected a positive number",
                 self.logit_scale
+            ));
+        }
+        if !self.logit_bias.is_finite() || (self.scoring.is_softmax() && self.logit_bias != 0.0) {
+            return Err(format!(
+                "logit_bias = {}; expected a finite number, and 0 with softmax scoring",
+                self.logit_bias
             ));
         }
         let p = &self.preprocess;

@@ -10,10 +10,11 @@ use ndarray::{Array2, Array4};
 #[macro_use]
 extern crate clip_edge;
 
+use clip_edge::bundle::Scoring;
 use clip_edge::decode::decode_file;
 use clip_edge::preprocess::{Preprocessor, CLIP_MEAN, CLIP_STD};
 use clip_edge::tract_graph;
-use clip_quantize::bundle::{BuildOptions, Requested, AUTO_COSINE_TARGET};
+use clip_quantize::bundle::{BuildOptions, Requested, ScoringChoice, AUTO_COSINE_TARGET};
 use clip_quantize::checkpoint;
 use clip_quantize::config::ClipConfig;
 use clip_quantize::graph;
@@ -83,6 +84,16 @@ enum Cmd {
         /// Mean image-embedding cosine that `auto` must reach.
         #[arg(long, default_value_t = AUTO_COSINE_TARGET)]
         cosine_target: f64,
+        /// How labels are scored: softmax over the labels (CLIP) or a
+        /// sigmoid per label (SigLIP: each label's own probability).
+        #[arg(long, default_value = "softmax", value_parser = ["softmax", "sigmoid"])]
+        scoring: String,
+        /// The logits' scale (default: the checkpoint's; 100 for an ONNX export).
+        #[arg(long)]
+        logit_scale: Option<f32>,
+        /// Added to each logit before the sigmoid (`--scoring sigmoid` only).
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+        logit_bias: f32,
         #[arg(long)]
         out: PathBuf,
         /// Sign the manifest with this secret key (from `keygen`): writes manifest.sig.
@@ -182,6 +193,9 @@ fn run(cli: Cli) -> Result<()> {
             eval,
             activations,
             cosine_target,
+            scoring,
+            logit_scale,
+            logit_bias,
             out,
             sign,
             json,
@@ -201,6 +215,15 @@ fn run(cli: Cli) -> Result<()> {
                 eval,
                 activation,
                 cosine_target,
+                scoring: ScoringChoice {
+                    scoring: if scoring == "sigmoid" {
+                        Scoring::Sigmoid
+                    } else {
+                        Scoring::Softmax
+                    },
+                    logit_scale,
+                    logit_bias,
+                },
                 out: out.clone(),
                 progress: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 sign,

@@ -44,6 +44,7 @@ fn opts(ckpt: &str, precision: Requested, labels: PathBuf, out: PathBuf) -> Buil
         eval: None,
         activation: ActivationQuant::DynamicPerToken,
         cosine_target: 0.995,
+        scoring: Default::default(),
         out,
         progress: false,
         sign: None,

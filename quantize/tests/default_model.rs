@@ -41,6 +41,7 @@ fn default_opts(precision: Precision, out: PathBuf) -> BuildOptions {
         eval: Some(synthetic().join("eval")),
         activation: ActivationQuant::DynamicPerToken,
         cosine_target: 0.995,
+        scoring: Default::default(),
         out,
         progress: false,
         sign: None,

@@ -8,10 +8,11 @@ mod common;
 use common::{root, scratch};
 use std::path::{Path, PathBuf};
 
+use clip_edge::bundle::Scoring;
 use clip_edge::bundle::{TableData, Trust};
 use clip_edge::decode::decode_file;
 use clip_edge::engine::{Engine, EngineKind};
-use clip_quantize::bundle::{build, BuildOptions, Requested};
+use clip_quantize::bundle::{build, BuildOptions, Requested, ScoringChoice};
 use clip_quantize::graph::{ActivationQuant, Precision};
 
 /// fp32 bundle vs PyTorch fp32: an image embedding's largest difference
@@ -93,6 +94,7 @@ fn options(export: PathBuf, precision: Requested, labels: PathBuf, out: PathBuf)
         eval: None,
         activation: ActivationQuant::DynamicPerToken,
         cosine_target: 0.995,
+        scoring: Default::default(),
         out,
         progress: false,
         sign: None,
@@ -100,6 +102,15 @@ fn options(export: PathBuf, precision: Requested, labels: PathBuf, out: PathBuf)
 }
 
 fn build_from_export(precision: Precision, dir: &Path, labels: &[String]) -> PathBuf {
+    build_scored(precision, dir, labels, ScoringChoice::default())
+}
+
+fn build_scored(
+    precision: Precision,
+    dir: &Path,
+    labels: &[String],
+    scoring: ScoringChoice,
+) -> PathBuf {
     let labels_file = dir.join("labels.txt");
     std::fs::write(&labels_file, labels.join("\n") + "\n").unwrap();
     let templates = dir.join("templates.txt");
@@ -107,6 +118,7 @@ fn build_from_export(precision: Precision, dir: &Path, labels: &[String]) -> Pat
     let out = dir.join("bundle");
     build(&BuildOptions {
         templates: Some(templates),
+        scoring,
         ..options(
             root().join("tests/fixtures/onnx/vit_tiny"),
             Requested::Fixed(precision),
@@ -191,6 +203,73 @@ fn an_int8_bundle_from_an_export_runs_its_products_in_int8() {
     eprintln!("int8: cosine to PyTorch fp32 at least {worst:.6}, native to tract {worst_pair:.7}");
     assert!(worst >= INT8_MIN_COSINE, "{worst} < {INT8_MIN_COSINE}");
     assert!(worst_pair >= NATIVE_TRACT_INT8_MIN_COSINE, "{worst_pair}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Each label's own probability with sigmoid scoring, against
+/// `sigmoid(scale · cos + bias)` from PyTorch's embeddings. Measured 6.0e-8.
+const SIGMOID_MAX_ABS: f32 = 5e-7;
+
+#[test]
+fn sigmoid_scoring_gives_each_label_its_own_probability() {
+    let r = reference();
+    let d = scratch("sigmoid");
+    let (scale, bias) = (10.0f32, -4.0f32);
+    let scoring = ScoringChoice {
+        scoring: Scoring::Sigmoid,
+        logit_scale: Some(scale),
+        logit_bias: bias,
+    };
+    let out = build_scored(Precision::Fp32, &d, &r.prompts, scoring);
+    let manifest = std::fs::read_to_string(out.join("manifest.toml")).unwrap();
+    assert!(
+        manifest.contains("scoring = \"sigmoid\"") && manifest.contains("logit_bias = -4"),
+        "{manifest}"
+    );
+    let mut engine = Engine::load(&out).unwrap();
+    let labels = r.prompts.len();
+    let mut worst = 0f32;
+    for (p, img_emb) in r.images.iter().zip(&r.image_embeddings) {
+        let img = decode_file(p).unwrap();
+        engine.classify(&img.view(), labels).unwrap();
+        let mut got = vec![0f32; labels];
+        for &(i, prob) in engine.top() {
+            got[i] = prob;
+        }
+        for (g, t) in got.iter().zip(&r.text_embeddings) {
+            let cos: f32 = img_emb.iter().zip(t).map(|(a, b)| a * b).sum();
+            let want = 1.0 / (1.0 + (-(scale * cos + bias)).exp());
+            let d = (g - want).abs();
+            worst = if d.is_nan() {
+                f32::INFINITY
+            } else {
+                worst.max(d)
+            };
+        }
+        let sum: f32 = got.iter().sum();
+        assert!(
+            (sum - 1.0).abs() > 1e-3,
+            "sigmoid probabilities summing to {sum}"
+        );
+    }
+    eprintln!("sigmoid scores within {worst:.2e} of PyTorch's");
+    assert!(worst <= SIGMOID_MAX_ABS, "{worst}");
+    // A bias with softmax is refused, naming the flag.
+    let err = build(&BuildOptions {
+        scoring: ScoringChoice {
+            logit_bias: 1.0,
+            ..Default::default()
+        },
+        ..options(
+            root().join("tests/fixtures/onnx/vit_tiny"),
+            Requested::Fixed(Precision::Fp32),
+            d.join("labels.txt"),
+            d.join("bad"),
+        )
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--logit-bias 1 with softmax"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -26,6 +26,9 @@ pub fn run(a: &Args) -> Result<ExitCode> {
     if json_out {
         let mut v = serde_json::to_value(m)?;
         v["checksums"] = json!("ok");
+        // Always present here, where the manifest leaves the defaults out.
+        v["scoring"] = json!(m.scoring.to_string());
+        v["logit_bias"] = json!(m.logit_bias);
         out!("{v}");
     } else {
         out!(
@@ -53,6 +56,19 @@ pub fn run(a: &Args) -> Result<ExitCode> {
             m.precision,
             m.activation
         );
+        match m.scoring {
+            clip_edge::bundle::Scoring::Softmax => {
+                out!(
+                    "  scoring    softmax over the labels, logit scale {}",
+                    m.logit_scale
+                )
+            }
+            clip_edge::bundle::Scoring::Sigmoid => out!(
+                "  scoring    sigmoid per label, logit scale {}, bias {}",
+                m.logit_scale,
+                m.logit_bias
+            ),
+        }
         out!(
             "  labels     {} ({} template(s)), table {} [{}x{}]",
             m.labels.len(),

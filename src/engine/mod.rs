@@ -24,7 +24,7 @@ use std::time::Instant;
 use thiserror::Error;
 use tract_core::internal::*;
 
-use crate::bundle::{Bundle, BundleError};
+use crate::bundle::{Bundle, BundleError, Scoring};
 use crate::preprocess::{ImageView, PreprocessError, Preprocessor};
 use crate::score;
 
@@ -286,7 +286,8 @@ impl Engine {
         self.encoder.run(&self.input, &mut self.emb)
     }
 
-    /// Scores the current embedding; fills `scores` (probabilities) and the top `k`.
+    /// Scores the current embedding; fills `scores` (probabilities: over
+    /// the labels, or each label's own with sigmoid scoring) and the top `k`.
     pub fn score(&mut self, k: usize) {
         let m = &self.bundle.manifest;
         score::logits(
@@ -296,7 +297,10 @@ impl Engine {
             m.logit_scale,
             &mut self.scores,
         );
-        score::softmax(&mut self.scores);
+        match m.scoring {
+            Scoring::Softmax => score::softmax(&mut self.scores),
+            Scoring::Sigmoid => score::sigmoid(&mut self.scores, m.logit_bias),
+        }
         score::top_k(&self.scores, k, &mut self.top);
         self.top_pairs.clear();
         self.top_pairs

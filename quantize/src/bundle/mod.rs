@@ -9,8 +9,8 @@ use thiserror::Error;
 use tract_core::internal::*;
 
 use clip_edge::bundle::{
-    self as fmt, LayerPrecision, Manifest, ModelInfo, PreprocessInfo, ReportSummary, Source,
-    TableInfo,
+    self as fmt, LayerPrecision, Manifest, ModelInfo, PreprocessInfo, ReportSummary, Scoring,
+    Source, TableInfo,
 };
 use clip_edge::decode::{decode_file, DecodeError};
 use clip_edge::preprocess::{Preprocessor, CLIP_MEAN, CLIP_STD};
@@ -121,10 +121,53 @@ pub struct BuildOptions {
     pub eval: Option<PathBuf>,
     pub activation: ActivationQuant,
     pub cosine_target: f64,
+    pub scoring: ScoringChoice,
     pub out: PathBuf,
     pub progress: bool,
     /// Sign the manifest with this secret key file (`manifest.sig`).
     pub sign: Option<PathBuf>,
+}
+
+/// How the bundle scores labels (its manifest's `scoring`, `logit_scale`,
+/// `logit_bias`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScoringChoice {
+    pub scoring: Scoring,
+    /// `None`: the model's own (the checkpoint's `exp(logit_scale)`; 100
+    /// for an ONNX export, which carries none).
+    pub logit_scale: Option<f32>,
+    /// Added to each logit before the sigmoid; 0 with softmax.
+    pub logit_bias: f32,
+}
+
+impl ScoringChoice {
+    /// The scale to write, checked with the bias: one line naming the flag.
+    fn check(&self, model_scale: f32) -> Result<f32, BuildError> {
+        let bad = |why: String| BuildError::Input {
+            path: PathBuf::from("--scoring"),
+            why,
+        };
+        let scale = self.logit_scale.unwrap_or(model_scale);
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(bad(format!(
+                "--logit-scale {scale}: expected a positive number"
+            )));
+        }
+        if !self.logit_bias.is_finite() {
+            return Err(bad(format!(
+                "--logit-bias {}: expected a number",
+                self.logit_bias
+            )));
+        }
+        if self.scoring == Scoring::Softmax && self.logit_bias != 0.0 {
+            return Err(bad(format!(
+                "--logit-bias {} with softmax scoring: a bias shifts every label alike \
+                 and changes nothing (use --scoring sigmoid)",
+                self.logit_bias
+            )));
+        }
+        Ok(scale)
+    }
 }
 
 /// The accuracy report (`report.json`).
@@ -280,6 +323,8 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
         Some(p) => Some(signature::read_signing_key(p)?),
         None => None,
     };
+    // The flags too: a bad scale or bias fails before any heavy work.
+    opts.scoring.check(1.0)?;
     if crate::onnx::is_export(&opts.checkpoint) {
         return from_onnx::build(opts, start, signing_key.as_ref());
     }
@@ -444,6 +489,7 @@ fn write_bundle(
 ) -> Result<Report, BuildError> {
     let out = &opts.out;
     let e = c.model_info.embed_dim;
+    let logit_scale = opts.scoring.check(c.logit_scale)?;
     let report = crate::atomic::write_dir(out, |tmp| -> Result<Report, BuildError> {
         crate::nnef::write_nnef_tgz(&c.model, &tmp.join(fmt::IMAGE_ENCODER))?;
         write_table(
@@ -487,7 +533,9 @@ fn write_bundle(
             created_by: format!("clip-quantize {}", env!("CARGO_PKG_VERSION")),
             precision: opts.precision.to_string(),
             activation: activation_name(opts.activation).into(),
-            logit_scale: c.logit_scale,
+            logit_scale,
+            scoring: opts.scoring.scoring,
+            logit_bias: opts.scoring.logit_bias,
             labels: c.labels.clone(),
             templates: c.templates.clone(),
             source: c.source.clone(),
