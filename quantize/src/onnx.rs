@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use thiserror::Error;
 use tract_core::internal::*;
 use tract_onnx::prelude::{Framework, InferenceFact, InferenceModelExt};
@@ -48,36 +47,60 @@ pub enum OnnxError {
     Graph { path: PathBuf, why: String },
 }
 
-/// `size` in `preprocess_cfg.json`: one side, or `[height, width]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum Size {
-    Side(u32),
-    Sides(Vec<u32>),
+/// Longest value quoted in an error (a config may hold anything).
+const MAX_QUOTED_CHARS: usize = 80;
+
+/// `v` as JSON, cut to [`MAX_QUOTED_CHARS`].
+fn quoted(v: &serde_json::Value) -> String {
+    let t = v.to_string();
+    if t.chars().count() > MAX_QUOTED_CHARS {
+        t.chars()
+            .take(MAX_QUOTED_CHARS)
+            .chain("…".chars())
+            .collect()
+    } else {
+        t
+    }
 }
 
-/// `visual/preprocess_cfg.json` as open_clip writes it.
-#[derive(Debug, Clone, Deserialize)]
-struct PreprocessCfg {
-    size: Size,
-    #[serde(default = "rgb")]
-    mode: String,
-    mean: [f32; 3],
-    std: [f32; 3],
-    #[serde(default = "bicubic")]
-    interpolation: String,
-    #[serde(default = "shortest")]
-    resize_mode: String,
+/// A side (1 to [`MAX_RESOLUTION`]): `n`, or a square `[n, n]`.
+fn side(v: &serde_json::Value) -> Option<u32> {
+    let n = match v {
+        serde_json::Value::Array(a) if a.len() == 2 && a[0] == a[1] => a[0].as_u64()?,
+        v => v.as_u64()?,
+    };
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=MAX_RESOLUTION).contains(n))
 }
 
-fn rgb() -> String {
-    "RGB".into()
+/// Three finite numbers.
+fn three(v: &serde_json::Value) -> Option<[f32; 3]> {
+    let a = v.as_array().filter(|a| a.len() == 3)?;
+    let mut out = [0f32; 3];
+    for (o, x) in out.iter_mut().zip(a) {
+        *o = x.as_f64().filter(|x| x.is_finite())? as f32;
+    }
+    Some(out)
 }
-fn bicubic() -> String {
-    "bicubic".into()
-}
-fn shortest() -> String {
-    "shortest".into()
+
+/// A config with its JSON nulls left out (TOML has none).
+fn without_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        serde_json::Value::Array(a) => serde_json::Value::Array(
+            a.into_iter()
+                .filter(|v| !v.is_null())
+                .map(without_nulls)
+                .collect(),
+        ),
+        v => v,
+    }
 }
 
 /// An export folder, its configs read and checked.
@@ -104,15 +127,15 @@ fn read_json(path: &Path) -> Result<serde_json::Value, OnnxError> {
         path: path.to_path_buf(),
         why,
     };
-    let len = std::fs::metadata(path)
-        .map_err(|e| file(e.to_string()))?
-        .len();
-    if len > MAX_CONFIG_BYTES {
+    let f = std::fs::File::open(path).map_err(|e| file(e.to_string()))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(f, MAX_CONFIG_BYTES + 1), &mut text)
+        .map_err(|e| file(e.to_string()))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
         return Err(file(format!(
-            "{len} bytes, more than a config's {MAX_CONFIG_BYTES}"
+            "more than a config's {MAX_CONFIG_BYTES} bytes"
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
     serde_json::from_str(&text).map_err(|e| file(format!("not JSON: {e}")))
 }
 
@@ -132,57 +155,56 @@ impl Export {
             }
         }
         let pre_path = dir.join(PREPROCESS);
-        let pre: PreprocessCfg =
-            serde_json::from_value(read_json(&pre_path)?).map_err(|e| OnnxError::File {
-                path: pre_path.clone(),
-                why: e.to_string(),
-            })?;
+        let pre = read_json(&pre_path)?;
         let bad = |key: &'static str, value: String, why: &str| OnnxError::Config {
             path: pre_path.clone(),
             key,
             value,
             why: why.into(),
         };
-        let resolution = match &pre.size {
-            Size::Side(n) => *n,
-            Size::Sides(v) if v.len() == 2 && v[0] == v[1] => v[0],
-            Size::Sides(v) => {
-                return Err(bad("size", format!("{v:?}"), "a square input is supported"))
-            }
-        };
-        if resolution == 0 || resolution > MAX_RESOLUTION {
-            return Err(bad(
+        let field = |key: &'static str| pre.get(key).unwrap_or(&serde_json::Value::Null);
+        let resolution = side(field("size")).ok_or_else(|| {
+            bad(
                 "size",
-                resolution.to_string(),
-                &format!("expected 1 to {MAX_RESOLUTION}"),
-            ));
-        }
-        if pre.mode != "RGB" {
-            return Err(bad("mode", format!("{:?}", pre.mode), "RGB is supported"));
-        }
-        if pre.interpolation != "bicubic" {
-            return Err(bad(
-                "interpolation",
-                format!("{:?}", pre.interpolation),
-                "bicubic (Pillow's, exactly) is supported",
-            ));
-        }
-        if pre.resize_mode != "shortest" {
-            return Err(bad(
-                "resize_mode",
-                format!("{:?}", pre.resize_mode),
-                "shortest (the shorter side resized, then a centre crop) is supported",
-            ));
-        }
-        if pre.mean.iter().chain(&pre.std).any(|v| !v.is_finite()) || pre.std.contains(&0.0) {
-            return Err(bad(
-                "mean/std",
-                format!("{:?} / {:?}", pre.mean, pre.std),
-                "expected finite values, std not 0",
-            ));
-        }
+                quoted(field("size")),
+                &format!("expected a side of 1 to {MAX_RESOLUTION}, or a square [n, n]"),
+            )
+        })?;
+        // Absent: open_clip's default, the one supported.
+        let only = |key: &'static str, want: &str, why: &str| match field(key) {
+            serde_json::Value::Null => Ok(()),
+            serde_json::Value::String(v) if v == want => Ok(()),
+            v => Err(bad(key, quoted(v), why)),
+        };
+        only("mode", "RGB", "RGB is supported")?;
+        only(
+            "interpolation",
+            "bicubic",
+            "bicubic (Pillow's, exactly) is supported",
+        )?;
+        only(
+            "resize_mode",
+            "shortest",
+            "shortest (the shorter side resized, then a centre crop) is supported",
+        )?;
+        let mean = three(field("mean")).ok_or_else(|| {
+            bad(
+                "mean",
+                quoted(field("mean")),
+                "expected three finite numbers",
+            )
+        })?;
+        let std = three(field("std"))
+            .filter(|s| !s.contains(&0.0))
+            .ok_or_else(|| {
+                bad(
+                    "std",
+                    quoted(field("std")),
+                    "expected three finite numbers, none 0",
+                )
+            })?;
         let config = match dir.join(CONFIG) {
-            p if p.is_file() => match read_json(&p)? {
+            p if p.is_file() => match without_nulls(read_json(&p)?) {
                 serde_json::Value::Object(m) => m,
                 _ => {
                     return Err(OnnxError::File {
@@ -196,27 +218,23 @@ impl Export {
         let context_length = match config.get("text_cfg").and_then(|t| t.get("context_length")) {
             None => 77,
             Some(v) => match v.as_u64() {
-                Some(n) if (1..=MAX_CONTEXT as u64).contains(&n) => n as usize,
+                Some(n) if (2..=MAX_CONTEXT as u64).contains(&n) => n as usize,
                 _ => {
                     return Err(OnnxError::Config {
                         path: dir.join(CONFIG),
                         key: "text_cfg.context_length",
-                        value: v.to_string(),
-                        why: format!("expected 1 to {MAX_CONTEXT}"),
+                        value: quoted(v),
+                        why: format!("expected 2 to {MAX_CONTEXT}"),
                     })
                 }
             },
         };
-        if let Some(v) = config
-            .get("vision_cfg")
-            .and_then(|t| t.get("image_size"))
-            .and_then(|v| v.as_u64())
-        {
-            if v != resolution as u64 {
+        if let Some(v) = config.get("vision_cfg").and_then(|t| t.get("image_size")) {
+            if side(v) != Some(resolution) {
                 return Err(OnnxError::Config {
                     path: dir.join(CONFIG),
                     key: "vision_cfg.image_size",
-                    value: v.to_string(),
+                    value: quoted(v),
                     why: format!("{PREPROCESS} says {resolution}"),
                 });
             }
@@ -231,7 +249,7 @@ impl Export {
                 return Err(OnnxError::Config {
                     path: tok,
                     key: "tokenizer_class",
-                    value: format!("{c:?}"),
+                    value: quoted(&serde_json::Value::String(c)),
                     why: "CLIP's BPE (CLIPTokenizer) is supported".into(),
                 });
             }
@@ -239,8 +257,8 @@ impl Export {
         Ok(Export {
             dir: dir.to_path_buf(),
             resolution,
-            mean: pre.mean,
-            std: pre.std,
+            mean,
+            std,
             context_length,
             config,
         })
@@ -307,6 +325,16 @@ impl Export {
         let model = tract_onnx::onnx()
             .model_for_path(self.dir.join(TEXTUAL))
             .map_err(&err)?;
+        if model.inputs.len() != 1 || model.outputs.len() != 1 {
+            return Err(OnnxError::Graph {
+                path: self.dir.join(TEXTUAL),
+                why: format!(
+                    "{} inputs and {} outputs; one row of tokens in, one embedding out expected",
+                    model.inputs.len(),
+                    model.outputs.len()
+                ),
+            });
+        }
         // The exporter's integer type (Immich's: i32; others: i64).
         let dt = model
             .input_fact(0)

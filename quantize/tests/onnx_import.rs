@@ -169,6 +169,29 @@ fn an_onnx_export_builds_a_bundle_that_embeds_as_pytorch_does() {
     }
 }
 
+/// The prompts tokenised as the exporter's PyTorch model was fed them.
+#[test]
+fn the_export_prompts_tokenise_as_pytorch_did() {
+    let p = root().join("tests/fixtures/reference/onnx_vit_tiny.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let tok = clip_quantize::tokenizer::Tokenizer::new().unwrap();
+    for (prompt, want) in v["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(v["tokens"].as_array().unwrap())
+    {
+        let got = tok.tokenize(prompt.as_str().unwrap(), 77, false).unwrap();
+        let want: Vec<u32> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(got, want, "{prompt}");
+    }
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
     a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / (n(a) * n(b))
@@ -183,7 +206,7 @@ fn an_int8_bundle_from_an_export_runs_its_products_in_int8() {
     let mut tract = Engine::load_on(&out, &Trust::default(), EngineKind::Tract, 1).unwrap();
     let layers = &native.bundle.manifest.layers;
     assert!(
-        layers.len() >= 8 && layers.iter().all(|l| l.precision == "int8"),
+        layers.len() == 9 && layers.iter().all(|l| l.precision == "int8"),
         "{layers:?}"
     );
     let ops = native.native_summary().unwrap().ops;
@@ -289,28 +312,52 @@ fn an_export_folder_that_asks_for_what_is_not_done_says_which_key() {
     }
     let cfg = copy.join("visual/preprocess_cfg.json");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, text.replace("\"shortest\"", "\"squash\"")).unwrap();
     let labels = d.join("labels.txt");
     std::fs::write(&labels, "cat\n").unwrap();
+    // Each unsupported or mistyped value: one line naming the file, the key
+    // and the value; nothing written.
+    for (from, to, key, value) in [
+        ("\"shortest\"", "\"squash\"", "resize_mode", "\"squash\""),
+        ("\"bicubic\"", "3", "interpolation", "3"),
+        ("\"size\": [", "\"size\": [\"big\", ", "size", "[\"big\""),
+        ("\"mean\": [", "\"mean\": [1, ", "mean", "[1,"),
+    ] {
+        std::fs::write(&cfg, text.replacen(from, to, 1)).unwrap();
+        let err = build(&options(
+            copy.clone(),
+            Requested::Fixed(Precision::Fp32),
+            labels.clone(),
+            d.join("out"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("preprocess_cfg.json") && err.contains(key) && err.contains(value),
+            "{key}: {err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+        assert!(!d.join("out").exists(), "nothing is written");
+    }
+    std::fs::write(&cfg, text).unwrap();
     let err = build(&options(
         copy.clone(),
-        Requested::Fixed(Precision::Fp32),
+        Requested::Auto,
         labels.clone(),
         d.join("out"),
     ))
     .unwrap_err()
     .to_string();
-    assert!(
-        err.contains("preprocess_cfg.json")
-            && err.contains("resize_mode")
-            && err.contains("squash"),
-        "{err}"
-    );
-    assert!(!d.join("out").exists(), "nothing is written");
-    std::fs::write(&cfg, text).unwrap();
-    let err = build(&options(copy, Requested::Auto, labels, d.join("out")))
-        .unwrap_err()
-        .to_string();
     assert!(err.contains("--precision auto"), "{err}");
+    // A null in config.json (TOML has none) is left out, not an error.
+    let conf = copy.join("config.json");
+    let c = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, c.replacen("{", "{\"quick_gelu\": null, ", 1)).unwrap();
+    build(&options(
+        copy,
+        Requested::Fixed(Precision::Fp32),
+        labels,
+        d.join("out"),
+    ))
+    .unwrap();
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -58,8 +58,9 @@ pub fn f16_weights(mut model: TypedModel) -> TractResult<TypedModel> {
 }
 
 /// A product `x · W` that can run in int8: which input is the constant
-/// weight, its output-channel axis, and the activation's rank (its last
-/// axis is the depth; the output is `x`'s other axes, then the channels).
+/// weight, how its axes map to `[n, k...]`, and the activation's dims (its
+/// last axes are the depth; the output is `x`'s other axes, then the
+/// channels, up to axes of size 1).
 struct Int8Product {
     w_slot: usize,
     /// The weights' axes in the order `[n, k...]` (the depth axes in the
@@ -91,13 +92,14 @@ fn int8_product(model: &TypedModel, node: &TypedNode) -> Option<Int8Product> {
     }
     let axes: Vec<_> = op.axes.iter_all_axes().collect();
     let sole = |v: &TVec<usize>| (v.len() == 1).then(|| v[0]);
-    // Output channels: in the weights and the output, not in x.
-    let n: Vec<usize> = axes
+    // Output channels: in the weights and the output, not in x (their
+    // position in the weights and in the output).
+    let n: Vec<(usize, usize)> = axes
         .iter()
         .filter(|a| {
             !a.inputs[w_slot].is_empty() && a.inputs[x_slot].is_empty() && !a.outputs[0].is_empty()
         })
-        .filter_map(|a| sole(&a.inputs[w_slot]))
+        .filter_map(|a| Some((sole(&a.inputs[w_slot])?, sole(&a.outputs[0])?)))
         .collect();
     // Depth: in both inputs, summed away.
     let k: Vec<(usize, usize)> = axes
@@ -125,7 +127,7 @@ fn int8_product(model: &TypedModel, node: &TypedNode) -> Option<Int8Product> {
         .shape
         .as_concrete()?
         .to_vec();
-    let ([n], false) = (n.as_slice(), k.is_empty()) else {
+    let ([(n, n_out)], false) = (n.as_slice(), k.is_empty()) else {
         return None;
     };
     let mut k = k;
@@ -146,9 +148,26 @@ fn int8_product(model: &TypedModel, node: &TypedNode) -> Option<Int8Product> {
         .copied()
         .chain([w.shape()[*n]])
         .collect();
+    // The output's axes (those of more than one value) must be `x`'s other
+    // axes in `x`'s order, then the channels: sizes alone would let a
+    // transposed output of equal sizes through, reshaped instead of
+    // transposed.
+    let mut out_pos: Vec<usize> = Vec::new();
+    for (p, &d) in x_dims[..r.saturating_sub(depth_axes)].iter().enumerate() {
+        if d == 1 {
+            continue;
+        }
+        let axis = axes.iter().find(|a| a.inputs[x_slot][..] == [p])?;
+        out_pos.push(sole(&axis.outputs[0])?);
+    }
+    if w.shape()[*n] != 1 {
+        out_pos.push(*n_out);
+    }
+    let in_order = out_pos.windows(2).all(|p| p[0] < p[1]);
     (w.rank() == 1 + depth_axes
         && (1..=8).contains(&r)
         && trailing
+        && in_order
         && not_one(&y_dims) == not_one(&y_canonical))
     .then(|| Int8Product {
         w_slot,
@@ -206,7 +225,8 @@ fn fake_quant(
 }
 
 /// `model` with every product of an activation by constant weights (of
-/// [`INT8_MIN_WEIGHTS`] or more, one output-channel axis, one depth axis)
+/// [`INT8_MIN_WEIGHTS`] or more, one output-channel axis, the depth the
+/// activation's last axes)
 /// in int8: weights per output channel, activations per row (dynamic).
 /// Returns the graph and the names of the products rewritten.
 pub fn int8_products(mut model: TypedModel) -> TractResult<(TypedModel, Vec<String>)> {
@@ -337,6 +357,23 @@ mod tests {
             .iter()
             .copied()
             .collect()
+    }
+
+    /// A product whose output is transposed (`mk,nk->nm`, equal sizes) is
+    /// left alone: a reshape would put its values in the wrong places.
+    #[test]
+    fn a_transposed_product_stays_f32() {
+        let mut m = TypedModel::default();
+        let x = m.add_source("x", f32::fact([48, 32])).unwrap();
+        let w = Tensor::from_shape(&[48, 32], &values(48 * 32, 3)).unwrap();
+        let w = m.add_const("w", w).unwrap();
+        let axes: AxesMapping = "mk,nk->nm".parse().unwrap();
+        let y = m
+            .wire_node("p", EinSum::new(axes, f32::datum_type()), &[x, w])
+            .unwrap();
+        m.select_output_outlets(&y).unwrap();
+        let (_, names) = int8_products(m).unwrap();
+        assert!(names.is_empty(), "{names:?}");
     }
 
     /// A product whose depth is split over two axes (an export's head

@@ -156,8 +156,12 @@ impl Native {
                 node: "graph".into(),
                 op: "weights".into(),
                 why: format!(
-                    "weights packed for {:?}, not for this CPU's {}",
-                    l.packed_for, kernels.name
+                    "weights packed for {}, not for this CPU's {}",
+                    l.packed_for
+                        .as_deref()
+                        .map(|p| p.chars().take(40).collect::<String>())
+                        .unwrap_or_else(|| "no kernel path (rows)".into()),
+                    kernels.name
                 ),
             });
         }

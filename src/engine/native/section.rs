@@ -274,6 +274,18 @@ pub fn read(bytes: SharedBytes, kernels: &Kernels, key: &str) -> Result<Section,
         });
     }
     let mut schedule = h.schedule;
+    if schedule.packed_for.as_deref() != Some(kernels.name) {
+        return Err(SectionError::Kernels {
+            found: schedule
+                .packed_for
+                .as_deref()
+                .unwrap_or("no")
+                .chars()
+                .take(40)
+                .collect(),
+            want: kernels.name,
+        });
+    }
     let data = align(PREFIX + header_len);
     let mut runs = runs_of!(schedule, RunMut, mut);
     if runs.len() != h.runs.len() {

@@ -343,11 +343,12 @@ pub(super) fn conv(
                 )
             }
         }
-        // Lowered above without them.
+        // Only the CPU engine's packing transforms weights for Winograd;
+        // this backend runs rows as lowering makes them.
         ConvWeights::Winograd(_) => {
             return Err(CudaError::Unsupported {
                 node: node.into(),
-                why: "Winograd's transformed weights (lowered for the CPU)".into(),
+                why: "Winograd's transformed weights (packed for the CPU)".into(),
             })
         }
     };

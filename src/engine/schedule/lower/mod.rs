@@ -30,7 +30,7 @@ struct Lowerer<'m> {
     model: &'m TypedModel,
     float: FloatWeights,
     /// Consumers left of each outlet: large constants are dropped after
-    /// their last one (weights live on packed, not twice).
+    /// their last one (weights live on as rows, not twice).
     uses: HashMap<OutletId, usize>,
     values: HashMap<OutletId, Value>,
     lens: Vec<usize>,
@@ -461,10 +461,8 @@ impl Lowerer<'_> {
             _ => return Err("gather indices that are not constant".into()),
         };
         let n = *src.get(axis).ok_or("a gather axis past the input's rank")?;
-        if indices.len() > MAX_GATHER_INDICES
-            || dims.iter().product::<usize>()
-                != src.iter().product::<usize>() / n.max(1) * indices.len()
-        {
+        let want = (src.iter().product::<usize>() / n.max(1)).checked_mul(indices.len());
+        if indices.len() > MAX_GATHER_INDICES || want != Some(dims.iter().product::<usize>()) {
             return Err(format!(
                 "a gather of {} indices from {src:?} into {dims:?}",
                 indices.len()
@@ -479,12 +477,12 @@ impl Lowerer<'_> {
         one[axis] = 1;
         let x = self.operand(node.inputs[0])?;
         let mut parts = Vec::with_capacity(indices.len());
-        for (j, &i) in indices.iter().enumerate() {
-            let i = if i < 0 { i + n as i64 } else { i };
+        for (j, &index) in indices.iter().enumerate() {
+            let i = if index < 0 { index + n as i64 } else { index };
             let i = usize::try_from(i)
                 .ok()
                 .filter(|&i| i < n)
-                .ok_or_else(|| format!("a gather index {i} out of 0..{n}"))?;
+                .ok_or_else(|| format!("a gather index {index} out of -{n}..{n}"))?;
             parts.push(CopyPart {
                 src: x,
                 dims: one.clone(),
