@@ -61,8 +61,16 @@ enum Cmd {
     },
     /// Build a bundle: the image encoder at a precision plus the text-embedding table.
     Build {
+        /// A checkpoint (.pt, state dict, safetensors), an ONNX export
+        /// folder (Immich's layout), or an image graph .onnx.
         #[arg(long)]
         checkpoint: PathBuf,
+        /// With an image graph .onnx: the text graph .onnx.
+        #[arg(long)]
+        text_checkpoint: Option<PathBuf>,
+        /// With an image graph .onnx: open_clip's preprocess_cfg.json.
+        #[arg(long)]
+        preprocess: Option<PathBuf>,
         /// fp32, fp16, int8 or auto (mixed precision to a cosine target).
         #[arg(long, default_value = "int8")]
         precision: Requested,
@@ -186,6 +194,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Build {
             checkpoint,
+            text_checkpoint,
+            preprocess,
             precision,
             labels,
             templates,
@@ -208,6 +218,8 @@ fn run(cli: Cli) -> Result<()> {
             let calibration = calibration.unwrap_or_else(default_calibration);
             let opts = BuildOptions {
                 checkpoint,
+                text_checkpoint,
+                preprocess,
                 precision,
                 labels,
                 templates,

@@ -106,7 +106,13 @@ fn without_nulls(v: serde_json::Value) -> serde_json::Value {
 /// An export folder, its configs read and checked.
 #[derive(Debug, Clone)]
 pub struct Export {
-    pub dir: PathBuf,
+    /// The folder, or the image graph's file (what the bundle names as
+    /// its source).
+    pub source: PathBuf,
+    pub visual: PathBuf,
+    pub textual: PathBuf,
+    /// `config.json`, when there is one.
+    pub config_path: Option<PathBuf>,
     /// The input's side: the image is resized and centre-cropped to it.
     pub resolution: u32,
     pub mean: [f32; 3],
@@ -154,7 +160,41 @@ impl Export {
                 });
             }
         }
-        let pre_path = dir.join(PREPROCESS);
+        let optional = |f: &str| Some(dir.join(f)).filter(|p| p.is_file());
+        Self::read(
+            dir,
+            [dir.join(VISUAL), dir.join(TEXTUAL), dir.join(PREPROCESS)],
+            optional(CONFIG),
+            optional(TOKENIZER_CONFIG),
+        )
+    }
+
+    /// As [`Export::open`] for files named one by one: the image graph,
+    /// the text graph and the preprocessing config (as open_clip writes
+    /// `preprocess_cfg.json`); no model or tokenizer config.
+    pub fn files(visual: &Path, textual: &Path, preprocess: &Path) -> Result<Export, OnnxError> {
+        for f in [visual, textual, preprocess] {
+            if !f.is_file() {
+                return Err(OnnxError::File {
+                    path: f.to_path_buf(),
+                    why: "missing".into(),
+                });
+            }
+        }
+        Self::read(
+            visual,
+            [visual.into(), textual.into(), preprocess.into()],
+            None,
+            None,
+        )
+    }
+
+    fn read(
+        source: &Path,
+        [visual, textual, pre_path]: [PathBuf; 3],
+        config_path: Option<PathBuf>,
+        tokenizer_config: Option<PathBuf>,
+    ) -> Result<Export, OnnxError> {
         let pre = read_json(&pre_path)?;
         let bad = |key: &'static str, value: String, why: &str| OnnxError::Config {
             path: pre_path.clone(),
@@ -203,25 +243,26 @@ impl Export {
                     "expected three finite numbers, none 0",
                 )
             })?;
-        let config = match dir.join(CONFIG) {
-            p if p.is_file() => match without_nulls(read_json(&p)?) {
+        let config = match &config_path {
+            Some(p) => match without_nulls(read_json(p)?) {
                 serde_json::Value::Object(m) => m,
                 _ => {
                     return Err(OnnxError::File {
-                        path: p,
+                        path: p.clone(),
                         why: "not a JSON object".into(),
                     })
                 }
             },
-            _ => serde_json::Map::new(),
+            None => serde_json::Map::new(),
         };
+        let config_file = || config_path.clone().unwrap_or_default();
         let context_length = match config.get("text_cfg").and_then(|t| t.get("context_length")) {
             None => 77,
             Some(v) => match v.as_u64() {
                 Some(n) if (2..=MAX_CONTEXT as u64).contains(&n) => n as usize,
                 _ => {
                     return Err(OnnxError::Config {
-                        path: dir.join(CONFIG),
+                        path: config_file(),
                         key: "text_cfg.context_length",
                         value: quoted(v),
                         why: format!("expected 2 to {MAX_CONTEXT}"),
@@ -232,15 +273,14 @@ impl Export {
         if let Some(v) = config.get("vision_cfg").and_then(|t| t.get("image_size")) {
             if side(v) != Some(resolution) {
                 return Err(OnnxError::Config {
-                    path: dir.join(CONFIG),
+                    path: config_file(),
                     key: "vision_cfg.image_size",
                     value: quoted(v),
                     why: format!("{PREPROCESS} says {resolution}"),
                 });
             }
         }
-        let tok = dir.join(TOKENIZER_CONFIG);
-        if tok.is_file() {
+        if let Some(tok) = tokenizer_config {
             let class = read_json(&tok)?
                 .get("tokenizer_class")
                 .and_then(|v| v.as_str())
@@ -255,7 +295,10 @@ impl Export {
             }
         }
         Ok(Export {
-            dir: dir.to_path_buf(),
+            source: source.to_path_buf(),
+            visual,
+            textual,
+            config_path,
             resolution,
             mean,
             std,
@@ -264,8 +307,8 @@ impl Export {
         })
     }
 
-    fn graph_err(&self, file: &str) -> impl Fn(TractError) -> OnnxError + '_ {
-        let path = self.dir.join(file);
+    fn graph_err(&self, path: &Path) -> impl Fn(TractError) -> OnnxError + '_ {
+        let path = path.to_path_buf();
         move |e| OnnxError::Graph {
             path: path.clone(),
             why: format!("{e:#}")
@@ -279,14 +322,14 @@ impl Export {
     /// The image graph for one `[1,3,R,R]` image, decluttered; its output
     /// is checked to be one `[1,E]` embedding. Returns it and `E`.
     pub fn image_graph(&self) -> Result<(TypedModel, usize), OnnxError> {
-        let err = self.graph_err(VISUAL);
+        let err = self.graph_err(&self.visual);
         let r = self.resolution as usize;
         let model = tract_onnx::onnx()
-            .model_for_path(self.dir.join(VISUAL))
+            .model_for_path(self.visual.clone())
             .map_err(&err)?;
         if model.inputs.len() != 1 || model.outputs.len() != 1 {
             return Err(OnnxError::Graph {
-                path: self.dir.join(VISUAL),
+                path: self.visual.clone(),
                 why: format!(
                     "{} inputs and {} outputs; one image in, one embedding out expected",
                     model.inputs.len(),
@@ -306,7 +349,7 @@ impl Export {
         match out {
             Some((DatumType::F32, s)) if s.len() == 2 && s[0] == 1 && s[1] > 0 => Ok((model, s[1])),
             o => Err(OnnxError::Graph {
-                path: self.dir.join(VISUAL),
+                path: self.visual.clone(),
                 why: format!("output {o:?}; one f32 embedding [1, E] expected"),
             }),
         }
@@ -320,14 +363,14 @@ impl Export {
         e: usize,
         mut done: impl FnMut(usize),
     ) -> Result<Vec<Vec<f32>>, OnnxError> {
-        let err = self.graph_err(TEXTUAL);
+        let err = self.graph_err(&self.textual);
         let c = self.context_length;
         let model = tract_onnx::onnx()
-            .model_for_path(self.dir.join(TEXTUAL))
+            .model_for_path(self.textual.clone())
             .map_err(&err)?;
         if model.inputs.len() != 1 || model.outputs.len() != 1 {
             return Err(OnnxError::Graph {
-                path: self.dir.join(TEXTUAL),
+                path: self.textual.clone(),
                 why: format!(
                     "{} inputs and {} outputs; one row of tokens in, one embedding out expected",
                     model.inputs.len(),
@@ -343,7 +386,7 @@ impl Export {
             .unwrap_or(DatumType::I32);
         if !matches!(dt, DatumType::I32 | DatumType::I64) {
             return Err(OnnxError::Graph {
-                path: self.dir.join(TEXTUAL),
+                path: self.textual.clone(),
                 why: format!("input of {dt:?}; integer tokens expected"),
             });
         }
@@ -368,7 +411,7 @@ impl Export {
                 .collect();
             if v.len() != e {
                 return Err(OnnxError::Graph {
-                    path: self.dir.join(TEXTUAL),
+                    path: self.textual.clone(),
                     why: format!(
                         "{} values out, not one {e}-value embedding (the image graph's)",
                         v.len()

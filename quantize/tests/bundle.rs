@@ -37,6 +37,8 @@ fn labels_file(dir: &Path, labels: &[&str]) -> PathBuf {
 fn opts(ckpt: &str, precision: Requested, labels: PathBuf, out: PathBuf) -> BuildOptions {
     BuildOptions {
         checkpoint: root().join("tests/fixtures/models").join(ckpt),
+        text_checkpoint: None,
+        preprocess: None,
         precision,
         labels,
         templates: None,

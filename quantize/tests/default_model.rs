@@ -34,6 +34,8 @@ fn synthetic() -> PathBuf {
 fn default_opts(precision: Precision, out: PathBuf) -> BuildOptions {
     BuildOptions {
         checkpoint: synthetic().join("clip_rn_synth.pt"),
+        text_checkpoint: None,
+        preprocess: None,
         precision: Requested::Fixed(precision),
         labels: synthetic().join("classes.txt"),
         templates: Some(synthetic().join("templates.txt")),

@@ -87,6 +87,8 @@ fn max_abs_normalised(a: &[f32], b: &[f32]) -> f32 {
 fn options(export: PathBuf, precision: Requested, labels: PathBuf, out: PathBuf) -> BuildOptions {
     BuildOptions {
         checkpoint: export,
+        text_checkpoint: None,
+        preprocess: None,
         precision,
         labels,
         templates: None,
@@ -167,6 +169,49 @@ fn an_onnx_export_builds_a_bundle_that_embeds_as_pytorch_does() {
         }
         let _ = std::fs::remove_dir_all(&d);
     }
+}
+
+/// The same export named file by file builds the same bundle (config.json
+/// aside); an image graph alone is refused, naming what it needs.
+#[test]
+fn export_files_named_one_by_one_build_as_the_folder_does() {
+    let r = reference();
+    let d = scratch("files");
+    let folder = build_from_export(Precision::Fp32, &d, &r.prompts);
+    let src = root().join("tests/fixtures/onnx/vit_tiny");
+    let out = d.join("from-files");
+    build(&BuildOptions {
+        text_checkpoint: Some(src.join("textual/model.onnx")),
+        preprocess: Some(src.join("visual/preprocess_cfg.json")),
+        templates: Some(d.join("templates.txt")),
+        ..options(
+            src.join("visual/model.onnx"),
+            Requested::Fixed(Precision::Fp32),
+            d.join("labels.txt"),
+            out.clone(),
+        )
+    })
+    .unwrap();
+    for f in ["image_encoder.nnef.tgz", "text_table.safetensors"] {
+        assert_eq!(
+            std::fs::read(folder.join(f)).unwrap(),
+            std::fs::read(out.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let err = build(&options(
+        src.join("visual/model.onnx"),
+        Requested::Fixed(Precision::Fp32),
+        d.join("labels.txt"),
+        d.join("bad"),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("--text-checkpoint") && err.contains("--preprocess"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// The prompts tokenised as the exporter's PyTorch model was fed them.

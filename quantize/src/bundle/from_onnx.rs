@@ -1,5 +1,6 @@
 //! `build --checkpoint DIR` where DIR is an ONNX export folder
-//! ([`crate::onnx`]): the image graph as the bundle's graph (fp32, its
+//! ([`crate::onnx`]), or `--checkpoint visual.onnx --text-checkpoint
+//! textual.onnx --preprocess preprocess_cfg.json`: the image graph as the bundle's graph (fp32, its
 //! matrices stored as f16, or its products in int8:
 //! [`crate::graph::rewrite`]), the text table from the text graph, the
 //! preprocessing from the export's config.
@@ -14,10 +15,10 @@ const EXPORT_LOGIT_SCALE: f32 = 100.0;
 
 pub(super) fn build(
     opts: &BuildOptions,
+    x: Export,
     start: Instant,
     signing_key: Option<&signature::SigningKey>,
 ) -> Result<Report, BuildError> {
-    let x = Export::open(&opts.checkpoint)?;
     let precision = match opts.precision {
         Requested::Fixed(p) => p,
         Requested::Auto => {
@@ -66,7 +67,6 @@ pub(super) fn build(
         summary.zero_shot_top1 = Some(top1(&q, set, &table, e));
         summary.zero_shot_top1_fp32 = Some(top1(&f, set, &table, e));
     }
-    let visual = x.dir.join(crate::onnx::VISUAL);
     let contents = Contents {
         model,
         table,
@@ -82,17 +82,17 @@ pub(super) fn build(
         sensitivity: Vec::new(),
         logit_scale: EXPORT_LOGIT_SCALE,
         source: Source {
-            checkpoint: file_name(&x.dir),
+            checkpoint: file_name(&x.source),
             format: "Onnx".into(),
-            sha256: sha256_of(&visual)?,
+            sha256: sha256_of(&x.visual)?,
         },
         model_info: ModelInfo {
-            architecture: file_name(&x.dir),
+            architecture: file_name(&x.source),
             family: "onnx".into(),
             embed_dim: e,
             image_resolution: n,
             hyperparameters: toml::Table::try_from(&x.config).map_err(|err| BuildError::Input {
-                path: x.dir.join(crate::onnx::CONFIG),
+                path: x.config_path.clone().unwrap_or_else(|| x.source.clone()),
                 why: err.to_string(),
             })?,
         },

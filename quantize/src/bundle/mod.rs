@@ -113,7 +113,13 @@ impl std::fmt::Display for Requested {
 
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
+    /// A checkpoint, an ONNX export folder, or an image graph `.onnx` (with
+    /// `text_checkpoint` and `preprocess`).
     pub checkpoint: PathBuf,
+    /// The text graph `.onnx` beside an image graph `.onnx` checkpoint.
+    pub text_checkpoint: Option<PathBuf>,
+    /// open_clip's `preprocess_cfg.json` beside an `.onnx` checkpoint.
+    pub preprocess: Option<PathBuf>,
     pub precision: Requested,
     pub labels: PathBuf,
     pub templates: Option<PathBuf>,
@@ -325,8 +331,31 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
     };
     // The flags too: a bad scale or bias fails before any heavy work.
     opts.scoring.check(1.0)?;
-    if crate::onnx::is_export(&opts.checkpoint) {
-        return from_onnx::build(opts, start, signing_key.as_ref());
+    let onnx_file = opts.checkpoint.extension().is_some_and(|e| e == "onnx");
+    match (&opts.text_checkpoint, &opts.preprocess) {
+        _ if crate::onnx::is_export(&opts.checkpoint) => {
+            let x = crate::onnx::Export::open(&opts.checkpoint)?;
+            return from_onnx::build(opts, x, start, signing_key.as_ref());
+        }
+        (Some(text), Some(pre)) if onnx_file => {
+            let x = crate::onnx::Export::files(&opts.checkpoint, text, pre)?;
+            return from_onnx::build(opts, x, start, signing_key.as_ref());
+        }
+        _ if onnx_file => {
+            return Err(BuildError::Input {
+                path: opts.checkpoint.clone(),
+                why: "an image graph .onnx needs --text-checkpoint TEXTUAL.onnx and \
+                      --preprocess preprocess_cfg.json (or give the export folder)"
+                    .into(),
+            })
+        }
+        (None, None) => {}
+        _ => {
+            return Err(BuildError::Input {
+                path: opts.checkpoint.clone(),
+                why: "--text-checkpoint and --preprocess go with an image graph .onnx".into(),
+            })
+        }
     }
     let sd = checkpoint::load(&opts.checkpoint)?;
     let cfg = ClipConfig::infer(&sd)?;
