@@ -22,7 +22,7 @@ const FP32_MAX_ABS: f32 = 2e-6;
 /// fp16 bundle (matrices stored as f16) vs PyTorch fp32. Measured 2.7e-4.
 const FP16_MAX_ABS: f32 = 2e-3;
 /// int8 bundle (products' weights per channel, activations per row) vs
-/// PyTorch fp32: least cosine of an image embedding. Measured 0.99974.
+/// PyTorch fp32: least cosine of an image embedding. Measured 0.99968.
 const INT8_MIN_COSINE: f32 = 0.997;
 /// The int8 bundle on the native engine vs tract's simulated int8 (which
 /// rounds a tie at the quantisation step the other way now and then).
@@ -243,7 +243,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[test]
-fn an_int8_bundle_from_an_export_runs_its_products_in_int8() {
+fn an_int8_bundle_from_an_export_runs_its_products_and_convolution_in_int8() {
     let r = reference();
     let d = scratch("int8");
     let out = build_from_export(Precision::Int8, &d, &r.prompts);
@@ -251,7 +251,7 @@ fn an_int8_bundle_from_an_export_runs_its_products_in_int8() {
     let mut tract = Engine::load_on(&out, &Trust::default(), EngineKind::Tract, 1).unwrap();
     let layers = &native.bundle.manifest.layers;
     assert!(
-        layers.len() == 9 && layers.iter().all(|l| l.precision == "int8"),
+        layers.len() == 10 && layers.iter().all(|l| l.precision == "int8"),
         "{layers:?}"
     );
     let ops = native.native_summary().unwrap().ops;

@@ -111,9 +111,9 @@ pub(super) fn build(
         } else {
             int8_layers
                 .into_iter()
-                .map(|name| LayerPrecision {
+                .map(|(name, kind)| LayerPrecision {
                     name,
-                    kind: "linear".into(),
+                    kind: kind.into(),
                     precision: Precision::Int8.to_string(),
                 })
                 .collect()

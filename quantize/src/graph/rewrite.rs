@@ -10,9 +10,11 @@ use tract_core::ops::array::Slice;
 use tract_core::ops::binary::{BinMiniOp, TypedBinOp};
 use tract_core::ops::cast::cast;
 use tract_core::ops::change_axes::{wire_with_rank_broadcast, AxisOp};
+use tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::konst::Const;
 use tract_core::ops::math;
+use tract_core::ops::nn::DataFormat;
 use tract_core::ops::nn::{Reduce, Reducer};
 
 use super::precision::quantize_per_channel;
@@ -185,6 +187,31 @@ fn not_one(dims: &[usize]) -> Vec<usize> {
     dims.iter().copied().filter(|&d| d != 1).collect()
 }
 
+/// A convolution that can run in int8: one NCHW image, OIHW constant
+/// weights (of [`INT8_MIN_WEIGHTS`] or more), one group, a constant bias.
+fn int8_conv(model: &TypedModel, node: &TypedNode) -> Option<Arc<Tensor>> {
+    let op = node.op_as::<Conv>()?;
+    let x = model
+        .outlet_fact(node.inputs[0])
+        .ok()?
+        .shape
+        .as_concrete()?
+        .to_vec();
+    let w = const_of(model, *node.inputs.get(1)?)?;
+    (node.inputs.len() == 3
+        && op.kernel_fmt == KernelFormat::OIHW
+        && op.group == 1
+        && op.q_params.is_none()
+        && op.pool_spec.data_format == DataFormat::NCHW
+        && x.len() == 4
+        && x[0] == 1
+        && w.rank() == 4
+        && w.datum_type() == f32::datum_type()
+        && w.len() >= INT8_MIN_WEIGHTS
+        && const_of(model, node.inputs[2]).is_some())
+    .then_some(w)
+}
+
 fn bin(
     patch: &mut TypedModelPatch,
     name: String,
@@ -195,20 +222,20 @@ fn bin(
     Ok(wire_with_rank_broadcast(name, patch, TypedBinOp(op, None), &[a, b])?[0])
 }
 
-/// `x` quantised to int8 levels with one scale per slice along
-/// `depth_axis`, dequantised: the pattern the runtime reads as an int8
-/// product's input.
+/// `x` quantised to int8 levels with one scale per slice over `axes`
+/// (a row's depth; a convolution's whole image), dequantised: the pattern
+/// the runtime reads as an int8 product's input.
 fn fake_quant(
     patch: &mut TypedModelPatch,
     name: &str,
     x: OutletId,
-    depth_axis: usize,
+    axes: &[usize],
 ) -> TractResult<OutletId> {
     let n = format!("{name}.act_q");
     let a = patch.wire_node(format!("{n}.abs"), math::abs(), &[x])?[0];
     let m = patch.wire_node(
         format!("{n}.absmax"),
-        Reduce::new(tvec![depth_axis], Reducer::Max),
+        Reduce::new(axes.iter().copied().collect(), Reducer::Max),
         &[a],
     )?[0];
     let tiny = patch.add_const(format!("{n}.tiny"), tensor0(1e-12f32))?;
@@ -227,9 +254,13 @@ fn fake_quant(
 /// `model` with every product of an activation by constant weights (of
 /// [`INT8_MIN_WEIGHTS`] or more, one output-channel axis, the depth the
 /// activation's last axes)
-/// in int8: weights per output channel, activations per row (dynamic).
-/// Returns the graph and the names of the products rewritten.
-pub fn int8_products(mut model: TypedModel) -> TractResult<(TypedModel, Vec<String>)> {
+/// in int8: weights per output channel, activations per row (dynamic);
+/// and every convolution of one image by constant OIHW weights: weights
+/// per output channel, one scale for the image. Returns the graph and the
+/// names and kinds (`linear`, `conv`) of the layers rewritten.
+pub fn int8_products(
+    mut model: TypedModel,
+) -> TractResult<(TypedModel, Vec<(String, &'static str)>)> {
     let ids: Vec<usize> = model
         .nodes
         .iter()
@@ -255,7 +286,20 @@ pub fn int8_products(mut model: TypedModel) -> TractResult<(TypedModel, Vec<Stri
         layers.push((id, p, pool.len(), rows, depth, scales));
         pool.extend(q);
     }
-    if layers.is_empty() {
+    let convs: Vec<(usize, Arc<Tensor>)> = model
+        .nodes
+        .iter()
+        .filter_map(|n| int8_conv(&model, n).map(|w| (n.id, w)))
+        .collect();
+    let mut conv_layers = Vec::with_capacity(convs.len());
+    for (id, w) in convs {
+        let rows = w.shape()[0];
+        let data: Vec<f32> = w.to_plain_array_view::<f32>()?.iter().copied().collect();
+        let (q, scales) = quantize_per_channel(&data, rows);
+        conv_layers.push((id, w.shape().to_vec(), pool.len(), scales));
+        pool.extend(q);
+    }
+    if layers.is_empty() && conv_layers.is_empty() {
         return Ok((model, Vec::new()));
     }
     // Read by the products once rewritten (until then, by nothing).
@@ -282,7 +326,7 @@ pub fn int8_products(mut model: TypedModel) -> TractResult<(TypedModel, Vec<Stri
             )?[0];
         }
         let x_rank = r - p.depth_axes + 1;
-        let xq = fake_quant(&mut patch, &name, x, x_rank - 1)?;
+        let xq = fake_quant(&mut patch, &name, x, &[x_rank - 1])?;
         let all = patch.tap_model(&model, pool_f32)?;
         let len = rows * depth;
         let sl = patch.wire_node(
@@ -323,7 +367,45 @@ pub fn int8_products(mut model: TypedModel) -> TractResult<(TypedModel, Vec<Stri
         }
         patch.shunt_outside(&model, OutletId::new(id, 0), y)?;
         patch.apply(&mut model)?;
-        names.push(name);
+        names.push((name, "linear"));
+    }
+    for (id, shape, start, scales) in conv_layers {
+        let node = &model.nodes[id];
+        let name = node.name.clone();
+        let (op, inputs) = (node.op.clone(), node.inputs.clone());
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(&model, inputs[0])?;
+        // One scale for the image, as the quantizer's own convolutions.
+        let xq = fake_quant(&mut patch, &name, x, &[1, 2, 3])?;
+        let all = patch.tap_model(&model, pool_f32)?;
+        let len: usize = shape.iter().product();
+        let sl = patch.wire_node(
+            format!("{name}.weight.slice"),
+            Slice::new(0, start, start + len),
+            &[all],
+        )?[0];
+        let dims: TVec<TDim> = shape.iter().map(|&d| d.to_dim()).collect();
+        let w = patch.wire_node(
+            format!("{name}.weight.shape"),
+            AxisOp::Reshape(0, tvec![len.to_dim()], dims),
+            &[sl],
+        )?[0];
+        let sc = patch.add_const(
+            format!("{name}.weight.scale"),
+            Tensor::from_shape(&[shape[0], 1, 1, 1], &scales)?,
+        )?;
+        let wd = bin(
+            &mut patch,
+            format!("{name}.weight.dequant"),
+            Box::new(math::Mul),
+            w,
+            sc,
+        )?;
+        let b = patch.tap_model(&model, inputs[2])?;
+        let y = patch.wire_node(format!("{name}.int8"), op, &[xq, wd, b])?[0];
+        patch.shunt_outside(&model, OutletId::new(id, 0), y)?;
+        patch.apply(&mut model)?;
+        names.push((name, "conv"));
     }
     model.compact()?;
     Ok((model, names))
@@ -394,7 +476,7 @@ mod tests {
         let input = Tensor::from_shape(&[5, 2, 32], &values(320, 11)).unwrap();
         let want = run(&m, &input);
         let (q, names) = int8_products(m).unwrap();
-        assert_eq!(names, ["p"]);
+        assert_eq!(names, [("p".to_string(), "linear")]);
         assert_eq!(
             q.output_fact(0).unwrap().shape.as_concrete(),
             Some(&[1usize, 5, 24][..])
