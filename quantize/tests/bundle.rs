@@ -35,22 +35,12 @@ fn labels_file(dir: &Path, labels: &[&str]) -> PathBuf {
 }
 
 fn opts(ckpt: &str, precision: Requested, labels: PathBuf, out: PathBuf) -> BuildOptions {
-    BuildOptions {
-        checkpoint: root().join("tests/fixtures/models").join(ckpt),
-        text_checkpoint: None,
-        preprocess: None,
+    common::build_options(
+        root().join("tests/fixtures/models").join(ckpt),
         precision,
         labels,
-        templates: None,
-        calibration: root().join("models/calibration"),
-        eval: None,
-        activation: ActivationQuant::DynamicPerToken,
-        cosine_target: 0.995,
-        scoring: Default::default(),
         out,
-        progress: false,
-        sign: None,
-    }
+    )
 }
 
 #[test]

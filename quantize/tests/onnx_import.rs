@@ -13,7 +13,7 @@ use clip_edge::bundle::{TableData, Trust};
 use clip_edge::decode::decode_file;
 use clip_edge::engine::{Engine, EngineKind};
 use clip_quantize::bundle::{build, BuildOptions, Requested, ScoringChoice};
-use clip_quantize::graph::{ActivationQuant, Precision};
+use clip_quantize::graph::Precision;
 
 /// fp32 bundle vs PyTorch fp32: an image embedding's largest difference
 /// (both normalised). Measured 3.6e-7 (native engine), 3.0e-7 (tract); AMD
@@ -85,22 +85,7 @@ fn max_abs_normalised(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn options(export: PathBuf, precision: Requested, labels: PathBuf, out: PathBuf) -> BuildOptions {
-    BuildOptions {
-        checkpoint: export,
-        text_checkpoint: None,
-        preprocess: None,
-        precision,
-        labels,
-        templates: None,
-        calibration: root().join("models/calibration"),
-        eval: None,
-        activation: ActivationQuant::DynamicPerToken,
-        cosine_target: 0.995,
-        scoring: Default::default(),
-        out,
-        progress: false,
-        sign: None,
-    }
+    common::build_options(export, precision, labels, out)
 }
 
 fn build_from_export(precision: Precision, dir: &Path, labels: &[String]) -> PathBuf {

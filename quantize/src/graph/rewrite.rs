@@ -431,6 +431,19 @@ mod tests {
             .collect()
     }
 
+    /// `x` (a source of `x_dims`) times the constant `w` by `expr`.
+    fn one_product(expr: &str, x_dims: &[usize], w: Tensor) -> TypedModel {
+        let mut m = TypedModel::default();
+        let x = m.add_source("x", f32::fact(x_dims)).unwrap();
+        let w = m.add_const("w", w).unwrap();
+        let axes: AxesMapping = expr.parse().unwrap();
+        let y = m
+            .wire_node("p", EinSum::new(axes, f32::datum_type()), &[x, w])
+            .unwrap();
+        m.select_output_outlets(&y).unwrap();
+        m
+    }
+
     fn run(model: &TypedModel, x: &Tensor) -> Vec<f32> {
         let plan = model.clone().into_runnable().unwrap();
         let y = plan.run(tvec!(x.clone().into_tvalue())).unwrap();
@@ -445,15 +458,8 @@ mod tests {
     /// left alone: a reshape would put its values in the wrong places.
     #[test]
     fn a_transposed_product_stays_f32() {
-        let mut m = TypedModel::default();
-        let x = m.add_source("x", f32::fact([48, 32])).unwrap();
         let w = Tensor::from_shape(&[48, 32], &values(48 * 32, 3)).unwrap();
-        let w = m.add_const("w", w).unwrap();
-        let axes: AxesMapping = "mk,nk->nm".parse().unwrap();
-        let y = m
-            .wire_node("p", EinSum::new(axes, f32::datum_type()), &[x, w])
-            .unwrap();
-        m.select_output_outlets(&y).unwrap();
+        let m = one_product("mk,nk->nm", &[48, 32], w);
         let (_, names) = int8_products(m).unwrap();
         assert!(names.is_empty(), "{names:?}");
     }
@@ -464,15 +470,8 @@ mod tests {
     /// within int8's error.
     #[test]
     fn a_product_with_a_split_depth_is_rewritten_and_agrees() {
-        let mut m = TypedModel::default();
-        let x = m.add_source("x", f32::fact([5, 2, 32])).unwrap();
         let w = Tensor::from_shape(&[24, 2, 32], &values(24 * 64, 7)).unwrap();
-        let w = m.add_const("w", w).unwrap();
-        let axes: AxesMapping = "mak,nak->bmn".parse().unwrap();
-        let y = m
-            .wire_node("p", EinSum::new(axes, f32::datum_type()), &[x, w])
-            .unwrap();
-        m.select_output_outlets(&y).unwrap();
+        let m = one_product("mak,nak->bmn", &[5, 2, 32], w);
         let input = Tensor::from_shape(&[5, 2, 32], &values(320, 11)).unwrap();
         let want = run(&m, &input);
         let (q, names) = int8_products(m).unwrap();

@@ -14,6 +14,32 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Build options with the defaults the tests share: the committed
+/// calibration images, one template, dynamic activations, softmax.
+pub fn build_options(
+    checkpoint: PathBuf,
+    precision: clip_quantize::bundle::Requested,
+    labels: PathBuf,
+    out: PathBuf,
+) -> clip_quantize::bundle::BuildOptions {
+    clip_quantize::bundle::BuildOptions {
+        checkpoint,
+        text_checkpoint: None,
+        preprocess: None,
+        precision,
+        labels,
+        templates: None,
+        calibration: root().join("models/calibration"),
+        eval: None,
+        activation: clip_quantize::graph::ActivationQuant::DynamicPerToken,
+        cosine_target: 0.995,
+        scoring: Default::default(),
+        out,
+        progress: false,
+        sign: None,
+    }
+}
+
 /// An empty scratch folder of this test process.
 pub fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("clip-quantize-{}-{name}", std::process::id()));

@@ -9,11 +9,16 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::signature::{self, VerifyingKey};
+
+mod manifest;
+
+pub use manifest::{
+    LayerPrecision, Manifest, ModelInfo, PreprocessInfo, ReportSummary, Scoring, Source, TableInfo,
+};
 
 /// Version of the bundle format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -73,126 +78,6 @@ pub enum BundleError {
     Refused { path: PathBuf, why: String },
     #[error("{path}: {why}")]
     Signature { path: PathBuf, why: String },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Source {
-    /// File name of the checkpoint the bundle was built from.
-    pub checkpoint: String,
-    pub format: String,
-    pub sha256: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ModelInfo {
-    pub architecture: String,
-    pub family: String,
-    pub embed_dim: usize,
-    pub image_resolution: usize,
-    /// Every inferred hyperparameter, as `clip-quantize inspect` prints them.
-    pub hyperparameters: toml::Table,
-}
-
-/// How a frame's labels are scored ([`Manifest::scoring`]).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Scoring {
-    /// Probabilities over the labels, summing to 1:
-    /// `softmax(logit_scale · cos)`.
-    #[default]
-    Softmax,
-    /// Each label's own probability: `sigmoid(logit_scale · cos + logit_bias)`.
-    Sigmoid,
-}
-
-impl Scoring {
-    pub fn is_softmax(&self) -> bool {
-        *self == Scoring::Softmax
-    }
-}
-
-impl std::fmt::Display for Scoring {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Scoring::Softmax => "softmax",
-            Scoring::Sigmoid => "sigmoid",
-        })
-    }
-}
-
-fn is_zero(v: &f32) -> bool {
-    *v == 0.0
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PreprocessInfo {
-    pub resolution: u32,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-    /// "pillow-bicubic": the exact reference `_transform(n)`.
-    pub resize: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TableInfo {
-    pub file: String,
-    /// "f16" or "f32".
-    pub dtype: String,
-    pub rows: usize,
-    pub dim: usize,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LayerPrecision {
-    pub name: String,
-    pub kind: String,
-    pub precision: String,
-}
-
-/// The accuracy report's summary (the whole report is `report.json`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct ReportSummary {
-    pub images: usize,
-    pub cosine_mean: f64,
-    pub cosine_p1: f64,
-    pub cosine_min: f64,
-    pub top1_agreement: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zero_shot_top1: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zero_shot_top1_fp32: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Manifest {
-    pub format_version: u32,
-    /// tract version that wrote the graph.
-    pub tract_version: String,
-    pub created_by: String,
-    /// fp32, fp16, int8 or auto.
-    pub precision: String,
-    /// Activation quantisation of int8 layers: dynamic_per_token or static_per_tensor.
-    pub activation: String,
-    /// `exp(logit_scale)` of the checkpoint.
-    pub logit_scale: f32,
-    /// How a frame's labels are scored: a softmax over the labels (CLIP),
-    /// or a sigmoid of each label's own logit (SigLIP). Absent: softmax.
-    #[serde(default, skip_serializing_if = "Scoring::is_softmax")]
-    pub scoring: Scoring,
-    /// Added to each logit before the sigmoid (SigLIP's learned bias);
-    /// absent: 0.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub logit_bias: f32,
-    pub labels: Vec<String>,
-    pub templates: Vec<String>,
-    pub source: Source,
-    pub model: ModelInfo,
-    pub preprocess: PreprocessInfo,
-    pub table: TableInfo,
-    pub report: ReportSummary,
-    pub layers: Vec<LayerPrecision>,
-    /// sha256 of every other file of the bundle.
-    pub files: BTreeMap<String, String>,
 }
 
 /// The text-embedding table, rows L2-normalised, in its stored precision.
@@ -358,102 +243,6 @@ fn io_or_missing(path: &Path, source: std::io::Error) -> BundleError {
             path: path.to_path_buf(),
             source,
         }
-    }
-}
-
-impl Manifest {
-    /// Parses and validates manifest bytes; `path` names them in errors.
-    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, BundleError> {
-        let bad = |why: String| BundleError::Manifest {
-            path: path.to_path_buf(),
-            why,
-        };
-        let text = std::str::from_utf8(bytes).map_err(|e| bad(format!("not UTF-8: {e}")))?;
-        // Check the version before the rest, so a newer format says so.
-        let raw: toml::Table =
-            toml::from_str(text).map_err(|e| bad(e.to_string().replace('\n', " ")))?;
-        let version = raw
-            .get("format_version")
-            .and_then(|v| v.as_integer())
-            .ok_or_else(|| bad("no integer `format_version`".into()))?;
-        if version > FORMAT_VERSION as i64 {
-            return Err(BundleError::NewerFormat {
-                path: path.to_path_buf(),
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        if version < 1 {
-            return Err(bad(format!(
-                "format_version = {version}; versions start at 1"
-            )));
-        }
-        let m: Manifest =
-            toml::from_str(text).map_err(|e| bad(e.to_string().replace('\n', " ")))?;
-        m.validate().map_err(bad)?;
-        Ok(m)
-    }
-
-    /// The values the runtime sizes buffers from or divides by.
-    fn validate(&self) -> Result<(), String> {
-        let dim = self.model.embed_dim;
-        if dim == 0 || dim > MAX_EMBED_DIM {
-            return Err(format!(
-                "model.embed_dim = {dim}; expected 1 to {MAX_EMBED_DIM}"
-            ));
-        }
-        let r = self.preprocess.resolution;
-        if r == 0 || r > MAX_RESOLUTION {
-            return Err(format!(
-                "preprocess.resolution = {r}; expected 1 to {MAX_RESOLUTION}"
-            ));
-        }
-        if self.labels.is_empty() {
-            return Err("no labels".into());
-        }
-        if self.table.rows != self.labels.len() || self.table.dim != dim {
-            return Err(format!(
-                "table is [{}x{}], the manifest has {} labels of dimension {dim}",
-                self.table.rows,
-                self.table.dim,
-                self.labels.len()
-            ));
-        }
-        if !(self.logit_scale.is_finite() && self.logit_scale > 0.0) {
-            return Err(format!(
-                "logit_scale = {}; expected a positive number",
-                self.logit_scale
-            ));
-        }
-        if !self.logit_bias.is_finite() || (self.scoring.is_softmax() && self.logit_bias != 0.0) {
-            return Err(format!(
-                "logit_bias = {}; expected a finite number, and 0 with softmax scoring",
-                self.logit_bias
-            ));
-        }
-        let p = &self.preprocess;
-        if p.mean.iter().chain(&p.std).any(|v| !v.is_finite()) || p.std.contains(&0.0) {
-            return Err(format!(
-                "preprocess mean {:?} / std {:?}: expected finite values, std not 0",
-                p.mean, p.std
-            ));
-        }
-        for name in self.files.keys() {
-            if !is_plain_name(name) || name == MANIFEST || name == signature::SIGNATURE {
-                return Err(format!(
-                    "[files] names {name:?}: a bundle file must be a plain file name \
-                     inside the bundle (letters, digits, `.`, `_`, `-`)"
-                ));
-            }
-        }
-        for file in [IMAGE_ENCODER, self.table.file.as_str()] {
-            if !self.files.contains_key(file) {
-                return Err(format!(
-                    "no checksum for `{file}`: every file the runtime reads must be in [files]"
-                ));
-            }
-        }
-        Ok(())
     }
 }
 
