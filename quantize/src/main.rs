@@ -97,11 +97,11 @@ enum Cmd {
         #[arg(long, default_value = "softmax", value_parser = ["softmax", "sigmoid"])]
         scoring: String,
         /// The logits' scale (default: the checkpoint's; 100 for an ONNX export).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         logit_scale: Option<f32>,
-        /// Added to each logit before the sigmoid (`--scoring sigmoid` only).
-        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-        logit_bias: f32,
+        /// Added to each logit before the sigmoid (required with `--scoring sigmoid`).
+        #[arg(long, allow_negative_numbers = true)]
+        logit_bias: Option<f32>,
         #[arg(long)]
         out: PathBuf,
         /// Sign the manifest with this secret key (from `keygen`): writes manifest.sig.

@@ -171,21 +171,31 @@ impl Export {
 
     /// As [`Export::open`] for files named one by one: the image graph,
     /// the text graph and the preprocessing config (as open_clip writes
-    /// `preprocess_cfg.json`); no model or tokenizer config.
+    /// `preprocess_cfg.json`). A `tokenizer_config.json` beside the text
+    /// graph and a `config.json` two folders above the image graph (where
+    /// Immich's layout keeps them) are read when they are there.
     pub fn files(visual: &Path, textual: &Path, preprocess: &Path) -> Result<Export, OnnxError> {
         for f in [visual, textual, preprocess] {
             if !f.is_file() {
                 return Err(OnnxError::File {
                     path: f.to_path_buf(),
-                    why: "missing".into(),
+                    why: if f.exists() { "not a file" } else { "missing" }.into(),
                 });
             }
         }
+        let beside =
+            |p: &Path, name: &str| p.parent().map(|d| d.join(name)).filter(|c| c.is_file());
+        let config = visual.parent().and_then(|d| beside(d, CONFIG));
+        // Immich names both graphs model.onnx: the source is then the folder.
+        let source = match (visual.file_name(), visual.parent().and_then(Path::parent)) {
+            (Some(n), Some(dir)) if n == "model.onnx" && dir.file_name().is_some() => dir,
+            _ => visual,
+        };
         Self::read(
-            visual,
+            source,
             [visual.into(), textual.into(), preprocess.into()],
-            None,
-            None,
+            config,
+            beside(textual, "tokenizer_config.json"),
         )
     }
 

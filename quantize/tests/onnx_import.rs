@@ -271,7 +271,7 @@ fn sigmoid_scoring_gives_each_label_its_own_probability() {
     let scoring = ScoringChoice {
         scoring: Scoring::Sigmoid,
         logit_scale: Some(scale),
-        logit_bias: bias,
+        logit_bias: Some(bias),
     };
     let out = build_scored(Precision::Fp32, &d, &r.prompts, scoring);
     let manifest = std::fs::read_to_string(out.join("manifest.toml")).unwrap();
@@ -310,7 +310,7 @@ fn sigmoid_scoring_gives_each_label_its_own_probability() {
     // A bias with softmax is refused, naming the flag.
     let err = build(&BuildOptions {
         scoring: ScoringChoice {
-            logit_bias: 1.0,
+            logit_bias: Some(1.0),
             ..Default::default()
         },
         ..options(
@@ -323,6 +323,29 @@ fn sigmoid_scoring_gives_each_label_its_own_probability() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("--logit-bias 1 with softmax"), "{err}");
+    // Sigmoid without a bias is refused too, before any work.
+    let err = build(&BuildOptions {
+        scoring: ScoringChoice {
+            scoring: Scoring::Sigmoid,
+            ..Default::default()
+        },
+        ..options(
+            root().join("tests/fixtures/onnx/vit_tiny"),
+            Requested::Fixed(Precision::Fp32),
+            d.join("labels.txt"),
+            d.join("bad"),
+        )
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--scoring sigmoid needs --logit-bias"), "{err}");
+    // A sigmoid manifest is format 2; the same manifest claiming format 1
+    // is refused (a version-1 reader would score it with softmax).
+    assert!(manifest.contains("format_version = 2"), "{manifest}");
+    let old = manifest.replace("format_version = 2", "format_version = 1");
+    std::fs::write(out.join("manifest.toml"), old).unwrap();
+    let e = Engine::load(&out).err().unwrap().to_string();
+    assert!(e.contains("needs format 2"), "{e}");
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 
+/// The largest logit scale accepted (CLIP's is 100, SigLIP's about 110): a
+/// larger one turns rounding noise into certainty, and overflows to inf
+/// (and NaN against a zero embedding).
+pub const MAX_LOGIT_SCALE: f32 = 1e4;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Source {
     /// File name of the checkpoint the bundle was built from.
@@ -185,10 +190,19 @@ impl Manifest {
                 self.labels.len()
             ));
         }
-        if !(self.logit_scale.is_finite() && self.logit_scale > 0.0) {
+        if !(self.logit_scale.is_finite()
+            && self.logit_scale > 0.0
+            && self.logit_scale <= MAX_LOGIT_SCALE)
+        {
             return Err(format!(
-                "logit_scale = {}; expected a positive number",
+                "logit_scale = {}; expected a positive number up to {MAX_LOGIT_SCALE}",
                 self.logit_scale
+            ));
+        }
+        if !self.scoring.is_softmax() && self.format_version < FORMAT_VERSION {
+            return Err(format!(
+                "scoring = \"{}\" in format_version {}; it needs format {FORMAT_VERSION}",
+                self.scoring, self.format_version
             ));
         }
         if !self.logit_bias.is_finite() || (self.scoring.is_softmax() && self.logit_bias != 0.0) {

@@ -18,10 +18,16 @@ mod manifest;
 
 pub use manifest::{
     LayerPrecision, Manifest, ModelInfo, PreprocessInfo, ReportSummary, Scoring, Source, TableInfo,
+    MAX_LOGIT_SCALE,
 };
 
-/// Version of the bundle format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest version of the bundle format this build reads: 2 adds
+/// sigmoid scoring (`scoring`, `logit_bias`), which a reader of version 1
+/// would silently score with softmax. Bundles that score with softmax are
+/// still written as version 1, which every reader reads.
+pub const FORMAT_VERSION: u32 = 2;
+/// The version written for a bundle that scores with softmax.
+pub const FORMAT_VERSION_SOFTMAX: u32 = 1;
 pub const MANIFEST: &str = "manifest.toml";
 pub const IMAGE_ENCODER: &str = "image_encoder.nnef.tgz";
 pub const TEXT_TABLE: &str = "text_table.safetensors";

@@ -40,7 +40,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Top-k labels of each image: softmax over all labels of logit_scale * cos(image, label).
+    /// Top-k labels of each image, scored as the bundle says: softmax over all labels of
+    /// logit_scale * cos(image, label), or each label's own sigmoid(logit_scale * cos + logit_bias).
     Classify(classify::Args),
     /// Zero-shot accuracy over an ImageNet-style folder (one sub-folder per label).
     Eval(eval::Args),

@@ -38,6 +38,9 @@ pub(super) fn build(
                 .into(),
         });
     }
+    // The image graph before the images: a graph that is not one fails
+    // first.
+    let (fp32_model, e) = x.image_graph()?;
     let n = x.resolution as usize;
     let Inputs {
         labels,
@@ -48,7 +51,6 @@ pub(super) fn build(
         eval_inputs,
     } = Inputs::read(opts, n, (x.mean, x.std))?;
 
-    let (fp32_model, e) = x.image_graph()?;
     let table = text_table(&x, &labels, &templates, e, opts.progress)?;
     let (model, int8_layers) = match precision {
         Precision::Fp32 => (fp32_model.clone(), Vec::new()),
@@ -81,6 +83,7 @@ pub(super) fn build(
         per_image: per_image(&files, &cos),
         sensitivity: Vec::new(),
         logit_scale: EXPORT_LOGIT_SCALE,
+        source_path: x.source.clone(),
         source: Source {
             checkpoint: file_name(&x.source),
             format: "Onnx".into(),

@@ -65,6 +65,9 @@ pub enum BuildError {
     Bundle(#[from] clip_edge::bundle::BundleError),
     #[error(transparent)]
     Onnx(#[from] crate::onnx::OnnxError),
+    /// A bad flag or combination of flags, named in the message.
+    #[error("{0}")]
+    Flag(String),
 }
 
 impl From<crate::atomic::IoAt> for BuildError {
@@ -144,37 +147,61 @@ pub struct ScoringChoice {
     /// `None`: the model's own (the checkpoint's `exp(logit_scale)`; 100
     /// for an ONNX export, which carries none).
     pub logit_scale: Option<f32>,
-    /// Added to each logit before the sigmoid; 0 with softmax.
-    pub logit_bias: f32,
+    /// Added to each logit before the sigmoid: required with sigmoid
+    /// scoring (a bias of 0 at CLIP's scale scores every label near 1),
+    /// refused (unless 0) with softmax.
+    pub logit_bias: Option<f32>,
 }
 
 impl ScoringChoice {
-    /// The scale to write, checked with the bias: one line naming the flag.
-    fn check(&self, model_scale: f32) -> Result<f32, BuildError> {
-        let bad = |why: String| BuildError::Input {
-            path: PathBuf::from("--scoring"),
-            why,
-        };
-        let scale = self.logit_scale.unwrap_or(model_scale);
-        if !(scale.is_finite() && scale > 0.0) {
-            return Err(bad(format!(
-                "--logit-scale {scale}: expected a positive number"
-            )));
+    /// The flags, checked before any heavy work: one line naming the flag.
+    fn check_flags(&self) -> Result<(), BuildError> {
+        if let Some(s) = self.logit_scale {
+            if !(s.is_finite() && s > 0.0 && s <= fmt::MAX_LOGIT_SCALE) {
+                return Err(BuildError::Flag(format!(
+                    "--logit-scale {s}: expected a positive number up to {}",
+                    fmt::MAX_LOGIT_SCALE
+                )));
+            }
         }
-        if !self.logit_bias.is_finite() {
-            return Err(bad(format!(
-                "--logit-bias {}: expected a number",
-                self.logit_bias
-            )));
+        match (self.scoring, self.logit_bias) {
+            (_, Some(b)) if !b.is_finite() => Err(BuildError::Flag(format!(
+                "--logit-bias {b}: expected a number"
+            ))),
+            (Scoring::Softmax, Some(b)) if b != 0.0 => Err(BuildError::Flag(format!(
+                "--logit-bias {b} with softmax scoring: a bias shifts every label alike \
+                 and changes nothing (use --scoring sigmoid)"
+            ))),
+            (Scoring::Sigmoid, None) => Err(BuildError::Flag(
+                "--scoring sigmoid needs --logit-bias (the model's learned bias, e.g. SigLIP's \
+                 about -10: without one every label scores near 1)"
+                    .into(),
+            )),
+            _ => Ok(()),
         }
-        if self.scoring == Scoring::Softmax && self.logit_bias != 0.0 {
-            return Err(bad(format!(
-                "--logit-bias {} with softmax scoring: a bias shifts every label alike \
-                 and changes nothing (use --scoring sigmoid)",
-                self.logit_bias
-            )));
+    }
+
+    /// The scale to write: `--logit-scale`, else the model's own
+    /// (`model_scale`, read from `source`), checked.
+    fn scale(&self, model_scale: f32, source: &Path) -> Result<f32, BuildError> {
+        self.check_flags()?;
+        match self.logit_scale {
+            Some(s) => Ok(s),
+            None if model_scale.is_finite()
+                && model_scale > 0.0
+                && model_scale <= fmt::MAX_LOGIT_SCALE =>
+            {
+                Ok(model_scale)
+            }
+            None => Err(BuildError::Input {
+                path: source.to_path_buf(),
+                why: format!(
+                    "logit scale {model_scale}: expected a positive number up to {} \
+                     (give --logit-scale)",
+                    fmt::MAX_LOGIT_SCALE
+                ),
+            }),
         }
-        Ok(scale)
     }
 }
 
@@ -332,10 +359,15 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
         None => None,
     };
     // The flags too: a bad scale or bias fails before any heavy work.
-    opts.scoring.check(1.0)?;
+    opts.scoring.check_flags()?;
     let onnx_file = opts.checkpoint.extension().is_some_and(|e| e == "onnx");
+    let onnx_file = onnx_file
+        || opts
+            .checkpoint
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
     match (&opts.text_checkpoint, &opts.preprocess) {
-        _ if crate::onnx::is_export(&opts.checkpoint) => {
+        (None, None) if crate::onnx::is_export(&opts.checkpoint) => {
             let x = crate::onnx::Export::open(&opts.checkpoint)?;
             return from_onnx::build(opts, x, start, signing_key.as_ref());
         }
@@ -431,6 +463,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
         summary,
         per_image: per_image(&files, &cos),
         sensitivity,
+        source_path: opts.checkpoint.clone(),
         logit_scale: sd
             .get("logit_scale")?
             .data

@@ -16,6 +16,8 @@ pub(super) struct Contents {
     pub(super) per_image: Vec<(String, f64)>,
     pub(super) sensitivity: Vec<(String, f64)>,
     pub(super) logit_scale: f32,
+    /// Where the model (and its logit scale) came from.
+    pub(super) source_path: PathBuf,
     pub(super) source: Source,
     pub(super) model_info: ModelInfo,
     pub(super) preprocess: PreprocessInfo,
@@ -55,7 +57,7 @@ pub(super) fn write_bundle(
 ) -> Result<Report, BuildError> {
     let out = &opts.out;
     let e = c.model_info.embed_dim;
-    let logit_scale = opts.scoring.check(c.logit_scale)?;
+    let logit_scale = opts.scoring.scale(c.logit_scale, &c.source_path)?;
     let report = crate::atomic::write_dir(out, |tmp| -> Result<Report, BuildError> {
         crate::nnef::write_nnef_tgz(&c.model, &tmp.join(fmt::IMAGE_ENCODER))?;
         write_table(
@@ -94,14 +96,17 @@ pub(super) fn write_bundle(
         std::fs::write(tmp.join(fmt::REPORT), &report_json).map_err(io(&tmp.join(fmt::REPORT)))?;
         files_sha.insert(fmt::REPORT.to_string(), fmt::sha256_hex(&report_json));
         let manifest = Manifest {
-            format_version: fmt::FORMAT_VERSION,
+            format_version: match opts.scoring.scoring {
+                Scoring::Softmax => fmt::FORMAT_VERSION_SOFTMAX,
+                Scoring::Sigmoid => fmt::FORMAT_VERSION,
+            },
             tract_version: TRACT_VERSION.to_string(),
             created_by: format!("clip-quantize {}", env!("CARGO_PKG_VERSION")),
             precision: opts.precision.to_string(),
             activation: activation_name(opts.activation).into(),
             logit_scale,
             scoring: opts.scoring.scoring,
-            logit_bias: opts.scoring.logit_bias,
+            logit_bias: opts.scoring.logit_bias.unwrap_or(0.0),
             labels: c.labels.clone(),
             templates: c.templates.clone(),
             source: c.source.clone(),

@@ -191,12 +191,11 @@ fn not_one(dims: &[usize]) -> Vec<usize> {
 /// weights (of [`INT8_MIN_WEIGHTS`] or more), one group, a constant bias.
 fn int8_conv(model: &TypedModel, node: &TypedNode) -> Option<Arc<Tensor>> {
     let op = node.op_as::<Conv>()?;
-    let x = model
-        .outlet_fact(node.inputs[0])
-        .ok()?
-        .shape
-        .as_concrete()?
-        .to_vec();
+    let xf = model.outlet_fact(node.inputs[0]).ok()?;
+    if xf.datum_type != f32::datum_type() {
+        return None;
+    }
+    let x = xf.shape.as_concrete()?.to_vec();
     let w = const_of(model, *node.inputs.get(1)?)?;
     (node.inputs.len() == 3
         && op.kernel_fmt == KernelFormat::OIHW
