@@ -115,6 +115,13 @@ pub fn run(a: &Args) -> Result<ExitCode> {
     let mean_total = tot.iter().sum::<f64>() / n;
     let mean_encode = enc.iter().sum::<f64>() / n;
     let m = &engine.bundle.manifest;
+    // tract runs on one thread in a build without its thread pool (the
+    // board build): report the threads that ran.
+    let threads = if engine.kind() == EngineKind::Tract && !cfg!(feature = "tract-threads") {
+        1
+    } else {
+        threads
+    };
     let mut report = json!({
         "bundle": bundle.bundle,
         "architecture": m.model.architecture,
