@@ -338,7 +338,10 @@ fn sigmoid_scoring_gives_each_label_its_own_probability() {
     })
     .unwrap_err()
     .to_string();
-    assert!(err.contains("--scoring sigmoid needs --logit-bias"), "{err}");
+    assert!(
+        err.contains("--scoring sigmoid needs --logit-bias"),
+        "{err}"
+    );
     // A sigmoid manifest is format 2; the same manifest claiming format 1
     // is refused (a version-1 reader would score it with softmax).
     assert!(manifest.contains("format_version = 2"), "{manifest}");
