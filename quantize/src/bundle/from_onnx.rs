@@ -63,7 +63,11 @@ pub(super) fn build(
         _ => (&calib, calib_files.clone()),
     };
     let (f, _) = run_images(fp32_model, inputs, false)?;
-    let (q, _) = run_images(model.clone(), inputs, false)?;
+    // An fp32 bundle's graph is the fp32 graph: run once.
+    let q = match precision {
+        Precision::Fp32 => f.clone(),
+        _ => run_images(model.clone(), inputs, false)?.0,
+    };
     let (mut summary, cos) = summary(&f, &q, &table, e);
     if let Some(set) = &eval_set {
         summary.zero_shot_top1 = Some(top1(&q, set, &table, e));
