@@ -263,6 +263,22 @@ fn an_int8_bundle_from_an_export_runs_its_products_and_convolution_in_int8() {
 /// `sigmoid(scale · cos + bias)` from PyTorch's embeddings. Measured 6.0e-8.
 const SIGMOID_MAX_ABS: f32 = 5e-7;
 
+/// The error of an fp32 build from the fixture with `scoring`, which must
+/// fail.
+fn refused(d: &Path, scoring: ScoringChoice) -> String {
+    build(&BuildOptions {
+        scoring,
+        ..options(
+            root().join("tests/fixtures/onnx/vit_tiny"),
+            Requested::Fixed(Precision::Fp32),
+            d.join("labels.txt"),
+            d.join("bad"),
+        )
+    })
+    .unwrap_err()
+    .to_string()
+}
+
 #[test]
 fn sigmoid_scoring_gives_each_label_its_own_probability() {
     let r = reference();
@@ -308,36 +324,22 @@ fn sigmoid_scoring_gives_each_label_its_own_probability() {
     eprintln!("sigmoid scores within {worst:.2e} of PyTorch's");
     assert!(worst <= SIGMOID_MAX_ABS, "{worst}");
     // A bias with softmax is refused, naming the flag.
-    let err = build(&BuildOptions {
-        scoring: ScoringChoice {
+    let err = refused(
+        &d,
+        ScoringChoice {
             logit_bias: Some(1.0),
             ..Default::default()
         },
-        ..options(
-            root().join("tests/fixtures/onnx/vit_tiny"),
-            Requested::Fixed(Precision::Fp32),
-            d.join("labels.txt"),
-            d.join("bad"),
-        )
-    })
-    .unwrap_err()
-    .to_string();
+    );
     assert!(err.contains("--logit-bias 1 with softmax"), "{err}");
     // Sigmoid without a bias is refused too, before any work.
-    let err = build(&BuildOptions {
-        scoring: ScoringChoice {
+    let err = refused(
+        &d,
+        ScoringChoice {
             scoring: Scoring::Sigmoid,
             ..Default::default()
         },
-        ..options(
-            root().join("tests/fixtures/onnx/vit_tiny"),
-            Requested::Fixed(Precision::Fp32),
-            d.join("labels.txt"),
-            d.join("bad"),
-        )
-    })
-    .unwrap_err()
-    .to_string();
+    );
     assert!(
         err.contains("--scoring sigmoid needs --logit-bias"),
         "{err}"
