@@ -7,9 +7,20 @@ use tract_core::internal::*;
 /// A runnable, optimised tract plan.
 pub type Plan = Arc<TypedSimplePlan>;
 
+/// tract's NNEF framework with this project's registry: tract-core ops
+/// that `tract_nnef` itself does not serialise but exports decluttered by
+/// tract contain (GELU by erf, as tract fuses it). A graph without them
+/// is written exactly as before; an older runtime refuses one with them
+/// (an unknown registry) rather than misreading it.
+pub fn nnef() -> tract_nnef::framework::Nnef {
+    let mut registry = tract_nnef::internal::Registry::new("clip_edge");
+    registry.register_unit_element_wise("clip_edge_gelu_exact", &tract_core::ops::nn::GeluExact {});
+    tract_nnef::nnef().with_registry(registry)
+}
+
 /// Reads a `.nnef.tgz` (or NNEF directory) written by `clip-quantize`.
 pub fn load_nnef(path: &Path) -> TractResult<TypedModel> {
-    tract_nnef::nnef()
+    nnef()
         .model_for_path(path)
         .with_context(|| format!("loading NNEF graph {}", path.display()))
 }
@@ -92,7 +103,7 @@ fn unpacked_size_hint(gz: &[u8], limit: u64) -> usize {
 /// becomes an error.
 pub fn read_nnef_tar(tar: &[u8]) -> TractResult<TypedModel> {
     check_nnef_tar(tar)?;
-    let read = std::panic::AssertUnwindSafe(|| tract_nnef::nnef().model_for_read(&mut &tar[..]));
+    let read = std::panic::AssertUnwindSafe(|| nnef().model_for_read(&mut &tar[..]));
     match std::panic::catch_unwind(read) {
         Ok(r) => r.context("reading NNEF graph"),
         Err(p) => {

@@ -14,7 +14,7 @@ pub fn write_nnef_tgz(model: &TypedModel, path: &Path) -> TractResult<()> {
         let f =
             std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
-        let gz = tract_nnef::nnef().write_to_tar_with_config(model, gz, false, true)?;
+        let gz = clip_edge::tract_graph::nnef().write_to_tar_with_config(model, gz, false, true)?;
         let mut f = gz.finish()?;
         f.flush()?;
         std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;

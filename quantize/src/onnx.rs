@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use clip_edge::preprocess::Filter;
 use thiserror::Error;
 use tract_core::internal::*;
 use tract_onnx::prelude::{Framework, InferenceFact, InferenceModelExt};
@@ -117,6 +118,8 @@ pub struct Export {
     pub resolution: u32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// The resize's filter (`interpolation`).
+    pub filter: Filter,
     /// Tokens per prompt (`text_cfg.context_length`, else 77).
     pub context_length: usize,
     /// The model config as written (`config.json`), or empty.
@@ -147,7 +150,7 @@ fn read_json(path: &Path) -> Result<serde_json::Value, OnnxError> {
 
 impl Export {
     /// Reads `dir`'s configs: the preprocessing is one the runtime does
-    /// exactly (RGB, bicubic, shortest side then centre crop, a square
+    /// exactly (RGB, bicubic or bilinear, shortest side then centre crop, a square
     /// input), the tokenizer CLIP's BPE.
     pub fn open(dir: &Path) -> Result<Export, OnnxError> {
         for f in [VISUAL, TEXTUAL, PREPROCESS] {
@@ -227,11 +230,18 @@ impl Export {
             v => Err(bad(key, quoted(v), why)),
         };
         only("mode", "RGB", "RGB is supported")?;
-        only(
-            "interpolation",
-            "bicubic",
-            "bicubic (Pillow's, exactly) is supported",
-        )?;
+        let filter = match field("interpolation") {
+            serde_json::Value::Null => Filter::Bicubic,
+            serde_json::Value::String(v) if v == "bicubic" => Filter::Bicubic,
+            serde_json::Value::String(v) if v == "bilinear" => Filter::Bilinear,
+            v => {
+                return Err(bad(
+                    "interpolation",
+                    quoted(v),
+                    "bicubic or bilinear (Pillow's, exactly) is supported",
+                ))
+            }
+        };
         only(
             "resize_mode",
             "shortest",
@@ -312,6 +322,7 @@ impl Export {
             resolution,
             mean,
             std,
+            filter,
             context_length,
             config,
         })

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::*;
+use crate::preprocess::Filter;
 
 /// The largest logit scale accepted (CLIP's is 100, SigLIP's about 110): a
 /// larger one turns rounding noise into certainty, and overflows to inf
@@ -66,8 +67,18 @@ pub struct PreprocessInfo {
     pub resolution: u32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
-    /// "pillow-bicubic": the exact reference `_transform(n)`.
+    /// "pillow-bicubic": the exact reference `_transform(n)`;
+    /// "pillow-bilinear": the same with Pillow's bilinear filter
+    /// ([`Filter`]).
     pub resize: String,
+}
+
+impl PreprocessInfo {
+    /// The resize's filter (a manifest that passed [`Manifest::validate`]
+    /// names one).
+    pub fn filter(&self) -> Filter {
+        Filter::from_manifest_name(&self.resize).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -133,6 +144,18 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The oldest format version that holds this manifest: 3 for a resize
+    /// other than bicubic, 2 for sigmoid scoring, else 1.
+    pub fn needed_format(&self) -> u32 {
+        if Filter::from_manifest_name(&self.preprocess.resize) != Some(Filter::Bicubic) {
+            3
+        } else if !self.scoring.is_softmax() {
+            2
+        } else {
+            FORMAT_VERSION_SOFTMAX
+        }
+    }
+
     /// Parses and validates manifest bytes; `path` names them in errors.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, BundleError> {
         let bad = |why: String| BundleError::Manifest {
@@ -199,9 +222,23 @@ impl Manifest {
                 self.logit_scale
             ));
         }
-        if !self.scoring.is_softmax() && self.format_version < FORMAT_VERSION {
+        let Some(filter) = Filter::from_manifest_name(&self.preprocess.resize) else {
             return Err(format!(
-                "scoring = \"{}\" in format_version {}; it needs format {FORMAT_VERSION}",
+                "preprocess resize = {:?}; this clip-edge resizes with \"{}\" or \"{}\"",
+                self.preprocess.resize,
+                Filter::Bicubic.manifest_name(),
+                Filter::Bilinear.manifest_name()
+            ));
+        };
+        if filter != Filter::Bicubic && self.format_version < 3 {
+            return Err(format!(
+                "preprocess resize = {:?} in format_version {}; it needs format 3",
+                self.preprocess.resize, self.format_version
+            ));
+        }
+        if !self.scoring.is_softmax() && self.format_version < 2 {
+            return Err(format!(
+                "scoring = \"{}\" in format_version {}; it needs format 2",
                 self.scoring, self.format_version
             ));
         }

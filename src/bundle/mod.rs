@@ -23,9 +23,13 @@ pub use manifest::{
 
 /// The newest version of the bundle format this build reads: 2 adds
 /// sigmoid scoring (`scoring`, `logit_bias`), which a reader of version 1
-/// would silently score with softmax. Bundles that score with softmax are
-/// still written as version 1, which every reader reads.
-pub const FORMAT_VERSION: u32 = 2;
+/// would silently score with softmax; 3 adds a bilinear resize
+/// (`[preprocess] resize = "pillow-bilinear"`), which readers of 1 and 2
+/// would silently resize bicubic. A bundle is written with the oldest
+/// version that holds it ([`Manifest::needed_format`]): one that scores
+/// with softmax and resizes bicubic is still version 1, which every
+/// reader reads.
+pub const FORMAT_VERSION: u32 = 3;
 /// The version written for a bundle that scores with softmax.
 pub const FORMAT_VERSION_SOFTMAX: u32 = 1;
 pub const MANIFEST: &str = "manifest.toml";

@@ -174,11 +174,12 @@ impl Engine {
                 ),
             });
         }
+        let filter = bundle.manifest.preprocess.filter();
         Ok(Engine {
             table: score::widen(&bundle.table),
             bundle,
             encoder,
-            pre: Preprocessor::new(),
+            pre: Preprocessor::new().with_filter(filter),
             input: vec![0f32; 3 * r * r],
             emb: vec![0f32; dim],
             scores: vec![0f32; labels],

@@ -31,6 +31,7 @@ use half::f16;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod depthwise;
 pub mod elementwise;
 pub mod float_panels;
 pub mod group_panels;

@@ -3,7 +3,8 @@
 //! `Normalize(mean, std)`), reproduced bit for bit from the decoded pixels.
 //!
 //! The resize is Pillow's convolution resampler (`libImaging/Resample.c`):
-//! bicubic with `a = -0.5`, support scaled by the downscale factor
+//! bicubic with `a = -0.5` (or, for models trained so, bilinear: see
+//! [`Filter`]), support scaled by the downscale factor
 //! (antialiasing), coefficients normalised in f64 and rounded to 22-bit fixed
 //! point, a horizontal pass into `u8` followed by a vertical pass. Every output
 //! pixel depends only on its own coefficients, so only the centre-cropped
@@ -25,6 +26,7 @@ mod resample;
 use passes::{horizontal, vertical, Scratch, MIN_PARALLEL_TAPS};
 #[cfg(test)]
 use resample::plain;
+pub use resample::Filter;
 use resample::{copy_window, nearest_table, span, AxisCoeffs, Window};
 
 use crate::kernels::pool::Pool;
@@ -177,6 +179,8 @@ pub struct Preprocessor {
     scratch: Vec<std::sync::Mutex<Scratch>>,
     /// The copy of the horizontal taps that runs.
     level: crate::kernels::elementwise::Level,
+    /// The resize's filter.
+    filter: Filter,
     /// Multiply-adds of a pass from which its rows are split over the
     /// pool's threads.
     parallel_from: usize,
@@ -223,6 +227,7 @@ impl Preprocessor {
             tmp: Vec::new(),
             scratch: Vec::new(),
             level,
+            filter: Filter::Bicubic,
             parallel_from: MIN_PARALLEL_TAPS,
             out8: Vec::new(),
             nearest_x: Vec::new(),
@@ -231,6 +236,17 @@ impl Preprocessor {
     }
 
     /// Number of floats [`Preprocessor::run`] writes for resolution `n`.
+    /// Resizes with `filter` from now on (bicubic until then).
+    pub fn set_filter(&mut self, filter: Filter) {
+        self.filter = filter;
+    }
+
+    /// [`Preprocessor::set_filter`], by value.
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
     pub fn output_len(n: u32) -> usize {
         3 * n as usize * n as usize
     }
@@ -377,7 +393,7 @@ impl Preprocessor {
                 } else {
                     img.data
                 };
-                self.bicubic(
+                self.resample(
                     src,
                     iw,
                     ih,
@@ -404,12 +420,12 @@ impl Preprocessor {
         Ok(&self.out8)
     }
 
-    /// Pillow's two-pass 8-bit bicubic resize of `src` (`iw`x`ih`, `ch`
+    /// Pillow's two-pass 8-bit resize (bicubic or bilinear) of `src` (`iw`x`ih`, `ch`
     /// channels) to `rw`x`rh`, computing only the `cw`x`chh` window at
     /// (`x0`, `y0`). The pass order is Pillow's (>= 12): vertical first when
     /// the height shrinks by more than twice as many pixels as the width.
     #[allow(clippy::too_many_arguments)]
-    fn bicubic(
+    fn resample(
         &mut self,
         src: &[u8],
         iw: usize,
@@ -431,10 +447,10 @@ impl Preprocessor {
         self.out8.clear();
         self.out8.resize(cw * chh * ch, 0);
         if need_v {
-            self.vert.compute(ih, rh, y0, chh);
+            self.vert.compute(self.filter, ih, rh, y0, chh);
         }
         if need_h {
-            self.horiz.compute(iw, rw, x0, cw);
+            self.horiz.compute(self.filter, iw, rw, x0, cw);
         }
         let threads = pool.map_or(1, Pool::threads);
         while self.scratch.len() < threads {

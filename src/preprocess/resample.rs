@@ -1,4 +1,5 @@
-//! Pillow's 8-bit bicubic resampler (`Resample.c`), windowed: the
+//! Pillow's 8-bit convolution resampler (`Resample.c`; bicubic or
+//! bilinear), windowed: the
 //! fixed-point coefficients of each axis, the horizontal and vertical
 //! passes over the rows and columns the centre crop keeps, Pillow's
 //! nearest-neighbour tables, and the plain twin the property tests
@@ -8,8 +9,54 @@ use crate::kernels::elementwise::{self, Level};
 
 /// Fixed-point precision of Pillow's 8-bit resampler (`32 - 8 - 2`).
 pub(super) const PRECISION_BITS: u32 = 32 - 8 - 2;
-/// Support of Pillow's bicubic filter.
-const BICUBIC_SUPPORT: f64 = 2.0;
+/// Pillow's resampling filters that the preprocessing implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Filter {
+    /// `Image.BICUBIC` (`a = -0.5`, support 2): CLIP's, SigLIP's.
+    #[default]
+    Bicubic,
+    /// `Image.BILINEAR` (the triangle, support 1): MobileCLIP's.
+    Bilinear,
+}
+
+impl Filter {
+    /// The filter's support at scale 1.
+    fn support(self) -> f64 {
+        match self {
+            Filter::Bicubic => 2.0,
+            Filter::Bilinear => 1.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        match self {
+            Filter::Bicubic => bicubic(x),
+            Filter::Bilinear => {
+                let x = x.abs();
+                if x < 1.0 {
+                    1.0 - x
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    /// The name a bundle's manifest gives it (`[preprocess] resize`).
+    pub fn manifest_name(self) -> &'static str {
+        match self {
+            Filter::Bicubic => "pillow-bicubic",
+            Filter::Bilinear => "pillow-bilinear",
+        }
+    }
+
+    /// The filter a manifest's `resize` names, if one this runtime has.
+    pub fn from_manifest_name(name: &str) -> Option<Filter> {
+        [Filter::Bicubic, Filter::Bilinear]
+            .into_iter()
+            .find(|f| f.manifest_name() == name)
+    }
+}
 
 fn bicubic(x: f64) -> f64 {
     const A: f64 = -0.5;
@@ -38,10 +85,17 @@ pub(super) struct AxisCoeffs {
 impl AxisCoeffs {
     /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for the outputs
     /// `first..first + count` of a resize from `in_size` to `out_size`.
-    pub(super) fn compute(&mut self, in_size: usize, out_size: usize, first: usize, count: usize) {
+    pub(super) fn compute(
+        &mut self,
+        filter: Filter,
+        in_size: usize,
+        out_size: usize,
+        first: usize,
+        count: usize,
+    ) {
         let scale = in_size as f64 / out_size as f64;
         let filterscale = scale.max(1.0);
-        let support = BICUBIC_SUPPORT * filterscale;
+        let support = filter.support() * filterscale;
         let ksize = support.ceil() as usize * 2 + 1;
         self.ksize = ksize;
         self.k.clear();
@@ -58,7 +112,7 @@ impl AxisCoeffs {
             let n = xmax.saturating_sub(xmin).min(ksize);
             let mut ww = 0.0;
             for x in 0..n {
-                let w = bicubic((x as f64 + xmin as f64 - center + 0.5) * ss);
+                let w = filter.weight((x as f64 + xmin as f64 - center + 0.5) * ss);
                 self.kk[x] = w;
                 ww += w;
             }
@@ -297,9 +351,9 @@ pub(crate) mod plain {
     use super::*;
     use crate::preprocess::{center_crop_offset, resized_size};
 
-    fn coeffs(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
+    fn coeffs(filter: Filter, in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
         let mut c = AxisCoeffs::default();
-        c.compute(in_size, out_size, 0, out_size);
+        c.compute(filter, in_size, out_size, 0, out_size);
         c.bounds
             .iter()
             .enumerate()
@@ -308,8 +362,8 @@ pub(crate) mod plain {
     }
 
     /// One pass along x of an image `w`x`h`x`ch`.
-    fn pass_x(src: &[u8], w: usize, h: usize, ch: usize, ow: usize) -> Vec<u8> {
-        let cs = coeffs(w, ow);
+    fn pass_x(filter: Filter, src: &[u8], w: usize, h: usize, ch: usize, ow: usize) -> Vec<u8> {
+        let cs = coeffs(filter, w, ow);
         let mut out = vec![0u8; ow * h * ch];
         for y in 0..h {
             for (x, (xmin, k)) in cs.iter().enumerate() {
@@ -337,21 +391,34 @@ pub(crate) mod plain {
         out
     }
 
-    pub fn resize(src: &[u8], w: usize, h: usize, ch: usize, ow: usize, oh: usize) -> Vec<u8> {
+    pub fn resize(
+        filter: Filter,
+        src: &[u8],
+        w: usize,
+        h: usize,
+        ch: usize,
+        ow: usize,
+        oh: usize,
+    ) -> Vec<u8> {
         let vertical_first =
             (h as i64 - oh as i64) > 0 && (h as i64 - oh as i64) > (w as i64 - ow as i64) * 2;
         let xs = |img: &[u8], w, h, ow| {
             if ow == w {
                 img.to_vec()
             } else {
-                pass_x(img, w, h, ch, ow)
+                pass_x(filter, img, w, h, ch, ow)
             }
         };
         let ys = |img: &[u8], w, h, oh| {
             if oh == h {
                 img.to_vec()
             } else {
-                transpose(&pass_x(&transpose(img, w, h, ch), h, w, ch, oh), oh, w, ch)
+                transpose(
+                    &pass_x(filter, &transpose(img, w, h, ch), h, w, ch, oh),
+                    oh,
+                    w,
+                    ch,
+                )
             }
         };
         if vertical_first {
@@ -361,9 +428,16 @@ pub(crate) mod plain {
         }
     }
 
-    pub fn resize_crop(src: &[u8], w: usize, h: usize, ch: usize, n: u32) -> Vec<u8> {
+    pub fn resize_crop(
+        filter: Filter,
+        src: &[u8],
+        w: usize,
+        h: usize,
+        ch: usize,
+        n: u32,
+    ) -> Vec<u8> {
         let (rw, rh) = resized_size(w as u32, h as u32, n);
-        let full = resize(src, w, h, ch, rw as usize, rh as usize);
+        let full = resize(filter, src, w, h, ch, rw as usize, rh as usize);
         let crop = n.min(rw).min(rh) as usize;
         let x0 = center_crop_offset(rw, crop as u32) as usize;
         let y0 = center_crop_offset(rh, crop as u32) as usize;

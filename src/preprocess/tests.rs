@@ -9,17 +9,18 @@ proptest! {
     /// sizes, both pass orders, up- and downscaling.
     #[test]
     fn windowed_resize_matches_plain_twin(
-        w in 1usize..90, h in 1usize..90, n in 1u32..40, ch in prop::sample::select(vec![1usize, 2, 3, 4]), seed in any::<u64>()
+        w in 1usize..90, h in 1usize..90, n in 1u32..40, ch in prop::sample::select(vec![1usize, 2, 3, 4]),
+        filter in prop::sample::select(vec![Filter::Bicubic, Filter::Bilinear]), seed in any::<u64>()
     ) {
         let mut state = seed | 1;
         let data: Vec<u8> = (0..w * h * ch).map(|_| { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state as u8 }).collect();
-        let want = plain::resize_crop(&data, w, h, ch, n);
+        let want = plain::resize_crop(filter, &data, w, h, ch, n);
         let detected = crate::kernels::elementwise::Level::detect();
         for level in [crate::kernels::elementwise::Level::Plain, detected] {
             if ch == 1 || ch == 3 {
                 let mode = if ch == 1 { Mode::L } else { Mode::Rgb };
                 let img = ImageView::new(w as u32, h as u32, mode, &data);
-                let got = Preprocessor::with_level(level).resize_crop_u8(&img, n).unwrap().to_vec();
+                let got = Preprocessor::with_level(level).with_filter(filter).resize_crop_u8(&img, n).unwrap().to_vec();
                 prop_assert_eq!(&got, &want, "{:?}", level);
             } else {
                 // Two and four channels (LA, RGBA: premultiplied around
@@ -27,8 +28,8 @@ proptest! {
                 let (rw, rh) = resized_size(w as u32, h as u32, n);
                 let crop = n.min(rw).min(rh);
                 let (x0, y0) = (center_crop_offset(rw, crop), center_crop_offset(rh, crop));
-                let mut p = Preprocessor::with_level(level);
-                p.bicubic(&data, w, h, ch, rw as usize, rh as usize, x0 as usize, y0 as usize, crop as usize, crop as usize, None);
+                let mut p = Preprocessor::with_level(level).with_filter(filter);
+                p.resample(&data, w, h, ch, rw as usize, rh as usize, x0 as usize, y0 as usize, crop as usize, crop as usize, None);
                 prop_assert_eq!(&p.out8, &want, "{:?}", level);
             }
         }

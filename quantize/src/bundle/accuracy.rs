@@ -30,13 +30,14 @@ pub fn list_eval(dir: &Path, labels: &[String]) -> Result<Vec<(PathBuf, usize)>,
 }
 
 /// Preprocessed inputs, decoded and checked before any heavy work.
-/// `mean`/`std`: the model's normalisation.
+/// `mean`/`std`: the model's normalisation; `filter`: its resize.
 pub(super) fn load_inputs(
     files: &[PathBuf],
     n: usize,
     (mean, std): ([f32; 3], [f32; 3]),
+    filter: Filter,
 ) -> Result<Vec<Tensor>, BuildError> {
-    let mut pre = Preprocessor::new();
+    let mut pre = Preprocessor::new().with_filter(filter);
     files
         .iter()
         .map(|p| {

@@ -49,7 +49,7 @@ pub(super) fn build(
         calib,
         eval_set,
         eval_inputs,
-    } = Inputs::read(opts, n, (x.mean, x.std))?;
+    } = Inputs::read(opts, n, (x.mean, x.std), x.filter)?;
 
     let table = text_table(&x, &labels, &templates, e, opts.progress)?;
     let (model, int8_layers) = match precision {
@@ -107,7 +107,7 @@ pub(super) fn build(
             resolution: x.resolution,
             mean: x.mean,
             std: x.std,
-            resize: "pillow-bicubic".into(),
+            resize: x.filter.manifest_name().into(),
         },
         layers: if int8_layers.is_empty() {
             vec![LayerPrecision {

@@ -13,7 +13,7 @@ use clip_edge::bundle::{
     Source, TableInfo,
 };
 use clip_edge::decode::{decode_file, DecodeError};
-use clip_edge::preprocess::{Preprocessor, CLIP_MEAN, CLIP_STD};
+use clip_edge::preprocess::{Filter, Preprocessor, CLIP_MEAN, CLIP_STD};
 use clip_edge::signature;
 use clip_edge::tract_graph;
 
@@ -304,15 +304,21 @@ struct Inputs {
 }
 
 impl Inputs {
-    /// `n`: the input's side; `norm`: the model's mean and std.
-    fn read(opts: &BuildOptions, n: usize, norm: ([f32; 3], [f32; 3])) -> Result<Self, BuildError> {
+    /// `n`: the input's side; `norm`: the model's mean and std; `filter`:
+    /// its resize.
+    fn read(
+        opts: &BuildOptions,
+        n: usize,
+        norm: ([f32; 3], [f32; 3]),
+        filter: Filter,
+    ) -> Result<Self, BuildError> {
         let labels = prompts::read_labels(&opts.labels)?;
         let templates = match &opts.templates {
             Some(p) => prompts::read_templates(p)?,
             None => vec![prompts::DEFAULT_TEMPLATE.to_string()],
         };
         let calib_files = list_images(&opts.calibration)?;
-        let calib = load_inputs(&calib_files, n, norm)?;
+        let calib = load_inputs(&calib_files, n, norm, filter)?;
         let eval_set = match &opts.eval {
             Some(d) => Some(list_eval(d, &labels)?),
             None => None,
@@ -322,6 +328,7 @@ impl Inputs {
                 &set.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
                 n,
                 norm,
+                filter,
             )?),
             None => None,
         };
@@ -401,7 +408,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
         calib,
         eval_set,
         eval_inputs,
-    } = Inputs::read(opts, n, (CLIP_MEAN, CLIP_STD))?;
+    } = Inputs::read(opts, n, (CLIP_MEAN, CLIP_STD), Filter::Bicubic)?;
 
     let table = text_table(&sd, &cfg, &labels, &templates, opts.progress)?;
     let e = cfg.embed_dim;

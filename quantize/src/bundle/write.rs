@@ -95,11 +95,9 @@ pub(super) fn write_bundle(
         let report_json = serde_json::to_vec_pretty(&report).expect("report serialises");
         std::fs::write(tmp.join(fmt::REPORT), &report_json).map_err(io(&tmp.join(fmt::REPORT)))?;
         files_sha.insert(fmt::REPORT.to_string(), fmt::sha256_hex(&report_json));
-        let manifest = Manifest {
-            format_version: match opts.scoring.scoring {
-                Scoring::Softmax => fmt::FORMAT_VERSION_SOFTMAX,
-                Scoring::Sigmoid => fmt::FORMAT_VERSION,
-            },
+        let mut manifest = Manifest {
+            // Set below, from what the manifest holds.
+            format_version: 0,
             tract_version: TRACT_VERSION.to_string(),
             created_by: format!("clip-quantize {}", env!("CARGO_PKG_VERSION")),
             precision: opts.precision.to_string(),
@@ -122,6 +120,7 @@ pub(super) fn write_bundle(
             layers: c.layers.clone(),
             files: files_sha,
         };
+        manifest.format_version = manifest.needed_format();
         let text = toml::to_string(&manifest).map_err(|e| BuildError::Input {
             path: tmp.join(fmt::MANIFEST),
             why: e.to_string(),

@@ -182,6 +182,67 @@ fn int8_product(model: &TypedModel, node: &TypedNode) -> Option<Int8Product> {
     })
 }
 
+/// A 1 × 1 convolution as tract declutters one: a product of one image
+/// `x` (`[1,] C, H, W`) by constant `[O, C]` weights (of
+/// [`INT8_MIN_WEIGHTS`] or more) into `[1,] O, H, W`, the channels summed
+/// away. Returns the
+/// weights' input slot and the weights.
+fn int8_pointwise(model: &TypedModel, node: &TypedNode) -> Option<(usize, Arc<Tensor>)> {
+    let op = node.op_as::<EinSum>()?;
+    if node.inputs.len() != 2 || op.q_params.is_some() || op.operating_dt != f32::datum_type() {
+        return None;
+    }
+    let w_slot = (0..2).find(|&s| const_of(model, node.inputs[s]).is_some())?;
+    let x_slot = 1 - w_slot;
+    let w = const_of(model, node.inputs[w_slot])?;
+    let xf = model.outlet_fact(node.inputs[x_slot]).ok()?;
+    if const_of(model, node.inputs[x_slot]).is_some()
+        || xf.datum_type != f32::datum_type()
+        || w.datum_type() != f32::datum_type()
+        || w.rank() != 2
+        || w.len() < INT8_MIN_WEIGHTS
+    {
+        return None;
+    }
+    let x = xf.shape.as_concrete()?.to_vec();
+    let y = model
+        .outlet_fact(OutletId::new(node.id, 0))
+        .ok()?
+        .shape
+        .as_concrete()?
+        .to_vec();
+    // Each axis by where it sits: (in w, in x, in the output).
+    let at = |v: &TVec<usize>| match v.len() {
+        0 => Some(None),
+        1 => Some(Some(v[0])),
+        _ => None,
+    };
+    let mut roles = Vec::new();
+    for a in op.axes.iter_all_axes() {
+        roles.push((
+            at(&a.inputs[w_slot])?,
+            at(&a.inputs[x_slot])?,
+            at(&a.outputs[0])?,
+        ));
+    }
+    roles.sort();
+    // `[1,] C, H, W` (declutter drops the batch axis of one image).
+    let b = x
+        .len()
+        .checked_sub(3)
+        .filter(|&b| b <= 1 && x[..b].iter().all(|&d| d == 1))?;
+    let mut want = vec![
+        (None, Some(b + 1), Some(b + 1)),
+        (None, Some(b + 2), Some(b + 2)),
+        (Some(0), None, Some(b)),
+        (Some(1), Some(b), None),
+    ];
+    if b == 1 {
+        want.insert(0, (None, Some(0), Some(0)));
+    }
+    (y.len() == x.len() && roles == want).then_some((w_slot, w))
+}
+
 /// The sizes other than 1, in order.
 fn not_one(dims: &[usize]) -> Vec<usize> {
     dims.iter().copied().filter(|&d| d != 1).collect()
@@ -298,7 +359,20 @@ pub fn int8_products(
         conv_layers.push((id, w.shape().to_vec(), pool.len(), scales));
         pool.extend(q);
     }
-    if layers.is_empty() && conv_layers.is_empty() {
+    let pointwise: Vec<(usize, usize, Arc<Tensor>)> = model
+        .nodes
+        .iter()
+        .filter_map(|n| int8_pointwise(&model, n).map(|(slot, w)| (n.id, slot, w)))
+        .collect();
+    let mut pointwise_layers = Vec::with_capacity(pointwise.len());
+    for (id, slot, w) in pointwise {
+        let rows = w.shape()[0];
+        let data: Vec<f32> = w.to_plain_array_view::<f32>()?.iter().copied().collect();
+        let (q, scales) = quantize_per_channel(&data, rows);
+        pointwise_layers.push((id, slot, w.shape().to_vec(), pool.len(), scales));
+        pool.extend(q);
+    }
+    if layers.is_empty() && conv_layers.is_empty() && pointwise_layers.is_empty() {
         return Ok((model, Vec::new()));
     }
     // Read by the products once rewritten (until then, by nothing).
@@ -402,6 +476,46 @@ pub fn int8_products(
         )?;
         let b = patch.tap_model(&model, inputs[2])?;
         let y = patch.wire_node(format!("{name}.int8"), op, &[xq, wd, b])?[0];
+        patch.shunt_outside(&model, OutletId::new(id, 0), y)?;
+        patch.apply(&mut model)?;
+        names.push((name, "conv"));
+    }
+    for (id, slot, shape, start, scales) in pointwise_layers {
+        let node = &model.nodes[id];
+        let name = node.name.clone();
+        let (op, inputs) = (node.op.clone(), node.inputs.clone());
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(&model, inputs[1 - slot])?;
+        let rank = patch.outlet_fact(x)?.rank();
+        // One scale for the image, as the convolutions.
+        let xq = fake_quant(&mut patch, &name, x, &(0..rank).collect::<Vec<_>>())?;
+        let all = patch.tap_model(&model, pool_f32)?;
+        let len: usize = shape.iter().product();
+        let sl = patch.wire_node(
+            format!("{name}.weight.slice"),
+            Slice::new(0, start, start + len),
+            &[all],
+        )?[0];
+        let dims: TVec<TDim> = shape.iter().map(|&d| d.to_dim()).collect();
+        let w = patch.wire_node(
+            format!("{name}.weight.shape"),
+            AxisOp::Reshape(0, tvec![len.to_dim()], dims),
+            &[sl],
+        )?[0];
+        let sc = patch.add_const(
+            format!("{name}.weight.scale"),
+            Tensor::from_shape(&[shape[0], 1], &scales)?,
+        )?;
+        let wd = bin(
+            &mut patch,
+            format!("{name}.weight.dequant"),
+            Box::new(math::Mul),
+            w,
+            sc,
+        )?;
+        let mut wires = [xq, xq];
+        wires[slot] = wd;
+        let y = patch.wire_node(format!("{name}.int8"), op, &wires)?[0];
         patch.shunt_outside(&model, OutletId::new(id, 0), y)?;
         patch.apply(&mut model)?;
         names.push((name, "conv"));

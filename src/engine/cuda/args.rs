@@ -412,6 +412,8 @@ pub(super) fn unary_code(op: Unary) -> (i32, f32) {
         Unary::Neg => (8, 0.0),
         Unary::Tanh => (9, 0.0),
         Unary::QuickGelu(a) => (10, a),
+        Unary::Erf => (12, 0.0),
+        Unary::Gelu => (13, 0.0),
     }
 }
 

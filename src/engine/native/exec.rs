@@ -228,6 +228,7 @@ pub(super) fn exec(
         Kind::Conv { conv, x, s } => {
             conv.run(kernels, pool, io.get(*x), io.opt(*s), dst, scratch, &post)
         }
+        Kind::Depthwise { dw, x } => dw.run(lv, pool, io.get(*x), dst, &post),
         Kind::Pool { pool: p, x } => {
             let x = io.get(*x);
             split_rows(pool, dst, p.oh * p.ow, &|c0, out| {
@@ -247,7 +248,7 @@ const MIN_PARALLEL_ELEMS: usize = 1 << 14;
 
 /// `f(first_row, rows)` over blocks of whole rows of `dst` (`row_len` each)
 /// on the pool's threads, or on the caller alone for a small `dst`.
-fn split_rows(
+pub(super) fn split_rows(
     pool: &Pool,
     dst: &mut [f32],
     row_len: usize,

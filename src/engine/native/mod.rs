@@ -10,6 +10,7 @@
 //! refused, it cannot index out of range per frame.
 
 mod conv;
+mod depthwise;
 mod exec;
 mod im2col;
 mod matmul;

@@ -125,6 +125,7 @@ macro_rules! runs_of {
                     ConvWeights::Float(Weights::F16(b)) => v.push($run::F16(b)),
                     ConvWeights::Int8(q) => v.push($run::I8(&$($m)? q.q)),
                 },
+                Kind::Depthwise { dw, .. } => v.push($run::F32(&$($m)? dw.weights)),
                 _ => {}
             }
         }
@@ -573,6 +574,30 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
                 };
                 if Some(len) != want {
                     return fail(format!("convolution weights of {len} values for {want:?}"));
+                }
+            }
+            Kind::Depthwise { dw, .. } => {
+                within("input", &[dw.c, dw.h, dw.w]).map_err(at)?;
+                within("output", &[dw.o, dw.oh, dw.ow]).map_err(at)?;
+                within("window", &dw.kernel).map_err(at)?;
+                let taps = dw.kernel[0] * dw.kernel[1];
+                if dw.c == 0 || dw.o % dw.c != 0 {
+                    return fail(format!("{} outputs over {} channels", dw.o, dw.c));
+                }
+                if dw.bias.len() != dw.o || Some(dw.weights.len()) != dw.o.checked_mul(taps) {
+                    return fail(format!(
+                        "depthwise weights of {} values and {} biases for {} channels of {taps}",
+                        dw.weights.len(),
+                        dw.bias.len(),
+                        dw.o
+                    ));
+                }
+                let steps = [dw.stride, dw.dilation, dw.pad].concat();
+                if dw.stride.contains(&0)
+                    || dw.dilation.contains(&0)
+                    || steps.iter().any(|&v| v > MAX_DIM)
+                {
+                    return fail(format!("strides, dilations and padding {steps:?}"));
                 }
             }
             Kind::Pool { pool: p, .. } => {

@@ -130,6 +130,10 @@ pub fn check_bounds(l: &ir::Lowered) -> Result<(), String> {
                     _ => {}
                 }
             }
+            Kind::Depthwise { dw, x } => {
+                within("x", st, (dw.c * dw.h * dw.w).checked_sub(1), len(*x))?;
+                within("out", st, (dw.o * dw.oh * dw.ow).checked_sub(1), out)?;
+            }
             Kind::Pool { pool, x } => {
                 within("x", st, (pool.c * pool.h * pool.w).checked_sub(1), len(*x))?;
                 within("out", st, (pool.c * pool.oh * pool.ow).checked_sub(1), out)?;

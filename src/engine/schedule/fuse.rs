@@ -149,6 +149,8 @@ fn granularity(s: &Step, len: usize) -> Option<usize> {
         Kind::MatMul { mm, .. } => matmul_block(mm, len),
         // Whole output rows (a thread's pixels, when split by pixels).
         Kind::Conv { conv, .. } => Some(conv.ow),
+        // Whole channels (a thread's planes).
+        Kind::Depthwise { dw, .. } => Some(dw.oh * dw.ow),
         Kind::Binary { dims, .. } => Some(dims.last().copied().unwrap_or(1)),
         Kind::Unary { .. } => Some(unary_row(&s.posts)),
         Kind::Softmax { around, .. } | Kind::RmsNorm { around, .. } => {

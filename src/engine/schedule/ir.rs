@@ -4,7 +4,7 @@
 //! [`super::plan`] places it in one arena. The CPU engine
 //! ([`crate::engine::native`]) and the CUDA backend both run it.
 
-use super::linear::{Conv, MatMul, Rhs};
+use super::linear::{Conv, Depthwise, MatMul, Rhs};
 use super::ops::{AroundAxis, Binary, Pool2d, Reduce, Unary};
 
 /// Where an op reads a tensor.
@@ -73,6 +73,10 @@ pub enum Kind {
         x: Operand,
         s: Option<Operand>,
     },
+    Depthwise {
+        dw: Box<Depthwise>,
+        x: Operand,
+    },
     Pool {
         pool: Pool2d,
         x: Operand,
@@ -93,6 +97,7 @@ impl Kind {
                 Rhs::Float(_) | Rhs::Int8(..) => "linear",
             },
             Kind::Conv { .. } => "conv",
+            Kind::Depthwise { .. } => "depthwise",
             Kind::Pool { .. } => "pool",
         }
     }
@@ -104,6 +109,7 @@ impl Kind {
             | Kind::Reduce { x, .. }
             | Kind::Softmax { x, .. }
             | Kind::RmsNorm { x, .. }
+            | Kind::Depthwise { x, .. }
             | Kind::Pool { x, .. } => vec![*x],
             Kind::Copy { parts } => parts.iter().map(|p| p.src).collect(),
             Kind::MatMul { a, b, s, .. } => [Some(*a), *b, *s].into_iter().flatten().collect(),

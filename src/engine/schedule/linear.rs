@@ -262,3 +262,35 @@ impl Conv {
             }
     }
 }
+
+/// A depthwise convolution over one NCHW image (a grouped convolution
+/// with one group per input channel): output channel `j` reads input
+/// channel `j / (o / c)` alone. Its weights, `kh · kw` per output
+/// channel, are few next to the products': f32 at every precision.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Depthwise {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    pub pad: [usize; 2],
+    /// `o × kh · kw`, row-major.
+    pub weights: Blob<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl Depthwise {
+    /// Multiply-adds of one frame (taps in the padding included).
+    pub fn macs(&self) -> usize {
+        self.o * self.oh * self.ow * self.kernel[0] * self.kernel[1]
+    }
+
+    pub fn weight_bytes(&self) -> usize {
+        4 * (self.bias.len() + self.weights.len())
+    }
+}

@@ -51,6 +51,8 @@ __device__ __forceinline__ float unop(int op, float alpha, float x) {
     case 11: return x;  // identity: a launch that only applies posts
     case 8: return -x;
     case 9: return tanhf(x);
+    case 12: return erff(x);
+    case 13: return 0.5f * x * erfcf(-x * 0.70710678118654752f);
     default: return x / (1.0f + expf(-alpha * x));
     }
 }

@@ -3,7 +3,7 @@
 use super::*;
 use proptest::prelude::*;
 
-pub(super) fn levels() -> Vec<Level> {
+pub(in crate::kernels) fn levels() -> Vec<Level> {
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut v = vec![Level::Plain];
     #[cfg(target_arch = "x86_64")]
@@ -35,7 +35,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-const UNARIES: [Unary; 11] = [
+const UNARIES: [Unary; 13] = [
     Unary::Abs,
     Unary::Recip,
     Unary::RoundHalfToEven,
@@ -47,6 +47,8 @@ const UNARIES: [Unary; 11] = [
     Unary::Neg,
     Unary::Tanh,
     Unary::QuickGelu(1.702),
+    Unary::Erf,
+    Unary::Gelu,
 ];
 const BINARIES: [Binary; 6] = [
     Binary::Add,
@@ -141,4 +143,56 @@ proptest! {
             prop_assert!((ms - 1.0).abs() < 1e-3, "mean square {}", ms);
         }
     }
+}
+
+/// Bound on GELU's error relative to `|x|/2` (measured 3.7e-7 over the
+/// grid below).
+const GELU_REL_ERROR: f64 = 1e-6;
+
+/// `erf` and GELU against f64's (libm) on a dense grid, the extremes, the
+/// signed zeros and NaN: within [`super::ERF_ABS_ERROR`], and GELU's
+/// far negative tail keeps its relative precision.
+#[test]
+fn erf_and_gelu_meet_their_definitions() {
+    use super::{erf, gelu, ERF_ABS_ERROR};
+    let mut worst_erf = 0f64;
+    let mut worst_gelu = 0f64;
+    let grid = (-80_000..=80_000).map(|i| i as f32 * 1e-4);
+    for x in grid.chain([
+        f32::MAX,
+        -f32::MAX,
+        f32::MIN_POSITIVE,
+        1e-30,
+        -1e-30,
+        30.0,
+        -30.0,
+    ]) {
+        let e = libm::erf(x as f64);
+        worst_erf = worst_erf.max((erf(x) as f64 - e).abs());
+        let g = x as f64 * 0.5 * libm::erfc(-(x as f64) * std::f64::consts::FRAC_1_SQRT_2);
+        let scale = (x as f64).abs() * 0.5;
+        if scale > 0.0 && scale.is_finite() {
+            worst_gelu = worst_gelu.max((gelu(x) as f64 - g).abs() / scale);
+        }
+    }
+    eprintln!("erf within {worst_erf:.2e}, gelu within {worst_gelu:.2e} of |x|/2");
+    assert!(
+        worst_erf <= ERF_ABS_ERROR as f64,
+        "erf off by {worst_erf:e}"
+    );
+    assert!(
+        worst_gelu <= GELU_REL_ERROR,
+        "gelu off by {worst_gelu:e} of |x|/2"
+    );
+    // The tail: gelu(-5) = -5 Φ(-5) ≈ -1.433e-6, to a few parts in 1e6.
+    let tail = -5.0 * 0.5 * libm::erfc(5.0 * std::f64::consts::FRAC_1_SQRT_2);
+    assert!(
+        (gelu(-5.0) as f64 / tail - 1.0).abs() < 1e-5,
+        "{} vs {tail}",
+        gelu(-5.0)
+    );
+    assert_eq!(erf(0.0).to_bits(), 0f32.to_bits());
+    assert_eq!(erf(-0.0).to_bits(), (-0f32).to_bits());
+    assert!(erf(f32::NAN).is_nan() && gelu(f32::NAN).is_nan());
+    assert_eq!((erf(f32::INFINITY), erf(f32::NEG_INFINITY)), (1.0, -1.0));
 }

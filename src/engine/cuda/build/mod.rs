@@ -291,6 +291,12 @@ pub(super) fn plan(
                     (out, out_bs),
                 )?;
             }
+            Kind::Depthwise { .. } => {
+                return Err(CudaError::Unsupported {
+                    node: node.into(),
+                    why: "a depthwise convolution (the CPU engine runs it)".into(),
+                });
+            }
             Kind::Pool { pool, x } => {
                 let (px, x_bs) = opnd(*x);
                 made.launches.push(Launch::Pool(

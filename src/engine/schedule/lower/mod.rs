@@ -17,7 +17,9 @@ use tract_core::ops::konst::Const;
 use tract_core::ops::nn::{DataFormat, Reduce as TReduce, Reducer, RmsNorm, Softmax, SoftmaxKind};
 
 use super::ir::{prune, CopyPart, Kind, LowerError, Lowered, Operand, Step};
-use super::linear::{ActQuant, Conv, ConvWeights, FloatWeights, Int8, MatMul, Rhs, Weights};
+use super::linear::{
+    ActQuant, Conv, ConvWeights, Depthwise, FloatWeights, Int8, MatMul, Rhs, Weights,
+};
 use super::ops::{self, AroundAxis, Binary, Pool2d, Reduce, Unary, MAX_RANK};
 
 mod patterns;

@@ -124,8 +124,9 @@ impl Lowerer<'_> {
         let x_full = self.dims(node.inputs[0])?;
         let x_dims = chw(ps.data_format, &x_full);
         let out = chw(ps.data_format, &dims);
+        let depthwise = op.group > 1 && x_dims.as_ref().is_some_and(|x| x[0] == op.group);
         if op.kernel_fmt != KernelFormat::OIHW
-            || op.group != 1
+            || (op.group != 1 && !depthwise)
             || op.q_params.is_some()
             || x_dims.is_none()
             || out.is_none()
@@ -144,6 +145,9 @@ impl Lowerer<'_> {
             .ok_or("bias is not constant")?;
         let (o, c) = (out[0], x_dims[0]);
         let [kh, kw] = [ps.kernel_shape[0], ps.kernel_shape[1]];
+        if depthwise {
+            return self.depthwise(node, op, &x_dims, &out, bias, dims);
+        }
         let kk = c * kh * kw;
         if w_dims.iter().product::<usize>() != o * kk || w_dims.first() != Some(&o) {
             return Err(format!("weights of shape {w_dims:?}, not {o}x{kk}"));
@@ -208,14 +212,142 @@ impl Lowerer<'_> {
         Ok(())
     }
 
+    /// A convolution with one group per input channel (`x_dims`: CHW,
+    /// `out`: OHW, `o` a multiple of `c`).
+    fn depthwise(
+        &mut self,
+        node: &TypedNode,
+        op: &TConv,
+        x_dims: &[usize],
+        out: &[usize],
+        bias: Vec<f32>,
+        dims: Vec<usize>,
+    ) -> R<()> {
+        let ps = &op.pool_spec;
+        let (c, o) = (x_dims[0], out[0]);
+        let [kh, kw] = [ps.kernel_shape[0], ps.kernel_shape[1]];
+        let taps = kh * kw;
+        if o % c != 0 {
+            return Err(format!("{o} outputs over {c} groups"));
+        }
+        let w_dims = self.dims(node.inputs[1])?;
+        if w_dims != [o, 1, kh, kw] {
+            return Err(format!(
+                "depthwise weights of shape {w_dims:?}, not {o}x1x{kh}x{kw}"
+            ));
+        }
+        let weights = self
+            .const_f32(node.inputs[1])
+            .ok_or("weights are not constant numbers")?;
+        if weights.len() != o * taps {
+            return Err(format!("{} weights for {o}x{taps}", weights.len()));
+        }
+        let bias = match bias.len() {
+            1 => vec![bias[0]; o],
+            n if n == o => bias,
+            n => return Err(format!("bias of {n} values for {o} channels")),
+        };
+        let pad = ps.computed_padding(&x_dims[1..]);
+        let (strides, dil) = (ps.strides(), ps.dilations());
+        let dw = Depthwise {
+            c,
+            h: x_dims[1],
+            w: x_dims[2],
+            o,
+            oh: out[1],
+            ow: out[2],
+            kernel: [kh, kw],
+            stride: [strides[0], strides[1]],
+            dilation: [dil[0], dil[1]],
+            pad: [pad[0].pad_before, pad[1].pad_before],
+            weights: weights.into(),
+            bias,
+        };
+        let x = self.operand(node.inputs[0])?;
+        self.push(
+            node,
+            Kind::Depthwise {
+                dw: Box::new(dw),
+                x,
+            },
+            dims,
+        );
+        Ok(())
+    }
+
+    /// A 1 × 1 convolution of `x_o` (`c` channels of `h × w` pixels) by
+    /// the constant `w_o` (`o` rows of `c`, read at the offsets given),
+    /// in int8 when its input is fake-quantised with one scale (before a
+    /// reshape, which leaves the pixels where they are).
+    #[allow(clippy::type_complexity)]
+    fn pointwise(
+        &mut self,
+        node: &TypedNode,
+        (x_o, w_o): (OutletId, OutletId),
+        [c, h, w, o]: [usize; 4],
+        (n_off, k_off, w_dims): (&[usize], &[usize], &[usize]),
+        dims: Vec<usize>,
+    ) -> R<()> {
+        let len = |o: OutletId| self.dims(o).map(|d| d.iter().product::<usize>()).ok();
+        let (n, name) = self.op_of(x_o);
+        let x_q = if name == "Reshape" && n.inputs.len() == 1 {
+            n.inputs[0]
+        } else {
+            x_o
+        };
+        let fq = self
+            .fake_quant(x_q)
+            .filter(|(x, s)| len(*s) == Some(1) && len(*x) == Some(c * h * w));
+        let (weights, quant) = match self.weights(w_o, n_off, k_off, w_dims, fq.is_some(), true)? {
+            Got::Int8(w) => (ConvWeights::Int8(w), true),
+            Got::Float(w) => (ConvWeights::Float(w), false),
+            Got::F32Rows(w) => (ConvWeights::F32Rows(w.into()), false),
+        };
+        let conv = Conv {
+            c,
+            h,
+            w,
+            o,
+            oh: h,
+            ow: w,
+            kernel: [1, 1],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [0, 0],
+            weights,
+            bias: vec![0.0; o],
+        };
+        let (x, s) = match (quant, fq) {
+            (true, Some((x, s))) => (self.operand(x)?, Some(self.operand(s)?)),
+            _ => (self.operand(x_o)?, None),
+        };
+        self.push(
+            node,
+            Kind::Conv {
+                conv: Box::new(conv),
+                x,
+                s,
+            },
+            dims,
+        );
+        Ok(())
+    }
+
     pub(super) fn einsum(&mut self, node: &TypedNode, op: &EinSum, dims: Vec<usize>) -> R<()> {
         if op.q_params.is_some() || node.inputs.len() != 2 {
             return Err("a quantised or many-input einsum".into());
         }
-        let (a_o, b_o) = (node.inputs[0], node.inputs[1]);
-        if !matches!(self.value(a_o)?, Value::Val { .. }) {
-            return Err("a constant left operand".into());
-        }
+        // Constant weights on the left (`W·X`, a 1 × 1 convolution as
+        // tract declutters it): the product's sides swapped, the
+        // activation's axes are then the rows.
+        let left_val = matches!(self.value(node.inputs[0])?, Value::Val { .. });
+        let right_val = matches!(self.value(node.inputs[1])?, Value::Val { .. });
+        let (ia, ib) = match (left_val, right_val) {
+            (true, _) => (0, 1),
+            (false, true) => (1, 0),
+            (false, false) => return Err("two constant operands".into()),
+        };
+        let (a_o, b_o) = (node.inputs[ia], node.inputs[ib]);
         let (da, db) = (self.dims(a_o)?, self.dims(b_o)?);
         let (sa, sb, so) = (
             ops::strides_of(&da),
@@ -236,8 +368,8 @@ impl Lowerer<'_> {
                 }
             };
             let (pa, pb, po) = (
-                pos(&axis.inputs[0])?,
-                pos(&axis.inputs[1])?,
+                pos(&axis.inputs[ia])?,
+                pos(&axis.inputs[ib])?,
                 pos(&axis.outputs[0])?,
             );
             // tract broadcasts size-1 axes: the axis's size is the one
@@ -298,6 +430,23 @@ impl Lowerer<'_> {
         let fq = self
             .fake_quant(a_o)
             .filter(|(x, _)| self.dims(*x).ok() == Some(da.clone()));
+        // A 1 × 1 convolution (constant `[n, k]` weights on an image of `k`
+        // channels of `m` pixels, written channel by channel): the
+        // convolution executor's layout, its panels over the pixels.
+        let seq = |t: &[usize], step: usize| t.iter().enumerate().all(|(i, &v)| v == i * step);
+        if rhs_const
+            && batch.is_empty()
+            && m > 1
+            && seq(&table(&m_ax, |ax| ax.a), 1)
+            && seq(&table(&k_ax, |ax| ax.a), m)
+            && seq(&table(&m_ax, |ax| ax.o), 1)
+            && seq(&table(&n_ax, |ax| ax.o), m)
+        {
+            let w = m_ax.last().map_or(m, |ax| ax.size);
+            let (b_n, b_k) = (table(&n_ax, |ax| ax.b), table(&k_ax, |ax| ax.b));
+            let geometry = [k, m / w, w, n];
+            return self.pointwise(node, (a_o, b_o), geometry, (&b_n, &b_k, &db), dims);
+        }
         // The scale's offsets on a's axes; it must not vary along k.
         let quant = match fq {
             Some((_, s)) if rhs_const => {

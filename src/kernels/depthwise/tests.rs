@@ -1,0 +1,86 @@
+//! The depthwise kernel's compiled copies against the plain one, and the
+//! plain one against the direct sum.
+
+use super::*;
+use crate::kernels::elementwise::tests::levels;
+use proptest::prelude::*;
+
+/// The definition, one output value at a time, taps in the same order.
+#[allow(clippy::too_many_arguments)]
+fn direct(
+    x: &[f32],
+    [h, w]: [usize; 2],
+    k: &[f32],
+    [kh, kw]: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pad: [usize; 2],
+    bias: f32,
+    [oh, ow]: [usize; 2],
+) -> Vec<f32> {
+    let mut out = vec![0f32; oh * ow];
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let mut acc = bias;
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let iy = (oy * stride[0] + ky * dilation[0]) as isize - pad[0] as isize;
+                    let ix = (ox * stride[1] + kx * dilation[1]) as isize - pad[1] as isize;
+                    if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                        acc += k[ky * kw + kx] * x[iy as usize * w + ix as usize];
+                    }
+                }
+            }
+            out[oy * ow + ox] = acc;
+        }
+    }
+    out
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Every geometry (kernel, stride, dilation, padding, including
+    /// padding wider than the kernel reaches): the plain copy is the
+    /// direct sum and every compiled copy is the plain one, bit for bit.
+    #[test]
+    fn every_copy_is_the_direct_sum(
+        h in 1usize..24, w in 1usize..40,
+        kh in 1usize..8, kw in 1usize..8,
+        sy in 1usize..4, sx in 1usize..4,
+        dy in 1usize..3, dx in 1usize..3,
+        py in 0usize..5, px in 0usize..5,
+        seed in any::<u64>(),
+    ) {
+        let span = |n: usize, k: usize, s: usize, d: usize, p: usize| {
+            (n + 2 * p).checked_sub(d * (k - 1) + 1).map(|r| r / s + 1)
+        };
+        let (Some(oh), Some(ow)) = (span(h, kh, sy, dy, py), span(w, kw, sx, dx, px)) else {
+            return Ok(());
+        };
+        let mut r = seed | 1;
+        let mut next = || {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            (r % 2001) as f32 / 1000.0 - 1.0
+        };
+        let x: Vec<f32> = (0..h * w).map(|_| next()).collect();
+        let k: Vec<f32> = (0..kh * kw).map(|_| next()).collect();
+        let bias = next();
+        let geometry = ([kh, kw], [sy, sx], [dy, dx], [py, px]);
+        let want = direct(&x, [h, w], &k, geometry.0, geometry.1, geometry.2, geometry.3, bias, [oh, ow]);
+        let mut got = vec![f32::NAN; oh * ow];
+        plain::plane(&x, w, &k, geometry.0, geometry.1, geometry.2, geometry.3, bias, ow, &mut got);
+        prop_assert_eq!(bits(&got), bits(&want));
+        for lv in levels() {
+            let mut c = vec![f32::NAN; oh * ow];
+            plane(lv, &x, w, &k, geometry.0, geometry.1, geometry.2, geometry.3, bias, ow, &mut c);
+            prop_assert_eq!(bits(&c), bits(&want), "{:?}", lv);
+        }
+    }
+}
