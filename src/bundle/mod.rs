@@ -30,7 +30,8 @@ pub use manifest::{
 /// with softmax and resizes bicubic is still version 1, which every
 /// reader reads.
 pub const FORMAT_VERSION: u32 = 3;
-/// The version written for a bundle that scores with softmax.
+/// The version written for a bundle that scores with softmax and resizes
+/// bicubic (what every reader reads).
 pub const FORMAT_VERSION_SOFTMAX: u32 = 1;
 pub const MANIFEST: &str = "manifest.toml";
 pub const IMAGE_ENCODER: &str = "image_encoder.nnef.tgz";

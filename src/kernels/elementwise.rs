@@ -144,16 +144,34 @@ fn erfc_nonneg(z: f32) -> f32 {
     t * fast_exp(p - z * z)
 }
 
-/// `erf(x)` in f32, branch-free: `1 - erfc(|x|)` with `x`'s sign. Within
-/// [`ERF_ABS_ERROR`] of the exact value (tested).
+/// `erf(x)` in f32, branch-free: `1 - erfc(|x|)` with `x`'s sign, and
+/// for `|x| < 1/2` (where that would cancel) its Maclaurin series to
+/// `x^11` instead. Within [`ERF_ABS_ERROR`] of the exact value, and within
+/// [`ERF_SMALL_REL_ERROR`] of it relatively below `1/2` (tested).
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
-    (1.0 - erfc_nonneg(x.abs())).copysign(x)
+    // 2/√π · (x − x³/3 + x⁵/10 − x⁷/42 + x⁹/216 − x¹¹/1320)
+    let z = x * x;
+    let series = x
+        * (std::f32::consts::FRAC_2_SQRT_PI
+            * (1.0
+                + z * (-1.0 / 3.0
+                    + z * (1.0 / 10.0 + z * (-1.0 / 42.0 + z * (1.0 / 216.0 - z / 1320.0))))));
+    let far = (1.0 - erfc_nonneg(x.abs())).copysign(x);
+    if x.abs() < 0.5 {
+        series
+    } else {
+        far
+    }
 }
 
 /// Bound on `|erf(x) - erf_exact(x)|` over all f32 (tested on a dense grid
-/// and the extremes; measured 3.4e-7).
+/// and the extremes; measured 1.5e-7).
 pub const ERF_ABS_ERROR: f32 = 1e-6;
+
+/// Bound on `erf`'s relative error for `|x| < 1/2` (tested; measured
+/// 1.8e-7).
+pub const ERF_SMALL_REL_ERROR: f32 = 1e-6;
 
 /// GELU by erf, `x/2 · (1 + erf(x/√2))`, with `1 + erf(-z) = erfc(z)`
 /// taken from the fit directly, so that the far negative tail keeps its

@@ -235,7 +235,6 @@ impl Preprocessor {
         }
     }
 
-    /// Number of floats [`Preprocessor::run`] writes for resolution `n`.
     /// Resizes with `filter` from now on (bicubic until then).
     pub fn set_filter(&mut self, filter: Filter) {
         self.filter = filter;
@@ -247,6 +246,7 @@ impl Preprocessor {
         self
     }
 
+    /// Number of floats [`Preprocessor::run`] writes for resolution `n`.
     pub fn output_len(n: u32) -> usize {
         3 * n as usize * n as usize
     }

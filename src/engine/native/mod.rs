@@ -179,6 +179,7 @@ impl Native {
                     size = size.max(conv.scratch());
                     weight_bytes += conv.weight_bytes();
                 }
+                Kind::Depthwise { dw, .. } => weight_bytes += dw.weight_bytes(),
                 _ => {}
             }
         }
@@ -311,6 +312,7 @@ impl Native {
                 let macs = match &s.kind {
                     Kind::MatMul { mm, .. } => mm.macs(),
                     Kind::Conv { conv, .. } => conv.macs(),
+                    Kind::Depthwise { dw, .. } => dw.macs(),
                     _ => 0,
                 };
                 StepTime {

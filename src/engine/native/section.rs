@@ -28,7 +28,7 @@ use crate::kernels::Kernels;
 const MAGIC: &[u8; 8] = b"CLIPNSEC";
 /// Version of the section layout and of the schedule's serialised form.
 /// A section of another version is refused (and rebuilt by the caller).
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Alignment of each weight run in the section (and so in a mapping of
 /// it, which starts on a page).
 pub const ALIGN: usize = 64;
@@ -593,9 +593,21 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
                     ));
                 }
                 let steps = [dw.stride, dw.dilation, dw.pad].concat();
+                // The kernel's index arithmetic (`oy·sy + ky·dy − py`) stays
+                // far inside `isize` on 32-bit targets too.
+                let reach = |o: usize, s: usize, k: usize, d: usize, p: usize| {
+                    (o as u64).saturating_mul(s as u64)
+                        + (k.saturating_sub(1) as u64).saturating_mul(d as u64)
+                        + p as u64
+                };
                 if dw.stride.contains(&0)
                     || dw.dilation.contains(&0)
                     || steps.iter().any(|&v| v > MAX_DIM)
+                    || (0..2).any(|a| {
+                        let o = [dw.oh, dw.ow][a];
+                        reach(o, dw.stride[a], dw.kernel[a], dw.dilation[a], dw.pad[a])
+                            > MAX_DIM as u64
+                    })
                 {
                     return fail(format!("strides, dilations and padding {steps:?}"));
                 }
