@@ -89,13 +89,16 @@ fn products_run_in_the_bundles_precision() {
         let s = e.native_summary().unwrap();
         let precision = e.bundle.manifest.precision.clone();
         let count = |p: &str| s.products.iter().filter(|(_, q)| *q == p).count();
-        // The graph's node names are the layer names with `_` for `.`.
+        // The graph's node names are the layer names with `_` for `.` and
+        // `/` (an ONNX export's), leading underscores aside.
         let products_of = |layer: &str| -> Vec<&'static str> {
-            let prefix = layer.replace('.', "_");
+            let prefix = layer.replace(['.', '/'], "_");
+            let prefix = prefix.trim_start_matches('_');
             s.products
                 .iter()
                 .filter(|(n, _)| {
-                    n.strip_prefix(&prefix)
+                    n.trim_start_matches('_')
+                        .strip_prefix(prefix)
                         .is_some_and(|rest| rest.is_empty() || rest.starts_with(['_', '.']))
                 })
                 .map(|(_, p)| *p)

@@ -340,6 +340,11 @@ fn committed_test_bundles_are_fresh() {
         ("vit_tiny_jit.pt", "vit_tiny_fp32", Precision::Fp32),
         ("vit_tiny_jit.pt", "vit_tiny_int8", Precision::Int8),
         ("rn_tiny_jit.pt", "rn_tiny_fp16", Precision::Fp16),
+        (
+            "../onnx/mobileclip_tiny",
+            "mobileclip_tiny_int8",
+            Precision::Int8,
+        ),
     ] {
         let d = scratch(&format!("fresh-{name}"));
         let mut o = opts(

@@ -13,14 +13,16 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
-/// Every committed bundle: both default models, and a ViT (fp32, int8) and
-/// a ResNet (fp16) fixture.
-pub const COMMITTED_BUNDLES: [&str; 5] = [
+/// Every committed bundle: both default models, and a ViT (fp32, int8), a
+/// ResNet (fp16) and a MobileCLIP (int8: depthwise and 1 × 1 convolutions,
+/// GELU by erf) fixture.
+pub const COMMITTED_BUNDLES: [&str; 6] = [
     "models/default-fp32",
     "models/default-int8",
     "tests/fixtures/bundles/vit_tiny_fp32",
     "tests/fixtures/bundles/vit_tiny_int8",
     "tests/fixtures/bundles/rn_tiny_fp16",
+    "tests/fixtures/bundles/mobileclip_tiny_int8",
 ];
 
 /// A fresh scratch directory for one test of this process.

@@ -240,7 +240,11 @@ fn int8_pointwise(model: &TypedModel, node: &TypedNode) -> Option<(usize, Arc<Te
     if b == 1 {
         want.insert(0, (None, Some(0), Some(0)));
     }
-    (y.len() == x.len() && roles == want).then_some((w_slot, w))
+    // One pixel (a squeeze-and-excitation's pooled vector): a product of
+    // one row, which stays f32 (the runtime's int8 convolution wants an
+    // image).
+    let pixels = x[b + 1] * x[b + 2];
+    (y.len() == x.len() && roles == want && pixels > 1).then_some((w_slot, w))
 }
 
 /// The sizes other than 1, in order.

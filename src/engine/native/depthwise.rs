@@ -1,48 +1,83 @@
 //! The depthwise convolution's executor: output channels split over the
-//! pool's threads, each channel's plane written by the kernel, then the
-//! block's fused epilogue while it is still in cache.
+//! pool's threads; each channel's input zero-padded into its own part of
+//! the scratch, its plane written by the kernel, then the block's fused
+//! epilogue while it is still in cache.
 
-use super::exec::split_rows;
-use super::scratch::PostFn;
+use super::scratch::{PostFn, ScratchSize};
 use crate::engine::schedule::linear::Depthwise;
-use crate::kernels::depthwise;
+use crate::kernels::depthwise::{self, Padded};
 use crate::kernels::elementwise::Level;
-use crate::kernels::pool::Pool;
+use crate::kernels::pool::{Pool, Split, MIN_PARALLEL_MACS};
 
 impl Depthwise {
+    /// The zero-padded input plane the kernel reads, per output channel
+    /// (`None`: past `usize`; a section with such a geometry is refused).
+    pub fn padded(&self) -> Option<Padded> {
+        Padded::of([self.oh, self.ow], self.kernel, self.stride, self.dilation)
+    }
+
+    /// A padded input plane per output channel.
+    pub fn scratch(&self) -> ScratchSize {
+        ScratchSize {
+            pa: self.padded().map_or(0, |p| p.len().saturating_mul(self.o)),
+            ..ScratchSize::default()
+        }
+    }
+
     /// Runs the convolution of `x` (`c × h × w`) into `out` (`o × oh ×
-    /// ow`); `post(first, block)` applies the fused epilogue to a block of
-    /// whole planes starting at value `first`.
-    pub fn run(&self, lv: Level, pool: &Pool, x: &[f32], out: &mut [f32], post: &PostFn<'_>) {
+    /// ow`), padding each channel into `pad` ([`Depthwise::scratch`]);
+    /// `post(first, block)` applies the fused epilogue to a block of whole
+    /// planes starting at value `first`.
+    pub fn run(
+        &self,
+        lv: Level,
+        pool: &Pool,
+        x: &[f32],
+        out: &mut [f32],
+        pad: &mut [f32],
+        post: &PostFn<'_>,
+    ) {
         let plane = self.oh * self.ow;
+        let Some(p) = self.padded().filter(|_| plane > 0) else {
+            return;
+        };
         let taps = self.kernel[0] * self.kernel[1];
         let per_input = (self.o / self.c.max(1)).max(1);
         let hw = self.h * self.w;
-        if plane == 0 {
-            return;
-        }
-        split_rows(pool, out, plane, &|c0, block| {
-            for (i, y) in block.chunks_exact_mut(plane).enumerate() {
-                let j = c0 + i;
-                if j >= self.o {
-                    break;
+        let plen = p.len();
+        pool.rows3(
+            self.macs(),
+            MIN_PARALLEL_MACS,
+            self.o,
+            1,
+            Split::new(&mut pad[..self.o * plen], plen),
+            Split::new(&mut out[..self.o * plane], plane),
+            Split::<()>::empty(),
+            &|c0, pads, block, _| {
+                for (i, (xp, y)) in pads
+                    .chunks_exact_mut(plen.max(1))
+                    .zip(block.chunks_exact_mut(plane))
+                    .enumerate()
+                {
+                    let j = c0 + i;
+                    let ic = j / per_input;
+                    depthwise::pad_plane(&x[ic * hw..(ic + 1) * hw], self.w, self.pad, p, xp);
+                    depthwise::plane(
+                        lv,
+                        xp,
+                        p.phases,
+                        p.cols,
+                        &self.weights[j * taps..(j + 1) * taps],
+                        self.kernel,
+                        self.stride,
+                        self.dilation,
+                        self.bias[j],
+                        self.ow,
+                        y,
+                    );
                 }
-                let ic = j / per_input;
-                depthwise::plane(
-                    lv,
-                    &x[ic * hw..(ic + 1) * hw],
-                    self.w,
-                    &self.weights[j * taps..(j + 1) * taps],
-                    self.kernel,
-                    self.stride,
-                    self.dilation,
-                    self.pad,
-                    self.bias[j],
-                    self.ow,
-                    y,
-                );
-            }
-            post(c0 * plane, block);
-        });
+                post(c0 * plane, block);
+            },
+        );
     }
 }

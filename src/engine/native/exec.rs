@@ -228,7 +228,7 @@ pub(super) fn exec(
         Kind::Conv { conv, x, s } => {
             conv.run(kernels, pool, io.get(*x), io.opt(*s), dst, scratch, &post)
         }
-        Kind::Depthwise { dw, x } => dw.run(lv, pool, io.get(*x), dst, &post),
+        Kind::Depthwise { dw, x } => dw.run(lv, pool, io.get(*x), dst, &mut scratch.pa, &post),
         Kind::Pool { pool: p, x } => {
             let x = io.get(*x);
             split_rows(pool, dst, p.oh * p.ow, &|c0, out| {

@@ -179,7 +179,10 @@ impl Native {
                     size = size.max(conv.scratch());
                     weight_bytes += conv.weight_bytes();
                 }
-                Kind::Depthwise { dw, .. } => weight_bytes += dw.weight_bytes(),
+                Kind::Depthwise { dw, .. } => {
+                    size = size.max(dw.scratch());
+                    weight_bytes += dw.weight_bytes();
+                }
                 _ => {}
             }
         }

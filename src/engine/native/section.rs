@@ -611,6 +611,15 @@ fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
                 {
                     return fail(format!("strides, dilations and padding {steps:?}"));
                 }
+                // The kernel's zero-padded input, a plane per channel.
+                let padded = dw
+                    .padded()
+                    .ok_or_else(|| at("a depthwise convolution past usize".into()))?;
+                values_of(
+                    "padded planes",
+                    &[dw.o, padded.rows, padded.phases, padded.cols],
+                )
+                .map_err(at)?;
             }
             Kind::Pool { pool: p, .. } => {
                 within("input", &[p.c, p.h, p.w]).map_err(at)?;

@@ -1,11 +1,12 @@
 //! The depthwise kernel's compiled copies against the plain one, and the
-//! plain one against the direct sum.
+//! plain one (after [`pad_plane`]) against the direct sum.
 
 use super::*;
 use crate::kernels::elementwise::tests::levels;
 use proptest::prelude::*;
 
-/// The definition, one output value at a time, taps in the same order.
+/// The definition, one output value at a time, taps in the same order,
+/// zero outside the image.
 #[allow(clippy::too_many_arguments)]
 fn direct(
     x: &[f32],
@@ -26,9 +27,12 @@ fn direct(
                 for kx in 0..kw {
                     let iy = (oy * stride[0] + ky * dilation[0]) as isize - pad[0] as isize;
                     let ix = (ox * stride[1] + kx * dilation[1]) as isize - pad[1] as isize;
-                    if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
-                        acc += k[ky * kw + kx] * x[iy as usize * w + ix as usize];
-                    }
+                    let v = if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                        x[iy as usize * w + ix as usize]
+                    } else {
+                        0.0
+                    };
+                    acc += k[ky * kw + kx] * v;
                 }
             }
             out[oy * ow + ox] = acc;
@@ -45,15 +49,16 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     /// Every geometry (kernel, stride, dilation, padding, including
-    /// padding wider than the kernel reaches): the plain copy is the
-    /// direct sum and every compiled copy is the plain one, bit for bit.
+    /// padding wider than the kernel reaches and rows past one block): the
+    /// plain copy is the direct sum and every compiled copy is the plain
+    /// one, bit for bit.
     #[test]
     fn every_copy_is_the_direct_sum(
-        h in 1usize..24, w in 1usize..40,
-        kh in 1usize..8, kw in 1usize..8,
-        sy in 1usize..4, sx in 1usize..4,
-        dy in 1usize..3, dx in 1usize..3,
-        py in 0usize..5, px in 0usize..5,
+        h in 1usize..24, w in 1usize..48,
+        kh in 1usize..8, kw in 1usize..10,
+        sy in 1usize..4, sx in 1usize..5,
+        dy in 1usize..3, dx in 1usize..4,
+        py in 0usize..5, px in 0usize..6,
         seed in any::<u64>(),
     ) {
         let span = |n: usize, k: usize, s: usize, d: usize, p: usize| {
@@ -72,14 +77,17 @@ proptest! {
         let x: Vec<f32> = (0..h * w).map(|_| next()).collect();
         let k: Vec<f32> = (0..kh * kw).map(|_| next()).collect();
         let bias = next();
-        let geometry = ([kh, kw], [sy, sx], [dy, dx], [py, px]);
-        let want = direct(&x, [h, w], &k, geometry.0, geometry.1, geometry.2, geometry.3, bias, [oh, ow]);
+        let (kernel, stride, dilation, pad) = ([kh, kw], [sy, sx], [dy, dx], [py, px]);
+        let want = direct(&x, [h, w], &k, kernel, stride, dilation, pad, bias, [oh, ow]);
+        let p = Padded::of([oh, ow], kernel, stride, dilation).unwrap();
+        let mut xp = vec![f32::NAN; p.len()];
+        pad_plane(&x, w, pad, p, &mut xp);
         let mut got = vec![f32::NAN; oh * ow];
-        plain::plane(&x, w, &k, geometry.0, geometry.1, geometry.2, geometry.3, bias, ow, &mut got);
+        plain::plane(&xp, p.phases, p.cols, &k, kernel, stride, dilation, bias, ow, &mut got);
         prop_assert_eq!(bits(&got), bits(&want));
         for lv in levels() {
             let mut c = vec![f32::NAN; oh * ow];
-            plane(lv, &x, w, &k, geometry.0, geometry.1, geometry.2, geometry.3, bias, ow, &mut c);
+            plane(lv, &xp, p.phases, p.cols, &k, kernel, stride, dilation, bias, ow, &mut c);
             prop_assert_eq!(bits(&c), bits(&want), "{:?}", lv);
         }
     }

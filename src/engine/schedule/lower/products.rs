@@ -289,14 +289,8 @@ impl Lowerer<'_> {
         dims: Vec<usize>,
     ) -> R<()> {
         let len = |o: OutletId| self.dims(o).map(|d| d.iter().product::<usize>()).ok();
-        let (n, name) = self.op_of(x_o);
-        let x_q = if name == "Reshape" && n.inputs.len() == 1 {
-            n.inputs[0]
-        } else {
-            x_o
-        };
         let fq = self
-            .fake_quant(x_q)
+            .fake_quant(self.through_shape(x_o))
             .filter(|(x, s)| len(*s) == Some(1) && len(*x) == Some(c * h * w));
         let (weights, quant) = match self.weights(w_o, n_off, k_off, w_dims, fq.is_some(), true)? {
             Got::Int8(w) => (ConvWeights::Int8(w), true),
@@ -427,9 +421,19 @@ impl Lowerer<'_> {
             k_ax.iter().map(|a| a.size).product::<usize>(),
         );
         let rhs_const = !matches!(self.value(b_o)?, Value::Val { .. });
+        let len = |o: OutletId| self.dims(o).map(|d| d.iter().product::<usize>()).ok();
+        // The activation's fake quantisation: on `a` as it is, or (one
+        // scale, for one row) before a reshape that moves no value.
         let fq = self
             .fake_quant(a_o)
-            .filter(|(x, _)| self.dims(*x).ok() == Some(da.clone()));
+            .filter(|(x, _)| self.dims(*x).ok() == Some(da.clone()))
+            .or_else(|| {
+                let t = self.through_shape(a_o);
+                (t != a_o && m == 1 && batch.is_empty())
+                    .then(|| self.fake_quant(t))
+                    .flatten()
+                    .filter(|(x, s)| len(*s) == Some(1) && len(*x) == len(a_o))
+            });
         // A 1 × 1 convolution (constant `[n, k]` weights on an image of `k`
         // channels of `m` pixels, written channel by channel): the
         // convolution executor's layout, its panels over the pixels.
@@ -449,6 +453,13 @@ impl Lowerer<'_> {
         }
         // The scale's offsets on a's axes; it must not vary along k.
         let quant = match fq {
+            // One scale for the one row.
+            Some((_, s)) if rhs_const && m == 1 && batch.is_empty() && len(s) == Some(1) => {
+                Some(ActQuant {
+                    s_batch: vec![0],
+                    s_m: vec![0],
+                })
+            }
             Some((_, s)) if rhs_const => {
                 let ds = self.dims(s)?;
                 (ds.len() == da.len())

@@ -202,6 +202,18 @@ impl Lowerer<'_> {
 
     /// `o`, or what it is a no-op f32 → f32 cast of (the NNEF reader
     /// leaves such casts around constants and values).
+    /// `o`'s value before the reshapes (`Reshape`, `AddAxis`, `RmAxis`:
+    /// the same values in the same order) that made it.
+    pub(super) fn through_shape(&self, mut o: OutletId) -> OutletId {
+        loop {
+            let (n, name) = self.op_of(o);
+            if !matches!(name.as_str(), "Reshape" | "AddAxis" | "RmAxis") || n.inputs.len() != 1 {
+                return o;
+            }
+            o = n.inputs[0];
+        }
+    }
+
     pub(super) fn skip(&self, mut o: OutletId) -> OutletId {
         loop {
             let n = &self.model.nodes[o.node];
