@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod checkpoint;
 pub mod config;
 pub mod graph;
+pub mod hf_tokenizer;
 pub mod nnef;
 pub mod onnx;
 pub mod prompts;

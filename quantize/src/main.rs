@@ -359,6 +359,12 @@ fn print_report(r: &clip_quantize::bundle::Report, out: &Path) {
 fn inspect_onnx(path: &Path, json: bool) -> Result<()> {
     let x = clip_quantize::onnx::Export::open(path)?;
     let (model, e) = x.image_graph()?;
+    let tokenizer = match &x.tokenizer {
+        clip_quantize::onnx::TextTokenizer::Clip => "CLIP's BPE".to_string(),
+        clip_quantize::onnx::TextTokenizer::Hf { path, clean, .. } => {
+            format!("{} (clean: {clean:?})", path.display())
+        }
+    };
     let value = serde_json::json!({
         "path": path,
         "format": "Onnx",
@@ -368,6 +374,8 @@ fn inspect_onnx(path: &Path, json: bool) -> Result<()> {
         "context_length": x.context_length,
         "mean": x.mean,
         "std": x.std,
+        "resize": x.filter.manifest_name(),
+        "tokenizer": tokenizer,
         "image_graph_nodes": model.nodes.len(),
         "config": x.config,
     });
@@ -381,11 +389,12 @@ fn inspect_onnx(path: &Path, json: bool) -> Result<()> {
             r = x.resolution,
         );
         out!(
-            "  preprocess: mean {:?} std {:?}, bicubic, shortest side, centre crop",
+            "  preprocess: mean {:?} std {:?}, {}, shortest side, centre crop",
             x.mean,
-            x.std
+            x.std,
+            x.filter.manifest_name()
         );
-        out!("  text: context {}, CLIP's BPE", x.context_length);
+        out!("  text: context {}, {tokenizer}", x.context_length);
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::hf_tokenizer::Clean;
 use clip_edge::preprocess::Filter;
 use thiserror::Error;
 use tract_core::internal::*;
@@ -23,6 +24,23 @@ pub const PREPROCESS: &str = "visual/preprocess_cfg.json";
 pub const CONFIG: &str = "config.json";
 /// The tokenizer's config (optional), inside an export folder.
 pub const TOKENIZER_CONFIG: &str = "textual/tokenizer_config.json";
+/// A Hugging Face tokenizer (with a `tokenizer_class` other than CLIP's),
+/// inside an export folder.
+pub const TOKENIZER_JSON: &str = "textual/tokenizer.json";
+
+/// How the export's prompts are tokenised.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TextTokenizer {
+    /// CLIP's BPE ([`crate::tokenizer`]).
+    Clip,
+    /// A `tokenizer.json` ([`crate::hf_tokenizer`]), the text cleaned as
+    /// `text_cfg.tokenizer_kwargs.clean` says, padded with `pad_token`.
+    Hf {
+        path: PathBuf,
+        clean: Clean,
+        pad_token: Option<String>,
+    },
+}
 
 /// Largest JSON config read (they are a few hundred bytes).
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -122,6 +140,7 @@ pub struct Export {
     pub filter: Filter,
     /// Tokens per prompt (`text_cfg.context_length`, else 77).
     pub context_length: usize,
+    pub tokenizer: TextTokenizer,
     /// The model config as written (`config.json`), or empty.
     pub config: serde_json::Map<String, serde_json::Value>,
 }
@@ -168,7 +187,7 @@ impl Export {
             dir,
             [dir.join(VISUAL), dir.join(TEXTUAL), dir.join(PREPROCESS)],
             optional(CONFIG),
-            optional(TOKENIZER_CONFIG),
+            [optional(TOKENIZER_CONFIG), optional(TOKENIZER_JSON)],
         )
     }
 
@@ -198,7 +217,10 @@ impl Export {
             source,
             [visual.into(), textual.into(), preprocess.into()],
             config,
-            beside(textual, "tokenizer_config.json"),
+            [
+                beside(textual, "tokenizer_config.json"),
+                beside(textual, "tokenizer.json"),
+            ],
         )
     }
 
@@ -206,7 +228,7 @@ impl Export {
         source: &Path,
         [visual, textual, pre_path]: [PathBuf; 3],
         config_path: Option<PathBuf>,
-        tokenizer_config: Option<PathBuf>,
+        [tokenizer_config, tokenizer_json]: [Option<PathBuf>; 2],
     ) -> Result<Export, OnnxError> {
         let pre = read_json(&pre_path)?;
         let bad = |key: &'static str, value: String, why: &str| OnnxError::Config {
@@ -300,18 +322,59 @@ impl Export {
                 });
             }
         }
+        // CLIP's BPE unless the tokenizer's config names another class,
+        // which then needs its tokenizer.json.
+        let mut tokenizer = TextTokenizer::Clip;
         if let Some(tok) = tokenizer_config {
-            let class = read_json(&tok)?
+            let cfg = read_json(&tok)?;
+            let class = cfg
                 .get("tokenizer_class")
                 .and_then(|v| v.as_str())
                 .map(str::to_string);
             if let Some(c) = class.filter(|c| !c.starts_with("CLIPTokenizer")) {
-                return Err(OnnxError::Config {
-                    path: tok,
-                    key: "tokenizer_class",
-                    value: quoted(&serde_json::Value::String(c)),
-                    why: "CLIP's BPE (CLIPTokenizer) is supported".into(),
-                });
+                let Some(path) = tokenizer_json else {
+                    return Err(OnnxError::Config {
+                        path: tok,
+                        key: "tokenizer_class",
+                        value: quoted(&serde_json::Value::String(c)),
+                        why: "a tokenizer other than CLIP's needs its tokenizer.json beside \
+                              tokenizer_config.json"
+                            .into(),
+                    });
+                };
+                // `"<pad>"`, or `{"content": "<pad>", ...}`.
+                let pad = cfg.get("pad_token");
+                let pad_token = pad
+                    .and_then(|v| v.as_str().or_else(|| v.get("content")?.as_str()))
+                    .map(str::to_string);
+                if pad.is_some_and(|v| !v.is_null()) && pad_token.is_none() {
+                    return Err(OnnxError::Config {
+                        path: tok,
+                        key: "pad_token",
+                        value: quoted(pad.unwrap()),
+                        why: "expected a token, or an object with its content".into(),
+                    });
+                }
+                let kwargs = config
+                    .get("text_cfg")
+                    .and_then(|t| t.get("tokenizer_kwargs"));
+                let clean =
+                    match kwargs.and_then(|k| k.get("clean")) {
+                        None => Clean::default(),
+                        Some(v) => v.as_str().and_then(Clean::from_name).ok_or_else(|| {
+                            OnnxError::Config {
+                                path: config_file(),
+                                key: "text_cfg.tokenizer_kwargs.clean",
+                                value: quoted(v),
+                                why: "expected whitespace, lower or canonicalize".into(),
+                            }
+                        })?,
+                    };
+                tokenizer = TextTokenizer::Hf {
+                    path,
+                    clean,
+                    pad_token,
+                };
             }
         }
         Ok(Export {
@@ -324,6 +387,7 @@ impl Export {
             std,
             filter,
             context_length,
+            tokenizer,
             config,
         })
     }

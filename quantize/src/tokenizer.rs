@@ -237,11 +237,17 @@ impl Tokenizer {
         ids
     }
 
-    /// `basic_clean` + `whitespace_clean` + `lower()`.
-    pub fn clean(&self, text: &str) -> String {
+    /// open_clip's `basic_clean`: ftfy's repairs, HTML entities unescaped
+    /// twice, stripped.
+    pub fn basic_clean(&self, text: &str) -> String {
         let t = fix_text(text, self);
         let t = self.html_unescape(&self.html_unescape(&t));
-        let t = t.trim_matches(py_isspace);
+        t.trim_matches(py_isspace).to_string()
+    }
+
+    /// `basic_clean` + `whitespace_clean` + `lower()`.
+    pub fn clean(&self, text: &str) -> String {
+        let t = self.basic_clean(text);
         let mut out = String::with_capacity(t.len());
         let mut in_space = false;
         for c in t.chars() {

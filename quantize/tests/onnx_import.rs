@@ -518,3 +518,117 @@ fn a_mobileclip_export_runs_on_the_native_engine_as_pytorch_does() {
     assert!(pair >= MOBILECLIP_NATIVE_TRACT_INT8_MIN_COSINE, "{pair}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A `tokenizer.json` (a SentencePiece-style Unigram, as SigLIP's) runs as
+/// open_clip's `HFTokenizer` runs it, token for token, for each cleaning
+/// and a context that truncates, one that pads: the reference is
+/// `tests/reference/hf_tokenizer.py`'s, from Python's `tokenizers`.
+#[test]
+fn a_tokenizer_json_tokenises_as_open_clip_does() {
+    use clip_quantize::hf_tokenizer::{Clean, HfTokenizer};
+    let p = root().join("tests/fixtures/reference/hf_tokenizer.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let texts: Vec<&str> = v["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let file = root().join("tests/fixtures/hf_tokenizer/tokenizer.json");
+    let mut checked = 0;
+    for case in v["cases"].as_array().unwrap() {
+        let clean = Clean::from_name(case["clean"].as_str().unwrap()).unwrap();
+        let context = case["context_length"].as_u64().unwrap() as usize;
+        let tok = HfTokenizer::from_file(&file, clean, Some("<pad>"), context).unwrap();
+        for (text, want) in texts.iter().zip(case["ids"].as_array().unwrap()) {
+            let want: Vec<u32> = want
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(
+                tok.tokenize(text).unwrap(),
+                want,
+                "{clean:?} {context}: {text:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1500, "{checked}");
+    // A file that is not a tokenizer, and a pad token it lacks: one line
+    // naming the file.
+    let d = scratch("bad-tokenizer");
+    let bad = d.join("tokenizer.json");
+    std::fs::write(&bad, "{\"model\": 3}").unwrap();
+    let e = HfTokenizer::from_file(&bad, Clean::Whitespace, None, 16)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("tokenizer.json") && !e.contains('\n'), "{e}");
+    let e = HfTokenizer::from_file(&file, Clean::Whitespace, Some("[PAD]"), 16)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("[PAD]"), "{e}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// An export whose `tokenizer_config.json` names another tokenizer class
+/// builds with the `tokenizer.json` beside it, cleaned as its config says,
+/// and is refused without one (naming the file and the key).
+#[test]
+fn an_export_with_its_own_tokenizer_builds_with_it() {
+    let d = scratch("own-tokenizer");
+    let src = root().join("tests/fixtures/onnx/vit_tiny");
+    let x = d.join("export");
+    for f in [
+        "config.json",
+        "visual/model.onnx",
+        "visual/preprocess_cfg.json",
+        "textual/model.onnx",
+    ] {
+        std::fs::create_dir_all(x.join(f).parent().unwrap()).unwrap();
+        std::fs::copy(src.join(f), x.join(f)).unwrap();
+    }
+    let hf = root().join("tests/fixtures/hf_tokenizer");
+    std::fs::copy(
+        hf.join("tokenizer_config.json"),
+        x.join("textual/tokenizer_config.json"),
+    )
+    .unwrap();
+    let labels = d.join("labels.txt");
+    std::fs::write(&labels, "a cat\na dog\n").unwrap();
+    let opts = |out: &str| {
+        options(
+            x.clone(),
+            Requested::Fixed(Precision::Fp32),
+            labels.clone(),
+            d.join(out),
+        )
+    };
+    let e = build(&opts("refused")).unwrap_err().to_string();
+    assert!(
+        e.contains("tokenizer_config.json")
+            && e.contains("tokenizer_class")
+            && e.contains("tokenizer.json"),
+        "{e}"
+    );
+    assert!(!d.join("refused").exists());
+    std::fs::copy(hf.join("tokenizer.json"), x.join("textual/tokenizer.json")).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(x.join("config.json")).unwrap()).unwrap();
+    config["text_cfg"]["tokenizer_kwargs"] = serde_json::json!({"clean": "shout"});
+    std::fs::write(x.join("config.json"), config.to_string()).unwrap();
+    let e = build(&opts("refused")).unwrap_err().to_string();
+    assert!(
+        e.contains("text_cfg.tokenizer_kwargs.clean") && e.contains("shout"),
+        "{e}"
+    );
+    config["text_cfg"]["tokenizer_kwargs"] = serde_json::json!({"clean": "canonicalize"});
+    std::fs::write(x.join("config.json"), config.to_string()).unwrap();
+    build(&opts("built")).unwrap();
+    let engine = Engine::load(&d.join("built")).unwrap();
+    assert_eq!(engine.bundle.manifest.labels, ["a cat", "a dog"]);
+    let _ = std::fs::remove_dir_all(&d);
+}

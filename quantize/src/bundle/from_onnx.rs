@@ -7,7 +7,8 @@
 
 use super::*;
 use crate::graph::rewrite;
-use crate::onnx::Export;
+use crate::hf_tokenizer::HfTokenizer;
+use crate::onnx::{Export, TextTokenizer};
 
 /// The logit scale of a bundle built from an export, which holds none:
 /// CLIP's trained value (`exp(4.6052)`, clamped there in training).
@@ -129,8 +130,9 @@ pub(super) fn build(
     write_bundle(opts, start, signing_key, contents)
 }
 
-/// The table from the export's text graph: each prompt tokenised with
-/// CLIP's BPE, embedded, normalised; templates averaged per label.
+/// The table from the export's text graph: each prompt tokenised (CLIP's
+/// BPE, or the export's `tokenizer.json`), embedded, normalised; templates
+/// averaged per label.
 fn text_table(
     x: &Export,
     labels: &[String],
@@ -138,7 +140,25 @@ fn text_table(
     e: usize,
     show: bool,
 ) -> Result<Vec<f32>, BuildError> {
-    let (prompts, ids) = prompt_tokens(labels, templates, x.context_length)?;
+    let (prompts, ids) = match &x.tokenizer {
+        TextTokenizer::Clip => prompt_tokens(labels, templates, x.context_length)?,
+        TextTokenizer::Hf {
+            path,
+            clean,
+            pad_token,
+        } => {
+            let tok = HfTokenizer::from_file(path, *clean, pad_token.as_deref(), x.context_length)?;
+            let prompts: Vec<String> = labels
+                .iter()
+                .flat_map(|l| templates.iter().map(move |t| crate::prompts::fill(t, l)))
+                .collect();
+            let ids = prompts
+                .iter()
+                .map(|p| tok.tokenize(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            (prompts, ids)
+        }
+    };
     let pb = clip_edge::progress::bar(
         show && prompts.len() > 64,
         prompts.len() as u64,

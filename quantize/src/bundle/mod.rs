@@ -49,6 +49,8 @@ pub enum BuildError {
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
+    HfTokenizer(#[from] crate::hf_tokenizer::HfTokenizerError),
+    #[error(transparent)]
     Image(#[from] DecodeError),
     #[error(transparent)]
     Eval(#[from] clip_edge::eval::EvalError),
@@ -266,7 +268,7 @@ pub fn text_table(
 }
 
 /// Every label in every template, and its tokens (`context` each).
-fn prompt_tokens(
+pub(super) fn prompt_tokens(
     labels: &[String],
     templates: &[String],
     context: usize,
