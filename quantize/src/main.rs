@@ -374,7 +374,7 @@ fn inspect_onnx(path: &Path, json: bool) -> Result<()> {
         "context_length": x.context_length,
         "mean": x.mean,
         "std": x.std,
-        "resize": x.filter.manifest_name(),
+        "resize": x.resize.name(),
         "tokenizer": tokenizer,
         "image_graph_nodes": model.nodes.len(),
         "config": x.config,
@@ -389,10 +389,10 @@ fn inspect_onnx(path: &Path, json: bool) -> Result<()> {
             r = x.resolution,
         );
         out!(
-            "  preprocess: mean {:?} std {:?}, {}, shortest side, centre crop",
+            "  preprocess: mean {:?} std {:?}, {}",
             x.mean,
             x.std,
-            x.filter.manifest_name()
+            x.resize.name()
         );
         out!("  text: context {}, {tokenizer}", x.context_length);
     }

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::hf_tokenizer::Clean;
-use clip_edge::preprocess::Filter;
+use clip_edge::preprocess::{Filter, Fit, Resize};
 use thiserror::Error;
 use tract_core::internal::*;
 use tract_onnx::prelude::{Framework, InferenceFact, InferenceModelExt};
@@ -136,8 +136,8 @@ pub struct Export {
     pub resolution: u32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
-    /// The resize's filter (`interpolation`).
-    pub filter: Filter,
+    /// The resize's filter (`interpolation`) and fit (`resize_mode`).
+    pub resize: Resize,
     /// Tokens per prompt (`text_cfg.context_length`, else 77).
     pub context_length: usize,
     pub tokenizer: TextTokenizer,
@@ -264,11 +264,19 @@ impl Export {
                 ))
             }
         };
-        only(
-            "resize_mode",
-            "shortest",
-            "shortest (the shorter side resized, then a centre crop) is supported",
-        )?;
+        let fit = match field("resize_mode") {
+            serde_json::Value::Null => Fit::Crop,
+            serde_json::Value::String(v) if v == "shortest" => Fit::Crop,
+            serde_json::Value::String(v) if v == "squash" => Fit::Squash,
+            v => {
+                return Err(bad(
+                    "resize_mode",
+                    quoted(v),
+                    "shortest (the shorter side resized, then a centre crop) or squash (the \
+                     whole image resized to the input) is supported",
+                ))
+            }
+        };
         let mean = three(field("mean")).ok_or_else(|| {
             bad(
                 "mean",
@@ -385,7 +393,7 @@ impl Export {
             resolution,
             mean,
             std,
-            filter,
+            resize: Resize { filter, fit },
             context_length,
             tokenizer,
             config,

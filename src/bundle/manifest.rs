@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::preprocess::Filter;
+use crate::preprocess::Resize;
 
 /// The largest logit scale accepted (CLIP's is 100, SigLIP's about 110): a
 /// larger one turns rounding noise into certainty, and overflows to inf
@@ -69,15 +69,16 @@ pub struct PreprocessInfo {
     pub std: [f32; 3],
     /// "pillow-bicubic": the exact reference `_transform(n)`;
     /// "pillow-bilinear": the same with Pillow's bilinear filter
-    /// ([`Filter`]).
+    /// ([`Filter`]); either with "-squash": the whole image resized to the
+    /// input, no crop ([`Fit`]).
     pub resize: String,
 }
 
 impl PreprocessInfo {
-    /// The resize's filter (a manifest that passed [`Manifest::validate`]
-    /// names one).
-    pub fn filter(&self) -> Filter {
-        Filter::from_manifest_name(&self.resize).unwrap_or_default()
+    /// The resize (a manifest that passed [`Manifest::validate`] names
+    /// one).
+    pub fn resize(&self) -> Resize {
+        Resize::from_name(&self.resize).unwrap_or_default()
     }
 }
 
@@ -145,9 +146,9 @@ pub struct Manifest {
 
 impl Manifest {
     /// The oldest format version that holds this manifest: 3 for a resize
-    /// other than bicubic, 2 for sigmoid scoring, else 1.
+    /// other than bicubic with a crop, 2 for sigmoid scoring, else 1.
     pub fn needed_format(&self) -> u32 {
-        if Filter::from_manifest_name(&self.preprocess.resize) != Some(Filter::Bicubic) {
+        if Resize::from_name(&self.preprocess.resize) != Some(Resize::default()) {
             3
         } else if !self.scoring.is_softmax() {
             2
@@ -222,15 +223,14 @@ impl Manifest {
                 self.logit_scale
             ));
         }
-        let Some(filter) = Filter::from_manifest_name(&self.preprocess.resize) else {
+        let Some(resize) = Resize::from_name(&self.preprocess.resize) else {
             return Err(format!(
-                "preprocess resize = {:?}; this clip-edge resizes with \"{}\" or \"{}\"",
+                "preprocess resize = {:?}; this clip-edge resizes with {}",
                 self.preprocess.resize,
-                Filter::Bicubic.manifest_name(),
-                Filter::Bilinear.manifest_name()
+                Resize::names()
             ));
         };
-        if filter != Filter::Bicubic && self.format_version < 3 {
+        if resize != Resize::default() && self.format_version < 3 {
             return Err(format!(
                 "preprocess resize = {:?} in format_version {}; it needs format 3",
                 self.preprocess.resize, self.format_version

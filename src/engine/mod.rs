@@ -174,12 +174,12 @@ impl Engine {
                 ),
             });
         }
-        let filter = bundle.manifest.preprocess.filter();
+        let resize = bundle.manifest.preprocess.resize();
         Ok(Engine {
             table: score::widen(&bundle.table),
             bundle,
             encoder,
-            pre: Preprocessor::new().with_filter(filter),
+            pre: Preprocessor::new().with_resize(resize),
             input: vec![0f32; 3 * r * r],
             emb: vec![0f32; dim],
             scores: vec![0f32; labels],

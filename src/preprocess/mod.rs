@@ -27,6 +27,61 @@ use passes::{horizontal, vertical, Scratch, MIN_PARALLEL_TAPS};
 #[cfg(test)]
 use resample::plain;
 pub use resample::Filter;
+
+/// How the image is brought to the model's square input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fit {
+    /// The shorter side resized to the input's side, then the centre cut
+    /// out (torchvision's `Resize(n)`, `CenterCrop(n)`: CLIP's).
+    #[default]
+    Crop,
+    /// The whole image resized to the input, its aspect not kept
+    /// (`Resize((n, n))`: SigLIP's, open_clip's `squash`).
+    Squash,
+}
+
+/// The resize as a bundle's manifest names it (`[preprocess] resize`): the
+/// filter's Pillow name, then `-squash` for [`Fit::Squash`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resize {
+    pub filter: Filter,
+    pub fit: Fit,
+}
+
+impl Resize {
+    /// `pillow-bicubic`, `pillow-bilinear-squash`, …
+    pub fn name(self) -> String {
+        let squash = if self.fit == Fit::Squash {
+            "-squash"
+        } else {
+            ""
+        };
+        format!("{}{squash}", self.filter.pillow_name())
+    }
+
+    /// The resize a manifest names, if one this runtime does.
+    pub fn from_name(name: &str) -> Option<Resize> {
+        let (base, fit) = match name.strip_suffix("-squash") {
+            Some(b) => (b, Fit::Squash),
+            None => (name, Fit::Crop),
+        };
+        let filter = [Filter::Bicubic, Filter::Bilinear]
+            .into_iter()
+            .find(|f| f.pillow_name() == base)?;
+        Some(Resize { filter, fit })
+    }
+
+    /// Every name [`Resize::from_name`] reads, for messages.
+    pub fn names() -> String {
+        let mut v = Vec::new();
+        for filter in [Filter::Bicubic, Filter::Bilinear] {
+            for fit in [Fit::Crop, Fit::Squash] {
+                v.push(format!("{:?}", Resize { filter, fit }.name()));
+            }
+        }
+        v.join(", ")
+    }
+}
 use resample::{copy_window, nearest_table, span, AxisCoeffs, Window};
 
 use crate::kernels::pool::Pool;
@@ -181,6 +236,8 @@ pub struct Preprocessor {
     level: crate::kernels::elementwise::Level,
     /// The resize's filter.
     filter: Filter,
+    /// Crop or squash.
+    fit: Fit,
     /// Multiply-adds of a pass from which its rows are split over the
     /// pool's threads.
     parallel_from: usize,
@@ -228,6 +285,7 @@ impl Preprocessor {
             scratch: Vec::new(),
             level,
             filter: Filter::Bicubic,
+            fit: Fit::Crop,
             parallel_from: MIN_PARALLEL_TAPS,
             out8: Vec::new(),
             nearest_x: Vec::new(),
@@ -243,6 +301,13 @@ impl Preprocessor {
     /// [`Preprocessor::set_filter`], by value.
     pub fn with_filter(mut self, filter: Filter) -> Self {
         self.filter = filter;
+        self
+    }
+
+    /// Resizes with `r`'s filter and fit from now on.
+    pub fn with_resize(mut self, r: Resize) -> Self {
+        self.filter = r.filter;
+        self.fit = r.fit;
         self
     }
 
@@ -329,7 +394,10 @@ impl Preprocessor {
         if n == 0 || n > MAX_RESOLUTION {
             return Err(PreprocessError::BadResolution(n));
         }
-        let (rw, rh) = resized_size(img.width, img.height, n);
+        let (rw, rh) = match self.fit {
+            Fit::Crop => resized_size(img.width, img.height, n),
+            Fit::Squash => (n, n),
+        };
         if rw.max(rh) > MAX_RESIZED_SIDE {
             return Err(PreprocessError::ExtremeAspect {
                 width: img.width,

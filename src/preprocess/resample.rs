@@ -42,19 +42,12 @@ impl Filter {
         }
     }
 
-    /// The name a bundle's manifest gives it (`[preprocess] resize`).
-    pub fn manifest_name(self) -> &'static str {
+    /// Pillow's name for it, as a bundle's manifest writes it.
+    pub fn pillow_name(self) -> &'static str {
         match self {
             Filter::Bicubic => "pillow-bicubic",
             Filter::Bilinear => "pillow-bilinear",
         }
-    }
-
-    /// The filter a manifest's `resize` names, if one this runtime has.
-    pub fn from_manifest_name(name: &str) -> Option<Filter> {
-        [Filter::Bicubic, Filter::Bilinear]
-            .into_iter()
-            .find(|f| f.manifest_name() == name)
     }
 }
 

@@ -22,6 +22,11 @@ proptest! {
                 let img = ImageView::new(w as u32, h as u32, mode, &data);
                 let got = Preprocessor::with_level(level).with_filter(filter).resize_crop_u8(&img, n).unwrap().to_vec();
                 prop_assert_eq!(&got, &want, "{:?}", level);
+                // Squashed: the whole image resized to n × n.
+                let squash = Resize { filter, fit: Fit::Squash };
+                let got = Preprocessor::with_level(level).with_resize(squash).resize_crop_u8(&img, n).unwrap().to_vec();
+                let full = plain::resize(filter, &data, w, h, ch, n as usize, n as usize);
+                prop_assert_eq!(&got, &full, "squash {:?}", level);
             } else {
                 // Two and four channels (LA, RGBA: premultiplied around
                 // this resampler), the resampler alone.

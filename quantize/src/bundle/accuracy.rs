@@ -30,14 +30,14 @@ pub fn list_eval(dir: &Path, labels: &[String]) -> Result<Vec<(PathBuf, usize)>,
 }
 
 /// Preprocessed inputs, decoded and checked before any heavy work.
-/// `mean`/`std`: the model's normalisation; `filter`: its resize.
+/// `mean`/`std`: the model's normalisation; `resize`: its resize.
 pub(super) fn load_inputs(
     files: &[PathBuf],
     n: usize,
     (mean, std): ([f32; 3], [f32; 3]),
-    filter: Filter,
+    resize: Resize,
 ) -> Result<Vec<Tensor>, BuildError> {
-    let mut pre = Preprocessor::new().with_filter(filter);
+    let mut pre = Preprocessor::new().with_resize(resize);
     files
         .iter()
         .map(|p| {

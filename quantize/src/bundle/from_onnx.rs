@@ -50,7 +50,7 @@ pub(super) fn build(
         calib,
         eval_set,
         eval_inputs,
-    } = Inputs::read(opts, n, (x.mean, x.std), x.filter)?;
+    } = Inputs::read(opts, n, (x.mean, x.std), x.resize)?;
 
     let table = text_table(&x, &labels, &templates, e, opts.progress)?;
     let (model, int8_layers) = match precision {
@@ -108,7 +108,7 @@ pub(super) fn build(
             resolution: x.resolution,
             mean: x.mean,
             std: x.std,
-            resize: x.filter.manifest_name().into(),
+            resize: x.resize.name(),
         },
         layers: if int8_layers.is_empty() {
             vec![LayerPrecision {

@@ -13,7 +13,7 @@ use clip_edge::bundle::{
     Source, TableInfo,
 };
 use clip_edge::decode::{decode_file, DecodeError};
-use clip_edge::preprocess::{Filter, Preprocessor, CLIP_MEAN, CLIP_STD};
+use clip_edge::preprocess::{Preprocessor, Resize, CLIP_MEAN, CLIP_STD};
 use clip_edge::signature;
 use clip_edge::tract_graph;
 
@@ -306,13 +306,13 @@ struct Inputs {
 }
 
 impl Inputs {
-    /// `n`: the input's side; `norm`: the model's mean and std; `filter`:
+    /// `n`: the input's side; `norm`: the model's mean and std; `resize`:
     /// its resize.
     fn read(
         opts: &BuildOptions,
         n: usize,
         norm: ([f32; 3], [f32; 3]),
-        filter: Filter,
+        resize: Resize,
     ) -> Result<Self, BuildError> {
         let labels = prompts::read_labels(&opts.labels)?;
         let templates = match &opts.templates {
@@ -320,7 +320,7 @@ impl Inputs {
             None => vec![prompts::DEFAULT_TEMPLATE.to_string()],
         };
         let calib_files = list_images(&opts.calibration)?;
-        let calib = load_inputs(&calib_files, n, norm, filter)?;
+        let calib = load_inputs(&calib_files, n, norm, resize)?;
         let eval_set = match &opts.eval {
             Some(d) => Some(list_eval(d, &labels)?),
             None => None,
@@ -330,7 +330,7 @@ impl Inputs {
                 &set.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
                 n,
                 norm,
-                filter,
+                resize,
             )?),
             None => None,
         };
@@ -410,7 +410,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
         calib,
         eval_set,
         eval_inputs,
-    } = Inputs::read(opts, n, (CLIP_MEAN, CLIP_STD), Filter::Bicubic)?;
+    } = Inputs::read(opts, n, (CLIP_MEAN, CLIP_STD), Resize::default())?;
 
     let table = text_table(&sd, &cfg, &labels, &templates, opts.progress)?;
     let e = cfg.embed_dim;

@@ -420,7 +420,10 @@ impl Lowerer<'_> {
             n_ax.iter().map(|a| a.size).product::<usize>(),
             k_ax.iter().map(|a| a.size).product::<usize>(),
         );
-        let rhs_const = !matches!(self.value(b_o)?, Value::Val { .. });
+        // Constant weights, packed once; a constant with batch axes (a
+        // learned query, as SigLIP's attention pooling folds it) is read
+        // as an activation is.
+        let rhs_const = !matches!(self.value(b_o)?, Value::Val { .. }) && batch.is_empty();
         let len = |o: OutletId| self.dims(o).map(|d| d.iter().product::<usize>()).ok();
         // The activation's fake quantisation: on `a` as it is, or (one
         // scale, for one row) before a reshape that moves no value.
@@ -486,9 +489,6 @@ impl Lowerer<'_> {
             _ => None,
         };
         let rhs = if rhs_const {
-            if !batch.is_empty() {
-                return Err("batched product with constant weights".into());
-            }
             let (b_n, b_k) = (table(&n_ax, |ax| ax.b), table(&k_ax, |ax| ax.b));
             match (
                 self.weights(b_o, &b_n, &b_k, &db, quant.is_some(), false)?,
