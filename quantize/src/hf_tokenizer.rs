@@ -70,8 +70,9 @@ pub struct HfTokenizer {
 impl HfTokenizer {
     /// Reads `path` (a `tokenizer.json`) for texts of `context_length`
     /// tokens; the pad token is `pad_token` when given (as
-    /// `tokenizer_config.json` names it), else the file's padding's, else
-    /// id 0.
+    /// `tokenizer_config.json` names it), else the file's padding's (none:
+    /// refused, as Hugging Face refuses to pad without one). A text longer
+    /// than the context is cut, as open_clip cuts it.
     pub fn from_file(
         path: &Path,
         clean: Clean,
@@ -105,7 +106,13 @@ impl HfTokenizer {
             ),
             None => inner
                 .get_padding()
-                .map_or((0, String::new()), |p| (p.pad_id, p.pad_token.clone())),
+                .map(|p| (p.pad_id, p.pad_token.clone()))
+                .ok_or_else(|| {
+                    file(
+                        "no pad token (tokenizer_config.json's pad_token, or the file's padding)"
+                            .into(),
+                    )
+                })?,
         };
         inner
             .with_truncation(Some(tokenizers::TruncationParams {

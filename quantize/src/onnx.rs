@@ -169,8 +169,10 @@ fn read_json(path: &Path) -> Result<serde_json::Value, OnnxError> {
 
 impl Export {
     /// Reads `dir`'s configs: the preprocessing is one the runtime does
-    /// exactly (RGB, bicubic or bilinear, shortest side then centre crop, a square
-    /// input), the tokenizer CLIP's BPE.
+    /// exactly (RGB, bicubic or bilinear, the shortest side then a centre
+    /// crop or the whole image squashed, a square input); the tokenizer
+    /// CLIP's BPE, or the folder's `tokenizer.json` when its config names
+    /// another class.
     pub fn open(dir: &Path) -> Result<Export, OnnxError> {
         for f in [VISUAL, TEXTUAL, PREPROCESS] {
             if !dir.join(f).is_file() {
@@ -193,9 +195,10 @@ impl Export {
 
     /// As [`Export::open`] for files named one by one: the image graph,
     /// the text graph and the preprocessing config (as open_clip writes
-    /// `preprocess_cfg.json`). A `tokenizer_config.json` beside the text
-    /// graph and a `config.json` two folders above the image graph (where
-    /// Immich's layout keeps them) are read when they are there.
+    /// `preprocess_cfg.json`). A `tokenizer_config.json` and a
+    /// `tokenizer.json` beside the text graph and a `config.json` two
+    /// folders above the image graph (where Immich's layout keeps them) are
+    /// read when they are there.
     pub fn files(visual: &Path, textual: &Path, preprocess: &Path) -> Result<Export, OnnxError> {
         for f in [visual, textual, preprocess] {
             if !f.is_file() {
@@ -366,6 +369,19 @@ impl Export {
                 let kwargs = config
                     .get("text_cfg")
                     .and_then(|t| t.get("tokenizer_kwargs"));
+                // Anything but `clean` changes the tokens in ways not done
+                // here (`strip_sep_token`, `tokenizer_mode`, `language`).
+                if let Some(k) = kwargs
+                    .and_then(|k| k.as_object())
+                    .and_then(|m| m.keys().find(|k| k.as_str() != "clean"))
+                {
+                    return Err(OnnxError::Config {
+                        path: config_file(),
+                        key: "text_cfg.tokenizer_kwargs",
+                        value: quoted(&serde_json::Value::String(k.clone())),
+                        why: "only `clean` is supported".into(),
+                    });
+                }
                 let clean =
                     match kwargs.and_then(|k| k.get("clean")) {
                         None => Clean::default(),

@@ -85,8 +85,9 @@ pub fn pad_plane(x: &[f32], w: usize, pad: [usize; 2], p: Padded, out: &mut [f32
         }
         let dst = &mut out[y * row_len..(y + 1) * row_len];
         if p.phases == 1 {
-            let n = w.min(p.cols.saturating_sub(pad[1]));
-            dst[pad[1]..pad[1] + n].copy_from_slice(&row[..n]);
+            let at = pad[1].min(p.cols);
+            let n = w.min(p.cols - at);
+            dst[at..at + n].copy_from_slice(&row[..n]);
         } else {
             // Run `r` holds padded columns `j·phases + r`, input columns
             // `j·phases + r − pad`: those inside the row, `lo..hi`.
@@ -139,6 +140,7 @@ pub mod plain {
         out: &mut [f32],
     ) {
         let [kh, kw] = kernel;
+        debug_assert_eq!(phases, stride[1].max(1));
         let (sx, dx) = (phases.max(1), dilation[1]);
         let row_len = sx * cols;
         if ow == 0 {

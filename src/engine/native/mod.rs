@@ -180,6 +180,18 @@ impl Native {
                     weight_bytes += conv.weight_bytes();
                 }
                 Kind::Depthwise { dw, .. } => {
+                    // A padded plane per channel, within reason.
+                    if dw
+                        .padded()
+                        .and_then(|p| p.len().checked_mul(dw.o))
+                        .is_none()
+                    {
+                        return Err(LowerError {
+                            node: s.name.clone(),
+                            op: "depthwise".into(),
+                            why: "its padded input is past usize".into(),
+                        });
+                    }
                     size = size.max(dw.scratch());
                     weight_bytes += dw.weight_bytes();
                 }

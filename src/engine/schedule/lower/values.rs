@@ -200,8 +200,6 @@ impl Lowerer<'_> {
         }
     }
 
-    /// `o`, or what it is a no-op f32 → f32 cast of (the NNEF reader
-    /// leaves such casts around constants and values).
     /// `o`'s value before the reshapes (`Reshape`, `AddAxis`, `RmAxis`:
     /// the same values in the same order) that made it.
     pub(super) fn through_shape(&self, mut o: OutletId) -> OutletId {
@@ -214,6 +212,8 @@ impl Lowerer<'_> {
         }
     }
 
+    /// `o`, or what it is a no-op f32 → f32 cast of (the NNEF reader
+    /// leaves such casts around constants and values).
     pub(super) fn skip(&self, mut o: OutletId) -> OutletId {
         loop {
             let n = &self.model.nodes[o.node];
