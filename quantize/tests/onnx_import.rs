@@ -238,6 +238,21 @@ fn the_export_prompts_tokenise_as_pytorch_did() {
     }
 }
 
+/// Over the reference images: the least cosine between the native
+/// engine's and tract's embeddings, and between the native engine's and
+/// PyTorch's fp32.
+fn int8_cosines(native: &mut Engine, tract: &mut Engine, r: &Reference) -> (f32, f32) {
+    let (mut pair, mut to_pytorch) = (1f32, 1f32);
+    for (p, want) in r.images.iter().zip(&r.image_embeddings) {
+        let img = decode_file(p).unwrap();
+        native.classify(&img.view(), 1).unwrap();
+        tract.classify(&img.view(), 1).unwrap();
+        pair = pair.min(cosine(native.embedding(), tract.embedding()));
+        to_pytorch = to_pytorch.min(cosine(native.embedding(), want));
+    }
+    (pair, to_pytorch)
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
     a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / (n(a) * n(b))
@@ -261,14 +276,7 @@ fn an_int8_bundle_from_an_export_runs_its_products_and_convolution_in_int8() {
         ops.get("linear/int8").copied().unwrap_or(0) >= 8,
         "{ops:?} {products:?}"
     );
-    let (mut worst, mut worst_pair) = (1f32, 1f32);
-    for (p, want) in r.images.iter().zip(&r.image_embeddings) {
-        let img = decode_file(p).unwrap();
-        native.classify(&img.view(), 1).unwrap();
-        tract.classify(&img.view(), 1).unwrap();
-        worst = worst.min(cosine(native.embedding(), want));
-        worst_pair = worst_pair.min(cosine(native.embedding(), tract.embedding()));
-    }
+    let (worst_pair, worst) = int8_cosines(&mut native, &mut tract, &r);
     eprintln!("int8: cosine to PyTorch fp32 at least {worst:.6}, native to tract {worst_pair:.7}");
     assert!(worst >= INT8_MIN_COSINE, "{worst} < {INT8_MIN_COSINE}");
     assert!(worst_pair >= NATIVE_TRACT_INT8_MIN_COSINE, "{worst_pair}");
@@ -528,14 +536,7 @@ fn a_mobileclip_export_runs_on_the_native_engine_as_pytorch_does() {
     let mut tract = Engine::load_on(&out, &Trust::default(), EngineKind::Tract, 1).unwrap();
     let ops = native.native_summary().unwrap().ops;
     assert!(ops.get("conv/int8").copied().unwrap_or(0) >= 8, "{ops:?}");
-    let (mut pair, mut to_pytorch) = (1f32, 1f32);
-    for (p, want) in r.images.iter().zip(&r.image_embeddings) {
-        let img = decode_file(p).unwrap();
-        native.classify(&img.view(), 1).unwrap();
-        tract.classify(&img.view(), 1).unwrap();
-        pair = pair.min(cosine(native.embedding(), tract.embedding()));
-        to_pytorch = to_pytorch.min(cosine(native.embedding(), want));
-    }
+    let (pair, to_pytorch) = int8_cosines(&mut native, &mut tract, &r);
     eprintln!("mobileclip int8: native to tract {pair:.7}, to PyTorch fp32 {to_pytorch:.4}");
     assert!(pair >= MOBILECLIP_NATIVE_TRACT_INT8_MIN_COSINE, "{pair}");
     let _ = std::fs::remove_dir_all(&d);
@@ -749,14 +750,7 @@ fn a_siglip_export_embeds_and_scores_as_pytorch_does() {
     let ran =
         ops.get("linear/int8").copied().unwrap_or(0) + ops.get("conv/int8").copied().unwrap_or(0);
     assert!(int8 >= 4 && ran >= int8, "{layers:?} {ops:?}");
-    let (mut pair, mut to_pytorch) = (1f32, 1f32);
-    for (p, want) in r.images.iter().zip(&r.image_embeddings) {
-        let img = decode_file(p).unwrap();
-        native.classify(&img.view(), 1).unwrap();
-        tract.classify(&img.view(), 1).unwrap();
-        pair = pair.min(cosine(native.embedding(), tract.embedding()));
-        to_pytorch = to_pytorch.min(cosine(native.embedding(), want));
-    }
+    let (pair, to_pytorch) = int8_cosines(&mut native, &mut tract, &r);
     eprintln!("siglip int8: native to tract {pair:.7}, to PyTorch fp32 {to_pytorch:.5}");
     assert!(pair >= SIGLIP_NATIVE_TRACT_INT8_MIN_COSINE, "{pair}");
     assert!(to_pytorch >= SIGLIP_INT8_MIN_COSINE, "{to_pytorch}");

@@ -79,12 +79,53 @@ class Textual(torch.nn.Module):
         return e / e.norm(dim=-1, keepdim=True)
 
 
+def write_configs(out, config, pre):
+    """config.json and visual/preprocess_cfg.json, as Immich writes them."""
+    os.makedirs(os.path.join(out, "visual"), exist_ok=True)
+    os.makedirs(os.path.join(out, "textual"), exist_ok=True)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    with open(os.path.join(out, "visual", "preprocess_cfg.json"), "w") as f:
+        json.dump(pre, f, indent=2)
+
+
+def export_graphs(model, out, res, context, token_dtype=torch.int32):
+    """visual/model.onnx and textual/model.onnx, outputs normalised."""
+    torch.onnx.export(Visual(model), (torch.randn(1, 3, res, res),),
+                      os.path.join(out, "visual", "model.onnx"), input_names=["image"],
+                      output_names=["embedding"], opset_version=OPSET, dynamo=False)
+    torch.onnx.export(Textual(model), (torch.ones(1, context, dtype=token_dtype),),
+                      os.path.join(out, "textual", "model.onnx"), input_names=["text"],
+                      output_names=["embedding"], opset_version=OPSET, dynamo=False)
+
+
+def check_sees_images(img):
+    """The fixture must see the image: embeddings that differ between
+    images."""
+    cos = img @ img.T
+    off = cos[~np.eye(len(img), dtype=bool)]
+    print(f"image cosines between different images: max {off.max():.4f}")
+    assert off.max() < 0.99, "the tiny tower is blind to the image"
+
+
+def write_reference(name, paths, img, txt, tokens, **extra):
+    """tests/fixtures/reference/{name}.json: what PyTorch computed."""
+    ref = {
+        "images": [os.path.relpath(p, ROOT) for p in paths],
+        "prompts": PROMPTS,
+        "image_embeddings": img.tolist(),
+        "text_embeddings": txt.tolist(),
+        "tokens": tokens.tolist(),
+        **extra,
+    }
+    with open(os.path.join(FIX, "reference", f"{name}.json"), "w") as f:
+        json.dump(ref, f)
+
+
 def main():
     torch.set_num_threads(2)
     model = make_model(7)
     n = CFG["image_resolution"]
-    os.makedirs(os.path.join(OUT, "visual"), exist_ok=True)
-    os.makedirs(os.path.join(OUT, "textual"), exist_ok=True)
     config = {
         "embed_dim": CFG["embed_dim"],
         "vision_cfg": {"image_size": n, "layers": CFG["vision_layers"],
@@ -93,39 +134,18 @@ def main():
                      "width": CFG["transformer_width"], "heads": CFG["transformer_heads"],
                      "layers": CFG["transformer_layers"]},
     }
-    with open(os.path.join(OUT, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
     pre = {"size": [n, n], "mode": "RGB", "mean": list(MEAN), "std": list(STD),
            "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}
-    with open(os.path.join(OUT, "visual", "preprocess_cfg.json"), "w") as f:
-        json.dump(pre, f, indent=2)
-    torch.onnx.export(Visual(model), (torch.randn(1, 3, n, n),),
-                      os.path.join(OUT, "visual", "model.onnx"), input_names=["image"],
-                      output_names=["embedding"], opset_version=OPSET, dynamo=False)
-    torch.onnx.export(Textual(model), (torch.ones(1, CFG["context_length"], dtype=torch.int32),),
-                      os.path.join(OUT, "textual", "model.onnx"), input_names=["text"],
-                      output_names=["embedding"], opset_version=OPSET, dynamo=False)
-
+    write_configs(OUT, config, pre)
+    export_graphs(model, OUT, n, CFG["context_length"])
     paths = [os.path.join(FIX, "images", f"{i}.png") for i in IMAGES]
     with torch.no_grad():
         x = torch.cat([_transform(n)(Image.open(p)).unsqueeze(0) for p in paths])
         img = Visual(model)(x).numpy()
         tokens = clip.tokenize(PROMPTS, context_length=CFG["context_length"]).int()
         txt = Textual(model)(tokens).numpy()
-    # The fixture must see the image: embeddings that differ between images.
-    cos = img @ img.T
-    off = cos[~np.eye(len(paths), dtype=bool)]
-    print(f"image cosines between different images: max {off.max():.4f}")
-    assert off.max() < 0.99, "the tiny tower is blind to the image"
-    ref = {
-        "images": [os.path.relpath(p, ROOT) for p in paths],
-        "prompts": PROMPTS,
-        "image_embeddings": img.tolist(),
-        "text_embeddings": txt.tolist(),
-        "tokens": tokens.tolist(),
-    }
-    with open(os.path.join(FIX, "reference", "onnx_vit_tiny.json"), "w") as f:
-        json.dump(ref, f)
+    check_sees_images(img)
+    write_reference("onnx_vit_tiny", paths, img, txt, tokens)
 
 
 if __name__ == "__main__":

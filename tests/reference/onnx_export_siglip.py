@@ -14,12 +14,10 @@ Immich's layout (see `onnx_export.py`) with the fixture `tokenizer.json`
 and std 0.5) and its reference (tests/fixtures/reference/onnx_siglip_tiny.json).
 The tests never run Python.
 """
-import json
 import os
 import shutil
 import sys
 
-import numpy as np
 import open_clip
 import timm
 import torch
@@ -28,7 +26,8 @@ from PIL import Image
 from tokenizers import Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from onnx_export import FIX, IMAGES, OPSET, PROMPTS, ROOT, Textual, Visual  # noqa: E402
+from onnx_export import (FIX, IMAGES, PROMPTS, Textual, Visual, check_sees_images,  # noqa: E402
+                         export_graphs, write_configs, write_reference)
 
 OUT = os.path.join(FIX, "onnx", "siglip_tiny")
 TOK = os.path.join(FIX, "hf_tokenizer")
@@ -80,8 +79,6 @@ def main():
     model = make_model(13, tok.get_vocab_size())
     paths = [os.path.join(FIX, "images", f"{i}.png") for i in IMAGES]
     x = torch.cat([transform()(Image.open(p)).unsqueeze(0) for p in paths])
-    os.makedirs(os.path.join(OUT, "visual"), exist_ok=True)
-    os.makedirs(os.path.join(OUT, "textual"), exist_ok=True)
     config = {
         "embed_dim": WIDTH,
         "init_logit_bias": -10,
@@ -90,12 +87,9 @@ def main():
                        "timm_pool": "map", "timm_proj": "none"},
         "text_cfg": dict(text_cfg(tok.get_vocab_size()), tokenizer_kwargs={"clean": "canonicalize"}),
     }
-    with open(os.path.join(OUT, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
     pre = {"size": [RES, RES], "mode": "RGB", "mean": list(MEAN), "std": list(STD),
            "interpolation": "bicubic", "resize_mode": "squash", "fill_color": 0}
-    with open(os.path.join(OUT, "visual", "preprocess_cfg.json"), "w") as f:
-        json.dump(pre, f, indent=2)
+    write_configs(OUT, config, pre)
     for f in ["tokenizer.json", "tokenizer_config.json"]:
         shutil.copy(os.path.join(TOK, f), os.path.join(OUT, "textual", f))
     pad = tok.token_to_id("<pad>")
@@ -106,27 +100,11 @@ def main():
     with torch.no_grad():
         img = Visual(model)(x).numpy()
         txt = Textual(model)(tokens).numpy()
-    cos = img @ img.T
-    off = cos[~np.eye(len(paths), dtype=bool)]
-    print(f"image cosines between different images: max {off.max():.4f}")
-    assert off.max() < 0.99, "the tiny tower is blind to the image"
-    torch.onnx.export(Visual(model), (torch.randn(1, 3, RES, RES),),
-                      os.path.join(OUT, "visual", "model.onnx"), input_names=["image"],
-                      output_names=["embedding"], opset_version=OPSET, dynamo=False)
-    torch.onnx.export(Textual(model), (torch.ones(1, CONTEXT, dtype=torch.int64),),
-                      os.path.join(OUT, "textual", "model.onnx"), input_names=["text"],
-                      output_names=["embedding"], opset_version=OPSET, dynamo=False)
-    ref = {
-        "images": [os.path.relpath(p, ROOT) for p in paths],
-        "prompts": PROMPTS,
-        "image_embeddings": img.tolist(),
-        "text_embeddings": txt.tolist(),
-        "tokens": tokens.tolist(),
-        "logit_scale": float(model.logit_scale.exp()),
-        "logit_bias": float(model.logit_bias),
-    }
-    with open(os.path.join(FIX, "reference", "onnx_siglip_tiny.json"), "w") as f:
-        json.dump(ref, f)
+    check_sees_images(img)
+    export_graphs(model, OUT, RES, CONTEXT, torch.int64)
+    write_reference("onnx_siglip_tiny", paths, img, txt, tokens,
+                    logit_scale=float(model.logit_scale.exp().detach()),
+                    logit_bias=float(model.logit_bias.detach()))
 
 
 if __name__ == "__main__":

@@ -286,6 +286,44 @@ fn bin(
     Ok(wire_with_rank_broadcast(name, patch, TypedBinOp(op, None), &[a, b])?[0])
 }
 
+/// A layer's int8 weights read back from the pooled constant `all` (f32):
+/// `shape`'s values from `start`, times each output channel's scale (the
+/// first axis; the scale broadcast over the others).
+fn pooled_weights(
+    patch: &mut TypedModelPatch,
+    name: &str,
+    all: OutletId,
+    start: usize,
+    shape: &[usize],
+    scales: &[f32],
+) -> TractResult<OutletId> {
+    let len: usize = shape.iter().product();
+    let sl = patch.wire_node(
+        format!("{name}.weight.slice"),
+        Slice::new(0, start, start + len),
+        &[all],
+    )?[0];
+    let dims: TVec<TDim> = shape.iter().map(|&d| d.to_dim()).collect();
+    let w = patch.wire_node(
+        format!("{name}.weight.shape"),
+        AxisOp::Reshape(0, tvec![len.to_dim()], dims),
+        &[sl],
+    )?[0];
+    let mut scale_shape = vec![1usize; shape.len()];
+    scale_shape[0] = shape[0];
+    let sc = patch.add_const(
+        format!("{name}.weight.scale"),
+        Tensor::from_shape(&scale_shape, scales)?,
+    )?;
+    bin(
+        patch,
+        format!("{name}.weight.dequant"),
+        Box::new(math::Mul),
+        w,
+        sc,
+    )
+}
+
 /// `x` quantised to int8 levels with one scale per slice over `axes`
 /// (a row's depth; a convolution's whole image), dequantised: the pattern
 /// the runtime reads as an int8 product's input.
@@ -405,28 +443,7 @@ pub fn int8_products(
         let x_rank = r - p.depth_axes + 1;
         let xq = fake_quant(&mut patch, &name, x, &[x_rank - 1])?;
         let all = patch.tap_model(&model, pool_f32)?;
-        let len = rows * depth;
-        let sl = patch.wire_node(
-            format!("{name}.weight.slice"),
-            Slice::new(0, start, start + len),
-            &[all],
-        )?[0];
-        let w = patch.wire_node(
-            format!("{name}.weight.shape"),
-            AxisOp::Reshape(0, tvec![len.to_dim()], tvec![rows.to_dim(), depth.to_dim()]),
-            &[sl],
-        )?[0];
-        let sc = patch.add_const(
-            format!("{name}.weight.scale"),
-            Tensor::from_shape(&[rows, 1], &scales)?,
-        )?;
-        let wd = bin(
-            &mut patch,
-            format!("{name}.weight.dequant"),
-            Box::new(math::Mul),
-            w,
-            sc,
-        )?;
+        let wd = pooled_weights(&mut patch, &name, all, start, &[rows, depth], &scales)?;
         let letters = &"abcdefgh"[..x_rank - 1];
         let axes: AxesMapping = format!("{letters}k,nk->{letters}n").parse()?;
         let mut y = patch.wire_node(
@@ -455,29 +472,7 @@ pub fn int8_products(
         // One scale for the image, as the quantizer's own convolutions.
         let xq = fake_quant(&mut patch, &name, x, &[1, 2, 3])?;
         let all = patch.tap_model(&model, pool_f32)?;
-        let len: usize = shape.iter().product();
-        let sl = patch.wire_node(
-            format!("{name}.weight.slice"),
-            Slice::new(0, start, start + len),
-            &[all],
-        )?[0];
-        let dims: TVec<TDim> = shape.iter().map(|&d| d.to_dim()).collect();
-        let w = patch.wire_node(
-            format!("{name}.weight.shape"),
-            AxisOp::Reshape(0, tvec![len.to_dim()], dims),
-            &[sl],
-        )?[0];
-        let sc = patch.add_const(
-            format!("{name}.weight.scale"),
-            Tensor::from_shape(&[shape[0], 1, 1, 1], &scales)?,
-        )?;
-        let wd = bin(
-            &mut patch,
-            format!("{name}.weight.dequant"),
-            Box::new(math::Mul),
-            w,
-            sc,
-        )?;
+        let wd = pooled_weights(&mut patch, &name, all, start, &shape, &scales)?;
         let b = patch.tap_model(&model, inputs[2])?;
         let y = patch.wire_node(format!("{name}.int8"), op, &[xq, wd, b])?[0];
         patch.shunt_outside(&model, OutletId::new(id, 0), y)?;
@@ -494,29 +489,7 @@ pub fn int8_products(
         // One scale for the image, as the convolutions.
         let xq = fake_quant(&mut patch, &name, x, &(0..rank).collect::<Vec<_>>())?;
         let all = patch.tap_model(&model, pool_f32)?;
-        let len: usize = shape.iter().product();
-        let sl = patch.wire_node(
-            format!("{name}.weight.slice"),
-            Slice::new(0, start, start + len),
-            &[all],
-        )?[0];
-        let dims: TVec<TDim> = shape.iter().map(|&d| d.to_dim()).collect();
-        let w = patch.wire_node(
-            format!("{name}.weight.shape"),
-            AxisOp::Reshape(0, tvec![len.to_dim()], dims),
-            &[sl],
-        )?[0];
-        let sc = patch.add_const(
-            format!("{name}.weight.scale"),
-            Tensor::from_shape(&[shape[0], 1], &scales)?,
-        )?;
-        let wd = bin(
-            &mut patch,
-            format!("{name}.weight.dequant"),
-            Box::new(math::Mul),
-            w,
-            sc,
-        )?;
+        let wd = pooled_weights(&mut patch, &name, all, start, &shape, &scales)?;
         let mut wires = [xq, xq];
         wires[slot] = wd;
         let y = patch.wire_node(format!("{name}.int8"), op, &wires)?[0];
