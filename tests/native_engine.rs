@@ -20,6 +20,11 @@ const NATIVE_PROB_TOL: f32 = 7e-6;
 /// int8 in f32): image-embedding cosine. Measured at least 0.9999967
 /// (vit_tiny_int8, tract on AVX2; 0.9999974 on the other paths above).
 const NATIVE_INT8_MIN_COSINE: f32 = 0.99997;
+/// The same for the MobileCLIP fixture, whose embedding is the small part of
+/// a random tower's output that differs between images (its head centres
+/// them), which magnifies the rare rounding tie the two quantise apart.
+/// Measured 0.99994874 (la_256x300.png, AMD EPYC, AVX-512).
+const NATIVE_INT8_MIN_COSINE_CENTRED: f32 = 0.9995;
 
 fn images() -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(root().join("models/calibration"))
@@ -63,11 +68,12 @@ fn native_matches_tract_on_every_committed_bundle() {
                 worst_prob = worst_prob.max((n - t).abs());
             }
             if int8 {
-                assert!(
-                    c >= NATIVE_INT8_MIN_COSINE,
-                    "{b} {}: cosine {c}",
-                    p.display()
-                );
+                let min = if b.contains("mobileclip") {
+                    NATIVE_INT8_MIN_COSINE_CENTRED
+                } else {
+                    NATIVE_INT8_MIN_COSINE
+                };
+                assert!(c >= min, "{b} {}: cosine {c}", p.display());
             } else {
                 for (i, (n, t)) in native.scores.iter().zip(&tract.scores).enumerate() {
                     assert!(

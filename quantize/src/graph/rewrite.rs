@@ -76,6 +76,10 @@ struct Int8Product {
     /// The canonical product's output and the original's.
     y_canonical: TVec<usize>,
     y_dims: TVec<usize>,
+    /// The canonical output's axes of more than one value, in the order
+    /// the original's holds them (tract's declutter may fold a transpose
+    /// into the product): indices into those axes.
+    order: Vec<usize>,
 }
 
 fn int8_product(model: &TypedModel, node: &TypedNode) -> Option<Int8Product> {
@@ -150,10 +154,10 @@ fn int8_product(model: &TypedModel, node: &TypedNode) -> Option<Int8Product> {
         .copied()
         .chain([w.shape()[*n]])
         .collect();
-    // The output's axes (those of more than one value) must be `x`'s other
-    // axes in `x`'s order, then the channels: sizes alone would let a
+    // Where each of the output's axes (those of more than one value) comes
+    // from: `x`'s other axes, then the channels. Sizes alone would let a
     // transposed output of equal sizes through, reshaped instead of
-    // transposed.
+    // transposed: the axes are followed by identity and moved.
     let mut out_pos: Vec<usize> = Vec::new();
     for (p, &d) in x_dims[..r.saturating_sub(depth_axes)].iter().enumerate() {
         if d == 1 {
@@ -165,21 +169,27 @@ fn int8_product(model: &TypedModel, node: &TypedNode) -> Option<Int8Product> {
     if w.shape()[*n] != 1 {
         out_pos.push(*n_out);
     }
-    let in_order = out_pos.windows(2).all(|p| p[0] < p[1]);
+    // The canonical axes by their place in the output: the product is
+    // rewritten, then those axes moved to where the export has them.
+    let mut order: Vec<usize> = (0..out_pos.len()).collect();
+    order.sort_by_key(|&i| out_pos[i]);
+    let canonical = not_one(&y_canonical);
+    let moved: Vec<usize> = order.iter().map(|&i| canonical[i]).collect();
     (w.rank() == 1 + depth_axes
         && (1..=8).contains(&r)
         && trailing
-        && in_order
-        && not_one(&y_dims) == not_one(&y_canonical))
-    .then(|| Int8Product {
-        w_slot,
-        w_perm,
-        depth_axes,
-        y_canonical,
-        y_dims: y_dims.into(),
-        x_dims,
-        w,
-    })
+        && out_pos.len() == canonical.len()
+        && not_one(&y_dims) == moved)
+        .then(|| Int8Product {
+            w_slot,
+            w_perm,
+            depth_axes,
+            y_canonical,
+            y_dims: y_dims.into(),
+            x_dims,
+            w,
+            order,
+        })
 }
 
 /// A 1 × 1 convolution as tract declutters one: a product of one image
@@ -451,11 +461,40 @@ pub fn int8_products(
             EinSum::new(axes, f32::datum_type()),
             &[xq, wd],
         )?[0];
-        if p.y_canonical != p.y_dims {
-            let dims = |d: &[usize]| d.iter().map(|&v| v.to_dim()).collect::<TVec<_>>();
+        let dims = |d: &[usize]| d.iter().map(|&v| v.to_dim()).collect::<TVec<_>>();
+        let mut at: TVec<usize> = p.y_canonical.clone();
+        if p.order.windows(2).any(|o| o[0] > o[1]) {
+            // The axes of more than one value alone, moved into the
+            // export's order one at a time.
+            let bare: TVec<usize> = not_one(&at).into_iter().collect();
+            if bare != at {
+                y = patch.wire_node(
+                    format!("{name}.int8.bare"),
+                    AxisOp::Reshape(0, dims(&at), dims(&bare)),
+                    &[y],
+                )?[0];
+                at = bare;
+            }
+            let mut current: Vec<usize> = (0..p.order.len()).collect();
+            for (i, &axis) in p.order.iter().enumerate() {
+                let j = current.iter().position(|&a| a == axis).context("an axis")?;
+                if j != i {
+                    y = patch.wire_node(
+                        format!("{name}.int8.move{i}"),
+                        AxisOp::Move(j, i),
+                        &[y],
+                    )?[0];
+                    let a = current.remove(j);
+                    current.insert(i, a);
+                    let d = at.remove(j);
+                    at.insert(i, d);
+                }
+            }
+        }
+        if at != p.y_dims {
             y = patch.wire_node(
                 format!("{name}.int8.reshape"),
-                AxisOp::Reshape(0, dims(&p.y_canonical), dims(&p.y_dims)),
+                AxisOp::Reshape(0, dims(&at), dims(&p.y_dims)),
                 &[y],
             )?[0];
         }
@@ -544,14 +583,42 @@ mod tests {
             .collect()
     }
 
-    /// A product whose output is transposed (`mk,nk->nm`, equal sizes) is
-    /// left alone: a reshape would put its values in the wrong places.
+    /// int8 against f32 over the outputs, relative to the largest.
+    fn rel_error(want: &[f32], got: &[f32]) -> f32 {
+        let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+        want.iter()
+            .zip(got)
+            .map(|(a, b)| (a - b).abs() / scale)
+            .fold(
+                0f32,
+                |a, d| if d.is_nan() { f32::INFINITY } else { a.max(d) },
+            )
+    }
+
+    /// A product whose output is transposed (`mk,nk->nm`, equal sizes, as
+    /// tract's declutter folds a transpose into a ViT's products) is
+    /// rewritten, its output moved back into place, not reshaped: the
+    /// values agree with f32's.
     #[test]
-    fn a_transposed_product_stays_f32() {
-        let w = Tensor::from_shape(&[48, 32], &values(48 * 32, 3)).unwrap();
-        let m = one_product("mk,nk->nm", &[48, 32], w);
-        let (_, names) = int8_products(m).unwrap();
-        assert!(names.is_empty(), "{names:?}");
+    fn a_transposed_product_is_rewritten_and_moved_back() {
+        for (expr, x_dims, y_dims) in [
+            ("mk,nk->nm", vec![48, 32], vec![48, 48]),
+            ("bmk,nk->bnm", vec![1, 16, 32], vec![1, 48, 16]),
+        ] {
+            let w = Tensor::from_shape(&[48, 32], &values(48 * 32, 3)).unwrap();
+            let m = one_product(expr, &x_dims, w);
+            let input = Tensor::from_shape(&x_dims, &values(x_dims.iter().product(), 5)).unwrap();
+            let want = run(&m, &input);
+            let (q, names) = int8_products(m).unwrap();
+            assert_eq!(names, [("p".to_string(), "linear")], "{expr}");
+            assert_eq!(
+                q.output_fact(0).unwrap().shape.as_concrete(),
+                Some(&y_dims[..]),
+                "{expr}"
+            );
+            let worst = rel_error(&want, &run(&q, &input));
+            assert!(worst > 0.0 && worst <= INT8_REL_TOL, "{expr}: {worst}");
+        }
     }
 
     /// A product whose depth is split over two axes (an export's head
@@ -570,16 +637,7 @@ mod tests {
             q.output_fact(0).unwrap().shape.as_concrete(),
             Some(&[1usize, 5, 24][..])
         );
-        let got = run(&q, &input);
-        let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let worst = want
-            .iter()
-            .zip(&got)
-            .map(|(a, b)| (a - b).abs() / scale)
-            .fold(
-                0f32,
-                |a, d| if d.is_nan() { f32::INFINITY } else { a.max(d) },
-            );
+        let worst = rel_error(&want, &run(&q, &input));
         eprintln!("int8 vs f32: {worst:.2e} of the largest output");
         assert!(worst > 0.0 && worst <= INT8_REL_TOL, "{worst}");
     }
