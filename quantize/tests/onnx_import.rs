@@ -378,9 +378,8 @@ fn sigmoid_scoring_gives_each_label_its_own_probability() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
-#[test]
-fn an_export_folder_that_asks_for_what_is_not_done_says_which_key() {
-    let d = scratch("bad");
+/// The ViT fixture's export copied into `d/export` (to be edited).
+fn copy_vit_export(d: &Path) -> PathBuf {
     let src = root().join("tests/fixtures/onnx/vit_tiny");
     let copy = d.join("export");
     for f in [
@@ -392,6 +391,13 @@ fn an_export_folder_that_asks_for_what_is_not_done_says_which_key() {
         std::fs::create_dir_all(copy.join(f).parent().unwrap()).unwrap();
         std::fs::copy(src.join(f), copy.join(f)).unwrap();
     }
+    copy
+}
+
+#[test]
+fn an_export_folder_that_asks_for_what_is_not_done_says_which_key() {
+    let d = scratch("bad");
+    let copy = copy_vit_export(&d);
     let cfg = copy.join("visual/preprocess_cfg.json");
     let text = std::fs::read_to_string(&cfg).unwrap();
     let labels = d.join("labels.txt");
@@ -603,17 +609,7 @@ fn a_tokenizer_json_tokenises_as_open_clip_does() {
 #[test]
 fn an_export_with_its_own_tokenizer_builds_with_it() {
     let d = scratch("own-tokenizer");
-    let src = root().join("tests/fixtures/onnx/vit_tiny");
-    let x = d.join("export");
-    for f in [
-        "config.json",
-        "visual/model.onnx",
-        "visual/preprocess_cfg.json",
-        "textual/model.onnx",
-    ] {
-        std::fs::create_dir_all(x.join(f).parent().unwrap()).unwrap();
-        std::fs::copy(src.join(f), x.join(f)).unwrap();
-    }
+    let x = copy_vit_export(&d);
     let hf = root().join("tests/fixtures/hf_tokenizer");
     std::fs::copy(
         hf.join("tokenizer_config.json"),
