@@ -61,8 +61,8 @@ pub fn f16_weights(mut model: TypedModel) -> TractResult<TypedModel> {
 
 /// A product `x · W` that can run in int8: which input is the constant
 /// weight, how its axes map to `[n, k...]`, and the activation's dims (its
-/// last axes are the depth; the output is `x`'s other axes, then the
-/// channels, up to axes of size 1).
+/// last axes are the depth; the output is `x`'s other axes and the
+/// channels, in any order (see `order`), up to axes of size 1).
 struct Int8Product {
     w_slot: usize,
     /// The weights' axes in the order `[n, k...]` (the depth axes in the
@@ -115,12 +115,11 @@ fn int8_product(model: &TypedModel, node: &TypedNode) -> Option<Int8Product> {
         })
         .filter_map(|a| Some((sole(&a.inputs[w_slot])?, sole(&a.inputs[x_slot])?)))
         .collect();
-    // Any other axis of the weights (a batch of weights) keeps it f32, as
-    // does a product whose output is not `x`'s other axes then the
-    // channels, up to axes of size 1 (an exporter's reshapes, which
-    // declutter folds into the product): it is rewritten as the
-    // quantizer's own linear layers are (`...k,nk->...n`, which the runtime
-    // reads as int8), then reshaped.
+    // Any other axis of the weights (a batch of weights) keeps it f32. The
+    // product is rewritten as the quantizer's own linear layers are
+    // (`...k,nk->...n`, which the runtime reads as int8), then its axes
+    // moved where the export has them (a transpose declutter folded into
+    // it) and reshaped (axes of size 1: an exporter's reshapes).
     let x_dims = model
         .outlet_fact(node.inputs[x_slot])
         .ok()?
@@ -604,6 +603,10 @@ mod tests {
         for (expr, x_dims, y_dims) in [
             ("mk,nk->nm", vec![48, 32], vec![48, 48]),
             ("bmk,nk->bnm", vec![1, 16, 32], vec![1, 48, 16]),
+            // Three axes each way round (a permutation that is not its
+            // own inverse).
+            ("bmk,nk->nbm", vec![4, 16, 32], vec![48, 4, 16]),
+            ("bmk,nk->mnb", vec![4, 16, 32], vec![16, 48, 4]),
         ] {
             let w = Tensor::from_shape(&[48, 32], &values(48 * 32, 3)).unwrap();
             let m = one_product(expr, &x_dims, w);
