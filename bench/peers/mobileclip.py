@@ -18,7 +18,6 @@ and the bundles on first use. Run by hand; never in CI.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -27,7 +26,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
-from run import bundle, clip_edge, ort, time_fn  # noqa: E402
+from run import bundle, clip_edge, onnx_bundle, ort, time_fn  # noqa: E402
 
 ARCH = "mobileclip2_s0"
 RES = 256
@@ -77,16 +76,6 @@ def export(work):
     return out
 
 
-def onnx_bundle(work, src, precision):
-    out = os.path.join(work, f"{ARCH}-{precision}")
-    if not os.path.exists(os.path.join(out, "manifest.toml")):
-        subprocess.run([os.path.join(ROOT, "target/release/clip-quantize"), "build",
-                        "--checkpoint", src, "--precision", precision,
-                        "--labels", os.path.join(ROOT, "models/synthetic/classes.txt"),
-                        "--out", out], check=True, stdout=subprocess.DEVNULL)
-    return out
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="/tmp/peers")
@@ -95,7 +84,7 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     src = export(a.work)
-    b32, b8 = onnx_bundle(a.work, src, "fp32"), onnx_bundle(a.work, src, "int8")
+    b32, b8 = onnx_bundle(a.work, ARCH, "fp32"), onnx_bundle(a.work, ARCH, "int8")
     vit8 = bundle(a.work, "vit_b32", "int8") if os.path.exists(
         os.path.join(a.work, "vit_b32.pt")) else None
     image = np.random.default_rng(0).standard_normal((1, 3, RES, RES)).astype(np.float32)

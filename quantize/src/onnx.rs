@@ -248,38 +248,29 @@ impl Export {
                 &format!("expected a side of 1 to {MAX_RESOLUTION}, or a square [n, n]"),
             )
         })?;
-        // Absent: open_clip's default, the one supported.
-        let only = |key: &'static str, want: &str, why: &str| match field(key) {
-            serde_json::Value::Null => Ok(()),
-            serde_json::Value::String(v) if v == want => Ok(()),
-            v => Err(bad(key, quoted(v), why)),
-        };
-        only("mode", "RGB", "RGB is supported")?;
-        let filter = match field("interpolation") {
-            serde_json::Value::Null => Filter::Bicubic,
-            serde_json::Value::String(v) if v == "bicubic" => Filter::Bicubic,
-            serde_json::Value::String(v) if v == "bilinear" => Filter::Bilinear,
-            v => {
-                return Err(bad(
-                    "interpolation",
-                    quoted(v),
-                    "bicubic or bilinear (Pillow's, exactly) is supported",
-                ))
+        // Which of `names` the key names (absent: open_clip's default, the
+        // first).
+        let pick = |key: &'static str, names: &[&str], why: &str| {
+            let v = field(key);
+            if v.is_null() {
+                return Ok(0);
             }
+            v.as_str()
+                .and_then(|s| names.iter().position(|n| *n == s))
+                .ok_or_else(|| bad(key, quoted(v), why))
         };
-        let fit = match field("resize_mode") {
-            serde_json::Value::Null => Fit::Crop,
-            serde_json::Value::String(v) if v == "shortest" => Fit::Crop,
-            serde_json::Value::String(v) if v == "squash" => Fit::Squash,
-            v => {
-                return Err(bad(
-                    "resize_mode",
-                    quoted(v),
-                    "shortest (the shorter side resized, then a centre crop) or squash (the \
-                     whole image resized to the input) is supported",
-                ))
-            }
-        };
+        pick("mode", &["RGB"], "RGB is supported")?;
+        let filter = [Filter::Bicubic, Filter::Bilinear][pick(
+            "interpolation",
+            &["bicubic", "bilinear"],
+            "bicubic or bilinear (Pillow's, exactly) is supported",
+        )?];
+        let fit = [Fit::Crop, Fit::Squash][pick(
+            "resize_mode",
+            &["shortest", "squash"],
+            "shortest (the shorter side resized, then a centre crop) or squash (the whole \
+             image resized to the input) is supported",
+        )?];
         let mean = three(field("mean")).ok_or_else(|| {
             bad(
                 "mean",

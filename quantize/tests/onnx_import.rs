@@ -89,6 +89,32 @@ fn max_abs_normalised(a: &[f32], b: &[f32]) -> f32 {
         )
 }
 
+/// The largest difference of an image embedding from PyTorch's over the
+/// reference images (both normalised).
+fn embedding_max_abs(engine: &mut Engine, r: &Reference) -> f32 {
+    let mut worst = 0f32;
+    for (p, want) in r.images.iter().zip(&r.image_embeddings) {
+        let img = decode_file(p).unwrap();
+        engine.classify(&img.view(), 1).unwrap();
+        worst = worst.max(max_abs_normalised(engine.embedding(), want));
+    }
+    worst
+}
+
+/// The largest difference of an fp32 bundle's table row from PyTorch's
+/// text embedding (both normalised).
+fn table_max_abs(out: &Path, r: &Reference) -> f32 {
+    let engine = Engine::load(out).unwrap();
+    let TableData::F32(t) = &engine.bundle.table else {
+        panic!("an fp32 bundle's table is f32");
+    };
+    let e = r.text_embeddings[0].len();
+    t.chunks(e)
+        .zip(&r.text_embeddings)
+        .map(|(a, b)| max_abs_normalised(a, b))
+        .fold(0f32, f32::max)
+}
+
 fn options(export: PathBuf, precision: Requested, labels: PathBuf, out: PathBuf) -> BuildOptions {
     common::build_options(export, precision, labels, out)
 }
@@ -145,26 +171,12 @@ fn an_onnx_export_builds_a_bundle_that_embeds_as_pytorch_does() {
         for kind in [EngineKind::Native, EngineKind::Tract] {
             let mut engine = Engine::load_on(&out, &Trust::default(), kind, 1).unwrap();
             assert_eq!(engine.kind(), kind);
-            let mut worst = 0f32;
-            for (p, want) in r.images.iter().zip(&r.image_embeddings) {
-                let img = decode_file(p).unwrap();
-                engine.classify(&img.view(), 1).unwrap();
-                worst = worst.max(max_abs_normalised(engine.embedding(), want));
-            }
+            let worst = embedding_max_abs(&mut engine, &r);
             eprintln!("{precision} {kind:?}: image embeddings within {worst:.2e} of PyTorch");
             assert!(worst <= tol, "{precision} {kind:?}: {worst} > {tol}");
         }
         if precision == Precision::Fp32 {
-            let engine = Engine::load(&out).unwrap();
-            let TableData::F32(t) = &engine.bundle.table else {
-                panic!("an fp32 bundle's table is f32");
-            };
-            let e = r.text_embeddings[0].len();
-            let worst = t
-                .chunks(e)
-                .zip(&r.text_embeddings)
-                .map(|(a, b)| max_abs_normalised(a, b))
-                .fold(0f32, f32::max);
+            let worst = table_max_abs(&out, &r);
             eprintln!("text table within {worst:.2e} of PyTorch");
             assert!(worst <= TABLE_MAX_ABS, "{worst} > {TABLE_MAX_ABS}");
         }
@@ -514,12 +526,7 @@ fn a_mobileclip_export_runs_on_the_native_engine_as_pytorch_does() {
                 let ops = engine.native_summary().unwrap().ops;
                 assert!(ops.get("depthwise").copied().unwrap_or(0) >= 10, "{ops:?}");
             }
-            let mut worst = 0f32;
-            for (p, want) in r.images.iter().zip(&r.image_embeddings) {
-                let img = decode_file(p).unwrap();
-                engine.classify(&img.view(), 1).unwrap();
-                worst = worst.max(max_abs_normalised(engine.embedding(), want));
-            }
+            let worst = embedding_max_abs(&mut engine, &r);
             eprintln!("mobileclip {precision} {kind:?}: within {worst:.2e} of PyTorch");
             assert!(worst <= tol, "{precision} {kind:?}: {worst} > {tol}");
         }
@@ -720,16 +727,7 @@ fn a_siglip_export_embeds_and_scores_as_pytorch_does() {
         // small.)
         assert!(worst_score <= SIGMOID_MAX_ABS, "{kind:?}: {worst_score}");
     }
-    let engine = Engine::load(&out).unwrap();
-    let TableData::F32(t) = &engine.bundle.table else {
-        panic!("an fp32 bundle's table is f32");
-    };
-    let e = r.text_embeddings[0].len();
-    let worst = t
-        .chunks(e)
-        .zip(&r.text_embeddings)
-        .map(|(a, b)| max_abs_normalised(a, b))
-        .fold(0f32, f32::max);
+    let worst = table_max_abs(&out, &r);
     eprintln!("siglip text table within {worst:.2e} of PyTorch");
     assert!(worst <= SIGLIP_TABLE_MAX_ABS, "{worst}");
     // int8: the native engine runs the products the rewrite made int8 (the

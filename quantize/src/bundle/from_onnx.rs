@@ -148,15 +148,7 @@ fn text_table(
             pad_token,
         } => {
             let tok = HfTokenizer::from_file(path, *clean, pad_token.as_deref(), x.context_length)?;
-            let prompts: Vec<String> = labels
-                .iter()
-                .flat_map(|l| templates.iter().map(move |t| crate::prompts::fill(t, l)))
-                .collect();
-            let ids = prompts
-                .iter()
-                .map(|p| tok.tokenize(p))
-                .collect::<Result<Vec<_>, _>>()?;
-            (prompts, ids)
+            prompts_tokenized(labels, templates, |p| tok.tokenize(p))?
         }
     };
     let pb = clip_edge::progress::bar(

@@ -274,13 +274,25 @@ pub(super) fn prompt_tokens(
     context: usize,
 ) -> Result<(Vec<String>, Vec<Vec<u32>>), BuildError> {
     let tok = Tokenizer::new()?;
+    prompts_tokenized(labels, templates, |p| tok.tokenize(p, context, false))
+}
+
+/// Every label in every template, and its tokens as `tokenize` makes them.
+pub(super) fn prompts_tokenized<E>(
+    labels: &[String],
+    templates: &[String],
+    tokenize: impl Fn(&str) -> Result<Vec<u32>, E>,
+) -> Result<(Vec<String>, Vec<Vec<u32>>), BuildError>
+where
+    BuildError: From<E>,
+{
     let prompts: Vec<String> = labels
         .iter()
         .flat_map(|l| templates.iter().map(move |t| prompts::fill(t, l)))
         .collect();
     let ids = prompts
         .iter()
-        .map(|p| tok.tokenize(p, context, false))
+        .map(|p| tokenize(p))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((prompts, ids))
 }

@@ -176,12 +176,7 @@ impl Lowerer<'_> {
         ];
         // Packing for the CPU may transform f32 3 × 3 weights for Winograd's
         // products or lay them out in panels (`native::pack`).
-        let (weights, quant) =
-            match self.weights(node.inputs[1], &n_off, &k_off, &w_dims, fq.is_some(), true)? {
-                Got::Int8(w) => (ConvWeights::Int8(w), true),
-                Got::Float(w) => (ConvWeights::Float(w), false),
-                Got::F32Rows(w) => (ConvWeights::F32Rows(w.into()), false),
-            };
+        let (weights, int8) = self.conv_weights(node.inputs[1], &n_off, &k_off, &w_dims, fq)?;
         let conv = Conv {
             c,
             h: x_dims[1],
@@ -196,9 +191,43 @@ impl Lowerer<'_> {
             weights,
             bias,
         };
-        let (x, s) = match (quant, fq) {
-            (true, Some((x, s))) => (self.operand(x)?, Some(self.operand(s)?)),
-            _ => (self.operand(node.inputs[0])?, None),
+        self.push_conv(node, conv, node.inputs[0], int8, dims)
+    }
+
+    /// A convolution's weights (`w_o` read at the offsets given), int8 when
+    /// its input is fake-quantised (`fq`): then with that input and its
+    /// scale, which the convolution reads instead.
+    #[allow(clippy::type_complexity)]
+    fn conv_weights(
+        &self,
+        w_o: OutletId,
+        n_off: &[usize],
+        k_off: &[usize],
+        w_dims: &[usize],
+        fq: Option<(OutletId, OutletId)>,
+    ) -> R<(ConvWeights, Option<(OutletId, OutletId)>)> {
+        Ok(
+            match self.weights(w_o, n_off, k_off, w_dims, fq.is_some(), true)? {
+                Got::Int8(w) => (ConvWeights::Int8(w), fq),
+                Got::Float(w) => (ConvWeights::Float(w), None),
+                Got::F32Rows(w) => (ConvWeights::F32Rows(w.into()), None),
+            },
+        )
+    }
+
+    /// Pushes `conv`, reading `x_o`, or (int8) the fake-quantised input
+    /// and its scale.
+    fn push_conv(
+        &mut self,
+        node: &TypedNode,
+        conv: Conv,
+        x_o: OutletId,
+        int8: Option<(OutletId, OutletId)>,
+        dims: Vec<usize>,
+    ) -> R<()> {
+        let (x, s) = match int8 {
+            Some((x, s)) => (self.operand(x)?, Some(self.operand(s)?)),
+            None => (self.operand(x_o)?, None),
         };
         self.push(
             node,
@@ -292,11 +321,7 @@ impl Lowerer<'_> {
         let fq = self
             .fake_quant(self.through_shape(x_o))
             .filter(|(x, s)| len(*s) == Some(1) && len(*x) == Some(c * h * w));
-        let (weights, quant) = match self.weights(w_o, n_off, k_off, w_dims, fq.is_some(), true)? {
-            Got::Int8(w) => (ConvWeights::Int8(w), true),
-            Got::Float(w) => (ConvWeights::Float(w), false),
-            Got::F32Rows(w) => (ConvWeights::F32Rows(w.into()), false),
-        };
+        let (weights, int8) = self.conv_weights(w_o, n_off, k_off, w_dims, fq)?;
         let conv = Conv {
             c,
             h,
@@ -311,20 +336,7 @@ impl Lowerer<'_> {
             weights,
             bias: vec![0.0; o],
         };
-        let (x, s) = match (quant, fq) {
-            (true, Some((x, s))) => (self.operand(x)?, Some(self.operand(s)?)),
-            _ => (self.operand(x_o)?, None),
-        };
-        self.push(
-            node,
-            Kind::Conv {
-                conv: Box::new(conv),
-                x,
-                s,
-            },
-            dims,
-        );
-        Ok(())
+        self.push_conv(node, conv, x_o, int8, dims)
     }
 
     pub(super) fn einsum(&mut self, node: &TypedNode, op: &EinSum, dims: Vec<usize>) -> R<()> {
