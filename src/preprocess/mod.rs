@@ -293,18 +293,8 @@ impl Preprocessor {
         }
     }
 
-    /// Resizes with `filter` from now on (bicubic until then).
-    pub fn set_filter(&mut self, filter: Filter) {
-        self.filter = filter;
-    }
-
-    /// [`Preprocessor::set_filter`], by value.
-    pub fn with_filter(mut self, filter: Filter) -> Self {
-        self.filter = filter;
-        self
-    }
-
-    /// Resizes with `r`'s filter and fit from now on.
+    /// Resizes with `r`'s filter and fit from now on (bicubic with a crop
+    /// until then).
     pub fn with_resize(mut self, r: Resize) -> Self {
         self.filter = r.filter;
         self.fit = r.fit;

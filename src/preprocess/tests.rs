@@ -20,7 +20,7 @@ proptest! {
             if ch == 1 || ch == 3 {
                 let mode = if ch == 1 { Mode::L } else { Mode::Rgb };
                 let img = ImageView::new(w as u32, h as u32, mode, &data);
-                let got = Preprocessor::with_level(level).with_filter(filter).resize_crop_u8(&img, n).unwrap().to_vec();
+                let got = Preprocessor::with_level(level).with_resize(Resize { filter, fit: Fit::Crop }).resize_crop_u8(&img, n).unwrap().to_vec();
                 prop_assert_eq!(&got, &want, "{:?}", level);
                 // Squashed: the whole image resized to n × n.
                 let squash = Resize { filter, fit: Fit::Squash };
@@ -33,7 +33,7 @@ proptest! {
                 let (rw, rh) = resized_size(w as u32, h as u32, n);
                 let crop = n.min(rw).min(rh);
                 let (x0, y0) = (center_crop_offset(rw, crop), center_crop_offset(rh, crop));
-                let mut p = Preprocessor::with_level(level).with_filter(filter);
+                let mut p = Preprocessor::with_level(level).with_resize(Resize { filter, fit: Fit::Crop });
                 p.resample(&data, w, h, ch, rw as usize, rh as usize, x0 as usize, y0 as usize, crop as usize, crop as usize, None);
                 prop_assert_eq!(&p.out8, &want, "{:?}", level);
             }
