@@ -14,5 +14,6 @@ pub mod score;
 pub mod section_cache;
 pub mod service;
 pub mod signature;
+#[cfg(feature = "tract")]
 pub mod tract_graph;
 pub mod watch;

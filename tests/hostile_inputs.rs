@@ -128,6 +128,49 @@ fn bundle_files_must_be_plain_names_inside_the_bundle() {
 }
 
 #[test]
+fn listed_native_sections_must_be_plain_names_with_digests_listed_once() {
+    let entry = |kernels: &str, file: &str, blake3: &str| {
+        let mut e = toml::Table::new();
+        e.insert("kernels".into(), kernels.into());
+        e.insert("file".into(), file.into());
+        e.insert("bytes".into(), 64.into());
+        e.insert("blake3".into(), blake3.into());
+        toml::Value::Table(e)
+    };
+    let good = "ab".repeat(32);
+    let cases = [
+        (
+            vec![entry("scalar", "../../etc/passwd", &good)],
+            "plain file name",
+        ),
+        (vec![entry("scalar", MANIFEST, &good)], "plain file name"),
+        (vec![entry("scalar", TEXT_TABLE, &good)], "plain file name"),
+        (vec![entry("scalar", "s.section", "zz")], "64 hex digits"),
+        (
+            vec![
+                entry("scalar", "a.section", &good),
+                entry("scalar", "b.section", &good),
+            ],
+            "twice",
+        ),
+        (
+            (0..33)
+                .map(|i| entry(&format!("k{i}"), &format!("{i}.section"), &good))
+                .collect(),
+            "at most 32",
+        ),
+    ];
+    for (entries, want) in cases {
+        let d = bundle_copy("native");
+        edit_manifest(&d, |t| {
+            t.insert("native".into(), toml::Value::Array(entries));
+        });
+        let e = open_err(&d);
+        assert!(e.contains(want) && e.contains(MANIFEST), "{want}: {e}");
+    }
+}
+
+#[test]
 fn bundle_files_must_be_regular_files() {
     let d = bundle_copy("symlink");
     std::fs::rename(d.join(TEXT_TABLE), d.join("elsewhere")).unwrap();

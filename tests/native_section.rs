@@ -1,10 +1,13 @@
-//! Native sections: a schedule saved on the first load and read back on
-//! the next runs bit for bit as the lowered one, its weights in place; a
-//! section that is damaged, truncated, made for another bundle, build or
-//! kernel path, or that sits where others may write, is never used.
+//! Native sections: a schedule saved on the first load, or shipped in the
+//! bundle, read back bit for bit as the lowered one, its weights in place;
+//! a section that is damaged, truncated, made for another bundle, build or
+//! kernel path, or that sits where others may write, is never used; the
+//! sections a host makes for every kernel path are the ones each machine
+//! makes.
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,8 +15,8 @@ use clip_edge::bundle::Trust;
 use clip_edge::decode::decode_file;
 use clip_edge::engine::native::{section, FloatWeights, Native};
 use clip_edge::engine::schedule::blob::SharedBytes;
-use clip_edge::engine::{Device, Engine, EngineKind, SectionUse};
-use clip_edge::kernels::Kernels;
+use clip_edge::engine::{shipped, Device, Engine, EngineKind, SectionUse};
+use clip_edge::kernels::{Kernels, Packing};
 use clip_edge::section_cache::SectionCache;
 use common::{root, scratch, COMMITTED_BUNDLES};
 
@@ -204,7 +207,7 @@ fn schedule(kernels: &Kernels) -> clip_edge::engine::schedule::ir::Lowered {
     let o = clip_edge::engine::open_encoder(&root().join("models/default-int8"), &Trust::default())
         .unwrap();
     let model = clip_edge::tract_graph::for_native(o.model).unwrap();
-    Native::schedule(&model, kernels, FloatWeights::F16WhereExact).unwrap()
+    Native::schedule(&model, &kernels.packing(), FloatWeights::F16WhereExact).unwrap()
 }
 
 fn bytes_of(l: &clip_edge::engine::schedule::ir::Lowered, kernels: &str, key: &str) -> SharedBytes {
@@ -239,7 +242,7 @@ fn a_section_for_other_kernels_or_with_short_weights_is_refused() {
         Kernels::SCALAR
     };
     let l = schedule(&other);
-    let err = section::read(bytes_of(&l, other.name, "k"), &here, "k")
+    let err = section::read(bytes_of(&l, other.name, "k"), &here.packing(), "k")
         .err()
         .expect("another path's section");
     assert!(err.to_string().contains("kernels"), "{err}");
@@ -261,15 +264,15 @@ fn a_section_for_other_kernels_or_with_short_weights_is_refused() {
     let mut short = cut.q.to_vec();
     short.pop();
     cut.q = short.into();
-    let err = section::read(bytes_of(&l, here.name, "k"), &here, "k")
+    let err = section::read(bytes_of(&l, here.name, "k"), &here.packing(), "k")
         .err()
         .expect("a short weight run");
     assert!(err.to_string().contains("weights of"), "{err}");
 
     // The right one reads, under its key only.
     let l = schedule(&here);
-    assert!(section::read(bytes_of(&l, here.name, "k"), &here, "k").is_ok());
-    let err = section::read(bytes_of(&l, here.name, "k"), &here, "j")
+    assert!(section::read(bytes_of(&l, here.name, "k"), &here.packing(), "k").is_ok());
+    let err = section::read(bytes_of(&l, here.name, "k"), &here.packing(), "j")
         .err()
         .unwrap();
     assert!(err.to_string().contains("another bundle"), "{err}");
@@ -290,7 +293,7 @@ fn forged_shapes_are_refused_before_any_buffer_is_made() {
         })
         .unwrap();
     conv.c = usize::MAX / 4;
-    let err = section::read(bytes_of(&l, here.name, "k"), &here, "k")
+    let err = section::read(bytes_of(&l, here.name, "k"), &here.packing(), "k")
         .err()
         .expect("a huge convolution");
     assert!(err.to_string().contains("too deep"), "{err}");
@@ -298,7 +301,7 @@ fn forged_shapes_are_refused_before_any_buffer_is_made() {
     // Millions of values: refused by their count, before the arena plan.
     let mut l = schedule(&here);
     l.lens.resize(5_000_000, 0);
-    let err = section::read(bytes_of(&l, here.name, "k"), &here, "k")
+    let err = section::read(bytes_of(&l, here.name, "k"), &here.packing(), "k")
         .err()
         .expect("too many values");
     assert!(err.to_string().contains("at most"), "{err}");
@@ -328,4 +331,120 @@ fn a_section_the_bounds_check_refuses_is_rebuilt() {
     section::write(&l, here.name, &entry.key, 0.0, &mut v).unwrap();
     std::fs::write(&file, &v).unwrap();
     refused_then_rebuilt(&bundle, &cache, &file, "past its");
+}
+
+/// The section a host makes of `bundle` for `packing`'s kernel path.
+fn shipped_bytes(maker: &shipped::Maker, packing: &Packing) -> Vec<u8> {
+    let mut v = Vec::new();
+    maker.write(packing, &mut v).unwrap();
+    v
+}
+
+/// Every machine lowers and packs a bundle into the same bytes for a
+/// kernel path, its own or another's: a section made on the host for a
+/// board is the one the board would make (the cross-compiled tests run
+/// this under qemu on aarch64 and armv7).
+#[test]
+fn sections_for_every_kernel_path_are_the_hosts_byte_for_byte() {
+    let text = std::fs::read_to_string(root().join("tests/fixtures/section-digests.toml")).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(table.len(), 3, "{table:?}");
+    for (bundle, digests) in &table {
+        let maker = shipped::Maker::open(&root().join(bundle)).unwrap();
+        let digests = digests.as_table().unwrap();
+        assert_eq!(digests.len(), Packing::ALL.len(), "{bundle}");
+        for p in Packing::ALL {
+            let made = section::digest_hex(&shipped_bytes(&maker, &p)).unwrap();
+            assert_eq!(
+                Some(made.as_str()),
+                digests.get(p.name).and_then(|v| v.as_str()),
+                "{bundle} for {}: this machine's section differs from the host's \
+                 (after a change that changes sections, run scripts/section-digests)",
+                p.name
+            );
+        }
+    }
+}
+
+/// A copy of `bundle` in `dir` that ships its section for this CPU's
+/// kernel path, listed in its manifest as `clip-quantize sections` lists
+/// it; returns the section's path.
+fn ship(bundle: &Path, dir: &Path) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    for e in std::fs::read_dir(bundle).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let maker = shipped::Maker::open(dir).unwrap();
+    let here = Kernels::detect();
+    let bytes = shipped_bytes(&maker, &here.packing());
+    let file = dir.join(shipped::file_name(here.name));
+    std::fs::write(&file, &bytes).unwrap();
+    let mut manifest = maker.bundle().manifest.clone();
+    manifest.native.push(clip_edge::bundle::NativeSection {
+        kernels: here.name.into(),
+        file: shipped::file_name(here.name),
+        bytes: bytes.len() as u64,
+        blake3: section::digest_hex(&bytes).unwrap(),
+    });
+    std::fs::write(
+        dir.join("manifest.toml"),
+        toml::to_string(&manifest).unwrap(),
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn a_shipped_section_runs_bit_for_bit_and_a_changed_one_is_never_used() {
+    for b in COMMITTED_BUNDLES {
+        let want = embeddings(&mut load(&root().join(b), None));
+        let dir = scratch(&format!("shipped-{}", b.replace('/', "-")));
+        ship(&root().join(b), &dir);
+        let mut e = load(&dir, None);
+        assert_eq!(e.section_use(), Some(&SectionUse::Shipped), "{b}");
+        assert_eq!(embeddings(&mut e), want, "{b}");
+        // Before a section cache too: nothing is saved there.
+        let cache = SectionCache::at(dir.join("cache"));
+        assert_eq!(
+            load(&dir, Some(&cache)).section_use(),
+            Some(&SectionUse::Shipped),
+            "{b}"
+        );
+        assert!(!dir.join("cache").exists(), "{b}");
+    }
+
+    let b = "models/default-int8";
+    let want = embeddings(&mut load(&root().join(b), None));
+    let dir = scratch("shipped-changed");
+    let refused = |what: &str| {
+        let mut e = load(&dir, None);
+        assert_eq!(e.section_use(), None, "{what}: lowered instead");
+        assert_eq!(embeddings(&mut e), want, "{what}");
+    };
+    // One weight byte changed: the section's own digest fails.
+    let file = ship(&root().join(b), &dir);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    refused("a byte changed");
+    // Another path's section in its place: not the manifest's digest.
+    let file = ship(&root().join(b), &dir);
+    let other = Packing::ALL
+        .into_iter()
+        .find(|p| p.name != Kernels::detect().name)
+        .unwrap();
+    let maker = shipped::Maker::open(&dir).unwrap();
+    std::fs::write(&file, shipped_bytes(&maker, &other)).unwrap();
+    refused("another path's section");
+    // Writable by others: never mapped.
+    let file = ship(&root().join(b), &dir);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    refused("writable by others");
+    // Missing.
+    let file = ship(&root().join(b), &dir);
+    std::fs::remove_file(&file).unwrap();
+    refused("missing");
 }

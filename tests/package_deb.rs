@@ -7,6 +7,18 @@ mod common;
 use common::{root, scratch};
 use std::process::Command;
 
+/// The clip-quantize built beside this test's clip-edge (`cargo test
+/// --workspace` builds both).
+fn clip_quantize() -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_BIN_EXE_clip-edge")).with_file_name("clip-quantize");
+    assert!(
+        p.exists(),
+        "{}: missing; build it first (cargo test --workspace does)",
+        p.display()
+    );
+    p
+}
+
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(
@@ -27,6 +39,7 @@ fn deb_holds_the_binary_unit_config_and_default_bundle() {
     let deb = run(Command::new(root().join("scripts/package-deb"))
         .arg("x86_64-unknown-linux-gnu")
         .env("CLIP_EDGE_BIN", env!("CARGO_BIN_EXE_clip-edge"))
+        .env("CLIP_QUANTIZE", clip_quantize())
         .env("DIST", &dist)
         // A debug build is large: no compression.
         .env("DEB_COMPRESSION", "none"));
@@ -47,6 +60,10 @@ fn deb_holds_the_binary_unit_config_and_default_bundle() {
         (
             "-rw-r--r-- root/root",
             "./usr/share/clip-edge/default-int8/image_encoder.nnef.tgz",
+        ),
+        (
+            "-rw-r--r-- root/root",
+            "./usr/share/clip-edge/default-int8/native-x86_64-avx2.section",
         ),
         (
             "-rw-r--r-- root/root",
@@ -148,12 +165,35 @@ fn deb_holds_the_binary_unit_config_and_default_bundle() {
     );
     let out = check(&config.replace("\"red star\"", "\"red starr\""));
     assert_eq!(out.status.code(), Some(78));
-    // The packaged bundle is the committed one, byte for byte.
-    for f in [
-        "manifest.toml",
-        "image_encoder.nnef.tgz",
-        "text_table.safetensors",
-    ] {
+    // The packaged bundle is the committed one, byte for byte, with native
+    // sections for every x86_64 kernel path listed in its manifest.
+    let manifest = |dir: &std::path::Path| -> toml::Table {
+        toml::from_str(&std::fs::read_to_string(dir.join("manifest.toml")).unwrap()).unwrap()
+    };
+    let mut packaged = manifest(&packaged_bundle);
+    let native = packaged.remove("native").expect("no [[native]] sections");
+    let kernels: Vec<&str> = native
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kernels"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kernels,
+        [
+            "scalar",
+            "x86_64-sse41",
+            "x86_64-avx2",
+            "x86_64-avx512",
+            "x86_64-avx512-vnni"
+        ]
+    );
+    assert_eq!(packaged, manifest(&root().join("models/default-int8")));
+    let info = run(Command::new(x.join("usr/bin/clip-edge"))
+        .args(["info", "--bundle"])
+        .arg(&packaged_bundle));
+    assert!(info.contains("(this CPU)"), "{info}");
+    for f in ["image_encoder.nnef.tgz", "text_table.safetensors"] {
         assert!(
             std::fs::read(x.join("usr/share/clip-edge/default-int8").join(f)).unwrap()
                 == std::fs::read(root().join("models/default-int8").join(f)).unwrap(),

@@ -10,6 +10,7 @@ pub mod hf_tokenizer;
 pub mod nnef;
 pub mod onnx;
 pub mod prompts;
+pub mod sections;
 pub mod synth;
 pub mod synth_clip;
 pub mod tokenizer;

@@ -111,6 +111,22 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Add native sections to a bundle: its image encoder lowered and its
+    /// weights packed here for the kernel paths of the machines it goes
+    /// to, so that they read the schedule in place at start, and so that a
+    /// clip-edge built without tract runs the bundle at all.
+    Sections {
+        bundle: PathBuf,
+        /// Kernel paths, comma-separated (e.g. aarch64-neon,aarch64-dotprod), or `all`.
+        #[arg(long, default_value = "all")]
+        kernels: String,
+        /// Sign the new manifest with this secret key (required when the bundle is signed).
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
+        /// Print the manifest's list of sections as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// A new ed25519 key pair for signing bundles: KEY (secret, mode 0600) and KEY.pub.
     Keygen {
         #[arg(long, value_name = "KEY")]
@@ -245,6 +261,35 @@ fn run(cli: Cli) -> Result<()> {
                 out!("{}", serde_json::to_string(&report)?);
             } else {
                 print_report(&report, &out);
+            }
+            Ok(())
+        }
+        Cmd::Sections {
+            bundle,
+            kernels,
+            sign,
+            json,
+        } => {
+            let kernels = clip_quantize::sections::parse_kernels(&kernels)?;
+            let key = sign
+                .map(|k| clip_edge::signature::read_signing_key(&k))
+                .transpose()?;
+            let list = clip_quantize::sections::add(&bundle, &kernels, key.as_ref(), |n| {
+                if !json {
+                    eprintln!("{}: {:.1} MB", n.file, n.bytes as f64 / 1e6);
+                }
+            })?;
+            if json {
+                out!("{}", serde_json::to_string(&list)?);
+            } else {
+                out!(
+                    "{}: native sections for {}",
+                    bundle.display(),
+                    list.iter()
+                        .map(|n| n.kernels.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             Ok(())
         }

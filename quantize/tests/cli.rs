@@ -252,3 +252,143 @@ fn synth_writes_its_folder_whole() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("notes.txt"));
     assert_eq!(std::fs::read(d.join("s/notes.txt")).unwrap(), b"mine");
 }
+
+/// The files of `dir`, sorted, with their bytes.
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn sections_adds_each_paths_section_and_refuses_what_it_cannot_do() {
+    use clip_edge::bundle::{Bundle, Trust};
+    use clip_edge::engine::native::section;
+    let d = outdir("sections");
+    let b = d.join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    let committed = fixtures().join("bundles/vit_tiny_int8");
+    for e in std::fs::read_dir(&committed).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), b.join(e.file_name())).unwrap();
+    }
+    let sections = |b: &Path, kernels: &str| {
+        bin()
+            .arg("sections")
+            .arg(b)
+            .args(["--kernels", kernels, "--json"])
+            .output()
+            .unwrap()
+    };
+    let out = sections(&b, "aarch64-neon,armv7-neon");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<clip_edge::bundle::NativeSection> = serde_json::from_slice(&out.stdout).unwrap();
+    let names = |l: &[clip_edge::bundle::NativeSection]| {
+        l.iter().map(|n| n.kernels.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&list), ["aarch64-neon", "armv7-neon"]);
+    // Again, with one more: replaced, not listed twice.
+    let out = sections(&b, "armv7-neon,aarch64-dotprod");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<clip_edge::bundle::NativeSection> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        names(&list),
+        ["aarch64-neon", "armv7-neon", "aarch64-dotprod"]
+    );
+    let bundle = Bundle::open(&b).unwrap();
+    assert_eq!(bundle.manifest.native, list);
+    for n in &list {
+        let bytes = std::fs::read(b.join(&n.file)).unwrap();
+        assert_eq!(bytes.len() as u64, n.bytes, "{}", n.file);
+        assert_eq!(
+            section::digest_hex(&bytes).as_deref(),
+            Some(n.blake3.as_str())
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(b.join(&n.file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o022, 0, "{}: mode {mode:o}", n.file);
+    }
+    // The graph is unchanged: the bundle's other files are as committed.
+    for f in ["image_encoder.nnef.tgz", "text_table.safetensors"] {
+        assert_eq!(
+            std::fs::read(b.join(f)).unwrap(),
+            std::fs::read(committed.join(f)).unwrap()
+        );
+    }
+
+    // Refused, nothing changed: an unknown path, a signed bundle without
+    // the key, a damaged encoder.
+    let before = contents(&b);
+    let out = sections(&b, "aarch64-neon,riscv64-v");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"riscv64-v\"") && err.contains("aarch64-i8mm"),
+        "{err}"
+    );
+    let key = d.join("key");
+    assert!(bin()
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(b.join("manifest.sig"), "0").unwrap();
+    let out = sections(&b, "scalar");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("manifest.sig") && err.contains("--sign"),
+        "{err}"
+    );
+    std::fs::remove_file(b.join("manifest.sig")).unwrap();
+    assert_eq!(contents(&b), before);
+    let broken = d.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    for (name, bytes) in &before {
+        std::fs::write(broken.join(name), bytes).unwrap();
+    }
+    std::fs::write(broken.join("image_encoder.nnef.tgz"), b"not a graph").unwrap();
+    let out = sections(&broken, "scalar");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("image_encoder.nnef.tgz"), "{err}");
+    assert_eq!(std::fs::read_dir(&broken).unwrap().count(), before.len());
+
+    // With --sign: the new manifest is signed, and clip-edge verifies it.
+    let out = bin()
+        .arg("sections")
+        .arg(&b)
+        .args(["--kernels", "scalar", "--sign"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trust = Trust {
+        require_signature: Some(clip_edge::signature::read_public_key(&d.join("key.pub")).unwrap()),
+    };
+    let bundle = Bundle::open_with(&b, &trust).unwrap();
+    assert_eq!(bundle.manifest.native.len(), 4);
+}

@@ -112,6 +112,27 @@ pub struct ReportSummary {
     pub zero_shot_top1_fp32: Option<f64>,
 }
 
+/// A native section the bundle ships for one kernel path: the encoder
+/// lowered and its weights packed on the host (`clip-quantize sections`),
+/// so that a board runs it without lowering the graph, or without a graph
+/// compiler at all. Readers that know no `native` key ignore it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NativeSection {
+    /// The kernel path it was packed for (e.g. `aarch64-dotprod`).
+    pub kernels: String,
+    /// Its file in the bundle.
+    pub file: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its own BLAKE3 digest (the section's last 32 bytes, which its reader
+    /// checks against the rest), in hex: the manifest, and a signature of
+    /// it, cover the section through it.
+    pub blake3: String,
+}
+
+/// Most native sections a manifest may list.
+pub const MAX_NATIVE_SECTIONS: usize = 32;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
     pub format_version: u32,
@@ -142,6 +163,10 @@ pub struct Manifest {
     pub layers: Vec<LayerPrecision>,
     /// sha256 of every other file of the bundle.
     pub files: BTreeMap<String, String>,
+    /// Native sections made on the host, one per kernel path (not in
+    /// `files`: each carries its own digest, checked as it is read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub native: Vec<NativeSection>,
 }
 
 impl Manifest {
@@ -267,6 +292,42 @@ impl Manifest {
             if !self.files.contains_key(file) {
                 return Err(format!(
                     "no checksum for `{file}`: every file the runtime reads must be in [files]"
+                ));
+            }
+        }
+        if self.native.len() > MAX_NATIVE_SECTIONS {
+            return Err(format!(
+                "{} native sections; at most {MAX_NATIVE_SECTIONS}",
+                self.native.len()
+            ));
+        }
+        for (i, n) in self.native.iter().enumerate() {
+            let shown = |s: &str| s.chars().take(80).collect::<String>();
+            if !is_plain_name(&n.file)
+                || n.file == MANIFEST
+                || n.file == signature::SIGNATURE
+                || self.files.contains_key(&n.file)
+            {
+                return Err(format!(
+                    "[[native]] file {:?}: expected a plain file name of its own in the bundle",
+                    shown(&n.file)
+                ));
+            }
+            if n.blake3.len() != 64 || !n.blake3.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "[[native]] {:?}: blake3 = {:?}; expected 64 hex digits",
+                    shown(&n.file),
+                    shown(&n.blake3)
+                ));
+            }
+            if self.native[..i]
+                .iter()
+                .any(|m| m.kernels == n.kernels || m.file == n.file)
+            {
+                return Err(format!(
+                    "[[native]] lists kernels {:?} or file {:?} twice",
+                    shown(&n.kernels),
+                    shown(&n.file)
                 ));
             }
         }

@@ -17,8 +17,8 @@ use crate::signature::{self, VerifyingKey};
 mod manifest;
 
 pub use manifest::{
-    LayerPrecision, Manifest, ModelInfo, PreprocessInfo, ReportSummary, Scoring, Source, TableInfo,
-    MAX_LOGIT_SCALE,
+    LayerPrecision, Manifest, ModelInfo, NativeSection, PreprocessInfo, ReportSummary, Scoring,
+    Source, TableInfo, MAX_LOGIT_SCALE, MAX_NATIVE_SECTIONS,
 };
 
 /// The newest version of the bundle format this build reads: 2 adds

@@ -66,11 +66,14 @@ pub fn run(a: &Args) -> Result<ExitCode> {
     }
     let mut engine = bundle.engine(threads)?;
     // A deterministic 640x480 camera-like frame.
+    #[cfg(feature = "tract")]
     log::info!(
         "cpu features: {:?}; tract kernels for {:?}",
         cpu_features(),
         tract_linalg::isa::native()
     );
+    #[cfg(not(feature = "tract"))]
+    log::info!("cpu features: {:?}", cpu_features());
     let (w, h) = (640u32, 480u32);
     let frame: Vec<u8> = (0..w * h * 3)
         .map(|i| ((i * 7 + i / 1920 * 13) % 251) as u8)

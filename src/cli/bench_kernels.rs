@@ -1,5 +1,6 @@
 //! `clip-edge bench-kernels`: the native kernels against tract's matrix
-//! multiply on the same shapes, side by side in one run (one thread).
+//! multiply on the same shapes, side by side in one run (one thread; in a
+//! build without tract, against the scalar twins).
 //! A measurement, not a test: the kernels' correctness is in
 //! `kernels::tests`.
 
@@ -9,7 +10,9 @@ use std::time::Instant;
 use half::f16;
 use serde::Serialize;
 use serde_json::json;
+#[cfg(feature = "tract")]
 use tract_core::internal::*;
+#[cfg(feature = "tract")]
 use tract_core::ops::einsum::EinSum;
 
 use clip_edge::kernels::{quantize_row, Kernels};
@@ -57,7 +60,7 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     };
     for r in &rows {
         out!("m {} k {} n {}:", r.m, r.k, r.n);
-        let base = r.ms[0].1;
+        let (base_name, base) = (&r.ms[0].0, r.ms[0].1);
         let macs = (r.m * r.k * r.n) as f64;
         for (name, ms) in &r.ms {
             let rate = macs / ms / 1e6;
@@ -68,7 +71,7 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
                 .map(|p| format!("  {:>5.1} % of the f32 peak", 100.0 * rate / p))
                 .unwrap_or_default();
             out!(
-                "  {name:<40} {ms:>9.3} ms  {:>6.2}x tract f32  {rate:>7.1} GMAC/s{share}",
+                "  {name:<40} {ms:>9.3} ms  {:>6.2}x {base_name}  {rate:>7.1} GMAC/s{share}",
                 base / ms
             );
         }
@@ -141,6 +144,7 @@ fn median_ms(iterations: usize, mut f: impl FnMut()) -> f64 {
     t[t.len() / 2]
 }
 
+#[cfg(feature = "tract")]
 fn tract_plan(
     m: usize,
     k: usize,
@@ -162,7 +166,7 @@ fn measure(
     shapes: &[(usize, usize, usize)],
     iterations: usize,
     kernels: Kernels,
-) -> TractResult<Vec<Row>> {
+) -> anyhow::Result<Vec<Row>> {
     let simd = if kernels.name == Kernels::SCALAR.name {
         Vec::new()
     } else {
@@ -179,50 +183,15 @@ fn measure(
         };
         let x: Vec<f32> = (0..m * k).map(|_| next()).collect();
         let w: Vec<f32> = (0..n * k).map(|_| next()).collect();
-        let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
         let w16: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
         let w8: Vec<i8> = w.iter().map(|v| (v * 127.0).round() as i8).collect();
-        let w8t: Vec<i8> = (0..k * n).map(|i| w8[(i % n) * k + i / n]).collect();
         let mut xq = vec![0i8; m * k];
         let mut acc = vec![0i32; m * n];
         let mut outf = vec![0f32; m * n];
         let mut ms = Vec::new();
 
-        let f32_plan = tract_plan(
-            m,
-            k,
-            tensor1(&wt).into_shape(&[k, n])?,
-            f32::datum_type(),
-            f32::datum_type(),
-        )?;
-        let xt = tensor1(&x).into_shape(&[m, k])?;
-        ms.push((
-            "tract f32".to_string(),
-            median_ms(iterations, || {
-                f32_plan
-                    .run(tvec!(xt.clone().into_tvalue()))
-                    .expect("tract f32");
-            }),
-        ));
-        let i8_plan = tract_plan(
-            m,
-            k,
-            tensor1(&w8t).into_shape(&[k, n])?,
-            i8::datum_type(),
-            i32::datum_type(),
-        )?;
-        for (row, q) in x.chunks(k).zip(xq.chunks_mut(k)) {
-            quantize_row(row, q);
-        }
-        let xqt = tensor1(&xq).into_shape(&[m, k])?;
-        ms.push((
-            "tract i8".to_string(),
-            median_ms(iterations, || {
-                i8_plan
-                    .run(tvec!(xqt.clone().into_tvalue()))
-                    .expect("tract i8");
-            }),
-        ));
+        #[cfg(feature = "tract")]
+        ms.extend(tract_rows((m, k, n), &x, &w, &w8, iterations)?);
         ms.push((
             "quantize_row alone".to_string(),
             median_ms(iterations, || {
@@ -278,4 +247,55 @@ fn measure(
         rows.push(Row { m, k, n, ms });
     }
     Ok(rows)
+}
+
+/// tract's f32 and i8 products of `x` by `w` / `w8` (`n × k`), timed.
+#[cfg(feature = "tract")]
+fn tract_rows(
+    (m, k, n): (usize, usize, usize),
+    x: &[f32],
+    w: &[f32],
+    w8: &[i8],
+    iterations: usize,
+) -> TractResult<Vec<(String, f64)>> {
+    let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+    let w8t: Vec<i8> = (0..k * n).map(|i| w8[(i % n) * k + i / n]).collect();
+    let mut ms = Vec::new();
+    let f32_plan = tract_plan(
+        m,
+        k,
+        tensor1(&wt).into_shape(&[k, n])?,
+        f32::datum_type(),
+        f32::datum_type(),
+    )?;
+    let xt = tensor1(x).into_shape(&[m, k])?;
+    ms.push((
+        "tract f32".to_string(),
+        median_ms(iterations, || {
+            f32_plan
+                .run(tvec!(xt.clone().into_tvalue()))
+                .expect("tract f32");
+        }),
+    ));
+    let i8_plan = tract_plan(
+        m,
+        k,
+        tensor1(&w8t).into_shape(&[k, n])?,
+        i8::datum_type(),
+        i32::datum_type(),
+    )?;
+    let mut xq = vec![0i8; m * k];
+    for (row, q) in x.chunks(k).zip(xq.chunks_mut(k)) {
+        quantize_row(row, q);
+    }
+    let xqt = tensor1(&xq).into_shape(&[m, k])?;
+    ms.push((
+        "tract i8".to_string(),
+        median_ms(iterations, || {
+            i8_plan
+                .run(tvec!(xqt.clone().into_tvalue()))
+                .expect("tract i8");
+        }),
+    ));
+    Ok(ms)
 }

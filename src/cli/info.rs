@@ -29,6 +29,8 @@ pub fn run(a: &Args) -> Result<ExitCode> {
         // Always present here, where the manifest leaves the defaults out.
         v["scoring"] = json!(m.scoring.to_string());
         v["logit_bias"] = json!(m.logit_bias);
+        v["native"] = json!(m.native);
+        v["kernels"] = json!(clip_edge::kernels::Kernels::detect().name);
         out!("{v}");
     } else {
         out!(
@@ -84,6 +86,20 @@ pub fn run(a: &Args) -> Result<ExitCode> {
             100.0 * m.report.top1_agreement
         );
         out!("  checksums  ok ({} files)", m.files.len());
+        if m.native.is_empty() {
+            out!("  native     no sections (lowered at load)");
+        } else {
+            let this = clip_edge::kernels::Kernels::detect().name;
+            let list: Vec<String> = m
+                .native
+                .iter()
+                .map(|n| {
+                    let mark = if n.kernels == this { " (this CPU)" } else { "" };
+                    format!("{}{mark} {:.1} MB", n.kernels, n.bytes as f64 / 1e6)
+                })
+                .collect();
+            out!("  native     sections for {}", list.join(", "));
+        }
         out!("labels:");
         let mut line = String::from(" ");
         for (n, l) in m.labels.iter().enumerate() {

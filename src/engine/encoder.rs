@@ -2,15 +2,22 @@
 //! in, one embedding out, into the caller's buffers), the native and CUDA
 //! backends' sides of it, and opening a bundle's encoder.
 
+#[cfg(feature = "tract")]
 use std::path::Path;
+#[cfg(feature = "tract")]
 use std::time::Instant;
 
+#[cfg(feature = "tract")]
 use tract_core::internal::*;
 
 #[cfg(feature = "cuda")]
 use super::cuda;
-use super::{log_stage, native, one_line, Device, EngineError, EngineKind};
+#[cfg(feature = "tract")]
+use super::{log_stage, one_line};
+use super::{native, Device, EngineError, EngineKind};
+#[cfg(feature = "tract")]
 use crate::bundle::{Bundle, Trust};
+#[cfg(feature = "tract")]
 use crate::tract_graph;
 
 /// An image encoder: one preprocessed image (`input_len` floats, NCHW) in,
@@ -117,6 +124,7 @@ impl Encoder for cuda::CudaEncoder {
 
 /// A bundle read and verified, with its image encoder's graph checked
 /// against the manifest (input `[1, 3, r, r]`, output `[1, embed_dim]`).
+#[cfg(feature = "tract")]
 pub struct Opened {
     pub bundle: Bundle,
     pub model: TypedModel,
@@ -126,6 +134,7 @@ pub struct Opened {
 
 /// Reads the bundle at `dir` (which must satisfy `trust`) and its encoder
 /// graph, parsed from the bytes that were hashed.
+#[cfg(feature = "tract")]
 pub fn open_encoder(dir: &Path, trust: &Trust) -> Result<Opened, EngineError> {
     let t0 = Instant::now();
     let bundle = Bundle::open_with(dir, trust)?;
@@ -136,6 +145,7 @@ pub fn open_encoder(dir: &Path, trust: &Trust) -> Result<Opened, EngineError> {
 /// The encoder graph of `bundle`, whose encoder bytes were read and
 /// verified ([`Bundle::read_encoder`]), parsed and checked against the
 /// manifest; `t0` starts the load log's clock.
+#[cfg(feature = "tract")]
 pub fn parse_encoder(mut bundle: Bundle, t0: Instant) -> Result<Opened, EngineError> {
     let stage = |what: &str| log_stage(t0, what);
     let path = bundle.image_encoder_path();

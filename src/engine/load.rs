@@ -1,27 +1,33 @@
 //! Loading an [`Engine`]: a bundle read and verified, its encoder built on
-//! the backend and device asked for; on the native CPU engine with a
-//! section cache, the schedule read from the bundle's native section when
-//! one was saved ([`native::section`]), else lowered and saved.
+//! the backend and device asked for; on the native CPU engine, the
+//! schedule read from a native section ([`native::section`]) the bundle
+//! ships ([`shipped`]) or a section cache holds, else lowered (and saved in
+//! the cache).
 
 use std::path::Path;
 use std::time::Instant;
 
+#[cfg(feature = "tract")]
 use tract_core::internal::*;
 
 #[cfg(feature = "cuda")]
 use super::cuda_encoder;
-use super::{
-    native, one_line, open_encoder, parse_encoder, tract, Device, Encoder, Engine, EngineError,
-    EngineKind, Opened,
-};
+use super::{native, shipped, Device, Engine, EngineError, EngineKind};
+#[cfg(feature = "tract")]
+use super::{one_line, open_encoder, parse_encoder, tract, Opened};
 use crate::bundle::{Bundle, Trust};
 use crate::section_cache::SectionCache;
+#[cfg(feature = "tract")]
 use crate::tract_graph;
 
-/// What became of the native section on a load with a section cache.
+/// What became of the native section: read from the bundle, or, on a load
+/// with a section cache, read from it or saved there.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SectionUse {
+    /// The schedule was read from the section the bundle ships for this
+    /// kernel path.
+    Shipped,
     /// The schedule was read from the saved section.
     Read,
     /// The graph was lowered and its section saved; `refused`: why the
@@ -67,11 +73,13 @@ impl Engine {
         Self::load_cached(dir, trust, kind, threads, device, None)
     }
 
-    /// As [`Engine::load_device`]; the native engine on the CPU with a
-    /// `cache` reads its schedule from the bundle's native section there
-    /// when one was saved for this bundle and kernel path (no graph parsed,
-    /// no weight packed or copied: see [`native::section`]), else lowers the
-    /// graph and saves the section for the next start.
+    /// As [`Engine::load_device`]. The native engine on the CPU reads its
+    /// schedule from the native section the bundle ships for this CPU's
+    /// kernel path when there is one ([`shipped`]), else, with a `cache`,
+    /// from the section saved there for this bundle and kernel path (no
+    /// graph parsed, no weight packed or copied: see [`native::section`]),
+    /// else lowers the graph (and saves its section in the cache for the
+    /// next start).
     pub fn load_cached(
         dir: &Path,
         trust: &Trust,
@@ -80,11 +88,21 @@ impl Engine {
         device: Device,
         cache: Option<&SectionCache>,
     ) -> Result<Self, EngineError> {
-        if let (Some(cache), EngineKind::Native, Device::Cpu) = (cache, kind, device) {
-            return Self::load_native_cached(dir, trust, threads, cache);
+        if let (EngineKind::Native, Device::Cpu) = (kind, device) {
+            return Self::load_native(dir, trust, threads, cache);
         }
+        Self::load_graph(dir, trust, kind, device)
+    }
+
+    /// tract on the CPU, or the native schedule on a GPU.
+    #[cfg(feature = "tract")]
+    fn load_graph(
+        dir: &Path,
+        trust: &Trust,
+        kind: EngineKind,
+        device: Device,
+    ) -> Result<Self, EngineError> {
         let t0 = Instant::now();
-        let stage = |what: &str| log_stage(t0, what);
         if device == Device::Cuda && kind == EngineKind::Tract {
             return Err(EngineError::Device(
                 "--device cuda runs the native engine's schedule; --engine tract runs on the CPU only".into(),
@@ -96,79 +114,150 @@ impl Engine {
             ));
         }
         let opened = open_encoder(dir, trust)?;
-        let path = std::path::PathBuf::from(&opened.path);
-        let gerr = |e: TractError| EngineError::Graph {
-            path: path.display().to_string(),
-            why: one_line(&format!("{e:#}")),
-        };
-        let r = opened.bundle.manifest.preprocess.resolution as usize;
-        let dim = opened.bundle.manifest.model.embed_dim;
         #[cfg(feature = "cuda")]
         if device == Device::Cuda {
             let enc = cuda_encoder(&opened, 1)?;
-            stage("encoder ready on the GPU");
+            log_stage(t0, "encoder ready on the GPU");
             let macs = count_macs(&opened.model);
             let Opened { bundle, .. } = opened;
             return Self::with_encoder(bundle, Box::new(enc), macs);
         }
-        let Opened { bundle, model, .. } = opened;
+        let Opened {
+            bundle,
+            model,
+            path,
+        } = opened;
+        let r = bundle.manifest.preprocess.resolution as usize;
+        let dim = bundle.manifest.model.embed_dim;
         let macs = count_macs(&model);
-        let encoder: Box<dyn Encoder> = match kind {
-            EngineKind::Tract => Box::new(tract::TractEncoder::new(model, r, dim).map_err(gerr)?),
-            EngineKind::Native => {
-                let model = tract_graph::for_native(model).map_err(gerr)?;
-                stage("graph ready for lowering");
-                let kernels = crate::kernels::Kernels::detect();
-                let float = float_weights(&bundle);
-                let native = native::Native::new(&model, kernels, threads, float).map_err(|e| {
-                    EngineError::Graph {
-                        path: path.display().to_string(),
-                        why: one_line(&e.to_string()),
-                    }
-                })?;
-                Box::new(native)
-            }
-        };
-        stage("encoder ready");
-        Self::with_encoder(bundle, encoder, macs)
+        let encoder = tract::TractEncoder::new(model, r, dim).map_err(|e| EngineError::Graph {
+            path,
+            why: one_line(&format!("{e:#}")),
+        })?;
+        log_stage(t0, "encoder ready");
+        Self::with_encoder(bundle, Box::new(encoder), macs)
     }
 
-    fn load_native_cached(
+    /// A build without tract runs the native engine on the CPU only.
+    #[cfg(not(feature = "tract"))]
+    fn load_graph(
+        _dir: &Path,
+        _trust: &Trust,
+        kind: EngineKind,
+        device: Device,
+    ) -> Result<Self, EngineError> {
+        Err(EngineError::Unsupported(format!(
+            "--engine {kind} --device {device}: this clip-edge was built without tract (the `tract` feature): it runs the native engine on the CPU, from native sections"
+        )))
+    }
+
+    fn load_native(
         dir: &Path,
         trust: &Trust,
         threads: usize,
-        cache: &SectionCache,
+        cache: Option<&SectionCache>,
     ) -> Result<Self, EngineError> {
         let t0 = Instant::now();
         let stage = |what: &str| log_stage(t0, what);
-        let mut bundle = Bundle::open_without_encoder(dir, trust)?;
+        let bundle = Bundle::open_without_encoder(dir, trust)?;
         stage("manifest and table read and verified");
         let kernels = crate::kernels::Kernels::detect();
+        let options = section_options(&bundle);
+        // The bundle's own section for this path.
+        let mut shipped_refused = None;
+        match shipped::open(&bundle, kernels.name) {
+            Ok(Some((path, bytes))) => {
+                let mb = (*bytes).as_ref().len() as f64 / 1e6;
+                let key = shipped::key(&bundle, kernels.name, &options);
+                match from_section(bytes, kernels, &key, threads) {
+                    Ok((native, macs)) => {
+                        log::info!(
+                            "native section {}: read ({mb:.1} MB, {} kernels)",
+                            path.display(),
+                            kernels.name
+                        );
+                        stage("encoder ready from the bundle's native section");
+                        let mut engine = Self::with_encoder(bundle, Box::new(native), macs)?;
+                        engine.section = Some(SectionUse::Shipped);
+                        return Ok(engine);
+                    }
+                    Err(why) => {
+                        let why = format!("{}: {why}", path.display());
+                        log::warn!("native section {why}; not used");
+                        shipped_refused = Some(why);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(why) => {
+                log::warn!("native section {why}; not used");
+                shipped_refused = Some(why);
+            }
+        }
+        #[cfg(feature = "tract")]
+        {
+            // Said in the log; lowering the graph stands in for it.
+            let _ = shipped_refused;
+            Self::load_lowered(bundle, kernels, threads, cache, t0)
+        }
+        #[cfg(not(feature = "tract"))]
+        {
+            // Sections in the cache are only ever saved by a build that
+            // lowers, and read by that build alone.
+            let _ = cache;
+            let listed = bundle
+                .manifest
+                .native
+                .iter()
+                .map(|n| n.kernels.as_str())
+                .collect::<Vec<_>>();
+            let why = match shipped_refused {
+                Some(why) => why,
+                None if listed.is_empty() => "it ships no native section".to_string(),
+                None => format!("it ships native sections for {} only", listed.join(", ")),
+            };
+            Err(EngineError::Unsupported(format!(
+                "{}: {why}; this clip-edge runs only native sections (built without the `tract` feature): make one for this CPU on the host with `clip-quantize sections {} --kernels {}`",
+                dir.display(),
+                dir.display(),
+                kernels.name
+            )))
+        }
+    }
+
+    /// The native engine from the section saved in `cache` for this bundle
+    /// and kernel path, else from the graph lowered (its section saved
+    /// there for the next start).
+    #[cfg(feature = "tract")]
+    fn load_lowered(
+        mut bundle: Bundle,
+        kernels: crate::kernels::Kernels,
+        threads: usize,
+        cache: Option<&SectionCache>,
+        t0: Instant,
+    ) -> Result<Self, EngineError> {
+        let stage = |what: &str| log_stage(t0, what);
         let float = float_weights(&bundle);
         let options = section_options(&bundle);
         let graph_err = |path: &str, e: super::schedule::ir::LowerError| EngineError::Graph {
             path: path.to_string(),
             why: one_line(&e.to_string()),
         };
-        let (entry, mut not_saved) = match cache.entry(&bundle, kernels.name, &options) {
-            Ok(e) => (Some(e), None),
-            Err(why) => {
+        let (entry, mut not_saved) = match cache.map(|c| c.entry(&bundle, kernels.name, &options)) {
+            Some(Ok(e)) => (Some(e), None),
+            Some(Err(why)) => {
                 log::warn!("native section: {why}; the cache is not used");
                 (None, Some(why))
             }
+            None => (None, None),
         };
         let mut refused = None;
-        if let Some(e) = &entry {
+        if let (Some(cache), Some(e)) = (cache, &entry) {
             let shown = e.path.display();
             match cache.open(e) {
                 Ok(Some(bytes)) => {
                     let mb = (*bytes).as_ref().len() as f64 / 1e6;
-                    let read = native::section::read(bytes, &kernels, &e.key).and_then(|sec| {
-                        native::Native::from_lowered(sec.schedule, kernels, threads)
-                            .map(|n| (n, sec.macs))
-                            .map_err(|err| native::section::SectionError::Invalid(err.why))
-                    });
-                    match read {
+                    match from_section(bytes, kernels, &e.key, threads) {
                         Ok((native, macs)) => {
                             log::info!("native section {shown}: read ({mb:.1} MB, {} kernels)", kernels.name);
                             stage("encoder ready from its native section");
@@ -215,47 +304,84 @@ impl Engine {
             why: one_line(&format!("{e:#}")),
         };
         let model = tract_graph::for_native(model).map_err(gerr)?;
-        let schedule =
-            native::Native::schedule(&model, &kernels, float).map_err(|e| graph_err(&path, e))?;
+        let schedule = native::Native::schedule(&model, &kernels.packing(), float)
+            .map_err(|e| graph_err(&path, e))?;
         drop(model);
         native::Native::check_schedule(&schedule).map_err(|e| graph_err(&path, e))?;
         stage("graph lowered");
-        // A schedule past what a section may hold is not saved (it would
-        // be refused at every start).
-        let not_saved = not_saved.or_else(|| {
-            native::section::check(&schedule, &kernels)
-                .err()
-                .map(|why| format!("the schedule is past a section's limits: {why}"))
-        });
-        let section = match (not_saved, &entry) {
-            (None, Some(e)) => {
-                let t = Instant::now();
-                match cache.save(e, |w| {
-                    native::section::write(&schedule, kernels.name, &e.key, macs, w)
-                }) {
-                    Ok(n) => {
-                        log::info!(
-                            "native section {}: saved ({:.1} MB in {:.0} ms)",
-                            e.path.display(),
-                            n as f64 / 1e6,
-                            t.elapsed().as_secs_f64() * 1e3
-                        );
-                        SectionUse::Saved { refused }
-                    }
-                    Err(why) => {
-                        log::warn!("native section: not saved: {why}");
-                        SectionUse::NotSaved(why)
-                    }
-                }
-            }
-            (why, _) => SectionUse::NotSaved(why.unwrap_or_default()),
+        let section = match (cache, &entry) {
+            (Some(cache), Some(e)) => Some(save_section(
+                cache,
+                e,
+                &schedule,
+                &kernels.packing(),
+                macs,
+                not_saved,
+                refused,
+            )),
+            _ => not_saved.map(SectionUse::NotSaved),
         };
         let native = native::Native::from_lowered(schedule, kernels, threads)
             .map_err(|e| graph_err(&path, e))?;
         stage("encoder ready");
         let mut engine = Self::with_encoder(bundle, Box::new(native), macs)?;
-        engine.section = Some(section);
+        engine.section = section;
         Ok(engine)
+    }
+}
+
+/// The native engine on `kernels` from the section in `bytes`, made under
+/// `key`, with the multiply-adds it records.
+fn from_section(
+    bytes: crate::engine::schedule::blob::SharedBytes,
+    kernels: crate::kernels::Kernels,
+    key: &str,
+    threads: usize,
+) -> Result<(native::Native, f64), native::section::SectionError> {
+    let sec = native::section::read(bytes, &kernels.packing(), key)?;
+    native::Native::from_lowered(sec.schedule, kernels, threads)
+        .map(|n| (n, sec.macs))
+        .map_err(|err| native::section::SectionError::Invalid(err.why))
+}
+
+/// Saves `schedule`'s section at `e` unless `not_saved` says why not (or
+/// the schedule is past what a section may hold: it would be refused at
+/// every start); what became of it.
+#[cfg(feature = "tract")]
+fn save_section(
+    cache: &SectionCache,
+    e: &crate::section_cache::Entry,
+    schedule: &super::schedule::ir::Lowered,
+    packing: &crate::kernels::Packing,
+    macs: f64,
+    not_saved: Option<String>,
+    refused: Option<String>,
+) -> SectionUse {
+    let not_saved = not_saved.or_else(|| {
+        native::section::check(schedule, packing)
+            .err()
+            .map(|why| format!("the schedule is past a section's limits: {why}"))
+    });
+    if let Some(why) = not_saved {
+        return SectionUse::NotSaved(why);
+    }
+    let t = Instant::now();
+    match cache.save(e, |w| {
+        native::section::write(schedule, packing.name, &e.key, macs, w)
+    }) {
+        Ok(n) => {
+            log::info!(
+                "native section {}: saved ({:.1} MB in {:.0} ms)",
+                e.path.display(),
+                n as f64 / 1e6,
+                t.elapsed().as_secs_f64() * 1e3
+            );
+            SectionUse::Saved { refused }
+        }
+        Err(why) => {
+            log::warn!("native section: not saved: {why}");
+            SectionUse::NotSaved(why)
+        }
     }
 }
 
@@ -263,7 +389,7 @@ impl Engine {
 /// bundle runs its products in f32 even where its weights are f16 values
 /// (OpenAI's are): widening f16 costs more per product than the memory it
 /// saves is worth there.
-fn float_weights(bundle: &Bundle) -> native::FloatWeights {
+pub(super) fn float_weights(bundle: &Bundle) -> native::FloatWeights {
     match bundle.manifest.precision.as_str() {
         "fp32" => native::FloatWeights::F32,
         _ => native::FloatWeights::F16WhereExact,
@@ -306,6 +432,7 @@ fn rss_mb() -> String {
 }
 
 /// Multiply-accumulates of a graph, from tract's per-op cost model.
+#[cfg(feature = "tract")]
 pub fn count_macs(model: &TypedModel) -> f64 {
     let mut total = 0f64;
     for node in &model.nodes {

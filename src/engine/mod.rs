@@ -11,18 +11,24 @@ mod encoder;
 mod load;
 pub mod native;
 pub mod schedule;
+pub mod shipped;
+#[cfg(feature = "tract")]
 pub mod tract;
 
 #[cfg(feature = "cuda")]
 pub use encoder::cuda_encoder;
-pub use encoder::{open_encoder, parse_encoder, Encoder, EncoderSummary, Opened, Profile};
+#[cfg(feature = "tract")]
+pub use encoder::{open_encoder, parse_encoder, Opened};
+pub use encoder::{Encoder, EncoderSummary, Profile};
+#[cfg(feature = "tract")]
+pub use load::count_macs;
+#[cfg(feature = "tract")]
 use load::log_stage;
-pub use load::{count_macs, section_options, SectionUse};
+pub use load::{section_options, SectionUse};
 
 use std::time::Instant;
 
 use thiserror::Error;
-use tract_core::internal::*;
 
 use crate::bundle::{Bundle, BundleError, Scoring};
 use crate::preprocess::{ImageView, PreprocessError, Preprocessor};
@@ -36,18 +42,23 @@ pub enum EngineError {
     Graph { path: String, why: String },
     #[error(transparent)]
     Preprocess(#[from] PreprocessError),
-    #[error("running the image encoder: {0:#}")]
-    Run(TractError),
+    #[error("running the image encoder: {0}")]
+    Run(String),
     #[error("{0}")]
     Device(String),
+    /// What this build leaves out (a build without tract: the graph).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Longest error detail kept from tract (whose messages may quote a hostile
 /// file's bytes).
+#[cfg(feature = "tract")]
 const MAX_DETAIL_CHARS: usize = 240;
 
 /// `s` as one short printable line: control characters and undecodable
 /// bytes become `?`, the rest is cut at [`MAX_DETAIL_CHARS`].
+#[cfg(feature = "tract")]
 fn one_line(s: &str) -> String {
     let mut out: String = s
         .chars()

@@ -45,14 +45,15 @@ impl Encoder for TractEncoder {
 
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
         let r = self.resolution;
-        let input = Tensor::from_shape(&[1, 3, r, r], input).map_err(EngineError::Run)?;
+        let input = Tensor::from_shape(&[1, 3, r, r], input)
+            .map_err(|e| EngineError::Run(format!("{e:#}")))?;
         let out = self
             .plan
             .run(tvec!(input.into_tvalue()))
-            .map_err(EngineError::Run)?;
+            .map_err(|e| EngineError::Run(format!("{e:#}")))?;
         let view = out[0]
             .to_plain_array_view::<f32>()
-            .map_err(EngineError::Run)?;
+            .map_err(|e| EngineError::Run(format!("{e:#}")))?;
         for (d, s) in output.iter_mut().zip(view.iter()) {
             *d = *s;
         }

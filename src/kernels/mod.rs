@@ -35,6 +35,7 @@ pub mod depthwise;
 pub mod elementwise;
 pub mod float_panels;
 pub mod group_panels;
+pub mod packing;
 pub mod pool;
 pub mod scalar;
 
@@ -364,21 +365,15 @@ impl Kernels {
         (self.gemm_f16p)(x, w, m, n, k, out)
     }
 
-    /// Values [`Kernels::pack_i8`] makes of an `n × k` matrix (to check
-    /// packed weights read back from elsewhere before any kernel reads
-    /// them); `None` past `usize`.
-    pub fn packed_i8_len_of(&self, n: usize, k: usize) -> Option<usize> {
-        layout_len(self.pack_i8(&[0], 1, 1).len(), n, k)
-    }
-
-    /// As [`Kernels::packed_i8_len_of`], for [`Kernels::pack_f16`].
-    pub fn packed_f16_len_of(&self, n: usize, k: usize) -> Option<usize> {
-        layout_len(self.pack_f16(&[f16::ZERO], 1, 1).len(), n, k)
-    }
-
-    /// As [`Kernels::packed_i8_len_of`], for [`Kernels::pack_f32`].
-    pub fn packed_f32_len_of(&self, n: usize, k: usize) -> Option<usize> {
-        layout_len(self.pack_f32(&[0.0], 1, 1).len(), n, k)
+    /// How this path lays out the weights it is given at load (what a
+    /// host packs a native section for this path with).
+    pub fn packing(&self) -> Packing {
+        Packing {
+            name: self.name,
+            pack_i8: self.pack_i8,
+            pack_f16: self.pack_f16,
+            pack_f32: self.pack_f32,
+        }
     }
 
     /// `w` (`n × k`) in this path's layout for [`Kernels::gemm_f32p`].
@@ -415,4 +410,5 @@ mod tests;
 
 pub(crate) use drive::{check, drive};
 pub use layout::{rows, rows_into, rows_of_cols, rows_panel_len};
+pub use packing::Packing;
 pub use quantize::{quantize, quantize_row, round_half_even};

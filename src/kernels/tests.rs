@@ -441,42 +441,88 @@ mod conv_shapes {
     }
 }
 
+const PACKING_SHAPES: [(usize, usize); 7] = [
+    (1, 1),
+    (5, 3),
+    (16, 8),
+    (17, 9),
+    (33, 64),
+    (768, 50),
+    (3, 4097),
+];
+
 #[test]
 fn packed_lengths_are_what_packing_makes() {
-    let mut paths = Kernels::available();
-    paths.push(Kernels::SCALAR);
-    for kern in paths {
-        for (n, k) in [
-            (1, 1),
-            (5, 3),
-            (16, 8),
-            (17, 9),
-            (33, 64),
-            (768, 50),
-            (3, 4097),
-        ] {
-            let i8s = kern.pack_i8(&vec![1; n * k], n, k).len();
-            let f16s = kern.pack_f16(&vec![f16::ONE; n * k], n, k).len();
-            let f32s = kern.pack_f32(&vec![1.0; n * k], n, k).len();
+    // Every path's layout, those this machine cannot run too.
+    for pack in Packing::ALL {
+        for (n, k) in PACKING_SHAPES {
+            let i8s = pack.pack_i8(&vec![1; n * k], n, k).len();
+            let f16s = pack.pack_f16(&vec![f16::ONE; n * k], n, k).len();
+            let f32s = pack.pack_f32(&vec![1.0; n * k], n, k).len();
+            let name = pack.name;
             assert_eq!(
-                kern.packed_i8_len_of(n, k),
+                pack.packed_i8_len_of(n, k),
                 Some(i8s),
-                "{} int8 {n}x{k}",
-                kern.name
+                "{name} int8 {n}x{k}"
             );
             assert_eq!(
-                kern.packed_f16_len_of(n, k),
+                pack.packed_f16_len_of(n, k),
                 Some(f16s),
-                "{} f16 {n}x{k}",
-                kern.name
+                "{name} f16 {n}x{k}"
             );
             assert_eq!(
-                kern.packed_f32_len_of(n, k),
+                pack.packed_f32_len_of(n, k),
                 Some(f32s),
-                "{} f32 {n}x{k}",
-                kern.name
+                "{name} f32 {n}x{k}"
             );
         }
-        assert_eq!(kern.packed_i8_len_of(usize::MAX, 2), None, "{}", kern.name);
+        assert_eq!(pack.packed_i8_len_of(usize::MAX, 2), None, "{}", pack.name);
     }
+}
+
+/// What a host packs for a path by its name is, byte for byte, what the
+/// path packs on a machine that runs it (the cross-compiled tests run this
+/// on the ARM paths).
+#[test]
+fn named_packing_is_each_paths_own() {
+    let mut paths = Kernels::available();
+    paths.push(Kernels::SCALAR);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for kern in paths {
+        let own = kern.packing();
+        let named = Packing::named(kern.name)
+            .unwrap_or_else(|| panic!("{}: not in Packing::ALL", kern.name));
+        for (n, k) in PACKING_SHAPES {
+            let w8: Vec<i8> = (0..n * k).map(|_| next() as i8).collect();
+            let w16: Vec<f16> = (0..n * k)
+                .map(|_| f16::from_f32((next() % 2001) as f32 / 1000.0 - 1.0))
+                .collect();
+            let w32: Vec<f32> = (0..n * k)
+                .map(|_| (next() % 2001) as f32 - 1000.0)
+                .collect();
+            let name = kern.name;
+            assert_eq!(
+                own.pack_i8(&w8, n, k),
+                named.pack_i8(&w8, n, k),
+                "{name} int8 {n}x{k}"
+            );
+            assert_eq!(
+                own.pack_f16(&w16, n, k),
+                named.pack_f16(&w16, n, k),
+                "{name} f16 {n}x{k}"
+            );
+            assert_eq!(
+                own.pack_f32(&w32, n, k),
+                named.pack_f32(&w32, n, k),
+                "{name} f32 {n}x{k}"
+            );
+        }
+    }
+    assert!(Packing::named("x86_64-avx9").is_none());
 }

@@ -119,6 +119,7 @@ pub(super) fn write_bundle(
             report: c.summary.clone(),
             layers: c.layers.clone(),
             files: files_sha,
+            native: Vec::new(),
         };
         manifest.format_version = manifest.needed_format();
         let text = toml::to_string(&manifest).map_err(|e| BuildError::Input {

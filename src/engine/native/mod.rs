@@ -25,14 +25,19 @@ mod tests;
 
 use std::collections::BTreeMap;
 
+#[cfg(feature = "tract")]
 use tract_core::internal::TypedModel;
 
 use crate::engine::schedule::ir::{self, Kind, LowerError, Step};
 pub use crate::engine::schedule::linear::FloatWeights;
 use crate::engine::schedule::linear::Rhs;
-use crate::engine::schedule::{self as sched, fold, lower, op_key, plan_arena};
+use crate::engine::schedule::{self as sched, op_key, plan_arena};
+#[cfg(feature = "tract")]
+use crate::engine::schedule::{fold, lower};
 use crate::kernels::pool::Pool;
 use crate::kernels::Kernels;
+#[cfg(feature = "tract")]
+use crate::kernels::Packing;
 use scratch::{Scratch, ScratchSize};
 
 fn winograd_on() -> bool {
@@ -100,20 +105,27 @@ impl Native {
     /// [`crate::tract_graph::for_native`]).
     /// `threads`: the compute threads (the caller's included), made now.
     /// `float`: how f32 weights that are exactly f16 are kept.
+    #[cfg(feature = "tract")]
     pub fn new(
         model: &TypedModel,
         kernels: Kernels,
         threads: usize,
         float: FloatWeights,
     ) -> Result<Native, LowerError> {
-        Self::from_lowered(Self::schedule(model, &kernels, float)?, kernels, threads)
+        Self::from_lowered(
+            Self::schedule(model, &kernels.packing(), float)?,
+            kernels,
+            threads,
+        )
     }
 
     /// The schedule [`Native::new`] runs: `model` lowered, its copies
-    /// folded, its weights packed for `kernels`.
+    /// folded, its weights packed for the kernel path `kernels` (this
+    /// CPU's, or any other's: [`Packing::named`]).
+    #[cfg(feature = "tract")]
     pub fn schedule(
         model: &TypedModel,
-        kernels: &Kernels,
+        kernels: &Packing,
         float: FloatWeights,
     ) -> Result<ir::Lowered, LowerError> {
         let mut l = lower::lower(model, float)?;

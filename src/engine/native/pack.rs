@@ -1,12 +1,12 @@
 //! The CPU engine's layout of a schedule's weights: every product's rows
-//! packed into the kernel path's panels ([`Kernels::pack_f32`],
-//! [`Kernels::pack_f16`], [`Kernels::pack_i8`]); a convolution's weights
+//! packed into the kernel path's panels ([`Packing::pack_f32`],
+//! [`Packing::pack_f16`], [`Packing::pack_i8`]); a convolution's weights
 //! packed, kept as rows, or transformed for Winograd's products, whichever
 //! its shape runs fastest on.
 
 use crate::engine::schedule::ir::{Kind, Lowered};
 use crate::engine::schedule::linear::{ConvWeights, FloatWeights, Rhs, Weights};
-use crate::kernels::Kernels;
+use crate::kernels::Packing;
 
 use super::winograd;
 
@@ -33,7 +33,7 @@ fn padded_pixels_percent(p: usize) -> usize {
 }
 
 /// `n × k` float rows in `kernels`' panels.
-pub(super) fn pack_float(w: Weights, n: usize, k: usize, kernels: &Kernels) -> Weights {
+pub(super) fn pack_float(w: Weights, n: usize, k: usize, kernels: &Packing) -> Weights {
     match w {
         Weights::F32(w) => Weights::F32(kernels.pack_f32(&w, n, k).into()),
         Weights::F16(w) => Weights::F16(kernels.pack_f16(&w, n, k).into()),
@@ -49,7 +49,7 @@ pub(super) fn pack_float(w: Weights, n: usize, k: usize, kernels: &Kernels) -> W
 ///
 /// # Panics
 /// When `l` is already packed (a caller's bug).
-pub fn pack(l: &mut Lowered, kernels: &Kernels, float: FloatWeights, winograd: bool) {
+pub fn pack(l: &mut Lowered, kernels: &Packing, float: FloatWeights, winograd: bool) {
     assert!(l.packed_for.is_none(), "weights packed twice");
     for step in &mut l.steps {
         match &mut step.kind {

@@ -23,7 +23,7 @@ use crate::engine::schedule::blob::{Blob, SharedBytes};
 use crate::engine::schedule::ir::{Kind, Lowered, Operand, Post};
 use crate::engine::schedule::linear::{ConvWeights, Rhs, Weights};
 use crate::engine::schedule::ops::MAX_RANK;
-use crate::kernels::Kernels;
+use crate::kernels::Packing;
 
 const MAGIC: &[u8; 8] = b"CLIPNSEC";
 /// Version of the section layout and of the schedule's serialised form.
@@ -237,10 +237,17 @@ pub fn write(
     Ok(n)
 }
 
+/// The digest a section in `all` ends with, in hex (what a manifest lists
+/// for a shipped section; [`read`] checks it against the rest); `None`
+/// when `all` is too short to hold one.
+pub fn digest_hex(all: &[u8]) -> Option<String> {
+    (all.len() >= PREFIX + DIGEST).then(|| hex::encode(&all[all.len() - DIGEST..]))
+}
+
 /// Reads the section in `bytes` (which must start on an [`ALIGN`]-byte
 /// boundary, as a mapping does), made under `key` for `kernels`: its
 /// weights stay in `bytes`.
-pub fn read(bytes: SharedBytes, kernels: &Kernels, key: &str) -> Result<Section, SectionError> {
+pub fn read(bytes: SharedBytes, kernels: &Packing, key: &str) -> Result<Section, SectionError> {
     let all: &[u8] = (*bytes).as_ref();
     if all.len() < PREFIX + DIGEST {
         return Err(SectionError::Truncated(all.len()));
@@ -333,7 +340,7 @@ pub fn read(bytes: SharedBytes, kernels: &Kernels, key: &str) -> Result<Section,
 
 /// Whether `l`, lowered for `kernels`, would pass the checks a section of
 /// it must pass when read back (a schedule beyond them is not saved).
-pub fn check(l: &Lowered, kernels: &Kernels) -> Result<(), String> {
+pub fn check(l: &Lowered, kernels: &Packing) -> Result<(), String> {
     check_shapes(l, kernels)
 }
 
@@ -343,7 +350,7 @@ pub fn check(l: &Lowered, kernels: &Kernels) -> Result<(), String> {
 /// that no buffer sized from them is unbounded), each offset table as long
 /// as its dimension, each weight run as long as its shape packs to, the
 /// geometry each convolution path assumes.
-fn check_shapes(l: &Lowered, kern: &Kernels) -> Result<(), String> {
+fn check_shapes(l: &Lowered, kern: &Packing) -> Result<(), String> {
     let values = l.lens.len();
     if values > MAX_VALUE_IDS || l.steps.len() > MAX_VALUE_IDS {
         return Err(format!(

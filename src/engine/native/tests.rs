@@ -23,8 +23,13 @@ fn folded_copies_change_no_bit() {
         let lowered = || lower::lower(&o.model, FloatWeights::F16WhereExact).unwrap();
         let (mut plain, mut folded) = (lowered(), lowered());
         let count = fold_copies(&mut folded);
-        pack::pack(&mut plain, &k, FloatWeights::F16WhereExact, false);
-        pack::pack(&mut folded, &k, FloatWeights::F16WhereExact, false);
+        pack::pack(&mut plain, &k.packing(), FloatWeights::F16WhereExact, false);
+        pack::pack(
+            &mut folded,
+            &k.packing(),
+            FloatWeights::F16WhereExact,
+            false,
+        );
         assert!(count >= min_folded, "{b}: {count} folded");
         assert_eq!(plain.steps.len() - folded.steps.len(), count, "{b}");
         let (mut a, mut f) = (

@@ -15,6 +15,7 @@ pub mod fold;
 pub mod fuse;
 pub mod ir;
 pub mod linear;
+#[cfg(feature = "tract")]
 pub mod lower;
 pub mod ops;
 pub mod plan;

@@ -74,13 +74,13 @@ fn float_convolutions_in_pixel_blocks_match_the_definition() {
                         Weights::rows(wt.clone(), FloatWeights::F32),
                         o,
                         kk,
-                        &kern,
+                        &kern.packing(),
                     )),
                     ConvWeights::Float(pack_float(
                         Weights::rows(wt.clone(), FloatWeights::F16WhereExact),
                         o,
                         kk,
-                        &kern,
+                        &kern.packing(),
                     )),
                 ]
                 .into_iter()

@@ -1,0 +1,134 @@
+//! Native sections a bundle ships: the encoder lowered and its weights
+//! packed on the host for a board's kernel path (`clip-quantize sections`,
+//! which packs with [`crate::kernels::Packing::named`]), listed in the
+//! manifest's `[[native]]` with their digest, and read in place at load
+//! ([`crate::engine::native::section`]). A board then runs the bundle
+//! without lowering the graph; a build without the `tract` feature runs
+//! only such sections.
+
+use std::path::PathBuf;
+
+use crate::bundle::{Bundle, NativeSection, IMAGE_ENCODER};
+use crate::engine::native::section;
+use crate::engine::schedule::blob::SharedBytes;
+
+/// The file name of the section shipped for `kernels`.
+pub fn file_name(kernels: &str) -> String {
+    format!("native-{kernels}.section")
+}
+
+/// The key a section shipped in `bundle` for `kernels` carries: the
+/// section format and build, the encoder it was lowered from, the kernel
+/// path and the options that shape a schedule
+/// ([`crate::engine::section_options`]). The manifest names the section
+/// by its digest, so the key needs no more.
+pub fn key(bundle: &Bundle, kernels: &str, options: &str) -> String {
+    format!(
+        "clip-edge {} section {}; shipped; encoder sha256 {}; kernels {kernels}; {options}",
+        env!("CARGO_PKG_VERSION"),
+        section::VERSION,
+        bundle
+            .manifest
+            .files
+            .get(IMAGE_ENCODER)
+            .map_or("none", String::as_str),
+    )
+}
+
+/// The manifest's entry for `kernels`, if the bundle ships one.
+pub fn entry<'b>(bundle: &'b Bundle, kernels: &str) -> Option<&'b NativeSection> {
+    bundle.manifest.native.iter().find(|n| n.kernels == kernels)
+}
+
+/// The section `bundle` ships for `kernels`, mapped, with its path:
+/// `Ok(None)` when the manifest lists none; an error when its file is
+/// missing, writable by others than its owner
+/// ([`crate::section_cache::map_private`]), or its
+/// digest is not the manifest's (the section's reader then checks that
+/// digest against its bytes).
+pub fn open(bundle: &Bundle, kernels: &str) -> Result<Option<(PathBuf, SharedBytes)>, String> {
+    let Some(n) = entry(bundle, kernels) else {
+        return Ok(None);
+    };
+    let path = bundle.dir.join(&n.file);
+    let shown = path.display();
+    let bytes = crate::section_cache::map_private(&path, false)
+        .map_err(|why| format!("{shown}: {why}"))?
+        .ok_or_else(|| format!("{shown}: listed in the manifest, missing"))?;
+    let all: &[u8] = (*bytes).as_ref();
+    if all.len() as u64 != n.bytes {
+        return Err(format!(
+            "{shown}: {} bytes, the manifest says {}",
+            all.len(),
+            n.bytes
+        ));
+    }
+    if section::digest_hex(all).as_deref() != Some(n.blake3.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "{shown}: its digest is not the manifest's: the file was changed or replaced"
+        ));
+    }
+    Ok(Some((path, bytes)))
+}
+
+/// What `clip-quantize sections` makes sections with: a bundle's encoder
+/// read and verified, ready to lower and pack for any kernel path.
+#[cfg(feature = "tract")]
+pub struct Maker {
+    bundle: Bundle,
+    model: tract_core::internal::TypedModel,
+    path: String,
+    macs: f64,
+}
+
+#[cfg(feature = "tract")]
+impl Maker {
+    /// The bundle at `dir`, its encoder read, verified and parsed.
+    pub fn open(dir: &std::path::Path) -> Result<Maker, super::EngineError> {
+        let super::Opened {
+            bundle,
+            model,
+            path,
+        } = super::open_encoder(dir, &crate::bundle::Trust::default())?;
+        let macs = super::count_macs(&model);
+        let model =
+            crate::tract_graph::for_native(model).map_err(|e| super::EngineError::Graph {
+                path: path.clone(),
+                why: super::one_line(&format!("{e:#}")),
+            })?;
+        Ok(Maker {
+            bundle,
+            model,
+            path,
+            macs,
+        })
+    }
+
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    /// Writes the section this bundle ships for `packing`'s kernel path
+    /// into `out`, as the board would lower and pack it; returns the bytes
+    /// written.
+    pub fn write(
+        &self,
+        packing: &crate::kernels::Packing,
+        out: &mut impl std::io::Write,
+    ) -> Result<u64, super::EngineError> {
+        let graph_err = |why: String| super::EngineError::Graph {
+            path: self.path.clone(),
+            why: super::one_line(&why),
+        };
+        let float = super::load::float_weights(&self.bundle);
+        let schedule = super::native::Native::schedule(&self.model, packing, float)
+            .map_err(|e| graph_err(e.to_string()))?;
+        super::native::Native::check_schedule(&schedule).map_err(|e| graph_err(e.to_string()))?;
+        section::check(&schedule, packing)
+            .map_err(|why| graph_err(format!("past a native section's limits: {why}")))?;
+        let options = super::section_options(&self.bundle);
+        let key = key(&self.bundle, packing.name, &options);
+        section::write(&schedule, packing.name, &key, self.macs, out)
+            .map_err(|e| graph_err(e.to_string()))
+    }
+}

@@ -1,0 +1,131 @@
+//! How each kernel path lays out the weights it is given at load, apart
+//! from the kernels that read them: plain code that runs on any machine, so
+//! that a host can pack a native section for a board's path
+//! ([`Packing::named`]) as the board itself would
+//! ([`super::Kernels::packing`]; a test holds the two byte-equal on every
+//! path the machine running it has).
+
+use half::f16;
+
+use super::{float_panels, group_panels, rows, PackF16, PackF32, PackI8};
+
+/// One kernel path's weight layouts.
+#[derive(Clone, Copy)]
+pub struct Packing {
+    /// The kernel path's name ([`super::Kernels::name`]).
+    pub name: &'static str,
+    pub(super) pack_i8: PackI8,
+    pub(super) pack_f16: PackF16,
+    pub(super) pack_f32: PackF32,
+}
+
+impl std::fmt::Debug for Packing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+fn vnni_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
+    group_panels::pack::<4>(w, n, k, i8::MIN)
+}
+
+fn sdot_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
+    group_panels::pack::<4>(w, n, k, 0)
+}
+
+fn smmla_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
+    group_panels::pack::<8>(w, n, k, 0)
+}
+
+/// Weights in rows everywhere.
+const fn plain(name: &'static str) -> Packing {
+    Packing {
+        name,
+        pack_i8: rows,
+        pack_f16: rows,
+        pack_f32: rows,
+    }
+}
+
+/// Float weights in [`float_panels`], int8 as `pack_i8` lays it out.
+const fn float_panels(name: &'static str, pack_i8: PackI8) -> Packing {
+    Packing {
+        name,
+        pack_i8,
+        pack_f16: float_panels::pack::<f16>,
+        pack_f32: float_panels::pack::<f32>,
+    }
+}
+
+impl Packing {
+    /// Every kernel path of every architecture.
+    pub const ALL: [Packing; 9] = [
+        plain("scalar"),
+        Packing {
+            name: "x86_64-sse41",
+            pack_i8: rows,
+            pack_f16: float_panels::pack::<f16>,
+            pack_f32: rows,
+        },
+        float_panels("x86_64-avx2", rows),
+        float_panels("x86_64-avx512", rows),
+        float_panels("x86_64-avx512-vnni", vnni_i8),
+        plain("aarch64-neon"),
+        Packing {
+            name: "aarch64-dotprod",
+            pack_i8: sdot_i8,
+            ..plain("")
+        },
+        Packing {
+            name: "aarch64-i8mm",
+            pack_i8: smmla_i8,
+            ..plain("")
+        },
+        plain("armv7-neon"),
+    ];
+
+    /// The path called `name`, on any machine.
+    pub fn named(name: &str) -> Option<Packing> {
+        Self::ALL.into_iter().find(|p| p.name == name)
+    }
+
+    /// Every path's name, for errors and `--help`.
+    pub fn names() -> String {
+        Self::ALL.map(|p| p.name).join(", ")
+    }
+
+    /// `w` (`n × k`) in this path's layout for its int8 products.
+    pub fn pack_i8(&self, w: &[i8], n: usize, k: usize) -> Vec<i8> {
+        assert!(w.len() >= n * k);
+        (self.pack_i8)(w, n, k)
+    }
+
+    /// `w` (`n × k`) in this path's layout for its f16-weight products.
+    pub fn pack_f16(&self, w: &[f16], n: usize, k: usize) -> Vec<f16> {
+        assert!(w.len() >= n * k);
+        (self.pack_f16)(w, n, k)
+    }
+
+    /// `w` (`n × k`) in this path's layout for its packed f32 products.
+    pub fn pack_f32(&self, w: &[f32], n: usize, k: usize) -> Vec<f32> {
+        assert!(w.len() >= n * k);
+        (self.pack_f32)(w, n, k)
+    }
+
+    /// Values [`Packing::pack_i8`] makes of an `n × k` matrix (to check
+    /// packed weights read back from elsewhere before any kernel reads
+    /// them); `None` past `usize`.
+    pub fn packed_i8_len_of(&self, n: usize, k: usize) -> Option<usize> {
+        super::layout_len(self.pack_i8(&[0], 1, 1).len(), n, k)
+    }
+
+    /// As [`Packing::packed_i8_len_of`], for [`Packing::pack_f16`].
+    pub fn packed_f16_len_of(&self, n: usize, k: usize) -> Option<usize> {
+        super::layout_len(self.pack_f16(&[f16::ZERO], 1, 1).len(), n, k)
+    }
+
+    /// As [`Packing::packed_i8_len_of`], for [`Packing::pack_f32`].
+    pub fn packed_f32_len_of(&self, n: usize, k: usize) -> Option<usize> {
+        super::layout_len(self.pack_f32(&[0.0], 1, 1).len(), n, k)
+    }
+}
