@@ -114,7 +114,7 @@ impl SectionCache {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             _ => private(&self.dir)?,
         }
-        map_private(&e.path, true)
+        map_private(&e.path)
     }
 
     /// Writes a section at `e` with `write`: into a new file, synced, then
@@ -218,10 +218,10 @@ fn is_temporary(name: &str) -> bool {
 }
 
 /// The file at `path` mapped read-only, `Ok(None)` when there is none; an
-/// error when it is not a regular file, or writable by others than its
-/// owner (a file others may write could change, or shrink, under the
-/// mapping), or with `mine`, when its owner is neither this user nor root.
-pub fn map_private(path: &Path, mine: bool) -> Result<Option<SharedBytes>, String> {
+/// error when it is not a regular file, or not private to this user (or
+/// root): a file another user may write could change, or shrink, under the
+/// mapping.
+pub fn map_private(path: &Path) -> Result<Option<SharedBytes>, String> {
     // Not through a link, never blocking on a pipe: a regular file or
     // nothing.
     let file = match open_regular(path, false) {
@@ -231,18 +231,13 @@ pub fn map_private(path: &Path, mine: bool) -> Result<Option<SharedBytes>, Strin
         Err(OpenError::NotRegular(what)) => return Err(format!("{what}, not a regular file")),
     };
     let meta = file.metadata().map_err(|err| err.to_string())?;
-    if mine {
-        check_private(&meta, "the file")?;
-    } else {
-        check_unshared(&meta, "the file")?;
-    }
-    // SAFETY: the file is writable by its owner alone (checked above;
-    // with `mine`, that owner is this user or root), and neither this cache nor `clip-quantize`
+    check_private(&meta, "the file")?;
+    // SAFETY: the file is this user's (or root's) and writable by no one
+    // else (checked above), and neither this cache nor `clip-quantize`
     // writes a section in place: each writes a new file and renames it
-    // over the old, so the mapped
-    // bytes do not change while they are mapped. Only this user (or
-    // root) writing into the file itself, against that rule, could
-    // change them under the engine.
+    // over the old, so the mapped bytes do not change while they are
+    // mapped. Only this user (or root) writing into the file itself,
+    // against that rule, could change them under the engine.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|err| err.to_string())?;
     Ok(Some(Arc::new(map)))
 }
@@ -275,11 +270,6 @@ fn check_private(m: &fs::Metadata, what: &str) -> Result<(), String> {
             m.uid()
         ));
     }
-    check_unshared(m, what)
-}
-
-/// No one but its owner may write it.
-fn check_unshared(m: &fs::Metadata, what: &str) -> Result<(), String> {
     if m.mode() & 0o022 != 0 {
         return Err(format!(
             "{what} is writable by others (mode {:o}): not used",

@@ -129,14 +129,15 @@ fn bundle_files_must_be_plain_names_inside_the_bundle() {
 
 #[test]
 fn listed_native_sections_must_be_plain_names_with_digests_listed_once() {
-    let entry = |kernels: &str, file: &str, blake3: &str| {
+    let sized = |kernels: &str, file: &str, blake3: &str, bytes: i64| {
         let mut e = toml::Table::new();
         e.insert("kernels".into(), kernels.into());
         e.insert("file".into(), file.into());
-        e.insert("bytes".into(), 64.into());
+        e.insert("bytes".into(), bytes.into());
         e.insert("blake3".into(), blake3.into());
         toml::Value::Table(e)
     };
+    let entry = |kernels: &str, file: &str, blake3: &str| sized(kernels, file, blake3, 64);
     let good = "ab".repeat(32);
     let cases = [
         (
@@ -146,6 +147,10 @@ fn listed_native_sections_must_be_plain_names_with_digests_listed_once() {
         (vec![entry("scalar", MANIFEST, &good)], "plain file name"),
         (vec![entry("scalar", TEXT_TABLE, &good)], "plain file name"),
         (vec![entry("scalar", "s.section", "zz")], "64 hex digits"),
+        (
+            vec![entry("scal\u{1b}[2Jar", "s.section", &good)],
+            "kernel path's name",
+        ),
         (
             vec![
                 entry("scalar", "a.section", &good),
@@ -158,6 +163,10 @@ fn listed_native_sections_must_be_plain_names_with_digests_listed_once() {
                 .map(|i| entry(&format!("k{i}"), &format!("{i}.section"), &good))
                 .collect(),
             "at most 32",
+        ),
+        (
+            vec![sized("scalar", "s.section", &good, 1 << 40)],
+            "bytes = 1099511627776",
         ),
     ];
     for (entries, want) in cases {

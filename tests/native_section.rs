@@ -381,6 +381,8 @@ fn ship(bundle: &Path, dir: &Path) -> PathBuf {
     let bytes = shipped_bytes(&maker, &here.packing());
     let file = dir.join(shipped::file_name(here.name));
     std::fs::write(&file, &bytes).unwrap();
+    // Whatever the umask: a file others may write is not mapped.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut manifest = maker.bundle().manifest.clone();
     manifest.native.push(clip_edge::bundle::NativeSection {
         kernels: here.name.into(),

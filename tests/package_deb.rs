@@ -193,6 +193,13 @@ fn deb_holds_the_binary_unit_config_and_default_bundle() {
         .args(["info", "--bundle"])
         .arg(&packaged_bundle));
     assert!(info.contains("(this CPU)"), "{info}");
+    // And runs from it, not from the graph.
+    let bench = run(Command::new(x.join("usr/bin/clip-edge"))
+        .args(["bench", "--iterations", "1", "--json", "--bundle"])
+        .arg(&packaged_bundle)
+        .env("CLIP_EDGE_CACHE", "off"));
+    let bench: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    assert_eq!(bench["native_section"], "shipped", "{bench}");
     for f in ["image_encoder.nnef.tgz", "text_table.safetensors"] {
         assert!(
             std::fs::read(x.join("usr/share/clip-edge/default-int8").join(f)).unwrap()

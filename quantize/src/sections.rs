@@ -5,7 +5,7 @@
 //! start, and a `clip-edge` built without tract runs the bundle at all.
 
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use clip_edge::bundle::{NativeSection, MANIFEST, MAX_NATIVE_SECTIONS};
@@ -25,6 +25,8 @@ pub enum SectionsError {
     Kernels(String),
     #[error("{0}: the bundle is signed, and adding sections changes its manifest: pass --sign KEY to sign the new one")]
     Signed(PathBuf),
+    #[error("{path}: {why}; refusing to sign its manifest anew with --sign")]
+    Signature { path: PathBuf, why: String },
     #[error("{path}: {why}")]
     Manifest { path: PathBuf, why: String },
 }
@@ -57,8 +59,21 @@ pub fn add(
     mut progress: impl FnMut(&NativeSection),
 ) -> Result<Vec<NativeSection>, SectionsError> {
     let sig_path = dir.join(signature::SIGNATURE);
-    if sign.is_none() && sig_path.exists() {
-        return Err(SectionsError::Signed(sig_path));
+    let mpath = dir.join(MANIFEST);
+    let manifest_mode = std::fs::metadata(&mpath).map(|m| m.permissions());
+    if sig_path.exists() {
+        let Some(key) = sign else {
+            return Err(SectionsError::Signed(sig_path));
+        };
+        // Sign anew only what this key signed: never a manifest changed
+        // since, nor another key's bundle.
+        let bad = |why: String| SectionsError::Signature {
+            path: sig_path.clone(),
+            why,
+        };
+        let read = |p: &Path| std::fs::read(p).map_err(|e| bad(format!("{}: {e}", p.display())));
+        signature::verify(&key.verifying_key(), &read(&mpath)?, &read(&sig_path)?)
+            .map_err(|why| bad(format!("not this key's signature of the manifest: {why}")))?;
     }
     let maker = shipped::Maker::open(dir)?;
     let mut manifest = maker.bundle().manifest.clone();
@@ -66,7 +81,6 @@ pub fn add(
         .iter()
         .map(|p| dir.join(shipped::file_name(p.name)))
         .collect();
-    let mpath = dir.join(MANIFEST);
     let mut targets: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     targets.push(&mpath);
     if sign.is_some() {
@@ -75,6 +89,11 @@ pub fn add(
     let at = |p: &Path| {
         let p = p.to_path_buf();
         move |source| IoAt { path: p, source }
+    };
+    // The new manifest and signature get the manifest's mode.
+    let keep_mode = |tmp: &Path| match &manifest_mode {
+        Ok(mode) => std::fs::set_permissions(tmp, mode.clone()).map_err(at(tmp)),
+        Err(_) => Ok(()),
     };
     let mut made = Vec::new();
     let mut text = String::new();
@@ -96,6 +115,9 @@ pub fn add(
             let mut digest = [0u8; 32];
             f.seek(SeekFrom::End(-(digest.len() as i64)))
                 .and_then(|_| f.read_exact(&mut digest))
+                .map_err(at(tmp))?;
+            // Readable by the service's user whatever the umask.
+            f.set_permissions(std::fs::Permissions::from_mode(0o644))
                 .map_err(at(tmp))?;
             let entry = NativeSection {
                 kernels: packing.name.to_string(),
@@ -125,8 +147,10 @@ pub fn add(
                 why: e.to_string(),
             })?;
             std::fs::write(tmp, &text).map_err(at(tmp))?;
+            keep_mode(tmp)?;
         } else if let Some(key) = sign {
             std::fs::write(tmp, signature::sign(key, text.as_bytes())).map_err(at(tmp))?;
+            keep_mode(tmp)?;
         }
         Ok(())
     })?;

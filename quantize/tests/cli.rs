@@ -373,6 +373,17 @@ fn sections_adds_each_paths_section_and_refuses_what_it_cannot_do() {
     assert!(err.contains("image_encoder.nnef.tgz"), "{err}");
     assert_eq!(std::fs::read_dir(&broken).unwrap().count(), before.len());
 
+    // A failure once every section is written (a folder where the first
+    // one goes): nothing renamed into place, no temporary file left.
+    std::fs::create_dir_all(b.join("native-scalar.section/x")).unwrap();
+    let before = contents(&b);
+    let out = sections(&b, "scalar,x86_64-avx2");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("native-scalar.section"), "{err}");
+    assert_eq!(contents(&b), before);
+    std::fs::remove_dir_all(b.join("native-scalar.section")).unwrap();
+
     // With --sign: the new manifest is signed, and clip-edge verifies it.
     let out = bin()
         .arg("sections")
@@ -391,4 +402,32 @@ fn sections_adds_each_paths_section_and_refuses_what_it_cannot_do() {
     };
     let bundle = Bundle::open_with(&b, &trust).unwrap();
     assert_eq!(bundle.manifest.native.len(), 4);
+    // Signed anew only what that key signed: not another key's bundle, nor
+    // a manifest changed since it was signed.
+    let other = d.join("other");
+    assert!(bin()
+        .args(["keygen", "--out"])
+        .arg(&other)
+        .status()
+        .unwrap()
+        .success());
+    let resign = |key: &Path| {
+        bin()
+            .arg("sections")
+            .arg(&b)
+            .args(["--kernels", "scalar", "--sign"])
+            .arg(key)
+            .output()
+            .unwrap()
+    };
+    let out = resign(&other);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not this key's signature"), "{err}");
+    let text = std::fs::read_to_string(b.join("manifest.toml")).unwrap();
+    std::fs::write(b.join("manifest.toml"), format!("{text}# changed\n")).unwrap();
+    let out = resign(&key);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not this key's signature"), "{err}");
 }

@@ -313,6 +313,19 @@ impl Manifest {
                     shown(&n.file)
                 ));
             }
+            if !is_plain_name(&n.kernels) {
+                return Err(format!(
+                    "[[native]] kernels = {:?}: expected a kernel path's name",
+                    shown(&n.kernels)
+                ));
+            }
+            if n.bytes > MAX_FILE_BYTES {
+                return Err(format!(
+                    "[[native]] {:?}: bytes = {}; at most {MAX_FILE_BYTES}",
+                    shown(&n.file),
+                    n.bytes
+                ));
+            }
             if n.blake3.len() != 64 || !n.blake3.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!(
                     "[[native]] {:?}: blake3 = {:?}; expected 64 hex digits",

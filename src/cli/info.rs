@@ -87,7 +87,7 @@ pub fn run(a: &Args) -> Result<ExitCode> {
         );
         out!("  checksums  ok ({} files)", m.files.len());
         if m.native.is_empty() {
-            out!("  native     no sections (lowered at load)");
+            out!("  native     no sections");
         } else {
             let this = clip_edge::kernels::Kernels::detect().name;
             let list: Vec<String> = m

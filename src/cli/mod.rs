@@ -151,7 +151,7 @@ fn set_threads(n: usize) -> Result<()> {
         use tract_linalg::multithread::{set_default_executor, Executor};
         set_default_executor(Executor::multithread(n));
     }
-    #[cfg(not(feature = "tract-threads"))]
+    #[cfg(all(feature = "tract", not(feature = "tract-threads")))]
     if n > 1 {
         log::info!("this build runs `--engine tract` on one thread (no tract-threads feature)");
     }

@@ -162,6 +162,10 @@ impl Engine {
         let bundle = Bundle::open_without_encoder(dir, trust)?;
         stage("manifest and table read and verified");
         let kernels = crate::kernels::Kernels::detect();
+        // Without a graph to lower, a section for a lesser path this CPU
+        // runs is better than none.
+        #[cfg(not(feature = "tract"))]
+        let kernels = shipped::runnable(&bundle, kernels);
         let options = section_options(&bundle);
         // The bundle's own section for this path.
         let mut shipped_refused = None;
@@ -180,6 +184,17 @@ impl Engine {
                         let mut engine = Self::with_encoder(bundle, Box::new(native), macs)?;
                         engine.section = Some(SectionUse::Shipped);
                         return Ok(engine);
+                    }
+                    Err(native::section::SectionError::Key) => {
+                        let why = format!(
+                            "{}: made by another clip-edge version or with other schedule options \
+                             (this is clip-edge {}; {options}): make it again with this version's \
+                             `clip-quantize sections`",
+                            path.display(),
+                            env!("CARGO_PKG_VERSION"),
+                        );
+                        log::warn!("native section {why}; not used");
+                        shipped_refused = Some(why);
                     }
                     Err(why) => {
                         let why = format!("{}: {why}", path.display());

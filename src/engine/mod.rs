@@ -160,7 +160,9 @@ pub struct Engine {
     top_pairs: Vec<(usize, f32)>,
     /// Multiply-accumulates of one encoder run (from tract's cost model).
     pub macs: f64,
-    /// With a section cache: whether the schedule came from it.
+    /// Where the native schedule came from: the bundle's section, or with
+    /// a section cache, the cache (read or saved); `None` when the graph
+    /// was lowered without a cache (or another backend runs).
     section: Option<SectionUse>,
 }
 
@@ -201,8 +203,8 @@ impl Engine {
         })
     }
 
-    /// With a section cache ([`Engine::load_cached`]): whether the
-    /// schedule came from a saved native section.
+    /// Where the native schedule came from ([`Engine::load_cached`]): a
+    /// section the bundle ships, or the section cache.
     pub fn section_use(&self) -> Option<&SectionUse> {
         self.section.as_ref()
     }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use crate::bundle::{Bundle, NativeSection, IMAGE_ENCODER};
 use crate::engine::native::section;
 use crate::engine::schedule::blob::SharedBytes;
+use crate::kernels::Kernels;
 
 /// The file name of the section shipped for `kernels`.
 pub fn file_name(kernels: &str) -> String {
@@ -35,6 +36,33 @@ pub fn key(bundle: &Bundle, kernels: &str, options: &str) -> String {
     )
 }
 
+/// `best` (this CPU's kernel path), or when the bundle ships no section
+/// for it, the best other path this CPU runs that the bundle ships one for
+/// (the scalar twins last); `best` when there is none, or when a path was
+/// forced (`CLIP_EDGE_KERNELS`).
+pub fn runnable(bundle: &Bundle, best: Kernels) -> Kernels {
+    if entry(bundle, best.name).is_some() || std::env::var_os("CLIP_EDGE_KERNELS").is_some() {
+        return best;
+    }
+    let mut paths = Kernels::available();
+    paths.insert(0, Kernels::SCALAR);
+    match paths
+        .into_iter()
+        .rev()
+        .find(|k| entry(bundle, k.name).is_some())
+    {
+        Some(k) => {
+            log::info!(
+                "native section: the bundle ships none for {}; running its {} section (this CPU runs that path too)",
+                best.name,
+                k.name
+            );
+            k
+        }
+        None => best,
+    }
+}
+
 /// The manifest's entry for `kernels`, if the bundle ships one.
 pub fn entry<'b>(bundle: &'b Bundle, kernels: &str) -> Option<&'b NativeSection> {
     bundle.manifest.native.iter().find(|n| n.kernels == kernels)
@@ -42,8 +70,8 @@ pub fn entry<'b>(bundle: &'b Bundle, kernels: &str) -> Option<&'b NativeSection>
 
 /// The section `bundle` ships for `kernels`, mapped, with its path:
 /// `Ok(None)` when the manifest lists none; an error when its file is
-/// missing, writable by others than its owner
-/// ([`crate::section_cache::map_private`]), or its
+/// missing, not private to this user (or root: another user could change
+/// it under the mapping; [`crate::section_cache::map_private`]), or its
 /// digest is not the manifest's (the section's reader then checks that
 /// digest against its bytes).
 pub fn open(bundle: &Bundle, kernels: &str) -> Result<Option<(PathBuf, SharedBytes)>, String> {
@@ -52,7 +80,7 @@ pub fn open(bundle: &Bundle, kernels: &str) -> Result<Option<(PathBuf, SharedByt
     };
     let path = bundle.dir.join(&n.file);
     let shown = path.display();
-    let bytes = crate::section_cache::map_private(&path, false)
+    let bytes = crate::section_cache::map_private(&path)
         .map_err(|why| format!("{shown}: {why}"))?
         .ok_or_else(|| format!("{shown}: listed in the manifest, missing"))?;
     let all: &[u8] = (*bytes).as_ref();
@@ -118,7 +146,7 @@ impl Maker {
     ) -> Result<u64, super::EngineError> {
         let graph_err = |why: String| super::EngineError::Graph {
             path: self.path.clone(),
-            why: super::one_line(&why),
+            why: format!("the {} section: {}", packing.name, super::one_line(&why)),
         };
         let float = super::load::float_weights(&self.bundle);
         let schedule = super::native::Native::schedule(&self.model, packing, float)

@@ -110,19 +110,18 @@ fn layout_len(one: usize, n: usize, k: usize) -> Option<usize> {
 pub struct Kernels {
     /// Which path, e.g. `x86_64-avx2` or `aarch64-neon`, for logs and `bench`.
     pub name: &'static str,
+    /// How the weights are packed at load (int8, f16, f32).
+    weights: Packing,
     gemm_i8: GemmI8,
-    pack_i8: PackI8,
     pack_i8_cols: PackI8Cols,
     /// Values one packed panel of 16 rows of depth `k` takes.
     i8_panel_len: fn(k: usize) -> usize,
     gemm_f16w: GemmF16w,
     gemm_f32: GemmF32,
-    /// Weights packed by `pack_f16` / `pack_f32` (linear layers,
-    /// convolutions, and per frame the right side of attention's products);
-    /// `gemm_f16w` / `gemm_f32` above take rows.
-    pack_f16: PackF16,
+    /// Weights packed by `weights` (linear layers, convolutions) and, per
+    /// frame, the right side of attention's products; `gemm_f16w` /
+    /// `gemm_f32` above take rows.
     gemm_f16p: GemmF16w,
-    pack_f32: PackF32,
     pack_f32_into: PackF32Into,
     pack_f32_cols: PackF32Cols,
     gemm_f32p: GemmF32,
@@ -144,7 +143,7 @@ impl std::fmt::Debug for Kernels {
 impl Kernels {
     /// The plain twins.
     pub const SCALAR: Kernels = Kernels::plain_rows(
-        "scalar",
+        Packing::SCALAR,
         scalar::gemm_i8,
         scalar::gemm_f16w,
         scalar::gemm_f32,
@@ -155,23 +154,21 @@ impl Kernels {
     /// channel (the scalar twins; NEON on aarch64 and armv7), with the
     /// plain element-wise kernels.
     const fn plain_rows(
-        name: &'static str,
+        weights: Packing,
         gemm_i8: GemmI8,
         gemm_f16w: GemmF16w,
         gemm_f32: GemmF32,
         fma_peak: FmaPeak,
     ) -> Kernels {
         Kernels {
-            name,
+            name: weights.name,
+            weights,
             gemm_i8,
-            pack_i8: rows,
             pack_i8_cols: rows_of_cols,
             i8_panel_len: rows_panel_len,
             gemm_f16w,
             gemm_f32,
-            pack_f16: rows,
             gemm_f16p: gemm_f16w,
-            pack_f32: rows,
             pack_f32_into: rows_into,
             pack_f32_cols: rows_of_cols,
             gemm_f32p: gemm_f32,
@@ -182,21 +179,21 @@ impl Kernels {
     }
 
     /// This path with its int8 products on packed panels instead, under
-    /// another name (the float products stay): the dot-product paths
-    /// (VNNI, sdot, smmla) over their [`group_panels`] layout.
+    /// the name of `weights` (which packs them; the float products stay):
+    /// the dot-product paths (VNNI, sdot, smmla) over their
+    /// [`group_panels`] layout.
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     const fn with_packed_i8(
         self,
-        name: &'static str,
+        weights: Packing,
         gemm_i8: GemmI8,
-        pack_i8: PackI8,
         pack_i8_cols: PackI8Cols,
         i8_panel_len: fn(k: usize) -> usize,
     ) -> Kernels {
         Kernels {
-            name,
+            name: weights.name,
+            weights,
             gemm_i8,
-            pack_i8,
             pack_i8_cols,
             i8_panel_len,
             ..self
@@ -267,8 +264,7 @@ impl Kernels {
 
     /// `w` (`n × k`) in this path's layout for [`Kernels::gemm_i8`].
     pub fn pack_i8(&self, w: &[i8], n: usize, k: usize) -> Vec<i8> {
-        assert!(w.len() >= n * k);
-        (self.pack_i8)(w, n, k)
+        self.weights.pack_i8(w, n, k)
     }
 
     /// Columns `first..first + n` of `src` (`k` rows of `ld` values) as the
@@ -355,8 +351,7 @@ impl Kernels {
 
     /// `w` (`n × k`) in this path's layout for [`Kernels::gemm_f16p`].
     pub fn pack_f16(&self, w: &[f16], n: usize, k: usize) -> Vec<f16> {
-        assert!(w.len() >= n * k);
-        (self.pack_f16)(w, n, k)
+        self.weights.pack_f16(w, n, k)
     }
 
     /// As [`Kernels::gemm_f16w`], `w` as [`Kernels::pack_f16`] made it.
@@ -368,18 +363,12 @@ impl Kernels {
     /// How this path lays out the weights it is given at load (what a
     /// host packs a native section for this path with).
     pub fn packing(&self) -> Packing {
-        Packing {
-            name: self.name,
-            pack_i8: self.pack_i8,
-            pack_f16: self.pack_f16,
-            pack_f32: self.pack_f32,
-        }
+        self.weights
     }
 
     /// `w` (`n × k`) in this path's layout for [`Kernels::gemm_f32p`].
     pub fn pack_f32(&self, w: &[f32], n: usize, k: usize) -> Vec<f32> {
-        assert!(w.len() >= n * k);
-        (self.pack_f32)(w, n, k)
+        self.weights.pack_f32(w, n, k)
     }
 
     /// As [`Kernels::pack_f32`], into `out` (at least [`packed_f32_len`]).

@@ -1,9 +1,8 @@
 //! How each kernel path lays out the weights it is given at load, apart
 //! from the kernels that read them: plain code that runs on any machine, so
 //! that a host can pack a native section for a board's path
-//! ([`Packing::named`]) as the board itself would
-//! ([`super::Kernels::packing`]; a test holds the two byte-equal on every
-//! path the machine running it has).
+//! ([`Packing::named`]) as the board itself does (each path's
+//! [`super::Kernels`] packs its weights with these).
 
 use half::f16;
 
@@ -58,35 +57,57 @@ const fn float_panels(name: &'static str, pack_i8: PackI8) -> Packing {
 }
 
 impl Packing {
+    pub const SCALAR: Packing = plain("scalar");
+    /// int8 and f32 weights in rows, f16 in [`float_panels`] (each widened
+    /// once for several rows).
+    pub const SSE41: Packing = Packing {
+        name: "x86_64-sse41",
+        pack_i8: rows,
+        pack_f16: float_panels::pack::<f16>,
+        pack_f32: rows,
+    };
+    pub const AVX2: Packing = float_panels("x86_64-avx2", rows);
+    pub const AVX512: Packing = float_panels("x86_64-avx512", rows);
+    /// int8 in [`group_panels`] of 4 depths, made unsigned for `vpdpbusd`
+    /// (`w + 128`, the bit pattern `w ^ 0x80`; padding holds 128, a zero
+    /// weight).
+    pub const AVX512_VNNI: Packing = float_panels("x86_64-avx512-vnni", vnni_i8);
+    pub const AARCH64_NEON: Packing = plain("aarch64-neon");
+    /// int8 in [`group_panels`] of 4 depths, signed (`sdot`).
+    pub const AARCH64_DOTPROD: Packing = Packing {
+        name: "aarch64-dotprod",
+        pack_i8: sdot_i8,
+        ..plain("")
+    };
+    /// int8 in [`group_panels`] of 8 depths, signed (`smmla`).
+    pub const AARCH64_I8MM: Packing = Packing {
+        name: "aarch64-i8mm",
+        pack_i8: smmla_i8,
+        ..plain("")
+    };
+    pub const ARMV7_NEON: Packing = plain("armv7-neon");
+
     /// Every kernel path of every architecture.
     pub const ALL: [Packing; 9] = [
-        plain("scalar"),
-        Packing {
-            name: "x86_64-sse41",
-            pack_i8: rows,
-            pack_f16: float_panels::pack::<f16>,
-            pack_f32: rows,
-        },
-        float_panels("x86_64-avx2", rows),
-        float_panels("x86_64-avx512", rows),
-        float_panels("x86_64-avx512-vnni", vnni_i8),
-        plain("aarch64-neon"),
-        Packing {
-            name: "aarch64-dotprod",
-            pack_i8: sdot_i8,
-            ..plain("")
-        },
-        Packing {
-            name: "aarch64-i8mm",
-            pack_i8: smmla_i8,
-            ..plain("")
-        },
-        plain("armv7-neon"),
+        Self::SCALAR,
+        Self::SSE41,
+        Self::AVX2,
+        Self::AVX512,
+        Self::AVX512_VNNI,
+        Self::AARCH64_NEON,
+        Self::AARCH64_DOTPROD,
+        Self::AARCH64_I8MM,
+        Self::ARMV7_NEON,
     ];
 
     /// The path called `name`, on any machine.
     pub fn named(name: &str) -> Option<Packing> {
         Self::ALL.into_iter().find(|p| p.name == name)
+    }
+
+    /// Whether this path runs on 32-bit machines only (armv7).
+    pub fn is_32_bit(&self) -> bool {
+        self.name.starts_with("armv7")
     }
 
     /// Every path's name, for errors and `--help`.

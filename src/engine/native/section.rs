@@ -45,7 +45,13 @@ const MAX_DIM: usize = 1 << 20;
 /// Most values the arena, or one operand, patch matrix or product of a
 /// schedule read back may take (4 GiB of f32): what bounds every buffer
 /// made at load.
-const MAX_VALUES: u64 = if usize::BITS < 64 { 1 << 28 } else { 1 << 30 };
+const MAX_VALUES: u64 = if usize::BITS < 64 {
+    MAX_VALUES_32
+} else {
+    1 << 30
+};
+/// [`MAX_VALUES`] on a 32-bit machine.
+const MAX_VALUES_32: u64 = 1 << 28;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SectionError {
@@ -331,7 +337,7 @@ pub fn read(bytes: SharedBytes, kernels: &Packing, key: &str) -> Result<Section,
         }
     }
     drop(runs);
-    check_shapes(&schedule, kernels).map_err(SectionError::Invalid)?;
+    check_shapes(&schedule, kernels, MAX_VALUES).map_err(SectionError::Invalid)?;
     Ok(Section {
         schedule,
         macs: h.macs,
@@ -339,9 +345,16 @@ pub fn read(bytes: SharedBytes, kernels: &Packing, key: &str) -> Result<Section,
 }
 
 /// Whether `l`, lowered for `kernels`, would pass the checks a section of
-/// it must pass when read back (a schedule beyond them is not saved).
+/// it must pass when read back on a machine that runs that path (a
+/// schedule beyond them is not saved): with a 32-bit machine's bounds for
+/// a 32-bit path, wherever the section is made.
 pub fn check(l: &Lowered, kernels: &Packing) -> Result<(), String> {
-    check_shapes(l, kernels)
+    let max_values = if kernels.is_32_bit() {
+        MAX_VALUES_32
+    } else {
+        MAX_VALUES
+    };
+    check_shapes(l, kernels, max_values)
 }
 
 /// What the executor's bounds check ([`crate::engine::schedule::check_bounds`]) and its buffers
@@ -350,7 +363,7 @@ pub fn check(l: &Lowered, kernels: &Packing) -> Result<(), String> {
 /// that no buffer sized from them is unbounded), each offset table as long
 /// as its dimension, each weight run as long as its shape packs to, the
 /// geometry each convolution path assumes.
-fn check_shapes(l: &Lowered, kern: &Packing) -> Result<(), String> {
+fn check_shapes(l: &Lowered, kern: &Packing, max_values: u64) -> Result<(), String> {
     let values = l.lens.len();
     if values > MAX_VALUE_IDS || l.steps.len() > MAX_VALUE_IDS {
         return Err(format!(
@@ -359,25 +372,25 @@ fn check_shapes(l: &Lowered, kern: &Packing) -> Result<(), String> {
         ));
     }
     let total: u64 = l.lens.iter().map(|&n| n as u64).sum();
-    if total > MAX_VALUES {
-        return Err(format!("the arena's {total} values exceed {MAX_VALUES}"));
+    if total > max_values {
+        return Err(format!("the arena's {total} values exceed {max_values}"));
     }
     if l.input >= values || l.output >= values {
         return Err("the input or output is not a value of the schedule".into());
     }
-    // A shape of bounded dimensions and at most MAX_VALUES values (checked
+    // A shape of bounded dimensions and at most max_values values (checked
     // in u64): every buffer sized from such shapes is bounded.
     let values_of = |what: &str, dims: &[usize]| -> Result<(), String> {
         // Each factor too: a 0 elsewhere must not let one be anything.
-        if dims.iter().any(|&d| d as u64 > MAX_VALUES) {
+        if dims.iter().any(|&d| d as u64 > max_values) {
             return Err(format!(
-                "{what}: a dimension above {MAX_VALUES} in {dims:?}"
+                "{what}: a dimension above {max_values} in {dims:?}"
             ));
         }
         let n = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
         match n {
-            Some(n) if n <= MAX_VALUES => Ok(()),
-            _ => Err(format!("{what}: more than {MAX_VALUES} values in {dims:?}")),
+            Some(n) if n <= max_values => Ok(()),
+            _ => Err(format!("{what}: more than {max_values} values in {dims:?}")),
         }
     };
     // Products', convolutions' and pools' dimensions are also each bounded
@@ -401,7 +414,7 @@ fn check_shapes(l: &Lowered, kern: &Packing) -> Result<(), String> {
         values_of(what, dims)?;
         for s in strides {
             for (&d, &st) in dims.iter().zip(*s) {
-                if (d.saturating_sub(1) as u64).saturating_mul(st as u64) > MAX_VALUES {
+                if (d.saturating_sub(1) as u64).saturating_mul(st as u64) > max_values {
                     return Err(format!("{what}: a stride of {st} over {d} values"));
                 }
             }
@@ -442,7 +455,7 @@ fn check_shapes(l: &Lowered, kern: &Packing) -> Result<(), String> {
             Kind::Copy { parts } => {
                 for p in parts {
                     strided("a copy", &p.dims, &[&p.ss, &p.sd]).map_err(at)?;
-                    if p.src_off as u64 > MAX_VALUES || p.dst_off as u64 > MAX_VALUES {
+                    if p.src_off as u64 > max_values || p.dst_off as u64 > max_values {
                         return fail("a copy's offset out of range".into());
                     }
                 }
@@ -472,7 +485,7 @@ fn check_shapes(l: &Lowered, kern: &Packing) -> Result<(), String> {
                 if tables
                     .iter()
                     .flat_map(|t| t.iter())
-                    .any(|&o| o as u64 > MAX_VALUES)
+                    .any(|&o| o as u64 > max_values)
                 {
                     return fail("an offset out of range".into());
                 }

@@ -23,24 +23,19 @@ pub fn has_dotprod() -> bool {
     std::arch::is_aarch64_feature_detected!("dotprod")
 }
 
-/// Weights for [`gemm_i8`]: [`group_panels`], signed.
-pub fn pack_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
-    group_panels::pack::<4>(w, n, k, 0)
-}
-
 /// One panel: 16 rows by `⌈k/4⌉` groups of 4 depths.
 pub fn i8_panel_len(k: usize) -> usize {
     group_panels::panel_len::<4>(k)
 }
 
-/// [`pack_i8`]'s layout of the matrix whose row `j` is column `first + j`
+/// [`Packing::AARCH64_DOTPROD`](crate::kernels::Packing::AARCH64_DOTPROD)'s int8 layout of the matrix whose row `j` is column `first + j`
 /// of `src` (`k` rows of `ld`).
 pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]) {
     group_panels::pack_cols::<4>(src, ld, first, n, k, 0, out)
 }
 
 /// Only reached through [`super::detect`], which checked FEAT_DotProd.
-/// `w` is [`pack_i8`]'s layout; [`group_panels::for_each_tile`]'s loop,
+/// `w` is [`Packing::AARCH64_DOTPROD`](crate::kernels::Packing::AARCH64_DOTPROD)'s int8 layout; [`group_panels::for_each_tile`]'s loop,
 /// rows 4, 2 and 1 at a time.
 pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
     let panel = i8_panel_len(k);

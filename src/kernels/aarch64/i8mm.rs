@@ -25,24 +25,19 @@ pub fn has_i8mm() -> bool {
     std::arch::is_aarch64_feature_detected!("i8mm")
 }
 
-/// Weights for [`gemm_i8`]: [`group_panels`] of 8 depths, signed.
-pub fn pack_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
-    group_panels::pack::<D>(w, n, k, 0)
-}
-
 /// One panel: 16 rows by `⌈k/8⌉` groups of 8 depths.
 pub fn i8_panel_len(k: usize) -> usize {
     group_panels::panel_len::<D>(k)
 }
 
-/// [`pack_i8`]'s layout of the matrix whose row `j` is column `first + j`
+/// [`Packing::AARCH64_I8MM`](crate::kernels::Packing::AARCH64_I8MM)'s int8 layout of the matrix whose row `j` is column `first + j`
 /// of `src` (`k` rows of `ld`).
 pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]) {
     group_panels::pack_cols::<D>(src, ld, first, n, k, 0, out)
 }
 
 /// Only reached through [`super::detect`], which checked FEAT_I8MM. `w` is
-/// [`pack_i8`]'s layout; [`group_panels::for_each_tile`]'s loop, rows 4, 2
+/// [`Packing::AARCH64_I8MM`](crate::kernels::Packing::AARCH64_I8MM)'s int8 layout; [`group_panels::for_each_tile`]'s loop, rows 4, 2
 /// and 1 at a time.
 pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
     let panel = i8_panel_len(k);

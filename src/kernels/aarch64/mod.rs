@@ -5,7 +5,7 @@
 //! (FEAT_I8MM: Cortex-A710 and later, none of the boards we target) on
 //! `smmla`.
 
-use super::Kernels;
+use super::{Kernels, Packing};
 
 pub mod dotprod;
 pub mod i8mm;
@@ -23,18 +23,16 @@ pub fn paths() -> Vec<Kernels> {
     let mut v = vec![neon_only()];
     if dotprod::has_dotprod() {
         v.push(neon_only().with_packed_i8(
-            "aarch64-dotprod",
+            Packing::AARCH64_DOTPROD,
             dotprod::gemm_i8,
-            dotprod::pack_i8,
             dotprod::pack_i8_cols,
             dotprod::i8_panel_len,
         ));
     }
     if i8mm::has_i8mm() {
         v.push(neon_only().with_packed_i8(
-            "aarch64-i8mm",
+            Packing::AARCH64_I8MM,
             i8mm::gemm_i8,
-            i8mm::pack_i8,
             i8mm::pack_i8_cols,
             i8mm::i8_panel_len,
         ));
@@ -47,7 +45,7 @@ pub fn paths() -> Vec<Kernels> {
 /// `CLIP_EDGE_KERNELS=aarch64-neon`.
 pub fn neon_only() -> Kernels {
     Kernels::plain_rows(
-        "aarch64-neon",
+        Packing::AARCH64_NEON,
         neon::gemm_i8,
         neon::gemm_f16w,
         neon::gemm_f32,

@@ -5,7 +5,7 @@
 //! Weights stay in the plain layout (a row per output channel), as on the
 //! aarch64 NEON path.
 
-use super::Kernels;
+use super::{Kernels, Packing};
 
 pub mod neon;
 
@@ -14,7 +14,7 @@ pub fn detect() -> Option<Kernels> {
         return None;
     }
     Some(Kernels::plain_rows(
-        "armv7-neon",
+        Packing::ARMV7_NEON,
         neon::gemm_i8,
         neon::gemm_f16w,
         neon::gemm_f32,

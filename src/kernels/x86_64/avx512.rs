@@ -1,6 +1,6 @@
 //! AVX-512 (F + BW) and AVX-512 VNNI. int8: an outer-product micro-tile of
 //! 8 rows × 32 output channels over weights packed once at load
-//! ([`pack_i8`]): each `vpdpbusd` multiplies one 64-byte panel group (16
+//! ([`Packing::AVX512_VNNI`](crate::kernels::Packing::AVX512_VNNI)): each `vpdpbusd` multiplies one 64-byte panel group (16
 //! channels × 4 depths) by four activations of one row broadcast to every
 //! lane and adds the four products into each channel's i32 sum, exactly
 //! (the non-saturating form): 64 multiply-adds an instruction and no
@@ -34,25 +34,19 @@ const PANEL: usize = group_panels::PANEL;
 /// Rows of `x` per micro-tile.
 const MR: usize = 8;
 
-/// Weights for [`gemm_i8`]: [`group_panels`] made unsigned (`w + 128`, the
-/// bit pattern `w ^ 0x80`); padding holds 128 (a zero weight).
-pub fn pack_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
-    group_panels::pack::<4>(w, n, k, i8::MIN)
-}
-
 /// One panel: 16 rows by `⌈k/4⌉` groups of 4 depths.
 pub fn i8_panel_len(k: usize) -> usize {
     group_panels::panel_len::<4>(k)
 }
 
-/// [`pack_i8`]'s layout of the matrix whose row `j` is column `first + j`
+/// [`Packing::AVX512_VNNI`](crate::kernels::Packing::AVX512_VNNI)'s int8 layout of the matrix whose row `j` is column `first + j`
 /// of `src` (`k` rows of `ld`).
 pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]) {
     group_panels::pack_cols::<4>(src, ld, first, n, k, i8::MIN, out)
 }
 
 /// Only reached through [`super::detect`], which checked AVX-512 VNNI.
-/// `w` is [`pack_i8`]'s layout; the bias of the unsigned weights is taken
+/// `w` is [`Packing::AVX512_VNNI`](crate::kernels::Packing::AVX512_VNNI)'s int8 layout; the bias of the unsigned weights is taken
 /// out with the activations' row sums.
 pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
     let kg = k.div_ceil(4);

@@ -5,8 +5,7 @@
 //! compiled for the same level.
 
 use super::elementwise::Level;
-use super::{float_panels, Kernels};
-use half::f16;
+use super::{Kernels, Packing};
 
 pub mod avx2;
 pub mod avx512;
@@ -30,7 +29,8 @@ pub fn detect() -> Option<Kernels> {
     }
     let mut k = avx2_kernels();
     if avx512 {
-        k.name = "x86_64-avx512";
+        k.weights = Packing::AVX512;
+        k.name = k.weights.name;
         k.gemm_f16w = avx512::gemm_f16w;
         k.gemm_f32 = avx512::gemm_f32;
         k.gemm_f16p = avx512::gemm_f16p;
@@ -41,9 +41,8 @@ pub fn detect() -> Option<Kernels> {
     }
     if vnni {
         k = k.with_packed_i8(
-            "x86_64-avx512-vnni",
+            Packing::AVX512_VNNI,
             avx512::gemm_i8,
-            avx512::pack_i8,
             avx512::pack_i8_cols,
             avx512::i8_panel_len,
         );
@@ -59,20 +58,18 @@ pub fn avx2_only() -> Option<Kernels> {
 
 /// The SSE4.1 kernels alone (on an AVX machine too: for tests and
 /// `bench-kernels`, and `CLIP_EDGE_KERNELS=x86_64-sse41`): int8 and f32
-/// weights in rows, f16 weights in [`float_panels`] (each widened once for
+/// weights in rows, f16 weights in [`super::float_panels`] (each widened once for
 /// several rows).
 pub fn sse41_only() -> Option<Kernels> {
     sse41::has().then_some(Kernels {
-        name: "x86_64-sse41",
+        name: Packing::SSE41.name,
+        weights: Packing::SSE41,
         gemm_i8: sse41::gemm_i8,
-        pack_i8: super::rows,
         pack_i8_cols: super::rows_of_cols,
         i8_panel_len: super::rows_panel_len,
         gemm_f16w: sse41::gemm_f16w,
         gemm_f32: sse41::gemm_f32,
-        pack_f16: float_panels::pack::<f16>,
         gemm_f16p: sse41::gemm_f16p,
-        pack_f32: super::rows,
         pack_f32_into: super::rows_into,
         pack_f32_cols: super::rows_of_cols,
         gemm_f32p: sse41::gemm_f32,
@@ -83,21 +80,19 @@ pub fn sse41_only() -> Option<Kernels> {
 }
 
 /// AVX2 + FMA + F16C everywhere; reached only once those are detected. The
-/// float weights are packed in [`float_panels`] on both AVX levels.
+/// float weights are packed in [`super::float_panels`] on both AVX levels.
 fn avx2_kernels() -> Kernels {
     Kernels {
-        name: "x86_64-avx2",
+        name: Packing::AVX2.name,
+        weights: Packing::AVX2,
         gemm_i8: avx2::gemm_i8,
-        pack_i8: super::rows,
         pack_i8_cols: super::rows_of_cols,
         i8_panel_len: super::rows_panel_len,
         gemm_f16w: avx2::gemm_f16w,
         gemm_f32: avx2::gemm_f32,
-        pack_f16: float_panels::pack::<f16>,
         gemm_f16p: avx2::gemm_f16p,
-        pack_f32: float_panels::pack::<f32>,
-        pack_f32_into: float_panels::pack_into::<f32>,
-        pack_f32_cols: float_panels::pack_cols::<f32>,
+        pack_f32_into: super::float_panels::pack_into::<f32>,
+        pack_f32_cols: super::float_panels::pack_cols::<f32>,
         gemm_f32p: avx2::gemm_f32p,
         float_panels: true,
         fma_peak: avx2::fma_peak,
