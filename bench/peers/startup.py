@@ -6,6 +6,9 @@ the peak RSS of that process, for
                         (CLIP_EDGE_CACHE=off: the path without a section)
   clip-edge (section)   the same with the bundle's native section saved
                         (a warm cache folder, as on every start after the first)
+  clip-edge (shipped)   with --lean: the board build (no tract) reading the
+                        section `clip-quantize sections` ships in a copy of
+                        the bundle, for this CPU's kernel path
   onnxruntime           a fresh Python process that imports onnxruntime and
                         numpy, opens a session on the int8 ONNX file of the
                         same weights, preprocesses the image and runs it once
@@ -17,7 +20,8 @@ release build:
     python3 bench/peers/make_models.py --work /tmp/peers --arch vit_b32
     clip-quantize build --checkpoint /tmp/peers/vit_b32.pt --precision int8 \\
         --labels models/synthetic/classes.txt --out /tmp/peers/vit_b32-int8
-    python3 bench/peers/startup.py --work /tmp/peers --clip-edge target/release/clip-edge
+    python3 bench/peers/startup.py --work /tmp/peers --clip-edge target/release/clip-edge \
+        [--lean dist/clip-edge-x86_64-unknown-linux-gnu --clip-quantize target/release/clip-quantize]
 """
 import argparse
 import json
@@ -69,6 +73,8 @@ def main():
     ap.add_argument("--arch", default="vit_b32")
     ap.add_argument("--clip-edge", default=os.path.join(ROOT, "target/release/clip-edge"))
     ap.add_argument("--image", default=os.path.join(ROOT, "models/clips/yard/00000.jpg"))
+    ap.add_argument("--lean", help="the board build of clip-edge (scripts/build-release)")
+    ap.add_argument("--clip-quantize", default=os.path.join(ROOT, "target/release/clip-quantize"))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -82,11 +88,25 @@ def main():
     # The first run saves the section; the later ones read it.
     run(classify, dict(env, CLIP_EDGE_CACHE=cache))
     rows = {"clip-edge (graph)": [], "clip-edge (section)": [], "onnxruntime": []}
+    if a.lean:
+        shipped = os.path.join(cache, "shipped")
+        subprocess.run(["cp", "-r", bundle, shipped], check=True)
+        info = subprocess.run([a.clip_edge, "info", "--json", "--bundle", bundle],
+                              check=True, capture_output=True, text=True)
+        kernels = json.loads(info.stdout)["kernels"]
+        subprocess.run([a.clip_quantize, "sections", shipped, "--kernels", kernels],
+                       check=True, capture_output=True)
+        lean = [a.lean, "classify", "--bundle", shipped, image]
+        rows["clip-edge (shipped)"] = []
     for _ in range(a.rounds):
         rows["clip-edge (graph)"].append(run(classify, dict(env, CLIP_EDGE_CACHE="off")))
         rows["clip-edge (section)"].append(run(classify, dict(env, CLIP_EDGE_CACHE=cache)))
+        if a.lean:
+            rows["clip-edge (shipped)"].append(run(lean, dict(env, CLIP_EDGE_CACHE="off")))
         rows["onnxruntime"].append(run(["python3", "-c", ORT_SNIPPET, onnx, image], env))
     section = [f for f in os.listdir(cache) if f.endswith(".section")]
+    if a.lean:
+        subprocess.run(["rm", "-rf", shipped], check=True)
     packed = os.path.getsize(os.path.join(cache, section[0])) if section else 0
     out = {
         "machine": platform.processor() or platform.machine(),
