@@ -236,8 +236,9 @@ pub fn map_private(path: &Path) -> Result<Option<SharedBytes>, String> {
     // else (checked above), and neither this cache nor `clip-quantize`
     // writes a section in place: each writes a new file and renames it
     // over the old, so the mapped bytes do not change while they are
-    // mapped. Only this user (or root) writing into the file itself,
-    // against that rule, could change them under the engine.
+    // mapped. Only this user or root writing into the file itself (an
+    // operator copying a bundle over the one in use, against the docs)
+    // could change or shrink them under the engine.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|err| err.to_string())?;
     Ok(Some(Arc::new(map)))
 }

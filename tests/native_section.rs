@@ -336,7 +336,7 @@ fn a_section_the_bounds_check_refuses_is_rebuilt() {
 /// The section a host makes of `bundle` for `packing`'s kernel path.
 fn shipped_bytes(maker: &shipped::Maker, packing: &Packing) -> Vec<u8> {
     let mut v = Vec::new();
-    maker.write(packing, &mut v).unwrap();
+    maker.section(packing).unwrap().write(&mut v).unwrap();
     v
 }
 
@@ -358,8 +358,10 @@ fn sections_for_every_kernel_path_are_the_hosts_byte_for_byte() {
             assert_eq!(
                 Some(made.as_str()),
                 digests.get(p.name).and_then(|v| v.as_str()),
-                "{bundle} for {}: this machine's section differs from the host's \
-                 (after a change that changes sections, run scripts/section-digests)",
+                "{bundle} for {}: this machine's section differs from the host's (after a \
+                 change to the sources build.rs fingerprints, or one that changes sections, \
+                 run scripts/section-digests; bump section::VERSION when the serialised \
+                 schedule changed)",
                 p.name
             );
         }

@@ -8,7 +8,7 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use clip_edge::bundle::{NativeSection, MANIFEST, MAX_NATIVE_SECTIONS};
+use clip_edge::bundle::{Manifest, NativeSection, MANIFEST, MAX_NATIVE_SECTIONS};
 use clip_edge::engine::shipped;
 use clip_edge::kernels::Packing;
 use clip_edge::signature::{self, SigningKey};
@@ -109,7 +109,7 @@ pub fn add(
                 .open(tmp)
                 .map_err(at(tmp))?;
             let mut w = BufWriter::with_capacity(1 << 20, f);
-            let bytes = maker.write(packing, &mut w)?;
+            let bytes = maker.section(packing)?.write(&mut w).map_err(at(tmp))?;
             w.flush().map_err(at(tmp))?;
             let mut f = w.into_inner().map_err(|e| at(tmp)(e.into_error()))?;
             let mut digest = [0u8; 32];
@@ -143,6 +143,12 @@ pub fn add(
                 });
             }
             text = toml::to_string(&manifest).map_err(|e| SectionsError::Manifest {
+                path: mpath.clone(),
+                why: e.to_string(),
+            })?;
+            // What the runtime will check (a section past the largest file
+            // a bundle may hold, say): refused here, not on the board.
+            Manifest::parse(text.as_bytes(), &mpath).map_err(|e| SectionsError::Manifest {
                 path: mpath.clone(),
                 why: e.to_string(),
             })?;

@@ -232,7 +232,7 @@ impl Engine {
                 None => format!("it ships native sections for {} only", listed.join(", ")),
             };
             Err(EngineError::Unsupported(format!(
-                "{}: {why}; this clip-edge runs only native sections (built without the `tract` feature): make one for this CPU on the host with `clip-quantize sections {} --kernels {}`",
+                "{}: {why}; this clip-edge runs only native sections (built without the `tract` feature): make one for this CPU on the host with `clip-quantize sections {} --kernels {}` (and --sign KEY if the bundle is signed)",
                 dir.display(),
                 dir.display(),
                 kernels.name

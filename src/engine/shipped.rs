@@ -19,15 +19,18 @@ pub fn file_name(kernels: &str) -> String {
 }
 
 /// The key a section shipped in `bundle` for `kernels` carries: the
-/// section format and build, the encoder it was lowered from, the kernel
+/// version, the section format and the fingerprint of the sources that
+/// give a section's bytes their meaning (the schedule, the executor, the
+/// weight layouts: `build.rs`), the encoder it was lowered from, the kernel
 /// path and the options that shape a schedule
 /// ([`crate::engine::section_options`]). The manifest names the section
 /// by its digest, so the key needs no more.
 pub fn key(bundle: &Bundle, kernels: &str, options: &str) -> String {
     format!(
-        "clip-edge {} section {}; shipped; encoder sha256 {}; kernels {kernels}; {options}",
+        "clip-edge {} section {} sources {}; shipped; encoder sha256 {}; kernels {kernels}; {options}",
         env!("CARGO_PKG_VERSION"),
         section::VERSION,
+        env!("CLIP_EDGE_SECTION_SOURCES"),
         bundle
             .manifest
             .files
@@ -136,14 +139,12 @@ impl Maker {
         &self.bundle
     }
 
-    /// Writes the section this bundle ships for `packing`'s kernel path
-    /// into `out`, as the board would lower and pack it; returns the bytes
-    /// written.
-    pub fn write(
+    /// The section this bundle ships for `packing`'s kernel path, as the
+    /// board would lower and pack it, ready to write.
+    pub fn section(
         &self,
         packing: &crate::kernels::Packing,
-        out: &mut impl std::io::Write,
-    ) -> Result<u64, super::EngineError> {
+    ) -> Result<Section, super::EngineError> {
         let graph_err = |why: String| super::EngineError::Graph {
             path: self.path.clone(),
             why: format!("the {} section: {}", packing.name, super::one_line(&why)),
@@ -155,8 +156,28 @@ impl Maker {
         section::check(&schedule, packing)
             .map_err(|why| graph_err(format!("past a native section's limits: {why}")))?;
         let options = super::section_options(&self.bundle);
-        let key = key(&self.bundle, packing.name, &options);
-        section::write(&schedule, packing.name, &key, self.macs, out)
-            .map_err(|e| graph_err(e.to_string()))
+        Ok(Section {
+            key: key(&self.bundle, packing.name, &options),
+            kernels: packing.name,
+            macs: self.macs,
+            schedule,
+        })
+    }
+}
+
+/// A section made by [`Maker::section`].
+#[cfg(feature = "tract")]
+pub struct Section {
+    schedule: crate::engine::schedule::ir::Lowered,
+    kernels: &'static str,
+    key: String,
+    macs: f64,
+}
+
+#[cfg(feature = "tract")]
+impl Section {
+    /// Writes the section into `out`; returns the bytes written.
+    pub fn write(&self, out: &mut impl std::io::Write) -> std::io::Result<u64> {
+        section::write(&self.schedule, self.kernels, &self.key, self.macs, out)
     }
 }

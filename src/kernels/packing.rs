@@ -105,9 +105,10 @@ impl Packing {
         Self::ALL.into_iter().find(|p| p.name == name)
     }
 
-    /// Whether this path runs on 32-bit machines only (armv7).
-    pub fn is_32_bit(&self) -> bool {
-        self.name.starts_with("armv7")
+    /// Whether a 32-bit machine may run this path (armv7's, and the
+    /// scalar twins, which armv7 without NEON runs).
+    pub fn may_run_on_32_bit(&self) -> bool {
+        self.name.starts_with("armv7") || self.name == Self::SCALAR.name
     }
 
     /// Every path's name, for errors and `--help`.

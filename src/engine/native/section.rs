@@ -35,8 +35,9 @@ pub const ALIGN: usize = 64;
 /// Magic, version, reserved, header length.
 const PREFIX: usize = 24;
 const DIGEST: usize = 32;
-/// Largest header read (a ViT-L/14's schedule is well under 1 MB).
-const MAX_HEADER_BYTES: u64 = 16 << 20;
+/// Largest header read (ViT-B/32's is well under 1 MB, ViT-L/14's a few;
+/// what a header decodes into takes a few times its bytes).
+const MAX_HEADER_BYTES: u64 = 8 << 20;
 /// Most values (arena tensors) a schedule read back may have (ViT-B/32:
 /// about 300; the arena plan takes time quadratic in them).
 const MAX_VALUE_IDS: usize = 1 << 14;
@@ -243,6 +244,15 @@ pub fn write(
     Ok(n)
 }
 
+/// At most 40 characters of `s` read from a section, control characters
+/// as `?`: for an error line.
+fn printable(s: &str) -> String {
+    s.chars()
+        .take(40)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// The digest a section in `all` ends with, in hex (what a manifest lists
 /// for a shipped section; [`read`] checks it against the rest); `None`
 /// when `all` is too short to hold one.
@@ -283,20 +293,14 @@ pub fn read(bytes: SharedBytes, kernels: &Packing, key: &str) -> Result<Section,
     }
     if h.kernels != kernels.name {
         return Err(SectionError::Kernels {
-            found: h.kernels.chars().take(40).collect(),
+            found: printable(&h.kernels),
             want: kernels.name,
         });
     }
     let mut schedule = h.schedule;
     if schedule.packed_for.as_deref() != Some(kernels.name) {
         return Err(SectionError::Kernels {
-            found: schedule
-                .packed_for
-                .as_deref()
-                .unwrap_or("no")
-                .chars()
-                .take(40)
-                .collect(),
+            found: printable(schedule.packed_for.as_deref().unwrap_or("no")),
             want: kernels.name,
         });
     }
@@ -347,9 +351,9 @@ pub fn read(bytes: SharedBytes, kernels: &Packing, key: &str) -> Result<Section,
 /// Whether `l`, lowered for `kernels`, would pass the checks a section of
 /// it must pass when read back on a machine that runs that path (a
 /// schedule beyond them is not saved): with a 32-bit machine's bounds for
-/// a 32-bit path, wherever the section is made.
+/// a path a 32-bit machine may run, wherever the section is made.
 pub fn check(l: &Lowered, kernels: &Packing) -> Result<(), String> {
-    let max_values = if kernels.is_32_bit() {
+    let max_values = if kernels.may_run_on_32_bit() {
         MAX_VALUES_32
     } else {
         MAX_VALUES
