@@ -287,29 +287,24 @@ fn sections_adds_each_paths_section_and_refuses_what_it_cannot_do() {
             .output()
             .unwrap()
     };
-    let out = sections(&b, "aarch64-neon,armv7-neon");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: Vec<clip_edge::bundle::NativeSection> = serde_json::from_slice(&out.stdout).unwrap();
-    let names = |l: &[clip_edge::bundle::NativeSection]| {
-        l.iter().map(|n| n.kernels.clone()).collect::<Vec<_>>()
+    // The manifest's list after adding `kernels`, by path.
+    let added = |kernels: &str| {
+        let out = sections(&b, kernels);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let list: Vec<clip_edge::bundle::NativeSection> =
+            serde_json::from_slice(&out.stdout).unwrap();
+        let names: Vec<String> = list.iter().map(|n| n.kernels.clone()).collect();
+        (list, names)
     };
-    assert_eq!(names(&list), ["aarch64-neon", "armv7-neon"]);
+    let (_, names) = added("aarch64-neon,armv7-neon");
+    assert_eq!(names, ["aarch64-neon", "armv7-neon"]);
     // Again, with one more: replaced, not listed twice.
-    let out = sections(&b, "armv7-neon,aarch64-dotprod");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: Vec<clip_edge::bundle::NativeSection> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        names(&list),
-        ["aarch64-neon", "armv7-neon", "aarch64-dotprod"]
-    );
+    let (list, names) = added("armv7-neon,aarch64-dotprod");
+    assert_eq!(names, ["aarch64-neon", "armv7-neon", "aarch64-dotprod"]);
     let bundle = Bundle::open(&b).unwrap();
     assert_eq!(bundle.manifest.native, list);
     for n in &list {
