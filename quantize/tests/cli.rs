@@ -339,13 +339,12 @@ fn sections_adds_each_paths_section_and_refuses_what_it_cannot_do() {
         err.contains("\"riscv64-v\"") && err.contains("aarch64-i8mm"),
         "{err}"
     );
+    let keygen = |key: &Path| {
+        let ok = bin().args(["keygen", "--out"]).arg(key).status().unwrap();
+        assert!(ok.success());
+    };
     let key = d.join("key");
-    assert!(bin()
-        .args(["keygen", "--out"])
-        .arg(&key)
-        .status()
-        .unwrap()
-        .success());
+    keygen(&key);
     std::fs::write(b.join("manifest.sig"), "0").unwrap();
     let out = sections(&b, "scalar");
     assert_eq!(out.status.code(), Some(1));
@@ -400,12 +399,7 @@ fn sections_adds_each_paths_section_and_refuses_what_it_cannot_do() {
     // Signed anew only what that key signed: not another key's bundle, nor
     // a manifest changed since it was signed.
     let other = d.join("other");
-    assert!(bin()
-        .args(["keygen", "--out"])
-        .arg(&other)
-        .status()
-        .unwrap()
-        .success());
+    keygen(&other);
     let resign = |key: &Path| {
         bin()
             .arg("sections")
