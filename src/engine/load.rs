@@ -213,7 +213,7 @@ impl Engine {
         {
             // Said in the log; lowering the graph stands in for it.
             let _ = shipped_refused;
-            Self::load_lowered(bundle, kernels, threads, cache, t0)
+            Self::load_lowered(bundle, kernels, &options, threads, cache, t0)
         }
         #[cfg(not(feature = "tract"))]
         {
@@ -247,18 +247,18 @@ impl Engine {
     fn load_lowered(
         mut bundle: Bundle,
         kernels: crate::kernels::Kernels,
+        options: &str,
         threads: usize,
         cache: Option<&SectionCache>,
         t0: Instant,
     ) -> Result<Self, EngineError> {
         let stage = |what: &str| log_stage(t0, what);
         let float = float_weights(&bundle);
-        let options = section_options(&bundle);
         let graph_err = |path: &str, e: super::schedule::ir::LowerError| EngineError::Graph {
             path: path.to_string(),
             why: one_line(&e.to_string()),
         };
-        let (entry, mut not_saved) = match cache.map(|c| c.entry(&bundle, kernels.name, &options)) {
+        let (entry, mut not_saved) = match cache.map(|c| c.entry(&bundle, kernels.name, options)) {
             Some(Ok(e)) => (Some(e), None),
             Some(Err(why)) => {
                 log::warn!("native section: {why}; the cache is not used");
@@ -308,21 +308,14 @@ impl Engine {
         }
         bundle.read_encoder()?;
         stage("encoder file read and verified");
-        let Opened {
+        let Graph {
             bundle,
             model,
             path,
-        } = parse_encoder(bundle, t0)?;
-        let macs = count_macs(&model);
-        let gerr = |e: TractError| EngineError::Graph {
-            path: path.clone(),
-            why: one_line(&format!("{e:#}")),
-        };
-        let model = tract_graph::for_native(model).map_err(gerr)?;
-        let schedule = native::Native::schedule(&model, &kernels.packing(), float)
-            .map_err(|e| graph_err(&path, e))?;
+            macs,
+        } = Graph::for_lowering(parse_encoder(bundle, t0)?)?;
+        let schedule = lowered(&model, &kernels.packing(), float, &path)?;
         drop(model);
-        native::Native::check_schedule(&schedule).map_err(|e| graph_err(&path, e))?;
         stage("graph lowered");
         let section = match (cache, &entry) {
             (Some(cache), Some(e)) => Some(save_section(
@@ -343,6 +336,57 @@ impl Engine {
         engine.section = section;
         Ok(engine)
     }
+}
+
+/// A bundle's graph made ready for lowering, with the multiply-adds of one
+/// frame.
+#[cfg(feature = "tract")]
+pub(super) struct Graph {
+    pub bundle: Bundle,
+    pub model: TypedModel,
+    /// The encoder's file, for errors.
+    pub path: String,
+    pub macs: f64,
+}
+
+#[cfg(feature = "tract")]
+impl Graph {
+    pub fn for_lowering(opened: Opened) -> Result<Graph, EngineError> {
+        let Opened {
+            bundle,
+            model,
+            path,
+        } = opened;
+        let macs = count_macs(&model);
+        let model = tract_graph::for_native(model).map_err(|e| EngineError::Graph {
+            path: path.clone(),
+            why: one_line(&format!("{e:#}")),
+        })?;
+        Ok(Graph {
+            bundle,
+            model,
+            path,
+            macs,
+        })
+    }
+}
+
+/// `model` lowered with its weights packed for `packing`, and checked as
+/// [`native::Native::from_lowered`] checks it; errors name `path`.
+#[cfg(feature = "tract")]
+pub(super) fn lowered(
+    model: &TypedModel,
+    packing: &crate::kernels::Packing,
+    float: native::FloatWeights,
+    path: &str,
+) -> Result<super::schedule::ir::Lowered, EngineError> {
+    let err = |e: super::schedule::ir::LowerError| EngineError::Graph {
+        path: path.to_string(),
+        why: one_line(&e.to_string()),
+    };
+    let schedule = native::Native::schedule(model, packing, float).map_err(err)?;
+    native::Native::check_schedule(&schedule).map_err(err)?;
+    Ok(schedule)
 }
 
 /// The native engine on `kernels` from the section in `bytes`, made under

@@ -105,38 +105,18 @@ pub fn open(bundle: &Bundle, kernels: &str) -> Result<Option<(PathBuf, SharedByt
 /// What `clip-quantize sections` makes sections with: a bundle's encoder
 /// read and verified, ready to lower and pack for any kernel path.
 #[cfg(feature = "tract")]
-pub struct Maker {
-    bundle: Bundle,
-    model: tract_core::internal::TypedModel,
-    path: String,
-    macs: f64,
-}
+pub struct Maker(super::load::Graph);
 
 #[cfg(feature = "tract")]
 impl Maker {
     /// The bundle at `dir`, its encoder read, verified and parsed.
     pub fn open(dir: &std::path::Path) -> Result<Maker, super::EngineError> {
-        let super::Opened {
-            bundle,
-            model,
-            path,
-        } = super::open_encoder(dir, &crate::bundle::Trust::default())?;
-        let macs = super::count_macs(&model);
-        let model =
-            crate::tract_graph::for_native(model).map_err(|e| super::EngineError::Graph {
-                path: path.clone(),
-                why: super::one_line(&format!("{e:#}")),
-            })?;
-        Ok(Maker {
-            bundle,
-            model,
-            path,
-            macs,
-        })
+        let opened = super::open_encoder(dir, &crate::bundle::Trust::default())?;
+        super::load::Graph::for_lowering(opened).map(Maker)
     }
 
     pub fn bundle(&self) -> &Bundle {
-        &self.bundle
+        &self.0.bundle
     }
 
     /// The section this bundle ships for `packing`'s kernel path, as the
@@ -145,21 +125,27 @@ impl Maker {
         &self,
         packing: &crate::kernels::Packing,
     ) -> Result<Section, super::EngineError> {
-        let graph_err = |why: String| super::EngineError::Graph {
-            path: self.path.clone(),
-            why: format!("the {} section: {}", packing.name, super::one_line(&why)),
+        let g = &self.0;
+        let in_section = |why: String| super::EngineError::Graph {
+            path: g.path.clone(),
+            why: format!("the {} section: {why}", packing.name),
         };
-        let float = super::load::float_weights(&self.bundle);
-        let schedule = super::native::Native::schedule(&self.model, packing, float)
-            .map_err(|e| graph_err(e.to_string()))?;
-        super::native::Native::check_schedule(&schedule).map_err(|e| graph_err(e.to_string()))?;
-        section::check(&schedule, packing)
-            .map_err(|why| graph_err(format!("past a native section's limits: {why}")))?;
-        let options = super::section_options(&self.bundle);
+        let float = super::load::float_weights(&g.bundle);
+        let schedule =
+            super::load::lowered(&g.model, packing, float, &g.path).map_err(|e| match e {
+                super::EngineError::Graph { why, .. } => in_section(why),
+                e => e,
+            })?;
+        section::check(&schedule, packing).map_err(|why| {
+            in_section(super::one_line(&format!(
+                "past a native section's limits: {why}"
+            )))
+        })?;
+        let options = super::section_options(&g.bundle);
         Ok(Section {
-            key: key(&self.bundle, packing.name, &options),
+            key: key(&g.bundle, packing.name, &options),
             kernels: packing.name,
-            macs: self.macs,
+            macs: g.macs,
             schedule,
         })
     }
