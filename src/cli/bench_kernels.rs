@@ -35,10 +35,11 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     let kernels = Kernels::detect();
     let rows = measure(&VIT_B32_SHAPES, iterations, kernels)?;
     let peaks = peaks(iterations, kernels);
+    let resize = resize_rows(iterations);
     if json_out {
         out!(
             "{}",
-            json!({"kernels": kernels.name, "cpu_features": cpu_features(), "fma_peaks": peaks, "rows": rows})
+            json!({"kernels": kernels.name, "cpu_features": cpu_features(), "fma_peaks": peaks, "rows": rows, "resize": resize})
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -80,7 +81,62 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    let (w, h) = RESIZE_FROM;
+    out!("exact resize {w}x{h} RGB to {RESIZE_TO}x{RESIZE_TO} (crop), with normalising:");
+    let plain = resize.first().map_or(f64::NAN, |r| r.ms);
+    for r in &resize {
+        out!(
+            "  {:<40} {:>9.3} ms  {:>6.2}x plain",
+            r.level,
+            r.ms,
+            plain / r.ms
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The resize `bench-kernels` times: a 1080p camera frame to CLIP's input.
+const RESIZE_FROM: (u32, u32) = (1920, 1080);
+const RESIZE_TO: u32 = 224;
+
+/// One copy of the row kernels' exact resize of a frame, median ms.
+#[derive(Debug, Serialize)]
+pub struct ResizeRow {
+    pub level: &'static str,
+    pub ms: f64,
+}
+
+/// The preprocessing of a 1080p frame (one thread) with each copy of the
+/// row kernels this CPU runs.
+fn resize_rows(iterations: usize) -> Vec<ResizeRow> {
+    use clip_edge::kernels::elementwise::Level;
+    use clip_edge::preprocess::{ImageView, Mode, Preprocessor, CLIP_MEAN, CLIP_STD};
+    let (w, h) = RESIZE_FROM;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let pixels: Vec<u8> = (0..w as usize * h as usize * 3)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    let img = ImageView::new(w, h, Mode::Rgb, &pixels);
+    let mut out = vec![0f32; Preprocessor::output_len(RESIZE_TO)];
+    Level::available()
+        .into_iter()
+        .map(|level| {
+            let mut pre = Preprocessor::with_level(level);
+            let ms = median_ms(iterations, || {
+                pre.run(&img, RESIZE_TO, CLIP_MEAN, CLIP_STD, &mut out)
+                    .expect("a valid frame and output")
+            });
+            ResizeRow {
+                level: level.name(),
+                ms,
+            }
+        })
+        .collect()
 }
 
 /// ViT-B/32's linear layers at one image (50 tokens): attention projection,

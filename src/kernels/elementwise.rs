@@ -404,32 +404,6 @@ pub mod plain {
             *o = *a as f32 * (sa * w);
         }
     }
-
-    /// An image resize's horizontal taps over one row of pixels widened to
-    /// four i32 lanes (`wide`, from input pixel `lo` on): output `j` is
-    /// `half + Σ_t wide[bounds[j].0 − lo + t] · k[j·ks + t]` per lane
-    /// (`ks = k.len() / bounds.len()` coefficients an output), wrapping, in
-    /// tap order (integer sums: every copy gives the same).
-    #[inline(always)]
-    pub fn resample_taps(
-        wide: &[[i32; 4]],
-        lo: usize,
-        bounds: &[(usize, usize)],
-        k: &[i32],
-        half: i32,
-        out: &mut [[i32; 4]],
-    ) {
-        let ks = (k.len() / bounds.len().max(1)).max(1);
-        for ((&(xmin, n), kk), o) in bounds.iter().zip(k.chunks_exact(ks)).zip(out.iter_mut()) {
-            let mut ss = [half; 4];
-            for (px, &kv) in wide[xmin - lo..xmin - lo + n].iter().zip(&kk[..n]) {
-                for c in 0..4 {
-                    ss[c] = ss[c].wrapping_add(px[c].wrapping_mul(kv));
-                }
-            }
-            *o = ss;
-        }
-    }
 }
 
 /// Declares each row kernel's dispatching entry point and, on x86_64, its
@@ -513,8 +487,6 @@ compiled! {
     fn dequantize(acc: &[i32], sa: f32, ws: &[f32], out: &mut [f32]);
     /// An int8 convolution's epilogue for one channel.
     fn dequantize_bias(acc: &[i32], f: f32, b: f32, out: &mut [f32]);
-    /// An image resize's horizontal taps over one widened row.
-    fn resample_taps(wide: &[[i32; 4]], lo: usize, bounds: &[(usize, usize)], k: &[i32], half: i32, out: &mut [[i32; 4]]);
 }
 
 impl Level {
@@ -526,10 +498,42 @@ impl Level {
         }
         super::Kernels::simd().map_or(Level::Plain, |k| k.level)
     }
+
+    /// Every copy this CPU runs, the plain one first.
+    pub fn available() -> Vec<Level> {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+        let mut v = vec![Level::Plain];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("sse4.1") {
+                v.push(Level::Sse41);
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                v.push(Level::Avx2);
+            }
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+            {
+                v.push(Level::Avx512);
+            }
+        }
+        v
+    }
+
+    /// The copy's name in `bench-kernels`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Plain => "plain",
+            Level::Sse41 => "sse4.1",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
+        }
+    }
 }
 
 #[cfg(test)]
-pub(super) mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 mod long_rows {

@@ -37,6 +37,7 @@ pub mod float_panels;
 pub mod group_panels;
 pub mod packing;
 pub mod pool;
+pub mod resample;
 pub mod scalar;
 
 #[cfg(target_arch = "aarch64")]

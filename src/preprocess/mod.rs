@@ -245,6 +245,34 @@ pub struct Preprocessor {
     out8: Vec<u8>,
     nearest_x: Vec<usize>,
     nearest_y: Vec<usize>,
+    /// Each channel's 256 normalised values.
+    normalised: Option<Normalised>,
+}
+
+/// `ToTensor` then `Normalize` of each channel's 256 values, in f32 as
+/// torch computes them, for one mean and std.
+#[derive(Debug)]
+struct Normalised {
+    mean: [f32; 3],
+    std: [f32; 3],
+    table: Box<[[f32; 256]; 3]>,
+}
+
+impl Normalised {
+    fn new(mean: [f32; 3], std: [f32; 3]) -> Normalised {
+        let mut table = Box::new([[0f32; 256]; 3]);
+        for (c, t) in table.iter_mut().enumerate() {
+            for (v, slot) in t.iter_mut().enumerate() {
+                *slot = (v as f32 / 255.0f32 - mean[c]) / std[c];
+            }
+        }
+        Normalised { mean, std, table }
+    }
+
+    fn is_for(&self, mean: [f32; 3], std: [f32; 3]) -> bool {
+        self.mean.map(f32::to_bits) == mean.map(f32::to_bits)
+            && self.std.map(f32::to_bits) == std.map(f32::to_bits)
+    }
 }
 
 #[inline]
@@ -290,6 +318,7 @@ impl Preprocessor {
             out8: Vec::new(),
             nearest_x: Vec::new(),
             nearest_y: Vec::new(),
+            normalised: None,
         }
     }
 
@@ -348,16 +377,28 @@ impl Preprocessor {
             Mode::Palette => 3,
             m => m.channels(),
         };
-        for p in 0..plane {
-            let px = &self.out8[p * ch..(p + 1) * ch];
-            let rgb = match ch {
-                1 | 2 => [px[0], px[0], px[0]],
-                _ => [px[0], px[1], px[2]],
-            };
-            for c in 0..3 {
-                // ToTensor then Normalize, in f32 as torch does.
-                let v = rgb[c] as f32 / 255.0f32;
-                out[c * plane + p] = (v - mean[c]) / std[c];
+        // Each of the 256 values normalised once: the same bits as per pixel.
+        if !self.normalised.as_ref().is_some_and(|t| t.is_for(mean, std)) {
+            self.normalised = Some(Normalised::new(mean, std));
+        }
+        let table = &self.normalised.as_ref().expect("set above").table;
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        match ch {
+            1 | 2 => {
+                for (((px, r), g), b) in self.out8.chunks_exact(ch).zip(r).zip(g).zip(b) {
+                    let v = px[0] as usize;
+                    (*r, *g, *b) = (table[0][v], table[1][v], table[2][v]);
+                }
+            }
+            _ => {
+                for (((px, r), g), b) in self.out8.chunks_exact(ch).zip(r).zip(g).zip(b) {
+                    (*r, *g, *b) = (
+                        table[0][px[0] as usize],
+                        table[1][px[1] as usize],
+                        table[2][px[2] as usize],
+                    );
+                }
             }
         }
         Ok(())

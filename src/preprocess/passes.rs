@@ -99,7 +99,16 @@ pub(super) fn vertical(
     let job = |r0: usize, block: &mut [u8], per: usize| {
         let n = block.len() / width.max(1);
         let mut s = scratch_of(scratch, r0, per);
-        resample_cols(src, w, width, c, r0..r0 + n, &mut s.acc, block);
+        let s = &mut *s;
+        resample_cols(
+            src,
+            w,
+            width,
+            c,
+            r0..r0 + n,
+            (&mut s.acc, s.wide.level),
+            block,
+        );
     };
     match pool {
         Some(p) => {

@@ -5,7 +5,8 @@
 //! nearest-neighbour tables, and the plain twin the property tests
 //! compare them with.
 
-use crate::kernels::elementwise::{self, Level};
+use crate::kernels::elementwise::Level;
+use crate::kernels::resample::{self, RowTaps};
 
 /// Fixed-point precision of Pillow's 8-bit resampler (`32 - 8 - 2`).
 pub(super) const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -69,6 +70,9 @@ pub(super) struct AxisCoeffs {
     ksize: usize,
     /// `ksize` coefficients per output.
     pub k: Vec<i32>,
+    /// The same as the horizontal pass of 3- and 4-channel rows reads
+    /// them ([`resample::taps`]).
+    pub taps: RowTaps,
     /// First input index and number of taps, per output.
     pub bounds: Vec<(usize, usize)>,
     /// Scratch for the f64 coefficients of one output.
@@ -124,6 +128,7 @@ impl AxisCoeffs {
             }
             self.bounds.push((xmin, n));
         }
+        self.taps.set(&self.bounds, &self.k, ksize);
     }
 }
 
@@ -199,10 +204,10 @@ pub(super) fn resample_rows(
 }
 
 /// [`resample_rows`] for 3 and 4 channels: the row's pixels the taps read
-/// are first widened to four i32 lanes each (`wide`, reused), so that each
-/// tap is one four-lane multiply-add ([`elementwise::resample_taps`], the
-/// copy `level` names: the baseline x86_64 has no i32 vector multiply).
-/// The same integer sums as [`resample_rows_ch`], so bit for bit Pillow's.
+/// are first widened to four i32 lanes each (`wide`, reused), so that the
+/// taps run four pixels, 16 lanes, a step ([`resample::taps`], the copy
+/// `level` names), while the next row is prefetched. The same integer sums
+/// as [`resample_rows_ch`], so bit for bit Pillow's.
 #[allow(clippy::too_many_arguments)]
 fn resample_rows_wide<const CH: usize>(
     src: &[u8],
@@ -216,35 +221,21 @@ fn resample_rows_wide<const CH: usize>(
 ) {
     let (lo, hi) = span(&c.bounds);
     scratch.row.clear();
-    scratch.row.resize(hi - lo, [0; 4]);
-    scratch.sums.clear();
-    scratch.sums.resize(c.bounds.len(), [0; 4]);
+    scratch.row.resize(c.taps.reach().max(hi - lo), [0; 4]);
+    let pixels = |r: usize| &src[(first + r) * stride + lo * CH..(first + r) * stride + hi * CH];
     for r in 0..rows {
-        let srow = &src[(first + r) * stride..(first + r + 1) * stride];
-        for (w, px) in scratch
-            .row
-            .iter_mut()
-            .zip(srow[lo * CH..hi * CH].chunks_exact(CH))
-        {
-            for cc in 0..CH {
-                w[cc] = px[cc] as i32;
-            }
+        if r + 1 < rows {
+            resample::prefetch(scratch.level, pixels(r + 1));
         }
-        elementwise::resample_taps(
+        resample::widen(scratch.level, pixels(r), CH, &mut scratch.row[..hi - lo]);
+        resample::taps(
             scratch.level,
+            &c.taps,
             &scratch.row,
-            lo,
-            &c.bounds,
-            &c.k[..c.bounds.len() * c.ksize],
-            1 << (PRECISION_BITS - 1),
-            &mut scratch.sums,
+            (1 << (PRECISION_BITS - 1), PRECISION_BITS),
+            CH,
+            &mut out[r * out_stride..(r + 1) * out_stride],
         );
-        let orow = &mut out[r * out_stride..(r + 1) * out_stride];
-        for (o, ss) in orow.chunks_exact_mut(CH).zip(&scratch.sums) {
-            for cc in 0..CH {
-                o[cc] = clip8(ss[cc]);
-            }
-        }
     }
 }
 
@@ -255,8 +246,6 @@ pub(super) struct Wide {
     pub level: Level,
     /// One input row, a pixel as four i32 lanes.
     pub row: Vec<[i32; 4]>,
-    /// One output row's sums.
-    pub sums: Vec<[i32; 4]>,
 }
 
 /// [`resample_rows`] for `CH` channels: each output pixel's taps read as
@@ -308,15 +297,15 @@ pub(super) struct Window {
 
 /// Vertical pass (`ImagingResampleVertical_8bpc`) over `width` bytes of each
 /// row of `src`, into `out` rows of `width` bytes. An output row's sums are
-/// accumulated a whole input row at a time (`acc`, reused), which the
-/// compiler vectorises; integer sums, so bit for bit Pillow's.
+/// accumulated a whole input row at a time (`acc`, reused; the copy of the
+/// row kernels `level` names); integer sums, so bit for bit Pillow's.
 pub(super) fn resample_cols(
     src: &[u8],
     w: Window,
     width: usize,
     c: &AxisCoeffs,
     outputs: std::ops::Range<usize>,
-    acc: &mut Vec<i32>,
+    (acc, level): (&mut Vec<i32>, Level),
     out: &mut [u8],
 ) {
     let ks = c.ksize;
@@ -329,13 +318,14 @@ pub(super) fn resample_cols(
         acc.fill(1 << (PRECISION_BITS - 1));
         for (y, &kv) in k.iter().enumerate() {
             let row = &src[(base + y) * w.stride + w.x..][..width];
-            for (a, &p) in acc.iter_mut().zip(row) {
-                *a = a.wrapping_add(p as i32 * kv);
-            }
+            resample::accumulate(level, acc, row, kv);
         }
-        for (o, &a) in out[yy * width..(yy + 1) * width].iter_mut().zip(acc.iter()) {
-            *o = clip8(a);
-        }
+        resample::narrow(
+            level,
+            acc,
+            PRECISION_BITS,
+            &mut out[yy * width..(yy + 1) * width],
+        );
     }
 }
 

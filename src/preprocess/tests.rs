@@ -15,8 +15,7 @@ proptest! {
         let mut state = seed | 1;
         let data: Vec<u8> = (0..w * h * ch).map(|_| { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state as u8 }).collect();
         let want = plain::resize_crop(filter, &data, w, h, ch, n);
-        let detected = crate::kernels::elementwise::Level::detect();
-        for level in [crate::kernels::elementwise::Level::Plain, detected] {
+        for level in crate::kernels::elementwise::tests::levels() {
             if ch == 1 || ch == 3 {
                 let mode = if ch == 1 { Mode::L } else { Mode::Rgb };
                 let img = ImageView::new(w as u32, h as u32, mode, &data);

@@ -3,24 +3,8 @@
 use super::*;
 use proptest::prelude::*;
 
-pub(in crate::kernels) fn levels() -> Vec<Level> {
-    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-    let mut v = vec![Level::Plain];
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("sse4.1") {
-            v.push(Level::Sse41);
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            v.push(Level::Avx2);
-        }
-        if is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-        {
-            v.push(Level::Avx512);
-        }
-    }
+pub(crate) fn levels() -> Vec<Level> {
+    let v = Level::available();
     // The copies exist on x86_64 only, where every CPU CI runs on
     // has SSE4.1 at least: a test that compared nothing would fail.
     #[cfg(target_arch = "x86_64")]

@@ -9,6 +9,7 @@ use super::{Kernels, Packing};
 
 pub mod avx2;
 pub mod avx512;
+pub mod resample;
 pub mod sse41;
 
 /// Whether this CPU runs the AVX2 kernels (AVX2, FMA, F16C).
