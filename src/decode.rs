@@ -154,6 +154,11 @@ impl DecodedImage {
 /// Decodes an image file: a regular file (a link to one is followed; a
 /// device or pipe is refused) of at most [`MAX_IMAGE_FILE_BYTES`].
 pub fn decode_file(path: &Path) -> Result<DecodedImage, DecodeError> {
+    decode_file_as(path, Decode::Exact)
+}
+
+/// [`decode_file`], the way `decode` says.
+pub fn decode_file_as(path: &Path, decode: Decode) -> Result<DecodedImage, DecodeError> {
     use crate::bundle::BundleError;
     let bytes =
         crate::bundle::read_regular(path, MAX_IMAGE_FILE_BYTES, true).map_err(|e| match e {
@@ -168,7 +173,9 @@ pub fn decode_file(path: &Path) -> Result<DecodedImage, DecodeError> {
                 why: other.to_string(),
             },
         })?;
-    decode_bytes(&bytes, path)
+    let mut out = DecodedImage::default();
+    decode_bytes_into_as(&bytes, path, &mut out, decode)?;
+    Ok(out)
 }
 
 /// Refuses an image whose header declares more than [`MAX_IMAGE_PIXELS`].
@@ -204,6 +211,17 @@ pub enum Decode {
     /// whose shorter side keeps at least `min_side` pixels; other formats,
     /// and a JPEG too small to shrink, as [`Decode::Exact`].
     Reduced { min_side: u32 },
+}
+
+impl Decode {
+    /// The fast path for a model of input side `resolution`: reduced while
+    /// the shorter side keeps twice the input, so that the resize still
+    /// averages at least two decoded pixels into each of its own.
+    pub fn fast_for(resolution: u32) -> Decode {
+        Decode::Reduced {
+            min_side: resolution.saturating_mul(2),
+        }
+    }
 }
 
 /// Decodes an encoded image held in memory into `out`, reusing its buffer

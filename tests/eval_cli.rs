@@ -15,6 +15,12 @@ const FP32_MAX_MISREAD: usize = 2;
 /// (490 of 490).
 const INT8_MAX_EXTRA_MISREAD: usize = 2;
 
+/// Least embedding cosine of `eval --decode fast` against the exact path
+/// on the held-out images scaled up to camera frames (the default int8
+/// bundle). Measured 0.99914 (mean 0.99995) on the 490 images at 1080 lines;
+/// 1 − cosine allowed about 10× that.
+const FAST_MIN_COSINE: f64 = 0.991;
+
 fn eval_json(bundle: &str, images: &Path) -> serde_json::Value {
     let out = common::output_ok(
         bin()
@@ -106,4 +112,58 @@ fn unknown_folder_or_missing_dir_is_one_line_and_fails() {
         assert!(err.contains(&*images.to_string_lossy()), "{err}");
     }
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// `eval --decode fast` decodes the frames reduced and reports, beside its
+/// own accuracy, the exact path's, how often the two agree and how close
+/// their embeddings are: on held-out images scaled up to camera frames,
+/// the same top-1 on every image.
+#[test]
+fn fast_decoding_is_compared_with_the_exact_path() {
+    let d = scratch("fast-decode");
+    let set = root().join("models/synthetic/eval");
+    let mut images = 0;
+    for class in ["red_star", "blue_diamond", "green_circle"] {
+        std::fs::create_dir_all(d.join(class)).unwrap();
+        for i in 0..3 {
+            let src = std::fs::read_dir(set.join(class))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
+                .nth(i)
+                .unwrap();
+            // A camera frame's size: 1/8 of it still holds twice the
+            // default model's 64-pixel input.
+            let big = image::open(&src)
+                .unwrap()
+                .resize_exact(1440, 1080, image::imageops::FilterType::Triangle)
+                .to_rgb8();
+            big.save(d.join(class).join(format!("{i}.jpg"))).unwrap();
+            images += 1;
+        }
+    }
+    let out = common::output_ok(
+        bin()
+            .args(["eval", "--json", "--decode", "fast", "--bundle"])
+            .arg(root().join("models/default-int8"))
+            .arg("--images")
+            .arg(&d),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["n"], images);
+    assert_eq!(v["decode"], "fast");
+    let vs = &v["versus_exact"];
+    assert_eq!(vs["reduced_images"], images, "{vs}");
+    assert_eq!(vs["top1_agreement"].as_f64(), Some(1.0), "{vs}");
+    assert_eq!(vs["exact_top1"], v["top1"], "{vs}");
+    let min = vs["embedding_cosine"]["min"].as_f64().unwrap();
+    let mean = vs["embedding_cosine"]["mean"].as_f64().unwrap();
+    assert!(
+        min >= FAST_MIN_COSINE && mean >= min && mean <= 1.0 + 1e-9,
+        "cosine min {min}, mean {mean} (at least {FAST_MIN_COSINE})"
+    );
+    // The exact default reports no comparison.
+    let exact = eval_json("default-int8", &d);
+    assert_eq!(exact["decode"], "exact");
+    assert!(exact.get("versus_exact").is_none());
 }

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use clip_edge::decode::decode_file;
+use clip_edge::decode::{decode_file_as, Decode};
+use clip_edge::engine::Engine;
 use clip_edge::eval::{list_labelled, Tally};
+use clip_edge::watch::config::DecodeMode;
 
 use super::{set_threads, status, BundleArg};
 
@@ -26,6 +28,56 @@ pub struct Args {
     /// One JSON object: n, top1, top5, per_class, confusions, failed.
     #[arg(long)]
     json: bool,
+    /// Decode as `watch --decode` does; `fast` also runs the exact path on
+    /// each image and reports the two side by side (top-1 of each, how
+    /// often they agree, the cosine of their embeddings).
+    #[arg(long, value_enum, default_value_t = DecodeMode::Exact)]
+    decode: DecodeMode,
+}
+
+/// The fast path against the exact one, image by image.
+struct Versus {
+    exact: Tally,
+    /// Images the fast path decoded smaller than the exact one.
+    reduced: usize,
+    agree: usize,
+    n: usize,
+    cosine_sum: f64,
+    cosine_min: f64,
+}
+
+impl Versus {
+    fn add(&mut self, truth: usize, exact_ranked: &[usize], fast_top: usize, cosine: f64) {
+        self.exact.add(truth, exact_ranked);
+        self.n += 1;
+        self.agree += usize::from(exact_ranked.first() == Some(&fast_top));
+        self.cosine_sum += cosine;
+        // NaN-aware: a NaN cosine is the minimum.
+        if cosine.is_nan() || cosine < self.cosine_min {
+            self.cosine_min = cosine;
+        }
+    }
+}
+
+/// The image at `path` decoded `how`, classified: the top 5 labels, and
+/// the decoded width.
+fn ranked_by(
+    engine: &mut Engine,
+    path: &std::path::Path,
+    how: Decode,
+) -> Result<(Vec<usize>, u32)> {
+    let img = decode_file_as(path, how)?;
+    engine
+        .classify(&img.view(), 5)
+        .with_context(|| path.display().to_string())?;
+    Ok((engine.top().iter().map(|(i, _)| *i).collect(), img.width))
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
 }
 
 pub fn run(a: &Args) -> Result<ExitCode> {
@@ -35,27 +87,51 @@ pub fn run(a: &Args) -> Result<ExitCode> {
         threads,
         confusions: max_confusions,
         json: json_out,
+        decode,
     } = a;
     set_threads(threads)?;
     let mut engine = bundle.engine(threads)?;
     let labels = engine.bundle.labels().to_vec();
     let set = list_labelled(images, &labels)?;
     let mut tally = Tally::new(&labels);
+    let fast = decode == DecodeMode::Fast;
+    let mut versus = fast.then(|| Versus {
+        exact: Tally::new(&labels),
+        reduced: 0,
+        agree: 0,
+        n: 0,
+        cosine_sum: 0.0,
+        cosine_min: f64::INFINITY,
+    });
+    let reduced = Decode::fast_for(engine.resolution());
+    let mut fast_embedding = Vec::new();
     let mut failed = Vec::new();
     let bar = clip_edge::progress::bar(!json_out, set.len() as u64, "images");
     for (path, truth) in &set {
         bar.inc(1);
-        let ranked = decode_file(path)
-            .map_err(anyhow::Error::from)
-            .and_then(|img| {
-                engine
-                    .classify(&img.view(), 5)
-                    .with_context(|| path.display().to_string())
-            });
+        let ranked = if fast {
+            ranked_by(&mut engine, path, reduced).and_then(|(fast_ranked, fast_width)| {
+                fast_embedding.clear();
+                fast_embedding.extend_from_slice(engine.embedding());
+                let (exact_ranked, width) = ranked_by(&mut engine, path, Decode::Exact)?;
+                Ok((fast_ranked, Some((exact_ranked, fast_width < width))))
+            })
+        } else {
+            ranked_by(&mut engine, path, Decode::Exact).map(|(r, _)| (r, None))
+        };
         match ranked {
-            Ok(_) => {
-                let ranked: Vec<usize> = engine.top().iter().map(|(i, _)| *i).collect();
+            Ok((ranked, exact)) => {
                 tally.add(*truth, &ranked);
+                if let (Some(v), Some((exact, reduced))) = (versus.as_mut(), exact) {
+                    let c = cosine(&fast_embedding, engine.embedding());
+                    v.reduced += usize::from(reduced);
+                    v.add(
+                        *truth,
+                        &exact,
+                        ranked.first().copied().unwrap_or(usize::MAX),
+                        c,
+                    );
+                }
             }
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -65,9 +141,27 @@ pub fn run(a: &Args) -> Result<ExitCode> {
     }
     bar.finish_and_clear();
     let s = tally.summary(max_confusions);
+    let versus = versus.map(|v| {
+        let exact = v.exact.summary(0);
+        let n = v.n.max(1) as f64;
+        json!({
+            "reduced_images": v.reduced,
+            "exact_top1": exact.top1,
+            "exact_top5": exact.top5,
+            "top1_agreement": v.agree as f64 / n,
+            "embedding_cosine": {
+                "mean": v.cosine_sum / n,
+                "min": if v.n == 0 { f64::NAN } else { v.cosine_min },
+            },
+        })
+    });
     if json_out {
         let mut v = serde_json::to_value(&s)?;
         v["failed"] = json!(failed);
+        v["decode"] = json!(if fast { "fast" } else { "exact" });
+        if let Some(versus) = &versus {
+            v["versus_exact"] = versus.clone();
+        }
         out!("{v}");
     } else {
         out!(
@@ -77,6 +171,17 @@ pub fn run(a: &Args) -> Result<ExitCode> {
             100.0 * s.top1,
             100.0 * s.top5
         );
+        if let Some(v) = &versus {
+            out!(
+                "--decode fast against the exact path: {} images decoded reduced; top-1 {:.2}% (exact {:.2}%), the same top-1 on {:.2}% of images, embedding cosine mean {:.5}, min {:.5}",
+                v["reduced_images"],
+                100.0 * s.top1,
+                100.0 * v["exact_top1"].as_f64().unwrap_or(f64::NAN),
+                100.0 * v["top1_agreement"].as_f64().unwrap_or(f64::NAN),
+                v["embedding_cosine"]["mean"].as_f64().unwrap_or(f64::NAN),
+                v["embedding_cosine"]["min"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
         out!("per class (top-1):");
         for c in &s.per_class {
             out!("  {:>7.2}%  {:>5}  {}", 100.0 * c.top1, c.n, c.label);

@@ -378,7 +378,11 @@ impl Preprocessor {
             m => m.channels(),
         };
         // Each of the 256 values normalised once: the same bits as per pixel.
-        if !self.normalised.as_ref().is_some_and(|t| t.is_for(mean, std)) {
+        if !self
+            .normalised
+            .as_ref()
+            .is_some_and(|t| t.is_for(mean, std))
+        {
             self.normalised = Some(Normalised::new(mean, std));
         }
         let table = &self.normalised.as_ref().expect("set above").table;

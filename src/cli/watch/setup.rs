@@ -7,10 +7,6 @@ use clip_edge::decode::Decode;
 use clip_edge::section_cache::SectionCache;
 use clip_edge::watch::config::DecodeMode;
 
-/// How many times the model's input the shorter side of a frame keeps
-/// under `--decode fast`.
-const FAST_DECODE_MARGIN: u32 = 2;
-
 /// This machine's name (MQTT topics, Home Assistant's device).
 pub(super) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -188,11 +184,7 @@ fn camera_options(
         DecodeMode::Fast if !regions.whole_frame() => {
             bail!("--decode fast: shrinks the whole frame, so it applies with --regions full and no zone only (boxes and zones are in source pixels)")
         }
-        // Twice the model's input on the shorter side: the resize still
-        // averages at least two decoded pixels into each of its own.
-        DecodeMode::Fast => Decode::Reduced {
-            min_side: resolution.saturating_mul(FAST_DECODE_MARGIN),
-        },
+        DecodeMode::Fast => Decode::fast_for(resolution),
     };
     Ok(watch::Options {
         watched,
