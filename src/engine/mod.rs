@@ -164,6 +164,8 @@ pub struct Engine {
     /// a section cache, the cache (read or saved); `None` when the graph
     /// was lowered without a cache (or another backend runs).
     section: Option<SectionUse>,
+    /// Whether the resize's rows are split over the encoder's threads.
+    preprocess_on_pool: bool,
 }
 
 impl Engine {
@@ -200,6 +202,7 @@ impl Engine {
             top_pairs: Vec::with_capacity(labels),
             macs,
             section: None,
+            preprocess_on_pool: true,
         })
     }
 
@@ -241,15 +244,18 @@ impl Engine {
     /// [`Engine::classify`]; alone, for benchmarks).
     pub fn preprocess(&mut self, img: &ImageView<'_>) -> Result<(), EngineError> {
         let p = &self.bundle.manifest.preprocess;
-        self.pre.run_on(
-            img,
-            p.resolution,
-            p.mean,
-            p.std,
-            &mut self.input,
-            self.encoder.pool(),
-        )?;
+        let pool = self.encoder.pool().filter(|_| self.preprocess_on_pool);
+        self.pre
+            .run_on(img, p.resolution, p.mean, p.std, &mut self.input, pool)?;
         Ok(())
+    }
+
+    /// Splits the resize's rows over the encoder's threads (the default:
+    /// the same bytes either way), or runs it on the caller alone: better
+    /// where another busy thread (a source decoding frames) leaves no core
+    /// free for the split, which would wait on a descheduled thread.
+    pub fn set_preprocess_on_pool(&mut self, on: bool) {
+        self.preprocess_on_pool = on;
     }
 
     /// Which backend runs the encoder.

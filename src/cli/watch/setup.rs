@@ -45,7 +45,7 @@ pub(super) fn load_model(args: &WatchArgs, threads: usize) -> Result<Model> {
             None => None,
         },
     };
-    let engine = Engine::load_cached(
+    let mut engine = Engine::load_cached(
         &bundle,
         &trust,
         args.engine.unwrap_or_default(),
@@ -54,6 +54,13 @@ pub(super) fn load_model(args: &WatchArgs, threads: usize) -> Result<Model> {
         SectionCache::from_env().as_ref(),
     )
     .with_context(|| format!("loading bundle {}", bundle.display()))?;
+    // Every source decodes in a thread of its own: where the engine's
+    // threads and that one outnumber the CPUs, the resize is not split (a
+    // split waits on a thread the decoder has descheduled).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads + 1 > cpus {
+        engine.set_preprocess_on_pool(false);
+    }
     Ok(Model {
         engine,
         key: ModelKey {
