@@ -164,50 +164,58 @@ impl Engine {
         let kernels = crate::kernels::Kernels::detect();
         // Without a graph to lower, a section for a lesser path this CPU
         // runs is better than none.
+        #[cfg(feature = "tract")]
+        let candidates = [kernels];
         #[cfg(not(feature = "tract"))]
-        let kernels = shipped::runnable(&bundle, kernels);
+        let candidates = shipped::candidates(&bundle, kernels);
         let options = section_options(&bundle);
-        // The bundle's own section for this path.
-        let mut shipped_refused = None;
-        match shipped::open(&bundle, kernels.name) {
-            Ok(Some((path, bytes))) => {
-                let mb = (*bytes).as_ref().len() as f64 / 1e6;
-                let key = shipped::key(&bundle, kernels.name, &options);
-                match from_section(bytes, kernels, &key, threads) {
-                    Ok((native, macs)) => {
-                        log::info!(
-                            "native section {}: read ({mb:.1} MB, {} kernels)",
-                            path.display(),
-                            kernels.name
-                        );
-                        stage("encoder ready from the bundle's native section");
-                        let mut engine = Self::with_encoder(bundle, Box::new(native), macs)?;
-                        engine.section = Some(SectionUse::Shipped);
-                        return Ok(engine);
-                    }
-                    Err(native::section::SectionError::Key) => {
-                        let why = format!(
+        // The bundle's own sections, this path's first.
+        let mut shipped_refused: Option<String> = None;
+        for (i, &kern) in candidates.iter().enumerate() {
+            let why = match shipped::open(&bundle, kern.name) {
+                Ok(Some((path, bytes))) => {
+                    let mb = (*bytes).as_ref().len() as f64 / 1e6;
+                    let key = shipped::key(&bundle, kern.name, &options);
+                    match from_section(bytes, kern, &key, threads) {
+                        Ok((native, macs)) => {
+                            if kern.name != kernels.name {
+                                log::info!(
+                                    "native section: {}; running the bundle's {} section (this CPU runs that path too)",
+                                    shipped_refused.as_deref().map_or_else(
+                                        || format!("the bundle ships none for {}", kernels.name),
+                                        |w| format!("refused {w}")
+                                    ),
+                                    kern.name
+                                );
+                            }
+                            log::info!(
+                                "native section {}: read ({mb:.1} MB, {} kernels)",
+                                path.display(),
+                                kern.name
+                            );
+                            stage("encoder ready from the bundle's native section");
+                            let mut engine = Self::with_encoder(bundle, Box::new(native), macs)?;
+                            engine.section = Some(SectionUse::Shipped);
+                            return Ok(engine);
+                        }
+                        Err(native::section::SectionError::Key) => format!(
                             "{}: made by another clip-edge version or with other schedule options \
                              (this is clip-edge {}; {options}): make it again with this version's \
                              `clip-quantize sections`",
                             path.display(),
                             env!("CARGO_PKG_VERSION"),
-                        );
-                        log::warn!("native section {why}; not used");
-                        shipped_refused = Some(why);
-                    }
-                    Err(why) => {
-                        let why = format!("{}: {why}", path.display());
-                        log::warn!("native section {why}; not used");
-                        shipped_refused = Some(why);
+                        ),
+                        Err(why) => format!("{}: {why}", path.display()),
                     }
                 }
-            }
-            Ok(None) => {}
-            Err(why) => {
-                log::warn!("native section {why}; not used");
-                shipped_refused = Some(why);
-            }
+                Ok(None) => continue,
+                Err(why) => why,
+            };
+            let next = candidates.get(i + 1).map_or(String::new(), |k| {
+                format!("; trying its {} section", k.name)
+            });
+            log::warn!("native section {why}; not used{next}");
+            shipped_refused.get_or_insert(why);
         }
         #[cfg(feature = "tract")]
         {

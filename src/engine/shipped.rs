@@ -39,31 +39,27 @@ pub fn key(bundle: &Bundle, kernels: &str, options: &str) -> String {
     )
 }
 
-/// `best` (this CPU's kernel path), or when the bundle ships no section
-/// for it, the best other path this CPU runs that the bundle ships one for
-/// (the scalar twins last); `best` when there is none, or when a path was
-/// forced (`CLIP_EDGE_KERNELS`).
-pub fn runnable(bundle: &Bundle, best: Kernels) -> Kernels {
-    if entry(bundle, best.name).is_some() || std::env::var_os("CLIP_EDGE_KERNELS").is_some() {
-        return best;
+/// The kernel paths whose shipped sections a build without a graph to
+/// lower tries, in order: `best` (this CPU's path), then every lesser path
+/// this CPU runs that the bundle ships a section for, best first (the
+/// scalar twins last), so that a section refused (damaged, from another
+/// build) still leaves the next. `best` alone when the bundle ships none
+/// of them, or when a path was forced (`CLIP_EDGE_KERNELS`).
+pub fn candidates(bundle: &Bundle, best: Kernels) -> Vec<Kernels> {
+    if std::env::var_os("CLIP_EDGE_KERNELS").is_some() {
+        return vec![best];
     }
     let mut paths = Kernels::available();
     paths.insert(0, Kernels::SCALAR);
-    match paths
+    let mut v: Vec<Kernels> = paths
         .into_iter()
         .rev()
-        .find(|k| entry(bundle, k.name).is_some())
-    {
-        Some(k) => {
-            log::info!(
-                "native section: the bundle ships none for {}; running its {} section (this CPU runs that path too)",
-                best.name,
-                k.name
-            );
-            k
-        }
-        None => best,
+        .filter(|k| k.name != best.name && entry(bundle, k.name).is_some())
+        .collect();
+    if entry(bundle, best.name).is_some() || v.is_empty() {
+        v.insert(0, best);
     }
+    v
 }
 
 /// The manifest's entry for `kernels`, if the bundle ships one.

@@ -229,6 +229,8 @@ impl Kernels {
         v.extend(x86_64::sse41_only());
         #[cfg(target_arch = "x86_64")]
         v.extend(x86_64::avx2_only());
+        #[cfg(target_arch = "x86_64")]
+        v.extend(x86_64::avx512_only());
         #[cfg(target_arch = "aarch64")]
         v.extend(aarch64::paths());
         if let Some(best) = Self::simd() {

@@ -20,16 +20,33 @@ fn has_avx2() -> bool {
 }
 
 pub fn detect() -> Option<Kernels> {
-    let avx2 = has_avx2();
-    let avx512 = is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512vl");
-    let vnni = avx512 && is_x86_feature_detected!("avx512vnni");
-    if !avx2 {
+    if !has_avx2() {
         return sse41_only();
     }
-    let mut k = avx2_kernels();
-    if avx512 {
+    let Some(k) = avx512_only() else {
+        return avx2_only();
+    };
+    if is_x86_feature_detected!("avx512vnni") {
+        return Some(k.with_packed_i8(
+            Packing::AVX512_VNNI,
+            avx512::gemm_i8,
+            avx512::pack_i8_cols,
+            avx512::i8_panel_len,
+        ));
+    }
+    Some(k)
+}
+
+/// The AVX-512 kernels without VNNI (int8 products by AVX2's), on a VNNI
+/// machine too: for tests, `bench-kernels`, a bundle that ships an
+/// `x86_64-avx512` section only, and `CLIP_EDGE_KERNELS=x86_64-avx512`.
+pub fn avx512_only() -> Option<Kernels> {
+    let avx512 = has_avx2()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl");
+    avx512.then(|| {
+        let mut k = avx2_kernels();
         k.weights = Packing::AVX512;
         k.name = k.weights.name;
         k.gemm_f16w = avx512::gemm_f16w;
@@ -39,16 +56,8 @@ pub fn detect() -> Option<Kernels> {
         k.gemm_f32p = avx512::gemm_f32p;
         k.fma_peak = avx512::fma_peak;
         k.level = Level::Avx512;
-    }
-    if vnni {
-        k = k.with_packed_i8(
-            Packing::AVX512_VNNI,
-            avx512::gemm_i8,
-            avx512::pack_i8_cols,
-            avx512::i8_panel_len,
-        );
-    }
-    Some(k)
+        k
+    })
 }
 
 /// The AVX2 kernels alone (on an AVX-512 machine too: for tests and
