@@ -16,10 +16,10 @@ const FP32_MAX_MISREAD: usize = 2;
 const INT8_MAX_EXTRA_MISREAD: usize = 2;
 
 /// Least embedding cosine of `eval --decode fast` against the exact path
-/// on the held-out images scaled up to camera frames (the default int8
-/// bundle). Measured 0.99914 (mean 0.99995) on the 490 images at 1080 lines;
-/// 1 − cosine allowed about 10× that.
-const FAST_MIN_COSINE: f64 = 0.991;
+/// on the test's nine held-out images scaled to 1440×1080 (the default
+/// int8 bundle). Measured 0.999937 (mean 0.999975) on an AMD EPYC (AVX-512
+/// VNNI); 1 − cosine allowed about 10× that.
+const FAST_MIN_COSINE: f64 = 0.9994;
 
 fn eval_json(bundle: &str, images: &Path) -> serde_json::Value {
     let out = common::output_ok(
@@ -126,15 +126,16 @@ fn fast_decoding_is_compared_with_the_exact_path() {
     for class in ["red_star", "blue_diamond", "green_circle"] {
         std::fs::create_dir_all(d.join(class)).unwrap();
         for i in 0..3 {
-            let src = std::fs::read_dir(set.join(class))
+            let mut files: Vec<PathBuf> = std::fs::read_dir(set.join(class))
                 .unwrap()
                 .map(|e| e.unwrap().path())
                 .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
-                .nth(i)
-                .unwrap();
+                .collect();
+            files.sort();
+            let src = &files[i];
             // A camera frame's size: 1/8 of it still holds twice the
             // default model's 64-pixel input.
-            let big = image::open(&src)
+            let big = image::open(src)
                 .unwrap()
                 .resize_exact(1440, 1080, image::imageops::FilterType::Triangle)
                 .to_rgb8();
@@ -155,7 +156,6 @@ fn fast_decoding_is_compared_with_the_exact_path() {
     let vs = &v["versus_exact"];
     assert_eq!(vs["reduced_images"], images, "{vs}");
     assert_eq!(vs["top1_agreement"].as_f64(), Some(1.0), "{vs}");
-    assert_eq!(vs["exact_top1"], v["top1"], "{vs}");
     let min = vs["embedding_cosine"]["min"].as_f64().unwrap();
     let mean = vs["embedding_cosine"]["mean"].as_f64().unwrap();
     assert!(

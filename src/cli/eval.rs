@@ -143,15 +143,16 @@ pub fn run(a: &Args) -> Result<ExitCode> {
     let s = tally.summary(max_confusions);
     let versus = versus.map(|v| {
         let exact = v.exact.summary(0);
-        let n = v.n.max(1) as f64;
+        // Null where no image was compared.
+        let per_image = |x: f64| (v.n > 0).then(|| x / v.n as f64);
         json!({
             "reduced_images": v.reduced,
             "exact_top1": exact.top1,
             "exact_top5": exact.top5,
-            "top1_agreement": v.agree as f64 / n,
+            "top1_agreement": per_image(v.agree as f64),
             "embedding_cosine": {
-                "mean": v.cosine_sum / n,
-                "min": if v.n == 0 { f64::NAN } else { v.cosine_min },
+                "mean": per_image(v.cosine_sum),
+                "min": (v.n > 0).then_some(v.cosine_min),
             },
         })
     });

@@ -170,7 +170,7 @@ impl Engine {
         let candidates = shipped::candidates(&bundle, kernels);
         let options = section_options(&bundle);
         // The bundle's own sections, this path's first.
-        let mut shipped_refused: Option<String> = None;
+        let mut shipped_refused: Vec<String> = Vec::new();
         for (i, &kern) in candidates.iter().enumerate() {
             let why = match shipped::open(&bundle, kern.name) {
                 Ok(Some((path, bytes))) => {
@@ -179,12 +179,14 @@ impl Engine {
                     match from_section(bytes, kern, &key, threads) {
                         Ok((native, macs)) => {
                             if kern.name != kernels.name {
+                                let mut why = Vec::new();
+                                if shipped::entry(&bundle, kernels.name).is_none() {
+                                    why.push(format!("the bundle ships none for {}", kernels.name));
+                                }
+                                why.extend(shipped_refused.iter().map(|w| format!("refused {w}")));
                                 log::info!(
                                     "native section: {}; running the bundle's {} section (this CPU runs that path too)",
-                                    shipped_refused.as_deref().map_or_else(
-                                        || format!("the bundle ships none for {}", kernels.name),
-                                        |w| format!("refused {w}")
-                                    ),
+                                    why.join("; "),
                                     kern.name
                                 );
                             }
@@ -215,7 +217,7 @@ impl Engine {
                 format!("; trying its {} section", k.name)
             });
             log::warn!("native section {why}; not used{next}");
-            shipped_refused.get_or_insert(why);
+            shipped_refused.push(why);
         }
         #[cfg(feature = "tract")]
         {
@@ -234,10 +236,12 @@ impl Engine {
                 .iter()
                 .map(|n| n.kernels.as_str())
                 .collect::<Vec<_>>();
-            let why = match shipped_refused {
-                Some(why) => why,
-                None if listed.is_empty() => "it ships no native section".to_string(),
-                None => format!("it ships native sections for {} only", listed.join(", ")),
+            let why = if !shipped_refused.is_empty() {
+                shipped_refused.join("; ")
+            } else if listed.is_empty() {
+                "it ships no native section".to_string()
+            } else {
+                format!("it ships native sections for {} only", listed.join(", "))
             };
             Err(EngineError::Unsupported(format!(
                 "{}: {why}; this clip-edge runs only native sections (built without the `tract` feature): make one for this CPU on the host with `clip-quantize sections {} --kernels {}` (and --sign KEY if the bundle is signed)",

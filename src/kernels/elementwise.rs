@@ -511,9 +511,12 @@ impl Level {
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 v.push(Level::Avx2);
             }
+            // The AVX-512 copies are compiled with AVX2 and FMA too.
             if is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
             {
                 v.push(Level::Avx512);
             }

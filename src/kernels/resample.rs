@@ -27,7 +27,15 @@ pub struct RowTaps {
 impl RowTaps {
     /// Takes `bounds` (per output: first input pixel, taps) and
     /// `ksize`-strided coefficients `k`; reuses its buffers.
+    ///
+    /// Panics unless `k` holds `ksize` coefficients for every output.
     pub fn set(&mut self, bounds: &[(usize, usize)], k: &[i32], ksize: usize) {
+        assert!(
+            k.len() >= bounds.len() * ksize,
+            "resample taps: {} coefficients for {} outputs of {ksize}",
+            k.len(),
+            bounds.len()
+        );
         let lo = bounds.iter().map(|b| b.0).min().unwrap_or(0);
         let steps = bounds
             .iter()
@@ -40,7 +48,7 @@ impl RowTaps {
         self.k.resize(bounds.len() * steps, 0);
         self.reach = 0;
         for (j, &(xmin, n)) in bounds.iter().enumerate() {
-            let n = n.min(ksize).min(k.len().saturating_sub(j * ksize));
+            let n = n.min(ksize);
             self.bounds.push((xmin - lo, n));
             self.k[j * steps..j * steps + n].copy_from_slice(&k[j * ksize..j * ksize + n]);
             self.reach = self.reach.max(xmin - lo + n.div_ceil(4) * 4);

@@ -386,6 +386,7 @@ impl Preprocessor {
             self.normalised = Some(Normalised::new(mean, std));
         }
         let table = &self.normalised.as_ref().expect("set above").table;
+        debug_assert_eq!(self.out8.len(), plane * ch);
         let (r, rest) = out.split_at_mut(plane);
         let (g, b) = rest.split_at_mut(plane);
         match ch {
@@ -554,6 +555,9 @@ impl Preprocessor {
         }
         if need_h {
             self.horiz.compute(self.filter, iw, rw, x0, cw);
+            if ch >= 3 {
+                self.horiz.set_taps();
+            }
         }
         let threads = pool.map_or(1, Pool::threads);
         while self.scratch.len() < threads {

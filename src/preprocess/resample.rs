@@ -128,7 +128,11 @@ impl AxisCoeffs {
             }
             self.bounds.push((xmin, n));
         }
-        self.taps.set(&self.bounds, &self.k, ksize);
+    }
+
+    /// Fills [`AxisCoeffs::taps`] for a horizontal pass of 3 or 4 channels.
+    pub(super) fn set_taps(&mut self) {
+        self.taps.set(&self.bounds, &self.k, self.ksize);
     }
 }
 

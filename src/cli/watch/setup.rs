@@ -34,7 +34,7 @@ pub(super) struct ModelKey {
 }
 
 /// Loads and verifies the bundle of `args`.
-pub(super) fn load_model(args: &WatchArgs, threads: usize) -> Result<Model> {
+pub(super) fn load_model(args: &WatchArgs, threads: usize, cameras: usize) -> Result<Model> {
     let bundle = args
         .bundle
         .clone()
@@ -54,11 +54,11 @@ pub(super) fn load_model(args: &WatchArgs, threads: usize) -> Result<Model> {
         SectionCache::from_env().as_ref(),
     )
     .with_context(|| format!("loading bundle {}", bundle.display()))?;
-    // Every source decodes in a thread of its own: where the engine's
-    // threads and that one outnumber the CPUs, the resize is not split (a
-    // split waits on a thread the decoder has descheduled).
+    // Every camera's source decodes in a thread of its own: where the
+    // engine's threads and those outnumber the CPUs, the resize is not
+    // split (a split waits on a thread a decoder has descheduled).
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads + 1 > cpus {
+    if threads + cameras.max(1) > cpus {
         engine.set_preprocess_on_pool(false);
     }
     Ok(Model {
@@ -227,7 +227,7 @@ pub(super) fn load_cameras(
 ) -> std::result::Result<(Model, Vec<CameraPlan>), Vec<anyhow::Error>> {
     let mut problems: Vec<anyhow::Error> = Vec::new();
     let cameras = args.cameras().map_err(|e| vec![anyhow::Error::msg(e)])?;
-    let (model, model_problem) = match load_model(args, threads) {
+    let (model, model_problem) = match load_model(args, threads, cameras.len()) {
         Ok(m) => (Some(m), None),
         Err(e) => (None, Some(e)),
     };

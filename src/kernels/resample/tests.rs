@@ -66,9 +66,11 @@ proptest! {
                     prop_assert_eq!(w[c], p, "{:?} widen pixel {} lane {}", lv, i, c);
                 }
             }
-            let mut got = vec![0u8; outputs * ch];
-            super::taps(lv, &taps, &wide, (half, shift), ch, &mut got);
-            prop_assert_eq!(&got, &want, "{:?}", lv);
+            // Sentinels past the row: a copy's wide stores end inside it.
+            let mut got = vec![0xA5u8; outputs * ch + 8];
+            super::taps(lv, &taps, &wide, (half, shift), ch, &mut got[..outputs * ch]);
+            prop_assert_eq!(&got[..outputs * ch], &want[..], "{:?}", lv);
+            prop_assert!(got[outputs * ch..].iter().all(|&b| b == 0xA5), "{:?} wrote past the row", lv);
         }
     }
 
@@ -98,6 +100,35 @@ proptest! {
             prop_assert_eq!(&out, &want8, "{:?}", lv);
         }
     }
+}
+
+/// Outputs without taps give `half`'s byte, and taps past `ksize` are cut
+/// to it, in every copy.
+#[test]
+fn empty_and_overlong_taps() {
+    let mut taps = RowTaps::default();
+    // Output 0: no taps; output 1: 9 taps asked, `ksize` 3 kept.
+    taps.set(&[(2, 0), (0, 9)], &[7, 7, 7, 1, 2, 3], 3);
+    let src: Vec<u8> = (0..12u8).collect();
+    for lv in levels() {
+        let mut wide = vec![[0i32; 4]; taps.reach().max(4)];
+        widen(lv, &src, 3, &mut wide[..4]);
+        let mut out = [0u8; 6];
+        super::taps(lv, &taps, &wide, (5, 0), 3, &mut out);
+        // Output 1: 5 + p0·1 + p1·2 + p2·3 per channel.
+        let want1: Vec<u8> = (0..3)
+            .map(|c| (5 + c + 2 * (3 + c) + 3 * (6 + c)) as u8)
+            .collect();
+        assert_eq!(&out[..3], &[5, 5, 5], "{lv:?}");
+        assert_eq!(&out[3..], &want1[..], "{lv:?}");
+    }
+}
+
+/// Coefficients shorter than the outputs need are refused.
+#[test]
+#[should_panic(expected = "resample taps")]
+fn short_coefficients_are_refused() {
+    RowTaps::default().set(&[(0, 2), (1, 2)], &[1, 2, 3], 2);
 }
 
 /// A row too short for the taps' reach is refused before any copy reads.
