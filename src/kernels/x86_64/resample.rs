@@ -35,6 +35,46 @@ unsafe fn store_bytes(
     }
 }
 
+/// Every output of `taps` through `sum` (its four lanes' sums from the
+/// output's first widened pixel, its first coefficient and its groups of
+/// four taps), stored as bytes.
+///
+/// # Safety
+/// SSE4.1 and whatever `sum` needs must be enabled (the callers' target
+/// features; `sum` reads `groups` groups of 16 lanes from both pointers).
+#[inline(always)]
+unsafe fn each_output(
+    taps: &RowTaps,
+    wide: &[[i32; 4]],
+    sums: (i32, u32),
+    ch: usize,
+    out: &mut [u8],
+    sum: impl Fn(*const i32, *const i32, usize) -> __m128i,
+) {
+    check(taps, wide, ch, out);
+    let (bounds, k, steps) = (&taps.bounds, &taps.k, taps.steps);
+    for (j, &(x, n)) in bounds.iter().enumerate() {
+        // SAFETY: `check` put the `n.div_ceil(4)` groups of 16 lanes from
+        // pixel `x` inside `wide` (its reach), output `j`'s `4 * groups <=
+        // steps` coefficients inside `k`, and `out` holds `ch` bytes an
+        // output: 4 from this one's start when another follows.
+        unsafe {
+            let s = sum(
+                wide.as_ptr().cast::<i32>().add(x * 4),
+                k.as_ptr().add(j * steps),
+                n.div_ceil(4),
+            );
+            store_bytes(
+                s,
+                sums,
+                ch,
+                out.as_mut_ptr().add(j * ch),
+                j + 1 < bounds.len() || ch == 4,
+            );
+        }
+    }
+}
+
 /// [`plain::taps`] with AVX-512 F.
 ///
 /// # Safety
@@ -47,56 +87,30 @@ pub unsafe fn taps_avx512(
     ch: usize,
     out: &mut [u8],
 ) {
-    check(taps, wide, ch, out);
-    let (bounds, k, steps) = (&taps.bounds, &taps.k, taps.steps);
-    let wp = wide.as_ptr().cast::<i32>();
     let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    for (j, &(x, n)) in bounds.iter().enumerate() {
-        let groups = n.div_ceil(4);
-        // SAFETY: `check` put `groups` groups of 16 lanes from pixel `x`
-        // inside `wide` (its reach), output `j`'s `4 * groups <= steps`
-        // coefficients are inside `k`, and `out` holds `ch` bytes an
-        // output (4 from this one's start when another follows).
-        unsafe {
-            let p = wp.add(x * 4);
-            let q = k.as_ptr().add(j * steps);
-            let mut a0 = _mm512_setzero_si512();
-            let mut a1 = _mm512_setzero_si512();
+    // SAFETY: this function's features are `each_output`'s and the
+    // closure's; `each_output` bounds the closure's reads.
+    unsafe {
+        each_output(taps, wide, sums, ch, out, |p, q, groups| {
+            let group = |g: usize| {
+                let kq = _mm_loadu_si128(q.add(g * 4).cast());
+                let kv = _mm512_permutexvar_epi32(spread, _mm512_castsi128_si512(kq));
+                _mm512_mullo_epi32(_mm512_loadu_si512(p.add(g * 16).cast()), kv)
+            };
+            let (mut a0, mut a1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
             let mut g = 0;
             while g + 2 <= groups {
-                let k0 = _mm512_permutexvar_epi32(
-                    spread,
-                    _mm512_castsi128_si512(_mm_loadu_si128(q.add(g * 4).cast())),
-                );
-                let k1 = _mm512_permutexvar_epi32(
-                    spread,
-                    _mm512_castsi128_si512(_mm_loadu_si128(q.add(g * 4 + 4).cast())),
-                );
-                let x0 = _mm512_loadu_si512(p.add(g * 16).cast());
-                let x1 = _mm512_loadu_si512(p.add(g * 16 + 16).cast());
-                a0 = _mm512_add_epi32(a0, _mm512_mullo_epi32(x0, k0));
-                a1 = _mm512_add_epi32(a1, _mm512_mullo_epi32(x1, k1));
+                a0 = _mm512_add_epi32(a0, group(g));
+                a1 = _mm512_add_epi32(a1, group(g + 1));
                 g += 2;
             }
             if g < groups {
-                let k0 = _mm512_permutexvar_epi32(
-                    spread,
-                    _mm512_castsi128_si512(_mm_loadu_si128(q.add(g * 4).cast())),
-                );
-                let x0 = _mm512_loadu_si512(p.add(g * 16).cast());
-                a0 = _mm512_add_epi32(a0, _mm512_mullo_epi32(x0, k0));
+                a0 = _mm512_add_epi32(a0, group(g));
             }
             let a = _mm512_add_epi32(a0, a1);
             let s = _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64::<1>(a));
-            let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
-            store_bytes(
-                s,
-                sums,
-                ch,
-                out.as_mut_ptr().add(j * ch),
-                j + 1 < bounds.len() || ch == 4,
-            );
-        }
+            _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s))
+        })
     }
 }
 
@@ -112,20 +126,12 @@ pub unsafe fn taps_avx2(
     ch: usize,
     out: &mut [u8],
 ) {
-    check(taps, wide, ch, out);
-    let (bounds, k, steps) = (&taps.bounds, &taps.k, taps.steps);
-    let wp = wide.as_ptr().cast::<i32>();
     let spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-    for (j, &(x, n)) in bounds.iter().enumerate() {
-        let groups = n.div_ceil(4);
-        // SAFETY: as in `taps_avx512`: `check` bounds every read (`groups`
-        // groups of 16 lanes, two 8-lane halves each, and their four
-        // coefficients) and the bytes written.
-        unsafe {
-            let p = wp.add(x * 4);
-            let q = k.as_ptr().add(j * steps);
-            let mut a0 = _mm256_setzero_si256();
-            let mut a1 = _mm256_setzero_si256();
+    // SAFETY: as in `taps_avx512` (each group of 16 lanes read as two
+    // halves of 8, and its four coefficients).
+    unsafe {
+        each_output(taps, wide, sums, ch, out, |p, q, groups| {
+            let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
             for g in 0..groups {
                 let kq = _mm_loadu_si128(q.add(g * 4).cast());
                 let k0 = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(kq), spread);
@@ -139,15 +145,8 @@ pub unsafe fn taps_avx2(
                 a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(x1, k1));
             }
             let a = _mm256_add_epi32(a0, a1);
-            let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
-            store_bytes(
-                s,
-                sums,
-                ch,
-                out.as_mut_ptr().add(j * ch),
-                j + 1 < bounds.len() || ch == 4,
-            );
-        }
+            _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a))
+        })
     }
 }
 
@@ -170,17 +169,24 @@ pub unsafe fn taps_sse41(
 /// the fourth lane's byte zero.
 const RGB_TO_LANES: [i8; 16] = [0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1];
 
-/// [`plain::widen`] with AVX-512 F.
+/// [`plain::widen`] four pixels at a time through `store` (the four
+/// pixels' 16 bytes, as RGBA, to four pixels of `out`), the rest plainly.
 ///
 /// # Safety
-/// The CPU must have AVX-512 F, AVX2 and SSSE3.
-#[target_feature(enable = "avx512f,avx2,ssse3,sse4.1")]
-pub unsafe fn widen_avx512(src: &[u8], ch: usize, out: &mut [[i32; 4]]) {
+/// SSSE3 and whatever `store` needs must be enabled (the callers' target
+/// features); `store` writes four pixels at the pointer it is given.
+#[inline(always)]
+unsafe fn widen_by_four(
+    src: &[u8],
+    ch: usize,
+    out: &mut [[i32; 4]],
+    store: impl Fn(*mut [i32; 4], __m128i),
+) {
     assert!(ch == 3 || ch == 4, "widen: {ch} channels");
     let n = out.len().min(src.len() / ch);
     let mut i = 0;
     // SAFETY: each 16-byte load ends inside `src` (`i * ch + 16` bytes,
-    // checked), each 64-byte store covers pixels `i..i + 4 <= n` of `out`.
+    // checked), each store covers pixels `i..i + 4 <= n` of `out`.
     unsafe {
         let shuffle = _mm_loadu_si128(RGB_TO_LANES.as_ptr().cast());
         while i + 4 <= n && i * ch + 16 <= src.len() {
@@ -190,11 +196,26 @@ pub unsafe fn widen_avx512(src: &[u8], ch: usize, out: &mut [[i32; 4]]) {
             } else {
                 v
             };
-            _mm512_storeu_si512(out.as_mut_ptr().add(i).cast(), _mm512_cvtepu8_epi32(v));
+            store(out.as_mut_ptr().add(i), v);
             i += 4;
         }
     }
     plain::widen(&src[i * ch..], ch, &mut out[i..n]);
+}
+
+/// [`plain::widen`] with AVX-512 F.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, AVX2 and SSSE3.
+#[target_feature(enable = "avx512f,avx2,ssse3,sse4.1")]
+pub unsafe fn widen_avx512(src: &[u8], ch: usize, out: &mut [[i32; 4]]) {
+    // SAFETY: this function's features are the helper's and the
+    // closure's; the helper gives the closure four pixels of `out`.
+    unsafe {
+        widen_by_four(src, ch, out, |o, v| {
+            _mm512_storeu_si512(o.cast(), _mm512_cvtepu8_epi32(v))
+        })
+    }
 }
 
 /// [`plain::widen`] with AVX2.
@@ -203,27 +224,14 @@ pub unsafe fn widen_avx512(src: &[u8], ch: usize, out: &mut [[i32; 4]]) {
 /// The CPU must have AVX2 and SSSE3.
 #[target_feature(enable = "avx2,ssse3,sse4.1")]
 pub unsafe fn widen_avx2(src: &[u8], ch: usize, out: &mut [[i32; 4]]) {
-    assert!(ch == 3 || ch == 4, "widen: {ch} channels");
-    let n = out.len().min(src.len() / ch);
-    let mut i = 0;
-    // SAFETY: as in `widen_avx512`; two 32-byte stores cover pixels
-    // `i..i + 4 <= n`.
+    // SAFETY: as in `widen_avx512`: two 32-byte stores, four pixels.
     unsafe {
-        let shuffle = _mm_loadu_si128(RGB_TO_LANES.as_ptr().cast());
-        while i + 4 <= n && i * ch + 16 <= src.len() {
-            let v = _mm_loadu_si128(src.as_ptr().add(i * ch).cast());
-            let v = if ch == 3 {
-                _mm_shuffle_epi8(v, shuffle)
-            } else {
-                v
-            };
-            let o = out.as_mut_ptr().add(i).cast::<__m256i>();
+        widen_by_four(src, ch, out, |o, v| {
+            let o = o.cast::<__m256i>();
             _mm256_storeu_si256(o, _mm256_cvtepu8_epi32(v));
             _mm256_storeu_si256(o.add(1), _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(v)));
-            i += 4;
-        }
+        })
     }
-    plain::widen(&src[i * ch..], ch, &mut out[i..n]);
 }
 
 /// [`plain::widen`] compiled with SSE4.1.
