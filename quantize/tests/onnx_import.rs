@@ -439,15 +439,6 @@ fn an_export_folder_that_asks_for_what_is_not_done_says_which_key() {
         assert!(!d.join("out").exists(), "nothing is written");
     }
     std::fs::write(&cfg, text).unwrap();
-    let err = build(&options(
-        copy.clone(),
-        Requested::Auto,
-        labels.clone(),
-        d.join("out"),
-    ))
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("--precision auto"), "{err}");
     // A null in config.json (TOML has none) is left out, not an error.
     let conf = copy.join("config.json");
     let c = std::fs::read_to_string(&conf).unwrap();
@@ -750,4 +741,35 @@ fn a_siglip_export_embeds_and_scores_as_pytorch_does() {
     assert!(to_pytorch >= SIGLIP_INT8_MIN_COSINE, "{to_pytorch}");
     let _ = std::fs::remove_dir_all(&d);
     let _ = std::fs::remove_dir_all(&d8);
+}
+
+/// `--precision auto` from an export: the whole graph in int8 where its
+/// embeddings keep the cosine target, fp32 where no precision can (a
+/// target above 1); the manifest says `auto` and its layers what was
+/// chosen.
+#[test]
+fn auto_precision_from_an_export_picks_the_smallest_that_meets_the_target() {
+    let d = scratch("auto");
+    let copy = copy_vit_export(&d);
+    let labels = d.join("labels.txt");
+    std::fs::write(&labels, "cat\ndog\n").unwrap();
+    for (target, want) in [(0.0, "int8"), (2.0, "fp32")] {
+        let out = d.join(format!("out-{want}"));
+        let mut o = options(copy.clone(), Requested::Auto, labels.clone(), out.clone());
+        o.cosine_target = target;
+        build(&o).unwrap();
+        let m: toml::Table = std::fs::read_to_string(out.join("manifest.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(m["precision"].as_str(), Some("auto"));
+        let layers = m["layers"].as_array().unwrap();
+        assert!(
+            layers.iter().all(|l| l["precision"].as_str() == Some(want)),
+            "target {target}: {layers:?}"
+        );
+        // The runtime classifies with it.
+        let b = clip_edge::bundle::Bundle::open(&out).unwrap();
+        assert_eq!(b.labels().len(), 2);
+    }
 }

@@ -20,18 +20,11 @@ pub(super) fn build(
     start: Instant,
     signing_key: Option<&signature::SigningKey>,
 ) -> Result<Report, BuildError> {
-    let precision = match opts.precision {
-        Requested::Fixed(p) => p,
-        Requested::Auto => {
-            return Err(BuildError::Input {
-                path: opts.checkpoint.clone(),
-                why: "--precision auto: a bundle from an ONNX export is fp32, fp16 or int8 \
-                      (auto from ONNX: not yet)"
-                    .into(),
-            })
-        }
-    };
-    if precision == Precision::Int8 && opts.activation != ActivationQuant::DynamicPerToken {
+    let may_be_int8 = matches!(
+        opts.precision,
+        Requested::Fixed(Precision::Int8) | Requested::Auto
+    );
+    if may_be_int8 && opts.activation != ActivationQuant::DynamicPerToken {
         return Err(BuildError::Input {
             path: opts.checkpoint.clone(),
             why: "--activations static: an int8 bundle from an ONNX export quantises \
@@ -53,6 +46,10 @@ pub(super) fn build(
     } = Inputs::read(opts, n, (x.mean, x.std), x.resize)?;
 
     let table = text_table(&x, &labels, &templates, e, opts.progress)?;
+    let precision = match opts.precision {
+        Requested::Fixed(p) => p,
+        Requested::Auto => auto_precision(&fp32_model, &calib, opts.cosine_target)?,
+    };
     let (model, int8_layers) = match precision {
         Precision::Fp32 => (fp32_model.clone(), Vec::new()),
         Precision::Fp16 => (rewrite::f16_weights(fp32_model.clone())?, Vec::new()),
@@ -77,7 +74,7 @@ pub(super) fn build(
     let contents = Contents {
         model,
         table,
-        table_dtype: if precision == Precision::Fp32 {
+        table_dtype: if opts.precision == Requested::Fixed(Precision::Fp32) {
             "f32"
         } else {
             "f16"
@@ -164,4 +161,35 @@ fn text_table(
         flat.extend(v);
     }
     Ok(average_templates(&flat, labels.len(), templates.len(), e))
+}
+
+/// `--precision auto` for an export: the whole graph in int8, else its
+/// matrices in f16, whichever comes first with a mean embedding cosine to
+/// fp32's of at least `target` on the calibration images; else fp32. (An
+/// export's graph has no per-layer plan to search, as a checkpoint's has.)
+fn auto_precision(
+    fp32: &TypedModel,
+    calib: &[Tensor],
+    target: f64,
+) -> Result<Precision, BuildError> {
+    let (reference, _) = run_images(fp32.clone(), calib, false)?;
+    for p in [Precision::Int8, Precision::Fp16] {
+        let model = match p {
+            Precision::Int8 => rewrite::int8_products(fp32.clone())?.0,
+            _ => rewrite::f16_weights(fp32.clone())?,
+        };
+        let (embs, _) = run_images(model, calib, false)?;
+        let c = accuracy::mean(
+            &reference
+                .iter()
+                .zip(&embs)
+                .map(|(a, b)| accuracy::cosine(a, b))
+                .collect::<Vec<_>>(),
+        );
+        log::info!("--precision auto: {p} gives a mean cosine of {c:.6} to fp32 (target {target})");
+        if c >= target {
+            return Ok(p);
+        }
+    }
+    Ok(Precision::Fp32)
 }
