@@ -4,7 +4,7 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::resample::{resample_cols, resample_rows, AxisCoeffs, Wide, Window};
+use super::resample::{resample_cols, resample_rows, AxisCoeffs, Window};
 use crate::kernels::elementwise::Level;
 use crate::kernels::pool::Pool;
 
@@ -17,18 +17,18 @@ pub(super) const MIN_PARALLEL_TAPS: usize = 1 << 18;
 pub(super) struct Scratch {
     /// One output row's sums in the vertical pass.
     pub(super) acc: Vec<i32>,
-    /// The horizontal pass's rows for 3 and 4 channels.
-    pub(super) wide: Wide,
+    /// One input row of the horizontal pass for 3 and 4 channels, a pixel
+    /// as four i32 lanes.
+    pub(super) row: Vec<[i32; 4]>,
+    /// The copy of the row kernels both passes run.
+    pub(super) level: Level,
 }
 
 impl Scratch {
-    /// Rows for a thread whose horizontal taps run on `level`'s copy.
+    /// Rows for a thread whose row kernels run on `level`'s copy.
     pub(super) fn new(level: Level) -> Scratch {
         Scratch {
-            wide: Wide {
-                level,
-                ..Wide::default()
-            },
+            level,
             ..Scratch::default()
         }
     }
@@ -59,6 +59,7 @@ pub(super) fn horizontal(
     let job = |r0: usize, block: &mut [u8], per: usize| {
         let n = block.len() / out_stride.max(1);
         let mut s = scratch_of(scratch, r0, per);
+        let s = &mut *s;
         resample_rows(
             src,
             stride,
@@ -68,7 +69,7 @@ pub(super) fn horizontal(
             ch,
             block,
             out_stride,
-            &mut s.wide,
+            (&mut s.row, s.level),
         );
     };
     match pool {
@@ -100,15 +101,7 @@ pub(super) fn vertical(
         let n = block.len() / width.max(1);
         let mut s = scratch_of(scratch, r0, per);
         let s = &mut *s;
-        resample_cols(
-            src,
-            w,
-            width,
-            c,
-            r0..r0 + n,
-            (&mut s.acc, s.wide.level),
-            block,
-        );
+        resample_cols(src, w, width, c, r0..r0 + n, (&mut s.acc, s.level), block);
     };
     match pool {
         Some(p) => {

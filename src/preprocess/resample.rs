@@ -197,7 +197,7 @@ pub(super) fn resample_rows(
     ch: usize,
     out: &mut [u8],
     out_stride: usize,
-    wide: &mut Wide,
+    wide: (&mut Vec<[i32; 4]>, Level),
 ) {
     match ch {
         1 => resample_rows_ch::<1>(src, stride, first, rows, c, out, out_stride),
@@ -208,7 +208,7 @@ pub(super) fn resample_rows(
 }
 
 /// [`resample_rows`] for 3 and 4 channels: the row's pixels the taps read
-/// are first widened to four i32 lanes each (`wide`, reused), so that the
+/// are first widened to four i32 lanes each (`row`, reused), so that the
 /// taps run four pixels, 16 lanes, a step ([`resample::taps`], the copy
 /// `level` names), while the next row is prefetched. The same integer sums
 /// as [`resample_rows_ch`], so bit for bit Pillow's.
@@ -221,35 +221,26 @@ fn resample_rows_wide<const CH: usize>(
     c: &AxisCoeffs,
     out: &mut [u8],
     out_stride: usize,
-    scratch: &mut Wide,
+    (row, level): (&mut Vec<[i32; 4]>, Level),
 ) {
     let (lo, hi) = span(&c.bounds);
-    scratch.row.clear();
-    scratch.row.resize(c.taps.reach().max(hi - lo), [0; 4]);
+    row.clear();
+    row.resize(c.taps.reach().max(hi - lo), [0; 4]);
     let pixels = |r: usize| &src[(first + r) * stride + lo * CH..(first + r) * stride + hi * CH];
     for r in 0..rows {
         if r + 1 < rows {
-            resample::prefetch(scratch.level, pixels(r + 1));
+            resample::prefetch(level, pixels(r + 1));
         }
-        resample::widen(scratch.level, pixels(r), CH, &mut scratch.row[..hi - lo]);
+        resample::widen(level, pixels(r), CH, &mut row[..hi - lo]);
         resample::taps(
-            scratch.level,
+            level,
             &c.taps,
-            &scratch.row,
+            row,
             (1 << (PRECISION_BITS - 1), PRECISION_BITS),
             CH,
             &mut out[r * out_stride..(r + 1) * out_stride],
         );
     }
-}
-
-/// The horizontal pass's reused rows for 3 and 4 channels, and the copy of
-/// its taps that runs.
-#[derive(Debug, Default)]
-pub(super) struct Wide {
-    pub level: Level,
-    /// One input row, a pixel as four i32 lanes.
-    pub row: Vec<[i32; 4]>,
 }
 
 /// [`resample_rows`] for `CH` channels: each output pixel's taps read as

@@ -77,12 +77,7 @@ fn preprocessor_reuses_its_buffers() {
     );
     let rows = |p: &Preprocessor| {
         let s = p.scratch[0].lock().unwrap();
-        (
-            s.acc.as_ptr(),
-            s.wide.row.as_ptr(),
-            s.acc.len(),
-            s.wide.row.len(),
-        )
+        (s.acc.as_ptr(), s.row.as_ptr(), s.acc.len(), s.row.len())
     };
     let ptrs = (p.tmp.as_ptr(), p.out8.as_ptr(), rows(&p));
     assert!(rows(&p).2 > 0 && rows(&p).3 > 0);
