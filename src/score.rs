@@ -44,6 +44,19 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// The cosine of two vectors, summed in f64 (0 where one is all zeros,
+/// NaN where either holds a NaN): how close two embeddings are.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (*x as f64, *y as f64);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    ab / (aa.sqrt() * bb.sqrt()).max(1e-30)
+}
+
 /// In-place `sigmoid(v + bias)` of each value: a probability per label,
 /// each on its own (SigLIP's scoring). Exact to f32 rounding at both ends:
 /// `exp` overflows to infinity for large negative inputs (giving 0), and
@@ -92,6 +105,15 @@ pub fn top_k(scores: &[f32], k: usize, out: &mut Vec<usize>) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn cosine_of_known_pairs() {
+        assert_eq!(cosine(&[1.0, 0.0], &[0.0, 2.0]), 0.0);
+        assert!((cosine(&[3.0, 4.0], &[6.0, 8.0]) - 1.0).abs() < 1e-12);
+        assert!((cosine(&[1.0, 0.0], &[-1.0, 0.0]) + 1.0).abs() < 1e-12);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 2.0]), 0.0);
+        assert!(cosine(&[f32::NAN, 1.0], &[1.0, 1.0]).is_nan());
+    }
 
     fn dot_plain(a: &[f32], b: &[f32]) -> f32 {
         a.iter().zip(b).map(|(x, y)| x * y).sum()

@@ -85,19 +85,8 @@ mod with_cuda {
     use clip_edge::engine::native::{FloatWeights, Native};
     use clip_edge::engine::{cuda_encoder, open_encoder, Engine};
     use clip_edge::kernels::Kernels;
-    use clip_edge::score;
+    use clip_edge::score::{self, cosine};
     use serde_json::{json, Value};
-
-    fn cosine(a: &[f32], b: &[f32]) -> f64 {
-        let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-        for (x, y) in a.iter().zip(b) {
-            let (x, y) = (*x as f64, *y as f64);
-            ab += x * y;
-            aa += x * x;
-            bb += y * y;
-        }
-        ab / (aa.sqrt() * bb.sqrt()).max(1e-30)
-    }
 
     fn rel_err(a: &[f32], b: &[f32]) -> f64 {
         let (mut d, mut n) = (0f64, 0f64);

@@ -9,6 +9,7 @@ use serde_json::json;
 use clip_edge::decode::{decode_file_as, Decode};
 use clip_edge::engine::Engine;
 use clip_edge::eval::{list_labelled, Tally};
+use clip_edge::score::cosine;
 use clip_edge::watch::config::DecodeMode;
 
 use super::{set_threads, status, BundleArg};
@@ -47,8 +48,15 @@ struct Versus {
 }
 
 impl Versus {
-    fn add(&mut self, truth: usize, exact_ranked: &[usize], fast_top: usize, cosine: f64) {
+    fn add(
+        &mut self,
+        truth: usize,
+        exact_ranked: &[usize],
+        fast_top: usize,
+        (cosine, reduced): (f64, bool),
+    ) {
         self.exact.add(truth, exact_ranked);
+        self.reduced += usize::from(reduced);
         self.n += 1;
         self.agree += usize::from(exact_ranked.first() == Some(&fast_top));
         self.cosine_sum += cosine;
@@ -71,13 +79,6 @@ fn ranked_by(
         .classify(&img.view(), 5)
         .with_context(|| path.display().to_string())?;
     Ok((engine.top().iter().map(|(i, _)| *i).collect(), img.width))
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 pub fn run(a: &Args) -> Result<ExitCode> {
@@ -124,13 +125,8 @@ pub fn run(a: &Args) -> Result<ExitCode> {
                 tally.add(*truth, &ranked);
                 if let (Some(v), Some((exact, reduced))) = (versus.as_mut(), exact) {
                     let c = cosine(&fast_embedding, engine.embedding());
-                    v.reduced += usize::from(reduced);
-                    v.add(
-                        *truth,
-                        &exact,
-                        ranked.first().copied().unwrap_or(usize::MAX),
-                        c,
-                    );
+                    let fast_top = ranked.first().copied().unwrap_or(usize::MAX);
+                    v.add(*truth, &exact, fast_top, (c, reduced));
                 }
             }
             Err(e) => {

@@ -85,12 +85,7 @@ pub(super) fn run_images(
     Ok((embs, absmax))
 }
 
-pub(super) fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let d: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    d / (na * nb).max(1e-30)
-}
+pub(super) use clip_edge::score::cosine;
 
 pub(super) fn argmax_label(e: &[f32], table: &[f32], dim: usize) -> usize {
     let mut best = (0, f32::NEG_INFINITY);
