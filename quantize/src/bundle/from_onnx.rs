@@ -46,14 +46,9 @@ pub(super) fn build(
     } = Inputs::read(opts, n, (x.mean, x.std), x.resize)?;
 
     let table = text_table(&x, &labels, &templates, e, opts.progress)?;
-    let precision = match opts.precision {
-        Requested::Fixed(p) => p,
+    let (precision, (model, int8_layers)) = match opts.precision {
+        Requested::Fixed(p) => (p, at_precision(&fp32_model, p)?),
         Requested::Auto => auto_precision(&fp32_model, &calib, opts.cosine_target)?,
-    };
-    let (model, int8_layers) = match precision {
-        Precision::Fp32 => (fp32_model.clone(), Vec::new()),
-        Precision::Fp16 => (rewrite::f16_weights(fp32_model.clone())?, Vec::new()),
-        Precision::Int8 => rewrite::int8_products(fp32_model.clone())?,
     };
     // Against fp32 on the eval set when given, else on the calibration images.
     let (inputs, files): (&[Tensor], Vec<PathBuf>) = match (&eval_set, &eval_inputs) {
@@ -163,6 +158,19 @@ fn text_table(
     Ok(average_templates(&flat, labels.len(), templates.len(), e))
 }
 
+/// A graph at some precision and its int8 layers (name, kind).
+type Rewritten = (TypedModel, Vec<(String, &'static str)>);
+
+/// The export's fp32 graph at `precision`, with its int8 layers (name,
+/// kind; none unless int8).
+fn at_precision(fp32: &TypedModel, precision: Precision) -> Result<Rewritten, BuildError> {
+    Ok(match precision {
+        Precision::Fp32 => (fp32.clone(), Vec::new()),
+        Precision::Fp16 => (rewrite::f16_weights(fp32.clone())?, Vec::new()),
+        Precision::Int8 => rewrite::int8_products(fp32.clone())?,
+    })
+}
+
 /// `--precision auto` for an export: the whole graph in int8, else its
 /// matrices in f16, whichever comes first with a mean embedding cosine to
 /// fp32's of at least `target` on the calibration images; else fp32. (An
@@ -171,14 +179,11 @@ fn auto_precision(
     fp32: &TypedModel,
     calib: &[Tensor],
     target: f64,
-) -> Result<Precision, BuildError> {
+) -> Result<(Precision, Rewritten), BuildError> {
     let (reference, _) = run_images(fp32.clone(), calib, false)?;
     for p in [Precision::Int8, Precision::Fp16] {
-        let model = match p {
-            Precision::Int8 => rewrite::int8_products(fp32.clone())?.0,
-            _ => rewrite::f16_weights(fp32.clone())?,
-        };
-        let (embs, _) = run_images(model, calib, false)?;
+        let rewritten = at_precision(fp32, p)?;
+        let (embs, _) = run_images(rewritten.0.clone(), calib, false)?;
         let c = accuracy::mean(
             &reference
                 .iter()
@@ -188,8 +193,8 @@ fn auto_precision(
         );
         log::info!("--precision auto: {p} gives a mean cosine of {c:.6} to fp32 (target {target})");
         if c >= target {
-            return Ok(p);
+            return Ok((p, rewritten));
         }
     }
-    Ok(Precision::Fp32)
+    Ok((Precision::Fp32, at_precision(fp32, Precision::Fp32)?))
 }
