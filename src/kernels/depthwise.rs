@@ -1,7 +1,9 @@
 //! The depthwise convolution's kernel: one output channel's plane from its
 //! input channel's, zero-padded beforehand ([`pad_plane`]) so that no tap
-//! needs a bound: sixteen output columns at a time, their sums kept in
-//! registers across every tap of the kernel (a loop that vectorises).
+//! needs a bound (all of them checked once per plane): four output rows of
+//! sixteen columns at a time, their sums kept in registers across every
+//! tap of the kernel (a loop that vectorises; on 16-register ISAs some
+//! spill).
 //!
 //! Written once, plainly, in [`plain`], and compiled again on x86_64 with
 //! SSE4.1, AVX2 + FMA and AVX-512 as the element-wise kernels are
@@ -88,6 +90,32 @@ pub fn pad_plane(x: &[f32], w: usize, pad: [usize; 2], p: Padded, out: &mut [f32
             let at = pad[1].min(p.cols);
             let n = w.min(p.cols - at);
             dst[at..at + n].copy_from_slice(&row[..n]);
+        } else if p.phases == 2 {
+            // Input column `i` lands in run `(i + pad) mod 2` at `(i +
+            // pad) / 2`: the row split into pairs, one value to each run
+            // (a loop that vectorises); those past the runs left out.
+            let (run0, run1) = dst.split_at_mut(p.cols);
+            let n = w.min((2 * p.cols).saturating_sub(pad[1]));
+            if n == 0 {
+                continue;
+            }
+            let mut i = 0;
+            if pad[1] % 2 == 1 {
+                run1[pad[1] / 2] = row[0];
+                i = 1;
+            }
+            let (base, pairs) = ((i + pad[1]) / 2, (n - i) / 2);
+            for ((a, b), pair) in run0[base..base + pairs]
+                .iter_mut()
+                .zip(&mut run1[base..base + pairs])
+                .zip(row[i..i + 2 * pairs].chunks_exact(2))
+            {
+                *a = pair[0];
+                *b = pair[1];
+            }
+            if (n - i) % 2 == 1 {
+                run0[base + pairs] = row[n - 1];
+            }
         } else {
             // Run `r` holds padded columns `j·phases + r`, input columns
             // `j·phases + r − pad`: those inside the row, `lo..hi`.
@@ -102,15 +130,8 @@ pub fn pad_plane(x: &[f32], w: usize, pad: [usize; 2], p: Padded, out: &mut [f32
                 }
                 let first = lo * p.phases + r - pad[1];
                 let src = &row[first..first + (hi - lo - 1) * p.phases + 1];
-                if p.phases == 2 {
-                    // (A constant stride, which vectorises.)
-                    for (v, s) in run[lo..hi].iter_mut().zip(src.iter().step_by(2)) {
-                        *v = *s;
-                    }
-                } else {
-                    for (v, s) in run[lo..hi].iter_mut().zip(src.iter().step_by(p.phases)) {
-                        *v = *s;
-                    }
+                for (v, s) in run[lo..hi].iter_mut().zip(src.iter().step_by(p.phases)) {
+                    *v = *s;
                 }
             }
         }
@@ -125,7 +146,15 @@ pub mod plain {
     /// rows of `phases` runs of `cols`): `out[oy·ow + ox] = bias + Σ
     /// k[ky·kw + kx] · xpad[oy·sy + ky·dy, ox·sx + kx·dx]` over every tap,
     /// in order (`ky`, then `kx`), `xpad` the padded image (`sx` =
-    /// `phases`). `out` holds `oh × ow` values.
+    /// `phases`). `out` holds `oh × ow` values. [`ROWS`] output rows at a
+    /// time (their sums are independent chains, so a tap's additions
+    /// overlap), the last rows one at a time.
+    ///
+    /// A kernel of no taps gives the bias everywhere.
+    ///
+    /// # Panics
+    /// When `xp` or `cols` is too short for the geometry, or `k` holds
+    /// fewer than `kh · kw` taps (checked once, before any read).
     #[inline(always)]
     pub fn plane(
         xp: &[f32],
@@ -139,44 +168,135 @@ pub mod plain {
         ow: usize,
         out: &mut [f32],
     ) {
-        let [kh, kw] = kernel;
         debug_assert_eq!(phases, stride[1].max(1));
-        let (sx, dx) = (phases.max(1), dilation[1]);
-        let row_len = sx * cols;
-        if ow == 0 {
+        if ow == 0 || out.len() < ow {
             return;
         }
-        for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
-            let mut ox0 = 0;
-            while ox0 < ow {
-                let n = (ow - ox0).min(CHUNK);
-                let mut acc = [bias; CHUNK];
-                for ky in 0..kh {
-                    let r = (oy * stride[0] + ky * dilation[0]) * row_len;
-                    // Column `ox·sx + kx·dx` is in run `(kx·dx) mod sx`, at
-                    // `ox + (kx·dx) / sx`: (quotient, remainder) kept as
-                    // `kx` steps, no division per tap.
-                    if sx == 1 {
-                        for kx in 0..kw {
-                            let wv = k[ky * kw + kx];
-                            let at = r + ox0 + kx * dx;
-                            let src: &[f32; CHUNK] =
-                                xp[at..at + CHUNK].try_into().expect("CHUNK values");
-                            for (a, v) in acc.iter_mut().zip(src) {
-                                *a += wv * v;
-                            }
-                        }
-                        continue;
-                    }
-                    let (mut q, mut rem) = (0usize, 0usize);
-                    for kx in 0..kw {
-                        let wv = k[ky * kw + kx];
-                        let at = r + rem * cols + ox0 + q;
-                        let src: &[f32; CHUNK] =
-                            xp[at..at + CHUNK].try_into().expect("CHUNK values");
-                        for (a, v) in acc.iter_mut().zip(src) {
+        let (oh, sx) = (out.len() / ow, phases.max(1));
+        let ([kh, kw], [sy, _], [dy, dx]) = (kernel, stride, dilation);
+        if kh == 0 || kw == 0 {
+            out.fill(bias);
+            return;
+        }
+        // Every read below lies within `xp`: the last tap of the last
+        // output row reads padded row `(oh−1)·sy + (kh−1)·dy`, and within
+        // a run at most `⌈ow/16⌉·16 + (kw−1)·dx / sx` values from its
+        // start (see `Padded::of`).
+        let last_row = (oh - 1)
+            .checked_mul(sy)
+            .zip(kh.checked_sub(1).and_then(|k| k.checked_mul(dy)))
+            .and_then(|(a, b)| a.checked_add(b));
+        let run = kw
+            .checked_sub(1)
+            .and_then(|k| k.checked_mul(dx))
+            .and_then(|r| (ow.div_ceil(CHUNK) * CHUNK).checked_add(r / sx));
+        let fits = match (last_row, run) {
+            (Some(r), Some(run)) => {
+                run <= cols
+                    && r.checked_add(1)
+                        .and_then(|n| n.checked_mul(sx))
+                        .and_then(|n| n.checked_mul(cols))
+                        .is_some_and(|n| n <= xp.len())
+            }
+            _ => false,
+        };
+        assert!(
+            fits && kh.checked_mul(kw).is_some_and(|n| n <= k.len()),
+            "a depthwise plane past its padded input"
+        );
+        let g = Geometry {
+            sx,
+            cols,
+            kernel,
+            stride,
+            dilation,
+            bias,
+            ow,
+        };
+        let mut blocks = out.chunks_exact_mut(ROWS * ow);
+        let mut oy = 0;
+        for block in &mut blocks {
+            // SAFETY: `plane`'s assertion above covers rows oy..oy + ROWS.
+            unsafe {
+                match (sx, dx) {
+                    (1, 1) => rows::<ROWS, true>(xp, k, &g, oy, block),
+                    _ => rows::<ROWS, false>(xp, k, &g, oy, block),
+                }
+            };
+            oy += ROWS;
+        }
+        for row in blocks.into_remainder().chunks_exact_mut(ow) {
+            // SAFETY: as above, row oy < oh.
+            unsafe { rows::<1, false>(xp, k, &g, oy, row) };
+            oy += 1;
+        }
+    }
+
+    /// Output rows computed at once.
+    pub const ROWS: usize = 4;
+
+    /// A plane's geometry, as [`plane`] takes it.
+    struct Geometry {
+        sx: usize,
+        cols: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
+        bias: f32,
+        ow: usize,
+    }
+
+    /// Output rows `oy..oy + R` (`out`: `R × ow`), [`CHUNK`] columns at a
+    /// time: per tap, each row's [`CHUNK`] inputs read at once and added
+    /// into its sums (no bound checked per tap: the caller checked them
+    /// all). `DENSE`: stride and dilation 1 across, a tap's inputs one
+    /// value after the last one's.
+    ///
+    /// # Safety
+    /// `xp`, `cols` and `k` hold what [`plane`] asserts for output rows
+    /// `oy..oy + R`.
+    #[inline(always)]
+    unsafe fn rows<const R: usize, const DENSE: bool>(
+        xp: &[f32],
+        k: &[f32],
+        g: &Geometry,
+        oy: usize,
+        out: &mut [f32],
+    ) {
+        let ([kh, kw], [sy, _], [dy, dx]) = (g.kernel, g.stride, g.dilation);
+        let (sx, cols, ow) = (g.sx, g.cols, g.ow);
+        let row_len = sx * cols;
+        let base = xp.as_ptr();
+        let mut ox0 = 0;
+        while ox0 < ow {
+            let n = (ow - ox0).min(CHUNK);
+            let mut acc = [[g.bias; CHUNK]; R];
+            for ky in 0..kh {
+                let starts: [usize; R] =
+                    std::array::from_fn(|i| ((oy + i) * sy + ky * dy) * row_len + ox0);
+                // Column `ox·sx + kx·dx` is in run `(kx·dx) mod sx`, at
+                // `ox + (kx·dx) / sx`: (quotient, remainder) kept as `kx`
+                // steps, no division per tap.
+                let (mut q, mut rem) = (0usize, 0usize);
+                for &wv in &k[ky * kw..(ky + 1) * kw] {
+                    let off = if DENSE { q } else { rem * cols + q };
+                    for (acc, start) in acc.iter_mut().zip(starts) {
+                        // SAFETY: `start + off + CHUNK` is at most the end
+                        // of padded row `(oy + i)·sy + ky·dy`, which the
+                        // caller checked lies within `xp`; an unaligned
+                        // read of plain f32 values.
+                        let v: [f32; CHUNK] = unsafe {
+                            std::ptr::read_unaligned(base.add(start + off).cast::<[f32; CHUNK]>())
+                        };
+                        for (a, v) in acc.iter_mut().zip(&v) {
                             *a += wv * v;
                         }
+                    }
+                    if DENSE {
+                        q += 1;
+                    } else if sx == 1 {
+                        q += dx;
+                    } else {
                         rem += dx;
                         while rem >= sx {
                             rem -= sx;
@@ -184,9 +304,11 @@ pub mod plain {
                         }
                     }
                 }
-                row[ox0..ox0 + n].copy_from_slice(&acc[..n]);
-                ox0 += n;
             }
+            for (i, acc) in acc.iter().enumerate() {
+                out[i * ow + ox0..i * ow + ox0 + n].copy_from_slice(&acc[..n]);
+            }
+            ox0 += n;
         }
     }
 }

@@ -31,6 +31,15 @@ const FLOAT_BLOCK_BYTES: usize = 256 * 1024;
 /// docs/benchmarks.md, "What the runs say").
 const FLOAT_BLOCK_MIN_PIXELS: usize = 256;
 
+/// What one block of the int8 path by pixels may take of a core's cache:
+/// its quantised patches, their packed panels and its i32 sums.
+const INT8_BLOCK_BYTES: usize = 128 * 1024;
+
+/// The fewest pixels a block of the int8 path by pixels takes, cache or
+/// not: each block calls the dequantising and the fused epilogue once per
+/// output channel (as [`FLOAT_BLOCK_MIN_PIXELS`] for the float paths).
+const INT8_BLOCK_MIN_PIXELS: usize = 256;
+
 /// Element-wise work below this many values runs on the caller alone.
 const MIN_PARALLEL_ELEMS: usize = 1 << 14;
 
@@ -42,7 +51,7 @@ impl Conv {
             ConvWeights::Int8(_) => {
                 let padded = p.div_ceil(PIXEL_PANEL) * PIXEL_PANEL;
                 ScratchSize {
-                    qa: if self.pointwise() { 0 } else { kk * padded },
+                    qa: kk * padded,
                     qx: self.c * self.h * self.w,
                     qp: packed_i8_len(p, kk),
                     acc: padded * self.o,
@@ -87,13 +96,30 @@ impl Conv {
         PIXEL_PANEL / g * self.ow.max(1)
     }
 
-    /// The int8 path split by output pixels on several threads: each thread
-    /// quantises its share of the input, builds, packs and multiplies its
-    /// pixels' patches against every output channel, and writes its pixels
-    /// of each NCHW plane, epilogue included. A chain of convolutions so
+    /// Pixels of one block of the int8 path by pixels: whole multiples of
+    /// [`Conv::pixel_block`] (whole packed panels and whole output rows),
+    /// as many as keep a block's quantised patches, their packed panels
+    /// and its i32 sums (`2 · c · kh · kw + 4 · o` bytes a pixel) within
+    /// [`INT8_BLOCK_BYTES`], and at least [`INT8_BLOCK_MIN_PIXELS`].
+    fn int8_block(&self) -> usize {
+        let unit = self.pixel_block().max(1);
+        let per_pixel = 2 * self.kk() + 4 * self.o;
+        let fit = INT8_BLOCK_BYTES / per_pixel.max(1).saturating_mul(unit);
+        fit.max(INT8_BLOCK_MIN_PIXELS.div_ceil(unit))
+            .saturating_mul(unit)
+    }
+
+    /// The int8 path by output pixels: each thread takes a share of the
+    /// pixels and runs it in blocks ([`Conv::int8_block`]) that stay in
+    /// a core's cache: a block's patches quantised (a pointwise
+    /// convolution's straight from its input), packed and multiplied
+    /// against every output channel, then dequantised into its pixels of
+    /// each NCHW plane, epilogue included. A chain of convolutions so
     /// keeps each thread on the pixels it wrote (no cache lines passed
-    /// between cores at each step, as splitting by channels does). `false`:
-    /// too few pixels for every thread, nothing done.
+    /// between cores at each step, as splitting by channels does), and no
+    /// pass over the whole image's i32 sums. `false`: on several threads,
+    /// too few pixels for every thread or too little work to split;
+    /// nothing done.
     #[allow(clippy::too_many_arguments)]
     fn int8_by_pixels(
         &self,
@@ -107,51 +133,58 @@ impl Conv {
         post: &PostFn<'_>,
     ) -> bool {
         let (p, kk, o, lv) = (self.oh * self.ow, self.kk(), self.o, kern.level);
+        if o == 0 {
+            return true; // no output
+        }
         let panels = p.div_ceil(PIXEL_PANEL);
         let align = self.pixel_block() / PIXEL_PANEL;
-        if pool.threads() < 2
-            || pool.per_thread(panels, align) >= panels
-            || p * kk * o < MIN_PARALLEL_MACS
+        if pool.threads() > 1
+            && (pool.per_thread(panels, align) >= panels || p * kk * o < MIN_PARALLEL_MACS)
         {
             return false;
         }
         let (c, hw) = (self.c, self.h * self.w);
-        // The input by the same kind of blocks of its own pixels.
-        let in_panels = hw.div_ceil(PIXEL_PANEL);
-        let in_align = {
-            let (mut g, mut b) = (PIXEL_PANEL, self.w.max(1));
-            while b != 0 {
-                (g, b) = (b, g % b);
-            }
-            self.w.max(1) / g
-        };
         let r = 1.0 / sa;
-        pool.split_columns(
-            c * hw,
-            0,
-            in_panels,
-            PIXEL_PANEL,
-            in_align,
-            Split::<()>::empty(),
-            Split::<()>::empty(),
-            Split::<()>::empty(),
-            Columns {
-                buf: &mut scr.qx[..c * hw],
-                rows: c,
-                row_len: hw,
-            },
-            &|_, _, _, _, mut cols| {
-                let j0 = cols.first();
-                for ch in 0..c {
-                    let q = cols.row(ch);
-                    ew::quantize_into(lv, &x[ch * hw + j0..ch * hw + j0 + q.len()], r, q);
-                }
-            },
-        );
-        let qx: &[i8] = &scr.qx[..c * hw];
         let pointwise = self.pointwise();
+        if !pointwise {
+            // The whole input quantised first (a block's patches read
+            // its neighbours' pixels), by the same kind of blocks of its
+            // own pixels.
+            let in_panels = hw.div_ceil(PIXEL_PANEL);
+            let in_align = {
+                let (mut g, mut b) = (PIXEL_PANEL, self.w.max(1));
+                while b != 0 {
+                    (g, b) = (b, g % b);
+                }
+                self.w.max(1) / g
+            };
+            pool.split_columns(
+                c * hw,
+                0,
+                in_panels,
+                PIXEL_PANEL,
+                in_align,
+                Split::<()>::empty(),
+                Split::<()>::empty(),
+                Split::<()>::empty(),
+                Columns {
+                    buf: &mut scr.qx[..c * hw],
+                    rows: c,
+                    row_len: hw,
+                },
+                &|_, _, _, _, mut cols| {
+                    let j0 = cols.first();
+                    for ch in 0..c {
+                        let q = cols.row(ch);
+                        ew::quantize_into(lv, &x[ch * hw + j0..ch * hw + j0 + q.len()], r, q);
+                    }
+                },
+            );
+        }
+        let qx: &[i8] = &scr.qx[..c * hw];
         let panel_len = kern.i8_panel_len(kk);
-        let patches = if pointwise { 0 } else { PIXEL_PANEL * kk };
+        let patches = PIXEL_PANEL * kk;
+        let block = self.int8_block();
         pool.split_columns(
             p * kk * o,
             0,
@@ -167,21 +200,27 @@ impl Conv {
                 row_len: p,
             },
             &|_, qa, qp, acc, mut planes| {
-                let j0 = planes.first();
-                let nb = planes.row(0).len();
-                if pointwise {
-                    kern.pack_i8_cols(qx, p, j0, nb, kk, qp);
-                } else {
+                let (j0, share) = (planes.first(), planes.row(0).len());
+                let mut b0 = 0;
+                while b0 < share {
+                    let (jb, nb) = (j0 + b0, block.min(share - b0));
                     let cols = &mut qa[..kk * nb];
-                    self.im2col_part(qx, 0, j0, nb, cols);
+                    if pointwise {
+                        for (ch, q) in cols.chunks_exact_mut(nb).enumerate() {
+                            ew::quantize_into(lv, &x[ch * hw + jb..ch * hw + jb + nb], r, q);
+                        }
+                    } else {
+                        self.im2col_part(qx, 0, jb, nb, cols);
+                    }
                     kern.pack_i8_cols(cols, nb, 0, nb, kk, qp);
-                }
-                let acc = &mut acc[..o * nb];
-                kern.gemm_i8(&w.q, qp, o, nb, kk, acc);
-                for (oc, acc) in acc.chunks_exact(nb.max(1)).enumerate() {
-                    let plane = planes.row(oc);
-                    ew::dequantize_bias(lv, acc, sa * w.scale[oc], self.bias[oc], plane);
-                    post(oc * p + j0, plane);
+                    let acc = &mut acc[..o * nb];
+                    kern.gemm_i8(&w.q, qp, o, nb, kk, acc);
+                    for (oc, acc) in acc.chunks_exact(nb).enumerate() {
+                        let plane = &mut planes.row(oc)[b0..b0 + nb];
+                        ew::dequantize_bias(lv, acc, sa * w.scale[oc], self.bias[oc], plane);
+                        post(oc * p + jb, plane);
+                    }
+                    b0 += nb;
                 }
             },
         );

@@ -1,6 +1,6 @@
 //! The depthwise convolution's executor: output channels split over the
-//! pool's threads; each channel's input zero-padded into its own part of
-//! the scratch, its plane written by the kernel, then the block's fused
+//! pool's threads; each channel's input zero-padded into the thread's part
+//! of the scratch, its plane written by the kernel, then its fused
 //! epilogue while it is still in cache.
 
 use super::scratch::{PostFn, ScratchSize};
@@ -16,7 +16,8 @@ impl Depthwise {
         Padded::of([self.oh, self.ow], self.kernel, self.stride, self.dilation)
     }
 
-    /// A padded input plane per output channel.
+    /// A padded input plane per output channel (each thread reuses the
+    /// first of its share: the split hands out scratch by channels).
     pub fn scratch(&self) -> ScratchSize {
         ScratchSize {
             pa: self.padded().map_or(0, |p| p.len().saturating_mul(self.o)),
@@ -26,8 +27,8 @@ impl Depthwise {
 
     /// Runs the convolution of `x` (`c × h × w`) into `out` (`o × oh ×
     /// ow`), padding each channel into `pad` ([`Depthwise::scratch`]);
-    /// `post(first, block)` applies the fused epilogue to a block of whole
-    /// planes starting at value `first`.
+    /// `post(first, plane)` applies the fused epilogue to each output
+    /// plane, starting at value `first`.
     pub fn run(
         &self,
         lv: Level,
@@ -54,14 +55,20 @@ impl Depthwise {
             Split::new(&mut out[..self.o * plane], plane),
             Split::<()>::empty(),
             &|c0, pads, block, _| {
-                for (i, (xp, y)) in pads
-                    .chunks_exact_mut(plen.max(1))
-                    .zip(block.chunks_exact_mut(plane))
-                    .enumerate()
-                {
+                // One padded plane per thread, reused (it stays in cache),
+                // padded again only for another input channel; each
+                // plane's epilogue while it is still in cache.
+                let Some(xp) = pads.get_mut(..plen) else {
+                    return; // no output channels
+                };
+                let mut padded = None;
+                for (i, y) in block.chunks_exact_mut(plane).enumerate() {
                     let j = c0 + i;
                     let ic = j / per_input;
-                    depthwise::pad_plane(&x[ic * hw..(ic + 1) * hw], self.w, self.pad, p, xp);
+                    if padded != Some(ic) {
+                        depthwise::pad_plane(&x[ic * hw..(ic + 1) * hw], self.w, self.pad, p, xp);
+                        padded = Some(ic);
+                    }
                     depthwise::plane(
                         lv,
                         xp,
@@ -75,8 +82,8 @@ impl Depthwise {
                         self.ow,
                         y,
                     );
+                    post(j * plane, y);
                 }
-                post(c0 * plane, block);
             },
         );
     }

@@ -92,3 +92,55 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Each input value lands where the padded layout puts it (column `i`
+    /// of row `y` in run `(i + pad) mod phases` of padded row `y + pad`,
+    /// at `(i + pad) / phases`, when inside the run and the rows), zeros
+    /// everywhere else: any width, stride and padding, padding past the
+    /// runs and rows past the plane included.
+    #[test]
+    fn padded_runs_hold_each_value_where_it_belongs(
+        h in 1usize..5, w in 1usize..40, py in 0usize..4, px in 0usize..80,
+        phases in 1usize..4, cols in 1usize..30, rows in 1usize..7,
+    ) {
+        let p = Padded { rows, phases, cols };
+        let x: Vec<f32> = (0..h * w).map(|i| i as f32 + 1.0).collect();
+        let mut want = vec![0f32; p.len()];
+        for (iy, row) in x.chunks_exact(w).enumerate() {
+            let y = iy + py;
+            for (i, v) in row.iter().enumerate() {
+                let c = i + px;
+                if y < rows && c / phases < cols {
+                    want[(y * phases + c % phases) * cols + c / phases] = *v;
+                }
+            }
+        }
+        let mut got = vec![f32::NAN; p.len()];
+        pad_plane(&x, w, [py, px], p, &mut got);
+        prop_assert_eq!(bits(&got), bits(&want));
+    }
+}
+
+/// A padded plane one value short of what the geometry reads is refused
+/// before any read (the kernel reads it unchecked), as is a kernel with
+/// too few taps.
+#[test]
+fn a_short_padded_plane_is_refused() {
+    let (kernel, stride, dilation, [oh, ow]) = ([3, 3], [2, 2], [1, 1], [5, 7]);
+    let p = Padded::of([oh, ow], kernel, stride, dilation).unwrap();
+    let k = [0.5f32; 9];
+    let run = |xp: &[f32], k: &[f32]| {
+        std::panic::catch_unwind(|| {
+            let mut out = vec![0f32; oh * ow];
+            plain::plane(
+                xp, p.phases, p.cols, k, kernel, stride, dilation, 0.0, ow, &mut out,
+            );
+        })
+        .is_ok()
+    };
+    let xp = vec![1f32; p.len()];
+    assert!(run(&xp, &k));
+    assert!(!run(&xp[..p.len() - 1], &k));
+    assert!(!run(&xp, &k[..8]));
+}

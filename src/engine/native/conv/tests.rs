@@ -139,6 +139,123 @@ fn float_convolutions_in_pixel_blocks_match_the_definition() {
     }
 }
 
+/// The int8 convolutions (by pixel blocks on one thread and on several,
+/// by channels where a split by pixels leaves a thread nothing) against
+/// the definition of their arithmetic on every kernel path, bit for bit:
+/// the input quantised with the activations' scale, exact i32 sums of the
+/// int8 products (zeros outside the image), each channel's sum times its
+/// scale plus its bias. Pointwise and spatial convolutions, strides,
+/// panels that cut output rows, several blocks per thread, and an
+/// epilogue that must see each value once, in whole output rows.
+#[test]
+fn int8_convolutions_match_their_arithmetic() {
+    use crate::engine::schedule::linear::Int8;
+    // (c, h, w, kernel, stride, pad, o)
+    for (c, h, w, kh, st, pd, o) in [
+        (40, 11, 11, 1, 1, 0, 24),
+        (64, 40, 40, 1, 1, 0, 96),
+        (16, 20, 20, 3, 1, 1, 8),
+        (3, 33, 33, 3, 2, 1, 20),
+        (8, 13, 13, 3, 1, 0, 5),
+    ] {
+        let (oh, ow) = ((h + 2 * pd - kh) / st + 1, (w + 2 * pd - kh) / st + 1);
+        let (p, kk) = (oh * ow, c * kh * kh);
+        let mut r = 11u64;
+        let mut next = |n: u64| {
+            r = r
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (r >> 33) % n
+        };
+        let x: Vec<f32> = (0..c * h * w)
+            .map(|_| next(2001) as f32 / 500.0 - 2.0)
+            .collect();
+        let q: Vec<i8> = (0..o * kk)
+            .map(|_| (next(255) as i32 - 127) as i8)
+            .collect();
+        let scale: Vec<f32> = (0..o).map(|_| (next(100) + 1) as f32 * 1e-3).collect();
+        let bias: Vec<f32> = (0..o).map(|_| next(200) as f32 * 0.01 - 1.0).collect();
+        let sa = 2.0 / 127.0;
+        let mut qx = vec![0i8; c * h * w];
+        ew::plain::quantize_into(&x, 1.0 / sa, &mut qx);
+        let mut want = vec![0f32; o * p];
+        for oc in 0..o {
+            let mut acc = vec![0i32; p];
+            for (j, a) in acc.iter_mut().enumerate() {
+                let (oy, ox) = (j / ow, j % ow);
+                for ch in 0..c {
+                    for ky in 0..kh {
+                        for kx in 0..kh {
+                            let (y, xx) = (
+                                (oy * st + ky).wrapping_sub(pd),
+                                (ox * st + kx).wrapping_sub(pd),
+                            );
+                            if y < h && xx < w {
+                                *a += q[oc * kk + (ch * kh + ky) * kh + kx] as i32
+                                    * qx[(ch * h + y) * w + xx] as i32;
+                            }
+                        }
+                    }
+                }
+            }
+            let plane = &mut want[oc * p..(oc + 1) * p];
+            ew::plain::dequantize_bias(&acc, sa * scale[oc], bias[oc], plane);
+            for (j, v) in plane.iter_mut().enumerate() {
+                *v += (oc * p + j) as f32 * 0.25;
+            }
+        }
+        let conv = Conv {
+            c,
+            h,
+            w,
+            o,
+            oh,
+            ow,
+            kernel: [kh, kh],
+            stride: [st, st],
+            dilation: [1, 1],
+            pad: [pd, pd],
+            weights: ConvWeights::Int8(Int8 {
+                q: q.clone().into(),
+                scale: scale.clone(),
+            }),
+            bias: bias.clone(),
+        };
+        for kern in std::iter::once(Kernels::SCALAR).chain(Kernels::available()) {
+            let what = format!("{c}x{h}x{w} k{kh} s{st} o{o} int8 on {}", kern.name);
+            for threads in 1..=3 {
+                let pool = Pool::new(threads);
+                let mut scr = Scratch::new(conv.scratch());
+                let seen = std::sync::Mutex::new(vec![0u8; o * p]);
+                let post = |first: usize, y: &mut [f32]| {
+                    assert!(
+                        first.is_multiple_of(ow) && y.len().is_multiple_of(ow),
+                        "{what}: a cut row at {first}+{}",
+                        y.len()
+                    );
+                    let mut seen = seen.lock().unwrap();
+                    for (i, v) in y.iter_mut().enumerate() {
+                        seen[first + i] += 1;
+                        *v += (first + i) as f32 * 0.25;
+                    }
+                };
+                let mut out = vec![f32::NAN; o * p];
+                conv.run(&kern, &pool, &x, &[sa], &mut out, &mut scr, &post);
+                assert!(
+                    seen.into_inner().unwrap().iter().all(|&n| n == 1),
+                    "{what}, {threads} threads: epilogue coverage"
+                );
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert!(bits(&out) == bits(&want), "{what}, {threads} threads");
+            }
+        }
+        // The larger pointwise shape runs in several blocks a thread.
+        if c == 64 {
+            assert!(3 * conv.int8_block() < p, "{c}x{h}x{w}: too few blocks");
+        }
+    }
+}
+
 proptest! {
     /// The patches a row per depth are the patches a row per pixel,
     /// transposed, and built in panels the rows packed, for any kernel,
