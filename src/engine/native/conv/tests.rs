@@ -7,6 +7,74 @@ use crate::engine::schedule::linear::{FloatWeights, Weights};
 use crate::kernels::float_panels;
 use proptest::prelude::*;
 
+/// A test's values: a 64-bit LCG's states.
+fn lcg(seed: u64) -> impl FnMut() -> u64 {
+    let mut r = seed;
+    move || {
+        r = r
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        r
+    }
+}
+
+/// `f(t, i)` for each tap of output pixel `j` (`ow` a row) inside the
+/// image, in order (channel, kernel row, kernel column): `t` its depth in
+/// a weight row, `i` its input value. `[c, h, w, kernel, stride, pad]`.
+fn each_tap(
+    [c, h, w, k, st, pd]: [usize; 6],
+    ow: usize,
+    j: usize,
+    mut f: impl FnMut(usize, usize),
+) {
+    let (oy, ox) = (j / ow, j % ow);
+    for ch in 0..c {
+        for ky in 0..k {
+            for kx in 0..k {
+                let (y, x) = (
+                    (oy * st + ky).wrapping_sub(pd),
+                    (ox * st + kx).wrapping_sub(pd),
+                );
+                if y < h && x < w {
+                    f((ch * k + ky) * k + kx, (ch * h + y) * w + x);
+                }
+            }
+        }
+    }
+}
+
+/// `conv` on 1, 2 and 3 threads with an epilogue that must see each value
+/// once, in whole output rows, and adds `offset / 4` to it: the output is
+/// `want` bit for bit.
+fn check_on_threads(conv: &Conv, kern: &Kernels, x: &[f32], s: &[f32], want: &[f32], what: &str) {
+    let (o, p, ow) = (conv.o, conv.oh * conv.ow, conv.ow);
+    for threads in 1..=3 {
+        let pool = Pool::new(threads);
+        let mut scr = Scratch::new(conv.scratch());
+        let seen = std::sync::Mutex::new(vec![0u8; o * p]);
+        let post = |first: usize, y: &mut [f32]| {
+            assert!(
+                first.is_multiple_of(ow) && y.len().is_multiple_of(ow),
+                "{what}: a cut row at {first}+{}",
+                y.len()
+            );
+            let mut seen = seen.lock().unwrap();
+            for (i, v) in y.iter_mut().enumerate() {
+                seen[first + i] += 1;
+                *v += (first + i) as f32 * 0.25;
+            }
+        };
+        let mut out = vec![f32::NAN; o * p];
+        conv.run(kern, &pool, x, s, &mut out, &mut scr, &post);
+        assert!(
+            seen.into_inner().unwrap().iter().all(|&n| n == 1),
+            "{what}, {threads} threads: epilogue coverage"
+        );
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert!(bits(&out) == bits(want), "{what}, {threads} threads");
+    }
+}
+
 /// The float convolutions by pixel blocks (weight rows and packed
 /// panels, f32 and f16) and, where they fit, by Winograd's tiles
 /// against the definition, on 1, 2 and 3 threads:
@@ -28,35 +96,18 @@ fn float_convolutions_in_pixel_blocks_match_the_definition() {
     ] {
         let (oh, ow) = ((h + 2 * pd - kh) / st + 1, (w + 2 * pd - kh) / st + 1);
         let (p, kk) = (oh * ow, c * kh * kh);
-        let mut r = 7u64;
-        let mut small = |scale: f32| {
-            r = r
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((r >> 59) as f32 - 16.0) * scale
-        };
+        let mut next = lcg(7);
+        let mut small = |scale: f32| ((next() >> 59) as f32 - 16.0) * scale;
         let x: Vec<f32> = (0..c * h * w).map(|_| small(0.125)).collect();
         let wt: Vec<f32> = (0..o * kk).map(|_| small(0.0625)).collect();
         let bias: Vec<f32> = (0..o).map(|_| small(0.5)).collect();
         let mut want = vec![0f32; o * p];
         for oc in 0..o {
             for (j, v) in want[oc * p..(oc + 1) * p].iter_mut().enumerate() {
-                let (oy, ox) = (j / ow, j % ow);
                 let mut sum = 0f32;
-                for ch in 0..c {
-                    for ky in 0..kh {
-                        for kx in 0..kh {
-                            let (y, xx) = (
-                                (oy * st + ky).wrapping_sub(pd),
-                                (ox * st + kx).wrapping_sub(pd),
-                            );
-                            if y < h && xx < w {
-                                sum += wt[oc * kk + (ch * kh + ky) * kh + kx]
-                                    * x[(ch * h + y) * w + xx];
-                            }
-                        }
-                    }
-                }
+                each_tap([c, h, w, kh, st, pd], ow, j, |t, i| {
+                    sum += wt[oc * kk + t] * x[i];
+                });
                 *v = (sum + bias[oc]) + (oc * p + j) as f32 * 0.25;
             }
         }
@@ -107,30 +158,7 @@ fn float_convolutions_in_pixel_blocks_match_the_definition() {
                 conv.precision(),
                 kern.name
             );
-            for threads in 1..=3 {
-                let pool = Pool::new(threads);
-                let mut scr = Scratch::new(conv.scratch());
-                let seen = std::sync::Mutex::new(vec![0u8; o * p]);
-                let post = |first: usize, y: &mut [f32]| {
-                    assert!(
-                        first.is_multiple_of(ow) && y.len().is_multiple_of(ow),
-                        "{what}: a cut row at {first}+{}",
-                        y.len()
-                    );
-                    let mut seen = seen.lock().unwrap();
-                    for (i, v) in y.iter_mut().enumerate() {
-                        seen[first + i] += 1;
-                        *v += (first + i) as f32 * 0.25;
-                    }
-                };
-                let mut out = vec![f32::NAN; o * p];
-                conv.run(&kern, &pool, &x, &[], &mut out, &mut scr, &post);
-                assert!(
-                    seen.into_inner().unwrap().iter().all(|&n| n == 1),
-                    "{what}, {threads} threads: epilogue coverage"
-                );
-                assert_eq!(out, want, "{what}, {threads} threads");
-            }
+            check_on_threads(&conv, &kern, &x, &[], &want, &what);
             // These shapes run in several blocks (on 2 threads too, 40 × 40).
             if c == 64 && h >= 20 && !matches!(conv.weights, ConvWeights::Winograd(_)) {
                 assert!(conv.float_block() < p, "{what}: one block only");
@@ -160,13 +188,8 @@ fn int8_convolutions_match_their_arithmetic() {
     ] {
         let (oh, ow) = ((h + 2 * pd - kh) / st + 1, (w + 2 * pd - kh) / st + 1);
         let (p, kk) = (oh * ow, c * kh * kh);
-        let mut r = 11u64;
-        let mut next = |n: u64| {
-            r = r
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (r >> 33) % n
-        };
+        let mut state = lcg(11);
+        let mut next = |n: u64| (state() >> 33) % n;
         let x: Vec<f32> = (0..c * h * w)
             .map(|_| next(2001) as f32 / 500.0 - 2.0)
             .collect();
@@ -182,21 +205,9 @@ fn int8_convolutions_match_their_arithmetic() {
         for oc in 0..o {
             let mut acc = vec![0i32; p];
             for (j, a) in acc.iter_mut().enumerate() {
-                let (oy, ox) = (j / ow, j % ow);
-                for ch in 0..c {
-                    for ky in 0..kh {
-                        for kx in 0..kh {
-                            let (y, xx) = (
-                                (oy * st + ky).wrapping_sub(pd),
-                                (ox * st + kx).wrapping_sub(pd),
-                            );
-                            if y < h && xx < w {
-                                *a += q[oc * kk + (ch * kh + ky) * kh + kx] as i32
-                                    * qx[(ch * h + y) * w + xx] as i32;
-                            }
-                        }
-                    }
-                }
+                each_tap([c, h, w, kh, st, pd], ow, j, |t, i| {
+                    *a += q[oc * kk + t] as i32 * qx[i] as i32;
+                });
             }
             let plane = &mut want[oc * p..(oc + 1) * p];
             ew::plain::dequantize_bias(&acc, sa * scale[oc], bias[oc], plane);
@@ -223,31 +234,7 @@ fn int8_convolutions_match_their_arithmetic() {
         };
         for kern in std::iter::once(Kernels::SCALAR).chain(Kernels::available()) {
             let what = format!("{c}x{h}x{w} k{kh} s{st} o{o} int8 on {}", kern.name);
-            for threads in 1..=3 {
-                let pool = Pool::new(threads);
-                let mut scr = Scratch::new(conv.scratch());
-                let seen = std::sync::Mutex::new(vec![0u8; o * p]);
-                let post = |first: usize, y: &mut [f32]| {
-                    assert!(
-                        first.is_multiple_of(ow) && y.len().is_multiple_of(ow),
-                        "{what}: a cut row at {first}+{}",
-                        y.len()
-                    );
-                    let mut seen = seen.lock().unwrap();
-                    for (i, v) in y.iter_mut().enumerate() {
-                        seen[first + i] += 1;
-                        *v += (first + i) as f32 * 0.25;
-                    }
-                };
-                let mut out = vec![f32::NAN; o * p];
-                conv.run(&kern, &pool, &x, &[sa], &mut out, &mut scr, &post);
-                assert!(
-                    seen.into_inner().unwrap().iter().all(|&n| n == 1),
-                    "{what}, {threads} threads: epilogue coverage"
-                );
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert!(bits(&out) == bits(&want), "{what}, {threads} threads");
-            }
+            check_on_threads(&conv, &kern, &x, &[sa], &want, &what);
         }
         // The larger pointwise shape runs in several blocks a thread.
         if c == 64 {
