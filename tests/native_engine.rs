@@ -217,7 +217,21 @@ fn expected_kernels() -> String {
                 "scalar"
             }
         } else if all(&["avx512f", "avx512bw", "avx512vnni"]) {
-            "x86_64-avx512-vnni"
+            // AMX as Linux lists it: only where the kernel gives processes
+            // the tile state.
+            let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+            let amx = flags
+                .lines()
+                .find(|l| l.starts_with("flags"))
+                .is_some_and(|l| {
+                    let has = |n: &str| l.split_whitespace().any(|w| w == n);
+                    has("amx_tile") && has("amx_int8")
+                });
+            if amx {
+                "x86_64-amx"
+            } else {
+                "x86_64-avx512-vnni"
+            }
         } else if all(&["avx512f", "avx512bw"]) {
             "x86_64-avx512"
         } else {

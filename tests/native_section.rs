@@ -234,7 +234,7 @@ fn a_section_for_other_kernels_or_with_short_weights_is_refused() {
     let here = Kernels::detect();
     // Packed for the plain twins, read where another path runs (or the
     // reverse on a CPU with no SIMD path).
-    let other = if here.name == Kernels::SCALAR.name {
+    let other = if here.packing().name == Kernels::SCALAR.name {
         Kernels::available()
             .pop()
             .expect("no SIMD path: nothing to compare")
@@ -242,9 +242,13 @@ fn a_section_for_other_kernels_or_with_short_weights_is_refused() {
         Kernels::SCALAR
     };
     let l = schedule(&other);
-    let err = section::read(bytes_of(&l, other.name, "k"), &here.packing(), "k")
-        .err()
-        .expect("another path's section");
+    let err = section::read(
+        bytes_of(&l, other.packing().name, "k"),
+        &here.packing(),
+        "k",
+    )
+    .err()
+    .expect("another path's section");
     assert!(err.to_string().contains("kernels"), "{err}");
 
     // A section whose digest holds but one weight run is a value short (a
@@ -264,15 +268,15 @@ fn a_section_for_other_kernels_or_with_short_weights_is_refused() {
     let mut short = cut.q.to_vec();
     short.pop();
     cut.q = short.into();
-    let err = section::read(bytes_of(&l, here.name, "k"), &here.packing(), "k")
+    let err = section::read(bytes_of(&l, here.packing().name, "k"), &here.packing(), "k")
         .err()
         .expect("a short weight run");
     assert!(err.to_string().contains("weights of"), "{err}");
 
     // The right one reads, under its key only.
     let l = schedule(&here);
-    assert!(section::read(bytes_of(&l, here.name, "k"), &here.packing(), "k").is_ok());
-    let err = section::read(bytes_of(&l, here.name, "k"), &here.packing(), "j")
+    assert!(section::read(bytes_of(&l, here.packing().name, "k"), &here.packing(), "k").is_ok());
+    let err = section::read(bytes_of(&l, here.packing().name, "k"), &here.packing(), "j")
         .err()
         .unwrap();
     assert!(err.to_string().contains("another bundle"), "{err}");
@@ -293,7 +297,7 @@ fn forged_shapes_are_refused_before_any_buffer_is_made() {
         })
         .unwrap();
     conv.c = usize::MAX / 4;
-    let err = section::read(bytes_of(&l, here.name, "k"), &here.packing(), "k")
+    let err = section::read(bytes_of(&l, here.packing().name, "k"), &here.packing(), "k")
         .err()
         .expect("a huge convolution");
     assert!(err.to_string().contains("too deep"), "{err}");
@@ -301,7 +305,7 @@ fn forged_shapes_are_refused_before_any_buffer_is_made() {
     // Millions of values: refused by their count, before the arena plan.
     let mut l = schedule(&here);
     l.lens.resize(5_000_000, 0);
-    let err = section::read(bytes_of(&l, here.name, "k"), &here.packing(), "k")
+    let err = section::read(bytes_of(&l, here.packing().name, "k"), &here.packing(), "k")
         .err()
         .expect("too many values");
     assert!(err.to_string().contains("at most"), "{err}");
@@ -313,7 +317,11 @@ fn a_section_the_bounds_check_refuses_is_rebuilt() {
     let here = Kernels::detect();
     let b = clip_edge::bundle::Bundle::open(&bundle).unwrap();
     let entry = cache
-        .entry(&b, here.name, &clip_edge::engine::section_options(&b))
+        .entry(
+            &b,
+            here.packing().name,
+            &clip_edge::engine::section_options(&b),
+        )
         .unwrap();
     assert_eq!(entry.path, file);
     // Every shape in range, but one step writes past its output: the
@@ -328,7 +336,7 @@ fn a_section_the_bounds_check_refuses_is_rebuilt() {
     });
     assert!(out.is_some(), "an element-wise step");
     let mut v = Vec::new();
-    section::write(&l, here.name, &entry.key, 0.0, &mut v).unwrap();
+    section::write(&l, here.packing().name, &entry.key, 0.0, &mut v).unwrap();
     std::fs::write(&file, &v).unwrap();
     refused_then_rebuilt(&bundle, &cache, &file, "past its");
 }
@@ -381,14 +389,14 @@ fn ship(bundle: &Path, dir: &Path) -> PathBuf {
     let maker = shipped::Maker::open(dir).unwrap();
     let here = Kernels::detect();
     let bytes = shipped_bytes(&maker, &here.packing());
-    let file = dir.join(shipped::file_name(here.name));
+    let file = dir.join(shipped::file_name(here.packing().name));
     std::fs::write(&file, &bytes).unwrap();
     // Whatever the umask: a file others may write is not mapped.
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut manifest = maker.bundle().manifest.clone();
     manifest.native.push(clip_edge::bundle::NativeSection {
-        kernels: here.name.into(),
-        file: shipped::file_name(here.name),
+        kernels: here.packing().name.into(),
+        file: shipped::file_name(here.packing().name),
         bytes: bytes.len() as u64,
         blake3: section::digest_hex(&bytes).unwrap(),
     });
@@ -438,7 +446,7 @@ fn a_shipped_section_runs_bit_for_bit_and_a_changed_one_is_never_used() {
     let file = ship(&root().join(b), &dir);
     let other = Packing::ALL
         .into_iter()
-        .find(|p| p.name != Kernels::detect().name)
+        .find(|p| p.name != Kernels::detect().packing().name)
         .unwrap();
     let maker = shipped::Maker::open(&dir).unwrap();
     std::fs::write(&file, shipped_bytes(&maker, &other)).unwrap();

@@ -30,7 +30,10 @@ pub fn run(a: &Args) -> Result<ExitCode> {
         v["scoring"] = json!(m.scoring.to_string());
         v["logit_bias"] = json!(m.logit_bias);
         v["native"] = json!(m.native);
-        v["kernels"] = json!(clip_edge::kernels::Kernels::detect().name);
+        let kernels = clip_edge::kernels::Kernels::detect();
+        v["kernels"] = json!(kernels.name);
+        // The layout `native[].kernels` names (the section this CPU reads).
+        v["packing"] = json!(kernels.packing().name);
         out!("{v}");
     } else {
         out!(
@@ -89,7 +92,7 @@ pub fn run(a: &Args) -> Result<ExitCode> {
         if m.native.is_empty() {
             out!("  native     no sections");
         } else {
-            let this = clip_edge::kernels::Kernels::detect().name;
+            let this = clip_edge::kernels::Kernels::detect().packing().name;
             let list: Vec<String> = m
                 .native
                 .iter()

@@ -172,22 +172,24 @@ impl Engine {
         // The bundle's own sections, this path's first.
         let mut shipped_refused: Vec<String> = Vec::new();
         for (i, &kern) in candidates.iter().enumerate() {
-            let why = match shipped::open(&bundle, kern.name) {
+            let layout = kern.packing().name;
+            let why = match shipped::open(&bundle, layout) {
                 Ok(Some((path, bytes))) => {
                     let mb = (*bytes).as_ref().len() as f64 / 1e6;
-                    let key = shipped::key(&bundle, kern.name, &options);
+                    let key = shipped::key(&bundle, layout, &options);
                     match from_section(bytes, kern, &key, threads) {
                         Ok((native, macs)) => {
-                            if kern.name != kernels.name {
+                            let best = kernels.packing().name;
+                            if layout != best {
                                 let mut why = Vec::new();
-                                if shipped::entry(&bundle, kernels.name).is_none() {
-                                    why.push(format!("the bundle ships none for {}", kernels.name));
+                                if shipped::entry(&bundle, best).is_none() {
+                                    why.push(format!("the bundle ships none for {best}"));
                                 }
                                 why.extend(shipped_refused.iter().map(|w| format!("refused {w}")));
                                 log::info!(
                                     "native section: {}; running the bundle's {} section (this CPU runs that path too)",
                                     why.join("; "),
-                                    kern.name
+                                    layout
                                 );
                             }
                             log::info!(
@@ -214,7 +216,7 @@ impl Engine {
                 Err(why) => why,
             };
             let next = candidates.get(i + 1).map_or(String::new(), |k| {
-                format!("; trying its {} section", k.name)
+                format!("; trying its {} section", k.packing().name)
             });
             log::warn!("native section {why}; not used{next}");
             shipped_refused.push(why);
@@ -247,7 +249,7 @@ impl Engine {
                 "{}: {why}; this clip-edge runs only native sections (built without the `tract` feature): make one for this CPU on the host with `clip-quantize sections {} --kernels {}` (and --sign KEY if the bundle is signed)",
                 dir.display(),
                 dir.display(),
-                kernels.name
+                kernels.packing().name
             )))
         }
     }
@@ -270,14 +272,15 @@ impl Engine {
             path: path.to_string(),
             why: one_line(&e.to_string()),
         };
-        let (entry, mut not_saved) = match cache.map(|c| c.entry(&bundle, kernels.name, options)) {
-            Some(Ok(e)) => (Some(e), None),
-            Some(Err(why)) => {
-                log::warn!("native section: {why}; the cache is not used");
-                (None, Some(why))
-            }
-            None => (None, None),
-        };
+        let (entry, mut not_saved) =
+            match cache.map(|c| c.entry(&bundle, kernels.packing().name, options)) {
+                Some(Ok(e)) => (Some(e), None),
+                Some(Err(why)) => {
+                    log::warn!("native section: {why}; the cache is not used");
+                    (None, Some(why))
+                }
+                None => (None, None),
+            };
         let mut refused = None;
         if let (Some(cache), Some(e)) = (cache, &entry) {
             let shown = e.path.display();

@@ -51,12 +51,13 @@ pub fn candidates(bundle: &Bundle, best: Kernels) -> Vec<Kernels> {
     }
     let mut paths = Kernels::available();
     paths.insert(0, Kernels::SCALAR);
+    let layout = |k: &Kernels| k.packing().name;
     let mut v: Vec<Kernels> = paths
         .into_iter()
         .rev()
-        .filter(|k| k.name != best.name && entry(bundle, k.name).is_some())
+        .filter(|k| layout(k) != layout(&best) && entry(bundle, layout(k)).is_some())
         .collect();
-    if entry(bundle, best.name).is_some() || v.is_empty() {
+    if entry(bundle, layout(&best)).is_some() || v.is_empty() {
         v.insert(0, best);
     }
     v

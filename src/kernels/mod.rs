@@ -109,7 +109,10 @@ fn layout_len(one: usize, n: usize, k: usize) -> Option<usize> {
 /// One set of kernels for this CPU.
 #[derive(Clone, Copy)]
 pub struct Kernels {
-    /// Which path, e.g. `x86_64-avx2` or `aarch64-neon`, for logs and `bench`.
+    /// Which path, e.g. `x86_64-avx2` or `aarch64-neon`, for logs and
+    /// `bench`: the kernels that run. Mostly the name of its weight layout
+    /// too, but not always (`x86_64-amx` runs `x86_64-avx512-vnni`'s):
+    /// native sections and packed weights go by [`Kernels::packing`]'s name.
     pub name: &'static str,
     /// How the weights are packed at load (int8, f16, f32).
     weights: Packing,
@@ -231,6 +234,8 @@ impl Kernels {
         v.extend(x86_64::avx2_only());
         #[cfg(target_arch = "x86_64")]
         v.extend(x86_64::avx512_only());
+        #[cfg(target_arch = "x86_64")]
+        v.extend(x86_64::vnni_only());
         #[cfg(target_arch = "aarch64")]
         v.extend(aarch64::paths());
         if let Some(best) = Self::simd() {

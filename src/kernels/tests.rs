@@ -156,6 +156,24 @@ proptest! {
         }
     }
 
+    /// Taller products than [`shapes`]: several 16-row tiles and pairs of
+    /// them (the AMX path's blocks), with rows, channels and depths past
+    /// the last whole tile.
+    #[test]
+    fn tall_int8_products_are_exact(m in 1usize..100, n in 1usize..50, k in 0usize..200, seed in any::<u64>()) {
+        let mut r = seed;
+        let mut next = || { r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (r >> 33) as u8 as i8 };
+        let x: Vec<i8> = (0..m * k).map(|_| next()).collect();
+        let w: Vec<i8> = (0..n * k).map(|_| next()).collect();
+        let mut want = vec![0i32; m * n];
+        Kernels::SCALAR.gemm_i8(&x, &w, m, n, k, &mut want);
+        for simd in simd_paths() {
+            let mut got = vec![1i32; m * n];
+            simd.gemm_i8(&x, &simd.pack_i8(&w, n, k), m, n, k, &mut got);
+            prop_assert_eq!(&got, &want, "{} {}x{}x{}", simd.name, m, n, k);
+        }
+    }
+
     /// Columns of a row-per-depth matrix packed per frame (a
     /// convolution's patches), from any first column and in blocks of
     /// whole panels, give the same exact product as the rows packed at
@@ -415,6 +433,7 @@ mod conv_shapes {
             (256, 196, 2304),
             (2048, 49, 512),
             (64, 12544, 147),
+            (300, 40, 130),
         ] {
             let mut r = 12345u64;
             let mut next = || {
@@ -496,8 +515,20 @@ fn named_packing_is_each_paths_own() {
     };
     for kern in paths {
         let own = kern.packing();
-        let named = Packing::named(kern.name)
-            .unwrap_or_else(|| panic!("{}: not in Packing::ALL", kern.name));
+        // A path's name names its own layout; the one exception runs
+        // another path's layout under its own name.
+        let named = match Packing::named(kern.name) {
+            Some(named) => named,
+            None => {
+                assert_eq!(
+                    (kern.name, own.name),
+                    ("x86_64-amx", Packing::AVX512_VNNI.name),
+                    "{}: not in Packing::ALL",
+                    kern.name
+                );
+                Packing::AVX512_VNNI
+            }
+        };
         for (n, k) in PACKING_SHAPES {
             let w8: Vec<i8> = (0..n * k).map(|_| next() as i8).collect();
             let w16: Vec<f16> = (0..n * k)

@@ -86,6 +86,9 @@ pub struct StepTime {
 pub struct Summary {
     /// The kernel path, e.g. `x86_64-avx2`.
     pub kernels: &'static str,
+    /// Its weights' layout ([`Kernels::packing`]): the native section it
+    /// reads (`x86_64-amx` reads `x86_64-avx512-vnni`'s).
+    pub packing: &'static str,
     /// Ops by class and precision (`linear/int8`, `conv/f16`, `softmax`…).
     pub ops: BTreeMap<String, usize>,
     pub arena_bytes: usize,
@@ -164,7 +167,7 @@ impl Native {
         kernels: Kernels,
         threads: usize,
     ) -> Result<Native, LowerError> {
-        if l.packed_for.as_deref() != Some(kernels.name) {
+        if l.packed_for.as_deref() != Some(kernels.packing().name) {
             return Err(LowerError {
                 node: "graph".into(),
                 op: "weights".into(),
@@ -174,7 +177,7 @@ impl Native {
                         .as_deref()
                         .map(|p| p.chars().take(40).collect::<String>())
                         .unwrap_or_else(|| "no kernel path (rows)".into()),
-                    kernels.name
+                    kernels.packing().name
                 ),
             });
         }
@@ -291,6 +294,7 @@ impl Native {
         }
         Summary {
             kernels: self.kernels.name,
+            packing: self.kernels.packing().name,
             ops,
             arena_bytes: 4 * self.arena.len(),
             scratch_bytes: self.scratch.bytes(),

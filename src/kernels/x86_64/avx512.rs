@@ -19,7 +19,7 @@ use half::f16;
 use crate::kernels::drive::holds;
 use crate::kernels::{drive, group_panels, scalar};
 
-fn has_vnni() -> bool {
+pub(super) fn has_vnni() -> bool {
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vnni")
@@ -75,6 +75,44 @@ pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]
     });
 }
 
+/// Rows `i..m` of `x` × the `panels` (1 or 2) panels at `wp` (channels
+/// `j..`), in blocks of 8, 4, 2 and 1 rows: the rows the AMX tiles leave
+/// (fewer than 16) on the panels those tiles just read.
+///
+/// # Safety
+/// AVX-512 VNNI; `x` holds `m` rows of `k`, `wp` `panels` panels of
+/// `⌈k/4⌉` groups, `out` `m` rows of `n` with `j + 16 · (panels - 1) < n`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn panel_rows(
+    x: &[i8],
+    wp: &[i8],
+    mut i: usize,
+    m: usize,
+    panels: usize,
+    j: usize,
+    n: usize,
+    k: usize,
+    out: &mut [i32],
+) {
+    while i < m {
+        let rows = row_block(m - i);
+        // SAFETY: the caller's bounds, rows i..i + rows ≤ m.
+        unsafe { dispatch!(tile, rows, panels, x, wp, i, j, n, k, out, 0) };
+        i += rows;
+    }
+}
+
+/// Rows of the next micro-tile when `left` rows remain: 8, the last ones
+/// 4, 2 and 1 at a time.
+fn row_block(left: usize) -> usize {
+    match left {
+        r if r >= MR => MR,
+        r if r >= 4 => 4,
+        r if r >= 2 => 2,
+        _ => 1,
+    }
+}
+
 /// Panels outer (one pair, 32 channels × k, stays in L2 while every row
 /// block passes over it), then blocks of 8 rows, the last rows 4, 2 and 1
 /// at a time: `f(rows, panels, first row, first channel)`.
@@ -84,12 +122,7 @@ fn walk(m: usize, n: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
         let panels = if n - j > PANEL { 2 } else { 1 };
         let mut i = 0;
         while i < m {
-            let rows = match m - i {
-                r if r >= MR => MR,
-                r if r >= 4 => 4,
-                r if r >= 2 => 2,
-                _ => 1,
-            };
+            let rows = row_block(m - i);
             f(rows, panels, i, j);
             i += rows;
         }
@@ -132,7 +165,7 @@ fn group(x: &[i8], at: usize, end: usize) -> i32 {
 /// # Safety
 /// AVX-512 F/BW/VNNI.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn row_sum(x: &[i8]) -> i32 {
+pub(super) fn row_sum(x: &[i8]) -> i32 {
     let ones = _mm512_set1_epi8(1);
     let mut acc = _mm512_setzero_si512();
     let mut t = 0;
@@ -389,11 +422,19 @@ macro_rules! packed_float_gemm {
             );
             walk(m, n, |rows, panels, i, j| {
                 let wp = &w[(j / PANEL) * k * PANEL..];
+                // As in `gemm_i8`: the first row block of a pair of panels
+                // fetches the next pair ahead.
+                let ahead = if i == 0 && j + panels * PANEL < n {
+                    panels * k * PANEL
+                } else {
+                    0
+                };
                 // SAFETY: AVX-512 F is present (asserted); the tile reads
                 // rows i..i + rows of `x`, panels j / 16 .. + `panels` of
                 // `w` (asserted long enough), and writes rows i..i + rows,
-                // channels j..min(j + 16 · panels, n).
-                unsafe { dispatch!($tile, rows, panels, x, wp, i, j, n, k, out) }
+                // channels j..min(j + 16 · panels, n); it only prefetches
+                // at `ahead`.
+                unsafe { dispatch!($tile, rows, panels, x, wp, i, j, n, k, out, ahead) }
             });
         }
 
@@ -409,13 +450,20 @@ macro_rules! packed_float_gemm {
             n: usize,
             k: usize,
             out: &mut [f32],
+            ahead: usize,
         ) {
             let mut acc = [[_mm512_setzero_ps(); P]; R];
             for t in 0..k {
                 let mut b = [_mm512_setzero_ps(); P];
                 for (p, bp) in b.iter_mut().enumerate() {
+                    let at = (p * k + t) * PANEL;
                     // SAFETY: panel p's depth t is 16 values inside `wp`.
-                    *bp = unsafe { $load(wp.as_ptr().add((p * k + t) * PANEL)) };
+                    *bp = unsafe { $load(wp.as_ptr().add(at)) };
+                    if ahead > 0 {
+                        // A hint, never a read: the address need not be
+                        // valid.
+                        _mm_prefetch::<_MM_HINT_T0>(wp.as_ptr().wrapping_add(at + ahead).cast());
+                    }
                 }
                 for (r, ar) in acc.iter_mut().enumerate() {
                     // SAFETY: row i + r < m, t < k: within x (m × k).

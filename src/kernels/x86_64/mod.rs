@@ -1,5 +1,6 @@
 //! x86_64 kernels, chosen by run-time feature detection: AVX-512 F/BW for
-//! f32 and f16 weights where present, AVX-512 VNNI for int8 where present,
+//! f32 and f16 weights where present, AMX tiles for int8 where present
+//! (over the AVX-512 VNNI layout), else AVX-512 VNNI,
 //! AVX2 + FMA + F16C otherwise (Haswell, Zen 1 and later), SSE4.1 on CPUs
 //! without AVX (Nehalem, Atom, Celeron); the element-wise row kernels
 //! compiled for the same level.
@@ -7,6 +8,7 @@
 use super::elementwise::Level;
 use super::{Kernels, Packing};
 
+pub mod amx;
 pub mod avx2;
 pub mod avx512;
 pub mod resample;
@@ -23,18 +25,35 @@ pub fn detect() -> Option<Kernels> {
     if !has_avx2() {
         return sse41_only();
     }
-    let Some(k) = avx512_only() else {
-        return avx2_only();
-    };
-    if is_x86_feature_detected!("avx512vnni") {
-        return Some(k.with_packed_i8(
+    amx_only()
+        .or_else(vnni_only)
+        .or_else(avx512_only)
+        .or_else(avx2_only)
+}
+
+/// The AVX-512 kernels with VNNI's int8 products (on an AMX machine too:
+/// for tests, `bench-kernels` and `CLIP_EDGE_KERNELS=x86_64-avx512-vnni`).
+pub fn vnni_only() -> Option<Kernels> {
+    let k = avx512_only()?;
+    is_x86_feature_detected!("avx512vnni").then(|| {
+        k.with_packed_i8(
             Packing::AVX512_VNNI,
             avx512::gemm_i8,
             avx512::pack_i8_cols,
             avx512::i8_panel_len,
-        ));
-    }
-    Some(k)
+        )
+    })
+}
+
+/// The VNNI path with its int8 products on AMX tiles: the same weight
+/// layout (and native sections), the same sums.
+pub fn amx_only() -> Option<Kernels> {
+    let k = vnni_only()?;
+    amx::has().then_some(Kernels {
+        name: "x86_64-amx",
+        gemm_i8: amx::gemm_i8,
+        ..k
+    })
 }
 
 /// The AVX-512 kernels without VNNI (int8 products by AVX2's), on a VNNI
