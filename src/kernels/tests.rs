@@ -73,6 +73,33 @@ fn shapes() -> impl Strategy<Value = (usize, usize, usize)> {
     (1usize..20, 1usize..40, 0usize..150)
 }
 
+/// Random int8 operands (every byte value) from `seed`: each SIMD path's
+/// product equals the scalar twin's exactly.
+fn gemm_i8_is_exact_on_every_path(
+    m: usize,
+    n: usize,
+    k: usize,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let mut r = seed;
+    let mut next = || {
+        r = r
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (r >> 33) as u8 as i8
+    };
+    let x: Vec<i8> = (0..m * k).map(|_| next()).collect();
+    let w: Vec<i8> = (0..n * k).map(|_| next()).collect();
+    let mut want = vec![0i32; m * n];
+    Kernels::SCALAR.gemm_i8(&x, &w, m, n, k, &mut want);
+    for simd in simd_paths() {
+        let mut got = vec![1i32; m * n];
+        simd.gemm_i8(&x, &simd.pack_i8(&w, n, k), m, n, k, &mut got);
+        prop_assert_eq!(&got, &want, "{} {}x{}x{}", simd.name, m, n, k);
+    }
+    Ok(())
+}
+
 /// A product whose right side is columns `skip..skip + n` of a
 /// row-per-depth matrix (`k` rows of `ld = n + skip`), as a
 /// convolution's patches are: `w` holds the same values a row per
@@ -144,16 +171,7 @@ proptest! {
 
     #[test]
     fn simd_gemm_i8_is_exact((m, n, k) in shapes(), seed in any::<u64>()) {
-        for simd in simd_paths() {
-        let mut r = seed;
-        let mut next = || { r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (r >> 33) as u8 as i8 };
-        let x: Vec<i8> = (0..m * k).map(|_| next()).collect();
-        let w: Vec<i8> = (0..n * k).map(|_| next()).collect();
-        let (mut a, mut b) = (vec![0i32; m * n], vec![1i32; m * n]);
-        Kernels::SCALAR.gemm_i8(&x, &w, m, n, k, &mut a);
-        simd.gemm_i8(&x, &simd.pack_i8(&w, n, k), m, n, k, &mut b);
-        prop_assert_eq!(a, b, "{} {}x{}x{}", simd.name, m, n, k);
-        }
+        gemm_i8_is_exact_on_every_path(m, n, k, seed)?;
     }
 
     /// Taller products than [`shapes`]: several 16-row tiles and pairs of
@@ -161,17 +179,7 @@ proptest! {
     /// the last whole tile.
     #[test]
     fn tall_int8_products_are_exact(m in 1usize..100, n in 1usize..50, k in 0usize..200, seed in any::<u64>()) {
-        let mut r = seed;
-        let mut next = || { r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (r >> 33) as u8 as i8 };
-        let x: Vec<i8> = (0..m * k).map(|_| next()).collect();
-        let w: Vec<i8> = (0..n * k).map(|_| next()).collect();
-        let mut want = vec![0i32; m * n];
-        Kernels::SCALAR.gemm_i8(&x, &w, m, n, k, &mut want);
-        for simd in simd_paths() {
-            let mut got = vec![1i32; m * n];
-            simd.gemm_i8(&x, &simd.pack_i8(&w, n, k), m, n, k, &mut got);
-            prop_assert_eq!(&got, &want, "{} {}x{}x{}", simd.name, m, n, k);
-        }
+        gemm_i8_is_exact_on_every_path(m, n, k, seed)?;
     }
 
     /// Columns of a row-per-depth matrix packed per frame (a
