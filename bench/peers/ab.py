@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Two clip-edge binaries (before and after a change) and ONNX Runtime on
+the same model, in alternating rounds of one run: encoder p50 ms of each
+(`clip-edge bench --json`, and run.py's ONNX Runtime session).
+
+    python3 bench/peers/ab.py --before /tmp/clip-edge-old --after target/release/clip-edge \
+        --bundle /tmp/peers/vit_b32-fp32 --onnx /tmp/peers/vit_b32.onnx
+"""
+import argparse
+import json
+import subprocess
+
+import numpy as np
+
+from run import ort
+
+
+def clip_edge(binary, bundle, threads, iterations):
+    r = subprocess.run([binary, "bench", "--bundle", bundle, "--threads", str(threads),
+                        "--iterations", str(iterations), "--json"],
+                       check=True, capture_output=True, text=True)
+    v = json.loads(r.stdout)
+    return v["latency_ms"]["encode"]["p50"], v["allocations_per_frame"]["encode"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--before", required=True)
+    ap.add_argument("--after", required=True)
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--onnx", required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    a = ap.parse_args()
+    image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    runs = {
+        "before": lambda t: clip_edge(a.before, a.bundle, t, a.iterations),
+        "after": lambda t: clip_edge(a.after, a.bundle, t, a.iterations),
+        "ORT": lambda t: (ort(a.onnx, t, a.iterations, image)["p50"], None),
+    }
+    res = {}
+    for rnd in range(a.rounds):
+        for t in a.threads:
+            for name, fn in runs.items():
+                p50, allocs = fn(t)
+                res.setdefault((t, name), []).append(p50)
+                extra = "" if allocs is None else f", {allocs} allocations a frame"
+                print(f"round {rnd + 1}, {t} thread(s), {name}: {p50:.1f} ms{extra}", flush=True)
+    for t in a.threads:
+        line = ", ".join(f"{n} {' / '.join(f'{v:.1f}' for v in res[(t, n)])}" for n in runs)
+        print(f"{t} thread(s): {line} ms")
+
+
+if __name__ == "__main__":
+    main()
