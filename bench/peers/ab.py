@@ -32,8 +32,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--resolution", type=int, default=224, help="the model's input side (MobileCLIP2-S0: 256)")
     a = ap.parse_args()
-    image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    image = np.random.default_rng(0).standard_normal((1, 3, a.resolution, a.resolution)).astype(np.float32)
     runs = {
         "before": lambda t: clip_edge(a.before, a.bundle, t, a.iterations),
         "after": lambda t: clip_edge(a.after, a.bundle, t, a.iterations),
