@@ -5,16 +5,19 @@
 //! tap of the kernel (a loop that vectorises; on 16-register ISAs some
 //! spill).
 //!
-//! Written once, plainly, in [`plain`], and compiled again on x86_64 with
-//! SSE4.1, AVX2 + FMA and AVX-512 as the element-wise kernels are
-//! ([`super::elementwise`]): every copy computes the same operations in the
-//! same order (no fused multiply-add is formed), so their results are
-//! identical bit for bit (tested), and equal to the direct sum per output
-//! value with the padding's zeros (tested).
+//! Written once, plainly, in [`plain`], in two forms: each tap's product
+//! rounded then added ([`plain::plane`]), or fused into one rounding
+//! ([`plain::plane_fused`], `f32::mul_add`, for CPUs with FMA). It is
+//! compiled again on x86_64 with SSE4.1 (unfused), AVX2 + FMA and AVX-512
+//! (fused) as the element-wise kernels are ([`super::elementwise`]); on
+//! aarch64, where FMA is the baseline, the plain copy runs fused
+//! ([`fuses`]). Every copy of a form computes the same operations in the
+//! same order, so its results equal, bit for bit, the direct sum per output
+//! value with the padding's zeros, taps in order, in that form (tested).
 
 #![allow(clippy::too_many_arguments)]
 
-use super::elementwise::{compiled, Level};
+use super::elementwise::Level;
 
 /// Output columns computed at once (one AVX-512 vector, two AVX2 ones).
 pub const CHUNK: usize = 16;
@@ -105,11 +108,16 @@ pub fn pad_plane(x: &[f32], w: usize, pad: [usize; 2], p: Padded, out: &mut [f32
                 i = 1;
             }
             let (base, pairs) = ((i + pad[1]) / 2, (n - i) / 2);
-            for ((a, b), pair) in run0[base..base + pairs]
-                .iter_mut()
-                .zip(&mut run1[base..base + pairs])
-                .zip(row[i..i + 2 * pairs].chunks_exact(2))
-            {
+            // Sixteen pairs at a time (fixed-size arrays: a deinterleave
+            // the compiler vectorises), then the rest one pair at a time.
+            let mut to0 = run0[base..base + pairs].chunks_exact_mut(DEAL);
+            let mut to1 = run1[base..base + pairs].chunks_exact_mut(DEAL);
+            let mut from = row[i..i + 2 * pairs].chunks_exact(2 * DEAL);
+            for ((a, b), src) in (&mut to0).zip(&mut to1).zip(&mut from) {
+                deal(src, a, b);
+            }
+            let rest = to0.into_remainder().iter_mut().zip(to1.into_remainder());
+            for ((a, b), pair) in rest.zip(from.remainder().chunks_exact(2)) {
                 *a = pair[0];
                 *b = pair[1];
             }
@@ -138,6 +146,41 @@ pub fn pad_plane(x: &[f32], w: usize, pad: [usize; 2], p: Padded, out: &mut [f32
     }
 }
 
+/// Pairs of values [`deal`] takes at once.
+const DEAL: usize = 16;
+
+/// `src`'s even values into `a`, its odd ones into `b` ([`DEAL`] each):
+/// on x86_64 four of each at a time by SSE's shuffles (the compiler leaves
+/// this loop scalar there), elsewhere as written (aarch64's `ld2`).
+#[inline(always)]
+fn deal(src: &[f32], a: &mut [f32], b: &mut [f32]) {
+    let src: &[f32; 2 * DEAL] = src.try_into().expect("2 · DEAL values");
+    let a: &mut [f32; DEAL] = a.try_into().expect("DEAL values");
+    let b: &mut [f32; DEAL] = b.try_into().expect("DEAL values");
+    #[cfg(target_arch = "x86_64")]
+    for ((a, b), src) in a
+        .chunks_exact_mut(4)
+        .zip(b.chunks_exact_mut(4))
+        .zip(src.chunks_exact(8))
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE is part of x86_64; the loads read the 8 values of
+        // `src`'s chunk, the stores write the 4 of `a`'s and `b`'s.
+        #[allow(unused_unsafe)]
+        unsafe {
+            let lo = _mm_loadu_ps(src.as_ptr());
+            let hi = _mm_loadu_ps(src.as_ptr().add(4));
+            _mm_storeu_ps(a.as_mut_ptr(), _mm_shuffle_ps::<0b10_00_10_00>(lo, hi));
+            _mm_storeu_ps(b.as_mut_ptr(), _mm_shuffle_ps::<0b11_01_11_01>(lo, hi));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    for t in 0..DEAL {
+        a[t] = src[2 * t];
+        b[t] = src[2 * t + 1];
+    }
+}
+
 /// The plain source (and the twin the compiled copies are tested against).
 pub mod plain {
     use super::CHUNK;
@@ -157,6 +200,42 @@ pub mod plain {
     /// fewer than `kh · kw` taps (checked once, before any read).
     #[inline(always)]
     pub fn plane(
+        xp: &[f32],
+        phases: usize,
+        cols: usize,
+        k: &[f32],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
+        bias: f32,
+        ow: usize,
+        out: &mut [f32],
+    ) {
+        plane_as::<false>(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
+    }
+
+    /// As [`plane`], each tap's product and sum in one rounding
+    /// (`acc = k.mul_add(x, acc)`): for CPUs with FMA, elsewhere a
+    /// library call per tap.
+    #[inline(always)]
+    pub fn plane_fused(
+        xp: &[f32],
+        phases: usize,
+        cols: usize,
+        k: &[f32],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
+        bias: f32,
+        ow: usize,
+        out: &mut [f32],
+    ) {
+        plane_as::<true>(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
+    }
+
+    /// [`plane`] (`FUSED`: [`plane_fused`]).
+    #[inline(always)]
+    fn plane_as<const FUSED: bool>(
         xp: &[f32],
         phases: usize,
         cols: usize,
@@ -219,15 +298,15 @@ pub mod plain {
             // SAFETY: `plane`'s assertion above covers rows oy..oy + ROWS.
             unsafe {
                 match (sx, dx) {
-                    (1, 1) => rows::<ROWS, true>(xp, k, &g, oy, block),
-                    _ => rows::<ROWS, false>(xp, k, &g, oy, block),
+                    (1, 1) => rows::<ROWS, true, FUSED>(xp, k, &g, oy, block),
+                    _ => rows::<ROWS, false, FUSED>(xp, k, &g, oy, block),
                 }
             };
             oy += ROWS;
         }
         for row in blocks.into_remainder().chunks_exact_mut(ow) {
             // SAFETY: as above, row oy < oh.
-            unsafe { rows::<1, false>(xp, k, &g, oy, row) };
+            unsafe { rows::<1, false, FUSED>(xp, k, &g, oy, row) };
             oy += 1;
         }
     }
@@ -250,13 +329,14 @@ pub mod plain {
     /// time: per tap, each row's [`CHUNK`] inputs read at once and added
     /// into its sums (no bound checked per tap: the caller checked them
     /// all). `DENSE`: stride and dilation 1 across, a tap's inputs one
-    /// value after the last one's.
+    /// value after the last one's. `FUSED`: each multiply-add in one
+    /// rounding.
     ///
     /// # Safety
     /// `xp`, `cols` and `k` hold what [`plane`] asserts for output rows
     /// `oy..oy + R`.
     #[inline(always)]
-    unsafe fn rows<const R: usize, const DENSE: bool>(
+    unsafe fn rows<const R: usize, const DENSE: bool, const FUSED: bool>(
         xp: &[f32],
         k: &[f32],
         g: &Geometry,
@@ -289,7 +369,11 @@ pub mod plain {
                             std::ptr::read_unaligned(base.add(start + off).cast::<[f32; CHUNK]>())
                         };
                         for (a, v) in acc.iter_mut().zip(&v) {
-                            *a += wv * v;
+                            *a = if FUSED {
+                                wv.mul_add(*v, *a)
+                            } else {
+                                *a + wv * v
+                            };
                         }
                     }
                     if DENSE {
@@ -313,9 +397,100 @@ pub mod plain {
     }
 }
 
-compiled! {
-    /// One output channel of a depthwise convolution, from its padded input.
-    fn plane(xp: &[f32], phases: usize, cols: usize, k: &[f32], kernel: [usize; 2], stride: [usize; 2], dilation: [usize; 2], bias: f32, ow: usize, out: &mut [f32]);
+/// Whether `level`'s copy of [`plane`] fuses each tap's multiply-add (one
+/// rounding, as [`plain::plane_fused`]): x86_64's AVX2 and AVX-512 copies,
+/// and aarch64's, where FMA is the baseline.
+pub fn fuses(level: Level) -> bool {
+    match level {
+        Level::Avx2 | Level::Avx512 => true,
+        Level::Plain | Level::Sse41 => cfg!(target_arch = "aarch64"),
+    }
+}
+
+/// One output channel of a depthwise convolution, from its padded input:
+/// [`plain::plane`] or, where [`fuses`], [`plain::plane_fused`], compiled
+/// for `level`.
+#[inline]
+pub fn plane(
+    level: Level,
+    xp: &[f32],
+    phases: usize,
+    cols: usize,
+    k: &[f32],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    bias: f32,
+    ow: usize,
+    out: &mut [f32],
+) {
+    let args = (xp, phases, cols, k, kernel, stride, dilation, bias, ow, out);
+    match level {
+        // SAFETY: `Level::Sse41` is only chosen where the CPU has SSE4.1.
+        #[cfg(target_arch = "x86_64")]
+        Level::Sse41 => unsafe { x86::sse41(args) },
+        // SAFETY: `Level::Avx2` is only chosen where the CPU has AVX2 and
+        // FMA.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { x86::avx2(args) },
+        // SAFETY: `Level::Avx512` is only chosen where the CPU has AVX-512
+        // F, BW and VL, AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { x86::avx512(args) },
+        _ if cfg!(target_arch = "aarch64") => call(plain::plane_fused, args),
+        _ => call(plain::plane, args),
+    }
+}
+
+/// [`plane`]'s arguments, in order.
+type PlaneArgs<'a> = (
+    &'a [f32],
+    usize,
+    usize,
+    &'a [f32],
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+    f32,
+    usize,
+    &'a mut [f32],
+);
+
+/// `f` ([`plain::plane`]'s signature) on `args`.
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn call(
+    f: fn(&[f32], usize, usize, &[f32], [usize; 2], [usize; 2], [usize; 2], f32, usize, &mut [f32]),
+    (xp, phases, cols, k, kernel, stride, dilation, bias, ow, out): PlaneArgs<'_>,
+) {
+    f(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
+}
+
+/// The plain source compiled for each x86_64 level.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{plain, PlaneArgs};
+
+    #[target_feature(enable = "sse4.1")]
+    pub(super) unsafe fn sse41(
+        (xp, phases, cols, k, kernel, stride, dilation, bias, ow, out): PlaneArgs<'_>,
+    ) {
+        plain::plane(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2(
+        (xp, phases, cols, k, kernel, stride, dilation, bias, ow, out): PlaneArgs<'_>,
+    ) {
+        plain::plane_fused(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    pub(super) unsafe fn avx512(
+        (xp, phases, cols, k, kernel, stride, dilation, bias, ow, out): PlaneArgs<'_>,
+    ) {
+        plain::plane_fused(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
+    }
 }
 
 #[cfg(test)]

@@ -232,10 +232,23 @@ pub mod plain {
         chunks.remainder().iter().fold(m, |m, v| op(m, f(*v)))
     }
 
+    /// Lanes of [`abs_max`]: the maximum is exact in any order, so the
+    /// lanes only set how many independent chains the loop keeps (four
+    /// AVX-512 registers, eight AVX2 ones), not the result.
+    const MAX_LANES: usize = 64;
+
     /// `max |v|` (`f32::max`'s NaN rule: a NaN is skipped); -∞ when empty.
     #[inline(always)]
     pub fn abs_max(row: &[f32]) -> f32 {
-        lanes_fold(row, f32::NEG_INFINITY, f32::abs, f32::max)
+        let mut acc = [f32::NEG_INFINITY; MAX_LANES];
+        let mut chunks = row.chunks_exact(MAX_LANES);
+        for c in &mut chunks {
+            for (l, v) in acc.iter_mut().zip(c) {
+                *l = l.max(v.abs());
+            }
+        }
+        let m = lanes_fold(&acc, f32::NEG_INFINITY, |v| v, f32::max);
+        chunks.remainder().iter().fold(m, |m, v| m.max(v.abs()))
     }
 
     /// `max v`; -∞ when empty.

@@ -206,6 +206,25 @@ proptest! {
         }
     }
 
+    /// The AVX-512 path's vector packing of int8 columns writes the same
+    /// bytes as its plain twin, padding included.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn int8_columns_pack_as_the_plain_twin(
+        n in 0usize..70,
+        k in 0usize..150,
+        skip in 0usize..5,
+        seed in any::<u64>(),
+    ) {
+        let case = ColumnsCase::new(0, n, k, skip, 0, seed, |r| (r >> 33) as u8 as i8);
+        let len = n.div_ceil(16) * group_panels::panel_len::<4>(k);
+        let mut want = vec![7i8; len];
+        group_panels::pack_cols::<4>(&case.src, case.ld, skip, n, k, i8::MIN, &mut want);
+        let mut got = vec![7i8; len];
+        x86_64::avx512::pack_i8_cols(&case.src, case.ld, skip, n, k, &mut got);
+        prop_assert_eq!(got, want, "{}x{}", n, k);
+    }
+
     /// As above for f32 ([`Kernels::pack_f32_cols`], the float
     /// convolutions' patches): small integers, so every sum is exact in
     /// any order and the products must agree exactly.

@@ -1,4 +1,4 @@
-//! The depthwise kernel's compiled copies against the plain one, and the
+//! The depthwise kernel's compiled copies against the plain ones, and the
 //! plain one (after [`pad_plane`]) against the direct sum.
 
 use super::*;
@@ -6,9 +6,10 @@ use crate::kernels::elementwise::tests::levels;
 use proptest::prelude::*;
 
 /// The definition, one output value at a time, taps in the same order,
-/// zero outside the image.
+/// zero outside the image; `fused`: each multiply-add in one rounding.
 #[allow(clippy::too_many_arguments)]
 fn direct(
+    fused: bool,
     x: &[f32],
     [h, w]: [usize; 2],
     k: &[f32],
@@ -32,7 +33,12 @@ fn direct(
                     } else {
                         0.0
                     };
-                    acc += k[ky * kw + kx] * v;
+                    let w = k[ky * kw + kx];
+                    acc = if fused {
+                        w.mul_add(v, acc)
+                    } else {
+                        acc + w * v
+                    };
                 }
             }
             out[oy * ow + ox] = acc;
@@ -50,8 +56,8 @@ proptest! {
 
     /// Every geometry (kernel, stride, dilation, padding, including
     /// padding wider than the kernel reaches and rows past one block): the
-    /// plain copy is the direct sum and every compiled copy is the plain
-    /// one, bit for bit.
+    /// plain copies are the direct sums (unfused and fused) and every
+    /// compiled copy is the one of its form, bit for bit.
     #[test]
     fn every_copy_is_the_direct_sum(
         h in 1usize..24, w in 1usize..48,
@@ -78,17 +84,21 @@ proptest! {
         let k: Vec<f32> = (0..kh * kw).map(|_| next()).collect();
         let bias = next();
         let (kernel, stride, dilation, pad) = ([kh, kw], [sy, sx], [dy, dx], [py, px]);
-        let want = direct(&x, [h, w], &k, kernel, stride, dilation, pad, bias, [oh, ow]);
+        let want = |fused| direct(fused, &x, [h, w], &k, kernel, stride, dilation, pad, bias, [oh, ow]);
+        let (unfused, fused) = (want(false), want(true));
         let p = Padded::of([oh, ow], kernel, stride, dilation).unwrap();
         let mut xp = vec![f32::NAN; p.len()];
         pad_plane(&x, w, pad, p, &mut xp);
         let mut got = vec![f32::NAN; oh * ow];
         plain::plane(&xp, p.phases, p.cols, &k, kernel, stride, dilation, bias, ow, &mut got);
-        prop_assert_eq!(bits(&got), bits(&want));
+        prop_assert_eq!(bits(&got), bits(&unfused));
+        plain::plane_fused(&xp, p.phases, p.cols, &k, kernel, stride, dilation, bias, ow, &mut got);
+        prop_assert_eq!(bits(&got), bits(&fused));
         for lv in levels() {
             let mut c = vec![f32::NAN; oh * ow];
             plane(lv, &xp, p.phases, p.cols, &k, kernel, stride, dilation, bias, ow, &mut c);
-            prop_assert_eq!(bits(&c), bits(&want), "{:?}", lv);
+            let want = if fuses(lv) { &fused } else { &unfused };
+            prop_assert_eq!(bits(&c), bits(want), "{:?}", lv);
         }
     }
 }

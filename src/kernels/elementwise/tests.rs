@@ -46,6 +46,20 @@ const BINARIES: [Binary; 6] = [
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
+    /// `max |v|` over any length, NaNs among the values included, is the
+    /// one-by-one fold's (NaNs skipped; -∞ when empty or all NaN) on
+    /// every copy.
+    #[test]
+    fn abs_max_is_the_fold_in_order(
+        x in prop::collection::vec(prop_oneof![9 => -1e6f32..1e6, 1 => Just(f32::NAN)], 0..300),
+    ) {
+        let want = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(v.abs()));
+        prop_assert_eq!(plain::abs_max(&x).to_bits(), want.to_bits());
+        for lv in levels() {
+            prop_assert_eq!(abs_max(lv, &x).to_bits(), want.to_bits(), "{:?}", lv);
+        }
+    }
+
     /// Every compiled copy gives the plain copy's results bit for bit,
     /// on odd lengths (tails) and strides.
     #[test]

@@ -45,9 +45,72 @@ pub fn i8_panel_len(k: usize) -> usize {
 }
 
 /// [`Packing::AVX512_VNNI`](crate::kernels::Packing::AVX512_VNNI)'s int8 layout of the matrix whose row `j` is column `first + j`
-/// of `src` (`k` rows of `ld`).
+/// of `src` (`k` rows of `ld`): each whole group of four depths of a whole
+/// panel interleaved 16 columns at a time ([`interleave4`]), the last
+/// partial group and partial panel by [`group_panels::pack_cols`], its
+/// plain twin (the same bytes).
 pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]) {
-    group_panels::pack_cols::<4>(src, ld, first, n, k, i8::MIN, out)
+    const FLIP: i8 = i8::MIN;
+    let full = n / PANEL;
+    if k < 4 || full == 0 {
+        return group_panels::pack_cols::<4>(src, ld, first, n, k, FLIP, out);
+    }
+    let plen = i8_panel_len(k);
+    let groups = k / 4;
+    let out = &mut out[..n.div_ceil(PANEL) * plen];
+    let (whole, rest) = out.split_at_mut(full * plen);
+    for (p, panel) in whole.chunks_exact_mut(plen).enumerate() {
+        let j0 = first + p * PANEL;
+        let line = |t: usize| -> &[i8; PANEL] {
+            src[t * ld + j0..t * ld + j0 + PANEL]
+                .try_into()
+                .expect("16 columns")
+        };
+        let (done, part) = panel.split_at_mut(groups * PANEL * 4);
+        for (g, dst) in done.chunks_exact_mut(PANEL * 4).enumerate() {
+            let t = 4 * g;
+            let dst = dst.try_into().expect("one group");
+            interleave4([line(t), line(t + 1), line(t + 2), line(t + 3)], FLIP, dst);
+        }
+        if !part.is_empty() {
+            part.fill(FLIP);
+            for t in 4 * groups..k {
+                for (c, v) in line(t).iter().enumerate() {
+                    part[c * 4 + t % 4] = v ^ FLIP;
+                }
+            }
+        }
+    }
+    if n > full * PANEL {
+        let left = n - full * PANEL;
+        group_panels::pack_cols::<4>(src, ld, first + full * PANEL, left, k, FLIP, rest);
+    }
+}
+
+/// One group of a panel: column `c`'s four depths `rows[0..4][c]` (each
+/// `^ flip`) at bytes `4c..4c + 4`: two rounds of byte and word unpacking
+/// (SSE2, part of every x86_64 CPU).
+#[inline(always)]
+fn interleave4(rows: [&[i8; PANEL]; 4], flip: i8, dst: &mut [i8; 4 * PANEL]) {
+    // SAFETY: SSE2 is part of x86_64; each load reads one of the 16-byte
+    // arrays, the stores write the four 16-byte quarters of `dst`.
+    #[allow(unused_unsafe)]
+    unsafe {
+        let f = _mm_set1_epi8(flip);
+        let [a, b, c, d] = rows.map(|r| _mm_loadu_si128(r.as_ptr().cast()));
+        let (ab0, ab1) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
+        let (cd0, cd1) = (_mm_unpacklo_epi8(c, d), _mm_unpackhi_epi8(c, d));
+        let quarters = [
+            _mm_unpacklo_epi16(ab0, cd0),
+            _mm_unpackhi_epi16(ab0, cd0),
+            _mm_unpacklo_epi16(ab1, cd1),
+            _mm_unpackhi_epi16(ab1, cd1),
+        ];
+        let at = dst.as_mut_ptr();
+        for (q, v) in quarters.into_iter().enumerate() {
+            _mm_storeu_si128(at.add(16 * q).cast(), _mm_xor_si128(v, f));
+        }
+    }
 }
 
 /// Only reached through [`super::detect`], which checked AVX-512 VNNI.
