@@ -34,6 +34,7 @@ pub mod cuda;
 pub mod depthwise;
 pub mod elementwise;
 pub mod float_panels;
+pub mod group_columns;
 pub mod group_panels;
 pub mod packing;
 pub mod pool;

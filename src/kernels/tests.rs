@@ -206,9 +206,10 @@ proptest! {
         }
     }
 
-    /// The AVX-512 path's vector packing of int8 columns writes the same
-    /// bytes as its plain twin, padding included.
-    #[cfg(target_arch = "x86_64")]
+    /// The vector packing of int8 columns (the AVX-512 VNNI path's, the
+    /// dot-product path's) writes the same bytes as its plain twin,
+    /// padding included.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     #[test]
     fn int8_columns_pack_as_the_plain_twin(
         n in 0usize..70,
@@ -216,12 +217,17 @@ proptest! {
         skip in 0usize..5,
         seed in any::<u64>(),
     ) {
+        type Pack = fn(&[i8], usize, usize, usize, usize, &mut [i8]);
+        #[cfg(target_arch = "x86_64")]
+        let (pack, flip): (Pack, i8) = (x86_64::avx512::pack_i8_cols, i8::MIN);
+        #[cfg(target_arch = "aarch64")]
+        let (pack, flip): (Pack, i8) = (aarch64::dotprod::pack_i8_cols, 0);
         let case = ColumnsCase::new(0, n, k, skip, 0, seed, |r| (r >> 33) as u8 as i8);
         let len = n.div_ceil(16) * group_panels::panel_len::<4>(k);
         let mut want = vec![7i8; len];
-        group_panels::pack_cols::<4>(&case.src, case.ld, skip, n, k, i8::MIN, &mut want);
+        group_panels::pack_cols::<4>(&case.src, case.ld, skip, n, k, flip, &mut want);
         let mut got = vec![7i8; len];
-        x86_64::avx512::pack_i8_cols(&case.src, case.ld, skip, n, k, &mut got);
+        pack(&case.src, case.ld, skip, n, k, &mut got);
         prop_assert_eq!(got, want, "{}x{}", n, k);
     }
 

@@ -17,7 +17,7 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use crate::kernels::drive::holds;
-use crate::kernels::{drive, group_panels, scalar};
+use crate::kernels::{drive, group_columns, group_panels, scalar};
 
 pub(super) fn has_vnni() -> bool {
     is_x86_feature_detected!("avx512f")
@@ -45,46 +45,12 @@ pub fn i8_panel_len(k: usize) -> usize {
 }
 
 /// [`Packing::AVX512_VNNI`](crate::kernels::Packing::AVX512_VNNI)'s int8 layout of the matrix whose row `j` is column `first + j`
-/// of `src` (`k` rows of `ld`): each whole group of four depths of a whole
-/// panel interleaved 16 columns at a time ([`interleave4`]), the last
-/// partial group and partial panel by [`group_panels::pack_cols`], its
-/// plain twin (the same bytes).
+/// of `src` (`k` rows of `ld`): whole groups of whole panels by
+/// [`interleave4`].
 pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]) {
-    const FLIP: i8 = i8::MIN;
-    let full = n / PANEL;
-    if k < 4 || full == 0 {
-        return group_panels::pack_cols::<4>(src, ld, first, n, k, FLIP, out);
-    }
-    let plen = i8_panel_len(k);
-    let groups = k / 4;
-    let out = &mut out[..n.div_ceil(PANEL) * plen];
-    let (whole, rest) = out.split_at_mut(full * plen);
-    for (p, panel) in whole.chunks_exact_mut(plen).enumerate() {
-        let j0 = first + p * PANEL;
-        let line = |t: usize| -> &[i8; PANEL] {
-            src[t * ld + j0..t * ld + j0 + PANEL]
-                .try_into()
-                .expect("16 columns")
-        };
-        let (done, part) = panel.split_at_mut(groups * PANEL * 4);
-        for (g, dst) in done.chunks_exact_mut(PANEL * 4).enumerate() {
-            let t = 4 * g;
-            let dst = dst.try_into().expect("one group");
-            interleave4([line(t), line(t + 1), line(t + 2), line(t + 3)], FLIP, dst);
-        }
-        if !part.is_empty() {
-            part.fill(FLIP);
-            for t in 4 * groups..k {
-                for (c, v) in line(t).iter().enumerate() {
-                    part[c * 4 + t % 4] = v ^ FLIP;
-                }
-            }
-        }
-    }
-    if n > full * PANEL {
-        let left = n - full * PANEL;
-        group_panels::pack_cols::<4>(src, ld, first + full * PANEL, left, k, FLIP, rest);
-    }
+    group_columns::pack_cols(src, ld, first, n, k, i8::MIN, out, |rows, dst| {
+        interleave4(rows, i8::MIN, dst)
+    })
 }
 
 /// One group of a panel: column `c`'s four depths `rows[0..4][c]` (each
