@@ -28,6 +28,10 @@ def main():
     ap.add_argument("--before", required=True)
     ap.add_argument("--after", required=True)
     ap.add_argument("--bundle", required=True)
+    ap.add_argument("--before-bundle", help="the bundle the before binary runs (default: --bundle), "
+                    "for a change to the quantizer")
+    ap.add_argument("--also", nargs="*", default=[], metavar="BUNDLE",
+                    help="more bundles the after binary runs in each round (another model to compare with)")
     ap.add_argument("--onnx", required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=30)
@@ -36,10 +40,12 @@ def main():
     a = ap.parse_args()
     image = np.random.default_rng(0).standard_normal((1, 3, a.resolution, a.resolution)).astype(np.float32)
     runs = {
-        "before": lambda t: clip_edge(a.before, a.bundle, t, a.iterations),
+        "before": lambda t: clip_edge(a.before, a.before_bundle or a.bundle, t, a.iterations),
         "after": lambda t: clip_edge(a.after, a.bundle, t, a.iterations),
         "ORT": lambda t: (ort(a.onnx, t, a.iterations, image)["p50"], None),
     }
+    for b in a.also:
+        runs[f"after on {b}"] = lambda t, b=b: clip_edge(a.after, b, t, a.iterations)
     res = {}
     for rnd in range(a.rounds):
         for t in a.threads:

@@ -68,9 +68,13 @@ struct Int8Product {
     /// The weights' axes in the order `[n, k...]` (the depth axes in the
     /// order `x` holds them).
     w_perm: Vec<usize>,
-    /// The activation's dims: its depth is its last `depth_axes` axes,
-    /// merged into one before the product.
+    /// The activation's dims once its depth axes are moved last (`moves`):
+    /// its depth is its last `depth_axes` axes, merged into one before the
+    /// product.
     x_dims: Vec<usize>,
+    /// `AxisOp::Move(from, to)`s, in order, that take the activation's
+    /// depth axes to its end (none when they are already there).
+    moves: Vec<(usize, usize)>,
     depth_axes: usize,
     w: Arc<Tensor>,
     /// The canonical product's output and the original's.
@@ -85,6 +89,11 @@ struct Int8Product {
 fn int8_product(model: &TypedModel, node: &TypedNode) -> Option<Int8Product> {
     let op = node.op_as::<EinSum>()?;
     if node.inputs.len() != 2 || op.q_params.is_some() || op.operating_dt != f32::datum_type() {
+        return None;
+    }
+    // A 1 × 1 convolution is one (its channels, not last, are a depth
+    // too): one scale for the image, run over the pixels.
+    if int8_pointwise(model, node).is_some() {
         return None;
     }
     let w_slot = (0..2).find(|&s| const_of(model, node.inputs[s]).is_some())?;
@@ -140,11 +149,27 @@ fn int8_product(model: &TypedModel, node: &TypedNode) -> Option<Int8Product> {
     let depth_axes = k.len();
     let r = x_dims.len();
     // The depth: `x`'s last axes, in order (an exporter's head merge,
-    // which declutter folds into the product, splits it in two).
-    let trailing = k
-        .iter()
-        .enumerate()
-        .all(|(i, &(_, kx))| kx == r - depth_axes + i);
+    // which declutter folds into the product, splits it in two). Depth
+    // axes elsewhere (a transpose folded into the product: attention on an
+    // image's `C, H·W` features) are moved there first, in order: `held`
+    // is which of `x`'s axes each position then holds.
+    let mut held: Vec<usize> = (0..r).collect();
+    let mut moves = Vec::new();
+    for &(_, kx) in &k {
+        let from = held.iter().position(|&a| a == kx)?;
+        if from != r - 1 {
+            moves.push((from, r - 1));
+            let a = held.remove(from);
+            held.push(a);
+        }
+    }
+    let x_dims: Vec<usize> = held.iter().map(|&a| x_dims[a]).collect();
+    // One row (a squeeze-and-excitation's or a head's pooled vector, its
+    // channels first): little to gain, and int8 would cost accuracy on
+    // the one vector. It stays f32, as such 1 × 1 convolutions do.
+    if !moves.is_empty() && x_dims[..r - depth_axes].iter().product::<usize>() == 1 {
+        return None;
+    }
     let w_perm: Vec<usize> = std::iter::once(*n)
         .chain(k.iter().map(|&(kw, _)| kw))
         .collect();
@@ -158,7 +183,7 @@ fn int8_product(model: &TypedModel, node: &TypedNode) -> Option<Int8Product> {
     // transposed output of equal sizes through, reshaped instead of
     // transposed: the axes are followed by identity and moved.
     let mut out_pos: Vec<usize> = Vec::new();
-    for (p, &d) in x_dims[..r.saturating_sub(depth_axes)].iter().enumerate() {
+    for (&p, &d) in held.iter().zip(&x_dims).take(r.saturating_sub(depth_axes)) {
         if d == 1 {
             continue;
         }
@@ -176,7 +201,6 @@ fn int8_product(model: &TypedModel, node: &TypedNode) -> Option<Int8Product> {
     let moved: Vec<usize> = order.iter().map(|&i| canonical[i]).collect();
     (w.rank() == 1 + depth_axes
         && (1..=8).contains(&r)
-        && trailing
         && out_pos.len() == canonical.len()
         && not_one(&y_dims) == moved)
         .then(|| Int8Product {
@@ -186,6 +210,7 @@ fn int8_product(model: &TypedModel, node: &TypedNode) -> Option<Int8Product> {
             y_canonical,
             y_dims: y_dims.into(),
             x_dims,
+            moves,
             w,
             order,
         })
@@ -193,8 +218,8 @@ fn int8_product(model: &TypedModel, node: &TypedNode) -> Option<Int8Product> {
 
 /// A 1 × 1 convolution as tract declutters one: a product of one image
 /// `x` (`[1,] C, H, W`) by constant `[O, C]` weights (of
-/// [`INT8_MIN_WEIGHTS`] or more) into `[1,] O, H, W`, the channels summed
-/// away. Returns the
+/// [`INT8_MIN_WEIGHTS`] or more) into `[1,] O, H, W` (the batch axis kept
+/// or dropped), the channels summed away. Returns the
 /// weights' input slot and the weights.
 fn int8_pointwise(model: &TypedModel, node: &TypedNode) -> Option<(usize, Arc<Tensor>)> {
     let op = node.op_as::<EinSum>()?;
@@ -240,20 +265,23 @@ fn int8_pointwise(model: &TypedModel, node: &TypedNode) -> Option<(usize, Arc<Te
         .len()
         .checked_sub(3)
         .filter(|&b| b <= 1 && x[..b].iter().all(|&d| d == 1))?;
+    // The output `[1,] O, H, W`: the batch axis kept or dropped.
+    let yb = y.len().checked_sub(3).filter(|&yb| yb <= b)?;
     let mut want = vec![
-        (None, Some(b + 1), Some(b + 1)),
-        (None, Some(b + 2), Some(b + 2)),
-        (Some(0), None, Some(b)),
+        (None, Some(b + 1), Some(yb + 1)),
+        (None, Some(b + 2), Some(yb + 2)),
+        (Some(0), None, Some(yb)),
         (Some(1), Some(b), None),
     ];
     if b == 1 {
-        want.insert(0, (None, Some(0), Some(0)));
+        want.push((None, Some(0), (yb == 1).then_some(0)));
     }
+    want.sort();
     // One pixel (a squeeze-and-excitation's pooled vector): a product of
     // one row, which stays f32 (the runtime's int8 convolution wants an
     // image).
     let pixels = x[b + 1] * x[b + 2];
-    (y.len() == x.len() && roles == want && pixels > 1).then_some((w_slot, w))
+    (roles == want && pixels > 1).then_some((w_slot, w))
 }
 
 /// The sizes other than 1, in order.
@@ -436,9 +464,16 @@ pub fn int8_products(
         let x_in = node.inputs[1 - p.w_slot];
         let mut patch = TypedModelPatch::default();
         let mut x = patch.tap_model(&model, x_in)?;
+        for (i, &(from, to)) in p.moves.iter().enumerate() {
+            x = patch.wire_node(
+                format!("{name}.depth_last.{i}"),
+                AxisOp::Move(from, to),
+                &[x],
+            )?[0];
+        }
         let r = p.x_dims.len();
+        let dims = |d: &[usize]| d.iter().map(|&v| v.to_dim()).collect::<TVec<_>>();
         if p.depth_axes > 1 {
-            let dims = |d: &[usize]| d.iter().map(|&v| v.to_dim()).collect::<TVec<_>>();
             x = patch.wire_node(
                 format!("{name}.depth"),
                 AxisOp::Reshape(
@@ -449,7 +484,20 @@ pub fn int8_products(
                 &[x],
             )?[0];
         }
-        let x_rank = r - p.depth_axes + 1;
+        // A moved depth's other axes (an image's pixels) merged into one
+        // row axis: the product as the runtime reads an int8 linear layer
+        // (tract would merge them after the activation's quantisation).
+        let lead = &p.x_dims[..r - p.depth_axes];
+        let rows_merged = !p.moves.is_empty() && not_one(lead).len() > 1;
+        let tokens: usize = lead.iter().product();
+        if rows_merged {
+            x = patch.wire_node(
+                format!("{name}.rows"),
+                AxisOp::Reshape(0, dims(lead), tvec![tokens.to_dim()]),
+                &[x],
+            )?[0];
+        }
+        let x_rank = if rows_merged { 2 } else { r - p.depth_axes + 1 };
         let xq = fake_quant(&mut patch, &name, x, &[x_rank - 1])?;
         let all = patch.tap_model(&model, pool_f32)?;
         let wd = pooled_weights(&mut patch, &name, all, start, &[rows, depth], &scales)?;
@@ -460,7 +508,13 @@ pub fn int8_products(
             EinSum::new(axes, f32::datum_type()),
             &[xq, wd],
         )?[0];
-        let dims = |d: &[usize]| d.iter().map(|&v| v.to_dim()).collect::<TVec<_>>();
+        if rows_merged {
+            y = patch.wire_node(
+                format!("{name}.int8.rows"),
+                AxisOp::Reshape(0, tvec![tokens.to_dim()], dims(lead)),
+                &[y],
+            )?[0];
+        }
         let mut at: TVec<usize> = p.y_canonical.clone();
         if p.order.windows(2).any(|o| o[0] > o[1]) {
             // The axes of more than one value alone, moved into the
@@ -614,6 +668,62 @@ mod tests {
             let want = run(&m, &input);
             let (q, names) = int8_products(m).unwrap();
             assert_eq!(names, [("p".to_string(), "linear")], "{expr}");
+            assert_eq!(
+                q.output_fact(0).unwrap().shape.as_concrete(),
+                Some(&y_dims[..]),
+                "{expr}"
+            );
+            let worst = rel_error(&want, &run(&q, &input));
+            assert!(worst > 0.0 && worst <= INT8_REL_TOL, "{expr}: {worst}");
+        }
+    }
+
+    /// A product whose depth is not the activation's last axis (a
+    /// transpose folded into it: attention over an image's `C, H·W`
+    /// features) is rewritten, the depth moved last first: the values as
+    /// f32's within int8's error.
+    #[test]
+    fn a_product_with_its_depth_first_is_rewritten_and_agrees() {
+        for (expr, x_dims, y_dims) in [
+            ("bkm,nk->bmn", vec![1, 32, 20], vec![1, 20, 48]),
+            ("km,nk->mn", vec![32, 20], vec![20, 48]),
+            ("bkm,nk->bnm", vec![2, 32, 20], vec![2, 48, 20]),
+            // An image's `C, H, W` (two pixel axes, merged into rows).
+            ("kab,nk->abn", vec![32, 4, 5], vec![4, 5, 48]),
+        ] {
+            let w = Tensor::from_shape(&[48, 32], &values(48 * 32, 13)).unwrap();
+            let m = one_product(expr, &x_dims, w);
+            let input = Tensor::from_shape(&x_dims, &values(x_dims.iter().product(), 17)).unwrap();
+            let want = run(&m, &input);
+            let (q, names) = int8_products(m).unwrap();
+            assert_eq!(names, [("p".to_string(), "linear")], "{expr}");
+            assert_eq!(
+                q.output_fact(0).unwrap().shape.as_concrete(),
+                Some(&y_dims[..]),
+                "{expr}"
+            );
+            let worst = rel_error(&want, &run(&q, &input));
+            eprintln!("{expr}: int8 vs f32 {worst:.2e} of the largest output");
+            assert!(worst > 0.0 && worst <= INT8_REL_TOL, "{expr}: {worst}");
+        }
+    }
+
+    /// A 1 × 1 convolution as tract declutters one, the batch axis kept,
+    /// dropped or absent, is an int8 convolution (one scale for the
+    /// image): the values as f32's within int8's error.
+    #[test]
+    fn a_pointwise_convolution_is_rewritten_and_agrees() {
+        for (expr, x_dims, y_dims) in [
+            ("nihw,oi->ohw", vec![1, 32, 4, 5], vec![48, 4, 5]),
+            ("nihw,oi->nohw", vec![1, 32, 4, 5], vec![1, 48, 4, 5]),
+            ("ihw,oi->ohw", vec![32, 4, 5], vec![48, 4, 5]),
+        ] {
+            let w = Tensor::from_shape(&[48, 32], &values(48 * 32, 19)).unwrap();
+            let m = one_product(expr, &x_dims, w);
+            let input = Tensor::from_shape(&x_dims, &values(x_dims.iter().product(), 23)).unwrap();
+            let want = run(&m, &input);
+            let (q, names) = int8_products(m).unwrap();
+            assert_eq!(names, [("p".to_string(), "conv")], "{expr}");
             assert_eq!(
                 q.output_fact(0).unwrap().shape.as_concrete(),
                 Some(&y_dims[..]),

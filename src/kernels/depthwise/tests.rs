@@ -67,40 +67,85 @@ proptest! {
         py in 0usize..5, px in 0usize..6,
         seed in any::<u64>(),
     ) {
-        let span = |n: usize, k: usize, s: usize, d: usize, p: usize| {
-            (n + 2 * p).checked_sub(d * (k - 1) + 1).map(|r| r / s + 1)
-        };
-        let (Some(oh), Some(ow)) = (span(h, kh, sy, dy, py), span(w, kw, sx, dx, px)) else {
-            return Ok(());
-        };
-        let mut r = seed | 1;
-        let mut next = || {
-            r ^= r << 13;
-            r ^= r >> 7;
-            r ^= r << 17;
-            (r % 2001) as f32 / 1000.0 - 1.0
-        };
-        let x: Vec<f32> = (0..h * w).map(|_| next()).collect();
-        let k: Vec<f32> = (0..kh * kw).map(|_| next()).collect();
-        let bias = next();
-        let (kernel, stride, dilation, pad) = ([kh, kw], [sy, sx], [dy, dx], [py, px]);
-        let want = |fused| direct(fused, &x, [h, w], &k, kernel, stride, dilation, pad, bias, [oh, ow]);
-        let (unfused, fused) = (want(false), want(true));
-        let p = Padded::of([oh, ow], kernel, stride, dilation).unwrap();
-        let mut xp = vec![f32::NAN; p.len()];
-        pad_plane(&x, w, pad, p, &mut xp);
-        let mut got = vec![f32::NAN; oh * ow];
-        plain::plane(&xp, p.phases, p.cols, &k, kernel, stride, dilation, bias, ow, &mut got);
-        prop_assert_eq!(bits(&got), bits(&unfused));
-        plain::plane_fused(&xp, p.phases, p.cols, &k, kernel, stride, dilation, bias, ow, &mut got);
-        prop_assert_eq!(bits(&got), bits(&fused));
-        for lv in levels() {
-            let mut c = vec![f32::NAN; oh * ow];
-            plane(lv, &xp, p.phases, p.cols, &k, kernel, stride, dilation, bias, ow, &mut c);
-            let want = if fuses(lv) { &fused } else { &unfused };
-            prop_assert_eq!(bits(&c), bits(want), "{:?}", lv);
-        }
+        copies_are_the_direct_sum([h, w], [kh, kw], [sy, sx], [dy, dx], [py, px], seed)?;
     }
+
+    /// As above for stride and dilation 1 both ways, the models'
+    /// commonest depthwise geometry (rarely drawn above).
+    #[test]
+    fn every_copy_is_the_direct_sum_when_dense(
+        h in 1usize..30, w in 1usize..48,
+        kh in 1usize..8, kw in 1usize..8,
+        py in 0usize..4, px in 0usize..4,
+        seed in any::<u64>(),
+    ) {
+        copies_are_the_direct_sum([h, w], [kh, kw], [1, 1], [1, 1], [py, px], seed)?;
+    }
+}
+
+/// The plain copies against the direct sums, and every compiled copy
+/// against the one of its form, bit for bit, for one geometry.
+fn copies_are_the_direct_sum(
+    [h, w]: [usize; 2],
+    [kh, kw]: [usize; 2],
+    [sy, sx]: [usize; 2],
+    [dy, dx]: [usize; 2],
+    [py, px]: [usize; 2],
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let span = |n: usize, k: usize, s: usize, d: usize, p: usize| {
+        (n + 2 * p).checked_sub(d * (k - 1) + 1).map(|r| r / s + 1)
+    };
+    let (Some(oh), Some(ow)) = (span(h, kh, sy, dy, py), span(w, kw, sx, dx, px)) else {
+        return Ok(());
+    };
+    let mut r = seed | 1;
+    let mut next = || {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        (r % 2001) as f32 / 1000.0 - 1.0
+    };
+    let x: Vec<f32> = (0..h * w).map(|_| next()).collect();
+    let k: Vec<f32> = (0..kh * kw).map(|_| next()).collect();
+    let bias = next();
+    let (kernel, stride, dilation, pad) = ([kh, kw], [sy, sx], [dy, dx], [py, px]);
+    let want = |fused| {
+        direct(
+            fused,
+            &x,
+            [h, w],
+            &k,
+            kernel,
+            stride,
+            dilation,
+            pad,
+            bias,
+            [oh, ow],
+        )
+    };
+    let (unfused, fused) = (want(false), want(true));
+    let p = Padded::of([oh, ow], kernel, stride, dilation).unwrap();
+    let mut xp = vec![f32::NAN; p.len()];
+    pad_plane(&x, w, pad, p, &mut xp);
+    let mut got = vec![f32::NAN; oh * ow];
+    plain::plane(
+        &xp, p.phases, p.cols, &k, kernel, stride, dilation, bias, ow, &mut got,
+    );
+    prop_assert_eq!(bits(&got), bits(&unfused));
+    plain::plane_fused(
+        &xp, p.phases, p.cols, &k, kernel, stride, dilation, bias, ow, &mut got,
+    );
+    prop_assert_eq!(bits(&got), bits(&fused));
+    for lv in levels() {
+        let mut c = vec![f32::NAN; oh * ow];
+        plane(
+            lv, &xp, p.phases, p.cols, &k, kernel, stride, dilation, bias, ow, &mut c,
+        );
+        let want = if fuses(lv) { &fused } else { &unfused };
+        prop_assert_eq!(bits(&c), bits(want), "{:?}", lv);
+    }
+    Ok(())
 }
 
 proptest! {
