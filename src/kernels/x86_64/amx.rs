@@ -10,7 +10,8 @@
 //! channels: four accumulator tiles, two of `x`, two of `w`). Rows past
 //! the last whole 16 go through the VNNI kernel on the same panels while
 //! they are in cache (the same sums, bit for bit); a depth tail past the
-//! last whole 64 is copied into zero-padded tiles.
+//! last whole 64 is copied into zero-padded tiles, and products of fewer
+//! than 64 depths run on the VNNI kernel.
 //!
 //! The tile registers are per thread: each call configures them and
 //! releases them before it returns. Linux gives a process the AMX state
@@ -111,7 +112,10 @@ pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]
             && holds(x.len(), &[m, k])
             && holds(out.len(), &[m, n])
     );
-    if m < TILE_ROWS || n == 0 || k == 0 {
+    // Below one whole tile of depth every step would go through the
+    // zero-padded tail copies: the VNNI kernel is faster there (a
+    // convolution's first layer, 27 depths).
+    if m < TILE_ROWS || n == 0 || k < TILE_BYTES {
         avx512::gemm_i8(x, w, m, n, k, out);
     } else {
         // SAFETY: AMX and AVX-512 VNNI are present and this process may use
