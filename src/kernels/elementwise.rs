@@ -9,7 +9,8 @@
 //! the same operations in the same order: their results are identical, bit
 //! for bit (tested). On aarch64 NEON is the baseline, so the plain copy is
 //! already vectorised. Sums and maxima run in eight lanes so that they
-//! vectorise at all.
+//! vectorise at all (`max |x|` in 64: a maximum is exact in any order, and
+//! more lanes are more chains in flight).
 
 /// Which compiled copy of the row kernels runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

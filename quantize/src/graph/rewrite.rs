@@ -152,15 +152,20 @@ fn int8_product(model: &TypedModel, node: &TypedNode) -> Option<Int8Product> {
     // which declutter folds into the product, splits it in two). Depth
     // axes elsewhere (a transpose folded into the product: attention on an
     // image's `C, H·W` features) are moved there first, in order: `held`
-    // is which of `x`'s axes each position then holds.
+    // is which of `x`'s axes each position then holds (no move when the
+    // depth is last already).
+    let target: Vec<usize> = (0..r)
+        .filter(|a| !k.iter().any(|&(_, kx)| kx == *a))
+        .chain(k.iter().map(|&(_, kx)| kx))
+        .collect();
     let mut held: Vec<usize> = (0..r).collect();
     let mut moves = Vec::new();
-    for &(_, kx) in &k {
-        let from = held.iter().position(|&a| a == kx)?;
-        if from != r - 1 {
-            moves.push((from, r - 1));
-            let a = held.remove(from);
-            held.push(a);
+    for (i, &a) in target.iter().enumerate() {
+        let from = held.iter().position(|&h| h == a)?;
+        if from != i {
+            moves.push((from, i));
+            held.remove(from);
+            held.insert(i, a);
         }
     }
     let x_dims: Vec<usize> = held.iter().map(|&a| x_dims[a]).collect();
@@ -391,11 +396,12 @@ fn fake_quant(
 }
 
 /// `model` with every product of an activation by constant weights (of
-/// [`INT8_MIN_WEIGHTS`] or more, one output-channel axis, the depth the
-/// activation's last axes)
-/// in int8: weights per output channel, activations per row (dynamic);
-/// and every convolution of one image by constant OIHW weights: weights
-/// per output channel, one scale for the image. Returns the graph and the
+/// [`INT8_MIN_WEIGHTS`] or more, one output-channel axis; the depth moved
+/// to the activation's last axes when it is elsewhere, except for a
+/// product of one row) in int8: weights per output channel, activations
+/// per row (dynamic); and every convolution of one image by constant OIHW
+/// weights, and every 1 × 1 convolution: weights per output channel, one
+/// scale for the image. Returns the graph and the
 /// names and kinds (`linear`, `conv`) of the layers rewritten.
 pub fn int8_products(
     mut model: TypedModel,
@@ -684,14 +690,26 @@ mod tests {
     /// f32's within int8's error.
     #[test]
     fn a_product_with_its_depth_first_is_rewritten_and_agrees() {
-        for (expr, x_dims, y_dims) in [
-            ("bkm,nk->bmn", vec![1, 32, 20], vec![1, 20, 48]),
-            ("km,nk->mn", vec![32, 20], vec![20, 48]),
-            ("bkm,nk->bnm", vec![2, 32, 20], vec![2, 48, 20]),
+        for (expr, x_dims, y_dims, w_dims) in [
+            (
+                "bkm,nk->bmn",
+                vec![1, 32, 20],
+                vec![1, 20, 48],
+                vec![48, 32],
+            ),
+            ("km,nk->mn", vec![32, 20], vec![20, 48], vec![48, 32]),
+            (
+                "bkm,nk->bnm",
+                vec![2, 32, 20],
+                vec![2, 48, 20],
+                vec![48, 32],
+            ),
             // An image's `C, H, W` (two pixel axes, merged into rows).
-            ("kab,nk->abn", vec![32, 4, 5], vec![4, 5, 48]),
+            ("kab,nk->abn", vec![32, 4, 5], vec![4, 5, 48], vec![48, 32]),
+            // A depth split around a row axis.
+            ("kma,nka->mn", vec![4, 5, 8], vec![5, 48], vec![48, 4, 8]),
         ] {
-            let w = Tensor::from_shape(&[48, 32], &values(48 * 32, 13)).unwrap();
+            let w = Tensor::from_shape(&w_dims, &values(48 * 32, 13)).unwrap();
             let m = one_product(expr, &x_dims, w);
             let input = Tensor::from_shape(&x_dims, &values(x_dims.iter().product(), 17)).unwrap();
             let want = run(&m, &input);
@@ -729,6 +747,30 @@ mod tests {
                 Some(&y_dims[..]),
                 "{expr}"
             );
+            let worst = rel_error(&want, &run(&q, &input));
+            assert!(worst > 0.0 && worst <= INT8_REL_TOL, "{expr}: {worst}");
+        }
+    }
+
+    /// Where the depth is the activation's last axes already (one or
+    /// split over two), nothing is moved: one row included.
+    #[test]
+    fn a_trailing_depth_is_not_moved() {
+        for (expr, x_dims, w_dims) in [
+            ("mak,nak->bmn", vec![5, 2, 32], vec![24, 2, 32]),
+            ("mak,nak->mn", vec![1, 2, 32], vec![24, 2, 32]),
+            ("bmk,nk->bmn", vec![1, 7, 64], vec![24, 64]),
+        ] {
+            let n: usize = w_dims.iter().product();
+            let w = Tensor::from_shape(&w_dims, &values(n, 29)).unwrap();
+            let m = one_product(expr, &x_dims, w);
+            let node = m.nodes.iter().find(|n| n.name == "p").unwrap();
+            let p = int8_product(&m, node).expect(expr);
+            assert!(p.moves.is_empty(), "{expr}: {:?}", p.moves);
+            let input = Tensor::from_shape(&x_dims, &values(x_dims.iter().product(), 31)).unwrap();
+            let want = run(&m, &input);
+            let (q, names) = int8_products(m).unwrap();
+            assert_eq!(names, [("p".to_string(), "linear")], "{expr}");
             let worst = rel_error(&want, &run(&q, &input));
             assert!(worst > 0.0 && worst <= INT8_REL_TOL, "{expr}: {worst}");
         }

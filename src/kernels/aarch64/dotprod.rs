@@ -33,19 +33,22 @@ pub fn i8_panel_len(k: usize) -> usize {
 /// of `src` (`k` rows of `ld`): whole groups of whole panels by
 /// [`interleave4`].
 pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]) {
-    group_columns::pack_cols(src, ld, first, n, k, 0, out, interleave4)
+    group_columns::pack_cols(src, ld, first, n, k, 0, out, |rows, dst| {
+        interleave4(rows, 0, dst)
+    })
 }
 
-/// One group of a panel: column `c`'s four depths `rows[0..4][c]` at bytes
-/// `4c..4c + 4`: two rounds of byte and half-word zips (NEON, part of
-/// every aarch64 CPU).
+/// One group of a panel: column `c`'s four depths `rows[0..4][c]` (each
+/// `^ flip`) at bytes `4c..4c + 4`: two rounds of byte and half-word zips
+/// (NEON, part of every aarch64 CPU).
 #[inline(always)]
-fn interleave4(rows: [&[i8; PANEL]; 4], dst: &mut [i8; 4 * PANEL]) {
+fn interleave4(rows: [&[i8; PANEL]; 4], flip: i8, dst: &mut [i8; 4 * PANEL]) {
     // SAFETY: NEON is part of aarch64; each load reads one of the 16-byte
     // arrays, the stores write the four 16-byte quarters of `dst`.
     #[allow(unused_unsafe)]
     unsafe {
-        let [a, b, c, d] = rows.map(|r| vld1q_s8(r.as_ptr()));
+        let f = vdupq_n_s8(flip);
+        let [a, b, c, d] = rows.map(|r| veorq_s8(vld1q_s8(r.as_ptr()), f));
         let ab0 = vreinterpretq_s16_s8(vzip1q_s8(a, b));
         let ab1 = vreinterpretq_s16_s8(vzip2q_s8(a, b));
         let cd0 = vreinterpretq_s16_s8(vzip1q_s8(c, d));

@@ -133,6 +133,7 @@ fn copies_are_the_direct_sum(
         &xp, p.phases, p.cols, &k, kernel, stride, dilation, bias, ow, &mut got,
     );
     prop_assert_eq!(bits(&got), bits(&unfused));
+    got.fill(f32::NAN);
     plain::plane_fused(
         &xp, p.phases, p.cols, &k, kernel, stride, dilation, bias, ow, &mut got,
     );
