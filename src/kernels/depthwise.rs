@@ -6,8 +6,8 @@
 //! spill).
 //!
 //! Written once, plainly, in [`plain`], in two forms: each tap's product
-//! rounded then added ([`plain::plane`]), or fused into one rounding
-//! ([`plain::plane_fused`], `f32::mul_add`, for CPUs with FMA). It is
+//! rounded then added (`plain::plane::<false>`), or fused into one rounding
+//! (`plain::plane::<true>`, `f32::mul_add`, for CPUs with FMA). It is
 //! compiled again on x86_64 with SSE4.1 (unfused), AVX2 + FMA and AVX-512
 //! (fused) as the element-wise kernels are ([`super::elementwise`]); on
 //! aarch64, where FMA is the baseline, the plain copy runs fused
@@ -193,49 +193,15 @@ pub mod plain {
     /// time (their sums are independent chains, so a tap's additions
     /// overlap), the last rows one at a time.
     ///
-    /// A kernel of no taps gives the bias everywhere.
+    /// `FUSED`: each tap's product and sum in one rounding
+    /// (`acc = k.mul_add(x, acc)`), for CPUs with FMA (elsewhere a library
+    /// call per tap). A kernel of no taps gives the bias everywhere.
     ///
     /// # Panics
     /// When `xp` or `cols` is too short for the geometry, or `k` holds
     /// fewer than `kh · kw` taps (checked once, before any read).
     #[inline(always)]
-    pub fn plane(
-        xp: &[f32],
-        phases: usize,
-        cols: usize,
-        k: &[f32],
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        dilation: [usize; 2],
-        bias: f32,
-        ow: usize,
-        out: &mut [f32],
-    ) {
-        plane_as::<false>(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
-    }
-
-    /// As [`plane`], each tap's product and sum in one rounding
-    /// (`acc = k.mul_add(x, acc)`): for CPUs with FMA, elsewhere a
-    /// library call per tap.
-    #[inline(always)]
-    pub fn plane_fused(
-        xp: &[f32],
-        phases: usize,
-        cols: usize,
-        k: &[f32],
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        dilation: [usize; 2],
-        bias: f32,
-        ow: usize,
-        out: &mut [f32],
-    ) {
-        plane_as::<true>(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
-    }
-
-    /// [`plane`] (`FUSED`: [`plane_fused`]).
-    #[inline(always)]
-    fn plane_as<const FUSED: bool>(
+    pub fn plane<const FUSED: bool>(
         xp: &[f32],
         phases: usize,
         cols: usize,
@@ -398,7 +364,7 @@ pub mod plain {
 }
 
 /// Whether `level`'s copy of [`plane`] fuses each tap's multiply-add (one
-/// rounding, as [`plain::plane_fused`]): x86_64's AVX2 and AVX-512 copies,
+/// rounding, as `plain::plane::<true>`): x86_64's AVX2 and AVX-512 copies,
 /// and aarch64's, where FMA is the baseline.
 pub fn fuses(level: Level) -> bool {
     match level {
@@ -408,8 +374,7 @@ pub fn fuses(level: Level) -> bool {
 }
 
 /// One output channel of a depthwise convolution, from its padded input:
-/// [`plain::plane`] or, where [`fuses`], [`plain::plane_fused`], compiled
-/// for `level`.
+/// [`plain::plane`], fused where [`fuses`], compiled for `level`.
 #[inline]
 pub fn plane(
     level: Level,
@@ -437,8 +402,8 @@ pub fn plane(
         // F, BW and VL, AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => unsafe { x86::avx512(args) },
-        _ if cfg!(target_arch = "aarch64") => call(plain::plane_fused, args),
-        _ => call(plain::plane, args),
+        _ if cfg!(target_arch = "aarch64") => call(plain::plane::<true>, args),
+        _ => call(plain::plane::<false>, args),
     }
 }
 
@@ -475,21 +440,21 @@ mod x86 {
     pub(super) unsafe fn sse41(
         (xp, phases, cols, k, kernel, stride, dilation, bias, ow, out): PlaneArgs<'_>,
     ) {
-        plain::plane(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
+        plain::plane::<false>(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
     }
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn avx2(
         (xp, phases, cols, k, kernel, stride, dilation, bias, ow, out): PlaneArgs<'_>,
     ) {
-        plain::plane_fused(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
+        plain::plane::<true>(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
     pub(super) unsafe fn avx512(
         (xp, phases, cols, k, kernel, stride, dilation, bias, ow, out): PlaneArgs<'_>,
     ) {
-        plain::plane_fused(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
+        plain::plane::<true>(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
     }
 }
 

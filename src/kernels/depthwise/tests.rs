@@ -129,12 +129,12 @@ fn copies_are_the_direct_sum(
     let mut xp = vec![f32::NAN; p.len()];
     pad_plane(&x, w, pad, p, &mut xp);
     let mut got = vec![f32::NAN; oh * ow];
-    plain::plane(
+    plain::plane::<false>(
         &xp, p.phases, p.cols, &k, kernel, stride, dilation, bias, ow, &mut got,
     );
     prop_assert_eq!(bits(&got), bits(&unfused));
     got.fill(f32::NAN);
-    plain::plane_fused(
+    plain::plane::<true>(
         &xp, p.phases, p.cols, &k, kernel, stride, dilation, bias, ow, &mut got,
     );
     prop_assert_eq!(bits(&got), bits(&fused));
@@ -189,7 +189,7 @@ fn a_short_padded_plane_is_refused() {
     let run = |xp: &[f32], k: &[f32]| {
         std::panic::catch_unwind(|| {
             let mut out = vec![0f32; oh * ow];
-            plain::plane(
+            plain::plane::<false>(
                 xp, p.phases, p.cols, k, kernel, stride, dilation, 0.0, ow, &mut out,
             );
         })
