@@ -213,8 +213,12 @@ fn schedule(kernels: &Kernels) -> clip_edge::engine::schedule::ir::Lowered {
 fn bytes_of(l: &clip_edge::engine::schedule::ir::Lowered, kernels: &str, key: &str) -> SharedBytes {
     let mut v = Vec::new();
     section::write(l, kernels, key, 0.0, &mut v).unwrap();
-    // A mapping starts on a page; a Vec<u8> only on its allocator's
-    // alignment: copy into 64-byte aligned storage.
+    aligned(&v)
+}
+
+/// `v` as a mapping holds it: a mapping starts on a page, a Vec<u8> only
+/// on its allocator's alignment, so copied into 64-byte aligned storage.
+fn aligned(v: &[u8]) -> SharedBytes {
     let mut aligned = vec![[0u8; 64]; v.len().div_ceil(64)];
     let flat: &mut [u8] = bytemuck::cast_slice_mut(&mut aligned);
     flat[..v.len()].copy_from_slice(&v);
@@ -280,6 +284,58 @@ fn a_section_for_other_kernels_or_with_short_weights_is_refused() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("another bundle"), "{err}");
+}
+
+/// Random damage to a section's prefix, header and schedule, its digest
+/// made to hold again (a forged file): `read`, and the engine built from
+/// what it accepts, refuse it with an error or run a frame; never a panic.
+#[test]
+fn forged_sections_with_a_valid_digest_are_refused_or_run_never_panic() {
+    const CASES: usize = 300;
+    let here = Kernels::detect();
+    let good: Vec<u8> = (*bytes_of(&schedule(&here), here.packing().name, "k"))
+        .as_ref()
+        .to_vec();
+    let header_len = u64::from_le_bytes(good[16..24].try_into().unwrap()) as usize;
+    let span = (24 + header_len).min(good.len() - 32);
+    let mut r = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: usize| {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        (r % n as u64) as usize
+    };
+    let (mut refused, mut ran) = (0, 0);
+    for case in 0..CASES {
+        let mut v = good.clone();
+        for _ in 0..1 + next(3) {
+            let at = 8 + next(span - 8);
+            v[at] = if next(2) == 0 {
+                v[at] ^ (1 << next(8))
+            } else {
+                next(256) as u8
+            };
+        }
+        let body = v.len() - 32;
+        let digest = *blake3::hash(&v[..body]).as_bytes();
+        v[body..].copy_from_slice(&digest);
+        let bytes = aligned(&v);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let sec = section::read(bytes, &here.packing(), "k").ok()?;
+            let mut n = Native::from_lowered(sec.schedule, here, 1).ok()?;
+            let input = vec![0.25f32; n.input_len()];
+            let mut out = vec![0f32; n.output_len()];
+            n.run(&input, &mut out);
+            Some(())
+        }));
+        match outcome {
+            Ok(Some(())) => ran += 1,
+            Ok(None) => refused += 1,
+            Err(_) => panic!("case {case}: a forged section panicked"),
+        }
+    }
+    eprintln!("{CASES} forged sections: {refused} refused, {ran} ran");
+    assert!(refused > 0, "no forged section was refused");
 }
 
 #[test]
