@@ -221,7 +221,7 @@ fn bytes_of(l: &clip_edge::engine::schedule::ir::Lowered, kernels: &str, key: &s
 fn aligned(v: &[u8]) -> SharedBytes {
     let mut aligned = vec![[0u8; 64]; v.len().div_ceil(64)];
     let flat: &mut [u8] = bytemuck::cast_slice_mut(&mut aligned);
-    flat[..v.len()].copy_from_slice(&v);
+    flat[..v.len()].copy_from_slice(v);
     Arc::new(AlignedBytes(aligned, v.len()))
 }
 
