@@ -108,16 +108,11 @@ pub fn pad_plane(x: &[f32], w: usize, pad: [usize; 2], p: Padded, out: &mut [f32
                 i = 1;
             }
             let (base, pairs) = ((i + pad[1]) / 2, (n - i) / 2);
-            // Sixteen pairs at a time (fixed-size arrays: a deinterleave
-            // the compiler vectorises), then the rest one pair at a time.
-            let mut to0 = run0[base..base + pairs].chunks_exact_mut(DEAL);
-            let mut to1 = run1[base..base + pairs].chunks_exact_mut(DEAL);
-            let mut from = row[i..i + 2 * pairs].chunks_exact(2 * DEAL);
-            for ((a, b), src) in (&mut to0).zip(&mut to1).zip(&mut from) {
-                deal(src, a, b);
-            }
-            let rest = to0.into_remainder().iter_mut().zip(to1.into_remainder());
-            for ((a, b), pair) in rest.zip(from.remainder().chunks_exact(2)) {
+            for ((a, b), pair) in run0[base..base + pairs]
+                .iter_mut()
+                .zip(&mut run1[base..base + pairs])
+                .zip(row[i..i + 2 * pairs].chunks_exact(2))
+            {
                 *a = pair[0];
                 *b = pair[1];
             }
@@ -143,41 +138,6 @@ pub fn pad_plane(x: &[f32], w: usize, pad: [usize; 2], p: Padded, out: &mut [f32
                 }
             }
         }
-    }
-}
-
-/// Pairs of values [`deal`] takes at once.
-const DEAL: usize = 16;
-
-/// `src`'s even values into `a`, its odd ones into `b` ([`DEAL`] each):
-/// on x86_64 four of each at a time by SSE's shuffles (the compiler leaves
-/// this loop scalar there), elsewhere as written (aarch64's `ld2`).
-#[inline(always)]
-fn deal(src: &[f32], a: &mut [f32], b: &mut [f32]) {
-    let src: &[f32; 2 * DEAL] = src.try_into().expect("2 · DEAL values");
-    let a: &mut [f32; DEAL] = a.try_into().expect("DEAL values");
-    let b: &mut [f32; DEAL] = b.try_into().expect("DEAL values");
-    #[cfg(target_arch = "x86_64")]
-    for ((a, b), src) in a
-        .chunks_exact_mut(4)
-        .zip(b.chunks_exact_mut(4))
-        .zip(src.chunks_exact(8))
-    {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE is part of x86_64; the loads read the 8 values of
-        // `src`'s chunk, the stores write the 4 of `a`'s and `b`'s.
-        #[allow(unused_unsafe)]
-        unsafe {
-            let lo = _mm_loadu_ps(src.as_ptr());
-            let hi = _mm_loadu_ps(src.as_ptr().add(4));
-            _mm_storeu_ps(a.as_mut_ptr(), _mm_shuffle_ps::<0b10_00_10_00>(lo, hi));
-            _mm_storeu_ps(b.as_mut_ptr(), _mm_shuffle_ps::<0b11_01_11_01>(lo, hi));
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    for t in 0..DEAL {
-        a[t] = src[2 * t];
-        b[t] = src[2 * t + 1];
     }
 }
 
