@@ -350,20 +350,10 @@ pub fn plane(
     out: &mut [f32],
 ) {
     let args = (xp, phases, cols, k, kernel, stride, dilation, bias, ow, out);
-    match level {
-        // SAFETY: `Level::Sse41` is only chosen where the CPU has SSE4.1.
-        #[cfg(target_arch = "x86_64")]
-        Level::Sse41 => unsafe { x86::sse41(args) },
-        // SAFETY: `Level::Avx2` is only chosen where the CPU has AVX2 and
-        // FMA.
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => unsafe { x86::avx2(args) },
-        // SAFETY: `Level::Avx512` is only chosen where the CPU has AVX-512
-        // F, BW and VL, AVX2 and FMA.
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => unsafe { x86::avx512(args) },
-        _ if cfg!(target_arch = "aarch64") => call(plain::plane::<true>, args),
-        _ => call(plain::plane::<false>, args),
+    if fuses(level) {
+        plane_as::<true>(level, args)
+    } else {
+        plane_as::<false>(level, args)
     }
 }
 
@@ -381,14 +371,26 @@ type PlaneArgs<'a> = (
     &'a mut [f32],
 );
 
-/// `f` ([`plain::plane`]'s signature) on `args`.
+/// [`plain::plane`] (`FUSED` as [`fuses`] says) compiled for `level`.
 #[inline(always)]
-#[allow(clippy::type_complexity)]
-fn call(
-    f: fn(&[f32], usize, usize, &[f32], [usize; 2], [usize; 2], [usize; 2], f32, usize, &mut [f32]),
-    (xp, phases, cols, k, kernel, stride, dilation, bias, ow, out): PlaneArgs<'_>,
-) {
-    f(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
+fn plane_as<const FUSED: bool>(level: Level, args: PlaneArgs<'_>) {
+    match level {
+        // SAFETY: `Level::Sse41` is only chosen where the CPU has SSE4.1.
+        #[cfg(target_arch = "x86_64")]
+        Level::Sse41 => unsafe { x86::sse41::<FUSED>(args) },
+        // SAFETY: `Level::Avx2` is only chosen where the CPU has AVX2 and
+        // FMA.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { x86::avx2::<FUSED>(args) },
+        // SAFETY: `Level::Avx512` is only chosen where the CPU has AVX-512
+        // F, BW and VL, AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { x86::avx512::<FUSED>(args) },
+        _ => {
+            let (xp, phases, cols, k, kernel, stride, dilation, bias, ow, out) = args;
+            plain::plane::<FUSED>(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
+        }
+    }
 }
 
 /// The plain source compiled for each x86_64 level.
@@ -397,24 +399,24 @@ mod x86 {
     use super::{plain, PlaneArgs};
 
     #[target_feature(enable = "sse4.1")]
-    pub(super) unsafe fn sse41(
+    pub(super) unsafe fn sse41<const FUSED: bool>(
         (xp, phases, cols, k, kernel, stride, dilation, bias, ow, out): PlaneArgs<'_>,
     ) {
-        plain::plane::<false>(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
+        plain::plane::<FUSED>(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn avx2(
+    pub(super) unsafe fn avx2<const FUSED: bool>(
         (xp, phases, cols, k, kernel, stride, dilation, bias, ow, out): PlaneArgs<'_>,
     ) {
-        plain::plane::<true>(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
+        plain::plane::<FUSED>(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-    pub(super) unsafe fn avx512(
+    pub(super) unsafe fn avx512<const FUSED: bool>(
         (xp, phases, cols, k, kernel, stride, dilation, bias, ow, out): PlaneArgs<'_>,
     ) {
-        plain::plane::<true>(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
+        plain::plane::<FUSED>(xp, phases, cols, k, kernel, stride, dilation, bias, ow, out)
     }
 }
 
