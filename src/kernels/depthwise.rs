@@ -324,13 +324,9 @@ pub mod plain {
 }
 
 /// Whether `level`'s copy of [`plane`] fuses each tap's multiply-add (one
-/// rounding, as `plain::plane::<true>`): x86_64's AVX2 and AVX-512 copies,
-/// and aarch64's, where FMA is the baseline.
+/// rounding, as `plain::plane::<true>`): [`Level::fuses`].
 pub fn fuses(level: Level) -> bool {
-    match level {
-        Level::Avx2 | Level::Avx512 => true,
-        Level::Plain | Level::Sse41 => cfg!(target_arch = "aarch64"),
-    }
+    level.fuses()
 }
 
 /// One output channel of a depthwise convolution, from its padded input:

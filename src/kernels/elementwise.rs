@@ -7,7 +7,8 @@
 //! again with AVX2 + FMA and with AVX-512 enabled, and [`Level`] (chosen at
 //! run time with the product kernels) picks the copy. The copies compute
 //! the same operations in the same order: their results are identical, bit
-//! for bit (tested). On aarch64 NEON is the baseline, so the plain copy is
+//! for bit (tested), to the plain source's form for that copy: the
+//! polynomial maps fuse their multiply-adds where [`Level::fuses`]. On aarch64 NEON is the baseline, so the plain copy is
 //! already vectorised. Sums and maxima run in eight lanes so that they
 //! vectorise at all (`max |x|` in 64: a maximum is exact in any order, and
 //! more lanes are more chains in flight).
@@ -100,6 +101,23 @@ impl Unary {
 /// normal f32 and the largest finite).
 #[inline(always)]
 pub fn fast_exp(x: f32) -> f32 {
+    fast_exp_with::<false>(x)
+}
+
+/// `a·b + c`, rounded once where `FUSED` (the CPU's FMA: [`Level::fuses`])
+/// and twice otherwise.
+#[inline(always)]
+pub fn mad<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FUSED {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// [`fast_exp`], its multiply-adds fused where `FUSED` (the same bound).
+#[inline(always)]
+pub fn fast_exp_with<const FUSED: bool>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
@@ -108,18 +126,17 @@ pub fn fast_exp(x: f32) -> f32 {
     // n = round(x · log2 e), by the 1.5 · 2^23 trick (|n| ≤ 128): the
     // integer sits in the low mantissa bits of `t` (no float-to-int
     // conversion, which would not vectorise).
-    let t = x * LOG2E + MAGIC;
+    let m = mad::<FUSED>;
+    let t = m(x, LOG2E, MAGIC);
     let n = t - MAGIC;
     let ni = t.to_bits() as i32 - MAGIC.to_bits() as i32;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let p = (((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
-        * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5)
-        * (r * r)
-        + r
-        + 1.0;
+    let r = m(-n, LN2_LO, m(-n, LN2_HI, x));
+    let p = m(r, 1.987_569_2e-4, 1.398_199_9e-3);
+    let p = m(p, r, 8.333_452e-3);
+    let p = m(p, r, 4.166_579_6e-2);
+    let p = m(p, r, 1.666_666_5e-1);
+    let p = m(p, r, 0.5);
+    let p = m(p, r * r, r) + 1.0;
     // 2^n for n in [-126, 128]: n = 128 only where x ≥ 88.38; split it.
     let half = ni >> 1;
     let a = f32::from_bits(((half + 127) as u32) << 23);
@@ -129,36 +146,46 @@ pub fn fast_exp(x: f32) -> f32 {
 
 /// `erfc(z)` for `z ≥ 0`: Numerical Recipes' `erfcc` (a Chebyshev fit
 /// of `erfc(z)·e^(z²)` in `t = 1/(1 + z/2)`, fractional error below 1.2e-7
-/// in exact arithmetic), branch-free with [`fast_exp`].
+/// in exact arithmetic), branch-free with [`fast_exp_with`].
 #[inline(always)]
 #[allow(clippy::excessive_precision)] // the coefficients as published
-fn erfc_nonneg(z: f32) -> f32 {
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let p = -1.265_512_2
-        + t * (1.000_023_7
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    t * fast_exp(p - z * z)
+fn erfc_nonneg<const FUSED: bool>(z: f32) -> f32 {
+    let m = mad::<FUSED>;
+    let t = 1.0 / m(0.5, z, 1.0);
+    let p = m(t, 0.170_872_77, -0.822_152_23);
+    let p = m(t, p, 1.488_515_87);
+    let p = m(t, p, -1.135_203_98);
+    let p = m(t, p, 0.278_868_07);
+    let p = m(t, p, -0.186_288_06);
+    let p = m(t, p, 0.096_784_18);
+    let p = m(t, p, 0.374_091_96);
+    let p = m(t, p, 1.000_023_7);
+    let p = m(t, p, -1.265_512_2);
+    t * fast_exp_with::<FUSED>(m(-z, z, p))
 }
 
 /// `erf(x)` in f32, branch-free: `1 - erfc(|x|)` with `x`'s sign, and
 /// for `|x| < 1/2` (where that would cancel) its Maclaurin series to
 /// `x^11` instead. Within [`ERF_ABS_ERROR`] of the exact value, and within
-/// [`ERF_SMALL_REL_ERROR`] of it relatively below `1/2` (tested).
+/// [`ERF_SMALL_REL_ERROR`] of it relatively below `1/2` (tested), unfused
+/// and fused alike.
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
+    erf_with::<false>(x)
+}
+
+/// [`erf`], its multiply-adds fused where `FUSED`.
+#[inline(always)]
+pub fn erf_with<const FUSED: bool>(x: f32) -> f32 {
+    let m = mad::<FUSED>;
     // 2/√π · (x − x³/3 + x⁵/10 − x⁷/42 + x⁹/216 − x¹¹/1320)
     let z = x * x;
-    let series = x
-        * (std::f32::consts::FRAC_2_SQRT_PI
-            * (1.0
-                + z * (-1.0 / 3.0
-                    + z * (1.0 / 10.0 + z * (-1.0 / 42.0 + z * (1.0 / 216.0 - z / 1320.0))))));
-    let far = (1.0 - erfc_nonneg(x.abs())).copysign(x);
+    let s = m(z, -1.0 / 1320.0, 1.0 / 216.0);
+    let s = m(z, s, -1.0 / 42.0);
+    let s = m(z, s, 1.0 / 10.0);
+    let s = m(z, s, -1.0 / 3.0);
+    let series = x * (std::f32::consts::FRAC_2_SQRT_PI * m(z, s, 1.0));
+    let far = (1.0 - erfc_nonneg::<FUSED>(x.abs())).copysign(x);
     if x.abs() < 0.5 {
         series
     } else {
@@ -183,22 +210,33 @@ const GELU_CLAMP: f32 = 5.5;
 /// (degree 5 over 5 in `x²`, weighted least squares towards the minimax
 /// error; generator: `scripts/fit-gelu`), one division and no exponential,
 /// a few times cheaper than `erf` above. Within `1e-6 · |x|/2` of the
-/// exact value (tested): absolute precision, as PyTorch's own float GELU
-/// has, so the far negative tail (|GELU| below about 1e-7 · |x|) is not
-/// kept to relative precision.
+/// exact value (tested, unfused and fused): absolute precision, as
+/// PyTorch's own float GELU has, so the far negative tail (|GELU| below
+/// about 1e-7 · |x|) is not kept to relative precision.
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    gelu_with::<false>(x)
+}
+
+/// [`gelu`], its multiply-adds fused where `FUSED` (on AVX-512 about 0.6×
+/// the unfused form's time: the products and sums are half the
+/// instructions).
 #[inline(always)]
 #[allow(clippy::excessive_precision)] // the fit's coefficients as generated
-pub fn gelu(x: f32) -> f32 {
+pub fn gelu_with<const FUSED: bool>(x: f32) -> f32 {
+    let m = mad::<FUSED>;
     let c = x.clamp(-GELU_CLAMP, GELU_CLAMP);
     let u = c * c;
-    let p = 7.978_844_724e-1
-        + u * (6.775_838_848e-2
-            + u * (9.357_764_214e-3
-                + u * (3.381_772_424e-4 + u * (1.270_576_329e-5 + u * 4.544_444_910e-8))));
-    let q = 1.0
-        + u * (2.515_884_778e-1
-            + u * (2.866_102_327e-2
-                + u * (1.885_960_722e-3 + u * (7.372_577_879e-5 + u * 1.196_766_768e-6))));
+    let p = m(u, 4.544_444_910e-8, 1.270_576_329e-5);
+    let p = m(u, p, 3.381_772_424e-4);
+    let p = m(u, p, 9.357_764_214e-3);
+    let p = m(u, p, 6.775_838_848e-2);
+    let p = m(u, p, 7.978_844_724e-1);
+    let q = m(u, 1.196_766_768e-6, 7.372_577_879e-5);
+    let q = m(u, q, 1.885_960_722e-3);
+    let q = m(u, q, 2.866_102_327e-2);
+    let q = m(u, q, 2.515_884_778e-1);
+    let q = m(u, q, 1.0);
     // The fit passes 1 by about 1e-7 near the clamp: `1 + erf` held to
     // [0, 2], so that GELU never changes sign nor exceeds `x`.
     0.5 * x * (1.0 + c * p / q).clamp(0.0, 2.0)
@@ -207,7 +245,7 @@ pub fn gelu(x: f32) -> f32 {
 /// The plain source of every row kernel (and the twin the compiled copies
 /// are tested against).
 pub mod plain {
-    use super::{erf, fast_exp, gelu, Binary, Unary};
+    use super::{erf_with, fast_exp, fast_exp_with, gelu_with, Binary, Unary};
     use crate::kernels::quantize;
 
     const LANES: usize = 8;
@@ -258,9 +296,11 @@ pub mod plain {
         lanes_fold(row, f32::NEG_INFINITY, |v| v, f32::max)
     }
 
-    /// `out = f(x)`, or `out = f(out)` in place when `x` is `None`.
+    /// `out = f(x)`, or `out = f(out)` in place when `x` is `None`; the
+    /// polynomial ops (exponentials, erf, GELU) with their multiply-adds
+    /// fused where `fused`.
     #[inline(always)]
-    pub fn map(op: Unary, x: Option<&[f32]>, out: &mut [f32]) {
+    pub fn map_with(fused: bool, op: Unary, x: Option<&[f32]>, out: &mut [f32]) {
         #[inline(always)]
         fn each(f: impl Fn(f32) -> f32, x: Option<&[f32]>, out: &mut [f32]) {
             match x {
@@ -276,20 +316,34 @@ pub mod plain {
                 }
             }
         }
+        #[inline(always)]
+        fn polynomial<const FUSED: bool>(op: Unary, x: Option<&[f32]>, out: &mut [f32]) {
+            let exp = fast_exp_with::<FUSED>;
+            match op {
+                Unary::Sigmoid => each(|v| 1.0 / (1.0 + exp(-v)), x, out),
+                Unary::Exp => each(exp, x, out),
+                Unary::QuickGelu(alpha) => each(|v| v * (1.0 / (1.0 + exp(-(v * alpha)))), x, out),
+                Unary::Erf => each(erf_with::<FUSED>, x, out),
+                Unary::Gelu => each(gelu_with::<FUSED>, x, out),
+                _ => unreachable!("not a polynomial op: {op:?}"),
+            }
+        }
         match op {
             Unary::Abs => each(f32::abs, x, out),
             Unary::Recip => each(|v| 1.0 / v, x, out),
             Unary::RoundHalfToEven => each(crate::kernels::round_half_even, x, out),
-            Unary::Sigmoid => each(|v| 1.0 / (1.0 + fast_exp(-v)), x, out),
             Unary::Rsqrt => each(|v| 1.0 / v.sqrt(), x, out),
             Unary::Sqrt => each(f32::sqrt, x, out),
             Unary::Square => each(|v| v * v, x, out),
-            Unary::Exp => each(fast_exp, x, out),
             Unary::Neg => each(|v| -v, x, out),
             Unary::Tanh => each(f32::tanh, x, out),
-            Unary::QuickGelu(alpha) => each(|v| v * (1.0 / (1.0 + fast_exp(-(v * alpha)))), x, out),
-            Unary::Erf => each(erf, x, out),
-            Unary::Gelu => each(gelu, x, out),
+            Unary::Sigmoid | Unary::Exp | Unary::QuickGelu(_) | Unary::Erf | Unary::Gelu => {
+                if fused {
+                    polynomial::<true>(op, x, out)
+                } else {
+                    polynomial::<false>(op, x, out)
+                }
+            }
         }
     }
 
@@ -505,8 +559,9 @@ compiled! {
     fn abs_max(row: &[f32]) -> f32;
     /// `max v` of a row.
     fn max(row: &[f32]) -> f32;
-    /// `out = f(x)`, or in place when `x` is `None`.
-    fn map(op: Unary, x: Option<&[f32]>, out: &mut [f32]);
+    /// `out = f(x)`, or in place when `x` is `None`, fused or not ([`map`]
+    /// picks `level`'s form).
+    fn map_with(fused: bool, op: Unary, x: Option<&[f32]>, out: &mut [f32]);
     /// One row of a binary op.
     fn binary(op: Binary, a: &[f32], ia: usize, b: &[f32], ib: usize, out: &mut [f32]);
     /// One row of a binary op in place (a fused epilogue).
@@ -523,7 +578,25 @@ compiled! {
     fn dequantize_bias(acc: &[i32], f: f32, b: f32, out: &mut [f32]);
 }
 
+/// `out = f(x)`, or in place when `x` is `None`: `level`'s copy, its
+/// polynomial ops' multiply-adds fused where [`Level::fuses`].
+#[inline]
+pub fn map(level: Level, op: Unary, x: Option<&[f32]>, out: &mut [f32]) {
+    map_with(level, level.fuses(), op, x, out)
+}
+
 impl Level {
+    /// Whether this copy's kernels fuse multiply-adds where they may (one
+    /// rounding: `f32::mul_add`, the plain twins' `FUSED` forms): x86_64's
+    /// AVX2 and AVX-512 copies, and aarch64's, where FMA is the baseline.
+    /// Elsewhere a fused multiply-add is a library call.
+    pub fn fuses(self) -> bool {
+        match self {
+            Level::Avx2 | Level::Avx512 => true,
+            Level::Plain | Level::Sse41 => cfg!(target_arch = "aarch64"),
+        }
+    }
+
     /// The copy this CPU runs best (`CLIP_EDGE_KERNELS=scalar`: the plain
     /// one), for work outside the engine (an image's resize).
     pub fn detect() -> Level {

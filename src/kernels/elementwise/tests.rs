@@ -78,10 +78,10 @@ proptest! {
             for op in UNARIES {
                 let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
                 map(lv, op, Some(&x), &mut a);
-                plain::map(op, Some(&x), &mut b);
+                plain::map_with(lv.fuses(), op, Some(&x), &mut b);
                 prop_assert_eq!(bits(&a), bits(&b), "{:?}", op);
                 map(lv, op, None, &mut a);
-                plain::map(op, None, &mut b);
+                plain::map_with(lv.fuses(), op, None, &mut b);
                 prop_assert_eq!(bits(&a), bits(&b), "{:?} in place", op);
             }
             let other = &y[..if stride == 0 { 1 } else { (n * stride).clamp(1, 77) }];
@@ -147,13 +147,19 @@ proptest! {
 /// grid below).
 const GELU_REL_ERROR: f64 = 1e-6;
 
-/// `erf` and GELU against f64's (libm) on a dense grid, the extremes, the
+/// `erf` and GELU, unfused and fused, against f64's (libm) on a dense grid, the extremes, the
 /// signed zeros and NaN: within [`super::ERF_ABS_ERROR`] and
 /// [`GELU_REL_ERROR`]; GELU's far negative tail is near zero, and its far
 /// positive side is `x`.
 #[test]
 fn erf_and_gelu_meet_their_definitions() {
-    use super::{erf, gelu, ERF_ABS_ERROR, ERF_SMALL_REL_ERROR};
+    erf_and_gelu_meet_their_definitions_in::<false>();
+    erf_and_gelu_meet_their_definitions_in::<true>();
+}
+
+fn erf_and_gelu_meet_their_definitions_in<const FUSED: bool>() {
+    use super::{ERF_ABS_ERROR, ERF_SMALL_REL_ERROR};
+    let (erf, gelu) = (super::erf_with::<FUSED>, super::gelu_with::<FUSED>);
     let mut worst_erf = 0f64;
     let mut worst_small = 0f64;
     for i in 1..=200_000 {
@@ -167,7 +173,7 @@ fn erf_and_gelu_meet_their_definitions() {
             worst_small = worst_small.max(((erf(x) as f64 - e) / e).abs());
         }
     }
-    eprintln!("erf within {worst_small:.2e} relatively below 1/2");
+    eprintln!("erf (fused: {FUSED}) within {worst_small:.2e} relatively below 1/2");
     assert!(
         worst_small <= ERF_SMALL_REL_ERROR as f64,
         "erf off by {worst_small:e} near 0"
@@ -191,7 +197,7 @@ fn erf_and_gelu_meet_their_definitions() {
             worst_gelu = worst_gelu.max((gelu(x) as f64 - g).abs() / scale);
         }
     }
-    eprintln!("erf within {worst_erf:.2e}, gelu within {worst_gelu:.2e} of |x|/2");
+    eprintln!("erf (fused: {FUSED}) within {worst_erf:.2e}, gelu within {worst_gelu:.2e} of |x|/2");
     assert!(
         worst_erf <= ERF_ABS_ERROR as f64,
         "erf off by {worst_erf:e}"

@@ -1,4 +1,4 @@
-//! The native engine's ops against their definitions: pools, fast_exp, row splits.
+//! The native engine's ops against their definitions: pools, fast_exp (unfused and fused), row splits.
 
 use super::*;
 use crate::engine::schedule::ops::{broadcast_strides, strides_of};
@@ -59,9 +59,11 @@ proptest! {
 
     #[test]
     fn fast_exp_is_within_two_ulps(x in -87.0f32..88.0) {
-        let (a, b) = (fast_exp(x), x.exp());
+        let b = x.exp();
         let ulp = f32::from_bits(b.to_bits() + 1) - b;
-        prop_assert!((a - b).abs() <= FAST_EXP_MAX_ULPS * ulp, "{} -> {} vs {}", x, a, b);
+        for a in [fast_exp(x), ew::fast_exp_with::<true>(x)] {
+            prop_assert!((a - b).abs() <= FAST_EXP_MAX_ULPS * ulp, "{} -> {} vs {}", x, a, b);
+        }
     }
 }
 
@@ -105,19 +107,21 @@ proptest! {
 #[test]
 fn fast_exp_ends() {
     // Clamped below: the smallest normal f32 or so, never 0 or NaN.
-    let tiny = fast_exp(-1000.0);
-    assert!(tiny > 0.0 && tiny <= 1.2e-38 && tiny == fast_exp(-87.336_55));
-    // Near the top (2^n with n = 128 split in two factors): finite.
-    for x in [88.0f32, 88.5, 88.722] {
-        let (a, b) = (fast_exp(x), x.exp());
-        let ulp = f32::from_bits(b.to_bits() + 1) - b;
-        assert!(
-            a.is_finite() && (a - b).abs() <= FAST_EXP_MAX_ULPS * ulp,
-            "{x}: {a} vs {b}"
-        );
+    for exp in [fast_exp, ew::fast_exp_with::<true>] {
+        let tiny = exp(-1000.0);
+        assert!(tiny > 0.0 && tiny <= 1.2e-38 && tiny == exp(-87.336_55));
+        // Near the top (2^n with n = 128 split in two factors): finite.
+        for x in [88.0f32, 88.5, 88.722] {
+            let (a, b) = (exp(x), x.exp());
+            let ulp = f32::from_bits(b.to_bits() + 1) - b;
+            assert!(
+                a.is_finite() && (a - b).abs() <= FAST_EXP_MAX_ULPS * ulp,
+                "{x}: {a} vs {b}"
+            );
+        }
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(f32::NAN).is_nan() || exp(f32::NAN) >= 0.0);
     }
-    assert_eq!(fast_exp(0.0), 1.0);
-    assert!(fast_exp(f32::NAN).is_nan() || fast_exp(f32::NAN) >= 0.0);
 }
 
 #[test]
