@@ -316,7 +316,14 @@ pub mod plain {
                 }
             }
             for (i, acc) in acc.iter().enumerate() {
-                out[i * ow + ox0..i * ow + ox0 + n].copy_from_slice(&acc[..n]);
+                let dst = &mut out[i * ow + ox0..i * ow + ox0 + n];
+                if n == CHUNK {
+                    // A whole chunk: a copy of known length (vector stores,
+                    // not a library call).
+                    dst.copy_from_slice(acc);
+                } else {
+                    dst.copy_from_slice(&acc[..n]);
+                }
             }
             ox0 += n;
         }
