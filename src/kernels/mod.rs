@@ -77,6 +77,11 @@ pub type PackF32Into = fn(w: &[f32], n: usize, k: usize, out: &mut [f32]);
 /// right side (per frame, into `out`: no allocation).
 pub type PackI8Cols = fn(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]);
 
+/// As [`PackI8Cols`], of the int8 matrix `quantize(v, r)` of f32 columns
+/// (the activations of a 1 × 1 convolution), quantised on the way.
+pub type QuantizePackI8Cols =
+    fn(x: &[f32], ld: usize, first: usize, n: usize, k: usize, r: f32, out: &mut [i8]);
+
 /// As [`PackI8Cols`], for f32 (and [`Kernels::pack_f32`]'s layout).
 pub type PackF32Cols =
     fn(src: &[f32], ld: usize, first: usize, n: usize, k: usize, out: &mut [f32]);
@@ -119,6 +124,10 @@ pub struct Kernels {
     weights: Packing,
     gemm_i8: GemmI8,
     pack_i8_cols: PackI8Cols,
+    /// `pack_i8_cols` of columns quantised on the way, in one pass, where
+    /// this path has it (else [`Kernels::quantize_pack_i8_cols`] quantises
+    /// into a buffer, then packs).
+    quantize_pack_i8_cols: Option<QuantizePackI8Cols>,
     /// Values one packed panel of 16 rows of depth `k` takes.
     i8_panel_len: fn(k: usize) -> usize,
     gemm_f16w: GemmF16w,
@@ -170,6 +179,7 @@ impl Kernels {
             weights,
             gemm_i8,
             pack_i8_cols: rows_of_cols,
+            quantize_pack_i8_cols: None,
             i8_panel_len: rows_panel_len,
             gemm_f16w,
             gemm_f32,
@@ -193,6 +203,7 @@ impl Kernels {
         weights: Packing,
         gemm_i8: GemmI8,
         pack_i8_cols: PackI8Cols,
+        quantize_pack_i8_cols: Option<QuantizePackI8Cols>,
         i8_panel_len: fn(k: usize) -> usize,
     ) -> Kernels {
         Kernels {
@@ -200,6 +211,7 @@ impl Kernels {
             weights,
             gemm_i8,
             pack_i8_cols,
+            quantize_pack_i8_cols,
             i8_panel_len,
             ..self
         }
@@ -296,6 +308,45 @@ impl Kernels {
                     && out.len() >= n.div_ceil(16) * self.i8_panel_len(k))
         );
         (self.pack_i8_cols)(src, ld, first, n, k, out)
+    }
+
+    /// [`Kernels::pack_i8_cols`] of the int8 matrix `quantize(v, r)` of
+    /// columns `first..first + n` of `x` (`k` rows of `ld`), as
+    /// [`elementwise::quantize_into`] quantises: in one pass where the
+    /// path has it, else quantised into `tmp` (`k × n`) first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn quantize_pack_i8_cols(
+        &self,
+        x: &[f32],
+        ld: usize,
+        first: usize,
+        n: usize,
+        k: usize,
+        r: f32,
+        tmp: &mut [i8],
+        out: &mut [i8],
+    ) {
+        assert!(
+            n == 0
+                || (first + n <= ld
+                    && (k == 0 || x.len() >= (k - 1) * ld + first + n)
+                    && out.len() >= n.div_ceil(16) * self.i8_panel_len(k))
+        );
+        match self.quantize_pack_i8_cols {
+            Some(f) => f(x, ld, first, n, k, r, out),
+            None => {
+                let tmp = &mut tmp[..k * n];
+                for (t, q) in tmp.chunks_exact_mut(n.max(1)).enumerate() {
+                    elementwise::quantize_into(
+                        self.level,
+                        &x[t * ld + first..t * ld + first + n],
+                        r,
+                        q,
+                    );
+                }
+                self.pack_i8_cols(tmp, n, 0, n, k, out)
+            }
+        }
     }
 
     /// As [`Kernels::pack_i8_cols`], f32 in [`Kernels::pack_f32`]'s layout

@@ -231,6 +231,42 @@ proptest! {
         prop_assert_eq!(got, want, "{}x{}", n, k);
     }
 
+    /// Quantising f32 columns on their way into the int8 panels
+    /// ([`Kernels::quantize_pack_i8_cols`]: one pass on the VNNI and
+    /// dot-product paths, quantise-then-pack on the others) writes the
+    /// bytes of quantising them row by row and packing those, on every
+    /// path: partial panels, partial groups, NaNs and saturation included.
+    #[test]
+    fn columns_quantised_on_the_way_pack_as_quantised_rows(
+        n in 0usize..70,
+        k in 0usize..40,
+        skip in 0usize..5,
+        extra in 0usize..3,
+        r in 0.01f32..4.0,
+        seed in any::<u64>(),
+    ) {
+        let ld = skip + n + extra;
+        let mut s = seed;
+        let x: Vec<f32> = (0..k * ld)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                if s >> 58 == 0 { f32::NAN } else { ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 600.0 }
+            })
+            .collect();
+        let mut rows = vec![0i8; k * n];
+        for (t, q) in rows.chunks_exact_mut(n.max(1)).enumerate() {
+            elementwise::plain::quantize_into(&x[t * ld + skip..t * ld + skip + n], r, q);
+        }
+        for kern in Kernels::available().into_iter().chain([Kernels::SCALAR]) {
+            let len = n.div_ceil(16) * kern.i8_panel_len(k);
+            let mut want = vec![7i8; len];
+            kern.pack_i8_cols(&rows, n, 0, n, k, &mut want);
+            let (mut got, mut tmp) = (vec![7i8; len], vec![5i8; k * n]);
+            kern.quantize_pack_i8_cols(&x, ld, skip, n, k, r, &mut tmp, &mut got);
+            prop_assert_eq!(got, want, "{} {}x{}", kern.name, n, k);
+        }
+    }
+
     /// As above for f32 ([`Kernels::pack_f32_cols`], the float
     /// convolutions' patches): small integers, so every sum is exact in
     /// any order and the products must agree exactly.

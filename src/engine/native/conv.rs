@@ -206,13 +206,13 @@ impl Conv {
                     let (jb, nb) = (j0 + b0, block.min(share - b0));
                     let cols = &mut qa[..kk * nb];
                     if pointwise {
-                        for (ch, q) in cols.chunks_exact_mut(nb).enumerate() {
-                            ew::quantize_into(lv, &x[ch * hw + jb..ch * hw + jb + nb], r, q);
-                        }
+                        // The block's pixels of each input channel,
+                        // quantised on their way into the panels.
+                        kern.quantize_pack_i8_cols(x, hw, jb, nb, kk, r, cols, qp);
                     } else {
                         self.im2col_part(qx, 0, jb, nb, cols);
+                        kern.pack_i8_cols(cols, nb, 0, nb, kk, qp);
                     }
-                    kern.pack_i8_cols(cols, nb, 0, nb, kk, qp);
                     let acc = &mut acc[..o * nb];
                     kern.gemm_i8(&w.q, qp, o, nb, kk, acc);
                     for (oc, acc) in acc.chunks_exact(nb).enumerate() {

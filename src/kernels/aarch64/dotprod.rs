@@ -38,6 +38,37 @@ pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out
     })
 }
 
+/// [`pack_i8_cols`] of the int8 matrix `quantize(v, r)` of `x`'s columns,
+/// quantised on the way ([`group_columns::quantize_pack_cols`]).
+pub fn quantize_pack_i8_cols(
+    x: &[f32],
+    ld: usize,
+    first: usize,
+    n: usize,
+    k: usize,
+    r: f32,
+    out: &mut [i8],
+) {
+    group_columns::quantize_pack_cols(
+        x,
+        ld,
+        first,
+        n,
+        k,
+        r,
+        0,
+        out,
+        |rows| {
+            rows.map(|row| {
+                let mut q = [0i8; PANEL];
+                crate::kernels::elementwise::plain::quantize_into(row, r, &mut q);
+                q
+            })
+        },
+        |q, dst| interleave4([&q[0], &q[1], &q[2], &q[3]], 0, dst),
+    )
+}
+
 /// One group of a panel: column `c`'s four depths `rows[0..4][c]` (each
 /// `^ flip`) at bytes `4c..4c + 4`: two rounds of byte and half-word zips
 /// (NEON, part of every aarch64 CPU).

@@ -26,6 +26,7 @@ pub fn paths() -> Vec<Kernels> {
             Packing::AARCH64_DOTPROD,
             dotprod::gemm_i8,
             dotprod::pack_i8_cols,
+            Some(dotprod::quantize_pack_i8_cols),
             dotprod::i8_panel_len,
         ));
     }
@@ -34,6 +35,7 @@ pub fn paths() -> Vec<Kernels> {
             Packing::AARCH64_I8MM,
             i8mm::gemm_i8,
             i8mm::pack_i8_cols,
+            None,
             i8mm::i8_panel_len,
         ));
     }

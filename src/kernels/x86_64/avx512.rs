@@ -53,17 +53,75 @@ pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out
     })
 }
 
+/// [`pack_i8_cols`] of the int8 matrix `quantize(v, r)` of `x`'s columns,
+/// quantised on the way ([`group_columns::quantize_pack_cols`]). Only
+/// reached through [`super::detect`], which checked AVX-512.
+pub fn quantize_pack_i8_cols(
+    x: &[f32],
+    ld: usize,
+    first: usize,
+    n: usize,
+    k: usize,
+    r: f32,
+    out: &mut [i8],
+) {
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    unsafe fn run(x: &[f32], ld: usize, first: usize, n: usize, k: usize, r: f32, out: &mut [i8]) {
+        group_columns::quantize_pack_cols(
+            x,
+            ld,
+            first,
+            n,
+            k,
+            r,
+            i8::MIN,
+            out,
+            |rows| {
+                // SAFETY: AVX-512 F/BW/VL are enabled here; each load
+                // reads one of the 16-value arrays.
+                unsafe {
+                    let rv = _mm512_set1_ps(r);
+                    let (lo, hi) = (_mm512_set1_ps(-127.0), _mm512_set1_ps(127.0));
+                    rows.map(|row| {
+                        let v = _mm512_mul_ps(_mm512_loadu_ps(row.as_ptr()), rv);
+                        // NaN to 0, the rest clamped, rounded to nearest
+                        // even (the default rounding) and narrowed.
+                        let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v);
+                        let c =
+                            _mm512_maskz_mov_ps(ordered, _mm512_min_ps(_mm512_max_ps(v, lo), hi));
+                        _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(c))
+                    })
+                }
+            },
+            |q, dst| interleave4_regs(q, i8::MIN, dst),
+        )
+    }
+    // SAFETY: this path is only chosen where the CPU has AVX-512 F, BW and
+    // VL, AVX2 and FMA; every access in `run` is bounds-checked.
+    unsafe { run(x, ld, first, n, k, r, out) }
+}
+
 /// One group of a panel: column `c`'s four depths `rows[0..4][c]` (each
 /// `^ flip`) at bytes `4c..4c + 4`: two rounds of byte and word unpacking
 /// (SSE2, part of every x86_64 CPU).
 #[inline(always)]
 fn interleave4(rows: [&[i8; PANEL]; 4], flip: i8, dst: &mut [i8; 4 * PANEL]) {
     // SAFETY: SSE2 is part of x86_64; each load reads one of the 16-byte
-    // arrays, the stores write the four 16-byte quarters of `dst`.
+    // arrays.
+    #[allow(unused_unsafe)]
+    let q = unsafe { rows.map(|r| _mm_loadu_si128(r.as_ptr().cast())) };
+    interleave4_regs(q, flip, dst)
+}
+
+/// [`interleave4`] of four rows already in registers.
+#[inline(always)]
+fn interleave4_regs(rows: [__m128i; 4], flip: i8, dst: &mut [i8; 4 * PANEL]) {
+    // SAFETY: SSE2 is part of x86_64; the stores write the four 16-byte
+    // quarters of `dst`.
     #[allow(unused_unsafe)]
     unsafe {
         let f = _mm_set1_epi8(flip);
-        let [a, b, c, d] = rows.map(|r| _mm_loadu_si128(r.as_ptr().cast()));
+        let [a, b, c, d] = rows;
         let (ab0, ab1) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
         let (cd0, cd1) = (_mm_unpacklo_epi8(c, d), _mm_unpackhi_epi8(c, d));
         let quarters = [

@@ -40,6 +40,7 @@ pub fn vnni_only() -> Option<Kernels> {
             Packing::AVX512_VNNI,
             avx512::gemm_i8,
             avx512::pack_i8_cols,
+            Some(avx512::quantize_pack_i8_cols),
             avx512::i8_panel_len,
         )
     })
@@ -95,6 +96,7 @@ pub fn sse41_only() -> Option<Kernels> {
         weights: Packing::SSE41,
         gemm_i8: sse41::gemm_i8,
         pack_i8_cols: super::rows_of_cols,
+        quantize_pack_i8_cols: None,
         i8_panel_len: super::rows_panel_len,
         gemm_f16w: sse41::gemm_f16w,
         gemm_f32: sse41::gemm_f32,
@@ -116,6 +118,7 @@ fn avx2_kernels() -> Kernels {
         weights: Packing::AVX2,
         gemm_i8: avx2::gemm_i8,
         pack_i8_cols: super::rows_of_cols,
+        quantize_pack_i8_cols: None,
         i8_panel_len: super::rows_panel_len,
         gemm_f16w: avx2::gemm_f16w,
         gemm_f32: avx2::gemm_f32,
