@@ -230,13 +230,14 @@ fn print_report(r: &serde_json::Value) {
         r["threads"]
     );
     out!(
-        "latency, ms over {} frames   p50      p90      p99      max",
+        "latency, ms over {} frames   min      p50      p90      p99      max",
         r["iterations"]
     );
     for stage in ["preprocess", "encode", "score", "total"] {
         let q = |k: &str| r["latency_ms"][stage][k].as_f64().unwrap_or(f64::NAN);
         out!(
-            "  {stage:<26} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+            "  {stage:<26} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+            q("min"),
             q("p50"),
             q("p90"),
             q("p99"),
@@ -278,7 +279,7 @@ fn print_report(r: &serde_json::Value) {
 fn percentiles(v: &mut [f64]) -> serde_json::Value {
     v.sort_by(f64::total_cmp);
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    json!({"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": v[v.len() - 1]})
+    json!({"min": v[0], "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": v[v.len() - 1]})
 }
 
 fn peak_rss_kb() -> Option<u64> {
