@@ -40,6 +40,15 @@ const INT8_BLOCK_BYTES: usize = 128 * 1024;
 /// output channel (as [`FLOAT_BLOCK_MIN_PIXELS`] for the float paths).
 const INT8_BLOCK_MIN_PIXELS: usize = 256;
 
+/// Int8 weights small enough to be read again for each product of a
+/// block ([`Conv::int8_sub_block`]).
+const INT8_SUB_WEIGHT_BYTES: usize = 32 * 1024;
+
+/// The most i32 sums one product of an int8 block writes
+/// ([`Conv::int8_sub_block`]) when its weights are small: about twice a
+/// core's first-level cache (docs/benchmarks.md, session 31).
+const INT8_SUB_SUM_BYTES: usize = 96 * 1024;
+
 /// Element-wise work below this many values runs on the caller alone.
 const MIN_PARALLEL_ELEMS: usize = 1 << 14;
 
@@ -107,6 +116,24 @@ impl Conv {
         let fit = INT8_BLOCK_BYTES / per_pixel.max(1).saturating_mul(unit);
         fit.max(INT8_BLOCK_MIN_PIXELS.div_ceil(unit))
             .saturating_mul(unit)
+    }
+
+    /// Pixels of one product within a block of the int8 path
+    /// ([`Conv::int8_block`]): the whole block, or where the weights are
+    /// small (at most [`INT8_SUB_WEIGHT_BYTES`]: read again for each
+    /// product at little cost) and the block's i32 sums are not (more
+    /// than [`INT8_SUB_SUM_BYTES`]) and one [`Conv::pixel_block`]'s are
+    /// (whole panels, whole output rows for the epilogue), as many of
+    /// those as keep one product's sums within that size: its tiles are
+    /// then stored to lines still in the core's first-level cache, and read
+    /// back from there by the epilogue.
+    fn int8_sub_block(&self, block: usize) -> usize {
+        let (o, unit) = (self.o.max(1), self.pixel_block().max(1));
+        let fit = INT8_SUB_SUM_BYTES / (4 * o) / unit * unit;
+        if o * self.kk() > INT8_SUB_WEIGHT_BYTES || fit == 0 || fit >= block {
+            return block;
+        }
+        fit
     }
 
     /// The int8 path by output pixels: each thread takes a share of the
@@ -185,6 +212,7 @@ impl Conv {
         let panel_len = kern.i8_panel_len(kk);
         let patches = PIXEL_PANEL * kk;
         let block = self.int8_block();
+        let sub = self.int8_sub_block(block);
         pool.split_columns(
             p * kk * o,
             0,
@@ -213,12 +241,17 @@ impl Conv {
                         self.im2col_part(qx, 0, jb, nb, cols);
                         kern.pack_i8_cols(cols, nb, 0, nb, kk, qp);
                     }
-                    let acc = &mut acc[..o * nb];
-                    kern.gemm_i8(&w.q, qp, o, nb, kk, acc);
-                    for (oc, acc) in acc.chunks_exact(nb).enumerate() {
-                        let plane = &mut planes.row(oc)[b0..b0 + nb];
-                        ew::dequantize_bias(lv, acc, sa * w.scale[oc], self.bias[oc], plane);
-                        post(oc * p + jb, plane);
+                    let mut s0 = 0;
+                    while s0 < nb {
+                        let sn = sub.min(nb - s0);
+                        let acc = &mut acc[..o * sn];
+                        kern.gemm_i8(&w.q, &qp[s0 / PIXEL_PANEL * panel_len..], o, sn, kk, acc);
+                        for (oc, acc) in acc.chunks_exact(sn).enumerate() {
+                            let plane = &mut planes.row(oc)[b0 + s0..b0 + s0 + sn];
+                            ew::dequantize_bias(lv, acc, sa * w.scale[oc], self.bias[oc], plane);
+                            post(oc * p + jb + s0, plane);
+                        }
+                        s0 += sn;
                     }
                     b0 += nb;
                 }

@@ -173,7 +173,8 @@ fn float_convolutions_in_pixel_blocks_match_the_definition() {
 /// the input quantised with the activations' scale, exact i32 sums of the
 /// int8 products (zeros outside the image), each channel's sum times its
 /// scale plus its bias. Pointwise and spatial convolutions, strides,
-/// panels that cut output rows, several blocks per thread, and an
+/// panels that cut output rows, several blocks per thread, several
+/// products per block, and an
 /// epilogue that must see each value once, in whole output rows.
 #[test]
 fn int8_convolutions_match_their_arithmetic() {
@@ -182,6 +183,7 @@ fn int8_convolutions_match_their_arithmetic() {
     for (c, h, w, kh, st, pd, o) in [
         (40, 11, 11, 1, 1, 0, 24),
         (64, 40, 40, 1, 1, 0, 96),
+        (32, 32, 32, 1, 1, 0, 200),
         (16, 20, 20, 3, 1, 1, 8),
         (3, 33, 33, 3, 2, 1, 20),
         (8, 13, 13, 3, 1, 0, 5),
@@ -236,9 +238,18 @@ fn int8_convolutions_match_their_arithmetic() {
             let what = format!("{c}x{h}x{w} k{kh} s{st} o{o} int8 on {}", kern.name);
             check_on_threads(&conv, &kern, &x, &[sa], &want, &what);
         }
-        // The larger pointwise shape runs in several blocks a thread.
+        // The larger pointwise shape runs in several blocks a thread; the
+        // one of many channels and small weights in several products a
+        // block (the last one shorter).
         if c == 64 {
             assert!(3 * conv.int8_block() < p, "{c}x{h}x{w}: too few blocks");
+        }
+        if o == 200 {
+            let (block, sub) = (conv.int8_block(), conv.int8_sub_block(conv.int8_block()));
+            assert!(
+                sub < block && block % sub != 0,
+                "{c}x{h}x{w}: {block} / {sub}"
+            );
         }
     }
 }
