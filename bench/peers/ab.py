@@ -22,6 +22,9 @@ def clip_edge(binary, bundle, threads, iterations, stat):
                         "--iterations", str(iterations), "--json"],
                        check=True, capture_output=True, text=True)
     v = json.loads(r.stdout)
+    if stat not in v["latency_ms"]["encode"]:
+        raise SystemExit(f"{binary}: its bench --json has no encode latency {stat!r} "
+                         "(a binary from before `min` was added: use --stat p50)")
     return v["latency_ms"]["encode"][stat], v["allocations_per_frame"]["encode"]
 
 

@@ -8,8 +8,8 @@
 //! run time with the product kernels) picks the copy. The copies compute
 //! the same operations in the same order: their results are identical, bit
 //! for bit (tested), to the plain source's form for that copy: the
-//! polynomial maps fuse their multiply-adds where [`Level::fuses`]. On aarch64 NEON is the baseline, so the plain copy is
-//! already vectorised. Sums and maxima run in eight lanes so that they
+//! polynomial maps fuse their multiply-adds where [`Level::fuses`]. On
+//! aarch64 NEON is the baseline, so the plain copy is already vectorised. Sums and maxima run in eight lanes so that they
 //! vectorise at all (`max |x|` in 64: a maximum is exact in any order, and
 //! more lanes are more chains in flight).
 
@@ -586,10 +586,12 @@ pub fn map(level: Level, op: Unary, x: Option<&[f32]>, out: &mut [f32]) {
 }
 
 impl Level {
-    /// Whether this copy's kernels fuse multiply-adds where they may (one
-    /// rounding: `f32::mul_add`, the plain twins' `FUSED` forms): x86_64's
-    /// AVX2 and AVX-512 copies, and aarch64's, where FMA is the baseline.
-    /// Elsewhere a fused multiply-add is a library call.
+    /// Whether this copy's polynomial maps ([`map`]) and depthwise taps
+    /// ([`super::depthwise`]) fuse their multiply-adds (one rounding:
+    /// `f32::mul_add`, the plain twins' `FUSED` forms): x86_64's AVX2 and
+    /// AVX-512 copies, and aarch64's, where FMA is the baseline. Elsewhere
+    /// a fused multiply-add is a library call. The other row kernels
+    /// (softmax, norms, the int8 epilogues) stay unfused on every copy.
     pub fn fuses(self) -> bool {
         match self {
             Level::Avx2 | Level::Avx512 => true,

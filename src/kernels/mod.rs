@@ -313,7 +313,8 @@ impl Kernels {
     /// [`Kernels::pack_i8_cols`] of the int8 matrix `quantize(v, r)` of
     /// columns `first..first + n` of `x` (`k` rows of `ld`), as
     /// [`elementwise::quantize_into`] quantises: in one pass where the
-    /// path has it, else quantised into `tmp` (`k × n`) first.
+    /// path has it, else quantised into `tmp` first (which must hold
+    /// `k × n` values on every path, used or not).
     #[allow(clippy::too_many_arguments)]
     pub fn quantize_pack_i8_cols(
         &self,
@@ -327,10 +328,11 @@ impl Kernels {
         out: &mut [i8],
     ) {
         assert!(
-            n == 0
-                || (first + n <= ld
-                    && (k == 0 || x.len() >= (k - 1) * ld + first + n)
-                    && out.len() >= n.div_ceil(16) * self.i8_panel_len(k))
+            tmp.len() >= k * n
+                && (n == 0
+                    || (first + n <= ld
+                        && (k == 0 || x.len() >= (k - 1) * ld + first + n)
+                        && out.len() >= n.div_ceil(16) * self.i8_panel_len(k)))
         );
         match self.quantize_pack_i8_cols {
             Some(f) => f(x, ld, first, n, k, r, out),

@@ -67,6 +67,41 @@ fn the_paths_under_test_are_named() {
     }
 }
 
+/// `len` activations for the quantising packs: mostly uniform in ±300,
+/// with NaNs, infinities, signed zeros, halves (ties at `r = 1`) and
+/// values past the int8 range mixed in.
+fn quantize_case(len: usize, seed: u64) -> Vec<f32> {
+    const SPECIAL: [f32; 14] = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        0.5,
+        -0.5,
+        1.5,
+        -2.5,
+        126.5,
+        -126.5,
+        127.5,
+        -1e30,
+        3e38,
+    ];
+    let mut s = seed;
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            if s >> 60 == 0 {
+                SPECIAL[(s >> 40) as usize % SPECIAL.len()]
+            } else {
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 600.0
+            }
+        })
+        .collect()
+}
+
 fn shapes() -> impl Strategy<Value = (usize, usize, usize)> {
     // Odd sizes and tails around the tiles (2 rows × 4 channels) and
     // the SIMD widths (8, 16 lanes).
@@ -232,27 +267,22 @@ proptest! {
     }
 
     /// Quantising f32 columns on their way into the int8 panels
-    /// ([`Kernels::quantize_pack_i8_cols`]: one pass on the VNNI and
+    /// ([`Kernels::quantize_pack_i8_cols`]: one pass on the VNNI, AMX and
     /// dot-product paths, quantise-then-pack on the others) writes the
     /// bytes of quantising them row by row and packing those, on every
-    /// path: partial panels, partial groups, NaNs and saturation included.
+    /// path: partial panels, partial groups, NaNs, infinities, signed
+    /// zeros, ties and saturation included.
     #[test]
     fn columns_quantised_on_the_way_pack_as_quantised_rows(
         n in 0usize..70,
         k in 0usize..40,
         skip in 0usize..5,
         extra in 0usize..3,
-        r in 0.01f32..4.0,
+        r in prop_oneof![3 => 0.01f32..4.0, 1 => Just(1.0f32)],
         seed in any::<u64>(),
     ) {
         let ld = skip + n + extra;
-        let mut s = seed;
-        let x: Vec<f32> = (0..k * ld)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                if s >> 58 == 0 { f32::NAN } else { ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 600.0 }
-            })
-            .collect();
+        let x = quantize_case(k * ld, seed);
         let mut rows = vec![0i8; k * n];
         for (t, q) in rows.chunks_exact_mut(n.max(1)).enumerate() {
             elementwise::plain::quantize_into(&x[t * ld + skip..t * ld + skip + n], r, q);
@@ -264,6 +294,45 @@ proptest! {
             let (mut got, mut tmp) = (vec![7i8; len], vec![5i8; k * n]);
             kern.quantize_pack_i8_cols(&x, ld, skip, n, k, r, &mut tmp, &mut got);
             prop_assert_eq!(got, want, "{} {}x{}", kern.name, n, k);
+        }
+    }
+
+    /// The one-pass driver itself ([`group_columns::quantize_pack_cols`])
+    /// with a value-by-value quantiser and interleave, on every host (the
+    /// vector paths that use it need AVX-512 or aarch64): the bytes of
+    /// [`group_panels::pack_cols`] over the rows quantised first, for both
+    /// flips.
+    #[test]
+    fn the_quantising_pack_driver_packs_as_the_plain_twin(
+        n in 0usize..70,
+        k in 0usize..40,
+        skip in 0usize..5,
+        r in prop_oneof![3 => 0.01f32..4.0, 1 => Just(1.0f32)],
+        seed in any::<u64>(),
+    ) {
+        let ld = skip + n;
+        let x = quantize_case(k * ld, seed);
+        let mut rows = vec![0i8; k * n];
+        for (t, q) in rows.chunks_exact_mut(n.max(1)).enumerate() {
+            elementwise::plain::quantize_into(&x[t * ld + skip..t * ld + skip + n], r, q);
+        }
+        let len = n.div_ceil(16) * group_panels::panel_len::<4>(k);
+        for flip in [0i8, i8::MIN] {
+            let mut want = vec![7i8; len];
+            group_panels::pack_cols::<4>(&rows, n, 0, n, k, flip, &mut want);
+            let mut got = vec![7i8; len];
+            group_columns::quantize_pack_cols(
+                &x, ld, skip, n, k, r, flip, &mut got,
+                |lines| lines.map(|l| l.map(|v| quantize(v, r))),
+                |q: [[i8; 16]; 4], dst| {
+                    for (d, line) in q.iter().enumerate() {
+                        for (c, v) in line.iter().enumerate() {
+                            dst[4 * c + d] = v ^ flip;
+                        }
+                    }
+                },
+            );
+            prop_assert_eq!(got, want, "{}x{} flip {}", n, k, flip);
         }
     }
 

@@ -125,22 +125,25 @@ impl Conv {
     /// than [`INT8_SUB_SUM_BYTES`]) and one [`Conv::pixel_block`]'s are
     /// (whole panels, whole output rows for the epilogue), as many of
     /// those as keep one product's sums within that size: its tiles are
-    /// then stored to lines still in the core's first-level cache, and read
-    /// back from there by the epilogue.
+    /// then stored to lines that are still in (or near) the core's
+    /// first-level cache, and read back from there by the epilogue.
     fn int8_sub_block(&self, block: usize) -> usize {
         let (o, unit) = (self.o.max(1), self.pixel_block().max(1));
         let fit = INT8_SUB_SUM_BYTES / (4 * o) / unit * unit;
         if o * self.kk() > INT8_SUB_WEIGHT_BYTES || fit == 0 || fit >= block {
             return block;
         }
+        // Whole panels: each product's packed patches start at one.
+        debug_assert!(fit.is_multiple_of(PIXEL_PANEL));
         fit
     }
 
     /// The int8 path by output pixels: each thread takes a share of the
     /// pixels and runs it in blocks ([`Conv::int8_block`]) that stay in
-    /// a core's cache: a block's patches quantised (a pointwise
-    /// convolution's straight from its input), packed and multiplied
-    /// against every output channel, then dequantised into its pixels of
+    /// a core's cache: a block's patches quantised and packed (a pointwise
+    /// convolution's straight from its input into the panels, one pass),
+    /// multiplied against every output channel (in several products where
+    /// [`Conv::int8_sub_block`] says), then dequantised into its pixels of
     /// each NCHW plane, epilogue included. A chain of convolutions so
     /// keeps each thread on the pixels it wrote (no cache lines passed
     /// between cores at each step, as splitting by channels does), and no

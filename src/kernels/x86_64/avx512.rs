@@ -54,8 +54,8 @@ pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out
 }
 
 /// [`pack_i8_cols`] of the int8 matrix `quantize(v, r)` of `x`'s columns,
-/// quantised on the way ([`group_columns::quantize_pack_cols`]). Only
-/// reached through [`super::detect`], which checked AVX-512.
+/// quantised on the way ([`group_columns::quantize_pack_cols`]): the VNNI
+/// and AMX paths' (AVX-512 F, checked).
 pub fn quantize_pack_i8_cols(
     x: &[f32],
     ld: usize,
@@ -65,7 +65,7 @@ pub fn quantize_pack_i8_cols(
     r: f32,
     out: &mut [i8],
 ) {
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    #[target_feature(enable = "avx512f")]
     unsafe fn run(x: &[f32], ld: usize, first: usize, n: usize, k: usize, r: f32, out: &mut [i8]) {
         group_columns::quantize_pack_cols(
             x,
@@ -77,8 +77,8 @@ pub fn quantize_pack_i8_cols(
             i8::MIN,
             out,
             |rows| {
-                // SAFETY: AVX-512 F/BW/VL are enabled here; each load
-                // reads one of the 16-value arrays.
+                // SAFETY: AVX-512 F is enabled here; each load reads one
+                // of the 16-value arrays.
                 unsafe {
                     let rv = _mm512_set1_ps(r);
                     let (lo, hi) = (_mm512_set1_ps(-127.0), _mm512_set1_ps(127.0));
@@ -96,8 +96,9 @@ pub fn quantize_pack_i8_cols(
             |q, dst| interleave4_regs(q, i8::MIN, dst),
         )
     }
-    // SAFETY: this path is only chosen where the CPU has AVX-512 F, BW and
-    // VL, AVX2 and FMA; every access in `run` is bounds-checked.
+    assert!(has_avx512());
+    // SAFETY: the CPU has AVX-512 F (asserted); every access in `run` is
+    // bounds-checked.
     unsafe { run(x, ld, first, n, k, r, out) }
 }
 
