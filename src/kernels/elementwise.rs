@@ -218,9 +218,8 @@ pub fn gelu(x: f32) -> f32 {
     gelu_with::<false>(x)
 }
 
-/// [`gelu`], its multiply-adds fused where `FUSED` (on AVX-512 about 0.6×
-/// the unfused form's time: the products and sums are half the
-/// instructions).
+/// [`gelu`], its multiply-adds fused where `FUSED` (the products and sums
+/// in half the instructions).
 #[inline(always)]
 #[allow(clippy::excessive_precision)] // the fit's coefficients as generated
 pub fn gelu_with<const FUSED: bool>(x: f32) -> f32 {

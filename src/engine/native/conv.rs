@@ -46,7 +46,7 @@ const INT8_SUB_WEIGHT_BYTES: usize = 32 * 1024;
 
 /// The most i32 sums one product of an int8 block writes
 /// ([`Conv::int8_sub_block`]) when its weights are small: about twice a
-/// core's first-level cache (docs/benchmarks.md, session 31).
+/// core's first-level cache (measured: docs/benchmarks.md).
 const INT8_SUB_SUM_BYTES: usize = 96 * 1024;
 
 /// Element-wise work below this many values runs on the caller alone.
