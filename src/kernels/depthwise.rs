@@ -11,7 +11,7 @@
 //! compiled again on x86_64 with SSE4.1 (unfused), AVX2 + FMA and AVX-512
 //! (fused) as the element-wise kernels are ([`super::elementwise`]); on
 //! aarch64, where FMA is the baseline, the plain copy runs fused
-//! ([`fuses`]). Every copy of a form computes the same operations in the
+//! ([`Level::fuses`]). Every copy of a form computes the same operations in the
 //! same order, so its results equal, bit for bit, the direct sum per output
 //! value with the padding's zeros, taps in order, in that form (tested).
 
@@ -330,14 +330,8 @@ pub mod plain {
     }
 }
 
-/// Whether `level`'s copy of [`plane`] fuses each tap's multiply-add (one
-/// rounding, as `plain::plane::<true>`): [`Level::fuses`].
-pub fn fuses(level: Level) -> bool {
-    level.fuses()
-}
-
 /// One output channel of a depthwise convolution, from its padded input:
-/// [`plain::plane`], fused where [`fuses`], compiled for `level`.
+/// [`plain::plane`], fused where [`Level::fuses`], compiled for `level`.
 #[inline]
 pub fn plane(
     level: Level,
@@ -353,7 +347,7 @@ pub fn plane(
     out: &mut [f32],
 ) {
     let args = (xp, phases, cols, k, kernel, stride, dilation, bias, ow, out);
-    if fuses(level) {
+    if level.fuses() {
         plane_as::<true>(level, args)
     } else {
         plane_as::<false>(level, args)
@@ -374,7 +368,7 @@ type PlaneArgs<'a> = (
     &'a mut [f32],
 );
 
-/// [`plain::plane`] (`FUSED` as [`fuses`] says) compiled for `level`.
+/// [`plain::plane`] (`FUSED` as [`Level::fuses`] says) compiled for `level`.
 #[inline(always)]
 fn plane_as<const FUSED: bool>(level: Level, args: PlaneArgs<'_>) {
     match level {

@@ -6,8 +6,8 @@
 //! [`quantize_pack_cols`] does the same from f32 columns, quantising each
 //! 16-value line on its way into the group (no row-per-depth int8 copy).
 
+use super::elementwise::plain::quantize_into;
 use super::group_panels::{self, PANEL};
-use super::quantize::quantize;
 
 /// Depths of one group.
 const D: usize = 4;
@@ -72,7 +72,7 @@ pub fn pack_cols(
 /// columns quantised into registers by `quantize4` (as `quantize` does),
 /// then `interleave`d as [`pack_cols`] does (a partial panel's lines padded
 /// with zeros, which `^ flip` makes the padding `pack_cols` writes); a
-/// partial group's lines by `quantize` itself.
+/// partial group's lines by the plain `quantize_into` itself.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn quantize_pack_cols<Q>(
@@ -93,12 +93,10 @@ pub fn quantize_pack_cols<Q>(
     }
     let groups = k / D;
     let out = &mut out[..n.div_ceil(PANEL) * plen];
-    // A partial group's line, value by value.
+    // A partial group's line, by the plain quantiser.
     let line = |t: usize, j0: usize, cols: usize| -> [i8; PANEL] {
         let mut q = [0i8; PANEL];
-        for (o, v) in q.iter_mut().zip(&x[t * ld + j0..t * ld + j0 + cols]) {
-            *o = quantize(*v, r);
-        }
+        quantize_into(&x[t * ld + j0..t * ld + j0 + cols], r, &mut q[..cols]);
         q
     };
     // Group by group, each across every panel: four input rows read

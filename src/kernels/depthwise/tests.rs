@@ -143,7 +143,7 @@ fn copies_are_the_direct_sum(
         plane(
             lv, &xp, p.phases, p.cols, &k, kernel, stride, dilation, bias, ow, &mut c,
         );
-        let want = if fuses(lv) { &fused } else { &unfused };
+        let want = if lv.fuses() { &fused } else { &unfused };
         prop_assert_eq!(bits(&c), bits(want), "{:?}", lv);
     }
     Ok(())
