@@ -234,6 +234,8 @@ fn expected_kernels() -> String {
             }
         } else if all(&["avx512f", "avx512bw"]) {
             "x86_64-avx512"
+        } else if is_x86_feature_detected!("avxvnni") {
+            "x86_64-avx-vnni"
         } else {
             "x86_64-avx2"
         }

@@ -184,6 +184,7 @@ fn deb_holds_the_binary_unit_config_and_default_bundle() {
             "scalar",
             "x86_64-sse41",
             "x86_64-avx2",
+            "x86_64-avx-vnni",
             "x86_64-avx512",
             "x86_64-avx512-vnni"
         ]

@@ -246,6 +246,8 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         v.extend(x86_64::avx2_only());
         #[cfg(target_arch = "x86_64")]
+        v.extend(x86_64::avx_vnni_only());
+        #[cfg(target_arch = "x86_64")]
         v.extend(x86_64::avx512_only());
         #[cfg(target_arch = "x86_64")]
         v.extend(x86_64::vnni_only());

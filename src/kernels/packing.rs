@@ -28,7 +28,8 @@ fn vnni_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
     group_panels::pack::<4>(w, n, k, i8::MIN)
 }
 
-fn sdot_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
+/// Signed groups of 4 depths: AVX2's `vpmaddwd` (widened) and `sdot`.
+fn signed4_i8(w: &[i8], n: usize, k: usize) -> Vec<i8> {
     group_panels::pack::<4>(w, n, k, 0)
 }
 
@@ -66,17 +67,23 @@ impl Packing {
         pack_f16: float_panels::pack::<f16>,
         pack_f32: rows,
     };
-    pub const AVX2: Packing = float_panels("x86_64-avx2", rows);
-    pub const AVX512: Packing = float_panels("x86_64-avx512", rows);
+    /// int8 in [`group_panels`] of 4 depths, signed (widened to i16 for
+    /// `vpmaddwd`); the AVX-512 path without VNNI runs AVX2's int8 kernels.
+    pub const AVX2: Packing = float_panels("x86_64-avx2", signed4_i8);
+    pub const AVX512: Packing = float_panels("x86_64-avx512", signed4_i8);
     /// int8 in [`group_panels`] of 4 depths, made unsigned for `vpdpbusd`
     /// (`w + 128`, the bit pattern `w ^ 0x80`; padding holds 128, a zero
     /// weight).
     pub const AVX512_VNNI: Packing = float_panels("x86_64-avx512-vnni", vnni_i8);
+    /// The AVX-512 VNNI path's layouts, for AVX-VNNI's 256-bit `vpdpbusd`
+    /// (a path of its own: CPUs with AVX-VNNI but no AVX-512 read no
+    /// AVX-512 section).
+    pub const AVX_VNNI: Packing = float_panels("x86_64-avx-vnni", vnni_i8);
     pub const AARCH64_NEON: Packing = plain("aarch64-neon");
     /// int8 in [`group_panels`] of 4 depths, signed (`sdot`).
     pub const AARCH64_DOTPROD: Packing = Packing {
         name: "aarch64-dotprod",
-        pack_i8: sdot_i8,
+        pack_i8: signed4_i8,
         ..plain("")
     };
     /// int8 in [`group_panels`] of 8 depths, signed (`smmla`).
@@ -88,10 +95,11 @@ impl Packing {
     pub const ARMV7_NEON: Packing = plain("armv7-neon");
 
     /// Every kernel path of every architecture.
-    pub const ALL: [Packing; 9] = [
+    pub const ALL: [Packing; 10] = [
         Self::SCALAR,
         Self::SSE41,
         Self::AVX2,
+        Self::AVX_VNNI,
         Self::AVX512,
         Self::AVX512_VNNI,
         Self::AARCH64_NEON,

@@ -241,8 +241,8 @@ proptest! {
         }
     }
 
-    /// The vector packing of int8 columns (the AVX-512 VNNI path's, the
-    /// dot-product path's) writes the same bytes as its plain twin,
+    /// The vector packing of int8 columns (the AVX-512 VNNI and AVX2
+    /// paths', the dot-product path's) writes the same bytes as its plain twin,
     /// padding included.
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     #[test]
@@ -254,20 +254,25 @@ proptest! {
     ) {
         type Pack = fn(&[i8], usize, usize, usize, usize, &mut [i8]);
         #[cfg(target_arch = "x86_64")]
-        let (pack, flip): (Pack, i8) = (x86_64::avx512::pack_i8_cols, i8::MIN);
+        let packs: [(Pack, i8); 2] = [
+            (x86_64::avx512::pack_i8_cols, i8::MIN),
+            (x86_64::avx2::pack_i8_cols, 0),
+        ];
         #[cfg(target_arch = "aarch64")]
-        let (pack, flip): (Pack, i8) = (aarch64::dotprod::pack_i8_cols, 0);
+        let packs: [(Pack, i8); 1] = [(aarch64::dotprod::pack_i8_cols, 0)];
         let case = ColumnsCase::new(0, n, k, skip, 0, seed, |r| (r >> 33) as u8 as i8);
         let len = n.div_ceil(16) * group_panels::panel_len::<4>(k);
-        let mut want = vec![7i8; len];
-        group_panels::pack_cols::<4>(&case.src, case.ld, skip, n, k, flip, &mut want);
-        let mut got = vec![7i8; len];
-        pack(&case.src, case.ld, skip, n, k, &mut got);
-        prop_assert_eq!(got, want, "{}x{}", n, k);
+        for (pack, flip) in packs {
+            let mut want = vec![7i8; len];
+            group_panels::pack_cols::<4>(&case.src, case.ld, skip, n, k, flip, &mut want);
+            let mut got = vec![7i8; len];
+            pack(&case.src, case.ld, skip, n, k, &mut got);
+            prop_assert_eq!(got, want, "{}x{} flip {}", n, k, flip);
+        }
     }
 
     /// Quantising f32 columns on their way into the int8 panels
-    /// ([`Kernels::quantize_pack_i8_cols`]: one pass on the VNNI, AMX and
+    /// ([`Kernels::quantize_pack_i8_cols`]: one pass on the VNNI, AMX, AVX2 and
     /// dot-product paths, quantise-then-pack on the others) writes the
     /// bytes of quantising them row by row and packing those, on every
     /// path: partial panels, partial groups, NaNs, infinities, signed
@@ -477,6 +482,16 @@ fn peak_loops_compute_the_twins_chains() {
             "{}: {sum} vs {want}",
             kern.name
         );
+    }
+}
+
+/// Products taller than the blocks of rows whose sums the VNNI kernels
+/// take once (96 rows on AVX-VNNI, 128 on AVX-512 VNNI), on either side of
+/// each block's end, with partial panels and depth groups.
+#[test]
+fn int8_products_past_the_row_sum_blocks_are_exact() {
+    for m in [95, 96, 97, 127, 128, 129, 200, 257] {
+        gemm_i8_is_exact_on_every_path(m, 37, 23, m as u64).unwrap();
     }
 }
 

@@ -19,6 +19,8 @@ use half::f16;
 use crate::kernels::drive::holds;
 use crate::kernels::{drive, group_columns, group_panels, scalar};
 
+use super::{group, interleave4, interleave4_regs};
+
 pub(super) fn has_vnni() -> bool {
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
@@ -102,45 +104,15 @@ pub fn quantize_pack_i8_cols(
     unsafe { run(x, ld, first, n, k, r, out) }
 }
 
-/// One group of a panel: column `c`'s four depths `rows[0..4][c]` (each
-/// `^ flip`) at bytes `4c..4c + 4`: two rounds of byte and word unpacking
-/// (SSE2, part of every x86_64 CPU).
-#[inline(always)]
-fn interleave4(rows: [&[i8; PANEL]; 4], flip: i8, dst: &mut [i8; 4 * PANEL]) {
-    // SAFETY: SSE2 is part of x86_64; each load reads one of the 16-byte
-    // arrays.
-    #[allow(unused_unsafe)]
-    let q = unsafe { rows.map(|r| _mm_loadu_si128(r.as_ptr().cast())) };
-    interleave4_regs(q, flip, dst)
-}
-
-/// [`interleave4`] of four rows already in registers.
-#[inline(always)]
-fn interleave4_regs(rows: [__m128i; 4], flip: i8, dst: &mut [i8; 4 * PANEL]) {
-    // SAFETY: SSE2 is part of x86_64; the stores write the four 16-byte
-    // quarters of `dst`.
-    #[allow(unused_unsafe)]
-    unsafe {
-        let f = _mm_set1_epi8(flip);
-        let [a, b, c, d] = rows;
-        let (ab0, ab1) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
-        let (cd0, cd1) = (_mm_unpacklo_epi8(c, d), _mm_unpackhi_epi8(c, d));
-        let quarters = [
-            _mm_unpacklo_epi16(ab0, cd0),
-            _mm_unpackhi_epi16(ab0, cd0),
-            _mm_unpacklo_epi16(ab1, cd1),
-            _mm_unpackhi_epi16(ab1, cd1),
-        ];
-        let at = dst.as_mut_ptr();
-        for (q, v) in quarters.into_iter().enumerate() {
-            _mm_storeu_si128(at.add(16 * q).cast(), _mm_xor_si128(v, f));
-        }
-    }
-}
+/// Rows whose `128 · Σ_k x` biases are taken once for every pair of panels:
+/// 16 micro-tiles' worth.
+const SUM_ROWS: usize = 16 * MR;
 
 /// Only reached through [`super::detect`], which checked AVX-512 VNNI.
-/// `w` is [`Packing::AVX512_VNNI`](crate::kernels::Packing::AVX512_VNNI)'s int8 layout; the bias of the unsigned weights is taken
-/// out with the activations' row sums.
+/// `w` is [`Packing::AVX512_VNNI`](crate::kernels::Packing::AVX512_VNNI)'s
+/// int8 layout; the bias of the unsigned weights is taken out with the
+/// activations' row sums, once per block of [`SUM_ROWS`] rows, in which
+/// [`walk`] goes.
 pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
     let kg = k.div_ceil(4);
     assert!(
@@ -149,23 +121,35 @@ pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]
             && holds(x.len(), &[m, k])
             && holds(out.len(), &[m, n])
     );
-    walk(m, n, MR, |rows, panels, i, j| {
-        let wp = &w[(j / PANEL) * kg * PANEL * 4..];
-        // The first row block of a pair of panels fetches the next pair
-        // ahead (the weights come from memory once a frame; the later
-        // row blocks find this pair in cache).
-        let ahead = if i == 0 && j + panels * PANEL < n {
-            panels * kg * PANEL * 4
-        } else {
-            0
-        };
-        // SAFETY: VNNI is present (asserted); the tile reads rows
-        // i..i + rows of `x` (k each), panels j / 16 .. + `panels` of `w`
-        // (asserted long enough), and writes rows i..i + rows, channels
-        // j..min(j + 16 · panels, n) of `out` (m × n); it only prefetches
-        // at `ahead`.
-        unsafe { dispatch!(tile, rows, panels, x, wp, i, j, n, k, out, ahead) }
-    });
+    let mut bias = [0i32; SUM_ROWS];
+    let mut r0 = 0;
+    while r0 < m {
+        let r1 = (r0 + SUM_ROWS).min(m);
+        for (b, i) in bias.iter_mut().zip(r0..r1) {
+            // SAFETY: AVX-512 VNNI is present (asserted).
+            *b = 128 * unsafe { row_sum(&x[i * k..(i + 1) * k]) };
+        }
+        walk(r1 - r0, n, MR, |rows, panels, i, j| {
+            let wp = &w[(j / PANEL) * kg * PANEL * 4..];
+            // The first row block of a pair of panels fetches the next
+            // pair ahead (the weights come from memory once a frame; the
+            // later row blocks find this pair in cache).
+            let ahead = if r0 + i == 0 && j + panels * PANEL < n {
+                panels * kg * PANEL * 4
+            } else {
+                0
+            };
+            let (bias, i) = (&bias[i..], r0 + i);
+            // SAFETY: VNNI is present (asserted); the tile reads rows
+            // i..i + rows ≤ m of `x` (k each), panels j / 16 .. + `panels`
+            // of `w` (asserted long enough), the rows' biases (`rows` of
+            // `bias`), and writes rows i..i + rows, channels
+            // j..min(j + 16 · panels, n) of `out` (m × n); it only
+            // prefetches at `ahead`.
+            unsafe { dispatch!(tile, rows, panels, x, wp, i, j, n, k, bias, out, ahead) }
+        });
+        r0 = r1;
+    }
 }
 
 /// Rows `i..m` of `x` × the `panels` (1 or 2) panels at `wp` (channels
@@ -189,8 +173,13 @@ pub(super) unsafe fn panel_rows(
 ) {
     while i < m {
         let rows = row_block(m - i, MR);
+        let mut bias = [0i32; MR];
+        for (b, r) in bias.iter_mut().zip(i..i + rows) {
+            // SAFETY: VNNI is present (the caller's).
+            *b = 128 * unsafe { row_sum(&x[r * k..(r + 1) * k]) };
+        }
         // SAFETY: the caller's bounds, rows i..i + rows ≤ m.
-        unsafe { dispatch!(tile, rows, panels, x, wp, i, j, n, k, out, 0) };
+        unsafe { dispatch!(tile, rows, panels, x, wp, i, j, n, k, &bias, out, 0) };
         i += rows;
     }
 }
@@ -241,19 +230,6 @@ macro_rules! dispatch {
 }
 use dispatch;
 
-/// Four activations from `x[at..]` (fewer past `end`, zero-padded) as one
-/// i32 to broadcast.
-#[inline(always)]
-fn group(x: &[i8], at: usize, end: usize) -> i32 {
-    let mut b = [0u8; 4];
-    for (t, v) in b.iter_mut().enumerate() {
-        if at + t < end {
-            *v = x[at + t] as u8;
-        }
-    }
-    i32::from_le_bytes(b)
-}
-
 /// `Σ_k x[k]` of one activation row, 64 bytes a step (`vpdpbusd` of ones).
 ///
 /// # Safety
@@ -277,11 +253,12 @@ pub(super) fn row_sum(x: &[i8]) -> i32 {
 
 /// `R` rows × `P` panels of 16 channels: `R · P` accumulators, each
 /// `vpdpbusd` multiplying one packed (unsigned) panel group by four signed
-/// activations of one row broadcast to every lane; stored with the
-/// `128 · Σ_k x` bias of the unsigned weights removed.
+/// activations of one row broadcast to every lane; stored less each row's
+/// `128 · Σ_k x` (`bias[r]`), the bias of the unsigned weights.
 ///
 /// # Safety
-/// AVX-512 F/BW/VNNI; the bounds [`gemm_i8`] asserts.
+/// AVX-512 F/BW/VNNI; the bounds [`gemm_i8`] asserts; `bias` holds at
+/// least `R` values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile<const R: usize, const P: usize>(
@@ -291,11 +268,13 @@ unsafe fn tile<const R: usize, const P: usize>(
     j: usize,
     n: usize,
     k: usize,
+    bias: &[i32],
     out: &mut [i32],
     ahead: usize,
 ) {
     let kg = k.div_ceil(4);
     let full = k / 4;
+    debug_assert!(bias.len() >= R);
     let mut acc = [[_mm512_setzero_si512(); P]; R];
     let panel_bytes = kg * PANEL * 4;
     // One group of four depths: the panels' 64 bytes each, then per row
@@ -334,7 +313,7 @@ unsafe fn tile<const R: usize, const P: usize>(
         });
     }
     for (r, ar) in acc.iter().enumerate() {
-        let bias = _mm512_set1_epi32(128 * row_sum(&x[(i + r) * k..(i + r + 1) * k]));
+        let bias = _mm512_set1_epi32(bias[r]);
         for (p, v) in ar.iter().enumerate() {
             let j0 = j + p * PANEL;
             let valid = n.saturating_sub(j0).min(PANEL);
