@@ -458,32 +458,38 @@ unsafe fn tile_i8<const R: usize>(
     let full = k / 4;
     debug_assert!(wp.len() >= kg * group_panels::PANEL * 4 && x.len() >= (i + R) * k);
     let mut acc = [[_mm256_setzero_si256(); 4]; R];
-    let mut step = |g: usize, xg: [i32; R]| {
+    // One group of four depths: its four quarters widened, then per row
+    // its four activations (`v(r)`: loaded straight from memory where
+    // whole) widened and repeated.
+    let mut step = |g: usize, v: &dyn Fn(usize) -> __m256i| {
         // SAFETY: group g < kg is 64 bytes inside the panel (the caller's).
         let wv: [__m256i; 4] = std::array::from_fn(|q| unsafe {
             _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.as_ptr().add(g * 64 + 16 * q).cast()))
         });
-        for (ar, xg) in acc.iter_mut().zip(xg) {
-            let xv = _mm256_cvtepi8_epi16(_mm_set1_epi32(xg));
+        for (r, ar) in acc.iter_mut().enumerate() {
+            let xv = v(r);
             for (a, wq) in ar.iter_mut().zip(&wv) {
                 *a = _mm256_add_epi32(*a, _mm256_madd_epi16(*wq, xv));
             }
         }
     };
     for g in 0..full {
-        // SAFETY: bytes (i + r)·k + 4g .. + 4 lie within row i + r of x.
-        step(
-            g,
-            std::array::from_fn(|r| unsafe {
-                std::ptr::read_unaligned(x.as_ptr().add((i + r) * k + g * 4).cast::<i32>())
-            }),
-        );
+        // SAFETY: bytes (i + r)·k + 4g .. + 4 lie within row i + r of x; a
+        // broadcast load from memory.
+        step(g, &|r| unsafe {
+            _mm256_cvtepi8_epi16(_mm_set1_epi32(std::ptr::read_unaligned(
+                x.as_ptr().add((i + r) * k + g * 4).cast::<i32>(),
+            )))
+        });
     }
     if full < kg {
-        step(
-            full,
-            std::array::from_fn(|r| group(x, (i + r) * k + full * 4, (i + r + 1) * k)),
-        );
+        step(full, &|r| {
+            _mm256_cvtepi8_epi16(_mm_set1_epi32(group(
+                x,
+                (i + r) * k + full * 4,
+                (i + r + 1) * k,
+            )))
+        });
     }
     let valid = (n - j).min(group_panels::PANEL);
     for (r, ar) in acc.iter().enumerate() {

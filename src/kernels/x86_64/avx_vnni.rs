@@ -162,13 +162,15 @@ unsafe fn tile<const R: usize>(
     let full = k / 4;
     debug_assert!(wp.len() >= kg * PANEL * 4 && x.len() >= (i + R) * k && bias.len() >= R);
     let mut acc = [[_mm256_setzero_si256(); 2]; R];
-    let mut step = |g: usize, xg: [i32; R]| {
+    // One group of four depths: its two halves, then per row its four
+    // activations broadcast (`v(r)`: straight from memory where whole).
+    let mut step = |g: usize, v: &dyn Fn(usize) -> __m256i| {
         // SAFETY: group g < kg is 64 bytes inside the panel (the caller's).
         let b: [__m256i; 2] = std::array::from_fn(|h| unsafe {
             _mm256_loadu_si256(wp.as_ptr().add(g * 64 + 32 * h).cast())
         });
-        for (ar, xg) in acc.iter_mut().zip(xg) {
-            let a = _mm256_set1_epi32(xg);
+        for (r, ar) in acc.iter_mut().enumerate() {
+            let a = v(r);
             for (s, bh) in ar.iter_mut().zip(&b) {
                 *s = _mm256_dpbusd_avx_epi32(*s, *bh, a);
             }
@@ -177,18 +179,16 @@ unsafe fn tile<const R: usize>(
     for g in 0..full {
         // SAFETY: bytes (i + r)·k + 4g .. + 4 lie within row i + r of x; a
         // broadcast load from memory.
-        step(
-            g,
-            std::array::from_fn(|r| unsafe {
-                std::ptr::read_unaligned(x.as_ptr().add((i + r) * k + g * 4).cast::<i32>())
-            }),
-        );
+        step(g, &|r| unsafe {
+            _mm256_set1_epi32(std::ptr::read_unaligned(
+                x.as_ptr().add((i + r) * k + g * 4).cast::<i32>(),
+            ))
+        });
     }
     if full < kg {
-        step(
-            full,
-            std::array::from_fn(|r| group(x, (i + r) * k + full * 4, (i + r + 1) * k)),
-        );
+        step(full, &|r| {
+            _mm256_set1_epi32(group(x, (i + r) * k + full * 4, (i + r + 1) * k))
+        });
     }
     let valid = (n - j).min(PANEL);
     for (r, ar) in acc.iter().enumerate() {
