@@ -2,11 +2,12 @@
 //! channels, each panel `⌈k/D⌉` groups of `[16 channels][D depths]`.
 //! `D = 4` for the dot-product kernels (x86_64 `vpdpbusd`, aarch64 `sdot`:
 //! 64 bytes a group, what one instruction multiplies against four
-//! activations of one row, four at a time per channel); `D = 8` for
-//! aarch64's `smmla` (128 bytes a group: each 16 bytes are the 8 depths of
-//! two channels, the 8 × 2 matrix one instruction multiplies). Every byte
-//! is stored XOR `flip`: `i8::MIN` makes the weights unsigned (`w + 128`,
-//! for `vpdpbusd`), 0 keeps them signed (`sdot`, `smmla`).
+//! activations of one row, four at a time per channel; AVX2's `vpmaddwd`
+//! widens a group to i16 in four registers); `D = 8` for aarch64's
+//! `smmla` (128 bytes a group: each 16 bytes are the 8 depths of two
+//! channels, the 8 × 2 matrix one instruction multiplies). Every byte is
+//! stored XOR `flip`: `i8::MIN` makes the weights unsigned (`w + 128`, for
+//! `vpdpbusd`), 0 keeps them signed (`sdot`, `smmla`, `vpmaddwd`).
 //! Padding (channels past `n`, depths past `k`) holds a zero weight.
 //! Plain code, no SIMD: packing runs at load, and per frame for a
 //! convolution's patches.

@@ -304,7 +304,7 @@ proptest! {
 
     /// The one-pass driver itself ([`group_columns::quantize_pack_cols`])
     /// with a value-by-value quantiser and interleave, on every host (the
-    /// vector paths that use it need AVX-512 or aarch64): the bytes of
+    /// vector paths that use it need AVX2, AVX-512 or aarch64): the bytes of
     /// [`group_panels::pack_cols`] over the rows quantised first, for both
     /// flips.
     #[test]
@@ -486,12 +486,12 @@ fn peak_loops_compute_the_twins_chains() {
 }
 
 /// Products taller than the blocks of rows whose sums the VNNI kernels
-/// take once (96 rows on AVX-VNNI, 128 on AVX-512 VNNI), on either side of
-/// each block's end, with partial panels and depth groups.
+/// take once (512 rows on AVX-VNNI and AVX-512 VNNI), on either side of a
+/// block's end, with partial panels and depth groups, and whole groups.
 #[test]
 fn int8_products_past_the_row_sum_blocks_are_exact() {
-    for m in [95, 96, 97, 127, 128, 129, 200, 257] {
-        gemm_i8_is_exact_on_every_path(m, 37, 23, m as u64).unwrap();
+    for (m, k) in [(511, 23), (512, 9), (513, 23), (1030, 8)] {
+        gemm_i8_is_exact_on_every_path(m, 37, k, m as u64).unwrap();
     }
 }
 

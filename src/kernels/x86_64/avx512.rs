@@ -104,9 +104,11 @@ pub fn quantize_pack_i8_cols(
     unsafe { run(x, ld, first, n, k, r, out) }
 }
 
-/// Rows whose `128 · Σ_k x` biases are taken once for every pair of panels:
-/// 16 micro-tiles' worth.
-const SUM_ROWS: usize = 16 * MR;
+/// Rows whose `128 · Σ_k x` biases are taken once, before the panels pass
+/// over them: a ViT-L's 257 tokens in one block (the panels, the weights of
+/// a linear layer, are then read from memory once). Past it, each block of
+/// rows reads every panel again.
+const SUM_ROWS: usize = 512;
 
 /// Only reached through [`super::detect`], which checked AVX-512 VNNI.
 /// `w` is [`Packing::AVX512_VNNI`](crate::kernels::Packing::AVX512_VNNI)'s
@@ -132,9 +134,9 @@ pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]
         walk(r1 - r0, n, MR, |rows, panels, i, j| {
             let wp = &w[(j / PANEL) * kg * PANEL * 4..];
             // The first row block of a pair of panels fetches the next
-            // pair ahead (the weights come from memory once a frame; the
-            // later row blocks find this pair in cache).
-            let ahead = if r0 + i == 0 && j + panels * PANEL < n {
+            // pair ahead (the weights come from memory once a block of
+            // rows; the later row blocks find this pair in cache).
+            let ahead = if i == 0 && j + panels * PANEL < n {
                 panels * kg * PANEL * 4
             } else {
                 0

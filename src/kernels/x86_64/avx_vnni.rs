@@ -59,9 +59,9 @@ pub fn quantize_pack_i8_cols(
     unsafe { avx2::quantize_pack_cols(x, ld, first, n, k, r, i8::MIN, out) }
 }
 
-/// Rows whose `128 · Σ_k x` biases are taken once for every panel: 16
-/// micro-tiles' worth.
-const SUM_ROWS: usize = 16 * MR;
+/// Rows whose `128 · Σ_k x` biases are taken once, before the panels pass
+/// over them (as the AVX-512 VNNI kernel's blocks).
+const SUM_ROWS: usize = 512;
 
 /// Only reached through [`super::detect`], which checked AVX-VNNI. `w` is
 /// [`Packing::AVX_VNNI`](crate::kernels::Packing::AVX_VNNI)'s int8 layout.
