@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{bin, root};
+use common::{bin, root, scratch};
 use std::path::{Path, PathBuf};
 
 /// fp32 bundle vs PyTorch: every probability. Measured at most 3.3e-7 on an
@@ -185,7 +185,7 @@ fn int8_bundle_agrees_on_top1() {
 #[test]
 fn a_bad_image_is_reported_and_the_rest_classified() {
     let (_, images, _) = reference_probs("vit_tiny");
-    let bad = std::env::temp_dir().join(format!("clip-edge-bad-{}.png", std::process::id()));
+    let bad = scratch("bad-image").join("bad.png");
     std::fs::write(&bad, b"not an image").unwrap();
     let (out, lines) = classify_json(
         "vit_tiny_fp32",

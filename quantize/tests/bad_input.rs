@@ -25,14 +25,19 @@ impl std::ops::Deref for TmpFile {
 
 impl Drop for TmpFile {
     fn drop(&mut self) {
-        // The (empty) folder stays: other tests of this process write there.
+        // The folder stays until the process exits: other tests of this
+        // process write there.
         let _ = std::fs::remove_file(&self.0);
     }
 }
 
+#[path = "../../tests/common/scratch.rs"]
+mod scratch_dirs;
+
 fn tmp(name: &str, bytes: &[u8]) -> TmpFile {
-    let dir = std::env::temp_dir().join(format!("clip-bad-input-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // One folder for the process, removed when it exits.
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| scratch_dirs::dir("clip-bad-input", "files"));
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
     TmpFile(p)

@@ -16,11 +16,12 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
+#[path = "../../tests/common/scratch.rs"]
+mod scratch_dirs;
+
+/// An empty folder of this test process, removed when it exits.
 fn outdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clip-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    scratch_dirs::dir("clip-cli", name)
 }
 
 #[test]

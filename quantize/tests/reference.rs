@@ -162,16 +162,17 @@ fn check_model(ckpt: &Path, refdir: &Path, name: &str, nnef_roundtrip: bool) -> 
     [img_err, img_cos, txt_err, txt_cos]
 }
 
+#[path = "../../tests/common/scratch.rs"]
+mod scratch_dirs;
+
+/// A fresh folder of this test process, removed when it exits.
 fn tempdir() -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "clip-edge-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    scratch_dirs::dir(
+        "clip-quantize-reference",
+        &N.fetch_add(1, Ordering::SeqCst).to_string(),
+    )
 }
 
 #[test]

@@ -589,7 +589,8 @@ mod tests {
         assert!(e.contains("line 1 is not an event"), "{e}");
     }
 
-    fn tempdir() -> PathBuf {
+    /// A fresh folder of this test's thread, removed when dropped.
+    fn tempdir() -> TempDir {
         let d = std::env::temp_dir().join(format!(
             "clip-edge-events-{}-{:?}",
             std::process::id(),
@@ -597,6 +598,21 @@ mod tests {
         ));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        d
+        TempDir(d)
+    }
+
+    struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }

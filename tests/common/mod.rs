@@ -25,40 +25,13 @@ pub const COMMITTED_BUNDLES: [&str; 6] = [
     "tests/fixtures/bundles/mobileclip_tiny_int8",
 ];
 
+pub mod scratch;
+
 /// A fresh scratch directory for one test of this process, removed when
 /// the test process exits (`CLIP_EDGE_KEEP_SCRATCH=1` keeps them, for a
 /// look after a failure).
 pub fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clip-edge-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    remove_at_exit(&d);
-    d
-}
-
-/// The scratch directories this process made, removed by
-/// [`remove_scratch`] as it exits.
-static SCRATCH: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-
-fn remove_at_exit(d: &Path) {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: registers a plain function with the C library's exit
-        // handlers; it touches only `SCRATCH` and the file system.
-        unsafe { libc::atexit(remove_scratch) };
-    });
-    SCRATCH.lock().unwrap().push(d.to_path_buf());
-}
-
-extern "C" fn remove_scratch() {
-    if std::env::var_os("CLIP_EDGE_KEEP_SCRATCH").is_some() {
-        return;
-    }
-    if let Ok(dirs) = SCRATCH.lock() {
-        for d in dirs.iter() {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
+    scratch::dir("clip-edge-test", name)
 }
 
 /// Runs `cmd` to its end; fails the test with its stderr unless it

@@ -40,12 +40,13 @@ pub fn build_options(
     }
 }
 
-/// An empty scratch folder of this test process.
+#[path = "../../../tests/common/scratch.rs"]
+pub mod scratch_dirs;
+
+/// An empty scratch folder of this test process, removed when it exits
+/// (`CLIP_EDGE_KEEP_SCRATCH=1` keeps it).
 pub fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clip-quantize-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    scratch_dirs::dir("clip-quantize", name)
 }
 
 /// A text table rebuilt on another machine than the one that wrote the

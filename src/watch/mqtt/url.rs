@@ -189,5 +189,6 @@ mod tests {
             .with_password_file(&dir.join("pass"))
             .unwrap_err()
             .contains("no user"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
