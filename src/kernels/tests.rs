@@ -255,8 +255,8 @@ proptest! {
         type Pack = fn(&[i8], usize, usize, usize, usize, &mut [i8]);
         #[cfg(target_arch = "x86_64")]
         let packs: [(Pack, i8); 2] = [
-            (x86_64::avx512::pack_i8_cols, i8::MIN),
-            (x86_64::avx2::pack_i8_cols, 0),
+            (x86_64::pack_unsigned_i8_cols, i8::MIN),
+            (x86_64::pack_signed_i8_cols, 0),
         ];
         #[cfg(target_arch = "aarch64")]
         let packs: [(Pack, i8); 1] = [(aarch64::dotprod::pack_i8_cols, 0)];

@@ -22,7 +22,7 @@ use crate::kernels::drive::holds;
 use crate::kernels::group_panels::{self, for_each_tile};
 use crate::kernels::{drive, float_panels, group_columns, scalar};
 
-use super::{group, interleave4, interleave4_regs};
+use super::{group, interleave4_regs};
 
 /// [`scalar::fma_peak`] on 8 lanes: `vfmadd` on registers alone, the
 /// core's f32 multiply-add peak for `bench-kernels`.
@@ -312,16 +312,8 @@ pub fn i8_panel_len(k: usize) -> usize {
     group_panels::panel_len::<4>(k)
 }
 
-/// [`Packing::AVX2`](crate::kernels::Packing::AVX2)'s int8 layout of the
-/// matrix whose row `j` is column `first + j` of `src` (`k` rows of `ld`):
-/// whole groups of whole panels by [`interleave4`].
-pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]) {
-    group_columns::pack_cols(src, ld, first, n, k, 0, out, |rows, dst| {
-        interleave4(rows, 0, dst)
-    })
-}
-
-/// [`pack_i8_cols`] of the int8 matrix `quantize(v, r)` of `x`'s columns,
+/// [`super::pack_signed_i8_cols`] of the int8 matrix `quantize(v, r)` of
+/// `x`'s columns,
 /// quantised on the way ([`group_columns::quantize_pack_cols`]; AVX2,
 /// checked).
 pub fn quantize_pack_i8_cols(

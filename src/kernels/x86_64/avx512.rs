@@ -19,7 +19,7 @@ use half::f16;
 use crate::kernels::drive::holds;
 use crate::kernels::{drive, group_columns, group_panels, scalar};
 
-use super::{group, interleave4, interleave4_regs};
+use super::{group, interleave4_regs};
 
 pub(super) fn has_vnni() -> bool {
     is_x86_feature_detected!("avx512f")
@@ -46,16 +46,8 @@ pub fn i8_panel_len(k: usize) -> usize {
     group_panels::panel_len::<4>(k)
 }
 
-/// [`Packing::AVX512_VNNI`](crate::kernels::Packing::AVX512_VNNI)'s int8 layout of the matrix whose row `j` is column `first + j`
-/// of `src` (`k` rows of `ld`): whole groups of whole panels by
-/// [`interleave4`].
-pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]) {
-    group_columns::pack_cols(src, ld, first, n, k, i8::MIN, out, |rows, dst| {
-        interleave4(rows, i8::MIN, dst)
-    })
-}
-
-/// [`pack_i8_cols`] of the int8 matrix `quantize(v, r)` of `x`'s columns,
+/// [`super::pack_unsigned_i8_cols`] of the int8 matrix `quantize(v, r)` of
+/// `x`'s columns,
 /// quantised on the way ([`group_columns::quantize_pack_cols`]): the VNNI
 /// and AMX paths' (AVX-512 F, checked).
 pub fn quantize_pack_i8_cols(
@@ -113,8 +105,8 @@ const SUM_ROWS: usize = 512;
 /// Only reached through [`super::detect`], which checked AVX-512 VNNI.
 /// `w` is [`Packing::AVX512_VNNI`](crate::kernels::Packing::AVX512_VNNI)'s
 /// int8 layout; the bias of the unsigned weights is taken out with the
-/// activations' row sums, once per block of [`SUM_ROWS`] rows, in which
-/// [`walk`] goes.
+/// activations' row sums, once per block of `SUM_ROWS` rows, in which
+/// `walk` goes.
 pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
     let kg = k.div_ceil(4);
     assert!(

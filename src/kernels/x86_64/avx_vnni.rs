@@ -12,10 +12,9 @@
 use std::arch::x86_64::*;
 
 use crate::kernels::drive::holds;
-use crate::kernels::group_columns;
 use crate::kernels::group_panels::{self, PANEL};
 
-use super::{avx2, group, interleave4};
+use super::{avx2, group};
 
 /// Rows of `x` per micro-tile: 6 rows × 2 accumulators, beside the group's
 /// 2 weight registers and 1 broadcast activation: 15 of the 16 registers.
@@ -34,16 +33,8 @@ pub fn i8_panel_len(k: usize) -> usize {
     group_panels::panel_len::<4>(k)
 }
 
-/// [`Packing::AVX_VNNI`](crate::kernels::Packing::AVX_VNNI)'s int8 layout
-/// of the matrix whose row `j` is column `first + j` of `src` (`k` rows of
-/// `ld`): whole groups of whole panels by [`interleave4`], made unsigned.
-pub fn pack_i8_cols(src: &[i8], ld: usize, first: usize, n: usize, k: usize, out: &mut [i8]) {
-    group_columns::pack_cols(src, ld, first, n, k, i8::MIN, out, |rows, dst| {
-        interleave4(rows, i8::MIN, dst)
-    })
-}
-
-/// [`pack_i8_cols`] of the int8 matrix `quantize(v, r)` of `x`'s columns,
+/// [`super::pack_unsigned_i8_cols`] of the int8 matrix `quantize(v, r)` of
+/// `x`'s columns,
 /// quantised on the way (AVX2's quantiser; checked).
 pub fn quantize_pack_i8_cols(
     x: &[f32],
@@ -65,7 +56,7 @@ const SUM_ROWS: usize = 512;
 
 /// Only reached through [`super::detect`], which checked AVX-VNNI. `w` is
 /// [`Packing::AVX_VNNI`](crate::kernels::Packing::AVX_VNNI)'s int8 layout.
-/// Blocks of [`SUM_ROWS`] rows (their sums taken once), in each the panels
+/// Blocks of `SUM_ROWS` rows (their sums taken once), in each the panels
 /// outer (one panel, 16 channels × `k`, stays in cache while the rows pass
 /// over it), then micro-tiles of 6, 2 and 1 rows.
 pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {

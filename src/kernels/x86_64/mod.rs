@@ -9,6 +9,7 @@
 use std::arch::x86_64::*;
 
 use super::elementwise::Level;
+use super::group_columns;
 use super::group_panels::PANEL;
 use super::{Kernels, Packing};
 
@@ -45,7 +46,7 @@ pub fn vnni_only() -> Option<Kernels> {
         k.with_packed_i8(
             Packing::AVX512_VNNI,
             avx512::gemm_i8,
-            avx512::pack_i8_cols,
+            pack_unsigned_i8_cols,
             Some(avx512::quantize_pack_i8_cols),
             avx512::i8_panel_len,
         )
@@ -95,7 +96,7 @@ pub fn avx_vnni_only() -> Option<Kernels> {
         avx2_kernels().with_packed_i8(
             Packing::AVX_VNNI,
             avx_vnni::gemm_i8,
-            avx_vnni::pack_i8_cols,
+            pack_unsigned_i8_cols,
             Some(avx_vnni::quantize_pack_i8_cols),
             avx_vnni::i8_panel_len,
         )
@@ -140,7 +141,7 @@ fn avx2_kernels() -> Kernels {
         name: Packing::AVX2.name,
         weights: Packing::AVX2,
         gemm_i8: avx2::gemm_i8,
-        pack_i8_cols: avx2::pack_i8_cols,
+        pack_i8_cols: pack_signed_i8_cols,
         quantize_pack_i8_cols: Some(avx2::quantize_pack_i8_cols),
         i8_panel_len: avx2::i8_panel_len,
         gemm_f16w: avx2::gemm_f16w,
@@ -153,6 +154,38 @@ fn avx2_kernels() -> Kernels {
         fma_peak: avx2::fma_peak,
         level: Level::Avx2,
     }
+}
+
+/// The VNNI layout's int8 packing (groups of 4 depths, `w + 128`: the
+/// `x86_64-avx512-vnni`, `x86_64-amx` and `x86_64-avx-vnni` paths) of the
+/// matrix whose row `j` is column `first + j` of `src` (`k` rows of `ld`):
+/// whole groups of whole panels by `interleave4`.
+pub fn pack_unsigned_i8_cols(
+    src: &[i8],
+    ld: usize,
+    first: usize,
+    n: usize,
+    k: usize,
+    out: &mut [i8],
+) {
+    group_columns::pack_cols(src, ld, first, n, k, i8::MIN, out, |rows, dst| {
+        interleave4(rows, i8::MIN, dst)
+    })
+}
+
+/// As [`pack_unsigned_i8_cols`], signed (AVX2's layout: `x86_64-avx2`,
+/// `x86_64-avx512`).
+pub fn pack_signed_i8_cols(
+    src: &[i8],
+    ld: usize,
+    first: usize,
+    n: usize,
+    k: usize,
+    out: &mut [i8],
+) {
+    group_columns::pack_cols(src, ld, first, n, k, 0, out, |rows, dst| {
+        interleave4(rows, 0, dst)
+    })
 }
 
 /// One group of a panel: column `c`'s four depths `rows[0..4][c]` (each
