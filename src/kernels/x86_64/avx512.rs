@@ -33,8 +33,13 @@ fn has_avx512() -> bool {
 
 /// Channels of one packed weight panel (one zmm of i32 sums).
 const PANEL: usize = group_panels::PANEL;
-/// Rows of `x` per int8 micro-tile.
+/// Rows of `x` per int8 micro-tile of the AMX path's leftover rows, and the
+/// last rows of [`INT8_MR`]'s blocks.
 const MR: usize = 8;
+/// Rows of `x` per int8 micro-tile: 12 rows × 2 panels keep 24 of the 32
+/// zmm registers as sums, so each row block reads its pair of panels for
+/// 12 rows (a ViT's 50 tokens in 5 passes, 7 with 8-row tiles).
+const INT8_MR: usize = 12;
 /// Rows of `x` per float micro-tile: 14 rows × 2 panels keep 28 of the 32
 /// zmm registers as sums. A pair of panels at a ViT's depths does not fit
 /// the L1 cache, so every row block reads it again from L2: 14 rows a pass
@@ -123,7 +128,7 @@ pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]
             // SAFETY: AVX-512 VNNI is present (asserted).
             *b = 128 * unsafe { row_sum(&x[i * k..(i + 1) * k]) };
         }
-        walk(r1 - r0, n, MR, |rows, panels, i, j| {
+        walk(r1 - r0, n, INT8_MR, |rows, panels, i, j| {
             let wp = &w[(j / PANEL) * kg * PANEL * 4..];
             // The first row block of a pair of panels fetches the next
             // pair ahead (the weights come from memory once a block of
@@ -140,7 +145,13 @@ pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]
             // `bias`), and writes rows i..i + rows, channels
             // j..min(j + 16 · panels, n) of `out` (m × n); it only
             // prefetches at `ahead`.
-            unsafe { dispatch!(tile, rows, panels, x, wp, i, j, n, k, bias, out, ahead) }
+            unsafe {
+                match (rows, panels) {
+                    (INT8_MR, 2) => tile::<INT8_MR, 2>(x, wp, i, j, n, k, bias, out, ahead),
+                    (INT8_MR, _) => tile::<INT8_MR, 1>(x, wp, i, j, n, k, bias, out, ahead),
+                    _ => dispatch!(tile, rows, panels, x, wp, i, j, n, k, bias, out, ahead),
+                }
+            }
         });
         r0 = r1;
     }
