@@ -440,6 +440,10 @@ impl Device {
             b.memory = MEMORY_MMAP;
             ioctl(&self.fd, VIDIOC_QUERYBUF, &mut b)?;
             let len = b.length as usize;
+            // The MMAP member of the union: a 32-bit offset (the union is
+            // pointer-sized: 32 bits already on armv7).
+            #[allow(clippy::unnecessary_cast)]
+            let offset = b.m as u32 as libc::off_t;
             // SAFETY: maps `len` bytes of the device at the offset the
             // driver gave for this buffer; the result is checked before use
             // and unmapped when the `Mapped` drops.
@@ -450,8 +454,7 @@ impl Device {
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_SHARED,
                     self.fd.as_raw_fd(),
-                    // The MMAP member of the union: a 32-bit offset.
-                    b.m as u32 as libc::off_t,
+                    offset,
                 )
             };
             if ptr == libc::MAP_FAILED {
