@@ -60,7 +60,15 @@ fn section_file(cache: &Path) -> PathBuf {
 
 #[test]
 fn a_saved_section_runs_bit_for_bit_as_the_lowered_graph() {
-    for b in COMMITTED_BUNDLES {
+    // Under an emulator (the ARM stages: `CLIP_TEST_RUNNER`), where each of
+    // the three loads lowers or maps a bundle slowly, the tiny ViTs are
+    // left out: the default bundles run the same architecture at both
+    // precisions.
+    let emulated = std::env::var_os("CLIP_TEST_RUNNER").is_some();
+    for b in COMMITTED_BUNDLES
+        .into_iter()
+        .filter(|b| !(emulated && b.contains("vit_tiny")))
+    {
         let dir = scratch(&format!("section-{}", b.replace('/', "-")));
         let cache = SectionCache::at(dir.join("cache"));
         let bundle = root().join(b);
