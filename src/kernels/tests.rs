@@ -272,8 +272,9 @@ proptest! {
     }
 
     /// Quantising f32 columns on their way into the int8 panels
-    /// ([`Kernels::quantize_pack_i8_cols`]: one pass on the VNNI, AMX, AVX2 and
-    /// dot-product paths, quantise-then-pack on the others) writes the
+    /// ([`Kernels::quantize_pack_i8_cols`]: one pass on the x86_64 paths
+    /// from AVX2 up and the dot-product path, quantise-then-pack on the
+    /// others) writes the
     /// bytes of quantising them row by row and packing those, on every
     /// path: partial panels, partial groups, NaNs, infinities, signed
     /// zeros, ties and saturation included.

@@ -1,5 +1,6 @@
 //! AVX-512 (F + BW) and AVX-512 VNNI. int8: an outer-product micro-tile of
-//! 8 rows × 32 output channels over weights packed once at load
+//! 12 rows × 32 output channels (8, 4, 2 and 1 rows for the last rows and
+//! the AMX path's leftovers) over weights packed once at load
 //! ([`Packing::AVX512_VNNI`](crate::kernels::Packing::AVX512_VNNI)): each `vpdpbusd` multiplies one 64-byte panel group (16
 //! channels × 4 depths) by four activations of one row broadcast to every
 //! lane and adds the four products into each channel's i32 sum, exactly
