@@ -85,14 +85,28 @@ pub fn for_each_tile(
     n: usize,
     panel_len: usize,
     mr: usize,
+    tile: impl FnMut(usize, usize, usize, &[i8]),
+) {
+    for_each_tile_of(w, 0..m, n, panel_len, mr, tile)
+}
+
+/// [`for_each_tile`] over the rows `block` only (a block of rows whose
+/// per-row values a kernel took once).
+pub fn for_each_tile_of(
+    w: &[i8],
+    block: std::ops::Range<usize>,
+    n: usize,
+    panel_len: usize,
+    mr: usize,
     mut tile: impl FnMut(usize, usize, usize, &[i8]),
 ) {
+    let m = block.end;
     for (p, wp) in w
         .chunks_exact(panel_len)
         .take(n.div_ceil(PANEL))
         .enumerate()
     {
-        let mut i = 0;
+        let mut i = block.start;
         while i < m {
             let rows = match m - i {
                 r if r >= mr => mr,

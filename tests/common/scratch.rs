@@ -21,7 +21,7 @@ pub fn dir(prefix: &str, name: &str) -> PathBuf {
 }
 
 /// `d` (made by the caller) removed when the process exits.
-pub fn remove_at_exit(d: &Path) {
+fn remove_at_exit(d: &Path) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // SAFETY: registers a plain function with the C library's exit

@@ -12,7 +12,7 @@
 use std::arch::x86_64::*;
 
 use crate::kernels::drive::holds;
-use crate::kernels::group_panels::{self, PANEL};
+use crate::kernels::group_panels::{self, for_each_tile_of, PANEL};
 
 use super::{avx2, group};
 
@@ -56,9 +56,8 @@ const SUM_ROWS: usize = 512;
 
 /// Only reached through [`super::detect`], which checked AVX-VNNI. `w` is
 /// [`Packing::AVX_VNNI`](crate::kernels::Packing::AVX_VNNI)'s int8 layout.
-/// Blocks of `SUM_ROWS` rows (their sums taken once), in each the panels
-/// outer (one panel, 16 channels × `k`, stays in cache while the rows pass
-/// over it), then micro-tiles of 6, 2 and 1 rows.
+/// Blocks of `SUM_ROWS` rows (their sums taken once), in each
+/// [`for_each_tile_of`]'s loop, rows 6, 2 and 1 at a time.
 pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]) {
     let panel = i8_panel_len(k);
     assert!(
@@ -79,30 +78,21 @@ pub fn gemm_i8(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]
             // SAFETY: AVX2 and AVX-VNNI are present (asserted).
             *b = 128 * unsafe { row_sum(&x[i * k..(i + 1) * k]) };
         }
-        for (p, wp) in w.chunks_exact(panel).take(n.div_ceil(PANEL)).enumerate() {
-            let mut i = r0;
-            while i < r1 {
-                let rows = match r1 - i {
-                    r if r >= MR => MR,
-                    r if r >= 2 => 2,
-                    _ => 1,
-                };
-                let (j, bias) = (p * PANEL, &bias[i - r0..]);
-                // SAFETY: AVX-VNNI and AVX2 are present (asserted); the
-                // tile reads rows i..i + rows ≤ m of `x` (k each, within
-                // m · k), the panel `wp` (⌈k/4⌉ groups of 64 bytes: `panel`
-                // long), their biases (`rows` of `bias`), and writes rows
-                // i..i + rows, channels j..min(j + 16, n) of `out` (m × n).
-                unsafe {
-                    match rows {
-                        MR => tile::<MR>(x, wp, i, j, n, k, bias, out),
-                        2 => tile::<2>(x, wp, i, j, n, k, bias, out),
-                        _ => tile::<1>(x, wp, i, j, n, k, bias, out),
-                    }
+        for_each_tile_of(w, r0..r1, n, panel, MR, |rows, i, j, wp| {
+            let bias = &bias[i - r0..];
+            // SAFETY: AVX-VNNI and AVX2 are present (asserted); the tile
+            // reads rows i..i + rows ≤ m of `x` (k each, within m · k), the
+            // panel `wp` (⌈k/4⌉ groups of 64 bytes: `panel` long), their
+            // biases (`rows` of `bias`), and writes rows i..i + rows,
+            // channels j..min(j + 16, n) of `out` (m × n).
+            unsafe {
+                match rows {
+                    MR => tile::<MR>(x, wp, i, j, n, k, bias, out),
+                    2 => tile::<2>(x, wp, i, j, n, k, bias, out),
+                    _ => tile::<1>(x, wp, i, j, n, k, bias, out),
                 }
-                i += rows;
             }
-        }
+        });
         r0 = r1;
     }
 }
