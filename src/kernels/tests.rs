@@ -567,6 +567,48 @@ mod deep_shapes {
             }
         }
     }
+
+    /// Products deeper than the AVX-512 float kernels run whole (1,024
+    /// depths), which they run in slices of depths, each slice adding to
+    /// the sums the ones before stored: small integers, exact in any
+    /// order, so every path must give the twin's sums exactly; the outputs
+    /// start as NaN (a slice that read them before writing would show).
+    /// Shapes around the slices (1,025: five slices of 205; 2,048: eight
+    /// of 256) with partial row blocks and panels, and ViT-B/32's c_proj's
+    /// depth.
+    #[test]
+    fn products_in_slices_of_depths_are_exact() {
+        for (m, n, k) in [
+            (1usize, 1usize, 1025usize),
+            (15, 33, 1025),
+            (29, 17, 2048),
+            (50, 40, 3072),
+        ] {
+            let mut r = 7u64;
+            let mut next = |span: u64| {
+                r = r
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((r >> 33) % span) as f32 - (span / 2) as f32
+            };
+            let x: Vec<f32> = (0..m * k).map(|_| next(17)).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| next(15)).collect();
+            let wh: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
+            let mut want = vec![0f32; m * n];
+            Kernels::SCALAR.gemm_f32(&x, &w, m, n, k, &mut want);
+            for kern in super::tests::simd_paths()
+                .into_iter()
+                .chain([Kernels::SCALAR])
+            {
+                let mut a = vec![f32::NAN; m * n];
+                kern.gemm_f32p(&x, &kern.pack_f32(&w, n, k), m, n, k, &mut a);
+                assert_eq!(a, want, "{} f32 {m}x{n}x{k}", kern.name);
+                let mut b = vec![f32::NAN; m * n];
+                kern.gemm_f16p(&x, &kern.pack_f16(&wh, n, k), m, n, k, &mut b);
+                assert_eq!(b, want, "{} f16 {m}x{n}x{k}", kern.name);
+            }
+        }
+    }
 }
 
 mod conv_shapes {

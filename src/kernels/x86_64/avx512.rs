@@ -202,6 +202,53 @@ fn row_block(left: usize, tall: usize) -> usize {
     }
 }
 
+/// Depths of one slice of a deep float product ([`deep_float_walk`]).
+const FLOAT_DEPTHS: usize = 256;
+/// The deepest float product run whole, each pair of panels against every
+/// block of rows at every depth: at 1,024 depths a pair is 128 KiB, in L2
+/// with the rows read over it.
+const FLOAT_WHOLE: usize = 1024;
+/// Row stride of a block's copied slice: 1,088 bytes, 17 cache lines, so
+/// that its rows fall in different sets of the L1 cache.
+const COPY_LD: usize = FLOAT_DEPTHS + 16;
+
+/// The walk of a deep float product (`k` > [`FLOAT_WHOLE`]): the depths in
+/// equal slices of at most [`FLOAT_DEPTHS`]; in each, every block of
+/// [`FLOAT_MR`] rows (the last ones 8, 4, 2 and 1 at a time) copied once
+/// into padded rows and handed to `f(rows, first row, the rows' slice,
+/// its stride, (t0, t1))`, which runs it over every panel. Whole, a deep product's panels and rows do
+/// not fit L2 together (ViT-B/32's `c_proj`: 3,072 depths, 50 rows of
+/// 12 KiB), and at a depth that is a multiple of 1,024 floats the rows all
+/// fall in one set of the L1 cache, where 14 of them evict each other (8
+/// ways on Zen 4, 12 on Intel's cores since Ice Lake).
+/// Each slice after the first adds to the sums the slices before stored:
+/// f32 sums stored and loaded again are exact, so the results are those of
+/// one pass over every depth.
+fn deep_float_walk(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    mut f: impl FnMut(usize, usize, &[f32], usize, (usize, usize)),
+) {
+    let depths = k.div_ceil(k.div_ceil(FLOAT_DEPTHS).max(1));
+    let mut copy = [0f32; FLOAT_MR * COPY_LD];
+    let mut t0 = 0;
+    while t0 < k {
+        let t1 = (t0 + depths).min(k);
+        let mut i = 0;
+        while i < m {
+            let rows = row_block(m - i, FLOAT_MR);
+            for r in 0..rows {
+                copy[r * COPY_LD..r * COPY_LD + (t1 - t0)]
+                    .copy_from_slice(&x[(i + r) * k + t0..(i + r) * k + t1]);
+            }
+            f(rows, i, &copy, COPY_LD, (t0, t1));
+            i += rows;
+        }
+        t0 = t1;
+    }
+}
+
 /// Panels outer (one pair, 32 channels × k, stays in L2 while every row
 /// block passes over it), then blocks of `tall` rows, the last rows 8, 4,
 /// 2 and 1 at a time: `f(rows, panels, first row, first channel)`.
@@ -499,26 +546,88 @@ macro_rules! packed_float_gemm {
                     && holds(x.len(), &[m, k])
                     && holds(out.len(), &[m, n])
             );
-            walk(m, n, FLOAT_MR, |rows, panels, i, j| {
+            // `rows` rows (from `xs`, at stride `ldx`, depths d.0..d.1) ×
+            // `panels` panels from channel j.
+            //
+            // Safety: AVX-512 F; `xs` holds `rows` rows of d.1 - d.0 at
+            // stride `ldx`, rows i..i + rows of `out` exist, j < n.
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn run(
+                rows: usize,
+                panels: usize,
+                xs: &[f32],
+                ldx: usize,
+                w: &[$w],
+                i: usize,
+                j: usize,
+                n: usize,
+                k: usize,
+                d: (usize, usize),
+                out: &mut [f32],
+                ahead: usize,
+            ) {
                 let wp = &w[(j / PANEL) * k * PANEL..];
-                // As in `gemm_i8`: the first row block of a pair of panels
-                // fetches the next pair ahead.
-                let ahead = if i == 0 && j + panels * PANEL < n {
-                    panels * k * PANEL
-                } else {
-                    0
-                };
-                // SAFETY: AVX-512 F is present (asserted); the tile reads
-                // rows i..i + rows of `x`, panels j / 16 .. + `panels` of
-                // `w` (asserted long enough), and writes rows i..i + rows,
-                // channels j..min(j + 16 · panels, n); it only prefetches
-                // at `ahead`.
+                // SAFETY: the caller's.
                 unsafe {
                     match (rows, panels) {
-                        (FLOAT_MR, 2) => $tile::<FLOAT_MR, 2>(x, wp, i, j, n, k, out, ahead),
-                        (FLOAT_MR, _) => $tile::<FLOAT_MR, 1>(x, wp, i, j, n, k, out, ahead),
-                        _ => dispatch!($tile, rows, panels, x, wp, i, j, n, k, out, ahead),
+                        (FLOAT_MR, 2) => {
+                            $tile::<FLOAT_MR, 2>(xs, ldx, wp, i, j, n, k, d, out, ahead)
+                        }
+                        (FLOAT_MR, _) => {
+                            $tile::<FLOAT_MR, 1>(xs, ldx, wp, i, j, n, k, d, out, ahead)
+                        }
+                        _ => dispatch!($tile, rows, panels, xs, ldx, wp, i, j, n, k, d, out, ahead),
                     }
+                }
+            }
+            if k <= FLOAT_WHOLE {
+                walk(m, n, FLOAT_MR, |rows, panels, i, j| {
+                    // As in `gemm_i8`: the first row block over a pair of
+                    // panels fetches the next pair ahead.
+                    let ahead = if i == 0 && j + panels * PANEL < n {
+                        panels * k * PANEL
+                    } else {
+                        0
+                    };
+                    // SAFETY: AVX-512 F is present (asserted); the tile
+                    // reads rows i..i + rows of `x` and panels j / 16 ..
+                    // + `panels` of `w` (asserted long enough), writes rows
+                    // i..i + rows, channels j..min(j + 16 · panels, n), and
+                    // only prefetches at `ahead`.
+                    unsafe {
+                        run(
+                            rows,
+                            panels,
+                            &x[i * k..],
+                            k,
+                            w,
+                            i,
+                            j,
+                            n,
+                            k,
+                            (0, k),
+                            out,
+                            ahead,
+                        )
+                    };
+                });
+                return;
+            }
+            deep_float_walk(x, m, k, |rows, i, xs, ldx, d| {
+                let mut j = 0;
+                while j < n {
+                    let panels = if n - j > PANEL { 2 } else { 1 };
+                    // The first row block of a slice fetches the next
+                    // pair's slice ahead.
+                    let ahead = if i == 0 && j + panels * PANEL < n {
+                        panels * k * PANEL
+                    } else {
+                        0
+                    };
+                    // SAFETY: as above, with the rows' slice from `xs`
+                    // (rows × d.1 - d.0 at stride `ldx`).
+                    unsafe { run(rows, panels, xs, ldx, w, i, j, n, k, d, out, ahead) };
+                    j += PANEL * panels;
                 }
             });
         }
@@ -528,17 +637,40 @@ macro_rules! packed_float_gemm {
         #[target_feature(enable = "avx512f")]
         #[allow(clippy::too_many_arguments)]
         unsafe fn $tile<const R: usize, const P: usize>(
-            x: &[f32],
+            xs: &[f32],
+            ldx: usize,
             wp: &[$w],
             i: usize,
             j: usize,
             n: usize,
             k: usize,
+            (t0, t1): (usize, usize),
             out: &mut [f32],
             ahead: usize,
         ) {
+            let mask = |p: usize| -> __mmask16 {
+                let valid = n.saturating_sub(j + p * PANEL).min(PANEL);
+                ((1u32 << valid) - 1) as __mmask16
+            };
+            // The first slice of depths starts from zero, the others from
+            // the sums the slices before stored (f32 stores and reloads
+            // exactly: the sums are those of one pass over every depth).
             let mut acc = [[_mm512_setzero_ps(); P]; R];
-            for t in 0..k {
+            if t0 > 0 {
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    for (p, v) in ar.iter_mut().enumerate() {
+                        // SAFETY: row i + r, channels j + 16p.. under the
+                        // mask are in out.
+                        *v = unsafe {
+                            _mm512_maskz_loadu_ps(
+                                mask(p),
+                                out.as_ptr().add((i + r) * n + j + p * PANEL),
+                            )
+                        };
+                    }
+                }
+            }
+            for t in t0..t1 {
                 let mut b = [_mm512_setzero_ps(); P];
                 for (p, bp) in b.iter_mut().enumerate() {
                     let at = (p * k + t) * PANEL;
@@ -551,8 +683,8 @@ macro_rules! packed_float_gemm {
                     }
                 }
                 for (r, ar) in acc.iter_mut().enumerate() {
-                    // SAFETY: row i + r < m, t < k: within x (m × k).
-                    let a = _mm512_set1_ps(unsafe { *x.get_unchecked((i + r) * k + t) });
+                    // SAFETY: row r < R, depth t - t0 of the rows' slices.
+                    let a = _mm512_set1_ps(unsafe { *xs.get_unchecked(r * ldx + t - t0) });
                     for (acc, bp) in ar.iter_mut().zip(&b) {
                         *acc = _mm512_fmadd_ps(a, *bp, *acc);
                     }
@@ -560,12 +692,14 @@ macro_rules! packed_float_gemm {
             }
             for (r, ar) in acc.iter().enumerate() {
                 for (p, v) in ar.iter().enumerate() {
-                    let j0 = j + p * PANEL;
-                    let valid = n.saturating_sub(j0).min(PANEL);
-                    let mask: __mmask16 = ((1u32 << valid) - 1) as __mmask16;
-                    // SAFETY: row i + r, channels j0..j0 + valid are in out.
+                    // SAFETY: row i + r, channels j + 16p.. under the mask
+                    // are in out.
                     unsafe {
-                        _mm512_mask_storeu_ps(out.as_mut_ptr().add((i + r) * n + j0), mask, *v)
+                        _mm512_mask_storeu_ps(
+                            out.as_mut_ptr().add((i + r) * n + j + p * PANEL),
+                            mask(p),
+                            *v,
+                        )
                     };
                 }
             }
