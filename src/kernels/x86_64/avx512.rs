@@ -552,6 +552,7 @@ macro_rules! packed_float_gemm {
             // Safety: AVX-512 F; `xs` holds `rows` rows of d.1 - d.0 at
             // stride `ldx`, rows i..i + rows of `out` exist, j < n.
             #[allow(clippy::too_many_arguments)]
+            #[inline(always)]
             unsafe fn run(
                 rows: usize,
                 panels: usize,
