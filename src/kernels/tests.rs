@@ -568,14 +568,13 @@ mod deep_shapes {
         }
     }
 
-    /// Products deeper than the AVX-512 float kernels run whole (1,024
-    /// depths), which they run in slices of depths, each slice adding to
-    /// the sums the ones before stored: small integers, exact in any
-    /// order, so every path must give the twin's sums exactly; the outputs
-    /// start as NaN (a slice that read them before writing would show).
-    /// Shapes around the slices (1,025: five slices of 205; 2,048: eight
-    /// of 256) with partial row blocks and panels, and ViT-B/32's c_proj's
-    /// depth.
+    /// Products whose depth is a multiple of 1,024 floats (past it), which
+    /// the AVX-512 float kernels run in slices of 256 depths, each slice
+    /// adding to the sums the ones before stored: small integers, exact in
+    /// any order, so every path must give the twin's sums exactly; the
+    /// outputs start as NaN (a slice that read them before writing would
+    /// show). Partial row blocks and panels, one row and one channel, and
+    /// ViT-B/32's c_proj's depth.
     #[test]
     fn products_in_slices_of_depths_are_exact() {
         for (m, n, k) in [

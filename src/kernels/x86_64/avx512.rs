@@ -202,28 +202,37 @@ fn row_block(left: usize, tall: usize) -> usize {
     }
 }
 
-/// Depths of one slice of a deep float product ([`deep_float_walk`]).
+/// Depths of one slice of a product run by [`deep_float_walk`].
 const FLOAT_DEPTHS: usize = 256;
-/// The deepest float product run whole, each pair of panels against every
-/// block of rows at every depth: at 1,024 depths a pair is 128 KiB, in L2
-/// with the rows read over it.
-const FLOAT_WHOLE: usize = 1024;
+/// Depths (floats) whose rows lie a multiple of 4 KiB apart: at a depth
+/// that is a multiple of this, every row of `x` starts in the same set of
+/// the L1 cache.
+const ALIASED_DEPTHS: usize = 1024;
 /// Row stride of a block's copied slice: 1,088 bytes, 17 cache lines, so
 /// that its rows fall in different sets of the L1 cache.
 const COPY_LD: usize = FLOAT_DEPTHS + 16;
 
-/// The walk of a deep float product (`k` > [`FLOAT_WHOLE`]): the depths in
-/// equal slices of at most [`FLOAT_DEPTHS`]; in each, every block of
+/// Whether a float product of depth `k` runs by [`deep_float_walk`]: a
+/// depth past 1,024 and a multiple of it (ViT-B/32's `c_proj`: 3,072;
+/// RN50's attention pool: 2,048), where the 14 rows of a tile, read at the
+/// same depth, all fall in one set of the L1 cache (8 ways on Zen 4, 12 on
+/// Intel's cores since Ice Lake) and evict each other before their next
+/// depths are read: measured 0.63× the time whole. At other depths the
+/// rows spread over sets, and the copies cost more than they save (RN50's
+/// 3 × 3 convolutions of 2,304 and 4,608 depths: 1.07× and 1.4× the time
+/// whole, with few panels to share each copy).
+fn runs_in_slices(k: usize) -> bool {
+    k > ALIASED_DEPTHS && k % ALIASED_DEPTHS == 0
+}
+
+/// The walk of a product whose rows alias ([`runs_in_slices`]): the depths
+/// in equal slices of at most [`FLOAT_DEPTHS`]; in each, every block of
 /// [`FLOAT_MR`] rows (the last ones 8, 4, 2 and 1 at a time) copied once
-/// into padded rows and handed to `f(rows, first row, the rows' slice,
-/// its stride, (t0, t1))`, which runs it over every panel. Whole, a deep product's panels and rows do
-/// not fit L2 together (ViT-B/32's `c_proj`: 3,072 depths, 50 rows of
-/// 12 KiB), and at a depth that is a multiple of 1,024 floats the rows all
-/// fall in one set of the L1 cache, where 14 of them evict each other (8
-/// ways on Zen 4, 12 on Intel's cores since Ice Lake).
-/// Each slice after the first adds to the sums the slices before stored:
-/// f32 sums stored and loaded again are exact, so the results are those of
-/// one pass over every depth.
+/// into padded rows and handed to `f(rows, first row, the rows' slice, its
+/// stride, (t0, t1))`, which runs it over every panel (the panels' slices
+/// stay in L2 for the next block). Each slice after the first adds to the
+/// sums the slices before stored: f32 sums stored and loaded again are
+/// exact, so the results are those of one pass over every depth.
 fn deep_float_walk(
     x: &[f32],
     m: usize,
@@ -581,7 +590,7 @@ macro_rules! packed_float_gemm {
                     }
                 }
             }
-            if k <= FLOAT_WHOLE {
+            if !runs_in_slices(k) {
                 walk(m, n, FLOAT_MR, |rows, panels, i, j| {
                     // As in `gemm_i8`: the first row block over a pair of
                     // panels fetches the next pair ahead.
