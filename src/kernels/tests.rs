@@ -573,14 +573,17 @@ mod deep_shapes {
     /// adding to the sums the ones before stored: small integers, exact in
     /// any order, so every path must give the twin's sums exactly; the
     /// outputs start as NaN (a slice that read them before writing would
-    /// show). Partial row blocks and panels, one row and one channel, and
-    /// ViT-B/32's c_proj's depth.
+    /// show). Row blocks of 14, 8, 4, 2 and 1, whole and partial panels and
+    /// pairs, one row and one channel, and ViT-B/32's c_proj's depth (the
+    /// sliced path runs where the CPU has AVX-512; elsewhere this checks
+    /// the other paths at these depths).
     #[test]
     fn products_in_slices_of_depths_are_exact() {
         for (m, n, k) in [
-            (1usize, 1usize, 1025usize),
-            (15, 33, 1025),
-            (29, 17, 2048),
+            (1usize, 1usize, 2048usize),
+            (7, 16, 2048),
+            (15, 33, 2048),
+            (29, 17, 5120),
             (50, 40, 3072),
         ] {
             let mut r = 7u64;

@@ -248,9 +248,13 @@ fn transform_input(
                     }
                 }
             }
-            // Bᵀ d (columns), then · B (rows).
-            let cols: [[Lanes; 4]; 4] =
-                std::array::from_fn(|s| bt_lanes([&d[0][s], &d[1][s], &d[2][s], &d[3][s]]));
+            // Bᵀ d (columns), then · B (rows). Plain loops, not
+            // `array::from_fn`, whose closures the compiler has left out of
+            // line here (a call and a copy of 256 bytes for each column).
+            let mut cols = [[[0f32; LANES]; 4]; 4];
+            for (s, col) in cols.iter_mut().enumerate() {
+                *col = bt_lanes([&d[0][s], &d[1][s], &d[2][s], &d[3][s]]);
+            }
             for i in 0..4 {
                 let row = bt_lanes([&cols[0][i], &cols[1][i], &cols[2][i], &cols[3][i]]);
                 for (s, vals) in row.iter().enumerate() {
@@ -291,11 +295,15 @@ fn transform_output(conv: &Conv, m: &[f32], oc: usize, n: usize, bias: f32, bloc
                 vx[..lanes].copy_from_slice(&m[at..at + lanes]);
             }
         }
-        // Aᵀ M (columns), then · A (rows).
-        let cols: [[Lanes; 2]; 4] =
-            std::array::from_fn(|s| at_lanes([&v[s], &v[4 + s], &v[8 + s], &v[12 + s]]));
-        let rows_a: [[Lanes; 2]; 2] =
-            std::array::from_fn(|i| at_lanes([&cols[0][i], &cols[1][i], &cols[2][i], &cols[3][i]]));
+        // Aᵀ M (columns), then · A (rows); plain loops, as above.
+        let mut cols = [[[0f32; LANES]; 2]; 4];
+        for (s, col) in cols.iter_mut().enumerate() {
+            *col = at_lanes([&v[s], &v[4 + s], &v[8 + s], &v[12 + s]]);
+        }
+        let mut rows_a = [[[0f32; LANES]; 2]; 2];
+        for (i, row) in rows_a.iter_mut().enumerate() {
+            *row = at_lanes([&cols[0][i], &cols[1][i], &cols[2][i], &cols[3][i]]);
+        }
         for (i, row) in rows_a.iter().enumerate() {
             for l in 0..lanes {
                 let (ty, tx) = ((j0 + l) / tw, (j0 + l) % tw);

@@ -214,7 +214,7 @@ const COPY_LD: usize = FLOAT_DEPTHS + 16;
 
 /// Whether a float product of depth `k` runs by [`deep_float_walk`]: a
 /// depth past 1,024 and a multiple of it (ViT-B/32's `c_proj`: 3,072;
-/// RN50's attention pool: 2,048), where the 14 rows of a tile, read at the
+/// RN50's attention pool and its last 1 × 1 convolutions: 2,048), where the 14 rows of a tile, read at the
 /// same depth, all fall in one set of the L1 cache (8 ways on Zen 4, 12 on
 /// Intel's cores since Ice Lake) and evict each other before their next
 /// depths are read: measured 0.63× the time whole. At other depths the
@@ -229,10 +229,13 @@ fn runs_in_slices(k: usize) -> bool {
 /// in equal slices of at most [`FLOAT_DEPTHS`]; in each, every block of
 /// [`FLOAT_MR`] rows (the last ones 8, 4, 2 and 1 at a time) copied once
 /// into padded rows and handed to `f(rows, first row, the rows' slice, its
-/// stride, (t0, t1))`, which runs it over every panel (the panels' slices
-/// stay in L2 for the next block). Each slice after the first adds to the
+/// stride, (t0, t1))`, which runs it over every panel (a slice of 768
+/// channels' panels, 768 KiB, stays in a 1 MiB L2 for the next block). Each slice after the first adds to the
 /// sums the slices before stored: f32 sums stored and loaded again are
 /// exact, so the results are those of one pass over every depth.
+// Not inlined: its 15 KiB copy would sit in the frame of every product
+// (stack probes on every call of the small products).
+#[inline(never)]
 fn deep_float_walk(
     x: &[f32],
     m: usize,
@@ -559,7 +562,10 @@ macro_rules! packed_float_gemm {
             // `panels` panels from channel j.
             //
             // Safety: AVX-512 F; `xs` holds `rows` rows of d.1 - d.0 at
-            // stride `ldx`, rows i..i + rows of `out` exist, j < n.
+            // stride `ldx`, d.0 ≤ d.1 ≤ k; `w` holds ⌈n/16⌉ panels of `k`
+            // depths; j < n (and j + 16 < n with two panels); rows
+            // i..i + rows of `out` (n each) exist and, where d.0 > 0, hold
+            // the sums of depths 0..d.0.
             #[allow(clippy::too_many_arguments)]
             #[inline(always)]
             unsafe fn run(
@@ -642,8 +648,14 @@ macro_rules! packed_float_gemm {
             });
         }
 
+        /// Rows i..i + R of the product (their depths t0..t1 from `xs`,
+        /// a row every `ldx` values) by panels j / 16 .. + P of `wp`, into
+        /// `out`: from zero where t0 = 0, else adding to what `out` holds.
+        ///
         /// # Safety
-        /// AVX-512 F; the bounds the caller asserts.
+        /// AVX-512 F; `xs` holds (R − 1) · `ldx` + t1 − t0 values,
+        /// t0 ≤ t1 ≤ k, `wp` P panels of `k` depths, `out` rows i..i + R
+        /// of `n` with j < n.
         #[target_feature(enable = "avx512f")]
         #[allow(clippy::too_many_arguments)]
         unsafe fn $tile<const R: usize, const P: usize>(
