@@ -222,7 +222,7 @@ const COPY_LD: usize = FLOAT_DEPTHS + 16;
 /// 3 × 3 convolutions of 2,304 and 4,608 depths: 1.07× and 1.4× the time
 /// whole, with few panels to share each copy).
 fn runs_in_slices(k: usize) -> bool {
-    k > ALIASED_DEPTHS && k % ALIASED_DEPTHS == 0
+    k > ALIASED_DEPTHS && k.is_multiple_of(ALIASED_DEPTHS)
 }
 
 /// The walk of a product whose rows alias ([`runs_in_slices`]): the depths
