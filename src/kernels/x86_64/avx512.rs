@@ -343,51 +343,66 @@ unsafe fn tile<const R: usize, const P: usize>(
     let mut acc = [[_mm512_setzero_si512(); P]; R];
     let panel_bytes = kg * PANEL * 4;
     // One group of four depths: the panels' 64 bytes each, then per row
-    // its four activations broadcast (`v(r)`) into `P` multiply-adds.
-    let mut step = |g: usize, v: &dyn Fn(usize) -> __m512i| {
-        let mut b = [_mm512_setzero_si512(); P];
-        for (p, bp) in b.iter_mut().enumerate() {
-            let at = p * panel_bytes + g * 64;
-            // SAFETY: panel p's group g is 64 bytes inside `wp` (asserted
-            // by the caller: every panel up to j / 16 + P holds kg groups).
-            *bp = unsafe { _mm512_loadu_si512(wp.as_ptr().add(at).cast()) };
-            if ahead > 0 {
-                // A hint, never a read: the address need not be valid.
-                _mm_prefetch::<_MM_HINT_T0>(wp.as_ptr().wrapping_add(at + ahead));
+    // `r` its four activations broadcast (`$v`) into `P` multiply-adds. A
+    // macro, not a closure: a closure over the sums kept them in memory
+    // (zeroed by a call to `memset` and stored after the loop, each call).
+    macro_rules! step {
+        ($g:expr, $r:ident => $v:expr) => {{
+            let g = $g;
+            let mut b = [_mm512_setzero_si512(); P];
+            for (p, bp) in b.iter_mut().enumerate() {
+                let at = p * panel_bytes + g * 64;
+                // SAFETY: panel p's group g is 64 bytes inside `wp`
+                // (asserted by the caller: every panel up to j / 16 + P
+                // holds kg groups).
+                *bp = unsafe { _mm512_loadu_si512(wp.as_ptr().add(at).cast()) };
+                if ahead > 0 {
+                    // A hint, never a read: the address need not be valid.
+                    _mm_prefetch::<_MM_HINT_T0>(wp.as_ptr().wrapping_add(at + ahead));
+                }
             }
-        }
-        for (r, ar) in acc.iter_mut().enumerate() {
-            let a = v(r);
-            for (acc, bp) in ar.iter_mut().zip(&b) {
-                *acc = _mm512_dpbusd_epi32(*acc, *bp, a);
+            for ($r, ar) in acc.iter_mut().enumerate() {
+                let a = $v;
+                for (acc, bp) in ar.iter_mut().zip(&b) {
+                    *acc = _mm512_dpbusd_epi32(*acc, *bp, a);
+                }
             }
-        }
-    };
+        }};
+    }
     for g in 0..full {
         // SAFETY: bytes (i + r)·k + 4g .. + 4 lie within row i + r of x;
         // a broadcast load from memory (no general register on the way).
-        step(g, &|r| unsafe {
+        step!(g, r => unsafe {
             _mm512_set1_epi32(std::ptr::read_unaligned(
                 x.as_ptr().add((i + r) * k + g * 4).cast::<i32>(),
             ))
         });
     }
     if full < kg {
-        step(full, &|r| {
-            _mm512_set1_epi32(group(x, (i + r) * k + full * 4, (i + r + 1) * k))
-        });
+        // The rows' last partial groups gathered first, so that the step
+        // over the sums stays as short as the loop's (and the sums stay
+        // in registers).
+        let mut last = [0i32; R];
+        for (r, v) in last.iter_mut().enumerate() {
+            *v = group(x, (i + r) * k + full * 4, (i + r + 1) * k);
+        }
+        step!(full, r => _mm512_set1_epi32(last[r]));
+    }
+    // The panels' channel masks once (the same for every row).
+    let mut masks = [0 as __mmask16; P];
+    for (p, m) in masks.iter_mut().enumerate() {
+        let valid = n.saturating_sub(j + p * PANEL).min(PANEL);
+        *m = ((1u32 << valid) - 1) as __mmask16;
     }
     for (r, ar) in acc.iter().enumerate() {
         let bias = _mm512_set1_epi32(bias[r]);
         for (p, v) in ar.iter().enumerate() {
-            let j0 = j + p * PANEL;
-            let valid = n.saturating_sub(j0).min(PANEL);
-            let mask: __mmask16 = ((1u32 << valid) - 1) as __mmask16;
-            // SAFETY: row i + r, channels j0..j0 + valid lie within out.
+            // SAFETY: row i + r, channels j + 16p .. under the mask lie
+            // within out.
             unsafe {
                 _mm512_mask_storeu_epi32(
-                    out.as_mut_ptr().add((i + r) * n + j0),
-                    mask,
+                    out.as_mut_ptr().add((i + r) * n + j + p * PANEL),
+                    masks[p],
                     _mm512_sub_epi32(*v, bias),
                 )
             };
