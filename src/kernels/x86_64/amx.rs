@@ -149,9 +149,7 @@ unsafe fn rows(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]
         for (s, i) in sums.iter_mut().zip(r0..r1) {
             *s = 128 * avx512::row_sum(&x[i * k..(i + 1) * k]);
         }
-        let mut j = 0;
-        while j < n {
-            let panels = if n - j > PANEL { 2 } else { 1 };
+        for (j, panels) in avx512::pairs(n) {
             let wp = &w[j / PANEL * panel_bytes..];
             // The first pass over a pair of panels fetches the next pair
             // ahead (the weights come from memory once a frame; the later
@@ -186,7 +184,6 @@ unsafe fn rows(x: &[i8], w: &[i8], m: usize, n: usize, k: usize, out: &mut [i32]
                 // these panels of `w`: within the bounds the caller asserts.
                 unsafe { avx512::panel_rows(x, wp, whole, m, panels, j, n, k, out) };
             }
-            j += panels * PANEL;
         }
         r0 = r1;
     }
@@ -364,12 +361,11 @@ unsafe fn tile<const R: usize, const P: usize>(
             // SAFETY: 16 rows of 64 bytes into `sums` (1 KiB).
             unsafe { store(r * 2 + p, &mut sums) };
             let j0 = j + p * PANEL;
-            let valid = n.saturating_sub(j0).min(PANEL);
-            let mask: __mmask16 = ((1u32 << valid) - 1) as __mmask16;
+            let mask = avx512::channel_mask(n, j0);
             for row in 0..TILE_ROWS {
                 let ri = r * TILE_ROWS + row;
                 // SAFETY: row `ri` of the buffer is 16 i32; row i + ri,
-                // channels j0..j0 + valid lie within `out` (m × n).
+                // channels j0.. under `mask` lie within `out` (m × n).
                 unsafe {
                     let v = _mm512_loadu_si512(sums.0.as_ptr().add(row * PANEL).cast());
                     let v = _mm512_sub_epi32(v, _mm512_set1_epi32(bias[ri]));

@@ -242,7 +242,7 @@ fn deep_float_walk(
     k: usize,
     mut f: impl FnMut(usize, usize, &[f32], usize, (usize, usize)),
 ) {
-    let depths = k.div_ceil(k.div_ceil(FLOAT_DEPTHS).max(1));
+    let depths = k.div_ceil(k.div_ceil(FLOAT_DEPTHS));
     let mut copy = [0f32; FLOAT_MR * COPY_LD];
     let mut t0 = 0;
     while t0 < k {
@@ -261,20 +261,32 @@ fn deep_float_walk(
     }
 }
 
+/// The pairs of panels over `n` channels, the last one alone where 16 or
+/// fewer channels remain: (first channel, panels).
+pub(super) fn pairs(n: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..n)
+        .step_by(2 * PANEL)
+        .map(move |j| (j, if n - j > PANEL { 2 } else { 1 }))
+}
+
+/// The lanes of the 16 channels from `j0` that lie below `n`.
+#[inline(always)]
+pub(super) fn channel_mask(n: usize, j0: usize) -> __mmask16 {
+    let valid = n.saturating_sub(j0).min(PANEL);
+    ((1u32 << valid) - 1) as __mmask16
+}
+
 /// Panels outer (one pair, 32 channels × k, stays in L2 while every row
 /// block passes over it), then blocks of `tall` rows, the last rows 8, 4,
 /// 2 and 1 at a time: `f(rows, panels, first row, first channel)`.
 fn walk(m: usize, n: usize, tall: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
-    let mut j = 0;
-    while j < n {
-        let panels = if n - j > PANEL { 2 } else { 1 };
+    for (j, panels) in pairs(n) {
         let mut i = 0;
         while i < m {
             let rows = row_block(m - i, tall);
             f(rows, panels, i, j);
             i += rows;
         }
-        j += PANEL * panels;
     }
 }
 
@@ -391,8 +403,7 @@ unsafe fn tile<const R: usize, const P: usize>(
     // The panels' channel masks once (the same for every row).
     let mut masks = [0 as __mmask16; P];
     for (p, m) in masks.iter_mut().enumerate() {
-        let valid = n.saturating_sub(j + p * PANEL).min(PANEL);
-        *m = ((1u32 << valid) - 1) as __mmask16;
+        *m = channel_mask(n, j + p * PANEL);
     }
     for (r, ar) in acc.iter().enumerate() {
         let bias = _mm512_set1_epi32(bias[r]);
@@ -611,15 +622,18 @@ macro_rules! packed_float_gemm {
                     }
                 }
             }
+            // As in `gemm_i8`: the first row block over a pair of panels
+            // (over a slice of it, when the depths run in slices) fetches
+            // the next pair (its same depths) ahead.
+            let ahead = |i: usize, j: usize, panels: usize| {
+                if i == 0 && j + panels * PANEL < n {
+                    panels * k * PANEL
+                } else {
+                    0
+                }
+            };
             if !runs_in_slices(k) {
                 walk(m, n, FLOAT_MR, |rows, panels, i, j| {
-                    // As in `gemm_i8`: the first row block over a pair of
-                    // panels fetches the next pair ahead.
-                    let ahead = if i == 0 && j + panels * PANEL < n {
-                        panels * k * PANEL
-                    } else {
-                        0
-                    };
                     // SAFETY: AVX-512 F is present (asserted); the tile
                     // reads rows i..i + rows of `x` and panels j / 16 ..
                     // + `panels` of `w` (asserted long enough), writes rows
@@ -638,27 +652,18 @@ macro_rules! packed_float_gemm {
                             k,
                             (0, k),
                             out,
-                            ahead,
+                            ahead(i, j, panels),
                         )
                     };
                 });
                 return;
             }
             deep_float_walk(x, m, k, |rows, i, xs, ldx, d| {
-                let mut j = 0;
-                while j < n {
-                    let panels = if n - j > PANEL { 2 } else { 1 };
-                    // The first row block of a slice fetches the next
-                    // pair's slice ahead.
-                    let ahead = if i == 0 && j + panels * PANEL < n {
-                        panels * k * PANEL
-                    } else {
-                        0
-                    };
+                for (j, panels) in pairs(n) {
+                    let ahead = ahead(i, j, panels);
                     // SAFETY: as above, with the rows' slice from `xs`
                     // (rows × d.1 - d.0 at stride `ldx`).
                     unsafe { run(rows, panels, xs, ldx, w, i, j, n, k, d, out, ahead) };
-                    j += PANEL * panels;
                 }
             });
         }
@@ -685,10 +690,7 @@ macro_rules! packed_float_gemm {
             out: &mut [f32],
             ahead: usize,
         ) {
-            let mask = |p: usize| -> __mmask16 {
-                let valid = n.saturating_sub(j + p * PANEL).min(PANEL);
-                ((1u32 << valid) - 1) as __mmask16
-            };
+            let mask = |p: usize| channel_mask(n, j + p * PANEL);
             // The first slice of depths starts from zero, the others from
             // the sums the slices before stored (f32 stores and reloads
             // exactly: the sums are those of one pass over every depth).
