@@ -496,21 +496,26 @@ unsafe fn tile_i8<const R: usize>(
 }
 
 /// The first `to.len()` (at most 16) of the 16 i32 in `v` into `to`:
-/// stored straight where all 16 fit, else through a 16-value array.
+/// stored straight where all 16 fit, else under a lane mask (no copy
+/// through memory, no call that would spill the caller's sums).
 #[target_feature(enable = "avx2")]
 #[inline]
 pub(super) fn store16(v: &[__m256i; 2], to: &mut [i32]) {
+    assert!(to.len() <= 16);
     if to.len() == 16 {
         for (h, v) in v.iter().enumerate() {
             // SAFETY: `to` holds 16 i32.
             unsafe { _mm256_storeu_si256(to.as_mut_ptr().add(8 * h).cast(), *v) };
         }
     } else {
-        let mut all = [0i32; 16];
-        for (h, v) in v.iter().enumerate() {
-            // SAFETY: `all` holds 16 i32.
-            unsafe { _mm256_storeu_si256(all.as_mut_ptr().add(8 * h).cast(), *v) };
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for (h, v) in v.iter().enumerate().take(to.len().div_ceil(8)) {
+            // Lanes 8h + l < len: all ones where the value is stored.
+            let left = _mm256_set1_epi32(to.len() as i32 - 8 * h as i32);
+            let mask = _mm256_cmpgt_epi32(left, lanes);
+            // SAFETY: 8h < to.len(), and only lanes 8h + l < to.len() are
+            // written (masked lanes are neither written nor faulted on).
+            unsafe { _mm256_maskstore_epi32(to.as_mut_ptr().add(8 * h), mask, *v) };
         }
-        to.copy_from_slice(&all[..to.len()]);
     }
 }
