@@ -17,6 +17,7 @@ pub mod amx;
 pub mod avx2;
 pub mod avx512;
 pub mod avx_vnni;
+pub mod depthwise;
 pub mod resample;
 pub mod sse41;
 

@@ -1,0 +1,244 @@
+//! The depthwise convolution's planes of stride and dilation 1 both ways
+//! (the models' commonest: MobileCLIP's 3 × 3 and 7 × 7 mixers) on
+//! AVX-512: blocks of output rows whose sums stay in registers, taking
+//! the block's input rows in turn. Each input row's [`CHUNK`] columns and
+//! the next `kw − 1` are read once, each tap's shifted window made by a
+//! permute (no load across a cache line per tap), and added into the sums
+//! of every output row that reads that row. A twin of
+//! [`plain::plane`]`::<true>`: each sum takes its taps in the same order
+//! (`ky`, then `kx`), one rounding each, so the results are the same bit
+//! for bit (tested with the other copies).
+
+use std::arch::x86_64::*;
+
+use crate::kernels::depthwise::{plain, CHUNK};
+
+/// Whether [`plane`] runs this geometry: stride and dilation 1, 3, 5 or 7
+/// tap rows, and taps that reach at most one vector past an output
+/// vector's first column.
+pub fn runs(kernel: [usize; 2], stride: [usize; 2], dilation: [usize; 2]) -> bool {
+    stride == [1, 1]
+        && dilation == [1, 1]
+        && matches!(kernel[0], 3 | 5 | 7)
+        && (1..=CHUNK).contains(&kernel[1])
+}
+
+/// [`plain::plane`]`::<true>` for a geometry that [`runs`] (`phases` 1):
+/// `out` (`oh × ow`) from the padded plane `xp` (rows of `cols`).
+///
+/// # Panics
+/// When the geometry is not one that [`runs`], or `xp` or `k` is too short
+/// for it (checked once, before any read).
+///
+/// # Safety
+/// The CPU has AVX-512 F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn plane(
+    xp: &[f32],
+    cols: usize,
+    k: &[f32],
+    kernel: [usize; 2],
+    bias: f32,
+    ow: usize,
+    out: &mut [f32],
+) {
+    assert!(runs(kernel, [1, 1], [1, 1]));
+    if ow == 0 || out.len() < ow {
+        return;
+    }
+    let oh = out.len() / ow;
+    plain::assert_reads_within(xp.len(), 1, cols, k.len(), kernel, [1, 1], [1, 1], [oh, ow]);
+    let g = Plane {
+        xp,
+        cols,
+        k,
+        kernel,
+        bias,
+        ow,
+    };
+    // SAFETY: AVX-512 F (the caller's); the reads are covered by the
+    // assertion above; the kernel has `KH` tap rows.
+    unsafe {
+        match kernel[0] {
+            3 => blocks::<3>(&g, oh, out),
+            5 => blocks::<5>(&g, oh, out),
+            _ => blocks::<7>(&g, oh, out),
+        }
+    }
+}
+
+/// Every output row of the plane in blocks. Narrow planes take one vector
+/// of columns and more rows at once, wide ones two vectors: 8 sums in
+/// registers either way.
+///
+/// # Safety
+/// As [`columns`] for rows `0..oh`.
+#[target_feature(enable = "avx512f")]
+unsafe fn blocks<const KH: usize>(g: &Plane<'_>, oh: usize, out: &mut [f32]) {
+    let ow = g.ow;
+    let mut oy = 0;
+    // SAFETY (each block): the caller's, rows oy..oy + R ≤ oh.
+    if ow > CHUNK {
+        while oy + 8 <= oh {
+            unsafe { block::<8, 2, KH>(g, oy, &mut out[oy * ow..(oy + 8) * ow]) };
+            oy += 8;
+        }
+        if oy + 4 <= oh {
+            unsafe { block::<4, 2, KH>(g, oy, &mut out[oy * ow..(oy + 4) * ow]) };
+            oy += 4;
+        }
+    } else {
+        while oy + 8 <= oh {
+            unsafe { block::<8, 1, KH>(g, oy, &mut out[oy * ow..(oy + 8) * ow]) };
+            oy += 8;
+        }
+        if oy + 4 <= oh {
+            unsafe { block::<4, 1, KH>(g, oy, &mut out[oy * ow..(oy + 4) * ow]) };
+            oy += 4;
+        }
+    }
+    if oy + 2 <= oh {
+        unsafe { block::<2, 1, KH>(g, oy, &mut out[oy * ow..(oy + 2) * ow]) };
+        oy += 2;
+    }
+    if oy < oh {
+        unsafe { block::<1, 1, KH>(g, oy, &mut out[oy * ow..(oy + 1) * ow]) };
+    }
+}
+
+/// A plane's input and geometry, as [`plane`] takes them.
+struct Plane<'a> {
+    xp: &'a [f32],
+    cols: usize,
+    k: &'a [f32],
+    kernel: [usize; 2],
+    bias: f32,
+    ow: usize,
+}
+
+/// Output rows `oy..oy + R` (`out`: `R × ow`): `V` vectors of columns at
+/// a time while all `V` start inside the row, one at a time after that.
+///
+/// # Safety
+/// As [`columns`].
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn block<const R: usize, const V: usize, const KH: usize>(
+    g: &Plane<'_>,
+    oy: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        let c0 = columns::<R, V, KH>(g, oy, out, 0);
+        if V > 1 {
+            columns::<R, 1, KH>(g, oy, out, c0);
+        }
+    }
+}
+
+/// Output rows `oy..oy + R` (`out`: `R × ow`) of a kernel of `KH` tap
+/// rows, from column `c0`, `V` vectors of [`CHUNK`] columns at a time
+/// while all `V` start before `ow`; returns the first column left. Padded
+/// rows `oy + r` (`r < R + KH − 1`) are taken in turn, each feeding the
+/// sums of the output rows `i` with `0 ≤ r − i < KH` at tap row `r − i`
+/// (a range known where it is compiled: `r` is a constant of each copy
+/// of the row's code).
+///
+/// # Safety
+/// AVX-512 F; `g.kernel[0] == KH`; the reads of rows `oy..oy + R` lie
+/// within `g.xp` and `g.k` ([`plain::assert_reads_within`]).
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn columns<const R: usize, const V: usize, const KH: usize>(
+    g: &Plane<'_>,
+    oy: usize,
+    out: &mut [f32],
+    mut c0: usize,
+) -> usize {
+    let kw = g.kernel[1];
+    let ow = g.ow;
+    debug_assert_eq!(g.kernel[0], KH);
+    // The block's input rows are the 14 rows spelled out below.
+    const { assert!(R + KH - 1 <= 14) };
+    // Lanes of the vector past the last one a window starts in (`kw − 1`
+    // of them): only those are read.
+    let reach: __mmask16 = ((1u32 << (kw - 1)) - 1) as __mmask16;
+    let first = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let one = _mm512_set1_epi32(1);
+    while c0 + (V - 1) * CHUNK < ow {
+        let mut acc = [[_mm512_set1_ps(g.bias); V]; R];
+        // Padded row oy + $r: its columns c0.. (V vectors and the `kw − 1`
+        // after them) read once, each tap's window made by a permute and
+        // added into the sums of rows lo..=hi.
+        macro_rules! row {
+            ($r:literal) => {
+                if $r < R + KH - 1 {
+                    let mut win = [_mm512_setzero_ps(); 3];
+                    // SAFETY: row oy + r < oy + R + KH − 1 of the padded
+                    // plane; whole vectors each starting before `ow`, so
+                    // ending at most at ⌈ow/16⌉·16, the next one's `kw −
+                    // 1` lanes under `reach` up to ⌈ow/16⌉·16 + kw − 1 ≤
+                    // cols (the caller's); masked lanes are neither read
+                    // nor faulted on.
+                    unsafe {
+                        let row = g.xp.as_ptr().add((oy + $r) * g.cols + c0);
+                        for (c, w) in win.iter_mut().enumerate().take(V) {
+                            *w = _mm512_loadu_ps(row.add(c * CHUNK));
+                        }
+                        win[V] = _mm512_maskz_loadu_ps(reach, row.add(V * CHUNK));
+                    }
+                    let (lo, hi) = (
+                        ($r + 1usize).saturating_sub(KH),
+                        if $r < R { $r } else { R - 1 },
+                    );
+                    let mut idx = first;
+                    for kx in 0..kw {
+                        let mut v = [_mm512_setzero_ps(); V];
+                        for c in 0..V {
+                            v[c] = _mm512_permutex2var_ps(win[c], idx, win[c + 1]);
+                        }
+                        for i in lo..=hi {
+                            // SAFETY: tap kx of tap row r − i < KH, within
+                            // `g.k` (the caller's).
+                            let w =
+                                _mm512_set1_ps(unsafe { *g.k.get_unchecked(($r - i) * kw + kx) });
+                            for c in 0..V {
+                                acc[i][c] = _mm512_fmadd_ps(w, v[c], acc[i][c]);
+                            }
+                        }
+                        idx = _mm512_add_epi32(idx, one);
+                    }
+                }
+            };
+        }
+        row!(0);
+        row!(1);
+        row!(2);
+        row!(3);
+        row!(4);
+        row!(5);
+        row!(6);
+        row!(7);
+        row!(8);
+        row!(9);
+        row!(10);
+        row!(11);
+        row!(12);
+        row!(13);
+        for c in 0..V {
+            let at = c0 + c * CHUNK;
+            let n = (ow - at).min(CHUNK);
+            let keep: __mmask16 = ((1u32 << n) - 1) as __mmask16;
+            for (i, acc) in acc.iter().enumerate() {
+                let at = i * ow + at;
+                assert!(at + n <= out.len());
+                // SAFETY: lanes under `keep` are values at..at + n of `out`.
+                unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), keep, acc[c]) };
+            }
+        }
+        c0 += V * CHUNK;
+    }
+    c0
+}
