@@ -14,9 +14,10 @@
 //! ([`Level::fuses`]). Every copy of a form computes the same operations in the
 //! same order, so its results equal, bit for bit, the direct sum per output
 //! value with the padding's zeros, taps in order, in that form (tested).
-//! On AVX-512, planes of stride and dilation 1 with 3, 5 or 7 tap rows run
-//! [`super::x86_64::depthwise`] instead: the same sums in the same order,
-//! each input row read once for every output row that needs it.
+//! On AVX-512, planes of stride and dilation 1 with 3, 5 or 7 tap rows are
+//! read unpadded instead ([`plane_unpadded`], `x86_64::depthwise`): the
+//! same sums in the same order, each input row read once for every output
+//! row that needs it.
 
 #![allow(clippy::too_many_arguments)]
 
@@ -232,7 +233,7 @@ pub mod plain {
     /// # Panics
     /// When one does not.
     #[allow(clippy::too_many_arguments)]
-    pub fn assert_reads_within(
+    fn assert_reads_within(
         xp_len: usize,
         sx: usize,
         cols: usize,
@@ -388,6 +389,56 @@ pub fn plane(
     }
 }
 
+/// Whether `level` computes this geometry's planes straight from the
+/// unpadded channel ([`plane_unpadded`]): AVX-512, for stride and
+/// dilation 1 with 3, 5 or 7 tap rows.
+pub fn reads_unpadded(
+    level: Level,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx512 {
+        return super::x86_64::depthwise::runs(kernel, stride, dilation);
+    }
+    let _ = (level, kernel, stride, dilation);
+    false
+}
+
+/// [`plane`] (stride and dilation 1) of the plane [`pad_plane`] makes of
+/// `x` (`h × w`, one channel) with `pad`, read straight from `x` where
+/// [`reads_unpadded`] says `level` can: the same values, bit for bit
+/// (tested), with no padded copy written or read.
+///
+/// # Panics
+/// Where [`reads_unpadded`] is false, or `x` or `k` is too short for the
+/// geometry.
+pub fn plane_unpadded(
+    level: Level,
+    x: &[f32],
+    hw: [usize; 2],
+    pad: [usize; 2],
+    k: &[f32],
+    kernel: [usize; 2],
+    bias: f32,
+    ow: usize,
+    out: &mut [f32],
+) {
+    assert!(
+        reads_unpadded(level, kernel, [1, 1], [1, 1]),
+        "no unpadded depthwise kernel for {level:?}"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `Level::Avx512` (asserted above) is only chosen where the
+    // CPU has AVX-512 F.
+    unsafe {
+        super::x86_64::depthwise::avx512(x, hw, pad, k, kernel, bias, ow, out)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (x, hw, pad, k, bias, ow, out);
+}
+
 /// [`plane`]'s arguments, in order.
 type PlaneArgs<'a> = (
     &'a [f32],
@@ -413,15 +464,6 @@ fn plane_as<const FUSED: bool>(level: Level, args: PlaneArgs<'_>) {
         // FMA.
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => unsafe { x86::avx2::<FUSED>(args) },
-        // Stride and dilation 1 both ways: the AVX-512 kernel that shares
-        // input rows between output rows (its twin: the fused plain copy).
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512 if FUSED && super::x86_64::depthwise::runs(args.4, args.5, args.6) => {
-            let (xp, _, cols, k, kernel, _, _, bias, ow, out) = args;
-            // SAFETY: `Level::Avx512` is only chosen where the CPU has
-            // AVX-512 F.
-            unsafe { super::x86_64::depthwise::plane(xp, cols, k, kernel, bias, ow, out) }
-        }
         // SAFETY: `Level::Avx512` is only chosen where the CPU has AVX-512
         // F, BW and VL, AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]

@@ -1,7 +1,7 @@
 //! The depthwise convolution's executor: output channels split over the
 //! pool's threads; each channel's input zero-padded into the thread's part
-//! of the scratch, its plane written by the kernel, then its fused
-//! epilogue while it is still in cache.
+//! of the scratch (unless the kernel reads it unpadded), its plane written
+//! by the kernel, then its fused epilogue while it is still in cache.
 
 use super::scratch::{PostFn, ScratchSize};
 use crate::engine::schedule::linear::Depthwise;
@@ -46,6 +46,9 @@ impl Depthwise {
         let per_input = (self.o / self.c.max(1)).max(1);
         let hw = self.h * self.w;
         let plen = p.len();
+        // Where the kernels read the channel straight (masking the
+        // padding), nothing is padded.
+        let unpadded = depthwise::reads_unpadded(lv, self.kernel, self.stride, self.dilation);
         pool.rows3(
             self.macs(),
             MIN_PARALLEL_MACS,
@@ -65,6 +68,21 @@ impl Depthwise {
                 for (i, y) in block.chunks_exact_mut(plane).enumerate() {
                     let j = c0 + i;
                     let ic = j / per_input;
+                    if unpadded {
+                        depthwise::plane_unpadded(
+                            lv,
+                            &x[ic * hw..(ic + 1) * hw],
+                            [self.h, self.w],
+                            self.pad,
+                            &self.weights[j * taps..(j + 1) * taps],
+                            self.kernel,
+                            self.bias[j],
+                            self.ow,
+                            y,
+                        );
+                        post(j * plane, y);
+                        continue;
+                    }
                     if padded != Some(ic) {
                         depthwise::pad_plane(&x[ic * hw..(ic + 1) * hw], self.w, self.pad, p, xp);
                         padded = Some(ic);

@@ -1,17 +1,21 @@
 //! The depthwise convolution's planes of stride and dilation 1 both ways
 //! (the models' commonest: MobileCLIP's 3 × 3 and 7 × 7 mixers) on
-//! AVX-512: blocks of output rows whose sums stay in registers, taking
-//! the block's input rows in turn. Each input row's [`CHUNK`] columns and
-//! the next `kw − 1` are read once, each tap's shifted window made by a
+//! AVX-512, read straight from the unpadded channel: blocks of output rows
+//! whose sums stay in registers, taking the block's input rows in turn.
+//! Each input row's [`CHUNK`] columns and the next `kw − 1` are read once
+//! (lanes outside the image masked to zero, rows outside it zero: the
+//! padding [`pad_plane`] would write), each tap's shifted window made by a
 //! permute (no load across a cache line per tap), and added into the sums
-//! of every output row that reads that row. A twin of
+//! of every output row that reads that row. A twin of [`pad_plane`] then
 //! [`plain::plane`]`::<true>`: each sum takes its taps in the same order
 //! (`ky`, then `kx`), one rounding each, so the results are the same bit
-//! for bit (tested with the other copies).
+//! for bit (tested).
 
 use std::arch::x86_64::*;
 
-use crate::kernels::depthwise::{plain, CHUNK};
+use crate::kernels::depthwise::CHUNK;
+#[cfg(doc)]
+use crate::kernels::depthwise::{pad_plane, plain};
 
 /// Whether [`plane`] runs this geometry: stride and dilation 1, 3, 5 or 7
 /// tap rows, and taps that reach at most one vector past an output
@@ -23,20 +27,22 @@ pub fn runs(kernel: [usize; 2], stride: [usize; 2], dilation: [usize; 2]) -> boo
         && (1..=CHUNK).contains(&kernel[1])
 }
 
-/// [`plain::plane`]`::<true>` for a geometry that [`runs`] (`phases` 1):
-/// `out` (`oh × ow`) from the padded plane `xp` (rows of `cols`).
+/// [`plain::plane`]`::<true>` of the plane [`pad_plane`] makes of `x`
+/// (`h × w`, one channel) with `pad` (rows and columns before the
+/// image), for a geometry that [`runs`]: `out` (`oh × ow`).
 ///
 /// # Panics
-/// When the geometry is not one that [`runs`], or `xp` or `k` is too short
+/// When the geometry is not one that [`runs`], or `x` or `k` is too short
 /// for it (checked once, before any read).
 ///
 /// # Safety
 /// The CPU has AVX-512 F.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn plane(
-    xp: &[f32],
-    cols: usize,
+pub unsafe fn avx512(
+    x: &[f32],
+    [h, w]: [usize; 2],
+    pad: [usize; 2],
     k: &[f32],
     kernel: [usize; 2],
     bias: f32,
@@ -44,21 +50,27 @@ pub unsafe fn plane(
     out: &mut [f32],
 ) {
     assert!(runs(kernel, [1, 1], [1, 1]));
+    assert!(
+        h.checked_mul(w).is_some_and(|n| n <= x.len()) && kernel[0] * kernel[1] <= k.len(),
+        "a depthwise plane past its input"
+    );
     if ow == 0 || out.len() < ow {
         return;
     }
     let oh = out.len() / ow;
-    plain::assert_reads_within(xp.len(), 1, cols, k.len(), kernel, [1, 1], [1, 1], [oh, ow]);
     let g = Plane {
-        xp,
-        cols,
+        x,
+        h,
+        w,
+        pad,
         k,
         kernel,
         bias,
         ow,
     };
-    // SAFETY: AVX-512 F (the caller's); the reads are covered by the
-    // assertion above; the kernel has `KH` tap rows.
+    // SAFETY: AVX-512 F (the caller's); every read is masked to the image
+    // (asserted within `x`) or a tap (asserted within `k`); the kernel has
+    // `KH` tap rows.
     unsafe {
         match kernel[0] {
             3 => blocks::<3>(&g, oh, out),
@@ -107,10 +119,12 @@ unsafe fn blocks<const KH: usize>(g: &Plane<'_>, oh: usize, out: &mut [f32]) {
     }
 }
 
-/// A plane's input and geometry, as [`plane`] takes them.
+/// A plane's input and geometry, as [`avx512`] takes them.
 struct Plane<'a> {
-    xp: &'a [f32],
-    cols: usize,
+    x: &'a [f32],
+    h: usize,
+    w: usize,
+    pad: [usize; 2],
     k: &'a [f32],
     kernel: [usize; 2],
     bias: f32,
@@ -147,8 +161,8 @@ unsafe fn block<const R: usize, const V: usize, const KH: usize>(
 /// of the row's code).
 ///
 /// # Safety
-/// AVX-512 F; `g.kernel[0] == KH`; the reads of rows `oy..oy + R` lie
-/// within `g.xp` and `g.k` ([`plain::assert_reads_within`]).
+/// AVX-512 F; `g.kernel[0] == KH`; `g.x` holds `h × w` values and `g.k`
+/// the `kh · kw` taps.
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn columns<const R: usize, const V: usize, const KH: usize>(
@@ -164,10 +178,21 @@ unsafe fn columns<const R: usize, const V: usize, const KH: usize>(
     const { assert!(R + KH - 1 <= 14) };
     // Lanes of the vector past the last one a window starts in (`kw − 1`
     // of them): only those are read.
-    let reach: __mmask16 = ((1u32 << (kw - 1)) - 1) as __mmask16;
+    let reach = ((1u32 << (kw - 1)) - 1) as __mmask16;
     let first = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let one = _mm512_set1_epi32(1);
+    let [py, px] = g.pad;
     while c0 + (V - 1) * CHUNK < ow {
+        // Vector c holds padded columns c0 + 16c.., image columns c0 + 16c
+        // − px..: its lanes inside the image (the others read as zeros).
+        let mut inside = [0 as __mmask16; 3];
+        for (c, m) in inside.iter_mut().enumerate().take(V + 1) {
+            let at = c0 + c * CHUNK;
+            let lo = px.saturating_sub(at).min(CHUNK);
+            let hi = (g.w + px).saturating_sub(at).min(CHUNK);
+            *m = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16;
+        }
+        inside[V] &= reach;
         let mut acc = [[_mm512_set1_ps(g.bias); V]; R];
         // Padded row oy + $r: its columns c0.. (V vectors and the `kw − 1`
         // after them) read once, each tap's window made by a permute and
@@ -176,18 +201,23 @@ unsafe fn columns<const R: usize, const V: usize, const KH: usize>(
             ($r:literal) => {
                 if $r < R + KH - 1 {
                     let mut win = [_mm512_setzero_ps(); 3];
-                    // SAFETY: row oy + r < oy + R + KH − 1 of the padded
-                    // plane; whole vectors each starting before `ow`, so
-                    // ending at most at ⌈ow/16⌉·16, the next one's `kw −
-                    // 1` lanes under `reach` up to ⌈ow/16⌉·16 + kw − 1 ≤
-                    // cols (the caller's); masked lanes are neither read
-                    // nor faulted on.
-                    unsafe {
-                        let row = g.xp.as_ptr().add((oy + $r) * g.cols + c0);
-                        for (c, w) in win.iter_mut().enumerate().take(V) {
-                            *w = _mm512_loadu_ps(row.add(c * CHUNK));
+                    // Padded row oy + r: image row oy + r − py where inside
+                    // it, else zeros.
+                    if let Some(iy) = (oy + $r).checked_sub(py).filter(|&iy| iy < g.h) {
+                        let row = g.x[iy * g.w..].as_ptr();
+                        for (c, v) in win.iter_mut().enumerate().take(V + 1) {
+                            // SAFETY: only the lanes under `inside[c]` are
+                            // read, image columns 0..w of row iy (within
+                            // `x`: the caller's); masked lanes are neither
+                            // read nor faulted on (their addresses are
+                            // only computed, wrapping).
+                            *v = unsafe {
+                                _mm512_maskz_loadu_ps(
+                                    inside[c],
+                                    row.wrapping_add(c0 + c * CHUNK).wrapping_sub(px),
+                                )
+                            };
                         }
-                        win[V] = _mm512_maskz_loadu_ps(reach, row.add(V * CHUNK));
                     }
                     let (lo, hi) = (
                         ($r + 1usize).saturating_sub(KH),
