@@ -14,8 +14,8 @@
 //! ([`Level::fuses`]). Every copy of a form computes the same operations in the
 //! same order, so its results equal, bit for bit, the direct sum per output
 //! value with the padding's zeros, taps in order, in that form (tested).
-//! On AVX-512, planes of stride and dilation 1 with 3, 5 or 7 tap rows are
-//! read unpadded instead ([`plane_unpadded`], `x86_64::depthwise`): the
+//! On AVX-512, planes of stride 1 or 2 and dilation 1 with 3, 5 or 7 tap
+//! rows are read unpadded instead ([`plane_unpadded`], `x86_64::depthwise`): the
 //! same sums in the same order, each input row read once for every output
 //! row that needs it.
 
@@ -390,8 +390,8 @@ pub fn plane(
 }
 
 /// Whether `level` computes this geometry's planes straight from the
-/// unpadded channel ([`plane_unpadded`]): AVX-512, for stride and
-/// dilation 1 with 3, 5 or 7 tap rows.
+/// unpadded channel ([`plane_unpadded`]): AVX-512, for stride 1 or 2 both
+/// ways and dilation 1, with 3, 5 or 7 tap rows and at most 16 across.
 pub fn reads_unpadded(
     level: Level,
     kernel: [usize; 2],
@@ -406,14 +406,14 @@ pub fn reads_unpadded(
     false
 }
 
-/// [`plane`] (stride and dilation 1) of the plane [`pad_plane`] makes of
+/// [`plane`] (dilation 1) of the plane [`pad_plane`] makes of
 /// `x` (`h × w`, one channel) with `pad`, read straight from `x` where
 /// [`reads_unpadded`] says `level` can: the same values, bit for bit
 /// (tested), with no padded copy written or read.
 ///
 /// # Panics
-/// Where [`reads_unpadded`] is false, or `x` or `k` is too short for the
-/// geometry.
+/// Where [`reads_unpadded`] is false, `x` is not `h × w` values, or `k`
+/// holds fewer than the kernel's taps.
 pub fn plane_unpadded(
     level: Level,
     x: &[f32],
@@ -421,22 +421,23 @@ pub fn plane_unpadded(
     pad: [usize; 2],
     k: &[f32],
     kernel: [usize; 2],
+    stride: [usize; 2],
     bias: f32,
     ow: usize,
     out: &mut [f32],
 ) {
     assert!(
-        reads_unpadded(level, kernel, [1, 1], [1, 1]),
+        reads_unpadded(level, kernel, stride, [1, 1]),
         "no unpadded depthwise kernel for {level:?}"
     );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `Level::Avx512` (asserted above) is only chosen where the
     // CPU has AVX-512 F.
     unsafe {
-        super::x86_64::depthwise::avx512(x, hw, pad, k, kernel, bias, ow, out)
+        super::x86_64::depthwise::avx512(x, hw, pad, k, kernel, stride, bias, ow, out)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (x, hw, pad, k, bias, ow, out);
+    let _ = (x, hw, pad, k, stride, bias, ow, out);
 }
 
 /// [`plane`]'s arguments, in order.

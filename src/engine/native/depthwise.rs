@@ -26,7 +26,9 @@ impl Depthwise {
     }
 
     /// Runs the convolution of `x` (`c × h × w`) into `out` (`o × oh ×
-    /// ow`), padding each channel into `pad` ([`Depthwise::scratch`]);
+    /// ow`), padding each channel into `pad` ([`Depthwise::scratch`])
+    /// unless the kernels read it unpadded
+    /// ([`depthwise::reads_unpadded`]: the scratch is then unused);
     /// `post(first, plane)` applies the fused epilogue to each output
     /// plane, starting at value `first`.
     pub fn run(
@@ -76,6 +78,7 @@ impl Depthwise {
                             self.pad,
                             &self.weights[j * taps..(j + 1) * taps],
                             self.kernel,
+                            self.stride,
                             self.bias[j],
                             self.ow,
                             y,

@@ -67,7 +67,7 @@ proptest! {
         py in 0usize..5, px in 0usize..6,
         seed in any::<u64>(),
     ) {
-        copies_are_the_direct_sum([h, w], [kh, kw], [sy, sx], [dy, dx], [py, px], seed)?;
+        copies_are_the_direct_sum([h, w], [kh, kw], [sy, sx], [dy, dx], [py, px], [0, 0], seed)?;
     }
 
     /// As above for stride and dilation 1 both ways, the models'
@@ -81,24 +81,50 @@ proptest! {
         py in 0usize..4, px in 0usize..4,
         seed in any::<u64>(),
     ) {
-        copies_are_the_direct_sum([h, w], [kh, kw], [1, 1], [1, 1], [py, px], seed)?;
+        copies_are_the_direct_sum([h, w], [kh, kw], [1, 1], [1, 1], [py, px], [0, 0], seed)?;
+    }
+
+    /// Stride 1 or 2 both ways, dilation 1 (the geometries the AVX-512
+    /// copy reads unpadded), with padding past a whole vector and fewer
+    /// output rows and columns than the padding allows (the image
+    /// reaching past what the outputs read, as an asymmetric padding
+    /// leaves it).
+    #[test]
+    fn every_copy_is_the_direct_sum_when_read_unpadded(
+        h in 1usize..40, w in 1usize..70,
+        kh in prop::sample::select(vec![3usize, 5, 7]), kw in 1usize..18,
+        stride in 1usize..3,
+        py in 0usize..20, px in 0usize..20,
+        trim_h in 0usize..4, trim_w in 0usize..20,
+        seed in any::<u64>(),
+    ) {
+        copies_are_the_direct_sum(
+            [h, w], [kh, kw], [stride, stride], [1, 1], [py, px], [trim_h, trim_w], seed,
+        )?;
     }
 }
 
 /// The plain copies against the direct sums, and every compiled copy
-/// against the one of its form, bit for bit, for one geometry.
+/// against the one of its form, bit for bit, for one geometry (`trim`:
+/// output rows and columns left out at the end, at least one kept).
 fn copies_are_the_direct_sum(
     [h, w]: [usize; 2],
     [kh, kw]: [usize; 2],
     [sy, sx]: [usize; 2],
     [dy, dx]: [usize; 2],
     [py, px]: [usize; 2],
+    trim: [usize; 2],
     seed: u64,
 ) -> Result<(), TestCaseError> {
-    let span = |n: usize, k: usize, s: usize, d: usize, p: usize| {
-        (n + 2 * p).checked_sub(d * (k - 1) + 1).map(|r| r / s + 1)
+    let span = |n: usize, k: usize, s: usize, d: usize, p: usize, t: usize| {
+        (n + 2 * p)
+            .checked_sub(d * (k - 1) + 1)
+            .map(|r| (r / s + 1).saturating_sub(t).max(1))
     };
-    let (Some(oh), Some(ow)) = (span(h, kh, sy, dy, py), span(w, kw, sx, dx, px)) else {
+    let (Some(oh), Some(ow)) = (
+        span(h, kh, sy, dy, py, trim[0]),
+        span(w, kw, sx, dx, px, trim[1]),
+    ) else {
         return Ok(());
     };
     let mut r = seed | 1;
@@ -149,7 +175,7 @@ fn copies_are_the_direct_sum(
         prop_assert_eq!(bits(&c), bits(want), "{:?}", lv);
         if reads_unpadded(lv, kernel, stride, dilation) {
             c.fill(f32::NAN);
-            plane_unpadded(lv, &x, [h, w], pad, &k, kernel, bias, ow, &mut c);
+            plane_unpadded(lv, &x, [h, w], pad, &k, kernel, stride, bias, ow, &mut c);
             prop_assert_eq!(bits(&c), bits(want), "{:?} unpadded", lv);
         }
     }
