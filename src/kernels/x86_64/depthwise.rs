@@ -136,6 +136,51 @@ struct Plane<'a> {
     ow: usize,
 }
 
+impl Plane<'_> {
+    /// The lanes of a vector of padded columns `at..at + 16` that lie
+    /// inside the image (padded columns `px..px + w`).
+    fn inside(&self, at: usize) -> __mmask16 {
+        let px = self.pad[1];
+        let lo = px.saturating_sub(at).min(CHUNK);
+        let hi = self.w.saturating_add(px).saturating_sub(at).min(CHUNK);
+        (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
+    }
+}
+
+/// Output columns `col..min(col + 16, ow)` of the row starting at `row` of
+/// `out` from `v`'s first lanes.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn store(v: __m512, out: &mut [f32], row: usize, col: usize, ow: usize) {
+    let n = ow.saturating_sub(col).min(CHUNK);
+    let at = row + col;
+    assert!(at + n <= out.len());
+    let keep = ((1u32 << n) - 1) as __mmask16;
+    // SAFETY: lanes under `keep` are values at..at + n of `out`.
+    unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), keep, v) };
+}
+
+/// `$row!(r)` for each of the 14 input rows a block may take (`r` a
+/// constant in each copy).
+macro_rules! each_row {
+    ($row:ident) => {
+        $row!(0);
+        $row!(1);
+        $row!(2);
+        $row!(3);
+        $row!(4);
+        $row!(5);
+        $row!(6);
+        $row!(7);
+        $row!(8);
+        $row!(9);
+        $row!(10);
+        $row!(11);
+        $row!(12);
+        $row!(13);
+    };
+}
+
 /// Output rows `oy..oy + R` (`out`: `R × ow`): `V` vectors of columns at
 /// a time while all `V` start inside the row, one at a time after that.
 ///
@@ -192,10 +237,7 @@ unsafe fn columns<const R: usize, const V: usize, const KH: usize>(
         // − px..: its lanes inside the image (the others read as zeros).
         let mut inside = [0 as __mmask16; 3];
         for (c, m) in inside.iter_mut().enumerate().take(V + 1) {
-            let at = c0 + c * CHUNK;
-            let lo = px.saturating_sub(at).min(CHUNK);
-            let hi = g.w.saturating_add(px).saturating_sub(at).min(CHUNK);
-            *m = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16;
+            *m = g.inside(c0 + c * CHUNK);
         }
         inside[V] &= reach;
         let mut acc = [[_mm512_set1_ps(g.bias); V]; R];
@@ -248,29 +290,10 @@ unsafe fn columns<const R: usize, const V: usize, const KH: usize>(
                 }
             };
         }
-        row!(0);
-        row!(1);
-        row!(2);
-        row!(3);
-        row!(4);
-        row!(5);
-        row!(6);
-        row!(7);
-        row!(8);
-        row!(9);
-        row!(10);
-        row!(11);
-        row!(12);
-        row!(13);
+        each_row!(row);
         for c in 0..V {
-            let at = c0 + c * CHUNK;
-            let n = (ow - at).min(CHUNK);
-            let keep: __mmask16 = ((1u32 << n) - 1) as __mmask16;
             for (i, acc) in acc.iter().enumerate() {
-                let at = i * ow + at;
-                assert!(at + n <= out.len());
-                // SAFETY: lanes under `keep` are values at..at + n of `out`.
-                unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), keep, acc[c]) };
+                store(acc[c], out, i * ow, c0 + c * CHUNK, ow);
             }
         }
         c0 += V * CHUNK;
@@ -335,10 +358,7 @@ unsafe fn strided<const R: usize, const KH: usize>(g: &Plane<'_>, oy: usize, out
         // the image (the others read as zeros).
         let mut inside = [0 as __mmask16; 3];
         for (c, m) in inside.iter_mut().enumerate() {
-            let at = 2 * c0 + c * CHUNK;
-            let lo = px.saturating_sub(at).min(CHUNK);
-            let hi = g.w.saturating_add(px).saturating_sub(at).min(CHUNK);
-            *m = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16;
+            *m = g.inside(2 * c0 + c * CHUNK);
         }
         inside[2] &= reach;
         let mut acc = [_mm512_set1_ps(g.bias); R];
@@ -403,27 +423,9 @@ unsafe fn strided<const R: usize, const KH: usize>(g: &Plane<'_>, oy: usize, out
                 }
             };
         }
-        row!(0);
-        row!(1);
-        row!(2);
-        row!(3);
-        row!(4);
-        row!(5);
-        row!(6);
-        row!(7);
-        row!(8);
-        row!(9);
-        row!(10);
-        row!(11);
-        row!(12);
-        row!(13);
-        let n = (ow - c0).min(CHUNK);
-        let keep = ((1u32 << n) - 1) as __mmask16;
+        each_row!(row);
         for (i, acc) in acc.iter().enumerate() {
-            let at = i * ow + c0;
-            assert!(at + n <= out.len());
-            // SAFETY: lanes under `keep` are values at..at + n of `out`.
-            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), keep, *acc) };
+            store(*acc, out, i * ow, c0, ow);
         }
         c0 += CHUNK;
     }
