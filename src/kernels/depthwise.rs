@@ -182,20 +182,36 @@ pub mod plain {
             return;
         }
         let (oh, sx) = (out.len() / ow, phases.max(1));
-        let ([kh, kw], dx) = (kernel, dilation[1]);
+        let ([kh, kw], [sy, _], [dy, dx]) = (kernel, stride, dilation);
         if kh == 0 || kw == 0 {
             out.fill(bias);
             return;
         }
-        assert_reads_within(
-            xp.len(),
-            sx,
-            cols,
-            k.len(),
-            kernel,
-            stride,
-            dilation,
-            [oh, ow],
+        // Every read below lies within `xp`: the last tap of the last
+        // output row reads padded row `(oh−1)·sy + (kh−1)·dy`, and within
+        // a run at most `⌈ow/16⌉·16 + (kw−1)·dx / sx` values from its
+        // start (see `Padded::of`).
+        let last_row = (oh - 1)
+            .checked_mul(sy)
+            .zip(kh.checked_sub(1).and_then(|k| k.checked_mul(dy)))
+            .and_then(|(a, b)| a.checked_add(b));
+        let run = kw
+            .checked_sub(1)
+            .and_then(|k| k.checked_mul(dx))
+            .and_then(|r| (ow.div_ceil(CHUNK) * CHUNK).checked_add(r / sx));
+        let fits = match (last_row, run) {
+            (Some(r), Some(run)) => {
+                run <= cols
+                    && r.checked_add(1)
+                        .and_then(|n| n.checked_mul(sx))
+                        .and_then(|n| n.checked_mul(cols))
+                        .is_some_and(|n| n <= xp.len())
+            }
+            _ => false,
+        };
+        assert!(
+            fits && kh.checked_mul(kw).is_some_and(|n| n <= k.len()),
+            "a depthwise plane past its padded input"
         );
         let g = Geometry {
             sx,
@@ -223,53 +239,6 @@ pub mod plain {
             unsafe { rows::<1, false, FUSED>(xp, k, &g, oy, row) };
             oy += 1;
         }
-    }
-
-    /// Asserts that every read of a plane of `oh × ow` outputs (each row
-    /// of [`CHUNK`]s whole) lies within a padded input of `xp_len` values
-    /// in runs of `cols` (`sx` a row), and that `k_len` holds the `kh ·
-    /// kw` taps (`kh`, `kw`, `ow`, `oh` at least 1).
-    ///
-    /// # Panics
-    /// When one does not.
-    #[allow(clippy::too_many_arguments)]
-    fn assert_reads_within(
-        xp_len: usize,
-        sx: usize,
-        cols: usize,
-        k_len: usize,
-        [kh, kw]: [usize; 2],
-        [sy, _]: [usize; 2],
-        [dy, dx]: [usize; 2],
-        [oh, ow]: [usize; 2],
-    ) {
-        // Every read of the plane lies within `xp`: the last tap of the
-        // last output row reads padded row `(oh−1)·sy + (kh−1)·dy`, and within
-        // a run at most `⌈ow/16⌉·16 + (kw−1)·dx / sx` values from its
-        // start (see `Padded::of`).
-        let last_row = oh
-            .checked_sub(1)
-            .and_then(|o| o.checked_mul(sy))
-            .zip(kh.checked_sub(1).and_then(|k| k.checked_mul(dy)))
-            .and_then(|(a, b)| a.checked_add(b));
-        let run = kw
-            .checked_sub(1)
-            .and_then(|k| k.checked_mul(dx))
-            .and_then(|r| (ow.div_ceil(CHUNK) * CHUNK).checked_add(r / sx));
-        let fits = match (last_row, run) {
-            (Some(r), Some(run)) => {
-                run <= cols
-                    && r.checked_add(1)
-                        .and_then(|n| n.checked_mul(sx))
-                        .and_then(|n| n.checked_mul(cols))
-                        .is_some_and(|n| n <= xp_len)
-            }
-            _ => false,
-        };
-        assert!(
-            fits && kh.checked_mul(kw).is_some_and(|n| n <= k_len),
-            "a depthwise plane past its padded input"
-        );
     }
 
     /// Output rows computed at once.
