@@ -70,39 +70,42 @@ impl Depthwise {
                 for (i, y) in block.chunks_exact_mut(plane).enumerate() {
                     let j = c0 + i;
                     let ic = j / per_input;
+                    let (input, k) = (
+                        &x[ic * hw..(ic + 1) * hw],
+                        &self.weights[j * taps..(j + 1) * taps],
+                    );
                     if unpadded {
                         depthwise::plane_unpadded(
                             lv,
-                            &x[ic * hw..(ic + 1) * hw],
+                            input,
                             [self.h, self.w],
                             self.pad,
-                            &self.weights[j * taps..(j + 1) * taps],
+                            k,
                             self.kernel,
                             self.stride,
                             self.bias[j],
                             self.ow,
                             y,
                         );
-                        post(j * plane, y);
-                        continue;
+                    } else {
+                        if padded != Some(ic) {
+                            depthwise::pad_plane(input, self.w, self.pad, p, xp);
+                            padded = Some(ic);
+                        }
+                        depthwise::plane(
+                            lv,
+                            xp,
+                            p.phases,
+                            p.cols,
+                            k,
+                            self.kernel,
+                            self.stride,
+                            self.dilation,
+                            self.bias[j],
+                            self.ow,
+                            y,
+                        );
                     }
-                    if padded != Some(ic) {
-                        depthwise::pad_plane(&x[ic * hw..(ic + 1) * hw], self.w, self.pad, p, xp);
-                        padded = Some(ic);
-                    }
-                    depthwise::plane(
-                        lv,
-                        xp,
-                        p.phases,
-                        p.cols,
-                        &self.weights[j * taps..(j + 1) * taps],
-                        self.kernel,
-                        self.stride,
-                        self.dilation,
-                        self.bias[j],
-                        self.ow,
-                        y,
-                    );
                     post(j * plane, y);
                 }
             },
