@@ -1,4 +1,5 @@
-//! `clip-quantize`: host-side commands (inspect, tokenize, preprocess, embed).
+//! `clip-quantize`: the host-side commands (inspect, tokenize, preprocess,
+//! build, sections, keygen, synth, embed).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

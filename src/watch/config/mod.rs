@@ -89,7 +89,9 @@ pub struct WatchArgs {
     /// This device's name in MQTT topics and Home Assistant (default: the host name).
     #[arg(long)]
     pub node: Option<String>,
-    /// Pace a dir: source at this many frames per second (default: as fast as it goes).
+    /// Run the loop at most this many frames per second, whatever the
+    /// source (a live camera's frames in between are dropped; a snapshot
+    /// URL is asked at this rate). Default: as fast as it goes.
     #[arg(long)]
     pub fps: Option<f64>,
     #[arg(long)]

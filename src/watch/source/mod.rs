@@ -3,9 +3,11 @@
 //! - `dir:PATH` ([`dir`]): image files in name order, each exactly once;
 //! - `stdin:mjpeg` ([`mjpeg`]): concatenated JPEGs on standard input
 //!   (`rpicam-vid --codec mjpeg -o -`, `ffmpeg -f mjpeg -`);
-//! - `v4l2:/dev/videoN[?...]` ([`v4l2`], feature `v4l2`): a V4L2 camera;
+//! - `v4l2:/dev/videoN[?...]` ([`v4l2`]): a V4L2 camera;
 //! - `ffmpeg:INPUT`, `rtsp://…`, `libcamera:?…` ([`child`]): a program
-//!   writing MJPEG to a pipe, supervised.
+//!   writing MJPEG to a pipe, supervised;
+//! - `http://…`, `https://…` ([`http`]): an IP camera's MJPEG stream or
+//!   snapshot URL.
 //!
 //! Live sources run in their own thread behind a [`LiveQueue`] ([`live`])
 //! that keeps the newest frames and drops (and counts) the oldest when the
@@ -45,7 +47,7 @@ pub const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(200)
 
 #[derive(Debug, Error)]
 pub enum SourceError {
-    #[error("--source {0:?}: expected dir:PATH, stdin:mjpeg, v4l2:/dev/videoN, ffmpeg:INPUT, rtsp://URL or libcamera:[?width=W&height=H&fps=F]")]
+    #[error("--source {0:?}: expected dir:PATH, stdin:mjpeg, v4l2:/dev/videoN, ffmpeg:INPUT, rtsp(s)://URL, http(s)://URL or libcamera:[?width=W&height=H&fps=F]")]
     BadSpec(String),
     #[error("--source {spec}: {why}")]
     Unavailable { spec: String, why: String },
