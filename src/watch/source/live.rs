@@ -188,13 +188,19 @@ struct Shared {
     bad: u64,
     bad_why: VecDeque<(String, String)>,
     end: Option<Result<(), String>>,
+    /// The [`LiveQueue`] was dropped (a reload gave its camera another
+    /// source, or removed the camera): the thread stops after the source's
+    /// current read and drops the source (a V4L2 device closed, an HTTP
+    /// stream hung up), instead of reading it for nobody.
+    closed: bool,
 }
 
 /// A live source in its own thread: the newest `depth` frames wait for the
 /// loop; older ones are dropped and counted. A bad frame (one corrupt JPEG)
 /// reaches the loop as [`SourceError::Frame`], which skips it; only another
 /// error ends the source. Buffers circulate between the thread and the loop
-/// (no allocation once warm).
+/// (no allocation once warm). Dropping it stops the thread, which drops the
+/// source once its current read returns (each live source's reads time out).
 pub struct LiveQueue {
     shared: Arc<(Mutex<Shared>, Condvar)>,
     dropped: u64,
@@ -210,6 +216,7 @@ impl LiveQueue {
                 bad: 0,
                 bad_why: VecDeque::with_capacity(BAD_BACKLOG),
                 end: None,
+                closed: false,
             }),
             Condvar::new(),
         ));
@@ -227,6 +234,9 @@ impl LiveQueue {
                         .unwrap_or_default();
                     let r = source.next(&mut buf);
                     let Ok(mut g) = lock.lock() else { return };
+                    if g.closed {
+                        return;
+                    }
                     match r {
                         Ok(Next::Frame) => {
                             bad_run = 0;
@@ -266,6 +276,15 @@ impl LiveQueue {
             })
             .expect("spawn the source thread");
         LiveQueue { shared, dropped: 0 }
+    }
+}
+
+impl Drop for LiveQueue {
+    fn drop(&mut self) {
+        let (lock, _) = &*self.shared;
+        lock.lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .closed = true;
     }
 }
 
@@ -376,6 +395,49 @@ mod tests {
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
         assert_eq!(*seen.last().unwrap(), 49);
         assert_eq!(seen.len() as u64 + q.dropped(), 50);
+    }
+
+    /// An endless source of one-pixel frames, a read every millisecond,
+    /// that says when it is dropped.
+    struct Endless {
+        index: u64,
+        dropped: std::sync::mpsc::Sender<u64>,
+    }
+
+    impl FrameSource for Endless {
+        fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            frame.reshape_rgb(1, 1).fill(0);
+            frame.index = self.index;
+            self.index += 1;
+            Ok(Next::Frame)
+        }
+    }
+
+    impl Drop for Endless {
+        fn drop(&mut self) {
+            let _ = self.dropped.send(self.index);
+        }
+    }
+
+    #[test]
+    fn dropping_a_live_queue_stops_its_thread_and_drops_the_source() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut q = LiveQueue::spawn(
+            Endless {
+                index: 0,
+                dropped: tx,
+            },
+            2,
+        );
+        let mut f = Frame::default();
+        while q.next(&mut f).unwrap() != Next::Frame {}
+        assert!(rx.try_recv().is_err(), "the source went with the queue alive");
+        drop(q);
+        let reads = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the source thread still runs after its queue was dropped");
+        assert!(reads >= 1);
     }
 
     /// Every `every`-th frame of `inner` is bad (a corrupt JPEG).
