@@ -478,3 +478,77 @@ fn watch_talks_a_line_per_event_quiet_says_nothing_json_events_print_json() {
     assert_eq!(json.len(), 4);
     assert!(json.iter().all(|v| v["label"] == "red star"));
 }
+
+/// Frames the loop cannot use in the middle of a `dir:` source: five of a
+/// size the zone no longer fits (a camera back at another resolution), a
+/// folder named as an image, an image preprocessing refuses (20000x1): each
+/// skipped and counted as a bad frame, one warning for the five of one
+/// size, and the frames after them watched as before.
+#[test]
+fn frames_the_loop_cannot_use_are_skipped_and_the_watch_goes_on() {
+    let dir = scratch("watch-unusable-frames");
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let jpegs = common::clip_jpegs();
+    let mut n = 0;
+    let mut next_name = |ext: &str| {
+        n += 1;
+        frames.join(format!("{:05}.{ext}", n - 1))
+    };
+    for f in &jpegs[..10] {
+        std::fs::copy(f, next_name("jpg")).unwrap();
+    }
+    for _ in 0..5 {
+        image::RgbImage::from_pixel(200, 150, image::Rgb([90, 90, 90]))
+            .save(next_name("png"))
+            .unwrap();
+    }
+    std::fs::create_dir(next_name("jpg")).unwrap();
+    image::GrayImage::from_pixel(20000, 1, image::Luma([90]))
+        .save(next_name("png"))
+        .unwrap();
+    for f in &jpegs[10..20] {
+        std::fs::copy(f, next_name("jpg")).unwrap();
+    }
+    let run = |zone: &[&str]| {
+        let out = bin()
+            .args(["watch", "--watch", "red star", "--stats", "-q", "--bundle"])
+            .arg(bundle())
+            .arg("--source")
+            .arg(format!("dir:{}", frames.display()))
+            .arg("--events")
+            .arg(dir.join("events.jsonl"))
+            .args(zone)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        (common::last_json_line(&out.stdout), stderr)
+    };
+    let lines = |text: &str, needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    // A zone the 200x150 frames (and the 20000x1 one) do not fit.
+    let (stats, stderr) = run(&["--zone", "far=250,0,60,60"]);
+    assert_eq!(stats["stats"]["frames"], 20, "{stats}");
+    assert_eq!(stats["stats"]["bad_frames"], 7, "{stats}");
+    let size = "frames of that size are skipped until they fit";
+    assert_eq!(
+        lines(
+            &stderr,
+            "frame 10 skipped: zone \"far\" (250,0 60x60) is not inside the source's 200x150 frame"
+        ),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(lines(&stderr, size), 2, "{stderr}");
+    assert_eq!(lines(&stderr, "00015.jpg: Is a directory"), 1, "{stderr}");
+    // The whole frame: the 200x150 frames are classified, 20000x1 is not.
+    let (stats, stderr) = run(&[]);
+    assert_eq!(stats["stats"]["frames"], 25, "{stats}");
+    assert_eq!(stats["stats"]["bad_frames"], 2, "{stats}");
+    assert_eq!(
+        lines(&stderr, "frame 16 skipped: image is 20000x1"),
+        1,
+        "{stderr}"
+    );
+}

@@ -47,9 +47,15 @@ pub enum WatchError {
     Log(#[from] EventLogError),
     #[error("classifying frame {frame}: {source}")]
     Engine { frame: u64, source: EngineError },
-    /// The settings do not fit the source (a zone outside its frame).
+    /// The settings do not fit the source (a zone outside its first
+    /// frame).
     #[error("{0}")]
     Settings(String),
+    /// One frame the loop cannot use (one preprocessing refuses, or of a
+    /// size the zones no longer fit after the first): skipped and counted
+    /// as a bad frame, the loop goes on.
+    #[error("frame {frame}: {why}")]
+    Frame { frame: u64, why: String },
 }
 
 /// A label the loop watches.
@@ -361,8 +367,19 @@ impl<'a> Watcher<'a> {
     }
 
     /// Classifies `frame` (unless motion gating skips it), updates the
-    /// detectors and emits the events. Returns how many events started or ended.
+    /// detectors and emits the events. Returns how many events started or
+    /// ended. A frame it cannot use ([`WatchError::Frame`]) is counted as a
+    /// bad frame, not a frame.
     pub fn step(&mut self, frame: &Frame) -> Result<usize, WatchError> {
+        let r = self.step_frame(frame);
+        if matches!(r, Err(WatchError::Frame { .. })) {
+            self.stats.frames -= 1;
+            self.stats.bad_frames += 1;
+        }
+        r
+    }
+
+    fn step_frame(&mut self, frame: &Frame) -> Result<usize, WatchError> {
         self.stats.frames += 1;
         self.last_index = frame.index;
         let t0 = Instant::now();
@@ -506,7 +523,13 @@ fn classify_counted(
 ) -> Result<(), WatchError> {
     let t = engine
         .classify(&img.view(), 1)
-        .map_err(|source| WatchError::Engine { frame, source })?;
+        .map_err(|source| match source {
+            EngineError::Preprocess(e) => WatchError::Frame {
+                frame,
+                why: e.to_string(),
+            },
+            source => WatchError::Engine { frame, source },
+        })?;
     stats.preprocess_ms += t.preprocess;
     stats.encode_ms += t.encode;
     stats.score_ms += t.score;

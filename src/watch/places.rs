@@ -30,6 +30,9 @@ pub(super) struct Places {
     pub(super) tiles: Vec<Rect>,
     /// The frame size the tiles and the zones were checked for.
     pub(super) sized_for: (u32, u32),
+    /// A later frame size they do not fit, whose frames are skipped
+    /// ((0, 0): none since the last frame that fitted).
+    pub(super) refused: (u32, u32),
     pub(super) proposals: Vec<Proposal>,
     pub(super) detections: Vec<Detection>,
     pub(super) transitions: Vec<(usize, Transition)>,
@@ -47,6 +50,7 @@ impl Places {
             motion: Motion::new(),
             tiles: Vec::with_capacity(64),
             sized_for: (0, 0),
+            refused: (0, 0),
             proposals: Vec::with_capacity(MAX_PROPOSALS),
             detections: Vec::with_capacity(MAX_PROPOSALS),
             transitions: Vec::with_capacity(2 * track::MAX_TRACKS),
@@ -64,7 +68,9 @@ impl Watcher<'_> {
         let img = &frame.image;
         let (w, h) = (img.width, img.height);
         if self.places.sized_for != (w, h) {
-            self.resize_places(img)?;
+            self.resize_places(img, frame.index)?;
+        } else {
+            self.places.refused = (0, 0);
         }
         let ropts = &self.opts.regions;
         let p = &mut self.places;
@@ -184,9 +190,31 @@ impl Watcher<'_> {
     /// source that changed its size): the tracks' events end (their boxes
     /// are in the old frame), the zones and tiles are checked, and the
     /// preprocessor's buffers grown for the largest square crop, so that
-    /// no later crop allocates.
-    pub(super) fn resize_places(&mut self, img: &DecodedImage) -> Result<(), WatchError> {
+    /// no later crop allocates. Zones or tiles that do not fit the first
+    /// frame are the settings' error; a later size they do not fit (a
+    /// camera back at another resolution) ends the tracks' events and its
+    /// frames are skipped, one by one, until the source's frames fit again.
+    pub(super) fn resize_places(
+        &mut self,
+        img: &DecodedImage,
+        frame: u64,
+    ) -> Result<(), WatchError> {
         let (w, h) = (img.width, img.height);
+        if let Err(why) = self.opts.regions.check_frame(w, h) {
+            if self.places.sized_for == (0, 0) {
+                return Err(WatchError::Settings(why));
+            }
+            if self.places.refused != (w, h) {
+                self.places.refused = (w, h);
+                self.end_all("frame_size")?;
+                self.places.tracks.clear();
+            }
+            return Err(WatchError::Frame {
+                frame,
+                why: format!("{why} (frames of that size are skipped until they fit)"),
+            });
+        }
+        self.places.refused = (0, 0);
         if self.places.sized_for != (0, 0) {
             log::warn!(
                 "the source's frames changed size from {}x{} to {w}x{h}: tracks start again",
@@ -198,7 +226,6 @@ impl Watcher<'_> {
         }
         self.places.motion.reset();
         let ropts = &self.opts.regions;
-        ropts.check_frame(w, h).map_err(WatchError::Settings)?;
         let p = &mut self.places;
         if let RegionMode::Tiles { cols, rows } = ropts.mode {
             regions::tiles(w, h, cols, rows, &mut p.tiles);

@@ -43,6 +43,8 @@ impl Watcher<'_> {
         let period = self.opts.fps.map(|f| Duration::from_secs_f64(1.0 / f));
         let mut frame = Frame::default();
         let mut due = Instant::now();
+        // Why the frames now are skipped, once said.
+        let mut skipping: Option<String> = None;
         let reason = loop {
             if stop.load(Ordering::Relaxed) {
                 break "shutdown";
@@ -78,7 +80,21 @@ impl Watcher<'_> {
                     return Err(e.into());
                 }
             }
-            self.step(&frame)?;
+            match self.step(&frame) {
+                Ok(_) => skipping = None,
+                Err(WatchError::Frame { frame, why }) => {
+                    // Said once for a run of frames skipped for one reason
+                    // (a camera now at a size the zones do not fit).
+                    if skipping.as_deref() != Some(why.as_str()) {
+                        log::warn!("frame {frame} skipped: {why}");
+                        skipping = Some(why);
+                    }
+                    self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
+                    observe(self, None);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             for sink in &mut self.sinks {
                 sink.scores(&self.opts.watched, &self.scores);
             }

@@ -71,15 +71,19 @@ impl FrameSource for DirSource {
         let index = self.next as u64;
         self.next += 1;
         self.bytes.clear();
+        // A file that cannot be read (gone since the listing, unreadable,
+        // a folder) or is too large is one bad frame, as a corrupt one is.
+        let max = crate::decode::MAX_IMAGE_FILE_BYTES;
+        let bad = |why: String| SourceError::Frame {
+            what: path.display().to_string(),
+            why,
+        };
         std::fs::File::open(path)
-            .and_then(|f| {
-                f.take(crate::decode::MAX_IMAGE_FILE_BYTES)
-                    .read_to_end(&mut self.bytes)
-            })
-            .map_err(|source| SourceError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            .and_then(|f| f.take(max + 1).read_to_end(&mut self.bytes))
+            .map_err(|e| bad(e.to_string()))?;
+        if self.bytes.len() as u64 > max {
+            return Err(bad(format!("larger than the {max} bytes an image may be")));
+        }
         decode_into(&self.bytes, &path.display().to_string(), frame, self.decode)?;
         frame.index = index;
         Ok(Next::Frame)

@@ -432,7 +432,10 @@ mod tests {
         );
         let mut f = Frame::default();
         while q.next(&mut f).unwrap() != Next::Frame {}
-        assert!(rx.try_recv().is_err(), "the source went with the queue alive");
+        assert!(
+            rx.try_recv().is_err(),
+            "the source went with the queue alive"
+        );
         drop(q);
         let reads = rx
             .recv_timeout(std::time::Duration::from_secs(5))
