@@ -38,6 +38,13 @@ const IN_FLIGHT: usize = 100;
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Shortest wait before reconnecting.
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+
+/// How long a connection must have held for the next reconnection to
+/// wait only [`MIN_BACKOFF`].
+const CONNECTION_HELD: Duration = Duration::from_secs(10);
+
 /// A label as one topic level: lower case, `_` for anything but letters and digits.
 pub fn slug(label: &str) -> String {
     label
@@ -52,7 +59,7 @@ pub fn slug(label: &str) -> String {
         .collect()
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Message {
     topic: String,
     payload: Vec<u8>,
@@ -69,6 +76,58 @@ struct Outbox {
     published: u64,
     /// Connections refused or failed (a login, a certificate, the network).
     connect_failures: u64,
+}
+
+impl Outbox {
+    /// Queues `m`, the oldest message dropped (and counted) when the queue
+    /// is full.
+    fn push_back(&mut self, m: Message) {
+        if self.queue.len() >= OUTBOX_CAPACITY {
+            self.queue.pop_front();
+            self.count_dropped(1);
+        }
+        self.queue.push_back(m);
+    }
+
+    fn count_dropped(&mut self, n: u64) {
+        let before = self.dropped;
+        self.dropped += n;
+        // Said at 1, 2, 4, … dropped so far.
+        if n > 0 && (before + 1..=self.dropped).any(u64::is_power_of_two) {
+            log::warn!(
+                "mqtt: outbox full, {} message(s) dropped so far",
+                self.dropped
+            );
+        }
+    }
+
+    /// A connection is up: `hello` first, then what was sent and not
+    /// acknowledged (`unacked`, oldest first), then the rest. A copy of a
+    /// `hello` message still queued from an earlier connection goes (so
+    /// that a broker that drops each connection at once does not grow the
+    /// queue by `hello` each time), and the queue is held to
+    /// [`OUTBOX_CAPACITY`] by dropping its oldest messages after `hello`.
+    fn requeue_on_connect(
+        &mut self,
+        hello: &[Message],
+        unacked: impl DoubleEndedIterator<Item = Message>,
+    ) {
+        for m in unacked.rev() {
+            self.queue.push_front(m);
+        }
+        self.queue.retain(|m| !hello.contains(m));
+        for m in hello.iter().rev() {
+            self.queue.push_front(m.clone());
+        }
+        let over = self
+            .queue
+            .len()
+            .saturating_sub(OUTBOX_CAPACITY.max(hello.len()));
+        if over > 0 {
+            self.queue.drain(hello.len()..hello.len() + over);
+            self.count_dropped(over as u64);
+        }
+    }
 }
 
 /// The publisher: `publish` queues; a thread owns the connection.
@@ -220,14 +279,7 @@ impl Mqtt {
     fn push(&self, m: Message) {
         let (lock, cv) = &*self.shared;
         let Ok(mut g) = lock.lock() else { return };
-        if g.queue.len() >= OUTBOX_CAPACITY {
-            g.queue.pop_front();
-            g.dropped += 1;
-            if g.dropped.is_power_of_two() {
-                log::warn!("mqtt: outbox full, {} message(s) dropped so far", g.dropped);
-            }
-        }
-        g.queue.push_back(m);
+        g.push_back(m);
         drop(g);
         cv.notify_all();
     }
@@ -379,7 +431,12 @@ fn connection_thread(
     // Sent messages, oldest first, with their packet id once known.
     let mut sent: VecDeque<(Message, Option<u16>)> = VecDeque::new();
     let mut connected = false;
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = MIN_BACKOFF;
+    // When the connection last came up: the backoff starts again from its
+    // shortest only after one that held (a broker that accepts and drops
+    // each connection at once, an ACL, another client with this node's
+    // client id, is retried ever more slowly).
+    let mut up_since = Instant::now();
     let mut announced_down = false;
     // What the last failure said: refused (1), TLS (2), anything else (3).
     let mut down_kind = 0;
@@ -388,7 +445,7 @@ fn connection_thread(
         match conn.recv_timeout(Duration::from_millis(50)) {
             Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => {
                 connected = true;
-                backoff = Duration::from_millis(200);
+                up_since = Instant::now();
                 if announced_down {
                     log::info!("mqtt: connected again");
                     announced_down = false;
@@ -397,13 +454,7 @@ fn connection_thread(
                 }
                 if let Ok(mut g) = lock.lock() {
                     g.connected = true;
-                    // Announce first, then what was not acknowledged, then the rest.
-                    while let Some((m, _)) = sent.pop_back() {
-                        g.queue.push_front(m);
-                    }
-                    for m in hello.iter().rev() {
-                        g.queue.push_front(m.clone());
-                    }
+                    g.requeue_on_connect(&hello, sent.drain(..).map(|(m, _)| m));
                 }
                 // The retained configs under this node's discovery topics.
                 if let Err(e) = client
@@ -425,12 +476,16 @@ fn connection_thread(
                         "mqtt: removing {} (a label or zone no longer watched)",
                         p.topic
                     );
+                    let removal = Message {
+                        topic: p.topic.clone(),
+                        payload: Vec::new(),
+                        retain: true,
+                    };
                     if let Ok(mut g) = lock.lock() {
-                        g.queue.push_back(Message {
-                            topic: p.topic.clone(),
-                            payload: Vec::new(),
-                            retain: true,
-                        });
+                        // Seen again at each connection until it is sent.
+                        if !g.queue.contains(&removal) {
+                            g.push_back(removal);
+                        }
                     }
                 }
             }
@@ -479,6 +534,9 @@ fn connection_thread(
                     if let Ok(mut g) = lock.lock() {
                         g.connect_failures += 1;
                     }
+                }
+                if connected && up_since.elapsed() >= CONNECTION_HELD {
+                    backoff = MIN_BACKOFF;
                 }
                 connected = false;
                 if let Ok(mut g) = lock.lock() {

@@ -87,3 +87,56 @@ fn zones_get_a_sensor_per_label_they_watch_and_follow_their_events() {
     assert_eq!(on_off, ["OFF", "ON", "ON", "ON", "OFF"]);
     m.finish(std::time::Duration::from_millis(10));
 }
+
+fn message(topic: &str, payload: &str) -> Message {
+    Message {
+        topic: topic.into(),
+        payload: payload.as_bytes().to_vec(),
+        retain: false,
+    }
+}
+
+/// A broker that drops every connection before anything is sent: each
+/// connection announces `hello` again, and the queue holds one copy of it,
+/// the events in their order, and no more than the outbox's capacity.
+#[test]
+fn reconnections_queue_hello_once_and_keep_the_outbox_bounded() {
+    let hello = vec![message("cam/status", "online"), message("ha/config", "{}")];
+    let mut outbox = Outbox::default();
+    let events: Vec<Message> = (0..5)
+        .map(|i| message("cam/events", &i.to_string()))
+        .collect();
+    for e in &events {
+        outbox.push_back(e.clone());
+    }
+    for _ in 0..1000 {
+        // Hello and the first event were sent, none acknowledged.
+        let sent: Vec<Message> = (0..3).filter_map(|_| outbox.queue.pop_front()).collect();
+        outbox.requeue_on_connect(&hello, sent.into_iter());
+    }
+    let queued: Vec<&Message> = outbox.queue.iter().collect();
+    let want: Vec<&Message> = hello.iter().chain(&events).collect();
+    assert_eq!(queued, want);
+    assert_eq!(outbox.dropped, 0);
+    // Full: the oldest messages after hello go, and are counted.
+    for i in 0..OUTBOX_CAPACITY {
+        outbox.push_back(message("cam/events", &format!("later {i}")));
+    }
+    assert_eq!(outbox.queue.len(), OUTBOX_CAPACITY);
+    let unacked = vec![message("cam/events", "in flight")];
+    outbox.requeue_on_connect(&hello, unacked.into_iter());
+    assert_eq!(outbox.queue.len(), OUTBOX_CAPACITY);
+    assert_eq!(outbox.queue[0], hello[0]);
+    assert_eq!(outbox.queue[1], hello[1]);
+    assert_eq!(outbox.queue[2], message("cam/events", "later 2"));
+    assert_eq!(
+        outbox.queue.back(),
+        Some(&message(
+            "cam/events",
+            &format!("later {}", OUTBOX_CAPACITY - 1)
+        ))
+    );
+    // 7 as the queue filled (hello and the five events), then 3 (the
+    // message in flight, later 0 and later 1).
+    assert_eq!(outbox.dropped, 10);
+}
