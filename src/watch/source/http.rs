@@ -24,7 +24,8 @@ use super::{
 
 /// A camera that sends nothing for this long is lost (and reconnected).
 pub const STALL: Duration = Duration::from_secs(10);
-/// How long a connection may take to open.
+/// How long the camera's name may take to resolve, and a connection to
+/// open.
 const CONNECT: Duration = Duration::from_secs(5);
 /// A snapshot URL is asked this often when the loop sets no `--fps`.
 const SNAPSHOT_FPS: f64 = 2.0;
@@ -151,6 +152,7 @@ fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots()).build())
         .http_status_as_error(false)
+        .timeout_resolve(Some(CONNECT))
         .timeout_connect(Some(CONNECT))
         .timeout_recv_response(Some(STALL))
         .timeout_per_read(Some(STALL))

@@ -3,7 +3,7 @@
 //! ([`Reopening`]).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use super::{Frame, FrameSource, Next, SourceError, SourceNote, IDLE_TICK};
 
@@ -19,10 +19,15 @@ pub type Opener = Box<dyn FnMut() -> Result<Box<dyn FrameSource>, SourceError> +
 /// A live source reopened with backoff whenever it is lost (a USB camera
 /// unplugged: the device errors, then cannot be opened until it is back).
 /// Frame indices go on from where they were. While it is down the loop
-/// gets [`Next::Idle`], so it keeps petting the watchdog and sees a stop.
+/// gets [`Next::Idle`], so it keeps petting the watchdog and sees a stop;
+/// each attempt to reopen runs in a thread of its own, so that one that
+/// takes long (a camera's host that does not answer, a slow login) does not
+/// hold the loop.
 pub struct Reopening {
     spec: String,
-    open: Opener,
+    open: Arc<Mutex<Opener>>,
+    /// The attempt under way: its answer comes on this channel.
+    opening: Option<mpsc::Receiver<Result<Box<dyn FrameSource>, SourceError>>>,
     inner: Option<Box<dyn FrameSource>>,
     /// Added to the inner source's indices (it restarts at 0).
     base: u64,
@@ -46,7 +51,8 @@ impl Reopening {
     pub fn new(spec: &str, first: Box<dyn FrameSource>, open: Opener) -> Self {
         Reopening {
             spec: spec.into(),
-            open,
+            open: Arc::new(Mutex::new(open)),
+            opening: None,
             inner: Some(first),
             base: 0,
             next_index: 0,
@@ -65,7 +71,8 @@ impl Reopening {
     pub fn waiting(spec: &str, why: String, open: Opener) -> Self {
         Reopening {
             spec: spec.into(),
-            open,
+            open: Arc::new(Mutex::new(open)),
+            opening: None,
             inner: None,
             base: 0,
             next_index: 0,
@@ -104,17 +111,64 @@ impl Reopening {
         }
         self.retry_at = std::time::Instant::now() + self.backoff;
     }
+
+    /// Starts an attempt to reopen in a thread of its own (on this thread
+    /// if no thread can start); its answer is taken by [`Reopening::opened`].
+    fn start_opening(&mut self) {
+        let (tx, rx) = mpsc::channel();
+        let open = self.open.clone();
+        let attempt = move || {
+            // An attempt that panicked left the opener as it was.
+            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = tx.send(open());
+        };
+        let spawned = std::thread::Builder::new()
+            .name("clip-edge-reopen".into())
+            .spawn(attempt.clone());
+        if let Err(e) = spawned {
+            log::debug!(
+                "{}: no thread to reopen in ({e}); reopening here",
+                self.spec
+            );
+            attempt();
+        }
+        self.opening = Some(rx);
+    }
+
+    /// The answer of the attempt under way, if it came within `wait`.
+    fn opened(
+        &mut self,
+        wait: std::time::Duration,
+    ) -> Option<Result<Box<dyn FrameSource>, SourceError>> {
+        let rx = self.opening.as_ref()?;
+        let r = match rx.recv_timeout(wait) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => return None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(SourceError::Lost {
+                spec: self.spec.clone(),
+                why: "the attempt to reopen it panicked".into(),
+            }),
+        };
+        self.opening = None;
+        Some(r)
+    }
 }
 
 impl FrameSource for Reopening {
     fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
         let Some(inner) = self.inner.as_mut() else {
             let now = std::time::Instant::now();
-            if now < self.retry_at {
-                std::thread::sleep((self.retry_at - now).min(IDLE_TICK));
-                return Ok(Next::Idle);
+            if self.opening.is_none() {
+                if now < self.retry_at {
+                    std::thread::sleep((self.retry_at - now).min(IDLE_TICK));
+                    return Ok(Next::Idle);
+                }
+                self.start_opening();
             }
-            match (self.open)() {
+            let Some(opened) = self.opened(IDLE_TICK) else {
+                return Ok(Next::Idle);
+            };
+            match opened {
                 Ok(s) => {
                     log::warn!("{}: source back", self.spec);
                     self.inner = Some(s);
@@ -550,6 +604,40 @@ mod tests {
                 n => Ok(n),
             }
         }
+    }
+
+    /// A reopening that takes long (a camera's host that does not answer)
+    /// runs in its own thread: the loop gets `Idle` within a tick meanwhile,
+    /// then the source's frames.
+    #[test]
+    fn a_slow_reopening_does_not_hold_the_loop() {
+        let slow = std::time::Duration::from_millis(1500);
+        let open: Opener = Box::new(move || {
+            std::thread::sleep(slow);
+            Ok(Box::new(MemorySource::new(one_pixel_frames(3), 1)) as Box<dyn FrameSource>)
+        });
+        let mut r = Reopening::waiting("http://cam", "no answer".into(), open);
+        assert!(matches!(r.take_note(), Some(SourceNote::Lost(_))));
+        let mut f = Frame::default();
+        let t0 = std::time::Instant::now();
+        let mut idles = 0;
+        loop {
+            let t = std::time::Instant::now();
+            let next = r.next(&mut f).unwrap();
+            assert!(
+                t.elapsed() < 2 * IDLE_TICK,
+                "one call held the loop {:?}",
+                t.elapsed()
+            );
+            match next {
+                Next::Idle => idles += 1,
+                Next::Frame => break,
+                Next::End => panic!("ended"),
+            }
+            assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+        }
+        assert!(t0.elapsed() >= slow && idles >= 5, "{idles} idle calls");
+        assert_eq!(r.take_note(), Some(SourceNote::Back));
     }
 
     #[test]
