@@ -499,3 +499,46 @@ fn dir_frames_embed_exactly_as_classify_embeds_the_same_files() {
     distinct.dedup();
     assert_eq!(distinct.len(), files.len(), "two images embed the same");
 }
+
+/// A snapshot the disk refuses makes the loop degraded; the next snapshot
+/// written clears it (a full disk that was freed is not "degraded" for
+/// good).
+#[test]
+fn a_snapshot_trouble_clears_with_the_next_snapshot_written() {
+    let mut engine = common::default_int8_engine();
+    let w = watched(&engine, &["red star"]);
+    let dir = common::scratch("watch-snapshot-trouble");
+    let snaps = dir.join("snaps");
+    // A file where the folder should be: every snapshot is refused.
+    std::fs::write(&snaps, b"not a folder").unwrap();
+    let opts = Options {
+        watched: w,
+        rules: Rules::default(),
+        fps: None,
+        motion_threshold: None,
+        snapshots: Some(snaps.clone()),
+        snapshot_retention: Default::default(),
+        source_name: "dir:models/clips/shapes".into(),
+        camera: None,
+        decode: Default::default(),
+        regions: Default::default(),
+    };
+    let mut watcher = Watcher::new(&mut engine, opts, None, vec![]);
+    let frames = common::clip_frames_decoded();
+    let starts = |watcher: &mut Watcher<'_>| {
+        let before = watcher.stats.events;
+        for f in &frames {
+            watcher.step(f).unwrap();
+        }
+        watcher.end_all("source_end").unwrap();
+        watcher.stats.events - before
+    };
+    assert!(starts(&mut watcher) > 0);
+    assert!(watcher.stats.snapshot_write_errors > 0);
+    let why = watcher.trouble_now().expect("degraded").to_string();
+    assert!(why.contains("snaps"), "{why}");
+    std::fs::remove_file(&snaps).unwrap();
+    assert!(starts(&mut watcher) > 0);
+    assert_eq!(watcher.trouble_now(), None);
+    assert!(std::fs::read_dir(&snaps).unwrap().count() > 0);
+}

@@ -4,6 +4,16 @@
 
 use super::*;
 
+/// What a trouble of the loop is about: each is cleared by its own next
+/// success.
+#[derive(Clone, Copy)]
+pub(super) enum Trouble {
+    /// The event log refuses lines.
+    Log,
+    /// A snapshot could not be written, or the folder pruned.
+    Snapshots,
+}
+
 impl Watcher<'_> {
     /// A whole-frame event of watched label `i`.
     pub(super) fn emit(
@@ -76,7 +86,8 @@ impl Watcher<'_> {
                 Err(e) => {
                     self.stats.snapshot_write_errors += 1;
                     let path = dir.join(format!("{id}.jpg"));
-                    self.trouble(format!("{}: {e}", path.display()));
+                    let why = format!("{}: {e}", path.display());
+                    self.trouble(Trouble::Snapshots, why);
                     snapshot_error = Some(e.to_string());
                 }
             }
@@ -140,8 +151,14 @@ impl Watcher<'_> {
         };
         let path = snapshots::write(dir, id, &f.image, mark)?;
         match snapshots::prune(dir, &self.opts.snapshot_retention) {
-            Ok(n) => self.stats.snapshots_removed += n,
-            Err(e) => self.trouble(format!("snapshots {}: {e}", dir.display())),
+            Ok(n) => {
+                self.stats.snapshots_removed += n;
+                self.trouble_snapshots = None;
+            }
+            Err(e) => {
+                let why = format!("snapshots {}: {e}", dir.display());
+                self.trouble(Trouble::Snapshots, why);
+            }
         }
         Ok(Some(path.display().to_string()))
     }
@@ -158,20 +175,20 @@ impl Watcher<'_> {
                     "{}: writable again; the waiting event lines are written",
                     log.path().display()
                 );
-                self.trouble = None;
+                self.trouble_log = None;
             }
             Ok(()) => {}
             Err(e) => {
                 drop(log);
                 self.stats.log_write_errors += 1;
-                self.trouble(e.to_string());
+                self.trouble(Trouble::Log, e.to_string());
             }
         }
     }
 
     /// Records why the loop runs degraded, saying it in the log at most
     /// once a minute.
-    pub(super) fn trouble(&mut self, why: String) {
+    pub(super) fn trouble(&mut self, cause: Trouble, why: String) {
         let say = self
             .trouble_said
             .is_none_or(|t| t.elapsed() >= TROUBLE_EVERY);
@@ -179,13 +196,18 @@ impl Watcher<'_> {
             log::error!("{why}; the loop goes on");
             self.trouble_said = Some(Instant::now());
         }
-        self.trouble = Some(why);
+        *match cause {
+            Trouble::Log => &mut self.trouble_log,
+            Trouble::Snapshots => &mut self.trouble_snapshots,
+        } = Some(why);
     }
 
-    /// Why the loop runs degraded (the disk refuses the event log or the
-    /// snapshots), if it does.
+    /// Why the loop runs degraded (the disk refuses the event log, or the
+    /// last snapshot), if it does: the event log's trouble first.
     pub fn trouble_now(&self) -> Option<&str> {
-        self.trouble.as_deref()
+        self.trouble_log
+            .as_deref()
+            .or(self.trouble_snapshots.as_deref())
     }
 
     /// Tries once more to write the event lines still waiting; says how
@@ -197,7 +219,7 @@ impl Watcher<'_> {
             return;
         }
         match log.flush() {
-            Ok(()) => self.trouble = None,
+            Ok(()) => self.trouble_log = None,
             Err(e) => log::error!("{e}: these event lines are lost"),
         }
     }

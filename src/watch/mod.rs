@@ -248,9 +248,11 @@ pub struct Watcher<'a> {
     /// Each watched label's probability in the last frame (with regions:
     /// its highest over the frame's crops).
     scores: Vec<f32>,
-    /// Why the loop runs degraded (the disk refuses the log or the
-    /// snapshots), and when that was last said in the log.
-    trouble: Option<String>,
+    /// Why the loop runs degraded, per cause (the disk refuses the event
+    /// log; the snapshots), each cleared by that cause's next success, and
+    /// when a trouble was last said in the log.
+    trouble_log: Option<String>,
+    trouble_snapshots: Option<String>,
     trouble_said: Option<Instant>,
     pub stats: Stats,
 }
@@ -308,7 +310,8 @@ impl<'a> Watcher<'a> {
             last_index: 0,
             places: Places::new(rules),
             scores: vec![0.0; n],
-            trouble: None,
+            trouble_log: None,
+            trouble_snapshots: None,
             trouble_said: None,
             stats: Stats::default(),
         }

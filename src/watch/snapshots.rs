@@ -50,7 +50,18 @@ pub fn write(
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let path = dir.join(format!("{id}.jpg"));
     let tmp = dir.join(format!(".{id}.jpg.tmp"));
-    if let Err(e) = std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
+    // On disk before the event line that names it (written after it, and
+    // synced): a power cut leaves the snapshot whole or absent, never a
+    // name without its picture.
+    let written = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
@@ -79,13 +90,19 @@ pub fn prune(dir: &Path, keep: &Retention) -> std::io::Result<u64> {
         return Ok(0);
     }
     let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+    // A file gone meanwhile (another camera pruning the same folder) is
+    // not an error.
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let name = e.file_name();
         if !name.to_str().is_some_and(ours) {
             continue;
         }
-        let meta = e.metadata()?;
+        let meta = match e.metadata() {
+            Err(e) if gone(&e) => continue,
+            meta => meta?,
+        };
         if meta.is_file() {
             files.push((meta.modified()?, meta.len(), e.path()));
         }
@@ -103,9 +120,14 @@ pub fn prune(dir: &Path, keep: &Retention) -> std::io::Result<u64> {
         if !(too_old || too_much) {
             continue;
         }
-        std::fs::remove_file(path)?;
+        match std::fs::remove_file(path) {
+            Err(e) if gone(&e) => {}
+            r => {
+                r?;
+                removed += 1;
+            }
+        }
         total -= len;
-        removed += 1;
     }
     Ok(removed)
 }
