@@ -48,7 +48,8 @@ pub struct WatchArgs {
     /// Append events here as JSON lines (fsync'd before any action).
     #[arg(long, value_name = "FILE.jsonl")]
     pub events: Option<PathBuf>,
-    /// Rotate the event log past this many megabytes (FILE.jsonl.1, .2, …).
+    /// Rotate the event log past this many megabytes (FILE.jsonl.1, .2, …;
+    /// default 64).
     #[arg(long, value_name = "MB")]
     pub events_max_mb: Option<f64>,
     /// Rotated event logs kept (default 5).
@@ -303,8 +304,15 @@ impl WatchArgs {
     }
 }
 
+/// The size past which an `--events` log is rotated when
+/// `--events-max-mb` is not given, in MB.
+pub const DEFAULT_EVENTS_MAX_MB: f64 = 64.0;
+
 impl WatchArgs {
-    /// `--events-max-mb` and `--events-keep`, checked.
+    /// `--events-max-mb` and `--events-keep`, checked: with an `--events`
+    /// log, it is rotated past [`DEFAULT_EVENTS_MAX_MB`] unless told
+    /// otherwise (a log left to grow for months would pass what is read at
+    /// start-up, and the service would no longer start).
     pub fn events_rotation(&self) -> Result<Option<super::events::Rotation>, String> {
         let max_mb = super::events::MAX_LOG_BYTES as f64 / 1e6;
         let keep = match self.events_keep {
@@ -313,10 +321,14 @@ impl WatchArgs {
             Some(k) => return Err(format!("--events-keep {k}: expected 1 to 100 files")),
         };
         match self.events_max_mb {
-            None if self.events_keep.is_some() => {
-                Err("--events-keep: give --events-max-mb too".into())
+            _ if self.events.is_none() && self.events_keep.is_some() => {
+                Err("--events-keep: no --events log to rotate".into())
             }
-            None => Ok(None),
+            None if self.events.is_none() => Ok(None),
+            None => Ok(Some(super::events::Rotation {
+                max_bytes: (DEFAULT_EVENTS_MAX_MB * 1e6) as u64,
+                keep,
+            })),
             Some(_) if self.events.is_none() => {
                 Err("--events-max-mb: no --events log to rotate".into())
             }
@@ -445,6 +457,45 @@ pub fn find_label(labels: &[String], label: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An `--events` log is rotated at 64 MB unless told otherwise (one
+    /// left to grow would pass what a restart reads); rotation settings
+    /// without a log are errors.
+    #[test]
+    fn an_event_log_is_rotated_by_default() {
+        use crate::watch::events::Rotation;
+        let log = WatchArgs {
+            events: Some("events.jsonl".into()),
+            ..WatchArgs::default()
+        };
+        let rotation = |a: &WatchArgs| a.events_rotation();
+        assert_eq!(
+            rotation(&log),
+            Ok(Some(Rotation {
+                max_bytes: 64_000_000,
+                keep: 5
+            }))
+        );
+        let keep = WatchArgs {
+            events_keep: Some(2),
+            ..log.clone()
+        };
+        assert_eq!(rotation(&keep).unwrap().unwrap().keep, 2);
+        assert_eq!(rotation(&WatchArgs::default()), Ok(None));
+        for no_log in [
+            WatchArgs {
+                events_keep: Some(2),
+                ..WatchArgs::default()
+            },
+            WatchArgs {
+                events_max_mb: Some(1.0),
+                ..WatchArgs::default()
+            },
+        ] {
+            let e = rotation(&no_log).unwrap_err();
+            assert!(e.contains("no --events log to rotate"), "{e}");
+        }
+    }
 
     fn labels() -> Vec<String> {
         ["red star", "green square", "blue circle"]
