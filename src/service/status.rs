@@ -240,23 +240,29 @@ impl Status {
         })
     }
 
+    /// The last frame with its boxes, as a JPEG. The frame is copied under
+    /// the lock and encoded after it, so that the camera loop (which takes
+    /// the lock every frame) never waits for an encoding.
     pub(super) fn snapshot_jpeg(&self) -> Option<Vec<u8>> {
         use image::ImageEncoder;
-        let s = self.state.lock().ok()?;
-        if s.frame.is_empty() {
-            return None;
-        }
-        let img = &s.frame.image;
-        let mut rgb = img.rgb();
-        for (l, r) in &s.boxes {
-            use crate::watch::draw::{draw_box, draw_label};
-            draw_box(rgb.to_mut(), img.width, img.height, *r);
-            let label = s.labels.get(*l).map_or("", String::as_str);
-            draw_label(rgb.to_mut(), img.width, img.height, *r, label);
-        }
+        let (rgb, width, height) = {
+            let s = self.state.lock().ok()?;
+            if s.frame.is_empty() {
+                return None;
+            }
+            let img = &s.frame.image;
+            let mut rgb = img.rgb().into_owned();
+            for (l, r) in &s.boxes {
+                use crate::watch::draw::{draw_box, draw_label};
+                draw_box(&mut rgb, img.width, img.height, *r);
+                let label = s.labels.get(*l).map_or("", String::as_str);
+                draw_label(&mut rgb, img.width, img.height, *r, label);
+            }
+            (rgb, img.width, img.height)
+        };
         let mut out = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
-            .write_image(&rgb, img.width, img.height, image::ExtendedColorType::Rgb8)
+            .write_image(&rgb, width, height, image::ExtendedColorType::Rgb8)
             .ok()?;
         Some(out)
     }
