@@ -71,10 +71,14 @@ pub enum Transition {
 #[derive(Debug, Clone)]
 pub struct Detector {
     rules: Rules,
-    /// Bit i: the frame i frames before the newest was positive.
+    /// Bit i: the frame fed i feeds before the newest was positive.
     history: u64,
-    /// Scores of the last 64 frames, by frame index modulo 64.
+    /// Frames fed so far: the last 64 feeds' scores and frame indices are
+    /// at `feed % 64` (a live source's frame indices have gaps where
+    /// frames were dropped, so a feed is not a frame).
+    fed: u64,
     scores: [f32; 64],
+    frames: [u64; 64],
     active: bool,
     misses: u32,
     last_positive: u64,
@@ -89,7 +93,9 @@ impl Detector {
         Detector {
             rules,
             history: 0,
+            fed: 0,
             scores: [0.0; 64],
+            frames: [u64::MAX; 64],
             active: false,
             misses: 0,
             last_positive: 0,
@@ -116,11 +122,27 @@ impl Detector {
         }
     }
 
-    /// Feed the next frame, `frame` (called once per frame of the source,
-    /// in order). `score` is the label's probability in it.
+    /// The ring slot the next feed takes (a track keeps its boxes by it).
+    pub fn next_slot(&self) -> usize {
+        (self.fed % 64) as usize
+    }
+
+    /// The ring slot of `frame`, if it is among the last 64 fed.
+    pub fn slot_of(&self, frame: u64) -> Option<usize> {
+        (0..self.fed.min(64))
+            .map(|back| ((self.fed - 1 - back) % 64) as usize)
+            .find(|&s| self.frames[s] == frame)
+    }
+
+    /// Feed the next frame, `frame` (called once per frame classified, in
+    /// the source's order; dropped frames leave gaps in the indices). `score`
+    /// is the label's probability in it.
     pub fn feed(&mut self, frame: u64, positive: bool, score: f32) -> Option<Transition> {
         self.history = self.history << 1 | positive as u64;
-        self.scores[(frame % 64) as usize] = if positive { score } else { 0.0 };
+        let slot = self.next_slot();
+        self.scores[slot] = if positive { score } else { 0.0 };
+        self.frames[slot] = frame;
+        self.fed += 1;
         if positive {
             if self.active {
                 self.misses = 0;
@@ -135,10 +157,11 @@ impl Detector {
             let in_window = self.history & self.window_mask();
             if in_window.count_ones() >= self.rules.hits {
                 let oldest = 63 - in_window.leading_zeros() as u64;
+                let back = |i: u64| ((self.fed - 1 - i) % 64) as usize;
                 let mut peak = 0f32;
                 for i in 0..=oldest {
                     if in_window >> i & 1 == 1 {
-                        peak = peak.max(self.scores[((frame - i) % 64) as usize]);
+                        peak = peak.max(self.scores[back(i)]);
                     }
                 }
                 self.active = true;
@@ -146,7 +169,7 @@ impl Detector {
                 self.last_positive = frame;
                 self.peak = peak;
                 return Some(Transition::Start {
-                    frame: frame - oldest,
+                    frame: self.frames[back(oldest)],
                     score: peak,
                 });
             }
@@ -316,23 +339,53 @@ mod tests {
         out
     }
 
+    /// A live source drops frames: the start is the first positive frame
+    /// fed (not a frame that was never seen), its score the window's best.
+    #[test]
+    fn a_start_after_dropped_frames_names_a_frame_fed_and_its_best_score() {
+        let rules = Rules {
+            hits: 2,
+            window: 3,
+            end_after: 3,
+            cooldown: 0,
+        };
+        let mut d = Detector::new(rules);
+        assert_eq!(d.feed(100, true, 0.8), None);
+        assert_eq!(
+            d.feed(131, true, 0.6),
+            Some(Transition::Start {
+                frame: 100,
+                score: 0.8
+            })
+        );
+        assert_eq!(d.slot_of(100), Some(0));
+        assert_eq!(d.slot_of(130), None);
+    }
+
     proptest! {
         #[test]
         fn matches_the_plain_statement(
             pos in proptest::collection::vec(any::<bool>(), 0..200),
             window in 1u32..8, hits_frac in 0.0f64..1.0, end_after in 1u32..5, cooldown in 0u32..4,
+            gaps in proptest::collection::vec(1u64..40, 200),
         ) {
             let hits = 1 + ((window - 1) as f64 * hits_frac) as u32;
             let rules = Rules { hits, window, end_after, cooldown };
+            // The frames fed, with gaps (frames a live source dropped).
+            let index: Vec<u64> = gaps.iter().scan(0, |f, g| { *f += g; Some(*f) }).collect();
             let mut d = Detector::new(rules);
             let mut got = Vec::new();
             for (i, &p) in pos.iter().enumerate() {
-                if let Some(t) = d.feed(i as u64, p, 0.5) {
+                if let Some(t) = d.feed(index[i], p, 0.5) {
                     got.push(t);
                 }
             }
             got.extend(d.end());
-            prop_assert_eq!(frames(&got), reference(rules, &pos));
+            let want: Vec<(char, u64)> = reference(rules, &pos)
+                .into_iter()
+                .map(|(k, i)| (k, index[i as usize]))
+                .collect();
+            prop_assert_eq!(frames(&got), want);
         }
     }
 }

@@ -170,14 +170,17 @@ impl Watcher<'_> {
         let mut log = lock(log);
         let was_waiting = log.pending() > 0;
         match log.append(record) {
-            Ok(()) if was_waiting => {
-                log::warn!(
-                    "{}: writable again; the waiting event lines are written",
-                    log.path().display()
-                );
+            Ok(()) => {
+                if was_waiting {
+                    log::warn!(
+                        "{}: writable again; the waiting event lines are written",
+                        log.path().display()
+                    );
+                }
+                // Also when another camera sharing the log wrote the
+                // lines that waited.
                 self.trouble_log = None;
             }
-            Ok(()) => {}
             Err(e) => {
                 drop(log);
                 self.stats.log_write_errors += 1;

@@ -156,7 +156,13 @@ pub struct EventLog {
     rotation: Option<Rotation>,
     /// Bytes in the current file.
     bytes: u64,
+    /// When a rotation last failed: the next is tried a minute later, not
+    /// at every line.
+    rotate_failed_at: Option<std::time::Instant>,
 }
+
+/// How long after a failed rotation the next is tried.
+const ROTATE_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// When the log is rotated: past `max_bytes`, `events.jsonl` becomes
 /// `events.jsonl.1` (`.1` becomes `.2`, …, up to `keep` old files).
@@ -330,6 +336,7 @@ impl EventLog {
             lost: 0,
             rotation: None,
             bytes: 0,
+            rotate_failed_at: None,
         }
     }
 
@@ -365,12 +372,19 @@ impl EventLog {
             self.pending_bytes -= done.len();
             self.bytes += done.len() as u64;
             if let Some(r) = self.rotation {
-                if self.bytes >= r.max_bytes {
-                    if let Err(e) = self.rotate(r.keep) {
-                        log::warn!(
-                            "{}: cannot rotate: {e}; it goes on growing",
-                            self.path.display()
-                        );
+                let retry = self
+                    .rotate_failed_at
+                    .is_none_or(|t| t.elapsed() >= ROTATE_RETRY);
+                if self.bytes >= r.max_bytes && retry {
+                    match self.rotate(r.keep) {
+                        Ok(()) => self.rotate_failed_at = None,
+                        Err(e) => {
+                            log::warn!(
+                                "{}: cannot rotate: {e}; it goes on growing (tried again in a minute)",
+                                self.path.display()
+                            );
+                            self.rotate_failed_at = Some(std::time::Instant::now());
+                        }
                     }
                 }
             }
@@ -379,25 +393,52 @@ impl EventLog {
     }
 
     /// `events.jsonl` → `.1` → `.2` … (the oldest beyond `keep` removed),
-    /// and a new, empty `events.jsonl`.
+    /// and a new, empty `events.jsonl`. The new file is made first, under a
+    /// name of its own: a failure at any step leaves the live log at its
+    /// name, written through, so the next rotation starts from where this
+    /// one stopped (never from a log already moved away).
     fn rotate(&mut self, keep: u32) -> std::io::Result<()> {
         let keep = keep.max(1);
-        match std::fs::remove_file(numbered(&self.path, keep)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        for n in (1..keep).rev() {
-            match std::fs::rename(numbered(&self.path, n), numbered(&self.path, n + 1)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        std::fs::rename(&self.path, numbered(&self.path, 1))?;
+        let fresh = {
+            let mut name = self.path.clone().into_os_string();
+            name.push(".new");
+            PathBuf::from(name)
+        };
         let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
-            .open(&self.path)?;
+            .truncate(false)
+            .open(&fresh)?;
+        file.set_len(0)?;
+        let moved = (|| {
+            match std::fs::remove_file(numbered(&self.path, keep)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            for n in (1..keep).rev() {
+                match std::fs::rename(numbered(&self.path, n), numbered(&self.path, n + 1)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            std::fs::rename(&self.path, numbered(&self.path, 1))?;
+            if let Err(e) = std::fs::rename(&fresh, &self.path) {
+                // The live log back at its name.
+                std::fs::rename(numbered(&self.path, 1), &self.path)?;
+                return Err(e);
+            }
+            Ok(())
+        })();
+        if let Err(e) = moved {
+            let _ = std::fs::remove_file(&fresh);
+            return Err(e);
+        }
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
         self.file = Box::new(file);
         self.bytes = 0;
         Ok(())
@@ -578,6 +619,43 @@ mod tests {
         let mut closed: Vec<&str> = r.closed.iter().map(|c| c.id.as_str()).collect();
         closed.sort();
         assert_eq!(closed, ["7-1", "7-2", "7-3"]);
+    }
+
+    /// A rotation that fails (here: its new file cannot be made) loses
+    /// nothing: every line stays in the live log at its name, the rotated
+    /// file is untouched, and the failure is not retried at every line.
+    #[test]
+    fn a_failed_rotation_keeps_every_line_in_the_live_log() {
+        let dir = tempdir();
+        let p = dir.join("events.jsonl");
+        let line = serde_json::to_vec(&rec(EventKind::Start, "5-1"))
+            .unwrap()
+            .len() as u64
+            + 1;
+        let rotation = Some(Rotation {
+            max_bytes: 3 * line,
+            keep: 1,
+        });
+        let (mut log, _) = EventLog::open_rotating(&p, rotation).unwrap();
+        for n in 1..=4 {
+            log.append(&rec(EventKind::Start, &format!("5-{n}")))
+                .unwrap();
+        }
+        let rotated = std::fs::read(numbered(&p, 1)).unwrap();
+        std::fs::create_dir(dir.join("events.jsonl.new")).unwrap();
+        for n in 5..=20 {
+            log.append(&rec(EventKind::Start, &format!("5-{n}")))
+                .unwrap();
+        }
+        assert!(log.rotate_failed_at.is_some());
+        assert_eq!(std::fs::read(numbered(&p, 1)).unwrap(), rotated);
+        let text = std::fs::read_to_string(&p).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<EventRecord>(l).unwrap().id)
+            .collect();
+        let want: Vec<String> = (4..=20).map(|n| format!("5-{n}")).collect();
+        assert_eq!(ids, want);
     }
 
     #[test]

@@ -243,8 +243,11 @@ impl Watcher<'_> {
         Ok(())
     }
 
-    /// The size of the frames the regions were last sized for.
+    /// The size of the frames coming now: the one the regions were last
+    /// sized for, or a later one they do not fit, whose frames are
+    /// skipped (a reload is checked against it).
     pub fn frame_size(&self) -> Option<(u32, u32)> {
-        (self.places.sized_for != (0, 0)).then_some(self.places.sized_for)
+        let p = &self.places;
+        [p.refused, p.sized_for].into_iter().find(|&s| s != (0, 0))
     }
 }

@@ -40,7 +40,8 @@ pub struct Track {
     pub watched: usize,
     pub zone: Option<usize>,
     pub detector: Detector,
-    /// The box at each positive frame of the last 64, by frame modulo 64.
+    /// The box at each positive frame of the last 64 fed, by the
+    /// detector's ring slot ([`Detector::next_slot`]).
     boxes: [Rect; 64],
     /// The box of the latest positive frame.
     pub last_box: Rect,
@@ -50,9 +51,12 @@ pub struct Track {
 }
 
 impl Track {
-    /// The box at positive frame `frame` (of the last 64).
+    /// The box at positive frame `frame` (of the last 64 fed; else the
+    /// latest box).
     pub fn box_at(&self, frame: u64) -> Rect {
-        self.boxes[(frame % 64) as usize]
+        self.detector
+            .slot_of(frame)
+            .map_or(self.last_box, |s| self.boxes[s])
     }
 }
 
@@ -163,7 +167,7 @@ impl Tracks {
             };
             let t = self.slots[slot].as_mut().expect("a live slot");
             t.matched = true;
-            t.boxes[(frame % 64) as usize] = d.rect;
+            t.boxes[t.detector.next_slot()] = d.rect;
             t.last_box = d.rect;
             if let Some(tr) = t.detector.feed(frame, true, d.score) {
                 out.push((slot, tr));
@@ -261,6 +265,25 @@ mod tests {
             got.push((tracks.get_mut(slot).unwrap().number, 'e', 99));
         }
         got
+    }
+
+    /// Frames dropped between two positives (a live source behind): the
+    /// start's box is the box of its first positive frame.
+    #[test]
+    fn a_start_after_dropped_frames_has_the_box_of_its_frame() {
+        let mut tracks = Tracks::new(Rules::default());
+        let mut out = Vec::new();
+        let mut starts = Vec::new();
+        for (frame, x) in [(100, 100), (131, 110), (190, 120)] {
+            out.clear();
+            tracks.step(frame, &mut [det(0, x, 100)], &mut out);
+            for &(slot, tr) in &out {
+                if let Transition::Start { frame, .. } = tr {
+                    starts.push((frame, tracks.get_mut(slot).unwrap().box_at(frame)));
+                }
+            }
+        }
+        assert_eq!(starts, [(100, Rect::new(100, 100, 60, 60))]);
     }
 
     #[test]

@@ -314,7 +314,9 @@ impl WatchArgs {
     /// otherwise (a log left to grow for months would pass what is read at
     /// start-up, and the service would no longer start).
     pub fn events_rotation(&self) -> Result<Option<super::events::Rotation>, String> {
-        let max_mb = super::events::MAX_LOG_BYTES as f64 / 1e6;
+        // Half what start-up reads of a log: a rotated file is at most one
+        // line past its limit.
+        let max_mb = (super::events::MAX_LOG_BYTES / 2) as f64 / 1e6;
         let keep = match self.events_keep {
             None => 5,
             Some(k) if (1..=100).contains(&k) => k,

@@ -254,7 +254,8 @@ struct Shared {
 /// reaches the loop as [`SourceError::Frame`], which skips it; only another
 /// error ends the source. Buffers circulate between the thread and the loop
 /// (no allocation once warm). Dropping it stops the thread, which drops the
-/// source once its current read returns (each live source's reads time out).
+/// source once its current read returns (a camera's reads time out within
+/// seconds; `stdin:mjpeg`'s waits for its next bytes).
 pub struct LiveQueue {
     shared: Arc<(Mutex<Shared>, Condvar)>,
     dropped: u64,
