@@ -293,6 +293,7 @@ fn run(
             }
         };
         // Run until the end, a stop, or a restart with other settings.
+        let mut removed = false;
         let next: std::result::Result<_, watch::WatchError> = loop {
             let r = watcher.run_until(parts.source.as_mut(), &shared.stop, &pause, &mut observe);
             match r {
@@ -307,6 +308,7 @@ fn run(
                         Ok(Command::End) | Err(_) => {
                             let r = watcher.end_all("reload");
                             watcher.flush_log();
+                            removed = true;
                             break r.map(|()| None);
                         }
                     }
@@ -317,6 +319,10 @@ fn run(
         };
         let stats = watcher.stats;
         drop(watcher);
+        if removed {
+            // A camera the reload starts may take this one's device.
+            parts.source.close(watch::source::CLOSE_WAIT);
+        }
         let error = match next {
             Ok(Some((new, source))) => {
                 if let Some(s) = source {

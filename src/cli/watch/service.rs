@@ -184,6 +184,7 @@ impl Service {
             self.model_key = model.key;
             self.bundle = model.bundle;
         }
+        let mut ending = Vec::new();
         for ((i, plan), source) in paused.into_iter().zip(sources) {
             let cam = &mut self.cameras[i];
             match plan {
@@ -200,15 +201,31 @@ impl Service {
                         s.remove_camera(cam.settings.shown_name());
                     }
                     cam.command(camera::Command::End);
+                    ending.push(i);
                 }
             }
         }
+        // The removed cameras let go of their GPIO lines and devices before
+        // new ones (a camera renamed, moved to a table) take them.
+        let t0 = Instant::now();
+        while t0.elapsed() < watch::source::CLOSE_WAIT + camera::PAUSE_WITHIN
+            && !ending.iter().all(|&i| self.cameras[i].finished())
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let mut started = Vec::new();
         for p in plans {
+            let name = p.settings.name.clone();
             let what = p.settings.context();
             match camera::start(p, &self.edges, &self.shared, &[]) {
                 Ok(c) => started.push(c),
-                Err(e) => log::error!("reload: {what}not started: {e:#}"),
+                Err(e) => {
+                    // A camera of the new config that cannot run: said now,
+                    // and the service's exit status says it at the end.
+                    let e = e.context(format!("reload: {}not started", what));
+                    log::error!("{e:#}");
+                    self.finished.push((name, Err(e)));
+                }
             }
         }
         self.cameras.extend(started);

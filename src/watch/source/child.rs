@@ -333,6 +333,12 @@ impl FrameSource for LiveRun {
     fn dropped(&self) -> u64 {
         self.queue.dropped()
     }
+
+    fn close(&mut self, wait: std::time::Duration) {
+        // The program gone, its pipe ends the thread's read at once.
+        self.proc.kill();
+        self.queue.close(wait);
+    }
 }
 
 impl Drop for LiveRun {

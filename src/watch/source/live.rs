@@ -222,6 +222,12 @@ impl FrameSource for Reopening {
     fn take_note(&mut self) -> Option<SourceNote> {
         self.note.take()
     }
+
+    fn close(&mut self, wait: std::time::Duration) {
+        if let Some(inner) = self.inner.as_mut() {
+            inner.close(wait);
+        }
+    }
 }
 
 /// Bad frames whose messages wait for the loop; past this many, a bad
@@ -247,7 +253,13 @@ struct Shared {
     /// current read and drops the source (a V4L2 device closed, an HTTP
     /// stream hung up), instead of reading it for nobody.
     closed: bool,
+    /// The thread has returned (its source dropped).
+    exited: bool,
 }
+
+/// How long a reload waits for a source it closes to let go of its device
+/// ([`FrameSource::close`]; a V4L2 camera's read times out within 5 s).
+pub const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// A live source in its own thread: the newest `depth` frames wait for the
 /// loop; older ones are dropped and counted. A bad frame (one corrupt JPEG)
@@ -262,7 +274,7 @@ pub struct LiveQueue {
 }
 
 impl LiveQueue {
-    pub fn spawn<S: FrameSource + Send + 'static>(mut source: S, depth: usize) -> Self {
+    pub fn spawn<S: FrameSource + Send + 'static>(source: S, depth: usize) -> Self {
         let shared = Arc::new((
             Mutex::new(Shared {
                 queue: VecDeque::with_capacity(depth + 1),
@@ -272,6 +284,7 @@ impl LiveQueue {
                 bad_why: VecDeque::with_capacity(BAD_BACKLOG),
                 end: None,
                 closed: false,
+                exited: false,
             }),
             Condvar::new(),
         ));
@@ -280,6 +293,8 @@ impl LiveQueue {
             .name("clip-edge-source".into())
             .spawn(move || {
                 let _ends = EndOnPanic(s.clone());
+                // Dropped before `_ends` says the thread has returned.
+                let mut source = source;
                 let (lock, cv) = &*s;
                 let mut bad_run = 0u32;
                 loop {
@@ -334,12 +349,20 @@ impl LiveQueue {
     }
 }
 
+impl LiveQueue {
+    /// Tells the thread to stop after its current read; with `wait`, waits
+    /// that long at most until it has dropped the source.
+    fn stop(&self, wait: std::time::Duration) {
+        let (lock, cv) = &*self.shared;
+        let mut g = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        g.closed = true;
+        let _ = cv.wait_timeout_while(g, wait, |g| !g.exited);
+    }
+}
+
 impl Drop for LiveQueue {
     fn drop(&mut self) {
-        let (lock, _) = &*self.shared;
-        lock.lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .closed = true;
+        self.stop(std::time::Duration::ZERO);
     }
 }
 
@@ -352,20 +375,19 @@ fn thread_panicked() -> SourceError {
     }
 }
 
-/// Ends the queue with an error when the source thread unwinds (a panic in
-/// the source), so that the loop sees the source lost instead of idling on.
+/// Says the thread has returned, once its source is dropped, and ends the
+/// queue with an error when the thread unwinds (a panic in the source), so
+/// that the loop sees the source lost instead of idling on.
 struct EndOnPanic(Arc<(Mutex<Shared>, Condvar)>);
 
 impl Drop for EndOnPanic {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
         let (lock, cv) = &*self.0;
         let mut g = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if g.end.is_none() {
+        if std::thread::panicking() && g.end.is_none() {
             g.end = Some(Err("the source thread panicked".into()));
         }
+        g.exited = true;
         drop(g);
         cv.notify_all();
     }
@@ -414,6 +436,10 @@ impl FrameSource for LiveQueue {
 
     fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    fn close(&mut self, wait: std::time::Duration) {
+        self.stop(wait);
     }
 }
 
@@ -476,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn dropping_a_live_queue_stops_its_thread_and_drops_the_source() {
+    fn closing_a_live_queue_drops_its_source_before_it_returns() {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut q = LiveQueue::spawn(
             Endless {
@@ -491,10 +517,11 @@ mod tests {
             rx.try_recv().is_err(),
             "the source went with the queue alive"
         );
+        // Dropped by the time `close` returns (a camera a reload starts on
+        // the same device finds it free).
+        q.close(std::time::Duration::from_secs(5));
+        let reads = rx.try_recv().expect("the source outlived its close");
         drop(q);
-        let reads = rx
-            .recv_timeout(std::time::Duration::from_secs(5))
-            .expect("the source thread still runs after its queue was dropped");
         assert!(reads >= 1);
     }
 

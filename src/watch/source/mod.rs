@@ -33,7 +33,7 @@ pub mod v4l2;
 pub use crate::decode::Decode;
 pub use crate::watch::config::redacted;
 pub use dir::DirSource;
-pub use live::{LiveQueue, Opener, Reopening, BAD_RUN_LOST, REOPEN_BACKOFF};
+pub use live::{LiveQueue, Opener, Reopening, BAD_RUN_LOST, CLOSE_WAIT, REOPEN_BACKOFF};
 pub use mjpeg::MjpegStream;
 pub use v4l2::{PixelFormat, V4l2Spec};
 
@@ -143,6 +143,14 @@ pub trait FrameSource: Send {
     /// A health change since the last call (lost, back), if any.
     fn take_note(&mut self) -> Option<SourceNote> {
         None
+    }
+    /// Stops reading and waits, at most `wait`, until the device or
+    /// program behind the source is let go (a source read in a thread of
+    /// its own lets go when that thread's read returns): before a camera
+    /// that a reload starts may open the same device. Dropping a source
+    /// lets go too, without waiting.
+    fn close(&mut self, wait: std::time::Duration) {
+        let _ = wait;
     }
 }
 
