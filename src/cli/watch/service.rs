@@ -20,7 +20,13 @@ pub(super) struct Service {
     pub(super) systemd: Systemd,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) reload: Arc<AtomicBool>,
+    /// A reload's config and bundle being loaded and verified, in a thread
+    /// of its own (the watchdog and a stop are served meanwhile).
+    pub(super) loading: Option<std::thread::JoinHandle<Loaded>>,
 }
+
+/// What a reload loaded: the model and the cameras' plans, or why not.
+pub(super) type Loaded = std::result::Result<(Model, Vec<CameraPlan>), String>;
 
 /// How often the service looks at its cameras and signals.
 const TICK: Duration = Duration::from_millis(50);
@@ -68,8 +74,17 @@ impl Service {
             if self.cameras.is_empty() {
                 return;
             }
-            if self.reload.swap(false, Ordering::Relaxed) {
-                self.reload_now(cli);
+            if self.loading.is_none() && self.reload.swap(false, Ordering::Relaxed) {
+                self.start_reload(cli);
+            }
+            if self.loading.as_ref().is_some_and(|l| l.is_finished()) {
+                let loaded = self.loading.take().map(|l| {
+                    l.join()
+                        .unwrap_or_else(|_| Err("loading the bundle panicked".into()))
+                });
+                if let Some(loaded) = loaded {
+                    self.reload_now(loaded);
+                }
             }
             let (epoch, within) = (self.shared.epoch, self.systemd.alive_within());
             let alive = self.cameras.iter().all(|c| c.beat.alive(epoch, within));
@@ -85,31 +100,50 @@ impl Service {
         }
     }
 
-    /// SIGHUP: the config read again, the bundle loaded and verified, and
-    /// every camera checked, before anything running is touched. Cameras
-    /// whose settings did not change run on (all restart when the model
-    /// changed); changed ones end their events ("reload") and go on with
-    /// the new settings; new ones start; removed ones stop. A reload that
-    /// fails is logged and everything runs on as it was.
-    fn reload_now(&mut self, cli: &WatchArgs) {
+    /// SIGHUP: the config read again and the bundle loaded and verified
+    /// (which may take seconds on a small board) in a thread of its own,
+    /// while the cameras run and the watchdog is petted; then
+    /// [`Service::reload_now`].
+    fn start_reload(&mut self, cli: &WatchArgs) {
         if self.stop.load(Ordering::Relaxed) {
             return;
         }
         log::warn!("SIGHUP: reloading the config and the bundle");
+        let (cli, threads) = (cli.clone(), self.threads);
+        let load = move || -> Loaded {
+            let a = settings(&cli).map_err(|e| format!("{e:#}"))?;
+            load_cameras(&a, threads).map_err(|ps| {
+                ps.iter()
+                    .map(|p| format!("{p:#}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+        };
+        match std::thread::Builder::new()
+            .name("clip-edge-reload".into())
+            .spawn(load)
+        {
+            Ok(h) => self.loading = Some(h),
+            Err(e) => log::error!("reload refused: cannot start its thread: {e}"),
+        }
+    }
+
+    /// A reload's loaded config and bundle applied: every camera checked
+    /// before anything running is touched. Cameras whose settings did not
+    /// change run on (all restart when the model changed); changed ones
+    /// end their events ("reload") and go on with the new settings; new
+    /// ones start; removed ones stop. A reload that fails is logged and
+    /// everything runs on as it was.
+    fn reload_now(&mut self, loaded: Loaded) {
+        if self.stop.load(Ordering::Relaxed) {
+            return;
+        }
         let refused = |e: String| {
             log::error!(
                 "reload refused, the running bundle goes on: {}",
                 e.replace('\n', " ")
             )
         };
-        let loaded = settings(cli).map_err(|e| format!("{e:#}")).and_then(|a| {
-            load_cameras(&a, self.threads).map_err(|ps| {
-                ps.iter()
-                    .map(|p| format!("{p:#}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-        });
         let (model, mut plans) = match loaded {
             Ok(l) => l,
             Err(e) => return refused(e),

@@ -464,6 +464,7 @@ pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Servi
         systemd,
         stop,
         reload,
+        loading: None,
     })
 }
 
