@@ -542,3 +542,66 @@ fn a_snapshot_trouble_clears_with_the_next_snapshot_written() {
     assert_eq!(watcher.trouble_now(), None);
     assert!(std::fs::read_dir(&snaps).unwrap().count() > 0);
 }
+
+/// A live source that dropped frames (every frame's index 3 past the last,
+/// a multiple of the 3-frame window): each start's snapshot is that start's
+/// frame, the one the event names, not a later frame the loop saw.
+#[test]
+fn a_snapshot_after_dropped_frames_is_the_frame_the_event_names() {
+    let mut engine = common::default_int8_engine();
+    let w = watched(&engine, &["red star", "green square", "yellow triangle"]);
+    let dir = common::scratch("watch-snapshot-gaps");
+    let snaps = dir.join("snaps");
+    let (log, rec) = clip_edge::watch::events::EventLog::open(&dir.join("events.jsonl")).unwrap();
+    let opts = Options {
+        watched: w,
+        rules: Rules::default(),
+        fps: None,
+        motion_threshold: None,
+        snapshots: Some(snaps.clone()),
+        snapshot_retention: Default::default(),
+        source_name: "live".into(),
+        camera: None,
+        decode: Default::default(),
+        regions: Default::default(),
+    };
+    let mut frames = common::clip_frames_decoded();
+    for (i, f) in frames.iter_mut().enumerate() {
+        f.index = 3 * i as u64;
+    }
+    {
+        let mut watcher = Watcher::new(&mut engine, opts, Some((log, rec.last_run)), vec![]);
+        for f in &frames {
+            watcher.step(f).unwrap();
+        }
+        watcher.end_all("source_end").unwrap();
+    }
+    let log = common::read_log(&dir.join("events.jsonl"));
+    let starts: Vec<&serde_json::Value> = log.iter().filter(|e| e["event"] == "start").collect();
+    assert!(starts.len() >= 3, "{log:?}");
+    let mean_diff = |a: &[u8], b: &[u8]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| x.abs_diff(*y) as f64)
+            .sum::<f64>()
+            / a.len() as f64
+    };
+    for s in starts {
+        let at = s["frame"].as_u64().unwrap();
+        let shot =
+            clip_edge::decode::decode_file(std::path::Path::new(s["snapshot"].as_str().unwrap()))
+                .unwrap();
+        let k = (at / 3) as usize;
+        let own = mean_diff(&shot.rgb(), &frames[k].image.rgb());
+        for other in [k.saturating_sub(1), k + 1, k + 2] {
+            if other != k && other < frames.len() {
+                let d = mean_diff(&shot.rgb(), &frames[other].image.rgb());
+                assert!(
+                    own < d,
+                    "start at frame {at}: its snapshot is {own:.2} from it, {d:.2} from frame {}",
+                    3 * other
+                );
+            }
+        }
+    }
+}

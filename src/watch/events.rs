@@ -424,8 +424,17 @@ impl EventLog {
             }
             std::fs::rename(&self.path, numbered(&self.path, 1))?;
             if let Err(e) = std::fs::rename(&fresh, &self.path) {
-                // The live log back at its name.
-                std::fs::rename(numbered(&self.path, 1), &self.path)?;
+                // The live log back at its name; if even that fails, it is
+                // written on as `.1` and never rotated again this run (a
+                // later rotation would remove it).
+                if let Err(back) = std::fs::rename(numbered(&self.path, 1), &self.path) {
+                    log::error!(
+                        "{}: rotation failed ({e}) and the log could not be put back ({back}): it goes on as {}, not rotated again",
+                        self.path.display(),
+                        numbered(&self.path, 1).display()
+                    );
+                    self.rotation = None;
+                }
                 return Err(e);
             }
             Ok(())
@@ -648,13 +657,19 @@ mod tests {
                 .unwrap();
         }
         assert!(log.rotate_failed_at.is_some());
+        // Not tried again at the next lines, though it would now succeed.
+        std::fs::remove_dir(dir.join("events.jsonl.new")).unwrap();
+        for n in 21..=25 {
+            log.append(&rec(EventKind::Start, &format!("5-{n}")))
+                .unwrap();
+        }
         assert_eq!(std::fs::read(numbered(&p, 1)).unwrap(), rotated);
         let text = std::fs::read_to_string(&p).unwrap();
         let ids: Vec<String> = text
             .lines()
             .map(|l| serde_json::from_str::<EventRecord>(l).unwrap().id)
             .collect();
-        let want: Vec<String> = (4..=20).map(|n| format!("5-{n}")).collect();
+        let want: Vec<String> = (4..=25).map(|n| format!("5-{n}")).collect();
         assert_eq!(ids, want);
     }
 

@@ -238,6 +238,8 @@ pub struct Watcher<'a> {
     sinks: Vec<&'a mut dyn Sink>,
     /// The last `window` frames (for start-frame snapshots).
     recent: Vec<Frame>,
+    /// The slot of `recent` the next frame takes, modulo its length.
+    recent_next: u64,
     /// The last inferred frame (motion gating).
     reference: Frame,
     have_reference: bool,
@@ -305,6 +307,7 @@ impl<'a> Watcher<'a> {
             ids,
             sinks,
             recent: vec![Frame::default(); keep],
+            recent_next: 0,
             reference: Frame::default(),
             have_reference: false,
             last_index: 0,
@@ -375,9 +378,13 @@ impl<'a> Watcher<'a> {
     /// bad frame, not a frame.
     pub fn step(&mut self, frame: &Frame) -> Result<usize, WatchError> {
         let r = self.step_frame(frame);
-        if matches!(r, Err(WatchError::Frame { .. })) {
-            self.stats.frames -= 1;
-            self.stats.bad_frames += 1;
+        match r {
+            Ok(_) => self.recent_next += 1,
+            Err(WatchError::Frame { .. }) => {
+                self.stats.frames -= 1;
+                self.stats.bad_frames += 1;
+            }
+            Err(_) => {}
         }
         r
     }
@@ -387,8 +394,10 @@ impl<'a> Watcher<'a> {
         self.last_index = frame.index;
         let t0 = Instant::now();
         if !self.recent.is_empty() {
-            let k = self.recent.len();
-            self.recent[(frame.index % k as u64) as usize].copy_from(frame);
+            // By frames stepped, as the detectors count (a live source's
+            // indices have gaps); a frame skipped is written over.
+            let k = self.recent.len() as u64;
+            self.recent[(self.recent_next % k) as usize].copy_from(frame);
         }
         if !self.opts.regions.whole_frame() {
             return self.step_regions(frame, t0);

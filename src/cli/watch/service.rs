@@ -72,6 +72,9 @@ impl Service {
                 self.finished.push((name, r));
             }
             if self.cameras.is_empty() {
+                if self.loading.is_some() {
+                    log::warn!("every camera ended while a reload was loading: not applied");
+                }
                 return;
             }
             if self.loading.is_none() && self.reload.swap(false, Ordering::Relaxed) {
@@ -86,18 +89,24 @@ impl Service {
                     self.reload_now(loaded);
                 }
             }
-            let (epoch, within) = (self.shared.epoch, self.systemd.alive_within());
-            let alive = self.cameras.iter().all(|c| c.beat.alive(epoch, within));
-            let cameras = &self.cameras;
-            self.systemd.tick(alive, || {
-                cameras
-                    .iter()
-                    .map(|c| c.beat.status())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            });
+            self.tick();
             std::thread::sleep(TICK);
         }
+    }
+
+    /// Pets the watchdog while every camera's loop turns, and keeps
+    /// systemd's status line current.
+    fn tick(&mut self) {
+        let (epoch, within) = (self.shared.epoch, self.systemd.alive_within());
+        let alive = self.cameras.iter().all(|c| c.beat.alive(epoch, within));
+        let cameras = &self.cameras;
+        self.systemd.tick(alive, || {
+            cameras
+                .iter()
+                .map(|c| c.beat.status())
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
     }
 
     /// SIGHUP: the config read again and the bundle loaded and verified
@@ -244,8 +253,13 @@ impl Service {
         let t0 = Instant::now();
         while t0.elapsed() < watch::source::CLOSE_WAIT + camera::PAUSE_WITHIN
             && !ending.iter().all(|&i| self.cameras[i].finished())
+            && !self.stop.load(Ordering::Relaxed)
         {
+            self.tick();
             std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.stop.load(Ordering::Relaxed) {
+            return;
         }
         let mut started = Vec::new();
         for p in plans {

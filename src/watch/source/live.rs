@@ -224,8 +224,14 @@ impl FrameSource for Reopening {
     }
 
     fn close(&mut self, wait: std::time::Duration) {
+        let t0 = std::time::Instant::now();
+        // An attempt to reopen under way may be taking the device now: its
+        // answer waited for, and closed too.
+        if let Some(Ok(opened)) = self.opened(wait) {
+            self.inner = Some(opened);
+        }
         if let Some(inner) = self.inner.as_mut() {
-            inner.close(wait);
+            inner.close(wait.saturating_sub(t0.elapsed()));
         }
     }
 }
