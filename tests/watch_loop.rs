@@ -500,6 +500,26 @@ fn dir_frames_embed_exactly_as_classify_embeds_the_same_files() {
     assert_eq!(distinct.len(), files.len(), "two images embed the same");
 }
 
+/// The default rules over the whole frame, snapshots in `snaps`.
+fn with_snapshots(
+    watched: Vec<clip_edge::watch::Watched>,
+    snaps: &std::path::Path,
+    source_name: &str,
+) -> Options {
+    Options {
+        watched,
+        rules: Rules::default(),
+        fps: None,
+        motion_threshold: None,
+        snapshots: Some(snaps.to_path_buf()),
+        snapshot_retention: Default::default(),
+        source_name: source_name.into(),
+        camera: None,
+        decode: Default::default(),
+        regions: Default::default(),
+    }
+}
+
 /// A snapshot the disk refuses makes the loop degraded; the next snapshot
 /// written clears it (a full disk that was freed is not "degraded" for
 /// good).
@@ -511,18 +531,7 @@ fn a_snapshot_trouble_clears_with_the_next_snapshot_written() {
     let snaps = dir.join("snaps");
     // A file where the folder should be: every snapshot is refused.
     std::fs::write(&snaps, b"not a folder").unwrap();
-    let opts = Options {
-        watched: w,
-        rules: Rules::default(),
-        fps: None,
-        motion_threshold: None,
-        snapshots: Some(snaps.clone()),
-        snapshot_retention: Default::default(),
-        source_name: "dir:models/clips/shapes".into(),
-        camera: None,
-        decode: Default::default(),
-        regions: Default::default(),
-    };
+    let opts = with_snapshots(w, &snaps, "dir:models/clips/shapes");
     let mut watcher = Watcher::new(&mut engine, opts, None, vec![]);
     let frames = common::clip_frames_decoded();
     let starts = |watcher: &mut Watcher<'_>| {
@@ -553,18 +562,7 @@ fn a_snapshot_after_dropped_frames_is_the_frame_the_event_names() {
     let dir = common::scratch("watch-snapshot-gaps");
     let snaps = dir.join("snaps");
     let (log, rec) = clip_edge::watch::events::EventLog::open(&dir.join("events.jsonl")).unwrap();
-    let opts = Options {
-        watched: w,
-        rules: Rules::default(),
-        fps: None,
-        motion_threshold: None,
-        snapshots: Some(snaps.clone()),
-        snapshot_retention: Default::default(),
-        source_name: "live".into(),
-        camera: None,
-        decode: Default::default(),
-        regions: Default::default(),
-    };
+    let opts = with_snapshots(w, &snaps, "live");
     let mut frames = common::clip_frames_decoded();
     for (i, f) in frames.iter_mut().enumerate() {
         f.index = 3 * i as u64;

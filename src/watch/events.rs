@@ -598,14 +598,7 @@ mod tests {
     fn the_log_rotates_keeps_its_old_files_and_recovers_across_them() {
         let dir = tempdir();
         let p = dir.join("events.jsonl");
-        let line = serde_json::to_vec(&rec(EventKind::Start, "5-1"))
-            .unwrap()
-            .len() as u64
-            + 1;
-        let rotation = Some(Rotation {
-            max_bytes: 3 * line,
-            keep: 2,
-        });
+        let (line, rotation) = three_lines_a_file(2);
         let (mut log, _) = EventLog::open_rotating(&p, rotation).unwrap();
         for n in 1..=10 {
             log.append(&rec(EventKind::Start, &format!("5-{n}")))
@@ -637,14 +630,7 @@ mod tests {
     fn a_failed_rotation_keeps_every_line_in_the_live_log() {
         let dir = tempdir();
         let p = dir.join("events.jsonl");
-        let line = serde_json::to_vec(&rec(EventKind::Start, "5-1"))
-            .unwrap()
-            .len() as u64
-            + 1;
-        let rotation = Some(Rotation {
-            max_bytes: 3 * line,
-            keep: 1,
-        });
+        let (_, rotation) = three_lines_a_file(1);
         let (mut log, _) = EventLog::open_rotating(&p, rotation).unwrap();
         for n in 1..=4 {
             log.append(&rec(EventKind::Start, &format!("5-{n}")))
@@ -680,6 +666,19 @@ mod tests {
         std::fs::write(&p, "not json\n{}\n").unwrap();
         let e = EventLog::open(&p).unwrap_err().to_string();
         assert!(e.contains("line 1 is not an event"), "{e}");
+    }
+
+    /// The length of one test line, and a rotation past three of them.
+    fn three_lines_a_file(keep: u32) -> (u64, Option<Rotation>) {
+        let line = serde_json::to_vec(&rec(EventKind::Start, "5-1"))
+            .unwrap()
+            .len() as u64
+            + 1;
+        let rotation = Rotation {
+            max_bytes: 3 * line,
+            keep,
+        };
+        (line, Some(rotation))
     }
 
     /// A fresh folder of this test's thread, removed when dropped.
