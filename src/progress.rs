@@ -22,7 +22,9 @@ pub fn bar(enabled: bool, len: u64, what: &str) -> ProgressBar {
 }
 
 /// `println!` for the binaries: ends the process quietly when stdout is
-/// closed (`| head`) instead of panicking.
+/// closed (`| head`) instead of panicking, and with one line and exit
+/// status 1 when it cannot be written (a full disk under `> result.json`),
+/// never a success with the output cut short.
 #[macro_export]
 macro_rules! out {
     ($($t:tt)*) => {{
@@ -31,6 +33,8 @@ macro_rules! out {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 std::process::exit(0);
             }
+            eprintln!("error: writing to standard output: {e}");
+            std::process::exit(1);
         }
     }};
 }

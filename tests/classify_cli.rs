@@ -214,6 +214,13 @@ fn user_errors_are_one_line() {
             "x.png",
         ],
         vec!["info", "--bundle", "/nonexistent"],
+        vec![
+            "bench",
+            "--iterations",
+            "100000000000",
+            "--bundle",
+            "models/default-int8",
+        ],
     ] {
         let out = bin().current_dir(root()).args(&args).output().unwrap();
         assert!(!out.status.success(), "{args:?}");
@@ -305,4 +312,24 @@ fn info_and_bench_report_json() {
         out.status.success() && text.lines().any(|l| l.starts_with("rpi5 ")),
         "{text}"
     );
+}
+
+/// Standard output that cannot be written (a full disk under
+/// `> result.json`): one line and exit status 1, never a success with the
+/// output cut short.
+#[test]
+fn output_the_disk_refuses_is_an_error() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = bin()
+        .args(["info", "--json", "--bundle"])
+        .arg(root().join("models/default-int8"))
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("writing to standard output"), "{err}");
 }

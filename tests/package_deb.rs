@@ -115,6 +115,7 @@ fn deb_holds_the_binary_unit_config_and_default_bundle() {
     for line in [
         "Type=notify",
         "WatchdogSec=",
+        "ExecReload=/bin/kill -HUP $MAINPID",
         "CacheDirectory=clip-edge",
         "Restart=on-failure",
         "DynamicUser=yes",

@@ -232,6 +232,9 @@ fn run(cli: Cli) -> Result<()> {
                 "static" => ActivationQuant::StaticPerTensor,
                 other => bail!("--activations {other:?}: expected dynamic or static"),
             };
+            if !(cosine_target > 0.0 && cosine_target <= 1.0) {
+                bail!("--cosine-target {cosine_target}: expected more than 0 and at most 1");
+            }
             let calibration = calibration.unwrap_or_else(default_calibration);
             let opts = BuildOptions {
                 checkpoint,
@@ -491,6 +494,10 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
 }
 
 fn preprocess(path: &Path, n: u32) -> Result<Array4<f32>> {
+    let max = clip_edge::preprocess::MAX_RESOLUTION;
+    if n == 0 || n > max {
+        bail!("--resolution {n}: expected 1 to {max}");
+    }
     let img = decode_file(path)?;
     let mut out = vec![0f32; Preprocessor::output_len(n)];
     Preprocessor::new()

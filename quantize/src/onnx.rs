@@ -49,7 +49,7 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 const MAX_RESOLUTION: u32 = clip_edge::preprocess::MAX_RESOLUTION;
 
 /// Longest token context accepted.
-const MAX_CONTEXT: usize = 4096;
+const MAX_CONTEXT: usize = crate::tokenizer::MAX_CONTEXT_LENGTH;
 
 #[derive(Debug, Error)]
 pub enum OnnxError {

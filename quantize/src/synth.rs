@@ -52,6 +52,9 @@ const SUPERSAMPLE: usize = 4;
 pub const MIN_SIDE: u32 = 48;
 pub const MAX_SIDE: u32 = 512;
 
+/// The longest side of a synthetic clip's frames.
+pub const MAX_CLIP_LONG_SIDE: u32 = 4096;
+
 /// The class with no shape: a background alone. Last in class order.
 pub const EMPTY_CLASS: &str = "plain background";
 /// Number of classes: every color × shape, then [`EMPTY_CLASS`].
@@ -86,10 +89,10 @@ pub enum SynthError {
     },
     #[error("{path}: holds {entry:?}, which no synth run writes; refusing to replace it (give a new or empty folder)")]
     Foreign { path: PathBuf, entry: String },
-    #[error("--max-side {0}: must be at least {MIN_SIDE}")]
+    #[error("--max-side {0}: expected {MIN_SIDE} to {MAX_SIDE}")]
     MaxSide(u32),
-    #[error("clip frame {0}: the shorter side must be {MIN_SIDE} to 1024 pixels")]
-    ClipSize(u32),
+    #[error("clip frame {0}x{1}: the shorter side must be {MIN_SIDE} to {2} pixels, the longer at most {MAX_CLIP_LONG_SIDE}")]
+    ClipSize(u32, u32, u32),
     #[error("clip label {0:?}: not a class of the synthetic world (\"<color> <shape>\")")]
     UnknownClass(String),
 }
@@ -356,7 +359,7 @@ pub fn write_set(
     options: &SynthOptions,
     progress: &(dyn Fn() + Sync),
 ) -> Result<usize, SynthError> {
-    if options.max_side < MIN_SIDE {
+    if !(MIN_SIDE..=MAX_SIDE).contains(&options.max_side) {
         return Err(SynthError::MaxSide(options.max_side));
     }
     refuse_foreign_dir(out)?;

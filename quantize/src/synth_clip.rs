@@ -106,12 +106,21 @@ fn class_parts(label: &str) -> Option<(usize, &'static str)> {
     Some((c, s))
 }
 
+/// A frame size whose shorter side is at most `max_short` and longer side
+/// at most [`MAX_CLIP_LONG_SIDE`](crate::synth::MAX_CLIP_LONG_SIDE).
+fn check_size(w: u32, h: u32, max_short: u32) -> Result<(), SynthError> {
+    use crate::synth::{MAX_CLIP_LONG_SIDE, MIN_SIDE};
+    if (MIN_SIDE..=max_short).contains(&w.min(h)) && w.max(h) <= MAX_CLIP_LONG_SIDE {
+        Ok(())
+    } else {
+        Err(SynthError::ClipSize(w, h, max_short))
+    }
+}
+
 /// Render every frame of `spec`, and its truth. An unknown label is an error naming it.
 pub fn render(spec: &ClipSpec) -> Result<(Vec<RgbImage>, Truth), SynthError> {
     let (w, h) = (spec.width, spec.height);
-    if !(crate::synth::MIN_SIDE..=crate::synth::MAX_SIDE * 2).contains(&w.min(h)) {
-        return Err(SynthError::ClipSize(w.min(h)));
-    }
+    check_size(w, h, crate::synth::MAX_SIDE * 2)?;
     let scene = gradient(w, h);
     let mut frames = Vec::new();
     let mut spans = Vec::new();
@@ -336,9 +345,7 @@ pub fn yard_scene() -> SceneSpec {
 /// Render every frame of a wide scene, and its truth.
 pub fn render_scene(spec: &SceneSpec) -> Result<(Vec<RgbImage>, Truth), SynthError> {
     let (w, h) = (spec.width, spec.height);
-    if !(crate::synth::MIN_SIDE..=crate::synth::MAX_SIDE * 4).contains(&w.min(h)) {
-        return Err(SynthError::ClipSize(w.min(h)));
-    }
+    check_size(w, h, crate::synth::MAX_SIDE * 4)?;
     let scene = gradient(w, h);
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let mut looks = Vec::new();

@@ -33,9 +33,12 @@ pub enum TokenizerError {
     },
     #[error("corrupt BPE vocabulary: {0}")]
     Vocab(String),
-    #[error("context length must be at least 2, got {0}")]
+    #[error("context length {0} is out of range: expected 2 to {MAX_CONTEXT_LENGTH}")]
     BadContext(usize),
 }
+
+/// The longest context a tokenizer fills (CLIP's is 77; SigLIP's 64).
+pub const MAX_CONTEXT_LENGTH: usize = 4096;
 
 pub struct Tokenizer {
     byte_encoder: [char; 256],
@@ -272,7 +275,7 @@ impl Tokenizer {
         context_length: usize,
         truncate: bool,
     ) -> Result<Vec<u32>, TokenizerError> {
-        if context_length < 2 {
+        if !(2..=MAX_CONTEXT_LENGTH).contains(&context_length) {
             return Err(TokenizerError::BadContext(context_length));
         }
         let mut tokens = Vec::with_capacity(context_length);

@@ -262,3 +262,42 @@ fn hf_projections_and_attention_of_the_wrong_rank_are_named() {
         "{e}"
     );
 }
+
+/// A HuggingFace `config.json` beside the weights that names what these
+/// graphs do not run (a LAION model's GELU, heads of another width) is
+/// refused, naming the key and value; OpenAI's values load.
+#[test]
+fn an_hf_config_the_graphs_would_run_wrongly_is_refused() {
+    let weights = std::fs::read(fixture("vit_tiny_hf.safetensors")).unwrap();
+    let dir = scratch_dirs::dir("clip-bad-input", "hf-config");
+    let p = dir.join("model.safetensors");
+    std::fs::write(&p, &weights).unwrap();
+    let config = dir.join("config.json");
+    let cases = [
+        (
+            r#"{"vision_config": {"hidden_act": "gelu"}}"#,
+            Some("vision_config.hidden_act \"gelu\""),
+        ),
+        (
+            r#"{"text_config": {"hidden_act": "quick_gelu", "num_attention_heads": 16, "hidden_size": 1280}}"#,
+            Some("text_config.num_attention_heads 16 with hidden_size 1280"),
+        ),
+        ("not json", Some("not JSON")),
+        (
+            r#"{"vision_config": {"hidden_act": "quick_gelu", "num_attention_heads": 12, "hidden_size": 768}}"#,
+            None,
+        ),
+    ];
+    for (text, refused) in cases {
+        std::fs::write(&config, text).unwrap();
+        match (checkpoint::load(&p), refused) {
+            (Err(e), Some(needle)) => {
+                let msg = e.to_string();
+                assert!(msg.contains(needle) && msg.contains("config.json"), "{msg}");
+                assert!(matches!(e, CheckpointError::Unsupported { .. }), "{msg}");
+            }
+            (Ok(_), None) => {}
+            (r, _) => panic!("{text}: {:?}", r.err()),
+        }
+    }
+}

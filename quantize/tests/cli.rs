@@ -421,3 +421,78 @@ fn sections_adds_each_paths_section_and_refuses_what_it_cannot_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not this key's signature"), "{err}");
 }
+
+/// Values past what a command can do are one line naming the flag and its
+/// range, before any allocation they would size, and nothing is written.
+#[test]
+fn values_out_of_range_are_named_before_any_work() {
+    let d = outdir("ranges");
+    let img = fixtures().join("images/rgb_97x301.png");
+    let out = |args: &[&str]| {
+        let o = bin().args(args).output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let npy = d.join("x.npy");
+    let npy = npy.to_str().unwrap();
+    let synth = d.join("synth");
+    let synth = synth.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "preprocess",
+                "--resolution",
+                "100000",
+                img.to_str().unwrap(),
+                "--out",
+                npy,
+            ],
+            "--resolution 100000: expected 1 to 4096",
+        ),
+        (
+            vec!["tokenize", "--context-length", "1000000000000", "a photo"],
+            "context length 1000000000000 is out of range",
+        ),
+        (
+            vec!["synth", "--clip", "--size", "4000000000x48", "--out", synth],
+            "clip frame 4000000000x48",
+        ),
+        (
+            vec![
+                "synth",
+                "--per-class",
+                "1",
+                "--max-side",
+                "2000",
+                "--out",
+                synth,
+            ],
+            "--max-side 2000: expected 48 to 512",
+        ),
+        (
+            vec![
+                "build",
+                "--checkpoint",
+                "/nonexistent.pt",
+                "--labels",
+                "/nonexistent.txt",
+                "--precision",
+                "auto",
+                "--cosine-target",
+                "1.5",
+                "--out",
+                synth,
+            ],
+            "--cosine-target 1.5",
+        ),
+    ];
+    for (args, needle) in cases {
+        let (code, err) = out(&args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+    assert!(!Path::new(npy).exists() && !Path::new(synth).exists());
+}

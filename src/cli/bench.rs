@@ -15,6 +15,9 @@ use clip_edge::engine::EngineKind;
 use clip_edge::preprocess::{ImageView, Mode};
 
 use super::board::BoardProfile;
+
+/// Most frames a `bench` run times (its per-frame latencies are kept).
+const MAX_ITERATIONS: usize = 1_000_000;
 use super::{set_threads, BundleArg};
 
 #[derive(clap::Args)]
@@ -61,8 +64,8 @@ pub fn run(a: &Args) -> Result<ExitCode> {
         (None, _) => None,
     };
     set_threads(threads)?;
-    if iterations == 0 {
-        bail!("--iterations must be at least 1");
+    if !(1..=MAX_ITERATIONS).contains(&iterations) {
+        bail!("--iterations {iterations}: expected 1 to {MAX_ITERATIONS}");
     }
     let mut engine = bundle.engine(threads)?;
     // A deterministic 640x480 camera-like frame.

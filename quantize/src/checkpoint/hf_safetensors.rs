@@ -97,6 +97,49 @@ fn concat(path: &Path, key: &str, parts: [Param; 3]) -> Result<Param, Checkpoint
     Ok(Param { shape, data, dtype })
 }
 
+/// Largest `config.json` read beside a safetensors file.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The HuggingFace `config.json` beside the weights, when there is one,
+/// against what the graphs built from them run (OpenAI's architecture:
+/// QuickGELU, heads of width 64): a model they would run wrongly (a LAION
+/// model's GELU, heads of another width) is refused, naming the key and
+/// value, instead of becoming a bundle that is quietly wrong.
+fn check_config(path: &Path) -> Result<(), CheckpointError> {
+    let config = path.with_file_name("config.json");
+    if !config.is_file() {
+        return Ok(());
+    }
+    let unsupported = |why: String| CheckpointError::Unsupported {
+        path: config.clone(),
+        why,
+    };
+    let text = clip_edge::bundle::read_regular(&config, MAX_CONFIG_BYTES, true)
+        .map_err(|e| unsupported(e.to_string()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| unsupported(format!("not JSON: {e}")))?;
+    for tower in ["vision_config", "text_config"] {
+        let c = &v[tower];
+        if let Some(act) = c["hidden_act"].as_str() {
+            if act != "quick_gelu" {
+                return Err(unsupported(format!(
+                    "{tower}.hidden_act {act:?}: these graphs run OpenAI's quick_gelu; build from the model's ONNX export instead (docs/bundles.md)"
+                )));
+            }
+        }
+        if let (Some(heads), Some(width)) =
+            (c["num_attention_heads"].as_u64(), c["hidden_size"].as_u64())
+        {
+            if heads == 0 || width / heads != 64 || width % heads != 0 {
+                return Err(unsupported(format!(
+                    "{tower}.num_attention_heads {heads} with hidden_size {width}: these graphs run heads of width 64; build from the model's ONNX export instead (docs/bundles.md)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn load(path: &Path, bytes: &[u8]) -> Result<StateDict, CheckpointError> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Corrupt {
         path: path.to_path_buf(),
@@ -114,6 +157,7 @@ pub fn load(path: &Path, bytes: &[u8]) -> Result<StateDict, CheckpointError> {
             why: "safetensors file without the `vision_model.*`, `text_model.*` and `visual_projection.weight` tensors of a HuggingFace CLIPModel".into(),
         });
     }
+    check_config(path)?;
     let mut out = BTreeMap::new();
     let blocks = |take: &mut dyn FnMut(&str) -> Result<Param, CheckpointError>,
                   src_prefix: &str,

@@ -19,6 +19,10 @@ pub enum CheckpointError {
     },
     #[error("{path}: not a CLIP checkpoint: {why}")]
     NotACheckpoint { path: PathBuf, why: String },
+    /// A model these graphs would run wrongly (another activation, heads
+    /// of another width).
+    #[error("{path}: {why}")]
+    Unsupported { path: PathBuf, why: String },
     #[error("{path}: corrupt or truncated archive: {why}")]
     Corrupt { path: PathBuf, why: String },
     #[error("{path}: missing tensor `{key}`")]
