@@ -378,19 +378,18 @@ impl<'a> Watcher<'a> {
     /// bad frame, not a frame.
     pub fn step(&mut self, frame: &Frame) -> Result<usize, WatchError> {
         let r = self.step_frame(frame);
-        match r {
-            Ok(_) => self.recent_next += 1,
-            Err(WatchError::Frame { .. }) => {
-                self.stats.frames -= 1;
-                self.stats.bad_frames += 1;
+        match &r {
+            Ok(_) => {
+                self.stats.frames += 1;
+                self.recent_next += 1;
             }
-            Err(_) => {}
+            Err(WatchError::Frame { .. }) => self.stats.bad_frames += 1,
+            Err(_) => self.stats.frames += 1,
         }
         r
     }
 
     fn step_frame(&mut self, frame: &Frame) -> Result<usize, WatchError> {
-        self.stats.frames += 1;
         self.last_index = frame.index;
         let t0 = Instant::now();
         if !self.recent.is_empty() {
