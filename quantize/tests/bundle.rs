@@ -238,6 +238,19 @@ fn failed_builds_leave_the_old_bundle_alone() {
     let e = build(&o).unwrap_err();
     assert!(e.to_string().contains("broken.png"), "{e}");
 
+    // More calibration images than a build holds in memory: refused by
+    // count, before any is read.
+    let many = scratch("many-calib");
+    for i in 0..=clip_quantize::bundle::MAX_CALIBRATION_IMAGES {
+        std::fs::write(many.join(format!("{i:05}.png")), b"").unwrap();
+    }
+    o.calibration = many.clone();
+    let e = build(&o).unwrap_err().to_string();
+    assert!(
+        e.contains(many.to_str().unwrap()) && e.contains("1001 calibration images, at most 1000"),
+        "{e}"
+    );
+
     assert_eq!(std::fs::read(out.join(bundle::MANIFEST)).unwrap(), before);
     let leftovers: Vec<_> = std::fs::read_dir(&d)
         .unwrap()
@@ -407,6 +420,13 @@ fn eval_folder_reports_zero_shot_accuracy() {
         [0.0, 0.25, 0.5, 0.75, 1.0].contains(&f),
         "fp32 top-1 {f} is not a count of 4 images"
     );
+
+    // An eval image that does not decode fails the build before any
+    // graph runs (the eval set is read again on each pass, not held).
+    std::fs::write(d.join("eval/dog/broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let e = build(&o).unwrap_err().to_string();
+    assert!(e.contains("broken.png"), "{e}");
+    std::fs::remove_file(d.join("eval/dog/broken.png")).unwrap();
 
     std::fs::create_dir_all(d.join("eval/bird")).unwrap();
     std::fs::copy(calib.join("rgb_17x13.png"), d.join("eval/bird/x.png")).unwrap();

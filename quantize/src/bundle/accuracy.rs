@@ -29,42 +29,130 @@ pub fn list_eval(dir: &Path, labels: &[String]) -> Result<Vec<(PathBuf, usize)>,
     Ok(clip_edge::eval::list_labelled(dir, labels)?)
 }
 
-/// Preprocessed inputs, decoded and checked before any heavy work.
-/// `mean`/`std`: the model's normalisation; `resize`: its resize.
+/// The most calibration images a build holds preprocessed in memory (each
+/// is 3·n²·4 bytes: 0.6 MB at 224 pixels, so about 600 MB at this count);
+/// an eval set is read again on each pass and may be any size.
+pub const MAX_CALIBRATION_IMAGES: usize = 1000;
+
+/// How a build reads its images: the model's input side, normalisation
+/// (mean, std) and resize.
+#[derive(Clone, Copy)]
+pub(super) struct ImageFormat {
+    pub n: usize,
+    pub norm: ([f32; 3], [f32; 3]),
+    pub resize: Resize,
+}
+
+impl ImageFormat {
+    /// One file decoded and preprocessed into `buf` (`pre` and `buf` reused).
+    fn prepare(
+        &self,
+        pre: &mut Preprocessor,
+        buf: &mut [f32],
+        p: &Path,
+    ) -> Result<Tensor, BuildError> {
+        let img = decode_file(p)?;
+        pre.run(&img.view(), self.n as u32, self.norm.0, self.norm.1, buf)
+            .map_err(|e| BuildError::Input {
+                path: p.to_path_buf(),
+                why: e.to_string(),
+            })?;
+        Ok(Tensor::from_shape(&[1, 3, self.n, self.n], buf)?)
+    }
+
+    fn preprocessor(&self) -> (Preprocessor, Vec<f32>) {
+        (
+            Preprocessor::new().with_resize(self.resize),
+            vec![0f32; Preprocessor::output_len(self.n as u32)],
+        )
+    }
+}
+
+/// Preprocessed inputs, decoded and checked before any heavy work, held in
+/// memory (the calibration images: at most [`MAX_CALIBRATION_IMAGES`]).
 pub(super) fn load_inputs(
+    dir: &Path,
     files: &[PathBuf],
-    n: usize,
-    (mean, std): ([f32; 3], [f32; 3]),
-    resize: Resize,
+    format: ImageFormat,
 ) -> Result<Vec<Tensor>, BuildError> {
-    let mut pre = Preprocessor::new().with_resize(resize);
+    if files.len() > MAX_CALIBRATION_IMAGES {
+        return Err(BuildError::Input {
+            path: dir.to_path_buf(),
+            why: format!(
+                "{} calibration images, at most {MAX_CALIBRATION_IMAGES} \
+                 (they are held in memory): give a sample",
+                files.len()
+            ),
+        });
+    }
+    let (mut pre, mut buf) = format.preprocessor();
     files
         .iter()
-        .map(|p| {
-            let img = decode_file(p)?;
-            let mut buf = vec![0f32; Preprocessor::output_len(n as u32)];
-            pre.run(&img.view(), n as u32, mean, std, &mut buf)
-                .map_err(|e| BuildError::Input {
-                    path: p.clone(),
-                    why: e.to_string(),
-                })?;
-            Ok(Tensor::from_shape(&[1, 3, n, n], &buf)?)
-        })
+        .map(|p| format.prepare(&mut pre, &mut buf, p))
         .collect()
+}
+
+/// Image files read again on each pass (an eval set of any size: one
+/// image in memory at a time).
+pub(super) struct ImageFiles {
+    pub files: Vec<PathBuf>,
+    format: ImageFormat,
+    progress: bool,
+}
+
+impl ImageFiles {
+    /// Checks that every file decodes and preprocesses (a bad file fails
+    /// the build before any heavy work), holding none of them.
+    pub fn checked(
+        files: Vec<PathBuf>,
+        format: ImageFormat,
+        progress: bool,
+    ) -> Result<Self, BuildError> {
+        let (mut pre, mut buf) = format.preprocessor();
+        let pb = clip_edge::progress::bar(progress, files.len() as u64, "checking eval images");
+        for p in &files {
+            format.prepare(&mut pre, &mut buf, p)?;
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        Ok(ImageFiles {
+            files,
+            format,
+            progress,
+        })
+    }
+
+    fn each(&self, mut f: impl FnMut(Tensor) -> Result<(), BuildError>) -> Result<(), BuildError> {
+        let (mut pre, mut buf) = self.format.preprocessor();
+        let pb = clip_edge::progress::bar(self.progress, self.files.len() as u64, "eval images");
+        for p in &self.files {
+            f(self.format.prepare(&mut pre, &mut buf, p)?)?;
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        Ok(())
+    }
+}
+
+/// The images a graph runs on: held, or read from their files.
+#[derive(Clone, Copy)]
+pub(super) enum Images<'a> {
+    Held(&'a [Tensor]),
+    Files(&'a ImageFiles),
 }
 
 /// Runs an image graph on every input; returns the embeddings (and, with
 /// taps, the max |x| of every layer input).
 pub(super) fn run_images(
     model: TypedModel,
-    inputs: &[Tensor],
+    inputs: Images<'_>,
     taps: bool,
 ) -> Result<(Vec<Vec<f32>>, Vec<f32>), BuildError> {
     let plan = tract_graph::into_plan(model)?;
     let mut embs = Vec::new();
     let mut absmax: Vec<f32> = Vec::new();
-    for t in inputs {
-        let out = plan.run(tvec!(t.clone().into_tvalue()))?;
+    let mut run_one = |t: Tensor| -> Result<(), BuildError> {
+        let out = plan.run(tvec!(t.into_tvalue()))?;
         let e = out[0]
             .to_plain_array_view::<f32>()?
             .iter()
@@ -81,6 +169,11 @@ pub(super) fn run_images(
                 *m = m.max(v);
             }
         }
+        Ok(())
+    };
+    match inputs {
+        Images::Held(ts) => ts.iter().try_for_each(|t| run_one(t.clone()))?,
+        Images::Files(f) => f.each(&mut run_one)?,
     }
     Ok((embs, absmax))
 }
@@ -145,7 +238,7 @@ pub(super) fn auto_plan(
 ) -> Result<(QuantPlan, Vec<(String, f64)>), BuildError> {
     let eval = |plan: QuantPlan| -> Result<f64, BuildError> {
         let (model, _) = graph::image_encoder_with(sd, cfg, 1, plan, false)?;
-        let (embs, _) = run_images(model, inputs, false)?;
+        let (embs, _) = run_images(model, Images::Held(inputs), false)?;
         Ok(mean(
             &reference
                 .iter()

@@ -51,9 +51,12 @@ pub(super) fn build(
         Requested::Auto => auto_precision(&fp32_model, &calib, opts.cosine_target)?,
     };
     // Against fp32 on the eval set when given, else on the calibration images.
-    let (inputs, files): (&[Tensor], Vec<PathBuf>) = match (&eval_set, &eval_inputs) {
-        (Some(set), Some(inputs)) => (inputs, set.iter().map(|(p, _)| p.clone()).collect()),
-        _ => (&calib, calib_files.clone()),
+    let (inputs, files) = match (&eval_set, &eval_inputs) {
+        (Some(set), Some(inputs)) => (
+            Images::Files(inputs),
+            set.iter().map(|(p, _)| p.clone()).collect(),
+        ),
+        _ => (Images::Held(&calib), calib_files.clone()),
     };
     let (f, _) = run_images(fp32_model, inputs, false)?;
     // An fp32 bundle's graph is the fp32 graph: run once.
@@ -180,10 +183,10 @@ fn auto_precision(
     calib: &[Tensor],
     target: f64,
 ) -> Result<(Precision, Rewritten), BuildError> {
-    let (reference, _) = run_images(fp32.clone(), calib, false)?;
+    let (reference, _) = run_images(fp32.clone(), Images::Held(calib), false)?;
     for p in [Precision::Int8, Precision::Fp16] {
         let rewritten = at_precision(fp32, p)?;
-        let (embs, _) = run_images(rewritten.0.clone(), calib, false)?;
+        let (embs, _) = run_images(rewritten.0.clone(), Images::Held(calib), false)?;
         let c = accuracy::mean(
             &reference
                 .iter()

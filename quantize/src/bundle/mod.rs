@@ -27,8 +27,10 @@ mod accuracy;
 mod from_onnx;
 mod write;
 
-use accuracy::{argmax_label, auto_plan, load_inputs, run_images, summary};
-pub use accuracy::{list_eval, list_images};
+use accuracy::{
+    argmax_label, auto_plan, load_inputs, run_images, summary, ImageFiles, ImageFormat, Images,
+};
+pub use accuracy::{list_eval, list_images, MAX_CALIBRATION_IMAGES};
 use write::{file_name, per_image, sha256_of, write_bundle, Contents};
 
 /// The tract version the graphs are written with (the exact pin in Cargo.toml;
@@ -307,14 +309,15 @@ fn top1(embs: &[Vec<f32>], set: &[(PathBuf, usize)], table: &[f32], e: usize) ->
 }
 
 /// What a build reads before any heavy work (a bad file fails it first):
-/// the prompts, the calibration images and the eval set, preprocessed.
+/// the prompts, the calibration images (preprocessed and held) and the eval
+/// set (checked, then read again on each pass).
 struct Inputs {
     labels: Vec<String>,
     templates: Vec<String>,
     calib_files: Vec<PathBuf>,
     calib: Vec<Tensor>,
     eval_set: Option<Vec<(PathBuf, usize)>>,
-    eval_inputs: Option<Vec<Tensor>>,
+    eval_inputs: Option<ImageFiles>,
 }
 
 impl Inputs {
@@ -326,23 +329,23 @@ impl Inputs {
         norm: ([f32; 3], [f32; 3]),
         resize: Resize,
     ) -> Result<Self, BuildError> {
+        let format = ImageFormat { n, norm, resize };
         let labels = prompts::read_labels(&opts.labels)?;
         let templates = match &opts.templates {
             Some(p) => prompts::read_templates(p)?,
             None => vec![prompts::DEFAULT_TEMPLATE.to_string()],
         };
         let calib_files = list_images(&opts.calibration)?;
-        let calib = load_inputs(&calib_files, n, norm, resize)?;
+        let calib = load_inputs(&opts.calibration, &calib_files, format)?;
         let eval_set = match &opts.eval {
             Some(d) => Some(list_eval(d, &labels)?),
             None => None,
         };
         let eval_inputs = match &eval_set {
-            Some(set) => Some(load_inputs(
-                &set.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
-                n,
-                norm,
-                resize,
+            Some(set) => Some(ImageFiles::checked(
+                set.iter().map(|(p, _)| p.clone()).collect(),
+                format,
+                opts.progress,
             )?),
             None => None,
         };
@@ -429,7 +432,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
 
     // fp32 reference on the calibration images, with each layer's input range.
     let (fp32_model, layers) = graph::image_encoder_with(&sd, &cfg, 1, QuantPlan::default(), true)?;
-    let (fp32_embs, absmax) = run_images(fp32_model, &calib, true)?;
+    let (fp32_embs, absmax) = run_images(fp32_model, Images::Held(&calib), true)?;
     let mut base = QuantPlan::uniform(Precision::Int8);
     base.activation = opts.activation;
     base.activation_absmax = layers.iter().map(|l| l.name.clone()).zip(absmax).collect();
@@ -451,6 +454,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
 
     // Report on the eval set when given, else on the calibration images.
     let (summary, cos, files) = if let (Some(set), Some(inputs)) = (&eval_set, &eval_inputs) {
+        let inputs = Images::Files(inputs);
         let (f, _) = run_images(graph::image_encoder(&sd, &cfg, 1)?, inputs, false)?;
         let (q, _) = run_images(model.clone(), inputs, false)?;
         let (mut s, cos) = summary(&f, &q, &table, e);
@@ -462,7 +466,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
             set.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
         )
     } else {
-        let (q, _) = run_images(model.clone(), &calib, false)?;
+        let (q, _) = run_images(model.clone(), Images::Held(&calib), false)?;
         let (s, cos) = summary(&fp32_embs, &q, &table, e);
         (s, cos, calib_files.clone())
     };
