@@ -5,6 +5,7 @@
 pub mod alloc_count;
 pub mod bundle;
 pub mod decode;
+pub mod durable;
 pub mod engine;
 pub mod eval;
 pub mod kernels;

@@ -14,7 +14,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -123,7 +123,7 @@ impl SectionCache {
     pub fn save(
         &self,
         e: &Entry,
-        write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<u64>,
+        write: impl FnOnce(&mut BufWriter<&mut File>) -> std::io::Result<u64>,
     ) -> Result<u64, String> {
         fs::DirBuilder::new()
             .recursive(true)
@@ -138,31 +138,18 @@ impl SectionCache {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let done = (|| {
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
+        let done = crate::durable::replace(&e.path, &tmp, 0o600, |f| {
             let mut w = BufWriter::with_capacity(1 << 20, f);
             let n = write(&mut w)?;
             w.flush()?;
-            w.get_ref().sync_all()?;
-            fs::rename(&tmp, &e.path)?;
-            if let Ok(d) = File::open(&self.dir) {
-                let _ = d.sync_all();
-            }
-            Ok::<u64, std::io::Error>(n)
-        })();
+            Ok(n)
+        });
         match done {
             Ok(n) => {
                 self.prune(&e.path);
                 Ok(n)
             }
-            Err(err) => {
-                let _ = fs::remove_file(&tmp);
-                Err(format!("{}: {err}", e.path.display()))
-            }
+            Err(err) => Err(format!("{}: {err}", e.path.display())),
         }
     }
 

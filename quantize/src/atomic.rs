@@ -123,12 +123,7 @@ fn finish_files<'a, E: From<IoAt>>(
     if let Some(dir) = files.first().and_then(|p| p.parent()) {
         // The renames themselves, on disk (best effort: some file systems
         // cannot sync a directory).
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        let _ = clip_edge::durable::sync_dir(dir);
     }
     Ok(())
 }

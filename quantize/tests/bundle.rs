@@ -423,7 +423,11 @@ fn eval_folder_reports_zero_shot_accuracy() {
 
     // An eval image that does not decode fails the build before any
     // graph runs (the eval set is read again on each pass, not held).
-    std::fs::write(d.join("eval/dog/broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    std::fs::write(
+        d.join("eval/dog/broken.png"),
+        b"\x89PNG\r\n\x1a\nnot really",
+    )
+    .unwrap();
     let e = build(&o).unwrap_err().to_string();
     assert!(e.contains("broken.png"), "{e}");
     std::fs::remove_file(d.join("eval/dog/broken.png")).unwrap();

@@ -443,10 +443,8 @@ impl EventLog {
             let _ = std::fs::remove_file(&fresh);
             return Err(e);
         }
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
+        if let Some(dir) = self.path.parent() {
+            let _ = crate::durable::sync_dir(dir);
         }
         self.file = Box::new(file);
         self.bytes = 0;

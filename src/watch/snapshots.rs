@@ -53,18 +53,10 @@ pub fn write(
     // On disk before the event line that names it (written after it, and
     // synced): a power cut leaves the snapshot whole or absent, never a
     // name without its picture.
-    let written = (|| {
+    crate::durable::replace(&path, &tmp, 0o644, |f| {
         use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+        f.write_all(&bytes)
+    })?;
     Ok(path)
 }
 
