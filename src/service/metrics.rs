@@ -18,6 +18,22 @@ use crate::watch::mqtt::{MqttStats, MqttStatsSource};
 type Labels = Vec<(String, String)>;
 type F64Counter = Counter<f64, AtomicU64>;
 
+/// A label value as the text format writes it: `prometheus-client` writes
+/// values as given, and a label holding a `"`, a `\` or a line break (a
+/// bundle's labels are free text) would make every scrape unreadable.
+fn label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 14))
 }
@@ -121,7 +137,7 @@ impl Families {
         }
         let info: Labels = info
             .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
+            .map(|(k, v)| (k.to_string(), label_value(v)))
             .collect();
         r.register("build", "Model, engine and version", Info::new(info));
         Families { registry, ..f }
@@ -167,6 +183,8 @@ pub struct Metrics {
     pub dropped: Counter,
     pub latency: Histogram,
     events: Family<Labels, Counter>,
+    /// The labels whose events this camera counted (their series go with it).
+    event_labels: Mutex<Vec<String>>,
     pub active: Gauge,
     pub source_lost: Counter,
     pub crops: Counter,
@@ -189,6 +207,7 @@ impl Metrics {
             dropped: f.dropped.get_or_create_owned(&l),
             latency: f.latency.get_or_create_owned(&l),
             events: f.events.clone(),
+            event_labels: Mutex::new(Vec::new()),
             active: f.active.get_or_create_owned(&l),
             source_lost: f.source_lost.get_or_create_owned(&l),
             crops: f.crops.get_or_create_owned(&l),
@@ -209,12 +228,20 @@ impl Metrics {
 
     /// An event of `label` started.
     pub fn event_started(&self, label: &str) {
-        self.events
-            .get_or_create(&vec![
-                ("camera".to_string(), self.camera.clone()),
-                ("label".to_string(), label.to_string()),
-            ])
-            .inc();
+        let label = label_value(label);
+        if let Ok(mut seen) = self.event_labels.lock() {
+            if !seen.contains(&label) {
+                seen.push(label.clone());
+            }
+        }
+        self.events.get_or_create(&self.event_series(label)).inc();
+    }
+
+    fn event_series(&self, label: String) -> Labels {
+        vec![
+            ("camera".to_string(), self.camera.clone()),
+            ("label".to_string(), label),
+        ]
     }
 
     /// Removes the camera's series (gone from the config after a reload).
@@ -235,6 +262,11 @@ impl Metrics {
         f.mqtt_dropped.remove(&l);
         f.mqtt_connect_failures.remove(&l);
         f.mqtt_connected.remove(&l);
+        if let Ok(seen) = self.event_labels.lock() {
+            for label in seen.iter() {
+                f.events.remove(&self.event_series(label.clone()));
+            }
+        }
     }
 
     /// Brings the MQTT counters up to date (before a scrape).
@@ -270,5 +302,73 @@ impl MqttMetrics {
             .inc_by(now.connect_failures.saturating_sub(seen.connect_failures));
         self.connected.set(i64::from(now.connected));
         *seen = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The label values of one sample line, unescaped; `None` when the line
+    /// does not parse as the text format writes them.
+    fn label_values(line: &str) -> Option<Vec<String>> {
+        let inner = line.split_once('{')?.1;
+        let mut values = Vec::new();
+        let mut chars = inner.chars();
+        loop {
+            // name="
+            let mut c = chars.next()?;
+            if c == '}' {
+                return Some(values);
+            }
+            while c != '=' {
+                if !(c.is_ascii_alphanumeric() || c == '_' || c == ',') {
+                    return None;
+                }
+                c = chars.next()?;
+            }
+            if chars.next()? != '"' {
+                return None;
+            }
+            let mut v = String::new();
+            loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => match chars.next()? {
+                        'n' => v.push('\n'),
+                        c @ ('\\' | '"') => v.push(c),
+                        _ => return None,
+                    },
+                    '\n' => return None,
+                    c => v.push(c),
+                }
+            }
+            values.push(v);
+        }
+    }
+
+    #[test]
+    fn free_text_labels_keep_the_scrape_readable_and_go_with_their_camera() {
+        let f = Families::new(&[("bundle", "/srv/a \"b\"\\c".into())], false);
+        let m = Metrics::new(&f, "door", None);
+        let label = "12\" pizza\\slice\nsecond line";
+        m.event_started(label);
+        m.event_started(label);
+        let text = f.text();
+        let mut found = (false, false);
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let values = label_values(line).unwrap_or_else(|| panic!("unreadable: {line}"));
+            found.0 |= line.starts_with("clip_edge_events_total")
+                && values == ["door", label]
+                && line.ends_with(" 2");
+            found.1 |= values.iter().any(|v| v == "/srv/a \"b\"\\c");
+        }
+        assert!(found.0 && found.1, "{text}");
+        m.remove(&f);
+        assert!(
+            !f.text().contains("clip_edge_events_total{"),
+            "{}",
+            f.text()
+        );
     }
 }
