@@ -14,12 +14,13 @@
 //! in order on reconnect. A message leaves the outbox only when the broker
 //! acknowledged it, so a broker restart loses nothing that was queued.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{
-    Client, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport,
+    Client, Connection, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS, TlsConfiguration,
+    Transport,
 };
 
 mod discovery;
@@ -69,8 +70,20 @@ struct Message {
 #[derive(Default)]
 struct Outbox {
     queue: VecDeque<Message>,
+    /// Sent and not yet acknowledged, oldest first, with their packet id
+    /// once the connection has said it.
+    sent: VecDeque<(Message, Option<u16>)>,
+    /// The last retained state queued for each `…/state` topic: sent again
+    /// after each (re)connection, so that a broker restarted without
+    /// persistence shows the current states, not "unknown".
+    states: BTreeMap<String, Message>,
     dropped: u64,
     stop: bool,
+    /// The publisher asked the broker to disconnect (after `stop`, with
+    /// nothing left to send).
+    disconnecting: bool,
+    /// The connection thread has ended; the publisher ends with it.
+    closed: bool,
     /// Set by the connection thread whenever it is connected.
     connected: bool,
     published: u64,
@@ -82,11 +95,22 @@ impl Outbox {
     /// Queues `m`, the oldest message dropped (and counted) when the queue
     /// is full.
     fn push_back(&mut self, m: Message) {
+        if m.retain && m.topic.ends_with("/state") {
+            self.states.insert(m.topic.clone(), m.clone());
+        }
         if self.queue.len() >= OUTBOX_CAPACITY {
             self.queue.pop_front();
             self.count_dropped(1);
         }
         self.queue.push_back(m);
+    }
+
+    /// Queues `m` in place of any message of its topic still waiting (a
+    /// live score or the latest snapshot: only the newest is worth sending,
+    /// and an outage does not fill the outbox with them).
+    fn push_latest(&mut self, m: Message) {
+        self.queue.retain(|q| q.topic != m.topic);
+        self.push_back(m);
     }
 
     fn count_dropped(&mut self, n: u64) {
@@ -101,31 +125,42 @@ impl Outbox {
         }
     }
 
-    /// A connection is up: `hello` first, then what was sent and not
-    /// acknowledged (`unacked`, oldest first), then the rest. A copy of a
-    /// `hello` message still queued from an earlier connection goes (so
-    /// that a broker that drops each connection at once does not grow the
-    /// queue by `hello` each time), and the queue is held to
-    /// [`OUTBOX_CAPACITY`] by dropping its oldest messages after `hello`.
-    fn requeue_on_connect(
-        &mut self,
-        hello: &[Message],
-        unacked: impl DoubleEndedIterator<Item = Message>,
-    ) {
-        for m in unacked.rev() {
+    /// A connection is up: `hello` first, then the current states that are
+    /// not waiting to be sent anyway, then what was sent and not
+    /// acknowledged (oldest first), then the rest. A copy of a `hello`
+    /// message still queued from an earlier connection goes (so that a
+    /// broker that drops each connection at once does not grow the queue
+    /// by `hello` each time), and the queue is held to [`OUTBOX_CAPACITY`]
+    /// by dropping its oldest messages after that head.
+    fn requeue_on_connect(&mut self, hello: &[Message]) {
+        while let Some((m, _)) = self.sent.pop_back() {
             self.queue.push_front(m);
         }
         self.queue.retain(|m| !hello.contains(m));
-        for m in hello.iter().rev() {
+        let mut head: Vec<Message> = hello.to_vec();
+        for (topic, m) in &self.states {
+            if !self.queue.iter().any(|q| &q.topic == topic) {
+                head.push(m.clone());
+            }
+        }
+        for m in head.iter().rev() {
             self.queue.push_front(m.clone());
         }
         let over = self
             .queue
             .len()
-            .saturating_sub(OUTBOX_CAPACITY.max(hello.len()));
+            .saturating_sub(OUTBOX_CAPACITY.max(head.len()));
         if over > 0 {
-            self.queue.drain(hello.len()..hello.len() + over);
+            self.queue.drain(head.len()..head.len() + over);
             self.count_dropped(over as u64);
+        }
+    }
+
+    /// The connection went down: what was sent and not acknowledged goes
+    /// back to the front, to be sent again on the next connection.
+    fn requeue_unacked(&mut self) {
+        while let Some((m, _)) = self.sent.pop_back() {
+            self.queue.push_front(m);
         }
     }
 }
@@ -134,7 +169,9 @@ impl Outbox {
 pub struct Mqtt {
     url: MqttUrl,
     shared: Arc<(Mutex<Outbox>, Condvar)>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The connection thread (it reads what the broker says) and the
+    /// publisher (it sends the outbox in order while connected).
+    threads: Vec<std::thread::JoinHandle<()>>,
     /// Per (zone, label) a zone watches: its events open now.
     zone_open: Vec<(String, String, u32)>,
     /// When the labels' scores were last published.
@@ -213,7 +250,7 @@ impl Mqtt {
         let mut mqtt = Mqtt {
             url: url.clone(),
             shared: shared.clone(),
-            thread: None,
+            threads: Vec::new(),
             scores_at: None,
             zone_open: zones
                 .iter()
@@ -236,11 +273,26 @@ impl Mqtt {
         // Configs this node left on the broker for labels (or zones) it no
         // longer watches are removed when seen (an empty retained payload).
         let ours = slug(node);
-        let thread = std::thread::Builder::new()
-            .name("clip-edge-mqtt".into())
-            .spawn(move || connection_thread(opts, hello, ours, shared))
-            .expect("spawn the MQTT thread");
-        mqtt.thread = Some(thread);
+        let broker = match &url.username {
+            Some(user) => format!("{}:{} (user {user:?})", url.host, url.port),
+            None => format!("{}:{}", url.host, url.port),
+        };
+        let (client, conn) = Client::new(opts, IN_FLIGHT + hello.len() + 8);
+        let reader = {
+            let (client, shared) = (client.clone(), shared.clone());
+            std::thread::Builder::new()
+                .name("clip-edge-mqtt".into())
+                .spawn(move || connection_thread(conn, client, hello, ours, shared, broker))
+                .expect("spawn the MQTT thread")
+        };
+        let publisher = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("clip-edge-mqtt-out".into())
+                .spawn(move || publisher_thread(client, shared))
+                .expect("spawn the MQTT publisher thread")
+        };
+        mqtt.threads = vec![reader, publisher];
         for label in labels {
             mqtt.state(label, false);
         }
@@ -284,6 +336,14 @@ impl Mqtt {
         cv.notify_all();
     }
 
+    fn push_latest(&self, m: Message) {
+        let (lock, cv) = &*self.shared;
+        let Ok(mut g) = lock.lock() else { return };
+        g.push_latest(m);
+        drop(g);
+        cv.notify_all();
+    }
+
     /// One event (its log line) on `PREFIX/events`.
     pub fn event(&self, json_line: &[u8]) {
         self.push(Message {
@@ -317,12 +377,7 @@ impl Mqtt {
             }
         };
         let topic = format!("{}/{}/snapshot", self.url.prefix, slug(label));
-        let (lock, cv) = &*self.shared;
-        if let Ok(mut g) = lock.lock() {
-            g.queue.retain(|m| m.topic != topic);
-        }
-        cv.notify_all();
-        self.push(Message {
+        self.push_latest(Message {
             topic,
             payload: jpeg,
             retain: true,
@@ -337,7 +392,7 @@ impl Mqtt {
         }
         self.scores_at = Some(std::time::Instant::now());
         for (w, score) in watched.iter().zip(scores) {
-            self.push(Message {
+            self.push_latest(Message {
                 topic: format!("{}/{}/score", self.url.prefix, slug(&w.label)),
                 payload: format!("{score:.3}").into_bytes(),
                 retain: false,
@@ -366,34 +421,48 @@ impl Mqtt {
     /// Sends what is queued (waiting at most `grace` for the broker), then
     /// disconnects.
     pub fn finish(mut self, grace: Duration) -> MqttStats {
-        // A clean exit says so (the last will covers the others).
+        self.stop();
+        let deadline = Instant::now() + grace;
+        while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let threads = std::mem::take(&mut self.threads);
+        if threads.iter().all(|t| t.is_finished()) {
+            threads.into_iter().for_each(|t| drop(t.join()));
+        }
+        let (lock, _) = &*self.shared;
+        let unsent = lock.lock().map_or(0, |g| g.queue.len() + g.sent.len());
+        if unsent > 0 {
+            log::warn!("mqtt: broker unreachable; {unsent} message(s) not sent");
+        }
+        self.stats()
+    }
+
+    /// Queues `offline` (a clean exit says so; the last will covers the
+    /// others) and asks the threads to send what is queued, then
+    /// disconnect.
+    fn stop(&self) {
         self.push(Message {
             topic: format!("{}/status", self.url.prefix),
             payload: b"offline".to_vec(),
             retain: true,
         });
-        {
-            let (lock, cv) = &*self.shared;
-            if let Ok(mut g) = lock.lock() {
-                g.stop = true;
-            }
-            cv.notify_all();
+        let (lock, cv) = &*self.shared;
+        if let Ok(mut g) = lock.lock() {
+            g.stop = true;
         }
-        if let Some(t) = self.thread.take() {
-            let deadline = Instant::now() + grace;
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            } else {
-                log::warn!(
-                    "mqtt: broker unreachable; {} message(s) not sent",
-                    self.stats().queued
-                );
-            }
+        cv.notify_all();
+    }
+}
+
+impl Drop for Mqtt {
+    /// Dropped without [`Mqtt::finish`] (its camera's thread ended by a
+    /// panic): the connection is not left running on its own, announcing a
+    /// camera that is gone as available.
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop();
         }
-        self.stats()
     }
 }
 
@@ -417,19 +486,56 @@ fn tls_failure(e: &rumqttc::ConnectionError) -> Option<String> {
     None
 }
 
-/// Owns the connection: publishes the outbox in order while connected,
-/// removes a message when the broker acknowledged it, puts unacknowledged
-/// ones back at the front on a disconnection.
+/// Sends the outbox in order while connected, at most [`IN_FLIGHT`]
+/// unacknowledged; asks the broker to disconnect once stopped with nothing
+/// left. Ends with the connection thread.
+fn publisher_thread(client: Client, shared: Arc<(Mutex<Outbox>, Condvar)>) {
+    let (lock, cv) = &*shared;
+    let Ok(mut g) = lock.lock() else { return };
+    while !g.closed {
+        if g.connected && !g.disconnecting {
+            while g.sent.len() < IN_FLIGHT {
+                let Some(m) = g.queue.pop_front() else { break };
+                match client.try_publish(
+                    m.topic.clone(),
+                    QoS::AtLeastOnce,
+                    m.retain,
+                    m.payload.clone(),
+                ) {
+                    Ok(()) => g.sent.push_back((m, None)),
+                    Err(_) => {
+                        // The request channel is full: again after the wait.
+                        g.queue.push_front(m);
+                        break;
+                    }
+                }
+            }
+            if g.stop && g.queue.is_empty() && g.sent.is_empty() {
+                g.disconnecting = true;
+                let _ = client.try_disconnect();
+            }
+        }
+        g = match cv.wait_timeout(g, Duration::from_millis(100)) {
+            Ok((g, _)) => g,
+            Err(_) => return,
+        };
+    }
+}
+
+/// Owns the connection: reads what the broker says (never cancelled
+/// midway: a connection handshake or a large publish takes as long as the
+/// link needs), removes a message when the broker acknowledged it, puts
+/// unacknowledged ones back at the front on a disconnection, and says when
+/// the publisher may send. `broker` names it in the log.
 fn connection_thread(
-    opts: MqttOptions,
+    mut conn: Connection,
+    client: Client,
     hello: Vec<Message>,
     ours: String,
     shared: Arc<(Mutex<Outbox>, Condvar)>,
+    broker: String,
 ) {
-    let (client, mut conn) = Client::new(opts, IN_FLIGHT + hello.len() + 8);
-    let (lock, _) = &*shared;
-    // Sent messages, oldest first, with their packet id once known.
-    let mut sent: VecDeque<(Message, Option<u16>)> = VecDeque::new();
+    let (lock, cv) = &*shared;
     let mut connected = false;
     let mut backoff = MIN_BACKOFF;
     // When the connection last came up: the backoff starts again from its
@@ -440,22 +546,23 @@ fn connection_thread(
     let mut announced_down = false;
     // What the last failure said: refused (1), TLS (2), anything else (3).
     let mut down_kind = 0;
-    let mut disconnecting = false;
     loop {
-        match conn.recv_timeout(Duration::from_millis(50)) {
-            Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => {
+        let Ok(event) = conn.recv() else { break };
+        match event {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                 connected = true;
                 up_since = Instant::now();
                 if announced_down {
-                    log::info!("mqtt: connected again");
+                    log::info!("mqtt: {broker}: connected again");
                     announced_down = false;
                 } else {
-                    log::info!("mqtt: connected");
+                    log::info!("mqtt: {broker}: connected");
                 }
                 if let Ok(mut g) = lock.lock() {
                     g.connected = true;
-                    g.requeue_on_connect(&hello, sent.drain(..).map(|(m, _)| m));
+                    g.requeue_on_connect(&hello);
                 }
+                cv.notify_all();
                 // The retained configs under this node's discovery topics.
                 if let Err(e) = client
                     .try_subscribe(format!("homeassistant/+/{ours}/+/config"), QoS::AtMostOnce)
@@ -463,7 +570,7 @@ fn connection_thread(
                     log::warn!("mqtt: cannot look for stale discovery configs: {e}");
                 }
             }
-            Ok(Ok(Event::Incoming(Incoming::Publish(p)))) => {
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
                 let levels: Vec<&str> = p.topic.split('/').collect();
                 let stale = levels.len() == 5
                     && levels[0] == "homeassistant"
@@ -487,26 +594,31 @@ fn connection_thread(
                             g.push_back(removal);
                         }
                     }
+                    cv.notify_all();
                 }
             }
-            Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
-                if let Some(slot) = sent.iter_mut().find(|(_, id)| id.is_none()) {
-                    slot.1 = Some(pkid);
-                }
-            }
-            Ok(Ok(Event::Incoming(Incoming::PubAck(ack)))) => {
-                if let Some(i) = sent.iter().position(|(_, id)| *id == Some(ack.pkid)) {
-                    sent.remove(i);
-                    if let Ok(mut g) = lock.lock() {
-                        g.published += 1;
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                if let Ok(mut g) = lock.lock() {
+                    if let Some(slot) = g.sent.iter_mut().find(|(_, id)| id.is_none()) {
+                        slot.1 = Some(pkid);
                     }
                 }
             }
-            Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) => return,
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                if disconnecting {
-                    return;
+            Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                if let Ok(mut g) = lock.lock() {
+                    if let Some(i) = g.sent.iter().position(|(_, id)| *id == Some(ack.pkid)) {
+                        g.sent.remove(i);
+                        g.published += 1;
+                    }
+                }
+                cv.notify_all();
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(_) => {}
+            Err(e) => {
+                let Ok(mut g) = lock.lock() else { break };
+                if g.disconnecting {
+                    break;
                 }
                 // Said once an outage, and again when its cause changes
                 // (the network back, then a login or certificate refused).
@@ -520,66 +632,41 @@ fn connection_thread(
                 if connected || !announced_down || down_kind != kind {
                     match (&e, tls) {
                         (rumqttc::ConnectionError::ConnectionRefused(code), _) => log::error!(
-                            "mqtt: the broker refused the connection ({code:?}: check the user and password); retrying (events keep going to the log)"
+                            "mqtt: {broker} refused the connection ({code:?}: check the user and password); retrying (events keep going to the log)"
                         ),
                         (_, Some(t)) => log::error!(
-                            "mqtt: TLS with the broker failed ({t}: check mqtt_ca, or mqtt_cert and mqtt_key); retrying (events keep going to the log)"
+                            "mqtt: TLS with {broker} failed ({t}: check mqtt_ca, or mqtt_cert and mqtt_key); retrying (events keep going to the log)"
                         ),
-                        _ => log::warn!("mqtt: {e}; reconnecting (events keep going to the log)"),
+                        _ => log::warn!(
+                            "mqtt: {broker}: {e}; reconnecting (events keep going to the log)"
+                        ),
                     }
                     announced_down = true;
                     down_kind = kind;
                 }
                 if !connected {
-                    if let Ok(mut g) = lock.lock() {
-                        g.connect_failures += 1;
-                    }
+                    g.connect_failures += 1;
                 }
                 if connected && up_since.elapsed() >= CONNECTION_HELD {
                     backoff = MIN_BACKOFF;
                 }
                 connected = false;
-                if let Ok(mut g) = lock.lock() {
-                    g.connected = false;
-                    while let Some((m, _)) = sent.pop_back() {
-                        g.queue.push_front(m);
-                    }
-                    if g.stop {
-                        return;
-                    }
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-            Err(rumqttc::RecvTimeoutError::Timeout) => {}
-            Err(rumqttc::RecvTimeoutError::Disconnected) => return,
-        }
-        if !connected || disconnecting {
-            continue;
-        }
-        let Ok(mut g) = lock.lock() else { return };
-        while sent.len() < IN_FLIGHT {
-            let Some(m) = g.queue.pop_front() else { break };
-            match client.try_publish(
-                m.topic.clone(),
-                QoS::AtLeastOnce,
-                m.retain,
-                m.payload.clone(),
-            ) {
-                Ok(()) => sent.push_back((m, None)),
-                Err(_) => {
-                    g.queue.push_front(m);
+                g.connected = false;
+                g.requeue_unacked();
+                if g.stop {
                     break;
                 }
+                drop(g);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
-        if g.stop && g.queue.is_empty() && sent.is_empty() {
-            drop(g);
-            let _ = client.try_disconnect();
-            disconnecting = true;
-        }
     }
+    if let Ok(mut g) = lock.lock() {
+        g.closed = true;
+        g.connected = false;
+    }
+    cv.notify_all();
 }
 
 #[cfg(test)]

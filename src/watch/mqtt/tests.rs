@@ -111,8 +111,11 @@ fn reconnections_queue_hello_once_and_keep_the_outbox_bounded() {
     }
     for _ in 0..1000 {
         // Hello and the first event were sent, none acknowledged.
-        let sent: Vec<Message> = (0..3).filter_map(|_| outbox.queue.pop_front()).collect();
-        outbox.requeue_on_connect(&hello, sent.into_iter());
+        for _ in 0..3 {
+            let m = outbox.queue.pop_front().unwrap();
+            outbox.sent.push_back((m, None));
+        }
+        outbox.requeue_on_connect(&hello);
     }
     let queued: Vec<&Message> = outbox.queue.iter().collect();
     let want: Vec<&Message> = hello.iter().chain(&events).collect();
@@ -123,8 +126,10 @@ fn reconnections_queue_hello_once_and_keep_the_outbox_bounded() {
         outbox.push_back(message("cam/events", &format!("later {i}")));
     }
     assert_eq!(outbox.queue.len(), OUTBOX_CAPACITY);
-    let unacked = vec![message("cam/events", "in flight")];
-    outbox.requeue_on_connect(&hello, unacked.into_iter());
+    outbox
+        .sent
+        .push_back((message("cam/events", "in flight"), None));
+    outbox.requeue_on_connect(&hello);
     assert_eq!(outbox.queue.len(), OUTBOX_CAPACITY);
     assert_eq!(outbox.queue[0], hello[0]);
     assert_eq!(outbox.queue[1], hello[1]);
@@ -139,4 +144,38 @@ fn reconnections_queue_hello_once_and_keep_the_outbox_bounded() {
     // 7 as the queue filled (hello and the five events), then 3 (the
     // message in flight, later 0 and later 1).
     assert_eq!(outbox.dropped, 10);
+}
+
+/// A broker restarted without persistence has forgotten the retained
+/// states: each connection sends the current ones again (after hello, not
+/// twice when one is still waiting); scores and snapshots keep only their
+/// newest waiting copy, so an outage does not fill the outbox with them.
+#[test]
+fn connections_resend_current_states_and_live_values_keep_their_newest() {
+    let hello = vec![message("cam/status", "online")];
+    let state = |label: &str, p: &str| Message {
+        retain: true,
+        ..message(&format!("cam/{label}/state"), p)
+    };
+    let mut outbox = Outbox::default();
+    outbox.push_back(state("a", "ON"));
+    outbox.push_back(state("b", "OFF"));
+    outbox.push_back(state("a", "OFF"));
+    // All sent and acknowledged.
+    outbox.queue.clear();
+    outbox.push_back(state("b", "ON"));
+    for i in 0..1000 {
+        outbox.push_latest(message("cam/a/score", &i.to_string()));
+    }
+    outbox.requeue_on_connect(&hello);
+    let queued: Vec<&Message> = outbox.queue.iter().collect();
+    assert_eq!(
+        queued,
+        [
+            &hello[0],
+            &state("a", "OFF"),
+            &state("b", "ON"),
+            &message("cam/a/score", "999")
+        ]
+    );
 }
