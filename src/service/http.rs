@@ -6,8 +6,9 @@
 //! `tiny_http` on its own thread from the cameras' states, which their
 //! loops update in place.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 pub use super::metrics::Families;
 pub use super::status::{Status, StatusSink, RECENT_EVENTS, TOP_K};
@@ -91,9 +92,47 @@ impl Server {
     }
 }
 
-/// Starts serving `server` on `addr`; the thread lives as long as the process.
+/// How long one write of a response may wait on a client that does not
+/// read (a phone that left the Wi-Fi in the middle of a snapshot).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection silent this long is probed (TCP keepalive), and closed when
+/// three probes 10 s apart go unanswered (a client that is gone).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Responses written at once, at most; more requests wait their turn.
+const RESPONDERS: usize = 16;
+
+/// A listening socket whose connections inherit a write timeout and TCP
+/// keepalive (Linux copies both on `accept`; a read timeout would also
+/// stop `accept` itself, so there is none).
+fn listener(addr: SocketAddr, write: Duration) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, TcpKeepalive, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_write_timeout(Some(write))?;
+    s.set_tcp_keepalive(
+        &TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(Duration::from_secs(10))
+            .with_retries(3),
+    )?;
+    s.bind(&addr.into())?;
+    s.listen(128)?;
+    Ok(s.into())
+}
+
+/// Starts serving `server` on `addr`; the thread lives as long as the
+/// process. Each response is written on a thread of its own (at most
+/// [`RESPONDERS`] at once), so a client that stops reading holds up no
+/// other, and a write waits at most [`WRITE_TIMEOUT`]; a server whose
+/// listening socket failed (out of file descriptors) is made again on the
+/// same address.
 pub fn serve(addr: SocketAddr, status: Arc<Server>) -> Result<SocketAddr, String> {
-    let server = tiny_http::Server::http(addr).map_err(|e| format!("--http {addr}: {e}"))?;
+    let make = move |addr: SocketAddr| {
+        listener(addr, WRITE_TIMEOUT)
+            .map_err(|e| e.to_string())
+            .and_then(|l| tiny_http::Server::from_listener(l, None).map_err(|e| e.to_string()))
+    };
+    let server = make(addr).map_err(|e| format!("--http {addr}: {e}"))?;
     let bound = server
         .server_addr()
         .to_ip()
@@ -101,13 +140,65 @@ pub fn serve(addr: SocketAddr, status: Arc<Server>) -> Result<SocketAddr, String
     std::thread::Builder::new()
         .name("clip-edge-http".into())
         .spawn(move || {
-            for req in server.incoming_requests() {
-                respond(&status, req);
+            let busy = Arc::new((Mutex::new(0usize), Condvar::new()));
+            let mut server = server;
+            loop {
+                match server.recv() {
+                    Ok(req) => respond_in_turn(&status, req, &busy),
+                    Err(e) => {
+                        // tiny_http's accepting thread has ended: serve
+                        // again from a new socket.
+                        log::error!("http: {bound}: {e}; listening again");
+                        drop(server);
+                        server = loop {
+                            std::thread::sleep(Duration::from_secs(1));
+                            match make(bound) {
+                                Ok(s) => break s,
+                                Err(e) => log::error!("http: {bound}: {e}; trying again"),
+                            }
+                        };
+                    }
+                }
             }
         })
         .map_err(|e| format!("--http {addr}: {e}"))?;
     log::info!("status page on http://{bound}/");
     Ok(bound)
+}
+
+/// Answers `req` on a thread of its own once fewer than [`RESPONDERS`] are
+/// writing.
+fn respond_in_turn(
+    status: &Arc<Server>,
+    req: tiny_http::Request,
+    busy: &Arc<(Mutex<usize>, Condvar)>,
+) {
+    let (n, cv) = &**busy;
+    let mut g = lock(n);
+    while *g >= RESPONDERS {
+        g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+    }
+    *g += 1;
+    drop(g);
+    /// Gives the turn back however the response ends.
+    struct Turn(Arc<(Mutex<usize>, Condvar)>);
+    impl Drop for Turn {
+        fn drop(&mut self) {
+            let (n, cv) = &*self.0;
+            *lock(n) -= 1;
+            cv.notify_one();
+        }
+    }
+    let (status, turn) = (status.clone(), Turn(busy.clone()));
+    let spawned = std::thread::Builder::new()
+        .name("clip-edge-http-response".into())
+        .spawn(move || {
+            let _turn = turn;
+            respond(&status, req);
+        });
+    if let Err(e) = spawned {
+        log::warn!("http: {e}");
+    }
 }
 
 fn header(k: &str, v: &str) -> tiny_http::Header {
@@ -139,7 +230,12 @@ fn respond(server: &Server, req: tiny_http::Request) {
         )
         .with_status_code(404)
     };
-    let r = match (req.method(), path.as_str()) {
+    // HEAD is answered as GET (tiny_http leaves the body out).
+    let method = match req.method() {
+        tiny_http::Method::Head => tiny_http::Method::Get,
+        m => m.clone(),
+    };
+    let r = match (method, path.as_str()) {
         (tiny_http::Method::Get, "/healthz") => match server.health() {
             // Frames flow and events are delivered: up, but say why
             // something is not kept.
@@ -187,7 +283,9 @@ fn respond(server: &Server, req: tiny_http::Request) {
         (tiny_http::Method::Get, _) => {
             ok(b"not found\n".to_vec(), "text/plain").with_status_code(404)
         }
-        _ => ok(b"GET only\n".to_vec(), "text/plain").with_status_code(405),
+        _ => ok(b"GET or HEAD only\n".to_vec(), "text/plain")
+            .with_status_code(405)
+            .with_header(header("Allow", "GET, HEAD")),
     };
     if let Err(e) = req.respond(r) {
         log::debug!("http: {e}");
@@ -200,3 +298,49 @@ fn respond(server: &Server, req: tiny_http::Request) {
 /// top labels, and recent events with their snapshots, times (the
 /// browser's) and durations. No external assets; fits a phone.
 const PAGE: &str = include_str!("page.html");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    /// Everything the server sends on `s` until it closes it.
+    fn read_all(s: &mut TcpStream) -> String {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    #[test]
+    fn connections_inherit_the_write_timeout_and_keepalive() {
+        let l = listener("127.0.0.1:0".parse().unwrap(), Duration::from_millis(700)).unwrap();
+        let _client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (accepted, _) = l.accept().unwrap();
+        let s = socket2::SockRef::from(&accepted);
+        assert_eq!(s.write_timeout().unwrap(), Some(Duration::from_millis(700)));
+        assert!(s.keepalive().unwrap());
+        assert_eq!(s.read_timeout().unwrap(), None);
+    }
+
+    #[test]
+    fn head_is_answered_and_other_methods_named() {
+        let server = Server::new(&[("version", "test".into())], false);
+        let addr = serve("127.0.0.1:0".parse().unwrap(), server).unwrap();
+        // A client that connects and never sends holds up no one.
+        let _silent = TcpStream::connect(addr).unwrap();
+        let mut head = TcpStream::connect(addr).unwrap();
+        write!(head, "HEAD /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let r = read_all(&mut head);
+        assert!(
+            r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200"),
+            "{r}"
+        );
+        assert!(r.ends_with("\r\n\r\n"), "a body after HEAD: {r}");
+        let mut post = TcpStream::connect(addr).unwrap();
+        write!(post, "POST /healthz HTTP/1.0\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let r = read_all(&mut post);
+        assert!(r.contains(" 405 ") && r.contains("Allow: GET, HEAD"), "{r}");
+    }
+}

@@ -183,8 +183,9 @@ impl Status {
         s.last_wall = Some(std::time::SystemTime::now());
         s.fps = st.frames as f64 / (st.wall_ms / 1e3).max(1e-9);
         let scores = w.label_scores();
-        if s.scores.len() != scores.len() {
-            // A reload swapped in a bundle with other labels.
+        if s.scores.len() != scores.len() || s.labels.as_slice() != w.labels() {
+            // A reload swapped in a bundle with other labels (or the same
+            // number of labels, renamed or reordered).
             s.labels = w.labels().to_vec();
             s.scores.resize(scores.len(), 0.0);
         }
