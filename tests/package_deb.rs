@@ -103,6 +103,8 @@ fn deb_holds_the_binary_unit_config_and_default_bundle() {
     // remove, remove the state only on purge; each valid sh.
     for (script, needle) in [
         ("postinst", "try-restart clip-edge.service"),
+        ("postinst", "useradd --system --gid clip-edge"),
+        ("postinst", "chmod 0640 /etc/clip-edge/watch.toml"),
         ("prerm", "systemctl stop clip-edge.service"),
         ("postrm", "rm -rf /var/lib/clip-edge"),
     ] {
@@ -119,6 +121,7 @@ fn deb_holds_the_binary_unit_config_and_default_bundle() {
         "CacheDirectory=clip-edge",
         "Restart=on-failure",
         "DynamicUser=yes",
+        "User=clip-edge",
         "SupplementaryGroups=video gpio",
         "ProtectSystem=strict",
         "StateDirectory=clip-edge",

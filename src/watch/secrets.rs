@@ -43,7 +43,7 @@ pub fn read_password_file(key: &str, path: &std::path::Path) -> Result<String, S
         std::fs::read_to_string(path).map_err(|e| format!("{key} {}: {e}", path.display()))?;
     if world_readable(path) {
         log::warn!(
-            "{key} {}: every user of this machine can read it (chmod 600)",
+            "{key} {}: every user of this machine can read it (chmod 600; for the packaged service, group clip-edge and chmod 640)",
             path.display()
         );
     }

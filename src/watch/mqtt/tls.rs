@@ -116,7 +116,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("mqtt_key {}: {e}", path.display()))?;
     if crate::watch::config::world_readable(path) {
         log::warn!(
-            "mqtt_key {}: every user of this machine can read it (chmod 600)",
+            "mqtt_key {}: every user of this machine can read it (chmod 600; for the packaged service, group clip-edge and chmod 640)",
             path.display()
         );
     }
