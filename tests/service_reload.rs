@@ -230,3 +230,129 @@ fn sighup_restarts_the_changed_camera_and_keeps_the_other() {
         "the new watch list did not apply: {back:?}"
     );
 }
+
+/// A reload that adds an `http://` camera slow to answer (3 s to its first
+/// picture, as a camera across a weak link): the watchdog is petted all
+/// the while, by the reload, not only between its steps.
+#[test]
+fn a_reload_opening_a_slow_camera_keeps_petting_the_watchdog() {
+    use std::io::{Read, Write as _};
+    use std::os::unix::net::UnixDatagram;
+    let dir = scratch("reload-watchdog");
+    let (cfg, stderr) = (dir.join("watch.toml"), dir.join("stderr.txt"));
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    // A snapshot URL: each request answered with one JPEG, the first 3 s late.
+    let jpeg = std::fs::read(&clip_jpegs()[0]).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let jpeg = jpeg.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                if n == 0 {
+                    std::thread::sleep(Duration::from_secs(3));
+                }
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    jpeg.len()
+                );
+                let _ = conn.write_all(&jpeg);
+            });
+        }
+    });
+    let write = |cameras: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "bundle = {:?}\nwatch = [\"red star\"]\nfps = 4.0\n\n\
+                 [[camera]]\nname = \"front\"\nsource = \"stdin:mjpeg\"\n{cameras}",
+                root().join("models/default-int8").display().to_string(),
+            ),
+        )
+        .unwrap();
+    };
+    write("");
+    let mut cmd = bin();
+    let mut child = common::own_group(&mut cmd)
+        .args(["watch", "--quiet", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut got: Vec<(Instant, String)> = Vec::new();
+    let drain = |got: &mut Vec<(Instant, String)>| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = sock.recv(&mut buf) {
+            for line in String::from_utf8_lossy(&buf[..n]).lines() {
+                got.push((Instant::now(), line.to_string()));
+            }
+        }
+    };
+    let t0 = Instant::now();
+    while !got.iter().any(|(_, l)| l == "READY=1") {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no READY=1");
+        drain(&mut got);
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(&std::fs::read(&clip_jpegs()[0]).unwrap())
+        .unwrap();
+    // Idle and petting before the reload.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(1) {
+        drain(&mut got);
+    }
+    write(&format!(
+        "\n[[camera]]\nname = \"back\"\nsource = \"http://127.0.0.1:{port}/snapshot.jpg\"\n"
+    ));
+    let hup_at = Instant::now();
+    hup(&child);
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&stderr)
+        .unwrap_or_default()
+        .contains("reloaded: bundle")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no reload: {}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        );
+        drain(&mut got);
+    }
+    let done = Instant::now();
+    drain(&mut got);
+    let err = std::fs::read_to_string(&stderr).unwrap();
+    assert!(err.contains("cameras front, back"), "{err}");
+    assert!(
+        done - hup_at >= Duration::from_millis(2500),
+        "the camera did not take its 3 s: {err}"
+    );
+    // The longest time without a ping from the HUP to the reload's end.
+    let mut at: Vec<Instant> = got
+        .iter()
+        .filter(|(t, l)| l == "WATCHDOG=1" && *t >= hup_at)
+        .map(|(t, _)| *t)
+        .collect();
+    at.insert(0, hup_at);
+    at.push(done);
+    let gap = at.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(
+        gap <= Duration::from_millis(1000),
+        "no ping for {gap:?} during the reload (pings every 0.2 s)"
+    );
+    common::kill_group(&mut child, "TERM");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}

@@ -94,6 +94,15 @@ impl Systemd {
         }
     }
 
+    /// The service thread is busy with a reload whose steps each end
+    /// within a bound (a camera's pause, a source's open): pets the
+    /// watchdog on the paused cameras' behalf.
+    pub fn busy(&mut self) {
+        if self.enabled && self.pet_every.is_some_and(|p| self.last_pet.elapsed() >= p) {
+            self.pet();
+        }
+    }
+
     /// How long a camera's loop may go without a sign of life before the
     /// watchdog stops being petted.
     pub fn alive_within(&self) -> Duration {

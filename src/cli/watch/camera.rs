@@ -117,11 +117,17 @@ pub(super) struct Camera {
 
 /// Opens camera `plan`'s edges and source and starts its thread; `closed`:
 /// the events a crash left open (closed at start), published on its topics.
+/// A source opened before [`start`] (by a reload, on a thread of its own).
+pub(super) type Opened = std::result::Result<Box<dyn FrameSource>, watch::source::SourceError>;
+
+/// Starts a camera: its GPIO lines, its source (`opened`, or opened here),
+/// its MQTT connection and its thread.
 pub(super) fn start(
     plan: CameraPlan,
     edges: &Edges,
     shared: &Shared,
     closed: &[EventRecord],
+    opened: Option<Opened>,
 ) -> Result<Camera> {
     let context = plan.settings.context();
     let labels: Vec<String> = plan.opts.watched.iter().map(|w| w.label.clone()).collect();
@@ -139,7 +145,9 @@ pub(super) fn start(
     }
     let gpio_lines = (!pins.is_empty()).then(|| gpio::GpioLines::new(pins));
     // The source before anything is announced: a start that fails leaves nothing behind.
-    let source = match watch::source::open(&plan.spec, plan.opts.fps, plan.opts.decode) {
+    let opened =
+        opened.unwrap_or_else(|| watch::source::open(&plan.spec, plan.opts.fps, plan.opts.decode));
+    let source = match opened {
         Ok(s) => s,
         // One of several cameras that is not there yet (unplugged, off,
         // unreachable): said, and tried again with backoff; the others run.
@@ -362,7 +370,11 @@ impl Camera {
     /// last saw: `Ok(None)` when the thread has ended, an error when it
     /// did not pause within [`PAUSE_WITHIN`] (a camera hung in its driver)
     /// or `stop` was set meanwhile (the pause is then taken back).
-    pub(super) fn pause(&self, stop: &AtomicBool) -> Result<Option<Option<(u32, u32)>>> {
+    pub(super) fn pause(
+        &self,
+        stop: &AtomicBool,
+        waiting: &mut dyn FnMut(),
+    ) -> Result<Option<Option<(u32, u32)>>> {
         if self.finished() {
             return Ok(None);
         }
@@ -373,6 +385,7 @@ impl Camera {
                 Ok(size) => return Ok(Some(size)),
                 Err(mpsc::RecvTimeoutError::Timeout) if self.finished() => return Ok(None),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
+                    waiting();
                     if stop.load(Ordering::Relaxed) || t0.elapsed() >= PAUSE_WITHIN {
                         self.pause.store(false, Ordering::Relaxed);
                         // It may have paused just now: let it go on.

@@ -176,8 +176,9 @@ impl Service {
         // Pause the cameras that change; zones must fit their frames.
         let mut paused: Vec<(usize, Option<CameraPlan>)> = Vec::new();
         let mut problem = None;
+        let systemd = &mut self.systemd;
         for (i, plan) in changes {
-            let size = match self.cameras[i].pause(&self.stop) {
+            let size = match self.cameras[i].pause(&self.stop, &mut || systemd.busy()) {
                 Ok(Some(size)) => size,
                 Ok(None) => continue,
                 Err(e) => {
@@ -201,7 +202,7 @@ impl Service {
         for (i, plan) in &paused {
             let source = match plan {
                 Some(p) if problem.is_none() && !self.cameras[*i].same_source(p) => {
-                    match watch::source::open(&p.spec, p.opts.fps, p.opts.decode) {
+                    match open_source(p, &mut self.systemd) {
                         Ok(s) => Some(s),
                         Err(e) => {
                             problem = Some(format!("{}{e}", p.settings.context()));
@@ -265,7 +266,8 @@ impl Service {
         for p in plans {
             let name = p.settings.name.clone();
             let what = p.settings.context();
-            match camera::start(p, &self.edges, &self.shared, &[]) {
+            let opened = open_source(&p, &mut self.systemd);
+            match camera::start(p, &self.edges, &self.shared, &[], Some(opened)) {
                 Ok(c) => started.push(c),
                 Err(e) => {
                     // A camera of the new config that cannot run: said now,
@@ -408,4 +410,27 @@ pub(super) fn peak_rss_kb() -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Opens `plan`'s source on a thread of its own, petting the watchdog
+/// meanwhile: an `http://` camera may take its resolve, connect and
+/// first-response timeouts, longer than the watchdog waits.
+fn open_source(plan: &CameraPlan, systemd: &mut Systemd) -> camera::Opened {
+    let (spec, fps, decode) = (plan.spec.clone(), plan.opts.fps, plan.opts.decode);
+    let opening = std::thread::Builder::new()
+        .name("clip-edge-open".into())
+        .spawn(move || watch::source::open(&spec, fps, decode));
+    let Ok(opening) = opening else {
+        return watch::source::open(&plan.spec, plan.opts.fps, plan.opts.decode);
+    };
+    while !opening.is_finished() {
+        systemd.busy();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    opening.join().unwrap_or_else(|_| {
+        Err(watch::source::SourceError::Unavailable {
+            spec: watch::source::redacted(&plan.spec),
+            why: "opening it panicked".into(),
+        })
+    })
 }

@@ -436,7 +436,7 @@ pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Servi
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        match camera::start(plan, &edges, &shared, &closed) {
+        match camera::start(plan, &edges, &shared, &closed, None) {
             Ok(c) => running.push(c),
             Err(e) => {
                 // The cameras already running end their events and stop.
