@@ -536,6 +536,11 @@ fn connection_thread(
     broker: String,
 ) {
     let (lock, cv) = &*shared;
+    // A `.local` broker: a failed lookup says what it needs.
+    let mdns = broker
+        .split(':')
+        .next()
+        .is_some_and(|h| h.to_ascii_lowercase().ends_with(".local"));
     let mut connected = false;
     let mut backoff = MIN_BACKOFF;
     // When the connection last came up: the backoff starts again from its
@@ -636,6 +641,9 @@ fn connection_thread(
                         ),
                         (_, Some(t)) => log::error!(
                             "mqtt: TLS with {broker} failed ({t}: check mqtt_ca, or mqtt_cert and mqtt_key); retrying (events keep going to the log)"
+                        ),
+                        _ if mdns && format!("{e:?}").contains("lookup") => log::error!(
+                            "mqtt: {broker}: {e} (a .local name needs the system's mDNS resolver, nss-mdns with avahi; the broker's IP address always works); retrying (events keep going to the log)"
                         ),
                         _ => log::warn!(
                             "mqtt: {broker}: {e}; reconnecting (events keep going to the log)"
