@@ -93,7 +93,14 @@ impl Watcher<'_> {
                     observe(self, None);
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // The camera stops on an engine error: its open events
+                    // end first (a GPIO line, a retained state left on).
+                    if let Err(end) = self.end_all("error") {
+                        log::warn!("ending the open events: {end}");
+                    }
+                    return Err(e);
+                }
             }
             for sink in &mut self.sinks {
                 sink.scores(&self.opts.watched, &self.scores);

@@ -338,6 +338,25 @@ pub(super) fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<any
             None
         }
     };
+    // Labels, zones, cameras and the node are MQTT topic levels (as slugs):
+    // two that would be one topic would be one Home Assistant entity.
+    if let (Some(_), Some((_, cameras))) = (&mqtt_url, &loaded) {
+        if let Some(node) = &args.node {
+            if let Err(e) = mqtt::check_slugs("--node", [node.as_str()]) {
+                problems.push(anyhow::Error::msg(e));
+            }
+        }
+        let names = cameras.iter().filter_map(|c| c.settings.name.as_deref());
+        if let Err(e) = mqtt::check_slugs("camera", names) {
+            problems.push(anyhow::Error::msg(e));
+        }
+        for c in cameras {
+            let labels = c.opts.watched.iter().map(|w| w.label.as_str());
+            if let Err(e) = mqtt::check_slugs("watched label", labels) {
+                problems.push(anyhow::anyhow!("{}{e}", c.settings.context()));
+            }
+        }
+    }
     match loaded {
         Some((model, cameras)) if problems.is_empty() => Ok(Checked {
             cameras,

@@ -46,18 +46,41 @@ const MIN_BACKOFF: Duration = Duration::from_millis(200);
 /// wait only [`MIN_BACKOFF`].
 const CONNECTION_HELD: Duration = Duration::from_secs(10);
 
-/// A label as one topic level: lower case, `_` for anything but letters and digits.
+/// A label as one topic level and Home Assistant id: lower case ASCII
+/// letters and digits as they are, `u` and the hex code point for any other
+/// letter or digit (`行人` → `u884cu4eba`, so labels in other scripts stay
+/// apart), `_` for anything else.
 pub fn slug(label: &str) -> String {
-    label
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(label.len());
+    for c in label.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if c.is_alphanumeric() {
+            out.push_str(&format!("u{:x}", c as u32));
+        } else {
+            out.push('_');
+        }
+    }
+    out
+}
+
+/// The first two of `names` that are one topic level as slugs (`what`
+/// names them in the error), or an empty slug.
+pub fn check_slugs<'a>(what: &str, names: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    let mut seen: Vec<(&str, String)> = Vec::new();
+    for n in names {
+        let s = slug(n);
+        if s.is_empty() {
+            return Err(format!("{what} {n:?}: empty as an MQTT topic level"));
+        }
+        if let Some((other, _)) = seen.iter().find(|(o, x)| *x == s && *o != n) {
+            return Err(format!(
+                "{what}s {other:?} and {n:?}: one name in MQTT topics and Home Assistant ids ({s:?}); keep one"
+            ));
+        }
+        seen.push((n, s));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -179,3 +179,25 @@ fn connections_resend_current_states_and_live_values_keep_their_newest() {
         ]
     );
 }
+
+/// Labels in other scripts get topic levels of their own; two names that
+/// would still be one level (and one Home Assistant entity) are refused.
+#[test]
+fn slugs_keep_labels_apart_or_say_which_two_clash() {
+    assert_eq!(slug("行人"), "u884cu4eba");
+    assert_ne!(slug("行人"), slug("汽车"));
+    assert_eq!(slug("Café 2"), "cafue9_2");
+    assert!(check_slugs("watched label", ["行人", "汽车", "red star"]).is_ok());
+    let e = check_slugs("watched label", ["t-shirt", "dog", "T shirt"]).unwrap_err();
+    assert_eq!(
+        e,
+        "watched labels \"t-shirt\" and \"T shirt\": one name in MQTT topics and Home Assistant ids (\"t_shirt\"); keep one"
+    );
+    let e = check_slugs("camera", ["front-door", "front_door"]).unwrap_err();
+    assert!(
+        e.starts_with("cameras \"front-door\" and \"front_door\""),
+        "{e}"
+    );
+    let e = check_slugs("--node", [""]).unwrap_err();
+    assert_eq!(e, "--node \"\": empty as an MQTT topic level");
+}
