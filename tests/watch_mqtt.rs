@@ -922,3 +922,66 @@ fn a_broker_across_a_slow_link_gets_every_event() {
     broker.kill().unwrap();
     let _ = broker.wait();
 }
+
+/// A broker that refuses messages over a size (Mosquitto's
+/// `max_packet_size`; EMQX refuses over 1 MB by default) closes the
+/// connection at each snapshot: the snapshot is dropped after three tries,
+/// said in one line, and every event behind it still arrives.
+#[test]
+#[ignore = "needs mosquitto (apt-get install mosquitto); .ci/run runs it with --ignored"]
+fn a_message_the_broker_refuses_does_not_block_the_rest() {
+    let dir = scratch("watch-mqtt-refused");
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_packet_size 6000\n"),
+    )
+    .unwrap();
+    let mut broker = start_broker(&conf, port);
+    let (got, _) = subscribe(port, "refused-sub", &["big/#"], false);
+    let log = dir.join("events.jsonl");
+    let out = watch_clip()
+        .env("RUST_LOG", "warn")
+        .args(["--fps", "10", "--watch", "red star"])
+        .arg("--events")
+        .arg(&log)
+        .arg("--snapshots")
+        .arg(dir.join("snapshots"))
+        .args(["--mqtt", &format!("mqtt://127.0.0.1:{port}/big")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("big/red_star/snapshot (")
+            && stderr.contains("dropped: the connection closed each of the 3 time(s)"),
+        "{stderr}"
+    );
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert!(lines.len() >= 2, "{lines:?}");
+    let t0 = Instant::now();
+    loop {
+        let events: Vec<String> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _, _)| t == "big/events")
+            .map(|(_, p, _)| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        if lines.iter().all(|l| events.contains(l)) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "events behind the refused snapshot never arrived: {events:?}; log {lines:?}; {stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    broker.kill().unwrap();
+    let _ = broker.wait();
+}

@@ -112,7 +112,22 @@ struct Outbox {
     published: u64,
     /// Connections refused or failed (a login, a certificate, the network).
     connect_failures: u64,
+    /// The largest message in flight at the last disconnections, and how
+    /// many in a row it was.
+    suspect: Option<(Message, u32)>,
+    /// The smallest size of a message dropped as refused: messages as large
+    /// are dropped before they are sent (the broker's limit, learnt once).
+    refused_bytes: Option<usize>,
+    /// The largest message the broker acknowledged: one no larger is never
+    /// taken for refused.
+    largest_acked: usize,
 }
+
+/// A message that was the largest in flight at this many disconnections
+/// in a row is dropped: a broker that refuses it (a size over its limit)
+/// would otherwise close every connection at it, and nothing after it
+/// would ever be sent.
+const REFUSED_AFTER: u32 = 3;
 
 impl Outbox {
     /// Queues `m`, the oldest message dropped (and counted) when the queue
@@ -182,6 +197,45 @@ impl Outbox {
     /// The connection went down: what was sent and not acknowledged goes
     /// back to the front, to be sent again on the next connection.
     fn requeue_unacked(&mut self) {
+        // The largest message in flight is the suspect (a broker that
+        // closes the connection at a message resets it, and the
+        // acknowledgements of those before it are lost with it).
+        // Only one larger than any the broker took, and once it took one
+        // (a flaky link at the first connection proves nothing).
+        let largest = (0..self.sent.len())
+            .max_by_key(|&i| self.sent[i].0.payload.len())
+            .filter(|&i| {
+                self.largest_acked > 0 && self.sent[i].0.payload.len() > self.largest_acked
+            });
+        if let Some(i) = largest {
+            let m = &self.sent[i].0;
+            let n = match &self.suspect {
+                Some((s, n)) if s == m => n + 1,
+                _ => 1,
+            };
+            // Once the broker is known to refuse messages over a size, a
+            // large one in flight at a disconnection is not tried again.
+            let after = if self.refused_bytes.is_some() {
+                1
+            } else {
+                REFUSED_AFTER
+            };
+            if n >= after {
+                if let Some((m, _)) = self.sent.remove(i) {
+                    log::warn!(
+                        "mqtt: {} ({} bytes) dropped: the connection closed each of the {n} time(s) it was sent (over the broker's message size limit?); messages as large are dropped from now on",
+                        m.topic,
+                        m.payload.len()
+                    );
+                    self.dropped += 1;
+                    let b = self.refused_bytes.get_or_insert(m.payload.len());
+                    *b = (*b).min(m.payload.len());
+                }
+                self.suspect = None;
+            } else {
+                self.suspect = Some((m.clone(), n));
+            }
+        }
         while let Some((m, _)) = self.sent.pop_back() {
             self.queue.push_front(m);
         }
@@ -519,6 +573,15 @@ fn publisher_thread(client: Client, shared: Arc<(Mutex<Outbox>, Condvar)>) {
         if g.connected && !g.disconnecting {
             while g.sent.len() < IN_FLIGHT {
                 let Some(m) = g.queue.pop_front() else { break };
+                if g.refused_bytes.is_some_and(|b| m.payload.len() >= b) {
+                    log::debug!(
+                        "mqtt: {} ({} bytes) dropped: as large as a refused one",
+                        m.topic,
+                        m.payload.len()
+                    );
+                    g.dropped += 1;
+                    continue;
+                }
                 match client.try_publish(
                     m.topic.clone(),
                     QoS::AtLeastOnce,
@@ -635,7 +698,9 @@ fn connection_thread(
             Ok(Event::Incoming(Incoming::PubAck(ack))) => {
                 if let Ok(mut g) = lock.lock() {
                     if let Some(i) = g.sent.iter().position(|(_, id)| *id == Some(ack.pkid)) {
-                        g.sent.remove(i);
+                        if let Some((m, _)) = g.sent.remove(i) {
+                            g.largest_acked = g.largest_acked.max(m.payload.len());
+                        }
                         g.published += 1;
                     }
                 }

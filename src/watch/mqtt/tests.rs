@@ -201,3 +201,52 @@ fn slugs_keep_labels_apart_or_say_which_two_clash() {
     let e = check_slugs("--node", [""]).unwrap_err();
     assert_eq!(e, "--node \"\": empty as an MQTT topic level");
 }
+
+/// A broker that closes the connection at a message over its size limit
+/// (and the acknowledgements before it are lost with the reset): the
+/// largest message in flight at three disconnections in a row is dropped
+/// when it is larger than any the broker took; from then on a large one
+/// goes at its first.
+#[test]
+fn the_largest_message_in_flight_at_each_disconnection_is_dropped_after_three() {
+    let mut outbox = Outbox::default();
+    let big = message("cam/a/snapshot", &"x".repeat(10_000));
+    // Nothing acknowledged yet: nothing is taken for refused.
+    for _ in 0..5 {
+        outbox.sent.push_back((big.clone(), None));
+        outbox.requeue_unacked();
+    }
+    assert_eq!(outbox.dropped, 0);
+    outbox.queue.clear();
+    outbox.largest_acked = 500;
+    let fly = |outbox: &mut Outbox, ms: &[&Message]| {
+        for m in ms {
+            outbox.queue.retain(|q| q != *m);
+            outbox.sent.push_back(((*m).clone(), None));
+        }
+        outbox.requeue_unacked();
+    };
+    let events: Vec<Message> = (0..3)
+        .map(|i| message("cam/events", &i.to_string()))
+        .collect();
+    for round in 1..=3 {
+        fly(&mut outbox, &[&events[0], &big, &events[1]]);
+        assert_eq!(outbox.queue.contains(&big), round < 3, "round {round}");
+    }
+    assert_eq!(outbox.dropped, 1);
+    assert_eq!(outbox.refused_bytes, Some(10_000));
+    assert_eq!(
+        outbox
+            .queue
+            .iter()
+            .filter(|m| m.topic == "cam/events")
+            .count(),
+        2
+    );
+    // Known now: another large one goes at its first disconnection.
+    let other = message("cam/b/snapshot", &"y".repeat(9_000));
+    fly(&mut outbox, &[&events[2], &other]);
+    assert!(!outbox.queue.contains(&other));
+    assert_eq!((outbox.dropped, outbox.refused_bytes), (2, Some(9_000)));
+    assert!(outbox.queue.contains(&events[2]));
+}
