@@ -985,3 +985,116 @@ fn a_message_the_broker_refuses_does_not_block_the_rest() {
     broker.kill().unwrap();
     let _ = broker.wait();
 }
+
+/// A camera a reload removes leaves Home Assistant: its discovery configs,
+/// retained states and availability are emptied on the broker, the other
+/// camera's stay.
+#[test]
+#[ignore = "needs mosquitto (apt-get install mosquitto); .ci/run runs it with --ignored"]
+fn a_camera_removed_by_a_reload_leaves_home_assistant() {
+    let dir = scratch("watch-mqtt-retire");
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+    .unwrap();
+    let mut broker = start_broker(&conf, port);
+    let (cfg, stderr) = (dir.join("watch.toml"), dir.join("stderr.txt"));
+    // A folder of frames per camera (two cameras may not read one source).
+    for c in ["front", "back"] {
+        std::fs::create_dir_all(dir.join(c)).unwrap();
+        for f in common::clip_jpegs() {
+            std::fs::copy(&f, dir.join(c).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let write = |cameras: &[&str]| {
+        let mut text = format!(
+            "bundle = {:?}\nmqtt = \"mqtt://127.0.0.1:{port}/test\"\nnode = \"testcam\"\nfps = 4.0\n\
+             watch = [\"red star\"]\n",
+            common::root().join("models/default-int8").display().to_string(),
+        );
+        for c in cameras {
+            text += &format!(
+                "\n[[camera]]\nname = \"{c}\"\nsource = {:?}\n",
+                format!("dir:{}", dir.join(c).display()),
+            );
+        }
+        std::fs::write(&cfg, text).unwrap();
+    };
+    write(&["front", "back"]);
+    let mut cmd = common::bin();
+    let mut child = common::own_group(&mut cmd)
+        .args(["watch", "-q", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let retained_now = |id: &str| -> Vec<String> {
+        let (got, _) = subscribe(port, id, &["homeassistant/#", "test/#"], false);
+        std::thread::sleep(Duration::from_millis(1000));
+        let topics = got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, p, r)| *r && !p.is_empty())
+            .map(|(t, _, _)| t.clone())
+            .collect();
+        topics
+    };
+    let back_config = "homeassistant/binary_sensor/testcam_back/red_star/config";
+    let t0 = Instant::now();
+    while !retained_now("before").iter().any(|t| t == back_config) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no config for back: {}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        );
+    }
+    write(&["front"]);
+    let ok = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&stderr)
+        .unwrap_or_default()
+        .contains("reloaded: bundle")
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no reload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t0 = Instant::now();
+    let left = loop {
+        let topics = retained_now("after");
+        let back: Vec<String> = topics
+            .iter()
+            .filter(|t| t.contains("testcam_back") || t.starts_with("test/back/"))
+            .cloned()
+            .collect();
+        if back.is_empty() || t0.elapsed() > Duration::from_secs(10) {
+            break (topics, back);
+        }
+    };
+    assert!(
+        left.1.is_empty(),
+        "the removed camera's retained topics: {:?}",
+        left.1
+    );
+    assert!(
+        left.0
+            .iter()
+            .any(|t| t == "homeassistant/binary_sensor/testcam_front/red_star/config"),
+        "{:?}",
+        left.0
+    );
+    common::kill_group(&mut child, "TERM");
+    assert!(child.wait().unwrap().success());
+    broker.kill().unwrap();
+    let _ = broker.wait();
+}

@@ -99,6 +99,8 @@ pub(super) struct Finished {
     pub(super) regions: watch::regions::RegionMode,
     /// Why the camera stopped, when it failed.
     pub(super) error: Option<anyhow::Error>,
+    /// A reload removed it from the config.
+    pub(super) removed: bool,
 }
 
 /// A running camera, as the service holds it.
@@ -355,6 +357,7 @@ fn run(
             gpio_errors: parts.gpio_lines.as_ref().map(|g| g.errors),
             regions: plan.opts.regions.mode,
             error,
+            removed,
         };
     }
 }

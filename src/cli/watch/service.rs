@@ -63,9 +63,17 @@ impl Service {
                 }
                 // While others run, its broker connection is flushed and
                 // closed now (its status goes offline), not at the end.
-                if !self.cameras.is_empty() && !self.stop.load(Ordering::Relaxed) {
+                // One a reload removed leaves Home Assistant.
+                let removed = r.as_ref().is_ok_and(|f| f.removed);
+                if removed || (!self.cameras.is_empty() && !self.stop.load(Ordering::Relaxed)) {
                     if let Some(m) = r.as_mut().ok().and_then(|f| f.mqtt.take()) {
-                        let handle = std::thread::spawn(move || m.finish(MQTT_GRACE));
+                        let handle = std::thread::spawn(move || {
+                            if removed {
+                                m.retire(MQTT_GRACE)
+                            } else {
+                                m.finish(MQTT_GRACE)
+                            }
+                        });
                         self.flushing.push((name.clone(), handle));
                     }
                 }

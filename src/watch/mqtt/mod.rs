@@ -118,6 +118,8 @@ struct Outbox {
     /// The smallest size of a message dropped as refused: messages as large
     /// are dropped before they are sent (the broker's limit, learnt once).
     refused_bytes: Option<usize>,
+    /// Every retained topic queued (states, snapshots, availability).
+    retained: std::collections::BTreeSet<String>,
     /// The largest message the broker acknowledged: one no larger is never
     /// taken for refused.
     largest_acked: usize,
@@ -135,6 +137,9 @@ impl Outbox {
     fn push_back(&mut self, m: Message) {
         if m.retain && m.topic.ends_with("/state") {
             self.states.insert(m.topic.clone(), m.clone());
+        }
+        if m.retain && !m.payload.is_empty() && !self.retained.contains(&m.topic) {
+            self.retained.insert(m.topic.clone());
         }
         if self.queue.len() >= OUTBOX_CAPACITY {
             self.queue.pop_front();
@@ -253,6 +258,9 @@ pub struct Mqtt {
     zone_open: Vec<(String, String, u32)>,
     /// When the labels' scores were last published.
     scores_at: Option<std::time::Instant>,
+    /// The discovery configs this device announces (a retired device
+    /// empties them).
+    configs: Vec<String>,
 }
 
 /// The labels' live scores are published at most this often.
@@ -329,6 +337,7 @@ impl Mqtt {
             shared: shared.clone(),
             threads: Vec::new(),
             scores_at: None,
+            configs: Vec::new(),
             zone_open: zones
                 .iter()
                 .flat_map(|(z, ls)| ls.iter().map(move |l| (z.clone(), l.clone(), 0)))
@@ -347,6 +356,7 @@ impl Mqtt {
             zones,
             configuration_url,
         ));
+        mqtt.configs = hello.iter().skip(1).map(|m| m.topic.clone()).collect();
         // Configs this node left on the broker for labels (or zones) it no
         // longer watches are removed when seen (an empty retained payload).
         let ours = slug(node);
@@ -497,8 +507,36 @@ impl Mqtt {
 
     /// Sends what is queued (waiting at most `grace` for the broker), then
     /// disconnects.
-    pub fn finish(mut self, grace: Duration) -> MqttStats {
+    pub fn finish(self, grace: Duration) -> MqttStats {
         self.stop();
+        self.wait(grace)
+    }
+
+    /// A camera gone from the config (a reload removed or renamed it): its
+    /// device leaves Home Assistant (each discovery config emptied, and its
+    /// retained states, snapshots and availability cleared), then as
+    /// [`Mqtt::finish`].
+    pub fn retire(self, grace: Duration) -> MqttStats {
+        let (lock, _) = &*self.shared;
+        let retained: Vec<String> = match lock.lock() {
+            Ok(g) => g.retained.iter().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        let status = format!("{}/status", self.url.prefix);
+        for topic in self.configs.iter().chain(&retained) {
+            if *topic != status {
+                self.push(Message {
+                    topic: topic.clone(),
+                    payload: Vec::new(),
+                    retain: true,
+                });
+            }
+        }
+        self.stop_saying(b"");
+        self.wait(grace)
+    }
+
+    fn wait(mut self, grace: Duration) -> MqttStats {
         let deadline = Instant::now() + grace;
         while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -519,9 +557,13 @@ impl Mqtt {
     /// others) and asks the threads to send what is queued, then
     /// disconnect.
     fn stop(&self) {
+        self.stop_saying(b"offline");
+    }
+
+    fn stop_saying(&self, status: &[u8]) {
         self.push(Message {
             topic: format!("{}/status", self.url.prefix),
-            payload: b"offline".to_vec(),
+            payload: status.to_vec(),
             retain: true,
         });
         let (lock, cv) = &*self.shared;
