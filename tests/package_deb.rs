@@ -82,6 +82,9 @@ fn deb_holds_the_binary_unit_config_and_default_bundle() {
         );
     }
     let info = run(Command::new("dpkg-deb").args(["-I", deb]));
+    // The test's binary is linked dynamically: the package names the
+    // libc6 it needs (a static release binary needs none).
+    assert!(info.contains("Depends: libc6 (>= 2."), "{info}");
     for field in [
         "Package: clip-edge",
         "Architecture: amd64",
