@@ -43,7 +43,20 @@ pub struct Reopening {
     /// before its first frame waits longer each time, and (with
     /// `end_ends`) a file that fails before its first frame is an error.
     frames_this_run: u64,
+    /// When the inner source was (re)opened.
+    run_started: std::time::Instant,
+    /// A loss was announced and no return since: the source is back at its
+    /// first frame (not when a program starts, or a stream's headers come),
+    /// and attempts that fail meanwhile announce nothing more.
+    down: bool,
+    /// Why the last attempt failed, as last logged (said again when it
+    /// changes).
+    last_why: Option<String>,
 }
+
+/// A run of a reopened source that held this long (with frames) makes the
+/// next loss wait only the shortest backoff; a shorter one doubles it.
+const RUN_HELD: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Reopening {
     /// `first` is the source as opened at start (an open that fails at
@@ -62,6 +75,9 @@ impl Reopening {
             dropped_before: 0,
             end_ends: false,
             frames_this_run: 0,
+            run_started: std::time::Instant::now(),
+            down: false,
+            last_why: None,
         }
     }
 
@@ -78,10 +94,13 @@ impl Reopening {
             next_index: 0,
             backoff: REOPEN_BACKOFF.0,
             retry_at: std::time::Instant::now() + REOPEN_BACKOFF.0,
+            last_why: Some(why.clone()),
             note: Some(SourceNote::Lost(why)),
             dropped_before: 0,
             end_ends: false,
             frames_this_run: 0,
+            run_started: std::time::Instant::now(),
+            down: true,
         }
     }
 
@@ -98,18 +117,40 @@ impl Reopening {
     }
 
     fn lose(&mut self, why: String) {
-        log::warn!("{}: source lost ({why}); reopening", self.spec);
         if let Some(old) = self.inner.take() {
             self.dropped_before += old.dropped();
         }
         self.base = self.next_index;
-        self.note = Some(SourceNote::Lost(why));
-        if self.frames_this_run == 0 {
-            // Opened but dead at once (a program that exits on start): wait
-            // longer each time, as for a failed open.
+        if self.frames_this_run == 0 || self.run_started.elapsed() < RUN_HELD {
+            // Dead at once, or soon (a program that exits on start, a
+            // stream that dies after a frame): wait longer each time.
             self.backoff = (self.backoff * 2).min(REOPEN_BACKOFF.1);
+        } else {
+            self.backoff = REOPEN_BACKOFF.0;
         }
         self.retry_at = std::time::Instant::now() + self.backoff;
+        if self.down {
+            // Still down since the last announced loss: said again only
+            // when the reason changes.
+            self.failed(&why);
+            return;
+        }
+        log::warn!("{}: source lost ({why}); reopening", self.spec);
+        self.down = true;
+        self.last_why = Some(why.clone());
+        self.note = Some(SourceNote::Lost(why));
+    }
+
+    /// An attempt to bring the source back failed (`why`): a warning when
+    /// the reason is new (a camera that answers 401 now, a device busy),
+    /// else a debug line.
+    fn failed(&mut self, why: &str) {
+        if self.last_why.as_deref() == Some(why) {
+            log::debug!("{}: still down ({why})", self.spec);
+        } else {
+            log::warn!("{}: still down: {why}", self.spec);
+            self.last_why = Some(why.to_string());
+        }
     }
 
     /// Starts an attempt to reopen in a thread of its own (on this thread
@@ -170,13 +211,13 @@ impl FrameSource for Reopening {
             };
             match opened {
                 Ok(s) => {
-                    log::warn!("{}: source back", self.spec);
+                    log::debug!("{}: reopened; back at its first frame", self.spec);
                     self.inner = Some(s);
                     self.frames_this_run = 0;
-                    self.note = Some(SourceNote::Back);
+                    self.run_started = std::time::Instant::now();
                 }
                 Err(e) => {
-                    log::debug!("{}: reopen failed: {e}", self.spec);
+                    self.failed(&e.to_string());
                     self.backoff = (self.backoff * 2).min(REOPEN_BACKOFF.1);
                     self.retry_at = std::time::Instant::now() + self.backoff;
                 }
@@ -188,7 +229,12 @@ impl FrameSource for Reopening {
                 frame.index += self.base;
                 self.next_index = frame.index + 1;
                 self.frames_this_run += 1;
-                self.backoff = REOPEN_BACKOFF.0;
+                if self.down {
+                    log::warn!("{}: source back", self.spec);
+                    self.down = false;
+                    self.last_why = None;
+                    self.note = Some(SourceNote::Back);
+                }
                 Ok(Next::Frame)
             }
             Ok(Next::Idle) => Ok(Next::Idle),
@@ -699,5 +745,58 @@ mod tests {
         }
         assert_eq!(seen, [0, 1, 2, 3, 4]);
         assert_eq!(r.take_note(), Some(SourceNote::Back));
+    }
+    /// Opens, then is lost before any frame (a program that starts and
+    /// exits: ffmpeg on a camera that refuses it).
+    struct DeadAtOnce;
+
+    impl FrameSource for DeadAtOnce {
+        fn next(&mut self, _: &mut Frame) -> Result<Next, SourceError> {
+            Err(SourceError::Lost {
+                spec: "cam".into(),
+                why: "ffmpeg exited (exit status: 1)".into(),
+            })
+        }
+    }
+
+    /// A camera that is down: each reopening starts a program that dies at
+    /// once. The loss is announced once, never a return, until a frame
+    /// comes: then the return, once.
+    #[test]
+    fn a_source_is_back_at_its_first_frame_not_when_it_opens() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let opens = Arc::new(AtomicU32::new(0));
+        let o = opens.clone();
+        let open: Opener = Box::new(move || -> Result<Box<dyn FrameSource>, SourceError> {
+            if o.fetch_add(1, Ordering::SeqCst) < 2 {
+                Ok(Box::new(DeadAtOnce))
+            } else {
+                Ok(Box::new(MemorySource::new(one_pixel_frames(3), 1)))
+            }
+        });
+        let mut r = Reopening::new("cam", Box::new(DeadAtOnce), open);
+        let mut f = Frame::default();
+        let mut notes = Vec::new();
+        let t0 = std::time::Instant::now();
+        let frame = loop {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "{notes:?}"
+            );
+            let next = r.next(&mut f).unwrap();
+            notes.extend(r.take_note());
+            if next == Next::Frame {
+                break f.index;
+            }
+        };
+        assert_eq!(opens.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            notes,
+            [
+                SourceNote::Lost("ffmpeg exited (exit status: 1)".into()),
+                SourceNote::Back
+            ]
+        );
+        assert_eq!(frame, 0);
     }
 }
