@@ -89,7 +89,11 @@ const LIVE_PREFIXES: [&str; 17] = [
 pub const CHILD_STALL: Duration = Duration::from_secs(15);
 
 /// `ffmpeg:INPUT` (`input` is what follows `ffmpeg:`), or an `rtsp://` URL.
-pub fn ffmpeg(spec: &str, input: &str) -> Result<Program, SourceError> {
+/// A live input with `fps` (the loop's `--fps`) is cut to that rate by
+/// ffmpeg itself (`-vf fps=`), so frames the loop would drop are neither
+/// encoded by ffmpeg nor decoded here; a file plays every frame, at the
+/// loop's pace.
+pub fn ffmpeg(spec: &str, input: &str, fps: Option<f64>) -> Result<Program, SourceError> {
     if input.is_empty() {
         return Err(SourceError::Unavailable {
             spec: redacted(spec),
@@ -105,6 +109,9 @@ pub fn ffmpeg(spec: &str, input: &str) -> Result<Program, SourceError> {
         args.extend(["-rtsp_transport", "tcp"].map(String::from));
     }
     args.extend(["-i".to_string(), input.to_string()]);
+    if let Some(f) = fps.filter(|f| live && f.is_finite() && *f > 0.0) {
+        args.extend(["-vf".to_string(), format!("fps={f}")]);
+    }
     args.extend(["-an", "-f", "mjpeg", "-q:v", "2", "-"].map(String::from));
     let shown = redacted(input);
     Ok(Program {
@@ -424,21 +431,34 @@ mod tests {
 
     #[test]
     fn ffmpeg_reads_files_at_the_loops_pace_and_streams_live() {
-        let p = ffmpeg("ffmpeg:/v/clip.mkv", "/v/clip.mkv").unwrap();
+        let p = ffmpeg("ffmpeg:/v/clip.mkv", "/v/clip.mkv", Some(2.0)).unwrap();
         assert!(!p.live);
         let i = p.args.iter().position(|a| a == "-i").unwrap();
         assert_eq!(p.args[i + 1], "/v/clip.mkv");
         assert_eq!(p.args.last().unwrap(), "-");
+        // A file plays every frame: no rate filter.
+        assert!(!p.args.iter().any(|a| a == "-vf"), "{:?}", p.args);
         let p = ffmpeg(
             "rtsp://admin:secret@10.0.0.9/live",
             "rtsp://admin:secret@10.0.0.9/live",
+            Some(2.5),
         )
         .unwrap();
         assert!(p.live);
+        // A live stream is cut to the loop's rate by ffmpeg.
+        assert!(
+            p.args.windows(2).any(|w| w == ["-vf", "fps=2.5"]),
+            "{:?}",
+            p.args
+        );
         assert!(p.args.windows(2).any(|w| w == ["-rtsp_transport", "tcp"]));
         assert!(!p.spec.contains("secret"), "{}", p.spec);
-        assert!(ffmpeg("ffmpeg:/dev/video0", "/dev/video0").unwrap().live);
-        assert!(ffmpeg("ffmpeg:", "").is_err());
+        assert!(
+            ffmpeg("ffmpeg:/dev/video0", "/dev/video0", None)
+                .unwrap()
+                .live
+        );
+        assert!(ffmpeg("ffmpeg:", "", None).is_err());
     }
 
     #[test]

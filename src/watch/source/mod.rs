@@ -166,8 +166,8 @@ pub fn open(
         .split_once(':')
         .ok_or_else(|| SourceError::BadSpec(redacted(spec)))?;
     match kind {
-        "ffmpeg" => child::open(child::ffmpeg(spec, rest)?.decoding(decode)),
-        "rtsp" | "rtsps" => child::open(child::ffmpeg(spec, spec)?.decoding(decode)),
+        "ffmpeg" => child::open(child::ffmpeg(spec, rest, fps)?.decoding(decode)),
+        "rtsp" | "rtsps" => child::open(child::ffmpeg(spec, spec, fps)?.decoding(decode)),
         "libcamera" => child::open(child::libcamera(spec, rest)?.decoding(decode)),
         "dir" => Ok(Box::new(prefetch::Prefetch::spawn(
             DirSource::open(Path::new(rest))?.decoding(decode),
@@ -199,8 +199,8 @@ pub fn check(spec: &str) -> Result<(), SourceError> {
         "stdin" if rest == "mjpeg" => Ok(()),
         "v4l2" => v4l2::check(spec, rest),
         "http" | "https" => http::check(spec),
-        "ffmpeg" => child::check(&child::ffmpeg(spec, rest)?),
-        "rtsp" | "rtsps" => child::check(&child::ffmpeg(spec, spec)?),
+        "ffmpeg" => child::check(&child::ffmpeg(spec, rest, None)?),
+        "rtsp" | "rtsps" => child::check(&child::ffmpeg(spec, spec, None)?),
         "libcamera" => child::check(&child::libcamera(spec, rest)?),
         _ => Err(SourceError::BadSpec(redacted(spec))),
     }
