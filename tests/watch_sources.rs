@@ -316,6 +316,7 @@ fn child_libcamera_runs_rpicam_vid_restarts_it_and_kills_it_at_a_stop() {
         "--width 320",
         "--height 240",
         "--framerate 30",
+        "--flush",
         "-o -",
     ] {
         assert!(a.contains(w), "{w:?} not in {a:?}");

@@ -171,6 +171,9 @@ pub fn libcamera(spec: &str, query: &str) -> Result<Program, SourceError> {
         &fps.to_string(),
         "--camera",
         &camera.to_string(),
+        // Each frame written through at once, not held in stdio's buffer
+        // until the next (a frame period late).
+        "--flush",
         "-o",
         "-",
     ]
