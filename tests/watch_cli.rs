@@ -308,12 +308,26 @@ fn bad_settings_are_one_line_errors_naming_them() {
             vec!["--regions", "motion", "--motion-threshold", "3"],
             "--motion-threshold",
         ),
+        // Places that cannot be written, and a GPIO chip the board lacks.
+        (
+            vec!["--snapshots", "/etc/hostname"],
+            "--snapshots /etc/hostname: not a folder",
+        ),
+        (
+            vec!["--gpio", "/dev/gpiochip97:17=red star"],
+            "--gpio /dev/gpiochip97:17: no GPIO chip /dev/gpiochip97",
+        ),
         // Known at the first frame (the clip is 320x240).
         (
             vec!["--zone", "far=300,0,100,100"],
             "zone \"far\" (300,0 100x100) is not inside the source's 320x240 frame",
         ),
     ];
+    // An event log that is a folder.
+    let out = watch_cmd(&dir, &[]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EX_CONFIG), "{err}");
+    assert!(err.contains("a folder, expected a file"), "{err}");
     for (args, needle) in cases {
         let out = watch_cmd(&events, &args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

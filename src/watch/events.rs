@@ -256,6 +256,13 @@ impl EventLog {
         path: &Path,
         rotation: Option<Rotation>,
     ) -> Result<(EventLog, Recovery), EventLogError> {
+        // Its folder made when missing (as the snapshots' is).
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| EventLogError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
         let mut rec = Recovery::default();
         let mut open: Vec<EventRecord> = Vec::new();
         let older = numbered(path, 1);

@@ -6,6 +6,7 @@ use super::*;
 use clip_edge::decode::Decode;
 use clip_edge::section_cache::SectionCache;
 use clip_edge::watch::config::DecodeMode;
+use std::path::Path;
 
 /// This machine's name (MQTT topics, Home Assistant's device).
 pub(super) fn host_name() -> String {
@@ -120,9 +121,14 @@ pub(super) fn camera_plan(
     }
     let mut gpio_specs: Vec<gpio::GpioSpec> = Vec::new();
     for g in &args.gpio {
-        match g.parse() {
+        match g.parse::<gpio::GpioSpec>() {
             Ok(s) => gpio_specs.push(s),
             Err(e) => problems.push(e),
+        }
+    }
+    if let Some(d) = &args.snapshots {
+        if let Err(e) = place_for("--snapshots", d, true) {
+            problems.push(e);
         }
     }
     let opts = model.map(|(l, r)| camera_options(cam, l, r, spec.as_deref().unwrap_or("")));
@@ -131,6 +137,12 @@ pub(super) fn camera_plan(
         for g in &mut gpio_specs {
             // The bundle's spelling of the label, as events carry it.
             match watch::config::find_label(&watched, &g.label) {
+                // A board's GPIO chips are there from boot: one that is not
+                // is a setting that cannot work (a camera may come later).
+                Some(_) if !Path::new(&g.chip).exists() => problems.push(format!(
+                    "--gpio {}:{}: no GPIO chip {} (gpiodetect lists them)",
+                    g.chip, g.line, g.chip
+                )),
                 Some(i) => g.label = watched[i].clone(),
                 None => problems.push(format!(
                     "--gpio {}:{}={}: {:?} is not watched (add --watch {:?})",
@@ -205,6 +217,30 @@ fn camera_options(
         camera: cam.name.clone(),
         decode,
     })
+}
+
+/// Whether `path` (`flag`'s) can be made or written: a folder when `dir`,
+/// else a file; its nearest existing ancestor a folder (the missing ones
+/// are made at start).
+pub(super) fn place_for(flag: &str, path: &Path, dir: bool) -> std::result::Result<(), String> {
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Ok(m) if dir && !m.is_dir() => return Err(format!("{flag} {shown}: not a folder")),
+        Ok(m) if !dir && m.is_dir() => {
+            return Err(format!("{flag} {shown}: a folder, expected a file"))
+        }
+        Ok(_) => return Ok(()),
+        Err(_) => {}
+    }
+    let mut up = path.parent();
+    while let Some(p) = up.filter(|p| !p.as_os_str().is_empty()) {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => return Err(format!("{flag} {shown}: {} is not a folder", p.display())),
+            Err(_) => up = p.parent(),
+        }
+    }
+    Ok(())
 }
 
 /// Settings that hold, with the model loaded and verified.
@@ -321,6 +357,11 @@ pub(super) fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<any
         problems.push(anyhow::Error::msg(e));
         None
     });
+    if let Some(p) = &args.events {
+        if let Err(e) = place_for("--events", p, false) {
+            problems.push(anyhow::Error::msg(e));
+        }
+    }
     let health_timeout = args.health_timeout.unwrap_or(10.0);
     if !(health_timeout > 0.0 && health_timeout <= 86_400.0) {
         problems.push(anyhow::anyhow!(
