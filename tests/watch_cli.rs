@@ -287,7 +287,7 @@ fn bad_settings_are_one_line_errors_naming_them() {
         (vec!["--mqtt", "http://x"], "--mqtt \"http://x\""),
         (
             vec!["--config", &cfg_s],
-            "line 3: unknown field `threshhold`",
+            "line 3: unknown key `threshhold` (docs/watch.md lists the keys)",
         ),
         (vec!["--regions", "tiles:0x2"], "--regions \"tiles:0x2\""),
         (

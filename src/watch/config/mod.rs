@@ -420,12 +420,43 @@ pub fn read_config(path: &Path) -> Result<WatchArgs, String> {
         let line = e
             .span()
             .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        let msg = e.message().replace('\n', " ");
-        match line {
-            Some(l) => format!("{}: line {l}: {msg}", path.display()),
-            None => format!("{}: {msg}", path.display()),
+        let msg = config_message(e.message());
+        // The key of the line, for a value of the wrong type.
+        let key = line
+            .and_then(|l| text.lines().nth(l - 1))
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim().trim_matches('"'))
+            .filter(|k| !k.is_empty() && !msg.contains(&format!("`{k}`")));
+        match (line, key) {
+            (Some(l), Some(k)) => format!("{}: line {l}: key `{k}`: {msg}", path.display()),
+            (Some(l), None) => format!("{}: line {l}: {msg}", path.display()),
+            _ => format!("{}: {msg}", path.display()),
         }
     })
+}
+
+/// A config error as one short line: an unknown key gets the known key it
+/// is closest to (`end-after` → `end_after`), not the list of all of them.
+fn config_message(message: &str) -> String {
+    let msg = message.replace('\n', " ");
+    let Some(rest) = msg.strip_prefix("unknown field `") else {
+        return msg;
+    };
+    let Some((unknown, rest)) = rest.split_once('`') else {
+        return msg;
+    };
+    let known: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let wanted = unknown.replace('-', "_").to_lowercase();
+    let best = known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(&wanted, k), *k))
+        .min();
+    match best {
+        Some((d, k)) if d <= 2.max(wanted.len() / 4) => {
+            format!("unknown key `{unknown}` (did you mean `{k}`?)")
+        }
+        _ => format!("unknown key `{unknown}` (docs/watch.md lists the keys)"),
+    }
 }
 
 /// A label as users also write it: case, `_` and `-` for spaces, and runs
@@ -556,7 +587,22 @@ mod tests {
         let p = dir.join("watch.toml");
         std::fs::write(&p, "source = \"dir:x\"\nwatch = [\"red star\"]\nfsp = 3\n").unwrap();
         let e = read_config(&p).unwrap_err();
-        assert!(e.contains("line 3") && e.contains("fsp"), "{e}");
+        assert!(
+            e.ends_with("line 3: unknown key `fsp` (did you mean `fps`?)"),
+            "{e}"
+        );
+        std::fs::write(&p, "end-after = 3\n").unwrap();
+        let e = read_config(&p).unwrap_err();
+        assert!(
+            e.ends_with("unknown key `end-after` (did you mean `end_after`?)"),
+            "{e}"
+        );
+        std::fs::write(&p, "colour = \"red\"\n").unwrap();
+        let e = read_config(&p).unwrap_err();
+        assert!(
+            e.ends_with("unknown key `colour` (docs/watch.md lists the keys)"),
+            "{e}"
+        );
         std::fs::write(
             &p,
             "source = \"dir:x\"\nfps = 2.0\nwatch = [\"red star\"]\nwindow = 5\n",
@@ -575,7 +621,7 @@ mod tests {
         assert_eq!(a.rules().unwrap().window, 5);
         std::fs::write(&p, "fps = \"fast\"\n").unwrap();
         let e = read_config(&p).unwrap_err();
-        assert!(e.contains("line 1"), "{e}");
+        assert!(e.contains("line 1: key `fps`: invalid type"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
