@@ -67,6 +67,8 @@ pub enum BundleError {
     Missing { path: PathBuf },
     #[error("{path}: no such bundle folder")]
     NoFolder { path: PathBuf },
+    #[error("{path}: a file; a bundle is the folder that holds manifest.toml")]
+    NotFolder { path: PathBuf },
     #[error("{path}: bad manifest: {why}")]
     Manifest { path: PathBuf, why: String },
     #[error("{path}: bundle format {found} is newer than this clip-edge reads ({supported}); rebuild it or upgrade")]
@@ -285,6 +287,11 @@ impl Bundle {
     /// ([`Bundle::read_encoder`] reads and verifies it): for a caller that
     /// may not need the graph (a saved native section of this manifest).
     pub fn open_without_encoder(dir: &Path, trust: &Trust) -> Result<Self, BundleError> {
+        if dir.is_file() {
+            return Err(BundleError::NotFolder {
+                path: dir.to_path_buf(),
+            });
+        }
         if !dir.is_dir() {
             return Err(BundleError::NoFolder {
                 path: dir.to_path_buf(),

@@ -18,14 +18,18 @@ use super::board::BoardProfile;
 
 /// Most frames a `bench` run times (its per-frame latencies are kept).
 const MAX_ITERATIONS: usize = 1_000_000;
-use super::{set_threads, BundleArg};
+use super::{set_threads, BundleArg, EngineArg};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     bundle: BundleArg,
+    #[command(flatten)]
+    run: EngineArg,
+    /// Threads the encoder runs on.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Frames timed (after a warm-up), at most 1000000.
     #[arg(long, default_value_t = 20)]
     iterations: usize,
     /// A board profile (`clip-edge boards` lists them): adds achieved
@@ -43,6 +47,7 @@ pub struct Args {
     /// graph of that many images).
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// One JSON object with every figure.
     #[arg(long)]
     json: bool,
 }
@@ -50,6 +55,7 @@ pub struct Args {
 pub fn run(a: &Args) -> Result<ExitCode> {
     let &Args {
         ref bundle,
+        ref run,
         threads,
         iterations,
         ref board,
@@ -67,7 +73,7 @@ pub fn run(a: &Args) -> Result<ExitCode> {
     if !(1..=MAX_ITERATIONS).contains(&iterations) {
         bail!("--iterations {iterations}: expected 1 to {MAX_ITERATIONS}");
     }
-    let mut engine = bundle.engine(threads)?;
+    let mut engine = bundle.engine(run, threads)?;
     // A deterministic 640x480 camera-like frame.
     #[cfg(feature = "tract")]
     log::info!(

@@ -14,11 +14,13 @@ use super::BundleArg;
 pub struct Args {
     #[command(flatten)]
     bundle: BundleArg,
+    /// Random inputs compared one at a time.
     #[arg(long, default_value_t = 8)]
     frames: usize,
     /// Images per run of the batched encoder compared too.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// One JSON object with every figure.
     #[arg(long)]
     json: bool,
 }

@@ -9,19 +9,24 @@ use serde_json::json;
 
 use clip_edge::decode::decode_file;
 
-use super::{ms, set_threads, status, BundleArg};
+use super::{ms, set_threads, status, BundleArg, EngineArg};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     bundle: BundleArg,
+    #[command(flatten)]
+    run: EngineArg,
+    /// How many of the best labels to print per image.
     #[arg(long, default_value_t = 5)]
     top_k: usize,
+    /// Threads the encoder runs on.
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// One JSON object per image and line.
     #[arg(long)]
     json: bool,
+    /// Image files (JPEG, PNG, BMP, GIF, WebP, TIFF).
     #[arg(required = true)]
     images: Vec<PathBuf>,
 }
@@ -29,6 +34,7 @@ pub struct Args {
 pub fn run(a: &Args) -> Result<ExitCode> {
     let &Args {
         ref bundle,
+        ref run,
         top_k,
         threads,
         json,
@@ -38,7 +44,7 @@ pub fn run(a: &Args) -> Result<ExitCode> {
     if top_k == 0 {
         bail!("--top-k must be at least 1");
     }
-    let mut engine = bundle.engine(threads)?;
+    let mut engine = bundle.engine(run, threads)?;
     let mut failed = 0;
     for path in images {
         let t0 = Instant::now();

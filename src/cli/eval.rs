@@ -12,15 +12,18 @@ use clip_edge::eval::{list_labelled, Tally};
 use clip_edge::score::cosine;
 use clip_edge::watch::config::DecodeMode;
 
-use super::{set_threads, status, BundleArg};
+use super::{set_threads, status, BundleArg, EngineArg};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     bundle: BundleArg,
+    #[command(flatten)]
+    run: EngineArg,
     /// One sub-folder per label, named as the label or with `_` for spaces.
     #[arg(long)]
     images: PathBuf,
+    /// Threads the encoder runs on.
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// How many of the most frequent confusion pairs to report.
@@ -84,6 +87,7 @@ fn ranked_by(
 pub fn run(a: &Args) -> Result<ExitCode> {
     let &Args {
         ref bundle,
+        ref run,
         ref images,
         threads,
         confusions: max_confusions,
@@ -91,7 +95,7 @@ pub fn run(a: &Args) -> Result<ExitCode> {
         decode,
     } = a;
     set_threads(threads)?;
-    let mut engine = bundle.engine(threads)?;
+    let mut engine = bundle.engine(run, threads)?;
     let labels = engine.bundle.labels().to_vec();
     let set = list_labelled(images, &labels)?;
     let mut tally = Tally::new(&labels);

@@ -11,6 +11,7 @@ use super::BundleArg;
 pub struct Args {
     #[command(flatten)]
     bundle: BundleArg,
+    /// One JSON object: the manifest's fields and the checksums' result.
     #[arg(long)]
     json: bool,
 }

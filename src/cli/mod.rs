@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 use clip_edge::bundle::{Bundle, Trust};
@@ -95,8 +95,13 @@ struct BundleArg {
     /// signature of its manifest (a KEY.pub from clip-quantize keygen).
     #[arg(long, value_name = "PUBKEY")]
     require_signature: Option<PathBuf>,
+}
+
+/// What runs the bundle's image encoder (the commands that run it).
+#[derive(clap::Args)]
+struct EngineArg {
     /// Which backend runs the image encoder: native (ours; no allocation
-    /// per frame) or tract (the reference). `info` only reads the bundle.
+    /// per frame) or tract (the reference).
     #[arg(long, value_enum, default_value_t = EngineKind::Native)]
     engine: EngineKind,
     /// Where the encoder runs: cpu, or cuda (the first CUDA GPU, in a build
@@ -119,20 +124,35 @@ impl BundleArg {
         format!("loading bundle {}", self.bundle.display())
     }
 
-    fn engine(&self, threads: usize) -> Result<Engine> {
+    /// `e` with the bundle named once: as the error's own start, or else
+    /// as its context.
+    fn named<E>(&self, e: E) -> anyhow::Error
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        if e.to_string()
+            .starts_with(&self.bundle.display().to_string())
+        {
+            anyhow::Error::new(e)
+        } else {
+            anyhow::Error::new(e).context(self.context())
+        }
+    }
+
+    fn engine(&self, run: &EngineArg, threads: usize) -> Result<Engine> {
         Engine::load_cached(
             &self.bundle,
             &self.trust()?,
-            self.engine,
+            run.engine,
             threads,
-            self.device,
+            run.device,
             SectionCache::from_env().as_ref(),
         )
-        .with_context(|| self.context())
+        .map_err(|e| self.named(e))
     }
 
     fn open(&self) -> Result<Bundle> {
-        Bundle::open_with(&self.bundle, &self.trust()?).with_context(|| self.context())
+        Bundle::open_with(&self.bundle, &self.trust()?).map_err(|e| self.named(e))
     }
 }
 

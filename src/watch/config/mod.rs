@@ -95,8 +95,11 @@ pub struct WatchArgs {
     /// URL is asked at this rate). Default: as fast as it goes.
     #[arg(long)]
     pub fps: Option<f64>,
+    /// Threads the encoder runs on (default 1).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Which backend runs the image encoder: native (ours; no allocation
+    /// per frame) or tract (the reference). Default: native.
     #[arg(long, value_enum)]
     pub engine: Option<EngineKind>,
     /// Where the encoder runs: cpu, or cuda (a build with `--features cuda`).
