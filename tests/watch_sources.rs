@@ -253,7 +253,7 @@ fn child_libcamera_runs_rpicam_vid_restarts_it_and_kills_it_at_a_stop() {
         &bin_dir,
         "rpicam-vid",
         &format!(
-            "echo \"$@\" > {args}\necho $$ >> {pids}\nif [ -e {ran} ]; then exec sleep 600; fi\ntouch {ran}\n{frames}exit 1\n",
+            "echo \"$@\" > {args}\necho $$ >> {pids}\nif [ -e {ran} ]; then exec sleep 600; fi\ntouch {ran}\n{frames}echo 'ERROR: camera went away' >&2\nexit 1\n",
             args = args.display(),
             pids = pids.display(),
             ran = ran.display(),
@@ -330,11 +330,9 @@ fn child_libcamera_runs_rpicam_vid_restarts_it_and_kills_it_at_a_stop() {
         !log.iter().any(|e| e["event"] == "source_back"),
         "back without a frame: {log:?}"
     );
-    assert!(
-        log[lost]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("rpicam-vid exited"),
+    // The reason is the program's own last words, the source named once.
+    assert_eq!(
+        log[lost]["reason"], "rpicam-vid exited (exit status: 1): ERROR: camera went away",
         "{}",
         log[lost]
     );

@@ -286,6 +286,33 @@ struct Run {
     spec: String,
     name: String,
     live: bool,
+    /// The last line the program wrote on stderr (its reason, when it
+    /// exits: "Connection refused", "401 Unauthorized"), and the thread
+    /// that reads them.
+    last_line: Arc<Mutex<String>>,
+    stderr: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The longest stderr line kept for a reason.
+const REASON_CHARS: usize = 300;
+
+impl Run {
+    /// Why the program ended, in its own last words when it said any.
+    fn exited(&mut self, how: String) -> String {
+        // Its stderr read to the end (it closed with the program).
+        if let Some(t) = self.stderr.take() {
+            let until = Instant::now() + Duration::from_millis(500);
+            while !t.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let last = self.last_line.lock().map(|l| l.clone()).unwrap_or_default();
+        if last.is_empty() {
+            how
+        } else {
+            format!("{how}: {last}")
+        }
+    }
 }
 
 impl FrameSource for Run {
@@ -297,7 +324,7 @@ impl FrameSource for Run {
                     Some(s) if s.success() && !self.live => Ok(Next::End),
                     Some(s) => Err(SourceError::Lost {
                         spec: self.spec.clone(),
-                        why: format!("{} exited ({s})", self.name),
+                        why: self.exited(format!("{} exited ({s})", self.name)),
                     }),
                     None => Err(SourceError::Lost {
                         spec: self.spec.clone(),
@@ -388,9 +415,12 @@ fn start(program: &Program) -> Result<Box<dyn FrameSource>, SourceError> {
     let (mut child, bin) = spawn(program)?;
     log::info!("{}: started {bin} (pid {})", program.spec, child.id());
     let stdout = child.stdout.take().expect("stdout is piped");
+    let last_line = Arc::new(Mutex::new(String::new()));
+    let mut stderr = None;
     if let Some(err) = child.stderr.take() {
         let (level, name, redact) = (program.stderr_level, bin.clone(), program.redact.clone());
-        let _ = std::thread::Builder::new()
+        let last = last_line.clone();
+        stderr = std::thread::Builder::new()
             .name("clip-edge-child-log".into())
             .spawn(move || {
                 // Bytes, not UTF-8 lines: the pipe is drained whatever the
@@ -405,8 +435,14 @@ fn start(program: &Program) -> Result<Box<dyn FrameSource>, SourceError> {
                         None => line,
                     };
                     log::log!(level, "{name}: {line}");
+                    if !line.trim().is_empty() {
+                        if let Ok(mut l) = last.lock() {
+                            *l = line.chars().take(REASON_CHARS).collect();
+                        }
+                    }
                 }
-            });
+            })
+            .ok();
     }
     let proc = Proc(Arc::new(Mutex::new(child)));
     let run = Run {
@@ -415,6 +451,8 @@ fn start(program: &Program) -> Result<Box<dyn FrameSource>, SourceError> {
         spec: program.spec.clone(),
         name: bin,
         live: program.live,
+        last_line,
+        stderr,
     };
     if program.live {
         Ok(Box::new(LiveRun {

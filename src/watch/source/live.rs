@@ -386,6 +386,9 @@ impl LiveQueue {
                                 }
                             }
                         }
+                        // A loss's own reason (the queue names the source
+                        // when it hands it on).
+                        Err(SourceError::Lost { why, .. }) => g.end = Some(Err(why)),
                         Err(e) => g.end = Some(Err(e.to_string())),
                     }
                     let done = g.end.is_some();
