@@ -22,6 +22,10 @@ pub struct Args {
 /// What one `/dev/video*` node is.
 struct Node {
     path: PathBuf,
+    /// A name udev keeps for it across reboots and replugs
+    /// (`/dev/v4l/by-id/…`, else `/dev/v4l/by-path/…`): the numbers of two
+    /// USB cameras may swap at the next boot.
+    stable: Option<PathBuf>,
     /// (card, driver, bus) when the node answered VIDIOC_QUERYCAP.
     identity: Option<(String, String, String)>,
     /// Why it is not a camera to use.
@@ -30,9 +34,10 @@ struct Node {
 }
 
 impl Node {
-    fn probe(path: &Path) -> Node {
+    fn probe(path: &Path, dev_dir: &Path) -> Node {
         let mut node = Node {
             path: path.to_path_buf(),
+            stable: stable_name(dev_dir, path),
             identity: None,
             not_camera: None,
             formats: Vec::new(),
@@ -95,9 +100,24 @@ impl Node {
             .unwrap_or((640, 480));
         Some(format!(
             "v4l2:{}?width={w}&height={h}&format={code}",
-            self.path.display()
+            self.stable.as_ref().unwrap_or(&self.path).display()
         ))
     }
+}
+
+/// The udev link to `node` under `dev_dir/v4l/by-id`, else `by-path`.
+fn stable_name(dev_dir: &Path, node: &Path) -> Option<PathBuf> {
+    let target = std::fs::canonicalize(node).ok()?;
+    ["by-id", "by-path"].iter().find_map(|kind| {
+        let mut links: Vec<PathBuf> = std::fs::read_dir(dev_dir.join("v4l").join(kind))
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|l| std::fs::canonicalize(l).is_ok_and(|t| t == target))
+            .collect();
+        links.sort();
+        links.into_iter().next()
+    })
 }
 
 fn sizes_text(sizes: &[FrameSize]) -> String {
@@ -135,7 +155,7 @@ fn video_nodes(dir: &Path) -> Vec<PathBuf> {
 pub fn run(a: &Args) -> Result<ExitCode> {
     let nodes: Vec<Node> = video_nodes(&a.dev_dir)
         .iter()
-        .map(|p| Node::probe(p))
+        .map(|p| Node::probe(p, &a.dev_dir))
         .collect();
     if a.json {
         let v: Vec<serde_json::Value> = nodes
@@ -143,6 +163,7 @@ pub fn run(a: &Args) -> Result<ExitCode> {
             .map(|n| {
                 json!({
                     "device": n.path,
+                    "stable_name": n.stable,
                     "card": n.identity.as_ref().map(|i| &i.0),
                     "driver": n.identity.as_ref().map(|i| &i.1),
                     "bus": n.identity.as_ref().map(|i| &i.2),
@@ -175,6 +196,12 @@ pub fn run(a: &Args) -> Result<ExitCode> {
             Some(why) => out!("{}{who}: {why}", n.path.display()),
             None => {
                 out!("{}{who}", n.path.display());
+                if let Some(s) = &n.stable {
+                    out!(
+                        "  also {} (a name that stays with this camera)",
+                        s.display()
+                    );
+                }
                 for (code, description, sizes) in &n.formats {
                     out!("  {code} ({description}): {}", sizes_text(sizes));
                 }
@@ -186,4 +213,49 @@ pub fn run(a: &Args) -> Result<ExitCode> {
     }
     out!("other sources: rtsp://..., http://... (MJPEG), libcamera: (Pi camera modules), ffmpeg:INPUT, dir:FOLDER, stdin:mjpeg (docs/watch.md)");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_camera_is_named_by_its_udev_link_when_it_has_one() {
+        let dir = std::env::temp_dir().join(format!("clip-sources-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("v4l/by-id")).unwrap();
+        std::fs::create_dir_all(dir.join("v4l/by-path")).unwrap();
+        for n in ["video0", "video2"] {
+            std::fs::write(dir.join(n), b"").unwrap();
+        }
+        let link = |kind: &str, name: &str, to: &str| {
+            std::os::unix::fs::symlink(
+                format!("../../{to}"),
+                dir.join("v4l").join(kind).join(name),
+            )
+            .unwrap();
+        };
+        link("by-id", "usb-Logitech_C920_AB12-video-index0", "video2");
+        link(
+            "by-path",
+            "platform-xhci-usb-0:1:1.0-video-index0",
+            "video2",
+        );
+        link(
+            "by-path",
+            "platform-xhci-usb-0:2:1.0-video-index0",
+            "video0",
+        );
+        assert_eq!(
+            stable_name(&dir, &dir.join("video2")),
+            Some(dir.join("v4l/by-id/usb-Logitech_C920_AB12-video-index0"))
+        );
+        assert_eq!(
+            stable_name(&dir, &dir.join("video0")),
+            Some(dir.join("v4l/by-path/platform-xhci-usb-0:2:1.0-video-index0"))
+        );
+        std::fs::write(dir.join("video4"), b"").unwrap();
+        assert_eq!(stable_name(&dir, &dir.join("video4")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
