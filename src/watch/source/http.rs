@@ -13,6 +13,7 @@
 //! that sends nothing for [`STALL`] is lost.
 
 use std::io::Read;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::watch::secrets::percent_decode;
@@ -113,10 +114,33 @@ pub fn open(
     Ok(Box::new(Reopening::new(&shown, first, open)))
 }
 
+/// A stream's body that gives up when no whole picture came for `limit`
+/// since the last (a camera that sends a byte now and then, but no frame,
+/// never trips the per-read timeout): each read checks the clock.
+struct PictureDeadline<R> {
+    inner: R,
+    /// When the last picture came (or the stream opened).
+    last: Arc<Mutex<Instant>>,
+    limit: Duration,
+}
+
+impl<R: Read> Read for PictureDeadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let since = self.last.lock().map(|t| t.elapsed()).unwrap_or_default();
+        if since > self.limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no whole picture for {} s", self.limit.as_secs()),
+            ));
+        }
+        self.inner.read(buf)
+    }
+}
+
 /// One connection to the camera.
 enum HttpCamera {
-    /// A multipart stream, split into its JPEGs.
-    Stream(MjpegStream<Box<dyn Read + Send>>),
+    /// A multipart stream, split into its JPEGs; when its last picture came.
+    Stream(MjpegStream<Box<dyn Read + Send>>, Arc<Mutex<Instant>>),
     /// A URL answering one JPEG per request, asked every `every`.
     Snapshot {
         agent: ureq::Agent,
@@ -225,10 +249,15 @@ impl HttpCamera {
         let kind = resp.body().mime_type().unwrap_or("").to_ascii_lowercase();
         if kind.starts_with("multipart/") {
             log::info!("{}: an MJPEG stream ({kind})", target.shown);
-            let reader: Box<dyn Read + Send> =
-                Box::new(resp.into_body().into_with_config().reader());
+            let last = Arc::new(Mutex::new(Instant::now()));
+            let reader: Box<dyn Read + Send> = Box::new(PictureDeadline {
+                inner: resp.into_body().into_with_config().reader(),
+                last: last.clone(),
+                limit: STALL,
+            });
             return Ok(HttpCamera::Stream(
                 MjpegStream::new(reader, &target.shown).decoding(target.decode),
+                last,
             ));
         }
         if kind.starts_with("image/") || kind.is_empty() {
@@ -264,7 +293,15 @@ impl HttpCamera {
 impl FrameSource for HttpCamera {
     fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
         match self {
-            HttpCamera::Stream(s) => s.next(frame),
+            HttpCamera::Stream(s, last) => {
+                let n = s.next(frame)?;
+                if n == Next::Frame {
+                    if let Ok(mut t) = last.lock() {
+                        *t = Instant::now();
+                    }
+                }
+                Ok(n)
+            }
             HttpCamera::Snapshot {
                 agent,
                 target,
@@ -300,6 +337,44 @@ impl FrameSource for HttpCamera {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A byte every 20 ms, never a whole picture.
+    struct Trickle;
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::thread::sleep(Duration::from_millis(20));
+            buf[0] = 0;
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn a_stream_that_trickles_bytes_but_no_picture_is_given_up() {
+        let last = Arc::new(Mutex::new(Instant::now()));
+        let mut r = PictureDeadline {
+            inner: Trickle,
+            last: last.clone(),
+            limit: Duration::from_millis(200),
+        };
+        let t0 = Instant::now();
+        let mut buf = [0u8; 8];
+        let e = loop {
+            match r.read(&mut buf) {
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        // A picture resets the clock.
+        *last.lock().unwrap() = Instant::now();
+        assert!(r.read(&mut buf).is_ok());
+    }
 
     #[test]
     fn urls_split_their_login_and_never_show_the_password() {
