@@ -19,6 +19,8 @@ pub enum EvalError {
     UnknownFolder { path: PathBuf, name: String },
     #[error("{path}: no labelled images (expected one sub-folder per label)")]
     Empty { path: PathBuf },
+    #[error("{path}: not a folder (expected one sub-folder per label)")]
+    NoFolder { path: PathBuf },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
@@ -54,6 +56,11 @@ pub fn label_of_folder(name: &str, labels: &[String]) -> Option<usize> {
 
 /// Every (image, label index) of an ImageNet-style folder, sorted by path.
 pub fn list_labelled(dir: &Path, labels: &[String]) -> Result<Vec<(PathBuf, usize)>, EvalError> {
+    if !dir.is_dir() {
+        return Err(EvalError::NoFolder {
+            path: dir.to_path_buf(),
+        });
+    }
     let mut out = Vec::new();
     for sub in sorted_entries(dir, true)? {
         let name = sub
