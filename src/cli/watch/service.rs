@@ -63,8 +63,14 @@ impl Service {
                 }
                 // While others run, its broker connection is flushed and
                 // closed now (its status goes offline), not at the end.
-                // One a reload removed leaves Home Assistant.
-                let removed = r.as_ref().is_ok_and(|f| f.removed);
+                // One a reload removed leaves Home Assistant, unless a
+                // running camera is the same device (renamed `front-door` to
+                // `front_door`: one MQTT node, its entities just announced).
+                let same_node = |c: &camera::Camera| {
+                    c.settings.name.as_deref().map(mqtt::slug) == name.as_deref().map(mqtt::slug)
+                };
+                let removed =
+                    r.as_ref().is_ok_and(|f| f.removed) && !self.cameras.iter().any(same_node);
                 if removed || (!self.cameras.is_empty() && !self.stop.load(Ordering::Relaxed)) {
                     if let Some(m) = r.as_mut().ok().and_then(|f| f.mqtt.take()) {
                         let handle = std::thread::spawn(move || {
@@ -210,7 +216,7 @@ impl Service {
         for (i, plan) in &paused {
             let source = match plan {
                 Some(p) if problem.is_none() && !self.cameras[*i].same_source(p) => {
-                    match open_source(p, &mut self.systemd) {
+                    match open_source(p, &mut self.systemd, &self.stop) {
                         Ok(s) => Some(s),
                         Err(e) => {
                             problem = Some(format!("{}{e}", p.settings.context()));
@@ -274,7 +280,7 @@ impl Service {
         for p in plans {
             let name = p.settings.name.clone();
             let what = p.settings.context();
-            let opened = open_source(&p, &mut self.systemd);
+            let opened = open_source(&p, &mut self.systemd, &self.stop);
             match camera::start(p, &self.edges, &self.shared, &[], Some(opened)) {
                 Ok(c) => started.push(c),
                 Err(e) => {
@@ -420,10 +426,13 @@ pub(super) fn peak_rss_kb() -> Option<u64> {
         .ok()
 }
 
+/// How long a reload waits for a camera's source to open.
+const OPEN_WITHIN: Duration = Duration::from_secs(30);
+
 /// Opens `plan`'s source on a thread of its own, petting the watchdog
 /// meanwhile: an `http://` camera may take its resolve, connect and
 /// first-response timeouts, longer than the watchdog waits.
-fn open_source(plan: &CameraPlan, systemd: &mut Systemd) -> camera::Opened {
+fn open_source(plan: &CameraPlan, systemd: &mut Systemd, stop: &AtomicBool) -> camera::Opened {
     let (spec, fps, decode) = (plan.spec.clone(), plan.opts.fps, plan.opts.decode);
     let opening = std::thread::Builder::new()
         .name("clip-edge-open".into())
@@ -431,7 +440,16 @@ fn open_source(plan: &CameraPlan, systemd: &mut Systemd) -> camera::Opened {
     let Ok(opening) = opening else {
         return watch::source::open(&plan.spec, plan.opts.fps, plan.opts.decode);
     };
+    // An open stuck in a driver: the reload gives up on it (its thread
+    // drops what it opens, if it ever does) rather than pet for ever.
+    let t0 = Instant::now();
     while !opening.is_finished() {
+        if t0.elapsed() > OPEN_WITHIN || stop.load(Ordering::Relaxed) {
+            return Err(watch::source::SourceError::Unavailable {
+                spec: watch::source::redacted(&plan.spec),
+                why: format!("not open within {} s", OPEN_WITHIN.as_secs()),
+            });
+        }
         systemd.busy();
         std::thread::sleep(Duration::from_millis(10));
     }

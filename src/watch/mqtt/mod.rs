@@ -36,6 +36,10 @@ pub use url::MqttUrl;
 pub const OUTBOX_CAPACITY: usize = 10_000;
 /// Publishes in flight (sent, not yet acknowledged), at most.
 const IN_FLIGHT: usize = 100;
+/// How long a connection's handshake, or one write to the broker, may
+/// take.
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -118,6 +122,8 @@ struct Outbox {
     /// The smallest size of a message dropped as refused: messages as large
     /// are dropped before they are sent (the broker's limit, learnt once).
     refused_bytes: Option<usize>,
+    /// Messages dropped before they were sent for that size.
+    refused_since: u64,
     /// Every retained topic queued (states, snapshots, availability).
     retained: std::collections::BTreeSet<String>,
     /// The largest message the broker acknowledged: one no larger is never
@@ -218,8 +224,10 @@ impl Outbox {
                 Some((s, n)) if s == m => n + 1,
                 _ => 1,
             };
-            // Once the broker is known to refuse messages over a size, a
-            // large one in flight at a disconnection is not tried again.
+            // Once the broker is known to refuse messages over a size, one
+            // larger than any it took is not tried again at a disconnection
+            // (each try costs a reconnection); one no larger than what it
+            // took is never dropped, and every drop is said.
             let after = if self.refused_bytes.is_some() {
                 1
             } else {
@@ -364,7 +372,12 @@ impl Mqtt {
             Some(user) => format!("{}:{} (user {user:?})", url.host, url.port),
             None => format!("{}:{}", url.host, url.port),
         };
-        let (client, conn) = Client::new(opts, IN_FLIGHT + hello.len() + 8);
+        let (client, mut conn) = Client::new(opts, IN_FLIGHT + hello.len() + 8);
+        // A connection's handshake and each write (a snapshot of a few MB
+        // on a slow link) may take this long before it counts as failed.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_connection_timeout(NETWORK_TIMEOUT.as_secs());
+        conn.eventloop.set_network_options(network);
         let reader = {
             let (client, shared) = (client.clone(), shared.clone());
             std::thread::Builder::new()
@@ -616,11 +629,16 @@ fn publisher_thread(client: Client, shared: Arc<(Mutex<Outbox>, Condvar)>) {
             while g.sent.len() < IN_FLIGHT {
                 let Some(m) = g.queue.pop_front() else { break };
                 if g.refused_bytes.is_some_and(|b| m.payload.len() >= b) {
-                    log::debug!(
-                        "mqtt: {} ({} bytes) dropped: as large as a refused one",
-                        m.topic,
-                        m.payload.len()
-                    );
+                    g.refused_since += 1;
+                    // Said at 1, 2, 4, … such messages.
+                    if g.refused_since.is_power_of_two() {
+                        log::warn!(
+                            "mqtt: {} ({} bytes) dropped, as large as one the broker refused ({} so far)",
+                            m.topic,
+                            m.payload.len(),
+                            g.refused_since
+                        );
+                    }
                     g.dropped += 1;
                     continue;
                 }

@@ -205,7 +205,7 @@ fn slugs_keep_labels_apart_or_say_which_two_clash() {
 /// A broker that closes the connection at a message over its size limit
 /// (and the acknowledgements before it are lost with the reset): the
 /// largest message in flight at three disconnections in a row is dropped
-/// when it is larger than any the broker took; from then on a large one
+/// when it is larger than any the broker took; from then on such a one
 /// goes at its first.
 #[test]
 fn the_largest_message_in_flight_at_each_disconnection_is_dropped_after_three() {
@@ -243,7 +243,8 @@ fn the_largest_message_in_flight_at_each_disconnection_is_dropped_after_three() 
             .count(),
         2
     );
-    // Known now: another large one goes at its first disconnection.
+    // Known now: another one larger than any the broker took goes at its
+    // first disconnection.
     let other = message("cam/b/snapshot", &"y".repeat(9_000));
     fly(&mut outbox, &[&events[2], &other]);
     assert!(!outbox.queue.contains(&other));

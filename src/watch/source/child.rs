@@ -88,6 +88,10 @@ const LIVE_PREFIXES: [&str; 17] = [
 /// started again.
 pub const CHILD_STALL: Duration = Duration::from_secs(15);
 
+/// The lowest `--fps` ffmpeg cuts a live stream to (below it the stream
+/// comes at its own rate and the loop drops the rest).
+const MIN_FILTER_FPS: f64 = 0.2;
+
 /// `ffmpeg:INPUT` (`input` is what follows `ffmpeg:`), or an `rtsp://` URL.
 /// A live input with `fps` (the loop's `--fps`) is cut to that rate by
 /// ffmpeg itself (`-vf fps=`), so frames the loop would drop are neither
@@ -109,7 +113,9 @@ pub fn ffmpeg(spec: &str, input: &str, fps: Option<f64>) -> Result<Program, Sour
         args.extend(["-rtsp_transport", "tcp"].map(String::from));
     }
     args.extend(["-i".to_string(), input.to_string()]);
-    if let Some(f) = fps.filter(|f| live && f.is_finite() && *f > 0.0) {
+    // Not below a frame every 5 s: a slower filter would leave the stream
+    // silent long enough to count as lost.
+    if let Some(f) = fps.filter(|f| live && f.is_finite() && *f >= MIN_FILTER_FPS) {
         args.extend(["-vf".to_string(), format!("fps={f}")]);
     }
     args.extend(["-an", "-f", "mjpeg", "-q:v", "2", "-"].map(String::from));
@@ -492,6 +498,9 @@ mod tests {
             "{:?}",
             p.args
         );
+        // Not below a frame every 5 s (the stream would seem lost).
+        let slow = ffmpeg("rtsp://cam/live", "rtsp://cam/live", Some(0.1)).unwrap();
+        assert!(!slow.args.iter().any(|a| a == "-vf"), "{:?}", slow.args);
         assert!(p.args.windows(2).any(|w| w == ["-rtsp_transport", "tcp"]));
         assert!(!p.spec.contains("secret"), "{}", p.spec);
         assert!(
