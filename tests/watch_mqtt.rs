@@ -47,6 +47,21 @@ fn start_broker(conf: &Path, port: u16) -> Child {
     child
 }
 
+/// A scratch folder `name` and an anonymous Mosquitto on a free port of
+/// 127.0.0.1, its config ending with `extra` lines.
+fn broker(name: &str, extra: &str) -> (std::path::PathBuf, u16, Child) {
+    let dir = scratch(name);
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n{extra}"),
+    )
+    .unwrap();
+    let child = start_broker(&conf, port);
+    (dir, port, child)
+}
+
 /// A subscriber collecting everything under `filters`; `persistent` keeps
 /// its session (and queued QoS 1 messages) across its reconnections.
 fn subscribe(
@@ -369,15 +384,7 @@ fn a_broker_login_gets_the_events_and_a_refused_one_is_named() {
 #[test]
 #[ignore = "needs mosquitto (apt-get install mosquitto); .ci/run runs it with --ignored"]
 fn discovery_is_current_and_a_label_no_longer_watched_leaves_no_entity() {
-    let dir = scratch("watch-mqtt-discovery");
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
-    )
-    .unwrap();
-    let mut broker = start_broker(&conf, port);
+    let (dir, port, mut broker) = broker("watch-mqtt-discovery", "");
     // What an earlier run, watching "blue circle" too, left retained.
     let ghost = "homeassistant/binary_sensor/testcam/blue_circle/config";
     {
@@ -507,15 +514,7 @@ fn discovery_is_current_and_a_label_no_longer_watched_leaves_no_entity() {
 #[test]
 #[ignore = "needs mosquitto (apt-get install mosquitto); .ci/run runs it with --ignored"]
 fn each_camera_is_a_device_with_topics_of_its_own() {
-    let dir = scratch("watch-mqtt-cameras");
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
-    )
-    .unwrap();
-    let mut broker = start_broker(&conf, port);
+    let (dir, port, mut broker) = broker("watch-mqtt-cameras", "");
     let copy = dir.join("clip-copy");
     std::fs::create_dir_all(&copy).unwrap();
     for f in common::clip_jpegs() {
@@ -852,15 +851,7 @@ fn slow_relay(to: u16, delay: Duration) -> u16 {
 #[test]
 #[ignore = "needs mosquitto (apt-get install mosquitto); .ci/run runs it with --ignored"]
 fn a_broker_across_a_slow_link_gets_every_event() {
-    let dir = scratch("watch-mqtt-slow");
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
-    )
-    .unwrap();
-    let mut broker = start_broker(&conf, port);
+    let (dir, port, mut broker) = broker("watch-mqtt-slow", "");
     let (got, _) = subscribe(port, "slow-sub", &["slow/#"], false);
     let relay = slow_relay(port, Duration::from_millis(150));
     let log = dir.join("events.jsonl");
@@ -930,15 +921,7 @@ fn a_broker_across_a_slow_link_gets_every_event() {
 #[test]
 #[ignore = "needs mosquitto (apt-get install mosquitto); .ci/run runs it with --ignored"]
 fn a_message_the_broker_refuses_does_not_block_the_rest() {
-    let dir = scratch("watch-mqtt-refused");
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_packet_size 6000\n"),
-    )
-    .unwrap();
-    let mut broker = start_broker(&conf, port);
+    let (dir, port, mut broker) = broker("watch-mqtt-refused", "max_packet_size 6000\n");
     let (got, _) = subscribe(port, "refused-sub", &["big/#"], false);
     let log = dir.join("events.jsonl");
     let out = watch_clip()
@@ -992,15 +975,7 @@ fn a_message_the_broker_refuses_does_not_block_the_rest() {
 #[test]
 #[ignore = "needs mosquitto (apt-get install mosquitto); .ci/run runs it with --ignored"]
 fn a_camera_removed_by_a_reload_leaves_home_assistant() {
-    let dir = scratch("watch-mqtt-retire");
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
-    )
-    .unwrap();
-    let mut broker = start_broker(&conf, port);
+    let (dir, port, mut broker) = broker("watch-mqtt-retire", "");
     let (cfg, stderr) = (dir.join("watch.toml"), dir.join("stderr.txt"));
     // A folder of frames per camera (two cameras may not read one source).
     for c in ["front", "back"] {
