@@ -182,9 +182,7 @@ impl Outbox {
     /// by `hello` each time), and the queue is held to [`OUTBOX_CAPACITY`]
     /// by dropping its oldest messages after that head.
     fn requeue_on_connect(&mut self, hello: &[Message]) {
-        while let Some((m, _)) = self.sent.pop_back() {
-            self.queue.push_front(m);
-        }
+        self.sent_to_front();
         self.queue.retain(|m| !hello.contains(m));
         let mut head: Vec<Message> = hello.to_vec();
         for (topic, m) in &self.states {
@@ -249,6 +247,12 @@ impl Outbox {
                 self.suspect = Some((m.clone(), n));
             }
         }
+        self.sent_to_front();
+    }
+
+    /// What was sent and not acknowledged, back at the front of the queue
+    /// in its order.
+    fn sent_to_front(&mut self) {
         while let Some((m, _)) = self.sent.pop_back() {
             self.queue.push_front(m);
         }
@@ -372,6 +376,8 @@ impl Mqtt {
             Some(user) => format!("{}:{} (user {user:?})", url.host, url.port),
             None => format!("{}:{}", url.host, url.port),
         };
+        // A `.local` broker: a failed lookup says what it needs.
+        let mdns = url.host.to_ascii_lowercase().ends_with(".local");
         let (client, mut conn) = Client::new(opts, IN_FLIGHT + hello.len() + 8);
         // A connection's handshake and each write (a snapshot of a few MB
         // on a slow link) may take this long before it counts as failed.
@@ -382,7 +388,7 @@ impl Mqtt {
             let (client, shared) = (client.clone(), shared.clone());
             std::thread::Builder::new()
                 .name("clip-edge-mqtt".into())
-                .spawn(move || connection_thread(conn, client, hello, ours, shared, broker))
+                .spawn(move || connection_thread(conn, client, hello, ours, shared, broker, mdns))
                 .expect("spawn the MQTT thread")
         };
         let publisher = {
@@ -428,20 +434,21 @@ impl Mqtt {
         self.zone_state(zone, label, on);
     }
 
-    fn push(&self, m: Message) {
+    /// `change` applied to the outbox, then the publisher woken.
+    fn with_outbox(&self, change: impl FnOnce(&mut Outbox)) {
         let (lock, cv) = &*self.shared;
         let Ok(mut g) = lock.lock() else { return };
-        g.push_back(m);
+        change(&mut g);
         drop(g);
         cv.notify_all();
     }
 
+    fn push(&self, m: Message) {
+        self.with_outbox(|g| g.push_back(m));
+    }
+
     fn push_latest(&self, m: Message) {
-        let (lock, cv) = &*self.shared;
-        let Ok(mut g) = lock.lock() else { return };
-        g.push_latest(m);
-        drop(g);
-        cv.notify_all();
+        self.with_outbox(|g| g.push_latest(m));
     }
 
     /// One event (its log line) on `PREFIX/events`.
@@ -579,11 +586,7 @@ impl Mqtt {
             payload: status.to_vec(),
             retain: true,
         });
-        let (lock, cv) = &*self.shared;
-        if let Ok(mut g) = lock.lock() {
-            g.stop = true;
-        }
-        cv.notify_all();
+        self.with_outbox(|g| g.stop = true);
     }
 }
 
@@ -672,7 +675,8 @@ fn publisher_thread(client: Client, shared: Arc<(Mutex<Outbox>, Condvar)>) {
 /// midway: a connection handshake or a large publish takes as long as the
 /// link needs), removes a message when the broker acknowledged it, puts
 /// unacknowledged ones back at the front on a disconnection, and says when
-/// the publisher may send. `broker` names it in the log.
+/// the publisher may send. `broker` names it in the log; `mdns`: its host
+/// is a `.local` name.
 fn connection_thread(
     mut conn: Connection,
     client: Client,
@@ -680,13 +684,9 @@ fn connection_thread(
     ours: String,
     shared: Arc<(Mutex<Outbox>, Condvar)>,
     broker: String,
+    mdns: bool,
 ) {
     let (lock, cv) = &*shared;
-    // A `.local` broker: a failed lookup says what it needs.
-    let mdns = broker
-        .split(':')
-        .next()
-        .is_some_and(|h| h.to_ascii_lowercase().ends_with(".local"));
     let mut connected = false;
     let mut backoff = MIN_BACKOFF;
     // When the connection last came up: the backoff starts again from its
