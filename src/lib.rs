@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod decode;
 pub mod durable;
 pub mod engine;
+pub mod error_line;
 pub mod eval;
 pub mod kernels;
 pub mod preprocess;

@@ -18,10 +18,16 @@ static ALLOC: Counting = Counting;
 
 fn main() -> ExitCode {
     init_logger();
+    // A reader of --json output gets the failure as JSON too.
+    let json = std::env::args_os().skip(1).any(|a| a == "--json");
     match cli::run(cli::Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            let line = clip_edge::error_line::one_line(e.as_ref());
+            eprintln!("error: {line}");
+            if json {
+                out!("{}", serde_json::json!({ "error": line }));
+            }
             if e.is::<cli::ConfigError>() {
                 ExitCode::from(cli::EX_CONFIG)
             } else {
@@ -54,22 +60,4 @@ fn init_logger() {
         });
     }
     logger.init();
-}
-
-/// `e` and its causes on one line, `: ` between them, each cause left out
-/// when the message before it already says it (an error that prints its
-/// OS error and also returns it as its source would say it twice).
-fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line.replace('\n', " ")
 }

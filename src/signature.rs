@@ -46,7 +46,16 @@ pub fn read_public_key(path: &Path) -> Result<VerifyingKey, BundleError> {
 }
 
 /// Reads a secret key file (the 32-byte seed `clip-quantize keygen` writes).
+/// `KEY.pub` beside a `KEY` is refused: it is the public half of that pair,
+/// in the same form, and a bundle signed with it would be refused by every
+/// board.
 pub fn read_signing_key(path: &Path) -> Result<SigningKey, BundleError> {
+    if path.extension().is_some_and(|e| e == "pub") && path.with_extension("").is_file() {
+        return Err(BundleError::Signature {
+            path: path.to_path_buf(),
+            why: "this is a public key (KEY.pub, for clip-edge --require-signature); signing takes the secret key KEY".into(),
+        });
+    }
     Ok(SigningKey::from_bytes(&read_hex::<32>(
         path,
         "an ed25519 secret key",

@@ -193,7 +193,15 @@ fn a_bad_image_is_reported_and_the_rest_classified() {
         &[],
     );
     assert!(!out.status.success());
-    assert_eq!(lines.len(), 2);
+    // One line per image, the bad one an error naming it.
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[1]["image"], bad.to_str().unwrap(), "{}", lines[1]);
+    assert!(
+        lines[1]["error"].as_str().unwrap().contains("image") && lines[1].get("top").is_none(),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[0]["top"].is_array() && lines[2]["top"].is_array());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(bad.to_str().unwrap()) && err.lines().count() == 1,
@@ -228,6 +236,22 @@ fn user_errors_are_one_line() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(out.stdout.is_empty());
+        // With --json, the same line as JSON on stdout.
+        let out = bin()
+            .current_dir(root())
+            .args(&args)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            format!("error: {}", json["error"].as_str().unwrap()),
+            err.trim(),
+            "{args:?}"
+        );
     }
 }
 

@@ -100,8 +100,20 @@ fn a_huge_png_is_reported_and_the_rest_of_the_batch_classified() {
         "{stderr}"
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(stdout.lines().count(), 1, "the good image: {stdout}");
-    assert!(stdout.contains("rgb_640x480.png"));
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "a line per image: {stdout}");
+    assert!(
+        lines[0]["error"].as_str().unwrap().contains("pixels"),
+        "{stdout}"
+    );
+    assert!(lines[1]["image"]
+        .as_str()
+        .unwrap()
+        .ends_with("rgb_640x480.png"));
+    assert!(lines[1]["top"].is_array(), "the good image: {stdout}");
 }
 
 #[test]
@@ -410,7 +422,11 @@ fn pipes_and_devices_are_refused_without_blocking() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("not a regular file").count(), 2, "{stderr}");
-    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
+    // A line per image: the two refused ones as errors, then the good one.
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let errors = stdout.lines().filter(|l| l.contains("\"error\"")).count();
+    let tops = stdout.lines().filter(|l| l.contains("\"top\"")).count();
+    assert_eq!((errors, tops), (2, 1), "{stdout}");
 }
 
 #[test]

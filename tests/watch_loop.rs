@@ -75,20 +75,24 @@ fn gpio_lines_follow_the_clip_events_exactly() {
 /// subsampling at the shapes' edges).
 const CAPTURE_MEAN_ABS_TOL: f64 = 2.5;
 
-/// Buffers as a V4L2 driver hands them out, one per dequeue; then the
-/// device is gone.
+/// Buffers as a V4L2 driver hands them out, one per dequeue, each with
+/// the driver's "may be corrupt" flag; then the device is gone.
 struct Captured {
-    buffers: std::collections::VecDeque<Vec<u8>>,
+    buffers: std::collections::VecDeque<(Vec<u8>, bool)>,
     current: Vec<u8>,
 }
 
 impl clip_edge::watch::source::v4l2::Capture for Captured {
-    fn dequeue(&mut self) -> std::io::Result<&[u8]> {
-        self.current = self
+    fn dequeue(&mut self) -> std::io::Result<clip_edge::watch::source::v4l2::Filled<'_>> {
+        let (bytes, corrupt) = self
             .buffers
             .pop_front()
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotConnected, "unplugged"))?;
-        Ok(&self.current)
+        self.current = bytes;
+        Ok(clip_edge::watch::source::v4l2::Filled {
+            bytes: &self.current,
+            corrupt,
+        })
     }
 }
 
@@ -96,9 +100,10 @@ impl clip_edge::watch::source::v4l2::Capture for Captured {
 /// files as they are; YUYV and NV12 made here from the RGB frame with
 /// BT.601, chroma averaged as a sensor's ISP does, NV12 with padded rows)
 /// through the V4L2 source's `Camera`: MJPG decodes to the frame itself,
-/// YUYV and NV12 close to it with the same top-1 label; a short buffer
-/// and garbage for a JPEG are bad frames (skipped, their index counted), and an
-/// unplugged device is the source's error.
+/// YUYV and NV12 close to it with the same top-1 label; a short buffer,
+/// garbage for a JPEG and a whole buffer the driver flagged as corrupt are
+/// bad frames (skipped, their index counted), and an unplugged device is
+/// the source's error.
 #[test]
 fn v4l2_camera_turns_mjpg_yuyv_and_nv12_captures_into_the_frame() {
     use clip_edge::watch::convert::rgb_to_ycbcr;
@@ -168,7 +173,9 @@ fn v4l2_camera_turns_mjpg_yuyv_and_nv12_captures_into_the_frame() {
             };
             let mut cam = Camera::new(
                 Captured {
-                    buffers: [bad, good].into_iter().collect(),
+                    buffers: [(bad, false), (good.clone(), true), (good, false)]
+                        .into_iter()
+                        .collect(),
                     current: Vec::new(),
                 },
                 "v4l2:/dev/video9",
@@ -183,8 +190,15 @@ fn v4l2_camera_turns_mjpg_yuyv_and_nv12_captures_into_the_frame() {
                 matches!(e, SourceError::Frame { .. }) && e.to_string().contains("frame 0"),
                 "{name}: {e}"
             );
+            let e = cam.next(&mut got).unwrap_err();
+            assert!(
+                matches!(e, SourceError::Frame { .. })
+                    && e.to_string().contains("frame 1")
+                    && e.to_string().contains("corrupt"),
+                "{name}: {e}"
+            );
             assert_eq!(cam.next(&mut got).unwrap(), Next::Frame);
-            assert_eq!(got.index, 1, "{name}: a bad frame keeps its index");
+            assert_eq!(got.index, 2, "{name}: bad frames keep their index");
             assert_eq!((got.image.width, got.image.height), (w32, h32));
             let rgb = &got.image.data;
             let mad = rgb

@@ -236,6 +236,50 @@ fn yard_zone_over_the_left_half_fires_only_for_objects_inside_it() {
     assert!(events.iter().all(|e| e.zone.as_deref() == Some("left")));
 }
 
+/// A zone far from square with the whole frame (a strip across the yard,
+/// 960x100) is watched whole, in squares: the first red star, still at
+/// x = 240 (far from the strip's middle square), is one event of the strip
+/// with its centre in the event's box (the squares that see it, merged).
+#[test]
+fn yard_a_strip_zone_is_watched_whole() {
+    let (_, spans) = yard_truth();
+    let events = run_yard(WatchArgs {
+        zone: vec!["strip=0,150,960,100".parse().unwrap()],
+        ..Default::default()
+    });
+    assert!(events.iter().all(|e| e.zone.as_deref() == Some("strip")));
+    let star = &spans[0];
+    assert_eq!(
+        (star.label.as_str(), star.centres[20]),
+        ("red star", (240.0, 200.0))
+    );
+    let start = events
+        .iter()
+        .find(|e| {
+            e.event == EventKind::Start
+                && e.label == "red star"
+                && (star.start..=star.end).contains(&(e.frame as i64))
+        })
+        .unwrap_or_else(|| panic!("no red star in the strip: {events:#?}"));
+    // One event for it: the squares that see it are one detection.
+    let starts = events
+        .iter()
+        .filter(|e| {
+            e.event == EventKind::Start
+                && e.label == "red star"
+                && (star.start..=star.end).contains(&(e.frame as i64))
+        })
+        .count();
+    assert_eq!(starts, 1, "{events:#?}");
+    let [x, y, w, h] = start.bbox.expect("a box");
+    assert!(h == 100 && w >= 100 && w < 960, "{start:?}");
+    let c = star.centres[(start.frame as i64 - star.start) as usize];
+    assert!(
+        c.0 >= x as f32 && c.0 < (x + w) as f32 && c.1 >= y as f32 && c.1 < (y + h) as f32,
+        "{start:?} {c:?}"
+    );
+}
+
 /// Two zones from a config, the right one watching green squares only: the
 /// left half's red stars are "left" events, the green square a "right"
 /// one, and the red star on the right fires nothing.
@@ -306,7 +350,7 @@ fn yard_no_region_without_an_object_in_view_and_none_for_the_lights() {
     let mut quiet_around_lights = 0;
     while source.next(&mut frame).unwrap() == clip_edge::watch::source::Next::Frame {
         let f: &clip_edge::watch::source::Frame = &frame;
-        let regions = motion.update(&f.image).len();
+        let regions = motion.update(&f.image, (0.0, 1.0)).len();
         if busy.iter().any(|&(a, b)| (a..=b).contains(&f.index)) {
             continue;
         }

@@ -526,9 +526,10 @@ fn stop_after_losses(child: std::process::Child, events: &Path, n: usize) -> std
 }
 
 /// An HTTP MJPEG camera (multipart/x-mixed-replace, Basic login, the
-/// password from --source-password-file) that drops the connection after
-/// 30 frames, then plays the whole clip: the login is sent (and never
-/// shown), the drop is a source_lost and the
+/// password from --source-password-file, the stream's URL redirected to
+/// another path of the same camera) that drops the connection after
+/// 30 frames, then plays the whole clip: the login is sent (also after
+/// the redirect; never shown), the drop is a source_lost and the
 /// reconnection a source_back, indices go on, the second play's events
 /// match the truth, nothing is dropped.
 #[test]
@@ -538,7 +539,8 @@ fn http_mjpeg_stream_with_a_login_reconnects_and_the_events_are_right() {
     let jpegs = clip_bytes();
     use base64::Engine as _;
     let token = base64::engine::general_purpose::STANDARD.encode("cam:s3cr@t");
-    let (port, heads) = http_camera(move |n, head, conn| {
+    let streams = std::sync::atomic::AtomicUsize::new(0);
+    let (port, heads) = http_camera(move |_, head, conn| {
         let wanted = format!("authorization: basic {token}").to_ascii_lowercase();
         if !head.to_ascii_lowercase().contains(&wanted) {
             return respond(
@@ -548,7 +550,10 @@ fn http_mjpeg_stream_with_a_login_reconnects_and_the_events_are_right() {
                 b"",
             );
         }
-        match n {
+        if head.starts_with("GET /stream ") {
+            return respond(conn, "302 Found", "Location: /video.mjpg\r\n", b"");
+        }
+        match streams.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
             0 => {
                 send_parts(conn, &jpegs[..30], 30.0);
             }
@@ -589,7 +594,12 @@ fn http_mjpeg_stream_with_a_login_reconnects_and_the_events_are_right() {
     let stats = common::last_json_line(&out.stdout);
     assert_eq!(stats["stats"]["dropped"], 0, "{stats}");
     assert_eq!(stats["stats"]["frames"], 30 + 137, "{stats}");
-    assert!(heads.lock().unwrap()[0].starts_with("GET /stream HTTP/1.1"));
+    let heads = heads.lock().unwrap();
+    assert!(heads[0].starts_with("GET /stream HTTP/1.1"), "{heads:?}");
+    assert!(
+        heads[1].starts_with("GET /video.mjpg HTTP/1.1"),
+        "{heads:?}"
+    );
 }
 
 /// A snapshot URL (one JPEG a request) asked at --fps: the clip's frames in

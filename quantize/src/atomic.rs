@@ -1,6 +1,7 @@
 //! Outputs that appear whole or not at all: a directory is filled as a
 //! hidden sibling and renamed into place, a file is written beside its
-//! destination and renamed; a failed run leaves nothing half-written.
+//! destination and renamed; a failed run leaves nothing half-written, and
+//! what a run that died left (Ctrl-C, a power cut) goes at the next.
 
 use std::path::{Path, PathBuf};
 
@@ -19,19 +20,130 @@ fn at(path: &Path) -> impl FnOnce(std::io::Error) -> IoAt + '_ {
     }
 }
 
+fn refused(path: &Path, why: String) -> IoAt {
+    IoAt {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(why),
+    }
+}
+
+fn parent_of(out: &Path) -> &Path {
+    out.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Checks, before any work, that `out` can be an output folder that a run
+/// replaces whole ([`write_dir`]): missing, under a folder this process can
+/// write in (nothing is made yet), or a folder (or a link to one) holding
+/// only entries `ours` says such a run writes (an earlier output), and
+/// temporaries of theirs (`NAME.tmp-PID`). A file, or a folder of anything
+/// else, is refused naming what it holds: replacing it would delete it.
+/// `what` names the run (`clip-quantize build`).
+pub fn check_out(out: &Path, what: &str, ours: impl Fn(&str) -> bool) -> Result<(), IoAt> {
+    let again = "refusing to replace it (give a new or empty folder)";
+    let ours = |name: &str| {
+        let base = match name.rsplit_once(".tmp-") {
+            Some((b, pid)) if !pid.is_empty() && pid.bytes().all(|c| c.is_ascii_digit()) => b,
+            _ => name,
+        };
+        ours(base)
+    };
+    match std::fs::metadata(out) {
+        Ok(m) if m.is_dir() => {
+            for e in std::fs::read_dir(out).map_err(at(out))? {
+                let name = e.map_err(at(out))?.file_name();
+                let name = name.to_string_lossy();
+                if !ours(&name) {
+                    return Err(refused(
+                        out,
+                        format!("holds {name:?}, which no {what} writes; {again}"),
+                    ));
+                }
+            }
+        }
+        Ok(_) => return Err(refused(out, format!("not a folder; {again}"))),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) => {}
+        Err(e) => return Err(at(out)(e)),
+    }
+    // The first folder above it that exists must be one (a path under a
+    // file is named as such).
+    let above = out
+        .ancestors()
+        .skip(1)
+        .find(|a| a.as_os_str().is_empty() || a.exists())
+        .filter(|a| !a.as_os_str().is_empty() && !a.is_dir());
+    if let Some(file) = above {
+        return Err(refused(
+            file,
+            format!("not a folder, so {} cannot be made in it", out.display()),
+        ));
+    }
+    // A probe made and removed in the folder it goes in, or in the first
+    // one above that exists (a read-only or full disk fails now, not after
+    // the work; nothing is left).
+    let existing = out
+        .ancestors()
+        .skip(1)
+        .find(|a| a.as_os_str().is_empty() || a.is_dir())
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .unwrap_or(Path::new("."));
+    let probe = existing.join(format!(".clip-quantize-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe).map_err(at(existing))?;
+    let _ = std::fs::remove_dir(&probe);
+    Ok(())
+}
+
+/// Removes what a run that died left in `dir`: entries named `prefix`
+/// and a process id whose process is gone.
+fn remove_stale(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let p = e.path();
+        let _ = if e.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+    }
+}
+
 /// Runs `fill` on an empty hidden sibling of `out`, then moves it to `out`,
 /// replacing an existing directory only once the new one is complete. On
-/// an error the sibling is removed and `out` is untouched.
+/// an error the sibling is removed and `out` is untouched. Siblings that a
+/// run that died left are removed first.
 pub fn write_dir<T, E: From<IoAt>>(
     out: &Path,
     fill: impl FnOnce(&Path) -> Result<T, E>,
 ) -> Result<T, E> {
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = parent_of(out);
     std::fs::create_dir_all(parent).map_err(at(parent))?;
     let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    remove_stale(parent, &format!(".{name}.tmp-"));
+    remove_stale(parent, &format!(".{name}.old-"));
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(at(&tmp))?;
@@ -105,6 +217,10 @@ fn finish_files<'a, E: From<IoAt>>(
     write: &mut impl FnMut(usize, &Path) -> Result<(), E>,
     mut place: impl FnMut(&Path, &'a Path) -> std::io::Result<()>,
 ) -> Result<(), E> {
+    for p in files {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        remove_stale(parent_of(p), &format!("{name}.tmp-"));
+    }
     let tmps: Vec<PathBuf> = files.iter().map(|p| tmp_name(p)).collect();
     let cleanup = |tmps: &[PathBuf]| tmps.iter().for_each(|t| drop(std::fs::remove_file(t)));
     for (i, t) in tmps.iter().enumerate() {
@@ -192,6 +308,67 @@ mod tests {
         .unwrap();
         assert!(!out.join("old").exists() && out.join("new").exists());
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1, "no sibling left");
+    }
+
+    /// An output folder is replaced only when it is missing, empty or an
+    /// earlier output: a file, or a folder holding anything else, is
+    /// refused naming it (replacing it would delete it); a path under a
+    /// file fails before any work.
+    #[test]
+    fn only_earlier_outputs_are_replaced() {
+        let d = scratch("check");
+        let ours = |n: &str| n == "manifest.toml";
+        assert!(check_out(&d.join("new/deeper"), "build", ours).is_ok());
+        assert!(!d.join("new").exists(), "nothing made before the work");
+        let earlier = d.join("earlier");
+        std::fs::create_dir_all(&earlier).unwrap();
+        std::fs::write(earlier.join("manifest.toml"), b"x").unwrap();
+        assert!(check_out(&earlier, "build", ours).is_ok());
+        // A killed run's temporary of one of its files, and a link to an
+        // earlier output.
+        std::fs::write(earlier.join("manifest.toml.tmp-4194305"), b"half").unwrap();
+        assert!(check_out(&earlier, "build", ours).is_ok());
+        std::os::unix::fs::symlink(&earlier, d.join("current")).unwrap();
+        assert!(check_out(&d.join("current"), "build", ours).is_ok());
+        std::fs::write(earlier.join("thesis.txt"), b"mine").unwrap();
+        let e = check_out(&earlier, "build", ours).unwrap_err().to_string();
+        assert!(
+            e.contains("holds \"thesis.txt\", which no build writes"),
+            "{e}"
+        );
+        let file = d.join("afile");
+        std::fs::write(&file, b"important").unwrap();
+        let e = check_out(&file, "build", ours).unwrap_err().to_string();
+        assert!(e.contains("not a folder"), "{e}");
+        let e = check_out(&file.join("b32"), "build", ours).unwrap_err();
+        assert_eq!(e.path, file);
+        assert_eq!(std::fs::read(&file).unwrap(), b"important");
+    }
+
+    /// What a run that died left (a folder being filled, a file being
+    /// written) goes at the next run; a live process's is kept.
+    #[test]
+    fn leftovers_of_dead_runs_are_removed() {
+        let d = scratch("stale");
+        // No process has this id (above the kernel's pid_max).
+        let dead = 4_194_305;
+        std::fs::create_dir_all(d.join(format!(".out.tmp-{dead}/sub"))).unwrap();
+        std::fs::write(d.join(format!("a.tmp-{dead}")), b"half").unwrap();
+        std::fs::write(d.join("a.tmp-1"), b"init's").unwrap();
+        write_dir::<_, IoAt>(&d.join("out"), |tmp| {
+            std::fs::write(tmp.join("x"), b"1").map_err(at(tmp))
+        })
+        .unwrap();
+        write_files::<IoAt>(&[&d.join("a")], |_, p| {
+            std::fs::write(p, b"x").map_err(at(p))
+        })
+        .unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&*d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a", "a.tmp-1", "out"]);
     }
 
     #[test]

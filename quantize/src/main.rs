@@ -39,24 +39,35 @@ enum Cmd {
     /// Print a checkpoint's (or an ONNX export folder's) format,
     /// architecture and hyperparameters.
     Inspect {
+        /// A checkpoint file (.pt, state dict, safetensors) or an ONNX
+        /// export folder (Immich's layout).
         checkpoint: PathBuf,
+        /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Tokenize texts exactly as `clip.tokenize`; prints a JSON array of rows.
     Tokenize {
+        /// Tokens per row (the text encoder's context; CLIP's is 77).
         #[arg(long, default_value_t = 77)]
         context_length: usize,
+        /// Cut a text that does not fit (its last token the end token), as
+        /// `clip.tokenize(..., truncate=True)`; without it such a text is an
+        /// error naming it.
         #[arg(long)]
         truncate: bool,
+        /// The texts, one row each.
         #[arg(required = true)]
         text: Vec<String>,
     },
     /// Reference preprocessing (`_transform(n)`) of one image into a float32 .npy [1,3,N,N].
     Preprocess {
+        /// The model's input side N (1 to 4096).
         #[arg(long)]
         resolution: u32,
+        /// The image file.
         image: PathBuf,
+        /// The .npy file to write (whole or not at all).
         #[arg(long)]
         out: PathBuf,
     },
@@ -103,6 +114,9 @@ enum Cmd {
         /// Added to each logit before the sigmoid (required with `--scoring sigmoid`).
         #[arg(long, allow_negative_numbers = true)]
         logit_bias: Option<f32>,
+        /// The bundle folder to write: new, empty, or an earlier bundle
+        /// (replaced whole once the new one is complete); a folder holding
+        /// anything else is refused.
         #[arg(long)]
         out: PathBuf,
         /// Sign the manifest with this secret key (from `keygen`): writes manifest.sig.
@@ -117,6 +131,7 @@ enum Cmd {
     /// to, so that they read the schedule in place at start, and so that a
     /// clip-edge built without tract runs the bundle at all.
     Sections {
+        /// The bundle folder (its manifest gains the sections' list).
         bundle: PathBuf,
         /// Kernel paths, comma-separated (e.g. aarch64-neon,aarch64-dotprod), or `all`.
         #[arg(long, default_value = "all")]
@@ -130,6 +145,7 @@ enum Cmd {
     },
     /// A new ed25519 key pair for signing bundles: KEY (secret, mode 0600) and KEY.pub.
     Keygen {
+        /// Where the secret key goes (KEY.pub beside it); neither may exist.
         #[arg(long, value_name = "KEY")]
         out: PathBuf,
     },
@@ -148,8 +164,10 @@ enum Cmd {
         /// that stop still, several in view at once).
         #[arg(long, value_name = "NAME", requires = "clip", conflicts_with = "size")]
         scene: Option<String>,
+        /// The random seed (0: the default set's or clip's own).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Images per class (without --clip).
         #[arg(long, default_value_t = 10)]
         per_class: usize,
         /// Largest image side in pixels (48..=512).
@@ -158,17 +176,23 @@ enum Cmd {
         /// Fraction of images stored as JPEG (quality 55-95); the rest are PNG.
         #[arg(long, default_value_t = 0.5)]
         jpeg_fraction: f32,
+        /// The folder to write: new, empty, or an earlier output of synth
+        /// (replaced whole); a folder holding anything else is refused.
         #[arg(long)]
         out: PathBuf,
     },
     /// Image and text embeddings (unnormalised, as encode_image / encode_text) from the fp32 tract graphs.
     Embed {
+        /// The checkpoint (.pt, state dict, safetensors).
         #[arg(long)]
         checkpoint: PathBuf,
+        /// Image files (repeatable), preprocessed as the reference does.
         #[arg(long)]
         image: Vec<PathBuf>,
+        /// Texts (repeatable).
         #[arg(long)]
         text: Vec<String>,
+        /// Where image_embeddings.npy and text_embeddings.npy go.
         #[arg(long)]
         out_dir: PathBuf,
     },
@@ -176,10 +200,16 @@ enum Cmd {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // A reader of --json output gets the failure as JSON too.
+    let json = std::env::args_os().skip(1).any(|a| a == "--json");
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let line = clip_edge::error_line::one_line(e.as_ref());
+            eprintln!("error: {line}");
+            if json {
+                out!("{}", serde_json::json!({ "error": line }));
+            }
             ExitCode::FAILURE
         }
     }
@@ -235,7 +265,12 @@ fn run(cli: Cli) -> Result<()> {
             if !(cosine_target > 0.0 && cosine_target <= 1.0) {
                 bail!("--cosine-target {cosine_target}: expected more than 0 and at most 1");
             }
-            let calibration = calibration.unwrap_or_else(default_calibration);
+            let calibration = match calibration {
+                Some(c) => c,
+                None => default_calibration().ok_or_else(|| {
+                    anyhow::anyhow!("no --calibration DIR given, and no default set here (models/calibration of the source tree): give a folder of a few images like those the model will see")
+                })?,
+            };
             let opts = BuildOptions {
                 checkpoint,
                 text_checkpoint,
@@ -257,7 +292,8 @@ fn run(cli: Cli) -> Result<()> {
                     logit_bias,
                 },
                 out: out.clone(),
-                progress: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                // Progress goes to stderr, --json to stdout.
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 sign,
             };
             let report = clip_quantize::bundle::build(&opts)?;
@@ -369,14 +405,12 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// `models/calibration` of the source tree this binary was built from, or
-/// beside the current directory.
-fn default_calibration() -> PathBuf {
+/// under the current directory; `None` where neither is.
+fn default_calibration() -> Option<PathBuf> {
     let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/calibration");
-    if built.is_dir() {
-        built
-    } else {
-        PathBuf::from("models/calibration")
-    }
+    [built, PathBuf::from("models/calibration")]
+        .into_iter()
+        .find(|p| p.is_dir())
 }
 
 fn print_report(r: &clip_quantize::bundle::Report, out: &Path) {
@@ -510,6 +544,12 @@ fn preprocess(path: &Path, n: u32) -> Result<Array4<f32>> {
 /// `out.pub`; refuses to overwrite an existing key.
 fn keygen(out: &Path) -> Result<()> {
     use clip_edge::signature::{key_file, SigningKey};
+    if out.extension().is_some_and(|e| e == "pub") {
+        bail!(
+            "{}: the secret key's name may not end in .pub (that is the public key's: KEY and KEY.pub)",
+            out.display()
+        );
+    }
     let mut public = out.as_os_str().to_owned();
     public.push(".pub");
     let public = PathBuf::from(public);
@@ -546,15 +586,14 @@ fn keygen(out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes an .npy atomically (temporary file, then rename).
+/// Writes an .npy whole or not at all.
 fn write_npy<A: ndarray_npy::WritableElement, D: ndarray::Dimension>(
     path: &Path,
     a: &ndarray::Array<A, D>,
 ) -> Result<()> {
-    let tmp = path.with_extension("npy.tmp");
-    ndarray_npy::write_npy(&tmp, a).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    clip_quantize::atomic::write_files::<anyhow::Error>(&[path], |_, tmp| {
+        ndarray_npy::write_npy(tmp, a).with_context(|| format!("writing {}", path.display()))
+    })
 }
 
 fn embed(ckpt: &Path, images: &[PathBuf], texts: &[String], out_dir: &Path) -> Result<()> {

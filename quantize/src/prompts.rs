@@ -30,6 +30,9 @@ fn read_lines(path: &Path) -> Result<Vec<String>, PromptError> {
         path: path.to_path_buf(),
         source,
     })?;
+    // A byte-order mark (Windows Notepad writes one) is not text of the
+    // first line.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     Ok(text
         .lines()
         .map(|l| l.trim_end_matches('\r').to_string())

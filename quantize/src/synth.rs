@@ -87,8 +87,6 @@ pub enum SynthError {
         path: PathBuf,
         source: image::ImageError,
     },
-    #[error("{path}: holds {entry:?}, which no synth run writes; refusing to replace it (give a new or empty folder)")]
-    Foreign { path: PathBuf, entry: String },
     #[error("--max-side {0}: expected {MIN_SIDE} to {MAX_SIDE}")]
     MaxSide(u32),
     #[error("clip frame {0}x{1}: the shorter side must be {MIN_SIDE} to {2} pixels, the longer at most {MAX_CLIP_LONG_SIDE}")]
@@ -369,24 +367,10 @@ pub fn write_set(
 /// `out` is replaced whole, so it must be empty or an earlier output: a
 /// folder holding anything but the class folders is left alone.
 fn refuse_foreign_dir(out: &Path) -> Result<(), SynthError> {
-    let Ok(entries) = std::fs::read_dir(out) else {
-        return Ok(());
-    };
     let classes: Vec<String> = class_names().iter().map(|c| folder_name(c)).collect();
-    for e in entries {
-        let e = e.map_err(|source| SynthError::Io {
-            path: out.to_path_buf(),
-            source,
-        })?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !classes.contains(&name) {
-            return Err(SynthError::Foreign {
-                path: out.to_path_buf(),
-                entry: name,
-            });
-        }
-    }
-    Ok(())
+    Ok(crate::atomic::check_out(out, "synth run", |name| {
+        classes.iter().any(|c| c == name)
+    })?)
 }
 
 impl From<crate::atomic::IoAt> for SynthError {

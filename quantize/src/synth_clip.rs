@@ -445,14 +445,27 @@ fn encode_jpeg_at(img: &RgbImage, quality: u8) -> Result<Vec<u8>, image::ImageEr
 /// Write `spec`'s frames as `out/NNNNN.jpg` and `out/truth.json`, replacing
 /// `out` whole (atomically). Returns the number of frames.
 pub fn write_clip(out: &Path, spec: &ClipSpec) -> Result<usize, SynthError> {
+    check_out(out)?;
     let (frames, truth) = render(spec)?;
     write_frames(out, &frames, &truth, JPEG_QUALITY)
 }
 
 /// As [`write_clip`], for a wide scene.
 pub fn write_scene(out: &Path, spec: &SceneSpec) -> Result<usize, SynthError> {
+    check_out(out)?;
     let (frames, truth) = render_scene(spec)?;
     write_frames(out, &frames, &truth, SCENE_JPEG_QUALITY)
+}
+
+/// `out` may be replaced by a clip (before any frame is drawn): new,
+/// empty or an earlier clip.
+fn check_out(out: &Path) -> Result<(), SynthError> {
+    Ok(crate::atomic::check_out(out, "synth run", |name| {
+        name == "truth.json"
+            || (name.len() == 9
+                && name.ends_with(".jpg")
+                && name[..5].bytes().all(|b| b.is_ascii_digit()))
+    })?)
 }
 
 fn write_frames(
@@ -461,21 +474,6 @@ fn write_frames(
     truth: &Truth,
     quality: u8,
 ) -> Result<usize, SynthError> {
-    if let Ok(entries) = std::fs::read_dir(out) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let ours = name == "truth.json"
-                || (name.len() == 9
-                    && name.ends_with(".jpg")
-                    && name[..5].bytes().all(|b| b.is_ascii_digit()));
-            if !ours {
-                return Err(SynthError::Foreign {
-                    path: out.to_path_buf(),
-                    entry: name,
-                });
-            }
-        }
-    }
     crate::atomic::write_dir(out, |tmp| -> Result<usize, SynthError> {
         for (i, f) in frames.iter().enumerate() {
             let path = tmp.join(format!("{i:05}.jpg"));

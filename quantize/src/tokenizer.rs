@@ -23,9 +23,22 @@ pub const SOT: &str = "<|startoftext|>";
 pub const EOT: &str = "<|endoftext|>";
 pub const VOCAB_SIZE: usize = 49408;
 
+/// `text` cut to its first 60 characters (an error names a long text, it
+/// does not repeat it).
+pub fn shortened(text: &str) -> String {
+    const SHOWN: usize = 60;
+    match text.char_indices().nth(SHOWN) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum TokenizerError {
-    #[error("text {text:?} is {len} tokens long, more than the context length {context_length} (use truncation)")]
+    #[error(
+        "text {:?} is {len} tokens long, more than the context length {context_length}",
+        shortened(text)
+    )]
     TooLong {
         text: String,
         len: usize,

@@ -496,3 +496,112 @@ fn values_out_of_range_are_named_before_any_work() {
     }
     assert!(!Path::new(npy).exists() && !Path::new(synth).exists());
 }
+
+/// `build`'s inputs and output as a user's files come: a folder that is
+/// not a bundle (the input folder, a user's own) and a path under a file
+/// are refused before any work and left as they were; a labels file with
+/// a byte-order mark reads as its labels; a hidden file in the calibration
+/// folder is not an image; a label too long for the text encoder is named
+/// by file and line, shortly; a public key given to --sign is refused;
+/// with --json a failure is JSON on stdout too.
+#[test]
+fn build_refuses_to_replace_what_it_did_not_write() {
+    let d = outdir("out-place");
+    let build = |labels: &Path, calibration: Option<&Path>, out_dir: &Path, extra: &[&str]| {
+        let mut c = bin();
+        c.args(["build", "--precision", "fp32", "--checkpoint"])
+            .arg(fixtures().join("models/vit_tiny_sd.pt"))
+            .arg("--labels")
+            .arg(labels)
+            .arg("--out")
+            .arg(out_dir)
+            .args(extra);
+        if let Some(cal) = calibration {
+            c.arg("--calibration").arg(cal);
+        }
+        let o = c.output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let labels = fixtures().join("bundles/labels.txt");
+    // A folder of the user's: refused, kept.
+    let precious = d.join("precious");
+    std::fs::create_dir_all(&precious).unwrap();
+    std::fs::write(precious.join("thesis.txt"), b"mine").unwrap();
+    let (code, stdout, err) = build(&labels, None, &precious, &["--json"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("holds \"thesis.txt\"") && err.contains("refusing to replace it"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(
+        json["error"].as_str().unwrap().contains("thesis.txt"),
+        "{json}"
+    );
+    assert_eq!(std::fs::read(precious.join("thesis.txt")).unwrap(), b"mine");
+    assert_eq!(std::fs::read_dir(&precious).unwrap().count(), 1);
+    // Under a file: the file is named, once (no doubled OS message).
+    let afile = d.join("afile");
+    std::fs::write(&afile, b"important").unwrap();
+    let (code, _, err) = build(&labels, None, &afile.join("b"), &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("afile: not a folder"), "{err}");
+    assert_eq!(std::fs::read(&afile).unwrap(), b"important");
+    // A byte-order mark, and a hidden file among the calibration images.
+    let bom = d.join("bom.txt");
+    let mut text = b"\xef\xbb\xbf".to_vec();
+    text.extend(std::fs::read(&labels).unwrap());
+    std::fs::write(&bom, &text).unwrap();
+    let cal = d.join("cal");
+    std::fs::create_dir_all(&cal).unwrap();
+    for e in std::fs::read_dir(fixtures().join("../../models/calibration")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, cal.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(cal.join(".DS_Store"), b"junk").unwrap();
+    let b = d.join("b");
+    let (code, _, err) = build(&bom, Some(&cal), &b, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let first = std::fs::read_to_string(&labels)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let bundle = clip_edge::bundle::Bundle::open(&b).unwrap();
+    assert_eq!(bundle.labels()[0], first);
+    // An earlier bundle is replaced.
+    let (code, _, err) = build(&labels, Some(&cal), &b, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    // A label too long: the file, its line, the start of the label.
+    let long = d.join("long.txt");
+    std::fs::write(&long, format!("cat\n{}\n", "word ".repeat(2000))).unwrap();
+    let (code, _, err) = build(&long, Some(&cal), &d.join("b3"), &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("{}:2: with template", long.display())),
+        "{err}"
+    );
+    assert!(
+        err.len() < 400 && err.contains("more than the context length"),
+        "{err}"
+    );
+    // The public half of a key.
+    let key = d.join("key");
+    let o = bin().args(["keygen", "--out"]).arg(&key).output().unwrap();
+    assert!(o.status.success());
+    let (code, _, err) = build(
+        &labels,
+        Some(&cal),
+        &d.join("b4"),
+        &["--sign", d.join("key.pub").to_str().unwrap()],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("this is a public key"), "{err}");
+    assert!(!d.join("b3").exists() && !d.join("b4").exists());
+}

@@ -15,7 +15,8 @@ use clip_quantize::bundle::{build, BuildOptions, Requested};
 use clip_quantize::graph::{ActivationQuant, Precision};
 use clip_quantize::synth::{self, SynthOptions};
 
-/// fp16 top-1 may trail fp32 by at most this (issue 5: 0.2 points).
+/// fp16 top-1 may trail fp32 by at most this: one image of the 490
+/// held-out ones. Measured: no drop (both 100 %).
 const FP16_MAX_TOP1_DROP: f64 = 0.002;
 /// The int8 default bundle's mean image-embedding cosine to fp32, on the
 /// trained model's 490 held-out images. Measured 0.9999839 (the committed

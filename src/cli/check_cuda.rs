@@ -194,10 +194,14 @@ mod with_cuda {
             .chunks(dim)
             .enumerate()
             .map(|(i, o)| cosine(o, &singles[i % frames]))
-            .fold(
-                f64::INFINITY,
-                |m, c| if c.is_nan() { f64::NAN } else { m.min(c) },
-            );
+            // NaN once seen stays: `f64::min` would skip it.
+            .fold(f64::INFINITY, |m, c| {
+                if m.is_nan() || c.is_nan() {
+                    f64::NAN
+                } else {
+                    m.min(c)
+                }
+            });
         let ties_only = margins.iter().all(|m| *m < INT8_TIE_MARGIN);
         // A NaN cosine (NaN embeddings) fails: `f64::min` would skip it.
         let nan = !(cos_sum.is_finite() && batch_cos_min.is_finite());

@@ -46,13 +46,21 @@ pub fn run(a: &Args) -> Result<ExitCode> {
     }
     let mut engine = bundle.engine(run, threads)?;
     let mut failed = 0;
+    // A bad image: one line on stderr for a person and, with --json, its
+    // own object on stdout, so that a reader gets one line per image.
+    let mut fail = |path: &std::path::Path, line: String, why: String| {
+        eprintln!("error: {line}");
+        if json {
+            out!("{}", json!({"image": path.to_string_lossy(), "error": why}));
+        }
+        failed += 1;
+    };
     for path in images {
         let t0 = Instant::now();
         let img = match decode_file(path) {
             Ok(i) => i,
             Err(e) => {
-                eprintln!("error: {e}");
-                failed += 1;
+                fail(path, e.to_string(), e.to_string());
                 continue;
             }
         };
@@ -60,8 +68,7 @@ pub fn run(a: &Args) -> Result<ExitCode> {
         let t = match engine.classify(&img.view(), top_k) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("error: {}: {e}", path.display());
-                failed += 1;
+                fail(path, format!("{}: {e}", path.display()), e.to_string());
                 continue;
             }
         };
@@ -73,7 +80,7 @@ pub fn run(a: &Args) -> Result<ExitCode> {
                 .collect();
             out!(
                 "{}",
-                json!({"image": path, "top": top,
+                json!({"image": path.to_string_lossy(), "top": top,
                        "timings_ms": {"decode": decode, "preprocess": t.preprocess, "encode": t.encode, "score": t.score}})
             );
         } else {

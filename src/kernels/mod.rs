@@ -1,4 +1,4 @@
-//! Compute kernels of the native engine (issue: the native engine), apart
+//! Compute kernels of the native engine, apart
 //! from any graph: linear-layer products over row-major matrices.
 //!
 //! - [`Kernels::gemm_i8`]: int8 activations × int8 weights, exact i32

@@ -4,8 +4,9 @@
 //! A grid of cells (8 px on a 960x540 frame): each cell's mean colour is
 //! compared with the background's (a running mean of the still scene),
 //! after the whole view's change is taken out (a gain and an offset per
-//! channel, fitted over all cells: a camera's exposure, a cloud, the
-//! lights). Averaging a cell's pixels leaves little of a sensor's
+//! channel: a camera's exposure, a cloud, the lights), fitted over the half
+//! of the cells that fit best, so that a large object close to the camera
+//! does not bend the fit for the rest of the view). Averaging a cell's pixels leaves little of a sensor's
 //! per-pixel noise, so a still scene gives no cell; a change over most of
 //! the frame gives no region at all. A cell that differs from the
 //! background but stays unchanged for [`STEADY_FRAMES`] becomes background
@@ -66,9 +67,24 @@ pub struct Motion {
     seen: Vec<bool>,
     stack: Vec<u32>,
     regions: Vec<Rect>,
+    /// Per cell: how far it is from the fitted change (the trimmed fit's
+    /// work buffer, and its copy to select the median from).
+    residual: Vec<f32>,
+    ranked: Vec<f32>,
     /// Whether the last frame was a change of the whole view.
     pub global_change: bool,
 }
+
+/// The trimmed fit is used only when the best half of the cells is this
+/// close to it (median, 0-255 levels): a still scene's cells are (sensor
+/// noise of ±6 levels a pixel leaves a cell's median residual at 0.63 on
+/// the tests' scenes).
+const TRIMMED_FIT_NOISE: f32 = MOTION_LEVEL / 4.0;
+
+/// Refits of the whole view's change over the cells that fit best
+/// (each a least-trimmed-squares step: the fit never gets worse on the
+/// half it keeps).
+const TRIM_STEPS: usize = 2;
 
 impl Motion {
     pub fn new() -> Motion {
@@ -104,6 +120,8 @@ impl Motion {
         self.seen = vec![false; n];
         self.stack = Vec::with_capacity(n);
         self.regions = Vec::with_capacity(n);
+        self.residual = vec![0.0; n];
+        self.ranked = vec![0.0; n];
         self.have_background = false;
     }
 
@@ -113,8 +131,10 @@ impl Motion {
     }
 
     /// The regions of `img` that differ from the background, largest
-    /// first (none for the first frame, which is taken as the background).
-    pub fn update(&mut self, img: &DecodedImage) -> &[Rect] {
+    /// first (none for the first frame, which is taken as the background),
+    /// those whose share of the frame's area is outside `area` left out
+    /// before the largest [`MAX_REGIONS`] are kept.
+    pub fn update(&mut self, img: &DecodedImage, area: (f32, f32)) -> &[Rect] {
         if (img.width, img.height, img.mode) != (self.width, self.height, self.mode)
             || self.sums.is_empty()
         {
@@ -135,25 +155,32 @@ impl Motion {
         }
         let n = self.now.len();
         // The whole view's change, per channel: now = gain * background +
-        // offset (least squares over the cells), taken out before the threshold.
-        let mut fit = [(1f32, 0f32); 3];
-        for (k, f) in fit.iter_mut().enumerate() {
-            let (mut sx, mut sy, mut sxx, mut sxy) = (0f64, 0f64, 0f64, 0f64);
-            for (a, b) in self.now.iter().zip(&self.background) {
-                let (x, y) = (b[k] as f64, a[k] as f64);
-                sx += x;
-                sy += y;
-                sxx += x * x;
-                sxy += x * y;
+        // offset, taken out before the threshold. Least squares over all
+        // cells, then again over the half that fits best: an object close
+        // to the camera (a fifth of the view) would otherwise bend the fit
+        // and make the whole view look changed.
+        let all = self.fit_change(None);
+        let mut fit = all;
+        for step in 0..=TRIM_STEPS {
+            for (i, r) in self.residual.iter_mut().enumerate() {
+                let (a, b) = (self.now[i], self.background[i]);
+                *r = (0..3)
+                    .map(|k| (a[k] - (fit[k].0 * b[k] + fit[k].1)).abs())
+                    .fold(0.0, f32::max);
             }
-            let nn = n as f64;
-            let var = sxx - sx * sx / nn;
-            let gain = if var > nn {
-                ((sxy - sx * sy / nn) / var).clamp(0.25, 4.0)
-            } else {
-                1.0
-            };
-            *f = (gain as f32, ((sy - gain * sx) / nn) as f32);
+            self.ranked.copy_from_slice(&self.residual);
+            let (_, &mut median, _) = self.ranked.select_nth_unstable_by(n / 2, f32::total_cmp);
+            if step == TRIM_STEPS {
+                // The best half must fit as a still scene does (its
+                // median within sensor noise): else no one change fits
+                // most of the view (half of it lit anew), and the fit over
+                // all cells is kept.
+                if median > TRIMMED_FIT_NOISE {
+                    fit = all;
+                }
+                break;
+            }
+            fit = self.fit_change(Some(median));
         }
         let mut count = 0usize;
         for i in 0..n {
@@ -192,8 +219,41 @@ impl Motion {
         if count == 0 {
             return &self.regions;
         }
-        self.find_areas();
+        self.find_areas(area);
         &self.regions
+    }
+
+    /// Least squares of `now = gain · background + offset` per channel,
+    /// over the cells whose residual is at most `within` (all cells when
+    /// `None`); the gain held to 1/4..4, and 1 where the background is
+    /// too flat to say.
+    fn fit_change(&self, within: Option<f32>) -> [(f32, f32); 3] {
+        let mut fit = [(1f32, 0f32); 3];
+        for (k, f) in fit.iter_mut().enumerate() {
+            let (mut sx, mut sy, mut sxx, mut sxy, mut nn) = (0f64, 0f64, 0f64, 0f64, 0f64);
+            for ((a, b), r) in self.now.iter().zip(&self.background).zip(&self.residual) {
+                if within.is_some_and(|w| *r > w) {
+                    continue;
+                }
+                let (x, y) = (b[k] as f64, a[k] as f64);
+                sx += x;
+                sy += y;
+                sxx += x * x;
+                sxy += x * y;
+                nn += 1.0;
+            }
+            if nn == 0.0 {
+                continue;
+            }
+            let var = sxx - sx * sx / nn;
+            let gain = if var > nn {
+                ((sxy - sx * sy / nn) / var).clamp(0.25, 4.0)
+            } else {
+                1.0
+            };
+            *f = (gain as f32, ((sy - gain * sx) / nn) as f32);
+        }
+        fit
     }
 
     fn cell_means(&mut self, img: &DecodedImage) {
@@ -237,8 +297,10 @@ impl Motion {
     }
 
     /// Connected areas of the moving cells (grown by one cell, 8-connected)
-    /// as the bounding boxes of their moving cells; overlapping boxes merged.
-    fn find_areas(&mut self) {
+    /// as the bounding boxes of their moving cells; overlapping boxes
+    /// merged; those whose share of the frame is outside `area` left out,
+    /// then the largest [`MAX_REGIONS`] kept.
+    fn find_areas(&mut self, area: (f32, f32)) {
         let (gw, gh) = (self.gw, self.gh);
         for y in 0..gh {
             for x in 0..gw {
@@ -288,6 +350,11 @@ impl Motion {
             self.regions.push(Rect::new(px0, py0, px1 - px0, py1 - py0));
         }
         merge_overlapping(&mut self.regions);
+        let frame_area = (self.width as u64 * self.height as u64).max(1) as f32;
+        self.regions.retain(|r| {
+            let share = r.area() as f32 / frame_area;
+            share >= area.0 && share <= area.1
+        });
         self.regions
             .sort_unstable_by_key(|r| std::cmp::Reverse(r.area()));
         self.regions.truncate(MAX_REGIONS);
@@ -330,6 +397,9 @@ mod tests {
         }
     }
 
+    /// Regions of any size.
+    const ALL: (f32, f32) = (0.0, 1.0);
+
     fn scene(w: u32, h: u32, rng: &mut Noise, gain: f32) -> DecodedImage {
         let mut img = DecodedImage::default();
         let data = img.reshape(w, h, Mode::Rgb);
@@ -361,11 +431,11 @@ mod tests {
         let mut m = Motion::new();
         for _ in 0..30 {
             let img = scene(960, 540, &mut rng, 1.0);
-            assert!(m.update(&img).is_empty());
+            assert!(m.update(&img, ALL).is_empty());
         }
         // The lights: a gain over the whole view.
         let bright = scene(960, 540, &mut rng, 1.3);
-        assert!(m.update(&bright).is_empty());
+        assert!(m.update(&bright, ALL).is_empty());
         assert!(!m.global_change);
         // A shadow over the left half: most cells change, no region.
         let mut shadow = scene(960, 540, &mut rng, 1.3);
@@ -374,17 +444,17 @@ mod tests {
                 *v = (*v as f32 * 0.6) as u8;
             }
         }
-        assert!(m.update(&shadow).is_empty());
+        assert!(m.update(&shadow, ALL).is_empty());
         assert!(m.global_change);
-        assert!(m.update(&scene(960, 540, &mut rng, 1.3)).is_empty());
-        assert!(m.update(&scene(960, 540, &mut rng, 1.3)).is_empty());
+        assert!(m.update(&scene(960, 540, &mut rng, 1.3), ALL).is_empty());
+        assert!(m.update(&scene(960, 540, &mut rng, 1.3), ALL).is_empty());
         assert!(!m.global_change);
         // A green square (as bright as the grey behind it) moving right.
         for step in 0..5u32 {
             let mut img = scene(960, 540, &mut rng, 1.3);
             let obj = Rect::new(300 + 10 * step, 200, 70, 70);
             paint(&mut img, obj, [60, 200, 60]);
-            let regions = m.update(&img);
+            let regions = m.update(&img, ALL);
             assert_eq!(regions.len(), 1, "step {step}: {regions:?}");
             let r = regions[0];
             assert!(r.contains(obj.centre()), "{r:?} {obj:?}");
@@ -395,13 +465,83 @@ mod tests {
         for _ in 0..100 {
             let mut img = scene(960, 540, &mut rng, 1.3);
             paint(&mut img, Rect::new(340, 200, 70, 70), [60, 200, 60]);
-            if m.update(&img).is_empty() {
+            if m.update(&img, ALL).is_empty() {
                 break;
             }
             still += 1;
         }
         let steady = STEADY_FRAMES as i32;
         assert!((steady - 2..=steady).contains(&still), "{still}");
+    }
+
+    /// An object close to the camera covering a fifth of the view (and
+    /// the lights changing with it) is a region, and so is a small object
+    /// beside it: the whole view's change is fitted on the cells that fit
+    /// it, not bent by the large one into a change of the whole view.
+    #[test]
+    fn a_large_object_near_the_camera_is_a_region_not_a_change_of_the_view() {
+        let mut rng = Noise(0x2545_f491_4f6c_dd1d);
+        let mut m = Motion::new();
+        for _ in 0..5 {
+            assert!(m.update(&scene(960, 540, &mut rng, 1.0), ALL).is_empty());
+        }
+        let near = Rect::new(40, 40, 440, 250);
+        let small = Rect::new(700, 350, 48, 48);
+        for (step, gain) in [1.0, 1.2].into_iter().enumerate() {
+            let mut img = scene(960, 540, &mut rng, gain);
+            paint(&mut img, near, [250, 250, 250]);
+            paint(&mut img, small, [60, 200, 60]);
+            let regions = m.update(&img, ALL).to_vec();
+            assert!(!m.global_change, "step {step}");
+            assert_eq!(regions.len(), 2, "step {step}: {regions:?}");
+            assert!(regions[0].contains(near.centre()), "{regions:?}");
+            assert!(regions[1].contains(small.centre()), "{regions:?}");
+        }
+    }
+
+    /// `--max-area` leaves out large moving areas (swaying trees) before the
+    /// largest regions are kept: nine of them do not push out the small
+    /// object.
+    #[test]
+    fn sizes_outside_the_area_band_do_not_take_the_places_of_others() {
+        let mut rng = Noise(0x1234_5678_9abc_def1);
+        let mut m = Motion::new();
+        assert!(m.update(&scene(960, 540, &mut rng, 1.0), ALL).is_empty());
+        let trees: Vec<Rect> = (0..9)
+            .map(|i| Rect::new(20 + 140 * (i % 3), 20 + 140 * (i / 3), 100, 100))
+            .collect();
+        let small = Rect::new(700, 400, 40, 40);
+        for step in 0..3u32 {
+            let mut img = scene(960, 540, &mut rng, 1.0);
+            let sway = if step % 2 == 0 {
+                [200, 60, 40]
+            } else {
+                [40, 60, 200]
+            };
+            for &t in &trees {
+                paint(&mut img, t, sway);
+            }
+            paint(
+                &mut img,
+                Rect::new(small.x + 8 * step, small.y, 40, 40),
+                [60, 200, 60],
+            );
+            let all = m.update(&img, ALL).to_vec();
+            assert_eq!(all.len(), MAX_REGIONS, "step {step}: {all:?}");
+            assert!(all.iter().all(|r| r.area() > 5000), "{all:?}");
+        }
+        let mut img = scene(960, 540, &mut rng, 1.0);
+        for &t in &trees {
+            paint(&mut img, t, [200, 60, 40]);
+        }
+        paint(
+            &mut img,
+            Rect::new(small.x + 24, small.y, 40, 40),
+            [60, 200, 60],
+        );
+        let small_only = m.update(&img, (0.0, 0.01));
+        assert_eq!(small_only.len(), 1, "{small_only:?}");
+        assert!(small_only[0].x >= 700, "{small_only:?}");
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub(super) struct Proposal {
 pub(super) struct Places {
     pub(super) motion: Motion,
     pub(super) tiles: Vec<Rect>,
+    /// With zones and the whole frame: the squares that cover each zone,
+    /// with its index.
+    pub(super) zone_crops: Vec<(Rect, usize)>,
     /// The frame size the tiles and the zones were checked for.
     pub(super) sized_for: (u32, u32),
     /// A later frame size they do not fit, whose frames are skipped
@@ -49,6 +52,7 @@ impl Places {
         Places {
             motion: Motion::new(),
             tiles: Vec::with_capacity(64),
+            zone_crops: Vec::with_capacity(regions::MAX_ZONE_CROPS),
             sized_for: (0, 0),
             refused: (0, 0),
             proposals: Vec::with_capacity(MAX_PROPOSALS),
@@ -57,6 +61,31 @@ impl Places {
             tracks: Tracks::new(rules),
             crop: DecodedImage::default(),
         }
+    }
+}
+
+/// A zone's overlapping squares that see one label are one detection: an
+/// object in two or three of them (their union the box, the best score
+/// the score), not an object each (in place: no allocation).
+fn merge_zone_squares(ds: &mut Vec<Detection>) {
+    let mut i = 0;
+    while i < ds.len() {
+        let mut merged = false;
+        let mut j = i + 1;
+        while j < ds.len() {
+            let (a, b) = (&ds[i], &ds[j]);
+            if a.zone == b.zone && a.watched == b.watched && a.rect.overlap(&b.rect) > 0 {
+                let b = ds.swap_remove(j);
+                let a = &mut ds[i];
+                a.rect = a.rect.union(&b.rect);
+                a.score = a.score.max(b.score);
+                merged = true;
+            } else {
+                j += 1;
+            }
+        }
+        // A union may now overlap one before it: look again from the start.
+        i = if merged { 0 } else { i + 1 };
     }
 }
 
@@ -77,17 +106,15 @@ impl Watcher<'_> {
         p.proposals.clear();
         match ropts.mode {
             RegionMode::Motion => {
-                let frame_area = (w as u64 * h as u64).max(1) as f32;
-                for &r in p.motion.update(img) {
-                    let share = r.area() as f32 / frame_area;
-                    if share >= ropts.min_area && share <= ropts.max_area {
-                        p.proposals.push(Proposal {
-                            rect: r,
-                            crop: regions::context_square(r, w, h),
-                            from_track: None,
-                            zone: None,
-                        });
-                    }
+                // Sizes outside --min-area..--max-area are left out before
+                // the largest regions are kept.
+                for &r in p.motion.update(img, (ropts.min_area, ropts.max_area)) {
+                    p.proposals.push(Proposal {
+                        rect: r,
+                        crop: regions::context_square(r, w, h),
+                        from_track: None,
+                        zone: None,
+                    });
                 }
                 // Objects standing still: no motion, their last box.
                 for (slot, t) in p.tracks.iter() {
@@ -117,8 +144,7 @@ impl Watcher<'_> {
                 }
             }
             RegionMode::Full => {
-                for (i, z) in ropts.zones.iter().enumerate() {
-                    let r = z.area.bbox();
+                for &(r, i) in &p.zone_crops {
                     p.proposals.push(Proposal {
                         rect: r,
                         crop: r,
@@ -170,6 +196,9 @@ impl Watcher<'_> {
         }
         if !p.proposals.is_empty() {
             self.stats.inferred += 1;
+        }
+        if ropts.mode == RegionMode::Full {
+            merge_zone_squares(&mut p.detections);
         }
         let t1 = Instant::now();
         self.stats.classify_ms += (t1 - t0).as_secs_f64() * 1e3;
@@ -229,6 +258,20 @@ impl Watcher<'_> {
         let p = &mut self.places;
         if let RegionMode::Tiles { cols, rows } = ropts.mode {
             regions::tiles(w, h, cols, rows, &mut p.tiles);
+        }
+        p.zone_crops.clear();
+        if ropts.mode == RegionMode::Full {
+            let mut squares = Vec::new();
+            for (i, z) in ropts.zones.iter().enumerate() {
+                squares.clear();
+                regions::squares(z.area.bbox(), &mut squares);
+                p.zone_crops.extend(squares.iter().map(|&r| (r, i)));
+            }
+        }
+        let mut notes = Vec::new();
+        ropts.notes(w, h, &mut notes);
+        for n in &notes {
+            log::warn!("{n}");
         }
         p.sized_for = (w, h);
         if ropts.mode == RegionMode::Motion && w > 0 && h > 0 {

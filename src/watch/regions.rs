@@ -266,7 +266,99 @@ impl RegionOptions {
                 ));
             }
         }
+        if self.mode == RegionMode::Full {
+            let n: usize = self.zones.iter().map(|z| square_count(z.area.bbox())).sum();
+            if n > MAX_ZONE_CROPS {
+                return Err(format!(
+                    "the zones take {n} square crops a frame (a zone is classified in squares of its shorter side), more than {MAX_ZONE_CROPS}: make them squarer or fewer, or use --regions motion"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// What a person should know about these regions on `width x height`
+    /// frames (they fit: [`RegionOptions::check_frame`]): a tile grid with
+    /// more tiles along a side than its square tiles need (they would be
+    /// copies, or no smaller), zones that no tile's centre is in (a tile's
+    /// detection counts for the zone its centre is in).
+    pub fn notes(&self, width: u32, height: u32, out: &mut Vec<String>) {
+        out.clear();
+        let RegionMode::Tiles { cols, rows } = self.mode else {
+            return;
+        };
+        let mut t = Vec::new();
+        tiles(width, height, cols, rows, &mut t);
+        let Some(side) = t.first().map(|r| r.w) else {
+            return;
+        };
+        // Tiles a side needs: one when a tile spans it, else each at most
+        // its share of the side, larger by the overlap.
+        let need = |extent: u32| {
+            if side >= extent {
+                1
+            } else {
+                (extent as f32 * (1.0 + TILE_OVERLAP) / side as f32).ceil() as u32
+            }
+        };
+        let (nc, nr) = (need(width).min(cols), need(height).min(rows));
+        if (nc, nr) != (cols, rows) {
+            out.push(format!(
+                "--regions tiles:{cols}x{rows} on {width}x{height} frames: its tiles are {side} px squares, so tiles:{nc}x{nr} cover the frame as well (the others would repeat them); more tiles along both sides make them smaller"
+            ));
+        }
+        // A tile's detection counts for the first zone its centre is in.
+        for (i, z) in self.zones.iter().enumerate() {
+            let first = |r: &Rect| self.zones.iter().position(|z| z.area.contains(r.centre()));
+            if !t.iter().any(|r| first(r) == Some(i)) {
+                out.push(format!(
+                    "zone {:?} is given no tile with tiles:{cols}x{rows} on {width}x{height} frames: a tile's detection counts for the first zone its centre is in, and no tile's centre is in this one first, so it never sees one (use --regions motion, or more tiles)",
+                    z.name
+                ));
+            }
+        }
+    }
+}
+
+/// The most square crops zones take a frame with `--regions full`.
+pub const MAX_ZONE_CROPS: usize = 64;
+
+/// A region (a zone) is classified as itself (its middle square, as
+/// `classify` crops an image) while its longer side is at most this many
+/// times its shorter one; a longer one in several squares.
+pub const ONE_SQUARE_STRETCH: f32 = 1.25;
+
+/// How many squares [`squares`] cuts `r` into.
+pub fn square_count(r: Rect) -> usize {
+    let (long, short) = (r.w.max(r.h) as f32, r.w.min(r.h).max(1) as f32);
+    if long <= ONE_SQUARE_STRETCH * short {
+        1
+    } else {
+        (long * (1.0 + TILE_OVERLAP) / short).ceil() as usize
+    }
+}
+
+/// The crops that cover region `r` (appended to `out`): `r` itself when it
+/// is about square ([`ONE_SQUARE_STRETCH`]), else squares of its shorter
+/// side along its longer one, spread edge to edge, overlapping by at least
+/// [`TILE_OVERLAP`] (a strip along a driveway is watched whole, not in its
+/// middle square only).
+pub fn squares(r: Rect, out: &mut Vec<Rect>) {
+    let n = square_count(r) as u32;
+    if n == 1 {
+        out.push(r);
+        return;
+    }
+    let side = r.w.min(r.h);
+    let at = |i: u32, extent: u32| -> u32 {
+        ((extent - side) as f64 * i as f64 / (n - 1) as f64).round() as u32
+    };
+    for i in 0..n {
+        out.push(if r.w >= r.h {
+            Rect::new(r.x + at(i, r.w), r.y, side, side)
+        } else {
+            Rect::new(r.x, r.y + at(i, r.h), side, side)
+        });
     }
 }
 
@@ -300,6 +392,9 @@ pub const TILE_OVERLAP: f32 = 0.2;
 /// side), spread evenly from edge to edge.
 pub fn tiles(width: u32, height: u32, cols: u32, rows: u32, out: &mut Vec<Rect>) {
     out.clear();
+    if width == 0 || height == 0 {
+        return;
+    }
     let share = width.div_ceil(cols).max(height.div_ceil(rows)) as f32;
     let side = ((share * (1.0 + TILE_OVERLAP)).round() as u32).clamp(1, width.min(height));
     let at = |i: u32, n: u32, extent: u32| -> u32 {
@@ -311,12 +406,12 @@ pub fn tiles(width: u32, height: u32, cols: u32, rows: u32, out: &mut Vec<Rect>)
     };
     for r in 0..rows {
         for c in 0..cols {
-            out.push(Rect::new(
-                at(c, cols, width),
-                at(r, rows, height),
-                side,
-                side,
-            ));
+            let t = Rect::new(at(c, cols, width), at(r, rows, height), side, side);
+            // More tiles along a side than it has room for are copies of
+            // one another: each is classified once.
+            if !out.contains(&t) {
+                out.push(t);
+            }
         }
     }
 }
@@ -349,6 +444,82 @@ mod tests {
             let e = bad.parse::<RegionMode>().unwrap_err();
             assert!(e.contains(&format!("{bad:?}")), "{e}");
         }
+    }
+
+    /// A zone far from square is classified in squares that cover it
+    /// (a strip along a driveway, not its middle square only); too many
+    /// squares are refused; tile grids with copies are said, and so are
+    /// zones no tile's centre is in.
+    #[test]
+    fn long_zones_are_squares_and_tiles_are_not_copies() {
+        let mut out = Vec::new();
+        squares(Rect::new(0, 150, 960, 100), &mut out);
+        assert_eq!(out.len(), 12);
+        for x in (0..960).step_by(5) {
+            assert!(out.iter().any(|r| r.contains((x as f32, 200.0))), "{x}");
+        }
+        assert!(out
+            .iter()
+            .all(|r| r.w == 100 && r.h == 100 && r.within(960, 250)));
+        out.clear();
+        squares(Rect::new(10, 20, 110, 100), &mut out);
+        assert_eq!(out, [Rect::new(10, 20, 110, 100)]);
+        out.clear();
+        squares(Rect::new(10, 20, 100, 300), &mut out);
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[3], Rect::new(10, 220, 100, 100));
+        let zone = |name: &str, r: Rect| Zone {
+            name: name.into(),
+            area: ZoneArea::Box(r),
+            watch: None,
+        };
+        let thin = RegionOptions {
+            zones: (0..6)
+                .map(|i| zone(&format!("z{i}"), Rect::new(0, i * 10, 960, 10)))
+                .collect(),
+            ..Default::default()
+        };
+        let e = thin.check_frame(960, 540).unwrap_err();
+        assert!(e.contains("696 square crops"), "{e}");
+        // Portrait frames with the default grid: two tiles, not six.
+        let mut t = Vec::new();
+        tiles(540, 960, 3, 2, &mut t);
+        assert_eq!(t.len(), 2, "{t:?}");
+        let mut notes = Vec::new();
+        let tiled = RegionOptions {
+            mode: RegionMode::Tiles { cols: 3, rows: 2 },
+            zones: vec![zone("corner", Rect::new(0, 0, 60, 60))],
+            ..Default::default()
+        };
+        tiled.notes(540, 960, &mut notes);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("tiles:1x2"), "{notes:?}");
+        assert!(
+            notes[1].contains("\"corner\" is given no tile"),
+            "{notes:?}"
+        );
+        let fine = RegionOptions {
+            mode: RegionMode::Tiles { cols: 3, rows: 2 },
+            zones: vec![zone("middle", Rect::new(200, 100, 400, 300))],
+            ..Default::default()
+        };
+        fine.notes(960, 540, &mut notes);
+        assert!(notes.is_empty(), "{notes:?}");
+        // A zone whose tiles all count for a zone listed before it.
+        let shadowed = RegionOptions {
+            mode: RegionMode::Tiles { cols: 3, rows: 2 },
+            zones: vec![
+                zone("all", Rect::new(0, 0, 960, 540)),
+                zone("middle", Rect::new(200, 100, 400, 300)),
+            ],
+            ..Default::default()
+        };
+        shadowed.notes(960, 540, &mut notes);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("\"middle\" is given no tile"),
+            "{notes:?}"
+        );
     }
 
     #[test]

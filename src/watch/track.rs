@@ -3,8 +3,10 @@
 //! A region whose top-1 label is a watched label at its threshold is a
 //! *detection*, with a box. Each frame's detections are matched to the
 //! tracks of the same label (and zone) by the distance between box centres,
-//! so two objects of one label in view are two tracks; an unmatched
-//! detection opens a new track. Every track's [`Detector`] is fed once per
+//! each track's centre moved on by its last step (an object crossing the
+//! view between two frames classified far apart, at a low `--fps`), so two
+//! objects of one label in view are two tracks; an unmatched detection
+//! opens a new track. Every track's [`Detector`] is fed once per
 //! frame (positive when a detection matched it), so the N-of-M start and
 //! K-to-end rules hold per track. Pure logic over fixed-size tables: no
 //! allocation per frame.
@@ -17,8 +19,18 @@ use super::regions::Rect;
 pub const MAX_TRACKS: usize = 16;
 
 /// A detection matches a track when their box centres are at most this
-/// far apart, in units of the larger box's longer side.
+/// far apart, in units of the larger box's longer side (the track's centre
+/// moved on by its last step, [`Track::gap`]).
 pub const MATCH_DISTANCE: f32 = 1.0;
+
+/// The same for a track seen once (whose step is not known yet): an
+/// object crossing a wide view at a low `--fps` moves one to two of its
+/// own sizes between two frames classified.
+pub const FIRST_MATCH_DISTANCE: f32 = 2.5;
+
+/// A track missed for `n` frames fed matches `1 + n` times as far, up to
+/// this many times (an object hidden for a frame or two went on moving).
+pub const MAX_GATE_WIDENING: u32 = 3;
 
 /// A watched label seen in one region of a frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,9 +60,70 @@ pub struct Track {
     /// The id of the track's open event.
     pub open_id: Option<String>,
     matched: bool,
+    /// Pixels its centre moved per frame fed, between its last two
+    /// positives.
+    step: (f32, f32),
+    /// Positive frames so far (saturating).
+    positives: u32,
+    /// Frames fed since its last positive.
+    missed: u32,
 }
 
 impl Track {
+    fn new(number: u64, d: &Detection, rules: Rules) -> Track {
+        Track {
+            number,
+            watched: d.watched,
+            zone: d.zone,
+            detector: Detector::new(rules),
+            boxes: [Rect::default(); 64],
+            last_box: d.rect,
+            open_id: None,
+            matched: false,
+            step: (0.0, 0.0),
+            positives: 0,
+            missed: 0,
+        }
+    }
+
+    /// How far `r` is from where this track's object should be now (its
+    /// last centre moved on by its step for each frame since) or from its
+    /// last centre, whichever is nearer, in units of its gate: at most 1
+    /// matches. The gate is [`MATCH_DISTANCE`] (or
+    /// [`FIRST_MATCH_DISTANCE`] for a track seen once) times the larger
+    /// box's longer side, widened for the frames it was missed.
+    fn gap(&self, r: &Rect) -> f32 {
+        let ((lx, ly), (rx, ry)) = (self.last_box.centre(), r.centre());
+        let ahead = (self.missed + 1) as f32;
+        let (px, py) = (lx + self.step.0 * ahead, ly + self.step.1 * ahead);
+        let b = &self.last_box;
+        let scale = b.w.max(b.h).max(r.w).max(r.h).max(1) as f32;
+        let gate = if self.positives >= 2 {
+            MATCH_DISTANCE
+        } else {
+            FIRST_MATCH_DISTANCE
+        };
+        let widening = (1 + self.missed).min(MAX_GATE_WIDENING) as f32;
+        // Near where it should be, or still near where it was (boxes
+        // that jump between fixed places, tiles, make no steady step).
+        let from = |(x, y): (f32, f32)| ((x - rx).powi(2) + (y - ry).powi(2)).sqrt();
+        from((px, py)).min(from((lx, ly))) / scale / (gate * widening)
+    }
+
+    /// A detection matched: its box is the track's last, its step learnt.
+    fn matched_to(&mut self, r: Rect) {
+        if self.positives > 0 {
+            let ((lx, ly), (rx, ry)) = (self.last_box.centre(), r.centre());
+            let gap = (self.missed + 1) as f32;
+            self.step = ((rx - lx) / gap, (ry - ly) / gap);
+        }
+        self.positives = self.positives.saturating_add(1);
+        self.missed = 0;
+        self.matched = true;
+        self.boxes[self.detector.next_slot()] = r;
+        self.last_box = r;
+    }
+
     /// The box at positive frame `frame` (of the last 64 fed; else the
     /// latest box).
     pub fn box_at(&self, frame: u64) -> Rect {
@@ -129,8 +202,8 @@ impl Tracks {
                     .enumerate()
                     .filter_map(|(i, t)| Some((i, t.as_ref()?)))
                     .filter(|(_, t)| same(t) && !t.matched)
-                    .map(|(i, t)| (i, distance(&t.last_box, &d.rect)))
-                    .filter(|&(_, dist)| dist <= MATCH_DISTANCE)
+                    .map(|(i, t)| (i, t.gap(&d.rect)))
+                    .filter(|&(_, gap)| gap <= 1.0)
                     .min_by(|a, b| a.1.total_cmp(&b.1))
                     .map(|(i, _)| i)
             };
@@ -145,30 +218,23 @@ impl Tracks {
                         continue;
                     }
                     let Some(free) = self.slots.iter().position(Option::is_none) else {
-                        if self.dropped == 0 {
-                            log::warn!("{MAX_TRACKS} tracks followed at once: further objects are not tracked");
-                        }
                         self.dropped += 1;
+                        // Said at 1, 2, 4, … dropped so far.
+                        if self.dropped.is_power_of_two() {
+                            log::warn!(
+                                "{MAX_TRACKS} tracks followed at once: {} detection(s) not tracked so far",
+                                self.dropped
+                            );
+                        }
                         continue;
                     };
                     self.numbers += 1;
-                    self.slots[free] = Some(Track {
-                        number: self.numbers,
-                        watched: d.watched,
-                        zone: d.zone,
-                        detector: Detector::new(self.rules),
-                        boxes: [Rect::default(); 64],
-                        last_box: d.rect,
-                        open_id: None,
-                        matched: false,
-                    });
+                    self.slots[free] = Some(Track::new(self.numbers, d, self.rules));
                     free
                 }
             };
             let t = self.slots[slot].as_mut().expect("a live slot");
-            t.matched = true;
-            t.boxes[t.detector.next_slot()] = d.rect;
-            t.last_box = d.rect;
+            t.matched_to(d.rect);
             if let Some(tr) = t.detector.feed(frame, true, d.score) {
                 out.push((slot, tr));
             }
@@ -176,6 +242,7 @@ impl Tracks {
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let Some(t) = slot else { continue };
             if !t.matched {
+                t.missed = t.missed.saturating_add(1);
                 if let Some(tr) = t.detector.feed(frame, false, 0.0) {
                     out.push((i, tr));
                 }
@@ -370,6 +437,28 @@ mod tests {
         // The passer, this close to the matched track, is taken for the
         // same object seen twice.
         assert_eq!(tracks.iter().count(), 1);
+    }
+
+    /// At a low `--fps` an object crossing the view moves more than its
+    /// own size between two frames classified: one track, one event (it
+    /// was a new track, and no event, at each frame).
+    #[test]
+    fn an_object_crossing_the_view_at_a_low_rate_is_one_track() {
+        // 60 px boxes, 130 px a frame: seen, missed once, seen again.
+        let mut frames: Vec<Vec<Detection>> =
+            (0..4).map(|f| vec![det(0, 100 + 130 * f, 200)]).collect();
+        frames.push(vec![]);
+        frames.extend((5..7).map(|f| vec![det(0, 100 + 130 * f, 200)]));
+        frames.extend((0..4).map(|_| vec![]));
+        let got = run(&frames);
+        assert_eq!(got, [(1, 's', 0), (1, 'e', 6)]);
+        // Two such objects crossing towards each other keep their tracks
+        // until they meet.
+        let frames: Vec<Vec<Detection>> = (0..3)
+            .map(|f| vec![det(0, 100 + 130 * f, 200), det(0, 900 - 130 * f, 200)])
+            .collect();
+        let got = run(&frames);
+        assert_eq!(got, [(1, 's', 0), (2, 's', 0), (1, 'e', 99), (2, 'e', 99)]);
     }
 
     #[test]

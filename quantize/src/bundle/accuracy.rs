@@ -9,7 +9,12 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
     let mut files = Vec::new();
     for e in std::fs::read_dir(dir).map_err(io(dir))? {
         let p = e.map_err(io(dir))?.path();
-        if p.is_file() {
+        // Hidden files (.DS_Store, editors' and sync tools' files) are not
+        // images, as eval sets skip them.
+        let hidden = p
+            .file_name()
+            .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."));
+        if p.is_file() && !hidden {
             files.push(p);
         }
     }

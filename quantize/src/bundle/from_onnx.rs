@@ -45,7 +45,8 @@ pub(super) fn build(
         eval_inputs,
     } = Inputs::read(opts, n, (x.mean, x.std), x.resize)?;
 
-    let table = text_table(&x, &labels, &templates, e, opts.progress)?;
+    let table = text_table(&x, &labels, &templates, e, opts.progress)
+        .map_err(|e| e.in_labels(&opts.labels))?;
     let (precision, (model, int8_layers)) = match opts.precision {
         Requested::Fixed(p) => (p, at_precision(&fp32_model, p)?),
         Requested::Auto => auto_precision(&fp32_model, &calib, opts.cosine_target)?,

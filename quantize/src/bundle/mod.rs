@@ -72,6 +72,34 @@ pub enum BuildError {
     /// A bad flag or combination of flags, named in the message.
     #[error("{0}")]
     Flag(String),
+    /// A label that does not fit the text encoder in a template: the
+    /// label's line (from 1), the template, why ([`BuildError::in_labels`]
+    /// names the labels file).
+    #[error("label {line} with template {template:?}: {why}")]
+    LabelPrompt {
+        line: usize,
+        template: String,
+        why: String,
+    },
+}
+
+impl BuildError {
+    /// A [`BuildError::LabelPrompt`] as an error of the labels file
+    /// `path`, naming its line.
+    pub fn in_labels(self, path: &Path) -> BuildError {
+        match self {
+            BuildError::LabelPrompt {
+                line,
+                template,
+                why,
+            } => BuildError::Prompt(PromptError::Line {
+                path: path.to_path_buf(),
+                line,
+                why: format!("with template {template:?}: {why}"),
+            }),
+            other => other,
+        }
+    }
 }
 
 impl From<crate::atomic::IoAt> for BuildError {
@@ -292,10 +320,24 @@ where
         .iter()
         .flat_map(|l| templates.iter().map(move |t| prompts::fill(t, l)))
         .collect();
-    let ids = prompts
-        .iter()
-        .map(|p| tokenize(p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut ids = Vec::with_capacity(prompts.len());
+    for (k, p) in prompts.iter().enumerate() {
+        match tokenize(p) {
+            Ok(t) => ids.push(t),
+            Err(e) => {
+                let e = BuildError::from(e);
+                // A prompt too long names its label's line and template.
+                if let BuildError::Tokenizer(TokenizerError::TooLong { .. }) = &e {
+                    return Err(BuildError::LabelPrompt {
+                        line: k / templates.len().max(1) + 1,
+                        template: templates[k % templates.len().max(1)].clone(),
+                        why: e.to_string(),
+                    });
+                }
+                return Err(e);
+            }
+        }
+    }
     Ok((prompts, ids))
 }
 
@@ -374,10 +416,28 @@ fn average_templates(emb: &[f32], labels: usize, templates: usize, e: usize) -> 
     table
 }
 
+/// What a build writes in a bundle folder (and `clip-quantize sections`
+/// adds): a folder holding anything else is not replaced by one.
+pub fn is_bundle_file(name: &str) -> bool {
+    [
+        fmt::MANIFEST,
+        fmt::IMAGE_ENCODER,
+        fmt::TEXT_TABLE,
+        fmt::REPORT,
+        signature::SIGNATURE,
+    ]
+    .contains(&name)
+        || (name.starts_with("native-") && name.ends_with(".section"))
+}
+
 /// Builds a bundle; nothing is left at `out` unless the whole bundle was written.
 pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
     let start = Instant::now();
-    // The key first: a bad key fails before any heavy work.
+    // The output's place first: a folder of other things (the input
+    // folder, a user's files) would be deleted by the replacement, and a
+    // place that cannot be written fails now, not after the work.
+    crate::atomic::check_out(&opts.out, "clip-quantize build", is_bundle_file)?;
+    // The key: a bad key fails before any heavy work.
     let signing_key = match &opts.sign {
         Some(p) => Some(signature::read_signing_key(p)?),
         None => None,
@@ -427,7 +487,8 @@ pub fn build(opts: &BuildOptions) -> Result<Report, BuildError> {
         eval_inputs,
     } = Inputs::read(opts, n, (CLIP_MEAN, CLIP_STD), Resize::default())?;
 
-    let table = text_table(&sd, &cfg, &labels, &templates, opts.progress)?;
+    let table = text_table(&sd, &cfg, &labels, &templates, opts.progress)
+        .map_err(|e| e.in_labels(&opts.labels))?;
     let e = cfg.embed_dim;
 
     // fp32 reference on the calibration images, with each layer's input range.

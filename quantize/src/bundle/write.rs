@@ -131,6 +131,21 @@ pub(super) fn write_bundle(
             let sig = tmp.join(signature::SIGNATURE);
             std::fs::write(&sig, signature::sign(key, text.as_bytes())).map_err(io(&sig))?;
         }
+        // Opened as clip-edge opens it (its size limits, checksums, the
+        // table's shape, the signature): a bundle no board would take is
+        // not put in place.
+        let trust = clip_edge::bundle::Trust {
+            require_signature: signing_key.map(|k| k.verifying_key()),
+        };
+        if let Err(e) = clip_edge::bundle::Bundle::open_with(tmp, &trust) {
+            let why = e
+                .to_string()
+                .replace(&tmp.display().to_string(), &out.display().to_string());
+            return Err(BuildError::Input {
+                path: out.clone(),
+                why: format!("clip-edge would refuse this bundle: {why}"),
+            });
+        }
         Ok(report)
     })?;
     Ok(report)

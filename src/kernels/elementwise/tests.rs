@@ -3,6 +3,16 @@
 use super::*;
 use proptest::prelude::*;
 
+/// The larger of a running worst and a new error, NaN once either is
+/// (`f64::max` would skip a NaN, and a NaN result would pass).
+fn nan_max(worst: f64, err: f64) -> f64 {
+    if worst.is_nan() || err.is_nan() {
+        f64::NAN
+    } else {
+        worst.max(err)
+    }
+}
+
 pub(crate) fn levels() -> Vec<Level> {
     let v = Level::available();
     // The copies exist on x86_64 only, where every CPU CI runs on
@@ -170,7 +180,7 @@ fn erf_and_gelu_meet_their_definitions_in<const FUSED: bool>() {
         }
         for x in [x, -x] {
             let e = libm::erf(x as f64);
-            worst_small = worst_small.max(((erf(x) as f64 - e) / e).abs());
+            worst_small = nan_max(worst_small, ((erf(x) as f64 - e) / e).abs());
         }
     }
     eprintln!("erf (fused: {FUSED}) within {worst_small:.2e} relatively below 1/2");
@@ -190,11 +200,11 @@ fn erf_and_gelu_meet_their_definitions_in<const FUSED: bool>() {
         -30.0,
     ]) {
         let e = libm::erf(x as f64);
-        worst_erf = worst_erf.max((erf(x) as f64 - e).abs());
+        worst_erf = nan_max(worst_erf, (erf(x) as f64 - e).abs());
         let g = x as f64 * 0.5 * libm::erfc(-(x as f64) * std::f64::consts::FRAC_1_SQRT_2);
         let scale = (x as f64).abs() * 0.5;
         if scale > 0.0 && scale.is_finite() {
-            worst_gelu = worst_gelu.max((gelu(x) as f64 - g).abs() / scale);
+            worst_gelu = nan_max(worst_gelu, (gelu(x) as f64 - g).abs() / scale);
         }
     }
     eprintln!("erf (fused: {FUSED}) within {worst_erf:.2e}, gelu within {worst_gelu:.2e} of |x|/2");

@@ -217,10 +217,10 @@ const COPY_LD: usize = FLOAT_DEPTHS + 16;
 /// RN50's attention pool and its last 1 × 1 convolutions: 2,048), where the 14 rows of a tile, read at the
 /// same depth, all fall in one set of the L1 cache (8 ways on Zen 4, 12 on
 /// Intel's cores since Ice Lake) and evict each other before their next
-/// depths are read: measured 0.63× the time whole. At other depths the
+/// depths are read (docs/benchmarks.md). At other depths the
 /// rows spread over sets, and the copies cost more than they save (RN50's
-/// 3 × 3 convolutions of 2,304 and 4,608 depths: 1.07× and 1.4× the time
-/// whole, with few panels to share each copy).
+/// 3 × 3 convolutions of 2,304 and 4,608 depths, with few panels to share
+/// each copy).
 fn runs_in_slices(k: usize) -> bool {
     k > ALIASED_DEPTHS && k.is_multiple_of(ALIASED_DEPTHS)
 }

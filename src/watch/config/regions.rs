@@ -153,8 +153,21 @@ fn zone_table(t: &ZoneTable, watched: &[Watched]) -> Result<Zone, String> {
             }
             let area = ZoneArea::Polygon(p.clone());
             let b = area.bbox();
-            if b.w == 0 || b.h == 0 {
-                return Err(format!("zone {name:?}: the polygon has no area"));
+            // Points all on one line enclose nothing, whatever their
+            // bounding box (a bow tie's signed area is 0 too, but it has
+            // an inside: each pair of edges from the first point is
+            // looked at instead).
+            let o = p[0];
+            let cross = |a: [f32; 2], c: [f32; 2]| {
+                let (ax, ay) = ((a[0] - o[0]) as f64, (a[1] - o[1]) as f64);
+                let (cx, cy) = ((c[0] - o[0]) as f64, (c[1] - o[1]) as f64);
+                (ax * cy - ay * cx).abs()
+            };
+            let flat = p.iter().all(|&a| p.iter().all(|&c| cross(a, c) < 1.0));
+            if b.w == 0 || b.h == 0 || flat {
+                return Err(format!(
+                    "zone {name:?}: the polygon has no area (its points are on one line)"
+                ));
             }
             area
         }
@@ -226,6 +239,12 @@ mod tests {
         assert!(r.zones[1].area.contains((900.0, 100.0)));
         assert!(!r.zones[1].area.contains((600.0, 500.0)));
         assert_eq!(r.zones[1].area.bbox(), Rect::new(500, 0, 460, 540));
+        // A bow tie (its signed area 0) has an inside.
+        let tie = from_toml(
+            "[[zone]]\nname = \"tie\"\npolygon = [[0, 0], [100, 0], [0, 100], [100, 100]]",
+        )
+        .unwrap();
+        assert!(tie.zones[0].area.contains((50.0, 20.0)));
         let a = WatchArgs {
             zone: vec!["gate=10,20,30,40".parse().unwrap()],
             ..Default::default()
@@ -261,6 +280,10 @@ mod tests {
             (
                 "[[zone]]\nname = \"both\"\nbox = [0, 0, 5, 5]\npolygon = [[0, 0], [5, 5], [0, 5]]",
                 "either box",
+            ),
+            (
+                "[[zone]]\nname = \"line\"\npolygon = [[0, 0], [100, 100], [200, 200]]",
+                "zone \"line\": the polygon has no area",
             ),
             (
                 "[[zone]]\nname = \"z\"\nbox = [0, 0, 5, 5]\nwatch = [\"blue circle\"]",

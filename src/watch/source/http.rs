@@ -181,6 +181,9 @@ fn agent() -> ureq::Agent {
         .timeout_recv_response(Some(STALL))
         .timeout_per_read(Some(STALL))
         .user_agent(concat!("clip-edge/", env!("CARGO_PKG_VERSION")))
+        // A camera's login still goes with a redirect to another path of
+        // the same host (never to another host, nor from https to http).
+        .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
         .build()
         .into()
 }

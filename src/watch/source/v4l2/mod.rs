@@ -117,15 +117,26 @@ const BUFFERS: u32 = 4;
 /// A camera that sends nothing for this long is lost (and reopened).
 const FRAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// One buffer the driver filled.
+#[derive(Debug, Clone, Copy)]
+pub struct Filled<'a> {
+    /// The bytes it holds.
+    pub bytes: &'a [u8],
+    /// The driver marked it as possibly corrupt (`V4L2_BUF_FLAG_ERROR`:
+    /// a USB camera short of bandwidth, a transfer cut mid-frame); the
+    /// stream goes on.
+    pub corrupt: bool,
+}
+
 /// What a [`Camera`] needs of a device: one filled buffer at a time.
 pub trait Capture: Send {
-    /// The next filled buffer's bytes (the previous one goes back to the
-    /// driver first).
-    fn dequeue(&mut self) -> std::io::Result<&[u8]>;
+    /// The next filled buffer (the previous one goes back to the driver
+    /// first).
+    fn dequeue(&mut self) -> std::io::Result<Filled<'_>>;
 }
 
 impl Capture for sys::Device {
-    fn dequeue(&mut self) -> std::io::Result<&[u8]> {
+    fn dequeue(&mut self) -> std::io::Result<Filled<'_>> {
         sys::Device::dequeue(self, FRAME_TIMEOUT)
     }
 }
@@ -233,7 +244,7 @@ impl<C: Capture> Camera<C> {
 
 impl<C: Capture> FrameSource for Camera<C> {
     fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
-        let data = self.capture.dequeue().map_err(|e| SourceError::Io {
+        let filled = self.capture.dequeue().map_err(|e| SourceError::Io {
             path: self.name.clone().into(),
             source: e,
         })?;
@@ -242,6 +253,15 @@ impl<C: Capture> FrameSource for Camera<C> {
         let index = self.index;
         self.index += 1;
         let what = || format!("{} frame {index}", self.name);
+        if filled.corrupt {
+            // Half a picture and the rest of the last one (or green) is
+            // no frame to classify.
+            return Err(SourceError::Frame {
+                what: what(),
+                why: "the driver marked it corrupt (V4L2_BUF_FLAG_ERROR)".into(),
+            });
+        }
+        let data = filled.bytes;
         let (w, h) = (self.width as usize, self.height as usize);
         match self.format {
             PixelFormat::Mjpg => decode_into(data, &what(), frame, self.decode)?,

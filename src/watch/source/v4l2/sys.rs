@@ -14,6 +14,8 @@ use std::mem::{offset_of, size_of};
 pub const BUF_TYPE_VIDEO_CAPTURE: u32 = 1;
 const MEMORY_MMAP: u32 = 1;
 const FIELD_NONE: u32 = 1;
+/// `V4L2_BUF_FLAG_ERROR`: the buffer was filled, its data may be corrupt.
+const BUF_FLAG_ERROR: u32 = 0x0000_0040;
 pub const CAP_VIDEO_CAPTURE: u32 = 0x0000_0001;
 const CAP_STREAMING: u32 = 0x0400_0000;
 const CAP_DEVICE_CAPS: u32 = 0x8000_0000;
@@ -469,9 +471,10 @@ impl Device {
         Ok(())
     }
 
-    /// Waits up to `timeout` for a filled buffer; returns its bytes. The
-    /// previous one goes back to the driver first.
-    pub fn dequeue(&mut self, timeout: Duration) -> io::Result<&[u8]> {
+    /// Waits up to `timeout` for a filled buffer; returns its bytes and
+    /// whether the driver flagged them. The previous one goes back to the
+    /// driver first.
+    pub fn dequeue(&mut self, timeout: Duration) -> io::Result<super::Filled<'_>> {
         self.requeue()?;
         let deadline = std::time::Instant::now() + timeout;
         let b = loop {
@@ -515,7 +518,11 @@ impl Device {
         // SAFETY: the mapping is `m.len` readable bytes, dequeued (the
         // driver does not write it until it is queued again, which only
         // `requeue` does, taking `&mut self` and so ending this borrow).
-        Ok(unsafe { std::slice::from_raw_parts(m.ptr as *const u8, used) })
+        let bytes = unsafe { std::slice::from_raw_parts(m.ptr as *const u8, used) };
+        Ok(super::Filled {
+            bytes,
+            corrupt: b.flags & BUF_FLAG_ERROR != 0,
+        })
     }
 
     /// Gives the held buffer back to the driver.
