@@ -363,22 +363,7 @@ impl Motion {
 
 /// Replaces rectangles that overlap by their union until none overlap.
 fn merge_overlapping(rs: &mut Vec<Rect>) {
-    let mut i = 0;
-    while i < rs.len() {
-        let mut merged = false;
-        let mut j = i + 1;
-        while j < rs.len() {
-            if rs[i].overlap(&rs[j]) > 0 {
-                rs[i] = rs[i].union(&rs[j]);
-                rs.swap_remove(j);
-                merged = true;
-            } else {
-                j += 1;
-            }
-        }
-        // A union may now overlap one before it: look again from the start.
-        i = if merged { 0 } else { i + 1 };
-    }
+    super::regions::merge_all(rs, |a, b| a.overlap(b) > 0, |a, b| *a = a.union(&b));
 }
 
 #[cfg(test)]

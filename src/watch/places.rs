@@ -68,25 +68,14 @@ impl Places {
 /// object in two or three of them (their union the box, the best score
 /// the score), not an object each (in place: no allocation).
 fn merge_zone_squares(ds: &mut Vec<Detection>) {
-    let mut i = 0;
-    while i < ds.len() {
-        let mut merged = false;
-        let mut j = i + 1;
-        while j < ds.len() {
-            let (a, b) = (&ds[i], &ds[j]);
-            if a.zone == b.zone && a.watched == b.watched && a.rect.overlap(&b.rect) > 0 {
-                let b = ds.swap_remove(j);
-                let a = &mut ds[i];
-                a.rect = a.rect.union(&b.rect);
-                a.score = a.score.max(b.score);
-                merged = true;
-            } else {
-                j += 1;
-            }
-        }
-        // A union may now overlap one before it: look again from the start.
-        i = if merged { 0 } else { i + 1 };
-    }
+    regions::merge_all(
+        ds,
+        |a, b| a.zone == b.zone && a.watched == b.watched && a.rect.overlap(&b.rect) > 0,
+        |a, b| {
+            a.rect = a.rect.union(&b.rect);
+            a.score = a.score.max(b.score);
+        },
+    );
 }
 
 impl Watcher<'_> {

@@ -362,6 +362,33 @@ pub fn squares(r: Rect, out: &mut Vec<Rect>) {
     }
 }
 
+/// Merges items of `items` that `mergeable` says go together (`merge`
+/// folds the second into the first, which stays) until no two do, in
+/// place (no allocation).
+pub fn merge_all<T>(
+    items: &mut Vec<T>,
+    mergeable: impl Fn(&T, &T) -> bool,
+    merge: impl Fn(&mut T, T),
+) {
+    let mut i = 0;
+    while i < items.len() {
+        let mut merged = false;
+        let mut j = i + 1;
+        while j < items.len() {
+            if mergeable(&items[i], &items[j]) {
+                let b = items.swap_remove(j);
+                merge(&mut items[i], b);
+                merged = true;
+            } else {
+                j += 1;
+            }
+        }
+        // A merged item may now go with one before it: look again from
+        // the start.
+        i = if merged { 0 } else { i + 1 };
+    }
+}
+
 /// Context kept around a region when it is cropped for the encoder, per
 /// side, as a fraction of the region's longer side: the model sees the
 /// object at about 60 % of its input, as CLIP's training photos show things.
