@@ -382,3 +382,57 @@ fn yard_a_gpio_line_stays_high_while_either_of_two_red_stars_is_in_view() {
     let mut red = red;
     red.done();
 }
+
+/// A camera back at a size its zones do not fit: its frames are skipped
+/// and the loop says why while it lasts (the status page shows it as
+/// degraded); the next frame that fits clears it.
+#[test]
+fn frames_skipped_for_their_size_are_a_trouble_until_one_fits() {
+    let dir = common::scratch("yard-frame-size");
+    let yard = root().join("models/clips/yard");
+    std::fs::copy(yard.join("00000.jpg"), dir.join("00000.jpg")).unwrap();
+    image::open(yard.join("00001.jpg"))
+        .unwrap()
+        .resize_exact(640, 360, image::imageops::FilterType::Triangle)
+        .save(dir.join("00001.png"))
+        .unwrap();
+    std::fs::copy(yard.join("00002.jpg"), dir.join("00002.jpg")).unwrap();
+    let mut engine = common::default_int8_engine();
+    let (labels, _) = yard_truth();
+    let watched = watched(&engine, &labels);
+    let args = WatchArgs {
+        zone: vec!["right=700,0,260,540".parse().unwrap()],
+        ..Default::default()
+    };
+    let opts = Options {
+        regions: args.region_options(&watched).unwrap(),
+        watched,
+        rules: Rules::default(),
+        fps: None,
+        motion_threshold: None,
+        snapshots: None,
+        snapshot_retention: Default::default(),
+        source_name: "dir:frames".into(),
+        camera: None,
+        decode: Default::default(),
+    };
+    let mut watcher = Watcher::new(&mut engine, opts, None, Vec::new());
+    let mut source = DirSource::open(&dir).unwrap();
+    let mut frame = clip_edge::watch::source::Frame::default();
+    let mut troubles = Vec::new();
+    while source.next(&mut frame).unwrap() == clip_edge::watch::source::Next::Frame {
+        let r = watcher.step(&frame);
+        troubles.push((r.is_ok(), watcher.trouble_now().map(str::to_string)));
+    }
+    assert_eq!(troubles.len(), 3);
+    assert_eq!(troubles[0], (true, None));
+    assert!(!troubles[1].0);
+    let why = troubles[1].1.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("zone \"right\"")
+            && why.contains("640x360")
+            && why.contains("skipped until they fit"),
+        "{why}"
+    );
+    assert_eq!(troubles[2], (true, None));
+}

@@ -205,11 +205,13 @@ impl Watcher<'_> {
         } = Some(why);
     }
 
-    /// Why the loop runs degraded (the disk refuses the event log, or the
-    /// last snapshot), if it does: the event log's trouble first.
+    /// Why the loop runs degraded (the disk refuses the event log, the
+    /// source's frames do not fit the zones or tiles, or the last
+    /// snapshot), if it does, in that order.
     pub fn trouble_now(&self) -> Option<&str> {
         self.trouble_log
             .as_deref()
+            .or(self.trouble_frame_size.as_deref())
             .or(self.trouble_snapshots.as_deref())
     }
 

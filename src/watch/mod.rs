@@ -255,6 +255,9 @@ pub struct Watcher<'a> {
     /// when a trouble was last said in the log.
     trouble_log: Option<String>,
     trouble_snapshots: Option<String>,
+    /// The source's frames are skipped: the zones or tiles do not fit
+    /// their size (cleared by the next frame that fits).
+    trouble_frame_size: Option<String>,
     trouble_said: Option<Instant>,
     pub stats: Stats,
 }
@@ -315,6 +318,7 @@ impl<'a> Watcher<'a> {
             scores: vec![0.0; n],
             trouble_log: None,
             trouble_snapshots: None,
+            trouble_frame_size: None,
             trouble_said: None,
             stats: Stats::default(),
         }

@@ -89,6 +89,7 @@ impl Watcher<'_> {
             self.resize_places(img, frame.index)?;
         } else {
             self.places.refused = (0, 0);
+            self.trouble_frame_size = None;
         }
         let ropts = &self.opts.regions;
         let p = &mut self.places;
@@ -222,17 +223,18 @@ impl Watcher<'_> {
             if self.places.sized_for == (0, 0) {
                 return Err(WatchError::Settings(why));
             }
+            let why = format!("{why} (frames of that size are skipped until they fit)");
             if self.places.refused != (w, h) {
                 self.places.refused = (w, h);
                 self.end_all("frame_size")?;
                 self.places.tracks.clear();
+                // The status page says it while it lasts.
+                self.trouble_frame_size = Some(why.clone());
             }
-            return Err(WatchError::Frame {
-                frame,
-                why: format!("{why} (frames of that size are skipped until they fit)"),
-            });
+            return Err(WatchError::Frame { frame, why });
         }
         self.places.refused = (0, 0);
+        self.trouble_frame_size = None;
         if self.places.sized_for != (0, 0) {
             log::warn!(
                 "the source's frames changed size from {}x{} to {w}x{h}: tracks start again",
