@@ -203,6 +203,8 @@ pub struct Stats {
     pub events: u64,
     /// Regions of frames classified (with `--regions` other than the whole frame).
     pub crops: u64,
+    /// Detections not followed because 16 tracks were (a crowded view).
+    pub tracks_dropped: u64,
     /// Event lines the disk refused (they wait in memory) and snapshots
     /// it refused (the event says `snapshot_error`).
     pub log_write_errors: u64,

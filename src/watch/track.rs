@@ -461,6 +461,21 @@ mod tests {
         assert_eq!(got, [(1, 's', 0), (2, 's', 0), (1, 'e', 99), (2, 'e', 99)]);
     }
 
+    /// A crowded view: the 17th object is not followed, and counted.
+    #[test]
+    fn detections_beyond_the_tracks_are_counted() {
+        let mut tracks = Tracks::new(Rules::default());
+        let mut out = Vec::new();
+        for f in 0..3 {
+            let mut dets: Vec<Detection> = (0..=MAX_TRACKS as u32)
+                .map(|i| det(0, 1000 * i, 100))
+                .collect();
+            tracks.step(f, &mut dets, &mut out);
+        }
+        assert_eq!(tracks.iter().count(), MAX_TRACKS);
+        assert_eq!(tracks.dropped, 3);
+    }
+
     #[test]
     fn an_object_that_jumps_away_is_a_new_track() {
         let mut frames: Vec<Vec<Detection>> = (0..3).map(|_| vec![det(0, 100, 100)]).collect();
