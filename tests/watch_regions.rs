@@ -436,3 +436,77 @@ fn frames_skipped_for_their_size_are_a_trouble_until_one_fits() {
     );
     assert_eq!(troubles[2], (true, None));
 }
+
+/// The yard classified at a sixth of its rate (a slow board, `--fps`):
+/// each shape moves one to two of its sizes between two frames classified.
+/// Every shape of the four labels is one event, the yellow triangle (in
+/// view 20 frames, never still) included: it was a new track at each
+/// frame, and no event, while tracks matched only within one box size of
+/// the last.
+#[test]
+fn yard_at_a_sixth_of_its_rate_each_object_is_one_event() {
+    let labels = ["red star", "blue circle", "green square", "yellow triangle"];
+    let t: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("models/clips/yard/truth.json")).unwrap(),
+    )
+    .unwrap();
+    let count = |label: &str| {
+        t["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["label"] == label)
+            .count()
+    };
+    let mut frames: Vec<_> = std::fs::read_dir(root().join("models/clips/yard"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    frames.sort();
+    let mut engine = common::default_int8_engine();
+    for offset in 1..=4 {
+        let dir = common::scratch(&format!("yard-sixth-{offset}"));
+        for (i, f) in frames.iter().skip(offset).step_by(6).enumerate() {
+            std::fs::copy(f, dir.join(format!("{i:05}.jpg"))).unwrap();
+        }
+        let watched = watched(&engine, &labels);
+        let opts = Options {
+            regions: WatchArgs {
+                regions: Some("motion".into()),
+                ..Default::default()
+            }
+            .region_options(&watched)
+            .unwrap(),
+            watched,
+            rules: Rules::default(),
+            fps: None,
+            motion_threshold: None,
+            snapshots: None,
+            snapshot_retention: Default::default(),
+            source_name: "dir:yard-sixth".into(),
+            camera: None,
+            decode: Default::default(),
+        };
+        let mut rec = Recorder(Vec::new());
+        let mut watcher = Watcher::new(&mut engine, opts, None, vec![&mut rec]);
+        let mut source = DirSource::open(&dir).unwrap();
+        watcher
+            .run(&mut source as &mut dyn FrameSource, &AtomicBool::new(false))
+            .unwrap();
+        drop(watcher);
+        for label in labels {
+            let starts = rec
+                .0
+                .iter()
+                .filter(|e| e.event == EventKind::Start && e.label == label)
+                .count();
+            assert_eq!(
+                starts,
+                count(label),
+                "offset {offset}, {label}: {:#?}",
+                rec.0
+            );
+        }
+    }
+}

@@ -92,7 +92,7 @@ impl Track {
     /// matches. The gate is [`MATCH_DISTANCE`] (or
     /// [`FIRST_MATCH_DISTANCE`] for a track seen once) times the larger
     /// box's longer side, widened for the frames it was missed.
-    fn gap(&self, r: &Rect) -> f32 {
+    pub(super) fn gap(&self, r: &Rect) -> f32 {
         let ((lx, ly), (rx, ry)) = (self.last_box.centre(), r.centre());
         let ahead = (self.missed + 1) as f32;
         let (px, py) = (lx + self.step.0 * ahead, ly + self.step.1 * ahead);
