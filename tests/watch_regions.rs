@@ -416,25 +416,44 @@ fn frames_skipped_for_their_size_are_a_trouble_until_one_fits() {
         camera: None,
         decode: Default::default(),
     };
+    let labels = engine.bundle.labels().to_vec();
     let mut watcher = Watcher::new(&mut engine, opts, None, Vec::new());
     let mut source = DirSource::open(&dir).unwrap();
-    let mut frame = clip_edge::watch::source::Frame::default();
-    let mut troubles = Vec::new();
-    while source.next(&mut frame).unwrap() == clip_edge::watch::source::Next::Frame {
-        let r = watcher.step(&frame);
-        troubles.push((r.is_ok(), watcher.trouble_now().map(str::to_string)));
-    }
-    assert_eq!(troubles.len(), 3);
-    assert_eq!(troubles[0], (true, None));
-    assert!(!troubles[1].0);
-    let why = troubles[1].1.as_deref().unwrap_or_default();
+    // As the service watches it: its status after each frame.
+    use clip_edge::service::http::{Families, Status};
+    let status = Status::new(
+        &Families::new(&[], false),
+        "yard",
+        labels,
+        std::time::Duration::from_secs(60),
+        None,
+    );
+    let mut seen = Vec::new();
+    watcher
+        .run_observed(
+            &mut source as &mut dyn FrameSource,
+            &AtomicBool::new(false),
+            &mut |w, f| {
+                status.observe(w, f);
+                if let Some(f) = f {
+                    seen.push((f.index, status.healthy(), status.trouble()));
+                }
+            },
+        )
+        .unwrap();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[0], (0, true, None));
+    let (index, healthy, why) = &seen[1];
+    let why = why.as_deref().unwrap_or_default();
     assert!(
-        why.contains("zone \"right\"")
+        *index == 1
+            && *healthy
+            && why.contains("zone \"right\"")
             && why.contains("640x360")
             && why.contains("skipped until they fit"),
-        "{why}"
+        "{seen:?}"
     );
-    assert_eq!(troubles[2], (true, None));
+    assert_eq!(seen[2], (2, true, None));
 }
 
 /// The yard classified at a sixth of its rate (a slow board, `--fps`):

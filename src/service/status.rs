@@ -101,10 +101,14 @@ impl Status {
         })
     }
 
-    /// After each frame (`frame`) and while idle (`None`).
+    /// After each frame (`frame`: classified, or skipped as unusable) and
+    /// while idle (`None`: only why the loop runs degraded, if it does).
     pub fn observe(&self, w: &Watcher<'_>, frame: Option<&Frame>) {
-        let Some(frame) = frame else { return };
         let Ok(mut s) = self.state.lock() else { return };
+        if s.trouble.as_deref() != w.trouble_now() {
+            s.trouble = w.trouble_now().map(str::to_string);
+        }
+        let Some(frame) = frame else { return };
         let st = &w.stats;
         if st.frames < s.frames {
             // A reload's new watcher counts from zero again.
@@ -163,9 +167,6 @@ impl Status {
             s.watched_scores = vec![0.0; s.watched.len()];
         }
         s.watched_scores.copy_from_slice(w.watched_scores());
-        if s.trouble.as_deref() != w.trouble_now() {
-            s.trouble = w.trouble_now().map(str::to_string);
-        }
         if st.dropped < s.dropped_seen {
             // A reload gave the camera a new source, counting from zero.
             s.dropped_seen = 0;
@@ -198,13 +199,14 @@ impl Status {
         &self.camera
     }
 
-    pub(super) fn healthy(&self) -> bool {
+    /// Whether a frame came within `silent_after` (`/healthz` 200).
+    pub fn healthy(&self) -> bool {
         let s = self.state.lock().expect("status");
         s.last_at.is_some_and(|t| t.elapsed() <= self.silent_after)
     }
 
     /// Why the loop runs degraded, if it does.
-    pub(super) fn trouble(&self) -> Option<String> {
+    pub fn trouble(&self) -> Option<String> {
         self.state.lock().ok()?.trouble.clone()
     }
 

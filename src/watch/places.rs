@@ -106,15 +106,15 @@ impl Watcher<'_> {
                         zone: None,
                     });
                 }
-                // Objects standing still: no motion on or near their last
-                // box (a region the track would take: an object that moved
-                // on, at a low rate, beyond its own size), their last box.
+                // Objects standing still: no motion on their last box, nor
+                // where a moving track's step says it went (at a low rate,
+                // beyond its own size), their last box.
                 for (slot, t) in p.tracks.iter() {
                     let moved = p
                         .proposals
                         .iter()
                         .take_while(|q| q.from_track.is_none())
-                        .any(|q| q.rect.overlap(&t.last_box) > 0 || t.gap(&q.rect) <= 1.0);
+                        .any(|q| q.rect.overlap(&t.last_box) > 0 || t.moved_to(&q.rect));
                     if !moved && p.proposals.len() < MAX_PROPOSALS {
                         p.proposals.push(Proposal {
                             rect: t.last_box,

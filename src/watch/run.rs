@@ -82,15 +82,17 @@ impl Watcher<'_> {
             }
             match self.step(&frame) {
                 Ok(_) => skipping = None,
-                Err(WatchError::Frame { frame, why }) => {
+                Err(WatchError::Frame { frame: index, why }) => {
                     // Said once for a run of frames skipped for one reason
                     // (a camera now at a size the zones do not fit).
                     if skipping.as_deref() != Some(why.as_str()) {
-                        log::warn!("frame {frame} skipped: {why}");
+                        log::warn!("frame {index} skipped: {why}");
                         skipping = Some(why);
                     }
                     self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
-                    observe(self, None);
+                    // It came (the camera is not silent), decoded, and was
+                    // not classified: the status page shows it, and why.
+                    observe(self, Some(&frame));
                     continue;
                 }
                 Err(e) => {

@@ -92,7 +92,7 @@ impl Track {
     /// matches. The gate is [`MATCH_DISTANCE`] (or
     /// [`FIRST_MATCH_DISTANCE`] for a track seen once) times the larger
     /// box's longer side, widened for the frames it was missed.
-    pub(super) fn gap(&self, r: &Rect) -> f32 {
+    fn gap(&self, r: &Rect) -> f32 {
         let ((lx, ly), (rx, ry)) = (self.last_box.centre(), r.centre());
         let ahead = (self.missed + 1) as f32;
         let (px, py) = (lx + self.step.0 * ahead, ly + self.step.1 * ahead);
@@ -108,6 +108,32 @@ impl Track {
         // that jump between fixed places, tiles, make no steady step).
         let from = |(x, y): (f32, f32)| ((x - rx).powi(2) + (y - ry).powi(2)).sqrt();
         from((px, py)).min(from((lx, ly))) / scale / (gate * widening)
+    }
+
+    /// Whether region `r` is where this track's object went: for a track
+    /// seen once, `r`'s centre within [`FIRST_MATCH_DISTANCE`] of its last
+    /// (an object first seen moving, whose step is not known yet); for a
+    /// moving track (a step learnt, not zero), within [`MATCH_DISTANCE`] of
+    /// the centre its step predicts; a still object's track, never (a
+    /// passer-by beside it leaves it its own box).
+    pub fn moved_to(&self, r: &Rect) -> bool {
+        let (lx, ly) = self.last_box.centre();
+        let (gate, (px, py)) = match self.positives {
+            0 => return false,
+            1 => (FIRST_MATCH_DISTANCE, (lx, ly)),
+            _ if self.step == (0.0, 0.0) => return false,
+            _ => {
+                let ahead = (self.missed + 1) as f32;
+                (
+                    MATCH_DISTANCE,
+                    (lx + self.step.0 * ahead, ly + self.step.1 * ahead),
+                )
+            }
+        };
+        let (rx, ry) = r.centre();
+        let b = &self.last_box;
+        let scale = b.w.max(b.h).max(r.w).max(r.h).max(1) as f32;
+        ((px - rx).powi(2) + (py - ry).powi(2)).sqrt() <= gate * scale
     }
 
     /// A detection matched: its box is the track's last, its step learnt.
@@ -459,6 +485,29 @@ mod tests {
             .collect();
         let got = run(&frames);
         assert_eq!(got, [(1, 's', 0), (2, 's', 0), (1, 'e', 99), (2, 'e', 99)]);
+    }
+
+    /// A still object's track keeps its own box against motion beside it
+    /// (a passer-by); a moving one is taken to have gone where its step
+    /// says, and only there.
+    #[test]
+    fn only_a_moving_track_is_taken_to_have_moved_on() {
+        let mut tracks = Tracks::new(Rules::default());
+        let mut out = Vec::new();
+        for f in 0..3 {
+            tracks.step(
+                f,
+                &mut [det(0, 300, 200), det(0, 100 + 130 * f as u32, 400)],
+                &mut out,
+            );
+        }
+        let still = tracks.iter().find(|(_, t)| t.last_box.y == 200).unwrap().1;
+        let moving = tracks.iter().find(|(_, t)| t.last_box.y == 400).unwrap().1;
+        let passer = Rect::new(370, 200, 60, 60);
+        assert!(!still.moved_to(&passer));
+        assert!(moving.moved_to(&Rect::new(100 + 130 * 3, 400, 60, 60)));
+        assert!(!moving.moved_to(&Rect::new(100 + 130 * 5, 400, 60, 60)));
+        assert!(!moving.moved_to(&Rect::new(360, 200, 60, 60)));
     }
 
     /// A crowded view: the 17th object is not followed, and counted.
