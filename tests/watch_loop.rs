@@ -521,16 +521,8 @@ fn with_snapshots(
     source_name: &str,
 ) -> Options {
     Options {
-        watched,
-        rules: Rules::default(),
-        fps: None,
-        motion_threshold: None,
         snapshots: Some(snaps.to_path_buf()),
-        snapshot_retention: Default::default(),
-        source_name: source_name.into(),
-        camera: None,
-        decode: Default::default(),
-        regions: Default::default(),
+        ..common::watch_options(watched, Default::default(), source_name)
     }
 }
 

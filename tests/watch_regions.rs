@@ -10,7 +10,7 @@ use clip_edge::watch::config::WatchArgs;
 use clip_edge::watch::events::{EventKind, EventRecord};
 use clip_edge::watch::motion::{Motion, STEADY_FRAMES};
 use clip_edge::watch::source::{DirSource, FrameSource};
-use clip_edge::watch::{detect::Rules, Options, Sink, Watcher};
+use clip_edge::watch::{Options, Sink, Watcher};
 use common::{root, watched_at_half as watched};
 use std::sync::atomic::AtomicBool;
 
@@ -83,16 +83,8 @@ fn play_yard<'a>(
     let watched = watched(engine, &labels);
     let regions = args.region_options(&watched).unwrap();
     let opts = Options {
-        watched,
-        rules: Rules::default(),
-        fps: None,
-        motion_threshold: None,
         snapshots,
-        snapshot_retention: Default::default(),
-        source_name: "dir:models/clips/yard".into(),
-        camera: None,
-        decode: Default::default(),
-        regions,
+        ..common::watch_options(watched, regions, "dir:models/clips/yard")
     };
     let mut watcher = Watcher::new(engine, opts, None, sinks);
     let mut source = DirSource::open(&root().join("models/clips/yard")).unwrap();
@@ -404,18 +396,11 @@ fn frames_skipped_for_their_size_are_a_trouble_until_one_fits() {
         zone: vec!["right=700,0,260,540".parse().unwrap()],
         ..Default::default()
     };
-    let opts = Options {
-        regions: args.region_options(&watched).unwrap(),
-        watched,
-        rules: Rules::default(),
-        fps: None,
-        motion_threshold: None,
-        snapshots: None,
-        snapshot_retention: Default::default(),
-        source_name: "dir:frames".into(),
-        camera: None,
-        decode: Default::default(),
-    };
+    let opts = common::watch_options(
+        watched.clone(),
+        args.region_options(&watched).unwrap(),
+        "dir:frames",
+    );
     let labels = engine.bundle.labels().to_vec();
     let mut watcher = Watcher::new(&mut engine, opts, None, Vec::new());
     let mut source = DirSource::open(&dir).unwrap();
@@ -490,23 +475,13 @@ fn yard_at_a_sixth_of_its_rate_each_object_is_one_event() {
             std::fs::copy(f, dir.join(format!("{i:05}.jpg"))).unwrap();
         }
         let watched = watched(&engine, &labels);
-        let opts = Options {
-            regions: WatchArgs {
-                regions: Some("motion".into()),
-                ..Default::default()
-            }
-            .region_options(&watched)
-            .unwrap(),
-            watched,
-            rules: Rules::default(),
-            fps: None,
-            motion_threshold: None,
-            snapshots: None,
-            snapshot_retention: Default::default(),
-            source_name: "dir:yard-sixth".into(),
-            camera: None,
-            decode: Default::default(),
-        };
+        let regions = WatchArgs {
+            regions: Some("motion".into()),
+            ..Default::default()
+        }
+        .region_options(&watched)
+        .unwrap();
+        let opts = common::watch_options(watched, regions, "dir:yard-sixth");
         let mut rec = Recorder(Vec::new());
         let mut watcher = Watcher::new(&mut engine, opts, None, vec![&mut rec]);
         let mut source = DirSource::open(&dir).unwrap();

@@ -163,20 +163,13 @@ fn motion_regions_allocate_nothing_on_frames_without_events() {
     }];
     let frames = common::frames_decoded("yard", REGIONS_CLIP_FRAMES);
     let mut source = MemorySource::new(frames, REGIONS_LOOPS);
+    let regions = clip_edge::watch::regions::RegionOptions {
+        mode: clip_edge::watch::regions::RegionMode::Motion,
+        ..Default::default()
+    };
     let opts = Options {
-        watched,
-        rules: Rules::default(),
-        fps: None,
-        motion_threshold: None,
-        snapshots: None,
-        snapshot_retention: Default::default(),
-        source_name: "memory".into(),
         camera: Some("yard".into()),
-        decode: Default::default(),
-        regions: clip_edge::watch::regions::RegionOptions {
-            mode: clip_edge::watch::regions::RegionMode::Motion,
-            ..Default::default()
-        },
+        ..common::watch_options(watched, regions, "memory")
     };
     // The engine as a service of several cameras shares it: under a lock.
     let engine = std::sync::Mutex::new(engine);

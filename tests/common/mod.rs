@@ -8,6 +8,27 @@ mod command;
 pub mod numeric;
 pub use command::command;
 
+/// The camera loop's options for these watched labels and regions: the
+/// default rules, every frame, no snapshots, no camera name.
+pub fn watch_options(
+    watched: Vec<clip_edge::watch::Watched>,
+    regions: clip_edge::watch::regions::RegionOptions,
+    source_name: &str,
+) -> clip_edge::watch::Options {
+    clip_edge::watch::Options {
+        watched,
+        rules: clip_edge::watch::detect::Rules::default(),
+        fps: None,
+        motion_threshold: None,
+        snapshots: None,
+        snapshot_retention: Default::default(),
+        source_name: source_name.into(),
+        camera: None,
+        decode: Default::default(),
+        regions,
+    }
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
