@@ -462,12 +462,7 @@ fn yard_at_a_sixth_of_its_rate_each_object_is_one_event() {
             .filter(|s| s["label"] == label)
             .count()
     };
-    let mut frames: Vec<_> = std::fs::read_dir(root().join("models/clips/yard"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    frames.sort();
+    let frames = common::jpegs_of("yard");
     let mut engine = common::default_int8_engine();
     for offset in 1..=4 {
         let dir = common::scratch(&format!("yard-sixth-{offset}"));

@@ -70,26 +70,13 @@ pub fn check_out(out: &Path, what: &str, ours: impl Fn(&str) -> bool) -> Result<
             ) => {}
         Err(e) => return Err(at(out)(e)),
     }
-    // The first folder above it that exists must be one (a path under a
-    // file is named as such).
-    let above = out
-        .ancestors()
-        .skip(1)
-        .find(|a| a.as_os_str().is_empty() || a.exists())
-        .filter(|a| !a.as_os_str().is_empty() && !a.is_dir());
-    if let Some(file) = above {
-        return Err(refused(
-            file,
-            format!("not a folder, so {} cannot be made in it", out.display()),
-        ));
-    }
-    // A probe made and removed in the folder it goes in, or in the first
-    // one above that exists (a read-only or full disk fails now, not after
-    // the work; nothing is left).
+    // The first folder above it that exists (the current one for a bare
+    // name) must be one (a path under a file is named as such); a probe is
+    // made and removed there (a read-only or full disk fails now, not
+    // after the work; nothing is left).
     let existing = out
         .ancestors()
         .skip(1)
-        .find(|a| a.as_os_str().is_empty() || a.is_dir())
         .map(|a| {
             if a.as_os_str().is_empty() {
                 Path::new(".")
@@ -97,7 +84,14 @@ pub fn check_out(out: &Path, what: &str, ours: impl Fn(&str) -> bool) -> Result<
                 a
             }
         })
+        .find(|a| a.exists())
         .unwrap_or(Path::new("."));
+    if !existing.is_dir() {
+        return Err(refused(
+            existing,
+            format!("not a folder, so {} cannot be made in it", out.display()),
+        ));
+    }
     let probe = existing.join(format!(".clip-quantize-probe-{}", std::process::id()));
     std::fs::create_dir(&probe).map_err(at(existing))?;
     let _ = std::fs::remove_dir(&probe);

@@ -255,15 +255,13 @@ impl Watcher<'_> {
         }
         p.zone_crops.clear();
         if ropts.mode == RegionMode::Full {
-            let mut squares = Vec::new();
             for (i, z) in ropts.zones.iter().enumerate() {
-                squares.clear();
-                regions::squares(z.area.bbox(), &mut squares);
-                p.zone_crops.extend(squares.iter().map(|&r| (r, i)));
+                p.zone_crops
+                    .extend(regions::squares(z.area.bbox()).map(|r| (r, i)));
             }
         }
         let mut notes = Vec::new();
-        ropts.notes(w, h, &mut notes);
+        ropts.notes(w, h, &p.tiles, &mut notes);
         for n in &notes {
             log::warn!("{n}");
         }

@@ -278,17 +278,16 @@ impl RegionOptions {
     }
 
     /// What a person should know about these regions on `width x height`
-    /// frames (they fit: [`RegionOptions::check_frame`]): a tile grid with
-    /// more tiles along a side than its square tiles need (they would be
-    /// copies, or no smaller), zones that no tile's centre is in (a tile's
-    /// detection counts for the zone its centre is in).
-    pub fn notes(&self, width: u32, height: u32, out: &mut Vec<String>) {
+    /// frames (they fit: [`RegionOptions::check_frame`]) and their tiles
+    /// `t` ([`tiles`] of the grid): a tile grid with more tiles along a
+    /// side than its square tiles need (they would be copies, or no
+    /// smaller), zones that no tile's centre is in (a tile's detection
+    /// counts for the zone its centre is in).
+    pub fn notes(&self, width: u32, height: u32, t: &[Rect], out: &mut Vec<String>) {
         out.clear();
         let RegionMode::Tiles { cols, rows } = self.mode else {
             return;
         };
-        let mut t = Vec::new();
-        tiles(width, height, cols, rows, &mut t);
         let Some(side) = t.first().map(|r| r.w) else {
             return;
         };
@@ -338,27 +337,29 @@ pub fn square_count(r: Rect) -> usize {
     }
 }
 
-/// The crops that cover region `r` (appended to `out`): `r` itself when it
-/// is about square ([`ONE_SQUARE_STRETCH`]), else squares of its shorter
-/// side along its longer one, spread edge to edge, overlapping by at least
+/// The crops that cover region `r`: `r` itself when it is about square
+/// ([`ONE_SQUARE_STRETCH`]), else squares of its shorter side along its
+/// longer one, spread edge to edge, overlapping by at least
 /// [`TILE_OVERLAP`] (a strip along a driveway is watched whole, not in its
 /// middle square only).
-pub fn squares(r: Rect, out: &mut Vec<Rect>) {
+pub fn squares(r: Rect) -> impl Iterator<Item = Rect> {
     let n = square_count(r) as u32;
-    if n == 1 {
-        out.push(r);
-        return;
-    }
     let side = r.w.min(r.h);
-    let at = |i: u32, extent: u32| -> u32 {
+    (0..n).map(move |i| match n {
+        1 => r,
+        _ if r.w >= r.h => Rect::new(r.x + spread(i, n, r.w, side), r.y, side, side),
+        _ => Rect::new(r.x, r.y + spread(i, n, r.h, side), side, side),
+    })
+}
+
+/// Where the `i`-th of `n` squares of `side` starts along an `extent`
+/// (at least `side`) when they are spread evenly from edge to edge (one:
+/// in the middle).
+fn spread(i: u32, n: u32, extent: u32, side: u32) -> u32 {
+    if n == 1 {
+        (extent - side) / 2
+    } else {
         ((extent - side) as f64 * i as f64 / (n - 1) as f64).round() as u32
-    };
-    for i in 0..n {
-        out.push(if r.w >= r.h {
-            Rect::new(r.x + at(i, r.w), r.y, side, side)
-        } else {
-            Rect::new(r.x, r.y + at(i, r.h), side, side)
-        });
     }
 }
 
@@ -424,16 +425,14 @@ pub fn tiles(width: u32, height: u32, cols: u32, rows: u32, out: &mut Vec<Rect>)
     }
     let share = width.div_ceil(cols).max(height.div_ceil(rows)) as f32;
     let side = ((share * (1.0 + TILE_OVERLAP)).round() as u32).clamp(1, width.min(height));
-    let at = |i: u32, n: u32, extent: u32| -> u32 {
-        if n == 1 {
-            (extent - side) / 2
-        } else {
-            ((extent - side) as f64 * i as f64 / (n - 1) as f64).round() as u32
-        }
-    };
     for r in 0..rows {
         for c in 0..cols {
-            let t = Rect::new(at(c, cols, width), at(r, rows, height), side, side);
+            let t = Rect::new(
+                spread(c, cols, width, side),
+                spread(r, rows, height, side),
+                side,
+                side,
+            );
             // More tiles along a side than it has room for are copies of
             // one another: each is classified once.
             if !out.contains(&t) {
@@ -479,8 +478,7 @@ mod tests {
     /// zones no tile's centre is in.
     #[test]
     fn long_zones_are_squares_and_tiles_are_not_copies() {
-        let mut out = Vec::new();
-        squares(Rect::new(0, 150, 960, 100), &mut out);
+        let out: Vec<Rect> = squares(Rect::new(0, 150, 960, 100)).collect();
         assert_eq!(out.len(), 12);
         for x in (0..960).step_by(5) {
             assert!(out.iter().any(|r| r.contains((x as f32, 200.0))), "{x}");
@@ -488,11 +486,9 @@ mod tests {
         assert!(out
             .iter()
             .all(|r| r.w == 100 && r.h == 100 && r.within(960, 250)));
-        out.clear();
-        squares(Rect::new(10, 20, 110, 100), &mut out);
+        let out: Vec<Rect> = squares(Rect::new(10, 20, 110, 100)).collect();
         assert_eq!(out, [Rect::new(10, 20, 110, 100)]);
-        out.clear();
-        squares(Rect::new(10, 20, 100, 300), &mut out);
+        let out: Vec<Rect> = squares(Rect::new(10, 20, 100, 300)).collect();
         assert_eq!(out.len(), 4);
         assert_eq!(out[3], Rect::new(10, 220, 100, 100));
         let zone = |name: &str, r: Rect| Zone {
@@ -518,7 +514,7 @@ mod tests {
             zones: vec![zone("corner", Rect::new(0, 0, 60, 60))],
             ..Default::default()
         };
-        tiled.notes(540, 960, &mut notes);
+        tiled.notes(540, 960, &t, &mut notes);
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes[0].contains("tiles:1x2"), "{notes:?}");
         assert!(
@@ -530,7 +526,8 @@ mod tests {
             zones: vec![zone("middle", Rect::new(200, 100, 400, 300))],
             ..Default::default()
         };
-        fine.notes(960, 540, &mut notes);
+        tiles(960, 540, 3, 2, &mut t);
+        fine.notes(960, 540, &t, &mut notes);
         assert!(notes.is_empty(), "{notes:?}");
         // A zone whose tiles all count for a zone listed before it.
         let shadowed = RegionOptions {
@@ -541,7 +538,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        shadowed.notes(960, 540, &mut notes);
+        shadowed.notes(960, 540, &t, &mut notes);
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(
             notes[0].contains("\"middle\" is given no tile"),

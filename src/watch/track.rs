@@ -93,11 +93,7 @@ impl Track {
     /// [`FIRST_MATCH_DISTANCE`] for a track seen once) times the larger
     /// box's longer side, widened for the frames it was missed.
     fn gap(&self, r: &Rect) -> f32 {
-        let ((lx, ly), (rx, ry)) = (self.last_box.centre(), r.centre());
-        let ahead = (self.missed + 1) as f32;
-        let (px, py) = (lx + self.step.0 * ahead, ly + self.step.1 * ahead);
         let b = &self.last_box;
-        let scale = b.w.max(b.h).max(r.w).max(r.h).max(1) as f32;
         let gate = if self.positives >= 2 {
             MATCH_DISTANCE
         } else {
@@ -106,8 +102,15 @@ impl Track {
         let widening = (1 + self.missed).min(MAX_GATE_WIDENING) as f32;
         // Near where it should be, or still near where it was (boxes
         // that jump between fixed places, tiles, make no steady step).
-        let from = |(x, y): (f32, f32)| ((x - rx).powi(2) + (y - ry).powi(2)).sqrt();
-        from((px, py)).min(from((lx, ly))) / scale / (gate * widening)
+        scaled(self.predicted(), b, r).min(distance(b, r)) / (gate * widening)
+    }
+
+    /// Where its object's centre should be now: its last centre moved on
+    /// by its step for each frame fed since.
+    fn predicted(&self) -> (f32, f32) {
+        let (lx, ly) = self.last_box.centre();
+        let ahead = (self.missed + 1) as f32;
+        (lx + self.step.0 * ahead, ly + self.step.1 * ahead)
     }
 
     /// Whether region `r` is where this track's object went: for a track
@@ -117,23 +120,13 @@ impl Track {
     /// the centre its step predicts; a still object's track, never (a
     /// passer-by beside it leaves it its own box).
     pub fn moved_to(&self, r: &Rect) -> bool {
-        let (lx, ly) = self.last_box.centre();
-        let (gate, (px, py)) = match self.positives {
+        let (gate, at) = match self.positives {
             0 => return false,
-            1 => (FIRST_MATCH_DISTANCE, (lx, ly)),
+            1 => (FIRST_MATCH_DISTANCE, self.last_box.centre()),
             _ if self.step == (0.0, 0.0) => return false,
-            _ => {
-                let ahead = (self.missed + 1) as f32;
-                (
-                    MATCH_DISTANCE,
-                    (lx + self.step.0 * ahead, ly + self.step.1 * ahead),
-                )
-            }
+            _ => (MATCH_DISTANCE, self.predicted()),
         };
-        let (rx, ry) = r.centre();
-        let b = &self.last_box;
-        let scale = b.w.max(b.h).max(r.w).max(r.h).max(1) as f32;
-        ((px - rx).powi(2) + (py - ry).powi(2)).sqrt() <= gate * scale
+        scaled(at, &self.last_box, r) <= gate
     }
 
     /// A detection matched: its box is the track's last, its step learnt.
@@ -169,10 +162,17 @@ pub struct Tracks {
     pub dropped: u64,
 }
 
-fn distance(a: &Rect, b: &Rect) -> f32 {
-    let ((ax, ay), (bx, by)) = (a.centre(), b.centre());
+/// How far point `p` is from `b`'s centre, in units of the longer side of
+/// the larger of boxes `a` and `b`.
+fn scaled((px, py): (f32, f32), a: &Rect, b: &Rect) -> f32 {
+    let (bx, by) = b.centre();
     let scale = a.w.max(a.h).max(b.w).max(b.h).max(1) as f32;
-    ((ax - bx).powi(2) + (ay - by).powi(2)).sqrt() / scale
+    ((px - bx).powi(2) + (py - by).powi(2)).sqrt() / scale
+}
+
+/// The distance between two boxes' centres, [`scaled`].
+fn distance(a: &Rect, b: &Rect) -> f32 {
+    scaled(a.centre(), a, b)
 }
 
 impl Tracks {

@@ -163,7 +163,12 @@ pub fn free_port() -> u16 {
 
 /// The committed clip's frames (`models/clips/shapes/NNNNN.jpg`), in order.
 pub fn clip_jpegs() -> Vec<PathBuf> {
-    let mut f: Vec<PathBuf> = std::fs::read_dir(root().join("models/clips/shapes"))
+    jpegs_of("shapes")
+}
+
+/// The frames of committed clip `models/clips/NAME` (`NNNNN.jpg`), in order.
+pub fn jpegs_of(name: &str) -> Vec<PathBuf> {
+    let mut f: Vec<PathBuf> = std::fs::read_dir(root().join("models/clips").join(name))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
