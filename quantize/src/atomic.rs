@@ -92,7 +92,10 @@ pub fn check_out(out: &Path, what: &str, ours: impl Fn(&str) -> bool) -> Result<
             format!("not a folder, so {} cannot be made in it", out.display()),
         ));
     }
-    let probe = existing.join(format!(".clip-quantize-probe-{}", std::process::id()));
+    // One name per call: two checks in one process (threads) never meet.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = existing.join(format!(".clip-quantize-probe-{}-{n}", std::process::id()));
     std::fs::create_dir(&probe).map_err(at(existing))?;
     let _ = std::fs::remove_dir(&probe);
     Ok(())
@@ -337,6 +340,25 @@ mod tests {
         let e = check_out(&file.join("b32"), "build", ours).unwrap_err();
         assert_eq!(e.path, file);
         assert_eq!(std::fs::read(&file).unwrap(), b"important");
+    }
+
+    /// Checks from threads of one process, in one folder, at once: each
+    /// makes its own probe (one name per process made all but one fail).
+    #[test]
+    fn checks_at_once_in_one_folder_all_pass() {
+        let d = scratch("probes");
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let d = &d;
+                s.spawn(move || {
+                    for i in 0..50 {
+                        let out = d.join(format!("out-{t}-{i}"));
+                        check_out(&out, "build", |_| false).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(std::fs::read_dir(&*d).unwrap().count(), 0, "no probe left");
     }
 
     /// What a run that died left (a folder being filled, a file being
