@@ -109,8 +109,9 @@ mod tests {
     #[test]
     fn cosine_of_known_pairs() {
         assert_eq!(cosine(&[1.0, 0.0], &[0.0, 2.0]), 0.0);
-        assert!((cosine(&[3.0, 4.0], &[6.0, 8.0]) - 1.0).abs() < 1e-12);
-        assert!((cosine(&[1.0, 0.0], &[-1.0, 0.0]) + 1.0).abs() < 1e-12);
+        // Exact: integer products and sums, square roots of squares.
+        assert_eq!(cosine(&[3.0, 4.0], &[6.0, 8.0]), 1.0);
+        assert_eq!(cosine(&[1.0, 0.0], &[-1.0, 0.0]), -1.0);
         assert_eq!(cosine(&[0.0, 0.0], &[1.0, 2.0]), 0.0);
         assert!(cosine(&[f32::NAN, 1.0], &[1.0, 1.0]).is_nan());
     }
@@ -119,13 +120,17 @@ mod tests {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
 
+    /// `dot` against the plain sum, relative to 1 + |sum| (up to 70 pairs
+    /// in ±10, summed in another order); measured at most 9.4e-6.
+    const DOT_REL_TOL: f32 = 1e-4;
+
     proptest! {
         #[test]
         fn dot_matches_plain_twin(v in prop::collection::vec((-10f32..10.0, -10f32..10.0), 0..70)) {
             let (a, b): (Vec<f32>, Vec<f32>) = v.into_iter().unzip();
             let got = dot(&a, &b);
             let want = dot_plain(&a, &b);
-            prop_assert!((got - want).abs() <= 1e-3 * (1.0 + want.abs()), "{} vs {}", got, want);
+            prop_assert!((got - want).abs() <= DOT_REL_TOL * (1.0 + want.abs()), "{} vs {}", got, want);
         }
 
         #[test]
@@ -172,7 +177,8 @@ mod tests {
     fn softmax_sums_to_one() {
         let mut v = vec![1.0, 2.0, 3.0, 1000.0];
         softmax(&mut v);
-        assert!((v.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        // Measured exact: the three small terms vanish beside e^0.
+        assert_eq!(v.iter().sum::<f32>(), 1.0);
         assert!(v[3] > 0.999);
     }
 }

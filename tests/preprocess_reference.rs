@@ -15,6 +15,7 @@ const PNG_MAX_ABS: f32 = 0.0;
 /// One 8-bit level is 1/255/std = 0.0150 in the green channel; measured on
 /// franz-kafka.jpg: at most one level, 99.1 % of values identical (README).
 const JPEG_MAX_ABS: f32 = 0.0151;
+/// Mean difference allowed; measured 0.000131 (franz-kafka.jpg).
 const JPEG_MEAN_ABS: f32 = 0.0002;
 /// Preprocessed PNG fixtures committed by `tests/reference/generate.py`.
 const PNG_FIXTURES: usize = 30;

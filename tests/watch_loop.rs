@@ -72,7 +72,8 @@ fn gpio_lines_follow_the_clip_events_exactly() {
 
 /// Mean absolute difference (0-255) allowed between a frame and its
 /// YUYV / NV12 capture converted back (limited-range rounding and chroma
-/// subsampling at the shapes' edges).
+/// subsampling at the shapes' edges). Measured: 0.38–0.66 (YUYV),
+/// 0.46–0.87 (NV12) over the clip's frames at each capture size.
 const CAPTURE_MEAN_ABS_TOL: f64 = 2.5;
 
 /// Buffers as a V4L2 driver hands them out, one per dequeue, each with

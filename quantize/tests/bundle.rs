@@ -24,6 +24,9 @@ const INT8_MIN_MEAN_COSINE: f64 = 0.999;
 /// int8: top-1 zero-shot agreement with fp32 on the 9 calibration images,
 /// at least 8 of them. Measured 9 of 9.
 const INT8_MIN_AGREEMENT: f64 = 8.0 / 9.0;
+/// `auto` (int8 where its accuracy report allows, else fp16) vs the fp32
+/// graph: mean cosine. Measured at least 0.99990 (rn_tiny).
+const AUTO_MIN_MEAN_COSINE: f64 = 0.999;
 /// An fp32 text-table entry vs PyTorch's normalised text embedding.
 /// Measured at most 3.3e-7.
 const TEXT_TABLE_TOL: f32 = 3e-6;
@@ -68,7 +71,7 @@ fn bundles_at_every_precision_meet_their_targets() {
                     assert!(s.cosine_mean >= INT8_MIN_MEAN_COSINE, "{ckpt} int8 {s:?}");
                     assert!(s.top1_agreement >= INT8_MIN_AGREEMENT, "{ckpt} int8 {s:?}");
                 }
-                _ => assert!(s.cosine_mean >= 0.995, "{ckpt} auto {s:?}"),
+                _ => assert!(s.cosine_mean >= AUTO_MIN_MEAN_COSINE, "{ckpt} auto {s:?}"),
             }
             let b = Bundle::open(&out).unwrap();
             assert_eq!(b.manifest.labels.len(), 4);

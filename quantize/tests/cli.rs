@@ -3,6 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// `embed`'s image and text embeddings against PyTorch's (the fixture
+/// reference), largest difference; measured 5.1e-7 (image), 1.0e-6 (text).
+const EMBED_MAX_ABS: f32 = 1e-5;
+
 #[path = "../../tests/common/command.rs"]
 mod command;
 
@@ -146,10 +150,10 @@ fn embed_writes_both_matrices() {
     let want_t: ndarray::ArrayD<f32> =
         ndarray_npy::read_npy(fixtures().join("reference/vit_tiny_text.npy")).unwrap();
     for (g, w) in i.iter().zip(want_i.iter()) {
-        assert!((g - w).abs() < 1e-4, "{g} vs {w}");
+        assert!((g - w).abs() <= EMBED_MAX_ABS, "{g} vs {w}");
     }
     for (g, w) in t.iter().zip(want_t.iter().take(64)) {
-        assert!((g - w).abs() < 1e-4, "{g} vs {w}");
+        assert!((g - w).abs() <= EMBED_MAX_ABS, "{g} vs {w}");
     }
 
     // A bad image among inputs: error, and no output written.

@@ -6,8 +6,11 @@ use super::*;
 use proptest::prelude::*;
 
 /// Relative difference allowed between sums of the same chains added in
-/// another order (a few hundred values near 1e-4: far above f32's ε·n).
-const PEAK_SUM_TOLERANCE: f64 = 1e-4;
+/// another order, and between the twin's f32 sum and the chains' exact
+/// value. Measured on x86_64: the twin 7.2e-6 from the exact value, the
+/// SSE4.1 path (no fused multiply-add) 6.0e-6 from the twin, the FMA
+/// paths 0.
+const PEAK_SUM_TOLERANCE: f64 = 7e-5;
 
 /// Two float sums of the same exact products in different orders (with
 /// or without FMA) differ by at most this many `k·ε·Σ|x·w|` (Higham:

@@ -55,7 +55,9 @@ pub fn scratch(name: &str) -> PathBuf {
 /// aarch64), which sum in other orders. Largest difference allowed per entry
 /// of an f32 table (rows are unit vectors; a changed weight, label, template
 /// or tokenizer moves entries by far more).
-pub const TEXT_TABLE_F32_TOL: f32 = 1e-5;
+/// Measured: 0 on the writer's kernels (AVX-512), 3.9e-7 on tract's
+/// AVX2+FMA ones (the test fixtures' `vit_tiny_fp32`).
+pub const TEXT_TABLE_F32_TOL: f32 = 4e-6;
 /// The same for an f16 table, in f16 steps: the f32 values above, rounded
 /// to f16, may land one step apart.
 pub const TEXT_TABLE_F16_STEPS: u16 = 1;

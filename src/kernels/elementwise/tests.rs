@@ -53,6 +53,14 @@ const BINARIES: [Binary; 6] = [
     Binary::Min,
 ];
 
+/// A softmax row's sum from one; measured at most 3.0e-7 (256 rows of
+/// 2–300 values).
+const SOFTMAX_SUM_TOL: f32 = 3e-6;
+/// A normalised row's mean from 0, and mean square from one; measured
+/// at most 5.9e-8 and 6.0e-7 over the same rows.
+const NORM_MEAN_TOL: f32 = 1e-6;
+const NORM_MEAN_SQUARE_TOL: f32 = 1e-5;
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -139,7 +147,7 @@ proptest! {
         let mut out = vec![0f32; x.len()];
         plain::softmax(&x, &mut out);
         let sum: f32 = out.iter().sum();
-        prop_assert!((sum - 1.0).abs() < 1e-5, "sum {}", sum);
+        prop_assert!((sum - 1.0).abs() <= SOFTMAX_SUM_TOL, "sum {}", sum);
         prop_assert!(out.iter().all(|o| (0.0..=1.0).contains(o)));
         plain::norm(0.0, true, &x, &mut out);
         let n = x.len() as f32;
@@ -147,8 +155,8 @@ proptest! {
         let ms: f32 = out.iter().map(|v| v * v).sum::<f32>() / n;
         let spread = x.iter().cloned().fold(0f32, |a, v| a.max((v - x[0]).abs()));
         if spread > 1e-2 {
-            prop_assert!(mean.abs() < 1e-4, "mean {}", mean);
-            prop_assert!((ms - 1.0).abs() < 1e-3, "mean square {}", ms);
+            prop_assert!(mean.abs() <= NORM_MEAN_TOL, "mean {}", mean);
+            prop_assert!((ms - 1.0).abs() <= NORM_MEAN_SQUARE_TOL, "mean square {}", ms);
         }
     }
 }
