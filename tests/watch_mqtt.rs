@@ -371,6 +371,69 @@ fn a_broker_login_gets_the_events_and_a_refused_one_is_named() {
             .any(|(t, _, _)| t == "wrong/events"),
         "a refused client published"
     );
+    // `--check` logs in once: the right password passes, a wrong one is
+    // named (never shown) with the configuration's exit status.
+    let out = run(
+        &format!("mqtt://clip@127.0.0.1:{port}/test"),
+        &["--check", "--mqtt-password-file", pass.to_str().unwrap()],
+        &log,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        &format!("mqtt://clip:hunter2@127.0.0.1:{port}/wrong"),
+        &["--check"],
+        &log,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("refused the connection") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+}
+
+/// Two boards on one broker, their URLs naming no prefix: each has topics
+/// of its own (`clip-edge/<node>/…`), so one stopping never marks the
+/// other's entities unavailable.
+#[test]
+#[ignore = "needs mosquitto (apt-get install mosquitto); .ci/run runs it with --ignored"]
+fn boards_sharing_a_broker_without_a_prefix_keep_their_topics_apart() {
+    let (_dir, port, mut broker) = broker("watch-mqtt-fleet", "");
+    let (got, _) = subscribe(port, "test-fleet", &["clip-edge/#"], false);
+    for node in ["Board A", "board-b"] {
+        common::output_ok(
+            common::watch_clip()
+                .env("RUST_LOG", "error")
+                .args(["--watch", "red star", "--node", node])
+                .args(["--mqtt", &format!("mqtt://127.0.0.1:{port}")]),
+        );
+    }
+    let wanted = ["clip-edge/board_a/status", "clip-edge/board_b/status"];
+    let t0 = Instant::now();
+    loop {
+        let topics: Vec<String> = got.lock().unwrap().iter().map(|m| m.0.clone()).collect();
+        assert!(
+            !topics.iter().any(|t| t == "clip-edge/status"),
+            "a shared status topic: {topics:?}"
+        );
+        if wanted.iter().all(|w| topics.iter().any(|t| t == w)) {
+            assert!(topics
+                .iter()
+                .any(|t| t == "clip-edge/board_a/red_star/state"));
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "no status of each board: {topics:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     broker.kill().unwrap();
     broker.wait().unwrap();
 }

@@ -86,11 +86,23 @@ pub fn run(cli: WatchArgs) -> Result<ExitCode> {
     service.finish(args.stats)
 }
 
+/// How long `watch --check` waits for the broker to answer.
+const MQTT_CHECK_WAIT: Duration = Duration::from_secs(10);
+
 /// `watch --check`: every problem with the settings, one line each, and
 /// the exit status (0 when there is none, [`EX_CONFIG`] otherwise).
 fn check(args: &WatchArgs) -> ExitCode {
     match validate(args) {
         Ok(c) => {
+            // The broker, once: a login or certificate it refuses is
+            // found now, not in the service's log.
+            if let Some((url, tls)) = &c.mqtt_url {
+                let node = args.node.clone().unwrap_or_else(host_name);
+                if let Err(e) = mqtt::probe(url, tls.clone(), &node, MQTT_CHECK_WAIT) {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            }
             let cameras: Vec<String> = c
                 .cameras
                 .iter()

@@ -468,7 +468,10 @@ pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Servi
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
         .context("installing signal handlers")?;
     let edges = Edges {
-        mqtt: mqtt_url.map(|(u, tls)| (u, tls, node.unwrap_or_else(host_name))),
+        mqtt: mqtt_url.map(|(u, tls)| {
+            let node = node.unwrap_or_else(host_name);
+            (u.for_node(&node), tls, node)
+        }),
         http_addr,
         server,
         health_timeout: Duration::from_secs_f64(health_timeout),

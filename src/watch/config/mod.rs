@@ -170,8 +170,9 @@ pub struct WatchArgs {
     #[serde(skip)]
     pub json_events: bool,
     /// Check the settings (config, bundle, labels, source, GPIO, MQTT,
-    /// HTTP) without starting: one line per problem, exit 0 when there is
-    /// none, 78 (EX_CONFIG) otherwise.
+    /// HTTP) without starting, and log in to the MQTT broker once: one
+    /// line per problem, exit 0 when there is none, 78 (EX_CONFIG)
+    /// otherwise.
     #[arg(long)]
     #[serde(skip)]
     pub check: bool,

@@ -49,6 +49,7 @@ pub(super) fn discovery(
             topic: format!("homeassistant/{kind}/{}/{key}/config", slug(node)),
             payload: config.to_string().into_bytes(),
             retain: true,
+            expires: None,
         }
     };
     let sensor = |name: String, key: String, state_topic: String| {

@@ -92,7 +92,14 @@ struct Message {
     topic: String,
     payload: Vec<u8>,
     retain: bool,
+    /// Not sent after this (an event entity's firing: one that waited out
+    /// an outage would fire an automation for a scene long over).
+    expires: Option<Instant>,
 }
+
+/// An event entity's firing not sent within this long is dropped (the
+/// event stays on `PREFIX/events`, and the state topic says what is on).
+pub const FIRING_MAX_AGE: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Outbox {
@@ -124,6 +131,10 @@ struct Outbox {
     refused_bytes: Option<usize>,
     /// Messages dropped before they were sent for that size.
     refused_since: u64,
+    /// Event firings dropped for waiting past [`FIRING_MAX_AGE`].
+    expired: u64,
+    /// Why the last connection failed, while none has come up since.
+    last_failure: Option<String>,
     /// Every retained topic queued (states, snapshots, availability).
     retained: std::collections::BTreeSet<String>,
     /// The largest message the broker acknowledged: one no larger is never
@@ -143,6 +154,9 @@ impl Outbox {
     fn push_back(&mut self, m: Message) {
         if m.retain && m.topic.ends_with("/state") {
             self.states.insert(m.topic.clone(), m.clone());
+            // Only the newest state waits: an outage's ON and OFF are not
+            // replayed at reconnection, as if the scene happened then.
+            self.queue.retain(|q| q.topic != m.topic);
         }
         if m.retain && !m.payload.is_empty() && !self.retained.contains(&m.topic) {
             self.retained.insert(m.topic.clone());
@@ -250,6 +264,44 @@ impl Outbox {
         self.sent_to_front();
     }
 
+    /// The next message to send at `now`, past those that are not to be
+    /// sent (and counted): a firing that waited past [`FIRING_MAX_AGE`],
+    /// one as large as a message the broker refused.
+    fn next_to_send(&mut self, now: Instant) -> Option<Message> {
+        while let Some(m) = self.queue.pop_front() {
+            if m.expires.is_some_and(|t| now > t) {
+                self.expired += 1;
+                self.dropped += 1;
+                // Said at 1, 2, 4, … such firings.
+                if self.expired.is_power_of_two() {
+                    log::warn!(
+                        "mqtt: {} not sent: the firing waited over {} s for the broker ({} so far; the event is on the events topic)",
+                        m.topic,
+                        FIRING_MAX_AGE.as_secs(),
+                        self.expired
+                    );
+                }
+                continue;
+            }
+            if self.refused_bytes.is_some_and(|b| m.payload.len() >= b) {
+                self.refused_since += 1;
+                // Said at 1, 2, 4, … such messages.
+                if self.refused_since.is_power_of_two() {
+                    log::warn!(
+                        "mqtt: {} ({} bytes) dropped, as large as one the broker refused ({} so far)",
+                        m.topic,
+                        m.payload.len(),
+                        self.refused_since
+                    );
+                }
+                self.dropped += 1;
+                continue;
+            }
+            return Some(m);
+        }
+        None
+    }
+
     /// What was sent and not acknowledged, back at the front of the queue
     /// in its order.
     fn sent_to_front(&mut self) {
@@ -331,18 +383,8 @@ impl Mqtt {
         configuration_url: Option<&str>,
     ) -> Mqtt {
         let status = format!("{}/status", url.prefix);
-        let mut opts = MqttOptions::new(format!("clip-edge-{node}"), url.host.clone(), url.port);
-        opts.set_keep_alive(Duration::from_secs(15))
-            .set_clean_session(true)
-            .set_inflight(IN_FLIGHT as u16)
-            .set_last_will(LastWill::new(&status, "offline", QoS::AtLeastOnce, true))
-            .set_max_packet_size(64 << 10, MAX_SNAPSHOT_BYTES as usize + (4 << 10));
-        if let Some(config) = tls {
-            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
-        }
-        if let Some(user) = &url.username {
-            opts.set_credentials(user.clone(), url.password.clone().unwrap_or_default());
-        }
+        let mut opts = options(&url, tls, format!("clip-edge-{node}"));
+        opts.set_last_will(LastWill::new(&status, "offline", QoS::AtLeastOnce, true));
         let shared = Arc::new((Mutex::new(Outbox::default()), Condvar::new()));
         let mut mqtt = Mqtt {
             url: url.clone(),
@@ -360,6 +402,7 @@ impl Mqtt {
             topic: status.clone(),
             payload: b"online".to_vec(),
             retain: true,
+            expires: None,
         }];
         hello.extend(discovery(
             &url.prefix,
@@ -377,7 +420,11 @@ impl Mqtt {
             None => format!("{}:{}", url.host, url.port),
         };
         // A `.local` broker: a failed lookup says what it needs.
-        let mdns = url.host.to_ascii_lowercase().ends_with(".local");
+        let peer = Peer {
+            broker,
+            mdns: url.host.to_ascii_lowercase().ends_with(".local"),
+            tls: url.tls,
+        };
         let (client, mut conn) = Client::new(opts, IN_FLIGHT + hello.len() + 8);
         // A connection's handshake and each write (a snapshot of a few MB
         // on a slow link) may take this long before it counts as failed.
@@ -388,7 +435,7 @@ impl Mqtt {
             let (client, shared) = (client.clone(), shared.clone());
             std::thread::Builder::new()
                 .name("clip-edge-mqtt".into())
-                .spawn(move || connection_thread(conn, client, hello, ours, shared, broker, mdns))
+                .spawn(move || connection_thread(conn, client, hello, ours, shared, peer))
                 .expect("spawn the MQTT thread")
         };
         let publisher = {
@@ -415,6 +462,7 @@ impl Mqtt {
             topic: format!("{}/{}/{}/state", self.url.prefix, slug(zone), slug(label)),
             payload: if on { b"ON".to_vec() } else { b"OFF".to_vec() },
             retain: true,
+            expires: None,
         });
     }
 
@@ -457,6 +505,7 @@ impl Mqtt {
             topic: format!("{}/events", self.url.prefix),
             payload: json_line.to_vec(),
             retain: false,
+            expires: None,
         });
     }
 
@@ -469,6 +518,7 @@ impl Mqtt {
             topic: format!("{}/{}/event", self.url.prefix, slug(label)),
             payload: payload.to_string().into_bytes(),
             retain: false,
+            expires: Some(Instant::now() + FIRING_MAX_AGE),
         });
     }
 
@@ -488,6 +538,7 @@ impl Mqtt {
             topic,
             payload: jpeg,
             retain: true,
+            expires: None,
         });
     }
 
@@ -503,6 +554,7 @@ impl Mqtt {
                 topic: format!("{}/{}/score", self.url.prefix, slug(&w.label)),
                 payload: format!("{score:.3}").into_bytes(),
                 retain: false,
+                expires: None,
             });
         }
     }
@@ -513,6 +565,7 @@ impl Mqtt {
             topic: format!("{}/{}/state", self.url.prefix, slug(label)),
             payload: if on { b"ON".to_vec() } else { b"OFF".to_vec() },
             retain: true,
+            expires: None,
         });
     }
 
@@ -549,6 +602,7 @@ impl Mqtt {
                     topic: topic.clone(),
                     payload: Vec::new(),
                     retain: true,
+                    expires: None,
                 });
             }
         }
@@ -566,9 +620,17 @@ impl Mqtt {
             threads.into_iter().for_each(|t| drop(t.join()));
         }
         let (lock, _) = &*self.shared;
-        let unsent = lock.lock().map_or(0, |g| g.queue.len() + g.sent.len());
+        let (unsent, why) = lock.lock().map_or((0, None), |g| {
+            (g.queue.len() + g.sent.len(), g.last_failure.clone())
+        });
         if unsent > 0 {
-            log::warn!("mqtt: broker unreachable; {unsent} message(s) not sent");
+            match why {
+                Some(why) => log::warn!("mqtt: {unsent} message(s) not sent: {why}"),
+                None => log::warn!(
+                    "mqtt: {unsent} message(s) not sent: the broker took no more in {:.1} s",
+                    grace.as_secs_f64()
+                ),
+            }
         }
         self.stats()
     }
@@ -585,6 +647,7 @@ impl Mqtt {
             topic: format!("{}/status", self.url.prefix),
             payload: status.to_vec(),
             retain: true,
+            expires: None,
         });
         self.with_outbox(|g| g.stop = true);
     }
@@ -621,6 +684,99 @@ fn tls_failure(e: &rumqttc::ConnectionError) -> Option<String> {
     None
 }
 
+/// How this client connects to `url`'s broker as `client_id`.
+fn options(
+    url: &MqttUrl,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    client_id: String,
+) -> MqttOptions {
+    let mut opts = MqttOptions::new(client_id, url.host.clone(), url.port);
+    opts.set_keep_alive(Duration::from_secs(15))
+        .set_clean_session(true)
+        .set_inflight(IN_FLIGHT as u16)
+        .set_max_packet_size(64 << 10, MAX_SNAPSHOT_BYTES as usize + (4 << 10));
+    if let Some(config) = tls {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+    }
+    if let Some(user) = &url.username {
+        opts.set_credentials(user.clone(), url.password.clone().unwrap_or_default());
+    }
+    opts
+}
+
+/// Connects to `url`'s broker once (`watch --check`), as a client of its
+/// own (a running service with `node`'s id is not pushed off), and hangs
+/// up: what a failed connection said, in one line, or no answer within
+/// `wait`.
+pub fn probe(
+    url: &MqttUrl,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    node: &str,
+    wait: Duration,
+) -> Result<(), String> {
+    let broker = match &url.username {
+        Some(user) => format!("{}:{} (user {user:?})", url.host, url.port),
+        None => format!("{}:{}", url.host, url.port),
+    };
+    let (client, mut conn) = Client::new(options(url, tls, format!("clip-edge-{node}-check")), 4);
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match conn.recv_timeout(left) {
+            Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => {
+                let _ = client.try_disconnect();
+                return Ok(());
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(match &e {
+                    rumqttc::ConnectionError::ConnectionRefused(code) => format!(
+                        "mqtt: {broker} refused the connection ({code:?}: check the user and password)"
+                    ),
+                    _ => match tls_failure(&e) {
+                        Some(t) => format!(
+                            "mqtt: TLS with {broker} failed ({t}{}: check mqtt_ca, or mqtt_cert and mqtt_key{})",
+                            tls::v1_hint(&t),
+                            scheme_hint(&e, url.tls)
+                        ),
+                        None => format!("mqtt: {broker}: {e}{}", scheme_hint(&e, url.tls)),
+                    },
+                });
+            }
+            Err(_) => {
+                return Err(format!(
+                    "mqtt: {broker}: no answer within {} s",
+                    wait.as_secs()
+                ))
+            }
+        }
+    }
+}
+
+/// The broker as the connection thread names it in the log.
+struct Peer {
+    /// `HOST:PORT`, and the user.
+    broker: String,
+    /// Its host is a `.local` name.
+    mdns: bool,
+    /// `mqtts://`.
+    tls: bool,
+}
+
+/// What to check when a connection failed at the handshake: a plain-text
+/// listener answering TLS (a reset), or a TLS one answering plain MQTT
+/// (bytes that are not MQTT).
+fn scheme_hint(e: &rumqttc::ConnectionError, tls: bool) -> &'static str {
+    let text = format!("{e} {e:?}").to_ascii_lowercase();
+    if tls && (text.contains("reset") || text.contains("corrupt") || text.contains("eof")) {
+        "; is that port a plain-text listener? mqtts:// needs the broker's TLS one, 8883 by default"
+    } else if !tls && (text.contains("deserializ") || text.contains("malformed")) {
+        "; is that port a TLS listener? then use mqtts://"
+    } else {
+        ""
+    }
+}
+
 /// Sends the outbox in order while connected, at most [`IN_FLIGHT`]
 /// unacknowledged; asks the broker to disconnect once stopped with nothing
 /// left. Ends with the connection thread.
@@ -630,21 +786,9 @@ fn publisher_thread(client: Client, shared: Arc<(Mutex<Outbox>, Condvar)>) {
     while !g.closed {
         if g.connected && !g.disconnecting {
             while g.sent.len() < IN_FLIGHT {
-                let Some(m) = g.queue.pop_front() else { break };
-                if g.refused_bytes.is_some_and(|b| m.payload.len() >= b) {
-                    g.refused_since += 1;
-                    // Said at 1, 2, 4, … such messages.
-                    if g.refused_since.is_power_of_two() {
-                        log::warn!(
-                            "mqtt: {} ({} bytes) dropped, as large as one the broker refused ({} so far)",
-                            m.topic,
-                            m.payload.len(),
-                            g.refused_since
-                        );
-                    }
-                    g.dropped += 1;
-                    continue;
-                }
+                let Some(m) = g.next_to_send(Instant::now()) else {
+                    break;
+                };
                 match client.try_publish(
                     m.topic.clone(),
                     QoS::AtLeastOnce,
@@ -683,9 +827,13 @@ fn connection_thread(
     hello: Vec<Message>,
     ours: String,
     shared: Arc<(Mutex<Outbox>, Condvar)>,
-    broker: String,
-    mdns: bool,
+    peer: Peer,
 ) {
+    let Peer {
+        broker,
+        mdns,
+        tls: over_tls,
+    } = peer;
     let (lock, cv) = &*shared;
     let mut connected = false;
     let mut backoff = MIN_BACKOFF;
@@ -711,6 +859,7 @@ fn connection_thread(
                 }
                 if let Ok(mut g) = lock.lock() {
                     g.connected = true;
+                    g.last_failure = None;
                     g.requeue_on_connect(&hello);
                 }
                 cv.notify_all();
@@ -738,6 +887,7 @@ fn connection_thread(
                         topic: p.topic.clone(),
                         payload: Vec::new(),
                         retain: true,
+                        expires: None,
                     };
                     if let Ok(mut g) = lock.lock() {
                         // Seen again at each connection until it is sent.
@@ -788,18 +938,30 @@ fn connection_thread(
                             "mqtt: {broker} refused the connection ({code:?}: check the user and password); retrying (events keep going to the log)"
                         ),
                         (_, Some(t)) => log::error!(
-                            "mqtt: TLS with {broker} failed ({t}: check mqtt_ca, or mqtt_cert and mqtt_key); retrying (events keep going to the log)"
+                            "mqtt: TLS with {broker} failed ({t}{}: check mqtt_ca, or mqtt_cert and mqtt_key{}); retrying (events keep going to the log)",
+                            tls::v1_hint(&t),
+                            scheme_hint(&e, over_tls)
                         ),
                         _ if mdns && format!("{e:?}").contains("lookup") => log::error!(
                             "mqtt: {broker}: {e} (a .local name needs the system's mDNS resolver, nss-mdns with avahi; the broker's IP address always works); retrying (events keep going to the log)"
                         ),
                         _ => log::warn!(
-                            "mqtt: {broker}: {e}; reconnecting (events keep going to the log)"
+                            "mqtt: {broker}: {e}{}; reconnecting (events keep going to the log)",
+                            scheme_hint(&e, over_tls)
                         ),
                     }
                     announced_down = true;
                     down_kind = kind;
                 }
+                g.last_failure = Some(match &e {
+                    rumqttc::ConnectionError::ConnectionRefused(code) => {
+                        format!("{broker} refused the connection ({code:?})")
+                    }
+                    _ => match tls_failure(&e) {
+                        Some(t) => format!("TLS with {broker} failed ({t})"),
+                        None => format!("{broker}: {e}"),
+                    },
+                });
                 if !connected {
                     g.connect_failures += 1;
                 }

@@ -89,13 +89,25 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, Stri
         None => builder.with_no_client_auth(),
         Some((c, chain, k, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
             format!(
-                "mqtt_cert {} with mqtt_key {}: {e}",
+                "mqtt_cert {} with mqtt_key {}: {e}{}",
                 c.display(),
-                k.display()
+                k.display(),
+                v1_hint(&format!("{e:?}"))
             )
         })?,
     };
     Ok(Arc::new(config))
+}
+
+/// Said after a certificate error whose text (`Debug` of rustls' error)
+/// names an X.509 version 1 certificate: what `openssl x509 -req` makes
+/// without extensions, which brokers take and TLS clients refuse.
+pub fn v1_hint(error: &str) -> &'static str {
+    if error.contains("UnsupportedCertVersion") {
+        " (an X.509 version 1 certificate: issue it as version 3, e.g. openssl x509 -req ... -extfile EXT where EXT says basicConstraints=CA:FALSE)"
+    } else {
+        ""
+    }
 }
 
 fn read_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {

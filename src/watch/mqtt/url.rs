@@ -16,7 +16,13 @@ pub struct MqttUrl {
     pub password: Option<String>,
     /// `mqtts://`: TLS to the broker.
     pub tls: bool,
+    /// The URL named its prefix (else [`MqttUrl::for_node`] gives each
+    /// node one of its own).
+    named_prefix: bool,
 }
+
+/// The prefix of a URL that names none, before the node's level.
+pub const DEFAULT_PREFIX: &str = "clip-edge";
 
 /// Never shows the password.
 impl std::fmt::Debug for MqttUrl {
@@ -33,6 +39,16 @@ impl std::fmt::Debug for MqttUrl {
 }
 
 impl MqttUrl {
+    /// The URL for the device `node`: a URL that names no prefix gets
+    /// `clip-edge/<node>` (the node as a topic level), so that boards
+    /// sharing a broker never share a status or a state topic.
+    pub fn for_node(mut self, node: &str) -> Self {
+        if !self.named_prefix {
+            self.prefix = format!("{DEFAULT_PREFIX}/{}", super::slug(node));
+        }
+        self
+    }
+
     /// The password read from `path` (its first line), for the user the URL
     /// names: a password kept out of the config and the command line.
     pub fn with_password_file(mut self, path: &std::path::Path) -> Result<Self, String> {
@@ -63,7 +79,9 @@ impl std::str::FromStr for MqttUrl {
             (_, Some(r)) => (true, r),
             _ => return Err(bad("not an mqtt:// or mqtts:// URL")),
         };
-        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, "clip-edge"));
+        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let named_prefix = !prefix.trim_matches('/').is_empty();
+        let prefix = if named_prefix { prefix } else { DEFAULT_PREFIX };
         let (userinfo, hostport) = match authority.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
@@ -84,8 +102,18 @@ impl std::str::FromStr for MqttUrl {
                 (Some(dec(user)?), pass.map(dec).transpose()?)
             }
         };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().map_err(|_| bad("the port is not a number"))?),
+        // An IPv6 address is in brackets: `[::1]` or `[::1]:1883`.
+        let port_at = match hostport.rfind(']') {
+            Some(end) if hostport.starts_with('[') => hostport[end..].find(':').map(|i| end + i),
+            _ => hostport.rfind(':'),
+        };
+        let (host, port) = match port_at {
+            Some(i) => (
+                &hostport[..i],
+                hostport[i + 1..]
+                    .parse()
+                    .map_err(|_| bad("the port is not a number"))?,
+            ),
             None => (hostport, if tls { 8883 } else { 1883 }),
         };
         let prefix = prefix.trim_matches('/');
@@ -102,6 +130,7 @@ impl std::str::FromStr for MqttUrl {
             username,
             password,
             tls,
+            named_prefix,
         })
     }
 }
@@ -142,10 +171,16 @@ mod tests {
             ("127.0.0.1", 1884, "porch/cam")
         );
         let u: MqttUrl = "mqtt://broker".parse().unwrap();
-        assert_eq!(
-            (u.port, u.prefix.as_str(), u.tls),
-            (1883, "clip-edge", false)
-        );
+        assert_eq!((u.port, u.tls), (1883, false));
+        // No prefix: one per node, so that two boards never share a topic.
+        assert_eq!(u.clone().for_node("Pi 4").prefix, "clip-edge/pi_4");
+        let named: MqttUrl = "mqtt://broker/clip-edge".parse().unwrap();
+        assert_eq!(named.for_node("pi").prefix, "clip-edge");
+        // IPv6 addresses in brackets, with or without a port.
+        let u: MqttUrl = "mqtt://[::1]/x".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("[::1]", 1883));
+        let u: MqttUrl = "mqtts://[fe80::2]:8884".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("[fe80::2]", 8884));
         let u: MqttUrl = "mqtts://broker/ha".parse().unwrap();
         assert_eq!((u.port, u.tls), (8883, true));
         let u: MqttUrl = "mqtts://broker:8884/ha".parse().unwrap();
