@@ -44,7 +44,7 @@ fn start(port: u16, snaps: &std::path::Path) -> (Child, std::process::ChildStdin
         ])
         .args([
             "--health-timeout",
-            "1",
+            "3",
             "--http",
             &port.to_string(),
             "--bundle",
@@ -196,7 +196,7 @@ fn endpoints_report_frames_events_and_silence() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(3500));
     assert_eq!(get(port, "/healthz").0, 503);
     let s: Value = serde_json::from_slice(&get(port, "/api/state").1).unwrap();
     assert_eq!(s["stale"], true);

@@ -21,5 +21,14 @@ pub fn command(exe: &str) -> Command {
         _ => Command::new(exe),
     };
     c.env("RUST_LOG", "error");
+    // Saved engine sections in the build's folder, not the user's
+    // `~/.cache` (one that cannot be written, or that another user owns,
+    // adds a warning line to what the tests read).
+    if std::env::var_os("CLIP_EDGE_CACHE").is_none() {
+        c.env(
+            "CLIP_EDGE_CACHE",
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("clip-edge-cache"),
+        );
+    }
     c
 }

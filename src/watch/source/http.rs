@@ -371,7 +371,7 @@ mod tests {
         assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
         let took = t0.elapsed();
         assert!(
-            took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+            took >= Duration::from_millis(200) && took < Duration::from_secs(5),
             "{took:?}"
         );
         // A picture resets the clock.
