@@ -265,6 +265,47 @@ fn yard_a_strip_zone_is_watched_whole() {
     );
 }
 
+/// A triangle zone with `--regions full`: its bounding box is classified
+/// with what is outside the triangle painted the encoder's mean colour, so
+/// the red star that stops above the triangle's long side (inside the box)
+/// is an event only while it is inside (it enters there), and the one that
+/// stops inside is one.
+#[test]
+fn yard_a_polygon_zone_sees_only_what_is_inside_it() {
+    let (_, spans) = yard_truth();
+    let args: WatchArgs = toml::from_str(
+        r#"
+        [[zone]]
+        name = "tri"
+        polygon = [[0, 100], [480, 540], [0, 540]]
+        "#,
+    )
+    .unwrap();
+    let events = run_yard(args);
+    assert!(events.iter().all(|e| e.zone.as_deref() == Some("tri")));
+    let above = &spans[0];
+    assert_eq!(above.centres[20], (240.0, 200.0));
+    let inside = spans
+        .iter()
+        .find(|s| s.label == "red star" && s.centres.contains(&(200.0, 420.0)))
+        .expect("the red star that stops at 200, 420");
+    let during = |s: &Span, kind: EventKind| -> Vec<u64> {
+        events
+            .iter()
+            .filter(|e| e.event == kind && (s.start..=s.end).contains(&(e.frame as i64)))
+            .map(|e| e.frame)
+            .collect()
+    };
+    // Above the long side from about its 8th frame: before the paint, its
+    // event lasted until it left the box (frame 46).
+    let ends = during(above, EventKind::End);
+    assert!(
+        !ends.is_empty() && ends.iter().all(|&f| (f as i64) < above.start + 16),
+        "{events:#?}"
+    );
+    assert_eq!(during(inside, EventKind::Start).len(), 1, "{events:#?}");
+}
+
 /// Two zones from a config, the right one watching green squares only: the
 /// left half's red stars are "left" events, the green square a "right"
 /// one, and the red star on the right fires nothing.

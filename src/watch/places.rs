@@ -21,6 +21,9 @@ pub(super) struct Proposal {
     from_track: Option<usize>,
     /// The zone this region is (with whole-frame zones).
     zone: Option<usize>,
+    /// The crop's pixels outside its zone's polygon:
+    /// `Places::outside[spans.0..spans.1]`.
+    spans: (usize, usize),
 }
 
 /// The watcher's state for regions: buffers sized at the first frame.
@@ -29,8 +32,15 @@ pub(super) struct Places {
     pub(super) motion: Motion,
     pub(super) tiles: Vec<Rect>,
     /// With zones and the whole frame: the squares that cover each zone,
-    /// with its index.
-    pub(super) zone_crops: Vec<(Rect, usize)>,
+    /// with its index, and the range of `outside` that is the square's
+    /// pixels outside a polygon zone.
+    pub(super) zone_crops: Vec<(Rect, usize, (usize, usize))>,
+    /// Row spans of zone crops outside their polygons, painted the
+    /// encoder's mean colour before a crop is classified: what is beside
+    /// a polygon zone, in its bounding box, is not seen as in it.
+    pub(super) outside: Vec<regions::Span>,
+    /// The mean colour of the encoder's preprocessing, as RGB bytes.
+    pub(super) fill: [u8; 3],
     /// The frame size the tiles and the zones were checked for.
     pub(super) sized_for: (u32, u32),
     /// A later frame size they do not fit, whose frames are skipped
@@ -53,6 +63,8 @@ impl Places {
             motion: Motion::new(),
             tiles: Vec::with_capacity(64),
             zone_crops: Vec::with_capacity(regions::MAX_ZONE_CROPS),
+            outside: Vec::new(),
+            fill: [0; 3],
             sized_for: (0, 0),
             refused: (0, 0),
             proposals: Vec::with_capacity(MAX_PROPOSALS),
@@ -104,6 +116,7 @@ impl Watcher<'_> {
                         crop: regions::context_square(r, w, h),
                         from_track: None,
                         zone: None,
+                        spans: (0, 0),
                     });
                 }
                 // Objects standing still: no motion on their last box, nor
@@ -121,6 +134,7 @@ impl Watcher<'_> {
                             crop: regions::context_square(t.last_box, w, h),
                             from_track: Some(slot),
                             zone: None,
+                            spans: (0, 0),
                         });
                     }
                 }
@@ -132,16 +146,18 @@ impl Watcher<'_> {
                         crop: r,
                         from_track: None,
                         zone: None,
+                        spans: (0, 0),
                     });
                 }
             }
             RegionMode::Full => {
-                for &(r, i) in &p.zone_crops {
+                for &(r, i, spans) in &p.zone_crops {
                     p.proposals.push(Proposal {
                         rect: r,
                         crop: r,
                         from_track: None,
                         zone: Some(i),
+                        spans,
                     });
                 }
             }
@@ -154,6 +170,7 @@ impl Watcher<'_> {
             let q = p.proposals[k];
             p.crop
                 .crop_from(img, q.crop.x, q.crop.y, q.crop.w, q.crop.h);
+            paint(&mut p.crop, &p.outside[q.spans.0..q.spans.1], p.fill);
             let (stats, label_scores) = (&mut self.stats, &mut self.label_scores);
             let (top, prob) = self.engine.with(|e| {
                 classify_counted(e, stats, &p.crop, frame.index)?;
@@ -254,12 +271,20 @@ impl Watcher<'_> {
             regions::tiles(w, h, cols, rows, &mut p.tiles);
         }
         p.zone_crops.clear();
+        p.outside.clear();
         if ropts.mode == RegionMode::Full {
+            let mut xs = Vec::new();
             for (i, z) in ropts.zones.iter().enumerate() {
-                p.zone_crops
-                    .extend(regions::squares(z.area.bbox()).map(|r| (r, i)));
+                for r in regions::squares(z.area.bbox()) {
+                    let start = p.outside.len();
+                    z.area.outside_spans(r, &mut xs, &mut p.outside);
+                    p.zone_crops.push((r, i, (start, p.outside.len())));
+                }
             }
         }
+        let mean = self.engine.with(|e| e.bundle.manifest.preprocess.mean);
+        self.places.fill = mean.map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8);
+        let p = &mut self.places;
         let mut notes = Vec::new();
         ropts.notes(w, h, &p.tiles, &mut notes);
         for n in &notes {
@@ -284,5 +309,28 @@ impl Watcher<'_> {
     pub fn frame_size(&self) -> Option<(u32, u32)> {
         let p = &self.places;
         [p.refused, p.sized_for].into_iter().find(|&s| s != (0, 0))
+    }
+}
+
+/// Paints `spans` of `img` `rgb` (grey images its luma; alpha opaque).
+/// Bilevel and palette images are left as they are (no such colour).
+fn paint(img: &mut DecodedImage, spans: &[regions::Span], rgb: [u8; 3]) {
+    use crate::preprocess::Mode;
+    let luma =
+        ((299 * rgb[0] as u32 + 587 * rgb[1] as u32 + 114 * rgb[2] as u32 + 500) / 1000) as u8;
+    let px: &[u8] = match img.mode {
+        Mode::Rgb => &rgb,
+        Mode::Rgba => &[rgb[0], rgb[1], rgb[2], 255],
+        Mode::L => &[luma],
+        Mode::La => &[luma, 255],
+        Mode::Bilevel | Mode::Palette => return,
+    };
+    let (ch, row) = (px.len(), img.width as usize * px.len());
+    for s in spans {
+        let start = s.y as usize * row + s.x0 as usize * ch;
+        let end = s.y as usize * row + s.x1 as usize * ch;
+        for p in img.data[start..end].chunks_exact_mut(ch) {
+            p.copy_from_slice(px);
+        }
     }
 }

@@ -203,6 +203,61 @@ impl ZoneArea {
     }
 }
 
+/// Pixels of one row of a crop, `x0..x1` of row `y` (crop coordinates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub y: u32,
+    pub x0: u32,
+    pub x1: u32,
+}
+
+impl ZoneArea {
+    /// The pixels of `crop` (source pixels) whose centres are outside the
+    /// area, as row spans appended to `out` (none for a box: its crops are
+    /// inside it). `xs` is scratch for one row's edge crossings.
+    pub fn outside_spans(&self, crop: Rect, xs: &mut Vec<f32>, out: &mut Vec<Span>) {
+        let ZoneArea::Polygon(p) = self else {
+            return;
+        };
+        for row in 0..crop.h {
+            let py = (crop.y + row) as f32 + 0.5;
+            // Even-odd rule, as `contains`: where each edge crosses the row.
+            xs.clear();
+            let mut j = p.len() - 1;
+            for i in 0..p.len() {
+                let ([xi, yi], [xj, yj]) = (p[i], p[j]);
+                if (yi > py) != (yj > py) {
+                    xs.push((xj - xi) * (py - yi) / (yj - yi) + xi);
+                }
+                j = i;
+            }
+            xs.sort_by(f32::total_cmp);
+            // Inside from xs[0] to xs[1], xs[2] to xs[3], …: pixel x is
+            // inside when its centre x + 0.5 is, i.e. x >= ceil(a - 0.5).
+            let first = |a: f32| ((a - 0.5).ceil().max(0.0) as u32).saturating_sub(crop.x);
+            let mut x = 0;
+            for pair in xs.chunks_exact(2) {
+                let (a, b) = (first(pair[0]).min(crop.w), first(pair[1]).min(crop.w));
+                if a > x {
+                    out.push(Span {
+                        y: row,
+                        x0: x,
+                        x1: a,
+                    });
+                }
+                x = x.max(b);
+            }
+            if x < crop.w {
+                out.push(Span {
+                    y: row,
+                    x0: x,
+                    x1: crop.w,
+                });
+            }
+        }
+    }
+}
+
 impl Zone {
     /// The threshold watched label `watched` needs in this zone (`None`:
     /// the zone does not watch it); `default` is the label's own.
@@ -445,6 +500,65 @@ pub fn tiles(width: u32, height: u32, cols: u32, rows: u32, out: &mut Vec<Rect>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The spans outside a polygon are the pixels whose centres
+    /// `contains` puts outside, for a triangle, a concave shape and a bow
+    /// tie, over crops at, across and beyond their edges.
+    #[test]
+    fn outside_spans_are_the_pixels_outside_the_polygon() {
+        let shapes = [
+            vec![[0.0, 100.0], [480.0, 540.0], [0.0, 540.0]],
+            vec![
+                [10.0, 10.0],
+                [90.0, 10.0],
+                [50.0, 50.0],
+                [90.0, 90.0],
+                [10.0, 90.0],
+            ],
+            vec![[0.0, 0.0], [100.0, 0.0], [0.0, 100.0], [100.0, 100.0]],
+            vec![[20.3, 5.7], [77.1, 33.3], [41.9, 95.5]],
+        ];
+        let crops = [
+            Rect::new(0, 0, 100, 100),
+            Rect::new(0, 100, 480, 440),
+            Rect::new(30, 20, 41, 57),
+            Rect::new(200, 300, 64, 64),
+        ];
+        let (mut xs, mut spans) = (Vec::new(), Vec::new());
+        for p in &shapes {
+            let area = ZoneArea::Polygon(p.clone());
+            for crop in crops {
+                spans.clear();
+                area.outside_spans(crop, &mut xs, &mut spans);
+                let mut outside = vec![false; (crop.w * crop.h) as usize];
+                for s in &spans {
+                    assert!(s.x0 < s.x1 && s.x1 <= crop.w && s.y < crop.h, "{s:?}");
+                    for x in s.x0..s.x1 {
+                        let o = &mut outside[(s.y * crop.w + x) as usize];
+                        assert!(!*o, "{s:?} overlaps another span");
+                        *o = true;
+                    }
+                }
+                for y in 0..crop.h {
+                    for x in 0..crop.w {
+                        let centre = ((crop.x + x) as f32 + 0.5, (crop.y + y) as f32 + 0.5);
+                        assert_eq!(
+                            outside[(y * crop.w + x) as usize],
+                            !area.contains(centre),
+                            "{p:?} {crop:?} at {x},{y}"
+                        );
+                    }
+                }
+            }
+        }
+        spans.clear();
+        ZoneArea::Box(Rect::new(0, 0, 9, 9)).outside_spans(
+            Rect::new(0, 0, 9, 9),
+            &mut xs,
+            &mut spans,
+        );
+        assert!(spans.is_empty());
+    }
 
     #[test]
     fn a_tile_grid_that_cannot_cover_the_frame_is_named() {
