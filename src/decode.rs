@@ -243,7 +243,14 @@ pub fn decode_bytes_into_as(
     decode: Decode,
 ) -> Result<(), DecodeError> {
     let is_jpeg = bytes.starts_with(&[0xFF, 0xD8]);
-    let r = if let (true, Decode::Reduced { min_side }) = (is_jpeg, decode) {
+    let r = if is_jpeg && !jpeg_complete(bytes) {
+        // The decoder would fill the missing rows (grey): a cut file, a
+        // camera frame short of bandwidth, is not a picture to classify.
+        Err(DecodeError::Decode {
+            path: path.to_path_buf(),
+            why: "truncated JPEG (no end-of-image marker after its last scan)".into(),
+        })
+    } else if let (true, Decode::Reduced { min_side }) = (is_jpeg, decode) {
         // A JPEG the reduced decoder refuses may still decode exactly.
         match decode_jpeg_reduced_into(bytes, path, out, min_side) {
             Ok(true) => Ok(()),
@@ -260,6 +267,25 @@ pub fn decode_bytes_into_as(
         out.reshape(0, 0, Mode::Rgb);
     }
     r
+}
+
+/// Whether a JPEG's last scan is followed by its end-of-image marker
+/// (`FF D9`): entropy-coded data stuffs every `FF` byte (`FF 00`), so,
+/// read from the end, a whole file meets its end marker before any
+/// start-of-scan marker (`FF DA`), and a file cut within its last scan
+/// meets that scan's start first. Bytes after the end marker (a camera's
+/// padding) are allowed; a whole file is decided in its last bytes.
+fn jpeg_complete(bytes: &[u8]) -> bool {
+    for i in (0..bytes.len().saturating_sub(1)).rev() {
+        if bytes[i] == 0xFF {
+            match bytes[i + 1] {
+                0xD9 => return true,
+                0xDA => return false,
+                _ => {}
+            }
+        }
+    }
+    false
 }
 
 /// A JPEG straight into `out`'s buffer: RGB as RGB, grey as grey (Pillow's
@@ -487,6 +513,28 @@ fn compact(mut buf: Vec<u8>, w: usize, h: usize, line: usize, ch: usize) -> Vec<
 
 #[cfg(test)]
 mod tests {
+
+    /// A JPEG cut short (a partial download, a camera frame short of
+    /// bandwidth) is refused, not decoded with its missing rows grey; one
+    /// with padding after its end marker decodes.
+    #[test]
+    fn a_truncated_jpeg_is_refused() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let whole = std::fs::read(root.join("models/clips/shapes/00020.jpg")).unwrap();
+        let mut out = DecodedImage::default();
+        let p = Path::new("cut.jpg");
+        for cut in [whole.len() - 2, whole.len() / 2, 3_000] {
+            let e = decode_bytes_into(&whole[..cut], p, &mut out).unwrap_err();
+            assert!(e.to_string().contains("truncated JPEG"), "{cut}: {e}");
+            assert_eq!((out.width, out.height), (0, 0));
+        }
+        let mut padded = whole.clone();
+        padded.extend_from_slice(&[0; 64]);
+        decode_bytes_into(&padded, p, &mut out).unwrap();
+        let mut again = DecodedImage::default();
+        decode_bytes_into(&whole, p, &mut again).unwrap();
+        assert_eq!(out.data, again.data);
+    }
     use super::*;
 
     /// Mean absolute difference, in levels, between a JPEG decoded at 1/2

@@ -21,9 +21,59 @@ pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
     line.replace('\n', " ")
 }
 
+/// A command line clap refused, on one line: its error, its tip (a
+/// similar argument), and where the command's help is (clap says it over
+/// several lines, with the usage).
+pub fn usage(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut line = lines
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("error: ")
+        .to_string();
+    for l in text.lines().map(str::trim) {
+        if let Some(tip) = l.strip_prefix("tip: ") {
+            line.push_str(&format!(" ({tip})"));
+        }
+    }
+    // `Usage: clip-edge watch [OPTIONS]`: the command's words.
+    let command: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .map(|u| {
+            u.split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !command.is_empty() {
+        line.push_str(&format!("; see {} --help", command.join(" ")));
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_command_line_is_one_line_with_its_tip() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        #[command(name = "clip-edge")]
+        enum Cli {
+            Classify {
+                #[arg(long)]
+                bundle: String,
+            },
+        }
+        let e = Cli::try_parse_from(["clip-edge", "classify", "--bundel", "x"]).unwrap_err();
+        assert_eq!(
+            usage(&e),
+            "unexpected argument '--bundel' found (a similar argument exists: '--bundle'); see clip-edge classify --help"
+        );
+    }
 
     #[test]
     fn causes_said_once_on_one_line() {

@@ -19,8 +19,23 @@ static ALLOC: Counting = Counting;
 fn main() -> ExitCode {
     init_logger();
     // A reader of --json output gets the failure as JSON too.
-    let json = std::env::args_os().skip(1).any(|a| a == "--json");
-    match cli::run(cli::Cli::parse()) {
+    let json = std::env::args_os()
+        .skip(1)
+        .any(|a| a == "--json" || a == "--json-events");
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version as clap prints them.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let line = clip_edge::error_line::usage(&e);
+            eprintln!("error: {line}");
+            if json {
+                out!("{}", serde_json::json!({ "error": line }));
+            }
+            return ExitCode::from(2);
+        }
+    };
+    match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
             let line = clip_edge::error_line::one_line(e.as_ref());

@@ -277,6 +277,11 @@ fn bad_settings_are_one_line_errors_naming_them() {
     )
     .unwrap();
     let cfg_s = cfg.display().to_string();
+    // A value the file gives (not the command line) is named by its line.
+    let cfg_fps = dir.join("fps.toml");
+    std::fs::write(&cfg_fps, "# at night\nfps = 0\n").unwrap();
+    let cfg_fps_s = cfg_fps.display().to_string();
+    let fps_line = format!("{cfg_fps_s}: line 2: --fps 0:");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--watch", "pink whale"], "\"pink whale\": not a label"),
         (vec!["--watch", "red star=2"], "threshold \"2\""),
@@ -291,12 +296,15 @@ fn bad_settings_are_one_line_errors_naming_them() {
             vec!["--config", &cfg_s],
             "line 3: unknown key `threshhold` (docs/watch.md lists the keys)",
         ),
+        (vec!["--config", &cfg_fps_s], &fps_line),
         (vec!["--regions", "tiles:0x2"], "--regions \"tiles:0x2\""),
         (
             vec!["--events-max-mb", "1", "--events-keep", "0"],
             "--events-keep 0",
         ),
         (vec!["--snapshot-max-mb=-1"], "--snapshot-max-mb -1"),
+        // A negative number after a space is the option's value.
+        (vec!["--fps", "-1"], "--fps -1"),
         (
             vec!["--regions", "motion", "--min-area", "2"],
             "--min-area 2",
@@ -325,6 +333,47 @@ fn bad_settings_are_one_line_errors_naming_them() {
             "zone \"far\" (300,0 100x100) is not inside the source's 320x240 frame",
         ),
     ];
+    // A file that is not an event log, and a status page's port another
+    // program holds: said before the start-up line, which never comes.
+    let not_a_log = dir.join("notes.txt");
+    std::fs::write(&not_a_log, "my notes\n").unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
+    for (out, needle) in [
+        (
+            watch_cmd(&not_a_log, &[]).output().unwrap(),
+            "is not an event",
+        ),
+        (
+            watch_cmd(&events, &["--http", &format!("127.0.0.1:{port}")])
+                .output()
+                .unwrap(),
+            "Address already in use",
+        ),
+    ] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(EX_CONFIG), "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert_eq!(std::fs::read(&not_a_log).unwrap(), b"my notes\n");
+    // A mistyped option: one line with clap's tip, exit 2, and with --json
+    // the line as JSON on stdout.
+    let out = watch_cmd(&events, &["--json-events", "--thread", "2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim(),
+        "error: unexpected argument '--thread' found (a similar argument exists: '--threads'); see clip-edge watch --help"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("--thread"), "{v}");
     // An event log that is a folder.
     let out = watch_cmd(&dir, &[]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -202,7 +202,20 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     // A reader of --json output gets the failure as JSON too.
     let json = std::env::args_os().skip(1).any(|a| a == "--json");
-    match run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version as clap prints them.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let line = clip_edge::error_line::usage(&e);
+            eprintln!("error: {line}");
+            if json {
+                out!("{}", serde_json::json!({ "error": line }));
+            }
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let line = clip_edge::error_line::one_line(e.as_ref());

@@ -21,8 +21,10 @@ use super::bench::cpu_features;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Runs of each kernel on each shape; the median is reported.
     #[arg(long, default_value_t = 10)]
     iterations: usize,
+    /// One JSON object instead of the table.
     #[arg(long)]
     json: bool,
 }

@@ -183,6 +183,7 @@ impl BoardProfile {
 /// `clip-edge boards`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// A JSON array instead of one line per profile.
     #[arg(long)]
     json: bool,
 }

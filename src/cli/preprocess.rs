@@ -13,8 +13,10 @@ use super::status;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The square input side to preprocess to, 1 to 4096.
     #[arg(long, default_value_t = 224)]
     resolution: u32,
+    /// Image files (JPEG, PNG, GIF, BMP, WebP, TIFF).
     #[arg(required = true)]
     images: Vec<PathBuf>,
 }

@@ -68,20 +68,24 @@ pub fn run(cli: WatchArgs) -> Result<ExitCode> {
             return Err(if device {
                 first
             } else {
-                ConfigError(first).into()
+                ConfigError(in_config(first, args.config.as_deref())).into()
             });
         }
     };
     let console = (!cli.quiet).then_some(Console {
         json: cli.json_events,
     });
+    // Said once the event log is open and the status page serves: a
+    // watch that cannot start says only why.
+    let hello = hello_line(&checked);
+    let json = console.as_ref().map(|c| c.json);
+    let mut service = set_up(checked, console)?;
     // With --json-events stdout holds JSON lines only.
-    match &console {
-        Some(c) if c.json => eprintln!("{}", hello_line(&checked)),
-        Some(_) => out!("{}", hello_line(&checked)),
+    match json {
+        Some(true) => eprintln!("{hello}"),
+        Some(false) => out!("{hello}"),
         None => {}
     }
-    let mut service = set_up(checked, console)?;
     service.run(&cli);
     service.finish(args.stats)
 }
@@ -94,6 +98,21 @@ const MQTT_CHECK_WAIT: Duration = Duration::from_secs(10);
 fn check(args: &WatchArgs) -> ExitCode {
     match validate(args) {
         Ok(c) => {
+            // The status page's address: one this user cannot bind (a
+            // port below 1024, an address of no interface) is an error; one
+            // in use is said (the running service may be what holds it).
+            if let Some(addr) = c.http_addr {
+                match std::net::TcpListener::bind(addr) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => eprintln!(
+                        "warning: --http {addr}: in use now (by the running service? else by another program, and watch would exit 78)"
+                    ),
+                    Err(e) => {
+                        eprintln!("error: --http {addr}: {e}");
+                        return ExitCode::from(EX_CONFIG);
+                    }
+                }
+            }
             // The broker, once: a login or certificate it refuses is
             // found now, not in the service's log.
             if let Some((url, tls)) = &c.mqtt_url {
@@ -130,10 +149,49 @@ fn check(args: &WatchArgs) -> ExitCode {
         }
         Err(problems) => {
             for p in problems {
-                eprintln!("error: {p:#}");
+                eprintln!("error: {:#}", in_config(p, args.config.as_deref()));
             }
             ExitCode::from(EX_CONFIG)
         }
+    }
+}
+
+/// A problem with a setting (`--fps 0: …`) that the config file gave,
+/// not the command line, named as the file's: `watch.toml: line 4: --fps
+/// 0: …` (the flag's name is the key's, `-` for `_`).
+fn in_config(problem: anyhow::Error, config: Option<&std::path::Path>) -> anyhow::Error {
+    let Some(path) = config else {
+        return problem;
+    };
+    let text = format!("{problem:#}");
+    let Some(flag) = text
+        .strip_prefix("--")
+        .and_then(|t| t.split([' ', ':', '=']).next())
+        .filter(|f| !f.is_empty())
+    else {
+        return problem;
+    };
+    let on_command_line =
+        std::env::args().any(|a| a == format!("--{flag}") || a.starts_with(&format!("--{flag}=")));
+    if on_command_line {
+        return problem;
+    }
+    let key = flag.replace('-', "_");
+    let Ok(file) = std::fs::read_to_string(path) else {
+        return problem;
+    };
+    // The key at the top level (before the first table).
+    let line = file
+        .lines()
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key.as_str())
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        });
+    match line {
+        Some(n) => anyhow::anyhow!("{}: line {}: {text}", path.display(), n + 1),
+        None => problem,
     }
 }
 

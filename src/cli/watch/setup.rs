@@ -431,7 +431,10 @@ pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Servi
 
     let (log, last_run, closed) = match &events {
         Some(p) => {
-            let (log, rec) = watch::events::EventLog::open_rotating(p, events_rotation)?;
+            // A file that is not an event log, a folder that cannot be
+            // written: settings that cannot work.
+            let (log, rec) = watch::events::EventLog::open_rotating(p, events_rotation)
+                .map_err(|e| ConfigError(e.into()))?;
             for c in &rec.closed {
                 log::warn!(
                     "{}: event {} ({}) was left open by a crash; closed as interrupted",
@@ -455,7 +458,8 @@ pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Servi
                 ("bundle", model.bundle.display().to_string()),
             ];
             let server = http::Server::new(&info, mqtt_url.is_some());
-            http::serve(addr, server.clone()).map_err(anyhow::Error::msg)?;
+            // A port another program holds: a setting that cannot work.
+            http::serve(addr, server.clone()).map_err(|e| ConfigError(anyhow::Error::msg(e)))?;
             Some(server)
         }
         None => None,

@@ -25,7 +25,7 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 #[derive(Debug, Default, Clone, PartialEq, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WatchArgs {
-    /// The bundle directory.
+    /// The bundle directory (clip-quantize build --out).
     #[arg(long)]
     pub bundle: Option<PathBuf>,
     /// Refuse the bundle unless its manifest.sig verifies with this public key.
@@ -50,19 +50,20 @@ pub struct WatchArgs {
     pub events: Option<PathBuf>,
     /// Rotate the event log past this many megabytes (FILE.jsonl.1, .2, …;
     /// default 64).
-    #[arg(long, value_name = "MB")]
+    #[arg(long, value_name = "MB", allow_negative_numbers = true)]
     pub events_max_mb: Option<f64>,
     /// Rotated event logs kept (default 5).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub events_keep: Option<u32>,
     /// Write a JPEG of each event's start frame here.
     #[arg(long, value_name = "DIR")]
     pub snapshots: Option<PathBuf>,
-    /// Keep at most this many megabytes of snapshots (the oldest go first).
-    #[arg(long, value_name = "MB")]
+    /// Keep at most this many megabytes of snapshots (the oldest go
+    /// first). Default: no limit.
+    #[arg(long, value_name = "MB", allow_negative_numbers = true)]
     pub snapshot_max_mb: Option<f64>,
-    /// Remove snapshots older than this many days.
-    #[arg(long, value_name = "DAYS")]
+    /// Remove snapshots older than this many days. Default: kept.
+    #[arg(long, value_name = "DAYS", allow_negative_numbers = true)]
     pub snapshot_retain_days: Option<f64>,
     /// A GPIO line high while LABEL's event is active; repeatable.
     #[arg(long, value_name = "CHIP:LINE=LABEL")]
@@ -93,10 +94,10 @@ pub struct WatchArgs {
     /// Run the loop at most this many frames per second, whatever the
     /// source (a live camera's frames in between are dropped; a snapshot
     /// URL is asked at this rate). Default: as fast as it goes.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub fps: Option<f64>,
     /// Threads the encoder runs on (default 1).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// Which backend runs the image encoder: native (ours; no allocation
     /// per frame) or tract (the reference). Default: native.
@@ -106,20 +107,21 @@ pub struct WatchArgs {
     #[arg(long, value_enum)]
     pub device: Option<Device>,
     /// Positive frames among the last --window frames that start an event (default 2).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub hits: Option<u32>,
     /// Frames in the start window (default 3).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub window: Option<u32>,
     /// Consecutive frames without the label that end its event (default 3).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub end_after: Option<u32>,
     /// Frames after an event's end during which it cannot start again (default 0).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub cooldown: Option<u32>,
     /// Skip inference on frames whose mean absolute difference (0-255) to
-    /// the last inferred frame is below this.
-    #[arg(long)]
+    /// the last inferred frame is below this (--regions full and no zone
+    /// only). Default: every frame is inferred.
+    #[arg(long, allow_negative_numbers = true)]
     pub motion_threshold: Option<f32>,
     /// How JPEG frames are decoded: exact (at full size, as `classify`
     /// decodes a file) or fast (at 1/2, 1/4 or 1/8 of their size while
@@ -140,17 +142,17 @@ pub struct WatchArgs {
     #[serde(default)]
     pub zone: Vec<ZoneSpec>,
     /// With --regions motion: ignore regions smaller than this fraction of the frame.
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
     pub min_area: Option<f32>,
     /// With --regions motion: ignore regions larger than this fraction of the frame.
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
     pub max_area: Option<f32>,
     /// Serve /healthz, /metrics, /api/state and a status page on
     /// [ADDR:]PORT (ADDR defaults to 127.0.0.1).
     #[arg(long, value_name = "[ADDR:]PORT")]
     pub http: Option<String>,
     /// Seconds without a frame after which /healthz answers 503 (default 10).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub health_timeout: Option<f64>,
     /// Read settings from this TOML file (flags win).
     #[arg(long, value_name = "FILE.toml")]
@@ -275,16 +277,22 @@ impl WatchArgs {
             let threshold = threshold.unwrap_or(DEFAULT_THRESHOLD);
             let index = find_label(labels, label).ok_or_else(|| {
                 let key = label_key(label);
-                let near: Vec<&str> = labels
+                // The closest spellings first (a typo: "whte star" is
+                // "white star" before "red star"), then labels sharing a
+                // word with it.
+                let mut near: Vec<(f64, &str)> = labels
                     .iter()
-                    .filter(|l| {
-                        let l = label_key(l);
-                        key.split(' ')
-                            .any(|word| !word.is_empty() && l.contains(word))
+                    .filter_map(|l| {
+                        let lk = label_key(l);
+                        let alike = strsim::normalized_damerau_levenshtein(&key, &lk);
+                        let shares = key
+                            .split(' ')
+                            .any(|word| !word.is_empty() && lk.contains(word));
+                        (alike >= 0.6 || shares).then_some((alike, l.as_str()))
                     })
-                    .take(6)
-                    .map(String::as_str)
                     .collect();
+                near.sort_by(|a, b| b.0.total_cmp(&a.0));
+                let near: Vec<&str> = near.iter().take(6).map(|n| n.1).collect();
                 format!(
                     "--watch {label:?}: not a label of this bundle ({} labels{})",
                     labels.len(),
@@ -579,6 +587,20 @@ mod tests {
             .watched(&labels())
             .unwrap_err()
             .contains("similar: red star"));
+        // A typo: the label meant comes first, among many sharing a word.
+        let many: Vec<String> = ["red star", "green star", "blue star", "yellow star"]
+            .iter()
+            .chain(&["orange star", "purple star", "black star", "white star"])
+            .map(|s| s.to_string())
+            .collect();
+        for (typo, meant) in [("whte star", "white star"), ("red stra", "red star")] {
+            let a = WatchArgs {
+                watch: vec![typo.into()],
+                ..Default::default()
+            };
+            let e = a.watched(&many).unwrap_err();
+            assert!(e.contains(&format!("similar: {meant},")), "{e}");
+        }
         let twins = ["a b", "A_B"].map(String::from).to_vec();
         assert_eq!(find_label(&twins, "a_b"), None);
         assert_eq!(find_label(&twins, "A_B"), Some(1));

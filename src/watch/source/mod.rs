@@ -194,7 +194,11 @@ pub fn check(spec: &str) -> Result<(), SourceError> {
         "dir" if Path::new(rest).is_dir() => Ok(()),
         "dir" => Err(SourceError::Unavailable {
             spec: spec.into(),
-            why: "no such folder".into(),
+            why: if Path::new(rest).exists() {
+                "not a folder (dir: plays a folder of frames; a video file is ffmpeg:FILE)".into()
+            } else {
+                "no such folder".into()
+            },
         }),
         "stdin" if rest == "mjpeg" => Ok(()),
         "v4l2" => v4l2::check(spec, rest),
