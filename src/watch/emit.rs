@@ -4,6 +4,13 @@
 
 use super::*;
 
+/// Event lines waiting for the disk are tried again this often between
+/// events.
+pub const LOG_RETRY: Duration = Duration::from_secs(1);
+
+/// Snapshots past their age are looked for this often between events.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
 /// What a trouble of the loop is about: each is cleared by its own next
 /// success.
 #[derive(Clone, Copy)]
@@ -149,18 +156,85 @@ impl Watcher<'_> {
         else {
             return Ok(None);
         };
-        let path = snapshots::write(dir, id, &f.image, mark)?;
+        let mut freed = 0;
+        let written = match snapshots::write(dir, id, &f.image, mark) {
+            Ok(p) => Ok(p),
+            // A disk full of snapshots past their retention: pruned, then
+            // tried once more.
+            Err(e) => match snapshots::prune(dir, &self.opts.snapshot_retention) {
+                Ok(n) if n > 0 => {
+                    freed = n;
+                    snapshots::write(dir, id, &f.image, mark)
+                }
+                _ => Err(e),
+            },
+        };
+        self.stats.snapshots_removed += freed;
+        let path = written?;
+        self.prune_snapshots(dir);
+        Ok(Some(path.display().to_string()))
+    }
+
+    /// Keeps the snapshots folder within its retention; how many were
+    /// removed (`None`: the folder could not be read, said as a trouble).
+    fn prune_snapshots(&mut self, dir: &Path) -> Option<u64> {
+        self.pruned_at = Some(Instant::now());
         match snapshots::prune(dir, &self.opts.snapshot_retention) {
             Ok(n) => {
                 self.stats.snapshots_removed += n;
                 self.trouble_snapshots = None;
+                Some(n)
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(0),
             Err(e) => {
                 let why = format!("snapshots {}: {e}", dir.display());
                 self.trouble(Trouble::Snapshots, why);
+                None
             }
         }
-        Ok(Some(path.display().to_string()))
+    }
+
+    /// Between frames: event lines waiting for the disk are tried again
+    /// (at most every [`LOG_RETRY`]: a quiet camera has no next event to
+    /// write them with), and snapshots past their age removed (at start,
+    /// then every [`PRUNE_EVERY`]: a quiet camera keeps none longer than
+    /// its days).
+    pub(super) fn upkeep(&mut self) {
+        let now = Instant::now();
+        if self.log_tried_at.is_none_or(|t| now - t >= LOG_RETRY) {
+            self.log_tried_at = Some(now);
+            self.retry_log();
+        }
+        if self.opts.snapshot_retention.max_age.is_some()
+            && self.pruned_at.is_none_or(|t| now - t >= PRUNE_EVERY)
+        {
+            if let Some(dir) = self.opts.snapshots.clone() {
+                self.prune_snapshots(&dir);
+            }
+        }
+    }
+
+    /// Writes the event lines still waiting for the disk, if any.
+    fn retry_log(&mut self) {
+        let Some(log) = &self.log else { return };
+        let mut log = lock(log);
+        if log.pending() == 0 {
+            return;
+        }
+        match log.flush() {
+            Ok(()) => {
+                log::warn!(
+                    "{}: writable again; the waiting event lines are written",
+                    log.path().display()
+                );
+                drop(log);
+                self.trouble_log = None;
+            }
+            Err(e) => {
+                drop(log);
+                self.trouble(Trouble::Log, e.to_string());
+            }
+        }
     }
 
     /// Appends `record` to the event log; a line the disk refuses waits in

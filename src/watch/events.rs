@@ -306,15 +306,19 @@ impl EventLog {
             );
         }
         file.seek(SeekFrom::End(0)).map_err(io)?;
-        // A complete last object without its newline: finish the line.
-        if good_end > 0 && text[good_end - 1] != b'\n' {
-            file.write_all(b"\n").map_err(io)?;
-        }
+        // A complete last object without its newline: finish the line (on
+        // a full disk, the newline waits in memory as the lines below do).
+        let unfinished =
+            good_end > 0 && text[good_end - 1] != b'\n' && file.write_all(b"\n").is_err();
         file.sync_data().map_err(io)?;
         let bytes = file.metadata().map_err(io)?.len();
         let mut log = EventLog::with_writer(path, Box::new(file));
         log.rotation = rotation;
         log.bytes = bytes;
+        if unfinished {
+            log.pending.push_back(b"\n".to_vec());
+            log.pending_bytes += 1;
+        }
         for o in open {
             let end = EventRecord {
                 event: EventKind::End,
@@ -324,10 +328,11 @@ impl EventLog {
                 reason: Some("interrupted".into()),
                 ..o
             };
-            log.append(&end).map_err(|d| EventLogError::Io {
-                path: d.path,
-                source: d.source,
-            })?;
+            // A disk that refuses it (full) does not stop the start: the
+            // line waits in memory, written when the disk takes it.
+            if let Err(d) = log.append(&end) {
+                log::warn!("{d}: the interrupted event's end is written when the disk takes it");
+            }
             rec.closed.push(end);
         }
         Ok((log, rec))
@@ -422,6 +427,11 @@ impl EventLog {
             match std::fs::remove_file(numbered(&self.path, keep)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
+            }
+            // Beyond `keep` (an earlier run kept more): removed too.
+            let mut n = keep + 1;
+            while std::fs::remove_file(numbered(&self.path, n)).is_ok() {
+                n += 1;
             }
             for n in (1..keep).rev() {
                 match std::fs::rename(numbered(&self.path, n), numbered(&self.path, n + 1)) {
@@ -626,6 +636,28 @@ mod tests {
         let mut closed: Vec<&str> = r.closed.iter().map(|c| c.id.as_str()).collect();
         closed.sort();
         assert_eq!(closed, ["7-1", "7-2", "7-3"]);
+    }
+
+    /// An earlier run kept five rotated files, this one keeps two: its
+    /// first rotation leaves two.
+    #[test]
+    fn a_lower_keep_removes_the_older_files_at_the_next_rotation() {
+        let dir = tempdir();
+        let p = dir.join("events.jsonl");
+        for n in 1..=5 {
+            std::fs::write(numbered(&p, n), b"").unwrap();
+        }
+        let (_, rotation) = three_lines_a_file(2);
+        let (mut log, _) = EventLog::open_rotating(&p, rotation).unwrap();
+        for n in 1..=3 {
+            log.append(&rec(EventKind::Start, &format!("5-{n}")))
+                .unwrap();
+            log.append(&rec(EventKind::End, &format!("5-{n}"))).unwrap();
+        }
+        assert!(numbered(&p, 1).is_file() && numbered(&p, 2).is_file());
+        for n in 3..=5 {
+            assert!(!numbered(&p, n).exists(), ".{n} kept");
+        }
     }
 
     /// A rotation that fails (here: its new file cannot be made) loses

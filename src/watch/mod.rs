@@ -261,6 +261,10 @@ pub struct Watcher<'a> {
     /// their size (cleared by the next frame that fits).
     trouble_frame_size: Option<String>,
     trouble_said: Option<Instant>,
+    /// When event lines waiting for the disk were last tried, and the
+    /// snapshots last pruned, between frames ([`Watcher::upkeep`]).
+    log_tried_at: Option<Instant>,
+    pruned_at: Option<Instant>,
     pub stats: Stats,
 }
 
@@ -322,6 +326,8 @@ impl<'a> Watcher<'a> {
             trouble_snapshots: None,
             trouble_frame_size: None,
             trouble_said: None,
+            log_tried_at: None,
+            pruned_at: None,
             stats: Stats::default(),
         }
     }

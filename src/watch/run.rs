@@ -53,6 +53,7 @@ impl Watcher<'_> {
                 self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
                 return Ok(Ended::Paused);
             }
+            self.upkeep();
             let t0 = Instant::now();
             let next = source.next(&mut frame);
             self.stats.source_ms += t0.elapsed().as_secs_f64() * 1e3;

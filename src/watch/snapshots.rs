@@ -75,19 +75,39 @@ fn ours(name: &str) -> bool {
         && n.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// How old a snapshot's temporary (`.<id>.jpg.tmp`) must be to be taken
+/// for one a crash left: a write in progress takes far less.
+const STALE_TEMPORARY: Duration = Duration::from_secs(60);
+
+/// Whether `name` is the temporary of a snapshot `watch` writes.
+fn our_temporary(name: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|n| n.strip_suffix(".tmp"))
+        .is_some_and(ours)
+}
+
 /// Removes the snapshots in `dir` older than the retention's age, then the
-/// oldest until the rest fit its size. Returns how many were removed.
+/// oldest until the rest fit its size, and the temporaries a crash left
+/// (kept whatever the retention). Returns how many snapshots were removed.
 pub fn prune(dir: &Path, keep: &Retention) -> std::io::Result<u64> {
-    if keep.max_bytes.is_none() && keep.max_age.is_none() {
-        return Ok(0);
-    }
     let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
     // A file gone meanwhile (another camera pruning the same folder) is
     // not an error.
     let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let now = SystemTime::now();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let name = e.file_name();
+        if name.to_str().is_some_and(our_temporary) {
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d > STALE_TEMPORARY));
+            if stale {
+                let _ = std::fs::remove_file(e.path());
+            }
+            continue;
+        }
         if !name.to_str().is_some_and(ours) {
             continue;
         }
@@ -99,9 +119,11 @@ pub fn prune(dir: &Path, keep: &Retention) -> std::io::Result<u64> {
             files.push((meta.modified()?, meta.len(), e.path()));
         }
     }
+    if keep.max_bytes.is_none() && keep.max_age.is_none() {
+        return Ok(0);
+    }
     // Oldest first; ids of one run grow with time, so ties go by name.
-    files.sort();
-    let now = SystemTime::now();
+    files.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
     let mut total: u64 = files.iter().map(|f| f.1).sum();
     let mut removed = 0;
     for (modified, len, path) in &files {
@@ -143,6 +165,21 @@ mod tests {
         }
         std::fs::write(dir.join("notes.jpg"), b"mine").unwrap();
         std::fs::write(dir.join("photo.txt"), b"mine").unwrap();
+        // Temporaries: one a crash left 2 minutes ago goes (whatever the
+        // retention), one being written now stays, another's stays.
+        for (name, age) in [
+            (".1a2b-99.jpg.tmp", 120),
+            (".1a2b-98.jpg.tmp", 0),
+            (".x.tmp", 120),
+        ] {
+            let p = dir.join(name);
+            std::fs::write(&p, b"half").unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(SystemTime::now() - Duration::from_secs(age))
+                .unwrap();
+        }
+        assert_eq!(prune(&dir, &Retention::default()).unwrap(), 0);
+        assert!(!dir.join(".1a2b-99.jpg.tmp").exists());
         // Older than 5.5 days: 1a2b-0..=4 (10 to 6 days old).
         let keep = Retention {
             max_bytes: None,
@@ -160,7 +197,17 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(left, ["1a2b-8.jpg", "1a2b-9.jpg", "notes.jpg", "photo.txt"]);
+        assert_eq!(
+            left,
+            [
+                ".1a2b-98.jpg.tmp",
+                ".x.tmp",
+                "1a2b-8.jpg",
+                "1a2b-9.jpg",
+                "notes.jpg",
+                "photo.txt"
+            ]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -273,6 +273,9 @@ fn run(
     let context = plan.settings.context();
     let mut console = shared.console;
     let mut status_sink = parts.status.clone().map(http::StatusSink);
+    // The counters go on across restarts with other settings (a reload):
+    // --stats and the stall check count the camera's whole run.
+    let mut carried = watch::Stats::default();
     loop {
         let mut sinks: Vec<&mut dyn Sink> = Vec::new();
         if let Some(s) = status_sink.as_mut() {
@@ -294,6 +297,7 @@ fn run(
             shared.ids(),
             sinks,
         );
+        watcher.stats = carried;
         let status = parts.status.clone();
         let mut observe = |w: &Watcher<'_>, frame: Option<&watch::source::Frame>| {
             shared.stall.check(w.stats.frames);
@@ -339,6 +343,7 @@ fn run(
                     parts.source = s;
                 }
                 plan = new;
+                carried = stats;
                 continue;
             }
             Ok(None) => None,
