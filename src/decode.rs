@@ -269,23 +269,57 @@ pub fn decode_bytes_into_as(
     r
 }
 
-/// Whether a JPEG's last scan is followed by its end-of-image marker
-/// (`FF D9`): entropy-coded data stuffs every `FF` byte (`FF 00`), so,
-/// read from the end, a whole file meets its end marker before any
-/// start-of-scan marker (`FF DA`), and a file cut within its last scan
-/// meets that scan's start first. Bytes after the end marker (a camera's
-/// padding) are allowed; a whole file is decided in its last bytes.
+/// Whether a JPEG reaches its end-of-image marker (`FF D9`), read from
+/// the start as a decoder reads it: marker segments skipped by their
+/// lengths, each scan's entropy-coded data up to the next marker (data
+/// stuffs its `FF` bytes as `FF 00`; restart markers `FF D0`–`D7` are part
+/// of it). Whatever follows the end marker (a camera's padding, a phone's
+/// appended video) is not looked at.
 fn jpeg_complete(bytes: &[u8]) -> bool {
-    for i in (0..bytes.len().saturating_sub(1)).rev() {
-        if bytes[i] == 0xFF {
-            match bytes[i + 1] {
-                0xD9 => return true,
-                0xDA => return false,
-                _ => {}
+    let mut i = 2; // past the start-of-image marker
+    loop {
+        // A marker: `FF` (fill bytes `FF` may repeat), then its code.
+        while bytes.get(i) == Some(&0xFF) && bytes.get(i + 1) == Some(&0xFF) {
+            i += 1;
+        }
+        let (Some(&0xFF), Some(&code)) = (bytes.get(i), bytes.get(i + 1)) else {
+            return false;
+        };
+        i += 2;
+        match code {
+            0xD9 => return true,
+            // Standalone markers: no length.
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let Some(len) = bytes
+            .get(i..i + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        else {
+            return false;
+        };
+        if len < 2 {
+            return false;
+        }
+        i += len;
+        if code == 0xDA {
+            // The scan's data, up to a marker that is not a restart one.
+            loop {
+                let Some(off) = bytes
+                    .get(i..)
+                    .and_then(|d| d.iter().position(|&b| b == 0xFF))
+                else {
+                    return false;
+                };
+                i += off;
+                match bytes.get(i + 1) {
+                    Some(0x00 | 0xD0..=0xD7) => i += 2,
+                    Some(_) => break,
+                    None => return false,
+                }
             }
         }
     }
-    false
 }
 
 /// A JPEG straight into `out`'s buffer: RGB as RGB, grey as grey (Pillow's
@@ -528,8 +562,11 @@ mod tests {
             assert!(e.to_string().contains("truncated JPEG"), "{cut}: {e}");
             assert_eq!((out.width, out.height), (0, 0));
         }
+        // Padding, and bytes with markers in them (a phone's appended
+        // video), after the end marker.
         let mut padded = whole.clone();
         padded.extend_from_slice(&[0; 64]);
+        padded.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x08, 1, 2, 3, 0xFF, 0xD8]);
         decode_bytes_into(&padded, p, &mut out).unwrap();
         let mut again = DecodedImage::default();
         decode_bytes_into(&whole, p, &mut again).unwrap();

@@ -24,8 +24,14 @@ fn main() -> ExitCode {
         .any(|a| a == "--json" || a == "--json-events");
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
-        // --help and --version as clap prints them.
-        Err(e) if !e.use_stderr() => e.exit(),
+        // --help and --version as clap prints them, and the help of a
+        // command given without its subcommand.
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
         Err(e) => {
             let line = clip_edge::error_line::usage(&e);
             eprintln!("error: {line}");

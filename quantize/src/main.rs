@@ -204,8 +204,14 @@ fn main() -> ExitCode {
     let json = std::env::args_os().skip(1).any(|a| a == "--json");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        // --help and --version as clap prints them.
-        Err(e) if !e.use_stderr() => e.exit(),
+        // --help and --version as clap prints them, and the help of a
+        // command given without its subcommand.
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
         Err(e) => {
             let line = clip_edge::error_line::usage(&e);
             eprintln!("error: {line}");

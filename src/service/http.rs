@@ -126,17 +126,19 @@ fn listener(addr: SocketAddr, write: Duration) -> std::io::Result<TcpListener> {
 /// other, and a write waits at most [`WRITE_TIMEOUT`]; a server whose
 /// listening socket failed (out of file descriptors) is made again on the
 /// same address.
-pub fn serve(addr: SocketAddr, status: Arc<Server>) -> Result<SocketAddr, String> {
+/// An error names `--http ADDR` and keeps the socket's error kind (an
+/// address in use is a setting; one not there yet, at boot, may come).
+pub fn serve(addr: SocketAddr, status: Arc<Server>) -> std::io::Result<SocketAddr> {
     let make = move |addr: SocketAddr| {
         listener(addr, WRITE_TIMEOUT)
-            .map_err(|e| e.to_string())
-            .and_then(|l| tiny_http::Server::from_listener(l, None).map_err(|e| e.to_string()))
+            .and_then(|l| tiny_http::Server::from_listener(l, None).map_err(std::io::Error::other))
     };
-    let server = make(addr).map_err(|e| format!("--http {addr}: {e}"))?;
+    let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("--http {addr}: {e}"));
+    let server = make(addr).map_err(named)?;
     let bound = server
         .server_addr()
         .to_ip()
-        .ok_or_else(|| format!("--http {addr}: not an IP address"))?;
+        .ok_or_else(|| named(std::io::Error::other("not an IP address")))?;
     std::thread::Builder::new()
         .name("clip-edge-http".into())
         .spawn(move || {
@@ -161,7 +163,7 @@ pub fn serve(addr: SocketAddr, status: Arc<Server>) -> Result<SocketAddr, String
                 }
             }
         })
-        .map_err(|e| format!("--http {addr}: {e}"))?;
+        .map_err(named)?;
     log::info!("status page on http://{bound}/");
     Ok(bound)
 }

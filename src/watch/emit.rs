@@ -171,6 +171,8 @@ impl Watcher<'_> {
         };
         self.stats.snapshots_removed += freed;
         let path = written?;
+        // Written: the snapshots' trouble is over, unless the prune has one.
+        self.trouble_snapshots = None;
         self.prune_snapshots(dir);
         Ok(Some(path.display().to_string()))
     }
@@ -182,7 +184,6 @@ impl Watcher<'_> {
         match snapshots::prune(dir, &self.opts.snapshot_retention) {
             Ok(n) => {
                 self.stats.snapshots_removed += n;
-                self.trouble_snapshots = None;
                 Some(n)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(0),
@@ -198,7 +199,8 @@ impl Watcher<'_> {
     /// (at most every [`LOG_RETRY`]: a quiet camera has no next event to
     /// write them with), and snapshots past their age removed (at start,
     /// then every [`PRUNE_EVERY`]: a quiet camera keeps none longer than
-    /// its days).
+    /// its days). Neither allocates unless it has work: the prune lists the
+    /// folder, once in [`PRUNE_EVERY`], not once a frame.
     pub(super) fn upkeep(&mut self) {
         let now = Instant::now();
         if self.log_tried_at.is_none_or(|t| now - t >= LOG_RETRY) {
@@ -219,6 +221,9 @@ impl Watcher<'_> {
         let Some(log) = &self.log else { return };
         let mut log = lock(log);
         if log.pending() == 0 {
+            // Another camera sharing the log wrote what waited.
+            drop(log);
+            self.trouble_log = None;
             return;
         }
         match log.flush() {

@@ -159,6 +159,9 @@ pub struct EventLog {
     /// When a rotation last failed: the next is tried a minute later, not
     /// at every line.
     rotate_failed_at: Option<std::time::Instant>,
+    /// The last line on disk lacks its newline (a crash, then a full
+    /// disk): the next line written starts with one.
+    newline_owed: bool,
 }
 
 /// How long after a failed rotation the next is tried.
@@ -315,10 +318,7 @@ impl EventLog {
         let mut log = EventLog::with_writer(path, Box::new(file));
         log.rotation = rotation;
         log.bytes = bytes;
-        if unfinished {
-            log.pending.push_back(b"\n".to_vec());
-            log.pending_bytes += 1;
-        }
+        log.newline_owed = unfinished;
         for o in open {
             let end = EventRecord {
                 event: EventKind::End,
@@ -349,6 +349,7 @@ impl EventLog {
             rotation: None,
             bytes: 0,
             rotate_failed_at: None,
+            newline_owed: false,
         }
     }
 
@@ -372,6 +373,15 @@ impl EventLog {
 
     /// Writes the lines waiting, oldest first, until one is refused.
     pub fn flush(&mut self) -> Result<(), Deferred> {
+        // The newline a crash's last line lacks goes with the first line
+        // written (whichever that is after the oldest were dropped).
+        if self.newline_owed {
+            if let Some(first) = self.pending.front_mut() {
+                first.insert(0, b'\n');
+                self.pending_bytes += 1;
+                self.newline_owed = false;
+            }
+        }
         while let Some(line) = self.pending.front() {
             if let Err(source) = self.file.append_synced(line) {
                 return Err(Deferred {

@@ -265,6 +265,10 @@ pub struct Watcher<'a> {
     /// snapshots last pruned, between frames ([`Watcher::upkeep`]).
     log_tried_at: Option<Instant>,
     pruned_at: Option<Instant>,
+    /// What an earlier watcher of this camera counted of the frames its
+    /// source dropped and of the detections beyond the tracks
+    /// ([`Watcher::carry_on`]).
+    counted_before: (u64, u64),
     pub stats: Stats,
 }
 
@@ -328,8 +332,21 @@ impl<'a> Watcher<'a> {
             trouble_said: None,
             log_tried_at: None,
             pruned_at: None,
+            counted_before: (0, 0),
             stats: Stats::default(),
         }
+    }
+
+    /// Goes on from `stats`, an earlier watcher's of this camera (a
+    /// restart with other settings): its counters and times grow from
+    /// there. `source_dropped` is what the source this watcher reads has
+    /// dropped so far (the earlier one's, or 0 for a new source).
+    pub fn carry_on(&mut self, stats: Stats, source_dropped: u64) {
+        self.stats = stats;
+        self.counted_before = (
+            stats.dropped.saturating_sub(source_dropped),
+            stats.tracks_dropped,
+        );
     }
 
     /// Runs `f` with the engine (a shared one locked while it runs).

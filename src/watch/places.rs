@@ -214,7 +214,7 @@ impl Watcher<'_> {
         p.transitions.clear();
         p.tracks
             .step(frame.index, &mut p.detections, &mut p.transitions);
-        self.stats.tracks_dropped = p.tracks.dropped;
+        self.stats.tracks_dropped = self.counted_before.1 + p.tracks.dropped;
         let n = p.transitions.len();
         for k in 0..n {
             let (slot, t) = self.places.transitions[k];

@@ -108,7 +108,7 @@ impl Watcher<'_> {
             for sink in &mut self.sinks {
                 sink.scores(&self.opts.watched, &self.scores);
             }
-            self.stats.dropped = source.dropped();
+            self.stats.dropped = self.counted_before.0 + source.dropped();
             self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
             observe(self, Some(&frame));
             if let Some(p) = period {
@@ -129,7 +129,7 @@ impl Watcher<'_> {
         };
         self.end_all(reason)?;
         self.flush_log();
-        self.stats.dropped = source.dropped();
+        self.stats.dropped = self.counted_before.0 + source.dropped();
         self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
         Ok(if reason == "shutdown" {
             Ended::Shutdown

@@ -297,7 +297,7 @@ fn run(
             shared.ids(),
             sinks,
         );
-        watcher.stats = carried;
+        watcher.carry_on(carried, parts.source.dropped());
         let status = parts.status.clone();
         let mut observe = |w: &Watcher<'_>, frame: Option<&watch::source::Frame>| {
             shared.stall.check(w.stats.frames);

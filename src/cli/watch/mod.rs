@@ -75,17 +75,8 @@ pub fn run(cli: WatchArgs) -> Result<ExitCode> {
     let console = (!cli.quiet).then_some(Console {
         json: cli.json_events,
     });
-    // Said once the event log is open and the status page serves: a
-    // watch that cannot start says only why.
-    let hello = hello_line(&checked);
-    let json = console.as_ref().map(|c| c.json);
-    let mut service = set_up(checked, console)?;
-    // With --json-events stdout holds JSON lines only.
-    match json {
-        Some(true) => eprintln!("{hello}"),
-        Some(false) => out!("{hello}"),
-        None => {}
-    }
+    let hello = console.as_ref().map(|c| (c.json, hello_line(&checked)));
+    let mut service = set_up(checked, console, hello)?;
     service.run(&cli);
     service.finish(args.stats)
 }
@@ -171,8 +162,11 @@ fn in_config(problem: anyhow::Error, config: Option<&std::path::Path>) -> anyhow
     else {
         return problem;
     };
-    let on_command_line =
-        std::env::args().any(|a| a == format!("--{flag}") || a.starts_with(&format!("--{flag}=")));
+    // `args_os`: an argument that is not UTF-8 (a path) is not a flag.
+    let on_command_line = std::env::args_os().any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == format!("--{flag}") || a.starts_with(&format!("--{flag}=")))
+    });
     if on_command_line {
         return problem;
     }

@@ -416,7 +416,16 @@ pub(super) fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<any
 
 /// Opens the event log, the status server and every camera, installs the
 /// signal handlers and tells systemd the service is ready.
-pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Service> {
+/// Opens the event log, the status page and the broker's connection, then
+/// starts the cameras. `hello` (with --json-events: on stderr, stdout
+/// holding JSON lines only) is said once the log is open and the page
+/// serves, before any camera runs: a watch that cannot start says only
+/// why, and no event line comes before it.
+pub(super) fn set_up(
+    checked: Checked,
+    console: Option<Console>,
+    hello: Option<(bool, String)>,
+) -> Result<Service> {
     let Checked {
         cameras,
         mqtt_url,
@@ -431,10 +440,21 @@ pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Servi
 
     let (log, last_run, closed) = match &events {
         Some(p) => {
-            // A file that is not an event log, a folder that cannot be
-            // written: settings that cannot work.
-            let (log, rec) = watch::events::EventLog::open_rotating(p, events_rotation)
-                .map_err(|e| ConfigError(e.into()))?;
+            // A file that is not an event log (or too large to read), one
+            // this user may not write: settings that cannot work (exit 78,
+            // not restarted). Other I/O errors (a disk not mounted yet) are
+            // worth a restart.
+            use watch::events::EventLogError;
+            let (log, rec) = watch::events::EventLog::open_rotating(p, events_rotation).map_err(
+                |e| match &e {
+                    EventLogError::Io { source, .. }
+                        if source.kind() != std::io::ErrorKind::PermissionDenied =>
+                    {
+                        anyhow::Error::new(e)
+                    }
+                    _ => anyhow::Error::new(ConfigError(e.into())),
+                },
+            )?;
             for c in &rec.closed {
                 log::warn!(
                     "{}: event {} ({}) was left open by a crash; closed as interrupted",
@@ -458,8 +478,16 @@ pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Servi
                 ("bundle", model.bundle.display().to_string()),
             ];
             let server = http::Server::new(&info, mqtt_url.is_some());
-            // A port another program holds: a setting that cannot work.
-            http::serve(addr, server.clone()).map_err(|e| ConfigError(anyhow::Error::msg(e)))?;
+            // A port another program holds, or one this user may not
+            // bind: settings that cannot work (exit 78, not restarted). An
+            // address not there yet (a network still coming up at boot) is
+            // worth a restart.
+            http::serve(addr, server.clone()).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied => {
+                    anyhow::Error::new(ConfigError(e.into()))
+                }
+                _ => e.into(),
+            })?;
             Some(server)
         }
         None => None,
@@ -489,6 +517,11 @@ pub(super) fn set_up(checked: Checked, console: Option<Console>) -> Result<Servi
         stall: Arc::new(clip_edge::service::systemd::Stall::from_env()),
         epoch: Instant::now(),
     };
+    match hello {
+        Some((true, line)) => eprintln!("{line}"),
+        Some((false, line)) => out!("{line}"),
+        None => {}
+    }
     let mut running = Vec::with_capacity(cameras.len());
     let mut hello = Vec::new();
     for plan in cameras {

@@ -416,8 +416,8 @@ impl Mqtt {
         // longer watches are removed when seen (an empty retained payload).
         let ours = slug(node);
         let broker = match &url.username {
-            Some(user) => format!("{}:{} (user {user:?})", url.host, url.port),
-            None => format!("{}:{}", url.host, url.port),
+            Some(user) => format!("{} (user {user:?})", url.authority()),
+            None => url.authority(),
         };
         // A `.local` broker: a failed lookup says what it needs.
         let peer = Peer {
@@ -715,8 +715,8 @@ pub fn probe(
     wait: Duration,
 ) -> Result<(), String> {
     let broker = match &url.username {
-        Some(user) => format!("{}:{} (user {user:?})", url.host, url.port),
-        None => format!("{}:{}", url.host, url.port),
+        Some(user) => format!("{} (user {user:?})", url.authority()),
+        None => url.authority(),
     };
     let (client, mut conn) = Client::new(options(url, tls, format!("clip-edge-{node}-check")), 4);
     let deadline = Instant::now() + wait;

@@ -39,6 +39,15 @@ impl std::fmt::Debug for MqttUrl {
 }
 
 impl MqttUrl {
+    /// `HOST:PORT` as messages show it (`[…]` around an IPv6 address).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
     /// The URL for the device `node`: a URL that names no prefix gets
     /// `clip-edge/<node>` (the node as a topic level), so that boards
     /// sharing a broker never share a status or a state topic.
@@ -117,6 +126,12 @@ impl std::str::FromStr for MqttUrl {
             None => (hostport, if tls { 8883 } else { 1883 }),
         };
         let prefix = prefix.trim_matches('/');
+        // An IPv6 address without its brackets: TLS checks it as an IP
+        // address, and a connection resolves it (`[…]` again in messages).
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
         if host.is_empty() {
             return Err(bad("no host"));
         }
@@ -178,9 +193,10 @@ mod tests {
         assert_eq!(named.for_node("pi").prefix, "clip-edge");
         // IPv6 addresses in brackets, with or without a port.
         let u: MqttUrl = "mqtt://[::1]/x".parse().unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("[::1]", 1883));
+        assert_eq!((u.host.as_str(), u.port), ("::1", 1883));
+        assert_eq!(u.authority(), "[::1]:1883");
         let u: MqttUrl = "mqtts://[fe80::2]:8884".parse().unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("[fe80::2]", 8884));
+        assert_eq!((u.host.as_str(), u.port), ("fe80::2", 8884));
         let u: MqttUrl = "mqtts://broker/ha".parse().unwrap();
         assert_eq!((u.port, u.tls), (8883, true));
         let u: MqttUrl = "mqtts://broker:8884/ha".parse().unwrap();
