@@ -21,6 +21,43 @@ pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
     line.replace('\n', " ")
 }
 
+/// Whether the command line asks for JSON (`--json`, `--json-events`): a
+/// reader of it gets a failure as JSON too ([`say`]).
+pub fn wants_json() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .any(|a| a == "--json" || a == "--json-events")
+}
+
+/// A failure as the binaries say it: `error: LINE` on stderr, and with
+/// `json` also `{"error": LINE}` on stdout.
+pub fn say(line: &str, json: bool) {
+    eprintln!("error: {line}");
+    if json {
+        crate::out!("{}", serde_json::json!({ "error": line }));
+    }
+}
+
+/// The command line as `T`. `--help`, `--version` and a command given
+/// without its subcommand print as clap prints them and exit; one clap
+/// refuses is said on one line ([`usage`], [`say`]) and is `Err` with exit
+/// status 2.
+pub fn parse<T: clap::Parser>(json: bool) -> Result<T, std::process::ExitCode> {
+    match T::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            say(&usage(&e), json);
+            Err(std::process::ExitCode::from(2))
+        }
+    }
+}
+
 /// A command line clap refused, on one line: its error, its tip (a
 /// similar argument), and where the command's help is (clap says it over
 /// several lines, with the usage).

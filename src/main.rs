@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clip_edge::error_line;
 
 use clip_edge::alloc_count::Counting;
 
@@ -18,37 +18,15 @@ static ALLOC: Counting = Counting;
 
 fn main() -> ExitCode {
     init_logger();
-    // A reader of --json output gets the failure as JSON too.
-    let json = std::env::args_os()
-        .skip(1)
-        .any(|a| a == "--json" || a == "--json-events");
-    let cli = match cli::Cli::try_parse() {
+    let json = error_line::wants_json();
+    let cli = match error_line::parse::<cli::Cli>(json) {
         Ok(cli) => cli,
-        // --help and --version as clap prints them, and the help of a
-        // command given without its subcommand.
-        Err(e)
-            if !e.use_stderr()
-                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
-        {
-            e.exit()
-        }
-        Err(e) => {
-            let line = clip_edge::error_line::usage(&e);
-            eprintln!("error: {line}");
-            if json {
-                out!("{}", serde_json::json!({ "error": line }));
-            }
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            let line = clip_edge::error_line::one_line(e.as_ref());
-            eprintln!("error: {line}");
-            if json {
-                out!("{}", serde_json::json!({ "error": line }));
-            }
+            error_line::say(&error_line::one_line(e.as_ref()), json);
             if e.is::<cli::ConfigError>() {
                 ExitCode::from(cli::EX_CONFIG)
             } else {

@@ -200,35 +200,16 @@ enum Cmd {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    // A reader of --json output gets the failure as JSON too.
-    let json = std::env::args_os().skip(1).any(|a| a == "--json");
-    let cli = match Cli::try_parse() {
+    use clip_edge::error_line;
+    let json = error_line::wants_json();
+    let cli = match error_line::parse::<Cli>(json) {
         Ok(cli) => cli,
-        // --help and --version as clap prints them, and the help of a
-        // command given without its subcommand.
-        Err(e)
-            if !e.use_stderr()
-                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
-        {
-            e.exit()
-        }
-        Err(e) => {
-            let line = clip_edge::error_line::usage(&e);
-            eprintln!("error: {line}");
-            if json {
-                out!("{}", serde_json::json!({ "error": line }));
-            }
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let line = clip_edge::error_line::one_line(e.as_ref());
-            eprintln!("error: {line}");
-            if json {
-                out!("{}", serde_json::json!({ "error": line }));
-            }
+            error_line::say(&error_line::one_line(e.as_ref()), json);
             ExitCode::FAILURE
         }
     }
