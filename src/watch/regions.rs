@@ -186,21 +186,19 @@ impl ZoneArea {
     pub fn contains(&self, (px, py): (f32, f32)) -> bool {
         match self {
             ZoneArea::Box(r) => r.contains((px, py)),
-            ZoneArea::Polygon(p) => {
-                // Even-odd rule: crossings of a ray to the right.
-                let mut inside = false;
-                let mut j = p.len() - 1;
-                for i in 0..p.len() {
-                    let ([xi, yi], [xj, yj]) = (p[i], p[j]);
-                    if (yi > py) != (yj > py) && px < (xj - xi) * (py - yi) / (yj - yi) + xi {
-                        inside = !inside;
-                    }
-                    j = i;
-                }
-                inside
-            }
+            // Even-odd rule: crossings of a ray to the right.
+            ZoneArea::Polygon(p) => crossings(p, py).filter(|&x| px < x).count() % 2 == 1,
         }
     }
+}
+
+/// Where the edges of polygon `p` cross the row `y = py` (an edge counts
+/// once, its lower end in and its upper end out).
+fn crossings(p: &[[f32; 2]], py: f32) -> impl Iterator<Item = f32> + '_ {
+    (0..p.len()).filter_map(move |i| {
+        let ([xi, yi], [xj, yj]) = (p[i], p[(i + p.len() - 1) % p.len()]);
+        ((yi > py) != (yj > py)).then(|| (xj - xi) * (py - yi) / (yj - yi) + xi)
+    })
 }
 
 /// Pixels of one row of a crop, `x0..x1` of row `y` (crop coordinates).
@@ -221,16 +219,9 @@ impl ZoneArea {
         };
         for row in 0..crop.h {
             let py = (crop.y + row) as f32 + 0.5;
-            // Even-odd rule, as `contains`: where each edge crosses the row.
+            // Even-odd rule, as `contains`.
             xs.clear();
-            let mut j = p.len() - 1;
-            for i in 0..p.len() {
-                let ([xi, yi], [xj, yj]) = (p[i], p[j]);
-                if (yi > py) != (yj > py) {
-                    xs.push((xj - xi) * (py - yi) / (yj - yi) + xi);
-                }
-                j = i;
-            }
+            xs.extend(crossings(p, py));
             xs.sort_by(f32::total_cmp);
             // Inside from xs[0] to xs[1], xs[2] to xs[3], …: pixel x is
             // inside when its centre x + 0.5 is, i.e. x >= ceil(a - 0.5).

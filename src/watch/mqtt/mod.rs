@@ -415,16 +415,7 @@ impl Mqtt {
         // Configs this node left on the broker for labels (or zones) it no
         // longer watches are removed when seen (an empty retained payload).
         let ours = slug(node);
-        let broker = match &url.username {
-            Some(user) => format!("{} (user {user:?})", url.authority()),
-            None => url.authority(),
-        };
-        // A `.local` broker: a failed lookup says what it needs.
-        let peer = Peer {
-            broker,
-            mdns: url.host.to_ascii_lowercase().ends_with(".local"),
-            tls: url.tls,
-        };
+        let peer = Peer::of(&url);
         let (client, mut conn) = Client::new(opts, IN_FLIGHT + hello.len() + 8);
         // A connection's handshake and each write (a snapshot of a few MB
         // on a slow link) may take this long before it counts as failed.
@@ -714,10 +705,7 @@ pub fn probe(
     node: &str,
     wait: Duration,
 ) -> Result<(), String> {
-    let broker = match &url.username {
-        Some(user) => format!("{} (user {user:?})", url.authority()),
-        None => url.authority(),
-    };
+    let peer = Peer::of(url);
     let (client, mut conn) = Client::new(options(url, tls, format!("clip-edge-{node}-check")), 4);
     let deadline = Instant::now() + wait;
     loop {
@@ -728,24 +716,11 @@ pub fn probe(
                 return Ok(());
             }
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                return Err(match &e {
-                    rumqttc::ConnectionError::ConnectionRefused(code) => format!(
-                        "mqtt: {broker} refused the connection ({code:?}: check the user and password)"
-                    ),
-                    _ => match tls_failure(&e) {
-                        Some(t) => format!(
-                            "mqtt: TLS with {broker} failed ({t}{}: check mqtt_ca, or mqtt_cert and mqtt_key{})",
-                            tls::v1_hint(&t),
-                            scheme_hint(&e, url.tls)
-                        ),
-                        None => format!("mqtt: {broker}: {e}{}", scheme_hint(&e, url.tls)),
-                    },
-                });
-            }
+            Ok(Err(e)) => return Err(format!("mqtt: {}", failure(&e, &peer).2)),
             Err(_) => {
                 return Err(format!(
-                    "mqtt: {broker}: no answer within {} s",
+                    "mqtt: {}: no answer within {} s",
+                    peer.broker,
                     wait.as_secs()
                 ))
             }
@@ -761,6 +736,54 @@ struct Peer {
     mdns: bool,
     /// `mqtts://`.
     tls: bool,
+}
+
+impl Peer {
+    fn of(url: &MqttUrl) -> Peer {
+        Peer {
+            broker: match &url.username {
+                Some(user) => format!("{} (user {user:?})", url.authority()),
+                None => url.authority(),
+            },
+            // A `.local` broker: a failed lookup says what it needs.
+            mdns: url.host.to_ascii_lowercase().ends_with(".local"),
+            tls: url.tls,
+        }
+    }
+}
+
+/// What a failed connection to `peer` said, in one line naming it and what
+/// to check, with its kind (refused 1, TLS 2, anything else 3: a cause is
+/// said again when its kind changes) and whether it needs the user (an
+/// error; a network that comes and goes is a warning).
+fn failure(e: &rumqttc::ConnectionError, peer: &Peer) -> (u8, bool, String) {
+    let broker = &peer.broker;
+    match e {
+        rumqttc::ConnectionError::ConnectionRefused(code) => (
+            1,
+            true,
+            format!("{broker} refused the connection ({code:?}: check the user and password)"),
+        ),
+        _ => match tls_failure(e) {
+            Some(t) => (
+                2,
+                true,
+                format!(
+                    "TLS with {broker} failed ({t}{}: check mqtt_ca, or mqtt_cert and mqtt_key{})",
+                    tls::v1_hint(&t),
+                    scheme_hint(e, peer.tls)
+                ),
+            ),
+            None if peer.mdns && format!("{e:?}").contains("lookup") => (
+                3,
+                true,
+                format!(
+                    "{broker}: {e} (a .local name needs the system's mDNS resolver, nss-mdns with avahi; the broker's IP address always works)"
+                ),
+            ),
+            None => (3, false, format!("{broker}: {e}{}", scheme_hint(e, peer.tls))),
+        },
+    }
 }
 
 /// What to check when a connection failed at the handshake: a plain-text
@@ -829,11 +852,7 @@ fn connection_thread(
     shared: Arc<(Mutex<Outbox>, Condvar)>,
     peer: Peer,
 ) {
-    let Peer {
-        broker,
-        mdns,
-        tls: over_tls,
-    } = peer;
+    let broker = &peer.broker;
     let (lock, cv) = &*shared;
     let mut connected = false;
     let mut backoff = MIN_BACKOFF;
@@ -925,43 +944,17 @@ fn connection_thread(
                 }
                 // Said once an outage, and again when its cause changes
                 // (the network back, then a login or certificate refused).
-                let (kind, tls) = match &e {
-                    rumqttc::ConnectionError::ConnectionRefused(_) => (1, None),
-                    _ => match tls_failure(&e) {
-                        Some(t) => (2, Some(t)),
-                        None => (3, None),
-                    },
-                };
+                let (kind, loud, why) = failure(&e, &peer);
                 if connected || !announced_down || down_kind != kind {
-                    match (&e, tls) {
-                        (rumqttc::ConnectionError::ConnectionRefused(code), _) => log::error!(
-                            "mqtt: {broker} refused the connection ({code:?}: check the user and password); retrying (events keep going to the log)"
-                        ),
-                        (_, Some(t)) => log::error!(
-                            "mqtt: TLS with {broker} failed ({t}{}: check mqtt_ca, or mqtt_cert and mqtt_key{}); retrying (events keep going to the log)",
-                            tls::v1_hint(&t),
-                            scheme_hint(&e, over_tls)
-                        ),
-                        _ if mdns && format!("{e:?}").contains("lookup") => log::error!(
-                            "mqtt: {broker}: {e} (a .local name needs the system's mDNS resolver, nss-mdns with avahi; the broker's IP address always works); retrying (events keep going to the log)"
-                        ),
-                        _ => log::warn!(
-                            "mqtt: {broker}: {e}{}; reconnecting (events keep going to the log)",
-                            scheme_hint(&e, over_tls)
-                        ),
+                    if loud {
+                        log::error!("mqtt: {why}; retrying (events keep going to the log)");
+                    } else {
+                        log::warn!("mqtt: {why}; reconnecting (events keep going to the log)");
                     }
                     announced_down = true;
                     down_kind = kind;
                 }
-                g.last_failure = Some(match &e {
-                    rumqttc::ConnectionError::ConnectionRefused(code) => {
-                        format!("{broker} refused the connection ({code:?})")
-                    }
-                    _ => match tls_failure(&e) {
-                        Some(t) => format!("TLS with {broker} failed ({t})"),
-                        None => format!("{broker}: {e}"),
-                    },
-                });
+                g.last_failure = Some(why);
                 if !connected {
                     g.connect_failures += 1;
                 }
