@@ -3,6 +3,13 @@
 //! kernel's `<linux/videodev2.h>` lays them out, checked at compile time
 //! against [`LAYOUT`], which a test checks against the C headers of each
 //! target the release builds for.
+//!
+//! Why not a crate (docs/watch.md, "V4L2 without a crate"): `v4l` and
+//! `v4l2r` run bindgen at build time (libclang and each target's kernel
+//! headers on every build machine); `linuxvideo` 0.3.5 does not compile
+//! for 32-bit ARM and ends the process on a card name a driver cut inside a
+//! UTF-8 character; `moq-v4l` 0.1 ends it on a colorspace or field value it
+//! does not know.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
