@@ -24,6 +24,18 @@ use sha2::{Digest, Sha256};
 use crate::bundle::{open_regular, Bundle, OpenError};
 use crate::engine::schedule::blob::SharedBytes;
 
+/// Why the section cache could not be used (a path and what went wrong):
+/// the engine then loads without it and says so.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CacheError(pub String);
+
+impl From<String> for CacheError {
+    fn from(message: String) -> Self {
+        CacheError(message)
+    }
+}
+
 /// Files kept in the cache folder; beyond this the least recently written
 /// ones go (a board runs one or two bundles).
 const MAX_FILES: usize = 8;
@@ -77,13 +89,18 @@ impl SectionCache {
 
     /// The entry of `bundle` (its encoder's file not necessarily read) for
     /// the `kernels` path and `options` (precision, schedule options).
-    pub fn entry(&self, bundle: &Bundle, kernels: &str, options: &str) -> Result<Entry, String> {
+    pub fn entry(
+        &self,
+        bundle: &Bundle,
+        kernels: &str,
+        options: &str,
+    ) -> Result<Entry, CacheError> {
         let dir =
             fs::canonicalize(&bundle.dir).map_err(|e| format!("{}: {e}", bundle.dir.display()))?;
         let enc = bundle.image_encoder_path();
         let m = fs::symlink_metadata(&enc).map_err(|e| format!("{}: {e}", enc.display()))?;
         if !m.is_file() {
-            return Err(format!("{}: not a regular file", enc.display()));
+            return Err(format!("{}: not a regular file", enc.display()).into());
         }
         // A build must never read another build's section: without this
         // executable's identity there is no key.
@@ -109,7 +126,7 @@ impl SectionCache {
 
     /// The section at `e` mapped read-only, `Ok(None)` when there is none;
     /// an error when it (or the folder) is not private to this user.
-    pub fn open(&self, e: &Entry) -> Result<Option<SharedBytes>, String> {
+    pub fn open(&self, e: &Entry) -> Result<Option<SharedBytes>, CacheError> {
         match fs::metadata(&self.dir) {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             _ => private(&self.dir)?,
@@ -124,7 +141,7 @@ impl SectionCache {
         &self,
         e: &Entry,
         write: impl FnOnce(&mut BufWriter<&mut File>) -> std::io::Result<u64>,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, CacheError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -149,7 +166,7 @@ impl SectionCache {
                 self.prune(&e.path);
                 Ok(n)
             }
-            Err(err) => Err(format!("{}: {err}", e.path.display())),
+            Err(err) => Err(format!("{}: {err}", e.path.display()).into()),
         }
     }
 
@@ -208,14 +225,16 @@ fn is_temporary(name: &str) -> bool {
 /// error when it is not a regular file, or not private to this user (or
 /// root): a file another user may write could change, or shrink, under the
 /// mapping.
-pub fn map_private(path: &Path) -> Result<Option<SharedBytes>, String> {
+pub fn map_private(path: &Path) -> Result<Option<SharedBytes>, CacheError> {
     // Not through a link, never blocking on a pipe: a regular file or
     // nothing.
     let file = match open_regular(path, false) {
         Ok(f) => f,
         Err(OpenError::Io(err)) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(OpenError::Io(err)) => return Err(err.to_string()),
-        Err(OpenError::NotRegular(what)) => return Err(format!("{what}, not a regular file")),
+        Err(OpenError::Io(err)) => return Err(err.to_string().into()),
+        Err(OpenError::NotRegular(what)) => {
+            return Err(format!("{what}, not a regular file").into())
+        }
     };
     let meta = file.metadata().map_err(|err| err.to_string())?;
     check_private(&meta, "the file")?;
@@ -244,25 +263,23 @@ fn identity(m: &fs::Metadata) -> String {
 
 /// The cache folder belongs to this user (or root) and no one else may
 /// write in it.
-fn private(dir: &Path) -> Result<(), String> {
+fn private(dir: &Path) -> Result<(), CacheError> {
     let m = fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     check_private(&m, &format!("the folder {}", dir.display()))
 }
 
-fn check_private(m: &fs::Metadata, what: &str) -> Result<(), String> {
+fn check_private(m: &fs::Metadata, what: &str) -> Result<(), CacheError> {
     // The owner of /proc/self is this process's effective user.
     let me = fs::metadata("/proc/self").map(|p| p.uid()).ok();
     if m.uid() != 0 && me.is_some_and(|u| u != m.uid()) {
-        return Err(format!(
-            "{what} belongs to user {}, not this one: not used",
-            m.uid()
-        ));
+        return Err(format!("{what} belongs to user {}, not this one: not used", m.uid()).into());
     }
     if m.mode() & 0o022 != 0 {
         return Err(format!(
             "{what} is writable by others (mode {:o}): not used",
             m.mode() & 0o777
-        ));
+        )
+        .into());
     }
     Ok(())
 }

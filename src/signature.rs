@@ -73,11 +73,20 @@ pub fn key_file(bytes: &[u8; 32]) -> String {
     hex::encode(bytes) + "\n"
 }
 
+/// Why a signature file does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("not a signature: {0}")]
+    Unreadable(String),
+    #[error("the signature does not match this manifest and key: the bundle was changed or signed by another key")]
+    Mismatch,
+}
+
 /// Checks the contents of a signature file against the manifest's bytes.
-pub fn verify(key: &VerifyingKey, manifest: &[u8], sig_file: &[u8]) -> Result<(), String> {
-    let sig: [u8; 64] = parse_hex(sig_file).map_err(|why| format!("not a signature: {why}"))?;
+pub fn verify(key: &VerifyingKey, manifest: &[u8], sig_file: &[u8]) -> Result<(), SignatureError> {
+    let sig: [u8; 64] = parse_hex(sig_file).map_err(SignatureError::Unreadable)?;
     key.verify_strict(manifest, &Signature::from_bytes(&sig))
-        .map_err(|_| "the signature does not match this manifest and key: the bundle was changed or signed by another key".to_string())
+        .map_err(|_| SignatureError::Mismatch)
 }
 
 #[cfg(test)]
@@ -92,7 +101,9 @@ mod tests {
         assert!(verify(&key.verifying_key(), b"manifest", sig.as_bytes()).is_ok());
         assert!(verify(&key.verifying_key(), b"manifesT", sig.as_bytes()).is_err());
         assert!(verify(&other.verifying_key(), b"manifest", sig.as_bytes()).is_err());
-        let e = verify(&key.verifying_key(), b"manifest", b"zz").unwrap_err();
+        let e = verify(&key.verifying_key(), b"manifest", b"zz")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("128 hex digits"), "{e}");
     }
 }

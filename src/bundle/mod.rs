@@ -310,8 +310,10 @@ impl Bundle {
                 }
                 other => other?,
             };
-            signature::verify(key, &mbytes, &sig)
-                .map_err(|why| BundleError::Signature { path: spath, why })?;
+            signature::verify(key, &mbytes, &sig).map_err(|why| BundleError::Signature {
+                path: spath,
+                why: why.to_string(),
+            })?;
         }
         let manifest = Manifest::parse(&mbytes, &mpath)?;
         let mut table_bytes = Vec::new();

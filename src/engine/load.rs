@@ -277,7 +277,7 @@ impl Engine {
                 Some(Ok(e)) => (Some(e), None),
                 Some(Err(why)) => {
                     log::warn!("native section: {why}; the cache is not used");
-                    (None, Some(why))
+                    (None, Some(why.0))
                 }
                 None => (None, None),
             };
@@ -317,7 +317,7 @@ impl Engine {
                 ),
                 Err(why) => {
                     log::warn!("native section {shown}: {why}");
-                    not_saved = Some(why);
+                    not_saved = Some(why.0);
                 }
             }
         }
@@ -454,7 +454,7 @@ fn save_section(
         }
         Err(why) => {
             log::warn!("native section: not saved: {why}");
-            SectionUse::NotSaved(why)
+            SectionUse::NotSaved(why.0)
         }
     }
 }

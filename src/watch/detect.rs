@@ -7,6 +7,7 @@
 //! `end_after` consecutive frames without a positive. After an end, no event
 //! of the label starts for `cooldown` frames.
 
+use crate::watch::SettingError;
 /// The debouncing rules, shared by every watched label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Rules {
@@ -36,18 +37,18 @@ impl Default for Rules {
 
 impl Rules {
     /// One-line description of what is wrong, naming the setting.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingError> {
         if self.window == 0 || self.window > MAX_WINDOW {
-            return Err(format!(
-                "window {}: expected 1 to {MAX_WINDOW} frames",
-                self.window
-            ));
+            return Err(
+                format!("window {}: expected 1 to {MAX_WINDOW} frames", self.window).into(),
+            );
         }
         if self.hits == 0 || self.hits > self.window {
             return Err(format!(
                 "hits {}: expected 1 to the window ({})",
                 self.hits, self.window
-            ));
+            )
+            .into());
         }
         if self.end_after == 0 {
             return Err("end_after 0: expected at least 1 frame".into());

@@ -3,6 +3,7 @@
 //! pins are `linux-embedded-hal`'s character-device lines, in tests
 //! `embedded-hal-mock` pins.
 
+use crate::watch::SettingError;
 use embedded_hal::digital::OutputPin;
 
 /// `--gpio CHIP:LINE=LABEL`, e.g. `/dev/gpiochip0:17=red star`.
@@ -79,7 +80,7 @@ impl<P: OutputPin> GpioLines<P> {
 /// A character-device line (`/dev/gpiochipN`, line offset) as an output,
 /// requested low.
 #[cfg(target_os = "linux")]
-pub fn open_cdev(spec: &GpioSpec) -> Result<linux_embedded_hal::CdevPin, String> {
+pub fn open_cdev(spec: &GpioSpec) -> Result<linux_embedded_hal::CdevPin, SettingError> {
     use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
     let what = format!("--gpio {}:{}", spec.chip, spec.line);
     let mut chip = Chip::new(&spec.chip).map_err(|e| format!("{what}: {e}"))?;
@@ -89,7 +90,7 @@ pub fn open_cdev(spec: &GpioSpec) -> Result<linux_embedded_hal::CdevPin, String>
     let handle = line
         .request(LineRequestFlags::OUTPUT, 0, "clip-edge")
         .map_err(|e| format!("{what}: {e}"))?;
-    linux_embedded_hal::CdevPin::new(handle).map_err(|e| format!("{what}: {e}"))
+    linux_embedded_hal::CdevPin::new(handle).map_err(|e| SettingError(format!("{what}: {e}")))
 }
 
 #[cfg(test)]

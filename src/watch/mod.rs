@@ -39,6 +39,24 @@ use places::Places;
 use regions::{Rect, RegionOptions};
 use source::{Frame, FrameSource, Next, SourceError};
 
+/// A setting `watch` cannot use (a flag, a config file's key, a zone, a
+/// password file): the message names it and its value.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0}")]
+pub struct SettingError(pub String);
+
+impl From<String> for SettingError {
+    fn from(message: String) -> Self {
+        SettingError(message)
+    }
+}
+
+impl From<&str> for SettingError {
+    fn from(message: &str) -> Self {
+        SettingError(message.into())
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum WatchError {
     #[error(transparent)]
@@ -49,8 +67,8 @@ pub enum WatchError {
     Engine { frame: u64, source: EngineError },
     /// The settings do not fit the source (a zone outside its first
     /// frame).
-    #[error("{0}")]
-    Settings(String),
+    #[error(transparent)]
+    Settings(#[from] SettingError),
     /// One frame the loop cannot use (one preprocessing refuses, or of a
     /// size the zones no longer fit after the first): skipped and counted
     /// as a bad frame, the loop goes on.

@@ -5,6 +5,7 @@
 //! the zones and their checks. The motion mask is `motion.rs`; what the
 //! loop does with regions, `places.rs`.
 
+use crate::watch::SettingError;
 /// A rectangle in source pixels.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rect {
@@ -290,7 +291,7 @@ impl RegionOptions {
 
     /// The first zone that does not lie inside a `width x height` frame, or
     /// a tile grid that cannot cover it, as a one-line error.
-    pub fn check_frame(&self, width: u32, height: u32) -> Result<(), String> {
+    pub fn check_frame(&self, width: u32, height: u32) -> Result<(), SettingError> {
         if let RegionMode::Tiles { cols, rows } = self.mode {
             // Square tiles are at most the frame's shorter side.
             let side = width.min(height).max(1);
@@ -300,7 +301,7 @@ impl RegionOptions {
                     "--regions tiles:{cols}x{rows}: square tiles cannot cover the source's {width}x{height} frame (use at least tiles:{}x{})",
                     cols.max(need_c),
                     rows.max(need_r)
-                ));
+                ).into());
             }
         }
         for z in &self.zones {
@@ -309,7 +310,8 @@ impl RegionOptions {
                 return Err(format!(
                     "zone {:?} ({},{} {}x{}) is not inside the source's {width}x{height} frame",
                     z.name, b.x, b.y, b.w, b.h
-                ));
+                )
+                .into());
             }
         }
         if self.mode == RegionMode::Full {
@@ -317,7 +319,7 @@ impl RegionOptions {
             if n > MAX_ZONE_CROPS {
                 return Err(format!(
                     "the zones take {n} square crops a frame (a zone is classified in squares of its shorter side), more than {MAX_ZONE_CROPS}: make them squarer or fewer, or use --regions motion"
-                ));
+                ).into());
             }
         }
         Ok(())
@@ -557,7 +559,7 @@ mod tests {
             mode: RegionMode::Tiles { cols: 1, rows: 1 },
             ..Default::default()
         };
-        let e = r.check_frame(960, 540).unwrap_err();
+        let e = r.check_frame(960, 540).unwrap_err().0;
         assert!(e.contains("tiles:1x1") && e.contains("tiles:2x1"), "{e}");
         assert!(r.check_frame(540, 540).is_ok());
     }
@@ -607,7 +609,7 @@ mod tests {
                 .collect(),
             ..Default::default()
         };
-        let e = thin.check_frame(960, 540).unwrap_err();
+        let e = thin.check_frame(960, 540).unwrap_err().0;
         assert!(e.contains("696 square crops"), "{e}");
         // Portrait frames with the default grid: two tiles, not six.
         let mut t = Vec::new();

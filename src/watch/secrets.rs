@@ -1,6 +1,7 @@
 //! Passwords: kept in files (`mqtt_password_file`, `source_password_file`),
 //! put into a source's URL, and hidden wherever a URL is shown.
 
+use crate::watch::SettingError;
 /// `%XX` escapes decoded (a URL's user and password); `None` when an
 /// escape is malformed or the result is not UTF-8.
 pub fn percent_decode(s: &str) -> Option<String> {
@@ -38,7 +39,7 @@ pub fn world_readable(path: &std::path::Path) -> bool {
 /// error): a password kept out of the config and clip-edge's command line
 /// (a program source still gets it in its URL, on its own command line). An
 /// empty first line is an error; a file every user may read, a warning.
-pub fn read_password_file(key: &str, path: &std::path::Path) -> Result<String, String> {
+pub fn read_password_file(key: &str, path: &std::path::Path) -> Result<String, SettingError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("{key} {}: {e}", path.display()))?;
     if world_readable(path) {
@@ -52,31 +53,31 @@ pub fn read_password_file(key: &str, path: &std::path::Path) -> Result<String, S
         return Err(format!(
             "{key} {}: its first line is empty (the password goes there)",
             path.display()
-        ));
+        )
+        .into());
     }
     Ok(first.to_string())
 }
 
 /// `spec` (a URL, or `ffmpeg:` of one) with `password` for the user it
 /// names (`scheme://USER@HOST/...`), percent-encoded into it.
-pub fn with_url_password(spec: &str, password: &str) -> Result<String, String> {
+pub fn with_url_password(spec: &str, password: &str) -> Result<String, SettingError> {
     let shown = redacted(spec);
     let Some(s) = spec.find("://") else {
-        return Err(format!(
-            "source_password_file: the source {shown:?} is not a URL"
-        ));
+        return Err(format!("source_password_file: the source {shown:?} is not a URL").into());
     };
     let rest = &spec[s + 3..];
     let cut = rest.find(['?', '#', '/']).unwrap_or(rest.len());
     let Some(at) = rest[..cut].rfind('@') else {
         return Err(format!(
             "source_password_file: the source {shown:?} names no user (scheme://USER@HOST/...)"
-        ));
+        )
+        .into());
     };
     if rest[..at].contains(':') {
-        return Err(format!(
-            "source_password_file: the source {shown:?} has a password already"
-        ));
+        return Err(
+            format!("source_password_file: the source {shown:?} has a password already").into(),
+        );
     }
     let mut encoded = String::new();
     for b in password.bytes() {
@@ -129,7 +130,7 @@ mod tests {
             ("http://u:old@h/x", "has a password already"),
             ("dir:/x", "not a URL"),
         ] {
-            let e = with_url_password(spec, "pw").unwrap_err();
+            let e = with_url_password(spec, "pw").unwrap_err().0;
             assert!(e.contains(needle) && !e.contains("old"), "{e}");
         }
     }

@@ -105,7 +105,7 @@ pub(super) fn camera_plan(
             .and_then(|pw| watch::config::with_url_password(s, &pw))
         {
             Ok(with) => spec = Some(with),
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(e.0),
         }
     }
     match &spec {
@@ -320,7 +320,7 @@ pub(super) fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<any
         let url = u
             .parse::<mqtt::MqttUrl>()
             .and_then(|u| match &args.mqtt_password_file {
-                Some(p) => u.with_password_file(p),
+                Some(p) => u.with_password_file(p).map_err(|e| e.0),
                 None => Ok(u),
             })
             .and_then(|u| match (u.tls, tls_files.first()) {

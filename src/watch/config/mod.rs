@@ -2,6 +2,7 @@
 //! (`--config FILE`); a flag given on the command line wins over the file.
 //! Unknown keys, unknown labels and bad values are one-line errors naming them.
 
+use crate::watch::SettingError;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -188,7 +189,7 @@ pub struct WatchArgs {
 
 impl WatchArgs {
     /// These flags over the config file's values (when `--config` is given).
-    pub fn merged(self) -> Result<WatchArgs, String> {
+    pub fn merged(self) -> Result<WatchArgs, SettingError> {
         let Some(path) = self.config.clone() else {
             return Ok(self);
         };
@@ -254,7 +255,7 @@ impl WatchArgs {
     }
 
     /// The debouncing rules, validated.
-    pub fn rules(&self) -> Result<Rules, String> {
+    pub fn rules(&self) -> Result<Rules, SettingError> {
         let d = Rules::default();
         let r = Rules {
             hits: self.hits.unwrap_or(d.hits),
@@ -357,7 +358,7 @@ impl WatchArgs {
     }
 
     /// `--snapshot-max-mb` and `--snapshot-retain-days`, checked.
-    pub fn snapshot_retention(&self) -> Result<super::snapshots::Retention, String> {
+    pub fn snapshot_retention(&self) -> Result<super::snapshots::Retention, SettingError> {
         let positive = |name: &str, v: Option<f64>, max: f64| match v {
             None => Ok(None),
             Some(v) if v > 0.0 && v <= max => Ok(Some(v)),
@@ -409,23 +410,24 @@ fn watch_spec<'a>(what: &str, w: &'a str) -> Result<(&'a str, Option<f32>), Stri
 }
 
 /// `--http [ADDR:]PORT`: a bare port binds 127.0.0.1.
-pub fn http_addr(spec: &str) -> Result<std::net::SocketAddr, String> {
+pub fn http_addr(spec: &str) -> Result<std::net::SocketAddr, SettingError> {
     let bad = || format!("--http {spec:?}: expected PORT or ADDR:PORT (e.g. 8080, 0.0.0.0:8080)");
     if let Ok(port) = spec.parse::<u16>() {
         return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     }
-    spec.parse().map_err(|_| bad())
+    spec.parse().map_err(|_| bad().into())
 }
 
 /// Reads and checks a config file; errors name the file, the line and the key.
-pub fn read_config(path: &Path) -> Result<WatchArgs, String> {
+pub fn read_config(path: &Path) -> Result<WatchArgs, SettingError> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(format!(
             "{}: {} bytes, more than a config file may be ({MAX_CONFIG_BYTES})",
             path.display(),
             meta.len()
-        ));
+        )
+        .into());
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     toml::from_str::<WatchArgs>(&text).map_err(|e| {
@@ -439,11 +441,11 @@ pub fn read_config(path: &Path) -> Result<WatchArgs, String> {
             .and_then(|l| l.split_once('='))
             .map(|(k, _)| k.trim().trim_matches('"'))
             .filter(|k| !k.is_empty() && !msg.contains(&format!("`{k}`")));
-        match (line, key) {
+        SettingError(match (line, key) {
             (Some(l), Some(k)) => format!("{}: line {l}: key `{k}`: {msg}", path.display()),
             (Some(l), None) => format!("{}: line {l}: {msg}", path.display()),
             _ => format!("{}: {msg}", path.display()),
-        }
+        })
     })
 }
 
@@ -612,19 +614,19 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("watch.toml");
         std::fs::write(&p, "source = \"dir:x\"\nwatch = [\"red star\"]\nfsp = 3\n").unwrap();
-        let e = read_config(&p).unwrap_err();
+        let e = read_config(&p).unwrap_err().0;
         assert!(
             e.ends_with("line 3: unknown key `fsp` (did you mean `fps`?)"),
             "{e}"
         );
         std::fs::write(&p, "end-after = 3\n").unwrap();
-        let e = read_config(&p).unwrap_err();
+        let e = read_config(&p).unwrap_err().0;
         assert!(
             e.ends_with("unknown key `end-after` (did you mean `end_after`?)"),
             "{e}"
         );
         std::fs::write(&p, "colour = \"red\"\n").unwrap();
-        let e = read_config(&p).unwrap_err();
+        let e = read_config(&p).unwrap_err().0;
         assert!(
             e.ends_with("unknown key `colour` (docs/watch.md lists the keys)"),
             "{e}"
@@ -646,7 +648,7 @@ mod tests {
         assert_eq!(a.watch, ["red star"]);
         assert_eq!(a.rules().unwrap().window, 5);
         std::fs::write(&p, "fps = \"fast\"\n").unwrap();
-        let e = read_config(&p).unwrap_err();
+        let e = read_config(&p).unwrap_err().0;
         assert!(e.contains("line 1: key `fps`: invalid type"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -1,6 +1,7 @@
 //! `--regions`, `--zone`, `--min-area` and `--max-area` (`[[zone]]`
 //! tables in the config): parsed and checked against the watched labels.
 
+use crate::watch::SettingError;
 use serde::Deserialize;
 
 use super::{find_label, watch_spec, WatchArgs, Watched};
@@ -9,7 +10,7 @@ use crate::watch::regions::{Rect, RegionMode, RegionOptions, Zone, ZoneArea};
 impl WatchArgs {
     /// `--regions`, `--zone`, `--min-area` and `--max-area`, checked
     /// (zones against the frame when the first frame comes).
-    pub fn region_options(&self, watched: &[Watched]) -> Result<RegionOptions, String> {
+    pub fn region_options(&self, watched: &[Watched]) -> Result<RegionOptions, SettingError> {
         let d = RegionOptions::default();
         let mode: RegionMode = match &self.regions {
             Some(r) => r.trim().parse()?,
@@ -27,12 +28,11 @@ impl WatchArgs {
         if (self.min_area.is_some() || self.max_area.is_some()) && mode != RegionMode::Motion {
             return Err(format!(
                 "--min-area/--max-area: limit motion regions, but --regions is {mode}"
-            ));
+            )
+            .into());
         }
         if min_area >= max_area {
-            return Err(format!(
-                "--min-area {min_area} is not below --max-area {max_area}"
-            ));
+            return Err(format!("--min-area {min_area} is not below --max-area {max_area}").into());
         }
         let mut zones: Vec<Zone> = Vec::new();
         for spec in &self.zone {
@@ -47,12 +47,13 @@ impl WatchArgs {
                 .find(|z| crate::watch::mqtt::slug(&z.name) == slug)
             {
                 return Err(if z.name == zone.name {
-                    format!("zone {:?}: given twice", zone.name)
+                    format!("zone {:?}: given twice", zone.name).into()
                 } else {
                     format!(
                         "zones {:?} and {:?}: one name in MQTT topics ({slug:?}); rename one",
                         z.name, zone.name
                     )
+                    .into()
                 });
             }
             zones.push(zone);
@@ -213,7 +214,7 @@ mod tests {
 
     fn from_toml(text: &str) -> Result<RegionOptions, String> {
         let a: WatchArgs = toml::from_str(text).map_err(|e| e.to_string())?;
-        a.region_options(&watched())
+        a.region_options(&watched()).map_err(|e| e.0)
     }
 
     #[test]
@@ -253,7 +254,7 @@ mod tests {
         assert_eq!(r.mode, RegionMode::Full);
         assert!(!r.whole_frame());
         assert!(r.check_frame(100, 100).is_ok());
-        let e = r.check_frame(32, 100).unwrap_err();
+        let e = r.check_frame(32, 100).unwrap_err().0;
         assert!(e.contains("\"gate\"") && e.contains("32x100"), "{e}");
     }
 

@@ -14,6 +14,7 @@
 //! in order on reconnect. A message leaves the outbox only when the broker
 //! acknowledged it, so a broker restart loses nothing that was queued.
 
+use crate::watch::SettingError;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -70,17 +71,20 @@ pub fn slug(label: &str) -> String {
 
 /// The first two of `names` that are one topic level as slugs (`what`
 /// names them in the error), or an empty slug.
-pub fn check_slugs<'a>(what: &str, names: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+pub fn check_slugs<'a>(
+    what: &str,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), SettingError> {
     let mut seen: Vec<(&str, String)> = Vec::new();
     for n in names {
         let s = slug(n);
         if s.is_empty() {
-            return Err(format!("{what} {n:?}: empty as an MQTT topic level"));
+            return Err(format!("{what} {n:?}: empty as an MQTT topic level").into());
         }
         if let Some((other, _)) = seen.iter().find(|(o, x)| *x == s && *o != n) {
             return Err(format!(
                 "{what}s {other:?} and {n:?}: one name in MQTT topics and Home Assistant ids ({s:?}); keep one"
-            ));
+            ).into());
         }
         seen.push((n, s));
     }

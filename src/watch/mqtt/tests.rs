@@ -191,17 +191,21 @@ fn slugs_keep_labels_apart_or_say_which_two_clash() {
     assert_ne!(slug("行人"), slug("汽车"));
     assert_eq!(slug("Café 2"), "cafue9_2");
     assert!(check_slugs("watched label", ["行人", "汽车", "red star"]).is_ok());
-    let e = check_slugs("watched label", ["t-shirt", "dog", "T shirt"]).unwrap_err();
+    let e = check_slugs("watched label", ["t-shirt", "dog", "T shirt"])
+        .unwrap_err()
+        .0;
     assert_eq!(
         e,
         "watched labels \"t-shirt\" and \"T shirt\": one name in MQTT topics and Home Assistant ids (\"t_shirt\"); keep one"
     );
-    let e = check_slugs("camera", ["front-door", "front_door"]).unwrap_err();
+    let e = check_slugs("camera", ["front-door", "front_door"])
+        .unwrap_err()
+        .0;
     assert!(
         e.starts_with("cameras \"front-door\" and \"front_door\""),
         "{e}"
     );
-    let e = check_slugs("--node", [""]).unwrap_err();
+    let e = check_slugs("--node", [""]).unwrap_err().0;
     assert_eq!(e, "--node \"\": empty as an MQTT topic level");
 }
 

@@ -2,6 +2,7 @@
 //! and a password kept in a file.
 
 use crate::watch::secrets::percent_decode;
+use crate::watch::SettingError;
 
 /// `mqtt[s]://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX]` (user and password
 /// percent-encoded, as in any URL; the password may come from a file
@@ -60,12 +61,13 @@ impl MqttUrl {
 
     /// The password read from `path` (its first line), for the user the URL
     /// names: a password kept out of the config and the command line.
-    pub fn with_password_file(mut self, path: &std::path::Path) -> Result<Self, String> {
+    pub fn with_password_file(mut self, path: &std::path::Path) -> Result<Self, SettingError> {
         if self.username.is_none() {
             return Err(format!(
                 "mqtt_password_file {}: the --mqtt URL names no user (mqtt://USER@HOST/...)",
                 path.display()
-            ));
+            )
+            .into());
         }
         let first = crate::watch::config::read_password_file("mqtt_password_file", path)?;
         self.password = Some(first);
@@ -164,7 +166,7 @@ mod tests {
         let p = dir.join("pw");
         let url = || "mqtt://ha@127.0.0.1/x".parse::<MqttUrl>().unwrap();
         std::fs::write(&p, "\nsecond\n").unwrap();
-        let e = url().with_password_file(&p).unwrap_err();
+        let e = url().with_password_file(&p).unwrap_err().0;
         assert!(e.contains("first line is empty") && e.contains("pw"), "{e}");
         std::fs::write(&p, "s3cret\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -239,6 +241,7 @@ mod tests {
         assert!(anon
             .with_password_file(&dir.join("pass"))
             .unwrap_err()
+            .0
             .contains("no user"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
