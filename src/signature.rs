@@ -37,7 +37,24 @@ fn parse_hex<const N: usize>(bytes: &[u8]) -> Result<[u8; N], String> {
 }
 
 /// Reads a public key file (as `clip-quantize keygen` writes `KEY.pub`).
+/// A `KEY` with a `KEY.pub` beside it is refused: it is the secret half of
+/// that pair, in the same form, which would either not parse as a public
+/// key or refuse every bundle that key signed (and a secret key does not
+/// belong on a board).
 pub fn read_public_key(path: &Path) -> Result<VerifyingKey, BundleError> {
+    let public = path.with_file_name(format!(
+        "{}.pub",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    if path.extension().is_none_or(|e| e != "pub") && public.is_file() {
+        return Err(BundleError::Signature {
+            path: path.to_path_buf(),
+            why: format!(
+                "this is a secret key (the public key is {}); --require-signature takes KEY.pub, and the secret key stays where bundles are signed",
+                public.display()
+            ),
+        });
+    }
     let b = read_hex::<32>(path, "an ed25519 public key")?;
     VerifyingKey::from_bytes(&b).map_err(|e| BundleError::Signature {
         path: path.to_path_buf(),

@@ -377,6 +377,18 @@ fn a_required_signature_refuses_unsigned_tampered_and_foreign_bundles() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("not an ed25519 public key"), "{stderr}");
+    // The secret half of a pair, KEY beside KEY.pub (as keygen writes
+    // them), named as such.
+    let secret = keys.join("key1");
+    std::fs::write(&secret, signature::key_file(&key.to_bytes())).unwrap();
+    let out = run(&secret);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("this is a secret key") && stderr.contains("key1.pub"),
+        "{stderr}"
+    );
 }
 
 #[test]
