@@ -228,10 +228,7 @@ impl Watcher<'_> {
         }
         match log.flush() {
             Ok(()) => {
-                log::warn!(
-                    "{}: writable again; the waiting event lines are written",
-                    log.path().display()
-                );
+                say_writable_again(log.path());
                 drop(log);
                 self.trouble_log = None;
             }
@@ -251,10 +248,7 @@ impl Watcher<'_> {
         match log.append(record) {
             Ok(()) => {
                 if was_waiting {
-                    log::warn!(
-                        "{}: writable again; the waiting event lines are written",
-                        log.path().display()
-                    );
+                    say_writable_again(log.path());
                 }
                 // Also when another camera sharing the log wrote the
                 // lines that waited.
@@ -307,4 +301,12 @@ impl Watcher<'_> {
             Err(e) => log::error!("{e}: these event lines are lost"),
         }
     }
+}
+
+/// The event log took the lines that waited for the disk.
+fn say_writable_again(path: &std::path::Path) {
+    log::warn!(
+        "{}: writable again; the waiting event lines are written",
+        path.display()
+    );
 }
