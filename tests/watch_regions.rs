@@ -540,3 +540,238 @@ fn yard_at_a_sixth_of_its_rate_each_object_is_one_event() {
         }
     }
 }
+
+/// A wide view made here, as the auditor's scenes were: a grey gradient
+/// with ±6 levels of seeded noise (a sensor's), and shapes drawn on it
+/// (a five-pointed star or a disc, `size` px across, centred at (x, y)).
+struct Scene {
+    w: u32,
+    h: u32,
+    background: Vec<u8>,
+}
+
+impl Scene {
+    fn new(w: u32, h: u32) -> Scene {
+        let mut seed = 0x9e37_79b9u32;
+        let mut background = Vec::with_capacity((w * h * 3) as usize);
+        for _y in 0..h {
+            for x in 0..w {
+                let level = 110.0 + 65.0 * x as f32 / w as f32;
+                for _ in 0..3 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    let noise = (seed % 13) as f32 - 6.0;
+                    background.push((level + noise).round().clamp(0.0, 255.0) as u8);
+                }
+            }
+        }
+        Scene { w, h, background }
+    }
+
+    /// A frame of the scene with `shapes` (label, size, centre x, y):
+    /// "red star" or "blue circle".
+    fn frame(&self, shapes: &[(&str, u32, u32, u32)]) -> clip_edge::watch::source::Frame {
+        let mut frame = clip_edge::watch::source::Frame::default();
+        let out = frame.reshape_rgb(self.w, self.h);
+        out.copy_from_slice(&self.background);
+        for &(label, size, cx, cy) in shapes {
+            let r = size as f32 / 2.0;
+            let (colour, star) = match label {
+                "red star" => ([220, 30, 50], true),
+                "blue circle" => ([30, 60, 220], false),
+                _ => panic!("no drawing of {label}"),
+            };
+            let corners: Vec<(f32, f32)> = (0..10)
+                .map(|i| {
+                    let rr = if i % 2 == 0 { r } else { r * 0.45 };
+                    let t = -std::f32::consts::FRAC_PI_2 + i as f32 * std::f32::consts::PI / 5.0;
+                    (cx as f32 + rr * t.cos(), cy as f32 + rr * t.sin())
+                })
+                .collect();
+            let inside = |px: f32, py: f32| {
+                if !star {
+                    return (px - cx as f32).powi(2) + (py - cy as f32).powi(2) <= r * r;
+                }
+                let mut odd = false;
+                for k in 0..corners.len() {
+                    let (a, b) = (corners[k], corners[(k + 9) % 10]);
+                    if (a.1 > py) != (b.1 > py) && px < (b.0 - a.0) * (py - a.1) / (b.1 - a.1) + a.0
+                    {
+                        odd = !odd;
+                    }
+                }
+                odd
+            };
+            let (x0, y0) = (cx.saturating_sub(size), cy.saturating_sub(size));
+            for y in y0..(cy + size).min(self.h) {
+                for x in x0..(cx + size).min(self.w) {
+                    if inside(x as f32 + 0.5, y as f32 + 0.5) {
+                        let o = 3 * (y * self.w + x) as usize;
+                        out[o..o + 3].copy_from_slice(&colour);
+                    }
+                }
+            }
+        }
+        frame
+    }
+}
+
+/// `frames` through the loop watching `labels` with `args`' regions: the
+/// events.
+fn play_scene(
+    labels: &[&str],
+    args: WatchArgs,
+    frames: Vec<clip_edge::watch::source::Frame>,
+) -> Vec<EventRecord> {
+    use clip_edge::watch::source::MemorySource;
+    let mut engine = common::default_int8_engine();
+    let watched = watched(&engine, labels);
+    let regions = args.region_options(&watched).unwrap();
+    let opts = common::watch_options(watched, regions, "scene");
+    let mut rec = Recorder(Vec::new());
+    let mut watcher = Watcher::new(&mut engine, opts, None, vec![&mut rec]);
+    let mut source = MemorySource::new(frames, 1);
+    watcher
+        .run(&mut source as &mut dyn FrameSource, &AtomicBool::new(false))
+        .unwrap();
+    drop(watcher);
+    rec.0
+}
+
+fn starts(events: &[EventRecord]) -> Vec<&EventRecord> {
+    events
+        .iter()
+        .filter(|e| e.event == EventKind::Start)
+        .collect()
+}
+
+fn regions(mode: &str, zones: &[&str]) -> WatchArgs {
+    WatchArgs {
+        regions: Some(mode.into()),
+        zone: zones.iter().map(|z| z.parse().unwrap()).collect(),
+        ..Default::default()
+    }
+}
+
+/// One small star where four tiles of a 6x4 grid overlap (1080p: tiles
+/// of 384 px, diagonal neighbours 385 px apart) is one event, its box
+/// the tiles' common part around it; two stars far apart are two.
+#[test]
+fn tiles_one_object_where_tiles_overlap_is_one_event() {
+    let scene = Scene::new(1920, 1080);
+    let one: Vec<_> = (0..8)
+        .map(|_| scene.frame(&[("red star", 80, 960, 540)]))
+        .collect();
+    let events = play_scene(&["red star"], regions("tiles:6x4", &[]), one);
+    let s = starts(&events);
+    assert_eq!(s.len(), 1, "{events:#?}");
+    let [x, y, w, h] = s[0].bbox.unwrap();
+    assert!(
+        x <= 940 && y <= 520 && x + w >= 980 && y + h >= 560 && w < 384,
+        "{:?}",
+        s[0].bbox
+    );
+    let two: Vec<_> = (0..8)
+        .map(|_| scene.frame(&[("red star", 80, 960, 540), ("red star", 80, 140, 140)]))
+        .collect();
+    let events = play_scene(&["red star"], regions("tiles:6x4", &[]), two);
+    assert_eq!(starts(&events).len(), 2, "{events:#?}");
+}
+
+/// Motion: a star in view from the first frame, standing still, is found
+/// (the first frame's tiles), not only once it moves.
+#[test]
+fn motion_an_object_in_view_from_the_first_frame_is_found() {
+    let scene = Scene::new(1920, 1080);
+    let frames: Vec<_> = (0..12)
+        .map(|_| scene.frame(&[("red star", 96, 950, 530)]))
+        .collect();
+    let events = play_scene(&["red star"], regions("motion", &[]), frames);
+    let s = starts(&events);
+    assert_eq!(s.len(), 1, "{events:#?}");
+    assert!(s[0].frame <= 3, "{events:#?}");
+}
+
+/// Motion: a star creeping one pixel a frame across a 1080p view (each
+/// 16 px cell changes a little each frame, much in all) is one event
+/// to the end, not taken for background once it has crept a cell.
+#[test]
+fn motion_an_object_creeping_a_pixel_a_frame_stays_one_event() {
+    let scene = Scene::new(1920, 1080);
+    let frames: Vec<_> = (0..120)
+        .map(|i| scene.frame(&[("red star", 96, 350 + i, 530)][..usize::from(i >= 5)]))
+        .collect();
+    let events = play_scene(&["red star"], regions("motion", &[]), frames);
+    assert_eq!(starts(&events).len(), 1, "{events:#?}");
+    let end = events.iter().find(|e| e.event == EventKind::End).unwrap();
+    assert_eq!(end.reason.as_deref(), Some("source_end"), "{events:#?}");
+}
+
+/// Motion: a star that walked in and stopped keeps its event while a
+/// circle slides by just below it (the circle's region overlaps the star's
+/// box, and its crop is the circle's).
+#[test]
+fn motion_a_still_object_keeps_its_event_while_another_passes_beside_it() {
+    let scene = Scene::new(1920, 1080);
+    let frames: Vec<_> = (0..100)
+        .map(|i| {
+            let star = ("red star", 96, 250 + 20 * i.min(20), 450);
+            if i < 40 {
+                scene.frame(&[star])
+            } else {
+                scene.frame(&[star, ("blue circle", 96, 250 + 16 * (i - 40), 560)])
+            }
+        })
+        .collect();
+    let events = play_scene(&["red star", "blue circle"], regions("motion", &[]), frames);
+    let stars: Vec<_> = events.iter().filter(|e| e.label == "red star").collect();
+    assert_eq!(stars.len(), 2, "{events:#?}");
+    assert_eq!(
+        stars[1].reason.as_deref(),
+        Some("source_end"),
+        "{events:#?}"
+    );
+}
+
+/// Nested zones (a porch in a yard): a star in both counts for both, in
+/// motion mode as with the whole frame.
+#[test]
+fn nested_zones_each_see_what_is_in_both() {
+    let scene = Scene::new(1920, 1080);
+    let frames: Vec<_> = (0..14)
+        .map(|i| scene.frame(&[("red star", 96, 950 + 4 * i, 500)]))
+        .collect();
+    for mode in ["motion", "full"] {
+        let args = regions(mode, &["yard=600,150,700,700", "porch=800,300,400,400"]);
+        let events = play_scene(&["red star"], args, frames.clone());
+        let mut zones: Vec<_> = starts(&events).iter().map(|e| e.zone.clone()).collect();
+        zones.sort();
+        assert_eq!(
+            zones,
+            [Some("porch".to_string()), Some("yard".to_string())],
+            "{mode}: {events:#?}"
+        );
+    }
+}
+
+/// Tiles with a zone: a star beside the zone (inside a tile whose centre
+/// is in it) is not the zone's; one inside it, off the tiles' centres, is.
+#[test]
+fn tiles_with_a_zone_see_inside_it_and_not_beside_it() {
+    let scene = Scene::new(1920, 1080);
+    let beside: Vec<_> = (0..8)
+        .map(|_| scene.frame(&[("red star", 80, 740, 190)]))
+        .collect();
+    let gate = regions("tiles", &["gate=860,284,200,200"]);
+    let events = play_scene(&["red star"], gate, beside);
+    assert!(events.is_empty(), "{events:#?}");
+    let inside: Vec<_> = (0..8)
+        .map(|_| scene.frame(&[("red star", 80, 1250, 700)]))
+        .collect();
+    let dock = regions("tiles", &["dock=1100,600,300,200"]);
+    let events = play_scene(&["red star"], dock, inside);
+    let s = starts(&events);
+    assert_eq!(s.len(), 1, "{events:#?}");
+    assert_eq!(s[0].zone.as_deref(), Some("dock"));
+}

@@ -9,7 +9,9 @@
 //! does not bend the fit for the rest of the view). Averaging a cell's pixels leaves little of a sensor's
 //! per-pixel noise, so a still scene gives no cell; a change over most of
 //! the frame gives no region at all. A cell that differs from the
-//! background but stays unchanged for [`STEADY_FRAMES`] becomes background
+//! background but stays unchanged for [`STEADY_FRAMES`] (within
+//! [`MOTION_LEVEL`] of its colour when it last changed: an object creeping
+//! a pixel a frame changes a cell a little each frame) becomes background
 //! (an object that stopped: its track goes on at its last box); a moving
 //! object's cells keep changing, so it leaves no trail. Cells that differ,
 //! grown by one cell, make connected areas whose bounding boxes are the
@@ -53,10 +55,12 @@ pub struct Motion {
     /// Per cell: the sum of each channel over the cell's pixels.
     sums: Vec<[u32; 3]>,
     counts: Vec<u32>,
-    /// Per cell: the mean colour, this frame and the previous one.
+    /// Per cell: this frame's mean colour.
     now: Vec<[f32; 3]>,
-    /// Per cell: the previous frame's mean colour.
-    before: Vec<[f32; 3]>,
+    /// Per cell: its mean colour when it last changed, what "unchanged"
+    /// is measured from (not the previous frame: an object moving a pixel
+    /// a frame changes each cell a little each frame, and much in all).
+    anchor: Vec<[f32; 3]>,
     /// Per cell: frames since its colour last changed.
     steady: Vec<u16>,
     /// Per cell: the background, a running mean of the still scene.
@@ -73,6 +77,10 @@ pub struct Motion {
     ranked: Vec<f32>,
     /// Whether the last frame was a change of the whole view.
     pub global_change: bool,
+    /// Whether the last frame was taken as the background whole (the
+    /// first frame, or the first after a reset): what stood in it then is
+    /// not motion.
+    pub learned: bool,
 }
 
 /// The trimmed fit is used only when the best half of the cells is this
@@ -112,7 +120,7 @@ impl Motion {
             *c = w * h;
         }
         self.now = vec![[0.0; 3]; n];
-        self.before = vec![[0.0; 3]; n];
+        self.anchor = vec![[0.0; 3]; n];
         self.steady = vec![0; n];
         self.background = vec![[0.0; 3]; n];
         self.moving = vec![false; n];
@@ -142,15 +150,17 @@ impl Motion {
         }
         self.regions.clear();
         self.global_change = false;
+        self.learned = false;
         if img.width == 0 || img.height == 0 {
             return &self.regions;
         }
         self.cell_means(img);
         if !self.have_background {
             self.background.copy_from_slice(&self.now);
-            self.before.copy_from_slice(&self.now);
+            self.anchor.copy_from_slice(&self.now);
             self.steady.fill(0);
             self.have_background = true;
+            self.learned = true;
             return &self.regions;
         }
         let n = self.now.len();
@@ -190,9 +200,10 @@ impl Motion {
             for k in 0..3 {
                 b[k] = fit[k].0 * b[k] + fit[k].1;
                 d = d.max((a[k] - b[k]).abs());
-                changed = changed.max((a[k] - self.before[i][k]).abs());
+                changed = changed.max((a[k] - self.anchor[i][k]).abs());
             }
             self.steady[i] = if changed > MOTION_LEVEL {
+                self.anchor[i] = a;
                 0
             } else {
                 self.steady[i].saturating_add(1)
@@ -210,7 +221,6 @@ impl Motion {
             }
             self.moving[i] = false;
         }
-        self.before.copy_from_slice(&self.now);
         if count as f32 > GLOBAL_CHANGE * n as f32 {
             self.global_change = true;
             self.background.copy_from_slice(&self.now);

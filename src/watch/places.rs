@@ -24,6 +24,12 @@ pub(super) struct Proposal {
     /// The crop's pixels outside its zone's polygon:
     /// `Places::outside[spans.0..spans.1]`.
     spans: (usize, usize),
+    /// A seed tile (motion): its detection is a new object only where no
+    /// track of its label is (its box is the tile's, not the object's).
+    seed: bool,
+    /// `rect` is a coarse place (a seed tile's, or a track's that has
+    /// only such), not the object's box.
+    coarse: bool,
 }
 
 /// The watcher's state for regions: buffers sized at the first frame.
@@ -31,13 +37,18 @@ pub(super) struct Proposal {
 pub(super) struct Places {
     pub(super) motion: Motion,
     pub(super) tiles: Vec<Rect>,
-    /// With zones and the whole frame: the squares that cover each zone,
-    /// with its index, and the range of `outside` that is the square's
-    /// pixels outside a polygon zone.
-    pub(super) zone_crops: Vec<(Rect, usize, (usize, usize))>,
-    /// Row spans of zone crops outside their polygons, painted the
-    /// encoder's mean colour before a crop is classified: what is beside
-    /// a polygon zone, in its bounding box, is not seen as in it.
+    /// With zones: each zone's crops, the squares that cover it (the whole
+    /// frame) or the tiles that overlap it (tiles), each with the range of
+    /// `outside` that is its pixels outside the zone.
+    pub(super) zone_crops: Vec<Proposal>,
+    /// With motion: the tiles looked at once after the background is
+    /// learnt (what stands in view then is no motion), [`SEEDS_PER_FRAME`]
+    /// a frame from `seed_next` on.
+    pub(super) seed_tiles: Vec<Rect>,
+    pub(super) seed_next: usize,
+    /// Row spans of zone crops outside their zones, painted the encoder's
+    /// mean colour before a crop is classified: what is beside a zone, in
+    /// its crop, is not seen as in it.
     pub(super) outside: Vec<regions::Span>,
     /// The mean colour of the encoder's preprocessing, as RGB bytes.
     pub(super) fill: [u8; 3],
@@ -53,9 +64,13 @@ pub(super) struct Places {
     pub(super) crop: DecodedImage,
 }
 
-/// Most regions classified in one frame: the motion regions and the
-/// tracks' last boxes, the tiles, or the zones.
+/// Most regions classified in one frame: the motion regions, the seed
+/// tiles and the tracks' last boxes, the tiles, or the zones.
 pub(super) const MAX_PROPOSALS: usize = MAX_REGIONS + track::MAX_TRACKS + 64;
+
+/// Seed tiles looked at a frame after the motion background is learnt
+/// (spread over frames: the start's first frame is not held up by them).
+pub(super) const SEEDS_PER_FRAME: usize = 2;
 
 impl Places {
     pub(super) fn new(rules: super::detect::Rules) -> Places {
@@ -63,6 +78,8 @@ impl Places {
             motion: Motion::new(),
             tiles: Vec::with_capacity(64),
             zone_crops: Vec::with_capacity(regions::MAX_ZONE_CROPS),
+            seed_tiles: Vec::with_capacity(2 * 64),
+            seed_next: 0,
             outside: Vec::new(),
             fill: [0; 3],
             sized_for: (0, 0),
@@ -85,6 +102,20 @@ fn merge_zone_squares(ds: &mut Vec<Detection>) {
         |a, b| a.zone == b.zone && a.watched == b.watched && a.rect.overlap(&b.rect) > 0,
         |a, b| {
             a.rect = a.rect.union(&b.rect);
+            a.score = a.score.max(b.score);
+        },
+    );
+}
+
+/// Overlapping tiles that see one label (in one zone) are one detection:
+/// an object where two or four tiles overlap, their common part the box,
+/// the best score the score (in place: no allocation).
+fn merge_tiles(ds: &mut Vec<Detection>) {
+    regions::merge_all(
+        ds,
+        |a, b| a.zone == b.zone && a.watched == b.watched && a.rect.overlap(&b.rect) > 0,
+        |a, b| {
+            a.rect = a.rect.intersection(&b.rect);
             a.score = a.score.max(b.score);
         },
     );
@@ -117,29 +148,37 @@ impl Watcher<'_> {
                         from_track: None,
                         zone: None,
                         spans: (0, 0),
+                        seed: false,
+                        coarse: false,
                     });
                 }
-                // Objects standing still: no motion on their last box, nor
-                // where a moving track's step says it went (at a low rate,
-                // beyond its own size), their last box.
-                for (slot, t) in p.tracks.iter() {
-                    let moved = p
-                        .proposals
-                        .iter()
-                        .take_while(|q| q.from_track.is_none())
-                        .any(|q| q.rect.overlap(&t.last_box) > 0 || t.moved_to(&q.rect));
-                    if !moved && p.proposals.len() < MAX_PROPOSALS {
-                        p.proposals.push(Proposal {
-                            rect: t.last_box,
-                            crop: regions::context_square(t.last_box, w, h),
-                            from_track: Some(slot),
-                            zone: None,
-                            spans: (0, 0),
-                        });
-                    }
+                if p.motion.learned {
+                    // The background learnt: what stands in view now is in
+                    // it, and would be seen only when it moves. The seed
+                    // tiles look for it, a few a frame.
+                    p.seed_next = 0;
+                }
+                let seeds = p.seed_next..(p.seed_next + SEEDS_PER_FRAME).min(p.seed_tiles.len());
+                p.seed_next = seeds.end;
+                for &t in &p.seed_tiles[seeds] {
+                    // Its box the part of the tile whose context square is
+                    // the tile: a track it starts is looked at again
+                    // through the same crop.
+                    let side =
+                        ((t.w as f32 / (1.0 + 2.0 * regions::CROP_MARGIN)).round() as u32).max(1);
+                    let inset = (t.w - side) / 2;
+                    p.proposals.push(Proposal {
+                        rect: Rect::new(t.x + inset, t.y + inset, side, side),
+                        crop: t,
+                        from_track: None,
+                        zone: None,
+                        spans: (0, 0),
+                        seed: true,
+                        coarse: true,
+                    });
                 }
             }
-            RegionMode::Tiles { .. } => {
+            RegionMode::Tiles { .. } if ropts.zones.is_empty() => {
                 for &r in &p.tiles {
                     p.proposals.push(Proposal {
                         rect: r,
@@ -147,26 +186,87 @@ impl Watcher<'_> {
                         from_track: None,
                         zone: None,
                         spans: (0, 0),
+                        seed: false,
+                        coarse: false,
                     });
                 }
             }
-            RegionMode::Full => {
-                for &(r, i, spans) in &p.zone_crops {
-                    p.proposals.push(Proposal {
-                        rect: r,
-                        crop: r,
-                        from_track: None,
-                        zone: Some(i),
-                        spans,
-                    });
-                }
+            RegionMode::Tiles { .. } | RegionMode::Full => {
+                p.proposals.extend_from_slice(&p.zone_crops);
             }
         }
         p.detections.clear();
         if !p.proposals.is_empty() {
             self.scores.fill(0.0);
         }
-        for k in 0..p.proposals.len() {
+        let mode = ropts.mode;
+        self.classify_proposals(frame, 0)?;
+        if mode == RegionMode::Motion {
+            // Objects no detection explains (standing still: no motion on
+            // them; or beside one that moves, whose crop is its label):
+            // their last box, as the encoder saw them there.
+            let p = &mut self.places;
+            let start = p.proposals.len();
+            for (slot, t) in p.tracks.iter() {
+                let explained = p.detections.iter().any(|d| {
+                    d.watched == t.watched
+                        && d.zone == t.zone
+                        && (d.rect.overlap(&t.last_box) > 0 || t.moved_to(&d.rect))
+                });
+                if !explained && p.proposals.len() < MAX_PROPOSALS {
+                    p.proposals.push(Proposal {
+                        rect: t.last_box,
+                        crop: regions::context_square(t.last_box, w, h),
+                        from_track: Some(slot),
+                        zone: None,
+                        spans: (0, 0),
+                        seed: false,
+                        coarse: t.coarse(),
+                    });
+                }
+            }
+            if start < p.proposals.len() {
+                if start == 0 {
+                    self.scores.fill(0.0);
+                }
+                self.classify_proposals(frame, start)?;
+            }
+        }
+        let ropts = &self.opts.regions;
+        let p = &mut self.places;
+        if !p.proposals.is_empty() {
+            self.stats.inferred += 1;
+        }
+        match ropts.mode {
+            RegionMode::Full => merge_zone_squares(&mut p.detections),
+            RegionMode::Tiles { .. } => merge_tiles(&mut p.detections),
+            RegionMode::Motion => {}
+        }
+        let t1 = Instant::now();
+        self.stats.classify_ms += (t1 - t0).as_secs_f64() * 1e3;
+        p.transitions.clear();
+        p.tracks
+            .step(frame.index, &mut p.detections, &mut p.transitions);
+        self.stats.tracks_dropped = self.counted_before.1 + p.tracks.dropped;
+        let n = p.transitions.len();
+        for k in 0..n {
+            let (slot, t) = self.places.transitions[k];
+            self.emit_track(slot, t, None)?;
+        }
+        self.places.tracks.retire_idle();
+        self.stats.loop_ms += t1.elapsed().as_secs_f64() * 1e3;
+        Ok(n)
+    }
+
+    /// Classifies the proposals from `from` on, each crop as `classify`
+    /// would classify an image of it; a top-1 watched label at its
+    /// threshold is a detection, for the region's zone, or (a region of
+    /// no zone) for every zone its centre is in that watches the label.
+    fn classify_proposals(&mut self, frame: &Frame, from: usize) -> Result<(), WatchError> {
+        let img = &frame.image;
+        let ropts = &self.opts.regions;
+        let p = &mut self.places;
+        for k in from..p.proposals.len() {
             let q = p.proposals[k];
             p.crop
                 .crop_from(img, q.crop.x, q.crop.y, q.crop.w, q.crop.h);
@@ -184,45 +284,62 @@ impl Watcher<'_> {
             let Some(i) = self.opts.watched.iter().position(|w| w.index == top) else {
                 continue;
             };
-            let zones = &ropts.zones;
-            let zone = q
-                .zone
-                .or_else(|| zones.iter().position(|z| z.area.contains(q.rect.centre())));
-            let threshold = match zone {
-                Some(z) => zones[z].threshold(i, self.opts.watched[i].threshold),
-                None if zones.is_empty() => Some(self.opts.watched[i].threshold),
-                None => None,
+            let own = self.opts.watched[i].threshold;
+            let (tracks, detections) = (&p.tracks, &mut p.detections);
+            let mut detect = |zone: Option<usize>, threshold: f32| {
+                // A seed tile that holds a followed object of its label
+                // (its box, or for one found by a seed, the tile that found
+                // it), or one another seed tile found this frame, sees that
+                // one again.
+                let (fw, fh) = (img.width, img.height);
+                let place = |r: Rect, coarse: bool| {
+                    if coarse {
+                        regions::context_square(r, fw, fh)
+                    } else {
+                        r
+                    }
+                };
+                let known = q.seed
+                    && (tracks.iter().any(|(_, t)| {
+                        t.watched == i
+                            && t.zone == zone
+                            && place(t.last_box, t.coarse()).overlap(&q.crop) > 0
+                    }) || detections.iter().any(|d| {
+                        d.coarse
+                            && d.watched == i
+                            && d.zone == zone
+                            && place(d.rect, true).overlap(&q.crop) > 0
+                    }));
+                if prob >= threshold && !known {
+                    detections.push(Detection {
+                        watched: i,
+                        zone,
+                        rect: q.rect,
+                        score: prob,
+                        from_track: q.from_track,
+                        coarse: q.coarse,
+                    });
+                }
             };
-            if threshold.is_some_and(|t| prob >= t) {
-                p.detections.push(Detection {
-                    watched: i,
-                    zone,
-                    rect: q.rect,
-                    score: prob,
-                    from_track: q.from_track,
-                });
+            let zones = &ropts.zones;
+            match q.zone {
+                Some(z) => {
+                    if let Some(t) = zones[z].threshold(i, own) {
+                        detect(Some(z), t);
+                    }
+                }
+                None if zones.is_empty() => detect(None, own),
+                None => {
+                    let at = q.rect.centre();
+                    for (z, zone) in zones.iter().enumerate() {
+                        if let Some(t) = zone.threshold(i, own).filter(|_| zone.area.contains(at)) {
+                            detect(Some(z), t);
+                        }
+                    }
+                }
             }
         }
-        if !p.proposals.is_empty() {
-            self.stats.inferred += 1;
-        }
-        if ropts.mode == RegionMode::Full {
-            merge_zone_squares(&mut p.detections);
-        }
-        let t1 = Instant::now();
-        self.stats.classify_ms += (t1 - t0).as_secs_f64() * 1e3;
-        p.transitions.clear();
-        p.tracks
-            .step(frame.index, &mut p.detections, &mut p.transitions);
-        self.stats.tracks_dropped = self.counted_before.1 + p.tracks.dropped;
-        let n = p.transitions.len();
-        for k in 0..n {
-            let (slot, t) = self.places.transitions[k];
-            self.emit_track(slot, t, None)?;
-        }
-        self.places.tracks.retire_idle();
-        self.stats.loop_ms += t1.elapsed().as_secs_f64() * 1e3;
-        Ok(n)
+        Ok(())
     }
 
     /// Sizes the regions' state for `w x h` frames (the first frame, or a
@@ -272,16 +389,61 @@ impl Watcher<'_> {
         }
         p.zone_crops.clear();
         p.outside.clear();
-        if ropts.mode == RegionMode::Full {
-            let mut xs = Vec::new();
-            for (i, z) in ropts.zones.iter().enumerate() {
-                for r in regions::squares(z.area.bbox()) {
-                    let start = p.outside.len();
-                    z.area.outside_spans(r, &mut xs, &mut p.outside);
-                    p.zone_crops.push((r, i, (start, p.outside.len())));
+        let mut xs = Vec::new();
+        for (i, z) in ropts.zones.iter().enumerate() {
+            let bbox = z.area.bbox();
+            let mut add = |crop: Rect, rect: Rect| {
+                let start = p.outside.len();
+                z.area.outside_spans(crop, &mut xs, &mut p.outside);
+                p.zone_crops.push(Proposal {
+                    rect,
+                    crop,
+                    from_track: None,
+                    zone: Some(i),
+                    spans: (start, p.outside.len()),
+                    seed: false,
+                    coarse: false,
+                });
+            };
+            match ropts.mode {
+                RegionMode::Full => regions::squares(bbox).for_each(|r| add(r, r)),
+                RegionMode::Tiles { .. } => {
+                    let side = p.tiles.first().map_or(1, |t| t.w);
+                    regions::zone_tiles(bbox, side).for_each(|r| add(r, r));
+                }
+                RegionMode::Motion => {}
+            }
+        }
+        p.seed_tiles.clear();
+        p.seed_next = 0;
+        if ropts.mode == RegionMode::Motion {
+            // Two grids of square tiles that cover the frame: the default
+            // one and one twice as fine (an object a tenth of the view
+            // across, as motion finds them), each at most MAX_TILES a side
+            // (a frame too long for them is covered in part).
+            let mut grid = Vec::new();
+            let side = w.min(h).max(1);
+            for scale in [1, 2] {
+                let (cols, rows) = (
+                    (scale * regions::DEFAULT_TILES.0)
+                        .max(w.div_ceil(side))
+                        .min(regions::MAX_TILES),
+                    (scale * regions::DEFAULT_TILES.1)
+                        .max(h.div_ceil(side))
+                        .min(regions::MAX_TILES),
+                );
+                regions::tiles(w, h, cols, rows, &mut grid);
+                for &t in &grid {
+                    if !p.seed_tiles.contains(&t) {
+                        p.seed_tiles.push(t);
+                    }
                 }
             }
         }
+        // A region of no zone is a detection for each zone it is in.
+        p.detections.clear();
+        p.detections
+            .reserve(MAX_PROPOSALS * ropts.zones.len().max(1));
         let mean = self.engine.with(|e| e.bundle.manifest.preprocess.mean);
         self.places.fill = mean.map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8);
         let p = &mut self.places;

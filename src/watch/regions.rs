@@ -60,6 +60,20 @@ impl Rect {
         }
     }
 
+    /// The rectangle both cover (empty, at `self`'s corner, when they do
+    /// not overlap).
+    pub fn intersection(&self, o: &Rect) -> Rect {
+        let (x, y) = (self.x.max(o.x), self.y.max(o.y));
+        let (w, h) = (
+            self.right().min(o.right()).saturating_sub(x),
+            self.bottom().min(o.bottom()).saturating_sub(y),
+        );
+        if w == 0 || h == 0 {
+            return Rect::new(self.x, self.y, 0, 0);
+        }
+        Rect::new(x, y, w, h)
+    }
+
     /// The smallest rectangle holding both.
     pub fn union(&self, o: &Rect) -> Rect {
         let (x, y) = (self.x.min(o.x), self.y.min(o.y));
@@ -212,11 +226,31 @@ pub struct Span {
 
 impl ZoneArea {
     /// The pixels of `crop` (source pixels) whose centres are outside the
-    /// area, as row spans appended to `out` (none for a box: its crops are
-    /// inside it). `xs` is scratch for one row's edge crossings.
+    /// area, as row spans appended to `out`. `xs` is scratch for one row's
+    /// edge crossings.
     pub fn outside_spans(&self, crop: Rect, xs: &mut Vec<f32>, out: &mut Vec<Span>) {
-        let ZoneArea::Polygon(p) = self else {
-            return;
+        let p = match self {
+            ZoneArea::Polygon(p) => p,
+            ZoneArea::Box(r) => {
+                // Columns of the crop inside the box, for the rows inside it.
+                let x0 = r.x.saturating_sub(crop.x).min(crop.w);
+                let x1 = r.right().saturating_sub(crop.x).min(crop.w);
+                for row in 0..crop.h {
+                    let y = crop.y + row;
+                    let inside = y >= r.y && y < r.bottom() && x0 < x1;
+                    let (a, b) = if inside { (x0, x1) } else { (crop.w, crop.w) };
+                    for (s, e) in [(0, a), (b, crop.w)] {
+                        if s < e {
+                            out.push(Span {
+                                y: row,
+                                x0: s,
+                                x1: e,
+                            });
+                        }
+                    }
+                }
+                return;
+            }
         };
         for row in 0..crop.h {
             let py = (crop.y + row) as f32 + 0.5;
@@ -297,11 +331,16 @@ impl RegionOptions {
             let side = width.min(height).max(1);
             let (need_c, need_r) = (width.div_ceil(side), height.div_ceil(side));
             if cols < need_c || rows < need_r {
+                let (c, r) = (cols.max(need_c), rows.max(need_r));
+                let instead = if c <= MAX_TILES && r <= MAX_TILES {
+                    format!("use at least tiles:{c}x{r}")
+                } else {
+                    format!("it would take tiles:{c}x{r}, more than {MAX_TILES} a side: use --regions motion or full")
+                };
                 return Err(format!(
-                    "--regions tiles:{cols}x{rows}: square tiles cannot cover the source's {width}x{height} frame (use at least tiles:{}x{})",
-                    cols.max(need_c),
-                    rows.max(need_r)
-                ).into());
+                    "--regions tiles:{cols}x{rows}: square tiles cannot cover the source's {width}x{height} frame ({instead})"
+                )
+                .into());
             }
         }
         for z in &self.zones {
@@ -314,13 +353,26 @@ impl RegionOptions {
                 .into());
             }
         }
-        if self.mode == RegionMode::Full {
-            let n: usize = self.zones.iter().map(|z| square_count(z.area.bbox())).sum();
-            if n > MAX_ZONE_CROPS {
-                return Err(format!(
-                    "the zones take {n} square crops a frame (a zone is classified in squares of its shorter side), more than {MAX_ZONE_CROPS}: make them squarer or fewer, or use --regions motion"
-                ).into());
+        match self.mode {
+            RegionMode::Full => {
+                let n: usize = self.zones.iter().map(|z| square_count(z.area.bbox())).sum();
+                if n > MAX_ZONE_CROPS {
+                    return Err(format!(
+                        "the zones take {n} square crops a frame (a zone is classified in squares of its shorter side), more than {MAX_ZONE_CROPS}: make them squarer or fewer, or use --regions motion"
+                    ).into());
+                }
             }
+            RegionMode::Tiles { cols, rows } if !self.zones.is_empty() => {
+                let mut t = Vec::new();
+                tiles(width, height, cols, rows, &mut t);
+                let n = zone_tile_count(&self.zones, &t);
+                if n > MAX_ZONE_CROPS {
+                    return Err(format!(
+                        "the zones take {n} crops a frame with tiles:{cols}x{rows} (each zone is covered by squares of the tiles' size), more than {MAX_ZONE_CROPS}: fewer or smaller zones, fewer tiles, or --regions motion"
+                    ).into());
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -329,8 +381,7 @@ impl RegionOptions {
     /// frames (they fit: [`RegionOptions::check_frame`]) and their tiles
     /// `t` ([`tiles`] of the grid): a tile grid with more tiles along a
     /// side than its square tiles need (they would be copies, or no
-    /// smaller), zones that no tile's centre is in (a tile's detection
-    /// counts for the zone its centre is in).
+    /// smaller).
     pub fn notes(&self, width: u32, height: u32, t: &[Rect], out: &mut Vec<String>) {
         out.clear();
         let RegionMode::Tiles { cols, rows } = self.mode else {
@@ -354,20 +405,49 @@ impl RegionOptions {
                 "--regions tiles:{cols}x{rows} on {width}x{height} frames: its tiles are {side} px squares, so tiles:{nc}x{nr} cover the frame as well (the others would repeat them); more tiles along both sides make them smaller"
             ));
         }
-        // A tile's detection counts for the first zone its centre is in.
-        for (i, z) in self.zones.iter().enumerate() {
-            let first = |r: &Rect| self.zones.iter().position(|z| z.area.contains(r.centre()));
-            if !t.iter().any(|r| first(r) == Some(i)) {
-                out.push(format!(
-                    "zone {:?} is given no tile with tiles:{cols}x{rows} on {width}x{height} frames: a tile's detection counts for the first zone its centre is in, and no tile's centre is in this one first, so it never sees one (use --regions motion, or more tiles)",
-                    z.name
-                ));
-            }
-        }
     }
 }
 
-/// The most square crops zones take a frame with `--regions full`.
+/// How many crops `zones` take with tiles `t`: each zone is covered by
+/// squares of the tiles' side (its own shorter side when smaller), inside
+/// it ([`zone_tiles`]).
+pub fn zone_tile_count(zones: &[Zone], t: &[Rect]) -> usize {
+    let side = t.first().map_or(1, |r| r.w);
+    zones
+        .iter()
+        .map(|z| zone_tiles(z.area.bbox(), side).count())
+        .sum()
+}
+
+/// The crops that cover zone box `r` with `--regions tiles` of `side` px:
+/// squares of `side` (of `r`'s shorter side when that is smaller, as
+/// [`squares`] cuts a zone), spread edge to edge over `r` and overlapping
+/// by at least [`TILE_OVERLAP`], all inside `r`: a small object in a large
+/// zone is seen at the tiles' scale, and nothing beside the zone is seen
+/// in it.
+pub fn zone_tiles(r: Rect, side: u32) -> impl Iterator<Item = Rect> {
+    let s = side.min(r.w).min(r.h).max(1);
+    let need = move |extent: u32| {
+        if s >= extent {
+            1
+        } else {
+            (extent as f32 * (1.0 + TILE_OVERLAP) / s as f32).ceil() as u32
+        }
+    };
+    let (cols, rows) = (need(r.w), need(r.h));
+    (0..rows * cols).map(move |k| {
+        let (i, j) = (k % cols, k / cols);
+        Rect::new(
+            r.x + spread(i, cols, r.w, s),
+            r.y + spread(j, rows, r.h, s),
+            s,
+            s,
+        )
+    })
+}
+
+/// The most crops zones take a frame (`--regions full`: their squares;
+/// `tiles`: their squares of the tiles' size).
 pub const MAX_ZONE_CROPS: usize = 64;
 
 /// A region (a zone) is classified as itself (its middle square, as
@@ -581,8 +661,8 @@ mod tests {
 
     /// A zone far from square is classified in squares that cover it
     /// (a strip along a driveway, not its middle square only); too many
-    /// squares are refused; tile grids with copies are said, and so are
-    /// zones no tile's centre is in.
+    /// squares are refused; tile grids with copies are said; with tiles, a
+    /// zone takes the tiles it overlaps.
     #[test]
     fn long_zones_are_squares_and_tiles_are_not_copies() {
         let out: Vec<Rect> = squares(Rect::new(0, 150, 960, 100)).collect();
@@ -622,35 +702,78 @@ mod tests {
             ..Default::default()
         };
         tiled.notes(540, 960, &t, &mut notes);
-        assert_eq!(notes.len(), 2, "{notes:?}");
-        assert!(notes[0].contains("tiles:1x2"), "{notes:?}");
-        assert!(
-            notes[1].contains("\"corner\" is given no tile"),
-            "{notes:?}"
-        );
-        let fine = RegionOptions {
-            mode: RegionMode::Tiles { cols: 3, rows: 2 },
-            zones: vec![zone("middle", Rect::new(200, 100, 400, 300))],
-            ..Default::default()
-        };
-        tiles(960, 540, 3, 2, &mut t);
-        fine.notes(960, 540, &t, &mut notes);
-        assert!(notes.is_empty(), "{notes:?}");
-        // A zone whose tiles all count for a zone listed before it.
-        let shadowed = RegionOptions {
-            mode: RegionMode::Tiles { cols: 3, rows: 2 },
-            zones: vec![
-                zone("all", Rect::new(0, 0, 960, 540)),
-                zone("middle", Rect::new(200, 100, 400, 300)),
-            ],
-            ..Default::default()
-        };
-        shadowed.notes(960, 540, &t, &mut notes);
         assert_eq!(notes.len(), 1, "{notes:?}");
-        assert!(
-            notes[0].contains("\"middle\" is given no tile"),
-            "{notes:?}"
+        assert!(notes[0].contains("tiles:1x2"), "{notes:?}");
+        // With zones, each zone is covered by squares of the tiles' side
+        // inside it: a small corner zone one square, a zone across the
+        // middle (tiles of 384 px, the zone 300 px tall) three squares of 300; too many is refused, and a
+        // grid that would need more than MAX_TILES a side is not suggested.
+        tiles(960, 540, 3, 2, &mut t);
+        assert_eq!(t[0].w, 384);
+        assert_eq!(zone_tile_count(&tiled.zones, &t), 1);
+        let r = Rect::new(200, 100, 560, 300);
+        let z: Vec<Rect> = zone_tiles(r, 384).collect();
+        assert_eq!(
+            z,
+            [200, 330, 460].map(|x| Rect::new(x, 100, 300, 300)),
+            "squares of the zone's shorter side, overlapping"
         );
+        let r = Rect::new(100, 50, 800, 450);
+        let z: Vec<Rect> = zone_tiles(r, 384).collect();
+        assert_eq!(z.len(), 3 * 2, "{z:?}");
+        for y in (50..500).step_by(5) {
+            for x in (100..900).step_by(5) {
+                assert!(
+                    z.iter().any(|q| q.contains((x as f32, y as f32))),
+                    "{x},{y}"
+                );
+            }
+        }
+        assert!(
+            z.iter()
+                .all(|q| q.w == 384 && q.h == 384 && r.union(q) == r),
+            "{z:?}"
+        );
+        let many = RegionOptions {
+            mode: RegionMode::Tiles { cols: 8, rows: 8 },
+            zones: (0..4)
+                .map(|i| zone(&format!("z{i}"), Rect::new(0, 0, 900, 500)))
+                .collect(),
+            ..Default::default()
+        };
+        let e = many.check_frame(960, 960).unwrap_err().0;
+        assert!(e.contains("160 crops") && e.contains("more than 64"), "{e}");
+        let long = RegionOptions {
+            mode: RegionMode::Tiles { cols: 3, rows: 2 },
+            ..Default::default()
+        };
+        let e = long.check_frame(3, 2000).unwrap_err().0;
+        assert!(
+            e.contains("--regions motion or full") && !e.contains("use at least"),
+            "{e}"
+        );
+        let e = long.check_frame(500, 100).unwrap_err().0;
+        assert!(e.contains("use at least tiles:5x2"), "{e}");
+    }
+
+    /// A box zone's outside spans are the crop's pixels beside it.
+    #[test]
+    fn a_box_zone_paints_what_is_beside_it() {
+        let z = ZoneArea::Box(Rect::new(10, 20, 30, 40));
+        let mut xs = Vec::new();
+        let crop = Rect::new(0, 0, 50, 70);
+        let mut out = Vec::new();
+        z.outside_spans(crop, &mut xs, &mut out);
+        for y in 0..70 {
+            for x in 0..50 {
+                let painted = out.iter().any(|s| s.y == y && s.x0 <= x && x < s.x1);
+                let inside = z.contains((x as f32 + 0.5, y as f32 + 0.5));
+                assert_eq!(painted, !inside, "{x},{y}");
+            }
+        }
+        out.clear();
+        z.outside_spans(Rect::new(15, 25, 10, 10), &mut xs, &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[test]

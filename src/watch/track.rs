@@ -42,6 +42,9 @@ pub struct Detection {
     pub score: f32,
     /// The track whose last box this region was (an object standing still).
     pub from_track: Option<usize>,
+    /// The box is a coarse place (a seed tile's middle), not the object's
+    /// own: no step is learnt from it.
+    pub coarse: bool,
 }
 
 /// One followed object.
@@ -67,6 +70,8 @@ pub struct Track {
     positives: u32,
     /// Frames fed since its last positive.
     missed: u32,
+    /// Its last box is a coarse place, not the object's box.
+    coarse: bool,
 }
 
 impl Track {
@@ -83,6 +88,7 @@ impl Track {
             step: (0.0, 0.0),
             positives: 0,
             missed: 0,
+            coarse: d.coarse,
         }
     }
 
@@ -129,9 +135,16 @@ impl Track {
         scaled(at, &self.last_box, r) <= gate
     }
 
-    /// A detection matched: its box is the track's last, its step learnt.
-    fn matched_to(&mut self, r: Rect) {
-        if self.positives > 0 {
+    /// A detection matched: its box is the track's last, its step learnt
+    /// (not from or to a coarse box: the first box of the object's own
+    /// after coarse ones is as if it were seen for the first time).
+    fn matched_to(&mut self, r: Rect, coarse: bool) {
+        if self.coarse || coarse {
+            self.step = (0.0, 0.0);
+            if !coarse {
+                self.positives = 0;
+            }
+        } else if self.positives > 0 {
             let ((lx, ly), (rx, ry)) = (self.last_box.centre(), r.centre());
             let gap = (self.missed + 1) as f32;
             self.step = ((rx - lx) / gap, (ry - ly) / gap);
@@ -141,6 +154,12 @@ impl Track {
         self.matched = true;
         self.boxes[self.detector.next_slot()] = r;
         self.last_box = r;
+        self.coarse = coarse;
+    }
+
+    /// Whether its last box is a coarse place, not the object's box.
+    pub fn coarse(&self) -> bool {
+        self.coarse
     }
 
     /// The box at positive frame `frame` (of the last 64 fed; else the
@@ -260,7 +279,7 @@ impl Tracks {
                 }
             };
             let t = self.slots[slot].as_mut().expect("a live slot");
-            t.matched_to(d.rect);
+            t.matched_to(d.rect, d.coarse);
             if let Some(tr) = t.detector.feed(frame, true, d.score) {
                 out.push((slot, tr));
             }
@@ -323,6 +342,7 @@ mod tests {
             rect: Rect::new(x, y, 60, 60),
             score: 0.9,
             from_track: None,
+            coarse: false,
         }
     }
 

@@ -106,9 +106,14 @@ fn zone_name(name: &str, what: &str) -> Result<String, String> {
 }
 
 fn zone_box(name: &str, [x, y, w, h]: [u32; 4]) -> Result<Rect, String> {
-    if w == 0 || h == 0 || x.checked_add(w).is_none() || y.checked_add(h).is_none() {
+    if w == 0 || h == 0 {
         return Err(format!(
             "zone {name:?}: box {x},{y},{w},{h} is empty (W and H must be above 0)"
+        ));
+    }
+    if x.checked_add(w).is_none() || y.checked_add(h).is_none() {
+        return Err(format!(
+            "zone {name:?}: box {x},{y},{w},{h} ends past any frame (X+W and Y+H must be pixels of the frame)"
         ));
     }
     Ok(Rect::new(x, y, w, h))
