@@ -287,8 +287,9 @@ fn bad_settings_are_one_line_errors_naming_them() {
         (vec!["--watch", "red star=2"], "threshold \"2\""),
         (vec!["--window", "2", "--hits", "3"], "hits 3"),
         (vec!["--fps", "0"], "--fps 0"),
+        // A chip that is there (any path: only the label is wrong).
         (
-            vec!["--gpio", "/dev/gpiochip0:17=blue circle"],
+            vec!["--gpio", "/dev/null:17=blue circle"],
             "\"blue circle\" is not watched",
         ),
         (vec!["--mqtt", "http://x"], "--mqtt \"http://x\""),
@@ -400,8 +401,10 @@ fn bad_settings_are_one_line_errors_naming_them() {
     );
 }
 
-/// `watch --check` names every problem, one line each, exit 78; a config
-/// that holds is one "ok" line, exit 0; nothing is started either way.
+/// `watch --check` names every problem, one line each, exit 78 (the
+/// status page's address and the broker tried whatever else is wrong); a
+/// config that holds is one "ok" line, exit 0; nothing is started either
+/// way.
 #[test]
 fn check_names_every_problem_of_a_config_and_starts_nothing() {
     let dir = scratch("watch-check");
@@ -432,6 +435,38 @@ fn check_names_every_problem_of_a_config_and_starts_nothing() {
         assert!(lines.iter().any(|l| l.contains(needle)), "{needle}: {err}");
     }
     assert!(!dir.join("events.jsonl").exists(), "--check opened the log");
+    // Problems of every stage at once: a value, a GPIO chip the board
+    // lacks, a label the bundle lacks, an address of no interface, a
+    // broker that does not answer.
+    let many = dir.join("many.toml");
+    std::fs::write(
+        &many,
+        format!(
+            "bundle = {:?}\nsource = \"dir:{}\"\nwatch = [\"red star\", \"pink whale\"]\nfps = 0\ngpio = [\"/dev/gpiochip99:3=red star\"]\nhttp = \"192.0.2.1:8080\"\nmqtt = \"mqtt://127.0.0.1:{}\"\n",
+            bundle().display().to_string(),
+            root().join("models/clips/shapes").display(),
+            common::free_port(),
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["watch", "--check", "--config"])
+        .arg(&many)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EX_CONFIG), "{err}");
+    let lines: Vec<&str> = err.trim().lines().collect();
+    for needle in [
+        "--fps 0",
+        "\"pink whale\": not a label",
+        "no GPIO chip /dev/gpiochip99",
+        "--http 192.0.2.1:8080",
+        "mqtt",
+    ] {
+        assert!(lines.iter().any(|l| l.contains(needle)), "{needle}: {err}");
+    }
+    assert_eq!(lines.len(), 5, "{err}");
     let good = dir.join("good.toml");
     write_clip_config(&good);
     let out = bin()

@@ -29,7 +29,8 @@ pub struct Args {
     /// How many of the most frequent confusion pairs to report.
     #[arg(long, default_value_t = 10)]
     confusions: usize,
-    /// One JSON object: n, top1, top5, per_class, confusions, failed.
+    /// One JSON object: n, top1, top5, per_class, confusions, failed,
+    /// decode (and with --decode fast, versus_exact).
     #[arg(long)]
     json: bool,
     /// Decode as `watch --decode` does; `fast` also runs the exact path on

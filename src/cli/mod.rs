@@ -52,7 +52,9 @@ enum Cmd {
     /// (`scripts/gpu-check`). Exit 1 when parity fails.
     CheckCuda(check_cuda::Args),
     /// The native kernels against tract's matrix multiply on ViT-B/32's
-    /// linear-layer shapes, one thread: median ms per path.
+    /// linear-layer shapes, one thread: median ms per path; the core's
+    /// multiply-add peaks (`fma_peaks`) and the exact resize of a 1080p
+    /// frame per copy of its row kernels (`resize`).
     BenchKernels(bench_kernels::Args),
     /// What the manifest says, and whether every checksum matches.
     Info(info::Args),

@@ -58,7 +58,8 @@ pub fn run(cli: WatchArgs) -> Result<ExitCode> {
     }
     let checked = match validate(&args) {
         Ok(c) => c,
-        Err(mut problems) => {
+        Err(invalid) => {
+            let mut problems = invalid.problems;
             let first = problems.remove(0);
             // A GPU not ready yet is worth a restart; the rest is the config.
             let device = matches!(
@@ -85,34 +86,45 @@ pub fn run(cli: WatchArgs) -> Result<ExitCode> {
 const MQTT_CHECK_WAIT: Duration = Duration::from_secs(10);
 
 /// `watch --check`: every problem with the settings, one line each, and
-/// the exit status (0 when there is none, [`EX_CONFIG`] otherwise).
+/// the exit status (0 when there is none, [`EX_CONFIG`] otherwise). The
+/// status page's address and the broker are tried whatever else is wrong.
 fn check(args: &WatchArgs) -> ExitCode {
-    match validate(args) {
+    let (checked, mut problems, mqtt_url, http_addr) = match validate(args) {
         Ok(c) => {
-            // The status page's address: one this user cannot bind (a
-            // port below 1024, an address of no interface) is an error; one
-            // in use is said (the running service may be what holds it).
-            if let Some(addr) = c.http_addr {
-                match std::net::TcpListener::bind(addr) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => eprintln!(
-                        "warning: --http {addr}: in use now (by the running service? else by another program, and watch would exit 78)"
-                    ),
-                    Err(e) => {
-                        eprintln!("error: --http {addr}: {e}");
-                        return ExitCode::from(EX_CONFIG);
-                    }
-                }
-            }
-            // The broker, once: a login or certificate it refuses is
-            // found now, not in the service's log.
-            if let Some((url, tls)) = &c.mqtt_url {
-                let node = args.node.clone().unwrap_or_else(host_name);
-                if let Err(e) = mqtt::probe(url, tls.clone(), &node, MQTT_CHECK_WAIT) {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EX_CONFIG);
-                }
-            }
+            let (m, h) = (c.mqtt_url.clone(), c.http_addr);
+            (Some(c), Vec::new(), m, h)
+        }
+        Err(invalid) => {
+            let Invalid {
+                problems,
+                mqtt_url,
+                http_addr,
+            } = *invalid;
+            (None, problems, mqtt_url, http_addr)
+        }
+    };
+    // The status page's address: one this user cannot bind (a port below
+    // 1024, an address of no interface) is an error; one in use is said
+    // (the running service may be what holds it).
+    if let Some(addr) = http_addr {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => eprintln!(
+                "warning: --http {addr}: in use now (by the running service? else by another program, and watch would exit 78)"
+            ),
+            Err(e) => problems.push(anyhow::anyhow!("--http {addr}: {e}")),
+        }
+    }
+    // The broker, once: a login or certificate it refuses is found now,
+    // not in the service's log.
+    if let Some((url, tls)) = &mqtt_url {
+        let node = args.node.clone().unwrap_or_else(host_name);
+        if let Err(e) = mqtt::probe(url, tls.clone(), &node, MQTT_CHECK_WAIT) {
+            problems.push(anyhow::anyhow!("{e}"));
+        }
+    }
+    match checked {
+        Some(c) if problems.is_empty() => {
             let cameras: Vec<String> = c
                 .cameras
                 .iter()
@@ -138,7 +150,7 @@ fn check(args: &WatchArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(problems) => {
+        _ => {
             for p in problems {
                 eprintln!("error: {:#}", in_config(p, args.config.as_deref()));
             }

@@ -377,7 +377,7 @@ impl Service {
                         "score": per(stats.score_ms),
                         "loop": per(stats.loop_ms),
                     },
-                    "regions": regions,
+                    "regions": regions.to_string(),
                     "crops_per_frame": stats.crops as f64 / stats.frames.max(1) as f64,
                     "encode_ms_per_crop": (stats.crops > 0).then(|| stats.encode_ms / stats.crops as f64),
                     "mqtt": mqtt,

@@ -122,7 +122,17 @@ pub(super) fn camera_plan(
     let mut gpio_specs: Vec<gpio::GpioSpec> = Vec::new();
     for g in &args.gpio {
         match g.parse::<gpio::GpioSpec>() {
-            Ok(s) => gpio_specs.push(s),
+            // A board's GPIO chips are there from boot: one that is not is
+            // a setting that cannot work (a camera may come later).
+            Ok(s) => {
+                if !Path::new(&s.chip).exists() {
+                    problems.push(format!(
+                        "--gpio {}:{}: no GPIO chip {} (gpiodetect lists them)",
+                        s.chip, s.line, s.chip
+                    ));
+                }
+                gpio_specs.push(s);
+            }
             Err(e) => problems.push(e),
         }
     }
@@ -137,12 +147,6 @@ pub(super) fn camera_plan(
         for g in &mut gpio_specs {
             // The bundle's spelling of the label, as events carry it.
             match watch::config::find_label(&watched, &g.label) {
-                // A board's GPIO chips are there from boot: one that is not
-                // is a setting that cannot work (a camera may come later).
-                Some(_) if !Path::new(&g.chip).exists() => problems.push(format!(
-                    "--gpio {}:{}: no GPIO chip {} (gpiodetect lists them)",
-                    g.chip, g.line, g.chip
-                )),
                 Some(i) => g.label = watched[i].clone(),
                 None => problems.push(format!(
                     "--gpio {}:{}={}: {:?} is not watched (add --watch {:?})",
@@ -163,60 +167,77 @@ pub(super) fn camera_plan(
             opts,
             gpio_specs,
         }),
-        (_, Some(Err(e))) => {
-            problems.push(anyhow::anyhow!("{context}{e:#}"));
+        (_, Some(Err(es))) => {
+            problems.extend(es.into_iter().map(|e| anyhow::anyhow!("{context}{e}")));
             Err(problems)
         }
         _ => Err(problems),
     }
 }
 
-/// The watch options of camera `cam`.
 /// The watch options of camera `cam`, for a model of `labels` whose input
-/// is `resolution` pixels square.
+/// is `resolution` pixels square; else every problem with them.
 fn camera_options(
     cam: &CameraSettings,
     labels: &[String],
     resolution: u32,
     source: &str,
-) -> Result<watch::Options> {
+) -> std::result::Result<watch::Options, Vec<String>> {
     let args = &cam.args;
-    let rules = args.rules().map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let mut problems = Vec::new();
+    let rules = args
+        .rules()
+        .map_err(|e| problems.push(format!("--{e}")))
+        .ok();
     if let Some(f) = args.fps {
         if !(f > 0.0 && f <= 1000.0) {
-            bail!("--fps {f}: expected more than 0 and at most 1000");
+            problems.push(format!("--fps {f}: expected more than 0 and at most 1000"));
         }
     }
     if let Some(m) = args.motion_threshold {
         if !(0.0..=255.0).contains(&m) {
-            bail!("--motion-threshold {m}: expected 0 to 255");
+            problems.push(format!("--motion-threshold {m}: expected 0 to 255"));
         }
     }
-    let watched = args.watched(labels).map_err(anyhow::Error::msg)?;
-    let regions = args.region_options(&watched).map_err(anyhow::Error::msg)?;
-    let snapshot_retention = args.snapshot_retention().map_err(anyhow::Error::msg)?;
-    if args.motion_threshold.is_some() && !regions.whole_frame() {
-        bail!("--motion-threshold: skips whole frames, so it applies with --regions full and no zone only");
+    let snapshot_retention = args
+        .snapshot_retention()
+        .map_err(|e| problems.push(e.0))
+        .ok();
+    let watched = args.watched(labels).map_err(|e| problems.push(e)).ok();
+    let regions = watched
+        .as_ref()
+        .and_then(|w| args.region_options(w).map_err(|e| problems.push(e.0)).ok());
+    let whole_frame = regions.as_ref().is_none_or(|r| r.whole_frame());
+    if args.motion_threshold.is_some() && !whole_frame {
+        problems.push("--motion-threshold: skips whole frames, so it applies with --regions full and no zone only".into());
     }
     let decode = match args.decode.unwrap_or_default() {
         DecodeMode::Exact => Decode::Exact,
-        DecodeMode::Fast if !regions.whole_frame() => {
-            bail!("--decode fast: shrinks the whole frame, so it applies with --regions full and no zone only (boxes and zones are in source pixels)")
+        DecodeMode::Fast if !whole_frame => {
+            problems.push("--decode fast: shrinks the whole frame, so it applies with --regions full and no zone only (boxes and zones are in source pixels)".into());
+            Decode::Exact
         }
         DecodeMode::Fast => Decode::fast_for(resolution),
     };
-    Ok(watch::Options {
-        watched,
-        rules,
-        fps: args.fps,
-        motion_threshold: args.motion_threshold,
-        snapshots: args.snapshots.clone(),
-        snapshot_retention,
-        source_name: watch::source::redacted(source),
-        regions,
-        camera: cam.name.clone(),
-        decode,
-    })
+    match (rules, snapshot_retention, watched, regions) {
+        (Some(rules), Some(snapshot_retention), Some(watched), Some(regions))
+            if problems.is_empty() =>
+        {
+            Ok(watch::Options {
+                watched,
+                rules,
+                fps: args.fps,
+                motion_threshold: args.motion_threshold,
+                snapshots: args.snapshots.clone(),
+                snapshot_retention,
+                source_name: watch::source::redacted(source),
+                regions,
+                camera: cam.name.clone(),
+                decode,
+            })
+        }
+        _ => Err(problems),
+    }
 }
 
 /// Whether `path` (`flag`'s) can be made or written: a folder when `dir`,
@@ -254,6 +275,15 @@ pub(super) struct Checked {
     pub(super) events: Option<PathBuf>,
     pub(super) events_rotation: Option<watch::events::Rotation>,
     pub(super) node: Option<String>,
+}
+
+/// What [`validate`] found wrong, with what it could still read: the
+/// status page's address and the broker (`--check` tries them all the
+/// same, so that every problem is said at once).
+pub(super) struct Invalid {
+    pub(super) problems: Vec<anyhow::Error>,
+    pub(super) mqtt_url: Option<(mqtt::MqttUrl, Option<Arc<rustls::ClientConfig>>)>,
+    pub(super) http_addr: Option<std::net::SocketAddr>,
 }
 
 /// The model and the cameras of `args` (a reload's, or the start's).
@@ -308,7 +338,7 @@ pub(super) fn load_cameras(
 /// Checks every setting that can be checked without opening anything (the
 /// bundle is loaded and verified; each camera's source syntax, folder or
 /// program checked): all the problems, or what the service needs.
-pub(super) fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<anyhow::Error>> {
+pub(super) fn validate(args: &WatchArgs) -> std::result::Result<Checked, Box<Invalid>> {
     let mut problems: Vec<anyhow::Error> = Vec::new();
     let mut mqtt_url = None;
     let tls_files = mqtt::TlsFiles {
@@ -410,7 +440,11 @@ pub(super) fn validate(args: &WatchArgs) -> std::result::Result<Checked, Vec<any
             events_rotation,
             node: args.node.clone(),
         }),
-        _ => Err(problems),
+        _ => Err(Box::new(Invalid {
+            problems,
+            mqtt_url,
+            http_addr,
+        })),
     }
 }
 
