@@ -430,3 +430,75 @@ fn two_cameras_each_have_their_state_metrics_and_page() {
     );
     common::kill_group(&mut child, "TERM");
 }
+
+/// The status code of `GET path`, or `None` when nothing answers within
+/// two seconds.
+fn try_get(port: u16, path: &str) -> Option<u16> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let head = String::from_utf8_lossy(&buf);
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A process out of descriptors (a limit of 64; 40 clients that connect
+/// and send nothing take two each, tiny_http's accepting thread ends on
+/// the next): once they leave, the status page answers again (the
+/// server sees its address refuse and listens anew), where it stayed
+/// gone while the camera ran on.
+#[test]
+fn the_status_page_comes_back_after_the_process_ran_out_of_descriptors() {
+    let port = free_port();
+    // The binary as the tests start it (through the cross runner, with
+    // their environment), under a shell that lowers the limit first.
+    let inner = bin();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -n 64 && exec \"$@\"")
+        .arg("sh")
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let mut child = common::own_group(&mut cmd)
+        .args(["watch", "--source", "stdin:mjpeg", "--watch", "red star"])
+        .args(["--health-timeout", "3600", "--http", &port.to_string()])
+        .arg("--bundle")
+        .arg(root().join("models/default-int8"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while try_get(port, "/healthz").is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no HTTP server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let idle: Vec<TcpStream> = (0..40)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    drop(idle);
+    // Within the server's check period and a new socket's second.
+    let t0 = Instant::now();
+    let back = loop {
+        if let Some(code) = try_get(port, "/healthz") {
+            break Some(code);
+        }
+        if t0.elapsed() > clip_edge::service::http::LISTEN_CHECK * 3 {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    common::kill_group(&mut child, "TERM");
+    let _ = child.wait();
+    assert!(back.is_some(), "the status page did not come back");
+}

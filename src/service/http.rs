@@ -8,7 +8,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use super::metrics::Families;
 pub use super::status::{Status, StatusSink, RECENT_EVENTS, TOP_K};
@@ -100,6 +100,11 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 /// Responses written at once, at most; more requests wait their turn.
 const RESPONDERS: usize = 16;
+/// How often the server checks that its address still answers: tiny_http's
+/// accepting thread ends (without a word to `recv`) when a connection
+/// comes while the process is out of descriptors, and the page would be
+/// gone for good while the cameras run on.
+pub const LISTEN_CHECK: Duration = Duration::from_secs(10);
 
 /// A listening socket whose connections inherit a write timeout and TCP
 /// keepalive (Linux copies both on `accept`; a read timeout would also
@@ -144,28 +149,77 @@ pub fn serve(addr: SocketAddr, status: Arc<Server>) -> std::io::Result<SocketAdd
         .spawn(move || {
             let busy = Arc::new((Mutex::new(0usize), Condvar::new()));
             let mut server = server;
+            let mut checked = Instant::now();
             loop {
-                match server.recv() {
-                    Ok(req) => respond_in_turn(&status, req, &busy),
-                    Err(e) => {
-                        // tiny_http's accepting thread has ended: serve
-                        // again from a new socket.
-                        log::error!("http: {bound}: {e}; listening again");
-                        drop(server);
-                        server = loop {
-                            std::thread::sleep(Duration::from_secs(1));
-                            match make(bound) {
-                                Ok(s) => break s,
-                                Err(e) => log::error!("http: {bound}: {e}; trying again"),
-                            }
-                        };
+                let dead = match server.recv_timeout(LISTEN_CHECK) {
+                    Ok(Some(req)) => {
+                        respond_in_turn(&status, req, &busy);
+                        None
                     }
+                    Ok(None) => None,
+                    Err(e) => Some(e.to_string()),
+                };
+                // tiny_http's accepting thread has ended, with an error or
+                // without one (its address no longer answers): serve again
+                // from a new socket.
+                let dead = dead.or_else(|| {
+                    if checked.elapsed() < LISTEN_CHECK {
+                        return None;
+                    }
+                    checked = Instant::now();
+                    answers(bound).err()
+                });
+                if let Some(why) = dead {
+                    log::error!("http: {bound}: {why}; listening again");
+                    drop(server);
+                    server = loop {
+                        std::thread::sleep(Duration::from_secs(1));
+                        match make(bound) {
+                            Ok(s) => break s,
+                            Err(e) => log::error!("http: {bound}: {e}; trying again"),
+                        }
+                    };
                 }
             }
         })
         .map_err(named)?;
     log::info!("status page on http://{bound}/");
     Ok(bound)
+}
+
+/// Whether the server's address takes a connection (one closed at once:
+/// no request, so its connection thread ends with it). A refusal is the
+/// answer that counts: a full backlog or a slow accept is not a dead
+/// server.
+fn answers(bound: SocketAddr) -> Result<(), String> {
+    let ip = match bound.ip() {
+        std::net::IpAddr::V4(a) if a.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(a) if a.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    match std::net::TcpStream::connect_timeout(
+        &SocketAddr::new(ip, bound.port()),
+        Duration::from_secs(2),
+    ) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err("the address no longer takes connections".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Raises this process's descriptor limit to what the system allows (a
+/// service's default soft limit, 1,024, is 500 idle connections to the
+/// status page); says so when it cannot.
+pub fn raise_descriptor_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, l) {
+            log::debug!("http: the descriptor limit stays: {e}");
+        }
+    }
 }
 
 /// Answers `req` on a thread of its own once fewer than [`RESPONDERS`] are

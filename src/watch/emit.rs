@@ -162,8 +162,9 @@ impl Watcher<'_> {
             // A disk full of snapshots past their retention: pruned, then
             // tried once more.
             Err(e) => match snapshots::prune(dir, &self.opts.snapshot_retention) {
-                Ok(n) if n > 0 => {
-                    freed = n;
+                Ok(p) if p.removed > 0 => {
+                    freed = p.removed;
+                    self.snapshot_bytes = Some(p.bytes);
                     snapshots::write(dir, id, &f.image, mark)
                 }
                 _ => Err(e),
@@ -173,7 +174,16 @@ impl Watcher<'_> {
         let path = written?;
         // Written: the snapshots' trouble is over, unless the prune has one.
         self.trouble_snapshots = None;
-        self.prune_snapshots(dir);
+        // The folder is listed again only when the bytes it is known to
+        // hold pass its cap (a folder of 100,000 snapshots takes a quarter
+        // of a second to list), and by the upkeep's timer.
+        let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+        self.snapshot_bytes = self.snapshot_bytes.map(|b| b + len);
+        if let Some(max) = self.opts.snapshot_retention.max_bytes {
+            if self.snapshot_bytes.is_none_or(|b| b > max) {
+                self.prune_snapshots(dir);
+            }
+        }
         Ok(Some(path.display().to_string()))
     }
 
@@ -182,9 +192,10 @@ impl Watcher<'_> {
     fn prune_snapshots(&mut self, dir: &Path) -> Option<u64> {
         self.pruned_at = Some(Instant::now());
         match snapshots::prune(dir, &self.opts.snapshot_retention) {
-            Ok(n) => {
-                self.stats.snapshots_removed += n;
-                Some(n)
+            Ok(p) => {
+                self.stats.snapshots_removed += p.removed;
+                self.snapshot_bytes = Some(p.bytes);
+                Some(p.removed)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(0),
             Err(e) => {
@@ -197,19 +208,19 @@ impl Watcher<'_> {
 
     /// Between frames: event lines waiting for the disk are tried again
     /// (at most every [`LOG_RETRY`]: a quiet camera has no next event to
-    /// write them with), and snapshots past their age removed (at start,
-    /// then every [`PRUNE_EVERY`]: a quiet camera keeps none longer than
-    /// its days). Neither allocates unless it has work: the prune lists the
-    /// folder, once in [`PRUNE_EVERY`], not once a frame.
+    /// write them with), and the snapshots folder pruned (at start, then
+    /// every [`PRUNE_EVERY`]: a quiet camera keeps none longer than its
+    /// days, a crash's temporaries go, and what the folder holds is listed
+    /// again, other cameras' snapshots with it). Neither allocates unless
+    /// it has work: the prune lists the folder once in [`PRUNE_EVERY`], not
+    /// once a frame.
     pub(super) fn upkeep(&mut self) {
         let now = Instant::now();
         if self.log_tried_at.is_none_or(|t| now - t >= LOG_RETRY) {
             self.log_tried_at = Some(now);
             self.retry_log();
         }
-        if self.opts.snapshot_retention.max_age.is_some()
-            && self.pruned_at.is_none_or(|t| now - t >= PRUNE_EVERY)
-        {
+        if self.pruned_at.is_none_or(|t| now - t >= PRUNE_EVERY) {
             if let Some(dir) = self.opts.snapshots.clone() {
                 self.prune_snapshots(&dir);
             }

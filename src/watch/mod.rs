@@ -283,6 +283,9 @@ pub struct Watcher<'a> {
     /// snapshots last pruned, between frames ([`Watcher::upkeep`]).
     log_tried_at: Option<Instant>,
     pruned_at: Option<Instant>,
+    /// The bytes of snapshots the folder holds, as last listed plus those
+    /// written since (`None`: not listed yet).
+    snapshot_bytes: Option<u64>,
     /// What an earlier watcher of this camera counted of the frames its
     /// source dropped and of the detections beyond the tracks
     /// ([`Watcher::carry_on`]).
@@ -350,6 +353,7 @@ impl<'a> Watcher<'a> {
             trouble_said: None,
             log_tried_at: None,
             pruned_at: None,
+            snapshot_bytes: None,
             counted_before: (0, 0),
             stats: Stats::default(),
         }

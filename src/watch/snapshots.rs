@@ -86,10 +86,17 @@ fn our_temporary(name: &str) -> bool {
         .is_some_and(ours)
 }
 
+/// What [`prune`] did: snapshots removed, and the bytes of those left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub removed: u64,
+    pub bytes: u64,
+}
+
 /// Removes the snapshots in `dir` older than the retention's age, then the
 /// oldest until the rest fit its size, and the temporaries a crash left
-/// (kept whatever the retention). Returns how many snapshots were removed.
-pub fn prune(dir: &Path, keep: &Retention) -> std::io::Result<u64> {
+/// (kept whatever the retention).
+pub fn prune(dir: &Path, keep: &Retention) -> std::io::Result<Pruned> {
     let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
     // A file gone meanwhile (another camera pruning the same folder) is
     // not an error.
@@ -120,7 +127,10 @@ pub fn prune(dir: &Path, keep: &Retention) -> std::io::Result<u64> {
         }
     }
     if keep.max_bytes.is_none() && keep.max_age.is_none() {
-        return Ok(0);
+        return Ok(Pruned {
+            removed: 0,
+            bytes: files.iter().map(|f| f.1).sum(),
+        });
     }
     // Oldest first; ids of one run grow with time, so ties go by name.
     files.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
@@ -143,7 +153,10 @@ pub fn prune(dir: &Path, keep: &Retention) -> std::io::Result<u64> {
         }
         total -= len;
     }
-    Ok(removed)
+    Ok(Pruned {
+        removed,
+        bytes: total,
+    })
 }
 
 #[cfg(test)]
@@ -178,20 +191,32 @@ mod tests {
             f.set_modified(SystemTime::now() - Duration::from_secs(age))
                 .unwrap();
         }
-        assert_eq!(prune(&dir, &Retention::default()).unwrap(), 0);
+        assert_eq!(
+            prune(&dir, &Retention::default()).unwrap(),
+            Pruned {
+                removed: 0,
+                bytes: 10_000
+            }
+        );
         assert!(!dir.join(".1a2b-99.jpg.tmp").exists());
         // Older than 5.5 days: 1a2b-0..=4 (10 to 6 days old).
         let keep = Retention {
             max_bytes: None,
             max_age: Some(Duration::from_secs(5 * 86_400 + 43_200)),
         };
-        assert_eq!(prune(&dir, &keep).unwrap(), 5);
+        assert_eq!(prune(&dir, &keep).unwrap().removed, 5);
         // 5 kB left; keep 2.5 kB: the two newest stay.
         let keep = Retention {
             max_bytes: Some(2500),
             max_age: None,
         };
-        assert_eq!(prune(&dir, &keep).unwrap(), 3);
+        assert_eq!(
+            prune(&dir, &keep).unwrap(),
+            Pruned {
+                removed: 3,
+                bytes: 2000
+            }
+        );
         let mut left: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -12,11 +12,15 @@ pub(super) struct Service {
     pub(super) shared: camera::Shared,
     pub(super) edges: Edges,
     pub(super) cameras: Vec<camera::Camera>,
-    /// Cameras whose threads ended: their names and how.
+    /// Cameras whose threads ended: their names and how (one entry a
+    /// name: a camera reloads remove and add again keeps its latest run,
+    /// or its first failed one).
     pub(super) finished: Vec<(Option<String>, Result<camera::Finished>)>,
     /// The broker connections of cameras that ended while others ran,
-    /// being flushed in threads of their own.
+    /// being flushed in threads of their own (joined once done).
     pub(super) flushing: Vec<(Option<String>, std::thread::JoinHandle<mqtt::MqttStats>)>,
+    /// What those flushed connections counted, one entry a name.
+    pub(super) flushed: Vec<(Option<String>, mqtt::MqttStats)>,
     pub(super) systemd: Systemd,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) reload: Arc<AtomicBool>,
@@ -83,8 +87,9 @@ impl Service {
                         self.flushing.push((name.clone(), handle));
                     }
                 }
-                self.finished.push((name, r));
+                self.keep_finished(name, r);
             }
+            self.join_flushed();
             if self.cameras.is_empty() {
                 if self.loading.is_some() {
                     log::warn!("every camera ended while a reload was loading: not applied");
@@ -288,7 +293,7 @@ impl Service {
                     // and the service's exit status says it at the end.
                     let e = e.context(format!("reload: {}not started", what));
                     log::error!("{e:#}");
-                    self.finished.push((name, Err(e)));
+                    self.keep_finished(name, Err(e));
                 }
             }
         }
@@ -306,6 +311,36 @@ impl Service {
         );
     }
 
+    /// Keeps how camera `name` ended: in place of an earlier run of that
+    /// name, unless that one failed (the exit says the first failure).
+    fn keep_finished(&mut self, name: Option<String>, r: Result<camera::Finished>) {
+        let failed = |r: &Result<camera::Finished>| r.as_ref().map_or(true, |f| f.error.is_some());
+        match self.finished.iter_mut().find(|(n, _)| *n == name) {
+            Some(old) if !failed(&old.1) => *old = (name, r),
+            Some(_) => {}
+            None => self.finished.push((name, r)),
+        }
+    }
+
+    /// Joins the flushing threads that are done (each holds a stack until
+    /// joined), keeping what they counted.
+    fn join_flushed(&mut self) {
+        let mut k = 0;
+        while k < self.flushing.len() {
+            if !self.flushing[k].1.is_finished() {
+                k += 1;
+                continue;
+            }
+            let (name, handle) = self.flushing.swap_remove(k);
+            if let Ok(stats) = handle.join() {
+                match self.flushed.iter_mut().find(|(n, _)| *n == name) {
+                    Some(old) => old.1 = stats,
+                    None => self.flushed.push((name, stats)),
+                }
+            }
+        }
+    }
+
     /// Tells systemd of a stop, gives the brokers a grace to flush (all
     /// at once), prints the statistics when asked, and returns the first
     /// camera's error, if one failed.
@@ -317,6 +352,7 @@ impl Service {
             stop,
             finished,
             flushing,
+            flushed,
             ..
         } = self;
         let stopping = stop.load(Ordering::Relaxed);
@@ -347,11 +383,12 @@ impl Service {
                 }
             }
         }
-        for (name, handle) in flushing {
-            if let Ok(stats) = handle.join() {
-                if let Some(c) = per_camera.iter_mut().find(|c| c.0 == name) {
-                    c.2 = Some(stats);
-                }
+        let joined = flushing
+            .into_iter()
+            .filter_map(|(name, handle)| Some((name, handle.join().ok()?)));
+        for (name, stats) in flushed.into_iter().chain(joined) {
+            if let Some(c) = per_camera.iter_mut().find(|c| c.0 == name) {
+                c.2 = Some(stats);
             }
         }
         if print_stats {

@@ -143,6 +143,14 @@ pub(super) fn camera_plan(
     }
     let opts = model.map(|(l, r)| camera_options(cam, l, r, spec.as_deref().unwrap_or("")));
     if let Some(Ok(o)) = &opts {
+        let keep = &o.snapshot_retention;
+        if let (Some(d), None, None) = (&o.snapshots, keep.max_bytes, keep.max_age) {
+            log::warn!(
+                "{}--snapshots {}: no --snapshot-max-mb or --snapshot-retain-days: the folder grows until the disk is full",
+                cam.context(),
+                d.display()
+            );
+        }
         let watched: Vec<String> = o.watched.iter().map(|w| w.label.clone()).collect();
         for g in &mut gpio_specs {
             // The bundle's spelling of the label, as events carry it.
@@ -512,6 +520,7 @@ pub(super) fn set_up(
                 ("bundle", model.bundle.display().to_string()),
             ];
             let server = http::Server::new(&info, mqtt_url.is_some());
+            http::raise_descriptor_limit();
             // A port another program holds, or one this user may not
             // bind: settings that cannot work (exit 78, not restarted). An
             // address not there yet (a network still coming up at boot) is
@@ -595,6 +604,7 @@ pub(super) fn set_up(
         cameras: running,
         finished: Vec::new(),
         flushing: Vec::new(),
+        flushed: Vec::new(),
         systemd,
         stop,
         reload,
