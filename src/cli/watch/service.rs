@@ -303,9 +303,12 @@ impl Service {
             "reloaded: bundle {} ({}), cameras {}",
             self.bundle.display(),
             engine.bundle.manifest.precision,
+            // Not the removed ones still ending.
             self.cameras
                 .iter()
-                .map(|c| c.settings.shown_name())
+                .enumerate()
+                .filter(|(i, _)| !ending.contains(i))
+                .map(|(_, c)| c.settings.shown_name())
                 .collect::<Vec<_>>()
                 .join(", ")
         );
