@@ -775,3 +775,61 @@ fn tiles_with_a_zone_see_inside_it_and_not_beside_it() {
     assert_eq!(s.len(), 1, "{events:#?}");
     assert_eq!(s[0].zone.as_deref(), Some("dock"));
 }
+
+/// Motion: two still stars in view from the first frame are two events
+/// (a seed tile that holds one followed star does not hide the other).
+#[test]
+fn motion_still_objects_in_view_from_the_start_are_each_found() {
+    let scene = Scene::new(960, 540);
+    let frames: Vec<_> = (0..30)
+        .map(|_| scene.frame(&[("red star", 72, 100, 100), ("red star", 72, 300, 440)]))
+        .collect();
+    let events = play_scene(&["red star"], regions("motion", &[]), frames);
+    assert_eq!(starts(&events).len(), 2, "{events:#?}");
+}
+
+/// Motion: a star in view from the first frame (found by a seed tile)
+/// keeps its event while another star passes by it, within a tile's reach
+/// of it but outside the tile (a crop with both is one label, the one the
+/// encoder sees best); the passer is its own.
+#[test]
+fn motion_a_passer_does_not_take_a_seeded_objects_track() {
+    let scene = Scene::new(960, 540);
+    let frames: Vec<_> = (0..60)
+        .map(|i| {
+            let still = ("red star", 72, 300, 250);
+            if (20..50).contains(&i) {
+                scene.frame(&[still, ("red star", 72, 30 + 30 * (i - 20), 425)])
+            } else {
+                scene.frame(&[still])
+            }
+        })
+        .collect();
+    let events = play_scene(&["red star"], regions("motion", &[]), frames);
+    let first = starts(&events)[0].track;
+    let end = events
+        .iter()
+        .find(|e| e.event == EventKind::End && e.track == first)
+        .unwrap();
+    assert_eq!(end.reason.as_deref(), Some("source_end"), "{events:#?}");
+    assert!(
+        starts(&events).len() >= 2,
+        "no event for the passer: {events:#?}"
+    );
+}
+
+/// Motion with a zone: a still star beside the zone, in a seed tile whose
+/// middle the zone is in, is not the zone's.
+#[test]
+fn motion_a_seed_tile_counts_for_a_zone_only_when_the_zone_holds_it() {
+    let scene = Scene::new(960, 540);
+    let frames: Vec<_> = (0..20)
+        .map(|_| scene.frame(&[("red star", 72, 320, 90)]))
+        .collect();
+    let events = play_scene(
+        &["red star"],
+        regions("motion", &["gate=150,150,80,80"]),
+        frames,
+    );
+    assert!(events.is_empty(), "{events:#?}");
+}

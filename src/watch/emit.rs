@@ -8,6 +8,10 @@ use super::*;
 /// events.
 pub const LOG_RETRY: Duration = Duration::from_secs(1);
 
+/// A snapshots folder past its size is pruned down to this many tenths
+/// of it.
+const PRUNE_TO_TENTHS: u64 = 9;
+
 /// Snapshots past their age are looked for this often between events.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -191,7 +195,18 @@ impl Watcher<'_> {
     /// removed (`None`: the folder could not be read, said as a trouble).
     fn prune_snapshots(&mut self, dir: &Path) -> Option<u64> {
         self.pruned_at = Some(Instant::now());
-        match snapshots::prune(dir, &self.opts.snapshot_retention) {
+        // Down to a part of the size (the next listing waits until that
+        // much more is written), not to the size itself (a full folder
+        // would be listed at every snapshot).
+        let keep = snapshots::Retention {
+            max_bytes: self
+                .opts
+                .snapshot_retention
+                .max_bytes
+                .map(|m| m / 10 * PRUNE_TO_TENTHS),
+            ..self.opts.snapshot_retention
+        };
+        match snapshots::prune(dir, &keep) {
             Ok(p) => {
                 self.stats.snapshots_removed += p.removed;
                 self.snapshot_bytes = Some(p.bytes);

@@ -197,10 +197,14 @@ impl Motion {
             let (a, b) = (self.now[i], &mut self.background[i]);
             let mut d = 0f32;
             let mut changed = 0f32;
+            let anchor = &mut self.anchor[i];
             for k in 0..3 {
+                // The whole view's change (exposure, dusk) taken out of
+                // both, as out of the frame.
                 b[k] = fit[k].0 * b[k] + fit[k].1;
+                anchor[k] = fit[k].0 * anchor[k] + fit[k].1;
                 d = d.max((a[k] - b[k]).abs());
-                changed = changed.max((a[k] - self.anchor[i][k]).abs());
+                changed = changed.max((a[k] - anchor[k]).abs());
             }
             self.steady[i] = if changed > MOTION_LEVEL {
                 self.anchor[i] = a;

@@ -46,6 +46,10 @@ pub(super) struct Places {
     /// a frame from `seed_next` on.
     pub(super) seed_tiles: Vec<Rect>,
     pub(super) seed_next: usize,
+    /// Tiles whose seed's track took another object's own box (the frame
+    /// it did): looked at again once no followed object's box is in them
+    /// (what the seed saw may have been something else, still there).
+    pub(super) rechecks: Vec<(Rect, u64)>,
     /// Row spans of zone crops outside their zones, painted the encoder's
     /// mean colour before a crop is classified: what is beside a zone, in
     /// its crop, is not seen as in it.
@@ -72,6 +76,9 @@ pub(super) const MAX_PROPOSALS: usize = MAX_REGIONS + track::MAX_TRACKS + 64;
 /// (spread over frames: the start's first frame is not held up by them).
 pub(super) const SEEDS_PER_FRAME: usize = 2;
 
+/// A tile to look at again is given up after this many frames.
+pub(super) const RECHECK_WITHIN: u64 = 600;
+
 impl Places {
     pub(super) fn new(rules: super::detect::Rules) -> Places {
         Places {
@@ -80,6 +87,7 @@ impl Places {
             zone_crops: Vec::with_capacity(regions::MAX_ZONE_CROPS),
             seed_tiles: Vec::with_capacity(2 * 64),
             seed_next: 0,
+            rechecks: Vec::with_capacity(track::MAX_TRACKS),
             outside: Vec::new(),
             fill: [0; 3],
             sized_for: (0, 0),
@@ -160,7 +168,26 @@ impl Watcher<'_> {
                 }
                 let seeds = p.seed_next..(p.seed_next + SEEDS_PER_FRAME).min(p.seed_tiles.len());
                 p.seed_next = seeds.end;
-                for &t in &p.seed_tiles[seeds] {
+                let room = SEEDS_PER_FRAME - seeds.len();
+                // Tiles to look at again, once no followed object is in
+                // them (the one that took the seed's track has left).
+                let (tracks, frame_at) = (&p.tracks, frame.index);
+                p.rechecks
+                    .retain(|&(_, at)| frame_at.saturating_sub(at) <= RECHECK_WITHIN);
+                let mut again = [Rect::default(); SEEDS_PER_FRAME];
+                let mut n = 0;
+                let mut k = 0;
+                while k < p.rechecks.len() && n < room {
+                    let t = p.rechecks[k].0;
+                    if tracks.iter().any(|(_, tr)| tr.last_box.overlap(&t) > 0) {
+                        k += 1;
+                    } else {
+                        again[n] = t;
+                        n += 1;
+                        p.rechecks.swap_remove(k);
+                    }
+                }
+                for &t in p.seed_tiles[seeds].iter().chain(&again[..n]) {
                     // Its box the part of the tile whose context square is
                     // the tile: a track it starts is looked at again
                     // through the same crop.
@@ -208,11 +235,14 @@ impl Watcher<'_> {
             let p = &mut self.places;
             let start = p.proposals.len();
             for (slot, t) in p.tracks.iter() {
-                let explained = p.detections.iter().any(|d| {
-                    d.watched == t.watched
-                        && d.zone == t.zone
-                        && (d.rect.overlap(&t.last_box) > 0 || t.moved_to(&d.rect))
-                });
+                // A coarse track's tile is looked at every frame: its box
+                // is no object's, so no detection explains it.
+                let explained = !t.coarse()
+                    && p.detections.iter().any(|d| {
+                        d.watched == t.watched
+                            && d.zone == t.zone
+                            && (d.rect.overlap(&t.last_box) > 0 || t.moved_to(&d.rect))
+                    });
                 if !explained && p.proposals.len() < MAX_PROPOSALS {
                     p.proposals.push(Proposal {
                         rect: t.last_box,
@@ -247,6 +277,12 @@ impl Watcher<'_> {
         p.transitions.clear();
         p.tracks
             .step(frame.index, &mut p.detections, &mut p.transitions);
+        for &r in p.tracks.refined() {
+            if p.rechecks.len() < p.rechecks.capacity() {
+                let tile = regions::context_square(r, w, h);
+                p.rechecks.push((tile, frame.index));
+            }
+        }
         self.stats.tracks_dropped = self.counted_before.1 + p.tracks.dropped;
         let n = p.transitions.len();
         for k in 0..n {
@@ -287,29 +323,16 @@ impl Watcher<'_> {
             let own = self.opts.watched[i].threshold;
             let (tracks, detections) = (&p.tracks, &mut p.detections);
             let mut detect = |zone: Option<usize>, threshold: f32| {
-                // A seed tile that holds a followed object of its label
-                // (its box, or for one found by a seed, the tile that found
-                // it), or one another seed tile found this frame, sees that
-                // one again.
-                let (fw, fh) = (img.width, img.height);
-                let place = |r: Rect, coarse: bool| {
-                    if coarse {
-                        regions::context_square(r, fw, fh)
-                    } else {
-                        r
-                    }
-                };
+                // A seed tile whose crop holds a followed object's box
+                // of its label, or a detection of this frame (an object
+                // motion found, a tile's middle another seed found), sees
+                // that one again.
                 let known = q.seed
                     && (tracks.iter().any(|(_, t)| {
-                        t.watched == i
-                            && t.zone == zone
-                            && place(t.last_box, t.coarse()).overlap(&q.crop) > 0
-                    }) || detections.iter().any(|d| {
-                        d.coarse
-                            && d.watched == i
-                            && d.zone == zone
-                            && place(d.rect, true).overlap(&q.crop) > 0
-                    }));
+                        t.watched == i && t.zone == zone && t.last_box.overlap(&q.crop) > 0
+                    }) || detections
+                        .iter()
+                        .any(|d| d.watched == i && d.zone == zone && d.rect.overlap(&q.crop) > 0));
                 if prob >= threshold && !known {
                     detections.push(Detection {
                         watched: i,
@@ -330,9 +353,18 @@ impl Watcher<'_> {
                 }
                 None if zones.is_empty() => detect(None, own),
                 None => {
-                    let at = q.rect.centre();
+                    // A seed's box is a tile's middle, not its object's:
+                    // it counts for a zone only when the zone holds it
+                    // whole.
+                    let r = q.rect;
+                    // Its corner pixels' centres.
+                    let (x0, y0) = (r.x as f32 + 0.5, r.y as f32 + 0.5);
+                    let (x1, y1) = (x0 + r.w as f32 - 1.0, y0 + r.h as f32 - 1.0);
+                    let corners = [(x0, y0), (x1, y0), (x0, y1), (x1, y1)];
                     for (z, zone) in zones.iter().enumerate() {
-                        if let Some(t) = zone.threshold(i, own).filter(|_| zone.area.contains(at)) {
+                        let inside = zone.area.contains(r.centre())
+                            && (!q.seed || corners.iter().all(|&c| zone.area.contains(c)));
+                        if let Some(t) = zone.threshold(i, own).filter(|_| inside) {
                             detect(Some(z), t);
                         }
                     }

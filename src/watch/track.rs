@@ -28,6 +28,12 @@ pub const MATCH_DISTANCE: f32 = 1.0;
 /// own sizes between two frames classified.
 pub const FIRST_MATCH_DISTANCE: f32 = 2.5;
 
+/// A coarse track (found by a seed tile) takes an object's own box anywhere
+/// in its tile for this many positives (what the seed found may have been
+/// moving), then only in the tile's middle (a passer by a still object is
+/// not it).
+pub const COARSE_NEW_FRAMES: u32 = 15;
+
 /// A track missed for `n` frames fed matches `1 + n` times as far, up to
 /// this many times (an object hidden for a frame or two went on moving).
 pub const MAX_GATE_WIDENING: u32 = 3;
@@ -162,6 +168,22 @@ impl Track {
         self.coarse
     }
 
+    /// Whether a coarse track's object may be at `p`: in its box (a seed
+    /// tile's middle), or for its first [`COARSE_NEW_FRAMES`] positives
+    /// anywhere in the tile around it.
+    fn holds(&self, p: (f32, f32)) -> bool {
+        let b = &self.last_box;
+        if b.contains(p) {
+            return true;
+        }
+        let m = super::regions::CROP_MARGIN * b.w.max(b.h) as f32;
+        self.positives <= COARSE_NEW_FRAMES
+            && p.0 >= b.x as f32 - m
+            && p.1 >= b.y as f32 - m
+            && p.0 < (b.x + b.w) as f32 + m
+            && p.1 < (b.y + b.h) as f32 + m
+    }
+
     /// The box at positive frame `frame` (of the last 64 fed; else the
     /// latest box).
     pub fn box_at(&self, frame: u64) -> Rect {
@@ -179,6 +201,11 @@ pub struct Tracks {
     numbers: u64,
     /// Detections dropped because every slot was taken.
     pub dropped: u64,
+    /// The coarse boxes of this step's tracks that took an object's own
+    /// box (`refined[..refined_count]`): the place is looked at again, in
+    /// case what the seed tile saw was another object that stays.
+    refined: [Rect; MAX_TRACKS],
+    refined_count: usize,
 }
 
 /// How far point `p` is from `b`'s centre, in units of the longer side of
@@ -201,7 +228,15 @@ impl Tracks {
             slots: vec![None; MAX_TRACKS],
             numbers: 0,
             dropped: 0,
+            refined: [Rect::default(); MAX_TRACKS],
+            refined_count: 0,
         }
+    }
+
+    /// The coarse boxes that tracks left for an object's own box in the
+    /// last step.
+    pub fn refined(&self) -> &[Rect] {
+        &self.refined[..self.refined_count]
     }
 
     /// The live tracks, with their slots.
@@ -218,8 +253,9 @@ impl Tracks {
 
     /// Feeds frame `frame`'s detections to the tracks: first those made at
     /// a track's own last box (an object standing still keeps its track),
-    /// then the rest, best score first. `out` receives each track's start
-    /// or end.
+    /// then the rest, best score first; coarse ones (seed tiles) after all
+    /// the others (an object's own box takes a coarse track before the
+    /// tile does). `out` receives each track's start or end.
     pub fn step(
         &mut self,
         frame: u64,
@@ -227,15 +263,16 @@ impl Tracks {
         out: &mut Vec<(usize, Transition)>,
     ) {
         detections.sort_unstable_by(|a, b| {
-            b.from_track
-                .is_some()
-                .cmp(&a.from_track.is_some())
+            a.coarse
+                .cmp(&b.coarse)
+                .then(b.from_track.is_some().cmp(&a.from_track.is_some()))
                 .then(b.score.total_cmp(&a.score))
                 .then((a.rect.x, a.rect.y).cmp(&(b.rect.x, b.rect.y)))
         });
         for t in self.slots.iter_mut().flatten() {
             t.matched = false;
         }
+        self.refined_count = 0;
         for d in detections.iter() {
             let same = |t: &Track| t.watched == d.watched && t.zone == d.zone;
             let own = d
@@ -247,6 +284,12 @@ impl Tracks {
                     .enumerate()
                     .filter_map(|(i, t)| Some((i, t.as_ref()?)))
                     .filter(|(_, t)| same(t) && !t.matched)
+                    // A coarse track (a seed tile's middle) is taken by an
+                    // object's own box only where that box's centre is in
+                    // it (its object moving off, not a passer beside it),
+                    // or while it is new anywhere in its tile (what the
+                    // seed found was moving).
+                    .filter(|(_, t)| !t.coarse || d.coarse || t.holds(d.rect.centre()))
                     .map(|(i, t)| (i, t.gap(&d.rect)))
                     .filter(|&(_, gap)| gap <= 1.0)
                     .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -256,8 +299,13 @@ impl Tracks {
                 Some(s) => s,
                 None => {
                     // The same object seen by a second region of this frame.
+                    // (A coarse track's box is a tile's middle, not its
+                    // object's: it hides no other object's own box.)
                     let twice = self.slots.iter().flatten().any(|t| {
-                        same(t) && t.matched && distance(&t.last_box, &d.rect) <= MATCH_DISTANCE
+                        same(t)
+                            && t.matched
+                            && (d.coarse || !t.coarse)
+                            && distance(&t.last_box, &d.rect) <= MATCH_DISTANCE
                     });
                     if twice {
                         continue;
@@ -279,6 +327,10 @@ impl Tracks {
                 }
             };
             let t = self.slots[slot].as_mut().expect("a live slot");
+            if t.coarse && !d.coarse && self.refined_count < MAX_TRACKS {
+                self.refined[self.refined_count] = t.last_box;
+                self.refined_count += 1;
+            }
             t.matched_to(d.rect, d.coarse);
             if let Some(tr) = t.detector.feed(frame, true, d.score) {
                 out.push((slot, tr));

@@ -320,7 +320,21 @@ impl Service {
         let failed = |r: &Result<camera::Finished>| r.as_ref().map_or(true, |f| f.error.is_some());
         match self.finished.iter_mut().find(|(n, _)| *n == name) {
             Some(old) if !failed(&old.1) => *old = (name, r),
-            Some(_) => {}
+            Some(_) => {
+                // Its broker connection is still flushed (what it queued
+                // at a stop goes out).
+                if let Ok(mut f) = r {
+                    if let Some(m) = f.mqtt.take() {
+                        let grace = if self.stop.load(Ordering::Relaxed) {
+                            MQTT_GRACE_STOPPING
+                        } else {
+                            MQTT_GRACE
+                        };
+                        let handle = std::thread::spawn(move || m.finish(grace));
+                        self.flushing.push((name, handle));
+                    }
+                }
+            }
             None => self.finished.push((name, r)),
         }
     }
