@@ -786,6 +786,34 @@ fn motion_still_objects_in_view_from_the_start_are_each_found() {
         .collect();
     let events = play_scene(&["red star"], regions("motion", &[]), frames);
     assert_eq!(starts(&events).len(), 2, "{events:#?}");
+    // 230 px apart, in one coarse tile's reach of each other.
+    let frames: Vec<_> = (0..30)
+        .map(|_| scene.frame(&[("red star", 72, 190, 190), ("red star", 72, 420, 190)]))
+        .collect();
+    let events = play_scene(&["red star"], regions("motion", &[]), frames);
+    assert_eq!(starts(&events).len(), 2, "{events:#?}");
+}
+
+/// Motion: a seeded still star moves off (its tile is to be looked at
+/// again), then the source's frames change size: the loop goes on.
+#[test]
+fn motion_a_size_change_after_a_seeded_object_moved_goes_on() {
+    let wide = Scene::new(960, 540);
+    let small = Scene::new(640, 360);
+    let frames: Vec<_> = (0..24)
+        .map(|i| match i {
+            0..6 => wide.frame(&[("red star", 72, 760, 440)]),
+            6..14 => wide.frame(&[("red star", 72, 760 - 40 * (i - 5), 440)]),
+            _ => small.frame(&[]),
+        })
+        .collect();
+    let events = play_scene(&["red star"], regions("motion", &[]), frames);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("frame_size")),
+        "{events:#?}"
+    );
 }
 
 /// Motion: a star in view from the first frame (found by a seed tile)
@@ -829,7 +857,16 @@ fn motion_a_seed_tile_counts_for_a_zone_only_when_the_zone_holds_it() {
     let events = play_scene(
         &["red star"],
         regions("motion", &["gate=150,150,80,80"]),
-        frames,
+        frames.clone(),
     );
     assert!(events.is_empty(), "{events:#?}");
+    // Nor through the found star's tile, looked at again each frame, with
+    // a zone that holds the star too.
+    let events = play_scene(
+        &["red star"],
+        regions("motion", &["gate=150,150,80,80", "all=0,0,960,540"]),
+        frames,
+    );
+    let zones: Vec<_> = starts(&events).iter().map(|e| e.zone.clone()).collect();
+    assert_eq!(zones, [Some("all".to_string())], "{events:#?}");
 }

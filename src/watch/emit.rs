@@ -185,7 +185,14 @@ impl Watcher<'_> {
         self.snapshot_bytes = self.snapshot_bytes.map(|b| b + len);
         if let Some(max) = self.opts.snapshot_retention.max_bytes {
             if self.snapshot_bytes.is_none_or(|b| b > max) {
-                self.prune_snapshots(dir);
+                // Down to a part of the size (the next listing waits
+                // until that much more is written), not to the size itself
+                // (a full folder would be listed at every snapshot).
+                let keep = snapshots::Retention {
+                    max_bytes: Some(max / 10 * PRUNE_TO_TENTHS),
+                    ..self.opts.snapshot_retention
+                };
+                self.prune_snapshots_to(dir, keep);
             }
         }
         Ok(Some(path.display().to_string()))
@@ -194,18 +201,12 @@ impl Watcher<'_> {
     /// Keeps the snapshots folder within its retention; how many were
     /// removed (`None`: the folder could not be read, said as a trouble).
     fn prune_snapshots(&mut self, dir: &Path) -> Option<u64> {
+        self.prune_snapshots_to(dir, self.opts.snapshot_retention)
+    }
+
+    /// [`Watcher::prune_snapshots`] to `keep`.
+    fn prune_snapshots_to(&mut self, dir: &Path, keep: snapshots::Retention) -> Option<u64> {
         self.pruned_at = Some(Instant::now());
-        // Down to a part of the size (the next listing waits until that
-        // much more is written), not to the size itself (a full folder
-        // would be listed at every snapshot).
-        let keep = snapshots::Retention {
-            max_bytes: self
-                .opts
-                .snapshot_retention
-                .max_bytes
-                .map(|m| m / 10 * PRUNE_TO_TENTHS),
-            ..self.opts.snapshot_retention
-        };
         match snapshots::prune(dir, &keep) {
             Ok(p) => {
                 self.stats.snapshots_removed += p.removed;

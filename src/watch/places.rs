@@ -76,6 +76,15 @@ pub(super) const MAX_PROPOSALS: usize = MAX_REGIONS + track::MAX_TRACKS + 64;
 /// (spread over frames: the start's first frame is not held up by them).
 pub(super) const SEEDS_PER_FRAME: usize = 2;
 
+/// A seed tile's box: the part of the tile whose context square is the
+/// tile (a track it starts is looked at again through the same crop).
+fn seed_box(t: Rect) -> Rect {
+    let side =
+        ((t.w as f32 / (1.0 + 2.0 * regions::CROP_MARGIN)).round() as u32).clamp(1, t.w.max(1));
+    let inset = t.w.saturating_sub(side) / 2;
+    Rect::new(t.x + inset, t.y + inset, side, side)
+}
+
 /// A tile to look at again is given up after this many frames.
 pub(super) const RECHECK_WITHIN: u64 = 600;
 
@@ -101,29 +110,17 @@ impl Places {
     }
 }
 
-/// A zone's overlapping squares that see one label are one detection: an
-/// object in two or three of them (their union the box, the best score
-/// the score), not an object each (in place: no allocation).
-fn merge_zone_squares(ds: &mut Vec<Detection>) {
+/// Overlapping regions that see one label (in one zone) are one
+/// detection, their boxes folded by `combine`, the best score the score
+/// (in place: no allocation): a zone's squares (their union the box: an
+/// object in two or three of them), or tiles (their common part: an
+/// object where two or four tiles overlap).
+fn merge_overlapping(ds: &mut Vec<Detection>, combine: fn(&Rect, &Rect) -> Rect) {
     regions::merge_all(
         ds,
         |a, b| a.zone == b.zone && a.watched == b.watched && a.rect.overlap(&b.rect) > 0,
         |a, b| {
-            a.rect = a.rect.union(&b.rect);
-            a.score = a.score.max(b.score);
-        },
-    );
-}
-
-/// Overlapping tiles that see one label (in one zone) are one detection:
-/// an object where two or four tiles overlap, their common part the box,
-/// the best score the score (in place: no allocation).
-fn merge_tiles(ds: &mut Vec<Detection>) {
-    regions::merge_all(
-        ds,
-        |a, b| a.zone == b.zone && a.watched == b.watched && a.rect.overlap(&b.rect) > 0,
-        |a, b| {
-            a.rect = a.rect.intersection(&b.rect);
+            a.rect = combine(&a.rect, &b.rect);
             a.score = a.score.max(b.score);
         },
     );
@@ -179,7 +176,11 @@ impl Watcher<'_> {
                 let mut k = 0;
                 while k < p.rechecks.len() && n < room {
                     let t = p.rechecks[k].0;
-                    if tracks.iter().any(|(_, tr)| tr.last_box.overlap(&t) > 0) {
+                    let middle = seed_box(t);
+                    let held = tracks.iter().any(|(_, tr)| {
+                        tr.last_box.overlap(if tr.coarse() { &middle } else { &t }) > 0
+                    });
+                    if held {
                         k += 1;
                     } else {
                         again[n] = t;
@@ -188,14 +189,8 @@ impl Watcher<'_> {
                     }
                 }
                 for &t in p.seed_tiles[seeds].iter().chain(&again[..n]) {
-                    // Its box the part of the tile whose context square is
-                    // the tile: a track it starts is looked at again
-                    // through the same crop.
-                    let side =
-                        ((t.w as f32 / (1.0 + 2.0 * regions::CROP_MARGIN)).round() as u32).max(1);
-                    let inset = (t.w - side) / 2;
                     p.proposals.push(Proposal {
-                        rect: Rect::new(t.x + inset, t.y + inset, side, side),
+                        rect: seed_box(t),
                         crop: t,
                         from_track: None,
                         zone: None,
@@ -268,8 +263,8 @@ impl Watcher<'_> {
             self.stats.inferred += 1;
         }
         match ropts.mode {
-            RegionMode::Full => merge_zone_squares(&mut p.detections),
-            RegionMode::Tiles { .. } => merge_tiles(&mut p.detections),
+            RegionMode::Full => merge_overlapping(&mut p.detections, Rect::union),
+            RegionMode::Tiles { .. } => merge_overlapping(&mut p.detections, Rect::intersection),
             RegionMode::Motion => {}
         }
         let t1 = Instant::now();
@@ -327,9 +322,15 @@ impl Watcher<'_> {
                 // of its label, or a detection of this frame (an object
                 // motion found, a tile's middle another seed found), sees
                 // that one again.
+                // (A followed coarse box is a tile's middle: it is met by
+                // the seed's middle, not by its whole tile, so that a still
+                // object beside it is found by a finer tile; one found this
+                // frame by the seed's whole tile: the same object seen by
+                // two neighbouring tiles.)
                 let known = q.seed
                     && (tracks.iter().any(|(_, t)| {
-                        t.watched == i && t.zone == zone && t.last_box.overlap(&q.crop) > 0
+                        let seed = if t.coarse() { &q.rect } else { &q.crop };
+                        t.watched == i && t.zone == zone && t.last_box.overlap(seed) > 0
                     }) || detections
                         .iter()
                         .any(|d| d.watched == i && d.zone == zone && d.rect.overlap(&q.crop) > 0));
@@ -363,7 +364,7 @@ impl Watcher<'_> {
                     let corners = [(x0, y0), (x1, y0), (x0, y1), (x1, y1)];
                     for (z, zone) in zones.iter().enumerate() {
                         let inside = zone.area.contains(r.centre())
-                            && (!q.seed || corners.iter().all(|&c| zone.area.contains(c)));
+                            && (!q.coarse || corners.iter().all(|&c| zone.area.contains(c)));
                         if let Some(t) = zone.threshold(i, own).filter(|_| inside) {
                             detect(Some(z), t);
                         }
@@ -447,6 +448,8 @@ impl Watcher<'_> {
             }
         }
         p.seed_tiles.clear();
+        // Tiles of another frame size.
+        p.rechecks.clear();
         p.seed_next = 0;
         if ropts.mode == RegionMode::Motion {
             // Two grids of square tiles that cover the frame: the default
