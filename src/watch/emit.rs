@@ -179,8 +179,8 @@ impl Watcher<'_> {
         // Written: the snapshots' trouble is over, unless the prune has one.
         self.trouble_snapshots = None;
         // The folder is listed again only when the bytes it is known to
-        // hold pass its cap (a folder of 100,000 snapshots takes a quarter
-        // of a second to list), and by the upkeep's timer.
+        // hold pass its cap (a large folder is slow to list), and by the
+        // upkeep's timer.
         let len = std::fs::metadata(&path).map_or(0, |m| m.len());
         self.snapshot_bytes = self.snapshot_bytes.map(|b| b + len);
         if let Some(max) = self.opts.snapshot_retention.max_bytes {
