@@ -32,6 +32,22 @@ pub(super) struct Proposal {
     coarse: bool,
 }
 
+impl Proposal {
+    /// A region of no zone and no track: `rect` where the object is,
+    /// `crop` what the encoder sees.
+    fn at(rect: Rect, crop: Rect) -> Proposal {
+        Proposal {
+            rect,
+            crop,
+            from_track: None,
+            zone: None,
+            spans: (0, 0),
+            seed: false,
+            coarse: false,
+        }
+    }
+}
+
 /// The watcher's state for regions: buffers sized at the first frame.
 #[derive(Debug)]
 pub(super) struct Places {
@@ -126,6 +142,52 @@ fn merge_overlapping(ds: &mut Vec<Detection>, combine: fn(&Rect, &Rect) -> Rect)
     );
 }
 
+impl Places {
+    /// With motion: the seed tiles of this frame ([`SEEDS_PER_FRAME`], from
+    /// the start after the background is learnt: what stands in view then
+    /// is no motion), and in the room they leave, tiles to look at again.
+    fn seed_proposals(&mut self, frame: u64) {
+        if self.motion.learned {
+            // The background learnt: what stands in view now is in
+            // it, and would be seen only when it moves. The seed
+            // tiles look for it, a few a frame.
+            self.seed_next = 0;
+        }
+        let seeds = self.seed_next..(self.seed_next + SEEDS_PER_FRAME).min(self.seed_tiles.len());
+        self.seed_next = seeds.end;
+        let room = SEEDS_PER_FRAME - seeds.len();
+        // Tiles to look at again, once no followed object is in
+        // them (the one that took the seed's track has left).
+        let tracks = &self.tracks;
+        self.rechecks
+            .retain(|&(_, at)| frame.saturating_sub(at) <= RECHECK_WITHIN);
+        let mut again = [Rect::default(); SEEDS_PER_FRAME];
+        let mut n = 0;
+        let mut k = 0;
+        while k < self.rechecks.len() && n < room {
+            let t = self.rechecks[k].0;
+            let middle = seed_box(t);
+            let held = tracks
+                .iter()
+                .any(|(_, tr)| tr.last_box.overlap(if tr.coarse() { &middle } else { &t }) > 0);
+            if held {
+                k += 1;
+            } else {
+                again[n] = t;
+                n += 1;
+                self.rechecks.swap_remove(k);
+            }
+        }
+        for &t in self.seed_tiles[seeds].iter().chain(&again[..n]) {
+            self.proposals.push(Proposal {
+                seed: true,
+                coarse: true,
+                ..Proposal::at(seed_box(t), t)
+            });
+        }
+    }
+}
+
 impl Watcher<'_> {
     /// [`Watcher::step`] for regions: each region (motion, the tracks'
     /// last boxes, tiles or zones) is cropped and classified as `classify`
@@ -147,70 +209,14 @@ impl Watcher<'_> {
                 // Sizes outside --min-area..--max-area are left out before
                 // the largest regions are kept.
                 for &r in p.motion.update(img, (ropts.min_area, ropts.max_area)) {
-                    p.proposals.push(Proposal {
-                        rect: r,
-                        crop: regions::context_square(r, w, h),
-                        from_track: None,
-                        zone: None,
-                        spans: (0, 0),
-                        seed: false,
-                        coarse: false,
-                    });
+                    p.proposals
+                        .push(Proposal::at(r, regions::context_square(r, w, h)));
                 }
-                if p.motion.learned {
-                    // The background learnt: what stands in view now is in
-                    // it, and would be seen only when it moves. The seed
-                    // tiles look for it, a few a frame.
-                    p.seed_next = 0;
-                }
-                let seeds = p.seed_next..(p.seed_next + SEEDS_PER_FRAME).min(p.seed_tiles.len());
-                p.seed_next = seeds.end;
-                let room = SEEDS_PER_FRAME - seeds.len();
-                // Tiles to look at again, once no followed object is in
-                // them (the one that took the seed's track has left).
-                let (tracks, frame_at) = (&p.tracks, frame.index);
-                p.rechecks
-                    .retain(|&(_, at)| frame_at.saturating_sub(at) <= RECHECK_WITHIN);
-                let mut again = [Rect::default(); SEEDS_PER_FRAME];
-                let mut n = 0;
-                let mut k = 0;
-                while k < p.rechecks.len() && n < room {
-                    let t = p.rechecks[k].0;
-                    let middle = seed_box(t);
-                    let held = tracks.iter().any(|(_, tr)| {
-                        tr.last_box.overlap(if tr.coarse() { &middle } else { &t }) > 0
-                    });
-                    if held {
-                        k += 1;
-                    } else {
-                        again[n] = t;
-                        n += 1;
-                        p.rechecks.swap_remove(k);
-                    }
-                }
-                for &t in p.seed_tiles[seeds].iter().chain(&again[..n]) {
-                    p.proposals.push(Proposal {
-                        rect: seed_box(t),
-                        crop: t,
-                        from_track: None,
-                        zone: None,
-                        spans: (0, 0),
-                        seed: true,
-                        coarse: true,
-                    });
-                }
+                p.seed_proposals(frame.index);
             }
             RegionMode::Tiles { .. } if ropts.zones.is_empty() => {
                 for &r in &p.tiles {
-                    p.proposals.push(Proposal {
-                        rect: r,
-                        crop: r,
-                        from_track: None,
-                        zone: None,
-                        spans: (0, 0),
-                        seed: false,
-                        coarse: false,
-                    });
+                    p.proposals.push(Proposal::at(r, r));
                 }
             }
             RegionMode::Tiles { .. } | RegionMode::Full => {
@@ -240,13 +246,9 @@ impl Watcher<'_> {
                     });
                 if !explained && p.proposals.len() < MAX_PROPOSALS {
                     p.proposals.push(Proposal {
-                        rect: t.last_box,
-                        crop: regions::context_square(t.last_box, w, h),
                         from_track: Some(slot),
-                        zone: None,
-                        spans: (0, 0),
-                        seed: false,
                         coarse: t.coarse(),
+                        ..Proposal::at(t.last_box, regions::context_square(t.last_box, w, h))
                     });
                 }
             }
@@ -429,13 +431,9 @@ impl Watcher<'_> {
                 let start = p.outside.len();
                 z.area.outside_spans(crop, &mut xs, &mut p.outside);
                 p.zone_crops.push(Proposal {
-                    rect,
-                    crop,
-                    from_track: None,
                     zone: Some(i),
                     spans: (start, p.outside.len()),
-                    seed: false,
-                    coarse: false,
+                    ..Proposal::at(rect, crop)
                 });
             };
             match ropts.mode {
