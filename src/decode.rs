@@ -9,7 +9,8 @@
 //! libjpeg-turbo by a few levels (see docs/accuracy.md).
 //!
 //! This is the one decode path: `classify`, `eval` and every `watch` source
-//! that carries encoded images go through [`decode_bytes_into`], so a frame
+//! that carries encoded images go through [`decode_bytes_into_as`] (the
+//! exact mode is [`decode_bytes_into`]), so a frame
 //! reaches preprocessing in the same mode as the same file given to
 //! `classify`.
 
@@ -197,6 +198,18 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DecodedImage, DecodeErr
     let mut out = DecodedImage::default();
     decode_bytes_into(bytes, path, &mut out)?;
     Ok(out)
+}
+
+/// `--decode` of `watch` and `eval` (`decode = "exact" | "fast"` in a
+/// watch config): the setting, made a [`Decode`] for the model's input.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeMode {
+    /// Full size, as `classify` decodes a file.
+    #[default]
+    Exact,
+    /// JPEG frames shrunk while decoding (DCT-domain scaling).
+    Fast,
 }
 
 /// How an image is decoded.

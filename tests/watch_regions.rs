@@ -25,7 +25,7 @@ const BOX_AREA_MAX_RATIO: f64 = 6.0;
 struct Recorder(Vec<EventRecord>);
 
 impl Sink for Recorder {
-    fn event(&mut self, _w: usize, r: &EventRecord, _line: &[u8], _on: bool) {
+    fn event(&mut self, r: &EventRecord, _line: &[u8], _on: bool) {
         self.0.push(r.clone());
     }
 }

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use serde_json::json;
 
+use clip_edge::decode::DecodeMode;
 use clip_edge::decode::{decode_file_as, Decode};
 use clip_edge::engine::Engine;
 use clip_edge::eval::{list_labelled, Tally};
 use clip_edge::score::cosine;
-use clip_edge::watch::config::DecodeMode;
 
 use super::{set_threads, status, BundleArg, EngineArg};
 

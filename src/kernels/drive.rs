@@ -2,6 +2,9 @@
 //! sized to the L2 cache, tiles of two rows by four channels, the tails
 //! one dot product at a time; and the kernels' own bounds checks.
 
+/// Bytes of weights one block holds: the block stays in the L2 cache while
+/// every row of `x` passes over it (without blocking, each pair of rows
+/// streamed the whole matrix from memory).
 const WEIGHT_BLOCK_BYTES: usize = 96 << 10;
 
 /// The loop every kernel shares: blocks of output channels whose weights

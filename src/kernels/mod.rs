@@ -448,9 +448,6 @@ impl Kernels {
     }
 }
 
-/// Bytes of weights one block holds: the block stays in the L2 cache while
-/// every row of `x` passes over it (without blocking, each pair of rows
-/// streamed the whole matrix from memory).
 #[cfg_attr(
     not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
     allow(dead_code)

@@ -38,7 +38,7 @@ impl Default for History {
 }
 
 impl History {
-    /// After a frame: the loop's running counts (from zero again after a
+    /// After a frame: the loop's running counts (they carry on across a
     /// reload). Adds a sample when [`EVERY`] has passed since the last.
     pub fn observe(&mut self, now: Instant, frames: u64, inferred: u64, classify_ms: f64) {
         let mark = Mark {
@@ -52,7 +52,7 @@ impl History {
             return;
         };
         if frames < last.frames || inferred < last.inferred {
-            // A reload's new counts: start the span again.
+            // Counts that went back (defensive): start the span again.
             self.last = Some(mark);
             return;
         }

@@ -111,7 +111,8 @@ impl Status {
         let Some(frame) = frame else { return };
         let st = &w.stats;
         if st.frames < s.frames {
-            // A reload's new watcher counts from zero again.
+            // Counters carry on across a reload (`Watcher::carry_on`):
+            // fewer frames than seen is a defensive guard only.
             s.inferred_seen = 0;
             s.classify_ms_seen = 0.0;
             s.crops_seen = 0;
@@ -168,7 +169,7 @@ impl Status {
         }
         s.watched_scores.copy_from_slice(w.watched_scores());
         if st.dropped < s.dropped_seen {
-            // A reload gave the camera a new source, counting from zero.
+            // Defensive: drops carry on across a reload.
             s.dropped_seen = 0;
         }
         if st.dropped > s.dropped_seen {
@@ -298,7 +299,7 @@ impl Status {
 pub struct StatusSink(pub Arc<Status>);
 
 impl Sink for StatusSink {
-    fn event(&mut self, _watched: usize, r: &EventRecord, _line: &[u8], _label_on: bool) {
+    fn event(&mut self, r: &EventRecord, _line: &[u8], _label_on: bool) {
         let Ok(mut s) = self.0.state.lock() else {
             return;
         };

@@ -1,5 +1,5 @@
 //! systemd's notification protocol through the `sd-notify` crate:
-//! `READY=1` once the bundle is loaded and the source open, `WATCHDOG=1`
+//! `READY=1` once the bundle is loaded and the cameras started, `WATCHDOG=1`
 //! at half of `WATCHDOG_USEC` while every camera's loop is alive (a
 //! stalled loop stops the petting, and systemd restarts the service), `STATUS=` lines, and
 //! `STOPPING=1`. Without `NOTIFY_SOCKET` every call does nothing.
@@ -60,7 +60,8 @@ impl Systemd {
         }
     }
 
-    /// The bundle is verified and loaded, the source open.
+    /// The bundle is verified and loaded, the cameras started (a named
+    /// camera's source may still be on its way, tried again with backoff).
     pub fn ready(&mut self, status: &str) {
         self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
         self.pet();
@@ -77,7 +78,7 @@ impl Systemd {
         self.last_pet = Instant::now();
     }
 
-    /// Called by the service about every [`crate::watch::source::IDLE_TICK`]:
+    /// Called by the service's loop every few tens of milliseconds:
     /// pets the watchdog when every camera's loop is `alive` (it ran
     /// within half the watchdog's time), and sends `status()` as `STATUS=`
     /// every [`STATUS_EVERY`].

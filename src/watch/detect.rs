@@ -1,11 +1,13 @@
-//! Event detection for one watched label: per-frame positives debounced into
-//! start and end transitions. Pure logic over frame indices; no allocation.
+//! Event detection for one detector (a watched label over whole frames, or
+//! one track of a label with `--regions`): per-frame positives debounced
+//! into start and end transitions. Pure logic over frame indices; no
+//! allocation.
 //!
 //! A frame is *positive* for the label when the label is the top-1 label with
 //! probability at least its threshold (decided by the caller). An event
 //! starts when `hits` of the last `window` frames are positive, and ends after
-//! `end_after` consecutive frames without a positive. After an end, no event
-//! of the label starts for `cooldown` frames.
+//! `end_after` consecutive frames without a positive. After an end, this
+//! detector starts no event for `cooldown` frames.
 
 use crate::watch::SettingError;
 /// The debouncing rules, shared by every watched label.
@@ -135,8 +137,9 @@ impl Detector {
             .find(|&s| self.frames[s] == frame)
     }
 
-    /// Feed the next frame, `frame` (called once per frame classified, in
-    /// the source's order; dropped frames leave gaps in the indices). `score`
+    /// Feed the next frame, `frame` (called once per frame stepped, in the
+    /// source's order; a frame `--motion-threshold` skipped repeats the last
+    /// result; dropped frames leave gaps in the indices). `score`
     /// is the label's probability in it.
     pub fn feed(&mut self, frame: u64, positive: bool, score: f32) -> Option<Transition> {
         self.history = self.history << 1 | positive as u64;

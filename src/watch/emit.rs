@@ -128,7 +128,7 @@ impl Watcher<'_> {
         log::info!("{}", String::from_utf8_lossy(&line));
         let label_on = self.active(i);
         for s in &mut self.sinks {
-            s.event(i, &record, &line, label_on);
+            s.event(&record, &line, label_on);
         }
         if kind == EventKind::Start {
             self.stats.events += 1;

@@ -1,5 +1,7 @@
-//! The event log: JSON lines, appended and fsync'd before any action fires,
-//! so it stays the source of truth whatever happens to GPIO or MQTT.
+//! The event log: JSON lines, appended and fsync'd before the sinks (GPIO,
+//! MQTT) are told, so it stays the source of truth whatever happens to
+//! them; a line the disk refuses waits in memory, is written when the disk
+//! takes it again, and the sinks act meanwhile.
 //!
 //! On open, a partial last line (a crash mid-write) is cut off and events
 //! left open by a crash are closed with `"reason": "interrupted"`, so the

@@ -1,9 +1,9 @@
 //! The camera loop (`clip-edge watch`): frames in, events out.
 //!
 //! [`Watcher::step`] classifies one frame with the engine, feeds each
-//! watched label's [`detect::Detector`], and for every start or end writes
-//! the event to the log (fsync'd) before any [`Sink`] (GPIO, MQTT) acts on
-//! it. Once warm a step allocates nothing unless an event starts or ends.
+//! watched label's [`detect::Detector`], and for every start or end appends
+//! the event to the log (fsync'd; a line the disk refuses waits in memory)
+//! and then hands it to each [`Sink`] (GPIO, MQTT). Once warm a step allocates nothing unless an event starts or ends.
 //! Sources, sinks and the log are separate modules; the service layer
 //! (systemd, HTTP) builds on this one.
 
@@ -20,9 +20,11 @@ mod places;
 pub mod regions;
 mod run;
 pub mod secrets;
+mod sink;
 pub mod snapshots;
 pub mod source;
 pub mod track;
+mod whole_frame;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +39,7 @@ use detect::{Detector, Rules, Transition};
 use events::{EventKind, EventLog, EventLogError, EventRecord, Ids};
 use places::Places;
 use regions::{Rect, RegionOptions};
+pub use sink::Sink;
 use source::{Frame, FrameSource, Next, SourceError};
 
 /// A setting `watch` cannot use (a flag, a config file's key, a zone, a
@@ -89,61 +92,13 @@ pub struct Watched {
 /// Default probability threshold of a watched label.
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
-/// Something that acts on events (a GPIO line, an MQTT publisher). Called
-/// after the event is on disk.
-pub trait Sink {
-    /// `watched` indexes [`Options::watched`]; `line` is the log line;
-    /// `label_on` whether the label has any event open after this one
-    /// (two objects of one label are two events, one state).
-    fn event(&mut self, watched: usize, record: &EventRecord, line: &[u8], label_on: bool);
-
-    /// After each frame: each watched label's probability in it (with
-    /// regions, its highest over the frame's crops). Called every frame:
-    /// a sink must not allocate here but at its own, slower pace.
-    fn scores(&mut self, _watched: &[Watched], _scores: &[f32]) {}
-}
-
-impl<P: embedded_hal::digital::OutputPin> Sink for gpio::GpioLines<P> {
-    fn event(&mut self, _watched: usize, record: &EventRecord, _line: &[u8], label_on: bool) {
-        match record.event {
-            EventKind::Start | EventKind::End => self.set(&record.label, label_on),
-            EventKind::SourceLost | EventKind::SourceBack => {}
-        }
-    }
-}
-
-impl Sink for mqtt::Mqtt {
-    fn scores(&mut self, watched: &[Watched], scores: &[f32]) {
-        mqtt::Mqtt::scores(self, watched, scores);
-    }
-
-    fn event(&mut self, _watched: usize, record: &EventRecord, line: &[u8], label_on: bool) {
-        mqtt::Mqtt::event(self, line);
-        match record.event {
-            EventKind::Start | EventKind::End => {
-                let start = record.event == EventKind::Start;
-                if let Ok(json) = serde_json::to_value(record) {
-                    self.fire(&record.label, if start { "start" } else { "end" }, &json);
-                }
-                if let (true, Some(path)) = (start, &record.snapshot) {
-                    self.snapshot(&record.label, Path::new(path));
-                }
-                self.state(&record.label, label_on);
-                if let Some(zone) = &record.zone {
-                    self.zone_event(zone, &record.label, record.event == EventKind::Start);
-                }
-            }
-            EventKind::SourceLost | EventKind::SourceBack => {}
-        }
-    }
-}
-
 /// What the loop does besides classifying.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub watched: Vec<Watched>,
     pub rules: Rules,
-    /// Frames per second to pace a `dir:` source at (None: as fast as it goes).
+    /// The loop's highest frame rate, whatever the source (None: as fast as
+    /// frames come).
     pub fps: Option<f64>,
     /// Skip inference on a frame whose mean absolute difference to the last
     /// inferred frame (0-255 scale, sampled) is below this.
@@ -214,7 +169,8 @@ pub enum Ended {
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Stats {
     pub frames: u64,
-    /// Frames the encoder ran on (the rest were skipped by motion gating).
+    /// Frames the encoder ran on (the rest were skipped by
+    /// `--motion-threshold`, or, with regions, had no region to classify).
     pub inferred: u64,
     pub bad_frames: u64,
     pub dropped: u64,
@@ -229,7 +185,9 @@ pub struct Stats {
     pub snapshot_write_errors: u64,
     /// Snapshots removed to keep the folder within its size and age.
     pub snapshots_removed: u64,
-    /// Milliseconds in total: getting frames (decode, convert, queue),
+    /// Milliseconds in total: waiting for frames (what the loop waits on
+    /// the source; decoding runs on the source's own thread, for folders
+    /// and live sources alike),
     /// classifying (preprocess, encode, score), the loop's own work
     /// (detection, events, snapshots, actions).
     pub source_ms: f64,
@@ -452,45 +410,7 @@ impl<'a> Watcher<'a> {
         if !self.opts.regions.whole_frame() {
             return self.step_regions(frame, t0);
         }
-        let skip = match self.opts.motion_threshold {
-            Some(thr) if self.have_reference => mean_abs_diff(&self.reference, frame) < thr,
-            _ => false,
-        };
-        let mut top = None;
-        if !skip {
-            let (stats, label_scores) = (&mut self.stats, &mut self.label_scores);
-            top = Some(self.engine.with(|e| {
-                classify_counted(e, stats, &frame.image, frame.index)?;
-                label_scores.copy_from_slice(&e.scores);
-                Ok::<_, WatchError>(e.top()[0])
-            })?);
-            self.stats.inferred += 1;
-            if self.opts.motion_threshold.is_some() {
-                self.reference.copy_from(frame);
-                self.have_reference = true;
-            }
-        }
-        let t1 = Instant::now();
-        self.stats.classify_ms += (t1 - t0).as_secs_f64() * 1e3;
-        // A skipped frame repeats the last one's result.
-        let (top, top_p) = top.unwrap_or_else(|| {
-            let s = &self.label_scores;
-            let i = (0..s.len()).max_by(|&a, &b| s[a].total_cmp(&s[b]));
-            i.map_or((usize::MAX, 0.0), |i| (i, s[i]))
-        });
-        let mut n = 0;
-        for i in 0..self.opts.watched.len() {
-            let w = &self.opts.watched[i];
-            let positive = top == w.index && top_p >= w.threshold;
-            let score = self.label_scores[w.index];
-            self.scores[i] = score;
-            if let Some(t) = self.detectors[i].feed(frame.index, positive, score) {
-                self.emit(i, t, None)?;
-                n += 1;
-            }
-        }
-        self.stats.loop_ms += t1.elapsed().as_secs_f64() * 1e3;
-        Ok(n)
+        self.step_whole_frame(frame, t0)
     }
 
     /// Writes a source note (lost / back) to the log and the sinks; a lost
@@ -527,7 +447,7 @@ impl<'a> Watcher<'a> {
         let line = serde_json::to_vec(&record).expect("an event serialises");
         log::warn!("{}", String::from_utf8_lossy(&line));
         for s in &mut self.sinks {
-            s.event(usize::MAX, &record, &line, false);
+            s.event(&record, &line, false);
         }
         Ok(())
     }
@@ -548,16 +468,6 @@ impl<'a> Watcher<'a> {
         self.places.transitions = ends;
         self.places.tracks.retire_idle();
         Ok(())
-    }
-
-    /// This run's id prefix (new ids after a reload must stay above it).
-    pub fn run_id(&self) -> u64 {
-        self.ids.run()
-    }
-
-    /// The event log, for the next watcher (after a reload).
-    pub fn into_log(self) -> Option<SharedLog> {
-        self.log
     }
 
     /// Open events, as (label, event id).
@@ -603,23 +513,4 @@ struct Place {
     rect: Rect,
     track: u64,
     zone: Option<String>,
-}
-
-/// Mean absolute difference of two frames over every 7th byte (0-255
-/// scale); frames of different sizes or modes differ completely.
-pub fn mean_abs_diff(a: &Frame, b: &Frame) -> f32 {
-    let (a, b) = (&a.image, &b.image);
-    if (a.width, a.height, a.mode) != (b.width, b.height, b.mode) || a.data.len() != b.data.len() {
-        return f32::INFINITY;
-    }
-    let (mut sum, mut n) = (0u64, 0u64);
-    for (x, y) in a.data.iter().zip(&b.data).step_by(7) {
-        sum += x.abs_diff(*y) as u64;
-        n += 1;
-    }
-    if n == 0 {
-        0.0
-    } else {
-        sum as f32 / n as f32
-    }
 }

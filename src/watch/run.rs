@@ -4,8 +4,8 @@
 use super::*;
 
 impl Watcher<'_> {
-    /// Runs `source` to its end (or until `stop` is set), pacing a folder
-    /// at `fps`; ends open events with "source_end" or "shutdown".
+    /// Runs `source` to its end (or until `stop` is set), at most `fps`
+    /// frames a second whatever the source; ends open events with "source_end" or "shutdown".
     pub fn run(
         &mut self,
         source: &mut dyn FrameSource,

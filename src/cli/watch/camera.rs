@@ -117,13 +117,12 @@ pub(super) struct Camera {
     thread: Option<JoinHandle<Finished>>,
 }
 
-/// Opens camera `plan`'s edges and source and starts its thread; `closed`:
-/// the events a crash left open (closed at start), published on its topics.
 /// A source opened before [`start`] (by a reload, on a thread of its own).
 pub(super) type Opened = std::result::Result<Box<dyn FrameSource>, watch::source::SourceError>;
 
 /// Starts a camera: its GPIO lines, its source (`opened`, or opened here),
-/// its MQTT connection and its thread.
+/// its MQTT connection and its thread; `closed`: the events a crash left
+/// open (closed at start), published on its topics.
 pub(super) fn start(
     plan: CameraPlan,
     edges: &Edges,
@@ -157,7 +156,7 @@ pub(super) fn start(
             log::error!("{context}{e}; tried again with backoff, the other cameras go on");
             let (spec, fps, decode) = (plan.spec.clone(), plan.opts.fps, plan.opts.decode);
             Box::new(watch::source::Reopening::waiting(
-                &watch::source::redacted(&spec),
+                &watch::secrets::redacted(&spec),
                 e.to_string(),
                 Box::new(move || watch::source::open(&spec, fps, decode)),
             ))

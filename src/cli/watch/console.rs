@@ -11,7 +11,7 @@ pub(super) struct Console {
 }
 
 impl Sink for Console {
-    fn event(&mut self, _watched: usize, r: &watch::events::EventRecord, line: &[u8], _on: bool) {
+    fn event(&mut self, r: &watch::events::EventRecord, line: &[u8], _on: bool) {
         if self.json {
             out!("{}", String::from_utf8_lossy(line));
             return;
@@ -82,7 +82,7 @@ pub(super) fn hello_line(checked: &Checked) -> String {
             format!(
                 "{}{} for {}",
                 c.settings.context(),
-                watch::source::redacted(&c.spec),
+                watch::secrets::redacted(&c.spec),
                 labels.join(", "),
             )
         })

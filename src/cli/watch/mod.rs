@@ -22,12 +22,16 @@ use clip_edge::watch::{self, gpio, lock, mqtt, Ended, Sink, Watcher};
 
 mod camera;
 mod console;
-mod service;
-mod setup;
+mod plan;
+mod reload;
+mod start;
+mod supervisor;
 
 use console::*;
-use service::*;
-use setup::*;
+use plan::*;
+use reload::*;
+use start::*;
+use supervisor::*;
 
 /// The config read when `watch` is given neither `--config`, `--bundle`
 /// nor `--source` (what the packaged unit runs); `CLIP_EDGE_CONFIG`
@@ -138,7 +142,7 @@ fn check(args: &WatchArgs) -> ExitCode {
                             .map(|w| w.label.as_str())
                             .collect::<Vec<_>>()
                             .join(", "),
-                        watch::source::redacted(&cam.spec)
+                        watch::secrets::redacted(&cam.spec)
                     )
                 })
                 .collect();

@@ -353,8 +353,8 @@ struct GatherArgs {
 // int8 matrix units).
 __global__ void ce_gather(GatherArgs p) {
     // A thread per value: blocks along the row (x), rows (y), images (z).
-    // (A block per row with a loop was slower at one image, no faster at
-    // 32, on an H200.)
+    // (A block per row with a loop measured no faster: see
+    // docs/benchmarks.md.)
     int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= p.kpad) return;
     i64 r = blockIdx.y, img = blockIdx.z;

@@ -31,7 +31,7 @@ pub struct CameraTable {
     pub cooldown: Option<u32>,
     pub motion_threshold: Option<f32>,
     pub regions: Option<String>,
-    pub decode: Option<super::DecodeMode>,
+    pub decode: Option<crate::decode::DecodeMode>,
     pub zone: Option<Vec<ZoneSpec>>,
     pub min_area: Option<f32>,
     pub max_area: Option<f32>,
@@ -159,7 +159,7 @@ impl WatchArgs {
         if let Some(s) = &self.source {
             return Err(format!(
                 "source {:?}: given beside [[camera]] tables (each camera names its own source)",
-                super::redacted(s)
+                crate::watch::secrets::redacted(s)
             ));
         }
         if let Some(g) = self.gpio.first() {
@@ -181,7 +181,7 @@ impl WatchArgs {
                     return Err(format!(
                         "camera {:?}: source {:?} is camera {:?}'s too",
                         t.name,
-                        super::redacted(source),
+                        crate::watch::secrets::redacted(source),
                         o.shown_name()
                     ));
                 }

@@ -9,9 +9,9 @@ use serde::Deserialize;
 
 use super::detect::Rules;
 use super::{Watched, DEFAULT_THRESHOLD};
+use crate::decode::DecodeMode;
 use crate::engine::{Device, EngineKind};
 
-pub use super::secrets::{read_password_file, redacted, with_url_password, world_readable};
 pub use camera::{CameraSettings, CameraTable};
 pub use regions::{ZoneSpec, ZoneTable};
 
@@ -46,7 +46,7 @@ pub struct WatchArgs {
     #[arg(long = "watch", value_name = "LABEL[=THRESHOLD]")]
     #[serde(default)]
     pub watch: Vec<String>,
-    /// Append events here as JSON lines (fsync'd before any action).
+    /// Append events here as JSON lines (fsync'd before GPIO and MQTT are told; held in memory while the disk refuses).
     #[arg(long, value_name = "FILE.jsonl")]
     pub events: Option<PathBuf>,
     /// Rotate the event log past this many megabytes (FILE.jsonl.1, .2, …;
@@ -378,17 +378,6 @@ impl WatchArgs {
             max_age: days.map(|d| std::time::Duration::from_secs_f64(d * 86_400.0)),
         })
     }
-}
-
-/// `--decode` (`decode = "exact" | "fast"` in the config).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DecodeMode {
-    /// Full size, as `classify` decodes a file.
-    #[default]
-    Exact,
-    /// JPEG frames shrunk while decoding (DCT-domain scaling).
-    Fast,
 }
 
 /// `LABEL[=THRESHOLD]`; `what` names the setting in errors.

@@ -34,7 +34,7 @@ pub(super) fn discovery(
     });
     // One entity's retained config: its fields, plus what every one has.
     // `entity_id` is the id Home Assistant gives it at first
-    // (`default_entity_id`; object_id was deprecated in 2025.10).
+    // (`default_entity_id`; Home Assistant release 2025.10 deprecated object_id).
     let entity = |kind: &str,
                   key: &str,
                   unique_id: String,

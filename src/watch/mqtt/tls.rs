@@ -126,7 +126,7 @@ fn read_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, St
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("mqtt_key {}: {e}", path.display()))?;
-    if crate::watch::config::world_readable(path) {
+    if crate::watch::secrets::world_readable(path) {
         log::warn!(
             "mqtt_key {}: every user of this machine can read it (chmod 600; for the packaged service, group clip-edge and chmod 640)",
             path.display()

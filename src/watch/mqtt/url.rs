@@ -69,7 +69,7 @@ impl MqttUrl {
             )
             .into());
         }
-        let first = crate::watch::config::read_password_file("mqtt_password_file", path)?;
+        let first = crate::watch::secrets::read_password_file("mqtt_password_file", path)?;
         self.password = Some(first);
         Ok(self)
     }
@@ -79,7 +79,7 @@ impl std::str::FromStr for MqttUrl {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let shown = crate::watch::config::redacted(s);
+        let shown = crate::watch::secrets::redacted(s);
         let bad = |why: &str| {
             format!(
                 "--mqtt {shown:?}: {why} (expected mqtt[s]://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX])"
@@ -155,8 +155,8 @@ impl std::str::FromStr for MqttUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::watch::config::world_readable;
     use crate::watch::mqtt::slug;
+    use crate::watch::secrets::world_readable;
 
     #[test]
     fn password_files_empty_or_readable_by_all_are_named() {

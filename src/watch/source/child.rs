@@ -11,7 +11,7 @@
 //! stop, a reload), and it is started again with backoff when it dies
 //! ([`Reopening`]). A video file played to its end (the program exits 0)
 //! ends the source; a live input never ends, so any exit is a lost source.
-//! Credentials in a URL never reach a log line ([`super::redacted`]).
+//! Credentials in a URL never reach a log line ([`crate::watch::secrets::redacted`]).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};

@@ -9,9 +9,10 @@
 //! - `http://…`, `https://…` ([`http`]): an IP camera's MJPEG stream or
 //!   snapshot URL.
 //!
-//! Live sources run in their own thread behind a [`LiveQueue`] ([`live`])
+//! Live sources run in their own thread behind a [`LiveQueue`] ([`queue`])
 //! that keeps the newest frames and drops (and counts) the oldest when the
-//! loop falls behind. Frames are written into buffers the caller owns and
+//! loop falls behind; a lost one is reopened with backoff ([`Reopening`],
+//! [`reopen`]). Frames are written into buffers the caller owns and
 //! reuses, decoded by [`crate::decode`] in the image's own mode, as
 //! `classify` decodes a file.
 
@@ -25,16 +26,18 @@ use crate::preprocess::ImageView;
 pub mod child;
 pub mod dir;
 pub mod http;
-pub mod live;
 pub mod mjpeg;
 pub mod prefetch;
+mod queue;
+mod reopen;
 pub mod v4l2;
 
 pub use crate::decode::Decode;
-pub use crate::watch::config::redacted;
+pub use crate::watch::secrets::redacted;
 pub use dir::DirSource;
-pub use live::{LiveQueue, Opener, Reopening, BAD_RUN_LOST, CLOSE_WAIT, REOPEN_BACKOFF};
 pub use mjpeg::MjpegStream;
+pub use queue::{LiveQueue, BAD_RUN_LOST, CLOSE_WAIT};
+pub use reopen::{Opener, Reopening, REOPEN_BACKOFF};
 pub use v4l2::{PixelFormat, V4l2Spec};
 
 /// The largest JPEG accepted on a stream (a frame is refused beyond it,
@@ -255,4 +258,16 @@ pub(crate) mod tests {
             .unwrap();
         out
     }
+}
+
+/// `n` frames of one pixel, frame `i` of value `i`.
+#[cfg(test)]
+fn one_pixel_frames(n: u8) -> Vec<Frame> {
+    (0..n)
+        .map(|i| {
+            let mut f = Frame::default();
+            f.reshape_rgb(1, 1).fill(i);
+            f
+        })
+        .collect()
 }

@@ -1,21 +1,12 @@
-//! From settings to a running service: the model loaded and verified,
-//! every setting of every camera checked (`--check`), the edges and the
-//! sources opened.
+//! From settings to plans: the model loaded and verified, and every setting
+//! of every camera checked together (what `--check` reports, and what a
+//! start or a reload refuses to go on with).
 
 use super::*;
 use clip_edge::decode::Decode;
+use clip_edge::decode::DecodeMode;
 use clip_edge::section_cache::SectionCache;
-use clip_edge::watch::config::DecodeMode;
 use std::path::Path;
-
-/// This machine's name (MQTT topics, Home Assistant's device).
-pub(super) fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "clip-edge".into())
-}
 
 /// The model every camera shares, and the settings it was loaded with.
 pub(super) struct Model {
@@ -101,8 +92,8 @@ pub(super) fn camera_plan(
     let mut problems: Vec<String> = Vec::new();
     let mut spec = args.source.clone();
     if let (Some(s), Some(p)) = (&spec, &args.source_password_file) {
-        match watch::config::read_password_file("source_password_file", p)
-            .and_then(|pw| watch::config::with_url_password(s, &pw))
+        match watch::secrets::read_password_file("source_password_file", p)
+            .and_then(|pw| watch::secrets::with_url_password(s, &pw))
         {
             Ok(with) => spec = Some(with),
             Err(e) => problems.push(e.0),
@@ -238,7 +229,7 @@ fn camera_options(
                 motion_threshold: args.motion_threshold,
                 snapshots: args.snapshots.clone(),
                 snapshot_retention,
-                source_name: watch::source::redacted(source),
+                source_name: watch::secrets::redacted(source),
                 regions,
                 camera: cam.name.clone(),
                 decode,
@@ -454,169 +445,4 @@ pub(super) fn validate(args: &WatchArgs) -> std::result::Result<Checked, Box<Inv
             http_addr,
         })),
     }
-}
-
-/// Opens the event log, the status server and every camera, installs the
-/// signal handlers and tells systemd the service is ready.
-/// Opens the event log, the status page and the broker's connection, then
-/// starts the cameras. `hello` (with --json-events: on stderr, stdout
-/// holding JSON lines only) is said once the log is open and the page
-/// serves, before any camera runs: a watch that cannot start says only
-/// why, and no event line comes before it.
-pub(super) fn set_up(
-    checked: Checked,
-    console: Option<Console>,
-    hello: Option<(bool, String)>,
-) -> Result<Service> {
-    let Checked {
-        cameras,
-        mqtt_url,
-        http_addr,
-        health_timeout,
-        threads,
-        model,
-        events,
-        events_rotation,
-        node,
-    } = checked;
-
-    let (log, last_run, closed) = match &events {
-        Some(p) => {
-            // A file that is not an event log (or too large to read), one
-            // this user may not write: settings that cannot work (exit 78,
-            // not restarted). Other I/O errors (a disk not mounted yet) are
-            // worth a restart.
-            use watch::events::EventLogError;
-            let (log, rec) = watch::events::EventLog::open_rotating(p, events_rotation).map_err(
-                |e| match &e {
-                    EventLogError::Io { source, .. }
-                        if source.kind() != std::io::ErrorKind::PermissionDenied =>
-                    {
-                        anyhow::Error::new(e)
-                    }
-                    _ => anyhow::Error::new(ConfigError(e.into())),
-                },
-            )?;
-            for c in &rec.closed {
-                log::warn!(
-                    "{}: event {} ({}) was left open by a crash; closed as interrupted",
-                    p.display(),
-                    c.id,
-                    c.label
-                );
-            }
-            (Some(Arc::new(Mutex::new(log))), rec.last_run, rec.closed)
-        }
-        None => (None, None, Vec::new()),
-    };
-    let server = match http_addr {
-        Some(addr) => {
-            let m = &model.engine.bundle.manifest;
-            let info = [
-                ("version", env!("CARGO_PKG_VERSION").to_string()),
-                ("engine", model.engine.kind().to_string()),
-                ("precision", m.precision.to_string()),
-                ("architecture", m.model.architecture.clone()),
-                ("bundle", model.bundle.display().to_string()),
-            ];
-            let server = http::Server::new(&info, mqtt_url.is_some());
-            http::raise_descriptor_limit();
-            // A port another program holds, or one this user may not
-            // bind: settings that cannot work (exit 78, not restarted). An
-            // address not there yet (a network still coming up at boot) is
-            // worth a restart.
-            http::serve(addr, server.clone()).map_err(|e| match e.kind() {
-                std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied => {
-                    anyhow::Error::new(ConfigError(e.into()))
-                }
-                _ => e.into(),
-            })?;
-            Some(server)
-        }
-        None => None,
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
-    }
-    let reload = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
-        .context("installing signal handlers")?;
-    let edges = Edges {
-        mqtt: mqtt_url.map(|(u, tls)| {
-            let node = node.unwrap_or_else(host_name);
-            (u.for_node(&node), tls, node)
-        }),
-        http_addr,
-        server,
-        health_timeout: Duration::from_secs_f64(health_timeout),
-    };
-    let shared = camera::Shared {
-        engine: Arc::new(Mutex::new(model.engine)),
-        log,
-        last_run: Arc::new(Mutex::new(last_run)),
-        stop: stop.clone(),
-        console,
-        stall: Arc::new(clip_edge::service::systemd::Stall::from_env()),
-        epoch: Instant::now(),
-    };
-    match hello {
-        Some((true, line)) => eprintln!("{line}"),
-        Some((false, line)) => out!("{line}"),
-        None => {}
-    }
-    let mut running = Vec::with_capacity(cameras.len());
-    let mut hello = Vec::new();
-    for plan in cameras {
-        hello.push(format!(
-            "{}{} for {}",
-            plan.settings.context(),
-            watch::source::redacted(&plan.spec),
-            plan.opts
-                .watched
-                .iter()
-                .map(|w| w.label.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        match camera::start(plan, &edges, &shared, &closed, None) {
-            Ok(c) => running.push(c),
-            Err(e) => {
-                // The cameras already running end their events and stop.
-                stop.store(true, Ordering::Relaxed);
-                for c in running {
-                    let _ = c.join();
-                }
-                return Err(e);
-            }
-        }
-    }
-    let mut systemd = Systemd::from_env();
-    let hello = format!("watching {}", hello.join("; "));
-    log::info!("{hello}");
-    systemd.ready(&hello);
-    Ok(Service {
-        threads,
-        bundle: model.bundle,
-        model_key: model.key,
-        shared,
-        edges,
-        cameras: running,
-        finished: Vec::new(),
-        flushing: Vec::new(),
-        flushed: Vec::new(),
-        systemd,
-        stop,
-        reload,
-        loading: None,
-    })
-}
-
-/// What the service's cameras connect to: the broker, the status server.
-pub(super) struct Edges {
-    /// The broker, its TLS configuration and this node's name.
-    pub(super) mqtt: Option<(mqtt::MqttUrl, Option<Arc<rustls::ClientConfig>>, String)>,
-    pub(super) http_addr: Option<std::net::SocketAddr>,
-    pub(super) server: Option<Arc<http::Server>>,
-    pub(super) health_timeout: Duration,
 }
