@@ -1,6 +1,8 @@
 //! `clip-edge`: the board binary. Loads a bundle and classifies frames; the
 //! commands live in [`cli`], one file each.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clip_edge::error_line;

@@ -100,7 +100,7 @@ impl clip_edge::watch::source::v4l2::Capture for Captured {
 /// A V4L2 camera's MJPG, YUYV and NV12 captures of clip frames (the JPEG
 /// files as they are; YUYV and NV12 made here from the RGB frame with
 /// BT.601, chroma averaged as a sensor's ISP does, NV12 with padded rows)
-/// through the V4L2 source's `Camera`: MJPG decodes to the frame itself,
+/// through the V4L2 source's `V4l2Source`: MJPG decodes to the frame itself,
 /// YUYV and NV12 close to it with the same top-1 label; a short buffer,
 /// garbage for a JPEG and a whole buffer the driver flagged as corrupt are
 /// bad frames (skipped, their index counted), and an unplugged device is
@@ -108,7 +108,7 @@ impl clip_edge::watch::source::v4l2::Capture for Captured {
 #[test]
 fn v4l2_camera_turns_mjpg_yuyv_and_nv12_captures_into_the_frame() {
     use clip_edge::watch::convert::rgb_to_ycbcr;
-    use clip_edge::watch::source::v4l2::{Camera, PixelFormat};
+    use clip_edge::watch::source::v4l2::{PixelFormat, V4l2Source};
     use clip_edge::watch::source::{Frame, Next, SourceError};
     let mut engine = common::default_int8_engine();
     let files = common::clip_jpegs();
@@ -172,7 +172,7 @@ fn v4l2_camera_turns_mjpg_yuyv_and_nv12_captures_into_the_frame() {
             } else {
                 good[..good.len() - 1].to_vec()
             };
-            let mut cam = Camera::new(
+            let mut cam = V4l2Source::new(
                 Captured {
                     buffers: [(bad, false), (good.clone(), true), (good, false)]
                         .into_iter()

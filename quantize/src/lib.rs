@@ -1,6 +1,8 @@
 //! `clip-quantize`: the host-side half of the project. Reads CLIP checkpoints,
 //! builds tract graphs, tokenizes prompts. Nothing here ships to a board.
 
+#![forbid(unsafe_code)]
+
 pub mod atomic;
 pub mod bundle;
 pub mod checkpoint;

@@ -1,6 +1,8 @@
 //! `clip-quantize`: the host-side commands (inspect, tokenize, preprocess,
 //! build, sections, keygen, synth, embed).
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

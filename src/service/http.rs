@@ -322,7 +322,7 @@ fn respond(server: &Server, req: tiny_http::Request) {
             None => no_camera(),
         },
         (tiny_http::Method::Get, "/snapshot.jpg") => match server.camera(camera.as_deref()) {
-            Some(s) => match s.snapshot_jpeg() {
+            Some(s) => match s.latest_frame_jpeg() {
                 Some(j) => ok(j, "image/jpeg"),
                 None => ok(b"no frame yet\n".to_vec(), "text/plain").with_status_code(404),
             },

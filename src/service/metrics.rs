@@ -13,7 +13,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::watch::mqtt::{MqttStats, MqttStatsSource};
+use crate::watch::mqtt::{MqttStats, MqttStatsHandle};
 
 type Labels = Vec<(String, String)>;
 type F64Counter = Counter<f64, AtomicU64>;
@@ -198,7 +198,7 @@ pub struct Metrics {
 impl Metrics {
     /// `camera`'s series (created at zero); `mqtt`: its publisher's
     /// counters, read at each scrape.
-    pub fn new(f: &Families, camera: &str, mqtt: Option<MqttStatsSource>) -> Self {
+    pub fn new(f: &Families, camera: &str, mqtt: Option<MqttStatsHandle>) -> Self {
         let l: Labels = vec![("camera".into(), camera.into())];
         Metrics {
             camera: camera.to_string(),
@@ -279,7 +279,7 @@ impl Metrics {
 
 /// The MQTT publisher's counters, read when `/metrics` is scraped.
 struct MqttMetrics {
-    source: MqttStatsSource,
+    source: MqttStatsHandle,
     published: Counter,
     dropped: Counter,
     connect_failures: Counter,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::history::History;
 use super::metrics::{Families, Metrics};
 use crate::watch::events::{EventKind, EventRecord};
-use crate::watch::mqtt::MqttStatsSource;
+use crate::watch::mqtt::MqttStatsHandle;
 use crate::watch::regions::Rect;
 use crate::watch::source::Frame;
 use crate::watch::{Sink, Watcher};
@@ -67,7 +67,7 @@ impl Status {
         camera: &str,
         labels: Vec<String>,
         silent_after: Duration,
-        mqtt: Option<MqttStatsSource>,
+        mqtt: Option<MqttStatsHandle>,
     ) -> Arc<Self> {
         let metrics = Metrics::new(families, camera, mqtt);
         let n = labels.len();
@@ -247,7 +247,7 @@ impl Status {
     /// The last frame with its boxes, as a JPEG. The frame is copied under
     /// the lock and encoded after it, so that the camera loop (which takes
     /// the lock every frame) never waits for an encoding.
-    pub(super) fn snapshot_jpeg(&self) -> Option<Vec<u8>> {
+    pub(super) fn latest_frame_jpeg(&self) -> Option<Vec<u8>> {
         use image::ImageEncoder;
         let (rgb, width, height) = {
             let s = self.state.lock().ok()?;

@@ -112,11 +112,11 @@ impl Systemd {
 }
 
 /// Fault injection for the watchdog test ([`STALL_ENV`]).
-pub struct Stall(Option<u64>);
+pub struct InjectedStall(Option<u64>);
 
-impl Stall {
+impl InjectedStall {
     pub fn from_env() -> Self {
-        Stall(std::env::var(STALL_ENV).ok().and_then(|v| v.parse().ok()))
+        InjectedStall(std::env::var(STALL_ENV).ok().and_then(|v| v.parse().ok()))
     }
 
     /// Stalls the calling loop for good once it has taken `frames` frames.

@@ -54,7 +54,7 @@ impl Watcher<'_> {
         reason: Option<&str>,
     ) -> Result<(), WatchError> {
         let new_id = matches!(t, Transition::Start { .. }).then(|| self.ids.next_id());
-        let track = self.places.tracks.get_mut(slot).expect("a live track");
+        let track = self.regions.tracks.get_mut(slot).expect("a live track");
         let (id, rect) = match (t, new_id) {
             (Transition::Start { frame, .. }, Some(id)) => {
                 track.open_id = Some(id.clone());

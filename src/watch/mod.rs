@@ -16,7 +16,7 @@ pub mod events;
 pub mod gpio;
 pub mod motion;
 pub mod mqtt;
-mod places;
+mod region_step;
 pub mod regions;
 mod run;
 pub mod secrets;
@@ -37,7 +37,7 @@ use crate::decode::DecodedImage;
 use crate::engine::{Engine, EngineError};
 use detect::{Detector, Rules, Transition};
 use events::{EventKind, EventLog, EventLogError, EventRecord, Ids};
-use places::Places;
+use region_step::RegionState;
 use regions::{Rect, RegionOptions};
 pub use sink::Sink;
 use source::{Frame, FrameSource, Next, SourceError};
@@ -218,13 +218,13 @@ pub struct Watcher<'a> {
     recent: Vec<Frame>,
     /// The slot of `recent` the next frame takes, modulo its length.
     recent_next: u64,
-    /// The last inferred frame (motion gating).
-    reference: Frame,
-    have_reference: bool,
+    /// The last inferred frame (`--motion-threshold`'s skip).
+    last_inferred: Frame,
+    have_last_inferred: bool,
     /// Index of the last frame stepped.
     last_index: u64,
     /// Regions, zones and tracks (unused for the whole frame).
-    places: Places,
+    regions: RegionState,
     /// Each watched label's probability in the last frame (with regions:
     /// its highest over the frame's crops).
     scores: Vec<f32>,
@@ -300,10 +300,10 @@ impl<'a> Watcher<'a> {
             sinks,
             recent: vec![Frame::default(); keep],
             recent_next: 0,
-            reference: Frame::default(),
-            have_reference: false,
+            last_inferred: Frame::default(),
+            have_last_inferred: false,
             last_index: 0,
-            places: Places::new(rules),
+            regions: RegionState::new(rules),
             scores: vec![0.0; n],
             trouble_log: None,
             trouble_snapshots: None,
@@ -366,7 +366,7 @@ impl<'a> Watcher<'a> {
         if self.opts.regions.whole_frame() {
             self.detectors[i].active()
         } else {
-            self.places.tracks.label_active(i)
+            self.regions.tracks.label_active(i)
         }
     }
 
@@ -374,14 +374,14 @@ impl<'a> Watcher<'a> {
     /// indices in the bundle.
     pub fn open_boxes(&self) -> impl Iterator<Item = (usize, Rect)> + '_ {
         let watched = &self.opts.watched;
-        self.places
+        self.regions
             .tracks
             .iter()
             .filter(|(_, t)| t.detector.active())
             .map(move |(_, t)| (watched[t.watched].index, t.last_box))
     }
 
-    /// Classifies `frame` (unless motion gating skips it), updates the
+    /// Classifies `frame` (unless `--motion-threshold` skips it), updates the
     /// detectors and emits the events. Returns how many events started or
     /// ended. A frame it cannot use ([`WatchError::Frame`]) is counted as a
     /// bad frame, not a frame.
@@ -423,7 +423,7 @@ impl<'a> Watcher<'a> {
             }
             source::SourceNote::Back => {
                 // The scene may have changed while the source was away.
-                self.places.motion.reset();
+                self.regions.motion.reset();
                 (EventKind::SourceBack, None)
             }
         };
@@ -459,14 +459,14 @@ impl<'a> Watcher<'a> {
                 self.emit(i, t, Some(reason))?;
             }
         }
-        let mut ends = std::mem::take(&mut self.places.transitions);
+        let mut ends = std::mem::take(&mut self.regions.transitions);
         ends.clear();
-        self.places.tracks.end_all(&mut ends);
+        self.regions.tracks.end_all(&mut ends);
         for &(slot, t) in &ends {
             self.emit_track(slot, t, Some(reason))?;
         }
-        self.places.transitions = ends;
-        self.places.tracks.retire_idle();
+        self.regions.transitions = ends;
+        self.regions.tracks.retire_idle();
         Ok(())
     }
 
@@ -479,7 +479,7 @@ impl<'a> Watcher<'a> {
             .zip(&self.open_ids)
             .filter_map(|(w, id)| Some((w.label.as_str(), id.as_deref()?)));
         let watched = &self.opts.watched;
-        let tracks = self.places.tracks.iter().filter_map(move |(_, t)| {
+        let tracks = self.regions.tracks.iter().filter_map(move |(_, t)| {
             Some((watched[t.watched].label.as_str(), t.open_id.as_deref()?))
         });
         frame.chain(tracks)

@@ -3,7 +3,7 @@
 //!
 //! Here: the geometry (rectangles, the crops' squares, tiles), the modes,
 //! the zones and their checks. The motion mask is `motion.rs`; what the
-//! loop does with regions, `places.rs`.
+//! loop does with regions, `region_step.rs`.
 
 use crate::watch::SettingError;
 /// A rectangle in source pixels.
@@ -110,7 +110,7 @@ pub enum RegionMode {
     /// The whole frame, as `classify` sees an image.
     #[default]
     Full,
-    /// The regions that moved, and the places of the objects being tracked.
+    /// The regions that moved, and the last boxes of the objects being tracked.
     Motion,
     /// `cols x rows` overlapping square tiles covering the frame.
     Tiles { cols: u32, rows: u32 },

@@ -47,8 +47,8 @@ pub struct Detection {
     pub rect: Rect,
     pub score: f32,
     /// The track whose last box this region was (an object standing still).
-    pub from_track: Option<usize>,
-    /// The box is a coarse place (a seed tile's middle), not the object's
+    pub track_slot: Option<usize>,
+    /// The box is a coarse box (a seed tile's middle), not the object's
     /// own: no step is learnt from it.
     pub coarse: bool,
 }
@@ -76,7 +76,7 @@ pub struct Track {
     positives: u32,
     /// Frames fed since its last positive.
     missed: u32,
-    /// Its last box is a coarse place, not the object's box.
+    /// Its last box is a coarse box, not the object's box.
     coarse: bool,
 }
 
@@ -163,7 +163,7 @@ impl Track {
         self.coarse = coarse;
     }
 
-    /// Whether its last box is a coarse place, not the object's box.
+    /// Whether its last box is a coarse box, not the object's box.
     pub fn coarse(&self) -> bool {
         self.coarse
     }
@@ -265,7 +265,7 @@ impl Tracks {
         detections.sort_unstable_by(|a, b| {
             a.coarse
                 .cmp(&b.coarse)
-                .then(b.from_track.is_some().cmp(&a.from_track.is_some()))
+                .then(b.track_slot.is_some().cmp(&a.track_slot.is_some()))
                 .then(b.score.total_cmp(&a.score))
                 .then((a.rect.x, a.rect.y).cmp(&(b.rect.x, b.rect.y)))
         });
@@ -276,7 +276,7 @@ impl Tracks {
         for d in detections.iter() {
             let same = |t: &Track| t.watched == d.watched && t.zone == d.zone;
             let own = d
-                .from_track
+                .track_slot
                 .filter(|&s| matches!(&self.slots[s], Some(t) if same(t) && !t.matched));
             let near = || {
                 self.slots
@@ -393,7 +393,7 @@ mod tests {
             zone: None,
             rect: Rect::new(x, y, 60, 60),
             score: 0.9,
-            from_track: None,
+            track_slot: None,
             coarse: false,
         }
     }
@@ -526,7 +526,7 @@ mod tests {
             tracks.step(f, &mut [det(0, 300, 200)], &mut out);
         }
         let mut still = det(0, 300, 200);
-        still.from_track = Some(0);
+        still.track_slot = Some(0);
         still.score = 0.6;
         let passer = det(0, 350, 200);
         tracks.step(3, &mut [passer, still], &mut out);

@@ -13,7 +13,7 @@ impl Watcher<'_> {
         t0: Instant,
     ) -> Result<usize, WatchError> {
         let skip = match self.opts.motion_threshold {
-            Some(thr) if self.have_reference => mean_abs_diff(&self.reference, frame) < thr,
+            Some(thr) if self.have_last_inferred => mean_abs_diff(&self.last_inferred, frame) < thr,
             _ => false,
         };
         let mut top = None;
@@ -26,8 +26,8 @@ impl Watcher<'_> {
             })?);
             self.stats.inferred += 1;
             if self.opts.motion_threshold.is_some() {
-                self.reference.copy_from(frame);
-                self.have_reference = true;
+                self.last_inferred.copy_from(frame);
+                self.have_last_inferred = true;
             }
         }
         let t1 = Instant::now();

@@ -7,7 +7,7 @@
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use clip_edge::service::systemd::{status_line, Stall, STATUS_EVERY};
+use clip_edge::service::systemd::{status_line, InjectedStall, STATUS_EVERY};
 use clip_edge::watch::events::{EventRecord, Ids};
 use clip_edge::watch::source::FrameSource;
 use clip_edge::watch::{lock, SharedLog};
@@ -22,7 +22,7 @@ pub(super) struct Shared {
     pub(super) last_run: Arc<Mutex<Option<u64>>>,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) console: Option<Console>,
-    pub(super) stall: Arc<Stall>,
+    pub(super) stall: Arc<InjectedStall>,
     /// What the cameras' signs of life count from.
     pub(super) epoch: Instant,
 }
@@ -207,7 +207,7 @@ pub(super) fn start(
             plan.name(),
             lock(&shared.engine).bundle.labels().to_vec(),
             edges.health_timeout,
-            mqtt.as_ref().map(mqtt::Mqtt::stats_source),
+            mqtt.as_ref().map(mqtt::Mqtt::stats_handle),
         );
         server.set_camera(status.clone());
         status

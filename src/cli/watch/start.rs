@@ -112,7 +112,7 @@ pub(super) fn set_up(
         last_run: Arc::new(Mutex::new(last_run)),
         stop: stop.clone(),
         console,
-        stall: Arc::new(clip_edge::service::systemd::Stall::from_env()),
+        stall: Arc::new(clip_edge::service::systemd::InjectedStall::from_env()),
         epoch: Instant::now(),
     };
     match hello {

@@ -95,31 +95,36 @@ pub unsafe fn avx512(
 unsafe fn blocks<const KH: usize>(g: &Plane<'_>, oh: usize, out: &mut [f32]) {
     let ow = g.ow;
     let mut oy = 0;
-    // SAFETY (each block): the caller's, rows oy..oy + R ≤ oh.
     if ow > CHUNK {
         while oy + 8 <= oh {
+            // SAFETY: the caller's, for rows oy..oy + 8 ≤ oh.
             unsafe { block::<8, 2, KH>(g, oy, &mut out[oy * ow..(oy + 8) * ow]) };
             oy += 8;
         }
         if oy + 4 <= oh {
+            // SAFETY: the caller's, for rows oy..oy + 4 ≤ oh.
             unsafe { block::<4, 2, KH>(g, oy, &mut out[oy * ow..(oy + 4) * ow]) };
             oy += 4;
         }
     } else {
         while oy + 8 <= oh {
+            // SAFETY: the caller's, for rows oy..oy + 8 ≤ oh.
             unsafe { block::<8, 1, KH>(g, oy, &mut out[oy * ow..(oy + 8) * ow]) };
             oy += 8;
         }
         if oy + 4 <= oh {
+            // SAFETY: the caller's, for rows oy..oy + 4 ≤ oh.
             unsafe { block::<4, 1, KH>(g, oy, &mut out[oy * ow..(oy + 4) * ow]) };
             oy += 4;
         }
     }
     if oy + 2 <= oh {
+        // SAFETY: the caller's, for rows oy..oy + 2 ≤ oh.
         unsafe { block::<2, 1, KH>(g, oy, &mut out[oy * ow..(oy + 2) * ow]) };
         oy += 2;
     }
     if oy < oh {
+        // SAFETY: the caller's, for rows oy..oy + 1 ≤ oh.
         unsafe { block::<1, 1, KH>(g, oy, &mut out[oy * ow..(oy + 1) * ow]) };
     }
 }
@@ -310,16 +315,18 @@ unsafe fn columns<const R: usize, const V: usize, const KH: usize>(
 unsafe fn strided_blocks<const KH: usize>(g: &Plane<'_>, oh: usize, out: &mut [f32]) {
     let ow = g.ow;
     let mut oy = 0;
-    // SAFETY (each block): the caller's, rows oy..oy + R ≤ oh.
     while oy + 4 <= oh {
+        // SAFETY: the caller's, for rows oy..oy + 4 ≤ oh.
         unsafe { strided::<4, KH>(g, oy, &mut out[oy * ow..(oy + 4) * ow]) };
         oy += 4;
     }
     if oy + 2 <= oh {
+        // SAFETY: the caller's, for rows oy..oy + 2 ≤ oh.
         unsafe { strided::<2, KH>(g, oy, &mut out[oy * ow..(oy + 2) * ow]) };
         oy += 2;
     }
     if oy < oh {
+        // SAFETY: the caller's, for rows oy..oy + 1 ≤ oh.
         unsafe { strided::<1, KH>(g, oy, &mut out[oy * ow..(oy + 1) * ow]) };
     }
 }

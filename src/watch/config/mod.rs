@@ -34,7 +34,7 @@ pub struct WatchArgs {
     pub require_signature: Option<PathBuf>,
     /// dir:PATH, stdin:mjpeg, v4l2:/dev/videoN[?width=W&height=H&fps=F&format=MJPG|YUYV|NV12],
     /// ffmpeg:INPUT (a file or a stream ffmpeg opens), rtsp://URL,
-    /// http(s)://URL (an MJPEG stream or a snapshot URL), or
+    /// http(s)://URL (an MJPEG stream or a still-image URL), or
     /// libcamera:[?width=W&height=H&fps=F&camera=N] (rpicam-vid).
     #[arg(long)]
     pub source: Option<String>,
@@ -121,7 +121,7 @@ pub struct WatchArgs {
     pub cooldown: Option<u32>,
     /// Skip inference on frames whose mean absolute difference (0-255) to
     /// the last inferred frame is below this (--regions full and no zone
-    /// only). Default: every frame is inferred.
+    /// only; unrelated to --regions motion). Default: every frame is inferred.
     #[arg(long, allow_negative_numbers = true)]
     pub motion_threshold: Option<f32>,
     /// How JPEG frames are decoded: exact (at full size, as `classify`

@@ -351,9 +351,9 @@ pub struct MqttStats {
 
 /// Reads a publisher's counters from elsewhere (the status page's metrics).
 #[derive(Clone)]
-pub struct MqttStatsSource(Arc<(Mutex<Outbox>, Condvar)>);
+pub struct MqttStatsHandle(Arc<(Mutex<Outbox>, Condvar)>);
 
-impl MqttStatsSource {
+impl MqttStatsHandle {
     pub fn get(&self) -> MqttStats {
         stats_of(&self.0 .0)
     }
@@ -569,8 +569,8 @@ impl Mqtt {
     }
 
     /// A handle that reads [`Mqtt::stats`] from another thread.
-    pub fn stats_source(&self) -> MqttStatsSource {
-        MqttStatsSource(self.shared.clone())
+    pub fn stats_handle(&self) -> MqttStatsHandle {
+        MqttStatsHandle(self.shared.clone())
     }
 
     /// Sends what is queued (waiting at most `grace` for the broker), then

@@ -2,7 +2,7 @@
 //! MJPEG URL), read in Rust with `ureq`: a `multipart/x-mixed-replace`
 //! stream is split into its JPEGs (the parts' headers and boundaries are
 //! skipped like any bytes between JPEGs, [`MjpegStream`]); a URL that
-//! answers one JPEG per request (a snapshot URL) is asked again at the
+//! answers one JPEG per request (a still-image URL: a camera's snapshot URL) is asked again at the
 //! loop's `--fps`, or twice a second.
 //!
 //! A user and password in the URL (`http://USER:PASSWORD@HOST/…`) are
@@ -28,8 +28,8 @@ pub const STALL: Duration = Duration::from_secs(10);
 /// How long the camera's name may take to resolve, and a connection to
 /// open.
 const CONNECT: Duration = Duration::from_secs(5);
-/// A snapshot URL is asked this often when the loop sets no `--fps`.
-const SNAPSHOT_FPS: f64 = 2.0;
+/// A still-image URL (a camera's snapshot URL) is asked this often when the loop sets no `--fps`.
+const STILL_URL_FPS: f64 = 2.0;
 
 /// The URL without its user and password, and those (percent-decoded).
 #[derive(Clone)]
@@ -92,7 +92,7 @@ pub fn check(spec: &str) -> Result<(), SourceError> {
 }
 
 /// Connects to the camera `spec` names and reads it behind a live queue,
-/// reconnected with backoff when lost. `fps`: how often a snapshot URL is
+/// reconnected with backoff when lost. `fps`: how often a still-image URL is
 /// asked (the loop's `--fps`).
 pub fn open(
     spec: &str,
@@ -103,10 +103,10 @@ pub fn open(
         decode,
         ..Target::parse(spec)?
     };
-    let every = Duration::from_secs_f64(1.0 / fps.unwrap_or(SNAPSHOT_FPS));
+    let every = Duration::from_secs_f64(1.0 / fps.unwrap_or(STILL_URL_FPS));
     let shown = target.shown.clone();
     let open = move || -> Result<Box<dyn FrameSource>, SourceError> {
-        let cam = HttpCamera::connect(&target, every)?;
+        let cam = HttpConnection::connect(&target, every)?;
         Ok(Box::new(LiveQueue::spawn(cam, LIVE_QUEUE_DEPTH)))
     };
     let mut open: Opener = Box::new(open);
@@ -138,11 +138,11 @@ impl<R: Read> Read for PictureDeadline<R> {
 }
 
 /// One connection to the camera.
-enum HttpCamera {
+enum HttpConnection {
     /// A multipart stream, split into its JPEGs; when its last picture came.
     Stream(MjpegStream<Box<dyn Read + Send>>, Arc<Mutex<Instant>>),
     /// A URL answering one JPEG per request, asked every `every`.
-    Snapshot {
+    Still {
         agent: ureq::Agent,
         target: Target,
         every: Duration,
@@ -230,7 +230,7 @@ fn get(
     Ok(resp)
 }
 
-/// The body of a snapshot answer, at most [`MAX_JPEG_BYTES`].
+/// The body of a still-image answer, at most [`MAX_JPEG_BYTES`].
 fn read_jpeg(
     resp: ureq::http::Response<ureq::Body>,
     target: &Target,
@@ -245,8 +245,8 @@ fn read_jpeg(
         })
 }
 
-impl HttpCamera {
-    fn connect(target: &Target, every: Duration) -> Result<HttpCamera, SourceError> {
+impl HttpConnection {
+    fn connect(target: &Target, every: Duration) -> Result<HttpConnection, SourceError> {
         let agent = agent();
         let resp = get(&agent, target)?;
         let kind = resp.body().mime_type().unwrap_or("").to_ascii_lowercase();
@@ -258,14 +258,14 @@ impl HttpCamera {
                 last: last.clone(),
                 limit: STALL,
             });
-            return Ok(HttpCamera::Stream(
+            return Ok(HttpConnection::Stream(
                 MjpegStream::new(reader, &target.shown).decoding(target.decode),
                 last,
             ));
         }
         if kind.starts_with("image/") || kind.is_empty() {
             log::info!(
-                "{}: a snapshot URL ({}), asked every {:.2} s",
+                "{}: a still-image URL ({}), asked every {:.2} s",
                 target.shown,
                 if kind.is_empty() {
                     "no content type"
@@ -275,7 +275,7 @@ impl HttpCamera {
                 every.as_secs_f64()
             );
             let jpeg = read_jpeg(resp, target)?;
-            return Ok(HttpCamera::Snapshot {
+            return Ok(HttpConnection::Still {
                 agent,
                 target: target.clone(),
                 every,
@@ -293,10 +293,10 @@ impl HttpCamera {
     }
 }
 
-impl FrameSource for HttpCamera {
+impl FrameSource for HttpConnection {
     fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
         match self {
-            HttpCamera::Stream(s, last) => {
+            HttpConnection::Stream(s, last) => {
                 let n = s.next(frame)?;
                 if n == Next::Frame {
                     if let Ok(mut t) = last.lock() {
@@ -305,7 +305,7 @@ impl FrameSource for HttpCamera {
                 }
                 Ok(n)
             }
-            HttpCamera::Snapshot {
+            HttpConnection::Still {
                 agent,
                 target,
                 every,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use super::{decode_into, Decode, Frame, FrameSource, Next, SourceError};
 use crate::watch::convert;
 
+#[allow(unsafe_code)]
 pub mod sys;
 
 /// Opens the camera `rest` names (what follows `v4l2:`), reopened with
@@ -128,7 +129,7 @@ pub struct Filled<'a> {
     pub corrupt: bool,
 }
 
-/// What a [`Camera`] needs of a device: one filled buffer at a time.
+/// What a [`V4l2Source`] needs of a device: one filled buffer at a time.
 pub trait Capture: Send {
     /// The next filled buffer (the previous one goes back to the driver
     /// first).
@@ -144,7 +145,7 @@ impl Capture for sys::Device {
 /// Opens the device `rest` names (`/dev/videoN?...`), sets the format and
 /// rate, and starts streaming. The driver may pick another size: the one
 /// it picked is used (and logged).
-fn open_camera(spec: &str, rest: &str) -> Result<Camera<sys::Device>, SourceError> {
+fn open_camera(spec: &str, rest: &str) -> Result<V4l2Source<sys::Device>, SourceError> {
     let s = V4l2Spec::parse(rest)?;
     let err = |e: std::io::Error| SourceError::Unavailable {
         spec: spec.into(),
@@ -195,14 +196,14 @@ fn open_camera(spec: &str, rest: &str) -> Result<Camera<sys::Device>, SourceErro
         got.height,
         sys::fourcc_text(got.pixelformat)
     );
-    Ok(Camera::new(
+    Ok(V4l2Source::new(
         device, spec, s.format, got.width, got.height, stride,
     ))
 }
 
 /// Frames from a [`Capture`]: MJPG decoded, YUYV and NV12 converted to RGB,
 /// straight into the frame's reused buffer.
-pub struct Camera<C: Capture> {
+pub struct V4l2Source<C: Capture> {
     capture: C,
     format: PixelFormat,
     width: u32,
@@ -214,7 +215,7 @@ pub struct Camera<C: Capture> {
     decode: Decode,
 }
 
-impl<C: Capture> Camera<C> {
+impl<C: Capture> V4l2Source<C> {
     pub fn new(
         capture: C,
         name: &str,
@@ -223,7 +224,7 @@ impl<C: Capture> Camera<C> {
         height: u32,
         stride: usize,
     ) -> Self {
-        Camera {
+        V4l2Source {
             capture,
             format,
             width,
@@ -242,7 +243,7 @@ impl<C: Capture> Camera<C> {
     }
 }
 
-impl<C: Capture> FrameSource for Camera<C> {
+impl<C: Capture> FrameSource for V4l2Source<C> {
     fn next(&mut self, frame: &mut Frame) -> Result<Next, SourceError> {
         let filled = self.capture.dequeue().map_err(|e| SourceError::Io {
             path: self.name.clone().into(),

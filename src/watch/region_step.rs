@@ -18,16 +18,16 @@ use crate::watch::detect::Transition;
 pub(super) struct Proposal {
     rect: Rect,
     pub(super) crop: Rect,
-    from_track: Option<usize>,
+    track_slot: Option<usize>,
     /// The zone this region is (with whole-frame zones).
     zone: Option<usize>,
     /// The crop's pixels outside its zone's polygon:
-    /// `Places::outside[spans.0..spans.1]`.
+    /// `RegionState::outside[spans.0..spans.1]`.
     spans: (usize, usize),
     /// A seed tile (motion): its detection is a new object only where no
     /// track of its label is (its box is the tile's, not the object's).
     seed: bool,
-    /// `rect` is a coarse place (a seed tile's, or a track's that has
+    /// `rect` is a coarse box (a seed tile's, or a track's that has
     /// only such), not the object's box.
     coarse: bool,
 }
@@ -39,7 +39,7 @@ impl Proposal {
         Proposal {
             rect,
             crop,
-            from_track: None,
+            track_slot: None,
             zone: None,
             spans: (0, 0),
             seed: false,
@@ -50,13 +50,13 @@ impl Proposal {
 
 /// The watcher's state for regions: buffers sized at the first frame.
 #[derive(Debug)]
-pub(super) struct Places {
+pub(super) struct RegionState {
     pub(super) motion: Motion,
     pub(super) tiles: Vec<Rect>,
     /// With zones: each zone's crops, the squares that cover it (the whole
     /// frame) or the tiles that overlap it (tiles), each with the range of
     /// `outside` that is its pixels outside the zone.
-    pub(super) zone_crops: Vec<Proposal>,
+    pub(super) zone_proposals: Vec<Proposal>,
     /// With motion: the tiles looked at once after the background is
     /// learnt (what stands in view then is no motion), [`SEEDS_PER_FRAME`]
     /// a frame from `seed_next` on.
@@ -81,7 +81,7 @@ pub(super) struct Places {
     pub(super) detections: Vec<Detection>,
     pub(super) transitions: Vec<(usize, Transition)>,
     pub(super) tracks: Tracks,
-    pub(super) crop: DecodedImage,
+    pub(super) crop_pixels: DecodedImage,
 }
 
 /// Most regions classified in one frame: the motion regions, the seed
@@ -104,12 +104,12 @@ fn seed_box(t: Rect) -> Rect {
 /// A tile to look at again is given up after this many frames.
 pub(super) const RECHECK_WITHIN: u64 = 600;
 
-impl Places {
-    pub(super) fn new(rules: super::detect::Rules) -> Places {
-        Places {
+impl RegionState {
+    pub(super) fn new(rules: super::detect::Rules) -> RegionState {
+        RegionState {
             motion: Motion::new(),
             tiles: Vec::with_capacity(64),
-            zone_crops: Vec::with_capacity(regions::MAX_ZONE_CROPS),
+            zone_proposals: Vec::with_capacity(regions::MAX_ZONE_CROPS),
             seed_tiles: Vec::with_capacity(2 * 64),
             seed_next: 0,
             rechecks: Vec::with_capacity(track::MAX_TRACKS),
@@ -121,7 +121,7 @@ impl Places {
             detections: Vec::with_capacity(MAX_PROPOSALS),
             transitions: Vec::with_capacity(2 * track::MAX_TRACKS),
             tracks: Tracks::new(rules),
-            crop: DecodedImage::default(),
+            crop_pixels: DecodedImage::default(),
         }
     }
 }
@@ -142,7 +142,7 @@ fn merge_overlapping(ds: &mut Vec<Detection>, combine: fn(&Rect, &Rect) -> Rect)
     );
 }
 
-impl Places {
+impl RegionState {
     /// With motion: the seed tiles of this frame ([`SEEDS_PER_FRAME`], from
     /// the start after the background is learnt: what stands in view then
     /// is no motion), and in the room they leave, tiles to look at again.
@@ -195,14 +195,14 @@ impl Watcher<'_> {
     pub(super) fn step_regions(&mut self, frame: &Frame, t0: Instant) -> Result<usize, WatchError> {
         let img = &frame.image;
         let (w, h) = (img.width, img.height);
-        if self.places.sized_for != (w, h) {
-            self.resize_places(img, frame.index)?;
+        if self.regions.sized_for != (w, h) {
+            self.size_regions(img, frame.index)?;
         } else {
-            self.places.refused = (0, 0);
+            self.regions.refused = (0, 0);
             self.trouble_frame_size = None;
         }
         let ropts = &self.opts.regions;
-        let p = &mut self.places;
+        let p = &mut self.regions;
         p.proposals.clear();
         match ropts.mode {
             RegionMode::Motion => {
@@ -220,7 +220,7 @@ impl Watcher<'_> {
                 }
             }
             RegionMode::Tiles { .. } | RegionMode::Full => {
-                p.proposals.extend_from_slice(&p.zone_crops);
+                p.proposals.extend_from_slice(&p.zone_proposals);
             }
         }
         p.detections.clear();
@@ -233,7 +233,7 @@ impl Watcher<'_> {
             // Objects no detection explains (standing still: no motion on
             // them; or beside one that moves, whose crop is its label):
             // their last box, as the encoder saw them there.
-            let p = &mut self.places;
+            let p = &mut self.regions;
             let start = p.proposals.len();
             for (slot, t) in p.tracks.iter() {
                 // A coarse track's tile is looked at every frame: its box
@@ -246,7 +246,7 @@ impl Watcher<'_> {
                     });
                 if !explained && p.proposals.len() < MAX_PROPOSALS {
                     p.proposals.push(Proposal {
-                        from_track: Some(slot),
+                        track_slot: Some(slot),
                         coarse: t.coarse(),
                         ..Proposal::at(t.last_box, regions::context_square(t.last_box, w, h))
                     });
@@ -260,7 +260,7 @@ impl Watcher<'_> {
             }
         }
         let ropts = &self.opts.regions;
-        let p = &mut self.places;
+        let p = &mut self.regions;
         if !p.proposals.is_empty() {
             self.stats.inferred += 1;
         }
@@ -283,10 +283,10 @@ impl Watcher<'_> {
         self.stats.tracks_dropped = self.counted_before.1 + p.tracks.dropped;
         let n = p.transitions.len();
         for k in 0..n {
-            let (slot, t) = self.places.transitions[k];
+            let (slot, t) = self.regions.transitions[k];
             self.emit_track(slot, t, None)?;
         }
-        self.places.tracks.retire_idle();
+        self.regions.tracks.retire_idle();
         self.stats.loop_ms += t1.elapsed().as_secs_f64() * 1e3;
         Ok(n)
     }
@@ -298,15 +298,15 @@ impl Watcher<'_> {
     fn classify_proposals(&mut self, frame: &Frame, from: usize) -> Result<(), WatchError> {
         let img = &frame.image;
         let ropts = &self.opts.regions;
-        let p = &mut self.places;
+        let p = &mut self.regions;
         for k in from..p.proposals.len() {
             let q = p.proposals[k];
-            p.crop
+            p.crop_pixels
                 .crop_from(img, q.crop.x, q.crop.y, q.crop.w, q.crop.h);
-            paint(&mut p.crop, &p.outside[q.spans.0..q.spans.1], p.fill);
+            paint(&mut p.crop_pixels, &p.outside[q.spans.0..q.spans.1], p.fill);
             let (stats, label_scores) = (&mut self.stats, &mut self.label_scores);
             let (top, prob) = self.engine.with(|e| {
-                classify_counted(e, stats, &p.crop, frame.index)?;
+                classify_counted(e, stats, &p.crop_pixels, frame.index)?;
                 label_scores.copy_from_slice(&e.scores);
                 Ok::<_, WatchError>(e.top()[0])
             })?;
@@ -342,7 +342,7 @@ impl Watcher<'_> {
                         zone,
                         rect: q.rect,
                         score: prob,
-                        from_track: q.from_track,
+                        track_slot: q.track_slot,
                         coarse: q.coarse,
                     });
                 }
@@ -385,44 +385,44 @@ impl Watcher<'_> {
     /// frame are the settings' error; a later size they do not fit (a
     /// camera back at another resolution) ends the tracks' events and its
     /// frames are skipped, one by one, until the source's frames fit again.
-    pub(super) fn resize_places(
+    pub(super) fn size_regions(
         &mut self,
         img: &DecodedImage,
         frame: u64,
     ) -> Result<(), WatchError> {
         let (w, h) = (img.width, img.height);
         if let Err(why) = self.opts.regions.check_frame(w, h) {
-            if self.places.sized_for == (0, 0) {
+            if self.regions.sized_for == (0, 0) {
                 return Err(WatchError::Settings(why));
             }
             let why = format!("{why} (frames of that size are skipped until they fit)");
-            if self.places.refused != (w, h) {
-                self.places.refused = (w, h);
+            if self.regions.refused != (w, h) {
+                self.regions.refused = (w, h);
                 self.end_all("frame_size")?;
-                self.places.tracks.clear();
+                self.regions.tracks.clear();
                 // The status page says it while it lasts.
                 self.trouble_frame_size = Some(why.clone());
             }
             return Err(WatchError::Frame { frame, why });
         }
-        self.places.refused = (0, 0);
+        self.regions.refused = (0, 0);
         self.trouble_frame_size = None;
-        if self.places.sized_for != (0, 0) {
+        if self.regions.sized_for != (0, 0) {
             log::warn!(
                 "the source's frames changed size from {}x{} to {w}x{h}: tracks start again",
-                self.places.sized_for.0,
-                self.places.sized_for.1
+                self.regions.sized_for.0,
+                self.regions.sized_for.1
             );
             self.end_all("frame_size")?;
-            self.places.tracks.clear();
+            self.regions.tracks.clear();
         }
-        self.places.motion.reset();
+        self.regions.motion.reset();
         let ropts = &self.opts.regions;
-        let p = &mut self.places;
+        let p = &mut self.regions;
         if let RegionMode::Tiles { cols, rows } = ropts.mode {
             regions::tiles(w, h, cols, rows, &mut p.tiles);
         }
-        p.zone_crops.clear();
+        p.zone_proposals.clear();
         p.outside.clear();
         let mut xs = Vec::new();
         for (i, z) in ropts.zones.iter().enumerate() {
@@ -430,7 +430,7 @@ impl Watcher<'_> {
             let mut add = |crop: Rect, rect: Rect| {
                 let start = p.outside.len();
                 z.area.outside_spans(crop, &mut xs, &mut p.outside);
-                p.zone_crops.push(Proposal {
+                p.zone_proposals.push(Proposal {
                     zone: Some(i),
                     spans: (start, p.outside.len()),
                     ..Proposal::at(rect, crop)
@@ -478,8 +478,8 @@ impl Watcher<'_> {
         p.detections
             .reserve(MAX_PROPOSALS * ropts.zones.len().max(1));
         let mean = self.engine.with(|e| e.bundle.manifest.preprocess.mean);
-        self.places.fill = mean.map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8);
-        let p = &mut self.places;
+        self.regions.fill = mean.map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8);
+        let p = &mut self.regions;
         let mut notes = Vec::new();
         ropts.notes(w, h, &p.tiles, &mut notes);
         for n in &notes {
@@ -489,8 +489,8 @@ impl Watcher<'_> {
         if ropts.mode == RegionMode::Motion && w > 0 && h > 0 {
             // The largest crop a region or a track's box can take.
             let side = w.min(h);
-            p.crop.crop_from(img, 0, 0, side, side);
-            let crop = &self.places.crop;
+            p.crop_pixels.crop_from(img, 0, 0, side, side);
+            let crop = &self.regions.crop_pixels;
             self.engine
                 .with(|e| e.preprocess(&crop.view()))
                 .map_err(|source| WatchError::Engine { frame: 0, source })?;
@@ -502,7 +502,7 @@ impl Watcher<'_> {
     /// sized for, or a later one they do not fit, whose frames are
     /// skipped (a reload is checked against it).
     pub fn frame_size(&self) -> Option<(u32, u32)> {
-        let p = &self.places;
+        let p = &self.regions;
         [p.refused, p.sized_for].into_iter().find(|&s| s != (0, 0))
     }
 }
