@@ -202,7 +202,7 @@ fn camera_options(
         .snapshot_retention()
         .map_err(|e| problems.push(e.0))
         .ok();
-    let watched = args.watched(labels).map_err(|e| problems.push(e)).ok();
+    let watched = args.watched(labels).map_err(|e| problems.push(e.0)).ok();
     let regions = watched
         .as_ref()
         .and_then(|w| args.region_options(w).map_err(|e| problems.push(e.0)).ok());
@@ -353,7 +353,7 @@ pub(super) fn validate(args: &WatchArgs) -> std::result::Result<Checked, Box<Inv
                 None => Ok(u),
             })
             .and_then(|u| match (u.tls, tls_files.first()) {
-                (true, _) => Ok((u, Some(mqtt::client_config(&tls_files)?))),
+                (true, _) => Ok((u, Some(mqtt::client_config(&tls_files).map_err(|e| e.0)?))),
                 (false, Some((key, path))) => Err(format!(
                     "{key} {}: the --mqtt URL is not mqtts:// (TLS files need mqtts://HOST/...)",
                     path.display()

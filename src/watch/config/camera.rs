@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{WatchArgs, ZoneSpec};
+use crate::watch::SettingError;
 
 /// The longest camera name (it is a topic level and part of entity ids).
 pub const MAX_CAMERA_NAME: usize = 32;
@@ -149,7 +150,7 @@ impl WatchArgs {
     /// A camera without a name or a source, a name or a source given
     /// twice, or a top-level `source` beside the tables, is an error
     /// naming it.
-    pub fn cameras(&self) -> Result<Vec<CameraSettings>, String> {
+    pub fn cameras(&self) -> Result<Vec<CameraSettings>, SettingError> {
         if self.camera.is_empty() {
             return Ok(vec![CameraSettings {
                 name: None,
@@ -160,22 +161,23 @@ impl WatchArgs {
             return Err(format!(
                 "source {:?}: given beside [[camera]] tables (each camera names its own source)",
                 crate::watch::secrets::redacted(s)
-            ));
+            )
+            .into());
         }
         if let Some(g) = self.gpio.first() {
             return Err(format!(
                 "gpio {g:?}: given beside [[camera]] tables (a line belongs to one camera: name it in its table)"
-            ));
+            ).into());
         }
         let mut out: Vec<CameraSettings> = Vec::with_capacity(self.camera.len());
         for t in &self.camera {
             check_name(&t.name)?;
             let Some(source) = &t.source else {
-                return Err(format!("camera {:?}: no source", t.name));
+                return Err(format!("camera {:?}: no source", t.name).into());
             };
             for o in &out {
                 if o.name.as_deref().map(str::to_lowercase) == Some(t.name.to_lowercase()) {
-                    return Err(format!("camera {:?}: named twice", t.name));
+                    return Err(format!("camera {:?}: named twice", t.name).into());
                 }
                 if o.args.source.as_deref() == Some(source.as_str()) {
                     return Err(format!(
@@ -183,7 +185,8 @@ impl WatchArgs {
                         t.name,
                         crate::watch::secrets::redacted(source),
                         o.shown_name()
-                    ));
+                    )
+                    .into());
                 }
             }
             let top = self.clone();
@@ -226,6 +229,7 @@ mod tests {
         toml::from_str::<WatchArgs>(text)
             .map_err(|e| e.message().to_string())?
             .cameras()
+            .map_err(|e| e.0)
     }
 
     #[test]

@@ -268,7 +268,7 @@ impl WatchArgs {
     }
 
     /// `--watch` against the bundle's labels.
-    pub fn watched(&self, labels: &[String]) -> Result<Vec<Watched>, String> {
+    pub fn watched(&self, labels: &[String]) -> Result<Vec<Watched>, SettingError> {
         if self.watch.is_empty() {
             return Err("nothing to watch: give --watch LABEL[=THRESHOLD] (or `watch = [...]` in the config)".into());
         }
@@ -305,7 +305,7 @@ impl WatchArgs {
                 )
             })?;
             if out.iter().any(|o| o.index == index) {
-                return Err(format!("--watch {label:?}: given twice"));
+                return Err(format!("--watch {label:?}: given twice").into());
             }
             out.push(Watched {
                 label: labels[index].clone(),
@@ -326,14 +326,14 @@ impl WatchArgs {
     /// log, it is rotated past [`DEFAULT_EVENTS_MAX_MB`] unless told
     /// otherwise (a log left to grow for months would pass what is read at
     /// start-up, and the service would no longer start).
-    pub fn events_rotation(&self) -> Result<Option<super::events::Rotation>, String> {
+    pub fn events_rotation(&self) -> Result<Option<super::events::Rotation>, SettingError> {
         // Half what start-up reads of a log: a rotated file is at most one
         // line past its limit.
         let max_mb = (super::events::MAX_LOG_BYTES / 2) as f64 / 1e6;
         let keep = match self.events_keep {
             None => 5,
             Some(k) if (1..=100).contains(&k) => k,
-            Some(k) => return Err(format!("--events-keep {k}: expected 1 to 100 files")),
+            Some(k) => return Err(format!("--events-keep {k}: expected 1 to 100 files").into()),
         };
         match self.events_max_mb {
             _ if self.events.is_none() && self.events_keep.is_some() => {
@@ -353,7 +353,8 @@ impl WatchArgs {
             })),
             Some(m) => Err(format!(
                 "--events-max-mb {m}: expected more than 0 and at most {max_mb} (a log is read whole at start)"
-            )),
+            )
+            .into()),
         }
     }
 
@@ -528,7 +529,7 @@ mod tests {
                 ..WatchArgs::default()
             },
         ] {
-            let e = rotation(&no_log).unwrap_err();
+            let e = rotation(&no_log).unwrap_err().0;
             assert!(e.contains("no --events log to rotate"), "{e}");
         }
     }
@@ -557,7 +558,7 @@ mod tests {
                 watch: vec![bad.into()],
                 ..Default::default()
             };
-            let e = a.watched(&labels()).unwrap_err();
+            let e = a.watched(&labels()).unwrap_err().0;
             assert!(e.contains(needle), "{e}");
         }
         assert!(WatchArgs::default().watched(&labels()).is_err());
@@ -577,6 +578,7 @@ mod tests {
         assert!(a
             .watched(&labels())
             .unwrap_err()
+            .0
             .contains("similar: red star"));
         // A typo: the label meant comes first, among many sharing a word.
         let many: Vec<String> = ["red star", "green star", "blue star", "yellow star"]
@@ -589,7 +591,7 @@ mod tests {
                 watch: vec![typo.into()],
                 ..Default::default()
             };
-            let e = a.watched(&many).unwrap_err();
+            let e = a.watched(&many).unwrap_err().0;
             assert!(e.contains(&format!("similar: {meant},")), "{e}");
         }
         let twins = ["a b", "A_B"].map(String::from).to_vec();

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::watch::SettingError;
+
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -36,7 +38,7 @@ impl TlsFiles {
 
 /// The rustls client configuration for `files`; every problem is one line
 /// naming its settings key and file.
-pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, SettingError> {
     // The client's own files first: their problems do not depend on what
     // this machine trusts.
     let client = match (&files.cert, &files.key) {
@@ -46,13 +48,15 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, Stri
             return Err(format!(
                 "mqtt_cert {}: no mqtt_key names its private key",
                 c.display()
-            ))
+            )
+            .into())
         }
         (None, Some(k)) => {
             return Err(format!(
                 "mqtt_key {}: no mqtt_cert names its certificate",
                 k.display()
-            ))
+            )
+            .into())
         }
     };
     let mut roots = rustls::RootCertStore::empty();
@@ -156,20 +160,32 @@ mod tests {
             key: key.map(Path::to_path_buf),
         };
         let missing = dir.join("missing.pem");
-        let e = client_config(&files(Some(&missing), None, None)).unwrap_err();
+        let e = client_config(&files(Some(&missing), None, None))
+            .unwrap_err()
+            .0;
         assert!(
             e.starts_with("mqtt_ca ") && e.contains("missing.pem"),
             "{e}"
         );
-        let e = client_config(&files(Some(&junk), None, None)).unwrap_err();
+        let e = client_config(&files(Some(&junk), None, None))
+            .unwrap_err()
+            .0;
         assert!(e.contains("no certificate in it"), "{e}");
-        let e = client_config(&files(None, Some(&junk), None)).unwrap_err();
+        let e = client_config(&files(None, Some(&junk), None))
+            .unwrap_err()
+            .0;
         assert!(e.contains("no mqtt_key"), "{e}");
-        let e = client_config(&files(None, None, Some(&junk))).unwrap_err();
+        let e = client_config(&files(None, None, Some(&junk)))
+            .unwrap_err()
+            .0;
         assert!(e.contains("no mqtt_cert"), "{e}");
         for e in [
-            client_config(&files(Some(&junk), None, None)).unwrap_err(),
-            client_config(&files(None, Some(&missing), Some(&junk))).unwrap_err(),
+            client_config(&files(Some(&junk), None, None))
+                .unwrap_err()
+                .0,
+            client_config(&files(None, Some(&missing), Some(&junk)))
+                .unwrap_err()
+                .0,
         ] {
             assert!(!e.contains('\n'), "{e}");
         }
