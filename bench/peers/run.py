@@ -10,7 +10,7 @@ ratios to ONNX Runtime.
     cargo build --release
     python3 bench/peers/run.py --work /tmp/peers/models [--iterations 50]
 
-Bundles are built on first use with target/release/clip-quantize (int8 with
+Bundles are built on first use with target/release/clip-quantize ($CARGO_TARGET_DIR/release when set) (int8 with
 dynamic per-token activations, the default). Run by hand; never in CI.
 """
 import argparse
@@ -25,6 +25,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+# The release build: $CARGO_TARGET_DIR/release when set, else target/release.
+RELEASE = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release")
 sys.path.insert(0, HERE)
 
 
@@ -68,7 +70,7 @@ def torch_eager(arch, threads, iterations, image):
 def bundle(work, arch, precision):
     out = os.path.join(work, f"{arch}-{precision}")
     if not os.path.exists(os.path.join(out, "manifest.toml")):
-        subprocess.run([os.path.join(ROOT, "target/release/clip-quantize"), "build",
+        subprocess.run([os.path.join(RELEASE, "clip-quantize"), "build",
                         "--checkpoint", os.path.join(work, f"{arch}.pt"),
                         "--precision", precision,
                         "--labels", os.path.join(ROOT, "models/synthetic/classes.txt"),
@@ -84,7 +86,7 @@ def onnx_bundle(work, arch, precision):
         return None
     out = os.path.join(work, f"{arch}-onnx-{precision}")
     if not os.path.exists(os.path.join(out, "manifest.toml")):
-        subprocess.run([os.path.join(ROOT, "target/release/clip-quantize"), "build",
+        subprocess.run([os.path.join(RELEASE, "clip-quantize"), "build",
                         "--checkpoint", src, "--precision", precision,
                         "--labels", os.path.join(ROOT, "models/synthetic/classes.txt"),
                         "--out", out], check=True, stdout=subprocess.DEVNULL)
@@ -92,7 +94,7 @@ def onnx_bundle(work, arch, precision):
 
 
 def clip_edge(b, engine, threads, iterations):
-    r = subprocess.run([os.path.join(ROOT, "target/release/clip-edge"), "bench", "--bundle", b,
+    r = subprocess.run([os.path.join(RELEASE, "clip-edge"), "bench", "--bundle", b,
                         "--engine", engine, "--threads", str(threads),
                         "--iterations", str(iterations), "--json"],
                        check=True, capture_output=True, text=True)

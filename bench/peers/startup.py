@@ -34,6 +34,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "..")
+# The release build: $CARGO_TARGET_DIR/release when set, else target/release.
+RELEASE = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release")
 
 ORT_SNIPPET = r"""
 import sys
@@ -71,10 +73,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="/tmp/peers")
     ap.add_argument("--arch", default="vit_b32")
-    ap.add_argument("--clip-edge", default=os.path.join(ROOT, "target/release/clip-edge"))
+    ap.add_argument("--clip-edge", default=os.path.join(RELEASE, "clip-edge"))
     ap.add_argument("--image", default=os.path.join(ROOT, "models/clips/yard/00000.jpg"))
     ap.add_argument("--lean", help="the board build of clip-edge (scripts/build-release)")
-    ap.add_argument("--clip-quantize", default=os.path.join(ROOT, "target/release/clip-quantize"))
+    ap.add_argument("--clip-quantize", default=os.path.join(RELEASE, "clip-quantize"))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()

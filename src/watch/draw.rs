@@ -3,7 +3,7 @@
 
 use super::regions::Rect;
 
-/// Draws `r` on an RGB image as a 3-pixel yellow frame (clipped).
+/// Draws `r` on an RGB image as a 3-pixel yellow outline (clipped).
 pub fn draw_box(rgb: &mut [u8], width: u32, height: u32, r: Rect) {
     const COLOR: [u8; 3] = [255, 220, 0];
     const THICK: u32 = 3;
