@@ -258,16 +258,15 @@ pub(crate) mod tests {
             .unwrap();
         out
     }
-}
 
-/// `n` frames of one pixel, frame `i` of value `i`.
-#[cfg(test)]
-fn one_pixel_frames(n: u8) -> Vec<Frame> {
-    (0..n)
-        .map(|i| {
-            let mut f = Frame::default();
-            f.reshape_rgb(1, 1).fill(i);
-            f
-        })
-        .collect()
+    /// `n` frames of one pixel, frame `i` of value `i`.
+    pub fn one_pixel_frames(n: u8) -> Vec<super::Frame> {
+        (0..n)
+            .map(|i| {
+                let mut f = super::Frame::default();
+                f.reshape_rgb(1, 1).fill(i);
+                f
+            })
+            .collect()
+    }
 }

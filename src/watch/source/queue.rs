@@ -225,7 +225,8 @@ impl FrameSource for LiveQueue {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{one_pixel_frames, MemorySource};
+    use super::super::tests::one_pixel_frames;
+    use super::super::MemorySource;
     use super::*;
 
     #[test]

@@ -282,7 +282,8 @@ impl FrameSource for Reopening {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{one_pixel_frames, MemorySource};
+    use super::super::tests::one_pixel_frames;
+    use super::super::MemorySource;
     use super::*;
 
     /// Plays `frames` then fails as lost (a program that dies), or fails at
