@@ -185,7 +185,8 @@ fn child_ffmpeg_killed_mid_clip_is_restarted_and_the_events_go_on() {
     let dir = scratch("ffmpeg-kill");
     let video = clip_video(&dir);
     let events = dir.join("events.jsonl");
-    // ffmpeg at the video's own pace (-re), its pid where the test finds it.
+    // ffmpeg at the video's own pace (-re), its pid where the test finds it
+    // (not the pid of the `ffmpeg -version` clip-edge asks first).
     let bin_dir = dir.join("bin");
     std::fs::create_dir_all(&bin_dir).unwrap();
     let pids = dir.join("pids");
@@ -193,9 +194,9 @@ fn child_ffmpeg_killed_mid_clip_is_restarted_and_the_events_go_on() {
         &bin_dir,
         "ffmpeg",
         &format!(
-            "echo $$ >> {}\nexec {} -re \"$@\"\n",
-            pids.display(),
-            ffmpeg().display()
+            "[ \"$1\" = -version ] && exec {0} -version\necho $$ >> {1}\nexec {0} -re \"$@\"\n",
+            ffmpeg().display(),
+            pids.display()
         ),
     );
     let child = watch(&format!("ffmpeg:{}", video.display()), &events)

@@ -44,6 +44,7 @@ pub struct Families {
     frames: Family<Labels, Counter>,
     inferred: Family<Labels, Counter>,
     dropped: Family<Labels, Counter>,
+    bad_frames: Family<Labels, Counter>,
     latency: Family<Labels, Histogram, fn() -> Histogram>,
     events: Family<Labels, Counter>,
     active: Family<Labels, Gauge>,
@@ -69,6 +70,7 @@ impl Families {
             frames: Family::default(),
             inferred: Family::default(),
             dropped: Family::default(),
+            bad_frames: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
             events: Family::default(),
             active: Family::default(),
@@ -119,6 +121,11 @@ impl Families {
             "dropped_frames",
             "Frames a live source dropped because the loop fell behind",
             f.dropped.clone(),
+        );
+        r.register(
+            "bad_frames",
+            "Frames that could not be used (undecodable, or of a size the zones do not fit)",
+            f.bad_frames.clone(),
         );
         r.register(
             "inference_latency_seconds",
@@ -181,6 +188,7 @@ pub struct Metrics {
     pub frames: Counter,
     pub inferred: Counter,
     pub dropped: Counter,
+    pub bad_frames: Counter,
     pub latency: Histogram,
     events: Family<Labels, Counter>,
     /// The labels whose events this camera counted (their series go with it).
@@ -205,6 +213,7 @@ impl Metrics {
             frames: f.frames.get_or_create_owned(&l),
             inferred: f.inferred.get_or_create_owned(&l),
             dropped: f.dropped.get_or_create_owned(&l),
+            bad_frames: f.bad_frames.get_or_create_owned(&l),
             latency: f.latency.get_or_create_owned(&l),
             events: f.events.clone(),
             event_labels: Mutex::new(Vec::new()),
@@ -250,6 +259,7 @@ impl Metrics {
         f.frames.remove(&l);
         f.inferred.remove(&l);
         f.dropped.remove(&l);
+        f.bad_frames.remove(&l);
         f.latency.remove(&l);
         f.active.remove(&l);
         f.source_lost.remove(&l);

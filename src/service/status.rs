@@ -34,6 +34,7 @@ struct State {
     active: Vec<(String, String)>,
     recent: VecDeque<EventRecord>,
     dropped_seen: u64,
+    bad_frames_seen: u64,
     inferred_seen: u64,
     crops_seen: u64,
     encode_ms_seen: f64,
@@ -86,6 +87,7 @@ impl Status {
                 active: Vec::new(),
                 recent: VecDeque::with_capacity(RECENT_EVENTS + 1),
                 dropped_seen: 0,
+                bad_frames_seen: 0,
                 inferred_seen: 0,
                 crops_seen: 0,
                 encode_ms_seen: 0.0,
@@ -108,8 +110,15 @@ impl Status {
         if s.trouble.as_deref() != w.trouble_now() {
             s.trouble = w.trouble_now().map(str::to_string);
         }
-        let Some(frame) = frame else { return };
         let st = &w.stats;
+        // Bad frames are observed without a frame (skipped before a step).
+        if st.bad_frames > s.bad_frames_seen {
+            self.metrics
+                .bad_frames
+                .inc_by(st.bad_frames - s.bad_frames_seen);
+            s.bad_frames_seen = st.bad_frames;
+        }
+        let Some(frame) = frame else { return };
         if st.frames < s.frames {
             // Counters carry on across a reload (`Watcher::carry_on`):
             // fewer frames than seen is a defensive guard only.

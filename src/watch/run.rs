@@ -40,11 +40,16 @@ impl Watcher<'_> {
         observe: &mut dyn FnMut(&Watcher<'_>, Option<&Frame>),
     ) -> Result<Ended, WatchError> {
         let start = Instant::now() - Duration::from_secs_f64(self.stats.wall_ms / 1e3);
-        let period = self.opts.fps.map(|f| Duration::from_secs_f64(1.0 / f));
+        // A rate too small for a period (the settings refuse one) waits a day.
+        let period = self
+            .opts
+            .fps
+            .map(|f| Duration::try_from_secs_f64(1.0 / f).unwrap_or(Duration::from_secs(86_400)));
         let mut frame = Frame::default();
         let mut due = Instant::now();
         // Why the frames now are skipped, once said.
         let mut skipping: Option<String> = None;
+        let mut bad = BadFrames::default();
         let reason = loop {
             if stop.load(Ordering::Relaxed) {
                 break "shutdown";
@@ -70,7 +75,7 @@ impl Watcher<'_> {
                 Err(SourceError::Frame { what, why }) => {
                     // One bad frame (a corrupt file or JPEG) is skipped, not
                     // fatal; the loop is alive (the watchdog's pets go on).
-                    log::warn!("{what}: {why}; frame skipped");
+                    bad.skipped(&what, &why);
                     self.stats.bad_frames += 1;
                     self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
                     observe(self, None);
@@ -127,6 +132,7 @@ impl Watcher<'_> {
                 }
             }
         };
+        bad.flush();
         self.end_all(reason)?;
         self.flush_log();
         self.stats.dropped = self.counted_before.0 + source.dropped();
@@ -136,5 +142,57 @@ impl Watcher<'_> {
         } else {
             Ended::SourceEnd
         })
+    }
+}
+
+/// Bad frames said one by one, at most [`BAD_FRAMES_SAID`] of them, then
+/// counted and said together at most every [`BAD_FRAMES_EVERY`] (a camera
+/// sending one corrupt JPEG in five would otherwise write thousands of
+/// lines an hour).
+#[derive(Default)]
+struct BadFrames {
+    said: u32,
+    /// Bad frames not said yet, the last one's words, and when the count
+    /// was last said.
+    unsaid: u64,
+    last: String,
+    said_at: Option<Instant>,
+}
+
+/// Bad frames said one line each before they are only counted.
+const BAD_FRAMES_SAID: u32 = 10;
+/// How often the count of bad frames not said is said.
+const BAD_FRAMES_EVERY: Duration = Duration::from_secs(60);
+
+impl BadFrames {
+    fn skipped(&mut self, what: &str, why: &str) {
+        if self.said < BAD_FRAMES_SAID {
+            self.said += 1;
+            let more = if self.said == BAD_FRAMES_SAID {
+                " (further bad frames are counted, and said once a minute)"
+            } else {
+                ""
+            };
+            log::warn!("{what}: {why}; frame skipped{more}");
+            self.said_at = Some(Instant::now());
+            return;
+        }
+        self.unsaid += 1;
+        self.last = format!("{what}: {why}");
+        if self.said_at.is_none_or(|t| t.elapsed() >= BAD_FRAMES_EVERY) {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.unsaid > 0 {
+            log::warn!(
+                "{} more bad frames skipped (the last: {})",
+                self.unsaid,
+                self.last
+            );
+            self.unsaid = 0;
+            self.said_at = Some(Instant::now());
+        }
     }
 }

@@ -95,8 +95,10 @@ pub fn with_url_password(spec: &str, password: &str) -> Result<String, SettingEr
     ))
 }
 
-/// `spec` with the password of any `scheme://user:password@host` in it
-/// replaced by `***`, for logs, events and errors.
+/// `spec` with the password of any `scheme://user:password@host` in it,
+/// and the values of its query's credentials (`?user=admin&pwd=…`, as
+/// many IP cameras take them: see [`SECRET_KEYS`]), replaced by `***`, for
+/// logs, events and errors.
 pub fn redacted(spec: &str) -> String {
     let Some(s) = spec.find("://") else {
         return spec.to_string();
@@ -104,16 +106,85 @@ pub fn redacted(spec: &str) -> String {
     let rest = &spec[s + 3..];
     // The last `@` before a query: a password may hold an unencoded `/`.
     let cut = rest.find(['?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..cut].rfind('@') else {
-        return spec.to_string();
+    let shown = match rest[..cut].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &spec[..s + 3], &rest[at..])
+        }
+        None => spec.to_string(),
     };
-    let user = rest[..at].split(':').next().unwrap_or("");
-    format!("{}{user}:***{}", &spec[..s + 3], &rest[at..])
+    query_secrets_hidden(&shown)
+}
+
+/// Query keys whose values are credentials (compared without case).
+pub const SECRET_KEYS: [&str; 17] = [
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "pw",
+    "passphrase",
+    "secret",
+    "token",
+    "access_token",
+    "auth",
+    "authorization",
+    "key",
+    "apikey",
+    "api_key",
+    "sig",
+    "signature",
+    "credentials",
+];
+
+/// `url` with the value of each query key of [`SECRET_KEYS`] made `***`.
+fn query_secrets_hidden(url: &str) -> String {
+    let Some(q) = url.find('?') else {
+        return url.to_string();
+    };
+    let end = url[q..].find('#').map_or(url.len(), |h| q + h);
+    let pairs: Vec<String> = url[q + 1..end]
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v))
+                if !v.is_empty() && SECRET_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s)) =>
+            {
+                format!("{k}=***")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{}?{}{}", &url[..q], pairs.join("&"), &url[end..])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_a_query_are_hidden() {
+        assert_eq!(
+            redacted("http://10.0.0.9/videostream.cgi?user=admin&pwd=s3cret&res=1"),
+            "http://10.0.0.9/videostream.cgi?user=admin&pwd=***&res=1"
+        );
+        assert_eq!(
+            redacted("rtsp://u:pw@cam/live?channel=1&PASSWORD=x#frag"),
+            "rtsp://u:***@cam/live?channel=1&PASSWORD=***#frag"
+        );
+        assert_eq!(
+            redacted("ffmpeg:https://h/s.m3u8?token=abc"),
+            "ffmpeg:https://h/s.m3u8?token=***"
+        );
+        // Nothing secret: as it was.
+        for s in [
+            "http://h/x?size=2&key=",
+            "http://h/x?keyframe=1",
+            "dir:/a?b",
+            "http://h/x",
+        ] {
+            assert_eq!(redacted(s), s);
+        }
+    }
 
     #[test]
     fn a_password_file_fills_in_the_sources_url() {

@@ -51,7 +51,8 @@ impl Sink for mqtt::Mqtt {
                     self.zone_event(zone, &record.label, record.event == EventKind::Start);
                 }
             }
-            EventKind::SourceLost | EventKind::SourceBack => {}
+            EventKind::SourceLost => self.source_available(false),
+            EventKind::SourceBack => self.source_available(true),
         }
     }
 }

@@ -117,6 +117,25 @@ pub(super) struct Camera {
     thread: Option<JoinHandle<Finished>>,
 }
 
+/// Named camera `plan`'s source that did not open (`e`: unplugged, off,
+/// unreachable): said, and tried again with backoff while the other
+/// cameras run.
+pub(super) fn waiting_source(
+    plan: &CameraPlan,
+    e: watch::source::SourceError,
+) -> Box<dyn FrameSource> {
+    log::error!(
+        "{}{e}; tried again with backoff, the other cameras go on",
+        plan.settings.context()
+    );
+    let (spec, fps, decode) = (plan.spec.clone(), plan.opts.fps, plan.opts.decode);
+    Box::new(watch::source::Reopening::waiting(
+        &watch::secrets::redacted(&spec),
+        e.to_string(),
+        Box::new(move || watch::source::open(&spec, fps, decode)),
+    ))
+}
+
 /// A source opened before [`start`] (by a reload, on a thread of its own).
 pub(super) type Opened = std::result::Result<Box<dyn FrameSource>, watch::source::SourceError>;
 
@@ -152,15 +171,7 @@ pub(super) fn start(
         Ok(s) => s,
         // One of several cameras that is not there yet (unplugged, off,
         // unreachable): said, and tried again with backoff; the others run.
-        Err(e) if plan.settings.name.is_some() => {
-            log::error!("{context}{e}; tried again with backoff, the other cameras go on");
-            let (spec, fps, decode) = (plan.spec.clone(), plan.opts.fps, plan.opts.decode);
-            Box::new(watch::source::Reopening::waiting(
-                &watch::secrets::redacted(&spec),
-                e.to_string(),
-                Box::new(move || watch::source::open(&spec, fps, decode)),
-            ))
-        }
+        Err(e) if plan.settings.name.is_some() => waiting_source(&plan, e),
         Err(e) => bail!("{context}{e}"),
     };
     let mqtt = edges.mqtt.as_ref().map(|(url, tls, node)| {

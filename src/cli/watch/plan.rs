@@ -189,8 +189,12 @@ fn camera_options(
         .map_err(|e| problems.push(format!("--{e}")))
         .ok();
     if let Some(f) = args.fps {
-        if !(f > 0.0 && f <= 1000.0) {
-            problems.push(format!("--fps {f}: expected more than 0 and at most 1000"));
+        // Down to a frame a day (a slower rate's period is no time the
+        // loop can wait), up to 1000.
+        if !(f >= 1.0 / 86_400.0 && f <= 1000.0) {
+            problems.push(format!(
+                "--fps {f}: expected a rate from 0.0000116 (a frame a day) to 1000"
+            ));
         }
     }
     if let Some(m) = args.motion_threshold {

@@ -102,6 +102,9 @@ impl Supervisor {
                 Some(p) if problem.is_none() && !self.cameras[*i].same_source(p) => {
                     match open_source(p, &mut self.systemd, &self.stop) {
                         Ok(s) => Some(s),
+                        // A named camera's new source that is not there
+                        // yet goes on waiting for it, as at start.
+                        Err(e) if p.settings.name.is_some() => Some(camera::waiting_source(p, e)),
                         Err(e) => {
                             problem = Some(format!("{}{e}", p.settings.context()));
                             None

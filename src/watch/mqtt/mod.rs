@@ -3,7 +3,8 @@
 //!
 //! - `PREFIX/events`: each event as its JSON log line (QoS 1);
 //! - `PREFIX/<label>/state`: `ON` / `OFF`, retained;
-//! - `PREFIX/status`: `online`, retained; `offline` as the last will;
+//! - `PREFIX/status`: `online`, retained; `offline` as the last will, and
+//!   while the camera's source is lost;
 //! - `PREFIX/<label>/{event,snapshot,score}`: the label's event, its last
 //!   start's JPEG (retained) and its live score;
 //! - `homeassistant/<kind>/<node>/<key>/config`: Home Assistant MQTT
@@ -269,6 +270,23 @@ impl Mqtt {
 
     fn push(&self, m: Message) {
         self.with_outbox(|g| g.push_back(m));
+    }
+
+    /// The camera's source lost (`false`) or back: its availability says
+    /// `offline` while it is lost (Home Assistant shows its entities as
+    /// unavailable, not as seeing nothing), `online` again once it is back.
+    pub fn source_available(&self, available: bool) {
+        let status = format!("{}/status", self.url.prefix);
+        let payload: &[u8] = if available { b"online" } else { b"offline" };
+        self.with_outbox(|g| {
+            g.source_lost = !available;
+            g.push_back(Message {
+                topic: status,
+                payload: payload.to_vec(),
+                retain: true,
+                expires: None,
+            });
+        });
     }
 
     fn push_latest(&self, m: Message) {

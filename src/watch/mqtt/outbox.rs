@@ -56,6 +56,9 @@ pub(super) struct Outbox {
     /// The largest message the broker acknowledged: one no larger is never
     /// taken for refused.
     pub(super) largest_acked: usize,
+    /// The camera's source is lost: a (re)connection says `offline` on the
+    /// availability topic, not `online`, until it is back.
+    pub(super) source_lost: bool,
 }
 
 /// A message that was the largest in flight at this many disconnections
@@ -115,6 +118,11 @@ impl Outbox {
         self.sent_to_front();
         self.queue.retain(|m| !hello.contains(m));
         let mut head: Vec<Message> = hello.to_vec();
+        if self.source_lost {
+            for m in head.iter_mut().filter(|m| m.topic.ends_with("/status")) {
+                m.payload = b"offline".to_vec();
+            }
+        }
         for (topic, m) in &self.states {
             if !self.queue.iter().any(|q| &q.topic == topic) {
                 head.push(m.clone());

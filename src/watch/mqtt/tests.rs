@@ -283,3 +283,29 @@ fn firings_that_waited_out_an_outage_are_not_sent() {
     outbox.push_back(firing("start"));
     assert_eq!(outbox.next_to_send(t0), Some(firing("start")));
 }
+
+/// A camera whose source is lost is `offline` on its availability topic,
+/// also after a reconnection, and `online` again once it is back.
+#[test]
+fn a_lost_source_is_offline_over_reconnections_until_it_is_back() {
+    let hello = vec![message("cam/status", "online"), message("ha/config", "{}")];
+    let mut outbox = Outbox::default();
+    outbox.source_lost = true;
+    outbox.push_back(message("cam/status", "offline"));
+    outbox.requeue_on_connect(&hello);
+    let status: Vec<&[u8]> = outbox
+        .queue
+        .iter()
+        .filter(|m| m.topic == "cam/status")
+        .map(|m| m.payload.as_slice())
+        .collect();
+    assert!(
+        !status.is_empty() && status.iter().all(|p| *p == b"offline"),
+        "{:?}",
+        outbox.queue
+    );
+    outbox.source_lost = false;
+    outbox.queue.clear();
+    outbox.requeue_on_connect(&hello);
+    assert_eq!(outbox.queue[0].payload, b"online");
+}

@@ -50,6 +50,65 @@ pub struct Program {
     input_file: Option<std::path::PathBuf>,
     /// How its frames are decoded.
     decode: Decode,
+    /// Its stderr lines already said at `stderr_level`, over its restarts.
+    seen: SeenLines,
+}
+
+/// The shapes of the stderr lines a program's runs said (digits and
+/// addresses made `#`: a retry's `[rtsp @ 0x55…]` is the line said before),
+/// the last [`SEEN_LINES`] of them. Shared by a program's restarts; not
+/// part of what the program is (equal whatever it holds).
+#[derive(Debug, Clone, Default)]
+struct SeenLines(Arc<Mutex<std::collections::VecDeque<String>>>);
+
+/// Line shapes a program's stderr keeps, at most.
+const SEEN_LINES: usize = 64;
+
+impl PartialEq for SeenLines {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl SeenLines {
+    /// Whether `line`'s shape is new (and now remembered).
+    fn said_first(&self, line: &str) -> bool {
+        let shape = line_shape(line);
+        let mut seen = crate::watch::lock(&self.0);
+        if seen.contains(&shape) {
+            return false;
+        }
+        if seen.len() == SEEN_LINES {
+            seen.pop_front();
+        }
+        seen.push_back(shape);
+        true
+    }
+}
+
+/// `line` with each run of digits (a hex address with them) made `#`.
+fn line_shape(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            while chars
+                .peek()
+                .is_some_and(|c| c.is_ascii_hexdigit() || *c == 'x')
+            {
+                chars.next();
+            }
+            out.push('#');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// ffmpeg's `Last message repeated N times`: no reason of its own.
+fn is_repeat_summary(line: &str) -> bool {
+    line.trim_start().starts_with("Last message repeated")
 }
 
 impl Program {
@@ -118,6 +177,10 @@ pub fn ffmpeg(spec: &str, input: &str, fps: Option<f64>) -> Result<Program, Sour
     if let Some(f) = fps.filter(|f| live && f.is_finite() && *f >= MIN_FILTER_FPS) {
         args.extend(["-vf".to_string(), format!("fps={f}")]);
     }
+    // Each frame as it came: left to itself, ffmpeg's MJPEG output keeps a
+    // constant rate and fills a jump in the camera's timestamps (a camera
+    // or its encoder restarted) with copies, tens of thousands a second.
+    args.extend([passthrough_flag().to_string(), "passthrough".to_string()]);
     args.extend(["-an", "-f", "mjpeg", "-q:v", "2", "-"].map(String::from));
     let shown = redacted(input);
     Ok(Program {
@@ -129,7 +192,44 @@ pub fn ffmpeg(spec: &str, input: &str, fps: Option<f64>) -> Result<Program, Sour
         redact: (shown != input).then(|| (input.to_string(), shown)),
         input_file: (!live && !input.contains("://")).then(|| input.into()),
         decode: Decode::Exact,
+        seen: SeenLines::default(),
     })
+}
+
+/// The option that passes frames through unchanged in time: `-fps_mode`
+/// from ffmpeg 5.1 on (ffmpeg 9 has only it), `-vsync` before (ffmpeg 4,
+/// as Ubuntu 22.04 and JetPack 6 ship it). Asked of `ffmpeg -version` once;
+/// a version it cannot read is taken for a new one.
+fn passthrough_flag() -> &'static str {
+    static FLAG: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let version = find_on_path("ffmpeg")
+            .and_then(|exe| {
+                Command::new(exe)
+                    .arg("-version")
+                    .stdin(Stdio::null())
+                    .stderr(Stdio::null())
+                    .output()
+                    .ok()
+            })
+            .and_then(|o| ffmpeg_version(&String::from_utf8_lossy(&o.stdout)));
+        match version {
+            Some(v) if v < (5, 1) => "-vsync",
+            _ => "-fps_mode",
+        }
+    })
+}
+
+/// `(major, minor)` from `ffmpeg -version`'s first line (`ffmpeg version
+/// 5.1.9-0+deb12u1`, `ffmpeg version n6.1.1`); None for a git build's
+/// (`ffmpeg version N-113000-g…`) or anything else.
+fn ffmpeg_version(text: &str) -> Option<(u32, u32)> {
+    let v = text.lines().next()?.strip_prefix("ffmpeg version ")?;
+    let v = v.strip_prefix('n').unwrap_or(v);
+    let mut parts = v.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    Some((major, minor))
 }
 
 /// `libcamera:?width=W&height=H&fps=F[&camera=N]` (`query` is what follows
@@ -194,6 +294,7 @@ pub fn libcamera(spec: &str, query: &str) -> Result<Program, SourceError> {
         redact: None,
         input_file: None,
         decode: Decode::Exact,
+        seen: SeenLines::default(),
     })
 }
 
@@ -425,6 +526,7 @@ fn start(program: &Program) -> Result<Box<dyn FrameSource>, SourceError> {
     let mut stderr = None;
     if let Some(err) = child.stderr.take() {
         let (level, name, redact) = (program.stderr_level, bin.clone(), program.redact.clone());
+        let seen = program.seen.clone();
         let last = last_line.clone();
         stderr = std::thread::Builder::new()
             .name("clip-edge-child-log".into())
@@ -440,8 +542,17 @@ fn start(program: &Program) -> Result<Box<dyn FrameSource>, SourceError> {
                         Some((raw, shown)) => line.replace(raw, shown),
                         None => line,
                     };
-                    log::log!(level, "{name}: {line}");
-                    if !line.trim().is_empty() {
+                    // A line said before (by this run or an earlier one
+                    // of this source: a camera refusing the password at
+                    // every retry, a lossy stream's decoding errors), and
+                    // ffmpeg's `Last message repeated`, go to the debug
+                    // log only.
+                    let new = !is_repeat_summary(&line) && seen.said_first(&line);
+                    log::log!(
+                        if new { level } else { log::Level::Debug },
+                        "{name}: {line}"
+                    );
+                    if !line.trim().is_empty() && !is_repeat_summary(&line) {
                         if let Ok(mut l) = last.lock() {
                             *l = line.chars().take(REASON_CHARS).collect();
                         }
@@ -475,6 +586,54 @@ fn start(program: &Program) -> Result<Box<dyn FrameSource>, SourceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ffmpeg_versions_are_read_and_frames_pass_through_in_time() {
+        assert_eq!(
+            ffmpeg_version("ffmpeg version 5.1.9-0+deb12u1 Copyright"),
+            Some((5, 1))
+        );
+        assert_eq!(
+            ffmpeg_version("ffmpeg version 4.4.2-0ubuntu0.22.04.1 Copyright"),
+            Some((4, 4))
+        );
+        assert_eq!(
+            ffmpeg_version("ffmpeg version n6.1.1 Copyright"),
+            Some((6, 1))
+        );
+        assert_eq!(ffmpeg_version("ffmpeg version 7 Copyright"), Some((7, 0)));
+        assert_eq!(
+            ffmpeg_version("ffmpeg version N-113000-gabc Copyright"),
+            None
+        );
+        assert_eq!(ffmpeg_version(""), None);
+        let p = ffmpeg("rtsp://cam/stream", "rtsp://cam/stream", Some(2.0)).unwrap();
+        assert!(
+            p.args
+                .windows(2)
+                .any(|w| (w[0] == "-fps_mode" || w[0] == "-vsync") && w[1] == "passthrough"),
+            "{:?}",
+            p.args
+        );
+    }
+
+    #[test]
+    fn a_stderr_line_said_again_is_not_new() {
+        let seen = SeenLines::default();
+        assert!(seen.said_first("[rtsp @ 0x5616aa00] method DESCRIBE failed: 401 Unauthorized"));
+        // The next run's line, at another address.
+        assert!(!seen.said_first("[rtsp @ 0x55e0bb10] method DESCRIBE failed: 401 Unauthorized"));
+        assert!(!seen
+            .clone()
+            .said_first("[rtsp @ 0x1] method DESCRIBE failed: 401 Unauthorized"));
+        assert!(seen.said_first("[h264 @ 0x1] error while decoding MB 12 34, bytestream -5"));
+        assert!(!seen.said_first("[h264 @ 0x2] error while decoding MB 7 1, bytestream -19"));
+        for k in 0..SEEN_LINES {
+            seen.said_first(&format!("line {}", "x".repeat(k)));
+        }
+        assert_eq!(crate::watch::lock(&seen.0).len(), SEEN_LINES);
+        assert!(is_repeat_summary("    Last message repeated 148 times"));
+    }
 
     #[test]
     fn ffmpeg_reads_files_at_the_loops_pace_and_streams_live() {

@@ -103,7 +103,9 @@ pub fn open(
         decode,
         ..Target::parse(spec)?
     };
-    let every = Duration::from_secs_f64(1.0 / fps.unwrap_or(STILL_URL_FPS));
+    // A rate too small for a period (the settings refuse one) waits a day.
+    let every = Duration::try_from_secs_f64(1.0 / fps.unwrap_or(STILL_URL_FPS))
+        .unwrap_or(Duration::from_secs(86_400));
     let shown = target.shown.clone();
     let open = move || -> Result<Box<dyn FrameSource>, SourceError> {
         let cam = HttpConnection::connect(&target, every)?;
@@ -235,14 +237,23 @@ fn read_jpeg(
     resp: ureq::http::Response<ureq::Body>,
     target: &Target,
 ) -> Result<Vec<u8>, SourceError> {
-    resp.into_body()
-        .into_with_config()
-        .limit(MAX_JPEG_BYTES as u64)
-        .read_to_vec()
-        .map_err(|e| SourceError::Io {
-            path: target.shown.clone().into(),
-            source: std::io::Error::other(e.to_string()),
-        })
+    // A body that trickles (a byte now and then, each read within the
+    // per-read timeout) is given [`STALL`] in all, as a stream's picture.
+    let mut body = PictureDeadline {
+        inner: resp
+            .into_body()
+            .into_with_config()
+            .limit(MAX_JPEG_BYTES as u64)
+            .reader(),
+        last: Arc::new(Mutex::new(Instant::now())),
+        limit: STALL,
+    };
+    let mut jpeg = Vec::new();
+    body.read_to_end(&mut jpeg).map_err(|e| SourceError::Io {
+        path: target.shown.clone().into(),
+        source: std::io::Error::new(e.kind(), e.to_string()),
+    })?;
+    Ok(jpeg)
 }
 
 impl HttpConnection {

@@ -143,6 +143,9 @@ impl Reopening {
     /// the reason is new (a camera that answers 401 now, a device busy),
     /// else a debug line.
     fn failed(&mut self, why: &str) {
+        // The error names the source already: once is enough.
+        let prefix = format!("--source {}: ", self.spec);
+        let why = why.strip_prefix(&prefix).unwrap_or(why);
         if self.last_why.as_deref() == Some(why) {
             log::debug!("{}: still down ({why})", self.spec);
         } else {
