@@ -191,7 +191,7 @@ fn camera_options(
     if let Some(f) = args.fps {
         // Down to a frame a day (a slower rate's period is no time the
         // loop can wait), up to 1000.
-        if !(f >= 1.0 / 86_400.0 && f <= 1000.0) {
+        if !(1.0 / 86_400.0..=1000.0).contains(&f) {
             problems.push(format!(
                 "--fps {f}: expected a rate from 0.0000116 (a frame a day) to 1000"
             ));

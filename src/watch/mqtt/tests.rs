@@ -289,8 +289,10 @@ fn firings_that_waited_out_an_outage_are_not_sent() {
 #[test]
 fn a_lost_source_is_offline_over_reconnections_until_it_is_back() {
     let hello = vec![message("cam/status", "online"), message("ha/config", "{}")];
-    let mut outbox = Outbox::default();
-    outbox.source_lost = true;
+    let mut outbox = Outbox {
+        source_lost: true,
+        ..Default::default()
+    };
     outbox.push_back(message("cam/status", "offline"));
     outbox.requeue_on_connect(&hello);
     let status: Vec<&[u8]> = outbox
