@@ -205,9 +205,18 @@ fn get(
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
         req = req.header("Authorization", format!("Basic {token}"));
     }
-    // ureq's errors may quote the URL; ours holds no password (it is in a
-    // header), so they are shown as they are.
-    let resp = req.call().map_err(|e| unavailable(e.to_string()))?;
+    // ureq's errors may quote the URL: its user and password are not in it
+    // (they go in a header), credentials in its query are hidden.
+    let resp = req.call().map_err(|e| {
+        let why = e
+            .to_string()
+            .replace(&target.url, &redacted(&target.url));
+        unavailable(if why.contains("invalid peer certificate") {
+            format!("{why} (a camera with a self-signed certificate: its http:// URL on a trusted network, or ffmpeg:URL)")
+        } else {
+            why
+        })
+    })?;
     let status = resp.status();
     if status == 401 {
         let digest = resp.headers().get_all("www-authenticate").iter().any(|v| {
