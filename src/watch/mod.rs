@@ -221,6 +221,8 @@ pub struct Watcher<'a> {
     /// The last inferred frame (`--motion-threshold`'s skip).
     last_inferred: Frame,
     have_last_inferred: bool,
+    /// Bad frames said, and counted to be said (over reload pauses).
+    bad: run::BadFrames,
     /// Index of the last frame stepped.
     last_index: u64,
     /// Regions, zones and tracks (unused for the whole frame).
@@ -302,6 +304,7 @@ impl<'a> Watcher<'a> {
             recent_next: 0,
             last_inferred: Frame::default(),
             have_last_inferred: false,
+            bad: run::BadFrames::default(),
             last_index: 0,
             regions: RegionState::new(rules),
             scores: vec![0.0; n],

@@ -49,16 +49,17 @@ impl Watcher<'_> {
         let mut due = Instant::now();
         // Why the frames now are skipped, once said.
         let mut skipping: Option<String> = None;
-        let mut bad = BadFrames::default();
         let reason = loop {
             if stop.load(Ordering::Relaxed) {
                 break "shutdown";
             }
             if pause.load(Ordering::Relaxed) {
+                self.bad.flush();
                 self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
                 return Ok(Ended::Paused);
             }
             self.upkeep();
+            self.bad.tick();
             let t0 = Instant::now();
             let next = source.next(&mut frame);
             self.stats.source_ms += t0.elapsed().as_secs_f64() * 1e3;
@@ -75,13 +76,14 @@ impl Watcher<'_> {
                 Err(SourceError::Frame { what, why }) => {
                     // One bad frame (a corrupt file or JPEG) is skipped, not
                     // fatal; the loop is alive (the watchdog's pets go on).
-                    bad.skipped(&what, &why);
+                    self.bad.skipped(&what, &why);
                     self.stats.bad_frames += 1;
                     self.stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
                     observe(self, None);
                     continue;
                 }
                 Err(e) => {
+                    self.bad.flush();
                     self.end_all("source_error")?;
                     return Err(e.into());
                 }
@@ -102,6 +104,7 @@ impl Watcher<'_> {
                     continue;
                 }
                 Err(e) => {
+                    self.bad.flush();
                     // The camera stops on an engine error: its open events
                     // end first (a GPIO line, a retained state left on).
                     if let Err(end) = self.end_all("error") {
@@ -132,7 +135,7 @@ impl Watcher<'_> {
                 }
             }
         };
-        bad.flush();
+        self.bad.flush();
         self.end_all(reason)?;
         self.flush_log();
         self.stats.dropped = self.counted_before.0 + source.dropped();
@@ -149,8 +152,8 @@ impl Watcher<'_> {
 /// counted and said together at most every [`BAD_FRAMES_EVERY`] (a camera
 /// sending one corrupt JPEG in five would otherwise write thousands of
 /// lines an hour).
-#[derive(Default)]
-struct BadFrames {
+#[derive(Debug, Default)]
+pub(super) struct BadFrames {
     said: u32,
     /// Bad frames not said yet, the last one's words, and when the count
     /// was last said.
@@ -184,6 +187,14 @@ impl BadFrames {
         }
     }
 
+    /// Says the count now if a minute has passed since the last line (a
+    /// burst that stopped is not left unsaid until the next bad frame).
+    fn tick(&mut self) {
+        if self.unsaid > 0 && self.said_at.is_none_or(|t| t.elapsed() >= BAD_FRAMES_EVERY) {
+            self.flush();
+        }
+    }
+
     fn flush(&mut self) {
         if self.unsaid > 0 {
             log::warn!(
@@ -194,5 +205,30 @@ impl BadFrames {
             self.unsaid = 0;
             self.said_at = Some(Instant::now());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_frames_are_said_ten_times_then_counted() {
+        let mut bad = BadFrames::default();
+        for i in 0..15 {
+            bad.skipped(&format!("frame {i}"), "cannot decode");
+        }
+        assert_eq!((bad.said, bad.unsaid), (BAD_FRAMES_SAID, 5));
+        assert!(bad.last.starts_with("frame 14"), "{}", bad.last);
+        // Within the minute: still counted; at the end: said.
+        bad.tick();
+        assert_eq!(bad.unsaid, 5);
+        bad.flush();
+        assert_eq!(bad.unsaid, 0);
+        // A minute later a tick says what came meanwhile.
+        bad.skipped("frame 15", "cannot decode");
+        bad.said_at = Instant::now().checked_sub(BAD_FRAMES_EVERY);
+        bad.tick();
+        assert_eq!(bad.unsaid, 0);
     }
 }

@@ -96,9 +96,9 @@ pub fn with_url_password(spec: &str, password: &str) -> Result<String, SettingEr
 }
 
 /// `spec` with the password of any `scheme://user:password@host` in it,
-/// and the values of its query's credentials (`?user=admin&pwd=…`, as
-/// many IP cameras take them: see [`SECRET_KEYS`]), replaced by `***`, for
-/// logs, events and errors.
+/// and the values of the credentials in its query or path (`?user=admin&pwd=…`,
+/// as many IP cameras take them: see [`secret_values_hidden`]), replaced by
+/// `***`, for logs, events and errors.
 pub fn redacted(spec: &str) -> String {
     let Some(s) = spec.find("://") else {
         return spec.to_string();
@@ -113,48 +113,69 @@ pub fn redacted(spec: &str) -> String {
         }
         None => spec.to_string(),
     };
-    query_secrets_hidden(&shown)
+    secret_values_hidden(&shown)
 }
 
-/// Query keys whose values are credentials (compared without case).
-pub const SECRET_KEYS: [&str; 17] = [
-    "password",
-    "passwd",
-    "pwd",
-    "pass",
-    "pw",
-    "passphrase",
-    "secret",
-    "token",
-    "access_token",
-    "auth",
-    "authorization",
-    "key",
-    "apikey",
-    "api_key",
-    "sig",
-    "signature",
-    "credentials",
-];
+/// Whether `key` (of a `key=value` pair) names a credential: it holds
+/// `pass`, `pwd`, `psw`, `secret`, `token`, `cred`, `auth`, `session` or
+/// `signature`, ends in `key` or `sig`, or is `pw` (compared without case).
+/// Hiding a harmless value now and then (`author=`) costs nothing.
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    const HOLDS: [&str; 9] = [
+        "pass",
+        "pwd",
+        "psw",
+        "secret",
+        "token",
+        "cred",
+        "auth",
+        "session",
+        "signature",
+    ];
+    HOLDS.iter().any(|h| k.contains(h)) || k.ends_with("key") || k.ends_with("sig") || k == "pw"
+}
 
-/// `url` with the value of each query key of [`SECRET_KEYS`] made `***`.
-fn query_secrets_hidden(url: &str) -> String {
-    let Some(q) = url.find('?') else {
-        return url.to_string();
-    };
-    let end = url[q..].find('#').map_or(url.len(), |h| q + h);
-    let pairs: Vec<String> = url[q + 1..end]
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, v))
-                if !v.is_empty() && SECRET_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s)) =>
-            {
-                format!("{k}=***")
-            }
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{}?{}{}", &url[..q], pairs.join("&"), &url[end..])
+/// `text` with the value of every `key=value` pair whose key
+/// [`is_secret_key`] made `***`: in a URL's query (`?user=admin&pwd=…`),
+/// in its path (`/user=admin&password=…&channel=1`, as some recorders take
+/// them) or anywhere in a line (a program's message quoting a URL). A pair
+/// starts the text or follows one of `/?&;#`, a space or a quote; its value
+/// ends at one of `&;#/?`, a space or a quote.
+pub fn secret_values_hidden(text: &str) -> String {
+    const BEFORE: &[u8] = b"/?&;# \t'\"";
+    const AFTER: &[u8] = b"&;#/? \t'\"";
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut last = 0;
+    while i < b.len() {
+        let starts = i == 0 || BEFORE.contains(&b[i - 1]);
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let mut k = i;
+        while k < b.len() && (b[k].is_ascii_alphanumeric() || b"_-.".contains(&b[k])) {
+            k += 1;
+        }
+        if k == i || k >= b.len() || b[k] != b'=' || !is_secret_key(&text[i..k]) {
+            i = k.max(i + 1);
+            continue;
+        }
+        let mut v = k + 1;
+        while v < b.len() && !AFTER.contains(&b[v]) {
+            v += 1;
+        }
+        if v > k + 1 {
+            out.push_str(&text[last..=k]);
+            out.push_str("***");
+            last = v;
+        }
+        i = v.max(k + 1);
+    }
+    out.push_str(&text[last..]);
+    out
 }
 
 #[cfg(test)]
@@ -162,19 +183,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn credentials_in_a_query_are_hidden() {
-        assert_eq!(
-            redacted("http://10.0.0.9/videostream.cgi?user=admin&pwd=s3cret&res=1"),
-            "http://10.0.0.9/videostream.cgi?user=admin&pwd=***&res=1"
-        );
-        assert_eq!(
-            redacted("rtsp://u:pw@cam/live?channel=1&PASSWORD=x#frag"),
-            "rtsp://u:***@cam/live?channel=1&PASSWORD=***#frag"
-        );
-        assert_eq!(
-            redacted("ffmpeg:https://h/s.m3u8?token=abc"),
-            "ffmpeg:https://h/s.m3u8?token=***"
-        );
+    fn credentials_in_a_query_or_path_are_hidden() {
+        for (spec, shown) in [
+            (
+                "http://10.0.0.9/videostream.cgi?user=admin&pwd=s3cret&res=1",
+                "http://10.0.0.9/videostream.cgi?user=admin&pwd=***&res=1",
+            ),
+            (
+                "rtsp://u:pw@cam/live?channel=1&PASSWORD=x#frag",
+                "rtsp://u:***@cam/live?channel=1&PASSWORD=***#frag",
+            ),
+            (
+                "ffmpeg:https://h/s.m3u8?token=abc",
+                "ffmpeg:https://h/s.m3u8?token=***",
+            ),
+            (
+                "rtsp://10.0.0.5:554/user=admin&password=s3cretD&channel=1&stream=0.sdp?",
+                "rtsp://10.0.0.5:554/user=admin&password=***&channel=1&stream=0.sdp?",
+            ),
+            (
+                "https://b.s3/x.jpg?X-Amz-Credential=AK/2026&X-Amz-Signature=ff&size=2",
+                "https://b.s3/x.jpg?X-Amz-Credential=***/2026&X-Amz-Signature=***&size=2",
+            ),
+            (
+                "http://h/s?api-key=a;psw=b;auth_token=c;session=d;loginpass=e",
+                "http://h/s?api-key=***;psw=***;auth_token=***;session=***;loginpass=***",
+            ),
+        ] {
+            assert_eq!(redacted(spec), shown);
+        }
         // Nothing secret: as it was.
         for s in [
             "http://h/x?size=2&key=",
@@ -184,6 +221,11 @@ mod tests {
         ] {
             assert_eq!(redacted(s), s);
         }
+        // A program's line quoting another URL than the one it was given.
+        assert_eq!(
+            secret_values_hidden("Error loading 'http://h/seg0.ts?token=s3cretZ' (5 tries)"),
+            "Error loading 'http://h/seg0.ts?token=***' (5 tries)"
+        );
     }
 
     #[test]

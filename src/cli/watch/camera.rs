@@ -351,6 +351,11 @@ fn run(
             Ok(Some((new, source))) => {
                 if let Some(s) = source {
                     parts.source = s;
+                    // A new source is available until it says it is lost
+                    // (one still waiting notes that at its first turn).
+                    if let Some(m) = &parts.mqtt {
+                        m.source_available(true);
+                    }
                 }
                 plan = new;
                 carried = stats;

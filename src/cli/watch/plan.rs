@@ -192,8 +192,13 @@ fn camera_options(
         // Down to a frame a day (a slower rate's period is no time the
         // loop can wait), up to 1000.
         if !(1.0 / 86_400.0..=1000.0).contains(&f) {
+            let shown = if f != 0.0 && (f.abs() < 1e-4 || f.abs() > 1e6) {
+                format!("{f:e}")
+            } else {
+                format!("{f}")
+            };
             problems.push(format!(
-                "--fps {f}: expected a rate from 0.0000116 (a frame a day) to 1000"
+                "--fps {shown}: expected a rate from 1/86400 (a frame a day) to 1000"
             ));
         }
     }

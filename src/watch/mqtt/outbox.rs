@@ -116,10 +116,27 @@ impl Outbox {
     /// by dropping its oldest messages after that head.
     pub(super) fn requeue_on_connect(&mut self, hello: &[Message]) {
         self.sent_to_front();
-        self.queue.retain(|m| !hello.contains(m));
+        // The availability a connection announces: the newest one queued
+        // (a stop's, a lost or returned source's, unsent or unacknowledged),
+        // else `offline` while the source is lost, else hello's `online`;
+        // no older one is left queued behind it to undo it.
+        let status = hello
+            .iter()
+            .find(|m| m.topic.ends_with("/status"))
+            .map(|m| m.topic.clone());
+        let queued = status
+            .as_ref()
+            .and_then(|t| self.queue.iter().rev().find(|m| &m.topic == t).cloned());
+        self.queue
+            .retain(|m| !hello.contains(m) && Some(&m.topic) != status.as_ref());
         let mut head: Vec<Message> = hello.to_vec();
-        if self.source_lost {
-            for m in head.iter_mut().filter(|m| m.topic.ends_with("/status")) {
+        for m in head
+            .iter_mut()
+            .filter(|m| Some(&m.topic) == status.as_ref())
+        {
+            if let Some(q) = &queued {
+                m.payload = q.payload.clone();
+            } else if self.source_lost {
                 m.payload = b"offline".to_vec();
             }
         }

@@ -311,3 +311,39 @@ fn a_lost_source_is_offline_over_reconnections_until_it_is_back() {
     outbox.requeue_on_connect(&hello);
     assert_eq!(outbox.queue[0].payload, b"online");
 }
+
+/// The source lost and back while the broker was away: the connection
+/// says `online`, and no older `offline` is left queued to undo it; a
+/// stop's `offline` queued last wins over hello's `online`.
+#[test]
+fn the_newest_availability_wins_at_a_reconnection() {
+    let hello = vec![message("cam/status", "online"), message("ha/config", "{}")];
+    let mut outbox = Outbox {
+        source_lost: true,
+        ..Default::default()
+    };
+    outbox.push_back(message("cam/status", "offline"));
+    outbox.push_back(message("cam/events", "1"));
+    outbox.source_lost = false;
+    outbox.push_back(message("cam/status", "online"));
+    outbox.requeue_on_connect(&hello);
+    let status: Vec<&[u8]> = outbox
+        .queue
+        .iter()
+        .filter(|m| m.topic == "cam/status")
+        .map(|m| m.payload.as_slice())
+        .collect();
+    assert_eq!(status, vec![&b"online"[..]], "{:?}", outbox.queue);
+    outbox.push_back(message("cam/status", "offline"));
+    outbox.requeue_on_connect(&hello);
+    assert_eq!(outbox.queue[0].topic, "cam/status");
+    assert_eq!(outbox.queue[0].payload, b"offline", "{:?}", outbox.queue);
+    assert_eq!(
+        outbox
+            .queue
+            .iter()
+            .filter(|m| m.topic == "cam/status")
+            .count(),
+        1
+    );
+}

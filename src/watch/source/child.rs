@@ -59,10 +59,13 @@ pub struct Program {
 /// the last [`SEEN_LINES`] of them. Shared by a program's restarts; not
 /// part of what the program is (equal whatever it holds).
 #[derive(Debug, Clone, Default)]
-struct SeenLines(Arc<Mutex<std::collections::VecDeque<String>>>);
+struct SeenLines(Arc<Mutex<std::collections::VecDeque<(String, Instant)>>>);
 
 /// Line shapes a program's stderr keeps, at most.
 const SEEN_LINES: usize = 64;
+/// A shape said this long ago is said again at its level (an outage a
+/// day later is worth its warning).
+const SEEN_FOR: Duration = Duration::from_secs(3600);
 
 impl PartialEq for SeenLines {
     fn eq(&self, _: &Self) -> bool {
@@ -75,22 +78,27 @@ impl SeenLines {
     fn said_first(&self, line: &str) -> bool {
         let shape = line_shape(line);
         let mut seen = crate::watch::lock(&self.0);
-        if seen.contains(&shape) {
+        seen.retain(|(_, at)| at.elapsed() < SEEN_FOR);
+        if seen.iter().any(|(s, _)| *s == shape) {
             return false;
         }
         if seen.len() == SEEN_LINES {
             seen.pop_front();
         }
-        seen.push_back(shape);
+        seen.push_back((shape, Instant::now()));
         true
     }
 }
 
-/// `line` with each run of digits (a hex address with them) made `#`.
+/// `line` with each run of digits (a hex address with them, and a minus
+/// sign before them) made `#`.
 fn line_shape(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars().peekable();
     while let Some(c) = chars.next() {
+        if c == '-' && chars.peek().is_some_and(char::is_ascii_digit) {
+            continue;
+        }
         if c.is_ascii_digit() {
             while chars
                 .peek()
@@ -542,6 +550,8 @@ fn start(program: &Program) -> Result<Box<dyn FrameSource>, SourceError> {
                         Some((raw, shown)) => line.replace(raw, shown),
                         None => line,
                     };
+                    // Other URLs it quotes (an HLS playlist's segments).
+                    let line = crate::watch::secrets::secret_values_hidden(&line);
                     // A line said before (by this run or an earlier one
                     // of this source: a camera refusing the password at
                     // every retry, a lossy stream's decoding errors), and
@@ -628,10 +638,19 @@ mod tests {
             .said_first("[rtsp @ 0x1] method DESCRIBE failed: 401 Unauthorized"));
         assert!(seen.said_first("[h264 @ 0x1] error while decoding MB 12 34, bytestream -5"));
         assert!(!seen.said_first("[h264 @ 0x2] error while decoding MB 7 1, bytestream -19"));
+        assert!(!seen.said_first("[h264 @ 0x2] error while decoding MB 7 1, bytestream 2124"));
         for k in 0..SEEN_LINES {
             seen.said_first(&format!("line {}", "x".repeat(k)));
         }
         assert_eq!(crate::watch::lock(&seen.0).len(), SEEN_LINES);
+        // Said an hour ago: said again.
+        let old = Instant::now().checked_sub(SEEN_FOR);
+        if let Some(old) = old {
+            crate::watch::lock(&seen.0)
+                .iter_mut()
+                .for_each(|(_, at)| *at = old);
+            assert!(seen.said_first("line x"));
+        }
         assert!(is_repeat_summary("    Last message repeated 148 times"));
     }
 

@@ -92,7 +92,7 @@ impl Reopening {
             next_index: 0,
             backoff: REOPEN_BACKOFF.0,
             retry_at: std::time::Instant::now() + REOPEN_BACKOFF.0,
-            last_why: Some(why.clone()),
+            last_why: Some(without_spec(spec, &why).to_string()),
             note: Some(SourceNote::Lost(why)),
             dropped_before: 0,
             end_ends: false,
@@ -143,9 +143,7 @@ impl Reopening {
     /// the reason is new (a camera that answers 401 now, a device busy),
     /// else a debug line.
     fn failed(&mut self, why: &str) {
-        // The error names the source already: once is enough.
-        let prefix = format!("--source {}: ", self.spec);
-        let why = why.strip_prefix(&prefix).unwrap_or(why);
+        let why = without_spec(&self.spec, why);
         if self.last_why.as_deref() == Some(why) {
             log::debug!("{}: still down ({why})", self.spec);
         } else {
@@ -281,6 +279,15 @@ impl FrameSource for Reopening {
             inner.close(wait.saturating_sub(t0.elapsed()));
         }
     }
+}
+
+/// An error's words without the `--source SPEC: ` it starts with (the
+/// line names the source already: once is enough).
+fn without_spec<'a>(spec: &str, why: &'a str) -> &'a str {
+    why.strip_prefix("--source ")
+        .and_then(|w| w.strip_prefix(spec))
+        .and_then(|w| w.strip_prefix(": "))
+        .unwrap_or(why)
 }
 
 #[cfg(test)]
