@@ -82,8 +82,8 @@ fn events_match_the_clip_truth_and_motion_gating_changes_none() {
         assert_eq!(ids.len(), spans.len(), "ids are unique per event");
         if name == "gated" {
             let inferred = stats["stats"]["inferred"].as_u64().unwrap();
-            assert!(inferred < 137, "motion gating skipped no frame");
-            eprintln!("motion gating: {inferred} of 137 frames inferred");
+            assert!(inferred < 137, "--motion-threshold skipped no frame");
+            eprintln!("--motion-threshold: {inferred} of 137 frames inferred");
         }
         results.push(
             spans
@@ -92,7 +92,10 @@ fn events_match_the_clip_truth_and_motion_gating_changes_none() {
                 .collect::<Vec<_>>(),
         );
     }
-    assert_eq!(results[0], results[1], "motion gating changed the events");
+    assert_eq!(
+        results[0], results[1],
+        "--motion-threshold changed the events"
+    );
 }
 
 #[test]

@@ -113,7 +113,7 @@ mod tests {
         h.observe(at(1.0), 10, 10, 20.0);
         assert_eq!(h.fps, [10.0]);
         assert_eq!(h.latency_ms, [2.0]);
-        // No frame classified (motion gating): the latency is unknown.
+        // No frame classified (skipped by --motion-threshold): the latency is unknown.
         h.observe(at(2.0), 30, 10, 20.0);
         assert_eq!(h.fps[1], 20.0);
         assert!(h.latency_ms[1].is_nan());
