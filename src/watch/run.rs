@@ -40,11 +40,7 @@ impl Watcher<'_> {
         observe: &mut dyn FnMut(&Watcher<'_>, Option<&Frame>),
     ) -> Result<Ended, WatchError> {
         let start = Instant::now() - Duration::from_secs_f64(self.stats.wall_ms / 1e3);
-        // A rate too small for a period (the settings refuse one) waits a day.
-        let period = self
-            .opts
-            .fps
-            .map(|f| Duration::try_from_secs_f64(1.0 / f).unwrap_or(Duration::from_secs(86_400)));
+        let period = self.opts.fps.map(source::period);
         let mut frame = Frame::default();
         let mut due = Instant::now();
         // Why the frames now are skipped, once said.
@@ -182,9 +178,7 @@ impl BadFrames {
         }
         self.unsaid += 1;
         self.last = format!("{what}: {why}");
-        if self.said_at.is_none_or(|t| t.elapsed() >= BAD_FRAMES_EVERY) {
-            self.flush();
-        }
+        self.tick();
     }
 
     /// Says the count now if a minute has passed since the last line (a

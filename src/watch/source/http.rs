@@ -103,9 +103,7 @@ pub fn open(
         decode,
         ..Target::parse(spec)?
     };
-    // A rate too small for a period (the settings refuse one) waits a day.
-    let every = Duration::try_from_secs_f64(1.0 / fps.unwrap_or(STILL_URL_FPS))
-        .unwrap_or(Duration::from_secs(86_400));
+    let every = super::period(fps.unwrap_or(STILL_URL_FPS));
     let shown = target.shown.clone();
     let open = move || -> Result<Box<dyn FrameSource>, SourceError> {
         let cam = HttpConnection::connect(&target, every)?;

@@ -48,6 +48,13 @@ pub const LIVE_QUEUE_DEPTH: usize = 2;
 /// How long a live source waits for a frame before answering [`Next::Idle`].
 pub const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// The time between two frames at `fps` frames a second; a rate too small
+/// for a period (the settings refuse one) waits a day.
+pub fn period(fps: f64) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(1.0 / fps)
+        .unwrap_or(std::time::Duration::from_secs(86_400))
+}
+
 #[derive(Debug, Error)]
 pub enum SourceError {
     #[error("--source {0:?}: expected dir:PATH, stdin:mjpeg, v4l2:/dev/videoN, ffmpeg:INPUT, rtsp(s)://URL, http(s)://URL or libcamera:[?width=W&height=H&fps=F]")]
